@@ -1,0 +1,12 @@
+# One image for web, workers and beat. The GPU worker gets CUDA from the same torch pin on a host
+# with the NVIDIA container toolkit (docker-compose reserves the device).
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update && apt-get install -y --no-install-recommends libglib2.0-0 && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+RUN DEBUG=1 DATA_DIR=/tmp/build python manage.py collectstatic --noinput
+EXPOSE 8000
+CMD ["gunicorn", "webapp.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "300"]

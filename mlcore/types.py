@@ -1,0 +1,104 @@
+"""The data types every part of mlcore (and the web app) exchanges.
+
+Readers produce :class:`AnnotatedImage` objects grouped under a :class:`LabelSet`; the training
+code turns them into crops and a label matrix with one column per label set (``-1`` = missing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MISSING = -1  # class index of a label set whose class is unknown for a nucleus
+
+
+class DataError(ValueError):
+    """Malformed input data. The message names the file and what is wrong with it."""
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = str(path) if path is not None else None
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path is not None else problem)
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A taxonomy: an ordered list of class names, each with an RGB colour."""
+
+    name: str
+    classes: tuple[str, ...]
+    colors: tuple[tuple[int, int, int], ...] = ()
+
+    def __post_init__(self):
+        if not self.classes:
+            raise ValueError(f"label set {self.name!r} has no classes")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"label set {self.name!r} repeats a class name: {list(self.classes)}")
+        if not self.colors:
+            object.__setattr__(self, "colors", default_colors(len(self.classes)))
+        elif len(self.colors) != len(self.classes):
+            raise ValueError(f"label set {self.name!r}: {len(self.colors)} colours for {len(self.classes)} classes")
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def index(self, class_name: str) -> int:
+        try:
+            return self.classes.index(class_name)
+        except ValueError:
+            raise KeyError(f"unknown class {class_name!r} in label set {self.name!r} "
+                           f"(known: {', '.join(self.classes)})") from None
+
+
+@dataclass
+class AnnotatedImage:
+    """One image with its instance mask and the classes known for its instances.
+
+    ``classes`` maps instance id -> class index into the dataset's label set; an instance of the
+    mask that is absent from ``classes`` is unlabelled (missing label).
+    """
+
+    name: str                   # file stem, unique within its dataset
+    image: np.ndarray           # H x W x 3 uint8, RGB
+    instance_map: np.ndarray    # H x W int32, 0 = background, 1..N instance ids
+    classes: dict[int, int] = field(default_factory=dict)
+    group: str = ""             # split group: the source tile/slide (patches of a tile overlap)
+    source_path: str = ""       # the image file it came from, for messages and provenance
+
+    def __post_init__(self):
+        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
+            raise DataError(self.source_path or self.name,
+                            f"image must be H x W x 3 uint8 RGB, got shape {self.image.shape} {self.image.dtype}")
+        if self.instance_map.shape != self.image.shape[:2]:
+            raise DataError(self.source_path or self.name,
+                            f"mask size {self.instance_map.shape[1]}x{self.instance_map.shape[0]} differs from "
+                            f"image size {self.image.shape[1]}x{self.image.shape[0]}")
+        if not self.group:
+            self.group = self.name
+
+
+@dataclass
+class NucleusDataset:
+    """A dataset as read from disk: its label set (None when unlabelled) and its images."""
+
+    name: str
+    format: str
+    label_set: LabelSet | None
+    images: list[AnnotatedImage]
+
+    @property
+    def labelled(self) -> bool:
+        return self.label_set is not None
+
+
+_PALETTE = (
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40),
+)
+
+
+def default_colors(n: int) -> tuple[tuple[int, int, int], ...]:
+    """Distinct, readable colours (Sasha Trubetskoy's palette), cycled past twelve classes."""
+    return tuple(_PALETTE[i % len(_PALETTE)] for i in range(n))

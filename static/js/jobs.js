@@ -1,0 +1,40 @@
+// Live job progress: poll the job resource until it finishes and update the bar in place.
+(function () {
+  "use strict";
+  function watch(card) {
+    const url = card.dataset.jobUrl;
+    const field = (name) => card.querySelector(`[data-field="${name}"]`);
+    async function tick() {
+      let job;
+      try {
+        const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        job = await response.json();
+      } catch (err) {
+        field("detail").textContent = `Could not refresh (${err.message}); retrying…`;
+        setTimeout(tick, 3000);
+        return;
+      }
+      const p = job.progress || {};
+      field("state").textContent = job.state;
+      field("state").className = `state state-${job.state}`;
+      field("bar").style.width = `${p.percent || 0}%`;
+      const parts = [];
+      if (p.stage) parts.push(`stage ${p.stage}`);
+      if (p.epoch != null) parts.push(`epoch ${p.epoch}${p.epochs ? "/" + p.epochs : ""}`);
+      if (p.loss != null) parts.push(`loss ${Number(p.loss).toFixed(4)}`);
+      if (p.eta_s != null) parts.push(`ETA ${Math.round(p.eta_s)} s`);
+      if (p.message) parts.push(p.message);
+      parts.push(`${Math.round(p.percent || 0)}%`);
+      field("detail").textContent = parts.join(" · ");
+      field("log").textContent = job.log_tail || "";
+      if (job.error) { field("error").hidden = false; field("error").textContent = job.error; }
+      const done = ["succeeded", "failed", "cancelled"].includes(job.state);
+      card.dispatchEvent(new CustomEvent("job-update", { detail: job }));
+      if (!done) setTimeout(tick, 1000);
+    }
+    tick();
+  }
+  document.querySelectorAll("[data-job-url]").forEach(watch);
+  window.watchJob = watch;
+})();

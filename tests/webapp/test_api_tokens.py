@@ -1,0 +1,45 @@
+import subprocess
+import sys
+
+import pytest
+from rest_framework.authtoken.models import Token
+
+from tests.conftest import ROOT, subprocess_env
+
+
+@pytest.mark.django_db
+def test_token_made_on_the_account_page_authenticates_scripts(client, owner, api_client_for):
+    client.force_login(owner)
+    response = client.post("/account/token/")
+    assert response.status_code == 302
+    token = Token.objects.get(user=owner)
+    assert token.key in client.get("/account/").content.decode()
+
+    from rest_framework.test import APIClient
+    script = APIClient()
+    script.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert script.get("/api/jobs/").status_code == 200
+
+    # Replacing the token revokes the old one.
+    client.post("/account/token/")
+    assert script.get("/api/jobs/").status_code == 401
+    from webapp.core.models import AuditLogEntry
+    assert AuditLogEntry.objects.filter(action="account.token_regenerated", actor=owner).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_drf_create_token_command(owner):
+    result = subprocess.run([sys.executable, "manage.py", "drf_create_token", "owner"], cwd=ROOT,
+                            env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert Token.objects.get(user=owner).key in result.stdout
+
+
+@pytest.mark.django_db
+def test_bad_token_gets_json_detail(api_client_for):
+    from rest_framework.test import APIClient
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+    response = client.get("/api/jobs/")
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Invalid token."

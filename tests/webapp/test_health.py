@@ -1,0 +1,52 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from django.test import override_settings
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.django_db
+def test_health_reports_database_and_redis_without_login(client):
+    response = client.get("/api/health/")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["status"] == "ok"
+    assert body["database"]["ok"] is True
+    assert body["redis"]["ok"] is True
+    assert isinstance(body["workers"]["live"], int)
+
+
+@pytest.mark.django_db
+def test_health_is_503_when_redis_is_down(client):
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        response = client.get("/api/health/")
+    body = response.json()
+    assert response.status_code == 503
+    assert body["redis"]["ok"] is False and body["redis"]["error"]
+    assert body["database"]["ok"] is True
+
+
+def test_health_is_503_when_the_database_is_down(tmp_path):
+    # A real process whose database server does not exist: nothing is mocked.
+    script = ("import django, json; django.setup(); from django.test import Client; "
+              "r = Client().get('/api/health/', HTTP_HOST='localhost'); print(r.status_code); print(r.content.decode())")
+    env = dict(__import__("os").environ, DJANGO_SETTINGS_MODULE="webapp.settings",
+               DATABASE_URL="postgres://nobody@127.0.0.1:1/nothing", DATA_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)
+    lines = out.stdout.strip().splitlines()
+    assert lines, out.stderr
+    assert lines[0] == "503", out.stdout + out.stderr
+    body = json.loads(lines[1])
+    assert body["database"]["ok"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.celery_worker
+def test_health_counts_live_workers(client, celery_worker_process):
+    body = client.get("/api/health/").json()
+    assert body["workers"]["live"] >= 1
+    assert celery_worker_process.name in body["workers"]["names"]

@@ -1,0 +1,17 @@
+import pytest
+
+
+@pytest.mark.django_db
+def test_openapi_schema_and_docs(client, owner):
+    client.force_login(owner)
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    body = schema.json()
+    assert body["openapi"].startswith("3.")
+    assert "/api/health/" in body["paths"] and "/api/jobs/{id}/" in body["paths"]
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    html = docs.content.decode()
+    assert "swagger-ui" in html.lower()
+    # Docs assets come from the sidecar package, never from a CDN (the product runs offline).
+    assert "cdn.jsdelivr" not in html and "unpkg.com" not in html

@@ -1,0 +1,40 @@
+"""A wrong environment value stops the start with a message that names the variable."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def run_check(tmp_path, **env_vars):
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "SECRET_KEY", "DEBUG", "REDIS_URL"}}
+    env.update(DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="webapp.settings", **env_vars)
+    return subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("env_vars, named", [
+    ({"DEBUG": "maybe"}, "DEBUG"),
+    ({"DATABASE_URL": "mysqlx://nowhere/db"}, "DATABASE_URL"),
+    ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL"),
+    ({"DEBUG": "0"}, "SECRET_KEY"),
+    ({"MAX_UPLOAD_BYTES": "lots"}, "MAX_UPLOAD_BYTES"),
+])
+def test_bad_value_fails_naming_the_variable(tmp_path, env_vars, named):
+    result = run_check(tmp_path, **env_vars)
+    assert result.returncode != 0
+    assert named in result.stderr
+    assert "ImproperlyConfigured" in result.stderr
+
+
+def test_defaults_work_and_keep_a_generated_secret_key(tmp_path):
+    result = run_check(tmp_path)
+    assert result.returncode == 0, result.stderr
+    key_file = tmp_path / "secret_key"
+    assert key_file.exists() and len(key_file.read_text()) >= 40
+    first = key_file.read_text()
+    run_check(tmp_path)
+    assert key_file.read_text() == first

@@ -1,0 +1,21 @@
+from django.contrib.auth.decorators import login_not_required
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+
+from .health import health
+
+
+@extend_schema(responses={200: inline_serializer("Health", {
+    "status": serializers.CharField(), "database": serializers.DictField(), "redis": serializers.DictField(),
+    "workers": serializers.DictField()})})
+@login_not_required
+@api_view(["GET"])
+@authentication_classes([])
+@permission_classes([AllowAny])
+def health_view(request):
+    """The state of the database, Redis and the number of live workers; 503 when a service is down."""
+    body, ok = health()
+    return Response(body, status=status.HTTP_200_OK if ok else status.HTTP_503_SERVICE_UNAVAILABLE)

@@ -1,0 +1,62 @@
+"""JSON errors with a ``detail`` that a person can act on, for every API failure."""
+
+from __future__ import annotations
+
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "A required service is unavailable; try again shortly."
+    default_code = "service_unavailable"
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+    def __init__(self, detail=None, **extra):
+        super().__init__(detail)
+        self.extra = extra
+
+
+def _flatten(errors, prefix="") -> list[str]:
+    """Turn DRF's nested validation errors into "field: message" lines."""
+    if isinstance(errors, dict):
+        lines = []
+        for key, value in errors.items():
+            name = "" if key == "non_field_errors" else f"{prefix}{key}"
+            lines += _flatten(value, f"{name}." if name else "")
+        return lines
+    if isinstance(errors, list):
+        lines = []
+        for item in errors:
+            lines += _flatten(item, prefix)
+        return lines
+    field = prefix.rstrip(".")
+    return [f"{field}: {errors}" if field else str(errors)]
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or "Not found.")
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = {"detail": "; ".join(_flatten(exc.detail)), "errors": exc.detail}
+    elif isinstance(response.data, dict) and "detail" not in response.data:
+        response.data = {"detail": "; ".join(_flatten(response.data))}
+    if isinstance(exc, Conflict) and exc.extra:
+        response.data.update(exc.extra)
+    if response.status_code == status.HTTP_401_UNAUTHORIZED and not isinstance(response.data, dict):
+        response.data = {"detail": str(response.data)}
+    return response
+
+
+def error_response(detail: str, code: int) -> Response:
+    return Response({"detail": detail}, status=code)

@@ -1,0 +1,21 @@
+from django.conf import settings
+from django.db import models
+
+
+class AuditLogEntry(models.Model):
+    """One row per state change, written in the same transaction as the change itself."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    action = models.CharField(max_length=64, db_index=True)
+    # What the change was about, as "app.model:pk" so that the log outlives deleted rows.
+    target = models.CharField(max_length=128, blank=True, db_index=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "audit log entries"
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.target}"

@@ -1,0 +1,34 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from rest_framework.authtoken.models import Token
+
+from webapp.jobs.api import visible_jobs
+
+from . import operations
+
+
+def home(request):
+    jobs = visible_jobs(request.user)[:10]
+    return render(request, "core/home.html", {"jobs": jobs})
+
+
+def account(request):
+    token = Token.objects.filter(user=request.user).first()
+    return render(request, "core/account.html", {"token": token})
+
+
+@require_POST
+def regenerate_token(request):
+    operations.do_regenerate_api_token(request.user)
+    messages.success(request, "A new API token was created; the previous one no longer works.")
+    return redirect("account")
+
+
+def job_detail(request, job_id: int):
+    job = get_object_or_404(visible_jobs(request.user), pk=job_id)
+    return render(request, "core/job_detail.html", {"job": job})
+
+
+__all__ = ["home", "account", "regenerate_token", "job_detail", "login_required"]

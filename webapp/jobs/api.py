@@ -1,0 +1,36 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from . import operations
+from .models import Job
+from .serializers import DiagnosticsRequestSerializer, JobSerializer
+
+
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Background jobs: state, progress and, on failure, the error."""
+
+    serializer_class = JobSerializer
+
+    def get_queryset(self):
+        return visible_jobs(self.request.user)
+
+    @extend_schema(request=DiagnosticsRequestSerializer, responses={202: JobSerializer})
+    def create(self, request):
+        params = DiagnosticsRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        job = operations.do_enqueue_job(params.validated_data["kind"], actor=request.user)
+        return Response(JobSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        job = operations.do_cancel_job(self.get_object(), actor=request.user)
+        return Response(JobSerializer(job, context={"request": request}).data)
+
+
+def visible_jobs(user):
+    """A user sees the jobs they started; staff see all. (Project jobs widen this later.)"""
+    jobs = Job.objects.all()
+    return jobs if user.is_staff else jobs.filter(created_by=user)

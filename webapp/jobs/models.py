@@ -1,0 +1,60 @@
+from django.conf import settings
+from django.db import models
+
+
+class Job(models.Model):
+    """The record of one background task. This row, not Redis, is the source of truth."""
+
+    class Kind(models.TextChoices):
+        DIAGNOSTICS = "diagnostics", "Worker diagnostics"
+        IMPORT = "import", "Dataset import"
+        TRAIN = "train", "Training"
+        PREDICT = "predict", "Project prediction"
+        INFER = "infer", "Image inference"
+        EXPORT = "export", "Export"
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED_STATES = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+    # Kinds that need the accelerator-bearing workers (docker-compose runs them apart).
+    GPU_KINDS = (Kind.TRAIN, Kind.PREDICT, Kind.INFER)
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="jobs")
+    params = models.JSONField(default=dict, blank=True)
+    # {"stage": ..., "epoch": ..., "epochs": ..., "percent": 0-100, "eta_s": ..., "loss": ..., "message": ...}
+    progress = models.JSONField(default=dict, blank=True)
+    log_tail = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["kind", "state"])]
+
+    def __str__(self):
+        return f"job {self.pk} ({self.kind}, {self.state})"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in self.FINISHED_STATES
+
+    @property
+    def queue(self) -> str:
+        return "gpu" if self.kind in self.GPU_KINDS else "default"

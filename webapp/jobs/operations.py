@@ -1,0 +1,138 @@
+"""Every state change of a Job goes through these functions (each writes its audit row).
+
+The web layer calls :func:`do_enqueue_job`; workers call :func:`do_start_job`,
+:func:`do_report_progress` and :func:`do_finish_job` / :func:`do_fail_job` / :func:`do_cancel_job`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.core import audit
+from webapp.core.api_errors import ServiceUnavailable
+
+from .models import Job
+
+logger = logging.getLogger(__name__)
+LOG_TAIL_LINES = 40
+
+
+class JobNotRunnable(Exception):
+    """The job was cancelled or finished before a worker picked it up."""
+
+
+def broker_reachable(timeout: float = 2.0) -> bool:
+    from workers.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+        return True
+    except Exception:  # kombu raises OperationalError and socket errors alike
+        return False
+
+
+def do_enqueue_job(kind: str, *, actor=None, params: dict | None = None, **fields) -> Job:
+    """Create the job row and hand it to Celery. Raises ServiceUnavailable when Redis is down."""
+    from workers.tasks import run_job
+
+    if not broker_reachable():
+        raise ServiceUnavailable("The task queue (Redis) is unreachable, so the job was not started. "
+                                 "Nothing was saved; try again once Redis is back.")
+    with transaction.atomic():
+        job = Job.objects.create(kind=kind, created_by=actor if getattr(actor, "is_authenticated", False) else None,
+                                 params=params or {}, **fields)
+        audit.record("job.enqueued", actor=actor, target=job, kind=kind)
+    try:
+        result = run_job.apply_async(args=[job.pk], queue=job.queue)
+    except Exception as exc:
+        do_fail_job(job.pk, f"could not queue the job: the task queue (Redis) is unreachable ({exc})")
+        raise ServiceUnavailable("The task queue (Redis) became unreachable while the job was queued; "
+                                 f"job {job.pk} is marked failed. Try again once Redis is back.") from exc
+    Job.objects.filter(pk=job.pk).update(celery_task_id=result.id)
+    job.celery_task_id = result.id
+    return job
+
+
+def do_start_job(job_id: int, worker: str) -> Job:
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        if job.finished:
+            raise JobNotRunnable(f"job {job_id} is already {job.state}")
+        if job.cancel_requested:
+            _finish(job, Job.State.CANCELLED)
+            raise JobNotRunnable(f"job {job_id} was cancelled before it started")
+        now = timezone.now()
+        job.state = Job.State.RUNNING
+        job.worker = worker
+        job.attempts += 1
+        job.started_at = job.started_at or now
+        job.heartbeat_at = now
+        job.save(update_fields=["state", "worker", "attempts", "started_at", "heartbeat_at"])
+        audit.record("job.started", target=job, worker=worker, attempt=job.attempts)
+    return job
+
+
+def do_report_progress(job_id: int, progress: dict[str, Any], log_line: str | None = None) -> bool:
+    """Store progress; returns True when a cancel was requested (the worker then stops).
+
+    Progress is frequent, so it writes no audit row and touches only its own columns.
+    """
+    fields: dict[str, Any] = {"progress": progress, "heartbeat_at": timezone.now()}
+    if log_line:
+        tail = Job.objects.filter(pk=job_id).values_list("log_tail", flat=True).first() or ""
+        fields["log_tail"] = "\n".join((tail.splitlines() + [log_line])[-LOG_TAIL_LINES:])
+    Job.objects.filter(pk=job_id, state=Job.State.RUNNING).update(**fields)
+    return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
+
+
+def do_finish_job(job_id: int, result: dict | None = None) -> Job:
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        job.result = result or {}
+        job.progress = {**job.progress, "percent": 100.0}
+        _finish(job, Job.State.SUCCEEDED)
+    return job
+
+
+def do_fail_job(job_id: int, error: str) -> Job:
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        if job.finished:
+            return job
+        job.error = error
+        _finish(job, Job.State.FAILED)
+    return job
+
+
+def do_cancel_job(job: Job, *, actor=None) -> Job:
+    """Ask a job to stop. A queued job is cancelled at once; a running one at its next batch."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.finished:
+            return job
+        job.cancel_requested = True
+        job.save(update_fields=["cancel_requested"])
+        audit.record("job.cancel_requested", actor=actor, target=job)
+        if job.state == Job.State.QUEUED:
+            _finish(job, Job.State.CANCELLED)
+    return job
+
+
+def do_mark_cancelled(job_id: int) -> Job:
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        if not job.finished:
+            _finish(job, Job.State.CANCELLED)
+    return job
+
+
+def _finish(job: Job, state: str) -> None:
+    job.state = state
+    job.finished_at = timezone.now()
+    job.save(update_fields=["state", "finished_at", "error", "result", "progress", "cancel_requested"])
+    audit.record(f"job.{state}", target=job, error=job.error[:500] if job.error else "")

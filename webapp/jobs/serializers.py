@@ -1,0 +1,20 @@
+from rest_framework import serializers
+
+from .models import Job
+
+
+class JobSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api-job-detail")
+
+    class Meta:
+        model = Job
+        fields = ["id", "url", "kind", "state", "progress", "error", "result", "log_tail", "params",
+                  "cancel_requested", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class DiagnosticsRequestSerializer(serializers.Serializer):
+    """Starting a job directly through /api/jobs/ is allowed for diagnostics only;
+    the other kinds start from their own resources (a dataset upload, a training request...)."""
+
+    kind = serializers.ChoiceField(choices=[Job.Kind.DIAGNOSTICS])

@@ -1,0 +1,29 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from webapp.core import api as core_api
+from webapp.core import views as core_views
+from webapp.jobs.api import JobViewSet
+
+router = DefaultRouter()
+router.register("jobs", JobViewSet, basename="api-job")
+
+urlpatterns = [
+    path("", core_views.home, name="home"),
+    path("account/", core_views.account, name="account"),
+    path("account/token/", core_views.regenerate_token, name="regenerate-token"),
+    path("jobs/<int:job_id>/", core_views.job_detail, name="job-detail"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/health/", core_api.health_view, name="api-health"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # The docs are pages for people: log in first (DRF views opt out of the login middleware).
+    path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
+    path("api/redoc/", login_required(SpectacularRedocView.as_view(url_name="api-schema")), name="api-redoc"),
+    path("api/", include(router.urls)),
+]

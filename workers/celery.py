@@ -1,0 +1,13 @@
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+
+app = Celery("nucleus_merge")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.beat_schedule = {
+    # A worker that died (OOM, kill -9, lost machine) leaves its job "running": find those.
+    "reap-lost-jobs": {"task": "workers.tasks.reap_lost_jobs", "schedule": 120.0},
+}
+app.autodiscover_tasks(["workers"])

@@ -1,0 +1,73 @@
+"""Celery tasks. Each one is glue: load the job, call domain functions and mlcore, report."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from datetime import timedelta
+
+from celery import shared_task
+from django.utils import timezone
+
+from webapp.jobs import operations
+from webapp.jobs.models import Job
+
+from .handlers import HANDLERS, JobCancelled, JobContext
+
+logger = logging.getLogger(__name__)
+MAX_ATTEMPTS = 2  # a job re-delivered after a lost worker runs at most once more
+LOST_AFTER = timedelta(minutes=10)
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, name="workers.tasks.run_job")
+def run_job(self, job_id: int) -> str:
+    try:
+        job = Job.objects.get(pk=job_id)
+    except Job.DoesNotExist:
+        logger.warning("job %s does not exist (deleted before it ran)", job_id)
+        return "missing"
+    if job.state == Job.State.RUNNING and job.attempts >= MAX_ATTEMPTS:
+        operations.do_fail_job(job_id, f"the worker running this job was lost {job.attempts} times; giving up")
+        return "failed"
+    try:
+        job = operations.do_start_job(job_id, worker=self.request.hostname or "worker")
+    except operations.JobNotRunnable as exc:
+        logger.info("%s", exc)
+        return "skipped"
+    context = JobContext(job)
+    try:
+        result = HANDLERS[job.kind](context)
+    except JobCancelled:
+        operations.do_mark_cancelled(job_id)
+        return "cancelled"
+    except Exception as exc:
+        logger.exception("job %s failed", job_id)
+        operations.do_fail_job(job_id, _error_text(exc))
+        return "failed"
+    operations.do_finish_job(job_id, result)
+    return "succeeded"
+
+
+def _error_text(exc: Exception) -> str:
+    # A person reads this: the message first, the innermost frame for whoever debugs it.
+    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" (at {frame[0].filename.rsplit('/', 1)[-1]}:{frame[0].lineno})" if frame else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+@shared_task(name="workers.tasks.reap_lost_jobs")
+def reap_lost_jobs() -> int:
+    """Fail running jobs whose worker stopped sending heartbeats and no longer answers."""
+    from .celery import app
+
+    stale = Job.objects.filter(state=Job.State.RUNNING, heartbeat_at__lt=timezone.now() - LOST_AFTER)
+    if not stale.exists():
+        return 0
+    replies = app.control.ping(timeout=2.0) or []
+    alive = {name for reply in replies for name in reply}
+    reaped = 0
+    for job in stale:
+        if job.worker not in alive:
+            operations.do_fail_job(job.pk, f"worker {job.worker or '?'} stopped responding; the job was lost")
+            reaped += 1
+    return reaped
