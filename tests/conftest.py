@@ -15,6 +15,24 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_media_root(tmp_path_factory):
+    """Uploaded and generated files of the suite go to a temporary folder, for this process and the
+    worker processes it starts (they read MEDIA_ROOT from the environment)."""
+    from django.conf import settings
+
+    media = tmp_path_factory.mktemp("media")
+    previous = settings.MEDIA_ROOT, os.environ.get("MEDIA_ROOT")
+    settings.MEDIA_ROOT = media
+    os.environ["MEDIA_ROOT"] = str(media)
+    yield media
+    settings.MEDIA_ROOT = previous[0]
+    if previous[1] is None:
+        os.environ.pop("MEDIA_ROOT", None)
+    else:
+        os.environ["MEDIA_ROOT"] = previous[1]
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
@@ -124,7 +142,7 @@ class WorkerProcess:
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory, test_media_root):
     """A real Celery worker (separate process, prefork pool) on the test database and real Redis."""
     worker = WorkerProcess(tmp_path_factory.mktemp("celery") / "worker.log")
     with django_db_blocker.unblock():

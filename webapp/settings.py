@@ -85,6 +85,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "webapp.core",
     "webapp.jobs",
+    "webapp.projects",
+    "webapp.datasets",
 ]
 
 MIDDLEWARE = [

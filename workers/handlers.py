@@ -58,6 +58,24 @@ def run_diagnostics(context: JobContext) -> dict:
     return result
 
 
+def run_import(context: JobContext) -> dict:
+    from webapp.datasets.uploads import run_import_job
+
+    def progress(percent: float, message: str) -> None:
+        context.progress(percent, message=message)
+        context.check_cancel()
+
+    return run_import_job(context.job, progress)
+
+
 HANDLERS: dict[str, Callable[[JobContext], dict]] = {
     Job.Kind.DIAGNOSTICS: run_diagnostics,
+    Job.Kind.IMPORT: run_import,
 }
+
+
+def user_facing_errors() -> tuple[type[Exception], ...]:
+    """Errors about the user's input: their message is the whole story, no code location needed."""
+    from webapp.datasets.uploads import USER_ERRORS
+
+    return USER_ERRORS

@@ -12,7 +12,7 @@ from django.utils import timezone
 from webapp.jobs import operations
 from webapp.jobs.models import Job
 
-from .handlers import HANDLERS, JobCancelled, JobContext
+from .handlers import HANDLERS, JobCancelled, JobContext, user_facing_errors
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2  # a job re-delivered after a lost worker runs at most once more
@@ -49,6 +49,8 @@ def run_job(self, job_id: int) -> str:
 
 
 def _error_text(exc: Exception) -> str:
+    if isinstance(exc, user_facing_errors()):
+        return str(exc)
     # A person reads this: the message first, the innermost frame for whoever debugs it.
     frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" (at {frame[0].filename.rsplit('/', 1)[-1]}:{frame[0].lineno})" if frame else ""

@@ -31,6 +31,10 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
 
 def visible_jobs(user):
-    """A user sees the jobs they started; staff see all. (Project jobs widen this later.)"""
+    """The jobs a user started and those of their projects; staff see all."""
+    from django.db.models import Q
+
     jobs = Job.objects.all()
-    return jobs if user.is_staff else jobs.filter(created_by=user)
+    if user.is_staff:
+        return jobs
+    return jobs.filter(Q(created_by=user) | Q(project__memberships__user=user)).distinct()

@@ -28,6 +28,8 @@ class Job(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="jobs")
+    project = models.ForeignKey("projects.Project", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="jobs")
     params = models.JSONField(default=dict, blank=True)
     # {"stage": ..., "epoch": ..., "epochs": ..., "percent": 0-100, "eta_s": ..., "loss": ..., "message": ...}
     progress = models.JSONField(default=dict, blank=True)

@@ -1,0 +1,92 @@
+"""Dataset readers: every supported on-disk format -> :class:`mlcore.types.NucleusDataset`.
+
+``read_dataset`` loads a whole dataset; ``open_dataset`` gives its label set and number of images first
+and then streams the images one at a time (for large uploads and progress reporting). Malformed input
+raises :class:`mlcore.types.DataError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from mlcore.readers import coco, geojson, hovernet, pannuke, seed
+from mlcore.readers._common import CONTENT_ERRORS, FormatSource, read_rgb
+from mlcore.types import AnnotatedImage, DataError, LabelSet, NucleusDataset
+
+FORMATS = ("seed", "hovernet", "coco", "geojson", "pannuke")
+
+_MODULES = {"seed": seed, "hovernet": hovernet, "coco": coco, "geojson": geojson, "pannuke": pannuke}
+
+__all__ = ["FORMATS", "DatasetReader", "open_dataset", "read_dataset", "iter_images", "read_rgb"]
+
+
+class DatasetReader:
+    """A dataset opened for streaming: ``label_set``, ``len()`` images, and iteration over them."""
+
+    def __init__(self, format: str, path: Path, name: str, source: FormatSource):
+        self.format = format
+        self.path = path
+        self.name = name
+        self._source = source
+
+    @property
+    def label_set(self) -> LabelSet | None:
+        return self._source.label_set
+
+    def __len__(self) -> int:
+        return len(self._source.items)
+
+    def __iter__(self) -> Iterator[AnnotatedImage]:
+        names: set[str] = set()
+        for item in self._source.items:
+            image = _guarded(self._source.item_path(item), self._source.read_item, item)
+            if image.name in names:
+                raise DataError(image.source_path, f"a second image is named {image.name!r} in this dataset")
+            names.add(image.name)
+            yield image
+
+
+def _guarded(path: Path, function, *args):
+    """Run a reader step; a content error NumPy or SciPy raises becomes a DataError naming the file."""
+    try:
+        return function(*args)
+    except DataError:
+        raise
+    except CONTENT_ERRORS as exc:
+        raise DataError(path, f"unreadable ({type(exc).__name__}: {exc})") from exc
+
+
+def open_dataset(format: str, path: str | Path, name: str | None = None, class_names: list[str] | None = None,
+                 label_set_name: str | None = None, labelled: bool = True) -> DatasetReader:
+    """Open a dataset: validates the layout and the label set now, reads images when iterated."""
+    if format not in _MODULES:
+        raise DataError(path, f"unknown dataset format {format!r} (allowed: {', '.join(FORMATS)})")
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such file or folder")
+    if class_names is not None:
+        class_names = [str(n) for n in class_names]
+    if name is None:
+        name = path.parent.name if path.is_file() else path.resolve().name
+    source = _guarded(path, _MODULES[format].open_source, path, class_names, label_set_name or name, labelled)
+    return DatasetReader(format, path, name, source)
+
+
+def iter_images(format: str, path: str | Path, class_names: list[str] | None = None,
+                labelled: bool = True) -> Iterator[AnnotatedImage]:
+    """Stream the images of a dataset (see :func:`open_dataset` to get its label set as well)."""
+    return iter(open_dataset(format, path, class_names=class_names, labelled=labelled))
+
+
+def read_dataset(format: str, path: str | Path, name: str | None = None, class_names: list[str] | None = None,
+                 label_set_name: str | None = None, labelled: bool = True) -> NucleusDataset:
+    """Read a whole dataset in one of :data:`FORMATS`.
+
+    ``name`` defaults to the folder name, ``label_set_name`` to ``name``. ``class_names`` overrides (or,
+    where the files carry none, supplies) the class names. ``labelled=False`` reads masks only: the
+    dataset has no label set and every image an empty ``classes``.
+    """
+    reader = open_dataset(format, path, name=name, class_names=class_names, label_set_name=label_set_name,
+                          labelled=labelled)
+    return NucleusDataset(name=reader.name, format=format, label_set=reader.label_set, images=list(reader))

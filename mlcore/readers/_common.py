@@ -1,0 +1,298 @@
+"""Helpers shared by the format readers: image loading, validation and the per-format source shape."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mlcore.types import MISSING, AnnotatedImage, DataError, LabelSet, default_colors
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+# The only exceptions that NumPy, SciPy, Pillow and json raise on bad content; anything else is a bug
+# in our code and must keep its traceback.
+CONTENT_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, AttributeError)
+
+
+@dataclass
+class FormatSource:
+    """What a format module hands to :mod:`mlcore.readers`: the label set and a lazy list of images.
+
+    ``items`` are format-specific keys (file stems, COCO image records...); ``read_item`` turns one into
+    an :class:`AnnotatedImage`, so callers can stream a large dataset one image at a time.
+    """
+
+    label_set: LabelSet | None
+    items: Sequence[Any]
+    read_item: Callable[[Any], AnnotatedImage]
+    item_path: Callable[[Any], Path]
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Read an image file as H x W x 3 uint8 RGB, with Pillow's decompression-bomb guard kept on."""
+    if not path.is_file():
+        raise DataError(path, "image file not found")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a web upload must not get that far.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return _to_rgb(image, path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(path, f"image too large to read safely ({exc})") from None
+    except UnidentifiedImageError:
+        raise DataError(path, "not an image (Pillow cannot identify the file)") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt image data
+        raise DataError(path, f"corrupt image: {exc}") from None
+
+
+def _to_rgb(image: Image.Image, path: Path) -> np.ndarray:
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        # Pillow's RGB conversion clips 16-bit values at 255; keep the high byte instead.
+        grey = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode in ("P", "PA", "LA") or "transparency" in image.info:
+        image = image.convert("RGBA")  # resolve the palette before dropping alpha
+    rgb = np.asarray(image.convert("RGB"))
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise DataError(path, f"cannot convert image mode {image.mode} to RGB")
+    return np.ascontiguousarray(rgb, dtype=np.uint8)
+
+
+def find_image(folder: Path, stem: str) -> Path | None:
+    """The image file ``<folder>/<stem>.<png|jpg|...>``, or None."""
+    for suffix in IMAGE_SUFFIXES:
+        for candidate in (folder / (stem + suffix), folder / (stem + suffix.upper())):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a folder, sorted by name (natural order is left to the caller)."""
+    if not folder.is_dir():
+        raise DataError(folder, "image folder not found")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise DataError(path, "not valid JSON: not UTF-8 text") from None
+
+
+def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        # allow_pickle stays off: a pickled object array could run code.
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(path, f"not a readable NumPy .npy array: {exc}") from None
+
+
+def as_instance_map(array: np.ndarray, path: Path) -> np.ndarray:
+    """Validate an instance map (2-D, integer-valued, non-negative) and return it as int32."""
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim != 2:
+        raise DataError(path, f"instance mask must be a 2-D H x W array, got shape {array.shape}")
+    if array.dtype == bool:
+        array = array.astype(np.int32)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise DataError(path, "instance mask has non-integer values")
+    elif not np.issubdtype(array.dtype, np.integer):
+        raise DataError(path, f"instance mask must hold integers, got dtype {array.dtype}")
+    if array.size and array.min() < 0:
+        raise DataError(path, f"instance mask has negative ids (min {array.min()})")
+    if array.size and array.max() > np.iinfo(np.int32).max:
+        raise DataError(path, f"instance ids exceed int32 (max {array.max()})")
+    return np.ascontiguousarray(array, dtype=np.int32)
+
+
+def as_int_array(array: Any, path: Path, what: str) -> np.ndarray:
+    """An integer array from integer or integral-float input, else DataError."""
+    array = np.asarray(array)
+    if array.size == 0:
+        return array.astype(np.int64)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise DataError(path, f"{what} has non-integer values")
+    elif not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+        raise DataError(path, f"{what} must hold integers, got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
+def check_same_size(image: np.ndarray, instance_map: np.ndarray, mask_path: Path, image_path: Path) -> None:
+    if instance_map.shape != image.shape[:2]:
+        raise DataError(mask_path, f"mask size {instance_map.shape[1]}x{instance_map.shape[0]} differs from "
+                                   f"image size {image.shape[1]}x{image.shape[0]} of {image_path.name}")
+
+
+def instance_ids(instance_map: np.ndarray) -> np.ndarray:
+    """Sorted ids of the instances present (background 0 excluded)."""
+    counts = np.bincount(instance_map.ravel())
+    ids = np.flatnonzero(counts)
+    return ids[ids > 0]
+
+
+def checked_classes(pairs: np.ndarray, instance_map: np.ndarray, label_set: LabelSet, path: Path) -> dict[int, int]:
+    """Turn an N x 2 (instance id, class index) table into a classes dict, checking every row.
+
+    A class index of ``MISSING`` (-1) marks an instance as explicitly unlabelled.
+    """
+    pairs = as_int_array(pairs, path, "types table")
+    if pairs.size == 0:
+        return {}
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise DataError(path, f"types must be an N x 2 array (instance id, class index), got shape {pairs.shape}")
+    present = instance_ids(instance_map)
+    absent = pairs[~np.isin(pairs[:, 0], present), 0]
+    if absent.size:
+        raise DataError(path, f"types refer to instance(s) not in the mask: {_few(absent)}")
+    bad = pairs[(pairs[:, 1] < MISSING) | (pairs[:, 1] >= len(label_set)), 1]
+    if bad.size:
+        raise DataError(path, f"class index outside the label set {list(label_set.classes)} "
+                              f"(valid 0..{len(label_set) - 1}): {_few(bad)}")
+    ids, first = np.unique(pairs[:, 0], return_index=True)
+    if ids.size != len(pairs):
+        repeated = np.setdiff1d(np.arange(len(pairs)), first)
+        raise DataError(path, f"instance id(s) listed twice in the types: {_few(pairs[repeated, 0])}")
+    return {int(i): int(c) for i, c in pairs if c != MISSING}
+
+
+def _few(values: Iterable, limit: int = 8) -> str:
+    values = [int(v) for v in np.asarray(list(values)).ravel()]
+    shown = ", ".join(str(v) for v in values[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def make_label_set(name: str, names: Sequence[str], colors: Sequence[Any] | None, path: Path | None) -> LabelSet:
+    """A LabelSet from names and optional colours, with LabelSet's own checks turned into DataError."""
+    names = [str(n) for n in names]
+    rgb: tuple = ()
+    if colors is not None and any(c is not None for c in colors):
+        palette = default_colors(len(names))
+        rgb = tuple(parse_color(c, path) if c is not None else palette[i] for i, c in enumerate(colors))
+    try:
+        return LabelSet(name, tuple(names), rgb)
+    except ValueError as exc:
+        raise DataError(path, str(exc)) from None
+
+
+def parse_color(value: Any, path: Path | None) -> tuple[int, int, int]:
+    """[r, g, b] or a packed (A)RGB integer (QuPath's ``colorRGB``) -> (r, g, b)."""
+    if isinstance(value, bool):
+        raise DataError(path, f"invalid colour {value!r}")
+    if isinstance(value, int):
+        value &= 0xFFFFFF  # QuPath packs alpha in the (signed) top byte
+        return (value >> 16) & 255, (value >> 8) & 255, value & 255
+    if isinstance(value, (list, tuple)) and len(value) in (3, 4) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 255 for v in value[:3]):
+        return int(value[0]), int(value[1]), int(value[2])
+    raise DataError(path, f"invalid colour {value!r} (expected [r, g, b] in 0..255 or a packed RGB integer)")
+
+
+def check_class_names(class_names: Sequence[str] | None, expected: int | None, path: Path, source: str) -> None:
+    """An explicit ``class_names`` override must name every class the files define."""
+    if class_names is None or expected is None:
+        return
+    if len(class_names) != expected:
+        raise DataError(path, f"{len(class_names)} class names given ({list(class_names)}) but {source} "
+                              f"defines {expected} classes")
+
+
+_PATCH_NAME = re.compile(r"^(.+_\d+)_\d+$")
+
+
+def tile_group(name: str) -> str:
+    """Split group of a patch name: ``<prefix>_<tile>_<k>`` -> ``<prefix>_<tile>``, else the name itself.
+
+    HoVer-Net/CoNSeP patches (``train_18_011``) are cut with overlapping borders from one tile; grouping
+    them by tile keeps a tile's patches on one side of a train/validation split.
+    """
+    match = _PATCH_NAME.match(name)
+    return match.group(1) if match else name
+
+
+def unique_stems(paths: Sequence[Path]) -> None:
+    """Two files with one stem (a.png and a.jpg) would make the matching mask ambiguous."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen:
+            raise DataError(path, f"two images share the name {path.stem!r} ({seen[path.stem].name} and {path.name})")
+        seen[path.stem] = path
+
+
+# Polygons in COCO and QuPath GeoJSON use pixel-edge coordinates (pixel (0, 0) covers [0, 1) x [0, 1));
+# OpenCV puts pixel centres on integers, hence the half-pixel shift. cv2.fillPoly includes the pixels the
+# outline passes through, so an outline through boundary-pixel centres (what mlcore.writers writes)
+# rasterises back to exactly the same pixels.
+_SUBPIXEL_BITS = 4
+_MAX_COORDINATE = 1e7  # beyond any slide, and safe from int32 overflow in fixed point
+
+
+def polygon_mask(rings: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]], height: int, width: int,
+                 path: Path, where: str) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """Rasterise polygons (outer ring K x 2 as x, y; holes) into a bounding-box patch of the image.
+
+    Returns ``((rows, cols), boolean patch)`` or None when nothing falls inside the image. Only the
+    bounding box is allocated, so thousands of nuclei on a large image stay cheap.
+    """
+    outers = [np.asarray(outer, dtype=np.float64) for outer, _ in rings if len(outer)]
+    if not outers:
+        return None
+    points = np.concatenate(outers)
+    if not np.all(np.isfinite(points)) or np.abs(points).max() > _MAX_COORDINATE:
+        raise DataError(path, f"{where}: polygon coordinates are not finite numbers in a plausible range")
+    x0 = max(int(np.floor(points[:, 0].min() - 0.5)), 0)
+    y0 = max(int(np.floor(points[:, 1].min() - 0.5)), 0)
+    x1 = min(int(np.ceil(points[:, 0].max() - 0.5)), width - 1)
+    y1 = min(int(np.ceil(points[:, 1].max() - 0.5)), height - 1)
+    if x1 < x0 or y1 < y0:
+        return None
+    patch = np.zeros((y1 - y0 + 1, x1 - x0 + 1), np.uint8)
+    origin = np.array([x0 + 0.5, y0 + 0.5])
+
+    def fixed_point(ring: np.ndarray) -> np.ndarray:
+        ring = np.asarray(ring, dtype=np.float64)
+        if not np.all(np.isfinite(ring)) or (ring.size and np.abs(ring).max() > _MAX_COORDINATE):
+            raise DataError(path, f"{where}: polygon coordinates are not finite numbers in a plausible range")
+        return np.round((ring - origin) * (1 << _SUBPIXEL_BITS)).astype(np.int32).reshape(-1, 1, 2)
+
+    for outer, holes in rings:
+        if len(outer):
+            cv2.fillPoly(patch, [fixed_point(outer)], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+        for hole in holes:
+            if len(hole):
+                cv2.fillPoly(patch, [fixed_point(hole)], 0, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+    return (slice(y0, y1 + 1), slice(x0, x1 + 1)), patch.astype(bool)
+
+
+def compact_ids(instance_map: np.ndarray, classes: dict[int, int]) -> tuple[np.ndarray, dict[int, int]]:
+    """Renumber instances 1..N in id order, dropping ids with no pixels left (painted over)."""
+    counts = np.bincount(instance_map.ravel())
+    present = np.flatnonzero(counts)
+    present = present[present > 0]
+    lookup = np.zeros(counts.size, np.int32)
+    lookup[present] = np.arange(1, present.size + 1, dtype=np.int32)
+    new_classes = {int(lookup[i]): c for i, c in classes.items() if i < counts.size and counts[i] > 0}
+    return lookup[instance_map], new_classes

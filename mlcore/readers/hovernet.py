@@ -1,0 +1,140 @@
+"""HoVer-Net / CoNSeP ``.mat`` labels.
+
+Layout::
+
+    root/Labels/<stem>.mat     inst_map (H x W, ids 1..N), inst_type (N x 1: class of instance i+1,
+                               numbered from 1, 0 = no label), optionally type_map and inst_centroid
+    root/Images/<stem>.png|jpg
+    root/type_info.json        {"<id>": [name, [r, g, b]]}, id 0 = "nolabel" (not a class)
+
+Without ``inst_type`` the class of an instance is the majority of ``type_map`` over its pixels. Without
+``type_info.json`` the class names come from the ``class_names`` argument (class k+1 of the file is
+``class_names[k]``).
+
+Grouping: a name ``<prefix>_<tile>_<k>`` (CoNSeP patches ``train_18_011``) belongs to group
+``<prefix>_<tile>``: patches cut from one tile overlap, so a split must keep them together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from mlcore.readers._common import (FormatSource, as_instance_map, as_int_array, check_class_names,
+                                    check_same_size, find_image, list_images, load_json,
+                                    make_label_set, read_rgb, tile_group)
+from mlcore.types import AnnotatedImage, DataError, LabelSet
+
+
+def open_source(root: Path, class_names: list[str] | None, label_set_name: str, labelled: bool) -> FormatSource:
+    labels_dir = root / "Labels"
+    if not labels_dir.is_dir():
+        raise DataError(labels_dir, "HoVer-Net label folder not found (expected Labels/<stem>.mat)")
+    images_dir = root / "Images"
+    if not images_dir.is_dir():
+        raise DataError(images_dir, "HoVer-Net image folder not found (expected Images/<stem>.png or .jpg)")
+    label_files = sorted(labels_dir.glob("*.mat"))
+    labelled_stems = {path.stem for path in label_files}
+    orphans = [path for path in list_images(images_dir) if path.stem not in labelled_stems]
+    if orphans:
+        raise DataError(orphans[0], f"image without labels (no Labels/{orphans[0].stem}.mat)")
+    label_set = _label_set(root, class_names, label_set_name) if labelled else None
+
+    def read_item(mat_path: Path) -> AnnotatedImage:
+        return _read_image(images_dir, mat_path, label_set)
+
+    return FormatSource(label_set, label_files, read_item, lambda mat_path: mat_path)
+
+
+def _label_set(root: Path, class_names: list[str] | None, name: str) -> LabelSet:
+    info_path = root / "type_info.json"
+    if not info_path.is_file():
+        if class_names is None:
+            raise DataError(info_path, "type_info.json not found and no class names given")
+        return make_label_set(name, class_names, None, info_path)
+    info = load_json(info_path)
+    if not isinstance(info, dict):
+        raise DataError(info_path, 'expected {"<id>": [name, [r, g, b]], ...}')
+    entries: dict[int, tuple[str, object]] = {}
+    for key, value in info.items():
+        try:
+            type_id = int(key)
+        except ValueError:
+            raise DataError(info_path, f"type id {key!r} is not an integer") from None
+        if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
+            raise DataError(info_path, f"entry {key!r} must be [name, [r, g, b]], got {value!r}")
+        entries[type_id] = (value[0], value[1])
+    class_ids = sorted(i for i in entries if i != 0)  # 0 is HoVer-Net's "nolabel"
+    if class_ids != list(range(1, len(class_ids) + 1)):
+        raise DataError(info_path, f"type ids must be 0 (no label) and 1..K without gaps, got {sorted(entries)}")
+    check_class_names(class_names, len(class_ids), info_path, "type_info.json")
+    names = class_names or [entries[i][0] for i in class_ids]
+    return make_label_set(name, names, [entries[i][1] for i in class_ids], info_path)
+
+
+def load_mat(path: Path) -> dict:
+    try:
+        return scipy.io.loadmat(path)
+    except NotImplementedError:
+        # scipy reads MATLAB files up to v7; v7.3 files are HDF5 and need h5py, which mlcore does not use.
+        raise DataError(path, "MATLAB v7.3 (HDF5) .mat file: not supported because h5py is not installed; "
+                              "re-save it as v7 (MATLAB: save(..., '-v7'); Python: scipy.io.savemat)") from None
+    except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError, EOFError, KeyError, IndexError) as exc:
+        raise DataError(path, f"not a readable MATLAB .mat file: {exc}") from None
+
+
+def _read_image(images_dir: Path, mat_path: Path, label_set: LabelSet | None) -> AnnotatedImage:
+    stem = mat_path.stem
+    image_path = find_image(images_dir, stem)
+    if image_path is None:
+        raise DataError(mat_path, f"no image for these labels (expected {images_dir / stem}.png or .jpg)")
+    image = read_rgb(image_path)
+    content = load_mat(mat_path)
+    if "inst_map" not in content:
+        raise DataError(mat_path, f"no 'inst_map' variable (found: {_variables(content)})")
+    instance_map = as_instance_map(content["inst_map"], mat_path)
+    check_same_size(image, instance_map, mat_path, image_path)
+    classes = _classes(content, instance_map, label_set, mat_path) if label_set is not None else {}
+    return AnnotatedImage(name=stem, image=image, instance_map=instance_map, classes=classes,
+                          group=tile_group(stem), source_path=str(image_path))
+
+
+def _variables(content: dict) -> str:
+    return ", ".join(k for k in content if not k.startswith("__")) or "none"
+
+
+def _classes(content: dict, instance_map: np.ndarray, label_set: LabelSet, mat_path: Path) -> dict[int, int]:
+    ids = np.unique(instance_map)
+    ids = ids[ids > 0]
+    if "inst_type" in content:
+        types = as_int_array(content["inst_type"], mat_path, "inst_type").ravel()
+        if ids.size and types.size < ids[-1]:
+            raise DataError(mat_path, f"inst_type lists {types.size} instances but the mask has instance id "
+                                      f"{ids[-1]} (inst_type row i is the class of instance i+1)")
+        per_instance = types[ids - 1] if ids.size else types[:0]
+    elif "type_map" in content:
+        type_map = as_int_array(content["type_map"], mat_path, "type_map")
+        if type_map.shape != instance_map.shape:
+            raise DataError(mat_path, f"type_map shape {type_map.shape} differs from inst_map {instance_map.shape}")
+        per_instance = _majority_type(instance_map, type_map, ids, mat_path, len(label_set))
+    else:
+        raise DataError(mat_path, f"no 'inst_type' or 'type_map' variable, so no classes "
+                                  f"(found: {_variables(content)}); read with labelled=False for masks only")
+    bad = np.unique(per_instance[(per_instance < 0) | (per_instance > len(label_set))])
+    if bad.size:
+        raise DataError(mat_path, f"class id(s) {bad.tolist()} outside the label set "
+                                  f"(0 = no label, 1..{len(label_set)} = {list(label_set.classes)})")
+    # File class k (from 1) is label-set index k-1; 0 means the instance has no label.
+    return {int(i): int(t) - 1 for i, t in zip(ids, per_instance) if t > 0}
+
+
+def _majority_type(instance_map: np.ndarray, type_map: np.ndarray, ids: np.ndarray, mat_path: Path,
+                   n_classes: int) -> np.ndarray:
+    if type_map.size and (type_map.min() < 0 or type_map.max() > n_classes):
+        raise DataError(mat_path, f"type_map values outside 0..{n_classes}")
+    width = n_classes + 1
+    votes = np.bincount(instance_map.ravel().astype(np.int64) * width + type_map.ravel(),
+                        minlength=(int(instance_map.max()) + 1) * width).reshape(-1, width)
+    return votes[ids].argmax(axis=1)

@@ -1,0 +1,357 @@
+"""Exporters, the inverse of :mod:`mlcore.readers`, and per-nucleus geometry for the web app.
+
+Outlines follow OpenCV: a contour runs through the centres of an instance's boundary pixels. Files in
+COCO and GeoJSON use pixel-edge coordinates (pixel (0, 0) covers [0, 1) x [0, 1)), so outlines are
+written shifted by half a pixel, and the readers shift them back: a polygon export re-imports to the
+same pixels except where an outline cannot follow the mask (holes, one-pixel necks). RLE exports are exact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import scipy.io
+import scipy.ndimage
+from PIL import Image
+
+from mlcore.types import MISSING, LabelSet, NucleusDataset
+
+GEOMETRY_DTYPE = np.dtype([("id", np.int32), ("x0", np.int32), ("y0", np.int32), ("x1", np.int32),
+                           ("y1", np.int32), ("cx", np.float64), ("cy", np.float64), ("area", np.int64)])
+
+_HALF_PIXEL = 0.5  # OpenCV pixel-centre coordinates -> pixel-edge coordinates of COCO and QuPath
+
+
+# ----------------------------------------------------------------------------------------------- geometry
+
+def nucleus_geometry(instance_map: np.ndarray) -> np.ndarray:
+    """Per-instance bounding box, centroid and area, as a structured array sorted by id.
+
+    Fields: ``id``; ``x0, y0, x1, y1`` (bounding box, x1/y1 exclusive like slices); ``cx, cy`` (centroid,
+    pixel-centre coordinates: column and row means); ``area`` (pixels). Computed with bincount and
+    find_objects, one pass each over the map.
+    """
+    instance_map = np.asarray(instance_map)
+    flat = instance_map.ravel().astype(np.intp, copy=False)
+    if flat.size == 0 or flat.max() <= 0:
+        return np.zeros(0, GEOMETRY_DTYPE)
+    height, width = instance_map.shape
+    area = np.bincount(flat)
+    sum_x = np.bincount(flat, weights=np.broadcast_to(np.arange(width, dtype=np.float64), (height, width)).ravel())
+    sum_y = np.bincount(flat, weights=np.repeat(np.arange(height, dtype=np.float64), width))
+    ids = np.flatnonzero(area)
+    ids = ids[ids > 0]
+    slices = scipy.ndimage.find_objects(instance_map)
+    bounds = np.array([(slices[i - 1][1].start, slices[i - 1][0].start, slices[i - 1][1].stop,
+                        slices[i - 1][0].stop) for i in ids], dtype=np.int32).reshape(-1, 4)
+    result = np.zeros(ids.size, GEOMETRY_DTYPE)
+    result["id"] = ids
+    result["x0"], result["y0"], result["x1"], result["y1"] = bounds.T
+    result["cx"] = sum_x[ids] / area[ids]
+    result["cy"] = sum_y[ids] / area[ids]
+    result["area"] = area[ids]
+    return result
+
+
+def instance_contours(instance_map: np.ndarray) -> dict[int, list[np.ndarray]]:
+    """Outer contours of every instance (K x 2 int arrays of x, y), largest first.
+
+    One contour per connected piece of an instance; holes are not traced. Each instance is traced on its
+    own bounding-box crop (find_objects), so the cost follows the nuclei, not the image size.
+    """
+    instance_map = np.asarray(instance_map)
+    contours: dict[int, list[np.ndarray]] = {}
+    if instance_map.size == 0:
+        return contours
+    for index, found in enumerate(scipy.ndimage.find_objects(instance_map)):
+        if found is None:
+            continue
+        instance_id = index + 1
+        rows, cols = found
+        # One pixel of background around the crop, so an instance touching its edge gets a closed outline
+        # (and the offset puts the contour back in image coordinates).
+        crop = np.zeros((rows.stop - rows.start + 2, cols.stop - cols.start + 2), np.uint8)
+        crop[1:-1, 1:-1] = instance_map[rows, cols] == instance_id
+        traced, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                     offset=(cols.start - 1, rows.start - 1))
+        pieces = [c.reshape(-1, 2) for c in traced]
+        if len(pieces) > 1:
+            pieces.sort(key=lambda c: (-cv2.contourArea(c), -len(c)))
+        contours[instance_id] = pieces
+    return contours
+
+
+def nucleus_outlines(instance_map: np.ndarray, epsilon: float = 1.0) -> dict[int, list[list[int]]]:
+    """A simplified outer polygon per instance: ``{id: [[x, y], ...]}`` in pixel-centre coordinates.
+
+    The largest piece of each instance, simplified with cv2.approxPolyDP (``epsilon`` = the largest
+    distance in pixels between outline and polygon; 0 keeps every corner).
+    """
+    outlines = {}
+    for instance_id, pieces in instance_contours(instance_map).items():
+        outline = pieces[0].reshape(-1, 1, 2)
+        if epsilon > 0 and len(outline) > 3:
+            outline = cv2.approxPolyDP(outline, epsilon, True)
+        outlines[instance_id] = outline.reshape(-1, 2).tolist()
+    return outlines
+
+
+# ---------------------------------------------------------------------------------------------------- RLE
+
+def encode_rle(instance_mask: np.ndarray) -> dict:
+    """COCO uncompressed RLE of a boolean mask: ``{"counts": [...], "size": [h, w]}``, column-major."""
+    mask = np.asarray(instance_mask, dtype=bool)
+    height, width = mask.shape
+    rows, cols = np.nonzero(mask)
+    return {"counts": _rle_counts(np.sort(cols.astype(np.int64) * height + rows), height * width),
+            "size": [int(height), int(width)]}
+
+
+def _rle_counts(flat_indices: np.ndarray, total: int) -> list[int]:
+    """Run lengths (background first) from sorted column-major indices of the foreground pixels."""
+    if flat_indices.size == 0:
+        return [int(total)]
+    breaks = np.flatnonzero(np.diff(flat_indices) != 1)
+    starts = np.concatenate([flat_indices[:1], flat_indices[breaks + 1]])
+    ends = np.concatenate([flat_indices[breaks] + 1, flat_indices[-1:] + 1])
+    counts = np.empty(2 * starts.size + 1, np.int64)
+    counts[0] = starts[0]
+    counts[1::2] = ends - starts
+    counts[2:-1:2] = starts[1:] - ends[:-1]
+    counts[-1] = total - ends[-1]
+    return counts.tolist()
+
+
+def compress_rle_counts(counts: Sequence[int]) -> str:
+    """COCO's compressed RLE string (pycocotools' ``rleToString``), decoded by the COCO reader.
+
+    From the fourth count on, the difference from the count two places before is stored; each number is
+    written in 5-bit groups, least significant first, offset by '0' (48); 0x20 marks a following group
+    and 0x10 of the last group carries the sign.
+    """
+    text = []
+    for position, count in enumerate(counts):
+        value = int(count) - (int(counts[position - 2]) if position > 2 else 0)
+        more = True
+        while more:
+            group = value & 0x1F
+            value >>= 5  # arithmetic shift: negative values end at -1
+            more = value != -1 if group & 0x10 else value != 0
+            text.append(chr(group + (0x20 if more else 0) + 48))
+    return "".join(text)
+
+
+# ------------------------------------------------------------------------------------------------ writers
+
+def _edge_ring(contour: np.ndarray) -> list[list[float]]:
+    """A contour in pixel-edge coordinates with at least three vertices (tiny nuclei repeat points)."""
+    points = (contour.astype(np.float64) + _HALF_PIXEL).tolist()
+    while len(points) < 3:
+        points.append(points[-1])
+    return points
+
+
+def _class_of(classes: dict[int, int], instance_id: int, label_set: LabelSet | None) -> int | None:
+    index = classes.get(instance_id, MISSING)
+    if index == MISSING:
+        return None
+    if label_set is None or not 0 <= index < len(label_set):
+        raise ValueError(f"instance {instance_id} has class index {index}, outside the label set "
+                         f"{list(label_set.classes) if label_set else None}")
+    return index
+
+
+def geojson_features(instance_map: np.ndarray, classes: dict[int, int], label_set: LabelSet | None,
+                     object_type: str = "annotation") -> list[dict]:
+    """One QuPath-style GeoJSON Feature per instance, in id order (see :func:`write_geojson`)."""
+    features = []
+    for instance_id, pieces in instance_contours(instance_map).items():
+        rings = [[_edge_ring(piece) + [_edge_ring(piece)[0]]] for piece in pieces]  # GeoJSON rings close
+        geometry = ({"type": "Polygon", "coordinates": rings[0]} if len(rings) == 1
+                    else {"type": "MultiPolygon", "coordinates": rings})
+        properties: dict = {"objectType": object_type, "instance_id": int(instance_id)}
+        index = _class_of(classes, instance_id, label_set)
+        if index is not None:
+            properties["classification"] = {"name": label_set.classes[index],
+                                            "color": [int(v) for v in label_set.colors[index]]}
+        features.append({"type": "Feature", "geometry": geometry, "properties": properties})
+    return features
+
+
+def write_geojson(path: str | Path, instance_map: np.ndarray, classes: dict[int, int], label_set: LabelSet | None,
+                  object_type: str = "annotation") -> Path:
+    """Write the nuclei of one image as a QuPath-compatible GeoJSON FeatureCollection.
+
+    One Feature per instance: a Polygon (MultiPolygon for an instance in several pieces) from its outer
+    contour, ``properties.objectType`` (``"annotation"`` or ``"detection"``), ``classification``
+    ``{"name", "color": [r, g, b]}`` (absent for unlabelled nuclei) and ``instance_id``.
+    """
+    if object_type not in ("annotation", "detection"):
+        raise ValueError(f"object_type must be 'annotation' or 'detection', got {object_type!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    collection = {"type": "FeatureCollection",
+                  "features": geojson_features(instance_map, classes, label_set, object_type)}
+    path.write_text(json.dumps(collection))
+    return path
+
+
+def coco_dict(images: Iterable[tuple[str, np.ndarray, dict[int, int]]], label_set: LabelSet | None,
+              segmentation: str = "polygon") -> dict:
+    """The COCO instances dictionary that :func:`write_coco` writes."""
+    if segmentation not in ("polygon", "rle", "compressed_rle"):
+        raise ValueError(f"segmentation must be 'polygon', 'rle' or 'compressed_rle', got {segmentation!r}")
+    categories = [{"id": index + 1, "name": name, "supercategory": "nucleus", "color": list(color)}
+                  for index, (name, color) in enumerate(zip(label_set.classes, label_set.colors))] if label_set else []
+    records, annotations = [], []
+    for image_id, (file_name, instance_map, classes) in enumerate(images, start=1):
+        instance_map = np.asarray(instance_map)
+        height, width = instance_map.shape
+        records.append({"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)})
+        contours = instance_contours(instance_map) if segmentation == "polygon" else {}
+        for box in nucleus_geometry(instance_map):
+            instance_id = int(box["id"])
+            index = _class_of(classes, instance_id, label_set)
+            if segmentation == "polygon":
+                shape = [np.ravel(_edge_ring(piece)).tolist() for piece in contours[instance_id]]
+            else:
+                rows = slice(box["y0"], box["y1"])
+                cols = slice(box["x0"], box["x1"])
+                local_rows, local_cols = np.nonzero(instance_map[rows, cols] == instance_id)
+                flat = np.sort((local_cols + box["x0"]).astype(np.int64) * height + local_rows + box["y0"])
+                counts = _rle_counts(flat, height * width)
+                shape = {"counts": compress_rle_counts(counts) if segmentation == "compressed_rle" else counts,
+                         "size": [int(height), int(width)]}
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id,
+                "category_id": index + 1 if index is not None else 0,  # 0: unlabelled nucleus
+                "segmentation": shape, "area": int(box["area"]), "iscrowd": 0,
+                "bbox": [int(box["x0"]), int(box["y0"]), int(box["x1"] - box["x0"]), int(box["y1"] - box["y0"])],
+            })
+    return {"images": records, "annotations": annotations, "categories": categories}
+
+
+def write_coco(path_json: str | Path, images: Iterable[tuple[str, np.ndarray, dict[int, int]]],
+               label_set: LabelSet | None, segmentation: str = "polygon") -> Path:
+    """Write COCO instances JSON for ``(file_name, instance_map, classes)`` triples.
+
+    ``segmentation``: ``"polygon"`` (outer contours; may lose edge pixels), ``"rle"`` (uncompressed,
+    exact) or ``"compressed_rle"`` (COCO's string encoding, exact). Category ids are label-set index + 1;
+    unlabelled nuclei get ``category_id`` 0, which the COCO reader reads back as unlabelled. The images
+    themselves are not written.
+    """
+    path_json = Path(path_json)
+    path_json.parent.mkdir(parents=True, exist_ok=True)
+    path_json.write_text(json.dumps(coco_dict(images, label_set, segmentation)))
+    return path_json
+
+
+def write_seed_types(path_npy: str | Path, classes: dict[int, int]) -> Path:
+    """Write the seed format's types table: N x 2 int32 (instance id, class index), sorted by id."""
+    path_npy = Path(path_npy)
+    path_npy.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted((int(i), int(c)) for i, c in classes.items() if c != MISSING)
+    np.save(path_npy, np.array(rows, dtype=np.int32).reshape(-1, 2))
+    return path_npy
+
+
+def save_rgb(path: str | Path, image: np.ndarray) -> Path:
+    """Save an RGB uint8 image losslessly (PNG unless the suffix says otherwise)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path)
+    return path
+
+
+def write_hovernet_labels(path_mat: str | Path, instance_map: np.ndarray, classes: dict[int, int]) -> Path:
+    """Write a HoVer-Net ``.mat``: inst_map, inst_type (N x 1, class index + 1, 0 = no label), type_map,
+    inst_centroid (N x 2, x then y), with N the largest instance id."""
+    path_mat = Path(path_mat)
+    path_mat.parent.mkdir(parents=True, exist_ok=True)
+    instance_map = np.asarray(instance_map, dtype=np.int32)
+    n = int(instance_map.max()) if instance_map.size else 0
+    lookup = np.zeros(n + 1, np.int32)
+    for instance_id, index in classes.items():
+        if index != MISSING and 0 < instance_id <= n:
+            lookup[instance_id] = index + 1
+    centroids = np.zeros((n, 2))
+    geometry = nucleus_geometry(instance_map)
+    centroids[geometry["id"] - 1] = np.stack([geometry["cx"], geometry["cy"]], axis=1)
+    scipy.io.savemat(path_mat, {"inst_map": instance_map, "inst_type": lookup[1:].reshape(-1, 1),
+                                "type_map": lookup[instance_map], "inst_centroid": centroids},
+                     do_compression=True)
+    return path_mat
+
+
+def write_dataset(dataset: NucleusDataset, format: str, root: str | Path,
+                  coco_segmentation: str = "compressed_rle") -> Path:
+    """Export a whole dataset in one of the reader formats; ``read_dataset(format, root)`` reads it back.
+
+    Images are written as PNG. COCO uses ``coco_segmentation`` (exact RLE by default).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    label_set = dataset.label_set
+    if format == "seed":
+        (root / "masks").mkdir(exist_ok=True)
+        for item in dataset.images:
+            save_rgb(root / "images" / f"{item.name}.png", item.image)
+            np.save(root / "masks" / f"{item.name}.npy", item.instance_map.astype(np.int32))
+            write_seed_types(root / "types" / f"{item.name}.npy", item.classes)
+        if label_set is not None:
+            (root / "classes.json").write_text(json.dumps(
+                {"classes": list(label_set.classes), "colors": [list(c) for c in label_set.colors]}, indent=1))
+    elif format == "coco":
+        for item in dataset.images:
+            save_rgb(root / "images" / f"{item.name}.png", item.image)
+        write_coco(root / "annotations.json", [(f"{item.name}.png", item.instance_map, item.classes)
+                                               for item in dataset.images], label_set, coco_segmentation)
+    elif format == "geojson":
+        for item in dataset.images:
+            save_rgb(root / f"{item.name}.png", item.image)
+            write_geojson(root / f"{item.name}.geojson", item.instance_map, item.classes, label_set)
+    elif format == "hovernet":
+        for item in dataset.images:
+            save_rgb(root / "Images" / f"{item.name}.png", item.image)
+            write_hovernet_labels(root / "Labels" / f"{item.name}.mat", item.instance_map, item.classes)
+        if label_set is not None:
+            info = {"0": ["nolabel", [0, 0, 0]]}
+            info.update({str(i + 1): [name, list(color)]
+                         for i, (name, color) in enumerate(zip(label_set.classes, label_set.colors))})
+            (root / "type_info.json").write_text(json.dumps(info, indent=1))
+    elif format == "pannuke":
+        _write_pannuke(dataset, root)
+    else:
+        raise ValueError(f"unknown dataset format {format!r} (allowed: seed, hovernet, coco, geojson, pannuke)")
+    return root
+
+
+def _write_pannuke(dataset: NucleusDataset, root: Path) -> None:
+    if dataset.label_set is None:
+        raise ValueError("PanNuke arrays need classes: one mask channel per class")
+    shapes = {item.image.shape for item in dataset.images}
+    if len(shapes) != 1:
+        raise ValueError(f"PanNuke arrays need images of one size, got {sorted(shapes)}")
+    n_classes = len(dataset.label_set)
+    (height, width, _), = shapes
+    masks = np.zeros((len(dataset.images), height, width, n_classes + 1), np.int32)
+    for n, item in enumerate(dataset.images):
+        ids = np.unique(item.instance_map)
+        unlabelled = [int(i) for i in ids if i > 0 and item.classes.get(int(i), MISSING) == MISSING]
+        if unlabelled:
+            raise ValueError(f"{item.name}: PanNuke arrays cannot hold unlabelled nuclei ({len(unlabelled)})")
+        lookup = np.full(int(ids.max()) + 1, n_classes, np.int64)
+        for instance_id, index in item.classes.items():
+            if instance_id < lookup.size:
+                lookup[instance_id] = index
+        channel = lookup[item.instance_map]
+        rows, cols = np.nonzero(item.instance_map)
+        masks[n, rows, cols, channel[rows, cols]] = item.instance_map[rows, cols]
+        masks[n, :, :, n_classes] = item.instance_map == 0
+    np.save(root / "images.npy", np.stack([item.image for item in dataset.images]))
+    np.save(root / "masks.npy", masks)
+

@@ -1,0 +1,155 @@
+"""Label sets, datasets, images, nuclei and the append-only history of their labels."""
+
+from django.conf import settings
+from django.db import models
+
+from webapp.projects.models import Project
+
+
+class LabelSet(models.Model):
+    """A taxonomy: ordered class names, each with a colour (the classes are LabelClass rows)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="label_sets")
+    name = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="label_set_name_unique")]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes.all()]
+
+
+class LabelClass(models.Model):
+    label_set = models.ForeignKey(LabelSet, on_delete=models.CASCADE, related_name="classes")
+    index = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=100)
+    color = models.CharField(max_length=7, help_text="#rrggbb")
+
+    class Meta:
+        ordering = ["label_set", "index"]
+        constraints = [models.UniqueConstraint(fields=["label_set", "index"], name="class_index_unique"),
+                       models.UniqueConstraint(fields=["label_set", "name"], name="class_name_unique")]
+
+    def __str__(self):
+        return self.name
+
+
+class Dataset(models.Model):
+    class Format(models.TextChoices):
+        SEED = "seed", "Seed (png + npy mask + npy types)"
+        HOVERNET = "hovernet", "HoVer-Net .mat"
+        COCO = "coco", "COCO instances JSON"
+        GEOJSON = "geojson", "QuPath GeoJSON"
+        PANNUKE = "pannuke", "PanNuke fold arrays"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=200)
+    label_set = models.ForeignKey(LabelSet, null=True, blank=True, on_delete=models.PROTECT, related_name="datasets",
+                                  help_text="empty for an unlabelled dataset (masks only)")
+    format = models.CharField(max_length=16, choices=Format.choices)
+    provenance = models.TextField(blank=True)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    uploaded_at = models.DateTimeField(auto_now_add=True)
+    storage_dir = models.CharField(max_length=255, help_text="folder under MEDIA_ROOT holding its files")
+    image_count = models.PositiveIntegerField(default=0)
+    nucleus_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="dataset_name_unique")]
+
+    def __str__(self):
+        return self.name
+
+
+class Image(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")  # for the checksum rule
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="images")
+    name = models.CharField(max_length=255)
+    file = models.CharField(max_length=255, help_text="image path under MEDIA_ROOT")
+    mask_file = models.CharField(max_length=255, help_text="instance mask (16-bit PNG or npy) under MEDIA_ROOT")
+    thumbnail_file = models.CharField(max_length=255)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    checksum = models.CharField(max_length=64, help_text="sha256 of the decoded RGB pixels")
+    group = models.CharField(max_length=255, blank=True, help_text="source tile/slide, for splits")
+    nucleus_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["dataset", "name"]
+        constraints = [models.UniqueConstraint(fields=["project", "checksum"], name="image_once_per_project"),
+                       models.UniqueConstraint(fields=["dataset", "name"], name="image_name_unique")]
+
+    def __str__(self):
+        return self.name
+
+
+class Nucleus(models.Model):
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="nuclei")
+    instance_id = models.PositiveIntegerField()
+    x0 = models.IntegerField()
+    y0 = models.IntegerField()
+    x1 = models.IntegerField()
+    y1 = models.IntegerField()
+    centroid_x = models.FloatField()
+    centroid_y = models.FloatField()
+    area = models.PositiveIntegerField()
+    outline = models.JSONField(help_text="simplified outer polygon [[x, y], ...] for drawing")
+
+    class Meta:
+        ordering = ["image", "instance_id"]
+        constraints = [models.UniqueConstraint(fields=["image", "instance_id"], name="instance_once_per_image")]
+
+    def __str__(self):
+        return f"nucleus {self.instance_id} of {self.image_id}"
+
+
+class LabelSource(models.TextChoices):
+    GROUND_TRUTH = "ground_truth", "Ground truth"
+    REVIEW = "review", "Review"
+    PSEUDO = "pseudo", "Pseudo label"
+
+
+class Label(models.Model):
+    """Append-only: a change of class adds a row; nothing is updated in place or deleted by a review."""
+
+    nucleus = models.ForeignKey(Nucleus, on_delete=models.CASCADE, related_name="labels")
+    label_set = models.ForeignKey(LabelSet, on_delete=models.CASCADE, related_name="+")
+    class_index = models.PositiveSmallIntegerField()
+    source = models.CharField(max_length=16, choices=LabelSource.choices)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="+")
+    model_version_id = models.BigIntegerField(null=True, blank=True,
+                                              help_text="the model version whose prediction this label came from")
+    previous = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                 help_text="the label this one replaced (from what to what)")
+    client_id = models.CharField(max_length=64, blank=True, help_text="idempotency key of the request")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["nucleus", "label_set", "-id"], name="label_history_idx"),
+                   models.Index(fields=["label_set", "source", "created_at"], name="label_source_time_idx")]
+        constraints = [models.UniqueConstraint(fields=["client_id"], condition=~models.Q(client_id=""),
+                                               name="label_client_id_unique")]
+
+
+class CurrentLabel(models.Model):
+    """The latest Label of a nucleus in a label set, kept in step with the history for fast queries."""
+
+    nucleus = models.ForeignKey(Nucleus, on_delete=models.CASCADE, related_name="current_labels")
+    label_set = models.ForeignKey(LabelSet, on_delete=models.CASCADE, related_name="+")
+    label = models.OneToOneField(Label, on_delete=models.CASCADE, related_name="+")
+    class_index = models.PositiveSmallIntegerField()
+    source = models.CharField(max_length=16, choices=LabelSource.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["nucleus", "label_set"], name="one_current_label")]
+        indexes = [models.Index(fields=["label_set", "class_index"], name="current_by_class_idx"),
+                   models.Index(fields=["label_set", "source"], name="current_by_source_idx")]

@@ -1,0 +1,3 @@
+"""Filled in by the browsing pages."""
+
+urlpatterns: list = []

@@ -1,0 +1,99 @@
+"""Uploads: staging the files a user sent, and the import job that turns them into a dataset."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
+from rest_framework.exceptions import ValidationError
+
+from mlcore.types import DataError
+from webapp.jobs import operations as job_operations
+from webapp.jobs.models import Job
+
+from .importing import ImportRejected, do_import_dataset, safe_extract
+
+
+def staging_root() -> Path:
+    return Path(settings.MEDIA_ROOT) / "staging"
+
+
+def _stage(archive, files) -> Path:
+    staging = staging_root() / uuid.uuid4().hex
+    (staging / "files").mkdir(parents=True)
+    try:
+        total = (archive.size if archive else 0) + sum(f.size for f in files or [])
+        if total > settings.MAX_UPLOAD_BYTES:
+            raise ValidationError({"archive": f"the upload is {total / 1e6:.1f} MB, over the limit of "
+                                              f"{settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB"})
+        if archive:
+            _write(archive, staging / "upload.zip")
+        for upload in files or []:
+            parts = PurePosixPath(upload.name.replace("\\", "/")).parts
+            if not parts or upload.name.startswith("/") or ".." in parts:
+                raise ValidationError({"files": f"{upload.name}: unsafe file name (absolute or '..')"})
+            _write(upload, staging.joinpath("files", *parts))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
+
+
+def _write(upload, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as sink:
+        for chunk in upload.chunks():
+            sink.write(chunk)
+
+
+def do_start_import(project, *, actor, name: str, format: str, label_set: str = "", labelled: bool = True,
+                    provenance: str = "", archive=None, files=None) -> Job:
+    """Stage the upload and queue its import job (the job row records who, what and where)."""
+    staging = _stage(archive, files)
+    try:
+        return job_operations.do_enqueue_job(
+            Job.Kind.IMPORT, actor=actor, project=project,
+            params={"name": name, "format": format, "label_set": label_set or None, "labelled": labelled,
+                    "provenance": provenance, "staging": str(staging.relative_to(settings.MEDIA_ROOT)),
+                    "archive": bool(archive)})
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def run_import_job(job: Job, progress) -> dict:
+    """Unpack (safely) and import; the staging folder is removed whatever happens."""
+    params = job.params
+    staging = Path(settings.MEDIA_ROOT) / params["staging"]
+    try:
+        if params.get("archive"):
+            progress(0, "unpacking the archive")
+            root = safe_extract(staging / "upload.zip", staging / "extracted", settings.MAX_UPLOAD_BYTES)
+        else:
+            root = staging / "files"
+        try:
+            dataset = do_import_dataset(
+                job.project, name=params["name"], format=params["format"], path=root, actor=job.created_by,
+                label_set_name=params.get("label_set"), labelled=params.get("labelled", True),
+                provenance=params.get("provenance", ""), progress=progress)
+        except DataError as exc:
+            raise DataError(_relative(exc.path, root), exc.problem) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"dataset_id": dataset.pk, "dataset": dataset.name, "images": dataset.image_count,
+            "nuclei": dataset.nucleus_count, "label_set": dataset.label_set.name if dataset.label_set else None}
+
+
+def _relative(path: str | None, root: Path) -> str | None:
+    """Name files as the user knows them (inside their upload), not by our staging folder."""
+    if not path:
+        return path
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return Path(path).name if str(path).startswith(str(staging_root())) else path
+
+
+USER_ERRORS = (DataError, ImportRejected)
