@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "webapp.jobs",
     "webapp.projects",
     "webapp.datasets",
+    "webapp.training",
 ]
 
 MIDDLEWARE = [

@@ -27,6 +27,7 @@ urlpatterns = [
     path("api/redoc/", login_required(SpectacularRedocView.as_view(url_name="api-schema")), name="api-redoc"),
     path("api/", include(router.urls)),
     path("api/", include("webapp.projects.api_urls")),
+    path("api/", include("webapp.training.api_urls")),
     path("api/", include("webapp.datasets.viewer_api_urls")),
     path("", include("webapp.datasets.page_urls")),
 ]

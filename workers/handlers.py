@@ -29,12 +29,23 @@ class JobContext:
         if not force and log is None and now - self._last_report < self._min_interval_s:
             return  # progress callbacks can fire per batch: do not write a row per batch
         self._last_report = now
-        payload = {"percent": round(float(percent), 1), **details}
+        payload = {"percent": round(float(percent), 1), **{k: _json_number(v) for k, v in details.items()}}
         self.cancel_requested = operations.do_report_progress(self.job.pk, payload, log_line=log)
 
     def check_cancel(self) -> None:
         if self.cancel_requested or Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
             raise JobCancelled()
+
+
+def _json_number(value):
+    """NaN and infinity are not JSON (an ETA before the first batch, a diverged loss): store null."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):  # NumPy and torch scalars
+        return _json_number(value.item())
+    return value
 
 
 def run_diagnostics(context: JobContext) -> dict:
@@ -68,9 +79,30 @@ def run_import(context: JobContext) -> dict:
     return run_import_job(context.job, progress)
 
 
+def _run_training_kind(function_name: str):
+    """Training, prediction and inference share the shape: report progress, stop when cancelled."""
+
+    def handler(context: JobContext) -> dict:
+        from webapp.training import runner
+
+        def report(percent: float, **details) -> None:
+            context.progress(percent, **{k: v for k, v in details.items() if v is not None})
+
+        try:
+            return getattr(runner, function_name)(context.job, report, lambda: context.cancel_requested)
+        except runner.Cancelled:
+            raise JobCancelled() from None
+
+    handler.__name__ = function_name
+    return handler
+
+
 HANDLERS: dict[str, Callable[[JobContext], dict]] = {
     Job.Kind.DIAGNOSTICS: run_diagnostics,
     Job.Kind.IMPORT: run_import,
+    Job.Kind.TRAIN: _run_training_kind("run_training"),
+    Job.Kind.PREDICT: _run_training_kind("run_prediction"),
+    Job.Kind.INFER: _run_training_kind("run_inference"),
 }
 
 

@@ -73,3 +73,25 @@ def reap_lost_jobs() -> int:
             operations.do_fail_job(job.pk, f"worker {job.worker or '?'} stopped responding; the job was lost")
             reaped += 1
     return reaped
+
+
+@shared_task(name="workers.tasks.check_retrain")
+def check_retrain(project_id: int) -> int | None:
+    """Periodic (django-celery-beat): retrain when enough new reviewed labels exist."""
+    from webapp.projects.models import Project
+    from webapp.training.operations import maybe_retrain
+
+    project = Project.objects.filter(pk=project_id).first()
+    job = maybe_retrain(project, reason="threshold") if project else None
+    return job.pk if job else None
+
+
+@shared_task(name="workers.tasks.scheduled_retrain")
+def scheduled_retrain(project_id: int) -> int | None:
+    """Cron schedule (django-celery-beat): retrain unless a training is queued or running."""
+    from webapp.projects.models import Project
+    from webapp.training.operations import maybe_retrain
+
+    project = Project.objects.filter(pk=project_id).first()
+    job = maybe_retrain(project, reason="schedule") if project else None
+    return job.pk if job else None

@@ -20,7 +20,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 # The only exceptions that NumPy, SciPy, Pillow and json raise on bad content; anything else is a bug
 # in our code and must keep its traceback.
-CONTENT_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, AttributeError)
+CONTENT_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError)
 
 
 @dataclass
@@ -37,8 +37,12 @@ class FormatSource:
     item_path: Callable[[Any], Path]
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Read an image file as H x W x 3 uint8 RGB, with Pillow's decompression-bomb guard kept on."""
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as H x W x 3 uint8 RGB, with Pillow's decompression-bomb guard kept on.
+
+    EXIF orientation is deliberately not applied: masks are stored in the file's pixel order.
+    """
+    path = Path(path)
     if not path.is_file():
         raise DataError(path, "image file not found")
     try:

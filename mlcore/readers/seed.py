@@ -16,12 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlcore.readers._common import (FormatSource, as_instance_map, check_class_names, check_same_size,
-                                    checked_classes, list_images, load_json, load_npy, make_label_set, read_rgb)
+                                    checked_classes, list_images, load_json, load_npy, make_label_set, read_rgb,
+                                    unique_stems)
 from mlcore.types import AnnotatedImage, DataError, LabelSet
 
 
 def open_source(root: Path, class_names: list[str] | None, label_set_name: str, labelled: bool) -> FormatSource:
     images = list_images(root / "images")
+    unique_stems(images)
     if not (root / "masks").is_dir():
         raise DataError(root / "masks", "mask folder not found (seed format needs masks/<stem>.npy)")
     stems = {path.stem for path in images}

@@ -7,6 +7,7 @@ The web layer calls :func:`do_enqueue_job`; workers call :func:`do_start_job`,
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from django.db import transaction
@@ -37,25 +38,31 @@ def broker_reachable(timeout: float = 2.0) -> bool:
 
 
 def do_enqueue_job(kind: str, *, actor=None, params: dict | None = None, **fields) -> Job:
-    """Create the job row and hand it to Celery. Raises ServiceUnavailable when Redis is down."""
-    from workers.tasks import run_job
+    """Create the job row and hand it to Celery once the row is committed.
 
+    Raises ServiceUnavailable when Redis is down. Sending happens on commit so that a worker never
+    receives a job whose row it cannot see yet (callers may wrap this in their own transaction).
+    """
     if not broker_reachable():
         raise ServiceUnavailable("The task queue (Redis) is unreachable, so the job was not started. "
                                  "Nothing was saved; try again once Redis is back.")
     with transaction.atomic():
         job = Job.objects.create(kind=kind, created_by=actor if getattr(actor, "is_authenticated", False) else None,
-                                 params=params or {}, **fields)
+                                 params=params or {}, celery_task_id=str(uuid.uuid4()), **fields)
         audit.record("job.enqueued", actor=actor, target=job, kind=kind)
+        transaction.on_commit(lambda: _send(job))
+    return job
+
+
+def _send(job: Job) -> None:
+    from workers.tasks import run_job
+
     try:
-        result = run_job.apply_async(args=[job.pk], queue=job.queue)
+        run_job.apply_async(args=[job.pk], queue=job.queue, task_id=job.celery_task_id)
     except Exception as exc:
         do_fail_job(job.pk, f"could not queue the job: the task queue (Redis) is unreachable ({exc})")
         raise ServiceUnavailable("The task queue (Redis) became unreachable while the job was queued; "
                                  f"job {job.pk} is marked failed. Try again once Redis is back.") from exc
-    Job.objects.filter(pk=job.pk).update(celery_task_id=result.id)
-    job.celery_task_id = result.id
-    return job
 
 
 def do_start_job(job_id: int, worker: str) -> Job:

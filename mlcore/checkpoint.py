@@ -1,0 +1,108 @@
+"""Checkpoints: everything needed to resume training or to infer, loadable on a CPU-only machine.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (so ``torch.load`` can
+use ``weights_only=True``): model weights (backbone and MLPs), optimizer and schedule state,
+stage and epoch, training config, label sets (names, classes, colours), architecture, crop
+settings, metrics, and the versions of mlcore/torch/numpy that wrote it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import mlcore
+from mlcore.config import STAGE_NUMBER, TrainConfig
+from mlcore.model import CrossTrainedModel
+from mlcore.types import LabelSet
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: CrossTrainedModel
+    stage: str
+    epoch: int                  # last finished epoch of ``stage`` (0-based)
+    stage_complete: bool        # True when ``stage`` ran all its epochs
+    config: TrainConfig
+    metrics: dict = field(default_factory=dict)
+    optimizer_state: dict | None = None
+    scheduler_state: dict | None = None
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def label_sets(self) -> tuple[LabelSet, ...]:
+        return self.model.label_sets
+
+
+def label_sets_to_list(label_sets) -> list[dict]:
+    return [{"name": s.name, "classes": list(s.classes), "colors": [list(c) for c in s.colors]} for s in label_sets]
+
+
+def label_sets_from_list(items: list[dict]) -> list[LabelSet]:
+    return [LabelSet(item["name"], tuple(item["classes"]), tuple(tuple(c) for c in item["colors"])) for item in items]
+
+
+def versions() -> dict:
+    return {"mlcore": mlcore.__version__, "torch": str(torch.__version__), "numpy": str(np.__version__),
+            "python": platform.python_version()}
+
+
+def save_checkpoint(path: str | Path, model: CrossTrainedModel, stage: str, epoch: int, stage_complete: bool,
+                    config: TrainConfig, optimizer: torch.optim.Optimizer | None = None,
+                    scheduler=None, metrics: dict | None = None, extra: dict | None = None) -> Path:
+    """Write atomically (temporary file, then rename): a reader never sees a half-written file."""
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "stage": stage,
+        "stage_number": STAGE_NUMBER[stage],
+        "epoch": int(epoch),
+        "stage_complete": bool(stage_complete),
+        "architecture": model.describe(),
+        "label_sets": label_sets_to_list(model.label_sets),
+        "crop": {"size": model.crop_size, "centre": "bounding box centre", "border": "reflect101",
+                 "large_nuclei": "square of largest extent, resized (area)", "normalisation": "x / 127.5 - 1"},
+        "use_correlation": bool(model.use_correlation),
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+        "config": config.to_dict(),
+        "metrics": metrics or {},
+        "versions": versions(),
+        "extra": extra or {},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model from a checkpoint; works on CPU whatever device saved it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a corrupt or foreign file
+        raise ValueError(f"{path}: not a readable mlcore checkpoint ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an mlcore checkpoint (format {state.get('format') if isinstance(state, dict) else '?'})")
+    architecture = state["architecture"]
+    model = CrossTrainedModel(label_sets_from_list(state["label_sets"]), architecture["backbone"],
+                              architecture["backbone_kwargs"], architecture["crop_size"])
+    model.load_state_dict(state["model_state"])
+    model.to(device).eval()
+    return LoadedCheckpoint(model=model, stage=state["stage"], epoch=state["epoch"],
+                            stage_complete=state["stage_complete"], config=TrainConfig.from_dict(state["config"]),
+                            metrics=state.get("metrics", {}), optimizer_state=state.get("optimizer_state"),
+                            scheduler_state=state.get("scheduler_state"), raw=state)

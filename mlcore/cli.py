@@ -1,0 +1,288 @@
+"""Command line: ``python -m mlcore train | infer | evaluate``.
+
+    python -m mlcore train    --config CONFIG.json --out DIR [--stage all|sparse|correlation|completion]
+                              [--epochs N] [--device auto|cpu|cuda] [--seed S] [--baseline single|sparse]
+    python -m mlcore infer    --checkpoint DIR/model.pt --image IMG --mask MASK.npy --out OUTDIR [--label-set NAME ...]
+    python -m mlcore evaluate --checkpoint DIR/model.pt --dataset NAME=FORMAT:PATH --label-set NAME [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mlcore.config import STAGE_NUMBER, STAGES, ConfigError, DatasetSpec, TrainConfig, load_config_file
+from mlcore.types import DataError, NucleusDataset
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlcore", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train the cross-trained model (or a baseline)")
+    train.add_argument("--config", required=True, type=Path, help="CONFIG.json: datasets and training settings")
+    train.add_argument("--out", required=True, type=Path, help="output folder (model.pt, metrics.json, stageN.pt)")
+    train.add_argument("--stage", default="all", choices=("all",) + STAGES,
+                       help="run every stage, or one stage starting from the previous stage's checkpoint in --out")
+    train.add_argument("--epochs", type=int, help="epochs for every stage run (overrides the config)")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: the config's, else auto")
+    train.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    train.add_argument("--baseline", choices=("single", "sparse"),
+                       help="single: one model per dataset on its own label set; sparse: stage 1 only")
+
+    infer = commands.add_parser("infer", help="classify the nuclei of one image")
+    infer.add_argument("--checkpoint", required=True, type=Path)
+    infer.add_argument("--image", required=True, type=Path)
+    infer.add_argument("--mask", required=True, type=Path, help="instance map: .npy (H x W ints) or a label PNG")
+    infer.add_argument("--out", required=True, type=Path)
+    infer.add_argument("--label-set", nargs="+", dest="label_sets", metavar="NAME",
+                       help="label sets to write (default: all of the model's)")
+    infer.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a checkpoint on a labelled dataset")
+    evaluate.add_argument("--checkpoint", required=True, type=Path)
+    evaluate.add_argument("--dataset", required=True, metavar="NAME=FORMAT:PATH")
+    evaluate.add_argument("--label-set", required=True, dest="label_set", metavar="NAME")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    args = parser.parse_args(argv)
+    try:
+        return {"train": command_train, "infer": command_infer, "evaluate": command_evaluate}[args.command](args)
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+# ----------------------------------------------------------------------------------------------- train
+
+
+def read_datasets(specs: list[DatasetSpec], progress=None) -> list[NucleusDataset]:
+    from mlcore.readers import open_dataset
+
+    datasets = []
+    for spec in specs:
+        reader = open_dataset(spec.format, spec.path, name=spec.name, class_names=spec.class_names,
+                              label_set_name=spec.label_set or spec.name, labelled=spec.labelled)
+        images = []
+        for image in reader:
+            images.append(image)
+            if spec.max_images is not None and len(images) >= spec.max_images:
+                break
+        if progress:
+            progress(f"read {spec.name}: {len(images)} images ({spec.format}, {spec.path})")
+        datasets.append(NucleusDataset(spec.name, spec.format, reader.label_set, images))
+    return datasets
+
+
+class TqdmProgress:
+    """A tqdm bar per (stage, epoch) showing loss and tqdm's own ETA; the callback train_all calls."""
+
+    def __init__(self, enabled: bool = True):
+        from tqdm import tqdm
+
+        self.tqdm = tqdm
+        self.enabled = enabled
+        self.bar = None
+        self.key = None
+
+    def __call__(self, event: dict) -> None:
+        if not self.enabled:
+            return
+        if event.get("stage") == "crops":
+            return
+        key = (event["stage"], event["epoch"])
+        if event["steps"] == 0:
+            self.close()
+            print(f"stage {event['stage']}: {event['epochs']} epochs", file=sys.stderr, flush=True)
+            return
+        if key != self.key:
+            self.close()
+            self.key = key
+            self.bar = self.tqdm(total=event["steps"], desc=f"{event['stage']} {event['epoch']}/{event['epochs']}",
+                                 unit="batch", file=sys.stderr, leave=True, dynamic_ncols=True)
+        self.bar.update(event["step"] - self.bar.n)
+        eta = event.get("eta_s")
+        postfix = {"loss": f"{event['loss']:.4f}"}
+        if eta is not None and not math.isnan(eta):
+            postfix["stage_eta"] = f"{eta:.0f}s"
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.key = None, None
+
+
+def _metrics_lines(metrics: dict) -> list[str]:
+    return [f"  {name}: n={m['n']} accuracy={m['accuracy']:.3f} macro_f1={m['macro_f1']:.3f} "
+            f"weighted_f1={m['weighted_f1']:.3f}" for name, m in metrics.items()]
+
+
+def command_train(args) -> int:
+    from mlcore.data import build_table, default_cache_dir
+    from mlcore.train import init_distributed, train_all
+
+    specs, config, _ = load_config_file(args.config)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise ConfigError("--epochs must be at least 1")
+        config.epochs = {stage: args.epochs for stage in STAGES}
+    if args.device:
+        config.device = args.device
+    if args.seed is not None:
+        config.seed = args.seed
+        config.split_seed = args.seed
+    config.validate()
+    context = init_distributed()
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if context.is_main else (lambda text: None)
+    if not any(spec.labelled for spec in specs):
+        raise ConfigError("config field datasets: at least one dataset must be labelled")
+
+    started = time.perf_counter()
+    datasets = read_datasets(specs, say)
+    cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir() / "crops"
+    table = build_table(datasets, cache_dir=cache_dir, crop_size=config.crop_size)
+    say(f"{len(table)} nuclei, label sets: {', '.join(f'{s.name} ({len(s)})' for s in table.label_sets)} "
+        f"[{time.perf_counter() - started:.1f}s]")
+    progress = TqdmProgress(enabled=context.is_main)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    if args.baseline == "single":
+        return _train_single(args, table, config, progress, say)
+
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    if args.baseline == "sparse":
+        if args.stage not in ("all", "sparse"):
+            raise ConfigError("--baseline sparse trains stage 1 only; leave --stage out")
+        stages = ("sparse",)
+    init = None
+    if stages[0] != "sparse":
+        init = args.out / f"stage{STAGE_NUMBER[stages[0]] - 1}.pt"
+        if not init.is_file():
+            raise ConfigError(f"--stage {stages[0]} starts from {init}, which does not exist: "
+                              f"run the previous stage first")
+    if len(table.label_sets) < 2 and stages != ("sparse",):
+        raise ConfigError("the correlation and completion stages need at least two labelled datasets with "
+                          "different label sets (use --baseline sparse for one)")
+    result = train_all(table, config=config, stages=stages, progress=progress, init_checkpoint=init,
+                       out_dir=args.out)
+    progress.close()
+    if context.is_main:
+        say(f"wrote {result.checkpoint_path} and {args.out / 'metrics.json'} "
+            f"[{time.perf_counter() - started:.1f}s]")
+        for line in _metrics_lines(result.metrics):
+            say(line)
+    return 0
+
+
+def _train_single(args, table, config: TrainConfig, progress, say) -> int:
+    """One sparse-stage model per labelled dataset on its own label set, same split and settings."""
+    from mlcore.train import train_all
+
+    combined = {"baseline": "single", "label_sets": {}, "models": {}}
+    for index, name in enumerate(table.dataset_names):
+        rows = np.flatnonzero(table.dataset_index == index)
+        known_sets = [d for d in range(len(table.label_sets)) if (table.labels[rows, d] != -1).any()]
+        if not known_sets:
+            continue  # an unlabelled dataset has no single-dataset model
+        own = [table.label_sets[d] for d in known_sets]
+        sub_table = table.subset(rows).with_label_sets(own)
+        say(f"single-dataset model for {name} ({', '.join(s.name for s in own)})")
+        result = train_all(sub_table, config=config, stages=("sparse",), progress=progress,
+                           out_dir=args.out / name)
+        progress.close()
+        combined["models"][name] = str(result.checkpoint_path)
+        combined["label_sets"].update(result.metrics)
+        for line in _metrics_lines(result.metrics):
+            say(line)
+    (args.out / "metrics.json").write_text(json.dumps(combined, indent=1))
+    say(f"wrote {args.out / 'metrics.json'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- infer
+
+
+def command_infer(args) -> int:
+    from mlcore.checkpoint import load_checkpoint
+    from mlcore.infer import infer_image, read_mask, write_outputs
+    from mlcore.predict import resolve_device
+    from mlcore.readers import read_rgb
+
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(args.checkpoint, device)
+    model = checkpoint.model
+    names = [s.name for s in model.label_sets]
+    for name in args.label_sets or []:
+        if name not in names:
+            raise ConfigError(f"--label-set {name!r} is not one of the model's label sets ({', '.join(names)})")
+    started = time.perf_counter()
+    image = read_rgb(args.image)
+    mask = read_mask(args.mask, image.shape[:2])
+    result = infer_image(model, image, mask, device=device)
+    written = write_outputs(args.out, args.image.stem, image, mask, result, model, args.label_sets,
+                            image_path=str(args.image))
+    seconds = time.perf_counter() - started
+    count = len(result.geometry.ids)
+    print(f"{count} nuclei in {seconds:.2f}s ({count / seconds if seconds else 0:.0f} nuclei/s); wrote "
+          f"{len(written)} files to {args.out}", file=sys.stderr)
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- evaluate
+
+
+def parse_dataset_argument(value: str) -> tuple[str, str, Path]:
+    name, sep, rest = value.partition("=")
+    fmt, sep2, path = rest.partition(":")
+    if not sep or not sep2 or not name or not fmt or not path:
+        raise ConfigError(f"--dataset {value!r}: expected NAME=FORMAT:PATH, e.g. consep=hovernet:data/consep")
+    return name, fmt, Path(path)
+
+
+def command_evaluate(args) -> int:
+    from mlcore.checkpoint import load_checkpoint
+    from mlcore.data import build_table
+    from mlcore.predict import resolve_device
+    from mlcore.readers import read_dataset
+    from mlcore.train import evaluate
+
+    name, fmt, path = parse_dataset_argument(args.dataset)
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(args.checkpoint, device)
+    model = checkpoint.model
+    by_name = {s.name: s for s in model.label_sets}
+    if args.label_set not in by_name:
+        raise ConfigError(f"--label-set {args.label_set!r} is not one of the model's label sets "
+                          f"({', '.join(by_name)})")
+    label_set = by_name[args.label_set]
+    dataset = read_dataset(fmt, path, name=name, label_set_name=label_set.name)
+    if dataset.label_set is None:
+        raise ConfigError(f"dataset {name!r} has no labels to evaluate against")
+    if dataset.label_set.classes != label_set.classes:
+        raise ConfigError(f"dataset {name!r} has classes {list(dataset.label_set.classes)}, but label set "
+                          f"{label_set.name!r} has {list(label_set.classes)}: they must match (same names, same order)")
+    table = build_table([dataset], [label_set], cache_dir=None, crop_size=model.crop_size)
+    metrics = evaluate(model, table, device=device)[label_set.name]
+    keys = ("n", "accuracy", "macro_f1", "weighted_f1", "per_class", "confusion")
+    report = {"label_set": label_set.name, **{key: metrics[key] for key in keys}}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{label_set.name} on {name}: n={report['n']} accuracy={report['accuracy']:.4f} "
+              f"macro_f1={report['macro_f1']:.4f} weighted_f1={report['weighted_f1']:.4f}")
+        width = max(len(c) for c in label_set.classes)
+        print(f"{'class':<{width}}  precision  recall  f1      support")
+        for class_name, row in report["per_class"].items():
+            print(f"{class_name:<{width}}  {row['precision']:.4f}     {row['recall']:.4f}  {row['f1']:.4f}  {row['support']}")
+        print("confusion (rows = true, columns = predicted):")
+        for row in report["confusion"]:
+            print("  " + " ".join(f"{v:6d}" for v in row))
+    return 0

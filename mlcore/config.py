@@ -1,0 +1,223 @@
+"""Training configuration: defaults, JSON parsing with errors that name the field, and the
+dataset list of a CONFIG.json.
+
+CONFIG.json::
+
+    {
+      "datasets": [{"name": "consep", "format": "hovernet", "path": "consep", "labelled": true,
+                    "class_names": null, "label_set": null, "max_images": null}, ...],
+      "model": {"backbone": "small", "width": 32},        # other keys go to the backbone
+      "crop": {"size": 64},
+      "epochs": {"sparse": 20, "correlation": 20, "completion": 10},   # or one int for all
+      "batch_size": 128,
+      "lr": {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4}, # or one float for sparse
+      "weight_decay": 1e-4, "grad_clip": 10, "threshold": 0.99, "lr_schedule": "cosine",
+      "split": {"val_fraction": 0.2, "seed": 0},
+      "sampling": {"dataset_power": 0.0, "class_power": 0.0, "samples_per_epoch": null},
+      "augment": {"jitter": 0.1},
+      "correlation_views": 4, "seed": 0, "num_threads": null, "cache_dir": null
+    }
+
+Relative dataset paths resolve against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STAGES = ("sparse", "correlation", "completion")
+STAGE_NUMBER = {name: index + 1 for index, name in enumerate(STAGES)}
+FORMATS = ("seed", "hovernet", "coco", "geojson", "pannuke")
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message names the offending field."""
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "small"
+    backbone_kwargs: dict = field(default_factory=dict)
+    crop_size: int = 64
+    epochs: dict = field(default_factory=lambda: {"sparse": 20, "correlation": 20, "completion": 10})
+    lr: dict = field(default_factory=lambda: {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4})
+    batch_size: int = 128
+    weight_decay: float = 1e-4
+    grad_clip: float = 10.0
+    threshold: float = 0.99
+    lr_schedule: str = "cosine"          # "cosine" (per step, to 0 at the stage's end) or "constant"
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    dataset_power: float = 0.0           # sampling weight n_dataset^-p (0 = uniform)
+    class_power: float = 0.0             # sampling weight n_class^-p within a dataset
+    samples_per_epoch: int | None = None  # None: the number of training nuclei
+    jitter: float = 0.1
+    correlation_views: int = 4           # augmented views whose frozen logits train the MLPs
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+    cache_dir: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TrainConfig:
+        """Flat keys (as ``to_dict`` writes) or the nested CONFIG.json sections."""
+        config = cls()
+        data = dict(data or {})
+        data.pop("datasets", None)
+        sections = {
+            "model": {"backbone": "backbone"},
+            "crop": {"size": "crop_size"},
+            "split": {"val_fraction": "val_fraction", "seed": "split_seed"},
+            "sampling": {"dataset_power": "dataset_power", "class_power": "class_power",
+                         "samples_per_epoch": "samples_per_epoch"},
+            "augment": {"jitter": "jitter"},
+        }
+        for section, keys in sections.items():
+            if section not in data:
+                continue
+            values = data.pop(section)
+            if not isinstance(values, dict):
+                raise ConfigError(f"config field {section!r} must be an object, got {type(values).__name__}")
+            for key, value in values.items():
+                if key in keys:
+                    data[keys[key]] = value
+                elif section == "model":
+                    data.setdefault("backbone_kwargs", {})
+                    data["backbone_kwargs"] = {**data["backbone_kwargs"], key: value}
+                else:
+                    raise ConfigError(f"unknown config field {section}.{key} (known: {', '.join(keys)})")
+        known = set(cls.__dataclass_fields__)
+        for key, value in data.items():
+            if key not in known:
+                raise ConfigError(f"unknown config field {key!r}")
+            setattr(config, key, value)
+        config.epochs = _per_stage(config.epochs, "epochs", cls().epochs, int)
+        config.lr = _per_stage(config.lr, "lr", cls().lr, float)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        from mlcore.backbones import list_backbones
+
+        if self.backbone not in list_backbones():
+            raise ConfigError(f"config field model.backbone: unknown backbone {self.backbone!r} "
+                              f"(known: {', '.join(list_backbones())})")
+        checks = [
+            ("crop.size", self.crop_size, int, lambda v: v >= 8),
+            ("batch_size", self.batch_size, int, lambda v: v >= 2),
+            ("weight_decay", self.weight_decay, (int, float), lambda v: v >= 0),
+            ("grad_clip", self.grad_clip, (int, float), lambda v: v > 0),
+            ("threshold", self.threshold, (int, float), lambda v: 0 < v < 1),
+            ("split.val_fraction", self.val_fraction, (int, float), lambda v: 0 <= v < 1),
+            ("split.seed", self.split_seed, int, lambda v: True),
+            ("sampling.dataset_power", self.dataset_power, (int, float), lambda v: 0 <= v <= 1),
+            ("sampling.class_power", self.class_power, (int, float), lambda v: 0 <= v <= 1),
+            ("augment.jitter", self.jitter, (int, float), lambda v: 0 <= v < 1),
+            ("correlation_views", self.correlation_views, int, lambda v: v >= 1),
+            ("seed", self.seed, int, lambda v: True),
+        ]
+        for name, value, types, ok in checks:
+            if isinstance(value, bool) or not isinstance(value, types) or not ok(value):
+                raise ConfigError(f"config field {name}: invalid value {value!r}")
+        if self.samples_per_epoch is not None and (not isinstance(self.samples_per_epoch, int)
+                                                   or self.samples_per_epoch < 1):
+            raise ConfigError(f"config field sampling.samples_per_epoch: invalid value {self.samples_per_epoch!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ConfigError(f"config field lr_schedule: {self.lr_schedule!r} is not 'cosine' or 'constant'")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"config field device: {self.device!r} is not auto, cpu or cuda")
+        if not isinstance(self.backbone_kwargs, dict):
+            raise ConfigError("config field model: backbone options must be an object")
+
+
+def _per_stage(value, name: str, defaults: dict, kind) -> dict:
+    if isinstance(value, bool):
+        raise ConfigError(f"config field {name}: invalid value {value!r}")
+    if isinstance(value, (int, float)):
+        # One number: epochs for every stage; a learning rate for stage 1 (the others keep theirs).
+        return {stage: kind(value) for stage in STAGES} if name == "epochs" else {**defaults, "sparse": kind(value)}
+    if not isinstance(value, dict):
+        raise ConfigError(f"config field {name} must be a number or an object with {', '.join(STAGES)}")
+    out = dict(defaults)
+    for stage, stage_value in value.items():
+        if stage not in STAGES:
+            raise ConfigError(f"config field {name}.{stage}: unknown stage (known: {', '.join(STAGES)})")
+        if isinstance(stage_value, bool) or not isinstance(stage_value, (int, float)) or stage_value < 0:
+            raise ConfigError(f"config field {name}.{stage}: invalid value {stage_value!r}")
+        out[stage] = kind(stage_value)
+    return out
+
+
+@dataclass
+class DatasetSpec:
+    name: str
+    format: str
+    path: Path
+    labelled: bool = True
+    class_names: list[str] | None = None
+    label_set: str | None = None
+    max_images: int | None = None
+
+
+def load_config_file(path: str | Path) -> tuple[list[DatasetSpec], TrainConfig, dict]:
+    """Parse CONFIG.json: (dataset specs, training config, the raw JSON)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a JSON object")
+    datasets = parse_datasets(raw.get("datasets"), base=path.resolve().parent)
+    try:
+        config = TrainConfig.from_dict({k: v for k, v in raw.items() if k != "datasets"})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return datasets, config, raw
+
+
+def parse_datasets(entries, base: Path) -> list[DatasetSpec]:
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("config field 'datasets' must be a non-empty list")
+    specs, names = [], set()
+    for index, entry in enumerate(entries):
+        where = f"datasets[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"config field {where} must be an object")
+        for key in ("name", "format", "path"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ConfigError(f"config field {where}.{key} is missing or not a string")
+        unknown = set(entry) - {"name", "format", "path", "labelled", "class_names", "label_set", "max_images"}
+        if unknown:
+            raise ConfigError(f"config field {where}: unknown key(s) {sorted(unknown)}")
+        if entry["format"] not in FORMATS:
+            raise ConfigError(f"config field {where}.format: {entry['format']!r} is not one of {', '.join(FORMATS)}")
+        if entry["name"] in names:
+            raise ConfigError(f"config field {where}.name: {entry['name']!r} is used twice")
+        names.add(entry["name"])
+        labelled = entry.get("labelled", True)
+        if not isinstance(labelled, bool):
+            raise ConfigError(f"config field {where}.labelled must be true or false")
+        class_names = entry.get("class_names")
+        if class_names is not None and (not isinstance(class_names, list)
+                                        or not all(isinstance(c, str) for c in class_names)):
+            raise ConfigError(f"config field {where}.class_names must be a list of strings")
+        max_images = entry.get("max_images")
+        if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
+            raise ConfigError(f"config field {where}.max_images must be a positive integer")
+        path = Path(entry["path"])
+        if not path.is_absolute():
+            path = base / path
+        if not path.exists():
+            raise ConfigError(f"config field {where}.path: {path} does not exist")
+        specs.append(DatasetSpec(entry["name"], entry["format"], path, labelled, class_names,
+                                 entry.get("label_set"), max_images))
+    return specs

@@ -1,0 +1,150 @@
+"""Inference on one image + instance mask: crops cut in one vectorised pass, one batched forward,
+and the outputs the CLI writes (per label set class arrays and overlays, one JSON per image)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from mlcore.crops import InstanceGeometry, cut_crops
+from mlcore.model import CrossTrainedModel
+from mlcore.predict import LabelSetPrediction, predict
+from mlcore.types import DataError
+
+
+@dataclass
+class ImageInference:
+    geometry: InstanceGeometry                     # ids, boxes, centroids (rows = predictions' rows)
+    predictions: dict[str, LabelSetPrediction]
+
+
+def infer_image(model: CrossTrainedModel, image: np.ndarray, instance_map: np.ndarray, batch_size: int = 512,
+                device: str | torch.device | None = None) -> ImageInference:
+    """Classify every instance of ``instance_map`` in every label set of the model."""
+    crops, geometry = cut_crops(image, instance_map, model.crop_size)
+    return ImageInference(geometry, predict(model, crops, batch_size, device))
+
+
+def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """An instance map from ``.npy`` (H x W integers) or a label image (PNG/TIFF: 8/16-bit grey
+    values are ids; an RGB label image gets one id per distinct colour, black = background)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "mask file not found")
+    if path.suffix.lower() == ".npy":
+        try:
+            mask = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise DataError(path, f"not a readable .npy array ({exc})") from None
+    else:
+        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if mask is None:
+            raise DataError(path, "not a readable label image (npy, png or tiff expected)")
+        if mask.ndim == 3:
+            colours = mask[:, :, :3].astype(np.int64)
+            packed = (colours[:, :, 0] << 16) | (colours[:, :, 1] << 8) | colours[:, :, 2]
+            values, inverse = np.unique(packed, return_inverse=True)
+            # Renumber colours 1..N in first-seen order of the sorted codes; black stays background.
+            ids = np.arange(len(values)) + (0 if values[0] == 0 else 1)
+            mask = ids[inverse.reshape(packed.shape)]
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[:, :, 0]
+    if mask.ndim != 2:
+        raise DataError(path, f"instance map must be 2-D, got shape {mask.shape}")
+    if mask.dtype.kind not in "iu":
+        if mask.dtype.kind == "f" and np.all(np.mod(mask, 1) == 0):
+            mask = mask.astype(np.int64)
+        else:
+            raise DataError(path, f"instance map must hold integer ids, got {mask.dtype}")
+    if mask.size and mask.min() < 0:
+        raise DataError(path, "instance map has negative ids")
+    if shape is not None and mask.shape != tuple(shape):
+        raise DataError(path, f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {shape[1]}x{shape[0]}")
+    return mask.astype(np.int32, copy=False)
+
+
+def _rounded(values: np.ndarray, decimals: int) -> list:
+    # float64 first: a rounded float32 prints as 0.149399995803833 instead of 0.1494.
+    return np.round(np.asarray(values, dtype=np.float64), decimals).tolist()
+
+
+def inference_json(result: ImageInference, model: CrossTrainedModel, names: list[str], image_path: str = "",
+                   decimals: int = 4) -> dict:
+    """Per instance: id, centroid (x, y), bbox, and per label set the class and both branches'
+    probabilities plus the uncertainty scores."""
+    geometry = result.geometry
+    label_sets = {s.name: s for s in model.label_sets}
+    per_set = {}
+    for name in names:
+        prediction = result.predictions[name]
+        per_set[name] = {
+            "index": prediction.labels.tolist(),
+            "probs": _rounded(prediction.probs, decimals),
+            "base": _rounded(prediction.base_probs, decimals),
+            "mlp": _rounded(prediction.mlp_probs, decimals) if prediction.mlp_probs is not None else None,
+            "uncertainty": {k: _rounded(v, decimals) for k, v in prediction.uncertainty.items()},
+        }
+    centroids = np.round(geometry.centroids, 2).tolist()
+    bboxes = geometry.bboxes.tolist()
+    instances = []
+    for row, instance_id in enumerate(geometry.ids.tolist()):
+        labels = {}
+        for name in names:
+            values, classes = per_set[name], label_sets[name].classes
+            labels[name] = {
+                "class": classes[values["index"][row]],
+                "index": values["index"][row],
+                "probs": values["probs"][row],
+                "base_probs": values["base"][row],
+                "mlp_probs": values["mlp"][row] if values["mlp"] is not None else None,
+                "uncertainty": {k: v[row] for k, v in values["uncertainty"].items()},
+            }
+        y0, x0, y1, x1 = bboxes[row]
+        instances.append({"id": instance_id, "centroid": centroids[row], "bbox": [x0, y0, x1, y1],
+                          "labels": labels})
+    return {
+        "image": image_path,
+        "label_sets": [{"name": n, "classes": list(label_sets[n].classes),
+                        "colors": [list(c) for c in label_sets[n].colors]} for n in names],
+        "final_rule": "argmax of the mean of base and correlation (MLP) probabilities",
+        "uses_correlation": bool(model.use_correlation) and model.has_correlation_heads,
+        "instances": instances,
+    }
+
+
+def write_outputs(out_dir: str | Path, stem: str, image: np.ndarray, instance_map: np.ndarray,
+                  result: ImageInference, model: CrossTrainedModel, names: list[str] | None = None,
+                  image_path: str = "", overlays: bool = True) -> list[Path]:
+    """``<stem>_<set>.npy`` (N x 2: id, class), ``<stem>_<set>_overlay.png`` and ``<stem>.json``."""
+    from mlcore.overlay import draw_overlay
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    label_sets = {s.name: s for s in model.label_sets}
+    names = list(names) if names else list(label_sets)
+    for name in names:
+        if name not in label_sets:
+            raise ValueError(f"unknown label set {name!r} (the model has: {', '.join(label_sets)})")
+    written = []
+    ids = result.geometry.ids
+    for name in names:
+        labels = result.predictions[name].labels
+        path = out_dir / f"{stem}_{name}.npy"
+        np.save(path, np.stack([ids, labels], axis=1).astype(np.int64))
+        written.append(path)
+        if overlays:
+            picture = draw_overlay(image, instance_map, dict(zip(ids.tolist(), labels.tolist())), label_sets[name])
+            path = out_dir / f"{stem}_{name}_overlay.png"
+            # Fast PNG (zlib level 1): an overlay is a preview, and level 6 costs more than the forward pass.
+            if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                raise OSError(f"{path}: could not write the overlay")
+            written.append(path)
+    path = out_dir / f"{stem}.json"
+    path.write_text(json.dumps(inference_json(result, model, names, image_path), separators=(",", ":")))
+    written.append(path)
+    return written

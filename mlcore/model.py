@@ -1,0 +1,85 @@
+"""The cross-trained classifier: a backbone over the merged label space plus one label-correlation
+MLP per label set.
+
+The backbone outputs K = sum |L_d| logits, one block per label set (the "base" branch). MLP_d
+reads the raw logits of every *other* block and predicts label set d (the "correlation" branch):
+what a nucleus looks like in other taxonomies says something about its class in this one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mlcore.backbones import create_model
+from mlcore.types import LabelSet
+
+CORRELATION_HIDDEN = 128
+
+
+def correlation_mlp(in_features: int, num_classes: int, hidden: int = CORRELATION_HIDDEN) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, num_classes))
+
+
+class CrossTrainedModel(nn.Module):
+    """Backbone + correlation MLPs. ``forward`` returns ``(logits, mlp_logits)``:
+
+    - ``logits``: (B, K) raw backbone logits; block d is ``logits[:, blocks[d][0]:blocks[d][1]]``;
+    - ``mlp_logits``: list of D tensors (B, |L_d|), empty when there is a single label set.
+
+    ``use_correlation`` says whether the MLPs have been trained (stage 2 onwards); before that
+    prediction uses the base branch only.
+    """
+
+    def __init__(self, label_sets: list[LabelSet], backbone: str = "small", backbone_kwargs: dict | None = None,
+                 crop_size: int = 64):
+        super().__init__()
+        if not label_sets:
+            raise ValueError("a model needs at least one label set")
+        names = [label_set.name for label_set in label_sets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"label set names repeat: {names}")
+        self.label_sets = tuple(label_sets)
+        self.backbone_name = backbone
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.crop_size = crop_size
+        sizes = [len(label_set) for label_set in label_sets]
+        self.num_outputs = sum(sizes)
+        starts = [sum(sizes[:d]) for d in range(len(sizes))]
+        self.blocks = tuple((start, start + size) for start, size in zip(starts, sizes))
+        self.backbone = create_model(backbone, self.num_outputs, **self.backbone_kwargs)
+        # MLP_d sees the logits of every block but its own; with one label set there is no input.
+        self.correlation_heads = nn.ModuleList()
+        if len(label_sets) > 1:
+            for d, (start, end) in enumerate(self.blocks):
+                self.correlation_heads.append(correlation_mlp(self.num_outputs - (end - start), sizes[d]))
+                other = torch.cat([torch.arange(0, start), torch.arange(end, self.num_outputs)])
+                self.register_buffer(f"other_columns_{d}", other, persistent=False)
+        self.register_buffer("use_correlation", torch.tensor(False))
+
+    @property
+    def has_correlation_heads(self) -> bool:
+        return len(self.correlation_heads) > 0
+
+    def other_columns(self, d: int) -> torch.Tensor:
+        return getattr(self, f"other_columns_{d}")
+
+    def block(self, logits: torch.Tensor, d: int) -> torch.Tensor:
+        start, end = self.blocks[d]
+        return logits[:, start:end]
+
+    def heads_forward(self, logits: torch.Tensor) -> list[torch.Tensor]:
+        return [head(logits.index_select(1, self.other_columns(d)))
+                for d, head in enumerate(self.correlation_heads)]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        logits = self.backbone(images)
+        return logits, self.heads_forward(logits)
+
+    def describe(self) -> dict:
+        """What is needed to rebuild the same architecture (stored in checkpoints)."""
+        return {"backbone": self.backbone_name, "backbone_kwargs": self.backbone_kwargs,
+                "crop_size": self.crop_size, "num_outputs": self.num_outputs,
+                "blocks": [list(block) for block in self.blocks],
+                "correlation_hidden": CORRELATION_HIDDEN}

@@ -1,0 +1,506 @@
+"""Training: the three stages of correlation-based cross training, torchvision-reference style.
+
+    stage 1 "sparse":       backbone on the merged label space, CE per known label set block
+    stage 2 "correlation":  backbone frozen; MLP_d learns label set d from the other blocks' logits
+    stage 3 "completion":   backbone + MLPs jointly: supervised CE + mutual confident pseudo labels
+
+:func:`train_all` is what the CLI and the web app's Celery task call; :func:`train_one_epoch`,
+:func:`train_correlation_epoch` and :func:`evaluate` are the flat building blocks.
+Multi-GPU: launched under ``torchrun`` (WORLD_SIZE set), each process trains a shard through
+DistributedDataParallel + DistributedSampler; rank 0 evaluates and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from mlcore.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from mlcore.config import STAGE_NUMBER, STAGES, TrainConfig
+from mlcore.data import (CropBatches, NucleusTable, WeightedEpochSampler, augment, sampling_weights,
+                         split_by_group)
+from mlcore.losses import completion_loss, correlation_loss, sparse_loss
+from mlcore.metrics import classification_report
+from mlcore.model import CrossTrainedModel
+from mlcore.predict import forward_logits, predictions_from_logits, resolve_device
+from mlcore.types import MISSING, LabelSet
+
+ProgressFn = Callable[[dict], None]
+StopFn = Callable[[], bool]
+
+
+class TrainingCancelled(Exception):
+    """Raised inside an epoch when ``should_stop()`` returns True."""
+
+
+@dataclass
+class TrainResult:
+    checkpoint_path: Path | None            # DIR/model.pt (None when cancelled or no out_dir)
+    stage_checkpoints: dict[str, Path]
+    metrics: dict                           # validation metrics per label set after the last stage
+    stage_metrics: dict[str, dict]          # the same after each stage
+    history: list[dict]                     # one entry per epoch: stage, epoch, loss, seconds, samples/s
+    model: CrossTrainedModel
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    cancelled: bool = False
+
+
+@dataclass
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed() -> DistributedContext:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1), else a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+def _wrap(module: nn.Module, context: DistributedContext, device: torch.device,
+          find_unused: bool = False) -> nn.Module:
+    if not context.enabled:
+        return module
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data loading
+
+
+class _Length:
+    """Stands in for a dataset of n items where a sampler only needs ``len``."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class RowSampler(torch.utils.data.Sampler):
+    """Maps a sampler over positions 0..n-1 to table rows."""
+
+    def __init__(self, inner, rows: np.ndarray):
+        self.inner, self.rows = inner, rows
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self):
+        return (int(self.rows[i]) for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+def make_loader(table: NucleusTable, rows: np.ndarray, config: TrainConfig,
+                context: DistributedContext) -> torch.utils.data.DataLoader:
+    """Batches of (uint8 crops, labels) over ``rows``: a seeded shuffle (DistributedSampler) or,
+    when sampling powers or an epoch size are set, a weighted draw with replacement."""
+    if config.dataset_power or config.class_power or config.samples_per_epoch:
+        weights = sampling_weights(table, rows, config.dataset_power, config.class_power)
+        inner = WeightedEpochSampler(weights, config.samples_per_epoch or len(rows), config.seed,
+                                     context.rank, context.world_size)
+    else:
+        inner = torch.utils.data.DistributedSampler(_Length(len(rows)), num_replicas=context.world_size,
+                                                    rank=context.rank, shuffle=True, seed=config.seed)
+    batches = torch.utils.data.BatchSampler(RowSampler(inner, rows), config.batch_size, drop_last=False)
+    return torch.utils.data.DataLoader(CropBatches(table.crops, table.labels), batch_size=None, sampler=batches,
+                                       num_workers=0)
+
+
+def _set_epoch(loader: torch.utils.data.DataLoader, epoch: int) -> None:
+    loader.sampler.sampler.set_epoch(epoch)  # BatchSampler -> RowSampler -> inner
+
+
+# ----------------------------------------------------------------------------------------------
+# One epoch
+
+
+@dataclass
+class StageClock:
+    """Progress bookkeeping of a stage, for ETA."""
+
+    total_steps: int
+    done_steps: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def eta(self) -> float:
+        if self.done_steps == 0:
+            return float("nan")
+        elapsed = time.perf_counter() - self.start
+        return elapsed / self.done_steps * max(self.total_steps - self.done_steps, 0)
+
+
+def train_one_epoch(model: nn.Module, stage: str, optimizer: torch.optim.Optimizer,
+                    loader: torch.utils.data.DataLoader, device: torch.device, epoch: int, epochs: int,
+                    config: TrainConfig, blocks: tuple[tuple[int, int], ...], scheduler=None,
+                    generator: torch.Generator | None = None, progress: ProgressFn | None = None,
+                    should_stop: StopFn | None = None, clock: StageClock | None = None) -> dict:
+    """One epoch of stage "sparse" (``model`` = the backbone) or "completion" (``model`` = the
+    whole CrossTrainedModel); either may be DDP-wrapped. Returns the mean loss and throughput."""
+    model.train()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    steps = len(loader)
+    loss_sum, samples, pseudo_total = 0.0, 0, None
+    start = time.perf_counter()
+    for step, (crops, labels) in enumerate(loader):
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled(f"stopped in stage {stage}, epoch {epoch + 1}, step {step + 1}")
+        if len(labels) < 2:
+            continue  # BatchNorm cannot train on a single sample
+        images = augment(crops, generator, config.jitter, device)
+        labels = labels.to(device, non_blocking=True)
+        if stage == "sparse":
+            loss = sparse_loss(model(images), labels, blocks)
+        else:
+            logits, heads = model(images)
+            loss, terms = completion_loss(logits, heads, labels, blocks, config.threshold)
+            pseudo_total = terms.pseudo_counts if pseudo_total is None else pseudo_total + terms.pseudo_counts
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        # Keep Python floats only: no autograd graph outlives its batch.
+        loss_value = loss.item()
+        loss_sum += loss_value * len(labels)
+        samples += len(labels)
+        if clock is not None:
+            clock.done_steps += 1
+        if progress is not None:
+            progress({"stage": stage, "epoch": epoch + 1, "epochs": epochs, "step": step + 1, "steps": steps,
+                      "loss": loss_value, "eta_s": clock.eta() if clock else float("nan")})
+    seconds = time.perf_counter() - start
+    out = {"stage": stage, "epoch": epoch + 1, "loss": loss_sum / max(samples, 1), "samples": samples,
+           "seconds": seconds, "samples_per_s": samples / seconds if seconds > 0 else 0.0,
+           "lr": optimizer.param_groups[0]["lr"]}
+    if pseudo_total is not None:
+        out["pseudo_labels"] = pseudo_total.tolist()  # (D, 2): base <- mlp, mlp <- base
+    return out
+
+
+@torch.no_grad()
+def frozen_logits(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray, views: int, config: TrainConfig,
+                  device: torch.device, generator: torch.Generator, should_stop: StopFn | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 2 input: the frozen backbone's logits for ``views`` augmented views of each row.
+
+    The backbone is frozen (eval mode, so also its BatchNorm statistics), so its logits can be
+    computed once: the MLP epochs then cost almost nothing instead of a forward pass each.
+    """
+    model.eval()
+    features, labels = [], []
+    for _ in range(views):
+        for start in range(0, len(rows), config.batch_size):
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled("stopped in stage correlation while computing frozen logits")
+            batch = rows[start:start + config.batch_size]
+            images = augment(torch.from_numpy(table.crops[batch]), generator, config.jitter, device)
+            features.append(model.backbone(images).float())
+            labels.append(torch.from_numpy(table.labels[batch]).to(device))
+    return torch.cat(features), torch.cat(labels)
+
+
+class _HeadForward(nn.Module):
+    """``forward(features, d)``: MLP_d on the other blocks' logits (a DDP-wrappable stage-2 model)."""
+
+    def __init__(self, model: CrossTrainedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor, d: int) -> torch.Tensor:
+        return self.model.correlation_heads[d](features.index_select(1, self.model.other_columns(d)))
+
+
+def train_correlation_epoch(heads: nn.Module, optimizer: torch.optim.Optimizer, features: torch.Tensor,
+                            labels: torch.Tensor, epoch: int, epochs: int, config: TrainConfig, scheduler=None,
+                            generator: torch.Generator | None = None, progress: ProgressFn | None = None,
+                            should_stop: StopFn | None = None, clock: StageClock | None = None) -> dict:
+    """One stage-2 epoch: each MLP_d on the nuclei whose class in d is known (as the method trains
+    one correlation layer per dataset), over the cached frozen logits."""
+    heads.train()
+    num_sets = labels.shape[1]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    plan = []  # (d, row indices of one batch)
+    for d in range(num_sets):
+        known = torch.nonzero(labels[:, d] != MISSING).squeeze(1)
+        order = known[torch.randperm(len(known), generator=generator).to(known.device)]
+        plan += [(d, order[i:i + config.batch_size]) for i in range(0, len(order), config.batch_size)]
+    loss_sum, samples, start = 0.0, 0, time.perf_counter()
+    for step, (d, batch) in enumerate(plan):
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled(f"stopped in stage correlation, epoch {epoch + 1}, step {step + 1}")
+        if len(batch) < 2:
+            continue
+        loss = correlation_loss(heads(features[batch], d), labels[batch, d])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_value = loss.item()
+        loss_sum += loss_value * len(batch)
+        samples += len(batch)
+        if clock is not None:
+            clock.done_steps += 1
+        if progress is not None:
+            progress({"stage": "correlation", "epoch": epoch + 1, "epochs": epochs, "step": step + 1,
+                      "steps": len(plan), "loss": loss_value, "eta_s": clock.eta() if clock else float("nan")})
+    seconds = time.perf_counter() - start
+    return {"stage": "correlation", "epoch": epoch + 1, "loss": loss_sum / max(samples, 1), "samples": samples,
+            "seconds": seconds, "samples_per_s": samples / seconds if seconds > 0 else 0.0,
+            "lr": optimizer.param_groups[0]["lr"]}
+
+
+def correlation_steps_per_epoch(labels: np.ndarray, views: int, batch_size: int) -> int:
+    return sum(math.ceil(int((labels[:, d] != MISSING).sum()) * views / batch_size) for d in range(labels.shape[1]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | None = None,
+             device: str | torch.device | None = None, batch_size: int = 512) -> dict[str, dict]:
+    """Validation metrics per label set on the rows whose class in that set is known.
+
+    Each report has n, accuracy, macro_f1, weighted_f1, per_class and confusion (of the final
+    prediction) plus base_accuracy / mlp_accuracy of each branch alone.
+    """
+    model = getattr(model, "module", model)
+    rows = np.arange(len(table)) if rows is None else np.asarray(rows, dtype=np.int64)
+    names = [s.name for s in model.label_sets]
+    table_columns = {s.name: d for d, s in enumerate(table.label_sets)}
+    for label_set in model.label_sets:
+        if label_set.name in table_columns and table.label_sets[table_columns[label_set.name]].classes != label_set.classes:
+            raise ValueError(f"label set {label_set.name!r}: the data's classes differ from the model's")
+    known_any = np.zeros(len(rows), dtype=bool)
+    for name in names:
+        if name in table_columns:
+            known_any |= table.labels[rows, table_columns[name]] != MISSING
+    rows = rows[known_any]
+    logits, heads = forward_logits(model, table.crops[rows], batch_size, device)
+    predictions = predictions_from_logits(model, logits, heads)
+    out = {}
+    for label_set in model.label_sets:
+        if label_set.name not in table_columns:
+            continue
+        truth = table.labels[rows, table_columns[label_set.name]]
+        known = truth != MISSING
+        prediction = predictions[label_set.name]
+        report = classification_report(truth[known], prediction.labels[known], label_set.classes)
+        report["base_accuracy"] = float((prediction.base_probs[known].argmax(1) == truth[known]).mean()) if known.any() else 0.0
+        if prediction.mlp_probs is not None:
+            report["mlp_accuracy"] = float((prediction.mlp_probs[known].argmax(1) == truth[known]).mean()) if known.any() else 0.0
+        out[label_set.name] = report
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole run
+
+
+def _cosine(total_steps: int):
+    return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+
+
+def _make_scheduler(optimizer, config: TrainConfig, total_steps: int):
+    if config.lr_schedule == "constant":
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(total_steps))
+
+
+def _stage_parameters(model: CrossTrainedModel, stage: str) -> list[nn.Parameter]:
+    """Freeze what the stage does not train (no gradient, no optimizer state, no DDP sync)."""
+    train_backbone = stage in ("sparse", "completion")
+    train_heads = stage in ("correlation", "completion")
+    for p in model.backbone.parameters():
+        p.requires_grad_(train_backbone)
+    for p in model.correlation_heads.parameters():
+        p.requires_grad_(train_heads)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None, config: TrainConfig | None = None,
+              stages: Sequence[str] = STAGES, progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+              init_checkpoint: str | Path | LoadedCheckpoint | None = None, out_dir: str | Path | None = None,
+              train_rows: np.ndarray | None = None, val_rows: np.ndarray | None = None) -> TrainResult:
+    """Run the requested stages in order and return the model, checkpoints and metrics.
+
+    - ``label_sets``: the model's label sets (default: the table's); the table's columns are
+      selected to match.
+    - ``progress(dict(stage, epoch, epochs, step, steps, loss, eta_s))`` is called after every batch
+      (and with ``step=0`` when a stage starts or its frozen logits are being computed).
+    - ``should_stop()`` is checked before every batch; when it returns True the run ends with
+      ``result.cancelled = True`` and no final checkpoint (finished stages keep theirs).
+    - ``init_checkpoint``: start from a checkpoint. When it is an unfinished epoch-checkpoint of the
+      first requested stage (``last.pt``), that stage resumes at the next epoch with its optimizer
+      and schedule state; otherwise its weights start the first requested stage.
+    - ``out_dir``: where ``stage1.pt``/``stage2.pt``/``stage3.pt``, ``last.pt`` (end of every epoch),
+      ``model.pt`` and ``metrics.json`` go; None writes nothing.
+    - The validation split is :func:`split_by_group` with the config's fraction and seed unless
+      ``train_rows``/``val_rows`` are given.
+    """
+    config = config or TrainConfig()
+    config.validate()
+    stages = tuple(stages)
+    for stage in stages:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
+    if list(stages) != sorted(stages, key=STAGES.index):
+        raise ValueError(f"stages must be in order {STAGES}, got {stages}")
+    if label_sets is not None and [s.name for s in label_sets] != [s.name for s in table.label_sets]:
+        table = table.with_label_sets(list(label_sets))
+    label_sets = list(table.label_sets)
+    if len(label_sets) < 2 and any(stage != "sparse" for stage in stages):
+        raise ValueError("the correlation and completion stages need at least two label sets "
+                         f"(have {[s.name for s in label_sets]}); train the sparse stage only")
+    context = init_distributed()
+    device = resolve_device(config.device)
+    if context.enabled and device.type == "cuda":
+        device = torch.device("cuda", context.local_rank)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed + context.rank)
+    generator = torch.Generator().manual_seed(config.seed * 1000 + context.rank)
+
+    if train_rows is None or val_rows is None:
+        train_rows, val_rows = split_by_group(table, config.val_fraction, config.split_seed)
+    train_rows, val_rows = np.asarray(train_rows, np.int64), np.asarray(val_rows, np.int64)
+
+    resume_epoch, optimizer_state, scheduler_state = 0, None, None
+    if init_checkpoint is not None:
+        checkpoint = init_checkpoint if isinstance(init_checkpoint, LoadedCheckpoint) else load_checkpoint(init_checkpoint)
+        model = checkpoint.model
+        if [(s.name, s.classes) for s in model.label_sets] != [(s.name, s.classes) for s in label_sets]:
+            raise ValueError("the checkpoint's label sets "
+                             f"{[(s.name, list(s.classes)) for s in model.label_sets]} differ from the data's "
+                             f"{[(s.name, list(s.classes)) for s in label_sets]}")
+        if checkpoint.stage == stages[0] and not checkpoint.stage_complete:
+            resume_epoch = checkpoint.epoch + 1
+            optimizer_state, scheduler_state = checkpoint.optimizer_state, checkpoint.scheduler_state
+    else:
+        model = CrossTrainedModel(label_sets, config.backbone, config.backbone_kwargs, config.crop_size)
+    if model.crop_size != table.crop_size:
+        raise ValueError(f"the model expects {model.crop_size}px crops, the table has {table.crop_size}px")
+    model.to(device)
+    model.to(memory_format=torch.channels_last)
+
+    out_dir = Path(out_dir) if out_dir is not None else None
+    main = context.is_main
+    result = TrainResult(None, {}, {}, {}, [], model, train_rows, val_rows)
+    labelled_train = train_rows[(table.labels[train_rows] != MISSING).any(axis=1)]
+
+    def checkpoint_to(path, stage, epoch, complete, optimizer=None, scheduler=None, metrics=None):
+        if main and out_dir is not None:
+            return save_checkpoint(path, model, stage, epoch, complete, config, optimizer, scheduler, metrics,
+                                   extra={"history": result.history, "val_rows": val_rows.tolist()})
+        return None
+
+    try:
+        for stage_index, stage in enumerate(stages):
+            epochs = config.epochs[stage]
+            first_epoch = resume_epoch if stage_index == 0 else 0
+            parameters = _stage_parameters(model, stage)
+            optimizer = torch.optim.Adam(parameters, lr=config.lr[stage], weight_decay=config.weight_decay)
+            if stage in ("correlation", "completion"):
+                model.use_correlation.fill_(True)
+            if progress and main:
+                progress({"stage": stage, "epoch": first_epoch, "epochs": epochs, "step": 0, "steps": 0,
+                          "loss": float("nan"), "eta_s": float("nan")})
+            if stage == "correlation":
+                views = config.correlation_views
+                features, feature_labels = frozen_logits(model, table, labelled_train[context.rank::context.world_size],
+                                                         views, config, device, generator, should_stop)
+                steps_per_epoch = correlation_steps_per_epoch(feature_labels.cpu().numpy(), 1, config.batch_size)
+                runner = _wrap(_HeadForward(model), context, device, find_unused=True)
+            else:
+                rows = labelled_train if stage == "sparse" else train_rows
+                loader = make_loader(table, rows, config, context)
+                steps_per_epoch = len(loader)
+                runner = _wrap(model.backbone if stage == "sparse" else model, context, device,
+                               find_unused=stage == "completion")
+            scheduler = _make_scheduler(optimizer, config, steps_per_epoch * epochs)
+            if optimizer_state is not None and stage_index == 0:
+                optimizer.load_state_dict(optimizer_state)
+                if scheduler is not None and scheduler_state is not None:
+                    scheduler.load_state_dict(scheduler_state)
+            clock = StageClock(steps_per_epoch * (epochs - first_epoch))
+            for epoch in range(first_epoch, epochs):
+                if stage == "correlation":
+                    stats = train_correlation_epoch(runner, optimizer, features, feature_labels, epoch, epochs, config,
+                                                    scheduler, generator, progress if main else None, should_stop, clock)
+                else:
+                    _set_epoch(loader, epoch)
+                    stats = train_one_epoch(runner, stage, optimizer, loader, device, epoch, epochs, config,
+                                            model.blocks, scheduler, generator, progress if main else None,
+                                            should_stop, clock)
+                result.history.append(stats)
+                checkpoint_to(out_dir / "last.pt" if out_dir else None, stage, epoch, epoch == epochs - 1,
+                              optimizer, scheduler)
+            if main:
+                metrics = evaluate(model, table, val_rows, device) if len(val_rows) else {}
+                result.stage_metrics[stage] = metrics
+                result.metrics = metrics
+                path = checkpoint_to(out_dir / f"stage{STAGE_NUMBER[stage]}.pt" if out_dir else None, stage,
+                                     epochs - 1, True, optimizer, scheduler, metrics)
+                if path is not None:
+                    result.stage_checkpoints[stage] = path
+            if context.enabled:
+                dist.barrier()
+    except TrainingCancelled:
+        result.cancelled = True
+        return result
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    model.eval()
+    if main and out_dir is not None:
+        # model.pt is the last stage's checkpoint (optimizer state included, so it can resume too).
+        result.checkpoint_path = out_dir / "model.pt"
+        tmp = out_dir / f".model.pt.{os.getpid()}.tmp"
+        shutil.copyfile(result.stage_checkpoints[stages[-1]], tmp)
+        os.replace(tmp, result.checkpoint_path)
+        write_metrics_json(out_dir / "metrics.json", result, table, stages)
+    return result
+
+
+def write_metrics_json(path: Path, result: TrainResult, table: NucleusTable, stages: Sequence[str]) -> None:
+    payload = {"stage": stages[-1], "label_sets": result.metrics, "stages": result.stage_metrics,
+               "history": result.history, "data": table.summary(),
+               "split": {"train": int(len(result.train_rows)), "validation": int(len(result.val_rows))}}
+    path.write_text(json.dumps(payload, indent=1))

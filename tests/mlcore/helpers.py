@@ -1,0 +1,46 @@
+"""Small hand-made nuclei for the method's tests (fast, no files)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlcore.data import ImageRecord, table_from_arrays
+from mlcore.types import LabelSet
+
+COLOURS = ((70, 20, 130), (150, 60, 100), (20, 20, 20), (90, 120, 200))
+
+
+def disk_image(rng: np.random.Generator, size: int = 96, count: int = 10, num_classes: int = 3):
+    """An image of coloured disks (class = colour) with its instance map and {id: class}."""
+    image = rng.integers(180, 240, (size, size, 3), dtype=np.uint8)
+    instance_map = np.zeros((size, size), np.int32)
+    yy, xx = np.mgrid[:size, :size]
+    classes = {}
+    for instance_id in range(1, count + 1):
+        cy, cx = rng.integers(6, size - 6, 2)
+        radius = int(rng.integers(4, 8))
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius * radius
+        cls = int(rng.integers(0, num_classes))
+        instance_map[disk] = instance_id
+        image[disk] = COLOURS[cls]
+        classes[instance_id] = cls
+    present = set(np.unique(instance_map).tolist()) - {0}
+    return image, instance_map, {k: v for k, v in classes.items() if k in present}
+
+
+def two_set_table(images_per_set: int = 6, seed: int = 0, unlabelled_images: int = 0):
+    """A table with label sets A (3 classes, from dataset dsA) and B (2 classes: colour 0 vs rest)."""
+    rng = np.random.default_rng(seed)
+    set_a = LabelSet("A", ("a0", "a1", "a2"))
+    set_b = LabelSet("B", ("b0", "b1"))
+    records = []
+    for index in range(images_per_set):
+        image, instance_map, classes = disk_image(rng)
+        records.append(ImageRecord(image, instance_map, {"A": classes}, "dsA", f"a{index}"))
+        image, instance_map, classes = disk_image(rng)
+        records.append(ImageRecord(image, instance_map, {"B": {k: min(v, 1) for k, v in classes.items()}},
+                                   "dsB", f"b{index}"))
+    for index in range(unlabelled_images):
+        image, instance_map, _ = disk_image(rng)
+        records.append(ImageRecord(image, instance_map, {}, "unlabelled", f"u{index}"))
+    return table_from_arrays(records, [set_a, set_b]), [set_a, set_b]

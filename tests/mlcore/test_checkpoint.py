@@ -1,0 +1,70 @@
+import numpy as np
+import torch
+
+from mlcore.checkpoint import load_checkpoint
+from mlcore.config import TrainConfig
+from mlcore.predict import predict
+from mlcore.train import train_all
+from tests.mlcore.helpers import two_set_table
+
+TINY = dict(backbone_kwargs={"width": 4}, batch_size=32, epochs={"sparse": 2, "correlation": 1, "completion": 1},
+            correlation_views=1)
+
+
+def test_round_trip_on_cpu_gives_the_same_predictions(tmp_path):
+    table, label_sets = two_set_table(images_per_set=3)
+    result = train_all(table, config=TrainConfig(**TINY), out_dir=tmp_path)
+    before = predict(result.model, table.crops)
+    loaded = load_checkpoint(tmp_path / "model.pt")
+    after = predict(loaded.model, table.crops)
+    for name in ("A", "B"):
+        np.testing.assert_array_equal(before[name].labels, after[name].labels)
+        np.testing.assert_allclose(before[name].probs, after[name].probs, atol=1e-6)
+        np.testing.assert_allclose(before[name].mlp_probs, after[name].mlp_probs, atol=1e-6)
+    assert loaded.stage == "completion" and loaded.stage_complete
+    assert [s.name for s in loaded.label_sets] == ["A", "B"]
+    assert loaded.label_sets[0].classes == label_sets[0].classes and loaded.label_sets[0].colors == label_sets[0].colors
+    raw = loaded.raw
+    assert {"mlcore", "torch", "numpy"} <= set(raw["versions"])
+    assert raw["crop"]["size"] == 64 and raw["config"]["backbone"] == "small"
+    assert raw["optimizer_state"] is not None and set(raw["metrics"]) == {"A", "B"}
+    assert any(k.startswith("correlation_heads.") for k in raw["model_state"])
+    # a checkpoint saved from any device loads on the CPU
+    assert all(t.device.type == "cpu" for t in raw["model_state"].values())
+
+
+def test_resume_an_unfinished_stage_from_last_pt(tmp_path):
+    table, _ = two_set_table(images_per_set=3)
+    config = TrainConfig(**{**TINY, "epochs": {"sparse": 3, "correlation": 1, "completion": 1}})
+    calls = {"n": 0}
+    steps_per_epoch = None
+
+    def stop_in_second_epoch():
+        calls["n"] += 1
+        return steps_per_epoch is not None and calls["n"] > steps_per_epoch + 1
+
+    first = train_all(table, config=config, stages=("sparse",), out_dir=tmp_path / "probe")
+    steps_per_epoch = int(np.ceil(first.history[0]["samples"] / config.batch_size))
+    interrupted = train_all(table, config=config, stages=("sparse",), should_stop=stop_in_second_epoch,
+                            out_dir=tmp_path / "run")
+    assert interrupted.cancelled
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last.stage == "sparse" and last.epoch == 0 and not last.stage_complete
+    assert last.optimizer_state is not None and last.optimizer_state["state"]
+    resumed = train_all(table, config=config, stages=("sparse",), init_checkpoint=tmp_path / "run" / "last.pt",
+                        out_dir=tmp_path / "run")
+    assert [h["epoch"] for h in resumed.history] == [2, 3]   # epochs 2 and 3 only
+    assert load_checkpoint(tmp_path / "run" / "model.pt").stage_complete
+
+
+def test_next_stage_starts_from_a_finished_stage_checkpoint(tmp_path):
+    table, _ = two_set_table(images_per_set=3)
+    config = TrainConfig(**TINY)
+    train_all(table, config=config, stages=("sparse",), out_dir=tmp_path)
+    stage1 = load_checkpoint(tmp_path / "stage1.pt")
+    result = train_all(table, config=config, stages=("correlation",), init_checkpoint=tmp_path / "stage1.pt",
+                       out_dir=tmp_path)
+    # stage 2 freezes the backbone: its weights are stage 1's
+    for key, value in stage1.model.backbone.state_dict().items():
+        assert torch.equal(value, result.model.backbone.state_dict()[key].cpu()), key
+    assert load_checkpoint(tmp_path / "model.pt").stage == "correlation"

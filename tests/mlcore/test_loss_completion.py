@@ -1,0 +1,71 @@
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mlcore.losses import completion_loss
+
+BLOCKS = ((0, 2), (2, 5))  # set 0: 2 classes, set 1: 3 classes
+
+
+def confident(index, size, strength=20.0):
+    row = torch.zeros(size)
+    row[index] = strength
+    return row
+
+
+def test_threshold_gates_the_pseudo_labels():
+    # One nucleus whose set-1 class is missing (set 0 known).
+    base = torch.cat([torch.tensor([3.0, 0.0]), torch.tensor([0.0, 0.5, 0.2])])[None]  # base set 1 unsure
+    mlp0 = torch.tensor([[1.0, 0.0]])
+    mlp1 = confident(2, 3)[None]  # MLP_1 is sure: class 2
+    labels = torch.tensor([[0, -1]])
+    loss, terms = completion_loss(base, [mlp0, mlp1], labels, BLOCKS, threshold=0.99)
+    # base block 1 learns class 2 from the confident MLP; MLP_1 learns nothing from the unsure base
+    assert terms.pseudo_counts[1].tolist() == [1, 0]
+    expected_pseudo = F.cross_entropy(base[:, 2:5], torch.tensor([2])).item()
+    assert math.isclose(terms.pseudo[1, 0].item(), expected_pseudo, rel_tol=1e-6)
+    assert math.isnan(terms.pseudo[1, 1].item())
+    # with a threshold above the MLP's confidence nothing passes
+    _, strict = completion_loss(base, [mlp0, mlp1], labels, BLOCKS, threshold=1 - 1e-12)
+    assert strict.pseudo_counts.sum() == 0
+    # with a low threshold the base's argmax (class 1) also teaches MLP_1
+    _, loose = completion_loss(base, [mlp0, mlp1], labels, BLOCKS, threshold=0.3)
+    assert loose.pseudo_counts[1].tolist() == [1, 1]
+    assert math.isclose(loose.pseudo[1, 1].item(), F.cross_entropy(mlp1, torch.tensor([1])).item(), rel_tol=1e-6)
+
+
+def test_loss_is_normalised_over_present_cells():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5)
+    mlp = [torch.randn(3, 2), confident(0, 3).repeat(3, 1)]
+    labels = torch.tensor([[1, -1], [0, -1], [1, -1]])  # set 1 never known, set 0 always
+    loss, terms = completion_loss(logits, mlp, labels, BLOCKS, threshold=0.99)
+    supervised = [F.cross_entropy(logits[:, 0:2], labels[:, 0]), F.cross_entropy(mlp[0], labels[:, 0])]
+    pseudo = [F.cross_entropy(logits[:, 2:5], torch.zeros(3, dtype=torch.long))]
+    # only present cells count: 2 supervised (set 0), 1 pseudo (set 1, base <- mlp)
+    expected = sum(supervised) / 2 + sum(pseudo) / 1
+    assert torch.isclose(loss, expected, rtol=1e-6)
+    assert int((~torch.isnan(terms.supervised)).sum()) == 2
+    assert int((~torch.isnan(terms.pseudo)).sum()) + int((terms.pseudo_counts > 0).sum()) == 2
+
+
+def test_pseudo_targets_are_detached_and_both_branches_get_gradients():
+    logits = confident(1, 5)[None].repeat(2, 1).requires_grad_(True)   # base set 0 sure: class 1
+    mlp0 = confident(0, 2)[None].repeat(2, 1).requires_grad_(True)    # MLP_0 sure: class 0
+    mlp1 = torch.randn(2, 3, requires_grad=True)
+    labels = torch.tensor([[-1, 2], [-1, 0]])   # set 0 missing on both
+    loss, terms = completion_loss(logits, [mlp0, mlp1], labels, BLOCKS, threshold=0.9)
+    loss.backward()
+    assert terms.pseudo_counts[0].tolist() == [2, 2]
+    assert logits.grad[:, 0:2].abs().sum() > 0 and mlp0.grad.abs().sum() > 0
+    assert math.isfinite(loss.item())
+
+
+def test_unlabelled_nuclei_get_pseudo_labels_in_every_set():
+    logits = torch.cat([confident(0, 2), confident(2, 3)])[None]
+    mlp = [confident(0, 2)[None], confident(2, 3)[None]]
+    loss, terms = completion_loss(logits, mlp, torch.tensor([[-1, -1]]), BLOCKS, threshold=0.99)
+    assert terms.pseudo_counts.tolist() == [[1, 1], [1, 1]]
+    assert torch.isnan(terms.supervised).all()
+    assert loss.item() < 1e-3   # everyone agrees with confidence (base logits clamp at 10)

@@ -1,0 +1,55 @@
+import numpy as np
+from PIL import Image
+
+from mlcore.overlay import draw_overlay, save_png
+from mlcore.types import LabelSet
+
+LABELS = LabelSet("demo", ("tumour", "immune"), ((255, 0, 0), (0, 0, 255)))
+GREY = (200, 200, 200)
+
+
+def _scene():
+    image = np.full((60, 80, 3), 128, np.uint8)
+    instance_map = np.zeros((60, 80), np.int32)
+    instance_map[10:20, 10:20] = 1   # tumour
+    instance_map[30:45, 40:60] = 2   # immune
+    instance_map[5:9, 60:70] = 3     # unlabelled
+    return image, instance_map, {1: 0, 2: 1}
+
+
+def _has(region, color):
+    return bool(np.all(region.reshape(-1, 3) == color, axis=1).any())
+
+
+def test_outlines_take_their_class_colour_and_the_inside_is_untouched():
+    image, instance_map, classes = _scene()
+    picture = draw_overlay(image, instance_map, classes, LABELS)
+    top = picture[:60, :80]
+    assert tuple(top[10, 15]) == (255, 0, 0) and tuple(top[19, 10]) == (255, 0, 0)   # tumour boundary
+    assert tuple(top[30, 50]) == (0, 0, 255)                                         # immune boundary
+    assert tuple(top[5, 65]) == GREY                                                 # unlabelled boundary
+    assert tuple(top[15, 15]) == (128, 128, 128) and tuple(top[50, 5]) == (128, 128, 128)
+    assert not _has(top[:, :35], (0, 0, 255))  # no immune colour near the tumour nucleus
+    np.testing.assert_array_equal(image, np.full((60, 80, 3), 128, np.uint8))  # input not modified
+
+
+def test_legend_lists_every_class_below_the_image():
+    image, instance_map, classes = _scene()
+    picture = draw_overlay(image, instance_map, classes, LABELS)
+    assert picture.shape[0] > 60 and picture.shape[1] >= 80
+    legend = picture[60:]
+    for color in [(255, 0, 0), (0, 0, 255), GREY]:
+        assert _has(legend, color), color
+    assert (legend < 100).all(axis=2).sum() > 50  # dark text drawn on the white margin
+    # Without unlabelled nuclei there is no "unlabelled" swatch.
+    no_unlabelled = draw_overlay(image, np.where(instance_map == 3, 0, instance_map), classes, LABELS)
+    assert not _has(no_unlabelled[60:], GREY)
+    assert draw_overlay(image, instance_map, classes, LABELS, legend=False).shape == image.shape
+
+
+def test_without_label_set_everything_is_unlabelled(tmp_path):
+    image, instance_map, _ = _scene()
+    picture = draw_overlay(image, instance_map, {}, None, unlabelled_color=(0, 255, 0))
+    assert tuple(picture[10, 15]) == (0, 255, 0) and tuple(picture[30, 50]) == (0, 255, 0)
+    path = save_png(tmp_path / "out" / "overlay.png", picture)
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), picture)

@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+
+from mlcore.readers import read_dataset
+from mlcore.writers import save_rgb
+
+
+def _ring(x0, y0, x1, y1):
+    """Closed ring through the centres of the corner pixels of x0..x1-1, y0..y1-1 (pixel-edge coordinates)."""
+    return [[x0 + .5, y0 + .5], [x1 - .5, y0 + .5], [x1 - .5, y1 - .5], [x0 + .5, y1 - .5], [x0 + .5, y0 + .5]]
+
+
+def _feature(geometry, name=None, color=None, key="classification"):
+    properties = {"objectType": "detection"}
+    if name is not None:
+        properties[key] = {"name": name, **({"color": color} if color is not None else {})}
+    return {"type": "Feature", "geometry": geometry, "properties": properties}
+
+
+def _write(root, stem, features, as_list=False, size=(30, 30)):
+    save_rgb(root / f"{stem}.png", np.full((*size, 3), 230, np.uint8))
+    content = features if as_list else {"type": "FeatureCollection", "features": features}
+    (root / f"{stem}.geojson").write_text(json.dumps(content))
+
+
+def test_polygons_multipolygons_holes_and_classes(tmp_path):
+    square_with_hole = {"type": "Polygon", "coordinates": [_ring(0, 0, 10, 10), _ring(4, 4, 6, 6)]}
+    two_pieces = {"type": "MultiPolygon", "coordinates": [[_ring(20, 0, 23, 3)], [_ring(25, 0, 28, 3)]]}
+    unclassified = {"type": "Polygon", "coordinates": [_ring(0, 20, 5, 25)]}
+    _write(tmp_path, "a", [_feature(square_with_hole, "Tumor", [200, 0, 0]),
+                           _feature(two_pieces, "Immune cells", -16776961),  # QuPath packed ARGB: blue
+                           _feature(unclassified)])
+    dataset = read_dataset("geojson", tmp_path)
+    assert dataset.label_set.classes == ("Immune cells", "Tumor")  # sorted
+    assert dataset.label_set.colors == ((0, 0, 255), (200, 0, 0))
+    item = dataset.images[0]
+    expected = np.zeros((30, 30), np.int32)
+    expected[0:10, 0:10] = 1
+    expected[4:6, 4:6] = 0
+    expected[0:3, 20:23] = 2
+    expected[0:3, 25:28] = 2
+    expected[20:25, 0:5] = 3
+    np.testing.assert_array_equal(item.instance_map, expected)
+    assert item.classes == {1: 1, 2: 0}
+
+
+def test_bare_feature_list_and_class_names_argument(tmp_path):
+    _write(tmp_path, "old", [_feature({"type": "Polygon", "coordinates": [_ring(2, 2, 6, 6)]}, "B")], as_list=True)
+    dataset = read_dataset("geojson", tmp_path, class_names=["A", "B", "C"])
+    assert dataset.label_set.classes == ("A", "B", "C")
+    assert dataset.images[0].classes == {1: 1}
+    assert dataset.images[0].instance_map.sum() == 16
+
+
+def test_qupath_cells_use_the_nucleus_geometry(tmp_path):
+    cell = _feature({"type": "Polygon", "coordinates": [_ring(0, 0, 20, 20)]}, "T")
+    cell["nucleusGeometry"] = {"type": "Polygon", "coordinates": [_ring(5, 5, 9, 9)]}
+    _write(tmp_path, "c", [cell])
+    item = read_dataset("geojson", tmp_path).images[0]
+    assert item.instance_map.sum() == 16 and item.instance_map[5:9, 5:9].all()
+
+
+def test_images_in_an_images_folder_and_pixel_edge_outlines(tmp_path):
+    (tmp_path / "images").mkdir()
+    save_rgb(tmp_path / "images" / "x.png", np.zeros((20, 20, 3), np.uint8))
+    # QuPath traces pixel edges: pixels 5..9 x 5..9 are the square [5, 10] x [5, 10].
+    edge_square = [[5, 5], [10, 5], [10, 10], [5, 10], [5, 5]]
+    (tmp_path / "x.geojson").write_text(json.dumps(
+        {"type": "FeatureCollection", "features": [_feature({"type": "Polygon", "coordinates": [edge_square]}, "N")]}))
+    mask = read_dataset("geojson", tmp_path).images[0].instance_map > 0
+    # cv2.fillPoly keeps the pixels an outline runs through, so an edge-traced outline gains at most a
+    # one-pixel rim on its right and bottom sides.
+    assert mask[5:10, 5:10].all()
+    assert mask.sum() <= 36 and not mask[:5].any() and not mask[:, :5].any()
+
+
+def test_unlabelled_read(tmp_path):
+    _write(tmp_path, "u", [_feature({"type": "Polygon", "coordinates": [_ring(2, 2, 6, 6)]}, "X")])
+    dataset = read_dataset("geojson", tmp_path, labelled=False)
+    assert dataset.label_set is None and dataset.images[0].classes == {}

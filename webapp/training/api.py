@@ -1,0 +1,127 @@
+"""Training, model versions, retraining policy and single-image inference, per project."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.http import FileResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.decorators import api_view, parser_classes
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from webapp.jobs import operations as job_operations
+from webapp.jobs.models import Job
+from webapp.jobs.serializers import JobSerializer
+from webapp.projects.access import get_project_for
+from webapp.projects.models import Role
+
+from . import operations
+from .models import ModelVersion, RetrainPolicy
+from .serializers import (InferRequestSerializer, ModelVersionSerializer, RetrainPolicySerializer,
+                          TrainRequestSerializer)
+
+
+def _accepted(job: Job, request) -> Response:
+    data = JobSerializer(job, context={"request": request}).data
+    return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(request=TrainRequestSerializer, responses={202: JobSerializer})
+@api_view(["POST"])
+def train(request, project_id: int):
+    """Start training (curators): 202 with the job, 409 when the project is already training."""
+    project = get_project_for(request.user, project_id, Role.CURATOR)
+    options = TrainRequestSerializer(data=request.data)
+    options.is_valid(raise_exception=True)
+    job = operations.do_start_training(project, actor=request.user, options=options.validated_data)
+    return _accepted(job, request)
+
+
+@extend_schema(responses=ModelVersionSerializer(many=True))
+@api_view(["GET"])
+def versions(request, project_id: int):
+    project = get_project_for(request.user, project_id, Role.VIEWER)
+    return Response(ModelVersionSerializer(project.model_versions.order_by("number"), many=True).data)
+
+
+@extend_schema(request=None, responses=ModelVersionSerializer)
+@api_view(["POST"])
+def activate(request, project_id: int, number: int):
+    """Make this version the active one (rollback), curators only."""
+    project = get_project_for(request.user, project_id, Role.CURATOR)
+    version = get_object_or_404(ModelVersion, project=project, number=number)
+    return Response(ModelVersionSerializer(operations.do_activate_version(version, actor=request.user)).data)
+
+
+@extend_schema(responses={(200, "application/octet-stream"): bytes})
+@api_view(["GET"])
+def checkpoint(request, project_id: int, number: int):
+    project = get_project_for(request.user, project_id, Role.VIEWER)
+    version = get_object_or_404(ModelVersion, project=project, number=number)
+    path = Path(settings.MEDIA_ROOT) / version.checkpoint_file
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{project.name}-v{number}.pt")
+
+
+@extend_schema(request=RetrainPolicySerializer, responses=RetrainPolicySerializer)
+@api_view(["GET", "PUT"])
+def retrain_policy(request, project_id: int):
+    """GET the policy; PUT (curators) replaces it and its django-celery-beat schedules."""
+    if request.method == "GET":
+        project = get_project_for(request.user, project_id, Role.VIEWER)
+        policy = RetrainPolicy.objects.filter(project=project).first() or RetrainPolicy(project=project)
+        return Response(RetrainPolicySerializer(policy).data)
+    project = get_project_for(request.user, project_id, Role.CURATOR)
+    payload = RetrainPolicySerializer(data=request.data)
+    payload.is_valid(raise_exception=True)
+    try:
+        policy = operations.do_set_retrain_policy(project, actor=request.user, **payload.validated_data)
+    except ValueError as exc:
+        raise ValidationError({"cron": str(exc).split(": ", 1)[-1]}) from None
+    return Response(RetrainPolicySerializer(policy).data)
+
+
+@extend_schema(request=InferRequestSerializer, responses={202: JobSerializer})
+@api_view(["POST"])
+@parser_classes([MultiPartParser, FormParser])
+def infer(request, project_id: int):
+    """Classify the nuclei of a new image with the active model (members who may review or more)."""
+    project = get_project_for(request.user, project_id, Role.REVIEWER)
+    version = operations.active_version(project)
+    if version is None:
+        raise NotFound("The project has no trained model yet: train one first.")
+    upload = InferRequestSerializer(data=request.data)
+    upload.is_valid(raise_exception=True)
+    folder = Path(settings.MEDIA_ROOT) / "projects" / str(project.pk) / "inference" / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    names = {}
+    for field in ("image", "mask"):
+        uploaded = upload.validated_data[field]
+        suffix = Path(uploaded.name).suffix.lower() or (".npy" if field == "mask" else ".png")
+        stem = Path(uploaded.name).stem if field == "image" else f"{Path(upload.validated_data['image'].name).stem}-mask"
+        names[field] = f"{stem}{suffix}"
+        with open(folder / names[field], "wb") as sink:
+            for chunk in uploaded.chunks():
+                sink.write(chunk)
+    job = job_operations.do_enqueue_job(Job.Kind.INFER, actor=request.user, project=project, params={
+        "model_version": version.pk, "folder": str(folder.relative_to(settings.MEDIA_ROOT)), **names})
+    return _accepted(job, request)
+
+
+@extend_schema(responses={(200, "application/octet-stream"): bytes})
+@api_view(["GET"])
+def job_file(request, job_id: int, name: str):
+    """A file an inference job wrote (npy per label set, overlay PNG, JSON)."""
+    from webapp.jobs.api import visible_jobs
+
+    job = get_object_or_404(visible_jobs(request.user), pk=job_id)
+    for relative in job.result.get("files", []):
+        if Path(relative).name == name:
+            return FileResponse(open(Path(settings.MEDIA_ROOT) / relative, "rb"), as_attachment=not name.endswith(".png"),
+                                filename=name)
+    raise NotFound(f"job {job_id} wrote no file named {name!r}")

@@ -1,0 +1,75 @@
+"""Model versions, the predictions they made, and each project's retraining policy."""
+
+from django.db import models
+
+from webapp.datasets.models import LabelSet, Nucleus
+from webapp.projects.models import Project
+
+
+class ModelVersion(models.Model):
+    """A trained model, published only when its training job succeeded."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    number = models.PositiveIntegerField()
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    checkpoint_file = models.CharField(max_length=255, help_text="under MEDIA_ROOT")
+    config = models.JSONField(default=dict)
+    label_sets = models.JSONField(default=list, help_text="[{name, classes}] in the model's output order")
+    # {label set: {"ground_truth": n, "review": n}, "unlabelled_nuclei": n}
+    trained_on = models.JSONField(default=dict)
+    # {label set: {n, accuracy, macro_f1, weighted_f1, per_class, confusion}} on the fixed validation split
+    metrics = models.JSONField(default=dict)
+    # Reviews after this instant are "new" for the retraining policy: the data snapshot time.
+    data_snapshot_at = models.DateTimeField()
+    is_active = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="version_number_unique"),
+            models.UniqueConstraint(fields=["project"], condition=models.Q(is_active=True),
+                                    name="one_active_version_per_project"),
+        ]
+
+    def __str__(self):
+        return f"{self.project} v{self.number}"
+
+
+class Prediction(models.Model):
+    """One model version's prediction for one nucleus in one label set, with its uncertainty."""
+
+    nucleus = models.ForeignKey(Nucleus, on_delete=models.CASCADE, related_name="predictions")
+    label_set = models.ForeignKey(LabelSet, on_delete=models.CASCADE, related_name="+")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="predictions")
+    class_index = models.PositiveSmallIntegerField()
+    probability = models.FloatField(help_text="probability of the predicted class (mean of both branches)")
+    base_probs = models.JSONField(help_text="softmax of the base head, per class")
+    mlp_probs = models.JSONField(null=True, help_text="softmax of the label-correlation branch, per class")
+    least_confidence = models.FloatField()
+    margin = models.FloatField()
+    entropy = models.FloatField()
+    disagreement = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model_version", "label_set", "nucleus"],
+                                               name="one_prediction_per_version")]
+        indexes = [models.Index(fields=["model_version", "label_set", "-entropy"], name="pred_entropy_idx"),
+                   models.Index(fields=["model_version", "label_set", "-least_confidence"], name="pred_lc_idx"),
+                   models.Index(fields=["model_version", "label_set", "margin"], name="pred_margin_idx"),
+                   models.Index(fields=["model_version", "label_set", "-disagreement"], name="pred_disagree_idx"),
+                   models.Index(fields=["nucleus", "label_set"], name="pred_nucleus_idx")]
+
+
+class RetrainPolicy(models.Model):
+    """When a project retrains by itself. Its schedules live in django-celery-beat (editable in the admin)."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="retrain_policy")
+    enabled = models.BooleanField(default=True)
+    min_new_reviews = models.PositiveIntegerField(null=True, blank=True,
+                                                  help_text="retrain when at least this many new reviewed labels exist")
+    check_every_minutes = models.PositiveIntegerField(default=15)
+    cron = models.CharField(max_length=100, blank=True, help_text="'minute hour day month weekday', e.g. '0 3 * * 0'")
+    options = models.JSONField(default=dict, blank=True, help_text="training options for scheduled runs")
+    updated_at = models.DateTimeField(auto_now=True)

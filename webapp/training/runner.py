@@ -1,0 +1,199 @@
+"""What the training, prediction and inference jobs do, on top of mlcore. Workers call these."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from django.conf import settings
+from django.utils import timezone
+
+from mlcore.checkpoint import load_checkpoint
+from mlcore.config import TrainConfig
+from mlcore.data import ImageRecord, table_from_arrays
+from mlcore.predict import predict
+from mlcore.crops import cut_crops
+from mlcore.train import STAGES, train_all
+from mlcore.types import LabelSet as MLLabelSet
+from webapp.datasets.importing import load_mask, load_rgb
+from webapp.datasets.models import CurrentLabel, Image, LabelSet, Nucleus
+from webapp.jobs.models import Job
+
+from . import operations
+from .models import ModelVersion, Prediction
+
+Report = Callable[..., None]          # report(percent, **details)
+ShouldStop = Callable[[], bool]
+
+
+class Cancelled(Exception):
+    pass
+
+
+def project_label_sets(project) -> list[tuple[LabelSet, MLLabelSet]]:
+    rows = LabelSet.objects.filter(project=project).prefetch_related("classes").order_by("id")
+    return [(row, MLLabelSet(row.name, tuple(c.name for c in row.classes.all()),
+                             tuple(tuple(int(c.color[i:i + 2], 16) for i in (1, 3, 5)) for c in row.classes.all())))
+            for row in rows]
+
+
+def known_labels(project) -> tuple[dict, dict]:
+    """{image id: {label set name: {instance id: class}}} and the counts per source, from CurrentLabel.
+
+    CurrentLabel holds the latest human label of each nucleus and label set, so a review overrides
+    the ground truth in its label set, and reviews of nuclei from other datasets fill their gaps.
+    """
+    labels: dict = defaultdict(lambda: defaultdict(dict))
+    counts: dict = defaultdict(lambda: defaultdict(int))
+    rows = (CurrentLabel.objects.filter(nucleus__image__project=project, source__in=("ground_truth", "review"))
+            .values_list("nucleus__image_id", "label_set__name", "nucleus__instance_id", "class_index", "source"))
+    for image_id, set_name, instance_id, class_index, source in rows.iterator(chunk_size=20_000):
+        labels[image_id][set_name][instance_id] = class_index
+        counts[set_name][source] += 1
+    return labels, {name: dict(sources) for name, sources in counts.items()}
+
+
+def training_config(options: dict, parent: ModelVersion | None) -> tuple[TrainConfig, list[str]]:
+    config = TrainConfig.from_dict({**(parent.config if parent else {}), **{
+        k: v for k, v in options.items() if k in ("epochs", "backbone", "device", "batch_size", "samples_per_epoch")}})
+    stages = options.get("stages") or list(STAGES)
+    if isinstance(stages, str):
+        stages = list(STAGES) if stages == "all" else [stages]
+    return config, list(stages)
+
+
+def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
+    project = job.project
+    snapshot_at = timezone.now()
+    label_set_pairs = project_label_sets(project)
+    if not label_set_pairs:
+        raise ValueError("the project has no labelled dataset to train on: upload one first")
+    ml_label_sets = [ml for _, ml in label_set_pairs]
+    parent = operations.active_version(project)
+    config, stages = training_config(job.params.get("options", {}), parent)
+    if len(ml_label_sets) < 2:
+        stages = ["sparse"]  # label correlation needs a second label set
+    config.cache_dir = str(Path(settings.MEDIA_ROOT) / "cache" / "crops")
+
+    labels, trained_on = known_labels(project)
+    images = list(Image.objects.filter(project=project).select_related("dataset").order_by("id"))
+    records = []
+    for number, image in enumerate(images, start=1):
+        records.append(ImageRecord(image=load_rgb(image), instance_map=load_mask(image),
+                                   labels={k: dict(v) for k, v in labels.get(image.pk, {}).items()},
+                                   dataset=image.dataset.name, name=f"{image.dataset_id}/{image.name}",
+                                   group=f"{image.dataset_id}/{image.group or image.name}"))
+        report(5.0 * number / len(images), stage="loading", message=f"image {number}/{len(images)}")
+        if should_stop():
+            raise Cancelled()
+    table = table_from_arrays(records, ml_label_sets, cache_dir=config.cache_dir)
+    del records
+    trained_on["unlabelled_nuclei"] = int((table.labels == -1).all(axis=1).sum())
+
+    init = None
+    if parent is not None:
+        checkpoint = load_checkpoint(Path(settings.MEDIA_ROOT) / parent.checkpoint_file)
+        same_sets = [(s.name, s.classes) for s in checkpoint.label_sets] == [(s.name, s.classes) for s in ml_label_sets]
+        init = checkpoint if same_sets else None  # a new taxonomy joined: start afresh
+
+    def progress(info: dict) -> None:
+        stage_index = stages.index(info["stage"]) if info.get("stage") in stages else 0
+        epochs = max(1, int(info.get("epochs") or 1))
+        steps = max(1, int(info.get("steps") or 1))
+        within = (int(info.get("epoch") or 0) + int(info.get("step") or 0) / steps) / epochs
+        percent = 5 + 90 * (stage_index + min(within, 1.0)) / len(stages)
+        report(percent, stage=info.get("stage"), epoch=int(info.get("epoch") or 0) + 1, epochs=epochs,
+               loss=info.get("loss"), eta_s=info.get("eta_s"))
+
+    with tempfile.TemporaryDirectory(dir=_scratch_dir()) as out_dir:
+        result = train_all(table, ml_label_sets, config, stages=stages, progress=progress, should_stop=should_stop,
+                           init_checkpoint=init, out_dir=out_dir)
+        if result.cancelled or result.checkpoint_path is None:
+            raise Cancelled()
+        report(96, stage="publishing", message="publishing the model version")
+        version = operations.do_publish_version(
+            project, job=job, checkpoint=result.checkpoint_path, config=config.to_dict(),
+            label_sets=[{"name": s.name, "classes": list(s.classes)} for s in ml_label_sets],
+            trained_on=trained_on, metrics=_jsonable(result.metrics), data_snapshot_at=snapshot_at, parent=parent)
+    prediction_job = operations.do_start_prediction(version, actor=job.created_by)
+    return {"model_version": version.number, "model_version_id": version.pk, "stages": stages,
+            "trained_on": trained_on, "prediction_job": prediction_job.pk,
+            "metrics": {name: {k: m.get(k) for k in ("n", "accuracy", "macro_f1", "weighted_f1")}
+                        for name, m in version.metrics.items() if isinstance(m, dict)}}
+
+
+def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
+    """Store, for every nucleus and every label set, the active model's prediction and uncertainty."""
+    version = ModelVersion.objects.select_related("project").get(pk=job.params["model_version"])
+    checkpoint = load_checkpoint(Path(settings.MEDIA_ROOT) / version.checkpoint_file)
+    model = checkpoint.model.eval()
+    label_set_rows = {row.name: row for row, _ in project_label_sets(version.project)}
+    images = list(Image.objects.filter(project=version.project).order_by("id"))
+    stored = 0
+    for number, image in enumerate(images, start=1):
+        instance_map = load_mask(image)
+        crops, geometry = cut_crops(load_rgb(image), instance_map, model.crop_size)
+        nucleus_ids = dict(Nucleus.objects.filter(image=image).values_list("instance_id", "id"))
+        if len(geometry.ids) == 0:
+            continue
+        predictions = predict(model, crops)
+        rows = []
+        for name, pred in predictions.items():
+            label_set = label_set_rows.get(name)
+            if label_set is None:
+                continue  # a label set removed since training
+            for row, instance_id in enumerate(geometry.ids.tolist()):
+                rows.append(Prediction(
+                    nucleus_id=nucleus_ids[instance_id], label_set=label_set, model_version=version,
+                    class_index=int(pred.labels[row]), probability=float(pred.probs[row, pred.labels[row]]),
+                    base_probs=np.round(pred.base_probs[row], 5).tolist(),
+                    mlp_probs=np.round(pred.mlp_probs[row], 5).tolist() if pred.mlp_probs is not None else None,
+                    **{k: float(pred.uncertainty[k][row]) for k in
+                       ("least_confidence", "margin", "entropy", "disagreement")}))
+        stored += operations.do_store_predictions(version, rows, replace=True)
+        report(100.0 * number / len(images), message=f"image {number}/{len(images)}")
+        if should_stop():
+            raise Cancelled()
+    return {"model_version": version.number, "predictions": stored}
+
+
+def _scratch_dir() -> str:
+    path = Path(settings.MEDIA_ROOT) / "scratch"
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def run_inference(job: Job, report: Report, should_stop: ShouldStop) -> dict:
+    """Classify the nuclei of an uploaded image with the active model; write the method's outputs."""
+    from mlcore.infer import infer_image, read_mask, write_outputs
+    from mlcore.readers import read_rgb
+
+    version = ModelVersion.objects.get(pk=job.params["model_version"])
+    folder = Path(settings.MEDIA_ROOT) / job.params["folder"]
+    image_path = folder / job.params["image"]
+    image = read_rgb(image_path)
+    instance_map = read_mask(folder / job.params["mask"], image.shape[:2])
+    report(20, message="classifying nuclei")
+    model = load_checkpoint(Path(settings.MEDIA_ROOT) / version.checkpoint_file).model.eval()
+    result = infer_image(model, image, instance_map)
+    report(80, message="writing outputs")
+    stem = image_path.stem
+    written = write_outputs(folder / "out", stem, image, instance_map, result, model, image_path=image_path.name)
+    return {"model_version": version.number, "nuclei": int(len(result.geometry.ids)),
+            "files": [str(p.relative_to(settings.MEDIA_ROOT)) for p in written]}
