@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from PIL import Image as PILImage
 
 from mlcore.readers import FORMATS, open_dataset
@@ -27,11 +28,13 @@ from mlcore.writers import nucleus_geometry, nucleus_outlines
 from webapp.core import audit
 from webapp.projects.models import Project
 
+from . import bulk
 from .models import CurrentLabel, Dataset, Image, Label, LabelClass, LabelSet, LabelSource, Nucleus
 
 Progress = Callable[[float, str], None]
 THUMBNAIL_SIZE = 192
-BATCH_NUCLEI = 20_000  # rows per bulk insert: large enough to be fast, small enough for memory
+BATCH_NUCLEI = 20_000
+PREPARE_THREADS = 2  # rows per bulk insert: large enough to be fast, small enough for memory
 
 
 class ImportRejected(Exception):
@@ -209,55 +212,107 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
                                      provenance=provenance, uploaded_by=actor,
                                      storage_dir=media_relative(folder))
     known_checksums = dict(Image.objects.filter(project=project).values_list("checksum", "name"))
-    pending: list[tuple[Nucleus, int | None]] = []  # nuclei waiting for a bulk insert, with their class
+    batch = _Batch(project, dataset, label_set, actor)
     total_images = len(reader)
-    nucleus_total = 0
-    for number, annotated in enumerate(reader, start=1):
-        rgb, instance_map = annotated.image, annotated.instance_map
-        checksum = pixel_checksum(rgb)
+    for number, (annotated, prepared) in enumerate(_prepared(reader, folder), start=1):
+        checksum = prepared[0]
         if checksum in known_checksums:
             raise DataError(annotated.source_path or annotated.name,
                             f"this image was already uploaded to the project (as {known_checksums[checksum]!r})")
         known_checksums[checksum] = annotated.name
-        image_path, mask_path, thumb_path = save_image_files(folder, annotated.name, rgb, instance_map,
-                                                             annotated.source_path)
-        geometry = nucleus_geometry(instance_map)
-        outlines = nucleus_outlines(instance_map)
-        image = Image.objects.create(
-            project=project, dataset=dataset, name=annotated.name, file=media_relative(image_path),
-            mask_file=media_relative(mask_path), thumbnail_file=media_relative(thumb_path),
-            width=rgb.shape[1], height=rgb.shape[0], checksum=checksum, group=annotated.group,
-            nucleus_count=len(geometry))
-        for row in geometry:
-            instance_id = int(row["id"])
-            nucleus = Nucleus(image=image, instance_id=instance_id, x0=int(row["x0"]), y0=int(row["y0"]),
-                              x1=int(row["x1"]), y1=int(row["y1"]), centroid_x=float(row["cx"]),
-                              centroid_y=float(row["cy"]), area=int(row["area"]),
-                              outline=outlines.get(instance_id, []))
-            pending.append((nucleus, annotated.classes.get(instance_id) if label_set else None))
-        nucleus_total += len(geometry)
-        if len(pending) >= BATCH_NUCLEI:
-            _flush(pending, label_set, actor)
-            pending = []
+        batch.add_image(annotated, *prepared)
+        if batch.nuclei >= BATCH_NUCLEI:
+            batch.flush()
         progress(100.0 * number / total_images, f"image {number}/{total_images}: {annotated.name}")
-    _flush(pending, label_set, actor)
+    batch.flush()
     dataset.image_count = total_images
-    dataset.nucleus_count = nucleus_total
+    dataset.nucleus_count = batch.total_nuclei
     dataset.save(update_fields=["image_count", "nucleus_count"])
     audit.record("dataset.imported", actor=actor, target=dataset, name=name, format=format,
-                 images=total_images, nuclei=nucleus_total, label_set=label_set.name if label_set else None)
+                 images=total_images, nuclei=batch.total_nuclei, label_set=label_set.name if label_set else None)
     return dataset
 
 
-def _flush(pending: list, label_set: LabelSet | None, actor) -> None:
-    if not pending:
-        return
-    nuclei = Nucleus.objects.bulk_create([n for n, _ in pending], batch_size=5000)
-    if label_set is None:
-        return
-    labels = [Label(nucleus=n, label_set=label_set, class_index=c, source=LabelSource.GROUND_TRUTH, author=actor)
-              for n, (_, c) in zip(nuclei, pending) if c is not None]
-    labels = Label.objects.bulk_create(labels, batch_size=5000)
-    CurrentLabel.objects.bulk_create(
-        [CurrentLabel(nucleus_id=l.nucleus_id, label_set=label_set, label=l, class_index=l.class_index,
-                      source=l.source) for l in labels], batch_size=5000)
+def _prepare(annotated, folder: Path) -> tuple:
+    """The per-image work that needs no database: checksum, files, geometry and outlines."""
+    rgb, instance_map = annotated.image, annotated.instance_map
+    checksum = pixel_checksum(rgb)
+    paths = save_image_files(folder, annotated.name, rgb, instance_map, annotated.source_path)
+    return (checksum, *paths, nucleus_geometry(instance_map), nucleus_outlines(instance_map))
+
+
+def _prepared(reader, folder: Path, workers: int = PREPARE_THREADS):
+    """Yield (image, prepared) in order while threads prepare the next few images.
+
+    OpenCV, NumPy, Pillow and hashlib release the GIL, so threads use the cores while the main
+    thread reads the next image and writes rows; the window keeps memory bounded.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import") as pool:
+        window: deque = deque()
+        for annotated in reader:
+            window.append((annotated, pool.submit(_prepare, annotated, folder)))
+            if len(window) > 2 * workers:
+                first, future = window.popleft()
+                yield first, future.result()
+        while window:
+            first, future = window.popleft()
+            yield first, future.result()
+
+
+class _Batch:
+    """Images and nuclei waiting to be inserted together (with ids allocated at flush time)."""
+
+    def __init__(self, project, dataset, label_set, actor):
+        self.project, self.dataset, self.label_set = project, dataset, label_set
+        self.author_id = actor.pk if getattr(actor, "is_authenticated", False) else None
+        self.images: list[tuple] = []
+        self.per_image: list[tuple] = []  # (geometry, outlines, classes)
+        self.nuclei = 0
+        self.total_nuclei = 0
+
+    def add_image(self, annotated, checksum, image_path, mask_path, thumb_path, geometry, outlines):
+        self.images.append((self.project.pk, self.dataset.pk, annotated.name, media_relative(image_path),
+                            media_relative(mask_path), media_relative(thumb_path), annotated.image.shape[1],
+                            annotated.image.shape[0], checksum, annotated.group, len(geometry)))
+        self.per_image.append((geometry, outlines, annotated.classes if self.label_set else {}))
+        self.nuclei += len(geometry)
+
+    def flush(self):
+        if not self.images:
+            return
+        image_ids = bulk.allocate_ids(Image, len(self.images))
+        bulk.insert_rows(Image, IMAGE_COLUMNS, ([image_id, *row] for image_id, row in zip(image_ids, self.images)))
+        nucleus_ids = iter(bulk.allocate_ids(Nucleus, self.nuclei))
+        nucleus_rows, labelled = [], []
+        for image_id, (geometry, outlines, classes) in zip(image_ids, self.per_image):
+            for instance_id, x0, y0, x1, y1, cx, cy, area in geometry.tolist():
+                nucleus_id = next(nucleus_ids)
+                nucleus_rows.append((nucleus_id, image_id, instance_id, x0, y0, x1, y1, cx, cy, area,
+                                     outlines.get(instance_id, [])))
+                class_index = classes.get(instance_id)
+                if class_index is not None:
+                    labelled.append((nucleus_id, class_index))
+        bulk.insert_rows(Nucleus, NUCLEUS_COLUMNS, nucleus_rows)
+        if self.label_set is not None and labelled:
+            now = timezone.now()
+            label_ids = bulk.allocate_ids(Label, len(labelled))
+            bulk.insert_rows(Label, LABEL_COLUMNS, (
+                (label_id, nucleus_id, self.label_set.pk, class_index, LabelSource.GROUND_TRUTH, self.author_id, "", now)
+                for label_id, (nucleus_id, class_index) in zip(label_ids, labelled)))
+            current_ids = bulk.allocate_ids(CurrentLabel, len(labelled))
+            bulk.insert_rows(CurrentLabel, CURRENT_COLUMNS, (
+                (current_id, nucleus_id, self.label_set.pk, label_id, class_index, LabelSource.GROUND_TRUTH)
+                for current_id, label_id, (nucleus_id, class_index) in zip(current_ids, label_ids, labelled)))
+        self.total_nuclei += self.nuclei
+        self.images, self.per_image, self.nuclei = [], [], 0
+
+
+IMAGE_COLUMNS = ("id", "project_id", "dataset_id", "name", "file", "mask_file", "thumbnail_file", "width", "height",
+                 "checksum", "group", "nucleus_count")
+NUCLEUS_COLUMNS = ("id", "image_id", "instance_id", "x0", "y0", "x1", "y1", "centroid_x", "centroid_y", "area",
+                   "outline")
+LABEL_COLUMNS = ("id", "nucleus_id", "label_set_id", "class_index", "source", "author_id", "client_id", "created_at")
+CURRENT_COLUMNS = ("id", "nucleus_id", "label_set_id", "label_id", "class_index", "source")
