@@ -76,6 +76,11 @@ def main() -> int:
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     project = do_create_project("bench", actor=user)
 
+    import redis
+    try:
+        redis.Redis.from_url(os.environ.get("REDIS_URL", ""), socket_connect_timeout=1).ping()
+    except Exception:
+        sys.exit("Redis is not reachable: set REDIS_URL (e.g. redis://127.0.0.1:6379/2) to a running server")
     app.control.purge()
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "default,gpu",
                                "--concurrency", "1", "-l", "warning", "-n", f"bench-{os.getpid()}@%h"],

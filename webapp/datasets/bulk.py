@@ -33,9 +33,8 @@ def allocate_ids(model: type[models.Model], count: int) -> list[int]:
 def insert_rows(model: type[models.Model], columns: Sequence[str], rows: Iterable[Sequence]) -> int:
     """Insert plain rows (values in ``columns`` order; dicts/lists for JSON columns)."""
     table = model._meta.db_table
-    json_columns = {i for i, name in enumerate(columns)
-                    if isinstance(model._meta.get_field(name.removesuffix("_id") if name.endswith("_id")
-                                                        and not _is_field(model, name) else name), models.JSONField)}
+    fields_by_column = {f.column: f for f in model._meta.concrete_fields}
+    json_columns = {i for i, name in enumerate(columns) if isinstance(fields_by_column[name], models.JSONField)}
     count = 0
     quoted = ", ".join(f'"{c}"' for c in columns)
     with connection.cursor() as cursor:
@@ -57,15 +56,3 @@ def insert_rows(model: type[models.Model], columns: Sequence[str], rows: Iterabl
             cursor.executemany(f'INSERT INTO "{table}" ({quoted}) VALUES ({placeholders})', batch)
             count += len(batch)
     return count
-
-
-def _is_field(model, name: str) -> bool:
-    try:
-        model._meta.get_field(name)
-        return True
-    except Exception:
-        return False
-
-
-def reset_sequence(model: type[models.Model]) -> None:
-    """No-op: ids come from the sequence itself (PostgreSQL) or MAX(id) (SQLite)."""
