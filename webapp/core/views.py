@@ -10,8 +10,10 @@ from . import operations
 
 
 def home(request):
+    from webapp.datasets.queries import project_summaries
+
     jobs = visible_jobs(request.user)[:10]
-    return render(request, "core/home.html", {"jobs": jobs})
+    return render(request, "core/home.html", {"jobs": jobs, "projects": project_summaries(request.user)})
 
 
 def account(request):

@@ -1,3 +1,13 @@
-"""Filled in by the browsing pages."""
+"""Pages for browsing projects, datasets and images (server-rendered)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("projects/new/", views.create_project, name="project-create"),
+    path("projects/<int:project_id>/", views.project_detail, name="project-detail"),
+    path("projects/<int:project_id>/datasets/<int:dataset_id>/", views.dataset_detail, name="dataset-detail"),
+    path("projects/<int:project_id>/images/<int:image_id>/", views.image_viewer, name="image-viewer"),
+    path("media-files/images/<int:image_id>/<str:kind>", views.image_file, name="image-file"),
+]

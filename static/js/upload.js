@@ -1,0 +1,72 @@
+// Dataset upload: post the form with fetch() to the API, then follow the import job live (jobs.js).
+(function () {
+  "use strict";
+  const form = document.getElementById("upload-form");
+  if (!form) return;
+  const card = document.getElementById("upload-job");
+  const error = form.querySelector('[data-role="error"]');
+  const button = form.querySelector('button[type="submit"]');
+  const field = (name) => card.querySelector(`[data-field="${name}"]`);
+
+  function showError(message) {
+    error.textContent = message;
+    error.hidden = false;
+  }
+
+  card.addEventListener("job-update", (e) => {
+    const current = e.detail;
+    if (current.state !== "succeeded" || !current.result) return;
+    const done = field("done");
+    const r = current.result;
+    done.hidden = false;
+    done.innerHTML = "";
+    done.append(`Imported ${r.images} images and ${r.nuclei} nuclei. `);
+    if (r.dataset_id) {
+      const link = document.createElement("a");
+      link.href = `${location.pathname.replace(/\/$/, "")}/datasets/${r.dataset_id}/`;
+      link.textContent = `Open ${r.dataset}`;
+      done.append(link, " · ");
+    }
+    const reload = document.createElement("a");
+    reload.href = location.pathname;
+    reload.textContent = "Refresh this page";
+    done.append(reload);
+  });
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.hidden = true;
+    const body = new FormData(form);
+    body.set("labelled", form.elements.labelled.checked ? "true" : "false");
+    if (!body.get("label_set")) body.delete("label_set");
+    button.disabled = true;
+    button.textContent = "Uploading…";
+    let response, payload = {};
+    try {
+      response = await fetch(form.dataset.url, {
+        method: "POST", body, credentials: "same-origin",
+        headers: { Accept: "application/json", "X-CSRFToken": form.elements.csrfmiddlewaretoken.value },
+      });
+      payload = await response.json().catch(() => ({}));
+    } catch (err) {
+      showError(`The upload failed: ${err.message}`);
+      return;
+    } finally {
+      button.disabled = false;
+      button.textContent = "Upload";
+    }
+    if (!response.ok) {
+      showError(payload.detail || `The upload failed (HTTP ${response.status}).`);
+      return;
+    }
+    const job = payload.job;
+    card.hidden = false;
+    card.dataset.jobUrl = job.url;
+    field("link").textContent = `#${job.id}`;
+    field("link").href = `/jobs/${job.id}/`;
+    field("error").hidden = true;
+    field("done").hidden = true;
+    window.watchJob(card);
+    form.reset();
+  });
+})();

@@ -1,0 +1,275 @@
+// Image viewer: nucleus outlines (SVG) over the image, coloured by class for a label set and source;
+// zoom (wheel, buttons, keys), pan (drag), and hover for a nucleus's labels in every label set.
+(function () {
+  "use strict";
+  const root = document.getElementById("viewer");
+  if (!root) return;
+  const SVG = "http://www.w3.org/2000/svg";
+  const W = Number(root.dataset.width), H = Number(root.dataset.height);
+  const viewport = root.querySelector(".viewport");
+  const stage = root.querySelector(".stage");
+  const svg = stage.querySelector("svg");
+  const tip = document.getElementById("nucleus-tip");
+  const info = document.getElementById("nucleus-info");
+  const legend = document.getElementById("legend");
+  const status = root.querySelector('[data-role="status"]');
+  const zoomLabel = root.querySelector('[data-role="zoom"]');
+  const labelSetSelect = document.getElementById("label-set");
+  const sourceSelect = document.getElementById("source");
+  const SOURCE_NAMES = { current: "current", ground_truth: "ground truth", review: "review", pseudo: "pseudo label",
+                         prediction: "prediction" };
+
+  let data = null;        // the API answer
+  let shapes = [];        // one SVG polygon per nucleus, same order as data.nuclei
+  const sets = {};        // label set id -> {name, classes: {index: {name, color}}}
+  const view = { scale: 1, x: 0, y: 0 };
+
+  // ------------------------------------------------------------------ zoom and pan
+  function apply() {
+    stage.style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.scale})`;
+    stage.classList.toggle("pixelated", view.scale >= 3);
+    svg.style.setProperty("--px", `${1 / view.scale}px`);
+    zoomLabel.textContent = `${Math.round(view.scale * 100)}%`;
+  }
+  function fitScale() {
+    return Math.min(viewport.clientWidth / W, viewport.clientHeight / H);
+  }
+  function fit() {
+    view.scale = fitScale();
+    view.x = (viewport.clientWidth - W * view.scale) / 2;
+    view.y = (viewport.clientHeight - H * view.scale) / 2;
+    apply();
+  }
+  function zoomAt(factor, cx, cy) {
+    const scale = Math.min(Math.max(view.scale * factor, fitScale() / 4), 64);
+    const k = scale / view.scale;
+    view.x = cx - (cx - view.x) * k;
+    view.y = cy - (cy - view.y) * k;
+    view.scale = scale;
+    apply();
+  }
+  const centre = () => [viewport.clientWidth / 2, viewport.clientHeight / 2];
+  const zoomActions = {
+    in: () => zoomAt(1.5, ...centre()),
+    out: () => zoomAt(1 / 1.5, ...centre()),
+    fit,
+    actual: () => zoomAt(1 / view.scale, ...centre()),
+  };
+  root.querySelectorAll("[data-zoom]").forEach((b) => b.addEventListener("click", () => zoomActions[b.dataset.zoom]()));
+  viewport.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const r = viewport.getBoundingClientRect();
+    zoomAt(Math.exp(-e.deltaY * (e.deltaMode ? 0.05 : 0.0015)), e.clientX - r.left, e.clientY - r.top);
+  }, { passive: false });
+  viewport.addEventListener("keydown", (e) => {
+    const key = { "+": "in", "=": "in", "-": "out", "0": "fit", "1": "actual" }[e.key];
+    if (key) { e.preventDefault(); zoomActions[key](); }
+  });
+  let drag = null;
+  viewport.addEventListener("pointerdown", (e) => {
+    if (e.button !== 0) return;
+    drag = { x: e.clientX, y: e.clientY, vx: view.x, vy: view.y, moved: false };
+  });
+  window.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
+    if (!drag.moved && Math.hypot(dx, dy) < 3) return;
+    if (!drag.moved) { drag.moved = true; viewport.classList.add("dragging"); hideTip(); }
+    view.x = drag.vx + dx;
+    view.y = drag.vy + dy;
+    apply();
+  });
+  window.addEventListener("pointerup", () => { drag = null; viewport.classList.remove("dragging"); });
+  window.addEventListener("resize", () => { if (view.scale <= fitScale()) fit(); });
+
+  // ------------------------------------------------------------------ colours
+  function classOf(nucleus, setId, source) {
+    const entry = nucleus.labels[setId];
+    if (!entry) return null;
+    if (source === "current") return entry.class;
+    if (source === "prediction") return entry.prediction ? entry.prediction.class : null;
+    return entry[source];
+  }
+  function colour(setId, index) {
+    const cls = index == null || !sets[setId] ? null : sets[setId].classes[index];
+    return cls ? cls.color : data.unlabelled_color;
+  }
+  function recolour() {
+    const setId = labelSetSelect.value, source = sourceSelect.value;
+    const counts = {};
+    let unlabelled = 0;
+    data.nuclei.forEach((n, i) => {
+      const index = classOf(n, setId, source);
+      const c = colour(setId, index);
+      shapes[i].setAttribute("stroke", c);
+      shapes[i].setAttribute("fill", c);
+      shapes[i].classList.toggle("unlabelled", index == null);
+      if (index == null) unlabelled += 1; else counts[index] = (counts[index] || 0) + 1;
+    });
+    drawLegend(setId, counts, unlabelled);
+    sourceCounts(setId);
+    const params = new URLSearchParams(location.search);
+    params.set("label_set", setId);
+    params.set("source", source);
+    history.replaceState(null, "", `?${params}`);
+    root.querySelectorAll("[data-nav]").forEach((a) => { a.search = `?${params}`; });
+  }
+  function drawLegend(setId, counts, unlabelled) {
+    legend.innerHTML = "";
+    const item = (color, name, count, grey) => {
+      const li = document.createElement("li");
+      if (grey) li.className = "unlabelled";
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = color;
+      const label = document.createElement("span");
+      label.textContent = name;
+      const number = document.createElement("span");
+      number.className = "count";
+      number.textContent = count;
+      li.append(swatch, label, number);
+      legend.append(li);
+    };
+    const set = sets[setId];
+    if (set) Object.entries(set.classes).forEach(([index, c]) => item(c.color, c.name, counts[index] || 0, false));
+    item(data.unlabelled_color, "unlabelled", unlabelled, true);
+  }
+  function sourceCounts(setId) {
+    // Show how many nuclei of this image each source labels in the chosen label set.
+    Array.from(sourceSelect.options).forEach((option) => {
+      const n = data.nuclei.reduce((sum, nucleus) => sum + (classOf(nucleus, setId, option.value) != null), 0);
+      option.textContent = `${option.dataset.name || (option.dataset.name = option.textContent)} (${n})`;
+    });
+  }
+
+  // ------------------------------------------------------------------ hover
+  function describe(nucleus) {
+    const box = document.createElement("div");
+    const head = document.createElement("p");
+    head.className = "tip-head";
+    head.textContent = `Nucleus ${nucleus.instance_id} · ${nucleus.area} px²`;
+    const table = document.createElement("table");
+    data.label_sets.forEach((ls) => {
+      const entry = nucleus.labels[ls.id];
+      const row = table.insertRow();
+      row.dataset.labelSet = ls.name;
+      row.insertCell().textContent = ls.name;
+      const cell = row.insertCell();
+      const add = (index, note) => {
+        const line = document.createElement("div");
+        const swatch = document.createElement("span");
+        swatch.className = "swatch";
+        swatch.style.background = colour(ls.id, index);
+        line.append(swatch, index == null ? "unlabelled" : sets[ls.id].classes[index].name);
+        if (note) {
+          const small = document.createElement("span");
+          small.className = "source";
+          small.textContent = note;
+          line.append(" ", small);
+        }
+        cell.append(line);
+      };
+      if (!entry || entry.class == null) {
+        add(null, "");
+      } else {
+        add(entry.class, SOURCE_NAMES[entry.source] || entry.source);
+      }
+      if (entry && entry.ground_truth != null && entry.ground_truth !== entry.class) add(entry.ground_truth, "ground truth");
+      if (entry && entry.prediction) {
+        const p = entry.prediction.probability;
+        add(entry.prediction.class, `prediction${p != null ? " " + Math.round(p * 100) + "%" : ""}`);
+      }
+    });
+    box.append(head, table);
+    return box;
+  }
+  function showTip(index, e) {
+    const nucleus = data.nuclei[index];
+    tip.replaceChildren(describe(nucleus));
+    info.replaceChildren(describe(nucleus));
+    tip.hidden = false;
+    moveTip(e);
+  }
+  function moveTip(e) {
+    const r = viewport.getBoundingClientRect();
+    let x = e.clientX - r.left + 16, y = e.clientY - r.top + 16;
+    if (x + tip.offsetWidth > r.width) x = e.clientX - r.left - tip.offsetWidth - 12;
+    if (y + tip.offsetHeight > r.height) y = e.clientY - r.top - tip.offsetHeight - 12;
+    tip.style.transform = `translate(${Math.max(0, x)}px, ${Math.max(0, y)}px)`;
+  }
+  function hideTip() { tip.hidden = true; }
+  let hovered = null;
+  svg.addEventListener("pointerover", (e) => {
+    if (drag && drag.moved) return;
+    const index = e.target.dataset ? e.target.dataset.index : undefined;
+    if (index === undefined) return;
+    if (hovered) hovered.classList.remove("hover");
+    hovered = e.target;
+    hovered.classList.add("hover");
+    showTip(Number(index), e);
+  });
+  svg.addEventListener("pointermove", (e) => { if (!tip.hidden) moveTip(e); });
+  svg.addEventListener("pointerout", (e) => {
+    const next = e.relatedTarget;
+    if (next && next.dataset && next.dataset.index !== undefined) return;  // onto another nucleus
+    if (hovered) hovered.classList.remove("hover");
+    hovered = null;
+    hideTip();
+  });
+
+  // ------------------------------------------------------------------ load
+  function draw() {
+    const fragment = document.createDocumentFragment();
+    shapes = data.nuclei.map((n, i) => {
+      const shape = document.createElementNS(SVG, "polygon");
+      shape.setAttribute("points", n.outline.map((p) => `${p[0]},${p[1]}`).join(" "));
+      shape.dataset.index = i;
+      shape.dataset.nucleusId = n.id;
+      fragment.append(shape);
+      return shape;
+    });
+    svg.replaceChildren(fragment);
+  }
+  function restoreChoice() {
+    const params = new URLSearchParams(location.search);
+    const setId = params.get("label_set"), source = params.get("source");
+    if (setId && sets[setId]) labelSetSelect.value = setId;
+    if (source === "prediction" && !sourceSelect.querySelector('option[value="prediction"]')) return;
+    if (source && Array.from(sourceSelect.options).some((o) => o.value === source)) sourceSelect.value = source;
+  }
+  async function load() {
+    fit();
+    let response;
+    try {
+      response = await fetch(root.dataset.nucleiUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      data = await response.json();
+    } catch (err) {
+      status.textContent = `Could not load the nuclei (${err.message}).`;
+      status.classList.add("error");
+      return;
+    }
+    if (!response.ok) {
+      status.textContent = data.detail || `Could not load the nuclei (HTTP ${response.status}).`;
+      status.classList.add("error");
+      return;
+    }
+    data.label_sets.forEach((ls) => {
+      const classes = {};
+      ls.classes.forEach((c) => { classes[c.index] = c; });
+      sets[ls.id] = { name: ls.name, classes };
+    });
+    data.sources.forEach((s) => {  // a source the page did not know (predictions arrived meanwhile)
+      if (!sourceSelect.querySelector(`option[value="${s.key}"]`)) sourceSelect.add(new Option(s.name, s.key));
+    });
+    restoreChoice();
+    draw();
+    recolour();
+    status.textContent = `${data.nuclei.length} nuclei`;
+    root.dataset.ready = "true";
+  }
+  labelSetSelect.addEventListener("change", recolour);
+  sourceSelect.addEventListener("change", recolour);
+  document.getElementById("show-outlines").addEventListener("change", (e) => { svg.style.display = e.target.checked ? "" : "none"; });
+  document.getElementById("show-fill").addEventListener("change", (e) => svg.classList.toggle("no-fill", !e.target.checked));
+  load();
+})();

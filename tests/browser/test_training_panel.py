@@ -1,0 +1,52 @@
+"""The project page's training section: start training, watch live progress, see the new version."""
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.workers.training_helpers import two_taxonomy_project
+from webapp.jobs.models import Job
+from webapp.training.models import ModelVersion
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]
+
+
+def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_server, owner, tmp_path,
+                                                          celery_worker_process):
+    project = two_taxonomy_project(owner, tmp_path, images=2, nuclei=20)
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    assert "No model has been trained yet" in page.inner_text("#training")
+    assert page.input_value("#train-form select[name=backbone]") == "small"  # the CPU-friendly default
+    page.fill("#train-form input[name=epochs]", "1")
+    page.click("#train-form button[type=submit]")
+    page.wait_for_selector("#training-job:not([hidden])")
+    job = wait_for(lambda: Job.objects.filter(project=project, kind="train").first(), message="the training job")
+    # The live bar moves while the worker trains, and the page reloads on success with the version.
+    page.wait_for_function("document.querySelector('#training-job [data-field=detail]').textContent.includes('%')")
+    wait_for(lambda: ModelVersion.objects.filter(project=project).exists(), timeout=300,
+             message=f"version published\n{celery_worker_process.log()}")
+    page.wait_for_selector("table.versions", timeout=60000)
+    text = page.inner_text("#training")
+    assert "Active version: v1" in text
+    assert "colon:" in text and "breast:" in text  # metrics per label set
+    assert page.locator("svg.metrics-plot circle").count() == 2  # one point per label set
+    page.screenshot(path=str(tmp_path / "training.png"), full_page=True)
+    job.refresh_from_db()
+    assert job.state == "succeeded"
+    wait_for(lambda: Job.objects.filter(project=project, kind="predict", state="succeeded").exists(), timeout=120,
+             message="predictions stored")
+
+
+def test_viewer_member_sees_no_training_controls(page, live_server, owner, member, tmp_path):
+    from webapp.projects.operations import do_set_membership
+
+    project = two_taxonomy_project(owner, tmp_path, images=1, nuclei=5)
+    do_set_membership(project, member, "viewer", actor=owner)
+    page.goto(f"{live_server.url}/login/")
+    page.fill("input[name=username]", "member")
+    page.fill("input[name=password]", "pw-member")
+    page.click("button[type=submit]")
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    assert page.locator("#training").count() == 1
+    assert page.locator("#train-form").count() == 0
+    assert page.locator("#policy-form").count() == 0

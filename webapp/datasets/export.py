@@ -1,0 +1,173 @@
+"""Exports: the merged project table (CSV), and per image or dataset the formats other tools read.
+
+Plain functions over the models (no request objects), used by the thin API views in
+:mod:`webapp.datasets.viewer_api`:
+
+- :func:`merged_csv_rows`: one row per nucleus of a project with, for every label set, the ground-truth,
+  reviewed and predicted class. A generator that reads the nuclei in id-ordered chunks, so a project
+  with a million nuclei streams in constant memory.
+- :func:`image_geojson`: a QuPath GeoJSON FeatureCollection (classification name and colour).
+- :func:`image_types_npy`: the original method's N x 2 types table (instance id, class index).
+- :func:`write_dataset_coco_zip`: a zip with ``annotations.json`` and ``images/`` (COCO instances).
+
+Class sources are those of :mod:`webapp.datasets.queries` (``current`` by default).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db.models import Q
+
+from mlcore.writers import coco_dict, geojson_features
+
+from .importing import load_mask
+from .models import CurrentLabel, Dataset, Image, Label, LabelSource, Nucleus
+from .queries import (LabelSetInfo, active_version, class_indices, label_sets_of, prediction_labels,
+                      to_ml_label_set)
+
+CSV_CHUNK = 5000  # nuclei per database round trip while streaming the merged table
+
+
+# ----------------------------------------------------------------------------------------- merged CSV
+
+def merged_csv_header(label_sets: list[LabelSetInfo]) -> list[str]:
+    header = ["project", "dataset", "image", "instance_id", "centroid_x", "centroid_y", "area"]
+    for info in label_sets:
+        header += [f"{info.name}:ground_truth", f"{info.name}:reviewed", f"{info.name}:predicted",
+                   f"{info.name}:probability"]
+    return header
+
+
+def merged_rows(project, chunk: int = CSV_CHUNK) -> Iterator[list]:
+    """The merged table as lists of values, header first (see :func:`merged_csv_rows`)."""
+    label_sets = label_sets_of(project)
+    yield merged_csv_header(label_sets)
+    ls_ids = [info.id for info in label_sets]
+    version = active_version(project)
+    names = [{c["index"]: c["name"] for c in info.classes} for info in label_sets]
+    datasets = dict(Dataset.objects.filter(project=project).values_list("id", "name"))
+    images = {pk: (datasets[ds], name)
+              for pk, ds, name in Image.objects.filter(project=project).values_list("id", "dataset_id", "name")}
+    last = 0
+    while True:
+        # Keyset pagination on the primary key: each chunk is an index range scan, never an OFFSET.
+        nuclei = list(Nucleus.objects.filter(image__project=project, id__gt=last).order_by("id")
+                      .values_list("id", "image_id", "instance_id", "centroid_x", "centroid_y", "area")[:chunk])
+        if not nuclei:
+            return
+        first, last = nuclei[0][0], nuclei[-1][0]
+        span = Q(nucleus_id__gte=first, nucleus_id__lte=last, label_set_id__in=ls_ids)
+        reviewed = dict(((n, ls), c) for n, ls, c in CurrentLabel.objects.filter(span, source=LabelSource.REVIEW)
+                        .values_list("nucleus_id", "label_set_id", "class_index").order_by())
+        truth = {}
+        for n, ls, c in (Label.objects.filter(span, source=LabelSource.GROUND_TRUTH)
+                         .values_list("nucleus_id", "label_set_id", "class_index").order_by("id")):
+            truth[n, ls] = c  # ascending ids: the latest ground truth wins
+        predicted = (prediction_labels(project, Q(nucleus_id__gte=first, nucleus_id__lte=last), ls_ids,
+                                       version) if version else {})
+        for pk, image_id, instance_id, cx, cy, area in nuclei:
+            dataset_name, image_name = images[image_id]
+            row = [project.name, dataset_name, image_name, instance_id, f"{cx:.2f}", f"{cy:.2f}", area]
+            for ls, classes in zip(ls_ids, names):
+                gt, rv = truth.get((pk, ls)), reviewed.get((pk, ls))
+                pred = predicted.get((pk, ls))
+                row += [classes.get(gt, gt) if gt is not None else "",
+                        classes.get(rv, rv) if rv is not None else "",
+                        classes.get(pred[0], pred[0]) if pred else "",
+                        f"{pred[1]:.4f}" if pred and pred[1] is not None else ""]
+            yield row
+
+
+class _Echo:
+    """A file-like object whose write returns the line: csv.writer then yields strings one by one."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def merged_csv_rows(project, chunk: int = CSV_CHUNK) -> Iterator[str]:
+    """CSV lines of the merged table (header first), one per nucleus.
+
+    Columns: project, dataset, image, instance_id, centroid_x, centroid_y, area, then for every label
+    set ``<name>:ground_truth``, ``<name>:reviewed`` (the current review), ``<name>:predicted`` and
+    ``<name>:probability`` (from the active model version; empty until there is one). Class names, not
+    indices; empty = none.
+    """
+    writer = csv.writer(_Echo())
+    for row in merged_rows(project, chunk):
+        yield writer.writerow(row)
+
+
+# ----------------------------------------------------------------------------------------- per image
+
+def _info_for(project, label_set) -> LabelSetInfo | None:
+    if label_set is None:
+        return None
+    return next(info for info in label_sets_of(project) if info.id == label_set.pk)
+
+
+def image_geojson(project, image: Image, label_set, source: str = "current",
+                  object_type: str = "annotation") -> dict:
+    """The nuclei of an image as a QuPath GeoJSON FeatureCollection, classified in ``label_set``.
+
+    Outlines come from the stored instance mask (exact contours, pixel-edge coordinates as QuPath
+    writes them); a nucleus without a class in ``label_set`` (from ``source``) has no classification.
+    ``label_set`` None: every nucleus unclassified.
+    """
+    info = _info_for(project, label_set)
+    classes = class_indices(image.pk, label_set.pk, source) if label_set is not None else {}
+    features = geojson_features(load_mask(image), classes, to_ml_label_set(info) if info else None, object_type)
+    return {"type": "FeatureCollection", "features": features}
+
+
+def image_types_npy(image: Image, label_set, source: str = "current") -> bytes:
+    """The seed format's types file: N x 2 int32 rows (instance id, class index), sorted by id.
+
+    Nuclei without a class in the label set are left out (absent = unlabelled, as the format says).
+    """
+    classes = class_indices(image.pk, label_set.pk, source)
+    rows = sorted((int(i), int(c)) for i, c in classes.items())
+    buffer = io.BytesIO()
+    np.save(buffer, np.array(rows, dtype=np.int32).reshape(-1, 2))
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------------------- per dataset
+
+def coco_file_name(image: Image) -> str:
+    return image.name + Path(image.file).suffix.lower()
+
+
+def write_dataset_coco_zip(target, dataset: Dataset, label_set, source: str = "current",
+                           segmentation: str = "polygon") -> None:
+    """Write a COCO zip of a dataset to ``target`` (a path or a binary file object).
+
+    ``annotations.json`` (instances, category id = class index + 1, 0 = unlabelled) and every image
+    under ``images/`` as stored (a JPEG stays the same JPEG). ``segmentation``: ``polygon``, ``rle`` or
+    ``compressed_rle`` (RLE is exact). Masks are read one image at a time.
+    """
+    info = _info_for(dataset.project, label_set)
+    images = list(Image.objects.filter(dataset=dataset).order_by("name", "id"))
+
+    def triples():
+        for image in images:
+            classes = class_indices(image.pk, label_set.pk, source) if label_set is not None else {}
+            yield coco_file_name(image), load_mask(image), classes
+
+    content = coco_dict(triples(), to_ml_label_set(info) if info else None, segmentation)
+    content["info"] = {"description": f"{dataset.project.name} / {dataset.name}",
+                       "label_set": label_set.name if label_set else None, "source": source}
+    media = Path(settings.MEDIA_ROOT)
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("annotations.json", json.dumps(content))
+        for image in images:
+            # Images are already compressed: store them as they are.
+            archive.write(media / image.file, f"images/{coco_file_name(image)}", compress_type=zipfile.ZIP_STORED)

@@ -1,0 +1,136 @@
+"""API behind the pages: an image's nuclei for the viewer, and the exports (thin views).
+
+DRF views, so scripts authenticate with a token and the browser with its session; errors are JSON
+with a ``detail``. Non-members of the project get 404 everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.views import APIView
+
+from webapp.projects.access import get_project_for
+from webapp.projects.models import Role
+
+from . import export, queries
+
+
+class AnyFileRenderer(BaseRenderer):
+    """Lets a client ask for text/csv, application/geo+json... and still get a JSON error if it fails."""
+
+    media_type = "*/*"
+    format = "file"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if isinstance(data, (bytes, str)):
+            return data
+        return json.dumps(data).encode()
+
+
+class FileAPIView(APIView):
+    renderer_classes = [JSONRenderer, AnyFileRenderer]
+
+
+LABEL_SET = OpenApiParameter("label_set", str, description="label set name (default: the dataset's)")
+SOURCE = OpenApiParameter("source", str, enum=["current", "ground_truth", "review", "prediction"],
+                          description="which labels: current (latest of any source, default), "
+                                      "ground_truth, review (latest review), prediction")
+
+
+def _source(request) -> str:
+    source = request.query_params.get("source") or "current"
+    if source not in queries.SOURCES:
+        raise ValidationError({"source": f"must be one of {', '.join(queries.SOURCES)}, got {source!r}"})
+    return source
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "export"
+
+
+def _attachment(response, filename: str):
+    response["Content-Disposition"] = f'attachment; filename="{_safe_name(filename)}"'
+    return response
+
+
+class ImageNucleiView(APIView):
+    """Every nucleus of an image with its outline and its labels in every label set of the project."""
+
+    @extend_schema(operation_id="image_nuclei", tags=["images"], responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, image_id: int):
+        project, image = queries.get_image_for(request.user, image_id)
+        content = queries.image_nuclei_json(project, image, reverse("image-file", args=[image.pk, "image"]))
+        return HttpResponse(content, content_type="application/json")
+
+
+class MergedCsvView(FileAPIView):
+    """The merged project table: one row per nucleus, ground truth / review / prediction per label set."""
+
+    @extend_schema(operation_id="project_export_merged_csv", tags=["exports"],
+                   responses={(200, "text/csv"): OpenApiTypes.STR})
+    def get(self, request, project_id: int):
+        project = get_project_for(request.user, project_id, Role.VIEWER)
+        response = StreamingHttpResponse(export.merged_csv_rows(project), content_type="text/csv; charset=utf-8")
+        return _attachment(response, f"{project.name}-merged.csv")
+
+
+class ImageGeoJsonView(FileAPIView):
+    """The nuclei of an image as QuPath GeoJSON (classification name and colour)."""
+
+    @extend_schema(operation_id="image_export_geojson", tags=["exports"],
+                   parameters=[LABEL_SET, SOURCE,
+                               OpenApiParameter("object_type", str, enum=["annotation", "detection"])],
+                   responses={(200, "application/geo+json"): OpenApiTypes.OBJECT})
+    def get(self, request, image_id: int):
+        project, image = queries.get_image_for(request.user, image_id)
+        label_set = queries.get_label_set(project, request.query_params.get("label_set"), image.dataset.label_set)
+        object_type = request.query_params.get("object_type") or "annotation"
+        if object_type not in ("annotation", "detection"):
+            raise ValidationError({"object_type": "must be annotation or detection"})
+        content = export.image_geojson(project, image, label_set, _source(request), object_type)
+        response = HttpResponse(json.dumps(content), content_type="application/geo+json")
+        suffix = f"-{label_set.name}" if label_set else ""
+        return _attachment(response, f"{image.name}{suffix}.geojson")
+
+
+class ImageTypesNpyView(FileAPIView):
+    """The original method's types table for one label set: N x 2 int32 (instance id, class index)."""
+
+    @extend_schema(operation_id="image_export_types_npy", tags=["exports"], parameters=[SOURCE],
+                   responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def get(self, request, image_id: int, label_set: str):
+        project, image = queries.get_image_for(request.user, image_id)
+        found = queries.get_label_set(project, label_set)
+        response = HttpResponse(export.image_types_npy(image, found, _source(request)),
+                                content_type="application/octet-stream")
+        return _attachment(response, f"{image.name}-{found.name}.npy")
+
+
+class DatasetCocoZipView(FileAPIView):
+    """A dataset as a COCO zip: annotations.json and the images."""
+
+    @extend_schema(operation_id="dataset_export_coco_zip", tags=["exports"],
+                   parameters=[LABEL_SET, SOURCE,
+                               OpenApiParameter("segmentation", str, enum=["polygon", "rle", "compressed_rle"])],
+                   responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    def get(self, request, dataset_id: int):
+        project, dataset = queries.get_dataset_by_id_for(request.user, dataset_id)
+        label_set = queries.get_label_set(project, request.query_params.get("label_set"), dataset.label_set)
+        segmentation = request.query_params.get("segmentation") or "polygon"
+        if segmentation not in ("polygon", "rle", "compressed_rle"):
+            raise ValidationError({"segmentation": "must be polygon, rle or compressed_rle"})
+        spool = tempfile.TemporaryFile()  # on disk: a dataset's images can be large
+        export.write_dataset_coco_zip(spool, dataset, label_set, _source(request), segmentation)
+        spool.seek(0)
+        return FileResponse(spool, as_attachment=True, filename=f"{_safe_name(dataset.name)}-coco.zip",
+                            content_type="application/zip")

@@ -1,0 +1,108 @@
+"""Pages: a project, a dataset's images, the image viewer, and the image files themselves.
+
+Thin views over :mod:`webapp.datasets.queries`; every one answers 404 to a non-member.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from webapp.projects.access import get_project_for
+from webapp.projects.models import ROLE_RANK, Role
+from webapp.projects.operations import do_create_project
+from webapp.training.pages import training_panel_context
+
+from . import queries
+from .models import Dataset
+
+IMAGES_PER_PAGE = 48
+
+
+@require_POST
+def create_project(request):
+    name = (request.POST.get("name") or "").strip()
+    if not name:
+        messages.error(request, "A project needs a name.")
+        return redirect("home")
+    if len(name) > 200:
+        messages.error(request, "A project name has at most 200 characters.")
+        return redirect("home")
+    project = do_create_project(name, actor=request.user, description=(request.POST.get("description") or "").strip())
+    messages.success(request, f"Project {project.name!r} created; you are its admin.")
+    return redirect("project-detail", project.pk)
+
+
+@require_GET
+def project_detail(request, project_id: int):
+    project = get_project_for(request.user, project_id, Role.VIEWER)
+    label_sets = queries.label_sets_of(project)
+    return render(request, "projects/detail.html", {
+        "project": project,
+        "datasets": queries.project_datasets(project),
+        "label_sets": label_sets,
+        "charts": _chart_layout(queries.class_counts(project, label_sets)),
+        "jobs": queries.recent_jobs(project),
+        "can_upload": ROLE_RANK[project.role] >= ROLE_RANK[Role.CURATOR],
+        "formats": Dataset.Format.choices,
+        **training_panel_context(project, request.user),
+    })
+
+
+BAR_ROW = 22     # px per class in the inline SVG chart
+BAR_WIDTH = 300  # px of the longest bar
+
+
+def _chart_layout(charts: list[dict]) -> list[dict]:
+    """Positions for the server-rendered bar charts: one row per class, bars relative to the largest."""
+    for chart in charts:
+        chart["height"] = max(1, len(chart["bars"])) * BAR_ROW + 2
+        for row, bar in enumerate(chart["bars"]):
+            bar["y"] = row * BAR_ROW
+            bar["width"] = round(bar["fraction"] * BAR_WIDTH, 1) if bar["count"] else 0
+    return charts
+
+
+@require_GET
+def dataset_detail(request, project_id: int, dataset_id: int):
+    project, dataset = queries.get_dataset_for(request.user, project_id, dataset_id)
+    page = Paginator(queries.dataset_images(dataset), IMAGES_PER_PAGE).get_page(request.GET.get("page"))
+    counts = queries.image_label_counts([image.pk for image in page])
+    images = [{"image": image, **counts[image.pk]} for image in page]
+    return render(request, "datasets/detail.html", {"project": project, "dataset": dataset, "page": page,
+                                                     "images": images})
+
+
+@require_GET
+def image_viewer(request, project_id: int, image_id: int):
+    project, image = queries.get_image_for(request.user, image_id, project_id)
+    label_sets = queries.label_sets_of(project)
+    previous_id, next_id = queries.neighbours(image)
+    default = image.dataset.label_set_id or (label_sets[0].id if label_sets else None)
+    return render(request, "datasets/viewer.html", {
+        "project": project, "image": image, "dataset": image.dataset, "label_sets": label_sets,
+        "default_label_set": default, "sources": queries.available_sources(project),
+        "previous_id": previous_id, "next_id": next_id,
+    })
+
+
+@require_GET
+def image_file(request, image_id: int, kind: str):
+    """An image or its thumbnail, from MEDIA_ROOT, to members of its project only."""
+    if kind not in ("image", "thumbnail"):
+        raise Http404("Unknown file kind (image or thumbnail).")
+    _, image = queries.get_image_for(request.user, image_id)
+    relative = image.file if kind == "image" else image.thumbnail_file
+    media = Path(settings.MEDIA_ROOT).resolve()
+    path = (media / relative).resolve()
+    if not relative or not path.is_relative_to(media) or not path.is_file():
+        raise Http404("The file of this image is missing.")
+    response = FileResponse(open(path, "rb"))
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
