@@ -6,7 +6,8 @@ Reads ``benchmarks/configs/real.json`` (paths relative to it: ``../shared/data``
 draws one seeded by-group validation split and trains, with 2 torch threads:
 
 - **single**: one model per dataset on its own label set only (the sparse stage on that dataset,
-  same settings and the same number of training samples per epoch as the merged model);
+  same settings, epochs and schedule; an epoch is the merged model's epoch size capped at 4 passes
+  over the dataset: ``mlcore.train.single_baseline_config``, as ``train --baseline single``);
 - **sparse**: stage 1 of the merged model (the ``--baseline sparse`` model: same code, seed and
   data, so it is the cross run's stage-1 checkpoint; ``--separate-sparse`` trains it again);
 - **cross**: all three stages.
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from mlcore.cli import read_datasets  # noqa: E402
 from mlcore.config import STAGES, load_config_file  # noqa: E402
 from mlcore.data import build_table, split_by_group  # noqa: E402
-from mlcore.train import train_all  # noqa: E402
+from mlcore.train import single_baseline_config, train_all  # noqa: E402
 from mlcore.types import MISSING  # noqa: E402
 
 BUDGET_S = 30 * 60
@@ -85,7 +86,7 @@ def main() -> int:
             local_train = np.flatnonzero(np.isin(rows, train_rows))
             local_val = np.flatnonzero(np.isin(rows, val_rows))
             start = time.perf_counter()
-            result = train_all(sub, config=config, stages=("sparse",), progress=epoch_logger(f"single {name}"),
+            result = train_all(sub, config=single_baseline_config(config, len(local_train)), stages=("sparse",), progress=epoch_logger(f"single {name}"),
                                out_dir=args.out / "single" / name, train_rows=local_train, val_rows=local_val)
             seconds = time.perf_counter() - start
             single_seconds += seconds

@@ -59,7 +59,7 @@ class SmallCNN(nn.Module):
     field still covers the nucleus and its neighbours, which is what lets it train on a CPU.
     """
 
-    def __init__(self, num_outputs: int, width: int = 32, stem_stride: int = 2, blocks_per_stage: int = 2,
+    def __init__(self, num_outputs: int, width: int = 16, stem_stride: int = 2, blocks_per_stage: int = 2,
                  dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = [conv_bn_relu(3, width, stem_stride)]

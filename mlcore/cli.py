@@ -126,10 +126,7 @@ def _metrics_lines(metrics: dict) -> list[str]:
 
 
 def command_train(args) -> int:
-    from mlcore.data import build_table, default_cache_dir
-    from mlcore.train import init_distributed, train_all
-
-    specs, config, _ = load_config_file(args.config)
+    specs, config, _ = load_config_file(args.config)  # before importing torch: config errors come fast
     if args.epochs is not None:
         if args.epochs < 1:
             raise ConfigError("--epochs must be at least 1")
@@ -140,6 +137,9 @@ def command_train(args) -> int:
         config.seed = args.seed
         config.split_seed = args.seed
     config.validate()
+    from mlcore.data import build_table, default_cache_dir
+    from mlcore.train import init_distributed, train_all
+
     context = init_distributed()
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if context.is_main else (lambda text: None)
     if not any(spec.labelled for spec in specs):
@@ -179,12 +179,17 @@ def command_train(args) -> int:
             f"[{time.perf_counter() - started:.1f}s]")
         for line in _metrics_lines(result.metrics):
             say(line)
+    if context.enabled:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return 0
 
 
 def _train_single(args, table, config: TrainConfig, progress, say) -> int:
     """One sparse-stage model per labelled dataset on its own label set, same split and settings."""
-    from mlcore.train import train_all
+    from mlcore.data import split_by_group
+    from mlcore.train import single_baseline_config, train_all
 
     combined = {"baseline": "single", "label_sets": {}, "models": {}}
     for index, name in enumerate(table.dataset_names):
@@ -195,8 +200,9 @@ def _train_single(args, table, config: TrainConfig, progress, say) -> int:
         own = [table.label_sets[d] for d in known_sets]
         sub_table = table.subset(rows).with_label_sets(own)
         say(f"single-dataset model for {name} ({', '.join(s.name for s in own)})")
-        result = train_all(sub_table, config=config, stages=("sparse",), progress=progress,
-                           out_dir=args.out / name)
+        train_rows, val_rows = split_by_group(sub_table, config.val_fraction, config.split_seed)
+        result = train_all(sub_table, config=single_baseline_config(config, len(train_rows)), stages=("sparse",),
+                           progress=progress, out_dir=args.out / name, train_rows=train_rows, val_rows=val_rows)
         progress.close()
         combined["models"][name] = str(result.checkpoint_path)
         combined["label_sets"].update(result.metrics)

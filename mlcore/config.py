@@ -6,16 +6,16 @@ CONFIG.json::
     {
       "datasets": [{"name": "consep", "format": "hovernet", "path": "consep", "labelled": true,
                     "class_names": null, "label_set": null, "max_images": null}, ...],
-      "model": {"backbone": "small", "width": 32},        # other keys go to the backbone
+      "model": {"backbone": "small", "width": 16},        # other keys go to the backbone
       "crop": {"size": 64},
-      "epochs": {"sparse": 20, "correlation": 20, "completion": 10},   # or one int for all
+      "epochs": {"sparse": 12, "correlation": 8, "completion": 10},    # or one int for all
       "batch_size": 128,
       "lr": {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4}, # or one float for sparse
       "weight_decay": 1e-4, "grad_clip": 10, "threshold": 0.99, "lr_schedule": "cosine",
       "split": {"val_fraction": 0.2, "seed": 0},
-      "sampling": {"dataset_power": 0.0, "class_power": 0.0, "samples_per_epoch": null},
+      "sampling": {"dataset_power": 0.5, "class_power": 0.5, "samples_per_epoch": 8192},
       "augment": {"jitter": 0.1},
-      "correlation_views": 4, "seed": 0, "num_threads": null, "cache_dir": null
+      "correlation_views": 2, "seed": 0, "num_threads": null, "cache_dir": null
     }
 
 Relative dataset paths resolve against the config file's folder.
@@ -42,7 +42,7 @@ class TrainConfig:
     backbone: str = "small"
     backbone_kwargs: dict = field(default_factory=dict)
     crop_size: int = 64
-    epochs: dict = field(default_factory=lambda: {"sparse": 20, "correlation": 20, "completion": 10})
+    epochs: dict = field(default_factory=lambda: {"sparse": 12, "correlation": 8, "completion": 10})
     lr: dict = field(default_factory=lambda: {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4})
     batch_size: int = 128
     weight_decay: float = 1e-4
@@ -51,11 +51,13 @@ class TrainConfig:
     lr_schedule: str = "cosine"          # "cosine" (per step, to 0 at the stage's end) or "constant"
     val_fraction: float = 0.2
     split_seed: int = 0
-    dataset_power: float = 0.0           # sampling weight n_dataset^-p (0 = uniform)
-    class_power: float = 0.0             # sampling weight n_class^-p within a dataset
-    samples_per_epoch: int | None = None  # None: the number of training nuclei
+    # Defaults = the CPU benchmark's settings: an epoch is 8192 draws, a dataset's share grows as
+    # the square root of its size and classes are drawn as n_class^-0.5 (0, 0, None = uniform passes).
+    dataset_power: float = 0.5           # a dataset's share of the draws ~ n_dataset^(1 - p)
+    class_power: float = 0.5             # within a dataset, weight n_class^-p
+    samples_per_epoch: int | None = 8192  # None: one pass over the training nuclei
     jitter: float = 0.1
-    correlation_views: int = 4           # augmented views whose frozen logits train the MLPs
+    correlation_views: int = 2           # augmented views whose frozen logits train the MLPs (per epoch)
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None

@@ -334,7 +334,9 @@ class WeightedEpochSampler(torch.utils.data.Sampler):
 
     def __init__(self, weights: np.ndarray, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.weights = np.asarray(weights, dtype=np.float64)
-        self.num_samples = int(num_samples)
+        # A multiple of the world size: every rank gets as many samples, hence as many batches
+        # (DistributedDataParallel hangs when one rank runs a step the others do not).
+        self.num_samples = -(-int(num_samples) // world_size) * world_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
 

@@ -4,6 +4,7 @@ and the outputs the CLI writes (per label set class arrays and overlays, one JSO
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,44 +75,34 @@ def _rounded(values: np.ndarray, decimals: int) -> list:
 
 
 def inference_json(result: ImageInference, model: CrossTrainedModel, names: list[str], image_path: str = "",
-                   decimals: int = 4) -> dict:
-    """Per instance: id, centroid (x, y), bbox, and per label set the class and both branches'
-    probabilities plus the uncertainty scores."""
+                   decimals: int = 3) -> dict:
+    """Per instance: id, centroid (x, y), bbox, and per label set the class, both branches'
+    probabilities (the final probabilities are their mean) and the branches' disagreement (the
+    other uncertainty scores follow from the probabilities; ``predict`` returns them all)."""
     geometry = result.geometry
     label_sets = {s.name: s for s in model.label_sets}
-    per_set = {}
+    columns = []  # per label set: (name, class names per row, indices, base, mlp, disagreement)
     for name in names:
         prediction = result.predictions[name]
-        per_set[name] = {
-            "index": prediction.labels.tolist(),
-            "probs": _rounded(prediction.probs, decimals),
-            "base": _rounded(prediction.base_probs, decimals),
-            "mlp": _rounded(prediction.mlp_probs, decimals) if prediction.mlp_probs is not None else None,
-            "uncertainty": {k: _rounded(v, decimals) for k, v in prediction.uncertainty.items()},
-        }
+        classes = label_sets[name].classes
+        indices = prediction.labels.tolist()
+        mlp = _rounded(prediction.mlp_probs, decimals) if prediction.mlp_probs is not None else [None] * len(indices)
+        columns.append((name, [classes[i] for i in indices], indices, _rounded(prediction.base_probs, decimals), mlp,
+                        _rounded(prediction.uncertainty["disagreement"], decimals)))
     centroids = np.round(geometry.centroids, 2).tolist()
-    bboxes = geometry.bboxes.tolist()
-    instances = []
-    for row, instance_id in enumerate(geometry.ids.tolist()):
-        labels = {}
-        for name in names:
-            values, classes = per_set[name], label_sets[name].classes
-            labels[name] = {
-                "class": classes[values["index"][row]],
-                "index": values["index"][row],
-                "probs": values["probs"][row],
-                "base_probs": values["base"][row],
-                "mlp_probs": values["mlp"][row] if values["mlp"] is not None else None,
-                "uncertainty": {k: v[row] for k, v in values["uncertainty"].items()},
-            }
-        y0, x0, y1, x1 = bboxes[row]
-        instances.append({"id": instance_id, "centroid": centroids[row], "bbox": [x0, y0, x1, y1],
-                          "labels": labels})
+    boxes = geometry.bboxes[:, [1, 0, 3, 2]].tolist()  # x0, y0, x1, y1
+    instances = [
+        {"id": instance_id, "centroid": centroids[row], "bbox": boxes[row],
+         "labels": {name: {"class": class_names[row], "index": indices[row], "base_probs": base[row],
+                           "mlp_probs": mlp[row], "disagreement": disagreement[row]}
+                    for name, class_names, indices, base, mlp, disagreement in columns}}
+        for row, instance_id in enumerate(geometry.ids.tolist())]
     return {
         "image": image_path,
         "label_sets": [{"name": n, "classes": list(label_sets[n].classes),
                         "colors": [list(c) for c in label_sets[n].colors]} for n in names],
         "final_rule": "argmax of the mean of base and correlation (MLP) probabilities",
+        "disagreement": "Jensen-Shannon divergence between base and MLP probabilities, in bits",
         "uses_correlation": bool(model.use_correlation) and model.has_correlation_heads,
         "instances": instances,
     }
@@ -132,19 +123,29 @@ def write_outputs(out_dir: str | Path, stem: str, image: np.ndarray, instance_ma
             raise ValueError(f"unknown label set {name!r} (the model has: {', '.join(label_sets)})")
     written = []
     ids = result.geometry.ids
-    for name in names:
-        labels = result.predictions[name].labels
-        path = out_dir / f"{stem}_{name}.npy"
-        np.save(path, np.stack([ids, labels], axis=1).astype(np.int64))
-        written.append(path)
-        if overlays:
-            picture = draw_overlay(image, instance_map, dict(zip(ids.tolist(), labels.tolist())), label_sets[name])
-            path = out_dir / f"{stem}_{name}_overlay.png"
-            # Fast PNG (zlib level 1): an overlay is a preview, and level 6 costs more than the forward pass.
-            if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-                raise OSError(f"{path}: could not write the overlay")
+
+    def overlay(name: str, labels: np.ndarray, path: Path) -> None:
+        picture = draw_overlay(image, instance_map, dict(zip(ids.tolist(), labels.tolist())), label_sets[name])
+        # Fast PNG (zlib level 1): an overlay is a preview, and level 6 costs more than the forward pass.
+        if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+            raise OSError(f"{path}: could not write the overlay")
+
+    # OpenCV's contour tracing and PNG encoding release the GIL: overlays are drawn and encoded on
+    # two threads while this one writes the arrays and the JSON.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = []
+        for name in names:
+            labels = result.predictions[name].labels
+            path = out_dir / f"{stem}_{name}.npy"
+            np.save(path, np.stack([ids, labels], axis=1).astype(np.int64))
             written.append(path)
-    path = out_dir / f"{stem}.json"
-    path.write_text(json.dumps(inference_json(result, model, names, image_path), separators=(",", ":")))
-    written.append(path)
+            if overlays:
+                path = out_dir / f"{stem}_{name}_overlay.png"
+                jobs.append(pool.submit(overlay, name, labels, path))
+                written.append(path)
+        path = out_dir / f"{stem}.json"
+        path.write_text(json.dumps(inference_json(result, model, names, image_path), separators=(",", ":")))
+        written.append(path)
+        for job in jobs:
+            job.result()  # re-raises a failed overlay
     return written

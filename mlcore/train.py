@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -259,6 +259,12 @@ def train_correlation_epoch(heads: nn.Module, optimizer: torch.optim.Optimizer, 
         known = torch.nonzero(labels[:, d] != MISSING).squeeze(1)
         order = known[torch.randperm(len(known), generator=generator).to(known.device)]
         plan += [(d, order[i:i + config.batch_size]) for i in range(0, len(order), config.batch_size)]
+    plan = [plan[i] for i in torch.randperm(len(plan), generator=generator).tolist()]  # interleave the sets
+    if dist.is_available() and dist.is_initialized():
+        # Ranks hold shards of different sizes: run as many steps as the smallest (DDP needs equal steps).
+        steps = torch.tensor([len(plan)], device=features.device)
+        dist.all_reduce(steps, op=dist.ReduceOp.MIN)
+        plan = plan[:int(steps.item())]
     loss_sum, samples, start = 0.0, 0, time.perf_counter()
     for step, (d, batch) in enumerate(plan):
         if should_stop is not None and should_stop():
@@ -497,6 +503,19 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
         os.replace(tmp, result.checkpoint_path)
         write_metrics_json(out_dir / "metrics.json", result, table, stages)
     return result
+
+
+SINGLE_BASELINE_PASSES = 4
+
+
+def single_baseline_config(config: TrainConfig, train_count: int) -> TrainConfig:
+    """The settings of a single-dataset baseline: the merged model's, except that an epoch of a
+    fixed size (``samples_per_epoch``) is capped at 4 passes over that dataset's training nuclei,
+    so that a 500-nucleus dataset is not drawn 16 times per epoch (same epochs and schedule)."""
+    if config.samples_per_epoch is None:
+        return config
+    return replace(config, samples_per_epoch=max(config.batch_size,
+                                                 min(config.samples_per_epoch, SINGLE_BASELINE_PASSES * train_count)))
 
 
 def write_metrics_json(path: Path, result: TrainResult, table: NucleusTable, stages: Sequence[str]) -> None:

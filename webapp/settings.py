@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "webapp.projects",
     "webapp.datasets",
     "webapp.training",
+    "webapp.review",
 ]
 
 MIDDLEWARE = [

@@ -7,7 +7,7 @@ from mlcore.predict import predict
 from mlcore.train import train_all
 from tests.mlcore.helpers import two_set_table
 
-TINY = dict(backbone_kwargs={"width": 4}, batch_size=32, epochs={"sparse": 2, "correlation": 1, "completion": 1},
+TINY = dict(backbone_kwargs={"width": 4}, batch_size=32, samples_per_epoch=None, epochs={"sparse": 2, "correlation": 1, "completion": 1},
             correlation_views=1)
 
 

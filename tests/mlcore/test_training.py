@@ -9,7 +9,7 @@ from mlcore.config import TrainConfig
 from mlcore.train import train_all
 from tests.mlcore.helpers import two_set_table
 
-TINY = dict(backbone_kwargs={"width": 4}, batch_size=32, epochs={"sparse": 2, "correlation": 2, "completion": 1},
+TINY = dict(backbone_kwargs={"width": 4}, batch_size=32, samples_per_epoch=None, epochs={"sparse": 2, "correlation": 2, "completion": 1},
             correlation_views=1, threshold=0.9)
 
 

@@ -1,0 +1,136 @@
+"""Inference speed: end-to-end ``infer`` vs the bare forward pass over pre-cut crops.
+
+    .venv/bin/python benchmarks/infer_speed.py [--checkpoint DIR/model.pt] [--nuclei 1000] [--repeats 5]
+
+A synthetic 1000 x 1000 H&E-like tile with about 1,000 nuclei (``mlcore.synthetic``). The model is
+the default CPU configuration with the real benchmark's four label sets (4, 5, 2 and 4 classes) and
+its correlation branch on, or a trained checkpoint. Prints nuclei/s of:
+
+- bare forward: the model's forward (backbone + correlation MLPs, uint8 -> float input included)
+  over crops already cut, batched under ``torch.inference_mode``;
+- end to end: what ``python -m mlcore infer`` does after start-up: read the image and the mask from
+  disk, cut the crops, predict (both branches, final class, uncertainty), write the per label set
+  class arrays and overlays and the JSON (also timed without the four 1000 x 1000 overlay PNGs);
+
+and their ratio (target >= 0.8). Best of ``--repeats`` alternating runs (medians printed too), 2 torch threads. Python and torch
+start-up (a few seconds, paid once per process) are reported separately for the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mlcore.checkpoint import load_checkpoint  # noqa: E402
+from mlcore.crops import cut_crops  # noqa: E402
+from mlcore.data import to_input  # noqa: E402
+from mlcore.infer import infer_image, read_mask, write_outputs  # noqa: E402
+from mlcore.model import CrossTrainedModel  # noqa: E402
+from mlcore.overlay import save_png  # noqa: E402
+from mlcore.readers import read_rgb  # noqa: E402
+from mlcore.synthetic import generate_tile  # noqa: E402
+from mlcore.types import LabelSet  # noqa: E402
+
+
+def default_model() -> CrossTrainedModel:
+    sizes = {"consep": 4, "pannuke": 5, "pannuke_breast_binary": 2, "nucls": 4}
+    label_sets = [LabelSet(name, tuple(f"{name}_{i}" for i in range(n))) for name, n in sizes.items()]
+    model = CrossTrainedModel(label_sets, "small", {"width": 16})
+    model.use_correlation.fill_(True)
+    return model.eval()
+
+
+@torch.inference_mode()
+def bare_forward(model: CrossTrainedModel, crops: np.ndarray, batch_size: int = 512) -> None:
+    crops = torch.from_numpy(crops)
+    for start in range(0, len(crops), batch_size):
+        model(to_input(crops[start:start + batch_size]))
+
+
+def end_to_end(model: CrossTrainedModel, image_path: Path, mask_path: Path, out: Path, overlays: bool = True) -> int:
+    image = read_rgb(image_path)
+    mask = read_mask(mask_path, image.shape[:2])
+    result = infer_image(model, image, mask)
+    write_outputs(out, image_path.stem, image, mask, result, model, image_path=str(image_path), overlays=overlays)
+    return len(result.geometry.ids)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--nuclei", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cli", action="store_true", help="also time the python -m mlcore infer subprocess")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = load_checkpoint(args.checkpoint).model if args.checkpoint else default_model()
+    rng = np.random.default_rng(0)
+    # Crowded placement falls a little short of the request: ask for more until ~1,000 are placed.
+    image, instance_map, _ = generate_tile(rng, (1000, 1000), int(args.nuclei * 1.15), n_classes=4)
+    work = Path(tempfile.mkdtemp(prefix="infer_speed_"))
+    image_path, mask_path = work / "tile.png", work / "tile.npy"
+    save_png(image_path, image)
+    np.save(mask_path, instance_map)
+    crops, geometry = cut_crops(image, instance_map, model.crop_size)
+    count = len(geometry.ids)
+    print(f"tile 1000 x 1000, {count} nuclei; model {model.backbone_name} {model.backbone_kwargs}, "
+          f"{len(model.label_sets)} label sets; {args.threads} threads")
+
+    bare_forward(model, crops)  # warm-up (allocator, kernels)
+    end_to_end(model, image_path, mask_path, work / "out")
+    bare, full, cut, classify = [], [], [], []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        bare_forward(model, crops)
+        bare.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        cut_crops(image, instance_map, model.crop_size)
+        cut.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        end_to_end(model, image_path, mask_path, work / "out")
+        full.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        end_to_end(model, image_path, mask_path, work / "out", overlays=False)
+        classify.append(time.perf_counter() - start)
+    # Best of the alternating runs (timeit's convention: the least disturbed run on a shared machine).
+    bare_s, full_s, cut_s, classify_s = min(bare), min(full), min(cut), min(classify)
+    print(f"medians: bare {statistics.median(bare) * 1000:.0f} ms, end-to-end {statistics.median(full) * 1000:.0f} ms, "
+          f"without overlays {statistics.median(classify) * 1000:.0f} ms")
+    print(f"bare forward over pre-cut crops: {count / bare_s:8.0f} nuclei/s ({bare_s * 1000:.0f} ms)")
+    print(f"cutting the crops alone:         {count / cut_s:8.0f} nuclei/s ({cut_s * 1000:.0f} ms)")
+    print(f"end-to-end infer:                {count / full_s:8.0f} nuclei/s ({full_s * 1000:.0f} ms: read, cut, "
+          f"predict, write {len(model.label_sets)} class arrays + overlays + JSON)")
+    print(f"end-to-end without overlays:     {count / classify_s:8.0f} nuclei/s ({classify_s * 1000:.0f} ms: read, cut, "
+          f"predict, write class arrays + JSON)")
+    print(f"ratio end-to-end / bare forward: {bare_s / full_s:.2f} (target >= 0.8)")
+    print(f"ratio without overlays / bare:   {bare_s / classify_s:.2f}")
+
+    if args.cli:
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            from mlcore.checkpoint import save_checkpoint
+            from mlcore.config import TrainConfig
+
+            checkpoint = save_checkpoint(work / "model.pt", model, "completion", 0, True, TrainConfig())
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mlcore", "infer", "--checkpoint", str(checkpoint), "--image",
+                        str(image_path), "--mask", str(mask_path), "--out", str(work / "cli")], cwd=ROOT, check=True)
+        print(f"python -m mlcore infer subprocess: {time.perf_counter() - start:.1f}s wall, start-up included")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

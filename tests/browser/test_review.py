@@ -1,0 +1,204 @@
+"""The review page in real Chromium: keyboard decisions, undo, skip, help, a 409 from a concurrent
+change, a failed save kept and retried, and the gallery's accept-many."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from tests.conftest import wait_for
+from tests.webapp.test_review_fixtures import fast_passwords, review_media, rp, unlabelled_in, users  # noqa: F401
+from webapp.datasets.models import CurrentLabel, Label, LabelSource, Nucleus
+from webapp.datasets.operations import do_record_label
+from webapp.review.models import ReviewLease, ReviewSkip, ReviewUndo
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def top_by_entropy(rp, label_set) -> list[int]:
+    free = set(unlabelled_in(rp, label_set))
+    rows = [p for (n, ls), p in rp.predictions.items() if ls == label_set.pk and n in free]
+    return [p.nucleus_id for p in sorted(rows, key=lambda p: (p.entropy, p.pk), reverse=True)]
+
+
+def shown(page) -> int:
+    return int(page.get_attribute("#review", "data-nucleus-id") or 0)
+
+
+def wait_for_other_than(page, nucleus_id: int) -> int:
+    page.wait_for_function(f"document.querySelector('#review').dataset.nucleusId !== '{nucleus_id}' && "
+                           "document.querySelector('[data-role=loading]').hidden")
+    return shown(page)
+
+
+def open_review(page, live_server, rp, label_set="breast"):
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/?label_set={label_set}&strategy=entropy")
+    page.wait_for_selector("#review[data-ready=true]")
+    page.wait_for_function("document.querySelector('[data-role=crop]').complete && "
+                           "document.querySelector('[data-role=crop]').naturalWidth > 0")
+
+
+def test_keyboard_flow_decide_accept_undo_skip_and_help(rp, logged_in_page, live_server, users):
+    page = logged_in_page
+    order = top_by_entropy(rp, rp.breast_set)
+    open_review(page, live_server, rp)
+    first = shown(page)
+    assert first == order[0]
+    # The nucleus, its neighbours in their class colours, probabilities of both branches.
+    assert page.locator("svg.review-overlay polygon.target").count() == 1
+    assert page.locator("svg.review-overlay polygon.neighbour").count() >= 1
+    prediction = rp.prediction(first, rp.breast_set)
+    probs = [(b + m) / 2 for b, m in zip(prediction.base_probs, prediction.mlp_probs)]
+    values = page.locator(".class-button [data-role=prob-value]").all_inner_texts()
+    assert values == [f"{round(p * 100)}%" for p in probs]
+    assert prediction_name(rp, prediction.class_index) in page.inner_text("[data-role=prediction]")
+    page.screenshot(path="/tmp/review.png", full_page=True)
+
+    # 2 = the second class ("connective"): saved at once, the next nucleus appears.
+    page.keyboard.press("2")
+    second = wait_for_other_than(page, first)
+    assert second == order[1]
+    label = Label.objects.get(nucleus_id=first, label_set=rp.breast_set)
+    assert (label.class_index, label.source, label.author) == (1, LabelSource.REVIEW, users["owner"])
+    assert label.model_version_id == rp.version.pk
+    assert "Saved" in page.inner_text("[data-role=status]")
+
+    # Enter accepts the prediction.
+    page.keyboard.press("Enter")
+    third = wait_for_other_than(page, second)
+    accepted = Label.objects.get(nucleus_id=second, label_set=rp.breast_set)
+    assert accepted.class_index == rp.prediction(second, rp.breast_set).class_index
+    page.wait_for_function("document.querySelector('[data-role=today]').textContent === '2'")
+
+    # U undoes the last decision: its nucleus comes back, unlabelled again, the history keeps the row.
+    page.keyboard.press("u")
+    page.wait_for_function(f"document.querySelector('#review').dataset.nucleusId === '{second}'")
+    assert "Undone" in page.inner_text("[data-role=status]")
+    assert not CurrentLabel.objects.filter(nucleus_id=second, label_set=rp.breast_set).exists()
+    assert ReviewUndo.objects.get().label_id == accepted.pk
+    assert Label.objects.filter(nucleus_id=second, label_set=rp.breast_set).count() == 1
+    page.wait_for_function("document.querySelector('[data-role=today]').textContent === '1'")
+
+    # Decide it again with the mouse, then S skips the next one.
+    page.click(".class-button[data-class-name=dead]")
+    again = wait_for_other_than(page, second)
+    assert CurrentLabel.objects.get(nucleus_id=second, label_set=rp.breast_set).class_index == 2
+    assert again == third  # the lease on the third nucleus was still this reviewer's
+    page.keyboard.press("s")
+    after_skip = wait_for_other_than(page, third)
+    assert ReviewSkip.objects.filter(nucleus_id=third, user=users["owner"]).exists()
+    assert after_skip not in (first, second, third)
+    assert not ReviewLease.objects.filter(nucleus_id__in=[first, second, third], expires_at__gt=timezone.now()).exists()
+
+    # ? shows the keys, ? again hides them.
+    page.keyboard.press("?")
+    assert page.locator("dialog.keys-dialog").is_visible()
+    assert "undo your last decision" in page.inner_text("dialog.keys-dialog")
+    page.keyboard.press("?")
+    assert not page.locator("dialog.keys-dialog").is_visible()
+    # Rows in the database: three decisions (one undone), append-only.
+    rows = list(Label.objects.filter(source=LabelSource.REVIEW, author=users["owner"]).order_by("id")
+                .values_list("nucleus_id", "class_index"))
+    assert rows == [(first, 1), (second, accepted.class_index), (second, 2)]
+
+
+def prediction_name(rp, index: int) -> str:
+    return ["neoplastic", "connective", "dead"][index]
+
+
+def test_a_concurrent_change_shows_409_and_the_reviewer_decides_again(rp, logged_in_page, live_server, users):
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    nucleus_id = shown(page)
+    # Meanwhile another reviewer labels the same nucleus (e.g. from the gallery).
+    do_record_label(Nucleus.objects.get(pk=nucleus_id), rp.breast_set, 2, author=users["reviewer2"])
+    page.keyboard.press("1")
+    page.wait_for_selector("[data-role=status].conflict")
+    status = page.inner_text("[data-role=status]")
+    assert "rob" in status and "dead" in status
+    assert shown(page) == nucleus_id
+    assert "dead" in page.inner_text("[data-role=current]") and "rob" in page.inner_text("[data-role=current]")
+    assert not Label.objects.filter(nucleus_id=nucleus_id, author=users["owner"], source="review").exists()
+    # Choosing again now (with the version just seen) is saved.
+    page.keyboard.press("1")
+    wait_for_other_than(page, nucleus_id)
+    mine = Label.objects.get(nucleus_id=nucleus_id, author=users["owner"], source="review")
+    assert mine.class_index == 0 and mine.previous.author == users["reviewer2"]
+
+
+def test_a_failed_save_is_shown_kept_and_retried(rp, logged_in_page, live_server, users):
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    nucleus_id = shown(page)
+    page.route("**/api/nuclei/*/labels/", lambda route: route.abort())
+    page.keyboard.press("3")
+    page.wait_for_selector("[data-role=status].error")
+    assert "retrying" in page.inner_text("[data-role=status]")
+    outbox = page.evaluate("JSON.stringify(Object.entries(localStorage))")
+    assert f'\\"nucleus\\":{nucleus_id}' in outbox
+    wait_for_other_than(page, nucleus_id)  # the reviewer goes on meanwhile
+    assert not Label.objects.filter(nucleus_id=nucleus_id, author=users["owner"], source="review").exists()
+    page.unroute("**/api/nuclei/*/labels/")
+    label = wait_for(lambda: Label.objects.filter(nucleus_id=nucleus_id, author=users["owner"], source="review").first(), timeout=20,
+                     message="the retried save")
+    assert label.class_index == 2
+    page.wait_for_function("Object.keys(localStorage).every(k => localStorage.getItem(k) === '[]')")
+    assert Label.objects.filter(nucleus_id=nucleus_id, author=users["owner"], source="review").count() == 1
+
+
+def test_gallery_accepts_many_and_moves_one(rp, logged_in_page, live_server, users):
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast&class_name=dead")
+    page.wait_for_selector("#gallery[data-ready=true]")
+    tiles = page.locator(".tile")
+    count = tiles.count()
+    assert count >= 2
+    first_id = int(tiles.first.get_attribute("data-nucleus-id"))
+    tiles.first.locator("select.move").select_option("neoplastic")
+    page.wait_for_selector(f".tile[data-nucleus-id='{first_id}']", state="detached")
+    assert CurrentLabel.objects.get(nucleus_id=first_id, label_set=rp.breast_set).class_index == 0
+    ids = [int(x) for x in page.eval_on_selector_all(".tile", "els => els.map(e => e.dataset.nucleusId)")]
+    page.click("[data-action=select-all]")
+    assert page.inner_text("[data-role=selected]") == f"{len(ids)} selected"
+    page.screenshot(path="/tmp/review-gallery.png", full_page=True)
+    page.click("[data-action=accept-selected]")
+    page.wait_for_function("document.querySelector('[data-role=status]').textContent.startsWith('Saved')")
+    assert sorted(CurrentLabel.objects.filter(nucleus_id__in=ids, label_set=rp.breast_set, source="review")
+                  .values_list("nucleus_id", flat=True)) == sorted(ids)
+    assert set(CurrentLabel.objects.filter(nucleus_id__in=ids, label_set=rp.breast_set)
+               .values_list("class_index", flat=True)) == {2}
+
+
+def test_agreement_page_settles_a_conflict_and_the_nucleus_page_shows_history(rp, logged_in_page, live_server, users):
+    from webapp.review.operations import do_decide
+
+    nuclei = list(Nucleus.objects.filter(image__dataset=rp.breast).order_by("id")[:4])
+    for nucleus, (a, b) in zip(nuclei, [(0, 0), (0, 1), (1, 1), (1, 1)]):
+        first = do_decide(nucleus, rp.colon_set, a, user=users["reviewer"], expected_label_id=None).label
+        do_decide(nucleus, rp.colon_set, b, user=users["reviewer2"], expected_label_id=first.pk)
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/agreement/?label_set=colon")
+    row = page.locator("[data-pair='rita|rob']")
+    assert row.locator("td.kappa").inner_text() == "0.500"
+    conflict = page.locator(f"tr[data-nucleus-id='{nuclei[1].pk}']")
+    assert "rita: epithelial" in conflict.inner_text() and "rob: inflammatory" in conflict.inner_text()
+    page.screenshot(path="/tmp/review-agreement.png", full_page=True)
+    conflict.locator("select[name=class_name]").select_option("epithelial")
+    conflict.locator("button[type=submit]").click()
+    page.wait_for_selector(".flash")
+    assert "settled as 'epithelial'" in page.inner_text(".flash")
+    assert page.locator(f"tr[data-nucleus-id='{nuclei[1].pk}']").count() == 0
+    settled = CurrentLabel.objects.get(nucleus=nuclei[1], label_set=rp.colon_set)
+    assert settled.class_index == 0 and settled.label.author == users["owner"]
+
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/nuclei/{nuclei[1].pk}/")
+    history = page.locator("table.history tbody tr")
+    # newest first: owner's settlement, rob, rita, the ground truth in breast
+    assert history.count() == 4
+    texts = history.all_inner_texts()
+    assert "owner" in texts[0] and "inflammatory → epithelial" in texts[0] and "settles conflict" in texts[0]
+    assert "rob" in texts[1] and "epithelial → inflammatory" in texts[1]
+    assert "rita" in texts[2] and "none → epithelial" in texts[2]
+    assert "ground truth" in texts[3]
+    page.wait_for_function("document.querySelector('.nucleus-crop img').naturalWidth > 0")
+    page.screenshot(path="/tmp/review-nucleus.png", full_page=True)

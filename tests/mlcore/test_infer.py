@@ -1,0 +1,63 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from mlcore.infer import infer_image, read_mask, write_outputs
+from mlcore.model import CrossTrainedModel
+from mlcore.types import DataError, LabelSet
+from tests.mlcore.helpers import disk_image
+
+
+@pytest.fixture(scope="module")
+def model():
+    model = CrossTrainedModel([LabelSet("A", ("a0", "a1", "a2")), LabelSet("B", ("b0", "b1"))], "small", {"width": 4})
+    model.use_correlation.fill_(True)
+    return model.eval()
+
+
+def test_outputs_per_label_set_and_json(model, tmp_path):
+    image, instance_map, _ = disk_image(np.random.default_rng(0), size=96, count=8)
+    result = infer_image(model, image, instance_map)
+    ids = np.unique(instance_map)[1:]
+    assert result.geometry.ids.tolist() == ids.tolist()
+    written = write_outputs(tmp_path, "tile", image, instance_map, result, model, ["B"], image_path="tile.png")
+    assert {p.name for p in written} == {"tile_B.npy", "tile_B_overlay.png", "tile.json"}
+    classes = np.load(tmp_path / "tile_B.npy")
+    assert classes.shape == (len(ids), 2) and classes[:, 0].tolist() == ids.tolist()
+    assert set(classes[:, 1].tolist()) <= {0, 1}
+    overlay = cv2.imread(str(tmp_path / "tile_B_overlay.png"))
+    assert overlay.shape[1] == 96 and overlay.shape[0] > 96     # the legend goes below the image
+    report = json.loads((tmp_path / "tile.json").read_text())
+    assert [s["name"] for s in report["label_sets"]] == ["B"]
+    first = report["instances"][0]
+    assert first["id"] == int(ids[0]) and len(first["centroid"]) == 2
+    label = first["labels"]["B"]
+    assert label["class"] in ("b0", "b1") and len(label["base_probs"]) == 2 and len(label["mlp_probs"]) == 2
+    assert 0 <= label["disagreement"] <= 1
+    assert label["class"] == ("b0", "b1")[classes[0, 1]]
+    with pytest.raises(ValueError, match="unknown label set"):
+        write_outputs(tmp_path, "tile", image, instance_map, result, model, ["C"])
+
+
+def test_read_mask_npy_and_png(tmp_path):
+    mask = np.zeros((20, 30), np.int32)
+    mask[2:5, 3:9] = 7
+    mask[10:15, 10:12] = 300
+    np.save(tmp_path / "m.npy", mask)
+    assert (read_mask(tmp_path / "m.npy", (20, 30)) == mask).all()
+    cv2.imwrite(str(tmp_path / "m16.png"), mask.astype(np.uint16))
+    assert (read_mask(tmp_path / "m16.png") == mask).all()
+    colour = np.zeros((20, 30, 3), np.uint8)
+    colour[mask == 7] = (0, 0, 255)
+    colour[mask == 300] = (0, 255, 0)
+    cv2.imwrite(str(tmp_path / "mrgb.png"), colour)
+    relabelled = read_mask(tmp_path / "mrgb.png")
+    assert len(np.unique(relabelled)) == 3 and (relabelled[mask == 0] == 0).all()
+    assert len(np.unique(relabelled[mask == 7])) == 1 and len(np.unique(relabelled[mask == 300])) == 1
+    with pytest.raises(DataError, match="differs from image size"):
+        read_mask(tmp_path / "m.npy", (21, 30))
+    np.save(tmp_path / "bad.npy", np.zeros((2, 3, 4)))
+    with pytest.raises(DataError, match="2-D"):
+        read_mask(tmp_path / "bad.npy")

@@ -1,0 +1,500 @@
+"""The review API: the queue, decisions (with version check and idempotent replays), undo, skip,
+the gallery, progress, reviewer agreement and image crops. Thin views over the operations.
+
+Roles: reading (history, agreement, crops) needs membership; the queue and decisions need the
+reviewer role (a viewer gets 403); settling a conflict needs a curator. Outsiders get 404.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db.models import Count, Exists, OuterRef
+from django.http import HttpResponse
+from django.urls import reverse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from PIL import Image as PILImage
+from rest_framework import status
+from rest_framework.decorators import api_view, renderer_classes
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+
+from webapp.core.api_errors import Conflict
+from webapp.datasets.importing import load_rgb
+from webapp.datasets.models import CurrentLabel, Image, Label, LabelSet, Nucleus
+from webapp.datasets.operations import StaleLabel
+from webapp.projects.models import Project, Role
+from webapp.training.models import Prediction
+from webapp.training.operations import active_version
+
+from . import operations, quality, queue
+from .access import (UnknownName, class_index_for, image_for, label_set_and_version, label_set_named,
+                     nucleus_for, project_for)
+from .models import ReviewLease
+from .serializers import (BulkDecisionSerializer, DecisionSerializer, LabelSetSerializer, SettleSerializer,
+                          UndoSerializer)
+
+LABEL_SET = OpenApiParameter("label_set", str, description="label set name (default: the project's first)")
+STRATEGY = OpenApiParameter("strategy", str, enum=list(queue.STRATEGIES),
+                            description="order of the queue (default entropy)")
+INCLUDE_LABELLED = OpenApiParameter("include_labelled", bool,
+                                    description="also offer nuclei that already have a human label "
+                                                "(second opinions; never one you reviewed yourself)")
+
+
+def _label_set(project: Project, name: str | None, *, default_first: bool = False) -> LabelSet:
+    try:
+        return label_set_named(project, name, default_first=default_first)
+    except UnknownName as exc:
+        field, message = str(exc).split(": ", 1)
+        raise ValidationError({field: message}) from None
+
+
+def _label_set_and_version(project: Project, name: str | None, *, default_first: bool = False):
+    try:
+        return label_set_and_version(project, name, default_first=default_first)
+    except UnknownName as exc:
+        field, message = str(exc).split(": ", 1)
+        raise ValidationError({field: message}) from None
+
+
+def _class_index(label_set: LabelSet, data: dict, classes: list[dict] | None = None) -> int:
+    try:
+        return class_index_for(label_set, data.get("class_name"), data.get("class_index"), classes)
+    except UnknownName as exc:
+        field, message = str(exc).split(": ", 1)
+        raise ValidationError({field: message}) from None
+
+
+def _flag(value) -> bool:
+    return str(value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _spec(request, project: Project, *, with_exclude: bool = True) -> queue.QueueSpec:
+    params = request.query_params
+    strategy = params.get("strategy") or queue.DEFAULT_STRATEGY
+    if strategy not in queue.STRATEGIES:
+        raise ValidationError({"strategy": f"must be one of {', '.join(queue.STRATEGIES)}, got {strategy!r}"})
+    exclude: tuple[int, ...] = ()
+    if with_exclude and params.get("exclude"):
+        try:
+            exclude = tuple(int(x) for x in params["exclude"].split(",") if x.strip())[:200]
+        except ValueError:
+            raise ValidationError({"exclude": "comma-separated nucleus ids"}) from None
+    label_set, version = _label_set_and_version(project, params.get("label_set"), default_first=True)
+    return queue.QueueSpec(project=project, label_set=label_set, user=request.user, strategy=strategy,
+                           include_labelled=_flag(params.get("include_labelled")), exclude=exclude, version=version)
+
+
+def _conflict(exc: StaleLabel, label_set: LabelSet) -> Conflict:
+    classes = queue.label_set_classes(label_set)
+    current = queue.current_label_dict(exc.current and queue.current_label(exc.current.nucleus_id, label_set), classes)
+    if current is None:
+        detail = "The label changed meanwhile: the nucleus has no label now. Look again and decide."
+    else:
+        detail = (f"Someone else labelled this nucleus meanwhile: it is now {current['class_name']!r} "
+                  f"({current['source']}, by {current['author'] or 'nobody'}). Look again and decide.")
+    return Conflict(detail, current=current, version=current["version"] if current else None)
+
+
+def label_dict(label: Label, classes: list[dict] | None = None) -> dict:
+    classes = classes if classes is not None else queue.label_set_classes(label.label_set)
+    previous = label.previous
+    return {"id": label.pk, "version": label.pk, "nucleus": label.nucleus_id, "label_set": label.label_set.name,
+            "class_index": label.class_index, "class_name": queue.class_name_of(classes, label.class_index),
+            "source": label.source, "author": label.author.get_username() if label.author else None,
+            "created_at": label.created_at, "model_version_id": label.model_version_id,
+            "client_id": label.client_id,
+            "previous": ({"id": previous.pk, "class_index": previous.class_index,
+                          "class_name": queue.class_name_of(classes, previous.class_index)} if previous else None)}
+
+
+def _prediction_summary(label: Label, predicted: int | None | str = "look up") -> dict:
+    if label.model_version_id is None:
+        return {"predicted_class": None, "agrees_with_prediction": None}
+    if predicted == "look up":
+        predicted = (Prediction.objects.filter(model_version_id=label.model_version_id, label_set_id=label.label_set_id,
+                                               nucleus_id=label.nucleus_id).values_list("class_index", flat=True).first())
+    return {"predicted_class": predicted,
+            "agrees_with_prediction": None if predicted is None else predicted == label.class_index}
+
+
+# ------------------------------------------------------------------------------------- the queue
+
+@extend_schema(parameters=[LABEL_SET, STRATEGY, INCLUDE_LABELLED,
+                           OpenApiParameter("exclude", str, description="nucleus ids not to hand out (comma "
+                                                                        "separated: decisions still being saved)")],
+               responses={200: OpenApiTypes.OBJECT, 204: None})
+@api_view(["GET"])
+def next_item(request, project_id: int):
+    """The next nucleus to review, leased to you for five minutes; 204 when the queue is empty."""
+    project = project_for(request.user, project_id, Role.REVIEWER)
+    spec = _spec(request, project)
+    lease = operations.do_claim_next(spec)
+    if lease is None:
+        return Response(status=status.HTTP_204_NO_CONTENT)
+    nucleus = queue.load_nucleus(lease.nucleus_id)
+    payload = queue.item_payload(nucleus, spec.label_set, spec.version, lease=lease)
+    payload["strategy"] = spec.strategy
+    payload["include_labelled"] = spec.include_labelled
+    return Response(payload)
+
+
+@extend_schema(parameters=[LABEL_SET, STRATEGY, INCLUDE_LABELLED], responses=OpenApiTypes.OBJECT)
+@api_view(["GET"])
+def progress(request, project_id: int):
+    """Reviewed today and in all (by you), left in the queue, your agreement with the model."""
+    project = project_for(request.user, project_id, Role.REVIEWER)
+    spec = _spec(request, project, with_exclude=False)
+    return Response({"label_set": spec.label_set.name, "strategy": spec.strategy, **queue.progress(spec)})
+
+
+# ------------------------------------------------------------------------------------- decisions
+
+@extend_schema(methods=["GET"], parameters=[OpenApiParameter("label_set", str, description="only this label set")],
+               responses=OpenApiTypes.OBJECT)
+@extend_schema(methods=["POST"], request=DecisionSerializer,
+               responses={201: OpenApiTypes.OBJECT, 200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
+@api_view(["GET", "POST"])
+def nucleus_labels(request, nucleus_id: int):
+    """GET: the label history of a nucleus. POST: record your class for it (reviewers).
+
+    ``version`` is the current label id you saw (null for none); 409 with the ``current`` label
+    when someone changed it meanwhile. A replayed ``client_id`` answers 200 with the same row.
+    """
+    if request.method == "GET":
+        project, nucleus = nucleus_for(request.user, nucleus_id, Role.VIEWER)
+        name = request.query_params.get("label_set")
+        label_set = _label_set(project, name) if name else None
+        return Response({"nucleus": nucleus.pk, "image": nucleus.image_id,
+                         "history": queue.history(nucleus, label_set)})
+    project, nucleus = nucleus_for(request.user, nucleus_id, Role.REVIEWER)
+    body = DecisionSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    data = body.validated_data
+    label_set, version = _label_set_and_version(project, data["label_set"])
+    classes = queue.label_set_classes(label_set)
+    class_index = _class_index(label_set, data, classes)
+    try:
+        decision = operations.do_decide(nucleus, label_set, class_index, user=request.user,
+                                        expected_label_id=data["version"], client_id=data["client_id"],
+                                        version=version)
+    except StaleLabel as exc:
+        raise _conflict(exc, label_set) from None
+    except operations.ClientIdReused as exc:
+        raise Conflict(str(exc)) from None
+    label = decision.label
+    return Response({**label_dict(label, classes), **_prediction_summary(label, decision.predicted_class),
+                     "replayed": not decision.created},
+                    status=status.HTTP_201_CREATED if decision.created else status.HTTP_200_OK)
+
+
+def _undo_response(undo, label_set: LabelSet) -> Response:
+    classes = queue.label_set_classes(label_set)
+    current = queue.current_label_dict(queue.current_label(undo.label.nucleus_id, label_set), classes)
+    return Response({"nucleus": undo.label.nucleus_id, "undone": label_dict(undo.label, classes),
+                     "restored": label_dict(undo.restored, classes) if undo.restored else None,
+                     "current": current, "version": current["version"] if current else None})
+
+
+@extend_schema(request=UndoSerializer, responses={200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
+@api_view(["POST"])
+def undo_nucleus(request, nucleus_id: int):
+    """Undo your own current decision on this nucleus: a new row restores the previous class."""
+    project, nucleus = nucleus_for(request.user, nucleus_id, Role.REVIEWER)
+    body = UndoSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    label_set = _label_set(project, body.validated_data["label_set"])
+    try:
+        undo = operations.do_undo(nucleus, label_set, user=request.user, client_id=body.validated_data["client_id"])
+    except StaleLabel as exc:
+        raise _conflict(exc, label_set) from None
+    except operations.ReviewError as exc:
+        raise Conflict(str(exc)) from None
+    return _undo_response(undo, label_set)
+
+
+@extend_schema(request=UndoSerializer, responses={200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
+@api_view(["POST"])
+def undo_last(request, project_id: int):
+    """Undo your latest decision in a label set (the U key); its nucleus comes back to you next."""
+    project = project_for(request.user, project_id, Role.REVIEWER)
+    body = UndoSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    label_set = _label_set(project, body.validated_data["label_set"])
+    try:
+        undo = operations.do_undo_last(label_set, user=request.user, client_id=body.validated_data["client_id"])
+    except StaleLabel as exc:
+        conflict = _conflict(exc, label_set)
+        conflict.detail = "Your last decision was changed by someone else since: " + str(conflict.detail)
+        raise conflict from None
+    except operations.ReviewError as exc:
+        raise Conflict(str(exc)) from None
+    return _undo_response(undo, label_set)
+
+
+@extend_schema(request=LabelSetSerializer, responses=OpenApiTypes.OBJECT)
+@api_view(["POST"])
+def skip(request, nucleus_id: int):
+    """Put a nucleus aside: your lease ends and the queue does not offer it to you again soon."""
+    project, nucleus = nucleus_for(request.user, nucleus_id, Role.REVIEWER)
+    body = LabelSetSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    label_set = _label_set(project, body.validated_data["label_set"])
+    operations.do_skip(nucleus, label_set, request.user)
+    return Response({"nucleus": nucleus.pk, "skipped": True})
+
+
+@extend_schema(request=LabelSetSerializer, responses=OpenApiTypes.OBJECT)
+@api_view(["POST"])
+def release(request, nucleus_id: int):
+    """Give your lease on a nucleus back without deciding (it returns to the queue at once)."""
+    project, nucleus = nucleus_for(request.user, nucleus_id, Role.REVIEWER)
+    body = LabelSetSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    label_set = _label_set(project, body.validated_data["label_set"])
+    return Response({"nucleus": nucleus.pk, "released": bool(operations.do_release(nucleus, label_set,
+                                                                                      request.user))})
+
+
+# ------------------------------------------------------------------------------------- gallery
+
+GALLERY_COUNTS_TTL = 60.0
+_gallery_counts: dict[tuple, tuple[float, dict]] = {}
+
+
+def _class_counts(rows, key: tuple) -> dict[int, int]:
+    """Unreviewed predictions per class: a grouped count over every prediction of the label set,
+    kept a minute in this process (the tabs show it; it is slow-ish at a million nuclei)."""
+    import time
+
+    cached = _gallery_counts.get(key)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    counts = dict(rows.values("class_index").annotate(n=Count("id")).order_by().values_list("class_index", "n"))
+    if len(_gallery_counts) > 200:
+        _gallery_counts.clear()
+    _gallery_counts[key] = (time.monotonic() + GALLERY_COUNTS_TTL, counts)
+    return counts
+
+
+@extend_schema(parameters=[LABEL_SET, OpenApiParameter("class_name", str, description="predicted class"),
+                           OpenApiParameter("page", int), OpenApiParameter("page_size", int),
+                           OpenApiParameter("counts", bool, description="also count the nuclei per class "
+                                                                         "(slower; cached for a minute)")],
+               responses=OpenApiTypes.OBJECT)
+@api_view(["GET"])
+def gallery(request, project_id: int):
+    """Nuclei the active model predicts as one class, without a human label, most confident first."""
+    project = project_for(request.user, project_id, Role.REVIEWER)
+    label_set, version = _label_set_and_version(project, request.query_params.get("label_set"), default_first=True)
+    classes = queue.label_set_classes(label_set)
+    try:
+        page = max(1, int(request.query_params.get("page") or 1))
+        page_size = min(max(1, int(request.query_params.get("page_size") or 48)), 200)
+    except ValueError:
+        raise ValidationError({"page": "page and page_size are whole numbers"}) from None
+    name = request.query_params.get("class_name") or (classes[0]["name"] if classes else None)
+    base = {"label_set": {"id": label_set.pk, "name": label_set.name, "classes": classes}, "counts": None,
+            "class_name": name, "page": page, "page_size": page_size, "items": [], "has_more": False,
+            "model_version": {"id": version.pk, "number": version.number} if version else None}
+    if version is None or name is None:
+        return Response(base)
+    class_index = _class_index(label_set, {"class_name": name}, classes)
+    now = timezone.now()
+    unlabelled = ~Exists(CurrentLabel.objects.filter(nucleus_id=OuterRef("nucleus_id"), label_set_id=label_set.pk,
+                                                     source__in=queue.HUMAN_SOURCES))
+    held_by_others = Exists(ReviewLease.objects.filter(nucleus_id=OuterRef("nucleus_id"), label_set_id=label_set.pk,
+                                                       expires_at__gt=now).exclude(user=request.user))
+    rows = Prediction.objects.filter(unlabelled, model_version_id=version.pk, label_set_id=label_set.pk)
+    if _flag(request.query_params.get("counts")):
+        counts = _class_counts(rows, (version.pk, str(version.created_at), label_set.pk))
+        base["counts"] = {c["name"]: counts.get(c["index"], 0) for c in classes}
+    start = (page - 1) * page_size
+    # Most confident first = smallest least_confidence: the (model_version, label_set, least_confidence)
+    # index scanned backwards, stopping after a page of this class.
+    chosen = list(rows.filter(~held_by_others, class_index=class_index).select_related("nucleus", "nucleus__image")
+                  .order_by("least_confidence", "id")[start:start + page_size + 1])
+    base["has_more"] = len(chosen) > page_size
+    currents = dict(CurrentLabel.objects.filter(label_set=label_set, nucleus_id__in=[p.nucleus_id for p in chosen])
+                    .values_list("nucleus_id", "label_id"))
+    for prediction in chosen[:page_size]:
+        nucleus, image = prediction.nucleus, prediction.nucleus.image
+        side = max(48, 2 * max(nucleus.x1 - nucleus.x0, nucleus.y1 - nucleus.y0))
+        region = _square(nucleus, image, side)
+        base["items"].append({
+            "nucleus": nucleus.pk, "image": image.pk, "outline": nucleus.outline, "region": region,
+            "crop_url": queue.region_url(image.pk, region),
+            "page_url": reverse("nucleus-detail", args=[project.pk, nucleus.pk]),
+            "class_index": prediction.class_index, "probability": prediction.probability,
+            "version": currents.get(nucleus.pk),
+        })
+    return Response(base)
+
+
+def _square(nucleus, image, side: int) -> list[int]:
+    def axis(centre: float, size: int) -> tuple[int, int]:
+        extent = min(side, size)
+        start = min(max(int(round(centre - extent / 2)), 0), size - extent)
+        return start, start + extent
+
+    x0, x1 = axis(nucleus.centroid_x, image.width)
+    y0, y1 = axis(nucleus.centroid_y, image.height)
+    return [x0, y0, x1, y1]
+
+
+@extend_schema(request=BulkDecisionSerializer, responses=OpenApiTypes.OBJECT)
+@api_view(["POST"])
+def bulk(request, project_id: int):
+    """Many decisions at once (the gallery's "accept selected"), each recorded on its own like a
+    single POST: the answer lists a status per nucleus (201, 200 replay, 409 changed, 400, 404)."""
+    project = project_for(request.user, project_id, Role.REVIEWER)
+    body = BulkDecisionSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    label_set = _label_set(project, body.validated_data["label_set"])
+    classes = queue.label_set_classes(label_set)
+    version = active_version(project)
+    wanted = [item["nucleus"] for item in body.validated_data["decisions"]]
+    nuclei = {n.pk: n for n in Nucleus.objects.filter(pk__in=wanted, image__project=project).select_related("image")}
+    results = []
+    for item in body.validated_data["decisions"]:
+        nucleus = nuclei.get(item["nucleus"])
+        if nucleus is None:
+            results.append({"nucleus": item["nucleus"], "status": 404, "detail": "no such nucleus in this project"})
+            continue
+        try:
+            class_index = class_index_for(label_set, item.get("class_name"), item.get("class_index"), classes)
+            decision = operations.do_decide(nucleus, label_set, class_index, user=request.user,
+                                            expected_label_id=item["version"], client_id=item["client_id"],
+                                            version=version)
+            label, created = decision.label, decision.created
+        except UnknownName as exc:
+            results.append({"nucleus": nucleus.pk, "status": 400, "detail": str(exc)})
+        except StaleLabel as exc:
+            conflict = _conflict(exc, label_set)
+            results.append({"nucleus": nucleus.pk, "status": 409, "detail": str(conflict.detail), **conflict.extra})
+        except operations.ClientIdReused as exc:
+            results.append({"nucleus": nucleus.pk, "status": 409, "detail": str(exc)})
+        else:
+            results.append({"nucleus": nucleus.pk, "status": 201 if created else 200,
+                            "label": label_dict(label, classes)})
+    return Response({"results": results, "saved": sum(r["status"] in (200, 201) for r in results)})
+
+
+# ------------------------------------------------------------------------------------- quality control
+
+@extend_schema(parameters=[OpenApiParameter("label_set", str, description="only this label set")],
+               responses=OpenApiTypes.OBJECT)
+@api_view(["GET"])
+def agreement(request, project_id: int):
+    """Cohen's kappa per pair of reviewers and per class (one vs rest), and the open conflicts."""
+    project = project_for(request.user, project_id, Role.VIEWER)
+    name = request.query_params.get("label_set")
+    label_set = _label_set(project, name) if name else None
+    return Response({"label_sets": quality.project_agreement(project, label_set)})
+
+
+@extend_schema(request=SettleSerializer, responses={201: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
+@api_view(["POST"])
+def settle(request, project_id: int):
+    """A curator records the final label of a nucleus on which reviewers disagree."""
+    project = project_for(request.user, project_id, Role.CURATOR)
+    body = SettleSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    data = body.validated_data
+    _, nucleus = nucleus_for(request.user, data["nucleus"], Role.CURATOR, project_id=project.pk)
+    label_set = _label_set(project, data["label_set"])
+    class_index = _class_index(label_set, data)
+    try:
+        label = operations.do_settle(nucleus, label_set, class_index, curator=request.user,
+                                     expected_label_id=data["version"], client_id=data["client_id"])
+    except StaleLabel as exc:
+        raise _conflict(exc, label_set) from None
+    except operations.ClientIdReused as exc:
+        raise Conflict(str(exc)) from None
+    return Response(label_dict(label), status=status.HTTP_201_CREATED)
+
+
+# ------------------------------------------------------------------------------------- crops
+
+class PngRenderer(BaseRenderer):
+    """Lets a client ask for image/png and still get a JSON error when the crop cannot be made."""
+
+    media_type = "image/png"
+    format = "png"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if isinstance(data, bytes):
+            return data
+        response = (renderer_context or {}).get("response")
+        if response is not None:
+            response["Content-Type"] = "application/json"  # an error: say what it really is
+        return json.dumps(data).encode()
+
+
+MAX_CROP_SIDE = 2048
+
+
+@lru_cache(maxsize=4)
+def _pixels(full_path: str, mtime_ns: int, relative: str) -> np.ndarray:
+    """The decoded pixels of an image file, kept for a few images (crops of one tile come in runs)."""
+    return load_rgb(Image(file=relative))
+
+
+def _int_param(params, name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(float(raw))
+    except ValueError:
+        raise ValidationError({name: f"must be a number, got {raw!r}"}) from None
+
+
+@extend_schema(parameters=[OpenApiParameter(name, int) for name in ("x0", "y0", "x1", "y1")]
+               + [OpenApiParameter("scale", float, description="output pixels per image pixel (default 1)")],
+               responses={(200, "image/png"): OpenApiTypes.BINARY})
+@api_view(["GET"])
+@renderer_classes([JSONRenderer, PngRenderer])
+def image_region(request, image_id: int):
+    """A PNG crop of an image region (members only): x1, y1 exclusive, clipped to the image."""
+    _, image = image_for(request.user, image_id)
+    params = request.query_params
+    x0 = max(0, _int_param(params, "x0", 0))
+    y0 = max(0, _int_param(params, "y0", 0))
+    x1 = min(image.width, _int_param(params, "x1", image.width))
+    y1 = min(image.height, _int_param(params, "y1", image.height))
+    if x1 <= x0 or y1 <= y0:
+        raise ValidationError({"x1": f"the region [{x0}, {y0}, {x1}, {y1}] is empty inside the "
+                                     f"{image.width} x {image.height} image"})
+    try:
+        scale = float(params.get("scale") or 1)
+    except ValueError:
+        raise ValidationError({"scale": "must be a number"}) from None
+    if not 0.05 <= scale <= 8:
+        raise ValidationError({"scale": "must be between 0.05 and 8"})
+    out_w, out_h = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
+    if max(out_w, out_h) > MAX_CROP_SIDE:
+        raise ValidationError({"scale": f"the crop would be {out_w} x {out_h} px; at most {MAX_CROP_SIDE} a side"})
+    path = Path(settings.MEDIA_ROOT) / image.file
+    try:
+        pixels = _pixels(str(path), path.stat().st_mtime_ns, image.file)
+    except FileNotFoundError:
+        raise NotFound("The file of this image is missing.") from None
+    crop = PILImage.fromarray(np.ascontiguousarray(pixels[y0:y1, x0:x1]))
+    if (out_w, out_h) != crop.size:
+        crop = crop.resize((out_w, out_h), PILImage.Resampling.LANCZOS if scale < 1 else PILImage.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    crop.save(buffer, format="PNG", compress_level=1)
+    response = HttpResponse(buffer.getvalue(), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=86400"
+    return response

@@ -1,0 +1,76 @@
+"""The review queue's own state: leases on queued nuclei, skips, undos and settled conflicts.
+
+Labels themselves live in :mod:`webapp.datasets.models` (``Label`` history + ``CurrentLabel``); these
+rows only say who is looking at which nucleus, what a reviewer put aside, which decisions were
+taken back and which labels settle a disagreement between reviewers.
+"""
+
+from django.conf import settings
+from django.db import models
+
+from webapp.datasets.models import Label, LabelSet, Nucleus
+
+
+class ReviewLease(models.Model):
+    """A nucleus handed out to one reviewer for one label set until ``expires_at``.
+
+    The unique constraint on (nucleus, label_set) is the claim: two reviewers cannot hold the same
+    nucleus. An expired row is taken over in place by the next claimer.
+    """
+
+    nucleus = models.ForeignKey(Nucleus, on_delete=models.CASCADE, related_name="+")
+    label_set = models.ForeignKey(LabelSet, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    expires_at = models.DateTimeField()
+    claimed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["nucleus", "label_set"], name="one_lease_per_nucleus")]
+        indexes = [models.Index(fields=["user", "label_set", "-claimed_at"], name="lease_holder_idx")]
+
+    def __str__(self):
+        return f"lease of nucleus {self.nucleus_id} to {self.user_id} until {self.expires_at:%H:%M:%S}"
+
+
+class ReviewSkip(models.Model):
+    """A reviewer put a nucleus aside: the queue does not offer it to them again for a while."""
+
+    nucleus = models.ForeignKey(Nucleus, on_delete=models.CASCADE, related_name="+")
+    label_set = models.ForeignKey(LabelSet, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    skipped_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["nucleus", "label_set", "user"], name="one_skip_per_reviewer")]
+
+
+class ReviewUndo(models.Model):
+    """A reviewer took back their decision ``label``.
+
+    ``restored`` is the appended Label row that brings back the previous class, or null when the
+    nucleus had no label before (then the current label pointer is removed: the nucleus is
+    unlabelled again, and the history keeps both rows).
+    """
+
+    label = models.OneToOneField(Label, on_delete=models.CASCADE, related_name="+")
+    restored = models.OneToOneField(Label, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    client_id = models.CharField(max_length=64, blank=True, help_text="idempotency key of the request")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["client_id"], condition=~models.Q(client_id=""),
+                                               name="undo_client_id_unique")]
+
+
+class ConflictSettlement(models.Model):
+    """A curator's final label for a nucleus on which reviewers disagreed."""
+
+    label = models.OneToOneField(Label, on_delete=models.CASCADE, related_name="+")
+    nucleus = models.ForeignKey(Nucleus, on_delete=models.CASCADE, related_name="+")
+    label_set = models.ForeignKey(LabelSet, on_delete=models.CASCADE, related_name="+")
+    curator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["label_set", "nucleus"], name="settlement_idx")]

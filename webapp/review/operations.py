@@ -1,0 +1,254 @@
+"""Every state change of the review queue: claiming, deciding, skipping, undoing, settling.
+
+Labels are written only through :func:`webapp.datasets.operations.do_record_label` (append-only
+history, version check, idempotent ``client_id``); these functions add the queue's bookkeeping
+(leases, skips, undo records, settlements) in the same transaction, with an audit row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from webapp.core import audit
+from webapp.datasets.models import CurrentLabel, Label, LabelSet, LabelSource, Nucleus
+from webapp.datasets.operations import StaleLabel, do_record_label
+from webapp.training.models import ModelVersion, Prediction
+
+from . import queue
+from .models import ConflictSettlement, ReviewLease, ReviewSkip, ReviewUndo
+from .queue import LEASE_SECONDS, QueueSpec
+
+
+class ReviewError(Exception):
+    """A decision that cannot be carried out as asked (the API answers 409 with the message)."""
+
+
+class NothingToUndo(ReviewError):
+    pass
+
+
+class ClientIdReused(ReviewError):
+    pass
+
+
+# ------------------------------------------------------------------------------------- leases
+
+def _take(nucleus_id: int, label_set: LabelSet, user, now, *, renew_own: bool = False) -> ReviewLease | None:
+    """Claim one nucleus in a single statement: insert a lease, or take over an expired one in place
+    (or renew one's own, with ``renew_own``). ``None`` when somebody else holds it.
+
+    ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` is atomic on PostgreSQL and SQLite alike: of two
+    reviewers claiming the same nucleus at once, the unique constraint on (nucleus, label_set) lets
+    exactly one through, and the loser simply gets no row back (no error, no savepoint).
+    """
+    expires = now + timedelta(seconds=LEASE_SECONDS)
+    table = connection.ops.quote_name(ReviewLease._meta.db_table)
+    adapt = connection.ops.adapt_datetimefield_value
+    takeable = f"{table}.expires_at <= %s" + (f" OR {table}.user_id = %s" if renew_own else "")
+    params = [nucleus_id, label_set.pk, user.pk, adapt(expires), adapt(now), adapt(now)]
+    if renew_own:
+        params.append(user.pk)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (nucleus_id, label_set_id, user_id, expires_at, claimed_at) "
+            f"VALUES (%s, %s, %s, %s, %s) ON CONFLICT (nucleus_id, label_set_id) DO UPDATE SET "
+            f"user_id = excluded.user_id, expires_at = excluded.expires_at, claimed_at = excluded.claimed_at "
+            f"WHERE {takeable} RETURNING id", params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return ReviewLease(pk=row[0], nucleus_id=nucleus_id, label_set_id=label_set.pk, user_id=user.pk,
+                       expires_at=expires, claimed_at=now)
+
+
+def do_claim_next(spec: QueueSpec) -> ReviewLease | None:
+    """The reviewer's next nucleus, leased to them for :data:`LEASE_SECONDS`.
+
+    Their own unexpired lease comes first (a reload shows the same nucleus; an undo brings its
+    nucleus back); otherwise the best free candidate of the strategy is claimed atomically. Items the
+    reviewer skipped come back only when nothing else is left. ``None`` when the queue is empty.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        lease = queue.held_lease(spec, now)
+        if lease is not None:
+            lease.expires_at = now + timedelta(seconds=LEASE_SECONDS)
+            lease.save(update_fields=["expires_at"])
+            return lease
+        for with_skips in (True, False):
+            for _attempt in range(3):
+                found = queue.candidates(spec, now, with_skips=with_skips)
+                if not found:
+                    break
+                for nucleus_id in found:
+                    lease = _take(nucleus_id, spec.label_set, spec.user, now)
+                    if lease is not None:
+                        audit.record("review.claimed", actor=spec.user, target=f"datasets.nucleus:{nucleus_id}",
+                                     label_set=spec.label_set.name, strategy=spec.strategy,
+                                     expires_at=lease.expires_at.isoformat())
+                        return lease
+    return None
+
+
+def _expire(nucleus: Nucleus, label_set: LabelSet, user, now) -> int:
+    """End a reviewer's lease. The row stays (expired): the queue remembers the nucleus was touched
+    (see :mod:`webapp.review.queue`, "the frontier"); the next claimer takes it over in place."""
+    return ReviewLease.objects.filter(nucleus=nucleus, label_set=label_set, user=user,
+                                      expires_at__gt=now).update(expires_at=now)
+
+
+def do_release(nucleus: Nucleus, label_set: LabelSet, user) -> int:
+    """Give a lease back without deciding: the nucleus returns to the queue at once."""
+    with transaction.atomic():
+        released = _expire(nucleus, label_set, user, timezone.now())
+        if released:
+            audit.record("review.released", actor=user, target=nucleus, label_set=label_set.name)
+    return released
+
+
+def do_skip(nucleus: Nucleus, label_set: LabelSet, user) -> ReviewSkip:
+    """Put a nucleus aside: release the lease; the queue offers it to this reviewer again only when
+    nothing else is left or after :data:`queue.SKIP_COOLDOWN`."""
+    now = timezone.now()
+    with transaction.atomic():
+        _expire(nucleus, label_set, user, now)
+        skip, _ = ReviewSkip.objects.update_or_create(nucleus=nucleus, label_set=label_set, user=user,
+                                                      defaults={"skipped_at": now})
+        audit.record("review.skipped", actor=user, target=nucleus, label_set=label_set.name)
+    return skip
+
+
+# ------------------------------------------------------------------------------------- decisions
+
+def _existing_for_client_id(client_id: str, nucleus: Nucleus, label_set: LabelSet, user) -> Label | None:
+    if not client_id:
+        return None
+    existing = Label.objects.filter(client_id=client_id).first()
+    if existing is not None and (existing.nucleus_id != nucleus.pk or existing.label_set_id != label_set.pk
+                                 or existing.author_id != user.pk):
+        raise ClientIdReused(f"client_id {client_id!r} was already used for another label")
+    return existing
+
+
+def predicted_by(version: ModelVersion | None, nucleus: Nucleus, label_set: LabelSet) -> tuple[int | None, int | None]:
+    """``(version id, predicted class)`` when ``version`` predicted this nucleus in this label set, else
+    ``(None, None)``. The version id is stored on the label, so that the reviewer's agreement with
+    the model can be measured."""
+    if version is None:
+        return None, None
+    predicted = (Prediction.objects.filter(model_version_id=version.pk, label_set_id=label_set.pk,
+                                           nucleus_id=nucleus.pk).values_list("class_index", flat=True).first())
+    return (version.pk, predicted) if predicted is not None else (None, None)
+
+
+@dataclass
+class Decision:
+    label: Label
+    created: bool                     # False: a replayed client_id answered with its earlier row
+    predicted_class: int | None | str = "look up"  # what the model said, when known here
+
+
+def do_decide(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, user, expected_label_id,
+              client_id: str = "", version: ModelVersion | None = None) -> Decision:
+    """Record a reviewer's class for a nucleus and release the lease on it. A replayed ``client_id``
+    answers with the row it created the first time (``created`` False).
+
+    Raises :class:`StaleLabel` when the current label is no longer ``expected_label_id``.
+    """
+    existing = _existing_for_client_id(client_id, nucleus, label_set, user)
+    if existing is not None:
+        return Decision(existing, False)
+    model_version_id, predicted = predicted_by(version, nucleus, label_set)
+    try:
+        with transaction.atomic():
+            label = do_record_label(nucleus, label_set, class_index, author=user, source=LabelSource.REVIEW,
+                                    expected_label_id=expected_label_id, client_id=client_id,
+                                    model_version_id=model_version_id)
+            # The item is done: whoever held it (this reviewer, or another one whose save will now
+            # answer 409 with this label) gives it up.
+            ReviewLease.objects.filter(nucleus=nucleus, label_set=label_set).delete()
+    except (StaleLabel, IntegrityError):
+        # The same request may have been sent twice at once: the first one's row is the answer.
+        existing = _existing_for_client_id(client_id, nucleus, label_set, user)
+        if existing is not None:
+            return Decision(existing, False)
+        raise
+    return Decision(label, True, predicted)
+
+
+def do_undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str = "",
+            expected_label_id: int | None | str = "any") -> ReviewUndo:
+    """Take back the reviewer's own current decision on a nucleus.
+
+    Appends a row that restores the previous class (with the previous row's source), or, when the
+    nucleus had no label before, removes the current-label pointer so that it is unlabelled again;
+    the history keeps every row either way. The nucleus is leased back to the reviewer so that the
+    queue shows it to them next.
+    """
+    if client_id:
+        done = ReviewUndo.objects.filter(client_id=client_id).first()
+        if done is not None:
+            return done
+    with transaction.atomic():
+        current = (CurrentLabel.objects.select_for_update(of=("self",)).select_related("label", "label__previous")
+                   .filter(nucleus=nucleus, label_set=label_set).first())
+        if expected_label_id != "any" and (current.label_id if current else None) != expected_label_id:
+            raise StaleLabel(current)
+        if current is None:
+            raise NothingToUndo("this nucleus has no label in this label set")
+        decision = current.label
+        if decision.source != LabelSource.REVIEW or decision.author_id != user.pk:
+            raise NothingToUndo("the current label is not your decision: only your own last decision can be undone")
+        if ReviewUndo.objects.filter(restored_id=decision.pk).exists():
+            raise NothingToUndo("the current label already restores an undone decision")
+        previous = decision.previous
+        if previous is not None:
+            restored = do_record_label(nucleus, label_set, previous.class_index, author=user, source=previous.source,
+                                       expected_label_id=decision.pk, model_version_id=previous.model_version_id)
+        else:
+            restored = None
+            CurrentLabel.objects.filter(pk=current.pk).delete()
+            audit.record("label.undone", actor=user, target=nucleus, label_set=label_set.name, label=decision.pk,
+                         class_index=decision.class_index, previous=None)
+        undo = ReviewUndo.objects.create(label=decision, restored=restored, actor=user, client_id=client_id)
+        if restored is None or restored.source not in queue.HUMAN_SOURCES:
+            queue.forget_frontiers(label_set.pk)  # forgetting early costs at most one search
+        _take(nucleus.pk, label_set, user, timezone.now(), renew_own=True)
+    return undo
+
+
+def last_decision(label_set: LabelSet, user) -> Label | None:
+    return queue.live_decisions(label_set, user).order_by("-id").first()
+
+
+def do_undo_last(label_set: LabelSet, *, user, client_id: str = "") -> ReviewUndo:
+    """Undo the reviewer's latest decision in a label set (what the ``U`` key does)."""
+    if client_id:
+        done = ReviewUndo.objects.filter(client_id=client_id).first()
+        if done is not None:
+            return done
+    decision = last_decision(label_set, user)
+    if decision is None:
+        raise NothingToUndo("you have no decision to undo in this label set")
+    current = CurrentLabel.objects.filter(nucleus_id=decision.nucleus_id, label_set=label_set).first()
+    if current is None or current.label_id != decision.pk:
+        raise StaleLabel(current)
+    return do_undo(decision.nucleus, label_set, user=user, client_id=client_id, expected_label_id=decision.pk)
+
+
+def do_settle(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, curator, expected_label_id,
+              client_id: str = "") -> Label:
+    """A curator's final label for a nucleus on which reviewers disagree (same domain function)."""
+    existing = _existing_for_client_id(client_id, nucleus, label_set, curator)
+    if existing is not None:
+        return existing
+    with transaction.atomic():
+        label = do_record_label(nucleus, label_set, class_index, author=curator, source=LabelSource.REVIEW,
+                                expected_label_id=expected_label_id, client_id=client_id)
+        ConflictSettlement.objects.create(label=label, nucleus=nucleus, label_set=label_set, curator=curator)
+        ReviewLease.objects.filter(nucleus=nucleus, label_set=label_set).delete()
+    return label

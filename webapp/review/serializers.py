@@ -1,0 +1,48 @@
+"""Request bodies of the review API (validation and the OpenAPI schema)."""
+
+from rest_framework import serializers
+
+
+class DecisionSerializer(serializers.Serializer):
+    label_set = serializers.CharField(max_length=100, help_text="label set name")
+    class_name = serializers.CharField(max_length=100, required=False, help_text="the chosen class")
+    class_index = serializers.IntegerField(min_value=0, required=False, help_text="or its index")
+    version = serializers.IntegerField(allow_null=True, help_text="id of the current label the reviewer saw "
+                                                                  "(null when it had none)")
+    client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="",
+                                      help_text="idempotency key: a replay with the same key creates nothing")
+
+    def validate(self, attrs):
+        if attrs.get("class_name") in (None, "") and attrs.get("class_index") is None:
+            raise serializers.ValidationError({"class_name": "which class? give class_name (or class_index)"})
+        return attrs
+
+
+class BulkItemSerializer(serializers.Serializer):
+    nucleus = serializers.IntegerField()
+    class_name = serializers.CharField(max_length=100, required=False)
+    class_index = serializers.IntegerField(min_value=0, required=False)
+    version = serializers.IntegerField(allow_null=True)
+    client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+
+
+class BulkDecisionSerializer(serializers.Serializer):
+    label_set = serializers.CharField(max_length=100)
+    decisions = BulkItemSerializer(many=True, allow_empty=False)
+
+    def validate_decisions(self, value):
+        if len(value) > 500:
+            raise serializers.ValidationError("at most 500 decisions per request")
+        return value
+
+
+class LabelSetSerializer(serializers.Serializer):
+    label_set = serializers.CharField(max_length=100)
+
+
+class UndoSerializer(LabelSetSerializer):
+    client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+
+
+class SettleSerializer(DecisionSerializer):
+    nucleus = serializers.IntegerField()

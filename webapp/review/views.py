@@ -1,0 +1,158 @@
+"""Pages: the review queue, the gallery, reviewer agreement (with settling) and a nucleus's history.
+
+Server-rendered shells; the queue and the gallery fill themselves from the review API with
+``static/js/review.js``. Outsiders get 404, members below the needed role 403.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from webapp.datasets.models import LabelSet
+from webapp.datasets.operations import StaleLabel
+from webapp.projects.access import get_project_for
+from webapp.projects.models import ROLE_RANK, Role
+from webapp.training.models import Prediction
+from webapp.training.operations import active_version
+
+from . import operations, quality, queue
+from .access import UnknownName, class_index_for, label_set_named, nucleus_for
+
+
+def _label_sets(project) -> list[dict]:
+    return [{"id": ls.pk, "name": ls.name, "classes": queue.label_set_classes(ls)}
+            for ls in LabelSet.objects.filter(project=project).order_by("id")]
+
+
+def _chosen_label_set(project, request) -> LabelSet | None:
+    try:
+        return label_set_named(project, request.GET.get("label_set"), default_first=True)
+    except UnknownName as exc:
+        if request.GET.get("label_set"):
+            raise Http404(str(exc).split(": ", 1)[-1]) from None
+        return None  # the project has no label set yet
+
+
+def _api_urls(project) -> dict:
+    return {
+        "next": reverse("api-review-next", args=[project.pk]),
+        "progress": reverse("api-review-progress", args=[project.pk]),
+        "undo_last": reverse("api-review-undo-last", args=[project.pk]),
+        "gallery": reverse("api-review-gallery", args=[project.pk]),
+        "bulk": reverse("api-review-bulk", args=[project.pk]),
+        # /api/nuclei/0/...: the script puts the nucleus id in place of the 0.
+        "labels": reverse("api-nucleus-labels", args=[0]),
+        "skip": reverse("api-nucleus-skip", args=[0]),
+        "release": reverse("api-nucleus-release", args=[0]),
+    }
+
+
+@require_GET
+def review_page(request, project_id: int):
+    project = get_project_for(request.user, project_id, Role.REVIEWER)
+    label_set = _chosen_label_set(project, request)
+    strategy = request.GET.get("strategy") or queue.DEFAULT_STRATEGY
+    if strategy not in queue.STRATEGIES:
+        strategy = queue.DEFAULT_STRATEGY
+    version = active_version(project)
+    has_predictions = bool(version and label_set and Prediction.objects.filter(
+        model_version=version, label_set=label_set).exists())
+    return render(request, "review/review.html", {
+        "project": project, "label_sets": _label_sets(project), "label_set": label_set,
+        "classes": queue.label_set_classes(label_set) if label_set else [],
+        "strategies": [(key, name, about) for key, (name, _, about) in queue.STRATEGIES.items()],
+        "strategy": strategy,
+        "include_labelled": request.GET.get("include_labelled") in ("1", "true", "on"),
+        "version": version, "has_predictions": has_predictions, "api": _api_urls(project),
+        "lease_seconds": queue.LEASE_SECONDS,
+    })
+
+
+@require_GET
+def gallery_page(request, project_id: int):
+    project = get_project_for(request.user, project_id, Role.REVIEWER)
+    label_set = _chosen_label_set(project, request)
+    return render(request, "review/gallery.html", {
+        "project": project, "label_sets": _label_sets(project), "label_set": label_set,
+        "classes": queue.label_set_classes(label_set) if label_set else [],
+        "class_name": request.GET.get("class_name") or "", "version": active_version(project),
+        "api": _api_urls(project),
+    })
+
+
+@require_GET
+def agreement_page(request, project_id: int):
+    project = get_project_for(request.user, project_id, Role.VIEWER)
+    name = request.GET.get("label_set")
+    label_set = None
+    if name:
+        try:
+            label_set = label_set_named(project, name)
+        except UnknownName as exc:
+            raise Http404(str(exc).split(": ", 1)[-1]) from None
+    return render(request, "review/agreement.html", {
+        "project": project, "reports": quality.project_agreement(project, label_set),
+        "can_settle": ROLE_RANK[project.role] >= ROLE_RANK[Role.CURATOR],
+        "can_review": ROLE_RANK[project.role] >= ROLE_RANK[Role.REVIEWER],
+    })
+
+
+@require_POST
+def settle_form(request, project_id: int):
+    """The agreement page's settle form: a curator records the final label of a conflict."""
+    project = get_project_for(request.user, project_id, Role.CURATOR)
+    back = reverse("review-agreement", args=[project.pk])
+    try:
+        _, nucleus = nucleus_for(request.user, int(request.POST.get("nucleus") or 0), Role.CURATOR,
+                                 project_id=project.pk)
+        label_set = label_set_named(project, request.POST.get("label_set"))
+        class_index = class_index_for(label_set, request.POST.get("class_name"))
+        version = request.POST.get("version")
+        expected = int(version) if version not in (None, "", "None") else None
+    except (UnknownName, ValueError) as exc:
+        messages.error(request, f"Not settled: {exc}")
+        return redirect(back)
+    try:
+        operations.do_settle(nucleus, label_set, class_index, curator=request.user, expected_label_id=expected,
+                             client_id=(request.POST.get("client_id") or "")[:64])
+    except StaleLabel:
+        messages.error(request, f"Not settled: the label of nucleus {nucleus.pk} changed meanwhile; look again.")
+        return redirect(back)
+    name = queue.class_name_of(queue.label_set_classes(label_set), class_index)
+    messages.success(request, f"Nucleus {nucleus.pk} settled as {name!r} in {label_set.name}.")
+    return redirect(back)
+
+
+@require_GET
+def nucleus_page(request, project_id: int, nucleus_id: int):
+    _, nucleus = nucleus_for(request.user, nucleus_id, Role.VIEWER, project_id=project_id)
+    project = get_project_for(request.user, project_id, Role.VIEWER)
+    version = active_version(project)
+    image = nucleus.image
+    region = queue.region_around(nucleus.x0, nucleus.y0, nucleus.x1, nucleus.y1, nucleus.centroid_x,
+                                 nucleus.centroid_y, image.width, image.height)
+    predictions = {}
+    if version is not None:
+        predictions = {p.label_set_id: p for p in Prediction.objects.filter(model_version=version, nucleus=nucleus)}
+    label_sets = []
+    for info in _label_sets(project):
+        current = queue.current_label(nucleus.pk, LabelSet(pk=info["id"]))
+        prediction = predictions.get(info["id"])
+        current_dict = queue.current_label_dict(current, info["classes"])
+        label_sets.append({
+            **info, "current": current_dict,
+            "current_color": info["classes"][current_dict["class_index"]]["color"] if current_dict else None,
+            "prediction": queue.prediction_dict(prediction, info["classes"], version) if prediction else None,
+        })
+    outline = " ".join(f"{x},{y}" for x, y in nucleus.outline)
+    return render(request, "review/nucleus.html", {
+        "project": project, "nucleus": nucleus, "image": image, "region": region,
+        "viewbox": f"{region[0] - 0.5} {region[1] - 0.5} {region[2] - region[0]} {region[3] - region[1]}",
+        "crop_url": queue.region_url(image.pk, region), "outline": outline, "label_sets": label_sets,
+        "history": list(reversed(queue.history(nucleus))), "version": version,
+        "can_review": ROLE_RANK[project.role] >= ROLE_RANK[Role.REVIEWER],
+    })
