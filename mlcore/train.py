@@ -163,6 +163,17 @@ class StageClock:
         return elapsed / self.done_steps * max(self.total_steps - self.done_steps, 0)
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params, grad_clip: float,
+                   scheduler=None) -> None:
+    """One update as every stage makes it: backward, gradient-norm clip, step, schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+
+
 def train_one_epoch(model: nn.Module, stage: str, optimizer: torch.optim.Optimizer,
                     loader: torch.utils.data.DataLoader, device: torch.device, epoch: int, epochs: int,
                     config: TrainConfig, blocks: tuple[tuple[int, int], ...], scheduler=None,
@@ -188,12 +199,7 @@ def train_one_epoch(model: nn.Module, stage: str, optimizer: torch.optim.Optimiz
             logits, heads = model(images)
             loss, terms = completion_loss(logits, heads, labels, blocks, config.threshold)
             pseudo_total = terms.pseudo_counts if pseudo_total is None else pseudo_total + terms.pseudo_counts
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        optimizer_step(loss, optimizer, params, config.grad_clip, scheduler)
         # Keep Python floats only: no autograd graph outlives its batch.
         loss_value = loss.item()
         loss_sum += loss_value * len(labels)
@@ -272,12 +278,7 @@ def train_correlation_epoch(heads: nn.Module, optimizer: torch.optim.Optimizer, 
         if len(batch) < 2:
             continue
         loss = correlation_loss(heads(features[batch], d), labels[batch, d])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        optimizer_step(loss, optimizer, params, config.grad_clip, scheduler)
         loss_value = loss.item()
         loss_sum += loss_value * len(batch)
         samples += len(batch)
