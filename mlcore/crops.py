@@ -7,9 +7,9 @@ resized down to ``size`` so that the whole nucleus stays visible. Pixels outside
 mirrored (OpenCV's BORDER_REFLECT_101: ``dcb|abcd|cba``), never filled with black, so that the
 network does not learn "black edge = border nucleus".
 
-Everything is vectorised: bounding boxes come from ``scipy.ndimage.find_objects`` (one C pass over
-the mask), centroids from ``np.bincount``, and all fitting crops are gathered at once from a
-strided window view of the mirror-padded image. Only the (rare) large nuclei are resized one by one with OpenCV.
+No Python loop over pixels: bounding boxes come from ``scipy.ndimage.find_objects`` (one C pass over
+the mask), centroids from ``np.bincount`` over the foreground, and each fitting crop is one slice copy
+from the image mirror-padded once. Only the (rare) large nuclei are resized, one by one, with OpenCV.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
 CROP_SIZE = 64
@@ -48,15 +47,16 @@ def instance_geometry(instance_map: np.ndarray) -> InstanceGeometry:
             raise ValueError(f"instance map must hold integer ids, got dtype {labels.dtype}")
     if labels.size and labels.min() < 0:
         raise ValueError("instance map has negative ids")
-    flat = labels.ravel().astype(np.int64, copy=False)
+    # Only foreground pixels enter the sums: nuclei cover a fraction of a tile.
+    foreground = np.flatnonzero(labels.ravel())
+    flat = labels.ravel()[foreground].astype(np.int64, copy=False)
     max_id = int(flat.max()) if flat.size else 0
     areas_all = np.bincount(flat, minlength=max_id + 1)
     ids = np.flatnonzero(areas_all[1:]) + 1
     if ids.size == 0:
         empty = np.zeros((0,), np.int64)
         return InstanceGeometry(empty, np.zeros((0, 4), np.int64), np.zeros((0, 2)), empty)
-    height, width = labels.shape
-    ys, xs = np.divmod(np.arange(flat.size, dtype=np.int64), width)
+    ys, xs = np.divmod(foreground, labels.shape[1])
     sum_x = np.bincount(flat, weights=xs, minlength=max_id + 1)
     sum_y = np.bincount(flat, weights=ys, minlength=max_id + 1)
     areas = areas_all[ids]
@@ -118,11 +118,17 @@ def cut_crops(image: np.ndarray, instance_map: np.ndarray, size: int = CROP_SIZE
     if fits.any():
         # Mirror-pad the image once (a window starts at most size/2 outside it), then take every
         # window in one gather from a strided view: no per-crop index arrays, one copy.
+        # Mirror-pad the image once (a window starts at most size/2 outside it), then copy each window
+        # as a slice: a contiguous 64-row copy per crop beats any fancy-indexed gather.
         pad = size
-        padded = image[reflect_101(np.arange(-pad, height + pad), height)][:, reflect_101(np.arange(-pad, width + pad), width)]
-        windows = sliding_window_view(padded, (size, size), axis=(0, 1))  # (H', W', 3, size, size) view
-        corners = top_left[fits] + pad
-        crops[fits] = windows[corners[:, 0], corners[:, 1]].transpose(0, 2, 3, 1)
+        if min(height, width) > pad:
+            padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+        else:  # tiny image: the mirror folds more than once, which copyMakeBorder does not do
+            padded = image[reflect_101(np.arange(-pad, height + pad), height)][:, reflect_101(np.arange(-pad, width + pad), width)]
+        rows = np.flatnonzero(fits)
+        corners = (top_left[rows] + pad).tolist()
+        for row, (y, x) in zip(rows.tolist(), corners):
+            crops[row] = padded[y:y + size, x:x + size]
     for index in np.flatnonzero(~fits):
         span = np.arange(side[index])
         rows = reflect_101(top_left[index, 0] + span, height)

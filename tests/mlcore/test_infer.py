@@ -61,3 +61,15 @@ def test_read_mask_npy_and_png(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((2, 3, 4)))
     with pytest.raises(DataError, match="2-D"):
         read_mask(tmp_path / "bad.npy")
+
+
+def test_overlay_compression_changes_the_file_size_not_the_pixels(model, tmp_path):
+    image, instance_map, _ = disk_image(np.random.default_rng(1), size=96, count=8)
+    result = infer_image(model, image, instance_map)
+    write_outputs(tmp_path / "stored", "tile", image, instance_map, result, model, ["A"])
+    write_outputs(tmp_path / "packed", "tile", image, instance_map, result, model, ["A"], overlay_compression=6)
+    stored, packed = tmp_path / "stored" / "tile_A_overlay.png", tmp_path / "packed" / "tile_A_overlay.png"
+    np.testing.assert_array_equal(cv2.imread(str(stored)), cv2.imread(str(packed)))
+    assert packed.stat().st_size < stored.stat().st_size
+    written = write_outputs(tmp_path / "none", "tile", image, instance_map, result, model, overlays=False)
+    assert {p.name for p in written} == {"tile_A.npy", "tile_B.npy", "tile.json"}

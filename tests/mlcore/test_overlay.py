@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from mlcore.overlay import draw_overlay, save_png
+from mlcore.overlay import InstanceOutlines, draw_overlay, save_png
 from mlcore.types import LabelSet
 
 LABELS = LabelSet("demo", ("tumour", "immune"), ((255, 0, 0), (0, 0, 255)))
@@ -53,3 +53,34 @@ def test_without_label_set_everything_is_unlabelled(tmp_path):
     assert tuple(picture[10, 15]) == (0, 255, 0) and tuple(picture[30, 50]) == (0, 255, 0)
     path = save_png(tmp_path / "out" / "overlay.png", picture)
     np.testing.assert_array_equal(np.asarray(Image.open(path)), picture)
+
+
+def test_outlines_close_at_the_image_border_and_follow_the_thickness():
+    instance_map = np.zeros((40, 40), np.int32)
+    instance_map[0:10, 0:10] = 1        # touches the top-left corner
+    instance_map[20:30, 20:30] = 2
+    thin, thick = InstanceOutlines(instance_map, 1), InstanceOutlines(instance_map, 2)
+    edge = np.zeros(40 * 40, bool)
+    edge[thin.pixels] = True
+    edge = edge.reshape(40, 40)
+    assert edge[0, 5] and edge[5, 0] and edge[9, 5] and not edge[5, 5]   # closed along the image edge
+    assert edge[20, 25] and edge[29, 25] and not edge[21, 25]            # one pixel wide
+    assert not edge[19, 25] and not edge[15, 15]                          # never outside the nucleus
+    thick_edge = np.zeros(40 * 40, bool)
+    thick_edge[thick.pixels] = True
+    assert thick_edge.reshape(40, 40)[21, 25] and not thick_edge.reshape(40, 40)[22, 25]
+    assert thin.ids.tolist() == [1, 2] and set(thin.owners.tolist()) == {1, 2}
+    assert len(thick.pixels) > len(thin.pixels)
+
+
+def test_one_outline_pass_draws_every_label_set_like_draw_overlay():
+    image, instance_map, classes = _scene()
+    other = LabelSet("other", ("a", "b", "c"), ((0, 255, 0), (255, 0, 255), (0, 255, 255)))
+    outlines = InstanceOutlines(instance_map)
+    for label_set, mapping in ((LABELS, classes), (other, {1: 2, 2: 2, 3: 0})):
+        ids = np.array(list(mapping)), np.array(list(mapping.values()))
+        np.testing.assert_array_equal(outlines.draw(image, *ids, label_set),
+                                      draw_overlay(image, instance_map, mapping, label_set))
+    # A class index outside the label set is drawn as unlabelled, not as a wrong colour or an error.
+    picture = outlines.draw(image, np.array([1]), np.array([7]), LABELS, legend=False)
+    assert tuple(picture[10, 15]) == GREY

@@ -1,5 +1,4 @@
 import json
-import time
 
 import cv2
 import numpy as np
@@ -143,15 +142,10 @@ def test_nucleus_outlines_are_simplified_outer_polygons(tile):
         assert xs.min() == cols.min() and xs.max() == cols.max() and ys.min() == rows.min() and ys.max() == rows.max()
 
 
-def test_geometry_and_outlines_are_fast_on_a_large_map():
+def test_geometry_and_outlines_cover_every_nucleus_of_a_large_map():
+    # Their speed is measured in benchmarks/ (no timed assertions here); this checks nothing is lost at scale.
     _, instance_map, _ = generate_tile(np.random.default_rng(0), (2000, 2000), 3000, 4)
     assert instance_map.max() >= 2900
-    start = time.perf_counter()
     geometry = nucleus_geometry(instance_map)
-    geometry_seconds = time.perf_counter() - start
-    start = time.perf_counter()
     outlines = nucleus_outlines(instance_map)
-    outline_seconds = time.perf_counter() - start
     assert len(geometry) == len(outlines) == instance_map.max()
-    # Well under a second each on an idle core; the bound leaves room for a busy shared machine.
-    assert geometry_seconds < 1.0 and outline_seconds < 1.0, (geometry_seconds, outline_seconds)
