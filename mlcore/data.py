@@ -362,27 +362,53 @@ def to_input(crops: torch.Tensor, device: torch.device | str = "cpu") -> torch.T
     return x.contiguous(memory_format=torch.channels_last)
 
 
+_GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights
+# The 8 symmetries of the square as (transpose, flip rows, flip columns) bits of a number 0-7.
+_DIHEDRAL_BITS = (1, 2, 4)
+
+
 def augment(crops: torch.Tensor, generator: torch.Generator | None = None, jitter: float = 0.1,
             device: torch.device | str = "cpu") -> torch.Tensor:
     """Random dihedral transform (flips and 90-degree rotations: a nucleus has no orientation) and
-    mild brightness/contrast/saturation jitter, per sample, on the whole batch at once."""
-    x = crops.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    batch = x.shape[0]
-    # Generate on the CPU generator, then move: works whatever the device.
+    mild brightness/contrast/saturation jitter, per sample, on the whole batch at once.
+
+    uint8 (B, S, S, 3) -> float (B, 3, S, S) in [-1, 1], channels-last, like ``to_input``.
+    Written for speed, as this runs on every training batch: the symmetries are applied to the uint8
+    crops, one group of samples per symmetry (not to every sample with a select), and the three
+    jitters, being per-sample affine maps of the pixel and its grey value, fold into one
+    ``alpha * x + beta * grey + gamma`` with the [-1, 1] scaling included.
+    """
+    crops = crops.to(device, non_blocking=True)
+    batch = crops.shape[0]
+    # Drawn on the CPU generator, then moved: the same draws whatever the device.
     coins = torch.rand((batch, 3), generator=generator)
     factors = 1.0 + jitter * (2.0 * torch.rand((batch, 3), generator=generator) - 1.0)
-    coins, factors = coins.to(x.device), factors.to(x.device)
-    # transpose x flip-rows x flip-columns spans the 8 symmetries of the square.
-    x = torch.where((coins[:, 0] < 0.5).view(-1, 1, 1, 1), x.transpose(2, 3), x)
-    x = torch.where((coins[:, 1] < 0.5).view(-1, 1, 1, 1), x.flip(2), x)
-    x = torch.where((coins[:, 2] < 0.5).view(-1, 1, 1, 1), x.flip(3), x)
+    symmetry = ((coins < 0.5).long() * torch.tensor(_DIHEDRAL_BITS)).sum(dim=1).to(crops.device)
+    flipped = torch.empty_like(crops)
+    for code in range(8):
+        rows = (symmetry == code).nonzero().squeeze(1)
+        if len(rows) == 0:
+            continue
+        part = crops.index_select(0, rows)           # (n, S, S, 3): dims 1, 2 are rows, columns
+        if code & 1:
+            part = part.transpose(1, 2)
+        if code & 2:
+            part = part.flip(1)
+        if code & 4:
+            part = part.flip(2)
+        flipped.index_copy_(0, rows, part)
+    x = flipped.float()                              # (B, S, S, 3) in 0..255
     if jitter > 0:
-        brightness, contrast, saturation = (factors[:, i].view(-1, 1, 1, 1) for i in range(3))
-        x = x * brightness
-        grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-        x = (x - grey) * saturation + grey
-        mean = grey.mean(dim=(2, 3), keepdim=True)
-        x = (x - mean) * contrast + mean
-        x = x.clamp_(0.0, 1.0)
-    x = x.mul_(2.0).sub_(1.0)
-    return x.contiguous(memory_format=torch.channels_last)
+        # brightness b, then saturation s around the grey value, then contrast c around the mean grey:
+        # c*b*s*x + c*b*(1-s)*grey + (1-c)*b*mean(grey), then mapped from [0, 255] to [-1, 1].
+        brightness, contrast, saturation = (factors[:, i].to(x.device) for i in range(3))
+        grey = x @ torch.tensor(_GREY, device=x.device)           # (B, S, S)
+        scale = contrast * brightness
+        alpha = (2.0 / 255.0 * scale * saturation).view(-1, 1, 1, 1)
+        beta = (2.0 / 255.0 * scale * (1.0 - saturation)).view(-1, 1, 1)
+        gamma = (2.0 / 255.0 * (1.0 - contrast) * brightness * grey.mean(dim=(1, 2)) - 1.0).view(-1, 1, 1)
+        x = x.mul_(alpha).add_(torch.addcmul(gamma, grey, beta).unsqueeze(3)).clamp_(-1.0, 1.0)
+    else:
+        x = x.mul_(2.0 / 255.0).sub_(1.0)
+    # An NHWC tensor seen as NCHW is channels-last already: no copy.
+    return x.permute(0, 3, 1, 2)

@@ -109,3 +109,29 @@ def test_augment_is_a_batched_dihedral_transform_plus_jitter():
         assert any(torch.allclose(out[i], c, atol=1e-6) for c in candidates)
     jittered = augment(crops, torch.Generator().manual_seed(0), jitter=0.1)
     assert not torch.allclose(jittered, out)
+
+
+def _reference_augment(crops, generator, jitter):
+    """The augmentation written step by step (dihedral, brightness, saturation, contrast, clamp)."""
+    x = crops.permute(0, 3, 1, 2).float() / 255.0
+    coins = torch.rand((len(x), 3), generator=generator)
+    factors = 1.0 + jitter * (2.0 * torch.rand((len(x), 3), generator=generator) - 1.0)
+    x = torch.where((coins[:, 0] < 0.5).view(-1, 1, 1, 1), x.transpose(2, 3), x)
+    x = torch.where((coins[:, 1] < 0.5).view(-1, 1, 1, 1), x.flip(2), x)
+    x = torch.where((coins[:, 2] < 0.5).view(-1, 1, 1, 1), x.flip(3), x)
+    brightness, contrast, saturation = (factors[:, i].view(-1, 1, 1, 1) for i in range(3))
+    x = x * brightness
+    grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    x = (x - grey) * saturation + grey
+    mean = grey.mean(dim=(2, 3), keepdim=True)
+    x = ((x - mean) * contrast + mean).clamp(0.0, 1.0)
+    return x * 2.0 - 1.0
+
+
+def test_augment_matches_the_step_by_step_transform_and_stays_channels_last():
+    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8))
+    for jitter in (0.0, 0.3):
+        fast = augment(crops, torch.Generator().manual_seed(7), jitter=jitter)
+        reference = _reference_augment(crops, torch.Generator().manual_seed(7), jitter)
+        torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0)
+        assert fast.is_contiguous(memory_format=torch.channels_last)
