@@ -17,8 +17,14 @@ pytestmark = pytest.mark.django_db
 
 def test_home_lists_the_users_projects_with_counts(client, viewer_project, owner, outsider):
     vp = viewer_project
+    job = Job.objects.create(kind=Job.Kind.IMPORT, state=Job.State.FAILED, created_by=owner, project=vp.project,
+                             error="images/x.png: not an image")
     client.force_login(owner)
     html = client.get("/").content.decode()
+    # The recent-jobs table (shared with the project page): link, state, error and who started it.
+    jobs = re.search(r'<section class="card" id="jobs">(.*?)</section>', html, re.S).group(1)
+    assert f'href="/jobs/{job.pk}/"' in jobs and "state-failed" in jobs and "images/x.png: not an image" in jobs
+    assert f"<td>{owner.username}</td>" in jobs
     row = re.search(r'<tr><td><a href="/projects/%d/">Colon merge</a>.*?</tr>' % vp.project.pk, html, re.S).group(0)
     nuclei = vp.alpha.nucleus_count + vp.beta.nucleus_count
     assert re.findall(r'<td class="num">(\d+)</td>', row) == ["2", "4", str(nuclei)]
@@ -29,6 +35,7 @@ def test_home_lists_the_users_projects_with_counts(client, viewer_project, owner
     html = client.get("/").content.decode()
     assert "Colon merge" not in html
     assert "not a member of any project" in html
+    assert "images/x.png" not in html and "No jobs yet." in html   # an outsider does not see the project's jobs
 
 
 def test_new_project_form_creates_a_project_with_its_creator_as_admin(client, owner):

@@ -12,7 +12,7 @@ from . import operations
 def home(request):
     from webapp.datasets.queries import project_summaries
 
-    jobs = visible_jobs(request.user)[:10]
+    jobs = visible_jobs(request.user).select_related("created_by").order_by("-created_at", "-id")[:10]
     return render(request, "core/home.html", {"jobs": jobs, "projects": project_summaries(request.user)})
 
 
