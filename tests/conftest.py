@@ -115,7 +115,9 @@ class WorkerProcess:
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "default,gpu", "--pool", "prefork",
              "--concurrency", "1", "-l", "info", "-n", self.name, "--without-gossip",
              "--without-mingle"],
-            cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            # Two processes prepare the images of an import whatever the cores here: tests take that path.
+            cwd=ROOT, env=subprocess_env(IMPORT_PROCESSES="2"), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 60) -> None:

@@ -172,6 +172,11 @@ STORAGES = {
 
 # Uploads: archives bigger than this are refused before they are unpacked.
 MAX_UPLOAD_BYTES = _env_int("MAX_UPLOAD_BYTES", 2 * 1024**3)
+# Processes that prepare the images of an import (read, checksum, files, outlines); 0 = one per CPU core,
+# 1 = in the importing process itself.
+IMPORT_PROCESSES = _env_int("IMPORT_PROCESSES", 0)
+if IMPORT_PROCESSES < 0:
+    raise ImproperlyConfigured(f"IMPORT_PROCESSES={IMPORT_PROCESSES} must be 0 (one per core) or more")
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 
 # --- Redis and Celery -------------------------------------------------------------------------

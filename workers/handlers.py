@@ -73,8 +73,11 @@ def run_import(context: JobContext) -> dict:
     from webapp.datasets.uploads import run_import_job
 
     def progress(percent: float, message: str) -> None:
+        # Called per image: the progress write (at most every half second) also reads the cancel flag,
+        # so no query of its own here.
         context.progress(percent, message=message)
-        context.check_cancel()
+        if context.cancel_requested:
+            raise JobCancelled()
 
     return run_import_job(context.job, progress)
 

@@ -7,11 +7,10 @@ rows and no files behind.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import shutil
 import uuid
 import zipfile
+from contextlib import closing
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -24,17 +23,15 @@ from PIL import Image as PILImage
 
 from mlcore.readers import FORMATS, open_dataset
 from mlcore.types import DataError, LabelSet as MLLabelSet
-from mlcore.writers import nucleus_geometry, nucleus_outlines
 from webapp.core import audit
 from webapp.projects.models import Project
 
 from . import bulk
 from .models import CurrentLabel, Dataset, Image, Label, LabelClass, LabelSet, LabelSource, Nucleus
+from .preparing import NUCLEUS_FIELDS, PreparedImage, prepared_images
 
 Progress = Callable[[float, str], None]
-THUMBNAIL_SIZE = 192
-BATCH_NUCLEI = 20_000
-PREPARE_THREADS = 2  # rows per bulk insert: large enough to be fast, small enough for memory
+BATCH_NUCLEI = 5_000  # nuclei per bulk insert: small enough that writing overlaps the preparing workers
 
 
 class ImportRejected(Exception):
@@ -129,35 +126,6 @@ def create_label_set(project: Project, spec: MLLabelSet) -> LabelSet:
 
 # ------------------------------------------------------------------------------------------ files
 
-def pixel_checksum(rgb: np.ndarray) -> str:
-    digest = hashlib.sha256(f"{rgb.shape}".encode())
-    digest.update(np.ascontiguousarray(rgb).tobytes())
-    return digest.hexdigest()
-
-
-def save_image_files(folder: Path, stem: str, rgb: np.ndarray, instance_map: np.ndarray,
-                     source_path: str) -> tuple[Path, Path, Path]:
-    """Keep the original file when there is one (JPEG stays JPEG); masks as lossless 16-bit PNG."""
-    source = Path(source_path) if source_path else None
-    if source is not None and source.is_file() and source.suffix.lower() in {".png", ".jpg", ".jpeg"}:
-        image_path = folder / "images" / f"{stem}{source.suffix.lower()}"
-        shutil.copyfile(source, image_path)
-    else:
-        image_path = folder / "images" / f"{stem}.png"
-        cv2.imwrite(str(image_path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if instance_map.max(initial=0) < 65536:
-        mask_path = folder / "masks" / f"{stem}.png"
-        cv2.imwrite(str(mask_path), instance_map.astype(np.uint16))
-    else:
-        mask_path = folder / "masks" / f"{stem}.npy"
-        np.save(mask_path, instance_map.astype(np.int32))
-    thumb = PILImage.fromarray(rgb)
-    thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    thumb_path = folder / "thumbs" / f"{stem}.jpg"
-    thumb.save(thumb_path, quality=85)
-    return image_path, mask_path, thumb_path
-
-
 def load_mask(image: Image) -> np.ndarray:
     path = Path(settings.MEDIA_ROOT) / image.mask_file
     if path.suffix == ".npy":
@@ -211,20 +179,30 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
     dataset = Dataset.objects.create(project=project, name=name, label_set=label_set, format=format,
                                      provenance=provenance, uploaded_by=actor,
                                      storage_dir=media_relative(folder))
+    copy = bulk.uses_copy()
+    if copy:
+        # Foreign keys are checked as each batch is written, while the workers prepare the next images,
+        # instead of all at once at the commit.
+        bulk.check_constraints_now()
     known_checksums = dict(Image.objects.filter(project=project).values_list("checksum", "name"))
-    batch = _Batch(project, dataset, label_set, actor)
+    names: set[str] = set()
+    batch = _Batch(project, dataset, label_set, actor, copy)
     total_images = len(reader)
-    for number, (annotated, prepared) in enumerate(_prepared(reader, folder), start=1):
-        checksum = prepared[0]
-        if checksum in known_checksums:
-            raise DataError(annotated.source_path or annotated.name,
-                            f"this image was already uploaded to the project (as {known_checksums[checksum]!r})")
-        known_checksums[checksum] = annotated.name
-        batch.add_image(annotated, *prepared)
-        if batch.nuclei >= BATCH_NUCLEI:
-            batch.flush()
-        progress(100.0 * number / total_images, f"image {number}/{total_images}: {annotated.name}")
-    batch.flush()
+    with closing(prepared_images(reader, folder, as_text=copy)) as images:
+        for number, prepared in enumerate(images, start=1):
+            if prepared.name in names:
+                raise DataError(prepared.source_path or prepared.name,
+                                f"a second image is named {prepared.name!r} in this dataset")
+            names.add(prepared.name)
+            if prepared.checksum in known_checksums:
+                raise DataError(prepared.source_path or prepared.name,
+                                f"this image was already uploaded to the project (as {known_checksums[prepared.checksum]!r})")
+            known_checksums[prepared.checksum] = prepared.name
+            batch.add_image(prepared)
+            if batch.nuclei >= BATCH_NUCLEI:
+                batch.flush()
+            progress(100.0 * number / total_images, f"image {number}/{total_images}: {prepared.name}")
+        batch.flush()
     dataset.image_count = total_images
     dataset.nucleus_count = batch.total_nuclei
     dataset.save(update_fields=["image_count", "nucleus_count"])
@@ -233,86 +211,80 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
     return dataset
 
 
-def _prepare(annotated, folder: Path) -> tuple:
-    """The per-image work that needs no database: checksum, files, geometry and outlines."""
-    rgb, instance_map = annotated.image, annotated.instance_map
-    checksum = pixel_checksum(rgb)
-    paths = save_image_files(folder, annotated.name, rgb, instance_map, annotated.source_path)
-    return (checksum, *paths, nucleus_geometry(instance_map), nucleus_outlines(instance_map))
-
-
-def _prepared(reader, folder: Path, workers: int = PREPARE_THREADS):
-    """Yield (image, prepared) in order while threads prepare the next few images.
-
-    OpenCV, NumPy, Pillow and hashlib release the GIL, so threads use the cores while the main
-    thread reads the next image and writes rows; the window keeps memory bounded.
-    """
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import") as pool:
-        window: deque = deque()
-        for annotated in reader:
-            window.append((annotated, pool.submit(_prepare, annotated, folder)))
-            if len(window) > 2 * workers:
-                first, future = window.popleft()
-                yield first, future.result()
-        while window:
-            first, future = window.popleft()
-            yield first, future.result()
-
-
 class _Batch:
-    """Images and nuclei waiting to be inserted together (with ids allocated at flush time)."""
+    """Images and nuclei waiting to be inserted together (with ids allocated at flush time).
 
-    def __init__(self, project, dataset, label_set, actor):
-        self.project, self.dataset, self.label_set = project, dataset, label_set
+    On PostgreSQL the nuclei arrive as COPY text lines from the workers, and labels are written as COPY
+    text too: no per-row Python objects beyond one formatted line.
+    """
+
+    def __init__(self, project, dataset, label_set, actor, copy: bool):
+        self.project, self.dataset, self.label_set, self.copy = project, dataset, label_set, copy
         self.author_id = actor.pk if getattr(actor, "is_authenticated", False) else None
-        self.images: list[tuple] = []
-        self.per_image: list[tuple] = []  # (geometry, outlines, classes)
+        self.images: list[PreparedImage] = []
         self.nuclei = 0
         self.total_nuclei = 0
 
-    def add_image(self, annotated, checksum, image_path, mask_path, thumb_path, geometry, outlines):
-        self.images.append((self.project.pk, self.dataset.pk, annotated.name, media_relative(image_path),
-                            media_relative(mask_path), media_relative(thumb_path), annotated.image.shape[1],
-                            annotated.image.shape[0], checksum, annotated.group, len(geometry)))
-        self.per_image.append((geometry, outlines, annotated.classes if self.label_set else {}))
-        self.nuclei += len(geometry)
+    def add_image(self, prepared: PreparedImage):
+        self.images.append(prepared)
+        self.nuclei += len(prepared.nuclei)
 
     def flush(self):
         if not self.images:
             return
-        image_ids = bulk.allocate_ids(Image, len(self.images))
-        bulk.insert_rows(Image, IMAGE_COLUMNS, ([image_id, *row] for image_id, row in zip(image_ids, self.images)))
-        nucleus_ids = iter(bulk.allocate_ids(Nucleus, self.nuclei))
-        nucleus_rows, labelled = [], []
-        for image_id, (geometry, outlines, classes) in zip(image_ids, self.per_image):
-            for instance_id, x0, y0, x1, y1, cx, cy, area in geometry.tolist():
-                nucleus_id = next(nucleus_ids)
-                nucleus_rows.append((nucleus_id, image_id, instance_id, x0, y0, x1, y1, cx, cy, area,
-                                     outlines.get(instance_id, [])))
-                class_index = classes.get(instance_id)
-                if class_index is not None:
-                    labelled.append((nucleus_id, class_index))
-        bulk.insert_rows(Nucleus, NUCLEUS_COLUMNS, nucleus_rows)
+        images = self.images
+        image_ids = bulk.allocate_ids(Image, len(images))
+        bulk.insert_rows(Image, IMAGE_COLUMNS, (
+            (image_id, self.project.pk, self.dataset.pk, p.name, p.image_file, p.mask_file, p.thumbnail_file,
+             p.width, p.height, p.checksum, p.group, len(p.nuclei)) for image_id, p in zip(image_ids, images)))
+        nucleus_ids = bulk.allocate_ids(Nucleus, self.nuclei)
+        # (nucleus id, class index) of every labelled nucleus, in insertion order
+        labelled: list[tuple[int, int]] = []
+        position = 0
+        if self.copy:
+            lines = []
+            for image_id, p in zip(image_ids, images):
+                ids = nucleus_ids[position:position + len(p.nuclei)]
+                lines += [f"{nucleus_id}\t{image_id}\t{line}\n" for nucleus_id, line in zip(ids, p.nuclei)]
+                labelled += [(nucleus_id, c) for nucleus_id, c in zip(ids, p.classes) if c >= 0]
+                position += len(p.nuclei)
+            bulk.copy_text(Nucleus, NUCLEUS_COLUMNS, lines)
+        else:
+            rows = []
+            for image_id, p in zip(image_ids, images):
+                ids = nucleus_ids[position:position + len(p.nuclei)]
+                rows += [(nucleus_id, image_id, *fields) for nucleus_id, fields in zip(ids, p.nuclei)]
+                labelled += [(nucleus_id, c) for nucleus_id, c in zip(ids, p.classes) if c >= 0]
+                position += len(p.nuclei)
+            bulk.insert_rows(Nucleus, NUCLEUS_COLUMNS, rows, json_encoded=True)
         if self.label_set is not None and labelled:
-            now = timezone.now()
-            label_ids = bulk.allocate_ids(Label, len(labelled))
-            bulk.insert_rows(Label, LABEL_COLUMNS, (
-                (label_id, nucleus_id, self.label_set.pk, class_index, LabelSource.GROUND_TRUTH, self.author_id, "", now)
-                for label_id, (nucleus_id, class_index) in zip(label_ids, labelled)))
-            current_ids = bulk.allocate_ids(CurrentLabel, len(labelled))
-            bulk.insert_rows(CurrentLabel, CURRENT_COLUMNS, (
-                (current_id, nucleus_id, self.label_set.pk, label_id, class_index, LabelSource.GROUND_TRUTH)
-                for current_id, label_id, (nucleus_id, class_index) in zip(current_ids, label_ids, labelled)))
+            self._insert_labels(labelled)
         self.total_nuclei += self.nuclei
-        self.images, self.per_image, self.nuclei = [], [], 0
+        self.images, self.nuclei = [], 0
+
+    def _insert_labels(self, labelled: list[tuple[int, int]]):
+        label_set_id, source = self.label_set.pk, LabelSource.GROUND_TRUTH
+        label_ids = bulk.allocate_ids(Label, len(labelled))
+        now = timezone.now()
+        if self.copy:
+            author = "\\N" if self.author_id is None else str(self.author_id)
+            tail = f"\t{source}\t{author}\t\t{now.isoformat()}\n"
+            bulk.copy_text(Label, LABEL_COLUMNS, [f"{label_id}\t{nucleus_id}\t{label_set_id}\t{class_index}{tail}"
+                                                  for label_id, (nucleus_id, class_index) in zip(label_ids, labelled)])
+            bulk.copy_text(CurrentLabel, CURRENT_COLUMNS, [
+                f"{nucleus_id}\t{label_set_id}\t{label_id}\t{class_index}\t{source}\n"
+                for label_id, (nucleus_id, class_index) in zip(label_ids, labelled)])
+            return
+        bulk.insert_rows(Label, LABEL_COLUMNS, (
+            (label_id, nucleus_id, label_set_id, class_index, source, self.author_id, "", now)
+            for label_id, (nucleus_id, class_index) in zip(label_ids, labelled)))
+        bulk.insert_rows(CurrentLabel, CURRENT_COLUMNS, (
+            (nucleus_id, label_set_id, label_id, class_index, source)
+            for label_id, (nucleus_id, class_index) in zip(label_ids, labelled)))
 
 
 IMAGE_COLUMNS = ("id", "project_id", "dataset_id", "name", "file", "mask_file", "thumbnail_file", "width", "height",
                  "checksum", "group", "nucleus_count")
-NUCLEUS_COLUMNS = ("id", "image_id", "instance_id", "x0", "y0", "x1", "y1", "centroid_x", "centroid_y", "area",
-                   "outline")
+NUCLEUS_COLUMNS = ("id", "image_id", *NUCLEUS_FIELDS)
 LABEL_COLUMNS = ("id", "nucleus_id", "label_set_id", "class_index", "source", "author_id", "client_id", "created_at")
-CURRENT_COLUMNS = ("id", "nucleus_id", "label_set_id", "label_id", "class_index", "source")
+CURRENT_COLUMNS = ("nucleus_id", "label_set_id", "label_id", "class_index", "source")  # id: the column default
