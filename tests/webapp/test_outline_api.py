@@ -123,3 +123,32 @@ def test_predictions_of_the_active_model_version_are_a_source(api_client_for, cl
     data = api_client_for(member).get(f"/api/images/{vp.image.pk}/nuclei/").json()
     assert "prediction" not in {s["key"] for s in data["sources"]} and data["model_version"] is None
     assert all("prediction" not in e for n in data["nuclei"] for e in n["labels"].values())
+
+
+def test_an_image_without_reviews_needs_no_history_query_and_both_history_paths_agree(
+        api_client_for, viewer_project, member, monkeypatch):
+    from webapp.datasets import queries
+
+    vp = viewer_project
+    url = f"/api/images/{vp.image.pk}/nuclei/"
+    client = api_client_for(member)
+    by_id = client.get(url).json()
+    monkeypatch.setattr(queries, "HISTORY_BY_ID_MAX", 0)  # the subquery used when many nuclei were reviewed
+    assert client.get(url).json() == by_id
+    reviewed = next(n for n in by_id["nuclei"] if n["id"] in vp.reviewed)
+    assert reviewed["labels"][str(vp.alpha_set.pk)]["ground_truth"] is not None
+
+    with_reviews = len(_queries(client, url))
+    CurrentLabel.objects.filter(nucleus__image=vp.image).exclude(source=LabelSource.GROUND_TRUTH).delete()
+    without = client.get(url).json()
+    assert len(_queries(client, url)) == with_reviews - 1  # no ground-truth history to read
+    assert all(e["source"] == "ground_truth" for n in without["nuclei"] for e in n["labels"].values())
+
+
+def _queries(client, url):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url).status_code == 200
+    return captured.captured_queries

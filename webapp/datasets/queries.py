@@ -247,6 +247,9 @@ def _fetch(queryset) -> list[tuple]:
         return cursor.fetchall()
 
 
+HISTORY_BY_ID_MAX = 1000  # nuclei whose ground-truth history is read by id; beyond, by a subquery
+
+
 def image_labels(image_id: int, project=None, version: tuple[int, int] | None = None) -> dict[int, dict[int, list]]:
     """``{nucleus_id: {label_set_id: [class, source, ground_truth, review, predicted, probability]}}``.
 
@@ -258,21 +261,31 @@ def image_labels(image_id: int, project=None, version: tuple[int, int] | None = 
     labels: dict[int, dict[int, list]] = {}
     current = CurrentLabel.objects.filter(nucleus__image_id=image_id)
     truth_source, review_source = LabelSource.GROUND_TRUTH.value, LabelSource.REVIEW.value
+    changed = set()  # nuclei with a current label that is not ground truth (in any label set)
     for nucleus_id, ls_id, index, source in _fetch(
             current.values_list("nucleus_id", "label_set_id", "class_index", "source").order_by()):
         per = labels.get(nucleus_id)
         if per is None:
             per = labels[nucleus_id] = {}
-        # A current ground-truth label is the latest label, hence the latest ground truth too.
-        per[ls_id] = [index, source, index if source == truth_source else None,
-                      index if source == review_source else None, None, None]
+        if source == truth_source:
+            # A current ground-truth label is the latest label, hence the latest ground truth too.
+            per[ls_id] = [index, source, index, None, None, None]
+        else:
+            per[ls_id] = [index, source, None, index if source == review_source else None, None, None]
+            changed.add(nucleus_id)
     # Where a review or a pseudo label is current, the ground truth is in the history: read it for those
-    # nuclei only (ascending ids, so a later ground truth overwrites an earlier one).
-    changed = current.exclude(source=LabelSource.GROUND_TRUTH).values("nucleus_id")
-    for nucleus_id, ls_id, index in _fetch(
-            Label.objects.filter(nucleus_id__in=changed, source=LabelSource.GROUND_TRUTH)
-            .values_list("nucleus_id", "label_set_id", "class_index").order_by("id")):
-        labels.setdefault(nucleus_id, {}).setdefault(ls_id, [None] * 6)[2] = index
+    # nuclei only (ascending ids, so a later ground truth overwrites an earlier one). By their ids while
+    # they are few (an index lookup each); by a subquery when many were reviewed.
+    if changed:
+        history = Label.objects.filter(source=LabelSource.GROUND_TRUTH)
+        if len(changed) <= HISTORY_BY_ID_MAX:
+            history = history.filter(nucleus_id__in=sorted(changed))
+        else:
+            history = history.filter(nucleus_id__in=current.exclude(source=LabelSource.GROUND_TRUTH)
+                                     .values("nucleus_id"))
+        for nucleus_id, ls_id, index in _fetch(
+                history.values_list("nucleus_id", "label_set_id", "class_index").order_by("id")):
+            labels.setdefault(nucleus_id, {}).setdefault(ls_id, [None] * 6)[2] = index
     if project is None:
         project = Image.objects.filter(pk=image_id).values_list("project_id", flat=True).first()
     version = version or active_version(project)
@@ -282,8 +295,14 @@ def image_labels(image_id: int, project=None, version: tuple[int, int] | None = 
         for nucleus_id, ls_id, index, probability in _fetch(
                 Prediction.objects.filter(nucleus__image_id=image_id, model_version_id=version[0])
                 .values_list("nucleus_id", "label_set_id", "class_index", "probability").order_by()):
-            entry = labels.setdefault(nucleus_id, {}).setdefault(ls_id, [None] * 6)
-            entry[4], entry[5] = index, probability
+            per = labels.get(nucleus_id)
+            if per is None:
+                per = labels[nucleus_id] = {}
+            entry = per.get(ls_id)
+            if entry is None:
+                per[ls_id] = [None, None, None, None, index, probability]
+            else:
+                entry[4], entry[5] = index, probability
     return labels
 
 
@@ -291,21 +310,48 @@ _NULL = {None: "null"}  # f"{_NULL.get(v, v)}": JSON for an int or None, without
 _SOURCE_JSON = {None: "null", **{value: json.dumps(value) for value in LabelSource.values}}
 
 
-def _labels_json(per_set: dict[int, list], counts: dict[str, int]) -> str:
-    """The ``labels`` object of one nucleus, as JSON text (and the per-source counts, updated)."""
-    fragments = []
-    null = _NULL
-    for ls_id, (index, source, truth, review, predicted, probability) in sorted(per_set.items()):
-        text = (f'"{ls_id}":{{"class":{null.get(index, index)},"source":{_SOURCE_JSON[source]},'
-                f'"ground_truth":{null.get(truth, truth)},"review":{null.get(review, review)}')
-        if predicted is not None:
-            text += f',"prediction":{{"class":{predicted},"probability":{probability:.4g}}}'
-            counts["prediction"] += 1
-        fragments.append(text + "}")
-        counts["current"] += index is not None
-        counts["ground_truth"] += truth is not None
-        counts["review"] += review is not None
-    return "{" + ",".join(fragments) + "}"
+class _LabelsJson:
+    """The ``labels`` object of each nucleus as JSON text, and the per-source counts.
+
+    Most entries repeat (a class from one source, in one label set): their text is made once and reused;
+    only a prediction's probability differs from nucleus to nucleus.
+    """
+
+    def __init__(self):
+        self.counts = dict.fromkeys(SOURCES, 0)
+        self._entries: dict[tuple, str] = {}
+
+    def _entry(self, key: tuple) -> str:
+        ls_id, index, source, truth, review = key
+        null = _NULL
+        text = self._entries[key] = (
+            f'"{ls_id}":{{"class":{null.get(index, index)},"source":{_SOURCE_JSON[source]},'
+            f'"ground_truth":{null.get(truth, truth)},"review":{null.get(review, review)}')
+        return text
+
+    def __call__(self, per_set: dict[int, list]) -> str:
+        entries, make = self._entries, self._entry
+        fragments = []
+        for ls_id, (index, source, truth, review, predicted, probability) in (
+                sorted(per_set.items()) if len(per_set) > 1 else per_set.items()):
+            key = (ls_id, index, source, truth, review)
+            text = entries.get(key) or make(key)
+            if predicted is not None:
+                text += f',"prediction":{{"class":{predicted},"probability":{probability:.4g}}}}}'
+            else:
+                text += "}"
+            fragments.append(text)
+        return "{" + ",".join(fragments) + "}"
+
+    def count(self, labels: dict[int, dict[int, list]]) -> dict[str, int]:
+        counts = self.counts
+        for per_set in labels.values():
+            for index, _, truth, review, predicted, _ in per_set.values():
+                counts["current"] += index is not None
+                counts["ground_truth"] += truth is not None
+                counts["review"] += review is not None
+                counts["prediction"] += predicted is not None
+        return counts
 
 
 def image_nuclei_json(project: Project, image: Image, image_url: str = "") -> str:
@@ -324,18 +370,18 @@ def image_nuclei_json(project: Project, image: Image, image_url: str = "") -> st
     label_sets = label_sets_of(project)
     version = active_version(project)
     labels = image_labels(image.pk, project, version)
-    counts = dict.fromkeys(SOURCES, 0)
+    labels_json = _LabelsJson()
+    counts = labels_json.count(labels)
     encode = json.JSONEncoder(separators=(",", ":")).encode
-    parts = []
     rows = _fetch(Nucleus.objects.filter(image_id=image.pk).order_by("instance_id")
                   .annotate(outline_text=Cast("outline", TextField()))
                   .values_list("id", "instance_id", "x0", "y0", "x1", "y1", "centroid_x", "centroid_y", "area",
                                "outline_text"))
-    for pk, instance_id, x0, y0, x1, y1, cx, cy, area, outline in rows:
-        per_set = labels.get(pk)
-        text = _labels_json(per_set, counts) if per_set else "{}"
-        parts.append(f'{{"id":{pk},"instance_id":{instance_id},"bbox":[{x0},{y0},{x1},{y1}],'
-                     f'"centroid":[{cx:.2f},{cy:.2f}],"area":{area},"outline":{outline or "[]"},"labels":{text}}}')
+    get = labels.get
+    parts = [f'{{"id":{pk},"instance_id":{instance_id},"bbox":[{x0},{y0},{x1},{y1}],'
+             f'"centroid":[{cx:.2f},{cy:.2f}],"area":{area},"outline":{outline or "[]"},'
+             f'"labels":{labels_json(per_set) if (per_set := get(pk)) else "{}"}}}'
+             for pk, instance_id, x0, y0, x1, y1, cx, cy, area, outline in rows]
     default = image.dataset.label_set_id or (label_sets[0].id if label_sets else None)
     head = encode({
         "image": {"id": image.pk, "name": image.name, "width": image.width, "height": image.height,
