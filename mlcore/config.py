@@ -11,7 +11,8 @@ CONFIG.json::
       "epochs": {"sparse": 12, "correlation": 8, "completion": 10},    # or one int for all
       "batch_size": 128,
       "lr": {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4}, # or one float for sparse
-      "weight_decay": 1e-4, "grad_clip": 10, "threshold": 0.99, "lr_schedule": "cosine",
+      "weight_decay": 1e-4, "grad_clip": 10, "threshold": 0.99, "pseudo_weight": 1.0,
+      "lr_schedule": "cosine",
       "split": {"val_fraction": 0.2, "seed": 0},
       "sampling": {"dataset_power": 0.5, "class_power": 0.5, "samples_per_epoch": 8192},
       "augment": {"jitter": 0.1},
@@ -48,6 +49,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 10.0
     threshold: float = 0.99
+    pseudo_weight: float = 1.0           # stage 3: weight of the mean pseudo-label cell against the supervised one
     lr_schedule: str = "cosine"          # "cosine" (per step, to 0 at the stage's end) or "constant"
     val_fraction: float = 0.2
     split_seed: int = 0
@@ -116,6 +118,7 @@ class TrainConfig:
             ("weight_decay", self.weight_decay, (int, float), lambda v: v >= 0),
             ("grad_clip", self.grad_clip, (int, float), lambda v: v > 0),
             ("threshold", self.threshold, (int, float), lambda v: 0 < v < 1),
+            ("pseudo_weight", self.pseudo_weight, (int, float), lambda v: v >= 0),
             ("split.val_fraction", self.val_fraction, (int, float), lambda v: 0 <= v < 1),
             ("split.seed", self.split_seed, int, lambda v: True),
             ("sampling.dataset_power", self.dataset_power, (int, float), lambda v: 0 <= v <= 1),

@@ -52,7 +52,7 @@ class CompletionTerms:
 
 
 def completion_loss(logits: torch.Tensor, mlp_logits: list[torch.Tensor], labels: torch.Tensor,
-                    blocks: tuple[tuple[int, int], ...], threshold: float = 0.99
+                    blocks: tuple[tuple[int, int], ...], threshold: float = 0.99, pseudo_weight: float = 1.0
                     ) -> tuple[torch.Tensor, CompletionTerms]:
     """Stage 3: supervised CE of both branches plus mutual pseudo-supervision on missing labels.
 
@@ -63,9 +63,10 @@ def completion_loss(logits: torch.Tensor, mlp_logits: list[torch.Tensor], labels
         block's top probability exceeds it, its argmax is the target of MLP_d.
 
     Each present cell is the mean CE over its nuclei. The loss is the mean of the supervised cells
-    present in the batch plus the mean of the pseudo cells present (the original averaged over
-    all 2D cells of each kind, absent ones counting as zero, which shrank the loss whenever a
-    label set was absent from a batch or no pseudo label passed the threshold).
+    present in the batch plus ``pseudo_weight`` (1, as the method has it) times the mean of the pseudo
+    cells present. (The original averaged over all 2D cells of each kind, absent ones counting as
+    zero, which shrank the loss whenever a label set was absent from a batch or no pseudo label
+    passed the threshold.)
     """
     num_sets = len(blocks)
     nan = float("nan")
@@ -103,7 +104,7 @@ def completion_loss(logits: torch.Tensor, mlp_logits: list[torch.Tensor], labels
     if supervised_cells:
         loss = loss + torch.stack(supervised_cells).mean()
     if pseudo_cells:
-        loss = loss + torch.stack(pseudo_cells).mean()
+        loss = loss + pseudo_weight * torch.stack(pseudo_cells).mean()
     if not supervised_cells and not pseudo_cells:
         loss = logits.sum() * 0.0  # keeps a graph so that backward() works on an all-empty batch
     return loss, CompletionTerms(supervised, pseudo, pseudo_counts)

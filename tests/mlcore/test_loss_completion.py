@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from mlcore.losses import completion_loss
+from mlcore.types import MISSING
 
 BLOCKS = ((0, 2), (2, 5))  # set 0: 2 classes, set 1: 3 classes
 
@@ -69,3 +70,20 @@ def test_unlabelled_nuclei_get_pseudo_labels_in_every_set():
     assert terms.pseudo_counts.tolist() == [[1, 1], [1, 1]]
     assert torch.isnan(terms.supervised).all()
     assert loss.item() < 1e-3   # everyone agrees with confidence (base logits clamp at 10)
+
+
+def test_pseudo_weight_scales_only_the_pseudo_cells():
+    torch.manual_seed(0)
+    blocks = ((0, 2), (2, 5))
+    logits = torch.randn(6, 5) * 20          # large logits: confident branches, so pseudo cells exist
+    heads = [torch.randn(6, 2) * 20, torch.randn(6, 3) * 20]
+    labels = torch.tensor([[0, MISSING], [1, MISSING], [1, MISSING], [MISSING, 2], [MISSING, 0], [MISSING, 1]])
+    full, terms = completion_loss(logits, heads, labels, blocks, threshold=0.5, pseudo_weight=1.0)
+    half, _ = completion_loss(logits, heads, labels, blocks, threshold=0.5, pseudo_weight=0.5)
+    none, _ = completion_loss(logits, heads, labels, blocks, threshold=0.5, pseudo_weight=0.0)
+    supervised = torch.nanmean(terms.supervised)
+    pseudo = torch.nanmean(terms.pseudo)
+    assert int(terms.pseudo_counts.sum()) > 0
+    torch.testing.assert_close(none, supervised)
+    torch.testing.assert_close(full, supervised + pseudo)
+    torch.testing.assert_close(half, supervised + 0.5 * pseudo)

@@ -3,7 +3,7 @@ import torch.nn.functional as F
 
 from mlcore.losses import correlation_loss
 from mlcore.model import CrossTrainedModel
-from mlcore.types import LabelSet
+from mlcore.types import MISSING, LabelSet
 
 
 def test_cross_entropy_on_known_rows_only():
@@ -38,3 +38,27 @@ def test_mlp_shapes_and_inputs_are_the_other_blocks_raw_logits():
     changed[:, 3:5] += 100
     assert torch.allclose(model.heads_forward(changed)[1], outputs[1])
     assert not torch.allclose(model.heads_forward(changed)[0], outputs[0])
+
+
+def test_stage_two_draws_rare_classes_as_often_as_common_ones_when_class_balanced():
+    from mlcore.train import correlation_epoch_rows
+
+    labels_d = torch.tensor([0] * 180 + [1] * 20 + [MISSING] * 50)
+    balanced = correlation_epoch_rows(labels_d, class_power=1.0, generator=torch.Generator().manual_seed(0))
+    assert len(balanced) == 200 and bool((labels_d[balanced] != MISSING).all())
+    rare_share = float((labels_d[balanced] == 1).float().mean())
+    assert 0.4 < rare_share < 0.6, rare_share                       # 0.1 without balancing
+    plain = correlation_epoch_rows(labels_d, class_power=0.0, generator=torch.Generator().manual_seed(0))
+    assert sorted(plain.tolist()) == list(range(200))               # one shuffled pass over the known rows
+
+
+def test_small_label_sets_get_more_stage_two_draws_with_dataset_power():
+    from mlcore.train import correlation_draws, correlation_epoch_rows
+
+    assert correlation_draws([15000, 250, 0], dataset_power=0.0) == [15000, 250, 0]
+    draws = correlation_draws([15000, 250, 0], dataset_power=0.5)
+    assert draws[0] == 15000 and draws[2] == 0
+    assert draws[1] == round(15000 * (250 / 15000) ** 0.5)            # ~1,936: the sampler's square-root share
+    labels_d = torch.tensor([0, 1, MISSING, 1])
+    rows = correlation_epoch_rows(labels_d, 0.0, torch.Generator().manual_seed(0), draws=50)
+    assert len(rows) == 50 and set(rows.tolist()) <= {0, 1, 3}
