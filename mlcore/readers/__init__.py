@@ -37,10 +37,16 @@ class DatasetReader:
     def __len__(self) -> int:
         return len(self._source.items)
 
+    def read(self, index: int) -> AnnotatedImage:
+        """Image ``index`` (random access, e.g. from worker processes). Unlike iteration, it does not
+        check that image names are unique across the dataset: a caller reading out of order does."""
+        item = self._source.items[index]
+        return _guarded(self._source.item_path(item), self._source.read_item, item)
+
     def __iter__(self) -> Iterator[AnnotatedImage]:
         names: set[str] = set()
-        for item in self._source.items:
-            image = _guarded(self._source.item_path(item), self._source.read_item, item)
+        for index in range(len(self)):
+            image = self.read(index)
             if image.name in names:
                 raise DataError(image.source_path, f"a second image is named {image.name!r} in this dataset")
             names.add(image.name)

@@ -74,9 +74,14 @@ def _label_set(root: Path, class_names: list[str] | None, name: str) -> LabelSet
     return make_label_set(name, names, [entries[i][1] for i in class_ids], info_path)
 
 
-def load_mat(path: Path) -> dict:
+# The variables the reader uses: a HoVer-Net .mat also holds inst_centroid and often large extras
+# (e.g. per-pixel probability maps) that would be decoded for nothing.
+MAT_VARIABLES = ("inst_map", "inst_type", "type_map")
+
+
+def load_mat(path: Path, variable_names: tuple[str, ...] | None = None) -> dict:
     try:
-        return scipy.io.loadmat(path)
+        return scipy.io.loadmat(path, variable_names=variable_names)
     except NotImplementedError:
         # scipy reads MATLAB files up to v7; v7.3 files are HDF5 and need h5py, which mlcore does not use.
         raise DataError(path, "MATLAB v7.3 (HDF5) .mat file: not supported because h5py is not installed; "
@@ -91,9 +96,9 @@ def _read_image(images_dir: Path, mat_path: Path, label_set: LabelSet | None) ->
     if image_path is None:
         raise DataError(mat_path, f"no image for these labels (expected {images_dir / stem}.png or .jpg)")
     image = read_rgb(image_path)
-    content = load_mat(mat_path)
+    content = load_mat(mat_path, MAT_VARIABLES)
     if "inst_map" not in content:
-        raise DataError(mat_path, f"no 'inst_map' variable (found: {_variables(content)})")
+        raise DataError(mat_path, f"no 'inst_map' variable (found: {_variables(mat_path)})")
     instance_map = as_instance_map(content["inst_map"], mat_path)
     check_same_size(image, instance_map, mat_path, image_path)
     classes = _classes(content, instance_map, label_set, mat_path) if label_set is not None else {}
@@ -101,13 +106,16 @@ def _read_image(images_dir: Path, mat_path: Path, label_set: LabelSet | None) ->
                           group=tile_group(stem), source_path=str(image_path))
 
 
-def _variables(content: dict) -> str:
-    return ", ".join(k for k in content if not k.startswith("__")) or "none"
+def _variables(mat_path: Path) -> str:
+    """The variables a .mat file holds, for error messages (read from its headers only)."""
+    try:
+        return ", ".join(name for name, _, _ in scipy.io.whosmat(mat_path)) or "none"
+    except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError, EOFError, KeyError, IndexError):
+        return "unreadable"
 
 
 def _classes(content: dict, instance_map: np.ndarray, label_set: LabelSet, mat_path: Path) -> dict[int, int]:
-    ids = np.unique(instance_map)
-    ids = ids[ids > 0]
+    ids = np.flatnonzero(np.bincount(instance_map.ravel())[1:]) + 1  # ids present (int32 >= 0): faster than unique
     if "inst_type" in content:
         types = as_int_array(content["inst_type"], mat_path, "inst_type").ravel()
         if ids.size and types.size < ids[-1]:
@@ -121,7 +129,7 @@ def _classes(content: dict, instance_map: np.ndarray, label_set: LabelSet, mat_p
         per_instance = _majority_type(instance_map, type_map, ids, mat_path, len(label_set))
     else:
         raise DataError(mat_path, f"no 'inst_type' or 'type_map' variable, so no classes "
-                                  f"(found: {_variables(content)}); read with labelled=False for masks only")
+                                  f"(found: {_variables(mat_path)}); read with labelled=False for masks only")
     bad = np.unique(per_instance[(per_instance < 0) | (per_instance > len(label_set))])
     if bad.size:
         raise DataError(mat_path, f"class id(s) {bad.tolist()} outside the label set "

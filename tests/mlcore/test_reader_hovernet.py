@@ -85,3 +85,14 @@ def test_synthetic_hovernet_round_trip(tmp_path):
         np.testing.assert_array_equal(a.image, b.image)
         np.testing.assert_array_equal(a.instance_map, b.instance_map)
         assert a.classes == b.classes
+
+
+def test_random_access_read_gives_the_same_images_as_iteration(shared_data):
+    from mlcore.readers import open_dataset
+
+    reader = open_dataset("hovernet", shared_data / "consep")
+    streamed = [image for _, image in zip(range(3), reader)]
+    for index, image in enumerate(streamed):
+        again = reader.read(index)
+        assert again.name == image.name and again.classes == image.classes
+        np.testing.assert_array_equal(again.instance_map, image.instance_map)

@@ -175,17 +175,9 @@ def prepare_image(annotated, folder: Path, as_text: bool) -> PreparedImage:
 # ------------------------------------------------------------------------------------------ many images
 
 def read_image(reader, index: int):
-    """Image ``index`` of an opened mlcore dataset reader, with the reader's own error handling.
-
-    ``DatasetReader`` only streams in order; workers need random access, so this reaches into its
-    source (items + read_item) the way its ``__iter__`` does. The duplicate-name check of ``__iter__``
-    is made by the caller, which sees the images in order.
-    """
-    from mlcore.readers import _guarded
-
-    source = reader._source
-    item = source.items[index]
-    return _guarded(source.item_path(item), source.read_item, item)
+    """Image ``index`` of an opened mlcore dataset reader (random access for the workers). The
+    duplicate-name check that iteration makes is made by the caller, which sees the images in order."""
+    return reader.read(index)
 
 
 class _Failed:
