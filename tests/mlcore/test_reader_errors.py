@@ -306,3 +306,25 @@ def test_pannuke_bad_values(tmp_path):
     masks[0, 0, 0, 2] = 0.5
     np.save(tmp_path / "masks.npy", masks)
     _raises(tmp_path / "masks.npy", r"image 0, channel 2.*non-integer", lambda: read_dataset("pannuke", tmp_path))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+def test_png_pixels_are_pillows_whichever_decoder_reads_them(tmp_path, mode):
+    # Plain 8-bit RGB PNGs take the faster OpenCV decoder; the pixels must be Pillow's exactly.
+    rgb = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    image = Image.fromarray(rgb).convert(mode)
+    image.save(tmp_path / "x.png")
+    expected = np.asarray(image.convert("RGBA").convert("RGB") if mode in ("RGBA", "P") else image.convert("RGB"))
+    np.testing.assert_array_equal(read_rgb(tmp_path / "x.png"), expected)
+
+
+def test_corrupt_png_names_the_file_whichever_decoder_tries_first(tmp_path):
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    data = (tmp_path / "x.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[:len(data) // 2])
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0xFF
+    (tmp_path / "damaged.png").write_bytes(bytes(damaged))
+    for name in ("truncated.png", "damaged.png"):
+        with pytest.raises(DataError, match=rf"{name}: corrupt image"):
+            read_rgb(tmp_path / name)
