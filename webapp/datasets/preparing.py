@@ -27,15 +27,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import scipy.ndimage
 from django.conf import settings
 
 from mlcore.types import DataError
-from mlcore.writers import GEOMETRY_DTYPE
+from mlcore.writers import GEOMETRY_DTYPE, geometry_and_outlines
 
 logger = logging.getLogger(__name__)
 THUMBNAIL_SIZE = 192
-OUTLINE_EPSILON = 1.0  # pixels between outline and simplified polygon (as mlcore.writers.nucleus_outlines)
 
 
 @dataclass
@@ -102,44 +100,6 @@ def save_image_files(folder: Path, stem: str, rgb: np.ndarray, instance_map: np.
 def _write(path: Path, array: np.ndarray, params=()) -> None:
     if not cv2.imwrite(str(path), array, list(params)):
         raise OSError(f"could not write {path}")
-
-
-def geometry_and_outlines(instance_map: np.ndarray, epsilon: float = OUTLINE_EPSILON) -> tuple[np.ndarray, list]:
-    """``mlcore.writers.nucleus_geometry`` and ``nucleus_outlines`` in one pass, with the same results.
-
-    One find_objects over the map; then, per instance, its bounding-box crop gives the area and the
-    pixel sums (image moments, exact integers) and the outer contour of its largest piece, simplified.
-    The per-image bincounts over the whole map that ``nucleus_geometry`` does are not needed.
-    Returns the geometry (GEOMETRY_DTYPE, sorted by id) and the outlines ([[x, y], ...]) in that order.
-    """
-    instance_map = np.asarray(instance_map)
-    if instance_map.size == 0 or instance_map.max(initial=0) <= 0:
-        return np.zeros(0, GEOMETRY_DTYPE), []
-    rows_out, outlines = [], []
-    for index, found in enumerate(scipy.ndimage.find_objects(instance_map)):
-        if found is None:
-            continue
-        instance_id = index + 1
-        rows, cols = found
-        # One pixel of background around the crop, so an instance touching its edge gets a closed outline.
-        crop = np.zeros((rows.stop - rows.start + 2, cols.stop - cols.start + 2), np.uint8)
-        np.equal(instance_map[rows, cols], instance_id, out=crop[1:-1, 1:-1].view(bool))
-        moments = cv2.moments(crop, binaryImage=True)
-        area = moments["m00"]
-        # Sums of the image coordinates, exact in float64 like the bincounts of nucleus_geometry.
-        sum_x = moments["m10"] + (cols.start - 1) * area
-        sum_y = moments["m01"] + (rows.start - 1) * area
-        rows_out.append((instance_id, cols.start, rows.start, cols.stop, rows.stop, sum_x / area, sum_y / area,
-                         int(area)))
-        traced, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
-                                     offset=(cols.start - 1, rows.start - 1))
-        if len(traced) > 1:
-            traced = sorted(traced, key=lambda c: (-cv2.contourArea(c), -len(c)))
-        outline = traced[0]
-        if epsilon > 0 and len(outline) > 3:
-            outline = cv2.approxPolyDP(outline, epsilon, True)
-        outlines.append(outline.reshape(-1, 2).tolist())
-    return np.array(rows_out, GEOMETRY_DTYPE), outlines
 
 
 def prepare_image(annotated, folder: Path, as_text: bool) -> PreparedImage:
