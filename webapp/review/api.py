@@ -205,16 +205,21 @@ def _undo_response(undo, label_set: LabelSet) -> Response:
                      "current": current, "version": current["version"] if current else None})
 
 
+def _reviewed_nucleus(request, nucleus_id: int, serializer_class):
+    """The nucleus (for a reviewer of its project), the validated body and its label set."""
+    project, nucleus = nucleus_for(request.user, nucleus_id, Role.REVIEWER)
+    body = serializer_class(data=request.data)
+    body.is_valid(raise_exception=True)
+    return nucleus, body.validated_data, _label_set(project, body.validated_data["label_set"])
+
+
 @extend_schema(request=UndoSerializer, responses={200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
 @api_view(["POST"])
 def undo_nucleus(request, nucleus_id: int):
     """Undo your own current decision on this nucleus: a new row restores the previous class."""
-    project, nucleus = nucleus_for(request.user, nucleus_id, Role.REVIEWER)
-    body = UndoSerializer(data=request.data)
-    body.is_valid(raise_exception=True)
-    label_set = _label_set(project, body.validated_data["label_set"])
+    nucleus, data, label_set = _reviewed_nucleus(request, nucleus_id, UndoSerializer)
     try:
-        undo = operations.do_undo(nucleus, label_set, user=request.user, client_id=body.validated_data["client_id"])
+        undo = operations.do_undo(nucleus, label_set, user=request.user, client_id=data["client_id"])
     except StaleLabel as exc:
         raise _conflict(exc, label_set) from None
     except operations.ReviewError as exc:
@@ -245,10 +250,7 @@ def undo_last(request, project_id: int):
 @api_view(["POST"])
 def skip(request, nucleus_id: int):
     """Put a nucleus aside: your lease ends and the queue does not offer it to you again soon."""
-    project, nucleus = nucleus_for(request.user, nucleus_id, Role.REVIEWER)
-    body = LabelSetSerializer(data=request.data)
-    body.is_valid(raise_exception=True)
-    label_set = _label_set(project, body.validated_data["label_set"])
+    nucleus, _, label_set = _reviewed_nucleus(request, nucleus_id, LabelSetSerializer)
     operations.do_skip(nucleus, label_set, request.user)
     return Response({"nucleus": nucleus.pk, "skipped": True})
 
@@ -257,10 +259,7 @@ def skip(request, nucleus_id: int):
 @api_view(["POST"])
 def release(request, nucleus_id: int):
     """Give your lease on a nucleus back without deciding (it returns to the queue at once)."""
-    project, nucleus = nucleus_for(request.user, nucleus_id, Role.REVIEWER)
-    body = LabelSetSerializer(data=request.data)
-    body.is_valid(raise_exception=True)
-    label_set = _label_set(project, body.validated_data["label_set"])
+    nucleus, _, label_set = _reviewed_nucleus(request, nucleus_id, LabelSetSerializer)
     return Response({"nucleus": nucleus.pk, "released": bool(operations.do_release(nucleus, label_set,
                                                                                       request.user))})
 
