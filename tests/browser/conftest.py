@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import threading
+import time
 
 import pytest
 
@@ -26,6 +28,25 @@ def browser():
         browser.close()
 
 
+def wait_for_live_server_requests(timeout: float = 15.0) -> None:
+    """Wait until the live server has no request in progress.
+
+    Closing the browser does not stop a request the server is still handling (a fetch fired by the
+    page's JavaScript, say). If that request is inside a transaction when the test's database flush
+    runs, PostgreSQL sees TRUNCATE and the request's writes wait on each other and reports a
+    deadlock. The live server handles each connection in a thread running `process_request_thread`.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = [thread for thread in threading.enumerate()
+                if "process_request_thread" in thread.name and thread.is_alive()]
+        if not busy:
+            return
+        busy[0].join(timeout=0.1)
+    raise AssertionError(f"the live server still handles {len(busy)} request(s) {timeout:.0f} s "
+                         "after the browser closed")
+
+
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -33,6 +54,7 @@ def page(browser):
     page.set_default_timeout(15000)
     yield page
     context.close()
+    wait_for_live_server_requests()
 
 
 @pytest.fixture
