@@ -12,6 +12,7 @@ CONFIG.json::
       "batch_size": 128,
       "lr": {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4}, # or one float for sparse
       "weight_decay": 1e-4, "grad_clip": 10, "threshold": 0.99, "pseudo_weight": 1.0,
+      "completion_weighting": "cells",
       "lr_schedule": "cosine",
       "split": {"val_fraction": 0.2, "seed": 0},
       "sampling": {"dataset_power": 0.5, "class_power": 0.5, "samples_per_epoch": 8192},
@@ -50,6 +51,7 @@ class TrainConfig:
     grad_clip: float = 10.0
     threshold: float = 0.99
     pseudo_weight: float = 1.0           # stage 3: weight of the mean pseudo-label cell against the supervised one
+    completion_weighting: str = "cells"  # stage 3: "cells" (each label set and branch alike) or "nuclei"
     lr_schedule: str = "cosine"          # "cosine" (per step, to 0 at the stage's end) or "constant"
     val_fraction: float = 0.2
     split_seed: int = 0
@@ -133,6 +135,9 @@ class TrainConfig:
         if self.samples_per_epoch is not None and (not isinstance(self.samples_per_epoch, int)
                                                    or self.samples_per_epoch < 1):
             raise ConfigError(f"config field sampling.samples_per_epoch: invalid value {self.samples_per_epoch!r}")
+        if self.completion_weighting not in ("cells", "nuclei"):
+            raise ConfigError(f"config field completion_weighting: {self.completion_weighting!r} is not "
+                              "'cells' or 'nuclei'")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"config field lr_schedule: {self.lr_schedule!r} is not 'cosine' or 'constant'")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):

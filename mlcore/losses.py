@@ -52,8 +52,8 @@ class CompletionTerms:
 
 
 def completion_loss(logits: torch.Tensor, mlp_logits: list[torch.Tensor], labels: torch.Tensor,
-                    blocks: tuple[tuple[int, int], ...], threshold: float = 0.99, pseudo_weight: float = 1.0
-                    ) -> tuple[torch.Tensor, CompletionTerms]:
+                    blocks: tuple[tuple[int, int], ...], threshold: float = 0.99, pseudo_weight: float = 1.0,
+                    weighting: str = "cells") -> tuple[torch.Tensor, CompletionTerms]:
     """Stage 3: supervised CE of both branches plus mutual pseudo-supervision on missing labels.
 
     For label set d:
@@ -67,10 +67,17 @@ def completion_loss(logits: torch.Tensor, mlp_logits: list[torch.Tensor], labels
     cells present. (The original averaged over all 2D cells of each kind, absent ones counting as
     zero, which shrank the loss whenever a label set was absent from a batch or no pseudo label
     passed the threshold.)
+
+    ``weighting="nuclei"`` weighs each cell by its number of nuclei instead (each kind is then the
+    mean CE over all its (nucleus, label set, branch) entries, as stage 1 weighs them), so that a
+    label set with a dozen nuclei in the batch does not weigh as much as one with a hundred.
     """
+    if weighting not in ("cells", "nuclei"):
+        raise ValueError(f"weighting must be 'cells' or 'nuclei', got {weighting!r}")
     num_sets = len(blocks)
     nan = float("nan")
     supervised_cells, pseudo_cells = [], []
+    supervised_sizes, pseudo_sizes = [], []
     supervised = logits.new_full((num_sets, 2), nan)
     pseudo = logits.new_full((num_sets, 2), nan)
     pseudo_counts = torch.zeros((num_sets, 2), dtype=torch.long)
@@ -83,6 +90,7 @@ def completion_loss(logits: torch.Tensor, mlp_logits: list[torch.Tensor], labels
             for term, branch in enumerate((base, mlp)):
                 cell = F.cross_entropy(branch[known], target)
                 supervised_cells.append(cell)
+                supervised_sizes.append(len(target))
                 supervised[d, term] = cell.detach()
         missing = ~known
         if not bool(missing.any()):
@@ -98,13 +106,20 @@ def completion_loss(logits: torch.Tensor, mlp_logits: list[torch.Tensor], labels
                 continue
             cell = F.cross_entropy(student[confident], teacher_arg[confident])
             pseudo_cells.append(cell)
+            pseudo_sizes.append(count)
             pseudo[d, term] = cell.detach()
             pseudo_counts[d, term] = count
+    def combine(cells: list[torch.Tensor], sizes: list[int]) -> torch.Tensor:
+        if weighting == "cells":
+            return torch.stack(cells).mean()
+        weights = logits.new_tensor(sizes, dtype=torch.float32)
+        return (torch.stack(cells) * weights).sum() / weights.sum()
+
     loss = logits.new_zeros(())
     if supervised_cells:
-        loss = loss + torch.stack(supervised_cells).mean()
+        loss = loss + combine(supervised_cells, supervised_sizes)
     if pseudo_cells:
-        loss = loss + pseudo_weight * torch.stack(pseudo_cells).mean()
+        loss = loss + pseudo_weight * combine(pseudo_cells, pseudo_sizes)
     if not supervised_cells and not pseudo_cells:
         loss = logits.sum() * 0.0  # keeps a graph so that backward() works on an all-empty batch
     return loss, CompletionTerms(supervised, pseudo, pseudo_counts)

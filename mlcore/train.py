@@ -197,7 +197,8 @@ def train_one_epoch(model: nn.Module, stage: str, optimizer: torch.optim.Optimiz
             loss = sparse_loss(model(images), labels, blocks)
         else:
             logits, heads = model(images)
-            loss, terms = completion_loss(logits, heads, labels, blocks, config.threshold, config.pseudo_weight)
+            loss, terms = completion_loss(logits, heads, labels, blocks, config.threshold, config.pseudo_weight,
+                                          config.completion_weighting)
             pseudo_total = terms.pseudo_counts if pseudo_total is None else pseudo_total + terms.pseudo_counts
         optimizer_step(loss, optimizer, params, config.grad_clip, scheduler)
         # Keep Python floats only: no autograd graph outlives its batch.

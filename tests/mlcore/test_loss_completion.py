@@ -87,3 +87,21 @@ def test_pseudo_weight_scales_only_the_pseudo_cells():
     torch.testing.assert_close(none, supervised)
     torch.testing.assert_close(full, supervised + pseudo)
     torch.testing.assert_close(half, supervised + 0.5 * pseudo)
+
+
+def test_nuclei_weighting_averages_over_entries_not_cells():
+    torch.manual_seed(1)
+    logits = torch.randn(4, 5)
+    heads = [torch.randn(4, 2), torch.randn(4, 3)]
+    # set 0 known on three nuclei, set 1 on one; a threshold of ~1 keeps the pseudo cells empty
+    labels = torch.tensor([[1, MISSING], [0, MISSING], [1, MISSING], [MISSING, 2]])
+    per_entry = [F.cross_entropy(logits[:3, 0:2], labels[:3, 0], reduction="sum"),
+                 F.cross_entropy(heads[0][:3], labels[:3, 0], reduction="sum"),
+                 F.cross_entropy(logits[3:, 2:5], labels[3:, 1], reduction="sum"),
+                 F.cross_entropy(heads[1][3:], labels[3:, 1], reduction="sum")]
+    by_nuclei, _ = completion_loss(logits, heads, labels, BLOCKS, threshold=1 - 1e-12, weighting="nuclei")
+    assert torch.isclose(by_nuclei, sum(per_entry) / 8, rtol=1e-6)
+    by_cells, _ = completion_loss(logits, heads, labels, BLOCKS, threshold=1 - 1e-12)
+    cells = [per_entry[0] / 3, per_entry[1] / 3, per_entry[2], per_entry[3]]
+    assert torch.isclose(by_cells, sum(cells) / 4, rtol=1e-6)
+    assert not torch.isclose(by_cells, by_nuclei)
