@@ -143,6 +143,12 @@ def _database() -> dict:
 
 
 DATABASES = {"default": _database()}
+# A second connection to the same database, for job progress written while a job holds a transaction
+# open on "default" (an import stores its rows in one): committed at once, so the API and the pages see
+# it and a cancel need not wait for the import (webapp.jobs.operations.do_report_progress).
+PROGRESS_DATABASE = "progress"
+DATABASES[PROGRESS_DATABASE] = {**DATABASES["default"], "OPTIONS": dict(DATABASES["default"].get("OPTIONS", {})),
+                                "TEST": {**DATABASES["default"].get("TEST", {}), "MIRROR": "default"}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -10,7 +10,8 @@ import logging
 import uuid
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 from webapp.core import audit
@@ -84,17 +85,33 @@ def do_start_job(job_id: int, worker: str) -> Job:
     return job
 
 
+def progress_database() -> str:
+    """The connection that job progress is written on: "default", except while the job holds a transaction
+    open there (an import stores all its rows in one). Then a second connection to the same database
+    (settings.PROGRESS_DATABASE), in autocommit: the progress is committed at once, the API and the pages
+    see it, and the job's row is never locked by the long transaction, so a cancel need not wait for it.
+    SQLite lets one connection write at a time, and the open transaction holds that lock: there the
+    progress stays in the transaction (seen at its commit), as it must."""
+    default = connections[DEFAULT_DB_ALIAS]
+    alias = getattr(settings, "PROGRESS_DATABASE", None)
+    if default.in_atomic_block and default.vendor != "sqlite" and alias in connections.settings:
+        return alias
+    return DEFAULT_DB_ALIAS
+
+
 def do_report_progress(job_id: int, progress: dict[str, Any], log_line: str | None = None) -> bool:
     """Store progress; returns True when a cancel was requested (the worker then stops).
 
-    Progress is frequent, so it writes no audit row and touches only its own columns.
+    Progress is frequent, so it writes no audit row and touches only its own columns. It is committed at
+    once even when the caller is inside a transaction (see :func:`progress_database`).
     """
+    jobs = Job.objects.using(progress_database())
     fields: dict[str, Any] = {"progress": progress, "heartbeat_at": timezone.now()}
     if log_line:
-        tail = Job.objects.filter(pk=job_id).values_list("log_tail", flat=True).first() or ""
+        tail = jobs.filter(pk=job_id).values_list("log_tail", flat=True).first() or ""
         fields["log_tail"] = "\n".join((tail.splitlines() + [log_line])[-LOG_TAIL_LINES:])
-    Job.objects.filter(pk=job_id, state=Job.State.RUNNING).update(**fields)
-    return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
+    jobs.filter(pk=job_id, state=Job.State.RUNNING).update(**fields)
+    return jobs.filter(pk=job_id, cancel_requested=True).exists()
 
 
 def do_finish_job(job_id: int, result: dict | None = None) -> Job:
