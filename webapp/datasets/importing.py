@@ -8,6 +8,7 @@ rows and no files behind.
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
 import zipfile
 from contextlib import closing
@@ -17,7 +18,7 @@ from typing import Callable
 import cv2
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 from PIL import Image as PILImage
 
@@ -186,29 +187,75 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
         bulk.check_constraints_now()
     known_checksums = dict(Image.objects.filter(project=project).values_list("checksum", "name"))
     names: set[str] = set()
-    batch = _Batch(project, dataset, label_set, actor, copy)
+    # PostgreSQL: batches are written in a background thread, while this one takes the next prepared images.
+    writer = _Writer() if copy else None
+    batch = _Batch(project, dataset, label_set, actor, copy, writer)
     total_images = len(reader)
-    with closing(prepared_images(reader, folder, as_text=copy)) as images:
-        for number, prepared in enumerate(images, start=1):
-            if prepared.name in names:
-                raise DataError(prepared.source_path or prepared.name,
-                                f"a second image is named {prepared.name!r} in this dataset")
-            names.add(prepared.name)
-            if prepared.checksum in known_checksums:
-                raise DataError(prepared.source_path or prepared.name,
-                                f"this image was already uploaded to the project (as {known_checksums[prepared.checksum]!r})")
-            known_checksums[prepared.checksum] = prepared.name
-            batch.add_image(prepared)
-            if batch.nuclei >= BATCH_NUCLEI:
-                batch.flush()
-            progress(100.0 * number / total_images, f"image {number}/{total_images}: {prepared.name}")
-        batch.flush()
+    try:
+        with closing(prepared_images(reader, folder, as_text=copy)) as images:
+            for number, prepared in enumerate(images, start=1):
+                if prepared.name in names:
+                    raise DataError(prepared.source_path or prepared.name,
+                                    f"a second image is named {prepared.name!r} in this dataset")
+                names.add(prepared.name)
+                if prepared.checksum in known_checksums:
+                    raise DataError(prepared.source_path or prepared.name,
+                                    f"this image was already uploaded to the project (as {known_checksums[prepared.checksum]!r})")
+                known_checksums[prepared.checksum] = prepared.name
+                batch.add_image(prepared)
+                if batch.nuclei >= BATCH_NUCLEI:
+                    batch.flush()
+                progress(100.0 * number / total_images, f"image {number}/{total_images}: {prepared.name}")
+            batch.flush()
+    except BaseException:
+        if writer is not None:
+            writer.wait(raise_error=False)  # the transaction is rolled back only once nothing writes in it
+        raise
+    if writer is not None:
+        writer.wait()
     dataset.image_count = total_images
     dataset.nucleus_count = batch.total_nuclei
     dataset.save(update_fields=["image_count", "nucleus_count"])
     audit.record("dataset.imported", actor=actor, target=dataset, name=name, format=format,
                  images=total_images, nuclei=batch.total_nuclei, label_set=label_set.name if label_set else None)
     return dataset
+
+
+class _Writer:
+    """Writes the batches of an import one at a time in a background thread, on the importing thread's
+    database connection, so inside its transaction. While PostgreSQL inserts and checks one batch (most of
+    the time of a write is the server's), the importing thread keeps taking prepared images from the
+    workers, which would otherwise wait with their results. Until :meth:`wait` returns, nothing else
+    uses that connection (the job's progress goes on its own, see webapp.jobs.operations)."""
+
+    def __init__(self):
+        self._connection = connections[DEFAULT_DB_ALIAS]
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, function, *args) -> None:
+        """Run ``function(*args)`` in the background, once the previous batch is written."""
+        self.wait()
+        self._connection.inc_thread_sharing()
+        self._thread = threading.Thread(target=self._run, args=(function, args), name="import-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self, function, args) -> None:
+        connections[DEFAULT_DB_ALIAS] = self._connection  # this thread's "default" is the importing one
+        try:
+            function(*args)
+        except BaseException as exc:  # noqa: BLE001 - raised in the importing thread by wait()
+            self._error = exc
+
+    def wait(self, raise_error: bool = True) -> None:
+        """Wait for the batch being written; raise what writing it raised."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            self._connection.dec_thread_sharing()
+        error, self._error = self._error, None
+        if error is not None and raise_error:
+            raise error
 
 
 class _Batch:
@@ -218,9 +265,10 @@ class _Batch:
     text too: no per-row Python objects beyond one formatted line.
     """
 
-    def __init__(self, project, dataset, label_set, actor, copy: bool):
+    def __init__(self, project, dataset, label_set, actor, copy: bool, writer: _Writer | None = None):
         self.project, self.dataset, self.label_set, self.copy = project, dataset, label_set, copy
         self.author_id = actor.pk if getattr(actor, "is_authenticated", False) else None
+        self.writer = writer
         self.images: list[PreparedImage] = []
         self.nuclei = 0
         self.total_nuclei = 0
@@ -230,14 +278,23 @@ class _Batch:
         self.nuclei += len(prepared.nuclei)
 
     def flush(self):
+        """Write the images waiting (in the writer's thread when there is one) and start a new batch."""
         if not self.images:
             return
-        images = self.images
+        images, nuclei = self.images, self.nuclei
+        self.images, self.nuclei = [], 0
+        self.total_nuclei += nuclei
+        if self.writer is None:
+            self._write(images, nuclei)
+        else:
+            self.writer.submit(self._write, images, nuclei)
+
+    def _write(self, images: list[PreparedImage], nuclei: int):
         image_ids = bulk.allocate_ids(Image, len(images))
         bulk.insert_rows(Image, IMAGE_COLUMNS, (
             (image_id, self.project.pk, self.dataset.pk, p.name, p.image_file, p.mask_file, p.thumbnail_file,
              p.width, p.height, p.checksum, p.group, len(p.nuclei)) for image_id, p in zip(image_ids, images)))
-        nucleus_ids = bulk.allocate_ids(Nucleus, self.nuclei)
+        nucleus_ids = bulk.allocate_ids(Nucleus, nuclei)
         # (nucleus id, class index) of every labelled nucleus, in insertion order
         labelled: list[tuple[int, int]] = []
         position = 0
@@ -259,8 +316,6 @@ class _Batch:
             bulk.insert_rows(Nucleus, NUCLEUS_COLUMNS, rows, json_encoded=True)
         if self.label_set is not None and labelled:
             self._insert_labels(labelled)
-        self.total_nuclei += self.nuclei
-        self.images, self.nuclei = [], 0
 
     def _insert_labels(self, labelled: list[tuple[int, int]]):
         label_set_id, source = self.label_set.pk, LabelSource.GROUND_TRUTH
