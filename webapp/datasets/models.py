@@ -91,7 +91,8 @@ class Image(models.Model):
 
 
 class Nucleus(models.Model):
-    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="nuclei")
+    # No index of its own: the unique (image, instance_id) index serves every per-image query.
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="nuclei", db_index=False)
     instance_id = models.PositiveIntegerField()
     x0 = models.IntegerField()
     y0 = models.IntegerField()
@@ -119,8 +120,10 @@ class LabelSource(models.TextChoices):
 class Label(models.Model):
     """Append-only: a change of class adds a row; nothing is updated in place or deleted by a review."""
 
-    nucleus = models.ForeignKey(Nucleus, on_delete=models.CASCADE, related_name="labels")
-    label_set = models.ForeignKey(LabelSet, on_delete=models.CASCADE, related_name="+")
+    # Indexed by label_history_idx (nucleus, label_set, -id) and label_source_time_idx (label_set, ...):
+    # single-column indexes would only slow the inserts of an import.
+    nucleus = models.ForeignKey(Nucleus, on_delete=models.CASCADE, related_name="labels", db_index=False)
+    label_set = models.ForeignKey(LabelSet, on_delete=models.CASCADE, related_name="+", db_index=False)
     class_index = models.PositiveSmallIntegerField()
     source = models.CharField(max_length=16, choices=LabelSource.choices)
     author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -128,6 +131,7 @@ class Label(models.Model):
     model_version_id = models.BigIntegerField(null=True, blank=True,
                                               help_text="the model version whose prediction this label came from")
     previous = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                 db_index=False,  # label_previous_idx: only the rows that have one
                                  help_text="the label this one replaced (from what to what)")
     client_id = models.CharField(max_length=64, blank=True, help_text="idempotency key of the request")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -135,7 +139,9 @@ class Label(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["nucleus", "label_set", "-id"], name="label_history_idx"),
-                   models.Index(fields=["label_set", "source", "created_at"], name="label_source_time_idx")]
+                   models.Index(fields=["label_set", "source", "created_at"], name="label_source_time_idx"),
+                   # Found by deletes (SET_NULL); ground truth has no previous label, so no entry.
+                   models.Index(fields=["previous"], name="label_previous_idx", condition=models.Q(previous__isnull=False))]
         constraints = [models.UniqueConstraint(fields=["client_id"], condition=~models.Q(client_id=""),
                                                name="label_client_id_unique")]
 
@@ -143,8 +149,9 @@ class Label(models.Model):
 class CurrentLabel(models.Model):
     """The latest Label of a nucleus in a label set, kept in step with the history for fast queries."""
 
-    nucleus = models.ForeignKey(Nucleus, on_delete=models.CASCADE, related_name="current_labels")
-    label_set = models.ForeignKey(LabelSet, on_delete=models.CASCADE, related_name="+")
+    # Indexed by one_current_label (nucleus, label_set) and current_by_class_idx (label_set, ...).
+    nucleus = models.ForeignKey(Nucleus, on_delete=models.CASCADE, related_name="current_labels", db_index=False)
+    label_set = models.ForeignKey(LabelSet, on_delete=models.CASCADE, related_name="+", db_index=False)
     label = models.OneToOneField(Label, on_delete=models.CASCADE, related_name="+")
     class_index = models.PositiveSmallIntegerField()
     source = models.CharField(max_length=16, choices=LabelSource.choices)
