@@ -164,6 +164,39 @@ def test_a_cancel_during_the_import_stops_the_worker_processes_before_the_files_
 
 
 @pytest.mark.django_db
+def test_an_error_while_a_batch_is_written_fails_the_import_and_leaves_nothing(hovernet_folder, owner, settings,
+                                                                               monkeypatch):
+    """On PostgreSQL batches are written in a background thread: its error is the import's."""
+    from webapp.datasets import bulk, importing
+
+    settings.IMPORT_PROCESSES = 2
+    monkeypatch.setattr(importing, "BATCH_NUCLEI", 40)  # several batches
+    written = []
+
+    def failing(write):
+        def wrapper(model, columns, rows, **kwargs):
+            if model is Nucleus:
+                written.append(model)
+                if len(written) == 2:
+                    raise RuntimeError("the disk is full")
+            return write(model, columns, rows, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(bulk, "copy_text", failing(bulk.copy_text))
+    monkeypatch.setattr(bulk, "insert_rows", failing(bulk.insert_rows))
+    project = do_create_project("write error", actor=owner)
+    before, children = media_files(), {p.pid for p in psutil.Process().children()}
+    with pytest.raises(RuntimeError, match="the disk is full"):
+        do_import_dataset(project, name="tiles", format="hovernet", path=hovernet_folder, actor=owner)
+    assert not Dataset.objects.filter(project=project).exists()
+    assert not Image.objects.filter(project=project).exists()
+    assert not LabelSet.objects.filter(project=project).exists()
+    assert media_files() == before
+    assert {p.pid for p in psutil.Process().children()} == children
+    Dataset.objects.exists()  # the connection is usable after the rollback
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("processes", [1, 2])
 def test_the_first_bad_image_in_order_is_named(hovernet_folder, owner, settings, tmp_path, processes):
     import shutil
