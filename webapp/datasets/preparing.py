@@ -15,7 +15,6 @@ work: they never touch the database or broker connections of the importing proce
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import orjson
 from django.conf import settings
 
 from mlcore.types import DataError
@@ -82,7 +82,7 @@ def save_image_files(folder: Path, stem: str, rgb: np.ndarray, instance_map: np.
     source = Path(source_path) if source_path else None
     if source is not None and source.is_file() and source.suffix.lower() in {".png", ".jpg", ".jpeg"}:
         image_path = folder / "images" / f"{stem}{source.suffix.lower()}"
-        shutil.copyfile(source, image_path)
+        keep_original(source, image_path)
     else:
         image_path = folder / "images" / f"{stem}.png"
         _write(image_path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -95,6 +95,20 @@ def save_image_files(folder: Path, stem: str, rgb: np.ndarray, instance_map: np.
     thumb_path = folder / "thumbs" / f"{stem}.jpg"
     _write(thumb_path, cv2.cvtColor(thumbnail(rgb), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
     return image_path, mask_path, thumb_path
+
+
+def keep_original(source: Path, target: Path) -> None:
+    """Copy an original image file, or hard-link it when it lies in an upload's staging folder: that folder
+    is ours and is removed after the import, so the file's bytes need not be written a second time. Files
+    of a folder imported from elsewhere (manage.py import_dataset) are always copied."""
+    staging = Path(settings.MEDIA_ROOT) / "staging"
+    if source.is_relative_to(staging) and not source.is_symlink():
+        try:
+            os.link(source, target)
+            return
+        except OSError:  # another file system, or one without hard links
+            pass
+    shutil.copyfile(source, target)
 
 
 def _write(path: Path, array: np.ndarray, params=()) -> None:
@@ -114,7 +128,8 @@ def prepare_image(annotated, folder: Path, as_text: bool) -> PreparedImage:
     geometry, outlines = geometry_and_outlines(instance_map)
     classes = annotated.classes or {}
     ids = geometry["id"].tolist()
-    outline_json = [json.dumps(o, separators=(",", ":")) for o in outlines]
+    # orjson writes lists of integers exactly as json.dumps(o, separators=(",", ":")), ten times faster.
+    outline_json = [orjson.dumps(o).decode() for o in outlines]
     fields = zip(ids, *(geometry[k].tolist() for k in ("x0", "y0", "x1", "y1", "cx", "cy", "area")), outline_json)
     if as_text:
         # Only integers, floats (repr: shortest round trip, as psycopg sends them) and JSON of integers:
