@@ -81,6 +81,9 @@ def test_an_import_in_a_real_worker_uses_processes_and_stores_what_one_process_s
     settings.IMPORT_PROCESSES = 1  # here, in the test process: no worker processes
     other = do_create_project("one process", actor=owner)
     single = snapshot(do_import_dataset(other, name="tiles", format="hovernet", path=hovernet_folder, actor=owner))
+    # An upload's files are hard-linked out of its staging folder; a folder imported from elsewhere is copied,
+    # so that its files never share their bytes with the media folder.
+    assert all(path.stat().st_nlink == 1 for path in (hovernet_folder / "Images").iterdir())
 
     assert pooled == single
     assert sorted(pooled) == [f"tile_{i:04d}" for i in range(7)]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
+from django.core.files.move import file_move_safe
 from rest_framework.exceptions import ValidationError
 
 from mlcore.types import DataError
@@ -43,6 +45,14 @@ def _stage(archive, files) -> Path:
 
 def _write(upload, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(upload, "temporary_file_path"):
+        # Django has written a large upload to a temporary file already: move it (a rename where both are on
+        # one file system) instead of writing it a second time, as Django's own file storage does.
+        upload.file.flush()
+        file_move_safe(upload.temporary_file_path(), target)
+        if settings.FILE_UPLOAD_PERMISSIONS is not None:
+            os.chmod(target, settings.FILE_UPLOAD_PERMISSIONS)  # not the temporary file's 0600
+        return
     with open(target, "wb") as sink:
         for chunk in upload.chunks():
             sink.write(chunk)
