@@ -65,6 +65,12 @@ def _take(nucleus_id: int, label_set: LabelSet, user, now, *, renew_own: bool = 
                        expires_at=expires, claimed_at=now)
 
 
+# A pass fails only when every candidate was just claimed by someone else; the next pass no longer
+# sees those (the losing INSERT waited for their commit), so passes always make progress. Three were
+# too few with four reviewers on a dozen nuclei: a claimer could be told the queue was empty.
+CLAIM_ATTEMPTS = 50
+
+
 def do_claim_next(spec: QueueSpec) -> ReviewLease | None:
     """The reviewer's next nucleus, leased to them for :data:`LEASE_SECONDS`.
 
@@ -80,7 +86,7 @@ def do_claim_next(spec: QueueSpec) -> ReviewLease | None:
             lease.save(update_fields=["expires_at"])
             return lease
         for with_skips in (True, False):
-            for _attempt in range(3):
+            for _attempt in range(CLAIM_ATTEMPTS):
                 found = queue.candidates(spec, now, with_skips=with_skips)
                 if not found:
                     break
