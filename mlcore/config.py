@@ -61,9 +61,9 @@ class TrainConfig:
     split_seed: int = 0
     # Defaults = the CPU benchmark's settings: an epoch is 32,768 draws, a dataset's share grows as
     # the square root of its size and classes are drawn as n_class^-0.5 (0, 0, None = uniform passes).
-    # Longer epochs than the 8,192 first used: the merged model shares an epoch among its datasets,
-    # so with 8,192 each dataset saw fewer draws than its own single-dataset model, and at 32,768
-    # the small label sets (PanNuke-breast) stopped trailing their single models (README).
+    # Longer than the 8,192 first used: the merged model shares an epoch among its datasets, so at
+    # 8,192 CoNSeP and PanNuke-breast saw fewer draws than their own single-dataset models; at
+    # 32,768 PanNuke-breast stopped trailing its single model (README).
     dataset_power: float = 0.5           # a dataset's share of the draws ~ n_dataset^(1 - p)
     class_power: float = 0.5             # within a dataset, weight n_class^-p
     samples_per_epoch: int | None = 32768  # None: one pass over the training nuclei
