@@ -6,7 +6,8 @@
 Starts from the ``stage2.pt`` that ``benchmarks/train_real.py`` wrote (same config file, same split,
 same training seed), runs the completion stage with the given config overrides, and after every
 epoch prints, per label set, the macro-F1 of the final prediction (the mean of both branches), of
-the base block alone and of the MLP alone. It is how the README's account of what stage 3 does to
+the base block alone and of the MLP alone, and how often the two branches name the same class.
+It is how the README's account of what stage 3 does to
 CoNSeP was measured: whether the branches stop disagreeing, and whether a setting moves the curve.
 """
 
@@ -35,7 +36,8 @@ from mlcore.types import MISSING  # noqa: E402
 
 
 def branch_scores(model, table, rows: np.ndarray) -> dict[str, dict[str, float]]:
-    """Per label set: macro-F1 of the mean of both branches, of the base block and of the MLP."""
+    """Per label set: macro-F1 of the mean of both branches, of the base block and of the MLP, and
+    the share of nuclei on which the two branches name the same class."""
     predictions = predict(model, table.crops[rows])
     out = {}
     for d, label_set in enumerate(table.label_sets):
@@ -46,6 +48,8 @@ def branch_scores(model, table, rows: np.ndarray) -> dict[str, dict[str, float]]
             branch: f1_score(truth[known], probs[known].argmax(1), len(label_set.classes))
             for branch, probs in (("mean", prediction.probs), ("base", prediction.base_probs),
                                   ("mlp", prediction.mlp_probs))}
+        out[label_set.name]["agree"] = float(np.mean(prediction.base_probs[known].argmax(1)
+                                                     == prediction.mlp_probs[known].argmax(1)))
     return out
 
 
@@ -82,12 +86,12 @@ def main() -> int:
     checkpoint = load_checkpoint(stage2)
     model = checkpoint.model
     names = [s.name for s in table.label_sets]
-    print("epoch | " + " | ".join(f"{name}: mean base mlp" for name in names))
+    print("epoch | " + " | ".join(f"{name}: mean base mlp agree" for name in names))
 
     def show(epoch: int) -> None:
         scores = branch_scores(model, table, val_rows)
         print(f"{epoch:5d} | " + " | ".join(
-            f"{scores[name]['mean']:.3f} {scores[name]['base']:.3f} {scores[name]['mlp']:.3f}" for name in names),
+            " ".join(f"{scores[name][key]:.3f}" for key in ("mean", "base", "mlp", "agree")) for name in names),
             flush=True)
         model.train()  # predict() left it in eval mode; the next epoch starts with train() anyway
 
