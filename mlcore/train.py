@@ -124,12 +124,20 @@ class RowSampler(torch.utils.data.Sampler):
         return len(self.inner)
 
 
+def stage_class_power(config: TrainConfig, stage: str) -> float:
+    """The class weighting of a stage's draws: ``completion_class_power`` in stage 3 when set."""
+    if stage == "completion" and config.completion_class_power is not None:
+        return config.completion_class_power
+    return config.class_power
+
+
 def make_loader(table: NucleusTable, rows: np.ndarray, config: TrainConfig,
-                context: DistributedContext) -> torch.utils.data.DataLoader:
+                context: DistributedContext, stage: str = "sparse") -> torch.utils.data.DataLoader:
     """Batches of (uint8 crops, labels) over ``rows``: a seeded shuffle (DistributedSampler) or,
     when sampling powers or an epoch size are set, a weighted draw with replacement."""
-    if config.dataset_power or config.class_power or config.samples_per_epoch:
-        weights = sampling_weights(table, rows, config.dataset_power, config.class_power)
+    class_power = stage_class_power(config, stage)
+    if config.dataset_power or class_power or config.samples_per_epoch:
+        weights = sampling_weights(table, rows, config.dataset_power, class_power)
         inner = WeightedEpochSampler(weights, config.samples_per_epoch or len(rows), config.seed,
                                      context.rank, context.world_size)
     else:
@@ -496,7 +504,7 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
                 runner = _wrap(_HeadForward(model), context, device, find_unused=True)
             else:
                 rows = labelled_train if stage == "sparse" else train_rows
-                loader = make_loader(table, rows, config, context)
+                loader = make_loader(table, rows, config, context, stage)
                 steps_per_epoch = len(loader)
                 runner = _wrap(model.backbone if stage == "sparse" else model, context, device,
                                find_unused=stage == "completion")

@@ -37,6 +37,8 @@ def test_nested_sections_and_relative_paths(tmp_path):
     ({"epochs": {"stage4": 1}}, "epochs.stage4"),
     ({"split": {"val_fraction": 1.0}}, "split.val_fraction"),
     ({"sampling": {"class_power": 2}}, "sampling.class_power"),
+    ({"sampling": {"completion_class_power": 1.5}}, "sampling.completion_class_power"),
+    ({"sampling": {"completion_class_power": "equal"}}, "sampling.completion_class_power"),
     ({"batch_sise": 3}, "batch_sise"),
 ])
 def test_errors_name_the_field(tmp_path, change, field):

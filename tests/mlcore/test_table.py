@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from mlcore.config import TrainConfig
 from mlcore.data import (ImageRecord, NucleusTable, augment, build_table, sampling_weights, split_by_group,
                          table_from_arrays)
+from mlcore.train import DistributedContext, make_loader, stage_class_power
 from mlcore.types import AnnotatedImage, LabelSet, NucleusDataset
 from tests.mlcore.helpers import disk_image, two_set_table
 
@@ -93,6 +95,24 @@ def test_sampling_weights_balance_datasets_and_classes():
     balanced = sampling_weights(table, rows, dataset_power=1.0, class_power=1.0)
     assert np.isclose(balanced[:10].sum(), 0.5) and np.isclose(balanced[10:].sum(), 0.5)
     assert np.isclose(balanced[:8].sum(), balanced[8:10].sum())
+
+
+def test_stage_3_draws_with_its_own_class_power():
+    # Class "a" has 8 nuclei, "b" 2: stages 1-2 draw them 2:1 (class_power 0.5), stage 3 1:1 (1.0).
+    labels = np.array([[0]] * 8 + [[1]] * 2)
+    table = NucleusTable(np.zeros((10, 8, 8, 3), np.uint8), labels, np.zeros(10, int), np.zeros(10, int),
+                         np.zeros(10, int), np.arange(10), (LabelSet("A", ("a", "b")),), ["d0"], ["g"], ["i"])
+    config = TrainConfig(class_power=0.5, completion_class_power=1.0, samples_per_epoch=20000, batch_size=1000)
+
+    def share_of_b(stage):
+        drawn = np.concatenate([batch_labels.numpy()[:, 0] for _, batch_labels in
+                                make_loader(table, np.arange(10), config, DistributedContext(), stage)])
+        return float((drawn == 1).mean())
+
+    assert stage_class_power(config, "sparse") == 0.5 and stage_class_power(config, "completion") == 1.0
+    assert abs(share_of_b("sparse") - 1 / 3) < 0.02
+    assert abs(share_of_b("completion") - 1 / 2) < 0.02
+    assert stage_class_power(TrainConfig(class_power=0.5, completion_class_power=None), "completion") == 0.5
 
 
 def test_augment_is_a_batched_dihedral_transform_plus_jitter():
