@@ -89,6 +89,11 @@ def do_claim_next(spec: QueueSpec) -> ReviewLease | None:
             for _attempt in range(CLAIM_ATTEMPTS):
                 found = queue.candidates(spec, now, with_skips=with_skips)
                 if not found:
+                    # SKIP LOCKED hides the rows other claimers are looking at; near the end of a
+                    # queue that can be every free row. Look again without skipping: _take waits
+                    # for their commits and then knows which rows they took.
+                    found = queue.candidates(spec, now, with_skips=with_skips, skip_locked=False)
+                if not found:
                     break
                 for nucleus_id in found:
                     lease = _take(nucleus_id, spec.label_set, spec.user, now)

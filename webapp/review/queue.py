@@ -88,10 +88,11 @@ def _anti_joins(spec: QueueSpec, ref: str, now, *, with_skips: bool = True, with
     return conditions
 
 
-def _lock(queryset):
+def _lock(queryset, skip_locked: bool = True):
     """``FOR NO KEY UPDATE SKIP LOCKED`` on PostgreSQL: concurrent claimers pass over each other's
-    candidates instead of queueing behind them (SQLite serialises writers anyway)."""
-    if connection.features.has_select_for_update_skip_locked:
+    candidates instead of queueing behind them (SQLite serialises writers anyway). With
+    ``skip_locked=False`` a plain query: every free row, those other claimers are looking at included."""
+    if skip_locked and connection.features.has_select_for_update_skip_locked:
         kwargs = {"skip_locked": True, "of": ("self",)}
         if connection.vendor == "postgresql":
             kwargs["no_key"] = True   # does not block inserts of labels that reference the row
@@ -188,7 +189,8 @@ def touched_and_free(spec: QueueSpec, now, *, with_skips: bool = True) -> set[in
     return touched - blocked
 
 
-def prediction_candidates(spec: QueueSpec, now, *, with_skips: bool = True, limit: int = CANDIDATES) -> list[int]:
+def prediction_candidates(spec: QueueSpec, now, *, with_skips: bool = True, limit: int = CANDIDATES,
+                          skip_locked: bool = True) -> list[int]:
     """The best free nuclei in strategy order: first the touched ones above the frontier that are
     free again (released, expired, skipped long enough ago), then a scan down from the frontier."""
     if spec.version is None:
@@ -206,10 +208,10 @@ def prediction_candidates(spec: QueueSpec, now, *, with_skips: bool = True, limi
         above = rows.filter(nucleus_id__in=sorted(free_again))
         if frontier is not _EMPTY:
             above = above.filter(**{f"{field}__gt": frontier})
-        found = list(_lock(above.order_by(order, "-id")).values_list("nucleus_id", flat=True)[:limit])
+        found = list(_lock(above.order_by(order, "-id"), skip_locked).values_list("nucleus_id", flat=True)[:limit])
     if len(found) < limit and frontier is not _EMPTY:
         below = rows.filter(**{f"{field}__lte": frontier}).order_by(order, "-id")
-        found += list(_lock(below).values_list("nucleus_id", flat=True)[:limit - len(found)])
+        found += list(_lock(below, skip_locked).values_list("nucleus_id", flat=True)[:limit - len(found)])
     return found
 
 
@@ -226,7 +228,7 @@ RANDOM_WINDOWS = 12  # random id windows tried before a full scan
 
 
 def random_candidates(spec: QueueSpec, now, *, with_skips: bool = True, limit: int = CANDIDATES,
-                      rng: random.Random | None = None) -> list[int]:
+                      rng: random.Random | None = None, skip_locked: bool = True) -> list[int]:
     """Free nuclei after a random pivot, looked for in a few bounded windows of ids.
 
     Labelled nuclei come in long runs of ids (a whole dataset has ground truth in its own label
@@ -247,21 +249,21 @@ def random_candidates(spec: QueueSpec, now, *, with_skips: bool = True, limit: i
     if high - low + 1 > 2 * window:
         for _ in range(RANDOM_WINDOWS):
             start = rng.randint(low, high)
-            found = list(_lock(rows.filter(id__gte=start, id__lt=start + window).order_by("id"))
+            found = list(_lock(rows.filter(id__gte=start, id__lt=start + window).order_by("id"), skip_locked)
                          .values_list("id", flat=True)[:limit])
             if found:
                 return found
     pivot = rng.randint(low, high)
-    found = list(_lock(rows.filter(id__gte=pivot).order_by("id")).values_list("id", flat=True)[:limit])
+    found = list(_lock(rows.filter(id__gte=pivot).order_by("id"), skip_locked).values_list("id", flat=True)[:limit])
     if len(found) < limit:  # wrap round
-        found += list(_lock(rows.filter(id__lt=pivot).order_by("id")).values_list("id", flat=True)[:limit - len(found)])
+        found += list(_lock(rows.filter(id__lt=pivot).order_by("id"), skip_locked).values_list("id", flat=True)[:limit - len(found)])
     return found
 
 
-def candidates(spec: QueueSpec, now, *, with_skips: bool = True) -> list[int]:
+def candidates(spec: QueueSpec, now, *, with_skips: bool = True, skip_locked: bool = True) -> list[int]:
     if spec.uses_predictions:
-        return prediction_candidates(spec, now, with_skips=with_skips)
-    return random_candidates(spec, now, with_skips=with_skips)
+        return prediction_candidates(spec, now, with_skips=with_skips, skip_locked=skip_locked)
+    return random_candidates(spec, now, with_skips=with_skips, skip_locked=skip_locked)
 
 
 def held_lease(spec: QueueSpec, now) -> ReviewLease | None:
