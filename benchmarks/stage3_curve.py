@@ -7,8 +7,8 @@ Starts from the ``stage2.pt`` that ``benchmarks/train_real.py`` wrote (same conf
 same training seed), runs the completion stage with the given config overrides, and after every
 epoch prints, per label set, the macro-F1 of the final prediction (the mean of both branches), of
 the base block alone and of the MLP alone, and how often the two branches name the same class.
-It is how the README's account of what stage 3 does to
-CoNSeP was measured: whether the branches stop disagreeing, and whether a setting moves the curve.
+It is how the README's account of what stage 3 does to CoNSeP was measured: whether the branches
+stop disagreeing, and whether a setting moves the curve.
 """
 
 from __future__ import annotations

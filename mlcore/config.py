@@ -139,6 +139,8 @@ class TrainConfig:
             ("split.seed", self.split_seed, int, lambda v: True),
             ("sampling.dataset_power", self.dataset_power, (int, float), lambda v: 0 <= v <= 1),
             ("sampling.class_power", self.class_power, (int, float), lambda v: 0 <= v <= 1),
+            ("sampling.completion_class_power", self.completion_class_power, (int, float, type(None)),
+             lambda v: v is None or 0 <= v <= 1),
             ("augment.jitter", self.jitter, (int, float), lambda v: 0 <= v < 1),
             ("correlation_views", self.correlation_views, int, lambda v: v >= 1),
             ("seed", self.seed, int, lambda v: True),
@@ -146,11 +148,6 @@ class TrainConfig:
         for name, value, types, ok in checks:
             if isinstance(value, bool) or not isinstance(value, types) or not ok(value):
                 raise ConfigError(f"config field {name}: invalid value {value!r}")
-        if self.completion_class_power is not None and (
-                isinstance(self.completion_class_power, bool) or not isinstance(self.completion_class_power, (int, float))
-                or not 0 <= self.completion_class_power <= 1):
-            raise ConfigError("config field sampling.completion_class_power: invalid value "
-                              f"{self.completion_class_power!r} (a number from 0 to 1, or null for class_power)")
         if self.samples_per_epoch is not None and (not isinstance(self.samples_per_epoch, int)
                                                    or self.samples_per_epoch < 1):
             raise ConfigError(f"config field sampling.samples_per_epoch: invalid value {self.samples_per_epoch!r}")
