@@ -3,6 +3,7 @@ and the outputs the CLI writes (per label set class arrays and overlays, one JSO
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +12,13 @@ import cv2
 import numpy as np
 import orjson
 import torch
+from PIL import Image as PILImage
 
+from mlcore import limits
 from mlcore.crops import InstanceGeometry, cut_crops
 from mlcore.model import CrossTrainedModel
 from mlcore.predict import LabelSetPrediction, predict
+from mlcore.readers._common import check_pixels, load_npy
 from mlcore.types import DataError
 
 
@@ -31,6 +35,21 @@ def infer_image(model: CrossTrainedModel, image: np.ndarray, instance_map: np.nd
     return ImageInference(geometry, predict(model, crops, batch_size, device))
 
 
+def _label_image_size(path: Path) -> None:
+    """Check a label image's size from its header (Pillow reads only that) before OpenCV decodes it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # check_pixels decides
+            with PILImage.open(path) as header:
+                size = header.size
+    except PILImage.DecompressionBombError:
+        raise DataError(path, f"mask image too large to read safely: over MAX_IMAGE_PIXELS "
+                              f"({limits.MAX_IMAGE_PIXELS} pixels)") from None
+    except (PILImage.UnidentifiedImageError, OSError):
+        return  # not an image Pillow knows: OpenCV reports it below
+    check_pixels(size[1], size[0], path, "mask image")
+
+
 def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """An instance map from ``.npy`` (H x W integers) or a label image (PNG/TIFF: 8/16-bit grey
     values are ids; an RGB label image gets one id per distinct colour, black = background)."""
@@ -38,11 +57,9 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
     if not path.is_file():
         raise DataError(path, "mask file not found")
     if path.suffix.lower() == ".npy":
-        try:
-            mask = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DataError(path, f"not a readable .npy array ({exc})") from None
+        mask = load_npy(path, mask=True)
     else:
+        _label_image_size(path)
         mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if mask is None:
             raise DataError(path, "not a readable label image (npy, png or tiff expected)")
@@ -64,6 +81,11 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
             raise DataError(path, f"instance map must hold integer ids, got {mask.dtype}")
     if mask.size and mask.min() < 0:
         raise DataError(path, "instance map has negative ids")
+    if mask.size and int(mask.max()) > mask.size:
+        # Crops and outlines are sized by the largest id; the outputs name the mask's own ids, so they
+        # cannot be renumbered here as an import does.
+        raise DataError(path, f"instance id {int(mask.max())} is larger than the mask's pixel count ({mask.size}); "
+                              "number the instances 1..N")
     if shape is not None and mask.shape != tuple(shape):
         raise DataError(path, f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {shape[1]}x{shape[0]}")
     return mask.astype(np.int32, copy=False)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mlcore.readers import coco, geojson, hovernet, pannuke, seed
-from mlcore.readers._common import CONTENT_ERRORS, FormatSource, read_rgb
+from mlcore.readers._common import CONTENT_ERRORS, FormatSource, bounded_ids, read_rgb
 from mlcore.types import AnnotatedImage, DataError, LabelSet, NucleusDataset
 
 FORMATS = ("seed", "hovernet", "coco", "geojson", "pannuke")
@@ -41,7 +41,7 @@ class DatasetReader:
         """Image ``index`` (random access, e.g. from worker processes). Unlike iteration, it does not
         check that image names are unique across the dataset: a caller reading out of order does."""
         item = self._source.items[index]
-        return _guarded(self._source.item_path(item), self._source.read_item, item)
+        return bounded_ids(_guarded(self._source.item_path(item), self._source.read_item, item))
 
     def __iter__(self) -> Iterator[AnnotatedImage]:
         names: set[str] = set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import warnings
@@ -14,6 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mlcore import limits
 from mlcore.types import MISSING, AnnotatedImage, DataError, LabelSet, default_colors
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -21,6 +23,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # The only exceptions that NumPy, SciPy, Pillow and json raise on bad content; anything else is a bug
 # in our code and must keep its traceback.
 CONTENT_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError)
+
+# Pillow warns above its limit and refuses above twice it; read_rgb turns the warning into an error, so
+# Pillow's guard refuses exactly what MAX_IMAGE_PIXELS does (read_rgb checks the header size itself too).
+Image.MAX_IMAGE_PIXELS = limits.MAX_IMAGE_PIXELS
 
 
 @dataclass
@@ -50,14 +56,16 @@ def read_rgb(path: str | Path) -> np.ndarray:
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a web upload must not get that far.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:  # reads the header only, and refuses a decompression bomb
+                check_pixels(image.size[1], image.size[0], path, "image")
                 if image.format == "PNG" and _is_8bit_rgb_png(path) and "transparency" not in image.info:
                     rgb = _decode_with_opencv(path, image.size)
                     if rgb is not None:
                         return rgb
                 image.load()
                 return _to_rgb(image, path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(path, f"image too large to read safely ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(path, f"image too large to read safely: over MAX_IMAGE_PIXELS "
+                              f"({limits.MAX_IMAGE_PIXELS} pixels, {limits.megapixels(limits.MAX_IMAGE_PIXELS)})") from None
     except UnidentifiedImageError:
         raise DataError(path, "not an image (Pillow cannot identify the file)") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt image data
@@ -109,9 +117,27 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def check_pixels(height: int, width: int, path: Path, what: str) -> None:
+    """Refuse an image or mask larger than MAX_IMAGE_PIXELS, from its declared size (nothing allocated)."""
+    pixels = int(height) * int(width)
+    if pixels > limits.MAX_IMAGE_PIXELS:
+        raise DataError(path, f"{what} too large: {width}x{height} pixels ({limits.megapixels(pixels)}) is over the limit "
+                              f"MAX_IMAGE_PIXELS = {limits.MAX_IMAGE_PIXELS} ({limits.megapixels(limits.MAX_IMAGE_PIXELS)})")
+
+
+def check_array_bytes(nbytes: int, path: Path, what: str) -> None:
+    if nbytes > limits.MAX_ARRAY_BYTES:
+        raise DataError(path, f"{what} would take {nbytes / 2**20:.0f} MiB, over the limit "
+                              f"MAX_ARRAY_BYTES = {limits.MAX_ARRAY_BYTES} bytes")
+
+
 def load_json(path: Path) -> Any:
     if not path.is_file():
         raise DataError(path, "file not found")
+    size = path.stat().st_size
+    if size > limits.MAX_JSON_BYTES:
+        raise DataError(path, f"JSON file of {size / 2**20:.0f} MiB is over the limit MAX_JSON_BYTES = "
+                              f"{limits.MAX_JSON_BYTES} bytes")
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
@@ -121,9 +147,41 @@ def load_json(path: Path) -> Any:
         raise DataError(path, "not valid JSON: not UTF-8 text") from None
 
 
-def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a ``.npy`` file from its header alone, checked against the bytes the file holds."""
     if not path.is_file():
         raise DataError(path, "file not found")
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+            data_bytes = path.stat().st_size - handle.tell()
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise DataError(path, f"not a readable NumPy .npy array: {exc}") from None
+    if dtype.hasobject:
+        raise DataError(path, "a .npy array of Python objects is not accepted (it could run code)")
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared > data_bytes:
+        raise DataError(path, f"the .npy header declares shape {shape} of {dtype} ({declared} bytes) but the file "
+                              f"holds {data_bytes} bytes of data")
+    return tuple(int(n) for n in shape), dtype
+
+
+def load_npy(path: Path, mmap: bool = False, mask: bool = False) -> np.ndarray:
+    """A ``.npy`` array, its size checked from the header first: a ``mask`` (H x W, or H x W x 1) against
+    MAX_IMAGE_PIXELS, anything else read whole against MAX_ARRAY_BYTES (a memory map is not read whole)."""
+    shape, dtype = npy_header(path)
+    if mask:
+        if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] != 1):
+            raise DataError(path, f"instance mask must be a 2-D H x W array, got shape {shape}")
+        check_pixels(shape[0], shape[1], path, "instance mask")
+    elif not mmap:
+        check_array_bytes(int(np.prod(shape, dtype=object)) * dtype.itemsize, path, f"array of shape {shape}")
     try:
         # allow_pickle stays off: a pickled object array could run code.
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
@@ -172,10 +230,30 @@ def check_same_size(image: np.ndarray, instance_map: np.ndarray, mask_path: Path
 
 
 def instance_ids(instance_map: np.ndarray) -> np.ndarray:
-    """Sorted ids of the instances present (background 0 excluded)."""
+    """Sorted ids of the instances present (background 0 excluded), never sized by the largest id."""
+    if instance_map.size and int(instance_map.max()) > instance_map.size:
+        ids = np.unique(instance_map)  # sparse ids (up to 2**31 - 1): sort, do not count
+        return ids[ids > 0].astype(np.int64)
     counts = np.bincount(instance_map.ravel())
     ids = np.flatnonzero(counts)
     return ids[ids > 0]
+
+
+def bounded_ids(image: AnnotatedImage) -> AnnotatedImage:
+    """Renumber an image's instances 1..N in id order when its largest id exceeds its pixel count.
+
+    Everything after the reader (crops, outlines, storage) may size arrays by the largest id; this keeps
+    that below the pixel count, itself bounded by MAX_IMAGE_PIXELS. Dense ids are kept as they are.
+    """
+    instance_map = image.instance_map
+    if not instance_map.size or int(instance_map.max()) <= instance_map.size:
+        return image
+    ids, compact = np.unique(instance_map, return_inverse=True)
+    offset = 0 if ids[0] == 0 else 1  # background 0 stays 0
+    new_id = {int(old): index + offset for index, old in enumerate(ids.tolist())}
+    instance_map = (compact.reshape(instance_map.shape) + offset).astype(np.int32)
+    classes = {new_id[old]: c for old, c in image.classes.items() if old in new_id}
+    return dataclasses.replace(image, instance_map=instance_map, classes=classes)
 
 
 def checked_classes(pairs: np.ndarray, instance_map: np.ndarray, label_set: LabelSet, path: Path) -> dict[int, int]:

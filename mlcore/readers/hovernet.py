@@ -17,14 +17,16 @@ Grouping: a name ``<prefix>_<tile>_<k>`` (CoNSeP patches ``train_18_011``) belon
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
-from mlcore.readers._common import (FormatSource, as_instance_map, as_int_array, check_class_names,
-                                    check_same_size, find_image, list_images, load_json,
-                                    make_label_set, read_rgb, tile_group)
+from mlcore.readers._common import (FormatSource, as_instance_map, as_int_array, check_array_bytes,
+                                    check_class_names, check_pixels, check_same_size, find_image, instance_ids,
+                                    list_images, load_json, make_label_set, read_rgb, tile_group)
 from mlcore.types import AnnotatedImage, DataError, LabelSet
 
 
@@ -79,14 +81,107 @@ def _label_set(root: Path, class_names: list[str] | None, name: str) -> LabelSet
 MAT_VARIABLES = ("inst_map", "inst_type", "type_map")
 
 
-def load_mat(path: Path, variable_names: tuple[str, ...] | None = None) -> dict:
+# MATLAB classes of plain numeric arrays; anything else (cell, struct, sparse, char...) is refused before it
+# is decoded, since its size cannot be told from the header.
+_NUMERIC_CLASSES = {"double", "single", "logical", "int8", "uint8", "int16", "uint16", "int32", "uint32",
+                    "int64", "uint64"}
+# Variables that are images (H x W): checked against MAX_IMAGE_PIXELS, the others against MAX_ARRAY_BYTES.
+_IMAGE_VARIABLES = {"inst_map", "type_map"}
+
+
+_MAT_CLASSES = {1: "cell", 2: "struct", 3: "object", 4: "char", 5: "sparse", 6: "double", 7: "single", 8: "int8",
+                9: "uint8", 10: "int16", 11: "uint16", 12: "int32", 13: "uint32", 14: "int64", 15: "uint64",
+                16: "function", 17: "opaque"}
+_MI_COMPRESSED, _MI_MATRIX = 15, 14
+_HEADER_BYTES = 4096  # array flags, dimensions and name of one variable: far less in any real file
+
+
+def mat_headers(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
+    """(name, shape, class) of every variable of a MATLAB v5 file, decompressing only each header.
+
+    ``scipy.io.whosmat`` inflates 128 KiB of compressed input at a time, which is over 100 MB for a
+    variable of zeros; here at most ``_HEADER_BYTES`` are inflated per variable. Other versions (v4 is
+    never compressed; v7.3 is refused by loadmat) are left to scipy.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(128)
+        if len(head) < 128 or head[126:128] not in (b"IM", b"MI") or head[:4] == b"\0\0\0\0":
+            return [(name, tuple(shape), mat_class) for name, shape, mat_class in scipy.io.whosmat(path)]
+        order = "<" if head[126:128] == b"IM" else ">"
+        if struct.unpack(order + "H", head[124:126])[0] == 0x0200:
+            raise NotImplementedError("MATLAB v7.3")
+        variables = []
+        while len(tag := handle.read(8)) == 8:
+            element_type, size = struct.unpack(order + "II", tag)
+            start = handle.tell()
+            if element_type == _MI_COMPRESSED:
+                inflater, header = zlib.decompressobj(), b""
+                while len(header) < _HEADER_BYTES and not inflater.eof:
+                    data = inflater.unconsumed_tail or handle.read(min(65536, max(start + size - handle.tell(), 0)))
+                    if not data:
+                        break
+                    header += inflater.decompress(data, _HEADER_BYTES - len(header))
+            elif element_type == _MI_MATRIX:
+                header = tag + handle.read(min(size, _HEADER_BYTES))
+            else:
+                raise ValueError(f"unexpected data element type {element_type} at byte {start - 8}")
+            variables.append(_matrix_header(header, order))
+            handle.seek(start + size)
+    return variables
+
+
+def _matrix_header(header: bytes, order: str) -> tuple[str, tuple[int, ...], str]:
+    def element(position: int) -> tuple[int, bytes, int]:
+        element_type, size = struct.unpack_from(order + "II", header, position)
+        if element_type >> 16:  # small data element: size and type in one word, data in the next four bytes
+            return element_type & 0xFFFF, header[position + 4:position + 4 + (element_type >> 16)], position + 8
+        end = position + 8 + size
+        if end > len(header):
+            raise ValueError("variable header too long or truncated")
+        return element_type, header[position + 8:end], end + (-size) % 8
+
     try:
+        if struct.unpack_from(order + "I", header, 0)[0] != _MI_MATRIX:
+            raise ValueError("expected a MATLAB array (miMATRIX)")
+        _, flags, position = element(8)
+        mat_class = _MAT_CLASSES.get(flags[0] if order == "<" else flags[3], "unknown")
+        if struct.unpack_from(order + "I", flags, 0)[0] & 0x200:
+            mat_class = "logical"
+        _, dims, position = element(position)
+        shape = struct.unpack(order + f"{len(dims) // 4}i", dims[:len(dims) // 4 * 4])
+        _, name, _ = element(position)
+    except struct.error:
+        raise ValueError("truncated variable header") from None
+    return name.decode("latin1"), tuple(shape), mat_class
+
+
+def load_mat(path: Path, variable_names: tuple[str, ...] | None = None) -> dict:
+    """The variables of a .mat file, each one's class and size checked from the headers before decoding."""
+    try:
+        headers = mat_headers(path)
+        for name, shape, mat_class in headers:
+            if variable_names is not None and name not in variable_names:
+                continue
+            if mat_class not in _NUMERIC_CLASSES:
+                raise DataError(path, f"variable {name!r} is a MATLAB {mat_class}, not a numeric array")
+            if any(n < 0 for n in shape):
+                raise DataError(path, f"{name} has a negative dimension {tuple(shape)}")
+            if name in _IMAGE_VARIABLES:
+                if len(shape) != 2:
+                    raise DataError(path, f"{name} must be a 2-D H x W array, got shape {tuple(shape)}")
+                check_pixels(shape[0], shape[1], path, name)
+            else:
+                # Read as int64 (as_int_array), whatever the class on disk.
+                check_array_bytes(int(np.prod(shape, dtype=object)) * 8, path, f"{name} of shape {tuple(shape)}")
         return scipy.io.loadmat(path, variable_names=variable_names)
+    except DataError:
+        raise
     except NotImplementedError:
         # scipy reads MATLAB files up to v7; v7.3 files are HDF5 and need h5py, which mlcore does not use.
         raise DataError(path, "MATLAB v7.3 (HDF5) .mat file: not supported because h5py is not installed; "
                               "re-save it as v7 (MATLAB: save(..., '-v7'); Python: scipy.io.savemat)") from None
-    except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError, EOFError, KeyError, IndexError) as exc:
+    except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError, EOFError, KeyError, IndexError,
+            zlib.error) as exc:
         raise DataError(path, f"not a readable MATLAB .mat file: {exc}") from None
 
 
@@ -115,7 +210,7 @@ def _variables(mat_path: Path) -> str:
 
 
 def _classes(content: dict, instance_map: np.ndarray, label_set: LabelSet, mat_path: Path) -> dict[int, int]:
-    ids = np.flatnonzero(np.bincount(instance_map.ravel())[1:]) + 1  # ids present (int32 >= 0): faster than unique
+    ids = instance_ids(instance_map)
     if "inst_type" in content:
         types = as_int_array(content["inst_type"], mat_path, "inst_type").ravel()
         if ids.size and types.size < ids[-1]:
@@ -143,6 +238,13 @@ def _majority_type(instance_map: np.ndarray, type_map: np.ndarray, ids: np.ndarr
     if type_map.size and (type_map.min() < 0 or type_map.max() > n_classes):
         raise DataError(mat_path, f"type_map values outside 0..{n_classes}")
     width = n_classes + 1
+    if instance_map.size and int(instance_map.max()) > instance_map.size:
+        # Sparse ids: vote over their ranks, so that nothing is sized by the largest id.
+        ranks = np.searchsorted(ids, instance_map.ravel()) + 1
+        ranks[instance_map.ravel() == 0] = 0
+        votes = np.bincount(ranks.astype(np.int64) * width + type_map.ravel(),
+                            minlength=(ids.size + 1) * width).reshape(-1, width)
+        return votes[1:].argmax(axis=1)
     votes = np.bincount(instance_map.ravel().astype(np.int64) * width + type_map.ravel(),
                         minlength=(int(instance_map.max()) + 1) * width).reshape(-1, width)
     return votes[ids].argmax(axis=1)

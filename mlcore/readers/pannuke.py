@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlcore.readers._common import (FormatSource, as_instance_map, check_class_names, compact_ids, load_npy,
-                                    make_label_set)
+from mlcore.readers._common import (FormatSource, as_instance_map, check_class_names, check_pixels, compact_ids,
+                                    load_npy, make_label_set)
 from mlcore.types import AnnotatedImage, DataError, LabelSet
 
 PANNUKE_CLASSES = ("neoplastic", "inflammatory", "connective", "dead", "epithelial")
@@ -36,6 +36,7 @@ def open_source(root: Path, class_names: list[str] | None, label_set_name: str, 
     if masks.shape[:3] != images.shape[:3]:
         raise DataError(masks_path, f"masks shape {masks.shape[:3]} (N, H, W) differs from images "
                                     f"shape {images.shape[:3]} in {images_path.name}")
+    check_pixels(images.shape[1], images.shape[2], images_path, "each image")
     if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
         raise DataError(images_path, f"images must be numbers, got dtype {images.dtype}")
     n_classes = masks.shape[3] - 1

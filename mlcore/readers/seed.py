@@ -64,7 +64,7 @@ def _read_image(root: Path, image_path: Path, label_set: LabelSet | None) -> Ann
     stem = image_path.stem
     image = read_rgb(image_path)
     mask_path = root / "masks" / f"{stem}.npy"
-    instance_map = as_instance_map(load_npy(mask_path), mask_path)
+    instance_map = as_instance_map(load_npy(mask_path, mask=True), mask_path)
     check_same_size(image, instance_map, mask_path, image_path)
     classes: dict[int, int] = {}
     if label_set is not None:

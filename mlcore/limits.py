@@ -1,0 +1,42 @@
+"""Size limits that every reader checks from file headers, before it allocates anything.
+
+A dataset from elsewhere can declare a 16000 x 16000 mask in a 1 MB file, or an instance id of
+2**31 - 1 on a 64 x 64 image; without these checks the reader would allocate gigabytes first. Each limit
+comes from an environment variable of the same name, read when this module is imported.
+
+- ``MAX_IMAGE_PIXELS``: pixels (H x W) of one image or instance mask (default 8192 x 8192). Pillow's
+  own decompression-bomb guard is set to the same value.
+- ``MAX_ARRAY_BYTES``: bytes of any other array decoded from a ``.npy`` or ``.mat`` file, such as a types
+  table (default 1 GiB).
+- ``MAX_JSON_BYTES``: size of one JSON file (``classes.json``, COCO annotations, GeoJSON; default 256 MiB;
+  JSON takes several times its file size once parsed).
+
+Instance ids need no limit of their own: a mask whose largest id exceeds its pixel count is renumbered
+1..N in id order (see :func:`mlcore.readers._common.bounded_ids`), so nothing is ever sized by an id.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _limit(variable: str, default: int) -> int:
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"{variable}={text!r}: expected a positive whole number") from None
+    if value <= 0:
+        raise ValueError(f"{variable}={text!r}: expected a positive whole number")
+    return value
+
+
+MAX_IMAGE_PIXELS = _limit("MAX_IMAGE_PIXELS", 8192 * 8192)
+MAX_ARRAY_BYTES = _limit("MAX_ARRAY_BYTES", 1 << 30)
+MAX_JSON_BYTES = _limit("MAX_JSON_BYTES", 256 << 20)
+
+
+def megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f} megapixels"
