@@ -19,7 +19,7 @@ from mlcore.crops import InstanceGeometry, cut_crops
 from mlcore.model import CrossTrainedModel
 from mlcore.predict import LabelSetPrediction, predict
 from mlcore.readers._common import check_pixels, load_npy
-from mlcore.types import DataError
+from mlcore.types import DataError, file_part
 
 
 @dataclass
@@ -103,6 +103,7 @@ def inference_json(result: ImageInference, model: CrossTrainedModel, names: list
     other uncertainty scores follow from the probabilities; ``predict`` returns them all)."""
     geometry = result.geometry
     label_sets = {s.name: s for s in model.label_sets}
+    file_parts = label_set_file_parts(model)
     columns = []  # per label set: (name, class names per row, indices, base, mlp, disagreement)
     for name in names:
         prediction = result.predictions[name]
@@ -121,7 +122,7 @@ def inference_json(result: ImageInference, model: CrossTrainedModel, names: list
         for row, instance_id in enumerate(geometry.ids.tolist())]
     return {
         "image": image_path,
-        "label_sets": [{"name": n, "classes": list(label_sets[n].classes),
+        "label_sets": [{"name": n, "classes": list(label_sets[n].classes), "file_part": file_parts[n],
                         "colors": [list(c) for c in label_sets[n].colors]} for n in names],
         "final_rule": "argmax of the mean of base and correlation (MLP) probabilities",
         "disagreement": "Jensen-Shannon divergence between base and MLP probabilities, in bits",
@@ -130,10 +131,24 @@ def inference_json(result: ImageInference, model: CrossTrainedModel, names: list
     }
 
 
+def label_set_file_parts(model: CrossTrainedModel) -> dict[str, str]:
+    """The part of the output file names that stands for each label set: its name where that is plain,
+    else ``set<k>`` (k = its position in the model, from 1); positions for all if that would repeat one."""
+    names = [s.name for s in model.label_sets]
+    parts = {name: file_part(name, f"set{k}") for k, name in enumerate(names, start=1)}
+    if len(set(parts.values())) < len(parts):
+        parts = {name: f"set{k}" for k, name in enumerate(names, start=1)}
+    return parts
+
+
 def write_outputs(out_dir: str | Path, stem: str, image: np.ndarray, instance_map: np.ndarray,
                   result: ImageInference, model: CrossTrainedModel, names: list[str] | None = None,
                   image_path: str = "", overlays: bool = True, overlay_compression: int = 0) -> list[Path]:
     """``<stem>_<set>.npy`` (N x 2: id, class), ``<stem>_<set>_overlay.png`` and ``<stem>.json``.
+
+    ``<set>`` is the label set's name, or ``set<k>`` where the name is not a plain file name (see
+    :func:`label_set_file_parts`; the JSON gives each set's ``file_part``); a stem that is not plain is
+    ``image``.
 
     Overlays are previews, and encoding a full-resolution PNG is the one cost here that can exceed the
     classification itself: zlib level 1 takes about 50 ms per 1000 x 1000 tile on one core, storing
@@ -150,6 +165,8 @@ def write_outputs(out_dir: str | Path, stem: str, image: np.ndarray, instance_ma
             raise ValueError(f"unknown label set {name!r} (the model has: {', '.join(label_sets)})")
     written = []
     ids = result.geometry.ids
+    stem = file_part(stem, "image")
+    parts = label_set_file_parts(model)
     # The outline pixels are the same for every label set: found once, coloured per set.
     outlines = InstanceOutlines(instance_map) if overlays else None
 
@@ -169,11 +186,11 @@ def write_outputs(out_dir: str | Path, stem: str, image: np.ndarray, instance_ma
         jobs = []
         for name in names:
             labels = result.predictions[name].labels
-            path = out_dir / f"{stem}_{name}.npy"
+            path = out_dir / f"{stem}_{parts[name]}.npy"
             np.save(path, np.stack([ids, labels], axis=1).astype(np.int64))
             written.append(path)
             if overlays:
-                path = out_dir / f"{stem}_{name}_overlay.png"
+                path = out_dir / f"{stem}_{parts[name]}_overlay.png"
                 jobs.append(pool.submit(overlay, name, labels, path))
                 written.append(path)
         path = out_dir / f"{stem}.json"

@@ -6,6 +6,8 @@ code turns them into crops and a label matrix with one column per label set (``-
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,3 +104,30 @@ _PALETTE = (
 def default_colors(n: int) -> tuple[tuple[int, int, int], ...]:
     """Distinct, readable colours (Sasha Trubetskoy's palette), cycled past twelve classes."""
     return tuple(_PALETTE[i % len(_PALETTE)] for i in range(n))
+
+
+# A label-set name or image stem is used as it is in a file name only when it is one file-name part: no
+# separator, control character, leading dot or "..", at most 64 characters. Any other ("a/b", "..", a
+# very long name) is replaced, so no name can make or escape a path.
+_PLAIN_FILE_PART = re.compile(r"[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]{0,63}")
+
+
+def file_part(text: str, fallback: str) -> str:
+    """``text`` where it is a plain file-name part, else ``fallback``."""
+    return text if _PLAIN_FILE_PART.fullmatch(text) and ".." not in text else fallback
+
+
+MAX_NAME_LENGTH = 100  # of a class or label-set name (the web app stores them in columns of this size)
+
+
+def name_problem(text: str, max_length: int = MAX_NAME_LENGTH) -> str | None:
+    """What is wrong with a class, label-set or dataset name, or None. Any printable text is allowed
+    ("/", "..", "<", non-ASCII): names never become paths or URL segments, and pages escape them."""
+    if not text.strip():
+        return "is empty"
+    if len(text) > max_length:
+        return f"is {len(text)} characters long, over the limit of {max_length}"
+    control = next((c for c in text if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if control is not None:
+        return f"contains the control character {control!r}"
+    return None

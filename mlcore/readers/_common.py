@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mlcore import limits
-from mlcore.types import MISSING, AnnotatedImage, DataError, LabelSet, default_colors
+from mlcore.types import MISSING, AnnotatedImage, DataError, LabelSet, default_colors, name_problem
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -290,6 +290,9 @@ def _few(values: Iterable, limit: int = 8) -> str:
 def make_label_set(name: str, names: Sequence[str], colors: Sequence[Any] | None, path: Path | None) -> LabelSet:
     """A LabelSet from names and optional colours, with LabelSet's own checks turned into DataError."""
     names = [str(n) for n in names]
+    for class_name in names:
+        if (problem := name_problem(class_name)) is not None:
+            raise DataError(path, f"class name {class_name[:40]!r}{'...' if len(class_name) > 40 else ''} {problem}")
     rgb: tuple = ()
     if colors is not None and any(c is not None for c in colors):
         palette = default_colors(len(names))

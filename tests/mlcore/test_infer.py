@@ -73,3 +73,18 @@ def test_overlay_compression_changes_the_file_size_not_the_pixels(model, tmp_pat
     assert packed.stat().st_size < stored.stat().st_size
     written = write_outputs(tmp_path / "none", "tile", image, instance_map, result, model, overlays=False)
     assert {p.name for p in written} == {"tile_A.npy", "tile_B.npy", "tile.json"}
+
+
+def test_label_set_names_never_become_paths(tmp_path):
+    names = ["a/b", "../escape", "ok", "Zellkern 細胞"]
+    model = CrossTrainedModel([LabelSet(n, ("x", "y")) for n in names], "small", {"width": 4}).eval()
+    image, instance_map, _ = disk_image(np.random.default_rng(1), size=64, count=3)
+    out = tmp_path / "out"
+    written = write_outputs(out, "../tile", image, instance_map, infer_image(model, image, instance_map), model)
+    assert all(p.parent == out for p in written)  # nothing outside the output folder
+    assert {p.name for p in written} == {"image_set1.npy", "image_set1_overlay.png", "image_set2.npy",
+                                         "image_set2_overlay.png", "image_ok.npy", "image_ok_overlay.png",
+                                         "image_Zellkern 細胞.npy", "image_Zellkern 細胞_overlay.png", "image.json"}
+    report = json.loads((out / "image.json").read_text())
+    assert [(s["name"], s["file_part"]) for s in report["label_sets"]] == [
+        ("a/b", "set1"), ("../escape", "set2"), ("ok", "ok"), ("Zellkern 細胞", "Zellkern 細胞")]

@@ -123,7 +123,7 @@ def test_geojson_in_another_label_set_classifies_only_the_nuclei_labelled_there(
 def test_types_npy_is_the_original_methods_table(api_client_for, viewer_project, member, tmp_path):
     vp = viewer_project
     api = api_client_for(member)
-    response = api.get(f"/api/images/{vp.image.pk}/export/alpha-types.npy?source=ground_truth")
+    response = api.get(f"/api/images/{vp.image.pk}/export/types.npy?label_set=alpha-types&source=ground_truth")
     assert response.status_code == 200
     assert response["Content-Disposition"] == 'attachment; filename="tile_0000-alpha-types.npy"'
     table = np.load(io.BytesIO(response.content))
@@ -132,14 +132,14 @@ def test_types_npy_is_the_original_methods_table(api_client_for, viewer_project,
     assert table.dtype == np.int32 and table.shape == (vp.image.nucleus_count, 2)
     assert np.array_equal(table, source)
 
-    current = np.load(io.BytesIO(api.get(f"/api/images/{vp.image.pk}/export/alpha-types.npy").content))
+    current = np.load(io.BytesIO(api.get(f"/api/images/{vp.image.pk}/export/types.npy?label_set=alpha-types").content))
     assert (current != source).any(axis=1).sum() == 1  # the one review in alpha
 
-    beta = np.load(io.BytesIO(api.get(f"/api/images/{vp.image.pk}/export/beta-types.npy").content))
+    beta = np.load(io.BytesIO(api.get(f"/api/images/{vp.image.pk}/export/types.npy?label_set=beta-types").content))
     nuclei = dict(Nucleus.objects.filter(image=vp.image).values_list("pk", "instance_id"))
     expected = sorted((nuclei[pk], labels[vp.beta_set.pk]) for pk, labels in vp.reviewed.items())
     assert beta.tolist() == [list(row) for row in expected]
-    assert api.get(f"/api/images/{vp.image.pk}/export/nope.npy").status_code == 404
+    assert api.get(f"/api/images/{vp.image.pk}/export/types.npy?label_set=nope").status_code == 404
 
 
 @pytest.mark.parametrize("segmentation, min_iou", [("rle", 1.0), ("polygon", 0.9)])
@@ -203,7 +203,7 @@ def test_exports_can_use_the_predictions(api_client_for, viewer_project, member)
     expected = add_predictions(vp)
     instance = dict(Nucleus.objects.filter(image=vp.image).values_list("pk", "instance_id"))
     table = np.load(io.BytesIO(api_client_for(member).get(
-        f"/api/images/{vp.image.pk}/export/beta-types.npy?source=prediction").content))
+        f"/api/images/{vp.image.pk}/export/types.npy?label_set=beta-types&source=prediction").content))
     assert table.tolist() == sorted([instance[n], c] for (n, ls), (c, _) in expected.items() if ls == vp.beta_set.pk)
     features = json.loads(api_client_for(member).get(
         f"/api/images/{vp.image.pk}/export.geojson?label_set=beta-types&source=prediction").content)["features"]

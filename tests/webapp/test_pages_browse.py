@@ -138,7 +138,7 @@ def test_viewer_page_has_the_controls_and_links(client, viewer_project, member):
     sources = re.findall(r'<select id="source">(.*?)</select>', html, re.S)[0]
     assert re.findall(r'value="(\w+)"', sources) == ["current", "ground_truth", "review"]  # no predictions yet
     assert f"/api/images/{vp.image.pk}/export.geojson?label_set=beta-types" in html
-    assert f"/api/images/{vp.image.pk}/export/alpha-types.npy" in html
+    assert f"/api/images/{vp.image.pk}/export/types.npy?label_set=alpha-types" in html
     assert 'data-nav="next"' in html and 'data-nav="previous"' not in html
     assert "js/viewer.js" in html
 
@@ -178,7 +178,7 @@ def api_urls(vp):
     i = vp.image.pk
     return [f"/api/images/{i}/nuclei/", f"/api/projects/{vp.project.pk}/export/merged.csv",
             f"/api/images/{i}/export.geojson", f"/api/images/{i}/export.geojson?label_set=beta-types",
-            f"/api/images/{i}/export/alpha-types.npy", f"/api/datasets/{vp.alpha.pk}/export/coco.zip"]
+            f"/api/images/{i}/export/types.npy?label_set=alpha-types", f"/api/datasets/{vp.alpha.pk}/export/coco.zip"]
 
 
 def test_outsiders_get_404_on_every_page_and_api_endpoint(client, api_client_for, viewer_project, outsider):

@@ -23,7 +23,7 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from mlcore.readers import FORMATS, open_dataset
-from mlcore.types import DataError, LabelSet as MLLabelSet
+from mlcore.types import MAX_NAME_LENGTH, DataError, LabelSet as MLLabelSet
 from webapp.core import audit
 from webapp.projects.models import Project
 
@@ -110,11 +110,12 @@ def resolve_label_set(project: Project, found: MLLabelSet, requested_name: str |
     for existing in LabelSet.objects.filter(project=project).prefetch_related("classes"):
         if existing.class_names == names:
             return existing, found
-    name = found.name
+    base = name = found.name[:MAX_NAME_LENGTH]  # a dataset name (up to 200) names a new label set by default
     taken = set(LabelSet.objects.filter(project=project).values_list("name", flat=True))
     suffix = 2
     while name in taken:
-        name, suffix = f"{found.name}-{suffix}", suffix + 1
+        tail = f"-{suffix}"
+        name, suffix = f"{base[:MAX_NAME_LENGTH - len(tail)]}{tail}", suffix + 1
     return None, MLLabelSet(name, found.classes, found.colors)
 
 

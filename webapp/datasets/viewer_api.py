@@ -106,11 +106,13 @@ class ImageGeoJsonView(FileAPIView):
 class ImageTypesNpyView(FileAPIView):
     """The original method's types table for one label set: N x 2 int32 (instance id, class index)."""
 
-    @extend_schema(operation_id="image_export_types_npy", tags=["exports"], parameters=[SOURCE],
+    @extend_schema(operation_id="image_export_types_npy", tags=["exports"], parameters=[LABEL_SET, SOURCE],
                    responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
-    def get(self, request, image_id: int, label_set: str):
+    def get(self, request, image_id: int):
         project, image = queries.get_image_for(request.user, image_id)
-        found = queries.get_label_set(project, label_set)
+        found = queries.get_label_set(project, request.query_params.get("label_set"), image.dataset.label_set)
+        if found is None:
+            raise ValidationError({"label_set": "this image's dataset is unlabelled: name a label set"})
         response = HttpResponse(export.image_types_npy(image, found, _source(request)),
                                 content_type="application/octet-stream")
         return _attachment(response, f"{image.name}-{found.name}.npy")

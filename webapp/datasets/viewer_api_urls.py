@@ -7,7 +7,8 @@ from . import viewer_api
 urlpatterns = [
     path("images/<int:image_id>/nuclei/", viewer_api.ImageNucleiView.as_view(), name="api-image-nuclei"),
     path("images/<int:image_id>/export.geojson", viewer_api.ImageGeoJsonView.as_view(), name="api-image-geojson"),
-    path("images/<int:image_id>/export/<str:label_set>.npy", viewer_api.ImageTypesNpyView.as_view(),
+    # The label set is a query parameter, never a path segment: a name may hold "/" or anything else.
+    path("images/<int:image_id>/export/types.npy", viewer_api.ImageTypesNpyView.as_view(),
          name="api-image-types-npy"),
     path("projects/<int:project_id>/export/merged.csv", viewer_api.MergedCsvView.as_view(), name="api-merged-csv"),
     path("datasets/<int:dataset_id>/export/coco.zip", viewer_api.DatasetCocoZipView.as_view(),

@@ -1,6 +1,7 @@
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
+from mlcore.types import MAX_NAME_LENGTH, name_problem
 from webapp.datasets.models import Dataset, LabelSet
 
 from .models import Membership, Project, Role
@@ -72,7 +73,19 @@ class DatasetUploadSerializer(serializers.Serializer):
     files = serializers.ListField(child=serializers.FileField(), required=False,
                                   help_text="or the files directly (names may carry folders, e.g. masks/a.npy)")
 
+    def validate_name(self, value: str) -> str:
+        return _checked_name(value, 200)
+
+    def validate_label_set(self, value: str) -> str:
+        return _checked_name(value, MAX_NAME_LENGTH) if value else value
+
     def validate(self, attrs):
         if not attrs.get("archive") and not attrs.get("files"):
             raise serializers.ValidationError({"archive": "upload a zip archive (archive) or the files (files)"})
         return attrs
+
+
+def _checked_name(value: str, max_length: int) -> str:
+    if (problem := name_problem(value, max_length)) is not None:
+        raise serializers.ValidationError(f"the name {problem}")
+    return value

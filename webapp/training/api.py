@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
+from mlcore.types import file_part
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job
 from webapp.jobs.serializers import JobSerializer
@@ -100,10 +102,15 @@ def infer(request, project_id: int):
     folder = Path(settings.MEDIA_ROOT) / "projects" / str(project.pk) / "inference" / uuid.uuid4().hex
     folder.mkdir(parents=True)
     names = {}
+    # The user's file names become our file names only where they are plain ones (no separator, "..",
+    # control character, or over 64 characters): no name can break a path.
+    image_stem = file_part(Path(upload.validated_data["image"].name).stem, "image")
     for field in ("image", "mask"):
         uploaded = upload.validated_data[field]
-        suffix = Path(uploaded.name).suffix.lower() or (".npy" if field == "mask" else ".png")
-        stem = Path(uploaded.name).stem if field == "image" else f"{Path(upload.validated_data['image'].name).stem}-mask"
+        suffix = Path(uploaded.name).suffix.lower()
+        if not re.fullmatch(r"\.[a-z0-9]{1,5}", suffix):
+            suffix = ".npy" if field == "mask" else ".png"
+        stem = image_stem if field == "image" else f"{image_stem}-mask"
         names[field] = f"{stem}{suffix}"
         with open(folder / names[field], "wb") as sink:
             for chunk in uploaded.chunks():

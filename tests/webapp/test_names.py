@@ -1,0 +1,114 @@
+"""Label-set, class and dataset names are any printable text: "/" or ".." or markup in a name must not
+break a page, a URL or a file path (names stay out of URL segments and paths), and names that cannot be
+stored (too long, control characters) are refused with an error naming the field or the file."""
+
+import html
+import json
+import re
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+
+from mlcore.synthetic import generate_dataset
+from mlcore.types import DataError
+from tests.webapp.dataset_helpers import upload, zip_folder
+from webapp.datasets.importing import do_import_dataset
+from webapp.datasets.models import Dataset, Image, LabelSet, Nucleus
+from webapp.projects.operations import do_create_project
+
+HOSTILE_NAMES = ["a/b", "../../etc", "<script>alert(1)</script>", "Zellkern 細胞 ✓", "x" * 100]
+
+
+@pytest.fixture
+def media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def hostile_project(db, owner, media_root, tmp_path):
+    """One dataset per hostile name: the dataset, its label set and its first class all carry it."""
+    project = do_create_project("names", actor=owner)
+    for number, name in enumerate(HOSTILE_NAMES):
+        root = generate_dataset(tmp_path / f"d{number}", "seed", n_images=1, nuclei_per_image=5, seed=number,
+                                size=(64, 64), class_names=[name, f"other {number}"])
+        do_import_dataset(project, name=name, format="seed", path=root, actor=owner, label_set_name=name)
+    return project
+
+
+@pytest.mark.django_db
+def test_every_page_works_with_hostile_names(client, owner, hostile_project):
+    project = hostile_project
+    assert sorted(LabelSet.objects.filter(project=project).values_list("name", flat=True)) == sorted(HOSTILE_NAMES)
+    client.force_login(owner)
+    pages = [f"/projects/{project.pk}/"]
+    for dataset in Dataset.objects.filter(project=project):
+        image = Image.objects.filter(dataset=dataset).first()
+        nucleus = Nucleus.objects.filter(image=image).first()
+        query = f"?label_set={dataset.label_set.name}"
+        pages += [f"/projects/{project.pk}/datasets/{dataset.pk}/", f"/projects/{project.pk}/images/{image.pk}/",
+                  f"/projects/{project.pk}/nuclei/{nucleus.pk}/", f"/projects/{project.pk}/review/{query}",
+                  f"/projects/{project.pk}/review/gallery/{query}", f"/projects/{project.pk}/review/agreement/{query}"]
+    for page in pages:
+        response = client.get(page)
+        assert response.status_code == 200, (page, response.status_code)
+        text = response.content.decode()
+        assert "<script>alert(1)</script>" not in text  # escaped wherever it is shown
+
+
+@pytest.mark.django_db
+def test_the_viewers_types_npy_links_work_for_hostile_names(client, owner, hostile_project):
+    project = hostile_project
+    client.force_login(owner)
+    image = Image.objects.filter(dataset__project=project).first()
+    page = client.get(f"/projects/{project.pk}/images/{image.pk}/").content.decode()
+    links = [html.unescape(link) for link in re.findall(r'href="(/api/images/\d+/export/types\.npy\?[^"]*)"', page)]
+    assert len(links) == len(HOSTILE_NAMES)
+    for link in links:
+        response = client.get(link)
+        assert response.status_code == 200, link
+        table = np.load(__import__("io").BytesIO(response.content))
+        assert table.ndim == 2 and table.shape[1] == 2
+    assert {unquote(link.split("label_set=", 1)[1]) for link in links} == set(HOSTILE_NAMES)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field, value, problem", [
+    ("name", "a" * 201, "no more than 200"),
+    ("name", "tab\there", "control character"),
+    ("name", "   ", "may not be blank"),
+    ("label_set", "b" * 101, "no more than 100"),
+    ("label_set", "line\nbreak", "control character"),
+])
+def test_names_that_cannot_be_stored_are_refused_at_upload(api_client_for, owner, media_root, tmp_path,
+                                                           field, value, problem):
+    project = do_create_project("refused", actor=owner)
+    root = generate_dataset(tmp_path / "d", "seed", n_images=1, nuclei_per_image=3, size=(32, 32))
+    fields = {"name": "ok", "format": "seed", field: value}
+    response = upload(api_client_for(owner), project.pk, zip_folder(root), **fields)
+    assert response.status_code == 400, response.content
+    detail = response.json()["detail"]
+    assert detail.startswith(f"{field}:") and problem in detail, detail
+
+
+@pytest.mark.django_db
+def test_a_class_name_too_long_is_refused_naming_the_file(owner, media_root, tmp_path):
+    project = do_create_project("long class", actor=owner)
+    root = generate_dataset(tmp_path / "d", "seed", n_images=1, nuclei_per_image=3, size=(32, 32))
+    (root / "classes.json").write_text(json.dumps({"classes": ["c" * 101, "short"]}))
+    with pytest.raises(DataError, match=r"classes.json: class name 'c+'\.\.\. is 101 characters long"):
+        do_import_dataset(project, name="d", format="seed", path=root, actor=owner)
+    assert not Dataset.objects.filter(project=project).exists()
+
+
+@pytest.mark.django_db
+def test_a_long_dataset_name_gives_a_label_set_name_that_fits(owner, media_root, tmp_path):
+    project = do_create_project("long dataset", actor=owner)
+    for number in range(2):
+        root = generate_dataset(tmp_path / f"d{number}", "seed", n_images=1, nuclei_per_image=3, size=(32, 32),
+                                seed=number, class_names=[f"k{number}", "z"])
+        do_import_dataset(project, name=f"{number}" + "n" * 199, format="seed", path=root, actor=owner)
+    names = sorted(LabelSet.objects.filter(project=project).values_list("name", flat=True))
+    assert [len(n) for n in names] == [100, 100] and len(set(names)) == 2
