@@ -22,7 +22,7 @@ def staging_root() -> Path:
     return Path(settings.MEDIA_ROOT) / "staging"
 
 
-def _stage(archive, files) -> Path:
+def _stage(archive, files, paths=None) -> Path:
     staging = staging_root() / uuid.uuid4().hex
     (staging / "files").mkdir(parents=True)
     try:
@@ -32,10 +32,10 @@ def _stage(archive, files) -> Path:
                                               f"{settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB"})
         if archive:
             _write(archive, staging / "upload.zip")
-        for upload in files or []:
-            parts = PurePosixPath(upload.name.replace("\\", "/")).parts
-            if not parts or upload.name.startswith("/") or ".." in parts:
-                raise ValidationError({"files": f"{upload.name}: unsafe file name (absolute or '..')"})
+        for upload, name in zip(files or [], paths or [f.name for f in files or []]):
+            parts = PurePosixPath(name.replace("\\", "/")).parts
+            if not parts or name.startswith("/") or ".." in parts:
+                raise ValidationError({"files": f"{name}: unsafe file name (absolute or '..')"})
             _write(upload, staging.joinpath("files", *parts))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -59,9 +59,10 @@ def _write(upload, target: Path) -> None:
 
 
 def do_start_import(project, *, actor, name: str, format: str, label_set: str = "", labelled: bool = True,
-                    provenance: str = "", archive=None, files=None) -> Job:
-    """Stage the upload and queue its import job (the job row records who, what and where)."""
-    staging = _stage(archive, files)
+                    provenance: str = "", archive=None, files=None, paths=None) -> Job:
+    """Stage the upload and queue its import job (the job row records who, what and where). ``paths``:
+    where each of ``files`` goes in the dataset folder (default: its name)."""
+    staging = _stage(archive, files, paths)
     try:
         return job_operations.do_enqueue_job(
             Job.Kind.IMPORT, actor=actor, project=project,

@@ -1,3 +1,5 @@
+from pathlib import PurePosixPath
+
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
@@ -71,7 +73,10 @@ class DatasetUploadSerializer(serializers.Serializer):
     provenance = serializers.CharField(required=False, allow_blank=True)
     archive = serializers.FileField(required=False, help_text="a zip holding the dataset as its format lays it out")
     files = serializers.ListField(child=serializers.FileField(), required=False,
-                                  help_text="or the files directly (names may carry folders, e.g. masks/a.npy)")
+                                  help_text="or the files directly; multipart keeps only their names, so give their "
+                                            "folders in paths")
+    paths = serializers.ListField(child=serializers.CharField(max_length=1000), required=False,
+                                  help_text="the path of each file in files, in the same order (e.g. masks/a.npy)")
 
     def validate_name(self, value: str) -> str:
         return _checked_name(value, 200)
@@ -82,6 +87,10 @@ class DatasetUploadSerializer(serializers.Serializer):
     def validate(self, attrs):
         if not attrs.get("archive") and not attrs.get("files"):
             raise serializers.ValidationError({"archive": "upload a zip archive (archive) or the files (files)"})
+        if attrs.get("files"):
+            attrs["paths"] = _staged_paths(attrs["files"], attrs.get("paths"))
+        elif attrs.get("paths"):
+            raise serializers.ValidationError({"paths": "paths name the files of files, and none were sent"})
         return attrs
 
 
@@ -89,3 +98,29 @@ def _checked_name(value: str, max_length: int) -> str:
     if (problem := name_problem(value, max_length)) is not None:
         raise serializers.ValidationError(f"the name {problem}")
     return value
+
+
+def _staged_paths(files: list, paths: list[str] | None) -> list[str]:
+    """Where each uploaded file goes in the dataset folder: its path from ``paths``, else its name (a
+    multipart upload keeps only the name: "masks/a.npy" arrives as "a.npy"). Refused, as a 400: an unsafe
+    path, two files at one path, or a file where another needs a folder."""
+    if paths is not None and len(paths) != len(files):
+        raise serializers.ValidationError({"paths": f"{len(paths)} paths for {len(files)} files: give one per file"})
+    chosen = []
+    for upload, path in zip(files, paths or [f.name for f in files]):
+        parts = PurePosixPath(path.replace("\\", "/")).parts
+        if not parts or path.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+            raise serializers.ValidationError({"paths" if paths else "files": f"{path}: unsafe path (absolute or '..')"})
+        chosen.append("/".join(parts))
+    seen: set[str] = set()
+    for path in chosen:
+        if path in seen:
+            hint = "" if paths else " (an upload keeps only file names: give each file's folders in paths, or upload a zip)"
+            raise serializers.ValidationError({"files": f"two files would be stored as {path}{hint}"})
+        seen.add(path)
+    for path in chosen:
+        folders = ["/".join(path.split("/")[:i]) for i in range(1, path.count("/") + 1)]
+        clash = next((folder for folder in folders if folder in seen), None)
+        if clash is not None:
+            raise serializers.ValidationError({"files": f"{clash} is both a file and the folder of {path}"})
+    return chosen
