@@ -17,6 +17,7 @@ from django.utils import timezone
 from webapp.core import audit
 from webapp.core.api_errors import ServiceUnavailable
 
+from .errors import public_error
 from .models import Job
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def do_fail_job(job_id: int, error: str) -> Job:
         job = Job.objects.select_for_update().get(pk=job_id)
         if job.finished:
             return job
-        job.error = error
+        job.error = public_error(error)
         _finish(job, Job.State.FAILED)
     return job
 

@@ -1,0 +1,40 @@
+"""A failed job's error names the user's file, never a path on the server."""
+
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from webapp.jobs import operations as job_operations
+from webapp.jobs.errors import public_error
+from webapp.jobs.models import Job
+from webapp.projects.operations import do_create_project
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")  # jobs report progress on their own connection
+
+
+def test_a_failed_jobs_error_holds_no_server_path(api_client_for, owner, settings, tmp_path, monkeypatch):
+    from workers.tasks import run_job
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)
+    project = do_create_project("errors", actor=owner)
+    response = api_client_for(owner).post(
+        f"/api/projects/{project.pk}/datasets/",
+        {"name": "d", "format": "seed", "archive": SimpleUploadedFile("upload.zip", b"PK")}, format="multipart")
+    job = Job.objects.get(pk=response.json()["id"])
+    (Path(settings.MEDIA_ROOT) / job.params["staging"] / "upload.zip").unlink()  # fails with an OSError
+    assert run_job(job.pk) == "failed"
+    error = Job.objects.get(pk=job.pk).error
+    assert "upload.zip" in error, error
+    assert str(tmp_path) not in error and "/staging/" not in error and "site-packages" not in error, error
+
+
+def test_public_error_keeps_the_users_names_and_drops_server_paths(settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    staging = f"{settings.MEDIA_ROOT}/staging/0123abcd/extracted"
+    assert public_error(f"{staging}/Labels/tile.mat: inst_map too large") == "Labels/tile.mat: inst_map too large"
+    assert public_error(f"OSError: cannot open '{tmp_path}/media/projects/3/x.png'") == "OSError: cannot open 'x.png'"
+    assert public_error("KeyError at /usr/lib/python3/dist-packages/numpy/core.py:10") == "KeyError at core.py:10"
+    # Not paths on this machine: kept.
+    assert public_error("see /api/jobs/3/ or http://host/a/b") == "see /api/jobs/3/ or http://host/a/b"
