@@ -34,7 +34,20 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         return f"/api/projects/{version.project_id}/versions/{version.number}/checkpoint/"
 
 
+class TrainOptionsSerializer(TrainRequestSerializer):
+    """The training options a retraining policy stores: the train API's own rules, and nothing else."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(f"unknown training option(s) {unknown}; allowed: {list(self.fields)}")
+        return super().to_internal_value(data)
+
+
 class RetrainPolicySerializer(serializers.ModelSerializer):
+    options = TrainOptionsSerializer(required=False, help_text="the options of POST .../train/, for scheduled runs")
+
     class Meta:
         model = RetrainPolicy
         fields = ["enabled", "min_new_reviews", "check_every_minutes", "cron", "options"]
