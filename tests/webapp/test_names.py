@@ -112,3 +112,46 @@ def test_a_long_dataset_name_gives_a_label_set_name_that_fits(owner, media_root,
         do_import_dataset(project, name=f"{number}" + "n" * 199, format="seed", path=root, actor=owner)
     names = sorted(LabelSet.objects.filter(project=project).values_list("name", flat=True))
     assert [len(n) for n in names] == [100, 100] and len(set(names)) == 2
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")  # the job reports progress on its own connection
+def test_inference_works_when_label_set_and_file_names_are_not_file_names(api_client_for, owner, settings,
+                                                                          tmp_path, monkeypatch):
+    import io
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.utils import timezone
+    from PIL import Image as PILImage
+
+    from mlcore.checkpoint import save_checkpoint
+    from mlcore.config import TrainConfig
+    from mlcore.model import CrossTrainedModel
+    from mlcore.types import LabelSet as MLLabelSet
+    from webapp.jobs import operations as job_operations
+    from webapp.jobs.models import Job
+    from webapp.training.models import ModelVersion
+    from workers.tasks import run_job
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)  # run here, not by a shared worker
+    project = do_create_project("inference names", actor=owner)
+    model = CrossTrainedModel([MLLabelSet(name, ("x", "y")) for name in HOSTILE_NAMES], "small", {"width": 4})
+    save_checkpoint(settings.MEDIA_ROOT / "models" / "v1.pt", model, "sparse", 0, True, TrainConfig())
+    ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt",
+                                data_snapshot_at=timezone.now(), is_active=True)
+    image = np.zeros((48, 48, 3), np.uint8)
+    mask = np.zeros((48, 48), np.int32)
+    mask[5:15, 5:15], mask[25:40, 20:35] = 1, 2
+    png, npy = io.BytesIO(), io.BytesIO()
+    PILImage.fromarray(image).save(png, format="PNG")
+    np.save(npy, mask)
+    long_name = "t" * 250  # with the suffix, too long for one file name
+    response = api_client_for(owner).post(
+        f"/api/projects/{project.pk}/infer/", {"image": SimpleUploadedFile(f"{long_name}.png", png.getvalue()),
+                                               "mask": SimpleUploadedFile("m.npy", npy.getvalue())},
+        format="multipart")
+    assert response.status_code == 202, response.content
+    assert run_job(response.json()["id"]) == "succeeded", Job.objects.get(pk=response.json()["id"]).error
+    files = {name.rsplit("/", 1)[-1] for name in Job.objects.get(pk=response.json()["id"]).result["files"]}
+    assert {"image_set1.npy", "image_set2.npy", "image_set3.npy", "image_Zellkern 細胞 ✓.npy", "image_set5.npy",
+            "image.json"} <= files
