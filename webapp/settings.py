@@ -183,6 +183,12 @@ MAX_UPLOAD_BYTES = _env_int("MAX_UPLOAD_BYTES", 2 * 1024**3)
 IMPORT_PROCESSES = _env_int("IMPORT_PROCESSES", 0)
 if IMPORT_PROCESSES < 0:
     raise ImproperlyConfigured(f"IMPORT_PROCESSES={IMPORT_PROCESSES} must be 0 (one per core) or more")
+# The readers' size limits (MAX_IMAGE_PIXELS, MAX_ARRAY_BYTES, MAX_JSON_BYTES) are mlcore's, read from the
+# environment there; imported here so that a wrong value stops the start.
+try:
+    import mlcore.limits  # noqa: F401
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 
 # --- Redis and Celery -------------------------------------------------------------------------

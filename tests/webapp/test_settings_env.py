@@ -22,6 +22,7 @@ def run_check(tmp_path, **env_vars):
     ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL"),
     ({"DEBUG": "0"}, "SECRET_KEY"),
     ({"MAX_UPLOAD_BYTES": "lots"}, "MAX_UPLOAD_BYTES"),
+    ({"MAX_IMAGE_PIXELS": "0"}, "MAX_IMAGE_PIXELS"),
 ])
 def test_bad_value_fails_naming_the_variable(tmp_path, env_vars, named):
     result = run_check(tmp_path, **env_vars)
