@@ -29,6 +29,7 @@ from webapp.projects.operations import do_create_project
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HEADROOM = 320 << 20  # address space allowed above the loaded worker: the bombs ask for 0.4 GB to 16 GB
+JSON_LIMIT = 4096  # MAX_JSON_BYTES in the capped worker, so that a JSON file over it stays small here
 
 # Runs one job exactly as the worker does (workers.tasks.run_job), under RLIMIT_AS.
 CAPPED_WORKER = """
@@ -110,6 +111,18 @@ def hovernet_bomb() -> dict[str, bytes]:
             "type_info.json": json.dumps({"0": ["nolabel", [0, 0, 0]], "1": ["a", [255, 0, 0]]}).encode()}
 
 
+def geojson_bomb() -> dict[str, bytes]:
+    feature = {"type": "Feature", "properties": {"classification": {"name": "a"}},
+               "geometry": {"type": "Polygon", "coordinates": [[[1, 1], [9, 1], [9, 9], [1, 1]]]}}
+    return {"images/tile.png": png_bomb(20_000, 20_000), "tile.geojson": json.dumps([feature]).encode()}
+
+
+def coco_over_the_json_limit() -> dict[str, bytes]:
+    content = {"images": [{"id": 1, "file_name": "tile.png", "width": 64, "height": 64}],
+               "categories": [{"id": 1, "name": "a"}], "annotations": [], "info": {"padding": "x" * JSON_LIMIT}}
+    return {"annotations.json": json.dumps(content).encode(), "images/tile.png": png_bytes(tile())}
+
+
 def pannuke_bomb() -> dict[str, bytes]:
     return {"images.npy": npy_header_only((1, 20000, 20000, 3), "|u1"),
             "masks.npy": npy_header_only((1, 20000, 20000, 6), "<f8")}
@@ -136,7 +149,7 @@ def capped_imports(project, owner, api_client_for, monkeypatch):
             assert response.status_code == 202, response.content
             ids.append(str(response.json()["id"]))
         env = subprocess_env(IMPORT_PROCESSES="1", MALLOC_ARENA_MAX="2", OMP_NUM_THREADS="1",
-                             OPENBLAS_NUM_THREADS="1")
+                             OPENBLAS_NUM_THREADS="1", MAX_JSON_BYTES=str(JSON_LIMIT))
         done = subprocess.run([sys.executable, "-c", CAPPED_WORKER, str(HEADROOM), *ids],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr  # the worker itself survived
@@ -151,6 +164,8 @@ SIZE_BOMBS = [  # (dataset, format, the file the error must name, what it must s
     (lambda: seed(mask=npy_header_only((100_000, 100_000))), "seed", "masks/tile.npy", "header declares"),
     (lambda: seed(types=npy_header_only((1_000_000_000, 2), "<i8")), "seed", "types/tile.npy", "header declares"),
     (pannuke_bomb, "pannuke", "images.npy", "header declares"),
+    (geojson_bomb, "geojson", "images/tile.png", "MAX_IMAGE_PIXELS"),
+    (coco_over_the_json_limit, "coco", "annotations.json", "MAX_JSON_BYTES"),
 ]
 
 
