@@ -33,6 +33,15 @@ def test_media_root(tmp_path_factory):
         os.environ["MEDIA_ROOT"] = previous[1]
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Counters kept in the cache (failed API tokens per address, say) start at zero in every test."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

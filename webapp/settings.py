@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -83,6 +84,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
     "webapp.core",
     "webapp.jobs",
     "webapp.projects",
@@ -101,6 +103,8 @@ MIDDLEWARE = [
     "webapp.core.middleware.PageLoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -152,9 +156,40 @@ DATABASES[PROGRESS_DATABASE] = {**DATABASES["default"], "OPTIONS": dict(DATABASE
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Brute-force protection (django-axes) for the login page and the admin login: after LOGIN_FAILURE_LIMIT
+# wrong passwords for one username from one address, that pair is refused (even with the right password)
+# for LOGIN_COOLOFF_MINUTES; an admin lifts it sooner with `manage.py axes_reset` or on the admin site.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before the password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_FAILURE_LIMIT = _env_int("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_COOLOFF_MINUTES = _env_int("LOGIN_COOLOFF_MINUTES", 15)
+if LOGIN_FAILURE_LIMIT < 1 or LOGIN_COOLOFF_MINUTES < 1:
+    raise ImproperlyConfigured("LOGIN_FAILURE_LIMIT and LOGIN_COOLOFF_MINUTES must be 1 or more")
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"  # no extra service: attempts are rows
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Behind a reverse proxy every client has the proxy's address: TRUSTED_PROXY_COUNT proxies that set
+# X-Forwarded-For make the client's own address count instead (never set it without such a proxy: the
+# header would then be the client's to forge).
+TRUSTED_PROXY_COUNT = _env_int("TRUSTED_PROXY_COUNT", 0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured(f"TRUSTED_PROXY_COUNT={TRUSTED_PROXY_COUNT} must be 0 (no proxy) or more")
+AXES_CLIENT_IP_CALLABLE = "webapp.core.authentication.client_ip"
+# API tokens: after TOKEN_FAILURE_LIMIT unknown tokens from one address within LOGIN_COOLOFF_MINUTES, that
+# address gets 429 for every token until the cool-off ends (webapp.core.authentication).
+TOKEN_FAILURE_LIMIT = _env_int("TOKEN_FAILURE_LIMIT", 10)
+if TOKEN_FAILURE_LIMIT < 1:
+    raise ImproperlyConfigured("TOKEN_FAILURE_LIMIT must be 1 or more")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -209,7 +244,7 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 3
 # --- REST framework ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "webapp.core.authentication.ThrottledTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
