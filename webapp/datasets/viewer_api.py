@@ -34,6 +34,8 @@ class AnyFileRenderer(BaseRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None):
         if isinstance(data, (bytes, str)):
             return data
+        if renderer_context and renderer_context.get("response") is not None:
+            renderer_context["response"]["Content-Type"] = "application/json"  # not "*/*": it is an error body
         return json.dumps(data).encode()
 
 

@@ -1,6 +1,6 @@
 from django.db.models import Prefetch
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -21,6 +21,7 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
     """Projects the user is a member of; creating one makes its creator the admin."""
 
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    lookup_value_regex = r"[0-9]+"  # anything else is no project: 404, not a failed integer lookup
 
     def get_queryset(self):
         return visible_projects(self.request.user).prefetch_related(
@@ -38,8 +39,10 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
             serializer.validated_data["name"], actor=self.request.user,
             description=serializer.validated_data.get("description", ""))
 
-    @extend_schema(request=DatasetUploadSerializer, responses={202: JobSerializer, 200: DatasetSerializer(many=True)})
-    @action(detail=True, methods=["get", "post"])
+    @extend_schema(methods=["GET"], responses=DatasetSerializer(many=True))
+    @extend_schema(methods=["POST"], request=DatasetUploadSerializer, responses={202: inline_serializer(
+        "ImportStarted", {"job": JobSerializer(), "id": serializers.IntegerField(), "url": serializers.URLField()})})
+    @action(detail=True, methods=["get", "post"], pagination_class=None)
     def datasets(self, request, pk=None):
         """GET lists the datasets; POST uploads one (curators): 202 with the import job."""
         if request.method == "GET":
@@ -55,7 +58,7 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
                         status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=MembershipSerializer, responses=MembershipSerializer(many=True))
-    @action(detail=True, methods=["get", "post"])
+    @action(detail=True, methods=["get", "post"], pagination_class=None)
     def members(self, request, pk=None):
         """GET lists members; POST (admins) adds one or changes their role."""
         if request.method == "GET":

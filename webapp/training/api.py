@@ -8,6 +8,7 @@ from pathlib import Path
 from django.conf import settings
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes
@@ -65,6 +66,9 @@ def checkpoint(request, project_id: int, number: int):
     project = get_project_for(request.user, project_id, Role.VIEWER)
     version = get_object_or_404(ModelVersion, project=project, number=number)
     path = Path(settings.MEDIA_ROOT) / version.checkpoint_file
+    if not path.is_file():
+        raise NotFound(f"the checkpoint file of version {number} is missing on the server; "
+                       "train again or activate another version")
     return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{project.name}-v{number}.pt")
 
 
@@ -113,7 +117,8 @@ def infer(request, project_id: int):
     return _accepted(job, request)
 
 
-@extend_schema(responses={(200, "application/octet-stream"): bytes})
+@extend_schema(responses={(200, "application/octet-stream"): bytes, (200, "image/png"): bytes,
+                          (200, "application/json"): OpenApiTypes.OBJECT})
 @api_view(["GET"])
 def job_file(request, job_id: int, name: str):
     """A file an inference job wrote (npy per label set, overlay PNG, JSON)."""
