@@ -1,13 +1,13 @@
 from django.db.models import Prefetch
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import mixins, serializers, status, viewsets
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from webapp.datasets import uploads
 from webapp.datasets.models import LabelSet
-from webapp.jobs.serializers import JobSerializer
+from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 
 from . import operations
 from .access import get_project_for, visible_projects
@@ -40,8 +40,7 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
             description=serializer.validated_data.get("description", ""))
 
     @extend_schema(methods=["GET"], responses=DatasetSerializer(many=True))
-    @extend_schema(methods=["POST"], request=DatasetUploadSerializer, responses={202: inline_serializer(
-        "ImportStarted", {"job": JobSerializer(), "id": serializers.IntegerField(), "url": serializers.URLField()})})
+    @extend_schema(methods=["POST"], request=DatasetUploadSerializer, responses={202: JobAcceptedSerializer})
     @action(detail=True, methods=["get", "post"], pagination_class=None)
     def datasets(self, request, pk=None):
         """GET lists the datasets; POST uploads one (curators): 202 with the import job."""

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job
-from webapp.jobs.serializers import JobSerializer
+from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 from webapp.projects.access import get_project_for
 from webapp.projects.models import Role
 
@@ -33,7 +33,7 @@ def _accepted(job: Job, request) -> Response:
     return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED)
 
 
-@extend_schema(request=TrainRequestSerializer, responses={202: JobSerializer})
+@extend_schema(request=TrainRequestSerializer, responses={202: JobAcceptedSerializer})
 @api_view(["POST"])
 def train(request, project_id: int):
     """Start training (curators): 202 with the job, 409 when the project is already training."""
@@ -69,7 +69,8 @@ def checkpoint(request, project_id: int, number: int):
     if not path.is_file():
         raise NotFound(f"the checkpoint file of version {number} is missing on the server; "
                        "train again or activate another version")
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{project.name}-v{number}.pt")
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{project.name}-v{number}.pt",
+                        content_type="application/octet-stream")  # not guessed from ".pt"
 
 
 @extend_schema(request=RetrainPolicySerializer, responses=RetrainPolicySerializer)
@@ -90,7 +91,7 @@ def retrain_policy(request, project_id: int):
     return Response(RetrainPolicySerializer(policy).data)
 
 
-@extend_schema(request=InferRequestSerializer, responses={202: JobSerializer})
+@extend_schema(request=InferRequestSerializer, responses={202: JobAcceptedSerializer})
 @api_view(["POST"])
 @parser_classes([MultiPartParser, FormParser])
 def infer(request, project_id: int):
