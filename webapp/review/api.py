@@ -49,6 +49,8 @@ INCLUDE_LABELLED = OpenApiParameter("include_labelled", bool,
                                     description="also offer nuclei that already have a human label "
                                                 "(second opinions; never one you reviewed yourself)")
 
+MAX_GALLERY_PAGE = 1_000_000
+
 
 def _label_set(project: Project, name: str | None, *, default_first: bool = False) -> LabelSet:
     try:
@@ -301,6 +303,8 @@ def gallery(request, project_id: int):
         page_size = min(max(1, int(request.query_params.get("page_size") or 48)), 200)
     except ValueError:
         raise ValidationError({"page": "page and page_size are whole numbers"}) from None
+    if page > MAX_GALLERY_PAGE:  # the row offset must fit the database's 64-bit integers
+        raise ValidationError({"page": f"at most {MAX_GALLERY_PAGE}, got {page}"})
     name = request.query_params.get("class_name") or (classes[0]["name"] if classes else None)
     base = {"label_set": {"id": label_set.pk, "name": label_set.name, "classes": classes}, "counts": None,
             "class_name": name, "page": page, "page_size": page_size, "items": [], "has_more": False,
@@ -455,7 +459,7 @@ def _int_param(params, name: str, default: int) -> int:
         return default
     try:
         return int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "inf"
         raise ValidationError({name: f"must be a number, got {raw!r}"}) from None
 
 
