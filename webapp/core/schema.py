@@ -13,6 +13,8 @@ ERROR_RESPONSES = {
     "503": "A required service (the database or the task queue) is unavailable; try again shortly.",
 }
 
+ROUTER_SEGMENT = "[^/.]+"  # DRF routers' default lookup_value_regex
+
 ERROR_SCHEMA = {
     "type": "object",
     "properties": {
@@ -29,7 +31,10 @@ def document_error_responses(result, generator, request, public):
     schema describes what clients (and the schema fuzzing in CI) actually receive."""
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     reference = {"$ref": "#/components/schemas/Error"}
-    for path_item in result.get("paths", {}).values():
+    # The schema says {id} where the endpoint said {pk} (drf-spectacular's SCHEMA_COERCE_PATH_PK).
+    router_paths = {path.replace("{pk}", "{id}") for path, path_regex, *_ in (generator.endpoints or [])
+                    if ROUTER_SEGMENT in path_regex}
+    for path, path_item in result.get("paths", {}).items():
         for method, operation in path_item.items():
             if method not in {"get", "post", "put", "patch", "delete"}:
                 continue
@@ -40,13 +45,13 @@ def document_error_responses(result, generator, request, public):
             for code, description in errors.items():
                 responses.setdefault(code, {"description": description,
                                             "content": {"application/json": {"schema": reference}}})
-            _constrain_path_parameters(operation)
+            _constrain_path_parameters(operation, router=path in router_paths)
     return result
 
 
-def _constrain_path_parameters(operation: dict) -> None:
-    """State what Django's path converters match (`int`: digits, `str`: no slash), so that the schema
-    does not promise routes for `-1` or `a/b` (the project's URLs use only these two converters)."""
+def _constrain_path_parameters(operation: dict, *, router: bool) -> None:
+    """State what the URL patterns match (Django's `int`: digits, `str`: no slash; a DRF router's lookup:
+    no slash and no dot), so that the schema does not promise routes for `-1`, `a/b` or `a.b`."""
     for parameter in operation.get("parameters", []):
         if parameter.get("in") != "path":
             continue
@@ -54,4 +59,4 @@ def _constrain_path_parameters(operation: dict) -> None:
         if schema.get("type") == "integer":
             schema.setdefault("minimum", 0)
         elif schema.get("type", "string") == "string":
-            schema.setdefault("pattern", "^[^/]+$")
+            schema.setdefault("pattern", "^[^/.]+$" if router else "^[^/]+$")
