@@ -1,5 +1,5 @@
 from django.contrib.auth.middleware import LoginRequiredMiddleware
-from django.http import HttpResponseBadRequest, JsonResponse
+from django.http import HttpResponse, JsonResponse
 
 
 class PageLoginRequiredMiddleware(LoginRequiredMiddleware):
@@ -20,12 +20,23 @@ class PageLoginRequiredMiddleware(LoginRequiredMiddleware):
         return super().process_view(request, view_func, view_args, view_kwargs)
 
 
-class RejectNulCharactersMiddleware:
-    """A NUL character in the query string is refused with 400 before any view sees it.
+MAX_ID = 2**63 - 1  # ids are 64-bit integers in every database
 
-    No legitimate client sends one, and PostgreSQL cannot store or compare text containing it: a view
-    filtering on such a parameter would fail with a 500 instead of telling the client what is wrong.
-    (Form and JSON fields go through DRF serializers, whose CharField already refuses NUL.)
+
+def _error(request, status: int, detail: str):
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": detail}, status=status)
+    return HttpResponse(detail, status=status, content_type="text/plain; charset=utf-8")
+
+
+class RejectMalformedRequestMiddleware:
+    """Requests no view can answer sensibly, refused before any view sees them.
+
+    - A NUL character in the query string: 400. No legitimate client sends one, and PostgreSQL cannot
+      store or compare text containing it, so a view filtering on it would fail with a 500. (Form and
+      JSON fields go through DRF serializers, whose CharField already refuses NUL.)
+    - A number in the URL beyond 64 bits (`/api/projects/99999999999999999999/`): 404, as for any other
+      id that names nothing. SQLite cannot even bind such a number to a query (OverflowError, a 500).
     """
 
     def __init__(self, get_response):
@@ -33,8 +44,21 @@ class RejectNulCharactersMiddleware:
 
     def __call__(self, request):
         if any("\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists()):
-            detail = "The query string contains a NUL character (%00); remove it."
-            if request.path_info.startswith("/api/"):
-                return JsonResponse({"detail": detail}, status=400)
-            return HttpResponseBadRequest(detail, content_type="text/plain; charset=utf-8")
+            return _error(request, 400, "The query string contains a NUL character (%00); remove it.")
         return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        for value in [*view_args, *view_kwargs.values()]:
+            number = _as_number(value)
+            if number is not None and number > MAX_ID:
+                return _error(request, 404, f"No object has the id {number}: ids are at most {MAX_ID}.")
+        return None
+
+
+def _as_number(value) -> int | None:
+    """An int converter's value, or a router's digits-only lookup string, as a number."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdecimal():
+        return int(value)
+    return None

@@ -58,5 +58,6 @@ def _constrain_path_parameters(operation: dict, *, router: bool) -> None:
         schema = parameter.setdefault("schema", {})
         if schema.get("type") == "integer":
             schema.setdefault("minimum", 0)
+            schema.setdefault("maximum", 2**63 - 1)  # beyond, webapp.core.middleware answers 404 for any id
         elif schema.get("type", "string") == "string":
             schema.setdefault("pattern", "^[^/.]+$" if router else "^[^/]+$")
