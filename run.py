@@ -168,6 +168,12 @@ def local_settings(options) -> None:
     # gunicorn serves plain HTTP here: cookies marked Secure would never come back from a browser on
     # another machine of the lab. Behind a TLS proxy, set SECURE_COOKIES=1.
     os.environ.setdefault("SECURE_COOKIES", "0")
+    if options.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("ALLOWED_HOSTS"):
+        # With DEBUG off Django answers 400 to a host name it does not know: accept this machine's names.
+        names = dict.fromkeys(["localhost", "127.0.0.1", "[::1]", socket.gethostname(), socket.getfqdn()])
+        os.environ["ALLOWED_HOSTS"] = ",".join(names)
+        say(f"serving on {options.host}: browsers may use {', '.join(names)} "
+            "(set ALLOWED_HOSTS for other names or addresses)")
 
 
 def port_free_or_exit(host: str, port: int) -> None:
