@@ -217,10 +217,10 @@ def serve(options) -> int:
             for name, proc in processes:
                 if proc.poll() is not None:
                     say(f"{name} exited with code {proc.returncode}; stopping the rest")
-                    return proc.returncode or 1
+                    return proc.returncode if proc.returncode > 0 else 1
             time.sleep(0.5)
     except (KeyboardInterrupt, Stop) as exc:
-        say(f"stopping ({exc or 'Ctrl-C'})")
+        say(f"stopping ({str(exc) or 'Ctrl-C'})")
         return 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
