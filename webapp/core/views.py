@@ -1,10 +1,10 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
 
-from webapp.jobs.api import visible_jobs
+from webapp.jobs.access import job_for, visible_jobs
 
 from . import operations
 
@@ -29,7 +29,7 @@ def regenerate_token(request):
 
 
 def job_detail(request, job_id: int):
-    job = get_object_or_404(visible_jobs(request.user), pk=job_id)
+    job = job_for(request.user, job_id)
     return render(request, "core/job_detail.html", {"job": job})
 
 

@@ -16,6 +16,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from webapp.jobs import operations as job_operations
+from webapp.jobs.access import job_for
 from webapp.jobs.models import Job
 from webapp.jobs.serializers import JobSerializer
 from webapp.projects.access import get_project_for
@@ -117,9 +118,7 @@ def infer(request, project_id: int):
 @api_view(["GET"])
 def job_file(request, job_id: int, name: str):
     """A file an inference job wrote (npy per label set, overlay PNG, JSON)."""
-    from webapp.jobs.api import visible_jobs
-
-    job = get_object_or_404(visible_jobs(request.user), pk=job_id)
+    job = job_for(request.user, job_id)
     for relative in job.result.get("files", []):
         if Path(relative).name == name:
             return FileResponse(open(Path(settings.MEDIA_ROOT) / relative, "rb"), as_attachment=not name.endswith(".png"),
