@@ -33,3 +33,9 @@ urlpatterns = [
     path("api/", include("webapp.review.api_urls")),
     path("", include("webapp.review.page_urls")),
 ]
+
+# JSON with a "detail" under /api/, HTML pages elsewhere (webapp.core.errors).
+handler400 = "webapp.core.errors.bad_request"
+handler403 = "webapp.core.errors.permission_denied"
+handler404 = "webapp.core.errors.page_not_found"
+handler500 = "webapp.core.errors.server_error"
