@@ -21,7 +21,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return job_for(self.request.user, self.kwargs["pk"])
 
     @extend_schema(request=DiagnosticsRequestSerializer, responses={202: JobSerializer})
-    def create(self, request):
+    def create(self, request, *args, **kwargs):
         params = DiagnosticsRequestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         job = operations.do_enqueue_job(params.validated_data["kind"], actor=request.user)
@@ -29,7 +29,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
     @extend_schema(request=None, responses=JobSerializer)
     @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
+    def cancel(self, request, pk=None, **kwargs):
         job = operations.do_cancel_job(job_for(request.user, pk, cancel=True), actor=request.user)
         return Response(JobSerializer(job, context={"request": request}).data)
 

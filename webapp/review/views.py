@@ -113,7 +113,7 @@ def settle_form(request, project_id: int):
         class_index = class_index_for(label_set, request.POST.get("class_name"))
         version = request.POST.get("version")
         expected = int(version) if version not in (None, "", "None") else None
-    except (UnknownName, ValueError) as exc:
+    except (UnknownName, ValueError, Http404) as exc:  # a form naming no nucleus of this project
         messages.error(request, f"Not settled: {exc}")
         return redirect(back)
     try:
