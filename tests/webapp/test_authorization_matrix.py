@@ -114,7 +114,7 @@ def world(db, make_user, owner, settings, tmp_path):
     values = {
         "project_id": project.pk, "dataset_id": vp.alpha.pk, "image_id": vp.image.pk, "nucleus_id": nucleus.pk,
         "job_id": job.pk, "number": version.number, "name": "overlay.png", "kind": "image",
-        "label_set": vp.alpha_set.name, "format": "json",
+        "label_set": vp.alpha_set.name, "label_set_id": vp.alpha_set.pk, "class_index": 0, "format": "json",
     }
     return {"users": users, "values": values, "project": project, "job": job}
 
