@@ -13,18 +13,22 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404
 
+from webapp.core import policy
 from webapp.projects.models import Membership, Role
 
 from .models import Job
 
-# The project role that starting each kind of job needs (the views that start them check the same role).
+# The project role that starting each kind of job needs: the role of the route that starts it, from
+# the declared policy table (a prediction follows training; an export is a curator's).
 START_ROLE = {
-    Job.Kind.IMPORT: Role.CURATOR,
-    Job.Kind.TRAIN: Role.CURATOR,
-    Job.Kind.PREDICT: Role.CURATOR,
+    Job.Kind.IMPORT: policy.ROUTES["api-project-datasets"]["POST"].project_role,
+    Job.Kind.TRAIN: policy.ROUTES["api-train"]["POST"].project_role,
+    Job.Kind.PREDICT: policy.ROUTES["api-train"]["POST"].project_role,
+    Job.Kind.INFER: policy.ROUTES["api-infer"]["POST"].project_role,
     Job.Kind.EXPORT: Role.CURATOR,
-    Job.Kind.INFER: Role.REVIEWER,
 }
+# Cancelling anyone's job of the project.
+CANCEL_ROLE = policy.ROUTES["api-job-cancel"]["POST"].project_role
 
 
 def visible_jobs(user):
@@ -57,8 +61,8 @@ def job_for(user, job_id, *, cancel: bool = False) -> Job:
         raise missing
     if cancel and not may_cancel(user, job, membership):
         raise PermissionDenied(
-            f"Cancelling job {job.pk} needs the curator role in project {job.project.name!r}, or to have "
-            f"started it; you are a {Role(membership.role).label.lower()}.")
+            f"Cancelling job {job.pk} needs the {Role(CANCEL_ROLE).label.lower()} role in project "
+            f"{job.project.name!r}, or to have started it; you are a {Role(membership.role).label.lower()}.")
     return job
 
 
@@ -67,6 +71,6 @@ def may_cancel(user, job: Job, membership: Membership | None) -> bool:
         return bool(user.is_staff)
     if membership is None:
         return False
-    if membership.allows(Role.CURATOR):
+    if membership.allows(CANCEL_ROLE):
         return True
     return job.created_by_id == user.pk and membership.allows(START_ROLE.get(job.kind, Role.CURATOR))
