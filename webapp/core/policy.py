@@ -167,3 +167,13 @@ class PolicyPermission(BasePermission):
                             "(add it to webapp.core.policy.ROUTES).")
             return False
         return user_meets(request.user, access)
+
+
+def project_role(request) -> str:
+    """The project role the current route and method need, from the table: views pass it to
+    ``get_project_for`` and friends, so that the table is the one place where roles are declared."""
+    access = access_for(getattr(request, "resolver_match", None), request.method)
+    if access is None or access.project_role is None:
+        raise LookupError(f"{request.method} {request.path}: the policy table declares no project role for "
+                          "this route (webapp.core.policy.ROUTES)")
+    return access.project_role
