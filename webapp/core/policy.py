@@ -9,12 +9,14 @@ Each named route maps its HTTP methods to the least access that calling it needs
   removed, get 404 so that a project's existence does not leak; members with too low a role get 403;
 - ``staff``: users with ``is_staff`` (the admin site, worker diagnostics).
 
-The table is enforced in two places. :class:`PolicyPermission` (DRF's default permission) and
+The table is applied in three places. :class:`PolicyPermission` (DRF's default permission) and
 :class:`webapp.core.middleware.PolicyMiddleware` (pages) refuse anonymous callers and non-staff from
-the routes the table reserves, and refuse every API route the table does not declare. The project
-roles need the project, so the views check them (``get_project_for``, ``nucleus_for``, ``job_for``);
-``tests/webapp/test_authorization_matrix.py`` walks every route of the URL configuration as every kind
-of user and checks each answer against this table, so a new route or a forgotten check fails CI.
+the routes the table reserves, and the API refuses every route the table does not declare. The views
+check the project role with the project they look up, taking the role from here
+(:func:`project_role`); jobs take the roles that start and cancel them from here too
+(:mod:`webapp.jobs.access`). ``tests/webapp/test_authorization_matrix.py`` walks every route of the
+URL configuration as every kind of user and checks each answer against this table, so a new route or
+a view that disagrees with it fails CI.
 """
 
 from __future__ import annotations
