@@ -28,7 +28,12 @@ LONG_TRAINING = {"epochs": 40, "stages": ["sparse"], "samples_per_epoch": 256, "
 
 def running_job(owner, *, seconds_silent: float, **fields) -> Job:
     """A job row as a worker leaves it: running, with a task id no live worker holds."""
+    from webapp.projects.models import Project
+    from webapp.projects.operations import do_create_project
+
+    project = Project.objects.filter(name="lost jobs").first() or do_create_project("lost jobs", actor=owner)
     return Job.objects.create(kind="train", state="running", worker="local@this-host", created_by=owner,
+                              project=project,
                               celery_task_id=str(uuid.uuid4()), progress={"percent": 42.0},
                               heartbeat_at=timezone.now() - timedelta(seconds=seconds_silent), **fields)
 
