@@ -17,7 +17,8 @@ urlpatterns = [
     path("account/", core_views.account, name="account"),
     path("account/token/", core_views.regenerate_token, name="regenerate-token"),
     path("jobs/<int:job_id>/", core_views.job_detail, name="job-detail"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    # GET shows the form, POST signs in (LoginView would also take PUT as a POST).
+    path("login/", auth_views.LoginView.as_view(http_method_names=["get", "post", "options"]), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/health/", core_api.health_view, name="api-health"),
@@ -33,3 +34,9 @@ urlpatterns = [
     path("api/", include("webapp.review.api_urls")),
     path("", include("webapp.review.page_urls")),
 ]
+
+# JSON with a "detail" under /api/, HTML pages elsewhere (webapp.core.errors).
+handler400 = "webapp.core.errors.bad_request"
+handler403 = "webapp.core.errors.permission_denied"
+handler404 = "webapp.core.errors.page_not_found"
+handler500 = "webapp.core.errors.server_error"

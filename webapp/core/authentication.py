@@ -49,23 +49,43 @@ class ThrottledTokenAuthentication(TokenAuthentication):
             return None
         key = f"token-failures:{client_ip(request) or 'unknown'}"
         cooloff = settings.LOGIN_COOLOFF_MINUTES * 60
-        if cache.get(key, 0) >= settings.TOKEN_FAILURE_LIMIT:
+        if _cached_failures(key) >= settings.TOKEN_FAILURE_LIMIT:
             raise TokenFailuresThrottled(wait=cooloff)
         try:
             return super().authenticate(request)
         except exceptions.AuthenticationFailed:
-            # add() starts the window on the first failure; incr() keeps its expiry.
-            if not cache.add(key, 1, timeout=cooloff):
-                try:
-                    failures = cache.incr(key)
-                except ValueError:  # expired between add() and incr()
-                    cache.add(key, 1, timeout=cooloff)
-                    failures = 1
-                if failures == settings.TOKEN_FAILURE_LIMIT:
-                    log.warning("API token authentication from %s refused for %d min after %d failures",
-                                client_ip(request), settings.LOGIN_COOLOFF_MINUTES, failures)
+            failures = _count_failure(key, cooloff)
+            if failures == settings.TOKEN_FAILURE_LIMIT:
+                log.warning("API token authentication from %s refused for %d min after %d failures",
+                            client_ip(request), settings.LOGIN_COOLOFF_MINUTES, failures)
             raise
 
     def _sends_token(self, request) -> bool:
         header = request.META.get("HTTP_AUTHORIZATION", "").split()
         return bool(header) and header[0].lower() == self.keyword.lower()
+
+
+# The cache is Redis in production. Should it be unreachable, tokens are checked without counting:
+# the API keeps answering (health reports the outage) instead of failing every request with a 500.
+
+def _cached_failures(key: str) -> int:
+    try:
+        return cache.get(key, 0)
+    except Exception:  # noqa: BLE001 - any cache backend error
+        log.warning("token failure count unavailable (cache unreachable)", exc_info=True)
+        return 0
+
+
+def _count_failure(key: str, cooloff: int) -> int:
+    """One more failure in the window that the first failure started (incr() keeps add()'s expiry)."""
+    try:
+        if cache.add(key, 1, timeout=cooloff):
+            return 1
+        try:
+            return cache.incr(key)
+        except ValueError:  # expired between add() and incr()
+            cache.add(key, 1, timeout=cooloff)
+            return 1
+    except Exception:  # noqa: BLE001 - any cache backend error
+        log.warning("token failure not counted (cache unreachable)", exc_info=True)
+        return 0

@@ -18,8 +18,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.views import APIView
 
+from webapp.core.policy import project_role
 from webapp.projects.access import get_project_for
-from webapp.projects.models import Role
 
 from . import export, queries
 
@@ -81,7 +81,7 @@ class MergedCsvView(FileAPIView):
     @extend_schema(operation_id="project_export_merged_csv", tags=["exports"],
                    responses={(200, "text/csv"): OpenApiTypes.STR})
     def get(self, request, project_id: int):
-        project = get_project_for(request.user, project_id, Role.VIEWER)
+        project = get_project_for(request.user, project_id, project_role(request))
         response = StreamingHttpResponse(export.merged_csv_rows(project), content_type="text/csv; charset=utf-8")
         return _attachment(response, f"{project.name}-merged.csv")
 

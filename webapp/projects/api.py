@@ -5,13 +5,14 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
+from webapp.core.policy import project_role
 from webapp.datasets import uploads
 from webapp.datasets.models import LabelSet
 from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 
 from . import operations
 from .access import get_project_for, visible_projects
-from .models import Membership, Role
+from .models import Membership
 from .serializers import (DatasetSerializer, DatasetUploadSerializer, MembershipSerializer,
                           ProjectDetailSerializer, ProjectSerializer)
 
@@ -32,7 +33,7 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         return ProjectDetailSerializer if self.action == "retrieve" else ProjectSerializer
 
     def get_object(self):
-        return get_project_for(self.request.user, self.kwargs["pk"], Role.VIEWER)
+        return get_project_for(self.request.user, self.kwargs["pk"], project_role(self.request))
 
     def perform_create(self, serializer):
         serializer.instance = operations.do_create_project(
@@ -45,10 +46,10 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
     def datasets(self, request, pk=None):
         """GET lists the datasets; POST uploads one (curators): 202 with the import job."""
         if request.method == "GET":
-            project = get_project_for(request.user, pk, Role.VIEWER)
+            project = get_project_for(request.user, pk, project_role(request))
             return Response(DatasetSerializer(project.datasets.select_related("label_set", "uploaded_by"),
                                               many=True).data)
-        project = get_project_for(request.user, pk, Role.CURATOR)
+        project = get_project_for(request.user, pk, project_role(request))
         upload = DatasetUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
         job = uploads.do_start_import(project, actor=request.user, **upload.validated_data)
@@ -61,9 +62,9 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
     def members(self, request, pk=None):
         """GET lists members; POST (admins) adds one or changes their role."""
         if request.method == "GET":
-            project = get_project_for(request.user, pk, Role.VIEWER)
+            project = get_project_for(request.user, pk, project_role(request))
         else:
-            project = get_project_for(request.user, pk, Role.ADMIN)
+            project = get_project_for(request.user, pk, project_role(request))
             payload = MembershipSerializer(data=request.data)
             payload.is_valid(raise_exception=True)
             operations.do_set_membership(project, payload.validated_data["user"], payload.validated_data["role"],

@@ -28,10 +28,11 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from webapp.core.api_errors import Conflict
+from webapp.core.policy import project_role
 from webapp.datasets.importing import load_rgb
 from webapp.datasets.models import CurrentLabel, Image, Label, LabelSet, Nucleus
 from webapp.datasets.operations import StaleLabel
-from webapp.projects.models import Project, Role
+from webapp.projects.models import Project
 from webapp.training.models import Prediction
 from webapp.training.operations import active_version
 
@@ -138,7 +139,7 @@ def _prediction_summary(label: Label, predicted: int | None | str = "look up") -
 @api_view(["GET"])
 def next_item(request, project_id: int):
     """The next nucleus to review, leased to you for five minutes; 204 when the queue is empty."""
-    project = project_for(request.user, project_id, Role.REVIEWER)
+    project = project_for(request.user, project_id, project_role(request))
     spec = _spec(request, project)
     lease = operations.do_claim_next(spec)
     if lease is None:
@@ -154,7 +155,7 @@ def next_item(request, project_id: int):
 @api_view(["GET"])
 def progress(request, project_id: int):
     """Reviewed today and in all (by you), left in the queue, your agreement with the model."""
-    project = project_for(request.user, project_id, Role.REVIEWER)
+    project = project_for(request.user, project_id, project_role(request))
     spec = _spec(request, project, with_exclude=False)
     return Response({"label_set": spec.label_set.name, "strategy": spec.strategy, **queue.progress(spec)})
 
@@ -173,12 +174,12 @@ def nucleus_labels(request, nucleus_id: int):
     when someone changed it meanwhile. A replayed ``client_id`` answers 200 with the same row.
     """
     if request.method == "GET":
-        project, nucleus = nucleus_for(request.user, nucleus_id, Role.VIEWER)
+        project, nucleus = nucleus_for(request.user, nucleus_id, project_role(request))
         name = request.query_params.get("label_set")
         label_set = _label_set(project, name) if name else None
         return Response({"nucleus": nucleus.pk, "image": nucleus.image_id,
                          "history": queue.history(nucleus, label_set)})
-    project, nucleus = nucleus_for(request.user, nucleus_id, Role.REVIEWER)
+    project, nucleus = nucleus_for(request.user, nucleus_id, project_role(request))
     body = DecisionSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     data = body.validated_data
@@ -209,7 +210,7 @@ def _undo_response(undo, label_set: LabelSet) -> Response:
 
 def _reviewed_nucleus(request, nucleus_id: int, serializer_class):
     """The nucleus (for a reviewer of its project), the validated body and its label set."""
-    project, nucleus = nucleus_for(request.user, nucleus_id, Role.REVIEWER)
+    project, nucleus = nucleus_for(request.user, nucleus_id, project_role(request))
     body = serializer_class(data=request.data)
     body.is_valid(raise_exception=True)
     return nucleus, body.validated_data, _label_set(project, body.validated_data["label_set"])
@@ -233,7 +234,7 @@ def undo_nucleus(request, nucleus_id: int):
 @api_view(["POST"])
 def undo_last(request, project_id: int):
     """Undo your latest decision in a label set (the U key); its nucleus comes back to you next."""
-    project = project_for(request.user, project_id, Role.REVIEWER)
+    project = project_for(request.user, project_id, project_role(request))
     body = UndoSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     label_set = _label_set(project, body.validated_data["label_set"])
@@ -295,7 +296,7 @@ def _class_counts(rows, key: tuple) -> dict[int, int]:
 @api_view(["GET"])
 def gallery(request, project_id: int):
     """Nuclei the active model predicts as one class, without a human label, most confident first."""
-    project = project_for(request.user, project_id, Role.REVIEWER)
+    project = project_for(request.user, project_id, project_role(request))
     label_set, version = _label_set_and_version(project, request.query_params.get("label_set"), default_first=True)
     classes = queue.label_set_classes(label_set)
     try:
@@ -359,7 +360,7 @@ def _square(nucleus, image, side: int) -> list[int]:
 def bulk(request, project_id: int):
     """Many decisions at once (the gallery's "accept selected"), each recorded on its own like a
     single POST: the answer lists a status per nucleus (201, 200 replay, 409 changed, 400, 404)."""
-    project = project_for(request.user, project_id, Role.REVIEWER)
+    project = project_for(request.user, project_id, project_role(request))
     body = BulkDecisionSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     label_set = _label_set(project, body.validated_data["label_set"])
@@ -399,7 +400,7 @@ def bulk(request, project_id: int):
 @api_view(["GET"])
 def agreement(request, project_id: int):
     """Cohen's kappa per pair of reviewers and per class (one vs rest), and the open conflicts."""
-    project = project_for(request.user, project_id, Role.VIEWER)
+    project = project_for(request.user, project_id, project_role(request))
     name = request.query_params.get("label_set")
     label_set = _label_set(project, name) if name else None
     return Response({"label_sets": quality.project_agreement(project, label_set)})
@@ -409,11 +410,11 @@ def agreement(request, project_id: int):
 @api_view(["POST"])
 def settle(request, project_id: int):
     """A curator records the final label of a nucleus on which reviewers disagree."""
-    project = project_for(request.user, project_id, Role.CURATOR)
+    project = project_for(request.user, project_id, project_role(request))
     body = SettleSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     data = body.validated_data
-    _, nucleus = nucleus_for(request.user, data["nucleus"], Role.CURATOR, project_id=project.pk)
+    _, nucleus = nucleus_for(request.user, data["nucleus"], project_role(request), project_id=project.pk)
     label_set = _label_set(project, data["label_set"])
     class_index = _class_index(label_set, data)
     try:
