@@ -30,7 +30,9 @@ def version(project, settings, tmp_path):
 @pytest.mark.django_db
 @pytest.mark.parametrize("path", ["/api/projects/x1/", "/api/projects/%10/members/", "/api/projects/1.5/datasets/"])
 def test_a_project_id_that_is_not_a_number_is_no_project(owner_api, path):
-    assert owner_api.get(path).status_code == 404  # was 500: the id went into an integer lookup
+    response = owner_api.get(path)
+    assert response.status_code == 404  # was 500: the id went into an integer lookup
+    assert response.json()["detail"]
 
 
 @pytest.mark.django_db

@@ -170,3 +170,18 @@ def test_behind_a_trusted_proxy_the_forwarded_address_counts(owner, settings):
     colleague = APIClient(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="192.0.2.8")
     colleague.credentials(HTTP_AUTHORIZATION=f"Token {good}")
     assert colleague.get("/api/jobs/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_tokens_still_work_when_the_cache_is_unreachable(owner, monkeypatch):
+    from django.core.cache import cache
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Redis is down")
+    for method in ("get", "add", "incr"):
+        monkeypatch.setattr(cache, method, unreachable)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owner).key}")
+    assert client.get("/api/jobs/").status_code == 200
+    client.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    assert client.get("/api/jobs/").status_code == 401
