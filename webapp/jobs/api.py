@@ -12,6 +12,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     """Background jobs: state, progress and, on failure, the error."""
 
     serializer_class = JobSerializer
+    queryset = Job.objects.none()  # the model, for the schema's path types; get_queryset decides what is seen
 
     def get_queryset(self):
         return visible_jobs(self.request.user)
