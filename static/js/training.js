@@ -74,7 +74,8 @@
         replace(box.querySelector(".overlays"), ...e.detail.result.files.map((file) => {
           const name = file.split("/").pop();
           const link = `/api/jobs/${e.detail.id}/files/${encodeURIComponent(name)}`;
-          const preview = name.endsWith(".png") ? [el("img", { src: link, alt: name, className: "overlay-image" }), el("br")] : [];
+          const preview = name.endsWith(".png")
+            ? [el("img", { src: link, alt: name, className: "overlay-image" }), el("br")] : [];
           return el("div", {}, ...preview, el("a", { href: link }, name));
         }));
       });
