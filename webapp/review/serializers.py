@@ -1,5 +1,6 @@
 """Request bodies of the review API (validation and the OpenAPI schema)."""
 
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 
@@ -36,10 +37,12 @@ class BulkDecisionSerializer(serializers.Serializer):
         return value
 
 
+@extend_schema_serializer(component_name="LabelSetChoice")  # not the projects API's LabelSet
 class LabelSetSerializer(serializers.Serializer):
     label_set = serializers.CharField(max_length=100)
 
 
+@extend_schema_serializer(component_name="Undo")  # else it inherits its parent's component name
 class UndoSerializer(LabelSetSerializer):
     client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
 
