@@ -175,7 +175,7 @@ def test_agreement_page_settles_a_conflict_and_the_nucleus_page_shows_history(rp
     nuclei = list(Nucleus.objects.filter(image__dataset=rp.breast).order_by("id")[:4])
     for nucleus, (a, b) in zip(nuclei, [(0, 0), (0, 1), (1, 1), (1, 1)]):
         first = do_decide(nucleus, rp.colon_set, a, user=users["reviewer"], expected_label_id=None).label
-        do_decide(nucleus, rp.colon_set, b, user=users["reviewer2"], expected_label_id=first.pk)
+        do_decide(nucleus, rp.colon_set, b, user=users["reviewer2"], expected_label_id=first.pk, second_opinion=True)
     page = logged_in_page
     page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/agreement/?label_set=colon")
     row = page.locator("[data-pair='rita|rob']")
