@@ -32,7 +32,11 @@ class ReviewLease(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["nucleus", "label_set"], name="one_lease_per_nucleus")]
-        indexes = [models.Index(fields=["user", "label_set", "-claimed_at"], name="lease_holder_idx")]
+        # Decided rows pile up (one per reviewed nucleus): the queries that run on every claim must
+        # reach only the running or undecided ones. The held lease: a range on expires_at > now.
+        # The touched-and-free list: the undecided rows of a label set.
+        indexes = [models.Index(fields=["user", "label_set", "expires_at"], name="lease_held_idx"),
+                   models.Index(fields=["label_set"], condition=models.Q(decided=False), name="lease_undecided_idx")]
 
     def __str__(self):
         if self.decided:
