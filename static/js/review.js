@@ -66,7 +66,7 @@
       result = await api(urlFor(labelsUrl, entry.nucleus), {
         method: "POST", csrf, keepalive: true,
         body: { label_set: entry.label_set, class_name: entry.class_name, version: entry.version,
-                client_id: entry.client_id },
+                client_id: entry.client_id, second_opinion: Boolean(entry.second_opinion) },
       });
     } catch (err) {
       return { kind: "failed", detail: "no connection" };
@@ -305,7 +305,7 @@
       if (!cls) return;
       const entry = {
         client_id: uid(), nucleus: item.nucleus.id, label_set: labelSet, class_index: cls.index,
-        class_name: cls.name, version: item.version,
+        class_name: cls.name, version: item.version, second_opinion: d.includeLabelled === "1",
         predicted: item.prediction ? item.prediction.class_index : null, at: Date.now(),
       };
       outbox.add(entry);
@@ -319,6 +319,11 @@
         setStatus(`Saved: nucleus ${item.nucleus.instance_id} is ${cls.name}.`, "ok");
         refreshProgress(1500);
         await loadNext();
+      } else if (outcome.kind === "conflict" && outcome.data.already_decided) {
+        // Another reviewer's decision stands: this nucleus is done, the queue moves on.
+        outbox.remove(entry.client_id);
+        await loadNext();
+        setStatus(`${outcome.data.detail}`, "error conflict");
       } else if (outcome.kind === "conflict") {
         outbox.remove(entry.client_id);
         const current = outcome.data.current;

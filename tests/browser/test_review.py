@@ -127,6 +127,26 @@ def test_a_concurrent_change_shows_409_and_the_reviewer_decides_again(rp, logged
     assert mine.class_index == 0 and mine.previous.author == users["reviewer2"]
 
 
+def test_a_nucleus_another_reviewer_decided_is_not_decided_twice_the_page_moves_on(rp, logged_in_page,
+                                                                                  live_server, users):
+    from webapp.review.operations import do_decide
+
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    nucleus_id = shown(page)
+    # Another reviewer decides it meanwhile through the queue's own save (the gallery, another page).
+    theirs = do_decide(Nucleus.objects.get(pk=nucleus_id), rp.breast_set, 2, user=users["reviewer2"],
+                       expected_label_id=None).label
+    # The second decision is refused (not a version to retry with: the nucleus is done) and the page goes on.
+    page.keyboard.press("1")
+    other = wait_for_other_than(page, nucleus_id)
+    assert other and other != nucleus_id
+    page.wait_for_selector("[data-role=status].conflict")
+    assert "rob already decided" in page.inner_text("[data-role=status]")
+    assert not Label.objects.filter(nucleus_id=nucleus_id, author=users["owner"], source="review").exists()
+    assert CurrentLabel.objects.get(nucleus_id=nucleus_id, label_set=rp.breast_set).label_id == theirs.pk
+
+
 def test_a_failed_save_is_shown_kept_and_retried(rp, logged_in_page, live_server, users):
     page = logged_in_page
     open_review(page, live_server, rp)
@@ -176,7 +196,7 @@ def test_agreement_page_settles_a_conflict_and_the_nucleus_page_shows_history(rp
     nuclei = list(Nucleus.objects.filter(image__dataset=rp.breast).order_by("id")[:4])
     for nucleus, (a, b) in zip(nuclei, [(0, 0), (0, 1), (1, 1), (1, 1)]):
         first = do_decide(nucleus, rp.colon_set, a, user=users["reviewer"], expected_label_id=None).label
-        do_decide(nucleus, rp.colon_set, b, user=users["reviewer2"], expected_label_id=first.pk)
+        do_decide(nucleus, rp.colon_set, b, user=users["reviewer2"], expected_label_id=first.pk, second_opinion=True)
     page = logged_in_page
     page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/agreement/?label_set=colon")
     row = page.locator("[data-pair='rita|rob']")

@@ -12,6 +12,10 @@ class DecisionSerializer(serializers.Serializer):
                                                                   "(null when it had none)")
     client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="",
                                       help_text="idempotency key: a replay with the same key creates nothing")
+    second_opinion = serializers.BooleanField(required=False, default=False,
+                                              help_text="add your decision to a nucleus another reviewer already "
+                                                        "decided (what the queue with include_labelled is for); "
+                                                        "without it such a save answers 409")
 
     def validate(self, attrs):
         if attrs.get("class_name") in (None, "") and attrs.get("class_index") is None:
