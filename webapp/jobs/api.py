@@ -13,6 +13,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     (:mod:`webapp.jobs.access`); starting diagnostics is for staff (:mod:`webapp.core.policy`)."""
 
     serializer_class = JobSerializer
+    queryset = Job.objects.none()  # the model, for the schema's path types; get_queryset decides what is seen
 
     def get_queryset(self):
         return visible_jobs(self.request.user)

@@ -108,6 +108,16 @@ def _conflict(exc: StaleLabel, label_set: LabelSet) -> Conflict:
     return Conflict(detail, current=current, version=current["version"] if current else None)
 
 
+def _already_decided(exc: operations.AlreadyDecided, label_set: LabelSet) -> Conflict:
+    classes = queue.label_set_classes(label_set)
+    current = queue.current_label_dict(exc.current, classes)
+    who = f"{current['author'] or 'Someone'} already decided this nucleus: {current['class_name']!r}" if current \
+        else "Another reviewer already decided this nucleus"
+    detail = (f"{who}. It has left the queue: go on to the next one (to add a second opinion, review with "
+              f"\"Include labelled nuclei\").")
+    return Conflict(detail, current=current, version=current["version"] if current else None, already_decided=True)
+
+
 def label_dict(label: Label, classes: list[dict] | None = None) -> dict:
     classes = classes if classes is not None else queue.label_set_classes(label.label_set)
     previous = label.previous
@@ -189,9 +199,11 @@ def nucleus_labels(request, nucleus_id: int):
     try:
         decision = operations.do_decide(nucleus, label_set, class_index, user=request.user,
                                         expected_label_id=data["version"], client_id=data["client_id"],
-                                        version=version)
+                                        version=version, second_opinion=data["second_opinion"])
     except StaleLabel as exc:
         raise _conflict(exc, label_set) from None
+    except operations.AlreadyDecided as exc:
+        raise _already_decided(exc, label_set) from None
     except operations.ClientIdReused as exc:
         raise Conflict(str(exc)) from None
     label = decision.label
@@ -382,8 +394,8 @@ def bulk(request, project_id: int):
             label, created = decision.label, decision.created
         except UnknownName as exc:
             results.append({"nucleus": nucleus.pk, "status": 400, "detail": str(exc)})
-        except StaleLabel as exc:
-            conflict = _conflict(exc, label_set)
+        except (StaleLabel, operations.AlreadyDecided) as exc:
+            conflict = (_conflict if isinstance(exc, StaleLabel) else _already_decided)(exc, label_set)
             results.append({"nucleus": nucleus.pk, "status": 409, "detail": str(conflict.detail), **conflict.extra})
         except operations.ClientIdReused as exc:
             results.append({"nucleus": nucleus.pk, "status": 409, "detail": str(exc)})
