@@ -5,6 +5,7 @@ from rest_framework.response import Response
 
 from . import operations
 from .access import job_for, visible_jobs
+from .models import Job
 from .serializers import DiagnosticsRequestSerializer, JobSerializer
 
 
