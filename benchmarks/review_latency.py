@@ -341,7 +341,8 @@ def measure(repeat: int) -> None:
     base = Prediction.objects.filter(model_version_id=spec.version.pk, label_set_id=spec.label_set.pk).filter(
         *_anti_joins(spec, "nucleus_id", timezone.now()))
     frontier = queue_frontier(spec)
-    touched = sorted(set(ReviewLease.objects.filter(label_set=spec.label_set).values_list("nucleus_id", flat=True))
+    touched = sorted(set(ReviewLease.objects.filter(label_set=spec.label_set, decided=False)
+                         .values_list("nucleus_id", flat=True))
                      | set(ReviewSkip.objects.filter(label_set=spec.label_set).values_list("nucleus_id", flat=True)))
     plans = []
     for name, rows in (("touched nuclei above the frontier", base.filter(nucleus_id__in=touched, entropy__gt=frontier)),

@@ -33,6 +33,20 @@ def test_media_root(tmp_path_factory):
         os.environ["MEDIA_ROOT"] = previous[1]
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Counters kept in the cache (failed API tokens per address, say) start at zero in every test.
+
+    Only a local-memory cache is emptied: with DEBUG off the cache is the Redis that also holds Celery's
+    queues, and clearing it would empty them."""
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    if isinstance(caches["default"], LocMemCache):
+        caches["default"].clear()
+    yield
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -7,7 +7,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 app = Celery("nucleus_merge")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.beat_schedule = {
-    # A worker that died (OOM, kill -9, lost machine) leaves its job "running": find those.
-    "reap-lost-jobs": {"task": "workers.tasks.reap_lost_jobs", "schedule": 120.0},
+    # A worker that died (OOM, kill -9, lost machine) leaves its job "running": find those. Cheap when
+    # nothing is stale (one query), so often: a lost job ends within a minute.
+    "reap-lost-jobs": {"task": "workers.tasks.reap_lost_jobs", "schedule": 15.0,
+                       "options": {"expires": 14.0}},
 }
 app.autodiscover_tasks(["workers"])

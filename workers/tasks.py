@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import traceback
-from datetime import timedelta
 
 from celery import shared_task
-from django.utils import timezone
 
 from webapp.jobs import operations
 from webapp.jobs.models import Job
@@ -16,7 +14,6 @@ from .handlers import HANDLERS, JobCancelled, JobContext, user_facing_errors
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2  # a job re-delivered after a lost worker runs at most once more
-LOST_AFTER = timedelta(minutes=10)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, name="workers.tasks.run_job")
@@ -57,22 +54,10 @@ def _error_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-@shared_task(name="workers.tasks.reap_lost_jobs")
+@shared_task(name="workers.tasks.reap_lost_jobs", ignore_result=True)
 def reap_lost_jobs() -> int:
-    """Fail running jobs whose worker stopped sending heartbeats and no longer answers."""
-    from .celery import app
-
-    stale = Job.objects.filter(state=Job.State.RUNNING, heartbeat_at__lt=timezone.now() - LOST_AFTER)
-    if not stale.exists():
-        return 0
-    replies = app.control.ping(timeout=2.0) or []
-    alive = {name for reply in replies for name in reply}
-    reaped = 0
-    for job in stale:
-        if job.worker not in alive:
-            operations.do_fail_job(job.pk, f"worker {job.worker or '?'} stopped responding; the job was lost")
-            reaped += 1
-    return reaped
+    """Periodic (beat): end the running jobs that no live worker holds any more."""
+    return len(operations.do_reap_lost_jobs())
 
 
 @shared_task(name="workers.tasks.check_retrain")

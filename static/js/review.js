@@ -8,6 +8,7 @@
   "use strict";
   const SVG = "http://www.w3.org/2000/svg";
   const UNLABELLED = "#9e9e9e";
+  const { el, replace } = window.dom;
 
   // ------------------------------------------------------------------ helpers
   function uid() {
@@ -65,7 +66,7 @@
       result = await api(urlFor(labelsUrl, entry.nucleus), {
         method: "POST", csrf, keepalive: true,
         body: { label_set: entry.label_set, class_name: entry.class_name, version: entry.version,
-                client_id: entry.client_id },
+                client_id: entry.client_id, second_opinion: Boolean(entry.second_opinion) },
       });
     } catch (err) {
       return { kind: "failed", detail: "no connection" };
@@ -91,7 +92,7 @@
     const help = document.querySelector('[data-role="help"]');
     const buttons = Array.from(root.querySelectorAll(".class-button"));
     const classes = buttons.map((b) => ({ index: Number(b.dataset.classIndex), name: b.dataset.className,
-                                          color: b.style.getPropertyValue("--class-color").trim() }));
+                                          color: window.dom.cssColor(b.dataset.classColor) }));
     const outbox = new Outbox(`review-outbox:${d.project}:${labelSet}:${d.user}`);
     const progress = { today: null, left: null, compared: 0, agreed: 0 };
     let item = null;
@@ -153,7 +154,7 @@
         crop.removeAttribute("src");
         svg.replaceChildren();
         caption.textContent = "\u00a0";
-        predictionBox.innerHTML = '<span class="muted">Nothing to review.</span>';
+        replace(predictionBox, el("span", { className: "muted" }, "Nothing to review."));
         branches.hidden = true;
         currentLine.textContent = "\u00a0";
         root.dataset.nucleusId = "";
@@ -187,7 +188,7 @@
         meta.textContent = ` · model v${p.model_version ? p.model_version.number : "?"}`;
         predictionBox.append(meta);
       } else {
-        predictionBox.innerHTML = '<span class="muted">No prediction for this nucleus.</span>';
+        replace(predictionBox, el("span", { className: "muted" }, "No prediction for this nucleus."));
       }
       buttons.forEach((b) => {
         const index = Number(b.dataset.classIndex);
@@ -304,7 +305,7 @@
       if (!cls) return;
       const entry = {
         client_id: uid(), nucleus: item.nucleus.id, label_set: labelSet, class_index: cls.index,
-        class_name: cls.name, version: item.version,
+        class_name: cls.name, version: item.version, second_opinion: d.includeLabelled === "1",
         predicted: item.prediction ? item.prediction.class_index : null, at: Date.now(),
       };
       outbox.add(entry);
@@ -318,6 +319,11 @@
         setStatus(`Saved: nucleus ${item.nucleus.instance_id} is ${cls.name}.`, "ok");
         refreshProgress(1500);
         await loadNext();
+      } else if (outcome.kind === "conflict" && outcome.data.already_decided) {
+        // Another reviewer's decision stands: this nucleus is done, the queue moves on.
+        outbox.remove(entry.client_id);
+        await loadNext();
+        setStatus(`${outcome.data.detail}`, "error conflict");
       } else if (outcome.kind === "conflict") {
         outbox.remove(entry.client_id);
         const current = outcome.data.current;
@@ -521,11 +527,10 @@
         const tab = document.createElement("button");
         tab.type = "button";
         tab.className = `tab${cls.name === className ? " active" : ""}`;
-        tab.style.setProperty("--class-color", cls.color);
+        tab.style.setProperty("--class-color", window.dom.cssColor(cls.color));
         tab.dataset.className = cls.name;
         const count = data.counts ? data.counts[cls.name] : null;
-        tab.innerHTML = '<span class="swatch"></span>';
-        tab.append(`${cls.name}`);
+        tab.append(el("span", { className: "swatch" }), cls.name);
         const n = document.createElement("span");
         n.className = "count";
         n.textContent = count == null ? "" : count;
@@ -538,11 +543,11 @@
     function renderGrid() {
       grid.replaceChildren();
       if (!data.model_version) {
-        grid.innerHTML = '<p class="muted">The project has no active model: train one to get predictions.</p>';
+        grid.append(el("p", { className: "muted" }, "The project has no active model: train one to get predictions."));
         return;
       }
       if (!data.items.length) {
-        grid.innerHTML = `<p class="muted">No unreviewed nuclei predicted as ${className} on this page.</p>`;
+        grid.append(el("p", { className: "muted" }, `No unreviewed nuclei predicted as ${className} on this page.`));
       }
       for (const item of data.items) {
         const tile = document.createElement("div");
@@ -572,7 +577,7 @@
         prob.title = "probability of the predicted class; open the nucleus";
         const move = document.createElement("select");
         move.className = "move";
-        move.innerHTML = '<option value="">move to…</option>';
+        move.append(new Option("move to…", ""));
         for (const cls of classes) {
           if (cls.index === item.class_index) continue;
           const option = document.createElement("option");

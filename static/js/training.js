@@ -70,16 +70,14 @@
       box.dataset.jobUrl = job.url;
       box.addEventListener("job-update", (e) => {
         if (e.detail.state !== "succeeded") return;
-        const grid = box.querySelector(".overlays");
-        grid.innerHTML = "";
-        for (const file of e.detail.result.files) {
+        const { el, replace } = window.dom;
+        replace(box.querySelector(".overlays"), ...e.detail.result.files.map((file) => {
           const name = file.split("/").pop();
-          const link = `/api/jobs/${e.detail.id}/files/${name}`;
-          const item = document.createElement("div");
-          item.innerHTML = name.endsWith(".png") ? `<img src="${link}" alt="${name}" style="max-width:100%"><br>` : "";
-          item.innerHTML += `<a href="${link}">${name}</a>`;
-          grid.appendChild(item);
-        }
+          const link = `/api/jobs/${e.detail.id}/files/${encodeURIComponent(name)}`;
+          const preview = name.endsWith(".png")
+            ? [el("img", { src: link, alt: name, className: "overlay-image" }), el("br")] : [];
+          return el("div", {}, ...preview, el("a", { href: link }, name));
+        }));
       });
       window.watchJob(box);
     } catch (err) { showError("infer-error", err); }

@@ -19,7 +19,7 @@
     const done = field("done");
     const r = current.result;
     done.hidden = false;
-    done.innerHTML = "";
+    done.replaceChildren();
     done.append(`Imported ${r.images} images and ${r.nuclei} nuclei. `);
     if (r.dataset_id) {
       const link = document.createElement("a");

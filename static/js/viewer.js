@@ -23,6 +23,8 @@
   let shapes = [];        // one SVG polygon per nucleus, same order as data.nuclei
   const sets = {};        // label set id -> {name, classes: {index: {name, color}}}
   const view = { scale: 1, x: 0, y: 0 };
+  stage.style.width = `${W}px`;
+  stage.style.height = `${H}px`;
 
   // ------------------------------------------------------------------ zoom and pan
   function apply() {
@@ -115,13 +117,13 @@
     root.querySelectorAll("[data-nav]").forEach((a) => { a.search = `?${params}`; });
   }
   function drawLegend(setId, counts, unlabelled) {
-    legend.innerHTML = "";
+    legend.replaceChildren();
     const item = (color, name, count, grey) => {
       const li = document.createElement("li");
       if (grey) li.className = "unlabelled";
       const swatch = document.createElement("span");
       swatch.className = "swatch";
-      swatch.style.background = color;
+      swatch.style.background = window.dom.cssColor(color);
       const label = document.createElement("span");
       label.textContent = name;
       const number = document.createElement("span");
@@ -159,7 +161,7 @@
         const line = document.createElement("div");
         const swatch = document.createElement("span");
         swatch.className = "swatch";
-        swatch.style.background = colour(ls.id, index);
+        swatch.style.background = window.dom.cssColor(colour(ls.id, index));
         line.append(swatch, index == null ? "unlabelled" : sets[ls.id].classes[index].name);
         if (note) {
           const small = document.createElement("span");

@@ -47,6 +47,23 @@ def wait_for_live_server_requests(timeout: float = 15.0) -> None:
                          "after the browser closed")
 
 
+def wait_until(page, expression: str, timeout: float = 15.0, interval: float = 0.05):
+    """Wait until a JavaScript expression (or a "() => ..." function) is truthy in the page; returns its value.
+
+    Playwright's wait_for_function evaluates its predicate with eval inside the page, which the site's
+    Content-Security-Policy (no 'unsafe-eval') forbids; page.evaluate goes through the DevTools protocol
+    and is not subject to the page's CSP.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout:.0f} s in the page: {expression}")
+        page.wait_for_timeout(interval * 1000)
+
+
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 900})

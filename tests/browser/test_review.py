@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
+from tests.browser.conftest import wait_until
 from tests.conftest import wait_for
 from tests.webapp.test_review_fixtures import fast_passwords, review_media, rp, unlabelled_in, users  # noqa: F401
 from webapp.datasets.models import CurrentLabel, Label, LabelSource, Nucleus
@@ -26,16 +27,16 @@ def shown(page) -> int:
 
 
 def wait_for_other_than(page, nucleus_id: int) -> int:
-    page.wait_for_function(f"document.querySelector('#review').dataset.nucleusId !== '{nucleus_id}' && "
-                           "document.querySelector('[data-role=loading]').hidden")
+    wait_until(page, f"document.querySelector('#review').dataset.nucleusId !== '{nucleus_id}' && "
+                     "document.querySelector('[data-role=loading]').hidden")
     return shown(page)
 
 
 def open_review(page, live_server, rp, label_set="breast"):
     page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/?label_set={label_set}&strategy=entropy")
     page.wait_for_selector("#review[data-ready=true]")
-    page.wait_for_function("document.querySelector('[data-role=crop]').complete && "
-                           "document.querySelector('[data-role=crop]').naturalWidth > 0")
+    wait_until(page, "document.querySelector('[data-role=crop]').complete && "
+                     "document.querySelector('[data-role=crop]').naturalWidth > 0")
 
 
 def test_keyboard_flow_decide_accept_undo_skip_and_help(rp, logged_in_page, live_server, users):
@@ -68,16 +69,16 @@ def test_keyboard_flow_decide_accept_undo_skip_and_help(rp, logged_in_page, live
     third = wait_for_other_than(page, second)
     accepted = Label.objects.get(nucleus_id=second, label_set=rp.breast_set)
     assert accepted.class_index == rp.prediction(second, rp.breast_set).class_index
-    page.wait_for_function("document.querySelector('[data-role=today]').textContent === '2'")
+    wait_until(page, "document.querySelector('[data-role=today]').textContent === '2'")
 
     # U undoes the last decision: its nucleus comes back, unlabelled again, the history keeps the row.
     page.keyboard.press("u")
-    page.wait_for_function(f"document.querySelector('#review').dataset.nucleusId === '{second}'")
+    wait_until(page, f"document.querySelector('#review').dataset.nucleusId === '{second}'")
     assert "Undone" in page.inner_text("[data-role=status]")
     assert not CurrentLabel.objects.filter(nucleus_id=second, label_set=rp.breast_set).exists()
     assert ReviewUndo.objects.get().label_id == accepted.pk
     assert Label.objects.filter(nucleus_id=second, label_set=rp.breast_set).count() == 1
-    page.wait_for_function("document.querySelector('[data-role=today]').textContent === '1'")
+    wait_until(page, "document.querySelector('[data-role=today]').textContent === '1'")
 
     # Decide it again with the mouse, then S skips the next one.
     page.click(".class-button[data-class-name=dead]")
@@ -126,6 +127,26 @@ def test_a_concurrent_change_shows_409_and_the_reviewer_decides_again(rp, logged
     assert mine.class_index == 0 and mine.previous.author == users["reviewer2"]
 
 
+def test_a_nucleus_another_reviewer_decided_is_not_decided_twice_the_page_moves_on(rp, logged_in_page,
+                                                                                  live_server, users):
+    from webapp.review.operations import do_decide
+
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    nucleus_id = shown(page)
+    # Another reviewer decides it meanwhile through the queue's own save (the gallery, another page).
+    theirs = do_decide(Nucleus.objects.get(pk=nucleus_id), rp.breast_set, 2, user=users["reviewer2"],
+                       expected_label_id=None).label
+    # The second decision is refused (not a version to retry with: the nucleus is done) and the page goes on.
+    page.keyboard.press("1")
+    other = wait_for_other_than(page, nucleus_id)
+    assert other and other != nucleus_id
+    page.wait_for_selector("[data-role=status].conflict")
+    assert "rob already decided" in page.inner_text("[data-role=status]")
+    assert not Label.objects.filter(nucleus_id=nucleus_id, author=users["owner"], source="review").exists()
+    assert CurrentLabel.objects.get(nucleus_id=nucleus_id, label_set=rp.breast_set).label_id == theirs.pk
+
+
 def test_a_failed_save_is_shown_kept_and_retried(rp, logged_in_page, live_server, users):
     page = logged_in_page
     open_review(page, live_server, rp)
@@ -142,7 +163,7 @@ def test_a_failed_save_is_shown_kept_and_retried(rp, logged_in_page, live_server
     label = wait_for(lambda: Label.objects.filter(nucleus_id=nucleus_id, author=users["owner"], source="review").first(), timeout=20,
                      message="the retried save")
     assert label.class_index == 2
-    page.wait_for_function("Object.keys(localStorage).every(k => localStorage.getItem(k) === '[]')")
+    wait_until(page, "Object.keys(localStorage).every(k => localStorage.getItem(k) === '[]')")
     assert Label.objects.filter(nucleus_id=nucleus_id, author=users["owner"], source="review").count() == 1
 
 
@@ -162,7 +183,7 @@ def test_gallery_accepts_many_and_moves_one(rp, logged_in_page, live_server, use
     assert page.inner_text("[data-role=selected]") == f"{len(ids)} selected"
     page.screenshot(path="/tmp/review-gallery.png", full_page=True)
     page.click("[data-action=accept-selected]")
-    page.wait_for_function("document.querySelector('[data-role=status]').textContent.startsWith('Saved')")
+    wait_until(page, "document.querySelector('[data-role=status]').textContent.startsWith('Saved')")
     assert sorted(CurrentLabel.objects.filter(nucleus_id__in=ids, label_set=rp.breast_set, source="review")
                   .values_list("nucleus_id", flat=True)) == sorted(ids)
     assert set(CurrentLabel.objects.filter(nucleus_id__in=ids, label_set=rp.breast_set)
@@ -175,7 +196,7 @@ def test_agreement_page_settles_a_conflict_and_the_nucleus_page_shows_history(rp
     nuclei = list(Nucleus.objects.filter(image__dataset=rp.breast).order_by("id")[:4])
     for nucleus, (a, b) in zip(nuclei, [(0, 0), (0, 1), (1, 1), (1, 1)]):
         first = do_decide(nucleus, rp.colon_set, a, user=users["reviewer"], expected_label_id=None).label
-        do_decide(nucleus, rp.colon_set, b, user=users["reviewer2"], expected_label_id=first.pk)
+        do_decide(nucleus, rp.colon_set, b, user=users["reviewer2"], expected_label_id=first.pk, second_opinion=True)
     page = logged_in_page
     page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/agreement/?label_set=colon")
     row = page.locator("[data-pair='rita|rob']")
@@ -200,5 +221,5 @@ def test_agreement_page_settles_a_conflict_and_the_nucleus_page_shows_history(rp
     assert "rob" in texts[1] and "epithelial → inflammatory" in texts[1]
     assert "rita" in texts[2] and "none → epithelial" in texts[2]
     assert "ground truth" in texts[3]
-    page.wait_for_function("document.querySelector('.nucleus-crop img').naturalWidth > 0")
+    wait_until(page, "document.querySelector('.nucleus-crop img').naturalWidth > 0")
     page.screenshot(path="/tmp/review-nucleus.png", full_page=True)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.browser.conftest import wait_until
 from tests.conftest import wait_for
 from tests.workers.training_helpers import two_taxonomy_project
 from webapp.jobs.models import Job
@@ -22,7 +23,7 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
     page.wait_for_selector("#training-job:not([hidden])")
     job = wait_for(lambda: Job.objects.filter(project=project, kind="train").first(), message="the training job")
     # The live bar moves while the worker trains, and the page reloads on success with the version.
-    page.wait_for_function("document.querySelector('#training-job [data-field=detail]').textContent.includes('%')")
+    wait_until(page, "document.querySelector('#training-job [data-field=detail]').textContent.includes('%')")
     wait_for(lambda: ModelVersion.objects.filter(project=project).exists(), timeout=300,
              message=f"version published\n{celery_worker_process.log()}")
     page.wait_for_selector("table.versions", timeout=60000)

@@ -6,6 +6,7 @@ import zipfile
 
 import pytest
 
+from tests.browser.conftest import wait_until
 from tests.webapp.test_pages_fixtures import ALPHA_CLASSES, BETA_CLASSES, build_viewer_project, media_root  # noqa: F401
 from webapp.datasets.models import CurrentLabel, LabelClass, Nucleus
 
@@ -80,7 +81,7 @@ def test_viewer_draws_outlines_switches_label_sets_and_shows_labels_on_hover(log
     box = page.locator(".viewport").bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.wheel(0, -300)
-    page.wait_for_function(f"() => !document.querySelector('.stage').style.transform.includes('scale({fitted * 1.5})')")
+    wait_until(page, f"() => !document.querySelector('.stage').style.transform.includes('scale({fitted * 1.5})')")
     assert scale() > fitted * 1.5
     before = page.eval_on_selector(".stage", "e => e.style.transform")
     page.mouse.down()
@@ -147,7 +148,7 @@ def test_upload_form_reports_errors_and_follows_the_import_job(logged_in_page, l
     assert posted["csrf"]
 
     Job.objects.filter(pk=job.pk).update(state=Job.State.RUNNING, progress={"percent": 40, "message": "image 2/5"})
-    page.wait_for_function("document.querySelector('#upload-job [data-field=state]').textContent === 'running'")
+    wait_until(page, "document.querySelector('#upload-job [data-field=state]').textContent === 'running'")
     assert "image 2/5" in page.inner_text("#upload-job [data-field=detail]")
     Job.objects.filter(pk=job.pk).update(state=Job.State.SUCCEEDED, progress={"percent": 100},
                                          result={"dataset_id": 77, "dataset": "tiles", "images": 5, "nuclei": 321})

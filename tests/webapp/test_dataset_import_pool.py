@@ -267,3 +267,41 @@ def test_thumbnails_keep_the_aspect_and_never_grow():
     tall = np.full((1000, 10, 3), 200, np.uint8)
     thumb = preparing.thumbnail(tall)
     assert thumb.shape == (192, 2, 3) and int(thumb.mean()) == 200
+
+
+def test_worker_processes_do_not_hang_when_the_importer_used_opencv_before(tmp_path):
+    """create_demo draws its tiles with OpenCV, which starts OpenCV's thread pool, then imports with
+    forked workers: each hung for ever in the pool's clean-up (run.py --demo never came up)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = f"""
+import django, os, sys
+django.setup()
+from pathlib import Path
+from mlcore.readers import open_dataset
+from mlcore.synthetic import generate_dataset
+from webapp.datasets import preparing
+root = generate_dataset({str(tmp_path / 'tiles')!r}, format="seed", n_images=4, nuclei_per_image=80,
+                        class_names=["a", "b"], seed=0, size=(512, 512))
+assert len(os.listdir("/proc/self/task")) > 1, "OpenCV's pool should be running for this test to mean anything"
+out = Path({str(tmp_path / "prepared")!r}); [(out / sub).mkdir(parents=True) for sub in ("images", "masks", "thumbs")]
+prepared = list(preparing.prepared_images(open_dataset("seed", root, name="tiles"), out, as_text=False, processes=2))
+print("prepared", len(prepared))
+"""
+    import signal
+
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               env={**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.settings",
+                                    "MEDIA_ROOT": str(tmp_path)})
+    try:
+        stdout, stderr = process.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the hung workers too
+        process.communicate()
+        pytest.fail("preparing images in forked workers hung after the importer had used OpenCV")
+    assert process.returncode == 0, stderr[-3000:]
+    assert "prepared 4" in stdout

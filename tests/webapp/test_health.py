@@ -1,11 +1,20 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from django.test import override_settings
 
 from tests.conftest import ROOT
+from webapp.core import health
+
+
+@pytest.fixture(autouse=True)
+def no_cached_worker_status():
+    health.forget_workers()
+    yield
+    health.forget_workers()
 
 
 @pytest.mark.django_db
@@ -44,9 +53,39 @@ def test_health_is_503_when_the_database_is_down(tmp_path):
     assert body["database"]["ok"] is False
 
 
+@pytest.mark.django_db
+def test_health_pings_the_workers_once_then_answers_from_the_cache(client):
+    # No worker runs here, so a ping waits its whole timeout (1 s): ten calls that each pinged took 10 s.
+    started = time.monotonic()
+    bodies = [client.get("/api/health/").json() for _ in range(10)]
+    elapsed = time.monotonic() - started
+    assert elapsed < health.PING_TIMEOUT_S + 1.0, f"10 health calls took {elapsed:.1f} s"
+    assert all(body["workers"]["live"] == 0 for body in bodies)
+    assert bodies[-1]["workers"]["checked_s_ago"] <= health.WORKERS_FRESH_WHEN_NONE_S
+
+
+@pytest.mark.django_db
+def test_health_hides_worker_names_and_error_texts_from_non_staff(client, make_user):
+    assert "names" not in client.get("/api/health/").json()["workers"]
+    client.force_login(make_user("plain"))
+    assert "names" not in client.get("/api/health/").json()["workers"]
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        body = client.get("/api/health/").json()
+    assert body["redis"] == {"ok": False, "error": "unreachable"}
+    client.force_login(make_user("operator", is_staff=True))
+    assert client.get("/api/health/").json()["workers"]["names"] == []
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        body = client.get("/api/health/").json()
+    assert "127.0.0.1:1" in body["redis"]["error"]  # staff see what failed, to fix it
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.celery_worker
-def test_health_counts_live_workers(client, celery_worker_process):
+def test_health_counts_live_workers(client, make_user, celery_worker_process):
+    body = client.get("/api/health/").json()
+    assert body["workers"]["live"] >= 1
+    assert "names" not in body["workers"]
+    client.force_login(make_user("operator", is_staff=True))
     body = client.get("/api/health/").json()
     assert body["workers"]["live"] >= 1
     assert celery_worker_process.name in body["workers"]["names"]

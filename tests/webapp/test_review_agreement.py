@@ -75,9 +75,11 @@ def test_ratings_from_rows_keeps_each_reviewers_latest():
 # ----------------------------------------------------------------------------- in the project
 
 def decide(client, nucleus_id, class_name, label_set="colon"):
+    """A decision with the current version; two reviewers on one nucleus: the second asks for a second opinion."""
     current = CurrentLabel.objects.filter(nucleus_id=nucleus_id, label_set__name=label_set).first()
     response = client.post(f"/api/nuclei/{nucleus_id}/labels/", {"label_set": label_set, "class_name": class_name,
-                                                                  "version": current.label_id if current else None},
+                                                                  "version": current.label_id if current else None,
+                                                                  "second_opinion": True},
                            format="json")
     assert response.status_code == 201, response.content
     return response.json()

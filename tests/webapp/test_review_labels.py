@@ -5,6 +5,7 @@ feeding the next training run."""
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
 from tests.webapp.test_review_fixtures import fast_passwords, review_media, rp, unlabelled_in, users  # noqa: F401
 from webapp.core.models import AuditLogEntry
@@ -42,7 +43,9 @@ def test_a_decision_is_a_review_label_with_the_model_version_and_releases_the_le
     assert label.model_version_id == rp.version.pk and label.client_id == "c-1" and label.previous is None
     current = CurrentLabel.objects.get(nucleus_id=nucleus_id, label_set=rp.breast_set)
     assert current.label_id == label.pk and current.source == "review"
-    assert not ReviewLease.objects.filter(nucleus_id=nucleus_id).exists()
+    # The lease ended; its row stays, marked decided by this reviewer (the claim never takes it again).
+    lease = ReviewLease.objects.get(nucleus_id=nucleus_id, label_set=rp.breast_set)
+    assert lease.decided and lease.user == users["reviewer"] and lease.expires_at <= timezone.now()
     assert AuditLogEntry.objects.filter(action="label.recorded", target=f"datasets.nucleus:{nucleus_id}").count() == 1
     # Accepting the prediction is the same POST with the predicted class (the next item here).
     nxt = claim(client, rp)
@@ -67,8 +70,13 @@ def test_concurrent_change_answers_409_with_the_current_label(rp, users, api_cli
     assert body["current"]["class_name"] == "dead" and body["current"]["author"] == "rob"
     assert body["current"]["version"] == first.json()["version"] == body["version"]
     assert Label.objects.filter(nucleus=nucleus, author=users["reviewer"]).count() == 0
-    # Deciding again with the version now seen works.
-    assert decide(rita, nucleus.pk, "connective", body["version"]).status_code == 201
+    # rob's decision stands: deciding again, even with the version now seen, is refused...
+    again = decide(rita, nucleus.pk, "connective", body["version"])
+    assert again.status_code == 409 and again.json()["already_decided"] is True
+    assert "rob already decided" in again.json()["detail"]
+    assert Label.objects.filter(nucleus=nucleus, author=users["reviewer"]).count() == 0
+    # ...unless rita says she gives a second opinion.
+    assert decide(rita, nucleus.pk, "connective", body["version"], second_opinion=True).status_code == 201
     # null means "it had no label": stale too when it has one now.
     assert decide(rob, nucleus.pk, "dead", None).status_code == 409
 
@@ -183,7 +191,7 @@ def test_undo_last_refuses_when_someone_changed_it_since(rp, users, api_client_f
     rita, rob = api_client_for(users["reviewer"]), api_client_for(users["reviewer2"])
     nucleus = Nucleus.objects.filter(image__dataset=rp.colon).order_by("id").first()
     mine = decide(rita, nucleus.pk, "dead", None).json()
-    decide(rob, nucleus.pk, "neoplastic", mine["version"])
+    assert decide(rob, nucleus.pk, "neoplastic", mine["version"], second_opinion=True).status_code == 201
     response = rita.post(f"/api/projects/{rp.project.pk}/review/undo/", {"label_set": "breast"}, format="json")
     assert response.status_code == 409
     assert response.json()["current"]["author"] == "rob"
@@ -195,7 +203,7 @@ def test_history_shows_who_when_and_from_what_to_what(rp, users, api_client_for,
     gt = CurrentLabel.objects.get(nucleus=nucleus, label_set=rp.breast_set).label
     names = ["neoplastic", "connective", "dead"]
     first = decide(rita, nucleus.pk, names[(gt.class_index + 1) % 3], gt.pk).json()
-    second = decide(rob, nucleus.pk, names[(gt.class_index + 2) % 3], first["version"]).json()
+    second = decide(rob, nucleus.pk, names[(gt.class_index + 2) % 3], first["version"], second_opinion=True).json()
     history = rita.get(f"/api/nuclei/{nucleus.pk}/labels/").json()["history"]
     assert [h["id"] for h in history] == [gt.pk, first["version"], second["version"]]
     assert [h["author"] for h in history] == ["owner", "rita", "rob"]  # ground truth: the uploader

@@ -104,22 +104,3 @@ def test_inference_on_a_new_image(owner, api_client_for, celery_worker_process, 
     ids = np.unique(instance_map)
     assert table.shape == (len(ids[ids > 0]), 2)
     assert set(table[:, 0]) == set(ids[ids > 0]) and table[:, 1].max() < 3
-
-
-def test_periodic_check_fails_jobs_whose_worker_vanished(owner, celery_worker_process):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from workers.tasks import reap_lost_jobs
-
-    stale = timezone.now() - timedelta(minutes=30)
-    lost = Job.objects.create(kind="train", state="running", worker="ghost@gone", heartbeat_at=stale, created_by=owner)
-    alive = Job.objects.create(kind="train", state="running", worker=celery_worker_process.name, heartbeat_at=stale,
-                               created_by=owner)
-    fresh = Job.objects.create(kind="train", state="running", worker="other@host", heartbeat_at=timezone.now(),
-                               created_by=owner)
-    assert reap_lost_jobs() == 1
-    lost.refresh_from_db(), alive.refresh_from_db(), fresh.refresh_from_db()
-    assert lost.state == "failed" and "ghost@gone stopped responding" in lost.error
-    assert alive.state == "running" and fresh.state == "running"

@@ -1,10 +1,27 @@
-"""Health of the services the application depends on: the database, Redis and the workers."""
+"""Health of the services the application depends on: the database, Redis and the workers.
+
+The health endpoint is open to anyone (monitors, the run command's smoke test), so it must stay cheap:
+the database and Redis answer a ping in about a millisecond, but asking the workers takes a whole
+second of waiting for replies. Their answer is cached (Django's cache) and refreshed by one request
+at a time; everyone else is told the last known answer.
+"""
 
 from __future__ import annotations
 
+import time
+
 import redis
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
+
+WORKERS_KEY = "health:workers"            # the last answer: {"names": [...], "at": epoch seconds}
+WORKERS_REFRESH_KEY = "health:workers:refreshing"
+# How long an answer is trusted: a short time when no worker answered, so that a starting
+# installation sees its first worker soon (the run command waits for one).
+WORKERS_FRESH_S = 15
+WORKERS_FRESH_WHEN_NONE_S = 3
+PING_TIMEOUT_S = 1.0
 
 
 def database_state() -> dict:
@@ -26,7 +43,7 @@ def redis_state() -> dict:
         return {"ok": False, "error": str(exc)[:300]}
 
 
-def live_workers(timeout: float = 1.0) -> list[str]:
+def live_workers(timeout: float = PING_TIMEOUT_S) -> list[str]:
     from workers.celery import app
 
     try:
@@ -36,10 +53,54 @@ def live_workers(timeout: float = 1.0) -> list[str]:
     return sorted(name for reply in replies for name in reply)
 
 
-def health() -> tuple[dict, bool]:
+def _cache_get(key):
+    try:
+        return cache.get(key)
+    except Exception:  # a cache in an unreachable Redis: act as if nothing were cached
+        return None
+
+
+def cached_workers() -> tuple[list[str], float]:
+    """The names of the live workers and how many seconds ago they were asked."""
+    now = time.time()
+    last = _cache_get(WORKERS_KEY)
+    if last is not None:
+        fresh_for = WORKERS_FRESH_S if last["names"] else WORKERS_FRESH_WHEN_NONE_S
+        if now - last["at"] < fresh_for:
+            return last["names"], now - last["at"]
+    try:
+        refreshing_elsewhere = not cache.add(WORKERS_REFRESH_KEY, True, timeout=int(PING_TIMEOUT_S * 5))
+    except Exception:
+        refreshing_elsewhere = False
+    if refreshing_elsewhere and last is not None:
+        return last["names"], now - last["at"]
+    names = live_workers()
+    try:
+        cache.set(WORKERS_KEY, {"names": names, "at": time.time()}, timeout=3600)
+        cache.delete(WORKERS_REFRESH_KEY)
+    except Exception:
+        pass
+    return names, 0.0
+
+
+def forget_workers() -> None:
+    """Drop the cached answer (tests; a worker that has just been started)."""
+    cache.delete_many([WORKERS_KEY, WORKERS_REFRESH_KEY])
+
+
+def health(*, detailed: bool = False) -> tuple[dict, bool]:
+    """The state of each service; ``detailed`` (staff) adds the workers' names and the raw errors."""
     database = database_state()
-    cache = redis_state()
-    workers = live_workers() if cache["ok"] else []
-    ok = database["ok"] and cache["ok"]
-    return {"status": "ok" if ok else "unavailable", "database": database, "redis": cache,
-            "workers": {"live": len(workers), "names": workers}}, ok
+    cache_state = redis_state()
+    names, age = cached_workers() if cache_state["ok"] else ([], 0.0)
+    ok = database["ok"] and cache_state["ok"]
+    workers = {"live": len(names), "checked_s_ago": round(age, 1)}
+    if detailed:
+        workers["names"] = names
+    else:
+        # Error texts name hosts and ports: only staff see them.
+        for state in (database, cache_state):
+            if not state["ok"]:
+                state["error"] = "unreachable"
+    return {"status": "ok" if ok else "unavailable", "database": database, "redis": cache_state,
+            "workers": workers}, ok

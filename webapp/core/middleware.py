@@ -1,12 +1,16 @@
 from django.contrib.auth.middleware import LoginRequiredMiddleware
+from django.http import HttpResponse, JsonResponse
+
+from . import policy
 
 
-class PageLoginRequiredMiddleware(LoginRequiredMiddleware):
-    """Pages need a logged-in session; the API under /api/ authenticates by itself.
+class PolicyMiddleware(LoginRequiredMiddleware):
+    """Pages need a logged-in session unless the policy table (:mod:`webapp.core.policy`) opens them.
 
-    DRF authenticates tokens inside the view, after middleware has run, so the stock middleware
-    would redirect a script with a valid token to the login page. API views keep DRF's default
-    ``IsAuthenticated`` permission instead (and answer 401/403 JSON, not a redirect).
+    The API under /api/ is left to DRF: it authenticates tokens inside the view, after middleware has
+    run, so this middleware would redirect a script with a valid token to the login page. API views
+    apply the same table through ``PolicyPermission`` (and answer 401/403 JSON, not a redirect).
+    The admin site checks staff itself and sends everyone else to its own sign-in page.
     """
 
     # Human-facing pages that happen to live under /api/: log in like any other page.
@@ -16,4 +20,59 @@ class PageLoginRequiredMiddleware(LoginRequiredMiddleware):
         path = request.path_info
         if path.startswith("/api/") and not path.startswith(self.api_pages):
             return None
-        return super().process_view(request, view_func, view_args, view_kwargs)
+        match = request.resolver_match
+        if match is not None and "admin" in match.namespaces[:1]:
+            return None
+        # A page missing from the table needs a login, like a page the table reserves for members.
+        access = policy.access_for(match, request.method) or policy.AUTHENTICATED
+        if access is policy.ANONYMOUS or request.user.is_authenticated:
+            return None
+        return self.handle_no_permission(request, view_func)
+
+
+# The former name, for settings written before the policy table.
+PageLoginRequiredMiddleware = PolicyMiddleware
+
+
+MAX_ID = 2**63 - 1  # ids are 64-bit integers in every database
+
+
+def _error(request, status: int, detail: str):
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": detail}, status=status)
+    return HttpResponse(detail, status=status, content_type="text/plain; charset=utf-8")
+
+
+class RejectMalformedRequestMiddleware:
+    """Requests no view can answer sensibly, refused before any view sees them.
+
+    - A NUL character in the query string: 400. No legitimate client sends one, and PostgreSQL cannot
+      store or compare text containing it, so a view filtering on it would fail with a 500. (Form and
+      JSON fields go through DRF serializers, whose CharField already refuses NUL.)
+    - A number in the URL beyond 64 bits (`/api/projects/99999999999999999999/`): 404, as for any other
+      id that names nothing. SQLite cannot even bind such a number to a query (OverflowError, a 500).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if any("\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists()):
+            return _error(request, 400, "The query string contains a NUL character (%00); remove it.")
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        for value in [*view_args, *view_kwargs.values()]:
+            number = _as_number(value)
+            if number is not None and number > MAX_ID:
+                return _error(request, 404, f"No object has the id {number}: ids are at most {MAX_ID}.")
+        return None
+
+
+def _as_number(value) -> int | None:
+    """An int converter's value, or a router's digits-only lookup string, as a number."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdecimal():
+        return int(value)
+    return None

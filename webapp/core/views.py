@@ -1,14 +1,15 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
 from rest_framework.authtoken.models import Token
 
-from webapp.jobs.api import visible_jobs
+from webapp.jobs.access import job_for, visible_jobs
 
 from . import operations
 
 
+@require_GET
 def home(request):
     from webapp.datasets.queries import project_summaries
 
@@ -16,6 +17,7 @@ def home(request):
     return render(request, "core/home.html", {"jobs": jobs, "projects": project_summaries(request.user)})
 
 
+@require_GET
 def account(request):
     token = Token.objects.filter(user=request.user).first()
     return render(request, "core/account.html", {"token": token})
@@ -28,8 +30,9 @@ def regenerate_token(request):
     return redirect("account")
 
 
+@require_GET
 def job_detail(request, job_id: int):
-    job = get_object_or_404(visible_jobs(request.user), pk=job_id)
+    job = job_for(request.user, job_id)
     return render(request, "core/job_detail.html", {"job": job})
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
-from django.db import connection, models
+from django.db import connection, models, transaction
 
 
 def uses_copy() -> bool:
@@ -57,6 +57,28 @@ def check_own_references() -> None:
     """Fire the row triggers (foreign-key checks) again for the rest of the transaction."""
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL session_replication_role = DEFAULT")
+
+
+def analyze(*tables: type[models.Model]) -> None:
+    """PostgreSQL: refresh the planner statistics of tables a bulk load has just filled.
+
+    Without them the planner assumes the tables are (nearly) empty until autovacuum gets round to them,
+    or never where autovacuum is off: the review queue's candidate query took 15 ms instead of 0.8 ms
+    after an import. ANALYZE samples a fixed number of rows (fractions of a second per table) and takes
+    a lock that does not block reads or writes. SQLite: nothing (its planner needs no statistics here).
+    """
+    if not uses_copy() or not tables:
+        return
+    names = ", ".join(connection.ops.quote_name(model._meta.db_table) for model in tables)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {names}")
+
+
+def analyze_after_commit(*tables: type[models.Model]) -> None:
+    """:func:`analyze` once the current transaction has committed (at once outside one): statistics of
+    rows that are not committed yet would be worth nothing. A failure is logged, never raised: the data
+    is stored either way."""
+    transaction.on_commit(lambda: analyze(*tables), robust=True)
 
 
 def allocate_ids(model: type[models.Model], count: int) -> Sequence[int]:

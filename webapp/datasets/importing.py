@@ -166,6 +166,7 @@ def do_import_dataset(project: Project, *, name: str, format: str, path: Path, a
         with transaction.atomic():
             dataset = _import_rows(project, reader, folder, name=name, format=format, actor=actor,
                                    label_set_name=label_set_name, provenance=provenance, progress=progress)
+            bulk.analyze_after_commit(Image, Nucleus, Label, CurrentLabel)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

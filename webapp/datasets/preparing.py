@@ -281,6 +281,12 @@ def _from_workers(total: int, processes: int) -> Iterator[PreparedImage]:
 
     workers: list[_Worker] = []
     finished = False
+    # OpenCV's thread pool must not be forked while it has threads: a child that touches it (setNumThreads,
+    # any parallel function) destroys a condition variable the parent's pool threads wait on, and hangs for
+    # ever. That happens whenever this process used OpenCV before, as `create_demo` does when it draws its
+    # tiles. One thread in here while the workers are forked and run; the caller's setting comes back after.
+    opencv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
     try:
         for _ in range(processes):
             workers.append(_Worker(workers))
@@ -328,6 +334,7 @@ def _from_workers(total: int, processes: int) -> Iterator[PreparedImage]:
                     pass  # it has ended already
         for worker in workers:
             worker.reap(kill=not finished)  # an error or a cancel: it may be writing files, stop it now
+        cv2.setNumThreads(opencv_threads)
 
 
 def _checked(result):

@@ -18,8 +18,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.views import APIView
 
+from webapp.core.policy import project_role
 from webapp.projects.access import get_project_for
-from webapp.projects.models import Role
 
 from . import export, queries
 
@@ -34,6 +34,8 @@ class AnyFileRenderer(BaseRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None):
         if isinstance(data, (bytes, str)):
             return data
+        if renderer_context and renderer_context.get("response") is not None:
+            renderer_context["response"]["Content-Type"] = "application/json"  # not "*/*": it is an error body
         return json.dumps(data).encode()
 
 
@@ -79,7 +81,7 @@ class MergedCsvView(FileAPIView):
     @extend_schema(operation_id="project_export_merged_csv", tags=["exports"],
                    responses={(200, "text/csv"): OpenApiTypes.STR})
     def get(self, request, project_id: int):
-        project = get_project_for(request.user, project_id, Role.VIEWER)
+        project = get_project_for(request.user, project_id, project_role(request))
         response = StreamingHttpResponse(export.merged_csv_rows(project), content_type="text/csv; charset=utf-8")
         return _attachment(response, f"{project.name}-merged.csv")
 

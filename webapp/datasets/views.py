@@ -14,6 +14,7 @@ from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from webapp.core.policy import project_role
 from webapp.projects.access import get_project_for
 from webapp.projects.models import ROLE_RANK, Role
 from webapp.projects.operations import do_create_project
@@ -41,7 +42,7 @@ def create_project(request):
 
 @require_GET
 def project_detail(request, project_id: int):
-    project = get_project_for(request.user, project_id, Role.VIEWER)
+    project = get_project_for(request.user, project_id, project_role(request))
     label_sets = queries.label_sets_of(project)
     return render(request, "projects/detail.html", {
         "project": project,

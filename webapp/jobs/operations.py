@@ -17,6 +17,7 @@ from django.utils import timezone
 from webapp.core import audit
 from webapp.core.api_errors import ServiceUnavailable
 
+from . import liveness
 from .errors import public_error
 from .models import Job
 
@@ -135,7 +136,10 @@ def do_fail_job(job_id: int, error: str) -> Job:
 
 
 def do_cancel_job(job: Job, *, actor=None) -> Job:
-    """Ask a job to stop. A queued job is cancelled at once; a running one at its next batch."""
+    """Ask a job to stop. A queued job is cancelled at once, and so is a running one whose worker is gone
+    (nothing would ever act on the request); a running one with a live worker stops at its next batch."""
+    worker_gone = job.state == Job.State.RUNNING and job.celery_task_id in liveness.unheld_task_ids(
+        [job.celery_task_id])
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         if job.finished:
@@ -143,9 +147,38 @@ def do_cancel_job(job: Job, *, actor=None) -> Job:
         job.cancel_requested = True
         job.save(update_fields=["cancel_requested"])
         audit.record("job.cancel_requested", actor=actor, target=job)
-        if job.state == Job.State.QUEUED:
+        if job.state == Job.State.QUEUED or worker_gone:
             _finish(job, Job.State.CANCELLED)
     return job
+
+
+def do_reap_lost_jobs() -> list[Job]:
+    """End the running jobs that no live worker holds and that stopped reporting (their worker was killed,
+    ran out of memory or restarted): failed, or cancelled where a cancel was asked for. Returns them."""
+    stale = list(Job.objects.filter(state=Job.State.RUNNING,
+                                    heartbeat_at__lt=timezone.now() - liveness.LOST_AFTER))
+    if not stale:
+        return []
+    lost_ids = liveness.unheld_task_ids([job.celery_task_id for job in stale])
+    reaped = []
+    for stale_job in stale:
+        if stale_job.celery_task_id not in lost_ids:
+            continue
+        with transaction.atomic():
+            job = Job.objects.select_for_update().get(pk=stale_job.pk)
+            if job.state != Job.State.RUNNING or job.heartbeat_at != stale_job.heartbeat_at:
+                continue  # it finished or reported meanwhile
+            if job.cancel_requested:
+                _finish(job, Job.State.CANCELLED)
+            else:
+                percent = job.progress.get("percent")
+                at = f" at {percent:.0f}%" if isinstance(percent, (int, float)) else ""
+                job.error = (f"The worker running this job stopped{at} (it was killed, ran out of memory or was "
+                             "restarted) and no worker holds the job any more. Start it again.")
+                _finish(job, Job.State.FAILED)
+            audit.record("job.lost", target=job, worker=job.worker)
+        reaped.append(job)
+    return reaped
 
 
 def do_mark_cancelled(job_id: int) -> Job:

@@ -18,3 +18,12 @@ class DiagnosticsRequestSerializer(serializers.Serializer):
     the other kinds start from their own resources (a dataset upload, a training request...)."""
 
     kind = serializers.ChoiceField(choices=[Job.Kind.DIAGNOSTICS])
+
+
+class JobAcceptedSerializer(serializers.Serializer):
+    """The 202 answer of the operations that start a job from their own resource (an upload, a training
+    request, an inference): where to follow the job, and the job itself."""
+
+    id = serializers.IntegerField()
+    url = serializers.URLField()
+    job = JobSerializer()

@@ -1,6 +1,7 @@
 from pathlib import PurePosixPath
 
 from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from mlcore.types import MAX_NAME_LENGTH, name_problem
@@ -9,6 +10,7 @@ from webapp.datasets.models import Dataset, LabelSet
 from .models import Membership, Project, Role
 
 
+@extend_schema_serializer(component_name="ProjectLabelSet")  # "LabelSet" is the review API's request body
 class LabelSetSerializer(serializers.ModelSerializer):
     classes = serializers.SerializerMethodField()
 

@@ -5,8 +5,8 @@ from .models import ConflictSettlement, ReviewLease, ReviewSkip, ReviewUndo
 
 @admin.register(ReviewLease)
 class ReviewLeaseAdmin(admin.ModelAdmin):
-    list_display = ("nucleus", "label_set", "user", "claimed_at", "expires_at")
-    list_filter = ("label_set",)
+    list_display = ("nucleus", "label_set", "user", "claimed_at", "expires_at", "decided")
+    list_filter = ("label_set", "decided")
     raw_id_fields = ("nucleus",)
 
 

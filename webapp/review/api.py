@@ -28,10 +28,11 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from webapp.core.api_errors import Conflict
+from webapp.core.policy import project_role
 from webapp.datasets.importing import load_rgb
 from webapp.datasets.models import CurrentLabel, Image, Label, LabelSet, Nucleus
 from webapp.datasets.operations import StaleLabel
-from webapp.projects.models import Project, Role
+from webapp.projects.models import Project
 from webapp.training.models import Prediction
 from webapp.training.operations import active_version
 
@@ -48,6 +49,8 @@ STRATEGY = OpenApiParameter("strategy", str, enum=list(queue.STRATEGIES),
 INCLUDE_LABELLED = OpenApiParameter("include_labelled", bool,
                                     description="also offer nuclei that already have a human label "
                                                 "(second opinions; never one you reviewed yourself)")
+
+MAX_GALLERY_PAGE = 1_000_000
 
 
 def _label_set(project: Project, name: str | None, *, default_first: bool = False) -> LabelSet:
@@ -105,6 +108,16 @@ def _conflict(exc: StaleLabel, label_set: LabelSet) -> Conflict:
     return Conflict(detail, current=current, version=current["version"] if current else None)
 
 
+def _already_decided(exc: operations.AlreadyDecided, label_set: LabelSet) -> Conflict:
+    classes = queue.label_set_classes(label_set)
+    current = queue.current_label_dict(exc.current, classes)
+    who = f"{current['author'] or 'Someone'} already decided this nucleus: {current['class_name']!r}" if current \
+        else "Another reviewer already decided this nucleus"
+    detail = (f"{who}. It has left the queue: go on to the next one (to add a second opinion, review with "
+              f"\"Include labelled nuclei\").")
+    return Conflict(detail, current=current, version=current["version"] if current else None, already_decided=True)
+
+
 def label_dict(label: Label, classes: list[dict] | None = None) -> dict:
     classes = classes if classes is not None else queue.label_set_classes(label.label_set)
     previous = label.previous
@@ -136,7 +149,7 @@ def _prediction_summary(label: Label, predicted: int | None | str = "look up") -
 @api_view(["GET"])
 def next_item(request, project_id: int):
     """The next nucleus to review, leased to you for five minutes; 204 when the queue is empty."""
-    project = project_for(request.user, project_id, Role.REVIEWER)
+    project = project_for(request.user, project_id, project_role(request))
     spec = _spec(request, project)
     lease = operations.do_claim_next(spec)
     if lease is None:
@@ -152,7 +165,7 @@ def next_item(request, project_id: int):
 @api_view(["GET"])
 def progress(request, project_id: int):
     """Reviewed today and in all (by you), left in the queue, your agreement with the model."""
-    project = project_for(request.user, project_id, Role.REVIEWER)
+    project = project_for(request.user, project_id, project_role(request))
     spec = _spec(request, project, with_exclude=False)
     return Response({"label_set": spec.label_set.name, "strategy": spec.strategy, **queue.progress(spec)})
 
@@ -171,12 +184,12 @@ def nucleus_labels(request, nucleus_id: int):
     when someone changed it meanwhile. A replayed ``client_id`` answers 200 with the same row.
     """
     if request.method == "GET":
-        project, nucleus = nucleus_for(request.user, nucleus_id, Role.VIEWER)
+        project, nucleus = nucleus_for(request.user, nucleus_id, project_role(request))
         name = request.query_params.get("label_set")
         label_set = _label_set(project, name) if name else None
         return Response({"nucleus": nucleus.pk, "image": nucleus.image_id,
                          "history": queue.history(nucleus, label_set)})
-    project, nucleus = nucleus_for(request.user, nucleus_id, Role.REVIEWER)
+    project, nucleus = nucleus_for(request.user, nucleus_id, project_role(request))
     body = DecisionSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     data = body.validated_data
@@ -186,9 +199,11 @@ def nucleus_labels(request, nucleus_id: int):
     try:
         decision = operations.do_decide(nucleus, label_set, class_index, user=request.user,
                                         expected_label_id=data["version"], client_id=data["client_id"],
-                                        version=version)
+                                        version=version, second_opinion=data["second_opinion"])
     except StaleLabel as exc:
         raise _conflict(exc, label_set) from None
+    except operations.AlreadyDecided as exc:
+        raise _already_decided(exc, label_set) from None
     except operations.ClientIdReused as exc:
         raise Conflict(str(exc)) from None
     label = decision.label
@@ -207,7 +222,7 @@ def _undo_response(undo, label_set: LabelSet) -> Response:
 
 def _reviewed_nucleus(request, nucleus_id: int, serializer_class):
     """The nucleus (for a reviewer of its project), the validated body and its label set."""
-    project, nucleus = nucleus_for(request.user, nucleus_id, Role.REVIEWER)
+    project, nucleus = nucleus_for(request.user, nucleus_id, project_role(request))
     body = serializer_class(data=request.data)
     body.is_valid(raise_exception=True)
     return nucleus, body.validated_data, _label_set(project, body.validated_data["label_set"])
@@ -231,7 +246,7 @@ def undo_nucleus(request, nucleus_id: int):
 @api_view(["POST"])
 def undo_last(request, project_id: int):
     """Undo your latest decision in a label set (the U key); its nucleus comes back to you next."""
-    project = project_for(request.user, project_id, Role.REVIEWER)
+    project = project_for(request.user, project_id, project_role(request))
     body = UndoSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     label_set = _label_set(project, body.validated_data["label_set"])
@@ -293,7 +308,7 @@ def _class_counts(rows, key: tuple) -> dict[int, int]:
 @api_view(["GET"])
 def gallery(request, project_id: int):
     """Nuclei the active model predicts as one class, without a human label, most confident first."""
-    project = project_for(request.user, project_id, Role.REVIEWER)
+    project = project_for(request.user, project_id, project_role(request))
     label_set, version = _label_set_and_version(project, request.query_params.get("label_set"), default_first=True)
     classes = queue.label_set_classes(label_set)
     try:
@@ -301,6 +316,8 @@ def gallery(request, project_id: int):
         page_size = min(max(1, int(request.query_params.get("page_size") or 48)), 200)
     except ValueError:
         raise ValidationError({"page": "page and page_size are whole numbers"}) from None
+    if page > MAX_GALLERY_PAGE:  # the row offset must fit the database's 64-bit integers
+        raise ValidationError({"page": f"at most {MAX_GALLERY_PAGE}, got {page}"})
     name = request.query_params.get("class_name") or (classes[0]["name"] if classes else None)
     base = {"label_set": {"id": label_set.pk, "name": label_set.name, "classes": classes}, "counts": None,
             "class_name": name, "page": page, "page_size": page_size, "items": [], "has_more": False,
@@ -355,7 +372,7 @@ def _square(nucleus, image, side: int) -> list[int]:
 def bulk(request, project_id: int):
     """Many decisions at once (the gallery's "accept selected"), each recorded on its own like a
     single POST: the answer lists a status per nucleus (201, 200 replay, 409 changed, 400, 404)."""
-    project = project_for(request.user, project_id, Role.REVIEWER)
+    project = project_for(request.user, project_id, project_role(request))
     body = BulkDecisionSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     label_set = _label_set(project, body.validated_data["label_set"])
@@ -377,8 +394,8 @@ def bulk(request, project_id: int):
             label, created = decision.label, decision.created
         except UnknownName as exc:
             results.append({"nucleus": nucleus.pk, "status": 400, "detail": str(exc)})
-        except StaleLabel as exc:
-            conflict = _conflict(exc, label_set)
+        except (StaleLabel, operations.AlreadyDecided) as exc:
+            conflict = (_conflict if isinstance(exc, StaleLabel) else _already_decided)(exc, label_set)
             results.append({"nucleus": nucleus.pk, "status": 409, "detail": str(conflict.detail), **conflict.extra})
         except operations.ClientIdReused as exc:
             results.append({"nucleus": nucleus.pk, "status": 409, "detail": str(exc)})
@@ -395,7 +412,7 @@ def bulk(request, project_id: int):
 @api_view(["GET"])
 def agreement(request, project_id: int):
     """Cohen's kappa per pair of reviewers and per class (one vs rest), and the open conflicts."""
-    project = project_for(request.user, project_id, Role.VIEWER)
+    project = project_for(request.user, project_id, project_role(request))
     name = request.query_params.get("label_set")
     label_set = _label_set(project, name) if name else None
     return Response({"label_sets": quality.project_agreement(project, label_set)})
@@ -405,11 +422,11 @@ def agreement(request, project_id: int):
 @api_view(["POST"])
 def settle(request, project_id: int):
     """A curator records the final label of a nucleus on which reviewers disagree."""
-    project = project_for(request.user, project_id, Role.CURATOR)
+    project = project_for(request.user, project_id, project_role(request))
     body = SettleSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     data = body.validated_data
-    _, nucleus = nucleus_for(request.user, data["nucleus"], Role.CURATOR, project_id=project.pk)
+    _, nucleus = nucleus_for(request.user, data["nucleus"], project_role(request), project_id=project.pk)
     label_set = _label_set(project, data["label_set"])
     class_index = _class_index(label_set, data)
     try:
@@ -455,7 +472,7 @@ def _int_param(params, name: str, default: int) -> int:
         return default
     try:
         return int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "inf"
         raise ValidationError({name: f"must be a number, got {raw!r}"}) from None
 
 

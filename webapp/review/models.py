@@ -12,10 +12,14 @@ from webapp.datasets.models import Label, LabelSet, Nucleus
 
 
 class ReviewLease(models.Model):
-    """A nucleus handed out to one reviewer for one label set until ``expires_at``.
+    """A nucleus handed out to one reviewer for one label set until ``expires_at``; once decided, the
+    record that the queue is done with it.
 
     The unique constraint on (nucleus, label_set) is the claim: two reviewers cannot hold the same
-    nucleus. An expired row is taken over in place by the next claimer.
+    nucleus. An expired row is taken over in place by the next claimer. A decision does not delete the
+    row: it sets ``decided`` (and ``user`` to the decider), so that a claim, which only ever takes a
+    row that is not decided, can never hand the nucleus out again; only an undo clears it. See
+    "No review is lost or doubled" in the README.
     """
 
     nucleus = models.ForeignKey(Nucleus, on_delete=models.CASCADE, related_name="+")
@@ -23,12 +27,20 @@ class ReviewLease(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     expires_at = models.DateTimeField()
     claimed_at = models.DateTimeField()
+    decided = models.BooleanField(default=False, db_default=False, help_text="a reviewer's decision stands: not claimable "
+                                                           "again except for a second opinion")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["nucleus", "label_set"], name="one_lease_per_nucleus")]
-        indexes = [models.Index(fields=["user", "label_set", "-claimed_at"], name="lease_holder_idx")]
+        # Decided rows pile up (one per reviewed nucleus): the queries that run on every claim must
+        # reach only the running or undecided ones. The held lease: a range on expires_at > now.
+        # The touched-and-free list: the undecided rows of a label set.
+        indexes = [models.Index(fields=["user", "label_set", "expires_at"], name="lease_held_idx"),
+                   models.Index(fields=["label_set"], condition=models.Q(decided=False), name="lease_undecided_idx")]
 
     def __str__(self):
+        if self.decided:
+            return f"nucleus {self.nucleus_id} decided by {self.user_id}"
         return f"lease of nucleus {self.nucleus_id} to {self.user_id} until {self.expires_at:%H:%M:%S}"
 
 

@@ -35,33 +35,68 @@ class ClientIdReused(ReviewError):
     pass
 
 
+class AlreadyDecided(ReviewError):
+    """Another reviewer's decision on this nucleus stands, and no second opinion was asked for."""
+
+    def __init__(self, current: CurrentLabel | None):
+        self.current = current
+        super().__init__("another reviewer already decided this nucleus")
+
+
 # ------------------------------------------------------------------------------------- leases
 
-def _take(nucleus_id: int, label_set: LabelSet, user, now, *, renew_own: bool = False) -> ReviewLease | None:
-    """Claim one nucleus in a single statement: insert a lease, or take over an expired one in place
-    (or renew one's own, with ``renew_own``). ``None`` when somebody else holds it.
+def _lease_sql(*, on_conflict_set: str, takeable: str | None) -> str:
+    table = connection.ops.quote_name(ReviewLease._meta.db_table)
+    where = f" WHERE {takeable.format(t=table)}" if takeable else ""
+    return (f"INSERT INTO {table} (nucleus_id, label_set_id, user_id, expires_at, claimed_at, decided) "
+            f"VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (nucleus_id, label_set_id) DO UPDATE SET "
+            f"{on_conflict_set}{where} RETURNING id")
+
+
+# Claiming. PostgreSQL evaluates the WHERE of ON CONFLICT DO UPDATE on the latest committed version of
+# the row (after waiting for a transaction that holds it), not on the statement's snapshot, so a
+# decision committed a moment ago is always seen: a decided row is never taken. (An INSERT ... WHERE
+# NOT EXISTS(label) would not do: its snapshot can predate that commit.)
+_CLAIM = _lease_sql(on_conflict_set="user_id = excluded.user_id, expires_at = excluded.expires_at, "
+                                    "claimed_at = excluded.claimed_at",
+                    takeable="NOT {t}.decided AND {t}.expires_at <= %s")
+# A second opinion may take a decided row (it stays decided: the first decision stands).
+_CLAIM_SECOND_OPINION = _lease_sql(on_conflict_set="user_id = excluded.user_id, expires_at = excluded.expires_at, "
+                                                   "claimed_at = excluded.claimed_at",
+                                   takeable="{t}.expires_at <= %s")
+# An undo gives the nucleus back to the reviewer who undid: no longer decided, leased to them.
+_RETAKE = _lease_sql(on_conflict_set="user_id = excluded.user_id, expires_at = excluded.expires_at, "
+                                     "claimed_at = excluded.claimed_at, decided = excluded.decided",
+                     takeable=None)
+# Deciding: of two reviewers deciding the same nucleus, the row lock orders them and the second one
+# sees ``decided``; it gets no row back unless it is the decider again or asked for a second opinion.
+_DECIDE = _lease_sql(on_conflict_set="user_id = excluded.user_id, expires_at = excluded.expires_at, "
+                                     "decided = excluded.decided",
+                     takeable="NOT {t}.decided OR {t}.user_id = %s OR %s")
+
+
+def _lease_row(sql: str, nucleus_id: int, label_set: LabelSet, user, expires, now, decided: bool, *extra):
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [nucleus_id, label_set.pk, user.pk, adapt(expires), adapt(now), decided, *extra])
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _take(nucleus_id: int, label_set: LabelSet, user, now, *, second_opinion: bool = False) -> ReviewLease | None:
+    """Claim one nucleus in a single statement: insert a lease, or take over an expired one in place;
+    never a decided nucleus (unless for a second opinion). ``None`` when it is not to be had.
 
     ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` is atomic on PostgreSQL and SQLite alike: of two
     reviewers claiming the same nucleus at once, the unique constraint on (nucleus, label_set) lets
     exactly one through, and the loser simply gets no row back (no error, no savepoint).
     """
     expires = now + timedelta(seconds=LEASE_SECONDS)
-    table = connection.ops.quote_name(ReviewLease._meta.db_table)
-    adapt = connection.ops.adapt_datetimefield_value
-    takeable = f"{table}.expires_at <= %s" + (f" OR {table}.user_id = %s" if renew_own else "")
-    params = [nucleus_id, label_set.pk, user.pk, adapt(expires), adapt(now), adapt(now)]
-    if renew_own:
-        params.append(user.pk)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (nucleus_id, label_set_id, user_id, expires_at, claimed_at) "
-            f"VALUES (%s, %s, %s, %s, %s) ON CONFLICT (nucleus_id, label_set_id) DO UPDATE SET "
-            f"user_id = excluded.user_id, expires_at = excluded.expires_at, claimed_at = excluded.claimed_at "
-            f"WHERE {takeable} RETURNING id", params)
-        row = cursor.fetchone()
-    if row is None:
+    sql = _CLAIM_SECOND_OPINION if second_opinion else _CLAIM
+    pk = _lease_row(sql, nucleus_id, label_set, user, expires, now, False, connection.ops.adapt_datetimefield_value(now))
+    if pk is None:
         return None
-    return ReviewLease(pk=row[0], nucleus_id=nucleus_id, label_set_id=label_set.pk, user_id=user.pk,
+    return ReviewLease(pk=pk, nucleus_id=nucleus_id, label_set_id=label_set.pk, user_id=user.pk,
                        expires_at=expires, claimed_at=now)
 
 
@@ -83,8 +118,13 @@ def do_claim_next(spec: QueueSpec) -> ReviewLease | None:
         lease = queue.held_lease(spec, now)
         if lease is not None:
             lease.expires_at = now + timedelta(seconds=LEASE_SECONDS)
-            lease.save(update_fields=["expires_at"])
-            return lease
+            # Renewed only while still this reviewer's and undecided (a decision from the gallery or
+            # another page may have landed since it was read).
+            renewable = ReviewLease.objects.filter(pk=lease.pk, user_id=spec.user.pk)
+            if not spec.include_labelled:
+                renewable = renewable.filter(decided=False)
+            if renewable.update(expires_at=lease.expires_at):
+                return lease
         for with_skips in (True, False):
             for _attempt in range(CLAIM_ATTEMPTS):
                 found = queue.candidates(spec, now, with_skips=with_skips)
@@ -96,7 +136,7 @@ def do_claim_next(spec: QueueSpec) -> ReviewLease | None:
                 if not found:
                     break
                 for nucleus_id in found:
-                    lease = _take(nucleus_id, spec.label_set, spec.user, now)
+                    lease = _take(nucleus_id, spec.label_set, spec.user, now, second_opinion=spec.include_labelled)
                     if lease is not None:
                         audit.record("review.claimed", actor=spec.user, target=f"datasets.nucleus:{nucleus_id}",
                                      label_set=spec.label_set.name, strategy=spec.strategy,
@@ -163,12 +203,21 @@ class Decision:
     predicted_class: int | None | str = "look up"  # what the model said, when known here
 
 
+def _mark_decided(nucleus: Nucleus, label_set: LabelSet, user, now, *, second_opinion: bool) -> bool:
+    """The gate of every decision, in its transaction: the nucleus's lease row becomes decided by
+    ``user`` (its lease ends). False, and nothing written, when another reviewer's decision stands and
+    this is not a second opinion."""
+    return _lease_row(_DECIDE, nucleus.pk, label_set, user, now, now, True, user.pk, bool(second_opinion)) is not None
+
+
 def do_decide(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, user, expected_label_id,
-              client_id: str = "", version: ModelVersion | None = None) -> Decision:
-    """Record a reviewer's class for a nucleus and release the lease on it. A replayed ``client_id``
+              client_id: str = "", version: ModelVersion | None = None, second_opinion: bool = False) -> Decision:
+    """Record a reviewer's class for a nucleus and end the lease on it. A replayed ``client_id``
     answers with the row it created the first time (``created`` False).
 
-    Raises :class:`StaleLabel` when the current label is no longer ``expected_label_id``.
+    Raises :class:`StaleLabel` when the current label is no longer ``expected_label_id``, and
+    :class:`AlreadyDecided` when another reviewer decided the nucleus already, unless
+    ``second_opinion`` (a reviewer asked for labelled nuclei too, for the agreement figures).
     """
     existing = _existing_for_client_id(client_id, nucleus, label_set, user)
     if existing is not None:
@@ -176,13 +225,14 @@ def do_decide(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, user, 
     model_version_id, predicted = predicted_by(version, nucleus, label_set)
     try:
         with transaction.atomic():
+            # First the gate: it locks the lease row, so decisions on one nucleus queue up here. Whoever
+            # else held the lease (their save will answer 409) gives it up.
+            if not _mark_decided(nucleus, label_set, user, timezone.now(), second_opinion=second_opinion):
+                raise AlreadyDecided(queue.current_label(nucleus.pk, label_set))
             label = do_record_label(nucleus, label_set, class_index, author=user, source=LabelSource.REVIEW,
                                     expected_label_id=expected_label_id, client_id=client_id,
                                     model_version_id=model_version_id)
-            # The item is done: whoever held it (this reviewer, or another one whose save will now
-            # answer 409 with this label) gives it up.
-            ReviewLease.objects.filter(nucleus=nucleus, label_set=label_set).delete()
-    except (StaleLabel, IntegrityError):
+    except (StaleLabel, IntegrityError, AlreadyDecided):
         # The same request may have been sent twice at once: the first one's row is the answer.
         existing = _existing_for_client_id(client_id, nucleus, label_set, user)
         if existing is not None:
@@ -228,7 +278,8 @@ def do_undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str = "",
         undo = ReviewUndo.objects.create(label=decision, restored=restored, actor=user, client_id=client_id)
         if restored is None or restored.source not in queue.HUMAN_SOURCES:
             queue.forget_frontiers(label_set.pk)  # forgetting early costs at most one search
-        _take(nucleus.pk, label_set, user, timezone.now(), renew_own=True)
+        now = timezone.now()
+        _lease_row(_RETAKE, nucleus.pk, label_set, user, now + timedelta(seconds=LEASE_SECONDS), now, False)
     return undo
 
 
@@ -261,5 +312,6 @@ def do_settle(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, curato
         label = do_record_label(nucleus, label_set, class_index, author=curator, source=LabelSource.REVIEW,
                                 expected_label_id=expected_label_id, client_id=client_id)
         ConflictSettlement.objects.create(label=label, nucleus=nucleus, label_set=label_set, curator=curator)
-        ReviewLease.objects.filter(nucleus=nucleus, label_set=label_set).delete()
+        # Settled: decided by the curator, whoever decided or held it before.
+        _mark_decided(nucleus, label_set, curator, timezone.now(), second_opinion=True)
     return label

@@ -108,8 +108,8 @@ def _lock(queryset, skip_locked: bool = True):
 # never touched by the queue (no lease row, no skip row). Everything ranked above it is reviewed or
 # touched; the touched ones (held, released, skipped: a handful of rows, read from the lease and
 # skip tables) are looked up directly, the rest of the queue is scanned from the frontier down.
-# Lease and skip rows are only deleted when their nucleus gets a human label, so "touched" does
-# not wear off.
+# Lease rows are never deleted (a decision marks its row decided, which counts as reviewed, not
+# touched: an undo makes it touched again), so "touched" does not wear off.
 #
 # The frontier is a hint kept in this process: moved down every FRONTIER_REFRESH seconds (a short
 # walk over what was reviewed meanwhile) and searched again from the top every FRONTIER_TTL
@@ -128,7 +128,7 @@ def _frontier_key(spec: QueueSpec) -> tuple:
 
 
 def _touched(label_set_id: int, ref: str = "nucleus_id") -> list:
-    return [Exists(ReviewLease.objects.filter(nucleus_id=OuterRef(ref), label_set_id=label_set_id)),
+    return [Exists(ReviewLease.objects.filter(nucleus_id=OuterRef(ref), label_set_id=label_set_id, decided=False)),
             Exists(ReviewSkip.objects.filter(nucleus_id=OuterRef(ref), label_set_id=label_set_id))]
 
 
@@ -173,7 +173,8 @@ def touched_and_free(spec: QueueSpec, now, *, with_skips: bool = True) -> set[in
     """Touched nuclei of the label set that may be free for this reviewer: no lease running, and not
     skipped by them lately (one query; whether they got a human label meanwhile the candidate query
     checks)."""
-    leases = (ReviewLease.objects.filter(label_set_id=spec.label_set.pk)
+    # Decided rows are reviewed, not touched: without this the list would grow with every decision.
+    leases = (ReviewLease.objects.filter(label_set_id=spec.label_set.pk, decided=False)
               .annotate(kind=Value("lease")).values_list("nucleus_id", "user_id", "expires_at", "kind"))
     skips = (ReviewSkip.objects.filter(label_set_id=spec.label_set.pk)
              .annotate(kind=Value("skip")).values_list("nucleus_id", "user_id", "skipped_at", "kind"))
@@ -267,8 +268,11 @@ def candidates(spec: QueueSpec, now, *, with_skips: bool = True, skip_locked: bo
 
 
 def held_lease(spec: QueueSpec, now) -> ReviewLease | None:
-    """The reviewer's own unexpired lease in this label set (the item they were shown last)."""
+    """The reviewer's own unexpired lease in this label set (the item they were shown last); one on a
+    decided nucleus only when asking for second opinions."""
     leases = ReviewLease.objects.filter(user_id=spec.user.pk, label_set_id=spec.label_set.pk, expires_at__gt=now)
+    if not spec.include_labelled:
+        leases = leases.filter(decided=False)
     if spec.exclude:
         leases = leases.exclude(nucleus_id__in=spec.exclude)
     return leases.order_by("-claimed_at", "-id").first()

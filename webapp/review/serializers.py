@@ -1,5 +1,6 @@
 """Request bodies of the review API (validation and the OpenAPI schema)."""
 
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 
@@ -11,6 +12,10 @@ class DecisionSerializer(serializers.Serializer):
                                                                   "(null when it had none)")
     client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="",
                                       help_text="idempotency key: a replay with the same key creates nothing")
+    second_opinion = serializers.BooleanField(required=False, default=False,
+                                              help_text="add your decision to a nucleus another reviewer already "
+                                                        "decided (what the queue with include_labelled is for); "
+                                                        "without it such a save answers 409")
 
     def validate(self, attrs):
         if attrs.get("class_name") in (None, "") and attrs.get("class_index") is None:
@@ -36,10 +41,12 @@ class BulkDecisionSerializer(serializers.Serializer):
         return value
 
 
+@extend_schema_serializer(component_name="LabelSetChoice")  # not the projects API's LabelSet
 class LabelSetSerializer(serializers.Serializer):
     label_set = serializers.CharField(max_length=100)
 
 
+@extend_schema_serializer(component_name="Undo")  # else it inherits its parent's component name
 class UndoSerializer(LabelSetSerializer):
     client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
 

@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from webapp.core.policy import project_role
 from webapp.datasets.models import LabelSet
 from webapp.datasets.operations import StaleLabel
 from webapp.projects.access import get_project_for
@@ -53,7 +54,7 @@ def _api_urls(project) -> dict:
 
 @require_GET
 def review_page(request, project_id: int):
-    project = get_project_for(request.user, project_id, Role.REVIEWER)
+    project = get_project_for(request.user, project_id, project_role(request))
     label_set = _chosen_label_set(project, request)
     strategy = request.GET.get("strategy") or queue.DEFAULT_STRATEGY
     if strategy not in queue.STRATEGIES:
@@ -74,7 +75,7 @@ def review_page(request, project_id: int):
 
 @require_GET
 def gallery_page(request, project_id: int):
-    project = get_project_for(request.user, project_id, Role.REVIEWER)
+    project = get_project_for(request.user, project_id, project_role(request))
     label_set = _chosen_label_set(project, request)
     return render(request, "review/gallery.html", {
         "project": project, "label_sets": _label_sets(project), "label_set": label_set,
@@ -86,7 +87,7 @@ def gallery_page(request, project_id: int):
 
 @require_GET
 def agreement_page(request, project_id: int):
-    project = get_project_for(request.user, project_id, Role.VIEWER)
+    project = get_project_for(request.user, project_id, project_role(request))
     name = request.GET.get("label_set")
     label_set = None
     if name:
@@ -104,16 +105,16 @@ def agreement_page(request, project_id: int):
 @require_POST
 def settle_form(request, project_id: int):
     """The agreement page's settle form: a curator records the final label of a conflict."""
-    project = get_project_for(request.user, project_id, Role.CURATOR)
+    project = get_project_for(request.user, project_id, project_role(request))
     back = reverse("review-agreement", args=[project.pk])
     try:
-        _, nucleus = nucleus_for(request.user, int(request.POST.get("nucleus") or 0), Role.CURATOR,
+        _, nucleus = nucleus_for(request.user, int(request.POST.get("nucleus") or 0), project_role(request),
                                  project_id=project.pk)
         label_set = label_set_named(project, request.POST.get("label_set"))
         class_index = class_index_for(label_set, request.POST.get("class_name"))
         version = request.POST.get("version")
         expected = int(version) if version not in (None, "", "None") else None
-    except (UnknownName, ValueError) as exc:
+    except (UnknownName, ValueError, Http404) as exc:  # a form naming no nucleus of this project
         messages.error(request, f"Not settled: {exc}")
         return redirect(back)
     try:
@@ -129,8 +130,8 @@ def settle_form(request, project_id: int):
 
 @require_GET
 def nucleus_page(request, project_id: int, nucleus_id: int):
-    _, nucleus = nucleus_for(request.user, nucleus_id, Role.VIEWER, project_id=project_id)
-    project = get_project_for(request.user, project_id, Role.VIEWER)
+    _, nucleus = nucleus_for(request.user, nucleus_id, project_role(request), project_id=project_id)
+    project = get_project_for(request.user, project_id, project_role(request))
     version = active_version(project)
     image = nucleus.image
     region = queue.region_around(nucleus.x0, nucleus.y0, nucleus.x1, nucleus.y1, nucleus.centroid_x,

@@ -9,6 +9,7 @@ from pathlib import Path
 from django.conf import settings
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes
@@ -17,11 +18,12 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from mlcore.types import file_part
+from webapp.core.policy import project_role
 from webapp.jobs import operations as job_operations
+from webapp.jobs.access import job_for
 from webapp.jobs.models import Job
-from webapp.jobs.serializers import JobSerializer
+from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 from webapp.projects.access import get_project_for
-from webapp.projects.models import Role
 
 from . import operations
 from .models import ModelVersion, RetrainPolicy
@@ -34,11 +36,11 @@ def _accepted(job: Job, request) -> Response:
     return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED)
 
 
-@extend_schema(request=TrainRequestSerializer, responses={202: JobSerializer})
+@extend_schema(request=TrainRequestSerializer, responses={202: JobAcceptedSerializer})
 @api_view(["POST"])
 def train(request, project_id: int):
     """Start training (curators): 202 with the job, 409 when the project is already training."""
-    project = get_project_for(request.user, project_id, Role.CURATOR)
+    project = get_project_for(request.user, project_id, project_role(request))
     options = TrainRequestSerializer(data=request.data)
     options.is_valid(raise_exception=True)
     job = operations.do_start_training(project, actor=request.user, options=options.validated_data)
@@ -48,7 +50,7 @@ def train(request, project_id: int):
 @extend_schema(responses=ModelVersionSerializer(many=True))
 @api_view(["GET"])
 def versions(request, project_id: int):
-    project = get_project_for(request.user, project_id, Role.VIEWER)
+    project = get_project_for(request.user, project_id, project_role(request))
     return Response(ModelVersionSerializer(project.model_versions.order_by("number"), many=True).data)
 
 
@@ -56,7 +58,7 @@ def versions(request, project_id: int):
 @api_view(["POST"])
 def activate(request, project_id: int, number: int):
     """Make this version the active one (rollback), curators only."""
-    project = get_project_for(request.user, project_id, Role.CURATOR)
+    project = get_project_for(request.user, project_id, project_role(request))
     version = get_object_or_404(ModelVersion, project=project, number=number)
     return Response(ModelVersionSerializer(operations.do_activate_version(version, actor=request.user)).data)
 
@@ -64,10 +66,14 @@ def activate(request, project_id: int, number: int):
 @extend_schema(responses={(200, "application/octet-stream"): bytes})
 @api_view(["GET"])
 def checkpoint(request, project_id: int, number: int):
-    project = get_project_for(request.user, project_id, Role.VIEWER)
+    project = get_project_for(request.user, project_id, project_role(request))
     version = get_object_or_404(ModelVersion, project=project, number=number)
     path = Path(settings.MEDIA_ROOT) / version.checkpoint_file
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{project.name}-v{number}.pt")
+    if not path.is_file():
+        raise NotFound(f"the checkpoint file of version {number} is missing on the server; "
+                       "train again or activate another version")
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{project.name}-v{number}.pt",
+                        content_type="application/octet-stream")  # not guessed from ".pt"
 
 
 @extend_schema(request=RetrainPolicySerializer, responses=RetrainPolicySerializer)
@@ -75,10 +81,10 @@ def checkpoint(request, project_id: int, number: int):
 def retrain_policy(request, project_id: int):
     """GET the policy; PUT (curators) replaces it and its django-celery-beat schedules."""
     if request.method == "GET":
-        project = get_project_for(request.user, project_id, Role.VIEWER)
+        project = get_project_for(request.user, project_id, project_role(request))
         policy = RetrainPolicy.objects.filter(project=project).first() or RetrainPolicy(project=project)
         return Response(RetrainPolicySerializer(policy).data)
-    project = get_project_for(request.user, project_id, Role.CURATOR)
+    project = get_project_for(request.user, project_id, project_role(request))
     payload = RetrainPolicySerializer(data=request.data)
     payload.is_valid(raise_exception=True)
     try:
@@ -88,12 +94,12 @@ def retrain_policy(request, project_id: int):
     return Response(RetrainPolicySerializer(policy).data)
 
 
-@extend_schema(request=InferRequestSerializer, responses={202: JobSerializer})
+@extend_schema(request=InferRequestSerializer, responses={202: JobAcceptedSerializer})
 @api_view(["POST"])
 @parser_classes([MultiPartParser, FormParser])
 def infer(request, project_id: int):
     """Classify the nuclei of a new image with the active model (members who may review or more)."""
-    project = get_project_for(request.user, project_id, Role.REVIEWER)
+    project = get_project_for(request.user, project_id, project_role(request))
     version = operations.active_version(project)
     if version is None:
         raise NotFound("The project has no trained model yet: train one first.")
@@ -120,13 +126,12 @@ def infer(request, project_id: int):
     return _accepted(job, request)
 
 
-@extend_schema(responses={(200, "application/octet-stream"): bytes})
+@extend_schema(responses={(200, "application/octet-stream"): bytes, (200, "image/png"): bytes,
+                          (200, "application/json"): OpenApiTypes.OBJECT})
 @api_view(["GET"])
 def job_file(request, job_id: int, name: str):
     """A file an inference job wrote (npy per label set, overlay PNG, JSON)."""
-    from webapp.jobs.api import visible_jobs
-
-    job = get_object_or_404(visible_jobs(request.user), pk=job_id)
+    job = job_for(request.user, job_id)
     for relative in job.result.get("files", []):
         if Path(relative).name == name:
             return FileResponse(open(Path(settings.MEDIA_ROOT) / relative, "rb"), as_attachment=not name.endswith(".png"),

@@ -19,6 +19,7 @@ from mlcore.predict import predict
 from mlcore.crops import cut_crops
 from mlcore.train import STAGES, train_all
 from mlcore.types import LabelSet as MLLabelSet
+from webapp.datasets import bulk
 from webapp.datasets.importing import load_mask, load_rgb
 from webapp.datasets.models import CurrentLabel, Image, LabelSet, Nucleus
 from webapp.jobs.models import Job
@@ -158,6 +159,7 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         report(100.0 * number / len(images), message=f"image {number}/{len(images)}")
         if should_stop():
             raise Cancelled()
+    bulk.analyze_after_commit(Prediction)  # the review queue's index scans need fresh statistics
     return {"model_version": version.number, "predictions": stored}
 
 

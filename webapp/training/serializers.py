@@ -22,7 +22,7 @@ class TrainRequestSerializer(serializers.Serializer):
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="number", read_only=True)
+    parent = serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True)
     checkpoint_url = serializers.SerializerMethodField()
 
     class Meta:

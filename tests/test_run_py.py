@@ -1,0 +1,97 @@
+"""Pieces of run.py that need no running stack (the whole command is tried by .ci/smoke_run_command.py)."""
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def run_py():
+    spec = importlib.util.spec_from_file_location("run_py_under_test", ROOT / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_port_in_use_is_named_with_a_way_out(run_py):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit) as stopped:
+            run_py.port_free_or_exit("127.0.0.1", port)
+    assert f"127.0.0.1:{port}" in str(stopped.value) and f"--port {port + 1}" in str(stopped.value)
+
+
+def test_embedded_redis_port_is_read_and_checked(run_py, monkeypatch):
+    monkeypatch.setenv("EMBEDDED_REDIS_PORT", "6402")
+    assert run_py.env_port("EMBEDDED_REDIS_PORT", 6390) == 6402
+    monkeypatch.delenv("EMBEDDED_REDIS_PORT")
+    assert run_py.env_port("EMBEDDED_REDIS_PORT", 6390) == 6390
+    monkeypatch.setenv("EMBEDDED_REDIS_PORT", "lots")
+    with pytest.raises(SystemExit, match="EMBEDDED_REDIS_PORT='lots' is not a port number"):
+        run_py.env_port("EMBEDDED_REDIS_PORT", 6390)
+
+
+def test_gunicorn_keeps_its_control_socket_and_pid_file_under_data_dir(tmp_path):
+    code = "import webapp.gunicorn_conf as c; print(c.control_socket); print(c.pidfile)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "DATA_DIR": str(tmp_path)},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(tmp_path / "run" / "gunicorn.ctl"), str(tmp_path / "run" / "gunicorn.pid")]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_every_stop_signal_stops_what_was_started(run_py, sig, tmp_path):
+    """run.py's own clean-up path: the signal becomes an exception, and stop_all ends each process group,
+    including a grandchild (as a Celery pool process or a gunicorn worker is)."""
+    script = tmp_path / "stack.py"
+    script.write_text(f"""
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("r", {str(ROOT / 'run.py')!r})
+r = importlib.util.module_from_spec(spec); spec.loader.exec_module(r)
+r.catch_stop_signals()
+processes = [("sleeper", r.start(sys.executable, "-c",
+             "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']);"
+             " time.sleep(600)"))]
+print(processes[0][1].pid, flush=True)
+try:
+    while True:
+        time.sleep(0.1)
+except (KeyboardInterrupt, r.Stop):
+    pass
+finally:
+    r.stop_all(processes, timeout=5)
+""")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    time.sleep(0.5)
+    group = os.getpgid(child)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == 0
+    time.sleep(0.2)
+    left = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+            if _pgid(pid) == group and _state(pid) != "Z"]
+    assert left == [], f"processes of the stopped group are still running: {left}"
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"

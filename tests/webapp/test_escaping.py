@@ -1,0 +1,184 @@
+"""Server strings reach the DOM only as text, under a strict Content-Security-Policy.
+
+The scripts never parse strings as HTML (static/js/dom.js is the one way to build nodes), the
+templates never switch escaping off and hold no inline script, style or event handler, and every
+page carries the CSP that forbids them. tests/browser/test_xss_payload_names.py checks the same in a
+real browser with payload names.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.webapp.test_review_fixtures import build_review_project, review_media  # noqa: F401
+
+SCRIPTS = sorted((ROOT / "static" / "js").glob("*.js"))
+TEMPLATES = sorted((ROOT / "templates").rglob("*.html"))
+PYTHON = sorted(p for p in (ROOT / "webapp").rglob("*.py") if "migrations" not in p.parts)
+
+# Ways a script can turn a string into markup or code.
+HTML_SINKS = re.compile(r"\.(innerHTML|outerHTML)\s*\+?=|insertAdjacentHTML|document\.write|createContextualFragment"
+                        r"|DOMParser|\.srcdoc\b|setAttribute\(\s*[\"'](on|style)|\beval\s*\(|new\s+Function\s*\("
+                        r"|setTimeout\(\s*[\"'`]|setInterval\(\s*[\"'`]|\.cssText\s*=|insertRule")
+
+
+def code_lines(path: Path):
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        code = line.split("//", 1)[0] if not line.lstrip().startswith("//") else ""
+        yield number, code
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_scripts_never_parse_strings_as_html(script):
+    found = [f"{script.name}:{number}: {code.strip()}" for number, code in code_lines(script) if HTML_SINKS.search(code)]
+    assert not found, "use dom.el()/textContent (static/js/dom.js) instead:\n" + "\n".join(found)
+
+
+def test_the_sink_pattern_catches_what_it_is_for():
+    for line in ('grid.innerHTML = `<p>${name}</p>`;', "item.innerHTML += x;", 'a.insertAdjacentHTML("beforeend", s)',
+                 "el.outerHTML = s", 'node.setAttribute("onclick", s)', 'node.setAttribute("style", s)'):
+        assert HTML_SINKS.search(line), line
+    for line in ("node.textContent = name;", "dom.el('a', {href: url}, name)", "swatch.style.background = c;"):
+        assert not HTML_SINKS.search(line), line
+
+
+def test_every_page_loads_the_dom_helper_before_its_scripts():
+    base = (ROOT / "templates" / "base.html").read_text()
+    assert base.index("js/dom.js") < base.index("{% block scripts %}")
+    for template in TEMPLATES:
+        text = template.read_text()
+        if "<script" in text and template.name != "base.html" and "drf_spectacular" not in template.parts:
+            assert '{% extends "base.html" %}' in text, f"{template.name} has scripts but does not extend base.html"
+
+
+class InlineCode(HTMLParser):
+    """Inline scripts (other than JSON data blocks), style elements, style and event-handler attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        for name, value in attrs:
+            if name == "style" or name.startswith("on"):
+                self.found.append(f"<{tag} {name}={value!r}>")
+            if name in ("href", "src", "action", "formaction") and (value or "").strip().lower().startswith("javascript:"):
+                self.found.append(f"<{tag} {name}={value!r}>")
+        if tag == "style":
+            self.found.append("<style> element")
+        if tag == "script" and "src" not in attributes and attributes.get("type") != "application/json":
+            self._in_script = True
+
+    def handle_data(self, data):
+        if self._in_script and data.strip():
+            self.found.append(f"inline <script>: {data.strip()[:60]}")
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = False
+
+
+def inline_code(html: str) -> list[str]:
+    parser = InlineCode()
+    parser.feed(html)
+    return parser.found
+
+
+def test_the_inline_code_finder_finds_inline_code():
+    assert len(inline_code('<p style="color: red" onclick="x()">a</p><script>alert(1)</script><style>p{}</style>'
+                           '<a href="javascript:alert(1)">b</a>')) == 5
+    assert not inline_code('<script src="/static/js/dom.js"></script><script id="d" type="application/json">[1]'
+                           '</script><p data-class-color="#fff">a</p>')
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: str(p.relative_to(ROOT / "templates")))
+def test_templates_hold_no_inline_code_and_never_turn_escaping_off(template):
+    text = template.read_text()
+    stripped = re.sub(r"{[{%#].*?[}%#]}", "", text, flags=re.S)  # template tags cannot hide markup from the finder
+    assert not inline_code(stripped), f"{template.name}: {inline_code(stripped)}"
+    for forbidden in ("|safe", "autoescape off", "|safeseq", "{% filter safe"):
+        assert forbidden not in text, f"{template.name} uses {forbidden}"
+
+
+def test_python_never_marks_strings_safe():
+    found = [f"{path.relative_to(ROOT)}: {marker}" for path in PYTHON for marker in ("mark_safe", "SafeString", "format_html")
+             if marker in path.read_text()]
+    assert not found, found
+
+
+REQUIRED = {"default-src": "'self'", "script-src": "'self'", "style-src": "'self'", "object-src": "'none'",
+            "base-uri": "'self'", "form-action": "'self'", "frame-ancestors": "'none'"}
+
+
+def policy(response) -> dict[str, str]:
+    header = response.headers.get("Content-Security-Policy", "")
+    return {part.split()[0]: " ".join(part.split()[1:]) for part in header.split(";") if part.strip()}
+
+
+def assert_strict(response, where: str) -> None:
+    found = policy(response)
+    for directive, value in REQUIRED.items():
+        assert found.get(directive) == value, f"{where}: {directive} is {found.get(directive)!r}, not {value!r}"
+    assert "unsafe" not in response.headers["Content-Security-Policy"], where
+
+
+@pytest.mark.django_db
+def test_every_page_is_strict_and_renders_payload_names_as_text(client, owner, tmp_path, review_media):  # noqa: F811
+    from webapp.datasets.models import Dataset, Image, LabelClass, LabelSet
+    from webapp.jobs.models import Job
+    from webapp.projects.models import Project
+
+    rp = build_review_project(owner, tmp_path / "sources", images=1, nuclei=6)
+    payload = '"><img src=x onerror=alert(1)>'
+    Project.objects.filter(pk=rp.project.pk).update(name=f"{payload} project", description=payload)
+    Dataset.objects.filter(pk=rp.colon.pk).update(name=f"{payload} colon", provenance=payload)
+    LabelSet.objects.filter(pk=rp.colon_set.pk).update(name=f"{payload} set")
+    LabelClass.objects.filter(label_set=rp.colon_set, index=0).update(name="<script>alert(2)</script>")
+    Image.objects.filter(dataset=rp.colon).update(name=f"{payload} tile")
+    image = Image.objects.filter(dataset=rp.colon).first()
+    nucleus = rp.nuclei(rp.colon)[0]
+    job = Job.objects.create(kind="import", project=rp.project, created_by=owner, state="failed", error=payload,
+                             log_tail=payload)
+
+    client.force_login(owner)
+    pid = rp.project.pk
+    pages = ["/", "/account/", f"/projects/{pid}/", f"/projects/{pid}/datasets/{rp.colon.pk}/",
+             f"/projects/{pid}/images/{image.pk}/", f"/projects/{pid}/review/", f"/projects/{pid}/review/gallery/",
+             f"/projects/{pid}/review/agreement/", f"/projects/{pid}/nuclei/{nucleus.pk}/", f"/jobs/{job.pk}/"]
+    for url in pages:
+        response = client.get(url, {"label_set": f"{payload} set"} if "/review/" in url else {})
+        assert response.status_code == 200, url
+        assert_strict(response, url)
+        html = response.content.decode()
+        assert "<img src=x" not in html and "<script>alert" not in html, f"{url} renders a payload as markup"
+        assert not inline_code(html), f"{url}: {inline_code(html)}"
+    client.logout()
+    login = client.get("/login/")
+    assert_strict(login, "/login/")
+    assert not inline_code(login.content.decode())
+
+
+@pytest.mark.django_db
+def test_api_docs_widen_the_policy_only_as_far_as_their_bundles_need(client, owner):
+    client.force_login(owner)
+    swagger = client.get("/api/docs/")
+    found = policy(swagger)
+    assert found["img-src"] == "'self' data:"  # Swagger UI's icons
+    assert found["script-src"] == "'self'" and found["style-src"] == "'self'"
+    assert not inline_code(swagger.content.decode())
+    script = client.get("/api/docs/", {"script": ""})
+    assert script.status_code == 200 and script["Content-Type"].startswith("application/javascript")
+    redoc = client.get("/api/redoc/")
+    found = policy(redoc)
+    assert found["script-src"] == "'self'"  # never script
+    assert found["style-src"] == "'self' 'unsafe-inline'" and found["worker-src"] == "blob:"
+    assert not inline_code(redoc.content.decode())
+    # Elsewhere the site's policy is untouched.
+    assert_strict(client.get("/account/"), "/account/")

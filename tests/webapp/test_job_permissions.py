@@ -1,0 +1,103 @@
+"""Jobs follow the roles of their project (issue 13, failure 2).
+
+A viewer could cancel a curator's training, a removed member could still read and cancel their old
+jobs, and anyone could queue worker diagnostics (which reveal the worker's PID and versions).
+"""
+
+import pytest
+
+from webapp.jobs.models import Job
+from webapp.projects.models import Role
+from webapp.projects.operations import do_create_project, do_remove_member, do_set_membership
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def team(owner, make_user):
+    project = do_create_project("jobs", actor=owner)
+    people = {"owner": owner}
+    for role in (Role.CURATOR, Role.REVIEWER, Role.VIEWER):
+        people[role.value] = make_user(role.value)
+        do_set_membership(project, people[role.value], role, actor=owner)
+    people["outsider"] = make_user("stranger")
+    training = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=people["curator"])
+    inference = Job.objects.create(kind=Job.Kind.INFER, project=project, created_by=people["reviewer"])
+    return project, people, training, inference
+
+
+def cancel(api_client_for, user, job):
+    return api_client_for(user).post(f"/api/jobs/{job.pk}/cancel/")
+
+
+def test_a_viewer_cannot_cancel_a_curators_training(team, api_client_for):
+    project, people, training, _ = team
+    response = cancel(api_client_for, people["viewer"], training)
+    assert response.status_code == 403, response.content
+    assert "curator role" in response.json()["detail"]
+    training.refresh_from_db()
+    assert training.state == Job.State.QUEUED and not training.cancel_requested
+    # ...but may still follow it.
+    assert api_client_for(people["viewer"]).get(f"/api/jobs/{training.pk}/").json()["state"] == "queued"
+
+
+def test_a_reviewer_cancels_their_own_inference_but_not_others_jobs(team, api_client_for):
+    project, people, training, inference = team
+    assert cancel(api_client_for, people["reviewer"], training).status_code == 403
+    response = cancel(api_client_for, people["reviewer"], inference)
+    assert response.status_code == 200, response.content
+    assert response.json()["state"] == "cancelled"
+
+
+def test_curators_and_the_owner_cancel_any_job_of_the_project(team, api_client_for):
+    project, people, training, inference = team
+    assert cancel(api_client_for, people["curator"], inference).json()["state"] == "cancelled"
+    assert cancel(api_client_for, people["owner"], training).json()["state"] == "cancelled"
+
+
+def test_outsiders_see_no_job_at_all(team, api_client_for, client):
+    project, people, training, _ = team
+    outsider = api_client_for(people["outsider"])
+    assert outsider.get(f"/api/jobs/{training.pk}/").status_code == 404
+    assert cancel(api_client_for, people["outsider"], training).status_code == 404
+    assert outsider.get("/api/jobs/").json()["results"] == []
+    client.force_login(people["outsider"])
+    assert client.get(f"/jobs/{training.pk}/").status_code == 404
+
+
+def test_a_removed_member_loses_their_old_jobs(team, api_client_for, client):
+    project, people, _, inference = team
+    reviewer = people["reviewer"]
+    do_remove_member(project, reviewer, actor=people["owner"])
+    api = api_client_for(reviewer)
+    assert api.get(f"/api/jobs/{inference.pk}/").status_code == 404
+    assert api.get(f"/api/jobs/{inference.pk}/files/overlay.png").status_code == 404
+    assert cancel(api_client_for, reviewer, inference).status_code == 404
+    assert api.get("/api/jobs/").json()["results"] == []
+    client.force_login(reviewer)
+    assert client.get(f"/jobs/{inference.pk}/").status_code == 404
+    assert f"/jobs/{inference.pk}/" not in client.get("/").content.decode()  # nor on the home page
+    inference.refresh_from_db()
+    assert inference.state == Job.State.QUEUED and not inference.cancel_requested
+
+
+def test_a_demoted_member_cannot_cancel_what_their_new_role_could_not_start(team, api_client_for):
+    project, people, _, inference = team
+    do_set_membership(project, people["reviewer"], Role.VIEWER, actor=people["owner"])
+    assert cancel(api_client_for, people["reviewer"], inference).status_code == 403
+
+
+def test_only_staff_queue_diagnostics(team, api_client_for, make_user):
+    _, people, _, _ = team
+    for user in (people["outsider"], people["owner"]):
+        response = api_client_for(user).post("/api/jobs/", {"kind": "diagnostics"}, format="json")
+        assert response.status_code == 403, response.content
+        assert "staff" in response.json()["detail"]
+    assert not Job.objects.filter(kind=Job.Kind.DIAGNOSTICS).exists()
+    staff = make_user("operator", is_staff=True)
+    response = api_client_for(staff).post("/api/jobs/", {"kind": "diagnostics"}, format="json")
+    assert response.status_code == 202, response.content
+    diagnostics = Job.objects.get(kind=Job.Kind.DIAGNOSTICS)
+    # A diagnostics job belongs to no project: staff only.
+    assert api_client_for(staff).get(f"/api/jobs/{diagnostics.pk}/").status_code == 200
+    assert api_client_for(people["owner"]).get(f"/api/jobs/{diagnostics.pk}/").status_code == 404

@@ -1,0 +1,91 @@
+"""Who is asking: the client's address, and API tokens that cannot be guessed by brute force.
+
+Passwords are guarded by django-axes (settings: AXES_*). A token is 40 hex digits, so guessing one is
+hopeless in principle; counting the failures still turns a scan into a handful of 429s and makes it
+visible in the log, the same treatment the login page gets.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework import exceptions
+from rest_framework.authentication import TokenAuthentication
+
+log = logging.getLogger(__name__)
+
+
+def client_ip(request) -> str | None:
+    """The client's address: REMOTE_ADDR, or behind TRUSTED_PROXY_COUNT proxies the address that the
+    outermost trusted proxy put in X-Forwarded-For (entries left of it are the client's to forge)."""
+    remote = request.META.get("REMOTE_ADDR") or None  # None, not a made-up address: axes stores it as an IP
+    proxies = settings.TRUSTED_PROXY_COUNT
+    if not proxies:
+        return remote
+    forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+    if len(forwarded) < proxies:
+        return remote
+    return forwarded[-proxies]
+
+
+class TokenFailuresThrottled(exceptions.Throttled):
+    default_detail = "Too many requests with an unknown API token from this address."
+
+    def __init__(self, wait: int):
+        super().__init__(wait=wait, detail=(
+            f"Too many requests with an unknown API token from this address; try again in about "
+            f"{max(1, round(wait / 60))} minute(s), with the token shown on your account page."))
+
+
+class ThrottledTokenAuthentication(TokenAuthentication):
+    """DRF's token authentication, refusing an address that sent TOKEN_FAILURE_LIMIT unknown tokens
+    within LOGIN_COOLOFF_MINUTES: 429 with a ``detail`` until the cool-off ends, even for a good token
+    (otherwise the scan would still learn which guess was right)."""
+
+    def authenticate(self, request):
+        if not self._sends_token(request):
+            return None
+        key = f"token-failures:{client_ip(request) or 'unknown'}"
+        cooloff = settings.LOGIN_COOLOFF_MINUTES * 60
+        if _cached_failures(key) >= settings.TOKEN_FAILURE_LIMIT:
+            raise TokenFailuresThrottled(wait=cooloff)
+        try:
+            return super().authenticate(request)
+        except exceptions.AuthenticationFailed:
+            failures = _count_failure(key, cooloff)
+            if failures == settings.TOKEN_FAILURE_LIMIT:
+                log.warning("API token authentication from %s refused for %d min after %d failures",
+                            client_ip(request), settings.LOGIN_COOLOFF_MINUTES, failures)
+            raise
+
+    def _sends_token(self, request) -> bool:
+        header = request.META.get("HTTP_AUTHORIZATION", "").split()
+        return bool(header) and header[0].lower() == self.keyword.lower()
+
+
+# The cache is Redis in production. Should it be unreachable, tokens are checked without counting:
+# the API keeps answering (health reports the outage) instead of failing every request with a 500.
+
+def _cached_failures(key: str) -> int:
+    try:
+        return cache.get(key, 0)
+    except Exception:  # noqa: BLE001 - any cache backend error
+        log.warning("token failure count unavailable (cache unreachable)", exc_info=True)
+        return 0
+
+
+def _count_failure(key: str, cooloff: int) -> int:
+    """One more failure in the window that the first failure started (incr() keeps add()'s expiry)."""
+    try:
+        if cache.add(key, 1, timeout=cooloff):
+            return 1
+        try:
+            return cache.incr(key)
+        except ValueError:  # expired between add() and incr()
+            cache.add(key, 1, timeout=cooloff)
+            return 1
+    except Exception:  # noqa: BLE001 - any cache backend error
+        log.warning("token failure not counted (cache unreachable)", exc_info=True)
+        return 0

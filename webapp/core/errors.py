@@ -1,0 +1,48 @@
+"""Error pages: JSON with a ``detail`` under /api/ (scripts parse it), Django's HTML pages elsewhere.
+
+DRF views already answer JSON through :func:`webapp.core.api_errors.exception_handler`; these handlers
+cover what never reaches a DRF view: a path that matches no route, and a crash outside DRF's handling.
+"""
+
+from __future__ import annotations
+
+from django.http import JsonResponse
+from django.views import defaults
+
+
+def _is_api(request) -> bool:
+    return request.path_info.startswith("/api/")
+
+
+def _message(exception, fallback: str) -> str:
+    # Our own Http404/PermissionDenied carry a sentence for people; the resolver's carries a dict of
+    # the patterns it tried, which is not for callers.
+    message = exception.args[0] if exception is not None and exception.args else None
+    return message if isinstance(message, str) and message else fallback
+
+
+def page_not_found(request, exception=None):
+    if _is_api(request):
+        return JsonResponse({"detail": _message(exception, f"No API endpoint at {request.path}; the list of "
+                                                           "endpoints is at /api/docs/.")}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def permission_denied(request, exception=None):
+    if _is_api(request):
+        return JsonResponse({"detail": _message(exception, "You may not do this.")}, status=403)
+    return defaults.permission_denied(request, exception)
+
+
+def bad_request(request, exception=None):
+    if _is_api(request):
+        return JsonResponse({"detail": "The request was malformed and could not be read."}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def server_error(request):
+    if _is_api(request):
+        return JsonResponse({"detail": "The server failed to answer this request; the error is logged. "
+                                       "Try again, and tell the administrator if it keeps happening."},
+                            status=500)
+    return defaults.server_error(request)

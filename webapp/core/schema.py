@@ -1,0 +1,63 @@
+"""OpenAPI schema additions shared by every operation (drf-spectacular post-processing hook)."""
+
+from __future__ import annotations
+
+# Answers any operation may give besides its own, all JSON with a `detail` (webapp.core.api_errors).
+ERROR_RESPONSES = {
+    "400": "The request is invalid: `detail` names the field or file and what is wrong with it.",
+    "401": "No valid credentials (an API token in `Authorization: Token ...`, or a logged-in session).",
+    "403": "Authenticated, but the project role does not allow this.",
+    "404": "No such object, or not visible to this user.",
+    "409": "The request conflicts with the current state (a training already running, a label changed meanwhile).",
+    "429": "Too many requests with an unknown API token from this address; see `Retry-After`.",
+    "503": "A required service (the database or the task queue) is unavailable; try again shortly.",
+}
+
+ROUTER_SEGMENT = "[^/.]+"  # DRF routers' default lookup_value_regex
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string", "description": "What went wrong, for a person to act on."},
+        "errors": {"type": "object", "additionalProperties": True,
+                   "description": "Validation errors by field (400 only)."},
+    },
+    "required": ["detail"],
+}
+
+
+def document_error_responses(result, generator, request, public):
+    """Add the shared error answers to every operation that does not declare them itself, so that the
+    schema describes what clients (and the schema fuzzing in CI) actually receive."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    reference = {"$ref": "#/components/schemas/Error"}
+    # The schema says {id} where the endpoint said {pk} (drf-spectacular's SCHEMA_COERCE_PATH_PK).
+    router_paths = {path.replace("{pk}", "{id}") for path, path_regex, *_ in (generator.endpoints or [])
+                    if ROUTER_SEGMENT in path_regex}
+    for path, path_item in result.get("paths", {}).items():
+        for method, operation in path_item.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            responses = operation.setdefault("responses", {})
+            errors = dict(ERROR_RESPONSES)
+            if "requestBody" in operation:
+                errors["415"] = "The body's Content-Type is not one this operation reads, or the body is malformed."
+            for code, description in errors.items():
+                responses.setdefault(code, {"description": description,
+                                            "content": {"application/json": {"schema": reference}}})
+            _constrain_path_parameters(operation, router=path in router_paths)
+    return result
+
+
+def _constrain_path_parameters(operation: dict, *, router: bool) -> None:
+    """State what the URL patterns match (Django's `int`: digits, `str`: no slash; a DRF router's lookup:
+    no slash and no dot), so that the schema does not promise routes for `-1`, `a/b` or `a.b`."""
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") != "path":
+            continue
+        schema = parameter.setdefault("schema", {})
+        if schema.get("type") == "integer":
+            schema.setdefault("minimum", 0)
+            schema.setdefault("maximum", 2**63 - 1)  # beyond, webapp.core.middleware answers 404 for any id
+        elif schema.get("type", "string") == "string":
+            schema.setdefault("pattern", "^[^/.]+$" if router else "^[^/]+$")
