@@ -24,7 +24,9 @@ def test_worker_killed_mid_training_is_retried_or_failed_never_stuck(owner, api_
                                                                       tmp_path):
     project = two_taxonomy_project(owner, tmp_path, images=2)
     client = api_client_for(owner)
-    job_id = client.post(f"/api/projects/{project.pk}/train/", {"epochs": 3, "stages": ["sparse"]},
+    # Short epochs: long enough to be killed mid-run, short enough to finish on a busy machine once retried.
+    options = {"epochs": 8, "stages": ["sparse"], "samples_per_epoch": 256, "batch_size": 32}
+    job_id = client.post(f"/api/projects/{project.pk}/train/", options,
                          format="json").json()["id"]
     wait_for(lambda: Job.objects.get(pk=job_id).progress.get("stage") == "sparse", timeout=120,
              message="training to be under way")
