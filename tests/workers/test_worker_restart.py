@@ -71,12 +71,18 @@ def test_lost_jobs_are_ended_and_held_ones_are_not(owner, api_client_for, celery
 
 
 def test_cancelling_a_job_whose_worker_is_gone_ends_it_at_once(owner, api_client_for, celery_worker_process):
-    orphan = running_job(owner, seconds_silent=1)  # killed a second ago: not yet reaped
+    orphan = running_job(owner, seconds_silent=12)  # killed a moment ago: not yet reaped
     response = api_client_for(owner).post(f"/api/jobs/{orphan.pk}/cancel/")
     assert response.status_code == 200, response.content
     assert response.json()["state"] == "cancelled"
     orphan.refresh_from_db()
     assert orphan.state == "cancelled" and orphan.finished_at is not None
+
+    # One that reported a moment ago is being worked on (here, nowhere): the cancel is only requested.
+    reporting = running_job(owner, seconds_silent=1)
+    assert api_client_for(owner).post(f"/api/jobs/{reporting.pk}/cancel/").json()["state"] == "running"
+    reporting.refresh_from_db()
+    assert reporting.cancel_requested and reporting.state == "running"
 
 
 def test_whole_worker_killed_then_restarted_under_the_same_name(owner, api_client_for, celery_worker_process,

@@ -13,7 +13,17 @@ from datetime import timedelta
 # A job with a live worker reports progress at least every few seconds; a job silent for this long, and held
 # by no worker, was lost with its worker.
 LOST_AFTER = timedelta(seconds=30)
+# A cancel ends a job at once when no worker holds it and it has been silent this long: a job that reported
+# a moment ago is being worked on (possibly outside a worker, as an import run by a test or a command),
+# and takes the cancel at its next batch.
+CANCEL_AFTER = timedelta(seconds=10)
 REPLY_TIMEOUT_S = 2.0
+
+
+def silent_for(job, duration: timedelta) -> bool:
+    from django.utils import timezone
+
+    return job.heartbeat_at is None or job.heartbeat_at < timezone.now() - duration
 
 
 def held_task_ids(task_ids: list[str], timeout: float = REPLY_TIMEOUT_S) -> set[str] | None:

@@ -138,8 +138,8 @@ def do_fail_job(job_id: int, error: str) -> Job:
 def do_cancel_job(job: Job, *, actor=None) -> Job:
     """Ask a job to stop. A queued job is cancelled at once, and so is a running one whose worker is gone
     (nothing would ever act on the request); a running one with a live worker stops at its next batch."""
-    worker_gone = job.state == Job.State.RUNNING and job.celery_task_id in liveness.unheld_task_ids(
-        [job.celery_task_id])
+    worker_gone = (job.state == Job.State.RUNNING and liveness.silent_for(job, liveness.CANCEL_AFTER)
+                   and job.celery_task_id in liveness.unheld_task_ids([job.celery_task_id]))
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         if job.finished:
