@@ -113,8 +113,10 @@ def _raise_stop(signum, frame):
 def catch_stop_signals() -> None:
     # Without these handlers SIGTERM (a `timeout`, a service manager) and SIGHUP (a closed terminal) end
     # run.py at once, without its clean-up, and every process it started runs on as an orphan.
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGHUP, _raise_stop)
+    # A signal that was ignored when run.py started (SIGHUP under nohup) stays ignored: that was asked for.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _raise_stop)
 
 
 def _die_with_parent() -> None:

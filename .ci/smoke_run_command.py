@@ -98,6 +98,13 @@ def processes_under(root: Path) -> list[tuple[int, str]]:
     return found
 
 
+def as_from_a_terminal() -> None:
+    """In the child: the signal dispositions of a program started from a terminal. CI may run this script as
+    a background job or under nohup, whose ignored SIGINT or SIGHUP run.py would inherit and keep."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 class Stack:
     """One `python3 run.py` of the copy, with its log."""
 
@@ -111,7 +118,8 @@ class Stack:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "run.py", *args, "--port", str(self.port)], cwd=self.root,
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=as_from_a_terminal)
         self.wait_healthy(timeout)
 
     def wait_healthy(self, timeout: float) -> dict:

@@ -70,7 +70,8 @@ except (KeyboardInterrupt, r.Stop):
 finally:
     r.stop_all(processes, timeout=5)
 """)
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=_as_from_a_terminal)
     child = int(proc.stdout.readline())
     time.sleep(0.5)
     group = os.getpgid(child)
@@ -80,6 +81,12 @@ finally:
     left = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
             if _pgid(pid) == group and _state(pid) != "Z"]
     assert left == [], f"processes of the stopped group are still running: {left}"
+
+
+def _as_from_a_terminal() -> None:
+    # The suite may run as a background job or under nohup: SIGINT or SIGHUP ignored there would be inherited.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _pgid(pid: int) -> int | None:
@@ -95,3 +102,21 @@ def _state(pid: int) -> str:
             return stat.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+def test_a_signal_ignored_at_start_stays_ignored(run_py, tmp_path):
+    """nohup ignores SIGHUP so that closing the terminal leaves the program running: run.py keeps that."""
+    script = tmp_path / "nohup.py"
+    script.write_text(f"""
+import importlib.util, signal
+spec = importlib.util.spec_from_file_location("r", {str(ROOT / 'run.py')!r})
+r = importlib.util.module_from_spec(spec); spec.loader.exec_module(r)
+r.catch_stop_signals()
+print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is r._raise_stop)
+""")
+    ignoring = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)).stdout.split()
+    assert ignoring == ["True", "True"]
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
+                           preexec_fn=_as_from_a_terminal).stdout.split()
+    assert plain == ["False", "True"]
