@@ -11,5 +11,8 @@ app.conf.beat_schedule = {
     # nothing is stale (one query), so often: a lost job ends within a minute.
     "reap-lost-jobs": {"task": "workers.tasks.reap_lost_jobs", "schedule": 15.0,
                        "options": {"expires": 14.0}},
+    # What killed jobs left in the media folder (webapp.jobs.sweep).
+    "sweep-orphan-files": {"task": "workers.tasks.sweep_orphan_files", "schedule": 600.0,
+                           "options": {"expires": 590.0}},
 }
 app.autodiscover_tasks(["workers"])

@@ -60,6 +60,14 @@ def reap_lost_jobs() -> int:
     return len(operations.do_reap_lost_jobs())
 
 
+@shared_task(name="workers.tasks.sweep_orphan_files", ignore_result=True)
+def sweep_orphan_files() -> int:
+    """Periodic (beat): remove the folders that killed jobs left behind."""
+    from webapp.jobs.sweep import sweep_orphans
+
+    return len(sweep_orphans())
+
+
 @shared_task(name="workers.tasks.check_retrain")
 def check_retrain(project_id: int) -> int | None:
     """Periodic (django-celery-beat): retrain when enough new reviewed labels exist."""

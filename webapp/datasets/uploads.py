@@ -80,6 +80,9 @@ def run_import_job(job: Job, progress) -> dict:
     staging = Path(settings.MEDIA_ROOT) / params["staging"]
     try:
         if params.get("archive"):
+            # A retried job (its worker was killed) starts from the archive again, not from what the killed
+            # attempt had unpacked.
+            shutil.rmtree(staging / "extracted", ignore_errors=True)
             progress(0, "unpacking the archive")
             root = safe_extract(staging / "upload.zip", staging / "extracted", settings.MAX_UPLOAD_BYTES)
         else:

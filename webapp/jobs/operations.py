@@ -17,7 +17,7 @@ from django.utils import timezone
 from webapp.core import audit
 from webapp.core.api_errors import ServiceUnavailable
 
-from . import liveness
+from . import liveness, sweep
 from .errors import public_error
 from .models import Job
 
@@ -194,3 +194,6 @@ def _finish(job: Job, state: str) -> None:
     job.finished_at = timezone.now()
     job.save(update_fields=["state", "finished_at", "error", "result", "progress", "cancel_requested"])
     audit.record(f"job.{state}", target=job, error=job.error[:500] if job.error else "")
+    if state in (Job.State.FAILED, Job.State.CANCELLED):
+        # Its upload or inference folder is of no use now; after the commit, so a rollback keeps them.
+        transaction.on_commit(lambda: sweep.remove_job_folders(job))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import uuid
 from pathlib import Path
 
@@ -107,6 +108,15 @@ def infer(request, project_id: int):
     upload.is_valid(raise_exception=True)
     folder = Path(settings.MEDIA_ROOT) / "projects" / str(project.pk) / "inference" / uuid.uuid4().hex
     folder.mkdir(parents=True)
+    try:
+        job = _stage_and_enqueue_inference(request, project, version, upload, folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # refused (Redis down, a bad file): nothing is kept
+        raise
+    return _accepted(job, request)
+
+
+def _stage_and_enqueue_inference(request, project, version, upload, folder: Path) -> Job:
     names = {}
     # The user's file names become our file names only where they are plain ones (no separator, "..",
     # control character, or over 64 characters): no name can break a path.
@@ -121,9 +131,8 @@ def infer(request, project_id: int):
         with open(folder / names[field], "wb") as sink:
             for chunk in uploaded.chunks():
                 sink.write(chunk)
-    job = job_operations.do_enqueue_job(Job.Kind.INFER, actor=request.user, project=project, params={
+    return job_operations.do_enqueue_job(Job.Kind.INFER, actor=request.user, project=project, params={
         "model_version": version.pk, "folder": str(folder.relative_to(settings.MEDIA_ROOT)), **names})
-    return _accepted(job, request)
 
 
 @extend_schema(responses={(200, "application/octet-stream"): bytes, (200, "image/png"): bytes,

@@ -1,0 +1,121 @@
+"""Nothing that a killed or failed job wrote stays in the media folder (webapp.jobs.sweep)."""
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from webapp.datasets.models import Dataset
+from webapp.jobs import operations
+from webapp.jobs.models import Job
+from webapp.jobs.sweep import GRACE, sweep_orphans
+from webapp.projects.operations import do_create_project
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def media(settings, tmp_path) -> Path:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+    return settings.MEDIA_ROOT
+
+
+def folder(media: Path, relative: str, *, old: bool = True) -> str:
+    path = media / relative
+    path.mkdir(parents=True)
+    (path / "some-file").write_bytes(b"x" * 100)
+    if old:
+        stamp = time.time() - GRACE.total_seconds() - 60
+        os.utime(path, (stamp, stamp))
+    return relative
+
+
+def test_the_sweep_removes_exactly_what_nothing_refers_to(media, owner):
+    project = do_create_project("sweep", actor=owner)
+    p = project.pk
+    kept = [
+        folder(media, "staging/queued-upload"),
+        folder(media, f"projects/{p}/datasets/stored"),
+        folder(media, f"projects/{p}/inference/succeeded"),
+        folder(media, "staging/just-staged", old=False),  # its job row is about to be written
+    ]
+    orphans = [
+        folder(media, "staging/of-a-failed-import"),
+        folder(media, "staging/of-nothing"),
+        folder(media, f"projects/{p}/datasets/of-a-killed-import"),
+        folder(media, f"projects/{p}/inference/of-a-failed-inference"),
+        folder(media, "scratch/tmp-of-a-killed-training"),
+    ]
+    Job.objects.create(kind="import", state="queued", project=project, params={"staging": "staging/queued-upload"})
+    Job.objects.create(kind="import", state="failed", project=project,
+                       params={"staging": "staging/of-a-failed-import"})
+    Dataset.objects.create(project=project, name="d", format="seed", storage_dir=f"projects/{p}/datasets/stored")
+    Job.objects.create(kind="infer", state="succeeded", project=project,
+                       params={"folder": f"projects/{p}/inference/succeeded"})
+    Job.objects.create(kind="infer", state="failed", project=project,
+                       params={"folder": f"projects/{p}/inference/of-a-failed-inference"})
+
+    assert sorted(sweep_orphans()) == sorted(orphans)
+    assert all((media / relative).is_dir() for relative in kept)
+    assert not any((media / relative).exists() for relative in orphans)
+    assert sweep_orphans() == []
+
+
+def test_a_running_import_or_training_keeps_its_unreferenced_folders(media, owner):
+    project = do_create_project("busy", actor=owner)
+    importing = folder(media, f"projects/{project.pk}/datasets/rows-not-committed-yet")
+    scratch = folder(media, "scratch/tmp-of-a-running-training")
+    Job.objects.create(kind="import", state="running", project=project, params={"staging": "staging/x"})
+    Job.objects.create(kind="train", state="running", project=project)
+    assert sweep_orphans() == []
+    assert (media / importing).is_dir() and (media / scratch).is_dir()
+
+
+def test_a_failed_or_cancelled_job_removes_its_upload_at_once(media, owner, django_capture_on_commit_callbacks):
+    project = do_create_project("clean", actor=owner)
+    staged = folder(media, f"staging/{uuid.uuid4().hex}", old=False)
+    inputs = folder(media, f"projects/{project.pk}/inference/{uuid.uuid4().hex}", old=False)
+    outside = folder(media.parent, "not-media", old=False)  # a job's params never reach outside MEDIA_ROOT
+    lost = Job.objects.create(kind="import", state="running", project=project,
+                              params={"staging": staged, "folder": "../not-media"})
+    queued = Job.objects.create(kind="infer", state="queued", project=project, params={"folder": inputs})
+
+    with django_capture_on_commit_callbacks(execute=True):  # the removal waits for the commit
+        operations.do_fail_job(lost.pk, "the worker running this job stopped")
+        operations.do_cancel_job(queued)
+    assert not (media / staged).exists() and not (media / inputs).exists()
+    assert (media.parent / outside).is_dir()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_inference_refused_without_redis_keeps_no_file(media, owner, api_client_for, tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from workers.celery import app
+    from webapp.training.models import ModelVersion
+
+    project = do_create_project("no redis", actor=owner)
+    ModelVersion.objects.create(project=project, number=1, checkpoint_file="x.pt", is_active=True,
+                                data_snapshot_at="2026-01-01T00:00:00Z", label_sets=[])
+    png, npy = io.BytesIO(), io.BytesIO()
+    PILImage.fromarray(np.zeros((16, 16, 3), np.uint8)).save(png, format="PNG")
+    np.save(npy, np.zeros((16, 16), np.int32))
+    png.name, npy.name = "tile.png", "tile.npy"
+    png.seek(0), npy.seek(0)
+    original = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:1/0"  # a real connection attempt to a closed port
+    try:
+        response = api_client_for(owner).post(f"/api/projects/{project.pk}/infer/", {"image": png, "mask": npy},
+                                              format="multipart")
+    finally:
+        app.conf.broker_url = original
+    assert response.status_code == 503 and "Redis" in response.json()["detail"]
+    assert not Job.objects.exists()
+    assert [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()] == []
