@@ -19,7 +19,7 @@ import pytest
 from PIL import Image as PILImage
 
 from tests.conftest import ROOT, subprocess_env
-from tests.webapp.dataset_helpers import staging_leftovers, upload, zip_entries
+from tests.webapp.dataset_helpers import media_files, staging_leftovers, upload, zip_entries
 from tests.webapp.test_dataset_import_errors import assert_nothing_left, npy_bytes, png_bytes
 from webapp.datasets.models import Dataset, Label, Nucleus
 from webapp.jobs import operations as job_operations
@@ -131,7 +131,6 @@ def pannuke_bomb() -> dict[str, bytes]:
 @pytest.fixture
 def project(owner):
     project = do_create_project("bombs", actor=owner)
-    from tests.webapp.dataset_helpers import media_files
     project.files_before = media_files()
     return project
 

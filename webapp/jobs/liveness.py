@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.utils import timezone
+
 # A job with a live worker reports progress at least every few seconds; a job silent for this long, and held
 # by no worker, was lost with its worker.
 LOST_AFTER = timedelta(seconds=30)
@@ -21,8 +23,6 @@ REPLY_TIMEOUT_S = 2.0
 
 
 def silent_for(job, duration: timedelta) -> bool:
-    from django.utils import timezone
-
     return job.heartbeat_at is None or job.heartbeat_at < timezone.now() - duration
 
 
