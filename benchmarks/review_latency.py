@@ -335,22 +335,27 @@ def measure(repeat: int) -> None:
                            version=ModelVersion.objects.get(project=project, is_active=True))
     from django.db import transaction
 
+    from webapp.core import sql
     from webapp.review.models import ReviewLease, ReviewSkip
-    from webapp.review.queue import Prediction, _anti_joins, _lock, queue_frontier
+    from webapp.review.queue import Prediction, free_conditions, queue_frontier
 
-    base = Prediction.objects.filter(model_version_id=spec.version.pk, label_set_id=spec.label_set.pk).filter(
-        *_anti_joins(spec, "nucleus_id", timezone.now()))
+    now = timezone.now()
+    free, free_params = free_conditions(spec, "p.nucleus_id", now)
     frontier = queue_frontier(spec)
     touched = sorted(set(ReviewLease.objects.filter(label_set=spec.label_set, decided=False)
                          .values_list("nucleus_id", flat=True))
                      | set(ReviewSkip.objects.filter(label_set=spec.label_set).values_list("nucleus_id", flat=True)))
     plans = []
-    for name, rows in (("touched nuclei above the frontier", base.filter(nucleus_id__in=touched, entropy__gt=frontier)),
-                       ("scan down from the frontier", base.filter(entropy__lte=frontier))):
-        rows = _lock(rows.order_by("-entropy", "-id")).values_list("nucleus_id", flat=True)[:8]
+    for name, extra, extra_params in (
+            ("touched nuclei above the frontier",
+             f" AND p.nucleus_id IN ({', '.join(['%s'] * len(touched)) or 'NULL'}) AND p.entropy > %s", [*touched, frontier]),
+            ("scan down from the frontier", " AND p.entropy <= %s", [frontier])):
+        statement = (f"SELECT p.nucleus_id FROM {sql.table(Prediction)} p WHERE p.model_version_id = %s "
+                     f"AND p.label_set_id = %s AND {free}{extra} ORDER BY p.entropy DESC, p.id DESC LIMIT 8"
+                     + sql.lock_clause(of="p", no_key=True, skip_locked=True))
         with transaction.atomic(), connection.cursor() as cursor:
-            sql, params = rows.query.sql_with_params()
-            cursor.execute(f"EXPLAIN ANALYZE {sql}", params)
+            cursor.execute(f"EXPLAIN ANALYZE {statement}",
+                           [spec.version.pk, spec.label_set.pk, *free_params, *extra_params])
             plans.append(f"-- {name} ({len(touched)} touched nuclei):\n" + "\n".join(r[0] for r in cursor.fetchall()))
     plan = "\n\n".join(plans)
     print("\nPlans of the queue queries (entropy, beta):\n" + plan + "\n", flush=True)

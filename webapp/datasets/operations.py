@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from webapp.core import audit
 
@@ -19,25 +19,50 @@ class StaleLabel(Exception):
 
 def do_record_label(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, author,
                     source: str = LabelSource.REVIEW, expected_label_id: int | None | str = "any",
-                    client_id: str = "", model_version_id: int | None = None) -> Label:
+                    client_id: str = "", model_version_id: int | None = None,
+                    class_count: int | None = None) -> Label:
     """Append a label; ``expected_label_id`` (the current label the client saw, None for none) guards
-    against lost updates, and a repeated ``client_id`` returns the row it already created."""
-    if not 0 <= class_index < label_set.classes.count():
+    against lost updates. A ``client_id`` that was used before violates its unique constraint
+    (IntegrityError): the caller answers with the row it names (see webapp.review.operations.do_decide).
+
+    Four statements, no savepoint: the review queue saves a decision on every key press, so this is
+    the hottest write of the application. ``class_count`` (the label set's number of classes, when the
+    caller has it at hand) saves a query.
+    """
+    if class_count is None:
+        class_count = label_set.classes.count()
+    if not 0 <= class_index < class_count:
         raise ValueError(f"class index {class_index} is outside label set {label_set.name!r}")
-    with transaction.atomic():
-        if client_id:
-            existing = Label.objects.filter(client_id=client_id).first()
-            if existing is not None:
-                return existing
-        current = (CurrentLabel.objects.select_for_update().filter(nucleus=nucleus, label_set=label_set).first())
-        if expected_label_id != "any" and (current.label_id if current else None) != expected_label_id:
-            raise StaleLabel(current)
+    # No savepoint of its own: an error here ends the caller's transaction, which re-raises anyway.
+    with transaction.atomic(savepoint=False):
+        current = (CurrentLabel.objects.select_for_update().filter(nucleus_id=nucleus.pk, label_set_id=label_set.pk)
+                   .values_list("id", "label_id", "class_index").first())
+        current_id, current_label_id, current_class = current or (None, None, None)
+        if expected_label_id != "any" and current_label_id != expected_label_id:
+            raise StaleLabel(_current_row(nucleus.pk, label_set.pk))
         label = Label.objects.create(nucleus=nucleus, label_set=label_set, class_index=class_index, source=source,
-                                     author=author, previous_id=current.label_id if current else None,
-                                     client_id=client_id, model_version_id=model_version_id)
-        CurrentLabel.objects.update_or_create(nucleus=nucleus, label_set=label_set, defaults={
-            "label": label, "class_index": class_index, "source": source})
+                                     author=author, previous_id=current_label_id, client_id=client_id,
+                                     model_version_id=model_version_id)
+        if current_id is not None:  # locked above: nobody moves it meanwhile
+            CurrentLabel.objects.filter(pk=current_id).update(label=label, class_index=class_index, source=source)
+        elif not _insert_current(nucleus.pk, label_set.pk, label.pk, class_index, source):
+            # Someone recorded the first label of this nucleus since we looked (there was no row to lock).
+            raise StaleLabel(_current_row(nucleus.pk, label_set.pk))
         audit.record("label.recorded", actor=author, target=nucleus, label_set=label_set.name,
-                     class_index=class_index, source=source,
-                     previous=current.class_index if current else None)
+                     class_index=class_index, source=source, previous=current_class)
     return label
+
+
+def _current_row(nucleus_id: int, label_set_id: int) -> CurrentLabel | None:
+    return CurrentLabel.objects.filter(nucleus_id=nucleus_id, label_set_id=label_set_id).first()
+
+
+def _insert_current(nucleus_id: int, label_set_id: int, label_id: int, class_index: int, source: str) -> bool:
+    """The nucleus's first current label; False when another transaction inserted one first (the
+    unique constraint decides, without an error that would end the transaction)."""
+    table = connection.ops.quote_name(CurrentLabel._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {table} (nucleus_id, label_set_id, label_id, class_index, source) "
+                       f"VALUES (%s, %s, %s, %s, %s) ON CONFLICT (nucleus_id, label_set_id) DO NOTHING RETURNING id",
+                       [nucleus_id, label_set_id, label_id, class_index, source])
+        return cursor.fetchone() is not None

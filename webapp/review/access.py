@@ -7,11 +7,11 @@ Non-members get 404 (a project's existence is private), members with too low a r
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import OuterRef, Subquery
 from django.http import Http404
 
+from webapp.core import sql
 from webapp.datasets.models import Image, LabelClass, LabelSet, Nucleus
-from webapp.projects.models import Membership, Project, Role
+from webapp.projects.models import ROLE_RANK, Membership, Project, Role
 
 
 class UnknownName(ValueError):
@@ -20,36 +20,38 @@ class UnknownName(ValueError):
 
 def project_for(user, project_id: int, role: str = Role.VIEWER) -> Project:
     """Like :func:`webapp.projects.access.get_project_for` (404 outsider, 403 too low a role, the
-    same messages) in one query: the hot paths of the review queue call it on every request."""
-    membership = None
+    same messages) in one plain statement: the hot paths of the review queue call it on every request."""
+    project = None
     if user.is_authenticated:
-        membership = Membership.objects.select_related("project").filter(project_id=project_id, user=user).first()
-    if membership is None:
+        project = sql.first(Project.objects.raw(
+            f"SELECT p.*, m.role AS member_role FROM {sql.table(Project)} p "
+            f"JOIN {sql.table(Membership)} m ON m.project_id = p.id WHERE p.id = %s AND m.user_id = %s",
+            [project_id, user.pk]))
+    if project is None:
         raise Http404("No such project, or you are not a member of it.")
-    project = membership.project
-    if not membership.allows(role):
+    if ROLE_RANK[project.member_role] < ROLE_RANK[role]:
         raise PermissionDenied(f"This needs the {Role(role).label.lower()} role in project "
-                               f"{project.name!r}; you are a {Role(membership.role).label.lower()}.")
-    project.role = membership.role
+                               f"{project.name!r}; you are a {Role(project.member_role).label.lower()}.")
+    project.role = project.member_role
     return project
 
 
 def nucleus_for(user, nucleus_id: int, role: str = Role.VIEWER, project_id: int | None = None) -> tuple[Project, Nucleus]:
-    """The nucleus (with its image and dataset) and its project, with the user's role checked; one
-    query (the role comes along as a subquery)."""
+    """The nucleus and its project, with the user's role checked; one plain statement. ``nucleus.image``
+    is loaded when first used (the hot paths use only the nucleus)."""
     missing = Http404("No such nucleus, or you are not a member of its project.")
     if not user.is_authenticated:
         raise missing
-    role_of_user = Membership.objects.filter(project_id=OuterRef("image__project_id"), user=user).values("role")[:1]
-    nucleus = (Nucleus.objects.select_related("image", "image__dataset").annotate(member_role=Subquery(role_of_user))
-               .filter(pk=nucleus_id).first())
-    if nucleus is None or nucleus.member_role is None or (project_id is not None
-                                                          and nucleus.image.project_id != project_id):
+    nucleus = sql.first(Nucleus.objects.raw(
+        f"SELECT n.*, i.project_id AS project_id, m.role AS member_role FROM {sql.table(Nucleus)} n "
+        f"JOIN {sql.table(Image)} i ON i.id = n.image_id "
+        f"JOIN {sql.table(Membership)} m ON m.project_id = i.project_id AND m.user_id = %s WHERE n.id = %s",
+        [user.pk, nucleus_id]))
+    if nucleus is None or (project_id is not None and nucleus.project_id != project_id):
         raise missing
-    membership = Membership(project_id=nucleus.image.project_id, user=user, role=nucleus.member_role)
-    if not membership.allows(role):
-        project_for(user, nucleus.image.project_id, role)  # raises PermissionDenied with the usual message
-    project = Project(pk=nucleus.image.project_id)
+    if ROLE_RANK[nucleus.member_role] < ROLE_RANK[role]:
+        project_for(user, nucleus.project_id, role)  # raises PermissionDenied with the usual message
+    project = Project(pk=nucleus.project_id)
     project.role = nucleus.member_role
     return project, nucleus
 
@@ -79,20 +81,26 @@ def label_set_named(project: Project, name: str | None, *, default_first: bool =
 
 
 def label_set_and_version(project: Project, name: str | None, *, default_first: bool = False):
-    """The named label set and the project's active model version (or None), in one query."""
+    """The named label set (or with ``default_first`` the project's first) and the project's active
+    model version (or None), in one plain statement."""
     from webapp.training.models import ModelVersion
 
-    active = ModelVersion.objects.filter(project_id=project.pk, is_active=True)
-    rows = LabelSet.objects.filter(project_id=project.pk).annotate(
-        active_version_id=Subquery(active.values("pk")[:1]), active_version_number=Subquery(active.values("number")[:1]),
-        active_version_created=Subquery(active.values("created_at")[:1]))
-    label_set = rows.filter(name=name).first() if name else (rows.order_by("id").first() if default_first else None)
+    if not name and not default_first:
+        label_set_named(project, name)  # raises UnknownName with the choices
+    which = "ls.name = %s" if name else "1 = 1"
+    label_set = sql.first(LabelSet.objects.raw(
+        f"SELECT ls.*, v.id AS active_version_id, v.number AS active_version_number, "
+        f"v.created_at AS active_version_created FROM {sql.table(LabelSet)} ls "
+        f"LEFT JOIN {sql.table(ModelVersion)} v ON v.project_id = ls.project_id AND v.is_active "
+        f"WHERE ls.project_id = %s AND {which} ORDER BY ls.id LIMIT 1",
+        [project.pk, name] if name else [project.pk]))
     if label_set is None:
         label_set_named(project, name, default_first=default_first)  # raises UnknownName with the choices
     version = None
     if label_set.active_version_id is not None:
         version = ModelVersion(pk=label_set.active_version_id, number=label_set.active_version_number,
-                               project_id=project.pk, is_active=True, created_at=label_set.active_version_created)
+                               project_id=project.pk, is_active=True,
+                               created_at=sql.datetime_value(label_set.active_version_created))
     return label_set, version
 
 

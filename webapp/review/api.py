@@ -199,7 +199,8 @@ def nucleus_labels(request, nucleus_id: int):
     try:
         decision = operations.do_decide(nucleus, label_set, class_index, user=request.user,
                                         expected_label_id=data["version"], client_id=data["client_id"],
-                                        version=version, second_opinion=data["second_opinion"])
+                                        version=version, second_opinion=data["second_opinion"],
+                                        class_count=len(classes))
     except StaleLabel as exc:
         raise _conflict(exc, label_set) from None
     except operations.AlreadyDecided as exc:
@@ -390,7 +391,7 @@ def bulk(request, project_id: int):
             class_index = class_index_for(label_set, item.get("class_name"), item.get("class_index"), classes)
             decision = operations.do_decide(nucleus, label_set, class_index, user=request.user,
                                             expected_label_id=item["version"], client_id=item["client_id"],
-                                            version=version)
+                                            version=version, class_count=len(classes))
             label, created = decision.label, decision.created
         except UnknownName as exc:
             results.append({"nucleus": nucleus.pk, "status": 400, "detail": str(exc)})

@@ -211,7 +211,8 @@ def _mark_decided(nucleus: Nucleus, label_set: LabelSet, user, now, *, second_op
 
 
 def do_decide(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, user, expected_label_id,
-              client_id: str = "", version: ModelVersion | None = None, second_opinion: bool = False) -> Decision:
+              client_id: str = "", version: ModelVersion | None = None, second_opinion: bool = False,
+              class_count: int | None = None) -> Decision:
     """Record a reviewer's class for a nucleus and end the lease on it. A replayed ``client_id``
     answers with the row it created the first time (``created`` False).
 
@@ -219,9 +220,6 @@ def do_decide(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, user, 
     :class:`AlreadyDecided` when another reviewer decided the nucleus already, unless
     ``second_opinion`` (a reviewer asked for labelled nuclei too, for the agreement figures).
     """
-    existing = _existing_for_client_id(client_id, nucleus, label_set, user)
-    if existing is not None:
-        return Decision(existing, False)
     model_version_id, predicted = predicted_by(version, nucleus, label_set)
     try:
         with transaction.atomic():
@@ -231,9 +229,10 @@ def do_decide(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, user, 
                 raise AlreadyDecided(queue.current_label(nucleus.pk, label_set))
             label = do_record_label(nucleus, label_set, class_index, author=user, source=LabelSource.REVIEW,
                                     expected_label_id=expected_label_id, client_id=client_id,
-                                    model_version_id=model_version_id)
+                                    model_version_id=model_version_id, class_count=class_count)
     except (StaleLabel, IntegrityError, AlreadyDecided):
-        # The same request may have been sent twice at once: the first one's row is the answer.
+        # A replay (the client sent it again, or twice at once) ends here, on the version check or on
+        # the unique client_id, rather than costing every save a lookup first: its first row is the answer.
         existing = _existing_for_client_id(client_id, nucleus, label_set, user)
         if existing is not None:
             return Decision(existing, False)

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection
-from django.db.models import Exists, OuterRef, Sum, Value
+from django.contrib.auth import get_user_model
+from django.db.models import Exists, OuterRef, Sum
 from django.urls import reverse
 from django.utils import timezone
 
+from webapp.core import sql
 from webapp.datasets.models import CurrentLabel, Dataset, Image, Label, LabelClass, LabelSet, LabelSource, Nucleus
 from webapp.projects.models import Project
 from webapp.training.models import ModelVersion, Prediction
@@ -69,35 +71,41 @@ class QueueSpec:
 
 # ------------------------------------------------------------------------------------- candidates
 
-def _anti_joins(spec: QueueSpec, ref: str, now, *, with_skips: bool = True, with_leases: bool = True) -> list:
-    """``NOT EXISTS`` conditions, each a unique-index lookup per candidate row."""
-    conditions = []
+def _dt(value):
+    """A timestamp as the database compares it (SQLite compares text in Django's storage format)."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def free_conditions(spec: QueueSpec, ref: str, now, *, with_skips: bool = True) -> tuple[str, list]:
+    """The SQL conditions (and their parameters) that make the nucleus ``ref`` free for this reviewer:
+    ``NOT EXISTS`` anti-joins, each a unique-index lookup per candidate row, on its human label (or,
+    with ``include_labelled``, this reviewer's own review), a running lease and, with ``with_skips``,
+    their recent skip; then the ids the client asked to exclude."""
+    label_set, user = spec.label_set.pk, spec.user.pk
     if spec.include_labelled:
         # Offer labelled nuclei too (second opinions), but never one this reviewer already reviewed.
-        conditions.append(~Exists(Label.objects.filter(nucleus_id=OuterRef(ref), label_set_id=spec.label_set.pk,
-                                                        author_id=spec.user.pk, source=LabelSource.REVIEW)))
+        conditions = [f"NOT EXISTS (SELECT 1 FROM {sql.table(Label)} l WHERE l.nucleus_id = {ref} "
+                      f"AND l.label_set_id = %s AND l.author_id = %s AND l.source = %s)"]
+        params = [label_set, user, LabelSource.REVIEW.value]
     else:
-        conditions.append(~Exists(CurrentLabel.objects.filter(nucleus_id=OuterRef(ref), label_set_id=spec.label_set.pk,
-                                                              source__in=HUMAN_SOURCES)))
-    if with_leases:
-        conditions.append(~Exists(ReviewLease.objects.filter(nucleus_id=OuterRef(ref), label_set_id=spec.label_set.pk,
-                                                             expires_at__gt=now)))
+        conditions = [f"NOT EXISTS (SELECT 1 FROM {sql.table(CurrentLabel)} c WHERE c.nucleus_id = {ref} "
+                      f"AND c.label_set_id = %s AND c.source IN (%s, %s))"]
+        params = [label_set, *(source.value for source in HUMAN_SOURCES)]
+    conditions.append(f"NOT EXISTS (SELECT 1 FROM {sql.table(ReviewLease)} r WHERE r.nucleus_id = {ref} "
+                      f"AND r.label_set_id = %s AND r.expires_at > %s)")
+    params += [label_set, _dt(now)]
     if with_skips:
-        conditions.append(~Exists(ReviewSkip.objects.filter(nucleus_id=OuterRef(ref), label_set_id=spec.label_set.pk,
-                                                            user_id=spec.user.pk, skipped_at__gt=now - SKIP_COOLDOWN)))
-    return conditions
+        conditions.append(f"NOT EXISTS (SELECT 1 FROM {sql.table(ReviewSkip)} s WHERE s.nucleus_id = {ref} "
+                          f"AND s.label_set_id = %s AND s.user_id = %s AND s.skipped_at > %s)")
+        params += [label_set, user, _dt(now - SKIP_COOLDOWN)]
+    if spec.exclude:
+        conditions.append(f"{ref} NOT IN ({', '.join(['%s'] * len(spec.exclude))})")
+        params += list(spec.exclude)
+    return " AND ".join(conditions), params
 
 
-def _lock(queryset, skip_locked: bool = True):
-    """``FOR NO KEY UPDATE SKIP LOCKED`` on PostgreSQL: concurrent claimers pass over each other's
-    candidates instead of queueing behind them (SQLite serialises writers anyway). With
-    ``skip_locked=False`` a plain query: every free row, those other claimers are looking at included."""
-    if skip_locked and connection.features.has_select_for_update_skip_locked:
-        kwargs = {"skip_locked": True, "of": ("self",)}
-        if connection.vendor == "postgresql":
-            kwargs["no_key"] = True   # does not block inserts of labels that reference the row
-        return queryset.select_for_update(**kwargs)
-    return queryset
+def _ids(statement: str, params: list) -> list[int]:
+    return [row[0] for row in sql.fetch_all(statement, params)]
 
 
 # ---- the frontier of a queue
@@ -171,22 +179,19 @@ def forget_frontiers(label_set_id: int) -> None:
 
 def touched_and_free(spec: QueueSpec, now, *, with_skips: bool = True) -> set[int]:
     """Touched nuclei of the label set that may be free for this reviewer: no lease running, and not
-    skipped by them lately (one query; whether they got a human label meanwhile the candidate query
-    checks)."""
+    skipped by them lately (one statement; whether they got a human label meanwhile the candidate
+    query checks)."""
     # Decided rows are reviewed, not touched: without this the list would grow with every decision.
-    leases = (ReviewLease.objects.filter(label_set_id=spec.label_set.pk, decided=False)
-              .annotate(kind=Value("lease")).values_list("nucleus_id", "user_id", "expires_at", "kind"))
-    skips = (ReviewSkip.objects.filter(label_set_id=spec.label_set.pk)
-             .annotate(kind=Value("skip")).values_list("nucleus_id", "user_id", "skipped_at", "kind"))
-    touched: set[int] = set()
-    blocked: set[int] = set()
-    recent = now - SKIP_COOLDOWN
-    for nucleus_id, user_id, when, kind in leases.union(skips, all=True):
-        touched.add(nucleus_id)
-        if kind == "lease" and when > now:
-            blocked.add(nucleus_id)
-        elif kind == "skip" and with_skips and user_id == spec.user.pk and when > recent:
-            blocked.add(nucleus_id)
+    skip_blocks = "s.user_id = %s AND s.skipped_at > %s" if with_skips else "1 = 0"
+    rows = sql.fetch_all(
+        f"SELECT r.nucleus_id, CASE WHEN r.expires_at > %s THEN 1 ELSE 0 END FROM {sql.table(ReviewLease)} r "
+        f"WHERE r.label_set_id = %s AND NOT r.decided "
+        f"UNION ALL SELECT s.nucleus_id, CASE WHEN {skip_blocks} THEN 1 ELSE 0 END FROM {sql.table(ReviewSkip)} s "
+        f"WHERE s.label_set_id = %s",
+        [_dt(now), spec.label_set.pk, *([spec.user.pk, _dt(now - SKIP_COOLDOWN)] if with_skips else []),
+         spec.label_set.pk])
+    touched = {nucleus_id for nucleus_id, _ in rows}
+    blocked = {nucleus_id for nucleus_id, blocks in rows if blocks}
     return touched - blocked
 
 
@@ -196,33 +201,39 @@ def prediction_candidates(spec: QueueSpec, now, *, with_skips: bool = True, limi
     free again (released, expired, skipped long enough ago), then a scan down from the frontier."""
     if spec.version is None:
         return []
-    order = STRATEGIES[spec.strategy][1]   # always descending: "-score"
-    field = order.lstrip("-")
-    rows = (Prediction.objects.filter(model_version_id=spec.version.pk, label_set_id=spec.label_set.pk)
-            .filter(*_anti_joins(spec, "nucleus_id", now, with_skips=with_skips)))
-    if spec.exclude:
-        rows = rows.exclude(nucleus_id__in=spec.exclude)
+    field = STRATEGIES[spec.strategy][1].lstrip("-")   # a fixed column name: the ranking, always descending
+    free, free_params = free_conditions(spec, "p.nucleus_id", now, with_skips=with_skips)
+    lock = sql.lock_clause(of="p", no_key=True, skip_locked=True) if skip_locked else ""
+
+    def scan(extra: str, extra_params: list, n: int) -> list[int]:
+        return _ids(f"SELECT p.nucleus_id FROM {sql.table(Prediction)} p WHERE p.model_version_id = %s "
+                    f"AND p.label_set_id = %s AND {free}{extra} ORDER BY p.{field} DESC, p.id DESC LIMIT %s{lock}",
+                    [spec.version.pk, spec.label_set.pk, *free_params, *extra_params, n])
+
     frontier = queue_frontier(spec)
-    free_again = touched_and_free(spec, now, with_skips=with_skips)
+    free_again = sorted(touched_and_free(spec, now, with_skips=with_skips))
     found: list[int] = []
     if free_again:
-        above = rows.filter(nucleus_id__in=sorted(free_again))
+        extra = f" AND p.nucleus_id IN ({', '.join(['%s'] * len(free_again))})"
+        extra_params = list(free_again)
         if frontier is not _EMPTY:
-            above = above.filter(**{f"{field}__gt": frontier})
-        found = list(_lock(above.order_by(order, "-id"), skip_locked).values_list("nucleus_id", flat=True)[:limit])
+            extra += f" AND p.{field} > %s"
+            extra_params.append(frontier)
+        found = scan(extra, extra_params, limit)
     if len(found) < limit and frontier is not _EMPTY:
-        below = rows.filter(**{f"{field}__lte": frontier}).order_by(order, "-id")
-        found += list(_lock(below, skip_locked).values_list("nucleus_id", flat=True)[:limit - len(found)])
+        found += scan(f" AND p.{field} <= %s", [frontier], limit - len(found))
     return found
 
 
 def project_nucleus_bounds(project: Project) -> tuple[int, int] | None:
     """The smallest and largest nucleus id of the project (two ``LIMIT 1`` primary-key scans)."""
-    nuclei = Nucleus.objects.filter(image__project_id=project.pk)
-    low = nuclei.order_by("id").values_list("id", flat=True).first()
-    if low is None:
-        return None
-    return low, nuclei.order_by("-id").values_list("id", flat=True).first()
+    def end(direction: str) -> int | None:
+        row = sql.fetch_one(f"SELECT n.id FROM {sql.table(Nucleus)} n JOIN {sql.table(Image)} i ON i.id = n.image_id "
+                            f"WHERE i.project_id = %s ORDER BY n.id {direction} LIMIT 1", [project.pk])
+        return row[0] if row else None
+
+    low = end("ASC")
+    return None if low is None else (low, end("DESC"))
 
 
 RANDOM_WINDOWS = 12  # random id windows tried before a full scan
@@ -242,22 +253,25 @@ def random_candidates(spec: QueueSpec, now, *, with_skips: bool = True, limit: i
         return []
     low, high = bounds
     rng = rng or random
-    rows = Nucleus.objects.filter(image__project_id=spec.project.pk).filter(
-        *_anti_joins(spec, "id", now, with_skips=with_skips))
-    if spec.exclude:
-        rows = rows.exclude(id__in=spec.exclude)
+    free, free_params = free_conditions(spec, "n.id", now, with_skips=with_skips)
+    lock = sql.lock_clause(of="n", no_key=True, skip_locked=True) if skip_locked else ""
+
+    def scan(where: str, where_params: list, n: int) -> list[int]:
+        return _ids(f"SELECT n.id FROM {sql.table(Nucleus)} n JOIN {sql.table(Image)} i ON i.id = n.image_id "
+                    f"WHERE i.project_id = %s AND {free} AND {where} ORDER BY n.id LIMIT %s{lock}",
+                    [spec.project.pk, *free_params, *where_params, n])
+
     window = max(1000, (high - low + 1) // 1000)
     if high - low + 1 > 2 * window:
         for _ in range(RANDOM_WINDOWS):
             start = rng.randint(low, high)
-            found = list(_lock(rows.filter(id__gte=start, id__lt=start + window).order_by("id"), skip_locked)
-                         .values_list("id", flat=True)[:limit])
+            found = scan("n.id >= %s AND n.id < %s", [start, start + window], limit)
             if found:
                 return found
     pivot = rng.randint(low, high)
-    found = list(_lock(rows.filter(id__gte=pivot).order_by("id"), skip_locked).values_list("id", flat=True)[:limit])
+    found = scan("n.id >= %s", [pivot], limit)
     if len(found) < limit:  # wrap round
-        found += list(_lock(rows.filter(id__lt=pivot).order_by("id"), skip_locked).values_list("id", flat=True)[:limit - len(found)])
+        found += scan("n.id < %s", [pivot], limit - len(found))
     return found
 
 
@@ -270,12 +284,15 @@ def candidates(spec: QueueSpec, now, *, with_skips: bool = True, skip_locked: bo
 def held_lease(spec: QueueSpec, now) -> ReviewLease | None:
     """The reviewer's own unexpired lease in this label set (the item they were shown last); one on a
     decided nucleus only when asking for second opinions."""
-    leases = ReviewLease.objects.filter(user_id=spec.user.pk, label_set_id=spec.label_set.pk, expires_at__gt=now)
+    where, params = ["user_id = %s", "label_set_id = %s", "expires_at > %s"], [spec.user.pk, spec.label_set.pk, _dt(now)]
     if not spec.include_labelled:
-        leases = leases.filter(decided=False)
+        where.append("NOT decided")
     if spec.exclude:
-        leases = leases.exclude(nucleus_id__in=spec.exclude)
-    return leases.order_by("-claimed_at", "-id").first()
+        where.append(f"nucleus_id NOT IN ({', '.join(['%s'] * len(spec.exclude))})")
+        params += list(spec.exclude)
+    return sql.first(ReviewLease.objects.raw(
+        f"SELECT * FROM {sql.table(ReviewLease)} WHERE {' AND '.join(where)} ORDER BY claimed_at DESC, id DESC LIMIT 1",
+        params))
 
 
 _totals: dict[tuple, tuple[float, int]] = {}
@@ -395,6 +412,10 @@ def current_label(nucleus_id: int, label_set: LabelSet) -> CurrentLabel | None:
             .filter(nucleus_id=nucleus_id, label_set_id=label_set.pk).first())
 
 
+PREDICTION_COLUMNS = ("class_index", "probability", "base_probs", "mlp_probs", "least_confidence", "margin",
+                      "entropy", "disagreement")
+
+
 def item_payload(nucleus: Nucleus, label_set: LabelSet, version: ModelVersion | None, *,
                  classes: list[dict] | None = None, lease: ReviewLease | None = None) -> dict:
     """Everything the review page shows for one nucleus: its tissue region, outline, neighbours in
@@ -404,30 +425,32 @@ def item_payload(nucleus: Nucleus, label_set: LabelSet, version: ModelVersion | 
     region = region_around(nucleus.x0, nucleus.y0, nucleus.x1, nucleus.y1, nucleus.centroid_x, nucleus.centroid_y,
                            image.width, image.height)
     rx0, ry0, rx1, ry1 = region
-    neighbour_rows = list(Nucleus.objects.filter(image_id=image.pk, x1__gt=rx0, x0__lt=rx1, y1__gt=ry0, y0__lt=ry1)
-                          .exclude(pk=nucleus.pk).order_by().values_list("id", "outline"))
-    ids = [pk for pk, _ in neighbour_rows] + [nucleus.pk]
-    # One query for the current labels of the nucleus and its neighbours, one for their predictions.
-    currents = {row[0]: row for row in CurrentLabel.objects.filter(nucleus_id__in=ids, label_set_id=label_set.pk)
-                .values_list("nucleus_id", "class_index", "source", "label_id", "label__author__username",
-                             "label__created_at")}
-    predictions = {}
-    if version is not None:
-        predictions = {p.nucleus_id: p for p in Prediction.objects.filter(
-            model_version_id=version.pk, label_set_id=label_set.pk, nucleus_id__in=ids)}
-    current_dict = None
-    if nucleus.pk in currents:
-        _, cls, source, label_id, author, created = currents[nucleus.pk]
-        current_dict = {"version": label_id, "class_index": cls, "class_name": class_name_of(classes, cls),
-                        "source": source, "author": author, "created_at": created}
-    neighbours = []
-    for pk, outline in neighbour_rows:
-        row = currents.get(pk)
-        predicted = predictions.get(pk)
-        neighbours.append({"id": pk, "outline": outline, "class_index": row[1] if row else None,
-                           "source": row[2] if row else None,
-                           "predicted_class": predicted.class_index if predicted else None})
-    prediction = predictions.get(nucleus.pk)
+    # One statement: the nucleus and its neighbours in the region, each with its current label and the
+    # active version's prediction (in full for the nucleus itself, the class only for the neighbours).
+    user_model = get_user_model()
+    rows = sql.fetch_all(
+        f"SELECT n.id, n.outline, c.class_index, c.source, c.label_id, u.{user_model.USERNAME_FIELD}, l.created_at, "
+        + ", ".join(f"p.{column}" for column in PREDICTION_COLUMNS) +
+        f" FROM {sql.table(Nucleus)} n "
+        f"LEFT JOIN {sql.table(CurrentLabel)} c ON c.nucleus_id = n.id AND c.label_set_id = %s "
+        f"LEFT JOIN {sql.table(Label)} l ON l.id = c.label_id "
+        f"LEFT JOIN {sql.table(user_model)} u ON u.id = l.author_id "
+        f"LEFT JOIN {sql.table(Prediction)} p ON p.nucleus_id = n.id AND p.label_set_id = %s AND p.model_version_id = %s "
+        f"WHERE n.image_id = %s AND n.x1 > %s AND n.x0 < %s AND n.y1 > %s AND n.y0 < %s",
+        [label_set.pk, label_set.pk, version.pk if version else None, image.pk, rx0, rx1, ry0, ry1])
+    neighbours, current_dict, prediction = [], None, None
+    for pk, outline, cls, source, label_id, author, created, *predicted in rows:
+        if pk != nucleus.pk:
+            neighbours.append({"id": pk, "outline": sql.json_value(outline), "class_index": cls, "source": source,
+                               "predicted_class": predicted[0]})
+            continue
+        if label_id is not None:
+            current_dict = {"version": label_id, "class_index": cls, "class_name": class_name_of(classes, cls),
+                            "source": source, "author": author, "created_at": sql.datetime_value(created)}
+        if predicted[0] is not None:
+            values = dict(zip(PREDICTION_COLUMNS, predicted))
+            values["base_probs"], values["mlp_probs"] = sql.json_value(values["base_probs"]), sql.json_value(values["mlp_probs"])
+            prediction = Prediction(nucleus_id=pk, label_set_id=label_set.pk, model_version_id=version.pk, **values)
     return {
         "nucleus": {"id": nucleus.pk, "instance_id": nucleus.instance_id,
                     "bbox": [nucleus.x0, nucleus.y0, nucleus.x1, nucleus.y1],
@@ -448,8 +471,21 @@ def item_payload(nucleus: Nucleus, label_set: LabelSet, version: ModelVersion | 
     }
 
 
+IMAGE_COLUMNS = ("id", "name", "width", "height", "project_id", "dataset_id")
+
+
 def load_nucleus(nucleus_id: int) -> Nucleus | None:
-    return Nucleus.objects.select_related("image", "image__dataset").filter(pk=nucleus_id).first()
+    """The nucleus, with what the review page shows of its image and dataset, in one plain statement
+    (their other fields load when first used)."""
+    nucleus = sql.first(Nucleus.objects.raw(
+        f"SELECT n.*, " + ", ".join(f"i.{column} AS image_{column}" for column in IMAGE_COLUMNS) +
+        f", d.name AS dataset_name FROM {sql.table(Nucleus)} n JOIN {sql.table(Image)} i ON i.id = n.image_id "
+        f"JOIN {sql.table(Dataset)} d ON d.id = i.dataset_id WHERE n.id = %s", [nucleus_id]))
+    if nucleus is not None:
+        image = sql.partial_instance(Image, **{column: getattr(nucleus, f"image_{column}") for column in IMAGE_COLUMNS})
+        image.dataset = sql.partial_instance(Dataset, id=image.dataset_id, name=nucleus.dataset_name)
+        nucleus.image = image
+    return nucleus
 
 
 # ------------------------------------------------------------------------------------- decisions
