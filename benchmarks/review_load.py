@@ -24,6 +24,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -33,6 +34,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -82,6 +85,44 @@ def start_gunicorn(env: dict, port: int, workers: int, threads: int, log: Path) 
                 raise SystemExit(f"gunicorn exited at start:\n{log.read_text()[-3000:]}")
             time.sleep(0.3)
     raise SystemExit("gunicorn did not answer within 60 s")
+
+
+class CpuMeter:
+    """CPU seconds spent by the web server (gunicorn and its workers), the database (this database's
+    PostgreSQL backends) and the load generator (locust, a child of this process): where a cycle's
+    time goes, whatever else the machine is doing."""
+
+    def __init__(self, gunicorn_pid: int, db_name: str):
+        self.gunicorn_pid, self.db_name = gunicorn_pid, db_name
+
+    def _web(self) -> float:
+        root = psutil.Process(self.gunicorn_pid)
+        return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+
+    def _database(self) -> dict[int, float]:
+        backends = {}
+        for process in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(process.info["cmdline"] or [])
+            if cmdline.startswith("postgres:") and f" {self.db_name} " in f"{cmdline} ":
+                try:
+                    backends[process.pid] = sum(process.cpu_times()[:2])
+                except psutil.Error:
+                    pass
+        return backends
+
+    def __enter__(self):
+        self.web, self.database = self._web(), self._database()
+        self.children = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
+        return self
+
+    def __exit__(self, *exc):
+        database = self._database()
+        self.spent = {
+            "web": self._web() - self.web,
+            # Backends that ended during the run are not counted: the web server keeps its connections.
+            "database": sum(cpu - self.database.get(pid, 0.0) for pid, cpu in database.items()),
+            "load generator": sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]) - self.children,
+        }
 
 
 def read_stats(prefix: Path) -> dict[str, dict]:
@@ -157,11 +198,12 @@ def main() -> int:
         locust_env = {**os.environ, "REVIEW_LOAD_USERS": str(users_file), "REVIEW_LOAD_SAVES": str(saves_file),
                       "REVIEW_LOAD_QUERY": f"label_set=alpha&strategy={options.strategy}",
                       "REVIEW_LOAD_THINK_S": str(options.think)}
-        subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "benchmarks" / "review_load_locustfile.py"),
-                        "--headless", "--users", str(options.users), "--spawn-rate", str(options.spawn_rate),
-                        "--run-time", f"{run_time}s", "--host", f"http://127.0.0.1:{port}", "--csv", str(prefix),
-                        "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0"],
-                       cwd=ROOT, env=locust_env, check=True)
+        with CpuMeter(gunicorn.pid, options.db_name) as cpu:
+            subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "benchmarks" / "review_load_locustfile.py"),
+                            "--headless", "--users", str(options.users), "--spawn-rate", str(options.spawn_rate),
+                            "--run-time", f"{run_time}s", "--host", f"http://127.0.0.1:{port}", "--csv", str(prefix),
+                            "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0"],
+                           cwd=ROOT, env=locust_env, check=True)
 
         stats = read_stats(prefix)
         saves = json.loads(saves_file.read_text()) if saves_file.exists() else []
@@ -180,6 +222,11 @@ def main() -> int:
               f"duplicate decisions {findings['duplicates']}; lost writes {findings['lost_writes']} "
               f"({findings['saves_answered_201']} saves answered 201, {findings['review_labels']} review labels "
               f"stored); load average {os.getloadavg()[0]:.1f}")
+        cycles = max(1, len(saves))
+        print("CPU per claim-and-save cycle: " + ", ".join(f"{name} {seconds / cycles * 1000:.1f} ms"
+                                                           for name, seconds in cpu.spent.items())
+              + f" (over {len(saves)} cycles; {sum(cpu.spent.values()) / run_time:.2f} of "
+                f"{os.cpu_count()} CPUs busy on average)")
         bad = errors or findings["duplicates"] or findings["lost_writes"]
         if options.check and bad:
             say("FAILED: errors, duplicate decisions or lost writes")

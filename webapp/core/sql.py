@@ -27,6 +27,13 @@ def fetch_one(sql: str, params) -> tuple | None:
         return cursor.fetchone()
 
 
+def execute(sql: str, params) -> int:
+    """Run a statement; the number of rows it touched."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
 def fetch_all(sql: str, params) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

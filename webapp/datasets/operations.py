@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from django.db import connection, transaction
+from django.db import transaction
 
-from webapp.core import audit
+from webapp.core import audit, sql
 
 from .models import CurrentLabel, Label, LabelSet, LabelSource, Nucleus
 
@@ -35,8 +35,9 @@ def do_record_label(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, 
         raise ValueError(f"class index {class_index} is outside label set {label_set.name!r}")
     # No savepoint of its own: an error here ends the caller's transaction, which re-raises anyway.
     with transaction.atomic(savepoint=False):
-        current = (CurrentLabel.objects.select_for_update().filter(nucleus_id=nucleus.pk, label_set_id=label_set.pk)
-                   .values_list("id", "label_id", "class_index").first())
+        current = sql.fetch_one(f"SELECT id, label_id, class_index FROM {sql.table(CurrentLabel)} "
+                                f"WHERE nucleus_id = %s AND label_set_id = %s{sql.lock_clause()}",
+                                [nucleus.pk, label_set.pk])
         current_id, current_label_id, current_class = current or (None, None, None)
         if expected_label_id != "any" and current_label_id != expected_label_id:
             raise StaleLabel(_current_row(nucleus.pk, label_set.pk))
@@ -44,7 +45,8 @@ def do_record_label(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, 
                                      author=author, previous_id=current_label_id, client_id=client_id,
                                      model_version_id=model_version_id)
         if current_id is not None:  # locked above: nobody moves it meanwhile
-            CurrentLabel.objects.filter(pk=current_id).update(label=label, class_index=class_index, source=source)
+            sql.execute(f"UPDATE {sql.table(CurrentLabel)} SET label_id = %s, class_index = %s, source = %s "
+                        f"WHERE id = %s", [label.pk, class_index, source, current_id])
         elif not _insert_current(nucleus.pk, label_set.pk, label.pk, class_index, source):
             # Someone recorded the first label of this nucleus since we looked (there was no row to lock).
             raise StaleLabel(_current_row(nucleus.pk, label_set.pk))
@@ -60,9 +62,6 @@ def _current_row(nucleus_id: int, label_set_id: int) -> CurrentLabel | None:
 def _insert_current(nucleus_id: int, label_set_id: int, label_id: int, class_index: int, source: str) -> bool:
     """The nucleus's first current label; False when another transaction inserted one first (the
     unique constraint decides, without an error that would end the transaction)."""
-    table = connection.ops.quote_name(CurrentLabel._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {table} (nucleus_id, label_set_id, label_id, class_index, source) "
-                       f"VALUES (%s, %s, %s, %s, %s) ON CONFLICT (nucleus_id, label_set_id) DO NOTHING RETURNING id",
-                       [nucleus_id, label_set_id, label_id, class_index, source])
-        return cursor.fetchone() is not None
+    return sql.fetch_one(f"INSERT INTO {sql.table(CurrentLabel)} (nucleus_id, label_set_id, label_id, class_index, "
+                         f"source) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (nucleus_id, label_set_id) DO NOTHING "
+                         f"RETURNING id", [nucleus_id, label_set_id, label_id, class_index, source]) is not None

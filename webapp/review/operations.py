@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from webapp.core import audit
+from webapp.core import audit, sql
 from webapp.datasets.models import CurrentLabel, Label, LabelSet, LabelSource, Nucleus
 from webapp.datasets.operations import StaleLabel, do_record_label
 from webapp.training.models import ModelVersion, Prediction
@@ -191,9 +191,9 @@ def predicted_by(version: ModelVersion | None, nucleus: Nucleus, label_set: Labe
     the model can be measured."""
     if version is None:
         return None, None
-    predicted = (Prediction.objects.filter(model_version_id=version.pk, label_set_id=label_set.pk,
-                                           nucleus_id=nucleus.pk).values_list("class_index", flat=True).first())
-    return (version.pk, predicted) if predicted is not None else (None, None)
+    row = sql.fetch_one(f"SELECT class_index FROM {sql.table(Prediction)} WHERE model_version_id = %s "
+                        f"AND label_set_id = %s AND nucleus_id = %s", [version.pk, label_set.pk, nucleus.pk])
+    return (version.pk, row[0]) if row is not None else (None, None)
 
 
 @dataclass
