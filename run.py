@@ -79,6 +79,14 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def redis_server_command(port: int, redis_dir: Path) -> list[str]:
+    """The embedded Redis: the queued jobs' messages survive its restart and its crash. Every write goes
+    to an append-only file (fsynced every second, Redis's default), read back when it starts again in the
+    same folder; the fault tests (tests/workers/test_redis_outage.py) start Redis with this command."""
+    return [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
+            "--appendonly", "yes", "--save", "", "--loglevel", "warning"]
+
+
 def start_embedded_redis(port: int, processes: list) -> str:
     url = f"redis://127.0.0.1:{port}/0"
     if port_open(port):
@@ -86,10 +94,9 @@ def start_embedded_redis(port: int, processes: list) -> str:
         return url
     redis_dir = DATA_DIR / f"redis-{port}"
     redis_dir.mkdir(parents=True, exist_ok=True)
-    binary = redis_server_binary()
-    say(f"starting Redis ({binary}) on 127.0.0.1:{port}")
-    proc = start(binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
-                 "--appendonly", "yes", "--save", "", "--loglevel", "warning", stdout=subprocess.DEVNULL)
+    command = redis_server_command(port, redis_dir)
+    say(f"starting Redis ({command[0]}) on 127.0.0.1:{port}")
+    proc = start(*command, stdout=subprocess.DEVNULL)
     processes.append(("redis", proc))
     for _ in range(100):
         if port_open(port):

@@ -115,10 +115,12 @@ def subprocess_env(**overrides) -> dict:
 
 
 class WorkerProcess:
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, name: str = "test", **env: str):
+        """``env``: settings of the worker's own (a private Redis, a private MEDIA_ROOT)."""
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
-        self.name = f"test-{os.getpid()}@{socket.gethostname()}"
+        self.name = f"{name}-{os.getpid()}@{socket.gethostname()}"
+        self.env = env
 
     def start(self) -> None:
         from workers.celery import app
@@ -130,7 +132,7 @@ class WorkerProcess:
              "--concurrency", "1", "-l", "info", "-n", self.name, "--without-gossip",
              "--without-mingle"],
             # Two processes prepare the images of an import whatever the cores here: tests take that path.
-            cwd=ROOT, env=subprocess_env(IMPORT_PROCESSES="2"), stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=subprocess_env(IMPORT_PROCESSES="2", **self.env), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         self.wait_ready()
 
