@@ -122,10 +122,11 @@ class WorkerProcess:
         self.name = f"{name}-{os.getpid()}@{socket.gethostname()}"
         self.env = env
 
-    def start(self) -> None:
+    def start(self, purge: bool = True) -> None:
         from workers.celery import app
 
-        app.control.purge()  # messages left by an earlier, interrupted run must not be executed here
+        if purge:
+            app.control.purge()  # messages left by an earlier, interrupted run must not be executed here
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "default,gpu", "--pool", "prefork",
@@ -143,8 +144,11 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"Celery worker exited at start:\n{self.log()}")
-            if app.control.ping(destination=[self.name], timeout=0.5):
-                return
+            try:
+                if app.control.ping(destination=[self.name], timeout=0.5):
+                    return
+            except Exception:  # a pooled connection to a Redis that restarted fails once, then reconnects
+                time.sleep(0.2)
         raise RuntimeError(f"Celery worker not ready after {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
