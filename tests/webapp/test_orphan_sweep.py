@@ -119,3 +119,47 @@ def test_an_inference_refused_without_redis_keeps_no_file(media, owner, api_clie
     assert response.status_code == 503 and "Redis" in response.json()["detail"]
     assert not Job.objects.exists()
     assert [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()] == []
+
+
+def test_the_sweep_removes_a_killed_trainings_staged_checkpoint_and_half_written_cache(media, owner):
+    project = do_create_project("killed training", actor=owner)
+    busy = do_create_project("training now", actor=owner)
+    for relative in (f"projects/{project.pk}/models/job-7.pt", f"projects/{project.pk}/models/v1.pt",
+                     f"projects/{busy.pk}/models/job-8.pt", "cache/crops/.crops-abc.123.npy",
+                     "cache/crops/crops-abc.npy"):
+        (media / relative).parent.mkdir(parents=True, exist_ok=True)
+        (media / relative).write_bytes(b"x")
+        stamp = time.time() - GRACE.total_seconds() - 60
+        os.utime(media / relative, (stamp, stamp))
+    Job.objects.create(kind="train", state="running", project=busy)
+    # A training runs (in another project): the half-written cache entry may be its own.
+    assert sweep_orphans() == [f"projects/{project.pk}/models/job-7.pt"]
+    Job.objects.filter(project=busy).update(state="failed")
+    assert sorted(sweep_orphans()) == sorted(["cache/crops/.crops-abc.123.npy", f"projects/{busy.pk}/models/job-8.pt"])
+    assert (media / f"projects/{project.pk}/models/v1.pt").is_file()  # a version's is never swept here
+    assert (media / "cache/crops/crops-abc.npy").is_file()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_import_or_training_removes_its_own_folders_but_never_a_stored_dataset(media, owner):
+    from webapp.jobs.sweep import import_folder, remove_job_paths, scratch_folder, staged_checkpoint
+
+    project = do_create_project("own folders", actor=owner)
+    killed = Job.objects.create(kind="import", state="running", project=project, params={"staging": "staging/s1"})
+    committed = Job.objects.create(kind="import", state="running", project=project, params={"staging": "staging/s2"})
+    training = Job.objects.create(kind="train", state="running", project=project)
+    for relative in (import_folder(killed), import_folder(committed), "staging/s1", "staging/s2",
+                     scratch_folder(training)):
+        folder(media, relative, old=False)
+    (media / staged_checkpoint(training)).parent.mkdir(parents=True)
+    (media / staged_checkpoint(training)).write_bytes(b"weights")
+    # Killed after its commit: its dataset is stored, its files stay whatever becomes of the job.
+    Dataset.objects.create(project=project, name="d", format="seed", storage_dir=import_folder(committed))
+
+    remove_job_paths(killed, inputs=False)  # a retried import starts afresh but keeps its upload
+    assert not (media / import_folder(killed)).exists() and (media / "staging/s1").is_dir()
+    for job in (killed, committed, training):
+        operations.do_fail_job(job.pk, "the worker running this job stopped")  # removed after the commit
+    assert not (media / "staging/s1").exists() and not (media / "staging/s2").exists()
+    assert (media / import_folder(committed) / "some-file").is_file()
+    assert not (media / scratch_folder(training)).exists() and not (media / staged_checkpoint(training)).exists()

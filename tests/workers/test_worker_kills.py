@@ -1,10 +1,11 @@
 """Killing a worker (SIGKILL, no clean-up code runs) during an import, a training or an inference.
 
 A killed pool child loses its task: Celery delivers it again (acks_late, reject_on_worker_lost) and the
-job runs once more, to success. A whole worker killed takes its task's message with it until the broker's
-visibility timeout: the job is ended by the reaper (webapp.jobs.liveness) once it has been silent and no
-live worker holds it. Either way the job ends, no row of a half import stays, and once the sweep has run
-MEDIA_ROOT holds exactly what the database refers to (tests/media_inventory.py).
+job runs once more, to success, after removing what the killed attempt wrote. A whole worker killed takes
+its task's message with it until the broker's visibility timeout: the job is ended by the reaper
+(webapp.jobs.liveness) once it has been silent and no live worker holds it, and the failed job removes its
+folders. Either way the job ends, no row of a half import stays, and MEDIA_ROOT holds exactly what the
+database refers to (tests/media_inventory.py), with nothing left for the periodic sweep.
 
 Every wait is bounded; the whole file takes about two minutes on two cores.
 """
@@ -207,8 +208,10 @@ def test_a_worker_killed_mid_job_leaves_no_stuck_job_no_half_rows_and_no_stray_f
     assert not Job.objects.filter(state__in=("queued", "running")).exists()
 
     check_rows(kind, project, job)
-    # What beat does every ten minutes, for folders older than an hour: here at once.
-    sweep_orphans(now=time.time() + GRACE.total_seconds() + 60)
+    # The job cleared up after itself: the retried attempt removed what the killed one wrote, the reaped
+    # job its upload and its work folders. Nothing is left for the sweep (beat, every ten minutes, for
+    # what is older than an hour: here at once).
     assert_media_matches_database()
+    assert sweep_orphans(now=time.time() + GRACE.total_seconds() + 60) == []
     if kind == "inference" and job.state == "succeeded":
         assert client.get(f"/api/jobs/{job_id}/files/big_tile.json").status_code == 200

@@ -148,8 +148,11 @@ def media_relative(path: Path) -> str:
 
 def do_import_dataset(project: Project, *, name: str, format: str, path: Path, actor=None,
                       label_set_name: str | None = None, labelled: bool = True, provenance: str = "",
-                      progress: Progress | None = None) -> Dataset:
-    """Read a dataset from ``path`` with the mlcore readers and store it whole, or raise and store nothing."""
+                      progress: Progress | None = None, folder: Path | None = None) -> Dataset:
+    """Read a dataset from ``path`` with the mlcore readers and store it whole, or raise and store nothing.
+
+    ``folder``: where its files go (an import job's own, see webapp.jobs.sweep.import_folder); a fresh one
+    under the project by default. It must not exist yet."""
     progress = progress or (lambda percent, message: None)
     if format not in FORMATS:
         raise ImportRejected(f"format: {format!r} is not one of {', '.join(FORMATS)}")
@@ -159,7 +162,7 @@ def do_import_dataset(project: Project, *, name: str, format: str, path: Path, a
     if len(reader) == 0:
         raise DataError(path.name, "no images found in this dataset")
 
-    folder = Path(settings.MEDIA_ROOT) / "projects" / str(project.pk) / "datasets" / uuid.uuid4().hex
+    folder = folder or Path(settings.MEDIA_ROOT) / "projects" / str(project.pk) / "datasets" / uuid.uuid4().hex
     for sub in ("images", "masks", "thumbs"):
         (folder / sub).mkdir(parents=True)
     try:

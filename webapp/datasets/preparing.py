@@ -243,10 +243,12 @@ class _Worker:
         from multiprocessing import Pipe
 
         self.connection, theirs = Pipe()
+        importer = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:  # the worker
             code = 1
             try:
+                _die_with(importer)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the handler of the process it was forked from
                 self.connection.close()
                 for other in others:
@@ -270,6 +272,19 @@ class _Worker:
         _, status = os.waitpid(self.pid, 0)
         self.exit_code = os.waitstatus_to_exitcode(status)
         self.connection.close()
+
+
+def _die_with(importer: int) -> None:
+    """A worker ends with the importing process, even one killed by SIGKILL (which runs no clean-up): it
+    would otherwise go on writing files into the dataset folder that the retried import starts afresh."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, Linux only
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != importer:  # it died before the line above took effect
+        os._exit(1)
 
 
 def _from_workers(total: int, processes: int) -> Iterator[PreparedImage]:

@@ -13,6 +13,7 @@ from rest_framework.exceptions import ValidationError
 
 from mlcore.types import DataError
 from webapp.jobs import operations as job_operations
+from webapp.jobs import sweep
 from webapp.jobs.models import Job
 
 from .importing import ImportRejected, do_import_dataset, safe_extract
@@ -78,10 +79,11 @@ def run_import_job(job: Job, progress) -> dict:
     """Unpack (safely) and import; the staging folder is removed whatever happens."""
     params = job.params
     staging = Path(settings.MEDIA_ROOT) / params["staging"]
+    # A retried job (its worker was killed) starts afresh: the dataset files and the unpacked archive of the
+    # killed attempt go first.
+    sweep.remove_job_paths(job, inputs=False)
     try:
         if params.get("archive"):
-            # A retried job (its worker was killed) starts from the archive again, not from what the killed
-            # attempt had unpacked.
             shutil.rmtree(staging / "extracted", ignore_errors=True)
             progress(0, "unpacking the archive")
             root = safe_extract(staging / "upload.zip", staging / "extracted", settings.MAX_UPLOAD_BYTES)
@@ -91,7 +93,8 @@ def run_import_job(job: Job, progress) -> dict:
             dataset = do_import_dataset(
                 job.project, name=params["name"], format=params["format"], path=root, actor=job.created_by,
                 label_set_name=params.get("label_set"), labelled=params.get("labelled", True),
-                provenance=params.get("provenance", ""), progress=progress)
+                provenance=params.get("provenance", ""), progress=progress,
+                folder=Path(settings.MEDIA_ROOT) / sweep.import_folder(job))
         except DataError as exc:
             raise DataError(_relative(exc.path, root), exc.problem) from None
     finally:

@@ -195,5 +195,5 @@ def _finish(job: Job, state: str) -> None:
     job.save(update_fields=["state", "finished_at", "error", "result", "progress", "cancel_requested"])
     audit.record(f"job.{state}", target=job, error=job.error[:500] if job.error else "")
     if state in (Job.State.FAILED, Job.State.CANCELLED):
-        # Its upload or inference folder is of no use now; after the commit, so a rollback keeps them.
-        transaction.on_commit(lambda: sweep.remove_job_folders(job))
+        # What it wrote and what it was sent are of no use now; after the commit, so a rollback keeps them.
+        transaction.on_commit(lambda: sweep.remove_job_paths(job))

@@ -9,9 +9,16 @@ writing stays behind. These are found by what the database refers to, never by g
   an import of that project is running (its rows are not committed yet);
 - ``projects/<p>/inference/<id>``: an inference's inputs and outputs; kept while a job that did not fail
   names it (a succeeded one's files stay downloadable);
-- ``scratch/<id>``: a training's temporary folder; kept while any training runs.
+- ``scratch/<id>``: a training's temporary folder; kept while any training runs;
+- ``projects/<p>/models/job-<id>.pt``: a checkpoint being published; kept while a training of that
+  project runs (a published one is renamed ``v<n>.pt`` and named by its ModelVersion);
+- ``cache/crops/.crops-*``: a crops cache entry being written; kept while any training runs.
 
 Everything younger than ``GRACE`` is kept too: an upload is staged a moment before its job row exists.
+
+The sweep is the last resort. A job's own folders are named after the job (:func:`job_paths`), so that the
+job removes them itself when it fails, is cancelled or is reaped after its worker was lost, and a retried
+job removes what its killed attempt wrote before it starts again (:func:`remove_job_paths`).
 """
 
 from __future__ import annotations
@@ -31,19 +38,55 @@ GRACE = timedelta(hours=1)
 UNFINISHED = (Job.State.QUEUED, Job.State.RUNNING)
 
 
-def remove_job_folders(job: Job) -> None:
-    """The folders a job of this kind works in that are useless once it failed or was cancelled: its upload's
-    staging folder, an inference's folder. (A dataset folder is removed by the import itself, or by the
-    sweep when the import was killed.)"""
+def import_folder(job: Job) -> str:
+    """Where an import job writes its dataset's files (the Dataset row names it once committed)."""
+    return f"projects/{job.project_id}/datasets/job-{job.pk}"
+
+
+def scratch_folder(job: Job) -> str:
+    """A training job's temporary folder (checkpoints of each stage)."""
+    return f"scratch/job-{job.pk}"
+
+
+def staged_checkpoint(job: Job) -> str:
+    """A training job's checkpoint while it is published (renamed v<n>.pt in the same commit)."""
+    return f"projects/{job.project_id}/models/job-{job.pk}.pt"
+
+
+def job_paths(job: Job, *, inputs: bool = True) -> list[str]:
+    """What a job writes that is of no use if it does not succeed: an import's dataset folder, a training's
+    scratch folder and staged checkpoint, and with ``inputs`` what the user sent (an upload's staging
+    folder, an inference's folder)."""
+    params = job.params or {}
+    paths = [params.get("staging"), params.get("folder")] if inputs else []
+    if job.kind == Job.Kind.IMPORT:
+        paths.append(import_folder(job))
+    elif job.kind == Job.Kind.TRAIN:
+        paths += [scratch_folder(job), staged_checkpoint(job)]
+    return [path for path in paths if path]
+
+
+def remove_job_paths(job: Job, *, inputs: bool = True) -> None:
+    """Remove :func:`job_paths`: when the job failed or was cancelled (after its commit), and, without its
+    inputs, when a retried job starts again after its worker was lost. Never a folder a Dataset row names:
+    an import that committed just before its worker was killed keeps its files."""
+    from webapp.datasets.models import Dataset
+
     media = Path(settings.MEDIA_ROOT)
-    for key in ("staging", "folder"):
-        relative = (job.params or {}).get(key)
-        if relative and _is_inside(media / relative, media):
-            shutil.rmtree(media / relative, ignore_errors=True)
+    paths = job_paths(job, inputs=inputs)
+    stored = set(Dataset.objects.filter(storage_dir__in=paths).values_list("storage_dir", flat=True))
+    for relative in paths:
+        path = media / relative
+        if relative in stored or not _is_inside(path, media):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def sweep_orphans(now: float | None = None) -> list[str]:
-    """Remove the orphaned folders described above; returns their paths relative to MEDIA_ROOT."""
+    """Remove the orphaned folders and files described above; returns their paths relative to MEDIA_ROOT."""
     from webapp.datasets.models import Dataset
 
     media = Path(settings.MEDIA_ROOT)
@@ -53,8 +96,11 @@ def sweep_orphans(now: float | None = None) -> list[str]:
     def sweep(folders, keep) -> None:
         for folder in folders:
             relative = folder.relative_to(media).as_posix()
-            if folder.is_dir() and folder.stat().st_mtime < oldest and not keep(relative, folder):
-                shutil.rmtree(folder, ignore_errors=True)
+            if folder.stat().st_mtime < oldest and not keep(relative, folder):
+                if folder.is_dir():
+                    shutil.rmtree(folder, ignore_errors=True)
+                else:
+                    folder.unlink(missing_ok=True)
                 removed.append(relative)
 
     unfinished_imports = Job.objects.filter(kind=Job.Kind.IMPORT, state__in=UNFINISHED)
@@ -70,8 +116,12 @@ def sweep_orphans(now: float | None = None) -> list[str]:
         state__in=(Job.State.FAILED, Job.State.CANCELLED)).only("params")}
     sweep(_children(media / "projects", "*/inference/*"), lambda relative, folder: relative in inferring)
 
-    training = Job.objects.filter(kind=Job.Kind.TRAIN, state=Job.State.RUNNING).exists()
-    sweep(_children(media / "scratch"), lambda relative, folder: training)
+    training = set(Job.objects.filter(kind=Job.Kind.TRAIN, state=Job.State.RUNNING).values_list("project_id",
+                                                                                               flat=True))
+    sweep(_children(media / "scratch"), lambda relative, folder: bool(training))
+    sweep(_children(media / "projects", "*/models/job-*.pt"),
+          lambda relative, path: _project_id(path) in training)
+    sweep(_children(media / "cache" / "crops", ".crops-*"), lambda relative, path: bool(training))
     if removed:
         logger.info("removed %d orphaned folders: %s", len(removed), ", ".join(removed[:20]))
     return removed

@@ -15,6 +15,7 @@ from webapp.core import audit
 from webapp.core.api_errors import Conflict
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job
+from webapp.jobs.sweep import staged_checkpoint
 from webapp.projects.models import Project
 
 from .models import ModelVersion, Prediction, RetrainPolicy
@@ -48,7 +49,7 @@ def do_publish_version(project: Project, *, job: Job, checkpoint: Path, config: 
     """Copy the checkpoint into the project and publish it as the new active version, all or nothing."""
     target_dir = models_dir(project)
     target_dir.mkdir(parents=True, exist_ok=True)
-    staged = target_dir / f"job-{job.pk}.pt"
+    staged = Path(settings.MEDIA_ROOT) / staged_checkpoint(job)  # removed with the job if it is killed
     shutil.copyfile(checkpoint, staged)
     try:
         with transaction.atomic():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,6 +23,7 @@ from webapp.datasets import bulk
 from webapp.datasets.importing import load_mask, load_rgb
 from webapp.datasets.models import CurrentLabel, Image, LabelSet, Nucleus
 from webapp.jobs.models import Job
+from webapp.jobs.sweep import remove_job_paths, scratch_folder
 
 from . import operations
 from .models import ModelVersion, Prediction
@@ -110,7 +111,12 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         report(percent, stage=info.get("stage"), epoch=int(info.get("epoch") or 0) + 1, epochs=epochs,
                loss=info.get("loss"), eta_s=info.get("eta_s"))
 
-    with tempfile.TemporaryDirectory(dir=_scratch_dir()) as out_dir:
+    # The job's own scratch folder: a retried job (its worker was killed) clears what the killed attempt
+    # wrote, and a job that fails is cleared by webapp.jobs.sweep.remove_job_paths.
+    remove_job_paths(job, inputs=False)
+    out_dir = Path(settings.MEDIA_ROOT) / scratch_folder(job)
+    out_dir.mkdir(parents=True)
+    try:
         result = train_all(table, ml_label_sets, config, stages=stages, progress=progress, should_stop=should_stop,
                            init_checkpoint=init, out_dir=out_dir)
         if result.cancelled or result.checkpoint_path is None:
@@ -120,6 +126,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
             project, job=job, checkpoint=result.checkpoint_path, config=config.to_dict(),
             label_sets=[{"name": s.name, "classes": list(s.classes)} for s in ml_label_sets],
             trained_on=trained_on, metrics=_jsonable(result.metrics), data_snapshot_at=snapshot_at, parent=parent)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
     prediction_job = operations.do_start_prediction(version, actor=job.created_by)
     return {"model_version": version.number, "model_version_id": version.pk, "stages": stages,
             "trained_on": trained_on, "prediction_job": prediction_job.pk,
@@ -161,12 +169,6 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
             raise Cancelled()
     bulk.analyze_after_commit(Prediction)  # the review queue's index scans need fresh statistics
     return {"model_version": version.number, "predictions": stored}
-
-
-def _scratch_dir() -> str:
-    path = Path(settings.MEDIA_ROOT) / "scratch"
-    path.mkdir(parents=True, exist_ok=True)
-    return str(path)
 
 
 def _jsonable(value):
