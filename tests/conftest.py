@@ -114,6 +114,18 @@ def subprocess_env(**overrides) -> dict:
     return env
 
 
+def die_with_parent() -> None:
+    """In a started process, before exec: the kernel sends it SIGTERM when the test process dies, even by
+    SIGKILL or a CI time limit, which run no fixture teardown."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG, Linux only
+    except (OSError, AttributeError):
+        pass
+
+
 class WorkerProcess:
     def __init__(self, log_path: Path, name: str = "test", **env: str):
         """``env``: settings of the worker's own (a private Redis, a private MEDIA_ROOT)."""
@@ -134,7 +146,7 @@ class WorkerProcess:
              "--without-mingle"],
             # Two processes prepare the images of an import whatever the cores here: tests take that path.
             cwd=ROOT, env=subprocess_env(IMPORT_PROCESSES="2", **self.env), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=die_with_parent)
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 60) -> None:
