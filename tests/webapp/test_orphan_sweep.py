@@ -163,3 +163,25 @@ def test_a_failed_import_or_training_removes_its_own_folders_but_never_a_stored_
     assert not (media / "staging/s1").exists() and not (media / "staging/s2").exists()
     assert (media / import_folder(committed) / "some-file").is_file()
     assert not (media / scratch_folder(training)).exists() and not (media / staged_checkpoint(training)).exists()
+
+
+def test_a_retried_import_whose_killed_attempt_committed_answers_with_that_dataset(media, owner):
+    """The worker died between the import's commit and the job's "succeeded": the retry must not import
+    again (the name is taken) nor remove the stored files; the committed dataset is its result."""
+    from webapp.datasets.uploads import run_import_job
+    from webapp.jobs.sweep import import_folder
+
+    project = do_create_project("retried", actor=owner)
+    staged = folder(media, f"staging/{uuid.uuid4().hex}", old=False)
+    job = Job.objects.create(kind="import", state="running", project=project, attempts=2,
+                             params={"staging": staged, "name": "committed", "format": "seed", "archive": True})
+    stored = folder(media, import_folder(job), old=False)
+    dataset = Dataset.objects.create(project=project, name="committed", format="seed", storage_dir=stored,
+                                     image_count=3, nucleus_count=42)
+
+    result = run_import_job(job, lambda percent, message: None)
+
+    assert result["dataset_id"] == dataset.pk and result["nuclei"] == 42
+    assert (media / stored / "some-file").is_file()
+    assert not (media / staged).exists()
+    assert Dataset.objects.filter(project=project).count() == 1

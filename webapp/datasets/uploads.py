@@ -17,6 +17,7 @@ from webapp.jobs import sweep
 from webapp.jobs.models import Job
 
 from .importing import ImportRejected, do_import_dataset, safe_extract
+from .models import Dataset
 
 
 def staging_root() -> Path:
@@ -79,6 +80,11 @@ def run_import_job(job: Job, progress) -> dict:
     """Unpack (safely) and import; the staging folder is removed whatever happens."""
     params = job.params
     staging = Path(settings.MEDIA_ROOT) / params["staging"]
+    committed = Dataset.objects.filter(project_id=job.project_id, storage_dir=sweep.import_folder(job)).first()
+    if committed is not None:
+        # The killed attempt committed the import just before its worker died: that dataset is the result.
+        shutil.rmtree(staging, ignore_errors=True)
+        return _result(committed)
     # A retried job (its worker was killed) starts afresh: the dataset files and the unpacked archive of the
     # killed attempt go first.
     sweep.remove_job_paths(job, inputs=False)
@@ -99,6 +105,10 @@ def run_import_job(job: Job, progress) -> dict:
             raise DataError(_relative(exc.path, root), exc.problem) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return _result(dataset)
+
+
+def _result(dataset: Dataset) -> dict:
     return {"dataset_id": dataset.pk, "dataset": dataset.name, "images": dataset.image_count,
             "nuclei": dataset.nucleus_count, "label_set": dataset.label_set.name if dataset.label_set else None}
 
