@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.decorators.http import require_http_methods
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
@@ -8,6 +9,9 @@ from webapp.core import api as core_api
 from webapp.core import api_docs
 from webapp.core import views as core_views
 from webapp.jobs.api import JobViewSet
+
+FORM_METHODS = ["get", "post", "options"]
+PAGE_METHODS = ["get", "options"]
 
 router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="api-job")
@@ -20,6 +24,23 @@ urlpatterns = [
     # GET shows the form, POST signs in (LoginView would also take PUT as a POST).
     path("login/", auth_views.LoginView.as_view(http_method_names=["get", "post", "options"]), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Passwords (Django's views and names; the templates are in templates/registration/). Their forms
+    # answer GET and POST only: a FormView would also take PUT as a POST.
+    path("password-reset/", auth_views.PasswordResetView.as_view(
+        http_method_names=FORM_METHODS, email_template_name="registration/password_reset_email.txt"),
+        name="password_reset"),
+    path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(http_method_names=PAGE_METHODS),
+         name="password_reset_done"),
+    # Its dispatch answers a bad link itself, before the method check: refuse other methods before it.
+    path("password-reset/<uidb64>/<token>/",
+         require_http_methods(["GET", "POST"])(auth_views.PasswordResetConfirmView.as_view()),
+         name="password_reset_confirm"),
+    path("password-reset/done/", auth_views.PasswordResetCompleteView.as_view(http_method_names=PAGE_METHODS),
+         name="password_reset_complete"),
+    path("account/password/", auth_views.PasswordChangeView.as_view(http_method_names=FORM_METHODS),
+         name="password_change"),
+    path("account/password/done/", auth_views.PasswordChangeDoneView.as_view(http_method_names=PAGE_METHODS),
+         name="password_change_done"),
     path("admin/", admin.site.urls),
     path("api/health/", core_api.health_view, name="api-health"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -115,6 +115,7 @@ def world(db, make_user, owner, settings, tmp_path):
         "project_id": project.pk, "dataset_id": vp.alpha.pk, "image_id": vp.image.pk, "nucleus_id": nucleus.pk,
         "job_id": job.pk, "number": version.number, "name": "overlay.png", "kind": "image",
         "label_set": vp.alpha_set.name, "label_set_id": vp.alpha_set.pk, "class_index": 0, "format": "json",
+        "uidb64": "MA", "token": "no-such-token",  # a password reset link that does not work (the page says so)
     }
     return {"users": users, "values": values, "project": project, "job": job}
 

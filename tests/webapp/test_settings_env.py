@@ -23,6 +23,8 @@ def run_check(tmp_path, **env_vars):
     ({"DEBUG": "0"}, "SECRET_KEY"),
     ({"MAX_UPLOAD_BYTES": "lots"}, "MAX_UPLOAD_BYTES"),
     ({"MAX_IMAGE_PIXELS": "0"}, "MAX_IMAGE_PIXELS"),
+    ({"EMAIL_PORT": "smtp"}, "EMAIL_PORT"),
+    ({"EMAIL_USE_TLS": "1", "EMAIL_USE_SSL": "1"}, "EMAIL_USE_SSL"),
 ])
 def test_bad_value_fails_naming_the_variable(tmp_path, env_vars, named):
     result = run_check(tmp_path, **env_vars)
@@ -39,3 +41,17 @@ def test_defaults_work_and_keep_a_generated_secret_key(tmp_path):
     first = key_file.read_text()
     run_check(tmp_path)
     assert key_file.read_text() == first
+
+
+def test_mail_goes_to_the_console_without_a_mail_server_and_by_smtp_with_one(tmp_path):
+    def backend(**env_vars) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMAIL_")}
+        env.update(DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="webapp.settings", **env_vars)
+        code = "import django; django.setup(); from django.conf import settings; print(settings.EMAIL_BACKEND)"
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1]
+
+    assert backend() == "django.core.mail.backends.console.EmailBackend"
+    assert backend(EMAIL_HOST="smtp.lab.example") == "django.core.mail.backends.smtp.EmailBackend"

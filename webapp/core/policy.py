@@ -54,6 +54,13 @@ ROUTES: dict[str, dict[str, Access]] = {
     "home": {"GET": AUTHENTICATED},
     "account": {"GET": AUTHENTICATED},
     "regenerate-token": {"POST": AUTHENTICATED},
+    # Passwords: Django's views. Resetting is for people who cannot log in; the e-mailed link is the key.
+    "password_reset": {"GET": ANONYMOUS, "POST": ANONYMOUS},
+    "password_reset_done": {"GET": ANONYMOUS},
+    "password_reset_confirm": {"GET": ANONYMOUS, "POST": ANONYMOUS},
+    "password_reset_complete": {"GET": ANONYMOUS},
+    "password_change": {"GET": AUTHENTICATED, "POST": AUTHENTICATED},
+    "password_change_done": {"GET": AUTHENTICATED},
     # Service state and API documentation
     "api-health": {"GET": ANONYMOUS},  # worker names only for staff (webapp.core.health)
     "api-root": {"GET": AUTHENTICATED},

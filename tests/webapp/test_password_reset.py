@@ -1,0 +1,96 @@
+"""Password reset by e-mail (Django's views, the app's templates) and changing one's own password."""
+
+import re
+
+import pytest
+from django.core import mail
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+NEW_PASSWORD = "violet-microscope-42"
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice", email="alice@lab.example")
+
+
+def reset_link(message) -> str:
+    found = re.findall(r"https?://[^/\s]+(/password-reset/[^\s]+/)", message.body)
+    assert len(found) == 1, message.body
+    return found[0]
+
+
+def test_the_login_page_links_to_the_reset_form():
+    page = Client().get("/login/").content.decode()
+    assert 'href="/password-reset/"' in page
+    form = Client().get("/password-reset/")
+    assert form.status_code == 200
+    assert 'name="email"' in form.content.decode()
+    assert "Content-Security-Policy" in form.headers
+
+
+def test_reset_by_email_sets_a_new_password_once(alice):
+    client = Client()
+    response = client.post("/password-reset/", {"email": "ALICE@lab.example"})
+    assert response.status_code == 302 and response["Location"] == "/password-reset/sent/"
+    assert len(mail.outbox) == 1
+    message = mail.outbox[0]
+    assert message.to == ["alice@lab.example"]
+    assert message.subject == "Nucleus merge: reset your password"
+    assert "Hello alice," in message.body and "&#" not in message.body
+
+    link = reset_link(message)
+    page = client.get(link, follow=True)
+    assert "Choose a new password" in page.content.decode()
+    set_password_url = page.redirect_chain[-1][0]  # Django moves the token out of the URL into the session
+    weak = client.post(set_password_url, {"new_password1": "12345678", "new_password2": "12345678"})
+    assert weak.status_code == 200
+    assert "too short" in weak.content.decode()
+    done = client.post(set_password_url, {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+    assert done.status_code == 302 and done["Location"] == "/password-reset/done/"
+    alice.refresh_from_db()
+    assert alice.check_password(NEW_PASSWORD)
+
+    assert Client().post("/login/", {"username": "alice", "password": NEW_PASSWORD}).status_code == 302
+    # The link worked once.
+    again = Client().get(link, follow=True)
+    assert "This link does not work" in again.content.decode()
+
+
+def test_an_unknown_address_sends_nothing_and_says_the_same(alice):
+    response = Client().post("/password-reset/", {"email": "mallory@elsewhere.example"})
+    assert response.status_code == 302 and response["Location"] == "/password-reset/sent/"
+    assert mail.outbox == []
+
+
+def test_a_forged_link_changes_nothing(alice):
+    page = Client().get("/password-reset/MQ/abc-123/", follow=True).content.decode()
+    assert "This link does not work" in page
+    alice.refresh_from_db()
+    assert alice.check_password("pw-alice")
+
+
+def test_change_password_from_the_account_page(alice):
+    client = Client()
+    client.force_login(alice)
+    assert 'href="/account/password/"' in client.get("/account/").content.decode()
+    wrong = client.post("/account/password/", {"old_password": "nope", "new_password1": NEW_PASSWORD,
+                                               "new_password2": NEW_PASSWORD})
+    assert wrong.status_code == 200
+    assert "old password was entered incorrectly" in wrong.content.decode()
+    alice.refresh_from_db()
+    assert alice.check_password("pw-alice")
+
+    done = client.post("/account/password/", {"old_password": "pw-alice", "new_password1": NEW_PASSWORD,
+                                              "new_password2": NEW_PASSWORD})
+    assert done.status_code == 302 and done["Location"] == "/account/password/done/"
+    alice.refresh_from_db()
+    assert alice.check_password(NEW_PASSWORD)
+    assert client.get("/account/").status_code == 200  # still logged in here
+
+
+def test_changing_a_password_needs_a_login():
+    response = Client().get("/account/password/")
+    assert response.status_code == 302 and response["Location"].startswith("/login/?next=")
