@@ -51,6 +51,7 @@ urlpatterns = [
     path("api/", include("webapp.training.api_urls")),
     path("api/", include("webapp.datasets.viewer_api_urls")),
     path("", include("webapp.datasets.page_urls")),
+    path("", include("webapp.projects.page_urls")),
     path("api/", include("webapp.review.api_urls")),
     path("", include("webapp.review.page_urls")),
 ]

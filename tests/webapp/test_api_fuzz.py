@@ -88,7 +88,8 @@ def fuzz_world(db, owner, settings, tmp_path):
     token = Token.objects.create(user=owner)
     ids = {"id": rp.project.pk, "project_id": rp.project.pk, "dataset_id": rp.colon.pk, "image_id": image.pk,
            "nucleus_id": nucleus.pk, "job_id": job.pk, "number": rp.version.number, "name": "overlay.png",
-           "label_set": rp.colon_set.name}
+           "label_set": rp.colon_set.name,
+           "user_id": owner.pk}  # the project's one admin: removing or demoting them is refused (409)
     # Known-good bodies for the operations whose generated bodies almost never name a real label set.
     colon = rp.colon_set.name
     bodies = {

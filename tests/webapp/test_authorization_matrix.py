@@ -115,7 +115,9 @@ def world(db, make_user, owner, settings, tmp_path):
         "project_id": project.pk, "dataset_id": vp.alpha.pk, "image_id": vp.image.pk, "nucleus_id": nucleus.pk,
         "job_id": job.pk, "number": version.number, "name": "overlay.png", "kind": "image",
         "label_set": vp.alpha_set.name, "label_set_id": vp.alpha_set.pk, "class_index": 0, "format": "json",
-        "uidb64": "MA", "token": "no-such-token",  # a password reset link that does not work (the page says so)
+        # A password reset link that does not work (the page says so); the project's one admin, whom
+        # nobody may remove or demote (409), so that the walk leaves the world as it was.
+        "uidb64": "MA", "token": "no-such-token", "user_id": owner.pk,
     }
     return {"users": users, "values": values, "project": project, "job": job}
 

@@ -78,8 +78,12 @@ ROUTES: dict[str, dict[str, Access]] = {
     "api-project-detail": {"GET": VIEWER},
     "api-project-datasets": {"GET": VIEWER, "POST": CURATOR},
     "api-project-members": {"GET": VIEWER, "POST": ADMIN},
+    "api-project-member": {"PATCH": ADMIN, "DELETE": ADMIN},
     "project-create": {"POST": AUTHENTICATED},
     "project-detail": {"GET": VIEWER},
+    "project-members": {"GET": VIEWER, "POST": ADMIN},  # every member sees who else is in the project
+    "project-member-role": {"POST": ADMIN},
+    "project-member-remove": {"POST": ADMIN},
     "dataset-detail": {"GET": VIEWER},
     "image-viewer": {"GET": VIEWER},
     "image-file": {"GET": VIEWER},

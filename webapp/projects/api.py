@@ -1,7 +1,9 @@
+from django.contrib.auth import get_user_model
 from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
@@ -13,8 +15,8 @@ from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 from . import operations
 from .access import get_project_for, visible_projects
 from .models import Membership
-from .serializers import (DatasetSerializer, DatasetUploadSerializer, MembershipSerializer,
-                          ProjectDetailSerializer, ProjectSerializer)
+from .serializers import (AddMemberSerializer, DatasetSerializer, DatasetUploadSerializer, MemberRoleSerializer,
+                          MembershipSerializer, ProjectDetailSerializer, ProjectSerializer)
 
 
 class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
@@ -57,17 +59,39 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
                          "url": JobSerializer(job, context={"request": request}).data["url"]},
                         status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=MembershipSerializer, responses=MembershipSerializer(many=True))
+    @extend_schema(request=AddMemberSerializer, responses=MembershipSerializer(many=True))
     @action(detail=True, methods=["get", "post"], pagination_class=None)
     def members(self, request, pk=None):
-        """GET lists members; POST (admins) adds one or changes their role."""
-        if request.method == "GET":
-            project = get_project_for(request.user, pk, project_role(request))
-        else:
-            project = get_project_for(request.user, pk, project_role(request))
-            payload = MembershipSerializer(data=request.data)
+        """GET lists members; POST (admins) adds one, by username or e-mail address, or changes their role.
+        409 when that would leave the project without an admin."""
+        project = get_project_for(request.user, pk, project_role(request))
+        if request.method == "POST":
+            payload = AddMemberSerializer(data=request.data)
             payload.is_valid(raise_exception=True)
-            operations.do_set_membership(project, payload.validated_data["user"], payload.validated_data["role"],
+            operations.do_set_membership(project, payload.validated_data["username"], payload.validated_data["role"],
                                          actor=request.user)
+        return Response(self._member_list(project))
+
+    @extend_schema(methods=["PATCH"], request=MemberRoleSerializer, responses=MembershipSerializer(many=True))
+    @extend_schema(methods=["DELETE"], request=None, responses=MembershipSerializer(many=True))
+    @action(detail=True, methods=["patch", "delete"], url_path=r"members/(?P<user_id>[0-9]+)", url_name="member",
+            pagination_class=None)
+    def member(self, request, pk=None, user_id=None):
+        """PATCH changes a member's role, DELETE removes them (admins); both answer the members left.
+        404 for someone who is not a member, 409 for the project's last admin."""
+        project = get_project_for(request.user, pk, project_role(request))
+        member = get_user_model().objects.filter(pk=int(user_id)).first()
+        if member is None:
+            raise NotFound(f"No account has the id {user_id}.")
+        if request.method == "PATCH":
+            payload = MemberRoleSerializer(data=request.data)
+            payload.is_valid(raise_exception=True)
+            operations.do_change_member_role(project, member, payload.validated_data["role"], actor=request.user)
+        else:
+            operations.do_remove_member(project, member, actor=request.user)
+        return Response(self._member_list(project))
+
+    @staticmethod
+    def _member_list(project) -> list:
         members = Membership.objects.filter(project=project).select_related("user").order_by("user__username")
-        return Response(MembershipSerializer(members, many=True).data)
+        return MembershipSerializer(members, many=True).data

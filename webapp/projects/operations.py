@@ -1,10 +1,40 @@
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.http import Http404
 
 from webapp.core import audit
+from webapp.core.api_errors import Conflict
 
 from .models import Membership, Project, Role
+
+
+class UserNotFound(Exception):
+    """No single active account answers to the username or e-mail address given."""
+
+
+def find_user(identifier: str):
+    """The active account whose username, or else e-mail address, is ``identifier``.
+
+    The exact username wins; then the username and the e-mail address are compared without regard to
+    case. Raises :class:`UserNotFound` with a sentence for the person adding a member when nothing, or
+    more than one account, matches."""
+    identifier = (identifier or "").strip()
+    if not identifier:
+        raise UserNotFound("Give a username or an e-mail address.")
+    users = get_user_model().objects.filter(is_active=True)
+    exact = users.filter(username=identifier).first()
+    if exact is not None:
+        return exact
+    for field, what in (("username__iexact", "username"), ("email__iexact", "e-mail address")):
+        matches = list(users.filter(**{field: identifier})[:2])
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise UserNotFound(f"Several accounts have the {what} {identifier!r}: give the exact username.")
+    raise UserNotFound(f"No account has the username or e-mail address {identifier!r}. "
+                       "The person needs an account first (a staff member creates it on the admin site).")
 
 
 def do_create_project(name: str, *, actor, description: str = "") -> Project:
@@ -16,16 +46,71 @@ def do_create_project(name: str, *, actor, description: str = "") -> Project:
     return project
 
 
+def _locked_membership(project: Project, user) -> Membership | None:
+    """Lock the project row (membership changes of one project run one at a time, so that two admins
+    demoting each other cannot leave it with none) and return the user's membership, if any."""
+    Project.objects.select_for_update().get(pk=project.pk)
+    return Membership.objects.filter(project=project, user=user).first()
+
+
+def _refuse_losing_last_admin(project: Project, membership: Membership | None, new_role: str | None) -> None:
+    """Every project keeps at least one admin: nobody else could manage its members or delete it."""
+    if membership is None or membership.role != Role.ADMIN or new_role == Role.ADMIN:
+        return
+    if not Membership.objects.filter(project=project, role=Role.ADMIN).exclude(pk=membership.pk).exists():
+        change = "removed" if new_role is None else f"made a {Role(new_role).label.lower()}"
+        raise Conflict(f"{membership.user.get_username()} is the last admin of project {project.name!r} and cannot be "
+                       f"{change}: make another member an admin first.")
+
+
 def do_set_membership(project: Project, user, role: str, *, actor) -> Membership:
+    """Add ``user`` with ``role``, or change their role if they are a member already."""
     with transaction.atomic():
+        current = _locked_membership(project, user)
+        _refuse_losing_last_admin(project, current, role)
         membership, created = Membership.objects.update_or_create(project=project, user=user,
                                                                   defaults={"role": role})
         audit.record("project.member_set", actor=actor, target=project, user=user.username, role=role,
-                     created=created)
+                     created=created, previous=current.role if current else None)
+    return membership
+
+
+def do_add_member(project: Project, user, role: str, *, actor) -> Membership:
+    """Add ``user`` to the project with ``role``; 409 when they are a member already."""
+    with transaction.atomic():
+        current = _locked_membership(project, user)
+        if current is not None:
+            raise Conflict(f"{user.get_username()} is already a {Role(current.role).label.lower()} of project "
+                           f"{project.name!r}: change their role instead.")
+        membership = Membership.objects.create(project=project, user=user, role=role)
+        audit.record("project.member_added", actor=actor, target=project, user=user.username, role=role)
+    return membership
+
+
+def do_change_member_role(project: Project, user, role: str, *, actor) -> Membership:
+    """Give a member another role; the last admin keeps theirs."""
+    with transaction.atomic():
+        membership = _locked_membership(project, user)
+        if membership is None:
+            raise Http404(f"{user.get_username()} is not a member of project {project.name!r}.")
+        _refuse_losing_last_admin(project, membership, role)
+        previous = membership.role
+        if previous != role:
+            membership.role = role
+            membership.save(update_fields=["role"])
+            audit.record("project.member_role_changed", actor=actor, target=project, user=user.username,
+                         role=role, previous=previous)
     return membership
 
 
 def do_remove_member(project: Project, user, *, actor) -> None:
+    """Remove a member (they then get 404 for everything in the project); the last admin stays."""
     with transaction.atomic():
-        Membership.objects.filter(project=project, user=user).delete()
-        audit.record("project.member_removed", actor=actor, target=project, user=user.username)
+        membership = _locked_membership(project, user)
+        if membership is None:
+            raise Http404(f"{user.get_username()} is not a member of project {project.name!r}.")
+        _refuse_losing_last_admin(project, membership, None)
+        membership.delete()
+        audit.record("project.member_removed", actor=actor, target=project, user=user.username,
+                     role=membership.role)
+

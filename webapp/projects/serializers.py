@@ -1,6 +1,5 @@
 from pathlib import PurePosixPath
 
-from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
@@ -8,6 +7,7 @@ from mlcore.types import MAX_NAME_LENGTH, name_problem
 from webapp.datasets.models import Dataset, LabelSet
 
 from .models import Membership, Project, Role
+from .operations import UserNotFound, find_user
 
 
 @extend_schema_serializer(component_name="ProjectLabelSet")  # "LabelSet" is the review API's request body
@@ -54,13 +54,31 @@ class ProjectDetailSerializer(ProjectSerializer):
 
 
 class MembershipSerializer(serializers.ModelSerializer):
-    username = serializers.SlugRelatedField(source="user", slug_field="username",
-                                            queryset=get_user_model().objects.all())
-    role = serializers.ChoiceField(choices=Role.choices)
+    user_id = serializers.IntegerField(source="user.pk", read_only=True,
+                                       help_text="the member's id, for changing their role or removing them")
+    username = serializers.CharField(source="user.username", read_only=True)
+    role = serializers.ChoiceField(choices=Role.choices, read_only=True)
 
     class Meta:
         model = Membership
-        fields = ["username", "role"]
+        fields = ["user_id", "username", "role"]
+
+
+class AddMemberSerializer(serializers.Serializer):
+    """Adding a member, or changing their role: an existing account, by username or e-mail address."""
+
+    username = serializers.CharField(max_length=254, help_text="username, or e-mail address, of an existing account")
+    role = serializers.ChoiceField(choices=Role.choices)
+
+    def validate_username(self, value: str):
+        try:
+            return find_user(value)
+        except UserNotFound as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+class MemberRoleSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
 
 
 FORMAT_CHOICES = Dataset.Format.choices

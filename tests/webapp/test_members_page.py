@@ -1,0 +1,115 @@
+"""The members page: every member sees who is in the project; only admins get (and may use) the forms to
+add, change and remove members; the last admin stays."""
+
+import re
+
+import pytest
+from django.test import Client
+
+from webapp.projects.models import Membership, Role
+from webapp.projects.operations import do_create_project, do_set_membership
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def project(owner, member):
+    project = do_create_project("Team page", actor=owner)
+    do_set_membership(project, member, Role.REVIEWER, actor=owner)
+    return project
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def roles_in(project) -> dict[str, str]:
+    return dict(Membership.objects.filter(project=project).values_list("user__username", "role"))
+
+
+def flash(response) -> str:
+    return " ".join(re.findall(r'<p class="flash[^"]*">([^<]*)</p>', response.content.decode()))
+
+
+def test_the_project_page_links_to_the_members_page(project, member):
+    page = client_for(member).get(f"/projects/{project.pk}/").content.decode()
+    assert f'href="/projects/{project.pk}/members/"' in page
+
+
+def test_a_reviewer_sees_the_list_without_forms_and_cannot_post(project, member, make_user):
+    make_user("alice")
+    client = client_for(member)
+    response = client.get(f"/projects/{project.pk}/members/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'data-username="owner" data-role="admin"' in page
+    assert 'data-username="member" data-role="reviewer"' in page
+    assert "<form" not in page.split("<main>", 1)[1].replace('action="/logout/"', "")
+    for url, data in ((f"/projects/{project.pk}/members/", {"user": "alice", "role": "viewer"}),
+                      (f"/projects/{project.pk}/members/role/", {"user_id": member.pk, "role": "admin"}),
+                      (f"/projects/{project.pk}/members/remove/", {"user_id": member.pk})):
+        assert client.post(url, data).status_code == 403
+    assert roles_in(project) == {"owner": "admin", "member": "reviewer"}
+
+
+def test_outsiders_get_404(project, outsider):
+    client = client_for(outsider)
+    assert client.get(f"/projects/{project.pk}/members/").status_code == 404
+    assert client.post(f"/projects/{project.pk}/members/", {"user": "outsider", "role": "admin"}).status_code == 404
+    assert "outsider" not in roles_in(project)
+
+
+def test_an_admin_adds_by_email_changes_a_role_and_removes(project, owner, member, make_user):
+    alice = make_user("alice", email="alice@lab.example")
+    client = client_for(owner)
+    response = client.post(f"/projects/{project.pk}/members/", {"user": "ALICE@lab.example", "role": "viewer"},
+                           follow=True)
+    assert "alice was added as a viewer." in flash(response)
+    assert roles_in(project)["alice"] == "viewer"
+
+    response = client.post(f"/projects/{project.pk}/members/role/", {"user_id": alice.pk, "role": "curator"},
+                           follow=True)
+    assert "alice is now a curator." in flash(response)
+    assert roles_in(project)["alice"] == "curator"
+
+    response = client.post(f"/projects/{project.pk}/members/remove/", {"user_id": alice.pk}, follow=True)
+    assert "alice was removed from the project." in flash(response)
+    assert "alice" not in roles_in(project)
+    assert response.redirect_chain[-1][0] == f"/projects/{project.pk}/members/"
+
+
+def test_mistakes_come_back_as_messages_and_change_nothing(project, owner, member, outsider):
+    client = client_for(owner)
+    cases = [
+        (f"/projects/{project.pk}/members/", {"user": "nobody", "role": "viewer"}, "No account has"),
+        (f"/projects/{project.pk}/members/", {"user": "member", "role": "viewer"}, "member is already a reviewer"),
+        (f"/projects/{project.pk}/members/", {"user": "outsider", "role": "boss"}, "Choose a role"),
+        (f"/projects/{project.pk}/members/role/", {"user_id": outsider.pk, "role": "viewer"},
+         "outsider is not a member"),
+        (f"/projects/{project.pk}/members/role/", {"user_id": "x", "role": "viewer"}, "Choose a member"),
+        (f"/projects/{project.pk}/members/remove/", {"user_id": "99999999999999999999"}, "Choose a member"),
+        (f"/projects/{project.pk}/members/role/", {"user_id": owner.pk, "role": "viewer"}, "last admin"),
+        (f"/projects/{project.pk}/members/remove/", {"user_id": owner.pk}, "last admin"),
+    ]
+    for url, data, expected in cases:
+        response = client.post(url, data, follow=True)
+        assert response.status_code == 200
+        assert expected in flash(response), (url, data, flash(response))
+    assert roles_in(project) == {"owner": "admin", "member": "reviewer"}
+
+
+def test_the_last_admin_has_no_remove_button_and_a_fixed_role(project, owner, member):
+    page = client_for(owner).get(f"/projects/{project.pk}/members/").content.decode()
+    owner_row = page.split('data-username="owner"', 1)[1].split("</tr>", 1)[0]
+    member_row = page.split('data-username="member"', 1)[1].split("</tr>", 1)[0]
+    assert "the last admin keeps this role" in owner_row and "Remove" not in owner_row
+    assert "Remove" in member_row and "disabled" not in member_row
+
+
+def test_an_admin_who_leaves_goes_back_to_the_project_list(project, owner, member):
+    do_set_membership(project, member, Role.ADMIN, actor=owner)
+    response = client_for(owner).post(f"/projects/{project.pk}/members/remove/", {"user_id": owner.pk})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert roles_in(project) == {"member": "admin"}

@@ -1,0 +1,104 @@
+"""Pages: a project's members (admins manage them).
+
+Plain forms (CSRF) that post to these views; each change goes through a ``do_...`` function of
+:mod:`webapp.projects.operations` and comes back as a message on the members page.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from webapp.core.api_errors import Conflict
+from webapp.core.policy import project_role
+
+from . import operations
+from .access import get_project_for
+from .models import Membership, Role
+
+
+@require_http_methods(["GET", "POST"])
+def members(request, project_id: int):
+    """GET: the members of the project (any member); POST: add one by username or e-mail (admins)."""
+    project = get_project_for(request.user, project_id, project_role(request))
+    if request.method == "POST":
+        role = _role(request)
+        try:
+            user = operations.find_user(request.POST.get("user", ""))
+            if role is not None:
+                operations.do_add_member(project, user, role, actor=request.user)
+                messages.success(request, f"{user.get_username()} was added as a {Role(role).label.lower()}.")
+        except operations.UserNotFound as exc:
+            messages.error(request, str(exc))
+        except Conflict as exc:
+            messages.error(request, str(exc.detail))
+        return redirect("project-members", project.pk)
+    memberships = list(Membership.objects.filter(project=project).select_related("user")
+                       .order_by("user__username"))
+    admins = sum(1 for m in memberships if m.role == Role.ADMIN)
+    for membership in memberships:
+        membership.is_last_admin = membership.role == Role.ADMIN and admins == 1
+    return render(request, "projects/members.html", {
+        "project": project,
+        "memberships": memberships,
+        "roles": Role.choices,
+        "is_admin": project.role == Role.ADMIN,
+    })
+
+
+@require_POST
+def change_role(request, project_id: int):
+    project = get_project_for(request.user, project_id, project_role(request))
+    role = _role(request)
+    user = _member_user(request)
+    if role is not None and user is not None:
+        try:
+            operations.do_change_member_role(project, user, role, actor=request.user)
+            messages.success(request, f"{user.get_username()} is now a {Role(role).label.lower()}.")
+        except Http404 as exc:
+            messages.error(request, str(exc))
+        except Conflict as exc:
+            messages.error(request, str(exc.detail))
+    return _after_change(request, project)
+
+
+@require_POST
+def remove_member(request, project_id: int):
+    project = get_project_for(request.user, project_id, project_role(request))
+    user = _member_user(request)
+    if user is not None:
+        try:
+            operations.do_remove_member(project, user, actor=request.user)
+            messages.success(request, f"{user.get_username()} was removed from the project.")
+        except Http404 as exc:
+            messages.error(request, str(exc))
+        except Conflict as exc:
+            messages.error(request, str(exc.detail))
+    return _after_change(request, project)
+
+
+def _role(request) -> str | None:
+    role = request.POST.get("role", "")
+    if role not in Role.values:
+        messages.error(request, f"Choose a role: {', '.join(Role.values)}.")
+        return None
+    return role
+
+
+def _member_user(request):
+    raw = request.POST.get("user_id", "")
+    valid = raw.isascii() and raw.isdecimal() and len(raw) <= 18  # a 64-bit id, or nothing
+    user = get_user_model().objects.filter(pk=int(raw)).first() if valid else None
+    if user is None:
+        messages.error(request, "Choose a member from the list.")
+    return user
+
+
+def _after_change(request, project):
+    """Back to the members page, or to the project list when the admin just left the project."""
+    if not Membership.objects.filter(project=project, user=request.user).exists():
+        return redirect("home")
+    return redirect("project-members", project.pk)
