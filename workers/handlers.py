@@ -82,6 +82,18 @@ def run_import(context: JobContext) -> dict:
     return run_import_job(context.job, progress)
 
 
+def run_deletion(context: JobContext) -> dict:
+    from webapp.projects.deletion import run_deletion_job
+
+    def progress(percent: float, message: str) -> None:
+        # The deletion is one transaction: a cancel here rolls it back whole.
+        context.progress(percent, message=message)
+        if context.cancel_requested:
+            raise JobCancelled()
+
+    return run_deletion_job(context.job, progress)
+
+
 def _run_training_kind(function_name: str):
     """Training, prediction and inference share the shape: report progress, stop when cancelled."""
 
@@ -106,11 +118,13 @@ HANDLERS: dict[str, Callable[[JobContext], dict]] = {
     Job.Kind.TRAIN: _run_training_kind("run_training"),
     Job.Kind.PREDICT: _run_training_kind("run_prediction"),
     Job.Kind.INFER: _run_training_kind("run_inference"),
+    Job.Kind.DELETE: run_deletion,
 }
 
 
 def user_facing_errors() -> tuple[type[Exception], ...]:
     """Errors about the user's input: their message is the whole story, no code location needed."""
     from webapp.datasets.uploads import USER_ERRORS
+    from webapp.projects.deletion import DeletionRefused
 
-    return USER_ERRORS
+    return (*USER_ERRORS, DeletionRefused)

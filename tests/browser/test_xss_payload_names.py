@@ -218,6 +218,9 @@ def test_payload_names_stay_text_on_every_page(page, live_server, owner, tmp_pat
     page.goto(f"{base}/projects/{project.pk}/review/agreement/")
     check_page(page, watch, "agreement page", COLON_SET, BREAST_SET)
 
+    page.goto(f"{base}/projects/{project.pk}/members/")
+    check_page(page, watch, "members page", PROJECT, owner.username)
+
     for job in (train_job, Job.objects.filter(project=project, kind="import").first()):
         page.goto(f"{base}/jobs/{job.pk}/")
         wait_until(page, "document.querySelector('#job [data-field=detail]').textContent !== ''", timeout=60)

@@ -185,3 +185,18 @@ def test_a_retried_import_whose_killed_attempt_committed_answers_with_that_datas
     assert (media / stored / "some-file").is_file()
     assert not (media / staged).exists()
     assert Dataset.objects.filter(project=project).count() == 1
+
+
+def test_the_folder_of_a_deleted_project_goes_whole(media, owner):
+    """A project's deletion removes its folder after its commit; a worker killed in between leaves it."""
+    project = do_create_project("alive", actor=owner)
+    kept = [folder(media, f"projects/{project.pk}/models"), folder(media, "projects/not-a-project-id")]
+    gone = project.pk + 1000
+    folder(media, f"projects/{gone}/models")
+    folder(media, f"projects/{gone}/datasets/abc")
+    stamp = time.time() - GRACE.total_seconds() - 60
+    os.utime(media / "projects" / str(gone), (stamp, stamp))
+    removed = sweep_orphans()
+    assert f"projects/{gone}" in removed
+    assert not (media / "projects" / str(gone)).exists()
+    assert all((media / relative).is_dir() for relative in kept)

@@ -1,4 +1,5 @@
-"""State changes of labels: every correction appends a Label row and moves the CurrentLabel pointer."""
+"""State changes of labels and datasets: every correction appends a Label row and moves the CurrentLabel
+pointer; a dataset's deletion is asked for here and carried out by a job (webapp.projects.deletion)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from django.db import transaction
 
 from webapp.core import audit, sql
 
-from .models import CurrentLabel, Label, LabelSet, LabelSource, Nucleus
+from .models import CurrentLabel, Dataset, Label, LabelSet, LabelSource, Nucleus
 
 
 class StaleLabel(Exception):
@@ -65,3 +66,50 @@ def _insert_current(nucleus_id: int, label_set_id: int, label_id: int, class_ind
     return sql.fetch_one(f"INSERT INTO {sql.table(CurrentLabel)} (nucleus_id, label_set_id, label_id, class_index, "
                          f"source) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (nucleus_id, label_set_id) DO NOTHING "
                          f"RETURNING id", [nucleus_id, label_set_id, label_id, class_index, source]) is not None
+
+
+# ----------------------------------------------------------------------------------------- deletion
+
+def do_request_dataset_deletion(dataset: Dataset, *, actor):
+    """Queue the deletion of a dataset (rows and files) as a job, once nothing in its project is at work
+    that the deletion would break (409 otherwise); returns the job."""
+    from webapp.jobs import operations as job_operations
+    from webapp.jobs.models import Job
+    from webapp.projects.deletion import DATASET_BLOCKERS, refuse_while_busy
+    from webapp.projects.models import Project
+
+    with transaction.atomic():
+        project = Project.objects.select_for_update().get(pk=dataset.project_id)  # one at a time with starts
+        refuse_while_busy(project, DATASET_BLOCKERS, f"Dataset {dataset.name!r}")
+        job = job_operations.do_enqueue_job(
+            Job.Kind.DELETE, actor=actor, project=project,
+            params={"target": "dataset", "dataset": dataset.pk, "name": dataset.name})
+        audit.record("dataset.deletion_requested", actor=actor, target=dataset, name=dataset.name, job=job.pk)
+    return job
+
+
+def do_delete_dataset(dataset: Dataset, *, job=None, progress=None) -> dict:
+    """Delete a dataset's rows (images, nuclei, their labels, predictions and reviews) in one transaction,
+    then its folder of files. Its label set stays: other datasets' nuclei may be labelled in it."""
+    from webapp.projects.deletion import (DATASET_BLOCKERS, DeletionRefused, busy_job, busy_message,
+                                          delete_images, remove_media)
+    from webapp.projects.models import Project
+
+    progress = progress or (lambda percent, message: None)
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=dataset.project_id)
+        blocker = busy_job(dataset.project_id, DATASET_BLOCKERS, exclude=job)
+        if blocker is not None:
+            raise DeletionRefused(busy_message(blocker, f"Dataset {dataset.name!r}"))
+        dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        summary = {"target": "dataset", "deleted": True, "name": dataset.name, "dataset": dataset.pk,
+                   "images": dataset.image_count, "nuclei": dataset.nucleus_count}
+        progress(0, f"deleting {dataset.image_count} images and {dataset.nucleus_count} nuclei")
+        delete_images([dataset.pk], progress, done=0, total=dataset.nucleus_count, start=0, span=95)
+        storage_dir = dataset.storage_dir
+        target = audit.target_of(dataset)
+        dataset.delete()
+        audit.record("dataset.deleted", actor=getattr(job, "created_by", None), target=target,
+                     job=getattr(job, "pk", None), **{k: summary[k] for k in ("name", "images", "nuclei")})
+        transaction.on_commit(lambda: remove_media(storage_dir))
+    return summary

@@ -14,14 +14,19 @@ from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from webapp.core import policy
+from webapp.core.api_errors import Conflict
 from webapp.core.policy import project_role
 from webapp.projects.access import get_project_for
+from webapp.projects.deletion import DATASET_BLOCKERS, busy_job
 from webapp.projects.models import ROLE_RANK, Role
 from webapp.projects.operations import do_create_project
+from webapp.projects.pages import deletion_context
 from webapp.training.pages import training_panel_context
 
 from . import queries
 from .models import Dataset
+from .operations import do_request_dataset_deletion
 
 IMAGES_PER_PAGE = 48
 
@@ -53,6 +58,7 @@ def project_detail(request, project_id: int):
         "can_upload": ROLE_RANK[project.role] >= ROLE_RANK[Role.CURATOR],
         "formats": Dataset.Format.choices,
         **training_panel_context(project, request.user),
+        **deletion_context(project),
     })
 
 
@@ -76,8 +82,29 @@ def dataset_detail(request, project_id: int, dataset_id: int):
     page = Paginator(queries.dataset_images(dataset), IMAGES_PER_PAGE).get_page(request.GET.get("page"))
     counts = queries.image_label_counts([image.pk for image in page])
     images = [{"image": image, **counts[image.pk]} for image in page]
-    return render(request, "datasets/detail.html", {"project": project, "dataset": dataset, "page": page,
-                                                     "images": images})
+    can_delete = ROLE_RANK[project.role] >= ROLE_RANK[policy.ROUTES["dataset-delete"]["POST"].project_role]
+    return render(request, "datasets/detail.html", {
+        "project": project, "dataset": dataset, "page": page, "images": images, "can_delete": can_delete,
+        "delete_blocker": busy_job(project.pk, DATASET_BLOCKERS) if can_delete else None})
+
+
+@require_POST
+def delete_dataset(request, project_id: int, dataset_id: int):
+    """Queue the dataset's deletion once its name was typed to confirm it (curators)."""
+    project = get_project_for(request.user, project_id, project_role(request))
+    dataset = Dataset.objects.filter(pk=dataset_id, project=project).first()
+    if dataset is None:
+        raise Http404("No such dataset in this project.")
+    if request.POST.get("confirm_name", "") != dataset.name:
+        messages.error(request, "The dataset was not deleted: type its name exactly to confirm.")
+        return redirect("dataset-detail", project.pk, dataset.pk)
+    try:
+        job = do_request_dataset_deletion(dataset, actor=request.user)
+    except Conflict as exc:
+        messages.error(request, str(exc.detail))
+        return redirect("dataset-detail", project.pk, dataset.pk)
+    messages.success(request, f"Dataset {dataset.name!r} is being deleted (job {job.pk}).")
+    return redirect("project-detail", project.pk)
 
 
 @require_GET

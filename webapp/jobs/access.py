@@ -4,7 +4,8 @@
   members who have since been removed get 404, like every other object of a private project.
 - Cancelling needs the curator role in the project, or to have started the job while still holding a
   role that could start it now (a reviewer may cancel the inference they asked for, not a colleague's).
-- Jobs without a project (worker diagnostics) belong to staff only.
+- Jobs without a project belong to staff, and to whoever started them: worker diagnostics, and the
+  deletion of a project, which outlives the project it deleted to tell its creator how it went.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ START_ROLE = {
     Job.Kind.PREDICT: policy.ROUTES["api-train"]["POST"].project_role,
     Job.Kind.INFER: policy.ROUTES["api-infer"]["POST"].project_role,
     Job.Kind.EXPORT: Role.CURATOR,
+    # A dataset's deletion (curators); a project's needs its admin and is detached from it when it is done.
+    Job.Kind.DELETE: policy.ROUTES["api-project-dataset"]["DELETE"].project_role,
 }
 # Cancelling anyone's job of the project.
 CANCEL_ROLE = policy.ROUTES["api-job-cancel"]["POST"].project_role
@@ -39,6 +42,8 @@ def visible_jobs(user):
     visible = Q(project_id__in=member_of)
     if user.is_staff:
         visible |= Q(project__isnull=True)
+    else:
+        visible |= Q(project__isnull=True, created_by=user)
     return Job.objects.filter(visible)
 
 
@@ -53,7 +58,7 @@ def job_for(user, job_id, *, cancel: bool = False) -> Job:
     if job is None or not getattr(user, "is_authenticated", False):
         raise missing
     if job.project_id is None:
-        if not user.is_staff:
+        if not (user.is_staff or job.created_by_id == user.pk):
             raise missing
         return job
     membership = Membership.objects.filter(project_id=job.project_id, user=user).first()
@@ -68,7 +73,7 @@ def job_for(user, job_id, *, cancel: bool = False) -> Job:
 
 def may_cancel(user, job: Job, membership: Membership | None) -> bool:
     if job.project_id is None:
-        return bool(user.is_staff)
+        return bool(user.is_staff) or job.created_by_id == user.pk
     if membership is None:
         return False
     if membership.allows(CANCEL_ROLE):

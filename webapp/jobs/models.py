@@ -12,6 +12,7 @@ class Job(models.Model):
         PREDICT = "predict", "Project prediction"
         INFER = "infer", "Image inference"
         EXPORT = "export", "Export"
+        DELETE = "delete", "Deletion"
 
     class State(models.TextChoices):
         QUEUED = "queued"

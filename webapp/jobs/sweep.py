@@ -12,7 +12,9 @@ writing stays behind. These are found by what the database refers to, never by g
 - ``scratch/<id>``: a training's temporary folder; kept while any training runs;
 - ``projects/<p>/models/job-<id>.pt``: a checkpoint being published; kept while a training of that
   project runs (a published one is renamed ``v<n>.pt`` and named by its ModelVersion);
-- ``cache/crops/.crops-*``: a crops cache entry being written; kept while any training runs.
+- ``cache/crops/.crops-*``: a crops cache entry being written; kept while any training runs;
+- ``projects/<p>``: all of a project's files (model checkpoints too); kept while its Project row exists
+  (a project's deletion removes it after its commit, unless the worker was killed in between).
 
 Everything younger than ``GRACE`` is kept too: an upload is staged a moment before its job row exists.
 
@@ -88,6 +90,7 @@ def remove_job_paths(job: Job, *, inputs: bool = True) -> None:
 def sweep_orphans(now: float | None = None) -> list[str]:
     """Remove the orphaned folders and files described above; returns their paths relative to MEDIA_ROOT."""
     from webapp.datasets.models import Dataset
+    from webapp.projects.models import Project
 
     media = Path(settings.MEDIA_ROOT)
     oldest = (now or time.time()) - GRACE.total_seconds()
@@ -122,6 +125,9 @@ def sweep_orphans(now: float | None = None) -> list[str]:
     sweep(_children(media / "projects", "*/models/job-*.pt"),
           lambda relative, path: _project_id(path) in training)
     sweep(_children(media / "cache" / "crops", ".crops-*"), lambda relative, path: bool(training))
+
+    projects = set(Project.objects.values_list("pk", flat=True))
+    sweep(_children(media / "projects"), lambda relative, folder: _number(folder.name) in projects | {None})
     if removed:
         logger.info("removed %d orphaned folders: %s", len(removed), ", ".join(removed[:20]))
     return removed
@@ -132,8 +138,13 @@ def _children(root: Path, pattern: str = "*") -> list[Path]:
 
 
 def _project_id(folder: Path) -> int | None:
+    return _number(folder.parent.parent.name)
+
+
+def _number(name: str) -> int | None:
+    """A folder named by a row's id; None for any other name (such a folder is never removed)."""
     try:
-        return int(folder.parent.parent.name)
+        return int(name)
     except ValueError:
         return None
 

@@ -9,7 +9,8 @@ from rest_framework.response import Response
 
 from webapp.core.policy import project_role
 from webapp.datasets import uploads
-from webapp.datasets.models import LabelSet
+from webapp.datasets.models import Dataset, LabelSet
+from webapp.datasets.operations import do_request_dataset_deletion
 from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 
 from . import operations
@@ -21,7 +22,7 @@ from .serializers import (AddMemberSerializer, DatasetSerializer, DatasetUploadS
 
 class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                      viewsets.GenericViewSet):
-    """Projects the user is a member of; creating one makes its creator the admin."""
+    """Projects the user is a member of; creating one makes its creator the admin, who may delete it."""
 
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     lookup_value_regex = r"[0-9]+"  # anything else is no project: 404, not a failed integer lookup
@@ -95,3 +96,26 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
     def _member_list(project) -> list:
         members = Membership.objects.filter(project=project).select_related("user").order_by("user__username")
         return MembershipSerializer(members, many=True).data
+
+    @extend_schema(request=None, responses={202: JobAcceptedSerializer})
+    def destroy(self, request, *args, **kwargs):
+        """Delete the project with everything in it (admins): 202 with the deletion job. 409 while any job
+        of the project is queued or running."""
+        project = get_project_for(request.user, kwargs["pk"], project_role(request))
+        return _accepted(operations.do_request_project_deletion(project, actor=request.user), request)
+
+    @extend_schema(request=None, responses={202: JobAcceptedSerializer})
+    @action(detail=True, methods=["delete"], url_path=r"datasets/(?P<dataset_id>[0-9]+)", url_name="dataset")
+    def dataset(self, request, pk=None, dataset_id=None):
+        """Delete a dataset with its images, nuclei, labels and files (curators): 202 with the deletion job.
+        409 while an import, training, prediction or export of the project is queued or running."""
+        project = get_project_for(request.user, pk, project_role(request))
+        dataset = Dataset.objects.filter(pk=int(dataset_id), project=project).first()
+        if dataset is None:
+            raise NotFound("No such dataset in this project.")
+        return _accepted(do_request_dataset_deletion(dataset, actor=request.user), request)
+
+
+def _accepted(job, request) -> Response:
+    data = JobSerializer(job, context={"request": request}).data
+    return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED)

@@ -114,3 +114,68 @@ def do_remove_member(project: Project, user, *, actor) -> None:
         audit.record("project.member_removed", actor=actor, target=project, user=user.username,
                      role=membership.role)
 
+
+# ----------------------------------------------------------------------------------------- deletion
+
+def do_request_project_deletion(project: Project, *, actor):
+    """Queue the deletion of the whole project (rows and files) as a job, once none of its jobs is queued or
+    running (409 otherwise); returns the job."""
+    from webapp.jobs import operations as job_operations
+    from webapp.jobs.models import Job
+
+    from .deletion import PROJECT_BLOCKERS, refuse_while_busy
+
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=project.pk)
+        refuse_while_busy(project, PROJECT_BLOCKERS, f"Project {project.name!r}")
+        job = job_operations.do_enqueue_job(
+            Job.Kind.DELETE, actor=actor, project=project,
+            params={"target": "project", "project": project.pk, "name": project.name})
+        audit.record("project.deletion_requested", actor=actor, target=project, name=project.name, job=job.pk)
+    return job
+
+
+def do_delete_project(project: Project, *, job=None, progress=None) -> dict:
+    """Delete a project and everything in it (datasets, label sets, model versions, jobs, members, its
+    retraining schedules) in one transaction, then its folder of files.
+
+    The deletion job itself is detached from the project last (a job row follows its project), so that
+    it stays to tell its creator how the deletion went."""
+    from django_celery_beat.models import PeriodicTask
+
+    from webapp.datasets.models import Dataset
+    from webapp.jobs.models import Job
+
+    from .deletion import (PROJECT_BLOCKERS, DeletionRefused, busy_job, busy_message, delete_images,
+                           nucleus_total, project_media, remove_media)
+
+    progress = progress or (lambda percent, message: None)
+    with transaction.atomic():
+        project = Project.objects.select_for_update().get(pk=project.pk)
+        blocker = busy_job(project.pk, PROJECT_BLOCKERS, exclude=job)
+        if blocker is not None:
+            raise DeletionRefused(busy_message(blocker, f"Project {project.name!r}"))
+        datasets = Dataset.objects.filter(project=project)
+        summary = {"target": "project", "deleted": True, "name": project.name, "project": project.pk,
+                   "datasets": datasets.count(), "images": sum(datasets.values_list("image_count", flat=True)),
+                   "nuclei": nucleus_total(datasets), "members": project.memberships.count(),
+                   "model_versions": project.model_versions.count()}
+        progress(0, f"deleting {summary['datasets']} datasets, {summary['nuclei']} nuclei")
+        delete_images(list(datasets.values_list("pk", flat=True)), progress, done=0, total=summary["nuclei"],
+                      start=0, span=90)
+        datasets.delete()
+        # The schedules of its retraining policy (webapp.training.operations.do_set_retrain_policy).
+        PeriodicTask.objects.filter(name__in=[f"retrain-check-project-{project.pk}",
+                                              f"retrain-cron-project-{project.pk}"]).delete()
+        target = audit.target_of(project)
+        if job is not None:
+            # Progress is written on another connection (webapp.jobs.operations.progress_database): no
+            # progress may be reported after this, which locks the job's row until the commit.
+            Job.objects.filter(pk=job.pk).update(project=None)
+        project.delete()
+        audit.record("project.deleted", actor=getattr(job, "created_by", None), target=target,
+                     job=getattr(job, "pk", None),
+                     **{k: summary[k] for k in ("name", "datasets", "images", "nuclei", "members")})
+        folder = project_media(summary["project"])
+        transaction.on_commit(lambda: remove_media(folder))
+    return summary

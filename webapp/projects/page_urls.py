@@ -1,4 +1,4 @@
-"""Pages of a project's team (server-rendered, plain forms)."""
+"""Pages of a project's team and its deletion (server-rendered, plain forms)."""
 
 from django.urls import path
 
@@ -8,4 +8,5 @@ urlpatterns = [
     path("projects/<int:project_id>/members/", pages.members, name="project-members"),
     path("projects/<int:project_id>/members/role/", pages.change_role, name="project-member-role"),
     path("projects/<int:project_id>/members/remove/", pages.remove_member, name="project-member-remove"),
+    path("projects/<int:project_id>/delete/", pages.delete_project, name="project-delete"),
 ]

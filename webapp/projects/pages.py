@@ -1,4 +1,4 @@
-"""Pages: a project's members (admins manage them).
+"""Pages: a project's members (admins manage them) and the project's deletion.
 
 Plain forms (CSRF) that post to these views; each change goes through a ``do_...`` function of
 :mod:`webapp.projects.operations` and comes back as a message on the members page.
@@ -10,10 +10,12 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.core.api_errors import Conflict
 from webapp.core.policy import project_role
+from webapp.projects.deletion import PROJECT_BLOCKERS, busy_job
 
 from . import operations
 from .access import get_project_for
@@ -80,6 +82,22 @@ def remove_member(request, project_id: int):
     return _after_change(request, project)
 
 
+@require_POST
+def delete_project(request, project_id: int):
+    """Queue the project's deletion once its name was typed to confirm it (admins)."""
+    project = get_project_for(request.user, project_id, project_role(request))
+    if request.POST.get("confirm_name", "") != project.name:
+        messages.error(request, "The project was not deleted: type its name exactly to confirm.")
+        return redirect("project-detail", project.pk)
+    try:
+        job = operations.do_request_project_deletion(project, actor=request.user)
+    except Conflict as exc:
+        messages.error(request, str(exc.detail))
+        return redirect("project-detail", project.pk)
+    messages.success(request, f"Project {project.name!r} is being deleted (job {job.pk}).")
+    return redirect("job-detail", job.pk)
+
+
 def _role(request) -> str | None:
     role = request.POST.get("role", "")
     if role not in Role.values:
@@ -102,3 +120,13 @@ def _after_change(request, project):
     if not Membership.objects.filter(project=project, user=request.user).exists():
         return redirect("home")
     return redirect("project-members", project.pk)
+
+
+def deletion_context(project) -> dict:
+    """What the project page's deletion form needs (admins): whether a job stands in the way."""
+    if project.role != Role.ADMIN:
+        return {"can_delete_project": False}
+    blocker = busy_job(project.pk, PROJECT_BLOCKERS)
+    return {"can_delete_project": True, "delete_blocker": blocker,
+            "delete_url": reverse("project-delete", args=[project.pk])}
+

@@ -16,6 +16,7 @@ from webapp.core.api_errors import Conflict
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job
 from webapp.jobs.sweep import staged_checkpoint
+from webapp.projects.deletion import refuse_while_deleting
 from webapp.projects.models import Project
 
 from .models import ModelVersion, Prediction, RetrainPolicy
@@ -32,6 +33,7 @@ def do_start_training(project: Project, *, actor=None, options: dict | None = No
     """Queue a training job; 409 (Conflict) when one is already queued or running for the project."""
     with transaction.atomic():
         Project.objects.select_for_update().get(pk=project.pk)  # serialises concurrent starts
+        refuse_while_deleting(project, "A training")
         current = running_training(project)
         if current is not None:
             raise Conflict(f"Project {project.name!r} is already training (job {current.pk}, {current.state}); "

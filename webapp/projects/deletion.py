@@ -1,0 +1,143 @@
+"""Deleting a dataset or a whole project: asked for on a page or the API, carried out by a job.
+
+The request (:func:`webapp.datasets.operations.do_request_dataset_deletion`,
+:func:`webapp.projects.operations.do_request_project_deletion`) checks who asks and that nothing in the
+project is at work, writes its audit row and queues a ``delete`` job; the answer is 202 with the job.
+The job (:func:`run_deletion_job`) removes the rows in one transaction, so that a failure or a cancel
+leaves everything as it was, and removes the files once that transaction is committed. A worker killed
+between the commit and the file removal leaves folders that nothing refers to; the periodic sweep
+(:mod:`webapp.jobs.sweep`) removes those.
+
+Deleting must not break work in progress: while an import, training, prediction, inference, export or
+another deletion of the project is queued or running, a deletion is refused (409) and, the other way
+round, no import or training starts while a deletion of the project is pending. The job checks again
+when it runs, since a job may have been queued in between.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from django.conf import settings
+from django.db.models import Sum
+
+from webapp.core.api_errors import Conflict
+from webapp.jobs.models import Job
+
+# A callback the job passes in: (percent, message) -> None, raising to cancel.
+Progress = Callable[[float, str], None]
+UNFINISHED = (Job.State.QUEUED, Job.State.RUNNING)
+# What a dataset's deletion would break: jobs that read or write the project's nuclei. An inference
+# works on an uploaded image of its own, so it may go on while a dataset goes.
+DATASET_BLOCKERS = (Job.Kind.IMPORT, Job.Kind.TRAIN, Job.Kind.PREDICT, Job.Kind.EXPORT, Job.Kind.DELETE)
+# A project's deletion removes everything, its model checkpoints and inference folders included.
+PROJECT_BLOCKERS = tuple(kind for kind in Job.Kind if kind != Job.Kind.DIAGNOSTICS)
+# Rows per transaction step: the ORM's cascade loads the ids of what it deletes, so images are deleted a
+# bounded number of nuclei at a time (still inside the one transaction of the deletion).
+NUCLEI_PER_STEP = 20_000
+
+
+class DeletionRefused(Exception):
+    """The deletion would break a job that started after it was asked for; the job fails with this."""
+
+
+def busy_job(project_id: int, kinds: Iterable[str], *, exclude: Job | None = None) -> Job | None:
+    """The oldest queued or running job of ``kinds`` in the project, other than ``exclude``."""
+    jobs = Job.objects.filter(project_id=project_id, kind__in=list(kinds), state__in=UNFINISHED)
+    if exclude is not None:
+        jobs = jobs.exclude(pk=exclude.pk)
+    return jobs.order_by("id").first()
+
+
+def busy_message(job: Job, what: str) -> str:
+    return (f"{what} cannot be deleted now: a {job.get_kind_display().lower()} of the project is {job.state} "
+            f"(job {job.pk}), and deleting would break it. Wait for it to finish or cancel it, then delete again.")
+
+
+def refuse_while_busy(project, kinds: Iterable[str], what: str) -> None:
+    """409 when a job of ``kinds`` is queued or running in the project (request time)."""
+    job = busy_job(project.pk, kinds)
+    if job is not None:
+        raise Conflict(busy_message(job, what), job_id=job.pk)
+
+
+def refuse_while_deleting(project, what: str) -> None:
+    """409 for starting ``what`` (an import, a training) while a deletion in the project is pending."""
+    job = busy_job(project.pk, [Job.Kind.DELETE])
+    if job is not None:
+        target = "the project" if job.params.get("target") == "project" else f"dataset {job.params.get('name')!r}"
+        raise Conflict(f"{what} cannot start now: {target} is being deleted (job {job.pk}, {job.state}). "
+                       "Wait for the deletion to finish.", job_id=job.pk)
+
+
+def delete_images(dataset_ids: list[int], progress: Progress, *, done: int, total: int, start: float,
+                  span: float) -> int:
+    """Delete the images (with their nuclei, labels, predictions, reviews) of these datasets, a bounded
+    number of nuclei per statement group, reporting progress from ``start`` over ``span`` percent.
+    Returns the nuclei deleted so far (``done`` plus this call's)."""
+    from webapp.datasets.models import Image
+
+    step: list[int] = []
+    in_step = 0
+
+    def flush() -> None:
+        nonlocal done, in_step
+        if step:
+            Image.objects.filter(pk__in=step).delete()
+            done += in_step
+            progress(start + span * done / max(total, 1), f"deleted {done} of {total} nuclei")
+            step.clear()
+            in_step = 0
+
+    rows = Image.objects.filter(dataset_id__in=dataset_ids).order_by("id").values_list("id", "nucleus_count")
+    for image_id, nucleus_count in rows.iterator(chunk_size=2000):
+        step.append(image_id)
+        in_step += nucleus_count
+        if in_step >= NUCLEI_PER_STEP:
+            flush()
+    flush()
+    return done
+
+
+def nucleus_total(datasets) -> int:
+    return datasets.aggregate(n=Sum("nucleus_count"))["n"] or 0
+
+
+def remove_media(relative: str) -> None:
+    """Remove a folder under MEDIA_ROOT (never MEDIA_ROOT itself or anything outside it)."""
+    if not relative:
+        return
+    media = Path(settings.MEDIA_ROOT).resolve()
+    folder = (media / relative).resolve()
+    if folder != media and folder.is_relative_to(media):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def project_media(project_id: int) -> str:
+    """The folder of everything a project stores: datasets, model checkpoints, inference files."""
+    return f"projects/{int(project_id)}"
+
+
+def run_deletion_job(job: Job, progress: Progress) -> dict:
+    """What the ``delete`` job does (workers.handlers): the deletion its parameters name."""
+    from webapp.datasets.models import Dataset
+    from webapp.datasets.operations import do_delete_dataset
+    from webapp.projects.models import Project
+    from webapp.projects.operations import do_delete_project
+
+    params = job.params
+    if params.get("target") == "dataset":
+        dataset = Dataset.objects.filter(pk=params.get("dataset")).first()
+        if dataset is None:
+            return {"target": "dataset", "name": params.get("name"), "deleted": False,
+                    "detail": "the dataset was already gone"}
+        return do_delete_dataset(dataset, job=job, progress=progress)
+    if params.get("target") == "project":
+        project = Project.objects.filter(pk=params.get("project")).first()
+        if project is None:
+            return {"target": "project", "name": params.get("name"), "deleted": False,
+                    "detail": "the project was already gone"}
+        return do_delete_project(project, job=job, progress=progress)
+    raise ValueError(f"a deletion job needs target 'dataset' or 'project', not {params.get('target')!r}")
