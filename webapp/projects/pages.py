@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from webapp.core.api_errors import Conflict
 from webapp.core.policy import project_role
