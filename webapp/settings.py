@@ -191,6 +191,9 @@ AXES_CLIENT_IP_CALLABLE = "webapp.core.authentication.client_ip"
 # API tokens: after TOKEN_FAILURE_LIMIT unknown tokens from one address within LOGIN_COOLOFF_MINUTES, that
 # address gets 429 for every token until the cool-off ends (webapp.core.authentication).
 TOKEN_FAILURE_LIMIT = _env_int("TOKEN_FAILURE_LIMIT", 10)
+# Password reset e-mails: at most this many an hour per requesting address and per e-mail address
+# (webapp.core.passwords).
+PASSWORD_RESET_LIMIT = _env_int("PASSWORD_RESET_LIMIT", 5)
 if TOKEN_FAILURE_LIMIT < 1:
     raise ImproperlyConfigured("TOKEN_FAILURE_LIMIT must be 1 or more")
 LOGIN_URL = "login"

@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 
 from webapp.core import api as core_api
 from webapp.core import api_docs
+from webapp.core.passwords import LimitedPasswordResetView
 from webapp.core import views as core_views
 from webapp.jobs.api import JobViewSet
 
@@ -26,7 +27,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Passwords (Django's views and names; the templates are in templates/registration/). Their forms
     # answer GET and POST only: a FormView would also take PUT as a POST.
-    path("password-reset/", auth_views.PasswordResetView.as_view(
+    path("password-reset/", LimitedPasswordResetView.as_view(
         http_method_names=FORM_METHODS, email_template_name="registration/password_reset_email.txt"),
         name="password_reset"),
     path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(http_method_names=PAGE_METHODS),

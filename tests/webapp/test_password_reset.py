@@ -94,3 +94,33 @@ def test_change_password_from_the_account_page(alice):
 def test_changing_a_password_needs_a_login():
     response = Client().get("/account/password/")
     assert response.status_code == 302 and response["Location"].startswith("/login/?next=")
+
+
+def test_reset_requests_are_limited_per_address_and_per_email(alice):
+    """The form cannot flood an inbox: past the limit an e-mail address gets nothing more (the answer
+    looks as usual), and past the limit a requesting address is told to wait (429)."""
+    from django.conf import settings as django_settings
+    from django.core.cache import cache
+
+    from webapp.core.passwords import ADDRESS_FACTOR, address_key, email_key
+
+    limit = django_settings.PASSWORD_RESET_LIMIT
+    # Counters of an earlier run, where the cache outlives the test (Redis with DEBUG off).
+    cache.delete_many([address_key("198.51.100.7"), address_key("198.51.100.8"), email_key("alice@lab.example"),
+                       email_key("carol@lab.example"), email_key("someone@lab.example"),
+                       *(email_key(f"user{k}@lab.example") for k in range(ADDRESS_FACTOR * limit))])
+    client = Client(REMOTE_ADDR="198.51.100.7")
+    for _ in range(limit + 2):
+        response = client.post("/password-reset/", {"email": "alice@lab.example"})
+        assert response.status_code == 302 and response["Location"] == "/password-reset/sent/"
+    assert len(mail.outbox) == limit
+
+    # One address may ask for several accounts (a lab behind one router), up to its own limit.
+    for k in range(ADDRESS_FACTOR * limit - (limit + 2)):
+        assert client.post("/password-reset/", {"email": f"user{k}@lab.example"}).status_code == 302
+    refused = client.post("/password-reset/", {"email": "someone@lab.example"})
+    assert refused.status_code == 429
+    assert "Too many password reset requests from your address" in refused.content.decode()
+    # Another address may still ask for another account's reset.
+    assert Client(REMOTE_ADDR="198.51.100.8").post("/password-reset/",
+                                                    {"email": "carol@lab.example"}).status_code == 302
