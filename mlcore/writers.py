@@ -218,6 +218,42 @@ def geojson_features(instance_map: np.ndarray, classes: dict[int, int], label_se
     return features
 
 
+def outline_feature(outline: Sequence[Sequence[float]], object_type: str = "detection",
+                    classification: tuple[str, Sequence[int]] | None = None,
+                    measurements: dict[str, float] | None = None, **properties) -> dict:
+    """A QuPath GeoJSON Feature from a stored outline ([[x, y], ...], pixel-centre coordinates as
+    :func:`nucleus_outlines` gives them), for exports that have the outlines but not the masks.
+
+    The ring is shifted to pixel-edge coordinates like the other writers and closed (first point
+    repeated at the end), with at least four positions as GeoJSON requires. ``classification``:
+    ``(name, (r, g, b))``, QuPath's ``{"name", "color": [r, g, b]}``; ``measurements``: QuPath's map of
+    measurement name to number (None values are left out). Further keyword arguments become properties.
+    """
+    ring = _edge_ring(np.asarray(outline, dtype=np.float64).reshape(-1, 2))
+    ring.append(ring[0])
+    feature_properties: dict = {"objectType": object_type}
+    if classification is not None:
+        name, color = classification
+        feature_properties["classification"] = {"name": name, "color": [int(v) for v in color]}
+    if measurements is not None:
+        feature_properties["measurements"] = {key: float(value) for key, value in measurements.items()
+                                              if value is not None}
+    feature_properties.update(properties)
+    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": feature_properties}
+
+
+def feature_collection_text(features: Iterable[dict]) -> Iterable[str]:
+    """A GeoJSON FeatureCollection as pieces of text, one Feature at a time: a caller can stream a
+    collection of any size without holding it (``"".join`` gives the whole document)."""
+    yield '{"type":"FeatureCollection","features":['
+    separator = ""
+    for feature in features:
+        yield separator + json.dumps(feature, separators=(",", ":"))
+        separator = ","
+    yield "]}"
+
+
 def write_geojson(path: str | Path, instance_map: np.ndarray, classes: dict[int, int], label_set: LabelSet | None,
                   object_type: str = "annotation") -> Path:
     """Write the nuclei of one image as a QuPath-compatible GeoJSON FeatureCollection.

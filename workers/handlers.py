@@ -79,7 +79,10 @@ def run_import(context: JobContext) -> dict:
         if context.cancel_requested:
             raise JobCancelled()
 
-    return run_import_job(context.job, progress)
+    def log(line: str) -> None:
+        context.progress(0, log=line)
+
+    return run_import_job(context.job, progress, log)
 
 
 def run_deletion(context: JobContext) -> dict:

@@ -18,7 +18,42 @@ FORMATS = ("seed", "hovernet", "coco", "geojson", "pannuke")
 
 _MODULES = {"seed": seed, "hovernet": hovernet, "coco": coco, "geojson": geojson, "pannuke": pannuke}
 
-__all__ = ["FORMATS", "DatasetReader", "open_dataset", "read_dataset", "iter_images", "read_rgb"]
+__all__ = ["FORMATS", "DatasetReader", "open_dataset", "read_dataset", "iter_images", "read_rgb", "detect_format"]
+
+
+def _format_signs(root: Path) -> dict[str, bool]:
+    """What each format's files look like at the top of a dataset folder (see each reader's layout)."""
+    def has(folder: Path, pattern: str) -> bool:
+        return folder.is_dir() and any(folder.glob(pattern))
+
+    return {
+        "seed": has(root / "masks", "*.npy") and (root / "images").is_dir(),
+        "hovernet": has(root / "Labels", "*.mat"),
+        "coco": (root / coco.ANNOTATION_FILE).is_file(),
+        "geojson": has(root, "*" + geojson.SUFFIX) or has(root / "images", "*" + geojson.SUFFIX),
+        "pannuke": (root / "images.npy").is_file() and (root / "masks.npy").is_file(),
+    }
+
+
+def detect_format(path: str | Path) -> str:
+    """The format of a dataset folder, told from its layout alone (no file is read).
+
+    Exactly one format's signature files must be there: ``masks/*.npy`` beside ``images/`` (seed),
+    ``Labels/*.mat`` (hovernet), ``annotations.json`` (coco), ``*.geojson`` in the folder or in
+    ``images/`` (geojson), ``images.npy`` and ``masks.npy`` (pannuke). None, or more than one, raises a
+    DataError that says what was looked for, so the user can choose the format instead.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(root, "not a folder, so the format cannot be told from its layout: choose the format")
+    found = [name for name, present in _format_signs(root).items() if present]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise DataError(root, f"the files fit more than one format ({', '.join(found)}): choose the format")
+    raise DataError(root, "the format could not be told from the files: expected masks/*.npy and images/ (seed), "
+                          "Labels/*.mat (hovernet), annotations.json (coco), *.geojson (geojson) or images.npy "
+                          "and masks.npy (pannuke) at the top of the archive; choose the format")
 
 
 class DatasetReader:

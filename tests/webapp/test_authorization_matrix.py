@@ -118,6 +118,7 @@ def world(db, make_user, owner, settings, tmp_path):
         # A password reset link that does not work (the page says so); the project's one admin, whom
         # nobody may remove or demote (409), so that the walk leaves the world as it was.
         "uidb64": "MA", "token": "no-such-token", "user_id": owner.pk,
+        "dataset_format": "seed",
     }
     return {"users": users, "values": values, "project": project, "job": job}
 

@@ -32,8 +32,9 @@ def test_merged_csv_has_every_nucleus_with_ground_truth_and_reviews_per_label_se
 
     assert list(rows[0]) == ["project", "dataset", "image", "instance_id", "centroid_x", "centroid_y", "area",
                              "alpha-types:ground_truth", "alpha-types:reviewed", "alpha-types:predicted",
-                             "alpha-types:probability", "beta-types:ground_truth", "beta-types:reviewed",
-                             "beta-types:predicted", "beta-types:probability"]
+                             "alpha-types:probability", "alpha-types:disagreement", "beta-types:ground_truth",
+                             "beta-types:reviewed", "beta-types:predicted", "beta-types:probability",
+                             "beta-types:disagreement"]
     nuclei = Nucleus.objects.filter(image__project=vp.project).select_related("image", "image__dataset").order_by("id")
     assert len(rows) == nuclei.count() == vp.alpha.nucleus_count + vp.beta.nucleus_count
     assert {r["project"] for r in rows} == {"Colon merge"}  # nothing from the other project
@@ -53,6 +54,7 @@ def test_merged_csv_has_every_nucleus_with_ground_truth_and_reviews_per_label_se
             reviewed = vp.reviewed.get(nucleus.pk, {}).get(ls)
             assert row[f"{prefix}:reviewed"] == (names[ls][reviewed] if reviewed is not None else "")
             assert row[f"{prefix}:predicted"] == row[f"{prefix}:probability"] == ""  # no predictions yet
+            assert row[f"{prefix}:disagreement"] == ""
     # The dataset's own taxonomy is filled from ground truth; the other one only where reviewed.
     alpha_rows = [r for r in rows if r["dataset"] == "alpha"]
     assert all(r["alpha-types:ground_truth"] for r in alpha_rows)
@@ -85,19 +87,23 @@ def test_a_client_asking_for_csv_gets_it_and_errors_stay_json(api_client_for, vi
     assert "not a member" in json.loads(refused.content)["detail"]
 
 
-def test_predicted_class_and_probability_come_from_the_active_model_version(viewer_project):
-    from tests.webapp.test_pages_fixtures import add_predictions
+def test_predicted_class_probability_and_disagreement_come_from_the_active_model_version(viewer_project):
+    from tests.webapp.test_pages_fixtures import add_predictions, prediction_disagreement
 
     vp = viewer_project
     expected = add_predictions(vp)
     rows = list(csv.DictReader(io.StringIO("".join(export.merged_csv_rows(vp.project, chunk=5)))))
-    nuclei = list(Nucleus.objects.filter(image__project=vp.project).order_by("id").values_list("id", "image_id"))
+    nuclei = list(Nucleus.objects.filter(image__project=vp.project).order_by("id")
+                  .values_list("id", "image_id", "instance_id"))
     names = {vp.alpha_set.pk: ("alpha-types", ALPHA_CLASSES), vp.beta_set.pk: ("beta-types", BETA_CLASSES)}
-    for row, (pk, image_id) in zip(rows, nuclei):
+    assert {prediction_disagreement(i) for _, image_id, i in nuclei if image_id == vp.image.pk} != {0.0}
+    for row, (pk, image_id, instance_id) in zip(rows, nuclei):
         for ls, (prefix, classes) in names.items():
             if image_id == vp.image.pk:
                 index, probability = expected[pk, ls]
                 assert row[f"{prefix}:predicted"] == classes[index]
                 assert float(row[f"{prefix}:probability"]) == pytest.approx(probability)
+                assert float(row[f"{prefix}:disagreement"]) == pytest.approx(prediction_disagreement(instance_id))
             else:  # only the first image was predicted
                 assert row[f"{prefix}:predicted"] == row[f"{prefix}:probability"] == ""
+                assert row[f"{prefix}:disagreement"] == ""

@@ -85,6 +85,11 @@ def viewer_project(db, owner, member, media_root, tmp_path) -> ViewerProject:
     return vp
 
 
+def prediction_disagreement(instance_id: int) -> float:
+    """The branch disagreement :func:`add_predictions` gives a nucleus (differs between nuclei)."""
+    return round((instance_id % 4) / 20, 3)
+
+
 def add_predictions(vp: ViewerProject, image: Image | None = None) -> dict:
     """An active model version predicting every nucleus of ``image`` in both label sets.
 
@@ -106,7 +111,8 @@ def add_predictions(vp: ViewerProject, image: Image | None = None) -> dict:
             probs[index] = probability
             rows.append(Prediction(nucleus=nucleus, label_set=label_set, model_version=version, class_index=index,
                                    probability=probability, base_probs=probs, mlp_probs=probs,
-                                   least_confidence=1 - probability, margin=0.2, entropy=0.5, disagreement=0.0))
+                                   least_confidence=1 - probability, margin=0.2, entropy=0.5,
+                                   disagreement=prediction_disagreement(nucleus.instance_id)))
             expected[nucleus.pk, label_set.pk] = (index, probability)
     Prediction.objects.bulk_create(rows)
     return expected

@@ -97,6 +97,9 @@ ROUTES: dict[str, dict[str, Access]] = {
     "api-image-types-npy": {"GET": VIEWER},
     "api-merged-csv": {"GET": VIEWER},
     "api-dataset-coco": {"GET": VIEWER},
+    "api-dataset-geojson": {"GET": VIEWER},
+    "api-project-geojson": {"GET": VIEWER},
+    "api-format-example": {"GET": AUTHENTICATED},  # synthetic example uploads, no project data
     # Training and inference
     "api-train": {"POST": CURATOR},
     "api-versions": {"GET": VIEWER},

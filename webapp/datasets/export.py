@@ -9,6 +9,8 @@ Plain functions over the models (no request objects), used by the thin API views
 - :func:`image_geojson`: a QuPath GeoJSON FeatureCollection (classification name and colour).
 - :func:`image_types_npy`: the original method's N x 2 types table (instance id, class index).
 - :func:`write_dataset_coco_zip`: a zip with ``annotations.json`` and ``images/`` (COCO instances).
+- :func:`detections_geojson_text`: every nucleus of a dataset or a project as QuPath detections, streamed,
+  with the active model version's probability and branch disagreement as measurements.
 
 Class sources are those of :mod:`webapp.datasets.queries` (``current`` by default).
 """
@@ -26,11 +28,11 @@ import numpy as np
 from django.conf import settings
 from django.db.models import Q
 
-from mlcore.writers import coco_dict, geojson_features
+from mlcore.writers import coco_dict, feature_collection_text, geojson_features, outline_feature
 
 from .importing import load_mask
 from .models import CurrentLabel, Dataset, Image, Label, LabelSource, Nucleus
-from .queries import (LabelSetInfo, active_version, class_indices, label_sets_of, prediction_labels,
+from .queries import (LabelSetInfo, active_version, class_indices, label_sets_of, prediction_details,
                       to_ml_label_set)
 
 CSV_CHUNK = 5000  # nuclei per database round trip while streaming the merged table
@@ -42,7 +44,7 @@ def merged_csv_header(label_sets: list[LabelSetInfo]) -> list[str]:
     header = ["project", "dataset", "image", "instance_id", "centroid_x", "centroid_y", "area"]
     for info in label_sets:
         header += [f"{info.name}:ground_truth", f"{info.name}:reviewed", f"{info.name}:predicted",
-                   f"{info.name}:probability"]
+                   f"{info.name}:probability", f"{info.name}:disagreement"]
     return header
 
 
@@ -71,8 +73,8 @@ def merged_rows(project, chunk: int = CSV_CHUNK) -> Iterator[list]:
         for n, ls, c in (Label.objects.filter(span, source=LabelSource.GROUND_TRUTH)
                          .values_list("nucleus_id", "label_set_id", "class_index").order_by("id")):
             truth[n, ls] = c  # ascending ids: the latest ground truth wins
-        predicted = (prediction_labels(project, Q(nucleus_id__gte=first, nucleus_id__lte=last), ls_ids,
-                                       version) if version else {})
+        predicted = (prediction_details(project, Q(nucleus_id__gte=first, nucleus_id__lte=last), ls_ids,
+                                        version) if version else {})
         for pk, image_id, instance_id, cx, cy, area in nuclei:
             dataset_name, image_name = images[image_id]
             row = [project.name, dataset_name, image_name, instance_id, f"{cx:.2f}", f"{cy:.2f}", area]
@@ -82,7 +84,8 @@ def merged_rows(project, chunk: int = CSV_CHUNK) -> Iterator[list]:
                 row += [classes.get(gt, gt) if gt is not None else "",
                         classes.get(rv, rv) if rv is not None else "",
                         classes.get(pred[0], pred[0]) if pred else "",
-                        f"{pred[1]:.4f}" if pred and pred[1] is not None else ""]
+                        f"{pred[1]:.4f}" if pred and pred[1] is not None else "",
+                        f"{pred[2]:.4f}" if pred and pred[2] is not None else ""]
             yield row
 
 
@@ -97,9 +100,9 @@ def merged_csv_rows(project, chunk: int = CSV_CHUNK) -> Iterator[str]:
     """CSV lines of the merged table (header first), one per nucleus.
 
     Columns: project, dataset, image, instance_id, centroid_x, centroid_y, area, then for every label
-    set ``<name>:ground_truth``, ``<name>:reviewed`` (the current review), ``<name>:predicted`` and
-    ``<name>:probability`` (from the active model version; empty until there is one). Class names, not
-    indices; empty = none.
+    set ``<name>:ground_truth``, ``<name>:reviewed`` (the current review), ``<name>:predicted``,
+    ``<name>:probability`` and ``<name>:disagreement`` (between the two branches; all three from the
+    active model version, empty until there is one). Class names, not indices; empty = none.
     """
     writer = csv.writer(_Echo())
     for row in merged_rows(project, chunk):
@@ -171,3 +174,79 @@ def write_dataset_coco_zip(target, dataset: Dataset, label_set, source: str = "c
         for image in images:
             # Images are already compressed: store them as they are.
             archive.write(media / image.file, f"images/{coco_file_name(image)}", compress_type=zipfile.ZIP_STORED)
+
+
+# ----------------------------------------------------------------------------------------- detections
+
+GEOJSON_CHUNK = 2000  # nuclei per database round trip while streaming detections
+
+MEASUREMENT_PROBABILITY = "Prediction probability"
+MEASUREMENT_DISAGREEMENT = "Branch disagreement"
+MEASUREMENT_AREA = "Area px^2"
+
+
+def _chunk_classes(span: Q, label_set_id: int, source: str, predicted: dict) -> dict[int, int]:
+    """``{nucleus_id: class index}`` in one label set from ``source``, for the nuclei of ``span``."""
+    if source == "prediction":
+        return {n: values[0] for (n, _), values in predicted.items()}
+    if source == "ground_truth":
+        truth = {}
+        for n, c in (Label.objects.filter(span, label_set_id=label_set_id, source=LabelSource.GROUND_TRUTH)
+                     .values_list("nucleus_id", "class_index").order_by("id")):
+            truth[n] = c  # ascending ids: the latest ground truth wins
+        return truth
+    rows = CurrentLabel.objects.filter(span, label_set_id=label_set_id)
+    if source == "review":
+        rows = rows.filter(source=LabelSource.REVIEW)
+    return dict(rows.values_list("nucleus_id", "class_index").order_by())
+
+
+def detection_features(project, label_set, source: str = "current", dataset: Dataset | None = None,
+                       object_type: str = "detection", chunk: int = GEOJSON_CHUNK) -> Iterator[dict]:
+    """One QuPath GeoJSON Feature per nucleus of ``dataset`` (or of the whole project), in id order.
+
+    ``geometry``: a Polygon from the stored outline (the one the viewer draws), in pixel-edge
+    coordinates (outline + 0.5) with a closed ring. ``properties``: ``objectType``; ``classification``
+    ``{"name", "color": [r, g, b]}`` from ``source`` in ``label_set`` (absent when the nucleus has no
+    class there); ``measurements``: its area and, once the active model version predicted it in
+    ``label_set``, the probability of the predicted class and the disagreement of the two branches;
+    ``dataset``, ``image``, ``instance_id`` and ``nucleus_id`` say where it comes from. Nuclei are read in
+    id-ordered chunks, so memory stays flat whatever the project's size.
+    """
+    info = _info_for(project, label_set)
+    colors = to_ml_label_set(info).colors
+    names = {c["index"]: (c["name"], colors[position]) for position, c in enumerate(info.classes)}
+    version = active_version(project)
+    scope = Q(image__dataset=dataset) if dataset is not None else Q(image__project=project)
+    datasets = dict(Dataset.objects.filter(project=project).values_list("id", "name"))
+    images = {pk: (datasets[ds], name) for pk, ds, name in
+              Image.objects.filter(project=project).values_list("id", "dataset_id", "name")}
+    last = 0
+    while True:
+        nuclei = list(Nucleus.objects.filter(scope, id__gt=last).order_by("id")
+                      .values_list("id", "image_id", "instance_id", "area", "outline")[:chunk])
+        if not nuclei:
+            return
+        first, last = nuclei[0][0], nuclei[-1][0]
+        span = Q(nucleus_id__gte=first, nucleus_id__lte=last)
+        predicted = prediction_details(project, span, [label_set.pk], version) if version else {}
+        classes = _chunk_classes(span, label_set.pk, source, predicted)
+        for pk, image_id, instance_id, area, outline in nuclei:
+            if not outline:
+                continue  # no outline was traced (never for a stored nucleus): nothing QuPath could draw
+            prediction = predicted.get((pk, label_set.pk))
+            measurements = {MEASUREMENT_AREA: area}
+            if prediction is not None:
+                measurements[MEASUREMENT_PROBABILITY] = prediction[1]
+                measurements[MEASUREMENT_DISAGREEMENT] = prediction[2]
+            index = classes.get(pk)
+            dataset_name, image_name = images[image_id]
+            yield outline_feature(outline, object_type, names.get(index) if index is not None else None,
+                                  measurements, dataset=dataset_name, image=image_name,
+                                  instance_id=instance_id, nucleus_id=pk)
+
+
+def detections_geojson_text(project, label_set, source: str = "current", dataset: Dataset | None = None,
+                            object_type: str = "detection", chunk: int = GEOJSON_CHUNK) -> Iterator[str]:
+    """:func:`detection_features` as the text of one FeatureCollection, piece by piece (for streaming)."""
+    return feature_collection_text(detection_features(project, label_set, source, dataset, object_type, chunk))

@@ -142,6 +142,22 @@ def prediction_labels(project, nucleus_filter: Q, label_set_ids=None,
             rows.values_list("nucleus_id", "label_set_id", "class_index", "probability").order_by()}
 
 
+def prediction_details(project, nucleus_filter: Q, label_set_ids=None, version: tuple[int, int] | None = None
+                       ) -> dict[tuple[int, int], tuple[int, float, float]]:
+    """Like :func:`prediction_labels`, with the branch disagreement:
+    ``{(nucleus_id, label_set_id): (class_index, probability, disagreement)}``."""
+    from webapp.training.models import Prediction
+
+    version = version or active_version(project)
+    if version is None:
+        return {}
+    rows = Prediction.objects.filter(nucleus_filter, model_version_id=version[0])
+    if label_set_ids is not None:
+        rows = rows.filter(label_set_id__in=list(label_set_ids))
+    return {(n, ls): (c, p, d) for n, ls, c, p, d in
+            rows.values_list("nucleus_id", "label_set_id", "class_index", "probability", "disagreement").order_by()}
+
+
 def has_predictions(project) -> bool:
     from webapp.training.models import Prediction
 

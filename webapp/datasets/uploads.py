@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.files.move import file_move_safe
 from rest_framework.exceptions import ValidationError
 
+from mlcore.readers import detect_format
 from mlcore.types import DataError
 from webapp.jobs import operations as job_operations
 from webapp.jobs import sweep
@@ -79,15 +80,22 @@ def do_start_import(project, *, actor, name: str, format: str, label_set: str = 
         raise
 
 
-def run_import_job(job: Job, progress) -> dict:
-    """Unpack (safely) and import; the staging folder is removed whatever happens."""
+AUTO_FORMAT = "auto"  # the upload leaves the format to be told from the files' layout
+
+
+def run_import_job(job: Job, progress, log=None) -> dict:
+    """Unpack (safely) and import; the staging folder is removed whatever happens.
+
+    A job whose format is ``auto`` finds it from the layout of the files (:func:`mlcore.readers.detect_format`)
+    and says so in the job's log (``log``: a function taking one line) and its result (``format_detected``).
+    """
     params = job.params
     staging = Path(settings.MEDIA_ROOT) / params["staging"]
     committed = Dataset.objects.filter(project_id=job.project_id, storage_dir=sweep.import_folder(job)).first()
     if committed is not None:
         # The killed attempt committed the import just before its worker died: that dataset is the result.
         shutil.rmtree(staging, ignore_errors=True)
-        return _result(committed)
+        return _result(committed, params)
     # A retried job (its worker was killed) starts afresh: the dataset files and the unpacked archive of the
     # killed attempt go first.
     sweep.remove_job_paths(job, inputs=False)
@@ -99,8 +107,13 @@ def run_import_job(job: Job, progress) -> dict:
         else:
             root = staging / "files"
         try:
+            format = params["format"]
+            if format == AUTO_FORMAT:
+                format = detect_format(root)
+                if log is not None:
+                    log(f"format detected from the files: {format}")
             dataset = do_import_dataset(
-                job.project, name=params["name"], format=params["format"], path=root, actor=job.created_by,
+                job.project, name=params["name"], format=format, path=root, actor=job.created_by,
                 label_set_name=params.get("label_set"), labelled=params.get("labelled", True),
                 provenance=params.get("provenance", ""), progress=progress,
                 folder=Path(settings.MEDIA_ROOT) / sweep.import_folder(job))
@@ -108,12 +121,13 @@ def run_import_job(job: Job, progress) -> dict:
             raise DataError(_relative(exc.path, root), exc.problem) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return _result(dataset)
+    return _result(dataset, params)
 
 
-def _result(dataset: Dataset) -> dict:
+def _result(dataset: Dataset, params: dict) -> dict:
     return {"dataset_id": dataset.pk, "dataset": dataset.name, "images": dataset.image_count,
-            "nuclei": dataset.nucleus_count, "label_set": dataset.label_set.name if dataset.label_set else None}
+            "nuclei": dataset.nucleus_count, "label_set": dataset.label_set.name if dataset.label_set else None,
+            "format": dataset.format, "format_detected": params["format"] == AUTO_FORMAT}
 
 
 def _relative(path: str | None, root: Path) -> str | None:
@@ -121,7 +135,8 @@ def _relative(path: str | None, root: Path) -> str | None:
     if not path:
         return path
     try:
-        return str(Path(path).relative_to(root))
+        relative = Path(path).relative_to(root)
+        return str(relative) if relative.parts else None  # the upload as a whole: no file to name
     except ValueError:
         return Path(path).name if str(path).startswith(str(staging_root())) else path
 

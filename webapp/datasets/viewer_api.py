@@ -10,7 +10,7 @@ import json
 import re
 import tempfile
 
-from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -18,6 +18,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.views import APIView
 
+from mlcore.examples import write_example_zip
+from mlcore.readers import FORMATS
 from webapp.core.policy import project_role
 from webapp.projects.access import get_project_for
 
@@ -137,4 +139,73 @@ class DatasetCocoZipView(FileAPIView):
         export.write_dataset_coco_zip(spool, dataset, label_set, _source(request), segmentation)
         spool.seek(0)
         return FileResponse(spool, as_attachment=True, filename=f"{_safe_name(dataset.name)}-coco.zip",
+                            content_type="application/zip")
+
+
+DETECTION_PARAMETERS = [
+    OpenApiParameter("label_set", str, description="label set name (default: the dataset's; for a project, "
+                                                   "its first label set)"),
+    SOURCE,
+    OpenApiParameter("object_type", str, enum=["detection", "annotation"],
+                     description="QuPath object type (default detection)"),
+]
+
+
+def _object_type(request, default: str) -> str:
+    object_type = request.query_params.get("object_type") or default
+    if object_type not in ("annotation", "detection"):
+        raise ValidationError({"object_type": f"must be annotation or detection, got {object_type!r}"})
+    return object_type
+
+
+def _detections_response(project, label_set, request, dataset=None, filename: str = ""):
+    if label_set is None:
+        raise ValidationError({"label_set": "this project has no label set yet: there is no class to export"})
+    source = _source(request)
+    object_type = _object_type(request, "detection")
+    response = StreamingHttpResponse(export.detections_geojson_text(project, label_set, source, dataset, object_type),
+                                     content_type="application/geo+json")
+    return _attachment(response, f"{filename}-{label_set.name}-{source}.geojson")
+
+
+class DatasetGeoJsonView(FileAPIView):
+    """Every nucleus of a dataset as QuPath detections (streamed FeatureCollection): classification from
+    the chosen label set and source, the active model's probability and branch disagreement as measurements."""
+
+    @extend_schema(operation_id="dataset_export_geojson", tags=["exports"], parameters=DETECTION_PARAMETERS,
+                   responses={(200, "application/geo+json"): OpenApiTypes.OBJECT})
+    def get(self, request, dataset_id: int):
+        project, dataset = queries.get_dataset_by_id_for(request.user, dataset_id)
+        label_set = queries.get_label_set(project, request.query_params.get("label_set"), dataset.label_set)
+        if label_set is None:
+            label_set = project.label_sets.order_by("id").first()
+        return _detections_response(project, label_set, request, dataset, dataset.name)
+
+
+class ProjectGeoJsonView(FileAPIView):
+    """Every nucleus of a project as QuPath detections (streamed FeatureCollection); each feature names its
+    dataset and image in its properties."""
+
+    @extend_schema(operation_id="project_export_geojson", tags=["exports"], parameters=DETECTION_PARAMETERS,
+                   responses={(200, "application/geo+json"): OpenApiTypes.OBJECT})
+    def get(self, request, project_id: int):
+        project = get_project_for(request.user, project_id, project_role(request))
+        label_set = queries.get_label_set(project, request.query_params.get("label_set"),
+                                          project.label_sets.order_by("id").first())
+        return _detections_response(project, label_set, request, None, project.name)
+
+
+class FormatExampleView(FileAPIView):
+    """A tiny example upload in one dataset format (synthetic tiles, generated on request): a zip that
+    imports as it is, to show the layout the format expects."""
+
+    @extend_schema(operation_id="dataset_format_example", tags=["datasets"],
+                   responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    def get(self, request, dataset_format: str):
+        if dataset_format not in FORMATS:
+            raise Http404(f"No dataset format {dataset_format!r} (formats: {', '.join(FORMATS)}).")
+        spool = tempfile.TemporaryFile()
+        write_example_zip(dataset_format, spool)
+        spool.seek(0)
+        return FileResponse(spool, as_attachment=True, filename=f"example-{dataset_format}.zip",
                             content_type="application/zip")

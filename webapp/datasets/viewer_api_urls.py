@@ -11,6 +11,12 @@ urlpatterns = [
     path("images/<int:image_id>/export/types.npy", viewer_api.ImageTypesNpyView.as_view(),
          name="api-image-types-npy"),
     path("projects/<int:project_id>/export/merged.csv", viewer_api.MergedCsvView.as_view(), name="api-merged-csv"),
+    path("datasets/<int:dataset_id>/export/detections.geojson", viewer_api.DatasetGeoJsonView.as_view(),
+         name="api-dataset-geojson"),
+    path("projects/<int:project_id>/export/detections.geojson", viewer_api.ProjectGeoJsonView.as_view(),
+         name="api-project-geojson"),
+    path("formats/<str:dataset_format>/example.zip", viewer_api.FormatExampleView.as_view(),
+         name="api-format-example"),
     path("datasets/<int:dataset_id>/export/coco.zip", viewer_api.DatasetCocoZipView.as_view(),
          name="api-dataset-coco"),
 ]

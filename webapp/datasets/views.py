@@ -12,8 +12,10 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from mlcore.examples import LAYOUTS
 from webapp.core import policy
 from webapp.core.api_errors import Conflict
 from webapp.core.policy import project_role
@@ -22,6 +24,7 @@ from webapp.projects.deletion import DATASET_BLOCKERS, busy_job
 from webapp.projects.models import ROLE_RANK, Role
 from webapp.projects.operations import do_create_project
 from webapp.projects.pages import deletion_context
+from webapp.projects.serializers import FORMAT_CHOICES
 from webapp.training.pages import training_panel_context
 
 from . import queries
@@ -56,7 +59,10 @@ def project_detail(request, project_id: int):
         "charts": _chart_layout(queries.class_counts(project, label_sets)),
         "jobs": queries.recent_jobs(project),
         "can_upload": ROLE_RANK[project.role] >= ROLE_RANK[Role.CURATOR],
-        "formats": Dataset.Format.choices,
+        "formats": FORMAT_CHOICES,
+        "layouts": [{"format": value, "tree": LAYOUTS[value],
+                     "example_url": reverse("api-format-example", args=[value])} for value, _ in Dataset.Format.choices],
+        "sources": queries.available_sources(project),
         **training_panel_context(project, request.user),
         **deletion_context(project),
     })
@@ -85,7 +91,8 @@ def dataset_detail(request, project_id: int, dataset_id: int):
     can_delete = ROLE_RANK[project.role] >= ROLE_RANK[policy.ROUTES["dataset-delete"]["POST"].project_role]
     return render(request, "datasets/detail.html", {
         "project": project, "dataset": dataset, "page": page, "images": images, "can_delete": can_delete,
-        "delete_blocker": busy_job(project.pk, DATASET_BLOCKERS) if can_delete else None})
+        "delete_blocker": busy_job(project.pk, DATASET_BLOCKERS) if can_delete else None,
+        "label_sets": queries.label_sets_of(project), "sources": queries.available_sources(project)})
 
 
 @require_POST

@@ -81,12 +81,14 @@ class MemberRoleSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices)
 
 
-FORMAT_CHOICES = Dataset.Format.choices
+# "auto": the import job tells the format from the layout of the files (mlcore.readers.detect_format).
+FORMAT_CHOICES = [("auto", "Detect from the files"), *Dataset.Format.choices]
 
 
 class DatasetUploadSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
-    format = serializers.ChoiceField(choices=FORMAT_CHOICES)
+    format = serializers.ChoiceField(choices=FORMAT_CHOICES, default="auto",
+                                     help_text="auto (default): told from the layout of the files")
     label_set = serializers.CharField(max_length=100, required=False, allow_blank=True,
                                       help_text="join this label set (class names must match) or create it")
     labelled = serializers.BooleanField(default=True, help_text="false: masks only, every label set missing")

@@ -1,0 +1,60 @@
+"""QuPath's rules for a GeoJSON file it imports as objects, as a checker for the export tests.
+
+QuPath (File > Import objects, or drag and drop) reads a FeatureCollection whose Features carry a
+geometry and ``properties``: ``objectType`` ("detection" or "annotation"), ``classification``
+``{"name": str, "color": [r, g, b]}`` (an RGB int array) and ``measurements``, an object mapping a
+measurement name to a number. GeoJSON itself (RFC 7946) wants every linear ring closed, with at least
+four positions.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+
+def check_qupath_feature_collection(collection, object_type: str = "detection") -> list[str]:
+    """Every way ``collection`` breaks QuPath's import rules; an empty list when it follows them."""
+    problems = []
+    if not isinstance(collection, dict) or collection.get("type") != "FeatureCollection":
+        return ["not a FeatureCollection"]
+    features = collection.get("features")
+    if not isinstance(features, list):
+        return ["features is not a list"]
+    for position, feature in enumerate(features):
+        where = f"feature {position}"
+        if feature.get("type") != "Feature":
+            problems.append(f"{where}: type is not Feature")
+        geometry = feature.get("geometry") or {}
+        if geometry.get("type") != "Polygon":
+            problems.append(f"{where}: geometry is not a Polygon")
+        else:
+            for ring in geometry.get("coordinates") or [None]:
+                if not isinstance(ring, list) or len(ring) < 4:
+                    problems.append(f"{where}: a ring has fewer than four positions")
+                elif ring[0] != ring[-1]:
+                    problems.append(f"{where}: a ring is not closed")
+                elif not all(len(p) == 2 and all(isinstance(v, numbers.Real) and math.isfinite(v) for v in p)
+                             for p in ring):
+                    problems.append(f"{where}: a position is not two finite numbers")
+        properties = feature.get("properties")
+        if not isinstance(properties, dict):
+            problems.append(f"{where}: no properties")
+            continue
+        if properties.get("objectType") != object_type:
+            problems.append(f"{where}: objectType is {properties.get('objectType')!r}, not {object_type!r}")
+        if "classification" in properties:
+            classification = properties["classification"]
+            if not (isinstance(classification, dict) and isinstance(classification.get("name"), str)
+                    and classification["name"]):
+                problems.append(f"{where}: classification has no name")
+            color = classification.get("color") if isinstance(classification, dict) else None
+            if not (isinstance(color, list) and len(color) == 3
+                    and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in color)):
+                problems.append(f"{where}: classification color is not [r, g, b] integers 0..255: {color!r}")
+        measurements = properties.get("measurements", {})
+        if not isinstance(measurements, dict) or not all(
+                isinstance(k, str) and isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                for k, v in measurements.items()):
+            problems.append(f"{where}: measurements is not an object of name -> finite number")
+    return problems

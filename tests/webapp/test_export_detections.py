@@ -1,0 +1,173 @@
+"""Dataset and project exports through the API: QuPath detections (GeoJSON), predictions in COCO, and
+COCO in a label set that is not the dataset's own. Every test reads the downloaded file back and
+compares it with the rows in the database."""
+
+import io
+import json
+import zipfile
+
+import pytest
+
+from tests.qupath_geojson import check_qupath_feature_collection
+from tests.webapp.test_pages_fixtures import (ALPHA_CLASSES, BETA_CLASSES, add_predictions, media_root,  # noqa: F401
+                                              prediction_disagreement, viewer_project)
+from webapp.datasets import export
+from webapp.datasets.models import CurrentLabel, LabelClass, LabelSource, Nucleus
+from webapp.training.models import Prediction
+
+pytestmark = pytest.mark.django_db
+
+
+def download_geojson(client, url: str) -> dict:
+    response = client.get(url)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "application/geo+json"
+    assert response.streaming  # never built whole in memory
+    return json.loads(b"".join(response.streaming_content))
+
+
+def colors_of(label_set) -> dict[str, list[int]]:
+    return {c.name: [int(c.color[i:i + 2], 16) for i in (1, 3, 5)]
+            for c in LabelClass.objects.filter(label_set=label_set)}
+
+
+def assert_outlines_match_the_database(features):
+    """Each polygon is the nucleus's stored outline in pixel-edge coordinates (+0.5), closed."""
+    outlines = dict(Nucleus.objects.filter(pk__in=[f["properties"]["nucleus_id"] for f in features])
+                    .values_list("id", "outline"))
+    for feature in features:
+        ring, = feature["geometry"]["coordinates"]
+        outline = outlines[feature["properties"]["nucleus_id"]]
+        expected = [[x + 0.5, y + 0.5] for x, y in outline]
+        while len(expected) < 3:
+            expected.append(expected[-1])
+        assert ring == expected + [expected[0]]
+
+
+def test_dataset_geojson_is_qupath_detections_with_current_classes_and_prediction_measurements(
+        api_client_for, viewer_project, member):
+    vp = viewer_project
+    expected_predictions = add_predictions(vp)
+    collection = download_geojson(api_client_for(member), f"/api/datasets/{vp.alpha.pk}/export/detections.geojson")
+
+    assert check_qupath_feature_collection(collection, "detection") == []
+    features = collection["features"]
+    nuclei = {n.pk: n for n in Nucleus.objects.filter(image__dataset=vp.alpha).select_related("image")}
+    assert sorted(f["properties"]["nucleus_id"] for f in features) == sorted(nuclei)  # every nucleus, once
+    assert_outlines_match_the_database(features)
+
+    current = dict(CurrentLabel.objects.filter(label_set=vp.alpha_set).values_list("nucleus_id", "class_index"))
+    colors = colors_of(vp.alpha_set)
+    for feature in features:
+        properties = feature["properties"]
+        nucleus = nuclei[properties["nucleus_id"]]
+        assert (properties["dataset"], properties["image"], properties["instance_id"]) == (
+            "alpha", nucleus.image.name, nucleus.instance_id)
+        name = ALPHA_CLASSES[current[nucleus.pk]]  # the reviews count: the current label
+        assert properties["classification"] == {"name": name, "color": colors[name]}
+        measurements = properties["measurements"]
+        assert measurements[export.MEASUREMENT_AREA] == nucleus.area
+        if nucleus.image_id == vp.image.pk:  # only the first image was predicted
+            assert measurements[export.MEASUREMENT_PROBABILITY] == pytest.approx(
+                expected_predictions[nucleus.pk, vp.alpha_set.pk][1])
+            assert measurements[export.MEASUREMENT_DISAGREEMENT] == pytest.approx(
+                prediction_disagreement(nucleus.instance_id))
+        else:
+            assert set(measurements) == {export.MEASUREMENT_AREA}
+    # The reviewed nucleus shows its review, not its ground truth.
+    first = next(f for f in features if f["properties"]["nucleus_id"] in vp.reviewed
+                 and vp.alpha_set.pk in vp.reviewed[f["properties"]["nucleus_id"]])
+    assert first["properties"]["classification"]["name"] == ALPHA_CLASSES[
+        vp.reviewed[first["properties"]["nucleus_id"]][vp.alpha_set.pk]]
+
+
+def test_project_geojson_of_predictions_in_another_label_set(api_client_for, viewer_project, member):
+    vp = viewer_project
+    expected = add_predictions(vp)
+    url = f"/api/projects/{vp.project.pk}/export/detections.geojson?label_set=beta-types&source=prediction"
+    response = api_client_for(member).get(url)
+    assert response["Content-Disposition"] == 'attachment; filename="Colon_merge-beta-types-prediction.geojson"'
+    collection = json.loads(b"".join(response.streaming_content))
+    assert check_qupath_feature_collection(collection) == []
+    features = collection["features"]
+    assert len(features) == Nucleus.objects.filter(image__project=vp.project).count()
+    assert {f["properties"]["dataset"] for f in features} == {"alpha", "beta"}
+    assert_outlines_match_the_database(features)
+    colors = colors_of(vp.beta_set)
+    predicted = dict(Prediction.objects.filter(label_set=vp.beta_set).values_list("nucleus_id", "class_index"))
+    assert predicted
+    for feature in features:
+        properties = feature["properties"]
+        if properties["nucleus_id"] in predicted:
+            name = BETA_CLASSES[expected[properties["nucleus_id"], vp.beta_set.pk][0]]
+            assert properties["classification"] == {"name": name, "color": colors[name]}
+            assert properties["measurements"][export.MEASUREMENT_PROBABILITY] == pytest.approx(
+                expected[properties["nucleus_id"], vp.beta_set.pk][1])
+        else:  # not predicted: no class from this source
+            assert "classification" not in properties
+
+
+def test_review_and_ground_truth_sources_and_small_chunks(viewer_project):
+    vp = viewer_project
+
+    def classes(source, **kwargs):
+        collection = json.loads("".join(export.detections_geojson_text(vp.project, vp.beta_set, source, vp.alpha,
+                                                                       **kwargs)))
+        return {f["properties"]["nucleus_id"]: f["properties"].get("classification", {}).get("name")
+                for f in collection["features"]}
+
+    reviewed = {n: BETA_CLASSES[per[vp.beta_set.pk]] for n, per in vp.reviewed.items() if vp.beta_set.pk in per}
+    assert {n: c for n, c in classes("review").items() if c} == reviewed
+    assert {n: c for n, c in classes("current").items() if c} == reviewed
+    assert not any(classes("ground_truth").values())  # alpha has no ground truth in the beta taxonomy
+    assert classes("current", chunk=5) == classes("current")
+
+
+def test_detections_errors_are_json(api_client_for, viewer_project, member, outsider, owner):
+    from webapp.projects.operations import do_create_project
+
+    vp = viewer_project
+    client = api_client_for(member)
+    base = f"/api/projects/{vp.project.pk}/export/detections.geojson"
+    bad_source = client.get(base + "?source=guess", HTTP_ACCEPT="application/geo+json")
+    assert bad_source.status_code == 400 and "source" in json.loads(bad_source.content)["errors"]
+    unknown = client.get(base + "?label_set=nope")
+    assert unknown.status_code == 404 and "alpha-types" in json.loads(unknown.content)["detail"]
+    assert api_client_for(outsider).get(base).status_code == 404
+    assert api_client_for(outsider).get(f"/api/datasets/{vp.alpha.pk}/export/detections.geojson").status_code == 404
+    empty = do_create_project("Empty", actor=owner)
+    refused = api_client_for(owner).get(f"/api/projects/{empty.pk}/export/detections.geojson")
+    assert refused.status_code == 400 and "no label set" in json.loads(refused.content)["detail"]
+
+
+def read_coco(response) -> dict:
+    assert response.status_code == 200, getattr(response, "content", b"")
+    with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as archive:
+        return json.loads(archive.read("annotations.json"))
+
+
+def test_coco_in_another_label_set_and_from_predictions(api_client_for, viewer_project, member):
+    vp = viewer_project
+    expected = add_predictions(vp)
+    client = api_client_for(member)
+
+    reviews = read_coco(client.get(f"/api/datasets/{vp.alpha.pk}/export/coco.zip?label_set=beta-types&source=review"))
+    assert [c["name"] for c in reviews["categories"]] == BETA_CLASSES
+    assert reviews["info"]["label_set"] == "beta-types" and reviews["info"]["source"] == "review"
+    assert len(reviews["annotations"]) == vp.alpha.nucleus_count
+    labelled = sorted(reviews["categories"][a["category_id"] - 1]["name"]
+                      for a in reviews["annotations"] if a["category_id"])
+    assert labelled == sorted(BETA_CLASSES[per[vp.beta_set.pk]] for per in vp.reviewed.values()
+                              if vp.beta_set.pk in per)
+
+    predictions = read_coco(client.get(
+        f"/api/datasets/{vp.alpha.pk}/export/coco.zip?label_set=beta-types&source=prediction"))
+    first_image = next(r["id"] for r in predictions["images"] if r["file_name"].startswith(vp.image.name))
+    boxes = {(n.x0, n.y0, n.x1 - n.x0, n.y1 - n.y0): n.pk for n in Nucleus.objects.filter(image=vp.image)}
+    for annotation in predictions["annotations"]:
+        if annotation["image_id"] == first_image:
+            nucleus = boxes[tuple(annotation["bbox"])]
+            assert annotation["category_id"] == expected[nucleus, vp.beta_set.pk][0] + 1
+        else:  # the second image was not predicted
+            assert annotation["category_id"] == 0
+    assert sum(a["image_id"] == first_image for a in predictions["annotations"]) == len(boxes)
