@@ -58,7 +58,9 @@ def write_example_zip(format: str, target, n_images: int = 2, nuclei_per_image: 
         raise ValueError(f"unknown dataset format {format!r} (allowed: {', '.join(FORMATS)})")
     # PanNuke arrays carry no class names: the reader takes PanNuke's five, one mask channel each.
     classes = PANNUKE_CLASSES if format == "pannuke" else EXAMPLE_CLASSES
-    dataset = generate_nucleus_dataset(n_images, nuclei_per_image, classes, seed=7, size=size,
+    # A seed per format: the examples differ, so that one project can import them all (an import refuses
+    # an image the project already holds).
+    dataset = generate_nucleus_dataset(n_images, nuclei_per_image, classes, seed=7 + FORMATS.index(format), size=size,
                                        name=f"example-{format}")
     with tempfile.TemporaryDirectory() as folder:
         root = write_dataset(dataset, format, Path(folder) / f"example-{format}")

@@ -60,8 +60,8 @@ def project_detail(request, project_id: int):
         "jobs": queries.recent_jobs(project),
         "can_upload": ROLE_RANK[project.role] >= ROLE_RANK[Role.CURATOR],
         "formats": FORMAT_CHOICES,
-        "layouts": [{"format": value, "tree": LAYOUTS[value],
-                     "example_url": reverse("api-format-example", args=[value])} for value, _ in Dataset.Format.choices],
+        "layouts": [{"format": value, "tree": LAYOUTS[value], "example_url": reverse("api-format-example", args=[value])}
+                    for value, _ in Dataset.Format.choices],
         "sources": queries.available_sources(project),
         **training_panel_context(project, request.user),
         **deletion_context(project),
