@@ -107,6 +107,21 @@ def test_project_geojson_of_predictions_in_another_label_set(api_client_for, vie
             assert "classification" not in properties
 
 
+def test_one_image_of_a_dataset_for_qupath(api_client_for, viewer_project, member):
+    vp = viewer_project
+    client = api_client_for(member)
+    url = f"/api/datasets/{vp.alpha.pk}/export/detections.geojson?image={vp.image.name}"
+    response = client.get(url)
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="alpha-{vp.image.name}-alpha-types-current.geojson"')
+    collection = json.loads(b"".join(response.streaming_content))
+    assert check_qupath_feature_collection(collection) == []
+    assert sorted(f["properties"]["nucleus_id"] for f in collection["features"]) == sorted(
+        Nucleus.objects.filter(image=vp.image).values_list("id", flat=True))
+    missing = client.get(f"/api/datasets/{vp.alpha.pk}/export/detections.geojson?image=nope")
+    assert missing.status_code == 404 and "nope" in json.loads(missing.content)["detail"]
+
+
 def test_review_and_ground_truth_sources_and_small_chunks(viewer_project):
     vp = viewer_project
 

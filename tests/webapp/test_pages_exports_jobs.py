@@ -33,6 +33,19 @@ def test_dataset_page_exports_coco_and_geojson_in_every_label_set_and_from_predi
     assert options(html, "dataset-export", "source") == ["current", "ground_truth", "review", "prediction"]
 
 
+def test_viewer_links_the_images_detections_and_its_predictions(client, viewer_project, member):
+    vp = viewer_project
+    client.force_login(member)
+    url = f"/projects/{vp.project.pk}/images/{vp.image.pk}/"
+    base = f"/api/datasets/{vp.alpha.pk}/export/detections.geojson?image={vp.image.name}&amp;label_set="
+    html = client.get(url).content.decode()
+    assert f'href="{base}alpha-types"' in html and f'href="{base}beta-types"' in html
+    assert "source=prediction" not in html
+    add_predictions(vp)
+    html = client.get(url).content.decode()
+    assert f'href="{base}beta-types&amp;source=prediction"' in html
+
+
 def test_project_page_exports_geojson_and_shows_the_upload_layouts(client, viewer_project, owner):
     vp = viewer_project
     client.force_login(owner)

@@ -202,8 +202,10 @@ def _chunk_classes(span: Q, label_set_id: int, source: str, predicted: dict) -> 
 
 
 def detection_features(project, label_set, source: str = "current", dataset: Dataset | None = None,
-                       object_type: str = "detection", chunk: int = GEOJSON_CHUNK) -> Iterator[dict]:
-    """One QuPath GeoJSON Feature per nucleus of ``dataset`` (or of the whole project), in id order.
+                       object_type: str = "detection", chunk: int = GEOJSON_CHUNK,
+                       image: Image | None = None) -> Iterator[dict]:
+    """One QuPath GeoJSON Feature per nucleus of ``image``, else of ``dataset``, else of the whole project,
+    in id order.
 
     ``geometry``: a Polygon from the stored outline (the one the viewer draws), in pixel-edge
     coordinates (outline + 0.5) with a closed ring. ``properties``: ``objectType``; ``classification``
@@ -217,7 +219,10 @@ def detection_features(project, label_set, source: str = "current", dataset: Dat
     colors = to_ml_label_set(info).colors
     names = {c["index"]: (c["name"], colors[position]) for position, c in enumerate(info.classes)}
     version = active_version(project)
-    scope = Q(image__dataset=dataset) if dataset is not None else Q(image__project=project)
+    if image is not None:
+        scope = Q(image=image)
+    else:
+        scope = Q(image__dataset=dataset) if dataset is not None else Q(image__project=project)
     datasets = dict(Dataset.objects.filter(project=project).values_list("id", "name"))
     images = {pk: (datasets[ds], name) for pk, ds, name in
               Image.objects.filter(project=project).values_list("id", "dataset_id", "name")}
@@ -247,6 +252,8 @@ def detection_features(project, label_set, source: str = "current", dataset: Dat
 
 
 def detections_geojson_text(project, label_set, source: str = "current", dataset: Dataset | None = None,
-                            object_type: str = "detection", chunk: int = GEOJSON_CHUNK) -> Iterator[str]:
+                            object_type: str = "detection", chunk: int = GEOJSON_CHUNK,
+                            image: Image | None = None) -> Iterator[str]:
     """:func:`detection_features` as the text of one FeatureCollection, piece by piece (for streaming)."""
-    return feature_collection_text(detection_features(project, label_set, source, dataset, object_type, chunk))
+    return feature_collection_text(detection_features(project, label_set, source, dataset, object_type, chunk,
+                                                      image))

@@ -24,6 +24,7 @@ from webapp.core.policy import project_role
 from webapp.projects.access import get_project_for
 
 from . import export, queries
+from .models import Image
 
 
 class AnyFileRenderer(BaseRenderer):
@@ -158,13 +159,13 @@ def _object_type(request, default: str) -> str:
     return object_type
 
 
-def _detections_response(project, label_set, request, dataset=None, filename: str = ""):
+def _detections_response(project, label_set, request, dataset=None, filename: str = "", image=None):
     if label_set is None:
         raise ValidationError({"label_set": "this project has no label set yet: there is no class to export"})
     source = _source(request)
     object_type = _object_type(request, "detection")
-    response = StreamingHttpResponse(export.detections_geojson_text(project, label_set, source, dataset, object_type),
-                                     content_type="application/geo+json")
+    text = export.detections_geojson_text(project, label_set, source, dataset, object_type, image=image)
+    response = StreamingHttpResponse(text, content_type="application/geo+json")
     return _attachment(response, f"{filename}-{label_set.name}-{source}.geojson")
 
 
@@ -172,14 +173,24 @@ class DatasetGeoJsonView(FileAPIView):
     """Every nucleus of a dataset as QuPath detections (streamed FeatureCollection): classification from
     the chosen label set and source, the active model's probability and branch disagreement as measurements."""
 
-    @extend_schema(operation_id="dataset_export_geojson", tags=["exports"], parameters=DETECTION_PARAMETERS,
+    @extend_schema(operation_id="dataset_export_geojson", tags=["exports"],
+                   parameters=[*DETECTION_PARAMETERS,
+                               OpenApiParameter("image", str, description="only this image (by name): QuPath "
+                                                                          "imports a file into one image")],
                    responses={(200, "application/geo+json"): OpenApiTypes.OBJECT})
     def get(self, request, dataset_id: int):
         project, dataset = queries.get_dataset_by_id_for(request.user, dataset_id)
         label_set = queries.get_label_set(project, request.query_params.get("label_set"), dataset.label_set)
         if label_set is None:
             label_set = project.label_sets.order_by("id").first()
-        return _detections_response(project, label_set, request, dataset, dataset.name)
+        image, filename = None, dataset.name
+        if image_name := request.query_params.get("image"):
+            # QuPath imports objects into the image that is open: one file per image.
+            image = Image.objects.filter(dataset=dataset, name=image_name).first()
+            if image is None:
+                raise Http404(f"No image named {image_name!r} in dataset {dataset.name!r}.")
+            filename = f"{dataset.name}-{image.name}"
+        return _detections_response(project, label_set, request, dataset, filename, image)
 
 
 class ProjectGeoJsonView(FileAPIView):

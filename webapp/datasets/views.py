@@ -120,9 +120,11 @@ def image_viewer(request, project_id: int, image_id: int):
     label_sets = queries.label_sets_of(project)
     previous_id, next_id = queries.neighbours(image)
     default = image.dataset.label_set_id or (label_sets[0].id if label_sets else None)
+    sources = queries.available_sources(project)
     return render(request, "datasets/viewer.html", {
         "project": project, "image": image, "dataset": image.dataset, "label_sets": label_sets,
-        "default_label_set": default, "sources": queries.available_sources(project),
+        "default_label_set": default, "sources": sources,
+        "has_predictions": any(key == "prediction" for key, _ in sources),
         "previous_id": previous_id, "next_id": next_id,
     })
 
