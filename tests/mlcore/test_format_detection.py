@@ -19,6 +19,12 @@ def test_each_written_format_is_detected(tmp_path, format):
     assert detect_format(root) == format
 
 
+@pytest.mark.parametrize("folder, format", [("nucls", "seed"), ("consep", "hovernet"), ("pannuke", "coco"),
+                                            ("pannuke_breast_binary", "coco")])
+def test_real_samples_are_detected(shared_data, folder, format):
+    assert detect_format(shared_data / folder) == format
+
+
 def test_geojson_beside_images_in_a_folder_is_detected(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.png").write_bytes(b"")

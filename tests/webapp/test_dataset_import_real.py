@@ -18,18 +18,19 @@ def class_counts(dataset: Dataset) -> dict[str, int]:
     return {names[i]: counts.get(i, 0) for i in names}
 
 
-@pytest.mark.parametrize("folder, format, images, expected, unlabelled", [
-    ("nucls", "seed", 10, {"tumor_any": 30, "nonTIL_stromal": 47, "sTIL": 238, "other_nucleus": 38}, 105),
-    ("pannuke", "coco", 30, {"neoplastic": 124, "inflammatory": 84, "softtissue": 147, "dead": 0,
+# chosen: the format the upload names; "auto" leaves it to be told from the files (the job then says so).
+@pytest.mark.parametrize("folder, format, chosen, images, expected, unlabelled", [
+    ("nucls", "seed", "auto", 10, {"tumor_any": 30, "nonTIL_stromal": 47, "sTIL": 238, "other_nucleus": 38}, 105),
+    ("pannuke", "coco", "coco", 30, {"neoplastic": 124, "inflammatory": 84, "softtissue": 147, "dead": 0,
                              "epithelial": 273}, 0),
-    ("pannuke_breast_binary", "coco", 25, {"Neoplastic": 216, "No-neoplastic": 415}, 0),
-    ("consep", "hovernet", 432, {"other": 432, "inflammatory": 4507, "epithelial": 6609, "spindle-shaped": 6668}, 0),
+    ("pannuke_breast_binary", "coco", "auto", 25, {"Neoplastic": 216, "No-neoplastic": 415}, 0),
+    ("consep", "hovernet", "hovernet", 432, {"other": 432, "inflammatory": 4507, "epithelial": 6609, "spindle-shaped": 6668}, 0),
 ])
 def test_real_sample_imports_with_exact_counts(shared_data, owner, api_client_for, celery_worker_process,
-                                               folder, format, images, expected, unlabelled):
+                                               folder, format, chosen, images, expected, unlabelled):
     project = do_create_project("real", actor=owner)
     job = upload_and_wait(api_client_for(owner), project.pk, zip_folder(shared_data / folder),
-                          celery_worker_process, name=folder, format=format)
+                          celery_worker_process, name=folder, format=chosen)
     assert job.state == "succeeded", job.error
     dataset = Dataset.objects.get(project=project, name=folder)
     assert dataset.image_count == images == Image.objects.filter(dataset=dataset).count()
@@ -37,7 +38,8 @@ def test_real_sample_imports_with_exact_counts(shared_data, owner, api_client_fo
     nuclei = Nucleus.objects.filter(image__dataset=dataset).count()
     assert dataset.nucleus_count == nuclei == sum(expected.values()) + unlabelled
     assert job.result == {"dataset_id": dataset.pk, "dataset": folder, "images": images, "nuclei": nuclei,
-                          "label_set": folder}
+                          "label_set": folder, "format": format, "format_detected": chosen == "auto"}
+    assert dataset.format == format
     assert [c.name for c in dataset.label_set.classes.all()] == list(expected)  # names as in the files
     assert not staging_leftovers(job)
     assert len(project_files(project.pk)) == 3 * images  # image, mask and thumbnail each
