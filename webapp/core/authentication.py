@@ -57,7 +57,7 @@ class ThrottledTokenAuthentication(TokenAuthentication):
         try:
             return super().authenticate(request)
         except exceptions.AuthenticationFailed:
-            failures = _count_failure(key, cooloff)
+            failures = count_in_window(key, cooloff)
             if failures == settings.TOKEN_FAILURE_LIMIT:
                 log.warning("API token authentication from %s refused for %d min after %d failures",
                             client_ip(request), settings.LOGIN_COOLOFF_MINUTES, failures)
@@ -96,16 +96,17 @@ def _cached_failures(key: str) -> int:
         return 0
 
 
-def _count_failure(key: str, cooloff: int) -> int:
-    """One more failure in the window that the first failure started (incr() keeps add()'s expiry)."""
+def count_in_window(key: str, seconds: int, what: str = "token failure") -> int:
+    """One more event in the window of ``seconds`` that the first event started (incr() keeps add()'s
+    expiry); 0 when the cache cannot be reached (the caller then lets the request through)."""
     try:
-        if cache.add(key, 1, timeout=cooloff):
+        if cache.add(key, 1, timeout=seconds):
             return 1
         try:
             return cache.incr(key)
         except ValueError:  # expired between add() and incr()
-            cache.add(key, 1, timeout=cooloff)
+            cache.add(key, 1, timeout=seconds)
             return 1
     except Exception:  # noqa: BLE001 - any cache backend error
-        log.warning("token failure not counted (cache unreachable)", exc_info=True)
+        log.warning("%s not counted (cache unreachable)", what, exc_info=True)
         return 0

@@ -13,30 +13,14 @@ import logging
 
 from django.conf import settings
 from django.contrib.auth import views as auth_views
-from django.core.cache import cache
 from django.http import HttpResponseRedirect
 
-from .authentication import client_ip
+from .authentication import client_ip, count_in_window
 
 log = logging.getLogger(__name__)
 WINDOW_SECONDS = 3600
+WHAT = "password reset request"  # for the log, when the cache is unreachable
 ADDRESS_FACTOR = 4
-
-
-def _count(key: str) -> int:
-    """One more request in the hour the first one started (0 when the cache cannot be reached: the form
-    then works unlimited rather than not at all)."""
-    try:
-        if cache.add(key, 1, timeout=WINDOW_SECONDS):
-            return 1
-        try:
-            return cache.incr(key)
-        except ValueError:  # expired between add() and incr()
-            cache.add(key, 1, timeout=WINDOW_SECONDS)
-            return 1
-    except Exception:  # noqa: BLE001 - any cache backend error
-        log.warning("password reset request not counted (cache unreachable)", exc_info=True)
-        return 0
 
 
 def address_key(address: str | None) -> str:
@@ -50,13 +34,13 @@ def email_key(email: str) -> str:
 class LimitedPasswordResetView(auth_views.PasswordResetView):
     def form_valid(self, form):
         limit = settings.PASSWORD_RESET_LIMIT
-        if _count(address_key(client_ip(self.request))) > ADDRESS_FACTOR * limit:
+        if count_in_window(address_key(client_ip(self.request)), WINDOW_SECONDS, WHAT) > ADDRESS_FACTOR * limit:
             form.add_error(None, "Too many password reset requests from your address; try again in an hour, "
                                  "or ask an administrator.")
             response = self.form_invalid(form)
             response.status_code = 429
             return response
-        if _count(email_key(form.cleaned_data["email"])) > limit:
+        if count_in_window(email_key(form.cleaned_data["email"]), WINDOW_SECONDS, WHAT) > limit:
             log.warning("password reset for one e-mail address asked more than %d times an hour: not sent", limit)
             return HttpResponseRedirect(self.get_success_url())
         return super().form_valid(form)
