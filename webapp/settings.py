@@ -260,7 +260,7 @@ if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
 # The cache (the health endpoint's worker status, among others): shared by every web process through
 # Redis in production, in memory in development and tests. It shares Redis's database with Celery, under
 # its own prefix: never call cache.clear() there, which would empty Celery's queues too.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+CACHES = {"default": {"BACKEND": "webapp.core.cache.ReusedClientRedisCache", "LOCATION": REDIS_URL,
                       "KEY_PREFIX": "nm-cache", "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}
           if not DEBUG else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

@@ -106,6 +106,14 @@ def _take(nucleus_id: int, label_set: LabelSet, user, now, *, second_opinion: bo
 CLAIM_ATTEMPTS = 50
 
 
+def _commit_without_waiting_for_disk() -> None:
+    """This transaction's commit returns before PostgreSQL has flushed it to disk (it follows within
+    wal_writer_delay). Only for claims: a claim lost in a database crash costs nothing (the nucleus is
+    simply free again), and not waiting for the flush saves a claim 2-3 ms. A decision always waits."""
+    if connection.vendor == "postgresql":
+        sql.execute("SET LOCAL synchronous_commit TO OFF", [])
+
+
 def do_claim_next(spec: QueueSpec) -> ReviewLease | None:
     """The reviewer's next nucleus, leased to them for :data:`LEASE_SECONDS`.
 
@@ -115,6 +123,7 @@ def do_claim_next(spec: QueueSpec) -> ReviewLease | None:
     """
     now = timezone.now()
     with transaction.atomic():
+        _commit_without_waiting_for_disk()
         lease = queue.held_lease(spec, now)
         if lease is not None:
             lease.expires_at = now + timedelta(seconds=LEASE_SECONDS)
