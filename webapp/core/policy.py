@@ -119,6 +119,8 @@ ROUTES: dict[str, dict[str, Access]] = {
     "api-nucleus-undo": {"POST": REVIEWER},
     "api-nucleus-skip": {"POST": REVIEWER},
     "api-nucleus-release": {"POST": REVIEWER},
+    "api-review-keys": {"GET": AUTHENTICATED, "PUT": AUTHENTICATED},  # your own keys
+    "review-keys": {"GET": AUTHENTICATED, "POST": AUTHENTICATED},
     "review-page": {"GET": REVIEWER},
     "review-gallery": {"GET": REVIEWER},
     "review-agreement": {"GET": VIEWER},

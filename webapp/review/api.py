@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef
 from django.http import HttpResponse
 from django.urls import reverse
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from PIL import Image as PILImage
@@ -33,13 +33,14 @@ from webapp.datasets.importing import load_rgb
 from webapp.datasets.models import CurrentLabel, Image, Label, LabelSet, Nucleus
 from webapp.datasets.operations import StaleLabel
 from webapp.projects.models import Project
-from webapp.training.models import Prediction
+from webapp.training.models import ModelVersion, Prediction
 from webapp.training.operations import active_version
 
+from . import gallery as gallery_query
+from . import keys as review_keys
 from . import operations, quality, queue
 from .access import (UnknownName, class_index_for, image_for, label_set_and_version, label_set_named,
                      nucleus_for, project_for)
-from .models import ReviewLease
 from .serializers import (BulkDecisionSerializer, DecisionSerializer, LabelSetSerializer, SettleSerializer,
                           UndoSerializer)
 
@@ -301,58 +302,152 @@ def _class_counts(rows, key: tuple) -> dict[int, int]:
     return counts
 
 
-@extend_schema(parameters=[LABEL_SET, OpenApiParameter("class_name", str, description="predicted class"),
-                           OpenApiParameter("page", int), OpenApiParameter("page_size", int),
-                           OpenApiParameter("counts", bool, description="also count the nuclei per class "
-                                                                         "(slower; cached for a minute)")],
-               responses=OpenApiTypes.OBJECT)
-@api_view(["GET"])
-def gallery(request, project_id: int):
-    """Nuclei the active model predicts as one class, without a human label, most confident first."""
-    project = project_for(request.user, project_id, project_role(request))
-    label_set, version = _label_set_and_version(project, request.query_params.get("label_set"), default_first=True)
-    classes = queue.label_set_classes(label_set)
+GALLERY_PARAMETERS = [
+    LABEL_SET,
+    OpenApiParameter("class_name", str, description="only nuclei predicted as this class (default: every class)"),
+    OpenApiParameter("status", str, enum=list(gallery_query.STATUSES),
+                     description="unreviewed (default): no human label yet; reviewed: a reviewer's decision stands"),
+    OpenApiParameter("reviewer", str, description="only the decisions of this username (implies status=reviewed)"),
+    OpenApiParameter("min_confidence", float, description="probability of the predicted class, at least (0-1)"),
+    OpenApiParameter("max_confidence", float, description="probability of the predicted class, at most (0-1)"),
+    OpenApiParameter("sort", str, enum=list(gallery_query.SORTS),
+                     description="confidence (probability of the predicted class), margin (gap between the two "
+                                 "most probable classes) or disagreement (between the two branches)"),
+    OpenApiParameter("order", str, enum=list(gallery_query.ORDERS),
+                     description="default: confidence desc, margin asc (closest calls first), disagreement desc"),
+    OpenApiParameter("group", str, enum=[g for g in gallery_query.GROUPS if g],
+                     description="image, class or reviewer (reviewed only): the group comes first in the order"),
+    OpenApiParameter("page", int), OpenApiParameter("page_size", int, description="1-200, default 48"),
+    OpenApiParameter("counts", bool, description="also count the unreviewed nuclei per predicted class "
+                                                 "(slower; cached for a minute)"),
+]
+
+
+def _choice(params, name: str, choices, default: str) -> str:
+    value = params.get(name)
+    if value in (None, ""):
+        return default
+    if value not in choices:
+        shown = ", ".join(c for c in choices if c) or "nothing"
+        raise ValidationError({name: f"must be one of {shown}, got {value!r}"})
+    return value
+
+
+def _fraction(params, name: str) -> float | None:
+    raw = params.get(name)
+    if raw in (None, ""):
+        return None
     try:
-        page = max(1, int(request.query_params.get("page") or 1))
-        page_size = min(max(1, int(request.query_params.get("page_size") or 48)), 200)
+        value = float(raw)
+    except ValueError:
+        raise ValidationError({name: f"a number between 0 and 1 (a probability), got {raw!r}"}) from None
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise ValidationError({name: f"a number between 0 and 1 (a probability), got {raw!r}"})
+    return value
+
+
+def _gallery_spec(request, project: Project, label_set: LabelSet, version, classes: list[dict]):
+    params = request.query_params
+    try:
+        page = max(1, int(params.get("page") or 1))
+        page_size = min(max(1, int(params.get("page_size") or 48)), 200)
     except ValueError:
         raise ValidationError({"page": "page and page_size are whole numbers"}) from None
     if page > MAX_GALLERY_PAGE:  # the row offset must fit the database's 64-bit integers
         raise ValidationError({"page": f"at most {MAX_GALLERY_PAGE}, got {page}"})
-    name = request.query_params.get("class_name") or (classes[0]["name"] if classes else None)
+    sort = _choice(params, "sort", gallery_query.SORTS, gallery_query.DEFAULT_SORT)
+    order = _choice(params, "order", gallery_query.ORDERS, gallery_query.SORTS[sort][3])
+    group = _choice(params, "group", gallery_query.GROUPS, "")
+    reviewer = None
+    if params.get("reviewer"):
+        user_model = get_user_model()
+        reviewer = user_model.objects.filter(**{user_model.USERNAME_FIELD: params["reviewer"]}).first()
+        if reviewer is None:
+            raise ValidationError({"reviewer": f"no user named {params['reviewer']!r}"})
+    implied = "reviewed" if reviewer is not None or group == "reviewer" else "unreviewed"
+    status_ = _choice(params, "status", gallery_query.STATUSES, implied)
+    if status_ == "unreviewed" and reviewer is not None:
+        raise ValidationError({"reviewer": "unreviewed nuclei have no reviewer: leave status out or use "
+                                           "status=reviewed"})
+    if status_ == "unreviewed" and group == "reviewer":
+        raise ValidationError({"group": "unreviewed nuclei have no reviewer: group=reviewer needs status=reviewed"})
+    low, high = _fraction(params, "min_confidence"), _fraction(params, "max_confidence")
+    if low is not None and high is not None and low > high:
+        raise ValidationError({"min_confidence": f"min_confidence ({low:g}) is above max_confidence ({high:g})"})
+    name = params.get("class_name") or None
+    class_index = _class_index(label_set, {"class_name": name}, classes) if name else None
+    return gallery_query.GallerySpec(
+        project=project, label_set=label_set, version=version, user=request.user, status=status_,
+        class_index=class_index, min_confidence=low, max_confidence=high, reviewer=reviewer, sort=sort, order=order,
+        group=group, page=page, page_size=page_size)
+
+
+def _group_label(spec, card, details: dict, classes: list[dict]) -> dict | None:
+    if not spec.group:
+        return None
+    if spec.group == "image":
+        nucleus = details["nucleus"]
+        return {"key": f"image:{nucleus.image_id}", "label": f"{details['dataset']} / {nucleus.image.name}"}
+    if spec.group == "class":
+        return {"key": f"class:{card.class_index}", "label": queue.class_name_of(classes, card.class_index)}
+    return {"key": f"reviewer:{card.group_key or ''}", "label": card.group_key or "(a deleted account)"}
+
+
+@extend_schema(parameters=GALLERY_PARAMETERS, responses=OpenApiTypes.OBJECT)
+@api_view(["GET"])
+def gallery(request, project_id: int):
+    """The film strip: predictions of the active model, filtered, sorted and grouped, a page at a time.
+
+    Each item carries what its card shows (crop, outline, predicted class, confidence, margin,
+    disagreement, the current label and who decided it) and ``version``, the current label id to send
+    with a decision (``POST review/bulk/``: agree = the predicted class, disagree = another class)."""
+    project = project_for(request.user, project_id, project_role(request))
+    label_set, version = _label_set_and_version(project, request.query_params.get("label_set"), default_first=True)
+    classes = queue.label_set_classes(label_set)
     base = {"label_set": {"id": label_set.pk, "name": label_set.name, "classes": classes}, "counts": None,
-            "class_name": name, "page": page, "page_size": page_size, "items": [], "has_more": False,
+            "items": [], "has_more": False,
             "model_version": {"id": version.pk, "number": version.number} if version else None}
-    if version is None or name is None:
+    if version is None:  # still check the parameters, so that a mistake is not hidden behind "no model"
+        version = ModelVersion(pk=0, number=0)
+    spec = _gallery_spec(request, project, label_set, version, classes)
+    base.update({"class_name": queue.class_name_of(classes, spec.class_index), "status": spec.status,
+                 "reviewer": spec.reviewer.get_username() if spec.reviewer else None,
+                 "min_confidence": spec.min_confidence, "max_confidence": spec.max_confidence,
+                 "sort": spec.sort, "order": spec.order, "group": spec.group or None,
+                 "page": spec.page, "page_size": spec.page_size})
+    if base["model_version"] is None:
         return Response(base)
-    class_index = _class_index(label_set, {"class_name": name}, classes)
-    now = timezone.now()
-    unlabelled = ~Exists(CurrentLabel.objects.filter(nucleus_id=OuterRef("nucleus_id"), label_set_id=label_set.pk,
-                                                     source__in=queue.HUMAN_SOURCES))
-    held_by_others = Exists(ReviewLease.objects.filter(nucleus_id=OuterRef("nucleus_id"), label_set_id=label_set.pk,
-                                                       expires_at__gt=now).exclude(user=request.user))
-    rows = Prediction.objects.filter(unlabelled, model_version_id=version.pk, label_set_id=label_set.pk)
     if _flag(request.query_params.get("counts")):
+        unlabelled = ~Exists(CurrentLabel.objects.filter(nucleus_id=OuterRef("nucleus_id"), label_set_id=label_set.pk,
+                                                         source__in=queue.HUMAN_SOURCES))
+        rows = Prediction.objects.filter(unlabelled, model_version_id=version.pk, label_set_id=label_set.pk)
         counts = _class_counts(rows, (version.pk, str(version.created_at), label_set.pk))
         base["counts"] = {c["name"]: counts.get(c["index"], 0) for c in classes}
-    start = (page - 1) * page_size
-    # Most confident first = smallest least_confidence: the (model_version, label_set, least_confidence)
-    # index scanned backwards, stopping after a page of this class.
-    chosen = list(rows.filter(~held_by_others, class_index=class_index).select_related("nucleus", "nucleus__image")
-                  .order_by("least_confidence", "id")[start:start + page_size + 1])
-    base["has_more"] = len(chosen) > page_size
-    currents = dict(CurrentLabel.objects.filter(label_set=label_set, nucleus_id__in=[p.nucleus_id for p in chosen])
-                    .values_list("nucleus_id", "label_id"))
-    for prediction in chosen[:page_size]:
-        nucleus, image = prediction.nucleus, prediction.nucleus.image
+    cards, base["has_more"] = gallery_query.page_cards(spec, classes)
+    details = gallery_query.card_details(cards, label_set)
+    for card in cards:
+        found = details.get(card.nucleus_id)
+        if found is None:  # deleted meanwhile
+            continue
+        nucleus, current = found["nucleus"], found["current"]
+        image = nucleus.image
         side = max(48, 2 * max(nucleus.x1 - nucleus.x0, nucleus.y1 - nucleus.y0))
         region = _square(nucleus, image, side)
         base["items"].append({
-            "nucleus": nucleus.pk, "image": image.pk, "outline": nucleus.outline, "region": region,
+            "nucleus": nucleus.pk, "instance_id": nucleus.instance_id, "image": image.pk, "image_name": image.name,
+            "dataset": found["dataset"], "outline": nucleus.outline, "region": region,
             "crop_url": queue.region_url(image.pk, region),
             "page_url": reverse("nucleus-detail", args=[project.pk, nucleus.pk]),
-            "class_index": prediction.class_index, "probability": prediction.probability,
-            "version": currents.get(nucleus.pk),
+            "class_index": card.class_index, "class_name": queue.class_name_of(classes, card.class_index),
+            "probability": card.probability, "margin": 1.0 - card.margin,
+            "disagreement": card.disagreement,
+            "version": current.label_id if current else None,
+            "current": ({"class_index": current.class_index,
+                         "class_name": queue.class_name_of(classes, current.class_index),
+                         "source": current.source,
+                         "author": current.label.author.get_username() if current.label.author else None}
+                        if current else None),
+            "group": _group_label(spec, card, found, classes),
         })
     return Response(base)
 
@@ -515,3 +610,27 @@ def image_region(request, image_id: int):
     response = HttpResponse(buffer.getvalue(), content_type="image/png")
     response["Cache-Control"] = "private, max-age=86400"
     return response
+
+
+# ------------------------------------------------------------------------------------- review keys
+
+def _keys_payload(user) -> dict:
+    chosen = review_keys.keys_for(user)
+    return {**chosen, "defaults": review_keys.defaults(),
+            "about": {action: about for action, (_, about) in review_keys.ACTIONS.items()}}
+
+
+@extend_schema(methods=["GET"], responses=OpenApiTypes.OBJECT)
+@extend_schema(methods=["PUT"], request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT})
+@api_view(["GET", "PUT"])
+def keys(request):
+    """Your review keys, used by the review page and the gallery. PUT ``{"classes": ["1", "2", ...],
+    "actions": {"accept": "Enter", "skip": "s", "undo": "u", "help": "?"}}`` to change them: class keys
+    by position in the label set; a part left out takes its default; ``{}`` restores every default.
+    A key is one visible character or ``Enter``, and each key does one thing."""
+    if request.method == "PUT":
+        try:
+            operations.do_set_review_keys(request.user, request.data if request.data != {} else None)
+        except review_keys.InvalidKeys as exc:
+            raise ValidationError(exc.errors) from None
+    return Response(_keys_payload(request.user))

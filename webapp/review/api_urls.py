@@ -16,5 +16,6 @@ urlpatterns = [
     path("nuclei/<int:nucleus_id>/labels/undo/", api.undo_nucleus, name="api-nucleus-undo"),
     path("nuclei/<int:nucleus_id>/skip/", api.skip, name="api-nucleus-skip"),
     path("nuclei/<int:nucleus_id>/release/", api.release, name="api-nucleus-release"),
+    path("review/keys/", api.keys, name="api-review-keys"),
     path("images/<int:image_id>/region.png", api.image_region, name="api-image-region"),
 ]

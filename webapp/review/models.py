@@ -86,3 +86,19 @@ class ConflictSettlement(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["label_set", "nucleus"], name="settlement_idx")]
+
+
+class ReviewKeys(models.Model):
+    """One user's review keys, when they changed the defaults (see :mod:`webapp.review.keys`):
+    ``{"classes": [key per class position], "actions": {"accept": key, ...}}``. Written only by
+    :func:`webapp.review.operations.do_set_review_keys`."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    keys = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "review keys"
+
+    def __str__(self):
+        return f"review keys of {self.user_id}"

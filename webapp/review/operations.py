@@ -18,7 +18,7 @@ from webapp.datasets.models import CurrentLabel, Label, LabelSet, LabelSource, N
 from webapp.datasets.operations import StaleLabel, do_record_label
 from webapp.training.models import ModelVersion, Prediction
 
-from . import queue
+from . import gallery, queue
 from .models import ConflictSettlement, ReviewLease, ReviewSkip, ReviewUndo
 from .queue import LEASE_SECONDS, QueueSpec
 
@@ -286,6 +286,7 @@ def do_undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str = "",
         undo = ReviewUndo.objects.create(label=decision, restored=restored, actor=user, client_id=client_id)
         if restored is None or restored.source not in queue.HUMAN_SOURCES:
             queue.forget_frontiers(label_set.pk)  # forgetting early costs at most one search
+            gallery.forget_frontiers(label_set.pk)
         now = timezone.now()
         _lease_row(_RETAKE, nucleus.pk, label_set, user, now + timedelta(seconds=LEASE_SECONDS), now, False)
     return undo
@@ -323,3 +324,34 @@ def do_settle(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, curato
         # Settled: decided by the curator, whoever decided or held it before.
         _mark_decided(nucleus, label_set, curator, timezone.now(), second_opinion=True)
     return label
+
+
+# ------------------------------------------------------------------------------------- keys
+
+def do_set_review_keys(user, keys: dict | None) -> dict:
+    """Store a user's review keys (``None`` or ``{}``: back to the defaults), with an audit row naming
+    what changed. Raises :class:`webapp.review.keys.InvalidKeys` for keys that cannot be used."""
+    from . import keys as review_keys
+    from .models import ReviewKeys
+
+    chosen = review_keys.validate(keys or {})
+    with transaction.atomic():
+        row = ReviewKeys.objects.select_for_update().filter(user_id=user.pk).first()
+        before = review_keys.keys_for(user) if row is not None else review_keys.defaults()
+        if chosen == review_keys.defaults():
+            ReviewKeys.objects.filter(user_id=user.pk).delete()
+        elif row is None:
+            ReviewKeys.objects.create(user=user, keys=chosen)
+        else:
+            row.keys = chosen
+            row.save(update_fields=["keys", "updated_at"])
+        changed = {f"actions.{a}": [before["actions"][a], chosen["actions"][a]]
+                   for a in chosen["actions"] if before["actions"][a] != chosen["actions"][a]}
+        changed.update({f"classes.{i + 1}": [old, new] for i, (old, new) in
+                        enumerate(zip(before["classes"] + [None] * len(chosen["classes"]), chosen["classes"]))
+                        if old != new})
+        if len(before["classes"]) > len(chosen["classes"]):
+            changed["classes.count"] = [len(before["classes"]), len(chosen["classes"])]
+        audit.record("review.keys_changed", actor=user, target=user, changed=changed,
+                     defaults=chosen == review_keys.defaults())
+    return chosen

@@ -9,5 +9,6 @@ urlpatterns = [
     path("projects/<int:project_id>/review/gallery/", views.gallery_page, name="review-gallery"),
     path("projects/<int:project_id>/review/agreement/", views.agreement_page, name="review-agreement"),
     path("projects/<int:project_id>/review/agreement/settle/", views.settle_form, name="review-settle"),
+    path("account/review-keys/", views.keys_page, name="review-keys"),
     path("projects/<int:project_id>/nuclei/<int:nucleus_id>/", views.nucleus_page, name="nucleus-detail"),
 ]

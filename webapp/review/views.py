@@ -10,16 +10,19 @@ from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.core.policy import project_role
 from webapp.datasets.models import LabelSet
 from webapp.datasets.operations import StaleLabel
 from webapp.projects.access import get_project_for
-from webapp.projects.models import ROLE_RANK, Role
+from webapp.projects.models import ROLE_RANK, Membership, Role
 from webapp.training.models import Prediction
 from webapp.training.operations import active_version
 
+from . import gallery as gallery_query
+from . import keys as review_keys
 from . import operations, quality, queue
 from .access import UnknownName, class_index_for, label_set_named, nucleus_for
 
@@ -62,9 +65,10 @@ def review_page(request, project_id: int):
     version = active_version(project)
     has_predictions = bool(version and label_set and Prediction.objects.filter(
         model_version=version, label_set=label_set).exists())
+    classes = queue.label_set_classes(label_set) if label_set else []
     return render(request, "review/review.html", {
         "project": project, "label_sets": _label_sets(project), "label_set": label_set,
-        "classes": queue.label_set_classes(label_set) if label_set else [],
+        "classes": classes, "keys": review_keys.described(review_keys.keys_for(request.user), classes),
         "strategies": [(key, name, about) for key, (name, _, about) in queue.STRATEGIES.items()],
         "strategy": strategy,
         "include_labelled": request.GET.get("include_labelled") in ("1", "true", "on"),
@@ -77,10 +81,17 @@ def review_page(request, project_id: int):
 def gallery_page(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
     label_set = _chosen_label_set(project, request)
+    classes = queue.label_set_classes(label_set) if label_set else []
+    reviewers = (Membership.objects.filter(project=project, role__in=[r for r in ROLE_RANK
+                                                                      if ROLE_RANK[r] >= ROLE_RANK[Role.REVIEWER]])
+                 .select_related("user").order_by("user__username"))
     return render(request, "review/gallery.html", {
         "project": project, "label_sets": _label_sets(project), "label_set": label_set,
-        "classes": queue.label_set_classes(label_set) if label_set else [],
+        "classes": classes, "keys": review_keys.described(review_keys.keys_for(request.user), classes),
         "class_name": request.GET.get("class_name") or "", "version": active_version(project),
+        "sort_choices": [(f"{sort}:{order}", label) for sort, order, label in gallery_query.SORT_CHOICES],
+        "groups": list(gallery_query.GROUPS.items()), "statuses": list(gallery_query.STATUSES.items()),
+        "reviewers": [m.user.get_username() for m in reviewers],
         "api": _api_urls(project),
     })
 
@@ -157,3 +168,42 @@ def nucleus_page(request, project_id: int, nucleus_id: int):
         "history": list(reversed(queue.history(nucleus))), "version": version,
         "can_review": ROLE_RANK[project.role] >= ROLE_RANK[Role.REVIEWER],
     })
+
+
+def _safe_next(request) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                  require_https=request.is_secure()):
+        return target
+    return ""
+
+
+@require_http_methods(["GET", "POST"])
+def keys_page(request):
+    """Your review keys: class keys in class order, one character each, and the actions' keys."""
+    chosen = review_keys.keys_for(request.user)
+    form = {"classes": "".join(chosen["classes"]), **chosen["actions"]}
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        if request.POST.get("reset"):
+            operations.do_set_review_keys(request.user, None)
+            messages.success(request, "Your review keys are the defaults again.")
+            return redirect(_safe_next(request) or reverse("review-keys"))
+        form = {"classes": request.POST.get("classes", "").replace(" ", ""),
+                **{action: request.POST.get(action, "") for action in review_keys.ACTIONS}}
+        try:
+            operations.do_set_review_keys(request.user, {
+                "classes": list(form["classes"]),
+                "actions": {action: form[action] for action in review_keys.ACTIONS}})
+        except review_keys.InvalidKeys as exc:
+            errors = exc.errors
+        else:
+            messages.success(request, "Your review keys are saved: the review page and the gallery use them now.")
+            return redirect(_safe_next(request) or reverse("review-keys"))
+    rows = [{"action": action, "about": about, "value": form[action], "default": default,
+             "error": errors.get(f"actions.{action}")} for action, (default, about) in review_keys.ACTIONS.items()]
+    return render(request, "review/keys.html", {
+        "form": form, "rows": rows, "errors": errors, "classes_error": errors.get("classes") or errors.get("keys"),
+        "defaults": "".join(review_keys.defaults()["classes"]), "next": _safe_next(request),
+        "max_class_keys": review_keys.MAX_CLASS_KEYS,
+    }, status=400 if errors else 200)

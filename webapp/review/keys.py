@@ -1,0 +1,143 @@
+"""Review keys: which key chooses which class and which key does each action, per user.
+
+A user's keys are one :class:`~webapp.review.models.ReviewKeys` row, or the defaults when they never
+changed them. Class keys go by position in the label set (the first class, the second, ...), so one
+set of keys serves every label set: by default the number row (1 ... 9, 0), then letters in keyboard
+order, leaving out the letters that an action uses. The review page and the gallery both read them
+(:func:`keys_for`), and their help lists them.
+
+A key is what the browser reports as ``KeyboardEvent.key``: one visible ASCII character (letters
+are kept lower-case and match either case) or ``Enter``. Arrows, Tab, Escape and the space bar are not
+offered: the pages use them to move around.
+"""
+
+from __future__ import annotations
+
+ACTIONS: dict[str, tuple[str, str]] = {  # action: (default key, what it does)
+    "accept": ("Enter", "accept the predicted class (in the gallery: agree with the chosen card)"),
+    "skip": ("s", "skip this nucleus (review page)"),
+    "undo": ("u", "undo your last decision (review page)"),
+    "help": ("?", "show or hide this help"),
+}
+NUMBER_ROW = "1234567890"
+LETTER_ORDER = "qwertyuiopasdfghjklzxcvbnm"
+NAMED_KEYS = ("Enter",)
+MAX_CLASS_KEYS = 36
+
+
+class InvalidKeys(ValueError):
+    """Keys that cannot be used; ``errors`` maps a field (``classes``, ``actions.skip``) to why."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors.items()))
+
+
+def default_actions() -> dict[str, str]:
+    return {action: key for action, (key, _) in ACTIONS.items()}
+
+
+def default_class_keys(actions: dict[str, str] | None = None) -> list[str]:
+    """The number row, then letters in keyboard order without those the actions use."""
+    taken = set((actions or default_actions()).values())
+    return [key for key in NUMBER_ROW + LETTER_ORDER if key not in taken][:MAX_CLASS_KEYS]
+
+
+def defaults() -> dict:
+    actions = default_actions()
+    return {"classes": default_class_keys(actions), "actions": actions}
+
+
+def normalise_key(value) -> str:
+    """One key as stored, or ValueError with the reason."""
+    if not isinstance(value, str):
+        raise ValueError(f"a key is a text, got {value!r}")
+    text = value if value.strip() == "" else value.strip()
+    for name in NAMED_KEYS:
+        if text.lower() == name.lower():
+            return name
+    if len(text) != 1 or not ("!" <= text <= "~"):
+        raise ValueError(f"{value!r} is not a key that can be used: give one visible character "
+                         f"(a digit, a letter or a sign such as ; or ,) or Enter")
+    return text.lower()
+
+
+def validate(data) -> dict:
+    """Check and normalise ``{"classes": [...], "actions": {...}}``. A part left out takes its default
+    (class keys by default avoid the actions' keys). Raises :class:`InvalidKeys`."""
+    if not isinstance(data, dict):
+        raise InvalidKeys({"keys": 'send an object: {"classes": ["1", "2", ...], "actions": {"accept": "Enter", ...}}'})
+    errors: dict[str, str] = {}
+    unknown = sorted(set(data) - {"classes", "actions"})
+    if unknown:
+        errors[unknown[0]] = "unknown field: only classes and actions"
+    actions = default_actions()
+    raw_actions = data.get("actions")
+    if raw_actions is not None:
+        if not isinstance(raw_actions, dict):
+            errors["actions"] = f"an object of action: key, for the actions {', '.join(ACTIONS)}"
+            raw_actions = {}
+        for action, value in raw_actions.items():
+            if action not in ACTIONS:
+                errors[f"actions.{action}"] = f"unknown action: the actions are {', '.join(ACTIONS)}"
+                continue
+            try:
+                actions[action] = normalise_key(value)
+            except ValueError as exc:
+                errors[f"actions.{action}"] = str(exc)
+    raw_classes = data.get("classes")
+    if raw_classes is None:
+        classes = default_class_keys(actions)
+    elif not isinstance(raw_classes, list) or not raw_classes:
+        errors["classes"] = "a list of keys, one per class in label-set order (the first class's key first)"
+        classes = []
+    elif len(raw_classes) > MAX_CLASS_KEYS:
+        errors["classes"] = f"at most {MAX_CLASS_KEYS} class keys, got {len(raw_classes)}"
+        classes = []
+    else:
+        classes = []
+        for position, value in enumerate(raw_classes, start=1):
+            try:
+                classes.append(normalise_key(value))
+            except ValueError as exc:
+                errors.setdefault("classes", f"class {position}: {exc}")
+    if not errors:
+        owner: dict[str, str] = {}
+        for action, key in actions.items():
+            if key in owner:
+                errors[f"actions.{action}"] = f"{key!r} is already the key of {owner[key]}: each key does one thing"
+            owner.setdefault(key, action)
+        for position, key in enumerate(classes, start=1):
+            if key in owner:
+                errors.setdefault("classes", f"class {position}: {key!r} is already the key of {owner[key]}: "
+                                             f"each key does one thing")
+            owner.setdefault(key, f"class {position}")
+    if errors:
+        raise InvalidKeys(errors)
+    return {"classes": classes, "actions": actions}
+
+
+def keys_for(user) -> dict:
+    """The user's keys (the defaults when they have not changed them)."""
+    from .models import ReviewKeys
+
+    row = ReviewKeys.objects.filter(user_id=user.pk).first() if getattr(user, "pk", None) else None
+    if row is None:
+        return defaults()
+    try:
+        return validate(row.keys)
+    except InvalidKeys:  # written by an older rule: fall back rather than break the review page
+        return defaults()
+
+
+def described(keys: dict, classes: list[dict] | None = None) -> dict:
+    """What the pages and the help show: each action with its key and meaning, and the key of each
+    class of a label set (``None`` when the label set has more classes than keys)."""
+    return {
+        "classes": keys["classes"],
+        "actions": keys["actions"],
+        "action_rows": [{"action": action, "key": keys["actions"][action], "about": about}
+                        for action, (_, about) in ACTIONS.items()],
+        "class_rows": [{**cls, "key": keys["classes"][position] if position < len(keys["classes"]) else None}
+                       for position, cls in enumerate(classes or [])],
+    }
