@@ -1,5 +1,5 @@
-// Review in the browser: the active-learning queue (one nucleus at a time, decided with the keyboard
-// or the mouse) and the gallery (many nuclei of one predicted class at once).
+// Review in the browser: the active-learning queue, one nucleus at a time, decided with the keyboard
+// (the user's own keys, static/js/keys.js) or the mouse. The gallery is static/js/gallery.js.
 //
 // Every decision is saved at once: it goes into a small outbox in localStorage, is sent with
 // fetch(keepalive) so that closing the tab does not lose it, and leaves the outbox only when the
@@ -94,6 +94,7 @@
     const classes = buttons.map((b) => ({ index: Number(b.dataset.classIndex), name: b.dataset.className,
                                           color: window.dom.cssColor(b.dataset.classColor) }));
     const outbox = new Outbox(`review-outbox:${d.project}:${labelSet}:${d.user}`);
+    const keys = window.reviewKeys.load();
     const progress = { today: null, left: null, compared: 0, agreed: 0 };
     let item = null;
     let busy = false;
@@ -443,15 +444,17 @@
       if (e.ctrlKey || e.metaKey || e.altKey) return;
       const tag = (e.target.tagName || "").toLowerCase();
       if (["input", "select", "textarea"].includes(tag)) return;
-      if (help.open && e.key !== "?") return;
+      // The user's own keys (static/js/keys.js): class keys by position, then the actions.
+      const meant = window.reviewKeys.meaning(keys, e);
+      if (help.open && !(meant && meant.action === "help")) return;
       let handled = true;
-      if (/^[1-9]$/.test(e.key)) {
-        const button = buttons[Number(e.key) - 1];
+      if (meant && meant.classPosition != null) {
+        const button = buttons[meant.classPosition];
         if (button) decide(Number(button.dataset.classIndex)); else handled = false;
-      } else if (e.key === "Enter") accept();
-      else if (e.key === "s" || e.key === "S") skip();
-      else if (e.key === "u" || e.key === "U") undo();
-      else if (e.key === "?") toggleHelp();
+      } else if (meant && meant.action === "accept") accept();
+      else if (meant && meant.action === "skip") skip();
+      else if (meant && meant.action === "undo") undo();
+      else if (meant && meant.action === "help") toggleHelp();
       else handled = false;
       if (handled) e.preventDefault();
     });
@@ -474,217 +477,6 @@
     refreshProgress();
   }
 
-  // ------------------------------------------------------------------ the gallery
-  function galleryPage(root) {
-    const d = root.dataset;
-    const csrf = d.csrf;
-    const labelSet = d.labelSet;
-    const grid = root.querySelector('[data-role="grid"]');
-    const tabs = root.querySelector('[data-role="tabs"]');
-    const statusLine = root.querySelector('[data-role="status"]');
-    const countLine = root.querySelector('[data-role="selected"]');
-    const classes = JSON.parse(document.getElementById("gallery-classes").textContent);
-    let className = d.className;
-    let page = 1;
-    let data = null;
-
-    const setStatus = (text, kind = "") => { statusLine.textContent = text; statusLine.className = `small ${kind}`; };
-    const colorOf = (index) => (classes.find((c) => c.index === index) || {}).color || UNLABELLED;
-    const tiles = () => Array.from(grid.querySelectorAll(".tile"));
-    const selected = () => tiles().filter((t) => t.querySelector("input[type=checkbox]").checked);
-    const updateCount = () => { countLine.textContent = `${selected().length} selected`; };
-
-    async function load() {
-      const params = new URLSearchParams({ label_set: labelSet, page });
-      if (className) params.set("class_name", className);
-      const result = await api(`${d.galleryUrl}?${params}`);
-      if (!result.ok) { setStatus(`Could not load the gallery: ${(result.data && result.data.detail) || result.status}`, "error"); return; }
-      data = result.data;
-      className = data.class_name;
-      data.counts = counts;
-      renderTabs();
-      renderGrid();
-      root.dataset.ready = "true";
-      if (!counts) loadCounts();
-    }
-
-    // The per-class counts are slower (a grouped count over every prediction): fetched after the items.
-    let counts = null;
-    async function loadCounts() {
-      try {
-        const params = new URLSearchParams({ label_set: labelSet, class_name: className, page_size: 1, counts: 1 });
-        const result = await api(`${d.galleryUrl}?${params}`);
-        if (!result.ok) return;
-        counts = result.data.counts;
-        data.counts = counts;
-        renderTabs();
-      } catch (err) { /* the tabs simply show no counts */ }
-    }
-
-    function renderTabs() {
-      tabs.replaceChildren();
-      for (const cls of classes) {
-        const tab = document.createElement("button");
-        tab.type = "button";
-        tab.className = `tab${cls.name === className ? " active" : ""}`;
-        tab.style.setProperty("--class-color", window.dom.cssColor(cls.color));
-        tab.dataset.className = cls.name;
-        const count = data.counts ? data.counts[cls.name] : null;
-        tab.append(el("span", { className: "swatch" }), cls.name);
-        const n = document.createElement("span");
-        n.className = "count";
-        n.textContent = count == null ? "" : count;
-        tab.append(n);
-        tab.addEventListener("click", () => { className = cls.name; page = 1; load(); });
-        tabs.appendChild(tab);
-      }
-    }
-
-    function renderGrid() {
-      grid.replaceChildren();
-      if (!data.model_version) {
-        grid.append(el("p", { className: "muted" }, "The project has no active model: train one to get predictions."));
-        return;
-      }
-      if (!data.items.length) {
-        grid.append(el("p", { className: "muted" }, `No unreviewed nuclei predicted as ${className} on this page.`));
-      }
-      for (const item of data.items) {
-        const tile = document.createElement("div");
-        tile.className = "tile";
-        tile.dataset.nucleusId = item.nucleus;
-        const pick = document.createElement("label");
-        pick.className = "tile-pick";
-        const box = document.createElement("input");
-        box.type = "checkbox";
-        box.addEventListener("change", () => { tile.classList.toggle("selected", box.checked); updateCount(); });
-        const picture = document.createElement("span");
-        picture.className = "tile-img";
-        const img = document.createElement("img");
-        img.src = item.crop_url;
-        img.alt = `nucleus ${item.nucleus}`;
-        img.loading = "lazy";
-        const overlay = document.createElementNS(SVG, "svg");
-        viewBox(overlay, item.region);
-        polygon(overlay, item.outline, { stroke: colorOf(item.class_index), class: "target" });
-        picture.append(img, overlay);
-        pick.append(box, picture);
-        const meta = document.createElement("div");
-        meta.className = "tile-meta";
-        const prob = document.createElement("a");
-        prob.href = item.page_url;
-        prob.textContent = pct(item.probability);
-        prob.title = "probability of the predicted class; open the nucleus";
-        const move = document.createElement("select");
-        move.className = "move";
-        move.append(new Option("move to…", ""));
-        for (const cls of classes) {
-          if (cls.index === item.class_index) continue;
-          const option = document.createElement("option");
-          option.value = cls.name;
-          option.textContent = cls.name;
-          move.appendChild(option);
-        }
-        move.addEventListener("change", () => {
-          if (move.value) save([{ item, tile, class_name: move.value }]);
-        });
-        meta.append(prob, move);
-        tile.append(pick, meta);
-        tile._item = item;
-        grid.appendChild(tile);
-      }
-      root.querySelector('[data-role="pager"]').hidden = !(data.has_more || page > 1);
-      root.querySelector('[data-action="previous"]').disabled = page <= 1;
-      root.querySelector('[data-action="next"]').disabled = !data.has_more;
-      updateCount();
-    }
-
-    // Decisions sent but not confirmed stay here until the server answers (same client_ids on a retry).
-    const outboxKey = `review-gallery-outbox:${d.project}:${labelSet}:${d.user}`;
-    let retryTimer = null;
-    async function flushOutbox() {
-      const pending = JSON.parse(localStorage.getItem(outboxKey) || "[]");
-      if (!pending.length) return;
-      try {
-        const result = await api(d.bulkUrl, { method: "POST", csrf, body: { label_set: labelSet, decisions: pending } });
-        if (result.ok || (result.status >= 400 && result.status < 500)) localStorage.removeItem(outboxKey);
-        if (result.ok) setStatus(`Saved ${result.data.saved} decision(s) left over from before.`, "ok");
-      } catch (err) {
-        clearTimeout(retryTimer);
-        retryTimer = setTimeout(flushOutbox, 6000);
-      }
-    }
-
-    async function save(choices) {
-      if (!choices.length) return;
-      const decisions = choices.map((c) => ({ nucleus: c.item.nucleus, class_name: c.class_name,
-                                              version: c.item.version, client_id: uid() }));
-      localStorage.setItem(outboxKey, JSON.stringify([...JSON.parse(localStorage.getItem(outboxKey) || "[]"),
-                                                      ...decisions]));
-      setStatus(`Saving ${decisions.length}…`, "pending");
-      let result;
-      try {
-        result = await api(d.bulkUrl, { method: "POST", csrf, keepalive: true, body: { label_set: labelSet, decisions } });
-      } catch (err) {
-        setStatus("Not saved yet (no connection): kept in this browser, retrying…", "error");
-        clearTimeout(retryTimer);
-        retryTimer = setTimeout(flushOutbox, 4000);
-        return;
-      }
-      if (result.status >= 500) {
-        setStatus(`Not saved yet (HTTP ${result.status}): kept in this browser, retrying…`, "error");
-        clearTimeout(retryTimer);
-        retryTimer = setTimeout(flushOutbox, 6000);
-        return;
-      }
-      const sent = new Set(decisions.map((x) => x.client_id));
-      const rest = JSON.parse(localStorage.getItem(outboxKey) || "[]").filter((x) => !sent.has(x.client_id));
-      if (rest.length) localStorage.setItem(outboxKey, JSON.stringify(rest)); else localStorage.removeItem(outboxKey);
-      if (!result.ok) {
-        setStatus(`Not saved: ${(result.data && result.data.detail) || result.status}`, "error");
-        return;
-      }
-      let refused = 0;
-      for (const r of result.data.results) {
-        const choice = choices.find((c) => c.item.nucleus === r.nucleus);
-        if (r.status === 200 || r.status === 201) {
-          choice.tile.remove();
-        } else {
-          refused += 1;
-          choice.tile.classList.add("refused");
-          choice.tile.title = r.detail || "";
-        }
-      }
-      setStatus(`Saved ${result.data.saved}${refused ? `; ${refused} refused (changed meanwhile)` : ""}.`,
-                refused ? "error" : "ok");
-      // Saved nuclei have a human label now: they left this class's gallery.
-      if (counts && className in counts) {
-        counts[className] = Math.max(0, counts[className] - result.data.saved);
-        renderTabs();
-      }
-      updateCount();
-      if (!tiles().length) load();
-    }
-
-    root.querySelector('[data-action="select-all"]').addEventListener("click", () => {
-      tiles().forEach((t) => { t.querySelector("input").checked = true; t.classList.add("selected"); });
-      updateCount();
-    });
-    root.querySelector('[data-action="clear"]').addEventListener("click", () => {
-      tiles().forEach((t) => { t.querySelector("input").checked = false; t.classList.remove("selected"); });
-      updateCount();
-    });
-    root.querySelector('[data-action="accept-selected"]').addEventListener("click", () => {
-      save(selected().map((tile) => ({ item: tile._item, tile, class_name: className })));
-    });
-    root.querySelector('[data-action="previous"]').addEventListener("click", () => { page -= 1; load(); });
-    root.querySelector('[data-action="next"]').addEventListener("click", () => { page += 1; load(); });
-    window.addEventListener("online", () => flushOutbox());
-    flushOutbox().then(load);
-  }
-
   const review = document.getElementById("review");
   if (review) reviewPage(review);
-  const gallery = document.getElementById("gallery");
-  if (gallery) galleryPage(gallery);
 })();
