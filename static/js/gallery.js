@@ -178,8 +178,8 @@
                       ...classes.filter((c) => c.index !== item.class_index)
                         .map((c) => el("option", { value: c.name }, c.name)));
       move.addEventListener("change", () => { if (move.value) save([{ item, tile, class_name: move.value }]); });
-      tile.append(el("label", { className: "tile-pick" }, box, picture), predicted, scores, decided,
-                  el("div", { className: "tile-meta" }, agree, move));
+      tile.append(...[el("label", { className: "tile-pick" }, box, picture), predicted, scores, decided,
+                      el("div", { className: "tile-meta" }, agree, move)].filter((node) => node != null));
       tile.addEventListener("click", (event) => {
         if (!event.target.closest("select, button, a, input")) choose(tile);
       });

@@ -1,0 +1,140 @@
+"""The gallery as a film strip, in real Chromium: sort by margin, filter by class, agree with a card,
+disagree with another, accept the rest of the page; and review keys rebound by the user and used by
+the review page. Each checks the Label rows in the database."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import wait_until
+from tests.webapp.test_review_fixtures import fast_passwords, review_media, rp, unlabelled_in, users  # noqa: F401
+from webapp.datasets.models import CurrentLabel, Label
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def tile_ids(page) -> list[int]:
+    return [int(x) for x in page.eval_on_selector_all("#gallery .tile", "els => els.map(e => e.dataset.nucleusId)")]
+
+
+def wait_loaded(page, fragment: str):
+    wait_until(page, f"location.search.includes({fragment!r}) && "
+                     "document.querySelector('#gallery').dataset.ready === 'true'")
+
+
+def test_sort_by_margin_filter_by_class_agree_disagree_and_accept_the_page(rp, logged_in_page, live_server, users):
+    page = logged_in_page
+    owner = users["owner"]
+    free = set(unlabelled_in(rp, rp.breast_set))
+    rows = [p for (n, ls), p in rp.predictions.items() if ls == rp.breast_set.pk and n in free]
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast")
+    page.wait_for_selector("#gallery[data-ready=true]")
+    assert page.locator("#gallery .tab.active").inner_text().startswith("All classes")
+
+    # Sort: smallest margin first (stored margin = 1 - gap, highest first).
+    page.select_option("select[name=sort]", "margin:asc")
+    wait_loaded(page, "sort=margin")
+    by_margin = sorted(rows, key=lambda p: (-p.margin, -p.pk))
+    assert tile_ids(page) == [p.nucleus_id for p in by_margin][:len(tile_ids(page))]
+
+    # Filter: predicted "dead" only, still by margin.
+    page.locator("#gallery .tab", has_text="dead").click()
+    wait_loaded(page, "class_name=dead")
+    dead = [p for p in by_margin if p.class_index == 2]
+    assert len(dead) >= 3
+    shown = tile_ids(page)
+    assert shown == [p.nucleus_id for p in dead]
+    assert set(page.eval_on_selector_all("#gallery .tile", "els => els.map(e => e.dataset.predicted)")) == {"dead"}
+    texts = page.locator("#gallery .tile").all_inner_texts()
+    assert all("dead" in text and "margin" in text and "null" not in text for text in texts), texts
+    page.screenshot(path="/tmp/gallery-strip.png", full_page=True)
+
+    # Agree with the first card: its predicted class becomes the decision.
+    agreed, disagreed, *rest = shown
+    page.locator(f".tile[data-nucleus-id='{agreed}'] button.agree").click()
+    page.wait_for_selector(f".tile[data-nucleus-id='{agreed}']", state="detached")
+    label = CurrentLabel.objects.select_related("label").get(nucleus_id=agreed, label_set=rp.breast_set).label
+    assert (label.class_index, label.source, label.author_id) == (2, "review", owner.pk)
+
+    # Disagree with the second: choose "connective" instead.
+    page.locator(f".tile[data-nucleus-id='{disagreed}'] select.move").select_option("connective")
+    page.wait_for_selector(f".tile[data-nucleus-id='{disagreed}']", state="detached")
+    label = CurrentLabel.objects.select_related("label").get(nucleus_id=disagreed, label_set=rp.breast_set).label
+    assert (label.class_index, label.source, label.author_id) == (1, "review", owner.pk)
+
+    # Accept all on this page: every remaining card agrees with its prediction.
+    assert tile_ids(page) == rest
+    page.click("[data-action=accept-page]")
+    wait_until(page, "document.querySelector('#gallery [data-role=status]').textContent.startsWith('Saved')")
+    wait_until(page, "document.querySelector('#gallery').dataset.ready === 'true' && "
+                     "!document.querySelector('#gallery .tile')")
+    reviews = dict(Label.objects.filter(label_set=rp.breast_set, source="review", author=owner)
+                   .values_list("nucleus_id", "class_index"))
+    assert reviews == {agreed: 2, disagreed: 1, **{n: 2 for n in rest}}
+    assert page.inner_text("#gallery .gallery-grid") == "No unreviewed nuclei predicted as dead on this page."
+
+    # The reviewed strip, grouped by reviewer, shows them under the owner's name with the decisions.
+    page.select_option("select[name=group]", "reviewer")
+    wait_loaded(page, "group=reviewer")
+    assert page.locator("#gallery .gallery-group").all_inner_texts() == ["owner"]
+    page.screenshot(path="/tmp/gallery-reviewed.png", full_page=True)
+    assert sorted(tile_ids(page)) == sorted([agreed, disagreed, *rest])
+    assert page.locator(f".tile[data-nucleus-id='{disagreed}'] [data-role=decided]").inner_text() == \
+        "decided: connective by owner"
+
+
+def test_a_rebound_key_is_listed_in_the_help_and_used_by_the_review_page(rp, logged_in_page, live_server, users):
+    page = logged_in_page
+    review_url = f"/projects/{rp.project.pk}/review/?label_set=breast&strategy=margin"
+    page.goto(f"{live_server.url}{review_url}")
+    page.wait_for_selector("#review[data-ready=true]")
+    # The help's "Change your keys" link leads to the keys page and back.
+    page.keyboard.press("?")
+    page.wait_for_selector("dialog[data-role=help][open]")
+    assert page.inner_text("[data-class-key='1'] kbd") == "2"
+    page.click("[data-role=help] [data-role=change-keys]")
+    page.wait_for_selector("#keys-form")
+    page.fill("input[name=classes]", "jkl")
+    page.fill("input[name=help]", "h")
+    page.click("#keys-form button[type=submit]:not([name])")
+    page.wait_for_url(f"{live_server.url}{review_url}")
+    page.wait_for_selector("#review[data-ready=true]")
+    wait_until(page, "document.querySelector('[data-role=crop]').complete")
+
+    # The buttons and the help list the new keys.
+    assert page.locator(".class-button kbd").all_inner_texts() == ["j", "k", "l"]
+    page.keyboard.press("h")
+    page.wait_for_selector("dialog[data-role=help][open]")
+    assert page.inner_text("[data-class-key='1'] kbd") == "k"
+    assert page.inner_text("[data-action-key='help'] kbd") == "h"
+    page.screenshot(path="/tmp/review-keys-help.png")
+    page.keyboard.press("h")
+    wait_until(page, "!document.querySelector('dialog[data-role=help]').open")
+
+    # "2" no longer chooses a class; "k" chooses the second one (connective) and saves it.
+    first = int(page.get_attribute("#review", "data-nucleus-id"))
+    page.keyboard.press("2")
+    page.wait_for_timeout(300)
+    assert int(page.get_attribute("#review", "data-nucleus-id")) == first
+    assert not Label.objects.filter(nucleus_id=first, source="review").exists()
+    page.keyboard.press("k")
+    wait_until(page, f"document.querySelector('#review').dataset.nucleusId !== '{first}'")
+    label = Label.objects.get(nucleus_id=first, label_set=rp.breast_set, source="review")
+    assert (label.class_index, label.author_id) == (1, users["owner"].pk)
+
+    # The gallery uses the same keys: choose a card, "l" (the third class, dead) decides it.
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast&sort=margin")
+    page.wait_for_selector("#gallery[data-ready=true]")
+    card = tile_ids(page)[1]
+    page.click(f".tile[data-nucleus-id='{card}'] .tile-scores")
+    wait_until(page, f"document.querySelector('.tile.is-current').dataset.nucleusId === '{card}'")
+    page.keyboard.press("ArrowRight")
+    following = tile_ids(page)[2]
+    wait_until(page, f"document.querySelector('.tile.is-current').dataset.nucleusId === '{following}'")
+    page.keyboard.press("l")
+    page.wait_for_selector(f".tile[data-nucleus-id='{following}']", state="detached")
+    label = Label.objects.get(nucleus_id=following, label_set=rp.breast_set, source="review")
+    assert (label.class_index, label.author_id) == (2, users["owner"].pk)
+    page.keyboard.press("h")
+    page.wait_for_selector("dialog[data-role=help][open]")
+    assert page.inner_text("[data-class-key='2'] kbd") == "l"
