@@ -27,7 +27,9 @@
       if (p.message) parts.push(p.message);
       parts.push(`${Math.round(p.percent || 0)}%`);
       field("detail").textContent = parts.join(" · ");
+      // The worker's log: the steps of the job (stages, epochs, images), kept in its last 40 lines.
       field("log").textContent = job.log_tail || "";
+      field("log").hidden = !job.log_tail;
       if (job.error) { field("error").hidden = false; field("error").textContent = job.error; }
       const done = ["succeeded", "failed", "cancelled"].includes(job.state);
       card.dispatchEvent(new CustomEvent("job-update", { detail: job }));

@@ -34,6 +34,12 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
     page.screenshot(path=str(tmp_path / "training.png"), full_page=True)
     job.refresh_from_db()
     assert job.state == "succeeded"
+    # The job's page keeps its log: the stages, the epochs, the version it published.
+    page.goto(f"{live_server.url}/jobs/{job.pk}/")
+    log = page.inner_text("#job [data-field=log]")
+    for line in ("loaded 4 images, 80 nuclei", "stage sparse: 1 epoch", "stage sparse, epoch 1/1 done",
+                 "stage completion, epoch 1/1 done", "published v1"):
+        assert line in log, log
     wait_for(lambda: Job.objects.filter(project=project, kind="predict", state="succeeded").exists(), timeout=120,
              message="predictions stored")
 

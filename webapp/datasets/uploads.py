@@ -84,11 +84,13 @@ AUTO_FORMAT = "auto"  # the upload leaves the format to be told from the files' 
 
 
 def run_import_job(job: Job, progress, log=None) -> dict:
-    """Unpack (safely) and import; the staging folder is removed whatever happens.
+    """Unpack (safely) and import; the staging folder is removed whatever happens. ``log(line)``, when
+    given, receives the steps worth keeping in the job's log.
 
     A job whose format is ``auto`` finds it from the layout of the files (:func:`mlcore.readers.detect_format`)
-    and says so in the job's log (``log``: a function taking one line) and its result (``format_detected``).
+    and says so in the job's log and its result (``format_detected``).
     """
+    log = log or (lambda line: None)
     params = job.params
     staging = Path(settings.MEDIA_ROOT) / params["staging"]
     committed = Dataset.objects.filter(project_id=job.project_id, storage_dir=sweep.import_folder(job)).first()
@@ -103,6 +105,7 @@ def run_import_job(job: Job, progress, log=None) -> dict:
         if params.get("archive"):
             shutil.rmtree(staging / "extracted", ignore_errors=True)
             progress(0, "unpacking the archive")
+            log(f"unpacking the archive ({(staging / 'upload.zip').stat().st_size / 1e6:.1f} MB)")
             root = safe_extract(staging / "upload.zip", staging / "extracted", settings.MAX_UPLOAD_BYTES)
         else:
             root = staging / "files"
@@ -110,12 +113,11 @@ def run_import_job(job: Job, progress, log=None) -> dict:
             format = params["format"]
             if format == AUTO_FORMAT:
                 format = detect_format(root)
-                if log is not None:
-                    log(f"format detected from the files: {format}")
+                log(f"format detected from the files: {format}")
             dataset = do_import_dataset(
                 job.project, name=params["name"], format=format, path=root, actor=job.created_by,
                 label_set_name=params.get("label_set"), labelled=params.get("labelled", True),
-                provenance=params.get("provenance", ""), progress=progress,
+                provenance=params.get("provenance", ""), progress=progress, log=log,
                 folder=Path(settings.MEDIA_ROOT) / sweep.import_folder(job))
         except DataError as exc:
             raise DataError(_relative(exc.path, root), exc.problem) from None

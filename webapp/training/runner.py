@@ -94,6 +94,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
             raise Cancelled()
     table = table_from_arrays(records, ml_label_sets, cache_dir=config.cache_dir)
     del records
+    report(5.0, stage="loading", log=f"loaded {len(images)} images, {len(table.labels)} nuclei; "
+                                     f"training stages {', '.join(stages)}")
     trained_on["unlabelled_nuclei"] = int((table.labels == -1).all(axis=1).sum())
 
     init = None
@@ -108,8 +110,15 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         steps = max(1, int(info.get("steps") or 1))
         within = (int(info.get("epoch") or 0) + int(info.get("step") or 0) / steps) / epochs
         percent = 5 + 90 * (stage_index + min(within, 1.0)) / len(stages)
+        log = None
+        if not info.get("steps"):  # a stage begins
+            log = f"stage {info.get('stage')}: {epochs} epoch{'s' if epochs != 1 else ''}"
+        elif info.get("step") == info.get("steps"):  # an epoch ends
+            loss = info.get("loss")
+            log = (f"stage {info.get('stage')}, epoch {info.get('epoch')}/{epochs} done"
+                   + (f": loss {loss:.4f}" if isinstance(loss, float) and loss == loss else ""))
         report(percent, stage=info.get("stage"), epoch=int(info.get("epoch") or 0) + 1, epochs=epochs,
-               loss=info.get("loss"), eta_s=info.get("eta_s"))
+               loss=info.get("loss"), eta_s=info.get("eta_s"), log=log)
 
     # The job's own scratch folder: a retried job (its worker was killed) clears what the killed attempt
     # wrote, and a job that fails is cleared by webapp.jobs.sweep.remove_job_paths.
@@ -121,7 +130,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
                            init_checkpoint=init, out_dir=out_dir)
         if result.cancelled or result.checkpoint_path is None:
             raise Cancelled()
-        report(96, stage="publishing", message="publishing the model version")
+        report(96, stage="publishing", message="publishing the model version", log="publishing the model version")
         version = operations.do_publish_version(
             project, job=job, checkpoint=result.checkpoint_path, config=config.to_dict(),
             label_sets=[{"name": s.name, "classes": list(s.classes)} for s in ml_label_sets],
@@ -129,6 +138,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     prediction_job = operations.do_start_prediction(version, actor=job.created_by)
+    report(100, stage="publishing", log=f"published v{version.number}; predictions follow in job {prediction_job.pk}")
     return {"model_version": version.number, "model_version_id": version.pk, "stages": stages,
             "trained_on": trained_on, "prediction_job": prediction_job.pk,
             "metrics": {name: {k: m.get(k) for k in ("n", "accuracy", "macro_f1", "weighted_f1")}
@@ -167,6 +177,8 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         report(100.0 * number / len(images), message=f"image {number}/{len(images)}")
         if should_stop():
             raise Cancelled()
+    report(100.0, message=f"image {len(images)}/{len(images)}",
+           log=f"{stored} predictions stored for the {len(images)} images (model v{version.number})")
     bulk.analyze_after_commit(Prediction)  # the review queue's index scans need fresh statistics
     return {"model_version": version.number, "predictions": stored}
 
