@@ -3,6 +3,7 @@
   "use strict";
   function watch(card) {
     const url = card.dataset.jobUrl;
+    let polls = 0;
     const field = (name) => card.querySelector(`[data-field="${name}"]`);
     async function tick() {
       let job;
@@ -26,14 +27,19 @@
       if (p.eta_s != null) parts.push(`ETA ${Math.round(p.eta_s)} s`);
       if (p.message) parts.push(p.message);
       parts.push(`${Math.round(p.percent || 0)}%`);
-      field("detail").textContent = parts.join(" · ");
+      const done = ["succeeded", "failed", "cancelled"].includes(job.state);
+      // A finished job's last progress line is history: no percentage or ETA beside "failed".
+      if (job.state === "succeeded") field("detail").textContent = "done";
+      else if (done) field("detail").textContent = `${job.state}${p.message ? ` during: ${p.message}` : ""}`;
+      else field("detail").textContent = parts.join(" · ");
       // The worker's log: the steps of the job (stages, epochs, images), kept in its last 40 lines.
       field("log").textContent = job.log_tail || "";
       field("log").hidden = !job.log_tail;
       if (job.error) { field("error").hidden = false; field("error").textContent = job.error; }
-      const done = ["succeeded", "failed", "cancelled"].includes(job.state);
       card.dispatchEvent(new CustomEvent("job-update", { detail: job }));
-      if (!done) setTimeout(tick, 1000);
+      polls += 1;
+      // Short jobs (a small import) finish in about a second: look often at first.
+      if (!done) setTimeout(tick, polls < 10 ? 300 : 1000);
     }
     tick();
   }

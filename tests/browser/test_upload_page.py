@@ -60,3 +60,40 @@ def test_the_import_log_shows_its_steps(logged_in_page, live_server, owner, tile
     job = Job.objects.get(project=project, kind="import")
     assert job.state == "succeeded"
     assert "stored 3 images and 18 nuclei (label set tiles)" in job.log_tail
+
+
+def test_a_successful_import_shows_its_dataset_without_a_manual_reload(logged_in_page, live_server, owner, tiles_zip,
+                                                                        celery_worker_process):
+    project = do_create_project("fresh", actor=owner)
+    page = logged_in_page
+    upload_through_the_form(page, live_server, project, tiles_zip)
+    assert "No datasets yet" in page.inner_text("#datasets")
+    # The page brings itself up to date: the new dataset and its label set, the job's card with its result.
+    wait_in_page(page, "document.querySelector('#datasets table') !== null")
+    wait_in_page(page, "document.querySelector('#upload-job [data-field=done]').textContent.includes('Imported')")
+    job = Job.objects.get(project=project, kind="import")
+    assert f"import_job={job.pk}" in page.url
+    assert "tiles" in page.inner_text("#datasets table")
+    assert page.locator("#label-sets figure[data-label-set=tiles]").count() == 1
+    assert "Imported 3 images and 18 nuclei" in page.inner_text("#upload-job")
+    assert page.inner_text("#upload-job [data-field=state]") == "succeeded"
+    assert page.inner_text("#upload-job [data-field=link]") == f"#{job.pk}"
+    assert page.input_value("#upload-form input[name=name]") == ""
+
+
+def test_a_failed_import_keeps_the_form_and_shows_no_stale_percentage(logged_in_page, live_server, owner, tmp_path,
+                                                                      celery_worker_process):
+    project = do_create_project("failing", actor=owner)
+    archive = tmp_path / "lab tiles.zip"
+    archive.write_bytes(b"this is a text file, not a zip archive")
+    page = logged_in_page
+    upload_through_the_form(page, live_server, project, archive, name="broken")
+    page.wait_for_selector("#upload-job [data-field=error]:not([hidden])", timeout=60000)
+    assert page.inner_text("#upload-job [data-field=state]") == "failed"
+    detail = page.inner_text("#upload-job [data-field=detail]")
+    assert "%" not in detail and detail.startswith("failed"), detail
+    # What the user typed and chose is still there, to fix and send again.
+    assert page.input_value("#upload-form input[name=name]") == "broken"
+    assert page.eval_on_selector("#upload-form input[name=archive]", "input => input.files.length") == 1
+    assert "No datasets yet" in page.inner_text("#datasets")
+    assert "import_job" not in page.url
