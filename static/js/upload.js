@@ -69,8 +69,6 @@
     const job = payload.job;
     card.hidden = false;
     card.dataset.jobUrl = job.url;
-    field("link").textContent = `#${job.id}`;
-    field("link").href = `/jobs/${job.id}/`;
     field("error").hidden = true;
     field("done").hidden = true;
     following = job.id;

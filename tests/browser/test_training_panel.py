@@ -22,6 +22,9 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
     page.click("#train-form button[type=submit]")
     page.wait_for_selector("#training-job:not([hidden])")
     job = wait_for(lambda: Job.objects.filter(project=project, kind="train").first(), message="the training job")
+    # The card names its job (it read "Training job :" when started from the page) and links to it.
+    wait_until(page, f"document.querySelector('#training-job [data-field=link]').textContent === '#{job.pk}'")
+    assert page.get_attribute("#training-job [data-field=link]", "href") == f"/jobs/{job.pk}/"
     # The live bar moves while the worker trains, and the page reloads on success with the version.
     wait_until(page, "document.querySelector('#training-job [data-field=detail]').textContent.includes('%')")
     wait_for(lambda: ModelVersion.objects.filter(project=project).exists(), timeout=300,
