@@ -61,6 +61,7 @@ def project_detail(request, project_id: int):
         "charts": _chart_layout(queries.class_counts(project, label_sets)),
         "jobs": queries.recent_jobs(project),
         "can_upload": can_upload,
+        "can_review": ROLE_RANK[project.role] >= ROLE_RANK[Role.REVIEWER],
         "import_job": _import_job(project, request.GET.get("import_job")) if can_upload else None,
         "formats": FORMAT_CHOICES,
         "layouts": [{"format": value, "tree": LAYOUTS[value], "example_url": reverse("api-format-example", args=[value])}
