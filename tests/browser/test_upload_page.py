@@ -92,6 +92,7 @@ def test_a_failed_import_keeps_the_form_and_shows_no_stale_percentage(logged_in_
     assert page.inner_text("#upload-job [data-field=state]") == "failed"
     detail = page.inner_text("#upload-job [data-field=detail]")
     assert "%" not in detail and detail.startswith("failed"), detail
+    assert page.inner_text("#upload-job [data-field=error]").startswith("lab tiles.zip: not a zip archive")
     # What the user typed and chose is still there, to fix and send again.
     assert page.input_value("#upload-form input[name=name]") == "broken"
     assert page.eval_on_selector("#upload-form input[name=archive]", "input => input.files.length") == 1

@@ -41,42 +41,44 @@ class ImportRejected(Exception):
 
 # ------------------------------------------------------------------------------------------ archives
 
-def safe_extract(archive: Path, destination: Path, max_bytes: int) -> Path:
+def safe_extract(archive: Path, destination: Path, max_bytes: int, display_name: str | None = None) -> Path:
     """Unpack a zip archive under ``destination``, refusing anything that could escape it.
 
     Rejects absolute paths, ``..`` components, links, and archives whose unpacked size exceeds
     ``max_bytes`` (checked from the headers before anything is written, and again while writing).
+    Errors name the archive ``display_name`` (the name the user's file had), else its own file name.
     """
+    name = display_name or archive.name
     try:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile:
-        raise DataError(archive.name, "not a zip archive") from None
+        raise DataError(name, "not a zip archive") from None
     with zf:
         members = [m for m in zf.infolist() if not m.is_dir()]
         if not members:
-            raise DataError(archive.name, "the archive is empty")
+            raise DataError(name, "the archive is empty")
         total = 0
         for member in members:
-            name = member.filename
-            parts = PurePosixPath(name.replace("\\", "/")).parts
-            if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts:
-                raise DataError(f"{archive.name}:{name}", "unsafe path in archive (absolute or '..'); nothing was imported")
+            member_name = member.filename
+            parts = PurePosixPath(member_name.replace("\\", "/")).parts
+            if member_name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts:
+                raise DataError(f"{name}:{member_name}", "unsafe path in archive (absolute or '..'); nothing was imported")
             if (member.external_attr >> 16) & 0o170000 == 0o120000:
-                raise DataError(f"{archive.name}:{name}", "symbolic links are not allowed in archives")
+                raise DataError(f"{name}:{member_name}", "symbolic links are not allowed in archives")
             total += member.file_size
         if total > max_bytes:
-            raise DataError(archive.name, f"unpacks to {total / 1e6:.1f} MB, over the limit of {max_bytes / 1e6:.1f} MB")
+            raise DataError(name, f"unpacks to {total / 1e6:.1f} MB, over the limit of {max_bytes / 1e6:.1f} MB")
         written = 0
         for member in members:
             target = destination.joinpath(*PurePosixPath(member.filename.replace("\\", "/")).parts)
             if not target.resolve().is_relative_to(destination.resolve()):
-                raise DataError(f"{archive.name}:{member.filename}", "unsafe path in archive")
+                raise DataError(f"{name}:{member.filename}", "unsafe path in archive")
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(member) as source, open(target, "wb") as sink:
                 while chunk := source.read(1 << 20):
                     written += len(chunk)
                     if written > max_bytes:  # headers can lie about sizes
-                        raise DataError(archive.name, f"unpacks to more than the limit of {max_bytes / 1e6:.1f} MB")
+                        raise DataError(name, f"unpacks to more than the limit of {max_bytes / 1e6:.1f} MB")
                     sink.write(chunk)
     return dataset_root(destination)
 

@@ -74,13 +74,19 @@ def do_start_import(project, *, actor, name: str, format: str, label_set: str = 
             Job.Kind.IMPORT, actor=actor, project=project,
             params={"name": name, "format": format, "label_set": label_set or None, "labelled": labelled,
                     "provenance": provenance, "staging": str(staging.relative_to(settings.MEDIA_ROOT)),
-                    "archive": bool(archive)})
+                    "archive": bool(archive), "archive_name": _client_file_name(archive) if archive else ""})
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
 AUTO_FORMAT = "auto"  # the upload leaves the format to be told from the files' layout
+
+
+def _client_file_name(upload) -> str:
+    """The name the user's file had (its last part only, at most 200 characters): errors name it, not
+    the ``upload.zip`` it is staged as."""
+    return PurePosixPath(str(getattr(upload, "name", "") or "").replace("\\", "/")).name[:200]
 
 
 def run_import_job(job: Job, progress, log=None) -> dict:
@@ -106,7 +112,8 @@ def run_import_job(job: Job, progress, log=None) -> dict:
             shutil.rmtree(staging / "extracted", ignore_errors=True)
             progress(0, "unpacking the archive")
             log(f"unpacking the archive ({(staging / 'upload.zip').stat().st_size / 1e6:.1f} MB)")
-            root = safe_extract(staging / "upload.zip", staging / "extracted", settings.MAX_UPLOAD_BYTES)
+            root = safe_extract(staging / "upload.zip", staging / "extracted", settings.MAX_UPLOAD_BYTES,
+                                display_name=params.get("archive_name") or None)
         else:
             root = staging / "files"
         try:
