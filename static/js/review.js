@@ -17,6 +17,8 @@
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
   const urlFor = (template, id) => template.replace("/0/", `/${id}/`);
+  // A nucleus as people know it, everywhere on the page: its number in its image (the mask's id).
+  const nucleusName = (number, image) => (number == null ? "a nucleus" : `nucleus ${number}${image ? ` in ${image}` : ""}`);
   const pct = (p) => `${Math.round(p * 100)}%`;
 
   async function api(url, { method = "GET", body, csrf, keepalive = false } = {}) {
@@ -166,7 +168,7 @@
       // Caption: where the nucleus comes from, with links to its history and the whole image.
       caption.replaceChildren();
       const link = (href, text) => { const a = document.createElement("a"); a.href = href; a.textContent = text; return a; };
-      caption.append(`${item.image.dataset.name} / ${item.image.name} · nucleus ${item.nucleus.instance_id} · `,
+      caption.append(`${item.image.dataset.name} / ${item.image.name} · ${nucleusName(item.nucleus.instance_id)} · `,
                      link(item.nucleus.page_url, "history"), " · ", link(item.image.viewer_url, "whole image"));
       const lease = document.createElement("span");
       lease.className = "lease";
@@ -304,7 +306,8 @@
       const cls = classOf(classIndex);
       if (!cls) return;
       const entry = {
-        client_id: uid(), nucleus: item.nucleus.id, label_set: labelSet, class_index: cls.index,
+        client_id: uid(), nucleus: item.nucleus.id, instance_id: item.nucleus.instance_id, image: item.image.name,
+        label_set: labelSet, class_index: cls.index,
         class_name: cls.name, version: item.version, second_opinion: d.includeLabelled === "1",
         predicted: item.prediction ? item.prediction.class_index : null, at: Date.now(),
       };
@@ -316,7 +319,7 @@
       if (outcome.kind === "saved") {
         outbox.remove(entry.client_id);
         countDecision(entry, +1);
-        setStatus(`Saved: nucleus ${item.nucleus.instance_id} is ${cls.name}.`, "ok");
+        setStatus(`Saved: ${nucleusName(entry.instance_id, entry.image)} is ${cls.name}.`, "ok");
         refreshProgress(1500);
         await loadNext();
       } else if (outcome.kind === "conflict" && outcome.data.already_decided) {
@@ -387,7 +390,7 @@
         const result = await api(urlFor(d.skipUrl, item.nucleus.id), { method: "POST", csrf, body: { label_set: labelSet } });
         busy = false;
         if (!result.ok) { setStatus(`Could not skip: ${(result.data && result.data.detail) || result.status}`, "error"); return; }
-        setStatus(`Skipped nucleus ${item.nucleus.instance_id}.`, "");
+        setStatus(`Skipped ${nucleusName(item.nucleus.instance_id, item.image.name)}.`, "");
         await loadNext();
       } catch (err) {
         busy = false;
@@ -402,7 +405,7 @@
       if (pending.length) {
         const last = pending[pending.length - 1];
         outbox.remove(last.client_id);
-        setStatus(`Unsaved decision on nucleus ${last.nucleus} dropped.`, "ok");
+        setStatus(`Unsaved decision on ${nucleusName(last.instance_id, last.image)} dropped.`, "ok");
         return;
       }
       busy = true;
@@ -421,7 +424,7 @@
       }
       const undone = result.data.undone;
       const back = result.data.restored ? `back to ${result.data.restored.class_name}` : "unlabelled again";
-      setStatus(`Undone: ${undone.class_name} on nucleus ${undone.nucleus} (${back}).`, "ok");
+      setStatus(`Undone: ${undone.class_name} on ${nucleusName(result.data.instance_id, result.data.image_name)} (${back}).`, "ok");
       if (progress.today != null) progress.today -= 1;
       applyProgress();
       refreshProgress(1000);

@@ -223,3 +223,20 @@ def test_agreement_page_settles_a_conflict_and_the_nucleus_page_shows_history(rp
     assert "ground truth" in texts[3]
     wait_until(page, "document.querySelector('.nucleus-crop img').naturalWidth > 0")
     page.screenshot(path="/tmp/review-nucleus.png", full_page=True)
+
+
+def test_status_lines_name_a_nucleus_by_its_number_in_its_image(rp, logged_in_page, live_server, users):
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    first = Nucleus.objects.select_related("image").get(pk=shown(page))
+    name = f"nucleus {first.instance_id} in {first.image.name}"
+    assert f"nucleus {first.instance_id} ·" in page.inner_text("[data-role=caption]")
+    page.keyboard.press("1")
+    wait_for_other_than(page, first.pk)
+    assert page.inner_text("[data-role=status]") == f"Saved: {name} is neoplastic."
+    page.keyboard.press("u")  # the undo names the same nucleus the same way (it gave the database id)
+    wait_until(page, f"document.querySelector('#review').dataset.nucleusId === '{first.pk}'")
+    assert page.inner_text("[data-role=status]") == f"Undone: neoplastic on {name} (unlabelled again)."
+    page.keyboard.press("s")
+    wait_for_other_than(page, first.pk)
+    assert page.inner_text("[data-role=status]") == f"Skipped {name}."

@@ -121,10 +121,12 @@ def settle_form(request, project_id: int):
         operations.do_settle(nucleus, label_set, class_index, curator=request.user, expected_label_id=expected,
                              client_id=(request.POST.get("client_id") or "")[:64])
     except StaleLabel:
-        messages.error(request, f"Not settled: the label of nucleus {nucleus.pk} changed meanwhile; look again.")
+        messages.error(request, f"Not settled: the label of nucleus {nucleus.instance_id} in {nucleus.image.name} "
+                                "changed meanwhile; look again.")
         return redirect(back)
     name = queue.class_name_of(queue.label_set_classes(label_set), class_index)
-    messages.success(request, f"Nucleus {nucleus.pk} settled as {name!r} in {label_set.name}.")
+    messages.success(request, f"Nucleus {nucleus.instance_id} in {nucleus.image.name} settled as {name!r} "
+                              f"in {label_set.name}.")
     return redirect(back)
 
 
