@@ -379,7 +379,11 @@
 
     function accept() {
       if (!item) return;
-      if (!item.prediction) { setStatus("No prediction to accept: choose a class with 1–9.", "error"); return; }
+      if (!item.prediction) {
+        const keys = Math.min(buttons.length, 9);  // the keys that choose a class in this label set
+        setStatus(`No prediction to accept: choose a class with ${keys > 1 ? `1–${keys}` : "1"}.`, "error");
+        return;
+      }
       decide(item.prediction.class_index);
     }
 

@@ -240,3 +240,27 @@ def test_status_lines_name_a_nucleus_by_its_number_in_its_image(rp, logged_in_pa
     page.keyboard.press("s")
     wait_for_other_than(page, first.pk)
     assert page.inner_text("[data-role=status]") == f"Skipped {name}."
+
+
+def test_before_any_prediction_the_page_serves_nuclei_in_random_order_and_says_so(logged_in_page, live_server, users,
+                                                                                  review_media, tmp_path):
+    from tests.webapp.test_review_fixtures import add_members, build_review_project
+
+    rp = build_review_project(users["owner"], tmp_path / "src", predictions=False, images=1, nuclei=6)
+    add_members(rp.project, users)
+    page = logged_in_page
+    # The page as the project page's "Review nuclei" opens it: no order chosen.
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/?label_set=breast")
+    page.wait_for_selector("#review[data-ready=true]")
+    assert page.get_attribute("#review", "data-strategy") == "random"
+    assert page.input_value("select[name=strategy]") == "random"
+    assert "random order" in page.inner_text("#random-fallback")
+    assert shown(page) in set(unlabelled_in(rp, rp.breast_set))  # not "The queue is empty"
+    assert page.locator("[data-role=empty]").is_hidden()
+    wait_until(page, "document.querySelector('[data-role=left]').textContent === '6'")
+    # Enter has no prediction to accept: the keys it names are this label set's three.
+    page.keyboard.press("Enter")
+    assert page.inner_text("[data-role=status]") == "No prediction to accept: choose a class with 1–3."
+    page.keyboard.press("3")
+    wait_for_other_than(page, shown(page))
+    assert Label.objects.filter(label_set=rp.breast_set, source=LabelSource.REVIEW, class_index=2).count() == 1

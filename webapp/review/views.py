@@ -56,19 +56,24 @@ def _api_urls(project) -> dict:
 def review_page(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
     label_set = _chosen_label_set(project, request)
-    strategy = request.GET.get("strategy") or queue.DEFAULT_STRATEGY
-    if strategy not in queue.STRATEGIES:
-        strategy = queue.DEFAULT_STRATEGY
+    chosen = request.GET.get("strategy")
+    strategy = chosen if chosen in queue.STRATEGIES else queue.DEFAULT_STRATEGY
     version = active_version(project)
     has_predictions = bool(version and label_set and Prediction.objects.filter(
         model_version=version, label_set=label_set).exists())
+    # Before any prediction the default order (entropy) has nothing to serve, and the page would say
+    # "the queue is empty" over nuclei waiting for a label: serve them in random order, and say so.
+    random_fallback = chosen not in queue.STRATEGIES and not has_predictions and label_set is not None
+    if random_fallback:
+        strategy = "random"
     return render(request, "review/review.html", {
         "project": project, "label_sets": _label_sets(project), "label_set": label_set,
         "classes": queue.label_set_classes(label_set) if label_set else [],
         "strategies": [(key, name, about) for key, (name, _, about) in queue.STRATEGIES.items()],
         "strategy": strategy,
         "include_labelled": request.GET.get("include_labelled") in ("1", "true", "on"),
-        "version": version, "has_predictions": has_predictions, "api": _api_urls(project),
+        "version": version, "has_predictions": has_predictions, "random_fallback": random_fallback,
+        "api": _api_urls(project),
         "lease_seconds": queue.LEASE_SECONDS,
     })
 
