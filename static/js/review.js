@@ -8,6 +8,8 @@
   "use strict";
   const SVG = "http://www.w3.org/2000/svg";
   const UNLABELLED = "#9e9e9e";
+  // Screen pixels per tissue pixel, at most: a small crop blown up to the whole stage only blurs.
+  const MAX_ZOOM = 4;
   const { el, replace } = window.dom;
 
   // ------------------------------------------------------------------ helpers
@@ -164,6 +166,8 @@
       }
       root.dataset.nucleusId = item.nucleus.id;
       crop.src = item.region.url;
+      const [rx0, ry0, rx1, ry1] = item.region.bbox;
+      stage.style.setProperty("--crop-size", `${MAX_ZOOM * Math.max(rx1 - rx0, ry1 - ry0)}px`);
       draw();
       // Caption: where the nucleus comes from, with links to its history and the whole image.
       caption.replaceChildren();

@@ -264,3 +264,21 @@ def test_before_any_prediction_the_page_serves_nuclei_in_random_order_and_says_s
     page.keyboard.press("3")
     wait_for_other_than(page, shown(page))
     assert Label.objects.filter(label_set=rp.breast_set, source=LabelSource.REVIEW, class_index=2).count() == 1
+
+
+def test_a_small_crop_is_not_blown_up_past_four_times(rp, logged_in_page, live_server, users):
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    box = page.evaluate("""() => {
+        const crop = document.querySelector('[data-role=crop]');
+        const url = new URL(crop.src);
+        const side = Math.max(url.searchParams.get('x1') - url.searchParams.get('x0'),
+                              url.searchParams.get('y1') - url.searchParams.get('y0'));
+        const img = crop.getBoundingClientRect(), svg = document.querySelector('svg.review-overlay').getBoundingClientRect();
+        const stage = document.querySelector('[data-role=stage]').getBoundingClientRect();
+        return {side, img: [img.x, img.y, img.width, img.height], svg: [svg.x, svg.y, svg.width, svg.height],
+                stage: stage.width};
+    }""")
+    assert box["stage"] > 4 * box["side"]  # this stage would show the crop larger than that
+    assert box["img"][2] == pytest.approx(4 * box["side"], abs=1)
+    assert box["svg"] == pytest.approx(box["img"], abs=0.5)  # the outlines stay on the tissue

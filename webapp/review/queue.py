@@ -130,9 +130,9 @@ _EMPTY = object()
 _frontiers: dict[tuple, tuple[float, float, object]] = {}   # key -> (search from the top at, refresh at, score)
 
 
-def _frontier_key(spec: QueueSpec) -> tuple:
+def _frontier_key(spec: QueueSpec, sliver: bool) -> tuple:
     return (connection.settings_dict.get("NAME"), spec.version.pk, str(getattr(spec.version, "created_at", "")),
-            spec.label_set.pk, spec.strategy, spec.user.pk if spec.include_labelled else None)
+            spec.label_set.pk, spec.strategy, spec.user.pk if spec.include_labelled else None, sliver)
 
 
 def _touched(label_set_id: int, ref: str = "nucleus_id") -> list:
@@ -140,10 +140,10 @@ def _touched(label_set_id: int, ref: str = "nucleus_id") -> list:
             Exists(ReviewSkip.objects.filter(nucleus_id=OuterRef(ref), label_set_id=label_set_id))]
 
 
-def queue_frontier(spec: QueueSpec):
-    """The score of the first prediction (in queue order) still to review and untouched by the queue;
-    ``_EMPTY`` when there is none."""
-    key = _frontier_key(spec)
+def queue_frontier(spec: QueueSpec, sliver: bool = False):
+    """The score of the first prediction (in queue order, among slivers or among the others) still to
+    review and untouched by the queue; ``_EMPTY`` when there is none."""
+    key = _frontier_key(spec, sliver)
     now = time.monotonic()
     cached = _frontiers.get(key)
     if cached is not None and cached[1] > now:
@@ -157,8 +157,8 @@ def queue_frontier(spec: QueueSpec):
         done = Exists(CurrentLabel.objects.filter(nucleus_id=OuterRef("nucleus_id"), label_set_id=spec.label_set.pk,
                                                   source__in=HUMAN_SOURCES))
     leased, skipped = _touched(spec.label_set.pk)
-    rows = (Prediction.objects.filter(model_version_id=spec.version.pk, label_set_id=spec.label_set.pk)
-            .filter(~done, ~leased, ~skipped))
+    rows = (Prediction.objects.filter(model_version_id=spec.version.pk, label_set_id=spec.label_set.pk,
+                                      sliver=sliver).filter(~done, ~leased, ~skipped))
     search_at = now + FRONTIER_TTL
     if cached is not None and cached[0] > now:  # move down from where it was
         search_at = cached[0]
@@ -197,8 +197,22 @@ def touched_and_free(spec: QueueSpec, now, *, with_skips: bool = True) -> set[in
 
 def prediction_candidates(spec: QueueSpec, now, *, with_skips: bool = True, limit: int = CANDIDATES,
                           skip_locked: bool = True) -> list[int]:
-    """The best free nuclei in strategy order: first the touched ones above the frontier that are
-    free again (released, expired, skipped long enough ago), then a scan down from the frontier."""
+    """The best free nuclei in strategy order, slivers (nuclei cut by the image's edge, or tiny) after
+    all the others: an edge fragment's probabilities are uncertain because it is a fragment, so an
+    uncertainty order put them first, and a reviewer can rarely tell its class either."""
+    found: list[int] = []
+    for sliver in (False, True):
+        found += _prediction_candidates(spec, now, sliver, with_skips=with_skips, limit=limit - len(found),
+                                        skip_locked=skip_locked)
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _prediction_candidates(spec: QueueSpec, now, sliver: bool, *, with_skips: bool, limit: int,
+                           skip_locked: bool) -> list[int]:
+    """Among slivers or among the others: first the touched ones above the frontier that are free again
+    (released, expired, skipped long enough ago), then a scan down from the frontier."""
     if spec.version is None:
         return []
     field = STRATEGIES[spec.strategy][1].lstrip("-")   # a fixed column name: the ranking, always descending
@@ -207,10 +221,11 @@ def prediction_candidates(spec: QueueSpec, now, *, with_skips: bool = True, limi
 
     def scan(extra: str, extra_params: list, n: int) -> list[int]:
         return _ids(f"SELECT p.nucleus_id FROM {sql.table(Prediction)} p WHERE p.model_version_id = %s "
-                    f"AND p.label_set_id = %s AND {free}{extra} ORDER BY p.{field} DESC, p.id DESC LIMIT %s{lock}",
-                    [spec.version.pk, spec.label_set.pk, *free_params, *extra_params, n])
+                    f"AND p.label_set_id = %s AND p.sliver = %s AND {free}{extra} "
+                    f"ORDER BY p.{field} DESC, p.id DESC LIMIT %s{lock}",
+                    [spec.version.pk, spec.label_set.pk, sliver, *free_params, *extra_params, n])
 
-    frontier = queue_frontier(spec)
+    frontier = queue_frontier(spec, sliver)
     free_again = sorted(touched_and_free(spec, now, with_skips=with_skips))
     found: list[int] = []
     if free_again:
