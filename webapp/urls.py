@@ -20,6 +20,7 @@ router.register("jobs", JobViewSet, basename="api-job")
 urlpatterns = [
     path("", core_views.home, name="home"),
     path("account/", core_views.account, name="account"),
+    path("favicon.ico", core_views.favicon, name="favicon"),
     path("account/token/", core_views.regenerate_token, name="regenerate-token"),
     path("jobs/<int:job_id>/", core_views.job_detail, name="job-detail"),
     # GET shows the form, POST signs in (LoginView would also take PUT as a POST).

@@ -72,15 +72,21 @@ def run_diagnostics(context: JobContext) -> dict:
 def run_import(context: JobContext) -> dict:
     from webapp.datasets.uploads import run_import_job
 
+    last = {"percent": 0.0}
+
     def progress(percent: float, message: str) -> None:
         # Called per image: the progress write (at most every half second) also reads the cancel flag,
         # so no query of its own here.
+        last["percent"] = percent
         context.progress(percent, message=message)
         if context.cancel_requested:
             raise JobCancelled()
 
     def log(line: str) -> None:
-        context.progress(0, log=line)
+        # A step worth keeping in the job's log (written at once, whatever the half-second limit).
+        context.progress(last["percent"], message=line, log=line)
+        if context.cancel_requested:
+            raise JobCancelled()
 
     return run_import_job(context.job, progress, log)
 
@@ -103,8 +109,8 @@ def _run_training_kind(function_name: str):
     def handler(context: JobContext) -> dict:
         from webapp.training import runner
 
-        def report(percent: float, **details) -> None:
-            context.progress(percent, **{k: v for k, v in details.items() if v is not None})
+        def report(percent: float, log: str | None = None, **details) -> None:
+            context.progress(percent, log=log, **{k: v for k, v in details.items() if v is not None})
 
         try:
             return getattr(runner, function_name)(context.job, report, lambda: context.cancel_requested)

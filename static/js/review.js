@@ -8,6 +8,8 @@
   "use strict";
   const SVG = "http://www.w3.org/2000/svg";
   const UNLABELLED = "#9e9e9e";
+  // Screen pixels per tissue pixel, at most: a small crop blown up to the whole stage only blurs.
+  const MAX_ZOOM = 4;
   const { el, replace } = window.dom;
 
   // ------------------------------------------------------------------ helpers
@@ -17,6 +19,8 @@
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
   const urlFor = (template, id) => template.replace("/0/", `/${id}/`);
+  // A nucleus as people know it, everywhere on the page: its number in its image (the mask's id).
+  const nucleusName = (number, image) => (number == null ? "a nucleus" : `nucleus ${number}${image ? ` in ${image}` : ""}`);
   const pct = (p) => `${Math.round(p * 100)}%`;
 
   async function api(url, { method = "GET", body, csrf, keepalive = false } = {}) {
@@ -163,11 +167,13 @@
       }
       root.dataset.nucleusId = item.nucleus.id;
       crop.src = item.region.url;
+      const [rx0, ry0, rx1, ry1] = item.region.bbox;
+      stage.style.setProperty("--crop-size", `${MAX_ZOOM * Math.max(rx1 - rx0, ry1 - ry0)}px`);
       draw();
       // Caption: where the nucleus comes from, with links to its history and the whole image.
       caption.replaceChildren();
       const link = (href, text) => { const a = document.createElement("a"); a.href = href; a.textContent = text; return a; };
-      caption.append(`${item.image.dataset.name} / ${item.image.name} · nucleus ${item.nucleus.instance_id} · `,
+      caption.append(`${item.image.dataset.name} / ${item.image.name} · ${nucleusName(item.nucleus.instance_id)} · `,
                      link(item.nucleus.page_url, "history"), " · ", link(item.image.viewer_url, "whole image"));
       const lease = document.createElement("span");
       lease.className = "lease";
@@ -305,7 +311,8 @@
       const cls = classOf(classIndex);
       if (!cls) return;
       const entry = {
-        client_id: uid(), nucleus: item.nucleus.id, label_set: labelSet, class_index: cls.index,
+        client_id: uid(), nucleus: item.nucleus.id, instance_id: item.nucleus.instance_id, image: item.image.name,
+        label_set: labelSet, class_index: cls.index,
         class_name: cls.name, version: item.version, second_opinion: d.includeLabelled === "1",
         predicted: item.prediction ? item.prediction.class_index : null, at: Date.now(),
       };
@@ -317,7 +324,7 @@
       if (outcome.kind === "saved") {
         outbox.remove(entry.client_id);
         countDecision(entry, +1);
-        setStatus(`Saved: nucleus ${item.nucleus.instance_id} is ${cls.name}.`, "ok");
+        setStatus(`Saved: ${nucleusName(entry.instance_id, entry.image)} is ${cls.name}.`, "ok");
         refreshProgress(1500);
         await loadNext();
       } else if (outcome.kind === "conflict" && outcome.data.already_decided) {
@@ -377,7 +384,12 @@
 
     function accept() {
       if (!item) return;
-      if (!item.prediction) { setStatus("No prediction to accept: choose a class with 1–9.", "error"); return; }
+      if (!item.prediction) {
+        // The user's own keys that choose a class in this label set (static/js/keys.js).
+        const classKeys = keys.classes.slice(0, buttons.length);
+        setStatus(`No prediction to accept: choose a class with ${classKeys.join(", ") || "the buttons"}.`, "error");
+        return;
+      }
       decide(item.prediction.class_index);
     }
 
@@ -388,7 +400,7 @@
         const result = await api(urlFor(d.skipUrl, item.nucleus.id), { method: "POST", csrf, body: { label_set: labelSet } });
         busy = false;
         if (!result.ok) { setStatus(`Could not skip: ${(result.data && result.data.detail) || result.status}`, "error"); return; }
-        setStatus(`Skipped nucleus ${item.nucleus.instance_id}.`, "");
+        setStatus(`Skipped ${nucleusName(item.nucleus.instance_id, item.image.name)}.`, "");
         await loadNext();
       } catch (err) {
         busy = false;
@@ -403,7 +415,7 @@
       if (pending.length) {
         const last = pending[pending.length - 1];
         outbox.remove(last.client_id);
-        setStatus(`Unsaved decision on nucleus ${last.nucleus} dropped.`, "ok");
+        setStatus(`Unsaved decision on ${nucleusName(last.instance_id, last.image)} dropped.`, "ok");
         return;
       }
       busy = true;
@@ -422,7 +434,7 @@
       }
       const undone = result.data.undone;
       const back = result.data.restored ? `back to ${result.data.restored.class_name}` : "unlabelled again";
-      setStatus(`Undone: ${undone.class_name} on nucleus ${undone.nucleus} (${back}).`, "ok");
+      setStatus(`Undone: ${undone.class_name} on ${nucleusName(result.data.instance_id, result.data.image_name)} (${back}).`, "ok");
       if (progress.today != null) progress.today -= 1;
       applyProgress();
       refreshProgress(1000);

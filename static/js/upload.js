@@ -13,6 +13,9 @@
     error.hidden = false;
   }
 
+  // Set while this page follows an import it started: its success reloads the page (below).
+  let following = null;
+
   card.addEventListener("job-update", (e) => {
     const current = e.detail;
     if (current.state !== "succeeded" || !current.result) return;
@@ -25,12 +28,16 @@
       const link = document.createElement("a");
       link.href = `${location.pathname.replace(/\/$/, "")}/datasets/${r.dataset_id}/`;
       link.textContent = `Open ${r.dataset}`;
-      done.append(link, " · ");
+      done.append(link);
     }
-    const reload = document.createElement("a");
-    reload.href = location.pathname;
-    reload.textContent = "Refresh this page";
-    done.append(reload);
+    if (following === current.id) {
+      // The Datasets and Label sets cards are drawn by the server: load the page again, which shows
+      // this job's card again (?import_job=) under cards that list the new dataset.
+      following = null;
+      form.reset();
+      done.append(" · refreshing the page…");
+      setTimeout(() => location.assign(`${location.pathname}?import_job=${current.id}#upload`), 800);
+    }
   });
 
   form.addEventListener("submit", async (event) => {
@@ -62,11 +69,9 @@
     const job = payload.job;
     card.hidden = false;
     card.dataset.jobUrl = job.url;
-    field("link").textContent = `#${job.id}`;
-    field("link").href = `/jobs/${job.id}/`;
     field("error").hidden = true;
     field("done").hidden = true;
-    window.watchJob(card);
-    form.reset();
+    following = job.id;
+    window.watchJob(card);  // the form keeps its values until the import succeeds: a failed one is easy to retry
   });
 })();

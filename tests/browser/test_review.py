@@ -223,3 +223,62 @@ def test_agreement_page_settles_a_conflict_and_the_nucleus_page_shows_history(rp
     assert "ground truth" in texts[3]
     wait_until(page, "document.querySelector('.nucleus-crop img').naturalWidth > 0")
     page.screenshot(path="/tmp/review-nucleus.png", full_page=True)
+
+
+def test_status_lines_name_a_nucleus_by_its_number_in_its_image(rp, logged_in_page, live_server, users):
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    first = Nucleus.objects.select_related("image").get(pk=shown(page))
+    name = f"nucleus {first.instance_id} in {first.image.name}"
+    assert f"nucleus {first.instance_id} ·" in page.inner_text("[data-role=caption]")
+    page.keyboard.press("1")
+    wait_for_other_than(page, first.pk)
+    assert page.inner_text("[data-role=status]") == f"Saved: {name} is neoplastic."
+    page.keyboard.press("u")  # the undo names the same nucleus the same way (it gave the database id)
+    wait_until(page, f"document.querySelector('#review').dataset.nucleusId === '{first.pk}'")
+    assert page.inner_text("[data-role=status]") == f"Undone: neoplastic on {name} (unlabelled again)."
+    page.keyboard.press("s")
+    wait_for_other_than(page, first.pk)
+    assert page.inner_text("[data-role=status]") == f"Skipped {name}."
+
+
+def test_before_any_prediction_the_page_serves_nuclei_in_random_order_and_says_so(logged_in_page, live_server, users,
+                                                                                  review_media, tmp_path):
+    from tests.webapp.test_review_fixtures import add_members, build_review_project
+
+    rp = build_review_project(users["owner"], tmp_path / "src", predictions=False, images=1, nuclei=6)
+    add_members(rp.project, users)
+    page = logged_in_page
+    # The page as the project page's "Review nuclei" opens it: no order chosen.
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/?label_set=breast")
+    page.wait_for_selector("#review[data-ready=true]")
+    assert page.get_attribute("#review", "data-strategy") == "random"
+    assert page.input_value("select[name=strategy]") == "random"
+    assert "random order" in page.inner_text("#random-fallback")
+    assert shown(page) in set(unlabelled_in(rp, rp.breast_set))  # not "The queue is empty"
+    assert page.locator("[data-role=empty]").is_hidden()
+    wait_until(page, "document.querySelector('[data-role=left]').textContent === '6'")
+    # Enter has no prediction to accept: the keys it names are this label set's three.
+    page.keyboard.press("Enter")
+    assert page.inner_text("[data-role=status]") == "No prediction to accept: choose a class with 1, 2, 3."
+    page.keyboard.press("3")
+    wait_for_other_than(page, shown(page))
+    assert Label.objects.filter(label_set=rp.breast_set, source=LabelSource.REVIEW, class_index=2).count() == 1
+
+
+def test_a_small_crop_is_not_blown_up_past_four_times(rp, logged_in_page, live_server, users):
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    box = page.evaluate("""() => {
+        const crop = document.querySelector('[data-role=crop]');
+        const url = new URL(crop.src);
+        const side = Math.max(url.searchParams.get('x1') - url.searchParams.get('x0'),
+                              url.searchParams.get('y1') - url.searchParams.get('y0'));
+        const img = crop.getBoundingClientRect(), svg = document.querySelector('svg.review-overlay').getBoundingClientRect();
+        const stage = document.querySelector('[data-role=stage]').getBoundingClientRect();
+        return {side, img: [img.x, img.y, img.width, img.height], svg: [svg.x, svg.y, svg.width, svg.height],
+                stage: stage.width};
+    }""")
+    assert box["stage"] > 4 * box["side"]  # this stage would show the crop larger than that
+    assert box["img"][2] == pytest.approx(4 * box["side"], abs=1)
+    assert box["svg"] == pytest.approx(box["img"], abs=0.5)  # the outlines stay on the tissue

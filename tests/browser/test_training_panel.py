@@ -22,6 +22,9 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
     page.click("#train-form button[type=submit]")
     page.wait_for_selector("#training-job:not([hidden])")
     job = wait_for(lambda: Job.objects.filter(project=project, kind="train").first(), message="the training job")
+    # The card names its job (it read "Training job :" when started from the page) and links to it.
+    wait_until(page, f"document.querySelector('#training-job [data-field=link]').textContent === '#{job.pk}'")
+    assert page.get_attribute("#training-job [data-field=link]", "href") == f"/jobs/{job.pk}/"
     # The live bar moves while the worker trains, and the page reloads on success with the version.
     wait_until(page, "document.querySelector('#training-job [data-field=detail]').textContent.includes('%')")
     wait_for(lambda: ModelVersion.objects.filter(project=project).exists(), timeout=300,
@@ -34,6 +37,12 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
     page.screenshot(path=str(tmp_path / "training.png"), full_page=True)
     job.refresh_from_db()
     assert job.state == "succeeded"
+    # The job's page keeps its log: the stages, the epochs, the version it published.
+    page.goto(f"{live_server.url}/jobs/{job.pk}/")
+    log = page.inner_text("#job [data-field=log]")
+    for line in ("loaded 4 images, 80 nuclei", "stage sparse: 1 epoch", "stage sparse, epoch 1/1 done",
+                 "stage completion, epoch 1/1 done", "published v1"):
+        assert line in log, log
     wait_for(lambda: Job.objects.filter(project=project, kind="predict", state="succeeded").exists(), timeout=120,
              message="predictions stored")
 
@@ -51,3 +60,39 @@ def test_viewer_member_sees_no_training_controls(page, live_server, owner, membe
     assert page.locator("#training").count() == 1
     assert page.locator("#train-form").count() == 0
     assert page.locator("#policy-form").count() == 0
+
+
+def report(macro_f1: float, confusion: list[list[int]], classes: list[str]) -> dict:
+    return {"n": sum(map(sum, confusion)), "accuracy": 0.7, "macro_f1": macro_f1, "weighted_f1": 0.7,
+            "per_class": {name: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": sum(row)}
+                          for name, row in zip(classes, confusion)},
+            "confusion": confusion}
+
+
+def test_the_metrics_plot_and_the_confusion_matrix_are_labelled(logged_in_page, live_server, owner):
+    from django.utils import timezone
+
+    from webapp.projects.operations import do_create_project
+
+    project = do_create_project("charts", actor=owner)
+    classes = ["epithelial cell", "lymphocyte", "fibroblast"]
+    for number, f1 in ((1, 0.4), (2, 0.8)):
+        ModelVersion.objects.create(
+            project=project, number=number, checkpoint_file=f"models/v{number}.pt", data_snapshot_at=timezone.now(),
+            is_active=number == 2, label_sets=[{"name": "colon", "classes": classes}],
+            metrics={"colon": report(f1, [[5, 1, 0], [2, 7, 1], [0, 3, 9]], classes)})
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    # The y axis: a label on each gridline, saying the value a point on that line has.
+    labels = page.eval_on_selector_all("svg.metrics-plot text[x='2']", "ts => ts.map(t => [t.textContent, "
+                                       "Number(t.getAttribute('y'))])")
+    assert [text for text, _ in labels] == ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]
+    at = dict(labels)
+    points = page.eval_on_selector_all("svg.metrics-plot circle", "cs => cs.map(c => Number(c.getAttribute('cy')))")
+    assert sorted(points) == [at["0.8"], at["0.4"]]  # v2 on the 0.8 line, v1 on the 0.4 line
+    # The confusion matrix names its classes, for the true rows and the predicted columns.
+    page.click("table.versions tr:first-child details summary")
+    matrix = page.locator("table.versions tr:first-child table.confusion")
+    assert matrix.locator("thead th").all_inner_texts()[1:] == classes
+    assert matrix.locator("tbody th").all_inner_texts() == classes
+    assert matrix.locator("tbody tr").nth(1).locator("td").all_inner_texts() == ["2", "7", "1"]

@@ -88,9 +88,12 @@ def test_empty_archive(project, client, celery_worker_process):
 
 def test_not_a_zip(project, client, celery_worker_process):
     archive = io.BytesIO(b"plain text")
-    archive.name = "data.zip"
+    archive.name = "lab tiles (June).zip"
     job = upload_and_wait(client, project.pk, archive, celery_worker_process, name="nozip", format="seed")
     assert job.state == "failed" and "not a zip archive" in job.error
+    # The user's file, not the upload.zip the server stages it as.
+    assert job.error.startswith("lab tiles (June).zip: "), job.error
+    assert "upload.zip" not in job.error
     assert_nothing_left(project, job)
 
 

@@ -129,3 +129,24 @@ def test_a_cancel_of_a_running_import_is_taken_at_once_and_leaves_nothing(owner,
     assert not project_files(project.pk)
     assert media_files() - before == set()
     assert not (Path(settings.MEDIA_ROOT) / job.params["staging"]).exists()
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "progress"])
+def test_a_short_import_still_reports_its_last_image_and_its_steps(owner, tiles, settings, monkeypatch):
+    """The worker writes progress at most every half second; an import shorter than that must still
+    show more than its first step (the page sat at "unpacking the archive · 0%" until it was done)."""
+    settings.IMPORT_PROCESSES = 1
+    project = do_create_project("short", actor=owner)
+    job = running_import_job(owner, project, tiles)
+    written = []
+    report = operations.do_report_progress
+
+    def recording(job_id, progress, log_line=None):
+        written.append(progress.get("message"))
+        return report(job_id, progress, log_line=log_line)
+
+    monkeypatch.setattr(operations, "do_report_progress", recording)
+    run_import(JobContext(job))  # the worker's own context, half-second limit included
+    assert any(m.startswith("image 6/6") for m in written), written
+    assert written[-1] == "stored 6 images and 72 nuclei (label set tiles)", written
+    assert Job.objects.get(pk=job.pk).progress["message"] == written[-1]

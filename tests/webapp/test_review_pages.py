@@ -69,12 +69,16 @@ def test_review_page_renders_class_keys_and_options(rp, users, client):
     assert client.get(f"/projects/{rp.project.pk}/review/?label_set=nope").status_code == 404
 
 
-def test_review_page_without_predictions_offers_random(rp, users, client):
+def test_review_page_without_predictions_serves_random_order_or_offers_it(rp, users, client):
     rp.version.is_active = False
     rp.version.save()
     client.force_login(users["reviewer"])
+    # No order chosen: the unlabelled nuclei in random order, said so (entropy would serve nothing).
     html = client.get(f"/projects/{rp.project.pk}/review/?label_set=breast").content.decode()
-    assert "has no trained model" in html and "strategy=random" in html
+    assert 'data-strategy="random"' in html and 'id="random-fallback"' in html
+    # An order that needs predictions, chosen: kept, with the way to random order.
+    html = client.get(f"/projects/{rp.project.pk}/review/?label_set=breast&strategy=entropy").content.decode()
+    assert 'data-strategy="entropy"' in html and "has no trained model" in html and "strategy=random" in html
 
 
 def test_page_roles(rp, users, client):

@@ -7,6 +7,8 @@ cover what never reaches a DRF view: a path that matches no route, and a crash o
 from __future__ import annotations
 
 from django.http import JsonResponse
+from django.shortcuts import render
+from django.urls import NoReverseMatch, reverse
 from django.views import defaults
 
 
@@ -31,7 +33,18 @@ def page_not_found(request, exception=None):
 def permission_denied(request, exception=None):
     if _is_api(request):
         return JsonResponse({"detail": _message(exception, "You may not do this.")}, status=403)
-    return defaults.permission_denied(request, exception)
+    # A page of the site (templates/403.html), saying why and leading back: to the project the URL
+    # names (a member too low in role is the usual case), else to the projects.
+    back_url, back_label = reverse("home"), "your projects"
+    project_id = (getattr(request.resolver_match, "kwargs", None) or {}).get("project_id")
+    if project_id is not None:
+        try:
+            back_url, back_label = reverse("project-detail", args=[project_id]), "the project"
+        except NoReverseMatch:
+            pass
+    return render(request, "403.html", status=403, context={
+        "reason": _message(exception, "Your account may not open this page."),
+        "back_url": back_url, "back_label": back_label})
 
 
 def bad_request(request, exception=None):

@@ -61,6 +61,7 @@ ROUTES: dict[str, dict[str, Access]] = {
     "password_reset_complete": {"GET": ANONYMOUS},
     "password_change": {"GET": AUTHENTICATED, "POST": AUTHENTICATED},
     "password_change_done": {"GET": AUTHENTICATED},
+    "favicon": {"GET": ANONYMOUS},
     # Service state and API documentation
     "api-health": {"GET": ANONYMOUS},  # worker names only for staff (webapp.core.health)
     "api-root": {"GET": AUTHENTICATED},

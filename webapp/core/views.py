@@ -1,6 +1,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework.authtoken.models import Token
 
@@ -28,6 +29,13 @@ def regenerate_token(request):
     operations.do_regenerate_api_token(request.user)
     messages.success(request, "A new API token was created; the previous one no longer works.")
     return redirect("account")
+
+
+@require_GET
+def favicon(request):
+    """/favicon.ico, which browsers ask for on pages that name no icon (the API's documentation pages):
+    the site's icon, from the static files."""
+    return redirect(static("favicon.svg"), permanent=True)
 
 
 @require_GET
@@ -65,4 +73,4 @@ def _parameter_text(value) -> str:
     return str(value)
 
 
-__all__ = ["home", "account", "regenerate_token", "job_detail", "login_required"]
+__all__ = ["home", "account", "regenerate_token", "favicon", "job_detail", "login_required"]

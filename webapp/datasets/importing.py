@@ -41,42 +41,44 @@ class ImportRejected(Exception):
 
 # ------------------------------------------------------------------------------------------ archives
 
-def safe_extract(archive: Path, destination: Path, max_bytes: int) -> Path:
+def safe_extract(archive: Path, destination: Path, max_bytes: int, display_name: str | None = None) -> Path:
     """Unpack a zip archive under ``destination``, refusing anything that could escape it.
 
     Rejects absolute paths, ``..`` components, links, and archives whose unpacked size exceeds
     ``max_bytes`` (checked from the headers before anything is written, and again while writing).
+    Errors name the archive ``display_name`` (the name the user's file had), else its own file name.
     """
+    name = display_name or archive.name
     try:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile:
-        raise DataError(archive.name, "not a zip archive") from None
+        raise DataError(name, "not a zip archive") from None
     with zf:
         members = [m for m in zf.infolist() if not m.is_dir()]
         if not members:
-            raise DataError(archive.name, "the archive is empty")
+            raise DataError(name, "the archive is empty")
         total = 0
         for member in members:
-            name = member.filename
-            parts = PurePosixPath(name.replace("\\", "/")).parts
-            if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts:
-                raise DataError(f"{archive.name}:{name}", "unsafe path in archive (absolute or '..'); nothing was imported")
+            member_name = member.filename
+            parts = PurePosixPath(member_name.replace("\\", "/")).parts
+            if member_name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts:
+                raise DataError(f"{name}:{member_name}", "unsafe path in archive (absolute or '..'); nothing was imported")
             if (member.external_attr >> 16) & 0o170000 == 0o120000:
-                raise DataError(f"{archive.name}:{name}", "symbolic links are not allowed in archives")
+                raise DataError(f"{name}:{member_name}", "symbolic links are not allowed in archives")
             total += member.file_size
         if total > max_bytes:
-            raise DataError(archive.name, f"unpacks to {total / 1e6:.1f} MB, over the limit of {max_bytes / 1e6:.1f} MB")
+            raise DataError(name, f"unpacks to {total / 1e6:.1f} MB, over the limit of {max_bytes / 1e6:.1f} MB")
         written = 0
         for member in members:
             target = destination.joinpath(*PurePosixPath(member.filename.replace("\\", "/")).parts)
             if not target.resolve().is_relative_to(destination.resolve()):
-                raise DataError(f"{archive.name}:{member.filename}", "unsafe path in archive")
+                raise DataError(f"{name}:{member.filename}", "unsafe path in archive")
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(member) as source, open(target, "wb") as sink:
                 while chunk := source.read(1 << 20):
                     written += len(chunk)
                     if written > max_bytes:  # headers can lie about sizes
-                        raise DataError(archive.name, f"unpacks to more than the limit of {max_bytes / 1e6:.1f} MB")
+                        raise DataError(name, f"unpacks to more than the limit of {max_bytes / 1e6:.1f} MB")
                     sink.write(chunk)
     return dataset_root(destination)
 
@@ -148,12 +150,16 @@ def media_relative(path: Path) -> str:
 
 def do_import_dataset(project: Project, *, name: str, format: str, path: Path, actor=None,
                       label_set_name: str | None = None, labelled: bool = True, provenance: str = "",
-                      progress: Progress | None = None, folder: Path | None = None) -> Dataset:
+                      progress: Progress | None = None, folder: Path | None = None,
+                      log: Callable[[str], None] | None = None) -> Dataset:
     """Read a dataset from ``path`` with the mlcore readers and store it whole, or raise and store nothing.
 
     ``folder``: where its files go (an import job's own, see webapp.jobs.sweep.import_folder); a fresh one
-    under the project by default. It must not exist yet."""
+    under the project by default. It must not exist yet. ``progress(percent, message)`` is called per
+    image; ``log(line)`` with the few steps worth keeping in a job's log (the images found, the first and
+    last image and every quarter, the rows stored)."""
     progress = progress or (lambda percent, message: None)
+    log = log or (lambda line: None)
     if format not in FORMATS:
         raise ImportRejected(f"format: {format!r} is not one of {', '.join(FORMATS)}")
     if Dataset.objects.filter(project=project, name=name).exists():
@@ -161,6 +167,7 @@ def do_import_dataset(project: Project, *, name: str, format: str, path: Path, a
     reader = open_dataset(format, path, name=name, label_set_name=label_set_name or name, labelled=labelled)
     if len(reader) == 0:
         raise DataError(path.name, "no images found in this dataset")
+    log(f"reading {len(reader)} image{'s' if len(reader) != 1 else ''} ({format})")
 
     folder = folder or Path(settings.MEDIA_ROOT) / "projects" / str(project.pk) / "datasets" / uuid.uuid4().hex
     for sub in ("images", "masks", "thumbs"):
@@ -168,7 +175,8 @@ def do_import_dataset(project: Project, *, name: str, format: str, path: Path, a
     try:
         with transaction.atomic():
             dataset = _import_rows(project, reader, folder, name=name, format=format, actor=actor,
-                                   label_set_name=label_set_name, provenance=provenance, progress=progress)
+                                   label_set_name=label_set_name, provenance=provenance, progress=progress,
+                                   log=log)
             bulk.analyze_after_commit(Image, Nucleus, Label, CurrentLabel)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -176,7 +184,8 @@ def do_import_dataset(project: Project, *, name: str, format: str, path: Path, a
     return dataset
 
 
-def _import_rows(project, reader, folder: Path, *, name, format, actor, label_set_name, provenance, progress) -> Dataset:
+def _import_rows(project, reader, folder: Path, *, name, format, actor, label_set_name, provenance, progress,
+                 log) -> Dataset:
     label_set = None
     if reader.label_set is not None:
         label_set, spec = resolve_label_set(project, reader.label_set, label_set_name)
@@ -214,7 +223,10 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
                 batch.add_image(prepared)
                 if batch.nuclei >= BATCH_NUCLEI:
                     batch.flush()
-                progress(100.0 * number / total_images, f"image {number}/{total_images}: {prepared.name}")
+                message = f"image {number}/{total_images}: {prepared.name}"
+                progress(100.0 * number / total_images, message)
+                if number in (1, total_images) or 4 * number // total_images != 4 * (number - 1) // total_images:
+                    log(message)
             batch.flush()
     except BaseException:
         if writer is not None:
@@ -227,6 +239,8 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
     dataset.image_count = total_images
     dataset.nucleus_count = batch.total_nuclei
     dataset.save(update_fields=["image_count", "nucleus_count"])
+    log(f"stored {total_images} image{'s' if total_images != 1 else ''} and {batch.total_nuclei} nuclei"
+        + (f" (label set {label_set.name})" if label_set else " (no labels)"))
     audit.record("dataset.imported", actor=actor, target=dataset, name=name, format=format,
                  images=total_images, nuclei=batch.total_nuclei, label_set=label_set.name if label_set else None)
     return dataset

@@ -74,7 +74,7 @@ def do_start_import(project, *, actor, name: str, format: str, label_set: str = 
             Job.Kind.IMPORT, actor=actor, project=project,
             params={"name": name, "format": format, "label_set": label_set or None, "labelled": labelled,
                     "provenance": provenance, "staging": str(staging.relative_to(settings.MEDIA_ROOT)),
-                    "archive": bool(archive)})
+                    "archive": bool(archive), "archive_name": _client_file_name(archive) if archive else ""})
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -83,12 +83,20 @@ def do_start_import(project, *, actor, name: str, format: str, label_set: str = 
 AUTO_FORMAT = "auto"  # the upload leaves the format to be told from the files' layout
 
 
+def _client_file_name(upload) -> str:
+    """The name the user's file had (its last part only, at most 200 characters): errors name it, not
+    the ``upload.zip`` it is staged as."""
+    return PurePosixPath(str(getattr(upload, "name", "") or "").replace("\\", "/")).name[:200]
+
+
 def run_import_job(job: Job, progress, log=None) -> dict:
-    """Unpack (safely) and import; the staging folder is removed whatever happens.
+    """Unpack (safely) and import; the staging folder is removed whatever happens. ``log(line)``, when
+    given, receives the steps worth keeping in the job's log.
 
     A job whose format is ``auto`` finds it from the layout of the files (:func:`mlcore.readers.detect_format`)
-    and says so in the job's log (``log``: a function taking one line) and its result (``format_detected``).
+    and says so in the job's log and its result (``format_detected``).
     """
+    log = log or (lambda line: None)
     params = job.params
     staging = Path(settings.MEDIA_ROOT) / params["staging"]
     committed = Dataset.objects.filter(project_id=job.project_id, storage_dir=sweep.import_folder(job)).first()
@@ -103,19 +111,20 @@ def run_import_job(job: Job, progress, log=None) -> dict:
         if params.get("archive"):
             shutil.rmtree(staging / "extracted", ignore_errors=True)
             progress(0, "unpacking the archive")
-            root = safe_extract(staging / "upload.zip", staging / "extracted", settings.MAX_UPLOAD_BYTES)
+            log(f"unpacking the archive ({(staging / 'upload.zip').stat().st_size / 1e6:.1f} MB)")
+            root = safe_extract(staging / "upload.zip", staging / "extracted", settings.MAX_UPLOAD_BYTES,
+                                display_name=params.get("archive_name") or None)
         else:
             root = staging / "files"
         try:
             format = params["format"]
             if format == AUTO_FORMAT:
                 format = detect_format(root)
-                if log is not None:
-                    log(f"format detected from the files: {format}")
+                log(f"format detected from the files: {format}")
             dataset = do_import_dataset(
                 job.project, name=params["name"], format=format, path=root, actor=job.created_by,
                 label_set_name=params.get("label_set"), labelled=params.get("labelled", True),
-                provenance=params.get("provenance", ""), progress=progress,
+                provenance=params.get("provenance", ""), progress=progress, log=log,
                 folder=Path(settings.MEDIA_ROOT) / sweep.import_folder(job))
         except DataError as exc:
             raise DataError(_relative(exc.path, root), exc.problem) from None

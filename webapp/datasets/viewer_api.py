@@ -7,7 +7,6 @@ with a ``detail``. Non-members of the project get 404 everywhere.
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 
 from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
@@ -20,6 +19,7 @@ from rest_framework.views import APIView
 
 from mlcore.examples import write_example_zip
 from mlcore.readers import FORMATS
+from webapp.core.filenames import safe_file_name
 from webapp.core.policy import project_role
 from webapp.projects.access import get_project_for
 
@@ -59,8 +59,7 @@ def _source(request) -> str:
     return source
 
 
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "export"
+_safe_name = safe_file_name
 
 
 def _attachment(response, filename: str):

@@ -19,6 +19,7 @@ from mlcore.examples import LAYOUTS
 from webapp.core import policy
 from webapp.core.api_errors import Conflict
 from webapp.core.policy import project_role
+from webapp.jobs.models import Job
 from webapp.projects.access import get_project_for
 from webapp.projects.deletion import DATASET_BLOCKERS, busy_job
 from webapp.projects.models import ROLE_RANK, Role
@@ -52,13 +53,16 @@ def create_project(request):
 def project_detail(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
     label_sets = queries.label_sets_of(project)
+    can_upload = ROLE_RANK[project.role] >= ROLE_RANK[Role.CURATOR]
     return render(request, "projects/detail.html", {
         "project": project,
         "datasets": queries.project_datasets(project),
         "label_sets": label_sets,
         "charts": _chart_layout(queries.class_counts(project, label_sets)),
         "jobs": queries.recent_jobs(project),
-        "can_upload": ROLE_RANK[project.role] >= ROLE_RANK[Role.CURATOR],
+        "can_upload": can_upload,
+        "can_review": ROLE_RANK[project.role] >= ROLE_RANK[Role.REVIEWER],
+        "import_job": _import_job(project, request.GET.get("import_job")) if can_upload else None,
         "formats": FORMAT_CHOICES,
         "layouts": [{"format": value, "tree": LAYOUTS[value], "example_url": reverse("api-format-example", args=[value])}
                     for value, _ in Dataset.Format.choices],
@@ -66,6 +70,14 @@ def project_detail(request, project_id: int):
         **training_panel_context(project, request.user),
         **deletion_context(project),
     })
+
+
+def _import_job(project, value: str | None):
+    """The import job the upload form followed before it reloaded the page (?import_job=id): the page
+    shows it again, with its result and log, above a Datasets card that now lists its dataset."""
+    if not value or not value.isdigit():
+        return None
+    return Job.objects.filter(pk=int(value), project=project, kind=Job.Kind.IMPORT).first()
 
 
 BAR_ROW = 22     # px per class in the inline SVG chart

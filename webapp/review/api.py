@@ -217,7 +217,10 @@ def nucleus_labels(request, nucleus_id: int):
 def _undo_response(undo, label_set: LabelSet) -> Response:
     classes = queue.label_set_classes(label_set)
     current = queue.current_label_dict(queue.current_label(undo.label.nucleus_id, label_set), classes)
-    return Response({"nucleus": undo.label.nucleus_id, "undone": label_dict(undo.label, classes),
+    nucleus = queue.load_nucleus(undo.label.nucleus_id)
+    # People know a nucleus by its number in its image (the review page's caption): say that one too.
+    return Response({"nucleus": undo.label.nucleus_id, "instance_id": nucleus.instance_id,
+                     "image_name": nucleus.image.name, "undone": label_dict(undo.label, classes),
                      "restored": label_dict(undo.restored, classes) if undo.restored else None,
                      "current": current, "version": current["version"] if current else None})
 

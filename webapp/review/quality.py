@@ -50,7 +50,7 @@ def label_set_agreement(project: Project, label_set: LabelSet, *, max_conflicts:
         region = queue.region_around(nucleus.x0, nucleus.y0, nucleus.x1, nucleus.y1, nucleus.centroid_x,
                                      nucleus.centroid_y, image.width, image.height)
         conflicts.append({
-            "nucleus": nucleus_id, "image": image.pk, "image_name": image.name,
+            "nucleus": nucleus_id, "instance_id": nucleus.instance_id, "image": image.pk, "image_name": image.name,
             "page_url": reverse("nucleus-detail", args=[project.pk, nucleus_id]),
             "crop_url": queue.region_url(image.pk, region),
             "votes": [{"reviewer": who, "class_index": cls, "class_name": queue.class_name_of(classes, cls)}

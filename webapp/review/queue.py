@@ -10,8 +10,8 @@ and the skips (each a unique-index lookup), so that it stays fast at a million n
 - ``margin``: the stored margin is ``1 - (p_top1 - p_top2)`` (higher = more uncertain, see
   :mod:`mlcore.uncertainty`), so "smallest gap first" is the index ``(model_version, label_set,
   margin)`` scanned backwards;
-- ``random``: a random pivot in the project's nucleus id range, then the primary key upwards
-  (wrapping round once).
+- ``random``: random ids of the project's nucleus id range, looked up by primary key (a scan from a
+  random pivot only when the queue is nearly done).
 """
 
 from __future__ import annotations
@@ -130,9 +130,9 @@ _EMPTY = object()
 _frontiers: dict[tuple, tuple[float, float, object]] = {}   # key -> (search from the top at, refresh at, score)
 
 
-def _frontier_key(spec: QueueSpec) -> tuple:
+def _frontier_key(spec: QueueSpec, sliver: bool) -> tuple:
     return (connection.settings_dict.get("NAME"), spec.version.pk, str(getattr(spec.version, "created_at", "")),
-            spec.label_set.pk, spec.strategy, spec.user.pk if spec.include_labelled else None)
+            spec.label_set.pk, spec.strategy, spec.user.pk if spec.include_labelled else None, sliver)
 
 
 def _touched(label_set_id: int, ref: str = "nucleus_id") -> list:
@@ -140,10 +140,10 @@ def _touched(label_set_id: int, ref: str = "nucleus_id") -> list:
             Exists(ReviewSkip.objects.filter(nucleus_id=OuterRef(ref), label_set_id=label_set_id))]
 
 
-def queue_frontier(spec: QueueSpec):
-    """The score of the first prediction (in queue order) still to review and untouched by the queue;
-    ``_EMPTY`` when there is none."""
-    key = _frontier_key(spec)
+def queue_frontier(spec: QueueSpec, sliver: bool = False):
+    """The score of the first prediction (in queue order, among slivers or among the others) still to
+    review and untouched by the queue; ``_EMPTY`` when there is none."""
+    key = _frontier_key(spec, sliver)
     now = time.monotonic()
     cached = _frontiers.get(key)
     if cached is not None and cached[1] > now:
@@ -157,8 +157,8 @@ def queue_frontier(spec: QueueSpec):
         done = Exists(CurrentLabel.objects.filter(nucleus_id=OuterRef("nucleus_id"), label_set_id=spec.label_set.pk,
                                                   source__in=HUMAN_SOURCES))
     leased, skipped = _touched(spec.label_set.pk)
-    rows = (Prediction.objects.filter(model_version_id=spec.version.pk, label_set_id=spec.label_set.pk)
-            .filter(~done, ~leased, ~skipped))
+    rows = (Prediction.objects.filter(model_version_id=spec.version.pk, label_set_id=spec.label_set.pk,
+                                      sliver=sliver).filter(~done, ~leased, ~skipped))
     search_at = now + FRONTIER_TTL
     if cached is not None and cached[0] > now:  # move down from where it was
         search_at = cached[0]
@@ -197,8 +197,22 @@ def touched_and_free(spec: QueueSpec, now, *, with_skips: bool = True) -> set[in
 
 def prediction_candidates(spec: QueueSpec, now, *, with_skips: bool = True, limit: int = CANDIDATES,
                           skip_locked: bool = True) -> list[int]:
-    """The best free nuclei in strategy order: first the touched ones above the frontier that are
-    free again (released, expired, skipped long enough ago), then a scan down from the frontier."""
+    """The best free nuclei in strategy order, slivers (nuclei cut by the image's edge, or tiny) after
+    all the others: an edge fragment's probabilities are uncertain because it is a fragment, so an
+    uncertainty order put them first, and a reviewer can rarely tell its class either."""
+    found: list[int] = []
+    for sliver in (False, True):
+        found += _prediction_candidates(spec, now, sliver, with_skips=with_skips, limit=limit - len(found),
+                                        skip_locked=skip_locked)
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _prediction_candidates(spec: QueueSpec, now, sliver: bool, *, with_skips: bool, limit: int,
+                           skip_locked: bool) -> list[int]:
+    """Among slivers or among the others: first the touched ones above the frontier that are free again
+    (released, expired, skipped long enough ago), then a scan down from the frontier."""
     if spec.version is None:
         return []
     field = STRATEGIES[spec.strategy][1].lstrip("-")   # a fixed column name: the ranking, always descending
@@ -207,10 +221,11 @@ def prediction_candidates(spec: QueueSpec, now, *, with_skips: bool = True, limi
 
     def scan(extra: str, extra_params: list, n: int) -> list[int]:
         return _ids(f"SELECT p.nucleus_id FROM {sql.table(Prediction)} p WHERE p.model_version_id = %s "
-                    f"AND p.label_set_id = %s AND {free}{extra} ORDER BY p.{field} DESC, p.id DESC LIMIT %s{lock}",
-                    [spec.version.pk, spec.label_set.pk, *free_params, *extra_params, n])
+                    f"AND p.label_set_id = %s AND p.sliver = %s AND {free}{extra} "
+                    f"ORDER BY p.{field} DESC, p.id DESC LIMIT %s{lock}",
+                    [spec.version.pk, spec.label_set.pk, sliver, *free_params, *extra_params, n])
 
-    frontier = queue_frontier(spec)
+    frontier = queue_frontier(spec, sliver)
     free_again = sorted(touched_and_free(spec, now, with_skips=with_skips))
     found: list[int] = []
     if free_again:
@@ -236,17 +251,22 @@ def project_nucleus_bounds(project: Project) -> tuple[int, int] | None:
     return None if low is None else (low, end("DESC"))
 
 
-RANDOM_WINDOWS = 12  # random id windows tried before a full scan
+RANDOM_PROBES = 64   # random ids looked up per round...
+RANDOM_ROUNDS = 4    # ...in at most this many rounds before a scan
+RANDOM_SCAN = 200    # free nuclei a scan (a nearly finished queue) draws from
 
 
 def random_candidates(spec: QueueSpec, now, *, with_skips: bool = True, limit: int = CANDIDATES,
                       rng: random.Random | None = None, skip_locked: bool = True) -> list[int]:
-    """Free nuclei after a random pivot, looked for in a few bounded windows of ids.
+    """Free nuclei drawn at random from the whole queue, each as likely as any other.
 
-    Labelled nuclei come in long runs of ids (a whole dataset has ground truth in its own label
-    set), so an unbounded scan from the pivot could walk through hundreds of thousands of labelled
-    rows; a window of ids bounds each attempt. Only when every window comes back empty (the queue
-    is nearly done) is the whole range scanned.
+    Random ids of the project's id range are looked up (each a primary-key probe with the queue's
+    anti-joins) and a random sample of the free ones comes back. A scan up from a random pivot, as
+    before, was anything but random: labelled nuclei come in long runs of ids (a dataset has ground
+    truth in its own label set), so most pivots landed in a run and served the free nuclei just after
+    it in id order, one image's nuclei 1, 2, 3... A small project's range is looked up whole. Only when
+    the probes find nothing free (a nearly finished queue) is the range scanned from a random pivot,
+    and a random few of the first free nuclei returned.
     """
     bounds = project_nucleus_bounds(spec.project)
     if bounds is None:
@@ -261,18 +281,29 @@ def random_candidates(spec: QueueSpec, now, *, with_skips: bool = True, limit: i
                     f"WHERE i.project_id = %s AND {free} AND {where} ORDER BY n.id LIMIT %s{lock}",
                     [spec.project.pk, *free_params, *where_params, n])
 
-    window = max(1000, (high - low + 1) // 1000)
-    if high - low + 1 > 2 * window:
-        for _ in range(RANDOM_WINDOWS):
-            start = rng.randint(low, high)
-            found = scan("n.id >= %s AND n.id < %s", [start, start + window], limit)
-            if found:
-                return found
+    if high - low + 1 <= RANDOM_PROBES * RANDOM_ROUNDS:
+        rounds = [("n.id >= %s AND n.id <= %s", [low, high])]
+    else:
+        rounds = []
+        for _ in range(RANDOM_ROUNDS):
+            probes = sorted({rng.randint(low, high) for _ in range(RANDOM_PROBES)})
+            rounds.append((f"n.id IN ({', '.join(['%s'] * len(probes))})", probes))
+    for where, where_params in rounds:
+        found = scan(where, where_params, RANDOM_PROBES * RANDOM_ROUNDS)
+        if found:
+            return _claim_order(rng.sample(found, min(limit, len(found))))
     pivot = rng.randint(low, high)
-    found = scan("n.id >= %s", [pivot], limit)
-    if len(found) < limit:  # wrap round
-        found += scan("n.id < %s", [pivot], limit - len(found))
-    return found
+    found = scan("n.id >= %s", [pivot], RANDOM_SCAN)
+    if len(found) < RANDOM_SCAN:  # wrap round
+        found += scan("n.id < %s", [pivot], RANDOM_SCAN - len(found))
+    return _claim_order(rng.sample(found, min(limit, len(found))))
+
+
+def _claim_order(nucleus_ids: list[int]) -> list[int]:
+    """A random sample in the order claimers try it: one order for every claimer (a multiplicative hash of
+    the id), so two claimers never wait on each other's leases in opposite orders (a deadlock, which a
+    shuffle caused), yet not the id order (the first tried would be the sample's lowest id)."""
+    return sorted(nucleus_ids, key=lambda pk: (pk * 2654435761) % 2**32)
 
 
 def candidates(spec: QueueSpec, now, *, with_skips: bool = True, skip_locked: bool = True) -> list[int]:

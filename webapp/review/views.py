@@ -59,20 +59,25 @@ def _api_urls(project) -> dict:
 def review_page(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
     label_set = _chosen_label_set(project, request)
-    strategy = request.GET.get("strategy") or queue.DEFAULT_STRATEGY
-    if strategy not in queue.STRATEGIES:
-        strategy = queue.DEFAULT_STRATEGY
+    chosen = request.GET.get("strategy")
+    strategy = chosen if chosen in queue.STRATEGIES else queue.DEFAULT_STRATEGY
     version = active_version(project)
     has_predictions = bool(version and label_set and Prediction.objects.filter(
         model_version=version, label_set=label_set).exists())
     classes = queue.label_set_classes(label_set) if label_set else []
+    # Before any prediction the default order (entropy) has nothing to serve, and the page would say
+    # "the queue is empty" over nuclei waiting for a label: serve them in random order, and say so.
+    random_fallback = chosen not in queue.STRATEGIES and not has_predictions and label_set is not None
+    if random_fallback:
+        strategy = "random"
     return render(request, "review/review.html", {
         "project": project, "label_sets": _label_sets(project), "label_set": label_set,
         "classes": classes, "keys": review_keys.described(review_keys.keys_for(request.user), classes),
         "strategies": [(key, name, about) for key, (name, _, about) in queue.STRATEGIES.items()],
         "strategy": strategy,
         "include_labelled": request.GET.get("include_labelled") in ("1", "true", "on"),
-        "version": version, "has_predictions": has_predictions, "api": _api_urls(project),
+        "version": version, "has_predictions": has_predictions, "random_fallback": random_fallback,
+        "api": _api_urls(project),
         "lease_seconds": queue.LEASE_SECONDS,
     })
 
@@ -132,10 +137,12 @@ def settle_form(request, project_id: int):
         operations.do_settle(nucleus, label_set, class_index, curator=request.user, expected_label_id=expected,
                              client_id=(request.POST.get("client_id") or "")[:64])
     except StaleLabel:
-        messages.error(request, f"Not settled: the label of nucleus {nucleus.pk} changed meanwhile; look again.")
+        messages.error(request, f"Not settled: the label of nucleus {nucleus.instance_id} in {nucleus.image.name} "
+                                "changed meanwhile; look again.")
         return redirect(back)
     name = queue.class_name_of(queue.label_set_classes(label_set), class_index)
-    messages.success(request, f"Nucleus {nucleus.pk} settled as {name!r} in {label_set.name}.")
+    messages.success(request, f"Nucleus {nucleus.instance_id} in {nucleus.image.name} settled as {name!r} "
+                              f"in {label_set.name}.")
     return redirect(back)
 
 

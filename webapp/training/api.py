@@ -19,6 +19,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from mlcore.types import file_part
+from webapp.core.filenames import safe_file_name
 from webapp.core.policy import project_role
 from webapp.jobs import operations as job_operations
 from webapp.jobs.access import job_for
@@ -73,7 +74,7 @@ def checkpoint(request, project_id: int, number: int):
     if not path.is_file():
         raise NotFound(f"the checkpoint file of version {number} is missing on the server; "
                        "train again or activate another version")
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{project.name}-v{number}.pt",
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{safe_file_name(project.name, 'model')}-v{number}.pt",
                         content_type="application/octet-stream")  # not guessed from ".pt"
 
 

@@ -51,14 +51,20 @@ class Prediction(models.Model):
     margin = models.FloatField()
     entropy = models.FloatField()
     disagreement = models.FloatField()
+    # The nucleus is cut by its image's edge or tiny (webapp.training.operations.sliver_ids): the review
+    # queue serves slivers after the other nuclei, whatever their uncertainty (a fragment's class
+    # probabilities are uncertain because it is a fragment). Copied here so the queue's indexes have it.
+    sliver = models.BooleanField(default=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["model_version", "label_set", "nucleus"],
                                                name="one_prediction_per_version")]
-        indexes = [models.Index(fields=["model_version", "label_set", "-entropy"], name="pred_entropy_idx"),
-                   models.Index(fields=["model_version", "label_set", "-least_confidence"], name="pred_lc_idx"),
-                   models.Index(fields=["model_version", "label_set", "margin"], name="pred_margin_idx"),
-                   models.Index(fields=["model_version", "label_set", "-disagreement"], name="pred_disagree_idx"),
+        indexes = [models.Index(fields=["model_version", "label_set", "sliver", "-entropy"], name="pred_entropy_idx"),
+                   models.Index(fields=["model_version", "label_set", "sliver", "-least_confidence"],
+                                name="pred_lc_idx"),
+                   models.Index(fields=["model_version", "label_set", "sliver", "margin"], name="pred_margin_idx"),
+                   models.Index(fields=["model_version", "label_set", "sliver", "-disagreement"],
+                                name="pred_disagree_idx"),
                    models.Index(fields=["nucleus", "label_set"], name="pred_nucleus_idx")]
 
 

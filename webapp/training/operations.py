@@ -94,8 +94,26 @@ def do_start_prediction(version: ModelVersion, *, actor=None) -> Job:
                                          params={"model_version": version.pk})
 
 
+SLIVER_AREA = 40  # px: a nucleus smaller than this is a fragment (a typical one is a few hundred)
+
+
+def sliver_ids(nucleus_ids) -> set[int]:
+    """The slivers among these nuclei: cut by the image's edge (their box touches the border) or tiny."""
+    from django.db.models import F, Q
+
+    from webapp.datasets.models import Nucleus
+
+    cut_or_tiny = (Q(x0__lte=0) | Q(y0__lte=0) | Q(x1__gte=F("image__width")) | Q(y1__gte=F("image__height"))
+                   | Q(area__lt=SLIVER_AREA))
+    return set(Nucleus.objects.filter(pk__in=list(nucleus_ids)).filter(cut_or_tiny).values_list("id", flat=True))
+
+
 def do_store_predictions(version: ModelVersion, rows: list[Prediction], *, replace: bool = False) -> int:
-    """Insert one batch of predictions (a prediction job calls this per chunk of images)."""
+    """Insert one batch of predictions (a prediction job calls this per chunk of images), each marked
+    whether its nucleus is a sliver (served last by the review queue)."""
+    slivers = sliver_ids({row.nucleus_id for row in rows})
+    for row in rows:
+        row.sliver = row.nucleus_id in slivers
     with transaction.atomic():
         Prediction.objects.bulk_create(rows, batch_size=5000, ignore_conflicts=replace)
     return len(rows)

@@ -31,10 +31,32 @@ def metrics_plot(versions: list[ModelVersion], colors: dict[str, str]) -> dict:
         series.append({"name": name, "color": colors.get(name, "#6a2c91"),
                        "polyline": " ".join(f"{p['x']},{p['y']}" for p in points), "points": points})
     ticks = [{"x": PLOT_PAD + i * step, "label": f"v{v.number}"} for i, v in enumerate(versions)]
-    grid = [{"y": PLOT_HEIGHT - PLOT_PAD - f * (PLOT_HEIGHT - 2 * PLOT_PAD), "label": f"{f:.1f}"}
-            for f in (0, 0.25, 0.5, 0.75, 1.0)]
+    # Gridlines where their labels say: every 0.2 (quarters labelled to one decimal read 0.2 and 0.8).
+    grid = [{"y": round(PLOT_HEIGHT - PLOT_PAD - f / 10 * (PLOT_HEIGHT - 2 * PLOT_PAD), 1), "label": f"{f / 10:.1f}"}
+            for f in range(0, 11, 2)]
     return {"series": series, "ticks": ticks, "grid": grid, "width": PLOT_WIDTH, "height": PLOT_HEIGHT,
             "pad": PLOT_PAD}
+
+
+def version_metrics(version: ModelVersion, project_classes: dict[str, list[str]]) -> list[dict]:
+    """A version's validation metrics per label set, its classes in the model's output order (the stored
+    JSON keeps no key order): the per-class rows, and the confusion matrix with its class names."""
+    model_classes = {item.get("name"): list(item.get("classes") or []) for item in version.label_sets
+                     if isinstance(item, dict)}
+    entries = []
+    for name, metrics in version.metrics.items():
+        if not isinstance(metrics, dict):
+            continue
+        per_class = metrics.get("per_class") or {}
+        confusion = metrics.get("confusion") or []
+        classes = model_classes.get(name) or project_classes.get(name) or list(per_class)
+        if len(classes) != len(confusion):
+            classes = [classes[i] if i < len(classes) else f"class {i}" for i in range(len(confusion))]
+        entries.append({"name": name, "metrics": metrics, "classes": classes,
+                        "per_class": [(c, per_class[c]) for c in classes if c in per_class],
+                        "confusion": list(zip(classes, confusion))})
+    order = list(model_classes)
+    return sorted(entries, key=lambda e: (order.index(e["name"]) if e["name"] in order else len(order), e["name"]))
 
 
 PALETTE = ["#e6194b", "#3cb44b", "#0082c8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#008080"]
@@ -52,6 +74,12 @@ def training_panel_context(project, user) -> dict:
     from mlcore.config import TrainConfig
 
     active = next((v for v in versions if v.is_active), None)
+    from webapp.datasets.models import LabelSet
+
+    project_classes = {label_set.name: label_set.class_names for label_set in
+                       LabelSet.objects.filter(project=project).prefetch_related("classes")}
+    for version in versions:
+        version.metric_entries = version_metrics(version, project_classes)
 
     return {
         "versions": list(reversed(versions)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections import defaultdict
@@ -68,6 +69,71 @@ def training_config(options: dict, parent: ModelVersion | None) -> tuple[TrainCo
     return config, list(stages)
 
 
+class TrainingProgress:
+    """mlcore's progress (one call per batch) as the job's: the percentage of the whole job, the epoch as
+    people count it (1 to epochs), an ETA for the rest of the training rather than for the running stage
+    only, and a log line when a stage begins and when an epoch ends.
+
+    mlcore calls once as a stage begins (``steps`` 0, ``epoch`` = epochs already done), then after every
+    batch (``epoch`` 1-based, ``step`` of ``steps``, ``eta_s`` for the rest of the stage). The stages still
+    to come are costed at the seconds per epoch measured so far: a backbone stage (sparse, completion)
+    at its epochs times that; stage 2 (correlation) trains small MLPs on features computed once, about
+    one backbone epoch in all. An estimate, refined as each stage measures its own pace."""
+
+    START, SPAN = 5.0, 90.0  # percent of the job: loading the images before, publishing after
+
+    def __init__(self, stages, epochs: dict, report: Report, clock: Callable[[], float] = time.monotonic):
+        self.stages = list(stages)
+        self.epochs = {stage: max(1, int(epochs.get(stage, 1))) for stage in self.stages}
+        self.report = report
+        self.clock = clock
+        self.stage_started = clock()
+        self.seconds_per_epoch: float | None = None  # per backbone epoch (per stage 2, when nothing else ran)
+        self.measured_backbone = False
+
+    def _units(self, stage: str) -> int:
+        return 1 if stage == "correlation" else self.epochs.get(stage, 1)
+
+    def _eta(self, stage: str, index: int, fraction: float, stage_eta, now: float) -> float | None:
+        if isinstance(stage_eta, (int, float)) and math.isfinite(stage_eta):
+            projected = now - self.stage_started + stage_eta  # this stage's whole duration, as it goes
+            if stage != "correlation":
+                self.seconds_per_epoch, self.measured_backbone = projected / self._units(stage), True
+            elif not self.measured_backbone:
+                self.seconds_per_epoch = projected
+        else:
+            stage_eta = None
+        if self.seconds_per_epoch is None:
+            return stage_eta
+        later = sum(self._units(s) for s in self.stages[index + 1:]) * self.seconds_per_epoch
+        if stage_eta is None:  # the stage has just begun: cost it as the others
+            stage_eta = self._units(stage) * (1 - fraction) * self.seconds_per_epoch
+        return stage_eta + later
+
+    def __call__(self, info: dict) -> None:
+        stage = info.get("stage")
+        index = self.stages.index(stage) if stage in self.stages else 0
+        epochs = max(1, int(info.get("epochs") or self.epochs.get(stage, 1)))
+        steps, step = int(info.get("steps") or 0), int(info.get("step") or 0)
+        now = self.clock()
+        loss = info.get("loss")
+        log = None
+        if steps == 0:  # the stage begins, after info["epoch"] epochs (a resumed stage has some done)
+            self.stage_started = now
+            done = min(int(info.get("epoch") or 0), epochs)
+            epoch, fraction = min(done + 1, epochs), done / epochs
+            log = f"stage {stage}: {epochs} epoch{'s' if epochs != 1 else ''}"
+        else:
+            epoch = min(max(int(info.get("epoch") or 1), 1), epochs)
+            fraction = min(1.0, (epoch - 1 + step / steps) / epochs)
+            if step == steps:
+                log = (f"stage {stage}, epoch {epoch}/{epochs} done"
+                       + (f": loss {loss:.4f}" if isinstance(loss, float) and math.isfinite(loss) else ""))
+        percent = self.START + self.SPAN * (index + fraction) / len(self.stages)
+        self.report(percent, stage=stage, epoch=epoch, epochs=epochs, loss=loss,
+                    eta_s=self._eta(stage, index, fraction, info.get("eta_s"), now), log=log)
+
+
 def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     project = job.project
     snapshot_at = timezone.now()
@@ -94,6 +160,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
             raise Cancelled()
     table = table_from_arrays(records, ml_label_sets, cache_dir=config.cache_dir)
     del records
+    report(5.0, stage="loading", log=f"loaded {len(images)} images, {len(table.labels)} nuclei; "
+                                     f"training stages {', '.join(stages)}")
     trained_on["unlabelled_nuclei"] = int((table.labels == -1).all(axis=1).sum())
 
     init = None
@@ -102,14 +170,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         same_sets = [(s.name, s.classes) for s in checkpoint.label_sets] == [(s.name, s.classes) for s in ml_label_sets]
         init = checkpoint if same_sets else None  # a new taxonomy joined: start afresh
 
-    def progress(info: dict) -> None:
-        stage_index = stages.index(info["stage"]) if info.get("stage") in stages else 0
-        epochs = max(1, int(info.get("epochs") or 1))
-        steps = max(1, int(info.get("steps") or 1))
-        within = (int(info.get("epoch") or 0) + int(info.get("step") or 0) / steps) / epochs
-        percent = 5 + 90 * (stage_index + min(within, 1.0)) / len(stages)
-        report(percent, stage=info.get("stage"), epoch=int(info.get("epoch") or 0) + 1, epochs=epochs,
-               loss=info.get("loss"), eta_s=info.get("eta_s"))
+    progress = TrainingProgress(stages, config.epochs, report)
 
     # The job's own scratch folder: a retried job (its worker was killed) clears what the killed attempt
     # wrote, and a job that fails is cleared by webapp.jobs.sweep.remove_job_paths.
@@ -121,7 +182,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
                            init_checkpoint=init, out_dir=out_dir)
         if result.cancelled or result.checkpoint_path is None:
             raise Cancelled()
-        report(96, stage="publishing", message="publishing the model version")
+        report(96, stage="publishing", message="publishing the model version", log="publishing the model version")
         version = operations.do_publish_version(
             project, job=job, checkpoint=result.checkpoint_path, config=config.to_dict(),
             label_sets=[{"name": s.name, "classes": list(s.classes)} for s in ml_label_sets],
@@ -129,6 +190,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     prediction_job = operations.do_start_prediction(version, actor=job.created_by)
+    report(100, stage="publishing", log=f"published v{version.number}; predictions follow in job {prediction_job.pk}")
     return {"model_version": version.number, "model_version_id": version.pk, "stages": stages,
             "trained_on": trained_on, "prediction_job": prediction_job.pk,
             "metrics": {name: {k: m.get(k) for k in ("n", "accuracy", "macro_f1", "weighted_f1")}
@@ -167,6 +229,8 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         report(100.0 * number / len(images), message=f"image {number}/{len(images)}")
         if should_stop():
             raise Cancelled()
+    report(100.0, message=f"image {len(images)}/{len(images)}",
+           log=f"{stored} predictions stored for the {len(images)} images (model v{version.number})")
     bulk.analyze_after_commit(Prediction)  # the review queue's index scans need fresh statistics
     return {"model_version": version.number, "predictions": stored}
 

@@ -1,0 +1,100 @@
+"""The project page's upload form in real Chromium, with a real worker: what the page shows while and
+after an import runs, for an import that succeeds and for one that fails."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlcore.synthetic import generate_dataset
+from tests.browser.conftest import wait_until
+from tests.webapp.dataset_helpers import zip_folder
+from webapp.jobs.models import Job
+from webapp.projects.operations import do_create_project
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]
+
+
+def wait_in_page(page, expression: str, timeout: float = 60):
+    """wait_until, through the page's own reload (its JavaScript context is replaced meanwhile)."""
+    def check():
+        try:
+            return page.evaluate(expression)
+        except Exception:  # noqa: BLE001 - "execution context was destroyed" during a navigation
+            return False
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout:.0f} s in the page: {expression}")
+        page.wait_for_timeout(100)
+
+
+@pytest.fixture
+def tiles_zip(tmp_path):
+    root = generate_dataset(tmp_path / "tiles", format="seed", n_images=3, nuclei_per_image=6,
+                            class_names=["tumour", "stroma"], seed=3, size=(64, 64))
+    path = tmp_path / "tiles.zip"
+    path.write_bytes(zip_folder(root).getvalue())
+    return path
+
+
+def upload_through_the_form(page, live_server, project, archive, name="tiles"):
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    page.fill("#upload-form input[name=name]", name)
+    page.select_option("#upload-form select[name=format]", "seed")
+    page.set_input_files("#upload-form input[name=archive]", str(archive))
+    page.click("#upload-form button[type=submit]")
+
+
+def test_the_import_log_shows_its_steps(logged_in_page, live_server, owner, tiles_zip, celery_worker_process):
+    project = do_create_project("logged", actor=owner)
+    page = logged_in_page
+    upload_through_the_form(page, live_server, project, tiles_zip)
+    wait_in_page(page, "(document.querySelector('#upload-job [data-field=log]') || {}).textContent"
+                       "?.includes('stored 3 images')")
+    log = page.inner_text("#upload-job [data-field=log]")
+    assert "unpacking the archive" in log and "reading 3 images (seed)" in log, log
+    assert "image 1/3" in log and "image 3/3" in log, log
+    assert page.locator("#upload-job [data-field=log]").is_visible()
+    job = Job.objects.get(project=project, kind="import")
+    assert job.state == "succeeded"
+    assert "stored 3 images and 18 nuclei (label set tiles)" in job.log_tail
+
+
+def test_a_successful_import_shows_its_dataset_without_a_manual_reload(logged_in_page, live_server, owner, tiles_zip,
+                                                                        celery_worker_process):
+    project = do_create_project("fresh", actor=owner)
+    page = logged_in_page
+    upload_through_the_form(page, live_server, project, tiles_zip)
+    assert "No datasets yet" in page.inner_text("#datasets")
+    # The page brings itself up to date: the new dataset and its label set, the job's card with its result.
+    wait_in_page(page, "document.querySelector('#datasets table') !== null")
+    wait_in_page(page, "document.querySelector('#upload-job [data-field=done]').textContent.includes('Imported')")
+    job = Job.objects.get(project=project, kind="import")
+    assert f"import_job={job.pk}" in page.url
+    assert "tiles" in page.inner_text("#datasets table")
+    assert page.locator("#label-sets figure[data-label-set=tiles]").count() == 1
+    assert "Imported 3 images and 18 nuclei" in page.inner_text("#upload-job")
+    assert page.inner_text("#upload-job [data-field=state]") == "succeeded"
+    assert page.inner_text("#upload-job [data-field=link]") == f"#{job.pk}"
+    assert page.input_value("#upload-form input[name=name]") == ""
+
+
+def test_a_failed_import_keeps_the_form_and_shows_no_stale_percentage(logged_in_page, live_server, owner, tmp_path,
+                                                                      celery_worker_process):
+    project = do_create_project("failing", actor=owner)
+    archive = tmp_path / "lab tiles.zip"
+    archive.write_bytes(b"this is a text file, not a zip archive")
+    page = logged_in_page
+    upload_through_the_form(page, live_server, project, archive, name="broken")
+    page.wait_for_selector("#upload-job [data-field=error]:not([hidden])", timeout=60000)
+    assert page.inner_text("#upload-job [data-field=state]") == "failed"
+    detail = page.inner_text("#upload-job [data-field=detail]")
+    assert "%" not in detail and detail.startswith("failed"), detail
+    assert page.inner_text("#upload-job [data-field=error]").startswith("lab tiles.zip: not a zip archive")
+    # What the user typed and chose is still there, to fix and send again.
+    assert page.input_value("#upload-form input[name=name]") == "broken"
+    assert page.eval_on_selector("#upload-form input[name=archive]", "input => input.files.length") == 1
+    assert "No datasets yet" in page.inner_text("#datasets")
+    assert "import_job" not in page.url

@@ -1,0 +1,81 @@
+"""What the training job reports from mlcore's per-batch progress: epochs as people count them, the
+percentage and an ETA of the whole job (not of the running stage only), and its log lines."""
+
+from webapp.training.runner import TrainingProgress
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def recorder():
+    calls = []
+
+    def report(percent, **details):
+        calls.append({"percent": percent, **details})
+    return calls, report
+
+
+def batch(stage, epoch, step, steps, epochs, eta_s, loss=0.5):
+    return {"stage": stage, "epoch": epoch, "epochs": epochs, "step": step, "steps": steps, "loss": loss,
+            "eta_s": eta_s}
+
+
+def stage_start(stage, epochs, done=0):
+    return {"stage": stage, "epoch": done, "epochs": epochs, "step": 0, "steps": 0, "loss": float("nan"),
+            "eta_s": float("nan")}
+
+
+def test_a_one_epoch_run_counts_epoch_1_of_1_and_ends_at_the_end_of_training():
+    calls, report = recorder()
+    progress = TrainingProgress(["sparse"], {"sparse": 1}, report, clock=Clock())
+    progress(stage_start("sparse", 1))
+    for step in (1, 2, 3, 4):
+        progress(batch("sparse", 1, step, 4, 1, eta_s=3.0 * (4 - step)))
+    assert {(c["epoch"], c["epochs"]) for c in calls} == {(1, 1)}  # never "epoch 2/1"
+    percents = [c["percent"] for c in calls]
+    assert percents == sorted(percents) and percents[0] == 5.0 and percents[-1] == 95.0
+    assert calls[0]["log"] == "stage sparse: 1 epoch"
+    assert calls[-1]["log"] == "stage sparse, epoch 1/1 done: loss 0.5000"
+    assert [c["log"] for c in calls[1:-1]] == [None, None, None]
+
+
+def test_the_eta_covers_the_stages_still_to_come():
+    clock = Clock()
+    calls, report = recorder()
+    stages = ["sparse", "correlation", "completion"]
+    progress = TrainingProgress(stages, {"sparse": 2, "correlation": 2, "completion": 2}, report, clock=clock)
+    progress(stage_start("sparse", 2))
+    clock.now = 50.0
+    # A quarter of stage 1 took 50 s, mlcore expects 150 s more for it: 100 s per backbone epoch. Left:
+    # 150 s of stage 1, stage 2 (about one epoch, 100 s) and stage 3 (two epochs, 200 s).
+    progress(batch("sparse", 1, 5, 10, 2, eta_s=150.0))
+    assert calls[-1]["eta_s"] == 450.0
+    assert (calls[-1]["epoch"], calls[-1]["epochs"]) == (1, 2)
+    assert round(calls[-1]["percent"], 2) == 12.5  # a quarter of the first of three stages
+    # Stage 2 begins at 200 s: no stage ETA from mlcore yet, the measured pace costs it.
+    clock.now = 200.0
+    progress(stage_start("correlation", 2))
+    assert calls[-1]["eta_s"] == 300.0 and calls[-1]["percent"] == 35.0
+    assert (calls[-1]["epoch"], calls[-1]["epochs"]) == (1, 2)
+    # Stage 3, half of its first epoch done in 60 s with 180 s to go: 120 s per epoch now.
+    clock.now = 300.0
+    progress(stage_start("completion", 2))
+    clock.now = 360.0
+    progress(batch("completion", 1, 4, 8, 2, eta_s=180.0))
+    assert calls[-1]["eta_s"] == 180.0
+    clock.now = 540.0
+    progress(batch("completion", 2, 8, 8, 2, eta_s=0.0))
+    assert calls[-1]["eta_s"] == 0.0 and calls[-1]["percent"] == 95.0
+    assert calls[-1]["log"] == "stage completion, epoch 2/2 done: loss 0.5000"
+
+
+def test_a_resumed_stage_starts_at_the_epochs_it_had_done():
+    calls, report = recorder()
+    progress = TrainingProgress(["sparse"], {"sparse": 4}, report, clock=Clock())
+    progress(stage_start("sparse", 4, done=2))
+    assert (calls[-1]["epoch"], calls[-1]["epochs"], calls[-1]["percent"]) == (3, 4, 50.0)
