@@ -37,7 +37,10 @@ from mlcore.model import CrossTrainedModel
 from mlcore.predict import forward_logits, predictions_from_logits, resolve_device
 from mlcore.types import MISSING, LabelSet
 
+EPOCH_VALIDATION_ROWS = 4096  # the most validation rows each epoch's macro-F1 is measured on
+
 ProgressFn = Callable[[dict], None]
+StageDoneFn = Callable[[str, "Path | None", dict], None]
 StopFn = Callable[[], bool]
 
 
@@ -347,26 +350,26 @@ def correlation_steps_per_epoch(labels: np.ndarray, batch_size: int, dataset_pow
 # Evaluation
 
 
-def evaluate(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | None = None,
-             device: str | torch.device | None = None, batch_size: int = 512) -> dict[str, dict]:
-    """Validation metrics per label set on the rows whose class in that set is known.
-
-    Each report has n, accuracy, macro_f1, weighted_f1, per_class and confusion (of the final
-    prediction) plus base_accuracy / mlp_accuracy of each branch alone.
-    """
+def evaluation_rows(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | None = None) -> np.ndarray:
+    """The rows of ``rows`` (default: all) whose class is known in at least one of the model's label sets."""
     model = getattr(model, "module", model)
     rows = np.arange(len(table)) if rows is None else np.asarray(rows, dtype=np.int64)
-    names = [s.name for s in model.label_sets]
     table_columns = {s.name: d for d, s in enumerate(table.label_sets)}
     for label_set in model.label_sets:
         if label_set.name in table_columns and table.label_sets[table_columns[label_set.name]].classes != label_set.classes:
             raise ValueError(f"label set {label_set.name!r}: the data's classes differ from the model's")
     known_any = np.zeros(len(rows), dtype=bool)
-    for name in names:
-        if name in table_columns:
-            known_any |= table.labels[rows, table_columns[name]] != MISSING
-    rows = rows[known_any]
-    logits, heads = forward_logits(model, table.crops[rows], batch_size, device)
+    for label_set in model.label_sets:
+        if label_set.name in table_columns:
+            known_any |= table.labels[rows, table_columns[label_set.name]] != MISSING
+    return rows[known_any]
+
+
+def reports_from_logits(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray, logits: torch.Tensor,
+                        heads: list[torch.Tensor]) -> dict[str, dict]:
+    """:func:`evaluate`'s reports from the logits of ``rows`` (as :func:`evaluation_rows` returns them)."""
+    model = getattr(model, "module", model)
+    table_columns = {s.name: d for d, s in enumerate(table.label_sets)}
     predictions = predictions_from_logits(model, logits, heads)
     out = {}
     for label_set in model.label_sets:
@@ -381,6 +384,57 @@ def evaluate(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | N
             report["mlp_accuracy"] = float((prediction.mlp_probs[known].argmax(1) == truth[known]).mean()) if known.any() else 0.0
         out[label_set.name] = report
     return out
+
+
+def evaluate(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | None = None,
+             device: str | torch.device | None = None, batch_size: int = 512) -> dict[str, dict]:
+    """Validation metrics per label set on the rows whose class in that set is known.
+
+    Each report has n, accuracy, macro_f1, weighted_f1, per_class and confusion (of the final
+    prediction) plus base_accuracy / mlp_accuracy of each branch alone.
+    """
+    model = getattr(model, "module", model)
+    rows = evaluation_rows(model, table, rows)
+    logits, heads = forward_logits(model, table.crops[rows], batch_size, device)
+    return reports_from_logits(model, table, rows, logits, heads)
+
+
+class EpochValidation:
+    """The validation macro-F1 of every epoch, for the training curves: on at most
+    ``EPOCH_VALIDATION_ROWS`` validation rows (a fixed, seeded subset), so that it costs a fraction of an
+    epoch. In stage 2 the backbone is frozen, so its logits are computed once and only the MLPs run."""
+
+    def __init__(self, model: CrossTrainedModel, table: NucleusTable, val_rows: np.ndarray, device: torch.device,
+                 seed: int, batch_size: int = 512):
+        rows = evaluation_rows(model, table, val_rows)
+        if len(rows) > EPOCH_VALIDATION_ROWS:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, EPOCH_VALIDATION_ROWS, replace=False))
+        self.model, self.table, self.rows, self.device, self.batch_size = model, table, rows, device, batch_size
+        self.frozen_logits: torch.Tensor | None = None
+
+    def freeze(self) -> None:
+        """Stage 2 begins: keep the frozen backbone's logits of the validation rows."""
+        self.frozen_logits = forward_logits(self.model, self.table.crops[self.rows], self.batch_size, self.device)[0]
+
+    def thaw(self) -> None:
+        self.frozen_logits = None
+
+    def __call__(self) -> dict:
+        if len(self.rows) == 0:
+            return {}
+        start = time.perf_counter()
+        if self.frozen_logits is None:
+            logits, heads = forward_logits(self.model, self.table.crops[self.rows], self.batch_size, self.device)
+        else:
+            logits = self.frozen_logits
+            was_training = self.model.training
+            self.model.eval()
+            with torch.inference_mode():
+                heads = [h.float().cpu() for h in self.model.heads_forward(logits.to(self.device))]
+            self.model.train(was_training)
+        reports = reports_from_logits(self.model, self.table, self.rows, logits, heads)
+        return {"val_macro_f1": {name: report["macro_f1"] for name, report in reports.items()},
+                "val_rows": int(len(self.rows)), "val_seconds": time.perf_counter() - start}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,7 +465,9 @@ def _stage_parameters(model: CrossTrainedModel, stage: str) -> list[nn.Parameter
 def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None, config: TrainConfig | None = None,
               stages: Sequence[str] = STAGES, progress: ProgressFn | None = None, should_stop: StopFn | None = None,
               init_checkpoint: str | Path | LoadedCheckpoint | None = None, out_dir: str | Path | None = None,
-              train_rows: np.ndarray | None = None, val_rows: np.ndarray | None = None) -> TrainResult:
+              train_rows: np.ndarray | None = None, val_rows: np.ndarray | None = None,
+              history: Sequence[dict] | None = None, stage_done: StageDoneFn | None = None,
+              validate_epochs: bool = True) -> TrainResult:
     """Run the requested stages in order and return the model, checkpoints and metrics.
 
     - ``label_sets``: the model's label sets (default: the table's); the table's columns are
@@ -427,6 +483,12 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
       ``model.pt`` and ``metrics.json`` go; None writes nothing.
     - The validation split is :func:`split_by_group` with the config's fraction and seed unless
       ``train_rows``/``val_rows`` are given.
+    - ``history``: the epochs of earlier stages (a run resumed from a stage checkpoint passes that
+      checkpoint's ``extra["history"]``), kept at the head of ``result.history`` and of every checkpoint's.
+    - ``stage_done(stage, checkpoint path or None, metrics)`` is called when a stage has finished and its
+      checkpoint is written (on the main process).
+    - ``validate_epochs``: each epoch's history entry gets ``val_macro_f1`` per label set
+      (:class:`EpochValidation`), for the training curves.
     """
     config = config or TrainConfig()
     config.validate()
@@ -475,7 +537,9 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
 
     out_dir = Path(out_dir) if out_dir is not None else None
     main = context.is_main
-    result = TrainResult(None, {}, {}, {}, [], model, train_rows, val_rows)
+    result = TrainResult(None, {}, {}, {}, list(history or []), model, train_rows, val_rows)
+    epoch_validation = (EpochValidation(model, table, val_rows, device, config.split_seed)
+                        if validate_epochs and main and len(val_rows) else None)
     labelled_train = train_rows[(table.labels[train_rows] != MISSING).any(axis=1)]
 
     def checkpoint_to(path, stage, epoch, complete, optimizer=None, scheduler=None, metrics=None):
@@ -496,6 +560,8 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
                 progress({"stage": stage, "epoch": first_epoch, "epochs": epochs, "step": 0, "steps": 0,
                           "loss": float("nan"), "eta_s": float("nan")})
             if stage == "correlation":
+                if epoch_validation is not None:
+                    epoch_validation.freeze()
                 views = config.correlation_views
                 features, feature_labels = frozen_logits(model, table, labelled_train[context.rank::context.world_size],
                                                          views, config, device, generator, should_stop)
@@ -523,6 +589,8 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
                     stats = train_one_epoch(runner, stage, optimizer, loader, device, epoch, epochs, config,
                                             model.blocks, scheduler, generator, progress if main else None,
                                             should_stop, clock)
+                if epoch_validation is not None:
+                    stats.update(epoch_validation())
                 result.history.append(stats)
                 checkpoint_to(out_dir / "last.pt" if out_dir else None, stage, epoch, epoch == epochs - 1,
                               optimizer, scheduler)
@@ -534,6 +602,10 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
                                      epochs - 1, True, optimizer, scheduler, metrics)
                 if path is not None:
                     result.stage_checkpoints[stage] = path
+                if stage_done is not None:
+                    stage_done(stage, path, metrics)
+            if epoch_validation is not None:
+                epoch_validation.thaw()
             if context.enabled:
                 dist.barrier()
     except TrainingCancelled:
