@@ -56,6 +56,7 @@ urlpatterns = [
     path("", include("webapp.projects.page_urls")),
     path("api/", include("webapp.review.api_urls")),
     path("", include("webapp.review.page_urls")),
+    path("", include("webapp.training.page_urls")),
 ]
 
 # JSON with a "detail" under /api/, HTML pages elsewhere (webapp.core.errors).

@@ -12,7 +12,11 @@
     else if (body !== undefined) { options.body = JSON.stringify(body); options.headers["Content-Type"] = "application/json"; }
     const response = await fetch(url, options);
     const data = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(data.detail || `HTTP ${response.status}`);
+    if (!response.ok) {
+      const error = new Error(data.detail || `HTTP ${response.status}`);
+      error.fields = data.errors || {};  // a validation error's messages per field
+      throw error;
+    }
     return data;
   }
 
@@ -33,15 +37,63 @@
   trainForm?.addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = new FormData(trainForm);
-    const body = { stages: form.getAll("stages"), epochs: Number(form.get("epochs")), backbone: form.get("backbone"),
-                   device: form.get("device") };
-    try { const job = await api("POST", `/api/projects/${projectId}/train/`, body); follow(job.url); }
+    try { const job = await api("POST", `/api/projects/${projectId}/train/`, trainOptions()); follow(job.url); }
     catch (err) { showError("train-error", err); }
   });
 
+  function trainOptions() {
+    const form = new FormData(trainForm);
+    const body = { stages: form.getAll("stages"), backbone: form.get("backbone"), device: form.get("device") };
+    for (const name of ["epochs", "samples_per_epoch"]) if (form.get(name)) body[name] = Number(form.get(name));
+    return body;
+  }
+
+  // The estimate follows the form: asked again (debounced) whenever a field changes.
+  const estimateBox = document.getElementById("train-estimate");
+  function duration(seconds) {
+    if (seconds < 90) return `${Math.max(1, Math.round(seconds))} s`;
+    const minutes = Math.round(seconds / 60);
+    return minutes < 90 ? `${minutes} min` : `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+  }
+  async function updateEstimate() {
+    const body = trainOptions();
+    const query = new URLSearchParams();
+    for (const [key, value] of Object.entries(body)) {
+      if (Array.isArray(value)) value.forEach((v) => query.append(key, v)); else if (value) query.set(key, value);
+    }
+    try {
+      const e = await api("GET", `/api/projects/${projectId}/train/estimate/?${query}`);
+      const stages = Object.entries(e.per_stage).map(([stage, s]) => `${stage} ${duration(s)}`).join(" · ");
+      estimateBox.textContent = `Estimated time: about ${duration(e.seconds)} (${stages}) for ${e.nuclei} nuclei, `
+        + `${e.epochs} epochs of ${e.samples_per_epoch} draws, at ${Math.round(e.speed.train_samples_per_s)} crops/s `
+        + `in training: from ${e.speed.text}. Not counted: ${e.excludes}.`;
+      estimateBox.dataset.seconds = e.seconds;
+      estimateBox.dataset.source = e.speed.source;
+    } catch (err) { estimateBox.textContent = `No estimate: ${err.message}`; }
+  }
+  let estimateTimer = null;
+  if (trainForm && estimateBox) {
+    trainForm.addEventListener("input", () => { clearTimeout(estimateTimer); estimateTimer = setTimeout(updateEstimate, 400); });
+    updateEstimate();
+  }
+
+  // Cancelling throws away the running stage's work: ask first.
   document.getElementById("cancel-training")?.addEventListener("click", async () => {
+    const id = (jobBox.dataset.jobUrl.match(/\/jobs\/(\d+)\//) || [])[1];
+    const question = `Cancel training job${id ? " #" + id : ""}? The work of the stage it is in is lost; `
+      + "the stages it has finished are kept, and it can be resumed after them.";
+    if (!window.confirm(question)) return;
     await api("POST", `${jobBox.dataset.jobUrl}cancel/`).catch((err) => alert(err.message));
   });
+
+  document.querySelectorAll(".resume-training").forEach((button) => button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const job = await api("POST", `/api/projects/${projectId}/train/`, { resume_from: Number(button.dataset.jobId) });
+      document.getElementById("resumable").hidden = true;
+      follow(job.url);
+    } catch (err) { button.disabled = false; showError("resume-error", err); }
+  }));
 
   document.querySelectorAll(".activate-version").forEach((button) => button.addEventListener("click", async () => {
     try { await api("POST", `/api/projects/${projectId}/versions/${button.dataset.number}/activate/`); location.reload(); }
@@ -52,12 +104,34 @@
   policyForm?.addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = new FormData(policyForm);
-    const body = { enabled: form.get("enabled") === "on", cron: form.get("cron") || "",
+    // Stages and epochs are the form's; other training options set through the API are kept.
+    const options = { ...JSON.parse(document.getElementById("policy-options")?.textContent || "{}") };
+    options.stages = form.getAll("policy_stages");
+    if (form.get("policy_epochs")) options.epochs = Number(form.get("policy_epochs")); else delete options.epochs;
+    const body = { enabled: form.get("enabled") === "on", cron: form.get("cron") || "", options,
                    min_new_reviews: form.get("min_new_reviews") ? Number(form.get("min_new_reviews")) : null,
                    check_every_minutes: Number(form.get("check_every_minutes") || 15) };
     const status = document.getElementById("policy-status");
-    try { await api("PUT", `/api/projects/${projectId}/retrain-policy/`, body); status.textContent = "Saved."; }
-    catch (err) { status.textContent = err.message; }
+    const cron = policyForm.querySelector("input[name=cron]");
+    const cronError = document.getElementById("policy-cron-error");
+    try {
+      const policy = await api("PUT", `/api/projects/${projectId}/retrain-policy/`, body);
+      cron.removeAttribute("aria-invalid");
+      cronError.hidden = true;
+      cron.value = policy.cron;
+      policyForm.querySelector("input[name=enabled]").checked = policy.enabled;
+      document.getElementById("policy-next").textContent = policy.schedule_text;
+      document.getElementById("policy-options").textContent = JSON.stringify(policy.options || {});
+      status.textContent = "Saved.";
+    } catch (err) {
+      const cronProblem = (err.fields || {}).cron;
+      if (cronProblem) {
+        cron.setAttribute("aria-invalid", "true");
+        cronError.hidden = false;
+        cronError.textContent = `Cron schedule: ${[].concat(cronProblem).join(" ")}`;
+        status.textContent = "Not saved: see the cron schedule.";
+      } else status.textContent = `Not saved: ${err.message}`;
+    }
   });
 
   const inferForm = document.getElementById("infer-form");

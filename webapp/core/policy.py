@@ -103,11 +103,13 @@ ROUTES: dict[str, dict[str, Access]] = {
     "api-format-example": {"GET": AUTHENTICATED},  # synthetic example uploads, no project data
     # Training and inference
     "api-train": {"POST": CURATOR},
+    "api-train-estimate": {"GET": CURATOR},  # may time a few batches here: those who can train
     "api-versions": {"GET": VIEWER},
     "api-version-activate": {"POST": CURATOR},
     "api-version-checkpoint": {"GET": VIEWER},
     "api-retrain-policy": {"GET": VIEWER, "PUT": CURATOR},
     "api-infer": {"POST": REVIEWER},
+    "version-detail": {"GET": VIEWER},
     # Review
     "api-review-next": {"GET": REVIEWER},
     "api-review-progress": {"GET": REVIEWER},

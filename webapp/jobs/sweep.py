@@ -15,6 +15,9 @@ writing stays behind. These are found by what the database refers to, never by g
 - ``cache/crops/.crops-*``: a crops cache entry being written; kept while any training runs;
 - ``projects/<p>``: all of a project's files (model checkpoints too); kept while its Project row exists
   (a project's deletion removes it after its commit, unless the worker was killed in between).
+- ``projects/<p>/models/resume-job-<id>-stage<n>.pt``: the checkpoint of a training's last finished stage,
+  kept while that job's result names it (a cancelled or failed training resumes from it; a later
+  successful training of the project clears the names and the files).
 
 Everything younger than ``GRACE`` is kept too: an upload is staged a moment before its job row exists.
 
@@ -53,6 +56,14 @@ def scratch_folder(job: Job) -> str:
 def staged_checkpoint(job: Job) -> str:
     """A training job's checkpoint while it is published (renamed v<n>.pt in the same commit)."""
     return f"projects/{job.project_id}/models/job-{job.pk}.pt"
+
+
+def resume_checkpoint(job: Job, stage: str) -> str:
+    """Where a training keeps its last finished stage's checkpoint, to be resumed from (not removed with the
+    job's other paths when it is cancelled or fails: that is when it is needed)."""
+    from mlcore.config import STAGE_NUMBER
+
+    return f"projects/{job.project_id}/models/resume-job-{job.pk}-stage{STAGE_NUMBER[stage]}.pt"
 
 
 def job_paths(job: Job, *, inputs: bool = True) -> list[str]:
@@ -128,6 +139,9 @@ def sweep_orphans(now: float | None = None) -> list[str]:
 
     projects = set(Project.objects.values_list("pk", flat=True))
     sweep(_children(media / "projects"), lambda relative, folder: _number(folder.name) in projects | {None})
+    resumable = {job.result["resume"].get("checkpoint") for job in Job.objects.filter(
+        kind=Job.Kind.TRAIN, result__has_key="resume").only("result")}
+    sweep(_children(media / "projects", "*/models/resume-job-*.pt"), lambda relative, path: relative in resumable)
     if removed:
         logger.info("removed %d orphaned folders: %s", len(removed), ", ".join(removed[:20]))
     return removed

@@ -30,7 +30,7 @@ from webapp.projects.access import get_project_for
 from . import operations
 from .models import ModelVersion, RetrainPolicy
 from .serializers import (InferRequestSerializer, ModelVersionSerializer, RetrainPolicySerializer,
-                          TrainRequestSerializer)
+                          TrainEstimateSerializer, TrainStartSerializer)
 
 
 def _accepted(job: Job, request) -> Response:
@@ -38,15 +38,48 @@ def _accepted(job: Job, request) -> Response:
     return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED)
 
 
-@extend_schema(request=TrainRequestSerializer, responses={202: JobAcceptedSerializer})
+def _training_job(project, job_id: int) -> Job:
+    job = Job.objects.filter(pk=job_id, project=project, kind=Job.Kind.TRAIN).first()
+    if job is None:
+        raise NotFound(f"job {job_id} is not a training of this project")
+    return job
+
+
+@extend_schema(request=TrainStartSerializer, responses={202: JobAcceptedSerializer})
 @api_view(["POST"])
 def train(request, project_id: int):
-    """Start training (curators): 202 with the job, 409 when the project is already training."""
+    """Start training (curators): 202 with the job, 409 when the project is already training.
+
+    Epochs and draws per epoch left out follow the project's default schedule (see .../train/estimate/).
+    ``resume_from``: resume a cancelled or failed training after the last stage it finished."""
     project = get_project_for(request.user, project_id, project_role(request))
-    options = TrainRequestSerializer(data=request.data)
-    options.is_valid(raise_exception=True)
-    job = operations.do_start_training(project, actor=request.user, options=options.validated_data)
+    payload = TrainStartSerializer(data=request.data)
+    payload.is_valid(raise_exception=True)
+    options = dict(payload.validated_data)
+    resume_from = options.pop("resume_from", None)
+    job = operations.do_start_training(project, actor=request.user, options=options,
+                                       resume_from=_training_job(project, resume_from) if resume_from else None)
     return _accepted(job, request)
+
+
+@extend_schema(parameters=[TrainEstimateSerializer], responses={200: OpenApiTypes.OBJECT})
+@api_view(["GET"])
+def train_estimate(request, project_id: int):
+    """How long a training with these options would take (curators): the project's size, the default
+    schedule and its rule, the speed used and where it comes from, seconds per stage and in total."""
+    from .estimate import training_estimate
+
+    project = get_project_for(request.user, project_id, project_role(request))
+    payload = TrainEstimateSerializer(data=request.query_params)
+    payload.is_valid(raise_exception=True)
+    options = dict(payload.validated_data)
+    resume_from = options.pop("resume_from", None)
+    point = None
+    if resume_from:
+        job = _training_job(project, resume_from)
+        point = operations.resume_point(job, project)
+        options = {**(job.params or {}).get("options", {}), "stages": point["remaining"]}
+    return Response(training_estimate(project, options, resume_point=point))
 
 
 @extend_schema(responses=ModelVersionSerializer(many=True))

@@ -4,6 +4,7 @@ from . import api
 
 urlpatterns = [
     path("projects/<int:project_id>/train/", api.train, name="api-train"),
+    path("projects/<int:project_id>/train/estimate/", api.train_estimate, name="api-train-estimate"),
     path("projects/<int:project_id>/versions/", api.versions, name="api-versions"),
     path("projects/<int:project_id>/versions/<int:number>/activate/", api.activate, name="api-version-activate"),
     path("projects/<int:project_id>/versions/<int:number>/checkpoint/", api.checkpoint, name="api-version-checkpoint"),

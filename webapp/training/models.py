@@ -20,6 +20,12 @@ class ModelVersion(models.Model):
     trained_on = models.JSONField(default=dict)
     # {label set: {n, accuracy, macro_f1, weighted_f1, per_class, confusion}} on the fixed validation split
     metrics = models.JSONField(default=dict)
+    # One entry per epoch of every stage (mlcore's history): stage, epoch, loss, val_macro_f1 {label set: f1},
+    # samples, seconds, samples_per_s; a resumed training's includes the epochs of the run it resumed.
+    history = models.JSONField(default=list, blank=True)
+    # What it was trained on beyond the label counts: {"datasets": [{name, format, images, nuclei}],
+    # "nuclei": n, "split": {"train": n, "validation": n}, "stages": [...], "resumed_from_job": id or None}
+    training_data = models.JSONField(default=dict, blank=True)
     # Reviews after this instant are "new" for the retraining policy: the data snapshot time.
     data_snapshot_at = models.DateTimeField()
     is_active = models.BooleanField(default=False)

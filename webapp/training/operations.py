@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from webapp.core import audit
 from webapp.core.api_errors import Conflict
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job
-from webapp.jobs.sweep import staged_checkpoint
 from webapp.projects.deletion import refuse_while_deleting
+from webapp.jobs.sweep import resume_checkpoint, staged_checkpoint
 from webapp.projects.models import Project
 
 from .models import ModelVersion, Prediction, RetrainPolicy
@@ -29,8 +30,52 @@ def running_training(project: Project) -> Job | None:
     return Job.objects.filter(project=project, kind=Job.Kind.TRAIN, state__in=ACTIVE_STATES).order_by("id").first()
 
 
-def do_start_training(project: Project, *, actor=None, options: dict | None = None, reason: str = "manual") -> Job:
-    """Queue a training job; 409 (Conflict) when one is already queued or running for the project."""
+def data_size(project: Project) -> dict:
+    """Nuclei in the project, and those in datasets with a label set: from the datasets' own counts."""
+    from webapp.datasets.models import Dataset
+
+    rows = list(Dataset.objects.filter(project=project).values_list("label_set_id", "nucleus_count"))
+    return {"nuclei": sum(n for _, n in rows), "labelled": sum(n for label_set, n in rows if label_set)}
+
+
+def default_training_options(project: Project, batch_size: int | None = None) -> dict:
+    """The epochs and draws per epoch a training of this project gets unless it is given its own
+    (:func:`mlcore.estimate.default_schedule`: scaled to the project's nuclei, a small project's runs in minutes)."""
+    from mlcore.config import TrainConfig
+    from mlcore.estimate import default_schedule
+
+    return default_schedule(data_size(project)["nuclei"], batch_size or TrainConfig().batch_size)
+
+
+class NotResumable(Conflict):
+    pass
+
+
+def resume_point(job: Job, project: Project | None = None) -> dict:
+    """What a cancelled or failed training left to resume from: {"stage", "checkpoint", "remaining", ...}.
+    Raises NotResumable (409) with the reason otherwise."""
+    if job.kind != Job.Kind.TRAIN or (project is not None and job.project_id != project.pk):
+        raise NotResumable(f"job {job.pk} is not a training of this project")
+    if job.state not in (Job.State.CANCELLED, Job.State.FAILED):
+        raise NotResumable(f"job {job.pk} is {job.state}: only a cancelled or failed training can be resumed")
+    point = (job.result or {}).get("resume")
+    if not point:
+        raise NotResumable(f"job {job.pk} finished no stage before it stopped (or a later training made its "
+                           "checkpoint obsolete): start a new training")
+    if not (Path(settings.MEDIA_ROOT) / point["checkpoint"]).is_file():
+        raise NotResumable(f"the checkpoint of job {job.pk}'s stage {point['stage']} is gone: start a new training")
+    return point
+
+
+def do_start_training(project: Project, *, actor=None, options: dict | None = None, reason: str = "manual",
+                      resume_from: Job | None = None) -> Job:
+    """Queue a training job; 409 (Conflict) when one is already queued or running for the project.
+
+    Epochs and draws per epoch that ``options`` leaves out follow :func:`default_training_options`, and are
+    stored in the job's params (they show what it runs). ``resume_from``: a cancelled or failed training
+    that finished a stage; the new job runs its remaining stages from that stage's checkpoint, with its options.
+    """
+    options = dict(options or {})
     with transaction.atomic():
         Project.objects.select_for_update().get(pk=project.pk)  # serialises concurrent starts
         refuse_while_deleting(project, "A training")
@@ -38,8 +83,58 @@ def do_start_training(project: Project, *, actor=None, options: dict | None = No
         if current is not None:
             raise Conflict(f"Project {project.name!r} is already training (job {current.pk}, {current.state}); "
                            "wait for it to finish or cancel it.", job_id=current.pk)
-        return job_operations.do_enqueue_job(Job.Kind.TRAIN, actor=actor, project=project,
-                                             params={"options": options or {}, "reason": reason})
+        params = {"reason": reason}
+        if resume_from is not None:
+            point = resume_point(resume_from, project)
+            device = options.get("device")
+            options = {**(resume_from.params or {}).get("options", {}), "stages": point["remaining"]}
+            if device:
+                options["device"] = device
+            params.update(reason="resume", resume={"job": resume_from.pk, **point})
+        else:
+            defaults = default_training_options(project, options.get("batch_size"))
+            options = {**defaults, **options}
+        params["options"] = options
+        return job_operations.do_enqueue_job(Job.Kind.TRAIN, actor=actor, project=project, params=params)
+
+
+def do_keep_stage_checkpoint(job: Job, *, stage: str, checkpoint: Path, point: dict) -> dict:
+    """A training finished a stage that is not its last: keep that stage's checkpoint beside the versions and
+    name it in the job's result, so that the job, if it is cancelled or fails later, can be resumed from it.
+    Replaces the job's earlier resume point (its file too)."""
+    relative = resume_checkpoint(job, stage)
+    target = Path(settings.MEDIA_ROOT) / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(checkpoint, tmp)
+    os.replace(tmp, target)
+    point = {**point, "stage": stage, "checkpoint": relative}
+    with transaction.atomic():
+        row = Job.objects.select_for_update().get(pk=job.pk)
+        previous = (row.result or {}).get("resume")
+        row.result = {**(row.result or {}), "resume": point}
+        row.save(update_fields=["result"])
+        audit.record("training.stage_kept", target=row, stage=stage, checkpoint=relative)
+    if previous and previous.get("checkpoint") != relative:
+        (Path(settings.MEDIA_ROOT) / previous["checkpoint"]).unlink(missing_ok=True)
+    return point
+
+
+def do_discard_resume_points(project: Project, *, actor=None) -> int:
+    """A training of the project succeeded: the stage checkpoints kept for resuming earlier ones are obsolete
+    (the new version starts from newer data). Removes their files and the resume points; returns how many."""
+    with transaction.atomic():
+        jobs = list(Job.objects.select_for_update().filter(project=project, kind=Job.Kind.TRAIN,
+                                                          result__has_key="resume"))
+        files = []
+        for job in jobs:
+            files.append(job.result["resume"].get("checkpoint"))
+            job.result = {k: v for k, v in job.result.items() if k != "resume"}
+            job.save(update_fields=["result"])
+        if jobs:
+            audit.record("training.resume_points_discarded", actor=actor, target=project, jobs=[j.pk for j in jobs])
+        transaction.on_commit(lambda: [(Path(settings.MEDIA_ROOT) / f).unlink(missing_ok=True) for f in files if f])
+    return len(jobs)
 
 
 def models_dir(project: Project) -> Path:
@@ -47,7 +142,8 @@ def models_dir(project: Project) -> Path:
 
 
 def do_publish_version(project: Project, *, job: Job, checkpoint: Path, config: dict, label_sets: list,
-                       trained_on: dict, metrics: dict, data_snapshot_at, parent: ModelVersion | None) -> ModelVersion:
+                       trained_on: dict, metrics: dict, data_snapshot_at, parent: ModelVersion | None,
+                       history: list | None = None, training_data: dict | None = None) -> ModelVersion:
     """Copy the checkpoint into the project and publish it as the new active version, all or nothing."""
     target_dir = models_dir(project)
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +158,8 @@ def do_publish_version(project: Project, *, job: Job, checkpoint: Path, config: 
             version = ModelVersion.objects.create(
                 project=project, number=number, parent=parent, job=job,
                 checkpoint_file=str(final.relative_to(settings.MEDIA_ROOT)), config=config, label_sets=label_sets,
-                trained_on=trained_on, metrics=metrics, data_snapshot_at=data_snapshot_at, is_active=True)
+                trained_on=trained_on, metrics=metrics, data_snapshot_at=data_snapshot_at, is_active=True,
+                history=history or [], training_data=training_data or {})
             audit.record("model.published", actor=job.created_by, target=version, number=number,
                          parent=parent.number if parent else None, job=job.pk)
             staged.rename(final)
@@ -126,9 +223,17 @@ def do_set_retrain_policy(project: Project, *, actor, enabled: bool = True, min_
     """Store the policy and its django-celery-beat schedules (one interval check, one optional cron)."""
     from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
-    cron_fields = cron.split() if cron else []
-    if cron and len(cron_fields) != 5:
-        raise ValueError(f"cron: {cron!r} needs five fields: minute hour day-of-month month day-of-week")
+    from rest_framework.exceptions import ValidationError
+
+    from .serializers import parse_cron
+
+    cron = " ".join((cron or "").split())
+    cron_fields = cron.split()
+    if cron:
+        try:
+            parse_cron(cron)  # celery's own parser: beat would fail on what it refuses
+        except ValidationError as exc:
+            raise ValueError(f"cron: {exc.detail[0]}") from None
     with transaction.atomic():
         policy, _ = RetrainPolicy.objects.update_or_create(
             project=project, defaults={"enabled": enabled, "min_new_reviews": min_new_reviews,

@@ -63,7 +63,7 @@ PALETTE = ["#e6194b", "#3cb44b", "#0082c8", "#f58231", "#911eb4", "#46f0f0", "#f
 
 
 def training_panel_context(project, user) -> dict:
-    versions = list(ModelVersion.objects.filter(project=project).order_by("number"))
+    versions = list(ModelVersion.objects.filter(project=project).defer("history", "training_data").order_by("number"))
     label_set_names = sorted({name for v in versions for name in v.metrics})
     colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(label_set_names)}
     training_job = (Job.objects.filter(project=project, kind=Job.Kind.TRAIN, state__in=ACTIVE_STATES)
@@ -93,4 +93,38 @@ def training_panel_context(project, user) -> dict:
         "plot": metrics_plot(versions, colors),
         "backbones": list_backbones(),
         "default_backbone": (active.config.get("backbone") if active else None) or TrainConfig().backbone,
+        **training_form_context(project),
+    }
+
+
+def training_form_context(project) -> dict:
+    """The train form's defaults (the rule's, for this project's size), the trainings that can be resumed,
+    and the retraining policy's schedule as the form shows it."""
+    from mlcore.config import STAGE_NUMBER, STAGES
+    from mlcore.estimate import describe_rule
+
+    from .operations import data_size, default_training_options
+    from .schedule import describe_schedule
+
+    resumable = []
+    for job in (Job.objects.filter(project=project, kind=Job.Kind.TRAIN, result__has_key="resume",
+                                   state__in=(Job.State.CANCELLED, Job.State.FAILED)).order_by("-id")[:3]):
+        point = job.result["resume"]
+        resumable.append({"job": job, "stage": point.get("stage"), "stage_number": STAGE_NUMBER.get(point.get("stage")),
+                          "remaining": point.get("remaining", [])})
+    policy = RetrainPolicy.objects.filter(project=project).first()
+    policy_options = (policy.options if policy else {}) or {}
+    from django.conf import settings
+
+    return {
+        "training_defaults": default_training_options(project),
+        "training_rule": describe_rule(),
+        "project_size": data_size(project),
+        "resumable": resumable,
+        "all_stages": [(stage, STAGE_NUMBER[stage]) for stage in STAGES],
+        "policy_options": policy_options,
+        "policy_stages": policy_options.get("stages") or list(STAGES),
+        "policy_epochs": policy_options.get("epochs"),
+        "policy_schedule_text": describe_schedule(policy),
+        "schedule_time_zone": settings.CELERY_TIMEZONE,
     }

@@ -134,6 +134,52 @@ class TrainingProgress:
                     eta_s=self._eta(stage, index, fraction, info.get("eta_s"), now), log=log)
 
 
+class Resume:
+    """A training resumed from the checkpoint of a stage another job finished (job.params["resume"])."""
+
+    def __init__(self, job: Job, options: dict):
+        self.point = job.params["resume"]
+        path = Path(settings.MEDIA_ROOT) / self.point["checkpoint"]
+        if not path.is_file():
+            raise ValueError(f"the checkpoint of job {self.point['job']}'s stage {self.point['stage']} is gone: "
+                             "start a new training")
+        self.checkpoint = load_checkpoint(path)
+        extra = self.checkpoint.raw.get("extra") or {}
+        self.history = list(extra.get("history") or [])
+        self.val_rows = np.asarray(extra.get("val_rows") or [], dtype=np.int64)
+        # The run it resumes ran with these settings (and seed); only the device may differ.
+        self.config = TrainConfig.from_dict({**self.checkpoint.config.to_dict(),
+                                             **({"device": options["device"]} if options.get("device") else {})})
+        self.stages = list(self.point["remaining"])
+
+    def check(self, table, ml_label_sets) -> None:
+        """The data must be what the stage was trained on: the same label sets and nuclei."""
+        job_id = self.point["job"]
+        theirs = [(s.name, s.classes) for s in self.checkpoint.label_sets]
+        if theirs != [(s.name, s.classes) for s in ml_label_sets]:
+            raise ValueError(f"the project's label sets changed since job {job_id} trained its stage "
+                             f"{self.point['stage']}: start a new training")
+        if len(table) != self.point.get("nuclei", len(table)):
+            raise ValueError(f"the project has {len(table)} nuclei, job {job_id} trained on {self.point['nuclei']}: "
+                             "its data changed, so start a new training")
+
+    def rows(self, table) -> tuple[np.ndarray, np.ndarray]:
+        """The validation split the resumed run used, so that its validation nuclei stay unseen."""
+        return np.setdiff1d(np.arange(len(table)), self.val_rows), self.val_rows
+
+
+def training_data(project, table, result, stages: list[str], resume: Resume | None) -> dict:
+    from webapp.datasets.models import Dataset
+
+    datasets = [{"name": d.name, "format": d.format, "label_set": d.label_set.name if d.label_set else None,
+                 "images": d.image_count, "nuclei": d.nucleus_count}
+                for d in Dataset.objects.filter(project=project).select_related("label_set").order_by("id")]
+    done_before = list(resume.point.get("done", [])) if resume else []
+    return {"datasets": datasets, "nuclei": int(len(table)),
+            "split": {"train": int(len(result.train_rows)), "validation": int(len(result.val_rows))},
+            "stages": done_before + list(stages), "resumed_from_job": resume.point["job"] if resume else None}
+
+
 def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     project = job.project
     snapshot_at = timezone.now()
@@ -142,7 +188,12 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         raise ValueError("the project has no labelled dataset to train on: upload one first")
     ml_label_sets = [ml for _, ml in label_set_pairs]
     parent = operations.active_version(project)
-    config, stages = training_config(job.params.get("options", {}), parent)
+    options = job.params.get("options", {})
+    resume = Resume(job, options) if job.params.get("resume") else None
+    if resume is not None:
+        config, stages = resume.config, resume.stages
+    else:
+        config, stages = training_config(options, parent)
     if len(ml_label_sets) < 2:
         stages = ["sparse"]  # label correlation needs a second label set
     config.cache_dir = str(Path(settings.MEDIA_ROOT) / "cache" / "crops")
@@ -164,8 +215,12 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
                                      f"training stages {', '.join(stages)}")
     trained_on["unlabelled_nuclei"] = int((table.labels == -1).all(axis=1).sum())
 
-    init = None
-    if parent is not None:
+    init, history, train_rows, val_rows = None, None, None, None
+    if resume is not None:
+        resume.check(table, ml_label_sets)
+        init, history = resume.checkpoint, resume.history
+        train_rows, val_rows = resume.rows(table)
+    elif parent is not None:
         checkpoint = load_checkpoint(Path(settings.MEDIA_ROOT) / parent.checkpoint_file)
         same_sets = [(s.name, s.classes) for s in checkpoint.label_sets] == [(s.name, s.classes) for s in ml_label_sets]
         init = checkpoint if same_sets else None  # a new taxonomy joined: start afresh
@@ -177,18 +232,34 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     remove_job_paths(job, inputs=False)
     out_dir = Path(settings.MEDIA_ROOT) / scratch_folder(job)
     out_dir.mkdir(parents=True)
+    done_before = list(resume.point.get("done", [])) if resume else []
+
+    def stage_done(stage: str, path: Path | None, metrics: dict) -> None:
+        # Every stage but the last is kept, so that a cancel or a failure later can resume after it.
+        if path is None or stage == stages[-1]:
+            return
+        index = stages.index(stage)
+        operations.do_keep_stage_checkpoint(job, stage=stage, checkpoint=path, point={
+            "done": done_before + stages[:index + 1], "remaining": stages[index + 1:], "nuclei": int(len(table)),
+            "label_sets": [s.name for s in ml_label_sets]})
+        report(5 + 90 * (index + 1) / len(stages), stage=stage, log=f"stage {stage} finished: its checkpoint is "
+               "kept, so that this training can resume after it if it is cancelled or fails")
+
     try:
         result = train_all(table, ml_label_sets, config, stages=stages, progress=progress, should_stop=should_stop,
-                           init_checkpoint=init, out_dir=out_dir)
+                           init_checkpoint=init, out_dir=out_dir, history=history, stage_done=stage_done,
+                           train_rows=train_rows, val_rows=val_rows)
         if result.cancelled or result.checkpoint_path is None:
             raise Cancelled()
         report(96, stage="publishing", message="publishing the model version", log="publishing the model version")
         version = operations.do_publish_version(
             project, job=job, checkpoint=result.checkpoint_path, config=config.to_dict(),
             label_sets=[{"name": s.name, "classes": list(s.classes)} for s in ml_label_sets],
-            trained_on=trained_on, metrics=_jsonable(result.metrics), data_snapshot_at=snapshot_at, parent=parent)
+            trained_on=trained_on, metrics=_jsonable(result.metrics), data_snapshot_at=snapshot_at, parent=parent,
+            history=_jsonable(result.history), training_data=training_data(project, table, result, stages, resume))
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
+    operations.do_discard_resume_points(project)
     prediction_job = operations.do_start_prediction(version, actor=job.created_by)
     report(100, stage="publishing", log=f"published v{version.number}; predictions follow in job {prediction_job.pk}")
     return {"model_version": version.number, "model_version_id": version.pk, "stages": stages,

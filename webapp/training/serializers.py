@@ -21,6 +21,22 @@ class TrainRequestSerializer(serializers.Serializer):
         return stages
 
 
+class TrainStartSerializer(TrainRequestSerializer):
+    resume_from = serializers.IntegerField(min_value=1, required=False, help_text=(
+        "a cancelled or failed training job of this project that finished a stage: run its remaining stages "
+        "from that stage's checkpoint, with its options (only device may be given besides)"))
+
+
+class TrainEstimateSerializer(TrainStartSerializer):
+    """The query of GET .../train/estimate/: the options of POST .../train/ (stages repeated or comma-separated)."""
+
+    def to_internal_value(self, data):
+        if hasattr(data, "getlist") and "stages" in data:
+            data = data.copy()
+            data.setlist("stages", [s for value in data.getlist("stages") for s in value.split(",") if s])
+        return super().to_internal_value(data)
+
+
 class ModelVersionSerializer(serializers.ModelSerializer):
     parent = serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True)
     checkpoint_url = serializers.SerializerMethodField()
@@ -28,7 +44,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
         fields = ["id", "number", "parent", "is_active", "created_at", "label_sets", "trained_on", "metrics",
-                  "config", "checkpoint_url", "job"]
+                  "config", "checkpoint_url", "job", "history", "training_data"]
 
     def get_checkpoint_url(self, version) -> str:
         return f"/api/projects/{version.project_id}/versions/{version.number}/checkpoint/"
@@ -45,12 +61,82 @@ class TrainOptionsSerializer(TrainRequestSerializer):
         return super().to_internal_value(data)
 
 
+CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+CRON_FIELD_NAMES = ("minute", "hour", "day of month", "month", "day of week")
+
+
+def parse_cron(text: str) -> dict:
+    """'minute hour day-of-month month day-of-week' as django-celery-beat's crontab fields; ValidationError
+    naming the field that is wrong (celery's own parser decides what is valid)."""
+    from celery.schedules import crontab
+
+    fields = text.split()
+    if len(fields) != 5:
+        raise serializers.ValidationError(
+            f"{text!r} has {len(fields)} field{'s' if len(fields) != 1 else ''}; a schedule needs five: "
+            "minute hour day-of-month month day-of-week, e.g. '0 3 * * 0' (Sundays at 03:00)")
+    values = dict(zip(CRON_FIELDS, fields))
+    for key, name in zip(CRON_FIELDS, CRON_FIELD_NAMES):
+        try:
+            crontab(**{key: values[key]})
+        except (ValueError, TypeError) as exc:
+            raise serializers.ValidationError(f"{name} {values[key]!r} is not valid ({exc})") from None
+    try:
+        crontab(**values)
+    except (ValueError, TypeError) as exc:
+        raise serializers.ValidationError(f"{text!r} is not a valid schedule ({exc})") from None
+    return values
+
+
 class RetrainPolicySerializer(serializers.ModelSerializer):
     options = TrainOptionsSerializer(required=False, help_text="the options of POST .../train/, for scheduled runs")
+    saved = serializers.SerializerMethodField(help_text="false until the policy is first saved")
+    time_zone = serializers.SerializerMethodField(help_text="the time zone the cron schedule runs in")
+    next_run_at = serializers.SerializerMethodField(help_text="when the cron schedule next starts a training")
+    next_check_at = serializers.SerializerMethodField(help_text="when the new-review count is next checked")
+    schedule_text = serializers.SerializerMethodField(help_text="what the policy does next, in words")
 
     class Meta:
         model = RetrainPolicy
-        fields = ["enabled", "min_new_reviews", "check_every_minutes", "cron", "options"]
+        fields = ["enabled", "min_new_reviews", "check_every_minutes", "cron", "options", "saved", "time_zone",
+                  "next_run_at", "next_check_at", "schedule_text"]
+
+    def validate_cron(self, value: str) -> str:
+        value = " ".join((value or "").split())
+        if value:
+            parse_cron(value)
+        return value
+
+    def to_representation(self, policy):
+        data = super().to_representation(policy)
+        if policy.pk is None:
+            data["enabled"] = False  # nothing is scheduled until a policy is saved
+        return data
+
+    def get_saved(self, policy) -> bool:
+        return policy.pk is not None
+
+    def get_time_zone(self, policy) -> str:
+        from django.conf import settings
+
+        return settings.CELERY_TIMEZONE
+
+    def get_next_run_at(self, policy) -> str | None:
+        from .schedule import next_cron_run
+
+        when = next_cron_run(policy) if policy.pk is not None else None
+        return when.isoformat() if when else None
+
+    def get_schedule_text(self, policy) -> str:
+        from .schedule import describe_schedule
+
+        return describe_schedule(policy)
+
+    def get_next_check_at(self, policy) -> str | None:
+        from .schedule import next_check
+
+        when = next_check(policy) if policy.pk is not None else None
+        return when.isoformat() if when else None
 
 
 class InferRequestSerializer(serializers.Serializer):

@@ -1,0 +1,107 @@
+"""The train API's default schedule (scaled to the project), the time estimate, and resume refusals."""
+
+import pytest
+
+from mlcore.estimate import default_schedule, estimate_seconds
+from tests.workers.training_helpers import two_taxonomy_project
+from webapp.datasets.models import Dataset, Nucleus
+from webapp.jobs.models import Job
+from webapp.projects.operations import do_create_project, do_set_membership
+from webapp.training.models import ModelVersion
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def small_project(owner, tmp_path):
+    # Two generated datasets of 2 tiles each: a few hundred nuclei, like the issue's 600-nucleus project.
+    project = two_taxonomy_project(owner, tmp_path, images=2, nuclei=150)
+    project.nuclei = Nucleus.objects.filter(image__project=project).count()
+    assert 300 < project.nuclei < 1000
+    return project
+
+
+def test_a_training_without_epochs_gets_the_schedule_scaled_to_the_project(small_project, api_client_for, owner):
+    client = api_client_for(owner)
+    response = client.post(f"/api/projects/{small_project.pk}/train/", {"stages": ["sparse"]}, format="json")
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    # One draw per nucleus an epoch (not the CLI's 32,768) and 10 epochs: a few thousand draws in all.
+    n = small_project.nuclei
+    assert job.params["options"] == {"stages": ["sparse"], "samples_per_epoch": n, "epochs": 10}
+    assert default_schedule(n) == {"samples_per_epoch": n, "epochs": 10}
+    client.post(f"/api/jobs/{job.pk}/cancel/")
+
+
+def test_options_given_are_kept(small_project, api_client_for, owner):
+    client = api_client_for(owner)
+    response = client.post(f"/api/projects/{small_project.pk}/train/", {"epochs": 3, "samples_per_epoch": 2048},
+                           format="json")
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.params["options"] == {"epochs": 3, "samples_per_epoch": 2048}
+    client.post(f"/api/jobs/{job.pk}/cancel/")
+
+
+def test_estimate_from_a_probe_before_any_training_then_from_recorded_speed(small_project, api_client_for, owner):
+    from django.core.cache import cache
+
+    cache.delete("training-speed-probe:small:64")  # only this key: the cache's Redis is the broker's too
+    client = api_client_for(owner)
+    url = f"/api/projects/{small_project.pk}/train/estimate/"
+    first = client.get(url)
+    assert first.status_code == 200, first.content
+    estimate = first.json()
+    n = small_project.nuclei
+    assert estimate["nuclei"] == n and estimate["labelled_nuclei"] == n
+    assert estimate["epochs"] == 10 and estimate["samples_per_epoch"] == n
+    assert estimate["defaults"]["epochs"] == 10 and "one draw per nucleus" in estimate["defaults"]["rule"]
+    assert estimate["stages"] == ["sparse", "correlation", "completion"]
+    assert estimate["speed"]["source"] == "probe" and "timed on this web server" in estimate["speed"]["text"]
+    assert estimate["speed"]["train_samples_per_s"] > 0
+    assert estimate["seconds"] == pytest.approx(sum(estimate["per_stage"].values()), abs=0.5)
+
+    # A finished training's recorded throughput takes over: 100 crops/s training, 500 inference.
+    history = [{"stage": stage, "epoch": 1, "loss": 1.0, "samples": 1000, "seconds": 10.0,
+                "val_rows": 500, "val_seconds": 1.0} for stage in ("sparse", "correlation", "completion")]
+    ModelVersion.objects.create(project=small_project, number=1, checkpoint_file="projects/x/v1.pt",
+                                config={"backbone": "small"}, history=history, data_snapshot_at="2026-01-01T00:00Z")
+    recorded = client.get(url, {"epochs": 4, "stages": "sparse,completion"}).json()
+    assert recorded["speed"]["source"] == "recorded"
+    assert recorded["speed"]["train_samples_per_s"] == 100 and recorded["speed"]["infer_samples_per_s"] == 500
+    assert "last 1 finished training" in recorded["speed"]["text"]
+    expected = estimate_seconds(nuclei=n, labelled=n, stages=["sparse", "completion"],
+                                epochs={"sparse": 4, "completion": 4}, samples_per_epoch=n,
+                                train_samples_per_s=100, infer_samples_per_s=500)
+    assert recorded["per_stage"] == pytest.approx(expected["per_stage"], abs=0.1)
+    assert recorded["seconds"] == pytest.approx(expected["total"], abs=0.1)
+    # At 100 crops/s the default takes minutes, not the hours the CLI's epochs would.
+    assert 30 < client.get(url).json()["seconds"] < 5 * 60
+
+
+def test_estimate_refuses_bad_options_and_viewers(small_project, api_client_for, owner, member):
+    url = f"/api/projects/{small_project.pk}/train/estimate/"
+    bad = api_client_for(owner).get(url, {"epochs": 0})
+    assert bad.status_code == 400 and "epochs" in bad.json()["detail"]
+    do_set_membership(small_project, member, "viewer", actor=owner)
+    assert api_client_for(member).get(url).status_code == 403
+
+
+def test_resume_is_refused_with_a_reason(owner, api_client_for, tmp_path):
+    project = two_taxonomy_project(owner, tmp_path, images=1, nuclei=5)
+    other = do_create_project("other", actor=owner)
+    client = api_client_for(owner)
+    job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, state=Job.State.CANCELLED, params={"options": {}})
+    response = client.post(f"/api/projects/{project.pk}/train/", {"resume_from": job.pk}, format="json")
+    assert response.status_code == 409 and "finished no stage" in response.json()["detail"]
+    job.result = {"resume": {"stage": "sparse", "checkpoint": f"projects/{project.pk}/models/gone.pt",
+                             "remaining": ["correlation", "completion"]}}
+    job.save()
+    response = client.post(f"/api/projects/{project.pk}/train/", {"resume_from": job.pk}, format="json")
+    assert response.status_code == 409 and "checkpoint of job" in response.json()["detail"]
+    done = Job.objects.create(kind=Job.Kind.TRAIN, project=project, state=Job.State.SUCCEEDED)
+    response = client.post(f"/api/projects/{project.pk}/train/", {"resume_from": done.pk}, format="json")
+    assert response.status_code == 409 and "only a cancelled or failed training" in response.json()["detail"]
+    response = client.post(f"/api/projects/{other.pk}/train/", {"resume_from": job.pk}, format="json")
+    assert response.status_code == 404
+    assert not Job.objects.filter(project=project, state=Job.State.QUEUED).exists()
+    assert Dataset.objects.filter(project=project).count() == 2

@@ -1,0 +1,99 @@
+"""How long a training of a project would take, before it starts: its size, the schedule, a measured speed.
+
+The speed comes, in this order, from
+
+1. the recent finished trainings with the same backbone on this server: the throughput their epochs
+   recorded (the workers' real speed, under their real load), or
+2. a probe: a few batches of that backbone timed on this (web) server once, cached for a week. The
+   workers may be faster (a GPU) or busier; the page says which source it used.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.cache import cache
+from django.utils import timezone
+
+from mlcore.config import STAGES, TrainConfig
+from mlcore.estimate import describe_rule, estimate_seconds, measure_speed, speed_from_history
+
+from . import operations
+from .models import ModelVersion
+
+logger = logging.getLogger(__name__)
+RECENT_TRAININGS = 3
+PROBE_CACHE_SECONDS = 7 * 24 * 3600
+
+
+def recorded_speed(backbone: str) -> dict | None:
+    """The mean speed of the last few finished trainings of this backbone (any project: it is the machine's)."""
+    speeds = []
+    for history in (ModelVersion.objects.filter(config__backbone=backbone).exclude(history=[])
+                    .order_by("-created_at").values_list("history", flat=True)[:RECENT_TRAININGS]):
+        speed = speed_from_history(history)
+        if speed:
+            speeds.append(speed)
+    if not speeds:
+        return None
+    return {key: sum(s[key] for s in speeds) / len(speeds) for key in speeds[0]} | {
+        "source": "recorded", "trainings": len(speeds),
+        "text": (f"the speed of the last {len(speeds)} finished training{'s' if len(speeds) != 1 else ''} "
+                 f"with the {backbone} backbone on this server")}
+
+
+def probed_speed(backbone: str, crop_size: int) -> dict:
+    """A few batches timed here, once per backbone (cached; measured again when the cache is gone)."""
+    key = f"training-speed-probe:{backbone}:{crop_size}"
+    try:
+        cached = cache.get(key)
+    except Exception:  # the cache is Redis: an estimate must not fail with it
+        cached = None
+    if cached is None:
+        cached = {**measure_speed(backbone, crop_size=crop_size), "measured_at": timezone.now().isoformat()}
+        try:
+            cache.set(key, cached, PROBE_CACHE_SECONDS)
+        except Exception:
+            logger.warning("could not cache the training speed probe", exc_info=True)
+    return {**cached, "source": "probe",
+            "text": (f"a few batches of the {backbone} backbone timed on this web server's CPU "
+                     f"(no training with it has finished here yet; measured {cached['measured_at'][:16]} UTC)")}
+
+
+def training_speed(backbone: str, crop_size: int = 64) -> dict:
+    return recorded_speed(backbone) or probed_speed(backbone, crop_size)
+
+
+def training_estimate(project, options: dict, *, resume_point: dict | None = None) -> dict:
+    """The schedule a training with ``options`` would run (defaults filled in as do_start_training fills them)
+    and its estimated duration, in seconds per stage and in total."""
+    size = operations.data_size(project)
+    defaults = operations.default_training_options(project, options.get("batch_size"))
+    active = operations.active_version(project)
+    base = TrainConfig.from_dict({k: v for k, v in (active.config if active else {}).items() if k != "cache_dir"})
+    backbone = options.get("backbone") or base.backbone
+    epochs = options.get("epochs") or defaults["epochs"]
+    samples_per_epoch = options.get("samples_per_epoch") or defaults["samples_per_epoch"]
+    stages = list(options.get("stages") or STAGES)
+    label_sets = project.label_sets.count()
+    if label_sets < 2:
+        stages = ["sparse"]  # as the training itself does
+    if resume_point is not None:
+        stages = list(resume_point["remaining"])
+    speed = training_speed(backbone, base.crop_size)
+    estimate = estimate_seconds(nuclei=size["nuclei"], labelled=size["labelled"], stages=stages,
+                                epochs={stage: epochs for stage in stages}, samples_per_epoch=samples_per_epoch,
+                                train_samples_per_s=speed["train_samples_per_s"],
+                                infer_samples_per_s=speed["infer_samples_per_s"], val_fraction=base.val_fraction,
+                                correlation_views=base.correlation_views)
+    return {
+        "nuclei": size["nuclei"], "labelled_nuclei": size["labelled"], "label_sets": label_sets,
+        "stages": stages, "epochs": epochs, "samples_per_epoch": samples_per_epoch, "backbone": backbone,
+        "defaults": {**defaults, "rule": describe_rule()},
+        "seconds": round(estimate["total"], 1),
+        "per_stage": {stage: round(seconds, 1) for stage, seconds in estimate["per_stage"].items()},
+        "speed": {"train_samples_per_s": round(speed["train_samples_per_s"], 1),
+                  "infer_samples_per_s": round(speed["infer_samples_per_s"], 1),
+                  "source": speed["source"], "text": speed["text"]},
+        "excludes": "loading the images and cutting their crops (cached after a project's first training)",
+    }

@@ -1,0 +1,81 @@
+"""When a retraining policy next acts: its cron schedule's next start and its review check's next run.
+
+Both are read from the same definitions celery beat runs (celery's crontab in the app's time zone, the
+django-celery-beat task's last run), so the page says what beat will do.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from .models import RetrainPolicy
+
+
+def _to_second(when: datetime) -> datetime:
+    return (when + timedelta(microseconds=500_000)).replace(microsecond=0)
+
+
+def next_cron_run(policy: RetrainPolicy, now: datetime | None = None) -> datetime | None:
+    """The next time the policy's cron schedule starts a training, in the schedule's time zone."""
+    from celery.schedules import crontab
+
+    from workers.celery import app
+
+    from .serializers import parse_cron
+
+    if not policy.enabled or not policy.cron:
+        return None
+    try:
+        values = parse_cron(policy.cron)
+    except ValidationError:
+        return None  # stored before schedules were checked: it never runs
+    zone = ZoneInfo(settings.CELERY_TIMEZONE)
+    local = (now or timezone.now()).astimezone(zone)
+    return _to_second(local + crontab(**values, app=app).remaining_estimate(local))
+
+
+def next_check(policy: RetrainPolicy, now: datetime | None = None) -> datetime | None:
+    """The next time the new-review count is checked (beat runs a check that never ran at its next tick)."""
+    from django_celery_beat.models import PeriodicTask
+
+    if not policy.enabled or not policy.min_new_reviews:
+        return None
+    task = (PeriodicTask.objects.filter(name=f"retrain-check-project-{policy.project_id}", enabled=True)
+            .select_related("interval").first())
+    now = now or timezone.now()
+    if task is None or task.interval is None:
+        return None
+    due = (task.last_run_at + timedelta(minutes=task.interval.every)) if task.last_run_at else now
+    return _to_second(max(due, now).astimezone(ZoneInfo(settings.CELERY_TIMEZONE)))
+
+
+def _when(moment: datetime) -> str:
+    return f"{moment:%a %Y-%m-%d %H:%M} {settings.CELERY_TIMEZONE}"
+
+
+def describe_schedule(policy: RetrainPolicy | None) -> str:
+    """What the policy will do next, as the form shows it (and the API returns as ``schedule_text``)."""
+    zone = settings.CELERY_TIMEZONE
+    if policy is None or policy.pk is None:
+        return f"Not saved yet: nothing is scheduled. Times are in {zone}, the schedule's time zone."
+    parts = []
+    if not policy.enabled:
+        parts.append("The policy is off (not enabled): nothing runs by itself.")
+    else:
+        run = next_cron_run(policy)
+        if run:
+            parts.append(f"Next scheduled training: {_when(run)}.")
+        elif policy.cron:
+            parts.append("The cron schedule never runs.")
+        check = next_check(policy)
+        if check:
+            parts.append(f"Next check for {policy.min_new_reviews} new reviewed labels: {_when(check)}.")
+        if not run and not check:
+            parts.append("Neither a cron schedule nor a review threshold is set: nothing runs by itself.")
+    parts.append(f"Times are in {zone}, the schedule's time zone.")
+    return " ".join(parts)

@@ -1,0 +1,137 @@
+"""A model version's page: its training curves per stage, its validation per label set, what it was trained on.
+
+The curves are server-rendered SVG (no chart library, nothing for the page's script to build): per stage,
+the mean training loss of each epoch and the validation macro-F1 of each label set after each epoch
+(mlcore records both in the version's history).
+"""
+
+from __future__ import annotations
+
+import math
+
+from mlcore.config import STAGE_NUMBER, STAGES
+
+from .models import ModelVersion
+from .pages import PALETTE, version_metrics
+
+CHART_WIDTH, CHART_HEIGHT = 340, 180
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 42, 12, 12, 30
+STAGE_TITLES = {"sparse": "Stage 1: sparse training", "correlation": "Stage 2: label correlation",
+                "completion": "Stage 3: cross training"}
+CONFIG_ROWS = [  # (config key, what it is), in the order a person reads them
+    ("backbone", "backbone"), ("backbone_kwargs", "backbone options"), ("crop_size", "crop size (px)"),
+    ("epochs", "epochs per stage"), ("samples_per_epoch", "draws per epoch"), ("batch_size", "batch size"),
+    ("lr", "learning rate per stage"), ("lr_schedule", "learning-rate schedule"), ("weight_decay", "weight decay"),
+    ("grad_clip", "gradient clip"), ("dataset_power", "dataset sampling power"), ("class_power", "class sampling power"),
+    ("completion_class_power", "stage 3 class sampling power"), ("threshold", "pseudo-label threshold"),
+    ("pseudo_weight", "pseudo-label weight"), ("completion_weighting", "stage 3 weighting"),
+    ("correlation_views", "stage 2 views"), ("jitter", "colour jitter"), ("val_fraction", "validation fraction"),
+    ("split_seed", "split seed"), ("seed", "seed"), ("device", "device"),
+]
+
+
+def _nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^k at or above value (a loss axis' top)."""
+    if not value or not math.isfinite(value) or value <= 0:
+        return 1.0
+    exponent = math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        top = step * 10 ** exponent
+        if top >= value * (1 - 1e-9):
+            return top
+    return 10 ** (exponent + 1)
+
+
+def _format(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".") if value else "0"
+
+
+def line_chart(series: list[dict], epochs: list[int], y_top: float, y_label: str) -> dict:
+    """Positions for one chart: ``series`` [{name, color, values (one per epoch, None for none)}] over
+    ``epochs`` (x) from 0 to ``y_top`` (y), with five labelled gridlines and the epochs labelled."""
+    inner_w = CHART_WIDTH - PAD_LEFT - PAD_RIGHT
+    inner_h = CHART_HEIGHT - PAD_TOP - PAD_BOTTOM
+    span = max(1, len(epochs) - 1)
+
+    def x(i: int) -> float:
+        return round(PAD_LEFT + (i / span * inner_w if len(epochs) > 1 else inner_w / 2), 1)
+
+    def y(value: float) -> float:
+        return round(PAD_TOP + inner_h - min(max(value / y_top, 0.0), 1.0) * inner_h, 1)
+
+    drawn = []
+    for item in series:
+        points = [{"x": x(i), "y": y(v), "value": v, "epoch": epochs[i]}
+                  for i, v in enumerate(item["values"]) if v is not None and math.isfinite(v)]
+        drawn.append({"name": item["name"], "color": item["color"], "points": points,
+                      "polyline": " ".join(f"{p['x']},{p['y']}" for p in points)})
+    grid = [{"y": y(y_top * k / 4), "label": _format(y_top * k / 4)} for k in range(5)]
+    every = max(1, math.ceil(len(epochs) / 10))  # at most about ten epoch labels
+    ticks = [{"x": x(i), "label": str(epoch)} for i, epoch in enumerate(epochs) if i % every == 0 or i == len(epochs) - 1]
+    return {"series": drawn, "grid": grid, "ticks": ticks, "width": CHART_WIDTH, "height": CHART_HEIGHT,
+            "left": PAD_LEFT, "right": CHART_WIDTH - PAD_RIGHT, "bottom": CHART_HEIGHT - PAD_BOTTOM,
+            "y_label": y_label}
+
+
+def stage_curves(history: list[dict], label_set_names: list[str]) -> list[dict]:
+    """One entry per stage that ran: its epochs, a loss chart and a validation macro-F1 chart."""
+    colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(label_set_names)}
+    stages = []
+    for stage in STAGES:
+        entries = [h for h in history if isinstance(h, dict) and h.get("stage") == stage]
+        if not entries:
+            continue
+        epochs = [int(h.get("epoch") or i + 1) for i, h in enumerate(entries)]
+        losses = [h.get("loss") for h in entries]
+        finite = [v for v in losses if isinstance(v, (int, float)) and math.isfinite(v)]
+        loss_chart = line_chart([{"name": "training loss", "color": "#6a2c91", "values": losses}], epochs,
+                                _nice_ceiling(max(finite, default=1.0)), "loss")
+        names = [n for n in label_set_names if any(n in (h.get("val_macro_f1") or {}) for h in entries)]
+        f1_chart = line_chart([{"name": name, "color": colors[name],
+                                "values": [(h.get("val_macro_f1") or {}).get(name) for h in entries]}
+                               for name in names], epochs, 1.0, "validation macro-F1")
+        seconds = sum(float(h.get("seconds") or 0) for h in entries)
+        stages.append({"stage": stage, "number": STAGE_NUMBER[stage], "title": STAGE_TITLES[stage],
+                       "epochs": len(entries), "seconds": round(seconds), "names": names,
+                       "charts": [{**loss_chart, "kind": "loss"}, *([{**f1_chart, "kind": "f1"}] if names else [])],
+                       "validated": bool(names),
+                       "rows": [{"epoch": e, "loss": h.get("loss"), "f1": [(n, (h.get("val_macro_f1") or {}).get(n))
+                                                                          for n in names],
+                                 "samples_per_s": h.get("samples_per_s")} for e, h in zip(epochs, entries)]})
+    return stages
+
+
+def _display(value) -> str:
+    """A config value as text: per-stage dicts as "sparse 10 · correlation 10", nothing as a dash."""
+    if isinstance(value, dict):
+        return " · ".join(f"{k} {_display(v)}" for k, v in value.items()) if value else "—"
+    if value is None:
+        return "—"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def version_page_context(version: ModelVersion) -> dict:
+    from webapp.datasets.models import LabelSet
+
+    project = version.project
+    model_sets = [item for item in version.label_sets if isinstance(item, dict)]
+    label_set_names = [item.get("name") for item in model_sets]
+    project_classes = {label_set.name: label_set.class_names for label_set in
+                       LabelSet.objects.filter(project=project).prefetch_related("classes")}
+    config = version.config or {}
+    parameters = [(label, _display(config[key])) for key, label in CONFIG_ROWS if key in config]
+    counts = [{"name": name, "ground_truth": (version.trained_on.get(name) or {}).get("ground_truth", 0),
+               "review": (version.trained_on.get(name) or {}).get("review", 0)} for name in label_set_names]
+    return {
+        "project": project,
+        "version": version,
+        "stages": stage_curves(version.history or [], label_set_names),
+        "metric_entries": version_metrics(version, project_classes),
+        "model_label_sets": model_sets,
+        "label_counts": counts,
+        "unlabelled_nuclei": version.trained_on.get("unlabelled_nuclei"),
+        "data": version.training_data or {},
+        "parameters": parameters,
+        "seed": config.get("seed"),
+        "split_seed": config.get("split_seed"),
+    }
