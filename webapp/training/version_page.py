@@ -103,8 +103,9 @@ def stage_curves(history: list[dict], label_set_names: list[str]) -> list[dict]:
 
 def _display(value) -> str:
     """A config value as text: per-stage dicts as "sparse 10 · correlation 10", nothing as a dash."""
-    if isinstance(value, dict):
-        return " · ".join(f"{k} {_display(v)}" for k, v in value.items()) if value else "—"
+    if isinstance(value, dict):  # stages in their order (the database keeps no key order)
+        keys = sorted(value, key=lambda k: (STAGES.index(k) if k in STAGES else len(STAGES), k))
+        return " · ".join(f"{k} {_display(value[k])}" for k in keys) if value else "—"
     if value is None:
         return "—"
     return f"{value:g}" if isinstance(value, float) else str(value)
