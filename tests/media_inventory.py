@@ -6,6 +6,7 @@ that a sweep that forgets a kind of folder, or removes one still in use, is caug
 A file may exist when a row names it:
 - an Image's file, mask and thumbnail (under its Dataset's ``storage_dir``);
 - a ModelVersion's checkpoint;
+- a training job's kept stage checkpoint (``result["resume"]["checkpoint"]``), which it resumes from;
 - an inference job's inputs (``params["folder"]`` + image and mask) and, once it succeeded, its outputs
   (``result["files"]``), unless it failed or was cancelled;
 - anything inside a folder an unfinished job works in: a queued or running import's staging folder, a
@@ -57,6 +58,8 @@ def media_against_database() -> MediaInventory:
     for row in Image.objects.values_list("file", "mask_file", "thumbnail_file"):
         files.update(row)
     files.update(ModelVersion.objects.values_list("checkpoint_file", flat=True))
+    files.update(job.result["resume"]["checkpoint"] for job in Job.objects.filter(kind=Job.Kind.TRAIN,
+                                                                                 result__has_key="resume"))
     for job in Job.objects.filter(kind=Job.Kind.INFER).exclude(state__in=(Job.State.FAILED, Job.State.CANCELLED)):
         folder = job.params.get("folder")
         if job.state in unfinished:
