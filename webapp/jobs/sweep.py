@@ -13,11 +13,11 @@ writing stays behind. These are found by what the database refers to, never by g
 - ``projects/<p>/models/job-<id>.pt``: a checkpoint being published; kept while a training of that
   project runs (a published one is renamed ``v<n>.pt`` and named by its ModelVersion);
 - ``cache/crops/.crops-*``: a crops cache entry being written; kept while any training runs;
-- ``projects/<p>``: all of a project's files (model checkpoints too); kept while its Project row exists
-  (a project's deletion removes it after its commit, unless the worker was killed in between).
 - ``projects/<p>/models/resume-job-<id>-stage<n>.pt``: the checkpoint of a training's last finished stage,
   kept while that job's result names it (a cancelled or failed training resumes from it; a later
-  successful training of the project clears the names and the files).
+  successful training of the project clears the names and the files);
+- ``projects/<p>``: all of a project's files (model checkpoints too); kept while its Project row exists
+  (a project's deletion removes it after its commit, unless the worker was killed in between).
 
 Everything younger than ``GRACE`` is kept too: an upload is staged a moment before its job row exists.
 

@@ -16,8 +16,8 @@ from webapp.core import audit
 from webapp.core.api_errors import Conflict
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job
-from webapp.projects.deletion import refuse_while_deleting
 from webapp.jobs.sweep import resume_checkpoint, staged_checkpoint
+from webapp.projects.deletion import refuse_while_deleting
 from webapp.projects.models import Project
 
 from .models import ModelVersion, Prediction, RetrainPolicy
