@@ -50,15 +50,18 @@ def test_a_training_cancelled_after_stage_1_resumes_from_its_checkpoint(owner, a
     browser.force_login(owner)
     page = browser.get(f"/projects/{project.pk}/")
     assert f'data-job-id="{first_id}"' in page.content.decode()
+    job_page = browser.get(f"/jobs/{first_id}/").content.decode()
+    assert "It finished stage sparse before it stopped" in job_page and "resume-job-" not in job_page
 
     response = client.post(f"/api/projects/{project.pk}/train/", {"resume_from": first_id}, format="json")
     assert response.status_code == 202, response.content
     resumed = Job.objects.get(pk=response.json()["id"])
-    assert resumed.params["resume"]["job"] == first_id and resumed.params["reason"] == "resume"
+    assert resumed.params["resume"] == {"job": first_id, "stage": "sparse"} and resumed.params["reason"] == "resume"
     assert resumed.params["options"] == {**OPTIONS, "stages": ["completion"]}
     resumed = wait_job(resumed.pk, celery_worker_process, timeout=240)
     assert resumed.state == "succeeded", resumed.error + celery_worker_process.log()
 
+    assert "resume-job-" not in browser.get(f"/jobs/{resumed.pk}/").content.decode()  # no server path shown
     version = ModelVersion.objects.get(project=project)
     assert version.job_id == resumed.pk
     assert version.training_data["resumed_from_job"] == first_id

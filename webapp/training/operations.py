@@ -90,7 +90,8 @@ def do_start_training(project: Project, *, actor=None, options: dict | None = No
             options = {**(resume_from.params or {}).get("options", {}), "stages": point["remaining"]}
             if device:
                 options["device"] = device
-            params.update(reason="resume", resume={"job": resume_from.pk, **point})
+            # The job and stage only: the job page shows params, and the checkpoint's path is the server's.
+            params.update(reason="resume", resume={"job": resume_from.pk, "stage": point["stage"]})
         else:
             defaults = default_training_options(project, options.get("batch_size"))
             options = {**defaults, **options}

@@ -138,11 +138,14 @@ class Resume:
     """A training resumed from the checkpoint of a stage another job finished (job.params["resume"])."""
 
     def __init__(self, job: Job, options: dict):
-        self.point = job.params["resume"]
-        path = Path(settings.MEDIA_ROOT) / self.point["checkpoint"]
-        if not path.is_file():
-            raise ValueError(f"the checkpoint of job {self.point['job']}'s stage {self.point['stage']} is gone: "
-                             "start a new training")
+        asked = job.params["resume"]  # {"job": id, "stage": name}; the resume point is that job's
+        source = Job.objects.filter(pk=asked["job"]).only("result").first()
+        point = (source.result or {}).get("resume") if source else None
+        path = Path(settings.MEDIA_ROOT) / point["checkpoint"] if point else None
+        if point is None or point.get("stage") != asked["stage"] or not path.is_file():
+            raise ValueError(f"the checkpoint of job {asked['job']}'s stage {asked['stage']} is gone (a training "
+                             "of the project succeeded since): start a new training")
+        self.point = {**point, "job": asked["job"]}
         self.checkpoint = load_checkpoint(path)
         extra = self.checkpoint.raw.get("extra") or {}
         self.history = list(extra.get("history") or [])
