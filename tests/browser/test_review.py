@@ -326,7 +326,6 @@ def test_review_context_other_label_set_zoom_out_and_full_class_names(rp, logged
     # the nucleus still outlined; z again comes back close up.
     close = crop_region(page)
     assert page.get_attribute("#review", "data-zoom") == "in"
-    page.screenshot(path="/tmp/review-context.png", full_page=True)
     page.keyboard.press("z")
     wait_for_crop(page, "out")
     wide = crop_region(page)
@@ -339,7 +338,6 @@ def test_review_context_other_label_set_zoom_out_and_full_class_names(rp, logged
     stage_width = page.evaluate("() => document.querySelector('[data-role=stage]').getBoundingClientRect().width")
     assert shown_width == pytest.approx(min(wide[2] - wide[0], stage_width), abs=1)
     assert page.get_attribute("[data-role=zoom]", "aria-pressed") == "true"
-    page.screenshot(path="/tmp/review-zoomed-out.png", full_page=True)
     page.keyboard.press("z")
     wait_for_crop(page, "in")
     assert crop_region(page) == close
