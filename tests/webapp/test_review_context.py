@@ -110,3 +110,5 @@ def test_next_runs_a_fixed_number_of_statements_one_for_the_other_label_sets(rp,
     assert len(statements) <= NEXT_STATEMENTS, f"review/next ran {len(statements)} statements:\n{listing}"
     others = [s for s in statements if s.startswith("SELECT s.id, s.name") and "datasets_labelset" in s]
     assert len(others) == 1, listing
+    # The classes of every label set come from the per-process cache, not from a query each time.
+    assert not [s for s in statements if LabelClass._meta.db_table in s], listing

@@ -526,32 +526,34 @@ def item_payload(nucleus: Nucleus, label_set: LabelSet, version: ModelVersion | 
 
 def other_label_sets(nucleus_id: int, project_id: int, label_set_id: int, version: ModelVersion | None) -> list[dict]:
     """The nucleus in the project's other label sets (its PanNuke ground truth while labelling it in
-    CoNSeP): the current label and the active version's predicted class in each, with class names and
-    colours. One statement of unique-index lookups per label set (a project has a handful), so that the
-    review queue's hottest request grows by one cheap statement."""
+    CoNSeP): the current label and the active version's predicted class in each. One statement of
+    unique-index lookups per label set (a project has a handful), so that the review queue's hottest
+    request grows by one cheap statement; class names and colours come from the cached classes (joining
+    the class table twice more doubled the statement's planning time, 0.25 -> 0.45 ms)."""
     user_model = get_user_model()
     rows = sql.fetch_all(
-        f"SELECT s.id, s.name, c.class_index, lc.name, lc.color, c.source, u.{user_model.USERNAME_FIELD}, "
-        f"p.class_index, pc.name, pc.color, p.probability FROM {sql.table(LabelSet)} s "
+        f"SELECT s.id, s.name, s.created_at, c.class_index, c.source, u.{user_model.USERNAME_FIELD}, "
+        f"p.class_index, p.probability FROM {sql.table(LabelSet)} s "
         f"LEFT JOIN {sql.table(CurrentLabel)} c ON c.nucleus_id = %s AND c.label_set_id = s.id "
-        f"LEFT JOIN {sql.table(LabelClass)} lc ON lc.label_set_id = s.id AND lc.{connection.ops.quote_name('index')} = c.class_index "
         f"LEFT JOIN {sql.table(Label)} l ON l.id = c.label_id "
         f"LEFT JOIN {sql.table(user_model)} u ON u.id = l.author_id "
         f"LEFT JOIN {sql.table(Prediction)} p ON p.nucleus_id = %s AND p.label_set_id = s.id AND p.model_version_id = %s "
-        f"LEFT JOIN {sql.table(LabelClass)} pc ON pc.label_set_id = s.id AND pc.{connection.ops.quote_name('index')} = p.class_index "
         f"WHERE s.project_id = %s AND s.id <> %s ORDER BY s.name, s.id",
         [nucleus_id, nucleus_id, version.pk if version else None, project_id, label_set_id])
     result = []
-    for set_id, set_name, cls, name, color, source, author, predicted, predicted_name, predicted_color, probability in rows:
+    for set_id, set_name, created, cls, source, author, predicted, probability in rows:
+        classes = {item["index"]: item for item in label_set_classes(
+            sql.partial_instance(LabelSet, id=set_id, name=set_name, created_at=sql.datetime_value(created)))}
+
+        def named(index: int) -> dict:
+            item = classes.get(index)
+            return {"class_index": index, "class_name": item["name"] if item else str(index),
+                    "color": item["color"] if item else None}
+
         result.append({
             "id": set_id, "name": set_name,
-            "current": (None if cls is None else
-                        {"class_index": cls, "class_name": name if name is not None else str(cls), "color": color,
-                         "source": source, "author": author}),
-            "prediction": (None if predicted is None else
-                           {"class_index": predicted,
-                            "class_name": predicted_name if predicted_name is not None else str(predicted),
-                            "color": predicted_color, "probability": probability}),
+            "current": None if cls is None else {**named(cls), "source": source, "author": author},
+            "prediction": None if predicted is None else {**named(predicted), "probability": probability},
         })
     return result
 
