@@ -204,9 +204,9 @@ def fill(n_nuclei: int, seed: int = 0) -> dict:
                                           label_sets=[{"name": s.name} for s, _ in sets])
     say(f"COPY {2 * n_nuclei:,} predictions")
     pred_cols = ["nucleus_id", "label_set_id", "model_version_id", "class_index", "probability", "base_probs",
-                 "mlp_probs", "least_confidence", "margin", "entropy", "disagreement"]
+                 "mlp_probs", "least_confidence", "margin", "entropy", "disagreement", "sliver"]
 
-    def prediction_lines():
+    def prediction_lines():  # every nucleus fills its slot well inside the tile: none is a sliver
         for label_set, n_classes in sets:
             for start in range(0, n_nuclei, CHUNK):
                 size = min(CHUNK, n_nuclei - start)
@@ -223,7 +223,7 @@ def fill(n_nuclei: int, seed: int = 0) -> dict:
                 top_l = top.tolist()
                 for r in range(size):
                     yield (f"{start + r + 1}\t{label_set.pk}\t{version.pk}\t{top_l[r]}\t{top_p[r]:.5f}\t"
-                           f"[{base_text[r]}]\t[{mlp_text[r]}]\t{lc[r]:.6f}\t{mg[r]:.6f}\t{en[r]:.6f}\t{dis[r]:.6f}\n")
+                           f"[{base_text[r]}]\t[{mlp_text[r]}]\t{lc[r]:.6f}\t{mg[r]:.6f}\t{en[r]:.6f}\t{dis[r]:.6f}\tf\n")
 
     copy_rows(Prediction._meta.db_table, pred_cols, prediction_lines())
     with connection.cursor() as cursor:

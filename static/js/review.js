@@ -10,6 +10,8 @@
   const UNLABELLED = "#9e9e9e";
   // Screen pixels per tissue pixel, at most: a small crop blown up to the whole stage only blurs.
   const MAX_ZOOM = 4;
+  // Zoomed out, the neighbourhood is shown at 1 screen px per tissue px (smaller where it does not fit).
+  const CONTEXT_ZOOM = 1;
   const { el, replace } = window.dom;
 
   // ------------------------------------------------------------------ helpers
@@ -93,6 +95,8 @@
     const empty = role("empty"), loading = role("loading"), caption = role("caption");
     const predictionBox = role("prediction"), branches = role("branches"), currentLine = role("current");
     const statusLine = role("status");
+    const zoomButton = role("zoom"), othersCard = document.querySelector('[data-role="others-card"]');
+    const othersList = document.querySelector('[data-role="others"]');
     const help = document.querySelector('[data-role="help"]');
     const buttons = Array.from(root.querySelectorAll(".class-button"));
     const classes = buttons.map((b) => ({ index: Number(b.dataset.classIndex), name: b.dataset.className,
@@ -104,6 +108,7 @@
     let busy = false;
     let retryTimer = null;
     let leaseTimer = null;
+    let zoomedOut = false;   // the neighbourhood instead of the close-up; each new nucleus opens close up
 
     const query = (extra = {}) => {
       const params = new URLSearchParams({ label_set: labelSet, strategy: d.strategy });
@@ -119,10 +124,37 @@
     const colorOf = (index) => (index == null ? UNLABELLED : (classOf(index) || {}).color || UNLABELLED);
 
     // -------------------------------------------------------------- drawing
+    // The close-up or the neighbourhood around it: the crop, its size on screen and the overlay's box.
+    function showView() {
+      if (!item) return;
+      const view = zoomedOut && item.context ? item.context : item.region;
+      crop.src = view.url;
+      const [x0, y0, x1, y1] = view.bbox;
+      const zoom = zoomedOut ? CONTEXT_ZOOM : MAX_ZOOM;
+      stage.style.setProperty("--crop-size", `${zoom * Math.max(x1 - x0, y1 - y0)}px`);
+      root.dataset.zoom = zoomedOut ? "out" : "in";
+      zoomButton.setAttribute("aria-pressed", String(zoomedOut));
+      zoomButton.firstChild.textContent = zoomedOut ? "Close up " : "Zoom out ";
+      draw();
+    }
+
+    function setZoom(out) {
+      if (!item || out === zoomedOut) return;
+      zoomedOut = out;
+      showView();
+    }
+
     function draw() {
       svg.replaceChildren();
       if (!item) return;
-      viewBox(svg, item.region.bbox);
+      const view = zoomedOut && item.context ? item.context : item.region;
+      viewBox(svg, view.bbox);
+      if (zoomedOut) {
+        // Where the close-up was, so the eye finds the nucleus again.
+        const [rx0, ry0, rx1, ry1] = item.region.bbox;
+        svg.appendChild(window.dom.svgEl("rect", { class: "closeup-frame", x: rx0 - 0.5, y: ry0 - 0.5,
+                                                   width: rx1 - rx0, height: ry1 - ry0 }));
+      }
       for (const n of item.neighbours) {
         const known = n.class_index != null;
         polygon(svg, n.outline, {
@@ -155,6 +187,7 @@
       empty.hidden = !!item;
       stage.classList.toggle("is-empty", !item);
       buttons.forEach((b) => { b.disabled = !item; b.classList.remove("is-predicted", "is-current"); });
+      renderOthers();
       if (!item) {
         crop.removeAttribute("src");
         svg.replaceChildren();
@@ -166,10 +199,7 @@
         return;
       }
       root.dataset.nucleusId = item.nucleus.id;
-      crop.src = item.region.url;
-      const [rx0, ry0, rx1, ry1] = item.region.bbox;
-      stage.style.setProperty("--crop-size", `${MAX_ZOOM * Math.max(rx1 - rx0, ry1 - ry0)}px`);
-      draw();
+      showView();
       // Caption: where the nucleus comes from, with links to its history and the whole image.
       caption.replaceChildren();
       const link = (href, text) => { const a = document.createElement("a"); a.href = href; a.textContent = text; return a; };
@@ -224,6 +254,30 @@
       renderCurrent();
     }
 
+    // The nucleus in the project's other label sets: its current label there and the model's class.
+    function renderOthers() {
+      const others = (item && item.other_label_sets) || [];
+      othersCard.hidden = !others.length;
+      const swatch = (color) => {
+        const node = el("span", { className: "swatch" });
+        node.style.background = window.dom.cssColor(color, UNLABELLED);
+        return node;
+      };
+      const source = (c) => `${c.source.replace("_", " ")}${c.author ? `, by ${c.author}` : ""}`;
+      replace(othersList, ...others.map((other) => el("li", { data: { labelSet: other.name } },
+        el("div", { className: "other-name" }, other.name),
+        other.current
+          ? el("div", { className: "other-line", data: { role: "other-current" } }, "Label ", swatch(other.current.color),
+               el("strong", { className: "other-class" }, other.current.class_name),
+               el("span", { className: "muted" }, `(${source(other.current)})`))
+          : el("div", { className: "other-line muted", data: { role: "other-current" } }, "No label"),
+        other.prediction
+          ? el("div", { className: "other-line", data: { role: "other-prediction" } }, "Predicted ",
+               swatch(other.prediction.color), el("span", { className: "other-class" }, other.prediction.class_name),
+               el("span", { className: "muted" }, pct(other.prediction.probability)))
+          : el("div", { className: "other-line muted", data: { role: "other-prediction" } }, "No prediction"))));
+    }
+
     function startLeaseClock(el) {
       clearInterval(leaseTimer);
       if (!item || !item.lease) return;
@@ -269,6 +323,7 @@
         return;
       }
       item = result.data;
+      zoomedOut = false;
       render();
       root.dataset.ready = "true";
     }
@@ -447,7 +502,7 @@
 
     // -------------------------------------------------------------- input
     buttons.forEach((b) => b.addEventListener("click", () => { b.blur(); decide(Number(b.dataset.classIndex)); }));
-    const actions = { accept, skip, undo, help: toggleHelp };
+    const actions = { accept, skip, undo, help: toggleHelp, zoom: () => setZoom(!zoomedOut) };
     document.querySelectorAll("[data-action]").forEach((b) => b.addEventListener("click", () => {
       b.blur();
       actions[b.dataset.action]();
@@ -467,9 +522,16 @@
       else if (meant && meant.action === "skip") skip();
       else if (meant && meant.action === "undo") undo();
       else if (meant && meant.action === "help") toggleHelp();
+      else if (meant && meant.action === "zoom") setZoom(!zoomedOut);
       else handled = false;
       if (handled) e.preventDefault();
     });
+    // The mouse wheel over the tissue: back (down) zooms out to the neighbourhood, forward comes close up.
+    stage.addEventListener("wheel", (e) => {
+      if (!item || e.deltaY === 0) return;
+      e.preventDefault();
+      setZoom(e.deltaY > 0);
+    }, { passive: false });
     crop.addEventListener("error", () => { if (item) setStatus("The tissue image could not be loaded.", "error"); });
     // Leaving the page gives the nucleus on screen back to the queue at once (else its lease expires).
     window.addEventListener("pagehide", () => {

@@ -282,3 +282,78 @@ def test_a_small_crop_is_not_blown_up_past_four_times(rp, logged_in_page, live_s
     assert box["stage"] > 4 * box["side"]  # this stage would show the crop larger than that
     assert box["img"][2] == pytest.approx(4 * box["side"], abs=1)
     assert box["svg"] == pytest.approx(box["img"], abs=0.5)  # the outlines stay on the tissue
+
+
+def crop_region(page) -> list[int]:
+    src = page.get_attribute("[data-role=crop]", "src")
+    query = dict(part.split("=") for part in src.split("?", 1)[1].split("&"))
+    return [int(query[k]) for k in ("x0", "y0", "x1", "y1")]
+
+
+def wait_for_crop(page, zoom: str):
+    wait_until(page, f"document.querySelector('#review').dataset.zoom === '{zoom}' && "
+                     "document.querySelector('[data-role=crop]').complete && "
+                     "document.querySelector('[data-role=crop]').naturalWidth > 0")
+
+
+def test_review_context_other_label_set_zoom_out_and_full_class_names(rp, logged_in_page, live_server, users):
+    from webapp.datasets.models import LabelClass
+    from webapp.review.queue import context_around
+
+    long_name = "Inflammatory cells of the lamina propria, lymphocytes and plasma cells"
+    LabelClass.objects.filter(label_set=rp.colon_set, index=0).update(name=long_name)
+    page = logged_in_page
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    open_review(page, live_server, rp, label_set="colon")
+    nucleus = Nucleus.objects.select_related("image").get(pk=shown(page))
+
+    # The colon queue serves a breast nucleus: the side panel shows its breast ground truth and the
+    # model's breast class, by their names.
+    truth = CurrentLabel.objects.get(nucleus=nucleus, label_set=rp.breast_set)
+    breast_names = dict(LabelClass.objects.filter(label_set=rp.breast_set).values_list("index", "name"))
+    panel = page.locator("[data-role=others] li[data-label-set=breast]")
+    current_text = panel.locator("[data-role=other-current]").inner_text()
+    assert breast_names[truth.class_index] in current_text and "ground truth" in current_text
+    predicted = rp.prediction(nucleus.pk, rp.breast_set).class_index
+    assert breast_names[predicted] in panel.locator("[data-role=other-prediction]").inner_text()
+
+    # Full class names: the whole name on the button, wrapped, not cut off.
+    name = page.locator(".class-button[data-class-index='0'] .class-name")
+    assert name.inner_text() == long_name
+    assert name.evaluate("n => n.scrollWidth <= n.clientWidth + 1")
+
+    # Zoom out (z): a wider region around the same nucleus, at 1 screen px per tissue px where it fits,
+    # the nucleus still outlined; z again comes back close up.
+    close = crop_region(page)
+    assert page.get_attribute("#review", "data-zoom") == "in"
+    page.keyboard.press("z")
+    wait_for_crop(page, "out")
+    wide = crop_region(page)
+    assert wide == context_around(close, nucleus.image.width, nucleus.image.height)
+    assert wide[2] - wide[0] > close[2] - close[0]
+    assert wide[0] <= close[0] and wide[1] <= close[1] and wide[2] >= close[2] and wide[3] >= close[3]
+    assert page.locator("svg.review-overlay polygon.target").count() == 1
+    assert page.locator("svg.review-overlay rect.closeup-frame").count() == 1
+    shown_width = page.evaluate("() => document.querySelector('[data-role=crop]').getBoundingClientRect().width")
+    stage_width = page.evaluate("() => document.querySelector('[data-role=stage]').getBoundingClientRect().width")
+    assert shown_width == pytest.approx(min(wide[2] - wide[0], stage_width), abs=1)
+    assert page.get_attribute("[data-role=zoom]", "aria-pressed") == "true"
+    page.keyboard.press("z")
+    wait_for_crop(page, "in")
+    assert crop_region(page) == close
+    # The button and the mouse wheel do the same.
+    page.click("[data-role=zoom]")
+    wait_for_crop(page, "out")
+    assert crop_region(page) == wide
+    box = page.locator("[data-role=stage]").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -120)
+    wait_for_crop(page, "in")
+    assert crop_region(page) == close
+    page.mouse.wheel(0, 120)
+    wait_for_crop(page, "out")
+    # A decision moves on to the next nucleus, close up again.
+    page.keyboard.press("2")
+    wait_for_other_than(page, nucleus.pk)
+    wait_for_crop(page, "in")
+    assert shown(page) != nucleus.pk

@@ -247,12 +247,13 @@ def test_keys_default_change_audit_and_reset(rp, users, api_client_for):
     body = client.get("/api/review/keys/").json()
     assert body["classes"][:10] == list("1234567890") and body["classes"][10:13] == ["q", "w", "e"]
     assert "s" not in body["classes"] and "u" not in body["classes"]  # the actions' letters are skipped
-    assert body["actions"] == {"accept": "Enter", "skip": "s", "undo": "u", "help": "?"}
+    assert body["actions"] == {"accept": "Enter", "skip": "s", "undo": "u", "help": "?", "zoom": "z"}
+    assert "z" not in body["classes"]
     changed = client.put("/api/review/keys/", {"classes": ["J", "k", "l"], "actions": {"skip": "x"}}, format="json")
     assert changed.status_code == 200, changed.content
     assert changed.json()["classes"] == ["j", "k", "l"] and changed.json()["actions"]["skip"] == "x"
     assert ReviewKeys.objects.get(user=rita).keys == {"classes": ["j", "k", "l"], "actions": {
-        "accept": "Enter", "skip": "x", "undo": "u", "help": "?"}}
+        "accept": "Enter", "skip": "x", "undo": "u", "help": "?", "zoom": "z"}}
     entry = AuditLogEntry.objects.filter(action="review.keys_changed").latest("id")
     assert entry.actor == rita and entry.details["changed"]["actions.skip"] == ["s", "x"]
     assert entry.details["changed"]["classes.1"] == ["1", "j"]
@@ -284,16 +285,30 @@ def test_keys_that_cannot_work_are_refused_with_a_reason(rp, users, api_client_f
     assert not AuditLogEntry.objects.filter(action="review.keys_changed").exists()
 
 
+def test_keys_saved_before_zoom_existed_keep_working(rp, users):
+    # Saved when the actions were accept, skip, undo and help, with "z" as a class key: the zoom action
+    # added since takes a free key instead of making those keys invalid (and falling back to defaults).
+    classes = list("1234567890qwertyiopadfghjklzx")
+    ReviewKeys.objects.create(user=users["reviewer"], keys={
+        "classes": classes, "actions": {"accept": "Enter", "skip": "s", "undo": "u", "help": "?"}})
+    keys = review_keys.keys_for(users["reviewer"])
+    assert keys["classes"] == classes
+    assert keys["actions"]["zoom"] not in classes + ["Enter", "s", "u", "?"] and keys["actions"]["zoom"] == "c"
+    # Given explicitly, the same clash is refused with the reason, as before.
+    with pytest.raises(review_keys.InvalidKeys):
+        review_keys.validate({"classes": classes, "actions": {"zoom": "z"}})
+
+
 def test_keys_page_saves_and_the_review_page_and_help_show_them(rp, users, client):
     client.force_login(users["reviewer"])
     page = client.get("/account/review-keys/")
-    assert page.status_code == 200 and 'value="1234567890qwertyiopadfghjklzxcvbnm"' in page.content.decode()
+    assert page.status_code == 200 and 'value="1234567890qwertyiopadfghjklxcvbnm"' in page.content.decode()
     bad = client.post("/account/review-keys/", {"classes": "aab", "accept": "Enter", "skip": "s", "undo": "u",
-                                                "help": "?"})
+                                                "help": "?", "zoom": "z"})
     assert bad.status_code == 400 and "class 2: &#x27;a&#x27; is already the key of class 1" in bad.content.decode()
     review_url = f"/projects/{rp.project.pk}/review/?label_set=breast"
     saved = client.post("/account/review-keys/", {"classes": "jkl", "accept": "a", "skip": "s", "undo": "u",
-                                                  "help": "h", "next": review_url})
+                                                  "help": "h", "zoom": "z", "next": review_url})
     assert saved.status_code == 302 and saved["Location"] == review_url
     assert review_keys.keys_for(users["reviewer"])["classes"] == ["j", "k", "l"]
     html = client.get(review_url).content.decode()

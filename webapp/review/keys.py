@@ -18,6 +18,7 @@ ACTIONS: dict[str, tuple[str, str]] = {  # action: (default key, what it does)
     "skip": ("s", "skip this nucleus (review page)"),
     "undo": ("u", "undo your last decision (review page)"),
     "help": ("?", "show or hide this help"),
+    "zoom": ("z", "zoom out to the neighbourhood and back (review page)"),
 }
 NUMBER_ROW = "1234567890"
 LETTER_ORDER = "qwertyuiopasdfghjklzxcvbnm"
@@ -62,9 +63,10 @@ def normalise_key(value) -> str:
     return text.lower()
 
 
-def validate(data) -> dict:
+def validate(data, *, stored: bool = False) -> dict:
     """Check and normalise ``{"classes": [...], "actions": {...}}``. A part left out takes its default
-    (class keys by default avoid the actions' keys). Raises :class:`InvalidKeys`."""
+    (class keys by default avoid the actions' keys). With ``stored`` (keys saved earlier), an action
+    added since then gives up its default key to the user's own choice. Raises :class:`InvalidKeys`."""
     if not isinstance(data, dict):
         raise InvalidKeys({"keys": 'send an object: {"classes": ["1", "2", ...], "actions": {"accept": "Enter", ...}}'})
     errors: dict[str, str] = {}
@@ -85,6 +87,7 @@ def validate(data) -> dict:
                 actions[action] = normalise_key(value)
             except ValueError as exc:
                 errors[f"actions.{action}"] = str(exc)
+    given_actions = set(raw_actions or {}) if isinstance(raw_actions, dict) else set()
     raw_classes = data.get("classes")
     if raw_classes is None:
         classes = default_class_keys(actions)
@@ -101,6 +104,8 @@ def validate(data) -> dict:
                 classes.append(normalise_key(value))
             except ValueError as exc:
                 errors.setdefault("classes", f"class {position}: {exc}")
+    if not errors and stored:
+        _move_defaults_out_of_the_way(actions, given_actions, classes)
     if not errors:
         owner: dict[str, str] = {}
         for action, key in actions.items():
@@ -117,6 +122,17 @@ def validate(data) -> dict:
     return {"classes": classes, "actions": actions}
 
 
+def _move_defaults_out_of_the_way(actions: dict[str, str], given: set[str], classes: list[str]) -> None:
+    """An action the user did not set (one added after they saved their keys, such as zoom) whose default
+    key they gave to something else takes the first free key instead of making their keys invalid."""
+    for action in actions:
+        if action in given:
+            continue
+        taken = set(classes) | {key for other, key in actions.items() if other != action}
+        if actions[action] in taken:
+            actions[action] = next(key for key in LETTER_ORDER + NUMBER_ROW + ",.;/[]-=" if key not in taken)
+
+
 def keys_for(user) -> dict:
     """The user's keys (the defaults when they have not changed them)."""
     from .models import ReviewKeys
@@ -125,7 +141,7 @@ def keys_for(user) -> dict:
     if row is None:
         return defaults()
     try:
-        return validate(row.keys)
+        return validate(row.keys, stored=True)
     except InvalidKeys:  # written by an older rule: fall back rather than break the review page
         return defaults()
 
