@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -113,14 +114,25 @@ class CpuMeter:
     def __enter__(self):
         self.web, self.database = self._web(), self._database()
         self.children = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
+        # The web server renews its connections (CONN_MAX_AGE, 60 s): each backend's CPU is read every two
+        # seconds, so that one which ends during the run still counts up to its last reading.
+        self.last_seen = dict(self.database)
+        self.stop = threading.Event()
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+        self.sampler.start()
         return self
 
+    def _sample(self):
+        while not self.stop.wait(2.0):
+            self.last_seen.update(self._database())
+
     def __exit__(self, *exc):
-        database = self._database()
+        self.stop.set()
+        self.sampler.join()
+        self.last_seen.update(self._database())
         self.spent = {
             "web": self._web() - self.web,
-            # Backends that ended during the run are not counted: the web server keeps its connections.
-            "database": sum(cpu - self.database.get(pid, 0.0) for pid, cpu in database.items()),
+            "database": sum(cpu - self.database.get(pid, 0.0) for pid, cpu in self.last_seen.items()),
             "load generator": sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]) - self.children,
         }
 
