@@ -57,13 +57,8 @@ def change_role(request, project_id: int):
     role = _role(request)
     user = _member_user(request)
     if role is not None and user is not None:
-        try:
-            operations.do_change_member_role(project, user, role, actor=request.user)
-            messages.success(request, f"{user.get_username()} is now a {Role(role).label.lower()}.")
-        except Http404 as exc:
-            messages.error(request, str(exc))
-        except Conflict as exc:
-            messages.error(request, str(exc.detail))
+        _apply(request, lambda: operations.do_change_member_role(project, user, role, actor=request.user),
+               f"{user.get_username()} is now a {Role(role).label.lower()}.")
     return _after_change(request, project)
 
 
@@ -72,14 +67,20 @@ def remove_member(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
     user = _member_user(request)
     if user is not None:
-        try:
-            operations.do_remove_member(project, user, actor=request.user)
-            messages.success(request, f"{user.get_username()} was removed from the project.")
-        except Http404 as exc:
-            messages.error(request, str(exc))
-        except Conflict as exc:
-            messages.error(request, str(exc.detail))
+        _apply(request, lambda: operations.do_remove_member(project, user, actor=request.user),
+               f"{user.get_username()} was removed from the project.")
     return _after_change(request, project)
+
+
+def _apply(request, change, success: str) -> None:
+    """Run a membership change and say how it went (a refusal, such as the last admin's, as its reason)."""
+    try:
+        change()
+        messages.success(request, success)
+    except Http404 as exc:
+        messages.error(request, str(exc))
+    except Conflict as exc:
+        messages.error(request, str(exc.detail))
 
 
 @require_POST
