@@ -96,3 +96,28 @@ def test_the_metrics_plot_and_the_confusion_matrix_are_labelled(logged_in_page, 
     assert matrix.locator("thead th").all_inner_texts()[1:] == classes
     assert matrix.locator("tbody th").all_inner_texts() == classes
     assert matrix.locator("tbody tr").nth(1).locator("td").all_inner_texts() == ["2", "7", "1"]
+
+
+def test_the_checkpoint_downloads_from_the_versions_table_under_a_safe_name(logged_in_page, live_server, owner):
+    """Issue 15: the checkpoint came as application/vnd.snesdev-page-table, named with a colon and spaces."""
+    from pathlib import Path
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from webapp.projects.operations import do_create_project
+
+    project = do_create_project("Colon: trial run 2", actor=owner)
+    path = Path(settings.MEDIA_ROOT) / "models" / f"p{project.pk}" / "v1.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 8)
+    ModelVersion.objects.create(project=project, number=1, checkpoint_file=str(path.relative_to(settings.MEDIA_ROOT)),
+                                data_snapshot_at=timezone.now(), is_active=True)
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    with page.expect_response(lambda r: r.url.endswith("/versions/1/checkpoint/")) as answer, \
+            page.expect_download() as download:
+        page.click("table.versions a:text-is('checkpoint')")
+    assert answer.value.headers["content-type"] == "application/octet-stream"
+    assert download.value.suggested_filename == "Colon_trial_run_2-v1.pt"
+    assert Path(download.value.path()).read_bytes() == path.read_bytes()
