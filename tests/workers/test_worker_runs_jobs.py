@@ -44,6 +44,10 @@ def test_other_users_cannot_see_a_job(owner, outsider, api_client_for, celery_wo
     response = api_client_for(outsider).get(f"/api/jobs/{job_id}/")
     assert response.status_code == 404
     assert response.json()["detail"]
+    # Let the worker finish it: the test database is flushed (TRUNCATE) after the test, and a worker still
+    # writing the job's state would deadlock with it.
+    wait_for(lambda: Job.objects.filter(pk=job_id, state__in=Job.FINISHED_STATES).exists(), timeout=90,
+             message=f"job {job_id} to finish\n{celery_worker_process.log()}")
 
 
 def test_unknown_job_kind_is_a_clear_error(owner, api_client_for):
