@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+from playwright.sync_api import Error as PlaywrightError
 
 from mlcore.synthetic import generate_nucleus_dataset
 from mlcore.writers import write_dataset
@@ -156,8 +157,15 @@ def test_payload_names_stay_text_on_every_page(page, live_server, owner, tmp_pat
     wait_for(lambda: Job.objects.filter(project=project, kind="predict", state="succeeded").exists(), timeout=120,
              message=f"stored predictions\n{celery_worker_process.log()}")
 
-    # The project page: datasets, label-set charts, training panel with per-class metrics.
-    page.goto(f"{base}/projects/{project.pk}/")
+    # The project page: datasets, label-set charts, training panel with per-class metrics. The page still
+    # open reloads itself when it sees the training finish; a navigation of ours at that moment is cut
+    # short by it, so go again.
+    try:
+        page.goto(f"{base}/projects/{project.pk}/")
+    except PlaywrightError as exc:
+        if "interrupted by another navigation" not in str(exc):
+            raise
+        page.goto(f"{base}/projects/{project.pk}/")
     page.wait_for_selector("table.versions")
     check_page(page, watch, "project page", PROJECT, COLON_DATASET, BREAST_DATASET, UPLOADED_DATASET, COLON_SET,
                BREAST_SET)
