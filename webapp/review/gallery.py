@@ -252,17 +252,21 @@ def page_cards(spec: GallerySpec, classes: list[dict]) -> tuple[list[Card], bool
         parts, params = [], []
         for cls in classes:
             joins, where, part_params = _conditions(spec, class_index=cls["index"], frontier=frontier)
-            parts.append(f"(SELECT {COLUMNS}, p.class_index AS group_key FROM {prediction} p {' '.join(joins)} "
-                         f"WHERE {' AND '.join(where)} ORDER BY {_order(spec, 'p')} LIMIT %s)")
+            # Each scan as a subquery: SQLite allows no parenthesised SELECT, nor ORDER BY ... LIMIT, as a
+            # member of a UNION.
+            parts.append(f"SELECT * FROM (SELECT {COLUMNS}, p.class_index AS group_key FROM {prediction} p "
+                         f"{' '.join(joins)} WHERE {' AND '.join(where)} ORDER BY {_order(spec, 'p')} LIMIT %s) "
+                         f"c{cls['index']}")
             params += [*part_params, end]
         if not parts:
             return [], False
         statement = (f"SELECT * FROM ({' UNION ALL '.join(parts)}) x ORDER BY x.group_key, {_order(spec, 'x')} "
                      f"LIMIT %s OFFSET %s")
         rows = sql.fetch_all(statement, [*params, spec.page_size + 1, spec.offset])
-    elif spec.group == "image" and spec.status == "unreviewed":
+    elif spec.group == "image" and spec.status == "unreviewed" and connection.vendor == "postgresql":
         # The project's images in order from the first one with work left; per image, its nuclei's
-        # predictions sorted (LATERAL, through the unique (image, instance_id) index).
+        # predictions sorted (LATERAL, through the unique (image, instance_id) index). SQLite has no
+        # LATERAL: it sorts the whole join below, fine at the sizes it is for.
         first_image = image_frontier(spec)
         if first_image is _EMPTY:
             return [], False
