@@ -73,19 +73,11 @@ def _insert_current(nucleus_id: int, label_set_id: int, label_id: int, class_ind
 def do_request_dataset_deletion(dataset: Dataset, *, actor):
     """Queue the deletion of a dataset (rows and files) as a job, once nothing in its project is at work
     that the deletion would break (409 otherwise); returns the job."""
-    from webapp.jobs import operations as job_operations
-    from webapp.jobs.models import Job
-    from webapp.projects.deletion import DATASET_BLOCKERS, refuse_while_busy
-    from webapp.projects.models import Project
+    from webapp.projects.deletion import DATASET_BLOCKERS, enqueue_deletion
 
-    with transaction.atomic():
-        project = Project.objects.select_for_update().get(pk=dataset.project_id)  # one at a time with starts
-        refuse_while_busy(project, DATASET_BLOCKERS, f"Dataset {dataset.name!r}")
-        job = job_operations.do_enqueue_job(
-            Job.Kind.DELETE, actor=actor, project=project,
-            params={"target": "dataset", "dataset": dataset.pk, "name": dataset.name})
-        audit.record("dataset.deletion_requested", actor=actor, target=dataset, name=dataset.name, job=job.pk)
-    return job
+    return enqueue_deletion(dataset.project_id, DATASET_BLOCKERS, f"Dataset {dataset.name!r}", actor=actor,
+                            params={"target": "dataset", "dataset": dataset.pk, "name": dataset.name},
+                            action="dataset.deletion_requested", target=dataset)
 
 
 def do_delete_dataset(dataset: Dataset, *, job=None, progress=None) -> dict:

@@ -63,6 +63,23 @@ def refuse_while_busy(project, kinds: Iterable[str], what: str) -> None:
         raise Conflict(busy_message(job, what), job_id=job.pk)
 
 
+def enqueue_deletion(project_id: int, kinds: Iterable[str], what: str, *, actor, params: dict, action: str, target):
+    """Queue a deletion job with its audit row, once no job of ``kinds`` is at work in the project (409
+    otherwise). The project row is locked, so that a start of such a job cannot slip in between."""
+    from django.db import transaction
+
+    from webapp.core import audit
+    from webapp.jobs import operations as job_operations
+    from webapp.projects.models import Project
+
+    with transaction.atomic():
+        project = Project.objects.select_for_update().get(pk=project_id)
+        refuse_while_busy(project, kinds, what)
+        job = job_operations.do_enqueue_job(Job.Kind.DELETE, actor=actor, project=project, params=params)
+        audit.record(action, actor=actor, target=target, name=params["name"], job=job.pk)
+    return job
+
+
 def refuse_while_deleting(project, what: str) -> None:
     """409 for starting ``what`` (an import, a training) while a deletion in the project is pending."""
     job = busy_job(project.pk, [Job.Kind.DELETE])

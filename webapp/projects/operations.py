@@ -120,19 +120,11 @@ def do_remove_member(project: Project, user, *, actor) -> None:
 def do_request_project_deletion(project: Project, *, actor):
     """Queue the deletion of the whole project (rows and files) as a job, once none of its jobs is queued or
     running (409 otherwise); returns the job."""
-    from webapp.jobs import operations as job_operations
-    from webapp.jobs.models import Job
+    from .deletion import PROJECT_BLOCKERS, enqueue_deletion
 
-    from .deletion import PROJECT_BLOCKERS, refuse_while_busy
-
-    with transaction.atomic():
-        Project.objects.select_for_update().get(pk=project.pk)
-        refuse_while_busy(project, PROJECT_BLOCKERS, f"Project {project.name!r}")
-        job = job_operations.do_enqueue_job(
-            Job.Kind.DELETE, actor=actor, project=project,
-            params={"target": "project", "project": project.pk, "name": project.name})
-        audit.record("project.deletion_requested", actor=actor, target=project, name=project.name, job=job.pk)
-    return job
+    return enqueue_deletion(project.pk, PROJECT_BLOCKERS, f"Project {project.name!r}", actor=actor,
+                            params={"target": "project", "project": project.pk, "name": project.name},
+                            action="project.deletion_requested", target=project)
 
 
 def do_delete_project(project: Project, *, job=None, progress=None) -> dict:
