@@ -5,7 +5,8 @@
 
     model = create_model("resnet18", num_outputs=15)
 
-Every backbone maps a (B, 3, H, W) float batch to (B, num_outputs) raw logits. ResNet-18/50 are
+Every backbone maps a (B, C, H, W) float batch to (B, num_outputs) raw logits; C is the
+``in_channels`` keyword (3 for RGB crops, 4 with the target nucleus's mask channel). ResNet-18/50 are
 written here from the paper (He et al. 2016) because torchvision is not a dependency; the
 CPU default ``small`` is a few conv-BN-ReLU blocks sized for 64 x 64 crops on two cores.
 """
@@ -60,9 +61,9 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(self, num_outputs: int, width: int = 16, stem_stride: int = 2, blocks_per_stage: int = 2,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, in_channels: int = 3):
         super().__init__()
-        layers: list[nn.Module] = [conv_bn_relu(3, width, stem_stride)]
+        layers: list[nn.Module] = [conv_bn_relu(in_channels, width, stem_stride)]
         channels = width
         for stage in range(4):
             out_channels = width * 2 ** stage
@@ -141,13 +142,13 @@ class ResNet(nn.Module):
     3x3/1 stem, the usual choice for 32-64 px inputs (otherwise a 64 px crop is 2 x 2 at layer4)."""
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int], num_outputs: int,
-                 width: int = 64, small_input: bool = False, zero_init_residual: bool = True):
+                 width: int = 64, small_input: bool = False, zero_init_residual: bool = True, in_channels: int = 3):
         super().__init__()
         if small_input:
-            self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
                                       nn.ReLU(inplace=True))
         else:
-            self.stem = nn.Sequential(nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
                                       nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
         in_channels = width
         stages = []
