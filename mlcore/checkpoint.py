@@ -86,6 +86,20 @@ def save_checkpoint(path: str | Path, model: CrossTrainedModel, stage: str, epoc
     return path
 
 
+def legacy_resnet_state(backbone: str, model_state: dict) -> dict:
+    """A checkpoint of the hand-written ResNets that timm's replaced, in timm's key names: their stem was
+    ``stem.0`` (conv) and ``stem.1`` (BN), timm's is ``conv1`` and ``bn1``; every other key (layerN.M.*
+    with downsample.0/1, fc) and every shape is the same, and so are the outputs."""
+    if backbone not in ("resnet18", "resnet50") or "backbone.stem.0.weight" not in model_state:
+        return model_state
+    renames = {"backbone.stem.0.": "backbone.conv1.", "backbone.stem.1.": "backbone.bn1."}
+    translated = {}
+    for key, value in model_state.items():
+        old = next((prefix for prefix in renames if key.startswith(prefix)), None)
+        translated[renames[old] + key[len(old):] if old else key] = value
+    return translated
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the model from a checkpoint; works on CPU whatever device saved it."""
     path = Path(path)
@@ -98,9 +112,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an mlcore checkpoint (format {state.get('format') if isinstance(state, dict) else '?'})")
     architecture = state["architecture"]
+    # The checkpoint holds the weights: a pretrained file the training started from is not read again.
+    backbone_kwargs = {k: v for k, v in architecture["backbone_kwargs"].items() if k != "pretrained_file"}
     model = CrossTrainedModel(label_sets_from_list(state["label_sets"]), architecture["backbone"],
-                              architecture["backbone_kwargs"], architecture["crop_size"])
-    model.load_state_dict(state["model_state"])
+                              backbone_kwargs, architecture["crop_size"])
+    model.load_state_dict(legacy_resnet_state(architecture["backbone"], state["model_state"]))
     model.to(device).eval()
     return LoadedCheckpoint(model=model, stage=state["stage"], epoch=state["epoch"],
                             stage_complete=state["stage_complete"], config=TrainConfig.from_dict(state["config"]),
