@@ -6,7 +6,8 @@ CONFIG.json::
     {
       "datasets": [{"name": "consep", "format": "hovernet", "path": "consep", "labelled": true,
                     "class_names": null, "label_set": null, "max_images": null}, ...],
-      "model": {"backbone": "small", "width": 16},        # other keys go to the backbone
+      "model": {"backbone": "auto", "width": 16},         # other keys go to the backbone, e.g.
+                                                          # "pretrained_file" (relative to this file)
       "crop": {"size": 64},
       "epochs": {"sparse": 12, "correlation": 8, "completion": 10},    # or one int for all
       "batch_size": 128,
@@ -42,7 +43,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    backbone: str = "small"
+    # "auto": the small CPU net on a CPU, a larger one on a GPU (mlcore.backbones.resolve_backbone); the
+    # checkpoint's architecture records the backbone actually built.
+    backbone: str = "auto"
     backbone_kwargs: dict = field(default_factory=dict)
     crop_size: int = 64
     epochs: dict = field(default_factory=lambda: {"sparse": 12, "correlation": 8, "completion": 10})
@@ -123,11 +126,12 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
-        from mlcore.backbones import list_backbones
+        from mlcore.backbones import check_backbone_name
 
-        if self.backbone not in list_backbones():
-            raise ConfigError(f"config field model.backbone: unknown backbone {self.backbone!r} "
-                              f"(known: {', '.join(list_backbones())})")
+        try:
+            check_backbone_name(self.backbone)
+        except ValueError as exc:
+            raise ConfigError(f"config field model.backbone: {exc}") from None
         checks = [
             ("crop.size", self.crop_size, int, lambda v: v >= 8),
             ("batch_size", self.batch_size, int, lambda v: v >= 2),
@@ -207,6 +211,13 @@ def load_config_file(path: str | Path) -> tuple[list[DatasetSpec], TrainConfig, 
         config = TrainConfig.from_dict({k: v for k, v in raw.items() if k != "datasets"})
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    pretrained = config.backbone_kwargs.get("pretrained_file")
+    if pretrained is not None:
+        pretrained = path.resolve().parent / pretrained if isinstance(pretrained, str) else None
+        if pretrained is None or not pretrained.is_file():
+            raise ConfigError(f"{path}: config field model.pretrained_file: "
+                              f"{config.backbone_kwargs['pretrained_file']!r} is not a file")
+        config.backbone_kwargs["pretrained_file"] = str(pretrained)
     return datasets, config, raw
 
 

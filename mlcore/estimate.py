@@ -74,13 +74,15 @@ def measure_speed(backbone: str = "small", backbone_kwargs: dict | None = None, 
                   batch_size: int = 32, batches: int = 2, num_outputs: int = 8, device: str = "cpu") -> dict:
     """Samples per second of a training step (augment, forward, backward, Adam) and of inference, timed on a
     few random batches after a warm-up batch. A small batch keeps this to a few seconds even for ResNet-50;
-    the per-sample speed of a larger batch is a little better, so the estimate errs on the long side."""
-    from mlcore.backbones import create_model
+    the per-sample speed of a larger batch is a little better, so the estimate errs on the long side.
+    ``backbone`` "auto" is timed as the backbone it becomes on ``device``."""
+    from mlcore.backbones import create_model, resolve_backbone
     from mlcore.data import augment, to_input
 
     device = torch.device(device)
     generator = torch.Generator().manual_seed(0)
-    model = create_model(backbone, num_outputs, **(backbone_kwargs or {})).to(device)
+    backbone, backbone_kwargs = resolve_backbone(backbone, backbone_kwargs, device)
+    model = create_model(backbone, num_outputs, **backbone_kwargs).to(device)
     model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     crops = torch.randint(0, 256, (batch_size, crop_size, crop_size, 3), dtype=torch.uint8, generator=generator)

@@ -27,6 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from mlcore.backbones import resolve_backbone
 from mlcore.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from mlcore.config import STAGE_NUMBER, STAGES, TrainConfig
 from mlcore.data import (CropBatches, NucleusTable, WeightedEpochSampler, augment, sampling_weights,
@@ -529,7 +530,8 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
             resume_epoch = checkpoint.epoch + 1
             optimizer_state, scheduler_state = checkpoint.optimizer_state, checkpoint.scheduler_state
     else:
-        model = CrossTrainedModel(label_sets, config.backbone, config.backbone_kwargs, config.crop_size)
+        model = CrossTrainedModel(label_sets, *resolve_backbone(config.backbone, config.backbone_kwargs, device),
+                                  config.crop_size)
     if model.crop_size != table.crop_size:
         raise ValueError(f"the model expects {model.crop_size}px crops, the table has {table.crop_size}px")
     model.to(device)

@@ -17,7 +17,7 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
     page = logged_in_page
     page.goto(f"{live_server.url}/projects/{project.pk}/")
     assert "No model has been trained yet" in page.inner_text("#training")
-    assert page.input_value("#train-form select[name=backbone]") == "small"  # the CPU-friendly default
+    assert page.input_value("#train-form select[name=backbone]") == "auto"  # small on a CPU worker, larger on a GPU
     page.fill("#train-form input[name=epochs]", "1")
     page.click("#train-form button[type=submit]")
     page.wait_for_selector("#training-job:not([hidden])")

@@ -26,7 +26,8 @@ def test_round_trip_on_cpu_gives_the_same_predictions(tmp_path):
     assert loaded.label_sets[0].classes == label_sets[0].classes and loaded.label_sets[0].colors == label_sets[0].colors
     raw = loaded.raw
     assert {"mlcore", "torch", "numpy"} <= set(raw["versions"])
-    assert raw["crop"]["size"] == 64 and raw["config"]["backbone"] == "small"
+    assert raw["crop"]["size"] == 64 and raw["config"]["backbone"] == "auto"
+    assert raw["architecture"]["backbone"] == ("resnet18" if torch.cuda.is_available() else "small")
     assert raw["optimizer_state"] is not None and set(raw["metrics"]) == {"A", "B"}
     assert any(k.startswith("correlation_heads.") for k in raw["model_state"])
     # a checkpoint saved from any device loads on the CPU

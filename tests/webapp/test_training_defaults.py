@@ -45,7 +45,7 @@ def test_options_given_are_kept(small_project, api_client_for, owner):
 def test_estimate_from_a_probe_before_any_training_then_from_recorded_speed(small_project, api_client_for, owner):
     from django.core.cache import cache
 
-    cache.delete("training-speed-probe:small:64")  # only this key: the cache's Redis is the broker's too
+    cache.delete("training-speed-probe:auto:64")  # only this key: the cache's Redis is the broker's too
     client = api_client_for(owner)
     url = f"/api/projects/{small_project.pk}/train/estimate/"
     first = client.get(url)
@@ -60,11 +60,12 @@ def test_estimate_from_a_probe_before_any_training_then_from_recorded_speed(smal
     assert estimate["speed"]["train_samples_per_s"] > 0
     assert estimate["seconds"] == pytest.approx(sum(estimate["per_stage"].values()), abs=0.5)
 
-    # A finished training's recorded throughput takes over: 100 crops/s training, 500 inference.
+    # A finished training's recorded throughput takes over: 100 crops/s training, 500 inference. It is
+    # looked up by the backbone chosen ("auto", the default): the same choice on the same workers.
     history = [{"stage": stage, "epoch": 1, "loss": 1.0, "samples": 1000, "seconds": 10.0,
                 "val_rows": 500, "val_seconds": 1.0} for stage in ("sparse", "correlation", "completion")]
     ModelVersion.objects.create(project=small_project, number=1, checkpoint_file="projects/x/v1.pt",
-                                config={"backbone": "small"}, history=history, data_snapshot_at="2026-01-01T00:00Z")
+                                config={"backbone": "auto"}, history=history, data_snapshot_at="2026-01-01T00:00Z")
     recorded = client.get(url, {"epochs": 4, "stages": "sparse,completion"}).json()
     assert recorded["speed"]["source"] == "recorded"
     assert recorded["speed"]["train_samples_per_s"] == 100 and recorded["speed"]["infer_samples_per_s"] == 500

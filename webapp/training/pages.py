@@ -70,7 +70,7 @@ def training_panel_context(project, user) -> dict:
                     .order_by("-id").first())
     last_jobs = Job.objects.filter(project=project, kind__in=[Job.Kind.TRAIN, Job.Kind.PREDICT, Job.Kind.INFER]
                                    ).order_by("-id")[:5]
-    from mlcore.backbones import list_backbones
+    from mlcore.backbones import backbone_choices
     from mlcore.config import TrainConfig
 
     active = next((v for v in versions if v.is_active), None)
@@ -91,7 +91,7 @@ def training_panel_context(project, user) -> dict:
         "policy": RetrainPolicy.objects.filter(project=project).first(),
         "new_reviews": new_reviews_since_active(project),
         "plot": metrics_plot(versions, colors),
-        "backbones": list_backbones(),
+        "backbones": backbone_choices(),
         "default_backbone": (active.config.get("backbone") if active else None) or TrainConfig().backbone,
         **training_form_context(project),
     }

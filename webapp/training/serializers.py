@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from mlcore.backbones import list_backbones
+from mlcore.backbones import backbone_choices
 from mlcore.train import STAGES
 
 from .models import ModelVersion, RetrainPolicy
@@ -10,7 +10,8 @@ class TrainRequestSerializer(serializers.Serializer):
     stages = serializers.ListField(child=serializers.ChoiceField(choices=STAGES), required=False,
                                    help_text="default: all three, in order")
     epochs = serializers.IntegerField(min_value=1, max_value=1000, required=False, help_text="per stage")
-    backbone = serializers.ChoiceField(choices=list_backbones(), required=False)
+    backbone = serializers.ChoiceField(choices=backbone_choices(), required=False, help_text=(
+        "auto: the small CPU net on a CPU worker, a ResNet-18 on a GPU worker"))
     device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], required=False)
     batch_size = serializers.IntegerField(min_value=2, max_value=4096, required=False)
     samples_per_epoch = serializers.IntegerField(min_value=1, required=False)
