@@ -35,8 +35,11 @@ from torch import nn
 AUTO = "auto"
 TIMM_PREFIX = "timm/"
 # What "auto" becomes on each kind of device (the options given with "auto" are added to these). On a
-# CPU the default stays the 16-wide small net, the one every CPU benchmark figure was measured with;
-# a GPU trains a ResNet-18 with a 3x3 stem (a 64 px crop keeps 8 x 8 cells at layer4) in the same budget.
+# CPU the default stays the 16-wide small net, the one every CPU benchmark figure was measured with
+# (13 M multiply-adds per 64 px crop). A GPU gets a ResNet-18 with a 3x3 stem, so that a 64 px crop keeps
+# 8 x 8 cells at layer4: 2.2 G multiply-adds per crop, about 10 PFLOP for the CLI's default schedule
+# (about 750,000 crops through the backbone), minutes on a current GPU against the CPU's 30-minute
+# budget (an estimate: not yet timed on a GPU).
 AUTO_CHOICE = {"cpu": ("small", {}), "cuda": ("resnet18", {"small_input": True})}
 
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
