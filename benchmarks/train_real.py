@@ -16,6 +16,12 @@ Prints the wall time of each and a Markdown table per label set (accuracy, macro
 on the validation split); writes ``results.json`` and the checkpoints under ``--out``. With
 ``--seeds 0 1 2`` it does all of that once per training seed (same split) and prints mean ± standard
 deviation: on validation sets of 50-150 nuclei one seed moves macro-F1 by a few hundredths.
+
+Beside it, a concept-completion table (``--concepts``, default ``benchmarks/configs/concepts.json``;
+``--concepts none`` skips it): for each dataset's validation nuclei whose class belongs to a concept,
+how often the sparse, stages 1+2 and cross models give them the concept's class in every other
+label set (``mlcore.concepts``). ``benchmarks/leave_one_out.py`` scores the same on a dataset the
+model never saw.
 """
 
 from __future__ import annotations
@@ -34,13 +40,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mlcore.checkpoint import load_checkpoint  # noqa: E402
 from mlcore.cli import read_datasets  # noqa: E402
+from mlcore.concepts import ConceptMap, class_names_of, completion_markdown, load_concept_map, model_completion  # noqa: E402
 from mlcore.config import STAGES, load_config_file  # noqa: E402
 from mlcore.data import build_table, split_by_group  # noqa: E402
 from mlcore.train import single_baseline_config, train_all  # noqa: E402
 from mlcore.types import MISSING  # noqa: E402
 
 BUDGET_S = 30 * 60
+CONCEPTS = ROOT / "benchmarks" / "configs" / "concepts.json"
+# The model each stage's checkpoint is, as the metrics tables name it.
+MODEL_OF_STAGE = {"sparse": "sparse", "correlation": "cross_stage2", "completion": "cross"}
+MODEL_TITLES = {"single": "single", "sparse": "sparse (stage 1)", "cross_stage2": "stages 1+2", "cross": "cross (1+2+3)"}
 
 
 def log(text: str) -> None:
@@ -53,6 +65,37 @@ def epoch_logger(name: str):
         if event["steps"] and event["step"] == event["steps"]:
             log(f"  [{name}] {event['stage']} epoch {event['epoch']}/{event['epochs']} loss {event['loss']:.4f}")
     return progress
+
+
+def labelled_rows(table, dataset: int, rows: np.ndarray | None = None) -> tuple[int, np.ndarray] | None:
+    """A dataset's label set column and its rows (of ``rows``, default all) with a known class; None if unlabelled."""
+    rows = np.arange(len(table)) if rows is None else np.asarray(rows)
+    rows = rows[table.dataset_index[rows] == dataset]
+    for d in range(len(table.label_sets)):
+        known = rows[table.labels[rows, d] != MISSING]
+        if len(known):
+            return d, known
+    return None
+
+
+def completion_by_stage(checkpoints: dict, table, sources: dict[str, tuple[int, np.ndarray]],
+                        concept_map: ConceptMap, device: str = "cpu") -> dict[str, dict[str, dict]]:
+    """``{model: {source: report}}``: the concept completion of each source's nuclei (``name: (label
+    set column, rows)``) by each stage's checkpoint, into the model's other label sets. A source the
+    concept map does not link with any of the model's label sets is left out."""
+    out: dict[str, dict[str, dict]] = {}
+    for stage, path in checkpoints.items():
+        model = load_checkpoint(path, device).model
+        model_sets = [s.name for s in model.label_sets]
+        reports = {}
+        for name, (column, rows) in sources.items():
+            source = table.label_sets[column]
+            if not concept_map.targets_for(source.name, model_sets):
+                continue
+            truth = class_names_of(table.labels[rows, column], source.classes)
+            reports[name] = model_completion(model, table.crops[rows], truth, source.name, concept_map, device=device)
+        out[MODEL_OF_STAGE[stage]] = reports
+    return out
 
 
 def run_once(table, config, train_rows, val_rows, out: Path, skip_single: bool, separate_sparse: bool) -> dict:
@@ -115,6 +158,8 @@ def main() -> int:
                              "with several, the table shows mean and standard deviation over them")
     parser.add_argument("--skip-single", action="store_true", help="train the cross model only")
     parser.add_argument("--separate-sparse", action="store_true", help="train the sparse baseline on its own")
+    parser.add_argument("--concepts", default=str(CONCEPTS),
+                        help="concept map for the completion table of the validation nuclei ('none': no table)")
     args = parser.parse_args()
 
     data = ROOT.parent / "shared" / "data"
@@ -124,10 +169,15 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     specs, config, _ = load_config_file(args.config)
     config.num_threads = args.threads
+    concept_map = load_concept_map(args.concepts) if args.concepts != "none" else None
     started = time.perf_counter()
     datasets = read_datasets(specs, log)
     table = build_table(datasets, cache_dir=args.out / "cache", crop_size=config.crop_size)
     train_rows, val_rows = split_by_group(table, config.val_fraction, config.split_seed)
+    if concept_map is not None:
+        concept_map.check({s.name: s.classes for s in table.label_sets})
+        sources = {name: found for index, name in enumerate(table.dataset_names)
+                   if (found := labelled_rows(table, index, val_rows)) is not None}
     log(f"{len(table)} nuclei ({len(train_rows)} train, {len(val_rows)} validation) "
         f"[{time.perf_counter() - started:.0f}s]; config: {json.dumps(config.to_dict())}")
 
@@ -136,8 +186,13 @@ def main() -> int:
         out = args.out if len(args.seeds) == 1 else args.out / f"seed{seed}"
         runs.append(run_once(table, replace(config, seed=seed), train_rows, val_rows, out, args.skip_single,
                              args.separate_sparse))
+        if concept_map is not None:
+            checkpoints = {stage: out / "cross" / f"stage{index + 1}.pt" for index, stage in enumerate(STAGES)}
+            runs[-1]["completion"] = completion_by_stage(checkpoints, table, sources, concept_map)
         if len(args.seeds) > 1:
             log(markdown_table([runs[-1]["metrics"]], [s.name for s in table.label_sets]))
+            if concept_map is not None:
+                log(completion_table([runs[-1]]))
 
     log("")
     cross = [run["seconds"]["cross"] for run in runs]
@@ -147,11 +202,20 @@ def main() -> int:
         log(f"single-dataset models: {statistics.mean(run['seconds']['single'] for run in runs):.0f}s per run")
     log("")
     log(markdown_table([run["metrics"] for run in runs], [s.name for s in table.label_sets]))
+    if concept_map is not None:
+        log("\nconcept completion of the validation nuclei into the other label sets "
+            f"({args.concepts}):\n" + completion_table(runs))
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {"config": config.to_dict(), "seeds": args.seeds, "runs": runs}
+    results = {"config": config.to_dict(), "seeds": args.seeds, "concepts": args.concepts, "runs": runs}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     log(f"\nwrote {args.out / 'results.json'}; total {time.perf_counter() - started:.0f}s")
     return 0
+
+
+def completion_table(runs: list[dict], first_column: str = "source") -> str:
+    """The runs' ``completion`` ({model: {source: report}}) per model, over seeds (mlcore.concepts)."""
+    models = [(key, MODEL_TITLES[key]) for key in ("sparse", "cross_stage2", "cross")]
+    return completion_markdown([run["completion"] for run in runs], models, first_column)
 
 
 def markdown_table(runs: list[dict], names: list[str]) -> str:
@@ -160,7 +224,7 @@ def markdown_table(runs: list[dict], names: list[str]) -> str:
     "macro-F1 vs single" is the mean of the per-seed differences (each seed's cross or sparse model
     against the same seed's single model), with the number of seeds where it is not negative."""
     models = [m for m in ("single", "sparse", "cross_stage2", "cross") if m in runs[0]]
-    titles = {"single": "single", "sparse": "sparse (stage 1)", "cross_stage2": "stages 1+2", "cross": "cross (1+2+3)"}
+    titles = MODEL_TITLES
     several = len(runs) > 1
 
     def cell(values: list[float]) -> str:
