@@ -35,16 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.stage3_curve import parse_override  # noqa: E402
-from benchmarks.train_real import (CONCEPTS, completion_by_stage, completion_table, epoch_logger,  # noqa: E402
-                                   labelled_rows, log, markdown_table)
+from benchmarks.train_real import (CONCEPTS, DEFAULT_CONFIG, completion_by_stage, completion_table,  # noqa: E402
+                                   epoch_logger, labelled_rows, log, markdown_table)
 from mlcore.cli import read_datasets  # noqa: E402
 from mlcore.concepts import load_concept_map  # noqa: E402
 from mlcore.config import STAGES, ConfigError, TrainConfig, load_config_file  # noqa: E402
 from mlcore.data import build_table, split_by_group  # noqa: E402
 from mlcore.train import train_all  # noqa: E402
 from mlcore.types import MISSING  # noqa: E402
-
-DEFAULT_CONFIG = ROOT / "benchmarks" / "configs" / "real.json"
 
 
 def without_dataset(table, left_out: int, train_rows: np.ndarray, val_rows: np.ndarray):

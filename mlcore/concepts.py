@@ -58,20 +58,28 @@ class ConceptMap:
         """The concepts a class of ``label_set`` belongs to (usually none or one)."""
         return [concept for concept, members in self.concepts.items() if class_name in members.get(label_set, ())]
 
-    def check(self, label_sets: Mapping[str, Sequence[str]]) -> None:
-        """Every label set and class the map names must exist: ``label_sets`` maps each label set
-        in play (the model's and the scored dataset's) to its class names."""
+    def check(self, label_sets: Mapping[str, Sequence[str]], strict: bool = True) -> list[str]:
+        """Every class the map names must exist: ``label_sets`` maps each label set in play (the
+        model's and the scored dataset's) to its class names. A label set not in play is an error
+        when ``strict``; otherwise it is not scored, and the returned notes say so (one map can
+        then serve models of different datasets)."""
+        notes = []
         for concept, members in self.concepts.items():
             for set_name, class_names in members.items():
                 where = f"{self.source}: concepts.{concept}.{set_name}"
                 if set_name not in label_sets:
-                    raise ConceptMapError(f"{where}: unknown label set {set_name!r} "
-                                          f"(known: {', '.join(label_sets)})")
+                    if strict:
+                        raise ConceptMapError(f"{where}: unknown label set {set_name!r} "
+                                              f"(known: {', '.join(label_sets)})")
+                    notes.append(f"{where}: label set {set_name!r} is not in play "
+                                 f"({', '.join(label_sets)}); not scored")
+                    continue
                 known = list(label_sets[set_name])
                 for class_name in class_names:
                     if class_name not in known:
                         raise ConceptMapError(f"{where}: unknown class {class_name!r} in label set {set_name!r} "
                                               f"(known: {', '.join(known)})")
+        return notes
 
     def targets_for(self, source: str, target_names: Sequence[str]) -> list[str]:
         """The target label sets that some concept links with ``source`` (in ``target_names``' order)."""

@@ -90,6 +90,17 @@ def test_unknown_label_set_and_class_name_the_file_and_field(tmp_path):
                                 "(known: tumor_any, nonTIL_stromal, sTIL, other_nucleus)")
 
 
+def test_lenient_check_notes_label_sets_out_of_play_but_still_refuses_unknown_classes():
+    concept_map = parse_concept_map(MAP, "map.json")
+    in_play = {name: CLASSES[name] for name in ("consep", "nucls")}
+    assert concept_map.check(in_play, strict=False) == [
+        "map.json: concepts.inflammatory.pannuke: label set 'pannuke' is not in play (consep, nucls); not scored",
+        "map.json: concepts.tumour.pannuke: label set 'pannuke' is not in play (consep, nucls); not scored",
+        "map.json: concepts.tumour.breast: label set 'breast' is not in play (consep, nucls); not scored"]
+    with pytest.raises(ConceptMapError, match="map.json: concepts.inflammatory.nucls: unknown class 'sTIL'"):
+        concept_map.check({**in_play, "nucls": ("TIL",)}, strict=False)
+
+
 def test_a_single_class_name_may_stand_for_a_list():
     concept_map = parse_concept_map({"concepts": {"x": {"a": "a1", "b": ["b1", "b2"]}}})
     assert concept_map.concepts["x"] == {"a": ("a1",), "b": ("b1", "b2")}
@@ -269,3 +280,63 @@ def test_leave_one_out_benchmark_refuses_a_bad_map_and_stage_order(tmp_path):
     done = subprocess.run(command + ["--stages", "correlation"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2 and "--stages must start with sparse" in done.stderr
+
+
+def test_train_real_prints_validation_completion_beside_macro_f1(tmp_path):
+    synthetic_sources(tmp_path)
+    config = {"datasets": [{"name": n, "format": "seed", "path": n} for n in ("one", "two", "three")],
+              "model": {"width": 4}, "batch_size": 32, "correlation_views": 1, "split": {"val_fraction": 0.25},
+              "sampling": {"samples_per_epoch": 256}, "epochs": 1}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "concepts.json").write_text(json.dumps({"concepts": {"first": {"one": ["a"], "two": ["d"]}}}))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/train_real.py", "--config", tmp_path / "config.json", "--concepts",
+         tmp_path / "concepts.json", "--out", out, "--skip-single", "--threads", "1"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads((out / "results.json").read_text())["runs"][0]
+    assert set(run["completion"]) == {"sparse", "cross_stage2", "cross"}
+    assert set(run["completion"]["cross"]) == {"one", "two"}     # three is in no concept
+    from mlcore.data import build_table, split_by_group
+    from mlcore.readers import read_dataset
+
+    table = build_table([read_dataset("seed", tmp_path / n) for n in ("one", "two", "three")])
+    _, val_rows = split_by_group(table, 0.25, 0)
+    for name, column, cls, target in (("one", 0, 0, "two"), ("two", 1, 0, "one")):
+        rows = val_rows[table.dataset_index[val_rows] == table.dataset_names.index(name)]
+        expected = int((table.labels[rows, column] == cls).sum())  # the validation nuclei of class a / d
+        assert [(c["concept"], c["target"], c["n"]) for c in run["completion"]["cross"][name]["cells"]] == [
+            ("first", target, expected)]
+    assert "concept completion of the validation nuclei into the other label sets" in done.stdout
+    assert "| source | concept | target | n | sparse (stage 1) | stages 1+2 | cross (1+2+3) |" in done.stdout
+
+
+def test_leave_one_out_on_the_real_sample(shared_data, tmp_path):
+    """NuCLS left out of a tiny model of CoNSeP, PanNuke and PanNuke-breast, with the shipped concept map."""
+    config = {
+        "datasets": [
+            {"name": "consep", "format": "hovernet", "path": str(shared_data / "consep"), "max_images": 12},
+            {"name": "pannuke", "format": "coco", "path": str(shared_data / "pannuke"), "max_images": 4},
+            {"name": "pannuke_breast_binary", "format": "coco", "path": str(shared_data / "pannuke_breast_binary"),
+             "max_images": 4},
+            {"name": "nucls", "format": "seed", "path": str(shared_data / "nucls")},
+        ],
+        "model": {"width": 4}, "batch_size": 64, "correlation_views": 1, "split": {"val_fraction": 0.3},
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/leave_one_out.py", "--config", tmp_path / "config.json", "--out", out,
+         "--leave-out", "nucls", "--epochs", "1", "--samples-per-epoch", "256", "--threads", "1"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    left = json.loads((out / "results.json").read_text())["left_out"]["nucls"]
+    assert left["label_set"] == "nucls" and left["remaining"] == ["consep", "pannuke", "pannuke_breast_binary"]
+    report = left["runs"][0]["completion"]["cross"]["nucls"]
+    # sTIL 238, tumor_any 30, nonTIL_stromal 47 (data README), each scored in every linked taxonomy
+    assert [(c["concept"], c["target"], c["n"]) for c in report["cells"]] == [
+        ("inflammatory", "consep", 238), ("inflammatory", "pannuke", 238), ("tumour", "consep", 30),
+        ("tumour", "pannuke", 30), ("tumour", "pannuke_breast_binary", 30), ("stromal", "consep", 47),
+        ("stromal", "pannuke", 47)]
+    assert "| nucls | inflammatory | consep | 238 |" in done.stdout
