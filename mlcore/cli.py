@@ -154,7 +154,7 @@ def command_train(args) -> int:
     started = time.perf_counter()
     datasets = read_datasets(specs, say)
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir() / "crops"
-    table = build_table(datasets, cache_dir=cache_dir, crop_size=config.crop_size)
+    table = build_table(datasets, cache_dir=cache_dir, crop_size=config.crop_spec)
     say(f"{len(table)} nuclei, label sets: {', '.join(f'{s.name} ({len(s)})' for s in table.label_sets)} "
         f"[{time.perf_counter() - started:.1f}s]")
     progress = TqdmProgress(enabled=context.is_main)
@@ -282,7 +282,7 @@ def command_evaluate(args) -> int:
     if dataset.label_set.classes != label_set.classes:
         raise ConfigError(f"dataset {name!r} has classes {list(dataset.label_set.classes)}, but label set "
                           f"{label_set.name!r} has {list(label_set.classes)}: they must match (same names, same order)")
-    table = build_table([dataset], [label_set], cache_dir=None, crop_size=model.crop_size)
+    table = build_table([dataset], [label_set], cache_dir=None, crop_size=model.crop_spec)
     metrics = evaluate(model, table, device=device)[label_set.name]
     keys = ("n", "accuracy", "macro_f1", "weighted_f1", "per_class", "confusion")
     report = {"label_set": label_set.name, **{key: metrics[key] for key in keys}}

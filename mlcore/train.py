@@ -202,7 +202,7 @@ def train_one_epoch(model: nn.Module, stage: str, optimizer: torch.optim.Optimiz
             raise TrainingCancelled(f"stopped in stage {stage}, epoch {epoch + 1}, step {step + 1}")
         if len(labels) < 2:
             continue  # BatchNorm cannot train on a single sample
-        images = augment(crops, generator, config.jitter, device)
+        images = augment(crops, generator, config.jitter, device, config.stain_jitter)
         labels = labels.to(device, non_blocking=True)
         if stage == "sparse":
             loss = sparse_loss(model(images), labels, blocks)
@@ -246,7 +246,8 @@ def frozen_logits(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarra
             if should_stop is not None and should_stop():
                 raise TrainingCancelled("stopped in stage correlation while computing frozen logits")
             batch = rows[start:start + config.batch_size]
-            images = augment(torch.from_numpy(table.crops[batch]), generator, config.jitter, device)
+            images = augment(torch.from_numpy(table.crops[batch]), generator, config.jitter, device,
+                             config.stain_jitter)
             features.append(model.backbone(images).float())
             labels.append(torch.from_numpy(table.labels[batch]).to(device))
     return torch.cat(features), torch.cat(labels)
@@ -387,15 +388,16 @@ def reports_from_logits(model: CrossTrainedModel, table: NucleusTable, rows: np.
 
 
 def evaluate(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | None = None,
-             device: str | torch.device | None = None, batch_size: int = 512) -> dict[str, dict]:
-    """Validation metrics per label set on the rows whose class in that set is known.
+             device: str | torch.device | None = None, batch_size: int = 512, tta: bool = False) -> dict[str, dict]:
+    """Validation metrics per label set on the rows whose class in that set is known (``tta``: the
+    mean over the 8 symmetries, see :func:`mlcore.predict.forward_logits`).
 
     Each report has n, accuracy, macro_f1, weighted_f1, per_class and confusion (of the final
     prediction) plus base_accuracy / mlp_accuracy of each branch alone.
     """
     model = getattr(model, "module", model)
     rows = evaluation_rows(model, table, rows)
-    logits, heads = forward_logits(model, table.crops[rows], batch_size, device)
+    logits, heads = forward_logits(model, table.crops[rows], batch_size, device, tta)
     return reports_from_logits(model, table, rows, logits, heads)
 
 
@@ -529,9 +531,10 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
             resume_epoch = checkpoint.epoch + 1
             optimizer_state, scheduler_state = checkpoint.optimizer_state, checkpoint.scheduler_state
     else:
-        model = CrossTrainedModel(label_sets, config.backbone, config.backbone_kwargs, config.crop_size)
-    if model.crop_size != table.crop_size:
-        raise ValueError(f"the model expects {model.crop_size}px crops, the table has {table.crop_size}px")
+        model = CrossTrainedModel(label_sets, config.backbone, config.backbone_kwargs, config.crop_spec)
+    if (model.crop_size, model.crop_spec.channels) != (table.crop_size, table.channels):
+        raise ValueError(f"the model expects {model.crop_size}px crops with {model.crop_spec.channels} channels, "
+                         f"the table has {table.crop_size}px with {table.channels}")
     model.to(device)
     model.to(memory_format=torch.channels_last)
 
