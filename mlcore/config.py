@@ -11,7 +11,7 @@ CONFIG.json::
       "epochs": {"sparse": 12, "correlation": 8, "completion": 10},    # or one int for all
       "batch_size": 128,
       "lr": {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4}, # or one float for sparse
-      "weight_decay": 1e-4, "grad_clip": 10, "threshold": 0.99, "pseudo_weight": 1.0,
+      "weight_decay": 1e-4, "grad_clip": 10, "ema_decay": 0.0, "threshold": 0.99, "pseudo_weight": 1.0,
       "completion_weighting": "nuclei",
       "lr_schedule": "cosine",
       "split": {"val_fraction": 0.2, "seed": 0},
@@ -60,6 +60,8 @@ class TrainConfig:
     # the method's settings on the real-data benchmark (README).
     completion_weighting: str = "nuclei"
     lr_schedule: str = "cosine"          # "cosine" (per step, to 0 at the stage's end) or "constant"
+    # Stages 1 and 3 end with an exponential moving average of their weights (0 = the last step's).
+    ema_decay: float = 0.0
     val_fraction: float = 0.2
     split_seed: int = 0
     # Defaults = the CPU benchmark's settings: an epoch is 32,768 draws, a dataset's share grows as
@@ -145,6 +147,7 @@ class TrainConfig:
             ("batch_size", self.batch_size, int, lambda v: v >= 2),
             ("weight_decay", self.weight_decay, (int, float), lambda v: v >= 0),
             ("grad_clip", self.grad_clip, (int, float), lambda v: v > 0),
+            ("ema_decay", self.ema_decay, (int, float), lambda v: 0 <= v < 1),
             ("threshold", self.threshold, (int, float), lambda v: 0 < v < 1),
             ("pseudo_weight", self.pseudo_weight, (int, float), lambda v: v >= 0),
             ("split.val_fraction", self.val_fraction, (int, float), lambda v: 0 <= v < 1),

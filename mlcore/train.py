@@ -189,9 +189,11 @@ def train_one_epoch(model: nn.Module, stage: str, optimizer: torch.optim.Optimiz
                     loader: torch.utils.data.DataLoader, device: torch.device, epoch: int, epochs: int,
                     config: TrainConfig, blocks: tuple[tuple[int, int], ...], scheduler=None,
                     generator: torch.Generator | None = None, progress: ProgressFn | None = None,
-                    should_stop: StopFn | None = None, clock: StageClock | None = None) -> dict:
+                    should_stop: StopFn | None = None, clock: StageClock | None = None,
+                    averaged: torch.optim.swa_utils.AveragedModel | None = None) -> dict:
     """One epoch of stage "sparse" (``model`` = the backbone) or "completion" (``model`` = the
-    whole CrossTrainedModel); either may be DDP-wrapped. Returns the mean loss and throughput."""
+    whole CrossTrainedModel); either may be DDP-wrapped. ``averaged`` (an exponential moving average
+    of the weights) is updated after every step. Returns the mean loss and throughput."""
     model.train()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     steps = len(loader)
@@ -212,6 +214,8 @@ def train_one_epoch(model: nn.Module, stage: str, optimizer: torch.optim.Optimiz
                                           config.completion_weighting)
             pseudo_total = terms.pseudo_counts if pseudo_total is None else pseudo_total + terms.pseudo_counts
         optimizer_step(loss, optimizer, params, config.grad_clip, scheduler)
+        if averaged is not None:
+            averaged.update_parameters(getattr(model, "module", model))
         # Keep Python floats only: no autograd graph outlives its batch.
         loss_value = loss.item()
         loss_sum += loss_value * len(labels)
@@ -453,6 +457,16 @@ def _make_scheduler(optimizer, config: TrainConfig, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(total_steps))
 
 
+def weight_average(module: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``module``'s weights and BatchNorm statistics (None when
+    ``decay`` is 0). It ends a stage in the model's place: the last steps' noise averaged out, so two
+    seeds land closer together."""
+    if not decay:
+        return None
+    return torch.optim.swa_utils.AveragedModel(module, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay),
+                                               use_buffers=True)
+
+
 def _stage_parameters(model: CrossTrainedModel, stage: str) -> list[nn.Parameter]:
     """Freeze what the stage does not train (no gradient, no optimizer state, no DDP sync)."""
     train_backbone = stage in ("sparse", "completion")
@@ -575,8 +589,10 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
                 rows = labelled_train if stage == "sparse" else train_rows
                 loader = make_loader(table, rows, config, context, stage)
                 steps_per_epoch = len(loader)
-                runner = _wrap(model.backbone if stage == "sparse" else model, context, device,
-                               find_unused=stage == "completion")
+                trained = model.backbone if stage == "sparse" else model
+                runner = _wrap(trained, context, device, find_unused=stage == "completion")
+                # A resumed stage starts its average again from the resumed weights.
+                averaged = weight_average(trained, config.ema_decay)
             scheduler = _make_scheduler(optimizer, config, steps_per_epoch * epochs)
             if optimizer_state is not None and stage_index == 0:
                 optimizer.load_state_dict(optimizer_state)
@@ -591,7 +607,9 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
                     _set_epoch(loader, epoch)
                     stats = train_one_epoch(runner, stage, optimizer, loader, device, epoch, epochs, config,
                                             model.blocks, scheduler, generator, progress if main else None,
-                                            should_stop, clock)
+                                            should_stop, clock, averaged)
+                    if averaged is not None and epoch == epochs - 1:
+                        trained.load_state_dict(averaged.module.state_dict())
                 if epoch_validation is not None:
                     stats.update(epoch_validation())
                 result.history.append(stats)

@@ -166,3 +166,32 @@ def test_checkpoints_from_before_the_crop_spec_still_load(tmp_path):
     loaded = load_checkpoint(path)
     assert loaded.model.crop_spec == CropSpec(64, False, 1.0)
     assert predict(loaded.model, table.crops)["A"].labels.shape == (len(table),)
+
+
+def test_weight_average_is_an_exponential_moving_average_of_weights_and_batchnorm_statistics():
+    from mlcore.train import weight_average
+
+    module = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    averaged = weight_average(module, 0.5)
+    averaged.update_parameters(module)            # the first update takes the weights as they are
+    start = module[0].weight.detach().clone()
+    with torch.no_grad():
+        module[0].weight.add_(2.0)
+        module[1].running_mean.fill_(4.0)
+    averaged.update_parameters(module)
+    torch.testing.assert_close(averaged.module[0].weight, start + 1.0)        # 0.5 * old + 0.5 * new
+    torch.testing.assert_close(averaged.module[1].running_mean, torch.full((2,), 2.0))
+    assert weight_average(module, 0.0) is None
+
+
+def test_training_with_a_weight_average_ends_each_stage_on_the_average(tmp_path):
+    table, _ = two_set_table(images_per_set=2)
+    base = dict(backbone_kwargs={"width": 4}, batch_size=16, samples_per_epoch=None, correlation_views=1,
+                epochs={"sparse": 2, "correlation": 1, "completion": 1})
+    plain = train_all(table, config=TrainConfig(**base), validate_epochs=False)
+    averaged = train_all(table, config=TrainConfig(**base, ema_decay=0.9), validate_epochs=False)
+    assert all(np.isfinite(r["loss"]) for r in averaged.history)
+    # Same seed, same draws: only the averaging differs, and it moves the weights.
+    first = next(iter(plain.model.backbone.parameters()))
+    assert not torch.allclose(first, next(iter(averaged.model.backbone.parameters())))
+    assert set(averaged.metrics) == {"A", "B"}
