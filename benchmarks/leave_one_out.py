@@ -34,9 +34,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.stage3_curve import parse_override  # noqa: E402
 from benchmarks.train_real import (CONCEPTS, DEFAULT_CONFIG, completion_by_stage, completion_table,  # noqa: E402
-                                   epoch_logger, labelled_rows, log, markdown_table)
+                                   epoch_logger, labelled_rows, log, markdown_table, parse_override)
 from mlcore.cli import read_datasets  # noqa: E402
 from mlcore.concepts import load_concept_map  # noqa: E402
 from mlcore.config import STAGES, ConfigError, TrainConfig, load_config_file  # noqa: E402
@@ -53,7 +52,8 @@ def without_dataset(table, left_out: int, train_rows: np.ndarray, val_rows: np.n
     return sub, np.flatnonzero(np.isin(rows, train_rows)), np.flatnonzero(np.isin(rows, val_rows))
 
 
-def leave_out_once(table, index: int, config, stages, train_rows, val_rows, concept_map, out: Path) -> dict:
+def leave_out_once(table, index: int, config, stages, train_rows, val_rows, concept_map, out: Path,
+                   tta: bool = False) -> dict:
     """Train without dataset ``index`` (``config``'s seed); score its nuclei's completion per stage."""
     name = table.dataset_names[index]
     sub, local_train, local_val = without_dataset(table, index, train_rows, val_rows)
@@ -62,7 +62,7 @@ def leave_out_once(table, index: int, config, stages, train_rows, val_rows, conc
                        train_rows=local_train, val_rows=local_val)
     seconds = time.perf_counter() - start
     source = labelled_rows(table, index)
-    completion = completion_by_stage(result.stage_checkpoints, table, {name: source}, concept_map)
+    completion = completion_by_stage(result.stage_checkpoints, table, {name: source}, concept_map, tta=tta)
     metrics = {model: result.stage_metrics[stage] for stage, model in
                zip(STAGES, ("sparse", "cross_stage2", "cross")) if stage in result.stage_metrics}
     summary = {model: round(reports[name]["mean"], 4) for model, reports in completion.items()
@@ -86,6 +86,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, help="epochs for every stage (overrides the config)")
     parser.add_argument("--samples-per-epoch", type=int, dest="samples_per_epoch", help="overrides the config")
+    parser.add_argument("--tta", action="store_true",
+                        help="also score the last stage's model with test-time augmentation (8 symmetries)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="a TrainConfig field (JSON value), e.g. --set batch_size=64 (repeatable)")
     args = parser.parse_args()
@@ -110,7 +112,7 @@ def main() -> int:
 
     started = time.perf_counter()
     datasets = read_datasets(specs, log)
-    table = build_table(datasets, cache_dir=args.out / "cache", crop_size=config.crop_size)
+    table = build_table(datasets, cache_dir=args.out / "cache", crop_size=config.crop_spec)
     concept_map.check({s.name: s.classes for s in table.label_sets})
     train_rows, val_rows = split_by_group(table, config.val_fraction, config.split_seed)
     labelled = [name for index, name in enumerate(table.dataset_names) if labelled_rows(table, index) is not None]
@@ -134,7 +136,7 @@ def main() -> int:
             log(f"without {name}: {args.concepts} links label set {source_set!r} with none of {remaining}; skipped")
             continue
         runs = [leave_out_once(table, index, replace(config, seed=seed), stages, train_rows, val_rows, concept_map,
-                               args.out / f"without_{name}" / f"seed{seed}") for seed in args.seeds]
+                               args.out / f"without_{name}" / f"seed{seed}", args.tta) for seed in args.seeds]
         results["left_out"][name] = {"label_set": source_set, "remaining": remaining, "runs": runs}
         log(f"\nwithout {name}: validation metrics of the remaining label sets\n"
             + markdown_table([run["metrics"] for run in runs], remaining))

@@ -160,7 +160,7 @@ def command_train(args) -> int:
     started = time.perf_counter()
     datasets = read_datasets(specs, say)
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir() / "crops"
-    table = build_table(datasets, cache_dir=cache_dir, crop_size=config.crop_size)
+    table = build_table(datasets, cache_dir=cache_dir, crop_size=config.crop_spec)
     say(f"{len(table)} nuclei, label sets: {', '.join(f'{s.name} ({len(s)})' for s in table.label_sets)} "
         f"[{time.perf_counter() - started:.1f}s]")
     progress = TqdmProgress(enabled=context.is_main)
@@ -292,7 +292,7 @@ def command_evaluate(args) -> int:
     if model_set is not None and dataset.label_set.classes != model_set.classes:
         raise ConfigError(f"dataset {name!r} has classes {list(dataset.label_set.classes)}, but label set "
                           f"{model_set.name!r} has {list(model_set.classes)}: they must match (same names, same order)")
-    table = build_table([dataset], [dataset.label_set], cache_dir=None, crop_size=model.crop_size)
+    table = build_table([dataset], [dataset.label_set], cache_dir=None, crop_size=model.crop_spec)
     if concept_map is not None:
         return _print_completion(model, table, concept_map, name, args.json, device)
     from mlcore.train import evaluate

@@ -238,7 +238,7 @@ def test_leave_one_out_benchmark_end_to_end(tmp_path):
     done = subprocess.run(
         [sys.executable, "benchmarks/leave_one_out.py", "--config", tmp_path / "config.json", "--concepts",
          tmp_path / "concepts.json", "--out", out, "--leave-out", "one", "two", "--seeds", "0", "1",
-         "--epochs", "1", "--samples-per-epoch", "512", "--threads", "1", "--set", "threshold=0.9"],
+         "--epochs", "1", "--samples-per-epoch", "512", "--threads", "1", "--set", "threshold=0.9", "--tta"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
@@ -251,7 +251,7 @@ def test_leave_one_out_benchmark_end_to_end(tmp_path):
         runs = results["left_out"][name]["runs"]
         assert [run["seed"] for run in runs] == [0, 1]
         for run in runs:
-            assert set(run["completion"]) == {"sparse", "cross_stage2", "cross"}
+            assert set(run["completion"]) == {"sparse", "cross_stage2", "cross", "cross_tta"}   # TTA: the last stage
             assert name not in run["metrics"]["cross"]                  # never trained on
             for report in (reports[name] for reports in run["completion"].values()):
                 cells = [(c["concept"], c["target"], c["n"]) for c in report["cells"]]
@@ -261,7 +261,8 @@ def test_leave_one_out_benchmark_end_to_end(tmp_path):
                     assert cell["hits"] == sum(v for k, v in cell["predicted"].items() if k in cell["target_classes"])
     # The checkpoints of the first run are the models scored: no stage is missing.
     assert {p.name for p in (out / "without_one" / "seed0").iterdir()} >= {"stage1.pt", "stage2.pt", "stage3.pt"}
-    assert "| left out | concept | target | n | sparse (stage 1) | stages 1+2 | cross (1+2+3) |" in done.stdout
+    assert ("| left out | concept | target | n | sparse (stage 1) | stages 1+2 | cross (1+2+3) | cross, TTA |"
+            in done.stdout)
     assert f"| one | first | two | {counts['one']['a']} |" in done.stdout
     assert "(worst " in done.stdout
 
