@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mlcore.checkpoint import load_checkpoint  # noqa: E402
-from mlcore.crops import cut_crops  # noqa: E402
 from mlcore.data import to_input  # noqa: E402
 from mlcore.infer import infer_image, read_mask, write_outputs  # noqa: E402
 from mlcore.model import CrossTrainedModel  # noqa: E402
@@ -84,7 +83,7 @@ def main() -> int:
     image_path, mask_path = work / "tile.png", work / "tile.npy"
     save_png(image_path, image)
     np.save(mask_path, instance_map)
-    crops, geometry = cut_crops(image, instance_map, model.crop_size)
+    crops, geometry = model.crop_spec.cut(image, instance_map)
     count = len(geometry.ids)
     print(f"tile 1000 x 1000, {count} nuclei; model {model.backbone_name} {model.backbone_kwargs}, "
           f"{len(model.label_sets)} label sets; {args.threads} threads")
@@ -97,7 +96,7 @@ def main() -> int:
         bare_forward(model, crops)
         bare.append(time.perf_counter() - start)
         start = time.perf_counter()
-        cut_crops(image, instance_map, model.crop_size)
+        model.crop_spec.cut(image, instance_map)
         cut.append(time.perf_counter() - start)
         start = time.perf_counter()
         end_to_end(model, image_path, mask_path, work / "out")

@@ -81,7 +81,7 @@ def main() -> int:
         return 0
     specs, config, _ = load_config_file(args.config)
     config = replace(config, seed=args.seed, num_threads=args.threads, **dict(map(parse_override, args.overrides)))
-    table = build_table(read_datasets(specs, print), cache_dir=args.cache, crop_size=config.crop_size)
+    table = build_table(read_datasets(specs, print), cache_dir=args.cache, crop_size=config.crop_spec)
     train_rows, val_rows = split_by_group(table, config.val_fraction, config.split_seed)
     checkpoint = load_checkpoint(stage2)
     model = checkpoint.model

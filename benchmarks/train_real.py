@@ -16,6 +16,12 @@ Prints the wall time of each and a Markdown table per label set (accuracy, macro
 on the validation split); writes ``results.json`` and the checkpoints under ``--out``. With
 ``--seeds 0 1 2`` it does all of that once per training seed (same split) and prints mean ± standard
 deviation: on validation sets of 50-150 nuclei one seed moves macro-F1 by a few hundredths.
+
+Beside it, a concept-completion table (``--concepts``, default ``benchmarks/configs/concepts.json``;
+``--concepts none`` skips it): for each dataset's validation nuclei whose class belongs to a concept,
+how often the sparse, stages 1+2 and cross models give them the concept's class in every other
+label set (``mlcore.concepts``). ``benchmarks/leave_one_out.py`` scores the same on a dataset the
+model never saw.
 """
 
 from __future__ import annotations
@@ -34,13 +40,22 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mlcore.checkpoint import load_checkpoint  # noqa: E402
 from mlcore.cli import read_datasets  # noqa: E402
-from mlcore.config import STAGES, load_config_file  # noqa: E402
+from mlcore.concepts import ConceptMap, class_names_of, completion_markdown, load_concept_map, model_completion  # noqa: E402
+from mlcore.config import STAGES, TrainConfig, load_config_file  # noqa: E402
 from mlcore.data import build_table, split_by_group  # noqa: E402
-from mlcore.train import single_baseline_config, train_all  # noqa: E402
+from mlcore.train import evaluate, single_baseline_config, train_all  # noqa: E402
 from mlcore.types import MISSING  # noqa: E402
 
 BUDGET_S = 30 * 60
+DEFAULT_CONFIG = ROOT / "benchmarks" / "configs" / "real.json"
+CONCEPTS = ROOT / "benchmarks" / "configs" / "concepts.json"
+# The model each stage's checkpoint is, as the metrics tables name it.
+MODEL_OF_STAGE = {"sparse": "sparse", "correlation": "cross_stage2", "completion": "cross"}
+MODEL_TITLES = {"single": "single", "sparse": "sparse (stage 1)", "sparse_tta": "sparse, TTA",
+                "cross_stage2": "stages 1+2", "cross_stage2_tta": "stages 1+2, TTA", "cross": "cross (1+2+3)",
+                "cross_tta": "cross, TTA"}
 
 
 def log(text: str) -> None:
@@ -55,7 +70,54 @@ def epoch_logger(name: str):
     return progress
 
 
-def run_once(table, config, train_rows, val_rows, out: Path, skip_single: bool, separate_sparse: bool) -> dict:
+def labelled_rows(table, dataset: int, rows: np.ndarray | None = None) -> tuple[int, np.ndarray] | None:
+    """A dataset's label set column and its rows (of ``rows``, default all) with a known class; None if unlabelled."""
+    rows = np.arange(len(table)) if rows is None else np.asarray(rows)
+    rows = rows[table.dataset_index[rows] == dataset]
+    for d in range(len(table.label_sets)):
+        known = rows[table.labels[rows, d] != MISSING]
+        if len(known):
+            return d, known
+    return None
+
+
+def completion_by_stage(checkpoints: dict, table, sources: dict[str, tuple[int, np.ndarray]],
+                        concept_map: ConceptMap, device: str = "cpu", tta: bool = False) -> dict[str, dict[str, dict]]:
+    """``{model: {source: report}}``: the concept completion of each source's nuclei (``name: (label
+    set column, rows)``) by each stage's checkpoint, into the model's other label sets. A source the
+    concept map does not link with any of the model's label sets is left out. ``tta``: the last
+    stage's model is scored with test-time augmentation too (``<model>_tta``), as ``--tta`` does."""
+    out: dict[str, dict[str, dict]] = {}
+    last = list(checkpoints)[-1]
+    for stage, path in checkpoints.items():
+        model = load_checkpoint(path, device).model
+        model_sets = [s.name for s in model.label_sets]
+        for with_tta in (False, True) if tta and stage == last else (False,):
+            reports = {}
+            for name, (column, rows) in sources.items():
+                source = table.label_sets[column]
+                if not concept_map.targets_for(source.name, model_sets):
+                    continue
+                truth = class_names_of(table.labels[rows, column], source.classes)
+                reports[name] = model_completion(model, table.crops[rows], truth, source.name, concept_map,
+                                                 device=device, tta=with_tta)
+            out[MODEL_OF_STAGE[stage] + ("_tta" if with_tta else "")] = reports
+    return out
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``FIELD=VALUE`` with a JSON value (a bare word stays a string)."""
+    key, sep, value = text.partition("=")
+    if not sep or key not in TrainConfig.__dataclass_fields__:
+        raise SystemExit(f"--set {text}: expected FIELD=VALUE with a TrainConfig field")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def run_once(table, config, train_rows, val_rows, out: Path, skip_single: bool, separate_sparse: bool,
+             stages: tuple[str, ...] = STAGES, tta: bool = False) -> dict:
     """Train single, sparse and cross once with ``config`` (its seed); return timings and metrics."""
     results: dict = {"seed": config.seed, "seconds": {}, "metrics": {}}
     if not skip_single:
@@ -87,17 +149,22 @@ def run_once(table, config, train_rows, val_rows, out: Path, skip_single: bool, 
         results["metrics"]["sparse"] = result.metrics
 
     start = time.perf_counter()
-    result = train_all(table, config=config, stages=STAGES, progress=epoch_logger("cross"),
+    result = train_all(table, config=config, stages=stages, progress=epoch_logger("cross"),
                        out_dir=out / "cross", train_rows=train_rows, val_rows=val_rows)
     cross_seconds = time.perf_counter() - start
     results["seconds"]["cross"] = cross_seconds
     results["seconds"]["cross_per_stage"] = {
-        stage: round(sum(h["seconds"] for h in result.history if h["stage"] == stage), 1) for stage in STAGES}
-    results["metrics"]["cross"] = result.metrics
-    results["metrics"]["cross_stage2"] = result.stage_metrics.get("correlation", {})
-    if not separate_sparse:
+        stage: round(sum(h["seconds"] for h in result.history if h["stage"] == stage), 1) for stage in stages}
+    if stages[-1] == "completion":
+        results["metrics"]["cross"] = result.metrics
+    if "correlation" in stages:
+        results["metrics"]["cross_stage2"] = result.stage_metrics["correlation"]
+    if not separate_sparse and "sparse" in stages:
         results["metrics"]["sparse"] = result.stage_metrics["sparse"]
         results["seconds"]["sparse"] = results["seconds"]["cross_per_stage"]["sparse"]
+    if tta:
+        key = {"sparse": "sparse", "correlation": "cross_stage2", "completion": "cross"}[stages[-1]] + "_tta"
+        results["metrics"][key] = evaluate(result.model, table, val_rows, tta=True)
     results["history"] = result.history
     log(f"seed {config.seed}: cross-trained, all three stages: {cross_seconds:.0f}s wall "
         f"({cross_seconds / BUDGET_S:.2f} of the 30-minute budget); epoch time per stage "
@@ -107,7 +174,7 @@ def run_once(table, config, train_rows, val_rows, out: Path, skip_single: bool, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "benchmarks" / "configs" / "real.json")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "train_real")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
@@ -115,19 +182,35 @@ def main() -> int:
                              "with several, the table shows mean and standard deviation over them")
     parser.add_argument("--skip-single", action="store_true", help="train the cross model only")
     parser.add_argument("--separate-sparse", action="store_true", help="train the sparse baseline on its own")
+    parser.add_argument("--concepts", default=str(CONCEPTS),
+                        help="concept map for the completion table of the validation nuclei ('none': no table)")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                        help="the merged model's stages (default: all three); --stages sparse screens an input "
+                             "or augmentation setting at a third of the cost")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a TrainConfig field (JSON value) over the config file's, e.g. crop_mask=true")
+    parser.add_argument("--tta", action="store_true",
+                        help="also evaluate each merged model with test-time augmentation (8 symmetries)")
     args = parser.parse_args()
 
     data = ROOT.parent / "shared" / "data"
-    if not data.is_dir():
+    if args.config == DEFAULT_CONFIG and not data.is_dir():
         log(f"skipped: the real data is not at {data}")
         return 0
     torch.set_num_threads(args.threads)
     specs, config, _ = load_config_file(args.config)
+    config = replace(config, **dict(map(parse_override, args.overrides)))
+    config.validate()
     config.num_threads = args.threads
+    concept_map = load_concept_map(args.concepts) if args.concepts != "none" else None
     started = time.perf_counter()
     datasets = read_datasets(specs, log)
-    table = build_table(datasets, cache_dir=args.out / "cache", crop_size=config.crop_size)
+    table = build_table(datasets, cache_dir=args.out / "cache", crop_size=config.crop_spec)
     train_rows, val_rows = split_by_group(table, config.val_fraction, config.split_seed)
+    if concept_map is not None:
+        concept_map.check({s.name: s.classes for s in table.label_sets})
+        sources = {name: found for index, name in enumerate(table.dataset_names)
+                   if (found := labelled_rows(table, index, val_rows)) is not None}
     log(f"{len(table)} nuclei ({len(train_rows)} train, {len(val_rows)} validation) "
         f"[{time.perf_counter() - started:.0f}s]; config: {json.dumps(config.to_dict())}")
 
@@ -135,9 +218,15 @@ def main() -> int:
     for seed in args.seeds:
         out = args.out if len(args.seeds) == 1 else args.out / f"seed{seed}"
         runs.append(run_once(table, replace(config, seed=seed), train_rows, val_rows, out, args.skip_single,
-                             args.separate_sparse))
+                             args.separate_sparse, tuple(args.stages), args.tta))
+        if concept_map is not None:
+            checkpoints = {stage: out / "cross" / f"stage{index + 1}.pt" for index, stage in enumerate(STAGES)
+                           if stage in args.stages}
+            runs[-1]["completion"] = completion_by_stage(checkpoints, table, sources, concept_map, tta=args.tta)
         if len(args.seeds) > 1:
             log(markdown_table([runs[-1]["metrics"]], [s.name for s in table.label_sets]))
+            if concept_map is not None:
+                log(completion_table([runs[-1]]))
 
     log("")
     cross = [run["seconds"]["cross"] for run in runs]
@@ -147,11 +236,20 @@ def main() -> int:
         log(f"single-dataset models: {statistics.mean(run['seconds']['single'] for run in runs):.0f}s per run")
     log("")
     log(markdown_table([run["metrics"] for run in runs], [s.name for s in table.label_sets]))
+    if concept_map is not None:
+        log("\nconcept completion of the validation nuclei into the other label sets "
+            f"({args.concepts}):\n" + completion_table(runs))
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {"config": config.to_dict(), "seeds": args.seeds, "runs": runs}
+    results = {"config": config.to_dict(), "seeds": args.seeds, "concepts": args.concepts, "runs": runs}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     log(f"\nwrote {args.out / 'results.json'}; total {time.perf_counter() - started:.0f}s")
     return 0
+
+
+def completion_table(runs: list[dict], first_column: str = "source") -> str:
+    """The runs' ``completion`` ({model: {source: report}}) per model, over seeds (mlcore.concepts)."""
+    models = [(key, title) for key, title in MODEL_TITLES.items() if key != "single"]
+    return completion_markdown([run["completion"] for run in runs], models, first_column)
 
 
 def markdown_table(runs: list[dict], names: list[str]) -> str:
@@ -159,8 +257,8 @@ def markdown_table(runs: list[dict], names: list[str]) -> str:
 
     "macro-F1 vs single" is the mean of the per-seed differences (each seed's cross or sparse model
     against the same seed's single model), with the number of seeds where it is not negative."""
-    models = [m for m in ("single", "sparse", "cross_stage2", "cross") if m in runs[0]]
-    titles = {"single": "single", "sparse": "sparse (stage 1)", "cross_stage2": "stages 1+2", "cross": "cross (1+2+3)"}
+    titles = MODEL_TITLES
+    models = [m for m in titles if m in runs[0]]
     several = len(runs) > 1
 
     def cell(values: list[float]) -> str:

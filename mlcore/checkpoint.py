@@ -18,6 +18,7 @@ import torch
 
 import mlcore
 from mlcore.config import STAGE_NUMBER, TrainConfig
+from mlcore.crops import CropSpec
 from mlcore.model import CrossTrainedModel
 from mlcore.types import LabelSet
 
@@ -67,7 +68,8 @@ def save_checkpoint(path: str | Path, model: CrossTrainedModel, stage: str, epoc
         "stage_complete": bool(stage_complete),
         "architecture": model.describe(),
         "label_sets": label_sets_to_list(model.label_sets),
-        "crop": {"size": model.crop_size, "centre": "bounding box centre", "border": "reflect101",
+        "crop": {**model.crop_spec.describe(), "centre": "bounding box centre", "border": "reflect101",
+                 "mask_channel_values": "255 on the nucleus's pixels, 0 elsewhere (fourth channel)",
                  "large_nuclei": "square of largest extent, resized (area)", "normalisation": "x / 127.5 - 1"},
         "use_correlation": bool(model.use_correlation),
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -112,10 +114,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an mlcore checkpoint (format {state.get('format') if isinstance(state, dict) else '?'})")
     architecture = state["architecture"]
+    # Checkpoints from before the mask channel and context describe the crop by its size alone.
+    crop = CropSpec(**architecture.get("crop", {"size": architecture["crop_size"]}))
     # The checkpoint holds the weights: a pretrained file the training started from is not read again.
     backbone_kwargs = {k: v for k, v in architecture["backbone_kwargs"].items() if k != "pretrained_file"}
     model = CrossTrainedModel(label_sets_from_list(state["label_sets"]), architecture["backbone"],
-                              backbone_kwargs, architecture["crop_size"])
+                              backbone_kwargs, crop)
     model.load_state_dict(legacy_resnet_state(architecture["backbone"], state["model_state"]))
     model.to(device).eval()
     return LoadedCheckpoint(model=model, stage=state["stage"], epoch=state["epoch"],

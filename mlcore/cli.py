@@ -4,6 +4,7 @@
                               [--epochs N] [--device auto|cpu|cuda] [--seed S] [--baseline single|sparse]
     python -m mlcore infer    --checkpoint DIR/model.pt --image IMG --mask MASK.npy --out OUTDIR [--label-set NAME ...]
     python -m mlcore evaluate --checkpoint DIR/model.pt --dataset NAME=FORMAT:PATH --label-set NAME [--json]
+                              [--concept-map CONCEPTS.json]
 """
 
 from __future__ import annotations
@@ -54,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = commands.add_parser("evaluate", help="metrics of a checkpoint on a labelled dataset")
     evaluate.add_argument("--checkpoint", required=True, type=Path)
     evaluate.add_argument("--dataset", required=True, metavar="NAME=FORMAT:PATH")
-    evaluate.add_argument("--label-set", required=True, dest="label_set", metavar="NAME")
+    evaluate.add_argument("--label-set", required=True, dest="label_set", metavar="NAME",
+                          help="the dataset's own label set (taxonomy); with --concept-map it need not be one "
+                               "of the model's")
+    evaluate.add_argument("--concept-map", type=Path, dest="concept_map", metavar="CONCEPTS.json",
+                          help="score concept completion instead: how often the dataset's nuclei get a "
+                               "concept-equivalent class in each of the model's other label sets")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
@@ -154,7 +160,7 @@ def command_train(args) -> int:
     started = time.perf_counter()
     datasets = read_datasets(specs, say)
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir() / "crops"
-    table = build_table(datasets, cache_dir=cache_dir, crop_size=config.crop_size)
+    table = build_table(datasets, cache_dir=cache_dir, crop_size=config.crop_spec)
     say(f"{len(table)} nuclei, label sets: {', '.join(f'{s.name} ({len(s)})' for s in table.label_sets)} "
         f"[{time.perf_counter() - started:.1f}s]")
     progress = TqdmProgress(enabled=context.is_main)
@@ -265,24 +271,33 @@ def command_evaluate(args) -> int:
     from mlcore.data import build_table
     from mlcore.predict import resolve_device
     from mlcore.readers import read_dataset
-    from mlcore.train import evaluate
 
+    concept_map = None
+    if args.concept_map is not None:
+        from mlcore.concepts import load_concept_map
+
+        concept_map = load_concept_map(args.concept_map)   # before the checkpoint: map errors come fast
     name, fmt, path = parse_dataset_argument(args.dataset)
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint, device)
     model = checkpoint.model
     by_name = {s.name: s for s in model.label_sets}
-    if args.label_set not in by_name:
+    if args.label_set not in by_name and concept_map is None:
         raise ConfigError(f"--label-set {args.label_set!r} is not one of the model's label sets "
-                          f"({', '.join(by_name)})")
-    label_set = by_name[args.label_set]
-    dataset = read_dataset(fmt, path, name=name, label_set_name=label_set.name)
+                          f"({', '.join(by_name)}); with --concept-map any dataset's own label set can be scored")
+    dataset = read_dataset(fmt, path, name=name, label_set_name=args.label_set)
     if dataset.label_set is None:
         raise ConfigError(f"dataset {name!r} has no labels to evaluate against")
-    if dataset.label_set.classes != label_set.classes:
+    model_set = by_name.get(args.label_set)
+    if model_set is not None and dataset.label_set.classes != model_set.classes:
         raise ConfigError(f"dataset {name!r} has classes {list(dataset.label_set.classes)}, but label set "
-                          f"{label_set.name!r} has {list(label_set.classes)}: they must match (same names, same order)")
-    table = build_table([dataset], [label_set], cache_dir=None, crop_size=model.crop_size)
+                          f"{model_set.name!r} has {list(model_set.classes)}: they must match (same names, same order)")
+    table = build_table([dataset], [dataset.label_set], cache_dir=None, crop_size=model.crop_spec)
+    if concept_map is not None:
+        return _print_completion(model, table, concept_map, name, args.json, device)
+    from mlcore.train import evaluate
+
+    label_set = model_set
     metrics = evaluate(model, table, device=device)[label_set.name]
     keys = ("n", "accuracy", "macro_f1", "weighted_f1", "per_class", "confusion")
     report = {"label_set": label_set.name, **{key: metrics[key] for key in keys}}
@@ -298,4 +313,32 @@ def command_evaluate(args) -> int:
         print("confusion (rows = true, columns = predicted):")
         for row in report["confusion"]:
             print("  " + " ".join(f"{v:6d}" for v in row))
+    return 0
+
+
+def _print_completion(model, table, concept_map, dataset_name: str, as_json: bool, device) -> int:
+    """``evaluate --concept-map``: completion of the dataset's labelled nuclei into the model's other label sets."""
+    from mlcore.concepts import ConceptMapError, class_names_of, format_completion, model_completion
+    from mlcore.types import MISSING
+
+    source = table.label_sets[0]
+    in_play = {s.name: s.classes for s in model.label_sets}
+    in_play[source.name] = source.classes
+    # Not strict: one map (benchmarks/configs/concepts.json) serves models trained on any of its
+    # datasets; a label set that is neither the model's nor the dataset's is named on stderr.
+    for note in concept_map.check(in_play, strict=False):
+        print(f"note: {note}", file=sys.stderr)
+    targets = concept_map.targets_for(source.name, [s.name for s in model.label_sets])
+    if not targets:
+        raise ConceptMapError(f"{concept_map.source}: no concept links label set {source.name!r} with one of the "
+                              f"model's other label sets ({', '.join(s.name for s in model.label_sets)})")
+    rows = np.flatnonzero(table.labels[:, 0] != MISSING)
+    truth = class_names_of(table.labels[rows, 0], source.classes)
+    report = model_completion(model, table.crops[rows], truth, source.name, concept_map, device=device)
+    report = {"dataset": dataset_name, "label_set": source.name, "labelled": int(len(rows)), **report}
+    if as_json:
+        print(json.dumps(report))
+    else:
+        print(format_completion(report, f"{dataset_name} ({source.name}, {len(rows)} labelled nuclei): "
+                                         f"concept completion into {', '.join(report['targets'])}"))
     return 0

@@ -8,17 +8,17 @@ CONFIG.json::
                     "class_names": null, "label_set": null, "max_images": null}, ...],
       "model": {"backbone": "auto", "width": 16},         # other keys go to the backbone, e.g.
                                                           # "pretrained_file" (relative to this file)
-      "crop": {"size": 64},
+      "crop": {"size": 64, "mask": false, "context": 1.0},
       "epochs": {"sparse": 12, "correlation": 8, "completion": 10},    # or one int for all
       "batch_size": 128,
       "lr": {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4}, # or one float for sparse
-      "weight_decay": 1e-4, "grad_clip": 10, "threshold": 0.99, "pseudo_weight": 1.0,
+      "weight_decay": 1e-4, "grad_clip": 10, "ema_decay": 0.0, "threshold": 0.99, "pseudo_weight": 1.0,
       "completion_weighting": "nuclei",
       "lr_schedule": "cosine",
       "split": {"val_fraction": 0.2, "seed": 0},
       "sampling": {"dataset_power": 0.5, "class_power": 0.5, "completion_class_power": 1.0,
                    "samples_per_epoch": 32768},
-      "augment": {"jitter": 0.1},
+      "augment": {"jitter": 0.1, "stain": 0.0},
       "correlation_views": 2, "seed": 0, "num_threads": null, "cache_dir": null
     }
 
@@ -48,6 +48,8 @@ class TrainConfig:
     backbone: str = "auto"
     backbone_kwargs: dict = field(default_factory=dict)
     crop_size: int = 64
+    crop_mask: bool = False              # a fourth input channel: the target nucleus's own mask
+    crop_context: float = 1.0            # the crop's window is this many times wider, resized to crop_size
     epochs: dict = field(default_factory=lambda: {"sparse": 12, "correlation": 8, "completion": 10})
     lr: dict = field(default_factory=lambda: {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4})
     batch_size: int = 128
@@ -61,6 +63,8 @@ class TrainConfig:
     # the method's settings on the real-data benchmark (README).
     completion_weighting: str = "nuclei"
     lr_schedule: str = "cosine"          # "cosine" (per step, to 0 at the stage's end) or "constant"
+    # Stages 1 and 3 end with an exponential moving average of their weights (0 = the last step's).
+    ema_decay: float = 0.0
     val_fraction: float = 0.2
     split_seed: int = 0
     # Defaults = the CPU benchmark's settings: an epoch is 32,768 draws, a dataset's share grows as
@@ -77,11 +81,18 @@ class TrainConfig:
     completion_class_power: float | None = 1.0
     samples_per_epoch: int | None = 32768  # None: one pass over the training nuclei
     jitter: float = 0.1
+    stain_jitter: float = 0.0            # HED stain augmentation strength (0 = off; Tellez et al. 2018)
     correlation_views: int = 2           # augmented views whose frozen logits train the MLPs (per epoch)
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
     cache_dir: str | None = None
+
+    @property
+    def crop_spec(self):
+        from mlcore.crops import CropSpec
+
+        return CropSpec(self.crop_size, self.crop_mask, float(self.crop_context))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,12 +105,12 @@ class TrainConfig:
         data.pop("datasets", None)
         sections = {
             "model": {"backbone": "backbone"},
-            "crop": {"size": "crop_size"},
+            "crop": {"size": "crop_size", "mask": "crop_mask", "context": "crop_context"},
             "split": {"val_fraction": "val_fraction", "seed": "split_seed"},
             "sampling": {"dataset_power": "dataset_power", "class_power": "class_power",
                          "completion_class_power": "completion_class_power",
                          "samples_per_epoch": "samples_per_epoch"},
-            "augment": {"jitter": "jitter"},
+            "augment": {"jitter": "jitter", "stain": "stain_jitter"},
         }
         for section, keys in sections.items():
             if section not in data:
@@ -134,9 +145,13 @@ class TrainConfig:
             raise ConfigError(f"config field model.backbone: {exc}") from None
         checks = [
             ("crop.size", self.crop_size, int, lambda v: v >= 8),
+            ("crop.mask", self.crop_mask, bool, lambda v: True),
+            ("crop.context", self.crop_context, (int, float), lambda v: 1 <= v <= 4),
+            ("augment.stain", self.stain_jitter, (int, float), lambda v: 0 <= v < 1),
             ("batch_size", self.batch_size, int, lambda v: v >= 2),
             ("weight_decay", self.weight_decay, (int, float), lambda v: v >= 0),
             ("grad_clip", self.grad_clip, (int, float), lambda v: v > 0),
+            ("ema_decay", self.ema_decay, (int, float), lambda v: 0 <= v < 1),
             ("threshold", self.threshold, (int, float), lambda v: 0 < v < 1),
             ("pseudo_weight", self.pseudo_weight, (int, float), lambda v: v >= 0),
             ("split.val_fraction", self.val_fraction, (int, float), lambda v: 0 <= v < 1),
@@ -150,7 +165,7 @@ class TrainConfig:
             ("seed", self.seed, int, lambda v: True),
         ]
         for name, value, types, ok in checks:
-            if isinstance(value, bool) or not isinstance(value, types) or not ok(value):
+            if (isinstance(value, bool) and types is not bool) or not isinstance(value, types) or not ok(value):
                 raise ConfigError(f"config field {name}: invalid value {value!r}")
         if self.samples_per_epoch is not None and (not isinstance(self.samples_per_epoch, int)
                                                    or self.samples_per_epoch < 1):

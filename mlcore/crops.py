@@ -1,4 +1,5 @@
-"""Cutting the classifier's input: one square RGB crop per nucleus.
+"""Cutting the classifier's input: one square crop per nucleus, RGB plus optionally the nucleus's
+own mask as a fourth channel (:class:`CropSpec` says which, and how much context).
 
 A crop is centred on the centre of the nucleus's bounding box. A nucleus that fits gets a
 ``size x size`` window at full resolution, neighbouring tissue included (the context helps tell a
@@ -22,7 +23,7 @@ from scipy import ndimage
 
 CROP_SIZE = 64
 # Bump when the cutting changes so that cached crops are cut again.
-CROP_ALGORITHM_VERSION = 1
+CROP_ALGORITHM_VERSION = 2
 
 
 @dataclass
@@ -95,9 +96,45 @@ def crop_windows(bboxes: np.ndarray, size: int = CROP_SIZE) -> tuple[np.ndarray,
     return top_left, side
 
 
+@dataclass(frozen=True)
+class CropSpec:
+    """What the classifier sees of a nucleus.
+
+    - ``size``: the crop's side in pixels, as the network gets it;
+    - ``mask_channel``: a fourth channel, 255 on the target nucleus's own pixels and 0 elsewhere, so the
+      network knows which of the nuclei in the crop it is classifying;
+    - ``context``: the window's side is ``context * size`` image pixels, resized down to ``size``:
+      more surrounding tissue for the same network cost.
+    """
+
+    size: int = CROP_SIZE
+    mask_channel: bool = False
+    context: float = 1.0
+
+    @property
+    def channels(self) -> int:
+        return 4 if self.mask_channel else 3
+
+    @property
+    def window(self) -> int:
+        """The side, in image pixels, of the window of a nucleus that fits in it."""
+        return max(self.size, int(round(self.size * self.context)))
+
+    def cut(self, image: np.ndarray, instance_map: np.ndarray, geometry: InstanceGeometry | None = None
+            ) -> tuple[np.ndarray, InstanceGeometry]:
+        return cut_crops(image, instance_map, self.size, geometry, mask_channel=self.mask_channel,
+                         context=self.context)
+
+    def describe(self) -> dict:
+        return {"size": self.size, "mask_channel": self.mask_channel, "context": self.context}
+
+
 def cut_crops(image: np.ndarray, instance_map: np.ndarray, size: int = CROP_SIZE,
-              geometry: InstanceGeometry | None = None) -> tuple[np.ndarray, InstanceGeometry]:
-    """Crops of every instance of ``instance_map``: (N, size, size, 3) uint8 RGB, rows in id order.
+              geometry: InstanceGeometry | None = None, *, mask_channel: bool = False,
+              context: float = 1.0) -> tuple[np.ndarray, InstanceGeometry]:
+    """Crops of every instance of ``instance_map``: (N, size, size, C) uint8, rows in id order; C is
+    3 (RGB) or 4 with ``mask_channel`` (the nucleus's own pixels 255). ``context`` > 1 cuts a window
+    ``context`` times wider and resizes it to ``size`` (see :class:`CropSpec`).
 
     Returns the crops and the geometry (ids, boxes, centroids) they were cut from.
     """
@@ -105,35 +142,58 @@ def cut_crops(image: np.ndarray, instance_map: np.ndarray, size: int = CROP_SIZE
         raise ValueError(f"image must be H x W x 3 RGB, got shape {image.shape}")
     if image.shape[:2] != instance_map.shape:
         raise ValueError(f"image {image.shape[:2]} and instance map {instance_map.shape} differ in size")
+    if context < 1.0:
+        raise ValueError(f"context must be at least 1, got {context}")
     image = np.ascontiguousarray(image, dtype=np.uint8)
     if geometry is None:
         geometry = instance_geometry(instance_map)
     count = len(geometry.ids)
-    crops = np.empty((count, size, size, 3), np.uint8)
+    channels = 4 if mask_channel else 3
+    crops = np.empty((count, size, size, channels), np.uint8)
     if count == 0:
         return crops, geometry
     height, width = image.shape[:2]
-    top_left, side = crop_windows(geometry.bboxes, size)
-    fits = side == size
+    window = max(size, int(round(size * context)))
+    top_left, side = crop_windows(geometry.bboxes, window)
+    labels = np.ascontiguousarray(instance_map, dtype=np.int32) if mask_channel else None
+    fits = side == window
     if fits.any():
-        # Mirror-pad the image once (a window starts at most size/2 outside it), then take every
-        # window in one gather from a strided view: no per-crop index arrays, one copy.
-        # Mirror-pad the image once (a window starts at most size/2 outside it), then copy each window
-        # as a slice: a contiguous 64-row copy per crop beats any fancy-indexed gather.
-        pad = size
-        if min(height, width) > pad:
-            padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
-        else:  # tiny image: the mirror folds more than once, which copyMakeBorder does not do
-            padded = image[reflect_101(np.arange(-pad, height + pad), height)][:, reflect_101(np.arange(-pad, width + pad), width)]
+        # Mirror-pad the image once (a window starts at most window/2 outside it), then copy each
+        # window as a slice: a contiguous row copy per crop beats any fancy-indexed gather.
+        pad = window
+        padded = _mirror_pad(image, pad)
+        padded_labels = _mirror_pad(labels, pad) if mask_channel else None
         rows = np.flatnonzero(fits)
         corners = (top_left[rows] + pad).tolist()
-        for row, (y, x) in zip(rows.tolist(), corners):
-            crops[row] = padded[y:y + size, x:x + size]
+        ids = geometry.ids[rows].tolist()
+        for row, (y, x), instance_id in zip(rows.tolist(), corners, ids):
+            crops[row] = _finish(padded[y:y + window, x:x + window],
+                                 padded_labels[y:y + window, x:x + window] if mask_channel else None,
+                                 instance_id, size)
     for index in np.flatnonzero(~fits):
         span = np.arange(side[index])
         rows = reflect_101(top_left[index, 0] + span, height)
         cols = reflect_101(top_left[index, 1] + span, width)
-        window = image[rows[:, None], cols[None, :]]
-        # INTER_AREA averages when shrinking, so fine texture does not alias.
-        crops[index] = cv2.resize(window, (size, size), interpolation=cv2.INTER_AREA)
+        window_labels = labels[rows[:, None], cols[None, :]] if mask_channel else None
+        crops[index] = _finish(image[rows[:, None], cols[None, :]], window_labels, int(geometry.ids[index]), size)
     return crops, geometry
+
+
+def _mirror_pad(array: np.ndarray, pad: int) -> np.ndarray:
+    height, width = array.shape[:2]
+    if min(height, width) > pad:
+        return cv2.copyMakeBorder(array, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    # A tiny image: the mirror folds more than once, which copyMakeBorder does not do.
+    return array[reflect_101(np.arange(-pad, height + pad), height)][:, reflect_101(np.arange(-pad, width + pad), width)]
+
+
+def _finish(window: np.ndarray, window_labels: np.ndarray | None, instance_id: int, size: int) -> np.ndarray:
+    """A window (and its labels) as one crop: the mask channel appended, resized to ``size``."""
+    if window_labels is not None:
+        mask = (window_labels == instance_id).view(np.uint8) * np.uint8(255)
+        window = np.concatenate([window, mask[:, :, None]], axis=2)
+    if window.shape[0] != size:
+        # INTER_AREA averages when shrinking, so fine texture does not alias (and the mask's edge
+        # becomes a partial-coverage value, as the pixels are).
+        window = cv2.resize(window, (size, size), interpolation=cv2.INTER_AREA)
+    return window

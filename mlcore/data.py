@@ -1,6 +1,7 @@
 """The training set as one table of pre-cut crops, built from datasets or from web-app arrays.
 
-A :class:`NucleusTable` holds, for N nuclei, the uint8 crops (N, S, S, 3), the (N, D) label matrix
+A :class:`NucleusTable` holds, for N nuclei, the uint8 crops (N, S, S, C: RGB, plus the nucleus's
+mask when the crop spec has one), the (N, D) label matrix
 of the merged label space (column d = class index in label set d, ``MISSING`` = -1), the dataset
 and split group of each nucleus, and where it came from (image, instance id). Crops are cut once,
 cached on disk under a hash of their inputs, and kept in memory, so epochs never touch images.
@@ -9,6 +10,7 @@ cached on disk under a hash of their inputs, and kept in memory, so epochs never
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import zlib
 from collections.abc import Callable, Iterable, Mapping
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlcore.crops import CROP_ALGORITHM_VERSION, CROP_SIZE, cut_crops, instance_geometry
+from mlcore.crops import CROP_ALGORITHM_VERSION, CROP_SIZE, CropSpec, instance_geometry
 from mlcore.types import MISSING, LabelSet, NucleusDataset
 
 
@@ -41,7 +43,7 @@ class ImageRecord:
 
 @dataclass
 class NucleusTable:
-    crops: np.ndarray           # (N, S, S, 3) uint8 RGB
+    crops: np.ndarray           # (N, S, S, C) uint8: RGB (+ the nucleus's mask)
     labels: np.ndarray          # (N, D) int64, MISSING = -1
     dataset_index: np.ndarray   # (N,) int64 into dataset_names
     group_index: np.ndarray     # (N,) int64 into group_names
@@ -58,6 +60,10 @@ class NucleusTable:
     @property
     def crop_size(self) -> int:
         return int(self.crops.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.crops.shape[3])
 
     def label_set_index(self, name: str) -> int:
         for d, label_set in enumerate(self.label_sets):
@@ -106,7 +112,7 @@ def merged_label_sets(datasets: Iterable[NucleusDataset]) -> list[LabelSet]:
 
 
 def build_table(datasets: list[NucleusDataset], label_sets: list[LabelSet] | None = None,
-                cache_dir: str | Path | None = None, crop_size: int = CROP_SIZE,
+                cache_dir: str | Path | None = None, crop_size: int | CropSpec = CROP_SIZE,
                 progress: Callable[[dict], None] | None = None) -> NucleusTable:
     """The table of every nucleus of ``datasets``; label sets default to :func:`merged_label_sets`.
 
@@ -133,7 +139,7 @@ def build_table(datasets: list[NucleusDataset], label_sets: list[LabelSet] | Non
 
 
 def table_from_arrays(records: Iterable[ImageRecord | Mapping], label_sets: list[LabelSet],
-                      cache_dir: str | Path | None = None, crop_size: int = CROP_SIZE,
+                      cache_dir: str | Path | None = None, crop_size: int | CropSpec = CROP_SIZE,
                       progress: Callable[[dict], None] | None = None) -> NucleusTable:
     """The table built from arrays the caller supplies (the web app's database rows).
 
@@ -142,6 +148,7 @@ def table_from_arrays(records: Iterable[ImageRecord | Mapping], label_sets: list
     settings); labels are never cached, so relabelling does not cut crops again.
     """
     records = [record if isinstance(record, ImageRecord) else ImageRecord(**record) for record in records]
+    spec = crop_size if isinstance(crop_size, CropSpec) else CropSpec(int(crop_size))
     column = {label_set.name: d for d, label_set in enumerate(label_sets)}
     dataset_names: list[str] = []
     for record in records:
@@ -151,7 +158,7 @@ def table_from_arrays(records: Iterable[ImageRecord | Mapping], label_sets: list
         if unknown:
             raise ValueError(f"image {record.name!r} of {record.dataset!r} has labels for unknown label set(s) "
                              f"{sorted(unknown)} (known: {', '.join(column)})")
-    crops_per_record = _crops_with_cache(records, dataset_names, cache_dir, crop_size, progress)
+    crops_per_record = _crops_with_cache(records, dataset_names, cache_dir, spec, progress)
 
     group_names: list[str] = []
     group_code: dict[str, int] = {}
@@ -180,7 +187,7 @@ def table_from_arrays(records: Iterable[ImageRecord | Mapping], label_sets: list
         parts["image"].append(np.full(len(ids), image_index, np.int64))
         parts["ids"].append(np.asarray(ids, np.int64))
     crops = (np.concatenate([c for c, _ in crops_per_record]) if records
-             else np.zeros((0, crop_size, crop_size, 3), np.uint8))
+             else np.zeros((0, spec.size, spec.size, spec.channels), np.uint8))
 
     def joined(key, width=None):
         if parts[key]:
@@ -196,14 +203,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MLCORE_CACHE_DIR") or Path.home() / ".cache" / "mlcore")
 
 
-def _crops_with_cache(records: list[ImageRecord], dataset_names: list[str], cache_dir, crop_size: int,
+def _crops_with_cache(records: list[ImageRecord], dataset_names: list[str], cache_dir, spec: CropSpec,
                       progress) -> list[tuple[np.ndarray, np.ndarray]]:
     out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(records)
     for dataset in dataset_names:
         members = [i for i, r in enumerate(records) if r.dataset == dataset]
         key = None
         if cache_dir is not None:
-            digest = hashlib.sha256(f"crops v{CROP_ALGORITHM_VERSION} size {crop_size}".encode())
+            digest = hashlib.sha256(f"crops v{CROP_ALGORITHM_VERSION} {sorted(spec.describe().items())}".encode())
             for i in members:
                 for array in (records[i].image, records[i].instance_map):
                     array = np.ascontiguousarray(array)
@@ -226,14 +233,14 @@ def _crops_with_cache(records: list[ImageRecord], dataset_names: list[str], cach
             if record.image.shape[:2] != record.instance_map.shape:
                 raise ValueError(f"image {record.name!r} of {dataset!r}: image {record.image.shape[:2]} and "
                                  f"instance map {record.instance_map.shape} differ in size")
-            crops, geometry = cut_crops(record.image, record.instance_map, crop_size)
+            crops, geometry = spec.cut(record.image, record.instance_map)
             out[i] = (crops, geometry.ids)
             if progress and (step % 50 == 0 or step == len(members) - 1):
                 progress({"stage": "crops", "dataset": dataset, "step": step + 1, "steps": len(members)})
         if key is not None:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
             crops = (np.concatenate([out[i][0] for i in members]) if members
-                     else np.zeros((0, crop_size, crop_size, 3), np.uint8))
+                     else np.zeros((0, spec.size, spec.size, spec.channels), np.uint8))
             # Write to temporary names then rename: a concurrent reader never sees half a file.
             tmp_crops = Path(cache_dir) / f".crops-{key}.{os.getpid()}.npy"
             tmp_index = Path(cache_dir) / f".crops-{key}.{os.getpid()}.index.npz"
@@ -357,7 +364,8 @@ class WeightedEpochSampler(torch.utils.data.Sampler):
 
 
 def to_input(crops: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (B, S, S, 3) -> float (B, 3, S, S) in [-1, 1], channels-last (faster convs on CPU)."""
+    """uint8 (B, S, S, C) -> float (B, C, S, S) in [-1, 1], channels-last (faster convs on CPU).
+    A mask channel (0 / 255) becomes -1 / 1 like the colours."""
     x = crops.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
     return x.contiguous(memory_format=torch.channels_last)
 
@@ -365,17 +373,34 @@ def to_input(crops: torch.Tensor, device: torch.device | str = "cpu") -> torch.T
 _GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights
 # The 8 symmetries of the square as (transpose, flip rows, flip columns) bits of a number 0-7.
 _DIHEDRAL_BITS = (1, 2, 4)
+# Optical densities of haematoxylin, eosin and DAB per unit stain (rows), Ruifrok & Johnston 2001,
+# as scikit-image's rgb2hed uses them.
+_RGB_FROM_HED = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
+
+
+def dihedral(crops: torch.Tensor, code: int) -> torch.Tensor:
+    """Symmetry ``code`` (0-7: transpose, flip rows, flip columns bits) of (B, S, S, C) crops."""
+    if code & 1:
+        crops = crops.transpose(1, 2)
+    if code & 2:
+        crops = crops.flip(1)
+    if code & 4:
+        crops = crops.flip(2)
+    return crops
 
 
 def augment(crops: torch.Tensor, generator: torch.Generator | None = None, jitter: float = 0.1,
-            device: torch.device | str = "cpu") -> torch.Tensor:
-    """Random dihedral transform (flips and 90-degree rotations: a nucleus has no orientation) and
-    mild brightness/contrast/saturation jitter, per sample, on the whole batch at once.
+            device: torch.device | str = "cpu", stain: float = 0.0) -> torch.Tensor:
+    """Random dihedral transform (flips and 90-degree rotations: a nucleus has no orientation),
+    optional stain jitter in HED space and mild brightness/contrast/saturation jitter, per sample,
+    on the whole batch at once.
 
-    uint8 (B, S, S, 3) -> float (B, 3, S, S) in [-1, 1], channels-last, like ``to_input``.
+    uint8 (B, S, S, C) -> float (B, C, S, S) in [-1, 1], channels-last, like ``to_input``; a mask
+    channel (C = 4) is flipped with the colours and never jittered.
     Written for speed, as this runs on every training batch: the symmetries are applied to the uint8
-    crops, one group of samples per symmetry (not to every sample with a select), and the three
-    jitters, being per-sample affine maps of the pixel and its grey value, fold into one
+    crops, one group of samples per symmetry (not to every sample with a select), the stain jitter is
+    one 3 x 3 matrix per sample in optical-density space, and the three colour jitters, being
+    per-sample affine maps of the pixel and its grey value, fold into one
     ``alpha * x + beta * grey + gamma`` with the [-1, 1] scaling included.
     """
     crops = crops.to(device, non_blocking=True)
@@ -389,26 +414,42 @@ def augment(crops: torch.Tensor, generator: torch.Generator | None = None, jitte
         rows = (symmetry == code).nonzero().squeeze(1)
         if len(rows) == 0:
             continue
-        part = crops.index_select(0, rows)           # (n, S, S, 3): dims 1, 2 are rows, columns
-        if code & 1:
-            part = part.transpose(1, 2)
-        if code & 2:
-            part = part.flip(1)
-        if code & 4:
-            part = part.flip(2)
-        flipped.index_copy_(0, rows, part)
-    x = flipped.float()                              # (B, S, S, 3) in 0..255
+        flipped.index_copy_(0, rows, dihedral(crops.index_select(0, rows), code))
+    x = flipped.float()                              # (B, S, S, C) in 0..255
+    rgb, extra = x[..., :3], x[..., 3:]
+    if stain > 0:
+        rgb = stain_jitter(rgb, stain, generator)
     if jitter > 0:
         # brightness b, then saturation s around the grey value, then contrast c around the mean grey:
         # c*b*s*x + c*b*(1-s)*grey + (1-c)*b*mean(grey), then mapped from [0, 255] to [-1, 1].
         brightness, contrast, saturation = (factors[:, i].to(x.device) for i in range(3))
-        grey = x @ torch.tensor(_GREY, device=x.device)           # (B, S, S)
+        grey = rgb @ torch.tensor(_GREY, device=x.device)           # (B, S, S)
         scale = contrast * brightness
         alpha = (2.0 / 255.0 * scale * saturation).view(-1, 1, 1, 1)
         beta = (2.0 / 255.0 * scale * (1.0 - saturation)).view(-1, 1, 1)
         gamma = (2.0 / 255.0 * (1.0 - contrast) * brightness * grey.mean(dim=(1, 2)) - 1.0).view(-1, 1, 1)
-        x = x.mul_(alpha).add_(torch.addcmul(gamma, grey, beta).unsqueeze(3)).clamp_(-1.0, 1.0)
+        rgb = (rgb * alpha).add_(torch.addcmul(gamma, grey, beta).unsqueeze(3)).clamp_(-1.0, 1.0)
     else:
-        x = x.mul_(2.0 / 255.0).sub_(1.0)
+        rgb = rgb * (2.0 / 255.0) - 1.0
+    x = torch.cat([rgb, extra.mul_(2.0 / 255.0).sub_(1.0)], dim=3) if extra.shape[3] else rgb.contiguous()
     # An NHWC tensor seen as NCHW is channels-last already: no copy.
     return x.permute(0, 3, 1, 2)
+
+
+def stain_jitter(rgb: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """HED stain augmentation (Tellez et al. 2018): each sample's haematoxylin, eosin and DAB
+    amounts scaled by U(1 - sigma, 1 + sigma) and shifted by U(-sigma, sigma) in optical density.
+
+    (B, S, S, 3) float 0..255 -> the same. Beer-Lambert: OD = -log((I + 1) / 256); stains = OD @ H^-1;
+    the per-sample scaling and shift fold into one matrix and offset, so it is one batched matmul.
+    """
+    batch = rgb.shape[0]
+    scale = 1.0 + sigma * (2.0 * torch.rand((batch, 3), generator=generator) - 1.0)
+    shift = sigma * (2.0 * torch.rand((batch, 3), generator=generator) - 1.0)
+    rgb_from_hed = torch.tensor(_RGB_FROM_HED, dtype=torch.float64)
+    hed_from_rgb = torch.linalg.inv(rgb_from_hed)
+    matrices = (hed_from_rgb.unsqueeze(0) * scale.double().unsqueeze(1)) @ rgb_from_hed     # (B, 3, 3)
+    offsets = shift.double() @ rgb_from_hed                                                  # (B, 3)
+    density = torch.log1p(rgb).neg_().add_(math.log(256.0)).view(batch, -1, 3)
+    density = torch.baddbmm(offsets.float().to(rgb.device).unsqueeze(1), density, matrices.float().to(rgb.device))
+    return density.neg_().exp_().mul_(256.0).sub_(1.0).clamp_(0.0, 255.0).view(rgb.shape)

@@ -71,7 +71,8 @@ def estimate_seconds(*, nuclei: int, labelled: int, stages: Sequence[str], epoch
 
 
 def measure_speed(backbone: str = "small", backbone_kwargs: dict | None = None, crop_size: int = 64,
-                  batch_size: int = 32, batches: int = 2, num_outputs: int = 8, device: str = "cpu") -> dict:
+                  batch_size: int = 32, batches: int = 2, num_outputs: int = 8, device: str = "cpu",
+                  channels: int = 3, stain_jitter: float = 0.0) -> dict:
     """Samples per second of a training step (augment, forward, backward, Adam) and of inference, timed on a
     few random batches after a warm-up batch. A small batch keeps this to a few seconds even for ResNet-50;
     the per-sample speed of a larger batch is a little better, so the estimate errs on the long side.
@@ -82,14 +83,14 @@ def measure_speed(backbone: str = "small", backbone_kwargs: dict | None = None, 
     device = torch.device(device)
     generator = torch.Generator().manual_seed(0)
     backbone, backbone_kwargs = resolve_backbone(backbone, backbone_kwargs, device)
-    model = create_model(backbone, num_outputs, **backbone_kwargs).to(device)
+    model = create_model(backbone, num_outputs, in_channels=channels, **backbone_kwargs).to(device)
     model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    crops = torch.randint(0, 256, (batch_size, crop_size, crop_size, 3), dtype=torch.uint8, generator=generator)
+    crops = torch.randint(0, 256, (batch_size, crop_size, crop_size, channels), dtype=torch.uint8, generator=generator)
     targets = torch.randint(0, num_outputs, (batch_size,), generator=generator).to(device)
 
     def train_step():
-        loss = torch.nn.functional.cross_entropy(model(augment(crops, generator, 0.1, device)), targets)
+        loss = torch.nn.functional.cross_entropy(model(augment(crops, generator, 0.1, device, stain_jitter)), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

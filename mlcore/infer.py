@@ -15,7 +15,7 @@ import torch
 from PIL import Image as PILImage
 
 from mlcore import limits
-from mlcore.crops import InstanceGeometry, cut_crops
+from mlcore.crops import InstanceGeometry
 from mlcore.model import CrossTrainedModel
 from mlcore.predict import LabelSetPrediction, predict
 from mlcore.readers._common import check_pixels, load_npy
@@ -31,7 +31,7 @@ class ImageInference:
 def infer_image(model: CrossTrainedModel, image: np.ndarray, instance_map: np.ndarray, batch_size: int = 512,
                 device: str | torch.device | None = None) -> ImageInference:
     """Classify every instance of ``instance_map`` in every label set of the model."""
-    crops, geometry = cut_crops(image, instance_map, model.crop_size)
+    crops, geometry = model.crop_spec.cut(image, instance_map)
     return ImageInference(geometry, predict(model, crops, batch_size, device))
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mlcore.backbones import create_model
+from mlcore.crops import CropSpec
 from mlcore.types import LabelSet
 
 CORRELATION_HIDDEN = 128
@@ -33,7 +34,7 @@ class CrossTrainedModel(nn.Module):
     """
 
     def __init__(self, label_sets: list[LabelSet], backbone: str = "small", backbone_kwargs: dict | None = None,
-                 crop_size: int = 64):
+                 crop: int | CropSpec = 64):
         super().__init__()
         if not label_sets:
             raise ValueError("a model needs at least one label set")
@@ -43,12 +44,13 @@ class CrossTrainedModel(nn.Module):
         self.label_sets = tuple(label_sets)
         self.backbone_name = backbone
         self.backbone_kwargs = dict(backbone_kwargs or {})
-        self.crop_size = crop_size
+        self.crop_spec = crop if isinstance(crop, CropSpec) else CropSpec(int(crop))
         sizes = [len(label_set) for label_set in label_sets]
         self.num_outputs = sum(sizes)
         starts = [sum(sizes[:d]) for d in range(len(sizes))]
         self.blocks = tuple((start, start + size) for start, size in zip(starts, sizes))
-        self.backbone = create_model(backbone, self.num_outputs, **self.backbone_kwargs)
+        self.backbone = create_model(backbone, self.num_outputs, in_channels=self.crop_spec.channels,
+                                     **self.backbone_kwargs)
         # MLP_d sees the logits of every block but its own; with one label set there is no input.
         self.correlation_heads = nn.ModuleList()
         if len(label_sets) > 1:
@@ -57,6 +59,10 @@ class CrossTrainedModel(nn.Module):
                 other = torch.cat([torch.arange(0, start), torch.arange(end, self.num_outputs)])
                 self.register_buffer(f"other_columns_{d}", other, persistent=False)
         self.register_buffer("use_correlation", torch.tensor(False))
+
+    @property
+    def crop_size(self) -> int:
+        return self.crop_spec.size
 
     @property
     def has_correlation_heads(self) -> bool:
@@ -80,6 +86,6 @@ class CrossTrainedModel(nn.Module):
     def describe(self) -> dict:
         """What is needed to rebuild the same architecture (stored in checkpoints)."""
         return {"backbone": self.backbone_name, "backbone_kwargs": self.backbone_kwargs,
-                "crop_size": self.crop_size, "num_outputs": self.num_outputs,
+                "crop_size": self.crop_size, "crop": self.crop_spec.describe(), "num_outputs": self.num_outputs,
                 "blocks": [list(block) for block in self.blocks],
                 "correlation_hidden": CORRELATION_HIDDEN}

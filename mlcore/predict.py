@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mlcore.data import to_input
+from mlcore.data import dihedral, to_input
 from mlcore.losses import LOGIT_CLAMP
 from mlcore.model import CrossTrainedModel
 from mlcore.uncertainty import uncertainty_scores
@@ -41,19 +41,29 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 @torch.inference_mode()
 def forward_logits(model: CrossTrainedModel, crops: np.ndarray | torch.Tensor, batch_size: int = 512,
-                   device: str | torch.device | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Raw backbone logits (N, K) and MLP logits (list of (N, C_d)) on the CPU, batched."""
+                   device: str | torch.device | None = None, tta: bool = False
+                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Raw backbone logits (N, K) and MLP logits (list of (N, C_d)) on the CPU, batched.
+
+    ``tta``: test-time augmentation, the mean of both branches' logits over the 8 symmetries of the
+    square (a nucleus has no orientation); 8 times the forward passes.
+    """
     model.eval()
     if device is None:
         device = next(model.parameters()).device
     device = resolve_device(device)
     crops = torch.as_tensor(crops)
     logits, heads = [], []
+    views = range(8) if tta else range(1)
     for start in range(0, len(crops), batch_size):
-        batch_logits = model.backbone(to_input(crops[start:start + batch_size], device))
+        batch = crops[start:start + batch_size]
+        view_logits = [model.backbone(to_input(dihedral(batch, code), device)) for code in views]
+        batch_logits = torch.stack(view_logits).mean(dim=0)
         logits.append(batch_logits.float().cpu())
         if model.has_correlation_heads:
-            heads.append([h.float().cpu() for h in model.heads_forward(batch_logits)])
+            view_heads = [model.heads_forward(v) for v in view_logits]
+            heads.append([torch.stack([h[d] for h in view_heads]).mean(dim=0).float().cpu()
+                          for d in range(len(model.correlation_heads))])
     if not logits:
         empty = torch.zeros((0, model.num_outputs))
         return empty, [torch.zeros((0, len(s))) for s in model.label_sets] if model.has_correlation_heads else []
@@ -76,8 +86,8 @@ def predictions_from_logits(model: CrossTrainedModel, logits: torch.Tensor, head
 
 
 def predict(model: CrossTrainedModel, crops: np.ndarray | torch.Tensor, batch_size: int = 512,
-            device: str | torch.device | None = None) -> dict[str, LabelSetPrediction]:
-    """Predictions for uint8 crops (N, S, S, 3), keyed by label set name."""
+            device: str | torch.device | None = None, tta: bool = False) -> dict[str, LabelSetPrediction]:
+    """Predictions for uint8 crops (N, S, S, C), keyed by label set name (``tta``: see forward_logits)."""
     model = getattr(model, "module", model)
-    logits, heads = forward_logits(model, crops, batch_size, device)
+    logits, heads = forward_logits(model, crops, batch_size, device, tta)
     return predictions_from_logits(model, logits, heads)

@@ -190,9 +190,11 @@ def train_one_epoch(model: nn.Module, stage: str, optimizer: torch.optim.Optimiz
                     loader: torch.utils.data.DataLoader, device: torch.device, epoch: int, epochs: int,
                     config: TrainConfig, blocks: tuple[tuple[int, int], ...], scheduler=None,
                     generator: torch.Generator | None = None, progress: ProgressFn | None = None,
-                    should_stop: StopFn | None = None, clock: StageClock | None = None) -> dict:
+                    should_stop: StopFn | None = None, clock: StageClock | None = None,
+                    averaged: torch.optim.swa_utils.AveragedModel | None = None) -> dict:
     """One epoch of stage "sparse" (``model`` = the backbone) or "completion" (``model`` = the
-    whole CrossTrainedModel); either may be DDP-wrapped. Returns the mean loss and throughput."""
+    whole CrossTrainedModel); either may be DDP-wrapped. ``averaged`` (an exponential moving average
+    of the weights) is updated after every step. Returns the mean loss and throughput."""
     model.train()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     steps = len(loader)
@@ -203,7 +205,7 @@ def train_one_epoch(model: nn.Module, stage: str, optimizer: torch.optim.Optimiz
             raise TrainingCancelled(f"stopped in stage {stage}, epoch {epoch + 1}, step {step + 1}")
         if len(labels) < 2:
             continue  # BatchNorm cannot train on a single sample
-        images = augment(crops, generator, config.jitter, device)
+        images = augment(crops, generator, config.jitter, device, config.stain_jitter)
         labels = labels.to(device, non_blocking=True)
         if stage == "sparse":
             loss = sparse_loss(model(images), labels, blocks)
@@ -213,6 +215,8 @@ def train_one_epoch(model: nn.Module, stage: str, optimizer: torch.optim.Optimiz
                                           config.completion_weighting)
             pseudo_total = terms.pseudo_counts if pseudo_total is None else pseudo_total + terms.pseudo_counts
         optimizer_step(loss, optimizer, params, config.grad_clip, scheduler)
+        if averaged is not None:
+            averaged.update_parameters(getattr(model, "module", model))
         # Keep Python floats only: no autograd graph outlives its batch.
         loss_value = loss.item()
         loss_sum += loss_value * len(labels)
@@ -247,7 +251,8 @@ def frozen_logits(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarra
             if should_stop is not None and should_stop():
                 raise TrainingCancelled("stopped in stage correlation while computing frozen logits")
             batch = rows[start:start + config.batch_size]
-            images = augment(torch.from_numpy(table.crops[batch]), generator, config.jitter, device)
+            images = augment(torch.from_numpy(table.crops[batch]), generator, config.jitter, device,
+                             config.stain_jitter)
             features.append(model.backbone(images).float())
             labels.append(torch.from_numpy(table.labels[batch]).to(device))
     return torch.cat(features), torch.cat(labels)
@@ -388,15 +393,16 @@ def reports_from_logits(model: CrossTrainedModel, table: NucleusTable, rows: np.
 
 
 def evaluate(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | None = None,
-             device: str | torch.device | None = None, batch_size: int = 512) -> dict[str, dict]:
-    """Validation metrics per label set on the rows whose class in that set is known.
+             device: str | torch.device | None = None, batch_size: int = 512, tta: bool = False) -> dict[str, dict]:
+    """Validation metrics per label set on the rows whose class in that set is known (``tta``: the
+    mean over the 8 symmetries, see :func:`mlcore.predict.forward_logits`).
 
     Each report has n, accuracy, macro_f1, weighted_f1, per_class and confusion (of the final
     prediction) plus base_accuracy / mlp_accuracy of each branch alone.
     """
     model = getattr(model, "module", model)
     rows = evaluation_rows(model, table, rows)
-    logits, heads = forward_logits(model, table.crops[rows], batch_size, device)
+    logits, heads = forward_logits(model, table.crops[rows], batch_size, device, tta)
     return reports_from_logits(model, table, rows, logits, heads)
 
 
@@ -450,6 +456,16 @@ def _make_scheduler(optimizer, config: TrainConfig, total_steps: int):
     if config.lr_schedule == "constant":
         return None
     return torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(total_steps))
+
+
+def weight_average(module: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``module``'s weights and BatchNorm statistics (None when
+    ``decay`` is 0). It ends a stage in the model's place: the last steps' noise averaged out, so two
+    seeds land closer together."""
+    if not decay:
+        return None
+    return torch.optim.swa_utils.AveragedModel(module, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay),
+                                               use_buffers=True)
 
 
 def _stage_parameters(model: CrossTrainedModel, stage: str) -> list[nn.Parameter]:
@@ -531,9 +547,10 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
             optimizer_state, scheduler_state = checkpoint.optimizer_state, checkpoint.scheduler_state
     else:
         model = CrossTrainedModel(label_sets, *resolve_backbone(config.backbone, config.backbone_kwargs, device),
-                                  config.crop_size)
-    if model.crop_size != table.crop_size:
-        raise ValueError(f"the model expects {model.crop_size}px crops, the table has {table.crop_size}px")
+                                  config.crop_spec)
+    if (model.crop_size, model.crop_spec.channels) != (table.crop_size, table.channels):
+        raise ValueError(f"the model expects {model.crop_size}px crops with {model.crop_spec.channels} channels, "
+                         f"the table has {table.crop_size}px with {table.channels}")
     model.to(device)
     model.to(memory_format=torch.channels_last)
 
@@ -574,8 +591,10 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
                 rows = labelled_train if stage == "sparse" else train_rows
                 loader = make_loader(table, rows, config, context, stage)
                 steps_per_epoch = len(loader)
-                runner = _wrap(model.backbone if stage == "sparse" else model, context, device,
-                               find_unused=stage == "completion")
+                trained = model.backbone if stage == "sparse" else model
+                runner = _wrap(trained, context, device, find_unused=stage == "completion")
+                # A resumed stage starts its average again from the resumed weights.
+                averaged = weight_average(trained, config.ema_decay)
             scheduler = _make_scheduler(optimizer, config, steps_per_epoch * epochs)
             if optimizer_state is not None and stage_index == 0:
                 optimizer.load_state_dict(optimizer_state)
@@ -590,7 +609,9 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
                     _set_epoch(loader, epoch)
                     stats = train_one_epoch(runner, stage, optimizer, loader, device, epoch, epochs, config,
                                             model.blocks, scheduler, generator, progress if main else None,
-                                            should_stop, clock)
+                                            should_stop, clock, averaged)
+                    if averaged is not None and epoch == epochs - 1:
+                        trained.load_state_dict(averaged.module.state_dict())
                 if epoch_validation is not None:
                     stats.update(epoch_validation())
                 result.history.append(stats)

@@ -266,7 +266,7 @@ def test_a_checkpoint_does_not_need_the_pretrained_file_again(tmp_path, no_netwo
 
 
 @pytest.mark.parametrize("name, kwargs", [("resnet18", {}), ("resnet18", {"small_input": True, "width": 16}),
-                                          ("resnet50", {"width": 8, "in_channels": 4})])
+                                          ("resnet50", {"width": 8})])
 def test_checkpoints_of_the_hand_written_resnets_load_with_the_same_outputs(tmp_path, name, kwargs):
     torch.manual_seed(0)
     old = getattr(legacy_resnet, name)(5, **kwargs)
@@ -283,6 +283,6 @@ def test_checkpoints_of_the_hand_written_resnets_load_with_the_same_outputs(tmp_
     assert "backbone.stem.0.weight" in raw["model_state"] and "backbone.layer2.0.downsample.0.weight" in raw["model_state"]
     torch.save(raw, tmp_path / "old.pt")
     loaded = load_checkpoint(tmp_path / "old.pt")
-    images = torch.randn(3, kwargs.get("in_channels", 3), 64, 64)
+    images = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model.backbone(images), old(images), rtol=1e-5, atol=1e-5)

@@ -45,7 +45,7 @@ def test_options_given_are_kept(small_project, api_client_for, owner):
 def test_estimate_from_a_probe_before_any_training_then_from_recorded_speed(small_project, api_client_for, owner):
     from django.core.cache import cache
 
-    cache.delete("training-speed-probe:auto:64")  # only this key: the cache's Redis is the broker's too
+    cache.delete("training-speed-probe:auto:64:3:False")  # only this key: the cache's Redis is the broker's too
     client = api_client_for(owner)
     url = f"/api/projects/{small_project.pk}/train/estimate/"
     first = client.get(url)

@@ -16,6 +16,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from mlcore.config import STAGES, TrainConfig
+from mlcore.crops import CropSpec
 from mlcore.estimate import describe_rule, estimate_seconds, measure_speed, speed_from_history
 
 from . import operations
@@ -42,15 +43,16 @@ def recorded_speed(backbone: str) -> dict | None:
                  f"with the {backbone} backbone on this server")}
 
 
-def probed_speed(backbone: str, crop_size: int) -> dict:
-    """A few batches timed here, once per backbone (cached; measured again when the cache is gone)."""
-    key = f"training-speed-probe:{backbone}:{crop_size}"
+def probed_speed(backbone: str, crop: CropSpec, stain_jitter: float = 0.0) -> dict:
+    """A few batches timed here, once per backbone and input (cached; measured again when the cache is gone)."""
+    key = f"training-speed-probe:{backbone}:{crop.size}:{crop.channels}:{stain_jitter > 0}"
     try:
         cached = cache.get(key)
     except Exception:  # the cache is Redis: an estimate must not fail with it
         cached = None
     if cached is None:
-        cached = {**measure_speed(backbone, crop_size=crop_size), "measured_at": timezone.now().isoformat()}
+        cached = {**measure_speed(backbone, crop_size=crop.size, channels=crop.channels, stain_jitter=stain_jitter),
+                  "measured_at": timezone.now().isoformat()}
         try:
             cache.set(key, cached, PROBE_CACHE_SECONDS)
         except Exception:
@@ -60,8 +62,8 @@ def probed_speed(backbone: str, crop_size: int) -> dict:
                      f"(no training with it has finished here yet; measured {cached['measured_at'][:16]} UTC)")}
 
 
-def training_speed(backbone: str, crop_size: int = 64) -> dict:
-    return recorded_speed(backbone) or probed_speed(backbone, crop_size)
+def training_speed(backbone: str, crop: CropSpec = CropSpec(), stain_jitter: float = 0.0) -> dict:
+    return recorded_speed(backbone) or probed_speed(backbone, crop, stain_jitter)
 
 
 def training_estimate(project, options: dict, *, resume_point: dict | None = None) -> dict:
@@ -80,7 +82,7 @@ def training_estimate(project, options: dict, *, resume_point: dict | None = Non
         stages = ["sparse"]  # as the training itself does
     if resume_point is not None:
         stages = list(resume_point["remaining"])
-    speed = training_speed(backbone, base.crop_size)
+    speed = training_speed(backbone, base.crop_spec, base.stain_jitter)
     estimate = estimate_seconds(nuclei=size["nuclei"], labelled=size["labelled"], stages=stages,
                                 epochs={stage: epochs for stage in stages}, samples_per_epoch=samples_per_epoch,
                                 train_samples_per_s=speed["train_samples_per_s"],

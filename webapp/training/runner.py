@@ -17,7 +17,6 @@ from mlcore.checkpoint import load_checkpoint
 from mlcore.config import TrainConfig
 from mlcore.data import ImageRecord, table_from_arrays
 from mlcore.predict import predict
-from mlcore.crops import cut_crops
 from mlcore.train import STAGES, train_all
 from mlcore.types import LabelSet as MLLabelSet
 from webapp.datasets import bulk
@@ -212,7 +211,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         report(5.0 * number / len(images), stage="loading", message=f"image {number}/{len(images)}")
         if should_stop():
             raise Cancelled()
-    table = table_from_arrays(records, ml_label_sets, cache_dir=config.cache_dir)
+    table = table_from_arrays(records, ml_label_sets, cache_dir=config.cache_dir, crop_size=config.crop_spec)
     del records
     report(5.0, stage="loading", log=f"loaded {len(images)} images, {len(table.labels)} nuclei; "
                                      f"training stages {', '.join(stages)}")
@@ -281,7 +280,7 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     stored = 0
     for number, image in enumerate(images, start=1):
         instance_map = load_mask(image)
-        crops, geometry = cut_crops(load_rgb(image), instance_map, model.crop_size)
+        crops, geometry = model.crop_spec.cut(load_rgb(image), instance_map)
         nucleus_ids = dict(Nucleus.objects.filter(image=image).values_list("instance_id", "id"))
         if len(geometry.ids) == 0:
             continue

@@ -20,12 +20,14 @@ STAGE_TITLES = {"sparse": "Stage 1: sparse training", "correlation": "Stage 2: l
                 "completion": "Stage 3: cross training"}
 CONFIG_ROWS = [  # (config key, what it is), in the order a person reads them
     ("backbone", "backbone"), ("backbone_kwargs", "backbone options"), ("crop_size", "crop size (px)"),
+    ("crop_mask", "nucleus mask channel"), ("crop_context", "crop context (x the crop size)"),
     ("epochs", "epochs per stage"), ("samples_per_epoch", "draws per epoch"), ("batch_size", "batch size"),
     ("lr", "learning rate per stage"), ("lr_schedule", "learning-rate schedule"), ("weight_decay", "weight decay"),
     ("grad_clip", "gradient clip"), ("dataset_power", "dataset sampling power"), ("class_power", "class sampling power"),
     ("completion_class_power", "stage 3 class sampling power"), ("threshold", "pseudo-label threshold"),
     ("pseudo_weight", "pseudo-label weight"), ("completion_weighting", "stage 3 weighting"),
-    ("correlation_views", "stage 2 views"), ("jitter", "colour jitter"), ("val_fraction", "validation fraction"),
+    ("correlation_views", "stage 2 views"), ("jitter", "colour jitter"), ("stain_jitter", "HED stain jitter"),
+    ("val_fraction", "validation fraction"),
     ("split_seed", "split seed"), ("seed", "seed"), ("device", "device"),
 ]
 

@@ -1,0 +1,197 @@
+"""The classifier's input options: the target nucleus's mask channel, wider context, HED stain
+jitter and test-time augmentation, and that checkpoints carry them."""
+
+import numpy as np
+import pytest
+import torch
+
+from mlcore.checkpoint import load_checkpoint, save_checkpoint
+from mlcore.config import ConfigError, TrainConfig
+from mlcore.crops import CropSpec, cut_crops
+from mlcore.data import ImageRecord, augment, dihedral, stain_jitter, table_from_arrays, to_input
+from mlcore.model import CrossTrainedModel
+from mlcore.predict import forward_logits, predict
+from mlcore.train import evaluate, train_all
+from mlcore.types import LabelSet
+from tests.mlcore.helpers import disk_image, two_set_table
+from tests.mlcore.test_crops import coordinate_image
+
+
+def two_touching_nuclei():
+    mask = np.zeros((120, 120), np.int32)
+    mask[50:60, 50:60] = 1
+    mask[50:60, 60:68] = 2        # a neighbour touching nucleus 1 on its right
+    return coordinate_image(120, 120), mask
+
+
+def test_mask_channel_marks_only_the_target_nucleus():
+    image, mask = two_touching_nuclei()
+    crops, geometry = cut_crops(image, mask, mask_channel=True)
+    assert crops.shape == (2, 64, 64, 4)
+    assert geometry.ids.tolist() == [1, 2]
+    # The colours are the RGB crop, unchanged.
+    plain, _ = cut_crops(image, mask)
+    np.testing.assert_array_equal(crops[..., :3], plain)
+    for row, instance_id in enumerate((1, 2)):
+        rows, cols = crops[row, :, 0, 0].astype(int), crops[row, 0, :, 1].astype(int)
+        expected = (mask[rows[:, None], cols[None, :]] == instance_id) * 255
+        np.testing.assert_array_equal(crops[row, :, :, 3], expected)
+        assert set(np.unique(crops[row, :, :, 3])) == {0, 255}
+    assert crops[0, :, :, 3].sum() // 255 == 100 and crops[1, :, :, 3].sum() // 255 == 80
+
+
+def test_context_cuts_a_wider_window_resized_to_the_crop_size():
+    image = coordinate_image(250, 250)
+    mask = np.zeros((250, 250), np.int32)
+    mask[120:130, 120:130] = 1
+    crops, _ = cut_crops(image, mask, 64, context=2.0, mask_channel=True)
+    assert crops.shape == (1, 64, 64, 4)
+    rows = crops[0, :, 0, 0].astype(float)
+    # The box centre is (125, 125); the 128-pixel window spans rows 61..188, two rows per crop row.
+    np.testing.assert_allclose(rows, np.arange(61, 189).reshape(64, 2).mean(axis=1), atol=0.51)
+    # The nucleus's 10 x 10 pixels cover 5 x 5 of the resized crop.
+    assert crops[0, :, :, 3].astype(float).sum() / 255 == pytest.approx(25, abs=1)
+    with pytest.raises(ValueError, match="context"):
+        cut_crops(image, mask, context=0.5)
+
+
+def test_context_is_mirrored_at_the_image_border_too():
+    image, mask = two_touching_nuclei()
+    crops, _ = cut_crops(image, mask, 64, context=2.0)
+    assert crops.shape == (2, 64, 64, 3) and (crops[..., 2] == 7).all()   # no black fill
+    with pytest.raises(ValueError, match="context"):
+        cut_crops(image, mask, context=0.5)
+
+
+def test_a_nucleus_larger_than_the_window_keeps_its_mask():
+    image = coordinate_image(200, 200)
+    mask = np.zeros((200, 200), np.int32)
+    mask[20:120, 30:110] = 3       # 100 px tall: wider than the 64 px window
+    crops, _ = cut_crops(image, mask, mask_channel=True)
+    assert crops.shape == (1, 64, 64, 4)
+    coverage = crops[0, :, :, 3].astype(float).sum() / 255 / 64 ** 2
+    assert coverage == pytest.approx(80 / 100, abs=0.03)   # the window is 100 x 100, the nucleus 100 x 80
+
+
+def test_crop_spec_describes_and_cuts_as_the_config_says():
+    config = TrainConfig.from_dict({"crop": {"size": 48, "mask": True, "context": 1.5},
+                                    "augment": {"stain": 0.05}})
+    spec = config.crop_spec
+    assert spec == CropSpec(48, True, 1.5) and spec.channels == 4 and spec.window == 72
+    assert config.stain_jitter == 0.05
+    image, mask = two_touching_nuclei()
+    crops, _ = spec.cut(image, mask)
+    assert crops.shape == (2, 48, 48, 4)
+    for bad, field in (({"crop": {"mask": "yes"}}, "crop.mask"), ({"crop": {"context": 0.5}}, "crop.context"),
+                       ({"augment": {"stain": 1.5}}, "augment.stain")):
+        with pytest.raises(ConfigError, match=field):
+            TrainConfig.from_dict(bad)
+
+
+def test_stain_jitter_of_zero_strength_changes_nothing_and_keeps_range():
+    rgb = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3))).float()
+    same = stain_jitter(rgb.clone(), 1e-9, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(same, rgb, atol=0.05, rtol=0)
+    moved = stain_jitter(rgb.clone(), 0.2, torch.Generator().manual_seed(0))
+    assert moved.min() >= 0 and moved.max() <= 255
+    assert (moved - rgb).abs().mean() > 1.0        # it does move the colours
+
+
+def test_augment_flips_the_mask_channel_with_the_colours_and_never_jitters_it():
+    image, mask = two_touching_nuclei()
+    crops, _ = cut_crops(image, mask, mask_channel=True)
+    crops = torch.from_numpy(crops)
+    out = augment(crops, torch.Generator().manual_seed(3), jitter=0.2, stain=0.1)
+    assert out.shape == (2, 4, 64, 64)
+    mask_out = out[:, 3]
+    assert set(torch.unique(mask_out).tolist()) == {-1.0, 1.0}
+    for row in range(2):
+        views = [to_input(dihedral(crops[row:row + 1], code))[0, 3] for code in range(8)]
+        assert any(torch.equal(mask_out[row], view) for view in views)
+
+
+def test_test_time_augmentation_is_the_mean_over_the_eight_symmetries():
+    table, label_sets = two_set_table(images_per_set=2)
+    torch.manual_seed(0)
+    model = CrossTrainedModel(label_sets, "small", {"width": 4}).eval()
+    crops = torch.from_numpy(table.crops[:10])
+    logits, _ = forward_logits(model, crops, tta=True)
+    with torch.no_grad():
+        manual = torch.stack([model.backbone(to_input(dihedral(crops, code))) for code in range(8)]).mean(0)
+    torch.testing.assert_close(logits, manual, atol=1e-5, rtol=1e-5)
+    plain, _ = forward_logits(model, crops)
+    assert not torch.allclose(plain, logits)
+    assert predict(model, crops, tta=True)["A"].probs.shape == (10, 3)
+
+
+def test_a_mask_channel_model_trains_saves_and_loads_with_its_crop_spec(tmp_path):
+    rng = np.random.default_rng(0)
+    set_a, set_b = LabelSet("A", ("a0", "a1", "a2")), LabelSet("B", ("b0", "b1"))
+    records = []
+    for index in range(3):
+        image, instance_map, classes = disk_image(rng)
+        records.append(ImageRecord(image, instance_map, {"A": classes}, "dsA", f"a{index}"))
+        image, instance_map, classes = disk_image(rng)
+        records.append(ImageRecord(image, instance_map, {"B": {k: min(v, 1) for k, v in classes.items()}}, "dsB", f"b{index}"))
+    spec = CropSpec(32, True, 1.5)
+    table = table_from_arrays(records, [set_a, set_b], cache_dir=tmp_path / "cache", crop_size=spec)
+    assert table.crops.shape[1:] == (32, 32, 4)
+    # The cache is keyed by the spec: a plain RGB table of the same images is cut again, not reused.
+    assert table_from_arrays(records, [set_a, set_b], cache_dir=tmp_path / "cache", crop_size=32).channels == 3
+    config = TrainConfig(backbone_kwargs={"width": 4}, batch_size=16, samples_per_epoch=None, crop_size=32,
+                         crop_mask=True, crop_context=1.5, stain_jitter=0.05,
+                         epochs={"sparse": 1, "correlation": 1, "completion": 1}, correlation_views=1)
+    result = train_all(table, config=config, out_dir=tmp_path / "run")
+    loaded = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert loaded.model.crop_spec == spec
+    assert loaded.raw["crop"]["mask_channel"] is True and loaded.raw["crop"]["context"] == 1.5
+    before = predict(result.model, table.crops)["A"].probs
+    np.testing.assert_allclose(predict(loaded.model, table.crops)["A"].probs, before, atol=1e-6)
+    assert evaluate(loaded.model, table, tta=True)["A"]["n"] > 0
+    # A table cut without the mask channel is refused with a message that says why.
+    with pytest.raises(ValueError, match="4 channels"):
+        train_all(table_from_arrays(records, [set_a, set_b], crop_size=32), config=config, init_checkpoint=loaded)
+
+
+def test_checkpoints_from_before_the_crop_spec_still_load(tmp_path):
+    table, label_sets = two_set_table(images_per_set=1)
+    model = CrossTrainedModel(label_sets, "small", {"width": 4})
+    path = save_checkpoint(tmp_path / "old.pt", model, "sparse", 0, True, TrainConfig())
+    state = torch.load(path, weights_only=True)
+    del state["architecture"]["crop"]
+    state["crop"] = {"size": 64}
+    for key in ("crop_mask", "crop_context", "stain_jitter"):
+        del state["config"][key]
+    torch.save(state, path)
+    loaded = load_checkpoint(path)
+    assert loaded.model.crop_spec == CropSpec(64, False, 1.0)
+    assert predict(loaded.model, table.crops)["A"].labels.shape == (len(table),)
+
+
+def test_weight_average_is_an_exponential_moving_average_of_weights_and_batchnorm_statistics():
+    from mlcore.train import weight_average
+
+    module = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    averaged = weight_average(module, 0.5)
+    averaged.update_parameters(module)            # the first update takes the weights as they are
+    start = module[0].weight.detach().clone()
+    with torch.no_grad():
+        module[0].weight.add_(2.0)
+        module[1].running_mean.fill_(4.0)
+    averaged.update_parameters(module)
+    torch.testing.assert_close(averaged.module[0].weight, start + 1.0)        # 0.5 * old + 0.5 * new
+    torch.testing.assert_close(averaged.module[1].running_mean, torch.full((2,), 2.0))
+    assert weight_average(module, 0.0) is None
+
+
+def test_training_with_a_weight_average_ends_each_stage_on_the_average(tmp_path):
+    table, _ = two_set_table(images_per_set=2)
+    base = dict(backbone_kwargs={"width": 4}, batch_size=16, samples_per_epoch=None, correlation_views=1,
+                epochs={"sparse": 2, "correlation": 1, "completion": 1})
+    plain = train_all(table, config=TrainConfig(**base), validate_epochs=False)
+    averaged = train_all(table, config=TrainConfig(**base, ema_decay=0.9), validate_epochs=False)
+    assert all(np.isfinite(r["loss"]) for r in averaged.history)
+    # Same seed, same draws: only the averaging differs, and it moves the weights.
+    first = next(iter(plain.model.backbone.parameters()))
+    assert not torch.allclose(first, next(iter(averaged.model.backbone.parameters())))
+    assert set(averaged.metrics) == {"A", "B"}
