@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     infer.add_argument("--label-set", nargs="+", dest="label_sets", metavar="NAME",
                        help="label sets to write (default: all of the model's)")
     infer.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    infer.add_argument("--tta", action="store_true", help="test-time augmentation: the mean over the 8 flips and rotations (8 times the forward passes)")
     infer.add_argument("--overlay-compression", type=int, default=0, choices=range(10), metavar="0-9",
                        help="zlib level of the overlay PNGs: 0 (default) stores them uncompressed, which is "
                             "fastest (about 3 MB per 1000 x 1000 tile); 1 halves the size and costs about as "
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                                "concept-equivalent class in each of the model's other label sets")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    evaluate.add_argument("--tta", action="store_true", help="test-time augmentation: the mean over the 8 flips and rotations (8 times the forward passes)")
 
     args = parser.parse_args(argv)
     try:
@@ -244,7 +246,7 @@ def command_infer(args) -> int:
     started = time.perf_counter()
     image = read_rgb(args.image)
     mask = read_mask(args.mask, image.shape[:2])
-    result = infer_image(model, image, mask, device=device)
+    result = infer_image(model, image, mask, device=device, tta=args.tta)
     written = write_outputs(args.out, args.image.stem, image, mask, result, model, args.label_sets,
                             image_path=str(args.image), overlays=args.overlays,
                             overlay_compression=args.overlay_compression)
@@ -298,7 +300,7 @@ def command_evaluate(args) -> int:
     from mlcore.train import evaluate
 
     label_set = model_set
-    metrics = evaluate(model, table, device=device)[label_set.name]
+    metrics = evaluate(model, table, device=device, tta=args.tta)[label_set.name]
     keys = ("n", "accuracy", "macro_f1", "weighted_f1", "per_class", "confusion")
     report = {"label_set": label_set.name, **{key: metrics[key] for key in keys}}
     if args.json:
@@ -334,7 +336,8 @@ def _print_completion(model, table, concept_map, dataset_name: str, as_json: boo
                               f"model's other label sets ({', '.join(s.name for s in model.label_sets)})")
     rows = np.flatnonzero(table.labels[:, 0] != MISSING)
     truth = class_names_of(table.labels[rows, 0], source.classes)
-    report = model_completion(model, table.crops[rows], truth, source.name, concept_map, device=device)
+    report = model_completion(model, table.crops[rows], truth, source.name, concept_map, device=device,
+                              tta=args.tta)
     report = {"dataset": dataset_name, "label_set": source.name, "labelled": int(len(rows)), **report}
     if as_json:
         print(json.dumps(report))

@@ -29,10 +29,11 @@ class ImageInference:
 
 
 def infer_image(model: CrossTrainedModel, image: np.ndarray, instance_map: np.ndarray, batch_size: int = 512,
-                device: str | torch.device | None = None) -> ImageInference:
-    """Classify every instance of ``instance_map`` in every label set of the model."""
+                device: str | torch.device | None = None, tta: bool = False) -> ImageInference:
+    """Classify every instance of ``instance_map`` in every label set of the model (``tta``: the mean
+    over the 8 symmetries of each crop)."""
     crops, geometry = model.crop_spec.cut(image, instance_map)
-    return ImageInference(geometry, predict(model, crops, batch_size, device))
+    return ImageInference(geometry, predict(model, crops, batch_size, device, tta))
 
 
 def _label_image_size(path: Path) -> None:

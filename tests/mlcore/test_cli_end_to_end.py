@@ -85,6 +85,21 @@ def test_evaluate_json_and_class_mismatch(trained, shared_data):
     assert report["label_set"] == "nucls" and report["n"] == 353   # every labelled NuCLS nucleus
     assert np.array(report["confusion"]).sum() == 353
     assert sum(c["support"] for c in report["per_class"].values()) == 353
+    # --tta: the same nuclei, scored on the mean over the 8 symmetries (the in-process evaluate's figure).
+    averaged = run_cli("evaluate", "--checkpoint", work / "run" / "model.pt", "--dataset",
+                       f"nucls=seed:{shared_data / 'nucls'}", "--label-set", "nucls", "--json", "--tta", env=env)
+    assert averaged.returncode == 0, averaged.stderr[-3000:]
+    from mlcore.checkpoint import load_checkpoint
+    from mlcore.cli import read_datasets
+    from mlcore.config import DatasetSpec
+    from mlcore.data import build_table
+    from mlcore.train import evaluate
+
+    model = load_checkpoint(work / "run" / "model.pt").model
+    nucls = read_datasets([DatasetSpec("nucls", "seed", shared_data / "nucls", label_set="nucls")])
+    table = build_table(nucls, [s for s in model.label_sets if s.name == "nucls"], crop_size=model.crop_spec)
+    expected = evaluate(model, table, tta=True)["nucls"]
+    assert json.loads(averaged.stdout)["macro_f1"] == pytest.approx(expected["macro_f1"], abs=1e-9)
     wrong = run_cli("evaluate", "--checkpoint", work / "run" / "model.pt", "--dataset",
                     f"nucls=seed:{shared_data / 'nucls'}", "--label-set", "consep", env=env)
     assert wrong.returncode == 2 and "must match" in wrong.stderr
