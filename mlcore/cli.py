@@ -296,7 +296,7 @@ def command_evaluate(args) -> int:
                           f"{model_set.name!r} has {list(model_set.classes)}: they must match (same names, same order)")
     table = build_table([dataset], [dataset.label_set], cache_dir=None, crop_size=model.crop_spec)
     if concept_map is not None:
-        return _print_completion(model, table, concept_map, name, args.json, device)
+        return _print_completion(model, table, concept_map, name, args.json, device, args.tta)
     from mlcore.train import evaluate
 
     label_set = model_set
@@ -318,7 +318,7 @@ def command_evaluate(args) -> int:
     return 0
 
 
-def _print_completion(model, table, concept_map, dataset_name: str, as_json: bool, device) -> int:
+def _print_completion(model, table, concept_map, dataset_name: str, as_json: bool, device, tta: bool = False) -> int:
     """``evaluate --concept-map``: completion of the dataset's labelled nuclei into the model's other label sets."""
     from mlcore.concepts import ConceptMapError, class_names_of, format_completion, model_completion
     from mlcore.types import MISSING
@@ -337,7 +337,7 @@ def _print_completion(model, table, concept_map, dataset_name: str, as_json: boo
     rows = np.flatnonzero(table.labels[:, 0] != MISSING)
     truth = class_names_of(table.labels[rows, 0], source.classes)
     report = model_completion(model, table.crops[rows], truth, source.name, concept_map, device=device,
-                              tta=args.tta)
+                              tta=tta)
     report = {"dataset": dataset_name, "label_set": source.name, "labelled": int(len(rows)), **report}
     if as_json:
         print(json.dumps(report))

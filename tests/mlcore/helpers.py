@@ -44,3 +44,18 @@ def two_set_table(images_per_set: int = 6, seed: int = 0, unlabelled_images: int
         image, instance_map, _ = disk_image(rng)
         records.append(ImageRecord(image, instance_map, {}, "unlabelled", f"u{index}"))
     return table_from_arrays(records, [set_a, set_b]), [set_a, set_b]
+
+
+def tiny_real_config(shared_data, with_nucls: bool = False) -> dict:
+    """A CONFIG.json for a tiny model of a slice of the real samples (CoNSeP, PanNuke, PanNuke-breast
+    and, with ``with_nucls``, NuCLS): seconds to train, for the concept-completion tests."""
+    datasets = [
+        {"name": "consep", "format": "hovernet", "path": str(shared_data / "consep"), "max_images": 12},
+        {"name": "pannuke", "format": "coco", "path": str(shared_data / "pannuke"), "max_images": 4},
+        {"name": "pannuke_breast_binary", "format": "coco", "path": str(shared_data / "pannuke_breast_binary"),
+         "max_images": 4},
+    ]
+    if with_nucls:
+        datasets.append({"name": "nucls", "format": "seed", "path": str(shared_data / "nucls")})
+    return {"datasets": datasets, "model": {"width": 4}, "batch_size": 64, "correlation_views": 1,
+            "split": {"val_fraction": 0.3}}

@@ -14,6 +14,7 @@ import pytest
 from mlcore.cli import main
 from mlcore.readers import read_dataset
 from mlcore.synthetic import generate_dataset
+from tests.mlcore.helpers import tiny_real_config
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -115,16 +116,8 @@ def test_concept_map_errors_name_the_file_and_field(tiny, capsys):
 
 def test_real_nucls_scored_by_a_model_that_never_saw_it(shared_data, tmp_path):
     """The shipped concept map on the real NuCLS sample, against a tiny model of the three other datasets."""
-    config = {
-        "datasets": [
-            {"name": "consep", "format": "hovernet", "path": str(shared_data / "consep"), "max_images": 12},
-            {"name": "pannuke", "format": "coco", "path": str(shared_data / "pannuke"), "max_images": 4},
-            {"name": "pannuke_breast_binary", "format": "coco", "path": str(shared_data / "pannuke_breast_binary"),
-             "max_images": 4},
-        ],
-        "model": {"width": 4}, "batch_size": 64, "correlation_views": 1, "split": {"val_fraction": 0.3},
-        "sampling": {"samples_per_epoch": 256}, "cache_dir": str(tmp_path / "cache"),
-    }
+    config = {**tiny_real_config(shared_data), "sampling": {"samples_per_epoch": 256},
+              "cache_dir": str(tmp_path / "cache")}
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert main(["train", "--config", str(tmp_path / "config.json"), "--out", str(tmp_path / "run"), "--epochs", "1",
                  "--device", "cpu"]) == 0
@@ -144,3 +137,9 @@ def test_real_nucls_scored_by_a_model_that_never_saw_it(shared_data, tmp_path):
     assert report["nuclei"] == 238 + 30 + 47
     for cell in report["cells"]:
         assert 0 <= cell["hits"] <= cell["n"] and sum(cell["predicted"].values()) == cell["n"]
+    # --tta scores the same cells on the mean over the 8 symmetries.
+    averaged = run_cli("evaluate", "--checkpoint", tmp_path / "run" / "model.pt", "--dataset",
+                       f"nucls=seed:{shared_data / 'nucls'}", "--label-set", "nucls", "--concept-map",
+                       ROOT / "benchmarks" / "configs" / "concepts.json", "--json", "--tta")
+    assert averaged.returncode == 0, averaged.stderr[-3000:]
+    assert [c["n"] for c in json.loads(averaged.stdout)["cells"]] == [c["n"] for c in report["cells"]]

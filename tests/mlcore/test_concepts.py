@@ -15,6 +15,7 @@ import pytest
 from mlcore.concepts import (ConceptMapError, class_names_of, completion_markdown, concept_completion,
                              format_completion, load_concept_map, parse_concept_map)
 from mlcore.config import ConfigError
+from tests.mlcore.helpers import tiny_real_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "benchmarks" / "configs" / "concepts.json"
@@ -315,16 +316,7 @@ def test_train_real_prints_validation_completion_beside_macro_f1(tmp_path):
 
 def test_leave_one_out_on_the_real_sample(shared_data, tmp_path):
     """NuCLS left out of a tiny model of CoNSeP, PanNuke and PanNuke-breast, with the shipped concept map."""
-    config = {
-        "datasets": [
-            {"name": "consep", "format": "hovernet", "path": str(shared_data / "consep"), "max_images": 12},
-            {"name": "pannuke", "format": "coco", "path": str(shared_data / "pannuke"), "max_images": 4},
-            {"name": "pannuke_breast_binary", "format": "coco", "path": str(shared_data / "pannuke_breast_binary"),
-             "max_images": 4},
-            {"name": "nucls", "format": "seed", "path": str(shared_data / "nucls")},
-        ],
-        "model": {"width": 4}, "batch_size": 64, "correlation_views": 1, "split": {"val_fraction": 0.3},
-    }
+    config = tiny_real_config(shared_data, with_nucls=True)
     (tmp_path / "config.json").write_text(json.dumps(config))
     out = tmp_path / "out"
     done = subprocess.run(
