@@ -175,9 +175,13 @@ class WorkerProcess:
                 self.proc.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory, test_media_root):
-    """A real Celery worker (separate process, prefork pool) on the test database and real Redis."""
+    """A real Celery worker (separate process, prefork pool) on the test database and real Redis.
+
+    One per test module, not per session: a worker left running would also take the jobs that later
+    modules queue without wanting them run (the authorization matrix's POSTs, say) and would write to
+    the database while a test's teardown empties it (a flush that then fails)."""
     worker = WorkerProcess(tmp_path_factory.mktemp("celery") / "worker.log")
     with django_db_blocker.unblock():
         worker.start()

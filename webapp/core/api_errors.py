@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
@@ -29,7 +30,8 @@ def _flatten(errors, prefix="") -> list[str]:
     if isinstance(errors, dict):
         lines = []
         for key, value in errors.items():
-            name = "" if key == "non_field_errors" else f"{prefix}{key}"
+            # A nested serializer's own errors belong to the field that holds it ("options: ...").
+            name = prefix.rstrip(".") if key == api_settings.NON_FIELD_ERRORS_KEY else f"{prefix}{key}"
             lines += _flatten(value, f"{name}." if name else "")
         return lines
     if isinstance(errors, list):

@@ -1,4 +1,5 @@
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from mlcore.backbones import backbone_choices
 from mlcore.train import STAGES
@@ -15,6 +16,15 @@ class TrainRequestSerializer(serializers.Serializer):
     device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], required=False)
     batch_size = serializers.IntegerField(min_value=2, max_value=4096, required=False)
     samples_per_epoch = serializers.IntegerField(min_value=1, required=False)
+
+    def to_internal_value(self, data):
+        # A misspelt option (``epoch``) must not quietly start a default training of many minutes.
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [
+                    f"unknown training option(s) {unknown}; allowed: {list(self.fields)}"]})
+        return super().to_internal_value(data)
 
     def validate_stages(self, stages):
         if list(stages) != sorted(stages, key=STAGES.index) or len(set(stages)) != len(stages):
@@ -53,13 +63,6 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
 class TrainOptionsSerializer(TrainRequestSerializer):
     """The training options a retraining policy stores: the train API's own rules, and nothing else."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError(f"unknown training option(s) {unknown}; allowed: {list(self.fields)}")
-        return super().to_internal_value(data)
 
 
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
