@@ -229,6 +229,9 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or DATA_DIR / "staticfiles")
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or DATA_DIR / "media").resolve()
+# A mounted share of whole-slide images (1-5 GB each) that curators register by a path under it, instead of
+# uploading them; unset, slides can only be uploaded.
+SLIDES_ROOT = Path(os.environ["SLIDES_ROOT"]).resolve() if os.environ.get("SLIDES_ROOT") else None
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"

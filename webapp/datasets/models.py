@@ -47,6 +47,7 @@ class Dataset(models.Model):
         COCO = "coco", "COCO instances JSON"
         GEOJSON = "geojson", "QuPath GeoJSON"
         PANNUKE = "pannuke", "PanNuke fold arrays"
+        SLIDE = "slide", "Whole-slide image + QuPath GeoJSON detections"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=200)
@@ -80,6 +81,17 @@ class Image(models.Model):
     checksum = models.CharField(max_length=64, help_text="sha256 of the decoded RGB pixels")
     group = models.CharField(max_length=255, blank=True, help_text="source tile/slide, for splits")
     nucleus_count = models.PositiveIntegerField(default=0)
+    # A whole-slide image (issue 17): ``file`` then holds a preview, and the pixels are read from the slide
+    # through mlcore.slides at any level; ``width``/``height`` are level 0's.
+    slide_file = models.CharField(max_length=1024, blank=True, help_text=(
+        "the slide: a path under SLIDES_ROOT (registered) or MEDIA_ROOT (uploaded), see slide_root"))
+    slide_root = models.CharField(max_length=16, blank=True, choices=[("media", "MEDIA_ROOT"),
+                                                                       ("slides", "SLIDES_ROOT")])
+    mpp = models.FloatField(null=True, blank=True, help_text="microns per level-0 pixel, when recorded")
+
+    @property
+    def is_slide(self) -> bool:
+        return bool(self.slide_file)
 
     class Meta:
         ordering = ["dataset", "name"]
@@ -106,6 +118,8 @@ class Nucleus(models.Model):
     class Meta:
         ordering = ["image", "instance_id"]
         constraints = [models.UniqueConstraint(fields=["image", "instance_id"], name="instance_once_per_image")]
+        # The nuclei in a viewport of a slide of 10^5-10^6 nuclei: a range on y0, then x0, within one image.
+        indexes = [models.Index(fields=["image", "y0", "x0"], name="nucleus_region")]
 
     def __str__(self):
         return f"nucleus {self.instance_id} of {self.image_id}"
