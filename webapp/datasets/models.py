@@ -49,6 +49,9 @@ class Dataset(models.Model):
         PANNUKE = "pannuke", "PanNuke fold arrays"
         SLIDE = "slide", "Whole-slide image + QuPath GeoJSON detections"
 
+    # The formats of a tile upload (one archive or a folder of files); a slide comes in its own way.
+    TILE_FORMATS = ("seed", "hovernet", "coco", "geojson", "pannuke")
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=200)
     label_set = models.ForeignKey(LabelSet, null=True, blank=True, on_delete=models.PROTECT, related_name="datasets",
@@ -83,9 +86,9 @@ class Image(models.Model):
     nucleus_count = models.PositiveIntegerField(default=0)
     # A whole-slide image (issue 17): ``file`` then holds a preview, and the pixels are read from the slide
     # through mlcore.slides at any level; ``width``/``height`` are level 0's.
-    slide_file = models.CharField(max_length=1024, blank=True, help_text=(
+    slide_file = models.CharField(max_length=1024, blank=True, default="", db_default="", help_text=(
         "the slide: a path under SLIDES_ROOT (registered) or MEDIA_ROOT (uploaded), see slide_root"))
-    slide_root = models.CharField(max_length=16, blank=True, choices=[("media", "MEDIA_ROOT"),
+    slide_root = models.CharField(max_length=16, blank=True, default="", db_default="", choices=[("media", "MEDIA_ROOT"),
                                                                        ("slides", "SLIDES_ROOT")])
     mpp = models.FloatField(null=True, blank=True, help_text="microns per level-0 pixel, when recorded")
 

@@ -65,7 +65,7 @@ def project_detail(request, project_id: int):
         "import_job": _import_job(project, request.GET.get("import_job")) if can_upload else None,
         "formats": FORMAT_CHOICES,
         "layouts": [{"format": value, "tree": LAYOUTS[value], "example_url": reverse("api-format-example", args=[value])}
-                    for value, _ in Dataset.Format.choices],
+                    for value in Dataset.TILE_FORMATS],
         "sources": queries.available_sources(project),
         **training_panel_context(project, request.user),
         **deletion_context(project),

@@ -82,7 +82,8 @@ class MemberRoleSerializer(serializers.Serializer):
 
 
 # "auto": the import job tells the format from the layout of the files (mlcore.readers.detect_format).
-FORMAT_CHOICES = [("auto", "Detect from the files"), *Dataset.Format.choices]
+FORMAT_CHOICES = [("auto", "Detect from the files"),
+                  *[(v, label) for v, label in Dataset.Format.choices if v in Dataset.TILE_FORMATS]]
 
 
 class DatasetUploadSerializer(serializers.Serializer):
