@@ -100,7 +100,13 @@ ROUTES: dict[str, dict[str, Access]] = {
     "api-dataset-coco": {"GET": VIEWER},
     "api-dataset-geojson": {"GET": VIEWER},
     "api-project-geojson": {"GET": VIEWER},
-    "api-format-example": {"GET": AUTHENTICATED},  # synthetic example uploads, no project data
+    "api-format-example": {"GET": AUTHENTICATED},
+    # Whole-slide images: registering one is an import (curators, like a dataset upload); classifying one
+    # stores predictions for the whole project to review (curators, like a training's prediction job).
+    "api-project-slides": {"POST": CURATOR},
+    "api-slide-infer": {"POST": CURATOR},
+    "api-slide-geojson": {"GET": VIEWER},
+    "api-slide-csv": {"GET": VIEWER},  # synthetic example uploads, no project data
     # Training and inference
     "api-train": {"POST": CURATOR},
     "api-train-estimate": {"GET": CURATOR},  # may time a few batches here: those who can train

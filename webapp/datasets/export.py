@@ -48,8 +48,9 @@ def merged_csv_header(label_sets: list[LabelSetInfo]) -> list[str]:
     return header
 
 
-def merged_rows(project, chunk: int = CSV_CHUNK) -> Iterator[list]:
-    """The merged table as lists of values, header first (see :func:`merged_csv_rows`)."""
+def merged_rows(project, chunk: int = CSV_CHUNK, image: Image | None = None) -> Iterator[list]:
+    """The merged table as lists of values, header first (see :func:`merged_csv_rows`); ``image``: only
+    its nuclei (a slide's table)."""
     label_sets = label_sets_of(project)
     yield merged_csv_header(label_sets)
     ls_ids = [info.id for info in label_sets]
@@ -61,7 +62,8 @@ def merged_rows(project, chunk: int = CSV_CHUNK) -> Iterator[list]:
     last = 0
     while True:
         # Keyset pagination on the primary key: each chunk is an index range scan, never an OFFSET.
-        nuclei = list(Nucleus.objects.filter(image__project=project, id__gt=last).order_by("id")
+        scope = Q(image=image) if image is not None else Q(image__project=project)
+        nuclei = list(Nucleus.objects.filter(scope, id__gt=last).order_by("id")
                       .values_list("id", "image_id", "instance_id", "centroid_x", "centroid_y", "area")[:chunk])
         if not nuclei:
             return
@@ -96,7 +98,7 @@ class _Echo:
         return value
 
 
-def merged_csv_rows(project, chunk: int = CSV_CHUNK) -> Iterator[str]:
+def merged_csv_rows(project, chunk: int = CSV_CHUNK, image: Image | None = None) -> Iterator[str]:
     """CSV lines of the merged table (header first), one per nucleus.
 
     Columns: project, dataset, image, instance_id, centroid_x, centroid_y, area, then for every label
@@ -105,7 +107,7 @@ def merged_csv_rows(project, chunk: int = CSV_CHUNK) -> Iterator[str]:
     active model version, empty until there is one). Class names, not indices; empty = none.
     """
     writer = csv.writer(_Echo())
-    for row in merged_rows(project, chunk):
+    for row in merged_rows(project, chunk, image):
         yield writer.writerow(row)
 
 
@@ -125,6 +127,14 @@ def image_geojson(project, image: Image, label_set, source: str = "current",
     writes them); a nucleus without a class in ``label_set`` (from ``source``) has no classification.
     ``label_set`` None: every nucleus unclassified.
     """
+    if image.is_slide:
+        # A slide has no instance mask: its stored outlines (those QuPath gave) are the shapes.
+        if label_set is None:
+            label_set = project.label_sets.order_by("id").first()
+        if label_set is not None:
+            return {"type": "FeatureCollection",
+                    "features": list(detection_features(project, label_set, source, object_type=object_type,
+                                                        image=image))}
     info = _info_for(project, label_set)
     classes = class_indices(image.pk, label_set.pk, source) if label_set is not None else {}
     features = geojson_features(load_mask(image), classes, to_ml_label_set(info) if info else None, object_type)
@@ -158,7 +168,9 @@ def write_dataset_coco_zip(target, dataset: Dataset, label_set, source: str = "c
     ``compressed_rle`` (RLE is exact). Masks are read one image at a time.
     """
     info = _info_for(dataset.project, label_set)
-    images = list(Image.objects.filter(dataset=dataset).order_by("name", "id"))
+    # A whole slide has no tile and no mask to put in a COCO archive (gigabytes of pixels): its nuclei
+    # are exported as QuPath detections instead (/api/projects/{p}/slides/{image}/export/...).
+    images = list(Image.objects.filter(dataset=dataset, slide_file="").order_by("name", "id"))
 
     def triples():
         for image in images:

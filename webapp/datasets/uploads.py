@@ -98,6 +98,10 @@ def run_import_job(job: Job, progress, log=None) -> dict:
     """
     log = log or (lambda line: None)
     params = job.params
+    if params.get("slide"):
+        from .slides import run_slide_import_job
+
+        return run_slide_import_job(job, progress, log)
     staging = Path(settings.MEDIA_ROOT) / params["staging"]
     committed = Dataset.objects.filter(project_id=job.project_id, storage_dir=sweep.import_folder(job)).first()
     if committed is not None:

@@ -73,6 +73,10 @@ class ImageNucleiView(APIView):
     @extend_schema(operation_id="image_nuclei", tags=["images"], responses={200: OpenApiTypes.OBJECT})
     def get(self, request, image_id: int):
         project, image = queries.get_image_for(request.user, image_id)
+        if image.is_slide:
+            # 10^5-10^6 nuclei in one answer would hold them all in memory, here and in the browser.
+            raise ValidationError({"image": f"{image.name!r} is a whole-slide image: its nuclei are read by "
+                                            "region (the slide viewer), or exported as GeoJSON or CSV"})
         content = queries.image_nuclei_json(project, image, reverse("image-file", args=[image.pk, "image"]))
         return HttpResponse(content, content_type="application/json")
 
@@ -101,6 +105,9 @@ class ImageGeoJsonView(FileAPIView):
         object_type = request.query_params.get("object_type") or "annotation"
         if object_type not in ("annotation", "detection"):
             raise ValidationError({"object_type": "must be annotation or detection"})
+        if image.is_slide:  # streamed from the stored outlines: a slide has no mask, and too many nuclei
+            return _detections_response(project, label_set or project.label_sets.order_by("id").first(), request,
+                                        None, image.name, image, default_object_type=object_type)
         content = export.image_geojson(project, image, label_set, _source(request), object_type)
         response = HttpResponse(json.dumps(content), content_type="application/geo+json")
         suffix = f"-{label_set.name}" if label_set else ""
@@ -131,6 +138,9 @@ class DatasetCocoZipView(FileAPIView):
                    responses={(200, "application/zip"): OpenApiTypes.BINARY})
     def get(self, request, dataset_id: int):
         project, dataset = queries.get_dataset_by_id_for(request.user, dataset_id)
+        if dataset.format == "slide":
+            raise ValidationError({"dataset": f"{dataset.name!r} is a whole-slide image: COCO holds tiles; export "
+                                              "its nuclei as QuPath GeoJSON or the merged CSV instead"})
         label_set = queries.get_label_set(project, request.query_params.get("label_set"), dataset.label_set)
         segmentation = request.query_params.get("segmentation") or "polygon"
         if segmentation not in ("polygon", "rle", "compressed_rle"):
@@ -158,11 +168,12 @@ def _object_type(request, default: str) -> str:
     return object_type
 
 
-def _detections_response(project, label_set, request, dataset=None, filename: str = "", image=None):
+def _detections_response(project, label_set, request, dataset=None, filename: str = "", image=None,
+                         default_object_type: str = "detection"):
     if label_set is None:
         raise ValidationError({"label_set": "this project has no label set yet: there is no class to export"})
     source = _source(request)
-    object_type = _object_type(request, "detection")
+    object_type = _object_type(request, default_object_type)
     text = export.detections_geojson_text(project, label_set, source, dataset, object_type, image=image)
     response = StreamingHttpResponse(text, content_type="application/geo+json")
     return _attachment(response, f"{filename}-{label_set.name}-{source}.geojson")

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import viewer_api
+from . import slides_api, viewer_api
 
 urlpatterns = [
     path("images/<int:image_id>/nuclei/", viewer_api.ImageNucleiView.as_view(), name="api-image-nuclei"),
@@ -17,6 +17,14 @@ urlpatterns = [
          name="api-project-geojson"),
     path("formats/<str:dataset_format>/example.zip", viewer_api.FormatExampleView.as_view(),
          name="api-format-example"),
+    # Whole-slide images (issue 17)
+    path("projects/<int:project_id>/slides/", slides_api.SlideRegisterView.as_view(), name="api-project-slides"),
+    path("projects/<int:project_id>/slides/<int:image_id>/infer/", slides_api.SlideInferView.as_view(),
+         name="api-slide-infer"),
+    path("projects/<int:project_id>/slides/<int:image_id>/export/detections.geojson",
+         slides_api.SlideGeoJsonView.as_view(), name="api-slide-geojson"),
+    path("projects/<int:project_id>/slides/<int:image_id>/export/merged.csv", slides_api.SlideCsvView.as_view(),
+         name="api-slide-csv"),
     path("datasets/<int:dataset_id>/export/coco.zip", viewer_api.DatasetCocoZipView.as_view(),
          name="api-dataset-coco"),
 ]

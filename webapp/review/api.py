@@ -565,6 +565,19 @@ def _pixels(full_path: str, mtime_ns: int, relative: str) -> np.ndarray:
     return load_rgb(Image(file=relative))
 
 
+def _slide_region(image: Image, x0: int, y0: int, x1: int, y1: int, out_w: int, out_h: int) -> np.ndarray:
+    """A region of a whole-slide image, read from the pyramid level nearest the asked scale (only the
+    region is read: a slide is never decoded whole)."""
+    from mlcore.slides import SlideError
+    from webapp.datasets.slides import open_image_slide
+
+    try:
+        slide = open_image_slide(image)
+        return slide.read_scaled(x0, y0, x1 - x0, y1 - y0, (x1 - x0) / out_w)
+    except SlideError as exc:
+        raise NotFound(str(exc)) from None
+
+
 def _int_param(params, name: str, default: int) -> int:
     raw = params.get(name)
     if raw in (None, ""):
@@ -600,12 +613,15 @@ def image_region(request, image_id: int):
     out_w, out_h = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
     if max(out_w, out_h) > MAX_CROP_SIDE:
         raise ValidationError({"scale": f"the crop would be {out_w} x {out_h} px; at most {MAX_CROP_SIDE} a side"})
-    path = Path(settings.MEDIA_ROOT) / image.file
-    try:
-        pixels = _pixels(str(path), path.stat().st_mtime_ns, image.file)
-    except FileNotFoundError:
-        raise NotFound("The file of this image is missing.") from None
-    crop = PILImage.fromarray(np.ascontiguousarray(pixels[y0:y1, x0:x1]))
+    if image.is_slide:
+        crop = PILImage.fromarray(_slide_region(image, x0, y0, x1, y1, out_w, out_h))
+    else:
+        path = Path(settings.MEDIA_ROOT) / image.file
+        try:
+            pixels = _pixels(str(path), path.stat().st_mtime_ns, image.file)
+        except FileNotFoundError:
+            raise NotFound("The file of this image is missing.") from None
+        crop = PILImage.fromarray(np.ascontiguousarray(pixels[y0:y1, x0:x1]))
     if (out_w, out_h) != crop.size:
         crop = crop.resize((out_w, out_h), PILImage.Resampling.LANCZOS if scale < 1 else PILImage.Resampling.BICUBIC)
     buffer = io.BytesIO()

@@ -192,6 +192,14 @@ def do_start_prediction(version: ModelVersion, *, actor=None) -> Job:
                                          params={"model_version": version.pk})
 
 
+def do_start_slide_prediction(version: ModelVersion, image, *, actor=None) -> Job:
+    """Classify the nuclei of one whole-slide image with ``version`` (a prediction job of that image only,
+    streamed through the slide in batches: webapp.training.runner.run_prediction)."""
+    return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=version.project,
+                                         params={"model_version": version.pk, "image": image.pk,
+                                                 "image_name": image.name})
+
+
 SLIVER_AREA = 40  # px: a nucleus smaller than this is a fragment (a typical one is a few hundred)
 
 

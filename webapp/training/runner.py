@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 from django.conf import settings
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from mlcore.checkpoint import load_checkpoint
@@ -201,7 +202,19 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     config.cache_dir = str(Path(settings.MEDIA_ROOT) / "cache" / "crops")
 
     labels, trained_on = known_labels(project)
-    images = list(Image.objects.filter(project=project).select_related("dataset").order_by("id"))
+    # Whole-slide images are not trained on yet: their nuclei would each need a crop read from the slide,
+    # and the crop table holds every training image in memory. Their labels stay for review and export.
+    slides = Image.objects.filter(project=project).exclude(slide_file="")
+    skipped = slides.aggregate(images=Count("id"), nuclei=Sum("nucleus_count"))
+    images = list(Image.objects.filter(project=project, slide_file="").select_related("dataset").order_by("id"))
+    if not images:
+        raise ValueError("the project has no tile images to train on (whole-slide images are not trained on "
+                         "yet): upload a tile dataset first")
+    if skipped["images"]:
+        report(0.0, stage="loading", log=f"{skipped['images']} whole-slide image(s) ({skipped['nuclei'] or 0} "
+                                         "nuclei) left out: training reads tile images only")
+        for pk in slides.values_list("id", flat=True):
+            labels.pop(pk, None)
     records = []
     for number, image in enumerate(images, start=1):
         records.append(ImageRecord(image=load_rgb(image), instance_map=load_mask(image),
@@ -271,14 +284,32 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
 
 
 def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
-    """Store, for every nucleus and every label set, the active model's prediction and uncertainty."""
+    """Store, for every nucleus and every label set, the active model's prediction and uncertainty.
+
+    ``params["image"]``: one whole-slide image only (webapp.training.operations.do_start_slide_prediction).
+    A slide's nuclei are streamed through the model from the slide, a batch at a time."""
     version = ModelVersion.objects.select_related("project").get(pk=job.params["model_version"])
     checkpoint = load_checkpoint(Path(settings.MEDIA_ROOT) / version.checkpoint_file)
     model = checkpoint.model.eval()
     label_set_rows = {row.name: row for row, _ in project_label_sets(version.project)}
+    if job.params.get("image"):
+        image = Image.objects.filter(pk=job.params["image"], project=version.project).first()
+        if image is None or not image.is_slide:
+            raise ValueError(f"the slide {job.params.get('image_name') or job.params['image']!r} is gone "
+                             "(its dataset was deleted)")
+        result = predict_slide(version, model, image, label_set_rows, report, should_stop, start=0, span=100)
+        report(100.0, log=f"{result['predictions']} predictions stored for the {result['nuclei']} nuclei of slide "
+                          f"{image.name} in {result['seconds']:.1f} s ({result['nuclei_per_s']:.0f} nuclei/s, "
+                          f"model v{version.number})")
+        bulk.analyze_after_commit(Prediction)
+        return {"model_version": version.number, "image": image.pk, **result}
     images = list(Image.objects.filter(project=version.project).order_by("id"))
     stored = 0
     for number, image in enumerate(images, start=1):
+        if image.is_slide:
+            stored += predict_slide(version, model, image, label_set_rows, report, should_stop,
+                                    start=100.0 * (number - 1) / len(images), span=100.0 / len(images))["predictions"]
+            continue
         instance_map = load_mask(image)
         crops, geometry = model.crop_spec.cut(load_rgb(image), instance_map)
         nucleus_ids = dict(Nucleus.objects.filter(image=image).values_list("instance_id", "id"))
@@ -306,6 +337,114 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
            log=f"{stored} predictions stored for the {len(images)} images (model v{version.number})")
     bulk.analyze_after_commit(Prediction)  # the review queue's index scans need fresh statistics
     return {"model_version": version.number, "predictions": stored}
+
+
+SLIDE_BATCH = 2048  # nuclei read from the database, cut from the slide and classified at a time
+
+
+def slide_nuclei_batches(image: Image, batch: int = SLIDE_BATCH):
+    """The nuclei of a slide from the database as (nucleus ids, SlideNucleus list) batches, in reading order
+    (top to bottom, then left to right: the (image, y0, x0) index), so that consecutive batches read
+    neighbouring regions of the slide. Keyset pagination: each batch is one index range scan."""
+    from django.db.models import Q
+
+    from mlcore.slide_nuclei import SlideNucleus
+
+    after = None
+    while True:
+        rows = Nucleus.objects.filter(image=image)
+        if after is not None:
+            y, x, pk = after
+            rows = rows.filter(Q(y0__gt=y) | Q(y0=y, x0__gt=x) | Q(y0=y, x0=x, id__gt=pk))
+        rows = list(rows.order_by("y0", "x0", "id").values_list(
+            "id", "x0", "y0", "x1", "y1", "centroid_x", "centroid_y", "area", "outline")[:batch])
+        if not rows:
+            return
+        after = (rows[-1][2], rows[-1][1], rows[-1][0])
+        yield [r[0] for r in rows], [
+            SlideNucleus(outline=np.asarray(outline, dtype=np.int32).reshape(-1, 2), bbox=(x0, y0, x1, y1),
+                         centroid=(cx, cy), area=area, class_name=None, measurements={})
+            for _, x0, y0, x1, y1, cx, cy, area, outline in rows]
+
+
+def _classify_slide_batch(model, slide, nuclei: list) -> dict:
+    """{label set name: LabelSetPrediction} for these nuclei (rows in their order), from
+    :func:`mlcore.infer.infer_slide`, whatever the pieces it yields them in."""
+    from mlcore.infer import infer_slide
+    from mlcore.predict import LabelSetPrediction
+
+    pieces: dict[str, list] = defaultdict(list)
+    for item in infer_slide(model, slide, nuclei, batch_size=min(512, len(nuclei))):
+        predictions = getattr(item, "predictions", item)
+        if isinstance(predictions, tuple):
+            predictions = predictions[-1]
+        for name, pred in predictions.items():
+            pieces[name].append(pred)
+    merged = {}
+    for name, preds in pieces.items():
+        first = preds[0]
+        merged[name] = LabelSetPrediction(
+            name=first.name, classes=first.classes,
+            base_probs=np.concatenate([p.base_probs for p in preds]),
+            mlp_probs=None if first.mlp_probs is None else np.concatenate([p.mlp_probs for p in preds]),
+            probs=np.concatenate([p.probs for p in preds]), labels=np.concatenate([p.labels for p in preds]),
+            uncertainty={k: np.concatenate([p.uncertainty[k] for p in preds]) for k in first.uncertainty})
+        if len(merged[name].labels) != len(nuclei):
+            raise RuntimeError(f"infer_slide gave {len(merged[name].labels)} predictions for {len(nuclei)} nuclei")
+    return merged
+
+
+def prediction_rows(version: ModelVersion, label_set_rows: dict, nucleus_ids, predictions: dict) -> list:
+    rows = []
+    for name, pred in predictions.items():
+        label_set = label_set_rows.get(name)
+        if label_set is None:
+            continue  # a label set removed since training
+        for row, nucleus_id in enumerate(nucleus_ids):
+            rows.append(Prediction(
+                nucleus_id=nucleus_id, label_set=label_set, model_version=version,
+                class_index=int(pred.labels[row]), probability=float(pred.probs[row, pred.labels[row]]),
+                base_probs=np.round(pred.base_probs[row], 5).tolist(),
+                mlp_probs=np.round(pred.mlp_probs[row], 5).tolist() if pred.mlp_probs is not None else None,
+                **{k: float(pred.uncertainty[k][row]) for k in
+                   ("least_confidence", "margin", "entropy", "disagreement")}))
+    return rows
+
+
+def predict_slide(version: ModelVersion, model, image: Image, label_set_rows: dict, report: Report,
+                  should_stop: ShouldStop, *, start: float = 0.0, span: float = 100.0) -> dict:
+    """Classify every nucleus of a slide image: nuclei streamed from the database in batches of
+    :data:`SLIDE_BATCH`, in reading order, their crops read from the slide (at the model's scale, by
+    infer_slide) and their predictions stored batch by batch (memory: one batch). Progress by region (the
+    rows of the slide done) and throughput in nuclei/s."""
+    from webapp.datasets.slides import open_image_slide
+
+    slide = open_image_slide(image)
+    total = image.nucleus_count or Nucleus.objects.filter(image=image).count()
+    done = stored = 0
+    started = time.monotonic()
+    # A version's predictions are replaced, not added twice (a slide classified again by the same version).
+    Prediction.objects.filter(model_version=version, nucleus__image=image).delete()
+    for nucleus_ids, nuclei in slide_nuclei_batches(image):
+        predictions = _classify_slide_batch(model, slide, nuclei)
+        stored += operations.do_store_predictions(version, prediction_rows(version, label_set_rows, nucleus_ids,
+                                                                           predictions))
+        done += len(nucleus_ids)
+        elapsed = max(time.monotonic() - started, 1e-6)
+        y_done = int(nuclei[-1].bbox[1])
+        rate = done / elapsed
+        report(start + span * done / max(total, 1), stage="slide",
+               message=f"slide {image.name}: {done:,}/{total:,} nuclei, region down to y={y_done:,} of "
+                       f"{image.height:,} px, {rate:.0f} nuclei/s",
+               nuclei_done=done, nuclei_total=total, nuclei_per_s=round(rate, 1),
+               region={"y": y_done, "height": image.height},
+               eta_s=(total - done) / rate if rate > 0 else None)
+        if should_stop():
+            raise Cancelled()
+    seconds = time.monotonic() - started
+    return {"nuclei": done, "predictions": stored, "seconds": round(seconds, 3),
+            "nuclei_per_s": round(done / seconds, 1) if seconds > 0 else None,
+            "slide_mpp": image.mpp}
 
 
 def _jsonable(value):
