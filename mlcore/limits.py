@@ -40,3 +40,15 @@ MAX_JSON_BYTES = _limit("MAX_JSON_BYTES", 256 << 20)
 
 def megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:.1f} megapixels"
+
+# Whole slides (mlcore/slide_nuclei.py): a slide's nuclei are streamed, so these bound one nucleus and
+# the count, not a file size.
+# - ``MAX_SLIDE_NUCLEI``: nuclei (features) of one slide (default 5 million).
+# - ``MAX_POLYGON_VERTICES``: vertices of one feature's rings together (default 65,536).
+# - ``MAX_NUCLEUS_EXTENT``: width or height of one nucleus in level-0 pixels (default 2048: 512 um at
+#   0.25 um/px, far beyond any nucleus; a tissue annotation exported by mistake is refused, not rasterised).
+# - ``MAX_FEATURE_BYTES``: bytes of one GeoJSON feature as text (default 16 MiB), checked while it is parsed.
+MAX_SLIDE_NUCLEI = _limit("MAX_SLIDE_NUCLEI", 5_000_000)
+MAX_POLYGON_VERTICES = _limit("MAX_POLYGON_VERTICES", 65_536)
+MAX_NUCLEUS_EXTENT = _limit("MAX_NUCLEUS_EXTENT", 2048)
+MAX_FEATURE_BYTES = _limit("MAX_FEATURE_BYTES", 16 << 20)
