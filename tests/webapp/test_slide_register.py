@@ -1,0 +1,212 @@
+"""Registering a whole-slide image with its QuPath detections: the API (by path under SLIDES_ROOT, or
+uploaded), the job run in-process as tests/webapp/test_upload_paths.py does, the rows it stores, and the
+refusals (paths that leave SLIDES_ROOT, a bad GeoJSON, roles)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from PIL import Image as PILImage
+
+from tests.webapp.slide_helpers import CLASSES, HEIGHT, WIDTH, build_fixture_slide
+from webapp.datasets.models import CurrentLabel, Dataset, Image, Label, LabelSet, Nucleus
+from webapp.jobs import operations as job_operations
+from webapp.jobs.models import Job
+from webapp.projects.models import Role
+from webapp.projects.operations import do_create_project, do_set_membership
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")  # jobs report progress on their own connection
+
+
+@pytest.fixture
+def slides_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+    settings.SLIDES_ROOT = (tmp_path / "share").resolve()
+    return settings.SLIDES_ROOT
+
+
+@pytest.fixture
+def fixture_slide(slides_root):
+    return build_fixture_slide(slides_root / "cases")
+
+
+@pytest.fixture
+def project(owner, slides_root, monkeypatch):
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)  # the test runs the job itself
+    return do_create_project("slides", actor=owner)
+
+
+def register(client, project, **data):
+    return client.post(f"/api/projects/{project.pk}/slides/", data, format="multipart" if any(
+        hasattr(v, "read") for v in data.values()) else "json")
+
+
+def run(job_id: int) -> Job:
+    from workers.tasks import run_job
+
+    run_job(job_id)
+    return Job.objects.get(pk=job_id)
+
+
+def test_a_slide_registered_by_path_stores_its_nuclei_exactly(api_client_for, owner, project, fixture_slide, settings):
+    response = register(api_client_for(owner), project, name="case 1", path="cases/case-1.tif",
+                        detections_path="cases/case-1.geojson", label_set="qupath")
+    assert response.status_code == 202, response.content
+    job = run(response.json()["id"])
+    assert job.state == "succeeded", job.error
+
+    dataset = Dataset.objects.get(project=project)
+    image = Image.objects.get(dataset=dataset)
+    assert dataset.format == "slide" and dataset.image_count == 1 and dataset.nucleus_count == len(fixture_slide.boxes)
+    assert (image.slide_file, image.slide_root, image.is_slide) == ("cases/case-1.tif", "slides", True)
+    assert (image.width, image.height) == (WIDTH, HEIGHT) and image.mpp == pytest.approx(0.25, rel=1e-3)
+    assert image.nucleus_count == len(fixture_slide.boxes) and len(image.checksum) == 64
+    # The preview and thumbnail are PNGs in the dataset's own folder; the slide itself stays in the share.
+    preview = PILImage.open(Path(settings.MEDIA_ROOT) / image.file)
+    assert image.file.startswith(dataset.storage_dir) and max(preview.size) <= 2048
+    assert (Path(settings.MEDIA_ROOT) / image.thumbnail_file).is_file()
+    assert not list(Path(settings.MEDIA_ROOT).rglob("*.tif"))
+
+    rows = list(Nucleus.objects.filter(image=image).order_by("instance_id").values_list(
+        "instance_id", "x0", "y0", "x1", "y1", "area", "centroid_x", "centroid_y", "outline"))
+    assert [r[0] for r in rows] == list(range(1, len(fixture_slide.boxes) + 1))
+    assert [tuple(r[1:5]) for r in rows] == fixture_slide.boxes
+    assert [r[5] for r in rows] == [(x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in fixture_slide.boxes]
+    for (_, x0, y0, x1, y1, _, cx, cy, outline) in rows:
+        assert cx == pytest.approx((x0 + x1 - 1) / 2) and cy == pytest.approx((y0 + y1 - 1) / 2)
+        assert np.asarray(outline).min(axis=0).tolist() == [x0, y0]
+
+    label_set = LabelSet.objects.get(project=project)
+    assert label_set.name == "qupath" and label_set.class_names == list(CLASSES) and dataset.label_set == label_set
+    counts = {name: 0 for name in CLASSES}
+    for class_index in CurrentLabel.objects.filter(nucleus__image=image).values_list("class_index", flat=True):
+        counts[CLASSES[class_index]] += 1
+    expected = {name: fixture_slide.classes.count(name) for name in CLASSES}
+    assert counts == expected
+    assert Label.objects.filter(nucleus__image=image, source="ground_truth").count() == sum(expected.values())
+    by_instance = dict(CurrentLabel.objects.filter(nucleus__image=image).values_list("nucleus__instance_id",
+                                                                                     "class_index"))
+    assert all(by_instance.get(i + 1) == (CLASSES.index(c) if c else None) for i, c in enumerate(fixture_slide.classes))
+    assert job.result["nuclei"] == len(fixture_slide.boxes) and job.result["image_id"] == image.pk
+
+
+def test_a_slide_and_its_detections_can_be_uploaded(api_client_for, owner, project, fixture_slide, settings):
+    response = register(api_client_for(owner), project, name="uploaded",
+                        slide=SimpleUploadedFile("My slide.tif", fixture_slide.slide.read_bytes()),
+                        detections=SimpleUploadedFile("cells.geojson", fixture_slide.geojson.read_bytes()))
+    assert response.status_code == 202, response.content
+    job = run(response.json()["id"])
+    assert job.state == "succeeded", job.error
+    image = Image.objects.get(dataset__project=project)
+    assert image.slide_root == "media" and image.slide_file.startswith(image.dataset.storage_dir)
+    assert (Path(settings.MEDIA_ROOT) / image.slide_file).is_file() and image.name == "My slide"
+    assert Nucleus.objects.filter(image=image).count() == len(fixture_slide.boxes)
+    assert not list((Path(settings.MEDIA_ROOT) / "staging").glob("*"))  # the staged upload is gone
+
+
+def test_the_same_slide_twice_in_a_project_is_refused(api_client_for, owner, project, fixture_slide):
+    client = api_client_for(owner)
+    first = register(client, project, name="a", path="cases/case-1.tif", detections_path="cases/case-1.geojson")
+    assert run(first.json()["id"]).state == "succeeded"
+    second = register(client, project, name="b", path="cases/case-1.tif", detections_path="cases/case-1.geojson")
+    job = run(second.json()["id"])
+    assert job.state == "failed" and "case-1.tif" in job.error and "already registered" in job.error
+    assert Dataset.objects.filter(project=project).count() == 1
+
+
+@pytest.mark.parametrize("path, problem", [
+    ("../outside.tif", "'..' is not allowed"),
+    ("/etc/passwd", "not an absolute one"),
+    ("cases/missing.tif", "there is no file"),
+    ("escape.tif", "outside SLIDES_ROOT"),
+])
+def test_paths_that_leave_slides_root_are_refused(api_client_for, owner, project, fixture_slide, slides_root, path,
+                                                  problem, tmp_path):
+    outside = tmp_path / "outside.tif"
+    outside.write_bytes(fixture_slide.slide.read_bytes())
+    (slides_root / "escape.tif").symlink_to(outside)
+    response = register(api_client_for(owner), project, name="x", path=path, detections_path="cases/case-1.geojson")
+    assert response.status_code == 400, response.content
+    detail = response.json()["detail"]
+    assert detail.startswith("path:") and problem in detail, detail
+    assert str(tmp_path) not in detail  # never a server path
+    assert not Job.objects.exists()
+
+
+def test_without_slides_root_registering_by_path_says_so(api_client_for, owner, project, fixture_slide, settings):
+    settings.SLIDES_ROOT = None
+    response = register(api_client_for(owner), project, name="x", path="cases/case-1.tif",
+                        detections_path="cases/case-1.geojson")
+    assert response.status_code == 400 and "SLIDES_ROOT" in response.json()["detail"]
+    assert "upload" in response.json()["detail"]
+
+
+def test_a_bad_geojson_fails_the_job_naming_the_file_and_leaves_nothing(api_client_for, owner, project, fixture_slide,
+                                                                       settings):
+    good = json.loads(fixture_slide.geojson.read_text())
+    good["features"][20]["geometry"] = {"type": "Point", "coordinates": [1, 2]}  # late in the file: rows were written
+    bad = fixture_slide.geojson.with_name("bad.geojson")
+    bad.write_text(json.dumps(good))
+    response = register(api_client_for(owner), project, name="bad", path="cases/case-1.tif",
+                        detections_path="cases/bad.geojson", label_set="qupath")
+    job = run(response.json()["id"])
+    assert job.state == "failed"
+    assert job.error.startswith("bad.geojson") and "feature #20" in job.error, job.error
+    assert str(settings.SLIDES_ROOT) not in job.error
+    assert not Dataset.objects.exists() and not Image.objects.exists() and not Nucleus.objects.exists()
+    assert not LabelSet.objects.exists() and not Label.objects.exists()
+    assert not (Path(settings.MEDIA_ROOT) / f"projects/{project.pk}/datasets/job-{job.pk}").exists()
+    assert fixture_slide.slide.is_file()  # the share is never touched
+
+
+def test_not_json_fails_with_the_uploaded_name(api_client_for, owner, project, fixture_slide):
+    response = register(api_client_for(owner), project, name="bad",
+                        slide=SimpleUploadedFile("s.tif", fixture_slide.slide.read_bytes()),
+                        detections=SimpleUploadedFile("cells.geojson", b"{this is not json"))
+    job = run(response.json()["id"])
+    assert job.state == "failed" and job.error.startswith("cells.geojson"), job.error
+    assert not Dataset.objects.exists()
+
+
+def test_only_curators_register_slides(api_client_for, owner, member, outsider, project, fixture_slide):
+    data = {"name": "x", "path": "cases/case-1.tif", "detections_path": "cases/case-1.geojson"}
+    do_set_membership(project, member, Role.REVIEWER, actor=owner)
+    assert register(api_client_for(outsider), project, **data).status_code == 404
+    assert register(api_client_for(member), project, **data).status_code == 403
+    do_set_membership(project, member, Role.CURATOR, actor=owner)
+    assert register(api_client_for(member), project, **data).status_code == 202
+    assert register(api_client_for(owner), project, **{**data, "name": "y"}).status_code == 202
+    assert Job.objects.filter(kind="import").count() == 2
+
+
+def test_the_management_command_registers_a_slide(owner, project, fixture_slide, slides_root):
+    out = io.StringIO()
+    call_command("register_slide", str(project.pk), "cases/case-1.tif", "--detections", str(fixture_slide.geojson),
+                 "--name", "by command", "--user", owner.username, stdout=out)
+    image = Image.objects.get(dataset__name="by command")
+    assert image.slide_root == "slides" and image.nucleus_count == len(fixture_slide.boxes)
+    assert "Registered slide" in out.getvalue()
+
+
+def test_a_region_of_a_slide_is_read_from_the_slide(client, owner, project, fixture_slide):
+    from webapp.datasets.slides import import_slide
+
+    dataset = import_slide(project, name="r", slide_source=fixture_slide.slide, slide_root="slides",
+                           slide_name="case-1.tif", detections=fixture_slide.geojson, detections_name="case-1.geojson")
+    image = dataset.images.get()
+    client.force_login(owner)
+    x0, y0, x1, y1 = fixture_slide.boxes[10]
+    response = client.get(f"/api/images/{image.pk}/region.png", {"x0": x0 - 4, "y0": y0 - 4, "x1": x1 + 4, "y1": y1 + 4})
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    crop = np.asarray(PILImage.open(io.BytesIO(response.content)).convert("RGB"))
+    assert np.array_equal(crop, fixture_slide.pixels[y0 - 4:y1 + 4, x0 - 4:x1 + 4])
+    # The tile viewer's all-nuclei payload is refused for a slide (it would hold every nucleus at once).
+    nuclei = client.get(f"/api/images/{image.pk}/nuclei/", HTTP_ACCEPT="application/json")
+    assert nuclei.status_code == 400 and "whole-slide" in nuclei.json()["detail"]
