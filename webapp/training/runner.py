@@ -298,9 +298,11 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
             raise ValueError(f"the slide {job.params.get('image_name') or job.params['image']!r} is gone "
                              "(its dataset was deleted)")
         result = predict_slide(version, model, image, label_set_rows, report, should_stop, start=0, span=100)
-        report(100.0, log=f"{result['predictions']} predictions stored for the {result['nuclei']} nuclei of slide "
-                          f"{image.name} in {result['seconds']:.1f} s ({result['nuclei_per_s']:.0f} nuclei/s, "
-                          f"model v{version.number})")
+        report(100.0, stage="slide", nuclei_done=result["nuclei"], nuclei_total=result["nuclei"],
+               nuclei_per_s=result["nuclei_per_s"], region={"y": image.height, "height": image.height},
+               log=f"{result['predictions']} predictions stored for the {result['nuclei']} nuclei of slide "
+                   f"{image.name} in {result['seconds']:.1f} s ({result['nuclei_per_s'] or 0:.0f} nuclei/s, "
+                   f"model v{version.number})")
         bulk.analyze_after_commit(Prediction)
         return {"model_version": version.number, "image": image.pk, **result}
     images = list(Image.objects.filter(project=version.project).order_by("id"))

@@ -1,0 +1,132 @@
+"""A registered slide classified by the active model (one prediction per nucleus and label set, streamed
+through the slide) and exported per slide: QuPath GeoJSON whose classes read back as they were stored, and
+the merged CSV of its nuclei only. Training leaves slide images out, and says so."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from mlcore.slide_nuclei import iter_geojson_nuclei
+from tests.webapp.slide_helpers import CLASSES, build_fixture_slide
+from webapp.datasets.models import Nucleus
+from webapp.jobs import operations as job_operations
+from webapp.jobs.models import Job
+from webapp.projects.models import Role
+from webapp.projects.operations import do_create_project, do_set_membership
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")  # jobs report progress on their own connection
+
+
+@pytest.fixture
+def slide_project(owner, settings, tmp_path, monkeypatch):
+    from webapp.datasets.slides import import_slide
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+    settings.SLIDES_ROOT = (tmp_path / "share").resolve()
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)  # the test runs the job itself
+    fixture = build_fixture_slide(settings.SLIDES_ROOT)
+    project = do_create_project("slide classes", actor=owner)
+    dataset = import_slide(project, name="case", slide_source=fixture.slide, slide_root="slides",
+                           slide_name="case-1.tif", detections=fixture.geojson, detections_name="case-1.geojson",
+                           label_set_name="qupath", actor=owner)
+    return project, dataset.images.get(), fixture
+
+
+def _active_model(project, settings):
+    from mlcore.checkpoint import save_checkpoint
+    from mlcore.config import TrainConfig
+    from mlcore.model import CrossTrainedModel
+    from mlcore.types import LabelSet as MLLabelSet
+    from webapp.training.models import ModelVersion
+
+    model = CrossTrainedModel([MLLabelSet("qupath", CLASSES)], "small", {"width": 4})
+    save_checkpoint(Path(settings.MEDIA_ROOT) / "models" / "v1.pt", model, "sparse", 0, True, TrainConfig())
+    return ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt",
+                                       data_snapshot_at=timezone.now(), is_active=True)
+
+
+def _export(client, project, image, **params):
+    response = client.get(f"/api/projects/{project.pk}/slides/{image.pk}/export/detections.geojson", params)
+    assert response.status_code == 200, getattr(response, "content", b"")[:500]
+    return b"".join(response.streaming_content)
+
+
+def test_the_ground_truth_geojson_round_trips_the_classes_and_shapes(client, owner, slide_project, tmp_path):
+    project, image, fixture = slide_project
+    client.force_login(owner)
+    text = _export(client, project, image, label_set="qupath", source="ground_truth")
+    path = tmp_path / "export.geojson"
+    path.write_bytes(text)
+    read_back = list(iter_geojson_nuclei(path, "export.geojson"))
+    assert [n.class_name for n in read_back] == fixture.classes
+    stored = list(Nucleus.objects.filter(image=image).order_by("id").values_list("x0", "y0", "x1", "y1", "area"))
+    assert [(*n.bbox, n.area) for n in read_back] == [tuple(s) for s in stored]
+
+
+def test_the_merged_csv_of_a_slide_has_a_row_per_nucleus(client, owner, slide_project):
+    project, image, fixture = slide_project
+    client.force_login(owner)
+    response = client.get(f"/api/projects/{project.pk}/slides/{image.pk}/export/merged.csv")
+    assert response.status_code == 200
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    header, body = rows[0], rows[1:]
+    assert len(body) == len(fixture.boxes) and {r[2] for r in body} == {image.name}
+    truth = header.index("qupath:ground_truth")
+    assert [r[truth] or None for r in sorted(body, key=lambda r: int(r[3]))] == fixture.classes
+
+
+def test_slide_routes_refuse_a_tile_image_and_outsiders(api_client_for, owner, outsider, member, slide_project):
+    project, image, _ = slide_project
+    assert api_client_for(outsider).get(
+        f"/api/projects/{project.pk}/slides/{image.pk}/export/merged.csv").status_code == 404
+    do_set_membership(project, member, Role.REVIEWER, actor=owner)
+    assert api_client_for(member).post(f"/api/projects/{project.pk}/slides/{image.pk}/infer/").status_code == 403
+    no_model = api_client_for(owner).post(f"/api/projects/{project.pk}/slides/{image.pk}/infer/")
+    assert no_model.status_code == 400 and "train" in no_model.json()["detail"]
+
+
+def test_slide_inference_stores_one_prediction_per_nucleus(api_client_for, owner, slide_project, settings, client):
+    pytest.importorskip("mlcore.infer").__dict__.get("infer_slide") or pytest.skip("mlcore.infer.infer_slide "
+                                                                                     "is not there yet")
+    from webapp.training.models import Prediction
+    from workers.tasks import run_job
+
+    project, image, fixture = slide_project
+    version = _active_model(project, settings)
+    response = api_client_for(owner).post(f"/api/projects/{project.pk}/slides/{image.pk}/infer/")
+    assert response.status_code == 202, response.content
+    assert run_job(response.json()["id"]) == "succeeded", Job.objects.get(pk=response.json()["id"]).error
+    job = Job.objects.get(pk=response.json()["id"])
+    predictions = Prediction.objects.filter(model_version=version, nucleus__image=image)
+    assert predictions.count() == len(fixture.boxes)
+    assert set(predictions.values_list("nucleus_id", flat=True)) == set(image.nuclei.values_list("id", flat=True))
+    assert set(predictions.values_list("class_index", flat=True)) <= {0, 1}
+    assert job.result["nuclei"] == len(fixture.boxes) and job.result["nuclei_per_s"] > 0
+    assert job.progress["nuclei_done"] == len(fixture.boxes) and job.progress["region"]["height"] == image.height
+
+    # Run again: the version's predictions of the slide are replaced, not doubled.
+    again = api_client_for(owner).post(f"/api/projects/{project.pk}/slides/{image.pk}/infer/")
+    assert run_job(again.json()["id"]) == "succeeded"
+    assert predictions.count() == len(fixture.boxes)
+
+    client.force_login(owner)
+    path = settings.MEDIA_ROOT / "predicted.geojson"
+    path.write_bytes(_export(client, project, image, label_set="qupath", source="prediction"))
+    by_id = dict(predictions.values_list("nucleus__instance_id", "class_index"))
+    assert [n.class_name for n in iter_geojson_nuclei(path)] == [CLASSES[by_id[i]] for i in sorted(by_id)]
+
+
+def test_training_leaves_slide_images_out(owner, slide_project, settings):
+    """A project whose only images are slides cannot train, and the job says why."""
+    from webapp.training.runner import run_training
+
+    project, _, _ = slide_project
+    job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner, params={"options": {}})
+    with pytest.raises(ValueError, match="whole-slide images are not trained on"):
+        run_training(job, lambda *a, **k: None, lambda: False)
