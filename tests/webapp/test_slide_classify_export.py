@@ -130,3 +130,18 @@ def test_training_leaves_slide_images_out(owner, slide_project, settings):
     job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner, params={"options": {}})
     with pytest.raises(ValueError, match="whole-slide images are not trained on"):
         run_training(job, lambda *a, **k: None, lambda: False)
+
+
+def test_the_project_page_lists_slides_and_offers_registration_to_curators(client, owner, member, slide_project,
+                                                                           settings):
+    project, image, _ = slide_project
+    client.force_login(owner)
+    page = client.get(f"/projects/{project.pk}/").content.decode()
+    assert 'id="slide-form"' in page and f"/api/projects/{project.pk}/slides/{image.pk}/infer/" in page
+    assert f"/api/projects/{project.pk}/slides/{image.pk}/export/merged.csv" in page and "js/slides.js" in page
+    settings.SLIDES_ROOT = None
+    assert "SLIDES_ROOT is not set" in client.get(f"/projects/{project.pk}/").content.decode()
+    do_set_membership(project, member, Role.VIEWER, actor=owner)
+    client.force_login(member)
+    page = client.get(f"/projects/{project.pk}/").content.decode()
+    assert image.name in page and 'id="slide-form"' not in page and "slide-infer" not in page

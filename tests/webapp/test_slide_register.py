@@ -210,3 +210,18 @@ def test_a_region_of_a_slide_is_read_from_the_slide(client, owner, project, fixt
     # The tile viewer's all-nuclei payload is refused for a slide (it would hold every nucleus at once).
     nuclei = client.get(f"/api/images/{image.pk}/nuclei/", HTTP_ACCEPT="application/json")
     assert nuclei.status_code == 400 and "whole-slide" in nuclei.json()["detail"]
+
+
+def test_deleting_a_slide_dataset_removes_its_rows_and_folder_but_not_the_share(api_client_for, owner, project,
+                                                                                fixture_slide, settings):
+    from webapp.datasets.operations import do_delete_dataset
+    from webapp.datasets.slides import import_slide
+
+    dataset = import_slide(project, name="gone", slide_source=fixture_slide.slide, slide_root="slides",
+                           slide_name="case-1.tif", detections=fixture_slide.geojson, detections_name="case-1.geojson")
+    folder = Path(settings.MEDIA_ROOT) / dataset.storage_dir
+    assert (folder / "preview.png").is_file()
+    summary = do_delete_dataset(dataset)
+    assert summary["nuclei"] == len(fixture_slide.boxes)
+    assert not Image.objects.exists() and not Nucleus.objects.exists() and not folder.exists()
+    assert fixture_slide.slide.is_file() and fixture_slide.geojson.is_file()

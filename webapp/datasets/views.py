@@ -29,7 +29,7 @@ from webapp.projects.serializers import FORMAT_CHOICES
 from webapp.training.pages import training_panel_context
 
 from . import queries
-from .models import Dataset
+from .models import Dataset, Image
 from .operations import do_request_dataset_deletion
 
 IMAGES_PER_PAGE = 48
@@ -63,6 +63,11 @@ def project_detail(request, project_id: int):
         "can_upload": can_upload,
         "can_review": ROLE_RANK[project.role] >= ROLE_RANK[Role.REVIEWER],
         "import_job": _import_job(project, request.GET.get("import_job")) if can_upload else None,
+        "slide_job": _import_job(project, request.GET.get("slide_job"), (Job.Kind.IMPORT, Job.Kind.PREDICT))
+        if can_upload else None,
+        "slides_root_set": bool(getattr(settings, "SLIDES_ROOT", None)),
+        "slides": list(Image.objects.filter(project=project).exclude(slide_file="").select_related("dataset")
+                       .order_by("id")[:200]),
         "formats": FORMAT_CHOICES,
         "layouts": [{"format": value, "tree": LAYOUTS[value], "example_url": reverse("api-format-example", args=[value])}
                     for value in Dataset.TILE_FORMATS],
@@ -72,12 +77,12 @@ def project_detail(request, project_id: int):
     })
 
 
-def _import_job(project, value: str | None):
+def _import_job(project, value: str | None, kinds=(Job.Kind.IMPORT,)):
     """The import job the upload form followed before it reloaded the page (?import_job=id): the page
     shows it again, with its result and log, above a Datasets card that now lists its dataset."""
     if not value or not value.isdigit():
         return None
-    return Job.objects.filter(pk=int(value), project=project, kind=Job.Kind.IMPORT).first()
+    return Job.objects.filter(pk=int(value), project=project, kind__in=kinds).first()
 
 
 BAR_ROW = 22     # px per class in the inline SVG chart
