@@ -90,8 +90,8 @@ def _without_repeats(polygon: np.ndarray) -> np.ndarray:
 
 def _canonical(polygon: np.ndarray) -> np.ndarray:
     polygon = np.ascontiguousarray(polygon, dtype=np.int32)
-    if len(polygon) < 3:
-        return polygon
+    if len(polygon) < 3:  # a point or a segment: its ends in (y, x) order
+        return np.ascontiguousarray(polygon[np.lexsort((polygon[:, 0], polygon[:, 1]))])
     x, y = polygon[:, 0].astype(np.int64), polygon[:, 1].astype(np.int64)
     if int(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) < 0:
         polygon = polygon[::-1]
@@ -110,13 +110,13 @@ def _mask_measures(mask: np.ndarray, x0: int, y0: int) -> tuple[tuple[int, int, 
     return bbox, centroid, int(area)
 
 
-def _traced_outline(padded: np.ndarray, x0: int, y0: int) -> np.ndarray:
+def _traced_outline(padded: np.ndarray, x0: int, y0: int, epsilon: float = OUTLINE_EPSILON) -> np.ndarray:
     """The outer contour of the largest piece of a 0/1 patch with one pixel of background around it
     (``padded[1, 1]`` is level-0 pixel (x0, y0)), simplified."""
     traced, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0 - 1, y0 - 1))
     if len(traced) > 1:
         traced = sorted(traced, key=lambda c: (-cv2.contourArea(c), -len(c)))
-    return simplify_outline(traced[0].reshape(-1, 2))
+    return simplify_outline(traced[0].reshape(-1, 2), epsilon)
 
 
 # ------------------------------------------------------------------------------------------------ GeoJSON
@@ -488,26 +488,34 @@ def _mask_strips(path: Path, display_name: str) -> Iterator[tuple[int, np.ndarra
             yield top, strip[:max(0, min(strip.shape[0], height - top)), :width], last_row == down
 
 
-def _patch_nucleus(patch: np.ndarray, x0: int, y0: int) -> SlideNucleus:
+def _patch_nucleus(patch: np.ndarray, x0: int, y0: int, epsilon: float = OUTLINE_EPSILON,
+                   class_name: str | None = None) -> SlideNucleus:
     """A nucleus from its boolean mask on its bounding box, whose pixel (0, 0) is level-0 (x0, y0)."""
     padded = np.zeros((patch.shape[0] + 2, patch.shape[1] + 2), np.uint8)
     padded[1:-1, 1:-1] = patch
     bbox, centroid, area = _mask_measures(padded[1:-1, 1:-1], x0, y0)
-    return SlideNucleus(outline=_traced_outline(padded, x0, y0), bbox=bbox, centroid=centroid, area=area)
+    return SlideNucleus(outline=_traced_outline(padded, x0, y0, epsilon), bbox=bbox, centroid=centroid, area=area,
+                        class_name=class_name)
 
 
-def nuclei_from_instance_map(instance_map: np.ndarray, x_offset: int = 0, y_offset: int = 0) -> Iterator[SlideNucleus]:
-    """The nuclei of an in-memory instance map (a tile at level-0 offset (x_offset, y_offset)), in id order,
-    with the geometry :func:`iter_mask_nuclei` gives."""
+def nuclei_from_instance_map(instance_map: np.ndarray, x_offset: int = 0, y_offset: int = 0,
+                             classes: dict[int, str] | None = None,
+                             epsilon: float = OUTLINE_EPSILON) -> Iterator[tuple[int, SlideNucleus]]:
+    """(instance id, nucleus) of every instance of an in-memory instance map (a tile at level-0 offset
+    (x_offset, y_offset)), in id order, with the geometry :func:`iter_mask_nuclei` gives; ``classes``
+    names their classes by id. ``epsilon=0`` keeps every corner of the traced outlines (a GeoJSON that
+    rasterises back to the same pixels)."""
     from scipy import ndimage
 
     labels = np.asarray(instance_map)
     if labels.size == 0 or labels.max(initial=0) <= 0:
         return
+    classes = classes or {}
     for index, found in enumerate(ndimage.find_objects(labels)):
         if found is not None:
             rows, cols = found
-            yield _patch_nucleus(labels[rows, cols] == index + 1, x_offset + cols.start, y_offset + rows.start)
+            yield index + 1, _patch_nucleus(labels[rows, cols] == index + 1, x_offset + cols.start,
+                                            y_offset + rows.start, epsilon, classes.get(index + 1))
 
 
 def iter_mask_nuclei(mask_tiff_path: str | Path, display_name: str | None = None) -> Iterator[SlideNucleus]:
