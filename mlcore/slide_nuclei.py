@@ -81,7 +81,9 @@ def simplify_outline(points: np.ndarray, epsilon: float = OUTLINE_EPSILON) -> np
 
 def _without_repeats(polygon: np.ndarray) -> np.ndarray:
     if len(polygon) > 1:
-        keep = np.any(polygon != np.roll(polygon, 1, axis=0), axis=1)
+        keep = np.empty(len(polygon), bool)
+        keep[0] = (polygon[0] != polygon[-1]).any()
+        np.any(polygon[1:] != polygon[:-1], axis=1, out=keep[1:])
         if not keep.any():
             return polygon[:1]
         polygon = polygon[keep]
@@ -89,14 +91,19 @@ def _without_repeats(polygon: np.ndarray) -> np.ndarray:
 
 
 def _canonical(polygon: np.ndarray) -> np.ndarray:
+    # Slices, not np.roll: this runs once or twice per nucleus, on a few dozen vertices.
     polygon = np.ascontiguousarray(polygon, dtype=np.int32)
+    order_key = (polygon[:, 1].astype(np.int64) << 32) + polygon[:, 0]
     if len(polygon) < 3:  # a point or a segment: its ends in (y, x) order
-        return np.ascontiguousarray(polygon[np.lexsort((polygon[:, 0], polygon[:, 1]))])
+        return np.ascontiguousarray(polygon[np.argsort(order_key, kind="stable")])
     x, y = polygon[:, 0].astype(np.int64), polygon[:, 1].astype(np.int64)
-    if int(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) < 0:
-        polygon = polygon[::-1]
-    start = int(np.lexsort((polygon[:, 0], polygon[:, 1]))[0])
-    return np.ascontiguousarray(np.roll(polygon, -start, axis=0))
+    twice_area = int(x[:-1] @ y[1:] - y[:-1] @ x[1:] + x[-1] * y[0] - y[-1] * x[0])
+    if twice_area < 0:
+        polygon, order_key = polygon[::-1], order_key[::-1]
+    start = int(np.argmin(order_key))
+    if start == 0:
+        return np.ascontiguousarray(polygon)
+    return np.concatenate((polygon[start:], polygon[:start]))
 
 
 def _mask_measures(mask: np.ndarray, x0: int, y0: int) -> tuple[tuple[int, int, int, int], tuple[float, float], int]:
@@ -292,7 +299,10 @@ def _largest_polygon(geometry: Any, display_name: str, where: str) -> tuple[np.n
             if not rings or not len(rings[0]):
                 continue
             outer = rings[0]
-            area = abs(float(np.dot(outer[:, 0], np.roll(outer[:, 1], -1)) - np.dot(outer[:, 1], np.roll(outer[:, 0], -1))))
+            if len(polygons) == 1:
+                return outer, rings[1:]
+            x, y = outer[:, 0], outer[:, 1]
+            area = abs(float(x[:-1] @ y[1:] - y[:-1] @ x[1:] + x[-1] * y[0] - y[-1] * x[0]))
             if area > best_area:
                 best, best_area = (outer, rings[1:]), area
     except (TypeError, ValueError, IndexError):
