@@ -181,8 +181,9 @@ def _top_level(handle: BinaryIO, display_name: str) -> str:
         return "features.item"
     if kind == "Feature":
         return ""
-    raise SlideNucleiError(display_name, f"not GeoJSON features (type {kind!r}; expected a FeatureCollection "
-                                         "or a list of Features)")
+    found = f"a JSON object of type {kind!r}" if kind else "a JSON object without a GeoJSON type"
+    raise SlideNucleiError(display_name, f"not GeoJSON features ({found}; expected a FeatureCollection or a "
+                                         "list of Features)")
 
 
 def _first_line(exc: Exception) -> str:
