@@ -20,6 +20,7 @@ import mlcore
 from mlcore.config import STAGE_NUMBER, TrainConfig
 from mlcore.crops import CropSpec
 from mlcore.model import CrossTrainedModel
+from mlcore.slides import DEFAULT_MODEL_MPP
 from mlcore.types import LabelSet
 
 CHECKPOINT_FORMAT = 1
@@ -119,7 +120,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     # The checkpoint holds the weights: a pretrained file the training started from is not read again.
     backbone_kwargs = {k: v for k, v in architecture["backbone_kwargs"].items() if k != "pretrained_file"}
     model = CrossTrainedModel(label_sets_from_list(state["label_sets"]), architecture["backbone"],
-                              backbone_kwargs, crop)
+                              backbone_kwargs, crop, mpp=architecture.get("mpp") or DEFAULT_MODEL_MPP)
     model.load_state_dict(legacy_resnet_state(architecture["backbone"], state["model_state"]))
     model.to(device).eval()
     return LoadedCheckpoint(model=model, stage=state["stage"], epoch=state["epoch"],

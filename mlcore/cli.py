@@ -1,10 +1,13 @@
-"""Command line: ``python -m mlcore train | infer | evaluate``.
+"""Command line: ``python -m mlcore train | infer | evaluate | infer-slide | make-slide``.
 
     python -m mlcore train    --config CONFIG.json --out DIR [--stage all|sparse|correlation|completion]
                               [--epochs N] [--device auto|cpu|cuda] [--seed S] [--baseline single|sparse]
     python -m mlcore infer    --checkpoint DIR/model.pt --image IMG --mask MASK.npy --out OUTDIR [--label-set NAME ...]
     python -m mlcore evaluate --checkpoint DIR/model.pt --dataset NAME=FORMAT:PATH --label-set NAME [--json]
                               [--concept-map CONCEPTS.json]
+    python -m mlcore infer-slide --checkpoint M --slide S --nuclei N.geojson --out OUT.geojson [--label-set NAME]
+                              [--device auto|cpu|cuda] [--batch-size B] [--tta]
+    python -m mlcore make-slide --shared-data DIR --out DIR [--nuclei N] [--mpp M] [--svs]
 """
 
 from __future__ import annotations
@@ -66,9 +69,33 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     evaluate.add_argument("--tta", action="store_true", help="test-time augmentation: the mean over the 8 flips and rotations (8 times the forward passes)")
 
+    infer_slide = commands.add_parser("infer-slide", help="classify the nuclei of a whole slide, streamed")
+    infer_slide.add_argument("--checkpoint", required=True, type=Path)
+    infer_slide.add_argument("--slide", required=True, type=Path, help="SVS, NDPI, MRXS, tiled TIFF, DICOM...")
+    infer_slide.add_argument("--nuclei", required=True, type=Path,
+                             help="the slide's nuclei: a QuPath GeoJSON export, or an instance-mask TIFF (.tif)")
+    infer_slide.add_argument("--out", required=True, type=Path, help="classified nuclei, a QuPath GeoJSON")
+    infer_slide.add_argument("--label-set", dest="label_set", metavar="NAME",
+                             help="the label set whose classes are written (default: the model's first)")
+    infer_slide.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    infer_slide.add_argument("--batch-size", type=int, default=512, dest="batch_size")
+    infer_slide.add_argument("--tta", action="store_true", help="test-time augmentation (8 times the forward passes)")
+
+    make_slide = commands.add_parser("make-slide", help="a test or benchmark slide built from the shared real tiles")
+    make_slide.add_argument("--shared-data", required=True, type=Path, dest="shared_data",
+                            help="the shared data folder (consep/, pannuke/)")
+    make_slide.add_argument("--out", required=True, type=Path, help="output folder")
+    make_slide.add_argument("--nuclei", type=int,
+                            help="a benchmark slide of at least this many nuclei (default: the small test slide)")
+    make_slide.add_argument("--mpp", type=float, default=0.25, help="microns per pixel recorded in the slide")
+    make_slide.add_argument("--svs", action="store_true", help="write an Aperio SVS instead of a generic tiled TIFF")
+    make_slide.add_argument("--dataset", default="consep", choices=("consep", "pannuke"))
+
     args = parser.parse_args(argv)
+    commands_by_name = {"train": command_train, "infer": command_infer, "evaluate": command_evaluate,
+                        "infer-slide": command_infer_slide, "make-slide": command_make_slide}
     try:
-        return {"train": command_train, "infer": command_infer, "evaluate": command_evaluate}[args.command](args)
+        return commands_by_name[args.command](args)
     except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -254,6 +281,96 @@ def command_infer(args) -> int:
     count = len(result.geometry.ids)
     print(f"{count} nuclei in {seconds:.2f}s ({count / seconds if seconds else 0:.0f} nuclei/s); wrote "
           f"{len(written)} files to {args.out}", file=sys.stderr)
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- slides
+
+
+def command_infer_slide(args) -> int:
+    from tqdm import tqdm
+
+    from mlcore.checkpoint import load_checkpoint
+    from mlcore.infer import infer_slide
+    from mlcore.predict import resolve_device
+    from mlcore.slide_nuclei import (SlideNucleus, iter_geojson_nuclei, iter_mask_nuclei,
+                                     write_geojson_nuclei)
+    from mlcore.slides import open_slide, scale_to_model
+
+    device = resolve_device(args.device)
+    model = load_checkpoint(args.checkpoint, device).model
+    names = [s.name for s in model.label_sets]
+    name = args.label_set or names[0]
+    if name not in names:
+        raise ConfigError(f"--label-set {name!r} is not one of the model's label sets ({', '.join(names)})")
+    label_set = model.label_sets[names.index(name)]
+    if args.batch_size < 1:
+        raise ConfigError("--batch-size must be at least 1")
+    if args.nuclei.suffix.lower() in (".tif", ".tiff"):
+        nuclei = iter_mask_nuclei(args.nuclei)
+    else:
+        nuclei = iter_geojson_nuclei(args.nuclei)
+    started = time.perf_counter()
+    with open_slide(args.slide) as slide:
+        scale = scale_to_model(slide.info.mpp, model.mpp)
+        print(f"{args.slide.name}: {slide.info.width} x {slide.info.height} px, MPP {slide.info.mpp or 'unknown'}; "
+              f"model MPP {model.mpp}: {1 / scale:.3g} model pixels per slide pixel", file=sys.stderr)
+        bar = tqdm(unit=" nuclei", file=sys.stderr, dynamic_ncols=True, desc="classify")
+
+        def classified():
+            for batch in infer_slide(model, slide, nuclei, batch_size=args.batch_size, device=device, tta=args.tta):
+                prediction = batch.predictions[name]
+                for row, nucleus in enumerate(batch.nuclei):
+                    label = int(prediction.labels[row])
+                    measurements = {**nucleus.measurements, f"{name}: probability": float(prediction.probs[row, label])}
+                    yield (SlideNucleus(nucleus.outline, nucleus.bbox, nucleus.centroid, nucleus.area,
+                                        label_set.classes[label], measurements),
+                           label_set.classes[label], label_set.colors[label])
+                bar.update(len(batch.nuclei))
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        partial = args.out.with_name(args.out.name + ".partial")
+        try:
+            count = write_geojson_nuclei(partial, classified())
+            partial.replace(args.out)  # nothing half-written under the output's name
+        finally:
+            bar.close()
+            partial.unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    print(f"{count} nuclei in {seconds:.1f}s ({count / seconds if seconds else 0:.0f} nuclei/s); wrote {args.out}",
+          file=sys.stderr)
+    return 0
+
+
+def command_make_slide(args) -> int:
+    from tqdm import tqdm
+
+    from mlcore.slide_fixtures import build_benchmark_slide, build_test_slide
+
+    started = time.perf_counter()
+    if args.nuclei is None:
+        paths = build_test_slide(args.shared_data, args.out, mpp=args.mpp, svs=args.svs, dataset=args.dataset)
+    else:
+        bars: dict[str, tqdm] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in bars:
+                for bar in bars.values():
+                    bar.close()
+                bars[what] = tqdm(total=total, desc=what, unit=" rows", file=sys.stderr, dynamic_ncols=True)
+            bars[what].update(done + 1 - bars[what].n)
+
+        try:
+            paths = build_benchmark_slide(args.out, args.nuclei, shared_data=args.shared_data, mpp=args.mpp,
+                                          svs=args.svs, dataset=args.dataset, progress=progress)
+        finally:
+            for bar in bars.values():
+                bar.close()
+    manifest = json.loads(paths["manifest"].read_text())
+    print(f"{manifest['nuclei']} nuclei on a {manifest['width']} x {manifest['height']} slide at "
+          f"{manifest['mpp']} um/px in {time.perf_counter() - started:.1f}s:", file=sys.stderr)
+    for key, path in paths.items():
+        print(f"  {key}: {path}", file=sys.stderr)
     return 0
 
 

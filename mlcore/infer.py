@@ -201,3 +201,143 @@ def write_outputs(out_dir: str | Path, stem: str, image: np.ndarray, instance_ma
         for job in jobs:
             job.result()  # re-raises a failed overlay
     return written
+
+
+# ------------------------------------------------------------------------------------------- whole slides
+
+SLIDE_REGION_SIZE = 1024  # model pixels: the side of one slide region read per batch (plus the crops' margin)
+
+
+@dataclass
+class SlideBatchInference:
+    """Predictions for one batch of a slide's nuclei: rows of ``predictions`` follow ``nuclei``;
+    ``indices`` are the nuclei's positions in the stream given to :func:`infer_slide`, and ``region`` the
+    level-0 box (x, y, width, height) read for them."""
+
+    indices: np.ndarray
+    nuclei: list
+    predictions: dict[str, LabelSetPrediction]
+    region: tuple[int, int, int, int]
+
+
+def _spatial_groups(entries: list, cell: float, batch_size: int) -> list[list]:
+    """(index, nucleus) pairs grouped by the grid cell of their bbox centre, cells in row-major order, each
+    group split to at most ``batch_size``: one slide region per group."""
+    def key(entry):
+        x0, y0, x1, y1 = entry[1].bbox
+        return int((y0 + y1) / 2 // cell), int((x0 + x1) / 2 // cell), x0
+    entries = sorted(entries, key=key)
+    groups, current, current_cell = [], [], None
+    for entry in entries:
+        cell_key = key(entry)[:2]
+        if current and (cell_key != current_cell or len(current) >= batch_size):
+            groups.append(current)
+            current = []
+        current.append(entry)
+        current_cell = cell_key
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _slide_batch_inputs(model: CrossTrainedModel, slide, group: list, scale: float
+                        ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The crops of one group of nuclei: the slide region that holds all their windows, read at the model's
+    scale (``scale`` slide pixels per model pixel), their outlines rasterised into an instance map, and
+    ``model.crop_spec.cut`` with their stored boxes. At the slide's edges the cutter mirrors the region,
+    as :func:`infer_image` mirrors a tile's edges."""
+    spec = model.crop_spec
+    boxes = np.array([nucleus.bbox for _, nucleus in group], np.float64)  # x0, y0, x1, y1 at level 0
+    extent = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / scale
+    half = np.maximum(extent, spec.window) * scale / 2 + 2 * scale + 1  # level-0 pixels, one spare model pixel
+    centre_x, centre_y = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    info = slide.info
+    x0 = max(0, int(np.floor((centre_x - half).min())))
+    y0 = max(0, int(np.floor((centre_y - half).min())))
+    x1 = min(info.width, int(np.ceil((centre_x + half).max())))
+    y1 = min(info.height, int(np.ceil((centre_y + half).max())))
+    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+    image = slide.read_scaled(x0, y0, x1 - x0, y1 - y0, scale)
+    height, width = image.shape[:2]
+    # Level-0 coordinates -> region pixels at the model's scale (pixel centres map to pixel centres).
+    to_model = np.array([x0, y0], np.float64)
+    labels = np.zeros((height, width), np.int32)
+    bboxes = np.empty((len(group), 4), np.int64)
+    shift = 4
+    for row, (_, nucleus) in enumerate(group):
+        outline = (nucleus.outline - to_model + 0.5) / scale - 0.5
+        cv2.fillPoly(labels, [np.round(outline * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)], row + 1,
+                     lineType=cv2.LINE_8, shift=shift)
+        bx0, by0, bx1, by1 = nucleus.bbox
+        bboxes[row] = (np.floor((by0 - y0) / scale), np.floor((bx0 - x0) / scale),
+                       np.ceil((by1 - y0) / scale), np.ceil((bx1 - x0) / scale))
+    bboxes[:, 0::2] = bboxes[:, 0::2].clip(0, height)
+    bboxes[:, 1::2] = bboxes[:, 1::2].clip(0, width)
+    bboxes[:, 2] = np.maximum(bboxes[:, 2], bboxes[:, 0] + 1)
+    bboxes[:, 3] = np.maximum(bboxes[:, 3], bboxes[:, 1] + 1)
+    centroids = np.array([nucleus.centroid for _, nucleus in group], np.float64)
+    geometry = InstanceGeometry(ids=np.arange(1, len(group) + 1, dtype=np.int64), bboxes=bboxes,
+                                centroids=(centroids - to_model) / scale,
+                                areas=np.array([nucleus.area for _, nucleus in group], np.int64))
+    crops, _ = spec.cut(image, labels, geometry)
+    return crops, (x0, y0, x1 - x0, y1 - y0)
+
+
+def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 512,
+                device: str | torch.device | None = None, tta: bool = False, progress=None,
+                chunk_size: int | None = None, region_size: int = SLIDE_REGION_SIZE):
+    """Classify a slide's nuclei, streamed: yields one :class:`SlideBatchInference` per batch.
+
+    ``slide`` is an open :class:`mlcore.slides.Slide`; ``nuclei`` an iterable of
+    :class:`mlcore.slide_nuclei.SlideNucleus` (a generator over a GeoJSON or the database), read
+    ``chunk_size`` at a time (default 8 batches). A chunk is grouped by cells of ``region_size`` model
+    pixels; each group (at most ``batch_size`` nuclei) gets one region read from the slide at the model's
+    scale (``scale_to_model(slide MPP, model.mpp)``: a 20x slide is upsampled for a 40x model), crops cut by
+    ``model.crop_spec`` around the nuclei's stored boxes, and one batched forward. Reading and cutting the
+    next region overlaps the forward of the current one. Memory holds a chunk of nuclei and two regions,
+    whatever the slide's size; a stream in spatial order (as the database's region index gives, or a
+    QuPath export) makes full regions.
+
+    ``progress(dict(nuclei=done, batches=k, region=(x, y, w, h)))`` is called after each batch.
+    """
+    from itertools import islice
+
+    from mlcore.slides import scale_to_model
+
+    model = getattr(model, "module", model)
+    scale = scale_to_model(slide.info.mpp, getattr(model, "mpp", None))
+    chunk_size = chunk_size or batch_size * 8
+    cell = region_size * scale
+    stream = enumerate(nuclei)
+
+    def groups():
+        while True:
+            chunk = list(islice(stream, chunk_size))
+            if not chunk:
+                return
+            yield from _spatial_groups(chunk, cell, batch_size)
+
+    done = batches = 0
+
+    def finished(pending) -> SlideBatchInference:
+        nonlocal done, batches
+        group, future = pending
+        crops, region = future.result()
+        result = SlideBatchInference(indices=np.array([index for index, _ in group], np.int64),
+                                     nuclei=[nucleus for _, nucleus in group],
+                                     predictions=predict(model, crops, batch_size, device, tta), region=region)
+        done += len(group)
+        batches += 1
+        if progress:
+            progress({"nuclei": done, "batches": batches, "region": region})
+        return result
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for group in groups():
+            future = pool.submit(_slide_batch_inputs, model, slide, group, scale)
+            if pending is not None:
+                yield finished(pending)
+            pending = (group, future)
+        if pending is not None:
+            yield finished(pending)

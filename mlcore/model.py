@@ -13,6 +13,7 @@ from torch import nn
 
 from mlcore.backbones import create_model
 from mlcore.crops import CropSpec
+from mlcore.slides import DEFAULT_MODEL_MPP
 from mlcore.types import LabelSet
 
 CORRELATION_HIDDEN = 128
@@ -34,8 +35,11 @@ class CrossTrainedModel(nn.Module):
     """
 
     def __init__(self, label_sets: list[LabelSet], backbone: str = "small", backbone_kwargs: dict | None = None,
-                 crop: int | CropSpec = 64):
+                 crop: int | CropSpec = 64, mpp: float = DEFAULT_MODEL_MPP):
         super().__init__()
+        # Microns per pixel of the images the model learnt from: a slide is resampled to it before its
+        # crops are cut (CoNSeP and PanNuke are 40x, about 0.25).
+        self.mpp = float(mpp)
         if not label_sets:
             raise ValueError("a model needs at least one label set")
         names = [label_set.name for label_set in label_sets]
@@ -88,4 +92,4 @@ class CrossTrainedModel(nn.Module):
         return {"backbone": self.backbone_name, "backbone_kwargs": self.backbone_kwargs,
                 "crop_size": self.crop_size, "crop": self.crop_spec.describe(), "num_outputs": self.num_outputs,
                 "blocks": [list(block) for block in self.blocks],
-                "correlation_hidden": CORRELATION_HIDDEN}
+                "correlation_hidden": CORRELATION_HIDDEN, "mpp": self.mpp}

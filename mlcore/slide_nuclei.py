@@ -81,7 +81,9 @@ def simplify_outline(points: np.ndarray, epsilon: float = OUTLINE_EPSILON) -> np
 
 def _without_repeats(polygon: np.ndarray) -> np.ndarray:
     if len(polygon) > 1:
-        keep = np.any(polygon != np.roll(polygon, 1, axis=0), axis=1)
+        keep = np.empty(len(polygon), bool)
+        keep[0] = (polygon[0] != polygon[-1]).any()
+        np.any(polygon[1:] != polygon[:-1], axis=1, out=keep[1:])
         if not keep.any():
             return polygon[:1]
         polygon = polygon[keep]
@@ -89,14 +91,19 @@ def _without_repeats(polygon: np.ndarray) -> np.ndarray:
 
 
 def _canonical(polygon: np.ndarray) -> np.ndarray:
+    # Slices, not np.roll: this runs once or twice per nucleus, on a few dozen vertices.
     polygon = np.ascontiguousarray(polygon, dtype=np.int32)
-    if len(polygon) < 3:
-        return polygon
+    order_key = (polygon[:, 1].astype(np.int64) << 32) + polygon[:, 0]
+    if len(polygon) < 3:  # a point or a segment: its ends in (y, x) order
+        return np.ascontiguousarray(polygon[np.argsort(order_key, kind="stable")])
     x, y = polygon[:, 0].astype(np.int64), polygon[:, 1].astype(np.int64)
-    if int(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) < 0:
-        polygon = polygon[::-1]
-    start = int(np.lexsort((polygon[:, 0], polygon[:, 1]))[0])
-    return np.ascontiguousarray(np.roll(polygon, -start, axis=0))
+    twice_area = int(x[:-1] @ y[1:] - y[:-1] @ x[1:] + x[-1] * y[0] - y[-1] * x[0])
+    if twice_area < 0:
+        polygon, order_key = polygon[::-1], order_key[::-1]
+    start = int(np.argmin(order_key))
+    if start == 0:
+        return np.ascontiguousarray(polygon)
+    return np.concatenate((polygon[start:], polygon[:start]))
 
 
 def _mask_measures(mask: np.ndarray, x0: int, y0: int) -> tuple[tuple[int, int, int, int], tuple[float, float], int]:
@@ -110,13 +117,13 @@ def _mask_measures(mask: np.ndarray, x0: int, y0: int) -> tuple[tuple[int, int, 
     return bbox, centroid, int(area)
 
 
-def _traced_outline(padded: np.ndarray, x0: int, y0: int) -> np.ndarray:
+def _traced_outline(padded: np.ndarray, x0: int, y0: int, epsilon: float = OUTLINE_EPSILON) -> np.ndarray:
     """The outer contour of the largest piece of a 0/1 patch with one pixel of background around it
     (``padded[1, 1]`` is level-0 pixel (x0, y0)), simplified."""
     traced, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0 - 1, y0 - 1))
     if len(traced) > 1:
         traced = sorted(traced, key=lambda c: (-cv2.contourArea(c), -len(c)))
-    return simplify_outline(traced[0].reshape(-1, 2))
+    return simplify_outline(traced[0].reshape(-1, 2), epsilon)
 
 
 # ------------------------------------------------------------------------------------------------ GeoJSON
@@ -174,8 +181,9 @@ def _top_level(handle: BinaryIO, display_name: str) -> str:
         return "features.item"
     if kind == "Feature":
         return ""
-    raise SlideNucleiError(display_name, f"not GeoJSON features (type {kind!r}; expected a FeatureCollection "
-                                         "or a list of Features)")
+    found = f"a JSON object of type {kind!r}" if kind else "a JSON object without a GeoJSON type"
+    raise SlideNucleiError(display_name, f"not GeoJSON features ({found}; expected a FeatureCollection or a "
+                                         "list of Features)")
 
 
 def _first_line(exc: Exception) -> str:
@@ -292,7 +300,10 @@ def _largest_polygon(geometry: Any, display_name: str, where: str) -> tuple[np.n
             if not rings or not len(rings[0]):
                 continue
             outer = rings[0]
-            area = abs(float(np.dot(outer[:, 0], np.roll(outer[:, 1], -1)) - np.dot(outer[:, 1], np.roll(outer[:, 0], -1))))
+            if len(polygons) == 1:
+                return outer, rings[1:]
+            x, y = outer[:, 0], outer[:, 1]
+            area = abs(float(x[:-1] @ y[1:] - y[:-1] @ x[1:] + x[-1] * y[0] - y[-1] * x[0]))
             if area > best_area:
                 best, best_area = (outer, rings[1:]), area
     except (TypeError, ValueError, IndexError):
@@ -419,3 +430,186 @@ def write_geojson_nuclei(path: str | Path,
             count += 1
         handle.write(b"\n]}\n")
     return count
+
+
+# -------------------------------------------------------------------------------------- instance-mask TIFF
+
+_STRIP_PIXELS = 16 * 1024 * 1024  # pixels of one strip read at a time (64 MiB of uint32 labels)
+
+
+def _mask_strips(path: Path, display_name: str) -> Iterator[tuple[int, np.ndarray, bool]]:
+    """(top row, labels, is the last strip) of level 0 of a label TIFF, a few rows of tiles (or strips) at a
+    time, decoded segment by segment: the whole mask is never in memory."""
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, OSError, ValueError) as exc:
+        raise SlideNucleiError(display_name, f"not a TIFF file ({_first_line(exc).replace(str(path), path.name)})") from None
+    with tif:
+        try:
+            page = tif.series[0].levels[0].keyframe
+        except (IndexError, AttributeError, ValueError):
+            raise SlideNucleiError(display_name, "a TIFF without an image") from None
+        shape = tuple(page.shape)
+        if len(shape) == 3 and shape[2] == 1:
+            shape = shape[:2]
+        if len(shape) != 2 or page.samplesperpixel != 1:
+            raise SlideNucleiError(display_name, f"an instance mask must be one channel of integer labels, "
+                                                 f"got an image of shape {tuple(page.shape)}")
+        if np.dtype(page.dtype).kind not in "iu" or np.dtype(page.dtype).itemsize > 4:
+            raise SlideNucleiError(display_name, f"an instance mask must hold integer labels of at most 32 bits, "
+                                                 f"got {np.dtype(page.dtype).name}")
+        height, width = shape
+        if page.is_tiled:
+            chunk_rows, chunk_cols = page.tilelength, page.tilewidth
+        else:
+            chunk_rows, chunk_cols = min(page.rowsperstrip or height, height), width
+        across = -(-width // chunk_cols)
+        down = -(-height // chunk_rows)
+        if len(page.dataoffsets) < across * down:
+            raise SlideNucleiError(display_name, "a multi-plane or truncated TIFF, not one instance mask")
+        if chunk_rows * chunk_cols * across > 4 * _STRIP_PIXELS:
+            raise SlideNucleiError(display_name, f"tiles or strips of {chunk_cols} x {chunk_rows} pixels are too "
+                                                 "large to read in pieces; write the mask as a tiled TIFF")
+        rows_per_read = max(1, _STRIP_PIXELS // (chunk_rows * across * chunk_cols))
+        handle = tif.filehandle
+        for first in range(0, down, rows_per_read):
+            last_row = min(down, first + rows_per_read)
+            top = first * chunk_rows
+            strip = np.zeros(((last_row - first) * chunk_rows, across * chunk_cols), np.dtype(page.dtype))
+            for chunk_row in range(first, last_row):
+                for chunk_col in range(across):
+                    index = chunk_row * across + chunk_col
+                    offset, count = page.dataoffsets[index], page.databytecounts[index]
+                    if not count:
+                        continue  # a tile that was never written is background
+                    handle.seek(offset)
+                    try:
+                        segment = page.decode(handle.read(count), index, jpegtables=page.jpegtables)[0]
+                    except Exception as exc:  # the codecs raise their own types on corrupt data
+                        raise SlideNucleiError(display_name, f"corrupt tile {index} "
+                                                             f"({_first_line(exc)})") from None
+                    if segment is None:
+                        continue
+                    segment = np.asarray(segment).reshape(-1, chunk_cols)[:chunk_rows]
+                    y = (chunk_row - first) * chunk_rows
+                    x = chunk_col * chunk_cols
+                    strip[y:y + segment.shape[0], x:x + chunk_cols] = segment
+            yield top, strip[:max(0, min(strip.shape[0], height - top)), :width], last_row == down
+
+
+def _patch_nucleus(patch: np.ndarray, x0: int, y0: int, epsilon: float = OUTLINE_EPSILON,
+                   class_name: str | None = None) -> SlideNucleus:
+    """A nucleus from its boolean mask on its bounding box, whose pixel (0, 0) is level-0 (x0, y0)."""
+    padded = np.zeros((patch.shape[0] + 2, patch.shape[1] + 2), np.uint8)
+    padded[1:-1, 1:-1] = patch
+    bbox, centroid, area = _mask_measures(padded[1:-1, 1:-1], x0, y0)
+    return SlideNucleus(outline=_traced_outline(padded, x0, y0, epsilon), bbox=bbox, centroid=centroid, area=area,
+                        class_name=class_name)
+
+
+def nuclei_from_instance_map(instance_map: np.ndarray, x_offset: int = 0, y_offset: int = 0,
+                             classes: dict[int, str] | None = None,
+                             epsilon: float = OUTLINE_EPSILON) -> Iterator[tuple[int, SlideNucleus]]:
+    """(instance id, nucleus) of every instance of an in-memory instance map (a tile at level-0 offset
+    (x_offset, y_offset)), in id order, with the geometry :func:`iter_mask_nuclei` gives; ``classes``
+    names their classes by id. ``epsilon=0`` keeps every corner of the traced outlines (a GeoJSON that
+    rasterises back to the same pixels)."""
+    from scipy import ndimage
+
+    labels = np.asarray(instance_map)
+    if labels.size == 0 or labels.max(initial=0) <= 0:
+        return
+    classes = classes or {}
+    for index, found in enumerate(ndimage.find_objects(labels)):
+        if found is not None:
+            rows, cols = found
+            yield index + 1, _patch_nucleus(labels[rows, cols] == index + 1, x_offset + cols.start,
+                                            y_offset + rows.start, epsilon, classes.get(index + 1))
+
+
+def iter_mask_nuclei(mask_tiff_path: str | Path, display_name: str | None = None) -> Iterator[SlideNucleus]:
+    """The nuclei of an instance-label mask stored as a (tiled, possibly pyramidal) TIFF: level 0, 0 =
+    background, one integer id per nucleus. Read a strip of tile rows at a time; a nucleus that reaches the
+    bottom of a strip is carried (its rows only) into the next one, so it comes back whole. Memory is a
+    strip plus the carried rows, whatever the slide's size.
+
+    Nuclei come in strip order (by their bottom row, then id). The pixels of one id that touch or overlap
+    vertically form one nucleus, as on a tile; an id reused far below, with rows of background between,
+    gives a second nucleus. Raises :class:`SlideNucleiError` naming ``display_name``.
+    """
+    from scipy import ndimage
+
+    path = Path(mask_tiff_path)
+    display_name = display_name or path.name
+    if not path.is_file():
+        raise SlideNucleiError(display_name, "no such file")
+    carry: np.ndarray | None = None
+    carry_top = 0
+    count = 0
+    for top, strip, last in _mask_strips(path, display_name):
+        if carry is not None:
+            buffer = np.concatenate([carry, strip.astype(carry.dtype, copy=False)])
+            origin = carry_top
+        else:
+            buffer, origin = strip, top
+        carry = None
+        foreground = buffer != 0
+        ids = buffer[foreground]
+        if ids.size == 0:
+            continue
+        if ids.dtype.kind == "i" and ids.min() < 0:
+            raise SlideNucleiError(display_name, f"negative instance id {int(ids.min())} near row {origin}")
+        # Local labels 1..n for the ids of this strip: find_objects sizes its answer by the largest label.
+        unique_ids, inverse = np.unique(ids, return_inverse=True)
+        local = np.zeros(buffer.shape, np.int32)
+        local[foreground] = inverse.reshape(-1).astype(np.int32) + 1
+        del foreground, ids, inverse
+        open_labels = np.zeros(len(unique_ids) + 1, bool)
+        open_top = buffer.shape[0]
+        for index, (rows, cols) in enumerate(ndimage.find_objects(local)):
+            label = index + 1
+            if not last and rows.stop == buffer.shape[0]:
+                open_labels[label] = True  # it may go on in the next strip
+                open_top = min(open_top, rows.start)
+                continue
+            count += 1
+            if count > limits.MAX_SLIDE_NUCLEI:
+                raise SlideNucleiError(display_name, f"over MAX_SLIDE_NUCLEI ({limits.MAX_SLIDE_NUCLEI}) nuclei")
+            if max(rows.stop - rows.start, cols.stop - cols.start) > limits.MAX_NUCLEUS_EXTENT:
+                raise SlideNucleiError(display_name, f"instance {int(unique_ids[index])} spans "
+                                                     f"{cols.stop - cols.start} x {rows.stop - rows.start} pixels: no "
+                                                     f"nucleus (over MAX_NUCLEUS_EXTENT, {limits.MAX_NUCLEUS_EXTENT})")
+            yield _patch_nucleus(local[rows, cols] == label, cols.start, origin + rows.start)
+        if open_labels.any():
+            if buffer.shape[0] - open_top > limits.MAX_NUCLEUS_EXTENT:
+                tall = int(unique_ids[np.flatnonzero(open_labels)[0] - 1])
+                raise SlideNucleiError(display_name, f"instance {tall} spans over {limits.MAX_NUCLEUS_EXTENT} rows: "
+                                                     f"no nucleus (MAX_NUCLEUS_EXTENT)")
+            kept = local[open_top:]
+            carry = np.where(open_labels[kept], buffer[open_top:], 0).astype(buffer.dtype, copy=False)
+            carry_top = origin + open_top
+
+
+def write_label_tiff(path: str | Path, labels: np.ndarray | Iterable[np.ndarray], shape: tuple[int, int] | None = None,
+                     tile: int = 256, mpp: float | None = None) -> Path:
+    """Write an instance-label mask as a tiled uint32 TIFF (zlib), from an array or from an iterator of
+    ``tile x tile`` tiles in row-major order (then ``shape`` = (height, width) is required, and the mask is
+    never whole in memory). The inverse of :func:`iter_mask_nuclei`."""
+    import tifffile
+
+    path = Path(path)
+    if isinstance(labels, np.ndarray):
+        data, shape = np.ascontiguousarray(labels, dtype=np.uint32), labels.shape
+    elif shape is None:
+        raise ValueError("write_label_tiff: shape is required for tiles from an iterator")
+    else:
+        data = (np.ascontiguousarray(t, dtype=np.uint32) for t in labels)
+    resolution = {}
+    if mpp:
+        resolution = {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"}
+    with tifffile.TiffWriter(path, bigtiff=shape[0] * shape[1] * 4 > 2**31) as tif:
+        tif.write(data, shape=tuple(shape), dtype=np.uint32, tile=(tile, tile), compression="zlib",
+                  photometric="minisblack", metadata=None, **resolution)
+    return path

@@ -161,14 +161,49 @@ def write_pyramidal_tiff(path: str | Path, image: np.ndarray, mpp: float = DEFAU
     with tifffile.TiffWriter(path, bigtiff=image.nbytes > 2**31) as tif:
         for index, level in enumerate(levels):
             factor = width / level.shape[1]
-            description = None
-            if svs:
-                description = (f"Aperio Image Library v12.0.0\r\n{width}x{height} [0,0 {width}x{height}] "
-                               f"({tile}x{tile}) -> {level.shape[1]}x{level.shape[0]}|AppMag = 40|MPP = {mpp}"
-                               if index else
-                               f"Aperio Image Library v12.0.0\r\n{width}x{height} ({tile}x{tile}) "
-                               f"|AppMag = 40|MPP = {mpp}")
+            description = _svs_description(width, height, level.shape[1], level.shape[0], tile, mpp, index) if svs else None
             tif.write(level, tile=(tile, tile), photometric="rgb", compression=compression,
                       resolution=(pixels_per_cm / factor, pixels_per_cm / factor), resolutionunit="CENTIMETER",
                       subfiletype=1 if index else 0, description=description, metadata=None)
+    return path
+
+
+def _svs_description(width: int, height: int, level_width: int, level_height: int, tile: int, mpp: float,
+                     index: int) -> str:
+    """The ImageDescription Aperio writes on each level, which OpenSlide reads the vendor and MPP from."""
+    if index:
+        return (f"Aperio Image Library v12.0.0\r\n{width}x{height} [0,0 {width}x{height}] "
+                f"({tile}x{tile}) -> {level_width}x{level_height}|AppMag = 40|MPP = {mpp}")
+    return f"Aperio Image Library v12.0.0\r\n{width}x{height} ({tile}x{tile}) |AppMag = 40|MPP = {mpp}"
+
+
+def pyramid_level_sizes(width: int, height: int, min_level_size: int = 512) -> list[tuple[int, int]]:
+    """(width, height) of each level :func:`write_pyramidal_tiff` writes: halved while the larger side of
+    the next level stays at least ``min_level_size``."""
+    sizes = [(width, height)]
+    while max(sizes[-1]) // 2 >= min_level_size:
+        sizes.append((sizes[-1][0] // 2, sizes[-1][1] // 2))
+    return sizes
+
+
+def write_pyramidal_tiff_tiles(path: str | Path, width: int, height: int, tiles_of_level, mpp: float = DEFAULT_MODEL_MPP,
+                               tile: int = 256, min_level_size: int = 512, svs: bool = False,
+                               compression: str = "zlib", compression_level: int | None = None) -> Path:
+    """:func:`write_pyramidal_tiff` for a slide that is never whole in memory: ``tiles_of_level(level,
+    level_width, level_height)`` yields the level's ``tile x tile x 3`` uint8 tiles in row-major order
+    (tiles past the right or bottom edge are cut by the writer). Levels as :func:`pyramid_level_sizes`."""
+    import tifffile
+
+    path = Path(path)
+    pixels_per_cm = 1e4 / mpp
+    args = {"level": compression_level} if compression_level is not None else None
+    with tifffile.TiffWriter(path, bigtiff=width * height * 3 > 2**31) as tif:
+        for index, (level_width, level_height) in enumerate(pyramid_level_sizes(width, height, min_level_size)):
+            factor = width / level_width
+            description = _svs_description(width, height, level_width, level_height, tile, mpp, index) if svs else None
+            tif.write(tiles_of_level(index, level_width, level_height), shape=(level_height, level_width, 3),
+                      dtype=np.uint8, tile=(tile, tile), photometric="rgb", compression=compression,
+                      compressionargs=args, resolution=(pixels_per_cm / factor, pixels_per_cm / factor),
+                      resolutionunit="CENTIMETER", subfiletype=1 if index else 0, description=description,
+                      metadata=None)
     return path
