@@ -341,7 +341,7 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     return {"model_version": version.number, "predictions": stored}
 
 
-SLIDE_BATCH = 2048  # nuclei read from the database, cut from the slide and classified at a time
+SLIDE_BATCH = 2048  # nuclei read from the database at a time, and predictions stored per transaction
 
 
 def slide_nuclei_batches(image: Image, batch: int = SLIDE_BATCH):
@@ -369,31 +369,25 @@ def slide_nuclei_batches(image: Image, batch: int = SLIDE_BATCH):
             for _, x0, y0, x1, y1, cx, cy, area, outline in rows]
 
 
-def _classify_slide_batch(model, slide, nuclei: list) -> dict:
-    """{label set name: LabelSetPrediction} for these nuclei (rows in their order), from
-    :func:`mlcore.infer.infer_slide`, whatever the pieces it yields them in."""
-    from mlcore.infer import infer_slide
-    from mlcore.predict import LabelSetPrediction
+class _NucleusIds:
+    """The database's nuclei as one stream for infer_slide, remembering the id of each position handed out
+    until its prediction comes back (infer_slide regroups nuclei by region and gives stream positions):
+    memory holds the ids of the nuclei in flight only."""
 
-    pieces: dict[str, list] = defaultdict(list)
-    for item in infer_slide(model, slide, nuclei, batch_size=min(512, len(nuclei))):
-        predictions = getattr(item, "predictions", item)
-        if isinstance(predictions, tuple):
-            predictions = predictions[-1]
-        for name, pred in predictions.items():
-            pieces[name].append(pred)
-    merged = {}
-    for name, preds in pieces.items():
-        first = preds[0]
-        merged[name] = LabelSetPrediction(
-            name=first.name, classes=first.classes,
-            base_probs=np.concatenate([p.base_probs for p in preds]),
-            mlp_probs=None if first.mlp_probs is None else np.concatenate([p.mlp_probs for p in preds]),
-            probs=np.concatenate([p.probs for p in preds]), labels=np.concatenate([p.labels for p in preds]),
-            uncertainty={k: np.concatenate([p.uncertainty[k] for p in preds]) for k in first.uncertainty})
-        if len(merged[name].labels) != len(nuclei):
-            raise RuntimeError(f"infer_slide gave {len(merged[name].labels)} predictions for {len(nuclei)} nuclei")
-    return merged
+    def __init__(self, image: Image):
+        self.image = image
+        self.ids: dict[int, int] = {}
+
+    def __iter__(self):
+        position = 0
+        for ids, nuclei in slide_nuclei_batches(self.image):
+            for nucleus_id, nucleus in zip(ids, nuclei):
+                self.ids[position] = nucleus_id
+                position += 1
+                yield nucleus
+
+    def take(self, indices) -> list[int]:
+        return [self.ids.pop(int(i)) for i in indices]
 
 
 def prediction_rows(version: ModelVersion, label_set_rows: dict, nucleus_ids, predictions: dict) -> list:
@@ -415,10 +409,11 @@ def prediction_rows(version: ModelVersion, label_set_rows: dict, nucleus_ids, pr
 
 def predict_slide(version: ModelVersion, model, image: Image, label_set_rows: dict, report: Report,
                   should_stop: ShouldStop, *, start: float = 0.0, span: float = 100.0) -> dict:
-    """Classify every nucleus of a slide image: nuclei streamed from the database in batches of
-    :data:`SLIDE_BATCH`, in reading order, their crops read from the slide (at the model's scale, by
-    infer_slide) and their predictions stored batch by batch (memory: one batch). Progress by region (the
-    rows of the slide done) and throughput in nuclei/s."""
+    """Classify every nucleus of a slide image with :func:`mlcore.infer.infer_slide`: nuclei streamed from
+    the database in reading order, their crops cut from regions of the slide read at the model's scale,
+    predictions stored every :data:`SLIDE_BATCH` nuclei. Memory holds a few batches whatever the slide's
+    size. Progress by region (the last region read, and how far down the slide) and in nuclei/s."""
+    from mlcore.infer import infer_slide
     from webapp.datasets.slides import open_image_slide
 
     slide = open_image_slide(image)
@@ -427,26 +422,35 @@ def predict_slide(version: ModelVersion, model, image: Image, label_set_rows: di
     started = time.monotonic()
     # A version's predictions are replaced, not added twice (a slide classified again by the same version).
     Prediction.objects.filter(model_version=version, nucleus__image=image).delete()
-    for nucleus_ids, nuclei in slide_nuclei_batches(image):
-        predictions = _classify_slide_batch(model, slide, nuclei)
-        stored += operations.do_store_predictions(version, prediction_rows(version, label_set_rows, nucleus_ids,
-                                                                           predictions))
-        done += len(nucleus_ids)
+    stream = _NucleusIds(image)
+    pending: list = []
+
+    def store() -> int:
+        rows = list(pending)
+        pending.clear()
+        return operations.do_store_predictions(version, rows) if rows else 0
+
+    for batch in infer_slide(model, slide, stream, batch_size=512):
+        pending += prediction_rows(version, label_set_rows, stream.take(batch.indices), batch.predictions)
+        done += len(batch.indices)
+        if len(pending) >= SLIDE_BATCH * max(1, len(label_set_rows)):
+            stored += store()
         elapsed = max(time.monotonic() - started, 1e-6)
-        y_done = int(nuclei[-1].bbox[1])
         rate = done / elapsed
+        x, y, width, height = (int(v) for v in batch.region)
         report(start + span * done / max(total, 1), stage="slide",
-               message=f"slide {image.name}: {done:,}/{total:,} nuclei, region down to y={y_done:,} of "
-                       f"{image.height:,} px, {rate:.0f} nuclei/s",
+               message=f"slide {image.name}: {done:,}/{total:,} nuclei, region ({x}, {y}, {width} x {height}) of "
+                       f"{image.width:,} x {image.height:,} px, {rate:.0f} nuclei/s",
                nuclei_done=done, nuclei_total=total, nuclei_per_s=round(rate, 1),
-               region={"y": y_done, "height": image.height},
+               region={"x": x, "y": y, "width": width, "height_read": height, "height": image.height},
                eta_s=(total - done) / rate if rate > 0 else None)
         if should_stop():
             raise Cancelled()
+    stored += store()
     seconds = time.monotonic() - started
     return {"nuclei": done, "predictions": stored, "seconds": round(seconds, 3),
-            "nuclei_per_s": round(done / seconds, 1) if seconds > 0 else None,
-            "slide_mpp": image.mpp}
+            "nuclei_per_s": round(done / seconds, 1) if seconds > 0 else None, "slide_mpp": image.mpp,
+            "model_mpp": getattr(model, "mpp", None)}
 
 
 def _jsonable(value):
