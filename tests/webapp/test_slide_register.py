@@ -225,3 +225,33 @@ def test_deleting_a_slide_dataset_removes_its_rows_and_folder_but_not_the_share(
     assert summary["nuclei"] == len(fixture_slide.boxes)
     assert not Image.objects.exists() and not Nucleus.objects.exists() and not folder.exists()
     assert fixture_slide.slide.is_file() and fixture_slide.geojson.is_file()
+
+
+def test_a_slide_stitched_from_real_tiles_registers_with_every_nucleus(api_client_for, owner, project, shared_data,
+                                                                      slides_root):
+    """The fixture slide of mlcore.slide_fixtures (real CoNSeP tiles, about 500 nuclei) through the API."""
+    from mlcore.slide_fixtures import build_test_slide
+    from mlcore.slide_nuclei import iter_geojson_nuclei
+
+    paths = build_test_slide(shared_data, slides_root / "real", mpp=0.25)
+    manifest = json.loads(paths["manifest"].read_text())
+    response = register(api_client_for(owner), project, name="consep slide", path=f"real/{paths['slide'].name}",
+                        detections_path=f"real/{paths['geojson'].name}")
+    job = run(response.json()["id"])
+    assert job.state == "succeeded", job.error
+    image = Image.objects.get(dataset__project=project)
+    assert (image.width, image.height, image.nucleus_count) == (manifest["width"], manifest["height"],
+                                                                manifest["nuclei"])
+    expected = list(iter_geojson_nuclei(paths["geojson"]))
+    stored = list(Nucleus.objects.filter(image=image).order_by("instance_id").values_list("x0", "y0", "x1", "y1",
+                                                                                          "area"))
+    assert [(*n.bbox, n.area) for n in expected] == [tuple(row) for row in stored]
+    classes = image.dataset.label_set.class_names
+    counts = {}
+    for index in CurrentLabel.objects.filter(nucleus__image=image).values_list("class_index", flat=True):
+        counts[classes[index]] = counts.get(classes[index], 0) + 1
+    wanted = {}
+    for nucleus in expected:
+        if nucleus.class_name is not None:
+            wanted[nucleus.class_name] = wanted.get(nucleus.class_name, 0) + 1
+    assert counts == wanted
