@@ -306,6 +306,8 @@ def _largest_polygon(geometry: Any, display_name: str, where: str) -> tuple[np.n
             area = abs(float(x[:-1] @ y[1:] - y[:-1] @ x[1:] + x[-1] * y[0] - y[-1] * x[0]))
             if area > best_area:
                 best, best_area = (outer, rings[1:]), area
+    except SlideNucleiError:
+        raise
     except (TypeError, ValueError, IndexError):
         raise SlideNucleiError(display_name, f"{where}: malformed {kind} coordinates") from None
     return best
