@@ -92,8 +92,6 @@ def test_slide_routes_refuse_a_tile_image_and_outsiders(api_client_for, owner, o
 
 
 def test_slide_inference_stores_one_prediction_per_nucleus(api_client_for, owner, slide_project, settings, client):
-    pytest.importorskip("mlcore.infer").__dict__.get("infer_slide") or pytest.skip("mlcore.infer.infer_slide "
-                                                                                     "is not there yet")
     from webapp.training.models import Prediction
     from workers.tasks import run_job
 
