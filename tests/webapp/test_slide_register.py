@@ -255,3 +255,39 @@ def test_a_slide_stitched_from_real_tiles_registers_with_every_nucleus(api_clien
         if nucleus.class_name is not None:
             wanted[nucleus.class_name] = wanted.get(nucleus.class_name, 0) + 1
     assert counts == wanted
+
+
+def test_an_upload_over_the_limit_is_refused_before_anything_is_kept(api_client_for, owner, project, fixture_slide,
+                                                                     settings):
+    settings.MAX_UPLOAD_BYTES = 1000
+    response = register(api_client_for(owner), project, name="big",
+                        slide=SimpleUploadedFile("big.tif", fixture_slide.slide.read_bytes()),
+                        detections=SimpleUploadedFile("cells.geojson", fixture_slide.geojson.read_bytes()))
+    assert response.status_code == 400 and "MAX_UPLOAD_BYTES" in response.json()["detail"]
+    assert "by its path" in response.json()["detail"] and not Job.objects.exists()
+    assert not list((Path(settings.MEDIA_ROOT) / "staging").glob("*"))
+
+
+def test_a_cancel_mid_import_leaves_nothing(api_client_for, owner, project, fixture_slide, settings, monkeypatch):
+    """A cancel arrives as the job's progress callback raising (workers.handlers.run_import) once some
+    chunks are written: the rows roll back and the job's folder goes."""
+    from webapp.datasets import slides
+    from workers.handlers import JobCancelled
+
+    monkeypatch.setattr(slides, "CHUNK_NUCLEI", 10)
+    response = register(api_client_for(owner), project, name="c", path="cases/case-1.tif",
+                        detections_path="cases/case-1.geojson")
+    job = Job.objects.get(pk=response.json()["id"])
+    written = []
+
+    def progress(percent, message):
+        if "nuclei stored" in message:
+            written.append(Nucleus.objects.count())
+            if len(written) == 3:
+                raise JobCancelled()
+
+    with pytest.raises(JobCancelled):
+        slides.run_slide_import_job(job, progress, lambda line: None)
+    assert written == [10, 20, 30]  # rows were written in chunks before the cancel...
+    assert not Nucleus.objects.exists() and not Image.objects.exists() and not Dataset.objects.exists()  # ...and rolled back
+    assert not (Path(settings.MEDIA_ROOT) / f"projects/{project.pk}/datasets/job-{job.pk}").exists()

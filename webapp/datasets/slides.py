@@ -164,6 +164,11 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
         resolved = resolve_slides_path(detections_path, "detections_path")
         params.update(detections_path=str(resolved.relative_to(Path(settings.SLIDES_ROOT).resolve())),
                       detections_name=PurePosixPath(detections_path.replace("\\", "/")).name)
+    uploaded = sum(getattr(f, "size", 0) or 0 for f in (slide_upload, detections_upload) if f is not None)
+    if uploaded > settings.MAX_UPLOAD_BYTES:
+        raise ImportRejected(f"{'slide' if slide_upload is not None else 'detections'}: the upload is "
+                             f"{uploaded / 1e6:.1f} MB, over the limit of {settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB "
+                             "(MAX_UPLOAD_BYTES); register a slide that large by its path under SLIDES_ROOT")
     refuse_while_deleting(project, "A slide import")
     staging = None
     if slide_upload is not None or detections_upload is not None:
