@@ -1,0 +1,68 @@
+"""The project page's slide card in real Chromium, with a real worker that reads SLIDES_ROOT: registering a
+slide by path through the form (the job's progress and log, then the slide listed with its exports), and a
+refused path shown as the form's error."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.test_upload_page import wait_in_page
+from tests.conftest import WorkerProcess
+from tests.webapp.slide_helpers import build_fixture_slide
+from webapp.datasets.models import Image
+from webapp.projects.operations import do_create_project
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]
+
+
+@pytest.fixture(scope="module")
+def slides_share(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser-slides").resolve()
+    build_fixture_slide(root / "lab")
+    return root
+
+
+@pytest.fixture(scope="module")
+def slide_worker(django_db_setup, django_db_blocker, tmp_path_factory, test_media_root, slides_share):
+    worker = WorkerProcess(tmp_path_factory.mktemp("celery") / "worker.log", name="browser-slides",
+                           SLIDES_ROOT=str(slides_share))
+    with django_db_blocker.unblock():
+        worker.start()
+    yield worker
+    worker.stop()
+
+
+def test_a_slide_registered_through_the_form_is_listed_with_its_exports(logged_in_page, live_server, owner, settings,
+                                                                        slides_share, slide_worker):
+    settings.SLIDES_ROOT = slides_share
+    project = do_create_project("slides page", actor=owner)
+    page = logged_in_page
+    errors = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    page.fill("#slide-form input[name=name]", "case one")
+    page.fill("#slide-form input[name=path]", "lab/case-1.tif")
+    page.fill("#slide-form input[name=detections_path]", "lab/case-1.geojson")
+    page.click("#slide-form button[type=submit]")
+    wait_in_page(page, "location.search.includes('slide_job=') && "
+                       "(document.querySelector('#slide-job [data-field=log]') || {}).textContent?.includes('stored')")
+    image = Image.objects.get(dataset__project=project)
+    assert f"stored {image.nucleus_count:,} nuclei" in page.inner_text("#slide-job [data-field=log]")
+    row = page.locator("#slides table.slides tbody tr")
+    assert row.count() == 1 and "case-1" in row.inner_text() and str(image.nucleus_count) in row.inner_text()
+    assert row.locator("a", has_text="CSV").get_attribute("href").endswith(f"/slides/{image.pk}/export/merged.csv")
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+def test_a_path_out_of_the_share_is_the_forms_error(logged_in_page, live_server, owner, settings, slides_share):
+    settings.SLIDES_ROOT = slides_share
+    project = do_create_project("slides refused", actor=owner)
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    page.fill("#slide-form input[name=name]", "x")
+    page.fill("#slide-form input[name=path]", "../etc/passwd")
+    page.fill("#slide-form input[name=detections_path]", "lab/case-1.geojson")
+    page.click("#slide-form button[type=submit]")
+    page.wait_for_selector("#slide-form [data-role=error]:not([hidden])")
+    assert "'..' is not allowed" in page.inner_text("#slide-form [data-role=error]")
+    assert page.locator("#slide-job").is_hidden()
