@@ -285,7 +285,7 @@ def _slide_batch_inputs(model: CrossTrainedModel, slide, group: list, scale: flo
 
 def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 512,
                 device: str | torch.device | None = None, tta: bool = False, progress=None,
-                chunk_size: int | None = None, region_size: int = SLIDE_REGION_SIZE):
+                chunk_size: int | None = None, region_size: int = SLIDE_REGION_SIZE, read_ahead: bool = False):
     """Classify a slide's nuclei, streamed: yields one :class:`SlideBatchInference` per batch.
 
     ``slide`` is an open :class:`mlcore.slides.Slide`; ``nuclei`` an iterable of
@@ -293,10 +293,14 @@ def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 51
     ``chunk_size`` at a time (default 8 batches). A chunk is grouped by cells of ``region_size`` model
     pixels; each group (at most ``batch_size`` nuclei) gets one region read from the slide at the model's
     scale (``scale_to_model(slide MPP, model.mpp)``: a 20x slide is upsampled for a 40x model), crops cut by
-    ``model.crop_spec`` around the nuclei's stored boxes, and one batched forward. Reading and cutting the
-    next region overlaps the forward of the current one. Memory holds a chunk of nuclei and two regions,
-    whatever the slide's size; a stream in spatial order (as the database's region index gives, or a
-    QuPath export) makes full regions.
+    ``model.crop_spec`` around the nuclei's stored boxes, and one batched forward. Memory holds a chunk of
+    nuclei and two regions, whatever the slide's size; a stream in spatial order (as the database's region
+    index gives, or a QuPath export) makes full regions.
+
+    Reading and cutting the next region overlap the forward of the current one, in a second thread. With
+    ``read_ahead`` that thread also consumes ``nuclei`` (parsing a GeoJSON overlaps the forward too); leave
+    it off for an iterable that must stay in the caller's thread, such as a Django queryset (database
+    connections are per thread).
 
     ``progress(dict(nuclei=done, batches=k, region=(x, y, w, h)))`` is called after each batch.
     """
@@ -319,10 +323,8 @@ def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 51
 
     done = batches = 0
 
-    def finished(pending) -> SlideBatchInference:
+    def finished(group, crops, region) -> SlideBatchInference:
         nonlocal done, batches
-        group, future = pending
-        crops, region = future.result()
         result = SlideBatchInference(indices=np.array([index for index, _ in group], np.int64),
                                      nuclei=[nucleus for _, nucleus in group],
                                      predictions=predict(model, crops, batch_size, device, tta), region=region)
@@ -332,12 +334,61 @@ def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 51
             progress({"nuclei": done, "batches": batches, "region": region})
         return result
 
+    if read_ahead:
+        prepared = ((group, *_slide_batch_inputs(model, slide, group, scale)) for group in groups())
+        for group, crops, region in _in_a_thread(prepared, depth=2):
+            yield finished(group, crops, region)
+        return
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         for group in groups():
             future = pool.submit(_slide_batch_inputs, model, slide, group, scale)
             if pending is not None:
-                yield finished(pending)
+                yield finished(pending[0], *pending[1].result())
             pending = (group, future)
         if pending is not None:
-            yield finished(pending)
+            yield finished(pending[0], *pending[1].result())
+
+
+def _in_a_thread(iterator, depth: int):
+    """The items of ``iterator``, produced in a second thread at most ``depth`` ahead; its exceptions are
+    raised here, and closing this generator stops the thread."""
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put((end, None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            items.put((end, exc))
+
+    thread = threading.Thread(target=produce, name="infer-slide-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if item is end:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)

@@ -110,7 +110,7 @@ def test_a_20x_slide_is_classified_at_the_models_scale(slides):
 def test_batches_are_bounded_and_spatial(slides):
     torch.manual_seed(1)
     model = CrossTrainedModel([_labels(slides["40x"]["manifest"])], "small", {"width": 4}).eval()
-    nuclei = list(iter_geojson_nuclei(slides["40x"]["geojson"]))
+    nuclei = list(iter_geojson_nuclei(slides["40x"]["geojson"]))[:300]
     reversed_order = nuclei[::-1]  # no spatial order in the stream: still bounded regions
     events = []
     with open_slide(slides["40x"]["slide"]) as slide:
@@ -160,3 +160,28 @@ def test_infer_slide_command(slides, tmp_path, capsys):
     assert main(args + ["--label-set", "nope"]) == 2
     assert "'nope' is not one of the model's label sets" in capsys.readouterr().err
     assert not out.with_name(out.name + ".partial").exists()
+
+
+def test_read_ahead_gives_the_same_predictions_and_passes_errors_on(slides):
+    from mlcore.slide_nuclei import SlideNucleiError
+
+    torch.manual_seed(3)
+    model = CrossTrainedModel([_labels(slides["40x"]["manifest"])], "small", {"width": 4}).eval()
+    _, in_caller, _ = _classify(model, slides["40x"], batch_size=100)
+    _, read_ahead, _ = _classify(model, slides["40x"], batch_size=100, read_ahead=True)
+    np.testing.assert_array_equal(in_caller, read_ahead)
+
+    def broken():
+        for position, nucleus in enumerate(iter_geojson_nuclei(slides["40x"]["geojson"])):
+            if position == 150:
+                raise SlideNucleiError("my.geojson", "feature #150: broken")
+            yield nucleus
+
+    for ahead in (False, True):
+        with open_slide(slides["40x"]["slide"]) as slide:
+            with pytest.raises(SlideNucleiError, match="feature #150"):
+                list(infer_slide(model, slide, broken(), batch_size=50, chunk_size=100, read_ahead=ahead))
+            # A consumer that stops early stops the reading too.
+            first = next(iter(infer_slide(model, slide, iter_geojson_nuclei(slides["40x"]["geojson"]),
+                                          batch_size=50, read_ahead=ahead)))
+            assert len(first.nuclei) <= 50
