@@ -292,10 +292,11 @@ def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 51
     :class:`mlcore.slide_nuclei.SlideNucleus` (a generator over a GeoJSON or the database), read
     ``chunk_size`` at a time (default 8 batches). A chunk is grouped by cells of ``region_size`` model
     pixels; each group (at most ``batch_size`` nuclei) gets one region read from the slide at the model's
-    scale (``scale_to_model(slide MPP, model.mpp)``: a 20x slide is upsampled for a 40x model), crops cut by
-    ``model.crop_spec`` around the nuclei's stored boxes, and one batched forward. Memory holds a chunk of
-    nuclei and two regions, whatever the slide's size; a stream in spatial order (as the database's region
-    index gives, or a QuPath export) makes full regions.
+    scale (``scale_to_model(slide MPP, model.mpp)``: a 20x slide is upsampled for a 40x model), its nuclei's
+    outlines rasterised and crops cut by ``model.crop_spec`` around their stored boxes. The forward runs on
+    full batches of ``batch_size`` crops, across groups. Memory holds a chunk of nuclei, a batch of crops
+    and two regions, whatever the slide's size; a stream in spatial order (as the database's region index
+    gives, or a QuPath export) makes full regions. One :class:`SlideBatchInference` per group.
 
     Reading and cutting the next region overlap the forward of the current one, in a second thread. With
     ``read_ahead`` that thread also consumes ``nuclei`` (parsing a GeoJSON overlaps the forward too); leave
@@ -322,32 +323,85 @@ def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 51
             yield from _spatial_groups(chunk, cell, batch_size)
 
     done = batches = 0
-
-    def finished(group, crops, region) -> SlideBatchInference:
-        nonlocal done, batches
-        result = SlideBatchInference(indices=np.array([index for index, _ in group], np.int64),
-                                     nuclei=[nucleus for _, nucleus in group],
-                                     predictions=predict(model, crops, batch_size, device, tta), region=region)
+    if read_ahead:
+        prepared = _in_a_thread(((group, *_slide_batch_inputs(model, slide, group, scale)) for group in groups()), depth=2)
+    else:
+        prepared = _prepared_one_ahead(groups(), lambda group: _slide_batch_inputs(model, slide, group, scale))
+    for group, region, predictions in _forward_in_fixed_batches(model, prepared, batch_size, device, tta):
         done += len(group)
         batches += 1
         if progress:
             progress({"nuclei": done, "batches": batches, "region": region})
-        return result
+        yield SlideBatchInference(indices=np.array([index for index, _ in group], np.int64),
+                                  nuclei=[nucleus for _, nucleus in group], predictions=predictions, region=region)
 
-    if read_ahead:
-        prepared = ((group, *_slide_batch_inputs(model, slide, group, scale)) for group in groups())
-        for group, crops, region in _in_a_thread(prepared, depth=2):
-            yield finished(group, crops, region)
-        return
+
+def _prepared_one_ahead(groups, prepare):
+    """(group, crops, region) with the next group prepared in a second thread meanwhile."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
-        for group in groups():
-            future = pool.submit(_slide_batch_inputs, model, slide, group, scale)
+        for group in groups:
+            future = pool.submit(prepare, group)
             if pending is not None:
-                yield finished(pending[0], *pending[1].result())
+                yield (pending[0], *pending[1].result())
             pending = (group, future)
         if pending is not None:
-            yield finished(pending[0], *pending[1].result())
+            yield (pending[0], *pending[1].result())
+
+
+def _forward_in_fixed_batches(model: CrossTrainedModel, prepared, batch_size: int, device, tta: bool):
+    """(group, region, predictions) per prepared group, the forward run on exactly ``batch_size`` crops at a
+    time across groups (the last batch of the stream aside). Regions hold any number of nuclei, and every
+    new batch size costs PyTorch's CPU backend new kernels and buffers that it keeps: a thousand batch
+    sizes grew the process by a gigabyte. Full batches are faster too."""
+    from collections import deque
+
+    from mlcore.predict import forward_logits, predictions_from_logits
+
+    waiting: deque = deque()  # [group, region, crops, logits parts, heads parts, crops forwarded]
+    queued = 0
+
+    def forward(count: int):
+        nonlocal queued
+        pieces, takers = [], []
+        need = count
+        for entry in waiting:
+            left = len(entry[2]) - entry[5]
+            if left <= 0:
+                continue
+            take = min(left, need)
+            pieces.append(entry[2][entry[5]:entry[5] + take])
+            takers.append((entry, take))
+            need -= take
+            if need == 0:
+                break
+        logits, heads = forward_logits(model, np.concatenate(pieces) if len(pieces) > 1 else pieces[0],
+                                       batch_size, device, tta)
+        start = 0
+        for entry, take in takers:
+            entry[3].append(logits[start:start + take])
+            entry[4].append([h[start:start + take] for h in heads])
+            entry[5] += take
+            start += take
+        queued -= count
+
+    def finished():
+        while waiting and waiting[0][5] == len(waiting[0][2]):
+            group, region, _, logit_parts, head_parts, _ = waiting.popleft()
+            logits = torch.cat(logit_parts) if logit_parts else torch.zeros((0, model.num_outputs))
+            heads = [torch.cat([part[d] for part in head_parts]) for d in range(len(head_parts[0]))] \
+                if head_parts and head_parts[0] else []
+            yield group, region, predictions_from_logits(model, logits, heads)
+
+    for group, crops, region in prepared:
+        waiting.append([group, region, crops, [], [], 0])
+        queued += len(crops)
+        while queued >= batch_size:
+            forward(batch_size)
+            yield from finished()
+    if queued:
+        forward(queued)
+    yield from finished()
 
 
 def _in_a_thread(iterator, depth: int):
