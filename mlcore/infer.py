@@ -265,7 +265,7 @@ def _slide_batch_inputs(model: CrossTrainedModel, slide, group: list, scale: flo
     bboxes = np.empty((len(group), 4), np.int64)
     shift = 4
     for row, (_, nucleus) in enumerate(group):
-        outline = (nucleus.outline - to_model + 0.5) / scale - 0.5
+        outline = (np.asarray(nucleus.outline, np.float64).reshape(-1, 2) - to_model + 0.5) / scale - 0.5
         cv2.fillPoly(labels, [np.round(outline * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)], row + 1,
                      lineType=cv2.LINE_8, shift=shift)
         bx0, by0, bx1, by1 = nucleus.bbox
