@@ -15,13 +15,16 @@
   confusion, base_accuracy, mlp_accuracy}}.
 - ``load_checkpoint(path, device="cpu")`` -> LoadedCheckpoint(model, stage, epoch, config, metrics, ...).
 - ``infer_image(model, image, instance_map)`` -> ImageInference(geometry, predictions) for one image.
+- ``infer_slide(model, slide, nuclei, batch_size=, device=, progress=)`` -> yields
+  SlideBatchInference(indices, nuclei, predictions, region) per batch of a slide's streamed nuclei
+  (``slide`` from ``mlcore.slides.open_slide``, nuclei from ``mlcore.slide_nuclei``).
 """
 
 from mlcore.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from mlcore.config import STAGES, ConfigError, TrainConfig
 from mlcore.crops import cut_crops, instance_geometry
 from mlcore.data import ImageRecord, NucleusTable, build_table, merged_label_sets, split_by_group, table_from_arrays
-from mlcore.infer import ImageInference, infer_image
+from mlcore.infer import ImageInference, SlideBatchInference, infer_image, infer_slide
 from mlcore.metrics import classification_report
 from mlcore.predict import LabelSetPrediction, predict
 from mlcore.train import TrainingCancelled, TrainResult, evaluate, train_all
@@ -30,5 +33,5 @@ __all__ = [
     "STAGES", "ConfigError", "ImageInference", "ImageRecord", "LabelSetPrediction", "LoadedCheckpoint", "NucleusTable",
     "TrainConfig", "TrainResult", "TrainingCancelled", "build_table", "classification_report", "cut_crops",
     "evaluate", "infer_image", "instance_geometry", "load_checkpoint", "merged_label_sets", "predict",
-    "save_checkpoint", "split_by_group", "table_from_arrays", "train_all",
+    "save_checkpoint", "split_by_group", "table_from_arrays", "train_all", "SlideBatchInference", "infer_slide",
 ]

@@ -318,7 +318,8 @@ def command_infer_slide(args) -> int:
         bar = tqdm(unit=" nuclei", file=sys.stderr, dynamic_ncols=True, desc="classify")
 
         def classified():
-            for batch in infer_slide(model, slide, nuclei, batch_size=args.batch_size, device=device, tta=args.tta):
+            for batch in infer_slide(model, slide, nuclei, batch_size=args.batch_size, device=device, tta=args.tta,
+                                      read_ahead=True):
                 prediction = batch.predictions[name]
                 for row, nucleus in enumerate(batch.nuclei):
                     label = int(prediction.labels[row])

@@ -265,7 +265,7 @@ def _slide_batch_inputs(model: CrossTrainedModel, slide, group: list, scale: flo
     bboxes = np.empty((len(group), 4), np.int64)
     shift = 4
     for row, (_, nucleus) in enumerate(group):
-        outline = (nucleus.outline - to_model + 0.5) / scale - 0.5
+        outline = (np.asarray(nucleus.outline, np.float64).reshape(-1, 2) - to_model + 0.5) / scale - 0.5
         cv2.fillPoly(labels, [np.round(outline * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)], row + 1,
                      lineType=cv2.LINE_8, shift=shift)
         bx0, by0, bx1, by1 = nucleus.bbox
@@ -285,18 +285,23 @@ def _slide_batch_inputs(model: CrossTrainedModel, slide, group: list, scale: flo
 
 def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 512,
                 device: str | torch.device | None = None, tta: bool = False, progress=None,
-                chunk_size: int | None = None, region_size: int = SLIDE_REGION_SIZE):
+                chunk_size: int | None = None, region_size: int = SLIDE_REGION_SIZE, read_ahead: bool = False):
     """Classify a slide's nuclei, streamed: yields one :class:`SlideBatchInference` per batch.
 
     ``slide`` is an open :class:`mlcore.slides.Slide`; ``nuclei`` an iterable of
     :class:`mlcore.slide_nuclei.SlideNucleus` (a generator over a GeoJSON or the database), read
     ``chunk_size`` at a time (default 8 batches). A chunk is grouped by cells of ``region_size`` model
     pixels; each group (at most ``batch_size`` nuclei) gets one region read from the slide at the model's
-    scale (``scale_to_model(slide MPP, model.mpp)``: a 20x slide is upsampled for a 40x model), crops cut by
-    ``model.crop_spec`` around the nuclei's stored boxes, and one batched forward. Reading and cutting the
-    next region overlaps the forward of the current one. Memory holds a chunk of nuclei and two regions,
-    whatever the slide's size; a stream in spatial order (as the database's region index gives, or a
-    QuPath export) makes full regions.
+    scale (``scale_to_model(slide MPP, model.mpp)``: a 20x slide is upsampled for a 40x model), its nuclei's
+    outlines rasterised and crops cut by ``model.crop_spec`` around their stored boxes. The forward runs on
+    full batches of ``batch_size`` crops, across groups. Memory holds a chunk of nuclei, a batch of crops
+    and two regions, whatever the slide's size; a stream in spatial order (as the database's region index
+    gives, or a QuPath export) makes full regions. One :class:`SlideBatchInference` per group.
+
+    Reading and cutting the next region overlap the forward of the current one, in a second thread. With
+    ``read_ahead`` that thread also consumes ``nuclei`` (parsing a GeoJSON overlaps the forward too); leave
+    it off for an iterable that must stay in the caller's thread, such as a Django queryset (database
+    connections are per thread).
 
     ``progress(dict(nuclei=done, batches=k, region=(x, y, w, h)))`` is called after each batch.
     """
@@ -318,26 +323,126 @@ def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 51
             yield from _spatial_groups(chunk, cell, batch_size)
 
     done = batches = 0
-
-    def finished(pending) -> SlideBatchInference:
-        nonlocal done, batches
-        group, future = pending
-        crops, region = future.result()
-        result = SlideBatchInference(indices=np.array([index for index, _ in group], np.int64),
-                                     nuclei=[nucleus for _, nucleus in group],
-                                     predictions=predict(model, crops, batch_size, device, tta), region=region)
+    if read_ahead:
+        prepared = _in_a_thread(((group, *_slide_batch_inputs(model, slide, group, scale)) for group in groups()), depth=2)
+    else:
+        prepared = _prepared_one_ahead(groups(), lambda group: _slide_batch_inputs(model, slide, group, scale))
+    for group, region, predictions in _forward_in_fixed_batches(model, prepared, batch_size, device, tta):
         done += len(group)
         batches += 1
         if progress:
             progress({"nuclei": done, "batches": batches, "region": region})
-        return result
+        yield SlideBatchInference(indices=np.array([index for index, _ in group], np.int64),
+                                  nuclei=[nucleus for _, nucleus in group], predictions=predictions, region=region)
 
+
+def _prepared_one_ahead(groups, prepare):
+    """(group, crops, region) with the next group prepared in a second thread meanwhile."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
-        for group in groups():
-            future = pool.submit(_slide_batch_inputs, model, slide, group, scale)
+        for group in groups:
+            future = pool.submit(prepare, group)
             if pending is not None:
-                yield finished(pending)
+                yield (pending[0], *pending[1].result())
             pending = (group, future)
         if pending is not None:
-            yield finished(pending)
+            yield (pending[0], *pending[1].result())
+
+
+def _forward_in_fixed_batches(model: CrossTrainedModel, prepared, batch_size: int, device, tta: bool):
+    """(group, region, predictions) per prepared group, the forward run on exactly ``batch_size`` crops at a
+    time across groups (the last batch of the stream aside). Regions hold any number of nuclei, and every
+    new batch size costs PyTorch's CPU backend new kernels and buffers that it keeps: a thousand batch
+    sizes grew the process by a gigabyte. Full batches are faster too."""
+    from collections import deque
+
+    from mlcore.predict import forward_logits, predictions_from_logits
+
+    waiting: deque = deque()  # [group, region, crops, logits parts, heads parts, crops forwarded]
+    queued = 0
+
+    def forward(count: int):
+        nonlocal queued
+        pieces, takers = [], []
+        need = count
+        for entry in waiting:
+            left = len(entry[2]) - entry[5]
+            if left <= 0:
+                continue
+            take = min(left, need)
+            pieces.append(entry[2][entry[5]:entry[5] + take])
+            takers.append((entry, take))
+            need -= take
+            if need == 0:
+                break
+        logits, heads = forward_logits(model, np.concatenate(pieces) if len(pieces) > 1 else pieces[0],
+                                       batch_size, device, tta)
+        start = 0
+        for entry, take in takers:
+            entry[3].append(logits[start:start + take])
+            entry[4].append([h[start:start + take] for h in heads])
+            entry[5] += take
+            start += take
+        queued -= count
+
+    def finished():
+        while waiting and waiting[0][5] == len(waiting[0][2]):
+            group, region, _, logit_parts, head_parts, _ = waiting.popleft()
+            logits = torch.cat(logit_parts) if logit_parts else torch.zeros((0, model.num_outputs))
+            heads = [torch.cat([part[d] for part in head_parts]) for d in range(len(head_parts[0]))] \
+                if head_parts and head_parts[0] else []
+            yield group, region, predictions_from_logits(model, logits, heads)
+
+    for group, crops, region in prepared:
+        waiting.append([group, region, crops, [], [], 0])
+        queued += len(crops)
+        while queued >= batch_size:
+            forward(batch_size)
+            yield from finished()
+    if queued:
+        forward(queued)
+    yield from finished()
+
+
+def _in_a_thread(iterator, depth: int):
+    """The items of ``iterator``, produced in a second thread at most ``depth`` ahead; its exceptions are
+    raised here, and closing this generator stops the thread."""
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put((end, None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            items.put((end, exc))
+
+    thread = threading.Thread(target=produce, name="infer-slide-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if item is end:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
