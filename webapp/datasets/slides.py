@@ -35,7 +35,7 @@ from webapp.jobs import sweep
 from webapp.jobs.models import Job
 
 from . import bulk
-from .importing import ImportRejected, create_label_set, media_relative, resolve_label_set
+from .importing import ImportRejected, _Writer, create_label_set, media_relative, resolve_label_set
 from .models import CurrentLabel, Dataset, Image, Label, LabelSet, LabelSource, Nucleus
 
 Progress = Callable[[float, str], None]
@@ -325,23 +325,39 @@ def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide
         width=info.width, height=info.height, checksum=checksum, group=slide_name[:255], slide_file=slide_file,
         slide_root=slide_root, mpp=info.mpp)
     copy = bulk.uses_copy()
+    trusted = False
     if copy:
+        # As a tile import does (webapp.datasets.importing._import_rows): the image row's references are
+        # checked now, which locks the rows every bulk row below refers to, so that where the database role
+        # may, the per-row foreign-key checks of the bulk rows are left out; they are turned on again below.
         bulk.check_constraints_now()
-    writer = _ChunkWriter(image, label_set, actor, copy)
+        trusted = bulk.trust_own_references()
+    # PostgreSQL: each chunk is written in a background thread while this one parses the next features.
+    background = _Writer() if copy else None
+    writer = _ChunkWriter(image, label_set, actor, copy, background)
     size = max(1, detections.stat().st_size)
     total = 0
-    for nucleus in iter_geojson_nuclei(detections, detections_name):
-        index = -1
-        if nucleus.class_name is not None and label_set is not None:
-            index = class_index[nucleus.class_name]
-        writer.add(nucleus, index)
-        total += 1
-        if len(writer) >= CHUNK_NUCLEI:
-            writer.flush()
-            # The reader does not say how far into the file it is; the bytes per nucleus so far do.
-            done = min(98.0, 2 + 96 * writer.bytes_estimate(total, size))
-            progress(done, f"{total:,} nuclei stored")
-    writer.flush()
+    try:
+        for nucleus in iter_geojson_nuclei(detections, detections_name):
+            index = -1
+            if nucleus.class_name is not None and label_set is not None:
+                index = class_index[nucleus.class_name]
+            writer.add(nucleus, index)
+            total += 1
+            if len(writer) >= CHUNK_NUCLEI:
+                writer.flush()
+                # The reader does not say how far into the file it is; the bytes per nucleus so far do.
+                done = min(98.0, 2 + 96 * writer.bytes_estimate(total, size))
+                progress(done, f"{total:,} nuclei stored")
+        writer.flush()
+    except BaseException:
+        if background is not None:
+            background.wait(raise_error=False)  # the transaction is rolled back only once nothing writes in it
+        raise
+    if background is not None:
+        background.wait()
+    if trusted:
+        bulk.check_own_references()
     if total == 0:
         raise DataError(detections_name, "no detections (Polygon features) found in this file")
     image.nucleus_count = total
@@ -360,8 +376,8 @@ def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide
 class _ChunkWriter:
     """Nuclei (and the ground-truth labels of the classified ones) waiting for one bulk write."""
 
-    def __init__(self, image: Image, label_set: LabelSet | None, actor, copy: bool):
-        self.image, self.label_set, self.copy = image, label_set, copy
+    def __init__(self, image: Image, label_set: LabelSet | None, actor, copy: bool, background=None):
+        self.image, self.label_set, self.copy, self.background = image, label_set, copy, background
         self.author_id = actor.pk if getattr(actor, "is_authenticated", False) else None
         self.rows: list[tuple] = []
         self.classes: list[int] = []
@@ -395,6 +411,12 @@ class _ChunkWriter:
             return
         rows, classes = self.rows, self.classes
         self.rows, self.classes = [], []
+        if self.background is None:
+            self._write(rows, classes)
+        else:
+            self.background.submit(self._write, rows, classes)
+
+    def _write(self, rows: list[tuple], classes: list[int]) -> None:
         ids = bulk.allocate_ids(Nucleus, len(rows))
         image_id = self.image.pk
         from .importing import CURRENT_COLUMNS, LABEL_COLUMNS, NUCLEUS_COLUMNS
@@ -412,6 +434,14 @@ class _ChunkWriter:
         self.labelled += len(labelled)
         label_ids = bulk.allocate_ids(Label, len(labelled))
         label_set_id, source, now = self.label_set.pk, LabelSource.GROUND_TRUTH, timezone.now()
+        if self.copy:  # COPY text, as a tile import writes its labels
+            author = "\\N" if self.author_id is None else str(self.author_id)
+            tail = f"\t{source}\t{author}\t\t{now.isoformat()}\n"
+            bulk.copy_text(Label, LABEL_COLUMNS, [f"{label_id}\t{pk}\t{label_set_id}\t{c}{tail}"
+                                                  for label_id, (pk, c) in zip(label_ids, labelled)])
+            bulk.copy_text(CurrentLabel, CURRENT_COLUMNS, [f"{pk}\t{label_set_id}\t{label_id}\t{c}\t{source}\n"
+                                                           for label_id, (pk, c) in zip(label_ids, labelled)])
+            return
         bulk.insert_rows(Label, LABEL_COLUMNS, ((label_id, pk, label_set_id, c, source, self.author_id, "", now)
                                                 for label_id, (pk, c) in zip(label_ids, labelled)))
         bulk.insert_rows(CurrentLabel, CURRENT_COLUMNS, ((pk, label_set_id, label_id, c, source)
