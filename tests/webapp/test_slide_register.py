@@ -291,3 +291,22 @@ def test_a_cancel_mid_import_leaves_nothing(api_client_for, owner, project, fixt
     assert written == ["10 nuclei stored", "20 nuclei stored", "30 nuclei stored"]  # chunks went to the database...
     assert not Nucleus.objects.exists() and not Image.objects.exists() and not Dataset.objects.exists()  # ...and rolled back
     assert not (Path(settings.MEDIA_ROOT) / f"projects/{project.pk}/datasets/job-{job.pk}").exists()
+
+
+def test_a_retried_upload_job_gets_back_the_slide_its_killed_attempt_moved(api_client_for, owner, project,
+                                                                           fixture_slide, settings):
+    import shutil
+
+    response = register(api_client_for(owner), project, name="retried",
+                        slide=SimpleUploadedFile("s.tif", fixture_slide.slide.read_bytes()),
+                        detections=SimpleUploadedFile("cells.geojson", fixture_slide.geojson.read_bytes()))
+    job = Job.objects.get(pk=response.json()["id"])
+    # What a worker killed mid-import leaves: the slide moved into the job's folder, no rows committed.
+    folder = Path(settings.MEDIA_ROOT) / f"projects/{project.pk}/datasets/job-{job.pk}"
+    folder.mkdir(parents=True)
+    shutil.move(str(Path(settings.MEDIA_ROOT) / job.params["staging"] / "slide.tif"), folder / "slide.tif")
+    (folder / "preview.png").write_bytes(b"half written")
+    job = run(job.pk)
+    assert job.state == "succeeded", job.error
+    image = Image.objects.get(dataset__project=project)
+    assert (Path(settings.MEDIA_ROOT) / image.slide_file).is_file() and image.nucleus_count == len(fixture_slide.boxes)

@@ -208,8 +208,13 @@ def run_slide_import_job(job: Job, progress: Progress, log: Callable[[str], None
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         return _result(committed)
-    sweep.remove_job_paths(job, inputs=False)
     folder = Path(settings.MEDIA_ROOT) / sweep.import_folder(job)
+    if params.get("slide_upload"):
+        # A killed attempt may have moved the uploaded slide into the folder about to be cleared: back it goes.
+        staged, moved = staging / params["slide_upload"], folder / params["slide_upload"]
+        if not staged.exists() and moved.is_file():
+            shutil.move(str(moved), staged)
+    sweep.remove_job_paths(job, inputs=False)
     try:
         if params.get("slide_upload"):
             slide_source, slide_root = staging / params["slide_upload"], "media"
