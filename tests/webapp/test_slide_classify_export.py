@@ -143,3 +143,34 @@ def test_the_project_page_lists_slides_and_offers_registration_to_curators(clien
     client.force_login(member)
     page = client.get(f"/projects/{project.pk}/").content.decode()
     assert image.name in page and 'id="slide-form"' not in page and "slide-infer" not in page
+
+
+def test_training_with_tiles_and_a_slide_trains_on_the_tiles_and_then_classifies_the_slide(owner, settings, tmp_path,
+                                                                                            slide_project):
+    """The slide's nuclei and labels are left out of the training table (the log says so); the prediction
+    job that follows a training classifies the slide's nuclei too."""
+    from tests.workers.training_helpers import FAST
+    from mlcore.synthetic import generate_dataset
+    from webapp.datasets.importing import do_import_dataset
+    from webapp.training.models import ModelVersion, Prediction
+    from webapp.training.runner import run_prediction, run_training
+
+    settings.IMPORT_PROCESSES = 1
+    project, image, fixture = slide_project
+    root = generate_dataset(tmp_path / "tiles", format="seed", n_images=2, nuclei_per_image=12,
+                            class_names=["epithelial", "inflammatory"], seed=0, size=(128, 128))
+    tiles = do_import_dataset(project, name="tiles", format="seed", path=root, actor=owner)
+    logs = []
+    job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner,
+                             params={"options": {**FAST, "stages": ["sparse"]}})
+    result = run_training(job, lambda percent, log=None, **details: logs.append(log) if log else None, lambda: False)
+    assert any("1 whole-slide image(s)" in line and f"{len(fixture.boxes)} nuclei" in line for line in logs), logs
+    version = ModelVersion.objects.get(pk=result["model_version_id"])
+    assert version.training_data["nuclei"] == tiles.nucleus_count  # the table held the tiles' nuclei only
+    assert "qupath" not in result["trained_on"] or not result["trained_on"]["qupath"].get("ground_truth")
+
+    prediction = Job.objects.get(pk=result["prediction_job"])
+    outcome = run_prediction(prediction, lambda *a, **k: None, lambda: False)
+    assert outcome["predictions"] == Prediction.objects.filter(model_version=version).count()
+    on_slide = Prediction.objects.filter(model_version=version, nucleus__image=image)
+    assert on_slide.values("nucleus_id").distinct().count() == len(fixture.boxes)

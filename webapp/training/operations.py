@@ -31,10 +31,12 @@ def running_training(project: Project) -> Job | None:
 
 
 def data_size(project: Project) -> dict:
-    """Nuclei in the project, and those in datasets with a label set: from the datasets' own counts."""
+    """Nuclei in the project, and those in datasets with a label set: from the datasets' own counts. Slide
+    datasets are left out, as training leaves them out (webapp.training.runner.run_training)."""
     from webapp.datasets.models import Dataset
 
-    rows = list(Dataset.objects.filter(project=project).values_list("label_set_id", "nucleus_count"))
+    rows = list(Dataset.objects.filter(project=project).exclude(format=Dataset.Format.SLIDE)
+                .values_list("label_set_id", "nucleus_count"))
     return {"nuclei": sum(n for _, n in rows), "labelled": sum(n for label_set, n in rows if label_set)}
 
 

@@ -52,7 +52,9 @@ def known_labels(project) -> tuple[dict, dict]:
     """
     labels: dict = defaultdict(lambda: defaultdict(dict))
     counts: dict = defaultdict(lambda: defaultdict(int))
-    rows = (CurrentLabel.objects.filter(nucleus__image__project=project, source__in=("ground_truth", "review"))
+    # Tile images only: training leaves whole-slide images out (see run_training).
+    rows = (CurrentLabel.objects.filter(nucleus__image__project=project, nucleus__image__slide_file="",
+                                        source__in=("ground_truth", "review"))
             .values_list("nucleus__image_id", "label_set__name", "nucleus__instance_id", "class_index", "source"))
     for image_id, set_name, instance_id, class_index, source in rows.iterator(chunk_size=20_000):
         labels[image_id][set_name][instance_id] = class_index
@@ -213,8 +215,6 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     if skipped["images"]:
         report(0.0, stage="loading", log=f"{skipped['images']} whole-slide image(s) ({skipped['nuclei'] or 0} "
                                          "nuclei) left out: training reads tile images only")
-        for pk in slides.values_list("id", flat=True):
-            labels.pop(pk, None)
     records = []
     for number, image in enumerate(images, start=1):
         records.append(ImageRecord(image=load_rgb(image), instance_map=load_mask(image),
