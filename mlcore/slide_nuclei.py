@@ -108,12 +108,12 @@ def _canonical(polygon: np.ndarray) -> np.ndarray:
 
 def _mask_measures(mask: np.ndarray, x0: int, y0: int) -> tuple[tuple[int, int, int, int], tuple[float, float], int]:
     """Box, centroid and area of a boolean/0-1 patch whose pixel (0, 0) is level-0 pixel (x0, y0)."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    moments = cv2.moments(mask.view(np.uint8) if mask.dtype == bool else mask, binaryImage=True)
+    pixels = mask.view(np.uint8) if mask.dtype == bool else mask
+    moments = cv2.moments(pixels, binaryImage=True)
     area = moments["m00"]
     centroid = (float(moments["m10"] / area + x0), float(moments["m01"] / area + y0))
-    bbox = (int(x0 + cols[0]), int(y0 + rows[0]), int(x0 + cols[-1] + 1), int(y0 + rows[-1] + 1))
+    left, top, width, height = cv2.boundingRect(pixels)  # of the non-zero pixels
+    bbox = (int(x0 + left), int(y0 + top), int(x0 + left + width), int(y0 + top + height))
     return bbox, centroid, int(area)
 
 

@@ -88,6 +88,8 @@ class Slide:
         if width <= 0 or height <= 0 or width * height > MAX_REGION_PIXELS:
             raise SlideError(f"{self.name}: a region of {width} x {height} pixels cannot be read at once")
         rgba = np.asarray(self._slide.read_region((int(x), int(y)), level, (int(width), int(height))))
+        if rgba[..., 3].min() == 255:  # opaque, as inside the scanned area: no blending to pay for
+            return np.ascontiguousarray(rgba[..., :3])
         alpha = rgba[..., 3:4].astype(np.uint16)
         rgb = (rgba[..., :3].astype(np.uint16) * alpha + 255 * (255 - alpha)) // 255
         return rgb.astype(np.uint8)
