@@ -28,12 +28,12 @@
   const showDensity = document.getElementById("show-density");
   const densityLegend = document.getElementById("density-legend");
 
-  // OpenSeadragon injects one <style> element (a focus rule for touch screens) unless one with this
-  // attribute exists; the page's CSP refuses inline styles, so a non-CSS placeholder takes its place and
-  // the rule lives in app.css.
+  // OpenSeadragon injects one <style> element (a focus rule for touch screens) unless the selector
+  // style[data-openseadragon-mobile-css] finds one. The page's CSP refuses inline styles (an empty HTML
+  // <style> included), so an inert element named "style" in a namespace of its own, which the selector
+  // matches but no browser treats as a style sheet, takes its place; the rule itself is in app.css.
   if (!document.querySelector("style[data-openseadragon-mobile-css]")) {
-    const placeholder = document.createElement("style");
-    placeholder.type = "text/plain";
+    const placeholder = document.createElementNS("urn:x-nucleus-merge:inert", "style");
     placeholder.setAttribute("data-openseadragon-mobile-css", "true");
     document.head.append(placeholder);
   }
