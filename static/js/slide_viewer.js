@@ -280,7 +280,7 @@
     const p = Math.min(0.999, Math.max(0, t)) * (stops.length - 1);
     const i = Math.floor(p), f = p - i;
     const c = stops[i].map((v, k) => Math.round(v + (stops[i + 1][k] - v) * f));
-    return [...c, Math.round(60 + 150 * Math.sqrt(t))];
+    return [...c, Math.round(40 + 140 * Math.sqrt(t))];
   }
   async function loadDensity() {
     let response, data;

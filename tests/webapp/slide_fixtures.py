@@ -63,10 +63,15 @@ def stitched_tissue(tiles_x: int, tiles_y: int, seed: int = 3, tile: int = 256, 
 
 
 def build_slide_world(owner, name: str = "Slide project", tiles_x: int = 4, tiles_y: int = 3,
-                      project=None) -> SlideWorld:
+                      project=None, label_sets: tuple[LabelSet, LabelSet] | None = None) -> SlideWorld:
+    """A new project (or ``project``, with two of its ``label_sets`` of at least 3 and 2 classes) with a slide
+    of ``tiles_x`` x ``tiles_y`` synthetic 256-pixel tiles."""
     project = project or do_create_project(name, actor=owner, description="a whole-slide image")
-    alpha = _label_set(project, "alpha-types", ALPHA_CLASSES)
-    beta = _label_set(project, "beta-types", BETA_CLASSES)
+    if label_sets:
+        alpha, beta = label_sets
+    else:
+        alpha = _label_set(project, "alpha-types", ALPHA_CLASSES)
+        beta = _label_set(project, "beta-types", BETA_CLASSES)
     rgb, instances, classes = stitched_tissue(tiles_x, tiles_y)
     media = Path(settings.MEDIA_ROOT)
     folder = media / "slides" / f"p{project.pk}"

@@ -219,7 +219,7 @@ def test_a_slide_without_a_box_gets_its_first_nuclei_not_all(world, api):
 
 def test_density_counts_sum_to_the_nuclei(world, api):
     data = api.get(f"/api/images/{world.image.pk}/density/").json()
-    assert data["cell"] == 16 and (data["cols"], data["rows"]) == (64, 48)
+    assert data["cell"] == 64 and (data["cols"], data["rows"]) == (16, 12)
     assert sum(n for _, _, n in data["counts"]) == data["total"] == world.image.nucleus_count
     assert data["max"] == max(n for _, _, n in data["counts"])
     # Each nucleus counts in the cell of its centroid.
