@@ -55,7 +55,7 @@ def write_slide(path: Path, side: int, mpp: float = 0.25, tile: int = 256, disti
     with tifffile.TiffWriter(path, bigtiff=True) as tif:
         for index, size in enumerate(levels):
             encoded = [zlib.compress(generate_tile(rng, (tile, tile), 30)[0].tobytes(), 1) for _ in range(distinct)]
-            count = -(-size // tile) ** 2
+            count = (-(-size // tile)) ** 2
             tiles = (encoded[(k * 7 + k // 3) % distinct] for k in range(count))
             factor = side / size
             tif.write(tiles, shape=(size, size, 3), dtype="uint8", tile=(tile, tile), photometric="rgb",
@@ -104,7 +104,7 @@ def populate(slide_file: str, side: int, nuclei: int, seed: int = 0):
             ys = np.round(cy[k] + ry[k] * np.sin(angles)).astype(int)
             outline = ",".join(f"[{x},{y}]" for x, y in zip(xs, ys))
             lines.append(f"{ids[k]}\t{image.pk}\t{k + 1}\t{xs.min()}\t{ys.min()}\t{xs.max() + 1}\t{ys.max() + 1}\t"
-                         f"{cx[k]!r}\t{cy[k]!r}\t{int(np.pi * rx[k] * ry[k])}\t[{outline}]\n")
+                         f"{float(cx[k])!r}\t{float(cy[k])!r}\t{int(np.pi * rx[k] * ry[k])}\t[{outline}]\n")
         bulk.copy_text(Nucleus, ["id", "image_id", "instance_id", "x0", "y0", "x1", "y1", "centroid_x",
                                  "centroid_y", "area", "outline"], lines)
         reviewed = list(range(0, nuclei, 10))
