@@ -298,15 +298,11 @@
     canvas.className = "slide-heatmap";
     const context = canvas.getContext("2d");
     const pixels = context.createImageData(data.cols, data.rows);
-    data.counts.forEach(([col, row, n]) => {
-      if (col < 0 || row < 0 || col >= data.cols || row >= data.rows) return;
-      const offset = (row * data.cols + col) * 4;
-      pixels.data.set(heat(n / (data.max || 1)), offset);
-    });
+    data.counts.forEach((n, i) => { if (n > 0) pixels.data.set(heat(n / (data.max || 1)), i * 4); });
     context.putImageData(pixels, 0, 0);
     heatmap = canvas;
-    viewer.addOverlay({ element: canvas,
-                        location: viewer.viewport.imageToViewportRectangle(0, 0, data.cols * data.cell, data.rows * data.cell) });
+    viewer.addOverlay({ element: canvas, location: viewer.viewport.imageToViewportRectangle(
+      data.origin[0] * data.cell, data.origin[1] * data.cell, data.cols * data.cell, data.rows * data.cell) });
     const side = MPP ? `${data.cell} px (${Math.round(data.cell * MPP)} µm)` : `${data.cell} px`;
     densityLegend.querySelector('[data-role="density-note"]').textContent =
       `Nuclei per ${side} square: 0 to ${data.max}; ${data.total} in all.`;

@@ -219,16 +219,16 @@ def test_a_slide_without_a_box_gets_its_first_nuclei_not_all(world, api):
 
 def test_density_counts_sum_to_the_nuclei(world, api):
     data = api.get(f"/api/images/{world.image.pk}/density/").json()
-    assert data["cell"] == 64 and (data["cols"], data["rows"]) == (16, 12)
-    assert sum(n for _, _, n in data["counts"]) == data["total"] == world.image.nucleus_count
-    assert data["max"] == max(n for _, _, n in data["counts"])
+    assert data["cell"] == 64 and (data["cols"], data["rows"]) == (16, 12) and data["origin"] == [0, 0]
+    assert len(data["counts"]) == 16 * 12
+    assert sum(data["counts"]) == data["total"] == world.image.nucleus_count
+    assert data["max"] == max(data["counts"])
     # Each nucleus counts in the cell of its centroid.
     data = api.get(f"/api/images/{world.image.pk}/density/", {"cell": 256}).json()
-    expected = {}
+    expected = [0] * (4 * 3)
     for cx, cy in Nucleus.objects.filter(image=world.image).values_list("centroid_x", "centroid_y"):
-        key = (int(cx // 256), int(cy // 256))
-        expected[key] = expected.get(key, 0) + 1
-    assert {(c, r): n for c, r, n in data["counts"]} == expected
+        expected[int(cy // 256) * 4 + int(cx // 256)] += 1
+    assert (data["cols"], data["rows"]) == (4, 3) and data["counts"] == expected
 
 
 def test_density_in_a_box(world, api):
@@ -236,8 +236,8 @@ def test_density_in_a_box(world, api):
                    {"cell": 64, "x0": 256, "y0": 0, "x1": 512, "y1": 256}).json()
     inside = Nucleus.objects.filter(image=world.image, centroid_x__gte=256, centroid_x__lt=512,
                                     centroid_y__gte=0, centroid_y__lt=256).count()
-    assert data["total"] == inside > 0
-    assert all(4 <= c < 8 and 0 <= r < 4 for c, r, _ in data["counts"])
+    assert data["total"] == sum(data["counts"]) == inside > 0
+    assert data["origin"] == [4, 0] and (data["cols"], data["rows"]) == (4, 4)
     assert api.get(f"/api/images/{world.image.pk}/density/", {"cell": 4}).status_code == 400
 
 

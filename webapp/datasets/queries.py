@@ -267,19 +267,18 @@ HISTORY_BY_ID_MAX = 1000  # nuclei whose ground-truth history is read by id; bey
 
 
 def image_labels(image_id: int, project=None, version: tuple[int, int] | None = None,
-                 nucleus_ids: list[int] | None = None) -> dict[int, dict[int, list]]:
+                 nuclei: Q | None = None) -> dict[int, dict[int, list]]:
     """``{nucleus_id: {label_set_id: [class, source, ground_truth, review, predicted, probability]}}``.
 
     ``class``/``source``: the current label; ``ground_truth``: the latest ground-truth class; ``review``:
     the current class where it comes from a review; ``predicted``/``probability``: the active model
     version's prediction (None when there is none). A handful of queries, whatever the number of nuclei.
     ``project`` (or its id) and ``version`` (see :func:`active_version`) save a query each when known.
-    ``nucleus_ids``: only these nuclei of the image (a slide's viewport), else every nucleus of the image.
+    ``nuclei``: a ``Q`` on ``nucleus__...`` that selects some nuclei of the image (a slide's viewport: a
+    box on the region index; a long list of ids would cost more to build than to run), else every nucleus.
     """
     labels: dict[int, dict[int, list]] = {}
-    if nucleus_ids is not None and not nucleus_ids:
-        return labels
-    only = Q(nucleus_id__in=nucleus_ids) if nucleus_ids is not None else Q(nucleus__image_id=image_id)
+    only = nuclei if nuclei is not None else Q(nucleus__image_id=image_id)
     current = CurrentLabel.objects.filter(only)
     truth_source, review_source = LabelSource.GROUND_TRUTH.value, LabelSource.REVIEW.value
     changed = set()  # nuclei with a current label that is not ground truth (in any label set)

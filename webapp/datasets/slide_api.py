@@ -7,8 +7,6 @@ keeps them (``private``: they are a project's pixels, never for a shared proxy).
 
 from __future__ import annotations
 
-import json
-
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -137,8 +135,7 @@ class ImageDensityView(FileAPIView):
         box = _box(params, image)
         if box is None and max(image.width, image.height) / cell > 4096:
             raise ValidationError({"cell": f"{cell} px cells make a grid over 4096 cells a side on this image"})
-        result = slide_queries.density(image, cell, box)
-        return HttpResponse(json.dumps(result, separators=(",", ":")), content_type="application/json")
+        return HttpResponse(slide_queries.density_json(image, cell, box), content_type="application/json")
 
 
 __all__ = ["SlideDziView", "SlideTileView", "ImageDensityView", "region_response", "LABEL_SET", "SOURCE"]

@@ -13,7 +13,7 @@ import json
 import math
 
 from django.core.cache import cache
-from django.db.models import Count, F, Max, TextField
+from django.db.models import Count, F, Max, Q, TextField
 from django.db.models.functions import Cast, Floor
 
 from . import queries
@@ -39,13 +39,19 @@ def tallest_nucleus(image: Image) -> int:
     return int(value)
 
 
-def region_rows(image: Image, box: tuple[int, int, int, int], limit: int) -> list[tuple]:
-    """Up to ``limit`` + 1 nuclei whose bounding box meets ``box`` (x0, y0, x1, y1; x1, y1 exclusive), in
-    (y0, x0) order: ``(id, instance_id, x0, y0, x1, y1, cx, cy, area, outline JSON text)``."""
+def box_filter(image: Image, box: tuple[int, int, int, int], prefix: str = "") -> Q:
+    """The nuclei of ``image`` whose bounding box meets ``box`` (x0, y0, x1, y1; x1, y1 exclusive), as a
+    range on the region index: y0 from the box's top less the tallest nucleus, to its bottom."""
     x0, y0, x1, y1 = box
     margin = tallest_nucleus(image)
-    rows = (Nucleus.objects.filter(image_id=image.pk, y0__gte=y0 - margin, y0__lt=y1,
-                                   y1__gt=y0, x0__lt=x1, x1__gt=x0)
+    return Q(**{f"{prefix}image_id": image.pk, f"{prefix}y0__gte": y0 - margin, f"{prefix}y0__lt": y1,
+                f"{prefix}y1__gt": y0, f"{prefix}x0__lt": x1, f"{prefix}x1__gt": x0})
+
+
+def region_rows(image: Image, box: tuple[int, int, int, int], limit: int) -> list[tuple]:
+    """Up to ``limit`` + 1 nuclei whose bounding box meets ``box``, in (y0, x0) order: ``(id, instance_id,
+    x0, y0, x1, y1, cx, cy, area, outline JSON text)``."""
+    rows = (Nucleus.objects.filter(box_filter(image, box))
             .order_by("y0", "x0")
             .annotate(outline_text=Cast("outline", TextField()))
             .values_list("id", "instance_id", "x0", "y0", "x1", "y1", "centroid_x", "centroid_y", "area",
@@ -72,7 +78,13 @@ def region_nuclei_json(project, image: Image, box: tuple[int, int, int, int], so
     rows = region_rows(image, box, limit)
     truncated = len(rows) > limit
     rows = rows[:limit]
-    labels = queries.image_labels(image.pk, project, version, [row[0] for row in rows]) if rows else {}
+    # The labels of these nuclei: the same box, and when truncated only up to the last (y0, x0) given
+    # (nuclei sharing that corner may add a few labels that are not used).
+    nuclei = box_filter(image, box, "nucleus__")
+    if truncated and rows:
+        last_y0, last_x0 = rows[-1][3], rows[-1][2]
+        nuclei &= Q(nucleus__y0__lt=last_y0) | Q(nucleus__y0=last_y0, nucleus__x0__lte=last_x0)
+    labels = queries.image_labels(image.pk, project, version, nuclei) if rows else {}
     labels_json = queries._LabelsJson()
     slot = _SOURCE_SLOT[source]
     shown = [info for info in label_sets if label_set is None or info.id == label_set.id]
@@ -118,26 +130,36 @@ def default_cell(image: Image) -> int:
     return cell
 
 
-def density(image: Image, cell: int, box: tuple[int, int, int, int] | None = None) -> dict:
-    """Nuclei per grid cell of ``cell`` level-0 pixels, by centroid: one GROUP BY on the floor of the
-    centroid over the cell size. The grid starts at (0, 0) whatever the box, so cells line up between
-    answers. ``counts``: ``[[col, row, n], ...]`` for the non-empty cells (a nucleus counts once, in the
-    cell of its centroid)."""
+def density_json(image: Image, cell: int, box: tuple[int, int, int, int] | None = None) -> str:
+    """Nuclei per grid cell of ``cell`` level-0 pixels, by centroid, as JSON text: one GROUP BY on the floor
+    of the centroid over the cell size. The grid starts at (0, 0) whatever the box, so cells line up
+    between answers; the answer covers the cells that meet the box, ``origin`` [col, row] of the first,
+    ``cols`` x ``rows`` of them, ``counts`` row-major (``counts[row * cols + col]``, a nucleus in the cell
+    of its centroid), ``total`` and ``max``. Cached as text for CACHE_SECONDS (the key holds the image's
+    nucleus count): a slide's grid is one full pass over its nuclei."""
+    import numpy as np
+
     box = box or (0, 0, image.width, image.height)
     key = f"slide-density:{image.pk}:{image.nucleus_count}:{cell}:{','.join(map(str, box))}"
     found = cache.get(key)
     if found is not None:
         return found
-    nuclei = Nucleus.objects.filter(image_id=image.pk)
     x0, y0, x1, y1 = box
+    col0, row0 = x0 // cell, y0 // cell
+    cols, rows = math.ceil(x1 / cell) - col0, math.ceil(y1 / cell) - row0
+    nuclei = Nucleus.objects.filter(image_id=image.pk)
     if box != (0, 0, image.width, image.height):
         nuclei = nuclei.filter(centroid_x__gte=x0, centroid_x__lt=x1, centroid_y__gte=y0, centroid_y__lt=y1)
-    rows = (nuclei.order_by()
-            .annotate(col=Floor(F("centroid_x") / float(cell)), row=Floor(F("centroid_y") / float(cell)))
-            .values_list("col", "row").annotate(n=Count("id")))
-    counts = [[int(col), int(row), n] for col, row, n in queries._fetch(rows)]
-    result = {"cell": cell, "cols": math.ceil(image.width / cell), "rows": math.ceil(image.height / cell),
-              "box": list(box), "counts": counts, "total": sum(c[2] for c in counts),
-              "max": max((c[2] for c in counts), default=0)}
-    cache.set(key, result, CACHE_SECONDS)
-    return result
+    grouped = (nuclei.order_by()
+               .annotate(col=Floor(F("centroid_x") / float(cell)), row=Floor(F("centroid_y") / float(cell)))
+               .values_list("col", "row").annotate(n=Count("id")))
+    grid = np.zeros(rows * cols, np.int64)
+    for col, row, n in queries._fetch(grouped):
+        c = min(max(int(col) - col0, 0), cols - 1)  # a centroid on the far edge stays in the last cell
+        r = min(max(int(row) - row0, 0), rows - 1)
+        grid[r * cols + c] += n
+    head = json.dumps({"cell": cell, "box": list(box), "origin": [col0, row0], "cols": cols, "rows": rows,
+                       "total": int(grid.sum()), "max": int(grid.max(initial=0))}, separators=(",", ":"))
+    text = f'{head[:-1]},"counts":[{",".join(map(str, grid.tolist()))}]}}'
+    cache.set(key, text, CACHE_SECONDS)
+    return text
