@@ -203,16 +203,20 @@ def main() -> int:
               f"20 % margin on each side, random places, {args.repeat} requests:")
         for zoom in (0.5, 1.0, 2.0):
             w, h = int(VIEW[0] / zoom * 1.4), int(VIEW[1] / zoom * 1.4)
-            times, counts, sizes = [], [], []
+            times, cpu, counts, sizes = [], [], [], []
             for _ in range(args.repeat):
                 x0, y0 = rng.randrange(0, args.side - w), rng.randrange(0, args.side - h)
+                started_cpu = time.process_time()
                 elapsed, response = timed(client, f"{base}/nuclei/?x0={x0}&y0={y0}&x1={x0 + w}&y1={y0 + h}")
+                cpu.append(time.process_time() - started_cpu)
                 data = response.json()
                 times.append(elapsed)
                 counts.append(data["count"])
                 sizes.append(len(response.content))
             print(f"  zoom {zoom:.1f} (box {w} x {h}): {percentiles(times)}; {statistics.median(counts):.0f} nuclei, "
                   f"{statistics.median(sizes) / 1e6:.2f} MB per answer{'  (target: p95 < 400 ms at 0.5)' if zoom == 0.5 else ''}")
+            print(f"      CPU time of the web process per request (without waiting for a busy CPU or the database): "
+                  f"{percentiles(cpu)}")
 
         print("\nDensity (GET .../density/), zoomed out:")
         first, response = timed(client, f"{base}/density/")

@@ -238,6 +238,14 @@ class TileCache:
 tile_cache = TileCache()
 
 
+def remove_cached_tiles(image_id: int) -> None:
+    """Remove an image's cached tiles (when the image or its dataset is deleted; otherwise they would
+    only age out under the size cap)."""
+    import shutil
+
+    shutil.rmtree(tile_cache.root / str(int(image_id)), ignore_errors=True)
+
+
 def tile_bytes(image, level: int, col: int, row: int) -> tuple[bytes, str] | None:
     """A tile's JPEG and its ETag, from the cache or rendered (and cached); None when the tile does not
     exist. The cache is looked up before the slide is opened: a cached tile costs a stat and a file read."""
