@@ -274,8 +274,8 @@ def image_labels(image_id: int, project=None, version: tuple[int, int] | None = 
     the current class where it comes from a review; ``predicted``/``probability``: the active model
     version's prediction (None when there is none). A handful of queries, whatever the number of nuclei.
     ``project`` (or its id) and ``version`` (see :func:`active_version`) save a query each when known.
-    ``nuclei``: a ``Q`` on ``nucleus__...`` that selects some nuclei of the image (a slide's viewport: a
-    box on the region index; a long list of ids would cost more to build than to run), else every nucleus.
+    ``nuclei``: a ``Q`` on the labels' ``nucleus`` that selects some nuclei of the image (a slide's
+    viewport, see :func:`webapp.datasets.slide_queries.nucleus_ids`), else every nucleus of the image.
     """
     labels: dict[int, dict[int, list]] = {}
     only = nuclei if nuclei is not None else Q(nucleus__image_id=image_id)

@@ -13,7 +13,9 @@ import json
 import math
 
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import Count, F, Max, Q, TextField
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Floor
 
 from . import queries
@@ -48,6 +50,16 @@ def box_filter(image: Image, box: tuple[int, int, int, int], prefix: str = "") -
                 f"{prefix}y1__gt": y0, f"{prefix}x0__lt": x1, f"{prefix}x1__gt": x0})
 
 
+def nucleus_ids(ids: list[int]) -> Q:
+    """``Q(nucleus_id__in=ids)`` for thousands of ids. On PostgreSQL as one array parameter
+    (``IN (SELECT unnest(%s))``): Django prepares an ``__in`` list value by value (about 0.1 s for 4,000
+    ids), and a join on the box instead lets the planner hash the whole label table (0.18 s at 550,000
+    labels), where this takes the (nucleus, label set) index, a few milliseconds."""
+    if connection.vendor == "postgresql":
+        return Q(nucleus_id__in=RawSQL("SELECT unnest(%s::bigint[])", [list(ids)]))
+    return Q(nucleus_id__in=ids)
+
+
 def region_rows(image: Image, box: tuple[int, int, int, int], limit: int) -> list[tuple]:
     """Up to ``limit`` + 1 nuclei whose bounding box meets ``box``, in (y0, x0) order: ``(id, instance_id,
     x0, y0, x1, y1, cx, cy, area, outline JSON text)``."""
@@ -78,13 +90,7 @@ def region_nuclei_json(project, image: Image, box: tuple[int, int, int, int], so
     rows = region_rows(image, box, limit)
     truncated = len(rows) > limit
     rows = rows[:limit]
-    # The labels of these nuclei: the same box, and when truncated only up to the last (y0, x0) given
-    # (nuclei sharing that corner may add a few labels that are not used).
-    nuclei = box_filter(image, box, "nucleus__")
-    if truncated and rows:
-        last_y0, last_x0 = rows[-1][3], rows[-1][2]
-        nuclei &= Q(nucleus__y0__lt=last_y0) | Q(nucleus__y0=last_y0, nucleus__x0__lte=last_x0)
-    labels = queries.image_labels(image.pk, project, version, nuclei) if rows else {}
+    labels = queries.image_labels(image.pk, project, version, nucleus_ids([row[0] for row in rows])) if rows else {}
     labels_json = queries._LabelsJson()
     slot = _SOURCE_SLOT[source]
     shown = [info for info in label_sets if label_set is None or info.id == label_set.id]
