@@ -13,7 +13,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import NotFound, ValidationError
 
 from . import queries, slide_queries, slides
-from .viewer_api import LABEL_SET, SOURCE, FileAPIView, _source
+from .viewer_api import FileAPIView, _source
 
 TILE_MAX_AGE = 86400
 
@@ -137,5 +137,3 @@ class ImageDensityView(FileAPIView):
             raise ValidationError({"cell": f"{cell} px cells make a grid over 4096 cells a side on this image"})
         return HttpResponse(slide_queries.density_json(image, cell, box), content_type="application/json")
 
-
-__all__ = ["SlideDziView", "SlideTileView", "ImageDensityView", "region_response", "LABEL_SET", "SOURCE"]
