@@ -1,6 +1,6 @@
 """Whole-slide import and classification in the web app: a benchmark slide (mlcore.slide_fixtures, real
 CoNSeP tiles when /work/shared/data is there) registered under SLIDES_ROOT and imported into PostgreSQL by
-the code an import job runs (webapp.datasets.slides.import_slide), then classified by the code a slide
+the code an import job runs (webapp.datasets.slide_import.import_slide), then classified by the code a slide
 prediction job runs (webapp.training.runner.predict_slide, the small CPU backbone, untrained weights: the
 speed is the figure, not the classes).
 
@@ -85,7 +85,7 @@ def main() -> int:
     from mlcore.config import TrainConfig
     from mlcore.model import CrossTrainedModel
     from mlcore.slide_fixtures import build_benchmark_slide
-    from webapp.datasets.slides import import_slide
+    from webapp.datasets.slide_import import import_slide
     from webapp.projects.operations import do_create_project
     from webapp.training.models import ModelVersion
     from webapp.training.runner import predict_slide, project_label_sets

@@ -232,6 +232,8 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or DATA_DIR / "media").resolve()
 # A mounted share of whole-slide images (1-5 GB each) that curators register by a path under it, instead of
 # uploading them; unset, slides can only be uploaded.
 SLIDES_ROOT = Path(os.environ["SLIDES_ROOT"]).resolve() if os.environ.get("SLIDES_ROOT") else None
+# Deep Zoom tiles of the slide viewer kept as files under MEDIA_ROOT/cache/slide-tiles (oldest removed first).
+SLIDE_TILE_CACHE_BYTES = _env_int("SLIDE_TILE_CACHE_BYTES", 2 * 1024**3)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"

@@ -16,8 +16,6 @@
   const zoomLabel = root.querySelector('[data-role="zoom"]');
   const labelSetSelect = document.getElementById("label-set");
   const sourceSelect = document.getElementById("source");
-  const SOURCE_NAMES = { current: "current", ground_truth: "ground truth", review: "review", pseudo: "pseudo label",
-                         prediction: "prediction" };
 
   let data = null;        // the API answer
   let shapes = [];        // one SVG polygon per nucleus, same order as data.nuclei
@@ -145,45 +143,8 @@
   }
 
   // ------------------------------------------------------------------ hover
-  function describe(nucleus) {
-    const box = document.createElement("div");
-    const head = document.createElement("p");
-    head.className = "tip-head";
-    head.textContent = `Nucleus ${nucleus.instance_id} · ${nucleus.area} px²`;
-    const table = document.createElement("table");
-    data.label_sets.forEach((ls) => {
-      const entry = nucleus.labels[ls.id];
-      const row = table.insertRow();
-      row.dataset.labelSet = ls.name;
-      row.insertCell().textContent = ls.name;
-      const cell = row.insertCell();
-      const add = (index, note) => {
-        const line = document.createElement("div");
-        const swatch = document.createElement("span");
-        swatch.className = "swatch";
-        swatch.style.background = window.dom.cssColor(colour(ls.id, index));
-        line.append(swatch, index == null ? "unlabelled" : sets[ls.id].classes[index].name);
-        if (note) {
-          const small = document.createElement("span");
-          small.className = "source";
-          small.textContent = note;
-          line.append(" ", small);
-        }
-        cell.append(line);
-      };
-      if (!entry || entry.class == null) {
-        add(null, "");
-      } else {
-        add(entry.class, SOURCE_NAMES[entry.source] || entry.source);
-      }
-      if (entry && entry.ground_truth != null && entry.ground_truth !== entry.class) add(entry.ground_truth, "ground truth");
-      if (entry && entry.prediction) {
-        const p = entry.prediction.probability;
-        add(entry.prediction.class, `prediction${p != null ? " " + Math.round(p * 100) + "%" : ""}`);
-      }
-    });
-    box.append(head, table);
-    return box;
+  function describe(nucleus) {  // static/js/nucleus_labels.js, shared with the slide viewer
+    return window.nucleusLabels.describe(nucleus, data.label_sets, sets, colour);
   }
   function showTip(index, e) {
     const nucleus = data.nuclei[index];

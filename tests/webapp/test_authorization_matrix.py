@@ -110,6 +110,12 @@ def world(db, make_user, owner, settings, tmp_path):
     overlay.write_bytes(b"\x89PNG\r\n\x1a\n")
     do_remove_member(project, users["removed"], actor=owner)
 
+    # A whole-slide image in the same project, for the routes that only slides have (Deep Zoom).
+    from tests.webapp.slide_fixtures import build_slide_world
+
+    slide = build_slide_world(owner, project=project, tiles_x=1, tiles_y=1,
+                              label_sets=(vp.alpha_set, vp.beta_set)).image
+
     nucleus = vp.image.nuclei.order_by("instance_id").first()
     values = {
         "project_id": project.pk, "dataset_id": vp.alpha.pk, "image_id": vp.image.pk, "nucleus_id": nucleus.pk,
@@ -119,12 +125,18 @@ def world(db, make_user, owner, settings, tmp_path):
         # nobody may remove or demote (409), so that the walk leaves the world as it was.
         "uidb64": "MA", "token": "no-such-token", "user_id": owner.pk,
         "dataset_format": "seed",
+        "level": 0, "col": 0, "row": 0,  # a Deep Zoom tile of the slide
     }
-    return {"users": users, "values": values, "project": project, "job": job}
+    return {"users": users, "values": values, "project": project, "job": job,
+            "slide_values": {"image_id": slide.pk}}
+
+
+# Routes that answer only for a whole-slide image: called with the world's slide instead of its tile image.
+SLIDE_ROUTES = {"api-slide-dzi", "api-slide-tile", "slide-viewer"}
 
 
 def url_for(route: Route, world) -> str:
-    values = world["values"]
+    values = {**world["values"], **world["slide_values"]} if route.name in SLIDE_ROUTES else world["values"]
     kwargs = {}
     for param in route.params:
         if param == "pk":

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")  # job
 
 @pytest.fixture
 def slide_project(owner, settings, tmp_path, monkeypatch):
-    from webapp.datasets.slides import import_slide
+    from webapp.datasets.slide_import import import_slide
 
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()

@@ -196,7 +196,7 @@ def test_the_management_command_registers_a_slide(owner, project, fixture_slide,
 
 
 def test_a_region_of_a_slide_is_read_from_the_slide(client, owner, project, fixture_slide):
-    from webapp.datasets.slides import import_slide
+    from webapp.datasets.slide_import import import_slide
 
     dataset = import_slide(project, name="r", slide_source=fixture_slide.slide, slide_root="slides",
                            slide_name="case-1.tif", detections=fixture_slide.geojson, detections_name="case-1.geojson")
@@ -215,7 +215,7 @@ def test_a_region_of_a_slide_is_read_from_the_slide(client, owner, project, fixt
 def test_deleting_a_slide_dataset_removes_its_rows_and_folder_but_not_the_share(api_client_for, owner, project,
                                                                                 fixture_slide, settings):
     from webapp.datasets.operations import do_delete_dataset
-    from webapp.datasets.slides import import_slide
+    from webapp.datasets.slide_import import import_slide
 
     dataset = import_slide(project, name="gone", slide_source=fixture_slide.slide, slide_root="slides",
                            slide_name="case-1.tif", detections=fixture_slide.geojson, detections_name="case-1.geojson")
@@ -271,7 +271,7 @@ def test_an_upload_over_the_limit_is_refused_before_anything_is_kept(api_client_
 def test_a_cancel_mid_import_leaves_nothing(api_client_for, owner, project, fixture_slide, settings, monkeypatch):
     """A cancel arrives as the job's progress callback raising (workers.handlers.run_import) once some
     chunks are written: the rows roll back and the job's folder goes."""
-    from webapp.datasets import slides
+    from webapp.datasets import slide_import as slides
     from workers.handlers import JobCancelled
 
     monkeypatch.setattr(slides, "CHUNK_NUCLEI", 10)

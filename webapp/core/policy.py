@@ -93,6 +93,10 @@ ROUTES: dict[str, dict[str, Access]] = {
     "image-file": {"GET": VIEWER},
     "api-image-nuclei": {"GET": VIEWER},
     "api-image-region": {"GET": VIEWER},
+    "slide-viewer": {"GET": VIEWER},
+    "api-slide-dzi": {"GET": VIEWER},
+    "api-slide-tile": {"GET": VIEWER},
+    "api-image-density": {"GET": VIEWER},
     # Exports
     "api-image-geojson": {"GET": VIEWER},
     "api-image-types-npy": {"GET": VIEWER},

@@ -266,16 +266,20 @@ def _fetch(queryset) -> list[tuple]:
 HISTORY_BY_ID_MAX = 1000  # nuclei whose ground-truth history is read by id; beyond, by a subquery
 
 
-def image_labels(image_id: int, project=None, version: tuple[int, int] | None = None) -> dict[int, dict[int, list]]:
+def image_labels(image_id: int, project=None, version: tuple[int, int] | None = None,
+                 nuclei: Q | None = None) -> dict[int, dict[int, list]]:
     """``{nucleus_id: {label_set_id: [class, source, ground_truth, review, predicted, probability]}}``.
 
     ``class``/``source``: the current label; ``ground_truth``: the latest ground-truth class; ``review``:
     the current class where it comes from a review; ``predicted``/``probability``: the active model
     version's prediction (None when there is none). A handful of queries, whatever the number of nuclei.
     ``project`` (or its id) and ``version`` (see :func:`active_version`) save a query each when known.
+    ``nuclei``: a ``Q`` on the labels' ``nucleus`` that selects some nuclei of the image (a slide's
+    viewport, see :func:`webapp.datasets.slide_queries.nucleus_ids`), else every nucleus of the image.
     """
     labels: dict[int, dict[int, list]] = {}
-    current = CurrentLabel.objects.filter(nucleus__image_id=image_id)
+    only = nuclei if nuclei is not None else Q(nucleus__image_id=image_id)
+    current = CurrentLabel.objects.filter(only)
     truth_source, review_source = LabelSource.GROUND_TRUTH.value, LabelSource.REVIEW.value
     changed = set()  # nuclei with a current label that is not ground truth (in any label set)
     for nucleus_id, ls_id, index, source in _fetch(
@@ -309,7 +313,7 @@ def image_labels(image_id: int, project=None, version: tuple[int, int] | None = 
         from webapp.training.models import Prediction
 
         for nucleus_id, ls_id, index, probability in _fetch(
-                Prediction.objects.filter(nucleus__image_id=image_id, model_version_id=version[0])
+                Prediction.objects.filter(only, model_version_id=version[0])
                 .values_list("nucleus_id", "label_set_id", "class_index", "probability").order_by()):
             per = labels.get(nucleus_id)
             if per is None:

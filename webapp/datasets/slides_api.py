@@ -1,6 +1,6 @@
 """API of whole-slide images: registering one (202 + import job), classifying its nuclei (202 + job) and
 its exports (QuPath GeoJSON and the merged CSV of its nuclei, streamed). Thin views over
-:mod:`webapp.datasets.slides`, :mod:`webapp.training.operations` and :mod:`webapp.datasets.export`."""
+:mod:`webapp.datasets.slide_import`, :mod:`webapp.training.operations` and :mod:`webapp.datasets.export`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from webapp.projects.access import get_project_for
 from . import export, queries
 from .importing import ImportRejected
 from .models import Image
-from .slides import do_register_slide
+from .slide_import import do_register_slide
 from .viewer_api import DETECTION_PARAMETERS, FileAPIView, _attachment, _detections_response
 
 

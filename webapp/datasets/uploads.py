@@ -99,7 +99,7 @@ def run_import_job(job: Job, progress, log=None) -> dict:
     log = log or (lambda line: None)
     params = job.params
     if params.get("slide"):
-        from .slides import run_slide_import_job
+        from .slide_import import run_slide_import_job
 
         return run_slide_import_job(job, progress, log)
     staging = Path(settings.MEDIA_ROOT) / params["staging"]

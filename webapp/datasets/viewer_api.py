@@ -68,15 +68,23 @@ def _attachment(response, filename: str):
 
 
 class ImageNucleiView(APIView):
-    """Every nucleus of an image with its outline and its labels in every label set of the project."""
+    """Every nucleus of an image with its outline and its labels in every label set of the project.
 
-    @extend_schema(operation_id="image_nuclei", tags=["images"], responses={200: OpenApiTypes.OBJECT})
+    With a box (``x0``, ``y0``, ``x1``, ``y1``, level-0 pixels), and always for a whole-slide image: the
+    nuclei meeting the box, at most ``limit`` (5,000) with ``truncated``, each with its class from
+    ``source`` in every label set (or ``label_set``) and its labels for the hover (the slide viewer)."""
+
+    @extend_schema(operation_id="image_nuclei", tags=["images"], responses={200: OpenApiTypes.OBJECT},
+                   parameters=[*(OpenApiParameter(name, int, description="level-0 box (x1, y1 exclusive)")
+                                 for name in ("x0", "y0", "x1", "y1")),
+                               OpenApiParameter("limit", int, description="at most this many nuclei (1-5000)"),
+                               LABEL_SET, SOURCE])
     def get(self, request, image_id: int):
         project, image = queries.get_image_for(request.user, image_id)
-        if image.is_slide:
-            # 10^5-10^6 nuclei in one answer would hold them all in memory, here and in the browser.
-            raise ValidationError({"image": f"{image.name!r} is a whole-slide image: its nuclei are read by "
-                                            "region (the slide viewer), or exported as GeoJSON or CSV"})
+        if image.is_slide or any(request.query_params.get(name) for name in ("x0", "y0", "x1", "y1")):
+            from .slide_view_api import region_response
+
+            return region_response(request, project, image)
         content = queries.image_nuclei_json(project, image, reverse("image-file", args=[image.pk, "image"]))
         return HttpResponse(content, content_type="application/json")
 

@@ -2,10 +2,15 @@
 
 from django.urls import path
 
-from . import slides_api, viewer_api
+from . import slide_view_api, slides_api, viewer_api
 
 urlpatterns = [
     path("images/<int:image_id>/nuclei/", viewer_api.ImageNucleiView.as_view(), name="api-image-nuclei"),
+    # Whole-slide images: Deep Zoom as OpenSeadragon asks for it (<name>.dzi, then <name>_files/...).
+    path("images/<int:image_id>/slide.dzi", slide_view_api.SlideDziView.as_view(), name="api-slide-dzi"),
+    path("images/<int:image_id>/slide_files/<int:level>/<int:col>_<int:row>.jpeg", slide_view_api.SlideTileView.as_view(),
+         name="api-slide-tile"),
+    path("images/<int:image_id>/density/", slide_view_api.ImageDensityView.as_view(), name="api-image-density"),
     path("images/<int:image_id>/export.geojson", viewer_api.ImageGeoJsonView.as_view(), name="api-image-geojson"),
     # The label set is a query parameter, never a path segment: a name may hold "/" or anything else.
     path("images/<int:image_id>/export/types.npy", viewer_api.ImageTypesNpyView.as_view(),

@@ -134,6 +134,10 @@ def delete_dataset(request, project_id: int, dataset_id: int):
 @require_GET
 def image_viewer(request, project_id: int, image_id: int):
     project, image = queries.get_image_for(request.user, image_id, project_id)
+    if image.is_slide:
+        # A slide is viewed through its Deep Zoom tiles; the tile viewer would load the whole image.
+        query = request.GET.urlencode()
+        return redirect(reverse("slide-viewer", args=[image.pk]) + (f"?{query}" if query else ""))
     label_sets = queries.label_sets_of(project)
     previous_id, next_id = queries.neighbours(image)
     default = image.dataset.label_set_id or (label_sets[0].id if label_sets else None)
@@ -143,6 +147,23 @@ def image_viewer(request, project_id: int, image_id: int):
         "default_label_set": default, "sources": sources,
         "has_predictions": any(key == "prediction" for key, _ in sources),
         "previous_id": previous_id, "next_id": next_id,
+    })
+
+
+@require_GET
+def slide_viewer(request, image_id: int):
+    """A whole-slide image in OpenSeadragon: Deep Zoom tiles, nucleus outlines past a zoom threshold, a
+    density heatmap below it (static/js/slide_viewer.js)."""
+    project, image = queries.get_image_for(request.user, image_id)
+    if not image.is_slide:
+        return redirect("image-viewer", project.pk, image.pk)
+    label_sets = queries.label_sets_of(project)
+    default = image.dataset.label_set_id or (label_sets[0].id if label_sets else None)
+    sources = queries.available_sources(project)
+    return render(request, "datasets/slide_viewer.html", {
+        "project": project, "image": image, "dataset": image.dataset, "label_sets": label_sets,
+        "default_label_set": default, "sources": sources,
+        "has_predictions": any(key == "prediction" for key, _ in sources),
     })
 
 

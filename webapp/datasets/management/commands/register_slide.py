@@ -6,7 +6,7 @@ from tqdm import tqdm
 
 from mlcore.types import DataError
 from webapp.datasets.importing import ImportRejected
-from webapp.datasets.slides import import_slide, resolve_slides_path
+from webapp.datasets.slide_import import import_slide, resolve_slides_path
 
 from .import_dataset import Command as ImportCommand
 

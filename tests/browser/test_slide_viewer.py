@@ -1,0 +1,114 @@
+"""The slide viewer in real Chromium: Deep Zoom tiles, the density heatmap zoomed out, outlines past the zoom
+threshold that follow a pan, hover labels, a label-set switch; and not one console error (CSP included)."""
+
+import pytest
+
+from tests.browser.conftest import wait_until
+from tests.webapp.slide_fixtures import ALPHA_CLASSES, BETA_CLASSES, build_slide_world
+from webapp.datasets import slides
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def slide_world(owner, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+    slides.forget_open_slides()
+    return build_slide_world(owner, tiles_x=8, tiles_y=6)  # 2048 x 1536 px
+
+
+def strokes(page) -> dict:
+    return page.evaluate("""() => Object.fromEntries(Array.from(document.querySelectorAll('svg.slide-overlay polygon'))
+                                  .map((p) => [p.dataset.nucleusId, p.getAttribute('stroke')]))""")
+
+
+def test_slide_viewer_zoom_pan_hover_and_label_sets(logged_in_page, live_server, slide_world):
+    world = slide_world
+    page = logged_in_page
+    problems, tiles = [], []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("response", lambda r: tiles.append(r.status) if "/slide_files/" in r.url else None)
+
+    page.goto(f"{live_server.url}/images/{world.image.pk}/slide/")
+    page.wait_for_selector("#slide-viewer[data-ready=true]")
+    # Zoomed out: the slide fits, below the outline zoom; the heatmap is shown and no outline is drawn.
+    wait_until(page, "() => document.querySelector('canvas.slide-heatmap') !== null")
+    assert page.evaluate("slideViewer.imageZoom() < slideViewer.OUTLINE_ZOOM")
+    assert page.locator("svg.slide-overlay polygon").count() == 0
+    assert "hidden" not in page.get_attribute("canvas.slide-heatmap", "class")
+    note = page.inner_text("[data-role=density-note]")
+    assert f"{world.image.nucleus_count} in all" in note
+    wait_until(page, "() => performance.getEntriesByType('resource').some((e) => e.name.includes('/slide_files/'))")
+
+    # Zoom in past the threshold (one slide pixel per screen pixel) at the slide's centre.
+    page.evaluate("""() => { const v = slideViewer.viewer.viewport;
+                             v.zoomTo(v.imageToViewportZoom(1.0), v.imageToViewportCoordinates(1024, 768)); }""")
+    wait_until(page, "() => Number(document.getElementById('slide-viewer').dataset.outlines || 0) > 0")
+    count = page.locator("svg.slide-overlay polygon").count()
+    assert 0 < count < world.image.nucleus_count
+    assert "hidden" in page.get_attribute("canvas.slide-heatmap", "class")
+    assert "hidden" not in (page.get_attribute("svg.slide-overlay", "class") or "")
+    assert all(status == 200 for status in tiles) and tiles
+
+    # Every outline is in its ground-truth class colour in the dataset's label set.
+    colors = {i: c for i, (_, c) in enumerate(ALPHA_CLASSES)}
+    before = strokes(page)
+    assert before and all(color == colors[world.truth[int(pk)]] for pk, color in before.items())
+    legend = page.inner_text("#legend")
+    assert all(name in legend for name, _ in ALPHA_CLASSES)
+
+    # Pan by dragging well to the left: other nuclei are loaded for the new view.
+    box = page.locator("#slide-osd").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 300, cy, steps=8)
+    page.mouse.move(cx + 700, cy, steps=8)
+    page.mouse.up()
+    wait_until(page, f"() => slideViewer.nuclei().some((n) => !{list(map(int, before))}.includes(n.id))")
+    view = page.evaluate("""() => { const v = slideViewer.viewer.viewport;
+                                    const r = v.viewportToImageRectangle(v.getBounds(true));
+                                    return [r.x, r.y, r.x + r.width, r.y + r.height]; }""")
+    assert view[0] < 1024 - 300  # the view moved left
+
+    # Hover a nucleus near the centre: its labels in both label sets.
+    target = page.evaluate("""() => { const v = slideViewer.viewer.viewport;
+        const r = v.viewportToImageRectangle(v.getBounds(true));
+        const mx = r.x + r.width / 2, my = r.y + r.height / 2;
+        const inView = slideViewer.nuclei().filter((n) => n.labels && n.outline.length > 4);
+        inView.sort((a, b) => Math.hypot(a.centroid[0] - mx, a.centroid[1] - my) - Math.hypot(b.centroid[0] - mx, b.centroid[1] - my));
+        const n = inView.find((n) => Object.keys(n.classes).length === 2) || inView[0];
+        const p = v.imageToViewerElementCoordinates(new OpenSeadragon.Point(n.centroid[0] + 0.5, n.centroid[1] + 0.5));
+        return {id: n.id, instance: n.instance_id, x: p.x, y: p.y}; }""")
+    page.mouse.move(box["x"] + target["x"], box["y"] + target["y"], steps=3)
+    tip = page.locator("#nucleus-tip")
+    tip.wait_for(state="visible")
+    text = tip.inner_text()
+    assert f"Nucleus {target['instance']}" in text
+    assert "alpha-types" in text and "beta-types" in text
+    assert ALPHA_CLASSES[world.truth[target["id"]]][0] in text
+    if target["id"] in world.beta_reviews:
+        assert BETA_CLASSES[world.beta_reviews[target["id"]]][0] in text and "review" in text
+    assert page.inner_text("#nucleus-info") == text
+    page.mouse.move(box["x"] + 5, box["y"] + box["height"] - 5)
+
+    # Switch to the second label set: reviewed nuclei in its colours, the others grey.
+    now = strokes(page)
+    page.select_option("#label-set", str(world.beta.pk))
+    after = strokes(page)
+    beta_colors = {i: c for i, (_, c) in enumerate(BETA_CLASSES)}
+    assert after.keys() == now.keys()
+    for pk, color in after.items():
+        reviewed = world.beta_reviews.get(int(pk))
+        assert color == (beta_colors[reviewed] if reviewed is not None else "#9e9e9e")
+    assert after != now
+    assert all(name in page.inner_text("#legend") for name, _ in BETA_CLASSES)
+    assert f"label_set={world.beta.pk}" in page.url
+
+    # The review source: refetched, only reviewed nuclei keep a class.
+    page.select_option("#source", "review")
+    wait_until(page, "() => slideViewer.nuclei().every((n) => Object.keys(n.classes).length <= 1)")
+
+    assert not problems, "\n".join(problems)

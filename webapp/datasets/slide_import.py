@@ -1,0 +1,415 @@
+"""Whole-slide images (issue 17): registering a slide with its QuPath detections as a dataset of one image.
+
+A slide is 1-5 GB and holds 10^5-10^6 nuclei, so nothing here holds it whole: the pixels stay in the slide
+file (read through :mod:`mlcore.slides` a region at a time), and the detections are streamed from the
+GeoJSON (:func:`mlcore.slide_nuclei.iter_geojson_nuclei`) into the database in chunks of
+:data:`CHUNK_NUCLEI` rows (COPY on PostgreSQL). The import is all or nothing like a tile import: one
+transaction, a folder of the job's own (the preview PNG, an uploaded slide), removed on any failure.
+
+A slide comes either from a path under ``settings.SLIDES_ROOT`` (a mounted share: nothing is copied, the
+Image row names it with ``slide_root = "slides"``), or as an upload, kept in the dataset's folder
+(``slide_root = "media"``). Its detections come the same two ways.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from PIL import Image as PILImage
+
+from mlcore.slides import SLIDE_SUFFIXES, SlideError, open_slide
+from mlcore.types import DataError
+from webapp.core import audit
+from webapp.jobs import operations as job_operations
+from webapp.jobs import sweep
+from webapp.jobs.models import Job
+
+from . import bulk
+from .importing import ImportRejected, _Writer, create_label_set, media_relative, resolve_label_set
+from .slides import slide_checksum
+from .models import CurrentLabel, Dataset, Image, Label, LabelSet, LabelSource, Nucleus
+
+Progress = Callable[[float, str], None]
+CHUNK_NUCLEI = 5_000  # nuclei per bulk write: memory stays this many rows whatever the slide's size
+PREVIEW_SIZE = 2048  # the PNG kept as Image.file: what a page shows before the slide viewer loads
+THUMBNAIL_SIZE = 256
+
+
+class SlidePathRefused(ImportRejected):
+    """A path under SLIDES_ROOT that cannot be used (absent root, absolute, '..', a link out of it)."""
+
+
+# ------------------------------------------------------------------------------------------ locations
+
+def resolve_slides_path(relative: str, field: str) -> Path:
+    """The file ``relative`` names under ``settings.SLIDES_ROOT``; refuses what could reach outside it.
+
+    Errors start with ``field`` (the request field) and never show the server's paths."""
+    root = getattr(settings, "SLIDES_ROOT", None)
+    if not root:
+        raise SlidePathRefused(f"{field}: this server has no SLIDES_ROOT (a folder of slides it may read), so a "
+                               "slide cannot be registered by path; upload the file instead, or ask the "
+                               "administrator to set SLIDES_ROOT")
+    text = str(relative or "").replace("\\", "/")
+    parts = PurePosixPath(text).parts
+    if not text or text.startswith("/") or (parts and ":" in parts[0]):
+        raise SlidePathRefused(f"{field}: {relative!r} must be a path relative to SLIDES_ROOT, not an absolute one")
+    if ".." in parts:
+        raise SlidePathRefused(f"{field}: {relative!r} must stay inside SLIDES_ROOT ('..' is not allowed)")
+    root = Path(root).resolve()
+    target = root.joinpath(*parts)
+    try:
+        resolved = target.resolve(strict=True)
+    except (FileNotFoundError, RuntimeError, OSError):
+        raise SlidePathRefused(f"{field}: there is no file {relative!r} under SLIDES_ROOT") from None
+    if not resolved.is_relative_to(root):
+        raise SlidePathRefused(f"{field}: {relative!r} links to a file outside SLIDES_ROOT, which is not allowed")
+    if not resolved.is_file():
+        raise SlidePathRefused(f"{field}: {relative!r} under SLIDES_ROOT is not a file")
+    return resolved
+
+
+# ------------------------------------------------------------------------------------------ the request
+
+def _stage_upload(upload, target: Path) -> None:
+    from .uploads import _write
+
+    _write(upload, target)
+
+
+def _upload_name(upload, default: str) -> str:
+    from .uploads import _client_file_name
+
+    return _client_file_name(upload) or default
+
+
+def do_register_slide(project, *, actor, name: str, label_set: str = "", path: str = "",
+                      detections_path: str = "", slide_upload=None, detections_upload=None,
+                      provenance: str = "") -> Job:
+    """Check the request and queue the slide's import job (202). The slide is ``path`` under SLIDES_ROOT or
+    ``slide_upload``; its detections ``detections_path`` under SLIDES_ROOT or ``detections_upload`` (a QuPath
+    GeoJSON). Refusals (ImportRejected) name the field."""
+    from webapp.projects.deletion import refuse_while_deleting
+
+    name = (name or "").strip()
+    if not name:
+        raise ImportRejected("name: give the slide's dataset a name")
+    if Dataset.objects.filter(project=project, name=name).exists():
+        raise ImportRejected(f"name: project {project.name!r} already has a dataset named {name!r}")
+    if bool(path) == bool(slide_upload):
+        raise ImportRejected("path: give either the slide's path under SLIDES_ROOT or upload the slide file (one of them)")
+    if bool(detections_path) == bool(detections_upload):
+        raise ImportRejected("detections: give either the detections' path under SLIDES_ROOT (detections_path) or "
+                             "upload the QuPath GeoJSON file (detections), one of them")
+    params = {"slide": True, "name": name, "label_set": label_set or None, "provenance": provenance}
+    if path:
+        resolved = resolve_slides_path(path, "path")
+        if resolved.suffix.lower() not in SLIDE_SUFFIXES:
+            raise ImportRejected(f"path: {path!r} is not a slide file ({', '.join(SLIDE_SUFFIXES)})")
+        params.update(slide_path=str(resolved.relative_to(Path(settings.SLIDES_ROOT).resolve())),
+                      slide_name=PurePosixPath(path.replace("\\", "/")).name)
+    if detections_path:
+        resolved = resolve_slides_path(detections_path, "detections_path")
+        params.update(detections_path=str(resolved.relative_to(Path(settings.SLIDES_ROOT).resolve())),
+                      detections_name=PurePosixPath(detections_path.replace("\\", "/")).name)
+    uploaded = sum(getattr(f, "size", 0) or 0 for f in (slide_upload, detections_upload) if f is not None)
+    if uploaded > settings.MAX_UPLOAD_BYTES:
+        raise ImportRejected(f"{'slide' if slide_upload is not None else 'detections'}: the upload is "
+                             f"{uploaded / 1e6:.1f} MB, over the limit of {settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB "
+                             "(MAX_UPLOAD_BYTES); register a slide that large by its path under SLIDES_ROOT")
+    refuse_while_deleting(project, "A slide import")
+    staging = None
+    if slide_upload is not None or detections_upload is not None:
+        from .uploads import staging_root
+
+        staging = staging_root() / uuid.uuid4().hex
+        staging.mkdir(parents=True)
+        params["staging"] = str(staging.relative_to(settings.MEDIA_ROOT))
+    try:
+        if slide_upload is not None:
+            slide_name = _upload_name(slide_upload, "slide.tiff")
+            suffix = Path(slide_name).suffix.lower()
+            if suffix not in SLIDE_SUFFIXES:
+                raise ImportRejected(f"slide: {slide_name!r} is not a slide file ({', '.join(SLIDE_SUFFIXES)})")
+            _stage_upload(slide_upload, staging / f"slide{suffix}")
+            params.update(slide_upload=f"slide{suffix}", slide_name=slide_name)
+        if detections_upload is not None:
+            _stage_upload(detections_upload, staging / "detections.geojson")
+            params.update(detections_upload="detections.geojson",
+                          detections_name=_upload_name(detections_upload, "detections.geojson"))
+        return job_operations.do_enqueue_job(Job.Kind.IMPORT, actor=actor, project=project, params=params)
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------------ the job
+
+def run_slide_import_job(job: Job, progress: Progress, log: Callable[[str], None]) -> dict:
+    """The import job of a slide (an IMPORT job whose params have ``slide``): the staged uploads are
+    removed whatever happens; a retried job starts afresh."""
+    params = job.params
+    staging = Path(settings.MEDIA_ROOT) / params["staging"] if params.get("staging") else None
+    committed = Dataset.objects.filter(project_id=job.project_id, storage_dir=sweep.import_folder(job)).first()
+    if committed is not None:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        return _result(committed)
+    folder = Path(settings.MEDIA_ROOT) / sweep.import_folder(job)
+    if params.get("slide_upload"):
+        # A killed attempt may have moved the uploaded slide into the folder about to be cleared: back it goes.
+        staged, moved = staging / params["slide_upload"], folder / params["slide_upload"]
+        if not staged.exists() and moved.is_file():
+            shutil.move(str(moved), staged)
+    sweep.remove_job_paths(job, inputs=False)
+    try:
+        if params.get("slide_upload"):
+            slide_source, slide_root = staging / params["slide_upload"], "media"
+        else:
+            slide_source, slide_root = resolve_slides_path(params["slide_path"], "path"), "slides"
+        if params.get("detections_upload"):
+            detections = staging / params["detections_upload"]
+        else:
+            detections = resolve_slides_path(params["detections_path"], "detections_path")
+        dataset = import_slide(job.project, name=params["name"], slide_source=slide_source, slide_root=slide_root,
+                               slide_name=params["slide_name"], detections=detections,
+                               detections_name=params["detections_name"], label_set_name=params.get("label_set"),
+                               actor=job.created_by, provenance=params.get("provenance", ""), folder=folder,
+                               progress=progress, log=log)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return _result(dataset)
+
+
+def _result(dataset: Dataset) -> dict:
+    image = dataset.images.first()
+    return {"dataset_id": dataset.pk, "dataset": dataset.name, "images": dataset.image_count,
+            "nuclei": dataset.nucleus_count, "label_set": dataset.label_set.name if dataset.label_set else None,
+            "format": dataset.format, "image_id": image.pk if image else None,
+            "mpp": image.mpp if image else None, "width": image.width if image else None,
+            "height": image.height if image else None}
+
+
+def import_slide(project, *, name: str, slide_source: Path, slide_root: str, slide_name: str, detections: Path,
+                 detections_name: str, label_set_name: str | None = None, actor=None, provenance: str = "",
+                 folder: Path | None = None, progress: Progress | None = None,
+                 log: Callable[[str], None] | None = None) -> Dataset:
+    """Store a slide and its detections as a dataset of one image, whole or not at all.
+
+    ``slide_root`` "slides": ``slide_source`` stays where it is (under SLIDES_ROOT); "media": it is an
+    uploaded file, moved into ``folder``. Errors name ``slide_name`` and ``detections_name`` (the user's
+    names), never a server path."""
+    from mlcore.slide_nuclei import geojson_class_names
+
+    progress = progress or (lambda percent, message: None)
+    log = log or (lambda line: None)
+    if Dataset.objects.filter(project=project, name=name).exists():
+        raise ImportRejected(f"name: project {project.name!r} already has a dataset named {name!r}")
+    folder = folder or Path(settings.MEDIA_ROOT) / "projects" / str(project.pk) / "datasets" / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    try:
+        if slide_root == "media":
+            stored_slide = folder / f"slide{slide_source.suffix.lower()}"
+            shutil.move(str(slide_source), stored_slide)
+            slide_file = media_relative(stored_slide)
+        else:
+            stored_slide = slide_source
+            slide_file = str(slide_source.relative_to(Path(settings.SLIDES_ROOT).resolve()))
+        progress(0, f"reading the slide {slide_name}")
+        with open_slide(stored_slide, slide_name) as slide:
+            info = slide.info
+            preview = slide.thumbnail(PREVIEW_SIZE)
+        checksum = slide_checksum(stored_slide)
+        log(f"slide {slide_name}: {info.width} x {info.height} px, {info.level_count} levels, "
+            + (f"{info.mpp:.4f} um/px" if info.mpp else "no recorded MPP (taken as the model's scale)"))
+        _write_png(folder / "preview.png", preview)
+        thumb = PILImage.fromarray(preview)
+        thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        thumb.save(folder / "thumbnail.png")
+        progress(1, f"reading the classes of {detections_name}")
+        class_names = geojson_class_names(detections, detections_name)
+        with transaction.atomic():
+            dataset = _import_rows(project, name=name, slide_name=slide_name, info=info, checksum=checksum,
+                                   slide_file=slide_file, slide_root=slide_root, folder=folder,
+                                   detections=detections, detections_name=detections_name,
+                                   class_names=class_names, label_set_name=label_set_name, actor=actor,
+                                   provenance=provenance, progress=progress, log=log)
+            bulk.analyze_after_commit(Image, Nucleus, Label, CurrentLabel)
+    except SlideError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise DataError(None, str(exc)) from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return dataset
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    PILImage.fromarray(np.ascontiguousarray(rgb)).save(path, compress_level=3)
+
+
+def _label_set_for(project, class_names: list[str], requested: str | None, dataset_name: str) -> LabelSet | None:
+    if not class_names:
+        return None
+    from mlcore.readers._common import make_label_set
+
+    found = make_label_set(requested or dataset_name, class_names, None, None)
+    label_set, spec = resolve_label_set(project, found, requested)
+    return label_set if label_set is not None else create_label_set(project, spec)
+
+
+def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide_root, folder: Path, detections,
+                 detections_name, class_names, label_set_name, actor, provenance, progress, log) -> Dataset:
+    from mlcore.slide_nuclei import iter_geojson_nuclei
+
+    clash = Image.objects.filter(project=project, checksum=checksum).values_list("name", flat=True).first()
+    if clash is not None:
+        raise DataError(slide_name, f"this slide was already registered in the project (as {clash!r})")
+    label_set = _label_set_for(project, class_names, label_set_name, name)
+    class_index = {class_name: i for i, class_name in enumerate(label_set.class_names)} if label_set else {}
+    dataset = Dataset.objects.create(project=project, name=name, label_set=label_set, format=Dataset.Format.SLIDE,
+                                     provenance=provenance or f"slide {slide_name} with detections {detections_name}",
+                                     uploaded_by=actor, storage_dir=media_relative(folder))
+    image = Image.objects.create(
+        project=project, dataset=dataset, name=Path(slide_name).stem[:255] or "slide",
+        file=media_relative(folder / "preview.png"), mask_file="", thumbnail_file=media_relative(folder / "thumbnail.png"),
+        width=info.width, height=info.height, checksum=checksum, group=slide_name[:255], slide_file=slide_file,
+        slide_root=slide_root, mpp=info.mpp)
+    copy = bulk.uses_copy()
+    trusted = False
+    if copy:
+        # As a tile import does (webapp.datasets.importing._import_rows): the image row's references are
+        # checked now, which locks the rows every bulk row below refers to, so that where the database role
+        # may, the per-row foreign-key checks of the bulk rows are left out; they are turned on again below.
+        bulk.check_constraints_now()
+        trusted = bulk.trust_own_references()
+    # PostgreSQL: each chunk is written in a background thread while this one parses the next features.
+    background = _Writer() if copy else None
+    writer = _ChunkWriter(image, label_set, actor, copy, background)
+    size = max(1, detections.stat().st_size)
+    total = 0
+    try:
+        for nucleus in iter_geojson_nuclei(detections, detections_name):
+            index = -1
+            if nucleus.class_name is not None and label_set is not None:
+                index = class_index[nucleus.class_name]
+            writer.add(nucleus, index)
+            total += 1
+            if len(writer) >= CHUNK_NUCLEI:
+                writer.flush()
+                # The reader does not say how far into the file it is; the bytes per nucleus so far do.
+                done = min(98.0, 2 + 96 * writer.bytes_estimate(total, size))
+                progress(done, f"{total:,} nuclei stored")
+        writer.flush()
+    except BaseException:
+        if background is not None:
+            background.wait(raise_error=False)  # the transaction is rolled back only once nothing writes in it
+        raise
+    if background is not None:
+        background.wait()
+    if trusted:
+        bulk.check_own_references()
+    if total == 0:
+        raise DataError(detections_name, "no detections (Polygon features) found in this file")
+    image.nucleus_count = total
+    image.save(update_fields=["nucleus_count"])
+    dataset.image_count, dataset.nucleus_count = 1, total
+    dataset.save(update_fields=["image_count", "nucleus_count"])
+    labelled = writer.labelled
+    log(f"stored {total:,} nuclei of slide {slide_name}" + (
+        f", {labelled:,} classified in label set {label_set.name}" if label_set else " (none classified)"))
+    audit.record("dataset.imported", actor=actor, target=dataset, name=name, format=Dataset.Format.SLIDE,
+                 images=1, nuclei=total, label_set=label_set.name if label_set else None, slide=slide_name,
+                 slide_root=slide_root)
+    return dataset
+
+
+class _ChunkWriter:
+    """Nuclei (and the ground-truth labels of the classified ones) waiting for one bulk write."""
+
+    def __init__(self, image: Image, label_set: LabelSet | None, actor, copy: bool, background=None):
+        self.image, self.label_set, self.copy, self.background = image, label_set, copy, background
+        self.author_id = actor.pk if getattr(actor, "is_authenticated", False) else None
+        self.rows: list[tuple] = []
+        self.classes: list[int] = []
+        self.instance_id = 0
+        self.labelled = 0
+        self._bytes_per_nucleus: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def bytes_estimate(self, count: int, size: int) -> float:
+        """The fraction of the file read, guessed from the outline sizes (a GeoJSON Feature is about
+        its ring's text plus a fixed envelope)."""
+        if self._bytes_per_nucleus is None:
+            return 0.0
+        return min(1.0, count * self._bytes_per_nucleus / size)
+
+    def add(self, nucleus, class_index: int) -> None:
+        self.instance_id += 1
+        outline = np.asarray(nucleus.outline).reshape(-1, 2).tolist()
+        x0, y0, x1, y1 = (int(v) for v in nucleus.bbox)
+        cx, cy = (float(v) for v in nucleus.centroid)
+        self.rows.append((self.instance_id, x0, y0, x1, y1, cx, cy, int(nucleus.area),
+                          json.dumps(outline, separators=(",", ":"))))
+        self.classes.append(class_index)
+        if self._bytes_per_nucleus is None:
+            self._bytes_per_nucleus = 220.0 + 12.0 * len(outline)
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        rows, classes = self.rows, self.classes
+        self.rows, self.classes = [], []
+        if self.background is None:
+            self._write(rows, classes)
+        else:
+            self.background.submit(self._write, rows, classes)
+
+    def _write(self, rows: list[tuple], classes: list[int]) -> None:
+        ids = bulk.allocate_ids(Nucleus, len(rows))
+        image_id = self.image.pk
+        from .importing import CURRENT_COLUMNS, LABEL_COLUMNS, NUCLEUS_COLUMNS
+
+        if self.copy:
+            bulk.copy_text(Nucleus, NUCLEUS_COLUMNS, [
+                f"{pk}\t{image_id}\t{i}\t{x0}\t{y0}\t{x1}\t{y1}\t{cx!r}\t{cy!r}\t{area}\t{outline}\n"
+                for pk, (i, x0, y0, x1, y1, cx, cy, area, outline) in zip(ids, rows)])
+        else:
+            bulk.insert_rows(Nucleus, NUCLEUS_COLUMNS, ((pk, image_id, *row) for pk, row in zip(ids, rows)),
+                             json_encoded=True)
+        labelled = [(pk, c) for pk, c in zip(ids, classes) if c >= 0]
+        if self.label_set is None or not labelled:
+            return
+        self.labelled += len(labelled)
+        label_ids = bulk.allocate_ids(Label, len(labelled))
+        label_set_id, source, now = self.label_set.pk, LabelSource.GROUND_TRUTH, timezone.now()
+        if self.copy:  # COPY text, as a tile import writes its labels
+            author = "\\N" if self.author_id is None else str(self.author_id)
+            tail = f"\t{source}\t{author}\t\t{now.isoformat()}\n"
+            bulk.copy_text(Label, LABEL_COLUMNS, [f"{label_id}\t{pk}\t{label_set_id}\t{c}{tail}"
+                                                  for label_id, (pk, c) in zip(label_ids, labelled)])
+            bulk.copy_text(CurrentLabel, CURRENT_COLUMNS, [f"{pk}\t{label_set_id}\t{label_id}\t{c}\t{source}\n"
+                                                           for label_id, (pk, c) in zip(label_ids, labelled)])
+            return
+        bulk.insert_rows(Label, LABEL_COLUMNS, ((label_id, pk, label_set_id, c, source, self.author_id, "", now)
+                                                for label_id, (pk, c) in zip(label_ids, labelled)))
+        bulk.insert_rows(CurrentLabel, CURRENT_COLUMNS, ((pk, label_set_id, label_id, c, source)
+                                                         for label_id, (pk, c) in zip(label_ids, labelled)))
+
+
+def slide_images(queryset=None):
+    """Images that are whole slides (their pixels are read from the slide, never from ``file``)."""
+    queryset = queryset if queryset is not None else Image.objects.all()
+    return queryset.exclude(slide_file="")
