@@ -319,7 +319,18 @@
     if (source && Array.from(sourceSelect.options).some((o) => o.value === source)) sourceSelect.value = source;
   }
   restoreChoice();
+  // ?x=&y= (level-0 pixels; the review page's link to a nucleus): open at one slide pixel per screen pixel
+  // around that point, so its outline and its neighbours' show at once.
+  function focusFromQuery() {
+    const params = new URLSearchParams(location.search);
+    const x = Number(params.get("x")), y = Number(params.get("y"));
+    if (!params.has("x") || !params.has("y") || !Number.isFinite(x) || !Number.isFinite(y)) return;
+    const v = viewer.viewport;
+    v.zoomTo(v.imageToViewportZoom(1.0), v.imageToViewportCoordinates(x, y), true);
+    v.panTo(v.imageToViewportCoordinates(x, y), true);
+  }
   viewer.addHandler("open", () => {
+    focusFromQuery();
     place();
     root.dataset.ready = "true";
     status.textContent = "Zoom in for outlines";

@@ -112,3 +112,20 @@ def test_slide_viewer_zoom_pan_hover_and_label_sets(logged_in_page, live_server,
     wait_until(page, "() => slideViewer.nuclei().every((n) => Object.keys(n.classes).length <= 1)")
 
     assert not problems, "\n".join(problems)
+
+
+def test_the_review_link_opens_the_slide_on_the_nucleus(logged_in_page, live_server, slide_world):
+    """``?x=&y=`` (the review page's "open in the viewer"): at one slide pixel per screen pixel, centred
+    there, with the outlines of that neighbourhood drawn at once."""
+    from webapp.datasets.models import Nucleus
+
+    nucleus = Nucleus.objects.filter(image=slide_world.image).order_by("-y0").first()
+    page = logged_in_page
+    page.goto(f"{live_server.url}/images/{slide_world.image.pk}/slide/"
+              f"?x={round(nucleus.centroid_x)}&y={round(nucleus.centroid_y)}")
+    page.wait_for_selector("#slide-viewer[data-ready=true]")
+    assert abs(page.evaluate("slideViewer.imageZoom()") - 1.0) < 0.01
+    centre = page.evaluate("""() => { const v = slideViewer.viewer.viewport;
+                                      const c = v.viewportToImageCoordinates(v.getCenter(true)); return [c.x, c.y]; }""")
+    assert abs(centre[0] - nucleus.centroid_x) < 2 and abs(centre[1] - nucleus.centroid_y) < 2
+    wait_until(page, f"() => slideViewer.nuclei().some((n) => n.id === {nucleus.pk})")
