@@ -259,6 +259,39 @@ def test_a_slide_stitched_from_real_tiles_registers_with_every_nucleus(api_clien
     assert counts == wanted
 
 
+def test_an_instance_mask_tiff_gives_the_same_nuclei_as_the_geojson(api_client_for, owner, project, shared_data,
+                                                                    slides_root):
+    """Nuclei from the slide's instance-mask TIFF (registered by path, and uploaded): the same boxes and
+    areas as from its GeoJSON, unlabelled; a mask of another size is refused naming the file."""
+    from mlcore.slide_fixtures import build_test_slide
+    from mlcore.slide_nuclei import iter_geojson_nuclei, write_label_tiff
+
+    paths = build_test_slide(shared_data, slides_root / "real", mpp=0.25)
+    client = api_client_for(owner)
+    expected = sorted((*n.bbox, n.area) for n in iter_geojson_nuclei(paths["geojson"]))
+    second = do_create_project("second", actor=owner)  # a slide is registered once per project
+    for target, name, extra in (
+            (project, "by path", {"detections_path": f"real/{paths['mask'].name}"}),
+            (second, "uploaded", {"detections": SimpleUploadedFile("case mask.tiff", paths["mask"].read_bytes())})):
+        response = register(client, target, name=name, path=f"real/{paths['slide'].name}", **extra)
+        assert response.status_code == 202, response.content
+        job = run(response.json()["id"])
+        assert job.state == "succeeded", job.error
+        image = Image.objects.get(dataset__name=name)
+        stored = sorted(tuple(row) for row in Nucleus.objects.filter(image=image).values_list(
+            "x0", "y0", "x1", "y1", "area"))
+        assert stored == expected
+        assert not CurrentLabel.objects.filter(nucleus__image=image).exists()
+
+    small = slides_root / "real" / "small-mask.tif"
+    write_label_tiff(small, np.ones((64, 64), np.uint32))
+    other = register(client, project, name="bad mask", path=f"real/{paths['slide'].name}",
+                     detections_path="real/small-mask.tif")
+    job = run(other.json()["id"])
+    assert job.state == "failed" and "small-mask.tif" in job.error and "must match" in job.error
+    assert not Dataset.objects.filter(project=project, name="bad mask").exists()
+
+
 def test_an_upload_over_the_limit_is_refused_before_anything_is_kept(api_client_for, owner, project, fixture_slide,
                                                                      settings):
     settings.MAX_UPLOAD_BYTES = 1000

@@ -142,9 +142,10 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
             _stage_upload(slide_upload, staging / f"slide{suffix}")
             params.update(slide_upload=f"slide{suffix}", slide_name=slide_name)
         if detections_upload is not None:
-            _stage_upload(detections_upload, staging / "detections.geojson")
-            params.update(detections_upload="detections.geojson",
-                          detections_name=_upload_name(detections_upload, "detections.geojson"))
+            detections_name = _upload_name(detections_upload, "detections.geojson")
+            stored = "detections.tif" if is_mask_file(detections_name) else "detections.geojson"
+            _stage_upload(detections_upload, staging / stored)
+            params.update(detections_upload=stored, detections_name=detections_name)
         return job_operations.do_enqueue_job(Job.Kind.IMPORT, actor=actor, project=project, params=params)
     except BaseException:
         if staging is not None:
@@ -237,7 +238,11 @@ def import_slide(project, *, name: str, slide_source: Path, slide_root: str, sli
         thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
         thumb.save(folder / "thumbnail.png")
         progress(1, f"reading the classes of {detections_name}")
-        class_names = geojson_class_names(detections, detections_name)
+        if is_mask_file(detections_name):
+            _check_mask_size(detections, detections_name, info)
+            class_names = []  # an instance mask gives outlines only: its nuclei are unlabelled
+        else:
+            class_names = geojson_class_names(detections, detections_name)
         with transaction.atomic():
             dataset = _import_rows(project, name=name, slide_name=slide_name, info=info, checksum=checksum,
                                    slide_file=slide_file, slide_root=slide_root, folder=folder,
@@ -252,6 +257,24 @@ def import_slide(project, *, name: str, slide_source: Path, slide_root: str, sli
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return dataset
+
+
+def is_mask_file(name: str) -> bool:
+    """Nuclei come from a QuPath GeoJSON, or from an instance-label mask as a (pyramidal) tiled TIFF."""
+    return Path(name).suffix.lower() in (".tif", ".tiff")
+
+
+def _check_mask_size(path: Path, display_name: str, info) -> None:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shape = tif.pages[0].shape
+    except (tifffile.TiffFileError, OSError, IndexError) as exc:
+        raise DataError(display_name, f"not a readable TIFF instance mask ({type(exc).__name__})") from None
+    if len(shape) != 2 or tuple(shape) != (info.height, info.width):
+        raise DataError(display_name, f"the instance mask is {' x '.join(map(str, shape[::-1]))} px, the slide "
+                                      f"{info.width} x {info.height}: a mask must match the slide's level 0")
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
@@ -270,7 +293,7 @@ def _label_set_for(project, class_names: list[str], requested: str | None, datas
 
 def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide_root, folder: Path, detections,
                  detections_name, class_names, label_set_name, actor, provenance, progress, log) -> Dataset:
-    from mlcore.slide_nuclei import iter_geojson_nuclei
+    from mlcore.slide_nuclei import iter_geojson_nuclei, iter_mask_nuclei
 
     clash = Image.objects.filter(project=project, checksum=checksum).values_list("name", flat=True).first()
     if clash is not None:
@@ -299,7 +322,9 @@ def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide
     size = max(1, detections.stat().st_size)
     total = 0
     try:
-        for nucleus in iter_geojson_nuclei(detections, detections_name):
+        nuclei = (iter_mask_nuclei(detections, detections_name) if is_mask_file(detections_name)
+                  else iter_geojson_nuclei(detections, detections_name))
+        for nucleus in nuclei:
             index = -1
             if nucleus.class_name is not None and label_set is not None:
                 index = class_index[nucleus.class_name]
@@ -320,7 +345,8 @@ def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide
     if trusted:
         bulk.check_own_references()
     if total == 0:
-        raise DataError(detections_name, "no detections (Polygon features) found in this file")
+        raise DataError(detections_name, "no nuclei found in this file" if is_mask_file(detections_name)
+                        else "no detections (Polygon features) found in this file")
     image.nucleus_count = total
     image.save(update_fields=["nucleus_count"])
     dataset.image_count, dataset.nucleus_count = 1, total
