@@ -4,6 +4,9 @@
     .venv/bin/python benchmarks/review_latency.py --nuclei 100000 --repeat 50
     .venv/bin/python benchmarks/review_latency.py --keep            # leave the database for a rerun...
     .venv/bin/python benchmarks/review_latency.py --reuse           # ...and reuse it (no refill)
+    .venv/bin/python benchmarks/review_latency.py --slides --nuclei 500000 --db-name nucleus_review_slides
+                                                                    # two slides of 250,000 nuclei each
+                                                                    # (slides use the cache: set REDIS_URL)
 
 Creates its own PostgreSQL database (``--db-name``, default ``nucleus_review_bench`` on
 ``--server``, default postgres://postgres@127.0.0.1:5432), migrates it and fills it with COPY: one
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import statistics
 import sys
@@ -112,7 +116,7 @@ def octagon(cx: int, cy: int, r: int) -> str:
     return json.dumps(points, separators=(",", ":"))
 
 
-def fill(n_nuclei: int, seed: int = 0) -> dict:
+def fill(n_nuclei: int, seed: int = 0, slides: bool = False) -> dict:
     import numpy as np
     from django.contrib.auth import get_user_model
     from django.db import connection
@@ -142,18 +146,35 @@ def fill(n_nuclei: int, seed: int = 0) -> dict:
         sets.append((label_set, n_classes))
     n_images = -(-n_nuclei // PER_IMAGE)
     half = n_images // 2 or 1
-    datasets = [Dataset.objects.create(project=project, name=f"dataset-{k}", label_set=sets[k][0], format="seed",
-                                       storage_dir=f"bench/{k}") for k in (0, 1)]
-    images = Image.objects.bulk_create([
-        Image(project=project, dataset=datasets[0 if i < half else 1], name=f"tile-{i:05d}", file="bench/none.png",
-              mask_file="bench/none.npy", thumbnail_file="bench/none.jpg", width=IMAGE_SIDE, height=IMAGE_SIDE,
-              checksum=f"{i:064d}", nucleus_count=min(PER_IMAGE, n_nuclei - i * PER_IMAGE))
-        for i in range(n_images)], batch_size=2000)
-    image_ids = [image.pk for image in images]
+    datasets = [Dataset.objects.create(project=project, name=f"dataset-{k}", label_set=sets[k][0],
+                                       format="slide" if slides else "seed", storage_dir=f"bench/{k}")
+                for k in (0, 1)]
+    if slides:
+        # Each dataset one whole-slide image: its 1,000-nucleus tiles laid side by side in a square.
+        side = math.ceil(math.sqrt(max(half, n_images - half)))
+        images = Image.objects.bulk_create([
+            Image(project=project, dataset=datasets[k], name=f"slide-{k}.svs", file="bench/none.png", mask_file="",
+                  thumbnail_file="bench/none.jpg", width=side * IMAGE_SIDE, height=side * IMAGE_SIDE,
+                  checksum=f"{k:064d}", slide_file=f"bench/slide-{k}.svs", slide_root="media", mpp=0.25,
+                  nucleus_count=min(half * PER_IMAGE, n_nuclei) if k == 0 else n_nuclei - half * PER_IMAGE)
+            for k in (0, 1)])
+        image_ids = [images[0 if t < half else 1].pk for t in range(n_images)]
+        offsets = [((t if t < half else t - half) % side * IMAGE_SIDE, (t if t < half else t - half) // side * IMAGE_SIDE)
+                   for t in range(n_images)]
+        instance_base = [(t if t < half else t - half) * PER_IMAGE for t in range(n_images)]
+    else:
+        images = Image.objects.bulk_create([
+            Image(project=project, dataset=datasets[0 if i < half else 1], name=f"tile-{i:05d}", file="bench/none.png",
+                  mask_file="bench/none.npy", thumbnail_file="bench/none.jpg", width=IMAGE_SIDE, height=IMAGE_SIDE,
+                  checksum=f"{i:064d}", nucleus_count=min(PER_IMAGE, n_nuclei - i * PER_IMAGE))
+            for i in range(n_images)], batch_size=2000)
+        image_ids = [image.pk for image in images]
+        offsets = [(0, 0)] * n_images
+        instance_base = [0] * n_images
     for k, dataset in enumerate(datasets):
         count = sum(image.nucleus_count for image in images if image.dataset_id == dataset.pk)
-        Dataset.objects.filter(pk=dataset.pk).update(image_count=half if k == 0 else n_images - half,
-                                                     nucleus_count=count)
+        Dataset.objects.filter(pk=dataset.pk).update(image_count=(1 if slides else half) if k == 0 else
+                                                     (1 if slides else n_images - half), nucleus_count=count)
     now = timezone.now().isoformat()
     with connection.cursor() as cursor:
         cursor.execute("SET synchronous_commit = off")
@@ -163,10 +184,12 @@ def fill(n_nuclei: int, seed: int = 0) -> dict:
 
     def nucleus_lines():
         for i in range(n_nuclei):
-            slot = i % PER_IMAGE
-            cx, cy = 16 + 32 * (slot % GRID), 16 + 32 * (slot // GRID)
+            slot, tile = i % PER_IMAGE, i // PER_IMAGE
+            cx = 16 + 32 * (slot % GRID) + offsets[tile][0]
+            cy = 16 + 32 * (slot // GRID) + offsets[tile][1]
             r = 5 + i % 4
-            yield (f"{i + 1}\t{image_ids[i // PER_IMAGE]}\t{slot + 1}\t{cx - r}\t{cy - r}\t{cx + r + 1}\t{cy + r + 1}\t"
+            yield (f"{i + 1}\t{image_ids[tile]}\t{instance_base[tile] + slot + 1}\t{cx - r}\t{cy - r}\t{cx + r + 1}\t"
+                   f"{cy + r + 1}\t"
                    f"{cx}.0\t{cy}.0\t{int(3.1 * r * r)}\t{octagon(cx, cy, r)}\n")
 
     copy_rows(Nucleus._meta.db_table, ["id", "image_id", "instance_id", "x0", "y0", "x1", "y1", "centroid_x",
@@ -372,6 +395,8 @@ def main() -> int:
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--db-name", default="nucleus_review_bench")
     parser.add_argument("--keep", action="store_true", help="do not drop the database at the end")
+    parser.add_argument("--slides", action="store_true", help=(
+        "the nuclei of each dataset in one whole-slide image (issue 17) instead of 1,000-nucleus tiles"))
     parser.add_argument("--reuse", action="store_true", help="use an existing benchmark database as it is")
     options = parser.parse_args()
 
@@ -395,7 +420,7 @@ def main() -> int:
             call_command("migrate", verbosity=0)
         if not Project.objects.filter(name="Review benchmark").exists():
             started = time.perf_counter()
-            fill(options.nuclei)
+            fill(options.nuclei, slides=options.slides)
             say(f"filled in {time.perf_counter() - started:.0f} s")
         measure(options.repeat)
     finally:
