@@ -223,9 +223,16 @@ def test_deleting_a_slide_dataset_removes_its_rows_and_folder_but_not_the_share(
                            slide_name="case-1.tif", detections=fixture_slide.geojson, detections_name="case-1.geojson")
     folder = Path(settings.MEDIA_ROOT) / dataset.storage_dir
     assert (folder / "preview.png").is_file()
+    from webapp.datasets import slides
+
+    image = dataset.images.get()
+    assert slides.tile_bytes(image, slides.deep_zoom(image).generator.level_count - 1, 0, 0) is not None
+    tiles = slides.tile_cache.root / str(image.pk)
+    assert any(tiles.rglob("*"))  # the viewer's cache holds a tile of it
     summary = do_delete_dataset(dataset)
     assert summary["nuclei"] == len(fixture_slide.boxes)
     assert not Image.objects.exists() and not Nucleus.objects.exists() and not folder.exists()
+    assert not tiles.exists()
     assert fixture_slide.slide.is_file() and fixture_slide.geojson.is_file()
 
 

@@ -97,6 +97,7 @@ def do_delete_dataset(dataset: Dataset, *, job=None, progress=None) -> dict:
         summary = {"target": "dataset", "deleted": True, "name": dataset.name, "dataset": dataset.pk,
                    "images": dataset.image_count, "nuclei": dataset.nucleus_count}
         progress(0, f"deleting {dataset.image_count} images and {dataset.nucleus_count} nuclei")
+        slide_ids = list(dataset.images.exclude(slide_file="").values_list("id", flat=True))
         delete_images([dataset.pk], progress, done=0, total=dataset.nucleus_count, start=0, span=95)
         storage_dir = dataset.storage_dir
         target = audit.target_of(dataset)
@@ -104,4 +105,8 @@ def do_delete_dataset(dataset: Dataset, *, job=None, progress=None) -> dict:
         audit.record("dataset.deleted", actor=getattr(job, "created_by", None), target=target,
                      job=getattr(job, "pk", None), **{k: summary[k] for k in ("name", "images", "nuclei")})
         transaction.on_commit(lambda: remove_media(storage_dir))
+        if slide_ids:  # the viewer's cached Deep Zoom tiles of its slides go with it
+            from .slides import remove_cached_tiles
+
+            transaction.on_commit(lambda: [remove_cached_tiles(pk) for pk in slide_ids])
     return summary
