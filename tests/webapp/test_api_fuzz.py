@@ -86,6 +86,11 @@ def fuzz_world(db, owner, settings, tmp_path):
     Job.objects.create(kind=Job.Kind.TRAIN, state=Job.State.FAILED, created_by=owner, project=rp.project,
                        error="out of memory", progress={"percent": 10})
     token = Token.objects.create(user=owner)
+    # A whole-slide image in the same project, for the routes that only slides answer (Deep Zoom, exports).
+    from tests.webapp.slide_fixtures import build_slide_world
+
+    slide = build_slide_world(owner, project=rp.project, tiles_x=1, tiles_y=1,
+                              label_sets=(rp.breast_set, rp.colon_set)).image
     ids = {"id": rp.project.pk, "project_id": rp.project.pk, "dataset_id": rp.colon.pk, "image_id": image.pk,
            "nucleus_id": nucleus.pk, "job_id": job.pk, "number": rp.version.number, "name": "overlay.png",
            "label_set": rp.colon_set.name,
@@ -103,7 +108,7 @@ def fuzz_world(db, owner, settings, tmp_path):
         "POST /api/projects/{id}/members/": {"username": owner.username, "role": "admin"},
         "POST /api/projects/{project_id}/train/": {},
     }
-    return {"token": token.key, "ids": ids, "job": job, "bodies": bodies}
+    return {"token": token.key, "ids": ids, "job": job, "bodies": bodies, "slide": slide}
 
 
 def _operations(schema):
@@ -111,11 +116,13 @@ def _operations(schema):
         yield result.ok()
 
 
-def _real_ids(operation, ids: dict, job: Job) -> dict:
+def _real_ids(operation, ids: dict, job: Job, slide) -> dict:
     names = {parameter.name for parameter in operation.path_parameters}
     chosen = {name: ids[name] for name in names if name in ids}
     if operation.path.startswith("/api/jobs/{id}"):
         chosen["id"] = job.pk
+    if "/slide" in operation.path and "image_id" in chosen:
+        chosen["image_id"] = slide.pk
     return chosen
 
 
@@ -129,7 +136,7 @@ def test_schema_fuzzing_finds_no_server_error_and_no_schema_violation(fuzz_world
     assert len(operations) >= 30, [op.label for op in operations]
 
     for operation in operations:
-        _fuzz(operation, _real_ids(operation, fuzz_world["ids"], fuzz_world["job"]), auth, failures, succeeded,
+        _fuzz(operation, _real_ids(operation, fuzz_world["ids"], fuzz_world["job"], fuzz_world["slide"]), auth, failures, succeeded,
               fuzz_world["bodies"].get(operation.label))
 
     assert not failures, "\n\n".join(f"{label}\n{detail}" for label, detail in failures.items())
