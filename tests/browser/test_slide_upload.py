@@ -54,3 +54,35 @@ def test_a_slide_uploaded_in_chunks_is_registered_and_listed(logged_in_page, liv
     # Registered: nothing is left to resume in the browser's storage.
     assert page.evaluate("Object.keys(localStorage).filter((k) => k.startsWith('slide-upload:')).length") == 0
     assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+def test_after_a_refused_registration_and_a_reload_the_same_files_resume_without_sending_again(
+        logged_in_page, live_server, owner, tmp_path, celery_worker_process):
+    from webapp.datasets.models import Dataset
+
+    fixture = build_fixture_slide(tmp_path / "local")
+    project = do_create_project("resumed slide page", actor=owner)
+    Dataset.objects.create(project=project, name="taken", format="seed", storage_dir="nowhere")
+    page = logged_in_page
+    puts = []
+    page.on("request", lambda request: puts.append(request.url) if request.method == "PUT" else None)
+
+    def submit(name: str) -> None:
+        page.evaluate(f"document.getElementById('slide-upload-form').dataset.chunkBytes = '{CHUNK}'")
+        page.fill("#slide-upload-form input[name=name]", name)
+        page.set_input_files("#slide-upload-form input[name=slide]", str(fixture.slide))
+        page.set_input_files("#slide-upload-form input[name=detections]", str(fixture.geojson))
+        page.click("#slide-upload-form button[type=submit]")
+
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    submit("taken")
+    page.wait_for_selector("#slide-upload-form [data-role=error]:not([hidden])")
+    assert "already has a dataset named 'taken'" in page.inner_text("#slide-upload-form [data-role=error]")
+    sent = len(puts)
+    assert sent >= fixture.slide.stat().st_size // CHUNK
+    page.reload()
+    submit("resumed case")  # the same files: both uploads are complete on the server already
+    wait_in_page(page, "location.search.includes('slide_job=') && "
+                       "(document.querySelector('#slide-job [data-field=log]') || {}).textContent?.includes('stored')")
+    assert len(puts) == sent
+    assert Image.objects.get(dataset__name="resumed case").nucleus_count == len(fixture.boxes)

@@ -164,7 +164,7 @@ class SlideUploadView(APIView):
         try:
             start, length = slide_uploads.parse_content_range(request.headers.get("Content-Range"), upload)
             declared = request.META.get("CONTENT_LENGTH")
-            if declared not in (None, "") and int(declared) != length:
+            if declared not in (None, "") and declared != str(length):
                 raise ImportRejected(f"Content-Range: the chunk of {upload.filename!r} is {declared} bytes long, "
                                      f"not the {length} its Content-Range announces")
             state = slide_uploads.append_chunk(upload, start, length, request._request)
