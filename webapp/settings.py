@@ -242,6 +242,9 @@ STORAGES = {
 
 # Uploads: archives bigger than this are refused before they are unpacked.
 MAX_UPLOAD_BYTES = _env_int("MAX_UPLOAD_BYTES", 2 * 1024**3)
+# Whole-slide images and their detections sent in chunks (resumable, webapp.datasets.slide_uploads): the
+# largest file accepted.
+SLIDE_UPLOAD_MAX_BYTES = _env_int("SLIDE_UPLOAD_MAX_BYTES", 20 * 1024**3)
 # Processes that prepare the images of an import (read, checksum, files, outlines); 0 = one per CPU core,
 # 1 = in the importing process itself.
 IMPORT_PROCESSES = _env_int("IMPORT_PROCESSES", 0)

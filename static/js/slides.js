@@ -1,5 +1,5 @@
-// Whole-slide images on the project page: register one by its path under SLIDES_ROOT, or classify one with
-// the active model; both post to the API and follow the job live (jobs.js), as the dataset upload does.
+// Whole-slide images on the project page: register one by its path under SLIDES_ROOT, upload one in resumable
+// chunks, or classify one with the active model; both post to the API and follow the job live (jobs.js), as the dataset upload does.
 (function () {
   "use strict";
   const card = document.getElementById("slide-job");
@@ -40,6 +40,7 @@
     if (following === job.id) {
       following = null;
       if (form) form.reset();
+      if (uploadForm) uploadForm.reset();
       done.append(" · refreshing the page…");
       setTimeout(() => location.assign(`${location.pathname}?slide_job=${job.id}#slides`), 800);
     }
@@ -58,6 +59,118 @@
       button.disabled = true;
       try {
         follow(await post(form.dataset.url, body));
+      } catch (err) {
+        error.textContent = err.message;  // textContent: a server string never becomes markup
+        error.hidden = false;
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  // Upload a slide and its detections in chunks (PUT with Content-Range), then register them. The upload
+  // ids are kept in localStorage under the file's name, size and date, so that choosing the same file again
+  // (after a lost connection or a reload) carries on from the bytes the server has (GET offset).
+  const uploadForm = document.getElementById("slide-upload-form");
+  if (uploadForm) {
+    const error = uploadForm.querySelector('[data-role="error"]');
+    const button = uploadForm.querySelector('button[type="submit"]');
+    const box = uploadForm.querySelector('[data-role="uploads"]');
+    const bar = uploadForm.querySelector('[data-role="bar"]');
+    const fileName = uploadForm.querySelector('[data-role="file-name"]');
+    const fileState = uploadForm.querySelector('[data-role="file-state"]');
+    const RETRIES = 5;
+    const storageKey = (file) => `slide-upload:${file.name}:${file.size}:${file.lastModified}`;
+    const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+    async function request(method, url, body, headers) {
+      const response = await fetch(url, {
+        method, credentials: "same-origin", body,
+        headers: { Accept: "application/json", "X-CSRFToken": csrf(), ...(headers || {}) },
+      });
+      const payload = await response.json().catch(() => ({}));
+      return { response, payload };
+    }
+
+    function show(file, offset, words) {
+      const percent = file.size ? (100 * offset) / file.size : 100;
+      fileName.textContent = file.name;
+      fileState.textContent = words || `${(offset / 1048576).toFixed(1)} of ${(file.size / 1048576).toFixed(1)} MB`;
+      bar.dataset.percent = String(percent);
+      bar.style.width = `${Math.min(Math.max(percent, 0), 100)}%`;  // the CSSOM, allowed under the CSP
+    }
+
+    // The upload of this file that the server still has, or a new one: {url, offset}.
+    async function resumeOrStart(file) {
+      const key = storageKey(file);
+      const known = JSON.parse(localStorage.getItem(key) || "null");
+      if (known && known.url) {
+        const { response, payload } = await request("GET", known.url);
+        if (response.ok && payload.size === file.size) return { id: payload.id, url: known.url, offset: payload.offset };
+        localStorage.removeItem(key);  // finished, removed or abandoned: start again
+      }
+      const { response, payload } = await request("POST", uploadForm.dataset.startUrl,
+        JSON.stringify({ filename: file.name, size: file.size }), { "Content-Type": "application/json" });
+      if (!response.ok) throw new Error(payload.detail || `HTTP ${response.status}`);
+      localStorage.setItem(key, JSON.stringify({ id: payload.id, url: payload.url }));
+      return { id: payload.id, url: payload.url, offset: payload.offset };
+    }
+
+    async function upload(file) {
+      const chunkBytes = Math.max(1, Number(uploadForm.dataset.chunkBytes) || 16777216);
+      const state = await resumeOrStart(file);
+      let offset = state.offset;
+      let failures = 0;
+      show(file, offset);
+      while (offset < file.size) {
+        const end = Math.min(offset + chunkBytes, file.size);
+        let result = null;
+        try {
+          result = await request("PUT", state.url, file.slice(offset, end), {
+            "Content-Type": "application/octet-stream", "Content-Range": `bytes ${offset}-${end - 1}/${file.size}`,
+          });
+        } catch (err) {
+          result = null;  // the network failed: ask the server how far it got, below
+        }
+        if (result && result.response.ok) {
+          offset = result.payload.offset;
+          failures = 0;
+        } else if (result && result.response.status === 409 && typeof result.payload.offset === "number") {
+          offset = result.payload.offset;  // the server has more (or less) than we thought: carry on from there
+        } else if (result && result.response.status < 500 && result.response.status !== 408) {
+          throw new Error(result.payload.detail || `HTTP ${result.response.status}`);
+        } else {
+          failures += 1;
+          if (failures > RETRIES) throw new Error(`${file.name}: the upload failed ${failures} times in a row; choose the file again to resume`);
+          show(file, offset, `retrying (${failures} of ${RETRIES})…`);
+          await sleep(500 * 2 ** (failures - 1));
+          const probe = await request("GET", state.url).catch(() => null);
+          if (probe && probe.response.ok) offset = probe.payload.offset;
+        }
+        show(file, offset);
+      }
+      show(file, file.size, "uploaded");
+      return state.id;
+    }
+
+    uploadForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      error.hidden = true;
+      const slide = uploadForm.elements.slide.files[0];
+      const detections = uploadForm.elements.detections.files[0];
+      if (!slide || !detections) return;
+      button.disabled = true;
+      box.hidden = false;
+      try {
+        const body = { name: uploadForm.elements.name.value };
+        if (uploadForm.elements.label_set.value) body.label_set = uploadForm.elements.label_set.value;
+        body.slide_upload_id = await upload(slide);
+        body.detections_upload_id = await upload(detections);
+        const job = await post(uploadForm.dataset.registerUrl, body);
+        // Registered: the server moved both files into the import; nothing is left to resume.
+        localStorage.removeItem(storageKey(slide));
+        localStorage.removeItem(storageKey(detections));
+        follow(job);
       } catch (err) {
         error.textContent = err.message;  // textContent: a server string never becomes markup
         error.hidden = false;

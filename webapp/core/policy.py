@@ -108,6 +108,10 @@ ROUTES: dict[str, dict[str, Access]] = {
     # Whole-slide images: registering one is an import (curators, like a dataset upload); classifying one
     # stores predictions for the whole project to review (curators, like a training's prediction job).
     "api-project-slides": {"POST": CURATOR},
+    # Chunked, resumable uploads of a slide and its detections (curators, as registering); each upload is
+    # its own user's alone (404 to anyone else, webapp.datasets.slide_uploads).
+    "api-slide-uploads": {"POST": CURATOR},
+    "api-slide-upload": {"GET": CURATOR, "PUT": CURATOR, "DELETE": CURATOR},
     "api-slide-infer": {"POST": CURATOR},
     "api-slide-geojson": {"GET": VIEWER},
     "api-slide-csv": {"GET": VIEWER},  # synthetic example uploads, no project data

@@ -93,22 +93,36 @@ def _upload_name(upload, default: str) -> str:
 
 def do_register_slide(project, *, actor, name: str, label_set: str = "", path: str = "",
                       detections_path: str = "", slide_upload=None, detections_upload=None,
+                      slide_upload_id: str = "", detections_upload_id: str = "",
                       provenance: str = "") -> Job:
-    """Check the request and queue the slide's import job (202). The slide is ``path`` under SLIDES_ROOT or
-    ``slide_upload``; its detections ``detections_path`` under SLIDES_ROOT or ``detections_upload`` (a QuPath
-    GeoJSON). Refusals (ImportRejected) name the field."""
+    """Check the request and queue the slide's import job (202). The slide is ``path`` under SLIDES_ROOT,
+    ``slide_upload`` (a file of this request) or ``slide_upload_id`` (a complete chunked upload of ``actor``,
+    :mod:`webapp.datasets.slide_uploads`); its detections likewise ``detections_path``, ``detections_upload``
+    or ``detections_upload_id`` (a QuPath GeoJSON or an instance-mask TIFF). A chunked upload's file is moved
+    into the import's staging folder, as an uploaded file is written there. Refusals (ImportRejected) name
+    the field."""
     from webapp.projects.deletion import refuse_while_deleting
+
+    from .slide_uploads import claim_upload
 
     name = (name or "").strip()
     if not name:
         raise ImportRejected("name: give the slide's dataset a name")
     if Dataset.objects.filter(project=project, name=name).exists():
         raise ImportRejected(f"name: project {project.name!r} already has a dataset named {name!r}")
-    if bool(path) == bool(slide_upload):
-        raise ImportRejected("path: give either the slide's path under SLIDES_ROOT or upload the slide file (one of them)")
-    if bool(detections_path) == bool(detections_upload):
-        raise ImportRejected("detections: give either the detections' path under SLIDES_ROOT (detections_path) or "
-                             "upload the QuPath GeoJSON file (detections), one of them")
+    if sum(map(bool, (path, slide_upload, slide_upload_id))) != 1:
+        raise ImportRejected("path: give either the slide's path under SLIDES_ROOT, the slide file, or the id of "
+                             "its chunked upload (slide_upload_id), one of them")
+    if sum(map(bool, (detections_path, detections_upload, detections_upload_id))) != 1:
+        raise ImportRejected("detections: give either the detections' path under SLIDES_ROOT (detections_path), "
+                             "the QuPath GeoJSON file (detections), or the id of its chunked upload "
+                             "(detections_upload_id), one of them")
+    chunked_slide = claim_upload(project, actor, slide_upload_id, "slide_upload_id", "slide") \
+        if slide_upload_id else None
+    chunked_detections = claim_upload(project, actor, detections_upload_id, "detections_upload_id", "detections") \
+        if detections_upload_id else None
+    if chunked_slide is not None and chunked_detections is not None and chunked_slide.id == chunked_detections.id:
+        raise ImportRejected("detections_upload_id: the slide and its detections must be two uploads")
     params = {"slide": True, "name": name, "label_set": label_set or None, "provenance": provenance}
     if path:
         resolved = resolve_slides_path(path, "path")
@@ -127,7 +141,8 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
                              "(MAX_UPLOAD_BYTES); register a slide that large by its path under SLIDES_ROOT")
     refuse_while_deleting(project, "A slide import")
     staging = None
-    if slide_upload is not None or detections_upload is not None:
+    moved: list[tuple[Path, Path]] = []  # (chunked upload's data, where it went): put back on a refusal
+    if any(f is not None for f in (slide_upload, detections_upload, chunked_slide, chunked_detections)):
         from .uploads import staging_root
 
         staging = staging_root() / uuid.uuid4().hex
@@ -141,16 +156,33 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
                 raise ImportRejected(f"slide: {slide_name!r} is not a slide file ({', '.join(SLIDE_SUFFIXES)})")
             _stage_upload(slide_upload, staging / f"slide{suffix}")
             params.update(slide_upload=f"slide{suffix}", slide_name=slide_name)
+        if chunked_slide is not None:
+            stored = f"slide{Path(chunked_slide.filename).suffix.lower()}"
+            moved.append((chunked_slide.data, staging / stored))
+            shutil.move(str(chunked_slide.data), staging / stored)
+            params.update(slide_upload=stored, slide_name=chunked_slide.filename)
         if detections_upload is not None:
             detections_name = _upload_name(detections_upload, "detections.geojson")
             stored = "detections.tif" if is_mask_file(detections_name) else "detections.geojson"
             _stage_upload(detections_upload, staging / stored)
             params.update(detections_upload=stored, detections_name=detections_name)
-        return job_operations.do_enqueue_job(Job.Kind.IMPORT, actor=actor, project=project, params=params)
+        if chunked_detections is not None:
+            stored = "detections.tif" if is_mask_file(chunked_detections.filename) else "detections.geojson"
+            moved.append((chunked_detections.data, staging / stored))
+            shutil.move(str(chunked_detections.data), staging / stored)
+            params.update(detections_upload=stored, detections_name=chunked_detections.filename)
+        job = job_operations.do_enqueue_job(Job.Kind.IMPORT, actor=actor, project=project, params=params)
     except BaseException:
+        for source, target in moved:  # the user's uploads stay usable for the next try
+            if target.exists() and not source.exists():
+                shutil.move(str(target), source)
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         raise
+    for upload in (chunked_slide, chunked_detections):
+        if upload is not None:
+            shutil.rmtree(upload.folder, ignore_errors=True)  # used: its data is the job's now
+    return job
 
 
 # ------------------------------------------------------------------------------------------ the job

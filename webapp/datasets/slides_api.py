@@ -8,7 +8,9 @@ from django.http import Http404, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from django.urls import reverse
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -16,7 +18,7 @@ from webapp.core.policy import project_role
 from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 from webapp.projects.access import get_project_for
 
-from . import export, queries
+from . import export, queries, slide_uploads
 from .importing import ImportRejected
 from .models import Image
 from .slide_import import do_register_slide
@@ -32,9 +34,29 @@ class SlideRegisterSerializer(serializers.Serializer):
                                             help_text="its QuPath GeoJSON detections, relative to SLIDES_ROOT")
     detections = serializers.FileField(required=False, help_text="its QuPath GeoJSON detections (or give "
                                                                  "`detections_path`)")
+    slide_upload_id = serializers.CharField(required=False, allow_blank=True, max_length=64,
+                                            help_text="id of a complete chunked upload of the slide "
+                                                      "(POST .../slide-uploads/), instead of `path` or `slide`")
+    detections_upload_id = serializers.CharField(required=False, allow_blank=True, max_length=64,
+                                                 help_text="id of a complete chunked upload of the detections")
     label_set = serializers.CharField(required=False, allow_blank=True, max_length=100,
                                       help_text="label set of the detections' classes (joined when it exists)")
     provenance = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class SlideUploadStartSerializer(serializers.Serializer):
+    filename = serializers.CharField(max_length=1024, help_text="the file's name (a slide, or its detections: "
+                                                                "GeoJSON or instance-mask TIFF)")
+    size = serializers.IntegerField(min_value=1, help_text="the file's size in bytes")
+
+
+class SlideUploadStateSerializer(serializers.Serializer):
+    id = serializers.CharField(required=False)
+    url = serializers.CharField(required=False)
+    filename = serializers.CharField()
+    offset = serializers.IntegerField(help_text="bytes received so far: the next chunk starts here")
+    size = serializers.IntegerField()
+    complete = serializers.BooleanField()
 
 
 def _accepted(job, request) -> Response:
@@ -71,11 +93,94 @@ class SlideRegisterView(APIView):
                                     label_set=data.get("label_set", ""), path=data.get("path", ""),
                                     detections_path=data.get("detections_path", ""),
                                     slide_upload=data.get("slide"), detections_upload=data.get("detections"),
+                                    slide_upload_id=data.get("slide_upload_id", ""),
+                                    detections_upload_id=data.get("detections_upload_id", ""),
                                     provenance=data.get("provenance", ""))
         except ImportRejected as exc:
-            field, _, problem = str(exc).partition(": ")
-            raise ValidationError({field: problem} if problem else str(exc)) from None
+            raise _rejected(exc) from None
         return _accepted(job, request)
+
+
+def _rejected(exc: ImportRejected) -> ValidationError:
+    field, _, problem = str(exc).partition(": ")
+    return ValidationError({field: problem} if problem else str(exc))
+
+
+def _upload_state(upload, request) -> dict:
+    url = reverse("api-slide-upload", kwargs={"project_id": upload.project_id, "upload_id": upload.id})
+    return {**upload.state(), "url": request.build_absolute_uri(url)}
+
+
+class SlideUploadStartView(APIView):
+    """Start a resumable upload of a slide or its detections (curators): 201 with its ``url``, to which the
+    file goes in chunks (``PUT``, at most 64 MiB each). Uploads untouched for a day are removed."""
+
+    parser_classes = [JSONParser, FormParser]
+
+    @extend_schema(operation_id="project_slide_upload_start", tags=["slides"], request=SlideUploadStartSerializer,
+                   responses={201: SlideUploadStateSerializer})
+    def post(self, request, project_id: int):
+        project = get_project_for(request.user, project_id, project_role(request))
+        payload = SlideUploadStartSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            upload = slide_uploads.do_start_slide_upload(project, actor=request.user,
+                                                         filename=payload.validated_data["filename"],
+                                                         size=payload.validated_data["size"])
+        except ImportRejected as exc:
+            raise _rejected(exc) from None
+        return Response(_upload_state(upload, request), status=status.HTTP_201_CREATED)
+
+
+class RawBody(BaseParser):
+    """Declares that PUT takes raw bytes; the view reads the request itself, a block at a time, so that a
+    chunk never sits whole in memory (``request.data`` is never touched)."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):  # pragma: no cover - never called
+        raise ParseError("read the raw body from the request instead")
+
+
+class SlideUploadView(APIView):
+    """One resumable upload (only its own user's): ``GET`` how far it got, ``PUT`` the next chunk as raw
+    bytes with ``Content-Range: bytes START-END/TOTAL`` (appended only when START is the bytes received so
+    far, else 409 with the ``offset`` to resume from), ``DELETE`` to drop it."""
+
+    parser_classes = [RawBody]
+
+    @extend_schema(operation_id="project_slide_upload_state", tags=["slides"],
+                   responses={200: SlideUploadStateSerializer})
+    def get(self, request, project_id: int, upload_id: str):
+        project = get_project_for(request.user, project_id, project_role(request))
+        return Response(_upload_state(slide_uploads.get_upload(project, request.user, upload_id), request))
+
+    @extend_schema(operation_id="project_slide_upload_chunk", tags=["slides"],
+                   request={"application/octet-stream": {"type": "string", "format": "binary"}},
+                   responses={200: SlideUploadStateSerializer})
+    def put(self, request, project_id: int, upload_id: str):
+        project = get_project_for(request.user, project_id, project_role(request))
+        upload = slide_uploads.get_upload(project, request.user, upload_id)
+        try:
+            start, length = slide_uploads.parse_content_range(request.headers.get("Content-Range"), upload)
+            declared = request.META.get("CONTENT_LENGTH")
+            if declared not in (None, "") and declared != str(length):
+                raise ImportRejected(f"Content-Range: the chunk of {upload.filename!r} is {declared} bytes long, "
+                                     f"not the {length} its Content-Range announces")
+            state = slide_uploads.append_chunk(upload, start, length, request._request)
+        except slide_uploads.UploadConflict as exc:
+            return Response({"detail": str(exc), "offset": exc.offset, "size": upload.size, "complete": False},
+                            status=status.HTTP_409_CONFLICT)
+        except ImportRejected as exc:
+            raise _rejected(exc) from None
+        return Response(_upload_state(upload, request) | {k: state[k] for k in ("offset", "complete")})
+
+    @extend_schema(operation_id="project_slide_upload_delete", tags=["slides"], responses={204: None})
+    def delete(self, request, project_id: int, upload_id: str):
+        project = get_project_for(request.user, project_id, project_role(request))
+        upload = slide_uploads.get_upload(project, request.user, upload_id)
+        slide_uploads.do_delete_slide_upload(upload, actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class SlideInferView(APIView):

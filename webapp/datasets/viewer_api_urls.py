@@ -24,6 +24,10 @@ urlpatterns = [
          name="api-format-example"),
     # Whole-slide images (issue 17)
     path("projects/<int:project_id>/slides/", slides_api.SlideRegisterView.as_view(), name="api-project-slides"),
+    path("projects/<int:project_id>/slide-uploads/", slides_api.SlideUploadStartView.as_view(),
+         name="api-slide-uploads"),
+    path("projects/<int:project_id>/slide-uploads/<str:upload_id>/", slides_api.SlideUploadView.as_view(),
+         name="api-slide-upload"),
     path("projects/<int:project_id>/slides/<int:image_id>/infer/", slides_api.SlideInferView.as_view(),
          name="api-slide-infer"),
     path("projects/<int:project_id>/slides/<int:image_id>/export/detections.geojson",

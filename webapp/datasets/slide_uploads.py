@@ -1,0 +1,246 @@
+"""Resumable, chunked uploads of whole-slide images and their detections (issue 17).
+
+A slide is 1-5 GB: one multipart request of that size fails on any network hiccup and starts again from
+nothing. Here a file is sent as a sequence of ``PUT``s of raw bytes, each saying where it goes
+(``Content-Range: bytes START-END/TOTAL``); a chunk is appended only where the file ends now, so a client
+that lost its connection asks how far the server got (``GET``) and carries on from there.
+
+No database row: an upload is a folder ``MEDIA_ROOT/staging/slide-uploads/<id>`` holding ``data`` (the
+bytes received so far, so its size is the offset) and ``upload.json`` (project, user, file name, size).
+Registering a slide with a complete upload moves ``data`` into the import's staging folder
+(:func:`claim_upload`, called by :func:`webapp.datasets.slide_import.do_register_slide`). What is abandoned
+is removed by the sweep (:func:`webapp.jobs.sweep.sweep_orphans`) once untouched for :data:`MAX_AGE`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
+from django.db import transaction
+from django.http import Http404
+
+from mlcore.slides import SLIDE_SUFFIXES
+from webapp.core import audit
+
+from .importing import ImportRejected
+
+FOLDER = "slide-uploads"  # under the staging root
+MAX_CHUNK_BYTES = 64 * 1024**2
+BLOCK_BYTES = 1024**2  # a chunk is read from the request and written this much at a time
+MAX_AGE = timedelta(days=1)  # an upload untouched this long is abandoned: the sweep removes it
+DETECTIONS_SUFFIXES = (".geojson", ".json", ".tif", ".tiff")
+ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+
+
+class UploadConflict(Exception):
+    """A chunk that does not start where the received bytes end (409): the client resumes at ``offset``."""
+
+    def __init__(self, message: str, offset: int):
+        super().__init__(message)
+        self.offset = offset
+
+
+@dataclass
+class SlideUpload:
+    id: str
+    folder: Path
+    project_id: int
+    user_id: int
+    filename: str
+    size: int
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "data"
+
+    @property
+    def offset(self) -> int:
+        try:
+            return self.data.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    @property
+    def complete(self) -> bool:
+        return self.offset == self.size
+
+    def state(self) -> dict:
+        offset = self.offset
+        return {"id": self.id, "filename": self.filename, "offset": offset, "size": self.size,
+                "complete": offset == self.size}
+
+
+def uploads_root() -> Path:
+    from .uploads import staging_root
+
+    return staging_root() / FOLDER
+
+
+def _client_name(filename: str) -> str:
+    return PurePosixPath(str(filename or "").replace("\\", "/")).name[:200]
+
+
+def suffix_kind(filename: str) -> set[str]:
+    """What a file of this name can be: {"slide"}, {"detections"}, both (a TIFF) or neither."""
+    suffix = Path(filename).suffix.lower()
+    return ({"slide"} if suffix in SLIDE_SUFFIXES else set()) | (
+        {"detections"} if suffix in DETECTIONS_SUFFIXES else set())
+
+
+def do_start_slide_upload(project, *, actor, filename: str, size: int) -> SlideUpload:
+    """Make room for an upload of ``size`` bytes of ``filename`` (a slide or its detections). Refusals
+    (ImportRejected) start with the field they are about."""
+    from webapp.projects.deletion import refuse_while_deleting
+
+    name = _client_name(filename)
+    if not name:
+        raise ImportRejected("filename: give the name of the file to upload")
+    if not suffix_kind(name):
+        raise ImportRejected(f"filename: {name!r} is neither a slide ({', '.join(SLIDE_SUFFIXES)}) nor its "
+                             f"detections ({', '.join(DETECTIONS_SUFFIXES)})")
+    limit = settings.SLIDE_UPLOAD_MAX_BYTES
+    if size is None or size < 1:
+        raise ImportRejected(f"size: {name!r} must have at least one byte")
+    if size > limit:
+        raise ImportRejected(f"size: {name!r} is {size / 1024**3:.2f} GiB, over this server's limit of "
+                             f"{limit / 1024**3:.2f} GiB (SLIDE_UPLOAD_MAX_BYTES); register it by its path under "
+                             "SLIDES_ROOT instead")
+    refuse_while_deleting(project, "A slide upload")
+    upload_id = uuid.uuid4().hex
+    folder = uploads_root() / upload_id
+    folder.mkdir(parents=True)
+    upload = SlideUpload(upload_id, folder, project.pk, actor.pk, name, int(size))
+    try:
+        upload.data.touch()
+        (folder / "upload.json").write_text(json.dumps(
+            {"project_id": project.pk, "user_id": actor.pk, "filename": name, "size": int(size)}))
+        with transaction.atomic():
+            audit.record("slide_upload.start", actor=actor, target=project, upload=upload_id, filename=name,
+                         size=int(size))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return upload
+
+
+def get_upload(project, user, upload_id: str) -> SlideUpload:
+    """The upload ``user`` started in ``project``; 404 for anyone else's (its existence is theirs)."""
+    missing = Http404("No such slide upload (it was finished, removed, or abandoned for over a day), or it "
+                      "is not yours: start the upload again.")
+    if not ID_PATTERN.match(str(upload_id or "")):
+        raise missing
+    folder = uploads_root() / upload_id
+    try:
+        meta = json.loads((folder / "upload.json").read_text())
+    except (OSError, ValueError):
+        raise missing from None
+    if meta.get("project_id") != project.pk or meta.get("user_id") != user.pk:
+        raise missing
+    return SlideUpload(upload_id, folder, meta["project_id"], meta["user_id"], meta["filename"], int(meta["size"]))
+
+
+def parse_content_range(header: str | None, upload: SlideUpload) -> tuple[int, int]:
+    """(start, length) of a chunk from its ``Content-Range``; ImportRejected when it is malformed."""
+    match = CONTENT_RANGE.match((header or "").strip())
+    if not match:
+        raise ImportRejected("Content-Range: send each chunk with a header 'Content-Range: bytes START-END/TOTAL' "
+                             "(END inclusive)")
+    start, end, total = (int(group) for group in match.groups())
+    if total != upload.size:
+        raise ImportRejected(f"Content-Range: the total {total} is not the size of {upload.filename!r} given when "
+                             f"the upload started ({upload.size})")
+    if end < start or end >= total:
+        raise ImportRejected(f"Content-Range: bytes {start}-{end} is not a range inside {upload.filename!r} "
+                             f"(0-{total - 1})")
+    length = end - start + 1
+    if length > MAX_CHUNK_BYTES:
+        raise ImportRejected(f"Content-Range: a chunk is at most {MAX_CHUNK_BYTES // 1024**2} MiB; this one is "
+                             f"{length / 1024**2:.1f} MiB")
+    return start, length
+
+
+def append_chunk(upload: SlideUpload, start: int, length: int, stream) -> dict:
+    """Append ``length`` bytes read from ``stream`` (a block at a time) when ``start`` is where the received
+    bytes end; UploadConflict otherwise. A chunk is whole or not at all: a short body is cut off again."""
+    with open(upload.data, "r+b") as data:
+        # One chunk at a time per upload: two clients (or a retry racing its original) cannot interleave.
+        fcntl.flock(data, fcntl.LOCK_EX)
+        offset = os.fstat(data.fileno()).st_size
+        if start != offset:
+            raise UploadConflict(f"{upload.filename!r}: this chunk starts at byte {start}, but {offset} bytes have "
+                                 f"been received: send the chunk that starts at {offset}", offset)
+        data.seek(offset)
+        written = 0
+        try:
+            while written < length:
+                block = stream.read(min(BLOCK_BYTES, length - written))
+                if not block:
+                    break
+                data.write(block)
+                written += len(block)
+            if written != length or stream.read(1):
+                raise ImportRejected(f"Content-Range: the body of this chunk of {upload.filename!r} is not the "
+                                     f"{length} bytes its Content-Range announces")
+            data.flush()
+        except BaseException:
+            data.truncate(offset)
+            raise
+    return upload.state()
+
+
+def do_delete_slide_upload(upload: SlideUpload, *, actor) -> None:
+    shutil.rmtree(upload.folder, ignore_errors=True)
+    with transaction.atomic():
+        audit.record("slide_upload.delete", actor=actor, target=f"projects.project:{upload.project_id}",
+                     upload=upload.id, filename=upload.filename)
+
+
+def claim_upload(project, actor, upload_id: str, field: str, kind: str) -> SlideUpload:
+    """The complete upload ``upload_id`` of ``actor`` in ``project``, usable as a ``kind`` ("slide" or
+    "detections"); ImportRejected naming ``field`` and the user's file otherwise."""
+    try:
+        upload = get_upload(project, actor, upload_id)
+    except Http404:
+        raise ImportRejected(f"{field}: there is no upload {upload_id!r} of yours in this project (it was used "
+                             "already, removed, or abandoned for over a day): upload the file again") from None
+    if kind not in suffix_kind(upload.filename):
+        allowed = SLIDE_SUFFIXES if kind == "slide" else DETECTIONS_SUFFIXES
+        raise ImportRejected(f"{field}: {upload.filename!r} is not a {kind} file ({', '.join(allowed)})")
+    offset = upload.offset
+    if offset != upload.size:
+        raise ImportRejected(f"{field}: the upload of {upload.filename!r} is not complete ({offset:,} of "
+                             f"{upload.size:,} bytes received): send the rest before registering the slide")
+    return upload
+
+
+def sweep_abandoned(now: float | None = None) -> list[str]:
+    """Remove the uploads untouched for :data:`MAX_AGE` (their newest file tells); returns their paths
+    relative to MEDIA_ROOT. An upload in progress is touched by every chunk, so only abandoned ones go."""
+    root = uploads_root()
+    if not root.is_dir():
+        return []
+    oldest = (now or time.time()) - MAX_AGE.total_seconds()
+    removed = []
+    for folder in sorted(root.iterdir()):
+        try:
+            touched = max([folder.stat().st_mtime] + [p.stat().st_mtime for p in folder.iterdir()])
+        except OSError:
+            continue
+        if touched < oldest:
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                folder.unlink(missing_ok=True)
+            removed.append(folder.relative_to(settings.MEDIA_ROOT).as_posix())
+    return removed
