@@ -7,29 +7,11 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.test_upload_page import wait_in_page
-from tests.conftest import WorkerProcess
-from tests.webapp.slide_helpers import build_fixture_slide
+from tests.slide_worker_fixtures import slide_worker, slides_share  # noqa: F401 (fixtures)
 from webapp.datasets.models import Image
 from webapp.projects.operations import do_create_project
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]
-
-
-@pytest.fixture(scope="module")
-def slides_share(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser-slides").resolve()
-    build_fixture_slide(root / "lab")
-    return root
-
-
-@pytest.fixture(scope="module")
-def slide_worker(django_db_setup, django_db_blocker, tmp_path_factory, test_media_root, slides_share):
-    worker = WorkerProcess(tmp_path_factory.mktemp("celery") / "worker.log", name="browser-slides",
-                           SLIDES_ROOT=str(slides_share))
-    with django_db_blocker.unblock():
-        worker.start()
-    yield worker
-    worker.stop()
 
 
 def test_a_slide_registered_through_the_form_is_listed_with_its_exports(logged_in_page, live_server, owner, settings,

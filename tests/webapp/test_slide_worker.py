@@ -8,30 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WorkerProcess, wait_for
-from tests.webapp.slide_helpers import build_fixture_slide
+from tests.conftest import wait_for
+from tests.slide_worker_fixtures import slide_worker, slides_share  # noqa: F401 (fixtures)
 from webapp.datasets.models import Image, Nucleus
 from webapp.jobs.models import Job
 from webapp.projects.operations import do_create_project
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
-
-
-@pytest.fixture(scope="module")
-def slides_share(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slides-share").resolve()
-    build_fixture_slide(root / "lab")
-    return root
-
-
-@pytest.fixture(scope="module")
-def slide_worker(django_db_setup, django_db_blocker, tmp_path_factory, test_media_root, slides_share):
-    worker = WorkerProcess(tmp_path_factory.mktemp("celery") / "worker.log", name="slides",
-                           SLIDES_ROOT=str(slides_share))
-    with django_db_blocker.unblock():
-        worker.start()
-    yield worker
-    worker.stop()
 
 
 def _finished(job_id: int, worker) -> Job:
