@@ -195,3 +195,36 @@ def test_training_with_a_weight_average_ends_each_stage_on_the_average(tmp_path)
     first = next(iter(plain.model.backbone.parameters()))
     assert not torch.allclose(first, next(iter(averaged.model.backbone.parameters())))
     assert set(averaged.metrics) == {"A", "B"}
+
+
+def _one_crop_at_a_time(image, mask, size, mask_channel, context):
+    """The cutting rule written plainly, a crop at a time: the reference the batched cutting must equal."""
+    import cv2
+
+    from mlcore.crops import crop_windows, instance_geometry, reflect_101
+
+    geometry = instance_geometry(mask)
+    top_left, side = crop_windows(geometry.bboxes, max(size, int(round(size * context))))
+    crops = []
+    for (y, x), span, instance_id in zip(top_left, side, geometry.ids):
+        rows = reflect_101(y + np.arange(span), mask.shape[0])[:, None]
+        cols = reflect_101(x + np.arange(span), mask.shape[1])[None, :]
+        window = image[rows, cols]
+        if mask_channel:
+            window = np.dstack([window, (mask[rows, cols] == instance_id).astype(np.uint8) * 255])
+        if span != size:
+            window = cv2.resize(window, (size, size), interpolation=cv2.INTER_AREA)
+        crops.append(window.reshape(size, size, -1))
+    return np.stack(crops)
+
+
+@pytest.mark.parametrize("mask_channel, context", [(False, 1.0), (True, 1.0), (False, 1.5), (True, 1.5), (True, 2.0)])
+def test_batched_cutting_equals_cutting_one_crop_at_a_time(mask_channel, context):
+    from mlcore.synthetic import generate_tile
+
+    # More nuclei than one block of the batched cutting, some at the border, some larger than the window.
+    image, mask, _ = generate_tile(np.random.default_rng(4), (300, 420), 400, n_classes=3)
+    mask[5:90, 300:390] = mask.max() + 1
+    crops, geometry = cut_crops(image, mask, 48, mask_channel=mask_channel, context=context)
+    assert len(geometry.ids) > 256
+    np.testing.assert_array_equal(crops, _one_crop_at_a_time(image, mask, 48, mask_channel, context))
