@@ -234,8 +234,26 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or DATA_DIR / "media").resolve()
 SLIDES_ROOT = Path(os.environ["SLIDES_ROOT"]).resolve() if os.environ.get("SLIDES_ROOT") else None
 # Deep Zoom tiles of the slide viewer kept as files under MEDIA_ROOT/cache/slide-tiles (oldest removed first).
 SLIDE_TILE_CACHE_BYTES = _env_int("SLIDE_TILE_CACHE_BYTES", 2 * 1024**3)
+# Object storage for every media file (webapp.core.media): an S3-compatible store named by STORAGE_URL, so
+# that web servers and workers on different hosts share no file system. Unset: MEDIA_ROOT on this disk.
+STORAGE_URL = os.environ.get("STORAGE_URL", "").strip()
+# In remote mode each process keeps the media files it used in this local mirror (a cache; MEDIA_ROOT unused).
+MEDIA_MIRROR = Path(os.environ.get("MEDIA_MIRROR") or DATA_DIR / "media-mirror").resolve()
+# A pre-signed download link lapses this many seconds after the permission check that gave it.
+MEDIA_URL_EXPIRY_S = _env_int("MEDIA_URL_EXPIRY_S", 120)
+if STORAGE_URL:
+    from webapp.core.storage_url import StorageUrlError, storage_options
+
+    try:
+        _default_storage = {"BACKEND": "storages.backends.s3.S3Storage",
+                            "OPTIONS": {**storage_options(STORAGE_URL, os.environ),
+                                        "querystring_expire": MEDIA_URL_EXPIRY_S}}
+    except StorageUrlError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
+else:
+    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _default_storage,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
                     if not DEBUG else "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }

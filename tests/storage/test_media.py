@@ -1,0 +1,96 @@
+"""webapp.core.media against a real S3 endpoint (moto's server) and on the local disk."""
+
+from __future__ import annotations
+
+import pytest
+
+from webapp.core import media
+from webapp.core.storage_url import StorageUrlError, storage_options
+
+
+def test_storage_url_forms():
+    minio = storage_options("s3://minio:se%2Fcret@minio:9000/nucleus/prod?secure=false", {})
+    assert minio["endpoint_url"] == "http://minio:9000" and minio["bucket_name"] == "nucleus"
+    assert minio["location"] == "prod" and minio["secret_key"] == "se/cret" and minio["access_key"] == "minio"
+    aws = storage_options("s3://lab-media", {"AWS_DEFAULT_REGION": "eu-west-1"})
+    assert aws["bucket_name"] == "lab-media" and aws["region_name"] == "eu-west-1" and "endpoint_url" not in aws
+    assert storage_options("s3://k:s@store.example:443/b", {})["endpoint_url"] == "https://store.example:443"
+    for bad, says in (("http://x/b", "s3://"), ("s3://k:s@host:9000", "no bucket"), ("s3://b?colour=red", "colour")):
+        with pytest.raises(StorageUrlError, match=says):
+            storage_options(bad, {})
+
+
+def test_names_never_leave_the_media_tree():
+    for bad in ("/etc/passwd", "../x", "a/../../b", ""):
+        with pytest.raises(media.MediaNameError):
+            media.clean_name(bad)
+    assert media.clean_name("a\\b/c.png") == "a/b/c.png"
+
+
+def test_publish_read_list_delete_through_the_bucket(remote_media, tmp_path):
+    folder = media.work_path("projects/1/models/abc")
+    folder.mkdir(parents=True)
+    (folder / "model.pt").write_bytes(b"weights" * 1000)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "log.txt").write_text("hello")
+    assert media.root() == remote_media.mirror and not any(remote_media.media_root.iterdir())
+
+    uploaded = media.publish("projects/1/models/abc")
+    assert sorted(uploaded) == ["projects/1/models/abc/model.pt", "projects/1/models/abc/sub/log.txt"]
+    assert remote_media.keys() == set(uploaded)
+    assert remote_media.read("projects/1/models/abc/sub/log.txt") == b"hello"
+
+    # Another host: an empty mirror downloads on first use, whole.
+    media.delete("projects/1/models/abc")          # gone here and in the bucket
+    assert remote_media.keys() == set()
+    media.work_path("x").parent.mkdir(parents=True, exist_ok=True)
+    media.work_path("x").write_bytes(b"x")
+    media.publish("x")
+    media.work_path("x").unlink()
+    assert media.local_path("x").read_bytes() == b"x"
+    assert sorted(media.names()) == ["x"]
+    with pytest.raises(FileNotFoundError, match="nothing"):
+        media.local_path("nothing")
+    assert not media.exists("nothing") and media.exists("x")
+
+
+def test_download_response_redirects_to_a_short_lived_presigned_url(remote_media):
+    import urllib.request
+    from urllib.parse import parse_qs, urlsplit
+
+    media.work_path("exports/a b.csv").parent.mkdir(parents=True, exist_ok=True)
+    media.work_path("exports/a b.csv").write_text("id,class\n1,2\n")
+    media.publish("exports/a b.csv")
+    response = media.download_response("exports/a b.csv", filename="résumé.csv")
+    assert response.status_code == 302
+    query = parse_qs(urlsplit(response["Location"]).query)
+    assert query["X-Amz-Expires"] == ["120"]
+    with urllib.request.urlopen(response["Location"]) as answer:
+        assert answer.read() == b"id,class\n1,2\n"
+        assert "attachment" in answer.headers["Content-Disposition"]
+
+
+def test_local_mode_is_media_root_itself(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    media.work_path("a/b.txt").parent.mkdir(parents=True)
+    media.work_path("a/b.txt").write_text("b")
+    assert media.publish("a") == [] and media.local_path("a/b.txt") == tmp_path / "a" / "b.txt"
+    assert list(media.names("a")) == ["a/b.txt"]
+    response = media.download_response("a/b.txt")
+    assert response.status_code == 200 and b"".join(response.streaming_content) == b"b"
+    media.delete("a")
+    assert not (tmp_path / "a").exists()
+
+
+def test_local_folder_downloads_a_whole_prefix(remote_media):
+    for name in ("staging/u1/files/a.png", "staging/u1/files/deep/b.npy", "staging/u2/other.txt"):
+        media.work_path(name).parent.mkdir(parents=True, exist_ok=True)
+        media.work_path(name).write_bytes(name.encode())
+        media.publish(name)
+    media.delete("staging/u1")
+    for name in ("staging/u1/files/a.png", "staging/u1/files/deep/b.npy"):   # put back in the bucket only
+        remote_media.client.put_object(Bucket=remote_media.bucket_name, Key=name, Body=name.encode())
+    folder = media.local_folder("staging/u1")
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == \
+        ["files/a.png", "files/deep/b.npy"]
+    assert (folder / "files/deep/b.npy").read_bytes() == b"staging/u1/files/deep/b.npy"
