@@ -94,3 +94,20 @@ def test_local_folder_downloads_a_whole_prefix(remote_media):
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == \
         ["files/a.png", "files/deep/b.npy"]
     assert (folder / "files/deep/b.npy").read_bytes() == b"staging/u1/files/deep/b.npy"
+
+
+def test_health_reports_the_bucket_and_a_store_that_is_down(remote_media, settings, client):
+    from django.core.cache import cache
+
+    from tests.storage.conftest import storage_settings
+    from webapp.core.health import STORAGE_KEY
+
+    body = client.get("/api/health/").json()
+    assert body["storage"] == {"ok": True, "kind": "s3"}
+    cache.delete(STORAGE_KEY)
+    closed = "s3://test:test@127.0.0.1:1/nothing?secure=false"
+    settings.STORAGE_URL, settings.STORAGES = closed, {**settings.STORAGES, "default": storage_settings(closed)}
+    response = client.get("/api/health/")
+    assert response.status_code == 503
+    assert response.json()["storage"] == {"ok": False, "kind": "s3", "error": "unreachable"}
+    cache.delete(STORAGE_KEY)

@@ -1,4 +1,4 @@
-"""Health of the services the application depends on: the database, Redis and the workers.
+"""Health of the services the application depends on: the database, Redis, the media storage and the workers.
 
 The health endpoint is open to anyone (monitors, the run command's smoke test), so it must stay cheap:
 the database and Redis answer a ping in about a millisecond, but asking the workers takes a whole
@@ -8,6 +8,7 @@ at a time; everyone else is told the last known answer.
 
 from __future__ import annotations
 
+import os
 import time
 
 import redis
@@ -41,6 +42,42 @@ def redis_state() -> dict:
         return {"ok": True}
     except Exception as exc:
         return {"ok": False, "error": str(exc)[:300]}
+
+
+STORAGE_KEY = "health:storage"
+STORAGE_FRESH_S = 10
+
+
+def storage_state() -> dict:
+    """Local: MEDIA_ROOT can be written. Remote (STORAGE_URL): the bucket answers, asked with short
+    timeouts and no retries (a store that is down must not hold a health request for a minute), and the
+    answer is cached for a few seconds."""
+    if not settings.STORAGE_URL:
+        media = settings.MEDIA_ROOT
+        writable = os.access(media, os.W_OK) if os.path.isdir(media) else os.access(os.path.dirname(media), os.W_OK)
+        return {"ok": writable, "kind": "local"} if writable else \
+            {"ok": False, "kind": "local", "error": f"MEDIA_ROOT {media} is not writable"}
+    cached = _cache_get(STORAGE_KEY)
+    if cached is not None:
+        return cached
+    state = {"ok": True, "kind": "s3"}
+    try:
+        import boto3
+        from botocore.config import Config
+
+        options = settings.STORAGES["default"]["OPTIONS"]
+        client = boto3.client("s3", endpoint_url=options.get("endpoint_url"), region_name=options.get("region_name"),
+                              aws_access_key_id=options.get("access_key"),
+                              aws_secret_access_key=options.get("secret_key"),
+                              config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}))
+        client.head_bucket(Bucket=options["bucket_name"])
+    except Exception as exc:
+        state = {"ok": False, "kind": "s3", "error": str(exc)[:300]}
+    try:
+        cache.set(STORAGE_KEY, state, timeout=STORAGE_FRESH_S)
+    except Exception:
+        pass
+    return state
 
 
 def live_workers(timeout: float = PING_TIMEOUT_S) -> list[str]:
@@ -92,15 +129,16 @@ def health(*, detailed: bool = False) -> tuple[dict, bool]:
     """The state of each service; ``detailed`` (staff) adds the workers' names and the raw errors."""
     database = database_state()
     cache_state = redis_state()
+    storage = storage_state()
     names, age = cached_workers() if cache_state["ok"] else ([], 0.0)
-    ok = database["ok"] and cache_state["ok"]
+    ok = database["ok"] and cache_state["ok"] and storage["ok"]
     workers = {"live": len(names), "checked_s_ago": round(age, 1)}
     if detailed:
         workers["names"] = names
     else:
         # Error texts name hosts and ports: only staff see them.
-        for state in (database, cache_state):
+        for state in (database, cache_state, storage):
             if not state["ok"]:
                 state["error"] = "unreachable"
     return {"status": "ok" if ok else "unavailable", "database": database, "redis": cache_state,
-            "workers": workers}, ok
+            "storage": storage, "workers": workers}, ok
