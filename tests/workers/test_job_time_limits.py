@@ -140,3 +140,18 @@ def test_other_failures_keep_their_own_message(import_job_writing_until_stopped)
     run_job.on_failure(RuntimeError("boom"), job.celery_task_id, (job.pk,), {}, None)
     job.refresh_from_db()
     assert job.state == Job.State.QUEUED  # not a time limit: run_job's own handling applies
+
+
+def test_a_wrong_variable_stops_the_start_naming_it(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = dict(os.environ, DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="webapp.settings",
+               JOB_TIME_LIMITS="train=a day")
+    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: JOB_TIME_LIMITS: 'train=a day': the limits are whole seconds" in result.stderr
