@@ -210,9 +210,10 @@ def serve(options) -> int:
         # A node name of its own for every start: a job left "running" by a killed worker must never look
         # as if the new worker held it.
         node = f"local-{secrets.token_hex(3)}@{socket.gethostname()}"
+        # One local worker takes both queues: the GPU jobs too, on the CPU where there is no GPU.
         processes.append(("worker", start(
             *celery, "worker", "-Q", "default,gpu", "--concurrency", str(options.concurrency), "-l", "info",
-            "-n", node, cwd=ROOT)))
+            "-n", node, cwd=ROOT, env={**os.environ, "ALLOW_CPU_GPU_QUEUE": "1"})))
         processes.append(("beat", start(
             *celery, "beat", "-l", "info", "--schedule", str(DATA_DIR / "celerybeat-schedule"), cwd=ROOT)))
         processes.append(("web", start(

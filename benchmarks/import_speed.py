@@ -114,7 +114,7 @@ def main() -> int:
     except Exception:
         sys.exit("Redis is not reachable: set REDIS_URL (e.g. redis://127.0.0.1:6379/2) to a running server")
     app.control.purge()
-    worker_env = dict(os.environ)
+    worker_env = dict(os.environ, ALLOW_CPU_GPU_QUEUE="1")  # one worker takes both queues, GPU or not
     if options.processes is not None:
         worker_env["IMPORT_PROCESSES"] = str(options.processes)
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "default,gpu",

@@ -145,8 +145,9 @@ class WorkerProcess:
              "--concurrency", "1", "-l", "info", "-n", self.name, "--without-gossip",
              "--without-mingle"],
             # Two processes prepare the images of an import whatever the cores here: tests take that path.
-            cwd=ROOT, env=subprocess_env(IMPORT_PROCESSES="2", **self.env), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=die_with_parent)
+            # Both queues on one CPU worker: the GPU jobs (training, inference) run on the CPU here.
+            cwd=ROOT, env=subprocess_env(IMPORT_PROCESSES="2", ALLOW_CPU_GPU_QUEUE="1", **self.env), stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 60) -> None:

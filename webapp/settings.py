@@ -298,7 +298,21 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1       # long ML tasks: never hoard message
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"workers.tasks.gpu.*": {"queue": "gpu"}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+# How long a job of each kind may run: {kind: (soft, hard)} seconds, passed with each job's message
+# (webapp.jobs.operations); the soft limit ends the job as failed and removes its folders.
+try:
+    from webapp.core.job_time_limits import JobTimeLimitsError, job_time_limits
+
+    JOB_TIME_LIMITS = job_time_limits(os.environ.get("JOB_TIME_LIMITS"))
+except JobTimeLimitsError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+# Redis hands an unacknowledged message (acks_late) to another worker once this long has passed: longer
+# than any job may run, or a long training would be started twice (Celery's documented caveat).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": max(hard for _, hard in JOB_TIME_LIMITS.values())
+                                                         + 3600}
+# A worker that consumes the "gpu" queue refuses to start without CUDA (workers/celery.py) unless this is
+# set: run.py's single local worker and the test suite's take both queues on machines without a GPU.
+ALLOW_CPU_GPU_QUEUE = _env_bool("ALLOW_CPU_GPU_QUEUE", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 # Fail fast when Redis is down so that the web layer can answer 503 instead of hanging.

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 import traceback
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from django.conf import settings
+from django.db import close_old_connections
 
+from webapp.core.job_time_limits import describe_seconds
 from webapp.jobs import operations
 from webapp.jobs.models import Job
 
@@ -16,8 +20,34 @@ logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2  # a job re-delivered after a lost worker runs at most once more
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, name="workers.tasks.run_job")
+class JobTask(Task):
+    """run_job's class: a job whose process the pool killed at its hard time limit ends as failed at once
+    (the reaper would find it too, but a minute later and with a vaguer message)."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        # Celery calls this in the worker's main process after the pool killed the task at its hard limit
+        # (the soft limit is an exception inside the task: run_job handles it itself).
+        if not isinstance(exc, TimeLimitExceeded) or not args:
+            return
+        close_old_connections()  # a thread of the main process: its connection may have gone stale
+        try:
+            operations.do_fail_job(args[0], time_limit_error(args[0], limit_s=getattr(exc, "args", [None])[0],
+                                                             hard=True))
+        except Exception:
+            logger.exception("job %s: could not record its hard time limit (the reaper will end it)", args[0])
+
+
+@shared_task(bind=True, base=JobTask, acks_late=True, reject_on_worker_lost=True, name="workers.tasks.run_job")
 def run_job(self, job_id: int) -> str:
+    try:
+        return _run_job(self, job_id)
+    except SoftTimeLimitExceeded:
+        # Reached outside the handler (while the job was started or its end recorded).
+        operations.do_fail_job(job_id, time_limit_error(job_id, limit_s=_soft_limit(self)))
+        return "failed"
+
+
+def _run_job(task, job_id: int) -> str:
     try:
         job = Job.objects.get(pk=job_id)
     except Job.DoesNotExist:
@@ -27,7 +57,7 @@ def run_job(self, job_id: int) -> str:
         operations.do_fail_job(job_id, f"the worker running this job was lost {job.attempts} times; giving up")
         return "failed"
     try:
-        job = operations.do_start_job(job_id, worker=self.request.hostname or "worker")
+        job = operations.do_start_job(job_id, worker=task.request.hostname or "worker")
     except operations.JobNotRunnable as exc:
         logger.info("%s", exc)
         return "skipped"
@@ -38,11 +68,45 @@ def run_job(self, job_id: int) -> str:
         operations.do_mark_cancelled(job_id)
         return "cancelled"
     except Exception as exc:
+        if _caused_by(exc, SoftTimeLimitExceeded):
+            logger.warning("job %s: stopped at its soft time limit", job_id)
+            operations.do_fail_job(job_id, time_limit_error(job_id, limit_s=_soft_limit(task)))
+            return "failed"
         logger.exception("job %s failed", job_id)
         operations.do_fail_job(job_id, _error_text(exc))
         return "failed"
     operations.do_finish_job(job_id, result)
     return "succeeded"
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` is ``kind`` or was raised while handling one (a handler may wrap what it caught)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _soft_limit(task) -> float | None:
+    """The soft limit this run got with its message (Celery's ``timelimit`` header: hard, soft)."""
+    limits = getattr(task.request, "timelimit", None) or (None, None)
+    return limits[1]
+
+
+def time_limit_error(job_id: int, *, limit_s: float | None, hard: bool = False) -> str:
+    """What the job's owner reads when a time limit stopped it."""
+    job = Job.objects.filter(pk=job_id).first()
+    kind = job.kind if job else ""
+    label = Job.Kind(kind).label if kind in Job.Kind.values else "The job"
+    if limit_s is None and kind in settings.JOB_TIME_LIMITS:
+        limit_s = settings.JOB_TIME_LIMITS[kind][1 if hard else 0]
+    limit = f" of {describe_seconds(limit_s)}" if limit_s else ""
+    how = "its worker process was killed" if hard else "it was stopped"
+    return (f"{label} ran past its time limit{limit} and {how}; its unfinished output was removed. "
+            f"An administrator can raise the limit for {kind or 'this kind of'} jobs with JOB_TIME_LIMITS.")
 
 
 def _error_text(exc: Exception) -> str:

@@ -1,5 +1,6 @@
 """docker-compose.yml cannot run here (no Docker engine), so its structure is checked."""
 
+import re
 import shutil
 import subprocess
 
@@ -9,6 +10,9 @@ import yaml
 from tests.conftest import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
+APP_SERVICES = ("web", "worker", "gpu-worker", "beat")
+# What the app services share: the database, Redis and the object store, nothing else.
+STATE_SERVICES = {"postgres", "redis", "minio"}
 
 
 @pytest.fixture(scope="module")
@@ -17,18 +21,29 @@ def compose():
 
 
 def test_services(compose):
-    assert set(compose["services"]) == {"postgres", "redis", "web", "worker", "gpu-worker", "beat"}
+    assert set(compose["services"]) == STATE_SERVICES | set(APP_SERVICES)
 
 
 def test_images_and_commands(compose):
     services = compose["services"]
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["redis"]["image"].startswith("redis:")
+    assert "minio/minio:" in services["minio"]["image"] and services["minio"]["command"][:2] == ["server", "/data"]
     assert "gunicorn" in " ".join(services["web"]["command"])
     worker = " ".join(services["worker"]["command"])
     gpu = " ".join(services["gpu-worker"]["command"])
     assert "celery" in worker and "-Q default" in worker
     assert "celery" in gpu and "-Q gpu" in gpu
+    # The gpu queue only, one process: one training at a time on the GPU it reserves.
+    gpu_args = services["gpu-worker"]["command"]
+    assert gpu_args[gpu_args.index("-Q") + 1] == "gpu"
+    assert gpu_args[gpu_args.index("--concurrency") + 1] == "1"
+    assert "ALLOW_CPU_GPU_QUEUE" not in services["gpu-worker"]["environment"]  # it must have CUDA
+    worker_args = services["worker"]["command"]
+    assert "gpu" not in worker_args[worker_args.index("-Q") + 1].split(",")
+    # The web service creates the bucket before it serves (ensure_bucket), after the migrations.
+    web = " ".join(services["web"]["command"])
+    assert web.index("migrate") < web.index("ensure_bucket") < web.index("gunicorn")
     assert "beat" in " ".join(services["beat"]["command"])
     for name in ("web", "worker", "gpu-worker", "beat"):
         assert "build" in services[name] or "image" in services[name]
@@ -40,28 +55,68 @@ def test_gpu_worker_reserves_an_nvidia_device(compose):
 
 
 def test_healthchecks(compose):
-    for name in ("postgres", "redis", "web"):
+    for name in ("postgres", "redis", "minio", "web"):
         assert compose["services"][name]["healthcheck"]["test"], name
 
 
-def test_named_volumes_for_database_and_media(compose):
-    volumes = compose["volumes"]
-    assert {"pgdata", "media"} <= set(volumes)
+def test_only_the_database_redis_and_the_object_store_keep_volumes(compose):
+    """web, worker, gpu-worker and beat share no file system: any of them may run on another host."""
+    assert set(compose["volumes"]) == {"pgdata", "redisdata", "miniodata"}
+    for name, service in compose["services"].items():
+        if name not in STATE_SERVICES:
+            assert not service.get("volumes"), f"{name} mounts {service.get('volumes')}"
+            assert not service.get("volumes_from"), name
     assert any(v.startswith("pgdata:") for v in compose["services"]["postgres"]["volumes"])
-    for name in ("web", "worker", "gpu-worker"):
-        assert any(v.startswith("media:") for v in compose["services"][name]["volumes"]), name
+    assert any(v.startswith("miniodata:/data") for v in compose["services"]["minio"]["volumes"])
+
+
+def _interpolate(text: str, env: dict) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} (enough for this file)."""
+    def value(match):
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise KeyError(f"{name}: {arg}")
+        return arg or ""
+    return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", value, text)
 
 
 def test_environment_wiring(compose):
-    for name in ("web", "worker", "gpu-worker", "beat"):
+    for name in APP_SERVICES:
         env = compose["services"][name]["environment"]
         assert env["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in env["DATABASE_URL"]
         assert env["REDIS_URL"].startswith("redis://redis:6379")
-        assert env["MEDIA_ROOT"]
+        assert env["STORAGE_URL"].startswith("s3://"), name
+        assert "MEDIA_ROOT" not in env  # nothing is kept on the containers' disks
         assert "SECRET_KEY" in env and env["DEBUG"] in ("0", "false", 0, False)
         depends = compose["services"][name]["depends_on"]
-        assert depends["postgres"]["condition"] == "service_healthy"
-        assert depends["redis"]["condition"] == "service_healthy"
+        for state in STATE_SERVICES:
+            assert depends[state]["condition"] == "service_healthy", (name, state)
+    for name in ("worker", "gpu-worker", "beat"):
+        assert compose["services"][name]["depends_on"]["web"]["condition"] == "service_healthy"
+
+
+def test_storage_url_names_the_minio_service_by_a_name_browsers_can_reach(compose):
+    """The app reaches MinIO by MEDIA_HOST (the service's network alias); a browser follows pre-signed
+    links to the same name on the published port 9000, so the signature (it covers the host) holds."""
+    from webapp.core.storage_url import storage_options
+
+    raw = compose["services"]["web"]["environment"]["STORAGE_URL"]
+    with pytest.raises(KeyError, match="MINIO_ROOT_PASSWORD"):
+        _interpolate(raw, {})  # no default password
+    minio = compose["services"]["minio"]
+    for env in ({"MINIO_ROOT_PASSWORD": "s3cretpass"}, {"MINIO_ROOT_PASSWORD": "s3cretpass",
+                                                        "MEDIA_HOST": "media.lab.example", "MINIO_ROOT_USER": "lab"}):
+        options = storage_options(_interpolate(raw, env), {})
+        host = env.get("MEDIA_HOST", "minio.localhost")
+        assert options["endpoint_url"] == f"http://{host}:9000"
+        assert options["access_key"] == _interpolate(minio["environment"]["MINIO_ROOT_USER"], env)
+        assert options["secret_key"] == _interpolate(minio["environment"]["MINIO_ROOT_PASSWORD"], env)
+        assert options["bucket_name"] == "nucleus-media"
+        aliases = [_interpolate(alias, env) for alias in minio["networks"]["default"]["aliases"]]
+        assert host in aliases
+    assert "9000:9000" in minio["ports"]
 
 
 def test_docker_compose_config_passes_where_the_plugin_exists():
@@ -69,5 +124,6 @@ def test_docker_compose_config_passes_where_the_plugin_exists():
     if not docker or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
         pytest.skip("no docker compose plugin on this machine")
     result = subprocess.run([docker, "compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True,
-                            text=True, env={"SECRET_KEY": "x", "PATH": "/usr/bin:/bin"})
+                            text=True, env={"SECRET_KEY": "x", "MINIO_ROOT_PASSWORD": "s3cretpass",
+                                            "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr

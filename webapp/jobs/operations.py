@@ -61,7 +61,11 @@ def _send(job: Job) -> None:
     from workers.tasks import run_job
 
     try:
-        run_job.apply_async(args=[job.pk], queue=job.queue, task_id=job.celery_task_id)
+        # Each kind's own time limits (settings.JOB_TIME_LIMITS): a training may run a day, a diagnostics
+        # job minutes; the soft limit ends the job as failed (workers.tasks.run_job).
+        soft, hard = settings.JOB_TIME_LIMITS[job.kind]
+        run_job.apply_async(args=[job.pk], queue=job.queue, task_id=job.celery_task_id,
+                            soft_time_limit=soft, time_limit=hard)
     except Exception as exc:
         do_fail_job(job.pk, f"could not queue the job: the task queue (Redis) is unreachable ({exc})")
         raise ServiceUnavailable("The task queue (Redis) became unreachable while the job was queued; "
