@@ -22,11 +22,14 @@ def test_media_root(tmp_path_factory):
     from django.conf import settings
 
     media = tmp_path_factory.mktemp("media")
-    previous = settings.MEDIA_ROOT, os.environ.get("MEDIA_ROOT")
+    previous = settings.MEDIA_ROOT, os.environ.get("MEDIA_ROOT"), settings.DATA_DIR
     settings.MEDIA_ROOT = media
     os.environ["MEDIA_ROOT"] = str(media)
+    # Host-local runtime files of this process (the slide tile cache, chunked uploads) stay out of var/ too.
+    settings.DATA_DIR = tmp_path_factory.mktemp("data")
     yield media
     settings.MEDIA_ROOT = previous[0]
+    settings.DATA_DIR = previous[2]
     if previous[1] is None:
         os.environ.pop("MEDIA_ROOT", None)
     else:

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")  # job
 def slides_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
+    settings.DATA_DIR = tmp_path / "data"  # the tile cache: this test's own
     settings.SLIDES_ROOT = (tmp_path / "share").resolve()
     return settings.SLIDES_ROOT
 

@@ -30,7 +30,14 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")  # job
 def media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
+    settings.DATA_DIR = tmp_path / "data"
     return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def uploads(media, settings):
+    """Where chunked uploads assemble: on the web host's own disk, not in the media storage."""
+    return settings.DATA_DIR / "uploads" / "slides"
 
 
 @pytest.fixture
@@ -59,7 +66,7 @@ def upload_whole(client, project, path: Path, chunk: int) -> str:
     return created["id"]
 
 
-def test_chunks_in_order_give_the_file_byte_for_byte(api_client_for, owner, project, media):
+def test_chunks_in_order_give_the_file_byte_for_byte(api_client_for, owner, project, media, uploads):
     client = api_client_for(owner)
     payload = os.urandom(11 * 1024**2 + 123)  # over DATA_UPLOAD_MAX_MEMORY_SIZE: the body is streamed
     response = start(client, project, "case 7.svs", len(payload))
@@ -78,8 +85,8 @@ def test_chunks_in_order_give_the_file_byte_for_byte(api_client_for, owner, proj
     state = client.get(created["url"]).json()
     assert state == {**state, "offset": len(payload), "size": len(payload), "complete": True,
                      "filename": "case 7.svs"}
-    stored = media / "staging" / "slide-uploads" / created["id"]
-    assert (stored / "data").read_bytes() == payload
+    stored = uploads / created["id"]
+    assert (stored / "data").read_bytes() == payload and not any(media.iterdir())
     assert json.loads((stored / "upload.json").read_text())["user_id"] == owner.pk
 
 
@@ -96,7 +103,7 @@ def test_a_chunk_out_of_place_is_refused_with_the_offset_to_resume_from(api_clie
     assert client.get(created["url"]).json()["offset"] == 1000
 
 
-def test_a_failed_chunk_leaves_nothing_and_the_upload_resumes(api_client_for, owner, project, media):
+def test_a_failed_chunk_leaves_nothing_and_the_upload_resumes(api_client_for, owner, project, uploads):
     client = api_client_for(owner)
     payload = os.urandom(5000)
     created = start(client, project, "b.tiff", len(payload)).json()
@@ -122,21 +129,20 @@ def test_a_failed_chunk_leaves_nothing_and_the_upload_resumes(api_client_for, ow
     state = client.get(created["url"]).json()
     assert (state["offset"], state["complete"]) == (2000, False)
     assert put(client, created["url"], payload[2000:], state["offset"], len(payload)).json()["complete"] is True
-    assert (media / "staging" / "slide-uploads" / created["id"] / "data").read_bytes() == payload
+    assert (uploads / created["id"] / "data").read_bytes() == payload
 
 
 @pytest.mark.parametrize("filename, size, field, words", [
     ("huge.svs", 2048, "size", "SLIDE_UPLOAD_MAX_BYTES"),
     ("notes.txt", 10, "filename", "'notes.txt' is neither a slide"),
 ])
-def test_too_large_or_not_a_slide_file_is_refused(api_client_for, owner, project, settings, filename, size, field,
-                                                  words):
+def test_too_large_or_not_a_slide_file_is_refused(api_client_for, owner, project, uploads, settings, filename, size,
+                                                  field, words):
     settings.SLIDE_UPLOAD_MAX_BYTES = 1024
     response = start(api_client_for(owner), project, filename, size)
     detail = response.json()["detail"]
     assert response.status_code == 400 and detail.startswith(f"{field}:") and words in detail, detail
-    assert not (Path(settings.MEDIA_ROOT) / "staging" / "slide-uploads").exists() or not any(
-        (Path(settings.MEDIA_ROOT) / "staging" / "slide-uploads").iterdir())
+    assert not uploads.exists() or not any(uploads.iterdir())
 
 
 def test_a_chunk_over_64_mib_or_a_wrong_total_is_refused(api_client_for, owner, project):
@@ -167,7 +173,7 @@ def test_only_the_user_who_started_an_upload_may_use_it(api_client_for, owner, m
     assert api_client_for(owner).get(created["url"]).status_code == 404
 
 
-def test_a_slide_registered_with_two_uploads_is_imported(api_client_for, owner, project, tmp_path, media):
+def test_a_slide_registered_with_two_uploads_is_imported(api_client_for, owner, project, tmp_path, media, uploads):
     from workers.tasks import run_job
 
     fixture = build_fixture_slide(tmp_path / "local")
@@ -179,8 +185,7 @@ def test_a_slide_registered_with_two_uploads_is_imported(api_client_for, owner, 
         "label_set": "qupath"}, format="json")
     assert response.status_code == 202, response.content
     # Moved, not copied: the uploads are gone, their files are the job's.
-    assert not (media / "staging" / "slide-uploads" / slide_id).exists()
-    assert not (media / "staging" / "slide-uploads" / detections_id).exists()
+    assert not (uploads / slide_id).exists() and not (uploads / detections_id).exists()
     run_job(response.json()["id"])
     job = Job.objects.get(pk=response.json()["id"])
     assert job.state == "succeeded", job.error
@@ -233,18 +238,18 @@ def test_a_refused_registration_gives_the_uploads_back(api_client_for, owner, pr
         assert client.get(f"/api/projects/{project.pk}/slide-uploads/{upload_id}/").json()["complete"] is True
 
 
-def test_the_sweep_removes_abandoned_uploads_only(api_client_for, owner, project, media):
+def test_the_sweep_removes_abandoned_uploads_only(api_client_for, owner, project, uploads):
     client = api_client_for(owner)
     old = start(client, project, "old.svs", 10).json()
     recent = start(client, project, "recent.svs", 10).json()
     put(client, recent["url"], b"01234", 0, 10)
     stamp = time.time() - slide_uploads.MAX_AGE.total_seconds() - 60
-    root = media / "staging" / "slide-uploads"
+    root = uploads
     for path in [root, root / old["id"], *(root / old["id"]).iterdir()]:
         os.utime(path, (stamp, stamp))
     # The recent one's folder is old too: its data file, written a moment ago, says it is in progress.
     os.utime(root / recent["id"], (stamp, stamp))
     removed = sweep_orphans()
-    assert f"staging/slide-uploads/{old['id']}" in removed
+    assert f"uploads/slides/{old['id']}" in removed
     assert not (root / old["id"]).exists() and (root / recent["id"] / "data").read_bytes() == b"01234"
     assert client.get(old["url"]).status_code == 404 and client.get(recent["url"]).json()["offset"] == 5

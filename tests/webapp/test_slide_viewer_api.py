@@ -25,6 +25,7 @@ pytestmark = pytest.mark.django_db
 def world(owner, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
+    settings.DATA_DIR = tmp_path / "data"  # the tile cache: this test's own
     slides.forget_open_slides()
     return build_slide_world(owner)
 
@@ -67,7 +68,7 @@ def test_a_tile_is_the_slide_region_it_covers(world, api, settings):
     assert "private" in response["Cache-Control"] and "max-age" in response["Cache-Control"]
 
     # Cached as a file; the second answer is the same bytes, and a known ETag answers 304.
-    cached = list((Path(settings.MEDIA_ROOT) / slides.TILE_CACHE_DIR / str(world.image.pk)).rglob("1_1.jpeg"))
+    cached = list((Path(settings.DATA_DIR) / slides.TILE_CACHE_DIR / str(world.image.pk)).rglob("1_1.jpeg"))
     assert len(cached) == 1 and cached[0].read_bytes() == response.content
     again = api.get(f"/api/images/{world.image.pk}/slide_files/{top}/1_1.jpeg")
     assert again.content == response.content and again["ETag"] == response["ETag"]

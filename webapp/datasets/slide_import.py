@@ -9,6 +9,11 @@ transaction, a folder of the job's own (the preview PNG, an uploaded slide), rem
 A slide comes either from a path under ``settings.SLIDES_ROOT`` (a mounted share: nothing is copied, the
 Image row names it with ``slide_root = "slides"``), or as an upload, kept in the dataset's folder
 (``slide_root = "media"``). Its detections come the same two ways.
+
+Media files go through :mod:`webapp.core.media`: the request stages the uploads in ``staging/<id>`` of the
+work root and publishes that folder before the job is queued (the worker may be on another host); the job
+reads it back with :func:`media.local_folder`, writes the dataset's folder in its work root and publishes it
+before the rows commit, and deletes it (files and objects) when the import fails.
 """
 
 from __future__ import annotations
@@ -27,13 +32,13 @@ from PIL import Image as PILImage
 
 from mlcore.slides import SLIDE_SUFFIXES, SlideError, open_slide
 from mlcore.types import DataError
-from webapp.core import audit
+from webapp.core import audit, media
 from webapp.jobs import operations as job_operations
 from webapp.jobs import sweep
 from webapp.jobs.models import Job
 
 from . import bulk
-from .importing import ImportRejected, _Writer, create_label_set, media_relative, resolve_label_set
+from .importing import ImportRejected, _Writer, create_label_set, resolve_label_set
 from .slides import slide_checksum
 from .models import CurrentLabel, Dataset, Image, Label, LabelSet, LabelSource, Nucleus
 
@@ -140,14 +145,13 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
                              f"{uploaded / 1e6:.1f} MB, over the limit of {settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB "
                              "(MAX_UPLOAD_BYTES); register a slide that large by its path under SLIDES_ROOT")
     refuse_while_deleting(project, "A slide import")
-    staging = None
+    staging = staging_name = None
     moved: list[tuple[Path, Path]] = []  # (chunked upload's data, where it went): put back on a refusal
     if any(f is not None for f in (slide_upload, detections_upload, chunked_slide, chunked_detections)):
-        from .uploads import staging_root
-
-        staging = staging_root() / uuid.uuid4().hex
+        staging_name = f"staging/{uuid.uuid4().hex}"
+        staging = media.work_path(staging_name)
         staging.mkdir(parents=True)
-        params["staging"] = str(staging.relative_to(settings.MEDIA_ROOT))
+        params["staging"] = staging_name
     try:
         if slide_upload is not None:
             slide_name = _upload_name(slide_upload, "slide.tiff")
@@ -171,17 +175,23 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
             moved.append((chunked_detections.data, staging / stored))
             shutil.move(str(chunked_detections.data), staging / stored)
             params.update(detections_upload=stored, detections_name=chunked_detections.filename)
+        if staging_name is not None:
+            media.publish(staging_name)  # in the storage before the job that reads it exists
         job = job_operations.do_enqueue_job(Job.Kind.IMPORT, actor=actor, project=project, params=params)
     except BaseException:
         for source, target in moved:  # the user's uploads stay usable for the next try
             if target.exists() and not source.exists():
                 shutil.move(str(target), source)
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        if staging_name is not None:
+            media.delete(staging_name)
         raise
     for upload in (chunked_slide, chunked_detections):
         if upload is not None:
             shutil.rmtree(upload.folder, ignore_errors=True)  # used: its data is the job's now
+    if staging_name is not None and media.is_remote():
+        # The worker reads the staged files from the storage and deletes them there; this host's copy
+        # would only be left behind (gigabytes for a slide).
+        shutil.rmtree(staging, ignore_errors=True)
     return job
 
 
@@ -191,20 +201,26 @@ def run_slide_import_job(job: Job, progress: Progress, log: Callable[[str], None
     """The import job of a slide (an IMPORT job whose params have ``slide``): the staged uploads are
     removed whatever happens; a retried job starts afresh."""
     params = job.params
-    staging = Path(settings.MEDIA_ROOT) / params["staging"] if params.get("staging") else None
-    committed = Dataset.objects.filter(project_id=job.project_id, storage_dir=sweep.import_folder(job)).first()
+    staging_name = params.get("staging")
+    folder_name = sweep.import_folder(job)
+    committed = Dataset.objects.filter(project_id=job.project_id, storage_dir=folder_name).first()
     if committed is not None:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        if staging_name:
+            media.delete(staging_name)
         return _result(committed)
-    folder = Path(settings.MEDIA_ROOT) / sweep.import_folder(job)
+    folder = media.work_path(folder_name)
+    staging = media.work_path(staging_name) if staging_name else None
     if params.get("slide_upload"):
         # A killed attempt may have moved the uploaded slide into the folder about to be cleared: back it goes.
         staged, moved = staging / params["slide_upload"], folder / params["slide_upload"]
         if not staged.exists() and moved.is_file():
+            staged.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(moved), staged)
     sweep.remove_job_paths(job, inputs=False)
+    media.delete(folder_name)  # what a killed attempt wrote or published (no Dataset row names it: see above)
     try:
+        if staging_name:
+            staging = media.local_folder(staging_name)  # remote: downloaded from the storage
         if params.get("slide_upload"):
             slide_source, slide_root = staging / params["slide_upload"], "media"
         else:
@@ -219,8 +235,8 @@ def run_slide_import_job(job: Job, progress: Progress, log: Callable[[str], None
                                actor=job.created_by, provenance=params.get("provenance", ""), folder=folder,
                                progress=progress, log=log)
     finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        if staging_name:
+            media.delete(staging_name)
     return _result(dataset)
 
 
@@ -240,21 +256,23 @@ def import_slide(project, *, name: str, slide_source: Path, slide_root: str, sli
     """Store a slide and its detections as a dataset of one image, whole or not at all.
 
     ``slide_root`` "slides": ``slide_source`` stays where it is (under SLIDES_ROOT); "media": it is an
-    uploaded file, moved into ``folder``. Errors name ``slide_name`` and ``detections_name`` (the user's
-    names), never a server path."""
+    uploaded file, moved into ``folder`` (a new folder of the media work root). The folder is published to
+    the media storage before the rows commit, and deleted from it on any failure. Errors name ``slide_name``
+    and ``detections_name`` (the user's names), never a server path."""
     from mlcore.slide_nuclei import geojson_class_names
 
     progress = progress or (lambda percent, message: None)
     log = log or (lambda line: None)
     if Dataset.objects.filter(project=project, name=name).exists():
         raise ImportRejected(f"name: project {project.name!r} already has a dataset named {name!r}")
-    folder = folder or Path(settings.MEDIA_ROOT) / "projects" / str(project.pk) / "datasets" / uuid.uuid4().hex
+    folder = folder or media.work_path(f"projects/{project.pk}/datasets/{uuid.uuid4().hex}")
+    folder_name = media.name_of(folder)
     folder.mkdir(parents=True)
     try:
         if slide_root == "media":
             stored_slide = folder / f"slide{slide_source.suffix.lower()}"
             shutil.move(str(slide_source), stored_slide)
-            slide_file = media_relative(stored_slide)
+            slide_file = media.name_of(stored_slide)
         else:
             stored_slide = slide_source
             slide_file = str(slide_source.relative_to(Path(settings.SLIDES_ROOT).resolve()))
@@ -275,6 +293,7 @@ def import_slide(project, *, name: str, slide_source: Path, slide_root: str, sli
             class_names = []  # an instance mask gives outlines only: its nuclei are unlabelled
         else:
             class_names = geojson_class_names(detections, detections_name)
+        media.publish(folder_name)  # the files are in the storage before any row names them
         with transaction.atomic():
             dataset = _import_rows(project, name=name, slide_name=slide_name, info=info, checksum=checksum,
                                    slide_file=slide_file, slide_root=slide_root, folder=folder,
@@ -283,10 +302,10 @@ def import_slide(project, *, name: str, slide_source: Path, slide_root: str, sli
                                    provenance=provenance, progress=progress, log=log)
             bulk.analyze_after_commit(Image, Nucleus, Label, CurrentLabel)
     except SlideError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
+        media.delete(folder_name)
         raise DataError(None, str(exc)) from None
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        media.delete(folder_name)
         raise
     return dataset
 
@@ -334,10 +353,10 @@ def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide
     class_index = {class_name: i for i, class_name in enumerate(label_set.class_names)} if label_set else {}
     dataset = Dataset.objects.create(project=project, name=name, label_set=label_set, format=Dataset.Format.SLIDE,
                                      provenance=provenance or f"slide {slide_name} with detections {detections_name}",
-                                     uploaded_by=actor, storage_dir=media_relative(folder))
+                                     uploaded_by=actor, storage_dir=media.name_of(folder))
     image = Image.objects.create(
         project=project, dataset=dataset, name=Path(slide_name).stem[:255] or "slide",
-        file=media_relative(folder / "preview.png"), mask_file="", thumbnail_file=media_relative(folder / "thumbnail.png"),
+        file=media.name_of(folder / "preview.png"), mask_file="", thumbnail_file=media.name_of(folder / "thumbnail.png"),
         width=info.width, height=info.height, checksum=checksum, group=slide_name[:255], slide_file=slide_file,
         slide_root=slide_root, mpp=info.mpp)
     copy = bulk.uses_copy()

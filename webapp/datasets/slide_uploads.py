@@ -5,11 +5,14 @@ nothing. Here a file is sent as a sequence of ``PUT``s of raw bytes, each saying
 (``Content-Range: bytes START-END/TOTAL``); a chunk is appended only where the file ends now, so a client
 that lost its connection asks how far the server got (``GET``) and carries on from there.
 
-No database row: an upload is a folder ``MEDIA_ROOT/staging/slide-uploads/<id>`` holding ``data`` (the
-bytes received so far, so its size is the offset) and ``upload.json`` (project, user, file name, size).
-Registering a slide with a complete upload moves ``data`` into the import's staging folder
-(:func:`claim_upload`, called by :func:`webapp.datasets.slide_import.do_register_slide`). What is abandoned
-is removed by the sweep (:func:`webapp.jobs.sweep.sweep_orphans`) once untouched for :data:`MAX_AGE`.
+No database row: an upload is a folder ``DATA_DIR/uploads/slides/<id>`` holding ``data`` (the bytes received
+so far, so its size is the offset) and ``upload.json`` (project, user, file name, size). The folder is on the
+web host's own disk, not in the media storage: an object cannot be appended to, and a chunk is appended. (So
+with several web hosts, the chunks of one upload must reach the same host: route uploads stickily.)
+Registering a slide with a complete upload moves ``data`` into the import's staging folder, which is then
+published to the media storage (:func:`claim_upload`, called by
+:func:`webapp.datasets.slide_import.do_register_slide`). What is abandoned is removed by the sweep
+(:func:`webapp.jobs.sweep.sweep_orphans`, through :func:`sweep_abandoned`) once untouched for :data:`MAX_AGE`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from webapp.core import audit
 
 from .importing import ImportRejected
 
-FOLDER = "slide-uploads"  # under the staging root
+FOLDER = "uploads/slides"  # under DATA_DIR: host-local, never in the media storage
 MAX_CHUNK_BYTES = 64 * 1024**2
 BLOCK_BYTES = 1024**2  # a chunk is read from the request and written this much at a time
 MAX_AGE = timedelta(days=1)  # an upload untouched this long is abandoned: the sweep removes it
@@ -82,9 +85,7 @@ class SlideUpload:
 
 
 def uploads_root() -> Path:
-    from .uploads import staging_root
-
-    return staging_root() / FOLDER
+    return Path(settings.DATA_DIR) / FOLDER
 
 
 def _client_name(filename: str) -> str:
@@ -226,7 +227,7 @@ def claim_upload(project, actor, upload_id: str, field: str, kind: str) -> Slide
 
 def sweep_abandoned(now: float | None = None) -> list[str]:
     """Remove the uploads untouched for :data:`MAX_AGE` (their newest file tells); returns their paths
-    relative to MEDIA_ROOT. An upload in progress is touched by every chunk, so only abandoned ones go."""
+    relative to DATA_DIR. An upload in progress is touched by every chunk, so only abandoned ones go."""
     root = uploads_root()
     if not root.is_dir():
         return []
@@ -242,5 +243,5 @@ def sweep_abandoned(now: float | None = None) -> list[str]:
                 shutil.rmtree(folder, ignore_errors=True)
             else:
                 folder.unlink(missing_ok=True)
-            removed.append(folder.relative_to(settings.MEDIA_ROOT).as_posix())
+            removed.append(folder.relative_to(settings.DATA_DIR).as_posix())
     return removed

@@ -2,13 +2,16 @@
 
 The registration and import of a slide with its detections are in :mod:`webapp.datasets.slide_import`.
 
-- :func:`slide_path` resolves an Image's ``slide_file`` under its root (``media`` = MEDIA_ROOT, ``slides`` =
-  SLIDES_ROOT) and refuses anything that would leave that root (``..``, absolute paths, symbolic links
-  pointing out). Every reader of a slide (the viewer's tiles, imports, inference) goes through it.
+- :func:`slide_path` resolves an Image's ``slide_file`` under its root and refuses anything that would leave
+  that root (``..``, absolute paths, symbolic links pointing out). Every reader of a slide (the viewer's
+  tiles, imports, inference) goes through it. ``slides``: a path under SLIDES_ROOT, a share mounted on every
+  host that reads slides. ``media``: an uploaded slide, a media name (:mod:`webapp.core.media`); OpenSlide
+  needs a local file, so with ``STORAGE_URL`` set this host's mirror downloads it on first use.
 - :func:`deep_zoom` keeps one ``openslide.deepzoom.DeepZoomGenerator`` per slide file open per process, in
   a small LRU, so that a tile does not reopen the slide (opening an SVS parses its whole TIFF directory).
-- :class:`TileCache` keeps encoded tiles as files under ``MEDIA_ROOT/cache/slide-tiles`` with a size cap,
-  shared by every web process, so a tile seen once answers from a file read.
+- :class:`TileCache` keeps encoded tiles as files under ``DATA_DIR/cache/slide-tiles`` with a size cap,
+  shared by every web process of a host, so a tile seen once answers from a file read. It is derived from
+  the slide and local to each host: never in the media storage.
 
 OpenSlide handles are thread-safe for reads (OpenSlide's documentation), and the generator's
 arithmetic holds no state between calls; the LRU itself is guarded by a lock. An evicted handle is not
@@ -30,6 +33,7 @@ from pathlib import Path
 from django.conf import settings
 
 from mlcore.slides import SlideError, open_slide
+from webapp.core import media
 
 # Deep Zoom as OpenSeadragon and DSA serve it: 254-pixel tiles plus one pixel of overlap on each inner
 # side (256 on the wire), only the slide's non-empty bounds where the scanner records them.
@@ -39,7 +43,7 @@ LIMIT_BOUNDS = True
 TILE_FORMAT = "jpeg"
 JPEG_QUALITY = 80
 OPEN_SLIDES = 8  # DeepZoomGenerators kept open per process (a few file handles and OpenSlide caches each)
-TILE_CACHE_DIR = "cache/slide-tiles"
+TILE_CACHE_DIR = "cache/slide-tiles"  # under DATA_DIR: a per-host cache, not media
 CHECKSUM_SPAN = 1 << 20  # a slide's checksum reads its first and last MiB (and its size), not gigabytes
 
 
@@ -48,9 +52,10 @@ class SlidePathError(SlideError):
 
 
 def slide_root_dir(root: str) -> Path:
-    """The folder a ``slide_root`` value stands for; SlidePathError when it is unknown or not configured."""
+    """The local folder a ``slide_root`` value stands for (``media``: this process's media work root, MEDIA_ROOT
+    or the mirror); SlidePathError when it is unknown or not configured."""
     if root == "media":
-        return Path(settings.MEDIA_ROOT).resolve()
+        return media.root().resolve()
     if root == "slides":
         if not getattr(settings, "SLIDES_ROOT", None):
             raise SlidePathError("this server has no SLIDES_ROOT: slides registered by path cannot be read")
@@ -65,7 +70,16 @@ def resolve_slide_file(root: str, relative: str, display_name: str = "") -> Path
     base = slide_root_dir(root)
     if not relative or Path(relative).is_absolute() or "\x00" in relative:
         raise SlidePathError(f"{name}: a slide is named by a path relative to its root")
-    path = (base / relative).resolve()
+    if root == "media":
+        try:
+            local = media.local_path(media.clean_name(relative))  # remote: downloaded on first use
+        except media.MediaNameError:
+            raise SlidePathError(f"{name}: the path leads outside the slides folder") from None
+        except FileNotFoundError:
+            raise SlidePathError(f"{name}: the slide file is missing") from None
+    else:
+        local = base / relative
+    path = local.resolve()
     if not path.is_relative_to(base):
         raise SlidePathError(f"{name}: the path leads outside the slides folder")
     if not path.is_file():
@@ -189,7 +203,7 @@ def render_tile(generator, level: int, col: int, row: int) -> bytes:
 # ------------------------------------------------------------------------------------------ tile cache
 
 class TileCache:
-    """Encoded tiles as files: ``<MEDIA_ROOT>/cache/slide-tiles/<image id>/<slide version>/<level>/<col>_<row>.jpeg``.
+    """Encoded tiles as files: ``<DATA_DIR>/cache/slide-tiles/<image id>/<slide version>/<level>/<col>_<row>.jpeg``.
 
     Written to a temporary name and renamed, so a reader never sees half a tile. Every ``PRUNE_EVERY``
     writes of a process, the folder's size is summed and the least recently written tiles are removed
@@ -205,7 +219,7 @@ class TileCache:
 
     @property
     def root(self) -> Path:
-        return Path(settings.MEDIA_ROOT) / TILE_CACHE_DIR
+        return Path(settings.DATA_DIR) / TILE_CACHE_DIR
 
     @property
     def limit(self) -> int:
@@ -270,8 +284,8 @@ tile_cache = TileCache()
 
 
 def remove_cached_tiles(image_id: int) -> None:
-    """Remove an image's cached tiles (when the image or its dataset is deleted; otherwise they would
-    only age out under the size cap)."""
+    """Remove an image's cached tiles on this host (when the image or its dataset is deleted; on other web
+    hosts, and otherwise, they age out under the size cap: an image id is never reused)."""
     import shutil
 
     shutil.rmtree(tile_cache.root / str(int(image_id)), ignore_errors=True)

@@ -16,11 +16,8 @@ when it runs, since a job may have been queued in between.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
-from django.conf import settings
 from django.db.models import Sum
 
 from webapp.core.api_errors import Conflict
@@ -123,13 +120,15 @@ def nucleus_total(datasets) -> int:
 
 
 def remove_media(relative: str) -> None:
-    """Remove a folder under MEDIA_ROOT (never MEDIA_ROOT itself or anything outside it)."""
-    if not relative:
+    """Remove a media folder: its files here and, with STORAGE_URL, its objects (never the whole media
+    tree, nor anything outside it)."""
+    from webapp.core import media
+
+    try:
+        name = media.clean_name(relative or "")
+    except media.MediaNameError:
         return
-    media = Path(settings.MEDIA_ROOT).resolve()
-    folder = (media / relative).resolve()
-    if folder != media and folder.is_relative_to(media):
-        shutil.rmtree(folder, ignore_errors=True)
+    media.delete(name)
 
 
 def project_media(project_id: int) -> str:
