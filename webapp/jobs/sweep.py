@@ -5,8 +5,9 @@ process was killed (SIGKILL, out of memory, a lost machine) runs no clean-up cod
 writing stays behind. These are found by what the database refers to, never by guessing:
 
 - ``staging/<id>``: an upload waiting for its import; kept while a queued or running import names it;
-- ``staging/slide-uploads/<id>``: a chunked slide upload (webapp.datasets.slide_uploads); kept until
-  untouched for a day (``slide_uploads.MAX_AGE``), so that an interrupted upload can be resumed;
+- ``DATA_DIR/uploads/slides/<id>`` (host-local, not media): a chunked slide upload
+  (webapp.datasets.slide_uploads); kept until untouched for a day (``slide_uploads.MAX_AGE``), so that an
+  interrupted upload can be resumed;
 - ``projects/<p>/datasets/<id>``: an imported dataset's files; kept while a Dataset row names it, or while
   an import of that project is running (its rows are not committed yet);
 - ``projects/<p>/inference/<id>``: an inference's inputs and outputs; kept while a job that did not fail
@@ -122,8 +123,7 @@ def sweep_orphans(now: float | None = None) -> list[str]:
 
     unfinished_imports = Job.objects.filter(kind=Job.Kind.IMPORT, state__in=UNFINISHED)
     staged = {job.params.get("staging") for job in unfinished_imports.only("params")}
-    uploads = slide_uploads.uploads_root().relative_to(media).as_posix()
-    sweep(_children(media / "staging"), lambda relative, folder: relative in staged or relative == uploads)
+    sweep(_children(media / "staging"), lambda relative, folder: relative in staged)
     # Chunked slide uploads (a folder each) live longer than GRACE: a user may resume one the next morning.
     removed += slide_uploads.sweep_abandoned(now)
 
