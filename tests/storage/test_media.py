@@ -111,3 +111,12 @@ def test_health_reports_the_bucket_and_a_store_that_is_down(remote_media, settin
     assert response.status_code == 503
     assert response.json()["storage"] == {"ok": False, "kind": "s3", "error": "unreachable"}
     cache.delete(STORAGE_KEY)
+
+
+def test_an_inline_file_is_streamed_from_this_origin_not_redirected(remote_media, settings, tmp_path):
+    media.work_path("out/overlay.png").parent.mkdir(parents=True, exist_ok=True)
+    media.work_path("out/overlay.png").write_bytes(b"\x89PNG...")
+    media.publish("out/overlay.png")
+    settings.MEDIA_MIRROR = tmp_path / "other-web-host"
+    response = media.download_response("out/overlay.png", as_attachment=False, content_type="image/png")
+    assert response.status_code == 200 and b"".join(response.streaming_content) == b"\x89PNG..."

@@ -187,12 +187,15 @@ def download_response(name: str, *, filename: str | None = None, as_attachment: 
                       content_type: str | None = None) -> HttpResponse:
     """The file ``name`` for a browser or a script, after the caller checked who may have it.
 
-    Local: streamed from disk. Remote: a redirect to a pre-signed URL that lapses after
-    ``MEDIA_URL_EXPIRY_S`` seconds (minutes at most), naming the file for the download."""
+    Local: streamed from disk. Remote: an attachment is a redirect to a pre-signed URL that lapses after
+    ``MEDIA_URL_EXPIRY_S`` seconds (minutes at most), naming the file for the download; an inline file is
+    streamed from this process's mirror."""
     name = clean_name(name)
     filename = filename or PurePosixPath(name).name
-    if not is_remote():
-        return FileResponse(open(work_path(name), "rb"), as_attachment=as_attachment, filename=filename,
+    if not is_remote() or not as_attachment:
+        # Inline files (an overlay PNG in a page) come from this origin, through the mirror: the page's CSP
+        # allows images from 'self' only, and a redirect to the store would be blocked.
+        return FileResponse(open(local_path(name), "rb"), as_attachment=as_attachment, filename=filename,
                             content_type=content_type)
     disposition = "attachment" if as_attachment else "inline"
     parameters = {"ResponseContentDisposition": f"{disposition}; filename*=UTF-8''{quote(filename)}"}
