@@ -10,10 +10,8 @@ from __future__ import annotations
 import io
 import json
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef
 from django.http import HttpResponse
@@ -27,9 +25,9 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
+from webapp.core import media
 from webapp.core.api_errors import Conflict
 from webapp.core.policy import project_role
-from webapp.datasets.importing import load_rgb
 from webapp.datasets.models import CurrentLabel, Image, Label, LabelSet, Nucleus
 from webapp.datasets.operations import StaleLabel
 from webapp.projects.models import Project
@@ -560,9 +558,11 @@ MAX_CROP_SIDE = 2048
 
 
 @lru_cache(maxsize=4)
-def _pixels(full_path: str, mtime_ns: int, relative: str) -> np.ndarray:
-    """The decoded pixels of an image file, kept for a few images (crops of one tile come in runs)."""
-    return load_rgb(Image(file=relative))
+def _pixels(full_path: str, mtime_ns: int) -> np.ndarray:
+    """The decoded pixels of an image file (a local copy: webapp.core.media.local_path), as
+    webapp.datasets.importing.load_rgb decodes them, kept for a few images (crops of one tile come in runs)."""
+    with PILImage.open(full_path) as source:
+        return np.asarray(source.convert("RGB"))
 
 
 def _slide_region(image: Image, x0: int, y0: int, x1: int, y1: int, out_w: int, out_h: int) -> np.ndarray:
@@ -616,9 +616,9 @@ def image_region(request, image_id: int):
     if image.is_slide:
         crop = PILImage.fromarray(_slide_region(image, x0, y0, x1, y1, out_w, out_h))
     else:
-        path = Path(settings.MEDIA_ROOT) / image.file
         try:
-            pixels = _pixels(str(path), path.stat().st_mtime_ns, image.file)
+            path = media.local_path(image.file)
+            pixels = _pixels(str(path), path.stat().st_mtime_ns)
         except FileNotFoundError:
             raise NotFound("The file of this image is missing.") from None
         crop = PILImage.fromarray(np.ascontiguousarray(pixels[y0:y1, x0:x1]))

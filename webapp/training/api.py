@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import mimetypes
 import re
 import shutil
 import uuid
 from pathlib import Path
 
-from django.conf import settings
-from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -19,6 +18,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from mlcore.types import file_part
+from webapp.core import media
 from webapp.core.filenames import safe_file_name
 from webapp.core.policy import project_role
 from webapp.jobs import operations as job_operations
@@ -103,12 +103,11 @@ def activate(request, project_id: int, number: int):
 def checkpoint(request, project_id: int, number: int):
     project = get_project_for(request.user, project_id, project_role(request))
     version = get_object_or_404(ModelVersion, project=project, number=number)
-    path = Path(settings.MEDIA_ROOT) / version.checkpoint_file
-    if not path.is_file():
+    if not media.exists(version.checkpoint_file):
         raise NotFound(f"the checkpoint file of version {number} is missing on the server; "
                        "train again or activate another version")
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{safe_file_name(project.name, 'model')}-v{number}.pt",
-                        content_type="application/octet-stream")  # not guessed from ".pt"
+    return media.download_response(version.checkpoint_file, filename=f"{safe_file_name(project.name, 'model')}-v{number}.pt",
+                                   content_type="application/octet-stream")  # not guessed from ".pt"
 
 
 @extend_schema(request=RetrainPolicySerializer, responses=RetrainPolicySerializer)
@@ -140,17 +139,21 @@ def infer(request, project_id: int):
         raise NotFound("The project has no trained model yet: train one first.")
     upload = InferRequestSerializer(data=request.data)
     upload.is_valid(raise_exception=True)
-    folder = Path(settings.MEDIA_ROOT) / "projects" / str(project.pk) / "inference" / uuid.uuid4().hex
+    name = f"projects/{project.pk}/inference/{uuid.uuid4().hex}"
+    folder = media.work_path(name)
     folder.mkdir(parents=True)
     try:
-        job = _stage_and_enqueue_inference(request, project, version, upload, folder)
+        job = _stage_and_enqueue_inference(request, project, version, upload, name)
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)  # refused (Redis down, a bad file): nothing is kept
+        media.delete(name)  # refused (Redis down, a bad file): nothing is kept, here or in the storage
         raise
+    if media.is_remote():
+        shutil.rmtree(folder, ignore_errors=True)  # the worker reads the upload from the storage
     return _accepted(job, request)
 
 
-def _stage_and_enqueue_inference(request, project, version, upload, folder: Path) -> Job:
+def _stage_and_enqueue_inference(request, project, version, upload, name: str) -> Job:
+    folder = media.work_path(name)
     names = {}
     # The user's file names become our file names only where they are plain ones (no separator, "..",
     # control character, or over 64 characters): no name can break a path.
@@ -165,8 +168,9 @@ def _stage_and_enqueue_inference(request, project, version, upload, folder: Path
         with open(folder / names[field], "wb") as sink:
             for chunk in uploaded.chunks():
                 sink.write(chunk)
+    media.publish(name)  # in the storage before the job that reads it is queued
     return job_operations.do_enqueue_job(Job.Kind.INFER, actor=request.user, project=project, params={
-        "model_version": version.pk, "folder": str(folder.relative_to(settings.MEDIA_ROOT)), **names})
+        "model_version": version.pk, "folder": name, **names})
 
 
 @extend_schema(responses={(200, "application/octet-stream"): bytes, (200, "image/png"): bytes,
@@ -177,6 +181,8 @@ def job_file(request, job_id: int, name: str):
     job = job_for(request.user, job_id)
     for relative in job.result.get("files", []):
         if Path(relative).name == name:
-            return FileResponse(open(Path(settings.MEDIA_ROOT) / relative, "rb"), as_attachment=not name.endswith(".png"),
-                                filename=name)
+            if not media.exists(relative):
+                raise NotFound(f"the file {name!r} of job {job_id} is gone from the server")
+            return media.download_response(relative, as_attachment=not name.endswith(".png"), filename=name,
+                                           content_type=mimetypes.guess_type(name)[0])
     raise NotFound(f"job {job_id} wrote no file named {name!r}")

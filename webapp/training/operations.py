@@ -7,12 +7,11 @@ import os
 import shutil
 from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from webapp.core import audit
+from webapp.core import audit, media
 from webapp.core.api_errors import Conflict
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job
@@ -64,7 +63,7 @@ def resume_point(job: Job, project: Project | None = None) -> dict:
     if not point:
         raise NotResumable(f"job {job.pk} finished no stage before it stopped (or a later training made its "
                            "checkpoint obsolete): start a new training")
-    if not (Path(settings.MEDIA_ROOT) / point["checkpoint"]).is_file():
+    if not media.exists(point["checkpoint"]):
         raise NotResumable(f"the checkpoint of job {job.pk}'s stage {point['stage']} is gone: start a new training")
     return point
 
@@ -106,11 +105,12 @@ def do_keep_stage_checkpoint(job: Job, *, stage: str, checkpoint: Path, point: d
     name it in the job's result, so that the job, if it is cancelled or fails later, can be resumed from it.
     Replaces the job's earlier resume point (its file too)."""
     relative = resume_checkpoint(job, stage)
-    target = Path(settings.MEDIA_ROOT) / relative
+    target = media.work_path(relative)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.copyfile(checkpoint, tmp)
     os.replace(tmp, target)
+    media.publish(relative)  # in the storage before the job's result names it
     point = {**point, "stage": stage, "checkpoint": relative}
     with transaction.atomic():
         row = Job.objects.select_for_update().get(pk=job.pk)
@@ -118,8 +118,9 @@ def do_keep_stage_checkpoint(job: Job, *, stage: str, checkpoint: Path, point: d
         row.result = {**(row.result or {}), "resume": point}
         row.save(update_fields=["result"])
         audit.record("training.stage_kept", target=row, stage=stage, checkpoint=relative)
-    if previous and previous.get("checkpoint") != relative:
-        (Path(settings.MEDIA_ROOT) / previous["checkpoint"]).unlink(missing_ok=True)
+        if previous and previous.get("checkpoint") and previous["checkpoint"] != relative:
+            obsolete = previous["checkpoint"]
+            transaction.on_commit(lambda: media.delete(obsolete))
     return point
 
 
@@ -136,40 +137,58 @@ def do_discard_resume_points(project: Project, *, actor=None) -> int:
             job.save(update_fields=["result"])
         if jobs:
             audit.record("training.resume_points_discarded", actor=actor, target=project, jobs=[j.pk for j in jobs])
-        transaction.on_commit(lambda: [(Path(settings.MEDIA_ROOT) / f).unlink(missing_ok=True) for f in files if f])
+        transaction.on_commit(lambda: [media.delete(f) for f in files if f])
     return len(jobs)
 
 
-def models_dir(project: Project) -> Path:
-    return Path(settings.MEDIA_ROOT) / "projects" / str(project.pk) / "models"
+def models_folder(project: Project) -> str:
+    """The storage name of the folder of a project's published checkpoints."""
+    return f"projects/{project.pk}/models"
 
 
 def do_publish_version(project: Project, *, job: Job, checkpoint: Path, config: dict, label_sets: list,
                        trained_on: dict, metrics: dict, data_snapshot_at, parent: ModelVersion | None,
                        history: list | None = None, training_data: dict | None = None) -> ModelVersion:
-    """Copy the checkpoint into the project and publish it as the new active version, all or nothing."""
-    target_dir = models_dir(project)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    staged = Path(settings.MEDIA_ROOT) / staged_checkpoint(job)  # removed with the job if it is killed
+    """Copy the checkpoint into the project and publish it as the new active version, all or nothing.
+
+    The checkpoint is in the storage before the row that names it commits; the upload (remote) happens
+    under the project's lock, as the version's number is only known there."""
+    staged = media.work_path(staged_checkpoint(job))  # removed with the job if it is killed
+    staged.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(checkpoint, staged)
+    final = None
     try:
         with transaction.atomic():
             Project.objects.select_for_update().get(pk=project.pk)
             number = (ModelVersion.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
-            final = target_dir / f"v{number}.pt"
+            final = f"{models_folder(project)}/v{number}.pt"
             ModelVersion.objects.filter(project=project, is_active=True).update(is_active=False)
             version = ModelVersion.objects.create(
                 project=project, number=number, parent=parent, job=job,
-                checkpoint_file=str(final.relative_to(settings.MEDIA_ROOT)), config=config, label_sets=label_sets,
+                checkpoint_file=final, config=config, label_sets=label_sets,
                 trained_on=trained_on, metrics=metrics, data_snapshot_at=data_snapshot_at, is_active=True,
                 history=history or [], training_data=training_data or {})
             audit.record("model.published", actor=job.created_by, target=version, number=number,
                          parent=parent.number if parent else None, job=job.pk)
-            staged.rename(final)
+            staged.rename(media.work_path(final))
+            media.publish(final)
     except BaseException:
         staged.unlink(missing_ok=True)
+        if final is not None:
+            _remove_unnamed_checkpoint(project, final)
         raise
     return version
+
+
+def _remove_unnamed_checkpoint(project: Project, name: str) -> None:
+    """A checkpoint published for a version whose row did not commit; left to the sweep when the database
+    cannot say that no row names it."""
+    try:
+        named = ModelVersion.objects.filter(project=project, checkpoint_file=name).exists()
+    except Exception:
+        return
+    if not named:
+        media.delete(name)
 
 
 def do_activate_version(version: ModelVersion, *, actor) -> ModelVersion:

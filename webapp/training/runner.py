@@ -20,6 +20,7 @@ from mlcore.data import ImageRecord, table_from_arrays
 from mlcore.predict import predict
 from mlcore.train import STAGES, train_all
 from mlcore.types import LabelSet as MLLabelSet
+from webapp.core import media
 from webapp.datasets import bulk
 from webapp.datasets.importing import load_mask, load_rgb
 from webapp.datasets.models import CurrentLabel, Image, LabelSet, Nucleus
@@ -136,6 +137,20 @@ class TrainingProgress:
                     eta_s=self._eta(stage, index, fraction, info.get("eta_s"), now), log=log)
 
 
+def _stored_file(name: str) -> Path | None:
+    """A local copy of the stored file ``name`` (mirrored from the object store when remote), or None."""
+    try:
+        path = media.local_path(name)
+    except FileNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def crop_cache_dir() -> Path:
+    """The crop cache: derived from the images, so kept per host under DATA_DIR, never in the media storage."""
+    return Path(settings.DATA_DIR) / "cache" / "crops"
+
+
 class Resume:
     """A training resumed from the checkpoint of a stage another job finished (job.params["resume"])."""
 
@@ -143,8 +158,8 @@ class Resume:
         asked = job.params["resume"]  # {"job": id, "stage": name}; the resume point is that job's
         source = Job.objects.filter(pk=asked["job"]).only("result").first()
         point = (source.result or {}).get("resume") if source else None
-        path = Path(settings.MEDIA_ROOT) / point["checkpoint"] if point else None
-        if point is None or point.get("stage") != asked["stage"] or not path.is_file():
+        path = _stored_file(point["checkpoint"]) if point else None
+        if point is None or point.get("stage") != asked["stage"] or path is None:
             raise ValueError(f"the checkpoint of job {asked['job']}'s stage {asked['stage']} is gone (a training "
                              "of the project succeeded since): start a new training")
         self.point = {**point, "job": asked["job"]}
@@ -201,7 +216,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         config, stages = training_config(options, parent)
     if len(ml_label_sets) < 2:
         stages = ["sparse"]  # label correlation needs a second label set
-    config.cache_dir = str(Path(settings.MEDIA_ROOT) / "cache" / "crops")
+    config.cache_dir = str(crop_cache_dir())
 
     labels, trained_on = known_labels(project)
     # Whole-slide images are not trained on yet: their nuclei would each need a crop read from the slide,
@@ -236,16 +251,18 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         init, history = resume.checkpoint, resume.history
         train_rows, val_rows = resume.rows(table)
     elif parent is not None:
-        checkpoint = load_checkpoint(Path(settings.MEDIA_ROOT) / parent.checkpoint_file)
+        checkpoint = load_checkpoint(media.local_path(parent.checkpoint_file))
         same_sets = [(s.name, s.classes) for s in checkpoint.label_sets] == [(s.name, s.classes) for s in ml_label_sets]
         init = checkpoint if same_sets else None  # a new taxonomy joined: start afresh
 
     progress = TrainingProgress(stages, config.epochs, report)
 
-    # The job's own scratch folder: a retried job (its worker was killed) clears what the killed attempt
-    # wrote, and a job that fails is cleared by webapp.jobs.sweep.remove_job_paths.
+    # The job's own scratch folder, on this host only (the stage checkpoints worth keeping are published by
+    # operations.do_keep_stage_checkpoint): a retried job (its worker was killed) clears what the killed
+    # attempt wrote, and a job that fails is cleared by webapp.jobs.sweep.remove_job_paths.
     remove_job_paths(job, inputs=False)
-    out_dir = Path(settings.MEDIA_ROOT) / scratch_folder(job)
+    out_dir = media.work_path(scratch_folder(job))
+    shutil.rmtree(out_dir, ignore_errors=True)  # remote: a killed attempt on this host left it in the mirror
     out_dir.mkdir(parents=True)
     done_before = list(resume.point.get("done", [])) if resume else []
 
@@ -289,7 +306,7 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     ``params["image"]``: one whole-slide image only (webapp.training.operations.do_start_slide_prediction).
     A slide's nuclei are streamed through the model from the slide, a batch at a time."""
     version = ModelVersion.objects.select_related("project").get(pk=job.params["model_version"])
-    checkpoint = load_checkpoint(Path(settings.MEDIA_ROOT) / version.checkpoint_file)
+    checkpoint = load_checkpoint(media.local_path(version.checkpoint_file))
     model = checkpoint.model.eval()
     label_set_rows = {row.name: row for row, _ in project_label_sets(version.project)}
     if job.params.get("image"):
@@ -471,15 +488,21 @@ def run_inference(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     from mlcore.readers import read_rgb
 
     version = ModelVersion.objects.get(pk=job.params["model_version"])
-    folder = Path(settings.MEDIA_ROOT) / job.params["folder"]
-    image_path = folder / job.params["image"]
+    name = media.clean_name(job.params["folder"])
+    image_path = media.local_path(f"{name}/{media.clean_name(job.params['image'])}")
     image = read_rgb(image_path)
-    instance_map = read_mask(folder / job.params["mask"], image.shape[:2])
+    instance_map = read_mask(media.local_path(f"{name}/{media.clean_name(job.params['mask'])}"), image.shape[:2])
     report(20, message="classifying nuclei")
-    model = load_checkpoint(Path(settings.MEDIA_ROOT) / version.checkpoint_file).model.eval()
+    model = load_checkpoint(media.local_path(version.checkpoint_file)).model.eval()
     result = infer_image(model, image, instance_map)
     report(80, message="writing outputs")
-    stem = image_path.stem
-    written = write_outputs(folder / "out", stem, image, instance_map, result, model, image_path=image_path.name)
-    return {"model_version": version.number, "nuclei": int(len(result.geometry.ids)),
-            "files": [str(p.relative_to(settings.MEDIA_ROOT)) for p in written]}
+    out = f"{name}/out"
+    shutil.rmtree(media.work_path(out), ignore_errors=True)  # what a killed attempt on this host left
+    written = write_outputs(media.work_path(out), image_path.stem, image, instance_map, result, model,
+                            image_path=image_path.name)
+    media.publish(out)  # in the storage before the job's result names the files
+    files = [media.name_of(p) for p in written]
+    if media.is_remote():
+        # The job's files are read through the storage from now on: this host keeps no copy of them.
+        shutil.rmtree(media.work_path(name), ignore_errors=True)
+    return {"model_version": version.number, "nuclei": int(len(result.geometry.ids)), "files": files}
