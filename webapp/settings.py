@@ -232,7 +232,7 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or DATA_DIR / "media").resolve()
 # A mounted share of whole-slide images (1-5 GB each) that curators register by a path under it, instead of
 # uploading them; unset, slides can only be uploaded.
 SLIDES_ROOT = Path(os.environ["SLIDES_ROOT"]).resolve() if os.environ.get("SLIDES_ROOT") else None
-# Deep Zoom tiles of the slide viewer kept as files under MEDIA_ROOT/cache/slide-tiles (oldest removed first).
+# Deep Zoom tiles of the slide viewer kept as files under DATA_DIR/cache/slide-tiles (per host; oldest removed first).
 SLIDE_TILE_CACHE_BYTES = _env_int("SLIDE_TILE_CACHE_BYTES", 2 * 1024**3)
 # Object storage for every media file (webapp.core.media): an S3-compatible store named by STORAGE_URL, so
 # that web servers and workers on different hosts share no file system. Unset: MEDIA_ROOT on this disk.
