@@ -31,12 +31,12 @@ job removes what its killed attempt wrote before it starts again (:func:`remove_
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from datetime import timedelta
-from pathlib import Path
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
 
-from django.conf import settings
+from webapp.core import media
 
 from .models import Job
 
@@ -84,81 +84,113 @@ def job_paths(job: Job, *, inputs: bool = True) -> list[str]:
 def remove_job_paths(job: Job, *, inputs: bool = True) -> None:
     """Remove :func:`job_paths`: when the job failed or was cancelled (after its commit), and, without its
     inputs, when a retried job starts again after its worker was lost. Never a folder a Dataset row names:
-    an import that committed just before its worker was killed keeps its files."""
+    an import that committed just before its worker was killed keeps its files. Remote: from the bucket
+    too (webapp.core.media)."""
     from webapp.datasets.models import Dataset
 
-    media = Path(settings.MEDIA_ROOT)
     paths = job_paths(job, inputs=inputs)
     stored = set(Dataset.objects.filter(storage_dir__in=paths).values_list("storage_dir", flat=True))
     for relative in paths:
-        path = media / relative
-        if relative in stored or not _is_inside(path, media):
+        try:
+            name = media.clean_name(relative)
+        except media.MediaNameError:
             continue
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        if relative in stored or not _is_inside(media.work_path(name), media.root()):
+            continue
+        media.delete(name)
 
 
 def sweep_orphans(now: float | None = None) -> list[str]:
-    """Remove the orphaned folders and files described above; returns their paths relative to MEDIA_ROOT."""
+    """Remove the orphaned folders and files described above; returns their storage names (paths relative to
+    the media root). Remote: what the bucket holds is swept (each host's mirror is a cache of it)."""
     from webapp.datasets import slide_uploads
     from webapp.datasets.models import Dataset
     from webapp.projects.models import Project
 
-    media = Path(settings.MEDIA_ROOT)
+    tree = _RemoteTree() if media.is_remote() else _LocalTree()
     oldest = (now or time.time()) - GRACE.total_seconds()
     removed: list[str] = []
 
-    def sweep(folders, keep) -> None:
-        for folder in folders:
-            relative = folder.relative_to(media).as_posix()
-            if folder.stat().st_mtime < oldest and not keep(relative, folder):
-                if folder.is_dir():
-                    shutil.rmtree(folder, ignore_errors=True)
-                else:
-                    folder.unlink(missing_ok=True)
+    def sweep(under: str, pattern: str, keep) -> None:
+        for relative, modified in tree.children(under, pattern):
+            if modified < oldest and not keep(relative):
+                tree.remove(relative)
                 removed.append(relative)
 
     unfinished_imports = Job.objects.filter(kind=Job.Kind.IMPORT, state__in=UNFINISHED)
     staged = {job.params.get("staging") for job in unfinished_imports.only("params")}
-    uploads = slide_uploads.uploads_root().relative_to(media).as_posix()
-    sweep(_children(media / "staging"), lambda relative, folder: relative in staged or relative == uploads)
+    uploads = media.name_of(slide_uploads.uploads_root())
+    sweep("staging", "*", lambda relative: relative in staged or relative == uploads)
     # Chunked slide uploads (a folder each) live longer than GRACE: a user may resume one the next morning.
     removed += slide_uploads.sweep_abandoned(now)
 
     stored = set(Dataset.objects.values_list("storage_dir", flat=True))
     importing = set(unfinished_imports.filter(state=Job.State.RUNNING).values_list("project_id", flat=True))
-    sweep(_children(media / "projects", "*/datasets/*"),
-          lambda relative, folder: relative in stored or _project_id(folder) in importing)
+    sweep("projects", "*/datasets/*", lambda relative: relative in stored or _project_id(relative) in importing)
 
     inferring = {job.params.get("folder") for job in Job.objects.filter(kind=Job.Kind.INFER).exclude(
         state__in=(Job.State.FAILED, Job.State.CANCELLED)).only("params")}
-    sweep(_children(media / "projects", "*/inference/*"), lambda relative, folder: relative in inferring)
+    sweep("projects", "*/inference/*", lambda relative: relative in inferring)
 
     training = set(Job.objects.filter(kind=Job.Kind.TRAIN, state=Job.State.RUNNING).values_list("project_id",
                                                                                                flat=True))
-    sweep(_children(media / "scratch"), lambda relative, folder: bool(training))
-    sweep(_children(media / "projects", "*/models/job-*.pt"),
-          lambda relative, path: _project_id(path) in training)
-    sweep(_children(media / "cache" / "crops", ".crops-*"), lambda relative, path: bool(training))
+    sweep("scratch", "*", lambda relative: bool(training))
+    sweep("projects", "*/models/job-*.pt", lambda relative: _project_id(relative) in training)
+    sweep("cache/crops", ".crops-*", lambda relative: bool(training))
 
     projects = set(Project.objects.values_list("pk", flat=True))
-    sweep(_children(media / "projects"), lambda relative, folder: _number(folder.name) in projects | {None})
+    sweep("projects", "*", lambda relative: _number(relative.split("/")[1]) in projects | {None})
     resumable = {job.result["resume"].get("checkpoint") for job in Job.objects.filter(
         kind=Job.Kind.TRAIN, result__has_key="resume").only("result")}
-    sweep(_children(media / "projects", "*/models/resume-job-*.pt"), lambda relative, path: relative in resumable)
+    sweep("projects", "*/models/resume-job-*.pt", lambda relative: relative in resumable)
     if removed:
         logger.info("removed %d orphaned folders: %s", len(removed), ", ".join(removed[:20]))
     return removed
 
 
-def _children(root: Path, pattern: str = "*") -> list[Path]:
-    return sorted(root.glob(pattern)) if root.is_dir() else []
+class _LocalTree:
+    """The folders and files of the media root on this disk (local mode)."""
+
+    def children(self, under: str, pattern: str) -> list[tuple[str, float]]:
+        """(storage name, modification time) of what ``pattern`` matches in the folder ``under``."""
+        root = media.root()
+        folder = root / under
+        if not folder.is_dir():
+            return []
+        return [(path.relative_to(root).as_posix(), path.stat().st_mtime) for path in sorted(folder.glob(pattern))]
+
+    def remove(self, relative: str) -> None:
+        media.delete(relative)
 
 
-def _project_id(folder: Path) -> int | None:
-    return _number(folder.parent.parent.name)
+class _RemoteTree:
+    """The same view of the bucket, from one listing: a "folder" is a common prefix of stored names, as
+    old as its newest file (a bucket has no folders and no folder times)."""
+
+    def __init__(self):
+        self._files = dict(media.listing())
+
+    def children(self, under: str, pattern: str) -> list[tuple[str, float]]:
+        pattern_parts = [*PurePosixPath(under).parts, *PurePosixPath(pattern).parts]
+        depth = len(pattern_parts)
+        found: dict[str, float] = {}
+        for name, modified in self._files.items():
+            parts = PurePosixPath(name).parts
+            if len(parts) < depth or not all(fnmatchcase(part, wanted) for part, wanted in zip(parts, pattern_parts)):
+                continue
+            child = "/".join(parts[:depth])
+            found[child] = max(found.get(child, modified), modified)
+        return sorted(found.items())
+
+    def remove(self, relative: str) -> None:
+        media.delete(relative)
+        self._files = {name: modified for name, modified in self._files.items()
+                       if name != relative and not name.startswith(relative + "/")}
+
+
+def _project_id(relative: str) -> int | None:
+    """The project of ``projects/<id>/...``."""
+    return _number(relative.split("/")[1])
 
 
 def _number(name: str) -> int | None:

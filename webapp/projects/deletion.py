@@ -16,13 +16,11 @@ when it runs, since a job may have been queued in between.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
-from django.conf import settings
 from django.db.models import Sum
 
+from webapp.core import media
 from webapp.core.api_errors import Conflict
 from webapp.jobs.models import Job
 
@@ -123,13 +121,18 @@ def nucleus_total(datasets) -> int:
 
 
 def remove_media(relative: str) -> None:
-    """Remove a folder under MEDIA_ROOT (never MEDIA_ROOT itself or anything outside it)."""
+    """Remove a folder of the media storage, here and (remote) in the bucket; never the media root itself
+    or anything outside it."""
     if not relative:
         return
-    media = Path(settings.MEDIA_ROOT).resolve()
-    folder = (media / relative).resolve()
-    if folder != media and folder.is_relative_to(media):
-        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        name = media.clean_name(relative)
+    except media.MediaNameError:
+        return
+    root = media.root().resolve()
+    folder = media.work_path(name).resolve()
+    if folder != root and folder.is_relative_to(root):
+        media.delete(name)
 
 
 def project_media(project_id: int) -> str:
