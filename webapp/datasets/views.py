@@ -5,7 +5,7 @@ Thin views over :mod:`webapp.datasets.queries`; every one answers 404 to a non-m
 
 from __future__ import annotations
 
-
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
