@@ -23,6 +23,10 @@ writing stays behind. These are found by what the database refers to, never by g
 
 Everything younger than ``GRACE`` is kept too: an upload is staged a moment before its job row exists.
 
+With ``STORAGE_URL`` set (webapp.core.media) the sweep lists the bucket instead of the disk: a "folder" is a
+prefix of stored names, as old as its newest object, and removing it removes its objects (and this host's
+mirrored copy). Other hosts' mirrors are caches of the bucket and need no sweep.
+
 The sweep is the last resort. A job's own folders are named after the job (:func:`job_paths`), so that the
 job removes them itself when it fails, is cancelled or is reaped after its worker was lost, and a retried
 job removes what its killed attempt wrote before it starts again (:func:`remove_job_paths`).
