@@ -122,22 +122,24 @@ def test_an_inference_refused_without_redis_keeps_no_file(media, owner, api_clie
 
 
 def test_the_sweep_removes_a_killed_trainings_staged_checkpoint_and_half_written_cache(media, owner):
+    from webapp.training.runner import crop_cache_dir
+
     project = do_create_project("killed training", actor=owner)
     busy = do_create_project("training now", actor=owner)
-    for relative in (f"projects/{project.pk}/models/job-7.pt", f"projects/{project.pk}/models/v1.pt",
-                     f"projects/{busy.pk}/models/job-8.pt", "cache/crops/.crops-abc.123.npy",
-                     "cache/crops/crops-abc.npy"):
-        (media / relative).parent.mkdir(parents=True, exist_ok=True)
-        (media / relative).write_bytes(b"x")
-        stamp = time.time() - GRACE.total_seconds() - 60
-        os.utime(media / relative, (stamp, stamp))
+    cache = crop_cache_dir()   # per host, under DATA_DIR: not media
+    stamp = time.time() - GRACE.total_seconds() - 60
+    for path in (media / f"projects/{project.pk}/models/job-7.pt", media / f"projects/{project.pk}/models/v1.pt",
+                 media / f"projects/{busy.pk}/models/job-8.pt", cache / ".crops-abc.123.npy", cache / "crops-abc.npy"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        os.utime(path, (stamp, stamp))
     Job.objects.create(kind="train", state="running", project=busy)
     # A training runs (in another project): the half-written cache entry may be its own.
     assert sweep_orphans() == [f"projects/{project.pk}/models/job-7.pt"]
     Job.objects.filter(project=busy).update(state="failed")
     assert sorted(sweep_orphans()) == sorted(["cache/crops/.crops-abc.123.npy", f"projects/{busy.pk}/models/job-8.pt"])
     assert (media / f"projects/{project.pk}/models/v1.pt").is_file()  # a version's is never swept here
-    assert (media / "cache/crops/crops-abc.npy").is_file()
+    assert (cache / "crops-abc.npy").is_file() and not (cache / ".crops-abc.123.npy").exists()
 
 
 @pytest.mark.django_db(transaction=True)

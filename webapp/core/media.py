@@ -165,20 +165,28 @@ def delete(name: str) -> None:
 
 def names(prefix: str = "") -> Iterator[str]:
     """Every stored file name under ``prefix`` (a folder), for sweeps and consistency checks."""
+    for name, _ in listing(prefix):
+        yield name
+
+
+def listing(prefix: str = "") -> Iterator[tuple[str, float]]:
+    """Every stored file under ``prefix`` as (name, last modified as a POSIX time): the sweep keeps what
+    is younger than its grace period. One listing of the bucket, no request per file."""
     if is_remote():
         bucket = default_storage.bucket
         location = default_storage._normalize_name(clean_name(prefix)) + "/" if prefix else \
             (default_storage.location.strip("/") + "/" if default_storage.location else "")
         strip = len(default_storage.location.strip("/")) + 1 if default_storage.location else 0
         for summary in bucket.objects.filter(Prefix=location):
-            yield summary.key[strip:]
+            yield summary.key[strip:], summary.last_modified.timestamp()
         return
     base = root() / clean_name(prefix) if prefix else root()
     if not base.is_dir():
         return
     for folder, _, files in os.walk(base):
         for file in files:
-            yield name_of(Path(folder) / file)
+            path = Path(folder) / file
+            yield name_of(path), path.stat().st_mtime
 
 
 # ------------------------------------------------------------------------------------------- downloads

@@ -25,10 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from django.conf import settings
 from django.db.models import Q
 
 from mlcore.writers import coco_dict, feature_collection_text, geojson_features, outline_feature
+from webapp.core import media
 
 from .importing import load_mask
 from .models import CurrentLabel, Dataset, Image, Label, LabelSource, Nucleus
@@ -180,12 +180,11 @@ def write_dataset_coco_zip(target, dataset: Dataset, label_set, source: str = "c
     content = coco_dict(triples(), to_ml_label_set(info) if info else None, segmentation)
     content["info"] = {"description": f"{dataset.project.name} / {dataset.name}",
                        "label_set": label_set.name if label_set else None, "source": source}
-    media = Path(settings.MEDIA_ROOT)
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("annotations.json", json.dumps(content))
         for image in images:
             # Images are already compressed: store them as they are.
-            archive.write(media / image.file, f"images/{coco_file_name(image)}", compress_type=zipfile.ZIP_STORED)
+            archive.write(media.local_path(image.file), f"images/{coco_file_name(image)}", compress_type=zipfile.ZIP_STORED)
 
 
 # ----------------------------------------------------------------------------------------- detections

@@ -1,13 +1,13 @@
 """Importing a dataset: all of it or nothing.
 
-Files are written under a fresh folder first; the rows are inserted in one transaction with bulk
-inserts. Any failure removes the folder and rolls the transaction back, so a failed import leaves no
-rows and no files behind.
+Files are written under a fresh folder of the media work root first (webapp.core.media) and published to
+the storage before the transaction that refers to them commits; the rows are inserted in that one
+transaction with bulk inserts. Any failure removes the folder (from the storage too) and rolls the
+transaction back, so a failed import leaves no rows and no files behind.
 """
 
 from __future__ import annotations
 
-import shutil
 import threading
 import uuid
 import zipfile
@@ -17,14 +17,13 @@ from typing import Callable
 
 import cv2
 import numpy as np
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 from PIL import Image as PILImage
 
 from mlcore.readers import FORMATS, open_dataset
 from mlcore.types import MAX_NAME_LENGTH, DataError, LabelSet as MLLabelSet
-from webapp.core import audit
+from webapp.core import audit, media
 from webapp.projects.models import Project
 
 from . import bulk
@@ -131,19 +130,20 @@ def create_label_set(project: Project, spec: MLLabelSet) -> LabelSet:
 # ------------------------------------------------------------------------------------------ files
 
 def load_mask(image: Image) -> np.ndarray:
-    path = Path(settings.MEDIA_ROOT) / image.mask_file
+    path = media.local_path(image.mask_file)
     if path.suffix == ".npy":
         return np.load(path)
     return cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int32)
 
 
 def load_rgb(image: Image) -> np.ndarray:
-    path = Path(settings.MEDIA_ROOT) / image.file
+    path = media.local_path(image.file)
     return np.asarray(PILImage.open(path).convert("RGB"))
 
 
 def media_relative(path: Path) -> str:
-    return str(path.relative_to(settings.MEDIA_ROOT))
+    """The storage name (what a row keeps) of a file or folder under the media work root."""
+    return media.name_of(path)
 
 
 # ------------------------------------------------------------------------------------------ import
@@ -169,7 +169,8 @@ def do_import_dataset(project: Project, *, name: str, format: str, path: Path, a
         raise DataError(path.name, "no images found in this dataset")
     log(f"reading {len(reader)} image{'s' if len(reader) != 1 else ''} ({format})")
 
-    folder = folder or Path(settings.MEDIA_ROOT) / "projects" / str(project.pk) / "datasets" / uuid.uuid4().hex
+    folder = folder or media.work_path(f"projects/{project.pk}/datasets/{uuid.uuid4().hex}")
+    stored = media_relative(folder)
     for sub in ("images", "masks", "thumbs"):
         (folder / sub).mkdir(parents=True)
     try:
@@ -177,9 +178,14 @@ def do_import_dataset(project: Project, *, name: str, format: str, path: Path, a
             dataset = _import_rows(project, reader, folder, name=name, format=format, actor=actor,
                                    label_set_name=label_set_name, provenance=provenance, progress=progress,
                                    log=log)
+            # In the storage before the rows that name the files are committed: no reader on any host
+            # ever finds a row whose file is missing.
+            uploaded = media.publish(stored)
+            if uploaded:
+                log(f"uploaded {len(uploaded)} files to the storage")
             bulk.analyze_after_commit(Image, Nucleus, Label, CurrentLabel)
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        media.delete(stored)  # here and, remote, what was uploaded of it
         raise
     return dataset
 

@@ -31,6 +31,7 @@ from django.conf import settings
 
 from mlcore.types import DataError
 from mlcore.writers import GEOMETRY_DTYPE, geometry_and_outlines
+from webapp.core import media
 
 logger = logging.getLogger(__name__)
 THUMBNAIL_SIZE = 192
@@ -46,7 +47,7 @@ class PreparedImage:
     width: int
     height: int
     checksum: str
-    image_file: str  # paths relative to MEDIA_ROOT
+    image_file: str  # storage names (paths relative to the media work root, webapp.core.media)
     mask_file: str
     thumbnail_file: str
     nuclei: list  # per nucleus, by instance id: NUCLEUS_FIELDS as a tuple, or as one COPY text line
@@ -101,7 +102,7 @@ def keep_original(source: Path, target: Path) -> None:
     """Copy an original image file, or hard-link it when it lies in an upload's staging folder: that folder
     is ours and is removed after the import, so the file's bytes need not be written a second time. Files
     of a folder imported from elsewhere (manage.py import_dataset) are always copied."""
-    staging = Path(settings.MEDIA_ROOT) / "staging"
+    staging = media.root() / "staging"
     if source.is_relative_to(staging) and not source.is_symlink():
         try:
             os.link(source, target)
@@ -138,12 +139,11 @@ def prepare_image(annotated, folder: Path, as_text: bool) -> PreparedImage:
                   in fields]
     else:
         nuclei = list(fields)
-    media = Path(settings.MEDIA_ROOT)
     return PreparedImage(
         name=annotated.name, group=annotated.group, source_path=annotated.source_path or "",
         width=int(rgb.shape[1]), height=int(rgb.shape[0]), checksum=checksum,
-        image_file=str(image_path.relative_to(media)), mask_file=str(mask_path.relative_to(media)),
-        thumbnail_file=str(thumb_path.relative_to(media)), nuclei=nuclei,
+        image_file=media.name_of(image_path), mask_file=media.name_of(mask_path),
+        thumbnail_file=media.name_of(thumb_path), nuclei=nuclei,
         classes=[classes.get(i, -1) for i in ids])
 
 

@@ -13,6 +13,7 @@ from rest_framework.exceptions import ValidationError
 
 from mlcore.readers import detect_format
 from mlcore.types import DataError
+from webapp.core import media
 from webapp.jobs import operations as job_operations
 from webapp.jobs import sweep
 from webapp.jobs.models import Job
@@ -22,7 +23,8 @@ from .models import Dataset
 
 
 def staging_root() -> Path:
-    return Path(settings.MEDIA_ROOT) / "staging"
+    """Where this process writes (web) or unpacks (worker) uploads: ``staging`` under the media work root."""
+    return media.root() / "staging"
 
 
 def _stage(archive, files, paths=None) -> Path:
@@ -68,15 +70,19 @@ def do_start_import(project, *, actor, name: str, format: str, label_set: str = 
     from webapp.projects.deletion import refuse_while_deleting
 
     refuse_while_deleting(project, "An import")  # before the upload is written anywhere
-    staging = _stage(archive, files, paths)
+    staging = media.name_of(_stage(archive, files, paths))
     try:
+        # In the storage before the job row names it: the import may run on another host.
+        media.publish(staging)
+        if media.is_remote():  # this process has no more use for its copy; the worker downloads the upload
+            shutil.rmtree(media.work_path(staging), ignore_errors=True)
         return job_operations.do_enqueue_job(
             Job.Kind.IMPORT, actor=actor, project=project,
             params={"name": name, "format": format, "label_set": label_set or None, "labelled": labelled,
-                    "provenance": provenance, "staging": str(staging.relative_to(settings.MEDIA_ROOT)),
+                    "provenance": provenance, "staging": staging,
                     "archive": bool(archive), "archive_name": _client_file_name(archive) if archive else ""})
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        media.delete(staging)
         raise
 
 
@@ -102,16 +108,17 @@ def run_import_job(job: Job, progress, log=None) -> dict:
         from .slide_import import run_slide_import_job
 
         return run_slide_import_job(job, progress, log)
-    staging = Path(settings.MEDIA_ROOT) / params["staging"]
+    staging_name = params["staging"]
     committed = Dataset.objects.filter(project_id=job.project_id, storage_dir=sweep.import_folder(job)).first()
     if committed is not None:
         # The killed attempt committed the import just before its worker died: that dataset is the result.
-        shutil.rmtree(staging, ignore_errors=True)
+        media.delete(staging_name)
         return _result(committed, params)
     # A retried job (its worker was killed) starts afresh: the dataset files and the unpacked archive of the
     # killed attempt go first.
     sweep.remove_job_paths(job, inputs=False)
     try:
+        staging = media.local_folder(staging_name)  # remote: downloaded from the storage to this host
         if params.get("archive"):
             shutil.rmtree(staging / "extracted", ignore_errors=True)
             progress(0, "unpacking the archive")
@@ -129,11 +136,11 @@ def run_import_job(job: Job, progress, log=None) -> dict:
                 job.project, name=params["name"], format=format, path=root, actor=job.created_by,
                 label_set_name=params.get("label_set"), labelled=params.get("labelled", True),
                 provenance=params.get("provenance", ""), progress=progress, log=log,
-                folder=Path(settings.MEDIA_ROOT) / sweep.import_folder(job))
+                folder=media.work_path(sweep.import_folder(job)))
         except DataError as exc:
             raise DataError(_relative(exc.path, root), exc.problem) from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        media.delete(staging_name)  # here and, remote, in the storage
     return _result(dataset, params)
 
 

@@ -5,8 +5,6 @@ Thin views over :mod:`webapp.datasets.queries`; every one answers 404 to a non-m
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -16,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from mlcore.examples import LAYOUTS
-from webapp.core import policy
+from webapp.core import media, policy
 from webapp.core.api_errors import Conflict
 from webapp.core.policy import project_role
 from webapp.jobs.models import Job
@@ -169,15 +167,21 @@ def slide_viewer(request, image_id: int):
 
 @require_GET
 def image_file(request, image_id: int, kind: str):
-    """An image or its thumbnail, from MEDIA_ROOT, to members of its project only."""
+    """An image or its thumbnail, from the media storage (remote: through this host's mirror, so that the
+    permission check stays the app's), to members of its project only."""
     if kind not in ("image", "thumbnail"):
         raise Http404("Unknown file kind (image or thumbnail).")
     _, image = queries.get_image_for(request.user, image_id)
     relative = image.file if kind == "image" else image.thumbnail_file
-    media = Path(settings.MEDIA_ROOT).resolve()
-    path = (media / relative).resolve()
-    if not relative or not path.is_relative_to(media) or not path.is_file():
-        raise Http404("The file of this image is missing.")
+    missing = Http404("The file of this image is missing.")
+    if not relative:
+        raise missing
+    try:
+        path = media.local_path(relative).resolve()
+    except (media.MediaNameError, FileNotFoundError):
+        raise missing from None
+    if not path.is_relative_to(media.root().resolve()) or not path.is_file():
+        raise missing
     response = FileResponse(open(path, "rb"))
     response["Cache-Control"] = "private, max-age=86400"
     return response

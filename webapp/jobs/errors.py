@@ -13,14 +13,17 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from django.conf import settings
+from webapp.core import media
 
 # An absolute path: "/" + at least two components, not inside a URL ("http://h/a/b") or a relative path.
 _ABSOLUTE_PATH = re.compile(r"(?<![\w/.:~-])/[^\s/'\"`()\[\]{}<>,;:]+(?:/[^\s/'\"`()\[\]{}<>,;:]*)+")
 
 
 def public_error(text: str) -> str:
-    staging = re.escape(str(Path(settings.MEDIA_ROOT) / "staging"))
+    # The staging folder as this process names it: under MEDIA_ROOT, or under the mirror in remote mode
+    # (webapp.core.media), spelt as configured or resolved.
+    roots = {str(root / "staging") for root in (media.root(), media.root().resolve())}
+    staging = "(?:" + "|".join(re.escape(root) for root in sorted(roots, key=len, reverse=True)) + ")"
     text = re.sub(staging + r"/[0-9a-f]+/(?:extracted/|files/)?", "", text)
     return _ABSOLUTE_PATH.sub(_file_name, text)
 

@@ -15,7 +15,8 @@ writing stays behind. These are found by what the database refers to, never by g
 - ``scratch/<id>``: a training's temporary folder; kept while any training runs;
 - ``projects/<p>/models/job-<id>.pt``: a checkpoint being published; kept while a training of that
   project runs (a published one is renamed ``v<n>.pt`` and named by its ModelVersion);
-- ``cache/crops/.crops-*``: a crops cache entry being written; kept while any training runs;
+- ``DATA_DIR/cache/crops/.crops-*`` (host-local, not media): a crops cache entry being written; kept while
+  any training runs;
 - ``projects/<p>/models/resume-job-<id>-stage<n>.pt``: the checkpoint of a training's last finished stage,
   kept while that job's result names it (a cancelled or failed training resumes from it; a later
   successful training of the project clears the names and the files);
@@ -23,6 +24,10 @@ writing stays behind. These are found by what the database refers to, never by g
   (a project's deletion removes it after its commit, unless the worker was killed in between).
 
 Everything younger than ``GRACE`` is kept too: an upload is staged a moment before its job row exists.
+
+With ``STORAGE_URL`` set (webapp.core.media) the sweep lists the bucket instead of the disk: a "folder" is a
+prefix of stored names, as old as its newest object, and removing it removes its objects (and this host's
+mirrored copy). Other hosts' mirrors are caches of the bucket and need no sweep.
 
 The sweep is the last resort. A job's own folders are named after the job (:func:`job_paths`), so that the
 job removes them itself when it fails, is cancelled or is reaped after its worker was lost, and a retried
@@ -32,12 +37,12 @@ job removes what its killed attempt wrote before it starts again (:func:`remove_
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from datetime import timedelta
-from pathlib import Path
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
 
-from django.conf import settings
+from webapp.core import media
 
 from .models import Job
 
@@ -85,80 +90,130 @@ def job_paths(job: Job, *, inputs: bool = True) -> list[str]:
 def remove_job_paths(job: Job, *, inputs: bool = True) -> None:
     """Remove :func:`job_paths`: when the job failed or was cancelled (after its commit), and, without its
     inputs, when a retried job starts again after its worker was lost. Never a folder a Dataset row names:
-    an import that committed just before its worker was killed keeps its files."""
+    an import that committed just before its worker was killed keeps its files. Remote: from the bucket
+    too (webapp.core.media)."""
     from webapp.datasets.models import Dataset
 
-    media = Path(settings.MEDIA_ROOT)
     paths = job_paths(job, inputs=inputs)
     stored = set(Dataset.objects.filter(storage_dir__in=paths).values_list("storage_dir", flat=True))
     for relative in paths:
-        path = media / relative
-        if relative in stored or not _is_inside(path, media):
+        try:
+            name = media.clean_name(relative)
+        except media.MediaNameError:
             continue
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        if relative in stored or not _is_inside(media.work_path(name), media.root()):
+            continue
+        media.delete(name)
 
 
 def sweep_orphans(now: float | None = None) -> list[str]:
-    """Remove the orphaned folders and files described above; returns their paths relative to MEDIA_ROOT."""
+    """Remove the orphaned folders and files described above; returns their storage names (paths relative to
+    the media root). Remote: what the bucket holds is swept (each host's mirror is a cache of it)."""
     from webapp.datasets import slide_uploads
     from webapp.datasets.models import Dataset
     from webapp.projects.models import Project
 
-    media = Path(settings.MEDIA_ROOT)
+    tree = _RemoteTree() if media.is_remote() else _LocalTree()
     oldest = (now or time.time()) - GRACE.total_seconds()
     removed: list[str] = []
 
-    def sweep(folders, keep) -> None:
-        for folder in folders:
-            relative = folder.relative_to(media).as_posix()
-            if folder.stat().st_mtime < oldest and not keep(relative, folder):
-                if folder.is_dir():
-                    shutil.rmtree(folder, ignore_errors=True)
-                else:
-                    folder.unlink(missing_ok=True)
+    def sweep(under: str, pattern: str, keep) -> None:
+        for relative, modified in tree.children(under, pattern):
+            if modified < oldest and not keep(relative):
+                tree.remove(relative)
                 removed.append(relative)
 
     unfinished_imports = Job.objects.filter(kind=Job.Kind.IMPORT, state__in=UNFINISHED)
     staged = {job.params.get("staging") for job in unfinished_imports.only("params")}
-    sweep(_children(media / "staging"), lambda relative, folder: relative in staged)
+    sweep("staging", "*", lambda relative: relative in staged)
     # Chunked slide uploads (a folder each) live longer than GRACE: a user may resume one the next morning.
     removed += slide_uploads.sweep_abandoned(now)
 
     stored = set(Dataset.objects.values_list("storage_dir", flat=True))
     importing = set(unfinished_imports.filter(state=Job.State.RUNNING).values_list("project_id", flat=True))
-    sweep(_children(media / "projects", "*/datasets/*"),
-          lambda relative, folder: relative in stored or _project_id(folder) in importing)
+    sweep("projects", "*/datasets/*", lambda relative: relative in stored or _project_id(relative) in importing)
 
     inferring = {job.params.get("folder") for job in Job.objects.filter(kind=Job.Kind.INFER).exclude(
         state__in=(Job.State.FAILED, Job.State.CANCELLED)).only("params")}
-    sweep(_children(media / "projects", "*/inference/*"), lambda relative, folder: relative in inferring)
+    sweep("projects", "*/inference/*", lambda relative: relative in inferring)
 
     training = set(Job.objects.filter(kind=Job.Kind.TRAIN, state=Job.State.RUNNING).values_list("project_id",
                                                                                                flat=True))
-    sweep(_children(media / "scratch"), lambda relative, folder: bool(training))
-    sweep(_children(media / "projects", "*/models/job-*.pt"),
-          lambda relative, path: _project_id(path) in training)
-    sweep(_children(media / "cache" / "crops", ".crops-*"), lambda relative, path: bool(training))
+    sweep("scratch", "*", lambda relative: bool(training))
+    sweep("projects", "*/models/job-*.pt", lambda relative: _project_id(relative) in training)
+    if not training:
+        removed += _sweep_half_written_crops(oldest)
 
     projects = set(Project.objects.values_list("pk", flat=True))
-    sweep(_children(media / "projects"), lambda relative, folder: _number(folder.name) in projects | {None})
+    sweep("projects", "*", lambda relative: _number(relative.split("/")[1]) in projects | {None})
     resumable = {job.result["resume"].get("checkpoint") for job in Job.objects.filter(
         kind=Job.Kind.TRAIN, result__has_key="resume").only("result")}
-    sweep(_children(media / "projects", "*/models/resume-job-*.pt"), lambda relative, path: relative in resumable)
+    sweep("projects", "*/models/resume-job-*.pt", lambda relative: relative in resumable)
     if removed:
         logger.info("removed %d orphaned folders: %s", len(removed), ", ".join(removed[:20]))
     return removed
 
 
-def _children(root: Path, pattern: str = "*") -> list[Path]:
-    return sorted(root.glob(pattern)) if root.is_dir() else []
+def _sweep_half_written_crops(oldest: float) -> list[str]:
+    """The crops cache is per host (``DATA_DIR/cache/crops``, derived from the images, not media): a killed
+    training leaves a ``.crops-*`` entry half-written there. Swept only while no training runs, as one of
+    them may be writing it."""
+    from webapp.training.runner import crop_cache_dir
+
+    removed = []
+    for path in sorted(crop_cache_dir().glob(".crops-*")):
+        try:
+            if path.stat().st_mtime < oldest:
+                path.unlink()
+                removed.append(f"cache/crops/{path.name}")
+        except FileNotFoundError:  # another sweep, or the training finished writing it
+            continue
+    return removed
 
 
-def _project_id(folder: Path) -> int | None:
-    return _number(folder.parent.parent.name)
+class _LocalTree:
+    """The folders and files of the media root on this disk (local mode)."""
+
+    def children(self, under: str, pattern: str) -> list[tuple[str, float]]:
+        """(storage name, modification time) of what ``pattern`` matches in the folder ``under``."""
+        root = media.root()
+        folder = root / under
+        if not folder.is_dir():
+            return []
+        return [(path.relative_to(root).as_posix(), path.stat().st_mtime) for path in sorted(folder.glob(pattern))]
+
+    def remove(self, relative: str) -> None:
+        media.delete(relative)
+
+
+class _RemoteTree:
+    """The same view of the bucket, from one listing: a "folder" is a common prefix of stored names, as
+    old as its newest file (a bucket has no folders and no folder times)."""
+
+    def __init__(self):
+        self._files = dict(media.listing())
+
+    def children(self, under: str, pattern: str) -> list[tuple[str, float]]:
+        pattern_parts = [*PurePosixPath(under).parts, *PurePosixPath(pattern).parts]
+        depth = len(pattern_parts)
+        found: dict[str, float] = {}
+        for name, modified in self._files.items():
+            parts = PurePosixPath(name).parts
+            if len(parts) < depth or not all(fnmatchcase(part, wanted) for part, wanted in zip(parts, pattern_parts)):
+                continue
+            child = "/".join(parts[:depth])
+            found[child] = max(found.get(child, modified), modified)
+        return sorted(found.items())
+
+    def remove(self, relative: str) -> None:
+        media.delete(relative)
+        self._files = {name: modified for name, modified in self._files.items()
+                       if name != relative and not name.startswith(relative + "/")}
+
+
+def _project_id(relative: str) -> int | None:
+    """The project of ``projects/<id>/...``."""
+    return _number(relative.split("/")[1])
 
 
 def _number(name: str) -> int | None:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 
 from django.db.models import Sum
 
+from webapp.core import media
 from webapp.core.api_errors import Conflict
 from webapp.jobs.models import Job
 
@@ -120,15 +121,18 @@ def nucleus_total(datasets) -> int:
 
 
 def remove_media(relative: str) -> None:
-    """Remove a media folder: its files here and, with STORAGE_URL, its objects (never the whole media
-    tree, nor anything outside it)."""
-    from webapp.core import media
-
+    """Remove a folder of the media storage, here and (remote) in the bucket; never the media root itself
+    or anything outside it."""
+    if not relative:
+        return
     try:
-        name = media.clean_name(relative or "")
+        name = media.clean_name(relative)
     except media.MediaNameError:
         return
-    media.delete(name)
+    root = media.root().resolve()
+    folder = media.work_path(name).resolve()
+    if folder != root and folder.is_relative_to(root):
+        media.delete(name)
 
 
 def project_media(project_id: int) -> str:
