@@ -55,7 +55,7 @@ class RemoteMedia:
     url: str            # the STORAGE_URL of the bucket
     bucket_name: str
     client: object      # a boto3 S3 client on the endpoint
-    media_root: Path    # MEDIA_ROOT: empty, read-only
+    media_root: Path    # MEDIA_ROOT: a path nothing can be created under (see unusable_folder)
     mirror: Path        # this process's mirror
 
     def keys(self) -> set[str]:
@@ -66,6 +66,15 @@ class RemoteMedia:
 
     def read(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket_name, Key=key)["Body"].read()
+
+
+def unusable_folder(path: Path) -> Path:
+    """A folder path under which nothing can be created, even by root (tests may run as root, for whom
+    chmod 555 blocks nothing): its parent is a regular file, so every mkdir or open fails (ENOTDIR)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blocker = path.parent / f"{path.name}.is-a-file"
+    blocker.write_text("MEDIA_ROOT must not be used with STORAGE_URL set")
+    return blocker / "media"
 
 
 def storage_settings(url: str) -> dict:
@@ -84,12 +93,9 @@ def remote_media(s3_endpoint, settings, tmp_path) -> RemoteMedia:
                           aws_secret_access_key="test", region_name="us-east-1")
     client.create_bucket(Bucket=bucket)
     url = f"s3://test:test@{s3_endpoint}/{bucket}?secure=false&region=us-east-1"
-    media_root = tmp_path / "media-root-unused"
-    media_root.mkdir()
-    media_root.chmod(0o555)
+    media_root = unusable_folder(tmp_path / "media-root-unused")
     settings.STORAGE_URL = url
     settings.STORAGES = {**settings.STORAGES, "default": storage_settings(url)}
     settings.MEDIA_MIRROR = tmp_path / "mirror"
     settings.MEDIA_ROOT = media_root
     yield RemoteMedia(url, bucket, client, media_root, tmp_path / "mirror")
-    media_root.chmod(0o755)

@@ -51,7 +51,7 @@ def referenced_names(dataset: Dataset) -> set[str]:
 
 
 def files_under(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file()]
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
 
 
 def another_host(settings, tmp_path, name: str) -> Path:

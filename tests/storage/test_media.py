@@ -33,7 +33,7 @@ def test_publish_read_list_delete_through_the_bucket(remote_media, tmp_path):
     (folder / "model.pt").write_bytes(b"weights" * 1000)
     (folder / "sub").mkdir()
     (folder / "sub" / "log.txt").write_text("hello")
-    assert media.root() == remote_media.mirror and not any(remote_media.media_root.iterdir())
+    assert media.root() == remote_media.mirror and not remote_media.media_root.exists()
 
     uploaded = media.publish("projects/1/models/abc")
     assert sorted(uploaded) == ["projects/1/models/abc/model.pt", "projects/1/models/abc/sub/log.txt"]

@@ -21,6 +21,7 @@ from PIL import Image as PILImage
 
 from mlcore.synthetic import generate_dataset, generate_tile
 from tests.conftest import WorkerProcess
+from tests.storage.conftest import unusable_folder
 from tests.webapp.dataset_helpers import upload_and_wait, wait_job, zip_folder
 from tests.workers.training_helpers import FAST
 from webapp.projects.operations import do_create_project
@@ -46,17 +47,15 @@ def names_the_database_refers_to() -> set[str]:
 
 
 def files_under(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
 
 
 @pytest.fixture
 def other_host_worker(remote_media, tmp_path, django_db_blocker):
     """A worker on "another host": its own DATA_DIR and MEDIA_ROOT (read-only, empty), the shared bucket."""
     home = tmp_path / "worker-host"
-    data_dir, media_root = home / "data", home / "media-root-unused"
+    data_dir, media_root = home / "data", unusable_folder(home / "media-root-unused")
     data_dir.mkdir(parents=True)
-    media_root.mkdir()
-    media_root.chmod(0o555)
     worker = WorkerProcess(tmp_path / "worker.log", name="otherhost", STORAGE_URL=remote_media.url,
                            DATA_DIR=str(data_dir), MEDIA_ROOT=str(media_root), MEDIA_MIRROR="")
     worker.data_dir, worker.media_root = data_dir, media_root
@@ -64,7 +63,6 @@ def other_host_worker(remote_media, tmp_path, django_db_blocker):
         worker.start()
     yield worker
     worker.stop()
-    media_root.chmod(0o755)
 
 
 def test_import_train_predict_infer_export_through_the_bucket(owner, api_client_for, remote_media, other_host_worker,
@@ -135,7 +133,7 @@ def test_import_train_predict_infer_export_through_the_bucket(owner, api_client_
 
     # The bucket holds exactly what the database refers to: nothing staged, nothing half-written, no orphan.
     assert remote_media.keys() == names_the_database_refers_to()
-    # Neither process wrote a MEDIA_ROOT (both are read-only and empty).
+    # Neither process could have used a MEDIA_ROOT (nothing can be created under either).
     assert files_under(remote_media.media_root) == [] and files_under(worker.media_root) == []
     # The worker's scratch is gone; what stays on its disk is its mirror (a cache of bucket objects) and caches.
     leftovers = [name for name in files_under(worker.data_dir)

@@ -96,7 +96,7 @@ def test_an_uploaded_slide_lives_in_the_bucket_and_any_host_serves_its_tiles(api
     do_delete_dataset(dataset)
     assert remote_media.keys() == set() and not Nucleus.objects.exists()
     assert not (settings.DATA_DIR / slides.TILE_CACHE_DIR / str(image.pk)).exists()
-    assert not any(remote_media.media_root.iterdir())
+    assert not remote_media.media_root.exists()
 
 
 def test_a_failed_slide_import_leaves_nothing_in_the_bucket(api_client_for, owner, project, remote_media, tmp_path):
@@ -106,4 +106,4 @@ def test_a_failed_slide_import_leaves_nothing_in_the_bucket(api_client_for, owne
     assert job.state == "failed" and "case 1.geojson" in job.error and "no detections" in job.error, job.error
     assert remote_media.keys() == set()  # neither the staged uploads nor the dataset folder stay
     assert not Dataset.objects.exists() and not Image.objects.exists()
-    assert not any(remote_media.media_root.iterdir())
+    assert not remote_media.media_root.exists()

@@ -27,52 +27,19 @@ pytestmark = pytest.mark.django_db
 
 
 def files_under(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
-
-
-def _load_rgb(image: Image) -> np.ndarray:
-    with PILImage.open(media.local_path(image.file)) as source:
-        return np.asarray(source.convert("RGB"))
-
-
-def _load_mask(image: Image) -> np.ndarray:
-    import cv2
-
-    path = media.local_path(image.mask_file)
-    if path.suffix == ".npy":
-        return np.load(path)
-    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int32)
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
 
 
 @pytest.fixture
-def remote_project(request, settings, tmp_path, owner, monkeypatch):
-    """A two-taxonomy project imported in local mode, its files then moved into the bucket.
-
-    The dataset import is converted to the storage API on another branch (dsmedia), so the project is
-    imported with a plain local MEDIA_ROOT first; then the process switches to the bucket, every file the
-    import wrote is uploaded under the same name, and the local copy is removed: from then on the files
-    exist in the bucket only."""
+def remote_project(request, settings, tmp_path, owner):
+    """A two-taxonomy project imported straight into the bucket: its files exist there (and in this
+    process's mirror, which is emptied so that every later read comes from the bucket)."""
     settings.IMPORT_PROCESSES = 1
-    local_root = tmp_path / "imported-locally"
-    local_root.mkdir()
-    settings.MEDIA_ROOT = local_root
-    project = two_taxonomy_project(owner, tmp_path / "generated", images=2, nuclei=12)
-
     remote = request.getfixturevalue("remote_media")
-    for path in files_under(local_root):
-        name = path.relative_to(local_root).as_posix()
-        media.work_path(name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, media.work_path(name))
-        media.publish(name)
-    shutil.rmtree(local_root)
+    project = two_taxonomy_project(owner, tmp_path / "generated", images=2, nuclei=12)
     shutil.rmtree(remote.mirror)
     dataset_files = remote.keys()
     assert dataset_files and all(key.startswith(f"projects/{project.pk}/") for key in dataset_files)
-
-    # TODO(issue 18): webapp.datasets.importing.load_rgb/load_mask still read MEDIA_ROOT on this branch (the
-    # dsmedia branch converts them to media.local_path); until both are merged the runner reads through these.
-    monkeypatch.setattr(runner, "load_rgb", _load_rgb)
-    monkeypatch.setattr(runner, "load_mask", _load_mask)
     return project, remote, dataset_files
 
 
