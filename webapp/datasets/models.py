@@ -60,7 +60,7 @@ class Dataset(models.Model):
     provenance = models.TextField(blank=True)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     uploaded_at = models.DateTimeField(auto_now_add=True)
-    storage_dir = models.CharField(max_length=255, help_text="folder under MEDIA_ROOT holding its files")
+    storage_dir = models.CharField(max_length=255, help_text="storage name of the folder holding its files")
     image_count = models.PositiveIntegerField(default=0)
     nucleus_count = models.PositiveIntegerField(default=0)
 
@@ -76,8 +76,8 @@ class Image(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")  # for the checksum rule
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="images")
     name = models.CharField(max_length=255)
-    file = models.CharField(max_length=255, help_text="image path under MEDIA_ROOT")
-    mask_file = models.CharField(max_length=255, help_text="instance mask (16-bit PNG or npy) under MEDIA_ROOT")
+    file = models.CharField(max_length=255, help_text="storage name of the image file")
+    mask_file = models.CharField(max_length=255, help_text="storage name of the instance mask (16-bit PNG or npy)")
     thumbnail_file = models.CharField(max_length=255)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
@@ -87,8 +87,8 @@ class Image(models.Model):
     # A whole-slide image (issue 17): ``file`` then holds a preview, and the pixels are read from the slide
     # through mlcore.slides at any level; ``width``/``height`` are level 0's.
     slide_file = models.CharField(max_length=1024, blank=True, default="", db_default="", help_text=(
-        "the slide: a path under SLIDES_ROOT (registered) or MEDIA_ROOT (uploaded), see slide_root"))
-    slide_root = models.CharField(max_length=16, blank=True, default="", db_default="", choices=[("media", "MEDIA_ROOT"),
+        "the slide: a path under SLIDES_ROOT (registered) or a storage name (uploaded), see slide_root"))
+    slide_root = models.CharField(max_length=16, blank=True, default="", db_default="", choices=[("media", "media storage"),
                                                                        ("slides", "SLIDES_ROOT")])
     mpp = models.FloatField(null=True, blank=True, help_text="microns per level-0 pixel, when recorded")
 

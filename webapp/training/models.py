@@ -13,7 +13,7 @@ class ModelVersion(models.Model):
     number = models.PositiveIntegerField()
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    checkpoint_file = models.CharField(max_length=255, help_text="under MEDIA_ROOT")
+    checkpoint_file = models.CharField(max_length=255, help_text="its storage name (webapp.core.media)")
     config = models.JSONField(default=dict)
     label_sets = models.JSONField(default=list, help_text="[{name, classes}] in the model's output order")
     # {label set: {"ground_truth": n, "review": n}, "unlabelled_nuclei": n}
