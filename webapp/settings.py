@@ -239,6 +239,8 @@ SLIDE_TILE_CACHE_BYTES = _env_int("SLIDE_TILE_CACHE_BYTES", 2 * 1024**3)
 STORAGE_URL = os.environ.get("STORAGE_URL", "").strip()
 # In remote mode each process keeps the media files it used in this local mirror (a cache; MEDIA_ROOT unused).
 MEDIA_MIRROR = Path(os.environ.get("MEDIA_MIRROR") or DATA_DIR / "media-mirror").resolve()
+# The most a host's mirror keeps after its jobs (least recently used files go first); 0: nothing (scratch only).
+MEDIA_MIRROR_MAX_BYTES = _env_int("MEDIA_MIRROR_MAX_BYTES", 20 * 1024**3)
 # A pre-signed download link lapses this many seconds after the permission check that gave it.
 MEDIA_URL_EXPIRY_S = _env_int("MEDIA_URL_EXPIRY_S", 120)
 if STORAGE_URL:

@@ -10,6 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections
 
+from webapp.core import media
 from webapp.core.job_time_limits import describe_seconds
 from webapp.jobs import operations
 from webapp.jobs.models import Job
@@ -45,6 +46,17 @@ def run_job(self, job_id: int) -> str:
         # Reached outside the handler (while the job was started or its end recorded).
         operations.do_fail_job(job_id, time_limit_error(job_id, limit_s=_soft_limit(self)))
         return "failed"
+    finally:
+        _trim_mirror()
+
+
+def _trim_mirror() -> None:
+    """With STORAGE_URL: what the job downloaded or wrote stays in this host's mirror only up to
+    MEDIA_MIRROR_MAX_BYTES (webapp.core.media.trim_mirror); a failure here never fails the job."""
+    try:
+        media.trim_mirror()
+    except Exception:
+        logger.exception("could not trim the media mirror")
 
 
 def _run_job(task, job_id: int) -> str:
@@ -63,7 +75,8 @@ def _run_job(task, job_id: int) -> str:
         return "skipped"
     context = JobContext(job)
     try:
-        result = HANDLERS[job.kind](context)
+        with media.mirror_in_use():   # no trim removes this job's files while it runs
+            result = HANDLERS[job.kind](context)
     except JobCancelled:
         operations.do_mark_cancelled(job_id)
         return "cancelled"

@@ -120,3 +120,25 @@ def test_an_inline_file_is_streamed_from_this_origin_not_redirected(remote_media
     settings.MEDIA_MIRROR = tmp_path / "other-web-host"
     response = media.download_response("out/overlay.png", as_attachment=False, content_type="image/png")
     assert response.status_code == 200 and b"".join(response.streaming_content) == b"\x89PNG..."
+
+
+def test_the_mirror_is_trimmed_least_recently_used_first_but_never_under_a_running_job(remote_media, settings):
+    import os
+    import time
+
+    for index, name in enumerate(("a/old.bin", "a/middle.bin", "b/new.bin")):
+        media.work_path(name).parent.mkdir(parents=True, exist_ok=True)
+        media.work_path(name).write_bytes(bytes(1000))
+        media.publish(name)
+        os.utime(media.work_path(name), (time.time() - 100 + index, time.time() - 100 + index))
+    media.local_path("a/old.bin")                     # used again: now the most recent
+    with media.mirror_in_use():                       # a job runs on this host: nothing is removed
+        assert media.trim_mirror(1500) == 0
+    assert media.trim_mirror(1500) == 2000
+    assert sorted(p.relative_to(media.root()).as_posix() for p in media.root().rglob("*.bin")) == ["a/old.bin"]
+    assert not (media.root() / "b").exists()          # emptied folders go too
+    assert media.local_path("b/new.bin").read_bytes() == bytes(1000)   # downloaded again when needed
+    settings.MEDIA_MIRROR_MAX_BYTES = 0
+    media.trim_mirror()
+    assert list(media.root().rglob("*.bin")) == []
+    assert remote_media.keys() == {"a/old.bin", "a/middle.bin", "b/new.bin"}   # the bucket is untouched

@@ -57,7 +57,8 @@ def other_host_worker(remote_media, tmp_path, django_db_blocker):
     data_dir, media_root = home / "data", unusable_folder(home / "media-root-unused")
     data_dir.mkdir(parents=True)
     worker = WorkerProcess(tmp_path / "worker.log", name="otherhost", STORAGE_URL=remote_media.url,
-                           DATA_DIR=str(data_dir), MEDIA_ROOT=str(media_root), MEDIA_MIRROR="")
+                           DATA_DIR=str(data_dir), MEDIA_ROOT=str(media_root), MEDIA_MIRROR="",
+                           MEDIA_MIRROR_MAX_BYTES="0")   # scratch only: nothing kept after a job
     worker.data_dir, worker.media_root = data_dir, media_root
     with django_db_blocker.unblock():
         worker.start()
@@ -135,7 +136,9 @@ def test_import_train_predict_infer_export_through_the_bucket(owner, api_client_
     assert remote_media.keys() == names_the_database_refers_to()
     # Neither process could have used a MEDIA_ROOT (nothing can be created under either).
     assert files_under(remote_media.media_root) == [] and files_under(worker.media_root) == []
-    # The worker's scratch is gone; what stays on its disk is its mirror (a cache of bucket objects) and caches.
+    # The worker keeps nothing after its jobs (MEDIA_MIRROR_MAX_BYTES=0): its mirror is scratch space, emptied;
+    # what stays on its disk is derived (the crops cache) or its own state.
+    assert [name for name in files_under(worker.data_dir / "media-mirror") if name != ".in-use"] == []
     leftovers = [name for name in files_under(worker.data_dir)
-                 if not name.startswith(("media-mirror/", "cache/", "run/", "secret_key"))]
+                 if not name.startswith(("media-mirror/", "cache/crops/", "run/", "secret_key"))]
     assert leftovers == []

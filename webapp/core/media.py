@@ -18,11 +18,13 @@ to a pre-signed URL that expires ``MEDIA_URL_EXPIRY_S`` seconds after the permis
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
@@ -74,8 +76,15 @@ def local_path(name: str) -> Path:
     """A local file holding ``name``'s bytes: the file itself (local), or the mirror's copy, downloaded
     on first use as a stream (remote). Raises FileNotFoundError when the storage has no such name."""
     path = work_path(name)
-    if not is_remote() or path.is_file():
+    if not is_remote():
         return path
+    if path.is_file():
+        try:
+            os.utime(path)   # recently used: trim_mirror removes the least recently used first
+        except FileNotFoundError:   # trimmed just now: download it again below
+            pass
+        else:
+            return path
     path.parent.mkdir(parents=True, exist_ok=True)
     # Download beside the target, then rename: a reader never sees half a file, and two processes that
     # download the same name both end with a whole one.
@@ -220,3 +229,76 @@ def local_folder(name: str) -> Path:
         for file_name in names(name):
             local_path(file_name)
     return work_path(name)
+
+
+# ----------------------------------------------------------------------------------- the mirror's size
+
+_IN_USE = ".in-use"   # the lock file: shared while a job runs, exclusive while the mirror is trimmed
+
+
+@contextmanager
+def mirror_in_use():
+    """Held by every job (a shared lock on the mirror's lock file): :func:`trim_mirror` never removes files
+    from under a job that is running on this host, whichever process runs it."""
+    if not is_remote():
+        yield
+        return
+    with _lock_file() as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def trim_mirror(max_bytes: int | None = None) -> int:
+    """Remote: remove the least recently used files of this host's mirror until it holds at most
+    ``max_bytes`` (``MEDIA_MIRROR_MAX_BYTES``; 0 keeps nothing: every job then works in scratch space that
+    is emptied after it). Skipped while a job runs here. Returns the bytes removed."""
+    if not is_remote():
+        return 0
+    limit = settings.MEDIA_MIRROR_MAX_BYTES if max_bytes is None else max_bytes
+    with _lock_file() as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0   # a job runs on this host: the last one to end trims
+        try:
+            files = []
+            for folder, _, names_here in os.walk(root()):
+                for file in names_here:
+                    if file == _IN_USE:
+                        continue
+                    path = os.path.join(folder, file)
+                    try:
+                        stat = os.stat(path)
+                    except FileNotFoundError:
+                        continue
+                    files.append((stat.st_mtime, stat.st_size, path))
+            total = sum(size for _, size, _ in files)
+            freed = 0
+            for _, size, path in sorted(files):          # least recently used first
+                if total - freed <= limit:
+                    break
+                Path(path).unlink(missing_ok=True)
+                freed += size
+            _remove_empty_folders(root())
+            return freed
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _lock_file():
+    root().mkdir(parents=True, exist_ok=True)
+    with open(root() / _IN_USE, "a+b") as handle:
+        yield handle
+
+
+def _remove_empty_folders(top: Path) -> None:
+    for folder, subfolders, files in os.walk(top, topdown=False):
+        if Path(folder) != top and not subfolders and not files:
+            try:
+                os.rmdir(folder)
+            except OSError:   # a file appeared meanwhile
+                pass
