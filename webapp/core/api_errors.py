@@ -8,6 +8,8 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from . import domain_errors
+
 
 class ServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
@@ -20,8 +22,8 @@ class Conflict(exceptions.APIException):
     default_detail = "The request conflicts with the current state."
     default_code = "conflict"
 
-    def __init__(self, detail=None, **extra):
-        super().__init__(detail)
+    def __init__(self, detail=None, code=None, **extra):
+        super().__init__(detail, code)
         self.extra = extra
 
 
@@ -43,7 +45,22 @@ def _flatten(errors, prefix="") -> list[str]:
     return [f"{field}: {errors}" if field else str(errors)]
 
 
+def api_exception(exc: domain_errors.DomainError) -> exceptions.APIException:
+    """The one mapping of domain errors to HTTP: each becomes the DRF exception of its status, so that its
+    body reads as every other error of the API does (a 400 with ``errors`` by field, a 409 with its extras)."""
+    if isinstance(exc, domain_errors.NotFound):
+        return exceptions.NotFound(exc.detail, code=exc.code)
+    if isinstance(exc, domain_errors.Conflict):
+        return Conflict(exc.detail, exc.code, **exc.extra)
+    if isinstance(exc, domain_errors.Unavailable):
+        return ServiceUnavailable(exc.detail, exc.code)
+    # Invalid, and any other refusal of what the user gave.
+    return exceptions.ValidationError({exc.field: exc.detail} if exc.field else exc.detail, code=exc.code)
+
+
 def exception_handler(exc, context):
+    if isinstance(exc, domain_errors.DomainError):
+        exc = api_exception(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     response = drf_exception_handler(exc, context)

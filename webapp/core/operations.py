@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
 from . import audit
 
 
-def do_regenerate_api_token(user) -> Token:
+def do_regenerate_api_token(user):
     """Replace the user's API token (the old one stops working at once)."""
+    # The token model by its app label: operations stay free of the REST framework's modules.
+    Token = apps.get_model("authtoken", "Token")
     with transaction.atomic():
         Token.objects.filter(user=user).delete()
         token = Token.objects.create(user=user)

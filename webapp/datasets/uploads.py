@@ -9,11 +9,11 @@ from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.core.files.move import file_move_safe
-from rest_framework.exceptions import ValidationError
 
 from mlcore.readers import detect_format
 from mlcore.types import DataError
 from webapp.core import media
+from webapp.core.domain_errors import Invalid
 from webapp.jobs import operations as job_operations
 from webapp.jobs import sweep
 from webapp.jobs.models import Job
@@ -33,14 +33,14 @@ def _stage(archive, files, paths=None) -> Path:
     try:
         total = (archive.size if archive else 0) + sum(f.size for f in files or [])
         if total > settings.MAX_UPLOAD_BYTES:
-            raise ValidationError({"archive": f"the upload is {total / 1e6:.1f} MB, over the limit of "
-                                              f"{settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB"})
+            raise Invalid(f"the upload is {total / 1e6:.1f} MB, over the limit of "
+                          f"{settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB", field="archive", code="too_large")
         if archive:
             _write(archive, staging / "upload.zip")
         for upload, name in zip(files or [], paths or [f.name for f in files or []]):
             parts = PurePosixPath(name.replace("\\", "/")).parts
             if not parts or name.startswith("/") or ".." in parts:
-                raise ValidationError({"files": f"{name}: unsafe file name (absolute or '..')"})
+                raise Invalid(f"{name}: unsafe file name (absolute or '..')", field="files", code="unsafe_name")
             _write(upload, staging.joinpath("files", *parts))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from mlcore.examples import LAYOUTS
 from webapp.core import media, policy
-from webapp.core.api_errors import Conflict
+from webapp.core.domain_errors import Conflict
 from webapp.core.policy import project_role
 from webapp.jobs.models import Job
 from webapp.projects.access import get_project_for
@@ -123,7 +123,7 @@ def delete_dataset(request, project_id: int, dataset_id: int):
     try:
         job = do_request_dataset_deletion(dataset, actor=request.user)
     except Conflict as exc:
-        messages.error(request, str(exc.detail))
+        messages.error(request, exc.detail)
         return redirect("dataset-detail", project.pk, dataset.pk)
     messages.success(request, f"Dataset {dataset.name!r} is being deleted (job {job.pk}).")
     return redirect("project-detail", project.pk)

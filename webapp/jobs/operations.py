@@ -15,7 +15,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 from webapp.core import audit
-from webapp.core.api_errors import ServiceUnavailable
+from webapp.core.domain_errors import Unavailable
 
 from . import liveness, sweep
 from .errors import public_error
@@ -43,12 +43,12 @@ def broker_reachable(timeout: float = 2.0) -> bool:
 def do_enqueue_job(kind: str, *, actor=None, params: dict | None = None, **fields) -> Job:
     """Create the job row and hand it to Celery once the row is committed.
 
-    Raises ServiceUnavailable when Redis is down. Sending happens on commit so that a worker never
+    Raises Unavailable (503 in the API) when Redis is down. Sending happens on commit so that a worker never
     receives a job whose row it cannot see yet (callers may wrap this in their own transaction).
     """
     if not broker_reachable():
-        raise ServiceUnavailable("The task queue (Redis) is unreachable, so the job was not started. "
-                                 "Nothing was saved; try again once Redis is back.")
+        raise Unavailable("The task queue (Redis) is unreachable, so the job was not started. "
+                          "Nothing was saved; try again once Redis is back.", code="queue_unavailable")
     with transaction.atomic():
         job = Job.objects.create(kind=kind, created_by=actor if getattr(actor, "is_authenticated", False) else None,
                                  params=params or {}, celery_task_id=str(uuid.uuid4()), **fields)
@@ -68,8 +68,9 @@ def _send(job: Job) -> None:
                             soft_time_limit=soft, time_limit=hard)
     except Exception as exc:
         do_fail_job(job.pk, f"could not queue the job: the task queue (Redis) is unreachable ({exc})")
-        raise ServiceUnavailable("The task queue (Redis) became unreachable while the job was queued; "
-                                 f"job {job.pk} is marked failed. Try again once Redis is back.") from exc
+        raise Unavailable("The task queue (Redis) became unreachable while the job was queued; "
+                          f"job {job.pk} is marked failed. Try again once Redis is back.", code="queue_unavailable",
+                          job_id=job.pk) from exc
 
 
 def do_start_job(job_id: int, worker: str) -> Job:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from django.db.models import Sum
 
 from webapp.core import media
-from webapp.core.api_errors import Conflict
+from webapp.core.domain_errors import Conflict
 from webapp.jobs.models import Job
 
 # A callback the job passes in: (percent, message) -> None, raising to cancel.
@@ -58,7 +58,7 @@ def refuse_while_busy(project, kinds: Iterable[str], what: str) -> None:
     """409 when a job of ``kinds`` is queued or running in the project (request time)."""
     job = busy_job(project.pk, kinds)
     if job is not None:
-        raise Conflict(busy_message(job, what), job_id=job.pk)
+        raise Conflict(busy_message(job, what), code="project_busy", job_id=job.pk)
 
 
 def enqueue_deletion(project_id: int, kinds: Iterable[str], what: str, *, actor, params: dict, action: str, target):
@@ -84,7 +84,7 @@ def refuse_while_deleting(project, what: str) -> None:
     if job is not None:
         target = "the project" if job.params.get("target") == "project" else f"dataset {job.params.get('name')!r}"
         raise Conflict(f"{what} cannot start now: {target} is being deleted (job {job.pk}, {job.state}). "
-                       "Wait for the deletion to finish.", job_id=job.pk)
+                       "Wait for the deletion to finish.", code="deletion_pending", job_id=job.pk)
 
 
 def delete_images(dataset_ids: list[int], progress: Progress, *, done: int, total: int, start: float,

@@ -5,7 +5,7 @@ from django.db import transaction
 from django.http import Http404
 
 from webapp.core import audit
-from webapp.core.api_errors import Conflict
+from webapp.core.domain_errors import Conflict
 
 from .models import Membership, Project, Role
 
@@ -60,7 +60,7 @@ def _refuse_losing_last_admin(project: Project, membership: Membership | None, n
     if not Membership.objects.filter(project=project, role=Role.ADMIN).exclude(pk=membership.pk).exists():
         change = "removed" if new_role is None else f"made a {Role(new_role).label.lower()}"
         raise Conflict(f"{membership.user.get_username()} is the last admin of project {project.name!r} and cannot be "
-                       f"{change}: make another member an admin first.")
+                       f"{change}: make another member an admin first.", code="last_admin")
 
 
 def do_set_membership(project: Project, user, role: str, *, actor) -> Membership:
@@ -81,7 +81,7 @@ def do_add_member(project: Project, user, role: str, *, actor) -> Membership:
         current = _locked_membership(project, user)
         if current is not None:
             raise Conflict(f"{user.get_username()} is already a {Role(current.role).label.lower()} of project "
-                           f"{project.name!r}: change their role instead.")
+                           f"{project.name!r}: change their role instead.", code="already_member")
         membership = Membership.objects.create(project=project, user=user, role=role)
         audit.record("project.member_added", actor=actor, target=project, user=user.username, role=role)
     return membership

@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from webapp.core.api_errors import Conflict
+from webapp.core.domain_errors import Conflict
 from webapp.core.policy import project_role
 from webapp.projects.deletion import PROJECT_BLOCKERS, busy_job
 
@@ -36,7 +36,7 @@ def members(request, project_id: int):
         except operations.UserNotFound as exc:
             messages.error(request, str(exc))
         except Conflict as exc:
-            messages.error(request, str(exc.detail))
+            messages.error(request, exc.detail)
         return redirect("project-members", project.pk)
     memberships = list(Membership.objects.filter(project=project).select_related("user")
                        .order_by("user__username"))
@@ -80,7 +80,7 @@ def _apply(request, change, success: str) -> None:
     except Http404 as exc:
         messages.error(request, str(exc))
     except Conflict as exc:
-        messages.error(request, str(exc.detail))
+        messages.error(request, exc.detail)
 
 
 @require_POST
@@ -93,7 +93,7 @@ def delete_project(request, project_id: int):
     try:
         job = operations.do_request_project_deletion(project, actor=request.user)
     except Conflict as exc:
-        messages.error(request, str(exc.detail))
+        messages.error(request, exc.detail)
         return redirect("project-detail", project.pk)
     messages.success(request, f"Project {project.name!r} is being deleted (job {job.pk}).")
     return redirect("job-detail", job.pk)

@@ -10,12 +10,15 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from webapp.core import sql
+from webapp.core.domain_errors import Invalid
 from webapp.datasets.models import Image, LabelClass, LabelSet, Nucleus
 from webapp.projects.models import ROLE_RANK, Membership, Project, Role
 
 
-class UnknownName(ValueError):
-    """A label set or class name that does not exist (the API answers 400 with the message)."""
+class UnknownName(Invalid, ValueError):
+    """A label set or class name that does not exist, on the user's ``field`` (the API answers 400)."""
+
+    default_code = "unknown_name"
 
 
 def project_for(user, project_id: int, role: str = Role.VIEWER) -> Project:
@@ -73,10 +76,10 @@ def label_set_named(project: Project, name: str | None, *, default_first: bool =
             first = LabelSet.objects.filter(project=project).order_by("id").first()
             if first is not None:
                 return first
-        raise UnknownName("label_set: name a label set of the project" + _choices(project))
+        raise UnknownName("name a label set of the project" + _choices(project), field="label_set")
     label_set = LabelSet.objects.filter(project=project, name=name).first()
     if label_set is None:
-        raise UnknownName(f"label_set: no label set named {name!r} in this project" + _choices(project))
+        raise UnknownName(f"no label set named {name!r} in this project" + _choices(project), field="label_set")
     return label_set
 
 
@@ -118,12 +121,12 @@ def class_index_for(label_set: LabelSet, class_name: str | None = None, class_in
         classes = dict(LabelClass.objects.filter(label_set=label_set).values_list("name", "index"))
     if class_name not in (None, ""):
         if class_name not in classes:
-            raise UnknownName(f"class_name: {class_name!r} is not a class of {label_set.name!r} "
-                              f"(classes: {', '.join(sorted(classes, key=classes.get))})")
+            raise UnknownName(f"{class_name!r} is not a class of {label_set.name!r} "
+                              f"(classes: {', '.join(sorted(classes, key=classes.get))})", field="class_name")
         return classes[class_name]
     if class_index is not None:
         if class_index not in classes.values():
-            raise UnknownName(f"class_index: {class_index} is outside label set {label_set.name!r} "
-                              f"(0 to {len(classes) - 1})")
+            raise UnknownName(f"{class_index} is outside label set {label_set.name!r} "
+                              f"(0 to {len(classes) - 1})", field="class_index")
         return class_index
-    raise UnknownName("class_name: which class? (or class_index)")
+    raise UnknownName("which class? (or class_index)", field="class_name")

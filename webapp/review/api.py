@@ -56,24 +56,21 @@ def _label_set(project: Project, name: str | None, *, default_first: bool = Fals
     try:
         return label_set_named(project, name, default_first=default_first)
     except UnknownName as exc:
-        field, message = str(exc).split(": ", 1)
-        raise ValidationError({field: message}) from None
+        raise ValidationError({exc.field: exc.detail}) from None
 
 
 def _label_set_and_version(project: Project, name: str | None, *, default_first: bool = False):
     try:
         return label_set_and_version(project, name, default_first=default_first)
     except UnknownName as exc:
-        field, message = str(exc).split(": ", 1)
-        raise ValidationError({field: message}) from None
+        raise ValidationError({exc.field: exc.detail}) from None
 
 
 def _class_index(label_set: LabelSet, data: dict, classes: list[dict] | None = None) -> int:
     try:
         return class_index_for(label_set, data.get("class_name"), data.get("class_index"), classes)
     except UnknownName as exc:
-        field, message = str(exc).split(": ", 1)
-        raise ValidationError({field: message}) from None
+        raise ValidationError({exc.field: exc.detail}) from None
 
 
 def _flag(value) -> bool:

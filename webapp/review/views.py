@@ -37,7 +37,7 @@ def _chosen_label_set(project, request) -> LabelSet | None:
         return label_set_named(project, request.GET.get("label_set"), default_first=True)
     except UnknownName as exc:
         if request.GET.get("label_set"):
-            raise Http404(str(exc).split(": ", 1)[-1]) from None
+            raise Http404(exc.detail) from None
         return None  # the project has no label set yet
 
 
@@ -110,7 +110,7 @@ def agreement_page(request, project_id: int):
         try:
             label_set = label_set_named(project, name)
         except UnknownName as exc:
-            raise Http404(str(exc).split(": ", 1)[-1]) from None
+            raise Http404(exc.detail) from None
     return render(request, "review/agreement.html", {
         "project": project, "reports": quality.project_agreement(project, label_set),
         "can_settle": ROLE_RANK[project.role] >= ROLE_RANK[Role.CURATOR],

@@ -13,7 +13,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
@@ -121,10 +121,8 @@ def retrain_policy(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
     payload = RetrainPolicySerializer(data=request.data)
     payload.is_valid(raise_exception=True)
-    try:
-        policy = operations.do_set_retrain_policy(project, actor=request.user, **payload.validated_data)
-    except ValueError as exc:
-        raise ValidationError({"cron": str(exc).split(": ", 1)[-1]}) from None
+    # A schedule celery refuses is Invalid on "cron": a 400 (webapp.core.api_errors).
+    policy = operations.do_set_retrain_policy(project, actor=request.user, **payload.validated_data)
     return Response(RetrainPolicySerializer(policy).data)
 
 

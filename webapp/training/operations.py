@@ -12,7 +12,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from webapp.core import audit, media
-from webapp.core.api_errors import Conflict
+from webapp.core.domain_errors import Conflict
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job
 from webapp.jobs.sweep import resume_checkpoint, staged_checkpoint
@@ -49,7 +49,9 @@ def default_training_options(project: Project, batch_size: int | None = None) ->
 
 
 class NotResumable(Conflict):
-    pass
+    """The training named cannot be resumed: the reason says why."""
+
+    default_code = "not_resumable"
 
 
 def resume_point(job: Job, project: Project | None = None) -> dict:
@@ -83,7 +85,7 @@ def do_start_training(project: Project, *, actor=None, options: dict | None = No
         current = running_training(project)
         if current is not None:
             raise Conflict(f"Project {project.name!r} is already training (job {current.pk}, {current.state}); "
-                           "wait for it to finish or cancel it.", job_id=current.pk)
+                           "wait for it to finish or cancel it.", code="training_running", job_id=current.pk)
         params = {"reason": reason}
         if resume_from is not None:
             point = resume_point(resume_from, project)
@@ -253,17 +255,12 @@ def do_set_retrain_policy(project: Project, *, actor, enabled: bool = True, min_
     """Store the policy and its django-celery-beat schedules (one interval check, one optional cron)."""
     from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
-    from rest_framework.exceptions import ValidationError
-
-    from .serializers import parse_cron
+    from .schedule import parse_cron
 
     cron = " ".join((cron or "").split())
     cron_fields = cron.split()
     if cron:
-        try:
-            parse_cron(cron)  # celery's own parser: beat would fail on what it refuses
-        except ValidationError as exc:
-            raise ValueError(f"cron: {exc.detail[0]}") from None
+        parse_cron(cron)  # celery's own parser: beat would fail on what it refuses (Invalid on "cron")
     with transaction.atomic():
         policy, _ = RetrainPolicy.objects.update_or_create(
             project=project, defaults={"enabled": enabled, "min_new_reviews": min_new_reviews,

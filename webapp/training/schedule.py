@@ -11,9 +11,39 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
+
+from webapp.core.domain_errors import Invalid
 
 from .models import RetrainPolicy
+
+
+CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+CRON_FIELD_NAMES = ("minute", "hour", "day of month", "month", "day of week")
+
+
+def parse_cron(text: str) -> dict:
+    """'minute hour day-of-month month day-of-week' as django-celery-beat's crontab fields; Invalid (on the
+    user's field ``cron``) naming the part that is wrong (celery's own parser decides what is valid)."""
+    from celery.schedules import crontab
+
+    fields = text.split()
+    if len(fields) != 5:
+        raise Invalid(
+            f"{text!r} has {len(fields)} field{'s' if len(fields) != 1 else ''}; a schedule needs five: "
+            "minute hour day-of-month month day-of-week, e.g. '0 3 * * 0' (Sundays at 03:00)",
+            field="cron", code="invalid_schedule")
+    values = dict(zip(CRON_FIELDS, fields))
+    for key, name in zip(CRON_FIELDS, CRON_FIELD_NAMES):
+        try:
+            crontab(**{key: values[key]})
+        except (ValueError, TypeError) as exc:
+            raise Invalid(f"{name} {values[key]!r} is not valid ({exc})", field="cron",
+                          code="invalid_schedule") from None
+    try:
+        crontab(**values)
+    except (ValueError, TypeError) as exc:
+        raise Invalid(f"{text!r} is not a valid schedule ({exc})", field="cron", code="invalid_schedule") from None
+    return values
 
 
 def _to_second(when: datetime) -> datetime:
@@ -26,13 +56,11 @@ def next_cron_run(policy: RetrainPolicy, now: datetime | None = None) -> datetim
 
     from workers.celery import app
 
-    from .serializers import parse_cron
-
     if not policy.enabled or not policy.cron:
         return None
     try:
         values = parse_cron(policy.cron)
-    except ValidationError:
+    except Invalid:
         return None  # stored before schedules were checked: it never runs
     zone = ZoneInfo(settings.CELERY_TIMEZONE)
     local = (now or timezone.now()).astimezone(zone)

@@ -4,7 +4,10 @@ from rest_framework.settings import api_settings
 from mlcore.backbones import backbone_choices
 from mlcore.train import STAGES
 
+from webapp.core.domain_errors import Invalid
+
 from .models import ModelVersion, RetrainPolicy
+from .schedule import parse_cron
 
 
 class TrainRequestSerializer(serializers.Serializer):
@@ -65,33 +68,6 @@ class TrainOptionsSerializer(TrainRequestSerializer):
     """The training options a retraining policy stores: the train API's own rules, and nothing else."""
 
 
-CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
-CRON_FIELD_NAMES = ("minute", "hour", "day of month", "month", "day of week")
-
-
-def parse_cron(text: str) -> dict:
-    """'minute hour day-of-month month day-of-week' as django-celery-beat's crontab fields; ValidationError
-    naming the field that is wrong (celery's own parser decides what is valid)."""
-    from celery.schedules import crontab
-
-    fields = text.split()
-    if len(fields) != 5:
-        raise serializers.ValidationError(
-            f"{text!r} has {len(fields)} field{'s' if len(fields) != 1 else ''}; a schedule needs five: "
-            "minute hour day-of-month month day-of-week, e.g. '0 3 * * 0' (Sundays at 03:00)")
-    values = dict(zip(CRON_FIELDS, fields))
-    for key, name in zip(CRON_FIELDS, CRON_FIELD_NAMES):
-        try:
-            crontab(**{key: values[key]})
-        except (ValueError, TypeError) as exc:
-            raise serializers.ValidationError(f"{name} {values[key]!r} is not valid ({exc})") from None
-    try:
-        crontab(**values)
-    except (ValueError, TypeError) as exc:
-        raise serializers.ValidationError(f"{text!r} is not a valid schedule ({exc})") from None
-    return values
-
-
 class RetrainPolicySerializer(serializers.ModelSerializer):
     options = TrainOptionsSerializer(required=False, help_text="the options of POST .../train/, for scheduled runs")
     saved = serializers.SerializerMethodField(help_text="false until the policy is first saved")
@@ -108,7 +84,10 @@ class RetrainPolicySerializer(serializers.ModelSerializer):
     def validate_cron(self, value: str) -> str:
         value = " ".join((value or "").split())
         if value:
-            parse_cron(value)
+            try:
+                parse_cron(value)
+            except Invalid as exc:
+                raise serializers.ValidationError(exc.detail, code=exc.code) from None
         return value
 
     def to_representation(self, policy):
