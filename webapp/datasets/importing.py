@@ -24,6 +24,7 @@ from PIL import Image as PILImage
 from mlcore.readers import FORMATS, open_dataset
 from mlcore.types import MAX_NAME_LENGTH, DataError, LabelSet as MLLabelSet
 from webapp.core import audit, media
+from webapp.core.domain_errors import Invalid
 from webapp.projects.models import Project
 
 from . import bulk
@@ -34,8 +35,10 @@ Progress = Callable[[float, str], None]
 BATCH_NUCLEI = 5_000  # nuclei per bulk insert: small enough that writing overlaps the preparing workers
 
 
-class ImportRejected(Exception):
-    """The upload as a whole cannot be imported (a name taken, an empty archive...)."""
+class ImportRejected(Invalid):
+    """The upload as a whole cannot be imported (a name taken, an empty archive...), on the user's ``field``."""
+
+    default_code = "import_rejected"
 
 
 # ------------------------------------------------------------------------------------------ archives
@@ -104,8 +107,8 @@ def resolve_label_set(project: Project, found: MLLabelSet, requested_name: str |
         if existing is not None:
             if existing.class_names != names:
                 raise ImportRejected(
-                    f"label_set: {requested_name!r} has classes {existing.class_names}, but the files have {names}; "
-                    "choose another label set name to create a new one")
+                    f"{requested_name!r} has classes {existing.class_names}, but the files have {names}; "
+                    "choose another label set name to create a new one", field="label_set")
             return existing, found
         return None, MLLabelSet(requested_name, found.classes, found.colors)
     for existing in LabelSet.objects.filter(project=project).prefetch_related("classes"):
@@ -161,9 +164,9 @@ def do_import_dataset(project: Project, *, name: str, format: str, path: Path, a
     progress = progress or (lambda percent, message: None)
     log = log or (lambda line: None)
     if format not in FORMATS:
-        raise ImportRejected(f"format: {format!r} is not one of {', '.join(FORMATS)}")
+        raise ImportRejected(f"{format!r} is not one of {', '.join(FORMATS)}", field="format")
     if Dataset.objects.filter(project=project, name=name).exists():
-        raise ImportRejected(f"name: project {project.name!r} already has a dataset named {name!r}")
+        raise ImportRejected(f"project {project.name!r} already has a dataset named {name!r}", field="name")
     reader = open_dataset(format, path, name=name, label_set_name=label_set_name or name, labelled=labelled)
     if len(reader) == 0:
         raise DataError(path.name, "no images found in this dataset")

@@ -60,25 +60,25 @@ def resolve_slides_path(relative: str, field: str) -> Path:
     Errors start with ``field`` (the request field) and never show the server's paths."""
     root = getattr(settings, "SLIDES_ROOT", None)
     if not root:
-        raise SlidePathRefused(f"{field}: this server has no SLIDES_ROOT (a folder of slides it may read), so a "
+        raise SlidePathRefused("this server has no SLIDES_ROOT (a folder of slides it may read), so a "
                                "slide cannot be registered by path; upload the file instead, or ask the "
-                               "administrator to set SLIDES_ROOT")
+                               "administrator to set SLIDES_ROOT", field=field)
     text = str(relative or "").replace("\\", "/")
     parts = PurePosixPath(text).parts
     if not text or text.startswith("/") or (parts and ":" in parts[0]):
-        raise SlidePathRefused(f"{field}: {relative!r} must be a path relative to SLIDES_ROOT, not an absolute one")
+        raise SlidePathRefused(f"{relative!r} must be a path relative to SLIDES_ROOT, not an absolute one", field=field)
     if ".." in parts:
-        raise SlidePathRefused(f"{field}: {relative!r} must stay inside SLIDES_ROOT ('..' is not allowed)")
+        raise SlidePathRefused(f"{relative!r} must stay inside SLIDES_ROOT ('..' is not allowed)", field=field)
     root = Path(root).resolve()
     target = root.joinpath(*parts)
     try:
         resolved = target.resolve(strict=True)
     except (FileNotFoundError, RuntimeError, OSError):
-        raise SlidePathRefused(f"{field}: there is no file {relative!r} under SLIDES_ROOT") from None
+        raise SlidePathRefused(f"there is no file {relative!r} under SLIDES_ROOT", field=field) from None
     if not resolved.is_relative_to(root):
-        raise SlidePathRefused(f"{field}: {relative!r} links to a file outside SLIDES_ROOT, which is not allowed")
+        raise SlidePathRefused(f"{relative!r} links to a file outside SLIDES_ROOT, which is not allowed", field=field)
     if not resolved.is_file():
-        raise SlidePathRefused(f"{field}: {relative!r} under SLIDES_ROOT is not a file")
+        raise SlidePathRefused(f"{relative!r} under SLIDES_ROOT is not a file", field=field)
     return resolved
 
 
@@ -112,27 +112,27 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
 
     name = (name or "").strip()
     if not name:
-        raise ImportRejected("name: give the slide's dataset a name")
+        raise ImportRejected("give the slide's dataset a name", field="name")
     if Dataset.objects.filter(project=project, name=name).exists():
-        raise ImportRejected(f"name: project {project.name!r} already has a dataset named {name!r}")
+        raise ImportRejected(f"project {project.name!r} already has a dataset named {name!r}", field="name")
     if sum(map(bool, (path, slide_upload, slide_upload_id))) != 1:
-        raise ImportRejected("path: give either the slide's path under SLIDES_ROOT, the slide file, or the id of "
-                             "its chunked upload (slide_upload_id), one of them")
+        raise ImportRejected("give either the slide's path under SLIDES_ROOT, the slide file, or the id of "
+                             "its chunked upload (slide_upload_id), one of them", field="path")
     if sum(map(bool, (detections_path, detections_upload, detections_upload_id))) != 1:
-        raise ImportRejected("detections: give either the detections' path under SLIDES_ROOT (detections_path), "
+        raise ImportRejected("give either the detections' path under SLIDES_ROOT (detections_path), "
                              "the QuPath GeoJSON file (detections), or the id of its chunked upload "
-                             "(detections_upload_id), one of them")
+                             "(detections_upload_id), one of them", field="detections")
     chunked_slide = claim_upload(project, actor, slide_upload_id, "slide_upload_id", "slide") \
         if slide_upload_id else None
     chunked_detections = claim_upload(project, actor, detections_upload_id, "detections_upload_id", "detections") \
         if detections_upload_id else None
     if chunked_slide is not None and chunked_detections is not None and chunked_slide.id == chunked_detections.id:
-        raise ImportRejected("detections_upload_id: the slide and its detections must be two uploads")
+        raise ImportRejected("the slide and its detections must be two uploads", field="detections_upload_id")
     params = {"slide": True, "name": name, "label_set": label_set or None, "provenance": provenance}
     if path:
         resolved = resolve_slides_path(path, "path")
         if resolved.suffix.lower() not in SLIDE_SUFFIXES:
-            raise ImportRejected(f"path: {path!r} is not a slide file ({', '.join(SLIDE_SUFFIXES)})")
+            raise ImportRejected(f"{path!r} is not a slide file ({', '.join(SLIDE_SUFFIXES)})", field="path")
         params.update(slide_path=str(resolved.relative_to(Path(settings.SLIDES_ROOT).resolve())),
                       slide_name=PurePosixPath(path.replace("\\", "/")).name)
     if detections_path:
@@ -141,9 +141,10 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
                       detections_name=PurePosixPath(detections_path.replace("\\", "/")).name)
     uploaded = sum(getattr(f, "size", 0) or 0 for f in (slide_upload, detections_upload) if f is not None)
     if uploaded > settings.MAX_UPLOAD_BYTES:
-        raise ImportRejected(f"{'slide' if slide_upload is not None else 'detections'}: the upload is "
-                             f"{uploaded / 1e6:.1f} MB, over the limit of {settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB "
-                             "(MAX_UPLOAD_BYTES); register a slide that large by its path under SLIDES_ROOT")
+        raise ImportRejected(f"the upload is {uploaded / 1e6:.1f} MB, over the limit of "
+                             f"{settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB (MAX_UPLOAD_BYTES); register a slide that "
+                             "large by its path under SLIDES_ROOT",
+                             field="slide" if slide_upload is not None else "detections")
     refuse_while_deleting(project, "A slide import")
     staging = staging_name = None
     moved: list[tuple[Path, Path]] = []  # (chunked upload's data, where it went): put back on a refusal
@@ -157,7 +158,7 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
             slide_name = _upload_name(slide_upload, "slide.tiff")
             suffix = Path(slide_name).suffix.lower()
             if suffix not in SLIDE_SUFFIXES:
-                raise ImportRejected(f"slide: {slide_name!r} is not a slide file ({', '.join(SLIDE_SUFFIXES)})")
+                raise ImportRejected(f"{slide_name!r} is not a slide file ({', '.join(SLIDE_SUFFIXES)})", field="slide")
             _stage_upload(slide_upload, staging / f"slide{suffix}")
             params.update(slide_upload=f"slide{suffix}", slide_name=slide_name)
         if chunked_slide is not None:
@@ -264,7 +265,7 @@ def import_slide(project, *, name: str, slide_source: Path, slide_root: str, sli
     progress = progress or (lambda percent, message: None)
     log = log or (lambda line: None)
     if Dataset.objects.filter(project=project, name=name).exists():
-        raise ImportRejected(f"name: project {project.name!r} already has a dataset named {name!r}")
+        raise ImportRejected(f"project {project.name!r} already has a dataset named {name!r}", field="name")
     folder = folder or media.work_path(f"projects/{project.pk}/datasets/{uuid.uuid4().hex}")
     folder_name = media.name_of(folder)
     folder.mkdir(parents=True)

@@ -34,6 +34,7 @@ from django.http import Http404
 
 from mlcore.slides import SLIDE_SUFFIXES
 from webapp.core import audit
+from webapp.core.domain_errors import Conflict
 
 from .importing import ImportRejected
 
@@ -46,11 +47,13 @@ ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 
-class UploadConflict(Exception):
+class UploadConflict(Conflict):
     """A chunk that does not start where the received bytes end (409): the client resumes at ``offset``."""
 
+    default_code = "chunk_offset"
+
     def __init__(self, message: str, offset: int):
-        super().__init__(message)
+        super().__init__(message, offset=offset)
         self.offset = offset
 
 
@@ -106,17 +109,17 @@ def do_start_slide_upload(project, *, actor, filename: str, size: int) -> SlideU
 
     name = _client_name(filename)
     if not name:
-        raise ImportRejected("filename: give the name of the file to upload")
+        raise ImportRejected("give the name of the file to upload", field="filename")
     if not suffix_kind(name):
-        raise ImportRejected(f"filename: {name!r} is neither a slide ({', '.join(SLIDE_SUFFIXES)}) nor its "
-                             f"detections ({', '.join(DETECTIONS_SUFFIXES)})")
+        raise ImportRejected(f"{name!r} is neither a slide ({', '.join(SLIDE_SUFFIXES)}) nor its "
+                             f"detections ({', '.join(DETECTIONS_SUFFIXES)})", field="filename")
     limit = settings.SLIDE_UPLOAD_MAX_BYTES
     if size is None or size < 1:
-        raise ImportRejected(f"size: {name!r} must have at least one byte")
+        raise ImportRejected(f"{name!r} must have at least one byte", field="size")
     if size > limit:
-        raise ImportRejected(f"size: {name!r} is {size / 1024**3:.2f} GiB, over this server's limit of "
+        raise ImportRejected(f"{name!r} is {size / 1024**3:.2f} GiB, over this server's limit of "
                              f"{limit / 1024**3:.2f} GiB (SLIDE_UPLOAD_MAX_BYTES); register it by its path under "
-                             "SLIDES_ROOT instead")
+                             "SLIDES_ROOT instead", field="size")
     refuse_while_deleting(project, "A slide upload")
     upload_id = uuid.uuid4().hex
     folder = uploads_root() / upload_id
@@ -155,19 +158,19 @@ def parse_content_range(header: str | None, upload: SlideUpload) -> tuple[int, i
     """(start, length) of a chunk from its ``Content-Range``; ImportRejected when it is malformed."""
     match = CONTENT_RANGE.match((header or "").strip())
     if not match:
-        raise ImportRejected("Content-Range: send each chunk with a header 'Content-Range: bytes START-END/TOTAL' "
-                             "(END inclusive)")
+        raise ImportRejected("send each chunk with a header 'Content-Range: bytes START-END/TOTAL' "
+                             "(END inclusive)", field="Content-Range")
     start, end, total = (int(group) for group in match.groups())
     if total != upload.size:
-        raise ImportRejected(f"Content-Range: the total {total} is not the size of {upload.filename!r} given when "
-                             f"the upload started ({upload.size})")
+        raise ImportRejected(f"the total {total} is not the size of {upload.filename!r} given when "
+                             f"the upload started ({upload.size})", field="Content-Range")
     if end < start or end >= total:
-        raise ImportRejected(f"Content-Range: bytes {start}-{end} is not a range inside {upload.filename!r} "
-                             f"(0-{total - 1})")
+        raise ImportRejected(f"bytes {start}-{end} is not a range inside {upload.filename!r} "
+                             f"(0-{total - 1})", field="Content-Range")
     length = end - start + 1
     if length > MAX_CHUNK_BYTES:
-        raise ImportRejected(f"Content-Range: a chunk is at most {MAX_CHUNK_BYTES // 1024**2} MiB; this one is "
-                             f"{length / 1024**2:.1f} MiB")
+        raise ImportRejected(f"a chunk is at most {MAX_CHUNK_BYTES // 1024**2} MiB; this one is "
+                             f"{length / 1024**2:.1f} MiB", field="Content-Range")
     return start, length
 
 
@@ -191,8 +194,8 @@ def append_chunk(upload: SlideUpload, start: int, length: int, stream) -> dict:
                 data.write(block)
                 written += len(block)
             if written != length or stream.read(1):
-                raise ImportRejected(f"Content-Range: the body of this chunk of {upload.filename!r} is not the "
-                                     f"{length} bytes its Content-Range announces")
+                raise ImportRejected(f"the body of this chunk of {upload.filename!r} is not the "
+                                     f"{length} bytes its Content-Range announces", field="Content-Range")
             data.flush()
         except BaseException:
             data.truncate(offset)
@@ -213,15 +216,17 @@ def claim_upload(project, actor, upload_id: str, field: str, kind: str) -> Slide
     try:
         upload = get_upload(project, actor, upload_id)
     except Http404:
-        raise ImportRejected(f"{field}: there is no upload {upload_id!r} of yours in this project (it was used "
-                             "already, removed, or abandoned for over a day): upload the file again") from None
+        raise ImportRejected(f"there is no upload {upload_id!r} of yours in this project (it was used "
+                             "already, removed, or abandoned for over a day): upload the file again",
+                             field=field) from None
     if kind not in suffix_kind(upload.filename):
         allowed = SLIDE_SUFFIXES if kind == "slide" else DETECTIONS_SUFFIXES
-        raise ImportRejected(f"{field}: {upload.filename!r} is not a {kind} file ({', '.join(allowed)})")
+        raise ImportRejected(f"{upload.filename!r} is not a {kind} file ({', '.join(allowed)})", field=field)
     offset = upload.offset
     if offset != upload.size:
-        raise ImportRejected(f"{field}: the upload of {upload.filename!r} is not complete ({offset:,} of "
-                             f"{upload.size:,} bytes received): send the rest before registering the slide")
+        raise ImportRejected(f"the upload of {upload.filename!r} is not complete ({offset:,} of "
+                             f"{upload.size:,} bytes received): send the rest before registering the slide",
+                             field=field)
     return upload
 
 

@@ -88,22 +88,15 @@ class SlideRegisterView(APIView):
         payload = SlideRegisterSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
-        try:
-            job = do_register_slide(project, actor=request.user, name=data["name"],
-                                    label_set=data.get("label_set", ""), path=data.get("path", ""),
-                                    detections_path=data.get("detections_path", ""),
-                                    slide_upload=data.get("slide"), detections_upload=data.get("detections"),
-                                    slide_upload_id=data.get("slide_upload_id", ""),
-                                    detections_upload_id=data.get("detections_upload_id", ""),
-                                    provenance=data.get("provenance", ""))
-        except ImportRejected as exc:
-            raise _rejected(exc) from None
+        # A refusal (ImportRejected, Invalid on the user's field) is a 400 (webapp.core.api_errors).
+        job = do_register_slide(project, actor=request.user, name=data["name"],
+                                label_set=data.get("label_set", ""), path=data.get("path", ""),
+                                detections_path=data.get("detections_path", ""),
+                                slide_upload=data.get("slide"), detections_upload=data.get("detections"),
+                                slide_upload_id=data.get("slide_upload_id", ""),
+                                detections_upload_id=data.get("detections_upload_id", ""),
+                                provenance=data.get("provenance", ""))
         return _accepted(job, request)
-
-
-def _rejected(exc: ImportRejected) -> ValidationError:
-    field, _, problem = str(exc).partition(": ")
-    return ValidationError({field: problem} if problem else str(exc))
 
 
 def _upload_state(upload, request) -> dict:
@@ -123,12 +116,9 @@ class SlideUploadStartView(APIView):
         project = get_project_for(request.user, project_id, project_role(request))
         payload = SlideUploadStartSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        try:
-            upload = slide_uploads.do_start_slide_upload(project, actor=request.user,
-                                                         filename=payload.validated_data["filename"],
-                                                         size=payload.validated_data["size"])
-        except ImportRejected as exc:
-            raise _rejected(exc) from None
+        upload = slide_uploads.do_start_slide_upload(project, actor=request.user,
+                                                     filename=payload.validated_data["filename"],
+                                                     size=payload.validated_data["size"])
         return Response(_upload_state(upload, request), status=status.HTTP_201_CREATED)
 
 
@@ -165,14 +155,12 @@ class SlideUploadView(APIView):
             start, length = slide_uploads.parse_content_range(request.headers.get("Content-Range"), upload)
             declared = request.META.get("CONTENT_LENGTH")
             if declared not in (None, "") and declared != str(length):
-                raise ImportRejected(f"Content-Range: the chunk of {upload.filename!r} is {declared} bytes long, "
-                                     f"not the {length} its Content-Range announces")
+                raise ImportRejected(f"the chunk of {upload.filename!r} is {declared} bytes long, "
+                                     f"not the {length} its Content-Range announces", field="Content-Range")
             state = slide_uploads.append_chunk(upload, start, length, request._request)
         except slide_uploads.UploadConflict as exc:
-            return Response({"detail": str(exc), "offset": exc.offset, "size": upload.size, "complete": False},
+            return Response({"detail": exc.detail, "offset": exc.offset, "size": upload.size, "complete": False},
                             status=status.HTTP_409_CONFLICT)
-        except ImportRejected as exc:
-            raise _rejected(exc) from None
         return Response(_upload_state(upload, request) | {k: state[k] for k in ("offset", "complete")})
 
     @extend_schema(operation_id="project_slide_upload_delete", tags=["slides"], responses={204: None})
