@@ -2,16 +2,17 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.http import Http404
 
 from webapp.core import audit
-from webapp.core.domain_errors import Conflict
+from webapp.core.domain_errors import Conflict, Invalid, NotFound
 
 from .models import Membership, Project, Role
 
 
-class UserNotFound(Exception):
+class UserNotFound(Invalid):
     """No single active account answers to the username or e-mail address given."""
+
+    default_code = "unknown_user"
 
 
 def find_user(identifier: str):
@@ -92,7 +93,7 @@ def do_change_member_role(project: Project, user, role: str, *, actor) -> Member
     with transaction.atomic():
         membership = _locked_membership(project, user)
         if membership is None:
-            raise Http404(f"{user.get_username()} is not a member of project {project.name!r}.")
+            raise NotFound(f"{user.get_username()} is not a member of project {project.name!r}.", code="not_a_member")
         _refuse_losing_last_admin(project, membership, role)
         previous = membership.role
         if previous != role:
@@ -108,7 +109,7 @@ def do_remove_member(project: Project, user, *, actor) -> None:
     with transaction.atomic():
         membership = _locked_membership(project, user)
         if membership is None:
-            raise Http404(f"{user.get_username()} is not a member of project {project.name!r}.")
+            raise NotFound(f"{user.get_username()} is not a member of project {project.name!r}.", code="not_a_member")
         _refuse_losing_last_admin(project, membership, None)
         membership.delete()
         audit.record("project.member_removed", actor=actor, target=project, user=user.username,

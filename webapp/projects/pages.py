@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from webapp.core.domain_errors import Conflict
+from webapp.core.domain_errors import Conflict, NotFound
 from webapp.core.policy import project_role
 from webapp.projects.deletion import PROJECT_BLOCKERS, busy_job
 
@@ -34,7 +33,7 @@ def members(request, project_id: int):
                 operations.do_add_member(project, user, role, actor=request.user)
                 messages.success(request, f"{user.get_username()} was added as a {Role(role).label.lower()}.")
         except operations.UserNotFound as exc:
-            messages.error(request, str(exc))
+            messages.error(request, exc.detail)
         except Conflict as exc:
             messages.error(request, exc.detail)
         return redirect("project-members", project.pk)
@@ -77,9 +76,7 @@ def _apply(request, change, success: str) -> None:
     try:
         change()
         messages.success(request, success)
-    except Http404 as exc:
-        messages.error(request, str(exc))
-    except Conflict as exc:
+    except (NotFound, Conflict) as exc:
         messages.error(request, exc.detail)
 
 

@@ -74,7 +74,7 @@ class AddMemberSerializer(serializers.Serializer):
         try:
             return find_user(value)
         except UserNotFound as exc:
-            raise serializers.ValidationError(str(exc)) from None
+            raise serializers.ValidationError(exc.detail, code=exc.code) from None
 
 
 class MemberRoleSerializer(serializers.Serializer):
