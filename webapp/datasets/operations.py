@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from webapp.core import audit, sql
+from webapp.core.cache import delete_on_commit, unreviewed_counts_key
 
 from .models import CurrentLabel, Dataset, Label, LabelSet, LabelSource, Nucleus
 
@@ -53,6 +54,7 @@ def do_record_label(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, 
             raise StaleLabel(_current_row(nucleus.pk, label_set.pk))
         audit.record("label.recorded", actor=author, target=nucleus, label_set=label_set.name,
                      class_index=class_index, source=source, previous=current_class)
+        delete_on_commit([unreviewed_counts_key(label_set.pk)])  # the gallery's per-class counts
     return label
 
 

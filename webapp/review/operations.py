@@ -14,6 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from webapp.core import audit, sql
+from webapp.core.cache import delete_on_commit, unreviewed_counts_key
 from webapp.datasets.models import CurrentLabel, Label, LabelSet, LabelSource, Nucleus
 from webapp.datasets.operations import StaleLabel, do_record_label
 from webapp.training.models import ModelVersion, Prediction
@@ -285,6 +286,7 @@ def do_undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str = "",
                          class_index=decision.class_index, previous=None)
         undo = ReviewUndo.objects.create(label=decision, restored=restored, actor=user, client_id=client_id)
         if restored is None or restored.source not in queue.HUMAN_SOURCES:
+            delete_on_commit([unreviewed_counts_key(label_set.pk)])  # unreviewed again: the gallery's counts
             queue.forget_frontiers(label_set.pk)  # forgetting early costs at most one search
             gallery.forget_frontiers(label_set.pk)
         now = timezone.now()

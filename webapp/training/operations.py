@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from webapp.core.cache import delete_on_commit, prediction_count_key, unreviewed_counts_key
 from webapp.core import audit, media
 from webapp.core.api_errors import Conflict
 from webapp.jobs import operations as job_operations
@@ -243,6 +244,9 @@ def do_store_predictions(version: ModelVersion, rows: list[Prediction], *, repla
         row.sliver = row.nucleus_id in slivers
     with transaction.atomic():
         Prediction.objects.bulk_create(rows, batch_size=5000, ignore_conflicts=replace)
+        label_set_ids = {row.label_set_id for row in rows}  # the review's counts of them are stale now
+        delete_on_commit([prediction_count_key(version.pk, label_set_id) for label_set_id in label_set_ids]
+                         + [unreviewed_counts_key(label_set_id) for label_set_id in label_set_ids])
     return len(rows)
 
 
