@@ -9,10 +9,9 @@ from pathlib import Path
 
 from django.db import transaction
 from django.db.models import Max
-from django.utils import timezone
 
-from webapp.core.cache import delete_on_commit, prediction_count_key, unreviewed_counts_key
 from webapp.core import audit, media
+from webapp.core.cache import delete_on_commit, prediction_count_key, unreviewed_counts_key
 from webapp.core.api_errors import Conflict
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job
@@ -23,6 +22,7 @@ from webapp.projects.models import Project
 from .models import ModelVersion, Prediction, RetrainPolicy
 
 ACTIVE_STATES = (Job.State.QUEUED, Job.State.RUNNING)
+# The options a training takes (webapp.training.runner.training_config reads these, no others).
 TRAINING_OPTIONS = ("stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch")
 
 
@@ -319,6 +319,3 @@ def maybe_retrain(project: Project, *, reason: str) -> Job | None:
     except Conflict:
         return None
 
-
-def snapshot_time():
-    return timezone.now()
