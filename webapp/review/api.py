@@ -130,10 +130,12 @@ def label_dict(label: Label, classes: list[dict] | None = None) -> dict:
                           "class_name": queue.class_name_of(classes, previous.class_index)} if previous else None)}
 
 
-def _prediction_summary(label: Label, predicted: int | None | str = "look up") -> dict:
+def _prediction_summary(label: Label, predicted: int | None = None) -> dict:
+    """The class the label's model version predicted (``predicted``, when the caller knows it; None: looked
+    up) and whether the label agrees with it."""
     if label.model_version_id is None:
         return {"predicted_class": None, "agrees_with_prediction": None}
-    if predicted == "look up":
+    if predicted is None:
         predicted = (Prediction.objects.filter(model_version_id=label.model_version_id, label_set_id=label.label_set_id,
                                                nucleus_id=label.nucleus_id).values_list("class_index", flat=True).first())
     return {"predicted_class": predicted,
@@ -555,10 +557,10 @@ class PngRenderer(BaseRenderer):
 MAX_CROP_SIDE = 2048
 
 
-@lru_cache(maxsize=4)
-def _pixels(full_path: str, mtime_ns: int) -> np.ndarray:
 # Kept in this process, not in the cache framework: decoded pixels are megabytes (a Redis round trip of
 # them would cost more than decoding), and the key names a local file (its path and mtime) of this host.
+@lru_cache(maxsize=4)
+def _pixels(full_path: str, mtime_ns: int) -> np.ndarray:
     """The decoded pixels of an image file (a local copy: webapp.core.media.local_path), as
     webapp.datasets.importing.load_rgb decodes them, kept for a few images (crops of one tile come in runs)."""
     with PILImage.open(full_path) as source:
