@@ -221,7 +221,7 @@ def test_an_undone_decision_comes_back_at_once_although_the_frontier_moved_past_
         do_decide(nuclei[item["nucleus"]], rp.breast_set, item["class_index"], user=users["reviewer"],
                   expected_label_id=None)
     from webapp.review import gallery as gallery_query
-    gallery_query._frontiers.clear()
+    gallery_query.forget_frontiers(rp.breast_set.pk)
     after = ids(gallery(client, rp))
     assert not set(after) & set(nuclei)
     do_undo(nuclei[first[0]["nucleus"]], rp.breast_set, user=users["reviewer"])

@@ -286,6 +286,8 @@ def test_release_gives_the_nucleus_back_at_once(rp, users, api_client_for):
 
 
 def test_the_frontier_skips_the_reviewed_top_and_an_undone_nucleus_comes_back(rp, users, api_client_for):
+    from django.core.cache import cache
+
     from webapp.review import queue
 
     rita, rob, carla = (api_client_for(users[k]) for k in ("reviewer", "reviewer2", "curator"))
@@ -294,14 +296,15 @@ def test_the_frontier_skips_the_reviewed_top_and_an_undone_nucleus_comes_back(rp
     assert top == order[0]
     rita.post(f"/api/nuclei/{top}/labels/", {"label_set": "breast", "class_name": "dead", "version": None},
               format="json")
-    queue._frontiers.clear()
+    queue.forget_frontiers(rp.breast_set.pk)
     assert rob.get(next_url(rp)).json()["nucleus"]["id"] == order[1]  # the scan now starts below the top
-    key = next(k for k in queue._frontiers if k[3] == rp.breast_set.pk)
-    assert queue._frontiers[key][2] == pytest.approx(rp.prediction(order[1], rp.breast_set).entropy)
+    spec = queue.QueueSpec(project=rp.project, label_set=rp.breast_set, user=users["reviewer2"], version=rp.version)
+    key = queue.frontier_cache_key(spec)
+    assert cache.get(key)[2] == pytest.approx(rp.prediction(order[1], rp.breast_set).entropy)
     # Undo makes the top unlabelled again (and leases it back, so it is touched): offered at once.
     assert rita.post(f"/api/projects/{rp.project.pk}/review/undo/", {"label_set": "breast"},
                      format="json").status_code == 200
-    assert not any(k[3] == rp.breast_set.pk for k in queue._frontiers)
+    assert queue.frontier_cache_key(spec) != key and cache.get(queue.frontier_cache_key(spec)) is None
     rita.post(f"/api/nuclei/{top}/release/", {"label_set": "breast"}, format="json")
     assert carla.get(next_url(rp)).json()["nucleus"]["id"] == top
 

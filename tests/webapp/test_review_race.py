@@ -95,7 +95,7 @@ def reset_queue(label_set) -> None:
     Label.objects.filter(label_set=label_set, source=LabelSource.REVIEW).delete()
     ReviewLease.objects.filter(label_set=label_set).delete()
     ReviewSkip.objects.filter(label_set=label_set).delete()
-    queue._frontiers.clear()
+    queue.forget_frontiers(label_set.pk)
 
 
 @pytest.mark.postgres

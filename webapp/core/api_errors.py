@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.http import Http404
 from rest_framework import exceptions, status
-from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -76,6 +75,3 @@ def exception_handler(exc, context):
         response.data = {"detail": str(response.data)}
     return response
 
-
-def error_response(detail: str, code: int) -> Response:
-    return Response({"detail": detail}, status=code)

@@ -8,7 +8,13 @@ its connections come from the pool either way.
 
 from __future__ import annotations
 
+import logging
+
+from django.core.cache import cache
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
 
 
 class ReusedClientRedisCacheClient(RedisCacheClient):
@@ -28,3 +34,76 @@ class ReusedClientRedisCache(RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._class = ReusedClientRedisCacheClient
+
+
+# ---- cached reads that survive an unreachable cache
+#
+# Values cached for speed only: with Redis down, a read computes (the cache answers "nothing"), a
+# write or an invalidation is dropped (the TTL bounds what a dropped invalidation leaves stale).
+
+def cache_get(key: str):
+    try:
+        return cache.get(key)
+    except Exception:
+        logger.warning("cache unreachable: %s computed instead", key.split(":", 2)[:2])
+        return None
+
+
+def cache_get_many(keys: list[str]) -> dict:
+    try:
+        return cache.get_many(keys)
+    except Exception:
+        logger.warning("cache unreachable: computed instead")
+        return {}
+
+
+def cache_set(key: str, value, timeout: float) -> None:
+    try:
+        cache.set(key, value, timeout)
+    except Exception:
+        logger.warning("cache unreachable: %s not kept", key.split(":", 2)[:2])
+
+
+def cache_delete_many(keys: list[str]) -> None:
+    try:
+        cache.delete_many(keys)
+    except Exception:
+        logger.warning("cache unreachable: %d keys not invalidated (their TTL ends them)", len(keys))
+
+
+def delete_on_commit(keys: list[str]) -> None:
+    """Invalidate once the transaction that changed the data commits (at once outside a transaction):
+    a reader between the change and the commit would otherwise cache the old data again."""
+    keys = list(keys)
+    if keys:
+        transaction.on_commit(lambda: cache_delete_many(keys))
+
+
+# ---- keys of the review's cached reads
+#
+# Here, in core, so that the apps that change the data (training stores predictions, review records
+# labels) and the app that reads it (review) share them without importing each other. The version
+# after the prefix changes when the shape of a value changes, so that a deploy never reads the old one.
+
+def label_set_classes_key(label_set_id: int) -> str:
+    return f"review:v1:label-set-classes:{label_set_id}"
+
+
+def prediction_count_key(version_id: int, label_set_id: int) -> str:
+    return f"review:v1:prediction-count:{version_id}:{label_set_id}"
+
+
+def unreviewed_counts_key(label_set_id: int) -> str:
+    """One key per label set (the value names the model version it counted): a decision in the label
+    set invalidates it without knowing which versions were counted."""
+    return f"review:v1:unreviewed-class-counts:{label_set_id}"
+
+
+def frontier_generation_key(label_set_id: int) -> str:
+    return f"review:v1:frontier-generation:{label_set_id}"
+
+
+def frontier_key(generation, version_id: int, label_set_id: int, strategy: str, user_id: int | None,
+                 sliver: bool) -> str:
+    return (f"review:v1:frontier:{label_set_id}:{generation}:{version_id}:{strategy}:"
+            f"{'' if user_id is None else user_id}:{int(sliver)}")

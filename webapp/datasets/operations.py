@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from webapp.core import audit, sql
+from webapp.core.cache import delete_on_commit, unreviewed_counts_key
 
 from .models import CurrentLabel, Dataset, Label, LabelSet, LabelSource, Nucleus
 
@@ -19,11 +20,11 @@ class StaleLabel(Exception):
 
 
 def do_record_label(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, author,
-                    source: str = LabelSource.REVIEW, expected_label_id: int | None | str = "any",
-                    client_id: str = "", model_version_id: int | None = None,
+                    source: str = LabelSource.REVIEW, check_current: bool = False,
+                    expected_label_id: int | None = None, client_id: str = "", model_version_id: int | None = None,
                     class_count: int | None = None) -> Label:
-    """Append a label; ``expected_label_id`` (the current label the client saw, None for none) guards
-    against lost updates. A ``client_id`` that was used before violates its unique constraint
+    """Append a label. With ``check_current``, ``expected_label_id`` (the current label the client saw,
+    None for none) guards against lost updates: another current label raises StaleLabel. A ``client_id`` that was used before violates its unique constraint
     (IntegrityError): the caller answers with the row it names (see webapp.review.operations.do_decide).
 
     Four statements, no savepoint: the review queue saves a decision on every key press, so this is
@@ -40,7 +41,7 @@ def do_record_label(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, 
                                 f"WHERE nucleus_id = %s AND label_set_id = %s{sql.lock_clause()}",
                                 [nucleus.pk, label_set.pk])
         current_id, current_label_id, current_class = current or (None, None, None)
-        if expected_label_id != "any" and current_label_id != expected_label_id:
+        if check_current and current_label_id != expected_label_id:
             raise StaleLabel(_current_row(nucleus.pk, label_set.pk))
         label = Label.objects.create(nucleus=nucleus, label_set=label_set, class_index=class_index, source=source,
                                      author=author, previous_id=current_label_id, client_id=client_id,
@@ -53,6 +54,7 @@ def do_record_label(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, 
             raise StaleLabel(_current_row(nucleus.pk, label_set.pk))
         audit.record("label.recorded", actor=author, target=nucleus, label_set=label_set.name,
                      class_index=class_index, source=source, previous=current_class)
+        delete_on_commit([unreviewed_counts_key(label_set.pk)])  # the gallery's per-class counts
     return label
 
 

@@ -26,6 +26,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from webapp.core import media
+from webapp.core.cache import cache_get, cache_set, unreviewed_counts_key
 from webapp.core.api_errors import Conflict
 from webapp.core.policy import project_role
 from webapp.datasets.models import CurrentLabel, Image, Label, LabelSet, Nucleus
@@ -126,10 +127,12 @@ def label_dict(label: Label, classes: list[dict] | None = None) -> dict:
                           "class_name": queue.class_name_of(classes, previous.class_index)} if previous else None)}
 
 
-def _prediction_summary(label: Label, predicted: int | None | str = "look up") -> dict:
+def _prediction_summary(label: Label, predicted: int | None = None) -> dict:
+    """The class the label's model version predicted (``predicted``, when the caller knows it; None: looked
+    up) and whether the label agrees with it."""
     if label.model_version_id is None:
         return {"predicted_class": None, "agrees_with_prediction": None}
-    if predicted == "look up":
+    if predicted is None:
         predicted = (Prediction.objects.filter(model_version_id=label.model_version_id, label_set_id=label.label_set_id,
                                                nucleus_id=label.nucleus_id).values_list("class_index", flat=True).first())
     return {"predicted_class": predicted,
@@ -282,21 +285,18 @@ def release(request, nucleus_id: int):
 # ------------------------------------------------------------------------------------- gallery
 
 GALLERY_COUNTS_TTL = 60.0
-_gallery_counts: dict[tuple, tuple[float, dict]] = {}
 
 
-def _class_counts(rows, key: tuple) -> dict[int, int]:
-    """Unreviewed predictions per class: a grouped count over every prediction of the label set,
-    kept a minute in this process (the tabs show it; it is slow-ish at a million nuclei)."""
-    import time
-
-    cached = _gallery_counts.get(key)
-    if cached is not None and cached[0] > time.monotonic():
-        return cached[1]
+def _class_counts(rows, version_id: int, label_set_id: int) -> dict[int, int]:
+    """Unreviewed predictions per class: a grouped count over every prediction of the label set, kept
+    a minute in the cache (the tabs show it; it is slow-ish at a million nuclei). A decision in the label
+    set and stored predictions invalidate it (webapp.review.operations, webapp.training.operations)."""
+    key = unreviewed_counts_key(label_set_id)
+    cached = cache_get(key)  # {"version": the model version counted, "counts": {class index: n}}
+    if cached is not None and cached["version"] == version_id:
+        return cached["counts"]
     counts = dict(rows.values("class_index").annotate(n=Count("id")).order_by().values_list("class_index", "n"))
-    if len(_gallery_counts) > 200:
-        _gallery_counts.clear()
-    _gallery_counts[key] = (time.monotonic() + GALLERY_COUNTS_TTL, counts)
+    cache_set(key, {"version": version_id, "counts": counts}, GALLERY_COUNTS_TTL)
     return counts
 
 
@@ -419,7 +419,7 @@ def gallery(request, project_id: int):
         unlabelled = ~Exists(CurrentLabel.objects.filter(nucleus_id=OuterRef("nucleus_id"), label_set_id=label_set.pk,
                                                          source__in=queue.HUMAN_SOURCES))
         rows = Prediction.objects.filter(unlabelled, model_version_id=version.pk, label_set_id=label_set.pk)
-        counts = _class_counts(rows, (version.pk, str(version.created_at), label_set.pk))
+        counts = _class_counts(rows, version.pk, label_set.pk)
         base["counts"] = {c["name"]: counts.get(c["index"], 0) for c in classes}
     cards, base["has_more"] = gallery_query.page_cards(spec, classes)
     details = gallery_query.card_details(cards, label_set)
@@ -554,6 +554,8 @@ class PngRenderer(BaseRenderer):
 MAX_CROP_SIDE = 2048
 
 
+# Kept in this process, not in the cache framework: decoded pixels are megabytes (a Redis round trip of
+# them would cost more than decoding), and the key names a local file (its path and mtime) of this host.
 @lru_cache(maxsize=4)
 def _pixels(full_path: str, mtime_ns: int) -> np.ndarray:
     """The decoded pixels of an image file (a local copy: webapp.core.media.local_path), as

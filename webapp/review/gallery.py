@@ -22,10 +22,9 @@ Reviewed nuclei pile up where the gallery starts (a reviewer accepts the most co
 page), and ground truth fills whole images. So that a scan does not walk over them on every request,
 the unreviewed strip starts at a *frontier*, as the queue does: the score (per order) and the image
 (by image) of the first prediction still without a human label; everything before it has one. It is
-kept in this process, moved on every :data:`FRONTIER_REFRESH` seconds and searched again from the
-start every :data:`FRONTIER_TTL` seconds; an undo in this process forgets it at once
-(:func:`forget_frontiers`), one in another process shows its nucleus here again within
-:data:`FRONTIER_TTL` (the undo leases it back to its reviewer meanwhile).
+kept in the cache (shared by the processes with Redis), moved on every :data:`FRONTIER_REFRESH` seconds
+and searched again from the start every :data:`FRONTIER_TTL` seconds; an undo forgets the frontiers of
+its label set (:func:`forget_frontiers`: a new generation in their keys).
 
 Shown values: confidence is the probability of the predicted class (``1 - least_confidence``),
 margin the gap between the two most probable classes (``1 - margin`` as stored, see
@@ -42,6 +41,7 @@ from django.db import connection
 from django.utils import timezone
 
 from webapp.core import sql
+from webapp.core.cache import cache_get, cache_set, frontier_generation_key, frontier_key
 from webapp.datasets.models import CurrentLabel, Dataset, Image, Label, LabelSet, LabelSource, Nucleus
 from webapp.projects.models import Project
 from webapp.training.models import ModelVersion, Prediction
@@ -102,10 +102,9 @@ class Card:
     group_key: object = None
 
 
-FRONTIER_TTL = 300.0
+FRONTIER_TTL = queue.FRONTIER_TTL  # the generation forget_frontiers writes outlives the frontiers of both
 FRONTIER_REFRESH = 10.0
 _EMPTY = object()
-_frontiers: dict[tuple, tuple[float, float, object]] = {}  # key -> (search from the start at, refresh at, value)
 
 
 def _unlabelled(ref: str, label_set_id: int) -> tuple[str, list]:
@@ -114,27 +113,27 @@ def _unlabelled(ref: str, label_set_id: int) -> tuple[str, list]:
             [label_set_id, *(source.value for source in queue.HUMAN_SOURCES)])
 
 
-def _cached_frontier(key: tuple, search):
+def _cached_frontier(key: str, search):
     """``search(start)`` finds the frontier from ``start`` on (None: from the very start)."""
-    now = time.monotonic()
-    cached = _frontiers.get(key)
+    now = time.time()  # wall-clock: the entry is shared between processes
+    cached = cache_get(key)  # (search from the start at, refresh at, nothing left, value)
     if cached is not None and cached[1] > now:
-        return cached[2]
+        return _EMPTY if cached[2] else cached[3]
     moving = cached is not None and cached[0] > now
-    if moving and cached[2] is _EMPTY:
+    if moving and cached[2]:
         value, search_at = _EMPTY, cached[0]
     else:
-        value = search(cached[2] if moving else None)
+        value = search(cached[3] if moving else None)
         search_at = cached[0] if moving else now + FRONTIER_TTL
-    if len(_frontiers) > 1000:
-        _frontiers.clear()
-    _frontiers[key] = (search_at, now + FRONTIER_REFRESH, value)
+    empty = value is _EMPTY
+    cache_set(key, (search_at, now + FRONTIER_REFRESH, empty, None if empty else value),
+              timeout=max(1.0, search_at - now))
     return value
 
 
-def _frontier_key(spec: "GallerySpec", what: str) -> tuple:
-    return (connection.settings_dict.get("NAME"), spec.version.pk, str(getattr(spec.version, "created_at", "")),
-            spec.label_set.pk, what)
+def frontier_cache_key(spec: "GallerySpec", what: str) -> str:
+    generation = cache_get(frontier_generation_key(spec.label_set.pk)) or 0
+    return frontier_key(generation, spec.version.pk, spec.label_set.pk, f"gallery-{what}", None, False)
 
 
 def score_frontier(spec: "GallerySpec"):
@@ -154,7 +153,7 @@ def score_frontier(spec: "GallerySpec"):
                             [spec.version.pk, spec.label_set.pk, *params, *extra])
         return _EMPTY if row is None else row[0]
 
-    return _cached_frontier(_frontier_key(spec, f"{column}:{'asc' if ascending else 'desc'}"), search)
+    return _cached_frontier(frontier_cache_key(spec, f"{column}-{'asc' if ascending else 'desc'}"), search)
 
 
 def image_frontier(spec: "GallerySpec"):
@@ -170,13 +169,13 @@ def image_frontier(spec: "GallerySpec"):
                             [spec.project.pk, *extra, spec.version.pk, spec.label_set.pk, *params])
         return _EMPTY if row is None else row[0]
 
-    return _cached_frontier(_frontier_key(spec, "image"), search)
+    return _cached_frontier(frontier_cache_key(spec, "image"), search)
 
 
 def forget_frontiers(label_set_id: int) -> None:
-    """A nucleus of this label set lost its human label (an undo): search from the start again."""
-    for key in [k for k in _frontiers if k[3] == label_set_id]:
-        _frontiers.pop(key, None)
+    """A nucleus of this label set lost its human label (an undo): search from the start again (the
+    queue's frontiers and the gallery's share the generation of their label set)."""
+    queue.forget_frontiers(label_set_id)
 
 
 def _order(spec: GallerySpec, ref: str) -> str:

@@ -14,6 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from webapp.core import audit, sql
+from webapp.core.cache import delete_on_commit, unreviewed_counts_key
 from webapp.datasets.models import CurrentLabel, Label, LabelSet, LabelSource, Nucleus
 from webapp.datasets.operations import StaleLabel, do_record_label
 from webapp.training.models import ModelVersion, Prediction
@@ -209,7 +210,9 @@ def predicted_by(version: ModelVersion | None, nucleus: Nucleus, label_set: Labe
 class Decision:
     label: Label
     created: bool                     # False: a replayed client_id answered with its earlier row
-    predicted_class: int | None | str = "look up"  # what the model said, when known here
+    # What the model said, when known here (None: look it up; a label with a model version always has
+    # a prediction, see predicted_by).
+    predicted_class: int | None = None
 
 
 def _mark_decided(nucleus: Nucleus, label_set: LabelSet, user, now, *, second_opinion: bool) -> bool:
@@ -237,7 +240,7 @@ def do_decide(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, user, 
             if not _mark_decided(nucleus, label_set, user, timezone.now(), second_opinion=second_opinion):
                 raise AlreadyDecided(queue.current_label(nucleus.pk, label_set))
             label = do_record_label(nucleus, label_set, class_index, author=user, source=LabelSource.REVIEW,
-                                    expected_label_id=expected_label_id, client_id=client_id,
+                                    check_current=True, expected_label_id=expected_label_id, client_id=client_id,
                                     model_version_id=model_version_id, class_count=class_count)
     except (StaleLabel, IntegrityError, AlreadyDecided):
         # A replay (the client sent it again, or twice at once) ends here, on the version check or on
@@ -250,13 +253,14 @@ def do_decide(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, user, 
 
 
 def do_undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str = "",
-            expected_label_id: int | None | str = "any") -> ReviewUndo:
+            check_current: bool = False, expected_label_id: int | None = None) -> ReviewUndo:
     """Take back the reviewer's own current decision on a nucleus.
 
     Appends a row that restores the previous class (with the previous row's source), or, when the
     nucleus had no label before, removes the current-label pointer so that it is unlabelled again;
     the history keeps every row either way. The nucleus is leased back to the reviewer so that the
-    queue shows it to them next.
+    queue shows it to them next. With ``check_current``, the current label must be ``expected_label_id``
+    (None: no label), or StaleLabel.
     """
     if client_id:
         done = ReviewUndo.objects.filter(client_id=client_id).first()
@@ -265,7 +269,7 @@ def do_undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str = "",
     with transaction.atomic():
         current = (CurrentLabel.objects.select_for_update(of=("self",)).select_related("label", "label__previous")
                    .filter(nucleus=nucleus, label_set=label_set).first())
-        if expected_label_id != "any" and (current.label_id if current else None) != expected_label_id:
+        if check_current and (current.label_id if current else None) != expected_label_id:
             raise StaleLabel(current)
         if current is None:
             raise NothingToUndo("this nucleus has no label in this label set")
@@ -277,10 +281,12 @@ def do_undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str = "",
         previous = decision.previous
         if previous is not None:
             restored = do_record_label(nucleus, label_set, previous.class_index, author=user, source=previous.source,
-                                       expected_label_id=decision.pk, model_version_id=previous.model_version_id)
+                                       check_current=True, expected_label_id=decision.pk,
+                                       model_version_id=previous.model_version_id)
         else:
             restored = None
             CurrentLabel.objects.filter(pk=current.pk).delete()
+            delete_on_commit([unreviewed_counts_key(label_set.pk)])  # unreviewed again: the gallery's counts
             audit.record("label.undone", actor=user, target=nucleus, label_set=label_set.name, label=decision.pk,
                          class_index=decision.class_index, previous=None)
         undo = ReviewUndo.objects.create(label=decision, restored=restored, actor=user, client_id=client_id)
@@ -308,7 +314,8 @@ def do_undo_last(label_set: LabelSet, *, user, client_id: str = "") -> ReviewUnd
     current = CurrentLabel.objects.filter(nucleus_id=decision.nucleus_id, label_set=label_set).first()
     if current is None or current.label_id != decision.pk:
         raise StaleLabel(current)
-    return do_undo(decision.nucleus, label_set, user=user, client_id=client_id, expected_label_id=decision.pk)
+    return do_undo(decision.nucleus, label_set, user=user, client_id=client_id, check_current=True,
+                   expected_label_id=decision.pk)
 
 
 def do_settle(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, curator, expected_label_id,
@@ -319,7 +326,7 @@ def do_settle(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, curato
         return existing
     with transaction.atomic():
         label = do_record_label(nucleus, label_set, class_index, author=curator, source=LabelSource.REVIEW,
-                                expected_label_id=expected_label_id, client_id=client_id)
+                                check_current=True, expected_label_id=expected_label_id, client_id=client_id)
         ConflictSettlement.objects.create(label=label, nucleus=nucleus, label_set=label_set, curator=curator)
         # Settled: decided by the curator, whoever decided or held it before.
         _mark_decided(nucleus, label_set, curator, timezone.now(), second_opinion=True)

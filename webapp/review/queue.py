@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import connection
+from django.db import connection, transaction
 from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, Sum
 from django.urls import reverse
 from django.utils import timezone
 
 from webapp.core import sql
+from webapp.core.cache import (cache_get, cache_set, frontier_generation_key, frontier_key, label_set_classes_key,
+                               prediction_count_key)
 from webapp.datasets.models import CurrentLabel, Dataset, Image, Label, LabelClass, LabelSet, LabelSource, Nucleus
 from webapp.datasets.slide_queries import tallest_nucleus
 from webapp.projects.models import Project
@@ -122,20 +125,21 @@ def _ids(statement: str, params: list) -> list[int]:
 # Lease rows are never deleted (a decision marks its row decided, which counts as reviewed, not
 # touched: an undo makes it touched again), so "touched" does not wear off.
 #
-# The frontier is a hint kept in this process: moved down every FRONTIER_REFRESH seconds (a short
-# walk over what was reviewed meanwhile) and searched again from the top every FRONTIER_TTL
-# seconds. A nucleus that loses its human label is found at once all the same: only an undo does
-# that, and an undo leases the nucleus back to its reviewer (touched). Reviewers who ask for
+# The frontier is a hint kept in the cache (shared by the processes with Redis): moved down every
+# FRONTIER_REFRESH seconds (a short walk over what was reviewed meanwhile) and searched again from the
+# top every FRONTIER_TTL seconds. A nucleus that loses its human label is found at once all the same:
+# only an undo does that, and an undo leases the nucleus back to its reviewer (touched); the undo also
+# forgets the frontiers of its label set (a new generation in their keys). Reviewers who ask for
 # labelled nuclei too ("still to review" = "not reviewed by me") have a frontier of their own.
 FRONTIER_TTL = 300.0
 FRONTIER_REFRESH = 10.0
 _EMPTY = object()
-_frontiers: dict[tuple, tuple[float, float, object]] = {}   # key -> (search from the top at, refresh at, score)
 
 
-def _frontier_key(spec: QueueSpec, sliver: bool) -> tuple:
-    return (connection.settings_dict.get("NAME"), spec.version.pk, str(getattr(spec.version, "created_at", "")),
-            spec.label_set.pk, spec.strategy, spec.user.pk if spec.include_labelled else None, sliver)
+def frontier_cache_key(spec: QueueSpec, sliver: bool = False) -> str:
+    generation = cache_get(frontier_generation_key(spec.label_set.pk)) or 0
+    return frontier_key(generation, spec.version.pk, spec.label_set.pk, spec.strategy,
+                        spec.user.pk if spec.include_labelled else None, sliver)
 
 
 def _touched(label_set_id: int, ref: str = "nucleus_id") -> list:
@@ -146,11 +150,11 @@ def _touched(label_set_id: int, ref: str = "nucleus_id") -> list:
 def queue_frontier(spec: QueueSpec, sliver: bool = False):
     """The score of the first prediction (in queue order, among slivers or among the others) still to
     review and untouched by the queue; ``_EMPTY`` when there is none."""
-    key = _frontier_key(spec, sliver)
-    now = time.monotonic()
-    cached = _frontiers.get(key)
+    key = frontier_cache_key(spec, sliver)
+    now = time.time()  # wall-clock: the entry is shared between processes
+    cached = cache_get(key)  # (search from the top at, refresh at, score or None for "none left")
     if cached is not None and cached[1] > now:
-        return cached[2]
+        return _EMPTY if cached[2] is None else cached[2]
     order = STRATEGIES[spec.strategy][1]
     field = order.lstrip("-")
     if spec.include_labelled:
@@ -165,19 +169,21 @@ def queue_frontier(spec: QueueSpec, sliver: bool = False):
     search_at = now + FRONTIER_TTL
     if cached is not None and cached[0] > now:  # move down from where it was
         search_at = cached[0]
-        rows = rows.none() if cached[2] is _EMPTY else rows.filter(**{f"{field}__lte": cached[2]})
+        rows = rows.none() if cached[2] is None else rows.filter(**{f"{field}__lte": cached[2]})
     first = rows.order_by(order, "-id").values_list(field, flat=True).first()
-    value = _EMPTY if first is None else first
-    if len(_frontiers) > 1000:
-        _frontiers.clear()
-    _frontiers[key] = (search_at, now + FRONTIER_REFRESH, value)
-    return value
+    cache_set(key, (search_at, now + FRONTIER_REFRESH, first), timeout=max(1.0, search_at - now))
+    return _EMPTY if first is None else first
 
 
 def forget_frontiers(label_set_id: int) -> None:
-    """A nucleus of this label set lost its human label (an undo): search from the top again."""
-    for key in [k for k in _frontiers if k[3] == label_set_id]:
-        _frontiers.pop(key, None)
+    """A nucleus of this label set lost its human label (an undo): search from the top again, now and
+    once the undo commits (a search in between would find the old state). The generation outlives
+    every frontier kept under the previous one (they live FRONTIER_TTL at most)."""
+    def new_generation():
+        cache_set(frontier_generation_key(label_set_id), uuid.uuid4().hex, timeout=2 * FRONTIER_TTL)
+
+    new_generation()
+    transaction.on_commit(new_generation)
 
 
 def touched_and_free(spec: QueueSpec, now, *, with_skips: bool = True) -> set[int]:
@@ -329,7 +335,7 @@ def held_lease(spec: QueueSpec, now) -> ReviewLease | None:
         params))
 
 
-_totals: dict[tuple, tuple[float, int]] = {}
+PREDICTION_COUNT_TTL = 600.0
 
 
 def queue_left(spec: QueueSpec) -> int:
@@ -340,16 +346,13 @@ def queue_left(spec: QueueSpec) -> int:
     if spec.uses_predictions:
         if spec.version is None:
             return 0
-        key = ("predictions", connection.settings_dict.get("NAME"), spec.version.pk,
-               str(getattr(spec.version, "created_at", "")), spec.label_set.pk)
-        cached = _totals.get(key)
-        if cached is not None and cached[0] > time.monotonic():
-            total = cached[1]
-        else:  # a version's predictions are written once: count them once in a while
+        # A version's predictions are written by its prediction jobs (which invalidate the count as they
+        # store them: webapp.training.operations.do_store_predictions): count them once in a while.
+        key = prediction_count_key(spec.version.pk, spec.label_set.pk)
+        total = cache_get(key)
+        if total is None:
             total = Prediction.objects.filter(model_version_id=spec.version.pk, label_set_id=spec.label_set.pk).count()
-            if len(_totals) > 200:
-                _totals.clear()
-            _totals[key] = (time.monotonic() + 600.0, total)
+            cache_set(key, total, PREDICTION_COUNT_TTL)
     else:
         total = Dataset.objects.filter(project_id=spec.project.pk).aggregate(n=Sum("nucleus_count"))["n"] or 0
     if spec.include_labelled:
@@ -363,23 +366,20 @@ def queue_left(spec: QueueSpec) -> int:
 # ------------------------------------------------------------------------------------- label sets
 
 CLASSES_TTL = 60.0
-_classes: dict[tuple, tuple[float, list[dict]]] = {}
 
 
 def label_set_classes(label_set: LabelSet) -> list[dict]:
-    """``[{"index", "name", "color"}]`` in index order. Classes are written once, when the label set
-    is created, so the queue's hot paths keep them a minute in this process."""
-    key = (connection.settings_dict.get("NAME"), label_set.pk, str(getattr(label_set, "created_at", None) or ""))
-    cached = _classes.get(key) if key[2] else None
-    if cached is not None and cached[0] > time.monotonic():
-        return [dict(c) for c in cached[1]]
-    classes = [{"index": index, "name": name, "color": color} for index, name, color in
-               LabelClass.objects.filter(label_set_id=label_set.pk).order_by("index")
-               .values_list("index", "name", "color")]
-    if key[2] and classes:
-        if len(_classes) > 500:
-            _classes.clear()
-        _classes[key] = (time.monotonic() + CLASSES_TTL, classes)
+    """``[{"index", "name", "color"}]`` in index order. Classes are written once, with the label set
+    (webapp.datasets.importing), and never changed after, so the queue's hot paths keep them a minute;
+    a label set being created (no classes yet) is not cached."""
+    key = label_set_classes_key(label_set.pk)
+    classes = cache_get(key)
+    if classes is None:
+        classes = [{"index": index, "name": name, "color": color} for index, name, color in
+                   LabelClass.objects.filter(label_set_id=label_set.pk).order_by("index")
+                   .values_list("index", "name", "color")]
+        if classes:
+            cache_set(key, classes, CLASSES_TTL)
     return [dict(c) for c in classes]
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from django.db import transaction
 from django.db.models import Max
-from django.utils import timezone
 
 from webapp.core import audit, media
+from webapp.core.cache import delete_on_commit, prediction_count_key, unreviewed_counts_key
 from webapp.core.domain_errors import Conflict
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job
@@ -22,6 +22,7 @@ from webapp.projects.models import Project
 from .models import ModelVersion, Prediction, RetrainPolicy
 
 ACTIVE_STATES = (Job.State.QUEUED, Job.State.RUNNING)
+# The options a training takes (webapp.training.runner.training_config reads these, no others).
 TRAINING_OPTIONS = ("stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch")
 
 
@@ -245,6 +246,9 @@ def do_store_predictions(version: ModelVersion, rows: list[Prediction], *, repla
         row.sliver = row.nucleus_id in slivers
     with transaction.atomic():
         Prediction.objects.bulk_create(rows, batch_size=5000, ignore_conflicts=replace)
+        label_set_ids = {row.label_set_id for row in rows}  # the review's counts of them are stale now
+        delete_on_commit([prediction_count_key(version.pk, label_set_id) for label_set_id in label_set_ids]
+                         + [unreviewed_counts_key(label_set_id) for label_set_id in label_set_ids])
     return len(rows)
 
 
@@ -312,6 +316,3 @@ def maybe_retrain(project: Project, *, reason: str) -> Job | None:
     except Conflict:
         return None
 
-
-def snapshot_time():
-    return timezone.now()

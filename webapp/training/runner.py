@@ -64,8 +64,10 @@ def known_labels(project) -> tuple[dict, dict]:
 
 
 def training_config(options: dict, parent: ModelVersion | None) -> tuple[TrainConfig, list[str]]:
+    """The training's config (its options over the parent version's) and its stages: the options other
+    than ``stages`` are TrainConfig fields."""
     config = TrainConfig.from_dict({**(parent.config if parent else {}), **{
-        k: v for k, v in options.items() if k in ("epochs", "backbone", "device", "batch_size", "samples_per_epoch")}})
+        k: v for k, v in options.items() if k in operations.TRAINING_OPTIONS and k != "stages"}})
     stages = options.get("stages") or list(STAGES)
     if isinstance(stages, str):
         stages = list(STAGES) if stages == "all" else [stages]

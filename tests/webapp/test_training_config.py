@@ -1,0 +1,15 @@
+"""A training's options: the ones TRAINING_OPTIONS names reach its TrainConfig, ``stages`` picks the stages."""
+
+from mlcore.config import STAGES
+from webapp.training.operations import TRAINING_OPTIONS
+from webapp.training.runner import training_config
+
+
+def test_the_named_options_reach_the_config_and_others_do_not():
+    config, stages = training_config({"stages": "completion", "batch_size": 8, "samples_per_epoch": 512,
+                                      "backbone": "resnet18", "crop_size": 32}, None)
+    assert stages == ["completion"]
+    assert (config.batch_size, config.samples_per_epoch, config.backbone) == (8, 512, "resnet18")
+    assert config.crop_size != 32  # not a training option: ignored
+    assert training_config({"stages": "all"}, None)[1] == list(STAGES)
+    assert set(TRAINING_OPTIONS) == {"stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch"}
