@@ -51,7 +51,8 @@ def referenced_names(dataset: Dataset) -> set[str]:
 
 
 def files_under(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    """The files under ``folder``, but for the mirror's lock file (webapp.core.media.mirror_in_use)."""
+    return [p for p in folder.rglob("*") if p.is_file() and p.name != ".in-use"] if folder.is_dir() else []
 
 
 def another_host(settings, tmp_path, name: str) -> Path:
