@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image as PILImage
 
 from mlcore.synthetic import generate_dataset, generate_tile
 from tests.conftest import WorkerProcess
 from tests.storage.conftest import unusable_folder
-from tests.webapp.dataset_helpers import upload_and_wait, wait_job, zip_folder
+from tests.webapp.dataset_helpers import infer_upload, upload_and_wait, wait_job, zip_folder
 from tests.workers.training_helpers import FAST
 from webapp.projects.operations import do_create_project
 
@@ -105,12 +104,8 @@ def test_import_train_predict_infer_export_through_the_bucket(owner, api_client_
 
     # 4. An inference upload: the web process stages the files in the bucket, the worker writes the outputs.
     image, instance_map, _ = generate_tile(np.random.default_rng(5), (128, 128), 12, n_classes=2)
-    png, npy = io.BytesIO(), io.BytesIO()
-    PILImage.fromarray(image).save(png, format="PNG")
-    np.save(npy, instance_map)
-    png.name, npy.name = "new tile.png", "new tile.npy"
-    png.seek(0), npy.seek(0)
-    response = client.post(f"/api/projects/{project.pk}/infer/", {"image": png, "mask": npy}, format="multipart")
+    response = client.post(f"/api/projects/{project.pk}/infer/", infer_upload(image, instance_map, "new tile"),
+                           format="multipart")
     assert response.status_code == 202, response.content
     inference = wait_job(response.json()["id"], worker)
     assert inference.state == "succeeded", inference.error + worker.log()

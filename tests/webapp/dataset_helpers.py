@@ -61,3 +61,16 @@ def staging_leftovers(job: Job) -> bool:
 def media_files() -> set[Path]:
     root = Path(settings.MEDIA_ROOT)
     return {p for p in root.rglob("*") if p.is_file()}
+
+
+def infer_upload(image, instance_map, stem: str) -> dict:
+    """The multipart body of an inference request: ``image`` as ``<stem>.png``, its mask as ``<stem>.npy``."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    png, npy = io.BytesIO(), io.BytesIO()
+    PILImage.fromarray(image).save(png, format="PNG")
+    np.save(npy, instance_map)
+    png.name, npy.name = f"{stem}.png", f"{stem}.npy"
+    png.seek(0), npy.seek(0)
+    return {"image": png, "mask": npy}
