@@ -17,6 +17,7 @@ from mlcore.examples import LAYOUTS
 from webapp.core import media, policy
 from webapp.core.domain_errors import Conflict
 from webapp.core.policy import project_role
+from webapp.jobs.access import visible_jobs
 from webapp.jobs.models import Job
 from webapp.projects.access import get_project_for
 from webapp.projects.deletion import DATASET_BLOCKERS, busy_job
@@ -31,6 +32,14 @@ from .models import Dataset, Image
 from .operations import do_request_dataset_deletion
 
 IMAGES_PER_PAGE = 48
+
+
+# The site's front page: the projects one can see and one's latest jobs.
+@require_GET
+def home(request):
+    jobs = visible_jobs(request.user).select_related("created_by", "project").order_by("-created_at", "-id")[:10]
+    return render(request, "core/home.html", {"jobs": jobs, "projects": queries.project_summaries(request.user)})
+
 
 
 @require_POST
