@@ -9,9 +9,9 @@ from webapp.core import api as core_api
 from webapp.core import api_docs
 from webapp.core.passwords import LimitedPasswordResetView
 from webapp.core import views as core_views
-from webapp.datasets import views as dataset_pages
 from webapp.jobs import pages as job_pages
 from webapp.jobs.api import JobViewSet
+from webapp.projects import pages as project_pages
 
 FORM_METHODS = ["get", "post", "options"]
 PAGE_METHODS = ["get", "options"]
@@ -20,7 +20,7 @@ router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="api-job")
 
 urlpatterns = [
-    path("", dataset_pages.home, name="home"),
+    path("", project_pages.home, name="home"),
     path("account/", core_views.account, name="account"),
     path("favicon.ico", core_views.favicon, name="favicon"),
     path("account/token/", core_views.regenerate_token, name="regenerate-token"),
