@@ -9,7 +9,9 @@ from webapp.core import api as core_api
 from webapp.core import api_docs
 from webapp.core.passwords import LimitedPasswordResetView
 from webapp.core import views as core_views
+from webapp.jobs import pages as job_pages
 from webapp.jobs.api import JobViewSet
+from webapp.projects import pages as project_pages
 
 FORM_METHODS = ["get", "post", "options"]
 PAGE_METHODS = ["get", "options"]
@@ -18,11 +20,11 @@ router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="api-job")
 
 urlpatterns = [
-    path("", core_views.home, name="home"),
+    path("", project_pages.home, name="home"),
     path("account/", core_views.account, name="account"),
     path("favicon.ico", core_views.favicon, name="favicon"),
     path("account/token/", core_views.regenerate_token, name="regenerate-token"),
-    path("jobs/<int:job_id>/", core_views.job_detail, name="job-detail"),
+    path("jobs/<int:job_id>/", job_pages.job_detail, name="job-detail"),
     # GET shows the form, POST signs in (LoginView would also take PUT as a POST).
     path("login/", auth_views.LoginView.as_view(http_method_names=["get", "post", "options"]), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -38,7 +38,7 @@ class JobTask(Task):
             logger.exception("job %s: could not record its hard time limit (the reaper will end it)", args[0])
 
 
-@shared_task(bind=True, base=JobTask, acks_late=True, reject_on_worker_lost=True, name="workers.tasks.run_job")
+@shared_task(bind=True, base=JobTask, acks_late=True, reject_on_worker_lost=True, name=operations.RUN_JOB_TASK)
 def run_job(self, job_id: int) -> str:
     try:
         return _run_job(self, job_id)

@@ -25,7 +25,7 @@ from enum import Enum
 
 from rest_framework.permissions import BasePermission
 
-from webapp.projects.models import ROLE_RANK, Role
+from .roles import ROLE_RANK, Role
 
 
 class Access(str, Enum):

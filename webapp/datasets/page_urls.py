@@ -1,12 +1,10 @@
-"""Pages for browsing projects, datasets and images (server-rendered)."""
+"""Pages for browsing datasets and images (server-rendered)."""
 
 from django.urls import path
 
 from . import views
 
 urlpatterns = [
-    path("projects/new/", views.create_project, name="project-create"),
-    path("projects/<int:project_id>/", views.project_detail, name="project-detail"),
     path("projects/<int:project_id>/datasets/<int:dataset_id>/", views.dataset_detail, name="dataset-detail"),
     path("projects/<int:project_id>/datasets/<int:dataset_id>/delete/", views.delete_dataset, name="dataset-delete"),
     path("projects/<int:project_id>/images/<int:image_id>/", views.image_viewer, name="image-viewer"),

@@ -64,7 +64,7 @@ def _accepted(job, request) -> Response:
     return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED)
 
 
-def _slide_of(project, image_id: int) -> Image:
+def slide_of(project, image_id: int) -> Image:
     image = Image.objects.select_related("dataset", "dataset__label_set").filter(pk=image_id, project=project).first()
     if image is None:
         raise Http404("No such image in this project.")
@@ -171,22 +171,6 @@ class SlideUploadView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class SlideInferView(APIView):
-    """Classify every nucleus of a slide with the active model (curators): 202 with the job, which stores
-    one prediction per nucleus and label set, as the project's prediction job does."""
-
-    @extend_schema(operation_id="slide_infer", tags=["slides"], request=None, responses={202: JobAcceptedSerializer})
-    def post(self, request, project_id: int, image_id: int):
-        from webapp.training import operations as training
-
-        project = get_project_for(request.user, project_id, project_role(request))
-        image = _slide_of(project, image_id)
-        version = training.active_version(project)
-        if version is None:
-            raise ValidationError({"model": "the project has no trained model yet: train one first"})
-        return _accepted(training.do_start_slide_prediction(version, image, actor=request.user), request)
-
-
 class SlideGeoJsonView(FileAPIView):
     """The nuclei of one slide as QuPath detections (streamed FeatureCollection), classified in a label set
     from a source (ground truth, latest review, prediction, current); QuPath imports it into the slide."""
@@ -195,7 +179,7 @@ class SlideGeoJsonView(FileAPIView):
                    responses={(200, "application/geo+json"): {"type": "object"}})
     def get(self, request, project_id: int, image_id: int):
         project = get_project_for(request.user, project_id, project_role(request))
-        image = _slide_of(project, image_id)
+        image = slide_of(project, image_id)
         label_set = queries.get_label_set(project, request.query_params.get("label_set"), image.dataset.label_set)
         if label_set is None:
             label_set = project.label_sets.order_by("id").first()
@@ -209,7 +193,7 @@ class SlideCsvView(FileAPIView):
                    responses={(200, "text/csv"): {"type": "string"}})
     def get(self, request, project_id: int, image_id: int):
         project = get_project_for(request.user, project_id, project_role(request))
-        image = _slide_of(project, image_id)
+        image = slide_of(project, image_id)
         response = StreamingHttpResponse(export.merged_csv_rows(project, image=image),
                                          content_type="text/csv; charset=utf-8")
         return _attachment(response, f"{image.name}-merged.csv")

@@ -28,8 +28,6 @@ urlpatterns = [
          name="api-slide-uploads"),
     path("projects/<int:project_id>/slide-uploads/<str:upload_id>/", slides_api.SlideUploadView.as_view(),
          name="api-slide-upload"),
-    path("projects/<int:project_id>/slides/<int:image_id>/infer/", slides_api.SlideInferView.as_view(),
-         name="api-slide-infer"),
     path("projects/<int:project_id>/slides/<int:image_id>/export/detections.geojson",
          slides_api.SlideGeoJsonView.as_view(), name="api-slide-geojson"),
     path("projects/<int:project_id>/slides/<int:image_id>/export/merged.csv", slides_api.SlideCsvView.as_view(),

@@ -1,11 +1,11 @@
-"""Pages: a project, a dataset's images, the image viewer, and the image files themselves.
+"""Pages: a dataset's images, the image viewer, and the image files themselves (the project's own page is
+in :mod:`webapp.projects.pages`).
 
 Thin views over :mod:`webapp.datasets.queries`; every one answers 404 to a non-member.
 """
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
@@ -13,88 +13,18 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from mlcore.examples import LAYOUTS
 from webapp.core import media, policy
 from webapp.core.domain_errors import Conflict
 from webapp.core.policy import project_role
-from webapp.jobs.models import Job
 from webapp.projects.access import get_project_for
 from webapp.projects.deletion import DATASET_BLOCKERS, busy_job
 from webapp.projects.models import ROLE_RANK, Role
-from webapp.projects.operations import do_create_project
-from webapp.projects.pages import deletion_context
-from webapp.projects.serializers import FORMAT_CHOICES
-from webapp.training.pages import training_panel_context
 
 from . import queries
 from .models import Dataset, Image
 from .operations import do_request_dataset_deletion
 
 IMAGES_PER_PAGE = 48
-
-
-@require_POST
-def create_project(request):
-    name = (request.POST.get("name") or "").strip()
-    if not name:
-        messages.error(request, "A project needs a name.")
-        return redirect("home")
-    if len(name) > 200:
-        messages.error(request, "A project name has at most 200 characters.")
-        return redirect("home")
-    project = do_create_project(name, actor=request.user, description=(request.POST.get("description") or "").strip())
-    messages.success(request, f"Project {project.name!r} created; you are its admin.")
-    return redirect("project-detail", project.pk)
-
-
-@require_GET
-def project_detail(request, project_id: int):
-    project = get_project_for(request.user, project_id, project_role(request))
-    label_sets = queries.label_sets_of(project)
-    can_upload = ROLE_RANK[project.role] >= ROLE_RANK[Role.CURATOR]
-    return render(request, "projects/detail.html", {
-        "project": project,
-        "datasets": queries.project_datasets(project),
-        "label_sets": label_sets,
-        "charts": _chart_layout(queries.class_counts(project, label_sets)),
-        "jobs": queries.recent_jobs(project),
-        "can_upload": can_upload,
-        "can_review": ROLE_RANK[project.role] >= ROLE_RANK[Role.REVIEWER],
-        "import_job": _import_job(project, request.GET.get("import_job")) if can_upload else None,
-        "slide_job": _import_job(project, request.GET.get("slide_job"), (Job.Kind.IMPORT, Job.Kind.PREDICT))
-        if can_upload else None,
-        "slides_root_set": bool(getattr(settings, "SLIDES_ROOT", None)),
-        "slides": list(Image.objects.filter(project=project).exclude(slide_file="").select_related("dataset")
-                       .order_by("id")[:200]),
-        "formats": FORMAT_CHOICES,
-        "layouts": [{"format": value, "tree": LAYOUTS[value], "example_url": reverse("api-format-example", args=[value])}
-                    for value in Dataset.TILE_FORMATS],
-        "sources": queries.available_sources(project),
-        **training_panel_context(project, request.user),
-        **deletion_context(project),
-    })
-
-
-def _import_job(project, value: str | None, kinds=(Job.Kind.IMPORT,)):
-    """The import job the upload form followed before it reloaded the page (?import_job=id): the page
-    shows it again, with its result and log, above a Datasets card that now lists its dataset."""
-    if not value or not value.isdigit():
-        return None
-    return Job.objects.filter(pk=int(value), project=project, kind__in=kinds).first()
-
-
-BAR_ROW = 22     # px per class in the inline SVG chart
-BAR_WIDTH = 300  # px of the longest bar
-
-
-def _chart_layout(charts: list[dict]) -> list[dict]:
-    """Positions for the server-rendered bar charts: one row per class, bars relative to the largest."""
-    for chart in charts:
-        chart["height"] = max(1, len(chart["bars"])) * BAR_ROW + 2
-        for row, bar in enumerate(chart["bars"]):
-            bar["y"] = row * BAR_ROW
-            bar["width"] = round(bar["fraction"] * BAR_WIDTH, 1) if bar["count"] else 0
-    return charts
 
 
 @require_GET

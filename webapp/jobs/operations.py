@@ -57,15 +57,20 @@ def do_enqueue_job(kind: str, *, actor=None, params: dict | None = None, **field
     return job
 
 
+# The worker's task, sent by its registered name: webapp.jobs sits below the workers and never imports them
+# (tests/test_layering_imports.py). workers/tasks.py registers run_job under this same name.
+RUN_JOB_TASK = "workers.tasks.run_job"
+
+
 def _send(job: Job) -> None:
-    from workers.tasks import run_job
+    from workers.celery import app
 
     try:
         # Each kind's own time limits (settings.JOB_TIME_LIMITS): a training may run a day, a diagnostics
         # job minutes; the soft limit ends the job as failed (workers.tasks.run_job).
         soft, hard = settings.JOB_TIME_LIMITS[job.kind]
-        run_job.apply_async(args=[job.pk], queue=job.queue, task_id=job.celery_task_id,
-                            soft_time_limit=soft, time_limit=hard)
+        app.send_task(RUN_JOB_TASK, args=[job.pk], queue=job.queue, task_id=job.celery_task_id,
+                      soft_time_limit=soft, time_limit=hard)
     except Exception as exc:
         do_fail_job(job.pk, f"could not queue the job: the task queue (Redis) is unreachable ({exc})")
         raise Unavailable("The task queue (Redis) became unreachable while the job was queued; "

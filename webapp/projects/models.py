@@ -1,16 +1,7 @@
 from django.conf import settings
 from django.db import models
 
-
-class Role(models.TextChoices):
-    ADMIN = "admin", "Admin"          # manages members, everything a curator does
-    CURATOR = "curator", "Curator"    # uploads datasets, trains, settles conflicts
-    REVIEWER = "reviewer", "Reviewer" # reviews nuclei
-    VIEWER = "viewer", "Viewer"       # reads
-
-
-# Each role can do everything the roles after it can.
-ROLE_RANK = {Role.VIEWER: 0, Role.REVIEWER: 1, Role.CURATOR: 2, Role.ADMIN: 3}
+from webapp.core.roles import ROLE_RANK, Role  # noqa: F401  (here too: the models' own vocabulary)
 
 
 class Project(models.Model):

@@ -1,4 +1,7 @@
-"""Pages: a project's members (admins manage them) and the project's deletion.
+"""Pages: the site's front page, a project's page, its members (admins manage them) and its deletion.
+
+The project's page shows everything a project holds (datasets, jobs, the training panel): this module is
+above the apps whose parts it shows (its own layer in tests/test_layering_imports.py).
 
 Plain forms (CSRF) that post to these views; each change goes through a ``do_...`` function of
 :mod:`webapp.projects.operations` and comes back as a message on the members page.
@@ -6,19 +9,100 @@ Plain forms (CSRF) that post to these views; each change goes through a ``do_...
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from mlcore.examples import LAYOUTS
 from webapp.core.domain_errors import Conflict, NotFound
 from webapp.core.policy import project_role
+from webapp.datasets import queries as dataset_queries
+from webapp.datasets.models import Dataset, Image
+from webapp.jobs.access import visible_jobs
+from webapp.jobs.models import Job
 from webapp.projects.deletion import PROJECT_BLOCKERS, busy_job
+from webapp.training.pages import training_panel_context
 
 from . import operations
 from .access import get_project_for
-from .models import Membership, Role
+from .models import ROLE_RANK, Membership, Role
+from .serializers import FORMAT_CHOICES
+
+
+@require_GET
+def home(request):
+    """The site's front page: the projects one can see and one's latest jobs."""
+    jobs = visible_jobs(request.user).select_related("created_by", "project").order_by("-created_at", "-id")[:10]
+    projects = dataset_queries.project_summaries(request.user)
+    return render(request, "core/home.html", {"jobs": jobs, "projects": projects})
+
+
+@require_POST
+def create_project(request):
+    name = (request.POST.get("name") or "").strip()
+    if not name:
+        messages.error(request, "A project needs a name.")
+        return redirect("home")
+    if len(name) > 200:
+        messages.error(request, "A project name has at most 200 characters.")
+        return redirect("home")
+    description = (request.POST.get("description") or "").strip()
+    project = operations.do_create_project(name, actor=request.user, description=description)
+    messages.success(request, f"Project {project.name!r} created; you are its admin.")
+    return redirect("project-detail", project.pk)
+
+
+@require_GET
+def project_detail(request, project_id: int):
+    project = get_project_for(request.user, project_id, project_role(request))
+    label_sets = dataset_queries.label_sets_of(project)
+    can_upload = ROLE_RANK[project.role] >= ROLE_RANK[Role.CURATOR]
+    return render(request, "projects/detail.html", {
+        "project": project,
+        "datasets": dataset_queries.project_datasets(project),
+        "label_sets": label_sets,
+        "charts": _chart_layout(dataset_queries.class_counts(project, label_sets)),
+        "jobs": dataset_queries.recent_jobs(project),
+        "can_upload": can_upload,
+        "can_review": ROLE_RANK[project.role] >= ROLE_RANK[Role.REVIEWER],
+        "import_job": _import_job(project, request.GET.get("import_job")) if can_upload else None,
+        "slide_job": _import_job(project, request.GET.get("slide_job"), (Job.Kind.IMPORT, Job.Kind.PREDICT))
+        if can_upload else None,
+        "slides_root_set": bool(getattr(settings, "SLIDES_ROOT", None)),
+        "slides": list(Image.objects.filter(project=project).exclude(slide_file="").select_related("dataset")
+                       .order_by("id")[:200]),
+        "formats": FORMAT_CHOICES,
+        "layouts": [{"format": value, "tree": LAYOUTS[value], "example_url": reverse("api-format-example", args=[value])}
+                    for value in Dataset.TILE_FORMATS],
+        "sources": dataset_queries.available_sources(project),
+        **training_panel_context(project, request.user),
+        **deletion_context(project),
+    })
+
+
+def _import_job(project, value: str | None, kinds=(Job.Kind.IMPORT,)):
+    """The import job the upload form followed before it reloaded the page (?import_job=id): the page
+    shows it again, with its result and log, above a Datasets card that now lists its dataset."""
+    if not value or not value.isdigit():
+        return None
+    return Job.objects.filter(pk=int(value), project=project, kind__in=kinds).first()
+
+
+BAR_ROW = 22     # px per class in the inline SVG chart
+BAR_WIDTH = 300  # px of the longest bar
+
+
+def _chart_layout(charts: list[dict]) -> list[dict]:
+    """Positions for the server-rendered bar charts: one row per class, bars relative to the largest."""
+    for chart in charts:
+        chart["height"] = max(1, len(chart["bars"])) * BAR_ROW + 2
+        for row, bar in enumerate(chart["bars"]):
+            bar["y"] = row * BAR_ROW
+            bar["width"] = round(bar["fraction"] * BAR_WIDTH, 1) if bar["count"] else 0
+    return charts
 
 
 @require_http_methods(["GET", "POST"])

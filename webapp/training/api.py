@@ -13,14 +13,16 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from mlcore.types import file_part
 from webapp.core import media
 from webapp.core.filenames import safe_file_name
 from webapp.core.policy import project_role
+from webapp.datasets.slides_api import slide_of
 from webapp.jobs import operations as job_operations
 from webapp.jobs.access import job_for
 from webapp.jobs.models import Job
@@ -148,6 +150,20 @@ def infer(request, project_id: int):
     if media.is_remote():
         shutil.rmtree(folder, ignore_errors=True)  # the worker reads the upload from the storage
     return _accepted(job, request)
+
+
+class SlideInferView(APIView):
+    """Classify every nucleus of a slide with the active model (curators): 202 with the job, which stores
+    one prediction per nucleus and label set, as the project's prediction job does."""
+
+    @extend_schema(operation_id="slide_infer", tags=["slides"], request=None, responses={202: JobAcceptedSerializer})
+    def post(self, request, project_id: int, image_id: int):
+        project = get_project_for(request.user, project_id, project_role(request))
+        image = slide_of(project, image_id)
+        version = operations.active_version(project)
+        if version is None:
+            raise ValidationError({"model": "the project has no trained model yet: train one first"})
+        return _accepted(operations.do_start_slide_prediction(version, image, actor=request.user), request)
 
 
 def _stage_and_enqueue_inference(request, project, version, upload, name: str) -> Job:

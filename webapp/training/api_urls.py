@@ -10,5 +10,7 @@ urlpatterns = [
     path("projects/<int:project_id>/versions/<int:number>/checkpoint/", api.checkpoint, name="api-version-checkpoint"),
     path("projects/<int:project_id>/retrain-policy/", api.retrain_policy, name="api-retrain-policy"),
     path("projects/<int:project_id>/infer/", api.infer, name="api-infer"),
+    path("projects/<int:project_id>/slides/<int:image_id>/infer/", api.SlideInferView.as_view(),
+         name="api-slide-infer"),
     path("jobs/<int:job_id>/files/<str:name>", api.job_file, name="api-job-file"),
 ]

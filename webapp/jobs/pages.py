@@ -1,0 +1,41 @@
+"""The page of one job (server-rendered): what it was asked to do, its progress, log and result."""
+
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from .access import job_for
+
+
+@require_GET
+def job_detail(request, job_id: int):
+    job = job_for(request.user, job_id)
+    return render(request, "core/job_detail.html", {"job": job, "parameters": job_parameters(job)})
+
+
+# Parameters that name server folders (where the upload was staged, where an inference writes): of no use
+# to the person reading the page, and not theirs to know.
+INTERNAL_PARAMETERS = {"staging", "folder"}
+
+
+def job_parameters(job) -> list[tuple[str, str]]:
+    """What the job was asked to do, as ``(name, value)`` lines for its page (nested options flattened)."""
+    lines = []
+    for key, value in job.params.items():
+        if key in INTERNAL_PARAMETERS:
+            continue
+        if isinstance(value, dict):
+            text = ", ".join(f"{k}: {_parameter_text(v)}" for k, v in value.items()) or "defaults"
+        else:
+            text = _parameter_text(value)
+        lines.append((key.replace("_", " "), text))
+    return lines
+
+
+def _parameter_text(value) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_parameter_text(v) for v in value) or "—"
+    return str(value)
