@@ -181,7 +181,7 @@ class SlideInferView(APIView):
 
         project = get_project_for(request.user, project_id, project_role(request))
         image = _slide_of(project, image_id)
-        version = training.active_version(project)
+        version = queries.active_version(project)
         if version is None:
             raise ValidationError({"model": "the project has no trained model yet: train one first"})
         return _accepted(training.do_start_slide_prediction(version, image, actor=request.user), request)

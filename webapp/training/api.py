@@ -21,6 +21,7 @@ from mlcore.types import file_part
 from webapp.core import media
 from webapp.core.filenames import safe_file_name
 from webapp.core.policy import project_role
+from webapp.datasets.queries import active_version
 from webapp.jobs import operations as job_operations
 from webapp.jobs.access import job_for
 from webapp.jobs.models import Job
@@ -132,7 +133,7 @@ def retrain_policy(request, project_id: int):
 def infer(request, project_id: int):
     """Classify the nuclei of a new image with the active model (members who may review or more)."""
     project = get_project_for(request.user, project_id, project_role(request))
-    version = operations.active_version(project)
+    version = active_version(project)
     if version is None:
         raise NotFound("The project has no trained model yet: train one first.")
     upload = InferRequestSerializer(data=request.data)
