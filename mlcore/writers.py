@@ -309,44 +309,53 @@ def write_dataset(dataset: NucleusDataset, format: str, root: str | Path,
 
     Images are written as PNG. COCO uses ``coco_segmentation`` (exact RLE by default).
     """
+    writer = _WRITERS.get(format)
+    if writer is None:
+        raise ValueError(f"unknown dataset format {format!r} (allowed: {', '.join(_WRITERS)})")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    label_set = dataset.label_set
-    if format == "seed":
-        (root / "masks").mkdir(exist_ok=True)
-        for item in dataset.images:
-            save_rgb(root / "images" / f"{item.name}.png", item.image)
-            np.save(root / "masks" / f"{item.name}.npy", item.instance_map.astype(np.int32))
-            write_seed_types(root / "types" / f"{item.name}.npy", item.classes)
-        if label_set is not None:
-            (root / "classes.json").write_text(json.dumps(
-                {"classes": list(label_set.classes), "colors": [list(c) for c in label_set.colors]}, indent=1))
-    elif format == "coco":
-        for item in dataset.images:
-            save_rgb(root / "images" / f"{item.name}.png", item.image)
-        write_coco(root / "annotations.json", [(f"{item.name}.png", item.instance_map, item.classes)
-                                               for item in dataset.images], label_set, coco_segmentation)
-    elif format == "geojson":
-        for item in dataset.images:
-            save_rgb(root / f"{item.name}.png", item.image)
-            write_geojson(root / f"{item.name}.geojson", item.instance_map, item.classes, label_set)
-    elif format == "hovernet":
-        for item in dataset.images:
-            save_rgb(root / "Images" / f"{item.name}.png", item.image)
-            write_hovernet_labels(root / "Labels" / f"{item.name}.mat", item.instance_map, item.classes)
-        if label_set is not None:
-            info = {"0": ["nolabel", [0, 0, 0]]}
-            info.update({str(i + 1): [name, list(color)]
-                         for i, (name, color) in enumerate(zip(label_set.classes, label_set.colors))})
-            (root / "type_info.json").write_text(json.dumps(info, indent=1))
-    elif format == "pannuke":
-        _write_pannuke(dataset, root)
-    else:
-        raise ValueError(f"unknown dataset format {format!r} (allowed: seed, hovernet, coco, geojson, pannuke)")
+    writer(dataset, root, coco_segmentation=coco_segmentation)
     return root
 
 
-def _write_pannuke(dataset: NucleusDataset, root: Path) -> None:
+def _write_seed(dataset: NucleusDataset, root: Path, **_) -> None:
+    (root / "masks").mkdir(exist_ok=True)
+    for item in dataset.images:
+        save_rgb(root / "images" / f"{item.name}.png", item.image)
+        np.save(root / "masks" / f"{item.name}.npy", item.instance_map.astype(np.int32))
+        write_seed_types(root / "types" / f"{item.name}.npy", item.classes)
+    if dataset.label_set is not None:
+        (root / "classes.json").write_text(json.dumps(
+            {"classes": list(dataset.label_set.classes), "colors": [list(c) for c in dataset.label_set.colors]},
+            indent=1))
+
+
+def _write_coco(dataset: NucleusDataset, root: Path, *, coco_segmentation: str, **_) -> None:
+    for item in dataset.images:
+        save_rgb(root / "images" / f"{item.name}.png", item.image)
+    write_coco(root / "annotations.json", [(f"{item.name}.png", item.instance_map, item.classes)
+                                           for item in dataset.images], dataset.label_set, coco_segmentation)
+
+
+def _write_geojson(dataset: NucleusDataset, root: Path, **_) -> None:
+    for item in dataset.images:
+        save_rgb(root / f"{item.name}.png", item.image)
+        write_geojson(root / f"{item.name}.geojson", item.instance_map, item.classes, dataset.label_set)
+
+
+def _write_hovernet(dataset: NucleusDataset, root: Path, **_) -> None:
+    for item in dataset.images:
+        save_rgb(root / "Images" / f"{item.name}.png", item.image)
+        write_hovernet_labels(root / "Labels" / f"{item.name}.mat", item.instance_map, item.classes)
+    label_set = dataset.label_set
+    if label_set is not None:
+        info = {"0": ["nolabel", [0, 0, 0]]}
+        info.update({str(i + 1): [name, list(color)]
+                     for i, (name, color) in enumerate(zip(label_set.classes, label_set.colors))})
+        (root / "type_info.json").write_text(json.dumps(info, indent=1))
+
+
+def _write_pannuke(dataset: NucleusDataset, root: Path, **_) -> None:
     if dataset.label_set is None:
         raise ValueError("PanNuke arrays need classes: one mask channel per class")
     shapes = {item.image.shape for item in dataset.images}
@@ -371,3 +380,8 @@ def _write_pannuke(dataset: NucleusDataset, root: Path) -> None:
     np.save(root / "images.npy", np.stack([item.image for item in dataset.images]))
     np.save(root / "masks.npy", masks)
 
+
+# The writer of each reader format, like mlcore.readers' registry: write_dataset(d, name, root) is read
+# back by read_dataset(name, root).
+_WRITERS = {"seed": _write_seed, "hovernet": _write_hovernet, "coco": _write_coco, "geojson": _write_geojson,
+            "pannuke": _write_pannuke}
