@@ -430,7 +430,7 @@ def gallery(request, project_id: int):
         nucleus, current = found["nucleus"], found["current"]
         image = nucleus.image
         side = max(48, 2 * max(nucleus.x1 - nucleus.x0, nucleus.y1 - nucleus.y0))
-        region = _square(nucleus, image, side)
+        region = queue.square_around(nucleus.centroid_x, nucleus.centroid_y, side, image.width, image.height)
         base["items"].append({
             "nucleus": nucleus.pk, "instance_id": nucleus.instance_id, "image": image.pk, "image_name": image.name,
             "dataset": found["dataset"], "outline": nucleus.outline, "region": region,
@@ -440,25 +440,10 @@ def gallery(request, project_id: int):
             "probability": card.probability, "margin": 1.0 - card.margin,
             "disagreement": card.disagreement,
             "version": current.label_id if current else None,
-            "current": ({"class_index": current.class_index,
-                         "class_name": queue.class_name_of(classes, current.class_index),
-                         "source": current.source,
-                         "author": current.label.author.get_username() if current.label.author else None}
-                        if current else None),
+            "current": queue.current_label_dict(current, classes),
             "group": _group_label(spec, card, found, classes),
         })
     return Response(base)
-
-
-def _square(nucleus, image, side: int) -> list[int]:
-    def axis(centre: float, size: int) -> tuple[int, int]:
-        extent = min(side, size)
-        start = min(max(int(round(centre - extent / 2)), 0), size - extent)
-        return start, start + extent
-
-    x0, x1 = axis(nucleus.centroid_x, image.width)
-    y0, y1 = axis(nucleus.centroid_y, image.height)
-    return [x0, y0, x1, y1]
 
 
 @extend_schema(request=BulkDecisionSerializer, responses=OpenApiTypes.OBJECT)
