@@ -32,9 +32,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlcore.readers import FORMATS
+
 STAGES = ("sparse", "correlation", "completion")
 STAGE_NUMBER = {name: index + 1 for index, name in enumerate(STAGES)}
-FORMATS = ("seed", "hovernet", "coco", "geojson", "pannuke")
 
 
 class ConfigError(ValueError):

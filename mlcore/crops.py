@@ -8,8 +8,8 @@ resized down to ``size`` so that the whole nucleus stays visible. Pixels outside
 mirrored (OpenCV's BORDER_REFLECT_101: ``dcb|abcd|cba``), never filled with black, so that the
 network does not learn "black edge = border nucleus".
 
-No Python loop over pixels: bounding boxes come from ``scipy.ndimage.find_objects`` (one C pass over
-the mask), centroids from ``np.bincount`` over the foreground, and each fitting crop is one slice copy
+No Python loop over pixels: boxes and centroids come from :func:`mlcore.geometry.instance_geometry`
+(boxes ``(y0, x0, y1, x1)``), and each fitting crop is one slice copy
 from the image mirror-padded once. Only the (rare) large nuclei are resized, one by one, with OpenCV.
 """
 
@@ -19,54 +19,12 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
+
+from mlcore.geometry import InstanceGeometry, instance_geometry
 
 CROP_SIZE = 64
 # Bump when the cutting changes so that cached crops are cut again.
 CROP_ALGORITHM_VERSION = 2
-
-
-@dataclass
-class InstanceGeometry:
-    """Per-instance geometry of an instance map, rows in increasing instance id."""
-
-    ids: np.ndarray        # (N,) int64 instance ids present in the map
-    bboxes: np.ndarray     # (N, 4) int64 y0, x0, y1, x1 (end exclusive)
-    centroids: np.ndarray  # (N, 2) float64 x, y (mean pixel position)
-    areas: np.ndarray      # (N,) int64 pixel counts
-
-
-def instance_geometry(instance_map: np.ndarray) -> InstanceGeometry:
-    """Bounding boxes, centroids and areas of every instance, without a Python loop over pixels."""
-    if instance_map.ndim != 2:
-        raise ValueError(f"instance map must be 2-D, got shape {instance_map.shape}")
-    labels = np.asarray(instance_map)
-    if labels.dtype.kind not in "iu":
-        if labels.dtype.kind == "f" and np.all(np.mod(labels, 1) == 0):
-            labels = labels.astype(np.int64)
-        else:
-            raise ValueError(f"instance map must hold integer ids, got dtype {labels.dtype}")
-    if labels.size and labels.min() < 0:
-        raise ValueError("instance map has negative ids")
-    # Only foreground pixels enter the sums: nuclei cover a fraction of a tile.
-    foreground = np.flatnonzero(labels.ravel())
-    flat = labels.ravel()[foreground].astype(np.int64, copy=False)
-    max_id = int(flat.max()) if flat.size else 0
-    areas_all = np.bincount(flat, minlength=max_id + 1)
-    ids = np.flatnonzero(areas_all[1:]) + 1
-    if ids.size == 0:
-        empty = np.zeros((0,), np.int64)
-        return InstanceGeometry(empty, np.zeros((0, 4), np.int64), np.zeros((0, 2)), empty)
-    ys, xs = np.divmod(foreground, labels.shape[1])
-    sum_x = np.bincount(flat, weights=xs, minlength=max_id + 1)
-    sum_y = np.bincount(flat, weights=ys, minlength=max_id + 1)
-    areas = areas_all[ids]
-    centroids = np.stack([sum_x[ids] / areas, sum_y[ids] / areas], axis=1)
-    # find_objects wants int labels; it returns one slice pair per label 1..max, None where absent.
-    slices = ndimage.find_objects(labels.astype(np.int32, copy=False) if max_id < 2**31 else labels)
-    bboxes = np.array([(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in (slices[i - 1] for i in ids)],
-                      dtype=np.int64)
-    return InstanceGeometry(ids.astype(np.int64), bboxes, centroids, areas.astype(np.int64))
 
 
 def reflect_101(index: np.ndarray, length: int) -> np.ndarray:

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlcore.crops import CROP_ALGORITHM_VERSION, CROP_SIZE, CropSpec, instance_geometry
+from mlcore.crops import CROP_ALGORITHM_VERSION, CROP_SIZE, CropSpec
+from mlcore.geometry import instance_geometry
 from mlcore.types import MISSING, LabelSet, NucleusDataset
 
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image as PILImage
 
 from mlcore import limits
-from mlcore.crops import InstanceGeometry
+from mlcore.geometry import InstanceGeometry
 from mlcore.model import CrossTrainedModel
 from mlcore.predict import LabelSetPrediction, predict
 from mlcore.readers._common import check_pixels, load_npy

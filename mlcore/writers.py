@@ -1,4 +1,5 @@
-"""Exporters, the inverse of :mod:`mlcore.readers`, and per-nucleus geometry for the web app.
+"""Exporters, the inverse of :mod:`mlcore.readers`, and per-nucleus outlines for the web app (the
+geometry itself, boxes, centroids and areas, lives in :mod:`mlcore.geometry`).
 
 Outlines follow OpenCV: a contour runs through the centres of an instance's boundary pixels. Files in
 COCO and GeoJSON use pixel-edge coordinates (pixel (0, 0) covers [0, 1) x [0, 1)), so outlines are
@@ -15,65 +16,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import scipy.io
-import scipy.ndimage
 from PIL import Image
 
+# nucleus_geometry is the exporters' record form of mlcore.geometry (its home), imported here for them.
+from mlcore.geometry import GEOMETRY_DTYPE, geometry_records, instance_geometry, instance_masks, nucleus_geometry
 from mlcore.types import MISSING, LabelSet, NucleusDataset
-
-GEOMETRY_DTYPE = np.dtype([("id", np.int32), ("x0", np.int32), ("y0", np.int32), ("x1", np.int32),
-                           ("y1", np.int32), ("cx", np.float64), ("cy", np.float64), ("area", np.int64)])
 
 _HALF_PIXEL = 0.5  # OpenCV pixel-centre coordinates -> pixel-edge coordinates of COCO and QuPath
 
 
-# ----------------------------------------------------------------------------------------------- geometry
-
-def nucleus_geometry(instance_map: np.ndarray) -> np.ndarray:
-    """Per-instance bounding box, centroid and area, as a structured array sorted by id.
-
-    Fields: ``id``; ``x0, y0, x1, y1`` (bounding box, x1/y1 exclusive like slices); ``cx, cy`` (centroid,
-    pixel-centre coordinates: column and row means); ``area`` (pixels). Computed with bincount and
-    find_objects, one pass each over the map.
-    """
-    instance_map = np.asarray(instance_map)
-    flat = instance_map.ravel().astype(np.intp, copy=False)
-    if flat.size == 0 or flat.max() <= 0:
-        return np.zeros(0, GEOMETRY_DTYPE)
-    height, width = instance_map.shape
-    area = np.bincount(flat)
-    sum_x = np.bincount(flat, weights=np.broadcast_to(np.arange(width, dtype=np.float64), (height, width)).ravel())
-    sum_y = np.bincount(flat, weights=np.repeat(np.arange(height, dtype=np.float64), width))
-    ids = np.flatnonzero(area)
-    ids = ids[ids > 0]
-    slices = scipy.ndimage.find_objects(instance_map)
-    bounds = np.array([(slices[i - 1][1].start, slices[i - 1][0].start, slices[i - 1][1].stop,
-                        slices[i - 1][0].stop) for i in ids], dtype=np.int32).reshape(-1, 4)
-    result = np.zeros(ids.size, GEOMETRY_DTYPE)
-    result["id"] = ids
-    result["x0"], result["y0"], result["x1"], result["y1"] = bounds.T
-    result["cx"] = sum_x[ids] / area[ids]
-    result["cy"] = sum_y[ids] / area[ids]
-    result["area"] = area[ids]
-    return result
-
-
-def instance_masks(instance_map: np.ndarray):
-    """Each instance's mask on its bounding-box crop, with one pixel of background around it (so that an
-    instance touching the crop's edge gets a closed outline): yields ``(id, rows, cols, mask)``, where
-    ``rows``/``cols`` are the box's slices and ``mask`` is uint8 0/1 of shape (box height + 2, width + 2).
-    One find_objects pass, so the cost follows the nuclei, not the image size."""
-    instance_map = np.asarray(instance_map)
-    if instance_map.size == 0:
-        return
-    for index, found in enumerate(scipy.ndimage.find_objects(instance_map)):
-        if found is None:
-            continue
-        instance_id = index + 1
-        rows, cols = found
-        mask = np.zeros((rows.stop - rows.start + 2, cols.stop - cols.start + 2), np.uint8)
-        np.equal(instance_map[rows, cols], instance_id, out=mask[1:-1, 1:-1].view(bool))
-        yield instance_id, rows, cols, mask
-
+# ----------------------------------------------------------------------------------------------- outlines
 
 def _outer_contours(mask: np.ndarray, rows: slice, cols: slice) -> list[np.ndarray]:
     """Outer contours of a padded instance mask in image coordinates, largest first."""
@@ -108,35 +60,27 @@ def nucleus_outlines(instance_map: np.ndarray, epsilon: float = 1.0) -> dict[int
     return outlines
 
 
-# ---------------------------------------------------------------------------------------------------- RLE
-
 def geometry_and_outlines(instance_map: np.ndarray, epsilon: float = 1.0) -> tuple[np.ndarray, list]:
-    """:func:`nucleus_geometry` and :func:`nucleus_outlines` in one pass, with the same results (the import
-    of the web app uses it per image).
+    """:func:`nucleus_geometry` and :func:`nucleus_outlines` together, with the same results (the import
+    of the web app uses it per image): one :func:`~mlcore.geometry.instance_geometry` pass gives the
+    records and the boxes that the outlines are traced in.
 
-    One find_objects over the map; then, per instance, its bounding-box crop gives the area and the
-    pixel sums (image moments, exact integers) and the outer contour of its largest piece, simplified.
-    The per-image bincounts over the whole map that ``nucleus_geometry`` does are not needed.
     Returns the geometry (GEOMETRY_DTYPE, sorted by id) and the outlines ([[x, y], ...]) in that order.
     """
     instance_map = np.asarray(instance_map)
-    if instance_map.size == 0 or instance_map.max(initial=0) <= 0:
+    if instance_map.size == 0:
         return np.zeros(0, GEOMETRY_DTYPE), []
-    rows_out, outlines = [], []
-    for instance_id, rows, cols, crop in instance_masks(instance_map):
-        moments = cv2.moments(crop, binaryImage=True)
-        area = moments["m00"]
-        # Sums of the image coordinates, exact in float64 like the bincounts of nucleus_geometry.
-        sum_x = moments["m10"] + (cols.start - 1) * area
-        sum_y = moments["m01"] + (rows.start - 1) * area
-        rows_out.append((instance_id, cols.start, rows.start, cols.stop, rows.stop, sum_x / area, sum_y / area,
-                         int(area)))
+    geometry = instance_geometry(instance_map)
+    outlines = []
+    for _, rows, cols, crop in instance_masks(instance_map, geometry):
         outline = _outer_contours(crop, rows, cols)[0]
         if epsilon > 0 and len(outline) > 3:
             outline = cv2.approxPolyDP(outline, epsilon, True)
         outlines.append(outline.reshape(-1, 2).tolist())
-    return np.array(rows_out, GEOMETRY_DTYPE), outlines
+    return geometry_records(geometry), outlines
 
+
+# ---------------------------------------------------------------------------------------------------- RLE
 
 def encode_rle(instance_mask: np.ndarray) -> dict:
     """COCO uncompressed RLE of a boolean mask: ``{"counts": [...], "size": [h, w]}``, column-major."""
@@ -365,44 +309,53 @@ def write_dataset(dataset: NucleusDataset, format: str, root: str | Path,
 
     Images are written as PNG. COCO uses ``coco_segmentation`` (exact RLE by default).
     """
+    writer = _WRITERS.get(format)
+    if writer is None:
+        raise ValueError(f"unknown dataset format {format!r} (allowed: {', '.join(_WRITERS)})")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    label_set = dataset.label_set
-    if format == "seed":
-        (root / "masks").mkdir(exist_ok=True)
-        for item in dataset.images:
-            save_rgb(root / "images" / f"{item.name}.png", item.image)
-            np.save(root / "masks" / f"{item.name}.npy", item.instance_map.astype(np.int32))
-            write_seed_types(root / "types" / f"{item.name}.npy", item.classes)
-        if label_set is not None:
-            (root / "classes.json").write_text(json.dumps(
-                {"classes": list(label_set.classes), "colors": [list(c) for c in label_set.colors]}, indent=1))
-    elif format == "coco":
-        for item in dataset.images:
-            save_rgb(root / "images" / f"{item.name}.png", item.image)
-        write_coco(root / "annotations.json", [(f"{item.name}.png", item.instance_map, item.classes)
-                                               for item in dataset.images], label_set, coco_segmentation)
-    elif format == "geojson":
-        for item in dataset.images:
-            save_rgb(root / f"{item.name}.png", item.image)
-            write_geojson(root / f"{item.name}.geojson", item.instance_map, item.classes, label_set)
-    elif format == "hovernet":
-        for item in dataset.images:
-            save_rgb(root / "Images" / f"{item.name}.png", item.image)
-            write_hovernet_labels(root / "Labels" / f"{item.name}.mat", item.instance_map, item.classes)
-        if label_set is not None:
-            info = {"0": ["nolabel", [0, 0, 0]]}
-            info.update({str(i + 1): [name, list(color)]
-                         for i, (name, color) in enumerate(zip(label_set.classes, label_set.colors))})
-            (root / "type_info.json").write_text(json.dumps(info, indent=1))
-    elif format == "pannuke":
-        _write_pannuke(dataset, root)
-    else:
-        raise ValueError(f"unknown dataset format {format!r} (allowed: seed, hovernet, coco, geojson, pannuke)")
+    writer(dataset, root, coco_segmentation=coco_segmentation)
     return root
 
 
-def _write_pannuke(dataset: NucleusDataset, root: Path) -> None:
+def _write_seed(dataset: NucleusDataset, root: Path, **_) -> None:
+    (root / "masks").mkdir(exist_ok=True)
+    for item in dataset.images:
+        save_rgb(root / "images" / f"{item.name}.png", item.image)
+        np.save(root / "masks" / f"{item.name}.npy", item.instance_map.astype(np.int32))
+        write_seed_types(root / "types" / f"{item.name}.npy", item.classes)
+    if dataset.label_set is not None:
+        (root / "classes.json").write_text(json.dumps(
+            {"classes": list(dataset.label_set.classes), "colors": [list(c) for c in dataset.label_set.colors]},
+            indent=1))
+
+
+def _write_coco(dataset: NucleusDataset, root: Path, *, coco_segmentation: str, **_) -> None:
+    for item in dataset.images:
+        save_rgb(root / "images" / f"{item.name}.png", item.image)
+    write_coco(root / "annotations.json", [(f"{item.name}.png", item.instance_map, item.classes)
+                                           for item in dataset.images], dataset.label_set, coco_segmentation)
+
+
+def _write_geojson(dataset: NucleusDataset, root: Path, **_) -> None:
+    for item in dataset.images:
+        save_rgb(root / f"{item.name}.png", item.image)
+        write_geojson(root / f"{item.name}.geojson", item.instance_map, item.classes, dataset.label_set)
+
+
+def _write_hovernet(dataset: NucleusDataset, root: Path, **_) -> None:
+    for item in dataset.images:
+        save_rgb(root / "Images" / f"{item.name}.png", item.image)
+        write_hovernet_labels(root / "Labels" / f"{item.name}.mat", item.instance_map, item.classes)
+    label_set = dataset.label_set
+    if label_set is not None:
+        info = {"0": ["nolabel", [0, 0, 0]]}
+        info.update({str(i + 1): [name, list(color)]
+                     for i, (name, color) in enumerate(zip(label_set.classes, label_set.colors))})
+        (root / "type_info.json").write_text(json.dumps(info, indent=1))
+
+
+def _write_pannuke(dataset: NucleusDataset, root: Path, **_) -> None:
     if dataset.label_set is None:
         raise ValueError("PanNuke arrays need classes: one mask channel per class")
     shapes = {item.image.shape for item in dataset.images}
@@ -427,3 +380,8 @@ def _write_pannuke(dataset: NucleusDataset, root: Path) -> None:
     np.save(root / "images.npy", np.stack([item.image for item in dataset.images]))
     np.save(root / "masks.npy", masks)
 
+
+# The writer of each reader format, like mlcore.readers' registry: write_dataset(d, name, root) is read
+# back by read_dataset(name, root).
+_WRITERS = {"seed": _write_seed, "hovernet": _write_hovernet, "coco": _write_coco, "geojson": _write_geojson,
+            "pannuke": _write_pannuke}

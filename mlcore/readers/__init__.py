@@ -14,9 +14,10 @@ from mlcore.readers import coco, geojson, hovernet, pannuke, seed
 from mlcore.readers._common import CONTENT_ERRORS, FormatSource, bounded_ids, read_rgb
 from mlcore.types import AnnotatedImage, DataError, LabelSet, NucleusDataset
 
-FORMATS = ("seed", "hovernet", "coco", "geojson", "pannuke")
-
 _MODULES = {"seed": seed, "hovernet": hovernet, "coco": coco, "geojson": geojson, "pannuke": pannuke}
+
+# The one list of dataset formats (configs, the web app's upload choices and the writers use it).
+FORMATS = tuple(_MODULES)
 
 __all__ = ["FORMATS", "DatasetReader", "open_dataset", "read_dataset", "iter_images", "read_rgb", "detect_format"]
 

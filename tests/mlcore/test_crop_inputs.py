@@ -201,7 +201,8 @@ def _one_crop_at_a_time(image, mask, size, mask_channel, context):
     """The cutting rule written plainly, a crop at a time: the reference the batched cutting must equal."""
     import cv2
 
-    from mlcore.crops import crop_windows, instance_geometry, reflect_101
+    from mlcore.crops import crop_windows, reflect_101
+    from mlcore.geometry import instance_geometry
 
     geometry = instance_geometry(mask)
     top_left, side = crop_windows(geometry.bboxes, max(size, int(round(size * context))))

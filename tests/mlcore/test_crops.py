@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from mlcore.crops import crop_windows, cut_crops, instance_geometry, reflect_101
+from mlcore.crops import crop_windows, cut_crops, reflect_101
+from mlcore.geometry import instance_geometry
 
 
 def coordinate_image(height, width):

@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.db import models
 
+from mlcore.readers import FORMATS
 from webapp.projects.models import Project
 
 
@@ -50,7 +51,7 @@ class Dataset(models.Model):
         SLIDE = "slide", "Whole-slide image + QuPath GeoJSON detections"
 
     # The formats of a tile upload (one archive or a folder of files); a slide comes in its own way.
-    TILE_FORMATS = ("seed", "hovernet", "coco", "geojson", "pannuke")
+    TILE_FORMATS = FORMATS
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=200)

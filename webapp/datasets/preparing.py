@@ -30,7 +30,7 @@ import orjson
 from django.conf import settings
 
 from mlcore.types import DataError
-from mlcore.writers import GEOMETRY_DTYPE, geometry_and_outlines
+from mlcore.writers import geometry_and_outlines
 from webapp.core import media
 
 logger = logging.getLogger(__name__)

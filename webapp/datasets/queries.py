@@ -115,15 +115,16 @@ def to_ml_label_set(info: LabelSetInfo):
 
 # ----------------------------------------------------------------------------------------- predictions
 
-def active_version(project) -> tuple[int, int] | None:
-    """``(id, number)`` of the project's active model version (its predictions are the ones shown)."""
+def active_version(project):
+    """The project's active :class:`~webapp.training.models.ModelVersion`, or None (its predictions are
+    the ones shown, and the next training starts from it). ``project``: a Project or its id."""
     from webapp.training.models import ModelVersion
 
-    return ModelVersion.objects.filter(project=project, is_active=True).values_list("id", "number").first()
+    return ModelVersion.objects.filter(project=project, is_active=True).first()
 
 
 def prediction_labels(project, nucleus_filter: Q, label_set_ids=None,
-                      version: tuple[int, int] | None = None) -> dict[tuple[int, int], tuple[int, float | None]]:
+                      version=None) -> dict[tuple[int, int], tuple[int, float | None]]:
     """``{(nucleus_id, label_set_id): (class_index, probability)}`` from the active model version.
 
     ``project``: a Project or its id; ``nucleus_filter``: a ``Q`` on Prediction's nucleus (e.g.
@@ -135,14 +136,14 @@ def prediction_labels(project, nucleus_filter: Q, label_set_ids=None,
     version = version or active_version(project)
     if version is None:
         return {}
-    rows = Prediction.objects.filter(nucleus_filter, model_version_id=version[0])
+    rows = Prediction.objects.filter(nucleus_filter, model_version_id=version.pk)
     if label_set_ids is not None:
         rows = rows.filter(label_set_id__in=list(label_set_ids))
     return {(n, ls): (c, p) for n, ls, c, p in
             rows.values_list("nucleus_id", "label_set_id", "class_index", "probability").order_by()}
 
 
-def prediction_details(project, nucleus_filter: Q, label_set_ids=None, version: tuple[int, int] | None = None
+def prediction_details(project, nucleus_filter: Q, label_set_ids=None, version=None
                        ) -> dict[tuple[int, int], tuple[int, float, float]]:
     """Like :func:`prediction_labels`, with the branch disagreement:
     ``{(nucleus_id, label_set_id): (class_index, probability, disagreement)}``."""
@@ -151,7 +152,7 @@ def prediction_details(project, nucleus_filter: Q, label_set_ids=None, version: 
     version = version or active_version(project)
     if version is None:
         return {}
-    rows = Prediction.objects.filter(nucleus_filter, model_version_id=version[0])
+    rows = Prediction.objects.filter(nucleus_filter, model_version_id=version.pk)
     if label_set_ids is not None:
         rows = rows.filter(label_set_id__in=list(label_set_ids))
     return {(n, ls): (c, p, d) for n, ls, c, p, d in
@@ -162,7 +163,7 @@ def has_predictions(project) -> bool:
     from webapp.training.models import Prediction
 
     version = active_version(project)
-    return version is not None and Prediction.objects.filter(model_version_id=version[0]).exists()
+    return version is not None and Prediction.objects.filter(model_version_id=version.pk).exists()
 
 
 # ----------------------------------------------------------------------------------------- home
@@ -266,7 +267,7 @@ def _fetch(queryset) -> list[tuple]:
 HISTORY_BY_ID_MAX = 1000  # nuclei whose ground-truth history is read by id; beyond, by a subquery
 
 
-def image_labels(image_id: int, project=None, version: tuple[int, int] | None = None,
+def image_labels(image_id: int, project=None, version=None,
                  nuclei: Q | None = None) -> dict[int, dict[int, list]]:
     """``{nucleus_id: {label_set_id: [class, source, ground_truth, review, predicted, probability]}}``.
 
@@ -313,7 +314,7 @@ def image_labels(image_id: int, project=None, version: tuple[int, int] | None = 
         from webapp.training.models import Prediction
 
         for nucleus_id, ls_id, index, probability in _fetch(
-                Prediction.objects.filter(only, model_version_id=version[0])
+                Prediction.objects.filter(only, model_version_id=version.pk)
                 .values_list("nucleus_id", "label_set_id", "class_index", "probability").order_by()):
             per = labels.get(nucleus_id)
             if per is None:
@@ -410,7 +411,7 @@ def image_nuclei_json(project: Project, image: Image, image_url: str = "") -> st
         "default_label_set": default,
         "sources": [{"key": key, "name": source_name(key, version), "labels": counts[key]}
                     for key in SOURCES if key != "prediction" or counts[key]],
-        "model_version": {"id": version[0], "number": version[1]} if version else None,
+        "model_version": {"id": version.pk, "number": version.number} if version else None,
         "unlabelled_color": UNLABELLED_COLOR,
     })
     return f'{head[:-1]},"nuclei":[{",".join(parts)}]}}'
@@ -425,9 +426,9 @@ def available_sources(project: Project) -> list[tuple[str, str]]:
     return [(key, source_name(key, version)) for key in keys]
 
 
-def source_name(key: str, version: tuple[int, int] | None = None) -> str:
+def source_name(key: str, version=None) -> str:
     if key == "prediction" and version:
-        return f"Prediction (model v{version[1]})"
+        return f"Prediction (model v{version.number})"
     return SOURCES[key]
 
 

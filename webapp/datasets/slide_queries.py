@@ -118,7 +118,7 @@ def region_nuclei_json(project, image: Image, box: tuple[int, int, int, int], so
         "source": source,
         "label_set": label_set.id if label_set is not None else None,
         "label_sets": [info.as_dict() for info in label_sets],
-        "model_version": {"id": version[0], "number": version[1]} if version else None,
+        "model_version": {"id": version.pk, "number": version.number} if version else None,
         "unlabelled_color": queries.UNLABELLED_COLOR,
         "limit": limit,
         "count": len(parts),

@@ -1,7 +1,8 @@
 """Looking up what a request names (nucleus, label set, class), with the project's role checks.
 
 Non-members get 404 (a project's existence is private), members with too low a role 403, like
-:func:`webapp.projects.access.get_project_for`.
+:func:`webapp.projects.access.get_project_for`, the one home of the project check (and
+:func:`webapp.datasets.queries.get_image_for` that of the image check).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from django.http import Http404
 from webapp.core import sql
 from webapp.core.domain_errors import Invalid
 from webapp.datasets.models import Image, LabelClass, LabelSet, Nucleus
+from webapp.projects.access import get_project_for
 from webapp.projects.models import ROLE_RANK, Membership, Project, Role
 
 
@@ -19,24 +21,6 @@ class UnknownName(Invalid, ValueError):
     """A label set or class name that does not exist, on the user's ``field`` (the API answers 400)."""
 
     default_code = "unknown_name"
-
-
-def project_for(user, project_id: int, role: str = Role.VIEWER) -> Project:
-    """Like :func:`webapp.projects.access.get_project_for` (404 outsider, 403 too low a role, the
-    same messages) in one plain statement: the hot paths of the review queue call it on every request."""
-    project = None
-    if user.is_authenticated:
-        project = sql.first(Project.objects.raw(
-            f"SELECT p.*, m.role AS member_role FROM {sql.table(Project)} p "
-            f"JOIN {sql.table(Membership)} m ON m.project_id = p.id WHERE p.id = %s AND m.user_id = %s",
-            [project_id, user.pk]))
-    if project is None:
-        raise Http404("No such project, or you are not a member of it.")
-    if ROLE_RANK[project.member_role] < ROLE_RANK[role]:
-        raise PermissionDenied(f"This needs the {Role(role).label.lower()} role in project "
-                               f"{project.name!r}; you are a {Role(project.member_role).label.lower()}.")
-    project.role = project.member_role
-    return project
 
 
 def nucleus_for(user, nucleus_id: int, role: str = Role.VIEWER, project_id: int | None = None) -> tuple[Project, Nucleus]:
@@ -53,21 +37,10 @@ def nucleus_for(user, nucleus_id: int, role: str = Role.VIEWER, project_id: int 
     if nucleus is None or (project_id is not None and nucleus.project_id != project_id):
         raise missing
     if ROLE_RANK[nucleus.member_role] < ROLE_RANK[role]:
-        project_for(user, nucleus.project_id, role)  # raises PermissionDenied with the usual message
+        get_project_for(user, nucleus.project_id, role)  # raises PermissionDenied with the usual message
     project = Project(pk=nucleus.project_id)
     project.role = nucleus.member_role
     return project, nucleus
-
-
-def image_for(user, image_id: int, role: str = Role.VIEWER) -> tuple[Project, Image]:
-    image = Image.objects.filter(pk=image_id).first()
-    missing = Http404("No such image, or you are not a member of its project.")
-    if image is None:
-        raise missing
-    try:
-        return project_for(user, image.project_id, role), image
-    except Http404:
-        raise missing from None
 
 
 def label_set_named(project: Project, name: str | None, *, default_first: bool = False) -> LabelSet:

@@ -31,15 +31,15 @@ from webapp.core.api_errors import Conflict
 from webapp.core.policy import project_role
 from webapp.datasets.models import CurrentLabel, Image, Label, LabelSet, Nucleus
 from webapp.datasets.operations import StaleLabel
+from webapp.datasets.queries import active_version, get_image_for
+from webapp.projects.access import get_project_for
 from webapp.projects.models import Project
 from webapp.training.models import ModelVersion, Prediction
-from webapp.training.operations import active_version
 
 from . import gallery as gallery_query
 from . import keys as review_keys
 from . import operations, quality, queue
-from .access import (UnknownName, class_index_for, image_for, label_set_and_version, label_set_named,
-                     nucleus_for, project_for)
+from .access import UnknownName, class_index_for, label_set_and_version, label_set_named, nucleus_for
 from .serializers import (BulkDecisionSerializer, DecisionSerializer, LabelSetSerializer, SettleSerializer,
                           UndoSerializer)
 
@@ -148,7 +148,7 @@ def _prediction_summary(label: Label, predicted: int | None = None) -> dict:
 @api_view(["GET"])
 def next_item(request, project_id: int):
     """The next nucleus to review, leased to you for five minutes; 204 when the queue is empty."""
-    project = project_for(request.user, project_id, project_role(request))
+    project = get_project_for(request.user, project_id, project_role(request))
     spec = _spec(request, project)
     lease = operations.do_claim_next(spec)
     if lease is None:
@@ -164,7 +164,7 @@ def next_item(request, project_id: int):
 @api_view(["GET"])
 def progress(request, project_id: int):
     """Reviewed today and in all (by you), left in the queue, your agreement with the model."""
-    project = project_for(request.user, project_id, project_role(request))
+    project = get_project_for(request.user, project_id, project_role(request))
     spec = _spec(request, project, with_exclude=False)
     return Response({"label_set": spec.label_set.name, "strategy": spec.strategy, **queue.progress(spec)})
 
@@ -249,7 +249,7 @@ def undo_nucleus(request, nucleus_id: int):
 @api_view(["POST"])
 def undo_last(request, project_id: int):
     """Undo your latest decision in a label set (the U key); its nucleus comes back to you next."""
-    project = project_for(request.user, project_id, project_role(request))
+    project = get_project_for(request.user, project_id, project_role(request))
     body = UndoSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     label_set = _label_set(project, body.validated_data["label_set"])
@@ -399,7 +399,7 @@ def gallery(request, project_id: int):
     Each item carries what its card shows (crop, outline, predicted class, confidence, margin,
     disagreement, the current label and who decided it) and ``version``, the current label id to send
     with a decision (``POST review/bulk/``: agree = the predicted class, disagree = another class)."""
-    project = project_for(request.user, project_id, project_role(request))
+    project = get_project_for(request.user, project_id, project_role(request))
     label_set, version = _label_set_and_version(project, request.query_params.get("label_set"), default_first=True)
     classes = queue.label_set_classes(label_set)
     base = {"label_set": {"id": label_set.pk, "name": label_set.name, "classes": classes}, "counts": None,
@@ -430,7 +430,7 @@ def gallery(request, project_id: int):
         nucleus, current = found["nucleus"], found["current"]
         image = nucleus.image
         side = max(48, 2 * max(nucleus.x1 - nucleus.x0, nucleus.y1 - nucleus.y0))
-        region = _square(nucleus, image, side)
+        region = queue.square_around(nucleus.centroid_x, nucleus.centroid_y, side, image.width, image.height)
         base["items"].append({
             "nucleus": nucleus.pk, "instance_id": nucleus.instance_id, "image": image.pk, "image_name": image.name,
             "dataset": found["dataset"], "outline": nucleus.outline, "region": region,
@@ -440,25 +440,10 @@ def gallery(request, project_id: int):
             "probability": card.probability, "margin": 1.0 - card.margin,
             "disagreement": card.disagreement,
             "version": current.label_id if current else None,
-            "current": ({"class_index": current.class_index,
-                         "class_name": queue.class_name_of(classes, current.class_index),
-                         "source": current.source,
-                         "author": current.label.author.get_username() if current.label.author else None}
-                        if current else None),
+            "current": queue.current_label_dict(current, classes),
             "group": _group_label(spec, card, found, classes),
         })
     return Response(base)
-
-
-def _square(nucleus, image, side: int) -> list[int]:
-    def axis(centre: float, size: int) -> tuple[int, int]:
-        extent = min(side, size)
-        start = min(max(int(round(centre - extent / 2)), 0), size - extent)
-        return start, start + extent
-
-    x0, x1 = axis(nucleus.centroid_x, image.width)
-    y0, y1 = axis(nucleus.centroid_y, image.height)
-    return [x0, y0, x1, y1]
 
 
 @extend_schema(request=BulkDecisionSerializer, responses=OpenApiTypes.OBJECT)
@@ -466,7 +451,7 @@ def _square(nucleus, image, side: int) -> list[int]:
 def bulk(request, project_id: int):
     """Many decisions at once (the gallery's "accept selected"), each recorded on its own like a
     single POST: the answer lists a status per nucleus (201, 200 replay, 409 changed, 400, 404)."""
-    project = project_for(request.user, project_id, project_role(request))
+    project = get_project_for(request.user, project_id, project_role(request))
     body = BulkDecisionSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     label_set = _label_set(project, body.validated_data["label_set"])
@@ -506,7 +491,7 @@ def bulk(request, project_id: int):
 @api_view(["GET"])
 def agreement(request, project_id: int):
     """Cohen's kappa per pair of reviewers and per class (one vs rest), and the open conflicts."""
-    project = project_for(request.user, project_id, project_role(request))
+    project = get_project_for(request.user, project_id, project_role(request))
     name = request.query_params.get("label_set")
     label_set = _label_set(project, name) if name else None
     return Response({"label_sets": quality.project_agreement(project, label_set)})
@@ -516,7 +501,7 @@ def agreement(request, project_id: int):
 @api_view(["POST"])
 def settle(request, project_id: int):
     """A curator records the final label of a nucleus on which reviewers disagree."""
-    project = project_for(request.user, project_id, project_role(request))
+    project = get_project_for(request.user, project_id, project_role(request))
     body = SettleSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     data = body.validated_data
@@ -594,7 +579,7 @@ def _int_param(params, name: str, default: int) -> int:
 @renderer_classes([JSONRenderer, PngRenderer])
 def image_region(request, image_id: int):
     """A PNG crop of an image region (members only): x1, y1 exclusive, clipped to the image."""
-    _, image = image_for(request.user, image_id)
+    _, image = get_image_for(request.user, image_id)
     params = request.query_params
     x0 = max(0, _int_param(params, "x0", 0))
     y0 = max(0, _int_param(params, "y0", 0))

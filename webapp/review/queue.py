@@ -394,18 +394,23 @@ def class_name_of(classes: list[dict], index: int | None) -> str | None:
 
 # ------------------------------------------------------------------------------------- item payload
 
-def region_around(x0: int, y0: int, x1: int, y1: int, cx: float, cy: float, width: int, height: int) -> list[int]:
-    """A square of tissue centred on the nucleus (shifted to stay inside the image): [x0, y0, x1, y1]."""
-    side = max(REGION_MIN_SIDE, REGION_FACTOR * max(x1 - x0, y1 - y0))
-
+def square_around(cx: float, cy: float, side: int, width: int, height: int) -> list[int]:
+    """A square of ``side`` pixels centred on ``(cx, cy)``, shifted to stay inside a ``width`` x ``height``
+    image (and no larger than it along either axis): [x0, y0, x1, y1], x1 and y1 exclusive."""
     def axis(centre: float, size: int) -> tuple[int, int]:
         extent = min(side, size)
         start = min(max(int(round(centre - extent / 2)), 0), size - extent)
         return start, start + extent
 
-    rx0, rx1 = axis(cx, width)
-    ry0, ry1 = axis(cy, height)
-    return [rx0, ry0, rx1, ry1]
+    x0, x1 = axis(cx, width)
+    y0, y1 = axis(cy, height)
+    return [x0, y0, x1, y1]
+
+
+def region_around(x0: int, y0: int, x1: int, y1: int, cx: float, cy: float, width: int, height: int) -> list[int]:
+    """A square of tissue centred on the nucleus (shifted to stay inside the image): [x0, y0, x1, y1]."""
+    side = max(REGION_MIN_SIDE, REGION_FACTOR * max(x1 - x0, y1 - y0))
+    return square_around(cx, cy, side, width, height)
 
 
 def context_around(region: list[int], width: int, height: int) -> list[int]:

@@ -22,6 +22,7 @@ from mlcore.types import file_part
 from webapp.core import media
 from webapp.core.filenames import safe_file_name
 from webapp.core.policy import project_role
+from webapp.datasets.queries import active_version
 from webapp.datasets.slides_api import slide_of
 from webapp.jobs import operations as job_operations
 from webapp.jobs.access import job_for
@@ -134,7 +135,7 @@ def retrain_policy(request, project_id: int):
 def infer(request, project_id: int):
     """Classify the nuclei of a new image with the active model (members who may review or more)."""
     project = get_project_for(request.user, project_id, project_role(request))
-    version = operations.active_version(project)
+    version = active_version(project)
     if version is None:
         raise NotFound("The project has no trained model yet: train one first.")
     upload = InferRequestSerializer(data=request.data)
@@ -160,7 +161,7 @@ class SlideInferView(APIView):
     def post(self, request, project_id: int, image_id: int):
         project = get_project_for(request.user, project_id, project_role(request))
         image = slide_of(project, image_id)
-        version = operations.active_version(project)
+        version = active_version(project)
         if version is None:
             raise ValidationError({"model": "the project has no trained model yet: train one first"})
         return _accepted(operations.do_start_slide_prediction(version, image, actor=request.user), request)

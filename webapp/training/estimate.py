@@ -19,6 +19,8 @@ from mlcore.config import STAGES, TrainConfig
 from mlcore.crops import CropSpec
 from mlcore.estimate import describe_rule, estimate_seconds, measure_speed, speed_from_history
 
+from webapp.datasets.queries import active_version
+
 from . import operations
 from .models import ModelVersion
 
@@ -71,7 +73,7 @@ def training_estimate(project, options: dict, *, resume_point: dict | None = Non
     and its estimated duration, in seconds per stage and in total."""
     size = operations.data_size(project)
     defaults = operations.default_training_options(project, options.get("batch_size"))
-    active = operations.active_version(project)
+    active = active_version(project)
     base = TrainConfig.from_dict({k: v for k, v in (active.config if active else {}).items() if k != "cache_dir"})
     backbone = options.get("backbone") or base.backbone
     epochs = options.get("epochs") or defaults["epochs"]

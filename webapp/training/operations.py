@@ -13,6 +13,7 @@ from django.db.models import Max
 from webapp.core import audit, media
 from webapp.core.cache import delete_on_commit, prediction_count_key, unreviewed_counts_key
 from webapp.core.domain_errors import Conflict
+from webapp.datasets.queries import active_version
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job
 from webapp.jobs.sweep import resume_checkpoint, staged_checkpoint
@@ -205,10 +206,6 @@ def do_activate_version(version: ModelVersion, *, actor) -> ModelVersion:
                      previous=previous.number if previous else None)
     version.is_active = True
     return version
-
-
-def active_version(project: Project) -> ModelVersion | None:
-    return ModelVersion.objects.filter(project=project, is_active=True).first()
 
 
 def do_start_prediction(version: ModelVersion, *, actor=None) -> Job:

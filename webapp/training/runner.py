@@ -24,6 +24,7 @@ from webapp.core import media
 from webapp.datasets import bulk
 from webapp.datasets.importing import load_mask, load_rgb
 from webapp.datasets.models import CurrentLabel, Image, LabelSet, Nucleus
+from webapp.datasets.queries import active_version
 from webapp.jobs.models import Job
 from webapp.jobs.sweep import remove_job_paths, scratch_folder
 
@@ -209,7 +210,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     if not label_set_pairs:
         raise ValueError("the project has no labelled dataset to train on: upload one first")
     ml_label_sets = [ml for _, ml in label_set_pairs]
-    parent = operations.active_version(project)
+    parent = active_version(project)
     options = job.params.get("options", {})
     resume = Resume(job, options) if job.params.get("resume") else None
     if resume is not None:
