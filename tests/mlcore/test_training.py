@@ -18,6 +18,7 @@ def table():
     return two_set_table(images_per_set=4, unlabelled_images=1)[0]
 
 
+@pytest.mark.slow  # real training: all three stages
 def test_three_stages_write_checkpoints_metrics_and_report_progress(table, tmp_path):
     events = []
     result = train_all(table, config=TrainConfig(**TINY), progress=events.append, out_dir=tmp_path)
