@@ -76,6 +76,7 @@ def test_measure_speed_times_real_steps():
     assert all(math.isfinite(v) for v in speed.values())
 
 
+@pytest.mark.slow  # real training: all three stages
 def test_train_all_records_each_epochs_validation_and_speed(tmp_path):
     table, _ = two_set_table(images_per_set=3)
     finished = []
@@ -103,6 +104,7 @@ def test_train_all_records_each_epochs_validation_and_speed(tmp_path):
     assert speed_from_history([]) is None
 
 
+@pytest.mark.slow  # real training: all three stages
 def test_a_run_resumed_from_a_stage_checkpoint_keeps_the_earlier_history(tmp_path):
     table, _ = two_set_table(images_per_set=3)
     config = TrainConfig(**TINY)

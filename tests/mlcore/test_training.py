@@ -61,6 +61,7 @@ def test_single_label_set_runs_the_sparse_stage_only(table):
     assert set(result.metrics) == {"A"} and not bool(result.model.use_correlation)
 
 
+@pytest.mark.slow  # real training, 128 draws per epoch
 def test_class_balanced_weighted_sampling_trains(table):
     config = TrainConfig(**{**TINY, "dataset_power": 0.5, "class_power": 0.5, "samples_per_epoch": 64})
     result = train_all(table, config=config, stages=("sparse",))
