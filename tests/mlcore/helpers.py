@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from mlcore.data import ImageRecord, table_from_arrays
 from mlcore.types import LabelSet
@@ -59,3 +60,39 @@ def tiny_real_config(shared_data, with_nucls: bool = False) -> dict:
         datasets.append({"name": "nucls", "format": "seed", "path": str(shared_data / "nucls")})
     return {"datasets": datasets, "model": {"width": 4}, "batch_size": 64, "correlation_views": 1,
             "split": {"val_fraction": 0.3}}
+
+
+def separable_table(images: int = 40, seed: int = 0):
+    """One label set whose class is the nucleus's colour, four disks per image that never touch: a set any
+    working training run separates (the learning checks). Returns (table, label set)."""
+    rng = np.random.default_rng(seed)
+    size = 96
+    yy, xx = np.mgrid[:size, :size]
+    label_set = LabelSet("colour", ("purple", "pink", "black"))
+    records = []
+    for index in range(images):
+        image = rng.integers(180, 240, (size, size, 3), dtype=np.uint8)
+        instance_map = np.zeros((size, size), np.int32)
+        classes = {}
+        for instance_id, (cy, cx) in enumerate(((24, 24), (24, 72), (72, 24), (72, 72)), start=1):
+            radius = int(rng.integers(5, 9))
+            disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius * radius
+            cls = int(rng.integers(0, len(label_set.classes)))
+            instance_map[disk] = instance_id
+            image[disk] = COLOURS[cls]
+            classes[instance_id] = cls
+        records.append(ImageRecord(image, instance_map, {label_set.name: classes}, "toy", f"toy{index}"))
+    return table_from_arrays(records, [label_set]), label_set
+
+
+def assert_report_is_its_confusion(report: dict) -> None:
+    """A metrics report (mlcore.metrics.classification_report, as stored in metrics.json or a model
+    version) says what its own confusion matrix says: n, accuracy and macro-F1 recomputed from it."""
+    confusion = np.asarray(report["confusion"], dtype=np.float64)
+    n = confusion.sum()
+    assert report["n"] == n > 0
+    assert report["accuracy"] == pytest.approx(np.trace(confusion) / n)
+    true_positive, support, predicted = np.diag(confusion), confusion.sum(1), confusion.sum(0)
+    present = (support > 0) | (predicted > 0)
+    f1 = 2 * true_positive[present] / (support[present] + predicted[present])   # = 2PR/(P+R), 0 when no hit
+    assert report["macro_f1"] == pytest.approx(f1.mean())

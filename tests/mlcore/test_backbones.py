@@ -142,6 +142,7 @@ def test_training_records_the_backbone_auto_became(tmp_path):
     assert raw["architecture"]["backbone"] == "small" and raw["architecture"]["backbone_kwargs"] == {"width": 4}
 
 
+@pytest.mark.slow  # real training / big networks
 def test_the_gpu_choice_trains_saves_and_infers_on_a_cpu(tmp_path, monkeypatch):
     # The CUDA path with a CPU fallback: "auto" builds the GPU's backbone, the whole pipeline runs on the CPU.
     monkeypatch.setitem(backbones.AUTO_CHOICE, "cpu", backbones.AUTO_CHOICE["cuda"])
@@ -265,6 +266,7 @@ def test_a_checkpoint_does_not_need_the_pretrained_file_again(tmp_path, no_netwo
 # --------------------------------------------------------------------------------- old checkpoints
 
 
+@pytest.mark.slow  # real training / big networks
 @pytest.mark.parametrize("name, kwargs", [("resnet18", {}), ("resnet18", {"small_input": True, "width": 16}),
                                           ("resnet50", {"width": 8})])
 def test_checkpoints_of_the_hand_written_resnets_load_with_the_same_outputs(tmp_path, name, kwargs):

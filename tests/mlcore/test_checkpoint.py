@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from mlcore.checkpoint import load_checkpoint
@@ -11,6 +12,7 @@ TINY = dict(backbone_kwargs={"width": 4}, batch_size=32, samples_per_epoch=None,
             correlation_views=1)
 
 
+@pytest.mark.slow  # real training
 def test_round_trip_on_cpu_gives_the_same_predictions(tmp_path):
     table, label_sets = two_set_table(images_per_set=3)
     result = train_all(table, config=TrainConfig(**TINY), out_dir=tmp_path)
@@ -34,6 +36,7 @@ def test_round_trip_on_cpu_gives_the_same_predictions(tmp_path):
     assert all(t.device.type == "cpu" for t in raw["model_state"].values())
 
 
+@pytest.mark.slow  # real training
 def test_resume_an_unfinished_stage_from_last_pt(tmp_path):
     table, _ = two_set_table(images_per_set=3)
     config = TrainConfig(**{**TINY, "epochs": {"sparse": 3, "correlation": 1, "completion": 1}})
@@ -58,6 +61,7 @@ def test_resume_an_unfinished_stage_from_last_pt(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "model.pt").stage_complete
 
 
+@pytest.mark.slow  # real training
 def test_next_stage_starts_from_a_finished_stage_checkpoint(tmp_path):
     table, _ = two_set_table(images_per_set=3)
     config = TrainConfig(**TINY)

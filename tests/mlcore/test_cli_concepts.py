@@ -16,6 +16,8 @@ from mlcore.readers import read_dataset
 from mlcore.synthetic import generate_dataset
 from tests.mlcore.helpers import tiny_real_config
 
+pytestmark = pytest.mark.slow  # every test uses a model trained for it (all stages) or the real samples
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 CONCEPTS = {"concepts": {"first": {"one": ["a"], "two": ["d"], "three": ["f"]},

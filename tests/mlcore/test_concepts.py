@@ -226,6 +226,7 @@ def synthetic_sources(root: Path) -> dict[str, Counter]:
     return counts
 
 
+@pytest.mark.slow  # trains in a new process
 def test_leave_one_out_benchmark_end_to_end(tmp_path):
     counts = synthetic_sources(tmp_path)
     config = {"datasets": [{"name": n, "format": "seed", "path": n} for n in ("one", "two", "three")],
@@ -268,6 +269,7 @@ def test_leave_one_out_benchmark_end_to_end(tmp_path):
     assert "(worst " in done.stdout
 
 
+@pytest.mark.slow  # trains in a new process
 def test_leave_one_out_benchmark_refuses_a_bad_map_and_stage_order(tmp_path):
     synthetic_sources(tmp_path)
     config = {"datasets": [{"name": n, "format": "seed", "path": n} for n in ("one", "two")]}
@@ -284,6 +286,7 @@ def test_leave_one_out_benchmark_refuses_a_bad_map_and_stage_order(tmp_path):
     assert done.returncode == 2 and "--stages must start with sparse" in done.stderr
 
 
+@pytest.mark.slow  # trains in a new process
 def test_train_real_prints_validation_completion_beside_macro_f1(tmp_path):
     synthetic_sources(tmp_path)
     config = {"datasets": [{"name": n, "format": "seed", "path": n} for n in ("one", "two", "three")],
@@ -314,6 +317,7 @@ def test_train_real_prints_validation_completion_beside_macro_f1(tmp_path):
     assert "| source | concept | target | n | sparse (stage 1) | stages 1+2 | cross (1+2+3) |" in done.stdout
 
 
+@pytest.mark.slow  # trains in a new process
 def test_leave_one_out_on_the_real_sample(shared_data, tmp_path):
     """NuCLS left out of a tiny model of CoNSeP, PanNuke and PanNuke-breast, with the shipped concept map."""
     config = tiny_real_config(shared_data, with_nucls=True)

@@ -124,6 +124,7 @@ def test_test_time_augmentation_is_the_mean_over_the_eight_symmetries():
     assert predict(model, crops, tta=True)["A"].probs.shape == (10, 3)
 
 
+@pytest.mark.slow  # real training
 def test_a_mask_channel_model_trains_saves_and_loads_with_its_crop_spec(tmp_path):
     rng = np.random.default_rng(0)
     set_a, set_b = LabelSet("A", ("a0", "a1", "a2")), LabelSet("B", ("b0", "b1"))
@@ -184,6 +185,7 @@ def test_weight_average_is_an_exponential_moving_average_of_weights_and_batchnor
     assert weight_average(module, 0.0) is None
 
 
+@pytest.mark.slow  # real training
 def test_training_with_a_weight_average_ends_each_stage_on_the_average(tmp_path):
     table, _ = two_set_table(images_per_set=2)
     base = dict(backbone_kwargs={"width": 4}, batch_size=16, samples_per_epoch=None, correlation_views=1,

@@ -61,6 +61,7 @@ def _classify(model, paths, **kwargs) -> tuple[list, np.ndarray, np.ndarray]:
     return nuclei, probs, probs.argmax(axis=1)
 
 
+@pytest.mark.slow  # classifies a whole slide, then each of its tiles
 def test_same_predictions_as_infer_image_on_the_tiles(slides):
     import tifffile
 
@@ -162,6 +163,7 @@ def test_infer_slide_command(slides, tmp_path, capsys):
     assert not out.with_name(out.name + ".partial").exists()
 
 
+@pytest.mark.slow  # classifies a whole slide twice to compare
 def test_read_ahead_gives_the_same_predictions_and_passes_errors_on(slides):
     from mlcore.slide_nuclei import SlideNucleiError
 

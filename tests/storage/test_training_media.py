@@ -58,6 +58,7 @@ def quiet(*args, **kwargs):
     pass
 
 
+@pytest.mark.slow  # real training and inference
 def test_training_prediction_inference_and_downloads_through_the_bucket(
         remote_project, settings, tmp_path, owner, api_client_for, django_capture_on_commit_callbacks, monkeypatch):
     project, remote, dataset_files = remote_project

@@ -27,6 +27,7 @@ def test_token_made_on_the_account_page_authenticates_scripts(client, owner, api
     assert AuditLogEntry.objects.filter(action="account.token_regenerated", actor=owner).count() == 2
 
 
+@pytest.mark.slow  # runs manage.py in a new process
 @pytest.mark.django_db(transaction=True)
 def test_drf_create_token_command(owner):
     result = subprocess.run([sys.executable, "manage.py", "drf_create_token", "owner"], cwd=ROOT,

@@ -23,6 +23,7 @@ def _logged_in_as(client) -> str | None:
     return user.username if user.is_authenticated else None
 
 
+@pytest.mark.slow  # a login request per failure up to the lockout limit and past it
 @pytest.mark.django_db
 def test_login_page_locks_after_the_failure_limit_even_for_the_right_password(client, owner, settings):
     for _ in range(200):
@@ -38,6 +39,7 @@ def test_login_page_locks_after_the_failure_limit_even_for_the_right_password(cl
     assert attempt.failures_since_start >= settings.AXES_FAILURE_LIMIT
 
 
+@pytest.mark.slow  # a login request per failure up to the lockout limit and past it
 @pytest.mark.django_db
 def test_lockout_starts_exactly_at_the_limit_and_spares_other_users(client, owner, member, settings):
     limit = settings.AXES_FAILURE_LIMIT
@@ -55,6 +57,7 @@ def test_lockout_starts_exactly_at_the_limit_and_spares_other_users(client, owne
     assert _logged_in_as(client) == "member"
 
 
+@pytest.mark.slow  # a login request per failure up to the lockout limit and past it
 @pytest.mark.django_db
 def test_admin_login_is_locked_too(client, make_user):
     make_user("boss", is_staff=True, is_superuser=True)

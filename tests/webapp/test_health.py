@@ -38,6 +38,7 @@ def test_health_is_503_when_redis_is_down(client):
     assert body["database"]["ok"] is True
 
 
+@pytest.mark.slow  # waits for a database connection to fail
 def test_health_is_503_when_the_database_is_down(tmp_path):
     # A real process whose database server does not exist: nothing is mocked.
     script = ("import django, json; django.setup(); from django.test import Client; "

@@ -168,6 +168,7 @@ SIZE_BOMBS = [  # (dataset, format, the file the error must name, what it must s
 ]
 
 
+@pytest.mark.slow  # imports in capped processes
 def test_size_bombs_fail_clearly_and_leave_nothing(project, capped_imports):
     jobs = capped_imports([(build(), fmt) for build, fmt, _, _ in SIZE_BOMBS])
     for job, (_, _, file_named, problem) in zip(jobs, SIZE_BOMBS):
@@ -178,6 +179,7 @@ def test_size_bombs_fail_clearly_and_leave_nothing(project, capped_imports):
     assert_nothing_left(project)
 
 
+@pytest.mark.slow  # imports in capped processes
 def test_huge_instance_ids_are_renumbered_and_ordinary_uploads_import(project, capped_imports):
     rng = np.random.default_rng(7)
     ordinary, *sparse = capped_imports([

@@ -36,6 +36,7 @@ def settings_in_subprocess(tmp_path, **env_vars) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # runs manage.py check --deploy in a new process
 def test_check_deploy_passes_with_the_production_environment(tmp_path):
     env = clean_env(tmp_path, SECRET_KEY=secrets.token_urlsafe(50), **PRODUCTION)
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],

@@ -33,6 +33,7 @@ def test_bad_value_fails_naming_the_variable(tmp_path, env_vars, named):
     assert "ImproperlyConfigured" in result.stderr
 
 
+@pytest.mark.slow  # starts Django in new processes
 def test_defaults_work_and_keep_a_generated_secret_key(tmp_path):
     result = run_check(tmp_path)
     assert result.returncode == 0, result.stderr

@@ -42,6 +42,7 @@ def test_options_given_are_kept(small_project, api_client_for, owner):
     client.post(f"/api/jobs/{job.pk}/cancel/")
 
 
+@pytest.mark.slow  # times real training steps
 def test_estimate_from_a_probe_before_any_training_then_from_recorded_speed(small_project, api_client_for, owner):
     from django.core.cache import cache
 

@@ -27,6 +27,7 @@ def _start_worker(queues: str, **env) -> subprocess.CompletedProcess:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, preexec_fn=die_with_parent)
 
 
+@pytest.mark.slow  # starts a worker process
 @pytest.mark.django_db
 def test_a_worker_on_the_gpu_queue_without_cuda_refuses_to_start():
     import torch

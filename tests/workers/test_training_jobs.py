@@ -1,8 +1,11 @@
 """Training from API call to published version and stored predictions, on a real worker."""
 
+import numpy as np
 import pytest
 
+from mlcore.uncertainty import js_divergence
 from tests.conftest import wait_for
+from tests.mlcore.helpers import assert_report_is_its_confusion
 from tests.webapp.dataset_helpers import wait_job
 from tests.workers.training_helpers import FAST, two_taxonomy_project
 from webapp.datasets.models import LabelSet, Nucleus
@@ -27,7 +30,7 @@ def test_training_publishes_a_version_and_predictions(owner, api_client_for, cel
     assert version.trained_on["breast"]["ground_truth"] == 4 * 30
     for name in ("colon", "breast"):
         metrics = version.metrics[name]
-        assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["macro_f1"] <= 1
+        assert_report_is_its_confusion(metrics)   # the figures shown are the ones its predictions give
         assert len(metrics["confusion"]) == len(next(s for s in version.label_sets if s["name"] == name)["classes"])
 
     prediction_job = wait_job(job.result["prediction_job"], celery_worker_process)
@@ -37,7 +40,9 @@ def test_training_publishes_a_version_and_predictions(owner, api_client_for, cel
     sample = Prediction.objects.filter(model_version=version, label_set__name="breast").first()
     assert len(sample.base_probs) == 3 and len(sample.mlp_probs) == 3
     assert abs(sum(sample.base_probs) - 1) < 1e-3
-    assert sample.entropy >= 0 and 0 <= sample.disagreement
+    assert sample.least_confidence == pytest.approx(1 - sample.probability)
+    assert sample.disagreement == pytest.approx(  # the two branches' divergence, from the stored (rounded) probs
+        js_divergence(np.array([sample.base_probs]), np.array([sample.mlp_probs]))[0], abs=1e-3)
 
     versions = client.get(f"/api/projects/{project.pk}/versions/").json()
     assert [v["number"] for v in versions] == [1]

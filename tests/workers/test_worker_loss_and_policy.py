@@ -1,4 +1,5 @@
-"""A killed worker never leaves a job running; the retraining policy fires once per threshold crossing."""
+"""A lost pool process: its job is retried once, then given up (one outcome per scenario); the retraining
+policy fires once per threshold crossing."""
 
 import os
 import signal
@@ -15,13 +16,19 @@ from webapp.datasets.operations import do_record_label
 from webapp.jobs.models import Job
 from webapp.training.models import ModelVersion
 from webapp.training.operations import do_set_retrain_policy
-from workers.tasks import check_retrain
+from webapp.projects.operations import do_create_project
+from workers.tasks import MAX_ATTEMPTS, check_retrain, run_job
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_worker_killed_mid_training_is_retried_or_failed_never_stuck(owner, api_client_for, celery_worker_process,
-                                                                      tmp_path):
+@pytest.mark.celery_worker
+def test_a_training_whose_pool_process_is_killed_is_delivered_again_and_succeeds(owner, api_client_for,
+                                                                                 celery_worker_process, tmp_path):
+    """The first loss: the worker's main process survives and sees its child die, so the task is rejected
+    back to the queue (acks_late, reject_on_worker_lost); the new child starts attempt 2 (under
+    MAX_ATTEMPTS) and runs it to the end. The reaper plays no part: no beat runs here, and the job is
+    never silent long enough."""
     project = two_taxonomy_project(owner, tmp_path, images=2)
     client = api_client_for(owner)
     # Short epochs: long enough to be killed mid-run, short enough to finish on a busy machine once retried.
@@ -36,15 +43,29 @@ def test_worker_killed_mid_training_is_retried_or_failed_never_stuck(owner, api_
         os.kill(child.pid, signal.SIGKILL)  # the machine lost the process: no cleanup code runs
 
     job = wait_job(job_id, celery_worker_process, timeout=300)
-    assert job.state in ("succeeded", "failed")
-    if job.state == "succeeded":
-        assert job.attempts == 2  # delivered again after the loss, and ran to the end
-        assert ModelVersion.objects.filter(project=project).count() == 1
-    else:
-        assert not ModelVersion.objects.filter(project=project).exists()
+    assert (job.state, job.attempts) == ("succeeded", 2), f"{job.state}: {job.error}\n{celery_worker_process.log()}"
+    assert ModelVersion.objects.filter(project=project).count() == 1
     celery_worker_process.wait_ready()
 
 
+@pytest.mark.django_db  # runs in this process: no worker, no transaction to see from another one
+def test_a_job_delivered_again_after_its_last_allowed_attempt_was_lost_fails_without_running(owner):
+    """The second loss: a job still "running" with MAX_ATTEMPTS attempts when its message comes back
+    fails at once, naming the losses, and its handler never runs again (no third attempt)."""
+    project = do_create_project("lost twice", actor=owner)
+    job = Job.objects.create(kind="train", state=Job.State.RUNNING, project=project, attempts=MAX_ATTEMPTS,
+                             params={"epochs": 1, "stages": ["sparse"]})
+
+    assert run_job.apply(args=[job.pk]).get() == "failed"
+
+    job.refresh_from_db()
+    assert (job.state, job.attempts) == ("failed", MAX_ATTEMPTS)
+    assert job.error == f"the worker running this job was lost {MAX_ATTEMPTS} times; giving up"
+    assert job.finished_at is not None
+    assert not ModelVersion.objects.filter(project=project).exists()
+
+
+@pytest.mark.celery_worker
 def test_retraining_policy_triggers_exactly_once_when_the_threshold_is_crossed(owner, api_client_for,
                                                                                 celery_worker_process, tmp_path):
     from django_celery_beat.models import PeriodicTask
@@ -74,6 +95,7 @@ def test_retraining_policy_triggers_exactly_once_when_the_threshold_is_crossed(o
     wait_job(job.result["prediction_job"], celery_worker_process)
 
 
+@pytest.mark.celery_worker
 def test_inference_on_a_new_image(owner, api_client_for, celery_worker_process, tmp_path):
     import io
 
