@@ -36,7 +36,7 @@ from mlcore.losses import completion_loss, correlation_loss, sparse_loss
 from mlcore.metrics import classification_report
 from mlcore.model import CrossTrainedModel
 from mlcore.predict import forward_logits, predictions_from_logits, resolve_device
-from mlcore.types import MISSING, LabelSet
+from mlcore.types import MISSING, Cancelled, LabelSet
 
 EPOCH_VALIDATION_ROWS = 4096  # the most validation rows each epoch's macro-F1 is measured on
 
@@ -45,13 +45,9 @@ StageDoneFn = Callable[[str, "Path | None", dict], None]
 StopFn = Callable[[], bool]
 
 
-class TrainingCancelled(Exception):
-    """Raised inside an epoch when ``should_stop()`` returns True."""
-
-
 @dataclass
 class TrainResult:
-    checkpoint_path: Path | None            # DIR/model.pt (None when cancelled or no out_dir)
+    checkpoint_path: Path | None            # DIR/model.pt (None without out_dir)
     stage_checkpoints: dict[str, Path]
     metrics: dict                           # validation metrics per label set after the last stage
     stage_metrics: dict[str, dict]          # the same after each stage
@@ -59,7 +55,6 @@ class TrainResult:
     model: CrossTrainedModel
     train_rows: np.ndarray
     val_rows: np.ndarray
-    cancelled: bool = False
 
 
 @dataclass
@@ -202,7 +197,7 @@ def train_one_epoch(model: nn.Module, stage: str, optimizer: torch.optim.Optimiz
     start = time.perf_counter()
     for step, (crops, labels) in enumerate(loader):
         if should_stop is not None and should_stop():
-            raise TrainingCancelled(f"stopped in stage {stage}, epoch {epoch + 1}, step {step + 1}")
+            raise Cancelled(f"stopped in stage {stage}, epoch {epoch + 1}, step {step + 1}")
         if len(labels) < 2:
             continue  # BatchNorm cannot train on a single sample
         images = augment(crops, generator, config.jitter, device, config.stain_jitter)
@@ -249,7 +244,7 @@ def frozen_logits(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarra
     for _ in range(views):
         for start in range(0, len(rows), config.batch_size):
             if should_stop is not None and should_stop():
-                raise TrainingCancelled("stopped in stage correlation while computing frozen logits")
+                raise Cancelled("stopped in stage correlation while computing frozen logits")
             batch = rows[start:start + config.batch_size]
             images = augment(torch.from_numpy(table.crops[batch]), generator, config.jitter, device,
                              config.stain_jitter)
@@ -327,7 +322,7 @@ def train_correlation_epoch(heads: nn.Module, optimizer: torch.optim.Optimizer, 
     loss_sum, samples, start = 0.0, 0, time.perf_counter()
     for step, (d, batch) in enumerate(plan):
         if should_stop is not None and should_stop():
-            raise TrainingCancelled(f"stopped in stage correlation, epoch {epoch + 1}, step {step + 1}")
+            raise Cancelled(f"stopped in stage correlation, epoch {epoch + 1}, step {step + 1}")
         if len(batch) < 2:
             continue
         loss = correlation_loss(heads(features[batch], d), labels[batch, d])
@@ -491,8 +486,8 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
       selected to match.
     - ``progress(dict(stage, epoch, epochs, step, steps, loss, eta_s))`` is called after every batch
       (and with ``step=0`` when a stage starts or its frozen logits are being computed).
-    - ``should_stop()`` is checked before every batch; when it returns True the run ends with
-      ``result.cancelled = True`` and no final checkpoint (finished stages keep theirs).
+    - ``should_stop()`` is checked before every batch; when it returns True the run raises
+      :class:`mlcore.types.Cancelled` and writes no final checkpoint (finished stages keep theirs).
     - ``init_checkpoint``: start from a checkpoint. When it is an unfinished epoch-checkpoint of the
       first requested stage (``last.pt``), that stage resumes at the next epoch with its optimizer
       and schedule state; otherwise its weights start the first requested stage.
@@ -631,9 +626,6 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
                 epoch_validation.thaw()
             if context.enabled:
                 dist.barrier()
-    except TrainingCancelled:
-        result.cancelled = True
-        return result
     finally:
         for p in model.parameters():
             p.requires_grad_(True)

@@ -16,6 +16,12 @@ import numpy as np
 MISSING = -1  # class index of a label set whose class is unknown for a nucleus
 
 
+class Cancelled(Exception):
+    """The one cancellation: work stopped because its caller asked it to (a ``should_stop()`` callback said
+    so, or a job was cancelled). Nothing final was written; what finished before (a stage's checkpoint) stays.
+    mlcore raises it, and the web app's runner and workers let the same exception through."""
+
+
 class DataError(ValueError):
     """Malformed input data. The message names the file and what is wrong with it."""
 

@@ -7,12 +7,9 @@ import platform
 import time
 from typing import Callable
 
+from mlcore.types import Cancelled
 from webapp.jobs import operations
 from webapp.jobs.models import Job
-
-
-class JobCancelled(Exception):
-    """Raised inside a handler when the user cancelled the job; nothing is published."""
 
 
 class JobContext:
@@ -34,7 +31,7 @@ class JobContext:
 
     def check_cancel(self) -> None:
         if self.cancel_requested or Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
-            raise JobCancelled()
+            raise Cancelled()
 
 
 def _json_number(value):
@@ -80,13 +77,13 @@ def run_import(context: JobContext) -> dict:
         last["percent"] = percent
         context.progress(percent, message=message)
         if context.cancel_requested:
-            raise JobCancelled()
+            raise Cancelled()
 
     def log(line: str) -> None:
         # A step worth keeping in the job's log (written at once, whatever the half-second limit).
         context.progress(last["percent"], message=line, log=line)
         if context.cancel_requested:
-            raise JobCancelled()
+            raise Cancelled()
 
     return run_import_job(context.job, progress, log)
 
@@ -98,7 +95,7 @@ def run_deletion(context: JobContext) -> dict:
         # The deletion is one transaction: a cancel here rolls it back whole.
         context.progress(percent, message=message)
         if context.cancel_requested:
-            raise JobCancelled()
+            raise Cancelled()
 
     return run_deletion_job(context.job, progress)
 
@@ -112,10 +109,7 @@ def _run_training_kind(function_name: str):
         def report(percent: float, log: str | None = None, **details) -> None:
             context.progress(percent, log=log, **{k: v for k, v in details.items() if v is not None})
 
-        try:
-            return getattr(runner, function_name)(context.job, report, lambda: context.cancel_requested)
-        except runner.Cancelled:
-            raise JobCancelled() from None
+        return getattr(runner, function_name)(context.job, report, lambda: context.cancel_requested)
 
     handler.__name__ = function_name
     return handler

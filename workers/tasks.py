@@ -10,12 +10,13 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections
 
+from mlcore.types import Cancelled
 from webapp.core import media
 from webapp.core.job_time_limits import describe_seconds
 from webapp.jobs import operations
 from webapp.jobs.models import Job
 
-from .handlers import HANDLERS, JobCancelled, JobContext, user_facing_errors
+from .handlers import HANDLERS, JobContext, user_facing_errors
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2  # a job re-delivered after a lost worker runs at most once more
@@ -77,7 +78,7 @@ def _run_job(task, job_id: int) -> str:
     try:
         with media.mirror_in_use():   # no trim removes this job's files while it runs
             result = HANDLERS[job.kind](context)
-    except JobCancelled:
+    except Cancelled:
         operations.do_mark_cancelled(job_id)
         return "cancelled"
     except Exception as exc:

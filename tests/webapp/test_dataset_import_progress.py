@@ -18,7 +18,8 @@ from webapp.datasets.models import Dataset, Image, LabelSet, Nucleus
 from webapp.jobs import operations
 from webapp.jobs.models import Job
 from webapp.projects.operations import do_create_project
-from workers.handlers import JobCancelled, JobContext, run_import
+from mlcore.types import Cancelled
+from workers.handlers import JobContext, run_import
 
 PAUSE_AT = "image 3/"
 
@@ -121,7 +122,7 @@ def test_a_cancel_of_a_running_import_is_taken_at_once_and_leaves_nothing(owner,
     finally:
         context.release.set()
         thread.join(60)
-    assert isinstance(outcome.get("error"), JobCancelled), outcome
+    assert isinstance(outcome.get("error"), Cancelled), outcome
     assert not Dataset.objects.filter(project=project).exists()
     assert not Image.objects.filter(project=project).exists()
     assert not Nucleus.objects.filter(image__project=project).exists()

@@ -12,7 +12,7 @@ from webapp.jobs.models import Job
 from webapp.projects import deletion
 from webapp.projects.deletion import DeletionRefused, run_deletion_job
 from webapp.projects.models import Project
-from workers.handlers import JobCancelled
+from mlcore.types import Cancelled
 from workers.tasks import _error_text
 
 pytestmark = pytest.mark.django_db
@@ -60,9 +60,9 @@ def test_a_cancel_in_the_middle_rolls_the_deletion_back(vp, owner, target, monke
     def progress(percent, message):
         steps.append(message)
         if len(steps) == 3:  # after two images were deleted
-            raise JobCancelled()
+            raise Cancelled()
 
-    with pytest.raises(JobCancelled):
+    with pytest.raises(Cancelled):
         run_deletion_job(job, progress)
     assert snapshot(vp) == before
     assert Project.objects.filter(pk=vp.project.pk).exists()

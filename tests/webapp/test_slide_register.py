@@ -315,7 +315,7 @@ def test_a_cancel_mid_import_leaves_nothing(api_client_for, owner, project, fixt
     """A cancel arrives as the job's progress callback raising (workers.handlers.run_import) once some
     chunks are written: the rows roll back and the job's folder goes."""
     from webapp.datasets import slide_import as slides
-    from workers.handlers import JobCancelled
+    from mlcore.types import Cancelled
 
     monkeypatch.setattr(slides, "CHUNK_NUCLEI", 10)
     response = register(api_client_for(owner), project, name="c", path="cases/case-1.tif",
@@ -327,9 +327,9 @@ def test_a_cancel_mid_import_leaves_nothing(api_client_for, owner, project, fixt
         if "nuclei stored" in message:
             written.append(message)
             if len(written) == 3:
-                raise JobCancelled()
+                raise Cancelled()
 
-    with pytest.raises(JobCancelled):
+    with pytest.raises(Cancelled):
         slides.run_slide_import_job(job, progress, lambda line: None)
     assert written == ["10 nuclei stored", "20 nuclei stored", "30 nuclei stored"]  # chunks went to the database...
     assert not Nucleus.objects.exists() and not Image.objects.exists() and not Dataset.objects.exists()  # ...and rolled back

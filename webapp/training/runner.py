@@ -19,6 +19,7 @@ from mlcore.config import TrainConfig
 from mlcore.data import ImageRecord, table_from_arrays
 from mlcore.predict import predict
 from mlcore.train import STAGES, train_all
+from mlcore.types import Cancelled
 from mlcore.types import LabelSet as MLLabelSet
 from webapp.core import media
 from webapp.datasets import bulk
@@ -33,10 +34,6 @@ from .models import ModelVersion, Prediction
 
 Report = Callable[..., None]          # report(percent, **details)
 ShouldStop = Callable[[], bool]
-
-
-class Cancelled(Exception):
-    pass
 
 
 def project_label_sets(project) -> list[tuple[LabelSet, MLLabelSet]]:
@@ -284,8 +281,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         result = train_all(table, ml_label_sets, config, stages=stages, progress=progress, should_stop=should_stop,
                            init_checkpoint=init, out_dir=out_dir, history=history, stage_done=stage_done,
                            train_rows=train_rows, val_rows=val_rows)
-        if result.cancelled or result.checkpoint_path is None:
-            raise Cancelled()
+        if result.checkpoint_path is None:   # train_all writes model.pt whenever it has an out_dir
+            raise RuntimeError("the training ended without writing its model checkpoint")
         report(96, stage="publishing", message="publishing the model version", log="publishing the model version")
         version = operations.do_publish_version(
             project, job=job, checkpoint=result.checkpoint_path, config=config.to_dict(),
