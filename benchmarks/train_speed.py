@@ -30,7 +30,9 @@ from mlcore.config import TrainConfig  # noqa: E402
 from mlcore.data import build_table, to_input  # noqa: E402
 from mlcore.model import CrossTrainedModel  # noqa: E402
 from mlcore.synthetic import generate_nucleus_dataset  # noqa: E402
-from mlcore.train import DistributedContext, _make_scheduler, _set_epoch, make_loader, train_one_epoch  # noqa: E402
+from mlcore.distributed import DistributedContext  # noqa: E402
+from mlcore.stages import SparseStage  # noqa: E402
+from mlcore.train import _make_scheduler, train_one_epoch  # noqa: E402
 
 
 def synthetic_table(samples: int):
@@ -72,21 +74,17 @@ def main() -> int:
     config = TrainConfig(backbone=args.backbone, backbone_kwargs=kwargs, batch_size=128,
                          samples_per_epoch=len(rows), dataset_power=0.5, class_power=0.5)
     model = CrossTrainedModel(list(table.label_sets), args.backbone, kwargs).to(memory_format=torch.channels_last)
-    for p in model.correlation_heads.parameters():
-        p.requires_grad_(False)
-    optimizer = torch.optim.Adam(model.backbone.parameters(), lr=1e-3, weight_decay=1e-4)
-    loader = make_loader(table, rows, config, DistributedContext())
-    scheduler = _make_scheduler(optimizer, config, len(loader) * (2 * args.repeats + 2))
+    optimizer = torch.optim.Adam(SparseStage.trainable_parameters(model), lr=1e-3, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(0)
+    stage = SparseStage(model, table, rows, config, DistributedContext(), torch.device("cpu"), generator)
+    scheduler = _make_scheduler(optimizer, config, stage.steps_per_epoch * (2 * args.repeats + 2))
     # The bare loop's data: the same crops, gathered once in memory, labels of label set 0.
     bare_crops = torch.from_numpy(table.crops[rows])
     bare_labels = torch.from_numpy(np.where(table.labels[rows, 0] >= 0, table.labels[rows, 0], 0))
     events = []
 
     def method_epoch(epoch: int) -> int:
-        _set_epoch(loader, epoch)
-        stats = train_one_epoch(model.backbone, "sparse", optimizer, loader, torch.device("cpu"), epoch, 1, config,
-                                model.blocks, scheduler, generator, progress=events.append)
+        stats = train_one_epoch(stage, optimizer, epoch, 1, config, scheduler, progress=events.append)
         return stats["samples"]
 
     print(f"{len(rows)} crops, {len(table.label_sets)} label sets, backbone {args.backbone} {kwargs}, "

@@ -179,7 +179,8 @@ def command_train(args) -> int:
         config.split_seed = args.seed
     config.validate()
     from mlcore.data import build_table, default_cache_dir
-    from mlcore.train import init_distributed, train_all
+    from mlcore.distributed import init_distributed
+    from mlcore.train import train_all
 
     context = init_distributed()
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if context.is_main else (lambda text: None)

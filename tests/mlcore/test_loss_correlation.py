@@ -41,7 +41,7 @@ def test_mlp_shapes_and_inputs_are_the_other_blocks_raw_logits():
 
 
 def test_stage_two_draws_rare_classes_as_often_as_common_ones_when_class_balanced():
-    from mlcore.train import correlation_epoch_rows
+    from mlcore.stages import correlation_epoch_rows
 
     labels_d = torch.tensor([0] * 180 + [1] * 20 + [MISSING] * 50)
     balanced = correlation_epoch_rows(labels_d, class_power=1.0, generator=torch.Generator().manual_seed(0))
@@ -53,7 +53,7 @@ def test_stage_two_draws_rare_classes_as_often_as_common_ones_when_class_balance
 
 
 def test_small_label_sets_get_more_stage_two_draws_with_dataset_power():
-    from mlcore.train import correlation_draws, correlation_epoch_rows
+    from mlcore.stages import correlation_draws, correlation_epoch_rows
 
     assert correlation_draws([15000, 250, 0], dataset_power=0.0) == [15000, 250, 0]
     draws = correlation_draws([15000, 250, 0], dataset_power=0.5)

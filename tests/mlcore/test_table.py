@@ -5,7 +5,8 @@ import torch
 from mlcore.config import TrainConfig
 from mlcore.data import (ImageRecord, NucleusTable, augment, build_table, sampling_weights, split_by_group,
                          table_from_arrays)
-from mlcore.train import DistributedContext, make_loader, stage_class_power
+from mlcore.distributed import DistributedContext
+from mlcore.stages import make_loader, stage_class_power
 from mlcore.types import AnnotatedImage, LabelSet, NucleusDataset
 from tests.mlcore.helpers import disk_image, two_set_table
 
