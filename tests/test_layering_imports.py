@@ -55,9 +55,6 @@ KNOWN_UPWARD = {
     # The sweep knows every app's folders; each app should register its own with it.
     ("webapp/jobs/sweep.py", "webapp.datasets"),
     ("webapp/jobs/sweep.py", "webapp.training"),
-    # The labels shown in the viewer and the exports merge in the active model's predictions: those queries
-    # belong in webapp.training (with active_version, which has two homes today).
-    ("webapp/datasets/queries.py", "webapp.training"),
 }
 
 
