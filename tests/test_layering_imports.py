@@ -24,7 +24,8 @@ PACKAGES = ("mlcore", "webapp", "workers")
 #   that the web app can reach the broker and send a task by its name without importing the tasks.
 # - webapp.core: media, audit, policy, domain errors, cache keys: what every app builds on.
 # - webapp.projects: projects and their members; who may do what in a project.
-# - webapp.jobs: the Job row, its state changes, its page and the sweep of what killed jobs left behind.
+# - webapp.jobs: the Job row, its state changes, its page and the sweep of what killed jobs left behind (the
+#   apps above register their own files with it).
 # - webapp.datasets: datasets, images, nuclei and labels of a project; imports run as jobs.
 # - webapp.training: model versions and predictions made from a project's datasets, run as jobs.
 # - webapp.review: the review queue and labels, over datasets and predictions.
@@ -52,9 +53,6 @@ KNOWN_UPWARD = {
     ("webapp/projects/api.py", "webapp.datasets"),
     ("webapp/projects/api.py", "webapp.jobs"),
     ("webapp/projects/serializers.py", "webapp.datasets"),
-    # The sweep knows every app's folders; each app should register its own with it.
-    ("webapp/jobs/sweep.py", "webapp.datasets"),
-    ("webapp/jobs/sweep.py", "webapp.training"),
 }
 
 
