@@ -29,11 +29,13 @@ PACKAGES = ("mlcore", "webapp", "workers")
 # - webapp.datasets: datasets, images, nuclei and labels of a project; imports run as jobs.
 # - webapp.training: model versions and predictions made from a project's datasets, run as jobs.
 # - webapp.review: the review queue and labels, over datasets and predictions.
-# - webapp.projects.pages: the front page and a project's page show everything a project holds (datasets,
-#   jobs, the training panel, members, deletion): they live with the project but sit above what they show.
+# - webapp.projects.api, webapp.projects.pages: what concerns a project as a whole lives with the project but
+#   sits above what it holds. The API's project detail shows its label sets and datasets and its deletion
+#   answers with a job; the front page and a project's page show everything (datasets, jobs, the training
+#   panel, members, deletion).
 # - workers: the tasks and their handlers, which call into every app above.
 LAYERS = ["mlcore", "workers.celery", "webapp.core", "webapp.projects", "webapp.jobs", "webapp.datasets",
-          "webapp.training", "webapp.review", "webapp.projects.pages", "workers"]
+          "webapp.training", "webapp.review", "webapp.projects.api", "webapp.projects.pages", "workers"]
 
 # The wiring, above every layer and so in none: settings and the URL configurations (webapp.urls and each app's
 # *urls.py) name every app's views, the servers' entry points load them, management commands and migrations
@@ -49,10 +51,6 @@ KNOWN_UPWARD = {
     ("webapp/projects/deletion.py", "webapp.jobs"),
     ("webapp/projects/operations.py", "webapp.datasets"),
     ("webapp/projects/operations.py", "webapp.jobs"),
-    # The project API's dataset endpoints (list, upload, delete) belong to webapp.datasets.
-    ("webapp/projects/api.py", "webapp.datasets"),
-    ("webapp/projects/api.py", "webapp.jobs"),
-    ("webapp/projects/serializers.py", "webapp.datasets"),
 }
 
 

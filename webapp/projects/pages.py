@@ -21,6 +21,7 @@ from webapp.core.domain_errors import Conflict, NotFound
 from webapp.core.policy import project_role
 from webapp.datasets import queries as dataset_queries
 from webapp.datasets.models import Dataset, Image
+from webapp.datasets.serializers import FORMAT_CHOICES
 from webapp.jobs.access import visible_jobs
 from webapp.jobs.models import Job
 from webapp.projects.deletion import PROJECT_BLOCKERS, busy_job
@@ -29,7 +30,6 @@ from webapp.training.pages import training_panel_context
 from . import operations
 from .access import get_project_for
 from .models import ROLE_RANK, Membership, Role
-from .serializers import FORMAT_CHOICES
 
 
 @require_GET
