@@ -106,7 +106,7 @@ def suffix_kind(filename: str) -> set[str]:
 def do_start_slide_upload(project, *, actor, filename: str, size: int) -> SlideUpload:
     """Make room for an upload of ``size`` bytes of ``filename`` (a slide or its detections). Refusals
     (ImportRejected) start with the field they are about."""
-    from webapp.projects.deletion import refuse_while_deleting
+    from webapp.jobs.deletion import refuse_while_deleting
 
     name = _client_name(filename)
     if not name:

@@ -20,6 +20,7 @@ from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 
 from . import operations
 from .access import get_project_for, visible_projects
+from .deletion import do_request_project_deletion
 from .models import Membership
 from .serializers import AddMemberSerializer, MemberRoleSerializer, MembershipSerializer, ProjectSerializer
 
@@ -99,7 +100,7 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         """Delete the project with everything in it (admins): 202 with the deletion job. 409 while any job
         of the project is queued or running."""
         project = get_project_for(request.user, kwargs["pk"], project_role(request))
-        return _accepted(operations.do_request_project_deletion(project, actor=request.user), request)
+        return _accepted(do_request_project_deletion(project, actor=request.user), request)
 
 
 def _accepted(job, request) -> Response:
