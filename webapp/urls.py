@@ -52,6 +52,7 @@ urlpatterns = [
     path("api/redoc/", api_docs.redoc, name="api-redoc"),
     path("api/", include(router.urls)),
     path("api/", include("webapp.projects.api_urls")),
+    path("api/", include("webapp.datasets.api_urls")),  # a project's datasets, beside the project API
     path("api/", include("webapp.training.api_urls")),
     path("api/", include("webapp.datasets.viewer_api_urls")),
     path("", include("webapp.datasets.page_urls")),

@@ -128,6 +128,6 @@ HANDLERS: dict[str, Callable[[JobContext], dict]] = {
 def user_facing_errors() -> tuple[type[Exception], ...]:
     """Errors about the user's input: their message is the whole story, no code location needed."""
     from webapp.datasets.uploads import USER_ERRORS
-    from webapp.projects.deletion import DeletionRefused
+    from webapp.jobs.deletion import DeletionRefused
 
     return (*USER_ERRORS, DeletionRefused)

@@ -9,7 +9,7 @@ from django.conf import settings
 from tests.webapp.test_pages_fixtures import build_viewer_project
 from webapp.datasets.models import Dataset, Image, Nucleus
 from webapp.jobs.models import Job
-from webapp.projects import deletion
+from webapp.datasets import deletion
 from webapp.projects.deletion import DeletionRefused, run_deletion_job
 from webapp.projects.models import Project
 from mlcore.types import Cancelled

@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class DatasetsConfig(AppConfig):
     name = "webapp.datasets"
     label = "datasets"
+
+    def ready(self):
+        from webapp.jobs import sweep
+
+        from . import orphans
+
+        sweep.register(self.label, sweep=orphans.sweep_dataset_files, named=orphans.dataset_folders)

@@ -32,8 +32,8 @@ from webapp.core import media
 
 from .importing import load_mask
 from .models import CurrentLabel, Dataset, Image, Label, LabelSource, Nucleus
-from .queries import (LabelSetInfo, active_version, class_indices, label_sets_of, prediction_details,
-                      to_ml_label_set)
+from .prediction_source import active_version
+from .queries import LabelSetInfo, class_indices, label_sets_of, prediction_details, to_ml_label_set
 
 CSV_CHUNK = 5000  # nuclei per database round trip while streaming the merged table
 

@@ -1,5 +1,5 @@
 """State changes of labels and datasets: every correction appends a Label row and moves the CurrentLabel
-pointer; a dataset's deletion is asked for here and carried out by a job (webapp.projects.deletion)."""
+pointer; a dataset's deletion is asked for here and carried out by a job (webapp.jobs.deletion)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def _insert_current(nucleus_id: int, label_set_id: int, label_id: int, class_ind
 def do_request_dataset_deletion(dataset: Dataset, *, actor):
     """Queue the deletion of a dataset (rows and files) as a job, once nothing in its project is at work
     that the deletion would break (409 otherwise); returns the job."""
-    from webapp.projects.deletion import DATASET_BLOCKERS, enqueue_deletion
+    from webapp.jobs.deletion import DATASET_BLOCKERS, enqueue_deletion
 
     return enqueue_deletion(dataset.project_id, DATASET_BLOCKERS, f"Dataset {dataset.name!r}", actor=actor,
                             params={"target": "dataset", "dataset": dataset.pk, "name": dataset.name},
@@ -85,9 +85,10 @@ def do_request_dataset_deletion(dataset: Dataset, *, actor):
 def do_delete_dataset(dataset: Dataset, *, job=None, progress=None) -> dict:
     """Delete a dataset's rows (images, nuclei, their labels, predictions and reviews) in one transaction,
     then its folder of files. Its label set stays: other datasets' nuclei may be labelled in it."""
-    from webapp.projects.deletion import (DATASET_BLOCKERS, DeletionRefused, busy_job, busy_message,
-                                          delete_images, remove_media)
+    from webapp.jobs.deletion import DATASET_BLOCKERS, DeletionRefused, busy_job, busy_message, remove_media
     from webapp.projects.models import Project
+
+    from .deletion import delete_images
 
     progress = progress or (lambda percent, message: None)
     with transaction.atomic():

@@ -9,7 +9,8 @@ Label sources shown in the viewer and the exports:
 - ``current``: the latest label of any source (CurrentLabel);
 - ``ground_truth``: the latest Label with source ground_truth;
 - ``review``: the current label where its source is review (the latest review);
-- ``prediction``: the predictions of the project's active model version, offered only once they exist.
+- ``prediction``: the predictions of the project's active model version, offered only once they exist
+  (read through :mod:`webapp.datasets.prediction_source`, which webapp.training fills).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from webapp.jobs.models import Job
 from webapp.projects.access import get_project_for, visible_projects
 from webapp.projects.models import Membership, Project, Role
 
+from . import prediction_source
 from .models import CurrentLabel, Dataset, Image, Label, LabelClass, LabelSet, LabelSource, Nucleus
 
 UNLABELLED_COLOR = "#9e9e9e"
@@ -115,14 +117,6 @@ def to_ml_label_set(info: LabelSetInfo):
 
 # ----------------------------------------------------------------------------------------- predictions
 
-def active_version(project):
-    """The project's active :class:`~webapp.training.models.ModelVersion`, or None (its predictions are
-    the ones shown, and the next training starts from it). ``project``: a Project or its id."""
-    from webapp.training.models import ModelVersion
-
-    return ModelVersion.objects.filter(project=project, is_active=True).first()
-
-
 def prediction_labels(project, nucleus_filter: Q, label_set_ids=None,
                       version=None) -> dict[tuple[int, int], tuple[int, float | None]]:
     """``{(nucleus_id, label_set_id): (class_index, probability)}`` from the active model version.
@@ -131,12 +125,10 @@ def prediction_labels(project, nucleus_filter: Q, label_set_ids=None,
     ``Q(nucleus__image_id=5)`` or a ``nucleus_id`` range); ``label_set_ids`` None for all label sets.
     Empty when the project has no active model version (nothing predicted yet). One or two queries.
     """
-    from webapp.training.models import Prediction
-
-    version = version or active_version(project)
+    version = version or prediction_source.active_version(project)
     if version is None:
         return {}
-    rows = Prediction.objects.filter(nucleus_filter, model_version_id=version.pk)
+    rows = prediction_source.rows(nucleus_filter, version.pk)
     if label_set_ids is not None:
         rows = rows.filter(label_set_id__in=list(label_set_ids))
     return {(n, ls): (c, p) for n, ls, c, p in
@@ -147,12 +139,10 @@ def prediction_details(project, nucleus_filter: Q, label_set_ids=None, version=N
                        ) -> dict[tuple[int, int], tuple[int, float, float]]:
     """Like :func:`prediction_labels`, with the branch disagreement:
     ``{(nucleus_id, label_set_id): (class_index, probability, disagreement)}``."""
-    from webapp.training.models import Prediction
-
-    version = version or active_version(project)
+    version = version or prediction_source.active_version(project)
     if version is None:
         return {}
-    rows = Prediction.objects.filter(nucleus_filter, model_version_id=version.pk)
+    rows = prediction_source.rows(nucleus_filter, version.pk)
     if label_set_ids is not None:
         rows = rows.filter(label_set_id__in=list(label_set_ids))
     return {(n, ls): (c, p, d) for n, ls, c, p, d in
@@ -160,10 +150,8 @@ def prediction_details(project, nucleus_filter: Q, label_set_ids=None, version=N
 
 
 def has_predictions(project) -> bool:
-    from webapp.training.models import Prediction
-
-    version = active_version(project)
-    return version is not None and Prediction.objects.filter(model_version_id=version.pk).exists()
+    version = prediction_source.active_version(project)
+    return version is not None and prediction_source.rows(Q(), version.pk).exists()
 
 
 # ----------------------------------------------------------------------------------------- home
@@ -274,7 +262,8 @@ def image_labels(image_id: int, project=None, version=None,
     ``class``/``source``: the current label; ``ground_truth``: the latest ground-truth class; ``review``:
     the current class where it comes from a review; ``predicted``/``probability``: the active model
     version's prediction (None when there is none). A handful of queries, whatever the number of nuclei.
-    ``project`` (or its id) and ``version`` (see :func:`active_version`) save a query each when known.
+    ``project`` (or its id) and ``version`` (see :func:`prediction_source.active_version`) save a query
+    each when known.
     ``nuclei``: a ``Q`` on the labels' ``nucleus`` that selects some nuclei of the image (a slide's
     viewport, see :func:`webapp.datasets.slide_queries.nucleus_ids`), else every nucleus of the image.
     """
@@ -309,12 +298,10 @@ def image_labels(image_id: int, project=None, version=None,
             labels.setdefault(nucleus_id, {}).setdefault(ls_id, [None] * 6)[2] = index
     if project is None:
         project = Image.objects.filter(pk=image_id).values_list("project_id", flat=True).first()
-    version = version or active_version(project)
+    version = version or prediction_source.active_version(project)
     if version is not None:
-        from webapp.training.models import Prediction
-
         for nucleus_id, ls_id, index, probability in _fetch(
-                Prediction.objects.filter(only, model_version_id=version.pk)
+                prediction_source.rows(only, version.pk)
                 .values_list("nucleus_id", "label_set_id", "class_index", "probability").order_by()):
             per = labels.get(nucleus_id)
             if per is None:
@@ -389,7 +376,7 @@ def image_nuclei_json(project: Project, image: Image, image_url: str = "") -> st
     cursor, and the stored outlines are read as JSON text and copied, never decoded and encoded again.
     """
     label_sets = label_sets_of(project)
-    version = active_version(project)
+    version = prediction_source.active_version(project)
     labels = image_labels(image.pk, project, version)
     labels_json = _LabelsJson()
     counts = labels_json.count(labels)
@@ -422,7 +409,7 @@ def available_sources(project: Project) -> list[tuple[str, str]]:
     keys = ["current", "ground_truth", "review"]
     if has_predictions(project):
         keys.append("prediction")
-    version = active_version(project) if "prediction" in keys else None
+    version = prediction_source.active_version(project) if "prediction" in keys else None
     return [(key, source_name(key, version)) for key in keys]
 
 

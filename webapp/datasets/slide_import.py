@@ -106,7 +106,7 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
     or ``detections_upload_id`` (a QuPath GeoJSON or an instance-mask TIFF). A chunked upload's file is moved
     into the import's staging folder, as an uploaded file is written there. Refusals (ImportRejected) name
     the field."""
-    from webapp.projects.deletion import refuse_while_deleting
+    from webapp.jobs.deletion import refuse_while_deleting
 
     from .slide_uploads import claim_upload
 

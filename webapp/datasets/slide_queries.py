@@ -18,7 +18,7 @@ from django.db.models import Count, F, Max, Q, TextField
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Floor
 
-from . import queries
+from . import prediction_source, queries
 from .models import Image, Nucleus
 
 REGION_LIMIT = 5000        # nuclei per answer; beyond, ``truncated`` and the page asks to zoom in
@@ -86,7 +86,7 @@ def region_nuclei_json(project, image: Image, box: tuple[int, int, int, int], so
     than ``limit`` nuclei meet the box; the first ``limit`` in (y0, x0) order are given.
     """
     label_sets = queries.label_sets_of(project)
-    version = queries.active_version(project)
+    version = prediction_source.active_version(project)
     rows = region_rows(image, box, limit)
     truncated = len(rows) > limit
     rows = rows[:limit]

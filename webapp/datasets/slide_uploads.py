@@ -12,7 +12,8 @@ with several web hosts, the chunks of one upload must reach the same host: route
 Registering a slide with a complete upload moves ``data`` into the import's staging folder, which is then
 published to the media storage (:func:`claim_upload`, called by
 :func:`webapp.datasets.slide_import.do_register_slide`). What is abandoned is removed by the sweep
-(:func:`webapp.jobs.sweep.sweep_orphans`, through :func:`sweep_abandoned`) once untouched for :data:`MAX_AGE`.
+(:func:`webapp.jobs.sweep.sweep_orphans`, through :mod:`webapp.datasets.orphans` and :func:`sweep_abandoned`)
+once untouched for :data:`MAX_AGE`.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def suffix_kind(filename: str) -> set[str]:
 def do_start_slide_upload(project, *, actor, filename: str, size: int) -> SlideUpload:
     """Make room for an upload of ``size`` bytes of ``filename`` (a slide or its detections). Refusals
     (ImportRejected) start with the field they are about."""
-    from webapp.projects.deletion import refuse_while_deleting
+    from webapp.jobs.deletion import refuse_while_deleting
 
     name = _client_name(filename)
     if not name:

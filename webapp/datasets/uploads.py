@@ -67,7 +67,7 @@ def do_start_import(project, *, actor, name: str, format: str, label_set: str = 
                     provenance: str = "", archive=None, files=None, paths=None) -> Job:
     """Stage the upload and queue its import job (the job row records who, what and where). ``paths``:
     where each of ``files`` goes in the dataset folder (default: its name)."""
-    from webapp.projects.deletion import refuse_while_deleting
+    from webapp.jobs.deletion import refuse_while_deleting
 
     refuse_while_deleting(project, "An import")  # before the upload is written anywhere
     staging = media.name_of(_stage(archive, files, paths))

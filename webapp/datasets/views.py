@@ -17,7 +17,7 @@ from webapp.core import media, policy
 from webapp.core.domain_errors import Conflict
 from webapp.core.policy import project_role
 from webapp.projects.access import get_project_for
-from webapp.projects.deletion import DATASET_BLOCKERS, busy_job
+from webapp.jobs.deletion import DATASET_BLOCKERS, busy_job
 from webapp.projects.models import ROLE_RANK, Role
 
 from . import queries

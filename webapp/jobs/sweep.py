@@ -5,23 +5,22 @@ process was killed (SIGKILL, out of memory, a lost machine) runs no clean-up cod
 writing stays behind. These are found by what the database refers to, never by guessing:
 
 - ``staging/<id>``: an upload waiting for its import; kept while a queued or running import names it;
-- ``DATA_DIR/uploads/slides/<id>`` (host-local, not media): a chunked slide upload
-  (webapp.datasets.slide_uploads); kept until untouched for a day (``slide_uploads.MAX_AGE``), so that an
-  interrupted upload can be resumed;
-- ``projects/<p>/datasets/<id>``: an imported dataset's files; kept while a Dataset row names it, or while
-  an import of that project is running (its rows are not committed yet);
 - ``projects/<p>/inference/<id>``: an inference's inputs and outputs; kept while a job that did not fail
   names it (a succeeded one's files stay downloadable);
 - ``scratch/<id>``: a training's temporary folder; kept while any training runs;
 - ``projects/<p>/models/job-<id>.pt``: a checkpoint being published; kept while a training of that
   project runs (a published one is renamed ``v<n>.pt`` and named by its ModelVersion);
-- ``DATA_DIR/cache/crops/.crops-*`` (host-local, not media): a crops cache entry being written; kept while
-  any training runs;
+- ``projects/<p>``: all of a project's files (model checkpoints too); kept while its Project row exists
+  (a project's deletion removes it after its commit, unless the worker was killed in between);
 - ``projects/<p>/models/resume-job-<id>-stage<n>.pt``: the checkpoint of a training's last finished stage,
   kept while that job's result names it (a cancelled or failed training resumes from it; a later
-  successful training of the project clears the names and the files);
-- ``projects/<p>``: all of a project's files (model checkpoints too); kept while its Project row exists
-  (a project's deletion removes it after its commit, unless the worker was killed in between).
+  successful training of the project clears the names and the files).
+
+The apps above this one sweep their own files, registered with :func:`register` in their
+``AppConfig.ready()`` (this app sits below them, tests/test_layering_imports.py), before the projects'
+folders are swept: webapp.datasets (:mod:`webapp.datasets.orphans`) its imported datasets' folders and its
+chunked slide uploads, webapp.training (:mod:`webapp.training.orphans`) its half-written crops cache
+entries.
 
 Everything younger than ``GRACE`` is kept too: an upload is staged a moment before its job row exists.
 
@@ -38,11 +37,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 
 from webapp.core import media
+from webapp.projects.models import Project
 
 from .models import Job
 
@@ -89,13 +91,11 @@ def job_paths(job: Job, *, inputs: bool = True) -> list[str]:
 
 def remove_job_paths(job: Job, *, inputs: bool = True) -> None:
     """Remove :func:`job_paths`: when the job failed or was cancelled (after its commit), and, without its
-    inputs, when a retried job starts again after its worker was lost. Never a folder a Dataset row names:
-    an import that committed just before its worker was killed keeps its files. Remote: from the bucket
-    too (webapp.core.media)."""
-    from webapp.datasets.models import Dataset
-
+    inputs, when a retried job starts again after its worker was lost. Never a folder a row names (a
+    Dataset's, see :func:`register`): an import that committed just before its worker was killed keeps its
+    files. Remote: from the bucket too (webapp.core.media)."""
     paths = job_paths(job, inputs=inputs)
-    stored = set(Dataset.objects.filter(storage_dir__in=paths).values_list("storage_dir", flat=True))
+    stored = set().union(*(app.named(paths) for app in _APPS.values() if app.named))
     for relative in paths:
         try:
             name = media.clean_name(relative)
@@ -106,69 +106,72 @@ def remove_job_paths(job: Job, *, inputs: bool = True) -> None:
         media.delete(name)
 
 
+@dataclass(frozen=True)
+class AppFiles:
+    """What an app above this one tells the sweep about its own files."""
+
+    sweep: Callable[[Sweep], None] | None = None        # removes the app's orphans, through Sweep.remove_unless
+    named: Callable[[list[str]], set[str]] | None = None  # which of these storage names the app's rows name
+
+
+_APPS: dict[str, AppFiles] = {}
+
+
+def register(app: str, *, sweep: Callable[[Sweep], None] | None = None,
+             named: Callable[[list[str]], set[str]] | None = None) -> None:
+    """Let ``app`` sweep its own orphans and keep the folders its rows name (from its AppConfig.ready();
+    registering again replaces, as ready() may run more than once)."""
+    _APPS[app] = AppFiles(sweep, named)
+
+
+class Sweep:
+    """One run of :func:`sweep_orphans`: the tree it lists (the disk, or the bucket), the age below which
+    everything is kept, and what it removed."""
+
+    def __init__(self, now: float | None = None):
+        self.now = now
+        self.oldest = (now or time.time()) - GRACE.total_seconds()
+        self.tree = _RemoteTree() if media.is_remote() else _LocalTree()
+        self.removed: list[str] = []
+
+    def remove_unless(self, under: str, pattern: str, keep: Callable[[str], bool]) -> None:
+        """Remove what ``pattern`` matches in the folder ``under``, older than ``GRACE``, unless ``keep``
+        says so of its storage name."""
+        for relative, modified in self.tree.children(under, pattern):
+            if modified < self.oldest and not keep(relative):
+                self.tree.remove(relative)
+                self.removed.append(relative)
+
+
 def sweep_orphans(now: float | None = None) -> list[str]:
     """Remove the orphaned folders and files described above; returns their storage names (paths relative to
     the media root). Remote: what the bucket holds is swept (each host's mirror is a cache of it)."""
-    from webapp.datasets import slide_uploads
-    from webapp.datasets.models import Dataset
-    from webapp.projects.models import Project
-
-    tree = _RemoteTree() if media.is_remote() else _LocalTree()
-    oldest = (now or time.time()) - GRACE.total_seconds()
-    removed: list[str] = []
-
-    def sweep(under: str, pattern: str, keep) -> None:
-        for relative, modified in tree.children(under, pattern):
-            if modified < oldest and not keep(relative):
-                tree.remove(relative)
-                removed.append(relative)
-
-    unfinished_imports = Job.objects.filter(kind=Job.Kind.IMPORT, state__in=UNFINISHED)
-    staged = {job.params.get("staging") for job in unfinished_imports.only("params")}
-    sweep("staging", "*", lambda relative: relative in staged)
-    # Chunked slide uploads (a folder each) live longer than GRACE: a user may resume one the next morning.
-    removed += slide_uploads.sweep_abandoned(now)
-
-    stored = set(Dataset.objects.values_list("storage_dir", flat=True))
-    importing = set(unfinished_imports.filter(state=Job.State.RUNNING).values_list("project_id", flat=True))
-    sweep("projects", "*/datasets/*", lambda relative: relative in stored or _project_id(relative) in importing)
+    run = Sweep(now)
+    staged = {job.params.get("staging") for job in Job.objects.filter(
+        kind=Job.Kind.IMPORT, state__in=UNFINISHED).only("params")}
+    run.remove_unless("staging", "*", lambda relative: relative in staged)
 
     inferring = {job.params.get("folder") for job in Job.objects.filter(kind=Job.Kind.INFER).exclude(
         state__in=(Job.State.FAILED, Job.State.CANCELLED)).only("params")}
-    sweep("projects", "*/inference/*", lambda relative: relative in inferring)
+    run.remove_unless("projects", "*/inference/*", lambda relative: relative in inferring)
 
     training = set(Job.objects.filter(kind=Job.Kind.TRAIN, state=Job.State.RUNNING).values_list("project_id",
                                                                                                flat=True))
-    sweep("scratch", "*", lambda relative: bool(training))
-    sweep("projects", "*/models/job-*.pt", lambda relative: _project_id(relative) in training)
-    if not training:
-        removed += _sweep_half_written_crops(oldest)
+    run.remove_unless("scratch", "*", lambda relative: bool(training))
+    run.remove_unless("projects", "*/models/job-*.pt", lambda relative: project_id_of(relative) in training)
+
+    for app in _APPS.values():
+        if app.sweep:
+            app.sweep(run)
 
     projects = set(Project.objects.values_list("pk", flat=True))
-    sweep("projects", "*", lambda relative: _number(relative.split("/")[1]) in projects | {None})
+    run.remove_unless("projects", "*", lambda relative: _number(relative.split("/")[1]) in projects | {None})
     resumable = {job.result["resume"].get("checkpoint") for job in Job.objects.filter(
         kind=Job.Kind.TRAIN, result__has_key="resume").only("result")}
-    sweep("projects", "*/models/resume-job-*.pt", lambda relative: relative in resumable)
-    if removed:
-        logger.info("removed %d orphaned folders: %s", len(removed), ", ".join(removed[:20]))
-    return removed
-
-
-def _sweep_half_written_crops(oldest: float) -> list[str]:
-    """The crops cache is per host (``DATA_DIR/cache/crops``, derived from the images, not media): a killed
-    training leaves a ``.crops-*`` entry half-written there. Swept only while no training runs, as one of
-    them may be writing it."""
-    from webapp.training.runner import crop_cache_dir
-
-    removed = []
-    for path in sorted(crop_cache_dir().glob(".crops-*")):
-        try:
-            if path.stat().st_mtime < oldest:
-                path.unlink()
-                removed.append(f"cache/crops/{path.name}")
-        except FileNotFoundError:  # another sweep, or the training finished writing it
-            continue
-    return removed
+    run.remove_unless("projects", "*/models/resume-job-*.pt", lambda relative: relative in resumable)
+    if run.removed:
+        logger.info("removed %d orphaned folders: %s", len(run.removed), ", ".join(run.removed[:20]))
+    return run.removed
 
 
 class _LocalTree:
@@ -211,7 +214,7 @@ class _RemoteTree:
                        if name != relative and not name.startswith(relative + "/")}
 
 
-def _project_id(relative: str) -> int | None:
+def project_id_of(relative: str) -> int | None:
     """The project of ``projects/<id>/...``."""
     return _number(relative.split("/")[1])
 

@@ -1,3 +1,9 @@
+"""The project API: projects, their members and their deletion (a project's datasets: webapp.datasets.api).
+
+A project's detail shows its label sets and datasets and its deletion answers with a job: this module sits
+above the apps it shows (its own layer in tests/test_layering_imports.py), as the project's pages do.
+"""
+
 from django.contrib.auth import get_user_model
 from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
@@ -8,16 +14,25 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from webapp.core.policy import project_role
-from webapp.datasets import uploads
-from webapp.datasets.models import Dataset, LabelSet
-from webapp.datasets.operations import do_request_dataset_deletion
+from webapp.datasets.models import LabelSet
+from webapp.datasets.serializers import DatasetSerializer, LabelSetSerializer
 from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 
 from . import operations
 from .access import get_project_for, visible_projects
+from .deletion import do_request_project_deletion
 from .models import Membership
-from .serializers import (AddMemberSerializer, DatasetSerializer, DatasetUploadSerializer, MemberRoleSerializer,
-                          MembershipSerializer, ProjectDetailSerializer, ProjectSerializer)
+from .serializers import AddMemberSerializer, MemberRoleSerializer, MembershipSerializer, ProjectSerializer
+
+
+# A project with its label sets and datasets (GET /api/projects/<id>/); no docstring: it would become the
+# schema component's description.
+class ProjectDetailSerializer(ProjectSerializer):
+    label_sets = LabelSetSerializer(many=True, read_only=True)
+    datasets = DatasetSerializer(many=True, read_only=True)
+
+    class Meta(ProjectSerializer.Meta):
+        fields = ProjectSerializer.Meta.fields + ["label_sets", "datasets"]
 
 
 class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
@@ -42,23 +57,6 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         serializer.instance = operations.do_create_project(
             serializer.validated_data["name"], actor=self.request.user,
             description=serializer.validated_data.get("description", ""))
-
-    @extend_schema(methods=["GET"], responses=DatasetSerializer(many=True))
-    @extend_schema(methods=["POST"], request=DatasetUploadSerializer, responses={202: JobAcceptedSerializer})
-    @action(detail=True, methods=["get", "post"], pagination_class=None)
-    def datasets(self, request, pk=None):
-        """GET lists the datasets; POST uploads one (curators): 202 with the import job."""
-        if request.method == "GET":
-            project = get_project_for(request.user, pk, project_role(request))
-            return Response(DatasetSerializer(project.datasets.select_related("label_set", "uploaded_by"),
-                                              many=True).data)
-        project = get_project_for(request.user, pk, project_role(request))
-        upload = DatasetUploadSerializer(data=request.data)
-        upload.is_valid(raise_exception=True)
-        job = uploads.do_start_import(project, actor=request.user, **upload.validated_data)
-        return Response({"job": JobSerializer(job, context={"request": request}).data, "id": job.pk,
-                         "url": JobSerializer(job, context={"request": request}).data["url"]},
-                        status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=AddMemberSerializer, responses=MembershipSerializer(many=True))
     @action(detail=True, methods=["get", "post"], pagination_class=None)
@@ -102,18 +100,7 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         """Delete the project with everything in it (admins): 202 with the deletion job. 409 while any job
         of the project is queued or running."""
         project = get_project_for(request.user, kwargs["pk"], project_role(request))
-        return _accepted(operations.do_request_project_deletion(project, actor=request.user), request)
-
-    @extend_schema(request=None, responses={202: JobAcceptedSerializer})
-    @action(detail=True, methods=["delete"], url_path=r"datasets/(?P<dataset_id>[0-9]+)", url_name="dataset")
-    def dataset(self, request, pk=None, dataset_id=None):
-        """Delete a dataset with its images, nuclei, labels and files (curators): 202 with the deletion job.
-        409 while an import, training, prediction or export of the project is queued or running."""
-        project = get_project_for(request.user, pk, project_role(request))
-        dataset = Dataset.objects.filter(pk=int(dataset_id), project=project).first()
-        if dataset is None:
-            raise NotFound("No such dataset in this project.")
-        return _accepted(do_request_dataset_deletion(dataset, actor=request.user), request)
+        return _accepted(do_request_project_deletion(project, actor=request.user), request)
 
 
 def _accepted(job, request) -> Response:

@@ -1,138 +1,25 @@
-"""Deleting a dataset or a whole project: asked for on a page or the API, carried out by a job.
+"""A project's deletion, asked for on its page or the API and carried out by a ``delete`` job, and the job
+itself, which deletes a dataset or a whole project (how a deletion is queued and refused, and why:
+:mod:`webapp.jobs.deletion`).
 
-The request (:func:`webapp.datasets.operations.do_request_dataset_deletion`,
-:func:`webapp.projects.operations.do_request_project_deletion`) checks who asks and that nothing in the
-project is at work, writes its audit row and queues a ``delete`` job; the answer is 202 with the job.
-The job (:func:`run_deletion_job`) removes the rows in one transaction, so that a failure or a cancel
-leaves everything as it was, and removes the files once that transaction is committed. A worker killed
-between the commit and the file removal leaves folders that nothing refers to; the periodic sweep
-(:mod:`webapp.jobs.sweep`) removes those.
-
-Deleting must not break work in progress: while an import, training, prediction, inference, export or
-another deletion of the project is queued or running, a deletion is refused (409) and, the other way
-round, no import or training starts while a deletion of the project is pending. The job checks again
-when it runs, since a job may have been queued in between.
+Deleting a project deletes its datasets and refuses while their jobs run: this module sits above the
+apps whose rows it removes (its own layer in tests/test_layering_imports.py), as the project's pages do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from django.db import transaction
+from django_celery_beat.models import PeriodicTask
 
-from django.db.models import Sum
-
-from webapp.core import media
-from webapp.core.domain_errors import Conflict
+from webapp.core import audit
+from webapp.datasets.deletion import delete_images, nucleus_total
+from webapp.datasets.models import Dataset
+from webapp.datasets.operations import do_delete_dataset
+from webapp.jobs.deletion import (PROJECT_BLOCKERS, DeletionRefused, Progress, busy_job, busy_message,
+                                  enqueue_deletion, remove_media)
 from webapp.jobs.models import Job
 
-# A callback the job passes in: (percent, message) -> None, raising to cancel.
-Progress = Callable[[float, str], None]
-UNFINISHED = (Job.State.QUEUED, Job.State.RUNNING)
-# What a dataset's deletion would break: jobs that read or write the project's nuclei. An inference
-# works on an uploaded image of its own, so it may go on while a dataset goes.
-DATASET_BLOCKERS = (Job.Kind.IMPORT, Job.Kind.TRAIN, Job.Kind.PREDICT, Job.Kind.EXPORT, Job.Kind.DELETE)
-# A project's deletion removes everything, its model checkpoints and inference folders included.
-PROJECT_BLOCKERS = tuple(kind for kind in Job.Kind if kind != Job.Kind.DIAGNOSTICS)
-# Rows per transaction step: the ORM's cascade loads the ids of what it deletes, so images are deleted a
-# bounded number of nuclei at a time (still inside the one transaction of the deletion).
-NUCLEI_PER_STEP = 20_000
-
-
-class DeletionRefused(Exception):
-    """The deletion would break a job that started after it was asked for; the job fails with this."""
-
-
-def busy_job(project_id: int, kinds: Iterable[str], *, exclude: Job | None = None) -> Job | None:
-    """The oldest queued or running job of ``kinds`` in the project, other than ``exclude``."""
-    jobs = Job.objects.filter(project_id=project_id, kind__in=list(kinds), state__in=UNFINISHED)
-    if exclude is not None:
-        jobs = jobs.exclude(pk=exclude.pk)
-    return jobs.order_by("id").first()
-
-
-def busy_message(job: Job, what: str) -> str:
-    return (f"{what} cannot be deleted now: a {job.get_kind_display().lower()} of the project is {job.state} "
-            f"(job {job.pk}), and deleting would break it. Wait for it to finish or cancel it, then delete again.")
-
-
-def refuse_while_busy(project, kinds: Iterable[str], what: str) -> None:
-    """409 when a job of ``kinds`` is queued or running in the project (request time)."""
-    job = busy_job(project.pk, kinds)
-    if job is not None:
-        raise Conflict(busy_message(job, what), code="project_busy", job_id=job.pk)
-
-
-def enqueue_deletion(project_id: int, kinds: Iterable[str], what: str, *, actor, params: dict, action: str, target):
-    """Queue a deletion job with its audit row, once no job of ``kinds`` is at work in the project (409
-    otherwise). The project row is locked, so that a start of such a job cannot slip in between."""
-    from django.db import transaction
-
-    from webapp.core import audit
-    from webapp.jobs import operations as job_operations
-    from webapp.projects.models import Project
-
-    with transaction.atomic():
-        project = Project.objects.select_for_update().get(pk=project_id)
-        refuse_while_busy(project, kinds, what)
-        job = job_operations.do_enqueue_job(Job.Kind.DELETE, actor=actor, project=project, params=params)
-        audit.record(action, actor=actor, target=target, name=params["name"], job=job.pk)
-    return job
-
-
-def refuse_while_deleting(project, what: str) -> None:
-    """409 for starting ``what`` (an import, a training) while a deletion in the project is pending."""
-    job = busy_job(project.pk, [Job.Kind.DELETE])
-    if job is not None:
-        target = "the project" if job.params.get("target") == "project" else f"dataset {job.params.get('name')!r}"
-        raise Conflict(f"{what} cannot start now: {target} is being deleted (job {job.pk}, {job.state}). "
-                       "Wait for the deletion to finish.", code="deletion_pending", job_id=job.pk)
-
-
-def delete_images(dataset_ids: list[int], progress: Progress, *, done: int, total: int, start: float,
-                  span: float) -> int:
-    """Delete the images (with their nuclei, labels, predictions, reviews) of these datasets, a bounded
-    number of nuclei per statement group, reporting progress from ``start`` over ``span`` percent.
-    Returns the nuclei deleted so far (``done`` plus this call's)."""
-    from webapp.datasets.models import Image
-
-    step: list[int] = []
-    in_step = 0
-
-    def flush() -> None:
-        nonlocal done, in_step
-        if step:
-            Image.objects.filter(pk__in=step).delete()
-            done += in_step
-            progress(start + span * done / max(total, 1), f"deleted {done} of {total} nuclei")
-            step.clear()
-            in_step = 0
-
-    rows = Image.objects.filter(dataset_id__in=dataset_ids).order_by("id").values_list("id", "nucleus_count")
-    for image_id, nucleus_count in rows.iterator(chunk_size=2000):
-        step.append(image_id)
-        in_step += nucleus_count
-        if in_step >= NUCLEI_PER_STEP:
-            flush()
-    flush()
-    return done
-
-
-def nucleus_total(datasets) -> int:
-    return datasets.aggregate(n=Sum("nucleus_count"))["n"] or 0
-
-
-def remove_media(relative: str) -> None:
-    """Remove a folder of the media storage, here and (remote) in the bucket; never the media root itself
-    or anything outside it."""
-    if not relative:
-        return
-    try:
-        name = media.clean_name(relative)
-    except media.MediaNameError:
-        return
-    root = media.root().resolve()
-    folder = media.work_path(name).resolve()
-    if folder != root and folder.is_relative_to(root):
-        media.delete(name)
+from .models import Project
 
 
 def project_media(project_id: int) -> str:
@@ -140,13 +27,54 @@ def project_media(project_id: int) -> str:
     return f"projects/{int(project_id)}"
 
 
+def do_request_project_deletion(project: Project, *, actor):
+    """Queue the deletion of the whole project (rows and files) as a job, once none of its jobs is queued or
+    running (409 otherwise); returns the job."""
+    return enqueue_deletion(project.pk, PROJECT_BLOCKERS, f"Project {project.name!r}", actor=actor,
+                            params={"target": "project", "project": project.pk, "name": project.name},
+                            action="project.deletion_requested", target=project)
+
+
+def do_delete_project(project: Project, *, job=None, progress=None) -> dict:
+    """Delete a project and everything in it (datasets, label sets, model versions, jobs, members, its
+    retraining schedules) in one transaction, then its folder of files.
+
+    The deletion job itself is detached from the project last (a job row follows its project), so that
+    it stays to tell its creator how the deletion went."""
+    progress = progress or (lambda percent, message: None)
+    with transaction.atomic():
+        project = Project.objects.select_for_update().get(pk=project.pk)
+        blocker = busy_job(project.pk, PROJECT_BLOCKERS, exclude=job)
+        if blocker is not None:
+            raise DeletionRefused(busy_message(blocker, f"Project {project.name!r}"))
+        datasets = Dataset.objects.filter(project=project)
+        summary = {"target": "project", "deleted": True, "name": project.name, "project": project.pk,
+                   "datasets": datasets.count(), "images": sum(datasets.values_list("image_count", flat=True)),
+                   "nuclei": nucleus_total(datasets), "members": project.memberships.count(),
+                   "model_versions": project.model_versions.count()}
+        progress(0, f"deleting {summary['datasets']} datasets, {summary['nuclei']} nuclei")
+        delete_images(list(datasets.values_list("pk", flat=True)), progress, done=0, total=summary["nuclei"],
+                      start=0, span=90)
+        datasets.delete()
+        # The schedules of its retraining policy (webapp.training.operations.do_set_retrain_policy).
+        PeriodicTask.objects.filter(name__in=[f"retrain-check-project-{project.pk}",
+                                              f"retrain-cron-project-{project.pk}"]).delete()
+        target = audit.target_of(project)
+        if job is not None:
+            # Progress is written on another connection (webapp.jobs.operations.progress_database): no
+            # progress may be reported after this, which locks the job's row until the commit.
+            Job.objects.filter(pk=job.pk).update(project=None)
+        project.delete()
+        audit.record("project.deleted", actor=getattr(job, "created_by", None), target=target,
+                     job=getattr(job, "pk", None),
+                     **{k: summary[k] for k in ("name", "datasets", "images", "nuclei", "members")})
+        folder = project_media(summary["project"])
+        transaction.on_commit(lambda: remove_media(folder))
+    return summary
+
+
 def run_deletion_job(job: Job, progress: Progress) -> dict:
     """What the ``delete`` job does (workers.handlers): the deletion its parameters name."""
-    from webapp.datasets.models import Dataset
-    from webapp.datasets.operations import do_delete_dataset
-    from webapp.projects.models import Project
-    from webapp.projects.operations import do_delete_project
-
     params = job.params
     if params.get("target") == "dataset":
         dataset = Dataset.objects.filter(pk=params.get("dataset")).first()

@@ -4,7 +4,8 @@ The project's page shows everything a project holds (datasets, jobs, the trainin
 above the apps whose parts it shows (its own layer in tests/test_layering_imports.py).
 
 Plain forms (CSRF) that post to these views; each change goes through a ``do_...`` function of
-:mod:`webapp.projects.operations` and comes back as a message on the members page.
+:mod:`webapp.projects.operations` (:mod:`webapp.projects.deletion` for the deletion) and comes back as a
+message on the members page.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from webapp.core.domain_errors import Conflict, NotFound
 from webapp.core.policy import project_role
 from webapp.datasets import queries as dataset_queries
 from webapp.datasets.models import Dataset, Image
+from webapp.datasets.serializers import FORMAT_CHOICES
 from webapp.jobs.access import visible_jobs
+from webapp.jobs.deletion import PROJECT_BLOCKERS, busy_job
 from webapp.jobs.models import Job
-from webapp.projects.deletion import PROJECT_BLOCKERS, busy_job
 from webapp.training.pages import training_panel_context
 
 from . import operations
 from .access import get_project_for
+from .deletion import do_request_project_deletion
 from .models import ROLE_RANK, Membership, Role
-from .serializers import FORMAT_CHOICES
 
 
 @require_GET
@@ -172,7 +174,7 @@ def delete_project(request, project_id: int):
         messages.error(request, "The project was not deleted: type its name exactly to confirm.")
         return redirect("project-detail", project.pk)
     try:
-        job = operations.do_request_project_deletion(project, actor=request.user)
+        job = do_request_project_deletion(project, actor=request.user)
     except Conflict as exc:
         messages.error(request, exc.detail)
         return redirect("project-detail", project.pk)

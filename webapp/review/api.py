@@ -31,10 +31,11 @@ from webapp.core.api_errors import Conflict
 from webapp.core.policy import project_role
 from webapp.datasets.models import CurrentLabel, Image, Label, LabelSet, Nucleus
 from webapp.datasets.operations import StaleLabel
-from webapp.datasets.queries import active_version, get_image_for
+from webapp.datasets.queries import get_image_for
 from webapp.projects.access import get_project_for
 from webapp.projects.models import Project
 from webapp.training.models import ModelVersion, Prediction
+from webapp.training.queries import active_version
 
 from . import gallery as gallery_query
 from . import keys as review_keys

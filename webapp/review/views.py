@@ -16,10 +16,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from webapp.core.policy import project_role
 from webapp.datasets.models import LabelSet
 from webapp.datasets.operations import StaleLabel
-from webapp.datasets.queries import active_version
 from webapp.projects.access import get_project_for
 from webapp.projects.models import ROLE_RANK, Membership, Role
 from webapp.training.models import Prediction
+from webapp.training.queries import active_version
 
 from . import gallery as gallery_query
 from . import keys as review_keys

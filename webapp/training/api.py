@@ -22,7 +22,6 @@ from mlcore.types import file_part
 from webapp.core import media
 from webapp.core.filenames import safe_file_name
 from webapp.core.policy import project_role
-from webapp.datasets.queries import active_version
 from webapp.datasets.slides_api import slide_of
 from webapp.jobs import operations as job_operations
 from webapp.jobs.access import job_for
@@ -32,6 +31,7 @@ from webapp.projects.access import get_project_for
 
 from . import operations
 from .models import ModelVersion, RetrainPolicy
+from .queries import active_version
 from .serializers import (InferRequestSerializer, ModelVersionSerializer, RetrainPolicySerializer,
                           TrainEstimateSerializer, TrainStartSerializer)
 

@@ -19,10 +19,9 @@ from mlcore.config import STAGES, TrainConfig
 from mlcore.crops import CropSpec
 from mlcore.estimate import describe_rule, estimate_seconds, measure_speed, speed_from_history
 
-from webapp.datasets.queries import active_version
-
 from . import operations
 from .models import ModelVersion
+from .queries import active_version
 
 logger = logging.getLogger(__name__)
 RECENT_TRAININGS = 3

@@ -13,14 +13,14 @@ from django.db.models import Max
 from webapp.core import audit, media
 from webapp.core.cache import delete_on_commit, prediction_count_key, unreviewed_counts_key
 from webapp.core.domain_errors import Conflict
-from webapp.datasets.queries import active_version
 from webapp.jobs import operations as job_operations
+from webapp.jobs.deletion import refuse_while_deleting
 from webapp.jobs.models import Job
 from webapp.jobs.sweep import resume_checkpoint, staged_checkpoint
-from webapp.projects.deletion import refuse_while_deleting
 from webapp.projects.models import Project
 
 from .models import ModelVersion, Prediction, RetrainPolicy
+from .queries import active_version
 
 ACTIVE_STATES = (Job.State.QUEUED, Job.State.RUNNING)
 # The options a training takes (webapp.training.runner.training_config reads these, no others).

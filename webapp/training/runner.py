@@ -25,12 +25,12 @@ from webapp.core import media
 from webapp.datasets import bulk
 from webapp.datasets.importing import load_mask, load_rgb
 from webapp.datasets.models import CurrentLabel, Image, LabelSet, Nucleus
-from webapp.datasets.queries import active_version
 from webapp.jobs.models import Job
 from webapp.jobs.sweep import remove_job_paths, scratch_folder
 
 from . import operations
 from .models import ModelVersion, Prediction
+from .queries import active_version
 
 Report = Callable[..., None]          # report(percent, **details)
 ShouldStop = Callable[[], bool]

@@ -1,0 +1,59 @@
+"""A project's datasets in the API: listed, uploaded (an import job) and deleted (a deletion job).
+
+Routed beside the project API, under ``/api/projects/<id>/datasets/``, with the project API's URL names
+(``api-project-datasets``, ``api-project-dataset``): see :mod:`webapp.datasets.api_urls`.
+"""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from webapp.core.policy import project_role
+from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
+from webapp.projects.access import get_project_for
+
+from . import uploads
+from .models import Dataset
+from .operations import do_request_dataset_deletion
+from .serializers import DatasetSerializer, DatasetUploadSerializer
+
+
+class ProjectDatasetViewSet(viewsets.GenericViewSet):
+    """The datasets of the project named in the URL (its detail routes only: the project API lists,
+    shows and creates projects)."""
+
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    lookup_value_regex = r"[0-9]+"  # anything else is no project: 404, not a failed integer lookup
+
+    @extend_schema(methods=["GET"], responses=DatasetSerializer(many=True))
+    @extend_schema(methods=["POST"], request=DatasetUploadSerializer, responses={202: JobAcceptedSerializer})
+    @action(detail=True, methods=["get", "post"], pagination_class=None)
+    def datasets(self, request, pk=None):
+        """GET lists the datasets; POST uploads one (curators): 202 with the import job."""
+        if request.method == "GET":
+            project = get_project_for(request.user, pk, project_role(request))
+            return Response(DatasetSerializer(project.datasets.select_related("label_set", "uploaded_by"),
+                                              many=True).data)
+        project = get_project_for(request.user, pk, project_role(request))
+        upload = DatasetUploadSerializer(data=request.data)
+        upload.is_valid(raise_exception=True)
+        job = uploads.do_start_import(project, actor=request.user, **upload.validated_data)
+        return Response({"job": JobSerializer(job, context={"request": request}).data, "id": job.pk,
+                         "url": JobSerializer(job, context={"request": request}).data["url"]},
+                        status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: JobAcceptedSerializer})
+    @action(detail=True, methods=["delete"], url_path=r"datasets/(?P<dataset_id>[0-9]+)", url_name="dataset")
+    def dataset(self, request, pk=None, dataset_id=None):
+        """Delete a dataset with its images, nuclei, labels and files (curators): 202 with the deletion job.
+        409 while an import, training, prediction or export of the project is queued or running."""
+        project = get_project_for(request.user, pk, project_role(request))
+        dataset = Dataset.objects.filter(pk=int(dataset_id), project=project).first()
+        if dataset is None:
+            raise NotFound("No such dataset in this project.")
+        job = do_request_dataset_deletion(dataset, actor=request.user)
+        data = JobSerializer(job, context={"request": request}).data
+        return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED)
