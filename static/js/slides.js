@@ -1,5 +1,6 @@
 // Whole-slide images on the project page: register one by its path under SLIDES_ROOT, upload one in resumable
-// chunks, or classify one with the active model; both post to the API and follow the job live (job_progress.js), as the dataset upload does.
+// chunks, or classify one with the active model; both post to the API and follow the job live
+// (job_progress.js), as the dataset upload does.
 import { api, ApiError } from "./api.js";
 import { watchJob } from "./job_progress.js";
 
