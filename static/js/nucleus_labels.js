@@ -2,66 +2,51 @@
 // them: per label set the current class and its source, the ground truth where it differs, and the
 // active model's prediction with its probability. Built from nodes and text only (class and label-set
 // names come from uploaded datasets).
-(function () {
-  "use strict";
-  const SOURCE_NAMES = { current: "current", ground_truth: "ground truth", review: "review", pseudo: "pseudo label",
-                         prediction: "prediction" };
+import { cssColor, el } from "./dom.js";
 
-  // nucleus: {instance_id, area, labels: {label_set_id: {class, source, ground_truth, review, prediction}}}
-  // labelSets: [{id, name}] in display order; sets: {label_set_id: {classes: {index: {name, color}}}};
-  // colour(setId, index): the swatch colour (the unlabelled grey for a null index).
-  function describe(nucleus, labelSets, sets, colour) {
-    const box = document.createElement("div");
-    const head = document.createElement("p");
-    head.className = "tip-head";
-    head.textContent = `Nucleus ${nucleus.instance_id} · ${nucleus.area} px²`;
-    const table = document.createElement("table");
-    labelSets.forEach((ls) => {
-      const entry = nucleus.labels[ls.id];
-      const row = table.insertRow();
-      row.dataset.labelSet = ls.name;
-      row.insertCell().textContent = ls.name;
-      const cell = row.insertCell();
-      const add = (index, note) => {
-        const line = document.createElement("div");
-        const swatch = document.createElement("span");
-        swatch.className = "swatch";
-        swatch.style.background = window.dom.cssColor(colour(ls.id, index));
-        const cls = index == null || !sets[ls.id] ? null : sets[ls.id].classes[index];
-        line.append(swatch, cls ? cls.name : (index == null ? "unlabelled" : `class ${index}`));
-        if (note) {
-          const small = document.createElement("span");
-          small.className = "source";
-          small.textContent = note;
-          line.append(" ", small);
-        }
-        cell.append(line);
-      };
-      if (!entry || entry.class == null) {
-        add(null, "");
-      } else {
-        add(entry.class, SOURCE_NAMES[entry.source] || entry.source);
-      }
-      if (entry && entry.ground_truth != null && entry.ground_truth !== entry.class) add(entry.ground_truth, "ground truth");
-      if (entry && entry.prediction) {
-        const p = entry.prediction.probability;
-        add(entry.prediction.class, `prediction${p != null ? " " + Math.round(p * 100) + "%" : ""}`);
-      }
-    });
-    box.append(head, table);
-    return box;
-  }
+export const SOURCE_NAMES = { current: "current", ground_truth: "ground truth", review: "review",
+                              pseudo: "pseudo label", prediction: "prediction" };
 
-  // {label_set_id: {name, classes: {index: {index, name, color}}}} from the API's label_sets list.
-  function indexLabelSets(labelSets) {
-    const sets = {};
-    labelSets.forEach((ls) => {
-      const classes = {};
-      ls.classes.forEach((c) => { classes[c.index] = c; });
-      sets[ls.id] = { name: ls.name, classes };
-    });
-    return sets;
-  }
+// nucleus: {instance_id, area, labels: {label_set_id: {class, source, ground_truth, review, prediction}}}
+// labelSets: [{id, name}] in display order; sets: {label_set_id: {classes: {index: {name, color}}}};
+// colour(setId, index): the swatch colour (the unlabelled grey for a null index).
+export function describe(nucleus, labelSets, sets, colour) {
+  const table = document.createElement("table");
+  labelSets.forEach((ls) => {
+    const entry = nucleus.labels[ls.id];
+    const row = table.insertRow();
+    row.dataset.labelSet = ls.name;
+    row.insertCell().textContent = ls.name;
+    const cell = row.insertCell();
+    const add = (index, note) => {
+      const swatch = el("span", { className: "swatch" });
+      swatch.style.background = cssColor(colour(ls.id, index));
+      const cls = index == null || !sets[ls.id] ? null : sets[ls.id].classes[index];
+      const line = el("div", {}, swatch, cls ? cls.name : (index == null ? "unlabelled" : `class ${index}`));
+      if (note) line.append(" ", el("span", { className: "source" }, note));
+      cell.append(line);
+    };
+    if (!entry || entry.class == null) {
+      add(null, "");
+    } else {
+      add(entry.class, SOURCE_NAMES[entry.source] || entry.source);
+    }
+    if (entry && entry.ground_truth != null && entry.ground_truth !== entry.class) add(entry.ground_truth, "ground truth");
+    if (entry && entry.prediction) {
+      const p = entry.prediction.probability;
+      add(entry.prediction.class, `prediction${p != null ? " " + Math.round(p * 100) + "%" : ""}`);
+    }
+  });
+  return el("div", {}, el("p", { className: "tip-head" }, `Nucleus ${nucleus.instance_id} · ${nucleus.area} px²`), table);
+}
 
-  window.nucleusLabels = { describe, indexLabelSets, SOURCE_NAMES };
-})();
+// {label_set_id: {name, classes: {index: {index, name, color}}}} from the API's label_sets list.
+export function indexLabelSets(labelSets) {
+  const sets = {};
+  labelSets.forEach((ls) => {
+    const classes = {};
+    ls.classes.forEach((c) => { classes[c.index] = c; });
+    sets[ls.id] = { name: ls.name, classes };
+  });
+  return sets;
+}

@@ -4,12 +4,15 @@
 //
 // Only the viewport's nuclei are ever loaded: each pan or zoom asks the API for the box in view (with a
 // margin), debounced, aborting the previous request; a view inside the last box needs no request.
-(function () {
-  "use strict";
-  const root = document.getElementById("slide-viewer");
-  if (!root || !window.OpenSeadragon) return;
-  const OSD = window.OpenSeadragon;
-  const SVG = "http://www.w3.org/2000/svg";
+//
+// OpenSeadragon is vendored as a classic script (static/vendor/openseadragon), loaded before this module:
+// its global is window.OpenSeadragon.
+import { api } from "./api.js";
+import { applyDataStyles, cssColor, el, svgEl } from "./dom.js";
+import { describe, indexLabelSets } from "./nucleus_labels.js";
+import { points } from "./overlay.js";
+
+function slideViewerPage(root, OSD) {
   const W = Number(root.dataset.width), H = Number(root.dataset.height);
   const MPP = Number(root.dataset.mpp) || null;
   const OUTLINE_ZOOM = 0.5;  // screen pixels per slide pixel from which outlines are drawn (a 20x view)
@@ -65,10 +68,8 @@
   let heatmap = null;        // the density canvas, an OpenSeadragon overlay
 
   // ------------------------------------------------------------------ the SVG overlay
-  const svg = document.createElementNS(SVG, "svg");
-  svg.setAttribute("class", "slide-overlay");
-  const group = document.createElementNS(SVG, "g");
-  svg.append(group);
+  const group = svgEl("g");
+  const svg = svgEl("svg", { class: "slide-overlay" }, group);
   viewer.canvas.append(svg);
 
   function imageZoom() {
@@ -103,7 +104,7 @@
     let unlabelled = 0;
     nuclei.forEach((n, i) => {
       const entry = n.classes[setId];
-      const c = window.dom.cssColor(entry ? entry.color : unlabelledColor);
+      const c = cssColor(entry ? entry.color : unlabelledColor);
       shapes[i].setAttribute("stroke", c);
       shapes[i].setAttribute("fill", c);
       shapes[i].classList.toggle("unlabelled", !entry);
@@ -116,15 +117,15 @@
     history.replaceState(null, "", `?${params}`);
   }
   function drawLegend(setId, counts, unlabelled) {
-    const item = (color, name, count, grey) => window.dom.el("li", { className: grey ? "unlabelled" : null },
-      window.dom.el("span", { className: "swatch", "data-class-color": window.dom.cssColor(color) }),
-      window.dom.el("span", {}, name), window.dom.el("span", { className: "count" }, count));
+    const item = (color, name, count, grey) => el("li", { className: grey ? "unlabelled" : null },
+      el("span", { className: "swatch", "data-class-color": cssColor(color) }),
+      el("span", {}, name), el("span", { className: "count" }, count));
     const items = [];
     const set = sets[setId];
     if (set) Object.values(set.classes).forEach((c) => items.push(item(c.color, c.name, counts[c.index] || 0, false)));
     items.push(item(unlabelledColor, "unlabelled", unlabelled, true));
     legend.replaceChildren(...items);
-    window.dom.applyDataStyles(legend);
+    applyDataStyles(legend);
   }
 
   // ------------------------------------------------------------------ nuclei of the view
@@ -164,25 +165,22 @@
     const source = sourceSelect.value;
     const params = new URLSearchParams({ x0: box[0], y0: box[1], x1: box[2], y1: box[3], source });
     status.textContent = "Loading nuclei…";
-    let response, data;
+    let data;
     try {
-      response = await fetch(`${root.dataset.nucleiUrl}?${params}`, {
-        headers: { Accept: "application/json" }, credentials: "same-origin", signal: controller.signal });
-      data = await response.json();
+      data = await api(`${root.dataset.nucleiUrl}?${params}`, { signal: controller.signal });
     } catch (err) {
       if (err.name === "AbortError") return;
-      fail(`Could not load the nuclei (${err.message}).`);
+      if (controller !== pending) return;
+      pending = null;
+      fail(err.status ? err.detail || `Could not load the nuclei (HTTP ${err.status}).`
+                      : `Could not load the nuclei (${err.message}).`);
       return;
     }
     if (controller !== pending) return;
     pending = null;
-    if (!response.ok) {
-      fail(data.detail || `Could not load the nuclei (HTTP ${response.status}).`);
-      return;
-    }
     status.classList.remove("error");
     labelSets = data.label_sets;
-    sets = window.nucleusLabels.indexLabelSets(labelSets);
+    sets = indexLabelSets(labelSets);
     unlabelledColor = data.unlabelled_color;
     nuclei = data.nuclei;
     loaded = { box: data.box, source: data.source, truncated: data.truncated };
@@ -205,10 +203,7 @@
     hideTip();
     const fragment = document.createDocumentFragment();
     shapes = nuclei.map((n, i) => {
-      const shape = document.createElementNS(SVG, "polygon");
-      shape.setAttribute("points", n.outline.map((p) => `${p[0]},${p[1]}`).join(" "));
-      shape.dataset.index = i;
-      shape.dataset.nucleusId = n.id;
+      const shape = svgEl("polygon", { points: points(n.outline), data: { index: i, nucleusId: n.id } });
       fragment.append(shape);
       return shape;
     });
@@ -244,7 +239,7 @@
       if (hovered >= 0 && shapes[hovered]) shapes[hovered].classList.remove("hover");
       hovered = index;
       shapes[index].classList.add("hover");
-      const card = () => window.nucleusLabels.describe(nuclei[index], labelSets, sets, colour);
+      const card = () => describe(nuclei[index], labelSets, sets, colour);
       tip.replaceChildren(card());
       info.replaceChildren(card());
       tip.hidden = false;
@@ -283,14 +278,12 @@
     return [...c, Math.round(40 + 140 * Math.sqrt(t))];
   }
   async function loadDensity() {
-    let response, data;
+    let data;
     try {
-      response = await fetch(root.dataset.densityUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-      data = await response.json();
+      data = await api(root.dataset.densityUrl);
     } catch (err) {
       return;  // the heatmap is a help, not a necessity
     }
-    if (!response.ok) return;
     density = data;
     const canvas = document.createElement("canvas");
     canvas.width = data.cols;
@@ -344,4 +337,7 @@
   showOutlines.addEventListener("change", place);
   showDensity.addEventListener("change", place);
   window.slideViewer = { viewer, imageZoom, OUTLINE_ZOOM, nuclei: () => nuclei };  // for the browser tests
-})();
+}
+
+const slideViewer = document.getElementById("slide-viewer");
+if (slideViewer && window.OpenSeadragon) slideViewerPage(slideViewer, window.OpenSeadragon);

@@ -1,23 +1,16 @@
 // Whole-slide images on the project page: register one by its path under SLIDES_ROOT, upload one in resumable
-// chunks, or classify one with the active model; both post to the API and follow the job live (jobs.js), as the dataset upload does.
-(function () {
-  "use strict";
-  const card = document.getElementById("slide-job");
-  if (!card) return;
+// chunks, or classify one with the active model; both post to the API and follow the job live
+// (job_progress.js), as the dataset upload does.
+import { api, ApiError } from "./api.js";
+import { watchJob } from "./job_progress.js";
+
+function slidesSection(card) {
   const form = document.getElementById("slide-form");
   const field = (name) => card.querySelector(`[data-field="${name}"]`);
-  const csrf = () => document.querySelector("input[name=csrfmiddlewaretoken]").value;
   let following = null;
 
-  async function post(url, body) {
-    const response = await fetch(url, {
-      method: "POST", credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body),
-      headers: { Accept: "application/json", "Content-Type": "application/json", "X-CSRFToken": csrf() },
-    });
-    const payload = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(payload.detail || `HTTP ${response.status}`);
-    return payload.job;
-  }
+  // Start a job; its answer's job, to follow.
+  const post = async (url, body) => (await api(url, { method: "POST", body })).job;
 
   function follow(job) {
     card.hidden = false;
@@ -25,7 +18,7 @@
     field("error").hidden = true;
     field("done").hidden = true;
     following = job.id;
-    window.watchJob(card);
+    watchJob(card);
   }
 
   card.addEventListener("job-update", (e) => {
@@ -83,15 +76,6 @@
     const storageKey = (file) => `slide-upload:${file.name}:${file.size}:${file.lastModified}`;
     const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-    async function request(method, url, body, headers) {
-      const response = await fetch(url, {
-        method, credentials: "same-origin", body,
-        headers: { Accept: "application/json", "X-CSRFToken": csrf(), ...(headers || {}) },
-      });
-      const payload = await response.json().catch(() => ({}));
-      return { response, payload };
-    }
-
     function show(file, offset, words) {
       const percent = file.size ? (100 * offset) / file.size : 100;
       fileName.textContent = file.name;
@@ -105,13 +89,16 @@
       const key = storageKey(file);
       const known = JSON.parse(localStorage.getItem(key) || "null");
       if (known && known.url) {
-        const { response, payload } = await request("GET", known.url);
-        if (response.ok && payload.size === file.size) return { id: payload.id, url: known.url, offset: payload.offset };
+        let upload = null;
+        try {
+          upload = await api(known.url);
+        } catch (err) {
+          if (!err.status) throw err;  // no answer: the upload may well be there, choose the file again later
+        }
+        if (upload && upload.size === file.size) return { id: upload.id, url: known.url, offset: upload.offset };
         localStorage.removeItem(key);  // finished, removed or abandoned: start again
       }
-      const { response, payload } = await request("POST", uploadForm.dataset.startUrl,
-        JSON.stringify({ filename: file.name, size: file.size }), { "Content-Type": "application/json" });
-      if (!response.ok) throw new Error(payload.detail || `HTTP ${response.status}`);
+      const payload = await api(uploadForm.dataset.startUrl, { method: "POST", body: { filename: file.name, size: file.size } });
       localStorage.setItem(key, JSON.stringify({ id: payload.id, url: payload.url }));
       return { id: payload.id, url: payload.url, offset: payload.offset };
     }
@@ -124,28 +111,30 @@
       show(file, offset);
       while (offset < file.size) {
         const end = Math.min(offset + chunkBytes, file.size);
-        let result = null;
+        // Each chunk's retries are this loop's (below): it asks the server how far it got before sending again.
+        let refusal = null;
         try {
-          result = await request("PUT", state.url, file.slice(offset, end), {
-            "Content-Type": "application/octet-stream", "Content-Range": `bytes ${offset}-${end - 1}/${file.size}`,
+          const answer = await api(state.url, {
+            method: "PUT", body: file.slice(offset, end),
+            headers: { "Content-Type": "application/octet-stream", "Content-Range": `bytes ${offset}-${end - 1}/${file.size}` },
           });
-        } catch (err) {
-          result = null;  // the network failed: ask the server how far it got, below
-        }
-        if (result && result.response.ok) {
-          offset = result.payload.offset;
+          offset = answer.offset;
           failures = 0;
-        } else if (result && result.response.status === 409 && typeof result.payload.offset === "number") {
-          offset = result.payload.offset;  // the server has more (or less) than we thought: carry on from there
-        } else if (result && result.response.status < 500 && result.response.status !== 408) {
-          throw new Error(result.payload.detail || `HTTP ${result.response.status}`);
-        } else {
+        } catch (err) {
+          if (!(err instanceof ApiError)) throw err;
+          refusal = err;  // status 0: the network failed
+        }
+        if (refusal && refusal.status === 409 && typeof (refusal.data || {}).offset === "number") {
+          offset = refusal.data.offset;  // the server has more (or less) than we thought: carry on from there
+        } else if (refusal && refusal.status && refusal.status < 500 && refusal.status !== 408) {
+          throw refusal;  // its message: the server's detail
+        } else if (refusal) {
           failures += 1;
           if (failures > RETRIES) throw new Error(`${file.name}: the upload failed ${failures} times in a row; choose the file again to resume`);
           show(file, offset, `retrying (${failures} of ${RETRIES})…`);
           await sleep(500 * 2 ** (failures - 1));
-          const probe = await request("GET", state.url).catch(() => null);
-          if (probe && probe.response.ok) offset = probe.payload.offset;
+          const probe = await api(state.url, { retries: 0 }).catch(() => null);
+          if (probe) offset = probe.offset;
         }
         show(file, offset);
       }
@@ -194,4 +183,7 @@
       }
     });
   });
-})();
+}
+
+const slideJob = document.getElementById("slide-job");
+if (slideJob) slidesSection(slideJob);

@@ -1,26 +1,13 @@
 // The project page's training section: start/cancel training, rollback, policy, inference.
-(function () {
-  "use strict";
-  const section = document.getElementById("training");
-  if (!section) return;
+import { api } from "./api.js";
+import { el, replace } from "./dom.js";
+import { watchJob } from "./job_progress.js";
+
+function trainingSection(section) {
   const projectId = section.dataset.projectId;
-  const csrf = document.cookie.split("; ").find((c) => c.startsWith("csrftoken="))?.split("=")[1] || "";
+  const post = (url, body) => api(url, { method: "POST", body });
 
-  async function api(method, url, body) {
-    const options = { method, credentials: "same-origin", headers: { "X-CSRFToken": csrf, Accept: "application/json" } };
-    if (body instanceof FormData) options.body = body;
-    else if (body !== undefined) { options.body = JSON.stringify(body); options.headers["Content-Type"] = "application/json"; }
-    const response = await fetch(url, options);
-    const data = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      const error = new Error(data.detail || `HTTP ${response.status}`);
-      error.fields = data.errors || {};  // a validation error's messages per field
-      throw error;
-    }
-    return data;
-  }
-
-  function showError(id, err) { const el = document.getElementById(id); el.hidden = false; el.textContent = err.message; }
+  function showError(id, err) { const box = document.getElementById(id); box.hidden = false; box.textContent = err.message; }
 
   const jobBox = document.getElementById("training-job");
   function follow(url) {
@@ -29,15 +16,14 @@
     jobBox.addEventListener("job-update", (event) => {
       if (["succeeded", "failed", "cancelled"].includes(event.detail.state)) setTimeout(() => location.reload(), 1500);
     });
-    window.watchJob(jobBox);
+    watchJob(jobBox);
   }
   if (jobBox && jobBox.dataset.jobUrl) follow(jobBox.dataset.jobUrl);
 
   const trainForm = document.getElementById("train-form");
   trainForm?.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const form = new FormData(trainForm);
-    try { const job = await api("POST", `/api/projects/${projectId}/train/`, trainOptions()); follow(job.url); }
+    try { const job = await post(`/api/projects/${projectId}/train/`, trainOptions()); follow(job.url); }
     catch (err) { showError("train-error", err); }
   });
 
@@ -62,7 +48,7 @@
       if (Array.isArray(value)) value.forEach((v) => query.append(key, v)); else if (value) query.set(key, value);
     }
     try {
-      const e = await api("GET", `/api/projects/${projectId}/train/estimate/?${query}`);
+      const e = await api(`/api/projects/${projectId}/train/estimate/?${query}`);
       const stages = Object.entries(e.per_stage).map(([stage, s]) => `${stage} ${duration(s)}`).join(" · ");
       estimateBox.textContent = `Estimated time: about ${duration(e.seconds)} (${stages}) for ${e.nuclei} nuclei, `
         + `${e.epochs} epochs of ${e.samples_per_epoch} draws, at ${Math.round(e.speed.train_samples_per_s)} crops/s `
@@ -83,20 +69,20 @@
     const question = `Cancel training job${id ? " #" + id : ""}? The work of the stage it is in is lost; `
       + "the stages it has finished are kept, and it can be resumed after them.";
     if (!window.confirm(question)) return;
-    await api("POST", `${jobBox.dataset.jobUrl}cancel/`).catch((err) => alert(err.message));
+    await post(`${jobBox.dataset.jobUrl}cancel/`).catch((err) => alert(err.message));
   });
 
   document.querySelectorAll(".resume-training").forEach((button) => button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      const job = await api("POST", `/api/projects/${projectId}/train/`, { resume_from: Number(button.dataset.jobId) });
+      const job = await post(`/api/projects/${projectId}/train/`, { resume_from: Number(button.dataset.jobId) });
       document.getElementById("resumable").hidden = true;
       follow(job.url);
     } catch (err) { button.disabled = false; showError("resume-error", err); }
   }));
 
   document.querySelectorAll(".activate-version").forEach((button) => button.addEventListener("click", async () => {
-    try { await api("POST", `/api/projects/${projectId}/versions/${button.dataset.number}/activate/`); location.reload(); }
+    try { await post(`/api/projects/${projectId}/versions/${button.dataset.number}/activate/`); location.reload(); }
     catch (err) { alert(err.message); }
   }));
 
@@ -115,7 +101,7 @@
     const cron = policyForm.querySelector("input[name=cron]");
     const cronError = document.getElementById("policy-cron-error");
     try {
-      const policy = await api("PUT", `/api/projects/${projectId}/retrain-policy/`, body);
+      const policy = await api(`/api/projects/${projectId}/retrain-policy/`, { method: "PUT", body });
       cron.removeAttribute("aria-invalid");
       cronError.hidden = true;
       cron.value = policy.cron;
@@ -124,7 +110,7 @@
       document.getElementById("policy-options").textContent = JSON.stringify(policy.options || {});
       status.textContent = "Saved.";
     } catch (err) {
-      const cronProblem = (err.fields || {}).cron;
+      const cronProblem = ((err.data && err.data.errors) || {}).cron;  // a validation error's messages by field
       if (cronProblem) {
         cron.setAttribute("aria-invalid", "true");
         cronError.hidden = false;
@@ -139,12 +125,11 @@
     event.preventDefault();
     const box = document.getElementById("infer-result");
     try {
-      const job = await api("POST", `/api/projects/${projectId}/infer/`, new FormData(inferForm));
+      const job = await post(`/api/projects/${projectId}/infer/`, new FormData(inferForm));
       box.hidden = false;
       box.dataset.jobUrl = job.url;
       box.addEventListener("job-update", (e) => {
         if (e.detail.state !== "succeeded") return;
-        const { el, replace } = window.dom;
         replace(box.querySelector(".overlays"), ...e.detail.result.files.map((file) => {
           const name = file.split("/").pop();
           const link = `/api/jobs/${e.detail.id}/files/${encodeURIComponent(name)}`;
@@ -153,7 +138,10 @@
           return el("div", {}, ...preview, el("a", { href: link }, name));
         }));
       });
-      window.watchJob(box);
+      watchJob(box);
     } catch (err) { showError("infer-error", err); }
   });
-})();
+}
+
+const section = document.getElementById("training");
+if (section) trainingSection(section);

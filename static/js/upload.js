@@ -1,8 +1,9 @@
-// Dataset upload: post the form with fetch() to the API, then follow the import job live (jobs.js).
-(function () {
-  "use strict";
-  const form = document.getElementById("upload-form");
-  if (!form) return;
+// Dataset upload: post the form with fetch() to the API, then follow the import job live (job_progress.js).
+import { api } from "./api.js";
+import { el, replace } from "./dom.js";
+import { watchJob } from "./job_progress.js";
+
+function uploadForm(form) {
   const card = document.getElementById("upload-job");
   const error = form.querySelector('[data-role="error"]');
   const button = form.querySelector('button[type="submit"]');
@@ -22,13 +23,9 @@
     const done = field("done");
     const r = current.result;
     done.hidden = false;
-    done.replaceChildren();
-    done.append(`Imported ${r.images} images and ${r.nuclei} nuclei. `);
+    replace(done, `Imported ${r.images} images and ${r.nuclei} nuclei. `);
     if (r.dataset_id) {
-      const link = document.createElement("a");
-      link.href = `${location.pathname.replace(/\/$/, "")}/datasets/${r.dataset_id}/`;
-      link.textContent = `Open ${r.dataset}`;
-      done.append(link);
+      done.append(el("a", { href: `${location.pathname.replace(/\/$/, "")}/datasets/${r.dataset_id}/` }, `Open ${r.dataset}`));
     }
     if (following === current.id) {
       // The Datasets and Label sets cards are drawn by the server: load the page again, which shows
@@ -48,23 +45,15 @@
     if (!body.get("label_set")) body.delete("label_set");
     button.disabled = true;
     button.textContent = "Uploading…";
-    let response, payload = {};
+    let payload;
     try {
-      response = await fetch(form.dataset.url, {
-        method: "POST", body, credentials: "same-origin",
-        headers: { Accept: "application/json", "X-CSRFToken": form.elements.csrfmiddlewaretoken.value },
-      });
-      payload = await response.json().catch(() => ({}));
+      payload = await api(form.dataset.url, { method: "POST", body });
     } catch (err) {
-      showError(`The upload failed: ${err.message}`);
+      showError(err.status ? err.detail || `The upload failed (HTTP ${err.status}).` : `The upload failed: ${err.message}`);
       return;
     } finally {
       button.disabled = false;
       button.textContent = "Upload";
-    }
-    if (!response.ok) {
-      showError(payload.detail || `The upload failed (HTTP ${response.status}).`);
-      return;
     }
     const job = payload.job;
     card.hidden = false;
@@ -72,6 +61,9 @@
     field("error").hidden = true;
     field("done").hidden = true;
     following = job.id;
-    window.watchJob(card);  // the form keeps its values until the import succeeds: a failed one is easy to retry
+    watchJob(card);  // the form keeps its values until the import succeeds: a failed one is easy to retry
   });
-})();
+}
+
+const form = document.getElementById("upload-form");
+if (form) uploadForm(form);

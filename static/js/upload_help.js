@@ -1,10 +1,6 @@
 // Upload help: show the expected layout (and example archive) of the format chosen in the upload form,
 // and, once an import that left the format to "auto" has finished, which format it found.
-(function () {
-  "use strict";
-  const form = document.getElementById("upload-form");
-  const help = document.getElementById("format-help");
-  if (!form || !help) return;
+function uploadHelp(form, help) {
   const select = form.elements.format;
 
   function showLayout() {
@@ -31,4 +27,8 @@
                                               : `Format: ${result.format}.`;
     line.hidden = false;
   });
-})();
+}
+
+const form = document.getElementById("upload-form");
+const help = document.getElementById("format-help");
+if (form && help) uploadHelp(form, help);

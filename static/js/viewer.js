@@ -1,10 +1,11 @@
 // Image viewer: nucleus outlines (SVG) over the image, coloured by class for a label set and source;
 // zoom (wheel, buttons, keys), pan (drag), and hover for a nucleus's labels in every label set.
-(function () {
-  "use strict";
-  const root = document.getElementById("viewer");
-  if (!root) return;
-  const SVG = "http://www.w3.org/2000/svg";
+import { api } from "./api.js";
+import { cssColor, svgEl } from "./dom.js";
+import { describe, indexLabelSets } from "./nucleus_labels.js";
+import { points } from "./overlay.js";
+
+function viewerPage(root) {
   const W = Number(root.dataset.width), H = Number(root.dataset.height);
   const viewport = root.querySelector(".viewport");
   const stage = root.querySelector(".stage");
@@ -19,7 +20,7 @@
 
   let data = null;        // the API answer
   let shapes = [];        // one SVG polygon per nucleus, same order as data.nuclei
-  const sets = {};        // label set id -> {name, classes: {index: {name, color}}}
+  let sets = {};          // label set id -> {name, classes: {index: {name, color}}}
   const view = { scale: 1, x: 0, y: 0 };
   stage.style.width = `${W}px`;
   stage.style.height = `${H}px`;
@@ -121,7 +122,7 @@
       if (grey) li.className = "unlabelled";
       const swatch = document.createElement("span");
       swatch.className = "swatch";
-      swatch.style.background = window.dom.cssColor(color);
+      swatch.style.background = cssColor(color);
       const label = document.createElement("span");
       label.textContent = name;
       const number = document.createElement("span");
@@ -143,13 +144,11 @@
   }
 
   // ------------------------------------------------------------------ hover
-  function describe(nucleus) {  // static/js/nucleus_labels.js, shared with the slide viewer
-    return window.nucleusLabels.describe(nucleus, data.label_sets, sets, colour);
-  }
   function showTip(index, e) {
     const nucleus = data.nuclei[index];
-    tip.replaceChildren(describe(nucleus));
-    info.replaceChildren(describe(nucleus));
+    // The same card as the slide viewer's (nucleus_labels.js), once in the tip and once beside the image.
+    tip.replaceChildren(describe(nucleus, data.label_sets, sets, colour));
+    info.replaceChildren(describe(nucleus, data.label_sets, sets, colour));
     tip.hidden = false;
     moveTip(e);
   }
@@ -184,10 +183,7 @@
   function draw() {
     const fragment = document.createDocumentFragment();
     shapes = data.nuclei.map((n, i) => {
-      const shape = document.createElementNS(SVG, "polygon");
-      shape.setAttribute("points", n.outline.map((p) => `${p[0]},${p[1]}`).join(" "));
-      shape.dataset.index = i;
-      shape.dataset.nucleusId = n.id;
+      const shape = svgEl("polygon", { points: points(n.outline), data: { index: i, nucleusId: n.id } });
       fragment.append(shape);
       return shape;
     });
@@ -202,25 +198,15 @@
   }
   async function load() {
     fit();
-    let response;
     try {
-      response = await fetch(root.dataset.nucleiUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-      data = await response.json();
+      data = await api(root.dataset.nucleiUrl);
     } catch (err) {
-      status.textContent = `Could not load the nuclei (${err.message}).`;
+      status.textContent = err.status ? err.detail || `Could not load the nuclei (HTTP ${err.status}).`
+                                      : `Could not load the nuclei (${err.message}).`;
       status.classList.add("error");
       return;
     }
-    if (!response.ok) {
-      status.textContent = data.detail || `Could not load the nuclei (HTTP ${response.status}).`;
-      status.classList.add("error");
-      return;
-    }
-    data.label_sets.forEach((ls) => {
-      const classes = {};
-      ls.classes.forEach((c) => { classes[c.index] = c; });
-      sets[ls.id] = { name: ls.name, classes };
-    });
+    sets = indexLabelSets(data.label_sets);
     data.sources.forEach((s) => {  // a source the page did not know (predictions arrived meanwhile)
       if (!sourceSelect.querySelector(`option[value="${s.key}"]`)) sourceSelect.add(new Option(s.name, s.key));
     });
@@ -235,4 +221,7 @@
   document.getElementById("show-outlines").addEventListener("change", (e) => { svg.style.display = e.target.checked ? "" : "none"; });
   document.getElementById("show-fill").addEventListener("change", (e) => svg.classList.toggle("no-fill", !e.target.checked));
   load();
-})();
+}
+
+const viewer = document.getElementById("viewer");
+if (viewer) viewerPage(viewer);

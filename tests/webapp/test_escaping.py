@@ -4,6 +4,10 @@ The scripts never parse strings as HTML (static/js/dom.js is the one way to buil
 templates never switch escaping off and hold no inline script, style or event handler, and every
 page carries the CSP that forbids them. tests/browser/test_xss_payload_names.py checks the same in a
 real browser with payload names.
+
+The scripts are ES modules loaded from this origin (script-src 'self' allows them, no build step):
+each page loads its own entry module with <script type="module">, shared code comes by relative
+imports, and only static/js/api.js calls fetch() or touches the CSRF token.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import pytest
 from tests.conftest import ROOT
 from tests.webapp.test_review_fixtures import build_review_project, review_media  # noqa: F401
 
-SCRIPTS = sorted((ROOT / "static" / "js").glob("*.js"))
+JS = ROOT / "static" / "js"
+SCRIPTS = sorted(p for p in JS.rglob("*.js") if "vendor" not in p.relative_to(JS).parts)
 TEMPLATES = sorted((ROOT / "templates").rglob("*.html"))
 PYTHON = sorted(p for p in (ROOT / "webapp").rglob("*.py") if "migrations" not in p.parts)
 
@@ -47,9 +52,11 @@ def test_the_sink_pattern_catches_what_it_is_for():
         assert not HTML_SINKS.search(line), line
 
 
-def test_every_page_loads_the_dom_helper_before_its_scripts():
+def test_every_page_loads_the_site_module_and_the_csrf_token():
     base = (ROOT / "templates" / "base.html").read_text()
-    assert base.index("js/dom.js") < base.index("{% block scripts %}")
+    assert """<script type="module" src="{% static 'js/site.js' %}"></script>""" in base
+    assert base.index("js/site.js") < base.index("{% block scripts %}")
+    assert '<meta name="csrf-token" content="{{ csrf_token }}">' in base  # what api.js sends
     for template in TEMPLATES:
         text = template.read_text()
         if "<script" in text and template.name != "base.html" and "drf_spectacular" not in template.parts:
@@ -159,6 +166,7 @@ def test_every_page_is_strict_and_renders_payload_names_as_text(client, owner, t
         html = response.content.decode()
         assert "<img src=x" not in html and "<script>alert" not in html, f"{url} renders a payload as markup"
         assert not inline_code(html), f"{url}: {inline_code(html)}"
+        assert re.search(r'<meta name="csrf-token" content="[^"<>]+">', html), f"{url}: no CSRF token for api.js"
     client.logout()
     login = client.get("/login/")
     assert_strict(login, "/login/")
@@ -182,3 +190,97 @@ def test_api_docs_widen_the_policy_only_as_far_as_their_bundles_need(client, own
     assert not inline_code(redoc.content.decode())
     # Elsewhere the site's policy is untouched.
     assert_strict(client.get("/account/"), "/account/")
+
+
+# ------------------------------------------------------------------ the scripts are ES modules
+# <script ... src="{% static 'js/name.js' %}">: a script of this app in a template.
+SCRIPT_TAG = re.compile(r"<script\b(?P<attrs>[^>]*?)\bsrc=\"{% static '(?P<path>[^']+)' %}\"(?P<rest>[^>]*)>")
+IMPORT = re.compile(r"^\s*import\s+(?:(?P<what>[^;]*?)\s+from\s+)?[\"'](?P<path>[^\"']+)[\"'];?\s*$", re.M)
+EXPORT = re.compile(r"^export\s+(?:async\s+)?(?:function\*?|class|const|let|var)\s+(?P<name>\w+)", re.M)
+# Globals the modules set for others: none, but the slide viewer's handle for the browser tests.
+ALLOWED_GLOBALS = {"slideViewer"}
+
+
+def module_imports(script: Path) -> list[tuple[Path, set[str] | None]]:
+    """(the imported file, the names imported, or None for a namespace or bare import) per import."""
+    found = []
+    for match in IMPORT.finditer(script.read_text()):
+        path, what = match["path"], (match["what"] or "").strip()
+        assert path.startswith(("./", "../")) and path.endswith(".js"), (
+            f"{script.name}: import {path!r}: relative, with its .js (the browser loads it as written)")
+        names = None
+        if what.startswith("{"):
+            names = {part.split(" as ")[0].strip() for part in what.strip("{}").split(",") if part.strip()}
+        found.append(((script.parent / path).resolve(), names))
+    return found
+
+
+def template_scripts() -> list[tuple[str, str, str]]:
+    """(template, static path, the tag's attributes) for every script tag of the app's templates."""
+    return [(str(t.relative_to(ROOT / "templates")), m["path"], m["attrs"] + m["rest"])
+            for t in TEMPLATES for m in SCRIPT_TAG.finditer(t.read_text())]
+
+
+def test_the_module_patterns_find_imports_and_exports():
+    text = 'import { api, ApiError } from "./api.js";\nimport * as keys from "./keys.js";\nimport "./site.js";\n'
+    assert [(m["what"], m["path"]) for m in IMPORT.finditer(text)] == [
+        ("{ api, ApiError }", "./api.js"), ("* as keys", "./keys.js"), (None, "./site.js")]
+    exports = "export async function api() {}\nexport const el = 1;\n"
+    assert [m["name"] for m in EXPORT.finditer(exports)] == ["api", "el"]
+    tags = SCRIPT_TAG.findall("""<script type="module" src="{% static 'js/review.js' %}"></script>""")
+    assert tags == [(' type="module" ', "js/review.js", "")]
+
+
+def test_every_script_is_an_es_module_that_a_page_loads_as_one():
+    tags = template_scripts()
+    assert tags, "no script tags found: the pattern is out of date"
+    for template, path, attrs in tags:
+        if path.startswith("js/"):
+            assert 'type="module"' in attrs, f"{template}: {path} is loaded as a classic script"
+        else:  # vendored libraries (OpenSeadragon) stay classic scripts; a module reads their global
+            assert path.startswith("vendor/") and "module" not in attrs, f"{template}: {path}"
+    entries = {(ROOT / "static" / path).resolve() for _, path, _ in tags if path.startswith("js/")}
+    assert all(entry.is_file() for entry in entries), entries
+    # Every script is an entry module or imported by one: nothing is left to load as a classic script.
+    reached, todo = set(), list(entries)
+    while todo:
+        script = todo.pop()
+        if script not in reached:
+            reached.add(script)
+            todo.extend(target for target, _ in module_imports(script))
+    unreached = sorted(p.name for p in SCRIPTS if p.resolve() not in reached)
+    assert not unreached, f"not loaded by any page, neither as an entry module nor by an import: {unreached}"
+    for script in SCRIPTS:
+        text = script.read_text()
+        assert "use strict" not in text and not re.search(r"^\(function\b", text, re.M), (
+            f"{script.name}: an IIFE; a module has its own scope and is strict already")
+        set_globals = set(re.findall(r"\bwindow\.(\w+)\s*=(?!=)", text)) - ALLOWED_GLOBALS
+        assert not set_globals, f"{script.name} sets globals {set_globals}: export them instead"
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_module_imports_resolve_to_exported_names(script):
+    for target, names in module_imports(script):
+        assert target.is_file() and JS.resolve() in target.parents, f"{script.name} imports {target}, not a script here"
+        exported = {m["name"] for m in EXPORT.finditer(target.read_text())}
+        missing = (names or set()) - exported
+        assert not missing, f"{script.name} imports {sorted(missing)} that {target.name} does not export"
+
+
+# One fetch wrapper and one way to the CSRF token, in api.js: every other module goes through it.
+SERVER_CALLS = re.compile(r"\bfetch\s*\(|XMLHttpRequest|sendBeacon|csrf|document\.cookie", re.I)
+
+
+@pytest.mark.parametrize("script", [p for p in SCRIPTS if p.name != "api.js"], ids=lambda p: p.name)
+def test_only_api_js_calls_the_server_and_reads_the_csrf_token(script):
+    found = [f"{script.name}:{number}: {code.strip()}" for number, code in code_lines(script)
+             if SERVER_CALLS.search(code)]
+    assert not found, "import { api } from \"./api.js\" instead:\n" + "\n".join(found)
+
+
+def test_the_server_call_pattern_catches_what_it_is_for():
+    for line in ("fetch(url, { method })", "const t = document.cookie", 'form.elements.csrfmiddlewaretoken.value',
+                 'headers: { "X-CSRFToken": token }', "navigator.sendBeacon(url)", "new XMLHttpRequest()"):
+        assert SERVER_CALLS.search(line), line
+    assert not SERVER_CALLS.search('const answer = await api(url, { method: "POST", body });')
+
