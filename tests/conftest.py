@@ -1,4 +1,9 @@
-"""Fixtures shared by the whole suite: users with different roles, API clients, a real Celery worker."""
+"""Fixtures shared by the whole suite: users with different roles, API clients, a real Celery worker, and the
+data that tests of several areas build (the review project, the slides share with its worker).
+
+Fixtures of one area live in that area's conftest.py (tests/webapp/datasets/conftest.py, ...); test modules
+never import fixtures. Plain builders the fixtures use live in helper modules (tests/webapp/review_project.py,
+tests/webapp/viewer_project.py, ...), imported normally."""
 
 from __future__ import annotations
 
@@ -77,6 +82,37 @@ def member(make_user):
 @pytest.fixture
 def outsider(make_user):
     return make_user("outsider")
+
+
+@pytest.fixture
+def media_root(settings, tmp_path):
+    """A MEDIA_ROOT of the test's own, for tests that look at every file written."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def fast_passwords(settings):
+    """Six users per test: a fast hasher keeps the setup short (PBKDF2 takes a good part of a second)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def users(fast_passwords, make_user, owner):
+    """owner (admin), curator, two reviewers, a viewer, an outsider."""
+    return {"owner": owner, "curator": make_user("carla"), "reviewer": make_user("rita"),
+            "reviewer2": make_user("rob"), "viewer": make_user("vera"), "outsider": make_user("otto")}
+
+
+@pytest.fixture
+def rp(db, users, media_root, tmp_path):
+    """The review project (tests/webapp/review_project.py) with every role among its members."""
+    from tests.webapp.review_project import add_members, build_review_project
+
+    project = build_review_project(users["owner"], tmp_path / "sources")
+    add_members(project.project, users)
+    return project
 
 
 @pytest.fixture
@@ -187,6 +223,27 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory, 
     modules queue without wanting them run (the authorization matrix's POSTs, say) and would write to
     the database while a test's teardown empties it (a flush that then fails)."""
     worker = WorkerProcess(tmp_path_factory.mktemp("celery") / "worker.log")
+    with django_db_blocker.unblock():
+        worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="module")
+def slides_share(tmp_path_factory):
+    """A share of slides (SLIDES_ROOT) holding the fixture slide and its GeoJSON under ``lab/``."""
+    from tests.webapp.slide_helpers import build_fixture_slide
+
+    root = tmp_path_factory.mktemp("slides-share").resolve()
+    build_fixture_slide(root / "lab")
+    return root
+
+
+@pytest.fixture(scope="module")
+def slide_worker(django_db_setup, django_db_blocker, tmp_path_factory, test_media_root, slides_share):
+    """A real Celery worker that reads the slides share, as in production (SLIDES_ROOT from its environment)."""
+    worker = WorkerProcess(tmp_path_factory.mktemp("celery") / "worker.log", name="slides",
+                           SLIDES_ROOT=str(slides_share))
     with django_db_blocker.unblock():
         worker.start()
     yield worker

@@ -10,8 +10,7 @@ import pytest
 
 from tests.browser.conftest import wait_until
 from tests.qupath_geojson import check_qupath_feature_collection
-from tests.webapp.test_pages_fixtures import (BETA_CLASSES, add_predictions, build_viewer_project,  # noqa: F401
-                                              media_root, prediction_disagreement)
+from tests.webapp.viewer_project import BETA_CLASSES, add_predictions, build_viewer_project, prediction_disagreement
 from webapp.datasets import export
 from webapp.datasets.models import LabelClass, Nucleus
 from webapp.jobs.models import Job

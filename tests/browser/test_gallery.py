@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import wait_until
-from tests.webapp.test_review_fixtures import fast_passwords, review_media, rp, unlabelled_in, users  # noqa: F401
+from tests.webapp.review_project import unlabelled_in
 from webapp.datasets.models import CurrentLabel, Label
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

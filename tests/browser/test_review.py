@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from tests.browser.conftest import wait_until
 from tests.conftest import wait_for
-from tests.webapp.test_review_fixtures import fast_passwords, review_media, rp, unlabelled_in, users  # noqa: F401
+from tests.webapp.review_project import unlabelled_in
 from webapp.datasets.models import CurrentLabel, Label, LabelSource, Nucleus
 from webapp.datasets.operations import do_record_label
 from webapp.review.models import ReviewLease, ReviewSkip, ReviewUndo
@@ -243,8 +243,8 @@ def test_status_lines_name_a_nucleus_by_its_number_in_its_image(rp, logged_in_pa
 
 
 def test_before_any_prediction_the_page_serves_nuclei_in_random_order_and_says_so(logged_in_page, live_server, users,
-                                                                                  review_media, tmp_path):
-    from tests.webapp.test_review_fixtures import add_members, build_review_project
+                                                                                  media_root, tmp_path):
+    from tests.webapp.review_project import add_members, build_review_project
 
     rp = build_review_project(users["owner"], tmp_path / "src", predictions=False, images=1, nuclei=6)
     add_members(rp.project, users)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.test_upload_page import wait_in_page
-from tests.slide_worker_fixtures import slide_worker, slides_share  # noqa: F401 (fixtures)
 from webapp.datasets.models import Image
 from webapp.projects.operations import do_create_project
 

@@ -4,7 +4,7 @@ threshold that follow a pan, hover labels, a label-set switch; and not one conso
 import pytest
 
 from tests.browser.conftest import wait_until
-from tests.webapp.slide_fixtures import ALPHA_CLASSES, BETA_CLASSES, build_slide_world
+from tests.webapp.slide_world import ALPHA_CLASSES, BETA_CLASSES, build_slide_world
 from webapp.datasets import slides
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

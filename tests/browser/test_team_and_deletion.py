@@ -9,7 +9,7 @@ from django.conf import settings
 
 from tests.browser.conftest import wait_until
 from tests.conftest import wait_for
-from tests.webapp.test_pages_fixtures import build_viewer_project
+from tests.webapp.viewer_project import build_viewer_project
 from webapp.datasets.models import Dataset, Image, Nucleus
 from webapp.jobs.models import Job
 from webapp.projects.models import Membership

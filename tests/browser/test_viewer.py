@@ -7,7 +7,7 @@ import zipfile
 import pytest
 
 from tests.browser.conftest import wait_until
-from tests.webapp.test_pages_fixtures import ALPHA_CLASSES, BETA_CLASSES, build_viewer_project, media_root  # noqa: F401
+from tests.webapp.viewer_project import ALPHA_CLASSES, BETA_CLASSES, build_viewer_project
 from webapp.datasets.models import CurrentLabel, LabelClass, Nucleus
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

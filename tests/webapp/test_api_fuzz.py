@@ -27,7 +27,7 @@ from hypothesis import settings as hypothesis_settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
-from tests.webapp.test_review_fixtures import build_review_project  # noqa: E402
+from tests.webapp.review_project import build_review_project  # noqa: E402
 from webapp.jobs.models import Job  # noqa: E402
 
 pytestmark = [pytest.mark.slow]
@@ -87,7 +87,7 @@ def fuzz_world(db, owner, settings, tmp_path):
                        error="out of memory", progress={"percent": 10})
     token = Token.objects.create(user=owner)
     # A whole-slide image in the same project, for the routes that only slides answer (Deep Zoom, exports).
-    from tests.webapp.slide_fixtures import build_slide_world
+    from tests.webapp.slide_world import build_slide_world
 
     slide = build_slide_world(owner, project=rp.project, tiles_x=1, tiles_y=1,
                               label_sets=(rp.breast_set, rp.colon_set)).image

@@ -81,7 +81,7 @@ def _params(resolver, entry) -> set[str]:
 
 @pytest.fixture
 def world(db, make_user, owner, settings, tmp_path):
-    from tests.webapp.test_pages_fixtures import add_predictions, build_viewer_project
+    from tests.webapp.viewer_project import add_predictions, build_viewer_project
 
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
@@ -111,7 +111,7 @@ def world(db, make_user, owner, settings, tmp_path):
     do_remove_member(project, users["removed"], actor=owner)
 
     # A whole-slide image in the same project, for the routes that only slides have (Deep Zoom).
-    from tests.webapp.slide_fixtures import build_slide_world
+    from tests.webapp.slide_world import build_slide_world
 
     slide = build_slide_world(owner, project=project, tiles_x=1, tiles_y=1,
                               label_sets=(vp.alpha_set, vp.beta_set)).image

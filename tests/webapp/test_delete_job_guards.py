@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.webapp.test_pages_fixtures import build_viewer_project
+from tests.webapp.viewer_project import build_viewer_project
 from webapp.datasets.models import Dataset, Image, Nucleus
 from webapp.jobs.models import Job
 from webapp.datasets import deletion

@@ -7,7 +7,7 @@ from django.test import Client
 
 from tests.webapp.dataset_helpers import upload, zip_entries
 from tests.webapp.test_dataset_import_errors import seed_entries
-from tests.webapp.test_pages_fixtures import build_viewer_project
+from tests.webapp.viewer_project import build_viewer_project
 from webapp.core.models import AuditLogEntry
 from webapp.datasets.models import Dataset
 from webapp.jobs.models import Job

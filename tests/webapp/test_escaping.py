@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.webapp.test_review_fixtures import build_review_project, review_media  # noqa: F401
+from tests.webapp.review_project import build_review_project
 
 JS = ROOT / "static" / "js"
 SCRIPTS = sorted(p for p in JS.rglob("*.js") if "vendor" not in p.relative_to(JS).parts)
@@ -137,7 +137,7 @@ def assert_strict(response, where: str) -> None:
 
 
 @pytest.mark.django_db
-def test_every_page_is_strict_and_renders_payload_names_as_text(client, owner, tmp_path, review_media):  # noqa: F811
+def test_every_page_is_strict_and_renders_payload_names_as_text(client, owner, tmp_path, media_root):
     from webapp.datasets.models import Dataset, Image, LabelClass, LabelSet
     from webapp.jobs.models import Job
     from webapp.projects.models import Project

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from tests.webapp.test_pages_fixtures import (ALPHA_CLASSES, BETA_CLASSES, build_viewer_project,  # noqa: F401
-                                              media_root, viewer_project)
+from tests.webapp.viewer_project import ALPHA_CLASSES, BETA_CLASSES, build_viewer_project
 from webapp.datasets import export
 from webapp.datasets.models import Label, LabelSource, Nucleus
 
@@ -88,7 +87,7 @@ def test_a_client_asking_for_csv_gets_it_and_errors_stay_json(api_client_for, vi
 
 
 def test_predicted_class_probability_and_disagreement_come_from_the_active_model_version(viewer_project):
-    from tests.webapp.test_pages_fixtures import add_predictions, prediction_disagreement
+    from tests.webapp.viewer_project import add_predictions, prediction_disagreement
 
     vp = viewer_project
     expected = add_predictions(vp)

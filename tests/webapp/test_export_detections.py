@@ -9,8 +9,7 @@ import zipfile
 import pytest
 
 from tests.qupath_geojson import check_qupath_feature_collection
-from tests.webapp.test_pages_fixtures import (ALPHA_CLASSES, BETA_CLASSES, add_predictions, media_root,  # noqa: F401
-                                              prediction_disagreement, viewer_project)
+from tests.webapp.viewer_project import ALPHA_CLASSES, BETA_CLASSES, add_predictions, prediction_disagreement
 from webapp.datasets import export
 from webapp.datasets.models import CurrentLabel, LabelClass, LabelSource, Nucleus
 from webapp.training.models import Prediction

@@ -16,7 +16,7 @@ import pytest
 from django.conf import settings
 
 from mlcore.readers import read_dataset
-from tests.webapp.test_pages_fixtures import ALPHA_CLASSES, BETA_CLASSES, media_root, viewer_project  # noqa: F401
+from tests.webapp.viewer_project import ALPHA_CLASSES, BETA_CLASSES
 from webapp.datasets.importing import do_import_dataset, load_mask
 from webapp.datasets.models import CurrentLabel, Image, LabelClass, Nucleus
 from webapp.datasets.queries import class_indices
@@ -197,7 +197,7 @@ def test_coco_in_the_other_label_set_leaves_unreviewed_nuclei_unlabelled(api_cli
 
 
 def test_exports_can_use_the_predictions(api_client_for, viewer_project, member):
-    from tests.webapp.test_pages_fixtures import add_predictions
+    from tests.webapp.viewer_project import add_predictions
 
     vp = viewer_project
     expected = add_predictions(vp)

@@ -13,7 +13,6 @@ import pytest
 from mlcore.synthetic import generate_dataset
 from mlcore.types import DataError
 from tests.webapp.dataset_helpers import upload, zip_folder
-from tests.webapp.test_pages_fixtures import media_root  # noqa: F401  (a fixture)
 from webapp.datasets.importing import do_import_dataset
 from webapp.datasets.models import Dataset, Image, LabelSet, Nucleus
 from webapp.projects.operations import do_create_project

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.webapp.test_pages_fixtures import build_viewer_project, media_root, viewer_project  # noqa: F401
+from tests.webapp.viewer_project import build_viewer_project
 from webapp.datasets.models import CurrentLabel, Label, LabelSource, Nucleus
 
 pytestmark = pytest.mark.django_db
@@ -97,7 +97,7 @@ def test_session_and_token_authentication_both_work(client, api_client_for, view
 
 
 def test_predictions_of_the_active_model_version_are_a_source(api_client_for, client, viewer_project, member):
-    from tests.webapp.test_pages_fixtures import add_predictions
+    from tests.webapp.viewer_project import add_predictions
     from webapp.training.models import ModelVersion
 
     vp = viewer_project

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.webapp.test_pages_fixtures import media_root, viewer_project  # noqa: F401
 from webapp.datasets import views
 from webapp.datasets.models import CurrentLabel, Image, LabelClass, Nucleus
 from webapp.jobs.models import Job
@@ -116,7 +115,7 @@ def test_dataset_page_is_a_paged_grid_of_thumbnails_with_counts(client, viewer_p
 
 
 def test_dataset_of_another_project_is_not_found_through_this_one(client, viewer_project, owner, tmp_path):
-    from tests.webapp.test_pages_fixtures import build_viewer_project
+    from tests.webapp.viewer_project import build_viewer_project
 
     vp = viewer_project
     other = build_viewer_project(owner, tmp_path / "other", name="Other", n_images=1, nuclei=4, size=64)

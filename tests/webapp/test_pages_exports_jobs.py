@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tests.webapp.test_pages_fixtures import add_predictions, media_root, viewer_project  # noqa: F401
+from tests.webapp.viewer_project import add_predictions
 from webapp.jobs.models import Job
 
 pytestmark = pytest.mark.django_db

@@ -3,8 +3,7 @@
 import pytest
 from django.db import transaction
 
-from tests.webapp.test_review_fixtures import (add_members, build_review_project, fast_passwords,  # noqa: F401
-                                               review_media, rp, unlabelled_in, users)
+from tests.webapp.review_project import unlabelled_in
 from webapp.datasets.models import CurrentLabel, Nucleus
 from webapp.datasets.operations import StaleLabel, do_record_label
 from webapp.review.operations import do_decide, do_undo

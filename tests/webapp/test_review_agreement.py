@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.webapp.test_review_fixtures import fast_passwords, review_media, rp, users  # noqa: F401
 from webapp.datasets.models import CurrentLabel, Label, Nucleus
 from webapp.review import agreement
 from webapp.review.models import ConflictSettlement

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from tests.webapp.test_review_fixtures import (add_members, build_review_project, fast_passwords,  # noqa: F401
-                                               review_media, rp, unlabelled_in, users)
+from tests.webapp.review_project import unlabelled_in
 from webapp.review import queue
 from webapp.training.models import Prediction
 from webapp.training.operations import do_store_predictions

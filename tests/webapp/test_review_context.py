@@ -8,7 +8,6 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tests.webapp.test_review_fixtures import fast_passwords, review_media, rp, users  # noqa: F401
 from webapp.datasets.models import CurrentLabel, LabelClass, Nucleus
 from webapp.datasets.operations import do_record_label
 from webapp.review import queue

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.webapp.test_review_fixtures import fast_passwords, review_media, rp, unlabelled_in, users  # noqa: F401
+from tests.webapp.review_project import unlabelled_in
 from webapp.core.models import AuditLogEntry
 from webapp.datasets.models import CurrentLabel, Nucleus
 from webapp.review import keys as review_keys

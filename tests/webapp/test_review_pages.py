@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from tests.webapp.test_review_fixtures import fast_passwords, review_media, rp, users  # noqa: F401
 from webapp.datasets.importing import load_rgb
 from webapp.datasets.models import Image, Nucleus
 

@@ -10,9 +10,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from tests.webapp.test_review_fixtures import (add_members, build_review_project, fast_passwords,  # noqa: F401
-                                               review_media, rp,
-                                               unlabelled_in, users)
+from tests.webapp.review_project import add_members, build_review_project, unlabelled_in
 from webapp.datasets.models import CurrentLabel, LabelSource, Nucleus
 from webapp.datasets.operations import do_record_label
 from webapp.review.models import ReviewLease
@@ -79,7 +77,7 @@ def test_only_nuclei_without_a_human_label_unless_labelled_ones_are_included(rp,
     assert other["nucleus"]["id"] == top_all.nucleus_id
 
 
-def test_random_strategy_works_without_predictions(db, users, review_media, tmp_path, api_client_for):
+def test_random_strategy_works_without_predictions(db, users, media_root, tmp_path, api_client_for):
     rp = build_review_project(users["owner"], tmp_path / "src", predictions=False, images=1, nuclei=8)
     add_members(rp.project, users)
     client = api_client_for(users["reviewer"])
@@ -96,7 +94,7 @@ def test_random_strategy_works_without_predictions(db, users, review_media, tmp_
     assert len(ids) == 4 and ids <= {n.pk for n in rp.nuclei(rp.colon)}
 
 
-def test_the_queue_empties_with_204(db, users, review_media, tmp_path, api_client_for):
+def test_the_queue_empties_with_204(db, users, media_root, tmp_path, api_client_for):
     rp = build_review_project(users["owner"], tmp_path / "src", images=1, nuclei=5)
     add_members(rp.project, users)
     client = api_client_for(users["reviewer"])
@@ -151,7 +149,7 @@ def test_skip_releases_and_deprioritises_for_that_reviewer_only(rp, users, api_c
     assert second.get(next_url(rp)).json()["nucleus"]["id"] == nucleus_id
 
 
-def test_skipped_items_come_back_when_nothing_else_is_left(db, users, review_media, tmp_path, api_client_for):
+def test_skipped_items_come_back_when_nothing_else_is_left(db, users, media_root, tmp_path, api_client_for):
     rp = build_review_project(users["owner"], tmp_path / "src", images=1, nuclei=3)
     add_members(rp.project, users)
     client = api_client_for(users["reviewer"])
@@ -222,7 +220,7 @@ def test_lease_claim_writes_an_audit_row(rp, users, api_client_for):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_claims_never_share_a_nucleus(users, review_media, tmp_path):
+def test_concurrent_claims_never_share_a_nucleus(users, media_root, tmp_path):
     """Reviewers claiming at the same moment from separate threads (separate database connections)."""
     from webapp.review.operations import do_claim_next
     from webapp.review.queue import QueueSpec
@@ -309,7 +307,7 @@ def test_the_frontier_skips_the_reviewed_top_and_an_undone_nucleus_comes_back(rp
     assert carla.get(next_url(rp)).json()["nucleus"]["id"] == top
 
 
-def test_random_order_is_random_across_the_queue(db, users, review_media, tmp_path, api_client_for):
+def test_random_order_is_random_across_the_queue(db, users, media_root, tmp_path, api_client_for):
     """The queue of the colon label set: the colon dataset's nuclei have ground truth there and the first
     breast image's were reviewed, a long run of labelled ids before the free ones. A scan up from a
     random pivot mostly landed in that run and served the free nuclei in id order: 1, 2, 3..."""

@@ -18,8 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Count
 
-from tests.webapp.test_review_fixtures import (add_members, build_review_project, fast_passwords,  # noqa: F401
-                                               review_media, rp, users)
+from tests.webapp.review_project import add_members, build_review_project
 from webapp.datasets.models import CurrentLabel, Label, LabelSource, Nucleus
 from webapp.datasets.operations import StaleLabel
 from webapp.review import queue
@@ -101,7 +100,7 @@ def reset_queue(label_set) -> None:
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_reviewers_draining_a_queue_at_once_never_decide_a_nucleus_twice(postgres_only, users, review_media,
+def test_reviewers_draining_a_queue_at_once_never_decide_a_nucleus_twice(postgres_only, users, media_root,
                                                                           tmp_path):
     rp = build_review_project(users["owner"], tmp_path / "src", images=2, nuclei=40)
     add_members(rp.project, users)

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from tests.webapp.test_review_fixtures import (add_members, build_review_project, fast_passwords,  # noqa: F401
-                                               review_media, unlabelled_in, users)
+from tests.webapp.review_project import add_members, build_review_project, unlabelled_in
 from webapp.datasets.models import Nucleus
 from webapp.training.models import ModelVersion, Prediction
 from webapp.training.operations import do_store_predictions
@@ -21,7 +20,7 @@ def prediction(nucleus_id, label_set, version, entropy):
                       entropy=entropy, disagreement=0.0)
 
 
-def test_slivers_are_marked_and_served_after_the_other_nuclei(users, review_media, tmp_path, api_client_for):
+def test_slivers_are_marked_and_served_after_the_other_nuclei(users, media_root, tmp_path, api_client_for):
     rp = build_review_project(users["owner"], tmp_path / "src", predictions=False, images=1, nuclei=6)
     add_members(rp.project, users)
     queue = sorted(unlabelled_in(rp, rp.breast_set))  # the colon dataset's nuclei: no breast label

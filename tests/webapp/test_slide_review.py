@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from tests.webapp.slide_fixtures import build_slide_world
+from tests.webapp.slide_world import build_slide_world
 from webapp.datasets import slides
 from webapp.datasets.models import CurrentLabel, LabelSource, Nucleus
 

@@ -12,7 +12,7 @@ from django.test import Client
 from PIL import Image as PILImage
 
 from mlcore.slides import open_slide
-from tests.webapp.slide_fixtures import ALPHA_CLASSES, BETA_CLASSES, build_slide_world
+from tests.webapp.slide_world import ALPHA_CLASSES, BETA_CLASSES, build_slide_world
 from webapp.datasets import slides
 from webapp.datasets.models import Image, Nucleus
 from webapp.projects.models import Role

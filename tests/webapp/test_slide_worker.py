@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tests.slide_worker_fixtures import slide_worker, slides_share  # noqa: F401 (fixtures)
 from webapp.datasets.models import Image, Nucleus
 from webapp.jobs.models import Job
 from webapp.projects.operations import do_create_project

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from tests.webapp.dataset_helpers import project_files, wait_job
-from tests.webapp.test_pages_fixtures import build_viewer_project, review
+from tests.webapp.viewer_project import build_viewer_project, review
 from webapp.core.models import AuditLogEntry
 from webapp.datasets.models import CurrentLabel, Dataset, Image, Label, LabelSet, Nucleus
 from webapp.jobs.models import Job

@@ -1,7 +1,7 @@
 """Shared data for the page, viewer and export tests: a project with two label sets and some reviews.
 
-Imported by ``test_pages_*``, ``test_outline_api`` and ``test_export_*`` (and the browser viewer test).
-Two small synthetic seed datasets with different taxonomies are imported through the real import
+Used by the ``viewer_project`` fixture (tests/webapp/datasets/conftest.py) and imported by tests that build
+their own (deletion, the browser's viewer and exports). Two small synthetic seed datasets with different taxonomies are imported through the real import
 path (``do_import_dataset``); a few nuclei of the first get review labels in both label sets.
 """
 
@@ -10,13 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from mlcore.synthetic import generate_dataset
 from webapp.datasets.importing import do_import_dataset
 from webapp.datasets.models import CurrentLabel, Dataset, Image, Label, LabelSet, LabelSource, Nucleus
-from webapp.projects.models import Project, Role
-from webapp.projects.operations import do_create_project, do_set_membership
+from webapp.projects.models import Project
+from webapp.projects.operations import do_create_project
 
 ALPHA_CLASSES = ["tumour", "lymphocyte", "stroma"]
 BETA_CLASSES = ["neoplastic", "inflammatory"]
@@ -68,20 +66,6 @@ def build_viewer_project(owner, tmp_path: Path, name: str = "Colon merge", n_ima
     new_class = (gt + 1) % len(ALPHA_CLASSES)
     review(first, vp.alpha_set, new_class, author=owner)
     vp.reviewed[first.pk][vp.alpha_set.pk] = new_class
-    return vp
-
-
-@pytest.fixture
-def media_root(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.MEDIA_ROOT.mkdir()
-    return settings.MEDIA_ROOT
-
-
-@pytest.fixture
-def viewer_project(db, owner, member, media_root, tmp_path) -> ViewerProject:
-    vp = build_viewer_project(owner, tmp_path / "sources")
-    do_set_membership(vp.project, member, Role.VIEWER, actor=owner)
     return vp
 
 

@@ -1,4 +1,5 @@
-"""Shared data for the review tests (API, pages and the browser): no tests here.
+"""Shared data for the review tests (API, pages and the browser); the ``rp`` and ``users`` fixtures
+(tests/conftest.py) build it.
 
 A project with two generated datasets in two taxonomies (the real import, via
 ``two_taxonomy_project``), an active model version and its Prediction rows made directly with
@@ -10,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pytest
 from django.utils import timezone
 
 from mlcore.uncertainty import uncertainty_scores
@@ -86,35 +86,8 @@ def unlabelled_in(rp: ReviewProject, label_set: LabelSet) -> list[int]:
     return [n.pk for n in rp.nuclei() if n.pk not in labelled]
 
 
-@pytest.fixture
-def review_media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.MEDIA_ROOT.mkdir()
-    return settings.MEDIA_ROOT
-
-
-@pytest.fixture
-def fast_passwords(settings):
-    """Six users per test: a fast hasher keeps the setup short (PBKDF2 takes a good part of a second)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def users(fast_passwords, make_user, owner):
-    """owner (admin), curator, two reviewers, a viewer, an outsider."""
-    return {"owner": owner, "curator": make_user("carla"), "reviewer": make_user("rita"),
-            "reviewer2": make_user("rob"), "viewer": make_user("vera"), "outsider": make_user("otto")}
-
-
 def add_members(project: Project, users: dict) -> None:
     owner = users["owner"]
     for key, role in (("curator", Role.CURATOR), ("reviewer", Role.REVIEWER), ("reviewer2", Role.REVIEWER),
                       ("viewer", Role.VIEWER)):
         do_set_membership(project, users[key], role, actor=owner)
-
-
-@pytest.fixture
-def rp(db, users, review_media, tmp_path) -> ReviewProject:
-    project = build_review_project(users["owner"], tmp_path / "sources")
-    add_members(project.project, users)
-    return project
