@@ -392,7 +392,7 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
 # Content-Security-Policy (django-csp): scripts, styles and everything else from this origin only, no
-# inline script or style (templates and static/js keep to that; tests/webapp/test_escaping.py checks),
+# inline script or style (templates and static/js keep to that; tests/webapp/core/test_escaping.py checks),
 # no plugins, no framing. The API docs pages widen it for themselves only (webapp/core/api_docs.py).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {

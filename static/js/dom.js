@@ -1,6 +1,6 @@
 // The one way this app's scripts put server strings into a page: as text nodes and attribute values,
 // never as markup. Class, dataset, label-set and file names come from uploaded datasets that the lab
-// did not make; parsing any of them as HTML would run whatever they contain. tests/webapp/test_escaping.py
+// did not make; parsing any of them as HTML would run whatever they contain. tests/webapp/core/test_escaping.py
 // refuses innerHTML and its relatives in every script, so build nodes with el() or set textContent.
 //
 // The page's Content-Security-Policy forbids inline style attributes too, so the few values the

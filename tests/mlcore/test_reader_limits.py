@@ -1,5 +1,5 @@
 """Readers check sizes from headers before they allocate (the memory-capped imports are in
-tests/webapp/test_memory_bombs.py); here, the header parsing and the limits themselves."""
+tests/webapp/datasets/test_memory_bombs.py); here, the header parsing and the limits themselves."""
 
 import json
 

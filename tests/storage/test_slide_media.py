@@ -2,7 +2,7 @@
 bucket, the viewer of another host (an empty mirror) serves its tiles, deleting the dataset removes its
 objects, and MEDIA_ROOT (empty, read-only: tests/storage/conftest.py) is never written.
 
-The import job runs in this process (no worker), as tests/webapp/test_slide_upload_chunks.py does it."""
+The import job runs in this process (no worker), as tests/webapp/slides/test_slide_upload_chunks.py does it."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ requests or status codes. The API maps them to answers in one place,
 ``Unavailable`` 503); pages catch them and show ``detail`` as a message. Like Saleor's error codes, each
 error carries a short machine ``code`` besides its sentence, and the user's ``field`` it is about, if any.
 
-This module imports neither Django REST framework nor Django (tests/webapp/test_layering_errors.py).
+This module imports neither Django REST framework nor Django (tests/webapp/core/test_layering_errors.py).
 """
 
 from __future__ import annotations

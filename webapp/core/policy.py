@@ -14,7 +14,7 @@ The table is applied in three places. :class:`PolicyPermission` (DRF's default p
 the routes the table reserves, and the API refuses every route the table does not declare. The views
 check the project role with the project they look up, taking the role from here
 (:func:`project_role`); jobs take the roles that start and cancel them from here too
-(:mod:`webapp.jobs.access`). ``tests/webapp/test_authorization_matrix.py`` walks every route of the
+(:mod:`webapp.jobs.access`). ``tests/webapp/core/test_authorization_matrix.py`` walks every route of the
 URL configuration as every kind of user and checks each answer against this table, so a new route or
 a view that disagrees with it fails CI.
 """

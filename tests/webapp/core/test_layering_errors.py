@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from webapp.core import api_errors, domain_errors
 
-WEBAPP = Path(__file__).resolve().parents[2] / "webapp"
+WEBAPP = Path(__file__).resolve().parents[3] / "webapp"
 # Modules of the domain: what they raise must not know of HTTP.
 DOMAIN_MODULES = {"operations.py", "uploads.py", "deletion.py", "importing.py", "slide_import.py",
                   "slide_uploads.py", "queue.py", "domain_errors.py", "schedule.py"}

@@ -1,6 +1,6 @@
 """Registering a whole-slide image with its QuPath detections: the API (by path under SLIDES_ROOT, or
-uploaded), the job run in-process as tests/webapp/test_upload_paths.py does, the rows it stores, and the
-refusals (paths that leave SLIDES_ROOT, a bad GeoJSON, roles)."""
+uploaded), the job run in-process as tests/webapp/datasets/test_upload_paths.py does, the rows it stores,
+and the refusals (paths that leave SLIDES_ROOT, a bad GeoJSON, roles)."""
 
 from __future__ import annotations
 

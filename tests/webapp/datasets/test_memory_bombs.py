@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 
 from tests.conftest import ROOT, subprocess_env
 from tests.webapp.dataset_helpers import media_files, staging_leftovers, upload, zip_entries
-from tests.webapp.test_dataset_import_errors import assert_nothing_left, npy_bytes, png_bytes
+from tests.webapp.datasets.test_dataset_import_errors import assert_nothing_left, npy_bytes, png_bytes
 from webapp.datasets.models import Dataset, Label, Nucleus
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job

@@ -1,7 +1,7 @@
 """Resumable, chunked uploads of a slide and its detections (webapp.datasets.slide_uploads): chunks in order
 give the file byte for byte, a chunk out of place is refused with the offset to resume from, the size limit,
 who may use an upload, registering a slide with two complete uploads (the job run in-process, as
-tests/webapp/test_slide_register.py does), and the sweep of abandoned uploads."""
+tests/webapp/slides/test_slide_register.py does), and the sweep of abandoned uploads."""
 
 from __future__ import annotations
 

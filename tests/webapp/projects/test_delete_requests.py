@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from tests.webapp.dataset_helpers import upload, zip_entries
-from tests.webapp.test_dataset_import_errors import seed_entries
+from tests.webapp.datasets.test_dataset_import_errors import seed_entries
 from tests.webapp.viewer_project import build_viewer_project
 from webapp.core.models import AuditLogEntry
 from webapp.datasets.models import Dataset

@@ -3,7 +3,7 @@
 import pytest
 
 from tests.webapp.dataset_helpers import upload, zip_entries
-from tests.webapp.test_dataset_import_errors import seed_entries
+from tests.webapp.datasets.test_dataset_import_errors import seed_entries
 from webapp.jobs.models import Job
 from webapp.projects.models import Role
 from webapp.projects.operations import do_create_project, do_set_membership
