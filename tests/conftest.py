@@ -41,6 +41,16 @@ def test_media_root(tmp_path_factory):
         os.environ["MEDIA_ROOT"] = previous[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hasher():
+    """Users are made and logged in by the hundred: MD5 instead of PBKDF2 (a third of a second a hash here).
+    No process the tests start checks a password, and no test is about the hasher itself."""
+    from django.test import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def fresh_cache():
     """Counters kept in the cache (failed API tokens per address, say) start at zero in every test.
@@ -93,13 +103,7 @@ def media_root(settings, tmp_path):
 
 
 @pytest.fixture
-def fast_passwords(settings):
-    """Six users per test: a fast hasher keeps the setup short (PBKDF2 takes a good part of a second)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def users(fast_passwords, make_user, owner):
+def users(make_user, owner):
     """owner (admin), curator, two reviewers, a viewer, an outsider."""
     return {"owner": owner, "curator": make_user("carla"), "reviewer": make_user("rita"),
             "reviewer2": make_user("rob"), "viewer": make_user("vera"), "outsider": make_user("otto")}

@@ -71,7 +71,6 @@ class InProcessWSGI:
 
 @pytest.fixture
 def fuzz_world(db, owner, settings, tmp_path):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
     rp = build_review_project(owner, tmp_path / "sources", images=2, nuclei=6)

@@ -86,7 +86,6 @@ def world(db, make_user, owner, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
     settings.IMPORT_PROCESSES = 1
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     vp = build_viewer_project(owner, tmp_path / "sources", n_images=1, nuclei=6, size=64)
     project = vp.project
     add_predictions(vp)
