@@ -288,10 +288,13 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.2, message: str
     raise AssertionError(f"timed out after {timeout} s waiting for {message}")
 
 
+WORKER_FIXTURES = {"celery_worker_process", "slide_worker"}  # the fixtures above that start a WorkerProcess
+
+
 def pytest_collection_modifyitems(config, items):
     """Every test that starts a real worker or drives Chromium is slow too: ``-m "not slow"`` is the quick loop."""
     for item in items:
         if item.get_closest_marker("slow") is None and (
                 item.get_closest_marker("celery_worker") or item.get_closest_marker("browser")
-                or "celery_worker_process" in getattr(item, "fixturenames", ())):
+                or WORKER_FIXTURES.intersection(getattr(item, "fixturenames", ()))):
             item.add_marker(pytest.mark.slow)
