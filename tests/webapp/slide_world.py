@@ -4,10 +4,16 @@ Synthetic H&E tiles (mlcore.synthetic) are stitched into one image, written as a
 (mlcore.slides.write_pyramidal_tiff, 0.25 um/px) under MEDIA_ROOT, and registered as a slide Image of a
 ``slide`` dataset; the nuclei (outline, box, centroid from the stitched instance map, as an import stores
 them) get ground truth in the dataset's label set, and some a review in a second label set.
+
+The pixels and the files of a slide are made once per size in a test process (stitching and writing the TIFF
+took 0.4 s of the 0.5 s a world took) and copied into each test's MEDIA_ROOT; the rows are the test's own.
 """
 
 from __future__ import annotations
 
+import functools
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +68,33 @@ def stitched_tissue(tiles_x: int, tiles_y: int, seed: int = 3, tile: int = 256, 
     return rgb, instances, classes
 
 
+@dataclass(frozen=True)
+class SlideFiles:
+    folder: Path                  # slide-1.tif, preview.png, thumbnail.png
+    pixels: np.ndarray            # level 0, RGB, read-only: every world of this size shares it
+    classes: dict                 # instance id -> alpha class index
+    geometry: list
+    outlines: list
+
+
+_store = tempfile.TemporaryDirectory(prefix="slide-worlds-")  # removed when the process ends
+
+
+@functools.cache
+def slide_files(tiles_x: int, tiles_y: int) -> SlideFiles:
+    """The stitched tissue of ``tiles_x`` x ``tiles_y`` tiles, its files and its nuclei, made on the first call."""
+    rgb, instances, classes = stitched_tissue(tiles_x, tiles_y)
+    rgb.flags.writeable = False
+    folder = Path(_store.name) / f"{tiles_x}x{tiles_y}"
+    folder.mkdir()
+    write_pyramidal_tiff(folder / "slide-1.tif", rgb, mpp=0.25, tile=256)
+    preview = cv2.resize(rgb, (rgb.shape[1] // 4, rgb.shape[0] // 4), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(folder / "preview.png"), preview[..., ::-1])
+    cv2.imwrite(str(folder / "thumbnail.png"), cv2.resize(preview, (192, 144))[..., ::-1])
+    geometry, outlines = geometry_and_outlines(instances)
+    return SlideFiles(folder, rgb, classes, geometry, outlines)
+
+
 def build_slide_world(owner, name: str = "Slide project", tiles_x: int = 4, tiles_y: int = 3,
                       project=None, label_sets: tuple[LabelSet, LabelSet] | None = None) -> SlideWorld:
     """A new project (or ``project``, with two of its ``label_sets`` of at least 3 and 2 classes) with a slide
@@ -72,17 +105,17 @@ def build_slide_world(owner, name: str = "Slide project", tiles_x: int = 4, tile
     else:
         alpha = _label_set(project, "alpha-types", ALPHA_CLASSES)
         beta = _label_set(project, "beta-types", BETA_CLASSES)
-    rgb, instances, classes = stitched_tissue(tiles_x, tiles_y)
+    made = slide_files(tiles_x, tiles_y)
+    rgb, classes = made.pixels, made.classes
     media = Path(settings.MEDIA_ROOT)
     folder = media / "slides" / f"p{project.pk}"
     folder.mkdir(parents=True, exist_ok=True)
-    path = write_pyramidal_tiff(folder / "slide-1.tif", rgb, mpp=0.25, tile=256)
-    preview = cv2.resize(rgb, (rgb.shape[1] // 4, rgb.shape[0] // 4), interpolation=cv2.INTER_AREA)
-    cv2.imwrite(str(folder / "preview.png"), preview[..., ::-1])
-    cv2.imwrite(str(folder / "thumbnail.png"), cv2.resize(preview, (192, 144))[..., ::-1])
+    for name in ("slide-1.tif", "preview.png", "thumbnail.png"):
+        shutil.copyfile(made.folder / name, folder / name)
+    path = folder / "slide-1.tif"
     dataset = Dataset.objects.create(project=project, name="slides", label_set=alpha, format=Dataset.Format.SLIDE,
                                      uploaded_by=owner, storage_dir=str(folder.relative_to(media)), image_count=1)
-    geometry, outlines = geometry_and_outlines(instances)
+    geometry, outlines = made.geometry, made.outlines
     image = Image.objects.create(
         project=project, dataset=dataset, name="slide-1.tif", file=str((folder / "preview.png").relative_to(media)),
         thumbnail_file=str((folder / "thumbnail.png").relative_to(media)), mask_file="",

@@ -1,8 +1,9 @@
 """Shared data for the page, viewer and export tests: a project with two label sets and some reviews.
 
 Used by the ``viewer_project`` fixture (tests/webapp/datasets/conftest.py) and imported by tests that build
-their own (deletion, the browser's viewer and exports). Two small synthetic seed datasets with different taxonomies are imported through the real import
-path (``do_import_dataset``); a few nuclei of the first get review labels in both label sets.
+their own (deletion, the browser's viewer and exports). Two small synthetic seed datasets with different
+taxonomies are imported through the real import path (``do_import_dataset``); a few nuclei of the first get
+review labels in both label sets.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlcore.synthetic import generate_dataset
+from tests.generated_datasets import generated_dataset
 from webapp.datasets.importing import do_import_dataset
 from webapp.datasets.models import CurrentLabel, Dataset, Image, Label, LabelSet, LabelSource, Nucleus
 from webapp.projects.models import Project
@@ -46,10 +47,10 @@ def review(nucleus: Nucleus, label_set: LabelSet, class_index: int, author=None)
 def build_viewer_project(owner, tmp_path: Path, name: str = "Colon merge", n_images: int = 2,
                          nuclei: int = 12, size: int = 128) -> ViewerProject:
     project = do_create_project(name, actor=owner, description="CoNSeP-like tiles and a second taxonomy")
-    alpha_root = generate_dataset(tmp_path / f"{name}-alpha", "seed", n_images=n_images, nuclei_per_image=nuclei,
-                                  class_names=ALPHA_CLASSES, seed=1, size=(size, size))
-    beta_root = generate_dataset(tmp_path / f"{name}-beta", "seed", n_images=n_images, nuclei_per_image=nuclei,
-                                 class_names=BETA_CLASSES, seed=2, size=(size, size), unlabelled_fraction=0.25)
+    alpha_root = generated_dataset(tmp_path / f"{name}-alpha", "seed", n_images=n_images, nuclei_per_image=nuclei,
+                                   class_names=ALPHA_CLASSES, seed=1, size=(size, size))
+    beta_root = generated_dataset(tmp_path / f"{name}-beta", "seed", n_images=n_images, nuclei_per_image=nuclei,
+                                  class_names=BETA_CLASSES, seed=2, size=(size, size), unlabelled_fraction=0.25)
     alpha = do_import_dataset(project, name="alpha", format="seed", path=alpha_root, actor=owner,
                               label_set_name="alpha-types")
     beta = do_import_dataset(project, name="beta", format="seed", path=beta_root, actor=owner,

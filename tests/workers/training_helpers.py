@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from mlcore.synthetic import generate_dataset
+from tests.generated_datasets import generated_dataset
 from webapp.datasets.importing import do_import_dataset
 from webapp.projects.operations import do_create_project
 
@@ -11,8 +11,8 @@ def two_taxonomy_project(owner, tmp_path: Path, images: int = 4, nuclei: int = 3
     project = do_create_project(name, actor=owner)
     for dataset_name, format, classes, seed in (("colon", "seed", ["epithelial", "inflammatory"], 0),
                                                 ("breast", "coco", ["neoplastic", "connective", "dead"], 1)):
-        root = generate_dataset(tmp_path / dataset_name, format=format, n_images=images, nuclei_per_image=nuclei,
-                                class_names=classes, seed=seed, size=(160, 160))
+        root = generated_dataset(tmp_path / dataset_name, format=format, n_images=images, nuclei_per_image=nuclei,
+                                 class_names=classes, seed=seed, size=(160, 160))
         do_import_dataset(project, name=dataset_name, format=format, path=root, actor=owner)
     return project
 
