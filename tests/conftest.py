@@ -75,6 +75,25 @@ def flush_by_delete():
     DatabaseOperations.sql_flush = truncate
 
 
+@pytest.fixture(scope="session", autouse=True)
+def commits_without_waiting_for_the_disk():
+    """The connections of this process commit without waiting for the WAL to reach the disk
+    (``synchronous_commit = off``): a commit is as visible to every other connection as before, and
+    only a crash of the database server could lose the last ones, which a test database does not
+    mind. Tests that commit (``transactional_db``, imports) waited a third of their time on fsync
+    here. Processes a test starts (workers) keep the server's setting."""
+    from django.db.backends.signals import connection_created
+
+    def asynchronous_commit(sender, connection, **kwargs):
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit TO off")
+
+    connection_created.connect(asynchronous_commit)
+    yield
+    connection_created.disconnect(asynchronous_commit)
+
+
 @pytest.fixture(autouse=True)
 def fresh_cache():
     """Counters kept in the cache (failed API tokens per address, say) start at zero in every test.
