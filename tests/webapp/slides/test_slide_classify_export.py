@@ -145,6 +145,7 @@ def test_the_project_page_lists_slides_and_offers_registration_to_curators(clien
     assert image.name in page and 'id="slide-form"' not in page and "slide-infer" not in page
 
 
+@pytest.mark.slow  # a real training, then the prediction job over the slide
 def test_training_with_tiles_and_a_slide_trains_on_the_tiles_and_then_classifies_the_slide(owner, settings, tmp_path,
                                                                                             slide_project):
     """The slide's nuclei and labels are left out of the training table (the log says so); the prediction
