@@ -1,7 +1,7 @@
 // The one way the pages talk to the server's JSON API. Every request goes with the session cookie
 // (same origin), asks for JSON, and sends a JSON body unless it is FormData or a Blob; a request that
 // changes something carries the CSRF token. A refusal becomes an ApiError with the server's `detail`,
-// so that a page shows the reason the server gave. tests/webapp/test_escaping.py keeps fetch() and
+// so that a page shows the reason the server gave. tests/webapp/core/test_escaping.py keeps fetch() and
 // the CSRF token out of every other module.
 
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);

@@ -19,8 +19,8 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tests.webapp.test_escaping import IMPORT, template_scripts
-from tests.webapp.test_production_settings import PRODUCTION, clean_env
+from tests.webapp.core.test_escaping import IMPORT, template_scripts
+from tests.webapp.core.test_production_settings import PRODUCTION, clean_env
 
 TOKEN = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
