@@ -95,6 +95,19 @@ def commits_without_waiting_for_the_disk():
 
 
 @pytest.fixture(autouse=True)
+def torch_on_one_thread():
+    """PyTorch computes on one thread in this process, once a test has imported it. The networks of the
+    tests are tiny: a second thread only adds synchronisation, and on two cores shared with anything
+    else every parallel step waits for the busier one (the quick loop's mlcore tests: 86-92 s with two
+    threads here, 23-53 s with one). Processes a test starts keep PyTorch's default, and OpenCV's
+    thread pool is left as it is (an import test needs it running)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def fresh_cache():
     """Counters kept in the cache (failed API tokens per address, say) start at zero in every test.
 
