@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.test import override_settings
+
 from tests.generated_datasets import generated_dataset
 from webapp.datasets.importing import do_import_dataset
 from webapp.datasets.models import CurrentLabel, Dataset, Image, Label, LabelSet, LabelSource, Nucleus
@@ -51,10 +53,12 @@ def build_viewer_project(owner, tmp_path: Path, name: str = "Colon merge", n_ima
                                    class_names=ALPHA_CLASSES, seed=1, size=(size, size))
     beta_root = generated_dataset(tmp_path / f"{name}-beta", "seed", n_images=n_images, nuclei_per_image=nuclei,
                                   class_names=BETA_CLASSES, seed=2, size=(size, size), unlabelled_fraction=0.25)
-    alpha = do_import_dataset(project, name="alpha", format="seed", path=alpha_root, actor=owner,
-                              label_set_name="alpha-types")
-    beta = do_import_dataset(project, name="beta", format="seed", path=beta_root, actor=owner,
-                             label_set_name="beta-types")
+    # Test data: prepared in this process (the import pool has tests of its own).
+    with override_settings(IMPORT_PROCESSES=1):
+        alpha = do_import_dataset(project, name="alpha", format="seed", path=alpha_root, actor=owner,
+                                  label_set_name="alpha-types")
+        beta = do_import_dataset(project, name="beta", format="seed", path=beta_root, actor=owner,
+                                 label_set_name="beta-types")
     image = Image.objects.filter(dataset=alpha).order_by("name").first()
     vp = ViewerProject(project, alpha, beta, alpha.label_set, beta.label_set, image)
     nuclei_of_image = list(Nucleus.objects.filter(image=image).order_by("instance_id"))

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from django.test import override_settings
+
 from tests.generated_datasets import generated_dataset
 from webapp.datasets.importing import do_import_dataset
 from webapp.projects.operations import do_create_project
@@ -13,7 +15,10 @@ def two_taxonomy_project(owner, tmp_path: Path, images: int = 4, nuclei: int = 3
                                                 ("breast", "coco", ["neoplastic", "connective", "dead"], 1)):
         root = generated_dataset(tmp_path / dataset_name, format=format, n_images=images, nuclei_per_image=nuclei,
                                  class_names=classes, seed=seed, size=(160, 160))
-        do_import_dataset(project, name=dataset_name, format=format, path=root, actor=owner)
+        # Test data: prepared in this process. Forking import workers took a third of a build; the pool
+        # has tests of its own (tests/webapp/datasets/test_dataset_import_pool.py, the worker tests).
+        with override_settings(IMPORT_PROCESSES=1):
+            do_import_dataset(project, name=dataset_name, format=format, path=root, actor=owner)
     return project
 
 
