@@ -89,8 +89,12 @@ def celery_app_on(url: str):
     from workers.celery import app
 
     def drop_pools():
-        if app._pool is not None:
-            app._pool.force_close_all()
+        # kombu keeps one pool per broker for the whole process (kombu.pools): a pool closed but not
+        # forgotten there was handed back to the app on its next send, and every later test of the
+        # process that used the broker failed with "Acquire on closed pool".
+        from kombu import pools
+
+        pools.reset()  # closes them all, the app's among them
         app._pool = None
         app.amqp._producer_pool = None
 
