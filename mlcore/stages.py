@@ -152,12 +152,6 @@ def correlation_epoch_rows(labels_d: torch.Tensor, class_power: float = 0.0, gen
     return known[drawn.to(known.device)]
 
 
-def correlation_steps_per_epoch(labels: np.ndarray, batch_size: int, dataset_power: float = 0.0) -> int:
-    """Stage-2 optimizer steps per epoch over the frozen features' ``labels`` (for the schedule)."""
-    draws = correlation_draws([int((labels[:, d] != MISSING).sum()) for d in range(labels.shape[1])], dataset_power)
-    return sum(math.ceil(n / batch_size) for n in draws)
-
-
 # ----------------------------------------------------------------------------------------------
 # The stages
 
@@ -283,19 +277,19 @@ class CorrelationStage(Stage):
         self.config, self.device, self.generator = config, device, generator
         self.features, self.labels = frozen_logits(model, table, rows[context.rank::context.world_size],
                                                    config.correlation_views, config, device, generator, should_stop)
-        self.steps_per_epoch = correlation_steps_per_epoch(self.labels.cpu().numpy(), config.batch_size,
-                                                           config.dataset_power)
+        # How many rows each MLP draws per epoch depends only on the known labels: fixed for the stage.
+        self.draws = correlation_draws([int((self.labels[:, d] != MISSING).sum()) for d in range(self.labels.shape[1])],
+                                       config.dataset_power)
+        self.steps_per_epoch = sum(math.ceil(n / config.batch_size) for n in self.draws)
         self.module = model.correlation_heads
         self.runner = wrap(_HeadForward(model), context, device, find_unused=True)
 
     def batches(self, epoch: int) -> Sized:
         """(d, rows of one batch) for every MLP, interleaved at random."""
         config, labels = self.config, self.labels
-        draws = correlation_draws([int((labels[:, d] != MISSING).sum()) for d in range(labels.shape[1])],
-                                  config.dataset_power)
         plan = []
         for d in range(labels.shape[1]):
-            order = correlation_epoch_rows(labels[:, d], config.class_power, self.generator, draws[d])
+            order = correlation_epoch_rows(labels[:, d], config.class_power, self.generator, self.draws[d])
             plan += [(d, order[i:i + config.batch_size]) for i in range(0, len(order), config.batch_size)]
         plan = [plan[i] for i in torch.randperm(len(plan), generator=self.generator).tolist()]
         # Ranks hold shards of different sizes: all run as many steps as the smallest.
