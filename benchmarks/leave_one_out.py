@@ -17,12 +17,22 @@ scanner, tissue and taxonomy alike).
 Prints, per left-out dataset, the validation macro-F1 of the remaining label sets and the
 completion table (mean ± sd and the worst seed when there are several), then all completion rows
 together; writes ``results.json`` and the checkpoints under ``--out``.
+
+Runs of one setting made at different times (one seed per session, say) are read back together with
+
+    python benchmarks/leave_one_out.py --combine benchmarks/results/a.json benchmarks/results/b.json \
+        [--against benchmarks/results/c.json ...]
+
+which prints the same tables over every seed found, and with ``--against`` (runs of another
+setting) the difference per left-out dataset, model and seed. The files must hold one setting
+(the same config but for the seed and threads, and the same stages) and no seed twice.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -34,8 +44,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.train_real import (CONCEPTS, DEFAULT_CONFIG, completion_by_stage, completion_table,  # noqa: E402
-                                   epoch_logger, labelled_rows, log, markdown_table, parse_override)
+from benchmarks.train_real import (CONCEPTS, DEFAULT_CONFIG, MODEL_TITLES, completion_by_stage,  # noqa: E402
+                                   completion_table, epoch_logger, labelled_rows, log, markdown_table,
+                                   parse_override)
 from mlcore.cli import read_datasets  # noqa: E402
 from mlcore.concepts import load_concept_map  # noqa: E402
 from mlcore.config import STAGES, ConfigError, TrainConfig, load_config_file  # noqa: E402
@@ -72,6 +83,113 @@ def leave_out_once(table, index: int, config, stages, train_rows, val_rows, conc
             "metrics": metrics, "completion": completion}
 
 
+# Config fields that do not change what is trained, only how fast or which draw.
+NOT_A_SETTING = {"seed", "num_threads", "cache_dir"}
+
+
+def combine_results(paths: list[Path]) -> dict:
+    """The runs of several results files of one setting, as one results dict (seeds in order)."""
+    combined: dict | None = None
+    origin: dict[tuple[str, int], Path] = {}
+    for path in paths:
+        try:
+            results = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a results file of this benchmark ({exc})") from None
+        setting = {k: v for k, v in results["config"].items() if k not in NOT_A_SETTING}
+        if combined is None:
+            combined = {"config": results["config"], "setting": setting, "stages": results["stages"],
+                        "concepts": results["concepts"], "left_out": {}}
+        elif results["stages"] != combined["stages"]:
+            raise ValueError(f"{path}: stages {' '.join(results['stages'])}, but {paths[0]} has "
+                             f"{' '.join(combined['stages'])}; combine runs of the same stages")
+        elif setting != combined["setting"]:
+            changed = sorted(k for k in setting.keys() | combined["setting"].keys()
+                             if setting.get(k) != combined["setting"].get(k))
+            raise ValueError(f"{path}: another setting than {paths[0]} ("
+                             + ", ".join(f"{k} {setting.get(k)!r} vs {combined['setting'].get(k)!r}" for k in changed)
+                             + "); pass it with --against")
+        for name, left in results["left_out"].items():
+            into = combined["left_out"].setdefault(name, {**left, "runs": []})
+            for run in left["runs"]:
+                if (name, run["seed"]) in origin:
+                    raise ValueError(f"{path}: seed {run['seed']} without {name} is also in "
+                                     f"{origin[name, run['seed']]}")
+                origin[name, run["seed"]] = path
+                into["runs"].append(run)
+    for left in combined["left_out"].values():
+        left["runs"].sort(key=lambda run: run["seed"])
+    return combined
+
+
+def mean_completion(results: dict) -> dict[str, dict[str, dict[int, float]]]:
+    """``{left-out dataset: {model: {seed: mean completion}}}``."""
+    return {name: {model: {run["seed"]: run["completion"][model][name]["mean"] for run in left["runs"]
+                           if run["completion"][model][name]["mean"] is not None}
+                   for model in left["runs"][0]["completion"]}
+            for name, left in results["left_out"].items()}
+
+
+def summary_table(results: dict, against: dict | None = None) -> str:
+    """Mean completion per left-out dataset and model over the seeds (and the mean of the datasets,
+    over the seeds that have them all); with ``against``, the difference seed by seed."""
+    ours = mean_completion(results)
+    theirs = mean_completion(against) if against is not None else None
+
+    def with_mean_row(by_name):
+        models = [m for m in MODEL_TITLES if all(m in per_model for per_model in by_name.values())]
+        seeds = set.intersection(*(set(by_name[name][models[0]]) for name in by_name)) if models else set()
+        total = {m: {s: statistics.mean(by_name[name][m][s] for name in by_name) for s in sorted(seeds)}
+                 for m in models}
+        return {**by_name, f"mean of the {len(by_name)}": total}
+
+    ours = with_mean_row(ours)
+    theirs = with_mean_row(theirs) if theirs is not None else None
+    models = [m for m in MODEL_TITLES if all(m in per_model for per_model in ours.values())
+              and (theirs is None or all(m in per_model for per_model in theirs.values()))]
+
+    def spread(values: list[float]) -> str:
+        if len(values) == 1:
+            return f"{values[0]:.3f}"
+        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}, worst {min(values):.3f}"
+
+    lines = ["| left out | seeds | " + " | ".join(MODEL_TITLES[m] for m in models) + " |",
+             "|---|---|" + "---|" * len(models)]
+    for name, per_model in ours.items():
+        seeds = sorted(per_model[models[0]]) if models else []
+        lines.append(f"| {name} | {','.join(map(str, seeds))} | "
+                     + " | ".join(spread(list(per_model[m].values())) for m in models) + " |")
+        if theirs is None or name not in theirs:
+            continue
+        cells = []
+        for m in models:
+            common = sorted(set(per_model[m]) & set(theirs[name][m]))
+            # Rounded so that a tie counts as a tie, not as float noise either side of it.
+            diffs = [round(per_model[m][s] - theirs[name][m][s], 9) for s in common]
+            cells.append(f"{round(statistics.mean(diffs), 9) + 0.0:+.3f}, not behind in "
+                         f"{sum(d >= 0 for d in diffs)}/{len(diffs)} "
+                         f"({min(diffs):+.3f} to {max(diffs):+.3f})" if diffs else "-")
+        lines.append(f"| {name}: difference | {','.join(map(str, common))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def print_combined(paths: list[Path], against_paths: list[Path]) -> int:
+    results = combine_results(paths)
+    against = combine_results(against_paths) if against_paths else None
+    for name, left in results["left_out"].items():
+        log(f"without {name}: completion of its nuclei into the remaining label sets "
+            f"(seeds {', '.join(str(run['seed']) for run in left['runs'])})\n"
+            + completion_table(left["runs"], "left out") + "\n")
+    if against is not None:
+        changed = sorted(k for k in results["setting"].keys() | against["setting"].keys()
+                         if results["setting"].get(k) != against["setting"].get(k))
+        log("the difference is --combine minus --against: "
+            + (", ".join(f"{k} {results['setting'].get(k)!r} vs {against['setting'].get(k)!r}" for k in changed)
+               or "the same setting"))
+    log("mean completion of the left-out dataset's nuclei\n" + summary_table(results, against))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -90,7 +208,15 @@ def main() -> int:
                         help="also score the last stage's model with test-time augmentation (8 symmetries)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="a TrainConfig field (JSON value), e.g. --set batch_size=64 (repeatable)")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="RESULTS",
+                        help="print the tables of earlier runs' results.json files (one setting) instead of training")
+    parser.add_argument("--against", nargs="+", type=Path, default=[], metavar="RESULTS",
+                        help="with --combine: runs of another setting, to print the difference seed by seed")
     args = parser.parse_args()
+    if args.combine:
+        return print_combined(args.combine, args.against)
+    if args.against:
+        parser.error("--against goes with --combine")
 
     stages = tuple(args.stages)
     if stages != STAGES[:len(stages)]:
