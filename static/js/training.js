@@ -31,6 +31,8 @@ function trainingSection(section) {
     const form = new FormData(trainForm);
     const body = { stages: form.getAll("stages"), backbone: form.get("backbone"), device: form.get("device") };
     for (const name of ["epochs", "samples_per_epoch"]) if (form.get(name)) body[name] = Number(form.get(name));
+    // 0 is sent too: it turns stain jitter off where the active version had it on.
+    if (form.get("stain_jitter") !== null && form.get("stain_jitter") !== "") body.stain_jitter = Number(form.get("stain_jitter"));
     return body;
   }
 
@@ -45,7 +47,7 @@ function trainingSection(section) {
     const body = trainOptions();
     const query = new URLSearchParams();
     for (const [key, value] of Object.entries(body)) {
-      if (Array.isArray(value)) value.forEach((v) => query.append(key, v)); else if (value) query.set(key, value);
+      if (Array.isArray(value)) value.forEach((v) => query.append(key, v)); else if (value !== null && value !== "") query.set(key, value);
     }
     try {
       const e = await api(`/api/projects/${projectId}/train/estimate/?${query}`);

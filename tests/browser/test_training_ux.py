@@ -31,6 +31,7 @@ def test_cancelling_a_training_asks_first(logged_in_page, live_server, owner, tm
     assert page.input_value("#train-form input[name=epochs]") == str(defaults["epochs"])
     assert page.input_value("#train-form input[name=samples_per_epoch]") == str(defaults["samples_per_epoch"])
     assert f"Defaults for {nuclei} nuclei" in page.inner_text("#train-defaults")
+    assert float(page.input_value("#train-form input[name=stain_jitter]")) == 0   # off until a training sets it
     estimate = wait_until(page, "document.getElementById('train-estimate').textContent", timeout=60)
     assert estimate.startswith("Estimated time: about ") and "timed on this web server" in estimate, estimate
 
@@ -58,7 +59,8 @@ def test_cancelling_a_training_asks_first(logged_in_page, live_server, owner, tm
 def test_the_model_version_page_shows_curves_confusion_and_what_it_was_trained_on(
         logged_in_page, live_server, owner, tmp_path, celery_worker_process):
     project = two_taxonomy_project(owner, tmp_path, images=2, nuclei=20)
-    job = do_start_training(project, actor=owner, options={"epochs": 2, "samples_per_epoch": 64, "batch_size": 32})
+    job = do_start_training(project, actor=owner, options={"epochs": 2, "samples_per_epoch": 64, "batch_size": 32,
+                                                          "stain_jitter": 0.05})
     job = wait_job(job.pk, celery_worker_process, timeout=300)
     assert job.state == "succeeded", job.error
     page = logged_in_page
@@ -96,6 +98,7 @@ def test_the_model_version_page_shows_curves_confusion_and_what_it_was_trained_o
     parameters = dict(page.locator("#trained-on table.parameters tr").evaluate_all(
         "rs => rs.map(r => [r.cells[0].textContent, r.cells[1].textContent])"))
     assert parameters["draws per epoch"] == "64" and parameters["epochs per stage"].startswith("sparse 2")
+    assert parameters["HED stain jitter"] == "0.05"
     assert "epithelial, inflammatory" in page.inner_text("#trained-on table.model-label-sets")
 
     # The training job links to it too.
@@ -103,6 +106,10 @@ def test_the_model_version_page_shows_curves_confusion_and_what_it_was_trained_o
     page.click("#training-outcome a:text('model v1')")
     page.wait_for_url(f"{live_server.url}/projects/{project.pk}/versions/1/")
     wait_job(job.result["prediction_job"], celery_worker_process)
+
+    # The next training from the form inherits it: the form shows the active version's stain jitter.
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    assert page.input_value("#train-form input[name=stain_jitter]") == "0.05"
 
 
 def test_the_policy_form_shows_a_bad_cron_and_the_next_run(logged_in_page, live_server, owner):

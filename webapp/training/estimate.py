@@ -83,7 +83,7 @@ def training_estimate(project, options: dict, *, resume_point: dict | None = Non
         stages = ["sparse"]  # as the training itself does
     if resume_point is not None:
         stages = list(resume_point["remaining"])
-    speed = training_speed(backbone, base.crop_spec, base.stain_jitter)
+    speed = training_speed(backbone, base.crop_spec, options.get("stain_jitter", base.stain_jitter))
     estimate = estimate_seconds(nuclei=size["nuclei"], labelled=size["labelled"], stages=stages,
                                 epochs={stage: epochs for stage in stages}, samples_per_epoch=samples_per_epoch,
                                 train_samples_per_s=speed["train_samples_per_s"],

@@ -1,6 +1,7 @@
 """A training's options: the ones TRAINING_OPTIONS names reach its TrainConfig, ``stages`` picks the stages."""
 
-from mlcore.config import STAGES
+from mlcore.config import STAGES, TrainConfig
+from webapp.training.models import ModelVersion
 from webapp.training.operations import TRAINING_OPTIONS
 from webapp.training.runner import training_config
 
@@ -12,4 +13,13 @@ def test_the_named_options_reach_the_config_and_others_do_not():
     assert (config.batch_size, config.samples_per_epoch, config.backbone) == (8, 512, "resnet18")
     assert config.crop_size != 32  # not a training option: ignored
     assert training_config({"stages": "all"}, None)[1] == list(STAGES)
-    assert set(TRAINING_OPTIONS) == {"stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch"}
+
+
+def test_stain_jitter_is_inherited_from_the_parent_version_until_a_training_sets_it():
+    assert training_config({}, None)[0].stain_jitter == 0.0   # the default: off
+    assert training_config({"stain_jitter": 0.05}, None)[0].stain_jitter == 0.05
+    parent = ModelVersion(config=TrainConfig(stain_jitter=0.05).to_dict())
+    assert training_config({"epochs": 2}, parent)[0].stain_jitter == 0.05   # a scheduled retraining keeps it
+    assert training_config({"stain_jitter": 0}, parent)[0].stain_jitter == 0.0
+    assert set(TRAINING_OPTIONS) == {"stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch",
+                                     "stain_jitter"}

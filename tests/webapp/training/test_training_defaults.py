@@ -35,11 +35,15 @@ def test_a_training_without_epochs_gets_the_schedule_scaled_to_the_project(small
 
 def test_options_given_are_kept(small_project, api_client_for, owner):
     client = api_client_for(owner)
-    response = client.post(f"/api/projects/{small_project.pk}/train/", {"epochs": 3, "samples_per_epoch": 2048},
-                           format="json")
+    response = client.post(f"/api/projects/{small_project.pk}/train/",
+                           {"epochs": 3, "samples_per_epoch": 2048, "stain_jitter": 0.05}, format="json")
     job = Job.objects.get(pk=response.json()["id"])
-    assert job.params["options"] == {"epochs": 3, "samples_per_epoch": 2048}
+    assert job.params["options"] == {"epochs": 3, "samples_per_epoch": 2048, "stain_jitter": 0.05}
     client.post(f"/api/jobs/{job.pk}/cancel/")
+
+    too_strong = client.post(f"/api/projects/{small_project.pk}/train/", {"stain_jitter": 0.8}, format="json")
+    assert too_strong.status_code == 400
+    assert too_strong.json()["detail"] == "stain_jitter: Ensure this value is less than or equal to 0.5."
 
 
 @pytest.mark.slow  # times real training steps
