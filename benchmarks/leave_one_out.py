@@ -45,8 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.train_real import (CONCEPTS, DEFAULT_CONFIG, MODEL_TITLES, completion_by_stage,  # noqa: E402
-                                   completion_table, epoch_logger, labelled_rows, log, markdown_table,
-                                   parse_override)
+                                   completion_table, epoch_logger, labelled_rows, log, machine_facts,
+                                   markdown_table, parse_override)
 from mlcore.cli import read_datasets  # noqa: E402
 from mlcore.concepts import load_concept_map  # noqa: E402
 from mlcore.config import STAGES, ConfigError, TrainConfig, load_config_file  # noqa: E402
@@ -112,6 +112,7 @@ def combine_results(paths: list[Path]) -> dict:
         for name, left in results["left_out"].items():
             into = combined["left_out"].setdefault(name, {**left, "runs": []})
             for run in left["runs"]:
+                run = {**run, "machine": results.get("machine")}
                 if (name, run["seed"]) in origin:
                     raise ValueError(f"{path}: seed {run['seed']} without {name} is also in "
                                      f"{origin[name, run['seed']]}")
@@ -173,6 +174,21 @@ def summary_table(results: dict, against: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def machines_note(*results: dict) -> str | None:
+    """A line when the runs come from more than one kind of machine (or an unrecorded one): the same seed
+    is then another draw, not the same run (``machine_facts``)."""
+    kinds = {json.dumps(run.get("machine"), sort_keys=True) for r in results if r is not None
+             for left in r["left_out"].values() for run in left["runs"]}
+    if len(kinds) <= 1 and "null" not in kinds:
+        return None
+    named = sorted(k for k in kinds if k != "null")
+    return (f"note: these runs come from {len(kinds)} kinds of machine"
+            + (" (some files do not record theirs)" if "null" in kinds else "")
+            + (": " + "; ".join(named) if named else "")
+            + ". A seed's figures differ between machines whose CPU kernels differ, so a difference seed by "
+              "seed is paired only where both settings ran on one machine.")
+
+
 def print_combined(paths: list[Path], against_paths: list[Path]) -> int:
     results = combine_results(paths)
     against = combine_results(against_paths) if against_paths else None
@@ -187,6 +203,8 @@ def print_combined(paths: list[Path], against_paths: list[Path]) -> int:
             + (", ".join(f"{k} {results['setting'].get(k)!r} vs {against['setting'].get(k)!r}" for k in changed)
                or "the same setting"))
     log("mean completion of the left-out dataset's nuclei\n" + summary_table(results, against))
+    if (note := machines_note(results, against)) is not None:
+        log(note)
     return 0
 
 
@@ -250,7 +268,7 @@ def main() -> int:
         f"config: {json.dumps(config.to_dict())} [{time.perf_counter() - started:.0f}s]")
 
     results = {"config": config.to_dict(), "concepts": str(args.concepts), "stages": list(stages),
-               "seeds": args.seeds, "left_out": {}}
+               "seeds": args.seeds, "left_out": {}, "machine": machine_facts()}
     for name in leave_out:
         index = table.dataset_names.index(name)
         source_set = table.label_sets[labelled_rows(table, index)[0]].name

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import sys
 import time
@@ -60,6 +62,19 @@ MODEL_TITLES = {"single": "single", "sparse": "sparse (stage 1)", "sparse_tta": 
 
 def log(text: str) -> None:
     print(text, flush=True)
+
+
+def machine_facts() -> dict:
+    """What a run's figures depend on besides the config and seed. Training is deterministic on one
+    machine, but PyTorch picks its CPU kernels by instruction set (AVX2, AVX-512, ...), and kernels
+    that round differently send a run down another path within an epoch: the same seed on another
+    machine is another draw. Results files keep these, so that figures from several sessions are
+    compared seed by seed only where they ran on the same kind of machine."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    return {"cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "cores": os.cpu_count()}
 
 
 def epoch_logger(name: str):
@@ -240,7 +255,8 @@ def main() -> int:
         log("\nconcept completion of the validation nuclei into the other label sets "
             f"({args.concepts}):\n" + completion_table(runs))
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {"config": config.to_dict(), "seeds": args.seeds, "concepts": args.concepts, "runs": runs}
+    results = {"config": config.to_dict(), "seeds": args.seeds, "concepts": args.concepts, "runs": runs,
+               "machine": machine_facts()}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     log(f"\nwrote {args.out / 'results.json'}; total {time.perf_counter() - started:.0f}s")
     return 0

@@ -247,6 +247,8 @@ def test_leave_one_out_benchmark_end_to_end(tmp_path):
     assert results["config"]["samples_per_epoch"] == 512 and results["config"]["threshold"] == 0.9
     assert results["config"]["epochs"] == {"sparse": 1, "correlation": 1, "completion": 1}
     assert results["seeds"] == [0, 1] and list(results["left_out"]) == ["one", "two"]
+    import torch
+    assert results["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()   # what the seed ran on
     assert results["left_out"]["one"]["remaining"] == ["two", "three"]
     for name, expected_cells in (("one", [("first", "two", "a"), ("first", "three", "a"), ("second", "three", "b")]),
                                  ("two", [("first", "one", "d"), ("first", "three", "d")])):

@@ -16,8 +16,11 @@ def report(hits: int, n: int) -> dict:
                        "target_classes": ["t"], "predicted": {"t": hits, "x": n - hits}}]}
 
 
+AVX2 = {"cpu": "AMD EPYC", "cpu_capability": "AVX2", "torch": "2.13.0+cpu", "cores": 2}
+
+
 def results_file(path: Path, stain: float, runs: dict[str, dict[int, tuple[int, int]]],
-                 stages=("sparse",)) -> Path:
+                 stages=("sparse",), machine: dict | None = AVX2) -> Path:
     """A results.json with ``runs[left out][seed] = (sparse hits, sparse TTA hits)`` out of 100."""
     config = {"backbone": "small", "stain_jitter": stain, "seed": 0, "num_threads": 1}
     left_out = {name: {"label_set": name, "remaining": ["other_set"],
@@ -27,7 +30,8 @@ def results_file(path: Path, stain: float, runs: dict[str, dict[int, tuple[int, 
                                 for seed, (plain, tta) in by_seed.items()]}
                 for name, by_seed in runs.items()}
     path.write_text(json.dumps({"config": config, "concepts": "concepts.json", "stages": list(stages),
-                                "seeds": sorted({s for r in runs.values() for s in r}), "left_out": left_out}))
+                                "seeds": sorted({s for r in runs.values() for s in r}), "left_out": left_out,
+                                **({"machine": machine} if machine else {})}))
     return path
 
 
@@ -55,6 +59,19 @@ def test_combine_reads_seeds_from_several_files_and_compares_settings(tmp_path):
     # The mean of the two left-out datasets per seed: 0.40 and 0.55 against 0.35 and 0.55.
     assert "| mean of the 2 | 0,1 | 0.475 ± 0.106, worst 0.400 |" in out
     assert "| mean of the 2: difference | 0,1 | +0.025, not behind in 2/2 (+0.000 to +0.050) |" in out
+    assert "kinds of machine" not in out   # all on one machine: the seeds are paired
+
+
+def test_combine_says_when_runs_come_from_other_machines(tmp_path):
+    avx512 = {**AVX2, "cpu": "Intel Xeon", "cpu_capability": "AVX512"}
+    first = results_file(tmp_path / "a.json", 0.05, {"alpha": {0: (50, 60)}})
+    elsewhere = results_file(tmp_path / "b.json", 0.05, {"alpha": {1: (70, 60)}}, machine=avx512)
+    unrecorded = results_file(tmp_path / "c.json", 0.0, {"alpha": {0: (40, 40), 1: (80, 80)}}, machine=None)
+    done = combine(first, elsewhere, "--against", unrecorded)
+    assert done.returncode == 0, done.stderr
+    note = done.stdout.strip().splitlines()[-1]
+    assert note.startswith("note: these runs come from 3 kinds of machine (some files do not record theirs)")
+    assert '"cpu_capability": "AVX512"' in note and "paired only where both settings ran on one machine" in note
 
 
 def test_combine_refuses_mixed_settings_stages_and_a_seed_twice(tmp_path):
