@@ -70,9 +70,10 @@ def machine_facts() -> dict:
     that round differently send a run down another path within an epoch: the same seed on another
     machine is another draw. Results files keep these, so that figures from several sessions are
     compared seed by seed only where they ran on the same kind of machine."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
-        else platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+             if line.startswith("model name")]
+    model = names[0] if names else platform.processor()
     return {"cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
             "cores": os.cpu_count()}
 
