@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from mlcore.synthetic import generate_dataset
-from tests.browser.conftest import wait_until
 from tests.webapp.dataset_helpers import zip_folder
 from webapp.jobs.models import Job
 from webapp.projects.operations import do_create_project

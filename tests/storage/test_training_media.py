@@ -12,9 +12,7 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image as PILImage
 
 from tests.workers.training_helpers import FAST, two_taxonomy_project
 from webapp.core import media

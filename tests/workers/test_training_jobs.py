@@ -8,7 +8,7 @@ from tests.conftest import wait_for
 from tests.mlcore.helpers import assert_report_is_its_confusion
 from tests.webapp.dataset_helpers import wait_job
 from tests.workers.training_helpers import FAST, two_taxonomy_project
-from webapp.datasets.models import LabelSet, Nucleus
+from webapp.datasets.models import Nucleus
 from webapp.jobs.models import Job
 from webapp.training.models import ModelVersion, Prediction
 

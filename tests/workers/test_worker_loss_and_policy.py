@@ -15,7 +15,6 @@ from webapp.datasets.models import LabelSet, Nucleus
 from webapp.datasets.operations import do_record_label
 from webapp.jobs.models import Job
 from webapp.training.models import ModelVersion
-from webapp.training.operations import do_set_retrain_policy
 from webapp.projects.operations import do_create_project
 from workers.tasks import MAX_ATTEMPTS, check_retrain, run_job
 

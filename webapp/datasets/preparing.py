@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import signal
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path

@@ -18,10 +18,10 @@ from webapp.core.domain_errors import Conflict
 from webapp.core.policy import project_role
 from webapp.projects.access import get_project_for
 from webapp.jobs.deletion import DATASET_BLOCKERS, busy_job
-from webapp.projects.models import ROLE_RANK, Role
+from webapp.projects.models import ROLE_RANK
 
 from . import queries
-from .models import Dataset, Image
+from .models import Dataset
 from .operations import do_request_dataset_deletion
 
 IMAGES_PER_PAGE = 48

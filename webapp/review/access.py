@@ -7,7 +7,6 @@ Non-members get 404 (a project's existence is private), members with too low a r
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from webapp.core import sql

@@ -582,7 +582,7 @@ def load_nucleus(nucleus_id: int) -> Nucleus | None:
     """The nucleus, with what the review page shows of its image and dataset, in one plain statement
     (their other fields load when first used)."""
     nucleus = sql.first(Nucleus.objects.raw(
-        f"SELECT n.*, " + ", ".join(f"i.{column} AS image_{column}" for column in IMAGE_COLUMNS) +
+        "SELECT n.*, " + ", ".join(f"i.{column} AS image_{column}" for column in IMAGE_COLUMNS) +
         f", d.name AS dataset_name FROM {sql.table(Nucleus)} n JOIN {sql.table(Image)} i ON i.id = n.image_id "
         f"JOIN {sql.table(Dataset)} d ON d.id = i.dataset_id WHERE n.id = %s", [nucleus_id]))
     if nucleus is not None:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from tests.webapp.dataset_helpers import (media_files, project_files, staging_leftovers, upload, upload_and_wait, zip_entries,
-                                          zip_folder)
+from tests.webapp.dataset_helpers import (media_files, project_files, staging_leftovers, upload, upload_and_wait,
+                                          zip_entries)
 from webapp.datasets.models import Dataset, Image, Label, LabelSet, Nucleus
 from webapp.projects.operations import do_create_project
 

@@ -11,7 +11,7 @@ import pytest
 from tests.qupath_geojson import check_qupath_feature_collection
 from tests.webapp.viewer_project import ALPHA_CLASSES, BETA_CLASSES, add_predictions, prediction_disagreement
 from webapp.datasets import export
-from webapp.datasets.models import CurrentLabel, LabelClass, LabelSource, Nucleus
+from webapp.datasets.models import CurrentLabel, LabelClass, Nucleus
 from webapp.training.models import Prediction
 
 pytestmark = pytest.mark.django_db

@@ -16,7 +16,6 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image as PILImage
 
 from tests.conftest import ROOT, subprocess_env
 from tests.webapp.dataset_helpers import media_files, staging_leftovers, upload, zip_entries

@@ -1,7 +1,6 @@
 """A multi-file upload: multipart keeps only file names, so folders travel in ``paths``. Files that would
 land on one path, or unsafe paths, are a 400 with a JSON detail, never a 500."""
 
-import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
