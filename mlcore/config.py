@@ -8,7 +8,7 @@ CONFIG.json::
                     "class_names": null, "label_set": null, "max_images": null}, ...],
       "model": {"backbone": "auto", "width": 16},         # other keys go to the backbone, e.g.
                                                           # "pretrained_file" (relative to this file)
-      "crop": {"size": 64, "mask": false, "context": 1.0},
+      "crop": {"size": 64, "mask": false, "context": 1.0, "stain_normalisation": "none"},
       "epochs": {"sparse": 12, "correlation": 8, "completion": 10},    # or one int for all
       "batch_size": 128,
       "lr": {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4}, # or one float for sparse
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcore.readers import FORMATS
+from mlcore.stain import METHODS as STAIN_METHODS
 
 STAGES = ("sparse", "correlation", "completion")
 STAGE_NUMBER = {name: index + 1 for index, name in enumerate(STAGES)}
@@ -51,6 +52,7 @@ class TrainConfig:
     crop_size: int = 64
     crop_mask: bool = False              # a fourth input channel: the target nucleus's own mask
     crop_context: float = 1.0            # the crop's window is this many times wider, resized to crop_size
+    stain_normalisation: str = "none"    # "macenko": each source's stains normalised before cutting (mlcore.stain)
     epochs: dict = field(default_factory=lambda: {"sparse": 12, "correlation": 8, "completion": 10})
     lr: dict = field(default_factory=lambda: {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4})
     batch_size: int = 128
@@ -93,7 +95,7 @@ class TrainConfig:
     def crop_spec(self):
         from mlcore.crops import CropSpec
 
-        return CropSpec(self.crop_size, self.crop_mask, float(self.crop_context))
+        return CropSpec(self.crop_size, self.crop_mask, float(self.crop_context), self.stain_normalisation)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,7 +108,8 @@ class TrainConfig:
         data.pop("datasets", None)
         sections = {
             "model": {"backbone": "backbone"},
-            "crop": {"size": "crop_size", "mask": "crop_mask", "context": "crop_context"},
+            "crop": {"size": "crop_size", "mask": "crop_mask", "context": "crop_context",
+                     "stain_normalisation": "stain_normalisation"},
             "split": {"val_fraction": "val_fraction", "seed": "split_seed"},
             "sampling": {"dataset_power": "dataset_power", "class_power": "class_power",
                          "completion_class_power": "completion_class_power",
@@ -171,6 +174,9 @@ class TrainConfig:
         if self.samples_per_epoch is not None and (not isinstance(self.samples_per_epoch, int)
                                                    or self.samples_per_epoch < 1):
             raise ConfigError(f"config field sampling.samples_per_epoch: invalid value {self.samples_per_epoch!r}")
+        if self.stain_normalisation not in STAIN_METHODS:
+            raise ConfigError(f"config field crop.stain_normalisation: {self.stain_normalisation!r} is not one of "
+                              f"{', '.join(STAIN_METHODS)}")
         if self.completion_weighting not in ("cells", "nuclei"):
             raise ConfigError(f"config field completion_weighting: {self.completion_weighting!r} is not "
                               "'cells' or 'nuclei'")

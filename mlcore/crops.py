@@ -1,5 +1,6 @@
 """Cutting the classifier's input: one square crop per nucleus, RGB plus optionally the nucleus's
-own mask as a fourth channel (:class:`CropSpec` says which, and how much context).
+own mask as a fourth channel (:class:`CropSpec` says which, how much context, and whether the image's
+stains are normalised first).
 
 A crop is centred on the centre of the nucleus's bounding box. A nucleus that fits gets a
 ``size x size`` window at full resolution, neighbouring tissue included (the context helps tell a
@@ -21,6 +22,8 @@ import cv2
 import numpy as np
 
 from mlcore.geometry import InstanceGeometry, instance_geometry
+from mlcore.stain import METHODS as STAIN_METHODS
+from mlcore.stain import StainEstimate, normalise_stain
 
 CROP_SIZE = 64
 # Bump when the cutting changes so that cached crops are cut again.
@@ -68,6 +71,13 @@ class CropSpec:
     size: int = CROP_SIZE
     mask_channel: bool = False
     context: float = 1.0
+    # "macenko": the image's stains normalised before cutting, with its source's estimate (mlcore.stain).
+    stain_normalisation: str = "none"
+
+    def __post_init__(self):
+        if self.stain_normalisation not in STAIN_METHODS:
+            raise ValueError(f"unknown stain normalisation {self.stain_normalisation!r} "
+                             f"(known: {', '.join(STAIN_METHODS)})")
 
     @property
     def channels(self) -> int:
@@ -78,13 +88,18 @@ class CropSpec:
         """The side, in image pixels, of the window of a nucleus that fits in it."""
         return max(self.size, int(round(self.size * self.context)))
 
-    def cut(self, image: np.ndarray, instance_map: np.ndarray, geometry: InstanceGeometry | None = None
-            ) -> tuple[np.ndarray, InstanceGeometry]:
+    def cut(self, image: np.ndarray, instance_map: np.ndarray, geometry: InstanceGeometry | None = None,
+            stain: StainEstimate | None = None) -> tuple[np.ndarray, InstanceGeometry]:
+        """The crops of ``image``'s instances; with stain normalisation, ``stain`` is the estimate of the
+        image's source (a dataset, a slide), else the image is its own source."""
+        if self.stain_normalisation != "none":
+            image = normalise_stain(image, self.stain_normalisation, stain)
         return cut_crops(image, instance_map, self.size, geometry, mask_channel=self.mask_channel,
                          context=self.context)
 
     def describe(self) -> dict:
-        return {"size": self.size, "mask_channel": self.mask_channel, "context": self.context}
+        return {"size": self.size, "mask_channel": self.mask_channel, "context": self.context,
+                "stain_normalisation": self.stain_normalisation}
 
 
 def cut_crops(image: np.ndarray, instance_map: np.ndarray, size: int = CROP_SIZE,

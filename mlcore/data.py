@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mlcore.crops import CROP_ALGORITHM_VERSION, CROP_SIZE, CropSpec
+from mlcore.stain import estimate_stain
 from mlcore.geometry import instance_geometry
 from mlcore.types import MISSING, LabelSet, NucleusDataset
 
@@ -229,12 +230,15 @@ def _crops_with_cache(records: list[ImageRecord], dataset_names: list[str], cach
                 if progress:
                     progress({"stage": "crops", "dataset": dataset, "images": len(members), "cached": True})
                 continue
+        # A dataset is one source of stains: one estimate from all its images (mlcore.stain says why).
+        stain = (estimate_stain(records[i].image for i in members) if spec.stain_normalisation != "none"
+                 else None)
         for step, i in enumerate(members):
             record = records[i]
             if record.image.shape[:2] != record.instance_map.shape:
                 raise ValueError(f"image {record.name!r} of {dataset!r}: image {record.image.shape[:2]} and "
                                  f"instance map {record.instance_map.shape} differ in size")
-            crops, geometry = spec.cut(record.image, record.instance_map)
+            crops, geometry = spec.cut(record.image, record.instance_map, stain=stain)
             out[i] = (crops, geometry.ids)
             if progress and (step % 50 == 0 or step == len(members) - 1):
                 progress({"stage": "crops", "dataset": dataset, "step": step + 1, "steps": len(members)})

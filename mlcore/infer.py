@@ -19,6 +19,7 @@ from mlcore.geometry import InstanceGeometry
 from mlcore.model import CrossTrainedModel
 from mlcore.predict import LabelSetPrediction, predict
 from mlcore.readers._common import check_pixels, load_npy
+from mlcore.stain import StainEstimate, estimate_stain, tissue_mask
 from mlcore.types import DataError, file_part
 
 
@@ -240,12 +241,35 @@ def _spatial_groups(entries: list, cell: float, batch_size: int) -> list[list]:
     return groups
 
 
-def _slide_batch_inputs(model: CrossTrainedModel, slide, group: list, scale: float
+def slide_stain_estimate(slide, scale: float, regions: int = 16, size: int = 512) -> StainEstimate | None:
+    """One stain estimate for a whole slide (mlcore.stain: a slide is one source): ``regions`` windows of
+    ``size`` model pixels, read at the model's scale (``scale`` slide pixels per model pixel) where the
+    slide's thumbnail shows tissue, spread evenly over it in reading order."""
+    thumbnail = slide.thumbnail(256)
+    ys, xs = np.nonzero(tissue_mask(thumbnail))
+    if len(ys) == 0:
+        return None
+    info = slide.info
+    fx, fy = info.width / thumbnail.shape[1], info.height / thumbnail.shape[0]
+    side = size * scale
+    width, height = max(1, int(min(side, info.width))), max(1, int(min(side, info.height)))
+
+    def windows():
+        for index in np.unique(np.linspace(0, len(ys) - 1, regions).astype(np.int64)):
+            x0 = int(np.clip((xs[index] + 0.5) * fx - side / 2, 0, info.width - width))
+            y0 = int(np.clip((ys[index] + 0.5) * fy - side / 2, 0, info.height - height))
+            yield slide.read_scaled(x0, y0, width, height, scale)
+
+    return estimate_stain(windows())
+
+
+def _slide_batch_inputs(model: CrossTrainedModel, slide, group: list, scale: float, stain: StainEstimate | None = None
                         ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The crops of one group of nuclei: the slide region that holds all their windows, read at the model's
     scale (``scale`` slide pixels per model pixel), their outlines rasterised into an instance map, and
-    ``model.crop_spec.cut`` with their stored boxes. At the slide's edges the cutter mirrors the region,
-    as :func:`infer_image` mirrors a tile's edges."""
+    ``model.crop_spec.cut`` with their stored boxes (``stain``: the slide's estimate, for a model that
+    normalises stains). At the slide's edges the cutter mirrors the region, as :func:`infer_image` mirrors a
+    tile's edges."""
     spec = model.crop_spec
     boxes = np.array([nucleus.bbox for _, nucleus in group], np.float64)  # x0, y0, x1, y1 at level 0
     extent = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / scale
@@ -279,7 +303,7 @@ def _slide_batch_inputs(model: CrossTrainedModel, slide, group: list, scale: flo
     geometry = InstanceGeometry(ids=np.arange(1, len(group) + 1, dtype=np.int64), bboxes=bboxes,
                                 centroids=(centroids - to_model) / scale,
                                 areas=np.array([nucleus.area for _, nucleus in group], np.int64))
-    crops, _ = spec.cut(image, labels, geometry)
+    crops, _ = spec.cut(image, labels, geometry, stain=stain)
     return crops, (x0, y0, x1 - x0, y1 - y0)
 
 
@@ -313,6 +337,7 @@ def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 51
     scale = scale_to_model(slide.info.mpp, getattr(model, "mpp", None))
     chunk_size = chunk_size or batch_size * 8
     cell = region_size * scale
+    stain = slide_stain_estimate(slide, scale) if model.crop_spec.stain_normalisation != "none" else None
     stream = enumerate(nuclei)
 
     def groups():
@@ -324,9 +349,10 @@ def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 51
 
     done = batches = 0
     if read_ahead:
-        prepared = _in_a_thread(((group, *_slide_batch_inputs(model, slide, group, scale)) for group in groups()), depth=2)
+        prepared = _in_a_thread(((group, *_slide_batch_inputs(model, slide, group, scale, stain)) for group in groups()),
+                                depth=2)
     else:
-        prepared = _prepared_one_ahead(groups(), lambda group: _slide_batch_inputs(model, slide, group, scale))
+        prepared = _prepared_one_ahead(groups(), lambda group: _slide_batch_inputs(model, slide, group, scale, stain))
     for group, region, predictions in _forward_in_fixed_batches(model, prepared, batch_size, device, tta):
         done += len(group)
         batches += 1

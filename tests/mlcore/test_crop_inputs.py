@@ -161,7 +161,7 @@ def test_checkpoints_from_before_the_crop_spec_still_load(tmp_path):
     state = torch.load(path, weights_only=True)
     del state["architecture"]["crop"]
     state["crop"] = {"size": 64}
-    for key in ("crop_mask", "crop_context", "stain_jitter"):
+    for key in ("crop_mask", "crop_context", "stain_jitter", "stain_normalisation"):
         del state["config"][key]
     torch.save(state, path)
     loaded = load_checkpoint(path)

@@ -27,6 +27,7 @@ CONFIG_ROWS = [  # (config key, what it is), in the order a person reads them
     ("completion_class_power", "stage 3 class sampling power"), ("threshold", "pseudo-label threshold"),
     ("pseudo_weight", "pseudo-label weight"), ("completion_weighting", "stage 3 weighting"),
     ("correlation_views", "stage 2 views"), ("jitter", "colour jitter"), ("stain_jitter", "HED stain jitter"),
+    ("stain_normalisation", "stain normalisation"),
     ("val_fraction", "validation fraction"),
     ("split_seed", "split seed"), ("seed", "seed"), ("device", "device"),
 ]
