@@ -96,7 +96,10 @@ def combine_results(paths: list[Path]) -> dict:
             results = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: not a results file of this benchmark ({exc})") from None
-        setting = {k: v for k, v in results["config"].items() if k not in NOT_A_SETTING}
+        # A field added to the config after a file was written is read as its default, which is what that
+        # run trained with (stain_normalisation "none" in the files from before it existed).
+        config = {**TrainConfig().to_dict(), **results["config"]}
+        setting = {k: v for k, v in config.items() if k not in NOT_A_SETTING}
         if combined is None:
             combined = {"config": results["config"], "setting": setting, "stages": results["stages"],
                         "concepts": results["concepts"], "left_out": {}}

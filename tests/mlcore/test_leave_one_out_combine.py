@@ -20,9 +20,9 @@ AVX2 = {"cpu": "AMD EPYC", "cpu_capability": "AVX2", "torch": "2.13.0+cpu", "cor
 
 
 def results_file(path: Path, stain: float, runs: dict[str, dict[int, tuple[int, int]]],
-                 stages=("sparse",), machine: dict | None = AVX2) -> Path:
+                 stages=("sparse",), machine: dict | None = AVX2, **fields) -> Path:
     """A results.json with ``runs[left out][seed] = (sparse hits, sparse TTA hits)`` out of 100."""
-    config = {"backbone": "small", "stain_jitter": stain, "seed": 0, "num_threads": 1}
+    config = {"backbone": "small", "stain_jitter": stain, "seed": 0, "num_threads": 1, **fields}
     left_out = {name: {"label_set": name, "remaining": ["other_set"],
                        "runs": [{"seed": seed, "seconds": 1.0, "label_sets": ["other_set"], "metrics": {},
                                  "completion": {"sparse": {name: report(plain, 100)},
@@ -92,3 +92,16 @@ def test_combine_refuses_mixed_settings_stages_and_a_seed_twice(tmp_path):
 
     done = combine(tmp_path / "missing.json")
     assert done.returncode == 2 and "missing.json: not a results file of this benchmark" in done.stderr
+
+
+def test_a_config_field_added_later_reads_as_its_default_in_older_files(tmp_path):
+    older = results_file(tmp_path / "older.json", 0.0, {"alpha": {0: (50, 60)}})   # from before the field
+    newer = results_file(tmp_path / "newer.json", 0.0, {"alpha": {1: (70, 60)}}, stain_normalisation="none")
+    done = combine(older, newer)
+    assert done.returncode == 0, done.stderr
+    assert "| alpha | 0,1 |" in done.stdout
+    normalised = results_file(tmp_path / "macenko.json", 0.0, {"alpha": {2: (70, 60)}}, stain_normalisation="macenko")
+    done = combine(older, normalised)
+    assert done.returncode == 2 and "stain_normalisation 'macenko' vs 'none'" in done.stderr
+    done = combine(normalised, "--against", older, newer)
+    assert done.returncode == 0 and "stain_normalisation 'macenko' vs 'none'" in done.stdout
