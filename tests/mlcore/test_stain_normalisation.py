@@ -205,3 +205,26 @@ def test_a_slide_is_one_source(tmp_path):
     glass = write_pyramidal_tiff(tmp_path / "glass.tif", np.full((600, 600, 3), 240, np.uint8))
     with open_slide(glass) as slide:
         assert slide_stain_estimate(slide, 1.0) is None
+
+
+def test_slide_inference_cuts_every_region_with_the_slides_one_estimate(tmp_path, monkeypatch):
+    import mlcore.infer as infer
+    from mlcore.slide_nuclei import nuclei_from_instance_map
+    from mlcore.slides import open_slide, write_pyramidal_tiff
+
+    amounts, instance_map = tissue_amounts(5, size=768)
+    path = write_pyramidal_tiff(tmp_path / "slide.tif", stained(amounts * OTHER_SCALE, OTHER_VECTORS))
+    nuclei = [nucleus for _, nucleus in nuclei_from_instance_map(instance_map)]
+    model = CrossTrainedModel([LabelSet("A", ("a0", "a1"))], "small", {"width": 4},
+                              crop=CropSpec(stain_normalisation="macenko")).eval()
+    estimates, given = [], []
+    real_estimate, real_cut = infer.slide_stain_estimate, CropSpec.cut
+    monkeypatch.setattr(infer, "slide_stain_estimate", lambda *a, **k: estimates.append(real_estimate(*a, **k))
+                        or estimates[-1])
+    monkeypatch.setattr(CropSpec, "cut", lambda self, *a, stain=None, **k: given.append(stain)
+                        or real_cut(self, *a, stain=stain, **k))
+    with open_slide(path) as slide:
+        batches = list(infer.infer_slide(model, slide, iter(nuclei), batch_size=8, region_size=256))
+    assert sum(len(batch.indices) for batch in batches) == len(nuclei) == 25
+    assert len(estimates) == 1 and isinstance(estimates[0], StainEstimate)
+    assert len(given) > 1 and all(stain is estimates[0] for stain in given)
