@@ -33,7 +33,6 @@ function trainingSection(section) {
     for (const name of ["epochs", "samples_per_epoch"]) if (form.get(name)) body[name] = Number(form.get(name));
     // 0 is sent too: it turns stain jitter off where the active version had it on.
     if (form.get("stain_jitter") !== null && form.get("stain_jitter") !== "") body.stain_jitter = Number(form.get("stain_jitter"));
-    if (form.get("stain_normalisation")) body.stain_normalisation = form.get("stain_normalisation");
     return body;
   }
 

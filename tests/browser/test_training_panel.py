@@ -20,8 +20,6 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
     assert page.input_value("#train-form select[name=backbone]") == "auto"  # small on a CPU worker, larger on a GPU
     page.fill("#train-form input[name=epochs]", "1")
     page.fill("#train-form input[name=stain_jitter]", "0.05")   # a lab with slides from another scanner
-    assert page.input_value("#train-form select[name=stain_normalisation]") == "none"
-    page.select_option("#train-form select[name=stain_normalisation]", "macenko")
     page.click("#train-form button[type=submit]")
     page.wait_for_selector("#training-job:not([hidden])")
     job = wait_for(lambda: Job.objects.filter(project=project, kind="train").first(), message="the training job")
@@ -41,9 +39,7 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
     job.refresh_from_db()
     assert job.state == "succeeded"
     assert job.params["options"]["stain_jitter"] == 0.05
-    version = ModelVersion.objects.get(project=project)
-    assert version.config["stain_jitter"] == 0.05 and version.config["stain_normalisation"] == "macenko"
-    assert job.params["options"]["stain_normalisation"] == "macenko"
+    assert ModelVersion.objects.get(project=project).config["stain_jitter"] == 0.05
     # The job's page keeps its log: the stages, the epochs, the version it published.
     page.goto(f"{live_server.url}/jobs/{job.pk}/")
     log = page.inner_text("#job [data-field=log]")
@@ -52,8 +48,6 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
         assert line in log, log
     wait_for(lambda: Job.objects.filter(project=project, kind="predict", state="succeeded").exists(), timeout=120,
              message="predictions stored")
-    # The predictions were cut as in training, with each dataset's stain estimate: one per nucleus and label set.
-    assert version.predictions.count() == 80 * 2
 
 
 def test_viewer_member_sees_no_training_controls(page, live_server, owner, member, tmp_path):

@@ -24,8 +24,7 @@ from .queries import active_version
 
 ACTIVE_STATES = (Job.State.QUEUED, Job.State.RUNNING)
 # The options a training takes (webapp.training.runner.training_config reads these, no others).
-TRAINING_OPTIONS = ("stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch", "stain_jitter",
-                    "stain_normalisation")
+TRAINING_OPTIONS = ("stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch", "stain_jitter")
 
 
 def running_training(project: Project) -> Job | None:

@@ -72,7 +72,6 @@ def training_panel_context(project, user) -> dict:
                                    ).order_by("-id")[:5]
     from mlcore.backbones import backbone_choices
     from mlcore.config import TrainConfig
-    from mlcore.stain import METHODS as STAIN_METHODS
 
     active = next((v for v in versions if v.is_active), None)
     from webapp.datasets.models import LabelSet
@@ -96,9 +95,6 @@ def training_panel_context(project, user) -> dict:
         "default_backbone": (active.config.get("backbone") if active else None) or TrainConfig().backbone,
         # A new training inherits the active version's config, so the form shows what it would get.
         "default_stain_jitter": (active.config.get("stain_jitter") if active else None) or TrainConfig().stain_jitter,
-        "default_stain_normalisation": ((active.config.get("stain_normalisation") if active else None)
-                                        or TrainConfig().stain_normalisation),
-        "stain_normalisations": STAIN_METHODS,
         **training_form_context(project),
     }
 

@@ -327,7 +327,9 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     stains: dict[int, StainEstimate | None] = {}
 
     def dataset_stain(image: Image) -> StainEstimate | None:
-        """A model that normalises stains gets each dataset's estimate from all its images, as in training."""
+        """A model that normalises stains gets each dataset's estimate from all its images, as its training
+        did (table_from_arrays). The web app's training does not offer the option (README), but a version's
+        predictions must be cut as its crops were, whatever made it."""
         if model.crop_spec.stain_normalisation == "none":
             return None
         if image.dataset_id not in stains:

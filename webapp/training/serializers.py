@@ -2,7 +2,6 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from mlcore.backbones import backbone_choices
-from mlcore.stain import METHODS as STAIN_METHODS
 from mlcore.train import STAGES
 
 from webapp.core.domain_errors import Invalid
@@ -24,10 +23,6 @@ class TrainRequestSerializer(serializers.Serializer):
     stain_jitter = serializers.FloatField(min_value=0.0, max_value=0.5, required=False, help_text=(
         "HED stain augmentation: each training crop's stain amounts scaled and shifted by up to this fraction; "
         "0 is off (the default), 0.05 suits slides from other scanners or stains. Unset: the active version's"))
-    # Off by default: not yet measured over several seeds (README: Benchmarks).
-    stain_normalisation = serializers.ChoiceField(choices=list(STAIN_METHODS), required=False, help_text=(
-        "Macenko stain normalisation before the crops are cut, one estimate per dataset or slide, at training "
-        "and at prediction alike: 'none' (the default) or 'macenko'. Unset: the active version's"))
 
     def to_internal_value(self, data):
         # A misspelt option (``epoch``) must not quietly start a default training of many minutes.

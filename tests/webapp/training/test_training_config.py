@@ -22,13 +22,10 @@ def test_stain_jitter_is_inherited_from_the_parent_version_until_a_training_sets
     assert training_config({"epochs": 2}, parent)[0].stain_jitter == 0.05   # a scheduled retraining keeps it
     assert training_config({"stain_jitter": 0}, parent)[0].stain_jitter == 0.0
     assert set(TRAINING_OPTIONS) == {"stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch",
-                                     "stain_jitter", "stain_normalisation"}
+                                     "stain_jitter"}
 
 
-def test_stain_normalisation_is_inherited_and_reaches_the_crop_spec():
-    assert training_config({}, None)[0].crop_spec.stain_normalisation == "none"
-    config = training_config({"stain_normalisation": "macenko"}, None)[0]
-    assert config.crop_spec.stain_normalisation == "macenko"
-    parent = ModelVersion(config=config.to_dict())
-    assert training_config({"epochs": 2}, parent)[0].stain_normalisation == "macenko"
-    assert training_config({"stain_normalisation": "none"}, parent)[0].stain_normalisation == "none"
+def test_stain_normalisation_is_not_a_web_app_option():
+    # Measured worse than the default on two of three unseen datasets (README: Benchmarks): the CLI's config
+    # has it, the web app's training does not offer it.
+    assert training_config({"stain_normalisation": "macenko"}, None)[0].crop_spec.stain_normalisation == "none"

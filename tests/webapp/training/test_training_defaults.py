@@ -45,14 +45,6 @@ def test_options_given_are_kept(small_project, api_client_for, owner):
     assert too_strong.status_code == 400
     assert too_strong.json()["detail"] == "stain_jitter: Ensure this value is less than or equal to 0.5."
 
-    response = client.post(f"/api/projects/{small_project.pk}/train/", {"stain_normalisation": "macenko"}, format="json")
-    job = Job.objects.get(pk=response.json()["id"])
-    assert job.params["options"]["stain_normalisation"] == "macenko"
-    client.post(f"/api/jobs/{job.pk}/cancel/")
-    unknown = client.post(f"/api/projects/{small_project.pk}/train/", {"stain_normalisation": "reinhard"}, format="json")
-    assert unknown.status_code == 400
-    assert unknown.json()["detail"].startswith("stain_normalisation: \"reinhard\" is not a valid choice")
-
 
 @pytest.mark.slow  # times real training steps
 def test_estimate_from_a_probe_before_any_training_then_from_recorded_speed(small_project, api_client_for, owner):
