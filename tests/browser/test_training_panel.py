@@ -33,6 +33,7 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
     page.wait_for_selector("table.versions", timeout=60000)
     text = page.inner_text("#training")
     assert "Active version: v1" in text
+    assert "ago." in text  # the sentence ends at its words, not after a stray space ("ago .")
     assert "colon:" in text and "breast:" in text  # metrics per label set
     assert page.locator("svg.metrics-plot circle").count() == 2  # one point per label set
     page.screenshot(path=str(tmp_path / "training.png"), full_page=True)
