@@ -22,8 +22,7 @@ import cv2
 import numpy as np
 
 from mlcore.geometry import InstanceGeometry, instance_geometry
-from mlcore.stain import METHODS as STAIN_METHODS
-from mlcore.stain import StainEstimate, normalise_stain
+from mlcore.stain import StainEstimate, check_method, normalise_stain
 
 CROP_SIZE = 64
 # Bump when the cutting changes so that cached crops are cut again.
@@ -75,9 +74,7 @@ class CropSpec:
     stain_normalisation: str = "none"
 
     def __post_init__(self):
-        if self.stain_normalisation not in STAIN_METHODS:
-            raise ValueError(f"unknown stain normalisation {self.stain_normalisation!r} "
-                             f"(known: {', '.join(STAIN_METHODS)})")
+        check_method(self.stain_normalisation)
 
     @property
     def channels(self) -> int:

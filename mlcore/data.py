@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from mlcore.crops import CROP_ALGORITHM_VERSION, CROP_SIZE, CropSpec
-from mlcore.stain import estimate_stain
 from mlcore.geometry import instance_geometry
+from mlcore.stain import estimate_stain
 from mlcore.types import MISSING, LabelSet, NucleusDataset
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -46,6 +47,12 @@ class StainEstimate:
     max_amounts: np.ndarray
 
 
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown stain normalisation {method!r} (known: {', '.join(METHODS)})")
+
+
+@lru_cache(maxsize=1)
 def _reference() -> StainEstimate:
     from torchstain.numpy.normalizers import NumpyMacenkoNormalizer
 
@@ -98,8 +105,7 @@ def normalise_stain(image: np.ndarray, method: str = "macenko", estimate: StainE
     """The RGB uint8 image (H x W x 3) with its stains normalised by ``method`` (see :data:`METHODS`), using
     its source's ``estimate`` (made from the image alone when not given). The image itself where ``method``
     is "none" or no estimate can be made."""
-    if method not in METHODS:
-        raise ValueError(f"unknown stain normalisation {method!r} (known: {', '.join(METHODS)})")
+    check_method(method)
     if method == "none":
         return image
     if estimate is None:

@@ -112,7 +112,9 @@ def test_the_pool_stays_bounded_on_a_large_source(monkeypatch):
     amounts, _ = tissue_amounts(3)
     image = stained(amounts * OTHER_SCALE, OTHER_VECTORS)
     fitted = []
-    real_fit = __import__("torchstain").numpy.normalizers.NumpyMacenkoNormalizer.fit
+    from torchstain.numpy.normalizers import NumpyMacenkoNormalizer
+
+    real_fit = NumpyMacenkoNormalizer.fit
 
     def spy(self, pixels, **kwargs):
         fitted.append(len(pixels))

@@ -18,7 +18,6 @@ from mlcore.checkpoint import load_checkpoint
 from mlcore.config import TrainConfig
 from mlcore.data import ImageRecord, table_from_arrays
 from mlcore.predict import predict
-from mlcore.stain import StainEstimate, estimate_stain
 from mlcore.train import STAGES, train_all
 from mlcore.types import Cancelled
 from mlcore.types import LabelSet as MLLabelSet
@@ -324,19 +323,6 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         bulk.analyze_after_commit(Prediction)
         return {"model_version": version.number, "image": image.pk, **result}
     images = list(Image.objects.filter(project=version.project).order_by("id"))
-    stains: dict[int, StainEstimate | None] = {}
-
-    def dataset_stain(image: Image) -> StainEstimate | None:
-        """A model that normalises stains gets each dataset's estimate from all its images, as its training
-        did (table_from_arrays). The web app's training does not offer the option (README), but a version's
-        predictions must be cut as its crops were, whatever made it."""
-        if model.crop_spec.stain_normalisation == "none":
-            return None
-        if image.dataset_id not in stains:
-            stains[image.dataset_id] = estimate_stain(load_rgb(other) for other in images
-                                                      if other.dataset_id == image.dataset_id and not other.is_slide)
-        return stains[image.dataset_id]
-
     stored = 0
     for number, image in enumerate(images, start=1):
         if image.is_slide:
@@ -344,7 +330,7 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
                                     start=100.0 * (number - 1) / len(images), span=100.0 / len(images))["predictions"]
             continue
         instance_map = load_mask(image)
-        crops, geometry = model.crop_spec.cut(load_rgb(image), instance_map, stain=dataset_stain(image))
+        crops, geometry = model.crop_spec.cut(load_rgb(image), instance_map)
         nucleus_ids = dict(Nucleus.objects.filter(image=image).values_list("instance_id", "id"))
         if len(geometry.ids) == 0:
             continue
