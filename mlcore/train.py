@@ -174,6 +174,28 @@ def evaluate(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | N
     return reports_from_logits(model, table, rows, logits, heads)
 
 
+def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table: NucleusTable, rows: np.ndarray,
+                   metrics: dict[str, dict] | None = None, device: str | torch.device | None = None
+                   ) -> dict[str, dict]:
+    """``model`` against ``previous`` (the model it replaces) on the same ``rows``, per label set both have:
+    n, and each model's macro-F1 and accuracy (``metrics``: ``model``'s own :func:`evaluate` of ``rows``,
+    when the caller has it).
+
+    Why the same rows: each training's validation split moves as the data grows, and a seed alone moves
+    macro-F1 by a few hundredths, so two versions' own figures do not say whether the new one is better.
+    Raises ValueError when ``previous`` cannot score these crops: they are cut differently for it, or one
+    of its label sets has other classes than the table's."""
+    model, previous = getattr(model, "module", model), getattr(previous, "module", previous)
+    if previous.crop_spec != model.crop_spec:
+        raise ValueError(f"it cuts its crops differently ({previous.crop_spec.describe()} against "
+                         f"{model.crop_spec.describe()})")
+    metrics = metrics if metrics is not None else evaluate(model, table, rows, device)
+    before = evaluate(previous, table, rows, device)
+    return {name: {"n": report["n"], "macro_f1": report["macro_f1"], "previous_macro_f1": before[name]["macro_f1"],
+                   "accuracy": report["accuracy"], "previous_accuracy": before[name]["accuracy"]}
+            for name, report in metrics.items() if name in before and report["n"]}
+
+
 class EpochValidation:
     """The validation macro-F1 of every epoch, for the training curves: on at most
     ``EPOCH_VALIDATION_ROWS`` validation rows (a fixed, seeded subset), so that it costs a fraction of an

@@ -125,3 +125,26 @@ def test_the_checkpoint_downloads_from_the_versions_table_under_a_safe_name(logg
     assert answer.value.headers["content-type"] == "application/octet-stream"
     assert download.value.suggested_filename == "Colon_trial_run_2-v1.pt"
     assert Path(download.value.path()).read_bytes() == path.read_bytes()
+
+
+def test_the_warning_of_a_lower_active_version_rolls_back_to_the_one_it_replaced(logged_in_page, live_server, owner):
+    from django.utils import timezone
+
+    from webapp.projects.operations import do_create_project
+
+    project = do_create_project("rollback", actor=owner)
+    for number in (1, 2):
+        compared = {"version": 1, "label_sets": {"colon": {"n": 40, "macro_f1": 0.61, "previous_macro_f1": 0.66,
+                                                           "accuracy": 0.7, "previous_accuracy": 0.72}}}
+        ModelVersion.objects.create(project=project, number=number, checkpoint_file=f"models/v{number}.pt",
+                                    data_snapshot_at=timezone.now(), is_active=number == 2,
+                                    training_data={"compared_with": compared} if number == 2 else {})
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    warning = page.locator("#active-comparison")
+    assert "v2 scored lower than v1" in warning.inner_text()
+    with page.expect_navigation():   # the page reloads once the version is active
+        page.click("#active-comparison button:text-is('Make v1 active')")
+    assert page.locator("#training > p strong").first.inner_text() == "v1"
+    assert ModelVersion.objects.get(project=project, is_active=True).number == 1
+    assert page.locator("#active-comparison").count() == 0   # v1 replaced nothing: no comparison to warn of

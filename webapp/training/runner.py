@@ -18,7 +18,7 @@ from mlcore.checkpoint import load_checkpoint
 from mlcore.config import TrainConfig
 from mlcore.data import ImageRecord, table_from_arrays
 from mlcore.predict import predict
-from mlcore.train import STAGES, train_all
+from mlcore.train import STAGES, compare_models, train_all
 from mlcore.types import Cancelled
 from mlcore.types import LabelSet as MLLabelSet
 from webapp.core import media
@@ -200,6 +200,33 @@ def training_data(project, table, result, stages: list[str], resume: Resume | No
             "stages": done_before + list(stages), "resumed_from_job": resume.point["job"] if resume else None}
 
 
+def compared_with_parent(parent: ModelVersion | None, table, result) -> dict | None:
+    """The new model against the active version it replaces, on the new one's validation nuclei
+    (mlcore.train.compare_models): {"version": number, "label_sets": {...}}, or {"version", "skipped": why}
+    when the parent cannot score them. None without a parent or validation nuclei."""
+    if parent is None or not len(result.val_rows):
+        return None
+    # Loaded afresh: a fine-tuning trained the parent's loaded model in place.
+    previous = load_checkpoint(media.local_path(parent.checkpoint_file)).model.eval()
+    try:
+        label_sets = compare_models(result.model, previous, table, result.val_rows, result.metrics)
+    except ValueError as exc:
+        return {"version": parent.number, "skipped": f"v{parent.number} cannot score these nuclei: {exc}"}
+    return {"version": parent.number, "label_sets": _jsonable(label_sets)}
+
+
+def describe_comparison(comparison: dict) -> str:
+    """One log line: each label set's macro-F1, the new version's against the one it replaces."""
+    if "skipped" in comparison:
+        return f"no comparison with the active version: {comparison['skipped']}"
+    number = comparison["version"]
+    parts = [f"{name} {c['macro_f1']:.3f} (v{number} {c['previous_macro_f1']:.3f}, "
+             f"{c['macro_f1'] - c['previous_macro_f1']:+.3f}, n={c['n']})"
+             for name, c in comparison["label_sets"].items()]
+    return (f"macro-F1 on this training's validation nuclei, against v{number} on the same nuclei: "
+            + ("; ".join(parts) or "no label set in common"))
+
+
 def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     project = job.project
     snapshot_at = timezone.now()
@@ -283,19 +310,23 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
                            train_rows=train_rows, val_rows=val_rows)
         if result.checkpoint_path is None:   # train_all writes model.pt whenever it has an out_dir
             raise RuntimeError("the training ended without writing its model checkpoint")
+        comparison = compared_with_parent(parent, table, result)
+        if comparison is not None:
+            report(95, stage="publishing", log=describe_comparison(comparison))
         report(96, stage="publishing", message="publishing the model version", log="publishing the model version")
         version = operations.do_publish_version(
             project, job=job, checkpoint=result.checkpoint_path, config=config.to_dict(),
             label_sets=[{"name": s.name, "classes": list(s.classes)} for s in ml_label_sets],
             trained_on=trained_on, metrics=_jsonable(result.metrics), data_snapshot_at=snapshot_at, parent=parent,
-            history=_jsonable(result.history), training_data=training_data(project, table, result, stages, resume))
+            history=_jsonable(result.history), training_data={
+                **training_data(project, table, result, stages, resume), "compared_with": comparison})
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     operations.do_discard_resume_points(project)
     prediction_job = operations.do_start_prediction(version, actor=job.created_by)
     report(100, stage="publishing", log=f"published v{version.number}; predictions follow in job {prediction_job.pk}")
     return {"model_version": version.number, "model_version_id": version.pk, "stages": stages,
-            "trained_on": trained_on, "prediction_job": prediction_job.pk,
+            "trained_on": trained_on, "prediction_job": prediction_job.pk, "compared_with": comparison,
             "metrics": {name: {k: m.get(k) for k in ("n", "accuracy", "macro_f1", "weighted_f1")}
                         for name, m in version.metrics.items() if isinstance(m, dict)}}
 

@@ -12,7 +12,7 @@ import math
 from mlcore.config import STAGE_NUMBER, STAGES
 
 from .models import ModelVersion
-from .pages import PALETTE, version_metrics
+from .pages import PALETTE, comparison_with_replaced, version_metrics
 
 CHART_WIDTH, CHART_HEIGHT = 340, 180
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 42, 12, 12, 30
@@ -131,6 +131,7 @@ def version_page_context(version: ModelVersion) -> dict:
         "version": version,
         "stages": stage_curves(version.history or [], label_set_names),
         "metric_entries": version_metrics(version, project_classes),
+        "comparison": comparison_with_replaced(version),
         "model_label_sets": model_sets,
         "label_counts": counts,
         "unlabelled_nuclei": version.trained_on.get("unlabelled_nuclei"),

@@ -1,0 +1,61 @@
+"""A new model against the one it replaces, on the same validation rows (mlcore.train.compare_models)."""
+
+import numpy as np
+import pytest
+import torch
+
+from mlcore.crops import CropSpec
+from mlcore.model import CrossTrainedModel
+from mlcore.train import compare_models, evaluate
+from mlcore.types import LabelSet
+from tests.mlcore.helpers import two_set_table
+
+
+def model_for(label_sets, seed: int, crop=64) -> CrossTrainedModel:
+    torch.manual_seed(seed)
+    return CrossTrainedModel(label_sets, "small", {"width": 4}, crop).eval()
+
+
+def test_both_models_are_scored_on_the_same_rows_per_label_set():
+    table, sets = two_set_table(images_per_set=3)
+    rows = np.arange(0, len(table), 2)
+    new, old = model_for(sets, 0), model_for(sets, 2)  # seeds whose untrained models predict other classes
+    compared = compare_models(new, old, table, rows)
+
+    mine, theirs = evaluate(new, table, rows), evaluate(old, table, rows)
+    assert set(compared) == {"A", "B"}
+    for name, row in compared.items():
+        assert row["n"] == mine[name]["n"] == theirs[name]["n"] > 0
+        assert row["macro_f1"] == mine[name]["macro_f1"] and row["previous_macro_f1"] == theirs[name]["macro_f1"]
+        assert row["accuracy"] == mine[name]["accuracy"] and row["previous_accuracy"] == theirs[name]["accuracy"]
+    # Two differently initialised models do not score alike on every set: the comparison reads both.
+    assert any(r["macro_f1"] != r["previous_macro_f1"] for r in compared.values())
+
+
+def test_the_new_models_own_metrics_are_used_as_given():
+    table, sets = two_set_table(images_per_set=2)
+    rows = np.arange(len(table))
+    given = {name: {**report, "macro_f1": 0.5} for name, report in evaluate(model_for(sets, 0), table, rows).items()}
+    compared = compare_models(model_for(sets, 0), model_for(sets, 1), table, rows, metrics=given)
+    assert {name: row["macro_f1"] for name, row in compared.items()} == {"A": 0.5, "B": 0.5}
+
+
+def test_a_label_set_the_previous_model_lacks_is_left_out():
+    table, sets = two_set_table(images_per_set=2)
+    rows = np.arange(len(table))
+    compared = compare_models(model_for(sets, 0), model_for(sets[:1], 1), table, rows)
+    assert list(compared) == ["A"]
+
+
+def test_a_previous_model_that_cuts_crops_otherwise_cannot_be_compared():
+    table, sets = two_set_table(images_per_set=2)
+    previous = model_for(sets, 1, crop=CropSpec(64, context=2.0))
+    with pytest.raises(ValueError, match="cuts its crops differently"):
+        compare_models(model_for(sets, 0), previous, table, np.arange(len(table)))
+
+
+def test_a_previous_model_with_other_classes_cannot_be_compared():
+    table, sets = two_set_table(images_per_set=2)
+    renamed = [sets[0], LabelSet("B", ("b0", "b1", "b2"))]
+    with pytest.raises(ValueError, match="classes differ"):
+        compare_models(model_for(sets, 0), model_for(renamed, 1), table, np.arange(len(table)))
