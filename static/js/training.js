@@ -98,7 +98,8 @@ function trainingSection(section) {
     if (form.get("policy_epochs")) options.epochs = Number(form.get("policy_epochs")); else delete options.epochs;
     const body = { enabled: form.get("enabled") === "on", cron: form.get("cron") || "", options,
                    min_new_reviews: form.get("min_new_reviews") ? Number(form.get("min_new_reviews")) : null,
-                   check_every_minutes: Number(form.get("check_every_minutes") || 15) };
+                   check_every_minutes: Number(form.get("check_every_minutes") || 15),
+                   activate_only_if_not_lower: form.get("activate_only_if_not_lower") === "on" };
     const status = document.getElementById("policy-status");
     const cron = policyForm.querySelector("input[name=cron]");
     const cronError = document.getElementById("policy-cron-error");

@@ -141,10 +141,13 @@ def test_the_warning_of_a_lower_active_version_rolls_back_to_the_one_it_replaced
                                     training_data={"compared_with": compared} if number == 2 else {})
     page = logged_in_page
     page.goto(f"{live_server.url}/projects/{project.pk}/")
-    warning = page.locator("#active-comparison")
-    assert "v2 scored lower than v1" in warning.inner_text()
+    assert "The active version v2 scored lower than v1" in page.locator("#newest-comparison").inner_text()
     with page.expect_navigation():   # the page reloads once the version is active
-        page.click("#active-comparison button:text-is('Make v1 active')")
+        page.click("#newest-comparison button:text-is('Make v1 active')")
     assert page.locator("#training > p strong").first.inner_text() == "v1"
     assert ModelVersion.objects.get(project=project, is_active=True).number == 1
-    assert page.locator("#active-comparison").count() == 0   # v1 replaced nothing: no comparison to warn of
+    # Now the warning says the newest version is not active, and offers it back.
+    assert "v2, the newest version, is not active" in page.locator("#newest-comparison").inner_text()
+    with page.expect_navigation():
+        page.click("#newest-comparison button:text-is('Make v2 active')")
+    assert ModelVersion.objects.get(project=project, is_active=True).number == 2

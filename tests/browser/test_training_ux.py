@@ -137,6 +137,7 @@ def test_the_policy_form_shows_a_bad_cron_and_the_next_run(logged_in_page, live_
     form.locator("input[name=cron]").fill("0 3 * * 0")
     form.locator("input[name=policy_stages][value=correlation]").uncheck()
     form.locator("input[name=policy_epochs]").fill("3")
+    form.locator("input[name=activate_only_if_not_lower]").check()
     form.locator("button[type=submit]").click()
     wait_until(page, "document.getElementById('policy-status').textContent === 'Saved.'")
     assert page.locator("#policy-cron-error").is_hidden()
@@ -150,10 +151,12 @@ def test_the_policy_form_shows_a_bad_cron_and_the_next_run(logged_in_page, live_
     policy = RetrainPolicy.objects.get(project=project)
     assert policy.enabled and policy.cron == "0 3 * * 0"
     assert policy.options == {"stages": ["sparse", "completion"], "epochs": 3}
+    assert policy.activate_only_if_not_lower
     assert PeriodicTask.objects.get(name=f"retrain-cron-project-{project.pk}").enabled
 
     page.reload()
     assert form.locator("input[name=enabled]").is_checked()
     assert not form.locator("input[name=policy_stages][value=correlation]").is_checked()
     assert form.locator("input[name=policy_epochs]").input_value() == "3"
+    assert form.locator("input[name=activate_only_if_not_lower]").is_checked()
     assert expected in page.inner_text("#policy-next")

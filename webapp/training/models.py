@@ -84,4 +84,7 @@ class RetrainPolicy(models.Model):
     check_every_minutes = models.PositiveIntegerField(default=15)
     cron = models.CharField(max_length=100, blank=True, help_text="'minute hour day month weekday', e.g. '0 3 * * 0'")
     options = models.JSONField(default=dict, blank=True, help_text="training options for scheduled runs")
+    activate_only_if_not_lower = models.BooleanField(default=False, help_text=(
+        "a scheduled training's version becomes active only where its macro-F1 is not lower than the active "
+        "version's on any label set, both scored on the new version's validation nuclei"))
     updated_at = models.DateTimeField(auto_now=True)

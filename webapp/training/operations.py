@@ -73,12 +73,14 @@ def resume_point(job: Job, project: Project | None = None) -> dict:
 
 
 def do_start_training(project: Project, *, actor=None, options: dict | None = None, reason: str = "manual",
-                      resume_from: Job | None = None) -> Job:
+                      resume_from: Job | None = None, activate_only_if_not_lower: bool = False) -> Job:
     """Queue a training job; 409 (Conflict) when one is already queued or running for the project.
 
     Epochs and draws per epoch that ``options`` leaves out follow :func:`default_training_options`, and are
     stored in the job's params (they show what it runs). ``resume_from``: a cancelled or failed training
     that finished a stage; the new job runs its remaining stages from that stage's checkpoint, with its options.
+    ``activate_only_if_not_lower``: the new version becomes active only if it is not lower than the active
+    version on any label set (the retraining policy's guard; a resume keeps the resumed job's).
     """
     options = dict(options or {})
     with transaction.atomic():
@@ -97,10 +99,13 @@ def do_start_training(project: Project, *, actor=None, options: dict | None = No
                 options["device"] = device
             # The job and stage only: the job page shows params, and the checkpoint's path is the server's.
             params.update(reason="resume", resume={"job": resume_from.pk, "stage": point["stage"]})
+            activate_only_if_not_lower = bool((resume_from.params or {}).get("activate_only_if_not_lower"))
         else:
             defaults = default_training_options(project, options.get("batch_size"))
             options = {**defaults, **options}
         params["options"] = options
+        if activate_only_if_not_lower:
+            params["activate_only_if_not_lower"] = True
         return job_operations.do_enqueue_job(Job.Kind.TRAIN, actor=actor, project=project, params=params)
 
 
@@ -152,8 +157,10 @@ def models_folder(project: Project) -> str:
 
 def do_publish_version(project: Project, *, job: Job, checkpoint: Path, config: dict, label_sets: list,
                        trained_on: dict, metrics: dict, data_snapshot_at, parent: ModelVersion | None,
-                       history: list | None = None, training_data: dict | None = None) -> ModelVersion:
-    """Copy the checkpoint into the project and publish it as the new active version, all or nothing.
+                       history: list | None = None, training_data: dict | None = None,
+                       activate: bool = True) -> ModelVersion:
+    """Copy the checkpoint into the project and publish it as the new active version (``activate``; else
+    beside the active one, which stays), all or nothing.
 
     The checkpoint is in the storage before the row that names it commits; the upload (remote) happens
     under the project's lock, as the version's number is only known there."""
@@ -166,14 +173,15 @@ def do_publish_version(project: Project, *, job: Job, checkpoint: Path, config: 
             Project.objects.select_for_update().get(pk=project.pk)
             number = (ModelVersion.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
             final = f"{models_folder(project)}/v{number}.pt"
-            ModelVersion.objects.filter(project=project, is_active=True).update(is_active=False)
+            if activate:
+                ModelVersion.objects.filter(project=project, is_active=True).update(is_active=False)
             version = ModelVersion.objects.create(
                 project=project, number=number, parent=parent, job=job,
                 checkpoint_file=final, config=config, label_sets=label_sets,
-                trained_on=trained_on, metrics=metrics, data_snapshot_at=data_snapshot_at, is_active=True,
+                trained_on=trained_on, metrics=metrics, data_snapshot_at=data_snapshot_at, is_active=activate,
                 history=history or [], training_data=training_data or {})
             audit.record("model.published", actor=job.created_by, target=version, number=number,
-                         parent=parent.number if parent else None, job=job.pk)
+                         parent=parent.number if parent else None, job=job.pk, active=activate)
             staged.rename(media.work_path(final))
             media.publish(final)
     except BaseException:
@@ -252,7 +260,8 @@ def do_store_predictions(version: ModelVersion, rows: list[Prediction], *, repla
 # ------------------------------------------------------------------------------------- retraining policy
 
 def do_set_retrain_policy(project: Project, *, actor, enabled: bool = True, min_new_reviews: int | None = None,
-                          check_every_minutes: int = 15, cron: str = "", options: dict | None = None) -> RetrainPolicy:
+                          check_every_minutes: int = 15, cron: str = "", options: dict | None = None,
+                          activate_only_if_not_lower: bool = False) -> RetrainPolicy:
     """Store the policy and its django-celery-beat schedules (one interval check, one optional cron)."""
     from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
@@ -266,7 +275,8 @@ def do_set_retrain_policy(project: Project, *, actor, enabled: bool = True, min_
         policy, _ = RetrainPolicy.objects.update_or_create(
             project=project, defaults={"enabled": enabled, "min_new_reviews": min_new_reviews,
                                        "check_every_minutes": check_every_minutes, "cron": cron,
-                                       "options": options or {}})
+                                       "options": options or {},
+                                       "activate_only_if_not_lower": activate_only_if_not_lower})
         args = json.dumps([project.pk])
         check_name, cron_name = f"retrain-check-project-{project.pk}", f"retrain-cron-project-{project.pk}"
         if min_new_reviews:
@@ -287,18 +297,29 @@ def do_set_retrain_policy(project: Project, *, actor, enabled: bool = True, min_
         else:
             PeriodicTask.objects.filter(name=cron_name).delete()
         audit.record("project.retrain_policy_set", actor=actor, target=project, enabled=enabled,
-                     min_new_reviews=min_new_reviews, cron=cron)
+                     min_new_reviews=min_new_reviews, cron=cron, activate_only_if_not_lower=activate_only_if_not_lower)
     return policy
 
 
-def new_reviews_since_active(project: Project) -> int:
+def new_reviews_since(version: ModelVersion | None, project: Project) -> int:
+    """Reviewed labels made after ``version``'s data snapshot (all of the project's without a version)."""
     from webapp.datasets.models import Label, LabelSource
 
     reviews = Label.objects.filter(nucleus__image__project=project, source=LabelSource.REVIEW)
-    version = active_version(project)
     if version is not None:
         reviews = reviews.filter(created_at__gt=version.data_snapshot_at)
     return reviews.count()
+
+
+def new_reviews_since_active(project: Project) -> int:
+    return new_reviews_since(active_version(project), project)
+
+
+def new_reviews_since_last_training(project: Project) -> int:
+    """Reviewed labels the newest version did not see. The threshold counts these, not those since the active
+    version: a version left inactive by the policy's guard, or a rollback, must not retrain on the same data
+    at every check."""
+    return new_reviews_since(ModelVersion.objects.filter(project=project).order_by("-number").first(), project)
 
 
 def maybe_retrain(project: Project, *, reason: str) -> Job | None:
@@ -306,10 +327,12 @@ def maybe_retrain(project: Project, *, reason: str) -> Job | None:
     policy = RetrainPolicy.objects.filter(project=project, enabled=True).first()
     if policy is None:
         return None
-    if reason == "threshold" and (not policy.min_new_reviews or new_reviews_since_active(project) < policy.min_new_reviews):
+    if reason == "threshold" and (not policy.min_new_reviews
+                                  or new_reviews_since_last_training(project) < policy.min_new_reviews):
         return None
     try:
-        return do_start_training(project, options=policy.options, reason=reason)
+        return do_start_training(project, options=policy.options, reason=reason,
+                                 activate_only_if_not_lower=policy.activate_only_if_not_lower)
     except Conflict:
         return None
 

@@ -6,6 +6,7 @@ from webapp.jobs.models import Job
 from webapp.projects.access import can
 from webapp.projects.models import Role
 
+from .comparison import comparison_with_replaced
 from .models import ModelVersion, RetrainPolicy
 from .operations import ACTIVE_STATES, new_reviews_since_active
 
@@ -59,20 +60,6 @@ def version_metrics(version: ModelVersion, project_classes: dict[str, list[str]]
     return sorted(entries, key=lambda e: (order.index(e["name"]) if e["name"] in order else len(order), e["name"]))
 
 
-def comparison_with_replaced(version: ModelVersion) -> dict | None:
-    """The version against the active version it replaced, both scored on this version's validation nuclei
-    (webapp.training.runner.compared_with_parent), for the pages: the rows per label set and those lower."""
-    compared = (version.training_data or {}).get("compared_with")
-    if not compared:
-        return None
-    rows = [{"name": name, "n": c["n"], "macro_f1": c["macro_f1"], "previous": c["previous_macro_f1"],
-             "difference": f"{c['macro_f1'] - c['previous_macro_f1']:+.3f}",
-             "lower": c["macro_f1"] < c["previous_macro_f1"]}
-            for name, c in (compared.get("label_sets") or {}).items()]
-    return {"version": compared["version"], "skipped": compared.get("skipped"), "rows": rows,
-            "lower": [row for row in rows if row["lower"]]}
-
-
 PALETTE = ["#e6194b", "#3cb44b", "#0082c8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#008080"]
 
 
@@ -98,7 +85,9 @@ def training_panel_context(project, user) -> dict:
     return {
         "versions": list(reversed(versions)),
         "active_version": active,
-        "active_comparison": comparison_with_replaced(active) if active else None,
+        # The newest version against the one it replaced: a warning where it is lower, active or not.
+        "newest_version": versions[-1] if versions else None,
+        "newest_comparison": comparison_with_replaced(versions[-1]) if versions else None,
         "training_job": training_job,
         "training_jobs": last_jobs,
         "can_train": can(user, project, Role.CURATOR),

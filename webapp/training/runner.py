@@ -30,6 +30,7 @@ from webapp.jobs.sweep import remove_job_paths, scratch_folder
 
 from . import operations
 from .models import ModelVersion, Prediction
+from .comparison import describe_comparison, lower_label_sets
 from .queries import active_version
 
 Report = Callable[..., None]          # report(percent, **details)
@@ -215,18 +216,6 @@ def compared_with_parent(parent: ModelVersion | None, table, result) -> dict | N
     return {"version": parent.number, "label_sets": _jsonable(label_sets)}
 
 
-def describe_comparison(comparison: dict) -> str:
-    """One log line: each label set's macro-F1, the new version's against the one it replaces."""
-    if "skipped" in comparison:
-        return f"no comparison with the active version: {comparison['skipped']}"
-    number = comparison["version"]
-    parts = [f"{name} {c['macro_f1']:.3f} (v{number} {c['previous_macro_f1']:.3f}, "
-             f"{c['macro_f1'] - c['previous_macro_f1']:+.3f}, n={c['n']})"
-             for name, c in comparison["label_sets"].items()]
-    return (f"macro-F1 on this training's validation nuclei, against v{number} on the same nuclei: "
-            + ("; ".join(parts) or "no label set in common"))
-
-
 def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     project = job.project
     snapshot_at = timezone.now()
@@ -313,19 +302,28 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         comparison = compared_with_parent(parent, table, result)
         if comparison is not None:
             report(95, stage="publishing", log=describe_comparison(comparison))
+        lower = lower_label_sets(comparison) if job.params.get("activate_only_if_not_lower") else []
         report(96, stage="publishing", message="publishing the model version", log="publishing the model version")
         version = operations.do_publish_version(
             project, job=job, checkpoint=result.checkpoint_path, config=config.to_dict(),
             label_sets=[{"name": s.name, "classes": list(s.classes)} for s in ml_label_sets],
             trained_on=trained_on, metrics=_jsonable(result.metrics), data_snapshot_at=snapshot_at, parent=parent,
             history=_jsonable(result.history), training_data={
-                **training_data(project, table, result, stages, resume), "compared_with": comparison})
+                **training_data(project, table, result, stages, resume), "compared_with": comparison},
+            activate=not lower)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     operations.do_discard_resume_points(project)
+    # An inactive version gets its predictions too: made active later, it has them for the review.
     prediction_job = operations.do_start_prediction(version, actor=job.created_by)
-    report(100, stage="publishing", log=f"published v{version.number}; predictions follow in job {prediction_job.pk}")
-    return {"model_version": version.number, "model_version_id": version.pk, "stages": stages,
+    if lower:
+        report(100, stage="publishing", log=f"published v{version.number} but did not make it active: it is lower "
+               f"than v{parent.number} on {', '.join(lower)} (the retraining policy keeps the active version then); "
+               f"v{parent.number} stays active. Predictions follow in job {prediction_job.pk}")
+    else:
+        report(100, stage="publishing", log=f"published v{version.number}; predictions follow in job {prediction_job.pk}")
+    return {"model_version": version.number, "model_version_id": version.pk, "active": version.is_active,
+            "stages": stages,
             "trained_on": trained_on, "prediction_job": prediction_job.pk, "compared_with": comparison,
             "metrics": {name: {k: m.get(k) for k in ("n", "accuracy", "macro_f1", "weighted_f1")}
                         for name, m in version.metrics.items() if isinstance(m, dict)}}

@@ -82,8 +82,8 @@ class RetrainPolicySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RetrainPolicy
-        fields = ["enabled", "min_new_reviews", "check_every_minutes", "cron", "options", "saved", "time_zone",
-                  "next_run_at", "next_check_at", "schedule_text"]
+        fields = ["enabled", "min_new_reviews", "check_every_minutes", "cron", "options", "activate_only_if_not_lower",
+                  "saved", "time_zone", "next_run_at", "next_check_at", "schedule_text"]
 
     def validate_cron(self, value: str) -> str:
         value = " ".join((value or "").split())

@@ -12,7 +12,8 @@ import math
 from mlcore.config import STAGE_NUMBER, STAGES
 
 from .models import ModelVersion
-from .pages import PALETTE, comparison_with_replaced, version_metrics
+from .comparison import comparison_with_replaced
+from .pages import PALETTE, version_metrics
 
 CHART_WIDTH, CHART_HEIGHT = 340, 180
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 42, 12, 12, 30

@@ -92,11 +92,12 @@ def test_a_comparison_that_could_not_be_made_says_why(client, owner, project):
 
 def test_the_project_page_warns_when_the_active_version_is_lower_and_offers_the_rollback_to_curators(
         client, owner, member, outsider, project):
-    _, v2 = versions(project, 2)
+    v1, v2 = versions(project, 2)
     comparison(v2, colon=(0.612, 0.655), breast=(0.802, 0.790))
     client.force_login(owner)
     page = client.get(f"/projects/{project.pk}/").content.decode()
-    assert 'id="active-comparison"' in page
+    assert 'id="newest-comparison"' in page
+    assert "The active version v2" in page and "scored lower than v1, the version it replaced, on" in page
     assert "colon (macro-F1 0.612 against 0.655 on the same 40 validation nuclei)" in page
     assert "breast (macro-F1" not in page
     assert 'class="secondary activate-version" data-number="1">Make v1 active</button>' in page
@@ -104,11 +105,19 @@ def test_the_project_page_warns_when_the_active_version_is_lower_and_offers_the_
     do_set_membership(project, member, Role.REVIEWER, actor=owner)
     client.force_login(member)
     page = client.get(f"/projects/{project.pk}/").content.decode()
-    assert 'id="active-comparison"' in page and "Make v1 active" not in page
+    assert 'id="newest-comparison"' in page and "Make v1 active" not in page
 
     client.force_login(outsider)
     assert client.get(f"/projects/{project.pk}/").status_code == 404
 
-    comparison(v2, colon=(0.7, 0.655))
+    # Kept inactive (the policy's guard, or a rollback): the warning says so and offers to make it active.
+    v1.refresh_from_db()
+    ModelVersion.objects.filter(pk=v2.pk).update(is_active=False)
+    ModelVersion.objects.filter(pk=v1.pk).update(is_active=True)
     client.force_login(owner)
-    assert 'id="active-comparison"' not in client.get(f"/projects/{project.pk}/").content.decode()
+    page = client.get(f"/projects/{project.pk}/").content.decode()
+    assert "v2, the newest version, is not active: it" in page
+    assert 'class="secondary activate-version" data-number="2">Make v2 active</button>' in page
+
+    comparison(v2, colon=(0.7, 0.655))
+    assert 'id="newest-comparison"' not in client.get(f"/projects/{project.pk}/").content.decode()

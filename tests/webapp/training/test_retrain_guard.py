@@ -1,0 +1,127 @@
+"""The retraining policy's guard: a scheduled training's version becomes active only where it is not lower than
+the active version on any label set (both scored on the new version's validation nuclei)."""
+
+import pytest
+from django.utils import timezone
+
+from tests.workers.training_helpers import FAST, two_taxonomy_project
+from webapp.core.models import AuditLogEntry
+from webapp.jobs.models import Job
+from webapp.projects.operations import do_create_project
+from webapp.training import runner
+from workers.tasks import run_job
+from webapp.training.comparison import lower_label_sets
+from webapp.training.models import ModelVersion, RetrainPolicy
+from webapp.training.operations import do_set_retrain_policy, do_start_training, maybe_retrain
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")  # jobs report progress on their own connection
+
+
+def train(project, owner, guarded: bool = False) -> Job:
+    """Queue a training the way the API and the policy do, run it as a worker does; the finished job."""
+    job = do_start_training(project, actor=owner, options={**FAST, "stages": ["sparse"]},
+                            activate_only_if_not_lower=guarded)
+    assert run_job(job.pk) == "succeeded", Job.objects.get(pk=job.pk).error
+    return Job.objects.get(pk=job.pk)
+
+
+def rigged_comparison(monkeypatch, colon: float, breast: float) -> None:
+    """The comparison's outcome, set: the new model's macro-F1 minus the replaced one's, per label set. The rest
+    (publishing, activation, predictions, the log) runs for real."""
+    def compare(model, previous, table, rows, metrics=None, device=None):
+        return {name: {"n": metrics[name]["n"], "macro_f1": 0.5 + delta, "previous_macro_f1": 0.5,
+                       "accuracy": 0.5, "previous_accuracy": 0.5}
+                for name, delta in (("colon", colon), ("breast", breast))}
+    monkeypatch.setattr(runner, "compare_models", compare)
+
+
+@pytest.fixture
+def trained(owner, media_root, tmp_path):
+    """A two-taxonomy project with v1 trained and active."""
+    project = two_taxonomy_project(owner, tmp_path)
+    train(project, owner)
+    return project
+
+
+def test_a_guarded_training_lower_on_one_label_set_publishes_its_version_beside_the_active_one(
+        trained, owner, monkeypatch):
+    rigged_comparison(monkeypatch, colon=-0.01, breast=+0.05)
+    job = train(trained, owner, guarded=True)
+    result = job.result
+    v1, v2 = ModelVersion.objects.filter(project=trained).order_by("number")
+    assert (v1.is_active, v2.is_active, result["active"]) == (True, False, False)
+    assert v2.training_data["compared_with"]["version"] == 1
+    assert "did not make it active: it is lower than v1 on colon" in job.log_tail, job.log_tail
+    published = AuditLogEntry.objects.filter(action="model.published").order_by("id").last()
+    assert published.details["number"] == 2 and published.details["active"] is False
+    # Its predictions are made all the same, so that it has them if a curator makes it active.
+    assert Job.objects.get(pk=result["prediction_job"]).params["model_version"] == v2.pk
+
+
+def test_an_unguarded_training_becomes_active_even_where_it_is_lower(trained, owner, monkeypatch):
+    rigged_comparison(monkeypatch, colon=-0.01, breast=-0.2)
+    assert train(trained, owner).result["active"] is True
+    assert ModelVersion.objects.get(project=trained, is_active=True).number == 2
+
+
+def test_a_guarded_training_not_lower_anywhere_becomes_active(trained, owner, monkeypatch):
+    rigged_comparison(monkeypatch, colon=0.0, breast=+0.01)
+    assert train(trained, owner, guarded=True).result["active"] is True
+    assert ModelVersion.objects.get(project=trained, is_active=True).number == 2
+
+
+def test_the_guard_follows_the_real_comparison(trained, owner):
+    result = train(trained, owner, guarded=True).result
+    v2 = ModelVersion.objects.get(project=trained, number=2)
+    compared = v2.training_data["compared_with"]
+    assert set(compared["label_sets"]) == {"colon", "breast"}
+    assert v2.is_active is (not lower_label_sets(compared)) is result["active"]
+
+
+def test_the_policy_stores_the_guard_and_its_trainings_carry_it(api_client_for, owner):
+    project = do_create_project("guard", actor=owner)
+    client = api_client_for(owner)
+    response = client.put(f"/api/projects/{project.pk}/retrain-policy/",
+                          {"enabled": True, "cron": "0 3 * * 0", "activate_only_if_not_lower": True}, format="json")
+    assert response.status_code == 200 and response.json()["activate_only_if_not_lower"] is True, response.content
+    assert RetrainPolicy.objects.get(project=project).activate_only_if_not_lower is True
+    assert client.get(f"/api/projects/{project.pk}/retrain-policy/").json()["activate_only_if_not_lower"] is True
+    job = maybe_retrain(project, reason="schedule")
+    assert job.params["activate_only_if_not_lower"] is True
+
+    # Off again: a scheduled training activates its version as before, and its params do not mention the guard.
+    job.delete()
+    client.put(f"/api/projects/{project.pk}/retrain-policy/", {"enabled": True, "cron": "0 3 * * 0"}, format="json")
+    assert RetrainPolicy.objects.get(project=project).activate_only_if_not_lower is False
+    assert "activate_only_if_not_lower" not in maybe_retrain(project, reason="schedule").params
+
+
+def test_a_resumed_guarded_training_stays_guarded(owner, media_root):
+    project = do_create_project("guard", actor=owner)
+    (media_root / "x.pt").write_bytes(b"checkpoint")
+    failed = Job.objects.create(kind=Job.Kind.TRAIN, project=project, state=Job.State.FAILED, created_by=owner,
+                                params={"options": {"epochs": 2}, "activate_only_if_not_lower": True},
+                                result={"resume": {"stage": "sparse", "checkpoint": "x.pt", "done": ["sparse"],
+                                                   "remaining": ["correlation", "completion"]}})
+    resumed = do_start_training(project, actor=owner, resume_from=failed)
+    assert resumed.params["activate_only_if_not_lower"] is True and resumed.params["reason"] == "resume"
+
+
+def test_the_review_threshold_counts_from_the_newest_version_not_the_active_one(rp, users, api_client_for):
+    """Else a version the guard left inactive would start the same training again at every check."""
+    from webapp.datasets.models import Nucleus
+
+    project = rp.project
+    do_set_retrain_policy(project, actor=users["owner"], min_new_reviews=1)
+    nucleus = Nucleus.objects.filter(image__dataset=rp.colon).order_by("id").first()
+    review = api_client_for(users["reviewer"]).post(
+        f"/api/nuclei/{nucleus.pk}/labels/", {"label_set": "breast", "class_name": "connective", "version": None},
+        format="json")
+    assert review.status_code == 201, review.content
+    assert maybe_retrain(project, reason="threshold") is not None   # a review since v1, the only version
+    Job.objects.filter(project=project, kind=Job.Kind.TRAIN).delete()
+
+    ModelVersion.objects.create(project=project, number=2, checkpoint_file="models/v2.pt", is_active=False,
+                                data_snapshot_at=timezone.now())
+    assert ModelVersion.objects.get(project=project, is_active=True).number == 1
+    assert maybe_retrain(project, reason="threshold") is None      # v2 saw that review, though it is not active

@@ -1,0 +1,39 @@
+"""A new model version against the active version it replaced, both scored on the new version's validation
+nuclei (webapp.training.runner.compared_with_parent stores it as the version's ``training_data["compared_with"]``):
+{"version": number, "label_sets": {name: {n, macro_f1, previous_macro_f1, accuracy, previous_accuracy}}}, or
+{"version": number, "skipped": why}."""
+
+from __future__ import annotations
+
+
+def lower_label_sets(comparison: dict | None) -> list[str]:
+    """The label sets where the new version's macro-F1 is below the version it replaces (none when they
+    could not be compared)."""
+    return [name for name, c in ((comparison or {}).get("label_sets") or {}).items()
+            if c["macro_f1"] < c["previous_macro_f1"]]
+
+
+def describe_comparison(comparison: dict) -> str:
+    """One log line: each label set's macro-F1, the new version's against the one it replaces."""
+    if "skipped" in comparison:
+        return f"no comparison with the active version: {comparison['skipped']}"
+    number = comparison["version"]
+    parts = [f"{name} {c['macro_f1']:.3f} (v{number} {c['previous_macro_f1']:.3f}, "
+             f"{c['macro_f1'] - c['previous_macro_f1']:+.3f}, n={c['n']})"
+             for name, c in comparison["label_sets"].items()]
+    return (f"macro-F1 on this training's validation nuclei, against v{number} on the same nuclei: "
+            + ("; ".join(parts) or "no label set in common"))
+
+
+def comparison_with_replaced(version) -> dict | None:
+    """The version against the active version it replaced, both scored on this version's validation nuclei
+    (webapp.training.runner.compared_with_parent), for the pages: the rows per label set and those lower."""
+    compared = (version.training_data or {}).get("compared_with")
+    if not compared:
+        return None
+    lower = lower_label_sets(compared)
+    rows = [{"name": name, "n": c["n"], "macro_f1": c["macro_f1"], "previous": c["previous_macro_f1"],
+             "difference": f"{c['macro_f1'] - c['previous_macro_f1']:+.3f}", "lower": name in lower}
+            for name, c in (compared.get("label_sets") or {}).items()]
+    return {"version": compared["version"], "skipped": compared.get("skipped"), "rows": rows,
+            "lower": [row for row in rows if row["lower"]]}
