@@ -207,8 +207,10 @@ def compared_with_parent(parent: ModelVersion | None, table, result) -> dict | N
     when the parent cannot score them. None without a parent or validation nuclei."""
     if parent is None or not len(result.val_rows):
         return None
-    # Loaded afresh: a fine-tuning trained the parent's loaded model in place.
-    previous = load_checkpoint(media.local_path(parent.checkpoint_file)).model.eval()
+    try:   # loaded afresh: a fine-tuning trained the parent's loaded model in place
+        previous = load_checkpoint(media.local_path(parent.checkpoint_file)).model.eval()
+    except (OSError, ValueError):   # gone or unreadable: the new version is published all the same
+        return {"version": parent.number, "skipped": f"the checkpoint file of v{parent.number} could not be read"}
     try:
         label_sets = compare_models(result.model, previous, table, result.val_rows, result.metrics)
     except ValueError as exc:

@@ -125,3 +125,25 @@ def test_the_review_threshold_counts_from_the_newest_version_not_the_active_one(
                                 data_snapshot_at=timezone.now())
     assert ModelVersion.objects.get(project=project, is_active=True).number == 1
     assert maybe_retrain(project, reason="threshold") is None      # v2 saw that review, though it is not active
+
+
+def test_a_replaced_version_whose_checkpoint_is_gone_is_not_compared_and_does_not_fail_the_training(
+        trained, owner, media_root):
+    v1 = ModelVersion.objects.get(project=trained, number=1)
+    job = do_start_training(trained, actor=owner, options={**FAST, "stages": ["sparse"]},
+                            activate_only_if_not_lower=True)
+    # The fine-tuning reads v1 at the start; the file goes while the training runs (a storage outage, a cleanup).
+    real_train_all = runner.train_all
+
+    def train_all_then_lose_v1(*args, **kwargs):
+        result = real_train_all(*args, **kwargs)
+        (media_root / v1.checkpoint_file).unlink()
+        return result
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "train_all", train_all_then_lose_v1)
+        assert run_job(job.pk) == "succeeded", Job.objects.get(pk=job.pk).error
+    v2 = ModelVersion.objects.get(project=trained, number=2)
+    assert v2.training_data["compared_with"] == {"version": 1, "skipped": "the checkpoint file of v1 could not be read"}
+    assert v2.is_active   # the guard cannot judge without the comparison: as an unguarded training does
+    assert str(media_root) not in Job.objects.get(pk=job.pk).log_tail
