@@ -29,8 +29,8 @@ from webapp.jobs.models import Job
 from webapp.jobs.sweep import remove_job_paths, scratch_folder
 
 from . import operations
-from .models import ModelVersion, Prediction
 from .comparison import describe_comparison, lower_label_sets
+from .models import ModelVersion, Prediction
 from .queries import active_version
 
 Report = Callable[..., None]          # report(percent, **details)
