@@ -27,7 +27,7 @@ from mlcore.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from mlcore.config import STAGE_NUMBER, STAGES, TrainConfig
 from mlcore.data import NucleusTable, split_by_group
 from mlcore.distributed import DistributedContext, barrier, init_distributed
-from mlcore.metrics import classification_report
+from mlcore.metrics import classification_report, macro_f1_difference_interval
 from mlcore.model import CrossTrainedModel
 from mlcore.predict import forward_logits, predictions_from_logits, resolve_device
 from mlcore.stages import STAGE_TYPES, Stage
@@ -175,25 +175,40 @@ def evaluate(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | N
 
 
 def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table: NucleusTable, rows: np.ndarray,
-                   metrics: dict[str, dict] | None = None, device: str | torch.device | None = None
-                   ) -> dict[str, dict]:
+                   device: str | torch.device | None = None) -> dict[str, dict]:
     """``model`` against ``previous`` (the model it replaces) on the same ``rows``, per label set both have:
-    n, and each model's macro-F1 and accuracy (``metrics``: ``model``'s own :func:`evaluate` of ``rows``,
-    when the caller has it).
+    n, each model's macro-F1 and accuracy (as :func:`evaluate` reports them), and ``difference_interval``,
+    the paired bootstrap 95% interval of the macro-F1 difference (model minus previous).
 
     Why the same rows: each training's validation split moves as the data grows, and a seed alone moves
     macro-F1 by a few hundredths, so two versions' own figures do not say whether the new one is better.
+    Why the interval: on a few hundred nuclei a difference of a few hundredths can be chance; an interval
+    wholly below 0 is a loss chance does not explain.
     Raises ValueError when ``previous`` cannot score these crops: they are cut differently for it, or one
     of its label sets has other classes than the table's."""
     model, previous = getattr(model, "module", model), getattr(previous, "module", previous)
     if previous.crop_spec != model.crop_spec:
         raise ValueError(f"it cuts its crops differently ({previous.crop_spec.describe()} against "
                          f"{model.crop_spec.describe()})")
-    metrics = metrics if metrics is not None else evaluate(model, table, rows, device)
-    before = evaluate(previous, table, rows, device)
-    return {name: {"n": report["n"], "macro_f1": report["macro_f1"], "previous_macro_f1": before[name]["macro_f1"],
-                   "accuracy": report["accuracy"], "previous_accuracy": before[name]["accuracy"]}
-            for name, report in metrics.items() if name in before and report["n"]}
+    rows = evaluation_rows(model, table, rows)
+    evaluation_rows(previous, table, rows)   # its label sets' classes must be the table's
+    names = {s.name for s in previous.label_sets} & {s.name for s in table.label_sets}
+    shared = [s for s in model.label_sets if s.name in names]
+    predicted = [predictions_from_logits(m, *forward_logits(m, table.crops[rows], 512, device, False))
+                 for m in (model, previous)]
+    out = {}
+    for label_set in shared:
+        truth = table.labels[rows, table.label_set_index(label_set.name)]
+        known = truth != MISSING
+        if not known.any():
+            continue
+        mine, theirs = (p[label_set.name].labels[known] for p in predicted)
+        report, before = (classification_report(truth[known], p, label_set.classes) for p in (mine, theirs))
+        out[label_set.name] = {
+            "n": report["n"], "macro_f1": report["macro_f1"], "previous_macro_f1": before["macro_f1"],
+            "accuracy": report["accuracy"], "previous_accuracy": before["accuracy"],
+            "difference_interval": list(macro_f1_difference_interval(truth[known], mine, theirs, len(label_set)))}
+    return out
 
 
 class EpochValidation:

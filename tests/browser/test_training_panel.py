@@ -135,7 +135,8 @@ def test_the_warning_of_a_lower_active_version_rolls_back_to_the_one_it_replaced
     project = do_create_project("rollback", actor=owner)
     for number in (1, 2):
         compared = {"version": 1, "label_sets": {"colon": {"n": 40, "macro_f1": 0.61, "previous_macro_f1": 0.66,
-                                                           "accuracy": 0.7, "previous_accuracy": 0.72}}}
+                                                           "accuracy": 0.7, "previous_accuracy": 0.72,
+                                                           "difference_interval": [-0.09, -0.01]}}}
         ModelVersion.objects.create(project=project, number=number, checkpoint_file=f"models/v{number}.pt",
                                     data_snapshot_at=timezone.now(), is_active=number == 2,
                                     training_data={"compared_with": compared} if number == 2 else {})

@@ -30,14 +30,16 @@ def test_both_models_are_scored_on_the_same_rows_per_label_set():
         assert row["accuracy"] == mine[name]["accuracy"] and row["previous_accuracy"] == theirs[name]["accuracy"]
     # Two differently initialised models do not score alike on every set: the comparison reads both.
     assert any(r["macro_f1"] != r["previous_macro_f1"] for r in compared.values())
+    for row in compared.values():   # the interval is of this difference: it holds the observed one
+        low, high = row["difference_interval"]
+        assert low <= row["macro_f1"] - row["previous_macro_f1"] <= high
 
 
-def test_the_new_models_own_metrics_are_used_as_given():
+def test_a_model_against_itself_differs_by_nothing():
     table, sets = two_set_table(images_per_set=2)
-    rows = np.arange(len(table))
-    given = {name: {**report, "macro_f1": 0.5} for name, report in evaluate(model_for(sets, 0), table, rows).items()}
-    compared = compare_models(model_for(sets, 0), model_for(sets, 1), table, rows, metrics=given)
-    assert {name: row["macro_f1"] for name, row in compared.items()} == {"A": 0.5, "B": 0.5}
+    model = model_for(sets, 0)
+    compared = compare_models(model, model, table, np.arange(len(table)))
+    assert all(row["difference_interval"] == [0.0, 0.0] for row in compared.values())
 
 
 def test_a_label_set_the_previous_model_lacks_is_left_out():

@@ -1,16 +1,27 @@
 """A new model version against the active version it replaced, both scored on the new version's validation
 nuclei (webapp.training.runner.compared_with_parent stores it as the version's ``training_data["compared_with"]``):
-{"version": number, "label_sets": {name: {n, macro_f1, previous_macro_f1, accuracy, previous_accuracy}}}, or
-{"version": number, "skipped": why}."""
+{"version": number, "label_sets": {name: {n, macro_f1, previous_macro_f1, accuracy, previous_accuracy,
+difference_interval}}}, or {"version": number, "skipped": why}. ``difference_interval`` is the paired bootstrap
+95% interval of the macro-F1 difference (mlcore.metrics.macro_f1_difference_interval)."""
 
 from __future__ import annotations
 
 
+def is_lower(row: dict) -> bool:
+    """Lower beyond chance: the whole interval of the difference is below 0. On a small validation set a
+    lower figure alone is often noise, and a guard that read it so would keep the old version at random."""
+    return row["difference_interval"][1] < 0
+
+
 def lower_label_sets(comparison: dict | None) -> list[str]:
-    """The label sets where the new version's macro-F1 is below the version it replaces (none when they
-    could not be compared)."""
-    return [name for name, c in ((comparison or {}).get("label_sets") or {}).items()
-            if c["macro_f1"] < c["previous_macro_f1"]]
+    """The label sets where the new version is lower than the version it replaces beyond chance (none when
+    they could not be compared)."""
+    return [name for name, row in ((comparison or {}).get("label_sets") or {}).items() if is_lower(row)]
+
+
+def interval_text(row: dict) -> str:
+    low, high = row["difference_interval"]
+    return f"{low:+.3f} to {high:+.3f}"
 
 
 def describe_comparison(comparison: dict) -> str:
@@ -19,7 +30,7 @@ def describe_comparison(comparison: dict) -> str:
         return f"no comparison with the active version: {comparison['skipped']}"
     number = comparison["version"]
     parts = [f"{name} {c['macro_f1']:.3f} (v{number} {c['previous_macro_f1']:.3f}, "
-             f"{c['macro_f1'] - c['previous_macro_f1']:+.3f}, n={c['n']})"
+             f"{c['macro_f1'] - c['previous_macro_f1']:+.3f}, 95% interval {interval_text(c)}, n={c['n']})"
              for name, c in comparison["label_sets"].items()]
     return (f"macro-F1 on this training's validation nuclei, against v{number} on the same nuclei: "
             + ("; ".join(parts) or "no label set in common"))
@@ -33,7 +44,8 @@ def comparison_with_replaced(version) -> dict | None:
         return None
     lower = lower_label_sets(compared)
     rows = [{"name": name, "n": c["n"], "macro_f1": c["macro_f1"], "previous": c["previous_macro_f1"],
-             "difference": f"{c['macro_f1'] - c['previous_macro_f1']:+.3f}", "lower": name in lower}
+             "difference": f"{c['macro_f1'] - c['previous_macro_f1']:+.3f}", "interval": interval_text(c),
+             "lower": name in lower}
             for name, c in (compared.get("label_sets") or {}).items()]
     return {"version": compared["version"], "skipped": compared.get("skipped"), "rows": rows,
             "lower": [row for row in rows if row["lower"]]}

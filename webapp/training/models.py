@@ -86,5 +86,5 @@ class RetrainPolicy(models.Model):
     options = models.JSONField(default=dict, blank=True, help_text="training options for scheduled runs")
     activate_only_if_not_lower = models.BooleanField(default=False, help_text=(
         "a scheduled training's version becomes active only where its macro-F1 is not lower than the active "
-        "version's on any label set, both scored on the new version's validation nuclei"))
+        "version's beyond chance on any label set, both scored on the new version's validation nuclei"))
     updated_at = models.DateTimeField(auto_now=True)

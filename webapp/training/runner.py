@@ -212,7 +212,7 @@ def compared_with_parent(parent: ModelVersion | None, table, result) -> dict | N
     except (OSError, ValueError):   # gone or unreadable: the new version is published all the same
         return {"version": parent.number, "skipped": f"the checkpoint file of v{parent.number} could not be read"}
     try:
-        label_sets = compare_models(result.model, previous, table, result.val_rows, result.metrics)
+        label_sets = compare_models(result.model, previous, table, result.val_rows)
     except ValueError as exc:
         return {"version": parent.number, "skipped": f"v{parent.number} cannot score these nuclei: {exc}"}
     return {"version": parent.number, "label_sets": _jsonable(label_sets)}

@@ -25,13 +25,16 @@ def train(project, owner, guarded: bool = False) -> Job:
     return Job.objects.get(pk=job.pk)
 
 
-def rigged_comparison(monkeypatch, colon: float, breast: float) -> None:
-    """The comparison's outcome, set: the new model's macro-F1 minus the replaced one's, per label set. The rest
-    (publishing, activation, predictions, the log) runs for real."""
-    def compare(model, previous, table, rows, metrics=None, device=None):
-        return {name: {"n": metrics[name]["n"], "macro_f1": 0.5 + delta, "previous_macro_f1": 0.5,
-                       "accuracy": 0.5, "previous_accuracy": 0.5}
-                for name, delta in (("colon", colon), ("breast", breast))}
+def rigged_comparison(monkeypatch, colon: tuple, breast: tuple) -> None:
+    """The comparison's outcome, set: per label set the interval of the new model's macro-F1 minus the replaced
+    one's. The rest (publishing, activation, predictions, the log) runs for real."""
+    real = runner.compare_models
+
+    def compare(model, previous, table, rows, device=None):
+        rigged = real(model, previous, table, rows, device)
+        for name, interval in (("colon", colon), ("breast", breast)):
+            rigged[name]["difference_interval"] = list(interval)
+        return rigged
     monkeypatch.setattr(runner, "compare_models", compare)
 
 
@@ -45,13 +48,14 @@ def trained(owner, media_root, tmp_path):
 
 def test_a_guarded_training_lower_on_one_label_set_publishes_its_version_beside_the_active_one(
         trained, owner, monkeypatch):
-    rigged_comparison(monkeypatch, colon=-0.01, breast=+0.05)
+    rigged_comparison(monkeypatch, colon=(-0.09, -0.01), breast=(-0.02, 0.05))
     job = train(trained, owner, guarded=True)
     result = job.result
     v1, v2 = ModelVersion.objects.filter(project=trained).order_by("number")
     assert (v1.is_active, v2.is_active, result["active"]) == (True, False, False)
     assert v2.training_data["compared_with"]["version"] == 1
     assert "did not make it active: it is lower than v1 on colon" in job.log_tail, job.log_tail
+    assert "95% interval -0.090 to -0.010" in job.log_tail
     published = AuditLogEntry.objects.filter(action="model.published").order_by("id").last()
     assert published.details["number"] == 2 and published.details["active"] is False
     # Its predictions are made all the same, so that it has them if a curator makes it active.
@@ -59,13 +63,13 @@ def test_a_guarded_training_lower_on_one_label_set_publishes_its_version_beside_
 
 
 def test_an_unguarded_training_becomes_active_even_where_it_is_lower(trained, owner, monkeypatch):
-    rigged_comparison(monkeypatch, colon=-0.01, breast=-0.2)
+    rigged_comparison(monkeypatch, colon=(-0.09, -0.01), breast=(-0.3, -0.2))
     assert train(trained, owner).result["active"] is True
     assert ModelVersion.objects.get(project=trained, is_active=True).number == 2
 
 
-def test_a_guarded_training_not_lower_anywhere_becomes_active(trained, owner, monkeypatch):
-    rigged_comparison(monkeypatch, colon=0.0, breast=+0.01)
+def test_a_guarded_training_lower_only_within_chance_becomes_active(trained, owner, monkeypatch):
+    rigged_comparison(monkeypatch, colon=(-0.05, 0.0), breast=(-0.2, 0.01))
     assert train(trained, owner, guarded=True).result["active"] is True
     assert ModelVersion.objects.get(project=trained, is_active=True).number == 2
 

@@ -37,16 +37,19 @@ def test_a_retraining_scores_the_version_it_replaces_on_its_own_validation_nucle
         # The data did not change, so v2's validation nuclei are v1's: v1 scores on them what it scored itself.
         assert row["n"] == v1.metrics[name]["n"] == v2.metrics[name]["n"]
         assert row["previous_macro_f1"] == pytest.approx(v1.metrics[name]["macro_f1"], abs=1e-9)
-        assert row["macro_f1"] == v2.metrics[name]["macro_f1"]
+        assert row["macro_f1"] == pytest.approx(v2.metrics[name]["macro_f1"], abs=1e-9)
+        low, high = row["difference_interval"]
+        assert low <= row["macro_f1"] - row["previous_macro_f1"] <= high
     line = next(line for line in logs if "against v1" in line)
     assert f"colon {compared['label_sets']['colon']['macro_f1']:.3f} (v1 " in line
 
 
 def comparison(version: ModelVersion, **label_sets) -> None:
-    """Give ``version`` a stored comparison: label set name -> (its macro-F1, the replaced version's)."""
+    """Give ``version`` a stored comparison: label set name -> (its macro-F1, the replaced version's, interval)."""
     version.training_data = {**version.training_data, "compared_with": {"version": version.number - 1, "label_sets": {
-        name: {"n": 40, "macro_f1": mine, "previous_macro_f1": theirs, "accuracy": mine, "previous_accuracy": theirs}
-        for name, (mine, theirs) in label_sets.items()}}}
+        name: {"n": 40, "macro_f1": mine, "previous_macro_f1": theirs, "accuracy": mine, "previous_accuracy": theirs,
+               "difference_interval": list(interval)}
+        for name, (mine, theirs, interval) in label_sets.items()}}}
     version.save(update_fields=["training_data"])
 
 
@@ -68,14 +71,16 @@ def versions(project, count: int) -> list[ModelVersion]:
 
 def test_the_version_page_shows_the_comparison_and_where_it_is_lower(client, owner, project):
     v1, v2 = versions(project, 2)
-    comparison(v2, colon=(0.612, 0.655), breast=(0.802, 0.790))
+    comparison(v2, colon=(0.612, 0.655, (-0.081, -0.004)), breast=(0.802, 0.790, (-0.03, 0.05)),
+               nucls=(0.5, 0.52, (-0.09, 0.04)))
     client.force_login(owner)
     page = client.get(f"/projects/{project.pk}/versions/2/").content.decode()
     assert "Against v1, the version it replaced" in page
     assert '<tr class="lower"><td>colon</td><td class="num">40</td><td class="num">0.612</td><td class="num">0.655</td>' \
-           '<td class="num">-0.043</td></tr>' in page
+           '<td class="num">-0.043</td><td class="num">-0.081 to -0.004</td></tr>' in page
     assert "<tr><td>breast</td>" in page and "+0.012" in page
-    assert "v2 is lower than v1 on colon." in page
+    assert "<tr><td>nucls</td>" in page   # lower, but within chance: not marked
+    assert "v2 is lower than v1 beyond chance on colon." in page
     assert 'id="comparison"' not in client.get(f"/projects/{project.pk}/versions/1/").content.decode()
 
 
@@ -93,13 +98,15 @@ def test_a_comparison_that_could_not_be_made_says_why(client, owner, project):
 def test_the_project_page_warns_when_the_active_version_is_lower_and_offers_the_rollback_to_curators(
         client, owner, member, outsider, project):
     v1, v2 = versions(project, 2)
-    comparison(v2, colon=(0.612, 0.655), breast=(0.802, 0.790))
+    comparison(v2, colon=(0.612, 0.655, (-0.081, -0.004)), breast=(0.802, 0.790, (-0.03, 0.05)),
+               nucls=(0.5, 0.52, (-0.09, 0.04)))
     client.force_login(owner)
     page = client.get(f"/projects/{project.pk}/").content.decode()
     assert 'id="newest-comparison"' in page
-    assert "The active version v2" in page and "scored lower than v1, the version it replaced, on" in page
-    assert "colon (macro-F1 0.612 against 0.655 on the same 40 validation nuclei)" in page
-    assert "breast (macro-F1" not in page
+    assert "The active version v2" in page and "scored lower than v1, the version it replaced, beyond chance on" in page
+    assert ("colon (macro-F1 0.612 against 0.655 on the same 40 validation nuclei; 95% interval of the difference "
+            "-0.081 to -0.004)") in page
+    assert "breast (macro-F1" not in page and "nucls (macro-F1" not in page
     assert 'class="secondary activate-version" data-number="1">Make v1 active</button>' in page
 
     do_set_membership(project, member, Role.REVIEWER, actor=owner)
@@ -119,5 +126,5 @@ def test_the_project_page_warns_when_the_active_version_is_lower_and_offers_the_
     assert "v2, the newest version, is not active: it" in page
     assert 'class="secondary activate-version" data-number="2">Make v2 active</button>' in page
 
-    comparison(v2, colon=(0.7, 0.655))
+    comparison(v2, colon=(0.7, 0.655, (0.0, 0.09)), nucls=(0.5, 0.52, (-0.09, 0.04)))
     assert 'id="newest-comparison"' not in client.get(f"/projects/{project.pk}/").content.decode()
