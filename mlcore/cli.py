@@ -3,7 +3,7 @@
     python -m mlcore train    --config CONFIG.json --out DIR [--stage all|sparse|correlation|completion]
                               [--epochs N] [--device auto|cpu|cuda] [--seed S] [--baseline single|sparse]
     python -m mlcore infer    --checkpoint DIR/model.pt --image IMG --mask MASK.npy --out OUTDIR [--label-set NAME ...]
-    python -m mlcore evaluate --checkpoint DIR/model.pt --dataset NAME=FORMAT:PATH --label-set NAME [--json]
+    python -m mlcore evaluate --checkpoint DIR/model.pt --dataset NAME=FORMAT:PATH --label-set NAME [--against OTHER.pt] [--json]
                               [--concept-map CONCEPTS.json]
     python -m mlcore infer-slide --checkpoint M --slide S --nuclei N.geojson --out OUT.geojson [--label-set NAME]
                               [--device auto|cpu|cuda] [--batch-size B] [--tta]
@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--concept-map", type=Path, dest="concept_map", metavar="CONCEPTS.json",
                           help="score concept completion instead: how often the dataset's nuclei get a "
                                "concept-equivalent class in each of the model's other label sets")
+    evaluate.add_argument("--against", type=Path, metavar="OTHER.pt",
+                          help="also score another checkpoint (an earlier version, another seed) on the same nuclei: "
+                               "the macro-F1 difference and its paired bootstrap 95%% interval")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     evaluate.add_argument("--tta", action="store_true", help="test-time augmentation: the mean over the 8 flips and rotations (8 times the forward passes)")
@@ -413,15 +416,30 @@ def command_evaluate(args) -> int:
     if model_set is not None and dataset.label_set.classes != model_set.classes:
         raise ConfigError(f"dataset {name!r} has classes {list(dataset.label_set.classes)}, but label set "
                           f"{model_set.name!r} has {list(model_set.classes)}: they must match (same names, same order)")
+    other = None
+    if args.against is not None:
+        if concept_map is not None:
+            raise ConfigError("--against compares macro-F1 in one label set; it does not combine with --concept-map")
+        other = load_checkpoint(args.against, device).model
+        if args.label_set not in {s.name for s in other.label_sets}:
+            raise ConfigError(f"--against {args.against.name}: label set {args.label_set!r} is not one of its "
+                              f"label sets ({', '.join(s.name for s in other.label_sets)})")
     table = build_table([dataset], [dataset.label_set], cache_dir=None, crop_size=model.crop_spec)
     if concept_map is not None:
         return _print_completion(model, table, concept_map, name, args.json, device, args.tta)
-    from mlcore.train import evaluate
+    from mlcore.train import compare_models, evaluate
 
     label_set = model_set
     metrics = evaluate(model, table, device=device, tta=args.tta)[label_set.name]
     keys = ("n", "accuracy", "macro_f1", "weighted_f1", "per_class", "confusion")
     report = {"label_set": label_set.name, **{key: metrics[key] for key in keys}}
+    if other is not None:
+        try:
+            compared = compare_models(model, other, table, device=device, tta=args.tta)[label_set.name]
+        except ValueError as exc:
+            raise ConfigError(f"--against {args.against.name}: {exc}") from None
+        report["against"] = {"checkpoint": args.against.name, **{key: compared[key] for key in (
+            "previous_macro_f1", "previous_accuracy", "difference_interval")}}
     if args.json:
         print(json.dumps(report))
     else:
@@ -434,7 +452,20 @@ def command_evaluate(args) -> int:
         print("confusion (rows = true, columns = predicted):")
         for row in report["confusion"]:
             print("  " + " ".join(f"{v:6d}" for v in row))
+        if other is not None:
+            print(against_line(report))
     return 0
+
+
+def against_line(report: dict) -> str:
+    """``evaluate --against``'s verdict: the difference, its interval, and whether chance explains it."""
+    against = report["against"]
+    low, high = against["difference_interval"]
+    verdict = ("higher beyond chance" if low > 0 else "lower beyond chance" if high < 0
+               else "within chance: these nuclei cannot tell the two apart")
+    return (f"against {against['checkpoint']}: macro_f1 {report['macro_f1']:.4f} vs {against['previous_macro_f1']:.4f}, "
+            f"difference {report['macro_f1'] - against['previous_macro_f1']:+.4f} (95% interval {low:+.4f} to "
+            f"{high:+.4f}): {verdict}")
 
 
 def _print_completion(model, table, concept_map, dataset_name: str, as_json: bool, device, tta: bool = False) -> int:

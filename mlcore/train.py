@@ -174,10 +174,11 @@ def evaluate(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | N
     return reports_from_logits(model, table, rows, logits, heads)
 
 
-def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table: NucleusTable, rows: np.ndarray,
-                   device: str | torch.device | None = None) -> dict[str, dict]:
+def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table: NucleusTable,
+                   rows: np.ndarray | None = None, device: str | torch.device | None = None, tta: bool = False
+                   ) -> dict[str, dict]:
     """``model`` against ``previous`` (the model it replaces) on the same ``rows``, per label set both have:
-    n, each model's macro-F1 and accuracy (as :func:`evaluate` reports them), and ``difference_interval``,
+    n, each model's macro-F1 and accuracy (as :func:`evaluate` reports them, all rows by default), and ``difference_interval``,
     the paired bootstrap 95% interval of the macro-F1 difference (model minus previous).
 
     Why the same rows: each training's validation split moves as the data grows, and a seed alone moves
@@ -194,7 +195,7 @@ def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table:
     evaluation_rows(previous, table, rows)   # its label sets' classes must be the table's
     names = {s.name for s in previous.label_sets} & {s.name for s in table.label_sets}
     shared = [s for s in model.label_sets if s.name in names]
-    predicted = [predictions_from_logits(m, *forward_logits(m, table.crops[rows], 512, device, False))
+    predicted = [predictions_from_logits(m, *forward_logits(m, table.crops[rows], 512, device, tta))
                  for m in (model, previous)]
     out = {}
     for label_set in shared:

@@ -143,3 +143,35 @@ def test_baseline_single_and_stage_by_stage_in_process(tmp_path, monkeypatch):
     from mlcore.checkpoint import load_checkpoint
     assert load_checkpoint(out / "model.pt").stage == "completion"
     assert {p.name for p in out.iterdir()} >= {"stage1.pt", "stage2.pt", "stage3.pt", "metrics.json"}
+
+
+def test_evaluate_against_another_checkpoint_scores_both_on_the_same_nuclei(trained, shared_data):
+    """``evaluate --against``: the CLI's side of the web app's version comparison (mlcore.train.compare_models)."""
+    work, env, _ = trained
+    dataset = f"nucls=seed:{shared_data / 'nucls'}"
+    done = run_cli("evaluate", "--checkpoint", work / "run" / "model.pt", "--dataset", dataset, "--label-set", "nucls",
+                   "--against", work / "run" / "stage1.pt", "--json", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    from mlcore.checkpoint import load_checkpoint
+    from mlcore.cli import read_datasets
+    from mlcore.config import DatasetSpec
+    from mlcore.data import build_table
+    from mlcore.train import evaluate
+
+    stage1 = load_checkpoint(work / "run" / "stage1.pt").model
+    nucls = read_datasets([DatasetSpec("nucls", "seed", shared_data / "nucls", label_set="nucls")])
+    table = build_table(nucls, [s for s in stage1.label_sets if s.name == "nucls"], crop_size=stage1.crop_spec)
+    assert report["against"]["checkpoint"] == "stage1.pt"
+    assert report["against"]["previous_macro_f1"] == pytest.approx(evaluate(stage1, table)["nucls"]["macro_f1"], abs=1e-9)
+    low, high = report["against"]["difference_interval"]
+    assert low <= report["macro_f1"] - report["against"]["previous_macro_f1"] <= high
+
+    itself = run_cli("evaluate", "--checkpoint", work / "run" / "model.pt", "--dataset", dataset, "--label-set",
+                     "nucls", "--against", work / "run" / "model.pt", env=env)
+    assert itself.returncode == 0, itself.stderr[-3000:]
+    assert "difference +0.0000 (95% interval +0.0000 to +0.0000): within chance" in itself.stdout
+    mixed = run_cli("evaluate", "--checkpoint", work / "run" / "model.pt", "--dataset", dataset, "--label-set",
+                    "nucls", "--against", work / "run" / "model.pt", "--concept-map", ROOT / "benchmarks/configs/concepts.json",
+                    env=env)
+    assert mixed.returncode == 2 and "does not combine with --concept-map" in mixed.stderr
