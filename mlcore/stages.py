@@ -194,6 +194,10 @@ class Stage:
     def loss(self, batch) -> torch.Tensor:
         raise NotImplementedError
 
+    def training_images(self, batch) -> torch.Tensor:
+        """The network's input for a batch (stages that average their weights recompute BatchNorm with it)."""
+        raise NotImplementedError
+
     def epoch_summary(self) -> dict:
         return {}
 
@@ -215,9 +219,11 @@ class _CropStage(Stage):
         return self.loader
 
     def images_and_labels(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        crops, labels = batch
-        images = augment(crops, self.generator, self.config.jitter, self.device, self.config.stain_jitter)
-        return images, labels.to(self.device, non_blocking=True)
+        return self.training_images(batch), batch[1].to(self.device, non_blocking=True)
+
+    def training_images(self, batch) -> torch.Tensor:
+        """A batch's crops as the network trains on them: augmented, on the device."""
+        return augment(batch[0], self.generator, self.config.jitter, self.device, self.config.stain_jitter)
 
 
 class SparseStage(_CropStage):

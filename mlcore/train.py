@@ -9,6 +9,7 @@ DistributedDataParallel (:mod:`mlcore.distributed`); rank 0 evaluates and writes
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -265,13 +266,26 @@ def _make_scheduler(optimizer, config: TrainConfig, total_steps: int):
 
 
 def weight_average(module: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
-    """An exponential moving average of ``module``'s weights and BatchNorm statistics (None when
-    ``decay`` is 0). It ends a stage in the model's place: the last steps' noise averaged out, so two
-    seeds land closer together."""
+    """An exponential moving average of ``module``'s weights (None when ``decay`` is 0). It ends a stage in
+    the model's place, the last steps' noise averaged out, so two seeds land closer together; then
+    :func:`recompute_batchnorm` gives it BatchNorm statistics of its own.
+
+    Why not average the BatchNorm statistics with the weights: the averaged weights are a network no batch
+    has run through, and the average of the statistics the trained network had along the way is far from
+    its activations'. On the real samples (seed 0, stage 1) that cost CoNSeP's validation macro-F1 0.36
+    against 0.63 with recomputed statistics."""
     if not decay:
         return None
     return torch.optim.swa_utils.AveragedModel(module, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay),
-                                               use_buffers=True)
+                                               use_buffers=False)
+
+
+def recompute_batchnorm(stage: Stage, epoch: int, max_batches: int = 64) -> None:
+    """Set the BatchNorm statistics of ``stage.module`` to the plain mean over up to ``max_batches`` of the
+    stage's own training batches (augmented as in training), as SWA's ``update_bn`` does for a loader."""
+    batches = itertools.islice(stage.batches(epoch), max_batches)
+    images = (stage.training_images(batch) for batch in batches if stage.batch_length(batch) >= 2)
+    torch.optim.swa_utils.update_bn(images, stage.module)
 
 
 @dataclass
@@ -342,6 +356,7 @@ class TrainingRun:
                                     self.progress if self.main else None, self.should_stop, clock, averaged)
             if averaged is not None and epoch == epochs - 1:
                 stage.module.load_state_dict(averaged.module.state_dict())
+                recompute_batchnorm(stage, epoch)
             if self.epoch_validation is not None:
                 stats.update(self.epoch_validation())
             self.result.history.append(stats)
