@@ -47,6 +47,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.train_real import (CONCEPTS, DEFAULT_CONFIG, MODEL_TITLES, completion_by_stage,  # noqa: E402
                                    completion_table, epoch_logger, labelled_rows, log, machine_facts,
                                    markdown_table, parse_override)
+from benchmarks.results_files import (check_same_setting, difference_cell, machines_note, read_results,  # noqa: E402
+                                      setting_changes, setting_of)
 from mlcore.cli import read_datasets  # noqa: E402
 from mlcore.concepts import load_concept_map  # noqa: E402
 from mlcore.config import STAGES, ConfigError, TrainConfig, load_config_file  # noqa: E402
@@ -83,35 +85,21 @@ def leave_out_once(table, index: int, config, stages, train_rows, val_rows, conc
             "metrics": metrics, "completion": completion}
 
 
-# Config fields that do not change what is trained, only how fast or which draw.
-NOT_A_SETTING = {"seed", "num_threads", "cache_dir"}
-
-
 def combine_results(paths: list[Path]) -> dict:
     """The runs of several results files of one setting, as one results dict (seeds in order)."""
     combined: dict | None = None
     origin: dict[tuple[str, int], Path] = {}
     for path in paths:
-        try:
-            results = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: not a results file of this benchmark ({exc})") from None
-        # A field added to the config after a file was written is read as its default, which is what that
-        # run trained with (stain_normalisation "none" in the files from before it existed).
-        config = {**TrainConfig().to_dict(), **results["config"]}
-        setting = {k: v for k, v in config.items() if k not in NOT_A_SETTING}
+        results = read_results(path, "stages", "left_out")
+        setting = setting_of(results["config"])
         if combined is None:
             combined = {"config": results["config"], "setting": setting, "stages": results["stages"],
                         "concepts": results["concepts"], "left_out": {}}
         elif results["stages"] != combined["stages"]:
             raise ValueError(f"{path}: stages {' '.join(results['stages'])}, but {paths[0]} has "
                              f"{' '.join(combined['stages'])}; combine runs of the same stages")
-        elif setting != combined["setting"]:
-            changed = sorted(k for k in setting.keys() | combined["setting"].keys()
-                             if setting.get(k) != combined["setting"].get(k))
-            raise ValueError(f"{path}: another setting than {paths[0]} ("
-                             + ", ".join(f"{k} {setting.get(k)!r} vs {combined['setting'].get(k)!r}" for k in changed)
-                             + "); pass it with --against")
+        else:
+            check_same_setting(path, setting, paths[0], combined["setting"])
         for name, left in results["left_out"].items():
             into = combined["left_out"].setdefault(name, {**left, "runs": []})
             for run in left["runs"]:
@@ -165,31 +153,10 @@ def summary_table(results: dict, against: dict | None = None) -> str:
                      + " | ".join(spread(list(per_model[m].values())) for m in models) + " |")
         if theirs is None or name not in theirs:
             continue
-        cells = []
-        for m in models:
-            common = sorted(set(per_model[m]) & set(theirs[name][m]))
-            # Rounded so that a tie counts as a tie, not as float noise either side of it.
-            diffs = [round(per_model[m][s] - theirs[name][m][s], 9) for s in common]
-            cells.append(f"{round(statistics.mean(diffs), 9) + 0.0:+.3f}, not behind in "
-                         f"{sum(d >= 0 for d in diffs)}/{len(diffs)} "
-                         f"({min(diffs):+.3f} to {max(diffs):+.3f})" if diffs else "-")
+        cells = [difference_cell(per_model[m], theirs[name][m]) for m in models]
+        common = sorted(set(per_model[models[0]]) & set(theirs[name][models[0]])) if models else []
         lines.append(f"| {name}: difference | {','.join(map(str, common))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def machines_note(*results: dict) -> str | None:
-    """A line when the runs come from more than one kind of machine (or an unrecorded one): the same seed
-    is then another draw, not the same run (``machine_facts``)."""
-    kinds = {json.dumps(run.get("machine"), sort_keys=True) for r in results if r is not None
-             for left in r["left_out"].values() for run in left["runs"]}
-    if len(kinds) <= 1 and "null" not in kinds:
-        return None
-    named = sorted(k for k in kinds if k != "null")
-    return (f"note: these runs come from {len(kinds)} kinds of machine"
-            + (" (some files do not record theirs)" if "null" in kinds else "")
-            + (": " + "; ".join(named) if named else "")
-            + ". A seed's figures differ between machines whose CPU kernels differ, so a difference seed by "
-              "seed is paired only where both settings ran on one machine.")
 
 
 def print_combined(paths: list[Path], against_paths: list[Path]) -> int:
@@ -200,13 +167,12 @@ def print_combined(paths: list[Path], against_paths: list[Path]) -> int:
             f"(seeds {', '.join(str(run['seed']) for run in left['runs'])})\n"
             + completion_table(left["runs"], "left out") + "\n")
     if against is not None:
-        changed = sorted(k for k in results["setting"].keys() | against["setting"].keys()
-                         if results["setting"].get(k) != against["setting"].get(k))
         log("the difference is --combine minus --against: "
-            + (", ".join(f"{k} {results['setting'].get(k)!r} vs {against['setting'].get(k)!r}" for k in changed)
-               or "the same setting"))
+            + (setting_changes(results["setting"], against["setting"]) or "the same setting"))
     log("mean completion of the left-out dataset's nuclei\n" + summary_table(results, against))
-    if (note := machines_note(results, against)) is not None:
+    machines = [run.get("machine") for r in (results, against) if r is not None
+                for left in r["left_out"].values() for run in left["runs"]]
+    if (note := machines_note(machines)) is not None:
         log(note)
     return 0
 

@@ -22,6 +22,15 @@ Beside it, a concept-completion table (``--concepts``, default ``benchmarks/conf
 how often the sparse, stages 1+2 and cross models give them the concept's class in every other
 label set (``mlcore.concepts``). ``benchmarks/leave_one_out.py`` scores the same on a dataset the
 model never saw.
+
+Runs of one setting made at different times are read back together with
+
+    python benchmarks/train_real.py --combine benchmarks/results/a.json ... [--against benchmarks/results/b.json ...]
+
+which prints each label set's and model's macro-F1 as mean ± sd (worst seed) over every seed found,
+and with ``--against`` (runs of another setting) the difference seed by seed: its mean, in how many
+seeds it is not negative, and its range. A model is shown where every run has it, so stage-1-only
+runs (``--stages sparse``) combine with three-stage runs on their stage 1.
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_files import (check_same_setting, difference_cell, machines_note, read_results,  # noqa: E402
+                                      setting_changes, setting_of)
 from mlcore.checkpoint import load_checkpoint  # noqa: E402
 from mlcore.cli import read_datasets  # noqa: E402
 from mlcore.concepts import ConceptMap, class_names_of, completion_markdown, load_concept_map, model_completion  # noqa: E402
@@ -207,7 +218,15 @@ def main() -> int:
                         help="a TrainConfig field (JSON value) over the config file's, e.g. crop_mask=true")
     parser.add_argument("--tta", action="store_true",
                         help="also evaluate each merged model with test-time augmentation (8 symmetries)")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="RESULTS",
+                        help="print the macro-F1 of earlier runs' results.json files (one setting) instead of training")
+    parser.add_argument("--against", nargs="+", type=Path, default=[], metavar="RESULTS",
+                        help="with --combine: runs of another setting, to print the difference seed by seed")
     args = parser.parse_args()
+    if args.combine:
+        return print_combined(args.combine, args.against)
+    if args.against:
+        parser.error("--against goes with --combine")
 
     data = ROOT.parent / "shared" / "data"
     if args.config == DEFAULT_CONFIG and not data.is_dir():
@@ -302,5 +321,82 @@ def markdown_table(runs: list[dict], names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def combine_runs(paths: list[Path]) -> dict:
+    """The runs of several results files of one setting: ``{"setting", "runs"}`` with the seeds in order,
+    each run carrying its file's machine."""
+    setting, runs, origin = None, [], {}
+    for path in paths:
+        results = read_results(path, "runs")
+        if setting is None:
+            setting = setting_of(results["config"])
+        else:
+            check_same_setting(path, setting_of(results["config"]), paths[0], setting)
+        for run in results["runs"]:
+            if run["seed"] in origin:
+                raise ValueError(f"{path}: seed {run['seed']} is also in {origin[run['seed']]}")
+            origin[run["seed"]] = path
+            runs.append({**run, "machine": results.get("machine")})
+    return {"setting": setting, "runs": sorted(runs, key=lambda run: run["seed"])}
+
+
+def macro_f1_by_seed(runs: list[dict]) -> dict[tuple[str, str], dict[int, float]]:
+    """``{(label set, model): {seed: macro-F1}}`` for the models every run has."""
+    models = [m for m in MODEL_TITLES if all(m in run["metrics"] for run in runs)]
+    found: dict[tuple[str, str], dict[int, float]] = {}
+    for run in runs:
+        for model in models:
+            for name, report in run["metrics"][model].items():
+                found.setdefault((name, model), {})[run["seed"]] = report["macro_f1"]
+    return found
+
+
+def combined_table(results: dict, against: dict | None = None) -> str:
+    """Macro-F1 per label set and model over the seeds; with ``against``, its figures and the difference."""
+    def spread(by_seed: dict[int, float]) -> str:
+        values = list(by_seed.values())
+        if len(values) == 1:
+            return f"{values[0]:.3f}"
+        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} (worst {min(values):.3f})"
+
+    def seeds(by_seed: dict[int, float]) -> str:
+        return ",".join(map(str, sorted(by_seed)))
+
+    ours = macro_f1_by_seed(results["runs"])
+    theirs = macro_f1_by_seed(against["runs"]) if against is not None else None
+    n_val = {name: report["n"] for run in results["runs"] for model in run["metrics"].values()
+             for name, report in model.items()}
+    order = list(dict.fromkeys(name for name, _ in ours))
+    keys = sorted((key for key in ours if theirs is None or key in theirs),
+                  key=lambda key: (order.index(key[0]), list(MODEL_TITLES).index(key[1])))
+    if theirs is None:
+        lines = ["| label set | n val | model | seeds | macro-F1, mean ± sd (worst) |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {n_val[name]} | {MODEL_TITLES[model]} | {seeds(ours[name, model])} | "
+                  f"{spread(ours[name, model])} |" for name, model in keys]
+    else:
+        lines = ["| label set | n val | model | seeds | macro-F1, mean ± sd (worst) | against: seeds | against: "
+                 "macro-F1 | difference seed by seed |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {n_val[name]} | {MODEL_TITLES[model]} | {seeds(ours[name, model])} | "
+                  f"{spread(ours[name, model])} | {seeds(theirs[name, model])} | {spread(theirs[name, model])} | "
+                  f"{difference_cell(ours[name, model], theirs[name, model])} |" for name, model in keys]
+    return "\n".join(lines)
+
+
+def print_combined(paths: list[Path], against_paths: list[Path]) -> int:
+    results = combine_runs(paths)
+    against = combine_runs(against_paths) if against_paths else None
+    if against is not None:
+        log("the difference is --combine minus --against: "
+            + (setting_changes(results["setting"], against["setting"]) or "the same setting"))
+    log("validation macro-F1\n" + combined_table(results, against))
+    machines = [run["machine"] for r in (results, against) if r is not None for run in r["runs"]]
+    if (note := machines_note(machines)) is not None:
+        log(note)
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ValueError as exc:   # a results file that does not fit: say which, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,96 @@
+"""benchmarks/train_real.py --combine: validation runs of one setting made apart are read back as one
+macro-F1 table, and --against prints the difference to another setting seed by seed."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+AVX512 = {"cpu": "AMD EPYC", "cpu_capability": "AVX512", "torch": "2.13.0+cpu", "cores": 2}
+
+
+def report(macro_f1: float, n: int = 100) -> dict:
+    return {"n": n, "accuracy": 0.9, "macro_f1": macro_f1, "weighted_f1": 0.9, "per_class": {}}
+
+
+def results_file(path: Path, stain: float, runs: dict[int, dict[str, dict[str, float]]],
+                 machine: dict | None = AVX512, **fields) -> Path:
+    """A train_real results.json with ``runs[seed][model][label set] = macro-F1``."""
+    config = {"backbone": "small", "stain_jitter": stain, "seed": 0, "num_threads": 1, **fields}
+    path.write_text(json.dumps({
+        "config": config, "seeds": sorted(runs), "concepts": "none",
+        "runs": [{"seed": seed, "seconds": {"cross": 1.0},
+                  "metrics": {model: {name: report(f1, 4413 if name == "consep" else 54) for name, f1 in scores.items()}
+                              for model, scores in by_model.items()}}
+                 for seed, by_model in runs.items()],
+        **({"machine": machine} if machine else {})}))
+    return path
+
+
+def combine(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "benchmarks/train_real.py", "--combine", *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_combine_reads_seeds_from_several_files_and_compares_settings(tmp_path):
+    first = results_file(tmp_path / "a.json", 0.025, {0: {"sparse": {"consep": 0.70, "nucls": 0.50},
+                                                          "sparse_tta": {"consep": 0.72, "nucls": 0.50}}})
+    later = results_file(tmp_path / "b.json", 0.025, {1: {"sparse": {"consep": 0.66, "nucls": 0.60},
+                                                          "sparse_tta": {"consep": 0.70, "nucls": 0.55}},
+                                                      2: {"sparse": {"consep": 0.68, "nucls": 0.40},
+                                                          "sparse_tta": {"consep": 0.71, "nucls": 0.45}}})
+    # The other setting's seeds 0-1 come from a three-stage run: its stage 1 is compared, its cross is not shown.
+    other = results_file(tmp_path / "c.json", 0.0, {
+        0: {"sparse": {"consep": 0.65, "nucls": 0.50}, "sparse_tta": {"consep": 0.66, "nucls": 0.52},
+            "cross": {"consep": 0.9, "nucls": 0.9}},
+        1: {"sparse": {"consep": 0.67, "nucls": 0.62}, "sparse_tta": {"consep": 0.68, "nucls": 0.58},
+            "cross": {"consep": 0.9, "nucls": 0.9}}})
+    done = combine(first, later, "--against", other)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "the difference is --combine minus --against: stain_jitter 0.025 vs 0.0" in out
+    # consep: 0.70, 0.66, 0.68 (sd 0.02) against 0.65, 0.67 on seeds 0-1: +0.05 and -0.01.
+    assert ("| consep | 4413 | sparse (stage 1) | 0,1,2 | 0.680 ± 0.020 (worst 0.660) | 0,1 | 0.660 ± 0.014 "
+            "(worst 0.650) | +0.020, not behind in 1/2 (-0.010 to +0.050) |") in out
+    # nucls seed 0 ties (0.50 and 0.50): a tie is not behind.
+    assert "| nucls | 54 | sparse (stage 1) | 0,1,2 | 0.500 ± 0.100 (worst 0.400) |" in out
+    assert "| -0.010, not behind in 1/2 (-0.020 to +0.000) |" in out
+    assert "| consep | 4413 | sparse, TTA | 0,1,2 |" in out
+    assert "cross (1+2+3)" not in out   # not in every run
+    assert out.index("| consep | 4413 | sparse, TTA") < out.index("| nucls | 54 | sparse (stage 1)")
+    assert "kinds of machine" not in out   # all on one machine: the seeds are paired
+
+    alone = combine(first, later)
+    assert alone.returncode == 0, alone.stderr
+    assert "| consep | 4413 | sparse (stage 1) | 0,1,2 | 0.680 ± 0.020 (worst 0.660) |\n" in alone.stdout
+
+
+def test_combine_says_when_runs_come_from_other_machines(tmp_path):
+    avx2 = {**AVX512, "cpu_capability": "AVX2"}
+    first = results_file(tmp_path / "a.json", 0.0, {0: {"sparse": {"consep": 0.7}}})
+    elsewhere = results_file(tmp_path / "b.json", 0.0, {1: {"sparse": {"consep": 0.6}}}, machine=avx2)
+    done = combine(first, elsewhere)
+    assert done.returncode == 0, done.stderr
+    note = done.stdout.strip().splitlines()[-1]
+    assert note.startswith("note: these runs come from 2 kinds of machine: ")
+    assert '"cpu_capability": "AVX2"' in note and "paired only where both settings ran on one machine" in note
+
+
+def test_combine_refuses_mixed_settings_a_seed_twice_and_other_files(tmp_path):
+    first = results_file(tmp_path / "a.json", 0.025, {0: {"sparse": {"consep": 0.7}}})
+    other = results_file(tmp_path / "other.json", 0.0, {1: {"sparse": {"consep": 0.7}}})
+    done = combine(first, other)
+    assert done.returncode == 2
+    assert "other.json: another setting than" in done.stderr and "stain_jitter 0.0 vs 0.025" in done.stderr
+
+    again = results_file(tmp_path / "again.json", 0.025, {0: {"sparse": {"consep": 0.71}}})
+    done = combine(first, again)
+    assert done.returncode == 2 and "again.json: seed 0 is also in" in done.stderr
+
+    # A leave-one-out results file is not a train_real one.
+    loo = tmp_path / "loo.json"
+    loo.write_text(json.dumps({"config": {}, "stages": ["sparse"], "left_out": {}}))
+    done = combine(loo)
+    assert done.returncode == 2 and "loo.json: not a results file of this benchmark (no runs)" in done.stderr
+    assert "Traceback" not in done.stderr
