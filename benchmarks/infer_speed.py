@@ -1,6 +1,7 @@
 """Inference speed: end-to-end ``infer`` vs the bare forward pass over pre-cut crops.
 
     .venv/bin/python benchmarks/infer_speed.py [--checkpoint DIR/model.pt] [--nuclei 1000] [--repeats 5]
+                                               [--device cpu|cuda|auto] [--backbone small|auto|resnet18|...]
 
 A synthetic 1000 x 1000 H&E-like tile with about 1,000 nuclei (``mlcore.synthetic``). The model is
 the default CPU configuration with the real benchmark's four label sets (4, 5, 2 and 4 classes) and
@@ -13,7 +14,9 @@ its correlation branch on, or a trained checkpoint. Prints nuclei/s of:
   class arrays and overlays and the JSON (also timed without the four 1000 x 1000 overlay PNGs);
 
 and their ratio (target >= 0.8). Best of ``--repeats`` alternating runs (medians printed too), 2 torch threads. Python and torch
-start-up (a few seconds, paid once per process) are reported separately for the CLI.
+start-up (a few seconds, paid once per process) are reported separately for the CLI. ``--device cuda`` runs
+both on a GPU (each timing waits for the GPU to finish); ``--backbone auto`` builds what a training with
+the default backbone builds on that device (ResNet-18 on a GPU).
 """
 
 from __future__ import annotations
@@ -35,26 +38,37 @@ sys.path.insert(0, str(ROOT))
 from mlcore.checkpoint import load_checkpoint  # noqa: E402
 from mlcore.data import to_input  # noqa: E402
 from mlcore.infer import infer_image, read_mask, write_outputs  # noqa: E402
+from mlcore.backbones import resolve_backbone  # noqa: E402
 from mlcore.model import CrossTrainedModel  # noqa: E402
 from mlcore.overlay import save_png  # noqa: E402
+from mlcore.predict import resolve_device  # noqa: E402
 from mlcore.readers import read_rgb  # noqa: E402
 from mlcore.synthetic import generate_tile  # noqa: E402
 from mlcore.types import LabelSet  # noqa: E402
 
 
-def default_model() -> CrossTrainedModel:
+def default_model(backbone: str = "small", device: torch.device | None = None) -> CrossTrainedModel:
     sizes = {"consep": 4, "pannuke": 5, "pannuke_breast_binary": 2, "nucls": 4}
     label_sets = [LabelSet(name, tuple(f"{name}_{i}" for i in range(n))) for name, n in sizes.items()]
-    model = CrossTrainedModel(label_sets, "small", {"width": 16})
+    name, kwargs = resolve_backbone(backbone, {"width": 16} if backbone == "small" else {}, device)
+    model = CrossTrainedModel(label_sets, name, kwargs)
     model.use_correlation.fill_(True)
     return model.eval()
 
 
+def wait_for_device(device: torch.device) -> None:
+    """GPU work runs asynchronously: a timing ends when the device has finished, not when it was queued."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.inference_mode()
 def bare_forward(model: CrossTrainedModel, crops: np.ndarray, batch_size: int = 512) -> None:
+    device = next(model.parameters()).device
     crops = torch.from_numpy(crops)
     for start in range(0, len(crops), batch_size):
-        model(to_input(crops[start:start + batch_size]))
+        model(to_input(crops[start:start + batch_size], device))
+    wait_for_device(device)
 
 
 def end_to_end(model: CrossTrainedModel, image_path: Path, mask_path: Path, out: Path, overlays: bool = True) -> int:
@@ -72,10 +86,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cli", action="store_true", help="also time the python -m mlcore infer subprocess")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (CUDA when there is one)")
+    parser.add_argument("--backbone", default="small",
+                        help="without --checkpoint: small (width 16, the CPU default), auto, resnet18, ...")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
 
-    model = load_checkpoint(args.checkpoint).model if args.checkpoint else default_model()
+    model = (load_checkpoint(args.checkpoint, device).model if args.checkpoint
+             else default_model(args.backbone, device).to(device))
     rng = np.random.default_rng(0)
     # Crowded placement falls a little short of the request: ask for more until ~1,000 are placed.
     image, instance_map, _ = generate_tile(rng, (1000, 1000), int(args.nuclei * 1.15), n_classes=4)
@@ -86,7 +105,8 @@ def main() -> int:
     crops, geometry = model.crop_spec.cut(image, instance_map)
     count = len(geometry.ids)
     print(f"tile 1000 x 1000, {count} nuclei; model {model.backbone_name} {model.backbone_kwargs}, "
-          f"{len(model.label_sets)} label sets; {args.threads} threads")
+          f"{len(model.label_sets)} label sets; {args.threads} threads; device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
 
     bare_forward(model, crops)  # warm-up (allocator, kernels)
     end_to_end(model, image_path, mask_path, work / "out")
