@@ -6,8 +6,10 @@ CONFIG.json::
     {
       "datasets": [{"name": "consep", "format": "hovernet", "path": "consep", "labelled": true,
                     "class_names": null, "label_set": null, "max_images": null}, ...],
-      "model": {"backbone": "auto", "width": 16},         # other keys go to the backbone, e.g.
-                                                          # "pretrained_file" (relative to this file)
+      "model": {"backbone": "auto"},                      # other keys go to the backbone, e.g.
+                                                          # "pretrained_file" (relative to this file);
+                                                          # with "auto" they go to what it picks, so
+                                                          # "width" belongs with a named backbone
       "crop": {"size": 64, "mask": false, "context": 1.0, "stain_normalisation": "none"},
       "epochs": {"sparse": 12, "correlation": 8, "completion": 10},    # or one int for all
       "batch_size": 128,
