@@ -17,6 +17,10 @@ from mlcore.config import TrainConfig
 
 # Config fields that do not change what is trained, only how fast or which draw.
 NOT_A_SETTING = {"seed", "num_threads", "cache_dir"}
+# Environment variables that make PyTorch, oneDNN and MKL use an older instruction set's kernels. With all
+# three set to AVX2 an AVX-512 machine reproduced an AVX2 machine's run to the last digit, so such a run
+# is of the kind its ``cpu_capability`` names; with only some of them it is a kind of its own.
+KERNEL_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def read_results(path: Path, *required: str) -> dict:
@@ -50,10 +54,22 @@ def check_same_setting(path: Path, setting: dict, first_path: Path, first_settin
                          "pass it with --against")
 
 
+def machine_kind(machine: dict | None) -> dict | None:
+    """A results file's machine facts as the kind of machine its figures belong to: kernels limited by
+    all of :data:`KERNEL_LIMITS` to the instruction set ``cpu_capability`` names are that set's own."""
+    if not machine or "kernel_limits" not in machine:
+        return machine
+    limits = machine["kernel_limits"]
+    capability = str(machine.get("cpu_capability", "")).lower()
+    if set(limits) == set(KERNEL_LIMITS) and all(str(v).lower() == capability for v in limits.values()):
+        return {k: v for k, v in machine.items() if k != "kernel_limits"}
+    return machine
+
+
 def machines_note(machines: Iterable[dict | None]) -> str | None:
     """A line when runs come from more than one kind of machine (or an unrecorded one): the same seed is
     then another draw, not the same run."""
-    kinds = {json.dumps(machine, sort_keys=True) for machine in machines}
+    kinds = {json.dumps(machine_kind(machine), sort_keys=True) for machine in machines}
     if len(kinds) <= 1 and "null" not in kinds:
         return None
     named = sorted(k for k in kinds if k != "null")

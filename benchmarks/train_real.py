@@ -51,8 +51,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.results_files import (check_same_setting, difference_cell, machines_note, read_results,  # noqa: E402
-                                      setting_changes, setting_of)
+from benchmarks.results_files import (KERNEL_LIMITS, check_same_setting, difference_cell,  # noqa: E402
+                                      machines_note, read_results, setting_changes, setting_of)
 from mlcore.checkpoint import load_checkpoint  # noqa: E402
 from mlcore.cli import read_datasets  # noqa: E402
 from mlcore.concepts import ConceptMap, class_names_of, completion_markdown, load_concept_map, model_completion  # noqa: E402
@@ -80,13 +80,19 @@ def machine_facts() -> dict:
     machine, but PyTorch picks its CPU kernels by instruction set (AVX2, AVX-512, ...), and kernels
     that round differently send a run down another path within an epoch: the same seed on another
     machine is another draw. Results files keep these, so that figures from several sessions are
-    compared seed by seed only where they ran on the same kind of machine."""
+    compared seed by seed only where they ran on the same kind of machine.
+
+    A machine can run an older kind's kernels (``results_files.KERNEL_LIMITS``): those variables, when
+    set, are kept with the facts, since ``cpu_capability`` shows PyTorch's own kernels, not oneDNN's or MKL's."""
     cpuinfo = Path("/proc/cpuinfo")
     names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
              if line.startswith("model name")]
     model = names[0] if names else platform.processor()
     facts = {"cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
              "cores": os.cpu_count()}
+    limits = {name: os.environ[name] for name in KERNEL_LIMITS if os.environ.get(name)}
+    if limits:
+        facts["kernel_limits"] = limits
     if torch.cuda.is_available():
         facts["gpu"] = torch.cuda.get_device_name()
     return facts

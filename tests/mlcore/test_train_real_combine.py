@@ -77,6 +77,33 @@ def test_combine_says_when_runs_come_from_other_machines(tmp_path):
     assert '"cpu_capability": "AVX2"' in note and "paired only where both settings ran on one machine" in note
 
 
+def test_runs_on_kernels_limited_to_avx2_pair_with_an_avx2_machine_only_when_all_three_are_limited(tmp_path):
+    avx2 = {**AVX512, "cpu_capability": "AVX2"}
+    limits = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    on_avx2 = results_file(tmp_path / "a.json", 0.0, {0: {"sparse": {"consep": 0.7}}}, machine=avx2)
+    limited = results_file(tmp_path / "b.json", 0.0, {1: {"sparse": {"consep": 0.6}}},
+                           machine={**avx2, "kernel_limits": limits})
+    done = combine(on_avx2, limited)
+    assert done.returncode == 0, done.stderr
+    assert "kinds of machine" not in done.stdout   # one kind: the seeds are paired
+
+    partly = {**avx2, "kernel_limits": {"ATEN_CPU_CAPABILITY": "avx2"}}   # oneDNN and MKL still AVX-512
+    partial = results_file(tmp_path / "c.json", 0.0, {2: {"sparse": {"consep": 0.6}}}, machine=partly)
+    done = combine(on_avx2, partial)
+    assert done.returncode == 0, done.stderr
+    assert "note: these runs come from 2 kinds of machine" in done.stdout and '"kernel_limits"' in done.stdout
+
+
+def test_machine_facts_keep_the_kernel_limits_the_run_was_started_with():
+    code = ("import json, sys; sys.path.insert(0, '.'); from benchmarks.train_real import machine_facts; "
+            "print(json.dumps(machine_facts()))")
+    env = {"PATH": "/usr/bin:/bin", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    facts = json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                                      text=True, check=True).stdout)
+    assert facts["kernel_limits"] == {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert facts["cores"] >= 1 and facts["torch"]
+
+
 def test_combine_refuses_mixed_settings_a_seed_twice_and_other_files(tmp_path):
     first = results_file(tmp_path / "a.json", 0.025, {0: {"sparse": {"consep": 0.7}}})
     other = results_file(tmp_path / "other.json", 0.0, {1: {"sparse": {"consep": 0.7}}})
