@@ -35,10 +35,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mlcore.backbones import resolve_backbone  # noqa: E402
 from mlcore.checkpoint import load_checkpoint  # noqa: E402
 from mlcore.data import to_input  # noqa: E402
 from mlcore.infer import infer_image, read_mask, write_outputs  # noqa: E402
-from mlcore.backbones import resolve_backbone  # noqa: E402
 from mlcore.model import CrossTrainedModel  # noqa: E402
 from mlcore.overlay import save_png  # noqa: E402
 from mlcore.predict import resolve_device  # noqa: E402
