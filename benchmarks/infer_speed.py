@@ -50,8 +50,7 @@ from mlcore.types import LabelSet  # noqa: E402
 def default_model(backbone: str = "small", device: torch.device | None = None) -> CrossTrainedModel:
     sizes = {"consep": 4, "pannuke": 5, "pannuke_breast_binary": 2, "nucls": 4}
     label_sets = [LabelSet(name, tuple(f"{name}_{i}" for i in range(n))) for name, n in sizes.items()]
-    name, kwargs = resolve_backbone(backbone, {"width": 16} if backbone == "small" else {}, device)
-    model = CrossTrainedModel(label_sets, name, kwargs)
+    model = CrossTrainedModel(label_sets, *resolve_backbone(backbone, {}, device))  # small: width 16 by default
     model.use_correlation.fill_(True)
     return model.eval()
 

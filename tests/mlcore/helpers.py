@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mlcore.data import ImageRecord, table_from_arrays
+from mlcore.train import train_all
 from mlcore.types import LabelSet
 
 COLOURS = ((70, 20, 130), (150, 60, 100), (20, 20, 20), (90, 120, 200))
@@ -96,3 +97,17 @@ def assert_report_is_its_confusion(report: dict) -> None:
     present = (support > 0) | (predicted > 0)
     f1 = 2 * true_positive[present] / (support[present] + predicted[present])   # = 2PR/(P+R), 0 when no hit
     assert report["macro_f1"] == pytest.approx(f1.mean())
+
+
+def stop_in_second_epoch(table, config, probe_dir):
+    """A ``should_stop`` for stage 1 that stops early in its second epoch: a one-stage probe run in
+    ``probe_dir`` counts the batches of an epoch first."""
+    probe = train_all(table, config=config, stages=("sparse",), out_dir=probe_dir)
+    steps_per_epoch = int(np.ceil(probe.history[0]["samples"] / config.batch_size))
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > steps_per_epoch + 1
+
+    return should_stop

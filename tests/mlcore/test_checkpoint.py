@@ -7,7 +7,7 @@ from mlcore.config import TrainConfig
 from mlcore.predict import predict
 from mlcore.train import train_all
 from mlcore.types import Cancelled
-from tests.mlcore.helpers import two_set_table
+from tests.mlcore.helpers import stop_in_second_epoch, two_set_table
 
 TINY = dict(backbone_kwargs={"width": 4}, batch_size=32, samples_per_epoch=None, epochs={"sparse": 2, "correlation": 1, "completion": 1},
             correlation_views=1)
@@ -41,17 +41,9 @@ def test_round_trip_on_cpu_gives_the_same_predictions(tmp_path):
 def test_resume_an_unfinished_stage_from_last_pt(tmp_path):
     table, _ = two_set_table(images_per_set=3)
     config = TrainConfig(**{**TINY, "epochs": {"sparse": 3, "correlation": 1, "completion": 1}})
-    calls = {"n": 0}
-    steps_per_epoch = None
-
-    def stop_in_second_epoch():
-        calls["n"] += 1
-        return steps_per_epoch is not None and calls["n"] > steps_per_epoch + 1
-
-    first = train_all(table, config=config, stages=("sparse",), out_dir=tmp_path / "probe")
-    steps_per_epoch = int(np.ceil(first.history[0]["samples"] / config.batch_size))
+    should_stop = stop_in_second_epoch(table, config, tmp_path / "probe")
     with pytest.raises(Cancelled):
-        train_all(table, config=config, stages=("sparse",), should_stop=stop_in_second_epoch, out_dir=tmp_path / "run")
+        train_all(table, config=config, stages=("sparse",), should_stop=should_stop, out_dir=tmp_path / "run")
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert last.stage == "sparse" and last.epoch == 0 and not last.stage_complete
     assert last.optimizer_state is not None and last.optimizer_state["state"]

@@ -15,7 +15,7 @@ from mlcore.infer import infer_image
 from mlcore.predict import predict
 from mlcore.train import train_all
 from mlcore.types import Cancelled
-from tests.mlcore.helpers import disk_image, two_set_table
+from tests.mlcore.helpers import disk_image, stop_in_second_epoch, two_set_table
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (this machine has none)")
 
@@ -52,16 +52,9 @@ def test_auto_trains_a_resnet_on_the_gpu_and_its_checkpoint_predicts_the_same_on
 def test_a_training_cancelled_on_the_gpu_resumes_there_from_its_last_checkpoint(tmp_path):
     table, _ = two_set_table(images_per_set=3)
     config = TrainConfig(batch_size=32, samples_per_epoch=None, epochs={"sparse": 2, "correlation": 1, "completion": 1})
-    probe = train_all(table, config=config, stages=("sparse",), out_dir=tmp_path / "probe")
-    steps_per_epoch = int(np.ceil(probe.history[0]["samples"] / config.batch_size))
-    calls = {"n": 0}
-
-    def stop_in_second_epoch():
-        calls["n"] += 1
-        return calls["n"] > steps_per_epoch + 1
-
+    should_stop = stop_in_second_epoch(table, config, tmp_path / "probe")
     with pytest.raises(Cancelled):
-        train_all(table, config=config, stages=("sparse",), should_stop=stop_in_second_epoch, out_dir=tmp_path / "run")
+        train_all(table, config=config, stages=("sparse",), should_stop=should_stop, out_dir=tmp_path / "run")
     resumed = train_all(table, config=config, stages=("sparse",), init_checkpoint=tmp_path / "run" / "last.pt",
                         out_dir=tmp_path / "run")
     assert [h["epoch"] for h in resumed.history] == [2]
