@@ -234,10 +234,13 @@ def load_pretrained_file(model: nn.Module, path: str | os.PathLike, num_outputs:
                          f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                          f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})")
     first_convs = config.get("first_conv") or ()
+    stems_that_fit = {}
     for name in (first_convs,) if isinstance(first_convs, str) else first_convs:
         weight, module = state.get(f"{name}.weight"), model.get_submodule(name)
         if weight is None or not isinstance(module, nn.Conv2d) or weight.ndim != 4:
             continue
+        if weight.shape == module.weight.shape:
+            stems_that_fit[f"{name}.weight"] = weight
         if weight.shape[2:] != module.weight.shape[2:]:
             del state[f"{name}.weight"]  # another kernel size (the small-input stem): it starts fresh
         elif module.groups == 1 and module.in_channels == in_channels:
@@ -254,6 +257,11 @@ def load_pretrained_file(model: nn.Module, path: str | os.PathLike, num_outputs:
     except RuntimeError as exc:  # size mismatches
         raise ValueError(f"backbone option pretrained_file: {path} does not fit "
                          f"{config.get('architecture')}: {exc}") from None
+    # A stem that already fits is the file's own. timm releases before our pin assume 3 source channels,
+    # try to adapt such a stem and fall back to a random one with only a log warning: set it here.
+    with torch.no_grad():
+        for key, weight in stems_that_fit.items():
+            model.get_parameter(key).copy_(weight)
 
 
 def import_timm():

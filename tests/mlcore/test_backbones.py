@@ -211,6 +211,23 @@ def test_pretrained_file_of_our_own_size_loads_the_head_too(tmp_path, no_network
         assert torch.equal(model.state_dict()[key], value), key
 
 
+def test_a_stem_that_fits_is_the_files_own_whatever_timm_makes_of_it(tmp_path, no_network, monkeypatch):
+    # timm before our pin (1.0.29, on a GPU machine's image) took a 4-channel stem for a 3-channel one, failed to
+    # adapt it and left it random with only a log warning.
+    timm_models = import_timm().models
+    real_load_pretrained = timm_models.load_pretrained
+
+    def load_pretrained_as_older_timm(model, **kwargs):
+        real_load_pretrained(model, **kwargs)
+        torch.nn.init.normal_(model.conv1.weight)
+
+    monkeypatch.setattr(timm_models, "load_pretrained", load_pretrained_as_older_timm)
+    source = create_model("resnet18", 7, in_channels=4, width=8)
+    torch.save(source.state_dict(), tmp_path / "own.pth")
+    model = create_model("resnet18", 7, in_channels=4, width=8, pretrained_file=tmp_path / "own.pth")
+    assert torch.equal(model.conv1.weight, source.conv1.weight)
+
+
 def test_small_input_keeps_the_pretrained_body_and_starts_a_fresh_stem(tmp_path, no_network):
     path, state = resnet18_imagenet_like_file(tmp_path)
     model = create_model("resnet18", 7, small_input=True, pretrained_file=path)

@@ -39,7 +39,9 @@ def trained(shared_data, tmp_path_factory):
     }
     (work / "nucls_link").symlink_to(shared_data / "nucls")   # a relative path, resolved against the config
     (work / "config.json").write_text(json.dumps(config))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+    # The checkout first, and the caller's own path after it (where a package may live outside site-packages).
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "2"}
     train = run_cli("train", "--config", work / "config.json", "--out", work / "run", "--epochs", "1",
                     "--device", "cpu", "--seed", "3", env=env)
     assert train.returncode == 0, train.stderr[-3000:]

@@ -192,7 +192,7 @@ def _first_batchnorm_input_mean(backbone: torch.nn.Module, crops: np.ndarray) ->
     handle = norm.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].mean(dim=(0, 2, 3))))
     backbone.eval()
     with torch.no_grad():
-        backbone(to_input(torch.as_tensor(crops), torch.device("cpu")))
+        backbone(to_input(torch.as_tensor(crops), next(backbone.parameters()).device))  # CPU or GPU, as trained
     handle.remove()
     return seen[0], norm
 
