@@ -20,7 +20,7 @@ CONFIG.json::
       "split": {"val_fraction": 0.2, "seed": 0},
       "sampling": {"dataset_power": 0.5, "class_power": 0.5, "completion_class_power": 1.0,
                    "samples_per_epoch": 32768},
-      "augment": {"jitter": 0.1, "stain": 0.0},
+      "augment": {"jitter": 0.1, "stain": 0.025},
       "correlation_views": 2, "seed": 0, "num_threads": null, "cache_dir": null
     }
 
@@ -86,7 +86,10 @@ class TrainConfig:
     completion_class_power: float | None = 1.0
     samples_per_epoch: int | None = 32768  # None: one pass over the training nuclei
     jitter: float = 0.1
-    stain_jitter: float = 0.0            # HED stain augmentation strength (0 = off; Tellez et al. 2018)
+    # HED stain augmentation strength (0 = off; Tellez et al. 2018). 0.025 completed left-out datasets
+    # better than 0 in each of five seeds of the leave-one-out check, all three stages, and lifted CoNSeP
+    # on validation; 0.05 gained more on CoNSeP and PanNuke but cost NuCLS every seed (README).
+    stain_jitter: float = 0.025
     correlation_views: int = 2           # augmented views whose frozen logits train the MLPs (per epoch)
     seed: int = 0
     device: str = "auto"

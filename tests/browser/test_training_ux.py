@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from mlcore.config import TrainConfig
 from mlcore.estimate import default_schedule
 from tests.browser.conftest import wait_until
 from tests.conftest import wait_for
@@ -31,7 +32,7 @@ def test_cancelling_a_training_asks_first(logged_in_page, live_server, owner, tm
     assert page.input_value("#train-form input[name=epochs]") == str(defaults["epochs"])
     assert page.input_value("#train-form input[name=samples_per_epoch]") == str(defaults["samples_per_epoch"])
     assert f"Defaults for {nuclei} nuclei" in page.inner_text("#train-defaults")
-    assert float(page.input_value("#train-form input[name=stain_jitter]")) == 0   # off until a training sets it
+    assert float(page.input_value("#train-form input[name=stain_jitter]")) == TrainConfig().stain_jitter == 0.025
     estimate = wait_until(page, "document.getElementById('train-estimate').textContent", timeout=60)
     assert estimate.startswith("Estimated time: about ") and "timed on this web server" in estimate, estimate
 

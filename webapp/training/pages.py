@@ -98,7 +98,8 @@ def training_panel_context(project, user) -> dict:
         "backbones": backbone_choices(),
         "default_backbone": (active.config.get("backbone") if active else None) or TrainConfig().backbone,
         # A new training inherits the active version's config, so the form shows what it would get.
-        "default_stain_jitter": (active.config.get("stain_jitter") if active else None) or TrainConfig().stain_jitter,
+        # Read, not `or`-ed: an active version trained with stain jitter 0 (off) shows 0, not the default.
+        "default_stain_jitter": (active.config if active else {}).get("stain_jitter", TrainConfig().stain_jitter),
         **training_form_context(project),
     }
 

@@ -16,7 +16,7 @@ def test_the_named_options_reach_the_config_and_others_do_not():
 
 
 def test_stain_jitter_is_inherited_from_the_parent_version_until_a_training_sets_it():
-    assert training_config({}, None)[0].stain_jitter == 0.0   # the default: off
+    assert training_config({}, None)[0].stain_jitter == 0.025   # the default
     assert training_config({"stain_jitter": 0.05}, None)[0].stain_jitter == 0.05
     parent = ModelVersion(config=TrainConfig(stain_jitter=0.05).to_dict())
     assert training_config({"epochs": 2}, parent)[0].stain_jitter == 0.05   # a scheduled retraining keeps it

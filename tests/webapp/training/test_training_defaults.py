@@ -1,13 +1,17 @@
 """The train API's default schedule (scaled to the project), the time estimate, and resume refusals."""
 
+import re
+
 import pytest
 
+from mlcore.config import TrainConfig
 from mlcore.estimate import default_schedule, estimate_seconds
 from tests.workers.training_helpers import two_taxonomy_project
 from webapp.datasets.models import Dataset, Nucleus
 from webapp.jobs.models import Job
 from webapp.projects.operations import do_create_project, do_set_membership
 from webapp.training.models import ModelVersion
+from webapp.training.runner import training_config
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,7 +54,8 @@ def test_options_given_are_kept(small_project, api_client_for, owner):
 def test_estimate_from_a_probe_before_any_training_then_from_recorded_speed(small_project, api_client_for, owner):
     from django.core.cache import cache
 
-    cache.delete("training-speed-probe:auto:64:3:False")  # only this key: the cache's Redis is the broker's too
+    # Only this key (the default stain jitter is on): the cache's Redis is the broker's too.
+    cache.delete("training-speed-probe:auto:64:3:True")
     client = api_client_for(owner)
     url = f"/api/projects/{small_project.pk}/train/estimate/"
     first = client.get(url)
@@ -82,6 +87,22 @@ def test_estimate_from_a_probe_before_any_training_then_from_recorded_speed(smal
     assert recorded["seconds"] == pytest.approx(expected["total"], abs=0.1)
     # At 100 crops/s the default takes minutes, not the hours the CLI's epochs would.
     assert 30 < client.get(url).json()["seconds"] < 5 * 60
+
+
+@pytest.mark.parametrize("active_stain_jitter, shown", [(None, 0.025), (0.0, 0.0), (0.05, 0.05)])
+def test_the_form_shows_the_stain_jitter_a_training_would_get(small_project, owner, client, active_stain_jitter,
+                                                               shown):
+    # A training without the option inherits the active version's setting; 0 (off) included, not the default.
+    if active_stain_jitter is not None:
+        ModelVersion.objects.create(project=small_project, number=1, checkpoint_file="projects/x/v1.pt",
+                                    is_active=True, data_snapshot_at="2026-01-01T00:00Z",
+                                    config=TrainConfig(stain_jitter=active_stain_jitter).to_dict())
+    client.force_login(owner)
+    page = client.get(f"/projects/{small_project.pk}/")
+    assert page.status_code == 200
+    field = re.search(r'<input type="number" name="stain_jitter"[^>]*value="([^"]*)"', page.content.decode())
+    assert float(field.group(1)) == shown == training_config({}, ModelVersion.objects.filter(
+        project=small_project, is_active=True).first())[0].stain_jitter
 
 
 def test_estimate_refuses_bad_options_and_viewers(small_project, api_client_for, owner, member):
