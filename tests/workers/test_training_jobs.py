@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from django.test import Client
 
 from mlcore.uncertainty import js_divergence
 from tests.conftest import wait_for
@@ -28,6 +29,12 @@ def test_training_publishes_a_version_and_predictions(owner, api_client_for, cel
     assert [s["name"] for s in version.label_sets] == ["colon", "breast"]
     assert version.trained_on["colon"]["ground_truth"] == 4 * 30
     assert version.trained_on["breast"]["ground_truth"] == 4 * 30
+    # "auto" on this CPU worker became the small net; the version says so, on its page too.
+    assert version.config["backbone"] == "auto" and version.training_data["backbone"]["name"] == "small"
+    browser = Client()
+    browser.force_login(owner)
+    page = browser.get(f"/projects/{project.pk}/versions/1/")
+    assert page.status_code == 200 and "auto (built: small)" in page.content.decode()
     for name in ("colon", "breast"):
         metrics = version.metrics[name]
         assert_report_is_its_confusion(metrics)   # the figures shown are the ones its predictions give

@@ -196,7 +196,9 @@ def training_data(project, table, result, stages: list[str], resume: Resume | No
                  "images": d.image_count, "nuclei": d.nucleus_count}
                 for d in Dataset.objects.filter(project=project).select_related("label_set").order_by("id")]
     done_before = list(resume.point.get("done", [])) if resume else []
+    built = result.model.describe()   # what "auto" became on the worker that trained it
     return {"datasets": datasets, "nuclei": int(len(table)),
+            "backbone": {"name": built["backbone"], "options": _jsonable(built["backbone_kwargs"])},
             "split": {"train": int(len(result.train_rows)), "validation": int(len(result.val_rows))},
             "stages": done_before + list(stages), "resumed_from_job": resume.point["job"] if resume else None}
 
