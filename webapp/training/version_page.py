@@ -124,12 +124,11 @@ def version_page_context(version: ModelVersion) -> dict:
     project_classes = {label_set.name: label_set.class_names for label_set in
                        LabelSet.objects.filter(project=project).prefetch_related("classes")}
     config = version.config or {}
-    parameters = [(label, _display(config[key])) for key, label in CONFIG_ROWS if key in config]
-    built = (version.training_data or {}).get("backbone") or {}
-    if built.get("name") and built["name"] != config.get("backbone"):
-        # "auto" is a choice; the worker's device decided what it became (a ResNet-18 on a GPU).
-        parameters = [(label, f"{value} (built: {built['name']})" if label == "backbone" else value)
-                      for label, value in parameters]
+    # "auto" is a choice; the worker's device decided what it became (a ResNet-18 on a GPU).
+    built = ((version.training_data or {}).get("backbone") or {}).get("name")
+    shown = {**config, "backbone": f"{config['backbone']} (built: {built})"} \
+        if built and "backbone" in config and built != config["backbone"] else config
+    parameters = [(label, _display(shown[key])) for key, label in CONFIG_ROWS if key in shown]
     counts = [{"name": name, "ground_truth": (version.trained_on.get(name) or {}).get("ground_truth", 0),
                "review": (version.trained_on.get(name) or {}).get("review", 0)} for name in label_set_names]
     return {
