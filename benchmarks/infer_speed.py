@@ -13,7 +13,8 @@ its correlation branch on, or a trained checkpoint. Prints nuclei/s of:
   disk, cut the crops, predict (both branches, final class, uncertainty), write the per label set
   class arrays and overlays and the JSON (also timed without the four 1000 x 1000 overlay PNGs);
 
-and their ratio (target >= 0.8). Best of ``--repeats`` alternating runs (medians printed too), 2 torch threads. Python and torch
+and their ratio (target >= 0.8), of the best and of the median of ``--repeats`` alternating runs (on a shared
+machine the forward's time can jump by half between runs, which a best-of alone hides), 2 torch threads. Python and torch
 start-up (a few seconds, paid once per process) are reported separately for the CLI. ``--device cuda`` runs
 both on a GPU (each timing waits for the GPU to finish); ``--backbone auto`` builds what a training with
 the default backbone builds on that device (ResNet-18 on a GPU).
@@ -133,8 +134,10 @@ def main() -> int:
           f"predict, write {len(model.label_sets)} class arrays + overlays + JSON)")
     print(f"end-to-end without overlays:     {count / classify_s:8.0f} nuclei/s ({classify_s * 1000:.0f} ms: read, cut, "
           f"predict, write class arrays + JSON)")
-    print(f"ratio end-to-end / bare forward: {bare_s / full_s:.2f} (target >= 0.8)")
-    print(f"ratio without overlays / bare:   {bare_s / classify_s:.2f}")
+    median = statistics.median
+    print(f"ratio end-to-end / bare forward: {bare_s / full_s:.2f} best-of, {median(bare) / median(full):.2f} "
+          f"medians (target >= 0.8)")
+    print(f"ratio without overlays / bare:   {bare_s / classify_s:.2f} best-of, {median(bare) / median(classify):.2f} medians")
 
     if args.cli:
         checkpoint = args.checkpoint
