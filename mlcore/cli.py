@@ -2,7 +2,8 @@
 
     python -m mlcore train    --config CONFIG.json --out DIR [--stage all|sparse|correlation|completion]
                               [--epochs N] [--device auto|cpu|cuda] [--seed S] [--baseline single|sparse]
-    python -m mlcore infer    --checkpoint DIR/model.pt --image IMG --mask MASK.npy --out OUTDIR [--label-set NAME ...]
+    python -m mlcore infer    --checkpoint DIR/model.pt --image IMG [IMG ...] --mask MASK.npy [MASK ...] --out OUTDIR
+                              [--label-set NAME ...] [--no-overlays]
     python -m mlcore evaluate --checkpoint DIR/model.pt --dataset NAME=FORMAT:PATH --label-set NAME [--against OTHER.pt] [--json]
                               [--concept-map CONCEPTS.json]
     python -m mlcore infer-slide --checkpoint M --slide S --nuclei N.geojson --out OUT.geojson [--label-set NAME]
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mlcore.config import STAGE_NUMBER, STAGES, ConfigError, DatasetSpec, TrainConfig, load_config_file
-from mlcore.types import DataError, NucleusDataset
+from mlcore.types import DataError, NucleusDataset, file_part
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,10 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--baseline", choices=("single", "sparse"),
                        help="single: one model per dataset on its own label set; sparse: stage 1 only")
 
-    infer = commands.add_parser("infer", help="classify the nuclei of one image")
+    infer = commands.add_parser("infer", help="classify the nuclei of one image or of many")
     infer.add_argument("--checkpoint", required=True, type=Path)
-    infer.add_argument("--image", required=True, type=Path)
-    infer.add_argument("--mask", required=True, type=Path, help="instance map: .npy (H x W ints) or a label PNG")
+    infer.add_argument("--image", required=True, type=Path, nargs="+", dest="images", metavar="IMG",
+                       help="one image or several (the model is loaded once for all of them)")
+    infer.add_argument("--mask", required=True, type=Path, nargs="+", dest="masks", metavar="MASK",
+                       help="each image's instance map, in the same order: .npy (H x W ints) or a label PNG")
     infer.add_argument("--out", required=True, type=Path)
     infer.add_argument("--label-set", nargs="+", dest="label_sets", metavar="NAME",
                        help="label sets to write (default: all of the model's)")
@@ -261,12 +264,34 @@ def _train_single(args, table, config: TrainConfig, progress, say) -> int:
 # ----------------------------------------------------------------------------------------------- infer
 
 
+def _image_mask_pairs(images: list[Path], masks: list[Path]) -> list[tuple[Path, Path]]:
+    """``--image`` and ``--mask`` paired in order, checked before the model loads: a batch must not stop at
+    its 900th image for a typo, or write two images' outputs under one name."""
+    if len(images) != len(masks):
+        raise ConfigError(f"--image gives {len(images)} files and --mask {len(masks)}: give one mask per image, "
+                          f"in the same order")
+    for path in [*images, *masks]:
+        if not path.is_file():
+            raise DataError(path, "file not found")
+    seen: dict[str, Path] = {}
+    for image in images:
+        stem = file_part(image.stem, "image")
+        if stem in seen:
+            raise ConfigError(f"--image {seen[stem]} and {image} would write the same output files ({stem}_...): "
+                              f"rename one, or classify them into different --out folders")
+        seen[stem] = image
+    return list(zip(images, masks))
+
+
 def command_infer(args) -> int:
+    from tqdm import tqdm
+
     from mlcore.checkpoint import load_checkpoint
     from mlcore.infer import infer_image, read_mask, write_outputs
     from mlcore.predict import resolve_device
     from mlcore.readers import read_rgb
 
+    pairs = _image_mask_pairs(args.images, args.masks)
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint, device)
     model = checkpoint.model
@@ -275,16 +300,23 @@ def command_infer(args) -> int:
         if name not in names:
             raise ConfigError(f"--label-set {name!r} is not one of the model's label sets ({', '.join(names)})")
     started = time.perf_counter()
-    image = read_rgb(args.image)
-    mask = read_mask(args.mask, image.shape[:2])
-    result = infer_image(model, image, mask, device=device, tta=args.tta)
-    written = write_outputs(args.out, args.image.stem, image, mask, result, model, args.label_sets,
-                            image_path=str(args.image), overlays=args.overlays,
-                            overlay_compression=args.overlay_compression)
+    count = files = 0
+    bar = tqdm(pairs, unit="image", file=sys.stderr, dynamic_ncols=True, desc="classify", disable=len(pairs) == 1)
+    for image_path, mask_path in bar:
+        image = read_rgb(image_path)
+        mask = read_mask(mask_path, image.shape[:2])
+        result = infer_image(model, image, mask, device=device, tta=args.tta)
+        written = write_outputs(args.out, image_path.stem, image, mask, result, model, args.label_sets,
+                                image_path=str(image_path), overlays=args.overlays,
+                                overlay_compression=args.overlay_compression)
+        count += len(result.geometry.ids)
+        files += len(written)
+        bar.set_postfix({"nuclei": count}, refresh=False)
+    bar.close()
     seconds = time.perf_counter() - started
-    count = len(result.geometry.ids)
-    print(f"{count} nuclei in {seconds:.2f}s ({count / seconds if seconds else 0:.0f} nuclei/s); wrote "
-          f"{len(written)} files to {args.out}", file=sys.stderr)
+    images = f" in {len(pairs)} images" if len(pairs) > 1 else ""
+    print(f"{count} nuclei{images} in {seconds:.2f}s ({count / seconds if seconds else 0:.0f} nuclei/s); wrote "
+          f"{files} files to {args.out}", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,91 @@
+"""``python -m mlcore infer`` over several images: one model load, each image's outputs, and the batch's
+mistakes caught before any image is classified."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mlcore.checkpoint import save_checkpoint
+from mlcore.cli import main
+from mlcore.config import TrainConfig
+from mlcore.infer import infer_image
+from mlcore.model import CrossTrainedModel
+from mlcore.overlay import save_png
+from mlcore.types import LabelSet
+from tests.mlcore.helpers import disk_image
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    model = CrossTrainedModel([LabelSet("A", ("a0", "a1", "a2")), LabelSet("B", ("b0", "b1"))], "small", {"width": 4})
+    model.use_correlation.fill_(True)
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", model.eval(), "completion", 0, True,
+                           TrainConfig())
+
+
+def tiles(folder, count):
+    """``count`` different images and masks on disk, and the instance maps."""
+    images, masks, maps = [], [], []
+    for k in range(count):
+        image, instance_map, _ = disk_image(np.random.default_rng(k), size=96, count=5 + k)
+        images.append(save_png(folder / f"tile{k}.png", image))
+        np.save(folder / f"tile{k}_mask.npy", instance_map)
+        masks.append(folder / f"tile{k}_mask.npy")
+        maps.append(instance_map)
+    return images, masks, maps
+
+
+def test_several_images_each_get_their_own_outputs(checkpoint, tmp_path, capsys):
+    images, masks, maps = tiles(tmp_path, 3)
+    out = tmp_path / "out"
+    assert main(["infer", "--checkpoint", str(checkpoint), "--image", *map(str, images), "--mask", *map(str, masks),
+                 "--out", str(out), "--label-set", "B", "--device", "cpu"]) == 0
+    assert {p.name for p in out.iterdir()} == {f"tile{k}{suffix}" for k in range(3)
+                                               for suffix in ("_B.npy", "_B_overlay.png", ".json")}
+    from mlcore.checkpoint import load_checkpoint
+
+    model = load_checkpoint(checkpoint).model
+    for k, instance_map in enumerate(maps):
+        ids = np.unique(instance_map)[1:]
+        classes = np.load(out / f"tile{k}_B.npy")
+        assert classes[:, 0].tolist() == ids.tolist()   # this image's nuclei, not another's
+        # The same classes as classifying the image on its own.
+        from mlcore.readers import read_rgb
+
+        alone = infer_image(model, read_rgb(images[k]), instance_map)
+        assert classes[:, 1].tolist() == alone.predictions["B"].labels.tolist()
+        report = json.loads((out / f"tile{k}.json").read_text())
+        assert report["image"] == str(images[k]) and len(report["instances"]) == len(ids)
+    total = sum(len(np.unique(m)) - 1 for m in maps)
+    assert f"{total} nuclei in 3 images" in capsys.readouterr().err
+
+
+def test_one_mask_per_image(checkpoint, tmp_path, capsys):
+    images, masks, _ = tiles(tmp_path, 2)
+    assert main(["infer", "--checkpoint", str(checkpoint), "--image", *map(str, images), "--mask", str(masks[0]),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "--image gives 2 files and --mask 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_file_stops_the_batch_before_it_starts(checkpoint, tmp_path, capsys):
+    images, masks, _ = tiles(tmp_path, 2)
+    masks[1].unlink()
+    assert main(["infer", "--checkpoint", str(checkpoint), "--image", *map(str, images), "--mask", *map(str, masks),
+                 "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "tile1_mask.npy" in error and "not found" in error
+    assert not (tmp_path / "out").exists()   # not even the first image's outputs
+
+
+def test_two_images_with_one_stem_are_refused(checkpoint, tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, first_masks, _ = tiles(tmp_path / "a", 1)
+    second, second_masks, _ = tiles(tmp_path / "b", 1)
+    assert main(["infer", "--checkpoint", str(checkpoint), "--image", str(first[0]), str(second[0]),
+                 "--mask", str(first_masks[0]), str(second_masks[0]), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "would write the same output files (tile0_...)" in error
+    assert not (tmp_path / "out").exists()
