@@ -301,10 +301,19 @@ def command_infer(args) -> int:
             raise ConfigError(f"--label-set {name!r} is not one of the model's label sets ({', '.join(names)})")
     started = time.perf_counter()
     count = files = 0
+    failed: list[DataError] = []
     bar = tqdm(pairs, unit="image", file=sys.stderr, dynamic_ncols=True, desc="classify", disable=len(pairs) == 1)
     for image_path, mask_path in bar:
-        image = read_rgb(image_path)
-        mask = read_mask(mask_path, image.shape[:2])
+        try:
+            image = read_rgb(image_path)
+            mask = read_mask(mask_path, image.shape[:2])
+        except DataError as exc:
+            if len(pairs) == 1:
+                raise
+            # One unreadable tile does not cost the batch the others: it is named now and counted at the end.
+            bar.write(f"skipped: {exc}", file=sys.stderr)
+            failed.append(exc)
+            continue
         result = infer_image(model, image, mask, device=device, tta=args.tta)
         written = write_outputs(args.out, image_path.stem, image, mask, result, model, args.label_sets,
                                 image_path=str(image_path), overlays=args.overlays,
@@ -314,9 +323,13 @@ def command_infer(args) -> int:
         bar.set_postfix({"nuclei": count}, refresh=False)
     bar.close()
     seconds = time.perf_counter() - started
-    images = f" in {len(pairs)} images" if len(pairs) > 1 else ""
+    images = f" in {len(pairs) - len(failed)} images" if len(pairs) > 1 else ""
     print(f"{count} nuclei{images} in {seconds:.2f}s ({count / seconds if seconds else 0:.0f} nuclei/s); wrote "
           f"{files} files to {args.out}", file=sys.stderr)
+    if failed:
+        print(f"error: {len(failed)} of {len(pairs)} images could not be read and have no outputs: "
+              f"{', '.join(str(exc.path) for exc in failed)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -89,3 +89,21 @@ def test_two_images_with_one_stem_are_refused(checkpoint, tmp_path, capsys):
     error = capsys.readouterr().err
     assert "would write the same output files (tile0_...)" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unreadable_image_is_skipped_named_and_fails_the_run(checkpoint, tmp_path, capsys):
+    images, masks, _ = tiles(tmp_path, 3)
+    images[1].write_bytes(b"\x89PNG\r\n\x1a\n not really")   # a truncated download
+    out = tmp_path / "out"
+    assert main(["infer", "--checkpoint", str(checkpoint), "--image", *map(str, images), "--mask", *map(str, masks),
+                 "--out", str(out), "--label-set", "A", "--no-overlays"]) == 2
+    error = capsys.readouterr().err
+    assert f"skipped: {images[1]}" in error
+    assert f"1 of 3 images could not be read and have no outputs: {images[1]}" in error
+    # The images before and after it were classified; the unreadable one has no outputs at all.
+    assert {p.name for p in out.iterdir()} == {"tile0_A.npy", "tile0.json", "tile2_A.npy", "tile2.json"}
+    # Alone, the same image is the run's error, as it always was.
+    assert main(["infer", "--checkpoint", str(checkpoint), "--image", str(images[1]), "--mask", str(masks[1]),
+                 "--out", str(tmp_path / "alone")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {images[1]}: ") and "skipped" not in error
