@@ -16,7 +16,8 @@ its correlation branch on, or a trained checkpoint. Prints nuclei/s of:
 and their ratio (target >= 0.8), of the best and of the median of ``--repeats`` alternating runs (on a shared
 machine the forward's time can jump by half between runs, which a best-of alone hides), 2 torch threads. Python and torch
 start-up (a few seconds, paid once per process) are reported separately for the CLI (``--cli``), with one run
-over ``--cli-images`` tiles against as many runs of one. ``--device cuda`` runs
+over ``--cli-images`` tiles against as many runs of one. ``--tiles N`` times what ``infer`` over many images
+does in one process: N tiles with the next one read and cut while the current one is classified, and in turn. ``--device cuda`` runs
 both on a GPU (each timing waits for the GPU to finish); ``--backbone auto`` builds what a training with
 the default backbone builds on that device (ResNet-18 on a GPU).
 """
@@ -40,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from mlcore.backbones import resolve_backbone  # noqa: E402
 from mlcore.checkpoint import load_checkpoint  # noqa: E402
 from mlcore.data import to_input  # noqa: E402
-from mlcore.infer import infer_image, read_mask, write_outputs  # noqa: E402
+from mlcore.infer import infer_image, infer_tiles, read_mask, write_outputs  # noqa: E402
 from mlcore.model import CrossTrainedModel  # noqa: E402
 from mlcore.overlay import save_png  # noqa: E402
 from mlcore.predict import resolve_device  # noqa: E402
@@ -86,6 +87,8 @@ def main() -> int:
     parser.add_argument("--nuclei", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tiles", type=int, default=8, metavar="N",
+                        help="also time N tiles in one pass (infer over many images), read ahead and in turn")
     parser.add_argument("--cli", action="store_true", help="also time the python -m mlcore infer subprocess")
     parser.add_argument("--cli-images", type=int, default=8, metavar="N",
                         help="with --cli: also one infer run over N tiles, against N runs of one")
@@ -141,6 +144,24 @@ def main() -> int:
     print(f"ratio end-to-end / bare forward: {bare_s / full_s:.2f} best-of, {median(bare) / median(full):.2f} "
           f"medians (target >= 0.8)")
     print(f"ratio without overlays / bare:   {bare_s / classify_s:.2f} best-of, {median(bare) / median(classify):.2f} medians")
+
+    if args.tiles > 1:
+        def tiles(read_ahead: bool) -> float:
+            start = time.perf_counter()
+            for k, tile in enumerate(infer_tiles(model, [(image_path, mask_path)] * args.tiles, device=device,
+                                                 read_ahead=read_ahead)):
+                write_outputs(work / "tiles", f"tile{k}", tile.image, tile.instance_map, tile.result, model,
+                              image_path=str(image_path))
+            return time.perf_counter() - start
+
+        ahead, in_turn = [], []
+        for _ in range(max(2, args.repeats // 2)):
+            ahead.append(tiles(True))
+            in_turn.append(tiles(False))
+        for name, times in (("read ahead", ahead), ("in turn", in_turn)):
+            per_tile = statistics.median(times) / args.tiles
+            print(f"{args.tiles} tiles, {name + ':':11s} {count / per_tile:8.0f} nuclei/s ({per_tile * 1000:.0f} ms a tile, "
+                  f"median), ratio to the bare forward's median {statistics.median(bare) / per_tile:.2f}")
 
     if args.cli:
         checkpoint = args.checkpoint

@@ -287,9 +287,8 @@ def command_infer(args) -> int:
     from tqdm import tqdm
 
     from mlcore.checkpoint import load_checkpoint
-    from mlcore.infer import infer_image, read_mask, write_outputs
+    from mlcore.infer import infer_tiles, write_outputs
     from mlcore.predict import resolve_device
-    from mlcore.readers import read_rgb
 
     pairs = _image_mask_pairs(args.images, args.masks)
     device = resolve_device(args.device)
@@ -302,25 +301,24 @@ def command_infer(args) -> int:
     started = time.perf_counter()
     count = files = 0
     failed: list[DataError] = []
-    bar = tqdm(pairs, unit="image", file=sys.stderr, dynamic_ncols=True, desc="classify", disable=len(pairs) == 1)
-    for image_path, mask_path in bar:
-        try:
-            image = read_rgb(image_path)
-            mask = read_mask(mask_path, image.shape[:2])
-        except DataError as exc:
+    bar = tqdm(total=len(pairs), unit="image", file=sys.stderr, dynamic_ncols=True, desc="classify",
+               disable=len(pairs) == 1)
+    for tile in infer_tiles(model, pairs, device=device, tta=args.tta):
+        if tile.error is not None:
             if len(pairs) == 1:
-                raise
+                raise tile.error
             # One unreadable tile does not cost the batch the others: it is named now and counted at the end.
-            bar.write(f"skipped: {exc}", file=sys.stderr)
-            failed.append(exc)
+            bar.write(f"skipped: {tile.error}", file=sys.stderr)
+            failed.append(tile.error)
+            bar.update()
             continue
-        result = infer_image(model, image, mask, device=device, tta=args.tta)
-        written = write_outputs(args.out, image_path.stem, image, mask, result, model, args.label_sets,
-                                image_path=str(image_path), overlays=args.overlays,
+        written = write_outputs(args.out, tile.image_path.stem, tile.image, tile.instance_map, tile.result, model,
+                                args.label_sets, image_path=str(tile.image_path), overlays=args.overlays,
                                 overlay_compression=args.overlay_compression)
-        count += len(result.geometry.ids)
+        count += len(tile.result.geometry.ids)
         files += len(written)
         bar.set_postfix({"nuclei": count}, refresh=False)
+        bar.update()
     bar.close()
     seconds = time.perf_counter() - started
     images = f" in {len(pairs) - len(failed)} images" if len(pairs) > 1 else ""

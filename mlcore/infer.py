@@ -18,7 +18,7 @@ from mlcore import limits
 from mlcore.geometry import InstanceGeometry
 from mlcore.model import CrossTrainedModel
 from mlcore.predict import LabelSetPrediction, predict
-from mlcore.readers._common import check_pixels, load_npy
+from mlcore.readers._common import check_pixels, load_npy, read_rgb
 from mlcore.stain import StainEstimate, estimate_stain, tissue_mask
 from mlcore.types import DataError, file_part
 
@@ -35,6 +35,49 @@ def infer_image(model: CrossTrainedModel, image: np.ndarray, instance_map: np.nd
     over the 8 symmetries of each crop)."""
     crops, geometry = model.crop_spec.cut(image, instance_map)
     return ImageInference(geometry, predict(model, crops, batch_size, device, tta))
+
+
+@dataclass
+class TileInference:
+    """One image of :func:`infer_tiles`: its pixels, instance map and predictions, or the ``error`` that made it
+    unreadable (then ``image``, ``instance_map`` and ``result`` are None)."""
+
+    image_path: Path
+    mask_path: Path
+    image: np.ndarray | None
+    instance_map: np.ndarray | None
+    result: ImageInference | None
+    error: DataError | None = None
+
+
+def infer_tiles(model: CrossTrainedModel, pairs, *, batch_size: int = 512, device: str | torch.device | None = None,
+                tta: bool = False, read_ahead: bool = True):
+    """Classify many (image path, mask path) pairs, yielding one :class:`TileInference` each, in order.
+
+    With ``read_ahead`` the next image is read, and its crops cut, in a second thread while this one runs the
+    forward of the current one: the forward waits on nothing but the first image. An unreadable image or
+    mask is yielded with its ``error`` and does not stop the others.
+    """
+
+    def prepare(pair):
+        image_path, mask_path = pair
+        try:
+            image = read_rgb(image_path)
+            instance_map = read_mask(mask_path, image.shape[:2])
+        except DataError as exc:
+            return None, None, None, exc
+        return image, instance_map, model.crop_spec.cut(image, instance_map), None
+
+    pairs = [(Path(image), Path(mask)) for image, mask in pairs]
+    prepared = (_prepared_one_ahead(pairs, prepare) if read_ahead
+                else ((pair, *prepare(pair)) for pair in pairs))
+    for (image_path, mask_path), image, instance_map, cut, error in prepared:
+        if error is not None:
+            yield TileInference(image_path, mask_path, None, None, None, error)
+            continue
+        crops, geometry = cut
+        result = ImageInference(geometry, predict(model, crops, batch_size, device, tta))
+        yield TileInference(image_path, mask_path, image, instance_map, result)
 
 
 def _label_image_size(path: Path) -> None:
@@ -359,7 +402,7 @@ def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 51
 
 
 def _prepared_one_ahead(groups, prepare):
-    """(group, crops, region) with the next group prepared in a second thread meanwhile."""
+    """(group, *prepare(group)) for each group, the next one prepared in a second thread meanwhile."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         for group in groups:

@@ -88,3 +88,30 @@ def test_label_set_names_never_become_paths(tmp_path):
     report = json.loads((out / "image.json").read_text())
     assert [(s["name"], s["file_part"]) for s in report["label_sets"]] == [
         ("a/b", "set1"), ("../escape", "set2"), ("ok", "ok"), ("Zellkern 細胞", "Zellkern 細胞")]
+
+
+def test_infer_tiles_reads_ahead_without_changing_a_result(model, tmp_path):
+    from mlcore.infer import infer_tiles
+    from mlcore.overlay import save_png
+
+    pairs = []
+    for k in range(4):
+        image, instance_map, _ = disk_image(np.random.default_rng(10 + k), size=96, count=4 + k)
+        save_png(tmp_path / f"t{k}.png", image)
+        np.save(tmp_path / f"t{k}.npy", instance_map)
+        pairs.append((tmp_path / f"t{k}.png", tmp_path / f"t{k}.npy"))
+    (tmp_path / "t2.npy").write_bytes(b"not an array")   # the third tile's mask is unreadable
+    ahead = list(infer_tiles(model, pairs, read_ahead=True))
+    in_turn = list(infer_tiles(model, pairs, read_ahead=False))
+    assert [t.image_path.name for t in ahead] == ["t0.png", "t1.png", "t2.png", "t3.png"]   # in order
+    for one, other in zip(ahead, in_turn):
+        assert (one.error is None) == (other.error is None)
+        if one.error is not None:
+            assert one.result is None and "t2.npy" in str(one.error)
+            continue
+        assert one.result.geometry.ids.tolist() == np.unique(np.load(one.mask_path))[1:].tolist()
+        for name in ("A", "B"):
+            assert np.array_equal(one.result.predictions[name].probs, other.result.predictions[name].probs)
+            alone = infer_image(model, one.image, one.instance_map).predictions[name]
+            assert np.array_equal(one.result.predictions[name].labels, alone.labels)
+    assert [t.error is not None for t in ahead] == [False, False, True, False]
