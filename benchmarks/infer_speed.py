@@ -17,7 +17,8 @@ and their ratio (target >= 0.8), of the best and of the median of ``--repeats`` 
 machine the forward's time can jump by half between runs, which a best-of alone hides), 2 torch threads. Python and torch
 start-up (a few seconds, paid once per process) are reported separately for the CLI (``--cli``), with one run
 over ``--cli-images`` tiles against as many runs of one. ``--tiles N`` times what ``infer`` over many images
-does in one process: N tiles with the next one read and cut while the current one is classified, and in turn. ``--device cuda`` runs
+does in one process: N tiles in turn, with the next one read and cut while the current one is classified, and
+with each one's outputs written while the next is classified too (what the CLI does). ``--device cuda`` runs
 both on a GPU (each timing waits for the GPU to finish); ``--backbone auto`` builds what a training with
 the default backbone builds on that device (ResNet-18 on a GPU).
 """
@@ -88,7 +89,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tiles", type=int, default=8, metavar="N",
-                        help="also time N tiles in one pass (infer over many images), read ahead and in turn")
+                        help="also time N tiles in one pass (infer over many images): read ahead, in turn, "
+                             "and read ahead with the outputs written behind (what the CLI does)")
     parser.add_argument("--cli", action="store_true", help="also time the python -m mlcore infer subprocess")
     parser.add_argument("--cli-images", type=int, default=8, metavar="N",
                         help="with --cli: also one infer run over N tiles, against N runs of one")
@@ -154,14 +156,13 @@ def main() -> int:
                 pending = None
                 for k, tile in enumerate(infer_tiles(model, [(image_path, mask_path)] * args.tiles, device=device,
                                                      read_ahead=read_ahead)):
-                    write = (write_outputs, work / "tiles", f"tile{k}", tile.image, tile.instance_map, tile.result,
-                             model)
+                    outputs = (work / "tiles", f"tile{k}", tile.image, tile.instance_map, tile.result, model)
                     if not write_behind:
-                        write[0](*write[1:])
+                        write_outputs(*outputs)
                         continue
                     if pending is not None:
                         pending.result()
-                    pending = writer.submit(*write)
+                    pending = writer.submit(write_outputs, *outputs)  # as the CLI does
                 if pending is not None:
                     pending.result()
             return time.perf_counter() - start
