@@ -6,12 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from mlcore.checkpoint import save_checkpoint
+from mlcore.checkpoint import load_checkpoint, save_checkpoint
 from mlcore.cli import main
 from mlcore.config import TrainConfig
 from mlcore.infer import infer_image
 from mlcore.model import CrossTrainedModel
 from mlcore.overlay import save_png
+from mlcore.readers import read_rgb
 from mlcore.types import LabelSet
 from tests.mlcore.helpers import disk_image
 
@@ -43,16 +44,12 @@ def test_several_images_each_get_their_own_outputs(checkpoint, tmp_path, capsys)
                  "--out", str(out), "--label-set", "B", "--device", "cpu"]) == 0
     assert {p.name for p in out.iterdir()} == {f"tile{k}{suffix}" for k in range(3)
                                                for suffix in ("_B.npy", "_B_overlay.png", ".json")}
-    from mlcore.checkpoint import load_checkpoint
-
     model = load_checkpoint(checkpoint).model
     for k, instance_map in enumerate(maps):
         ids = np.unique(instance_map)[1:]
         classes = np.load(out / f"tile{k}_B.npy")
         assert classes[:, 0].tolist() == ids.tolist()   # this image's nuclei, not another's
         # The same classes as classifying the image on its own.
-        from mlcore.readers import read_rgb
-
         alone = infer_image(model, read_rgb(images[k]), instance_map)
         assert classes[:, 1].tolist() == alone.predictions["B"].labels.tolist()
         report = json.loads((out / f"tile{k}.json").read_text())
