@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from mlcore.backbones import resolve_backbone  # noqa: E402
 from mlcore.checkpoint import load_checkpoint  # noqa: E402
 from mlcore.data import to_input  # noqa: E402
-from mlcore.infer import infer_image, infer_tiles, read_mask, write_outputs  # noqa: E402
+from mlcore.infer import infer_and_write, infer_image, read_mask, write_outputs  # noqa: E402
 from mlcore.model import CrossTrainedModel  # noqa: E402
 from mlcore.overlay import save_png  # noqa: E402
 from mlcore.predict import resolve_device  # noqa: E402
@@ -148,23 +148,12 @@ def main() -> int:
     print(f"ratio without overlays / bare:   {bare_s / classify_s:.2f} best-of, {median(bare) / median(classify):.2f} medians")
 
     if args.tiles > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
         def tiles(read_ahead: bool, write_behind: bool = False) -> float:
             start = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=1) as writer:
-                pending = None
-                for k, tile in enumerate(infer_tiles(model, [(image_path, mask_path)] * args.tiles, device=device,
-                                                     read_ahead=read_ahead)):
-                    outputs = (work / "tiles", f"tile{k}", tile.image, tile.instance_map, tile.result, model)
-                    if not write_behind:
-                        write_outputs(*outputs)
-                        continue
-                    if pending is not None:
-                        pending.result()
-                    pending = writer.submit(write_outputs, *outputs)  # as the CLI does
-                if pending is not None:
-                    pending.result()
+            pairs = [(image_path, mask_path)] * args.tiles
+            for _ in infer_and_write(model, pairs, work / "tiles", stems=[f"tile{k}" for k in range(args.tiles)],
+                                     device=device, read_ahead=read_ahead, write_behind=write_behind):
+                pass
             return time.perf_counter() - start
 
         variants = {"read ahead": (True, False), "in turn": (False, False), "ahead + write behind": (True, True)}

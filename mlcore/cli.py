@@ -284,12 +284,10 @@ def _image_mask_pairs(images: list[Path], masks: list[Path]) -> list[tuple[Path,
 
 
 def command_infer(args) -> int:
-    from concurrent.futures import ThreadPoolExecutor
-
     from tqdm import tqdm
 
     from mlcore.checkpoint import load_checkpoint
-    from mlcore.infer import infer_tiles, write_outputs
+    from mlcore.infer import infer_and_write
     from mlcore.predict import resolve_device
 
     pairs = _image_mask_pairs(args.images, args.masks)
@@ -305,29 +303,20 @@ def command_infer(args) -> int:
     failed: list[DataError] = []
     bar = tqdm(total=len(pairs), unit="image", file=sys.stderr, dynamic_ncols=True, desc="classify",
                disable=len(pairs) == 1)
-    # The next image is read while this one is classified (infer_tiles), and this one's outputs are written
-    # while the next is classified: 3-10% more tiles a second on 2 cores (benchmarks/infer_speed.py --tiles).
-    with ThreadPoolExecutor(max_workers=1) as writer:
-        writing = None
-        for tile in infer_tiles(model, pairs, device=device, tta=args.tta):
-            if tile.error is not None:
-                if len(pairs) == 1:
-                    raise tile.error
-                # One unreadable tile does not cost the batch the others: named now, counted at the end.
-                bar.write(f"skipped: {tile.error}", file=sys.stderr)
-                failed.append(tile.error)
-                bar.update()
-                continue
-            if writing is not None:
-                files += len(writing.result())  # one image's outputs in memory at a time; its errors raised here
-            writing = writer.submit(write_outputs, args.out, tile.image_path.stem, tile.image, tile.instance_map,
-                                    tile.result, model, args.label_sets, image_path=str(tile.image_path),
-                                    overlays=args.overlays, overlay_compression=args.overlay_compression)
+    # The next image is read, and the one before written, while this one is classified (infer_and_write).
+    for tile in infer_and_write(model, pairs, args.out, names=args.label_sets, overlays=args.overlays,
+                                overlay_compression=args.overlay_compression, device=device, tta=args.tta):
+        if tile.error is not None:
+            if len(pairs) == 1:
+                raise tile.error
+            # One unreadable tile does not cost the batch the others: named now, counted at the end.
+            bar.write(f"skipped: {tile.error}", file=sys.stderr)
+            failed.append(tile.error)
+        else:
+            files += len(tile.outputs)
             count += len(tile.result.geometry.ids)
             bar.set_postfix({"nuclei": count}, refresh=False)
-            bar.update()
-        if writing is not None:
-            files += len(writing.result())
+        bar.update()
     bar.close()
     seconds = time.perf_counter() - started
     images = f" in {len(pairs) - len(failed)} images" if len(pairs) > 1 else ""

@@ -115,3 +115,40 @@ def test_infer_tiles_reads_ahead_without_changing_a_result(model, tmp_path):
             alone = infer_image(model, one.image, one.instance_map).predictions[name]
             assert np.array_equal(one.result.predictions[name].labels, alone.labels)
     assert [t.error is not None for t in ahead] == [False, False, True, False]
+
+
+def test_infer_and_write_writes_behind_the_same_files_in_order(model, tmp_path):
+    from mlcore.infer import infer_and_write
+    from mlcore.overlay import save_png
+
+    pairs = []
+    for k in range(4):
+        image, instance_map, _ = disk_image(np.random.default_rng(20 + k), size=96, count=3 + k)
+        save_png(tmp_path / f"t{k}.png", image)
+        np.save(tmp_path / f"t{k}.npy", instance_map)
+        pairs.append((tmp_path / f"t{k}.png", tmp_path / f"t{k}.npy"))
+    (tmp_path / "t1.png").write_bytes(b"not a png")   # the second tile is unreadable, between written ones
+    behind = list(infer_and_write(model, pairs, tmp_path / "behind", names=["B"]))
+    in_turn = list(infer_and_write(model, pairs, tmp_path / "in_turn", names=["B"], read_ahead=False,
+                                   write_behind=False))
+    for tiles in (behind, in_turn):
+        assert [t.image_path.name for t in tiles] == ["t0.png", "t1.png", "t2.png", "t3.png"]
+        assert [t.error is not None for t in tiles] == [False, True, False, False]
+        assert tiles[1].outputs == [] and "t1.png" in str(tiles[1].error)
+        for tile in (tiles[0], tiles[2], tiles[3]):
+            stem = tile.image_path.stem
+            assert sorted(p.name for p in tile.outputs) == [f"{stem}.json", f"{stem}_B.npy", f"{stem}_B_overlay.png"]
+            assert all(p.is_file() for p in tile.outputs)
+    # Every file byte for byte the same as writing in turn, and nothing for the unreadable tile.
+    names = sorted(p.name for p in (tmp_path / "behind").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "in_turn").iterdir()) and not any("t1" in n for n in names)
+    for name in names:
+        behind_bytes = (tmp_path / "behind" / name).read_bytes()
+        in_turn_bytes = (tmp_path / "in_turn" / name).read_bytes()
+        if name.endswith(".json"):   # the JSON names its own image path, the same here
+            assert json.loads(behind_bytes) == json.loads(in_turn_bytes)
+        else:
+            assert behind_bytes == in_turn_bytes
+    # Stems other than the images' (the benchmark writes one tile many times under different names).
+    again = list(infer_and_write(model, [pairs[0]] * 2, tmp_path / "stems", names=["B"], stems=["x", "y"]))
+    assert [sorted(p.name for p in t.outputs)[0] for t in again] == ["x.json", "y.json"]
