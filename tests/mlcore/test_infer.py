@@ -90,16 +90,23 @@ def test_label_set_names_never_become_paths(tmp_path):
         ("a/b", "set1"), ("../escape", "set2"), ("ok", "ok"), ("Zellkern 細胞", "Zellkern 細胞")]
 
 
-def test_infer_tiles_reads_ahead_without_changing_a_result(model, tmp_path):
-    from mlcore.infer import infer_tiles
+def tiles_on_disk(folder, seed: int, count: int = 4) -> list[tuple]:
+    """``count`` images ``t<k>.png`` with their masks ``t<k>.npy``, as (image path, mask path) pairs."""
     from mlcore.overlay import save_png
 
     pairs = []
-    for k in range(4):
-        image, instance_map, _ = disk_image(np.random.default_rng(10 + k), size=96, count=4 + k)
-        save_png(tmp_path / f"t{k}.png", image)
-        np.save(tmp_path / f"t{k}.npy", instance_map)
-        pairs.append((tmp_path / f"t{k}.png", tmp_path / f"t{k}.npy"))
+    for k in range(count):
+        image, instance_map, _ = disk_image(np.random.default_rng(seed + k), size=96, count=3 + k)
+        save_png(folder / f"t{k}.png", image)
+        np.save(folder / f"t{k}.npy", instance_map)
+        pairs.append((folder / f"t{k}.png", folder / f"t{k}.npy"))
+    return pairs
+
+
+def test_infer_tiles_reads_ahead_without_changing_a_result(model, tmp_path):
+    from mlcore.infer import infer_tiles
+
+    pairs = tiles_on_disk(tmp_path, seed=10)
     (tmp_path / "t2.npy").write_bytes(b"not an array")   # the third tile's mask is unreadable
     ahead = list(infer_tiles(model, pairs, read_ahead=True))
     in_turn = list(infer_tiles(model, pairs, read_ahead=False))
@@ -119,14 +126,8 @@ def test_infer_tiles_reads_ahead_without_changing_a_result(model, tmp_path):
 
 def test_infer_and_write_writes_behind_the_same_files_in_order(model, tmp_path):
     from mlcore.infer import infer_and_write
-    from mlcore.overlay import save_png
 
-    pairs = []
-    for k in range(4):
-        image, instance_map, _ = disk_image(np.random.default_rng(20 + k), size=96, count=3 + k)
-        save_png(tmp_path / f"t{k}.png", image)
-        np.save(tmp_path / f"t{k}.npy", instance_map)
-        pairs.append((tmp_path / f"t{k}.png", tmp_path / f"t{k}.npy"))
+    pairs = tiles_on_disk(tmp_path, seed=20)
     (tmp_path / "t1.png").write_bytes(b"not a png")   # the second tile is unreadable, between written ones
     behind = list(infer_and_write(model, pairs, tmp_path / "behind", names=["B"]))
     in_turn = list(infer_and_write(model, pairs, tmp_path / "in_turn", names=["B"], read_ahead=False,
