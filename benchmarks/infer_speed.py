@@ -26,6 +26,7 @@ the default backbone builds on that device (ResNet-18 on a GPU).
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -74,6 +75,16 @@ def bare_forward(model: CrossTrainedModel, crops: np.ndarray, batch_size: int = 
     wait_for_device(device)
 
 
+def fresh_folder(work: Path) -> Path:
+    """An empty output folder, the last one removed first (untimed). Every timed run writes new files, as a batch
+    of tiles does: overwriting the previous run's 14 MB would add the kernel freeing their pages (up to twice the
+    time per overlay file on some machines), a cost that only rerunning into the same folder pays."""
+    folder = work / "out"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    return folder
+
+
 def end_to_end(model: CrossTrainedModel, image_path: Path, mask_path: Path, out: Path, overlays: bool = True) -> int:
     image = read_rgb(image_path)
     mask = read_mask(mask_path, image.shape[:2])
@@ -117,7 +128,7 @@ def main() -> int:
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
 
     bare_forward(model, crops)  # warm-up (allocator, kernels)
-    end_to_end(model, image_path, mask_path, work / "out")
+    end_to_end(model, image_path, mask_path, fresh_folder(work))
     bare, full, cut, classify = [], [], [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
@@ -126,11 +137,13 @@ def main() -> int:
         start = time.perf_counter()
         model.crop_spec.cut(image, instance_map)
         cut.append(time.perf_counter() - start)
+        out = fresh_folder(work)
         start = time.perf_counter()
-        end_to_end(model, image_path, mask_path, work / "out")
+        end_to_end(model, image_path, mask_path, out)
         full.append(time.perf_counter() - start)
+        out = fresh_folder(work)
         start = time.perf_counter()
-        end_to_end(model, image_path, mask_path, work / "out", overlays=False)
+        end_to_end(model, image_path, mask_path, out, overlays=False)
         classify.append(time.perf_counter() - start)
     # Best of the alternating runs (timeit's convention: the least disturbed run on a shared machine).
     bare_s, full_s, cut_s, classify_s = min(bare), min(full), min(cut), min(classify)
@@ -149,9 +162,10 @@ def main() -> int:
 
     if args.tiles > 1:
         def tiles(read_ahead: bool, write_behind: bool = False) -> float:
-            start = time.perf_counter()
             pairs = [(image_path, mask_path)] * args.tiles
-            for _ in infer_and_write(model, pairs, work / "tiles", stems=[f"tile{k}" for k in range(args.tiles)],
+            out = fresh_folder(work)
+            start = time.perf_counter()
+            for _ in infer_and_write(model, pairs, out, stems=[f"tile{k}" for k in range(args.tiles)],
                                      device=device, read_ahead=read_ahead, write_behind=write_behind):
                 pass
             return time.perf_counter() - start
