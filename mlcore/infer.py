@@ -91,7 +91,8 @@ def infer_and_write(model: CrossTrainedModel, pairs, out_dir: str | Path, *, ste
     ``outputs`` are on disk; unreadable images are yielded with their ``error`` and nothing written.
 
     With ``write_behind`` one image's outputs are written in a second thread while the next is classified
-    (3-10% more tiles a second on 2 cores, ``benchmarks/infer_speed.py --tiles``): an image is yielded after
+    (``benchmarks/infer_speed.py --tiles``: 3-10% more tiles a second on a 2-core AMD EPYC, no gain on a 2-core
+    Intel Xeon, where the forward pass keeps both cores busy): an image is yielded after
     the next one's forward. Only one image's outputs are in memory waiting at a time; a write's error is
     raised here, at that image.
     """
