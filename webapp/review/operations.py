@@ -94,9 +94,16 @@ def _take(nucleus_id: int, label_set: LabelSet, user, now, *, second_opinion: bo
     """
     expires = now + timedelta(seconds=LEASE_SECONDS)
     sql = _CLAIM_SECOND_OPINION if second_opinion else _CLAIM
+    # PostgreSQL locks the conflicting row even when the WHERE refuses it, until the transaction ends. A
+    # claimer that kept the rows it failed to take while trying its next candidates could deadlock with
+    # another doing the same in another order (each pass draws a new sample): rolling back to this
+    # savepoint drops a refused row's lock, so a claim holds at most the one row it is trying.
+    savepoint = transaction.savepoint()
     pk = _lease_row(sql, nucleus_id, label_set, user, expires, now, False, connection.ops.adapt_datetimefield_value(now))
     if pk is None:
+        transaction.savepoint_rollback(savepoint)
         return None
+    # A taken row's savepoint is left to end with the transaction: releasing it would cost every claim a statement.
     return ReviewLease(pk=pk, nucleus_id=nucleus_id, label_set_id=label_set.pk, user_id=user.pk,
                        expires_at=expires, claimed_at=now)
 

@@ -198,3 +198,42 @@ def test_an_undo_puts_the_nucleus_back_in_the_queue(rp, users, monkeypatch):
     stale_candidates(monkeypatch, [nucleus.pk])
     assert do_claim_next(QueueSpec(project=rp.project, label_set=rp.breast_set, user=rob,
                                    version=rp.version)).nucleus_id == nucleus.pk
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_keeps_no_lock_on_a_nucleus_it_failed_to_take(postgres_only, rp, users):
+    """The deadlock the random rounds above met (about one round in a few hundred): PostgreSQL locks the row of
+    an ``INSERT ... ON CONFLICT DO UPDATE`` even when its WHERE refuses it. A claimer that held every row it
+    had failed to take, while trying its next pass's candidates, could wait on another claimer waiting on it."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    rita, rob = users["reviewer"], users["reviewer2"]
+    held = do_claim_next(QueueSpec(project=rp.project, label_set=rp.breast_set, user=rita, version=rp.version))
+    refused, go_on = threading.Event(), threading.Event()
+    result = {}
+
+    def rob_claims():
+        try:
+            with transaction.atomic():   # as do_claim_next: the failed take, then on to other candidates
+                result["lease"] = operations._take(held.nucleus_id, rp.breast_set, rob, timezone.now())
+                refused.set()
+                go_on.wait(30)
+        finally:
+            refused.set()
+            connection.close()
+
+    thread = threading.Thread(target=rob_claims)
+    thread.start()
+    try:
+        assert refused.wait(30)
+        assert result["lease"] is None   # rita's lease is unexpired: rob's take is refused
+        # Rob's transaction is still open. Rita's own write on her lease row must not wait for it.
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '3s'")
+            assert ReviewLease.objects.filter(pk=held.pk).update(expires_at=timezone.now()) == 1
+    finally:
+        go_on.set()
+        thread.join(30)
