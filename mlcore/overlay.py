@@ -11,7 +11,7 @@ from PIL import Image
 from mlcore.types import MISSING, LabelSet
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
-_BACKGROUND = (255, 255, 255)
+_BACKGROUND = 255  # white: the same value in every channel, so a margin fills like memset
 _TEXT = (20, 20, 20)
 
 
@@ -43,26 +43,85 @@ class InstanceOutlines:
         labels = labels.astype(np.int32 if small else np.int64, copy=False)
         # -1 around the image: an instance touching the border gets a closed outline there.
         padded = np.pad(labels, thickness, constant_values=-1)
-        height, width = self.shape
-        edge = np.zeros(self.shape, bool)
-        for dy in range(-thickness, thickness + 1):
+        rows, cols = padded.shape
+        differs = np.zeros(padded.shape, bool)  # a pixel of another value lies within ``thickness`` steps
+        # Two pixels an offset apart differ both ways: one comparison per pair of opposite offsets, half the
+        # work of comparing every offset (5 against 9 ms for a 1000 x 1000 map, 11 against 21 at thickness 2;
+        # 2-core AMD EPYC).
+        for dy in range(thickness + 1):
             for dx in range(-thickness, thickness + 1):
-                if 0 < abs(dy) + abs(dx) <= thickness:
-                    edge |= padded[thickness + dy:thickness + dy + height, thickness + dx:thickness + dx + width] != labels
-        edge &= labels != 0
-        self.pixels = np.flatnonzero(edge)               # flat indices of boundary pixels
-        self.owners = labels.ravel()[self.pixels]        # the instance each one belongs to
-        self.ids = np.unique(self.owners)                # every instance has boundary pixels
+                if abs(dy) + abs(dx) > thickness or dy == 0 and dx <= 0:
+                    continue
+                left, right = max(0, -dx), cols - max(0, dx)
+                pair = padded[:rows - dy, left:right] != padded[dy:, left + dx:right + dx]
+                differs[:rows - dy, left:right] |= pair
+                differs[dy:, left + dx:right + dx] |= pair
+        height, width = self.shape
+        edge = differs[thickness:thickness + height, thickness:thickness + width] & (labels != 0)
+        self.pixels = np.flatnonzero(edge)                    # flat indices of boundary pixels
+        self.owners = labels.ravel()[self.pixels]             # the instance each one belongs to
+        self.ids = np.flatnonzero(np.bincount(self.owners)) if self.owners.size else self.owners[:0]  # sorted
 
     def draw(self, image_rgb: np.ndarray, ids: np.ndarray, labels: np.ndarray, label_set: LabelSet | None,
              unlabelled_color: tuple[int, int, int] = (200, 200, 200), legend: bool = True) -> np.ndarray:
         """The image with instance ``ids[i]`` outlined in the colour of class ``labels[i]`` of
         ``label_set``; instances not listed, or with a class outside it, in ``unlabelled_color``."""
+        return next(self.draw_each(image_rgb, [(ids, labels, label_set)], unlabelled_color, legend))
+
+    def draw_each(self, image_rgb: np.ndarray, classifications, unlabelled_color: tuple[int, int, int] = (200, 200, 200),
+                  legend: bool = True, bgr: bool = False):
+        """:meth:`draw` for each ``(ids, labels, label_set)`` of ``classifications`` in turn, painted into one
+        buffer: the image is copied once and each picture only recolours the outline pixels and redraws the
+        legend. So each yielded picture is overwritten by the next one: encode or copy it first. With ``bgr``
+        the pictures are in OpenCV's channel order, ready for ``cv2.imencode``.
+
+        Four 1000 x 1000 overlays, encoded and written, took 52 ms this way against 70 ms drawn one by one on a
+        2-core AMD EPYC: each fresh 3 MB picture costs the kernel its new pages as well as the copy.
+        """
         image_rgb = np.asarray(image_rgb)
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"image must be H x W x 3 uint8 RGB, got {image_rgb.shape} {image_rgb.dtype}")
         if image_rgb.shape[:2] != self.shape:
             raise ValueError(f"instance map {self.shape} and image {image_rgb.shape[:2]} differ in size")
+        channels = slice(None, None, -1) if bgr else slice(None)
+        pictures = []  # per classification: outline colours, legend entries and layout
+        for ids, labels, label_set in classifications:
+            class_of, table = self._classes(ids, labels, label_set, unlabelled_color)
+            table = np.ascontiguousarray(table[:, channels])
+            colors = table[class_of[self.owners]]
+            layout = None
+            if legend:
+                n_classes = len(table) - 1
+                counts = np.bincount(class_of[self.ids] + 1, minlength=n_classes + 1)  # [unlabelled, class 0, ...]
+                swatches = [tuple(int(v) for v in c) for c in table]
+                entries = [(f"{label_set.classes[i]} ({counts[i + 1]})", swatches[i]) for i in range(n_classes)]
+                if counts[0]:
+                    entries.append((f"unlabelled ({counts[0]})", swatches[-1]))
+                layout = _LegendLayout(self.shape[1], entries)
+            pictures.append((colors, layout))
+        height, width = self.shape
+        layouts = [layout for _, layout in pictures if layout is not None]
+        canvas = np.empty((height + max((lay.height for lay in layouts), default=0),
+                           max((lay.width for lay in layouts), default=width), 3), np.uint8)
+        if bgr:
+            cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR, dst=canvas[:height, :width])
+        else:
+            canvas[:height, :width] = image_rgb
+        canvas[:height, width:] = _BACKGROUND
+        image_pixels = canvas[:height, :width].reshape(-1, 3) if canvas.shape[1] == width else None
+        for colors, layout in pictures:
+            if image_pixels is not None:
+                image_pixels[self.pixels] = colors
+            else:  # a legend wider than the image: the image's rows are not contiguous in the canvas
+                canvas[self.pixels // width, self.pixels % width] = colors
+            if layout is None:
+                yield canvas[:height, :width]
+            else:
+                yield layout.draw(canvas, height)
+
+    def _classes(self, ids, labels, label_set: LabelSet | None, unlabelled_color) -> tuple[np.ndarray, np.ndarray]:
+        """Each instance id's class (MISSING where not listed or outside ``label_set``), and the colour table:
+        one row per class, the unlabelled colour last (so MISSING = -1 indexes it)."""
         n_classes = len(label_set) if label_set is not None else 0
         ids = np.asarray(ids, np.int64).ravel()
         labels = np.asarray(labels, np.int64).ravel()
@@ -71,18 +130,8 @@ class InstanceOutlines:
         listed = (ids >= 0) & (ids <= top)
         class_of[ids[listed]] = labels[listed]
         class_of[(class_of < 0) | (class_of >= n_classes)] = MISSING
-        # Colour table: one row per class, the unlabelled colour last (so MISSING = -1 indexes it).
         table = np.array([*(label_set.colors if label_set else ()), unlabelled_color], np.uint8).reshape(-1, 3)
-        picture = np.array(image_rgb, copy=True, order="C")
-        picture.reshape(-1, 3)[self.pixels] = table[class_of[self.owners]]
-        if not legend:
-            return picture
-        counts = np.bincount(class_of[self.ids] + 1, minlength=n_classes + 1)  # [unlabelled, class 0, ...]
-        colors = [tuple(int(v) for v in c) for c in table]
-        entries = [(f"{label_set.classes[i]} ({counts[i + 1]})", colors[i]) for i in range(n_classes)]
-        if counts[0]:
-            entries.append((f"unlabelled ({counts[0]})", colors[-1]))
-        return _with_legend(picture, entries)
+        return class_of, table
 
 
 def draw_overlay(image_rgb: np.ndarray, instance_map: np.ndarray, classes: dict[int, int], label_set: LabelSet | None,
@@ -104,39 +153,39 @@ def draw_overlay(image_rgb: np.ndarray, instance_map: np.ndarray, classes: dict[
     return InstanceOutlines(instance_map, thickness).draw(image_rgb, ids, labels, label_set, unlabelled_color, legend)
 
 
-def _with_legend(picture: np.ndarray, entries: list[tuple[str, tuple[int, int, int]]]) -> np.ndarray:
-    """Append a white margin below the picture with the legend entries laid out in rows."""
-    height, width = picture.shape[:2]
-    scale = float(np.clip(width / 600, 0.4, 1.2))  # about 10 px high text on a 256 px tile
-    stroke = 1 if scale < 0.8 else 2
-    (_, text_height), baseline = cv2.getTextSize("Ag", _FONT, scale, stroke)
-    swatch = text_height + baseline
-    pad = max(4, swatch // 2)
-    row_height = swatch + pad
-    widths = [swatch + pad // 2 + cv2.getTextSize(text, _FONT, scale, stroke)[0][0] for text, _ in entries]
-    canvas_width = max(width, max(widths, default=0) + 2 * pad)
-    # Flow layout: entries left to right, wrapping at the canvas width.
-    positions, x, y = [], pad, pad
-    for entry_width in widths:
-        if x > pad and x + entry_width > canvas_width - pad:
-            x, y = pad, y + row_height
-        positions.append((x, y))
-        x += entry_width + 2 * pad
-    legend_height = y + row_height + pad // 2 if entries else 0
-    # np.full with an RGB tuple fills element by element (9 ms for a 1000 x 1000 tile); broadcasting a
-    # 3-vector into the margins only is a plain copy.
-    canvas = np.empty((height + legend_height, canvas_width, 3), np.uint8)
-    canvas[:height, :width] = picture
-    background = np.array(_BACKGROUND, np.uint8)
-    canvas[:height, width:] = background
-    canvas[height:] = background
-    for (text, color), (x, y) in zip(entries, positions):
-        top = height + y
-        cv2.rectangle(canvas, (x, top), (x + swatch - 1, top + swatch - 1), color, -1)
-        cv2.rectangle(canvas, (x, top), (x + swatch - 1, top + swatch - 1), _TEXT, 1)
-        cv2.putText(canvas, text, (x + swatch + pad // 2, top + text_height + (swatch - text_height - baseline) // 2),
-                    _FONT, scale, _TEXT, stroke, cv2.LINE_AA)
-    return canvas
+class _LegendLayout:
+    """Where a legend's entries go in a white margin below a picture ``image_width`` wide: left to right,
+    wrapping at the margin's width, which is the picture's or the widest entry's."""
+
+    def __init__(self, image_width: int, entries: list[tuple[str, tuple[int, int, int]]]):
+        self.entries = entries
+        self.scale = scale = float(np.clip(image_width / 600, 0.4, 1.2))  # about 10 px high text on a 256 px tile
+        self.stroke = stroke = 1 if scale < 0.8 else 2
+        (_, self.text_height), self.baseline = cv2.getTextSize("Ag", _FONT, scale, stroke)
+        self.swatch = swatch = self.text_height + self.baseline
+        self.pad = pad = max(4, swatch // 2)
+        row_height = swatch + pad
+        widths = [swatch + pad // 2 + cv2.getTextSize(text, _FONT, scale, stroke)[0][0] for text, _ in entries]
+        self.width = max(image_width, max(widths, default=0) + 2 * pad)
+        self.positions, x, y = [], pad, pad
+        for entry_width in widths:
+            if x > pad and x + entry_width > self.width - pad:
+                x, y = pad, y + row_height
+            self.positions.append((x, y))
+            x += entry_width + 2 * pad
+        self.height = y + row_height + pad // 2 if entries else 0
+
+    def draw(self, canvas: np.ndarray, top: int) -> np.ndarray:
+        """Clear ``canvas`` below row ``top`` and draw the legend there; the picture with it, a view of ``canvas``."""
+        canvas[top:] = _BACKGROUND  # a scalar: filling with an RGB triple goes element by element, 100 times slower
+        swatch, pad = self.swatch, self.pad
+        for (text, color), (x, y) in zip(self.entries, self.positions):
+            y += top
+            cv2.rectangle(canvas, (x, y), (x + swatch - 1, y + swatch - 1), color, -1)
+            cv2.rectangle(canvas, (x, y), (x + swatch - 1, y + swatch - 1), _TEXT, 1)
+            cv2.putText(canvas, text, (x + swatch + pad // 2, y + self.text_height + (swatch - self.text_height - self.baseline) // 2),
+                        _FONT, self.scale, _TEXT, self.stroke, cv2.LINE_AA)
+        return canvas[:top + self.height, :self.width]
 
 
 def save_png(path: str | Path, rgb: np.ndarray) -> Path:

@@ -84,3 +84,27 @@ def test_one_outline_pass_draws_every_label_set_like_draw_overlay():
     # A class index outside the label set is drawn as unlabelled, not as a wrong colour or an error.
     picture = outlines.draw(image, np.array([1]), np.array([7]), LABELS, legend=False)
     assert tuple(picture[10, 15]) == GREY
+
+
+def test_drawing_label_sets_in_turn_into_one_buffer_leaves_nothing_of_the_last_one():
+    # Each picture of draw_each repaints the outlines and the legend in a buffer shared with the others: the
+    # last set's colours, a longer legend or a wider one must not show through in the next.
+    image, instance_map, classes = _scene()
+    wide = LabelSet("wide", ("a class name far wider than this little image", "b"), ((0, 255, 0), (9, 9, 9)))
+    three = LabelSet("three", ("a", "b", "c"), ((0, 255, 255), (255, 0, 255), (255, 255, 0)))
+    ids = np.array([1, 2, 3])
+    classifications = [(ids, np.array([0, 1, 1]), wide), (ids[:2], np.array([1, 0]), LABELS),
+                       (ids, np.array([2, 2, 0]), three), (ids, np.array([0, 0, 0]), None)]
+    outlines = InstanceOutlines(instance_map)
+    for legend in (True, False):
+        alone = [outlines.draw(image, *item, legend=legend) for item in classifications]
+        together = [picture.copy() for picture in outlines.draw_each(image, classifications, legend=legend)]
+        for one, other in zip(alone, together):
+            np.testing.assert_array_equal(one, other)
+        bgr = [picture.copy() for picture in outlines.draw_each(image, classifications, legend=legend, bgr=True)]
+        for one, other in zip(alone, bgr):
+            np.testing.assert_array_equal(one[:, :, ::-1], other)
+    assert alone[0].shape[1] == 80 and together[0].shape[1] == 80  # (legend=False: the image's own width)
+    wide_legend = outlines.draw(image, *classifications[0])
+    assert wide_legend.shape[1] > outlines.draw(image, *classifications[1]).shape[1] > 80
+    assert tuple(wide_legend[10, 15]) == (0, 255, 0) and tuple(wide_legend[10, 100]) == (255, 255, 255)
