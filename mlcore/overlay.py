@@ -60,7 +60,8 @@ class InstanceOutlines:
         edge = differs[thickness:thickness + height, thickness:thickness + width] & (labels != 0)
         self.pixels = np.flatnonzero(edge)                    # flat indices of boundary pixels
         self.owners = labels.ravel()[self.pixels]             # the instance each one belongs to
-        self.ids = np.flatnonzero(np.bincount(self.owners)) if self.owners.size else self.owners[:0]  # sorted
+        # The instances in order (every one has boundary pixels), counted rather than sorted out of the owners.
+        self.ids = np.flatnonzero(np.bincount(self.owners)) if self.owners.size else self.owners[:0]
 
     def draw(self, image_rgb: np.ndarray, ids: np.ndarray, labels: np.ndarray, label_set: LabelSet | None,
              unlabelled_color: tuple[int, int, int] = (200, 200, 200), legend: bool = True) -> np.ndarray:
