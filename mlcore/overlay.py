@@ -109,12 +109,12 @@ class InstanceOutlines:
         else:
             canvas[:height, :width] = image_rgb
         canvas[:height, width:] = _BACKGROUND
-        image_pixels = canvas[:height, :width].reshape(-1, 3) if canvas.shape[1] == width else None
+        # The outline pixels as flat indices into the canvas, which is wider than the image under a wide legend.
+        canvas_width = canvas.shape[1]
+        targets = self.pixels if canvas_width == width else self.pixels // width * canvas_width + self.pixels % width
+        canvas_pixels = canvas.reshape(-1, 3)  # a view: the canvas is contiguous
         for colors, layout in pictures:
-            if image_pixels is not None:
-                image_pixels[self.pixels] = colors
-            else:  # a legend wider than the image: the image's rows are not contiguous in the canvas
-                canvas[self.pixels // width, self.pixels % width] = colors
+            canvas_pixels[targets] = colors
             if layout is None:
                 yield canvas[:height, :width]
             else:
@@ -144,7 +144,7 @@ def draw_overlay(image_rgb: np.ndarray, instance_map: np.ndarray, classes: dict[
     (default 1, 2 on images over 1000 px). The legend shows a swatch, the class name and the number of
     nuclei drawn for every class of ``label_set``, plus "unlabelled" when some nuclei have no class.
     Returns a new H' x W' x 3 uint8 image whose top-left H x W is the annotated image. To draw several
-    label sets over one image, make one :class:`InstanceOutlines` and call its ``draw`` for each.
+    label sets over one image, make one :class:`InstanceOutlines` and call its ``draw_each``.
     """
     image_rgb = np.asarray(image_rgb)
     if np.shape(instance_map) != image_rgb.shape[:2]:
