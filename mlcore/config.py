@@ -10,7 +10,7 @@ CONFIG.json::
                                                           # "pretrained_file" (relative to this file);
                                                           # with "auto" they go to what it picks, so
                                                           # "width" belongs with a named backbone
-      "crop": {"size": 64, "mask": false, "context": 1.0, "stain_normalisation": "none"},
+      "crop": {"size": 64, "mask": false, "context": 1.0, "context_view": 0, "stain_normalisation": "none"},
       "epochs": {"sparse": 12, "correlation": 8, "completion": 10},    # or one int for all
       "batch_size": 128,
       "lr": {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4}, # or one float for sparse
@@ -54,6 +54,7 @@ class TrainConfig:
     crop_size: int = 64
     crop_mask: bool = False              # a fourth input channel: the target nucleus's own mask
     crop_context: float = 1.0            # the crop's window is this many times wider, resized to crop_size
+    crop_context_view: int = 0           # 2-4: three more channels, a view of the image shrunk this many times
     stain_normalisation: str = "none"    # "macenko": each source's stains normalised before cutting (mlcore.stain)
     epochs: dict = field(default_factory=lambda: {"sparse": 12, "correlation": 8, "completion": 10})
     lr: dict = field(default_factory=lambda: {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4})
@@ -100,7 +101,8 @@ class TrainConfig:
     def crop_spec(self):
         from mlcore.crops import CropSpec
 
-        return CropSpec(self.crop_size, self.crop_mask, float(self.crop_context), self.stain_normalisation)
+        return CropSpec(self.crop_size, self.crop_mask, float(self.crop_context), self.stain_normalisation,
+                        self.crop_context_view)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,7 +116,7 @@ class TrainConfig:
         sections = {
             "model": {"backbone": "backbone"},
             "crop": {"size": "crop_size", "mask": "crop_mask", "context": "crop_context",
-                     "stain_normalisation": "stain_normalisation"},
+                     "context_view": "crop_context_view", "stain_normalisation": "stain_normalisation"},
             "split": {"val_fraction": "val_fraction", "seed": "split_seed"},
             "sampling": {"dataset_power": "dataset_power", "class_power": "class_power",
                          "completion_class_power": "completion_class_power",
@@ -156,6 +158,7 @@ class TrainConfig:
             ("crop.size", self.crop_size, int, lambda v: v >= 8),
             ("crop.mask", self.crop_mask, bool, lambda v: True),
             ("crop.context", self.crop_context, (int, float), lambda v: 1 <= v <= 4),
+            ("crop.context_view", self.crop_context_view, int, lambda v: v in (0, 2, 3, 4)),
             ("augment.stain", self.stain_jitter, (int, float), lambda v: 0 <= v < 1),
             ("batch_size", self.batch_size, int, lambda v: v >= 2),
             ("weight_decay", self.weight_decay, (int, float), lambda v: v >= 0),

@@ -1,6 +1,6 @@
-"""Cutting the classifier's input: one square crop per nucleus, RGB plus optionally the nucleus's
-own mask as a fourth channel (:class:`CropSpec` says which, how much context, and whether the image's
-stains are normalised first).
+"""Cutting the classifier's input: one square crop per nucleus, RGB, optionally a second, wider view
+of its surroundings at a coarser scale, and optionally the nucleus's own mask (:class:`CropSpec` says
+which, how much context, and whether the image's stains are normalised first).
 
 A crop is centred on the centre of the nucleus's bounding box. A nucleus that fits gets a
 ``size x size`` window at full resolution, neighbouring tissue included (the context helps tell a
@@ -41,17 +41,18 @@ def reflect_101(index: np.ndarray, length: int) -> np.ndarray:
     return np.where(folded >= length, period - folded, folded)
 
 
-def crop_windows(bboxes: np.ndarray, size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
+def crop_windows(bboxes: np.ndarray, size: int = CROP_SIZE, shrink: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Top-left corner and side of each nucleus's square window (before any resizing).
 
     The window side is ``size`` when the nucleus fits, else its largest extent. The window
     ``[top, top + side)`` is centred on the bounding box centre ``(y0 + y1) / 2`` (rounded down
     to the pixel grid), so a nucleus of extent <= side always lies wholly inside it.
+    ``shrink``: the same in an image shrunk by that integer factor (image pixel ``p`` -> ``p // shrink``).
     """
-    extent = np.maximum(bboxes[:, 2] - bboxes[:, 0], bboxes[:, 3] - bboxes[:, 1])
+    extent = -(-np.maximum(bboxes[:, 2] - bboxes[:, 0], bboxes[:, 3] - bboxes[:, 1]) // shrink)
     side = np.maximum(extent, size)
-    centre_y = (bboxes[:, 0] + bboxes[:, 2]) // 2
-    centre_x = (bboxes[:, 1] + bboxes[:, 3]) // 2
+    centre_y = (bboxes[:, 0] + bboxes[:, 2]) // 2 // shrink
+    centre_x = (bboxes[:, 1] + bboxes[:, 3]) // 2 // shrink
     top_left = np.stack([centre_y - side // 2, centre_x - side // 2], axis=1)
     return top_left, side
 
@@ -64,7 +65,12 @@ class CropSpec:
     - ``mask_channel``: a fourth channel, 255 on the target nucleus's own pixels and 0 elsewhere, so the
       network knows which of the nuclei in the crop it is classifying;
     - ``context``: the window's side is ``context * size`` image pixels, resized down to ``size``:
-      more surrounding tissue for the same network cost.
+      more surrounding tissue for the same network cost;
+    - ``context_view``: 0, or a factor ``f`` of 2-4: three more colour channels, a ``size`` window of the
+      image shrunk ``f`` times (``f * size`` image pixels) around the same centre, so the network sees the
+      tissue around the nucleus without losing the full-resolution view of the nucleus itself.
+
+    Channels: the colours, then the wider view's colours, then the mask.
     """
 
     size: int = CROP_SIZE
@@ -72,18 +78,22 @@ class CropSpec:
     context: float = 1.0
     # "macenko": the image's stains normalised before cutting, with its source's estimate (mlcore.stain).
     stain_normalisation: str = "none"
+    context_view: int = 0
 
     def __post_init__(self):
         check_method(self.stain_normalisation)
+        if self.context_view not in CONTEXT_VIEWS:
+            raise ValueError(f"context_view must be one of {', '.join(map(str, CONTEXT_VIEWS))}, "
+                             f"got {self.context_view!r}")
 
     @property
     def channels(self) -> int:
-        return 4 if self.mask_channel else 3
+        return colour_channels(self.context_view) + (1 if self.mask_channel else 0)
 
     @property
     def window(self) -> int:
-        """The side, in image pixels, of the window of a nucleus that fits in it."""
-        return max(self.size, int(round(self.size * self.context)))
+        """The side, in image pixels, of the widest window a nucleus that fits in it is seen through."""
+        return max(self.size, int(round(self.size * self.context)), self.size * self.context_view)
 
     def cut(self, image: np.ndarray, instance_map: np.ndarray, geometry: InstanceGeometry | None = None,
             stain: StainEstimate | None = None) -> tuple[np.ndarray, InstanceGeometry]:
@@ -91,12 +101,26 @@ class CropSpec:
         image's source (a dataset, a slide), else the image is its own source."""
         if self.stain_normalisation != "none":
             image = normalise_stain(image, self.stain_normalisation, stain)
-        return cut_crops(image, instance_map, self.size, geometry, mask_channel=self.mask_channel,
-                         context=self.context)
+        crops, geometry = cut_crops(image, instance_map, self.size, geometry, mask_channel=self.mask_channel,
+                                    context=self.context)
+        if self.context_view:
+            crops = with_context_view(crops, image, geometry, self.context_view)
+        return crops, geometry
 
     def describe(self) -> dict:
-        return {"size": self.size, "mask_channel": self.mask_channel, "context": self.context,
-                "stain_normalisation": self.stain_normalisation}
+        described = {"size": self.size, "mask_channel": self.mask_channel, "context": self.context,
+                     "stain_normalisation": self.stain_normalisation}
+        # Only when set, so that the crops cached and the checkpoints written before it keep their keys.
+        if self.context_view:
+            described["context_view"] = self.context_view
+        return described
+
+
+CONTEXT_VIEWS = (0, 2, 3, 4)
+
+
+def colour_channels(context_view: int) -> int:
+    return 6 if context_view else 3
 
 
 def cut_crops(image: np.ndarray, instance_map: np.ndarray, size: int = CROP_SIZE,
@@ -122,10 +146,48 @@ def cut_crops(image: np.ndarray, instance_map: np.ndarray, size: int = CROP_SIZE
     crops = np.empty((count, size, size, channels), np.uint8)
     if count == 0:
         return crops, geometry
-    height, width = image.shape[:2]
     window = max(size, int(round(size * context)))
     top_left, side = crop_windows(geometry.bboxes, window)
     labels = np.ascontiguousarray(instance_map, dtype=np.int32) if mask_channel else None
+    _cut_windows(crops, image, labels, geometry.ids, top_left, side, window)
+    return crops, geometry
+
+
+def with_context_view(crops: np.ndarray, image: np.ndarray, geometry: InstanceGeometry, factor: int) -> np.ndarray:
+    """``crops`` (colours, then an optional mask) with the wider view's colours inserted after the colours:
+    for each nucleus a window of the image shrunk ``factor`` times, as wide as the crop, around the same
+    centre (a nucleus wider than that gets a square as wide as its extent, resized, as in the full view).
+
+    The image is shrunk once (area averaging over whole ``factor x factor`` blocks, its edges mirrored up
+    to a multiple of ``factor``), then the windows are slices of it, as the full view's are: far cheaper
+    than cutting ``factor`` times wider windows and resizing each.
+    """
+    count, size = crops.shape[:2]
+    height, width = image.shape[:2]
+    grown = _mirror_extend(np.ascontiguousarray(image, dtype=np.uint8), -height % factor, -width % factor)
+    shrunk = cv2.resize(grown, (grown.shape[1] // factor, grown.shape[0] // factor), interpolation=cv2.INTER_AREA)
+    wide = np.empty((count, size, size, 3), np.uint8)
+    if count:
+        top_left, side = crop_windows(geometry.bboxes, size, shrink=factor)
+        _cut_windows(wide, shrunk, None, geometry.ids, top_left, side, size)
+    return np.concatenate([crops[..., :3], wide, crops[..., 3:]], axis=3)
+
+
+def _mirror_extend(image: np.ndarray, bottom: int, right: int) -> np.ndarray:
+    """``image`` grown by ``bottom`` rows and ``right`` columns mirrored from its edges."""
+    if not bottom and not right:
+        return image
+    height, width = image.shape[:2]
+    return image[reflect_101(np.arange(height + bottom), height)][:, reflect_101(np.arange(width + right), width)]
+
+
+def _cut_windows(crops: np.ndarray, image: np.ndarray, labels: np.ndarray | None, ids: np.ndarray,
+                 top_left: np.ndarray, side: np.ndarray, window: int) -> None:
+    """Fill ``crops`` (N, size, size, C) with the windows at ``top_left`` of side ``side`` of ``image``
+    (and the target's mask from ``labels``), resized to ``size`` where the side is not."""
+    size = crops.shape[1]
+    height, width = image.shape[:2]
+    mask_channel = labels is not None
     fits = side == window
     if fits.any():
         # Mirror-pad the image once (a window starts at most window/2 outside it), then copy each
@@ -136,14 +198,13 @@ def cut_crops(image: np.ndarray, instance_map: np.ndarray, size: int = CROP_SIZE
         rows = np.flatnonzero(fits)
         for start in range(0, len(rows), _BLOCK):
             block = rows[start:start + _BLOCK]
-            _cut_block(crops, block, top_left[block] + pad, geometry.ids[block], padded, padded_labels, window)
+            _cut_block(crops, block, top_left[block] + pad, ids[block], padded, padded_labels, window)
     for index in np.flatnonzero(~fits):
         span = np.arange(side[index])
         rows = reflect_101(top_left[index, 0] + span, height)
         cols = reflect_101(top_left[index, 1] + span, width)
         window_labels = labels[rows[:, None], cols[None, :]] if mask_channel else None
-        crops[index] = _finish(image[rows[:, None], cols[None, :]], window_labels, int(geometry.ids[index]), size)
-    return crops, geometry
+        crops[index] = _finish(image[rows[:, None], cols[None, :]], window_labels, int(ids[index]), size)
 
 
 def _mirror_pad(array: np.ndarray, pad: int) -> np.ndarray:

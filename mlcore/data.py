@@ -401,7 +401,7 @@ def augment(crops: torch.Tensor, generator: torch.Generator | None = None, jitte
     on the whole batch at once.
 
     uint8 (B, S, S, C) -> float (B, C, S, S) in [-1, 1], channels-last, like ``to_input``; a mask
-    channel (C = 4) is flipped with the colours and never jittered.
+    channel (C = 4 or 7) is flipped with the colours and never jittered.
     Written for speed, as this runs on every training batch: the symmetries are applied to the uint8
     crops, one group of samples per symmetry (not to every sample with a select), the stain jitter is
     one 3 x 3 matrix per sample in optical-density space, and the three colour jitters, being
@@ -421,7 +421,10 @@ def augment(crops: torch.Tensor, generator: torch.Generator | None = None, jitte
             continue
         flipped.index_copy_(0, rows, dihedral(crops.index_select(0, rows), code))
     x = flipped.float()                              # (B, S, S, C) in 0..255
-    rgb, extra = x[..., :3], x[..., 3:]
+    # Colours come in threes (a wider view's after the crop's own, mlcore.crops.CropSpec), a mask last. The
+    # views of one sample get the same jitter: side by side along the width, they are one picture's pixels.
+    views = x.shape[3] // 3
+    rgb, extra = x[..., :3 * views].reshape(batch, x.shape[1], -1, 3), x[..., 3 * views:]
     if stain > 0:
         rgb = stain_jitter(rgb, stain, generator)
     if jitter > 0:
@@ -436,6 +439,7 @@ def augment(crops: torch.Tensor, generator: torch.Generator | None = None, jitte
         rgb = (rgb * alpha).add_(torch.addcmul(gamma, grey, beta).unsqueeze(3)).clamp_(-1.0, 1.0)
     else:
         rgb = rgb * (2.0 / 255.0) - 1.0
+    rgb = rgb.reshape(x.shape[:3] + (3 * views,))
     x = torch.cat([rgb, extra.mul_(2.0 / 255.0).sub_(1.0)], dim=3) if extra.shape[3] else rgb.contiguous()
     # An NHWC tensor seen as NCHW is channels-last already: no copy.
     return x.permute(0, 3, 1, 2)

@@ -366,8 +366,11 @@ def _slide_batch_inputs(model: CrossTrainedModel, slide, group: list, scale: flo
     half = np.maximum(extent, spec.window) * scale / 2 + 2 * scale + 1  # level-0 pixels, one spare model pixel
     centre_x, centre_y = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     info = slide.info
-    x0 = max(0, int(np.floor((centre_x - half).min())))
-    y0 = max(0, int(np.floor((centre_y - half).min())))
+    # A model with a wider view shrinks the region by its factor: start the region on a multiple of it, as a
+    # tile starts at 0, so that a slide at the model's scale is shrunk on the same grid as its tiles are.
+    step = max(1, int(round((spec.context_view or 1) * scale)))
+    x0 = max(0, int(np.floor((centre_x - half).min())) // step * step)
+    y0 = max(0, int(np.floor((centre_y - half).min())) // step * step)
     x1 = min(info.width, int(np.ceil((centre_x + half).max())))
     y1 = min(info.height, int(np.ceil((centre_y + half).max())))
     x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)

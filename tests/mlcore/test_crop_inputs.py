@@ -248,3 +248,89 @@ def test_batched_cutting_equals_cutting_one_crop_at_a_time(mask_channel, context
     crops, geometry = cut_crops(image, mask, 48, mask_channel=mask_channel, context=context)
     assert len(geometry.ids) > 256
     np.testing.assert_array_equal(crops, _one_crop_at_a_time(image, mask, 48, mask_channel, context))
+
+
+def _shrunk_by_block_means(image: np.ndarray, factor: int) -> np.ndarray:
+    """The image mirrored up to a multiple of ``factor`` and shrunk by averaging ``factor x factor`` blocks."""
+    from mlcore.crops import reflect_101
+
+    height, width = image.shape[:2]
+    grown = image[reflect_101(np.arange(height + -height % factor), height)][
+        :, reflect_101(np.arange(width + -width % factor), width)].astype(float)
+    blocks = grown.reshape(grown.shape[0] // factor, factor, grown.shape[1] // factor, factor, 3)
+    return blocks.mean(axis=(1, 3))
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_context_view_adds_the_image_shrunk_around_the_same_centre(factor):
+    # Odd sizes, so the image is mirrored up to a multiple of the factor before it is shrunk.
+    image = np.random.default_rng(1).integers(0, 256, (301, 257, 3)).astype(np.uint8)
+    mask = np.zeros((301, 257), np.int32)
+    mask[140:150, 120:131] = 1       # inside, centre (145, 125)
+    mask[2:8, 250:256] = 2           # at the corner: its wider view is mirrored
+    spec = CropSpec(32, mask_channel=True, context_view=factor)
+    assert spec.channels == 7 and spec.window == 32 * factor
+    crops, geometry = spec.cut(image, mask)
+    assert crops.shape == (2, 32, 32, 7)
+    plain, _ = cut_crops(image, mask, 32, mask_channel=True)
+    np.testing.assert_array_equal(crops[..., :3], plain[..., :3])    # the crop's own colours, unchanged
+    np.testing.assert_array_equal(crops[..., 6], plain[..., 3])      # the mask, last
+    from mlcore.crops import reflect_101
+
+    shrunk = _shrunk_by_block_means(image, factor)
+    for row, (y0, x0, y1, x1) in enumerate(geometry.bboxes.tolist()):
+        top, left = (y0 + y1) // 2 // factor - 16, (x0 + x1) // 2 // factor - 16
+        rows = reflect_101(top + np.arange(32), shrunk.shape[0])
+        cols = reflect_101(left + np.arange(32), shrunk.shape[1])
+        expected = shrunk[rows[:, None], cols[None, :]]
+        np.testing.assert_allclose(crops[row, :, :, 3:6].astype(float), expected, atol=1.0)
+    # The wider view is the tissue around the nucleus: the nucleus (1) is at its centre, 1/factor as wide.
+    assert not np.array_equal(crops[0, :, :, 3:6], crops[0, :, :, :3])
+
+
+def test_context_view_of_a_nucleus_wider_than_its_window_shows_the_whole_nucleus():
+    image = np.full((400, 400, 3), 200, np.uint8)
+    mask = np.zeros((400, 400), np.int32)
+    mask[100:260, 120:230] = 1       # 160 px tall: wider than the 2 x 48 = 96 px of the wider view
+    image[mask == 1] = 40
+    crops, _ = CropSpec(48, context_view=2).cut(image, mask)
+    assert crops.shape == (1, 48, 48, 6)
+    # Its window is as wide as it (80 shrunk pixels), resized to 48: dark over 110 / 160 of the width.
+    dark = crops[0, :, :, 3] < 120
+    assert dark[24].mean() == pytest.approx(110 / 160, abs=0.05) and dark[:, 24].all()
+
+
+def test_augment_jitters_both_views_of_a_crop_alike_and_never_the_mask():
+    image, mask = two_touching_nuclei()
+    crops, _ = cut_crops(image, mask, mask_channel=True)
+    # A wider view equal to the crop's own: whatever the jitter, both must come out equal.
+    twin = torch.from_numpy(np.concatenate([crops[..., :3], crops[..., :3], crops[..., 3:]], axis=3))
+    out = augment(twin, torch.Generator().manual_seed(5), jitter=0.3, stain=0.1)
+    assert out.shape == (2, 7, 64, 64)
+    torch.testing.assert_close(out[:, 3:6], out[:, :3])
+    assert set(torch.unique(out[:, 6]).tolist()) == {-1.0, 1.0}
+    # The crop's own view is jittered as it is without a wider view: the same draws, the same pixels.
+    single = augment(torch.from_numpy(crops), torch.Generator().manual_seed(5), jitter=0.3, stain=0.1)
+    torch.testing.assert_close(out[:, :3], single[:, :3])
+    torch.testing.assert_close(out[:, 6], single[:, 3])
+    assert not any(torch.allclose(out[:, :3], to_input(dihedral(twin[..., :3], code))[:, :3]) for code in range(8))
+
+
+def test_context_view_is_configured_checked_described_and_carried_by_checkpoints(tmp_path):
+    config = TrainConfig.from_dict({"crop": {"size": 32, "context_view": 2}})
+    spec = config.crop_spec
+    assert spec == CropSpec(32, context_view=2) and spec.channels == 6
+    assert spec.describe()["context_view"] == 2 and "context_view" not in CropSpec(32).describe()
+    for bad in (1, 5, 2.0, True):
+        with pytest.raises(ConfigError, match="crop.context_view"):
+            TrainConfig.from_dict({"crop": {"context_view": bad}})
+    with pytest.raises(ValueError, match="context_view"):
+        CropSpec(32, context_view=7)
+    label_sets = [LabelSet("A", ("a0", "a1"))]
+    model = CrossTrainedModel(label_sets, "small", {"width": 4}, spec)
+    path = save_checkpoint(tmp_path / "view.pt", model, "sparse", 0, True, config)
+    loaded = load_checkpoint(path)
+    assert loaded.model.crop_spec == spec and loaded.config.crop_context_view == 2
+    image, mask = two_touching_nuclei()
+    crops, _ = loaded.model.crop_spec.cut(image, mask)
+    assert predict(loaded.model, crops)["A"].probs.shape == (2, 2)

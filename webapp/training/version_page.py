@@ -22,6 +22,7 @@ STAGE_TITLES = {"sparse": "Stage 1: sparse training", "correlation": "Stage 2: l
 CONFIG_ROWS = [  # (config key, what it is), in the order a person reads them
     ("backbone", "backbone"), ("backbone_kwargs", "backbone options"), ("crop_size", "crop size (px)"),
     ("crop_mask", "nucleus mask channel"), ("crop_context", "crop context (x the crop size)"),
+    ("crop_context_view", "wider context view (x shrunk, 0 = none)"),
     ("epochs", "epochs per stage"), ("samples_per_epoch", "draws per epoch"), ("batch_size", "batch size"),
     ("lr", "learning rate per stage"), ("lr_schedule", "learning-rate schedule"), ("weight_decay", "weight decay"),
     ("grad_clip", "gradient clip"), ("dataset_power", "dataset sampling power"), ("class_power", "class sampling power"),
