@@ -33,6 +33,7 @@ function trainingSection(section) {
     for (const name of ["epochs", "samples_per_epoch"]) if (form.get(name)) body[name] = Number(form.get(name));
     // 0 is sent too: it turns stain jitter off where the active version had it on.
     if (form.get("stain_jitter") !== null && form.get("stain_jitter") !== "") body.stain_jitter = Number(form.get("stain_jitter"));
+    if (form.get("crop_context_view") !== null) body.crop_context_view = Number(form.get("crop_context_view"));
     return body;
   }
 

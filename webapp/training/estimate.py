@@ -11,6 +11,7 @@ The speed comes, in this order, from
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from django.core.cache import cache
 from django.utils import timezone
@@ -83,7 +84,8 @@ def training_estimate(project, options: dict, *, resume_point: dict | None = Non
         stages = ["sparse"]  # as the training itself does
     if resume_point is not None:
         stages = list(resume_point["remaining"])
-    speed = training_speed(backbone, base.crop_spec, options.get("stain_jitter", base.stain_jitter))
+    crop = replace(base.crop_spec, context_view=options.get("crop_context_view", base.crop_context_view))
+    speed = training_speed(backbone, crop, options.get("stain_jitter", base.stain_jitter))
     estimate = estimate_seconds(nuclei=size["nuclei"], labelled=size["labelled"], stages=stages,
                                 epochs={stage: epochs for stage in stages}, samples_per_epoch=samples_per_epoch,
                                 train_samples_per_s=speed["train_samples_per_s"],

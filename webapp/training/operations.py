@@ -24,7 +24,8 @@ from .queries import active_version
 
 ACTIVE_STATES = (Job.State.QUEUED, Job.State.RUNNING)
 # The options a training takes (webapp.training.runner.training_config reads these, no others).
-TRAINING_OPTIONS = ("stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch", "stain_jitter")
+TRAINING_OPTIONS = ("stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch", "stain_jitter",
+                    "crop_context_view")
 
 
 def running_training(project: Project) -> Job | None:

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from mlcore.checkpoint import load_checkpoint
+from mlcore.checkpoint import LoadedCheckpoint, load_checkpoint
 from mlcore.config import TrainConfig
 from mlcore.data import ImageRecord, table_from_arrays
 from mlcore.predict import predict
@@ -71,6 +71,13 @@ def training_config(options: dict, parent: ModelVersion | None) -> tuple[TrainCo
     if isinstance(stages, str):
         stages = list(STAGES) if stages == "all" else [stages]
     return config, list(stages)
+
+
+def continues_from(parent: LoadedCheckpoint, label_sets, config: TrainConfig) -> bool:
+    """Whether a training fine-tunes the parent version's network rather than starting afresh: not when a new
+    taxonomy joined (other heads), nor when the crops changed (a wider view has more input channels)."""
+    same_sets = [(s.name, s.classes) for s in parent.label_sets] == [(s.name, s.classes) for s in label_sets]
+    return same_sets and parent.model.crop_spec == config.crop_spec
 
 
 class TrainingProgress:
@@ -272,8 +279,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         train_rows, val_rows = resume.rows(table)
     elif parent is not None:
         checkpoint = load_checkpoint(media.local_path(parent.checkpoint_file))
-        same_sets = [(s.name, s.classes) for s in checkpoint.label_sets] == [(s.name, s.classes) for s in ml_label_sets]
-        init = checkpoint if same_sets else None  # a new taxonomy joined: start afresh
+        init = checkpoint if continues_from(checkpoint, ml_label_sets, config) else None
 
     progress = TrainingProgress(stages, config.epochs, report)
 

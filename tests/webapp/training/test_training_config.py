@@ -22,10 +22,36 @@ def test_stain_jitter_is_inherited_from_the_parent_version_until_a_training_sets
     assert training_config({"epochs": 2}, parent)[0].stain_jitter == 0.05   # a scheduled retraining keeps it
     assert training_config({"stain_jitter": 0}, parent)[0].stain_jitter == 0.0
     assert set(TRAINING_OPTIONS) == {"stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch",
-                                     "stain_jitter"}
+                                     "stain_jitter", "crop_context_view"}
 
 
 def test_stain_normalisation_is_not_a_web_app_option():
     # Measured worse than the default on two of three unseen datasets (README: Benchmarks): the CLI's config
     # has it, the web app's training does not offer it.
     assert training_config({"stain_normalisation": "macenko"}, None)[0].crop_spec.stain_normalisation == "none"
+
+
+def test_the_context_view_is_an_option_kept_by_later_trainings():
+    assert training_config({}, None)[0].crop_spec.context_view == 0   # off by default
+    config = training_config({"crop_context_view": 2}, None)[0]
+    assert config.crop_spec.context_view == 2 and config.crop_spec.channels == 6
+    parent = ModelVersion(config=config.to_dict())
+    assert training_config({"epochs": 2}, parent)[0].crop_context_view == 2   # a scheduled retraining keeps it
+    assert training_config({"crop_context_view": 0}, parent)[0].crop_context_view == 0
+
+
+def test_a_training_fine_tunes_its_parent_only_with_the_same_taxonomies_and_crops(tmp_path):
+    from mlcore.checkpoint import load_checkpoint, save_checkpoint
+    from mlcore.model import CrossTrainedModel
+    from mlcore.types import LabelSet
+    from webapp.training.runner import continues_from
+
+    sets = [LabelSet("A", ("a0", "a1")), LabelSet("B", ("b0", "b1"))]
+    plain = TrainConfig(backbone="small")
+    path = save_checkpoint(tmp_path / "v1.pt", CrossTrainedModel(sets, "small", {"width": 4}, plain.crop_spec),
+                           "completion", 0, True, plain)
+    parent = load_checkpoint(path)
+    assert continues_from(parent, sets, training_config({"epochs": 2}, ModelVersion(config=plain.to_dict()))[0])
+    assert not continues_from(parent, sets + [LabelSet("C", ("c0", "c1"))], plain)   # a new taxonomy joined
+    wider = training_config({"crop_context_view": 2}, ModelVersion(config=plain.to_dict()))[0]
+    assert not continues_from(parent, sets, wider)    # six input channels: the parent's stem cannot take them

@@ -49,6 +49,14 @@ def test_options_given_are_kept(small_project, api_client_for, owner):
     assert too_strong.status_code == 400
     assert too_strong.json()["detail"] == "stain_jitter: Ensure this value is less than or equal to 0.5."
 
+    response = client.post(f"/api/projects/{small_project.pk}/train/", {"crop_context_view": 2}, format="json")
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.params["options"]["crop_context_view"] == 2
+    client.post(f"/api/jobs/{job.pk}/cancel/")
+    no_such_view = client.post(f"/api/projects/{small_project.pk}/train/", {"crop_context_view": 1}, format="json")
+    assert no_such_view.status_code == 400
+    assert no_such_view.json()["detail"] == 'crop_context_view: "1" is not a valid choice.'
+
 
 @pytest.mark.slow  # times real training steps
 def test_estimate_from_a_probe_before_any_training_then_from_recorded_speed(small_project, api_client_for, owner):
@@ -103,6 +111,18 @@ def test_the_form_shows_the_stain_jitter_a_training_would_get(small_project, own
     field = re.search(r'<input type="number" name="stain_jitter"[^>]*value="([^"]*)"', page.content.decode())
     assert float(field.group(1)) == shown == training_config({}, ModelVersion.objects.filter(
         project=small_project, is_active=True).first())[0].stain_jitter
+
+
+@pytest.mark.parametrize("active_view, shown", [(None, "0"), (2, "2"), (3, "3")])
+def test_the_form_shows_the_context_view_a_training_would_get(small_project, owner, client, active_view, shown):
+    if active_view is not None:
+        ModelVersion.objects.create(project=small_project, number=1, checkpoint_file="projects/x/v1.pt",
+                                    is_active=True, data_snapshot_at="2026-01-01T00:00Z",
+                                    config=TrainConfig(crop_context_view=active_view).to_dict())
+    client.force_login(owner)
+    page = client.get(f"/projects/{small_project.pk}/").content.decode()
+    select = re.search(r'<select name="crop_context_view">(.*?)</select>', page).group(1)
+    assert re.findall(r'<option value="(\d)" selected>', select) == [shown]
 
 
 def test_estimate_refuses_bad_options_and_viewers(small_project, api_client_for, owner, member):
