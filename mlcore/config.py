@@ -149,6 +149,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         from mlcore.backbones import check_backbone_name
+        from mlcore.crops import CONTEXT_VIEWS
 
         try:
             check_backbone_name(self.backbone)
@@ -158,7 +159,7 @@ class TrainConfig:
             ("crop.size", self.crop_size, int, lambda v: v >= 8),
             ("crop.mask", self.crop_mask, bool, lambda v: True),
             ("crop.context", self.crop_context, (int, float), lambda v: 1 <= v <= 4),
-            ("crop.context_view", self.crop_context_view, int, lambda v: v in (0, 2, 3, 4)),
+            ("crop.context_view", self.crop_context_view, int, lambda v: v in CONTEXT_VIEWS),
             ("augment.stain", self.stain_jitter, (int, float), lambda v: 0 <= v < 1),
             ("batch_size", self.batch_size, int, lambda v: v >= 2),
             ("weight_decay", self.weight_decay, (int, float), lambda v: v >= 0),

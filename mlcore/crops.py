@@ -116,7 +116,7 @@ class CropSpec:
         return described
 
 
-CONTEXT_VIEWS = (0, 2, 3, 4)
+CONTEXT_VIEWS = (0, 2, 3, 4)   # 0: none; else the factor the image is shrunk by
 
 
 def colour_channels(context_view: int) -> int:
@@ -162,24 +162,21 @@ def with_context_view(crops: np.ndarray, image: np.ndarray, geometry: InstanceGe
     to a multiple of ``factor``), then the windows are slices of it, as the full view's are: far cheaper
     than cutting ``factor`` times wider windows and resizing each.
     """
-    count, size = crops.shape[:2]
+    count, size, _, channels = crops.shape
+    out = np.empty((count, size, size, channels + 3), np.uint8)
+    if count == 0:
+        return out
     height, width = image.shape[:2]
     grown = _mirror_extend(np.ascontiguousarray(image, dtype=np.uint8), -height % factor, -width % factor)
     shrunk = cv2.resize(grown, (grown.shape[1] // factor, grown.shape[0] // factor), interpolation=cv2.INTER_AREA)
     wide = np.empty((count, size, size, 3), np.uint8)
-    if count:
-        top_left, side = crop_windows(geometry.bboxes, size, shrink=factor)
-        _cut_windows(wide, shrunk, None, geometry.ids, top_left, side, size)
+    top_left, side = crop_windows(geometry.bboxes, size, shrink=factor)
+    _cut_windows(wide, shrunk, None, geometry.ids, top_left, side, size)
     # One channel shuffle by OpenCV over the crops as tall images: numpy's concatenate along the channel axis
     # copies pixel by pixel (40 ms for 1,150 crops, against 7).
-    channels = crops.shape[3]
-    out = np.empty((count, size, size, channels + 3), np.uint8)
-    if count:
-        to_out = [0, 0, 1, 1, 2, 2, channels, 3, channels + 1, 4, channels + 2, 5] + (
-            [3, 6] if channels == 4 else [])
-        cv2.mixChannels([np.ascontiguousarray(crops).reshape(count * size, size, channels),
-                         wide.reshape(count * size, size, 3)], [out.reshape(count * size, size, channels + 3)],
-                        to_out)
+    to_out = [0, 0, 1, 1, 2, 2, channels, 3, channels + 1, 4, channels + 2, 5] + ([3, 6] if channels == 4 else [])
+    cv2.mixChannels([np.ascontiguousarray(crops).reshape(count * size, size, channels),
+                     wide.reshape(count * size, size, 3)], [out.reshape(count * size, size, channels + 3)], to_out)
     return out
 
 

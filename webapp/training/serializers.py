@@ -2,6 +2,7 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from mlcore.backbones import backbone_choices
+from mlcore.crops import CONTEXT_VIEWS
 from mlcore.train import STAGES
 
 from webapp.core.domain_errors import Invalid
@@ -26,7 +27,7 @@ class TrainRequestSerializer(serializers.Serializer):
         "version)"))
     # Off by default: it completed unseen datasets better in every seed of the leave-one-out check, but cost
     # PanNuke's and NuCLS's own validation nuclei in every seed (README).
-    crop_context_view = serializers.ChoiceField(choices=[0, 2, 3, 4], required=False, help_text=(
+    crop_context_view = serializers.ChoiceField(choices=list(CONTEXT_VIEWS), required=False, help_text=(
         "a second view of each nucleus at a coarser scale: 2 shows the 128 px around it at half resolution beside "
         "the full-resolution crop; 0 turns it off. Unset: the active version's setting (0 for a first version)"))
 
