@@ -26,7 +26,7 @@ class TrainRequestSerializer(serializers.Serializer):
         "0.025 is the default, 0 turns it off. Unset: the active version's setting (or the default for a first "
         "version)"))
     # Off by default: it completed unseen datasets better in every seed of the leave-one-out check, but cost
-    # PanNuke's and NuCLS's own validation nuclei in every seed (README).
+    # PanNuke's own validation nuclei in every seed and NuCLS's in four of five (README).
     crop_context_view = serializers.ChoiceField(choices=list(CONTEXT_VIEWS), required=False, help_text=(
         "a second view of each nucleus at a coarser scale: 2 shows the 128 px around it at half resolution beside "
         "the full-resolution crop; 0 turns it off. Unset: the active version's setting (0 for a first version)"))
