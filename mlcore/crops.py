@@ -88,7 +88,7 @@ class CropSpec:
 
     @property
     def channels(self) -> int:
-        return colour_channels(self.context_view) + (1 if self.mask_channel else 0)
+        return (6 if self.context_view else 3) + (1 if self.mask_channel else 0)
 
     @property
     def window(self) -> int:
@@ -117,10 +117,6 @@ class CropSpec:
 
 
 CONTEXT_VIEWS = (0, 2, 3, 4)   # 0: none; else the factor the image is shrunk by
-
-
-def colour_channels(context_view: int) -> int:
-    return 6 if context_view else 3
 
 
 def cut_crops(image: np.ndarray, instance_map: np.ndarray, size: int = CROP_SIZE,

@@ -7,7 +7,7 @@ import torch
 
 from mlcore.checkpoint import load_checkpoint, save_checkpoint
 from mlcore.config import ConfigError, TrainConfig
-from mlcore.crops import CropSpec, cut_crops
+from mlcore.crops import CropSpec, cut_crops, reflect_101
 from mlcore.data import ImageRecord, augment, dihedral, stain_jitter, table_from_arrays, to_input
 from mlcore.model import CrossTrainedModel
 from mlcore.predict import forward_logits, predict
@@ -252,8 +252,6 @@ def test_batched_cutting_equals_cutting_one_crop_at_a_time(mask_channel, context
 
 def _shrunk_by_block_means(image: np.ndarray, factor: int) -> np.ndarray:
     """The image mirrored up to a multiple of ``factor`` and shrunk by averaging ``factor x factor`` blocks."""
-    from mlcore.crops import reflect_101
-
     height, width = image.shape[:2]
     grown = image[reflect_101(np.arange(height + -height % factor), height)][
         :, reflect_101(np.arange(width + -width % factor), width)].astype(float)
@@ -275,8 +273,6 @@ def test_context_view_adds_the_image_shrunk_around_the_same_centre(factor):
     plain, _ = cut_crops(image, mask, 32, mask_channel=True)
     np.testing.assert_array_equal(crops[..., :3], plain[..., :3])    # the crop's own colours, unchanged
     np.testing.assert_array_equal(crops[..., 6], plain[..., 3])      # the mask, last
-    from mlcore.crops import reflect_101
-
     shrunk = _shrunk_by_block_means(image, factor)
     for row, (y0, x0, y1, x1) in enumerate(geometry.bboxes.tolist()):
         top, left = (y0 + y1) // 2 // factor - 16, (x0 + x1) // 2 // factor - 16
