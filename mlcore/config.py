@@ -91,6 +91,8 @@ class TrainConfig:
     # better than 0 in each of five seeds of the leave-one-out check, all three stages, and lifted CoNSeP
     # on validation; 0.05 gained more on CoNSeP and PanNuke but cost NuCLS every seed (README).
     stain_jitter: float = 0.025
+    # With crop.context_view: the share of training crops whose wider view is blanked (0 = never).
+    context_view_dropout: float = 0.0
     correlation_views: int = 2           # augmented views whose frozen logits train the MLPs (per epoch)
     seed: int = 0
     device: str = "auto"
@@ -121,7 +123,7 @@ class TrainConfig:
             "sampling": {"dataset_power": "dataset_power", "class_power": "class_power",
                          "completion_class_power": "completion_class_power",
                          "samples_per_epoch": "samples_per_epoch"},
-            "augment": {"jitter": "jitter", "stain": "stain_jitter"},
+            "augment": {"jitter": "jitter", "stain": "stain_jitter", "context_view_dropout": "context_view_dropout"},
         }
         for section, keys in sections.items():
             if section not in data:
@@ -161,6 +163,7 @@ class TrainConfig:
             ("crop.context", self.crop_context, (int, float), lambda v: 1 <= v <= 4),
             ("crop.context_view", self.crop_context_view, int, lambda v: v in CONTEXT_VIEWS),
             ("augment.stain", self.stain_jitter, (int, float), lambda v: 0 <= v < 1),
+            ("augment.context_view_dropout", self.context_view_dropout, (int, float), lambda v: 0 <= v < 1),
             ("batch_size", self.batch_size, int, lambda v: v >= 2),
             ("weight_decay", self.weight_decay, (int, float), lambda v: v >= 0),
             ("grad_clip", self.grad_clip, (int, float), lambda v: v > 0),

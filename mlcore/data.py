@@ -395,13 +395,15 @@ def dihedral(crops: torch.Tensor, code: int) -> torch.Tensor:
 
 
 def augment(crops: torch.Tensor, generator: torch.Generator | None = None, jitter: float = 0.1,
-            device: torch.device | str = "cpu", stain: float = 0.0) -> torch.Tensor:
+            device: torch.device | str = "cpu", stain: float = 0.0, view_dropout: float = 0.0) -> torch.Tensor:
     """Random dihedral transform (flips and 90-degree rotations: a nucleus has no orientation),
     optional stain jitter in HED space and mild brightness/contrast/saturation jitter, per sample,
     on the whole batch at once.
 
     uint8 (B, S, S, C) -> float (B, C, S, S) in [-1, 1], channels-last, like ``to_input``; a mask
-    channel (C = 4 or 7) is flipped with the colours and never jittered.
+    channel (C = 4 or 7) is flipped with the colours and never jittered. ``view_dropout``: the share of
+    samples whose wider view (channels 3-5, mlcore.crops.CropSpec.context_view) is blanked to 0, so that
+    the network learns to classify from the nucleus's own view and cannot lean on its surroundings alone.
     Written for speed, as this runs on every training batch: the symmetries are applied to the uint8
     crops, one group of samples per symmetry (not to every sample with a select), the stain jitter is
     one 3 x 3 matrix per sample in optical-density space, and the three colour jitters, being
@@ -441,6 +443,10 @@ def augment(crops: torch.Tensor, generator: torch.Generator | None = None, jitte
         rgb = rgb * (2.0 / 255.0) - 1.0
     rgb = rgb.reshape(x.shape[:3] + (3 * views,))
     x = torch.cat([rgb, extra.mul_(2.0 / 255.0).sub_(1.0)], dim=3) if extra.shape[3] else rgb.contiguous()
+    if view_dropout > 0 and views > 1:
+        # Drawn only when asked for: the generator's other draws, and so every run without it, stay as they were.
+        blank = (torch.rand(batch, generator=generator) < view_dropout).nonzero().squeeze(1).to(x.device)
+        x[blank, :, :, 3:6] = 0.0
     # An NHWC tensor seen as NCHW is channels-last already: no copy.
     return x.permute(0, 3, 1, 2)
 

@@ -106,7 +106,7 @@ def frozen_logits(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarra
                 raise Cancelled("stopped in stage correlation while computing frozen logits")
             batch = rows[start:start + config.batch_size]
             images = augment(torch.from_numpy(table.crops[batch]), generator, config.jitter, device,
-                             config.stain_jitter)
+                             config.stain_jitter, config.context_view_dropout)
             features.append(model.backbone(images).float())
             labels.append(torch.from_numpy(table.labels[batch]).to(device))
     return torch.cat(features), torch.cat(labels)
@@ -223,7 +223,8 @@ class _CropStage(Stage):
 
     def training_images(self, batch) -> torch.Tensor:
         """A batch's crops as the network trains on them: augmented, on the device."""
-        return augment(batch[0], self.generator, self.config.jitter, self.device, self.config.stain_jitter)
+        return augment(batch[0], self.generator, self.config.jitter, self.device, self.config.stain_jitter,
+                       self.config.context_view_dropout)
 
 
 class SparseStage(_CropStage):

@@ -312,6 +312,25 @@ def test_augment_jitters_both_views_of_a_crop_alike_and_never_the_mask():
     assert not any(torch.allclose(out[:, :3], to_input(dihedral(twin[..., :3], code))[:, :3]) for code in range(8))
 
 
+def test_view_dropout_blanks_the_wider_view_of_some_crops_and_changes_nothing_else():
+    generator = torch.Generator().manual_seed(0)
+    crops = torch.randint(0, 256, (64, 16, 16, 7), generator=generator, dtype=torch.uint8)
+    plain = augment(crops, torch.Generator().manual_seed(5), jitter=0.2, stain=0.1)
+    dropped = augment(crops, torch.Generator().manual_seed(5), jitter=0.2, stain=0.1, view_dropout=0.5)
+    blank = (dropped[:, 3:6] == 0).flatten(1).all(dim=1)
+    assert 16 <= int(blank.sum()) <= 48                  # about half of 64
+    torch.testing.assert_close(dropped[~blank], plain[~blank])
+    # The crop's own view and the mask are never touched: the draw comes after every other one.
+    torch.testing.assert_close(dropped[:, :3], plain[:, :3])
+    torch.testing.assert_close(dropped[:, 6], plain[:, 6])
+    # Without a wider view there is nothing to blank, and no draw either.
+    torch.testing.assert_close(augment(crops[..., :3], torch.Generator().manual_seed(5), view_dropout=0.5),
+                               augment(crops[..., :3], torch.Generator().manual_seed(5)))
+    assert TrainConfig.from_dict({"augment": {"context_view_dropout": 0.5}}).context_view_dropout == 0.5
+    with pytest.raises(ConfigError, match="augment.context_view_dropout"):
+        TrainConfig.from_dict({"augment": {"context_view_dropout": 1.0}})
+
+
 def test_context_view_is_configured_checked_described_and_carried_by_checkpoints(tmp_path):
     config = TrainConfig.from_dict({"crop": {"size": 32, "context_view": 2}})
     spec = config.crop_spec
