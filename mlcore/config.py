@@ -55,7 +55,6 @@ class TrainConfig:
     crop_mask: bool = False              # a fourth input channel: the target nucleus's own mask
     crop_context: float = 1.0            # the crop's window is this many times wider, resized to crop_size
     crop_context_view: int = 0           # 2-4: three more channels, a view of the image shrunk this many times
-    crop_context_view_outside: str = "mirror"   # or "blank": the wider view beyond the image's edge
     stain_normalisation: str = "none"    # "macenko": each source's stains normalised before cutting (mlcore.stain)
     epochs: dict = field(default_factory=lambda: {"sparse": 12, "correlation": 8, "completion": 10})
     lr: dict = field(default_factory=lambda: {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4})
@@ -105,7 +104,7 @@ class TrainConfig:
         from mlcore.crops import CropSpec
 
         return CropSpec(self.crop_size, self.crop_mask, float(self.crop_context), self.stain_normalisation,
-                        self.crop_context_view, self.crop_context_view_outside)
+                        self.crop_context_view)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,8 +118,7 @@ class TrainConfig:
         sections = {
             "model": {"backbone": "backbone"},
             "crop": {"size": "crop_size", "mask": "crop_mask", "context": "crop_context",
-                     "context_view": "crop_context_view", "context_view_outside": "crop_context_view_outside",
-                     "stain_normalisation": "stain_normalisation"},
+                     "context_view": "crop_context_view", "stain_normalisation": "stain_normalisation"},
             "split": {"val_fraction": "val_fraction", "seed": "split_seed"},
             "sampling": {"dataset_power": "dataset_power", "class_power": "class_power",
                          "completion_class_power": "completion_class_power",
@@ -153,7 +151,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         from mlcore.backbones import check_backbone_name
-        from mlcore.crops import CONTEXT_VIEW_OUTSIDE, CONTEXT_VIEWS
+        from mlcore.crops import CONTEXT_VIEWS
 
         try:
             check_backbone_name(self.backbone)
@@ -188,9 +186,6 @@ class TrainConfig:
         if self.samples_per_epoch is not None and (not isinstance(self.samples_per_epoch, int)
                                                    or self.samples_per_epoch < 1):
             raise ConfigError(f"config field sampling.samples_per_epoch: invalid value {self.samples_per_epoch!r}")
-        if self.crop_context_view_outside not in CONTEXT_VIEW_OUTSIDE:
-            raise ConfigError(f"config field crop.context_view_outside: {self.crop_context_view_outside!r} is not "
-                              f"one of {', '.join(CONTEXT_VIEW_OUTSIDE)}")
         if self.stain_normalisation not in STAIN_METHODS:
             raise ConfigError(f"config field crop.stain_normalisation: {self.stain_normalisation!r} is not one of "
                               f"{', '.join(STAIN_METHODS)}")

@@ -68,10 +68,7 @@ class CropSpec:
       more surrounding tissue for the same network cost;
     - ``context_view``: 0, or a factor ``f`` of 2-4: three more colour channels, a ``size`` window of the
       image shrunk ``f`` times (``f * size`` image pixels) around the same centre, so the network sees the
-      tissue around the nucleus without losing the full-resolution view of the nucleus itself;
-    - ``context_view_outside``: what the wider view shows beyond the image's edge. "mirror" (as the crop)
-      or "blank" (mid-grey, as ``augment``'s view dropout blanks a whole view): on 256 px patches most
-      of a 128 px view near an edge is mirrored tissue, which the network cannot tell from real tissue.
+      tissue around the nucleus without losing the full-resolution view of the nucleus itself.
 
     Channels: the colours, then the wider view's colours, then the mask.
     """
@@ -82,16 +79,12 @@ class CropSpec:
     # "macenko": the image's stains normalised before cutting, with its source's estimate (mlcore.stain).
     stain_normalisation: str = "none"
     context_view: int = 0
-    context_view_outside: str = "mirror"
 
     def __post_init__(self):
         check_method(self.stain_normalisation)
         if self.context_view not in CONTEXT_VIEWS:
             raise ValueError(f"context_view must be one of {', '.join(map(str, CONTEXT_VIEWS))}, "
                              f"got {self.context_view!r}")
-        if self.context_view_outside not in CONTEXT_VIEW_OUTSIDE:
-            raise ValueError(f"context_view_outside must be one of {', '.join(CONTEXT_VIEW_OUTSIDE)}, "
-                             f"got {self.context_view_outside!r}")
 
     @property
     def channels(self) -> int:
@@ -111,8 +104,7 @@ class CropSpec:
         crops, geometry = cut_crops(image, instance_map, self.size, geometry, mask_channel=self.mask_channel,
                                     context=self.context)
         if self.context_view:
-            crops = with_context_view(crops, image, geometry, self.context_view,
-                                      blank_outside=self.context_view_outside == "blank")
+            crops = with_context_view(crops, image, geometry, self.context_view)
         return crops, geometry
 
     def describe(self) -> dict:
@@ -121,15 +113,10 @@ class CropSpec:
         # Only when set, so that the crops cached and the checkpoints written before it keep their keys.
         if self.context_view:
             described["context_view"] = self.context_view
-        if self.context_view_outside != "mirror":
-            described["context_view_outside"] = self.context_view_outside
         return described
 
 
 CONTEXT_VIEWS = (0, 2, 3, 4)   # 0: none; else the factor the image is shrunk by
-CONTEXT_VIEW_OUTSIDE = ("mirror", "blank")
-# What a blank wider view shows beyond the image: mid-grey, about 0 once scaled to the network's [-1, 1].
-BLANK = 128
 
 
 def cut_crops(image: np.ndarray, instance_map: np.ndarray, size: int = CROP_SIZE,
@@ -162,16 +149,14 @@ def cut_crops(image: np.ndarray, instance_map: np.ndarray, size: int = CROP_SIZE
     return crops, geometry
 
 
-def with_context_view(crops: np.ndarray, image: np.ndarray, geometry: InstanceGeometry, factor: int,
-                      blank_outside: bool = False) -> np.ndarray:
+def with_context_view(crops: np.ndarray, image: np.ndarray, geometry: InstanceGeometry, factor: int) -> np.ndarray:
     """``crops`` (colours, then an optional mask) with the wider view's colours inserted after the colours:
     for each nucleus a window of the image shrunk ``factor`` times, as wide as the crop, around the same
     centre (a nucleus wider than that gets a square as wide as its extent, resized, as in the full view).
 
     The image is shrunk once (area averaging over whole ``factor x factor`` blocks, its edges mirrored up
     to a multiple of ``factor``), then the windows are slices of it, as the full view's are: far cheaper
-    than cutting ``factor`` times wider windows and resizing each. ``blank_outside``: beyond the edge
-    (of the shrunk image, whose last row and column may hold a few mirrored pixels) the view is mid-grey.
+    than cutting ``factor`` times wider windows and resizing each.
     """
     count, size, _, channels = crops.shape
     out = np.empty((count, size, size, channels + 3), np.uint8)
@@ -182,7 +167,7 @@ def with_context_view(crops: np.ndarray, image: np.ndarray, geometry: InstanceGe
     shrunk = cv2.resize(grown, (grown.shape[1] // factor, grown.shape[0] // factor), interpolation=cv2.INTER_AREA)
     wide = np.empty((count, size, size, 3), np.uint8)
     top_left, side = crop_windows(geometry.bboxes, size, shrink=factor)
-    _cut_windows(wide, shrunk, None, geometry.ids, top_left, side, size, fill=BLANK if blank_outside else None)
+    _cut_windows(wide, shrunk, None, geometry.ids, top_left, side, size)
     # One channel shuffle by OpenCV over the crops as tall images: numpy's concatenate along the channel axis
     # copies pixel by pixel (40 ms for 1,150 crops, against 7).
     to_out = [0, 0, 1, 1, 2, 2, channels, 3, channels + 1, 4, channels + 2, 5] + ([3, 6] if channels == 4 else [])
@@ -200,10 +185,9 @@ def _mirror_extend(image: np.ndarray, bottom: int, right: int) -> np.ndarray:
 
 
 def _cut_windows(crops: np.ndarray, image: np.ndarray, labels: np.ndarray | None, ids: np.ndarray,
-                 top_left: np.ndarray, side: np.ndarray, window: int, fill: int | None = None) -> None:
+                 top_left: np.ndarray, side: np.ndarray, window: int) -> None:
     """Fill ``crops`` (N, size, size, C) with the windows at ``top_left`` of side ``side`` of ``image``
-    (and the target's mask from ``labels``), resized to ``size`` where the side is not. Beyond the image's
-    edge: its mirror image, or the value ``fill`` (colours only)."""
+    (and the target's mask from ``labels``), resized to ``size`` where the side is not."""
     size = crops.shape[1]
     height, width = image.shape[:2]
     mask_channel = labels is not None
@@ -212,8 +196,7 @@ def _cut_windows(crops: np.ndarray, image: np.ndarray, labels: np.ndarray | None
         # Mirror-pad the image once (a window starts at most window/2 outside it), then copy each
         # window as a slice: a contiguous row copy per crop beats any fancy-indexed gather.
         pad = window
-        padded = (_mirror_pad(image, pad) if fill is None
-                  else cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(fill,) * 4))
+        padded = _mirror_pad(image, pad)
         padded_labels = _mirror_pad(labels, pad) if mask_channel else None
         rows = np.flatnonzero(fits)
         for start in range(0, len(rows), _BLOCK):
@@ -224,12 +207,7 @@ def _cut_windows(crops: np.ndarray, image: np.ndarray, labels: np.ndarray | None
         rows = reflect_101(top_left[index, 0] + span, height)
         cols = reflect_101(top_left[index, 1] + span, width)
         window_labels = labels[rows[:, None], cols[None, :]] if mask_channel else None
-        pixels = image[rows[:, None], cols[None, :]]
-        if fill is not None:
-            span_y, span_x = top_left[index, 0] + span, top_left[index, 1] + span
-            pixels[(span_y < 0) | (span_y >= height)] = fill
-            pixels[:, (span_x < 0) | (span_x >= width)] = fill
-        crops[index] = _finish(pixels, window_labels, int(ids[index]), size)
+        crops[index] = _finish(image[rows[:, None], cols[None, :]], window_labels, int(ids[index]), size)
 
 
 def _mirror_pad(array: np.ndarray, pad: int) -> np.ndarray:

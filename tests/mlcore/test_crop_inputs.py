@@ -284,37 +284,6 @@ def test_context_view_adds_the_image_shrunk_around_the_same_centre(factor):
     assert not np.array_equal(crops[0, :, :, 3:6], crops[0, :, :, :3])
 
 
-@pytest.mark.parametrize("factor", [2, 3])
-def test_a_blank_context_view_is_mid_grey_beyond_the_image_and_the_image_within(factor):
-    image = np.random.default_rng(2).integers(0, 256, (301, 257, 3)).astype(np.uint8)
-    mask = np.zeros((301, 257), np.int32)
-    mask[140:150, 120:131] = 1       # inside: its view lies wholly in the image
-    mask[2:8, 250:256] = 2           # at the corner
-    mask[180:300, 5:60] = 3          # taller than the view (32 shrunk px): resized, at the left edge
-    mirrored, _ = CropSpec(32, context_view=factor).cut(image, mask)
-    spec = CropSpec(32, context_view=factor, context_view_outside="blank")
-    blank, geometry = spec.cut(image, mask)
-    np.testing.assert_array_equal(blank[..., :3], mirrored[..., :3])     # the crop's own view is mirrored still
-    np.testing.assert_array_equal(blank[0], mirrored[0])
-    shrunk_height, shrunk_width = -(-301 // factor), -(-257 // factor)
-    y0, x0, y1, x1 = geometry.bboxes[1].tolist()
-    rows = (y0 + y1) // 2 // factor - 16 + np.arange(32)
-    cols = (x0 + x1) // 2 // factor - 16 + np.arange(32)
-    outside = (rows[:, None] < 0) | (cols[None, :] >= shrunk_width) | (rows[:, None] >= shrunk_height)
-    assert outside.any() and (~outside).any()
-    assert (blank[1, :, :, 3:6][outside] == 128).all()
-    np.testing.assert_array_equal(blank[1, :, :, 3:6][~outside], mirrored[1, :, :, 3:6][~outside])
-    # The resized view of the large nucleus: grey on its left, where the window leaves the image.
-    assert (blank[2, :, 0, 3:6] == 128).all() and not (mirrored[2, :, 0, 3:6] == 128).all()
-    assert (blank[2, :, -1, 3:6] == mirrored[2, :, -1, 3:6]).all()
-    assert spec.describe()["context_view_outside"] == "blank"
-    assert "context_view_outside" not in CropSpec(32, context_view=2).describe()
-    configured = {"crop": {"size": 32, "context_view": factor, "context_view_outside": "blank"}}
-    assert TrainConfig.from_dict(configured).crop_spec == spec
-    with pytest.raises(ConfigError, match="crop.context_view_outside"):
-        TrainConfig.from_dict({"crop": {"context_view_outside": "black"}})
-
-
 def test_context_view_of_a_nucleus_wider_than_its_window_shows_the_whole_nucleus():
     image = np.full((400, 400, 3), 200, np.uint8)
     mask = np.zeros((400, 400), np.int32)
