@@ -39,6 +39,9 @@ def setting_of(config: dict) -> dict:
     """The config as a setting. A field added to the config after a file was written is read as its
     default, which is what that run trained with (stain_normalisation "none" in files from before it)."""
     full = {**TrainConfig().to_dict(), **config}
+    if not full.get("crop_context_view"):
+        # Without a wider view there is none to drop out: any value trains the same network.
+        full.pop("context_view_dropout", None)
     return {k: v for k, v in full.items() if k not in NOT_A_SETTING}
 
 

@@ -105,8 +105,9 @@ def frozen_logits(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarra
             if should_stop is not None and should_stop():
                 raise Cancelled("stopped in stage correlation while computing frozen logits")
             batch = rows[start:start + config.batch_size]
+            # No view dropout: the MLPs learn from the logits the backbone gives at inference, of both views.
             images = augment(torch.from_numpy(table.crops[batch]), generator, config.jitter, device,
-                             config.stain_jitter, config.context_view_dropout)
+                             config.stain_jitter)
             features.append(model.backbone(images).float())
             labels.append(torch.from_numpy(table.labels[batch]).to(device))
     return torch.cat(features), torch.cat(labels)

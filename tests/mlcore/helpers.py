@@ -30,8 +30,9 @@ def disk_image(rng: np.random.Generator, size: int = 96, count: int = 10, num_cl
     return image, instance_map, {k: v for k, v in classes.items() if k in present}
 
 
-def two_set_table(images_per_set: int = 6, seed: int = 0, unlabelled_images: int = 0):
-    """A table with label sets A (3 classes, from dataset dsA) and B (2 classes: colour 0 vs rest)."""
+def two_set_table(images_per_set: int = 6, seed: int = 0, unlabelled_images: int = 0, crop_size=64):
+    """A table with label sets A (3 classes, from dataset dsA) and B (2 classes: colour 0 vs rest);
+    ``crop_size``: a size or a :class:`mlcore.crops.CropSpec`."""
     rng = np.random.default_rng(seed)
     set_a = LabelSet("A", ("a0", "a1", "a2"))
     set_b = LabelSet("B", ("b0", "b1"))
@@ -45,7 +46,7 @@ def two_set_table(images_per_set: int = 6, seed: int = 0, unlabelled_images: int
     for index in range(unlabelled_images):
         image, instance_map, _ = disk_image(rng)
         records.append(ImageRecord(image, instance_map, {}, "unlabelled", f"u{index}"))
-    return table_from_arrays(records, [set_a, set_b]), [set_a, set_b]
+    return table_from_arrays(records, [set_a, set_b], crop_size=crop_size), [set_a, set_b]
 
 
 def tiny_real_config(shared_data, with_nucls: bool = False) -> dict:

@@ -1,6 +1,8 @@
 """The classifier's input options: the target nucleus's mask channel, wider context, HED stain
 jitter and test-time augmentation, and that checkpoints carry them."""
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -329,6 +331,27 @@ def test_view_dropout_blanks_the_wider_view_of_some_crops_and_changes_nothing_el
     assert TrainConfig.from_dict({"augment": {"context_view_dropout": 0.5}}).context_view_dropout == 0.5
     with pytest.raises(ConfigError, match="augment.context_view_dropout"):
         TrainConfig.from_dict({"augment": {"context_view_dropout": 1.0}})
+
+
+def test_view_dropout_trains_the_backbone_in_stages_1_and_3_but_not_stage_2s_inputs(tmp_path, monkeypatch):
+    import mlcore.stages
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append((inspect.stack()[1].function, args[5] if len(args) > 5 else kwargs.get("view_dropout", 0.0)))
+        return augment(*args, **kwargs)
+
+    monkeypatch.setattr(mlcore.stages, "augment", recording)
+    table, _ = two_set_table(images_per_set=1, crop_size=CropSpec(32, context_view=2))
+    config = TrainConfig(backbone_kwargs={"width": 4}, batch_size=16, samples_per_epoch=None, crop_size=32,
+                         crop_context_view=2, epochs={"sparse": 1, "correlation": 1, "completion": 1},
+                         correlation_views=1)
+    assert config.context_view_dropout == 0.5            # the default, with a context view
+    train_all(table, config=config)
+    assert {value for caller, value in seen if caller == "training_images"} == {0.5}
+    assert {value for caller, value in seen if caller != "training_images"} == {0.0}
+    assert {caller for caller, _ in seen} == {"training_images", "frozen_logits"}
 
 
 def test_context_view_is_configured_checked_described_and_carried_by_checkpoints(tmp_path):

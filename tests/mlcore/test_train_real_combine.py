@@ -121,3 +121,14 @@ def test_combine_refuses_mixed_settings_a_seed_twice_and_other_files(tmp_path):
     done = combine(loo)
     assert done.returncode == 2 and "loo.json: not a results file of this benchmark (no runs)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_view_dropout_is_part_of_a_setting_only_with_a_context_view():
+    from benchmarks.results_files import setting_of
+
+    # Runs without a wider view train the same network whatever the dropout, so they combine.
+    assert setting_of({"context_view_dropout": 0.0}) == setting_of({}) == setting_of({"context_view_dropout": 0.5})
+    # With one, a file from before the option (no dropout) is another setting than today's default.
+    before = setting_of({"crop_context_view": 2, "context_view_dropout": 0.0})
+    assert before != setting_of({"crop_context_view": 2})
+    assert setting_of({"crop_context_view": 2})["context_view_dropout"] == 0.5

@@ -28,7 +28,7 @@ CONFIG_ROWS = [  # (config key, what it is), in the order a person reads them
     ("grad_clip", "gradient clip"), ("dataset_power", "dataset sampling power"), ("class_power", "class sampling power"),
     ("completion_class_power", "stage 3 class sampling power"), ("threshold", "pseudo-label threshold"),
     ("pseudo_weight", "pseudo-label weight"), ("completion_weighting", "stage 3 weighting"),
-    ("correlation_views", "stage 2 views"), ("jitter", "colour jitter"), ("stain_jitter", "HED stain jitter"),
+    ("correlation_views", "stage 2 views"), ("jitter", "colour jitter"), ("stain_jitter", "HED stain jitter"), ("context_view_dropout", "context view dropout"),
     ("stain_normalisation", "stain normalisation"),
     ("val_fraction", "validation fraction"),
     ("split_seed", "split seed"), ("seed", "seed"), ("device", "device"),
