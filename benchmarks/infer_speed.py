@@ -2,10 +2,12 @@
 
     .venv/bin/python benchmarks/infer_speed.py [--checkpoint DIR/model.pt] [--nuclei 1000] [--repeats 5]
                                                [--device cpu|cuda|auto] [--backbone small|auto|resnet18|...]
+                                               [--context-view 0|2|3|4]
 
 A synthetic 1000 x 1000 H&E-like tile with about 1,000 nuclei (``mlcore.synthetic``). The model is
-the default CPU configuration with the real benchmark's four label sets (4, 5, 2 and 4 classes) and
-its correlation branch on, or a trained checkpoint. Prints nuclei/s of:
+the default CPU configuration (its crops too: the default wider view unless ``--context-view`` says
+otherwise) with the real benchmark's four label sets (4, 5, 2 and 4 classes) and its correlation branch on,
+or a trained checkpoint. Prints nuclei/s of:
 
 - bare forward: the model's forward (backbone + correlation MLPs, uint8 -> float input included)
   over crops already cut, batched under ``torch.inference_mode``;
@@ -44,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from mlcore.backbones import resolve_backbone  # noqa: E402
 from mlcore.checkpoint import load_checkpoint  # noqa: E402
+from mlcore.config import TrainConfig  # noqa: E402
 from mlcore.data import to_input  # noqa: E402
 from mlcore.infer import ImageInference, infer_and_write, read_mask, write_outputs  # noqa: E402
 from mlcore.model import CrossTrainedModel  # noqa: E402
@@ -54,10 +57,13 @@ from mlcore.synthetic import generate_tile  # noqa: E402
 from mlcore.types import LabelSet  # noqa: E402
 
 
-def default_model(backbone: str = "small", device: torch.device | None = None) -> CrossTrainedModel:
+def default_model(backbone: str = "small", device: torch.device | None = None,
+                  context_view: int | None = None) -> CrossTrainedModel:
     sizes = {"consep": 4, "pannuke": 5, "pannuke_breast_binary": 2, "nucls": 4}
     label_sets = [LabelSet(name, tuple(f"{name}_{i}" for i in range(n))) for name, n in sizes.items()]
-    model = CrossTrainedModel(label_sets, *resolve_backbone(backbone, {}, device))  # small: width 16 by default
+    config = TrainConfig() if context_view is None else TrainConfig(crop_context_view=context_view)
+    # small: width 16 by default
+    model = CrossTrainedModel(label_sets, *resolve_backbone(backbone, {}, device), config.crop_spec)
     model.use_correlation.fill_(True)
     return model.eval()
 
@@ -115,12 +121,14 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (CUDA when there is one)")
     parser.add_argument("--backbone", default="small",
                         help="without --checkpoint: small (width 16, the CPU default), auto, resnet18, ...")
+    parser.add_argument("--context-view", type=int, choices=(0, 2, 3, 4), default=None,
+                        help="without --checkpoint: the wider view's factor, 0 for none (default: the config's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
 
     model = (load_checkpoint(args.checkpoint, device).model if args.checkpoint
-             else default_model(args.backbone, device).to(device))
+             else default_model(args.backbone, device, args.context_view).to(device))
     rng = np.random.default_rng(0)
     # Crowded placement falls a little short of the request: ask for more until ~1,000 are placed.
     image, instance_map, _ = generate_tile(rng, (1000, 1000), int(args.nuclei * 1.15), n_classes=4)

@@ -36,9 +36,10 @@ def read_results(path: Path, *required: str) -> dict:
 
 
 def setting_of(config: dict) -> dict:
-    """The config as a setting. A field added to the config after a file was written is read as its
-    default, which is what that run trained with (stain_normalisation "none" in files from before it)."""
-    full = {**TrainConfig().to_dict(), **config}
+    """The config as a setting. A field added to the config after a file was written is read as what that
+    run trained with: the field's default (stain_normalisation "none" in files from before it), or, where
+    the default changed later, the value TrainConfig.saved gives it (no context view)."""
+    full = {**TrainConfig().to_dict(), **TrainConfig.saved(config)}
     if not full.get("crop_context_view"):
         # Without a wider view there is none to drop out: any value trains the same network.
         full.pop("context_view_dropout", None)

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mlcore.checkpoint import load_checkpoint  # noqa: E402
+from mlcore.config import TrainConfig  # noqa: E402
 from mlcore.infer import infer_image, infer_slide  # noqa: E402
 from mlcore.model import CrossTrainedModel  # noqa: E402
 from mlcore.slide_fixtures import build_test_slide  # noqa: E402
@@ -48,7 +49,7 @@ from mlcore.types import LabelSet  # noqa: E402
 def default_model() -> CrossTrainedModel:
     sizes = {"consep": 4, "pannuke": 5, "pannuke_breast_binary": 2, "nucls": 4}
     label_sets = [LabelSet(name, tuple(f"{name}_{i}" for i in range(n))) for name, n in sizes.items()]
-    model = CrossTrainedModel(label_sets, "small", {"width": 16})
+    model = CrossTrainedModel(label_sets, "small", {"width": 16}, TrainConfig().crop_spec)  # the default crops
     model.use_correlation.fill_(True)
     return model.eval()
 

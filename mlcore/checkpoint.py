@@ -125,6 +125,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     model.load_state_dict(legacy_resnet_state(architecture["backbone"], state["model_state"]))
     model.to(device).eval()
     return LoadedCheckpoint(model=model, stage=state["stage"], epoch=state["epoch"],
-                            stage_complete=state["stage_complete"], config=TrainConfig.from_dict(state["config"]),
+                            stage_complete=state["stage_complete"], config=TrainConfig.from_saved(state["config"]),
                             metrics=state.get("metrics", {}), optimizer_state=state.get("optimizer_state"),
                             scheduler_state=state.get("scheduler_state"), raw=state)

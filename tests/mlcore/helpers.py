@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mlcore.config import TrainConfig
 from mlcore.data import ImageRecord, table_from_arrays
 from mlcore.train import train_all
 from mlcore.types import LabelSet
@@ -30,9 +31,10 @@ def disk_image(rng: np.random.Generator, size: int = 96, count: int = 10, num_cl
     return image, instance_map, {k: v for k, v in classes.items() if k in present}
 
 
-def two_set_table(images_per_set: int = 6, seed: int = 0, unlabelled_images: int = 0, crop_size=64):
+def two_set_table(images_per_set: int = 6, seed: int = 0, unlabelled_images: int = 0, crop_size=None):
     """A table with label sets A (3 classes, from dataset dsA) and B (2 classes: colour 0 vs rest);
-    ``crop_size``: a size or a :class:`mlcore.crops.CropSpec`."""
+    ``crop_size``: a size or a :class:`mlcore.crops.CropSpec` (None: the crops a default config trains on)."""
+    crop_size = TrainConfig().crop_spec if crop_size is None else crop_size
     rng = np.random.default_rng(seed)
     set_a = LabelSet("A", ("a0", "a1", "a2"))
     set_b = LabelSet("B", ("b0", "b1"))
@@ -84,7 +86,7 @@ def separable_table(images: int = 40, seed: int = 0):
             image[disk] = COLOURS[cls]
             classes[instance_id] = cls
         records.append(ImageRecord(image, instance_map, {label_set.name: classes}, "toy", f"toy{index}"))
-    return table_from_arrays(records, [label_set]), label_set
+    return table_from_arrays(records, [label_set], crop_size=TrainConfig().crop_spec), label_set
 
 
 def assert_report_is_its_confusion(report: dict) -> None:

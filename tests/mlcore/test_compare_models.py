@@ -17,7 +17,7 @@ def model_for(label_sets, seed: int, crop=64) -> CrossTrainedModel:
 
 
 def test_both_models_are_scored_on_the_same_rows_per_label_set():
-    table, sets = two_set_table(images_per_set=3)
+    table, sets = two_set_table(images_per_set=3, crop_size=64)
     rows = np.arange(0, len(table), 2)
     new, old = model_for(sets, 0), model_for(sets, 2)  # seeds whose untrained models predict other classes
     compared = compare_models(new, old, table, rows)
@@ -36,28 +36,28 @@ def test_both_models_are_scored_on_the_same_rows_per_label_set():
 
 
 def test_a_model_against_itself_differs_by_nothing():
-    table, sets = two_set_table(images_per_set=2)
+    table, sets = two_set_table(images_per_set=2, crop_size=64)
     model = model_for(sets, 0)
     compared = compare_models(model, model, table, np.arange(len(table)))
     assert all(row["difference_interval"] == [0.0, 0.0] for row in compared.values())
 
 
 def test_a_label_set_the_previous_model_lacks_is_left_out():
-    table, sets = two_set_table(images_per_set=2)
+    table, sets = two_set_table(images_per_set=2, crop_size=64)
     rows = np.arange(len(table))
     compared = compare_models(model_for(sets, 0), model_for(sets[:1], 1), table, rows)
     assert list(compared) == ["A"]
 
 
 def test_a_previous_model_that_cuts_crops_otherwise_cannot_be_compared():
-    table, sets = two_set_table(images_per_set=2)
+    table, sets = two_set_table(images_per_set=2, crop_size=64)
     previous = model_for(sets, 1, crop=CropSpec(64, context=2.0))
     with pytest.raises(ValueError, match="cuts its crops differently"):
         compare_models(model_for(sets, 0), previous, table, np.arange(len(table)))
 
 
 def test_a_previous_model_with_other_classes_cannot_be_compared():
-    table, sets = two_set_table(images_per_set=2)
+    table, sets = two_set_table(images_per_set=2, crop_size=64)
     renamed = [sets[0], LabelSet("B", ("b0", "b1", "b2"))]
     with pytest.raises(ValueError, match="classes differ"):
         compare_models(model_for(sets, 0), model_for(renamed, 1), table, np.arange(len(table)))

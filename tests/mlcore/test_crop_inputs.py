@@ -79,11 +79,14 @@ def test_crop_spec_describes_and_cuts_as_the_config_says():
     config = TrainConfig.from_dict({"crop": {"size": 48, "mask": True, "context": 1.5},
                                     "augment": {"stain": 0.05}})
     spec = config.crop_spec
-    assert spec == CropSpec(48, True, 1.5) and spec.channels == 4 and spec.window == 72
+    # The default wider view (2x: a 96 px window) comes with them: the colours, its colours, the mask.
+    assert spec == CropSpec(48, True, 1.5, context_view=2) and spec.channels == 7 and spec.window == 96
     assert config.stain_jitter == 0.05
     image, mask = two_touching_nuclei()
     crops, _ = spec.cut(image, mask)
-    assert crops.shape == (2, 48, 48, 4)
+    assert crops.shape == (2, 48, 48, 7)
+    plain = TrainConfig.from_dict({"crop": {"size": 48, "mask": True, "context": 1.5, "context_view": 0}}).crop_spec
+    assert plain == CropSpec(48, True, 1.5) and plain.channels == 4 and plain.window == 72
     for bad, field in (({"crop": {"mask": "yes"}}, "crop.mask"), ({"crop": {"context": 0.5}}, "crop.context"),
                        ({"augment": {"stain": 1.5}}, "augment.stain")):
         with pytest.raises(ConfigError, match=field):
@@ -113,7 +116,7 @@ def test_augment_flips_the_mask_channel_with_the_colours_and_never_jitters_it():
 
 
 def test_test_time_augmentation_is_the_mean_over_the_eight_symmetries():
-    table, label_sets = two_set_table(images_per_set=2)
+    table, label_sets = two_set_table(images_per_set=2, crop_size=64)
     torch.manual_seed(0)
     model = CrossTrainedModel(label_sets, "small", {"width": 4}).eval()
     crops = torch.from_numpy(table.crops[:10])
@@ -142,7 +145,7 @@ def test_a_mask_channel_model_trains_saves_and_loads_with_its_crop_spec(tmp_path
     # The cache is keyed by the spec: a plain RGB table of the same images is cut again, not reused.
     assert table_from_arrays(records, [set_a, set_b], cache_dir=tmp_path / "cache", crop_size=32).channels == 3
     config = TrainConfig(backbone_kwargs={"width": 4}, batch_size=16, samples_per_epoch=None, crop_size=32,
-                         crop_mask=True, crop_context=1.5, stain_jitter=0.05,
+                         crop_mask=True, crop_context=1.5, crop_context_view=0, stain_jitter=0.05,
                          epochs={"sparse": 1, "correlation": 1, "completion": 1}, correlation_views=1)
     result = train_all(table, config=config, out_dir=tmp_path / "run")
     loaded = load_checkpoint(tmp_path / "run" / "model.pt")
@@ -157,17 +160,20 @@ def test_a_mask_channel_model_trains_saves_and_loads_with_its_crop_spec(tmp_path
 
 
 def test_checkpoints_from_before_the_crop_spec_still_load(tmp_path):
-    table, label_sets = two_set_table(images_per_set=1)
+    table, label_sets = two_set_table(images_per_set=1, crop_size=64)
     model = CrossTrainedModel(label_sets, "small", {"width": 4})
     path = save_checkpoint(tmp_path / "old.pt", model, "sparse", 0, True, TrainConfig())
     state = torch.load(path, weights_only=True)
     del state["architecture"]["crop"]
     state["crop"] = {"size": 64}
-    for key in ("crop_mask", "crop_context", "stain_jitter", "stain_normalisation"):
+    for key in ("crop_mask", "crop_context", "stain_jitter", "stain_normalisation", "crop_context_view",
+                "context_view_dropout"):
         del state["config"][key]
     torch.save(state, path)
     loaded = load_checkpoint(path)
     assert loaded.model.crop_spec == CropSpec(64, False, 1.0)
+    # Its config says so too (a resumed training cuts the crops it trained on), not today's default view.
+    assert loaded.config.crop_spec == loaded.model.crop_spec
     assert predict(loaded.model, table.crops)["A"].labels.shape == (len(table),)
 
 
@@ -202,8 +208,11 @@ def _first_batchnorm_input_mean(backbone: torch.nn.Module, crops: np.ndarray) ->
 @pytest.mark.slow  # real training
 def test_training_with_a_weight_average_ends_each_stage_on_the_average_with_its_own_batchnorm_statistics():
     table, _ = two_set_table(images_per_set=2)
+    # No augmentation that changes a channel's mean (colour and stain jitter, the view dropout's blanked wider
+    # views): the statistics are compared with what the plain training crops give.
     base = dict(backbone_kwargs={"width": 4}, batch_size=16, samples_per_epoch=None, correlation_views=1,
-                jitter=0.0, epochs={"sparse": 3, "correlation": 1, "completion": 1})
+                jitter=0.0, stain_jitter=0.0, context_view_dropout=0.0,
+                epochs={"sparse": 3, "correlation": 1, "completion": 1})
     plain = train_all(table, config=TrainConfig(**base), validate_epochs=False)
     averaged = train_all(table, config=TrainConfig(**base, ema_decay=0.9), validate_epochs=False)
     assert all(np.isfinite(r["loss"]) for r in averaged.history)

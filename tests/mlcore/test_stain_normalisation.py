@@ -129,7 +129,7 @@ def test_the_pool_stays_bounded_on_a_large_source(monkeypatch):
 
 def test_config_and_crop_spec_carry_the_option():
     config = TrainConfig.from_dict({"crop": {"stain_normalisation": "macenko"}})
-    assert config.crop_spec == CropSpec(64, False, 1.0, "macenko")
+    assert config.crop_spec == CropSpec(64, False, 1.0, "macenko", context_view=2)
     assert config.crop_spec.describe()["stain_normalisation"] == "macenko"
     assert TrainConfig().crop_spec.stain_normalisation == "none"
     with pytest.raises(ConfigError, match="crop.stain_normalisation: 'reinhard' is not one of none, macenko"):

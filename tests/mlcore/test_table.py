@@ -12,7 +12,7 @@ from tests.mlcore.helpers import disk_image, two_set_table
 
 
 def test_table_from_arrays_labels_matrix_with_missing():
-    table, (set_a, set_b) = two_set_table(images_per_set=2, unlabelled_images=1)
+    table, (set_a, set_b) = two_set_table(images_per_set=2, unlabelled_images=1, crop_size=64)
     assert table.crops.dtype == np.uint8 and table.crops.shape[1:] == (64, 64, 3)
     assert table.labels.shape == (len(table), 2)
     in_a = table.dataset_index == table.dataset_names.index("dsA")

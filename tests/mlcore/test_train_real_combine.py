@@ -132,3 +132,13 @@ def test_view_dropout_is_part_of_a_setting_only_with_a_context_view():
     before = setting_of({"crop_context_view": 2, "context_view_dropout": 0.0})
     assert before != setting_of({"crop_context_view": 2})
     assert setting_of({"crop_context_view": 2})["context_view_dropout"] == 0.5
+
+
+def test_files_from_before_the_context_view_field_trained_without_one():
+    from benchmarks.results_files import setting_of
+    from mlcore.config import TrainConfig
+
+    # The context view is the default now; a file whose config has no such field is of plain RGB crops.
+    assert TrainConfig().crop_context_view == 2
+    assert setting_of({})["crop_context_view"] == 0 and "context_view_dropout" not in setting_of({})
+    assert setting_of({"crop_context_view": 2}) == setting_of(TrainConfig().to_dict())

@@ -29,14 +29,26 @@ RECENT_TRAININGS = 3
 PROBE_CACHE_SECONDS = 7 * 24 * 3600
 
 
-def recorded_speed(backbone: str) -> dict | None:
-    """The mean speed of the last few finished trainings of this backbone (any project: it is the machine's)."""
+def crop_input(config: dict) -> tuple:
+    """What of a saved config's crops sets the training's pace: their size and channels (a wider view's colours
+    and a mask channel are more input and more augmentation), and the window that is cut."""
+    saved = TrainConfig.saved(config)
+    return (saved.get("crop_size", 64), bool(saved.get("crop_mask")), float(saved.get("crop_context", 1.0)),
+            saved.get("crop_context_view", 0))
+
+
+def recorded_speed(backbone: str, crop: CropSpec) -> dict | None:
+    """The mean speed of the last few finished trainings of this backbone and these crops (any project: it is the
+    machine's). Trainings of other crops do not count: a wider view trained about a fifth slower."""
+    wanted = (crop.size, crop.mask_channel, float(crop.context), crop.context_view)
     speeds = []
-    for history in (ModelVersion.objects.filter(config__backbone=backbone).exclude(history=[])
-                    .order_by("-created_at").values_list("history", flat=True)[:RECENT_TRAININGS]):
-        speed = speed_from_history(history)
+    for config, history in (ModelVersion.objects.filter(config__backbone=backbone).exclude(history=[])
+                            .order_by("-created_at").values_list("config", "history")[:10 * RECENT_TRAININGS]):
+        speed = speed_from_history(history) if crop_input(config) == wanted else None
         if speed:
             speeds.append(speed)
+        if len(speeds) == RECENT_TRAININGS:
+            break
     if not speeds:
         return None
     return {key: sum(s[key] for s in speeds) / len(speeds) for key in speeds[0]} | {
@@ -65,7 +77,7 @@ def probed_speed(backbone: str, crop: CropSpec, stain_jitter: float = 0.0) -> di
 
 
 def training_speed(backbone: str, crop: CropSpec = CropSpec(), stain_jitter: float = 0.0) -> dict:
-    return recorded_speed(backbone) or probed_speed(backbone, crop, stain_jitter)
+    return recorded_speed(backbone, crop) or probed_speed(backbone, crop, stain_jitter)
 
 
 def training_estimate(project, options: dict, *, resume_point: dict | None = None) -> dict:
@@ -74,7 +86,8 @@ def training_estimate(project, options: dict, *, resume_point: dict | None = Non
     size = operations.data_size(project)
     defaults = operations.default_training_options(project, options.get("batch_size"))
     active = active_version(project)
-    base = TrainConfig.from_dict({k: v for k, v in (active.config if active else {}).items() if k != "cache_dir"})
+    base = (TrainConfig.from_saved({k: v for k, v in active.config.items() if k != "cache_dir"}) if active
+            else TrainConfig())
     backbone = options.get("backbone") or base.backbone
     epochs = options.get("epochs") or defaults["epochs"]
     samples_per_epoch = options.get("samples_per_epoch") or defaults["samples_per_epoch"]

@@ -65,7 +65,7 @@ def known_labels(project) -> tuple[dict, dict]:
 def training_config(options: dict, parent: ModelVersion | None) -> tuple[TrainConfig, list[str]]:
     """The training's config (its options over the parent version's) and its stages: the options other
     than ``stages`` are TrainConfig fields."""
-    config = TrainConfig.from_dict({**(parent.config if parent else {}), **{
+    config = TrainConfig.from_dict({**(TrainConfig.saved(parent.config) if parent else {}), **{
         k: v for k, v in options.items() if k in operations.TRAINING_OPTIONS and k != "stages"}})
     stages = options.get("stages") or list(STAGES)
     if isinstance(stages, str):

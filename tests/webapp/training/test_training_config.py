@@ -32,12 +32,24 @@ def test_stain_normalisation_is_not_a_web_app_option():
 
 
 def test_the_context_view_is_an_option_kept_by_later_trainings():
-    assert training_config({}, None)[0].crop_spec.context_view == 0   # off by default
-    config = training_config({"crop_context_view": 2}, None)[0]
+    config = training_config({}, None)[0]    # on by default, as in the CLI, with its dropout
     assert config.crop_spec.context_view == 2 and config.crop_spec.channels == 6
-    parent = ModelVersion(config=config.to_dict())
-    assert training_config({"epochs": 2}, parent)[0].crop_context_view == 2   # a scheduled retraining keeps it
-    assert training_config({"crop_context_view": 0}, parent)[0].crop_context_view == 0
+    assert config.context_view_dropout == 0.5
+    plain = training_config({"crop_context_view": 0}, None)[0]
+    assert plain.crop_spec.context_view == 0 and plain.crop_spec.channels == 3
+    for parent_config in (config, plain):    # a scheduled retraining keeps its parent's choice
+        parent = ModelVersion(config=parent_config.to_dict())
+        assert training_config({"epochs": 2}, parent)[0].crop_spec == parent_config.crop_spec
+    assert training_config({"crop_context_view": 0}, ModelVersion(config=config.to_dict()))[0].crop_context_view == 0
+
+
+def test_a_version_saved_before_the_context_view_field_retrains_without_one():
+    # Its config has no such field and its network takes RGB crops: a retraining fine-tunes it as it is,
+    # rather than starting afresh with today's default.
+    saved = TrainConfig(crop_context_view=0).to_dict()
+    del saved["crop_context_view"], saved["context_view_dropout"]
+    assert training_config({"epochs": 2}, ModelVersion(config=saved))[0].crop_context_view == 0
+    assert TrainConfig.from_saved(saved).crop_spec.channels == 3
 
 
 def test_a_training_fine_tunes_its_parent_only_with_the_same_taxonomies_and_crops(tmp_path):
@@ -47,7 +59,7 @@ def test_a_training_fine_tunes_its_parent_only_with_the_same_taxonomies_and_crop
     from webapp.training.runner import continues_from
 
     sets = [LabelSet("A", ("a0", "a1")), LabelSet("B", ("b0", "b1"))]
-    plain = TrainConfig(backbone="small")
+    plain = TrainConfig(backbone="small", crop_context_view=0)
     path = save_checkpoint(tmp_path / "v1.pt", CrossTrainedModel(sets, "small", {"width": 4}, plain.crop_spec),
                            "completion", 0, True, plain)
     parent = load_checkpoint(path)

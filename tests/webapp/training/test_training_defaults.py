@@ -79,11 +79,17 @@ def test_estimate_from_a_probe_before_any_training_then_from_recorded_speed(smal
     assert estimate["seconds"] == pytest.approx(sum(estimate["per_stage"].values()), abs=0.5)
 
     # A finished training's recorded throughput takes over: 100 crops/s training, 500 inference. It is
-    # looked up by the backbone chosen ("auto", the default): the same choice on the same workers.
+    # looked up by the backbone chosen ("auto", the default) and the crops: the same choice on the same workers.
     history = [{"stage": stage, "epoch": 1, "loss": 1.0, "samples": 1000, "seconds": 10.0,
                 "val_rows": 500, "val_seconds": 1.0} for stage in ("sparse", "correlation", "completion")]
+    # A version from before the context view field trained on plain RGB crops, faster than today's default.
     ModelVersion.objects.create(project=small_project, number=1, checkpoint_file="projects/x/v1.pt",
                                 config={"backbone": "auto"}, history=history, data_snapshot_at="2026-01-01T00:00Z")
+    assert client.get(url).json()["speed"]["source"] == "probe"
+    assert client.get(url, {"crop_context_view": 0}).json()["speed"]["source"] == "recorded"
+    ModelVersion.objects.create(project=small_project, number=2, checkpoint_file="projects/x/v2.pt",
+                                config={"backbone": "auto", "crop_context_view": 2}, history=history,
+                                data_snapshot_at="2026-01-02T00:00Z")
     recorded = client.get(url, {"epochs": 4, "stages": "sparse,completion"}).json()
     assert recorded["speed"]["source"] == "recorded"
     assert recorded["speed"]["train_samples_per_s"] == 100 and recorded["speed"]["infer_samples_per_s"] == 500
@@ -113,7 +119,7 @@ def test_the_form_shows_the_stain_jitter_a_training_would_get(small_project, own
         project=small_project, is_active=True).first())[0].stain_jitter
 
 
-@pytest.mark.parametrize("active_view, shown", [(None, "0"), (2, "2"), (3, "3")])
+@pytest.mark.parametrize("active_view, shown", [(None, "2"), (0, "0"), (2, "2"), (3, "3")])
 def test_the_form_shows_the_context_view_a_training_would_get(small_project, owner, client, active_view, shown):
     if active_view is not None:
         ModelVersion.objects.create(project=small_project, number=1, checkpoint_file="projects/x/v1.pt",
