@@ -123,8 +123,9 @@ class TrainConfig:
 
     @classmethod
     def saved(cls, data: dict[str, Any] | None) -> dict[str, Any]:
-        """A config saved by ``to_dict``, perhaps by an earlier version, with the fields it lacks that it
-        trained without: a model saved before the context view field existed has plain RGB crops."""
+        """A config saved by ``to_dict``, perhaps by an earlier version, where each field it lacks whose default
+        has changed since reads as what it trained with: a model saved before the context view field existed
+        has plain RGB crops, whatever today's default."""
         return {**SAVED_BEFORE_THE_FIELD, **(data or {})}
 
     @classmethod

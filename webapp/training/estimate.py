@@ -2,7 +2,7 @@
 
 The speed comes, in this order, from
 
-1. the recent finished trainings with the same backbone on this server: the throughput their epochs
+1. the recent finished trainings with the same backbone and crops on this server: the throughput their epochs
    recorded (the workers' real speed, under their real load), or
 2. a probe: a few batches of that backbone timed on this (web) server once, cached for a week. The
    workers may be faster (a GPU) or busier; the page says which source it used.
@@ -54,7 +54,7 @@ def recorded_speed(backbone: str, crop: CropSpec) -> dict | None:
     return {key: sum(s[key] for s in speeds) / len(speeds) for key in speeds[0]} | {
         "source": "recorded", "trainings": len(speeds),
         "text": (f"the speed of the last {len(speeds)} finished training{'s' if len(speeds) != 1 else ''} "
-                 f"with the {backbone} backbone on this server")}
+                 f"with the {backbone} backbone and these crops on this server")}
 
 
 def probed_speed(backbone: str, crop: CropSpec, stain_jitter: float = 0.0) -> dict:
