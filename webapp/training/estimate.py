@@ -29,22 +29,24 @@ RECENT_TRAININGS = 3
 PROBE_CACHE_SECONDS = 7 * 24 * 3600
 
 
-def crop_input(config: dict) -> tuple:
-    """What of a saved config's crops sets the training's pace: their size and channels (a wider view's colours
-    and a mask channel are more input and more augmentation), and the window that is cut."""
-    saved = TrainConfig.saved(config)
-    return (saved.get("crop_size", 64), bool(saved.get("crop_mask")), float(saved.get("crop_context", 1.0)),
-            saved.get("crop_context_view", 0))
+# The crop fields that set a training's pace: size and channels (a wider view's colours and a mask channel are
+# more input and more augmentation) and the window cut. Stain normalisation is done once, before the epochs.
+PACE_FIELDS = ("crop_size", "crop_mask", "crop_context", "crop_context_view")
+
+
+def crop_input(config: dict, stain_normalisation: str = "none") -> CropSpec:
+    """The crops a saved config trained on, as far as the pace goes (its other fields are not read)."""
+    paced = TrainConfig.from_saved({k: v for k, v in config.items() if k in PACE_FIELDS}).crop_spec
+    return replace(paced, stain_normalisation=stain_normalisation)
 
 
 def recorded_speed(backbone: str, crop: CropSpec) -> dict | None:
     """The mean speed of the last few finished trainings of this backbone and these crops (any project: it is the
     machine's). Trainings of other crops do not count: a wider view trained about a fifth slower."""
-    wanted = (crop.size, crop.mask_channel, float(crop.context), crop.context_view)
     speeds = []
     for config, history in (ModelVersion.objects.filter(config__backbone=backbone).exclude(history=[])
                             .order_by("-created_at").values_list("config", "history")[:10 * RECENT_TRAININGS]):
-        speed = speed_from_history(history) if crop_input(config) == wanted else None
+        speed = speed_from_history(history) if crop_input(config, crop.stain_normalisation) == crop else None
         if speed:
             speeds.append(speed)
         if len(speeds) == RECENT_TRAININGS:
