@@ -30,7 +30,10 @@ Runs of one setting made at different times are read back together with
 which prints each label set's and model's macro-F1 as mean ± sd (worst seed) over every seed found,
 and with ``--against`` (runs of another setting) the difference seed by seed: its mean, in how many
 seeds it is not negative, and its range. A model is shown where every run has it, so stage-1-only
-runs (``--stages sparse``) combine with three-stage runs on their stage 1.
+runs (``--stages sparse``) combine with three-stage runs on their stage 1. ``--single-only`` trains a
+setting's single-dataset models alone, for a setting whose merged runs are stored: its runs and the merged
+runs of the same seeds combine as one run each, and the merged models' difference to the single ones is
+printed seed by seed.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_files import (KERNEL_LIMITS, check_same_setting, difference_cell,  # noqa: E402
-                                      machines_note, read_results, setting_changes, setting_of)
+                                      machine_kind, machines_note, read_results, setting_changes, setting_of)
 from mlcore.checkpoint import load_checkpoint  # noqa: E402
 from mlcore.cli import read_datasets  # noqa: E402
 from mlcore.concepts import ConceptMap, class_names_of, completion_markdown, load_concept_map, model_completion  # noqa: E402
@@ -153,8 +156,9 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 def run_once(table, config, train_rows, val_rows, out: Path, skip_single: bool, separate_sparse: bool,
-             stages: tuple[str, ...] = STAGES, tta: bool = False) -> dict:
-    """Train single, sparse and cross once with ``config`` (its seed); return timings and metrics."""
+             stages: tuple[str, ...] = STAGES, tta: bool = False, single_only: bool = False) -> dict:
+    """Train single, sparse and cross once with ``config`` (its seed); return timings and metrics.
+    ``single_only``: the single-dataset models alone."""
     results: dict = {"seed": config.seed, "seconds": {}, "metrics": {}}
     if not skip_single:
         single_metrics, single_seconds = {}, 0.0
@@ -176,6 +180,8 @@ def run_once(table, config, train_rows, val_rows, out: Path, skip_single: bool, 
             log(f"single {name}: {seconds:.0f}s " + json.dumps({k: round(v['macro_f1'], 4) for k, v in result.metrics.items()}))
         results["metrics"]["single"] = single_metrics
         results["seconds"]["single"] = single_seconds
+    if single_only:
+        return results
 
     if separate_sparse:
         start = time.perf_counter()
@@ -217,6 +223,8 @@ def main() -> int:
                         help="training seeds (initialisation, sampling, augmentation; the split stays fixed); "
                              "with several, the table shows mean and standard deviation over them")
     parser.add_argument("--skip-single", action="store_true", help="train the cross model only")
+    parser.add_argument("--single-only", action="store_true",
+                        help="train the single-dataset models only (for a setting whose merged runs are stored)")
     parser.add_argument("--separate-sparse", action="store_true", help="train the sparse baseline on its own")
     parser.add_argument("--concepts", default=str(CONCEPTS),
                         help="concept map for the completion table of the validation nuclei ('none': no table)")
@@ -236,6 +244,8 @@ def main() -> int:
         return print_combined(args.combine, args.against)
     if args.against:
         parser.error("--against goes with --combine")
+    if args.single_only and args.skip_single:
+        parser.error("--single-only and --skip-single leave nothing to train")
 
     data = ROOT.parent / "shared" / "data"
     if args.config == DEFAULT_CONFIG and not data.is_dir():
@@ -262,25 +272,26 @@ def main() -> int:
     for seed in args.seeds:
         out = args.out if len(args.seeds) == 1 else args.out / f"seed{seed}"
         runs.append(run_once(table, replace(config, seed=seed), train_rows, val_rows, out, args.skip_single,
-                             args.separate_sparse, tuple(args.stages), args.tta))
-        if concept_map is not None:
+                             args.separate_sparse, tuple(args.stages), args.tta, args.single_only))
+        if concept_map is not None and not args.single_only:
             checkpoints = {stage: out / "cross" / f"stage{index + 1}.pt" for index, stage in enumerate(STAGES)
                            if stage in args.stages}
             runs[-1]["completion"] = completion_by_stage(checkpoints, table, sources, concept_map, tta=args.tta)
         if len(args.seeds) > 1:
             log(markdown_table([runs[-1]["metrics"]], [s.name for s in table.label_sets]))
-            if concept_map is not None:
+            if concept_map is not None and not args.single_only:
                 log(completion_table([runs[-1]]))
 
     log("")
-    cross = [run["seconds"]["cross"] for run in runs]
-    log(f"cross-trained, all three stages: {statistics.mean(cross):.0f}s wall per run (max {max(cross):.0f}s, "
-        f"{max(cross) / BUDGET_S:.2f} of the 30-minute budget)")
+    if not args.single_only:
+        cross = [run["seconds"]["cross"] for run in runs]
+        log(f"cross-trained, all three stages: {statistics.mean(cross):.0f}s wall per run (max {max(cross):.0f}s, "
+            f"{max(cross) / BUDGET_S:.2f} of the 30-minute budget)")
     if "single" in runs[0]["seconds"]:
         log(f"single-dataset models: {statistics.mean(run['seconds']['single'] for run in runs):.0f}s per run")
     log("")
     log(markdown_table([run["metrics"] for run in runs], [s.name for s in table.label_sets]))
-    if concept_map is not None:
+    if concept_map is not None and not args.single_only:
         log("\nconcept completion of the validation nuclei into the other label sets "
             f"({args.concepts}):\n" + completion_table(runs))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -332,20 +343,29 @@ def markdown_table(runs: list[dict], names: list[str]) -> str:
 
 def combine_runs(paths: list[Path]) -> dict:
     """The runs of several results files of one setting: ``{"setting", "runs"}`` with the seeds in order,
-    each run carrying its file's machine."""
-    setting, runs, origin = None, [], {}
+    each run carrying its file's machine. Two runs of one seed are one run when their models differ (a
+    ``--single-only`` run beside the merged one) and come from one kind of machine."""
+    setting, runs, origin = None, {}, {}
     for path in paths:
         results = read_results(path, "runs")
         if setting is None:
             setting = setting_of(results["config"])
         else:
             check_same_setting(path, setting_of(results["config"]), paths[0], setting)
+        machine = results.get("machine")
         for run in results["runs"]:
-            if run["seed"] in origin:
-                raise ValueError(f"{path}: seed {run['seed']} is also in {origin[run['seed']]}")
-            origin[run["seed"]] = path
-            runs.append({**run, "machine": results.get("machine")})
-    return {"setting": setting, "runs": sorted(runs, key=lambda run: run["seed"])}
+            seed = run["seed"]
+            if seed not in runs:
+                origin[seed], runs[seed] = path, {**run, "machine": machine}
+                continue
+            earlier = runs[seed]
+            if earlier["metrics"].keys() & run["metrics"].keys():
+                raise ValueError(f"{path}: seed {seed} is also in {origin[seed]}")
+            if machine_kind(earlier["machine"]) != machine_kind(machine):
+                raise ValueError(f"{path}: seed {seed} is also in {origin[seed]}, from another kind of machine")
+            earlier["metrics"] = {**earlier["metrics"], **run["metrics"]}
+            earlier["seconds"] = {**earlier["seconds"], **run["seconds"]}
+    return {"setting": setting, "runs": [runs[seed] for seed in sorted(runs)]}
 
 
 def macro_f1_by_seed(runs: list[dict]) -> dict[tuple[str, str], dict[int, float]]:
@@ -397,6 +417,10 @@ def print_combined(paths: list[Path], against_paths: list[Path]) -> int:
         log("the difference is --combine minus --against: "
             + (setting_changes(results["setting"], against["setting"]) or "the same setting"))
     log("validation macro-F1\n" + combined_table(results, against))
+    if all("single" in run["metrics"] for run in results["runs"]) and len(results["runs"]) > 1:
+        names = list(dict.fromkeys(name for run in results["runs"] for name in run["metrics"]["single"]))
+        log("\nagainst the single-dataset models, seed by seed\n"
+            + markdown_table([run["metrics"] for run in results["runs"]], names))
     machines = [run["machine"] for r in (results, against) if r is not None for run in r["runs"]]
     if (note := machines_note(machines)) is not None:
         log(note)

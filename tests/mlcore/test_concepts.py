@@ -320,6 +320,27 @@ def test_train_real_prints_validation_completion_beside_macro_f1(tmp_path):
 
 
 @pytest.mark.slow  # trains in a new process
+def test_train_real_single_only_trains_the_single_dataset_models_alone(tmp_path):
+    synthetic_sources(tmp_path)
+    config = {"datasets": [{"name": n, "format": "seed", "path": n} for n in ("one", "two", "three")],
+              "model": {"width": 4}, "batch_size": 32, "split": {"val_fraction": 0.25},
+              "sampling": {"samples_per_epoch": 256}, "epochs": 1}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    command = [sys.executable, "benchmarks/train_real.py", "--config", tmp_path / "config.json", "--concepts", "none",
+               "--out", out, "--threads", "1", "--seeds", "3", "--single-only"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads((out / "results.json").read_text())["runs"][0]
+    assert run["seed"] == 3 and set(run["metrics"]) == {"single"}
+    assert set(run["metrics"]["single"]) == {"one", "two", "three"}
+    assert not (out / "cross").exists() and "cross-trained" not in done.stdout
+    done = subprocess.run(command + ["--skip-single"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "leave nothing to train" in done.stderr
+
+
+@pytest.mark.slow  # trains in a new process
 def test_leave_one_out_on_the_real_sample(shared_data, tmp_path):
     """NuCLS left out of a tiny model of CoNSeP, PanNuke and PanNuke-breast, with the shipped concept map."""
     config = tiny_real_config(shared_data, with_nucls=True)

@@ -142,3 +142,27 @@ def test_files_from_before_the_context_view_field_trained_without_one():
     assert TrainConfig().crop_context_view == 2
     assert setting_of({})["crop_context_view"] == 0 and "context_view_dropout" not in setting_of({})
     assert setting_of({"crop_context_view": 2}) == setting_of(TrainConfig().to_dict())
+
+
+def test_single_only_runs_join_the_merged_runs_of_their_seeds(tmp_path):
+    merged = results_file(tmp_path / "merged.json", 0.025, {0: {"sparse": {"consep": 0.70}, "cross": {"consep": 0.72}},
+                                                            1: {"sparse": {"consep": 0.66}, "cross": {"consep": 0.69}}})
+    single = results_file(tmp_path / "single.json", 0.025, {0: {"single": {"consep": 0.71}},
+                                                            1: {"single": {"consep": 0.65}}})
+    done = combine(merged, single)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "| consep | 4413 | single | 0,1 | 0.680 ± 0.042 (worst 0.650) |" in out
+    assert "| consep | 4413 | cross (1+2+3) | 0,1 | 0.705 ± 0.021 (worst 0.690) |" in out
+    # cross minus single: +0.01 and +0.04; sparse minus single: -0.01 and +0.01.
+    assert "against the single-dataset models, seed by seed" in out
+    assert "| +0.025 (2/2 seeds >= 0) |" in out and "| +0.000 (1/2 seeds >= 0) |" in out
+
+    # The same model twice for a seed is still refused, and so is a seed from another kind of machine.
+    again = results_file(tmp_path / "again.json", 0.025, {0: {"single": {"consep": 0.5}}})
+    done = combine(merged, single, again)
+    assert done.returncode == 2 and "again.json: seed 0 is also in" in done.stderr
+    elsewhere = results_file(tmp_path / "elsewhere.json", 0.025, {0: {"single": {"consep": 0.5}}},
+                             machine={**AVX512, "cpu_capability": "AVX2"})
+    done = combine(merged, elsewhere)
+    assert done.returncode == 2 and "from another kind of machine" in done.stderr
