@@ -256,7 +256,8 @@ def main() -> int:
     config = replace(config, **dict(map(parse_override, args.overrides)))
     config.validate()
     config.num_threads = args.threads
-    concept_map = load_concept_map(args.concepts) if args.concepts != "none" else None
+    # The completion table scores the merged models: none without them.
+    concept_map = load_concept_map(args.concepts) if args.concepts != "none" and not args.single_only else None
     started = time.perf_counter()
     datasets = read_datasets(specs, log)
     table = build_table(datasets, cache_dir=args.out / "cache", crop_size=config.crop_spec)
@@ -273,13 +274,13 @@ def main() -> int:
         out = args.out if len(args.seeds) == 1 else args.out / f"seed{seed}"
         runs.append(run_once(table, replace(config, seed=seed), train_rows, val_rows, out, args.skip_single,
                              args.separate_sparse, tuple(args.stages), args.tta, args.single_only))
-        if concept_map is not None and not args.single_only:
+        if concept_map is not None:
             checkpoints = {stage: out / "cross" / f"stage{index + 1}.pt" for index, stage in enumerate(STAGES)
                            if stage in args.stages}
             runs[-1]["completion"] = completion_by_stage(checkpoints, table, sources, concept_map, tta=args.tta)
         if len(args.seeds) > 1:
             log(markdown_table([runs[-1]["metrics"]], [s.name for s in table.label_sets]))
-            if concept_map is not None and not args.single_only:
+            if concept_map is not None:
                 log(completion_table([runs[-1]]))
 
     log("")
@@ -291,7 +292,7 @@ def main() -> int:
         log(f"single-dataset models: {statistics.mean(run['seconds']['single'] for run in runs):.0f}s per run")
     log("")
     log(markdown_table([run["metrics"] for run in runs], [s.name for s in table.label_sets]))
-    if concept_map is not None and not args.single_only:
+    if concept_map is not None:
         log("\nconcept completion of the validation nuclei into the other label sets "
             f"({args.concepts}):\n" + completion_table(runs))
     args.out.mkdir(parents=True, exist_ok=True)
