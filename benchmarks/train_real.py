@@ -331,7 +331,8 @@ def markdown_table(runs: list[dict], names: list[str]) -> str:
             if any(r is None for r in reports):
                 continue
             delta = ""
-            if model != "single" and all(name in run.get("single", {}) for run in runs):
+            # TTA against a single model without it would not be a like-for-like difference.
+            if model != "single" and not model.endswith("_tta") and all(name in run.get("single", {}) for run in runs):
                 differences = [r["macro_f1"] - run["single"][name]["macro_f1"] for r, run in zip(reports, runs)]
                 delta = f"{statistics.mean(differences):+.3f}"
                 if several:

@@ -145,8 +145,9 @@ def test_files_from_before_the_context_view_field_trained_without_one():
 
 
 def test_single_only_runs_join_the_merged_runs_of_their_seeds(tmp_path):
-    merged = results_file(tmp_path / "merged.json", 0.025, {0: {"sparse": {"consep": 0.70}, "cross": {"consep": 0.72}},
-                                                            1: {"sparse": {"consep": 0.66}, "cross": {"consep": 0.69}}})
+    merged = results_file(tmp_path / "merged.json", 0.025, {
+        0: {"sparse": {"consep": 0.70}, "cross": {"consep": 0.72}, "cross_tta": {"consep": 0.75}},
+        1: {"sparse": {"consep": 0.66}, "cross": {"consep": 0.69}, "cross_tta": {"consep": 0.70}}})
     single = results_file(tmp_path / "single.json", 0.025, {0: {"single": {"consep": 0.71}},
                                                             1: {"single": {"consep": 0.65}}})
     done = combine(merged, single)
@@ -157,6 +158,10 @@ def test_single_only_runs_join_the_merged_runs_of_their_seeds(tmp_path):
     # cross minus single: +0.01 and +0.04; sparse minus single: -0.01 and +0.01.
     assert "against the single-dataset models, seed by seed" in out
     assert "| +0.025 (2/2 seeds >= 0) |" in out and "| +0.000 (1/2 seeds >= 0) |" in out
+    # No TTA difference: the single models were not scored with it.
+    tta_row = next(line for line in out.splitlines() if line.startswith("| consep | 4413 | cross, TTA | 0.") and "±" in line
+                   and "worst" not in line)
+    assert tta_row.endswith("|  |")
 
     # The same model twice for a seed is still refused, and so is a seed from another kind of machine.
     again = results_file(tmp_path / "again.json", 0.025, {0: {"single": {"consep": 0.5}}})
