@@ -226,13 +226,20 @@ def synthetic_sources(root: Path) -> dict[str, Counter]:
     return counts
 
 
+def write_synthetic_config(root: Path, samples_per_epoch: int, **fields) -> Path:
+    """``root/config.json`` over the three :func:`synthetic_sources` datasets: a tiny model, a quarter held out."""
+    config = {"datasets": [{"name": n, "format": "seed", "path": n} for n in ("one", "two", "three")],
+              "model": {"width": 4}, "batch_size": 32, "correlation_views": 1, "split": {"val_fraction": 0.25},
+              "sampling": {"samples_per_epoch": samples_per_epoch}, **fields}
+    path = root / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
 @pytest.mark.slow  # trains in a new process
 def test_leave_one_out_benchmark_end_to_end(tmp_path):
     counts = synthetic_sources(tmp_path)
-    config = {"datasets": [{"name": n, "format": "seed", "path": n} for n in ("one", "two", "three")],
-              "model": {"width": 4}, "batch_size": 32, "correlation_views": 1, "split": {"val_fraction": 0.25},
-              "sampling": {"samples_per_epoch": 2048}}
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    write_synthetic_config(tmp_path, 2048)
     concepts = {"concepts": {"first": {"one": ["a"], "two": ["d"], "three": ["f"]},
                              "second": {"one": ["b"], "three": ["g"]}}}
     (tmp_path / "concepts.json").write_text(json.dumps(concepts))
@@ -291,10 +298,7 @@ def test_leave_one_out_benchmark_refuses_a_bad_map_and_stage_order(tmp_path):
 @pytest.mark.slow  # trains in a new process
 def test_train_real_prints_validation_completion_beside_macro_f1(tmp_path):
     synthetic_sources(tmp_path)
-    config = {"datasets": [{"name": n, "format": "seed", "path": n} for n in ("one", "two", "three")],
-              "model": {"width": 4}, "batch_size": 32, "correlation_views": 1, "split": {"val_fraction": 0.25},
-              "sampling": {"samples_per_epoch": 256}, "epochs": 1}
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    write_synthetic_config(tmp_path, 256, epochs=1)
     (tmp_path / "concepts.json").write_text(json.dumps({"concepts": {"first": {"one": ["a"], "two": ["d"]}}}))
     out = tmp_path / "out"
     done = subprocess.run(
@@ -322,10 +326,7 @@ def test_train_real_prints_validation_completion_beside_macro_f1(tmp_path):
 @pytest.mark.slow  # trains in a new process
 def test_train_real_single_only_trains_the_single_dataset_models_alone(tmp_path):
     synthetic_sources(tmp_path)
-    config = {"datasets": [{"name": n, "format": "seed", "path": n} for n in ("one", "two", "three")],
-              "model": {"width": 4}, "batch_size": 32, "split": {"val_fraction": 0.25},
-              "sampling": {"samples_per_epoch": 256}, "epochs": 1}
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    write_synthetic_config(tmp_path, 256, epochs=1)
     out = tmp_path / "out"
     command = [sys.executable, "benchmarks/train_real.py", "--config", tmp_path / "config.json", "--concepts", "none",
                "--out", out, "--threads", "1", "--seeds", "3", "--single-only"]
