@@ -128,12 +128,18 @@ def summary_table(results: dict, against: dict | None = None) -> str:
     ours = mean_completion(results)
     theirs = mean_completion(against) if against is not None else None
 
+    # The mean row averages the datasets both sides left out, so that a run stopped before its last
+    # dataset still compares like with like; one dataset alone has no mean row.
+    averaged = [name for name in ours if theirs is None or name in theirs]
+
     def with_mean_row(by_name):
-        models = [m for m in MODEL_TITLES if all(m in per_model for per_model in by_name.values())]
-        seeds = set.intersection(*(set(by_name[name][models[0]]) for name in by_name)) if models else set()
-        total = {m: {s: statistics.mean(by_name[name][m][s] for name in by_name) for s in sorted(seeds)}
+        if len(averaged) < 2:
+            return by_name
+        models = [m for m in MODEL_TITLES if all(m in by_name[name] for name in averaged)]
+        seeds = set.intersection(*(set(by_name[name][models[0]]) for name in averaged)) if models else set()
+        total = {m: {s: statistics.mean(by_name[name][m][s] for name in averaged) for s in sorted(seeds)}
                  for m in models}
-        return {**by_name, f"mean of the {len(by_name)}": total}
+        return {**by_name, f"mean of the {len(averaged)}": total}
 
     ours = with_mean_row(ours)
     theirs = with_mean_row(theirs) if theirs is not None else None

@@ -62,6 +62,22 @@ def test_combine_reads_seeds_from_several_files_and_compares_settings(tmp_path):
     assert "kinds of machine" not in out   # all on one machine: the seeds are paired
 
 
+def test_the_mean_row_averages_only_the_datasets_both_settings_left_out(tmp_path):
+    # A run stopped after two of its three datasets: its mean row must not be set against a mean that
+    # includes the third.
+    stopped = results_file(tmp_path / "a.json", 0.05, {"alpha": {0: (50, 50)}, "beta": {0: (30, 30)}})
+    whole = results_file(tmp_path / "b.json", 0.0, {"alpha": {0: (40, 40)}, "beta": {0: (30, 30)},
+                                                     "gamma": {0: (90, 90)}})
+    done = combine(stopped, "--against", whole)
+    assert done.returncode == 0, done.stderr
+    assert "| mean of the 2 | 0 | 0.400 |" in done.stdout
+    assert "| mean of the 2: difference | 0 | +0.050, not behind in 1/1 (+0.050 to +0.050) |" in done.stdout
+    assert "mean of the 3" not in done.stdout
+    alone = combine(results_file(tmp_path / "c.json", 0.05, {"alpha": {0: (50, 50)}}))
+    assert alone.returncode == 0, alone.stderr
+    assert "mean of the" not in alone.stdout
+
+
 def test_combine_says_when_runs_come_from_other_machines(tmp_path):
     avx512 = {**AVX2, "cpu": "Intel Xeon", "cpu_capability": "AVX512"}
     first = results_file(tmp_path / "a.json", 0.05, {"alpha": {0: (50, 60)}})
