@@ -13,7 +13,8 @@ or a trained checkpoint. Prints nuclei/s of:
   over crops already cut, batched under ``torch.inference_mode``;
 - end to end: what ``python -m mlcore infer`` does after start-up: read the image and the mask from
   disk, cut the crops, predict (both branches, final class, uncertainty), write the per label set
-  class arrays and overlays and the JSON (also timed without the four 1000 x 1000 overlay PNGs);
+  class arrays, the JSON and the CLI's default preview (one 1000 x 1000 overlay PNG, of the first label set);
+  also timed with every label set's preview (four) and without any;
 
 and their ratio (target >= 0.8), of the best and of the median of ``--repeats`` alternating runs (on a shared
 machine the forward's time can jump by half between runs, which a best-of alone hides), 2 torch threads; and the
@@ -93,7 +94,8 @@ def fresh_folder(work: Path) -> Path:
     return folder
 
 
-def end_to_end(model: CrossTrainedModel, image_path: Path, mask_path: Path, out: Path, overlays: bool = True) -> float:
+def end_to_end(model: CrossTrainedModel, image_path: Path, mask_path: Path, out: Path,
+               overlays: bool | list[str] = True) -> float:
     """What ``infer`` does for one tile (``infer_image``'s cut and predict, spelled out to time the predict):
     the seconds spent in the predict, so that the time around it can be told apart from the forward's."""
     image = read_rgb(image_path)
@@ -144,8 +146,13 @@ def main() -> int:
 
     bare_forward(model, crops)  # warm-up (allocator, kernels)
     end_to_end(model, image_path, mask_path, fresh_folder(work))
-    bare, full, cut, classify = [], [], [], []
-    around, around_classify = [], []  # end to end minus its predict: reading, cutting, writing
+    first = model.label_sets[0].name
+    # What infer writes besides the class arrays and the JSON: the CLI's default, every label set's, none.
+    previews = {"one preview (default)": [first], f"{len(model.label_sets)} previews (--overlays all)": True,
+                "no previews": False}
+    bare, cut = [], []
+    full = {name: [] for name in previews}
+    around = {name: [] for name in previews}  # end to end minus its predict: reading, cutting, writing
     for _ in range(args.repeats):
         start = time.perf_counter()
         bare_forward(model, crops)
@@ -153,36 +160,29 @@ def main() -> int:
         start = time.perf_counter()
         model.crop_spec.cut(image, instance_map)
         cut.append(time.perf_counter() - start)
-        out = fresh_folder(work)
-        start = time.perf_counter()
-        predicting = end_to_end(model, image_path, mask_path, out)
-        full.append(time.perf_counter() - start)
-        around.append(full[-1] - predicting)
-        out = fresh_folder(work)
-        start = time.perf_counter()
-        predicting = end_to_end(model, image_path, mask_path, out, overlays=False)
-        classify.append(time.perf_counter() - start)
-        around_classify.append(classify[-1] - predicting)
-    # Best of the alternating runs (timeit's convention: the least disturbed run on a shared machine).
-    bare_s, full_s, cut_s, classify_s = min(bare), min(full), min(cut), min(classify)
-    print(f"medians: bare {statistics.median(bare) * 1000:.0f} ms, end-to-end {statistics.median(full) * 1000:.0f} ms, "
-          f"without overlays {statistics.median(classify) * 1000:.0f} ms")
-    print(f"bare forward over pre-cut crops: {count / bare_s:8.0f} nuclei/s ({bare_s * 1000:.0f} ms)")
-    print(f"cutting the crops alone:         {count / cut_s:8.0f} nuclei/s ({cut_s * 1000:.0f} ms)")
-    print(f"end-to-end infer:                {count / full_s:8.0f} nuclei/s ({full_s * 1000:.0f} ms: read, cut, "
-          f"predict, write {len(model.label_sets)} class arrays + overlays + JSON)")
-    print(f"end-to-end without overlays:     {count / classify_s:8.0f} nuclei/s ({classify_s * 1000:.0f} ms: read, cut, "
-          f"predict, write class arrays + JSON)")
+        for name, overlays in previews.items():
+            out = fresh_folder(work)
+            start = time.perf_counter()
+            predicting = end_to_end(model, image_path, mask_path, out, overlays=overlays)
+            full[name].append(time.perf_counter() - start)
+            around[name].append(full[name][-1] - predicting)
     median = statistics.median
-    print(f"ratio end-to-end / bare forward: {bare_s / full_s:.2f} best-of, {median(bare) / median(full):.2f} "
-          f"medians (target >= 0.8)")
-    print(f"ratio without overlays / bare:   {bare_s / classify_s:.2f} best-of, {median(bare) / median(classify):.2f} medians")
+    # Best of the alternating runs (timeit's convention: the least disturbed run on a shared machine).
+    bare_s, cut_s = min(bare), min(cut)
+    print(f"bare forward over pre-cut crops: {count / bare_s:8.0f} nuclei/s ({bare_s * 1000:.0f} ms best, "
+          f"{median(bare) * 1000:.0f} median)")
+    print(f"cutting the crops alone:         {count / cut_s:8.0f} nuclei/s ({cut_s * 1000:.0f} ms)")
+    print(f"end to end (read, cut, predict, write {len(model.label_sets)} class arrays + JSON + previews), and its "
+          f"ratio to the bare forward (target >= 0.8):")
+    for name, times in full.items():
+        best = min(times)
+        print(f"  {name + ':':30s} {count / best:6.0f} nuclei/s ({best * 1000:.0f} ms best, {median(times) * 1000:.0f} "
+              f"median); ratio {bare_s / best:.2f} best-of, {median(bare) / median(times):.2f} medians")
     # Where the forward's own time jumps from run to run, the ratios above jump with it. The time around the
     # forward does not: with the bare forward's median it gives the ratio a steady machine would show.
-    print(f"around the forward (read, cut, write), median: {median(around) * 1000:.0f} ms, "
-          f"{median(around_classify) * 1000:.0f} ms without overlays; with the bare forward's median: ratio "
-          f"{median(bare) / (median(bare) + median(around)):.2f}, {median(bare) / (median(bare) + median(around_classify)):.2f} "
-          f"without overlays")
+    print("around the forward (read, cut, write), median, and the ratio it gives with the bare forward's median:")
+    for name, times in around.items():
+        print(f"  {name + ':':30s} {median(times) * 1000:4.0f} ms, ratio {median(bare) / (median(bare) + median(times)):.2f}")
 
     if args.tiles > 1:
         def tiles(read_ahead: bool, write_behind: bool = False) -> float:
@@ -190,7 +190,8 @@ def main() -> int:
             out = fresh_folder(work)
             start = time.perf_counter()
             for _ in infer_and_write(model, pairs, out, stems=[f"tile{k}" for k in range(args.tiles)],
-                                     device=device, read_ahead=read_ahead, write_behind=write_behind):
+                                     overlays=[first], device=device, read_ahead=read_ahead,
+                                     write_behind=write_behind):  # the CLI's default: one preview
                 pass
             return time.perf_counter() - start
 

@@ -83,7 +83,7 @@ def infer_tiles(model: CrossTrainedModel, pairs, *, batch_size: int = 512, devic
 
 
 def infer_and_write(model: CrossTrainedModel, pairs, out_dir: str | Path, *, stems: list[str] | None = None,
-                    names: list[str] | None = None, overlays: bool = True, overlay_compression: int = 0,
+                    names: list[str] | None = None, overlays: bool | list[str] = True, overlay_compression: int = 0,
                     batch_size: int = 512, device: str | torch.device | None = None, tta: bool = False,
                     read_ahead: bool = True, write_behind: bool = True):
     """:func:`infer_tiles`, with each image's outputs written by :func:`write_outputs` into ``out_dir`` (named
@@ -238,8 +238,11 @@ def label_set_file_parts(model: CrossTrainedModel) -> dict[str, str]:
 
 def write_outputs(out_dir: str | Path, stem: str, image: np.ndarray, instance_map: np.ndarray,
                   result: ImageInference, model: CrossTrainedModel, names: list[str] | None = None,
-                  image_path: str = "", overlays: bool = True, overlay_compression: int = 0) -> list[Path]:
+                  image_path: str = "", overlays: bool | list[str] = True, overlay_compression: int = 0) -> list[Path]:
     """``<stem>_<set>.npy`` (N x 2: id, class), ``<stem>_<set>_overlay.png`` and ``<stem>.json``.
+
+    ``overlays``: True draws a preview for every label set written, False for none, a list for the label sets
+    it names (each one of ``names``).
 
     ``<set>`` is the label set's name, or ``set<k>`` where the name is not a plain file name (see
     :func:`label_set_file_parts`; the JSON gives each set's ``file_part``); a stem that is not plain is
@@ -259,6 +262,10 @@ def write_outputs(out_dir: str | Path, stem: str, image: np.ndarray, instance_ma
     for name in names:
         if name not in label_sets:
             raise ValueError(f"unknown label set {name!r} (the model has: {', '.join(label_sets)})")
+    drawn = names if overlays is True else list(overlays or [])
+    for name in drawn:
+        if name not in names:
+            raise ValueError(f"an overlay of label set {name!r}, which is not written (written: {', '.join(names)})")
     written = []
     ids = result.geometry.ids
     stem = file_part(stem, "image")
@@ -273,7 +280,7 @@ def write_outputs(out_dir: str | Path, stem: str, image: np.ndarray, instance_ma
     # orjson: the stdlib encoder spends ~40 ms on the ~40,000 floats of a 1,000-nucleus tile.
     path.write_bytes(orjson.dumps(inference_json(result, model, names, image_path)))
     written.append(path)
-    if not overlays:
+    if not drawn:
         return written
     # At level 0 (stored) no filter makes the file smaller, so none is spent; when compressing, the "up"
     # filter gives the smallest files at level 1 for the same time.
@@ -281,10 +288,10 @@ def write_outputs(out_dir: str | Path, stem: str, image: np.ndarray, instance_ma
     params = [cv2.IMWRITE_PNG_COMPRESSION, int(overlay_compression), cv2.IMWRITE_PNG_FILTER, png_filter]
     # The outline pixels are the same for every label set: found once, then recoloured per set in one buffer.
     pictures = InstanceOutlines(instance_map).draw_each(
-        image, [(ids, result.predictions[name].labels, label_sets[name]) for name in names], bgr=True)
+        image, [(ids, result.predictions[name].labels, label_sets[name]) for name in drawn], bgr=True)
     # One after the other: writing a 3.4 MB PNG is mostly the kernel copying it into fresh pages, and
     # two threads were slower than one (46 against 37 ms for four 1000 x 1000 overlays on 2 cores).
-    for name, picture in zip(names, pictures):
+    for name, picture in zip(drawn, pictures):
         path = out_dir / f"{stem}_{parts[name]}_overlay.png"
         encoded, png = cv2.imencode(".png", picture, params)
         if not encoded:

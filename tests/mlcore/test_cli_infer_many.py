@@ -104,3 +104,33 @@ def test_an_unreadable_image_is_skipped_named_and_fails_the_run(checkpoint, tmp_
                  "--out", str(tmp_path / "alone")]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: {images[1]}: ") and "skipped" not in error
+
+
+def overlay_files(out):
+    return sorted(p.name for p in out.iterdir() if p.name.endswith("_overlay.png"))
+
+
+def test_one_preview_by_default_and_overlays_names_the_others(checkpoint, tmp_path, capsys):
+    images, masks, _ = tiles(tmp_path, 1)
+
+    def infer(out, *options):
+        return main(["infer", "--checkpoint", str(checkpoint), "--image", str(images[0]), "--mask", str(masks[0]),
+                     "--out", str(tmp_path / out), "--device", "cpu", *options])
+
+    assert infer("default") == 0
+    assert overlay_files(tmp_path / "default") == ["tile0_A_overlay.png"]   # the model's first label set
+    assert sorted(p.name for p in (tmp_path / "default").glob("*.npy")) == ["tile0_A.npy", "tile0_B.npy"]
+    assert "previews of A only: --overlays all" in capsys.readouterr().err
+    assert infer("B", "--overlays", "B") == 0
+    assert overlay_files(tmp_path / "B") == ["tile0_B_overlay.png"]
+    assert infer("all", "--overlays", "all") == 0
+    assert overlay_files(tmp_path / "all") == ["tile0_A_overlay.png", "tile0_B_overlay.png"]
+    assert infer("none", "--overlays", "none") == 0
+    assert overlay_files(tmp_path / "none") == []
+    assert infer("only_B", "--label-set", "B") == 0   # the first label set written
+    assert overlay_files(tmp_path / "only_B") == ["tile0_B_overlay.png"]
+    assert "previews of" not in capsys.readouterr().err   # nothing left out, nothing to say
+    # A preview of a label set not written is refused before anything is classified.
+    assert infer("refused", "--label-set", "B", "--overlays", "A") == 2
+    assert "--overlays 'A' is not a label set written (B): give their names, all or none" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()

@@ -75,6 +75,21 @@ def test_overlay_compression_changes_the_file_size_not_the_pixels(model, tmp_pat
     assert {p.name for p in written} == {"tile_A.npy", "tile_B.npy", "tile.json"}
 
 
+def test_overlays_of_some_label_sets_are_the_same_pictures(model, tmp_path):
+    image, instance_map, _ = disk_image(np.random.default_rng(2), size=96, count=8)
+    result = infer_image(model, image, instance_map)
+    write_outputs(tmp_path / "all", "tile", image, instance_map, result, model)
+    written = write_outputs(tmp_path / "B", "tile", image, instance_map, result, model, overlays=["B"])
+    assert {p.name for p in written} == {"tile_A.npy", "tile_B.npy", "tile.json", "tile_B_overlay.png"}
+    # B's preview drawn alone is B's, not the first label set's colours under B's name.
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "B" / "tile_B_overlay.png")),
+                                  cv2.imread(str(tmp_path / "all" / "tile_B_overlay.png")))
+    assert not np.array_equal(cv2.imread(str(tmp_path / "all" / "tile_A_overlay.png")),
+                              cv2.imread(str(tmp_path / "all" / "tile_B_overlay.png")))
+    with pytest.raises(ValueError, match="overlay of label set 'A', which is not written"):
+        write_outputs(tmp_path / "x", "tile", image, instance_map, result, model, ["B"], overlays=["A"])
+
+
 def test_label_set_names_never_become_paths(tmp_path):
     names = ["a/b", "../escape", "ok", "Zellkern 細胞"]
     model = CrossTrainedModel([LabelSet(n, ("x", "y")) for n in names], "small", {"width": 4}).eval()
