@@ -44,6 +44,9 @@ def test_a_training_whose_pool_process_is_killed_is_delivered_again_and_succeeds
     job = wait_job(job_id, celery_worker_process, timeout=300)
     assert (job.state, job.attempts) == ("succeeded", 2), f"{job.state}: {job.error}\n{celery_worker_process.log()}"
     assert ModelVersion.objects.filter(project=project).count() == 1
+    # The new version's predictions are a job of their own: it must end before the teardown empties the database
+    # (on a busy machine it was still writing Prediction rows there, and the flush failed on their foreign keys).
+    assert wait_job(job.result["prediction_job"], celery_worker_process).state == "succeeded"
     celery_worker_process.wait_ready()
 
 
