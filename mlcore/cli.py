@@ -317,7 +317,8 @@ def command_infer(args) -> int:
     for name in args.label_sets or []:
         if name not in names:
             raise ConfigError(f"--label-set {name!r} is not one of the model's label sets ({', '.join(names)})")
-    overlays = overlay_label_sets(args.overlays, args.label_sets or names)
+    written = args.label_sets or names
+    overlays = overlay_label_sets(args.overlays, written)
     started = time.perf_counter()
     count = files = 0
     failed: list[DataError] = []
@@ -342,7 +343,7 @@ def command_infer(args) -> int:
     images = f" in {len(pairs) - len(failed)} images" if len(pairs) > 1 else ""
     print(f"{count} nuclei{images} in {seconds:.2f}s ({count / seconds if seconds else 0:.0f} nuclei/s); wrote "
           f"{files} files to {args.out}", file=sys.stderr)
-    if args.overlays is None and len(args.label_sets or names) > 1:
+    if len(overlays) < len(written) and args.overlays is None:  # --overlays leaves out what it was told to
         print(f"previews of {overlays[0]} only: --overlays all (or names) draws the other label sets' too",
               file=sys.stderr)
     if failed:
