@@ -37,6 +37,14 @@ from typing import Any
 from mlcore.readers import FORMATS
 from mlcore.stain import METHODS as STAIN_METHODS
 
+# Test-time augmentation where nuclei are classified for a user: on by default for tile images (the CLI's
+# infer and evaluate, the web app's prediction and inference jobs), off for whole slides. On the validation
+# split it raised the cross-trained model's macro-F1 on CoNSeP by 0.023 and on PanNuke by 0.031 in each of
+# five seeds (README, "Test-time augmentation by default"). It costs 8 forward passes per nucleus: a few
+# seconds a tile, but hours on a slide's millions of nuclei on a CPU.
+TTA_DEFAULT_TILES = True
+TTA_DEFAULT_SLIDES = False
+
 STAGES = ("sparse", "correlation", "completion")
 STAGE_NUMBER = {name: index + 1 for index, name in enumerate(STAGES)}
 

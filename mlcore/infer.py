@@ -27,6 +27,7 @@ from mlcore.types import DataError, file_part
 class ImageInference:
     geometry: InstanceGeometry                     # ids, boxes, centroids (rows = predictions' rows)
     predictions: dict[str, LabelSetPrediction]
+    tta: bool = False                              # classified with test-time augmentation (8 views per crop)
 
 
 def infer_image(model: CrossTrainedModel, image: np.ndarray, instance_map: np.ndarray, batch_size: int = 512,
@@ -34,7 +35,7 @@ def infer_image(model: CrossTrainedModel, image: np.ndarray, instance_map: np.nd
     """Classify every instance of ``instance_map`` in every label set of the model (``tta``: the mean
     over the 8 symmetries of each crop)."""
     crops, geometry = model.crop_spec.cut(image, instance_map)
-    return ImageInference(geometry, predict(model, crops, batch_size, device, tta))
+    return ImageInference(geometry, predict(model, crops, batch_size, device, tta), tta)
 
 
 @dataclass
@@ -78,7 +79,7 @@ def infer_tiles(model: CrossTrainedModel, pairs, *, batch_size: int = 512, devic
             yield TileInference(image_path, mask_path, None, None, None, error)
             continue
         crops, geometry = cut
-        result = ImageInference(geometry, predict(model, crops, batch_size, device, tta))
+        result = ImageInference(geometry, predict(model, crops, batch_size, device, tta), tta)
         yield TileInference(image_path, mask_path, image, instance_map, result)
 
 
@@ -220,6 +221,7 @@ def inference_json(result: ImageInference, model: CrossTrainedModel, names: list
         "label_sets": [{"name": n, "classes": list(label_sets[n].classes), "file_part": file_parts[n],
                         "colors": [list(c) for c in label_sets[n].colors]} for n in names],
         "final_rule": "argmax of the mean of base and correlation (MLP) probabilities",
+        "test_time_augmentation": result.tta,
         "disagreement": "Jensen-Shannon divergence between base and MLP probabilities, in bits",
         "uses_correlation": bool(model.use_correlation) and model.has_correlation_heads,
         "instances": instances,

@@ -88,14 +88,15 @@ def test_evaluate_json_and_class_mismatch(trained, shared_data):
                    f"nucls=seed:{shared_data / 'nucls'}", "--label-set", "nucls", "--json", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
-    assert set(report) == {"label_set", "n", "accuracy", "macro_f1", "weighted_f1", "per_class", "confusion"}
+    assert set(report) == {"label_set", "tta", "n", "accuracy", "macro_f1", "weighted_f1", "per_class", "confusion"}
     assert report["label_set"] == "nucls" and report["n"] == 353   # every labelled NuCLS nucleus
     assert np.array(report["confusion"]).sum() == 353
     assert sum(c["support"] for c in report["per_class"].values()) == 353
-    # --tta: the same nuclei, scored on the mean over the 8 symmetries (the in-process evaluate's figure).
-    averaged = run_cli("evaluate", "--checkpoint", work / "run" / "model.pt", "--dataset",
-                       f"nucls=seed:{shared_data / 'nucls'}", "--label-set", "nucls", "--json", "--tta", env=env)
-    assert averaged.returncode == 0, averaged.stderr[-3000:]
+    # By default the same nuclei are scored on the mean over the 8 symmetries, as infer predicts (the in-process
+    # evaluate's figure with tta=True); --no-tta scores one view.
+    one_view = run_cli("evaluate", "--checkpoint", work / "run" / "model.pt", "--dataset",
+                       f"nucls=seed:{shared_data / 'nucls'}", "--label-set", "nucls", "--json", "--no-tta", env=env)
+    assert one_view.returncode == 0, one_view.stderr[-3000:]
     from mlcore.checkpoint import load_checkpoint
     from mlcore.cli import read_datasets
     from mlcore.config import DatasetSpec
@@ -105,8 +106,11 @@ def test_evaluate_json_and_class_mismatch(trained, shared_data):
     model = load_checkpoint(work / "run" / "model.pt").model
     nucls = read_datasets([DatasetSpec("nucls", "seed", shared_data / "nucls", label_set="nucls")])
     table = build_table(nucls, [s for s in model.label_sets if s.name == "nucls"], crop_size=model.crop_spec)
-    expected = evaluate(model, table, tta=True)["nucls"]
-    assert json.loads(averaged.stdout)["macro_f1"] == pytest.approx(expected["macro_f1"], abs=1e-9)
+    assert report["tta"] is True
+    assert report["macro_f1"] == pytest.approx(evaluate(model, table, tta=True)["nucls"]["macro_f1"], abs=1e-9)
+    assert json.loads(one_view.stdout)["tta"] is False
+    assert json.loads(one_view.stdout)["macro_f1"] == pytest.approx(
+        evaluate(model, table, tta=False)["nucls"]["macro_f1"], abs=1e-9)
     wrong = run_cli("evaluate", "--checkpoint", work / "run" / "model.pt", "--dataset",
                     f"nucls=seed:{shared_data / 'nucls'}", "--label-set", "consep", env=env)
     assert wrong.returncode == 2 and "must match" in wrong.stderr

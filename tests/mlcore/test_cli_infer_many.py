@@ -134,3 +134,17 @@ def test_one_preview_by_default_and_overlays_names_the_others(checkpoint, tmp_pa
     assert infer("refused", "--label-set", "B", "--overlays", "A") == 2
     assert "--overlays 'A' is not a label set written (B): give their names, all or none" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.parametrize("flag, tta", [([], True), (["--no-tta"], False), (["--tta"], True)])
+def test_test_time_augmentation_is_on_by_default_and_said_in_the_json(checkpoint, tmp_path, capsys, flag, tta):
+    images, masks, maps = tiles(tmp_path, 1)
+    out = tmp_path / "out"
+    assert main(["infer", "--checkpoint", str(checkpoint), "--image", str(images[0]), "--mask", str(masks[0]),
+                 "--out", str(out), "--device", "cpu", *flag]) == 0
+    report = json.loads((out / "tile0.json").read_text())
+    assert report["test_time_augmentation"] is tta
+    expected = infer_image(load_checkpoint(checkpoint).model, read_rgb(images[0]), maps[0], tta=tta)
+    written = np.array([row["labels"]["A"]["base_probs"] for row in report["instances"]])
+    np.testing.assert_allclose(written, expected.predictions["A"].base_probs, atol=6e-4)  # written to 3 decimals
+    assert ("8 views each" if tta else "one view each") in capsys.readouterr().err
