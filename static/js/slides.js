@@ -173,7 +173,7 @@ function slidesSection(card) {
     button.addEventListener("click", async () => {
       button.disabled = true;
       try {
-        follow(await post(button.dataset.url));
+        follow(await post(button.dataset.url, { tta: Boolean(document.getElementById("slide-tta")?.checked) }));
       } catch (err) {
         card.hidden = false;
         field("error").hidden = false;

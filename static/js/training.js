@@ -34,6 +34,7 @@ function trainingSection(section) {
     // 0 is sent too: it turns stain jitter off where the active version had it on.
     if (form.get("stain_jitter") !== null && form.get("stain_jitter") !== "") body.stain_jitter = Number(form.get("stain_jitter"));
     if (form.get("crop_context_view") !== null) body.crop_context_view = Number(form.get("crop_context_view"));
+    if (trainForm.elements.predict_tta) body.predict_tta = trainForm.elements.predict_tta.checked;
     return body;
   }
 
@@ -129,7 +130,10 @@ function trainingSection(section) {
     event.preventDefault();
     const box = document.getElementById("infer-result");
     try {
-      const job = await post(`/api/projects/${projectId}/infer/`, new FormData(inferForm));
+      const body = new FormData(inferForm);
+      // An unticked checkbox is not sent at all, which the API would read as "the default" (on).
+      body.set("tta", inferForm.elements.tta.checked ? "true" : "false");
+      const job = await post(`/api/projects/${projectId}/infer/`, body);
       box.hidden = false;
       box.dataset.jobUrl = job.url;
       box.addEventListener("job-update", (e) => {

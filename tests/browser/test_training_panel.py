@@ -23,6 +23,9 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
     # browser refused to submit.
     page.fill("#train-form input[name=stain_jitter]", "0.025")
     assert page.eval_on_selector("#train-form input[name=stain_jitter]", "input => input.checkValidity()")
+    # Test-time augmentation of the new version's predictions: on by default, unticked here (sent as false).
+    assert page.is_checked("#train-form input[name=predict_tta]")
+    page.uncheck("#train-form input[name=predict_tta]")
     page.click("#train-form button[type=submit]")
     page.wait_for_selector("#training-job:not([hidden])")
     job = wait_for(lambda: Job.objects.filter(project=project, kind="train").first(), message="the training job")
@@ -50,8 +53,10 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
     for line in ("loaded 4 images, 80 nuclei", "stage sparse: 1 epoch", "stage sparse, epoch 1/1 done",
                  "stage completion, epoch 1/1 done", "published v1"):
         assert line in log, log
-    wait_for(lambda: Job.objects.filter(project=project, kind="predict", state="succeeded").exists(), timeout=120,
-             message="predictions stored")
+    prediction = wait_for(lambda: Job.objects.filter(project=project, kind="predict", state="succeeded").first(),
+                          timeout=120, message="predictions stored")
+    assert job.params["options"]["predict_tta"] is False
+    assert prediction.params["tta"] is False and prediction.result["tta"] is False
 
 
 def test_viewer_member_sees_no_training_controls(page, live_server, owner, member, tmp_path):

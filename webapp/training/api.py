@@ -33,7 +33,7 @@ from . import operations
 from .models import ModelVersion, RetrainPolicy
 from .queries import active_version
 from .serializers import (InferRequestSerializer, ModelVersionSerializer, RetrainPolicySerializer,
-                          TrainEstimateSerializer, TrainStartSerializer)
+                          SlideInferRequestSerializer, TrainEstimateSerializer, TrainStartSerializer)
 
 
 def _accepted(job: Job, request) -> Response:
@@ -157,14 +157,18 @@ class SlideInferView(APIView):
     """Classify every nucleus of a slide with the active model (curators): 202 with the job, which stores
     one prediction per nucleus and label set, as the project's prediction job does."""
 
-    @extend_schema(operation_id="slide_infer", tags=["slides"], request=None, responses={202: JobAcceptedSerializer})
+    @extend_schema(operation_id="slide_infer", tags=["slides"], request=SlideInferRequestSerializer,
+                   responses={202: JobAcceptedSerializer})
     def post(self, request, project_id: int, image_id: int):
         project = get_project_for(request.user, project_id, project_role(request))
         image = slide_of(project, image_id)
+        body = SlideInferRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
         version = active_version(project)
         if version is None:
             raise ValidationError({"model": "the project has no trained model yet: train one first"})
-        return _accepted(operations.do_start_slide_prediction(version, image, actor=request.user), request)
+        return _accepted(operations.do_start_slide_prediction(version, image, actor=request.user,
+                                                              tta=body.validated_data["tta"]), request)
 
 
 def _stage_and_enqueue_inference(request, project, version, upload, name: str) -> Job:
@@ -185,7 +189,7 @@ def _stage_and_enqueue_inference(request, project, version, upload, name: str) -
                 sink.write(chunk)
     media.publish(name)  # in the storage before the job that reads it is queued
     return job_operations.do_enqueue_job(Job.Kind.INFER, actor=request.user, project=project, params={
-        "model_version": version.pk, "folder": name, **names})
+        "model_version": version.pk, "folder": name, "tta": upload.validated_data["tta"], **names})
 
 
 @extend_schema(responses={(200, "application/octet-stream"): bytes, (200, "image/png"): bytes,

@@ -10,6 +10,8 @@ from pathlib import Path
 from django.db import transaction
 from django.db.models import Max
 
+from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES
+
 from webapp.core import audit, media
 from webapp.core.cache import delete_on_commit, prediction_count_key, unreviewed_counts_key
 from webapp.core.domain_errors import Conflict
@@ -25,7 +27,9 @@ from .queries import active_version
 ACTIVE_STATES = (Job.State.QUEUED, Job.State.RUNNING)
 # The options a training takes (webapp.training.runner.training_config reads these, no others).
 TRAINING_OPTIONS = ("stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch", "stain_jitter",
-                    "crop_context_view")
+                    "crop_context_view", "predict_tta")
+# Options that are not TrainConfig fields: which stages run, and how the new version's predictions are made.
+NOT_CONFIG_OPTIONS = ("stages", "predict_tta")
 
 
 def running_training(project: Project) -> Job | None:
@@ -217,17 +221,21 @@ def do_activate_version(version: ModelVersion, *, actor) -> ModelVersion:
     return version
 
 
-def do_start_prediction(version: ModelVersion, *, actor=None) -> Job:
+def do_start_prediction(version: ModelVersion, *, actor=None, tta: bool = TTA_DEFAULT_TILES) -> Job:
+    """Classify every nucleus of the project with ``version``. ``tta``: test-time augmentation (the mean
+    over the 8 flips and rotations of each crop) on the tile images; a whole slide among them is classified
+    with the slides' default (mlcore.predict.TTA_DEFAULT_SLIDES), as do_start_slide_prediction does."""
     return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=version.project,
-                                         params={"model_version": version.pk})
+                                         params={"model_version": version.pk, "tta": bool(tta)})
 
 
-def do_start_slide_prediction(version: ModelVersion, image, *, actor=None) -> Job:
+def do_start_slide_prediction(version: ModelVersion, image, *, actor=None, tta: bool = TTA_DEFAULT_SLIDES) -> Job:
     """Classify the nuclei of one whole-slide image with ``version`` (a prediction job of that image only,
-    streamed through the slide in batches: webapp.training.runner.run_prediction)."""
+    streamed through the slide in batches: webapp.training.runner.run_prediction). ``tta`` is off by default:
+    a slide's millions of nuclei would take 8 times as long."""
     return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=version.project,
                                          params={"model_version": version.pk, "image": image.pk,
-                                                 "image_name": image.name})
+                                                 "image_name": image.name, "tta": bool(tta)})
 
 
 SLIVER_AREA = 40  # px: a nucleus smaller than this is a fragment (a typical one is a few hundred)
@@ -246,12 +254,18 @@ def sliver_ids(nucleus_ids) -> set[int]:
 
 def do_store_predictions(version: ModelVersion, rows: list[Prediction], *, replace: bool = False) -> int:
     """Insert one batch of predictions (a prediction job calls this per chunk of images), each marked
-    whether its nucleus is a sliver (served last by the review queue)."""
-    slivers = sliver_ids({row.nucleus_id for row in rows})
+    whether its nucleus is a sliver (served last by the review queue). ``replace``: the version's earlier
+    predictions of the same nuclei and label sets go (a job run again after a lost worker, or with other
+    settings such as test-time augmentation)."""
+    nucleus_ids = {row.nucleus_id for row in rows}
+    slivers = sliver_ids(nucleus_ids)
     for row in rows:
         row.sliver = row.nucleus_id in slivers
     with transaction.atomic():
-        Prediction.objects.bulk_create(rows, batch_size=5000, ignore_conflicts=replace)
+        if replace:
+            Prediction.objects.filter(model_version=version, nucleus_id__in=list(nucleus_ids),
+                                      label_set_id__in={row.label_set_id for row in rows}).delete()
+        Prediction.objects.bulk_create(rows, batch_size=5000)
         label_set_ids = {row.label_set_id for row in rows}  # the review's counts of them are stale now
         delete_on_commit([prediction_count_key(version.pk, label_set_id) for label_set_id in label_set_ids]
                          + [unreviewed_counts_key(label_set_id) for label_set_id in label_set_ids])

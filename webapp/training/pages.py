@@ -109,7 +109,7 @@ def training_panel_context(project, user) -> dict:
 def training_form_context(project) -> dict:
     """The train form's defaults (the rule's, for this project's size), the trainings that can be resumed,
     and the retraining policy's schedule as the form shows it."""
-    from mlcore.config import STAGE_NUMBER, STAGES
+    from mlcore.config import STAGE_NUMBER, STAGES, TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES
     from mlcore.estimate import describe_rule
 
     from .operations import data_size, default_training_options
@@ -136,4 +136,6 @@ def training_form_context(project) -> dict:
         "policy_epochs": policy_options.get("epochs"),
         "policy_schedule_text": describe_schedule(policy),
         "schedule_time_zone": settings.CELERY_TIMEZONE,
+        "tta_default_tiles": TTA_DEFAULT_TILES,
+        "tta_default_slides": TTA_DEFAULT_SLIDES,
     }

@@ -15,7 +15,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from mlcore.checkpoint import LoadedCheckpoint, load_checkpoint
-from mlcore.config import TrainConfig
+from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TrainConfig
 from mlcore.data import ImageRecord, table_from_arrays
 from mlcore.predict import predict
 from mlcore.train import STAGES, compare_models, train_all
@@ -36,6 +36,9 @@ from .queries import active_version
 Report = Callable[..., None]          # report(percent, **details)
 ShouldStop = Callable[[], bool]
 
+
+# How the job logs say how each nucleus was classified.
+VIEWS = {True: "test-time augmentation: the mean over 8 flips and rotations", False: "one view per nucleus"}
 
 def project_label_sets(project) -> list[tuple[LabelSet, MLLabelSet]]:
     rows = LabelSet.objects.filter(project=project).prefetch_related("classes").order_by("id")
@@ -64,9 +67,10 @@ def known_labels(project) -> tuple[dict, dict]:
 
 def training_config(options: dict, parent: ModelVersion | None) -> tuple[TrainConfig, list[str]]:
     """The training's config (its options over the parent version's) and its stages: the options other
-    than ``stages`` are TrainConfig fields."""
-    config = TrainConfig.from_dict({**(TrainConfig.saved(parent.config) if parent else {}), **{
-        k: v for k, v in options.items() if k in operations.TRAINING_OPTIONS and k != "stages"}})
+    than ``stages`` and ``predict_tta`` are TrainConfig fields."""
+    fields = set(operations.TRAINING_OPTIONS) - set(operations.NOT_CONFIG_OPTIONS)
+    config = TrainConfig.from_dict({**(TrainConfig.saved(parent.config) if parent else {}),
+                                    **{k: v for k, v in options.items() if k in fields}})
     stages = options.get("stages") or list(STAGES)
     if isinstance(stages, str):
         stages = list(STAGES) if stages == "all" else [stages]
@@ -325,7 +329,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         shutil.rmtree(out_dir, ignore_errors=True)
     operations.do_discard_resume_points(project)
     # An inactive version gets its predictions too: made active later, it has them for the review.
-    prediction_job = operations.do_start_prediction(version, actor=job.created_by)
+    prediction_job = operations.do_start_prediction(version, actor=job.created_by,
+                                                    tta=bool(options.get("predict_tta", TTA_DEFAULT_TILES)))
     if lower:
         report(100, stage="publishing", log=f"published v{version.number} but did not make it active: it is lower "
                f"than v{parent.number} on {', '.join(lower)} (the retraining policy keeps the active version then); "
@@ -343,37 +348,44 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     """Store, for every nucleus and every label set, the active model's prediction and uncertainty.
 
     ``params["image"]``: one whole-slide image only (webapp.training.operations.do_start_slide_prediction).
-    A slide's nuclei are streamed through the model from the slide, a batch at a time."""
+    A slide's nuclei are streamed through the model from the slide, a batch at a time. ``params["tta"]``:
+    test-time augmentation, for that slide, or else for the tile images (the slides among them get the
+    slides' default). A job queued before the parameter existed gets the defaults."""
     version = ModelVersion.objects.select_related("project").get(pk=job.params["model_version"])
+    slide_job = bool(job.params.get("image"))
+    tta = bool(job.params.get("tta", TTA_DEFAULT_SLIDES if slide_job else TTA_DEFAULT_TILES))
+    views = VIEWS[tta]
     checkpoint = load_checkpoint(media.local_path(version.checkpoint_file))
     model = checkpoint.model.eval()
     label_set_rows = {row.name: row for row, _ in project_label_sets(version.project)}
-    if job.params.get("image"):
+    if slide_job:
         image = Image.objects.filter(pk=job.params["image"], project=version.project).first()
         if image is None or not image.is_slide:
             raise ValueError(f"the slide {job.params.get('image_name') or job.params['image']!r} is gone "
                              "(its dataset was deleted)")
-        result = predict_slide(version, model, image, label_set_rows, report, should_stop, start=0, span=100)
+        result = predict_slide(version, model, image, label_set_rows, report, should_stop, start=0, span=100,
+                               tta=tta)
         report(100.0, stage="slide", nuclei_done=result["nuclei"], nuclei_total=result["nuclei"],
                nuclei_per_s=result["nuclei_per_s"], region={"y": image.height, "height": image.height},
                log=f"{result['predictions']} predictions stored for the {result['nuclei']} nuclei of slide "
                    f"{image.name} in {result['seconds']:.1f} s ({result['nuclei_per_s'] or 0:.0f} nuclei/s, "
-                   f"model v{version.number})")
+                   f"model v{version.number}, {views})")
         bulk.analyze_after_commit(Prediction)
-        return {"model_version": version.number, "image": image.pk, **result}
+        return {"model_version": version.number, "image": image.pk, "tta": tta, **result}
     images = list(Image.objects.filter(project=version.project).order_by("id"))
     stored = 0
     for number, image in enumerate(images, start=1):
         if image.is_slide:
             stored += predict_slide(version, model, image, label_set_rows, report, should_stop,
-                                    start=100.0 * (number - 1) / len(images), span=100.0 / len(images))["predictions"]
+                                    start=100.0 * (number - 1) / len(images), span=100.0 / len(images),
+                                    tta=TTA_DEFAULT_SLIDES)["predictions"]
             continue
         instance_map = load_mask(image)
         crops, geometry = model.crop_spec.cut(load_rgb(image), instance_map)
         nucleus_ids = dict(Nucleus.objects.filter(image=image).values_list("instance_id", "id"))
         if len(geometry.ids) == 0:
             continue
-        predictions = predict(model, crops)
+        predictions = predict(model, crops, tta=tta)
         rows = []
         for name, pred in predictions.items():
             label_set = label_set_rows.get(name)
@@ -392,9 +404,10 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         if should_stop():
             raise Cancelled()
     report(100.0, message=f"image {len(images)}/{len(images)}",
-           log=f"{stored} predictions stored for the {len(images)} images (model v{version.number})")
+           log=f"{stored} predictions stored for the {len(images)} images (model v{version.number}; tiles: "
+               f"{views})")
     bulk.analyze_after_commit(Prediction)  # the review queue's index scans need fresh statistics
-    return {"model_version": version.number, "predictions": stored}
+    return {"model_version": version.number, "predictions": stored, "tta": tta}
 
 
 SLIDE_BATCH = 2048  # nuclei read from the database at a time, and predictions stored per transaction
@@ -464,7 +477,8 @@ def prediction_rows(version: ModelVersion, label_set_rows: dict, nucleus_ids, pr
 
 
 def predict_slide(version: ModelVersion, model, image: Image, label_set_rows: dict, report: Report,
-                  should_stop: ShouldStop, *, start: float = 0.0, span: float = 100.0) -> dict:
+                  should_stop: ShouldStop, *, start: float = 0.0, span: float = 100.0,
+                  tta: bool = TTA_DEFAULT_SLIDES) -> dict:
     """Classify every nucleus of a slide image with :func:`mlcore.infer.infer_slide`: nuclei streamed from
     the database in reading order, their crops cut from regions of the slide read at the model's scale,
     predictions stored every :data:`SLIDE_BATCH` nuclei. Memory holds a few batches whatever the slide's
@@ -486,7 +500,7 @@ def predict_slide(version: ModelVersion, model, image: Image, label_set_rows: di
         pending.clear()
         return operations.do_store_predictions(version, rows) if rows else 0
 
-    for batch in infer_slide(model, slide, stream, batch_size=512):
+    for batch in infer_slide(model, slide, stream, batch_size=512, tta=tta):
         pending += prediction_rows(version, label_set_rows, stream.take(batch.indices), batch.predictions)
         done += len(batch.indices)
         if len(pending) >= SLIDE_BATCH * max(1, len(label_set_rows)):
@@ -531,9 +545,10 @@ def run_inference(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     image_path = media.local_path(f"{name}/{media.clean_name(job.params['image'])}")
     image = read_rgb(image_path)
     instance_map = read_mask(media.local_path(f"{name}/{media.clean_name(job.params['mask'])}"), image.shape[:2])
-    report(20, message="classifying nuclei")
+    tta = bool(job.params.get("tta", TTA_DEFAULT_TILES))
+    report(20, message=f"classifying nuclei ({VIEWS[tta]})")
     model = load_checkpoint(media.local_path(version.checkpoint_file)).model.eval()
-    result = infer_image(model, image, instance_map)
+    result = infer_image(model, image, instance_map, tta=tta)
     report(80, message="writing outputs")
     out = f"{name}/out"
     shutil.rmtree(media.work_path(out), ignore_errors=True)  # what a killed attempt on this host left
@@ -544,4 +559,4 @@ def run_inference(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     if media.is_remote():
         # The job's files are read through the storage from now on: this host keeps no copy of them.
         shutil.rmtree(media.work_path(name), ignore_errors=True)
-    return {"model_version": version.number, "nuclei": int(len(result.geometry.ids)), "files": files}
+    return {"model_version": version.number, "nuclei": int(len(result.geometry.ids)), "files": files, "tta": tta}

@@ -2,6 +2,7 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from mlcore.backbones import backbone_choices
+from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES
 from mlcore.crops import CONTEXT_VIEWS
 from mlcore.train import STAGES
 
@@ -9,6 +10,16 @@ from webapp.core.domain_errors import Invalid
 
 from .models import ModelVersion, RetrainPolicy
 from .schedule import parse_cron
+
+
+class OptionalBooleanField(serializers.BooleanField):
+    """A boolean whose default holds in a multipart or form body too: DRF reads a boolean missing from
+    one as False (an unticked HTML checkbox is not sent), which would turn a default of True off."""
+
+    default_empty_html = serializers.empty
+
+
+TTA_HELP = "test-time augmentation: the mean over the 8 flips and rotations of each crop, 8 times the forward passes"
 
 
 class TrainRequestSerializer(serializers.Serializer):
@@ -31,6 +42,9 @@ class TrainRequestSerializer(serializers.Serializer):
         "a second view of each nucleus at a coarser scale: 2, the default, shows the 128 px around it at half "
         "resolution beside the full-resolution crop; 0 turns it off. Unset: the active version's setting (2 for a "
         "first version)"))
+    predict_tta = OptionalBooleanField(required=False, help_text=(
+        f"whether the new version's predictions of the project's tile images use {TTA_HELP} (default: "
+        f"{TTA_DEFAULT_TILES}; whole slides are classified once per nucleus)"))
 
     def to_internal_value(self, data):
         # A misspelt option (``epoch``) must not quietly start a default training of many minutes.
@@ -137,3 +151,9 @@ class RetrainPolicySerializer(serializers.ModelSerializer):
 class InferRequestSerializer(serializers.Serializer):
     image = serializers.FileField(help_text="the image (png, jpg, tif)")
     mask = serializers.FileField(help_text="its instance mask: npy (H x W int) or a PNG label image")
+    tta = OptionalBooleanField(default=TTA_DEFAULT_TILES, help_text=f"{TTA_HELP} (default: {TTA_DEFAULT_TILES})")
+
+
+class SlideInferRequestSerializer(serializers.Serializer):
+    tta = OptionalBooleanField(default=TTA_DEFAULT_SLIDES, help_text=(
+        f"{TTA_HELP} (default: {TTA_DEFAULT_SLIDES}: a slide's nuclei would take 8 times as long)"))

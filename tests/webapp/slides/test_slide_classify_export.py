@@ -106,12 +106,19 @@ def test_slide_inference_stores_one_prediction_per_nucleus(api_client_for, owner
     assert set(predictions.values_list("nucleus_id", flat=True)) == set(image.nuclei.values_list("id", flat=True))
     assert set(predictions.values_list("class_index", flat=True)) <= {0, 1}
     assert job.result["nuclei"] == len(fixture.boxes) and job.result["nuclei_per_s"] > 0
+    assert job.params["tta"] is False and job.result["tta"] is False  # a slide: one view per nucleus by default
+    one_view = dict(predictions.values_list("nucleus_id", "base_probs"))
     assert job.progress["nuclei_done"] == len(fixture.boxes) and job.progress["region"]["height"] == image.height
 
-    # Run again: the version's predictions of the slide are replaced, not doubled.
-    again = api_client_for(owner).post(f"/api/projects/{project.pk}/slides/{image.pk}/infer/")
+    # Run again, with test-time augmentation asked for: the version's predictions of the slide are replaced,
+    # not doubled, by the mean over the 8 views.
+    again = api_client_for(owner).post(f"/api/projects/{project.pk}/slides/{image.pk}/infer/", {"tta": True},
+                                       format="json")
     assert run_job(again.json()["id"]) == "succeeded"
+    assert Job.objects.get(pk=again.json()["id"]).result["tta"] is True
     assert predictions.count() == len(fixture.boxes)
+    eight_views = dict(predictions.values_list("nucleus_id", "base_probs"))
+    assert eight_views.keys() == one_view.keys() and eight_views != one_view
 
     client.force_login(owner)
     path = settings.MEDIA_ROOT / "predicted.geojson"
@@ -137,6 +144,7 @@ def test_the_project_page_lists_slides_and_offers_registration_to_curators(clien
     page = client.get(f"/projects/{project.pk}/").content.decode()
     assert 'id="slide-form"' in page and f"/api/projects/{project.pk}/slides/{image.pk}/infer/" in page
     assert f"/api/projects/{project.pk}/slides/{image.pk}/export/merged.csv" in page and "js/slides.js" in page
+    assert '<input type="checkbox" id="slide-tta" >' in page  # test-time augmentation offered, off by default
     settings.SLIDES_ROOT = None
     assert "SLIDES_ROOT is not set" in client.get(f"/projects/{project.pk}/").content.decode()
     do_set_membership(project, member, Role.VIEWER, actor=owner)

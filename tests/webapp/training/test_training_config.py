@@ -22,7 +22,12 @@ def test_stain_jitter_is_inherited_from_the_parent_version_until_a_training_sets
     assert training_config({"epochs": 2}, parent)[0].stain_jitter == 0.05   # a scheduled retraining keeps it
     assert training_config({"stain_jitter": 0}, parent)[0].stain_jitter == 0.0
     assert set(TRAINING_OPTIONS) == {"stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch",
-                                     "stain_jitter", "crop_context_view"}
+                                     "stain_jitter", "crop_context_view", "predict_tta"}
+
+
+def test_predict_tta_is_an_option_of_the_training_not_of_its_config():
+    # It says how the new version's predictions are made (webapp.training.runner.run_training), not how it trains.
+    assert training_config({"predict_tta": False}, None)[0] == training_config({}, None)[0]
 
 
 def test_stain_normalisation_is_not_a_web_app_option():
