@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/infer_speed.py [--checkpoint DIR/model.pt] [--nuclei 1000] [--repeats 5]
                                                [--device cpu|cuda|auto] [--backbone small|auto|resnet18|...]
-                                               [--context-view 0|2|3|4]
+                                               [--context-view 0|2|3|4] [--no-tta]
 
 A synthetic 1000 x 1000 H&E-like tile with about 1,000 nuclei (``mlcore.synthetic``). The model is
 the default CPU configuration (its crops too: the default wider view unless ``--context-view`` says
@@ -16,7 +16,10 @@ or a trained checkpoint. Prints nuclei/s of:
   class arrays, the JSON and the CLI's default preview (one 1000 x 1000 overlay PNG, of the first label set);
   also timed with every label set's preview (four) and without any;
 
-and their ratio (target >= 0.8), of the best and of the median of ``--repeats`` alternating runs (on a shared
+With test-time augmentation (the default of ``infer`` since 2026-12-06; ``--no-tta`` times one view) both the bare
+forward and ``infer`` classify the 8 flips and rotations of every crop.
+
+Their ratio (target >= 0.8), of the best and of the median of ``--repeats`` alternating runs (on a shared
 machine the forward's time can jump by half between runs, which a best-of alone hides), 2 torch threads; and the
 median time around the forward (end to end minus its predict) with the ratio it gives beside the bare forward's
 median, the steadier figure where the forward's own time jumps. Python and torch
@@ -48,7 +51,8 @@ sys.path.insert(0, str(ROOT))
 from mlcore.backbones import resolve_backbone  # noqa: E402
 from mlcore.checkpoint import load_checkpoint  # noqa: E402
 from mlcore.config import TrainConfig  # noqa: E402
-from mlcore.data import to_input  # noqa: E402
+from mlcore.config import TTA_DEFAULT_TILES  # noqa: E402
+from mlcore.data import dihedral, to_input  # noqa: E402
 from mlcore.infer import ImageInference, infer_and_write, read_mask, write_outputs  # noqa: E402
 from mlcore.model import CrossTrainedModel  # noqa: E402
 from mlcore.overlay import save_png  # noqa: E402
@@ -76,11 +80,12 @@ def wait_for_device(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def bare_forward(model: CrossTrainedModel, crops: np.ndarray, batch_size: int = 512) -> None:
+def bare_forward(model: CrossTrainedModel, crops: np.ndarray, batch_size: int = 512, tta: bool = False) -> None:
     device = next(model.parameters()).device
     crops = torch.from_numpy(crops)
     for start in range(0, len(crops), batch_size):
-        model(to_input(crops[start:start + batch_size], device))
+        for view in range(8 if tta else 1):
+            model(to_input(dihedral(crops[start:start + batch_size], view), device))
     wait_for_device(device)
 
 
@@ -95,14 +100,14 @@ def fresh_folder(work: Path) -> Path:
 
 
 def end_to_end(model: CrossTrainedModel, image_path: Path, mask_path: Path, out: Path,
-               overlays: bool | list[str] = True) -> float:
+               overlays: bool | list[str] = True, tta: bool = False) -> float:
     """What ``infer`` does for one tile (``infer_image``'s cut and predict, spelled out to time the predict):
     the seconds spent in the predict, so that the time around it can be told apart from the forward's."""
     image = read_rgb(image_path)
     mask = read_mask(mask_path, image.shape[:2])
     crops, geometry = model.crop_spec.cut(image, mask)
     start = time.perf_counter()
-    result = ImageInference(geometry, predict(model, crops))
+    result = ImageInference(geometry, predict(model, crops, tta=tta), tta)
     classifying = time.perf_counter() - start
     write_outputs(out, image_path.stem, image, mask, result, model, image_path=str(image_path), overlays=overlays)
     return classifying
@@ -125,6 +130,8 @@ def main() -> int:
                         help="without --checkpoint: small (width 16, the CPU default), auto, resnet18, ...")
     parser.add_argument("--context-view", type=int, choices=(0, 2, 3, 4), default=None,
                         help="without --checkpoint: the wider view's factor, 0 for none (default: the config's)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=TTA_DEFAULT_TILES,
+                        help="test-time augmentation, as infer does by default: 8 views of every crop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -141,11 +148,12 @@ def main() -> int:
     crops, geometry = model.crop_spec.cut(image, instance_map)
     count = len(geometry.ids)
     print(f"tile 1000 x 1000, {count} nuclei; model {model.backbone_name} {model.backbone_kwargs}, "
-          f"{len(model.label_sets)} label sets; {args.threads} threads; device {device}"
+          f"{len(model.label_sets)} label sets; {args.threads} threads; device {device}; "
+          f"{'8 views per crop (test-time augmentation)' if args.tta else 'one view per crop (--no-tta)'}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
 
-    bare_forward(model, crops)  # warm-up (allocator, kernels)
-    end_to_end(model, image_path, mask_path, fresh_folder(work))
+    bare_forward(model, crops, tta=args.tta)  # warm-up (allocator, kernels)
+    end_to_end(model, image_path, mask_path, fresh_folder(work), tta=args.tta)
     first = model.label_sets[0].name
     # What infer writes besides the class arrays and the JSON: the CLI's default, every label set's, none.
     previews = {"one preview (default)": [first], f"{len(model.label_sets)} previews (--overlays all)": True,
@@ -155,7 +163,7 @@ def main() -> int:
     around = {name: [] for name in previews}  # end to end minus its predict: reading, cutting, writing
     for _ in range(args.repeats):
         start = time.perf_counter()
-        bare_forward(model, crops)
+        bare_forward(model, crops, tta=args.tta)
         bare.append(time.perf_counter() - start)
         start = time.perf_counter()
         model.crop_spec.cut(image, instance_map)
@@ -163,7 +171,7 @@ def main() -> int:
         for name, overlays in previews.items():
             out = fresh_folder(work)
             start = time.perf_counter()
-            predicting = end_to_end(model, image_path, mask_path, out, overlays=overlays)
+            predicting = end_to_end(model, image_path, mask_path, out, overlays=overlays, tta=args.tta)
             full[name].append(time.perf_counter() - start)
             around[name].append(full[name][-1] - predicting)
     median = statistics.median
@@ -190,7 +198,7 @@ def main() -> int:
             out = fresh_folder(work)
             start = time.perf_counter()
             for _ in infer_and_write(model, pairs, out, stems=[f"tile{k}" for k in range(args.tiles)],
-                                     overlays=[first], device=device, read_ahead=read_ahead,
+                                     overlays=[first], device=device, tta=args.tta, read_ahead=read_ahead,
                                      write_behind=write_behind):  # the CLI's default: one preview
                 pass
             return time.perf_counter() - start
@@ -216,7 +224,8 @@ def main() -> int:
         def cli(images: list[Path], masks: list[Path]) -> float:
             start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "mlcore", "infer", "--checkpoint", str(checkpoint),
-                            "--image", *map(str, images), "--mask", *map(str, masks), "--out", str(work / "cli")],
+                            "--image", *map(str, images), "--mask", *map(str, masks), "--out", str(work / "cli"),
+                            "--tta" if args.tta else "--no-tta"],
                            cwd=ROOT, check=True, stderr=subprocess.DEVNULL)
             return time.perf_counter() - start
 
