@@ -40,6 +40,7 @@ ShouldStop = Callable[[], bool]
 # How the job logs say how each nucleus was classified.
 VIEWS = {True: "test-time augmentation: the mean over 8 flips and rotations", False: "one view per nucleus"}
 
+
 def project_label_sets(project) -> list[tuple[LabelSet, MLLabelSet]]:
     rows = LabelSet.objects.filter(project=project).prefetch_related("classes").order_by("id")
     return [(row, MLLabelSet(row.name, tuple(c.name for c in row.classes.all()),
@@ -385,20 +386,8 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         nucleus_ids = dict(Nucleus.objects.filter(image=image).values_list("instance_id", "id"))
         if len(geometry.ids) == 0:
             continue
-        predictions = predict(model, crops, tta=tta)
-        rows = []
-        for name, pred in predictions.items():
-            label_set = label_set_rows.get(name)
-            if label_set is None:
-                continue  # a label set removed since training
-            for row, instance_id in enumerate(geometry.ids.tolist()):
-                rows.append(Prediction(
-                    nucleus_id=nucleus_ids[instance_id], label_set=label_set, model_version=version,
-                    class_index=int(pred.labels[row]), probability=float(pred.probs[row, pred.labels[row]]),
-                    base_probs=np.round(pred.base_probs[row], 5).tolist(),
-                    mlp_probs=np.round(pred.mlp_probs[row], 5).tolist() if pred.mlp_probs is not None else None,
-                    **{k: float(pred.uncertainty[k][row]) for k in
-                       ("least_confidence", "margin", "entropy", "disagreement")}))
+        rows = prediction_rows(version, label_set_rows, [nucleus_ids[i] for i in geometry.ids.tolist()],
+                               predict(model, crops, tta=tta))
         stored += operations.do_store_predictions(version, rows, replace=True)
         report(100.0 * number / len(images), message=f"image {number}/{len(images)}")
         if should_stop():
