@@ -224,7 +224,7 @@ def do_activate_version(version: ModelVersion, *, actor) -> ModelVersion:
 def do_start_prediction(version: ModelVersion, *, actor=None, tta: bool = TTA_DEFAULT_TILES) -> Job:
     """Classify every nucleus of the project with ``version``. ``tta``: test-time augmentation (the mean
     over the 8 flips and rotations of each crop) on the tile images; a whole slide among them is classified
-    with the slides' default (mlcore.predict.TTA_DEFAULT_SLIDES), as do_start_slide_prediction does."""
+    with the slides' default (mlcore.config.TTA_DEFAULT_SLIDES), as do_start_slide_prediction does."""
     return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=version.project,
                                          params={"model_version": version.pk, "tta": bool(tta)})
 

@@ -36,8 +36,8 @@ class TrainRequestSerializer(serializers.Serializer):
         "HED stain augmentation: each training crop's stain amounts scaled and shifted by up to this fraction; "
         "0.025 is the default, 0 turns it off. Unset: the active version's setting (or the default for a first "
         "version)"))
-    # 2 by default (TrainConfig): with its dropout (0.5) it completed left-out datasets better than none in every
-    # seed of the leave-one-out check and was ahead on CoNSeP's and PanNuke-breast's validation nuclei (README).
+    # 2 by default (TrainConfig): with its dropout (0.5) it was ahead on CoNSeP's and PanNuke-breast's validation
+    # nuclei; on datasets left out of training it completed CoNSeP and NuCLS better and PanNuke worse (README).
     crop_context_view = serializers.ChoiceField(choices=list(CONTEXT_VIEWS), required=False, help_text=(
         "a second view of each nucleus at a coarser scale: 2, the default, shows the 128 px around it at half "
         "resolution beside the full-resolution crop; 0 turns it off. Unset: the active version's setting (2 for a "
