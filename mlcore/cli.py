@@ -26,11 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mlcore.config import (STAGE_NUMBER, STAGES, TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, ConfigError, DatasetSpec,
-                           TrainConfig, load_config_file)
+from mlcore.config import (STAGE_NUMBER, STAGES, TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TTA_HELP, ConfigError,
+                           DatasetSpec, TrainConfig, load_config_file)
 from mlcore.types import DataError, NucleusDataset, file_part
-
-TTA_HELP = "test-time augmentation: the mean over the 8 flips and rotations of each crop (8 times the forward passes)"
 
 
 def main(argv: list[str] | None = None) -> int:

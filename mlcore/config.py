@@ -44,6 +44,7 @@ from mlcore.stain import METHODS as STAIN_METHODS
 # seconds a tile, but hours on a slide's millions of nuclei on a CPU.
 TTA_DEFAULT_TILES = True
 TTA_DEFAULT_SLIDES = False
+TTA_HELP = "test-time augmentation: the mean over the 8 flips and rotations of each crop (8 times the forward passes)"
 
 STAGES = ("sparse", "correlation", "completion")
 STAGE_NUMBER = {name: index + 1 for index, name in enumerate(STAGES)}

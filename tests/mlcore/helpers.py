@@ -114,3 +114,19 @@ def stop_in_second_epoch(table, config, probe_dir):
         return calls["n"] > steps_per_epoch + 1
 
     return should_stop
+
+
+def random_model(label_sets, seed: int = 0):
+    """A small model with seeded random weights whose probabilities follow its input: an initialised net answers
+    nearly the same for every crop and every view of it, so its last layer is scaled up until the crops' (and
+    their flips') differences show, as a trained net's do (what test-time augmentation averages)."""
+    import torch
+
+    from mlcore.model import CrossTrainedModel
+
+    torch.manual_seed(seed)
+    model = CrossTrainedModel(list(label_sets), "small", {"width": 4})
+    last = [module for module in model.backbone.modules() if isinstance(module, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(300)
+    return model

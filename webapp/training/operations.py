@@ -258,15 +258,16 @@ def do_store_predictions(version: ModelVersion, rows: list[Prediction], *, repla
     predictions of the same nuclei and label sets go (a job run again after a lost worker, or with other
     settings such as test-time augmentation)."""
     nucleus_ids = {row.nucleus_id for row in rows}
+    label_set_ids = {row.label_set_id for row in rows}
     slivers = sliver_ids(nucleus_ids)
     for row in rows:
         row.sliver = row.nucleus_id in slivers
     with transaction.atomic():
         if replace:
             Prediction.objects.filter(model_version=version, nucleus_id__in=list(nucleus_ids),
-                                      label_set_id__in={row.label_set_id for row in rows}).delete()
+                                      label_set_id__in=label_set_ids).delete()
         Prediction.objects.bulk_create(rows, batch_size=5000)
-        label_set_ids = {row.label_set_id for row in rows}  # the review's counts of them are stale now
+        # The review's counts of these label sets' predictions are stale now.
         delete_on_commit([prediction_count_key(version.pk, label_set_id) for label_set_id in label_set_ids]
                          + [unreviewed_counts_key(label_set_id) for label_set_id in label_set_ids])
     return len(rows)

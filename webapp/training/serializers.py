@@ -2,7 +2,7 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from mlcore.backbones import backbone_choices
-from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES
+from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TTA_HELP
 from mlcore.crops import CONTEXT_VIEWS
 from mlcore.train import STAGES
 
@@ -17,9 +17,6 @@ class OptionalBooleanField(serializers.BooleanField):
     one as False (an unticked HTML checkbox is not sent), which would turn a default of True off."""
 
     default_empty_html = serializers.empty
-
-
-TTA_HELP = "test-time augmentation: the mean over the 8 flips and rotations of each crop, 8 times the forward passes"
 
 
 class TrainRequestSerializer(serializers.Serializer):

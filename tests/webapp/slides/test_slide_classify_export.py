@@ -9,10 +9,10 @@ import io
 from pathlib import Path
 
 import pytest
-import torch
 from django.utils import timezone
 
 from mlcore.slide_nuclei import iter_geojson_nuclei
+from tests.mlcore.helpers import random_model
 from tests.webapp.slide_helpers import CLASSES, build_fixture_slide
 from webapp.datasets.models import Nucleus
 from webapp.jobs import operations as job_operations
@@ -42,16 +42,10 @@ def slide_project(owner, settings, tmp_path, monkeypatch):
 def _active_model(project, settings):
     from mlcore.checkpoint import save_checkpoint
     from mlcore.config import TrainConfig
-    from mlcore.model import CrossTrainedModel
     from mlcore.types import LabelSet as MLLabelSet
     from webapp.training.models import ModelVersion
 
-    torch.manual_seed(0)
-    model = CrossTrainedModel([MLLabelSet("qupath", CLASSES)], "small", {"width": 4})
-    # An initialised net answers nearly the same for every crop and view: its last layer scaled up, one view
-    # and eight give different probabilities, as a trained net's do.
-    with torch.no_grad():
-        model.backbone.fc.weight.mul_(300)
+    model = random_model([MLLabelSet("qupath", CLASSES)])  # one view and eight give different probabilities
     save_checkpoint(Path(settings.MEDIA_ROOT) / "models" / "v1.pt", model, "sparse", 0, True, TrainConfig())
     return ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt",
                                        data_snapshot_at=timezone.now(), is_active=True)

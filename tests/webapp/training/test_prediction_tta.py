@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from django.utils import timezone
 
 from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES
 from mlcore.predict import predict
+from tests.mlcore.helpers import random_model
 from tests.workers.training_helpers import two_taxonomy_project
 from webapp.datasets.importing import load_mask, load_rgb
 from webapp.datasets.models import Image
@@ -35,7 +35,6 @@ def project_with_model(owner, settings, tmp_path, monkeypatch):
     (no training needed to tell one view from eight)."""
     from mlcore.checkpoint import load_checkpoint, save_checkpoint
     from mlcore.config import TrainConfig
-    from mlcore.model import CrossTrainedModel
     from mlcore.types import LabelSet as MLLabelSet
 
     settings.MEDIA_ROOT = tmp_path / "media"
@@ -43,13 +42,7 @@ def project_with_model(owner, settings, tmp_path, monkeypatch):
     monkeypatch.setattr(job_operations, "_send", lambda job: None)  # the test runs the jobs itself
     project = two_taxonomy_project(owner, tmp_path / "generated", images=2, nuclei=12)
     label_sets = [MLLabelSet(row.name, tuple(row.class_names)) for row in project.label_sets.all().order_by("id")]
-    torch.manual_seed(0)  # the same weights every run: the difference below is the same every run
-    model = CrossTrainedModel(label_sets, "small", {"width": 4})
-    # An initialised net answers nearly the same for every crop: its last layer scaled up, the crops' and their
-    # views' differences show in the probabilities (what TTA averages), as a trained net's do.
-    last = [module for module in model.backbone.modules() if isinstance(module, torch.nn.Linear)][-1]
-    with torch.no_grad():
-        last.weight.mul_(300)
+    model = random_model(label_sets)  # seeded: the difference asserted below is the same every run
     path = Path(settings.MEDIA_ROOT) / "models" / "v1.pt"
     save_checkpoint(path, model, "sparse", 0, True, TrainConfig())
     version = ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt",
@@ -102,7 +95,7 @@ def test_a_prediction_job_queued_before_the_setting_existed_gets_the_default(pro
     assert runner.run_prediction(job, quiet, lambda: False)["tta"] is TTA_DEFAULT_TILES
 
 
-def _inference_files(image, settings):
+def _inference_files(image):
     from webapp.core import media
 
     png = io.BytesIO(media.local_path(image.file).read_bytes())
@@ -116,7 +109,7 @@ def test_the_inference_upload_takes_tta_and_defaults_to_on(project_with_model, o
                                                           sent, expected):
     project, version, model = project_with_model
     image = Image.objects.filter(project=project).order_by("id").first()
-    png, mask = _inference_files(image, settings)
+    png, mask = _inference_files(image)
     body = {"image": png, "mask": mask, **({"tta": sent} if sent is not None else {})}
     response = api_client_for(owner).post(f"/api/projects/{project.pk}/infer/", body, format="multipart")
     assert response.status_code == 202, response.content
@@ -129,7 +122,7 @@ def test_the_inference_upload_takes_tta_and_defaults_to_on(project_with_model, o
 def test_a_bad_tta_value_is_refused_by_name(project_with_model, owner, api_client_for, settings):
     project, version, model = project_with_model
     image = Image.objects.filter(project=project).order_by("id").first()
-    png, mask = _inference_files(image, settings)
+    png, mask = _inference_files(image)
     response = api_client_for(owner).post(f"/api/projects/{project.pk}/infer/",
                                           {"image": png, "mask": mask, "tta": "sometimes"}, format="multipart")
     assert response.status_code == 400
