@@ -69,7 +69,7 @@ DEFAULT_CONFIG = ROOT / "benchmarks" / "configs" / "real.json"
 CONCEPTS = ROOT / "benchmarks" / "configs" / "concepts.json"
 # The model each stage's checkpoint is, as the metrics tables name it.
 MODEL_OF_STAGE = {"sparse": "sparse", "correlation": "cross_stage2", "completion": "cross"}
-MODEL_TITLES = {"single": "single", "sparse": "sparse (stage 1)", "sparse_tta": "sparse, TTA",
+MODEL_TITLES = {"single": "single", "single_tta": "single, TTA", "sparse": "sparse (stage 1)", "sparse_tta": "sparse, TTA",
                 "cross_stage2": "stages 1+2", "cross_stage2_tta": "stages 1+2, TTA", "cross": "cross (1+2+3)",
                 "cross_tta": "cross, TTA"}
 
@@ -158,10 +158,11 @@ def parse_override(text: str) -> tuple[str, object]:
 def run_once(table, config, train_rows, val_rows, out: Path, skip_single: bool, separate_sparse: bool,
              stages: tuple[str, ...] = STAGES, tta: bool = False, single_only: bool = False) -> dict:
     """Train single, sparse and cross once with ``config`` (its seed); return timings and metrics.
-    ``single_only``: the single-dataset models alone."""
+    ``single_only``: the single-dataset models alone. ``tta``: the last model, and each single-dataset model,
+    is scored with test-time augmentation too (``<model>_tta``)."""
     results: dict = {"seed": config.seed, "seconds": {}, "metrics": {}}
     if not skip_single:
-        single_metrics, single_seconds = {}, 0.0
+        single_metrics, single_tta_metrics, single_seconds = {}, {}, 0.0
         for index, name in enumerate(table.dataset_names):
             rows = np.flatnonzero(table.dataset_index == index)
             known = [d for d in range(len(table.label_sets)) if (table.labels[rows, d] != MISSING).any()]
@@ -177,8 +178,12 @@ def run_once(table, config, train_rows, val_rows, out: Path, skip_single: bool, 
             seconds = time.perf_counter() - start
             single_seconds += seconds
             single_metrics.update(result.metrics)
+            if tta:
+                single_tta_metrics.update(evaluate(result.model, sub, local_val, tta=True))
             log(f"single {name}: {seconds:.0f}s " + json.dumps({k: round(v['macro_f1'], 4) for k, v in result.metrics.items()}))
         results["metrics"]["single"] = single_metrics
+        if tta:
+            results["metrics"]["single_tta"] = single_tta_metrics
         results["seconds"]["single"] = single_seconds
     if single_only:
         return results
@@ -312,8 +317,9 @@ def completion_table(runs: list[dict], first_column: str = "source") -> str:
 def markdown_table(runs: list[dict], names: list[str]) -> str:
     """Per label set and model: the metrics of one run, or mean ± standard deviation over several.
 
-    "macro-F1 vs single" is the mean of the per-seed differences (each seed's cross or sparse model
-    against the same seed's single model), with the number of seeds where it is not negative."""
+    "macro-F1 vs single" is the mean of the per-seed differences (each seed's cross or sparse model against the
+    same seed's single model; a model scored with TTA against the single model scored with TTA, where the run
+    has it), with the number of seeds where it is not negative."""
     titles = MODEL_TITLES
     models = [m for m in titles if m in runs[0]]
     several = len(runs) > 1
@@ -331,9 +337,10 @@ def markdown_table(runs: list[dict], names: list[str]) -> str:
             if any(r is None for r in reports):
                 continue
             delta = ""
-            # TTA against a single model without it would not be a like-for-like difference.
-            if model != "single" and not model.endswith("_tta") and all(name in run.get("single", {}) for run in runs):
-                differences = [r["macro_f1"] - run["single"][name]["macro_f1"] for r, run in zip(reports, runs)]
+            # Like for like: a model scored with TTA against the single model scored with TTA.
+            single = "single_tta" if model.endswith("_tta") else "single"
+            if not model.startswith("single") and all(name in run.get(single, {}) for run in runs):
+                differences = [r["macro_f1"] - run[single][name]["macro_f1"] for r, run in zip(reports, runs)]
                 delta = f"{statistics.mean(differences):+.3f}"
                 if several:
                     delta += f" ({sum(d >= 0 for d in differences)}/{len(differences)} seeds >= 0)"

@@ -163,6 +163,17 @@ def test_single_only_runs_join_the_merged_runs_of_their_seeds(tmp_path):
                    and "worst" not in line)
     assert tta_row.endswith("|  |")
 
+    # Single models scored with TTA too (train_real.py --tta): the TTA rows get their like-for-like difference.
+    with_tta = results_file(tmp_path / "single_tta.json", 0.025, {
+        0: {"single": {"consep": 0.71}, "single_tta": {"consep": 0.73}},
+        1: {"single": {"consep": 0.65}, "single_tta": {"consep": 0.71}}})
+    done = combine(merged, with_tta)
+    assert done.returncode == 0, done.stderr
+    assert "| consep | 4413 | single, TTA | 0,1 | 0.720 ± 0.014 (worst 0.710) |" in done.stdout
+    tta_row = next(line for line in done.stdout.splitlines() if line.startswith("| consep | 4413 | cross, TTA | 0.")
+                   and "±" in line and "worst" not in line)
+    assert tta_row.endswith("| +0.005 (1/2 seeds >= 0) |")   # +0.02 and -0.01
+
     # The same model twice for a seed is still refused, and so is a seed from another kind of machine.
     again = results_file(tmp_path / "again.json", 0.025, {0: {"single": {"consep": 0.5}}})
     done = combine(merged, single, again)
