@@ -1,7 +1,7 @@
 """Command line: ``python -m mlcore train | infer | evaluate | infer-slide | make-slide``.
 
     python -m mlcore train    --config CONFIG.json --out DIR [--stage all|sparse|correlation|completion]
-                              [--epochs N] [--device auto|cpu|cuda] [--seed S] [--baseline single|sparse]
+                              [--epochs N] [--device auto|cpu|cuda] [--seed S] [--baseline single|sparse] [--no-tta]
     python -m mlcore infer    --checkpoint DIR/model.pt --image IMG [IMG ...] --mask MASK.npy [MASK ...] --out OUTDIR
                               [--label-set NAME ...] [--overlays NAME ...|all|none] [--no-tta]
     python -m mlcore evaluate --checkpoint DIR/model.pt --dataset NAME=FORMAT:PATH --label-set NAME [--against OTHER.pt] [--json]
@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--epochs", type=int, help="epochs for every stage run (overrides the config)")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: the config's, else auto")
     train.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    train.add_argument("--tta", action=argparse.BooleanOptionalAction, default=TTA_DEFAULT_TILES,
+                       help=f"score the validation nuclei with {TTA_HELP} as well, as infer and evaluate classify by "
+                            f"default (metrics.json: label_sets_tta; default: {'on' if TTA_DEFAULT_TILES else 'off'}; "
+                            "--no-tta: the one-view figures only)")
     train.add_argument("--baseline", choices=("single", "sparse"),
                        help="single: one model per dataset on its own label set; sparse: stage 1 only")
 
@@ -187,6 +191,25 @@ def _metrics_lines(metrics: dict) -> list[str]:
             f"weighted_f1={m['weighted_f1']:.3f}" for name, m in metrics.items()]
 
 
+def _report_validation(result, table, tta: bool, metrics_path: Path, say) -> dict:
+    """Print the trained model's validation metrics, one view (as training measured them) and, with ``tta``,
+    with test-time augmentation, which metrics.json then carries as ``label_sets_tta``; returns those."""
+    from mlcore.train import evaluate
+
+    say("validation, one view:")
+    for line in _metrics_lines(result.metrics):
+        say(line)
+    if not tta or not len(result.val_rows):
+        return {}
+    tta_metrics = evaluate(result.model, table, result.val_rows, tta=True)
+    say("validation, test-time augmentation (8 views, as infer and evaluate classify by default):")
+    for line in _metrics_lines(tta_metrics):
+        say(line)
+    payload = json.loads(metrics_path.read_text())
+    metrics_path.write_text(json.dumps({**payload, "label_sets_tta": tta_metrics}, indent=1))
+    return tta_metrics
+
+
 def command_train(args) -> int:
     specs, config, _ = load_config_file(args.config)  # before importing torch: config errors come fast
     if args.epochs is not None:
@@ -240,8 +263,7 @@ def command_train(args) -> int:
     if context.is_main:
         say(f"wrote {result.checkpoint_path} and {args.out / 'metrics.json'} "
             f"[{time.perf_counter() - started:.1f}s]")
-        for line in _metrics_lines(result.metrics):
-            say(line)
+        _report_validation(result, table, args.tta, args.out / "metrics.json", say)
     if context.enabled:
         import torch.distributed as dist
 
@@ -254,7 +276,7 @@ def _train_single(args, table, config: TrainConfig, progress, say) -> int:
     from mlcore.data import split_by_group
     from mlcore.train import single_baseline_config, train_all
 
-    combined = {"baseline": "single", "label_sets": {}, "models": {}}
+    combined = {"baseline": "single", "label_sets": {}, "models": {}, **({"label_sets_tta": {}} if args.tta else {})}
     for index, name in enumerate(table.dataset_names):
         rows = np.flatnonzero(table.dataset_index == index)
         known_sets = [d for d in range(len(table.label_sets)) if (table.labels[rows, d] != -1).any()]
@@ -269,8 +291,9 @@ def _train_single(args, table, config: TrainConfig, progress, say) -> int:
         progress.close()
         combined["models"][name] = str(result.checkpoint_path)
         combined["label_sets"].update(result.metrics)
-        for line in _metrics_lines(result.metrics):
-            say(line)
+        tta_metrics = _report_validation(result, sub_table, args.tta, args.out / name / "metrics.json", say)
+        if args.tta:
+            combined["label_sets_tta"].update(tta_metrics)
     (args.out / "metrics.json").write_text(json.dumps(combined, indent=1))
     say(f"wrote {args.out / 'metrics.json'}")
     return 0

@@ -57,6 +57,26 @@ def test_train_writes_model_metrics_and_stage_checkpoints(trained):
     for report in metrics["label_sets"].values():
         assert_report_is_its_confusion(report)
     assert "completion 1/1" in train.stderr   # the tqdm bar names stage and epoch
+    # Scored with TTA too by default, as infer and evaluate classify: the figures of the in-process evaluate.
+    assert set(metrics["label_sets_tta"]) == set(metrics["label_sets"])
+    assert "validation, one view:" in train.stderr
+    assert "validation, test-time augmentation (8 views" in train.stderr
+    from mlcore.checkpoint import load_checkpoint
+    from mlcore.cli import read_datasets
+    from mlcore.config import load_config_file
+    from mlcore.data import build_table, split_by_group
+    from mlcore.train import evaluate
+
+    specs, config, _ = load_config_file(work / "config.json")
+    model = load_checkpoint(run / "model.pt").model
+    table = build_table(read_datasets(specs, lambda text: None), crop_size=model.crop_spec)
+    _, val_rows = split_by_group(table, config.val_fraction, 3)   # --seed 3 sets the split's seed too
+    assert len(val_rows) == metrics["split"]["validation"]
+    expected = evaluate(model, table, val_rows, tta=True)
+    for name, report in metrics["label_sets_tta"].items():
+        assert report["n"] == expected[name]["n"]
+        assert report["macro_f1"] == pytest.approx(expected[name]["macro_f1"], abs=1e-9)
+        assert report["confusion"] == expected[name]["confusion"]
 
 
 def test_infer_writes_classes_a_preview_and_json(trained, shared_data):

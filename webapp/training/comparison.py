@@ -1,6 +1,6 @@
 """A new model version against the active version it replaced, both scored on the new version's validation
 nuclei (webapp.training.runner.compared_with_parent stores it as the version's ``training_data["compared_with"]``):
-{"version": number, "label_sets": {name: {n, macro_f1, previous_macro_f1, accuracy, previous_accuracy,
+{"version": number, "tta": bool, "label_sets": {name: {n, macro_f1, previous_macro_f1, accuracy, previous_accuracy,
 difference_interval}}}, or {"version": number, "skipped": why}. ``difference_interval`` is the paired bootstrap
 95% interval of the macro-F1 difference (mlcore.metrics.macro_f1_difference_interval)."""
 
@@ -32,7 +32,8 @@ def describe_comparison(comparison: dict) -> str:
     parts = [f"{name} {c['macro_f1']:.3f} (v{number} {c['previous_macro_f1']:.3f}, "
              f"{c['macro_f1'] - c['previous_macro_f1']:+.3f}, 95% interval {interval_text(c)}, n={c['n']})"
              for name, c in comparison["label_sets"].items()]
-    return (f"macro-F1 on this training's validation nuclei, against v{number} on the same nuclei: "
+    views = ", both with test-time augmentation" if comparison.get("tta") else ""
+    return (f"macro-F1 on this training's validation nuclei, against v{number} on the same nuclei{views}: "
             + ("; ".join(parts) or "no label set in common"))
 
 
@@ -47,5 +48,5 @@ def comparison_with_replaced(version) -> dict | None:
              "difference": f"{c['macro_f1'] - c['previous_macro_f1']:+.3f}", "interval": interval_text(c),
              "lower": name in lower}
             for name, c in (compared.get("label_sets") or {}).items()]
-    return {"version": compared["version"], "skipped": compared.get("skipped"), "rows": rows,
+    return {"version": compared["version"], "skipped": compared.get("skipped"), "tta": bool(compared.get("tta")), "rows": rows,
             "lower": [row for row in rows if row["lower"]]}

@@ -28,7 +28,8 @@ def metrics_plot(versions: list[ModelVersion], colors: dict[str, str]) -> dict:
                 continue
             x = PLOT_PAD + i * step
             y = PLOT_HEIGHT - PLOT_PAD - value * (PLOT_HEIGHT - 2 * PLOT_PAD)
-            points.append({"x": round(x, 1), "y": round(y, 1), "value": value, "number": version.number})
+            points.append({"x": round(x, 1), "y": round(y, 1), "value": value, "number": version.number,
+                           "tta": bool(version.metrics[name].get("tta"))})
         series.append({"name": name, "color": colors.get(name, "#6a2c91"),
                        "polyline": " ".join(f"{p['x']},{p['y']}" for p in points), "points": points})
     ticks = [{"x": PLOT_PAD + i * step, "label": f"v{v.number}"} for i, v in enumerate(versions)]

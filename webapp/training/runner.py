@@ -18,7 +18,7 @@ from mlcore.checkpoint import LoadedCheckpoint, load_checkpoint
 from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TrainConfig
 from mlcore.data import ImageRecord, table_from_arrays
 from mlcore.predict import predict
-from mlcore.train import STAGES, compare_models, train_all
+from mlcore.train import STAGES, compare_models, evaluate, train_all
 from mlcore.types import Cancelled
 from mlcore.types import LabelSet as MLLabelSet
 from webapp.core import media
@@ -215,10 +215,32 @@ def training_data(project, table, result, stages: list[str], resume: Resume | No
             "stages": done_before + list(stages), "resumed_from_job": resume.point["job"] if resume else None}
 
 
-def compared_with_parent(parent: ModelVersion | None, table, result) -> dict | None:
+SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "weighted_f1", "tta")
+
+
+def summary(metrics: dict) -> dict:
+    """Each label set's headline figures of mlcore.train.evaluate's reports."""
+    return {name: {k: m[k] for k in SUMMARY_KEYS if k in m} for name, m in metrics.items() if isinstance(m, dict)}
+
+
+def validation_metrics(table, result, tta: bool) -> tuple[dict, dict]:
+    """The new version's validation metrics, scored as its predictions will be made (``tta``: the mean over
+    the 8 flips and rotations; each label set's report says ``"tta"``), and how: {"tta": bool, "one_view":
+    {name: summary}} (with TTA, the one-view figures beside, as versions from before TTA were scored).
+
+    Why not mlcore's own metrics alone: they are one view, and a reviewer sees predictions made with TTA;
+    the version's figures, and the guard that decides whether it becomes active, should be theirs."""
+    tta = bool(tta and len(result.val_rows))
+    metrics = evaluate(result.model, table, result.val_rows, tta=True) if tta else result.metrics
+    scoring = {"tta": tta, **({"one_view": summary(result.metrics)} if tta else {})}
+    return {name: {**report, "tta": tta} for name, report in metrics.items()}, scoring
+
+
+def compared_with_parent(parent: ModelVersion | None, table, result, tta: bool = False) -> dict | None:
     """The new model against the active version it replaces, on the new one's validation nuclei
-    (mlcore.train.compare_models): {"version": number, "label_sets": {...}}, or {"version", "skipped": why}
-    when the parent cannot score them. None without a parent or validation nuclei."""
+    (mlcore.train.compare_models), both scored alike (``tta`` as the new version's predictions):
+    {"version": number, "tta": bool, "label_sets": {...}}, or {"version", "skipped": why} when the parent
+    cannot score them. None without a parent or validation nuclei."""
     if parent is None or not len(result.val_rows):
         return None
     try:   # loaded afresh: a fine-tuning trained the parent's loaded model in place
@@ -226,10 +248,10 @@ def compared_with_parent(parent: ModelVersion | None, table, result) -> dict | N
     except (OSError, ValueError):   # gone or unreadable: the new version is published all the same
         return {"version": parent.number, "skipped": f"the checkpoint file of v{parent.number} could not be read"}
     try:
-        label_sets = compare_models(result.model, previous, table, result.val_rows)
+        label_sets = compare_models(result.model, previous, table, result.val_rows, tta=tta)
     except ValueError as exc:
         return {"version": parent.number, "skipped": f"v{parent.number} cannot score these nuclei: {exc}"}
-    return {"version": parent.number, "label_sets": _jsonable(label_sets)}
+    return {"version": parent.number, "tta": bool(tta), "label_sets": _jsonable(label_sets)}
 
 
 def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
@@ -241,6 +263,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     ml_label_sets = [ml for _, ml in label_set_pairs]
     parent = active_version(project)
     options = job.params.get("options", {})
+    # How the new version's predictions of the tiles will be made, and so how it is scored.
+    tta = bool(options.get("predict_tta", TTA_DEFAULT_TILES))
     resume = Resume(job, options) if job.params.get("resume") else None
     if resume is not None:
         config, stages = resume.config, resume.stages
@@ -314,7 +338,11 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
                            train_rows=train_rows, val_rows=val_rows)
         if result.checkpoint_path is None:   # train_all writes model.pt whenever it has an out_dir
             raise RuntimeError("the training ended without writing its model checkpoint")
-        comparison = compared_with_parent(parent, table, result)
+        if tta and len(result.val_rows):
+            report(95, stage="scoring", message="scoring the validation nuclei with test-time augmentation",
+                   log=f"scoring {len(result.val_rows)} validation nuclei as the predictions will be made ({VIEWS[tta]})")
+        metrics, scoring = validation_metrics(table, result, tta)
+        comparison = compared_with_parent(parent, table, result, tta)
         if comparison is not None:
             report(95, stage="publishing", log=describe_comparison(comparison))
         lower = lower_label_sets(comparison) if job.params.get("activate_only_if_not_lower") else []
@@ -322,16 +350,16 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         version = operations.do_publish_version(
             project, job=job, checkpoint=result.checkpoint_path, config=config.to_dict(),
             label_sets=[{"name": s.name, "classes": list(s.classes)} for s in ml_label_sets],
-            trained_on=trained_on, metrics=_jsonable(result.metrics), data_snapshot_at=snapshot_at, parent=parent,
+            trained_on=trained_on, metrics=_jsonable(metrics), data_snapshot_at=snapshot_at, parent=parent,
             history=_jsonable(result.history), training_data={
-                **training_data(project, table, result, stages, resume), "compared_with": comparison},
+                **training_data(project, table, result, stages, resume), "compared_with": comparison,
+                "validation": _jsonable(scoring)},
             activate=not lower)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     operations.do_discard_resume_points(project)
     # An inactive version gets its predictions too: made active later, it has them for the review.
-    prediction_job = operations.do_start_prediction(version, actor=job.created_by,
-                                                    tta=bool(options.get("predict_tta", TTA_DEFAULT_TILES)))
+    prediction_job = operations.do_start_prediction(version, actor=job.created_by, tta=tta)
     if lower:
         report(100, stage="publishing", log=f"published v{version.number} but did not make it active: it is lower "
                f"than v{parent.number} on {', '.join(lower)} (the retraining policy keeps the active version then); "
@@ -341,8 +369,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     return {"model_version": version.number, "model_version_id": version.pk, "active": version.is_active,
             "stages": stages,
             "trained_on": trained_on, "prediction_job": prediction_job.pk, "compared_with": comparison,
-            "metrics": {name: {k: m.get(k) for k in ("n", "accuracy", "macro_f1", "weighted_f1")}
-                        for name, m in version.metrics.items() if isinstance(m, dict)}}
+            "metrics": summary(version.metrics)}
 
 
 def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:

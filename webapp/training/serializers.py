@@ -41,7 +41,8 @@ class TrainRequestSerializer(serializers.Serializer):
         "first version)"))
     predict_tta = OptionalBooleanField(required=False, help_text=(
         f"whether the new version's predictions of the project's tile images use {TTA_HELP} (default: "
-        f"{TTA_DEFAULT_TILES}; whole slides are classified once per nucleus)"))
+        f"{TTA_DEFAULT_TILES}; whole slides are classified once per nucleus). The new version's validation "
+        "metrics and its comparison with the version it replaces are scored the same way"))
 
     def to_internal_value(self, data):
         # A misspelt option (``epoch``) must not quietly start a default training of many minutes.

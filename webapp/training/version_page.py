@@ -133,11 +133,15 @@ def version_page_context(version: ModelVersion) -> dict:
     parameters = [(label, _display(shown[key])) for key, label in CONFIG_ROWS if key in shown]
     counts = [{"name": name, "ground_truth": (version.trained_on.get(name) or {}).get("ground_truth", 0),
                "review": (version.trained_on.get(name) or {}).get("review", 0)} for name in label_set_names]
+    # With TTA, the one-view figures were kept beside (versions before TTA were scored so).
+    one_view = (((version.training_data or {}).get("validation") or {}).get("one_view")) or {}
+    metric_entries = [{**entry, "one_view": one_view.get(entry["name"])}
+                      for entry in version_metrics(version, project_classes)]
     return {
         "project": project,
         "version": version,
         "stages": stage_curves(version.history or [], label_set_names),
-        "metric_entries": version_metrics(version, project_classes),
+        "metric_entries": metric_entries,
         "comparison": comparison_with_replaced(version),
         "model_label_sets": model_sets,
         "label_counts": counts,

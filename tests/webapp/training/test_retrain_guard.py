@@ -30,8 +30,8 @@ def rigged_comparison(monkeypatch, colon: tuple, breast: tuple) -> None:
     one's. The rest (publishing, activation, predictions, the log) runs for real."""
     real = runner.compare_models
 
-    def compare(model, previous, table, rows, device=None):
-        rigged = real(model, previous, table, rows, device)
+    def compare(model, previous, table, rows, device=None, tta=False):
+        rigged = real(model, previous, table, rows, device, tta)
         for name, interval in (("colon", colon), ("breast", breast)):
             rigged[name]["difference_interval"] = list(interval)
         return rigged

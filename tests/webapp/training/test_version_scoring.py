@@ -1,0 +1,92 @@
+"""A new version is scored on its validation nuclei as its predictions will be made: with test-time
+augmentation when the training's ``predict_tta`` is on (the default), with one view when it is off. The one-view
+figures are kept beside, the comparison with the replaced version scores both alike, and the pages say which
+(webapp.training.runner.validation_metrics, compared_with_parent)."""
+
+import pytest
+
+from tests.workers.training_helpers import FAST, two_taxonomy_project
+from webapp.jobs.models import Job
+from webapp.training.models import ModelVersion
+from webapp.training.runner import run_training
+
+pytestmark = pytest.mark.django_db
+
+HEADLINE = ("n", "accuracy", "macro_f1", "weighted_f1")
+MOVED = {"epochs": 2, "samples_per_epoch": 512}   # trained enough that its crops' flips change some predictions
+
+
+def train(project, owner, logs: list, **options) -> ModelVersion:
+    job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner,
+                             params={"options": {**FAST, "stages": ["sparse"], **options}})
+    result = run_training(job, lambda percent, log=None, **details: logs.append(log) if log else None, lambda: False)
+    version = ModelVersion.objects.get(pk=result["model_version_id"])
+    assert result["metrics"] == {name: {k: m[k] for k in (*HEADLINE, "tta")} for name, m in version.metrics.items()}
+    return version
+
+
+def test_a_version_is_scored_as_its_predictions_are_made_and_keeps_its_one_view_figures(
+        owner, media_root, tmp_path, client):
+    project = two_taxonomy_project(owner, tmp_path)
+    logs = []
+    with_tta = train(project, owner, logs, **MOVED)   # predict_tta left out: the default, on
+    assert with_tta.training_data["validation"]["tta"] is True
+    assert all(report["tta"] is True for report in with_tta.metrics.values())
+    assert any("scoring" in line and "validation nuclei" in line and "8 flips and rotations" in line for line in logs)
+    one_view_kept = with_tta.training_data["validation"]["one_view"]
+    assert set(one_view_kept) == set(with_tta.metrics) == {"colon", "breast"}
+
+    # The same training from scratch (no active parent to fine-tune) with predict_tta off: the same model, so
+    # its one-view metrics are the figures the first version kept beside its TTA ones.
+    ModelVersion.objects.filter(pk=with_tta.pk).update(is_active=False)
+    logs = []
+    one_view = train(project, owner, logs, predict_tta=False, **MOVED)
+    assert one_view.training_data["validation"] == {"tta": False}
+    assert one_view.training_data["compared_with"] is None
+    assert not any("scoring" in line for line in logs)
+    for name, report in one_view.metrics.items():
+        assert report["tta"] is False
+        assert {k: report[k] for k in HEADLINE} == pytest.approx(one_view_kept[name], abs=1e-12)
+    # Eight views are not one: the TTA figures differ somewhere.
+    assert any(with_tta.metrics[name]["confusion"] != one_view.metrics[name]["confusion"] for name in one_view.metrics)
+
+    client.force_login(owner)
+    page = client.get(f"/projects/{project.pk}/versions/{with_tta.number}/").content.decode()
+    colon = one_view_kept["colon"]
+    assert (f"validation nuclei, scored with test-time augmentation (the mean over 8 flips and rotations), as this "
+            f"version's predictions are made; with one view: accuracy {colon['accuracy']:.3f}") in page
+    assert "validation nuclei, one view each</p>" in client.get(
+        f"/projects/{project.pk}/versions/{one_view.number}/").content.decode()
+    panel = client.get(f"/projects/{project.pk}/").content.decode()
+    assert panel.count('>TTA</abbr>') == len(with_tta.metrics)   # the TTA version's rows, not the other's
+    assert f"colon v{with_tta.number}: {with_tta.metrics['colon']['macro_f1']:.3f} (test-time augmentation)" in panel
+
+
+def test_the_comparison_with_the_replaced_version_scores_both_as_the_new_predictions(owner, media_root, tmp_path,
+                                                                                      client):
+    project = two_taxonomy_project(owner, tmp_path)
+    v1 = train(project, owner, [])
+    logs = []
+    v2 = train(project, owner, logs)   # fine-tunes v1; its predictions, and so its scoring, with TTA
+    compared = v2.training_data["compared_with"]
+    assert compared["version"] == 1 and compared["tta"] is True
+    for name, row in compared["label_sets"].items():
+        # The same nuclei (the data did not change), both scored with TTA: v1 scores what it was published with.
+        assert row["macro_f1"] == pytest.approx(v2.metrics[name]["macro_f1"], abs=1e-9)
+        assert row["previous_macro_f1"] == pytest.approx(v1.metrics[name]["macro_f1"], abs=1e-9)
+    assert any("against v1 on the same nuclei, both with test-time augmentation" in line for line in logs)
+    client.force_login(owner)
+    page = client.get(f"/projects/{project.pk}/versions/2/").content.decode()
+    assert ("Both versions scored on this version's validation nuclei, each with test-time augmentation (the mean "
+            "over 8 flips and rotations), as this version's predictions are made") in page
+
+    # Predicting with one view, v3 is compared on one view: v2 scores there the one-view figures it kept.
+    v3 = train(project, owner, [], predict_tta=False)
+    compared = v3.training_data["compared_with"]
+    assert compared["version"] == 2 and compared["tta"] is False
+    kept = v2.training_data["validation"]["one_view"]
+    for name, row in compared["label_sets"].items():
+        assert row["macro_f1"] == pytest.approx(v3.metrics[name]["macro_f1"], abs=1e-9)
+        assert row["previous_macro_f1"] == pytest.approx(kept[name]["macro_f1"], abs=1e-9)
+    page = client.get(f"/projects/{project.pk}/versions/3/").content.decode()
+    assert "Both versions scored on this version's validation nuclei: each" in page
