@@ -176,8 +176,8 @@ def evaluate(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | N
 
 
 def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table: NucleusTable,
-                   rows: np.ndarray | None = None, device: str | torch.device | None = None, tta: bool = False
-                   ) -> dict[str, dict]:
+                   rows: np.ndarray | None = None, device: str | torch.device | None = None, tta: bool = False,
+                   outputs: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> dict[str, dict]:
     """``model`` against ``previous`` (the model it replaces) on the same ``rows``, per label set both have:
     n, each model's macro-F1 and accuracy (as :func:`evaluate` reports them, all rows by default), and ``difference_interval``,
     the paired bootstrap 95% interval of the macro-F1 difference (model minus previous).
@@ -186,6 +186,9 @@ def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table:
     macro-F1 by a few hundredths, so two versions' own figures do not say whether the new one is better.
     Why the interval: on a few hundred nuclei a difference of a few hundredths can be chance; an interval
     wholly below 0 is a loss chance does not explain.
+    ``outputs``: ``model``'s logits of those rows (:func:`mlcore.predict.forward_logits` of the
+    :func:`evaluation_rows`, with the same ``tta``) when the caller has them already, so that its forward
+    passes, 8 per nucleus with TTA, are not made twice.
     Raises ValueError when ``previous`` cannot score these crops: they are cut differently for it, or one
     of its label sets has other classes than the table's."""
     model, previous = getattr(model, "module", model), getattr(previous, "module", previous)
@@ -196,8 +199,10 @@ def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table:
     evaluation_rows(previous, table, rows)   # its label sets' classes must be the table's
     names = {s.name for s in previous.label_sets} & {s.name for s in table.label_sets}
     shared = [s for s in model.label_sets if s.name in names]
-    predicted = [predictions_from_logits(m, *forward_logits(m, table.crops[rows], 512, device, tta))
-                 for m in (model, previous)]
+    if outputs is None:
+        outputs = forward_logits(model, table.crops[rows], 512, device, tta)
+    predicted = [predictions_from_logits(model, *outputs),
+                 predictions_from_logits(previous, *forward_logits(previous, table.crops[rows], 512, device, tta))]
     out = {}
     for label_set in shared:
         truth = table.labels[rows, table.label_set_index(label_set.name)]

@@ -61,3 +61,22 @@ def test_a_previous_model_with_other_classes_cannot_be_compared():
     renamed = [sets[0], LabelSet("B", ("b0", "b1", "b2"))]
     with pytest.raises(ValueError, match="classes differ"):
         compare_models(model_for(sets, 0), model_for(renamed, 1), table, np.arange(len(table)))
+
+
+def test_with_tta_both_are_scored_on_eight_views_and_the_new_models_logits_can_be_passed_in():
+    from mlcore.predict import forward_logits
+    from mlcore.train import evaluation_rows
+    from tests.mlcore.helpers import random_model
+
+    table, sets = two_set_table(images_per_set=3, crop_size=64)
+    rows = np.arange(0, len(table), 2)
+    new, old = random_model(sets, 0).eval(), random_model(sets, 2).eval()   # their flips answer differently
+    compared = compare_models(new, old, table, rows, tta=True)
+    mine, theirs = evaluate(new, table, rows, tta=True), evaluate(old, table, rows, tta=True)
+    for name, row in compared.items():
+        assert row["macro_f1"] == mine[name]["macro_f1"] and row["previous_macro_f1"] == theirs[name]["macro_f1"]
+    assert compared != compare_models(new, old, table, rows)   # one view scores otherwise
+
+    # The caller's own logits of the new model (as the web app has them from scoring it) give the same answer.
+    outputs = forward_logits(new, table.crops[evaluation_rows(new, table, rows)], tta=True)
+    assert compare_models(new, old, table, rows, tta=True, outputs=outputs) == compared

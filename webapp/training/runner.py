@@ -17,8 +17,8 @@ from django.utils import timezone
 from mlcore.checkpoint import LoadedCheckpoint, load_checkpoint
 from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TrainConfig
 from mlcore.data import ImageRecord, table_from_arrays
-from mlcore.predict import predict
-from mlcore.train import STAGES, compare_models, evaluate, train_all
+from mlcore.predict import forward_logits, predict
+from mlcore.train import STAGES, compare_models, evaluation_rows, reports_from_logits, train_all
 from mlcore.types import Cancelled
 from mlcore.types import LabelSet as MLLabelSet
 from webapp.core import media
@@ -223,24 +223,30 @@ def summary(metrics: dict) -> dict:
     return {name: {k: m[k] for k in SUMMARY_KEYS if k in m} for name, m in metrics.items() if isinstance(m, dict)}
 
 
-def validation_metrics(table, result, tta: bool) -> tuple[dict, dict]:
+def validation_metrics(table, result, tta: bool) -> tuple[dict, dict, tuple | None]:
     """The new version's validation metrics, scored as its predictions will be made (``tta``: the mean over
-    the 8 flips and rotations; each label set's report says ``"tta"``), and how: {"tta": bool, "one_view":
-    {name: summary}} (with TTA, the one-view figures beside, as versions from before TTA were scored).
+    the 8 flips and rotations; each label set's report says ``"tta"``); how: {"tta": bool, "one_view":
+    {name: summary}} (with TTA, the one-view figures beside, as versions from before TTA were scored); and
+    with TTA the model's logits of those nuclei, for the comparison with the replaced version to reuse.
 
     Why not mlcore's own metrics alone: they are one view, and a reviewer sees predictions made with TTA;
     the version's figures, and the guard that decides whether it becomes active, should be theirs."""
-    tta = bool(tta and len(result.val_rows))
-    metrics = evaluate(result.model, table, result.val_rows, tta=True) if tta else result.metrics
-    scoring = {"tta": tta, **({"one_view": summary(result.metrics)} if tta else {})}
-    return {name: {**report, "tta": tta} for name, report in metrics.items()}, scoring
+    rows = evaluation_rows(result.model, table, result.val_rows)
+    if not tta or not len(rows):
+        return {name: {**report, "tta": False} for name, report in result.metrics.items()}, {"tta": False}, None
+    outputs = forward_logits(result.model, table.crops[rows], tta=True)
+    metrics = reports_from_logits(result.model, table, rows, *outputs)
+    return ({name: {**report, "tta": True} for name, report in metrics.items()},
+            {"tta": True, "one_view": summary(result.metrics)}, outputs)
 
 
-def compared_with_parent(parent: ModelVersion | None, table, result, tta: bool = False) -> dict | None:
+def compared_with_parent(parent: ModelVersion | None, table, result, tta: bool = False,
+                         outputs: tuple | None = None) -> dict | None:
     """The new model against the active version it replaces, on the new one's validation nuclei
     (mlcore.train.compare_models), both scored alike (``tta`` as the new version's predictions):
     {"version": number, "tta": bool, "label_sets": {...}}, or {"version", "skipped": why} when the parent
-    cannot score them. None without a parent or validation nuclei."""
+    cannot score them. None without a parent or validation nuclei. ``outputs``: the new model's logits of
+    those nuclei when they were computed already (validation_metrics)."""
     if parent is None or not len(result.val_rows):
         return None
     try:   # loaded afresh: a fine-tuning trained the parent's loaded model in place
@@ -248,7 +254,7 @@ def compared_with_parent(parent: ModelVersion | None, table, result, tta: bool =
     except (OSError, ValueError):   # gone or unreadable: the new version is published all the same
         return {"version": parent.number, "skipped": f"the checkpoint file of v{parent.number} could not be read"}
     try:
-        label_sets = compare_models(result.model, previous, table, result.val_rows, tta=tta)
+        label_sets = compare_models(result.model, previous, table, result.val_rows, tta=tta, outputs=outputs)
     except ValueError as exc:
         return {"version": parent.number, "skipped": f"v{parent.number} cannot score these nuclei: {exc}"}
     return {"version": parent.number, "tta": bool(tta), "label_sets": _jsonable(label_sets)}
@@ -341,8 +347,10 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         if tta and len(result.val_rows):
             report(95, stage="scoring", message="scoring the validation nuclei with test-time augmentation",
                    log=f"scoring {len(result.val_rows)} validation nuclei as the predictions will be made ({VIEWS[tta]})")
-        metrics, scoring = validation_metrics(table, result, tta)
-        comparison = compared_with_parent(parent, table, result, tta)
+        scoring_started = time.monotonic()
+        metrics, scoring, outputs = validation_metrics(table, result, tta)
+        comparison = compared_with_parent(parent, table, result, tta, outputs)
+        scoring["seconds"] = round(time.monotonic() - scoring_started, 1)
         if comparison is not None:
             report(95, stage="publishing", log=describe_comparison(comparison))
         lower = lower_label_sets(comparison) if job.params.get("activate_only_if_not_lower") else []

@@ -30,8 +30,8 @@ def rigged_comparison(monkeypatch, colon: tuple, breast: tuple) -> None:
     one's. The rest (publishing, activation, predictions, the log) runs for real."""
     real = runner.compare_models
 
-    def compare(model, previous, table, rows, device=None, tta=False):
-        rigged = real(model, previous, table, rows, device, tta)
+    def compare(model, previous, table, rows, **options):
+        rigged = real(model, previous, table, rows, **options)
         for name, interval in (("colon", colon), ("breast", breast)):
             rigged[name]["difference_interval"] = list(interval)
         return rigged

@@ -31,6 +31,7 @@ def test_a_version_is_scored_as_its_predictions_are_made_and_keeps_its_one_view_
     logs = []
     with_tta = train(project, owner, logs, **MOVED)   # predict_tta left out: the default, on
     assert with_tta.training_data["validation"]["tta"] is True
+    assert with_tta.training_data["validation"]["seconds"] >= 0
     assert all(report["tta"] is True for report in with_tta.metrics.values())
     assert any("scoring" in line and "validation nuclei" in line and "8 flips and rotations" in line for line in logs)
     one_view_kept = with_tta.training_data["validation"]["one_view"]
@@ -41,7 +42,8 @@ def test_a_version_is_scored_as_its_predictions_are_made_and_keeps_its_one_view_
     ModelVersion.objects.filter(pk=with_tta.pk).update(is_active=False)
     logs = []
     one_view = train(project, owner, logs, predict_tta=False, **MOVED)
-    assert one_view.training_data["validation"] == {"tta": False}
+    assert set(one_view.training_data["validation"]) == {"tta", "seconds"}
+    assert one_view.training_data["validation"]["tta"] is False
     assert one_view.training_data["compared_with"] is None
     assert not any("scoring" in line for line in logs)
     for name, report in one_view.metrics.items():
