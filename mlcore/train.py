@@ -169,10 +169,18 @@ def evaluate(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | N
     Each report has n, accuracy, macro_f1, weighted_f1, per_class and confusion (of the final
     prediction) plus base_accuracy / mlp_accuracy of each branch alone.
     """
+    return evaluate_with_logits(model, table, rows, device, batch_size, tta)[0]
+
+
+def evaluate_with_logits(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | None = None,
+                         device: str | torch.device | None = None, batch_size: int = 512, tta: bool = False
+                         ) -> tuple[dict[str, dict], tuple[torch.Tensor, list[torch.Tensor]]]:
+    """:func:`evaluate`'s reports and the logits they came from, for a caller that scores the same rows again
+    (:func:`compare_models`'s ``outputs``) without repeating the forward passes, 8 per nucleus with TTA."""
     model = getattr(model, "module", model)
     rows = evaluation_rows(model, table, rows)
-    logits, heads = forward_logits(model, table.crops[rows], batch_size, device, tta)
-    return reports_from_logits(model, table, rows, logits, heads)
+    outputs = forward_logits(model, table.crops[rows], batch_size, device, tta)
+    return reports_from_logits(model, table, rows, *outputs), outputs
 
 
 def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table: NucleusTable,
@@ -186,9 +194,8 @@ def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table:
     macro-F1 by a few hundredths, so two versions' own figures do not say whether the new one is better.
     Why the interval: on a few hundred nuclei a difference of a few hundredths can be chance; an interval
     wholly below 0 is a loss chance does not explain.
-    ``outputs``: ``model``'s logits of those rows (:func:`mlcore.predict.forward_logits` of the
-    :func:`evaluation_rows`, with the same ``tta``) when the caller has them already, so that its forward
-    passes, 8 per nucleus with TTA, are not made twice.
+    ``outputs``: ``model``'s logits of those rows with the same ``tta`` (:func:`evaluate_with_logits`) when
+    the caller has them already, so that its forward passes, 8 per nucleus with TTA, are not made twice.
     Raises ValueError when ``previous`` cannot score these crops: they are cut differently for it, or one
     of its label sets has other classes than the table's."""
     model, previous = getattr(model, "module", model), getattr(previous, "module", previous)

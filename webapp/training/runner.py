@@ -17,8 +17,8 @@ from django.utils import timezone
 from mlcore.checkpoint import LoadedCheckpoint, load_checkpoint
 from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TrainConfig
 from mlcore.data import ImageRecord, table_from_arrays
-from mlcore.predict import forward_logits, predict
-from mlcore.train import STAGES, compare_models, evaluation_rows, reports_from_logits, train_all
+from mlcore.predict import predict
+from mlcore.train import STAGES, compare_models, evaluate_with_logits, train_all
 from mlcore.types import Cancelled
 from mlcore.types import LabelSet as MLLabelSet
 from webapp.core import media
@@ -231,11 +231,9 @@ def validation_metrics(table, result, tta: bool) -> tuple[dict, dict, tuple | No
 
     Why not mlcore's own metrics alone: they are one view, and a reviewer sees predictions made with TTA;
     the version's figures, and the guard that decides whether it becomes active, should be theirs."""
-    rows = evaluation_rows(result.model, table, result.val_rows)
-    if not tta or not len(rows):
+    if not tta or not len(result.val_rows):
         return {name: {**report, "tta": False} for name, report in result.metrics.items()}, {"tta": False}, None
-    outputs = forward_logits(result.model, table.crops[rows], tta=True)
-    metrics = reports_from_logits(result.model, table, rows, *outputs)
+    metrics, outputs = evaluate_with_logits(result.model, table, result.val_rows, tta=True)
     return ({name: {**report, "tta": True} for name, report in metrics.items()},
             {"tta": True, "one_view": summary(result.metrics)}, outputs)
 
