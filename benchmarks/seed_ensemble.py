@@ -9,6 +9,12 @@ augmentation, and scores every combination of ``--size`` models: an ensemble ave
 branches), as TTA averages the views. Prints per label set the macro-F1 of one model and of an ensemble, mean ±
 sd (worst) over all models or combinations, and each ensemble against the mean of its members; ``--out`` writes
 every combination's figures.
+
+    python benchmarks/seed_ensemble.py RUN/seed0/consep/stage3.pt RUN/seed1/consep/stage3.pt --left-out consep
+
+scores, instead, the concept completion of a dataset the models never saw (the checkpoints of
+``benchmarks/leave_one_out.py`` runs without it): its mean over the concept cells and per target label set.
+``python -m mlcore train --ensemble N`` trains such an ensemble (mlcore.model.SeedEnsemble).
 """
 
 from __future__ import annotations
@@ -20,27 +26,47 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.train_real import DEFAULT_CONFIG, log, machine_facts  # noqa: E402
+from benchmarks.train_real import CONCEPTS, DEFAULT_CONFIG, labelled_rows, log, machine_facts  # noqa: E402
+from mlcore.concepts import class_names_of, concept_completion, load_concept_map  # noqa: E402
 from mlcore.checkpoint import load_checkpoint  # noqa: E402
 from mlcore.cli import read_datasets  # noqa: E402
 from mlcore.config import load_config_file  # noqa: E402
 from mlcore.data import build_table, split_by_group  # noqa: E402
-from mlcore.predict import forward_logits  # noqa: E402
+from mlcore.predict import forward_logits, mean_outputs, predictions_from_logits  # noqa: E402
 from mlcore.train import evaluation_rows, reports_from_logits  # noqa: E402
 
 VIEWS = {"one view": False, "TTA": True}
 
 
-def averaged(outputs: list[tuple[torch.Tensor, list[torch.Tensor]]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The members' backbone logits and correlation-head logits, each averaged over the members."""
-    logits = torch.stack([o[0] for o in outputs]).mean(dim=0)
-    heads = [torch.stack([o[1][d] for o in outputs]).mean(dim=0) for d in range(len(outputs[0][1]))]
-    return logits, heads
+def left_out_scoring(table, model, name: str, concept_map):
+    """The rows of dataset ``name``'s nuclei of a known class, and a function from logits of those rows to the
+    concept completion into the model's label sets (benchmarks/leave_one_out.py, mlcore.concepts): the mean over
+    the cells, and each target label set's mean."""
+    if name not in table.dataset_names:
+        raise SystemExit(f"--left-out {name}: not a dataset of the config ({', '.join(table.dataset_names)})")
+    column, rows = labelled_rows(table, table.dataset_names.index(name))
+    source = table.label_sets[column]
+    if source.name in {s.name for s in model.label_sets}:
+        raise SystemExit(f"--left-out {name}: the models were trained with its label set {source.name}; give the "
+                         "checkpoints of runs without it (benchmarks/leave_one_out.py)")
+    truth = class_names_of(table.labels[rows, column], source.classes)
+
+    def figures_of(logits, heads):
+        predictions = predictions_from_logits(model, logits, heads)
+        report = concept_completion({n: np.asarray(p.classes, dtype=object)[p.labels] for n, p in predictions.items()},
+                                    truth, source.name, concept_map)
+        into = {}
+        for cell in report["cells"]:
+            if cell["completion"] is not None:
+                into.setdefault(cell["target"], []).append(cell["completion"])
+        return {"mean": report["mean"], **{f"into {target}": statistics.mean(v) for target, v in into.items()}}
+    return rows, figures_of
 
 
 def summary(values: list[float]) -> str:
@@ -56,6 +82,10 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "out" / "compare_cache",
                         help="the crop cache (as the other benchmarks keep theirs)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--left-out", metavar="DATASET",
+                        help="score the concept completion of this dataset's nuclei instead of the validation "
+                             "macro-F1: the checkpoints of benchmarks/leave_one_out.py runs without it")
+    parser.add_argument("--concepts", default=str(CONCEPTS), help="with --left-out: the concept map")
     parser.add_argument("--out", type=Path, help="write every model's and combination's macro-F1 here (JSON)")
     args = parser.parse_args()
     if not 2 <= args.size <= len(args.checkpoints):
@@ -69,27 +99,36 @@ def main() -> int:
                            sort_keys=True) for c in loaded}
     if len(settings) > 1:
         parser.error("the checkpoints were trained with different settings, not only different seeds")
+    if len({c.stage for c in loaded}) > 1:
+        parser.error(f"the checkpoints end different stages ({sorted({c.stage for c in loaded})}): give one stage's")
     first = loaded[0].model.eval()
     specs, config, _ = load_config_file(args.config)
     table = build_table(read_datasets(specs, log), cache_dir=args.cache, crop_size=first.crop_spec)
-    _, val_rows = split_by_group(table, config.val_fraction, config.split_seed)
-    rows = evaluation_rows(first, table, val_rows)
+    if args.left_out:
+        rows, figures_of = left_out_scoring(table, first, args.left_out, load_concept_map(args.concepts))
+    else:
+        _, val_rows = split_by_group(table, config.val_fraction, config.split_seed)
+        rows = evaluation_rows(first, table, val_rows)
 
-    scores: dict = {}   # {view: {"1": {seed: {label set: macro-F1}}, "k": {"a+b": {...}}}}
+        def figures_of(logits, heads):
+            return {name: report["macro_f1"] for name, report in reports_from_logits(first, table, rows, logits,
+                                                                                       heads).items()}
+
+    scores: dict = {}   # {view: {"1": {seed: {row: figure}}, "k": {"a+b": {...}}}}
     for view, tta in VIEWS.items():
-        log(f"{view}: the logits of {len(rows)} validation nuclei, {len(loaded)} models")
+        log(f"{view}: the logits of {len(rows)} nuclei, {len(loaded)} models")
         outputs = {seed: forward_logits(c.model.eval(), table.crops[rows], 512, "cpu", tta)
                    for seed, c in zip(seeds, loaded)}
-        def macro_f1(members):
-            reports = reports_from_logits(first, table, rows, *averaged([outputs[s] for s in members]))
-            return {name: report["macro_f1"] for name, report in reports.items()}
+
+        def score(members):
+            return figures_of(*mean_outputs([outputs[s] for s in members]))
         scores[view] = {
-            "1": {str(seed): macro_f1([seed]) for seed in seeds},
-            str(args.size): {"+".join(map(str, members)): macro_f1(members)
+            "1": {str(seed): score([seed]) for seed in seeds},
+            str(args.size): {"+".join(map(str, members)): score(members)
                              for members in itertools.combinations(seeds, args.size)}}
 
-    names = [s.name for s in first.label_sets if s.name in {t.name for t in table.label_sets}]
-    header = ["label set"] + [f"{title}, {view}" for view in VIEWS
+    names = list(next(iter(scores["TTA"]["1"].values())))
+    header = ["completion" if args.left_out else "label set"] + [f"{title}, {view}" for view in VIEWS
                               for title in ("one model", f"{args.size} seeds", "ensemble minus its members' mean")]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for name in names:
@@ -103,7 +142,9 @@ def main() -> int:
         print("| " + " | ".join(cells) + " |")
     if args.out:
         args.out.write_text(json.dumps({"config": loaded[0].config.to_dict(), "seeds": seeds, "size": args.size,
-                                        "validation_nuclei": len(rows), "macro_f1": scores,
+                                        "stage": loaded[0].stage,
+                                        "left_out": args.left_out, "nuclei": len(rows),
+                                        "figures": scores,
                                         "machine": machine_facts()}, indent=1))
         log(f"wrote {args.out}")
     return 0

@@ -19,7 +19,7 @@ import torch
 import mlcore
 from mlcore.config import STAGE_NUMBER, TrainConfig
 from mlcore.crops import CropSpec
-from mlcore.model import CrossTrainedModel
+from mlcore.model import CrossTrainedModel, SeedEnsemble
 from mlcore.slides import DEFAULT_MODEL_MPP
 from mlcore.types import LabelSet
 
@@ -56,7 +56,7 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-def save_checkpoint(path: str | Path, model: CrossTrainedModel, stage: str, epoch: int, stage_complete: bool,
+def save_checkpoint(path: str | Path, model: CrossTrainedModel | SeedEnsemble, stage: str, epoch: int, stage_complete: bool,
                     config: TrainConfig, optimizer: torch.optim.Optimizer | None = None,
                     scheduler=None, metrics: dict | None = None, extra: dict | None = None) -> Path:
     """Write atomically (temporary file, then rename): a reader never sees a half-written file."""
@@ -120,9 +120,16 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     crop = CropSpec(**architecture.get("crop", {"size": architecture["crop_size"]}))
     # The checkpoint holds the weights: a pretrained file the training started from is not read again.
     backbone_kwargs = {k: v for k, v in architecture["backbone_kwargs"].items() if k != "pretrained_file"}
-    model = CrossTrainedModel(label_sets_from_list(state["label_sets"]), architecture["backbone"],
-                              backbone_kwargs, crop, mpp=architecture.get("mpp") or DEFAULT_MODEL_MPP)
-    model.load_state_dict(legacy_resnet_state(architecture["backbone"], state["model_state"]))
+    def build() -> CrossTrainedModel:
+        return CrossTrainedModel(label_sets_from_list(state["label_sets"]), architecture["backbone"],
+                                 backbone_kwargs, crop, mpp=architecture.get("mpp") or DEFAULT_MODEL_MPP)
+
+    if architecture.get("members"):   # a SeedEnsemble: its members' weights under members.N.
+        model = SeedEnsemble([build() for _ in range(int(architecture["members"]))])
+        model.load_state_dict(state["model_state"])
+    else:
+        model = build()
+        model.load_state_dict(legacy_resnet_state(architecture["backbone"], state["model_state"]))
     model.to(device).eval()
     return LoadedCheckpoint(model=model, stage=state["stage"], epoch=state["epoch"],
                             stage_complete=state["stage_complete"], config=TrainConfig.from_saved(state["config"]),

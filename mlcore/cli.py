@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"score the validation nuclei with {TTA_HELP} as well, as infer and evaluate classify by "
                             f"default (metrics.json: label_sets_tta; default: {'on' if TTA_DEFAULT_TILES else 'off'}; "
                             "--no-tta: the one-view figures only)")
+    train.add_argument("--ensemble", type=int, default=1, metavar="N",
+                       help="train N models with the seeds SEED, SEED+1, ... on the same split and average their "
+                            "predictions: steadier and better than one seed, at N times the training and inference "
+                            "time (default 1; the members' own runs go to OUT/member1, member2, ...)")
     train.add_argument("--baseline", choices=("single", "sparse"),
                        help="single: one model per dataset on its own label set; sparse: stage 1 only")
 
@@ -163,15 +167,16 @@ class TqdmProgress:
             return
         if event.get("stage") == "crops":
             return
-        key = (event["stage"], event["epoch"])
+        key = (event.get("member"), event["stage"], event["epoch"])
+        member = f"model {event['member']}/{event['members']}, " if event.get("member") else ""
         if event["steps"] == 0:
             self.close()
-            print(f"stage {event['stage']}: {event['epochs']} epochs", file=sys.stderr, flush=True)
+            print(f"{member}stage {event['stage']}: {event['epochs']} epochs", file=sys.stderr, flush=True)
             return
         if key != self.key:
             self.close()
             self.key = key
-            self.bar = self.tqdm(total=event["steps"], desc=f"{event['stage']} {event['epoch']}/{event['epochs']}",
+            self.bar = self.tqdm(total=event["steps"], desc=f"{member}{event['stage']} {event['epoch']}/{event['epochs']}",
                                  unit="batch", file=sys.stderr, leave=True, dynamic_ncols=True)
         self.bar.update(event["step"] - self.bar.n)
         eta = event.get("eta_s")
@@ -196,7 +201,11 @@ def _report_validation(result, table, tta: bool, metrics_path: Path, say) -> dic
     with test-time augmentation, which metrics.json then carries as ``label_sets_tta``; returns those."""
     from mlcore.train import evaluate
 
-    say("validation, one view:")
+    for member in result.members:   # an ensemble's: each model alone first, then their average
+        say(f"validation, the model of seed {member['seed']} alone, one view:")
+        for line in _metrics_lines(member["metrics"]):
+            say(line)
+    say("validation, one view" + (f", the ensemble of {len(result.members)} seeds:" if result.members else ":"))
     for line in _metrics_lines(result.metrics):
         say(line)
     if not tta or not len(result.val_rows):
@@ -222,9 +231,13 @@ def command_train(args) -> int:
         config.seed = args.seed
         config.split_seed = args.seed
     config.validate()
+    if args.ensemble < 1:
+        raise ConfigError("--ensemble must be at least 1 (the number of models to train and average)")
+    if args.ensemble > 1 and args.baseline == "single":
+        raise ConfigError("--ensemble trains the merged model (or --baseline sparse), not the single-dataset models")
     from mlcore.data import build_table, default_cache_dir
     from mlcore.distributed import init_distributed
-    from mlcore.train import train_all
+    from mlcore.train import train_all, train_ensemble
 
     context = init_distributed()
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if context.is_main else (lambda text: None)
@@ -248,17 +261,24 @@ def command_train(args) -> int:
         if args.stage not in ("all", "sparse"):
             raise ConfigError("--baseline sparse trains stage 1 only; leave --stage out")
         stages = ("sparse",)
-    init = None
+    # Each member of an ensemble goes on from its own folder's checkpoint of the previous stage.
+    folders = [args.out / f"member{n}" for n in range(1, args.ensemble + 1)] if args.ensemble > 1 else [args.out]
+    inits = [None] * len(folders)
     if stages[0] != "sparse":
-        init = args.out / f"stage{STAGE_NUMBER[stages[0]] - 1}.pt"
-        if not init.is_file():
-            raise ConfigError(f"--stage {stages[0]} starts from {init}, which does not exist: "
-                              f"run the previous stage first")
+        inits = [folder / f"stage{STAGE_NUMBER[stages[0]] - 1}.pt" for folder in folders]
+        for init in inits:
+            if not init.is_file():
+                raise ConfigError(f"--stage {stages[0]} starts from {init}, which does not exist: "
+                                  f"run the previous stage first (with the same --ensemble)")
     if len(table.label_sets) < 2 and stages != ("sparse",):
         raise ConfigError("the correlation and completion stages need at least two labelled datasets with "
                           "different label sets (use --baseline sparse for one)")
-    result = train_all(table, config=config, stages=stages, progress=progress, init_checkpoint=init,
-                       out_dir=args.out)
+    if args.ensemble > 1:
+        result = train_ensemble(table, args.ensemble, config, stages=stages, progress=progress, out_dir=args.out,
+                                init_checkpoints=inits if stages[0] != "sparse" else None)
+    else:
+        result = train_all(table, config=config, stages=stages, progress=progress, init_checkpoint=inits[0],
+                           out_dir=args.out)
     progress.close()
     if context.is_main:
         say(f"wrote {result.checkpoint_path} and {args.out / 'metrics.json'} "

@@ -93,3 +93,49 @@ class CrossTrainedModel(nn.Module):
                 "crop_size": self.crop_size, "crop": self.crop_spec.describe(), "num_outputs": self.num_outputs,
                 "blocks": [list(block) for block in self.blocks],
                 "correlation_hidden": CORRELATION_HIDDEN, "mpp": self.mpp}
+
+
+class SeedEnsemble(nn.Module):
+    """Models of one setting trained with different seeds, whose logits (both branches) are averaged, as test-time
+    augmentation averages the views of one model (:func:`mlcore.predict.forward_logits`).
+
+    Why: the training seed alone moved a model's validation macro-F1 by a few hundredths, and an average of seeds
+    is steadier and better than either (README, "Ensembles of seeds"), at the members' cost in training and in
+    every prediction. Everything a prediction reads besides the logits (label sets, crops, resolution, whether
+    the correlation heads count) is the members' own, and the same in each."""
+
+    def __init__(self, members: list[CrossTrainedModel]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two models")
+        first = members[0]
+        for index, member in enumerate(members[1:], start=2):
+            if member.describe() != first.describe() or \
+                    [(s.name, s.classes) for s in member.label_sets] != [(s.name, s.classes) for s in first.label_sets]:
+                raise ValueError(f"model {index} of the ensemble differs from the first (architecture, crops or "
+                                 "label sets): an ensemble is of one setting trained with different seeds")
+            if bool(member.use_correlation) != bool(first.use_correlation):
+                raise ValueError(f"model {index} of the ensemble ends another stage than the first (its correlation "
+                                 "heads are trained in one and not the other)")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def first(self) -> CrossTrainedModel:
+        return self.members[0]
+
+    label_sets = property(lambda self: self.first.label_sets)
+    crop_spec = property(lambda self: self.first.crop_spec)
+    crop_size = property(lambda self: self.first.crop_size)
+    mpp = property(lambda self: self.first.mpp)
+    num_outputs = property(lambda self: self.first.num_outputs)
+    blocks = property(lambda self: self.first.blocks)
+    has_correlation_heads = property(lambda self: self.first.has_correlation_heads)
+    use_correlation = property(lambda self: self.first.use_correlation)
+    backbone_name = property(lambda self: self.first.backbone_name)
+    backbone_kwargs = property(lambda self: self.first.backbone_kwargs)
+
+    def block(self, logits: torch.Tensor, d: int) -> torch.Tensor:
+        return self.first.block(logits, d)
+
+    def describe(self) -> dict:
+        return {**self.first.describe(), "members": len(self.members)}

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from mlcore.data import dihedral, to_input
 from mlcore.losses import LOGIT_CLAMP
-from mlcore.model import CrossTrainedModel
+from mlcore.model import CrossTrainedModel, SeedEnsemble
 from mlcore.uncertainty import uncertainty_scores
 
 
@@ -46,8 +46,11 @@ def forward_logits(model: CrossTrainedModel, crops: np.ndarray | torch.Tensor, b
     """Raw backbone logits (N, K) and MLP logits (list of (N, C_d)) on the CPU, batched.
 
     ``tta``: test-time augmentation, the mean of both branches' logits over the 8 symmetries of the
-    square (a nucleus has no orientation); 8 times the forward passes.
+    square (a nucleus has no orientation); 8 times the forward passes. A :class:`SeedEnsemble`'s are the mean
+    of its members' (each with ``tta``).
     """
+    if isinstance(model, SeedEnsemble):
+        return mean_outputs([forward_logits(member, crops, batch_size, device, tta) for member in model.members])
     model.eval()
     if device is None:
         device = next(model.parameters()).device
@@ -69,6 +72,14 @@ def forward_logits(model: CrossTrainedModel, crops: np.ndarray | torch.Tensor, b
         return empty, [torch.zeros((0, len(s))) for s in model.label_sets] if model.has_correlation_heads else []
     all_heads = [torch.cat([h[d] for h in heads]) for d in range(len(model.correlation_heads))] if heads else []
     return torch.cat(logits), all_heads
+
+
+def mean_outputs(outputs: list[tuple[torch.Tensor, list[torch.Tensor]]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Several models' :func:`forward_logits` of the same crops averaged: the backbone logits, and each label
+    set's correlation-head logits."""
+    logits = torch.stack([o[0] for o in outputs]).mean(dim=0)
+    heads = [torch.stack([o[1][d] for o in outputs]).mean(dim=0) for d in range(len(outputs[0][1]))]
+    return logits, heads
 
 
 def predictions_from_logits(model: CrossTrainedModel, logits: torch.Tensor, heads: list[torch.Tensor]

@@ -29,7 +29,7 @@ from mlcore.config import STAGE_NUMBER, STAGES, TrainConfig
 from mlcore.data import NucleusTable, split_by_group
 from mlcore.distributed import DistributedContext, barrier, init_distributed
 from mlcore.metrics import classification_report, macro_f1_difference_interval
-from mlcore.model import CrossTrainedModel
+from mlcore.model import CrossTrainedModel, SeedEnsemble
 from mlcore.predict import forward_logits, predictions_from_logits, resolve_device
 from mlcore.stages import STAGE_TYPES, Stage
 from mlcore.types import MISSING, Cancelled, LabelSet
@@ -48,9 +48,10 @@ class TrainResult:
     metrics: dict                           # validation metrics per label set after the last stage
     stage_metrics: dict[str, dict]          # the same after each stage
     history: list[dict]                     # one entry per epoch: stage, epoch, loss, seconds, samples/s
-    model: CrossTrainedModel
+    model: CrossTrainedModel | SeedEnsemble
     train_rows: np.ndarray
     val_rows: np.ndarray
+    members: list[dict] = field(default_factory=list)  # an ensemble's: each member's seed and metrics
 
 
 # ----------------------------------------------------------------------------------------------
@@ -412,6 +413,9 @@ def start_model(table: NucleusTable, config: TrainConfig, first_stage: str, devi
     if init_checkpoint is not None:
         checkpoint = init_checkpoint if isinstance(init_checkpoint, LoadedCheckpoint) else load_checkpoint(init_checkpoint)
         model = checkpoint.model
+        if isinstance(model, SeedEnsemble):
+            raise ValueError(f"the checkpoint is an ensemble of {len(model.members)} models: each member trains on "
+                             "from its own checkpoint (train_ensemble's member folders)")
         if [(s.name, s.classes) for s in model.label_sets] != [(s.name, s.classes) for s in label_sets]:
             raise ValueError("the checkpoint's label sets "
                              f"{[(s.name, list(s.classes)) for s in model.label_sets]} differ from the data's "
@@ -499,6 +503,70 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
     return result
 
 
+def train_ensemble(table: NucleusTable, members: int, config: TrainConfig | None = None,
+                   stages: Sequence[str] = STAGES, progress: ProgressFn | None = None,
+                   should_stop: StopFn | None = None, out_dir: str | Path | None = None,
+                   train_rows: np.ndarray | None = None, val_rows: np.ndarray | None = None,
+                   init_checkpoints: Sequence[str | Path | None] | None = None) -> TrainResult:
+    """``members`` models of one setting with the seeds ``config.seed``, ``config.seed + 1``, ..., each trained by
+    :func:`train_all` on the same split, one after the other, and averaged into a :class:`SeedEnsemble`.
+
+    - ``out_dir/memberN`` holds member N's own run (its stage checkpoints, model.pt, metrics.json);
+      ``out_dir/stageK.pt`` and ``model.pt`` are the ensemble's, ``metrics.json`` its metrics and each member's.
+    - ``progress`` events carry ``member`` (1-based) and ``members`` beside :func:`train_all`'s keys.
+    - ``init_checkpoints``: one per member (or None), as :func:`train_all`'s ``init_checkpoint``.
+    - The result's ``metrics`` and ``stage_metrics`` are the ensemble's (a stage's from its members' checkpoints of
+      that stage; the last stage's alone without ``out_dir``), ``members`` each member's seed and metrics, and
+      ``history`` every member's epochs, each entry with its ``member``.
+    """
+    config = config or TrainConfig()
+    if members < 2:
+        raise ValueError(f"an ensemble needs at least two members, not {members}")
+    if init_checkpoints is not None and len(init_checkpoints) != members:
+        raise ValueError(f"{len(init_checkpoints)} starting checkpoints for {members} members")
+    if train_rows is None or val_rows is None:
+        train_rows, val_rows = split_by_group(table, config.val_fraction, config.split_seed)
+    out_dir = Path(out_dir) if out_dir is not None else None
+    results = []
+    for index in range(members):
+        def member_progress(event: dict, number=index + 1) -> None:
+            progress({**event, "member": number, "members": members})
+        results.append(train_all(
+            table, config=replace(config, seed=config.seed + index), stages=stages,
+            progress=member_progress if progress else None, should_stop=should_stop,
+            init_checkpoint=init_checkpoints[index] if init_checkpoints else None,
+            out_dir=out_dir / f"member{index + 1}" if out_dir is not None else None,
+            train_rows=train_rows, val_rows=val_rows))
+    ensemble = SeedEnsemble([r.model for r in results]).eval()
+    first = results[0]
+    history = [{**entry, "member": number} for number, r in enumerate(results, start=1) for entry in r.history]
+    result = TrainResult(None, {}, {}, {}, history, ensemble, first.train_rows, first.val_rows,
+                         [{"seed": config.seed + index, "metrics": r.metrics} for index, r in enumerate(results)])
+    if not init_distributed().is_main:
+        return result
+    device = next(ensemble.parameters()).device
+    for stage in stages:
+        if out_dir is None and stage != stages[-1]:
+            continue
+        stage_model = ensemble if stage == stages[-1] else SeedEnsemble(
+            [load_checkpoint(r.stage_checkpoints[stage], device).model for r in results]).eval()
+        metrics = evaluate(stage_model, table, first.val_rows, device) if len(first.val_rows) else {}
+        result.stage_metrics[stage] = metrics
+        if out_dir is not None:
+            result.stage_checkpoints[stage] = save_checkpoint(
+                out_dir / f"stage{STAGE_NUMBER[stage]}.pt", stage_model, stage, config.epochs[stage] - 1, True,
+                config, metrics=metrics, extra={"seeds": [m["seed"] for m in result.members],
+                                                "val_rows": first.val_rows.tolist()})
+    result.metrics = result.stage_metrics[stages[-1]]
+    if out_dir is not None:
+        result.checkpoint_path = out_dir / "model.pt"
+        tmp = out_dir / f".model.pt.{os.getpid()}.tmp"
+        shutil.copyfile(result.stage_checkpoints[stages[-1]], tmp)
+        os.replace(tmp, result.checkpoint_path)
+        write_metrics_json(out_dir / "metrics.json", result, table, stages)
+    return result
+
+
 SINGLE_BASELINE_PASSES = 4
 
 
@@ -516,4 +584,6 @@ def write_metrics_json(path: Path, result: TrainResult, table: NucleusTable, sta
     payload = {"stage": stages[-1], "label_sets": result.metrics, "stages": result.stage_metrics,
                "history": result.history, "data": table.summary(),
                "split": {"train": int(len(result.train_rows)), "validation": int(len(result.val_rows))}}
+    if result.members:
+        payload["members"] = result.members
     path.write_text(json.dumps(payload, indent=1))

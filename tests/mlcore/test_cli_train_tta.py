@@ -16,7 +16,7 @@ def test_validation_is_reported_with_tta_beside_one_view_and_written_to_metrics_
     model = random_model(label_sets).eval()   # input-sensitive: its flips answer differently
     val_rows = np.arange(len(table))[::3]
     one_view = evaluate(model, table, val_rows)
-    result = SimpleNamespace(model=model, metrics=one_view, val_rows=val_rows)
+    result = SimpleNamespace(model=model, metrics=one_view, val_rows=val_rows, members=[])
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps({"label_sets": one_view}))
     said = []

@@ -5,11 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
 
 from mlcore.checkpoint import load_checkpoint
 from mlcore.cli import read_datasets
+from mlcore.concepts import class_names_of, load_concept_map, model_completion
 from mlcore.config import TrainConfig, load_config_file
 from mlcore.data import build_table, split_by_group
 from mlcore.predict import forward_logits
@@ -53,7 +54,7 @@ def test_each_model_and_each_pair_is_scored_as_evaluate_and_averaged_logits_scor
     _, val_rows = split_by_group(table, config.val_fraction, config.split_seed)
     models = [load_checkpoint(path).model for path in checkpoints]
     for view, tta in (("one view", False), ("TTA", True)):
-        figures = written["macro_f1"][view]
+        figures = written["figures"][view]
         for seed, model in enumerate(models):
             assert figures["1"][str(seed)]["colon"] == pytest.approx(
                 evaluate(model, table, val_rows, tta=tta)["colon"]["macro_f1"], abs=1e-9)
@@ -69,3 +70,44 @@ def test_a_seed_given_twice_is_refused(three_seeds):
     tmp_path, config_path, _, _, checkpoints = three_seeds
     done = run_script(tmp_path, config_path, checkpoints[0], checkpoints[0])
     assert done.returncode == 2 and "seeds repeat ([0, 0])" in done.stderr
+
+
+def test_left_out_scores_the_concept_completion_of_an_unseen_datasets_nuclei(tmp_path):
+    colon = generate_dataset(tmp_path / "colon", format="seed", n_images=3, nuclei_per_image=20,
+                             class_names=["epithelial", "inflammatory"], seed=0, size=(128, 128))
+    lung = generate_dataset(tmp_path / "lung", format="seed", n_images=2, nuclei_per_image=20,
+                            class_names=["tumour", "lymphocyte"], seed=1, size=(128, 128))
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps({"datasets": [{"name": "colon", "format": "seed", "path": str(colon)},
+                                                    {"name": "lung", "format": "seed", "path": str(lung)}],
+                                       "model": {"width": 4}}))
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text(json.dumps({"concepts": {"tumour": {"colon": ["epithelial"], "lung": ["tumour"]},
+                                                 "inflammatory": {"colon": ["inflammatory"], "lung": ["lymphocyte"]}}}))
+    specs, config, _ = load_config_file(config_path)
+    table = build_table(read_datasets(specs), crop_size=config.crop_spec)
+    without_lung = table.subset(np.flatnonzero(table.dataset_index == 0)).with_label_sets([table.label_sets[0]])
+    checkpoints = []
+    for seed in (0, 1):
+        run = TrainConfig.from_dict({**config.to_dict(), "seed": seed, "epochs": 1, "samples_per_epoch": 64,
+                                     "batch_size": 32})
+        train_all(without_lung, config=run, stages=["sparse"], out_dir=tmp_path / f"seed{seed}")
+        checkpoints.append(tmp_path / f"seed{seed}" / "model.pt")
+
+    done = run_script(tmp_path, config_path, *checkpoints, "--left-out", "lung", "--concepts", concepts,
+                      "--out", tmp_path / "out.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = json.loads((tmp_path / "out.json").read_text())
+    lung_rows = np.flatnonzero(table.dataset_index == 1)
+    truth = class_names_of(table.labels[lung_rows, 1], table.label_sets[1].classes)
+    concept_map = load_concept_map(concepts)
+    for seed, path in enumerate(checkpoints):
+        expected = model_completion(load_checkpoint(path).model, table.crops[lung_rows], truth, "lung", concept_map,
+                                    tta=True)
+        assert written["figures"]["TTA"]["1"][str(seed)]["mean"] == pytest.approx(expected["mean"], abs=1e-9)
+        assert written["figures"]["TTA"]["1"][str(seed)]["into colon"] == pytest.approx(expected["mean"], abs=1e-9)
+    assert written["nuclei"] == len(lung_rows) and set(written["figures"]["TTA"]["2"]) == {"0+1"}
+    assert "| mean | " in done.stdout
+
+    trained_with_it = run_script(tmp_path, config_path, *checkpoints, "--left-out", "colon", "--concepts", concepts)
+    assert trained_with_it.returncode != 0 and "were trained with its label set colon" in trained_with_it.stderr
