@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlcore.config import (STAGE_NUMBER, STAGES, TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TTA_HELP, ConfigError,
-                           DatasetSpec, TrainConfig, load_config_file)
+from mlcore.config import (MAX_ENSEMBLE, STAGE_NUMBER, STAGES, TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TTA_HELP,
+                           ConfigError, DatasetSpec, TrainConfig, load_config_file)
 from mlcore.types import DataError, NucleusDataset, file_part
 
 
@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"score the validation nuclei with {TTA_HELP} as well, as infer and evaluate classify by "
                             f"default (metrics.json: label_sets_tta; default: {'on' if TTA_DEFAULT_TILES else 'off'}; "
                             "--no-tta: the one-view figures only)")
-    train.add_argument("--ensemble", type=int, default=1, metavar="N",
+    train.add_argument("--ensemble", type=int, metavar="N",
                        help="train N models with the seeds SEED, SEED+1, ... on the same split and average their "
                             "predictions: steadier and better than one seed, at N times the training and inference "
-                            "time (default 1; the members' own runs go to OUT/member1, member2, ...)")
+                            "time (overrides the config's model.ensemble, default 1)")
     train.add_argument("--baseline", choices=("single", "sparse"),
                        help="single: one model per dataset on its own label set; sparse: stage 1 only")
 
@@ -230,14 +230,14 @@ def command_train(args) -> int:
     if args.seed is not None:
         config.seed = args.seed
         config.split_seed = args.seed
+    if args.ensemble is not None:
+        if not 1 <= args.ensemble <= MAX_ENSEMBLE:
+            raise ConfigError(f"--ensemble {args.ensemble}: give 1 to {MAX_ENSEMBLE} models")
+        config.ensemble = args.ensemble
     config.validate()
-    if args.ensemble < 1:
-        raise ConfigError("--ensemble must be at least 1 (the number of models to train and average)")
-    if args.ensemble > 1 and args.baseline == "single":
-        raise ConfigError("--ensemble trains the merged model (or --baseline sparse), not the single-dataset models")
     from mlcore.data import build_table, default_cache_dir
     from mlcore.distributed import init_distributed
-    from mlcore.train import train_all, train_ensemble
+    from mlcore.train import train_all
 
     context = init_distributed()
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if context.is_main else (lambda text: None)
@@ -261,24 +261,17 @@ def command_train(args) -> int:
         if args.stage not in ("all", "sparse"):
             raise ConfigError("--baseline sparse trains stage 1 only; leave --stage out")
         stages = ("sparse",)
-    # Each member of an ensemble goes on from its own folder's checkpoint of the previous stage.
-    folders = [args.out / f"member{n}" for n in range(1, args.ensemble + 1)] if args.ensemble > 1 else [args.out]
-    inits = [None] * len(folders)
+    init = None
     if stages[0] != "sparse":
-        inits = [folder / f"stage{STAGE_NUMBER[stages[0]] - 1}.pt" for folder in folders]
-        for init in inits:
-            if not init.is_file():
-                raise ConfigError(f"--stage {stages[0]} starts from {init}, which does not exist: "
-                                  f"run the previous stage first (with the same --ensemble)")
+        init = args.out / f"stage{STAGE_NUMBER[stages[0]] - 1}.pt"
+        if not init.is_file():
+            raise ConfigError(f"--stage {stages[0]} starts from {init}, which does not exist: "
+                              f"run the previous stage first")
     if len(table.label_sets) < 2 and stages != ("sparse",):
         raise ConfigError("the correlation and completion stages need at least two labelled datasets with "
                           "different label sets (use --baseline sparse for one)")
-    if args.ensemble > 1:
-        result = train_ensemble(table, args.ensemble, config, stages=stages, progress=progress, out_dir=args.out,
-                                init_checkpoints=inits if stages[0] != "sparse" else None)
-    else:
-        result = train_all(table, config=config, stages=stages, progress=progress, init_checkpoint=inits[0],
-                           out_dir=args.out)
+    result = train_all(table, config=config, stages=stages, progress=progress, init_checkpoint=init,
+                       out_dir=args.out)
     progress.close()
     if context.is_main:
         say(f"wrote {result.checkpoint_path} and {args.out / 'metrics.json'} "

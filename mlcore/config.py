@@ -57,6 +57,7 @@ class ConfigError(ValueError):
 # Fields whose default changed after they were added: a config saved before such a field existed (in a
 # checkpoint, a model version, a results file) trained with this value, not with today's default.
 SAVED_BEFORE_THE_FIELD = {"crop_context_view": 0}
+MAX_ENSEMBLE = 8   # models in a seed ensemble: each costs its whole training and every prediction again
 
 
 @dataclass
@@ -65,6 +66,10 @@ class TrainConfig:
     # checkpoint's architecture records the backbone actually built.
     backbone: str = "auto"
     backbone_kwargs: dict = field(default_factory=dict)
+    # Models trained with the seeds seed, seed + 1, ... whose logits are averaged (mlcore.model.SeedEnsemble):
+    # a seed alone moved validation macro-F1 by a few hundredths, an average of two was steadier and better
+    # (README, "Ensembles of seeds"), at that many times the training and inference time.
+    ensemble: int = 1
     crop_size: int = 64
     crop_mask: bool = False              # a fourth input channel: the target nucleus's own mask
     crop_context: float = 1.0            # the crop's window is this many times wider, resized to crop_size
@@ -149,7 +154,7 @@ class TrainConfig:
         data = dict(data or {})
         data.pop("datasets", None)
         sections = {
-            "model": {"backbone": "backbone"},
+            "model": {"backbone": "backbone", "ensemble": "ensemble"},
             "crop": {"size": "crop_size", "mask": "crop_mask", "context": "crop_context",
                      "context_view": "crop_context_view", "stain_normalisation": "stain_normalisation"},
             "split": {"val_fraction": "val_fraction", "seed": "split_seed"},
@@ -197,6 +202,7 @@ class TrainConfig:
             ("crop.context_view", self.crop_context_view, int, lambda v: v in CONTEXT_VIEWS),
             ("augment.stain", self.stain_jitter, (int, float), lambda v: 0 <= v < 1),
             ("augment.context_view_dropout", self.context_view_dropout, (int, float), lambda v: 0 <= v < 1),
+            ("model.ensemble", self.ensemble, int, lambda v: 1 <= v <= MAX_ENSEMBLE),
             ("batch_size", self.batch_size, int, lambda v: v >= 2),
             ("weight_decay", self.weight_decay, (int, float), lambda v: v >= 0),
             ("grad_clip", self.grad_clip, (int, float), lambda v: v > 0),

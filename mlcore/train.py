@@ -414,8 +414,8 @@ def start_model(table: NucleusTable, config: TrainConfig, first_stage: str, devi
         checkpoint = init_checkpoint if isinstance(init_checkpoint, LoadedCheckpoint) else load_checkpoint(init_checkpoint)
         model = checkpoint.model
         if isinstance(model, SeedEnsemble):
-            raise ValueError(f"the checkpoint is an ensemble of {len(model.members)} models: each member trains on "
-                             "from its own checkpoint (train_ensemble's member folders)")
+            raise ValueError(f"the checkpoint is an ensemble of {len(model.members)} models: train an ensemble of "
+                             f"as many from it (config ensemble {len(model.members)}), or a single model afresh")
         if [(s.name, s.classes) for s in model.label_sets] != [(s.name, s.classes) for s in label_sets]:
             raise ValueError("the checkpoint's label sets "
                              f"{[(s.name, list(s.classes)) for s in model.label_sets]} differ from the data's "
@@ -461,12 +461,19 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
       checkpoint is written (on the main process).
     - ``validate_epochs``: each epoch's history entry gets ``val_macro_f1`` per label set
       (:class:`EpochValidation`), for the training curves.
+    - ``config.ensemble`` > 1: an ensemble of that many seeds (:func:`train_ensemble`).
     """
     config = config or TrainConfig()
     config.validate()
     if label_sets is not None and [s.name for s in label_sets] != [s.name for s in table.label_sets]:
         table = table.with_label_sets(list(label_sets))
     stages = check_stages(stages, table.label_sets)
+    if config.ensemble > 1:
+        if train_rows is None or val_rows is None:
+            train_rows, val_rows = split_by_group(table, config.val_fraction, config.split_seed)
+        return train_ensemble(table, config, stages, progress, should_stop, init_checkpoint,
+                              Path(out_dir) if out_dir is not None else None, np.asarray(train_rows, np.int64),
+                              np.asarray(val_rows, np.int64), history, stage_done, validate_epochs)
     context = init_distributed()
     device = resolve_device(config.device)
     if context.enabled and device.type == "cuda":
@@ -503,62 +510,67 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
     return result
 
 
-def train_ensemble(table: NucleusTable, members: int, config: TrainConfig | None = None,
-                   stages: Sequence[str] = STAGES, progress: ProgressFn | None = None,
-                   should_stop: StopFn | None = None, out_dir: str | Path | None = None,
-                   train_rows: np.ndarray | None = None, val_rows: np.ndarray | None = None,
-                   init_checkpoints: Sequence[str | Path | None] | None = None) -> TrainResult:
-    """``members`` models of one setting with the seeds ``config.seed``, ``config.seed + 1``, ..., each trained by
-    :func:`train_all` on the same split, one after the other, and averaged into a :class:`SeedEnsemble`.
+def member_starts(init_checkpoint: str | Path | LoadedCheckpoint | None, members: int) -> list:
+    """Where each member of an ensemble of ``members`` starts: afresh, or from its own model in an ensemble
+    checkpoint of as many members (a finished stage, or the version a training fine-tunes)."""
+    if init_checkpoint is None:
+        return [None] * members
+    checkpoint = init_checkpoint if isinstance(init_checkpoint, LoadedCheckpoint) else load_checkpoint(init_checkpoint)
+    models = list(checkpoint.model.members) if isinstance(checkpoint.model, SeedEnsemble) else [checkpoint.model]
+    if len(models) != members:
+        raise ValueError(f"the checkpoint holds {len(models)} model(s) and the config asks for an ensemble of "
+                         f"{members}: each member goes on from its own model, so start afresh or from an "
+                         f"ensemble of {members}")
+    return [LoadedCheckpoint(model=model, stage=checkpoint.stage, epoch=checkpoint.epoch,
+                             stage_complete=checkpoint.stage_complete, config=checkpoint.config) for model in models]
 
-    - ``out_dir/memberN`` holds member N's own run (its stage checkpoints, model.pt, metrics.json);
-      ``out_dir/stageK.pt`` and ``model.pt`` are the ensemble's, ``metrics.json`` its metrics and each member's.
-    - ``progress`` events carry ``member`` (1-based) and ``members`` beside :func:`train_all`'s keys.
-    - ``init_checkpoints``: one per member (or None), as :func:`train_all`'s ``init_checkpoint``.
-    - The result's ``metrics`` and ``stage_metrics`` are the ensemble's (a stage's from its members' checkpoints of
-      that stage; the last stage's alone without ``out_dir``), ``members`` each member's seed and metrics, and
-      ``history`` every member's epochs, each entry with its ``member``.
-    """
-    config = config or TrainConfig()
-    if members < 2:
-        raise ValueError(f"an ensemble needs at least two members, not {members}")
-    if init_checkpoints is not None and len(init_checkpoints) != members:
-        raise ValueError(f"{len(init_checkpoints)} starting checkpoints for {members} members")
-    if train_rows is None or val_rows is None:
-        train_rows, val_rows = split_by_group(table, config.val_fraction, config.split_seed)
-    out_dir = Path(out_dir) if out_dir is not None else None
-    results = []
-    for index in range(members):
-        def member_progress(event: dict, number=index + 1) -> None:
-            progress({**event, "member": number, "members": members})
-        results.append(train_all(
-            table, config=replace(config, seed=config.seed + index), stages=stages,
-            progress=member_progress if progress else None, should_stop=should_stop,
-            init_checkpoint=init_checkpoints[index] if init_checkpoints else None,
-            out_dir=out_dir / f"member{index + 1}" if out_dir is not None else None,
-            train_rows=train_rows, val_rows=val_rows))
-    ensemble = SeedEnsemble([r.model for r in results]).eval()
-    first = results[0]
-    history = [{**entry, "member": number} for number, r in enumerate(results, start=1) for entry in r.history]
-    result = TrainResult(None, {}, {}, {}, history, ensemble, first.train_rows, first.val_rows,
-                         [{"seed": config.seed + index, "metrics": r.metrics} for index, r in enumerate(results)])
-    if not init_distributed().is_main:
-        return result
-    device = next(ensemble.parameters()).device
+
+def train_ensemble(table: NucleusTable, config: TrainConfig, stages: Sequence[str], progress: ProgressFn | None,
+                   should_stop: StopFn | None, init_checkpoint, out_dir: Path | None, train_rows: np.ndarray,
+                   val_rows: np.ndarray, history: Sequence[dict] | None, stage_done: StageDoneFn | None,
+                   validate_epochs: bool) -> TrainResult:
+    """:func:`train_all` for ``config.ensemble`` > 1: that many models with the seeds ``config.seed``,
+    ``config.seed + 1``, ... on one split, averaged into a :class:`SeedEnsemble`.
+
+    Stage by stage: every member trains stage 1, then every member stage 2, and so on, so that each stage ends,
+    as a single model's does, with one checkpoint (``stageN.pt``, the ensemble) that a run can resume from. The
+    members' epochs are not checkpointed one by one (no ``last.pt``). ``progress`` events carry ``member``
+    (1-based) and ``members``; history entries their ``member``; ``result.members`` each member's seed and
+    metrics after the last stage, ``result.metrics`` and ``stage_metrics`` the ensemble's."""
+    members = config.ensemble
+    member_configs = [replace(config, ensemble=1, seed=config.seed + index) for index in range(members)]
+    starts = member_starts(init_checkpoint, members)
+    result = TrainResult(None, {}, {}, {}, list(history or []), None, train_rows, val_rows)
+    is_main = init_distributed().is_main
     for stage in stages:
-        if out_dir is None and stage != stages[-1]:
+        trained = []
+        for index, member_config in enumerate(member_configs):
+            def member_progress(event: dict, number=index + 1) -> None:
+                progress({**event, "member": number, "members": members})
+            done = train_all(table, config=member_config, stages=(stage,),
+                             progress=member_progress if progress else None, should_stop=should_stop,
+                             init_checkpoint=starts[index], train_rows=train_rows, val_rows=val_rows,
+                             validate_epochs=validate_epochs)
+            trained.append(done)
+            result.history.extend({**entry, "member": index + 1} for entry in done.history)
+        starts = [LoadedCheckpoint(model=done.model, stage=stage, epoch=config.epochs[stage] - 1, stage_complete=True,
+                                   config=member_config) for done, member_config in zip(trained, member_configs)]
+        result.model = SeedEnsemble([done.model for done in trained]).eval()
+        result.members = [{"seed": c.seed, "metrics": done.metrics} for c, done in zip(member_configs, trained)]
+        if not is_main:
             continue
-        stage_model = ensemble if stage == stages[-1] else SeedEnsemble(
-            [load_checkpoint(r.stage_checkpoints[stage], device).model for r in results]).eval()
-        metrics = evaluate(stage_model, table, first.val_rows, device) if len(first.val_rows) else {}
-        result.stage_metrics[stage] = metrics
+        metrics = evaluate(result.model, table, val_rows) if len(val_rows) else {}
+        result.stage_metrics[stage] = result.metrics = metrics
+        path = None
         if out_dir is not None:
-            result.stage_checkpoints[stage] = save_checkpoint(
-                out_dir / f"stage{STAGE_NUMBER[stage]}.pt", stage_model, stage, config.epochs[stage] - 1, True,
-                config, metrics=metrics, extra={"seeds": [m["seed"] for m in result.members],
-                                                "val_rows": first.val_rows.tolist()})
-    result.metrics = result.stage_metrics[stages[-1]]
-    if out_dir is not None:
+            path = save_checkpoint(out_dir / f"stage{STAGE_NUMBER[stage]}.pt", result.model, stage,
+                                   config.epochs[stage] - 1, True, config, metrics=metrics,
+                                   extra={"history": result.history, "val_rows": val_rows.tolist(),
+                                          "members": result.members})
+            result.stage_checkpoints[stage] = path
+        if stage_done is not None:
+            stage_done(stage, path, metrics)
+    if is_main and out_dir is not None:
         result.checkpoint_path = out_dir / "model.pt"
         tmp = out_dir / f".model.pt.{os.getpid()}.tmp"
         shutil.copyfile(result.stage_checkpoints[stages[-1]], tmp)

@@ -10,7 +10,7 @@ from mlcore.checkpoint import load_checkpoint, save_checkpoint
 from mlcore.config import TrainConfig
 from mlcore.model import CrossTrainedModel, SeedEnsemble
 from mlcore.predict import forward_logits, predict
-from mlcore.train import evaluate, train_all, train_ensemble
+from mlcore.train import evaluate, train_all
 from mlcore.types import LabelSet
 from tests.mlcore.helpers import random_model, two_set_table
 
@@ -68,36 +68,59 @@ def test_an_ensemble_checkpoint_loads_as_the_same_ensemble(tmp_path):
                   init_checkpoint=path)
 
 
-def test_train_ensemble_trains_each_seed_on_one_split_and_scores_their_average(tmp_path):
+def test_an_ensemble_config_trains_each_seed_stage_by_stage_on_one_split_and_scores_their_average(tmp_path):
     table, _ = two_set_table()
-    config = TrainConfig.from_dict({**TINY, "seed": 5})
-    events = []
-    result = train_ensemble(table, 2, config, progress=events.append, out_dir=tmp_path)
+    config = TrainConfig.from_dict({**TINY, "seed": 5, "model": {"ensemble": 2}})
+    events, stages_done = [], []
+    result = train_all(table, config=config, progress=events.append, out_dir=tmp_path,
+                       stage_done=lambda stage, path, metrics: stages_done.append((stage, path, metrics)))
 
     assert [m["seed"] for m in result.members] == [5, 6]
-    members = [load_checkpoint(tmp_path / f"member{n}" / "model.pt") for n in (1, 2)]
-    assert [m.config.seed for m in members] == [5, 6] and all(m.stage == "completion" for m in members)
-    splits = [json.loads((tmp_path / f"member{n}" / "metrics.json").read_text())["split"] for n in (1, 2)]
-    assert splits[0] == splits[1] == {"train": len(result.train_rows), "validation": len(result.val_rows)}
-    for member, loaded in zip(result.members, members):   # each member's figures are its own model's
-        assert member["metrics"]["A"]["macro_f1"] == pytest.approx(
-            evaluate(loaded.model, table, result.val_rows)["A"]["macro_f1"], abs=1e-9)
-    assert not torch.equal(next(members[0].model.parameters()), next(members[1].model.parameters()))
-
     saved = load_checkpoint(tmp_path / "model.pt")
-    assert isinstance(saved.model, SeedEnsemble) and saved.stage == "completion"
-    assert saved.raw["extra"]["seeds"] == [5, 6]
+    assert isinstance(saved.model, SeedEnsemble) and saved.stage == "completion" and saved.config.ensemble == 2
+    assert [m["seed"] for m in saved.raw["extra"]["members"]] == [5, 6]
+    members = saved.model.members
+    assert not torch.equal(next(members[0].parameters()), next(members[1].parameters()))
+    for member, model in zip(result.members, members):   # each member's figures are its own model's
+        assert member["metrics"]["A"]["macro_f1"] == pytest.approx(
+            evaluate(model, table, result.val_rows)["A"]["macro_f1"], abs=1e-9)
     assert result.metrics == evaluate(saved.model, table, result.val_rows)
-    assert set(result.stage_metrics) == {"sparse", "correlation", "completion"}
+
+    # Every stage ends with the ensemble's checkpoint, as a single model's stages do.
+    assert [(stage, path) for stage, path, _ in stages_done] == [
+        ("sparse", tmp_path / "stage1.pt"), ("correlation", tmp_path / "stage2.pt"),
+        ("completion", tmp_path / "stage3.pt")]
     stage1 = load_checkpoint(tmp_path / "stage1.pt").model
     assert isinstance(stage1, SeedEnsemble) and not bool(stage1.use_correlation)
-    assert result.stage_metrics["sparse"] == evaluate(stage1, table, result.val_rows)
+    assert result.stage_metrics["sparse"] == evaluate(stage1, table, result.val_rows) == stages_done[0][2]
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert [m["seed"] for m in written["members"]] == [5, 6]
     assert written["label_sets"]["A"]["macro_f1"] == pytest.approx(result.metrics["A"]["macro_f1"])
-    assert {e["member"] for e in result.history} == {1, 2}
-    assert {(e["member"], e["members"]) for e in events} == {(1, 2), (2, 2)}
-    assert [e["member"] for e in events if e["steps"] == 0][:1] == [1] and events[-1]["member"] == 2
+    assert [(e["stage"], e["member"]) for e in result.history] == [
+        (stage, member) for stage in ("sparse", "correlation", "completion") for member in (1, 2)]
+    begins = [(e["stage"], e["member"], e["members"]) for e in events if e["steps"] == 0 and e["stage"] != "crops"]
+    assert begins[:2] == [("sparse", 1, 2), ("sparse", 2, 2)] and begins[-1] == ("completion", 2, 2)
+
+
+def test_an_ensemble_goes_on_from_its_stage_checkpoint_each_member_from_its_own_model(tmp_path):
+    table, _ = two_set_table()
+    config = TrainConfig.from_dict({**TINY, "model": {"ensemble": 2}})
+    train_all(table, config=config, stages=["sparse"], out_dir=tmp_path)
+    stage1 = load_checkpoint(tmp_path / "stage1.pt").model
+    result = train_all(table, config=config, stages=["correlation"], init_checkpoint=tmp_path / "stage1.pt")
+    # Stage 2 trains the heads only: each member's backbone is its own stage-1 backbone.
+    for before, after in zip(stage1.members, result.model.members):
+        assert all(torch.equal(a, b) for a, b in zip(before.backbone.state_dict().values(),
+                                                     after.backbone.state_dict().values()))
+    assert bool(result.model.use_correlation)
+
+    with pytest.raises(ValueError, match="holds 2 model\\(s\\) and the config asks for an ensemble of 3"):
+        train_all(table, config=TrainConfig.from_dict({**TINY, "model": {"ensemble": 3}}), stages=["correlation"],
+                  init_checkpoint=tmp_path / "stage1.pt")
+    single = train_all(table, config=TrainConfig.from_dict(TINY), stages=["sparse"], out_dir=tmp_path / "single")
+    assert not isinstance(single.model, SeedEnsemble)
+    with pytest.raises(ValueError, match="holds 1 model"):
+        train_all(table, config=config, stages=["correlation"], init_checkpoint=tmp_path / "single" / "stage1.pt")
 
 
 def test_cli_train_ensemble_then_infer_and_evaluate_with_it(tmp_path, capsys):
@@ -115,7 +138,7 @@ def test_cli_train_ensemble_then_infer_and_evaluate_with_it(tmp_path, capsys):
     common = ["--config", str(tmp_path / "config.json"), "--epochs", "1", "--device", "cpu", "--ensemble", "2"]
     out = tmp_path / "run"
     assert main(["train", *common, "--out", str(out), "--stage", "sparse"]) == 0
-    assert main(["train", *common, "--out", str(out), "--stage", "correlation"]) == 0   # each member from its own
+    assert main(["train", *common, "--out", str(out), "--stage", "correlation"]) == 0   # from the ensemble's stage1.pt
     assert main(["train", *common, "--out", str(out), "--stage", "completion"]) == 0
     said = capsys.readouterr().err
     assert "model 2/2, stage completion: 1 epochs" in said
@@ -123,15 +146,13 @@ def test_cli_train_ensemble_then_infer_and_evaluate_with_it(tmp_path, capsys):
     assert "validation, one view, the ensemble of 2 seeds:" in said
     ensemble = load_checkpoint(out / "model.pt")
     assert isinstance(ensemble.model, SeedEnsemble) and ensemble.stage == "completion"
-    for n in (1, 2):
-        assert load_checkpoint(out / f"member{n}" / "stage3.pt").config.seed == n - 1
+    assert [m["seed"] for m in ensemble.raw["extra"]["members"]] == [0, 1]
     written = json.loads((out / "metrics.json").read_text())
     assert "label_sets_tta" in written and [m["seed"] for m in written["members"]] == [0, 1]
 
-    assert main(["train", *common, "--out", str(tmp_path / "s"), "--baseline", "single"]) == 2
-    assert main(["train", *common[:-1], "0", "--out", str(tmp_path / "z")]) == 2
-    assert main(["train", *common, "--out", str(tmp_path / "fresh"), "--stage", "correlation"]) == 2
-    assert "member1/stage1.pt, which does not exist" in capsys.readouterr().err
+    for wrong in ("0", "9"):
+        assert main(["train", *common[:-1], wrong, "--out", str(tmp_path / "z")]) == 2
+        assert f"--ensemble {wrong}: give 1 to 8 models" in capsys.readouterr().err
 
     image = next((tmp_path / "one" / "images").glob("*.png"))
     mask = next((tmp_path / "one" / "masks").glob(f"{image.stem}*"))
@@ -139,6 +160,6 @@ def test_cli_train_ensemble_then_infer_and_evaluate_with_it(tmp_path, capsys):
                  "--out", str(tmp_path / "predicted")]) == 0
     assert any((tmp_path / "predicted").iterdir())
     assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--dataset", f"one=seed:{tmp_path / 'one'}",
-                 "--label-set", "one", "--against", str(out / "member1" / "model.pt"), "--json"]) == 0
+                 "--label-set", "one", "--against", str(out / "stage1.pt"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["against"]["checkpoint"] == "model.pt"
+    assert report["against"]["checkpoint"] == "stage1.pt"
