@@ -32,6 +32,7 @@ export function watchJob(card) {
     field("state").className = `state state-${job.state}`;
     field("bar").style.width = `${p.percent || 0}%`;
     const parts = [];
+    if (p.models > 1) parts.push(`model ${p.model}/${p.models}`);
     if (p.stage) parts.push(`stage ${p.stage}`);
     if (p.epoch != null) parts.push(`epoch ${p.epoch}${p.epochs ? "/" + p.epochs : ""}`);
     if (p.loss != null) parts.push(`loss ${Number(p.loss).toFixed(4)}`);

@@ -30,7 +30,7 @@ function trainingSection(section) {
   function trainOptions() {
     const form = new FormData(trainForm);
     const body = { stages: form.getAll("stages"), backbone: form.get("backbone"), device: form.get("device") };
-    for (const name of ["epochs", "samples_per_epoch"]) if (form.get(name)) body[name] = Number(form.get(name));
+    for (const name of ["epochs", "samples_per_epoch", "ensemble"]) if (form.get(name)) body[name] = Number(form.get(name));
     // 0 is sent too: it turns stain jitter off where the active version had it on.
     if (form.get("stain_jitter") !== null && form.get("stain_jitter") !== "") body.stain_jitter = Number(form.get("stain_jitter"));
     if (form.get("crop_context_view") !== null) body.crop_context_view = Number(form.get("crop_context_view"));
@@ -55,7 +55,7 @@ function trainingSection(section) {
       const e = await api(`/api/projects/${projectId}/train/estimate/?${query}`);
       const stages = Object.entries(e.per_stage).map(([stage, s]) => `${stage} ${duration(s)}`).join(" · ");
       estimateBox.textContent = `Estimated time: about ${duration(e.seconds)} (${stages}) for ${e.nuclei} nuclei, `
-        + `${e.epochs} epochs of ${e.samples_per_epoch} draws, at ${Math.round(e.speed.train_samples_per_s)} crops/s `
+        + `${e.epochs} epochs of ${e.samples_per_epoch} draws${e.models > 1 ? `, ${e.models} models in turn` : ""}, at ${Math.round(e.speed.train_samples_per_s)} crops/s `
         + `in training: from ${e.speed.text}. Not counted: ${e.excludes}.`;
       estimateBox.dataset.seconds = e.seconds;
       estimateBox.dataset.source = e.speed.source;

@@ -100,6 +100,8 @@ def training_estimate(project, options: dict, *, resume_point: dict | None = Non
     if resume_point is not None:
         stages = list(resume_point["remaining"])
     crop = replace(base.crop_spec, context_view=options.get("crop_context_view", base.crop_context_view))
+    # An ensemble trains each of its models in turn, every stage of each as long as one model's.
+    models = int(options.get("ensemble") or base.ensemble)
     speed = training_speed(backbone, crop, options.get("stain_jitter", base.stain_jitter))
     estimate = estimate_seconds(nuclei=size["nuclei"], labelled=size["labelled"], stages=stages,
                                 epochs={stage: epochs for stage in stages}, samples_per_epoch=samples_per_epoch,
@@ -110,8 +112,9 @@ def training_estimate(project, options: dict, *, resume_point: dict | None = Non
         "nuclei": size["nuclei"], "labelled_nuclei": size["labelled"], "label_sets": label_sets,
         "stages": stages, "epochs": epochs, "samples_per_epoch": samples_per_epoch, "backbone": backbone,
         "defaults": {**defaults, "rule": describe_rule()},
-        "seconds": round(estimate["total"], 1),
-        "per_stage": {stage: round(seconds, 1) for stage, seconds in estimate["per_stage"].items()},
+        "models": models,
+        "seconds": round(models * estimate["total"], 1),
+        "per_stage": {stage: round(models * seconds, 1) for stage, seconds in estimate["per_stage"].items()},
         "speed": {"train_samples_per_s": round(speed["train_samples_per_s"], 1),
                   "infer_samples_per_s": round(speed["infer_samples_per_s"], 1),
                   "source": speed["source"], "text": speed["text"]},

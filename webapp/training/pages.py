@@ -73,7 +73,7 @@ def training_panel_context(project, user) -> dict:
     last_jobs = Job.objects.filter(project=project, kind__in=[Job.Kind.TRAIN, Job.Kind.PREDICT, Job.Kind.INFER]
                                    ).order_by("-id")[:5]
     from mlcore.backbones import backbone_choices
-    from mlcore.config import TrainConfig
+    from mlcore.config import MAX_ENSEMBLE, TrainConfig
 
     active = next((v for v in versions if v.is_active), None)
     from webapp.datasets.models import LabelSet
@@ -103,6 +103,8 @@ def training_panel_context(project, user) -> dict:
         "default_stain_jitter": (active.config if active else {}).get("stain_jitter", TrainConfig().stain_jitter),
         "default_context_view": (TrainConfig.saved(active.config) if active else {}).get(
             "crop_context_view", TrainConfig().crop_context_view),
+        "default_ensemble": (active.config if active else {}).get("ensemble", TrainConfig().ensemble),
+        "max_ensemble": MAX_ENSEMBLE,
         **training_form_context(project),
     }
 

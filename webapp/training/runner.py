@@ -80,9 +80,11 @@ def training_config(options: dict, parent: ModelVersion | None) -> tuple[TrainCo
 
 def continues_from(parent: LoadedCheckpoint, label_sets, config: TrainConfig) -> bool:
     """Whether a training fine-tunes the parent version's network rather than starting afresh: not when a new
-    taxonomy joined (other heads), nor when the crops changed (a wider view has more input channels)."""
+    taxonomy joined (other heads), nor when the crops changed (a wider view has more input channels), nor when
+    the number of models averaged changed (each model of an ensemble goes on from its own)."""
     same_sets = [(s.name, s.classes) for s in parent.label_sets] == [(s.name, s.classes) for s in label_sets]
-    return same_sets and parent.model.crop_spec == config.crop_spec
+    models = len(getattr(parent.model, "members", [parent.model]))
+    return same_sets and parent.model.crop_spec == config.crop_spec and models == config.ensemble
 
 
 class TrainingProgress:
@@ -131,6 +133,9 @@ class TrainingProgress:
         index = self.stages.index(stage) if stage in self.stages else 0
         epochs = max(1, int(info.get("epochs") or self.epochs.get(stage, 1)))
         steps, step = int(info.get("steps") or 0), int(info.get("step") or 0)
+        # An ensemble trains each stage once per model, in turn: the stage's share is split between them.
+        members, member = max(1, int(info.get("members") or 1)), max(1, int(info.get("member") or 1))
+        model = f"model {member}/{members}, " if members > 1 else ""
         now = self.clock()
         loss = info.get("loss")
         log = None
@@ -138,16 +143,21 @@ class TrainingProgress:
             self.stage_started = now
             done = min(int(info.get("epoch") or 0), epochs)
             epoch, fraction = min(done + 1, epochs), done / epochs
-            log = f"stage {stage}: {epochs} epoch{'s' if epochs != 1 else ''}"
+            log = f"{model}stage {stage}: {epochs} epoch{'s' if epochs != 1 else ''}"
         else:
             epoch = min(max(int(info.get("epoch") or 1), 1), epochs)
             fraction = min(1.0, (epoch - 1 + step / steps) / epochs)
             if step == steps:
-                log = (f"stage {stage}, epoch {epoch}/{epochs} done"
+                log = (f"{model}stage {stage}, epoch {epoch}/{epochs} done"
                        + (f": loss {loss:.4f}" if isinstance(loss, float) and math.isfinite(loss) else ""))
+        eta = self._eta(stage, index, fraction, info.get("eta_s"), now)
+        if members > 1 and eta is not None:   # the models still to train this stage, then the later stages' turns
+            eta += (members - member) * self._units(stage) * (self.seconds_per_epoch or 0) + \
+                (members - 1) * sum(self._units(s) for s in self.stages[index + 1:]) * (self.seconds_per_epoch or 0)
+        fraction = (member - 1 + fraction) / members
         percent = self.START + self.SPAN * (index + fraction) / len(self.stages)
-        self.report(percent, stage=stage, epoch=epoch, epochs=epochs, loss=loss,
-                    eta_s=self._eta(stage, index, fraction, info.get("eta_s"), now), log=log)
+        self.report(percent, stage=stage, epoch=epoch, epochs=epochs, loss=loss, eta_s=eta, log=log,
+                    **({"model": member, "models": members} if members > 1 else {}))
 
 
 def _stored_file(name: str) -> Path | None:
@@ -212,7 +222,9 @@ def training_data(project, table, result, stages: list[str], resume: Resume | No
     return {"datasets": datasets, "nuclei": int(len(table)),
             "backbone": {"name": built["backbone"], "options": _jsonable(built["backbone_kwargs"])},
             "split": {"train": int(len(result.train_rows)), "validation": int(len(result.val_rows))},
-            "stages": done_before + list(stages), "resumed_from_job": resume.point["job"] if resume else None}
+            "stages": done_before + list(stages), "resumed_from_job": resume.point["job"] if resume else None,
+            **({"members": [{"seed": m["seed"], "metrics": summary(m["metrics"])} for m in result.members]}
+               if result.members else {})}
 
 
 SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "weighted_f1", "tta")

@@ -2,7 +2,7 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from mlcore.backbones import backbone_choices
-from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TTA_HELP
+from mlcore.config import MAX_ENSEMBLE, TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TTA_HELP
 from mlcore.crops import CONTEXT_VIEWS
 from mlcore.train import STAGES
 
@@ -39,6 +39,10 @@ class TrainRequestSerializer(serializers.Serializer):
         "a second view of each nucleus at a coarser scale: 2, the default, shows the 128 px around it at half "
         "resolution beside the full-resolution crop; 0 turns it off. Unset: the active version's setting (2 for a "
         "first version)"))
+    ensemble = serializers.IntegerField(min_value=1, max_value=MAX_ENSEMBLE, required=False, help_text=(
+        "models trained with consecutive seeds and averaged (their predictions are the mean of their logits): 1, "
+        "the default, is one model; 2 was steadier and better than one seed on the validation nuclei (README), at "
+        "that many times the training and prediction time. Unset: the active version's setting"))
     predict_tta = OptionalBooleanField(required=False, help_text=(
         f"whether the new version's predictions of the project's tile images use {TTA_HELP} (default: "
         f"{TTA_DEFAULT_TILES}; whole slides are classified once per nucleus). The new version's validation "

@@ -20,7 +20,7 @@ PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 42, 12, 12, 30
 STAGE_TITLES = {"sparse": "Stage 1: sparse training", "correlation": "Stage 2: label correlation",
                 "completion": "Stage 3: cross training"}
 CONFIG_ROWS = [  # (config key, what it is), in the order a person reads them
-    ("backbone", "backbone"), ("backbone_kwargs", "backbone options"), ("crop_size", "crop size (px)"),
+    ("backbone", "backbone"), ("backbone_kwargs", "backbone options"), ("ensemble", "models averaged (seeds)"), ("crop_size", "crop size (px)"),
     ("crop_mask", "nucleus mask channel"), ("crop_context", "crop context (x the crop size)"),
     ("crop_context_view", "wider context view (x shrunk, 0 = none)"),
     ("epochs", "epochs per stage"), ("samples_per_epoch", "draws per epoch"), ("batch_size", "batch size"),
@@ -80,25 +80,31 @@ def line_chart(series: list[dict], epochs: list[int], y_top: float, y_label: str
 
 
 def stage_curves(history: list[dict], label_set_names: list[str]) -> list[dict]:
-    """One entry per stage that ran: its epochs, a loss chart and a validation macro-F1 chart."""
+    """One entry per stage that ran: its epochs, a loss chart and a validation macro-F1 chart. An ensemble's
+    history has each model's epochs (``member``): the loss chart has a line per model, the rest is the first's."""
     colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(label_set_names)}
     stages = []
     for stage in STAGES:
-        entries = [h for h in history if isinstance(h, dict) and h.get("stage") == stage]
+        all_entries = [h for h in history if isinstance(h, dict) and h.get("stage") == stage]
+        members = sorted({int(h.get("member") or 1) for h in all_entries})
+        entries = [h for h in all_entries if int(h.get("member") or 1) == (members[0] if members else 1)]
         if not entries:
             continue
         epochs = [int(h.get("epoch") or i + 1) for i, h in enumerate(entries)]
-        losses = [h.get("loss") for h in entries]
-        finite = [v for v in losses if isinstance(v, (int, float)) and math.isfinite(v)]
-        loss_chart = line_chart([{"name": "training loss", "color": "#6a2c91", "values": losses}], epochs,
+        losses = {m: [h.get("loss") for h in all_entries if int(h.get("member") or 1) == m] for m in members}
+        finite = [v for values in losses.values() for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+        loss_chart = line_chart([{"name": "training loss" + (f", model {m}" if len(members) > 1 else ""),
+                                  "color": "#6a2c91" if index == 0 else PALETTE[index % len(PALETTE)],
+                                  "values": values[:len(epochs)]}
+                                 for index, (m, values) in enumerate(losses.items())], epochs,
                                 _nice_ceiling(max(finite, default=1.0)), "loss")
         names = [n for n in label_set_names if any(n in (h.get("val_macro_f1") or {}) for h in entries)]
         f1_chart = line_chart([{"name": name, "color": colors[name],
                                 "values": [(h.get("val_macro_f1") or {}).get(name) for h in entries]}
                                for name in names], epochs, 1.0, "validation macro-F1")
-        seconds = sum(float(h.get("seconds") or 0) for h in entries)
+        seconds = sum(float(h.get("seconds") or 0) for h in all_entries)
         stages.append({"stage": stage, "number": STAGE_NUMBER[stage], "title": STAGE_TITLES[stage],
-                       "epochs": len(entries), "seconds": round(seconds), "names": names,
+                       "epochs": len(entries), "seconds": round(seconds), "names": names, "models": len(members),
                        "charts": [{**loss_chart, "kind": "loss"}, *([{**f1_chart, "kind": "f1"}] if names else [])],
                        "validated": bool(names),
                        "rows": [{"epoch": e, "loss": h.get("loss"), "f1": [(n, (h.get("val_macro_f1") or {}).get(n))
@@ -148,6 +154,10 @@ def version_page_context(version: ModelVersion) -> dict:
         "unlabelled_nuclei": version.trained_on.get("unlabelled_nuclei"),
         "data": version.training_data or {},
         "parameters": parameters,
+        "members": [{"seed": m.get("seed"), "macro_f1": [((m.get("metrics") or {}).get(name) or {}).get("macro_f1")
+                                                        for name in label_set_names]}
+                    for m in (version.training_data or {}).get("members") or []],
+        "member_label_sets": label_set_names,
         "seed": config.get("seed"),
         "split_seed": config.get("split_seed"),
     }

@@ -22,7 +22,7 @@ def test_stain_jitter_is_inherited_from_the_parent_version_until_a_training_sets
     assert training_config({"epochs": 2}, parent)[0].stain_jitter == 0.05   # a scheduled retraining keeps it
     assert training_config({"stain_jitter": 0}, parent)[0].stain_jitter == 0.0
     assert set(TRAINING_OPTIONS) == {"stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch",
-                                     "stain_jitter", "crop_context_view", "predict_tta"}
+                                     "stain_jitter", "crop_context_view", "ensemble", "predict_tta"}
 
 
 def test_predict_tta_is_an_option_of_the_training_not_of_its_config():
@@ -72,3 +72,14 @@ def test_a_training_fine_tunes_its_parent_only_with_the_same_taxonomies_and_crop
     assert not continues_from(parent, sets + [LabelSet("C", ("c0", "c1"))], plain)   # a new taxonomy joined
     wider = training_config({"crop_context_view": 2}, ModelVersion(config=plain.to_dict()))[0]
     assert not continues_from(parent, sets, wider)    # six input channels: the parent's stem cannot take them
+
+
+def test_the_number_of_models_averaged_is_an_option_kept_by_later_trainings():
+    assert training_config({}, None)[0].ensemble == 1   # one model by default, as in the CLI
+    assert training_config({"ensemble": 3}, None)[0].ensemble == 3
+    parent = ModelVersion(config=TrainConfig(ensemble=2).to_dict())
+    assert training_config({"epochs": 2}, parent)[0].ensemble == 2
+    assert training_config({"ensemble": 1}, parent)[0].ensemble == 1
+    # A version saved before the option existed was one model.
+    assert training_config({}, ModelVersion(config={k: v for k, v in TrainConfig().to_dict().items()
+                                                     if k != "ensemble"}))[0].ensemble == 1
