@@ -208,3 +208,30 @@ def test_read_ahead_gives_the_same_predictions_and_passes_errors_on(slides):
             first = next(iter(infer_slide(model, slide, iter_geojson_nuclei(slides["40x"]["geojson"]),
                                           batch_size=50, read_ahead=ahead)))
             assert len(first.nuclei) <= 50
+
+
+def test_an_ensemble_classifies_a_slide_with_its_members_average(slides):
+    from mlcore.model import SeedEnsemble
+    from mlcore.predict import forward_logits, mean_outputs, predictions_from_logits
+
+    label_set = _labels(slides["40x"]["manifest"])
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(CrossTrainedModel([label_set], "small", {"width": 4}, CropSpec(context_view=0)).eval())
+    ensemble = SeedEnsemble(members).eval()
+    nuclei, probs, _ = _classify(ensemble, slides["40x"], batch_size=64)
+    manifest = json.loads(slides["40x"]["manifest"].read_text())
+    with open_slide(slides["40x"]["slide"]) as slide:
+        image = slide.read_region(0, 0, 0, manifest["width"], manifest["height"])
+    import tifffile
+
+    mask = tifffile.imread(slides["40x"]["mask"])
+    crops, geometry = members[0].crop_spec.cut(image, mask.astype(np.int64))
+    expected = predictions_from_logits(ensemble, *mean_outputs([forward_logits(m, crops) for m in members]))
+    rows = geometry.ids - 1   # mask ids are 1..N in the GeoJSON's order
+    inside = (geometry.bboxes[:, :2].min(axis=1) >= 64) & (geometry.bboxes[:, 2] <= manifest["height"] - 64) & \
+        (geometry.bboxes[:, 3] <= manifest["width"] - 64)
+    np.testing.assert_allclose(probs[rows[inside]], expected[label_set.name].probs[inside], atol=1e-5)
+    _, alone, _ = _classify(members[0], slides["40x"], batch_size=64)
+    assert np.abs(alone - probs).max() > 1e-4
