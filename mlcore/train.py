@@ -501,13 +501,18 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
             p.requires_grad_(True)
     model.eval()
     if run.main and out_dir is not None:
-        # model.pt is the last stage's checkpoint (optimizer state included, so it can resume too).
-        result.checkpoint_path = out_dir / "model.pt"
-        tmp = out_dir / f".model.pt.{os.getpid()}.tmp"
-        shutil.copyfile(result.stage_checkpoints[stages[-1]], tmp)
-        os.replace(tmp, result.checkpoint_path)
-        write_metrics_json(out_dir / "metrics.json", result, table, stages)
+        write_model_files(out_dir, result, table, stages)
     return result
+
+
+def write_model_files(out_dir: Path, result: TrainResult, table: NucleusTable, stages: Sequence[str]) -> None:
+    """``model.pt``, the last stage's checkpoint (optimizer state included, so it can resume too), and
+    ``metrics.json``."""
+    result.checkpoint_path = out_dir / "model.pt"
+    tmp = out_dir / f".model.pt.{os.getpid()}.tmp"
+    shutil.copyfile(result.stage_checkpoints[stages[-1]], tmp)
+    os.replace(tmp, result.checkpoint_path)
+    write_metrics_json(out_dir / "metrics.json", result, table, stages)
 
 
 def member_starts(init_checkpoint: str | Path | LoadedCheckpoint | None, members: int) -> list:
@@ -571,11 +576,7 @@ def train_ensemble(table: NucleusTable, config: TrainConfig, stages: Sequence[st
         if stage_done is not None:
             stage_done(stage, path, metrics)
     if is_main and out_dir is not None:
-        result.checkpoint_path = out_dir / "model.pt"
-        tmp = out_dir / f".model.pt.{os.getpid()}.tmp"
-        shutil.copyfile(result.stage_checkpoints[stages[-1]], tmp)
-        os.replace(tmp, result.checkpoint_path)
-        write_metrics_json(out_dir / "metrics.json", result, table, stages)
+        write_model_files(out_dir, result, table, stages)
     return result
 
 
