@@ -35,6 +35,13 @@ def test_cancelling_a_training_asks_first(logged_in_page, live_server, owner, tm
     assert float(page.input_value("#train-form input[name=stain_jitter]")) == TrainConfig().stain_jitter == 0.025
     estimate = wait_until(page, "document.getElementById('train-estimate').textContent", timeout=60)
     assert estimate.startswith("Estimated time: about ") and "timed on this web server" in estimate, estimate
+    # Two models averaged: each trains in turn, so twice the time.
+    one_model = float(page.get_attribute("#train-estimate", "data-seconds"))
+    assert page.input_value("#train-form input[name=ensemble]") == "1"
+    page.fill("#train-form input[name=ensemble]", "2")
+    wait_until(page, "document.getElementById('train-estimate').textContent.includes(', 2 models in turn,')",
+               timeout=60)
+    assert float(page.get_attribute("#train-estimate", "data-seconds")) == pytest.approx(2 * one_model, rel=0.01)
 
     questions = []
 
