@@ -130,3 +130,35 @@ def random_model(label_sets, seed: int = 0):
     with torch.no_grad():
         last.weight.mul_(300)
     return model
+
+
+def config_of_generated_datasets(tmp_path, datasets: dict[str, list[str]], **extra):
+    """A CONFIG.json of generated "seed"-format datasets ({name: class names}, 4 small images each) beside
+    ``tmp_path``, as the benchmarks read theirs: its path, its TrainConfig and the table of its nuclei."""
+    import json
+
+    from mlcore.cli import read_datasets
+    from mlcore.config import load_config_file
+    from mlcore.data import build_table
+    from mlcore.synthetic import generate_dataset
+
+    specs = []
+    for index, (name, classes) in enumerate(datasets.items()):
+        root = generate_dataset(tmp_path / name, format="seed", n_images=4, nuclei_per_image=20,
+                                class_names=classes, seed=index, size=(128, 128))
+        specs.append({"name": name, "format": "seed", "path": str(root)})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"datasets": specs, "model": {"width": 4}, **extra}))
+    dataset_specs, config, _ = load_config_file(path)
+    return path, config, build_table(read_datasets(dataset_specs), crop_size=config.crop_spec)
+
+
+def tiny_models_by_seed(table, config, seeds, out_dir) -> list:
+    """One quick stage-1 model per training seed (one epoch of 64 draws), their model.pt paths."""
+    paths = []
+    for seed in seeds:
+        run = TrainConfig.from_dict({**config.to_dict(), "seed": seed, "epochs": 1, "samples_per_epoch": 64,
+                                     "batch_size": 32})
+        train_all(table, config=run, stages=["sparse"], out_dir=out_dir / f"seed{seed}")
+        paths.append(out_dir / f"seed{seed}" / "model.pt")
+    return paths

@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 
 from mlcore.checkpoint import load_checkpoint
-from mlcore.cli import read_datasets
 from mlcore.concepts import class_names_of, load_concept_map, model_completion
-from mlcore.config import TrainConfig, load_config_file
-from mlcore.data import build_table, split_by_group
+from mlcore.data import split_by_group
 from mlcore.predict import forward_logits
-from mlcore.synthetic import generate_dataset
-from mlcore.train import evaluate, evaluation_rows, reports_from_logits, train_all
+from mlcore.train import evaluate, evaluation_rows, reports_from_logits
+from tests.mlcore.helpers import config_of_generated_datasets, tiny_models_by_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,19 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def three_seeds(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("seeds")
-    root = generate_dataset(tmp_path / "colon", format="seed", n_images=4, nuclei_per_image=20,
-                            class_names=["epithelial", "inflammatory", "stromal"], seed=0, size=(128, 128))
-    config_path = tmp_path / "config.json"
-    config_path.write_text(json.dumps({"datasets": [{"name": "colon", "format": "seed", "path": str(root)}],
-                                       "model": {"width": 4}, "split": {"val_fraction": 0.5, "seed": 0}}))
-    specs, config, _ = load_config_file(config_path)
-    table = build_table(read_datasets(specs), crop_size=config.crop_spec)
-    checkpoints = []
-    for seed in (0, 1, 2):
-        run = TrainConfig.from_dict({**config.to_dict(), "seed": seed, "epochs": 1, "samples_per_epoch": 64,
-                                     "batch_size": 32})
-        train_all(table, config=run, stages=["sparse"], out_dir=tmp_path / f"seed{seed}")
-        checkpoints.append(tmp_path / f"seed{seed}" / "model.pt")
+    config_path, config, table = config_of_generated_datasets(
+        tmp_path, {"colon": ["epithelial", "inflammatory", "stromal"]}, split={"val_fraction": 0.5, "seed": 0})
+    checkpoints = tiny_models_by_seed(table, config, (0, 1, 2), tmp_path)
     return tmp_path, config_path, config, table, checkpoints
 
 
@@ -73,26 +61,13 @@ def test_a_seed_given_twice_is_refused(three_seeds):
 
 
 def test_left_out_scores_the_concept_completion_of_an_unseen_datasets_nuclei(tmp_path):
-    colon = generate_dataset(tmp_path / "colon", format="seed", n_images=3, nuclei_per_image=20,
-                             class_names=["epithelial", "inflammatory"], seed=0, size=(128, 128))
-    lung = generate_dataset(tmp_path / "lung", format="seed", n_images=2, nuclei_per_image=20,
-                            class_names=["tumour", "lymphocyte"], seed=1, size=(128, 128))
-    config_path = tmp_path / "config.json"
-    config_path.write_text(json.dumps({"datasets": [{"name": "colon", "format": "seed", "path": str(colon)},
-                                                    {"name": "lung", "format": "seed", "path": str(lung)}],
-                                       "model": {"width": 4}}))
+    config_path, config, table = config_of_generated_datasets(
+        tmp_path, {"colon": ["epithelial", "inflammatory"], "lung": ["tumour", "lymphocyte"]})
     concepts = tmp_path / "concepts.json"
     concepts.write_text(json.dumps({"concepts": {"tumour": {"colon": ["epithelial"], "lung": ["tumour"]},
                                                  "inflammatory": {"colon": ["inflammatory"], "lung": ["lymphocyte"]}}}))
-    specs, config, _ = load_config_file(config_path)
-    table = build_table(read_datasets(specs), crop_size=config.crop_spec)
     without_lung = table.subset(np.flatnonzero(table.dataset_index == 0)).with_label_sets([table.label_sets[0]])
-    checkpoints = []
-    for seed in (0, 1):
-        run = TrainConfig.from_dict({**config.to_dict(), "seed": seed, "epochs": 1, "samples_per_epoch": 64,
-                                     "batch_size": 32})
-        train_all(without_lung, config=run, stages=["sparse"], out_dir=tmp_path / f"seed{seed}")
-        checkpoints.append(tmp_path / f"seed{seed}" / "model.pt")
+    checkpoints = tiny_models_by_seed(without_lung, config, (0, 1), tmp_path)
 
     done = run_script(tmp_path, config_path, *checkpoints, "--left-out", "lung", "--concepts", concepts,
                       "--out", tmp_path / "out.json")
