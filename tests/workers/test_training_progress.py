@@ -79,3 +79,30 @@ def test_a_resumed_stage_starts_at_the_epochs_it_had_done():
     progress = TrainingProgress(["sparse"], {"sparse": 4}, report, clock=Clock())
     progress(stage_start("sparse", 4, done=2))
     assert (calls[-1]["epoch"], calls[-1]["epochs"], calls[-1]["percent"]) == (3, 4, 50.0)
+
+
+def test_an_ensemble_splits_each_stage_between_its_models_and_counts_their_turns_in_the_eta():
+    clock = Clock()
+    calls, report = recorder()
+    progress = TrainingProgress(["sparse", "completion"], {"sparse": 2, "completion": 2}, report, clock=clock)
+
+    def member(event, number):
+        return {**event, "member": number, "members": 2}
+    progress(member(stage_start("sparse", 2), 1))
+    assert calls[-1]["log"] == "model 1/2, stage sparse: 2 epochs" and (calls[-1]["model"], calls[-1]["models"]) == (1, 2)
+    clock.now = 50.0
+    # Model 1: a quarter of its stage 1 in 50 s, 150 s more: 100 s per epoch. Left: its 150 s, model 2's stage 1
+    # (200 s), then both models' stage 3 (400 s).
+    progress(member(batch("sparse", 1, 5, 10, 2, eta_s=150.0), 1))
+    assert calls[-1]["eta_s"] == 750.0
+    assert round(calls[-1]["percent"], 3) == 5 + 90 * (0.25 / 2) / 2   # a quarter of model 1's half of stage 1
+    clock.now = 200.0
+    progress(member(batch("sparse", 2, 10, 10, 2, eta_s=0.0), 1))
+    assert calls[-1]["percent"] == 5 + 90 * 0.5 / 2 and calls[-1]["log"].startswith("model 1/2, stage sparse, epoch 2/2")
+    progress(member(stage_start("sparse", 2), 2))
+    assert calls[-1]["eta_s"] == 600.0 and calls[-1]["percent"] == 5 + 90 * 0.5 / 2
+    clock.now = 400.0
+    progress(member(batch("completion", 2, 10, 10, 2, eta_s=0.0), 2))
+    assert calls[-1]["eta_s"] == 0.0 and calls[-1]["percent"] == 95.0
+    percents = [c["percent"] for c in calls]
+    assert percents == sorted(percents)

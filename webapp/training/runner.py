@@ -151,9 +151,12 @@ class TrainingProgress:
                 log = (f"{model}stage {stage}, epoch {epoch}/{epochs} done"
                        + (f": loss {loss:.4f}" if isinstance(loss, float) and math.isfinite(loss) else ""))
         eta = self._eta(stage, index, fraction, info.get("eta_s"), now)
-        if members > 1 and eta is not None:   # the models still to train this stage, then the later stages' turns
-            eta += (members - member) * self._units(stage) * (self.seconds_per_epoch or 0) + \
-                (members - 1) * sum(self._units(s) for s in self.stages[index + 1:]) * (self.seconds_per_epoch or 0)
+        if members > 1 and eta is not None and self.seconds_per_epoch:
+            # _eta costs this model's rest of the stage and one model's later stages; the other models' turns
+            # at this stage and at the later ones come on top.
+            turns = (members - member) * self._units(stage) + \
+                (members - 1) * sum(self._units(s) for s in self.stages[index + 1:])
+            eta += turns * self.seconds_per_epoch
         fraction = (member - 1 + fraction) / members
         percent = self.START + self.SPAN * (index + fraction) / len(self.stages)
         self.report(percent, stage=stage, epoch=epoch, epochs=epochs, loss=loss, eta_s=eta, log=log,
