@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                             "--no-tta: the one-view figures only)")
     train.add_argument("--ensemble", type=int, metavar="N",
                        help="train N models with the seeds SEED, SEED+1, ... on the same split and average their "
-                            "predictions: steadier and better than one seed, at N times the training and inference "
-                            "time (overrides the config's model.ensemble, default 1)")
+                            "predictions (two were about as good as the better of the two seeds: README), at N times "
+                            "the training and inference time (overrides the config's model.ensemble, default 1)")
     train.add_argument("--baseline", choices=("single", "sparse"),
                        help="single: one model per dataset on its own label set; sparse: stage 1 only")
 

@@ -67,8 +67,8 @@ class TrainConfig:
     backbone: str = "auto"
     backbone_kwargs: dict = field(default_factory=dict)
     # Models trained with the seeds seed, seed + 1, ... whose logits are averaged (mlcore.model.SeedEnsemble):
-    # a seed alone moved validation macro-F1 by a few hundredths, an average of two was steadier and better
-    # (README, "Ensembles of seeds"), at that many times the training and inference time.
+    # a seed alone moved validation macro-F1 by a few hundredths, an average of two was about as good as the
+    # better of them (README, "Ensembles of seeds"), at that many times the training and inference time.
     ensemble: int = 1
     crop_size: int = 64
     crop_mask: bool = False              # a fourth input channel: the target nucleus's own mask

@@ -99,9 +99,9 @@ class SeedEnsemble(nn.Module):
     """Models of one setting trained with different seeds, whose logits (both branches) are averaged, as test-time
     augmentation averages the views of one model (:func:`mlcore.predict.forward_logits`).
 
-    Why: the training seed alone moved a model's validation macro-F1 by a few hundredths, and an average of seeds
-    is steadier and better than either (README, "Ensembles of seeds"), at the members' cost in training and in
-    every prediction. Everything a prediction reads besides the logits (label sets, crops, resolution, whether
+    Why: the training seed alone moved a model's validation macro-F1 by a few hundredths, and an average of two
+    seeds was about as good as the better of them (README, "Ensembles of seeds"), at the members' cost in training
+    and in every prediction. Everything a prediction reads besides the logits (label sets, crops, resolution, whether
     the correlation heads count) is the members' own, and the same in each."""
 
     def __init__(self, members: list[CrossTrainedModel]):

@@ -41,8 +41,8 @@ class TrainRequestSerializer(serializers.Serializer):
         "first version)"))
     ensemble = serializers.IntegerField(min_value=1, max_value=MAX_ENSEMBLE, required=False, help_text=(
         "models trained with consecutive seeds and averaged (their predictions are the mean of their logits): 1, "
-        "the default, is one model; 2 was steadier and better than one seed on the validation nuclei (README), at "
-        "that many times the training and prediction time. Unset: the active version's setting"))
+        "the default, is one model; 2 were about as good as the better of two seeds on the validation nuclei "
+        "(README), at that many times the training and prediction time. Unset: the active version's setting"))
     predict_tta = OptionalBooleanField(required=False, help_text=(
         f"whether the new version's predictions of the project's tile images use {TTA_HELP} (default: "
         f"{TTA_DEFAULT_TILES}; whole slides are classified once per nucleus). The new version's validation "
