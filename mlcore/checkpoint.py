@@ -56,8 +56,8 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-def save_checkpoint(path: str | Path, model: CrossTrainedModel | SeedEnsemble, stage: str, epoch: int, stage_complete: bool,
-                    config: TrainConfig, optimizer: torch.optim.Optimizer | None = None,
+def save_checkpoint(path: str | Path, model: CrossTrainedModel | SeedEnsemble, stage: str, epoch: int,
+                    stage_complete: bool, config: TrainConfig, optimizer: torch.optim.Optimizer | None = None,
                     scheduler=None, metrics: dict | None = None, extra: dict | None = None) -> Path:
     """Write atomically (temporary file, then rename): a reader never sees a half-written file."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
