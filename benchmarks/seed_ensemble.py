@@ -7,8 +7,8 @@ The checkpoints are models of one setting that differ only by their training see
 draws it), computes each model's logits of the validation nuclei once, with one view and with test-time
 augmentation, and scores every combination of ``--size`` models: an ensemble averages its members' logits (both
 branches), as TTA averages the views. Prints per label set the macro-F1 of one model and of an ensemble, mean ±
-sd (worst) over all models or combinations, and each ensemble against the mean of its members; ``--out`` writes
-every combination's figures.
+sd (worst) over all models or combinations, and each ensemble against the mean of its members and against the
+best of them; ``--out`` writes every combination's figures.
 
     python benchmarks/seed_ensemble.py RUN/seed0/consep/stage3.pt RUN/seed1/consep/stage3.pt --left-out consep
 
@@ -86,7 +86,7 @@ def main() -> int:
                         help="score the concept completion of this dataset's nuclei instead of the validation "
                              "macro-F1: the checkpoints of benchmarks/leave_one_out.py runs without it")
     parser.add_argument("--concepts", default=str(CONCEPTS), help="with --left-out: the concept map")
-    parser.add_argument("--out", type=Path, help="write every model's and combination's macro-F1 here (JSON)")
+    parser.add_argument("--out", type=Path, help="write every model's and combination's figures here (JSON)")
     args = parser.parse_args()
     if not 2 <= args.size <= len(args.checkpoints):
         parser.error(f"--size {args.size}: give at least that many checkpoints, and a size of 2 or more")
@@ -128,17 +128,20 @@ def main() -> int:
                              for members in itertools.combinations(seeds, args.size)}}
 
     names = list(next(iter(scores["TTA"]["1"].values())))
+    titles = ("one model", f"{args.size} seeds", "ensemble minus its members' mean", "ensemble minus its best member")
     header = ["completion" if args.left_out else "label set"] + [f"{title}, {view}" for view in VIEWS
-                              for title in ("one model", f"{args.size} seeds", "ensemble minus its members' mean")]
+                                                                 for title in titles]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for name in names:
         cells = [name]
         for view in VIEWS:
             single, ensembles = scores[view]["1"], scores[view][str(args.size)]
-            gains = [figures[name] - statistics.mean(single[s][name] for s in members.split("+"))
-                     for members, figures in ensembles.items()]
+            over_mean = [figures[name] - statistics.mean(single[s][name] for s in members.split("+"))
+                         for members, figures in ensembles.items()]
+            over_best = [figures[name] - max(single[s][name] for s in members.split("+"))
+                         for members, figures in ensembles.items()]
             cells += [summary([f[name] for f in single.values()]), summary([f[name] for f in ensembles.values()]),
-                      f"{statistics.mean(gains):+.3f} ({sum(g >= 0 for g in gains)}/{len(gains)})"]
+                      *(f"{statistics.mean(g):+.3f} ({sum(x >= 0 for x in g)}/{len(g)})" for g in (over_mean, over_best))]
         print("| " + " | ".join(cells) + " |")
     if args.out:
         args.out.write_text(json.dumps({"config": loaded[0].config.to_dict(), "seeds": seeds, "size": args.size,
