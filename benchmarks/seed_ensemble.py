@@ -32,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_files import setting_of  # noqa: E402
 from benchmarks.train_real import CONCEPTS, DEFAULT_CONFIG, labelled_rows, log, machine_facts  # noqa: E402
 from mlcore.concepts import class_names_of, concept_completion, load_concept_map  # noqa: E402
 from mlcore.checkpoint import load_checkpoint  # noqa: E402
@@ -95,8 +96,7 @@ def main() -> int:
     seeds = [checkpoint.config.seed for checkpoint in loaded]
     if len(set(seeds)) != len(seeds):
         parser.error(f"the checkpoints' training seeds repeat ({seeds}): an ensemble is of different seeds")
-    settings = {json.dumps({k: v for k, v in c.config.to_dict().items() if k not in ("seed", "num_threads")},
-                           sort_keys=True) for c in loaded}
+    settings = {json.dumps(setting_of(c.config.to_dict()), sort_keys=True) for c in loaded}
     if len(settings) > 1:
         parser.error("the checkpoints were trained with different settings, not only different seeds")
     if len({c.stage for c in loaded}) > 1:

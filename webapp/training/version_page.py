@@ -86,12 +86,15 @@ def stage_curves(history: list[dict], label_set_names: list[str]) -> list[dict]:
     stages = []
     for stage in STAGES:
         all_entries = [h for h in history if isinstance(h, dict) and h.get("stage") == stage]
-        members = sorted({int(h.get("member") or 1) for h in all_entries})
-        entries = [h for h in all_entries if int(h.get("member") or 1) == (members[0] if members else 1)]
-        if not entries:
+        if not all_entries:
             continue
+        by_member: dict[int, list[dict]] = {}
+        for h in all_entries:   # a single model's entries have no member: model 1
+            by_member.setdefault(int(h.get("member") or 1), []).append(h)
+        members = sorted(by_member)
+        entries = by_member[members[0]]
         epochs = [int(h.get("epoch") or i + 1) for i, h in enumerate(entries)]
-        losses = {m: [h.get("loss") for h in all_entries if int(h.get("member") or 1) == m] for m in members}
+        losses = {m: [h.get("loss") for h in by_member[m]] for m in members}
         finite = [v for values in losses.values() for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
         loss_chart = line_chart([{"name": "training loss" + (f", model {m}" if len(members) > 1 else ""),
                                   "color": "#6a2c91" if index == 0 else PALETTE[index % len(PALETTE)],
