@@ -37,6 +37,9 @@ class LoadedCheckpoint:
     optimizer_state: dict | None = None
     scheduler_state: dict | None = None
     raw: dict = field(default_factory=dict)
+    # The random number generators' states when it was written (``mlcore.train.RandomState``), so that a run
+    # going on from it draws what a run straight through would have drawn; None in older checkpoints.
+    random_state: dict | None = None
 
     @property
     def label_sets(self) -> tuple[LabelSet, ...]:
@@ -134,4 +137,5 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     return LoadedCheckpoint(model=model, stage=state["stage"], epoch=state["epoch"],
                             stage_complete=state["stage_complete"], config=TrainConfig.from_saved(state["config"]),
                             metrics=state.get("metrics", {}), optimizer_state=state.get("optimizer_state"),
-                            scheduler_state=state.get("scheduler_state"), raw=state)
+                            scheduler_state=state.get("scheduler_state"), raw=state,
+                            random_state=state.get("extra", {}).get("random_state"))

@@ -52,6 +52,7 @@ class TrainResult:
     train_rows: np.ndarray
     val_rows: np.ndarray
     members: list[dict] = field(default_factory=list)  # an ensemble's: each member's seed and metrics
+    random_state: dict | None = None        # where the draw stands after the last stage (see RandomState)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,6 +302,31 @@ def recompute_batchnorm(stage: Stage, epoch: int, max_batches: int = 64) -> None
     torch.optim.swa_utils.update_bn(images, stage.module)
 
 
+class RandomState:
+    """The states of the random number generators a stage draws from: torch's global one (new layers' weights,
+    dropout), the run's generator (augmentation, the order of draws) and, on a GPU, the device's.
+
+    Every checkpoint a run writes carries two (``extra["random_state"]``): ``stage_start``, as its stage began,
+    and ``saved``, as it was written. A run that goes on from the checkpoint with the same seed puts them back,
+    so that it draws what a run straight through would have drawn: a cancelled training resumed, stages run one
+    call at a time (``--stage``) and an ensemble's members, trained stage by stage, end as the very models of an
+    uninterrupted run of their seeds. Not under torchrun, where every process draws its own."""
+
+    @staticmethod
+    def capture(generator: torch.Generator, device: torch.device) -> dict:
+        state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+        if device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(device)
+        return state
+
+    @staticmethod
+    def restore(state: dict, generator: torch.Generator, device: torch.device) -> None:
+        torch.set_rng_state(state["torch"])
+        generator.set_state(state["generator"])
+        if device.type == "cuda" and "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"], device)
+
+
 @dataclass
 class TrainingRun:
     """What every stage of one :func:`train_all` call shares: the model, the data and its split, the
@@ -318,10 +344,19 @@ class TrainingRun:
     should_stop: StopFn | None = None
     stage_done: StageDoneFn | None = None
     epoch_validation: EpochValidation | None = None
+    stage_start_random: dict | None = None
 
     @property
     def main(self) -> bool:
         return self.context.is_main
+
+    def random_now(self) -> dict | None:
+        return None if self.context.enabled else RandomState.capture(self.generator, self.device)
+
+    def random_state(self) -> dict | None:
+        """What a checkpoint written now carries so that a run can go on drawing from it (:class:`RandomState`)."""
+        now = self.random_now()
+        return None if now is None else {"stage_start": self.stage_start_random, "saved": now}
 
     def checkpoint(self, name: str, stage: str, epoch: int, complete: bool, optimizer=None, scheduler=None,
                    metrics=None) -> Path | None:
@@ -330,7 +365,8 @@ class TrainingRun:
             return None
         return save_checkpoint(self.out_dir / name, self.model, stage, epoch, complete, self.config, optimizer,
                                scheduler, metrics, extra={"history": self.result.history,
-                                                          "val_rows": self.result.val_rows.tolist()})
+                                                          "val_rows": self.result.val_rows.tolist(),
+                                                          "random_state": self.random_state()})
 
     def report_start(self, stage: str, epoch: int, epochs: int) -> None:
         if self.progress and self.main:
@@ -344,10 +380,17 @@ class TrainingRun:
         return stage_type(self.model, self.table, rows, self.config, self.context, self.device, self.generator,
                           self.should_stop)
 
-    def run_stage(self, name: str, first_epoch: int = 0, resume_state: tuple[dict, dict | None] | None = None) -> None:
+    def run_stage(self, name: str, first_epoch: int = 0, resume_state: tuple[dict, dict | None] | None = None,
+                  continued_random: dict | None = None) -> None:
         """Train stage ``name`` from ``first_epoch`` (with the optimizer and schedule state of an
-        unfinished run), evaluate it and write its checkpoint."""
+        unfinished run), evaluate it and write its checkpoint. ``continued_random``: the random state of the
+        checkpoint the run goes on from (:class:`RandomState`), put back where a straight run would be."""
         config, stage_type, epochs = self.config, STAGE_TYPES[name], self.config.epochs[name]
+        if continued_random is not None:
+            # An unfinished stage is built again as it was first built, then draws on from its last epoch.
+            RandomState.restore(continued_random["stage_start"] if first_epoch else continued_random["saved"],
+                                self.generator, self.device)
+        self.stage_start_random = self.random_now()
         optimizer = torch.optim.Adam(stage_type.trainable_parameters(self.model), lr=config.lr[name],
                                      weight_decay=config.weight_decay)
         if stage_type.trains_heads:
@@ -364,6 +407,8 @@ class TrainingRun:
             if scheduler is not None and resume_state[1] is not None:
                 scheduler.load_state_dict(resume_state[1])
         clock = StageClock(stage.steps_per_epoch * (epochs - first_epoch))
+        if continued_random is not None and first_epoch:
+            RandomState.restore(continued_random["saved"], self.generator, self.device)
         for epoch in range(first_epoch, epochs):
             stats = train_one_epoch(stage, optimizer, epoch, epochs, config, scheduler,
                                     self.progress if self.main else None, self.should_stop, clock, averaged)
@@ -387,6 +432,7 @@ class TrainingRun:
         if self.epoch_validation is not None:
             self.epoch_validation.thaw()
         barrier(self.context)
+        self.result.random_state = self.random_state()
 
 
 def check_stages(stages: Sequence[str], label_sets: Sequence[LabelSet]) -> tuple[str, ...]:
@@ -404,12 +450,13 @@ def check_stages(stages: Sequence[str], label_sets: Sequence[LabelSet]) -> tuple
 
 def start_model(table: NucleusTable, config: TrainConfig, first_stage: str, device: torch.device,
                 init_checkpoint: str | Path | LoadedCheckpoint | None
-                ) -> tuple[CrossTrainedModel, int, tuple[dict, dict | None] | None]:
-    """The model to train, the epoch the first stage starts at and the optimizer and schedule state
-    it resumes with: a new model, or ``init_checkpoint``'s (resumed when it is an unfinished epoch
-    checkpoint of ``first_stage``)."""
+                ) -> tuple[CrossTrainedModel, int, tuple[dict, dict | None] | None, dict | None]:
+    """The model to train, the epoch the first stage starts at, the optimizer and schedule state
+    it resumes with and the random state it draws on from: a new model, or ``init_checkpoint``'s (resumed
+    when it is an unfinished epoch checkpoint of ``first_stage``; its draw goes on when it is that or the
+    finished stage before ``first_stage``, with the same seed)."""
     label_sets = list(table.label_sets)
-    first_epoch, resume_state = 0, None
+    first_epoch, resume_state, continued_random = 0, None, None
     if init_checkpoint is not None:
         checkpoint = init_checkpoint if isinstance(init_checkpoint, LoadedCheckpoint) else load_checkpoint(init_checkpoint)
         model = checkpoint.model
@@ -423,6 +470,10 @@ def start_model(table: NucleusTable, config: TrainConfig, first_stage: str, devi
         if checkpoint.stage == first_stage and not checkpoint.stage_complete:
             first_epoch = checkpoint.epoch + 1
             resume_state = (checkpoint.optimizer_state, checkpoint.scheduler_state)
+        goes_on = first_epoch > 0 or (checkpoint.stage_complete
+                                      and STAGES.index(checkpoint.stage) + 1 == STAGES.index(first_stage))
+        if goes_on and checkpoint.config.seed == config.seed:
+            continued_random = checkpoint.random_state
     else:
         model = CrossTrainedModel(label_sets, *resolve_backbone(config.backbone, config.backbone_kwargs, device),
                                   config.crop_spec)
@@ -431,7 +482,7 @@ def start_model(table: NucleusTable, config: TrainConfig, first_stage: str, devi
                          f"the table has {table.crop_size}px with {table.channels}")
     model.to(device)
     model.to(memory_format=torch.channels_last)
-    return model, first_epoch, resume_state
+    return model, first_epoch, resume_state, continued_random
 
 
 def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None, config: TrainConfig | None = None,
@@ -485,7 +536,8 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
     if train_rows is None or val_rows is None:
         train_rows, val_rows = split_by_group(table, config.val_fraction, config.split_seed)
     train_rows, val_rows = np.asarray(train_rows, np.int64), np.asarray(val_rows, np.int64)
-    model, first_epoch, resume_state = start_model(table, config, stages[0], device, init_checkpoint)
+    model, first_epoch, resume_state, continued_random = start_model(table, config, stages[0], device,
+                                                                     init_checkpoint)
 
     out_dir = Path(out_dir) if out_dir is not None else None
     result = TrainResult(None, {}, {}, {}, list(history or []), model, train_rows, val_rows)
@@ -495,7 +547,10 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
         run.epoch_validation = EpochValidation(model, table, val_rows, device, config.split_seed)
     try:
         for index, stage in enumerate(stages):
-            run.run_stage(stage, first_epoch if index == 0 else 0, resume_state if index == 0 else None)
+            if index == 0:
+                run.run_stage(stage, first_epoch, resume_state, continued_random)
+            else:
+                run.run_stage(stage)
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -526,8 +581,12 @@ def member_starts(init_checkpoint: str | Path | LoadedCheckpoint | None, members
         raise ValueError(f"the checkpoint holds {len(models)} model(s) and the config asks for an ensemble of "
                          f"{members}: each member goes on from its own model, so start afresh or from an "
                          f"ensemble of {members}")
+    random_states = checkpoint.raw.get("extra", {}).get("member_random_states") or [None] * members
     return [LoadedCheckpoint(model=model, stage=checkpoint.stage, epoch=checkpoint.epoch,
-                             stage_complete=checkpoint.stage_complete, config=checkpoint.config) for model in models]
+                             stage_complete=checkpoint.stage_complete,
+                             config=replace(checkpoint.config, ensemble=1, seed=checkpoint.config.seed + index),
+                             random_state=random_state)
+            for index, (model, random_state) in enumerate(zip(models, random_states))]
 
 
 def train_ensemble(table: NucleusTable, config: TrainConfig, stages: Sequence[str], progress: ProgressFn | None,
@@ -559,7 +618,8 @@ def train_ensemble(table: NucleusTable, config: TrainConfig, stages: Sequence[st
             trained.append(done)
             result.history.extend({**entry, "member": index + 1} for entry in done.history)
         starts = [LoadedCheckpoint(model=done.model, stage=stage, epoch=config.epochs[stage] - 1, stage_complete=True,
-                                   config=member_config) for done, member_config in zip(trained, member_configs)]
+                                   config=member_config, random_state=done.random_state)
+                  for done, member_config in zip(trained, member_configs)]
         result.model = SeedEnsemble([done.model for done in trained]).eval()
         result.members = [{"seed": c.seed, "metrics": done.metrics} for c, done in zip(member_configs, trained)]
         if not is_main:
@@ -571,7 +631,8 @@ def train_ensemble(table: NucleusTable, config: TrainConfig, stages: Sequence[st
             path = save_checkpoint(out_dir / f"stage{STAGE_NUMBER[stage]}.pt", result.model, stage,
                                    config.epochs[stage] - 1, True, config, metrics=metrics,
                                    extra={"history": result.history, "val_rows": val_rows.tolist(),
-                                          "members": result.members})
+                                          "members": result.members,
+                                          "member_random_states": [done.random_state for done in trained]})
             result.stage_checkpoints[stage] = path
         if stage_done is not None:
             stage_done(stage, path, metrics)
