@@ -310,7 +310,8 @@ class RandomState:
     and ``saved``, as it was written. A run that goes on from the checkpoint with the same seed puts them back,
     so that it draws what a run straight through would have drawn: a cancelled training resumed, stages run one
     call at a time (``--stage``) and an ensemble's members, trained stage by stage, end as the very models of an
-    uninterrupted run of their seeds. Not under torchrun, where every process draws its own."""
+    uninterrupted run of their seeds. Not under torchrun, where every process draws its own, and not a stage
+    with weight averaging (``ema_decay``) resumed mid-way, whose average starts again."""
 
     @staticmethod
     def capture(generator: torch.Generator, device: torch.device) -> dict:
@@ -453,8 +454,8 @@ def start_model(table: NucleusTable, config: TrainConfig, first_stage: str, devi
                 ) -> tuple[CrossTrainedModel, int, tuple[dict, dict | None] | None, dict | None]:
     """The model to train, the epoch the first stage starts at, the optimizer and schedule state
     it resumes with and the random state it draws on from: a new model, or ``init_checkpoint``'s (resumed
-    when it is an unfinished epoch checkpoint of ``first_stage``; its draw goes on when it is that or the
-    finished stage before ``first_stage``, with the same seed)."""
+    when it is an unfinished epoch checkpoint of ``first_stage``; its draw goes on when it is that or a
+    finished earlier stage, with the same seed)."""
     label_sets = list(table.label_sets)
     first_epoch, resume_state, continued_random = 0, None, None
     if init_checkpoint is not None:
@@ -471,7 +472,7 @@ def start_model(table: NucleusTable, config: TrainConfig, first_stage: str, devi
             first_epoch = checkpoint.epoch + 1
             resume_state = (checkpoint.optimizer_state, checkpoint.scheduler_state)
         goes_on = first_epoch > 0 or (checkpoint.stage_complete
-                                      and STAGES.index(checkpoint.stage) + 1 == STAGES.index(first_stage))
+                                      and STAGES.index(checkpoint.stage) < STAGES.index(first_stage))
         if goes_on and checkpoint.config.seed == config.seed:
             continued_random = checkpoint.random_state
     else:

@@ -1,9 +1,10 @@
 """A training of several models averaged (the ``ensemble`` option, mlcore's model.ensemble): the version's
 checkpoint is the ensemble, its figures the average's and each model's kept beside; the job's progress goes through
-each model in turn; a cancelled one resumes from the ensemble's stage checkpoint; a next training fine-tunes it
-only into as many models (webapp.training.runner)."""
+each model in turn; a cancelled one resumes from the ensemble's stage checkpoint, into the models an
+uninterrupted training makes; a next training fine-tunes it only into as many models (webapp.training.runner)."""
 
 import pytest
+import torch
 
 from mlcore.checkpoint import load_checkpoint
 from mlcore.model import SeedEnsemble
@@ -79,6 +80,14 @@ def test_a_cancelled_ensemble_resumes_from_its_stage_checkpoint(owner, media_roo
     assert version.training_data["stages"] == ["sparse", "completion"]
     final = load_checkpoint(media.local_path(version.checkpoint_file)).model
     assert isinstance(final, SeedEnsemble) and len(final.members) == 2
+
+    # Its first model (seed 0) is the model of a single training that was never cancelled (of the same data, in
+    # a project of its own): each model went on drawing from its own saved random state.
+    again = two_taxonomy_project(owner, tmp_path / "again", images=2, nuclei=20, name="again")
+    straight = run(start(again, owner, ensemble=1, stages=["sparse", "completion"]))
+    straight_model = load_checkpoint(media.local_path(straight.checkpoint_file)).model
+    assert all(torch.equal(a, b) for a, b in zip(final.members[0].state_dict().values(),
+                                                 straight_model.state_dict().values()))
 
 
 def test_a_next_training_fine_tunes_an_ensemble_only_into_as_many_models(owner, media_root, tmp_path):
