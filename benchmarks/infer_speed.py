@@ -2,12 +2,13 @@
 
     .venv/bin/python benchmarks/infer_speed.py [--checkpoint DIR/model.pt] [--nuclei 1000] [--repeats 5]
                                                [--device cpu|cuda|auto] [--backbone small|auto|resnet18|...]
-                                               [--context-view 0|2|3|4] [--no-tta]
+                                               [--context-view 0|2|3|4] [--no-tta] [--ensemble N]
 
 A synthetic 1000 x 1000 H&E-like tile with about 1,000 nuclei (``mlcore.synthetic``). The model is
 the default CPU configuration (its crops too: the default wider view unless ``--context-view`` says
 otherwise) with the real benchmark's four label sets (4, 5, 2 and 4 classes) and its correlation branch on,
-or a trained checkpoint. Prints nuclei/s of:
+or a trained checkpoint; ``--ensemble N``: N such models of different seeds averaged (``mlcore.model.SeedEnsemble``,
+the training option ``ensemble``), whose bare forward is each model's in turn. Prints nuclei/s of:
 
 - bare forward: the model's forward (backbone + correlation MLPs, uint8 -> float input included)
   over crops already cut, batched under ``torch.inference_mode``;
@@ -54,7 +55,7 @@ from mlcore.config import TrainConfig  # noqa: E402
 from mlcore.config import TTA_DEFAULT_TILES  # noqa: E402
 from mlcore.data import dihedral, to_input  # noqa: E402
 from mlcore.infer import ImageInference, infer_and_write, read_mask, write_outputs  # noqa: E402
-from mlcore.model import CrossTrainedModel  # noqa: E402
+from mlcore.model import CrossTrainedModel, SeedEnsemble  # noqa: E402
 from mlcore.overlay import save_png  # noqa: E402
 from mlcore.predict import predict, resolve_device  # noqa: E402
 from mlcore.readers import read_rgb  # noqa: E402
@@ -80,12 +81,14 @@ def wait_for_device(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def bare_forward(model: CrossTrainedModel, crops: np.ndarray, batch_size: int = 512, tta: bool = False) -> None:
+def bare_forward(model: CrossTrainedModel | SeedEnsemble, crops: np.ndarray, batch_size: int = 512,
+                 tta: bool = False) -> None:
     device = next(model.parameters()).device
     crops = torch.from_numpy(crops)
-    for start in range(0, len(crops), batch_size):
-        for view in range(8 if tta else 1):
-            model(to_input(dihedral(crops[start:start + batch_size], view), device))
+    for member in model.members if isinstance(model, SeedEnsemble) else [model]:
+        for start in range(0, len(crops), batch_size):
+            for view in range(8 if tta else 1):
+                member(to_input(dihedral(crops[start:start + batch_size], view), device))
     wait_for_device(device)
 
 
@@ -132,12 +135,22 @@ def main() -> int:
                         help="without --checkpoint: the wider view's factor, 0 for none (default: the config's)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=TTA_DEFAULT_TILES,
                         help="test-time augmentation, as infer does by default: 8 views of every crop")
+    parser.add_argument("--ensemble", type=int, default=1, metavar="N",
+                        help="N default models of different seeds averaged (not with --checkpoint)")
     args = parser.parse_args()
+    if args.ensemble > 1 and args.checkpoint:
+        parser.error("--ensemble builds its models; a trained ensemble's checkpoint is timed as it is")
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
 
-    model = (load_checkpoint(args.checkpoint, device).model if args.checkpoint
-             else default_model(args.backbone, device, args.context_view).to(device))
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint, device).model
+    else:
+        models = []
+        for seed in range(args.ensemble):
+            torch.manual_seed(seed)
+            models.append(default_model(args.backbone, device, args.context_view).to(device))
+        model = SeedEnsemble(models).eval() if args.ensemble > 1 else models[0]
     rng = np.random.default_rng(0)
     # Crowded placement falls a little short of the request: ask for more until ~1,000 are placed.
     image, instance_map, _ = generate_tile(rng, (1000, 1000), int(args.nuclei * 1.15), n_classes=4)
@@ -147,7 +160,9 @@ def main() -> int:
     np.save(mask_path, instance_map)
     crops, geometry = model.crop_spec.cut(image, instance_map)
     count = len(geometry.ids)
-    print(f"tile 1000 x 1000, {count} nuclei; model {model.backbone_name} {model.backbone_kwargs}, "
+    members = len(model.members) if isinstance(model, SeedEnsemble) else 1
+    print(f"tile 1000 x 1000, {count} nuclei; model {model.backbone_name} {model.backbone_kwargs}"
+          f"{f', {members} averaged' if members > 1 else ''}, "
           f"{len(model.label_sets)} label sets; {args.threads} threads; device {device}; "
           f"{'8 views per crop (test-time augmentation)' if args.tta else 'one view per crop (--no-tta)'}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
