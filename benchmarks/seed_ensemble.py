@@ -14,6 +14,11 @@ best of them; ``--out`` writes every combination's figures.
 
 scores, instead, the concept completion of a dataset the models never saw (the checkpoints of
 ``benchmarks/leave_one_out.py`` runs without it): its mean over the concept cells and per target label set.
+    python benchmarks/seed_ensemble.py RUN/seed*/single/consep/stage1.pt --against MERGED.json
+
+prints, besides, each model and each ensemble against the same seeds' in an earlier ``--out`` file of another
+setting (or a stored ``benchmarks/results/validation_seed_ensembles_*.json``): for instance the single-dataset
+models of a dataset against the merged models, ensemble for ensemble.
 ``python -m mlcore train --ensemble N`` trains such an ensemble (mlcore.model.SeedEnsemble).
 """
 
@@ -70,6 +75,35 @@ def left_out_scoring(table, model, name: str, concept_map):
     return rows, figures_of
 
 
+def figures_in(path: Path, size: int) -> dict:
+    """{view: {"1": {seed: figures}, "size": {"a+b": figures}}} of an ``--out`` file, or of a stored results file
+    that keeps several sizes (``size2``, ``size3``)."""
+    stored = json.loads(path.read_text())
+    if "figures" in stored:
+        if stored.get("size") != size:
+            raise SystemExit(f"--against {path.name}: its ensembles are of {stored.get('size')} models, not {size}")
+        return stored["figures"]
+    if f"size{size}" not in stored:
+        raise SystemExit(f"--against {path.name}: no ensembles of {size} models in it")
+    return stored[f"size{size}"]
+
+
+def against_rows(scores: dict, other: dict, size: int) -> list[list[str]]:
+    """Per label set and view: this setting's model minus the other's, seed for seed, and ensemble minus ensemble
+    of the same seeds, mean (not behind / pairs)."""
+    rows = []
+    for view in VIEWS:
+        for count in ("1", str(size)):
+            mine, theirs = scores[view][count], other.get(view, {}).get(count, {})
+            shared = [key for key in mine if key in theirs]
+            names = [name for name in next(iter(mine.values())) if shared and name in theirs[shared[0]]]
+            for name in names:
+                differences = [mine[key][name] - theirs[key][name] for key in shared]
+                rows.append([name, view, "one model" if count == "1" else f"{size} seeds",
+                             f"{statistics.mean(differences):+.3f} ({sum(d >= 0 for d in differences)}/{len(differences)})"])
+    return rows
+
+
 def summary(values: list[float]) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.3f} ± {sd:.3f} ({min(values):.3f})"
@@ -88,6 +122,8 @@ def main() -> int:
                              "macro-F1: the checkpoints of benchmarks/leave_one_out.py runs without it")
     parser.add_argument("--concepts", default=str(CONCEPTS), help="with --left-out: the concept map")
     parser.add_argument("--out", type=Path, help="write every model's and combination's figures here (JSON)")
+    parser.add_argument("--against", type=Path, metavar="RESULTS",
+                        help="an earlier --out file of another setting (same seeds): print the differences")
     args = parser.parse_args()
     if not 2 <= args.size <= len(args.checkpoints):
         parser.error(f"--size {args.size}: give at least that many checkpoints, and a size of 2 or more")
@@ -143,6 +179,14 @@ def main() -> int:
             cells += [summary([f[name] for f in single.values()]), summary([f[name] for f in ensembles.values()]),
                       *(f"{statistics.mean(g):+.3f} ({sum(x >= 0 for x in g)}/{len(g)})" for g in (over_mean, over_best))]
         print("| " + " | ".join(cells) + " |")
+    if args.against:
+        rows = against_rows(scores, figures_in(args.against, args.size), args.size)
+        if not rows:
+            raise SystemExit(f"--against {args.against.name}: no seeds or label sets in common")
+        print(f"\nthese models minus those of {args.against.name}, seed for seed (not behind / pairs):\n"
+              "| label set | view | models | difference |\n|---|---|---|---|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
     if args.out:
         args.out.write_text(json.dumps({"config": loaded[0].config.to_dict(), "seeds": seeds, "size": args.size,
                                         "stage": loaded[0].stage,

@@ -54,6 +54,26 @@ def test_each_model_and_each_pair_is_scored_as_evaluate_and_averaged_logits_scor
     assert "| colon | " in done.stdout and "2 seeds, TTA" in done.stdout
 
 
+def test_against_prints_each_model_and_ensemble_minus_the_same_seeds_of_another_setting(three_seeds):
+    tmp_path, config_path, _, _, checkpoints = three_seeds
+    done = run_script(tmp_path, config_path, *checkpoints[:2], "--out", tmp_path / "mine.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads((tmp_path / "mine.json").read_text())["figures"]
+    # Another setting, as a stored results file keeps it (sizes side by side): 0.05 below on one model, 0.02
+    # above on the pair, and seed 1 missing from its single models.
+    other = {view: {"1": {"0": {"colon": by["1"]["0"]["colon"] - 0.05}},
+                    "2": {"0+1": {"colon": by["2"]["0+1"]["colon"] + 0.02}}} for view, by in figures.items()}
+    (tmp_path / "other.json").write_text(json.dumps({"size2": other}))
+    done = run_script(tmp_path, config_path, *checkpoints[:2], "--against", tmp_path / "other.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "these models minus those of other.json" in done.stdout
+    for view in ("one view", "TTA"):
+        assert f"| colon | {view} | one model | +0.050 (1/1) |" in done.stdout
+        assert f"| colon | {view} | 2 seeds | -0.020 (0/1) |" in done.stdout
+    refused = run_script(tmp_path, config_path, *checkpoints, "--size", "3", "--against", tmp_path / "mine.json")
+    assert refused.returncode == 1 and "its ensembles are of 2 models, not 3" in refused.stderr
+
+
 def test_a_seed_given_twice_is_refused(three_seeds):
     tmp_path, config_path, _, _, checkpoints = three_seeds
     done = run_script(tmp_path, config_path, checkpoints[0], checkpoints[0])
