@@ -14,6 +14,7 @@ best of them; ``--out`` writes every combination's figures.
 
 scores, instead, the concept completion of a dataset the models never saw (the checkpoints of
 ``benchmarks/leave_one_out.py`` runs without it): its mean over the concept cells and per target label set.
+
     python benchmarks/seed_ensemble.py RUN/seed*/single/consep/stage1.pt --against MERGED.json
 
 prints, besides, each model and each ensemble against the same seeds' in an earlier ``--out`` file of another
@@ -76,7 +77,7 @@ def left_out_scoring(table, model, name: str, concept_map):
 
 
 def figures_in(path: Path, size: int) -> dict:
-    """{view: {"1": {seed: figures}, "size": {"a+b": figures}}} of an ``--out`` file, or of a stored results file
+    """{view: {"1": {seed: figures}, "<size>": {"a+b": figures}}} of an ``--out`` file, or of a stored results file
     that keeps several sizes (``size2``, ``size3``)."""
     stored = json.loads(path.read_text())
     if "figures" in stored:
@@ -127,6 +128,7 @@ def main() -> int:
     args = parser.parse_args()
     if not 2 <= args.size <= len(args.checkpoints):
         parser.error(f"--size {args.size}: give at least that many checkpoints, and a size of 2 or more")
+    other = figures_in(args.against, args.size) if args.against else None   # read first: a bad file fails early
     torch.set_num_threads(args.threads)
     loaded = [load_checkpoint(path) for path in args.checkpoints]
     seeds = [checkpoint.config.seed for checkpoint in loaded]
@@ -180,7 +182,7 @@ def main() -> int:
                       *(f"{statistics.mean(g):+.3f} ({sum(x >= 0 for x in g)}/{len(g)})" for g in (over_mean, over_best))]
         print("| " + " | ".join(cells) + " |")
     if args.against:
-        rows = against_rows(scores, figures_in(args.against, args.size), args.size)
+        rows = against_rows(scores, other, args.size)
         if not rows:
             raise SystemExit(f"--against {args.against.name}: no seeds or label sets in common")
         print(f"\nthese models minus those of {args.against.name}, seed for seed (not behind / pairs):\n"
