@@ -1,7 +1,8 @@
 """Command line: ``python -m mlcore train | infer | evaluate | infer-slide | make-slide``.
 
     python -m mlcore train    --config CONFIG.json --out DIR [--stage all|sparse|correlation|completion]
-                              [--epochs N] [--device auto|cpu|cuda] [--seed S] [--baseline single|sparse] [--no-tta]
+                              [--epochs N] [--device auto|cpu|cuda] [--seed S] [--ensemble N] [--baseline single|sparse]
+                              [--resume] [--no-tta]
     python -m mlcore infer    --checkpoint DIR/model.pt --image IMG [IMG ...] --mask MASK.npy [MASK ...] --out OUTDIR
                               [--label-set NAME ...] [--overlays NAME ...|all|none] [--no-tta]
     python -m mlcore evaluate --checkpoint DIR/model.pt --dataset NAME=FORMAT:PATH --label-set NAME [--against OTHER.pt] [--json]
@@ -53,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
                             "the training and inference time (overrides the config's model.ensemble, default 1)")
     train.add_argument("--baseline", choices=("single", "sparse"),
                        help="single: one model per dataset on its own label set; sparse: stage 1 only")
+    train.add_argument("--resume", action="store_true",
+                       help="go on with an interrupted training in --out (the same command otherwise): from its "
+                            "last finished epoch (last.pt) or stage (stageN.pt), drawing as the uninterrupted "
+                            "training would, so that it ends with the same model")
 
     infer = commands.add_parser("infer", help="classify the nuclei of one image or of many")
     infer.add_argument("--checkpoint", required=True, type=Path)
@@ -235,6 +240,11 @@ def command_train(args) -> int:
             raise ConfigError(f"--ensemble {args.ensemble}: give 1 to {MAX_ENSEMBLE} models")
         config.ensemble = args.ensemble
     config.validate()
+    if args.resume and args.stage != "all":
+        raise ConfigError("--resume goes on with the stages the command trains; leave --stage out")
+    if args.resume and args.baseline == "single":
+        raise ConfigError("--resume goes on with the merged model or --baseline sparse; --baseline single trains "
+                          "one short model per dataset: run it again")
     from mlcore.data import build_table, default_cache_dir
     from mlcore.distributed import init_distributed
     from mlcore.train import train_all
@@ -261,8 +271,11 @@ def command_train(args) -> int:
         if args.stage not in ("all", "sparse"):
             raise ConfigError("--baseline sparse trains stage 1 only; leave --stage out")
         stages = ("sparse",)
-    init = None
-    if stages[0] != "sparse":
+    init, history = None, None
+    if args.resume:
+        init, stages, history = _resume_point(args.out, stages, config, table)
+        say(f"resuming from {init.name}: stage{'s' if len(stages) > 1 else ''} {', '.join(stages)} to go")
+    elif stages[0] != "sparse":
         init = args.out / f"stage{STAGE_NUMBER[stages[0]] - 1}.pt"
         if not init.is_file():
             raise ConfigError(f"--stage {stages[0]} starts from {init}, which does not exist: "
@@ -270,8 +283,14 @@ def command_train(args) -> int:
     if len(table.label_sets) < 2 and stages != ("sparse",):
         raise ConfigError("the correlation and completion stages need at least two labelled datasets with "
                           "different label sets (use --baseline sparse for one)")
-    result = train_all(table, config=config, stages=stages, progress=progress, init_checkpoint=init,
-                       out_dir=args.out)
+    try:
+        result = train_all(table, config=config, stages=stages, progress=progress, init_checkpoint=init,
+                           out_dir=args.out, history=history)
+    except KeyboardInterrupt:
+        progress.close()
+        if context.is_main and (args.out / "last.pt").is_file():
+            say(f"interrupted: the same command with --resume goes on from the last finished epoch in {args.out}")
+        return 130
     progress.close()
     if context.is_main:
         say(f"wrote {result.checkpoint_path} and {args.out / 'metrics.json'} "
@@ -282,6 +301,51 @@ def command_train(args) -> int:
 
         dist.destroy_process_group()
     return 0
+
+
+# Settings that may differ between a training and its resumption: where and how fast it runs, not what it draws.
+RESUMABLE_CHANGES = ("device", "num_threads", "cache_dir")
+
+
+def _resume_point(out: Path, stages: tuple[str, ...], config: TrainConfig, table) -> tuple[Path, tuple, list]:
+    """Where ``train --resume`` goes on in ``out``: the checkpoint, the stages left and the history so far. The
+    unfinished stage of ``last.pt`` (written after every epoch of a single model), or else the stage after the last
+    finished one (``stageN.pt``); the settings and the validation split must be the interrupted training's."""
+    from mlcore.checkpoint import load_checkpoint
+    from mlcore.data import split_by_group
+
+    point = None
+    last = out / "last.pt"
+    if config.ensemble == 1 and last.is_file():   # an ensemble writes stage checkpoints only
+        checkpoint = load_checkpoint(last)
+        if not checkpoint.stage_complete and checkpoint.stage in stages:
+            point = last, checkpoint, stages[stages.index(checkpoint.stage):]
+    for stage in reversed(stages if point is None else ()):
+        path = out / f"stage{STAGE_NUMBER[stage]}.pt"
+        if path.is_file():
+            remaining = stages[stages.index(stage) + 1:]
+            if not remaining:
+                raise ConfigError(f"--resume: the training in {out} finished ({path.name} is its last stage's); "
+                                  "nothing to resume")
+            point = path, load_checkpoint(path), remaining
+            break
+    if point is None:
+        raise ConfigError(f"--resume: {out} holds no checkpoint of this training (last.pt or a stage's stageN.pt); "
+                          "train without --resume")
+    path, checkpoint, remaining = point
+    mine, theirs = (
+        {k: v for k, v in c.to_dict().items() if k not in RESUMABLE_CHANGES} for c in (config, checkpoint.config))
+    changed = [key for key in mine if json.dumps(mine[key], sort_keys=True) != json.dumps(theirs.get(key), sort_keys=True)]
+    if changed:
+        raise ConfigError(f"--resume: {path.name} was trained with other settings ("
+                          + "; ".join(f"{key} {theirs.get(key)!r}, now {mine[key]!r}" for key in changed)
+                          + "): give the command and config it was started with")
+    extra = checkpoint.raw.get("extra", {})
+    _, val_rows = split_by_group(table, config.val_fraction, config.split_seed)
+    if "val_rows" in extra and not np.array_equal(np.asarray(extra["val_rows"]), val_rows):
+        raise ConfigError(f"--resume: the datasets differ from those the interrupted training read (its validation "
+                          f"nuclei are not the same): give the config it was started with")
+    return path, remaining, list(extra.get("history") or [])
 
 
 def _train_single(args, table, config: TrainConfig, progress, say) -> int:
