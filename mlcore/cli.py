@@ -343,8 +343,8 @@ def _resume_point(out: Path, stages: tuple[str, ...], config: TrainConfig, table
     extra = checkpoint.raw.get("extra", {})
     _, val_rows = split_by_group(table, config.val_fraction, config.split_seed)
     if "val_rows" in extra and not np.array_equal(np.asarray(extra["val_rows"]), val_rows):
-        raise ConfigError(f"--resume: the datasets differ from those the interrupted training read (its validation "
-                          f"nuclei are not the same): give the config it was started with")
+        raise ConfigError("--resume: the datasets differ from those the interrupted training read (its validation "
+                          "nuclei are not the same): give the config it was started with")
     return path, remaining, list(extra.get("history") or [])
 
 

@@ -72,3 +72,8 @@ def test_resume_refuses_other_settings_and_an_empty_folder(setup, tmp_path, caps
     assert "stage1.pt was trained with other settings (split_seed 0, now 5; seed 0, now 5)" in capsys.readouterr().err
     assert cli.main([*common, "--out", str(tmp_path / "half"), "--resume", "--stage", "completion"]) == 2
     assert "leave --stage out" in capsys.readouterr().err
+    fewer = json.loads((work / "config.json").read_text())
+    fewer["datasets"][0]["max_images"] = 3
+    (work / "fewer.json").write_text(json.dumps(fewer))
+    assert cli.main([*common, "--out", str(tmp_path / "half"), "--resume", "--config", str(work / "fewer.json")]) == 2
+    assert "the datasets differ from those the interrupted training read" in capsys.readouterr().err
