@@ -146,16 +146,11 @@ def test_bad_config_names_the_field(tmp_path):
 def test_baseline_single_and_stage_by_stage_in_process(tmp_path, monkeypatch):
     """``--baseline single`` and ``--stage X`` (in-process: the same main() as the subprocess)."""
     from mlcore.cli import main
-    from mlcore.synthetic import generate_dataset
+    from tests.mlcore.helpers import config_of_generated_datasets
 
-    for name, classes in (("one", ["a", "b"]), ("two", ["c", "d", "e"])):
-        generate_dataset(tmp_path / name, "seed", n_images=4, nuclei_per_image=25, class_names=classes, seed=len(name),
-                         size=(128, 128))
-    config = {"datasets": [{"name": "one", "format": "seed", "path": "one"},
-                           {"name": "two", "format": "seed", "path": "two"}],
-              "model": {"width": 4}, "batch_size": 32, "correlation_views": 1, "cache_dir": str(tmp_path / "cache"),
-              "split": {"val_fraction": 0.25}, "sampling": {"samples_per_epoch": 96}}
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    config_of_generated_datasets(tmp_path, {"one": ["a", "b"], "two": ["c", "d", "e"]}, batch_size=32,
+                                 correlation_views=1, cache_dir=str(tmp_path / "cache"), split={"val_fraction": 0.25},
+                                 sampling={"samples_per_epoch": 96})
     common = ["--config", str(tmp_path / "config.json"), "--epochs", "1", "--device", "cpu"]
     assert main(["train", *common, "--out", str(tmp_path / "single"), "--baseline", "single"]) == 0
     combined = json.loads((tmp_path / "single" / "metrics.json").read_text())

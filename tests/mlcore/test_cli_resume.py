@@ -8,20 +8,15 @@ import torch
 
 from mlcore import cli
 from mlcore.checkpoint import load_checkpoint
-from mlcore.synthetic import generate_dataset
+from tests.mlcore.helpers import config_of_generated_datasets
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     work = tmp_path_factory.mktemp("resume")
-    for name, classes in (("one", ["a", "b"]), ("two", ["c", "d", "e"])):
-        generate_dataset(work / name, "seed", n_images=4, nuclei_per_image=25, class_names=classes, seed=len(name),
-                         size=(128, 128))
-    config = {"datasets": [{"name": "one", "format": "seed", "path": "one"},
-                           {"name": "two", "format": "seed", "path": "two"}],
-              "model": {"width": 4}, "batch_size": 32, "correlation_views": 2, "cache_dir": str(work / "cache"),
-              "split": {"val_fraction": 0.25}, "sampling": {"samples_per_epoch": 96}, "num_threads": 1}
-    (work / "config.json").write_text(json.dumps(config))
+    config_of_generated_datasets(work, {"one": ["a", "b"], "two": ["c", "d", "e"]}, batch_size=32, correlation_views=2,
+                                 cache_dir=str(work / "cache"), split={"val_fraction": 0.25},
+                                 sampling={"samples_per_epoch": 96}, num_threads=1)
     common = ["train", "--config", str(work / "config.json"), "--epochs", "2", "--device", "cpu", "--no-tta"]
     assert cli.main([*common, "--out", str(work / "straight")]) == 0
     return work, common
