@@ -38,6 +38,7 @@ EPOCH_VALIDATION_ROWS = 4096  # the most validation rows each epoch's macro-F1 i
 
 ProgressFn = Callable[[dict], None]
 StageDoneFn = Callable[[str, "Path | None", dict], None]
+EpochDoneFn = Callable[[str, int, int, Path], None]   # (stage, its epochs done, its epochs, last.pt)
 StopFn = Callable[[], bool]
 
 
@@ -344,6 +345,7 @@ class TrainingRun:
     progress: ProgressFn | None = None
     should_stop: StopFn | None = None
     stage_done: StageDoneFn | None = None
+    epoch_done: EpochDoneFn | None = None
     epoch_validation: EpochValidation | None = None
     stage_start_random: dict | None = None
 
@@ -419,7 +421,9 @@ class TrainingRun:
             if self.epoch_validation is not None:
                 stats.update(self.epoch_validation())
             self.result.history.append(stats)
-            self.checkpoint("last.pt", name, epoch, epoch == epochs - 1, optimizer, scheduler)
+            last = self.checkpoint("last.pt", name, epoch, epoch == epochs - 1, optimizer, scheduler)
+            if last is not None and self.epoch_done is not None:
+                self.epoch_done(name, epoch + 1, epochs, last)
         if self.main:
             metrics = evaluate(self.model, self.table, self.result.val_rows, self.device) \
                 if len(self.result.val_rows) else {}
@@ -491,7 +495,7 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
               init_checkpoint: str | Path | LoadedCheckpoint | None = None, out_dir: str | Path | None = None,
               train_rows: np.ndarray | None = None, val_rows: np.ndarray | None = None,
               history: Sequence[dict] | None = None, stage_done: StageDoneFn | None = None,
-              validate_epochs: bool = True) -> TrainResult:
+              validate_epochs: bool = True, epoch_done: EpochDoneFn | None = None) -> TrainResult:
     """Run the requested stages in order and return the model, checkpoints and metrics.
 
     - ``label_sets``: the model's label sets (default: the table's); the table's columns are
@@ -511,6 +515,9 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
       checkpoint's ``extra["history"]``), kept at the head of ``result.history`` and of every checkpoint's.
     - ``stage_done(stage, checkpoint path or None, metrics)`` is called when a stage has finished and its
       checkpoint is written (on the main process).
+    - ``epoch_done(stage, epochs done, stage epochs, last.pt path)`` is called after every epoch's ``last.pt``
+      is written (on the main process, with an ``out_dir``; not for an ensemble's models, whose epochs are
+      not checkpointed one by one): a caller that keeps that file can resume the stage at the next epoch.
     - ``validate_epochs``: each epoch's history entry gets ``val_macro_f1`` per label set
       (:class:`EpochValidation`), for the training curves.
     - ``config.ensemble`` > 1: an ensemble of that many seeds (:func:`train_ensemble`).
@@ -543,7 +550,7 @@ def train_all(table: NucleusTable, label_sets: Sequence[LabelSet] | None = None,
     out_dir = Path(out_dir) if out_dir is not None else None
     result = TrainResult(None, {}, {}, {}, list(history or []), model, train_rows, val_rows)
     run = TrainingRun(model, table, config, context, device, generator, result, out_dir, progress, should_stop,
-                      stage_done)
+                      stage_done, epoch_done)
     if validate_epochs and run.main and len(val_rows):
         run.epoch_validation = EpochValidation(model, table, val_rows, device, config.split_seed)
     try:

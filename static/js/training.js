@@ -67,11 +67,11 @@ function trainingSection(section) {
     updateEstimate();
   }
 
-  // Cancelling throws away the running stage's work: ask first.
+  // Cancelling throws away the work since the last kept checkpoint: ask first.
   document.getElementById("cancel-training")?.addEventListener("click", async () => {
     const id = (jobBox.dataset.jobUrl.match(/\/jobs\/(\d+)\//) || [])[1];
-    const question = `Cancel training job${id ? " #" + id : ""}? The work of the stage it is in is lost; `
-      + "the stages it has finished are kept, and it can be resumed after them.";
+    const question = `Cancel training job${id ? " #" + id : ""}? The work since its last finished epoch is lost `
+      + "(since its last finished stage when it trains several models averaged); it can be resumed from there.";
     if (!window.confirm(question)) return;
     await post(`${jobBox.dataset.jobUrl}cancel/`).catch((err) => alert(err.message));
   });

@@ -38,8 +38,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery_worker
 
 # About 18,000 nuclei: an import of three seconds or more, so that a kill lands in the middle of it.
 IMPORT_IMAGES = 120
-# Long enough to be killed in the middle (a few seconds per run), short enough to run again once retried.
-TRAINING = {"epochs": 4, "stages": ["sparse"], "samples_per_epoch": 256, "batch_size": 32}
+# Long enough to be killed in the middle (a few seconds per run), after its first epoch was kept to go on from,
+# short enough to run again once retried.
+TRAINING = {"epochs": 6, "stages": ["sparse"], "samples_per_epoch": 256, "batch_size": 32}
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,9 @@ def start_training(owner, client, tmp_path, import_archive):
     response = client.post(f"/api/projects/{project.pk}/train/", TRAINING, format="json")
     assert response.status_code == 202, response.content
     job_id = response.json()["id"]
-    wait_mid_way(job_id, lambda progress: progress.get("stage") == "sparse", "the training")
+    # Killed once an epoch's checkpoint is kept (the job's resume point), so that a delivery again goes on from it.
+    wait_mid_way(job_id, lambda progress: progress.get("stage") == "sparse"
+                 and bool((Job.objects.get(pk=job_id).result or {}).get("resume")), "the training's first epoch")
     return project, job_id
 
 
@@ -204,7 +207,13 @@ def test_a_worker_killed_mid_job_leaves_no_stuck_job_no_half_rows_and_no_stray_f
         assert job.state == "failed" and "worker running this job stopped" in job.error
     wait_until_gone(killed)  # an import's preparing processes too, whose parent was killed
     if kind == "training" and job.state == "succeeded":
+        # The second delivery went on from the epoch the killed attempt kept, not from the start.
+        assert "going on from its lost attempt's epoch" in job.log_tail, job.log_tail
+        assert [h["stage"] for h in ModelVersion.objects.get(job=job).history] == ["sparse"] * TRAINING["epochs"]
         assert wait_job(job.result["prediction_job"], stack.worker, timeout=120).state == "succeeded"
+    elif kind == "training":
+        # Reaped: the epoch it kept stays, and the project page offers to resume from it.
+        assert job.result["resume"]["epoch"] >= 1 and job.result["resume"]["remaining"] == ["sparse"]
     assert not Job.objects.filter(state__in=("queued", "running")).exists()
 
     check_rows(kind, project, job)

@@ -97,14 +97,18 @@ def training_estimate(project, options: dict, *, resume_point: dict | None = Non
     label_sets = project.label_sets.count()
     if label_sets < 2:
         stages = ["sparse"]  # as the training itself does
+    stage_epochs = {}
     if resume_point is not None:
         stages = list(resume_point["remaining"])
+        if "epoch" in resume_point:   # an unfinished stage goes on at its next epoch
+            stage_epochs[stages[0]] = max(0, int(resume_point["epochs"]) - int(resume_point["epoch"]))
     crop = replace(base.crop_spec, context_view=options.get("crop_context_view", base.crop_context_view))
     # An ensemble trains each of its models in turn, every stage of each as long as one model's.
     models = int(options.get("ensemble") or base.ensemble)
     speed = training_speed(backbone, crop, options.get("stain_jitter", base.stain_jitter))
     estimate = estimate_seconds(nuclei=size["nuclei"], labelled=size["labelled"], stages=stages,
-                                epochs={stage: epochs for stage in stages}, samples_per_epoch=samples_per_epoch,
+                                epochs={stage: stage_epochs.get(stage, epochs) for stage in stages},
+                                samples_per_epoch=samples_per_epoch,
                                 train_samples_per_s=speed["train_samples_per_s"],
                                 infer_samples_per_s=speed["infer_samples_per_s"], val_fraction=base.val_fraction,
                                 correlation_views=base.correlation_views)

@@ -115,9 +115,10 @@ def do_start_training(project: Project, *, actor=None, options: dict | None = No
 
 
 def do_keep_stage_checkpoint(job: Job, *, stage: str, checkpoint: Path, point: dict) -> dict:
-    """A training finished a stage that is not its last: keep that stage's checkpoint beside the versions and
-    name it in the job's result, so that the job, if it is cancelled or fails later, can be resumed from it.
-    Replaces the job's earlier resume point (its file too)."""
+    """A training finished a stage that is not its last, or an epoch of a stage it has not finished
+    (``point["epoch"]``: the epochs done, of ``point["epochs"]``): keep that checkpoint beside the versions and
+    name it in the job's result, so that the job, if it is cancelled, fails or loses its worker later, can be
+    resumed from it. Replaces the job's earlier resume point (its file too, unless it is the same file)."""
     relative = resume_checkpoint(job, stage)
     target = media.work_path(relative)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +132,10 @@ def do_keep_stage_checkpoint(job: Job, *, stage: str, checkpoint: Path, point: d
         previous = (row.result or {}).get("resume")
         row.result = {**(row.result or {}), "resume": point}
         row.save(update_fields=["result"])
-        audit.record("training.stage_kept", target=row, stage=stage, checkpoint=relative)
+        if "epoch" in point:
+            audit.record("training.epoch_kept", target=row, stage=stage, epoch=point["epoch"], checkpoint=relative)
+        else:
+            audit.record("training.stage_kept", target=row, stage=stage, checkpoint=relative)
         if previous and previous.get("checkpoint") and previous["checkpoint"] != relative:
             obsolete = previous["checkpoint"]
             transaction.on_commit(lambda: media.delete(obsolete))

@@ -123,7 +123,8 @@ def training_form_context(project) -> dict:
                                    state__in=(Job.State.CANCELLED, Job.State.FAILED)).order_by("-id")[:3]):
         point = job.result["resume"]
         resumable.append({"job": job, "stage": point.get("stage"), "stage_number": STAGE_NUMBER.get(point.get("stage")),
-                          "remaining": point.get("remaining", [])})
+                          "remaining": point.get("remaining", []), "epoch": point.get("epoch"),
+                          "epochs": point.get("epochs")})
     policy = RetrainPolicy.objects.filter(project=project).first()
     policy_options = (policy.options if policy else {}) or {}
     from django.conf import settings

@@ -178,17 +178,16 @@ def crop_cache_dir() -> Path:
 
 
 class Resume:
-    """A training resumed from the checkpoint of a stage another job finished (job.params["resume"])."""
+    """A training that goes on from a kept checkpoint (``point``, a job's ``result["resume"]``): the last finished
+    stage of a cancelled or failed training, or the last epoch of its unfinished stage (``point["epoch"]``)."""
 
-    def __init__(self, job: Job, options: dict):
-        asked = job.params["resume"]  # {"job": id, "stage": name}; the resume point is that job's
-        source = Job.objects.filter(pk=asked["job"]).only("result").first()
-        point = (source.result or {}).get("resume") if source else None
-        path = _stored_file(point["checkpoint"]) if point else None
-        if point is None or point.get("stage") != asked["stage"] or path is None:
-            raise ValueError(f"the checkpoint of job {asked['job']}'s stage {asked['stage']} is gone (a training "
+    def __init__(self, source_job: int, point: dict, options: dict, own: bool = False):
+        self.own = own  # the job's own point, kept by an attempt whose worker was lost
+        path = _stored_file(point["checkpoint"])
+        if path is None:
+            raise ValueError(f"the checkpoint of job {source_job}'s stage {point['stage']} is gone (a training "
                              "of the project succeeded since): start a new training")
-        self.point = {**point, "job": asked["job"]}
+        self.point = {**point, "job": source_job}
         self.checkpoint = load_checkpoint(path)
         extra = self.checkpoint.raw.get("extra") or {}
         self.history = list(extra.get("history") or [])
@@ -197,6 +196,32 @@ class Resume:
         self.config = TrainConfig.from_dict({**self.checkpoint.config.to_dict(),
                                              **({"device": options["device"]} if options.get("device") else {})})
         self.stages = list(self.point["remaining"])
+
+    @classmethod
+    def of(cls, job: Job, options: dict) -> Resume | None:
+        """Where ``job`` goes on from: for a training delivered again after its worker was lost, the point its
+        lost attempt kept (so that the loss costs an epoch, not the training); else the point of the training a
+        user resumes (``params["resume"]``); None for a training from the start."""
+        own = (job.result or {}).get("resume") if job.attempts > 1 else None
+        if own and _stored_file(own["checkpoint"]) is not None:
+            return cls(job.pk, own, options, own=True)
+        asked = job.params.get("resume")  # {"job": id, "stage": name}
+        if not asked:
+            return None
+        source = Job.objects.filter(pk=asked["job"]).only("result").first()
+        point = (source.result or {}).get("resume") if source else None
+        if point is None or point.get("stage") != asked["stage"]:
+            raise ValueError(f"the checkpoint of job {asked['job']}'s stage {asked['stage']} is gone (a training "
+                             "of the project succeeded since): start a new training")
+        return cls(asked["job"], point, options)
+
+    def describe(self) -> str:
+        """How the job log says where the training goes on from."""
+        point, whose = self.point, "its lost attempt" if self.own else f"job {self.point['job']}"
+        if "epoch" in point:
+            return (f"going on from {whose}'s epoch {point['epoch']} of {point['epochs']} of stage {point['stage']}: "
+                    f"stage {point['stage']} resumes at epoch {point['epoch'] + 1}")
+        return f"going on after {whose}'s finished stage {point['stage']}"
 
     def check(self, table, ml_label_sets) -> None:
         """The data must be what the stage was trained on: the same label sets and nuclei."""
@@ -225,7 +250,8 @@ def training_data(project, table, result, stages: list[str], resume: Resume | No
     return {"datasets": datasets, "nuclei": int(len(table)),
             "backbone": {"name": built["backbone"], "options": _jsonable(built["backbone_kwargs"])},
             "split": {"train": int(len(result.train_rows)), "validation": int(len(result.val_rows))},
-            "stages": done_before + list(stages), "resumed_from_job": resume.point["job"] if resume else None,
+            "stages": done_before + list(stages),
+            "resumed_from_job": resume.point["job"] if resume is not None and not resume.own else None,
             **({"members": [{"seed": m["seed"], "metrics": summary(m["metrics"])} for m in result.members]}
                if result.members else {})}
 
@@ -284,7 +310,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     options = job.params.get("options", {})
     # How the new version's predictions of the tiles will be made, and so how it is scored.
     tta = bool(options.get("predict_tta", TTA_DEFAULT_TILES))
-    resume = Resume(job, options) if job.params.get("resume") else None
+    resume = Resume.of(job, options)
     if resume is not None:
         config, stages = resume.config, resume.stages
     else:
@@ -317,7 +343,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     table = table_from_arrays(records, ml_label_sets, cache_dir=config.cache_dir, crop_size=config.crop_spec)
     del records
     report(5.0, stage="loading", log=f"loaded {len(images)} images, {len(table.labels)} nuclei; "
-                                     f"training stages {', '.join(stages)}")
+                                     f"training stages {', '.join(stages)}"
+                                     + (f" ({resume.describe()})" if resume is not None else ""))
     trained_on["unlabelled_nuclei"] = int((table.labels == -1).all(axis=1).sum())
 
     init, history, train_rows, val_rows = None, None, None, None
@@ -351,9 +378,20 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         report(5 + 90 * (index + 1) / len(stages), stage=stage, log=f"stage {stage} finished: its checkpoint is "
                "kept, so that this training can resume after it if it is cancelled or fails")
 
+    def epoch_done(stage: str, done: int, epochs: int, path: Path) -> None:
+        # The last epoch of an unfinished stage is kept as well (replacing the point before it), so that a cancel,
+        # a failure or a lost worker costs at most an epoch; a finished stage is stage_done's.
+        if done >= epochs:
+            return
+        index = stages.index(stage)
+        operations.do_keep_stage_checkpoint(job, stage=stage, checkpoint=path, point={
+            "done": done_before + stages[:index], "remaining": stages[index:], "epoch": done, "epochs": epochs,
+            "nuclei": int(len(table)), "label_sets": [s.name for s in ml_label_sets]})
+
     try:
         result = train_all(table, ml_label_sets, config, stages=stages, progress=progress, should_stop=should_stop,
                            init_checkpoint=init, out_dir=out_dir, history=history, stage_done=stage_done,
+                           epoch_done=epoch_done,
                            train_rows=train_rows, val_rows=val_rows)
         if result.checkpoint_path is None:   # train_all writes model.pt whenever it has an out_dir
             raise RuntimeError("the training ended without writing its model checkpoint")
