@@ -90,6 +90,8 @@ def test_a_training_cancelled_mid_stage_resumes_at_its_next_epoch(owner, media_r
     assert any(f"going on from job {first.pk}'s epoch 2 of 3 of stage sparse" in log for log in logs), logs
     assert version.training_data["stages"] == ["sparse", "completion"]
     assert version.training_data["resumed_from_job"] == first.pk
+    assert f'resumed from where job <a href="/jobs/{first.pk}/">' in client.get(
+        f"/projects/{project.pk}/versions/{version.number}/").content.decode()
     assert [h["stage"] for h in version.history] == ["sparse"] * 3 + ["completion"] * 2
     assert [h["loss"] for h in version.history] == [h["loss"] for h in straight.history]
     assert all(torch.equal(a, b) for a, b in zip(weights(version), weights(straight)))
