@@ -7,6 +7,7 @@ set, the base branch alone decides and ``mlp_probs`` is None.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from mlcore.data import dihedral, to_input
 from mlcore.losses import LOGIT_CLAMP
 from mlcore.model import CrossTrainedModel, SeedEnsemble
+from mlcore.types import Cancelled
 from mlcore.uncertainty import uncertainty_scores
 
 
@@ -41,16 +43,18 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 @torch.inference_mode()
 def forward_logits(model: CrossTrainedModel, crops: np.ndarray | torch.Tensor, batch_size: int = 512,
-                   device: str | torch.device | None = None, tta: bool = False
-                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                   device: str | torch.device | None = None, tta: bool = False,
+                   should_stop: Callable[[], bool] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Raw backbone logits (N, K) and MLP logits (list of (N, C_d)) on the CPU, batched.
 
     ``tta``: test-time augmentation, the mean of both branches' logits over the 8 symmetries of the
     square (a nucleus has no orientation); 8 times the forward passes. A :class:`SeedEnsemble`'s are the mean
-    of its members' (each with ``tta``).
+    of its members' (each with ``tta``). ``should_stop()``, checked before every batch, raises
+    :class:`mlcore.types.Cancelled` when it returns True (scoring thousands of nuclei 8 times takes a while).
     """
     if isinstance(model, SeedEnsemble):
-        return mean_outputs([forward_logits(member, crops, batch_size, device, tta) for member in model.members])
+        return mean_outputs([forward_logits(member, crops, batch_size, device, tta, should_stop)
+                             for member in model.members])
     model.eval()
     if device is None:
         device = next(model.parameters()).device
@@ -59,6 +63,8 @@ def forward_logits(model: CrossTrainedModel, crops: np.ndarray | torch.Tensor, b
     logits, heads = [], []
     views = range(8) if tta else range(1)
     for start in range(0, len(crops), batch_size):
+        if should_stop is not None and should_stop():
+            raise Cancelled()
         batch = crops[start:start + batch_size]
         view_logits = [model.backbone(to_input(dihedral(batch, code), device)) for code in views]
         batch_logits = torch.stack(view_logits).mean(dim=0)

@@ -176,19 +176,22 @@ def evaluate(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | N
 
 
 def evaluate_with_logits(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | None = None,
-                         device: str | torch.device | None = None, batch_size: int = 512, tta: bool = False
+                         device: str | torch.device | None = None, batch_size: int = 512, tta: bool = False,
+                         should_stop: StopFn | None = None
                          ) -> tuple[dict[str, dict], tuple[torch.Tensor, list[torch.Tensor]]]:
     """:func:`evaluate`'s reports and the logits they came from, for a caller that scores the same rows again
-    (:func:`compare_models`'s ``outputs``) without repeating the forward passes, 8 per nucleus with TTA."""
+    (:func:`compare_models`'s ``outputs``) without repeating the forward passes, 8 per nucleus with TTA.
+    ``should_stop``: as :func:`mlcore.predict.forward_logits` takes it."""
     model = getattr(model, "module", model)
     rows = evaluation_rows(model, table, rows)
-    outputs = forward_logits(model, table.crops[rows], batch_size, device, tta)
+    outputs = forward_logits(model, table.crops[rows], batch_size, device, tta, should_stop)
     return reports_from_logits(model, table, rows, *outputs), outputs
 
 
 def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table: NucleusTable,
                    rows: np.ndarray | None = None, device: str | torch.device | None = None, tta: bool = False,
-                   outputs: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> dict[str, dict]:
+                   outputs: tuple[torch.Tensor, list[torch.Tensor]] | None = None,
+                   should_stop: StopFn | None = None) -> dict[str, dict]:
     """``model`` against ``previous`` (the model it replaces) on the same ``rows``, per label set both have:
     n, each model's macro-F1 and accuracy (as :func:`evaluate` reports them, all rows by default), and ``difference_interval``,
     the paired bootstrap 95% interval of the macro-F1 difference (model minus previous).
@@ -199,6 +202,7 @@ def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table:
     wholly below 0 is a loss chance does not explain.
     ``outputs``: ``model``'s logits of those rows with the same ``tta`` (:func:`evaluate_with_logits`) when
     the caller has them already, so that its forward passes, 8 per nucleus with TTA, are not made twice.
+    ``should_stop``: as :func:`mlcore.predict.forward_logits` takes it.
     Raises ValueError when ``previous`` cannot score these crops: they are cut differently for it, or one
     of its label sets has other classes than the table's."""
     model, previous = getattr(model, "module", model), getattr(previous, "module", previous)
@@ -210,9 +214,9 @@ def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table:
     names = {s.name for s in previous.label_sets} & {s.name for s in table.label_sets}
     shared = [s for s in model.label_sets if s.name in names]
     if outputs is None:
-        outputs = forward_logits(model, table.crops[rows], 512, device, tta)
-    predicted = [predictions_from_logits(model, *outputs),
-                 predictions_from_logits(previous, *forward_logits(previous, table.crops[rows], 512, device, tta))]
+        outputs = forward_logits(model, table.crops[rows], 512, device, tta, should_stop)
+    previous_outputs = forward_logits(previous, table.crops[rows], 512, device, tta, should_stop)
+    predicted = [predictions_from_logits(model, *outputs), predictions_from_logits(previous, *previous_outputs)]
     out = {}
     for label_set in shared:
         truth = table.labels[rows, table.label_set_index(label_set.name)]

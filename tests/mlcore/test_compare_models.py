@@ -80,3 +80,31 @@ def test_with_tta_both_are_scored_on_eight_views_and_the_new_models_logits_can_b
     # The caller's own logits of the new model (as the web app has them from scoring it) give the same answer.
     outputs = forward_logits(new, table.crops[evaluation_rows(new, table, rows)], tta=True)
     assert compare_models(new, old, table, rows, tta=True, outputs=outputs) == compared
+
+
+def test_scoring_stops_between_batches_when_asked():
+    """Scoring thousands of nuclei on 8 views each takes a while: ``should_stop`` is asked before every batch."""
+    from mlcore.predict import forward_logits
+    from mlcore.train import evaluate_with_logits
+    from mlcore.types import Cancelled
+
+    table, sets = two_set_table(images_per_set=3, crop_size=64)
+    new, old = model_for(sets, 0), model_for(sets, 2)
+    asked = []
+
+    def stop_at_third():
+        asked.append(1)
+        return len(asked) >= 3
+
+    with pytest.raises(Cancelled):
+        forward_logits(new, table.crops, batch_size=4, tta=True, should_stop=stop_at_third)
+    assert len(asked) == 3   # two batches ran, the third was never started
+    assert len(table) > 3 * 4
+    for score in (lambda stop: evaluate_with_logits(new, table, tta=True, batch_size=4, should_stop=stop),
+                  lambda stop: compare_models(new, old, table, tta=True, should_stop=stop)):
+        with pytest.raises(Cancelled):
+            score(lambda: True)
+    # Never asked to stop: the same logits as without the question.
+    assert all(torch.equal(a, b) for a, b in zip(
+        forward_logits(new, table.crops, batch_size=4)[1], forward_logits(new, table.crops, batch_size=4,
+                                                                          should_stop=lambda: False)[1]))

@@ -264,7 +264,8 @@ def summary(metrics: dict) -> dict:
     return {name: {k: m[k] for k in SUMMARY_KEYS if k in m} for name, m in metrics.items() if isinstance(m, dict)}
 
 
-def validation_metrics(table, result, tta: bool) -> tuple[dict, dict, tuple | None]:
+def validation_metrics(table, result, tta: bool, should_stop: ShouldStop | None = None
+                       ) -> tuple[dict, dict, tuple | None]:
     """The new version's validation metrics, scored as its predictions will be made (``tta``: the mean over
     the 8 flips and rotations; each label set's report says ``"tta"``); how: {"tta": bool, "one_view":
     {name: summary}} (with TTA, the one-view figures beside, as versions from before TTA were scored); and
@@ -274,13 +275,13 @@ def validation_metrics(table, result, tta: bool) -> tuple[dict, dict, tuple | No
     the version's figures, and the guard that decides whether it becomes active, should be theirs."""
     if not tta or not len(result.val_rows):
         return {name: {**report, "tta": False} for name, report in result.metrics.items()}, {"tta": False}, None
-    metrics, outputs = evaluate_with_logits(result.model, table, result.val_rows, tta=True)
+    metrics, outputs = evaluate_with_logits(result.model, table, result.val_rows, tta=True, should_stop=should_stop)
     return ({name: {**report, "tta": True} for name, report in metrics.items()},
             {"tta": True, "one_view": summary(result.metrics)}, outputs)
 
 
 def compared_with_parent(parent: ModelVersion | None, table, result, tta: bool = False,
-                         outputs: tuple | None = None) -> dict | None:
+                         outputs: tuple | None = None, should_stop: ShouldStop | None = None) -> dict | None:
     """The new model against the active version it replaces, on the new one's validation nuclei
     (mlcore.train.compare_models), both scored alike (``tta`` as the new version's predictions):
     {"version": number, "tta": bool, "label_sets": {...}}, or {"version", "skipped": why} when the parent
@@ -293,7 +294,8 @@ def compared_with_parent(parent: ModelVersion | None, table, result, tta: bool =
     except (OSError, ValueError):   # gone or unreadable: the new version is published all the same
         return {"version": parent.number, "skipped": f"the checkpoint file of v{parent.number} could not be read"}
     try:
-        label_sets = compare_models(result.model, previous, table, result.val_rows, tta=tta, outputs=outputs)
+        label_sets = compare_models(result.model, previous, table, result.val_rows, tta=tta, outputs=outputs,
+                                    should_stop=should_stop)
     except ValueError as exc:
         return {"version": parent.number, "skipped": f"v{parent.number} cannot score these nuclei: {exc}"}
     return {"version": parent.number, "tta": bool(tta), "label_sets": _jsonable(label_sets)}
@@ -399,8 +401,10 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
             report(95, stage="scoring", message="scoring the validation nuclei with test-time augmentation",
                    log=f"scoring {len(result.val_rows)} validation nuclei as the predictions will be made ({VIEWS[tta]})")
         scoring_started = time.monotonic()
-        metrics, scoring, outputs = validation_metrics(table, result, tta)
-        comparison = compared_with_parent(parent, table, result, tta, outputs)
+        # Cancellable too: with TTA a large project's validation nuclei take minutes (8 views each, and as many
+        # again for the version it replaces).
+        metrics, scoring, outputs = validation_metrics(table, result, tta, should_stop)
+        comparison = compared_with_parent(parent, table, result, tta, outputs, should_stop)
         scoring["seconds"] = round(time.monotonic() - scoring_started, 1)
         if comparison is not None:
             report(95, stage="publishing", log=describe_comparison(comparison))

@@ -92,3 +92,18 @@ def test_the_comparison_with_the_replaced_version_scores_both_as_the_new_predict
         assert row["previous_macro_f1"] == pytest.approx(kept[name]["macro_f1"], abs=1e-9)
     page = client.get(f"/projects/{project.pk}/versions/3/").content.decode()
     assert "Both versions scored on this version's validation nuclei: each" in page
+
+
+def test_a_cancel_while_the_new_version_is_scored_publishes_nothing(owner, media_root, tmp_path):
+    """Scoring with TTA takes minutes on a large project: a cancel then stops it, as it stops the stages."""
+    from mlcore.types import Cancelled
+
+    project = two_taxonomy_project(owner, tmp_path)
+    job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner,
+                             params={"options": {**FAST, "stages": ["sparse"], **MOVED}})
+    stages = []
+    with pytest.raises(Cancelled):
+        run_training(job, lambda percent, log=None, **details: stages.append(details.get("stage")),
+                     lambda: "scoring" in stages)
+    assert stages[-1] == "scoring"   # trained, then stopped while it scored
+    assert not ModelVersion.objects.filter(project=project).exists()
