@@ -20,7 +20,7 @@ CONFIG.json::
       "split": {"val_fraction": 0.2, "seed": 0},
       "sampling": {"dataset_power": 0.5, "class_power": 0.5, "completion_class_power": 1.0,
                    "samples_per_epoch": 32768},
-      "augment": {"jitter": 0.1, "stain": 0.025, "context_view_dropout": 0.5},
+      "augment": {"jitter": 0.1, "stain": 0.025, "context_view_dropout": 0.5, "scale": 0.0, "blur": 0.0},
       "correlation_views": 2, "seed": 0, "num_threads": null, "cache_dir": null
     }
 
@@ -119,6 +119,11 @@ class TrainConfig:
     # five seeds, level on PanNuke, and completed left-out datasets better than none (README). No effect
     # without a context view.
     context_view_dropout: float = 0.5
+    # Morphology jitter (mlcore.data.morphology_jitter; 0 = off): each training crop zoomed by U(1 - scale,
+    # 1 + scale) about its nucleus and blurred by a Gaussian of U(0, blur) pixels, as scanners differ in
+    # resolution and focus.
+    scale_jitter: float = 0.0
+    blur_jitter: float = 0.0
     correlation_views: int = 2           # augmented views whose frozen logits train the MLPs (per epoch)
     seed: int = 0
     device: str = "auto"
@@ -161,7 +166,8 @@ class TrainConfig:
             "sampling": {"dataset_power": "dataset_power", "class_power": "class_power",
                          "completion_class_power": "completion_class_power",
                          "samples_per_epoch": "samples_per_epoch"},
-            "augment": {"jitter": "jitter", "stain": "stain_jitter", "context_view_dropout": "context_view_dropout"},
+            "augment": {"jitter": "jitter", "stain": "stain_jitter", "context_view_dropout": "context_view_dropout",
+                        "scale": "scale_jitter", "blur": "blur_jitter"},
         }
         for section, keys in sections.items():
             if section not in data:
@@ -202,6 +208,8 @@ class TrainConfig:
             ("crop.context_view", self.crop_context_view, int, lambda v: v in CONTEXT_VIEWS),
             ("augment.stain", self.stain_jitter, (int, float), lambda v: 0 <= v < 1),
             ("augment.context_view_dropout", self.context_view_dropout, (int, float), lambda v: 0 <= v < 1),
+            ("augment.scale", self.scale_jitter, (int, float), lambda v: 0 <= v <= 0.5),
+            ("augment.blur", self.blur_jitter, (int, float), lambda v: 0 <= v <= 3),
             ("model.ensemble", self.ensemble, int, lambda v: 1 <= v <= MAX_ENSEMBLE),
             ("batch_size", self.batch_size, int, lambda v: v >= 2),
             ("weight_decay", self.weight_decay, (int, float), lambda v: v >= 0),

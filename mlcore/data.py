@@ -395,7 +395,8 @@ def dihedral(crops: torch.Tensor, code: int) -> torch.Tensor:
 
 
 def augment(crops: torch.Tensor, generator: torch.Generator | None = None, jitter: float = 0.1,
-            device: torch.device | str = "cpu", stain: float = 0.0, view_dropout: float = 0.0) -> torch.Tensor:
+            device: torch.device | str = "cpu", stain: float = 0.0, view_dropout: float = 0.0,
+            zoom: float = 0.0, blur: float = 0.0) -> torch.Tensor:
     """Random dihedral transform (flips and 90-degree rotations: a nucleus has no orientation),
     optional stain jitter in HED space and mild brightness/contrast/saturation jitter, per sample,
     on the whole batch at once.
@@ -404,6 +405,8 @@ def augment(crops: torch.Tensor, generator: torch.Generator | None = None, jitte
     channel (C = 4 or 7) is flipped with the colours and never jittered. ``view_dropout``: the share of
     samples whose wider view (channels 3-5, mlcore.crops.CropSpec.context_view) is blanked to 0, so that
     the network learns to classify from the nucleus's own view and cannot lean on its surroundings alone.
+    ``zoom`` and ``blur``: :func:`morphology_jitter` with each sample's zoom drawn from U(1 - zoom, 1 + zoom)
+    and its Gaussian blur's sigma from U(0, blur) pixels (drawn last, and only when asked for).
     Written for speed, as this runs on every training batch: the symmetries are applied to the uint8
     crops, one group of samples per symmetry (not to every sample with a select), the stain jitter is
     one 3 x 3 matrix per sample in optical-density space, and the three colour jitters, being
@@ -448,7 +451,44 @@ def augment(crops: torch.Tensor, generator: torch.Generator | None = None, jitte
         blank = (torch.rand(batch, generator=generator) < view_dropout).nonzero().squeeze(1).to(x.device)
         x[blank, :, :, 3:6] = 0.0
     # An NHWC tensor seen as NCHW is channels-last already: no copy.
-    return x.permute(0, 3, 1, 2)
+    x = x.permute(0, 3, 1, 2)
+    if zoom > 0 or blur > 0:
+        zooms = 1.0 + zoom * (2.0 * torch.rand(batch, generator=generator) - 1.0)
+        sigmas = blur * torch.rand(batch, generator=generator)
+        x = morphology_jitter(x, zooms, sigmas, max_sigma=blur)
+    return x
+
+
+def morphology_jitter(x: torch.Tensor, zooms: torch.Tensor, sigmas: torch.Tensor, max_sigma: float | None = None
+                      ) -> torch.Tensor:
+    """Each sample (B, C, S, S) zoomed about its centre by ``zooms[b]`` (above 1: the nucleus looks larger, as at
+    a higher magnification; the edge mirrored where a zoom out needs pixels beyond it), then blurred by a Gaussian
+    of ``sigmas[b]`` pixels (0: untouched), as scanners differ in resolution and focus (the morphology
+    augmentations of Tellez et al. 2019). Every channel alike: a wider view is centred on the same nucleus.
+    ``max_sigma`` sets the kernel's size (default: the largest sigma). Returns channels-last memory."""
+    batch = x.shape[0]
+    device = x.device
+    if bool((zooms != 1).any()):
+        theta = torch.zeros((batch, 2, 3))
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / zooms
+        grid = torch.nn.functional.affine_grid(theta.to(device), list(x.shape), align_corners=False)
+        x = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    largest = float(sigmas.max()) if max_sigma is None else max_sigma
+    if largest > 0 and bool((sigmas > 0).any()):
+        radius = max(1, math.ceil(2.0 * largest))
+        offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        weights = torch.exp(-0.5 * (offsets / sigmas.clamp(min=1e-6).unsqueeze(1)) ** 2)
+        weights[sigmas <= 0] = (offsets == 0).float()           # sigma 0: the identity kernel
+        weights = (weights / weights.sum(dim=1, keepdim=True)).to(device)
+        channels = x.shape[1]
+        kernels = weights.repeat_interleave(channels, dim=0)    # (B * C, K): every channel of a sample alike
+        flat = x.reshape(1, batch * channels, x.shape[2], x.shape[3])
+        flat = torch.nn.functional.pad(flat, (0, 0, radius, radius), mode="reflect")
+        flat = torch.nn.functional.conv2d(flat, kernels.view(-1, 1, 2 * radius + 1, 1), groups=batch * channels)
+        flat = torch.nn.functional.pad(flat, (radius, radius, 0, 0), mode="reflect")
+        flat = torch.nn.functional.conv2d(flat, kernels.view(-1, 1, 1, 2 * radius + 1), groups=batch * channels)
+        x = flat.view_as(x)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def stain_jitter(rgb: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
