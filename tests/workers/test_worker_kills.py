@@ -214,6 +214,7 @@ def test_a_worker_killed_mid_job_leaves_no_stuck_job_no_half_rows_and_no_stray_f
     elif kind == "training":
         # Reaped: the epoch it kept stays, and the project page offers to resume from it.
         assert job.result["resume"]["epoch"] >= 1 and job.result["resume"]["remaining"] == ["sparse"]
+        assert job.error.endswith("Resume it from the project page: it goes on from where it stopped."), job.error
     assert not Job.objects.filter(state__in=("queued", "running")).exists()
 
     check_rows(kind, project, job)

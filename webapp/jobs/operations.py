@@ -183,8 +183,11 @@ def do_reap_lost_jobs() -> list[Job]:
             else:
                 percent = job.progress.get("percent")
                 at = f" at {percent:.0f}%" if isinstance(percent, (int, float)) else ""
+                # A training that kept a checkpoint to resume from (its last finished epoch or stage) says so.
+                again = ("Resume it from the project page: it goes on from where it stopped."
+                         if (job.result or {}).get("resume") else "Start it again.")
                 job.error = (f"The worker running this job stopped{at} (it was killed, ran out of memory or was "
-                             "restarted) and no worker holds the job any more. Start it again.")
+                             f"restarted) and no worker holds the job any more. {again}")
                 _finish(job, Job.State.FAILED)
             audit.record("job.lost", target=job, worker=job.worker)
         reaped.append(job)
