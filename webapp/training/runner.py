@@ -181,12 +181,8 @@ class Resume:
     """A training that goes on from a kept checkpoint (``point``, a job's ``result["resume"]``): the last finished
     stage of a cancelled or failed training, or the last epoch of its unfinished stage (``point["epoch"]``)."""
 
-    def __init__(self, source_job: int, point: dict, options: dict, own: bool = False):
+    def __init__(self, source_job: int, point: dict, path: Path, options: dict, own: bool = False):
         self.own = own  # the job's own point, kept by an attempt whose worker was lost
-        path = _stored_file(point["checkpoint"])
-        if path is None:
-            raise ValueError(f"the checkpoint of job {source_job}'s stage {point['stage']} is gone (a training "
-                             "of the project succeeded since): start a new training")
         self.point = {**point, "job": source_job}
         self.checkpoint = load_checkpoint(path)
         extra = self.checkpoint.raw.get("extra") or {}
@@ -203,17 +199,19 @@ class Resume:
         lost attempt kept (so that the loss costs an epoch, not the training); else the point of the training a
         user resumes (``params["resume"]``); None for a training from the start."""
         own = (job.result or {}).get("resume") if job.attempts > 1 else None
-        if own and _stored_file(own["checkpoint"]) is not None:
-            return cls(job.pk, own, options, own=True)
+        path = _stored_file(own["checkpoint"]) if own else None
+        if path is not None:
+            return cls(job.pk, own, path, options, own=True)
         asked = job.params.get("resume")  # {"job": id, "stage": name}
         if not asked:
             return None
         source = Job.objects.filter(pk=asked["job"]).only("result").first()
         point = (source.result or {}).get("resume") if source else None
-        if point is None or point.get("stage") != asked["stage"]:
+        path = _stored_file(point["checkpoint"]) if point and point.get("stage") == asked["stage"] else None
+        if path is None:
             raise ValueError(f"the checkpoint of job {asked['job']}'s stage {asked['stage']} is gone (a training "
                              "of the project succeeded since): start a new training")
-        return cls(asked["job"], point, options)
+        return cls(asked["job"], point, path, options)
 
     def describe(self) -> str:
         """How the job log says where the training goes on from."""
@@ -369,26 +367,27 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     out_dir.mkdir(parents=True)
     done_before = list(resume.point.get("done", [])) if resume else []
 
+    def keep(stage: str, path: Path, finished: int, **unfinished) -> None:
+        """Keep ``path`` as the job's resume point, ``finished`` of ``stages`` done (and ``unfinished``: the epochs
+        done of the next one)."""
+        operations.do_keep_stage_checkpoint(job, stage=stage, checkpoint=path, point={
+            "done": done_before + stages[:finished], "remaining": stages[finished:], **unfinished,
+            "nuclei": int(len(table)), "label_sets": [s.name for s in ml_label_sets]})
+
     def stage_done(stage: str, path: Path | None, metrics: dict) -> None:
         # Every stage but the last is kept, so that a cancel or a failure later can resume after it.
         if path is None or stage == stages[-1]:
             return
         index = stages.index(stage)
-        operations.do_keep_stage_checkpoint(job, stage=stage, checkpoint=path, point={
-            "done": done_before + stages[:index + 1], "remaining": stages[index + 1:], "nuclei": int(len(table)),
-            "label_sets": [s.name for s in ml_label_sets]})
+        keep(stage, path, index + 1)
         report(5 + 90 * (index + 1) / len(stages), stage=stage, log=f"stage {stage} finished: its checkpoint is "
                "kept, so that this training can resume after it if it is cancelled or fails")
 
     def epoch_done(stage: str, done: int, epochs: int, path: Path) -> None:
         # The last epoch of an unfinished stage is kept as well (replacing the point before it), so that a cancel,
         # a failure or a lost worker costs at most an epoch; a finished stage is stage_done's.
-        if done >= epochs:
-            return
-        index = stages.index(stage)
-        operations.do_keep_stage_checkpoint(job, stage=stage, checkpoint=path, point={
-            "done": done_before + stages[:index], "remaining": stages[index:], "epoch": done, "epochs": epochs,
-            "nuclei": int(len(table)), "label_sets": [s.name for s in ml_label_sets]})
+        if done < epochs:
+            keep(stage, path, stages.index(stage), epoch=done, epochs=epochs)
 
     try:
         result = train_all(table, ml_label_sets, config, stages=stages, progress=progress, should_stop=should_stop,
