@@ -79,6 +79,7 @@ def media_against_database() -> MediaInventory:
     parents = {"staging", "scratch", "cache", "cache/crops", "projects"}
     for project_id in Project.objects.values_list("pk", flat=True):
         parents.update(f"projects/{project_id}{sub}" for sub in ("", "/datasets", "/inference", "/models"))
+    parents |= dataset_dirs   # a dataset's folder is the database's even while it holds no file
     in_use.discard(None)
 
     def inside_in_use(relative: str) -> bool:

@@ -18,6 +18,7 @@ from tests.conftest import wait_for
 from tests.media_inventory import assert_media_matches_database
 from tests.webapp.dataset_helpers import upload, wait_job, zip_folder
 from tests.workers.fault_stack import fault_stack
+from tests.workers.training_helpers import labelled_dataset_row
 from webapp.core.models import AuditLogEntry
 from webapp.datasets.models import Dataset
 from webapp.jobs.models import Job
@@ -73,6 +74,8 @@ def test_a_redis_outage_answers_503_keeps_nothing_and_loses_no_queued_message(st
     stack.empty_media()
     client = api_client_for(owner)
     project = do_create_project("outage", actor=owner)
+    trainable = do_create_project("outage, labelled", actor=owner)
+    labelled_dataset_row(trainable)
     checkpoint = f"projects/{project.pk}/models/v1.pt"
     save_checkpoint(settings.MEDIA_ROOT / checkpoint, CrossTrainedModel([MLLabelSet("t", ("a", "b"))], "small",
                     {"width": 4}), "sparse", 0, True, TrainConfig())
@@ -92,7 +95,8 @@ def test_a_redis_outage_answers_503_keeps_nothing_and_loses_no_queued_message(st
     enqueued = AuditLogEntry.objects.filter(action="job.enqueued").count()
     started = time.monotonic()
     assert_refused(upload(client, project.pk, small_archive(tmp_path / "during", 6), name="during", format="seed"))
-    assert_refused(client.post(f"/api/projects/{project.pk}/train/", {"epochs": 1}, format="json"))
+    # Another project's: this one's queued import would be refused first (a training waits for imports).
+    assert_refused(client.post(f"/api/projects/{trainable.pk}/train/", {"epochs": 1}, format="json"))
     assert_refused(client.post(f"/api/projects/{project.pk}/infer/", inference_upload(), format="multipart"))
     assert time.monotonic() - started < 20, "each refusal comes within the broker's connection timeout"
     assert list(Job.objects.values_list("pk", flat=True)) == [queued.pk]  # no row half saved
@@ -103,7 +107,7 @@ def test_a_redis_outage_answers_503_keeps_nothing_and_loses_no_queued_message(st
     stack.worker.start(purge=False)
     job = wait_job(queued.pk, stack.worker, timeout=60)
     assert job.state == "succeeded", f"{job.error}\n{stack.worker.log()}"
-    assert list(Dataset.objects.values_list("name", "image_count")) == [("before", 3)]
+    assert list(Dataset.objects.filter(project=project).values_list("name", "image_count")) == [("before", 3)]
 
     # The web process queues again, on the connections it had before the outage.
     response = upload(client, project.pk, small_archive(tmp_path / "after", 7), name="after", format="seed")

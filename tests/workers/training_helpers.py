@@ -23,3 +23,17 @@ def two_taxonomy_project(owner, tmp_path: Path, images: int = 4, nuclei: int = 3
 
 
 FAST = {"epochs": 1, "samples_per_epoch": 64, "batch_size": 32}
+
+
+def labelled_dataset_row(project, name: str = "colon"):
+    """A labelled tile dataset's rows (its label set, and an empty folder under MEDIA_ROOT), without images:
+    what a training's start asks for, in tests that never run the training."""
+    from django.conf import settings
+
+    from webapp.datasets.models import Dataset, LabelSet
+
+    storage_dir = f"projects/{project.pk}/datasets/{name}"
+    (Path(settings.MEDIA_ROOT) / storage_dir).mkdir(parents=True, exist_ok=True)
+    label_set = LabelSet.objects.create(project=project, name=name)
+    return Dataset.objects.create(project=project, name=name, label_set=label_set, format=Dataset.Format.SEED,
+                                  storage_dir=storage_dir)

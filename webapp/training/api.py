@@ -51,7 +51,8 @@ def _training_job(project, job_id: int) -> Job:
 @extend_schema(request=TrainStartSerializer, responses={202: JobAcceptedSerializer})
 @api_view(["POST"])
 def train(request, project_id: int):
-    """Start training (curators): 202 with the job, 409 when the project is already training.
+    """Start training (curators): 202 with the job; 409 when the project is already training, while an import
+    into it is queued or running (a training reads the datasets as it starts), or without a labelled dataset.
 
     Epochs and draws per epoch left out follow the project's default schedule (see .../train/estimate/).
     ``resume_from``: resume a cancelled or failed training after the last stage it finished."""

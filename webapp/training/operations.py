@@ -36,6 +36,31 @@ def running_training(project: Project) -> Job | None:
     return Job.objects.filter(project=project, kind=Job.Kind.TRAIN, state__in=ACTIVE_STATES).order_by("id").first()
 
 
+def running_tile_import(project: Project) -> Job | None:
+    """The project's first import of a tile dataset still queued or running, if any (slides are not trained
+    on, so their imports do not count)."""
+    imports = Job.objects.filter(project=project, kind=Job.Kind.IMPORT, state__in=ACTIVE_STATES).order_by("id")
+    return next((job for job in imports if not (job.params or {}).get("slide")), None)
+
+
+def refuse_without_training_data(project: Project) -> None:
+    """A training reads the project's datasets once, as it starts: refuse it while an import would add to
+    them (it would train without the new dataset, or find none and fail), or where there is nothing
+    labelled to train on, rather than queue a job that fails for that."""
+    from webapp.datasets.models import Dataset
+
+    importing = running_tile_import(project)
+    if importing is not None:
+        name = (importing.params or {}).get("name") or "a dataset"
+        raise Conflict(f"The import of {name!r} into project {project.name!r} is still {importing.state} "
+                       f"(job {importing.pk}): start the training once it has finished, so that it trains on "
+                       "that dataset too.", code="import_running", job_id=importing.pk)
+    labelled = Dataset.objects.filter(project=project, label_set__isnull=False).exclude(format=Dataset.Format.SLIDE)
+    if not labelled.exists():
+        raise Conflict(f"Project {project.name!r} has no labelled dataset to train on: upload one first.",
+                       code="no_training_data")
+
+
 def data_size(project: Project) -> dict:
     """Nuclei in the project, and those in datasets with a label set: from the datasets' own counts. Slide
     datasets are left out, as training leaves them out (webapp.training.runner.run_training)."""
@@ -95,6 +120,7 @@ def do_start_training(project: Project, *, actor=None, options: dict | None = No
         if current is not None:
             raise Conflict(f"Project {project.name!r} is already training (job {current.pk}, {current.state}); "
                            "wait for it to finish or cancel it.", code="training_running", job_id=current.pk)
+        refuse_without_training_data(project)
         params = {"reason": reason}
         if resume_from is not None:
             point = resume_point(resume_from, project)

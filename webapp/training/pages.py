@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from webapp.core.domain_errors import Conflict
 from webapp.jobs.models import Job
 from webapp.projects.access import can
 from webapp.projects.models import Role
@@ -115,8 +116,14 @@ def training_form_context(project) -> dict:
     from mlcore.config import STAGE_NUMBER, STAGES, TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES
     from mlcore.estimate import describe_rule
 
-    from .operations import data_size, default_training_options
+    from .operations import data_size, default_training_options, refuse_without_training_data
     from .schedule import describe_schedule
+
+    try:  # the form says up front what a start would be refused for (an import still running, no data)
+        refuse_without_training_data(project)
+        not_ready = None
+    except Conflict as exc:
+        not_ready = exc.detail
 
     resumable = []
     for job in (Job.objects.filter(project=project, kind=Job.Kind.TRAIN, result__has_key="resume",
@@ -131,6 +138,7 @@ def training_form_context(project) -> dict:
 
     return {
         "training_defaults": default_training_options(project),
+        "training_not_ready": not_ready,
         "training_rule": describe_rule(),
         "project_size": data_size(project),
         "resumable": resumable,

@@ -4,7 +4,7 @@ the active version on any label set (both scored on the new version's validation
 import pytest
 from django.utils import timezone
 
-from tests.workers.training_helpers import FAST, two_taxonomy_project
+from tests.workers.training_helpers import FAST, labelled_dataset_row, two_taxonomy_project
 from webapp.core.models import AuditLogEntry
 from webapp.jobs.models import Job
 from webapp.projects.operations import do_create_project
@@ -82,8 +82,9 @@ def test_the_guard_follows_the_real_comparison(trained, owner):
     assert v2.is_active is (not lower_label_sets(compared)) is result["active"]
 
 
-def test_the_policy_stores_the_guard_and_its_trainings_carry_it(api_client_for, owner):
+def test_the_policy_stores_the_guard_and_its_trainings_carry_it(api_client_for, owner, media_root):
     project = do_create_project("guard", actor=owner)
+    labelled_dataset_row(project)
     client = api_client_for(owner)
     response = client.put(f"/api/projects/{project.pk}/retrain-policy/",
                           {"enabled": True, "cron": "0 3 * * 0", "activate_only_if_not_lower": True}, format="json")
@@ -102,6 +103,7 @@ def test_the_policy_stores_the_guard_and_its_trainings_carry_it(api_client_for, 
 
 def test_a_resumed_guarded_training_stays_guarded(owner, media_root):
     project = do_create_project("guard", actor=owner)
+    labelled_dataset_row(project)
     (media_root / "x.pt").write_bytes(b"checkpoint")
     failed = Job.objects.create(kind=Job.Kind.TRAIN, project=project, state=Job.State.FAILED, created_by=owner,
                                 params={"options": {"epochs": 2}, "activate_only_if_not_lower": True},
