@@ -258,8 +258,8 @@ def main() -> int:
         return 0
     torch.set_num_threads(args.threads)
     specs, config, _ = load_config_file(args.config)
-    config = replace(config, **dict(map(parse_override, args.overrides)))
-    config.validate()
+    # Through from_dict, as a config file is read: "lr=0.002" becomes stage 1's learning rate, and so on.
+    config = TrainConfig.from_dict({**config.to_dict(), **dict(map(parse_override, args.overrides))})
     config.num_threads = args.threads
     # The completion table scores the merged models: none without them.
     concept_map = load_concept_map(args.concepts) if args.concepts != "none" and not args.single_only else None
