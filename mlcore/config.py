@@ -14,7 +14,8 @@ CONFIG.json::
       "epochs": {"sparse": 12, "correlation": 8, "completion": 10},    # or one int for all
       "batch_size": 128,
       "lr": {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4}, # or one float for sparse
-      "weight_decay": 1e-4, "grad_clip": 10, "ema_decay": 0.0, "threshold": 0.99, "pseudo_weight": 1.0,
+      "weight_decay": 1e-4, "optimizer": "adam", "grad_clip": 10, "ema_decay": 0.0, "threshold": 0.99,
+      "pseudo_weight": 1.0,
       "completion_weighting": "nuclei",
       "lr_schedule": "cosine",
       "split": {"val_fraction": 0.2, "seed": 0},
@@ -47,6 +48,7 @@ TTA_DEFAULT_SLIDES = False
 TTA_HELP = "test-time augmentation: the mean over the 8 flips and rotations of each crop (8 times the forward passes)"
 
 STAGES = ("sparse", "correlation", "completion")
+OPTIMIZERS = ("adam", "adamw")
 STAGE_NUMBER = {name: index + 1 for index, name in enumerate(STAGES)}
 
 
@@ -82,6 +84,11 @@ class TrainConfig:
     lr: dict = field(default_factory=lambda: {"sparse": 1e-3, "correlation": 1e-3, "completion": 1e-4})
     batch_size: int = 128
     weight_decay: float = 1e-4
+    # "adam": Adam with weight_decay as an L2 term in the gradient (what every version so far trained with);
+    # "adamw": decoupled weight decay (Loshchilov & Hutter 2019), which shrinks every weight alike however
+    # large its gradients' running scale; each step takes lr x weight_decay of a weight, so it is set higher,
+    # e.g. 0.05.
+    optimizer: str = "adam"
     grad_clip: float = 10.0
     threshold: float = 0.99
     pseudo_weight: float = 1.0           # stage 3: weight of the mean pseudo-label cell against the supervised one
@@ -239,6 +246,8 @@ class TrainConfig:
         if self.completion_weighting not in ("cells", "nuclei"):
             raise ConfigError(f"config field completion_weighting: {self.completion_weighting!r} is not "
                               "'cells' or 'nuclei'")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"config field optimizer: {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"config field lr_schedule: {self.lr_schedule!r} is not 'cosine' or 'constant'")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):

@@ -278,6 +278,12 @@ def _cosine(total_steps: int):
     return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
 
 
+def make_optimizer(params, config: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    """The stage's optimizer as ``config.optimizer`` names it (mlcore.config.OPTIMIZERS)."""
+    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=lr, weight_decay=config.weight_decay)
+
+
 def _make_scheduler(optimizer, config: TrainConfig, total_steps: int):
     if config.lr_schedule == "constant":
         return None
@@ -398,8 +404,7 @@ class TrainingRun:
             RandomState.restore(continued_random["stage_start"] if first_epoch else continued_random["saved"],
                                 self.generator, self.device)
         self.stage_start_random = self.random_now()
-        optimizer = torch.optim.Adam(stage_type.trainable_parameters(self.model), lr=config.lr[name],
-                                     weight_decay=config.weight_decay)
+        optimizer = make_optimizer(stage_type.trainable_parameters(self.model), config, config.lr[name])
         if stage_type.trains_heads:
             self.model.use_correlation.fill_(True)
         self.report_start(name, first_epoch, epochs)
