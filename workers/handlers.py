@@ -85,7 +85,31 @@ def run_import(context: JobContext) -> dict:
         if context.cancel_requested:
             raise Cancelled()
 
-    return run_import_job(context.job, progress, log)
+    result = run_import_job(context.job, progress, log)
+    return {**result, **predict_imported_dataset(context, result["dataset_id"])}
+
+
+def predict_imported_dataset(context: JobContext, dataset_id: int) -> dict:
+    """The active version's predictions of the new nuclei, queued: {"prediction_job": id}, or {} where there is
+    none to make. A queue that is down costs the predictions, not the import, which has committed (and so
+    is not cancelled any more either)."""
+    from webapp.core.domain_errors import Unavailable
+    from webapp.datasets.models import Dataset
+    from webapp.training.operations import do_predict_imported_dataset
+
+    def log(line: str) -> None:
+        context.progress(100, message=line, log=line)
+
+    try:
+        job = do_predict_imported_dataset(Dataset.objects.select_related("project").get(pk=dataset_id),
+                                          actor=context.job.created_by)
+    except Unavailable as exc:
+        log(f"the predictions of the new nuclei were not queued: {exc.detail}")
+        return {}
+    if job is None:
+        return {}
+    log(f"the active model version's predictions of the new nuclei follow in job {job.pk}")
+    return {"prediction_job": job.pk}
 
 
 def run_deletion(context: JobContext) -> dict:

@@ -27,6 +27,11 @@ function uploadForm(form) {
     if (r.dataset_id) {
       done.append(el("a", { href: `${location.pathname.replace(/\/$/, "")}/datasets/${r.dataset_id}/` }, `Open ${r.dataset}`));
     }
+    if (r.prediction_job) {
+      // The project has an active model version: it classifies the new nuclei in a job of its own.
+      done.append(" · the active model's predictions of them follow in ",
+                  el("a", { href: `/jobs/${r.prediction_job}/` }, `job #${r.prediction_job}`));
+    }
     if (following === current.id) {
       // The Datasets and Label sets cards are drawn by the server: load the page again, which shows
       // this job's card again (?import_job=) under cards that list the new dataset.

@@ -259,6 +259,28 @@ def do_start_prediction(version: ModelVersion, *, actor=None, tta: bool = TTA_DE
                                          params={"model_version": version.pk, "tta": bool(tta)})
 
 
+def do_predict_imported_dataset(dataset, *, actor=None) -> Job | None:
+    """A tile dataset was imported into a project with an active version: queue that version's predictions of
+    the new nuclei, so that they reach review and the exports now, not after the next training. They are made
+    as the version's other tiles were (with or without test-time augmentation). None for a slide (its
+    millions of nuclei are predicted on request), without an active version, or where the dataset's
+    prediction is queued already (an import delivered again after its worker was lost)."""
+    from webapp.datasets.models import Dataset
+
+    version = active_version(dataset.project)
+    if dataset.format == Dataset.Format.SLIDE or version is None:
+        return None
+    earlier = Job.objects.filter(project=dataset.project, kind=Job.Kind.PREDICT, params__dataset=dataset.pk).first()
+    if earlier is not None:
+        return earlier
+    tiles = (Job.objects.filter(kind=Job.Kind.PREDICT, params__model_version=version.pk, params__has_key="tta")
+             .exclude(params__has_key="image").exclude(params__has_key="dataset").order_by("-id").first())
+    tta = bool(tiles.params["tta"]) if tiles is not None else TTA_DEFAULT_TILES
+    return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=dataset.project,
+                                         params={"model_version": version.pk, "dataset": dataset.pk,
+                                                 "dataset_name": dataset.name, "tta": tta})
+
+
 def do_start_slide_prediction(version: ModelVersion, image, *, actor=None, tta: bool = TTA_DEFAULT_SLIDES) -> Job:
     """Classify the nuclei of one whole-slide image with ``version`` (a prediction job of that image only,
     streamed through the slide in batches: webapp.training.runner.run_prediction). ``tta`` is off by default:

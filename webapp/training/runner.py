@@ -437,7 +437,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
 def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     """Store, for every nucleus and every label set, the active model's prediction and uncertainty.
 
-    ``params["image"]``: one whole-slide image only (webapp.training.operations.do_start_slide_prediction).
+    ``params["image"]``: one whole-slide image only (webapp.training.operations.do_start_slide_prediction);
+    ``params["dataset"]``: the tile images of one dataset only (operations.do_predict_imported_dataset).
     A slide's nuclei are streamed through the model from the slide, a batch at a time. ``params["tta"]``:
     test-time augmentation, for that slide, or else for the tile images (the slides among them get the
     slides' default). A job queued before the parameter existed gets the defaults."""
@@ -462,7 +463,10 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
                    f"model v{version.number}, {views})")
         bulk.analyze_after_commit(Prediction)
         return {"model_version": version.number, "image": image.pk, "tta": tta, **result}
-    images = list(Image.objects.filter(project=version.project).order_by("id"))
+    images = Image.objects.filter(project=version.project)
+    if job.params.get("dataset"):   # a dataset gone since is no error: nothing is left to predict
+        images = images.filter(dataset_id=job.params["dataset"], slide_file="")
+    images = list(images.order_by("id"))
     stored = 0
     for number, image in enumerate(images, start=1):
         if image.is_slide:
@@ -481,9 +485,10 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         report(100.0 * number / len(images), message=f"image {number}/{len(images)}")
         if should_stop():
             raise Cancelled()
+    of_dataset = f" of dataset {job.params.get('dataset_name')!r}" if job.params.get("dataset") else ""
     report(100.0, message=f"image {len(images)}/{len(images)}",
-           log=f"{stored} predictions stored for the {len(images)} images (model v{version.number}; tiles: "
-               f"{views})")
+           log=f"{stored} predictions stored for the {len(images)} images{of_dataset} (model v{version.number}; "
+               f"tiles: {views})")
     bulk.analyze_after_commit(Prediction)  # the review queue's index scans need fresh statistics
     return {"model_version": version.number, "predictions": stored, "tta": tta}
 

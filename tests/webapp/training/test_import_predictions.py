@@ -1,0 +1,77 @@
+"""A tile dataset imported into a project with an active model version gets that version's predictions at
+once, in a prediction job of its own (webapp.training.operations.do_predict_imported_dataset), made as the
+version's other tiles were; the other datasets' predictions are left as they are."""
+
+import pytest
+
+from tests.generated_datasets import generated_dataset
+from tests.webapp.dataset_helpers import upload, zip_folder
+from tests.workers.training_helpers import FAST, two_taxonomy_project
+from webapp.datasets.models import Dataset, Nucleus
+from webapp.jobs import operations as job_operations
+from webapp.jobs.models import Job
+from webapp.projects.operations import do_create_project
+from webapp.training.models import ModelVersion, Prediction
+from webapp.training.operations import do_predict_imported_dataset
+from webapp.training.runner import run_training
+from workers.tasks import run_job
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")  # jobs report progress on their own connection
+
+
+@pytest.fixture(autouse=True)
+def jobs_run_here(monkeypatch, settings):
+    settings.IMPORT_PROCESSES = 1
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)  # each test runs its jobs itself
+
+
+def import_more(client, project, tmp_path) -> tuple[Job, Dataset]:
+    root = generated_dataset(tmp_path / "more", format="seed", n_images=2, nuclei_per_image=12,
+                             class_names=["epithelial", "inflammatory"], seed=5, size=(160, 160))
+    response = upload(client, project.pk, zip_folder(root), name="more", format="seed", label_set="colon")
+    assert response.status_code == 202, response.content
+    assert run_job(response.json()["id"]) == "succeeded", Job.objects.get(pk=response.json()["id"]).error
+    return Job.objects.get(pk=response.json()["id"]), Dataset.objects.get(project=project, name="more")
+
+
+def test_a_dataset_imported_beside_an_active_version_is_predicted_by_it(owner, media_root, tmp_path,
+                                                                        api_client_for):
+    project = two_taxonomy_project(owner, tmp_path)
+    training = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner,
+                                  params={"options": {**FAST, "stages": ["sparse"], "predict_tta": False}})
+    trained = run_training(training, lambda *args, **details: None, lambda: False)
+    version = ModelVersion.objects.get(pk=trained["model_version_id"])
+    assert version.is_active and run_job(trained["prediction_job"]) == "succeeded"
+    others = sorted(Prediction.objects.values_list("pk", "nucleus_id", "class_index"))
+    assert others
+
+    imported, dataset = import_more(api_client_for(owner), project, tmp_path)
+    prediction = Job.objects.get(pk=imported.result["prediction_job"])
+    # One view, as the version's tiles were predicted (its training's predict_tta was off).
+    assert (prediction.kind, prediction.params) == (Job.Kind.PREDICT, {
+        "model_version": version.pk, "dataset": dataset.pk, "dataset_name": "more", "tta": False})
+    assert f"predictions of the new nuclei follow in job {prediction.pk}" in imported.log_tail
+    assert not Prediction.objects.filter(nucleus__image__dataset=dataset).exists()
+
+    assert run_job(prediction.pk) == "succeeded", Job.objects.get(pk=prediction.pk).error
+    new = set(Nucleus.objects.filter(image__dataset=dataset).values_list("id", flat=True))
+    predicted = Prediction.objects.filter(nucleus_id__in=new)
+    assert len(new) > 10 and set(predicted.values_list("nucleus_id", flat=True)) == new
+    assert set(predicted.values_list("model_version", flat=True)) == {version.pk}
+    assert predicted.count() == 2 * len(new)   # both label sets of the model, colon and breast
+    assert sorted(Prediction.objects.exclude(nucleus_id__in=new).values_list("pk", "nucleus_id", "class_index")) \
+        == others
+    done = Job.objects.get(pk=prediction.pk)
+    assert done.result["predictions"] == 2 * len(new)
+    assert "images of dataset 'more'" in done.log_tail
+
+    # Delivered again (its worker lost after the commit): the same prediction job, not a second one.
+    assert do_predict_imported_dataset(dataset) == prediction
+    assert Job.objects.filter(kind=Job.Kind.PREDICT, params__dataset=dataset.pk).count() == 1
+
+
+def test_without_an_active_version_there_is_nothing_to_predict(owner, media_root, tmp_path, api_client_for):
+    project = do_create_project("no model", actor=owner)
+    imported, dataset = import_more(api_client_for(owner), project, tmp_path)
+    assert "prediction_job" not in imported.result
+    assert not Job.objects.filter(kind=Job.Kind.PREDICT).exists()
