@@ -55,10 +55,11 @@ def refuse_without_training_data(project: Project) -> None:
         raise Conflict(f"The import of {name!r} into project {project.name!r} is still {importing.state} "
                        f"(job {importing.pk}): start the training once it has finished, so that it trains on "
                        "that dataset too.", code="import_running", job_id=importing.pk)
-    labelled = Dataset.objects.filter(project=project, label_set__isnull=False).exclude(format=Dataset.Format.SLIDE)
-    if not labelled.exists():
-        raise Conflict(f"Project {project.name!r} has no labelled dataset to train on: upload one first.",
-                       code="no_training_data")
+    labelled = Dataset.objects.filter(project=project, label_set__isnull=False)
+    if not labelled.exclude(format=Dataset.Format.SLIDE).exists():
+        slides = " (its whole-slide images are not trained on yet)" if labelled.exists() else ""
+        raise Conflict(f"Project {project.name!r} has no labelled tile dataset to train on{slides}: upload one "
+                       "first.", code="no_training_data")
 
 
 def data_size(project: Project) -> dict:

@@ -304,7 +304,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     snapshot_at = timezone.now()
     label_set_pairs = project_label_sets(project)
     if not label_set_pairs:
-        raise ValueError("the project has no labelled dataset to train on: upload one first")
+        raise ValueError("the project has no labelled tile dataset to train on: upload one first")
     ml_label_sets = [ml for _, ml in label_set_pairs]
     parent = active_version(project)
     options = job.params.get("options", {})

@@ -61,17 +61,22 @@ def test_a_slide_import_does_not_hold_a_training_back(owner, media_root, api_cli
 def test_a_project_without_a_labelled_tile_dataset_is_told_to_upload_one(owner, media_root, api_client_for):
     project = do_create_project("empty", actor=owner)
     client = api_client_for(owner)
-    refused = {"detail": "Project 'empty' has no labelled dataset to train on: upload one first."}
+    refused = {"detail": "Project 'empty' has no labelled tile dataset to train on: upload one first."}
     response = train(client, project)
     assert (response.status_code, response.json()) == (409, refused)
 
-    # An unlabelled dataset (masks only) or a slide is nothing to train on either.
+    # An unlabelled dataset (masks only) is nothing to train on either,
     unlabelled = labelled_dataset_row(project, "masks")
     Dataset.objects.filter(pk=unlabelled.pk).update(label_set=None)
+    response = train(client, project)
+    assert (response.status_code, response.json()) == (409, refused)
+    # nor is a labelled slide, and the answer says why.
     slide = labelled_dataset_row(project, "slide")
     Dataset.objects.filter(pk=slide.pk).update(format=Dataset.Format.SLIDE)
     response = train(client, project)
-    assert (response.status_code, response.json()) == (409, refused)
+    assert (response.status_code, response.json()) == (409, {
+        "detail": "Project 'empty' has no labelled tile dataset to train on (its whole-slide images are not "
+                  "trained on yet): upload one first."})
     assert not Job.objects.filter(kind=Job.Kind.TRAIN).exists()
 
 
@@ -85,7 +90,7 @@ def test_the_train_form_says_why_it_cannot_start_yet(owner, media_root, client):
         return form[form.index('<button type="submit"'):form.index("</button>")]
 
     assert "disabled" in start_button()
-    assert "has no labelled dataset to train on: upload one first." in client.get(
+    assert "has no labelled tile dataset to train on: upload one first." in client.get(
         f"/projects/{project.pk}/").content.decode()
 
     labelled_dataset_row(project)
