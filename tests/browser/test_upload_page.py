@@ -97,3 +97,35 @@ def test_a_failed_import_keeps_the_form_and_shows_no_stale_percentage(logged_in_
     assert page.eval_on_selector("#upload-form input[name=archive]", "input => input.files.length") == 1
     assert "No datasets yet" in page.inner_text("#datasets")
     assert "import_job" not in page.url
+
+
+def test_an_import_beside_an_active_model_says_its_predictions_follow(logged_in_page, live_server, owner, tiles_zip,
+                                                                      celery_worker_process, settings):
+    """The worker imports, queues the active version's predictions of the new nuclei and makes them; the card
+    links that job."""
+    from django.utils import timezone
+
+    from mlcore.checkpoint import save_checkpoint
+    from mlcore.config import TrainConfig
+    from mlcore.model import CrossTrainedModel
+    from mlcore.types import LabelSet as MLLabelSet
+    from tests.conftest import wait_for
+    from webapp.training.models import ModelVersion, Prediction
+
+    project = do_create_project("modelled", actor=owner)
+    checkpoint = f"projects/{project.pk}/models/v1.pt"   # an untrained model of the upload's taxonomy will do
+    save_checkpoint(settings.MEDIA_ROOT / checkpoint, CrossTrainedModel([MLLabelSet("tiles", ("tumour", "stroma"))],
+                    "small", {"width": 4}), "sparse", 0, True, TrainConfig(crop_context_view=0))
+    version = ModelVersion.objects.create(project=project, number=1, checkpoint_file=checkpoint, is_active=True,
+                                          data_snapshot_at=timezone.now(),
+                                          label_sets=[{"name": "tiles", "classes": ["tumour", "stroma"]}])
+    page = logged_in_page
+    upload_through_the_form(page, live_server, project, tiles_zip)
+    wait_in_page(page, "document.querySelector('#upload-job [data-field=done]').textContent"
+                       ".includes(\"the active model's predictions of them follow in job\")")
+    prediction = Job.objects.get(project=project, kind=Job.Kind.PREDICT)
+    assert page.get_attribute(f"#upload-job [data-field=done] a[href='/jobs/{prediction.pk}/']", "href")
+    done = wait_for(lambda: Job.objects.filter(pk=prediction.pk, state__in=Job.FINISHED_STATES).first(), timeout=60,
+                    message="the prediction job")
+    assert done.state == "succeeded", done.error
+    assert Prediction.objects.filter(model_version=version, nucleus__image__project=project).count() == 18
