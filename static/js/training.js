@@ -20,6 +20,19 @@ function trainingSection(section) {
   }
   if (jobBox && jobBox.dataset.jobUrl) follow(jobBox.dataset.jobUrl);
 
+  // Start is disabled while an import into the project runs (the server refuses it then): the page follows
+  // that import and loads itself again once it has ended, with the new data's defaults. An import started
+  // from this page is followed by upload.js instead, which reloads the page on success.
+  const notReady = document.getElementById("train-not-ready");
+  async function waitForImport() {
+    try {
+      const job = await api(notReady.dataset.jobUrl);
+      if (["succeeded", "failed", "cancelled"].includes(job.state)) { location.reload(); return; }
+    } catch (err) { /* a network hiccup: look again */ }
+    setTimeout(waitForImport, 2000);
+  }
+  if (notReady?.dataset.jobUrl) waitForImport();
+
   const trainForm = document.getElementById("train-form");
   trainForm?.addEventListener("submit", async (event) => {
     event.preventDefault();

@@ -121,9 +121,9 @@ def training_form_context(project) -> dict:
 
     try:  # the form says up front what a start would be refused for (an import still running, no data)
         refuse_without_training_data(project)
-        not_ready = None
+        not_ready, waits_for = None, None
     except Conflict as exc:
-        not_ready = exc.detail
+        not_ready, waits_for = exc.detail, exc.extra.get("job_id")   # the import the page follows (training.js)
 
     resumable = []
     for job in (Job.objects.filter(project=project, kind=Job.Kind.TRAIN, result__has_key="resume",
@@ -139,6 +139,7 @@ def training_form_context(project) -> dict:
     return {
         "training_defaults": default_training_options(project),
         "training_not_ready": not_ready,
+        "training_waits_for": waits_for,
         "training_rule": describe_rule(),
         "project_size": data_size(project),
         "resumable": resumable,
