@@ -95,13 +95,13 @@ def predict_imported_dataset(context: JobContext, dataset_id: int) -> dict:
     is not cancelled any more either)."""
     from webapp.core.domain_errors import Unavailable
     from webapp.datasets.models import Dataset
-    from webapp.training.operations import do_predict_imported_dataset
+    from webapp.training.operations import do_predict_dataset
 
     def log(line: str) -> None:
         context.progress(100, message=line, log=line)
 
     try:
-        job = do_predict_imported_dataset(Dataset.objects.select_related("project").get(pk=dataset_id),
+        job = do_predict_dataset(Dataset.objects.select_related("project").get(pk=dataset_id),
                                           actor=context.job.created_by)
     except Unavailable as exc:
         log(f"the predictions of the new nuclei were not queued: {exc.detail}")

@@ -32,8 +32,9 @@ from webapp.projects.access import get_project_for
 from . import operations
 from .models import ModelVersion, RetrainPolicy
 from .queries import active_version
-from .serializers import (InferRequestSerializer, ModelVersionSerializer, RetrainPolicySerializer,
-                          SlideInferRequestSerializer, TrainEstimateSerializer, TrainStartSerializer)
+from .serializers import (ActivatedVersionSerializer, InferRequestSerializer, ModelVersionSerializer,
+                          RetrainPolicySerializer, SlideInferRequestSerializer, TrainEstimateSerializer,
+                          TrainStartSerializer)
 
 
 def _accepted(job: Job, request) -> Response:
@@ -93,13 +94,15 @@ def versions(request, project_id: int):
     return Response(ModelVersionSerializer(project.model_versions.order_by("number"), many=True).data)
 
 
-@extend_schema(request=None, responses=ModelVersionSerializer)
+@extend_schema(request=None, responses=ActivatedVersionSerializer)
 @api_view(["POST"])
 def activate(request, project_id: int, number: int):
-    """Make this version the active one (rollback), curators only."""
+    """Make this version the active one (rollback), curators only. ``prediction_jobs``: the ids of the jobs it
+    queued to classify the datasets imported since it last predicted (none where it has them all)."""
     project = get_project_for(request.user, project_id, project_role(request))
-    version = get_object_or_404(ModelVersion, project=project, number=number)
-    return Response(ModelVersionSerializer(operations.do_activate_version(version, actor=request.user)).data)
+    version = operations.do_activate_version(get_object_or_404(ModelVersion, project=project, number=number),
+                                             actor=request.user)
+    return Response(ActivatedVersionSerializer(version).data)
 
 
 @extend_schema(responses={(200, "application/octet-stream"): bytes})

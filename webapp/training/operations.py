@@ -240,7 +240,8 @@ def _remove_unnamed_checkpoint(project: Project, name: str) -> None:
 
 
 def do_activate_version(version: ModelVersion, *, actor) -> ModelVersion:
-    """Make an earlier (or later) version the active one: a rollback."""
+    """Make an earlier (or later) version the active one: a rollback. Its ``prediction_jobs``: the predictions
+    it queued of datasets it has not classified yet (:func:`datasets_without_predictions`)."""
     with transaction.atomic():
         Project.objects.select_for_update().get(pk=version.project_id)
         previous = ModelVersion.objects.filter(project_id=version.project_id, is_active=True).first()
@@ -248,6 +249,10 @@ def do_activate_version(version: ModelVersion, *, actor) -> ModelVersion:
         ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
         audit.record("model.activated", actor=actor, target=version, number=version.number,
                      previous=previous.number if previous else None)
+        # Datasets imported while another version was active have none of this one's predictions: queue them
+        # (in the same transaction: with the task queue down, nothing changes and the 503 says to try again).
+        version.prediction_jobs = [job for dataset in datasets_without_predictions(version)
+                                   if (job := do_predict_dataset(dataset, version, actor=actor)) is not None]
     version.is_active = True
     return version
 
@@ -260,26 +265,44 @@ def do_start_prediction(version: ModelVersion, *, actor=None, tta: bool = TTA_DE
                                          params={"model_version": version.pk, "tta": bool(tta)})
 
 
-def do_predict_imported_dataset(dataset, *, actor=None) -> Job | None:
-    """A tile dataset was imported into a project with an active version: queue that version's predictions of
-    the new nuclei, so that they reach review and the exports now, not after the next training. They are made
-    as the version's other tiles were (with or without test-time augmentation). None for a slide (its
-    millions of nuclei are predicted on request), without an active version, or where the dataset's
-    prediction is queued already (an import delivered again after its worker was lost)."""
+def do_predict_dataset(dataset, version: ModelVersion | None = None, *, actor=None) -> Job | None:
+    """Queue ``version``'s predictions (the active version's by default) of one tile dataset's nuclei: a dataset
+    imported beside an active version, or one a version made active again has never seen, so that its nuclei
+    reach review and the exports now, not after the next training. They are made as the version's other tiles
+    were (with or without test-time augmentation). None for a slide (its millions of nuclei are predicted on
+    request), without a version, or where that prediction is queued already (an import delivered again after
+    its worker was lost) or the version's prediction of the whole project will make it."""
     from webapp.datasets.models import Dataset
 
-    version = active_version(dataset.project)
+    version = version or active_version(dataset.project)
     if dataset.format == Dataset.Format.SLIDE or version is None:
         return None
-    earlier = Job.objects.filter(project=dataset.project, kind=Job.Kind.PREDICT, params__dataset=dataset.pk).first()
+    predictions = Job.objects.filter(project=dataset.project, kind=Job.Kind.PREDICT, params__model_version=version.pk)
+    earlier = predictions.filter(params__dataset=dataset.pk).first()
     if earlier is not None:
         return earlier
-    tiles = (Job.objects.filter(kind=Job.Kind.PREDICT, params__model_version=version.pk, params__has_key="tta")
-             .exclude(params__has_key="image").exclude(params__has_key="dataset").order_by("-id").first())
+    whole_project = predictions.exclude(params__has_key="image").exclude(params__has_key="dataset")
+    # The version's prediction of the whole project lists the images as it starts: one still queued, or one
+    # that started after the dataset was stored, classifies the dataset too.
+    if (whole_project.filter(state=Job.State.QUEUED).exists()
+            or whole_project.filter(state=Job.State.RUNNING, started_at__gt=dataset.uploaded_at).exists()):
+        return None
+    tiles = whole_project.filter(params__has_key="tta").order_by("-id").first()
     tta = bool(tiles.params["tta"]) if tiles is not None else TTA_DEFAULT_TILES
     return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=dataset.project,
                                          params={"model_version": version.pk, "dataset": dataset.pk,
                                                  "dataset_name": dataset.name, "tta": tta})
+
+
+def datasets_without_predictions(version: ModelVersion) -> list:
+    """The project's tile datasets with nuclei of which ``version`` has predicted none (imported since its
+    predictions were made, while another version was active)."""
+    from webapp.datasets.models import Dataset
+
+    datasets = (Dataset.objects.filter(project_id=version.project_id, nucleus_count__gt=0)
+                .exclude(format=Dataset.Format.SLIDE).order_by("id"))
+    return [dataset for dataset in datasets
+            if not Prediction.objects.filter(model_version=version, nucleus__image__dataset=dataset).exists()]
 
 
 def do_start_slide_prediction(version: ModelVersion, image, *, actor=None, tta: bool = TTA_DEFAULT_SLIDES) -> Job:

@@ -438,7 +438,7 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     """Store, for every nucleus and every label set, the active model's prediction and uncertainty.
 
     ``params["image"]``: one whole-slide image only (webapp.training.operations.do_start_slide_prediction);
-    ``params["dataset"]``: the tile images of one dataset only (operations.do_predict_imported_dataset).
+    ``params["dataset"]``: the tile images of one dataset only (operations.do_predict_dataset).
     A slide's nuclei are streamed through the model from the slide, a batch at a time. ``params["tta"]``:
     test-time augmentation, for that slide, or else for the tile images (the slides among them get the
     slides' default). A job queued before the parameter existed gets the defaults."""

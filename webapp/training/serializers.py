@@ -92,6 +92,18 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         return f"/api/projects/{version.project_id}/versions/{version.number}/checkpoint/"
 
 
+class ActivatedVersionSerializer(ModelVersionSerializer):
+    """A version made active, with the prediction jobs it queued (operations.do_activate_version)."""
+
+    prediction_jobs = serializers.SerializerMethodField()
+
+    class Meta(ModelVersionSerializer.Meta):
+        fields = [*ModelVersionSerializer.Meta.fields, "prediction_jobs"]
+
+    def get_prediction_jobs(self, version) -> list[int]:
+        return [job.pk for job in getattr(version, "prediction_jobs", [])]
+
+
 class TrainOptionsSerializer(TrainRequestSerializer):
     """The training options a retraining policy stores: the train API's own rules, and nothing else."""
 
