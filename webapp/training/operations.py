@@ -270,15 +270,17 @@ def do_predict_dataset(dataset, version: ModelVersion | None = None, *, actor=No
     imported beside an active version, or one a version made active again has never seen, so that its nuclei
     reach review and the exports now, not after the next training. They are made as the version's other tiles
     were (with or without test-time augmentation). None for a slide (its millions of nuclei are predicted on
-    request), without a version, or where that prediction is queued already (an import delivered again after
-    its worker was lost) or the version's prediction of the whole project will make it."""
+    request), without a version, or where that prediction is queued, running or made already (an import
+    delivered again after its worker was lost: that job is returned) or the version's prediction of the whole
+    project will make it. A failed or cancelled one is queued again."""
     from webapp.datasets.models import Dataset
 
     version = version or active_version(dataset.project)
     if dataset.format == Dataset.Format.SLIDE or version is None:
         return None
     predictions = Job.objects.filter(project=dataset.project, kind=Job.Kind.PREDICT, params__model_version=version.pk)
-    earlier = predictions.filter(params__dataset=dataset.pk).first()
+    earlier = (predictions.filter(params__dataset=dataset.pk)
+               .exclude(state__in=(Job.State.FAILED, Job.State.CANCELLED)).first())
     if earlier is not None:
         return earlier
     whole_project = predictions.exclude(params__has_key="image").exclude(params__has_key="dataset")

@@ -106,6 +106,12 @@ def test_a_version_made_active_again_predicts_the_datasets_imported_since(owner,
     assert set(Prediction.objects.filter(model_version=v1, nucleus_id__in=new).values_list("nucleus_id", flat=True)) \
         == new
 
+    # A dataset prediction that failed is queued again, not returned.
+    Job.objects.filter(pk=job_id).update(state=Job.State.FAILED)
+    again = do_predict_dataset(dataset, v1)
+    assert again.pk != job_id and again.state == Job.State.QUEUED
+    again.delete()
+
     # v2 has every dataset's predictions: made active again, it queues nothing.
     response = client.post(f"/api/projects/{project.pk}/versions/2/activate/")
     assert (response.status_code, response.json()["prediction_jobs"]) == (200, [])
