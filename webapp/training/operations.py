@@ -39,8 +39,9 @@ def running_training(project: Project) -> Job | None:
 def running_tile_import(project: Project) -> Job | None:
     """The project's first import of a tile dataset still queued or running, if any (slides are not trained
     on, so their imports do not count)."""
-    imports = Job.objects.filter(project=project, kind=Job.Kind.IMPORT, state__in=ACTIVE_STATES).order_by("id")
-    return next((job for job in imports if not (job.params or {}).get("slide")), None)
+    return (Job.objects.filter(project=project, kind=Job.Kind.IMPORT, state__in=ACTIVE_STATES)
+            # has_key too: excluding on params__slide alone would drop the jobs that lack the key (SQL NULL)
+            .exclude(params__has_key="slide", params__slide=True).order_by("id").first())
 
 
 def refuse_without_training_data(project: Project) -> None:
