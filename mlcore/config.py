@@ -21,7 +21,8 @@ CONFIG.json::
       "split": {"val_fraction": 0.2, "seed": 0},
       "sampling": {"dataset_power": 0.5, "class_power": 0.5, "completion_class_power": 1.0,
                    "samples_per_epoch": 32768},
-      "augment": {"jitter": 0.1, "stain": 0.025, "context_view_dropout": 0.5, "scale": 0.0, "blur": 0.0},
+      "augment": {"jitter": 0.1, "stain": 0.025, "context_view_dropout": 0.5, "scale": 0.0, "blur": 0.0,
+                  "grayscale": 0.0},
       "correlation_views": 2, "seed": 0, "num_threads": null, "cache_dir": null
     }
 
@@ -131,6 +132,9 @@ class TrainConfig:
     # resolution and focus.
     scale_jitter: float = 0.0
     blur_jitter: float = 0.0
+    # The share of training crops turned grey (mlcore.data.augment; 0 = off): another lab's stain shifts
+    # colours more than any jitter here, while a nucleus's shape and texture stay.
+    grayscale: float = 0.0
     correlation_views: int = 2           # augmented views whose frozen logits train the MLPs (per epoch)
     seed: int = 0
     device: str = "auto"
@@ -174,7 +178,7 @@ class TrainConfig:
                          "completion_class_power": "completion_class_power",
                          "samples_per_epoch": "samples_per_epoch"},
             "augment": {"jitter": "jitter", "stain": "stain_jitter", "context_view_dropout": "context_view_dropout",
-                        "scale": "scale_jitter", "blur": "blur_jitter"},
+                        "scale": "scale_jitter", "blur": "blur_jitter", "grayscale": "grayscale"},
         }
         for section, keys in sections.items():
             if section not in data:
@@ -217,6 +221,7 @@ class TrainConfig:
             ("augment.context_view_dropout", self.context_view_dropout, (int, float), lambda v: 0 <= v < 1),
             ("augment.scale", self.scale_jitter, (int, float), lambda v: 0 <= v <= 0.5),
             ("augment.blur", self.blur_jitter, (int, float), lambda v: 0 <= v <= 3),
+            ("augment.grayscale", self.grayscale, (int, float), lambda v: 0 <= v <= 1),
             ("model.ensemble", self.ensemble, int, lambda v: 1 <= v <= MAX_ENSEMBLE),
             ("batch_size", self.batch_size, int, lambda v: v >= 2),
             ("weight_decay", self.weight_decay, (int, float), lambda v: v >= 0),

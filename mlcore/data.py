@@ -396,7 +396,7 @@ def dihedral(crops: torch.Tensor, code: int) -> torch.Tensor:
 
 def augment(crops: torch.Tensor, generator: torch.Generator | None = None, jitter: float = 0.1,
             device: torch.device | str = "cpu", stain: float = 0.0, view_dropout: float = 0.0,
-            zoom: float = 0.0, blur: float = 0.0) -> torch.Tensor:
+            zoom: float = 0.0, blur: float = 0.0, grayscale: float = 0.0) -> torch.Tensor:
     """Random dihedral transform (flips and 90-degree rotations: a nucleus has no orientation),
     optional stain jitter in HED space and mild brightness/contrast/saturation jitter, per sample,
     on the whole batch at once.
@@ -407,6 +407,8 @@ def augment(crops: torch.Tensor, generator: torch.Generator | None = None, jitte
     the network learns to classify from the nucleus's own view and cannot lean on its surroundings alone.
     ``zoom`` and ``blur``: :func:`morphology_jitter` with each sample's zoom drawn from U(1 - zoom, 1 + zoom)
     and its Gaussian blur's sigma from U(0, blur) pixels (drawn last, and only when asked for).
+    ``grayscale``: the share of samples whose colours (every view's) are replaced by their grey value after the
+    stain jitter, so that the network must also classify from shape and texture alone (drawn only when asked for).
     Written for speed, as this runs on every training batch: the symmetries are applied to the uint8
     crops, one group of samples per symmetry (not to every sample with a select), the stain jitter is
     one 3 x 3 matrix per sample in optical-density space, and the three colour jitters, being
@@ -432,6 +434,10 @@ def augment(crops: torch.Tensor, generator: torch.Generator | None = None, jitte
     rgb, extra = x[..., :3 * views].reshape(batch, x.shape[1], -1, 3), x[..., 3 * views:]
     if stain > 0:
         rgb = stain_jitter(rgb, stain, generator)
+    if grayscale > 0:
+        # Drawn only when asked for, as the view dropout below: runs without it keep their draws.
+        chosen = (torch.rand(batch, generator=generator) < grayscale).nonzero().squeeze(1).to(x.device)
+        rgb[chosen] = (rgb[chosen] @ torch.tensor(_GREY, device=x.device)).unsqueeze(3).expand(-1, -1, -1, 3)
     if jitter > 0:
         # brightness b, then saturation s around the grey value, then contrast c around the mean grey:
         # c*b*s*x + c*b*(1-s)*grey + (1-c)*b*mean(grey), then mapped from [0, 255] to [-1, 1].

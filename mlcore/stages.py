@@ -107,7 +107,8 @@ def frozen_logits(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarra
             batch = rows[start:start + config.batch_size]
             # No view dropout: the MLPs learn from the logits the backbone gives at inference, of both views.
             images = augment(torch.from_numpy(table.crops[batch]), generator, config.jitter, device,
-                             config.stain_jitter, zoom=config.scale_jitter, blur=config.blur_jitter)
+                             config.stain_jitter, zoom=config.scale_jitter, blur=config.blur_jitter,
+                             grayscale=config.grayscale)
             features.append(model.backbone(images).float())
             labels.append(torch.from_numpy(table.labels[batch]).to(device))
     return torch.cat(features), torch.cat(labels)
@@ -225,7 +226,8 @@ class _CropStage(Stage):
     def training_images(self, batch) -> torch.Tensor:
         """A batch's crops as the network trains on them: augmented, on the device."""
         return augment(batch[0], self.generator, self.config.jitter, self.device, self.config.stain_jitter,
-                       self.config.context_view_dropout, self.config.scale_jitter, self.config.blur_jitter)
+                       self.config.context_view_dropout, self.config.scale_jitter, self.config.blur_jitter,
+                       self.config.grayscale)
 
 
 class SparseStage(_CropStage):

@@ -31,6 +31,7 @@ CONFIG_ROWS = [  # (config key, what it is), in the order a person reads them
     ("pseudo_weight", "pseudo-label weight"), ("completion_weighting", "stage 3 weighting"),
     ("correlation_views", "stage 2 views"), ("jitter", "colour jitter"), ("stain_jitter", "HED stain jitter"),
     ("context_view_dropout", "context view dropout"), ("scale_jitter", "scale jitter"), ("blur_jitter", "blur jitter (px)"),
+    ("grayscale", "grey crops (share)"),
     ("stain_normalisation", "stain normalisation"),
     ("val_fraction", "validation fraction"),
     ("split_seed", "split seed"), ("seed", "seed"), ("device", "device"),
