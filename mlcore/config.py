@@ -61,6 +61,9 @@ class ConfigError(ValueError):
 # checkpoint, a model version, a results file) trained with this value, not with today's default.
 SAVED_BEFORE_THE_FIELD = {"crop_context_view": 0}
 MAX_ENSEMBLE = 8   # models in a seed ensemble: each costs its whole training and every prediction again
+# Draws in one epoch: each is an index held in memory and a crop's forward pass; 10 million is 300 times the
+# default, days on a CPU. Without a ceiling 10^11 passed the form and failed in the worker allocating 745 GiB.
+MAX_SAMPLES_PER_EPOCH = 10_000_000
 
 
 @dataclass
@@ -243,7 +246,7 @@ class TrainConfig:
             if (isinstance(value, bool) and types is not bool) or not isinstance(value, types) or not ok(value):
                 raise ConfigError(f"config field {name}: invalid value {value!r}")
         if self.samples_per_epoch is not None and (not isinstance(self.samples_per_epoch, int)
-                                                   or self.samples_per_epoch < 1):
+                                                   or not 1 <= self.samples_per_epoch <= MAX_SAMPLES_PER_EPOCH):
             raise ConfigError(f"config field sampling.samples_per_epoch: invalid value {self.samples_per_epoch!r}")
         if self.stain_normalisation not in STAIN_METHODS:
             raise ConfigError(f"config field crop.stain_normalisation: {self.stain_normalisation!r} is not one of "

@@ -77,6 +77,9 @@ class Prediction(models.Model):
 class RetrainPolicy(models.Model):
     """When a project retrains by itself. Its schedules live in django-celery-beat (editable in the admin)."""
 
+    MAX_CHECK_EVERY_MINUTES = 7 * 24 * 60    # a week
+    MAX_MIN_NEW_REVIEWS = 1_000_000
+
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="retrain_policy")
     enabled = models.BooleanField(default=True)
     min_new_reviews = models.PositiveIntegerField(null=True, blank=True,

@@ -113,7 +113,7 @@ def training_panel_context(project, user) -> dict:
 def training_form_context(project) -> dict:
     """The train form's defaults (the rule's, for this project's size), the trainings that can be resumed,
     and the retraining policy's schedule as the form shows it."""
-    from mlcore.config import STAGE_NUMBER, STAGES, TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES
+    from mlcore.config import MAX_SAMPLES_PER_EPOCH, STAGE_NUMBER, STAGES, TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES
     from mlcore.estimate import describe_rule
 
     from .operations import data_size, default_training_options, refuse_without_training_data
@@ -138,6 +138,9 @@ def training_form_context(project) -> dict:
 
     return {
         "training_defaults": default_training_options(project),
+        "training_limits": {"samples_per_epoch": MAX_SAMPLES_PER_EPOCH},     # the API's own (TrainRequestSerializer)
+        "policy_limits": {"min_new_reviews": RetrainPolicy.MAX_MIN_NEW_REVIEWS,
+                          "check_every_minutes": RetrainPolicy.MAX_CHECK_EVERY_MINUTES},
         "training_not_ready": not_ready,
         "training_waits_for": waits_for,
         "training_rule": describe_rule(),

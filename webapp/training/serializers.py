@@ -2,7 +2,7 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from mlcore.backbones import backbone_choices
-from mlcore.config import MAX_ENSEMBLE, TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TTA_HELP
+from mlcore.config import MAX_ENSEMBLE, MAX_SAMPLES_PER_EPOCH, TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TTA_HELP
 from mlcore.crops import CONTEXT_VIEWS
 from mlcore.train import STAGES
 
@@ -27,7 +27,7 @@ class TrainRequestSerializer(serializers.Serializer):
         "auto: the small CPU net on a CPU worker, a ResNet-18 on a GPU worker"))
     device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], required=False)
     batch_size = serializers.IntegerField(min_value=2, max_value=4096, required=False)
-    samples_per_epoch = serializers.IntegerField(min_value=1, required=False)
+    samples_per_epoch = serializers.IntegerField(min_value=1, max_value=MAX_SAMPLES_PER_EPOCH, required=False)
     # 0.025 by default: it completed unseen datasets better in every seed of the leave-one-out check (README).
     stain_jitter = serializers.FloatField(min_value=0.0, max_value=0.5, required=False, help_text=(
         "HED stain augmentation: each training crop's stain amounts scaled and shifted by up to this fraction; "
@@ -58,6 +58,9 @@ class TrainRequestSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
     def validate_stages(self, stages):
+        if not stages:
+            raise serializers.ValidationError(f"choose at least one stage of {list(STAGES)}; "
+                                              "leave the field out to train all three")
         if list(stages) != sorted(stages, key=STAGES.index) or len(set(stages)) != len(stages):
             raise serializers.ValidationError(f"stages must be a subset of {list(STAGES)} in that order")
         return stages
@@ -120,6 +123,10 @@ class RetrainPolicySerializer(serializers.ModelSerializer):
         model = RetrainPolicy
         fields = ["enabled", "min_new_reviews", "check_every_minutes", "cron", "options", "activate_only_if_not_lower",
                   "saved", "time_zone", "next_run_at", "next_check_at", "schedule_text"]
+        # Beat runs the check at this interval: 0 sent it without pause, and a year's worth of minutes overflowed
+        # its next-run date on every tick.
+        extra_kwargs = {"check_every_minutes": {"min_value": 1, "max_value": RetrainPolicy.MAX_CHECK_EVERY_MINUTES},
+                        "min_new_reviews": {"min_value": 0, "max_value": RetrainPolicy.MAX_MIN_NEW_REVIEWS}}
 
     def validate_cron(self, value: str) -> str:
         value = " ".join((value or "").split())
