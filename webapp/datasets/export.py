@@ -91,6 +91,18 @@ def merged_rows(project, chunk: int = CSV_CHUNK, image: Image | None = None) -> 
             yield row
 
 
+# A cell that starts with one of these is a formula to Excel, LibreOffice and Google Sheets: an uploaded class or
+# image name "=HYPERLINK(...)" would run when a curator opens the table (OWASP, "CSV injection"). Such a cell
+# gets a leading apostrophe, which spreadsheets read as "text" and do not show. Every text cell of the table comes
+# from names (numbers are written non-negative), so no value of our own is touched.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value):
+    """``value`` as a spreadsheet shows it, never run: text starting like a formula gets a leading apostrophe."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) else value
+
+
 class _Echo:
     """A file-like object whose write returns the line: csv.writer then yields strings one by one."""
 
@@ -104,11 +116,12 @@ def merged_csv_rows(project, chunk: int = CSV_CHUNK, image: Image | None = None)
     Columns: project, dataset, image, instance_id, centroid_x, centroid_y, area, then for every label
     set ``<name>:ground_truth``, ``<name>:reviewed`` (the current review), ``<name>:predicted``,
     ``<name>:probability`` and ``<name>:disagreement`` (between the two branches; all three from the
-    active model version, empty until there is one). Class names, not indices; empty = none.
+    active model version, empty until there is one). Class names, not indices; empty = none. Names that a
+    spreadsheet would take for a formula are written as text (:func:`spreadsheet_text`).
     """
     writer = csv.writer(_Echo())
     for row in merged_rows(project, chunk, image):
-        yield writer.writerow(row)
+        yield writer.writerow([spreadsheet_text(value) for value in row])
 
 
 # ----------------------------------------------------------------------------------------- per image

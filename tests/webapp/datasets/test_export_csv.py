@@ -106,3 +106,30 @@ def test_predicted_class_probability_and_disagreement_come_from_the_active_model
             else:  # only the first image was predicted
                 assert row[f"{prefix}:predicted"] == row[f"{prefix}:probability"] == ""
                 assert row[f"{prefix}:disagreement"] == ""
+
+
+def test_names_a_spreadsheet_would_run_are_written_as_text(api_client_for, owner, tmp_path, media_root):
+    """Uploaded names reach the table as they were named, but a cell starting with = + - @ would be a formula in
+    Excel or LibreOffice (CSV injection): such a cell starts with an apostrophe, which they read as "text"."""
+    from django.test import override_settings
+
+    from tests.generated_datasets import generated_dataset
+    from webapp.datasets.importing import do_import_dataset
+    from webapp.projects.operations import do_create_project
+
+    classes = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2", "@SUM(1)", "plain"]
+    project = do_create_project("=1+1 project", actor=owner)
+    root = generated_dataset(tmp_path / "formulas", "seed", n_images=1, nuclei_per_image=12, class_names=classes,
+                             seed=3, size=(64, 64))
+    with override_settings(IMPORT_PROCESSES=1):
+        do_import_dataset(project, name="=2+3", format="seed", path=root, actor=owner, label_set_name="@types")
+    response = api_client_for(owner).get(f"/api/projects/{project.pk}/export/merged.csv")
+    assert response.status_code == 200
+    rows = read_csv(response)
+    assert rows and {r["project"] for r in rows} == {"'=1+1 project"}
+    assert {r["dataset"] for r in rows} == {"'=2+3"}
+    assert "'@types:ground_truth" in rows[0]
+    written = {r["'@types:ground_truth"] for r in rows}
+    assert written <= {"'" + name for name in classes[:4]} | {"plain"} and len(written) > 1
+    assert all(not cell.startswith(export.FORMULA_PREFIXES) for row in rows for cell in row.values())
+    assert float(rows[0]["centroid_x"]) >= 0     # numbers stay numbers
