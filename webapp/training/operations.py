@@ -397,12 +397,17 @@ def do_set_retrain_policy(project: Project, *, actor, enabled: bool = True, min_
 
 
 def new_reviews_since(version: ModelVersion | None, project: Project) -> int:
-    """Reviewed labels made after ``version``'s data snapshot (all of the project's without a version)."""
-    from webapp.datasets.models import Label, LabelSource
+    """Reviewed labels a training after ``version`` would learn from that it did not: nuclei whose current label
+    (per label set) is a review made after its data snapshot (all of the project's without a version).
 
-    reviews = Label.objects.filter(nucleus__image__project=project, source=LabelSource.REVIEW)
+    The current labels, not every review row: a decision taken back is no supervision (its nucleus's current
+    label is the one before it again), and deciding a nucleus over and over is one new label, so undoing and
+    deciding again cannot bring a retraining forward."""
+    from webapp.datasets.models import CurrentLabel, LabelSource
+
+    reviews = CurrentLabel.objects.filter(nucleus__image__project=project, source=LabelSource.REVIEW)
     if version is not None:
-        reviews = reviews.filter(created_at__gt=version.data_snapshot_at)
+        reviews = reviews.filter(label__created_at__gt=version.data_snapshot_at)
     return reviews.count()
 
 

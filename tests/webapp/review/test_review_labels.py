@@ -278,3 +278,27 @@ def test_a_review_in_another_taxonomy_becomes_a_known_label_for_training(rp, use
     assert labels[nucleus.image_id]["breast"][nucleus.instance_id] == 1
     assert counts["breast"]["review"] == 1
     assert new_reviews_since_active(rp.project) == before + 1
+
+
+def test_a_decision_taken_back_is_not_a_new_reviewed_label(rp, users, api_client_for):
+    """The count that the project page shows and the retraining policy's threshold reads: an undone decision is
+    no supervision, and deciding the same nucleus again and again is one new label, not one per decision."""
+    from webapp.training.operations import new_reviews_since_active
+
+    client = api_client_for(users["reviewer"])
+    nuclei = list(Nucleus.objects.filter(image__dataset=rp.colon).order_by("id")[:2])   # unlabelled in "breast"
+    before = new_reviews_since_active(rp.project)
+    first = decide(client, nuclei[0].pk, "connective", None)
+    second = decide(client, nuclei[1].pk, "connective", None)
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert new_reviews_since_active(rp.project) == before + 2
+    undo = client.post(f"/api/projects/{rp.project.pk}/review/undo/", {"label_set": "breast"}, format="json")
+    assert undo.status_code == 200 and undo.json()["nucleus"] == nuclei[1].pk
+    assert new_reviews_since_active(rp.project) == before + 1
+    version = first.json()["version"]
+    for class_name in ("dead", "neoplastic", "connective"):
+        response = decide(client, nuclei[0].pk, class_name, version)
+        assert response.status_code == 201, response.content
+        version = response.json()["version"]
+    assert Label.objects.filter(nucleus=nuclei[0], source=LabelSource.REVIEW).count() == 4
+    assert new_reviews_since_active(rp.project) == before + 1
