@@ -80,7 +80,7 @@ def save_checkpoint(path: str | Path, model: CrossTrainedModel | SeedEnsemble, s
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
         "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
-        "config": config.to_dict(),
+        "config": config.portable_dict(),
         "metrics": metrics or {},
         "versions": versions(),
         "extra": extra or {},

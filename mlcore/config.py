@@ -60,6 +60,8 @@ class ConfigError(ValueError):
 # Fields whose default changed after they were added: a config saved before such a field existed (in a
 # checkpoint, a model version, a results file) trained with this value, not with today's default.
 SAVED_BEFORE_THE_FIELD = {"crop_context_view": 0}
+# Where a run keeps its crop cache: a path of the machine it ran on, meaningless (and not to be shown) elsewhere.
+MACHINE_FIELDS = ("cache_dir",)
 MAX_ENSEMBLE = 8   # models in a seed ensemble: each costs its whole training and every prediction again
 # Draws in one epoch: each is an index held in memory and a crop's forward pass; 10 million is 300 times the
 # default, days on a CPU. Without a ceiling 10^11 passed the form and failed in the worker allocating 745 GiB.
@@ -153,6 +155,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def portable_dict(self) -> dict:
+        """:meth:`to_dict` without the settings of the machine it ran on (:data:`MACHINE_FIELDS`): what a checkpoint
+        or a model version keeps, read back on other machines and shown to its users (a cache folder is a server
+        path)."""
+        return {key: value for key, value in self.to_dict().items() if key not in MACHINE_FIELDS}
 
     @classmethod
     def saved(cls, data: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,7 +1,11 @@
 """Training from API call to published version and stored predictions, on a real worker."""
 
+import json
+
 import numpy as np
 import pytest
+import torch
+from django.conf import settings
 from django.test import Client
 
 from mlcore.uncertainty import js_divergence
@@ -55,6 +59,12 @@ def test_training_publishes_a_version_and_predictions(owner, api_client_for, cel
     assert [v["number"] for v in versions] == [1]
     checkpoint = client.get(versions[0]["checkpoint_url"])
     assert checkpoint.status_code == 200 and int(checkpoint["Content-Length"]) > 1000
+    # Neither the version's settings nor its checkpoint carry the worker's crop cache folder (a server path).
+    assert "cache_dir" not in versions[0]["config"] and "cache_dir" not in version.config
+    downloaded = tmp_path / "v1.pt"
+    downloaded.write_bytes(b"".join(checkpoint.streaming_content) if checkpoint.streaming else checkpoint.content)
+    assert "cache_dir" not in torch.load(downloaded, map_location="cpu", weights_only=False)["config"]
+    assert str(settings.MEDIA_ROOT) not in json.dumps(versions)
 
     # A second training fine-tunes from the active version, and rollback switches back.
     second = wait_job(client.post(f"/api/projects/{project.pk}/train/", {**FAST, "stages": ["sparse"]},

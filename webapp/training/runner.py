@@ -410,7 +410,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         lower = lower_label_sets(comparison) if job.params.get("activate_only_if_not_lower") else []
         report(96, stage="publishing", message="publishing the model version", log="publishing the model version")
         version = operations.do_publish_version(
-            project, job=job, checkpoint=result.checkpoint_path, config=config.to_dict(),
+            project, job=job, checkpoint=result.checkpoint_path, config=config.portable_dict(),
             label_sets=[{"name": s.name, "classes": list(s.classes)} for s in ml_label_sets],
             trained_on=trained_on, metrics=_jsonable(metrics), data_snapshot_at=snapshot_at, parent=parent,
             history=_jsonable(result.history), training_data={

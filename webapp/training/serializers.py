@@ -2,7 +2,7 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from mlcore.backbones import backbone_choices
-from mlcore.config import MAX_ENSEMBLE, MAX_SAMPLES_PER_EPOCH, TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TTA_HELP
+from mlcore.config import MACHINE_FIELDS, MAX_ENSEMBLE, MAX_SAMPLES_PER_EPOCH, TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TTA_HELP
 from mlcore.crops import CONTEXT_VIEWS
 from mlcore.train import STAGES
 
@@ -93,6 +93,12 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
     def get_checkpoint_url(self, version) -> str:
         return f"/api/projects/{version.project_id}/versions/{version.number}/checkpoint/"
+
+    def to_representation(self, version):
+        data = super().to_representation(version)
+        # Versions saved before TrainConfig.portable_dict kept the worker's crop cache folder: a server path.
+        data["config"] = {k: v for k, v in (data.get("config") or {}).items() if k not in MACHINE_FIELDS}
+        return data
 
 
 class ActivatedVersionSerializer(ModelVersionSerializer):

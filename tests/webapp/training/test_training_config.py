@@ -1,5 +1,8 @@
 """A training's options: the ones TRAINING_OPTIONS names reach its TrainConfig, ``stages`` picks the stages."""
 
+import pytest
+from django.utils import timezone
+
 from mlcore.config import STAGES, TrainConfig
 from webapp.training.models import ModelVersion
 from webapp.training.operations import TRAINING_OPTIONS
@@ -83,3 +86,19 @@ def test_the_number_of_models_averaged_is_an_option_kept_by_later_trainings():
     # A version saved before the option existed was one model.
     assert training_config({}, ModelVersion(config={k: v for k, v in TrainConfig().to_dict().items()
                                                      if k != "ensemble"}))[0].ensemble == 1
+
+
+@pytest.mark.django_db
+def test_a_version_saved_with_its_cache_folder_does_not_show_it(owner, api_client_for, tmp_path):
+    """Versions published before TrainConfig.portable_dict kept the worker's crop cache folder in their config."""
+    from webapp.projects.operations import do_create_project
+
+    project = do_create_project("legacy", actor=owner)
+    ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt", label_sets=[],
+                                config={**TrainConfig().to_dict(), "cache_dir": "/srv/app/var/cache/crops"},
+                                data_snapshot_at=timezone.now(),
+                                is_active=True)
+    versions = api_client_for(owner).get(f"/api/projects/{project.pk}/versions/").json()
+    assert versions[0]["config"]["crop_context_view"] == TrainConfig().crop_context_view
+    assert "cache_dir" not in versions[0]["config"] and "/srv/app" not in str(versions)
+    assert "cache_dir" not in TrainConfig(cache_dir="/tmp/x").portable_dict()
