@@ -131,19 +131,31 @@ def infer_and_write(model: CrossTrainedModel, pairs, out_dir: str | Path, *, ste
             yield tile
 
 
+# Formats whose compression invents values between neighbouring pixels: a mask saved in one has new grey values or
+# colours along every edge, each of which would read as an instance of its own.
+LOSSY_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
+# A label image whose instances average fewer pixels than this is a photograph, not an instance map (a nucleus at
+# 20x is some 50-500 pixels): a JPEG photo sent as a mask read as 24,056 "nuclei" on a 256 x 256 tile.
+MIN_MEAN_INSTANCE_PIXELS = 8
+
+
 def _label_image_size(path: Path) -> None:
-    """Check a label image's size from its header (Pillow reads only that) before OpenCV decodes it."""
+    """Check a label image's size from its header (Pillow reads only that) before OpenCV decodes it, and that its
+    format is lossless."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # check_pixels decides
             with PILImage.open(path) as header:
-                size = header.size
+                size, kind = header.size, header.format
     except PILImage.DecompressionBombError:
         raise DataError(path, f"mask image too large to read safely: over MAX_IMAGE_PIXELS "
                               f"({limits.MAX_IMAGE_PIXELS} pixels)") from None
     except (PILImage.UnidentifiedImageError, OSError):
         return  # not an image Pillow knows: OpenCV reports it below
     check_pixels(size[1], size[0], path, "mask image")
+    if kind in LOSSY_FORMATS:
+        raise DataError(path, f"a {LOSSY_FORMATS[kind]} cannot hold an instance map: its compression makes new "
+                              "values along every edge; save the mask as PNG, TIFF or npy")
 
 
 def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -166,6 +178,11 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
             # Renumber colours 1..N in first-seen order of the sorted codes; black stays background.
             ids = np.arange(len(values)) + (0 if values[0] == 0 else 1)
             mask = ids[inverse.reshape(packed.shape)]
+        instances, foreground = len(np.unique(mask)) - int(mask.min() == 0), int(np.count_nonzero(mask))
+        if instances and foreground < MIN_MEAN_INSTANCE_PIXELS * instances:
+            raise DataError(path, f"{instances} instances of {foreground / instances:.1f} pixels on average: this "
+                                  "looks like a photograph, not an instance map (one id or colour per nucleus, "
+                                  "0 or black for background)")
     if mask.ndim == 3 and mask.shape[2] == 1:
         mask = mask[:, :, 0]
     if mask.ndim != 2:

@@ -168,3 +168,22 @@ def test_infer_and_write_writes_behind_the_same_files_in_order(model, tmp_path):
     # Stems other than the images' (the benchmark writes one tile many times under different names).
     again = list(infer_and_write(model, [pairs[0]] * 2, tmp_path / "stems", names=["B"], stems=["x", "y"]))
     assert [sorted(p.name for p in t.outputs)[0] for t in again] == ["x.json", "y.json"]
+
+
+def test_a_photograph_or_a_jpeg_is_refused_as_a_mask(tmp_path):
+    """A photo sent as the mask read as tens of thousands of one-pixel "nuclei"; a JPEG label image has new values
+    along every edge. Both are refused, naming the file; a real RGB label image still reads."""
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "photo.png"), photo)
+    with pytest.raises(DataError, match=r"photo.png: \d+ instances of 1\.\d pixels on average: this looks like a "
+                                        "photograph"):
+        read_mask(tmp_path / "photo.png")
+    labels = np.zeros((64, 64, 3), np.uint8)
+    labels[5:20, 5:20] = (0, 0, 255)
+    labels[30:50, 30:45] = (0, 255, 0)
+    cv2.imwrite(str(tmp_path / "labels.jpg"), labels)
+    with pytest.raises(DataError, match="labels.jpg: a JPEG cannot hold an instance map"):
+        read_mask(tmp_path / "labels.jpg")
+    cv2.imwrite(str(tmp_path / "labels.png"), labels)
+    assert len(np.unique(read_mask(tmp_path / "labels.png"))) == 3

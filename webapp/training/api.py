@@ -192,8 +192,11 @@ def _stage_and_enqueue_inference(request, project, version, upload, name: str) -
             for chunk in uploaded.chunks():
                 sink.write(chunk)
     media.publish(name)  # in the storage before the job that reads it is queued
+    # The names the user's files had, so that an error about one names it as they know it (run_inference).
+    uploaded = {field: Path(upload.validated_data[field].name).name[:200] for field in ("image", "mask")}
     return job_operations.do_enqueue_job(Job.Kind.INFER, actor=request.user, project=project, params={
-        "model_version": version.pk, "folder": name, "tta": upload.validated_data["tta"], **names})
+        "model_version": version.pk, "folder": name, "tta": upload.validated_data["tta"], "uploaded": uploaded,
+        **names})
 
 
 @extend_schema(responses={(200, "application/octet-stream"): bytes, (200, "image/png"): bytes,

@@ -19,6 +19,7 @@ from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TrainConfig
 from mlcore.data import ImageRecord, table_from_arrays
 from mlcore.predict import predict
 from mlcore.train import STAGES, compare_models, evaluate_with_logits, train_all
+from mlcore.types import DataError
 from mlcore.types import Cancelled
 from mlcore.types import LabelSet as MLLabelSet
 from webapp.core import media
@@ -626,8 +627,15 @@ def run_inference(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     version = ModelVersion.objects.get(pk=job.params["model_version"])
     name = media.clean_name(job.params["folder"])
     image_path = media.local_path(f"{name}/{media.clean_name(job.params['image'])}")
-    image = read_rgb(image_path)
-    instance_map = read_mask(media.local_path(f"{name}/{media.clean_name(job.params['mask'])}"), image.shape[:2])
+    uploaded = job.params.get("uploaded") or {}
+    try:
+        image = read_rgb(image_path)
+    except DataError as exc:
+        raise DataError(uploaded.get("image", image_path.name), exc.problem) from None
+    try:
+        instance_map = read_mask(media.local_path(f"{name}/{media.clean_name(job.params['mask'])}"), image.shape[:2])
+    except DataError as exc:  # stored as "<image>-mask.<suffix>": named as the user's file was
+        raise DataError(uploaded.get("mask", Path(exc.path or "mask").name), exc.problem) from None
     tta = bool(job.params.get("tta", TTA_DEFAULT_TILES))
     report(20, message=f"classifying nuclei ({VIEWS[tta]})")
     model = load_checkpoint(media.local_path(version.checkpoint_file)).model.eval()

@@ -148,3 +148,50 @@ def test_inference_works_when_label_set_and_file_names_are_not_file_names(api_cl
     files = {name.rsplit("/", 1)[-1] for name in Job.objects.get(pk=response.json()["id"]).result["files"]}
     assert {"image_set1.npy", "image_set2.npy", "image_set3.npy", "image_Zellkern 細胞 ✓.npy", "image_set5.npy",
             "image.json"} <= files
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_an_inference_error_names_the_files_as_they_were_uploaded(owner, api_client_for, tmp_path, settings,
+                                                                 monkeypatch):
+    """The job stores the mask as "<image>-mask.<suffix>"; its error names the user's own file, and a photograph
+    sent as the mask is refused instead of read as thousands of one-pixel nuclei."""
+    import io
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.utils import timezone
+    from PIL import Image as PILImage
+
+    from mlcore.checkpoint import save_checkpoint
+    from mlcore.config import TrainConfig
+    from mlcore.model import CrossTrainedModel
+    from mlcore.types import LabelSet as MLLabelSet
+    from webapp.jobs import operations as job_operations
+    from webapp.jobs.models import Job
+    from webapp.training.models import ModelVersion
+    from workers.tasks import run_job
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)  # run here, not by a shared worker
+    project = do_create_project("inference errors", actor=owner)
+    model = CrossTrainedModel([MLLabelSet("set", ("x", "y"))], "small", {"width": 4})
+    save_checkpoint(settings.MEDIA_ROOT / "models" / "v1.pt", model, "sparse", 0, True, TrainConfig())
+    ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt",
+                                data_snapshot_at=timezone.now(), is_active=True)
+    png, photo = io.BytesIO(), io.BytesIO()
+    PILImage.fromarray(np.zeros((48, 48, 3), np.uint8)).save(png, format="PNG")
+    PILImage.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(photo,
+                                                                                                  format="PNG")
+    client = api_client_for(owner)
+    cases = [("tile.png", png.getvalue(), "my outlines.png", photo.getvalue(),
+              "my outlines.png: 2304 instances of 1.0 pixels on average: this looks like a photograph"),
+             ("tile.png", png.getvalue(), "notzip.zip", b"PK not really", "notzip.zip: not a readable label image"),
+             ("scan.png", b"not a png", "mask.npy", b"x", "scan.png: ")]
+    for image_name, image_bytes, mask_name, mask_bytes, error in cases:
+        response = client.post(f"/api/projects/{project.pk}/infer/", {
+            "image": SimpleUploadedFile(image_name, image_bytes), "mask": SimpleUploadedFile(mask_name, mask_bytes)},
+            format="multipart")
+        assert response.status_code == 202, response.content
+        assert run_job(response.json()["id"]) == "failed"
+        job = Job.objects.get(pk=response.json()["id"])
+        assert job.error.startswith(error), job.error
+        assert "-mask" not in job.error and str(settings.MEDIA_ROOT) not in job.error
