@@ -243,7 +243,8 @@ def training_data(project, table, result, stages: list[str], resume: Resume | No
 
     datasets = [{"name": d.name, "format": d.format, "label_set": d.label_set.name if d.label_set else None,
                  "images": d.image_count, "nuclei": d.nucleus_count}
-                for d in Dataset.objects.filter(project=project).select_related("label_set").order_by("id")]
+                for d in Dataset.objects.filter(project=project).exclude(format=Dataset.Format.SLIDE)
+                .select_related("label_set").order_by("id")]   # slides are not trained on (run_training)
     done_before = list(resume.point.get("done", [])) if resume else []
     built = result.model.describe()   # what "auto" became on the worker that trained it
     return {"datasets": datasets, "nuclei": int(len(table)),
@@ -303,10 +304,19 @@ def compared_with_parent(parent: ModelVersion | None, table, result, tta: bool =
 def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     project = job.project
     snapshot_at = timezone.now()
-    label_set_pairs = project_label_sets(project)
+    labels, trained_on = known_labels(project)
+    # A label set without a labelled tile nucleus (a slide's own taxonomy, say: slides are not trained on) would be
+    # an output the network never learns, scored on no validation nuclei: it is left out of the model.
+    all_pairs = project_label_sets(project)
+    label_set_pairs = [(row, ml) for row, ml in all_pairs if sum(trained_on.get(row.name, {}).values())]
     if not label_set_pairs:
+        if Image.objects.filter(project=project).exclude(slide_file="").exists():
+            raise ValueError("the project has no labelled tile dataset to train on (whole-slide images are not "
+                             "trained on yet): upload a tile dataset first")
         raise ValueError("the project has no labelled tile dataset to train on: upload one first")
     ml_label_sets = [ml for _, ml in label_set_pairs]
+    kept = {row.pk for row, _ in label_set_pairs}
+    untrained = [row.name for row, _ in all_pairs if row.pk not in kept]
     parent = active_version(project)
     options = job.params.get("options", {})
     # How the new version's predictions of the tiles will be made, and so how it is scored.
@@ -319,8 +329,9 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     if len(ml_label_sets) < 2:
         stages = ["sparse"]  # label correlation needs a second label set
     config.cache_dir = str(crop_cache_dir())
-
-    labels, trained_on = known_labels(project)
+    if untrained:
+        report(0.0, stage="loading", log=f"label set(s) {', '.join(repr(n) for n in untrained)} left out: no "
+                                         "labelled nucleus on a tile image to learn them from")
     # Whole-slide images are not trained on yet: their nuclei would each need a crop read from the slide,
     # and the crop table holds every training image in memory. Their labels stay for review and export.
     slides = Image.objects.filter(project=project).exclude(slide_file="")

@@ -145,6 +145,10 @@ def test_the_project_page_lists_slides_and_offers_registration_to_curators(clien
     assert 'id="slide-form"' in page and f"/api/projects/{project.pk}/slides/{image.pk}/infer/" in page
     assert f"/api/projects/{project.pk}/slides/{image.pk}/export/merged.csv" in page and "js/slides.js" in page
     assert '<input type="checkbox" id="slide-tta" >' in page  # test-time augmentation offered, off by default
+    # COCO holds tiles (its export answers 400 for a slide): neither page offers it for the slide's dataset.
+    assert f"/api/datasets/{image.dataset_id}/export/coco.zip" not in page
+    dataset_page = client.get(f"/projects/{project.pk}/datasets/{image.dataset_id}/").content.decode()
+    assert "GeoJSON for QuPath" in dataset_page and "coco.zip" not in dataset_page and "COCO zip" not in dataset_page
     settings.SLIDES_ROOT = None
     assert "SLIDES_ROOT is not set" in client.get(f"/projects/{project.pk}/").content.decode()
     do_set_membership(project, member, Role.VIEWER, actor=owner)
@@ -177,6 +181,12 @@ def test_training_with_tiles_and_a_slide_trains_on_the_tiles_and_then_classifies
     version = ModelVersion.objects.get(pk=result["model_version_id"])
     assert version.training_data["nuclei"] == tiles.nucleus_count  # the table held the tiles' nuclei only
     assert "qupath" not in result["trained_on"] or not result["trained_on"]["qupath"].get("ground_truth")
+    # The slide's own label set has no labelled tile nucleus: the model has no output it could not learn, and the
+    # version lists the datasets it trained on, not the slide's.
+    assert [s["name"] for s in version.label_sets] == ["tiles"]
+    assert any("'qupath' left out: no labelled nucleus on a tile image" in line for line in logs), logs
+    assert [d["name"] for d in version.training_data["datasets"]] == ["tiles"]
+    assert set(version.metrics) == {"tiles"}
 
     prediction = Job.objects.get(pk=result["prediction_job"])
     outcome = run_prediction(prediction, lambda *a, **k: None, lambda: False)
