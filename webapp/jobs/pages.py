@@ -9,7 +9,18 @@ from .access import job_for
 @require_GET
 def job_detail(request, job_id: int):
     job = job_for(request.user, job_id)
-    return render(request, "core/job_detail.html", {"job": job, "parameters": job_parameters(job)})
+    return render(request, "core/job_detail.html", {"job": job, "parameters": job_parameters(job),
+                                                    "files": job_files(job)})
+
+
+def job_files(job) -> list[str]:
+    """The names of the files a finished job wrote for the user (an inference's npy, JSON and overlays), each
+    served by the job-file API: the page that started the job linked them, a reload must still reach them."""
+    from pathlib import PurePosixPath
+
+    if job.state != job.State.SUCCEEDED or not isinstance(job.result, dict):
+        return []
+    return [PurePosixPath(str(name)).name for name in job.result.get("files") or []]
 
 
 # Parameters that name server folders (where the upload was staged, where an inference writes): of no use

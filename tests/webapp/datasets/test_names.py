@@ -148,6 +148,19 @@ def test_inference_works_when_label_set_and_file_names_are_not_file_names(api_cl
     files = {name.rsplit("/", 1)[-1] for name in Job.objects.get(pk=response.json()["id"]).result["files"]}
     assert {"image_set1.npy", "image_set2.npy", "image_set3.npy", "image_Zellkern 細胞 ✓.npy", "image_set5.npy",
             "image.json"} <= files
+    # The job's page lists them too (the Classify box that linked them is gone after a reload), each served.
+    from django.test import Client
+    from django.urls import reverse
+
+    browser = Client()
+    browser.force_login(owner)
+    job_id = response.json()["id"]
+    page = browser.get(f"/jobs/{job_id}/").content.decode()
+    for name in files:
+        url = reverse("api-job-file", args=[job_id, name])
+        assert f'href="{html.escape(url)}"' in page, name
+        served = browser.get(url)
+        assert served.status_code == 200 and b"".join(served.streaming_content), name
 
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
