@@ -100,19 +100,25 @@ def hex_color(rgb) -> str:
 
 
 def resolve_label_set(project: Project, found: MLLabelSet, requested_name: str | None) -> tuple[LabelSet | None, MLLabelSet]:
-    """Join an existing label set whose class names match, or describe the one to create."""
+    """Join an existing label set with the same class names, in any order (:func:`class_order` maps the files'
+    indices to its own), or describe the one to create. A GeoJSON names its classes in the order they first
+    appear, another format in its own: the same taxonomy must not become two label sets for that."""
     names = list(found.classes)
     if requested_name:
         existing = LabelSet.objects.filter(project=project, name=requested_name).first()
         if existing is not None:
-            if existing.class_names != names:
+            if sorted(existing.class_names) != sorted(names):
+                missing = [n for n in existing.class_names if n not in names]
+                extra = [n for n in names if n not in existing.class_names]
                 raise ImportRejected(
-                    f"{requested_name!r} has classes {existing.class_names}, but the files have {names}; "
-                    "choose another label set name to create a new one", field="label_set")
+                    f"{requested_name!r} has classes {existing.class_names}, but the files have {names}"
+                    + (f" (not in the files: {missing})" if missing else "")
+                    + (f" (not in {requested_name!r}: {extra})" if extra else "")
+                    + "; choose another label set name to create a new one", field="label_set")
             return existing, found
         return None, MLLabelSet(requested_name, found.classes, found.colors)
     for existing in LabelSet.objects.filter(project=project).prefetch_related("classes"):
-        if existing.class_names == names:
+        if sorted(existing.class_names) == sorted(names):
             return existing, found
     base = name = found.name[:MAX_NAME_LENGTH]  # a dataset name (up to 200) names a new label set by default
     taken = set(LabelSet.objects.filter(project=project).values_list("name", flat=True))
@@ -121,6 +127,16 @@ def resolve_label_set(project: Project, found: MLLabelSet, requested_name: str |
         tail = f"-{suffix}"
         name, suffix = f"{base[:MAX_NAME_LENGTH - len(tail)]}{tail}", suffix + 1
     return None, MLLabelSet(name, found.classes, found.colors)
+
+
+def class_order(label_set: LabelSet | None, found: MLLabelSet | None) -> list[int] | None:
+    """For each class index of the files (``found``'s order), the index of the same class name in the label set
+    they join; None where the orders agree (or nothing is labelled)."""
+    if label_set is None or found is None:
+        return None
+    own = {name: index for index, name in enumerate(label_set.class_names)}
+    order = [own[name] for name in found.classes]
+    return None if order == list(range(len(order))) else order
 
 
 def create_label_set(project: Project, spec: MLLabelSet) -> LabelSet:
@@ -216,7 +232,7 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
     names: set[str] = set()
     # PostgreSQL: batches are written in a background thread, while this one takes the next prepared images.
     writer = _Writer() if copy else None
-    batch = _Batch(project, dataset, label_set, actor, copy, writer)
+    batch = _Batch(project, dataset, label_set, actor, copy, writer, class_order(label_set, reader.label_set))
     total_images = len(reader)
     try:
         with closing(prepared_images(reader, folder, as_text=copy)) as images:
@@ -299,8 +315,10 @@ class _Batch:
     text too: no per-row Python objects beyond one formatted line.
     """
 
-    def __init__(self, project, dataset, label_set, actor, copy: bool, writer: _Writer | None = None):
+    def __init__(self, project, dataset, label_set, actor, copy: bool, writer: _Writer | None = None,
+                 class_map: list[int] | None = None):
         self.project, self.dataset, self.label_set, self.copy = project, dataset, label_set, copy
+        self.class_map = class_map  # the files' class index -> the label set's (class_order)
         self.author_id = actor.pk if getattr(actor, "is_authenticated", False) else None
         self.writer = writer
         self.images: list[PreparedImage] = []
@@ -348,6 +366,8 @@ class _Batch:
                 labelled += [(nucleus_id, c) for nucleus_id, c in zip(ids, p.classes) if c >= 0]
                 position += len(p.nuclei)
             bulk.insert_rows(Nucleus, NUCLEUS_COLUMNS, rows, json_encoded=True)
+        if self.class_map is not None:
+            labelled = [(nucleus_id, self.class_map[c]) for nucleus_id, c in labelled]
         if self.label_set is not None and labelled:
             self._insert_labels(labelled)
 
