@@ -24,4 +24,7 @@ def test_create_an_api_token_on_the_account_page(logged_in_page, live_server, ow
     page.click("text=Create token")
     token = Token.objects.get(user=owner)
     assert page.inner_text("#api-token") == token.key
+    assert "Your API token was created" in page.inner_text(".flash")   # the first: there was no previous one
+    page.click("text=Replace token")
+    assert page.inner_text("#api-token") == Token.objects.get(user=owner).key != token.key
     assert "previous one no longer works" in page.inner_text(".flash")

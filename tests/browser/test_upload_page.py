@@ -81,22 +81,38 @@ def test_a_successful_import_shows_its_dataset_without_a_manual_reload(logged_in
 
 
 def test_a_failed_import_keeps_the_form_and_shows_no_stale_percentage(logged_in_page, live_server, owner, tmp_path,
-                                                                      celery_worker_process):
+                                                                      tiles_zip, celery_worker_process):
+    import zipfile
+
     project = do_create_project("failing", actor=owner)
-    archive = tmp_path / "lab tiles.zip"
-    archive.write_bytes(b"this is a text file, not a zip archive")
+    archive = tmp_path / "lab tiles.zip"   # a zip whose first image is no image: the import job fails on it
+    with zipfile.ZipFile(tiles_zip) as source, zipfile.ZipFile(archive, "w") as broken:
+        for entry in source.infolist():
+            broken.writestr(entry, b"not an image" if entry.filename.endswith("tile_0000.png") else source.read(entry))
     page = logged_in_page
     upload_through_the_form(page, live_server, project, archive, name="broken")
     page.wait_for_selector("#upload-job [data-field=error]:not([hidden])", timeout=60000)
     assert page.inner_text("#upload-job [data-field=state]") == "failed"
     detail = page.inner_text("#upload-job [data-field=detail]")
     assert "%" not in detail and detail.startswith("failed"), detail
-    assert page.inner_text("#upload-job [data-field=error]").startswith("lab tiles.zip: not a zip archive")
+    assert "tile_0000.png" in page.inner_text("#upload-job [data-field=error]")
     # What the user typed and chose is still there, to fix and send again.
     assert page.input_value("#upload-form input[name=name]") == "broken"
     assert page.eval_on_selector("#upload-form input[name=archive]", "input => input.files.length") == 1
     assert "No datasets yet" in page.inner_text("#datasets")
     assert "import_job" not in page.url
+
+
+def test_a_file_that_is_no_zip_is_refused_at_once_in_the_form(logged_in_page, live_server, owner, tmp_path):
+    project = do_create_project("no zip", actor=owner)
+    archive = tmp_path / "lab tiles.zip"
+    archive.write_bytes(b"this is a text file, not a zip archive")
+    page = logged_in_page
+    upload_through_the_form(page, live_server, project, archive, name="broken")
+    page.wait_for_selector("#upload-form [data-role=error]:not([hidden])", timeout=30000)
+    assert page.inner_text("#upload-form [data-role=error]").startswith("archive: lab tiles.zip: not a zip archive")
+    assert page.input_value("#upload-form input[name=name]") == "broken"
+    assert not Job.objects.filter(project=project).exists()
 
 
 def test_an_import_beside_an_active_model_says_its_predictions_follow(logged_in_page, live_server, owner, tiles_zip,

@@ -8,6 +8,7 @@ visible in the log, the same treatment the login page gets.
 from __future__ import annotations
 
 import logging
+import math
 
 from django.conf import settings
 from django.core.cache import cache
@@ -37,9 +38,13 @@ class TokenFailuresThrottled(exceptions.Throttled):
     default_detail = "Too many requests with an unknown API token from this address."
 
     def __init__(self, wait: int):
-        super().__init__(wait=wait, detail=(
-            f"Too many requests with an unknown API token from this address; try again in about "
-            f"{max(1, round(wait / 60))} minute(s), with the token shown on your account page."))
+        minutes = max(1, round(wait / 60))
+        # APIException's own constructor: Throttled's would append "Expected available in 900 seconds." to a
+        # sentence that says it already. The handler still sends Retry-After from ``wait``.
+        exceptions.APIException.__init__(self, detail=(
+            f"Too many requests with an unknown API token from this address; try again in about {minutes} "
+            f"minute{'s' if minutes != 1 else ''}, with the token shown on your account page."))
+        self.wait = math.ceil(wait)
 
 
 class ThrottledTokenAuthentication(TokenAuthentication):

@@ -1,4 +1,5 @@
-"""Error pages: JSON with a ``detail`` under /api/ (scripts parse it), Django's HTML pages elsewhere.
+"""Error pages: JSON with a ``detail`` under /api/ (scripts parse it), the site's pages elsewhere (Django's for 400
+and 500, which must not depend on templates that could be what failed).
 
 DRF views already answer JSON through :func:`webapp.core.api_errors.exception_handler`; these handlers
 cover what never reaches a DRF view: a path that matches no route, and a crash outside DRF's handling.
@@ -27,7 +28,11 @@ def page_not_found(request, exception=None):
     if _is_api(request):
         return JsonResponse({"detail": _message(exception, f"No API endpoint at {request.path}; the list of "
                                                            "endpoints is at /api/docs/.")}, status=404)
-    return defaults.page_not_found(request, exception)
+    # A page of the site (templates/404.html) with its menu and a way back: to the projects, as the project the
+    # URL names is as likely to be one the user cannot see.
+    return render(request, "404.html", status=404, context={
+        "reason": _message(exception, "There is no page at this address."),
+        "back_url": reverse("home"), "back_label": "your projects"})
 
 
 def permission_denied(request, exception=None):

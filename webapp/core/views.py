@@ -16,8 +16,10 @@ def account(request):
 
 @require_POST
 def regenerate_token(request):
+    had_one = Token.objects.filter(user=request.user).exists()
     operations.do_regenerate_api_token(request.user)
-    messages.success(request, "A new API token was created; the previous one no longer works.")
+    messages.success(request, "A new API token was created; the previous one no longer works." if had_one
+                     else "Your API token was created: send it in the Authorization header (below).")
     return redirect("account")
 
 

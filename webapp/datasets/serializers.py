@@ -61,6 +61,8 @@ class DatasetUploadSerializer(serializers.Serializer):
     def validate(self, attrs):
         if not attrs.get("archive") and not attrs.get("files"):
             raise serializers.ValidationError({"archive": "upload a zip archive (archive) or the files (files)"})
+        if attrs.get("archive") and attrs.get("files"):
+            raise serializers.ValidationError({"files": "send a zip archive (archive) or the files (files), not both"})
         if attrs.get("files"):
             attrs["paths"] = _staged_paths(attrs["files"], attrs.get("paths"))
         elif attrs.get("paths"):

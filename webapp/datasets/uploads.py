@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+import zipfile
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
@@ -70,6 +71,10 @@ def do_start_import(project, *, actor, name: str, format: str, label_set: str = 
     from webapp.jobs.deletion import refuse_while_deleting
 
     refuse_while_deleting(project, "An import")  # before the upload is written anywhere
+    # What the job would fail on at once is refused before the upload is kept and queued: the user hears it now.
+    refuse_taken_name(project, name)
+    if archive:
+        refuse_unless_zip(archive)
     staging = media.name_of(_stage(archive, files, paths))
     try:
         # In the storage before the job row names it: the import may run on another host.
@@ -84,6 +89,28 @@ def do_start_import(project, *, actor, name: str, format: str, label_set: str = 
     except BaseException:
         media.delete(staging)
         raise
+
+
+def refuse_taken_name(project, name: str) -> None:
+    """A dataset of that name in the project, or an import of one queued or running (the job checks again)."""
+    if Dataset.objects.filter(project=project, name=name).exists():
+        raise ImportRejected(f"project {project.name!r} already has a dataset named {name!r}", field="name")
+    pending = (Job.objects.filter(project=project, kind=Job.Kind.IMPORT, params__name=name,
+                                  state__in=(Job.State.QUEUED, Job.State.RUNNING)).values_list("pk", flat=True).first())
+    if pending is not None:
+        raise ImportRejected(f"a dataset named {name!r} is being imported into project {project.name!r} "
+                             f"(job {pending}): choose another name", field="name")
+
+
+def refuse_unless_zip(archive) -> None:
+    """The archive is a zip (its central directory is read, not the whole file)."""
+    try:
+        readable = zipfile.is_zipfile(archive)
+    finally:
+        archive.seek(0)
+    if not readable:
+        raise ImportRejected(f"{_client_file_name(archive) or 'archive'}: not a zip archive; upload the dataset's "
+                             "folder as a .zip, or its files", field="archive")
 
 
 AUTO_FORMAT = "auto"  # the upload leaves the format to be told from the files' layout

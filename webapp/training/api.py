@@ -8,7 +8,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -31,7 +30,7 @@ from webapp.projects.access import get_project_for
 
 from . import operations
 from .models import ModelVersion, RetrainPolicy
-from .queries import active_version
+from .queries import active_version, version_of
 from .serializers import (ActivatedVersionSerializer, InferRequestSerializer, ModelVersionSerializer,
                           RetrainPolicySerializer, SlideInferRequestSerializer, TrainEstimateSerializer,
                           TrainStartSerializer)
@@ -100,8 +99,7 @@ def activate(request, project_id: int, number: int):
     """Make this version the active one (rollback), curators only. ``prediction_jobs``: the ids of the jobs it
     queued to classify the datasets imported since it last predicted (none where it has them all)."""
     project = get_project_for(request.user, project_id, project_role(request))
-    version = operations.do_activate_version(get_object_or_404(ModelVersion, project=project, number=number),
-                                             actor=request.user)
+    version = operations.do_activate_version(version_of(project, number), actor=request.user)
     return Response(ActivatedVersionSerializer(version).data)
 
 
@@ -109,7 +107,7 @@ def activate(request, project_id: int, number: int):
 @api_view(["GET"])
 def checkpoint(request, project_id: int, number: int):
     project = get_project_for(request.user, project_id, project_role(request))
-    version = get_object_or_404(ModelVersion, project=project, number=number)
+    version = version_of(project, number)
     if not media.exists(version.checkpoint_file):
         raise NotFound(f"the checkpoint file of version {number} is missing on the server; "
                        "train again or activate another version")

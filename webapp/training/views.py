@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from webapp.core.policy import project_role
 from webapp.projects.access import get_project_for
 
 from .models import ModelVersion
+from .queries import version_of
 from .version_page import version_page_context
 
 
 @require_GET
 def version_detail(request, project_id: int, number: int):
     project = get_project_for(request.user, project_id, project_role(request))
-    version = get_object_or_404(ModelVersion.objects.select_related("project", "parent", "job"),
-                                project=project, number=number)
+    version = version_of(project, number, ModelVersion.objects.select_related("project", "parent", "job"))
     return render(request, "training/version.html", version_page_context(version))

@@ -66,6 +66,12 @@ def test_pages_keep_html_errors(user_client):
     response = user_client.get("/no-such-page/")
     assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")
+    # The site's own page, with its menu and a way back, not Django's bare one; the resolver's patterns stay out.
+    page = response.content.decode()
+    assert 'id="not-found"' in page and "There is no page at this address." in page and 'href="/"' in page
+    assert "<nav" in page and "urlpatterns" not in page.lower()
+    missing = user_client.get("/projects/999999/")
+    assert missing.status_code == 404 and 'id="not-found"' in missing.content.decode()
     response = user_client.get("/test-crash/")
     assert response.status_code == 500
     assert response["Content-Type"].startswith("text/html")
@@ -79,3 +85,22 @@ def test_the_project_urlconf_declares_the_json_handlers():
     resolver = get_resolver("webapp.urls")
     assert resolver.resolve_error_handler(404) is errors.page_not_found
     assert resolver.resolve_error_handler(500) is errors.server_error
+
+
+@override_settings(DEBUG=False)
+def test_a_missing_model_version_says_which_versions_there_are(user_client, owner):
+    from django.utils import timezone
+
+    from webapp.projects.operations import do_create_project
+    from webapp.training.models import ModelVersion
+
+    project = do_create_project("versions", actor=owner)
+    response = user_client.post(f"/api/projects/{project.pk}/versions/3/activate/")
+    assert response.status_code == 404
+    assert response.json()["detail"] == "project 'versions' has no model version 3: no model has been trained yet"
+    ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt",
+                                data_snapshot_at=timezone.now(), is_active=True)
+    response = user_client.get(f"/api/projects/{project.pk}/versions/3/checkpoint/")
+    assert response.json()["detail"] == "project 'versions' has no model version 3; its versions are v1"
+    page = user_client.get(f"/projects/{project.pk}/versions/3/")
+    assert page.status_code == 404 and "its versions are v1" in page.content.decode()

@@ -143,6 +143,9 @@ def test_token_brute_force_gets_429_with_a_detail(owner, settings):
     assert response.status_code == 429
     assert "unknown API token" in response.json()["detail"]
     assert int(response["Retry-After"]) > 0
+    # One sentence that says when, in minutes: not followed by DRF's "Expected available in N seconds."
+    assert response.json()["detail"].endswith("minutes, with the token shown on your account page.")
+    assert "Expected available" not in response.json()["detail"]
     # ...while another address is served.
     other = APIClient(REMOTE_ADDR="10.1.2.3")
     other.credentials(HTTP_AUTHORIZATION=f"Token {good}")

@@ -10,6 +10,7 @@ from PIL import Image as PILImage
 from tests.webapp.dataset_helpers import (media_files, project_files, staging_leftovers, upload, upload_and_wait,
                                           zip_entries)
 from webapp.datasets.models import Dataset, Image, Label, LabelSet, Nucleus
+from webapp.jobs.models import Job
 from webapp.projects.operations import do_create_project
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]
@@ -86,15 +87,24 @@ def test_empty_archive(project, client, celery_worker_process):
     assert_nothing_left(project, job)
 
 
-def test_not_a_zip(project, client, celery_worker_process):
+def test_not_a_zip_is_refused_before_it_is_kept(project, client):
     archive = io.BytesIO(b"plain text")
     archive.name = "lab tiles (June).zip"
-    job = upload_and_wait(client, project.pk, archive, celery_worker_process, name="nozip", format="seed")
-    assert job.state == "failed" and "not a zip archive" in job.error
-    # The user's file, not the upload.zip the server stages it as.
-    assert job.error.startswith("lab tiles (June).zip: "), job.error
-    assert "upload.zip" not in job.error
-    assert_nothing_left(project, job)
+    response = upload(client, project.pk, archive, name="nozip", format="seed")
+    assert response.status_code == 400
+    # The user's file, not the upload.zip the server would stage it as; no job, nothing staged.
+    assert response.json()["detail"] == ("archive: lab tiles (June).zip: not a zip archive; upload the dataset's "
+                                         "folder as a .zip, or its files")
+    assert not Job.objects.filter(project=project).exists()
+    assert_nothing_left(project)
+
+
+def test_an_archive_and_files_together_are_refused(project, client):
+    response = client.post(f"/api/projects/{project.pk}/datasets/", {
+        "name": "both", "format": "seed", "archive": zip_entries(seed_entries()),
+        "files": [io.BytesIO(b"x")]}, format="multipart")
+    assert response.status_code == 400 and response.json()["detail"].startswith("files: send a zip archive")
+    assert_nothing_left(project)
 
 
 def test_decompression_bomb_is_refused(project, client, celery_worker_process):
@@ -151,12 +161,23 @@ def test_missing_fields_are_named(project, client):
     assert "format:" in response.json()["detail"]
 
 
-def test_a_taken_dataset_name_fails_the_job(project, client, celery_worker_process):
+def test_a_taken_dataset_name_is_refused_before_the_upload_is_kept(project, client, celery_worker_process):
     assert upload_and_wait(client, project.pk, zip_entries(seed_entries()), celery_worker_process,
                            name="same", format="seed").state == "succeeded"
-    job = upload_and_wait(client, project.pk, zip_entries(seed_entries(classes=("x", "y"))),
-                          celery_worker_process, name="same", format="seed")
-    assert job.state == "failed" and "already has a dataset named 'same'" in job.error
+    files_before = sorted(media_files())
+    response = upload(client, project.pk, zip_entries(seed_entries(classes=("x", "y"))), name="same", format="seed")
+    assert response.status_code == 400
+    assert response.json()["detail"] == "name: project 'errors' already has a dataset named 'same'"
+    assert Job.objects.filter(project=project).count() == 1 and sorted(media_files()) == files_before
+
+
+def test_a_name_being_imported_is_refused_too(project, client, owner):
+    queued = Job.objects.create(kind=Job.Kind.IMPORT, project=project, created_by=owner,   # as a worker sees it
+                                params={"name": "pending", "format": "seed"})
+    response = upload(client, project.pk, zip_entries(seed_entries()), name="pending", format="seed")
+    assert response.status_code == 400
+    assert response.json()["detail"] == (f"name: a dataset named 'pending' is being imported into project 'errors' "
+                                         f"(job {queued.pk}): choose another name")
 
 
 def test_label_set_name_with_other_classes_is_refused(project, client, celery_worker_process):
