@@ -123,7 +123,7 @@ def test_the_project_page_warns_when_the_active_version_is_lower_and_offers_the_
     ModelVersion.objects.filter(pk=v1.pk).update(is_active=True)
     client.force_login(owner)
     page = client.get(f"/projects/{project.pk}/").content.decode()
-    assert "v2, the newest version, is not active: it" in page
+    assert "v2, the newest version, is not the active one. It" in page
     assert 'class="secondary activate-version" data-number="2">Make v2 active</button>' in page
 
     comparison(v2, colon=(0.7, 0.655, (0.0, 0.09)), nucls=(0.5, 0.52, (-0.09, 0.04)))
