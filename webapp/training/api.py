@@ -29,7 +29,7 @@ from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 from webapp.projects.access import get_project_for
 
 from . import operations
-from .models import ModelVersion, RetrainPolicy
+from .models import RetrainPolicy
 from .queries import active_version, version_of
 from .serializers import (ActivatedVersionSerializer, InferRequestSerializer, ModelVersionSerializer,
                           RetrainPolicySerializer, SlideInferRequestSerializer, TrainEstimateSerializer,

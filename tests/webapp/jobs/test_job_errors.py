@@ -13,6 +13,9 @@ from webapp.projects.operations import do_create_project
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")  # jobs report progress on their own connection
 
 
+EMPTY_ZIP = b"PK\x05\x06" + b"\0" * 18   # a zip's end record and nothing else: a valid, empty archive
+
+
 def test_a_failed_jobs_error_holds_no_server_path(api_client_for, owner, settings, tmp_path, monkeypatch):
     from workers.tasks import run_job
 
@@ -21,7 +24,7 @@ def test_a_failed_jobs_error_holds_no_server_path(api_client_for, owner, setting
     project = do_create_project("errors", actor=owner)
     response = api_client_for(owner).post(
         f"/api/projects/{project.pk}/datasets/",
-        {"name": "d", "format": "seed", "archive": SimpleUploadedFile("upload.zip", b"PK")}, format="multipart")
+        {"name": "d", "format": "seed", "archive": SimpleUploadedFile("upload.zip", EMPTY_ZIP)}, format="multipart")
     job = Job.objects.get(pk=response.json()["id"])
     (Path(settings.MEDIA_ROOT) / job.params["staging"] / "upload.zip").unlink()  # fails with an OSError
     assert run_job(job.pk) == "failed"
