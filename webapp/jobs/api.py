@@ -1,6 +1,7 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from . import operations
@@ -9,6 +10,15 @@ from .models import Job
 from .serializers import DiagnosticsRequestSerializer, JobSerializer
 
 
+# The list's filters: a script waiting for its trainings asks for ?kind=train&state=running, not every page.
+FILTERS = {"state": Job.State.values, "kind": Job.Kind.values}
+
+
+@extend_schema_view(list=extend_schema(parameters=[
+    OpenApiParameter("state", str, enum=Job.State.values, description="only jobs in this state (repeatable)"),
+    OpenApiParameter("kind", str, enum=Job.Kind.values, description="only jobs of this kind (repeatable)"),
+    OpenApiParameter("project", int, description="only the jobs of this project"),
+]))
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Background jobs: state, progress and, on failure, the error. Access follows the job's project
     (:mod:`webapp.jobs.access`); starting diagnostics is for staff (:mod:`webapp.core.policy`)."""
@@ -17,7 +27,22 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     queryset = Job.objects.none()  # the model, for the schema's path types; get_queryset decides what is seen
 
     def get_queryset(self):
-        return visible_jobs(self.request.user)
+        jobs = visible_jobs(self.request.user)
+        if self.action != "list":
+            return jobs
+        query = self.request.query_params
+        for field, allowed in FILTERS.items():
+            wanted = [value for values in query.getlist(field) for value in values.split(",") if value]
+            unknown = sorted(set(wanted) - set(allowed))
+            if unknown:
+                raise ValidationError({field: f"no such {field} {unknown}; one of {allowed}"})
+            if wanted:
+                jobs = jobs.filter(**{f"{field}__in": wanted})
+        if "project" in query:
+            if not query["project"].isdigit():
+                raise ValidationError({"project": f"a project id is a number, got {query['project']!r}"})
+            jobs = jobs.filter(project_id=int(query["project"]))
+        return jobs
 
     def get_object(self):
         return job_for(self.request.user, self.kwargs["pk"])
