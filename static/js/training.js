@@ -45,7 +45,9 @@ function trainingSection(section) {
     const body = { stages: form.getAll("stages"), backbone: form.get("backbone"), device: form.get("device") };
     for (const name of ["epochs", "samples_per_epoch", "ensemble"]) if (form.get(name)) body[name] = Number(form.get(name));
     // 0 is sent too: it turns stain jitter off where the active version had it on.
-    if (form.get("stain_jitter") !== null && form.get("stain_jitter") !== "") body.stain_jitter = Number(form.get("stain_jitter"));
+    for (const name of ["stain_jitter", "grayscale"]) {
+      if (form.get(name) !== null && form.get(name) !== "") body[name] = Number(form.get(name));
+    }
     if (form.get("crop_context_view") !== null) body.crop_context_view = Number(form.get("crop_context_view"));
     if (trainForm.elements.predict_tta) body.predict_tta = trainForm.elements.predict_tta.checked;
     return body;

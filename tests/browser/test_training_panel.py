@@ -23,6 +23,7 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
     # browser refused to submit.
     page.fill("#train-form input[name=stain_jitter]", "0.025")
     assert page.eval_on_selector("#train-form input[name=stain_jitter]", "input => input.checkValidity()")
+    page.fill("#train-form input[name=grayscale]", "0.2")     # grey crops, for slides from other centres
     # Test-time augmentation of the new version's predictions: on by default, unticked here (sent as false).
     assert page.is_checked("#train-form input[name=predict_tta]")
     page.uncheck("#train-form input[name=predict_tta]")
@@ -47,6 +48,7 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
     assert job.state == "succeeded"
     assert job.params["options"]["stain_jitter"] == 0.025
     assert ModelVersion.objects.get(project=project).config["stain_jitter"] == 0.025
+    assert job.params["options"]["grayscale"] == 0.2 == ModelVersion.objects.get(project=project).config["grayscale"]
     # The job's page keeps its log: the stages, the epochs, the version it published.
     page.goto(f"{live_server.url}/jobs/{job.pk}/")
     log = page.inner_text("#job [data-field=log]")
@@ -156,7 +158,7 @@ def test_the_warning_of_a_lower_active_version_rolls_back_to_the_one_it_replaced
     assert page.locator("#training > p strong").first.inner_text() == "v1"
     assert ModelVersion.objects.get(project=project, is_active=True).number == 1
     # Now the warning says the newest version is not active, and offers it back.
-    assert "v2, the newest version, is not active" in page.locator("#newest-comparison").inner_text()
+    assert "v2, the newest version, is not the active one" in page.locator("#newest-comparison").inner_text()
     with page.expect_navigation():
         page.click("#newest-comparison button:text-is('Make v2 active')")
     assert ModelVersion.objects.get(project=project, is_active=True).number == 2

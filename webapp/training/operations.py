@@ -27,7 +27,7 @@ from .queries import active_version
 ACTIVE_STATES = (Job.State.QUEUED, Job.State.RUNNING)
 # The options a training takes (webapp.training.runner.training_config reads these, no others).
 TRAINING_OPTIONS = ("stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch", "stain_jitter",
-                    "crop_context_view", "ensemble", "predict_tta")
+                    "grayscale", "crop_context_view", "ensemble", "predict_tta")
 # Options that are not TrainConfig fields: which stages run, and how the new version's predictions are made.
 NOT_CONFIG_OPTIONS = ("stages", "predict_tta")
 

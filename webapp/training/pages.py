@@ -102,6 +102,7 @@ def training_panel_context(project, user) -> dict:
         # A new training inherits the active version's config, so the form shows what it would get.
         # Read, not `or`-ed: an active version trained with stain jitter 0 (off) shows 0, not the default.
         "default_stain_jitter": (active.config if active else {}).get("stain_jitter", TrainConfig().stain_jitter),
+        "default_grayscale": (active.config if active else {}).get("grayscale", TrainConfig().grayscale),
         "default_context_view": (TrainConfig.saved(active.config) if active else {}).get(
             "crop_context_view", TrainConfig().crop_context_view),
         "default_ensemble": (active.config if active else {}).get("ensemble", TrainConfig().ensemble),

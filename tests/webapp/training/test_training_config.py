@@ -25,7 +25,15 @@ def test_stain_jitter_is_inherited_from_the_parent_version_until_a_training_sets
     assert training_config({"epochs": 2}, parent)[0].stain_jitter == 0.05   # a scheduled retraining keeps it
     assert training_config({"stain_jitter": 0}, parent)[0].stain_jitter == 0.0
     assert set(TRAINING_OPTIONS) == {"stages", "epochs", "backbone", "device", "batch_size", "samples_per_epoch",
-                                     "stain_jitter", "crop_context_view", "ensemble", "predict_tta"}
+                                     "stain_jitter", "grayscale", "crop_context_view", "ensemble", "predict_tta"}
+
+
+def test_grey_crops_are_an_option_kept_by_later_trainings():
+    assert training_config({}, None)[0].grayscale == 0.0      # off by default
+    assert training_config({"grayscale": 0.2}, None)[0].grayscale == 0.2
+    parent = ModelVersion(config=TrainConfig(grayscale=0.2).to_dict())
+    assert training_config({"epochs": 2}, parent)[0].grayscale == 0.2
+    assert training_config({"grayscale": 0}, parent)[0].grayscale == 0.0
 
 
 def test_predict_tta_is_an_option_of_the_training_not_of_its_config():

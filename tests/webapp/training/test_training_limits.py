@@ -22,6 +22,7 @@ def small_project(owner, tmp_path):
     ({"samples_per_epoch": 99999999999}, "samples_per_epoch", f"less than or equal to {MAX_SAMPLES_PER_EPOCH}"),
     ({"samples_per_epoch": 0}, "samples_per_epoch", "greater than or equal to 1"),
     ({"stages": []}, "stages", "choose at least one stage"),
+    ({"grayscale": 1.5}, "grayscale", "less than or equal to 1"),
 ])
 def test_a_training_beyond_the_limits_is_refused_and_no_job_is_made(small_project, api_client_for, owner, options,
                                                                    field, problem):
@@ -77,3 +78,4 @@ def test_the_forms_carry_the_same_ceilings(small_project, owner, client):
     assert f'name="samples_per_epoch" min="1" max="{MAX_SAMPLES_PER_EPOCH}"' in page
     assert f'name="check_every_minutes" min="1" max="{RetrainPolicy.MAX_CHECK_EVERY_MINUTES}"' in page
     assert f'name="min_new_reviews" min="1" max="{RetrainPolicy.MAX_MIN_NEW_REVIEWS}"' in page
+    assert 'name="grayscale" min="0" max="1" step="0.05" value="0.0"' in page     # off, as TrainConfig says
