@@ -1,10 +1,12 @@
 from rest_framework import serializers
 
+from webapp.core.known_fields import KnownFieldsOnly
+
 from .models import Membership, Project, Role
 from .operations import UserNotFound, find_user
 
 
-class ProjectSerializer(serializers.ModelSerializer):
+class ProjectSerializer(KnownFieldsOnly, serializers.ModelSerializer):
     role = serializers.SerializerMethodField()
 
     class Meta:
@@ -28,7 +30,7 @@ class MembershipSerializer(serializers.ModelSerializer):
         fields = ["user_id", "username", "role"]
 
 
-class AddMemberSerializer(serializers.Serializer):
+class AddMemberSerializer(KnownFieldsOnly, serializers.Serializer):
     """Adding a member, or changing their role: an existing account, by username or e-mail address."""
 
     username = serializers.CharField(max_length=254, help_text="username, or e-mail address, of an existing account")
@@ -41,5 +43,5 @@ class AddMemberSerializer(serializers.Serializer):
             raise serializers.ValidationError(exc.detail, code=exc.code) from None
 
 
-class MemberRoleSerializer(serializers.Serializer):
+class MemberRoleSerializer(KnownFieldsOnly, serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices)

@@ -1,5 +1,4 @@
 from rest_framework import serializers
-from rest_framework.settings import api_settings
 
 from mlcore.backbones import backbone_choices
 from mlcore.config import MACHINE_FIELDS, MAX_ENSEMBLE, MAX_SAMPLES_PER_EPOCH, TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TTA_HELP
@@ -7,6 +6,7 @@ from mlcore.crops import CONTEXT_VIEWS
 from mlcore.train import STAGES
 
 from webapp.core.domain_errors import Invalid
+from webapp.core.known_fields import KnownFieldsOnly
 
 from .models import ModelVersion, RetrainPolicy
 from .schedule import parse_cron
@@ -19,7 +19,10 @@ class OptionalBooleanField(serializers.BooleanField):
     default_empty_html = serializers.empty
 
 
-class TrainRequestSerializer(serializers.Serializer):
+class TrainRequestSerializer(KnownFieldsOnly, serializers.Serializer):
+    # A misspelt option (``epoch``) must not quietly start a default training of many minutes.
+    unknown_fields_label = "training option"
+
     stages = serializers.ListField(child=serializers.ChoiceField(choices=STAGES), required=False,
                                    help_text="default: all three, in order")
     epochs = serializers.IntegerField(min_value=1, max_value=1000, required=False, help_text="per stage")
@@ -53,15 +56,6 @@ class TrainRequestSerializer(serializers.Serializer):
         f"whether the new version's predictions of the project's tile images use {TTA_HELP} (default: "
         f"{TTA_DEFAULT_TILES}; whole slides are classified once per nucleus). The new version's validation "
         "metrics and its comparison with the version it replaces are scored the same way"))
-
-    def to_internal_value(self, data):
-        # A misspelt option (``epoch``) must not quietly start a default training of many minutes.
-        if hasattr(data, "keys"):
-            unknown = sorted(set(data.keys()) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [
-                    f"unknown training option(s) {unknown}; allowed: {list(self.fields)}"]})
-        return super().to_internal_value(data)
 
     def validate_stages(self, stages):
         if not stages:

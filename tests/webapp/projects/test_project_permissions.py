@@ -24,6 +24,19 @@ def test_create_project_makes_the_creator_admin(owner, api_client_for):
     assert response.json()["role"] == "admin"
 
 
+def test_a_misspelt_field_is_refused_not_ignored(owner, api_client_for, project):
+    from webapp.projects.models import Project
+
+    client = api_client_for(owner)
+    response = client.post("/api/projects/", {"name": "typo", "descripton": "colon slides"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["detail"] == "unknown field(s) ['descripton']; allowed: ['name', 'description']"
+    assert not Project.objects.filter(name="typo").exists()
+    member = client.post(f"/api/projects/{project.pk}/members/", {"username": "member", "rol": "reviewer"},
+                         format="json")
+    assert member.status_code == 400 and "unknown field(s) ['rol']" in member.json()["detail"]
+
+
 def test_outsider_gets_404_everywhere(project, outsider, api_client_for):
     client = api_client_for(outsider)
     for url in (f"/api/projects/{project.pk}/", f"/api/projects/{project.pk}/datasets/",
