@@ -84,7 +84,9 @@ def test_training_prediction_inference_and_downloads_through_the_bucket(
     assert remote.keys() == dataset_files | {version.checkpoint_file}
     assert files_under(remote.media_root) == []
     assert not media.work_path(f"scratch/job-{job.pk}").exists()
-    assert Path(version.config["cache_dir"]) == Path(settings.DATA_DIR) / "cache" / "crops"
+    # The crop cache stays on this host, under DATA_DIR; the version's config does not name that folder.
+    assert runner.crop_cache_dir() == Path(settings.DATA_DIR) / "cache" / "crops"
+    assert "cache_dir" not in version.config
 
     # Another host, with an empty mirror, predicts: it downloads the checkpoint and the images.
     settings.MEDIA_MIRROR = tmp_path / "second-host"
