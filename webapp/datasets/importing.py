@@ -139,6 +139,12 @@ def class_order(label_set: LabelSet | None, found: MLLabelSet | None) -> list[in
     return None if order == list(range(len(order))) else order
 
 
+def refuse_taken_dataset_name(project: Project, name: str) -> None:
+    """Dataset names are unique in a project: checked where an upload is accepted and again by the import."""
+    if Dataset.objects.filter(project=project, name=name).exists():
+        raise ImportRejected(f"project {project.name!r} already has a dataset named {name!r}", field="name")
+
+
 def create_label_set(project: Project, spec: MLLabelSet) -> LabelSet:
     label_set = LabelSet.objects.create(project=project, name=spec.name)
     LabelClass.objects.bulk_create([LabelClass(label_set=label_set, index=i, name=n, color=hex_color(c))
@@ -181,8 +187,7 @@ def do_import_dataset(project: Project, *, name: str, format: str, path: Path, a
     log = log or (lambda line: None)
     if format not in FORMATS:
         raise ImportRejected(f"{format!r} is not one of {', '.join(FORMATS)}", field="format")
-    if Dataset.objects.filter(project=project, name=name).exists():
-        raise ImportRejected(f"project {project.name!r} already has a dataset named {name!r}", field="name")
+    refuse_taken_dataset_name(project, name)
     reader = open_dataset(format, path, name=name, label_set_name=label_set_name or name, labelled=labelled)
     if len(reader) == 0:
         raise DataError(path.name, "no images found in this dataset")

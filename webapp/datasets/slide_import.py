@@ -38,7 +38,7 @@ from webapp.jobs import sweep
 from webapp.jobs.models import Job
 
 from . import bulk
-from .importing import ImportRejected, _Writer, create_label_set, resolve_label_set
+from .importing import ImportRejected, _Writer, create_label_set, refuse_taken_dataset_name, resolve_label_set
 from .slides import slide_checksum
 from .models import CurrentLabel, Dataset, Image, Label, LabelSet, LabelSource, Nucleus
 
@@ -113,8 +113,7 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
     name = (name or "").strip()
     if not name:
         raise ImportRejected("give the slide's dataset a name", field="name")
-    if Dataset.objects.filter(project=project, name=name).exists():
-        raise ImportRejected(f"project {project.name!r} already has a dataset named {name!r}", field="name")
+    refuse_taken_dataset_name(project, name)
     if sum(map(bool, (path, slide_upload, slide_upload_id))) != 1:
         raise ImportRejected("give either the slide's path under SLIDES_ROOT, the slide file, or the id of "
                              "its chunked upload (slide_upload_id), one of them", field="path")
@@ -264,8 +263,7 @@ def import_slide(project, *, name: str, slide_source: Path, slide_root: str, sli
 
     progress = progress or (lambda percent, message: None)
     log = log or (lambda line: None)
-    if Dataset.objects.filter(project=project, name=name).exists():
-        raise ImportRejected(f"project {project.name!r} already has a dataset named {name!r}", field="name")
+    refuse_taken_dataset_name(project, name)
     folder = folder or media.work_path(f"projects/{project.pk}/datasets/{uuid.uuid4().hex}")
     folder_name = media.name_of(folder)
     folder.mkdir(parents=True)

@@ -19,7 +19,7 @@ from webapp.jobs import operations as job_operations
 from webapp.jobs import sweep
 from webapp.jobs.models import Job
 
-from .importing import ImportRejected, do_import_dataset, safe_extract
+from .importing import ImportRejected, do_import_dataset, refuse_taken_dataset_name, safe_extract
 from .models import Dataset
 
 
@@ -93,8 +93,7 @@ def do_start_import(project, *, actor, name: str, format: str, label_set: str = 
 
 def refuse_taken_name(project, name: str) -> None:
     """A dataset of that name in the project, or an import of one queued or running (the job checks again)."""
-    if Dataset.objects.filter(project=project, name=name).exists():
-        raise ImportRejected(f"project {project.name!r} already has a dataset named {name!r}", field="name")
+    refuse_taken_dataset_name(project, name)
     pending = (Job.objects.filter(project=project, kind=Job.Kind.IMPORT, params__name=name,
                                   state__in=(Job.State.QUEUED, Job.State.RUNNING)).values_list("pk", flat=True).first())
     if pending is not None:

@@ -16,7 +16,7 @@ from dataclasses import replace
 from django.core.cache import cache
 from django.utils import timezone
 
-from mlcore.config import STAGES, TrainConfig
+from mlcore.config import MACHINE_FIELDS, STAGES, TrainConfig
 from mlcore.crops import CropSpec
 from mlcore.estimate import describe_rule, estimate_seconds, measure_speed, speed_from_history
 
@@ -88,7 +88,7 @@ def training_estimate(project, options: dict, *, resume_point: dict | None = Non
     size = operations.data_size(project)
     defaults = operations.default_training_options(project, options.get("batch_size"))
     active = active_version(project)
-    base = (TrainConfig.from_saved({k: v for k, v in active.config.items() if k != "cache_dir"}) if active
+    base = (TrainConfig.from_saved({k: v for k, v in active.config.items() if k not in MACHINE_FIELDS}) if active
             else TrainConfig())
     backbone = options.get("backbone") or base.backbone
     epochs = options.get("epochs") or defaults["epochs"]

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Exists, Max, OuterRef
 
 from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES
 
@@ -304,8 +304,9 @@ def datasets_without_predictions(version: ModelVersion) -> list:
 
     datasets = (Dataset.objects.filter(project_id=version.project_id, nucleus_count__gt=0)
                 .exclude(format=Dataset.Format.SLIDE).order_by("id"))
-    return [dataset for dataset in datasets
-            if not Prediction.objects.filter(model_version=version, nucleus__image__dataset=dataset).exists()]
+    # One query: each dataset's check is an EXISTS subquery, not a round trip per dataset.
+    return list(datasets.exclude(Exists(Prediction.objects.filter(model_version=version,
+                                                                  nucleus__image__dataset=OuterRef("pk")))))
 
 
 def do_start_slide_prediction(version: ModelVersion, image, *, actor=None, tta: bool = TTA_DEFAULT_SLIDES) -> Job:

@@ -19,8 +19,7 @@ from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TrainConfig
 from mlcore.data import ImageRecord, table_from_arrays
 from mlcore.predict import predict
 from mlcore.train import STAGES, compare_models, evaluate_with_logits, train_all
-from mlcore.types import DataError
-from mlcore.types import Cancelled
+from mlcore.types import Cancelled, DataError
 from mlcore.types import LabelSet as MLLabelSet
 from webapp.core import media
 from webapp.datasets import bulk
