@@ -329,7 +329,7 @@ REST_FRAMEWORK = {
     # Who may call what: the declared table of webapp.core.policy (project roles are checked by the views).
     "DEFAULT_PERMISSION_CLASSES": ["webapp.core.policy.PolicyPermission"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "webapp.core.pagination.PagePagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "webapp.core.api_errors.exception_handler",
 }
