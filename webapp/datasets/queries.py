@@ -24,6 +24,7 @@ from django.db.models import Count, Q, Sum, TextField
 from django.db.models.functions import Cast, Coalesce
 from django.http import Http404
 
+from webapp.core.domain_errors import Invalid
 from webapp.jobs.models import Job
 from webapp.projects.access import get_project_for, visible_projects
 from webapp.projects.models import Membership, Project, Role
@@ -74,14 +75,22 @@ def _project_of(user, obj, project_id: int | None, what: str) -> Project:
 
 
 def get_label_set(project: Project, name: str | None, default: LabelSet | None = None) -> LabelSet | None:
-    """A label set of ``project`` by name (404 when unknown); ``default`` when no name is given."""
+    """A label set of ``project`` by name; ``default`` when no name is given. An unknown name is the
+    caller's parameter that is wrong, not the project: :class:`Invalid` on ``label_set`` (400), naming
+    the label sets there are, as the review API answers."""
     if not name:
         return default
     label_set = LabelSet.objects.filter(project=project, name=name).first()
     if label_set is None:
-        names = ", ".join(LabelSet.objects.filter(project=project).values_list("name", flat=True)) or "none"
-        raise Http404(f"No label set named {name!r} in this project (label sets: {names}).")
+        raise Invalid(f"no label set named {name!r} in this project" + label_set_choices(project),
+                      field="label_set", code="unknown_name")
     return label_set
+
+
+def label_set_choices(project: Project) -> str:
+    """" (label sets: a, b)", for a sentence refusing a name that is none of them."""
+    names = list(LabelSet.objects.filter(project=project).order_by("id").values_list("name", flat=True))
+    return f" (label sets: {', '.join(names)})" if names else " (it has no label sets yet)"
 
 
 # ----------------------------------------------------------------------------------------- label sets

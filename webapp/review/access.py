@@ -12,6 +12,7 @@ from django.http import Http404
 from webapp.core import sql
 from webapp.core.domain_errors import Invalid
 from webapp.datasets.models import Image, LabelClass, LabelSet, Nucleus
+from webapp.datasets.queries import label_set_choices
 from webapp.projects.access import get_project_for
 from webapp.projects.models import ROLE_RANK, Membership, Project, Role
 
@@ -48,10 +49,10 @@ def label_set_named(project: Project, name: str | None, *, default_first: bool =
             first = LabelSet.objects.filter(project=project).order_by("id").first()
             if first is not None:
                 return first
-        raise UnknownName("name a label set of the project" + _choices(project), field="label_set")
+        raise UnknownName("name a label set of the project" + label_set_choices(project), field="label_set")
     label_set = LabelSet.objects.filter(project=project, name=name).first()
     if label_set is None:
-        raise UnknownName(f"no label set named {name!r} in this project" + _choices(project), field="label_set")
+        raise UnknownName(f"no label set named {name!r} in this project" + label_set_choices(project), field="label_set")
     return label_set
 
 
@@ -77,11 +78,6 @@ def label_set_and_version(project: Project, name: str | None, *, default_first: 
                                project_id=project.pk, is_active=True,
                                created_at=sql.datetime_value(label_set.active_version_created))
     return label_set, version
-
-
-def _choices(project: Project) -> str:
-    names = list(LabelSet.objects.filter(project=project).order_by("id").values_list("name", flat=True))
-    return f" (label sets: {', '.join(names)})" if names else " (it has no label sets yet)"
 
 
 def class_index_for(label_set: LabelSet, class_name: str | None = None, class_index: int | None = None,

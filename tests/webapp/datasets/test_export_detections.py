@@ -146,7 +146,10 @@ def test_detections_errors_are_json(api_client_for, viewer_project, member, outs
     bad_source = client.get(base + "?source=guess", HTTP_ACCEPT="application/geo+json")
     assert bad_source.status_code == 400 and "source" in json.loads(bad_source.content)["errors"]
     unknown = client.get(base + "?label_set=nope")
-    assert unknown.status_code == 404 and "alpha-types" in json.loads(unknown.content)["detail"]
+    # The same answer as the review API's: the parameter is wrong (400), and the label sets there are named.
+    assert unknown.status_code == 400
+    assert json.loads(unknown.content)["detail"].startswith(
+        "label_set: no label set named 'nope' in this project (label sets: alpha-types")
     assert api_client_for(outsider).get(base).status_code == 404
     assert api_client_for(outsider).get(f"/api/datasets/{vp.alpha.pk}/export/detections.geojson").status_code == 404
     empty = do_create_project("Empty", actor=owner)

@@ -115,7 +115,8 @@ def test_geojson_in_another_label_set_classifies_only_the_nuclei_labelled_there(
     assert gt[position]["properties"]["classification"] != current[position]["properties"]["classification"]
 
     bad = api_client_for(member).get(f"/api/images/{vp.image.pk}/export.geojson?label_set=nope")
-    assert bad.status_code == 404 and "alpha-types, beta-types" in bad.json()["detail"]
+    assert bad.status_code == 400 and bad.json()["detail"] == (
+        "label_set: no label set named 'nope' in this project (label sets: alpha-types, beta-types)")
     bad = api_client_for(member).get(f"/api/images/{vp.image.pk}/export.geojson?source=guess")
     assert bad.status_code == 400 and bad.json()["detail"].startswith("source: must be one of")
 
@@ -139,7 +140,7 @@ def test_types_npy_is_the_original_methods_table(api_client_for, viewer_project,
     nuclei = dict(Nucleus.objects.filter(image=vp.image).values_list("pk", "instance_id"))
     expected = sorted((nuclei[pk], labels[vp.beta_set.pk]) for pk, labels in vp.reviewed.items())
     assert beta.tolist() == [list(row) for row in expected]
-    assert api.get(f"/api/images/{vp.image.pk}/export/types.npy?label_set=nope").status_code == 404
+    assert api.get(f"/api/images/{vp.image.pk}/export/types.npy?label_set=nope").status_code == 400
 
 
 @pytest.mark.parametrize("segmentation, min_iou", [("rle", 1.0), ("polygon", 0.9)])
