@@ -17,3 +17,16 @@ def record(action: str, *, actor=None, target: models.Model | str = "", **detail
     if actor is not None and not getattr(actor, "is_authenticated", False):
         actor = None
     return AuditLogEntry.objects.create(action=action, actor=actor, target=target, details=details)
+
+
+def save_edit(instance: models.Model, changes: dict[str, tuple], action: str, *, actor) -> None:
+    """Save an edit of ``instance``'s fields, ``{field: (before, after)}``, with one audit row that keeps
+    each new value and, as ``<field>_before``, the old one; nothing at all when nothing changed."""
+    if not changes:
+        return
+    for field, (_, after) in changes.items():
+        setattr(instance, field, after)
+    instance.save(update_fields=list(changes))
+    record(action, actor=actor, target=instance,
+           **{f"{field}_before": before for field, (before, _) in changes.items()},
+           **{field: after for field, (_, after) in changes.items()})

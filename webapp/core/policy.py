@@ -76,18 +76,20 @@ ROUTES: dict[str, dict[str, Access]] = {
     "api-job-file": {"GET": VIEWER},
     # Projects and datasets
     "api-project-list": {"GET": AUTHENTICATED, "POST": AUTHENTICATED},
-    "api-project-detail": {"GET": VIEWER, "DELETE": ADMIN},  # DELETE queues the project's deletion
+    "api-project-detail": {"GET": VIEWER, "PATCH": ADMIN, "DELETE": ADMIN},  # DELETE queues the deletion
     "api-project-datasets": {"GET": VIEWER, "POST": CURATOR},
-    "api-project-dataset": {"DELETE": CURATOR},  # queues the dataset's deletion
+    "api-project-dataset": {"PATCH": CURATOR, "DELETE": CURATOR},  # DELETE queues the dataset's deletion
     "api-project-members": {"GET": VIEWER, "POST": ADMIN},
     "api-project-member": {"PATCH": ADMIN, "DELETE": ADMIN},
     "project-create": {"POST": AUTHENTICATED},
     "project-detail": {"GET": VIEWER},
+    "project-edit": {"POST": ADMIN},
     "project-delete": {"POST": ADMIN},
     "project-members": {"GET": VIEWER, "POST": ADMIN},  # every member sees who else is in the project
     "project-member-role": {"POST": ADMIN},
     "project-member-remove": {"POST": ADMIN},
     "dataset-detail": {"GET": VIEWER},
+    "dataset-edit": {"POST": CURATOR},
     "dataset-delete": {"POST": CURATOR},
     "image-viewer": {"GET": VIEWER},
     "image-file": {"GET": VIEWER},

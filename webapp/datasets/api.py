@@ -17,8 +17,8 @@ from webapp.projects.access import get_project_for
 
 from . import uploads
 from .models import Dataset
-from .operations import do_request_dataset_deletion
-from .serializers import DatasetSerializer, DatasetUploadSerializer
+from .operations import do_edit_dataset, do_request_dataset_deletion
+from .serializers import DatasetEditSerializer, DatasetSerializer, DatasetUploadSerializer
 
 
 class ProjectDatasetViewSet(viewsets.GenericViewSet):
@@ -45,15 +45,25 @@ class ProjectDatasetViewSet(viewsets.GenericViewSet):
                          "url": JobSerializer(job, context={"request": request}).data["url"]},
                         status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=None, responses={202: JobAcceptedSerializer})
-    @action(detail=True, methods=["delete"], url_path=r"datasets/(?P<dataset_id>[0-9]+)", url_name="dataset")
+    @extend_schema(methods=["PATCH"], request=DatasetEditSerializer, responses=DatasetSerializer)
+    @extend_schema(methods=["DELETE"], request=None, responses={202: JobAcceptedSerializer})
+    @action(detail=True, methods=["patch", "delete"], url_path=r"datasets/(?P<dataset_id>[0-9]+)",
+            url_name="dataset")
     def dataset(self, request, pk=None, dataset_id=None):
-        """Delete a dataset with its images, nuclei, labels and files (curators): 202 with the deletion job.
-        409 while an import, training, prediction or export of the project is queued or running."""
+        """PATCH renames a dataset or changes its provenance note (curators; fields left out stay): 400 naming
+        the field for a name the project has or is importing. DELETE deletes it with its images, nuclei,
+        labels and files (curators): 202 with the deletion job, 409 while an import, training, prediction or
+        export of the project is queued or running."""
         project = get_project_for(request.user, pk, project_role(request))
-        dataset = Dataset.objects.filter(pk=int(dataset_id), project=project).first()
+        dataset = Dataset.objects.filter(pk=int(dataset_id), project=project).select_related(
+            "label_set", "uploaded_by").first()
         if dataset is None:
             raise NotFound("No such dataset in this project.")
+        if request.method == "PATCH":
+            payload = DatasetEditSerializer(data=request.data)
+            payload.is_valid(raise_exception=True)
+            do_edit_dataset(dataset, actor=request.user, **payload.validated_data)
+            return Response(DatasetSerializer(dataset).data)
         job = do_request_dataset_deletion(dataset, actor=request.user)
         data = JobSerializer(job, context={"request": request}).data
         return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED)

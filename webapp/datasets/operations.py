@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from mlcore.types import name_problem
 from webapp.core import audit, sql
 from webapp.core.cache import delete_on_commit, unreviewed_counts_key
+from webapp.core.domain_errors import Invalid
 
 from .models import CurrentLabel, Dataset, Label, LabelSet, LabelSource, Nucleus
+from .uploads import refuse_taken_name
 
 
 class StaleLabel(Exception):
@@ -68,6 +71,33 @@ def _insert_current(nucleus_id: int, label_set_id: int, label_id: int, class_ind
     return sql.fetch_one(f"INSERT INTO {sql.table(CurrentLabel)} (nucleus_id, label_set_id, label_id, class_index, "
                          f"source) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (nucleus_id, label_set_id) DO NOTHING "
                          f"RETURNING id", [nucleus_id, label_set_id, label_id, class_index, source]) is not None
+
+
+# ------------------------------------------------------------------------------------------- naming
+
+NAME_MAX_LENGTH = Dataset._meta.get_field("name").max_length
+
+
+def do_edit_dataset(dataset: Dataset, *, actor, name: str | None = None, provenance: str | None = None) -> Dataset:
+    """Rename a dataset or change its provenance note (curators); the audit row keeps what it was.
+
+    Only the name shown changes: its files, its label set and the model versions that trained on it (which
+    list it under the name it had then) stay as they are. A name the project has, or is importing, is
+    refused, as at upload."""
+    with transaction.atomic():
+        current = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        changes = {}
+        if name is not None:
+            name = name.strip()
+            if (problem := name_problem(name, NAME_MAX_LENGTH)) is not None:
+                raise Invalid(f"the name {problem}", field="name")
+            if name != current.name:
+                refuse_taken_name(current.project, name)
+                changes["name"] = (current.name, name)
+        if provenance is not None and provenance.strip() != current.provenance:
+            changes["provenance"] = (current.provenance, provenance.strip())
+        audit.save_edit(dataset, changes, "dataset.edited", actor=actor)
+    return dataset
 
 
 # ----------------------------------------------------------------------------------------- deletion

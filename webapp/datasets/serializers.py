@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from mlcore.types import MAX_NAME_LENGTH, name_problem
+from webapp.core.known_fields import KnownFieldsOnly
 
 from .models import Dataset, LabelSet
 
@@ -30,6 +31,13 @@ class DatasetSerializer(serializers.ModelSerializer):
         model = Dataset
         fields = ["id", "name", "format", "label_set", "provenance", "uploaded_by", "uploaded_at",
                   "image_count", "nucleus_count"]
+
+
+class DatasetEditSerializer(KnownFieldsOnly, serializers.Serializer):
+    """A dataset's new name and/or provenance note (PATCH): fields left out stay as they are."""
+
+    name = serializers.CharField(required=False, allow_blank=True, help_text="unique in the project")
+    provenance = serializers.CharField(required=False, allow_blank=True)
 
 
 # "auto": the import job tells the format from the layout of the files (mlcore.readers.detect_format).

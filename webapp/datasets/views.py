@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.core import media, policy
-from webapp.core.domain_errors import Conflict
+from webapp.core.domain_errors import Conflict, Invalid
 from webapp.core.policy import project_role
 from webapp.projects.access import get_project_for
 from webapp.jobs.deletion import DATASET_BLOCKERS, busy_job
@@ -22,7 +22,7 @@ from webapp.projects.models import ROLE_RANK
 
 from . import queries
 from .models import Dataset
-from .operations import do_request_dataset_deletion
+from .operations import do_edit_dataset, do_request_dataset_deletion
 
 IMAGES_PER_PAGE = 48
 
@@ -38,6 +38,22 @@ def dataset_detail(request, project_id: int, dataset_id: int):
         "project": project, "dataset": dataset, "page": page, "images": images, "can_delete": can_delete,
         "delete_blocker": busy_job(project.pk, DATASET_BLOCKERS) if can_delete else None,
         "label_sets": queries.label_sets_of(project), "sources": queries.available_sources(project)})
+
+
+@require_POST
+def edit_dataset(request, project_id: int, dataset_id: int):
+    """Rename the dataset or change its provenance note (curators)."""
+    project = get_project_for(request.user, project_id, project_role(request))
+    dataset = Dataset.objects.filter(pk=dataset_id, project=project).first()
+    if dataset is None:
+        raise Http404("No such dataset in this project.")
+    try:
+        do_edit_dataset(dataset, actor=request.user, name=request.POST.get("name", ""),
+                        provenance=request.POST.get("provenance", ""))
+        messages.success(request, f"Dataset {dataset.name!r} saved.")
+    except Invalid as exc:
+        messages.error(request, f"Not saved: {exc.detail}")
+    return redirect("dataset-detail", project.pk, dataset.pk)
 
 
 @require_POST

@@ -22,7 +22,8 @@ from . import operations
 from .access import get_project_for, visible_projects
 from .deletion import do_request_project_deletion
 from .models import Membership
-from .serializers import AddMemberSerializer, MemberRoleSerializer, MembershipSerializer, ProjectSerializer
+from .serializers import (AddMemberSerializer, MemberRoleSerializer, MembershipSerializer, ProjectEditSerializer,
+                          ProjectSerializer)
 
 
 # A project with its label sets and datasets (GET /api/projects/<id>/); no docstring: it would become the
@@ -57,6 +58,16 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         serializer.instance = operations.do_create_project(
             serializer.validated_data["name"], actor=self.request.user,
             description=serializer.validated_data.get("description", ""))
+
+    @extend_schema(request=ProjectEditSerializer, responses=ProjectDetailSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        """Rename the project or change its description (admins); fields left out stay as they are. 400
+        naming the field for an empty name or the name of another project you are in."""
+        project = get_project_for(request.user, kwargs["pk"], project_role(request))
+        payload = ProjectEditSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        operations.do_edit_project(project, actor=request.user, **payload.validated_data)
+        return self.retrieve(request, *args, **kwargs)
 
     @extend_schema(request=AddMemberSerializer, responses=MembershipSerializer(many=True))
     @action(detail=True, methods=["get", "post"], pagination_class=None)

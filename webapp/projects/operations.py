@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from mlcore.types import name_problem
 from webapp.core import audit
 from webapp.core.domain_errors import Conflict, Invalid, NotFound
 
@@ -38,12 +39,61 @@ def find_user(identifier: str):
                        "The person needs an account first (a staff member creates it on the admin site).")
 
 
+NAME_MAX_LENGTH = Project._meta.get_field("name").max_length
+DESCRIPTION_MAX_LENGTH = 10_000
+
+
+def clean_project_name(name: str, *, actor, project: Project | None = None) -> str:
+    """The name stripped, or :class:`Invalid` naming the field: empty, too long, or the name of another
+    project the user is a member of (two "Lung" entries on one person's list could not be told apart)."""
+    name = (name or "").strip()
+    if not name:
+        raise Invalid("A project needs a name.", field="name", code="blank")
+    if (problem := name_problem(name, NAME_MAX_LENGTH)) is not None:
+        raise Invalid(f"the name {problem}", field="name")
+    same = Project.objects.filter(memberships__user=actor, name__iexact=name)
+    if project is not None:
+        same = same.exclude(pk=project.pk)
+    taken = same.values_list("pk", flat=True).first()
+    if taken is not None:
+        raise Invalid(f"You are already in a project named {name!r} (project {taken}): choose another name.",
+                      field="name", code="name_taken")
+    return name
+
+
+def _clean_description(description: str) -> str:
+    description = (description or "").strip()
+    if len(description) > DESCRIPTION_MAX_LENGTH:
+        raise Invalid(f"A project description has at most {DESCRIPTION_MAX_LENGTH} characters "
+                      f"({len(description)} given).", field="description", code="max_length")
+    return description
+
+
 def do_create_project(name: str, *, actor, description: str = "") -> Project:
     """Create a project; its creator becomes its admin."""
     with transaction.atomic():
-        project = Project.objects.create(name=name, description=description, created_by=actor)
+        name = clean_project_name(name, actor=actor)
+        project = Project.objects.create(name=name, description=_clean_description(description), created_by=actor)
         Membership.objects.create(project=project, user=actor, role=Role.ADMIN)
         audit.record("project.created", actor=actor, target=project, name=name)
+    return project
+
+
+def do_edit_project(project: Project, *, actor, name: str | None = None, description: str | None = None) -> Project:
+    """Rename a project or change its description (admins); the audit row keeps what it was. A field
+    left None stays as it is."""
+    with transaction.atomic():
+        current = Project.objects.select_for_update().get(pk=project.pk)
+        changes = {}
+        if name is not None:
+            name = clean_project_name(name, actor=actor, project=current)
+            if name != current.name:
+                changes["name"] = (current.name, name)
+        if description is not None:
+            description = _clean_description(description)
+            if description != current.description:
+                changes["description"] = (current.description, description)
+        audit.save_edit(project, changes, "project.edited", actor=actor)
     return project
 
 

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from mlcore.examples import LAYOUTS
-from webapp.core.domain_errors import Conflict, NotFound
+from webapp.core.domain_errors import Conflict, Invalid, NotFound
 from webapp.core.policy import project_role
 from webapp.datasets import queries as dataset_queries
 from webapp.datasets.models import Dataset, Image
@@ -44,16 +44,26 @@ def home(request):
 
 @require_POST
 def create_project(request):
-    name = (request.POST.get("name") or "").strip()
-    if not name:
-        messages.error(request, "A project needs a name.")
+    try:
+        project = operations.do_create_project(request.POST.get("name", ""), actor=request.user,
+                                               description=request.POST.get("description", ""))
+    except Invalid as exc:
+        messages.error(request, f"No project was created: {exc.detail}")
         return redirect("home")
-    if len(name) > 200:
-        messages.error(request, "A project name has at most 200 characters.")
-        return redirect("home")
-    description = (request.POST.get("description") or "").strip()
-    project = operations.do_create_project(name, actor=request.user, description=description)
     messages.success(request, f"Project {project.name!r} created; you are its admin.")
+    return redirect("project-detail", project.pk)
+
+
+@require_POST
+def edit_project(request, project_id: int):
+    """Rename the project or change its description (admins)."""
+    project = get_project_for(request.user, project_id, project_role(request))
+    try:
+        operations.do_edit_project(project, actor=request.user, name=request.POST.get("name", ""),
+                                   description=request.POST.get("description", ""))
+        messages.success(request, f"Project {project.name!r} saved.")
+    except Invalid as exc:
+        messages.error(request, f"Not saved: {exc.detail}")
     return redirect("project-detail", project.pk)
 
 

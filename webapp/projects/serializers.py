@@ -19,6 +19,13 @@ class ProjectSerializer(KnownFieldsOnly, serializers.ModelSerializer):
         return next((m.role for m in project.memberships.all() if m.user_id == user.pk), None)
 
 
+class ProjectEditSerializer(KnownFieldsOnly, serializers.Serializer):
+    """A project's new name and/or description (PATCH): fields left out stay as they are."""
+
+    name = serializers.CharField(required=False, allow_blank=True, help_text="unique among your projects")
+    description = serializers.CharField(required=False, allow_blank=True)
+
+
 class MembershipSerializer(serializers.ModelSerializer):
     user_id = serializers.IntegerField(source="user.pk", read_only=True,
                                        help_text="the member's id, for changing their role or removing them")
