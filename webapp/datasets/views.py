@@ -43,10 +43,7 @@ def dataset_detail(request, project_id: int, dataset_id: int):
 @require_POST
 def edit_dataset(request, project_id: int, dataset_id: int):
     """Rename the dataset or change its provenance note (curators)."""
-    project = get_project_for(request.user, project_id, project_role(request))
-    dataset = Dataset.objects.filter(pk=dataset_id, project=project).first()
-    if dataset is None:
-        raise Http404("No such dataset in this project.")
+    project, dataset = _dataset_to_change(request, project_id, dataset_id)
     try:
         do_edit_dataset(dataset, actor=request.user, name=request.POST.get("name", ""),
                         provenance=request.POST.get("provenance", ""))
@@ -59,10 +56,7 @@ def edit_dataset(request, project_id: int, dataset_id: int):
 @require_POST
 def delete_dataset(request, project_id: int, dataset_id: int):
     """Queue the dataset's deletion once its name was typed to confirm it (curators)."""
-    project = get_project_for(request.user, project_id, project_role(request))
-    dataset = Dataset.objects.filter(pk=dataset_id, project=project).first()
-    if dataset is None:
-        raise Http404("No such dataset in this project.")
+    project, dataset = _dataset_to_change(request, project_id, dataset_id)
     if request.POST.get("confirm_name", "") != dataset.name:
         messages.error(request, "The dataset was not deleted: type its name exactly to confirm.")
         return redirect("dataset-detail", project.pk, dataset.pk)
@@ -73,6 +67,15 @@ def delete_dataset(request, project_id: int, dataset_id: int):
         return redirect("dataset-detail", project.pk, dataset.pk)
     messages.success(request, f"Dataset {dataset.name!r} is being deleted (job {job.pk}).")
     return redirect("project-detail", project.pk)
+
+
+def _dataset_to_change(request, project_id: int, dataset_id: int) -> tuple:
+    """The project, with the role this route needs (policy table), and its dataset; 404 otherwise."""
+    project = get_project_for(request.user, project_id, project_role(request))
+    dataset = Dataset.objects.filter(pk=dataset_id, project=project).first()
+    if dataset is None:
+        raise Http404("No such dataset in this project.")
+    return project, dataset
 
 
 @require_GET
