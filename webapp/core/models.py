@@ -12,10 +12,14 @@ class AuditLogEntry(models.Model):
     # What the change was about, as "app.model:pk" so that the log outlives deleted rows.
     target = models.CharField(max_length=128, blank=True, db_index=True)
     details = models.JSONField(default=dict, blank=True)
+    # The project the change happened in, for its activity page; a plain id, not a key, so that the rows
+    # outlive the project as they outlive their targets. Empty for changes of no project (accounts).
+    project_id = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "audit log entries"
+        indexes = [models.Index(fields=["project_id", "-id"], name="audit_by_project")]
 
     def __str__(self):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.target}"

@@ -80,10 +80,12 @@ ROUTES: dict[str, dict[str, Access]] = {
     "api-project-datasets": {"GET": VIEWER, "POST": CURATOR},
     "api-project-dataset": {"PATCH": CURATOR, "DELETE": CURATOR},  # DELETE queues the dataset's deletion
     "api-project-members": {"GET": VIEWER, "POST": ADMIN},
+    "api-project-activity": {"GET": VIEWER},
     "api-project-member": {"PATCH": ADMIN, "DELETE": ADMIN},
     "project-create": {"POST": AUTHENTICATED},
     "project-detail": {"GET": VIEWER},
     "project-edit": {"POST": ADMIN},
+    "project-activity": {"GET": VIEWER},  # members see who did what in the project, as they see its members
     "project-delete": {"POST": ADMIN},
     "project-members": {"GET": VIEWER, "POST": ADMIN},  # every member sees who else is in the project
     "project-member-role": {"POST": ADMIN},

@@ -55,7 +55,8 @@ def do_record_label(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, 
         elif not _insert_current(nucleus.pk, label_set.pk, label.pk, class_index, source):
             # Someone recorded the first label of this nucleus since we looked (there was no row to lock).
             raise StaleLabel(_current_row(nucleus.pk, label_set.pk))
-        audit.record("label.recorded", actor=author, target=nucleus, label_set=label_set.name,
+        audit.record("label.recorded", actor=author, target=nucleus, project=label_set.project_id,
+                     label_set=label_set.name,
                      class_index=class_index, source=source, previous=current_class)
         delete_on_commit([unreviewed_counts_key(label_set.pk)])  # the gallery's per-class counts
     return label
@@ -136,6 +137,7 @@ def do_delete_dataset(dataset: Dataset, *, job=None, progress=None) -> dict:
         target = audit.target_of(dataset)
         dataset.delete()
         audit.record("dataset.deleted", actor=getattr(job, "created_by", None), target=target,
+                     project=dataset.project_id,
                      job=getattr(job, "pk", None), **{k: summary[k] for k in ("name", "images", "nuclei")})
         transaction.on_commit(lambda: remove_media(storage_dir))
         if slide_ids:  # the viewer's cached Deep Zoom tiles of its slides go with it

@@ -72,7 +72,7 @@ def enqueue_deletion(project_id: int, kinds: Iterable[str], what: str, *, actor,
         project = Project.objects.select_for_update().get(pk=project_id)
         refuse_while_busy(project, kinds, what)
         job = job_operations.do_enqueue_job(Job.Kind.DELETE, actor=actor, project=project, params=params)
-        audit.record(action, actor=actor, target=target, name=params["name"], job=job.pk)
+        audit.record(action, actor=actor, target=target, project=project, name=params["name"], job=job.pk)
     return job
 
 

@@ -6,7 +6,7 @@ above the apps it shows (its own layer in tests/test_layering_imports.py), as th
 
 from django.contrib.auth import get_user_model
 from django.db.models import Prefetch
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
@@ -18,11 +18,12 @@ from webapp.datasets.models import LabelSet
 from webapp.datasets.serializers import DatasetSerializer, LabelSetSerializer
 from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 
+from . import activity as project_activity
 from . import operations
 from .access import get_project_for, visible_projects
 from .deletion import do_request_project_deletion
 from .models import Membership
-from .serializers import (AddMemberSerializer, MemberRoleSerializer, MembershipSerializer, ProjectEditSerializer,
+from .serializers import (ActivitySerializer, AddMemberSerializer, MemberRoleSerializer, MembershipSerializer, ProjectEditSerializer,
                           ProjectSerializer)
 
 
@@ -81,6 +82,18 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
             operations.do_set_membership(project, payload.validated_data["username"], payload.validated_data["role"],
                                          actor=request.user)
         return Response(self._member_list(project))
+
+    @extend_schema(responses=ActivitySerializer(many=True), parameters=[OpenApiParameter(
+        "kind", str, enum=["all", *project_activity.KINDS],
+        description="none: every change; a kind: its changes only; all: routine rows (claims, kept checkpoints) too")])
+    @action(detail=True, methods=["get"])
+    def activity(self, request, pk=None):
+        """Who did what in the project, newest first, in pages (members): renames, roles, imports,
+        trainings, model versions, labels. Details hold only what every member may read."""
+        project = get_project_for(request.user, pk, project_role(request))
+        rows = project_activity.activity_rows(project, request.query_params.get("kind"))
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(ActivitySerializer(page, many=True).data)
 
     @extend_schema(methods=["PATCH"], request=MemberRoleSerializer, responses=MembershipSerializer(many=True))
     @extend_schema(methods=["DELETE"], request=None, responses=MembershipSerializer(many=True))

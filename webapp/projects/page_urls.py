@@ -11,5 +11,6 @@ urlpatterns = [
     path("projects/<int:project_id>/members/role/", pages.change_role, name="project-member-role"),
     path("projects/<int:project_id>/members/remove/", pages.remove_member, name="project-member-remove"),
     path("projects/<int:project_id>/edit/", pages.edit_project, name="project-edit"),
+    path("projects/<int:project_id>/activity/", pages.activity, name="project-activity"),
     path("projects/<int:project_id>/delete/", pages.delete_project, name="project-delete"),
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -28,6 +29,7 @@ from webapp.jobs.deletion import PROJECT_BLOCKERS, busy_job
 from webapp.jobs.models import Job
 from webapp.training.pages import training_panel_context
 
+from . import activity as project_activity
 from . import operations
 from .access import get_project_for
 from .deletion import do_request_project_deletion
@@ -93,6 +95,29 @@ def project_detail(request, project_id: int):
         **training_panel_context(project, request.user),
         **deletion_context(project),
     })
+
+
+ACTIVITY_PER_PAGE = 50
+
+
+@require_GET
+def activity(request, project_id: int):
+    """Who did what in the project, newest first (any member), by kind of change."""
+    project = get_project_for(request.user, project_id, project_role(request))
+    kind = request.GET.get("kind", "")
+    try:
+        rows = project_activity.activity_rows(project, kind)
+    except Invalid as exc:
+        messages.error(request, exc.detail)
+        kind, rows = "", project_activity.activity_rows(project)
+    page = Paginator(rows, ACTIVITY_PER_PAGE).get_page(request.GET.get("page"))
+    entries = [{"entry": entry, "words": project_activity.action_words(entry.action),
+                "target": project_activity.target_words(entry), "job_id": project_activity.target_job_id(entry),
+                "details": project_activity.detail_lines(entry)}
+               for entry in page]
+    return render(request, "projects/activity.html", {
+        "project": project, "page": page, "entries": entries, "kind": kind,
+        "kinds": project_activity.KIND_CHOICES})
 
 
 def _import_job(project, value: str | None, kinds=(Job.Kind.IMPORT,)):

@@ -2,6 +2,7 @@ from rest_framework import serializers
 
 from webapp.core.known_fields import KnownFieldsOnly
 
+from . import activity
 from .models import Membership, Project, Role
 from .operations import UserNotFound, find_user
 
@@ -24,6 +25,25 @@ class ProjectEditSerializer(KnownFieldsOnly, serializers.Serializer):
 
     name = serializers.CharField(required=False, allow_blank=True, help_text="unique among your projects")
     description = serializers.CharField(required=False, allow_blank=True)
+
+
+class ActivitySerializer(serializers.Serializer):
+    """One row of a project's activity (webapp.projects.activity): who did what, when, to which target."""
+
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    actor = serializers.CharField(source="actor.username", default=None, allow_null=True,
+                                  help_text="empty for what workers and schedules did")
+    action = serializers.CharField(help_text='e.g. "dataset.edited", "model.published"')
+    words = serializers.SerializerMethodField()
+    target = serializers.CharField(help_text='what it was about, as "app.model:id"')
+    details = serializers.SerializerMethodField()
+
+    def get_words(self, entry) -> str:
+        return activity.action_words(entry.action)
+
+    def get_details(self, entry) -> dict:
+        return activity.shown_details(entry)
 
 
 class MembershipSerializer(serializers.ModelSerializer):

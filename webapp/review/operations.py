@@ -156,6 +156,7 @@ def do_claim_next(spec: QueueSpec) -> ReviewLease | None:
                     lease = _take(nucleus_id, spec.label_set, spec.user, now, second_opinion=spec.include_labelled)
                     if lease is not None:
                         audit.record("review.claimed", actor=spec.user, target=f"datasets.nucleus:{nucleus_id}",
+                                     project=spec.label_set.project_id,
                                      label_set=spec.label_set.name, strategy=spec.strategy,
                                      expires_at=lease.expires_at.isoformat())
                         return lease
@@ -174,7 +175,8 @@ def do_release(nucleus: Nucleus, label_set: LabelSet, user) -> int:
     with transaction.atomic():
         released = _expire(nucleus, label_set, user, timezone.now())
         if released:
-            audit.record("review.released", actor=user, target=nucleus, label_set=label_set.name)
+            audit.record("review.released", actor=user, target=nucleus, project=label_set.project_id,
+                         label_set=label_set.name)
     return released
 
 
@@ -186,7 +188,8 @@ def do_skip(nucleus: Nucleus, label_set: LabelSet, user) -> ReviewSkip:
         _expire(nucleus, label_set, user, now)
         skip, _ = ReviewSkip.objects.update_or_create(nucleus=nucleus, label_set=label_set, user=user,
                                                       defaults={"skipped_at": now})
-        audit.record("review.skipped", actor=user, target=nucleus, label_set=label_set.name)
+        audit.record("review.skipped", actor=user, target=nucleus, project=label_set.project_id,
+                     label_set=label_set.name)
     return skip
 
 
@@ -294,7 +297,8 @@ def do_undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str = "",
             restored = None
             CurrentLabel.objects.filter(pk=current.pk).delete()
             delete_on_commit([unreviewed_counts_key(label_set.pk)])  # unreviewed again: the gallery's counts
-            audit.record("label.undone", actor=user, target=nucleus, label_set=label_set.name, label=decision.pk,
+            audit.record("label.undone", actor=user, target=nucleus, project=label_set.project_id,
+                         label_set=label_set.name, label=decision.pk,
                          class_index=decision.class_index, previous=None)
         undo = ReviewUndo.objects.create(label=decision, restored=restored, actor=user, client_id=client_id)
         if restored is None or restored.source not in queue.HUMAN_SOURCES:

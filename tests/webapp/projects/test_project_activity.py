@@ -1,0 +1,127 @@
+"""A project's activity: its audit rows for its members, by kind, without what only the admin site may show."""
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from webapp.core import audit
+from webapp.core.models import AuditLogEntry
+from webapp.datasets.models import Dataset, LabelClass, LabelSet
+from webapp.datasets.operations import do_edit_dataset
+from webapp.projects.models import Role
+from webapp.projects.operations import do_create_project, do_edit_project, do_set_membership
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def project(owner, member):
+    project = do_create_project("Lung", actor=owner)
+    do_set_membership(project, member, Role.VIEWER, actor=owner)
+    return project
+
+
+@pytest.fixture
+def dataset(project, owner):
+    label_set = LabelSet.objects.create(project=project, name="consep")
+    LabelClass.objects.create(label_set=label_set, index=0, name="tumour", color="#ff0000")
+    dataset = Dataset.objects.create(project=project, name="consep", label_set=label_set, format="hovernet",
+                                     storage_dir="nowhere")
+    # A slide import's row names the server's slide folder: for the admin site, not for members.
+    audit.record("dataset.imported", actor=owner, target=dataset, name="consep", images=3, nuclei=40,
+                 slide_root="/srv/slides/secret")
+    return dataset
+
+
+def test_members_read_who_did_what_newest_first(project, dataset, owner, member, api_client_for):
+    do_edit_dataset(dataset, actor=owner, name="CoNSeP")
+    do_create_project("elsewhere", actor=owner)   # another project's rows stay out
+    body = api_client_for(member).get(f"/api/projects/{project.pk}/activity/").json()
+    actions = [row["action"] for row in body["results"]]
+    assert actions == ["dataset.edited", "dataset.imported", "project.member_set", "project.created"]
+    edited, imported = body["results"][0], body["results"][1]
+    assert edited["actor"] == "owner" and edited["words"] == "edited a dataset"
+    assert edited["target"] == f"datasets.dataset:{dataset.pk}"
+    assert edited["details"] == {"name": "CoNSeP", "name_before": "consep"}
+    assert imported["details"] == {"name": "consep", "images": 3, "nuclei": 40}   # no slide_root
+
+
+def test_kinds_and_routine_rows(project, dataset, owner, api_client_for, make_user):
+    from webapp.jobs.models import Job
+
+    job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner)
+    audit.record("job.enqueued", actor=owner, target=job, kind="train")
+    audit.record("job.started", target=job, worker="celery@gpu-host-7", attempt=1)
+    client = api_client_for(owner)
+    url = f"/api/projects/{project.pk}/activity/"
+
+    def actions(query=""):
+        return [row["action"] for row in client.get(url + query).json()["results"]]
+
+    assert actions() == ["job.enqueued", "dataset.imported", "project.member_set", "project.created"]
+    assert actions("?kind=models") == ["job.enqueued"]
+    assert actions("?kind=team") == ["project.member_set", "project.created"]
+    assert actions("?kind=all")[:2] == ["job.started", "job.enqueued"]
+    started = client.get(url + "?kind=all").json()["results"][0]
+    assert started["actor"] is None and started["details"] == {}   # the worker's name is not shown
+    refused = client.get(url + "?kind=everything")
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == "kind: unknown kind 'everything'; one of: all, team, datasets, models, labels"
+
+
+def test_outsiders_get_404_and_removed_members_lose_it(project, outsider, api_client_for):
+    assert api_client_for(outsider).get(f"/api/projects/{project.pk}/activity/").status_code == 404
+    page = Client()
+    page.force_login(outsider)
+    assert page.get(f"/projects/{project.pk}/activity/").status_code == 404
+
+
+def test_the_activity_page_shows_edits_as_before_and_after(project, dataset, owner, member):
+    do_edit_project(project, actor=owner, name="Lung <script>")
+    client = Client()
+    client.force_login(member)
+    html = client.get(f"/projects/{project.pk}/activity/").content.decode()
+    assert "edited the project" in html
+    assert "Lung → Lung &lt;script&gt;" in html and "<script>" not in html.split("<main", 1)[-1].split("</main>")[0]
+    assert "/srv/slides" not in html
+    assert f'href="/projects/{project.pk}/activity/"' in client.get(f"/projects/{project.pk}/").content.decode()
+
+
+def make_nucleus(project, dataset):
+    from webapp.datasets.models import Image, Nucleus
+
+    image = Image.objects.create(dataset=dataset, project=project, name="a.png", width=8, height=8,
+                                 file="a.png", mask_file="a.npy", thumbnail_file="t.png", checksum="c")
+    return Nucleus.objects.create(image=image, instance_id=1, x0=0, y0=0, x1=2, y1=2, centroid_x=1,
+                                  centroid_y=1, area=4, outline=[])
+
+
+def test_rows_about_nuclei_belong_to_their_project(project, dataset, owner):
+    from webapp.datasets.operations import do_record_label
+
+    do_record_label(make_nucleus(project, dataset), dataset.label_set, 0, author=owner, source="review")
+    entry = AuditLogEntry.objects.get(action="label.recorded")
+    assert entry.project_id == project.pk
+
+
+def test_the_migration_fills_the_project_of_earlier_rows(project, dataset, owner):
+    """Rows written before the column: the migration's backfill finds their project from their target."""
+    import importlib
+    from types import SimpleNamespace
+
+    from django.apps import apps
+
+    from webapp.jobs.models import Job
+
+    migration = importlib.import_module("webapp.core.migrations.0002_audit_project")
+    job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner)
+    nucleus = make_nucleus(project, dataset)
+    for target in (f"projects.project:{project.pk}", f"datasets.dataset:{dataset.pk}", f"jobs.job:{job.pk}",
+                   f"datasets.nucleus:{nucleus.pk}", "datasets.dataset:999999", "auth.user:1"):
+        AuditLogEntry.objects.create(action="old.row", target=target)
+    AuditLogEntry.objects.update(project_id=None)
+    migration.fill_project_ids(apps, SimpleNamespace(connection=connection))
+    filled = dict(AuditLogEntry.objects.filter(action="old.row").values_list("target", "project_id"))
+    assert filled == {f"projects.project:{project.pk}": project.pk, f"datasets.dataset:{dataset.pk}": project.pk,
+                      f"jobs.job:{job.pk}": project.pk, f"datasets.nucleus:{nucleus.pk}": project.pk,
+                      "datasets.dataset:999999": None, "auth.user:1": None}
