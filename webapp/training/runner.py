@@ -237,13 +237,21 @@ class Resume:
         return np.setdiff1d(np.arange(len(table)), self.val_rows), self.val_rows
 
 
-def training_data(project, table, result, stages: list[str], resume: Resume | None) -> dict:
-    from webapp.datasets.models import Dataset
+def datasets_read(images: list[Image]) -> list[dict]:
+    """The datasets of the images a training read, as they were when it read them (names, counts): a dataset
+    uploaded or renamed while it trains is not what it trained on (slides are not read, see run_training)."""
+    read: dict[int, dict] = {}
+    for image in images:
+        dataset = image.dataset
+        entry = read.setdefault(dataset.pk, {
+            "name": dataset.name, "format": dataset.format,
+            "label_set": dataset.label_set.name if dataset.label_set else None, "images": 0, "nuclei": 0})
+        entry["images"] += 1
+        entry["nuclei"] += image.nucleus_count
+    return [read[pk] for pk in sorted(read)]
 
-    datasets = [{"name": d.name, "format": d.format, "label_set": d.label_set.name if d.label_set else None,
-                 "images": d.image_count, "nuclei": d.nucleus_count}
-                for d in Dataset.objects.filter(project=project).exclude(format=Dataset.Format.SLIDE)
-                .select_related("label_set").order_by("id")]   # slides are not trained on (run_training)
+
+def training_data(datasets: list[dict], table, result, stages: list[str], resume: Resume | None) -> dict:
     done_before = list(resume.point.get("done", [])) if resume else []
     built = result.model.describe()   # what "auto" became on the worker that trained it
     return {"datasets": datasets, "nuclei": int(len(table)),
@@ -335,7 +343,9 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     # and the crop table holds every training image in memory. Their labels stay for review and export.
     slides = Image.objects.filter(project=project).exclude(slide_file="")
     skipped = slides.aggregate(images=Count("id"), nuclei=Sum("nucleus_count"))
-    images = list(Image.objects.filter(project=project, slide_file="").select_related("dataset").order_by("id"))
+    images = list(Image.objects.filter(project=project, slide_file="").select_related("dataset__label_set")
+                  .order_by("id"))
+    datasets = datasets_read(images)
     if not images:
         raise ValueError("the project has no tile images to train on (whole-slide images are not trained on "
                          "yet): upload a tile dataset first")
@@ -425,7 +435,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
             label_sets=[{"name": s.name, "classes": list(s.classes)} for s in ml_label_sets],
             trained_on=trained_on, metrics=_jsonable(metrics), data_snapshot_at=snapshot_at, parent=parent,
             history=_jsonable(result.history), training_data={
-                **training_data(project, table, result, stages, resume), "compared_with": comparison,
+                **training_data(datasets, table, result, stages, resume), "compared_with": comparison,
                 "validation": _jsonable(scoring)},
             activate=not lower)
     finally:
