@@ -126,14 +126,39 @@ def file_part(text: str, fallback: str) -> str:
 MAX_NAME_LENGTH = 100  # of a class or label-set name (the web app stores them in columns of this size)
 
 
+# Characters that reorder the text around them (bidirectional embeddings, overrides and isolates): in a name
+# they make "a\u202eb" read as "ab" backwards, so one name can pass for another.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _invisible(c: str) -> bool:
+    """Whitespace or a format character (zero-width space, joiners, marks): nothing a reader sees."""
+    return c.isspace() or unicodedata.category(c) == "Cf"
+
+
+def strip_invisible(text: str) -> str:
+    """``text`` without whitespace or format characters at either end, so that "Lung\u200b" is "Lung"."""
+    start, end = 0, len(text)
+    while start < end and _invisible(text[start]):
+        start += 1
+    while end > start and _invisible(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
 def name_problem(text: str, max_length: int = MAX_NAME_LENGTH) -> str | None:
-    """What is wrong with a class, label-set or dataset name, or None. Any printable text is allowed
-    ("/", "..", "<", non-ASCII): names never become paths or URL segments, and pages escape them."""
-    if not text.strip():
-        return "is empty"
+    """What is wrong with a class, label-set, dataset or project name, or None. Any printable text is
+    allowed ("/", "..", "<", non-ASCII, joiners inside an emoji or a word): names never become paths or URL
+    segments, and pages escape them. Refused: nothing visible, control characters, and bidirectional
+    controls, which make one name look like another."""
+    if all(_invisible(c) for c in text):
+        return "is empty" if not text.strip() else "has no visible character"
     if len(text) > max_length:
         return f"is {len(text)} characters long, over the limit of {max_length}"
     control = next((c for c in text if unicodedata.category(c) in ("Cc", "Cs")), None)
     if control is not None:
         return f"contains the control character {control!r}"
+    bidi = next((c for c in text if c in _BIDI_CONTROLS), None)
+    if bidi is not None:
+        return f"contains the text-direction control U+{ord(bidi):04X}"
     return None

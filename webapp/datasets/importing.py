@@ -139,10 +139,16 @@ def class_order(label_set: LabelSet | None, found: MLLabelSet | None) -> list[in
     return None if order == list(range(len(order))) else order
 
 
-def refuse_taken_dataset_name(project: Project, name: str) -> None:
-    """Dataset names are unique in a project: checked where an upload is accepted and again by the import."""
-    if Dataset.objects.filter(project=project, name=name).exists():
-        raise ImportRejected(f"project {project.name!r} already has a dataset named {name!r}", field="name")
+def refuse_taken_dataset_name(project: Project, name: str, exclude: Dataset | None = None) -> None:
+    """Dataset names are unique in a project, in any case ("PanNuke" and "pannuke" would read as one on its
+    page): checked where an upload is accepted, again by the import, and at a rename (``exclude``: the
+    dataset renamed, which may change its own name's case)."""
+    same = Dataset.objects.filter(project=project, name__iexact=name)
+    if exclude is not None:
+        same = same.exclude(pk=exclude.pk)
+    taken = same.values_list("name", flat=True).first()
+    if taken is not None:
+        raise ImportRejected(f"project {project.name!r} already has a dataset named {taken!r}", field="name")
 
 
 def create_label_set(project: Project, spec: MLLabelSet) -> LabelSet:

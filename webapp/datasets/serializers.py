@@ -5,7 +5,7 @@ from pathlib import PurePosixPath
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
-from mlcore.types import MAX_NAME_LENGTH, name_problem
+from mlcore.types import MAX_NAME_LENGTH, name_problem, strip_invisible
 from webapp.core.known_fields import KnownFieldsOnly
 
 from .models import Dataset, LabelSet
@@ -61,7 +61,7 @@ class DatasetUploadSerializer(serializers.Serializer):
                                   help_text="the path of each file in files, in the same order (e.g. masks/a.npy)")
 
     def validate_name(self, value: str) -> str:
-        return _checked_name(value, 200)
+        return _checked_name(strip_invisible(value), 200)
 
     def validate_label_set(self, value: str) -> str:
         return _checked_name(value, MAX_NAME_LENGTH) if value else value

@@ -91,10 +91,11 @@ def do_start_import(project, *, actor, name: str, format: str, label_set: str = 
         raise
 
 
-def refuse_taken_name(project, name: str) -> None:
-    """A dataset of that name in the project, or an import of one queued or running (the job checks again)."""
-    refuse_taken_dataset_name(project, name)
-    pending = (Job.objects.filter(project=project, kind=Job.Kind.IMPORT, params__name=name,
+def refuse_taken_name(project, name: str, exclude=None) -> None:
+    """A dataset of that name (in any case) in the project, other than ``exclude``, or an import of one
+    queued or running (the job checks again)."""
+    refuse_taken_dataset_name(project, name, exclude)
+    pending = (Job.objects.filter(project=project, kind=Job.Kind.IMPORT, params__name__iexact=name,
                                   state__in=(Job.State.QUEUED, Job.State.RUNNING)).values_list("pk", flat=True).first())
     if pending is not None:
         raise ImportRejected(f"a dataset named {name!r} is being imported into project {project.name!r} "

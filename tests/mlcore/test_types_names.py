@@ -1,0 +1,28 @@
+"""Names of classes, label sets, datasets and projects: what a reader cannot see or tell apart is refused."""
+
+import pytest
+
+from mlcore.types import name_problem, strip_invisible
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("", "is empty"),
+    ("   ", "is empty"),
+    ("\u200b\u200c", "has no visible character"),
+    ("a\x07b", "contains the control character '\\x07'"),
+    ("tumour\u202eruomut", "contains the text-direction control U+202E"),
+    ("x\u2067y", "contains the text-direction control U+2067"),
+    ("x" * 101, "is 101 characters long, over the limit of 100"),
+])
+def test_refused(name, problem):
+    assert name_problem(name) == problem
+
+
+@pytest.mark.parametrize("name", ["Lung / TCGA <b>", "乳腺癌", "\U0001F469\u200d\U0001F52C", "می\u200cخواهم", ".."])
+def test_allowed(name):
+    assert name_problem(name) is None
+
+
+def test_strip_invisible_takes_only_the_ends():
+    assert strip_invisible("\u200b Lung\u200dTCGA \ufeff") == "Lung\u200dTCGA"
+    assert strip_invisible("\u200b\u200b") == ""
