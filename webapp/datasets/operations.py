@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from mlcore.types import name_problem
+from mlcore.types import name_problem, strip_invisible
 from webapp.core import audit, sql
 from webapp.core.cache import delete_on_commit, unreviewed_counts_key
 from webapp.core.domain_errors import Invalid
+from webapp.core.notes import clean_note
+from webapp.jobs.deletion import refuse_while_deleting
 
 from .models import CurrentLabel, Dataset, Label, LabelSet, LabelSource, Nucleus
 from .uploads import refuse_taken_name
@@ -87,16 +89,19 @@ def do_edit_dataset(dataset: Dataset, *, actor, name: str | None = None, provena
     refused, as at upload."""
     with transaction.atomic():
         current = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        refuse_while_deleting(current.project, "A change of a dataset's name or provenance")
         changes = {}
         if name is not None:
-            name = name.strip()
+            name = strip_invisible(name)
             if (problem := name_problem(name, NAME_MAX_LENGTH)) is not None:
                 raise Invalid(f"the name {problem}", field="name")
             if name != current.name:
-                refuse_taken_name(current.project, name)
+                refuse_taken_name(current.project, name, exclude=current)
                 changes["name"] = (current.name, name)
-        if provenance is not None and provenance.strip() != current.provenance:
-            changes["provenance"] = (current.provenance, provenance.strip())
+        if provenance is not None:
+            provenance = clean_note(provenance, field="provenance", what="A provenance note")
+            if provenance != current.provenance:
+                changes["provenance"] = (current.provenance, provenance)
         audit.save_edit(dataset, changes, "dataset.edited", actor=actor)
     return dataset
 

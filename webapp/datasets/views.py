@@ -44,10 +44,12 @@ def dataset_detail(request, project_id: int, dataset_id: int):
 def edit_dataset(request, project_id: int, dataset_id: int):
     """Rename the dataset or change its provenance note (curators)."""
     project, dataset = _dataset_to_change(request, project_id, dataset_id)
+    before = (dataset.name, dataset.provenance)
     try:
         do_edit_dataset(dataset, actor=request.user, name=request.POST.get("name", ""),
                         provenance=request.POST.get("provenance", ""))
-        messages.success(request, f"Dataset {dataset.name!r} saved.")
+        changed = (dataset.name, dataset.provenance) != before
+        messages.success(request, f"Dataset {dataset.name!r} saved." if changed else "Nothing changed.")
     except Invalid as exc:
         messages.error(request, f"Not saved: {exc.detail}")
     return redirect("dataset-detail", project.pk, dataset.pk)

@@ -93,7 +93,7 @@ def do_start_job(job_id: int, worker: str) -> Job:
         job.started_at = job.started_at or now
         job.heartbeat_at = now
         job.save(update_fields=["state", "worker", "attempts", "started_at", "heartbeat_at"])
-        audit.record("job.started", target=job, worker=worker, attempt=job.attempts)
+        audit.record("job.started", target=job, kind=job.kind, worker=worker, attempt=job.attempts)
     return job
 
 
@@ -156,7 +156,7 @@ def do_cancel_job(job: Job, *, actor=None) -> Job:
             return job
         job.cancel_requested = True
         job.save(update_fields=["cancel_requested"])
-        audit.record("job.cancel_requested", actor=actor, target=job)
+        audit.record("job.cancel_requested", actor=actor, target=job, kind=job.kind)
         if job.state == Job.State.QUEUED or worker_gone:
             _finish(job, Job.State.CANCELLED)
     return job
@@ -189,7 +189,7 @@ def do_reap_lost_jobs() -> list[Job]:
                 job.error = (f"The worker running this job stopped{at} (it was killed, ran out of memory or was "
                              f"restarted) and no worker holds the job any more. {again}")
                 _finish(job, Job.State.FAILED)
-            audit.record("job.lost", target=job, worker=job.worker)
+            audit.record("job.lost", target=job, kind=job.kind, worker=job.worker)
         reaped.append(job)
     return reaped
 
@@ -206,7 +206,7 @@ def _finish(job: Job, state: str) -> None:
     job.state = state
     job.finished_at = timezone.now()
     job.save(update_fields=["state", "finished_at", "error", "result", "progress", "cancel_requested"])
-    audit.record(f"job.{state}", target=job, error=job.error[:500] if job.error else "")
+    audit.record(f"job.{state}", target=job, kind=job.kind, error=job.error[:500] if job.error else "")
     if state in (Job.State.FAILED, Job.State.CANCELLED):
         # What it wrote and what it was sent are of no use now; after the commit, so a rollback keeps them.
         transaction.on_commit(lambda: sweep.remove_job_paths(job))

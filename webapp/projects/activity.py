@@ -7,15 +7,24 @@ slide paths, which are for the admin site, not for every member of the project.
 
 from __future__ import annotations
 
+from django.db.models import Q
+
 from webapp.core.domain_errors import Invalid
 from webapp.core.models import AuditLogEntry
 
-# ?kind= on the page and in the API: which actions each shows, by the start of their name.
+# A job's rows ("job.failed") go with what the job was about: an import's or a deletion's with the
+# datasets, the others with trainings and models. Rows written before jobs' rows named their kind have none.
+DATASET_JOB_KINDS = ("import", "delete")
+MODEL_JOB_KINDS = ("train", "predict", "infer", "export")
+
+# ?kind= on the page and in the API.
 KINDS = {
-    "team": ("project.",),
-    "datasets": ("dataset.", "slide_upload."),
-    "models": ("model.", "training.", "job."),
-    "labels": ("label.",),
+    "team": Q(action__startswith="project."),
+    "datasets": Q(action__startswith="dataset.") | Q(action__startswith="slide_upload.")
+    | Q(action__startswith="job.", details__kind__in=DATASET_JOB_KINDS),
+    "models": Q(action__startswith="model.") | Q(action__startswith="training.")
+    | Q(action__startswith="job.", details__kind__in=MODEL_JOB_KINDS),
+    "labels": Q(action__startswith="label."),
 }
 # Rows that say how the work went rather than what changed: a reviewer's claim on a nucleus, its release
 # or skip, each checkpoint kept during a training, a worker taking a job. Shown only with ?kind=all.
@@ -28,8 +37,9 @@ SHOWN_DETAILS = ("name", "name_before", "description", "description_before", "pr
                  "user", "role", "previous", "kind", "format", "images", "nuclei", "label_set", "class_index",
                  "source", "number", "parent", "active", "stage", "epoch", "error", "enabled", "min_new_reviews",
                  "cron", "activate_only_if_not_lower", "filename", "datasets", "members", "job", "jobs")
+LONGEST_SHOWN = 300   # characters of one value on the page (a provenance note may hold 10,000)
 
-# Words for the actions a member meets most; others show their code ("job.succeeded").
+# Words for the actions a member meets most; others show their code.
 ACTION_WORDS = {
     "project.created": "created the project",
     "project.edited": "edited the project",
@@ -45,57 +55,86 @@ ACTION_WORDS = {
     "dataset.deleted": "deleted a dataset",
     "slide_upload.start": "started a slide upload",
     "slide_upload.delete": "removed a slide upload",
-    "job.enqueued": "started a job",
-    "job.cancel_requested": "asked to cancel a job",
-    "job.lost": "a job lost its worker",
-    "job.succeeded": "a job succeeded",
-    "job.failed": "a job failed",
-    "job.cancelled": "a job was cancelled",
+    "job.enqueued": "started {a_job}",
+    "job.started": "a worker took {a_job}",
+    "job.cancel_requested": "asked to cancel {a_job}",
+    "job.lost": "{a_job} lost its worker",
+    "job.succeeded": "{a_job} succeeded",
+    "job.failed": "{a_job} failed",
+    "job.cancelled": "{a_job} was cancelled",
     "model.published": "published a model version",
     "model.activated": "activated a model version",
     "training.resume_points_discarded": "discarded resume points",
+    "training.epoch_kept": "kept a training's epoch",
+    "training.stage_kept": "kept a training's stage",
     "label.recorded": "labelled a nucleus",
     "label.undone": "undid a label",
+    "review.claimed": "took a nucleus to review",
+    "review.released": "gave a nucleus back",
+    "review.skipped": "skipped a nucleus",
 }
+JOB_NOUNS = {"import": "an import", "train": "a training", "predict": "a prediction", "infer": "an inference",
+             "export": "an export", "delete": "a deletion", "diagnostics": "a diagnostics job"}
 
 
 def activity_rows(project, kind: str | None = None):
     """The project's audit rows of ``kind`` (see :data:`KINDS`; none: every change, "all": routine rows
     too), newest first; :class:`Invalid` on ``kind`` for a kind there is not."""
     rows = AuditLogEntry.objects.filter(project_id=project.pk).select_related("actor").order_by("-id")
-    if not kind:
-        return rows.exclude(action__in=ROUTINE)
     if kind == "all":
         return rows
-    if kind not in KINDS:
+    if kind and kind not in KINDS:
         raise Invalid(f"unknown kind {kind!r}; one of: {', '.join(['all', *KINDS])}", field="kind")
-    starts = KINDS[kind]
-    matching = AuditLogEntry.objects.none()
-    for start in starts:
-        matching = matching | rows.filter(action__startswith=start)
-    return matching.exclude(action__in=ROUTINE).order_by("-id")
+    if kind:
+        rows = rows.filter(KINDS[kind])
+    return rows.exclude(action__in=ROUTINE)
 
 
 def shown_details(entry: AuditLogEntry) -> dict:
-    """The details a project member may read, in :data:`SHOWN_DETAILS` order."""
+    """The details a project member may read, in :data:`SHOWN_DETAILS` order (a finished job's empty error
+    left out)."""
     details = entry.details or {}
-    return {key: details[key] for key in SHOWN_DETAILS if key in details}
+    return {key: details[key] for key in SHOWN_DETAILS if key in details and details[key] != ""}
 
 
-def detail_lines(entry: AuditLogEntry) -> list[tuple[str, str]]:
-    """The shown details as (key, text) for the page; an edit's old and new value as one line, "a → b"."""
+def words(entry: AuditLogEntry) -> str:
+    """What happened, in words: "edited a dataset", "a training failed"."""
+    text = ACTION_WORDS.get(entry.action, entry.action)
+    a_job = JOB_NOUNS.get((entry.details or {}).get("kind"), "a job")
+    text = text.format(a_job=a_job)
+    return text[0].upper() + text[1:] if text.startswith(a_job) and entry.actor_id is None else text
+
+
+def detail_lines(entry: AuditLogEntry, class_names: dict | None = None) -> list[tuple[str, str]]:
+    """The shown details as (key, text) for the page: values as a person writes them, an edit's old and new
+    value as one line ("a → b"), a label's class by name where ``class_names`` ({(label set, index): name})
+    knows it."""
     details = shown_details(entry)
+    if entry.action.startswith("label.") and class_names:
+        for key in ("class_index", "previous"):
+            name = class_names.get((details.get("label_set"), details.get(key)))
+            if name is not None:
+                details[key] = name
     lines = []
     for key, value in details.items():
         if key.endswith("_before") and key[:-len("_before")] in details:
             continue
-        before = f"{details[key + '_before']!s} → " if key + "_before" in details else ""
-        lines.append((key.replace("_", " "), f"{before}{value}"))
+        before = f"{_text(details[key + '_before'])} → " if key + "_before" in details else ""
+        label = {"class_index": "class"}.get(key, key.replace("_", " "))
+        lines.append((label, f"{before}{_text(value)}"))
     return lines
 
 
-def action_words(action: str) -> str:
-    return ACTION_WORDS.get(action, action)
+def _text(value) -> str:
+    if value is None:
+        text = "none"
+    elif isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(_text(v) for v in value) or "none"
+    else:
+        text = str(value)
+    return text if len(text) <= LONGEST_SHOWN else text[:LONGEST_SHOWN] + "…"
 
 
 def target_words(entry: AuditLogEntry) -> str:

@@ -68,7 +68,8 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         payload = ProjectEditSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         operations.do_edit_project(project, actor=request.user, **payload.validated_data)
-        return self.retrieve(request, *args, **kwargs)
+        edited = self.get_queryset().get(pk=project.pk)   # with the detail's label sets and datasets
+        return Response(ProjectDetailSerializer(edited, context=self.get_serializer_context()).data)
 
     @extend_schema(request=AddMemberSerializer, responses=MembershipSerializer(many=True))
     @action(detail=True, methods=["get", "post"], pagination_class=None)

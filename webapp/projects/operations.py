@@ -3,9 +3,10 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from mlcore.types import name_problem
+from mlcore.types import name_problem, strip_invisible
 from webapp.core import audit
 from webapp.core.domain_errors import Conflict, Invalid, NotFound
+from webapp.core.notes import clean_note
 
 from .models import Membership, Project, Role
 
@@ -40,13 +41,13 @@ def find_user(identifier: str):
 
 
 NAME_MAX_LENGTH = Project._meta.get_field("name").max_length
-DESCRIPTION_MAX_LENGTH = 10_000
 
 
 def clean_project_name(name: str, *, actor, project: Project | None = None) -> str:
-    """The name stripped, or :class:`Invalid` naming the field: empty, too long, or the name of another
-    project the user is a member of (two "Lung" entries on one person's list could not be told apart)."""
-    name = (name or "").strip()
+    """The name without invisible ends, or :class:`Invalid` naming the field: empty, too long, or the name
+    (in any case) of another project the user is in, who would see two entries alike on their list. Other
+    members' projects are not looked at: a refusal would tell the user what those are called."""
+    name = strip_invisible(name or "")
     if not name:
         raise Invalid("A project needs a name.", field="name", code="blank")
     if (problem := name_problem(name, NAME_MAX_LENGTH)) is not None:
@@ -54,19 +55,15 @@ def clean_project_name(name: str, *, actor, project: Project | None = None) -> s
     same = Project.objects.filter(memberships__user=actor, name__iexact=name)
     if project is not None:
         same = same.exclude(pk=project.pk)
-    taken = same.values_list("pk", flat=True).first()
+    taken = same.values_list("pk", "name").first()
     if taken is not None:
-        raise Invalid(f"You are already in a project named {name!r} (project {taken}): choose another name.",
+        raise Invalid(f"You are already in a project named {taken[1]!r} (project {taken[0]}): choose another name.",
                       field="name", code="name_taken")
     return name
 
 
 def _clean_description(description: str) -> str:
-    description = (description or "").strip()
-    if len(description) > DESCRIPTION_MAX_LENGTH:
-        raise Invalid(f"A project description has at most {DESCRIPTION_MAX_LENGTH} characters "
-                      f"({len(description)} given).", field="description", code="max_length")
-    return description
+    return clean_note(description, field="description", what="A project description")
 
 
 def do_create_project(name: str, *, actor, description: str = "") -> Project:
@@ -118,6 +115,8 @@ def do_set_membership(project: Project, user, role: str, *, actor) -> Membership
     """Add ``user`` with ``role``, or change their role if they are a member already."""
     with transaction.atomic():
         current = _locked_membership(project, user)
+        if current is not None and current.role == role:
+            return current   # nothing changes, so nothing is written
         _refuse_losing_last_admin(project, current, role)
         membership, created = Membership.objects.update_or_create(project=project, user=user,
                                                                   defaults={"role": role})

@@ -22,7 +22,7 @@ from mlcore.examples import LAYOUTS
 from webapp.core.domain_errors import Conflict, Invalid, NotFound
 from webapp.core.policy import project_role
 from webapp.datasets import queries as dataset_queries
-from webapp.datasets.models import Dataset, Image
+from webapp.datasets.models import Dataset, Image, LabelClass
 from webapp.datasets.serializers import FORMAT_CHOICES
 from webapp.jobs.access import visible_jobs
 from webapp.jobs.deletion import PROJECT_BLOCKERS, busy_job
@@ -60,10 +60,12 @@ def create_project(request):
 def edit_project(request, project_id: int):
     """Rename the project or change its description (admins)."""
     project = get_project_for(request.user, project_id, project_role(request))
+    before = (project.name, project.description)
     try:
         operations.do_edit_project(project, actor=request.user, name=request.POST.get("name", ""),
                                    description=request.POST.get("description", ""))
-        messages.success(request, f"Project {project.name!r} saved.")
+        changed = (project.name, project.description) != before
+        messages.success(request, f"Project {project.name!r} saved." if changed else "Nothing changed.")
     except Invalid as exc:
         messages.error(request, f"Not saved: {exc.detail}")
     return redirect("project-detail", project.pk)
@@ -111,13 +113,24 @@ def activity(request, project_id: int):
         messages.error(request, exc.detail)
         kind, rows = "", project_activity.activity_rows(project)
     page = Paginator(rows, ACTIVITY_PER_PAGE).get_page(request.GET.get("page"))
-    entries = [{"entry": entry, "words": project_activity.action_words(entry.action),
+    class_names = _label_class_names(project, page)
+    entries = [{"entry": entry, "words": project_activity.words(entry),
                 "target": project_activity.target_words(entry), "job_id": project_activity.target_job_id(entry),
-                "details": project_activity.detail_lines(entry)}
+                "details": project_activity.detail_lines(entry, class_names)}
                for entry in page]
     return render(request, "projects/activity.html", {
         "project": project, "page": page, "entries": entries, "kind": kind,
         "kinds": project_activity.KIND_CHOICES})
+
+
+def _label_class_names(project, entries) -> dict:
+    """{(label set name, index): class name} for the label rows among ``entries``, in one query."""
+    names = {(e.details or {}).get("label_set") for e in entries if e.action.startswith("label.")} - {None}
+    if not names:
+        return {}
+    rows = LabelClass.objects.filter(label_set__project_id=project.pk, label_set__name__in=names)
+    return {(name, index): class_name for name, index, class_name in
+            rows.values_list("label_set__name", "index", "name")}
 
 
 def _import_job(project, value: str | None, kinds=(Job.Kind.IMPORT,)):

@@ -40,7 +40,7 @@ class ActivitySerializer(serializers.Serializer):
     details = serializers.SerializerMethodField()
 
     def get_words(self, entry) -> str:
-        return activity.action_words(entry.action)
+        return activity.words(entry)
 
     def get_details(self, entry) -> dict:
         return activity.shown_details(entry)

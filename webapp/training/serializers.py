@@ -117,7 +117,7 @@ class TrainOptionsSerializer(TrainRequestSerializer):
     """The training options a retraining policy stores: the train API's own rules, and nothing else."""
 
 
-class RetrainPolicySerializer(serializers.ModelSerializer):
+class RetrainPolicySerializer(KnownFieldsOnly, serializers.ModelSerializer):
     options = TrainOptionsSerializer(required=False, help_text="the options of POST .../train/, for scheduled runs")
     saved = serializers.SerializerMethodField(help_text="false until the policy is first saved")
     time_zone = serializers.SerializerMethodField(help_text="the time zone the cron schedule runs in")

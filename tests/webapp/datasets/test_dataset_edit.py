@@ -103,3 +103,31 @@ def test_the_dataset_page_edits_for_curators(dataset, member):
     assert reviewer.post(page_url + "edit/", {"name": "mine"}).status_code == 403
     dataset.refresh_from_db()
     assert dataset.name == "CoNSeP <b>"
+
+
+def test_names_are_unique_in_any_case_but_a_dataset_may_change_its_own_case(project, dataset, owner,
+                                                                            api_client_for):
+    Dataset.objects.create(project=project, name="PanNuke sample", format="coco", storage_dir="elsewhere")
+    client = api_client_for(owner)
+    response = client.patch(url(dataset), {"name": "pannuke SAMPLE"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["detail"] == "name: project 'edit' already has a dataset named 'PanNuke sample'"
+    assert client.patch(url(dataset), {"name": "CONSEP-train\u200b"}, format="json").json()["name"] == "CONSEP-train"
+
+
+def test_no_rename_while_a_deletion_is_pending(project, dataset, owner, api_client_for):
+    job = Job.objects.create(kind=Job.Kind.DELETE, project=project, params={"target": "dataset", "name": "x"})
+    response = api_client_for(owner).patch(url(dataset), {"name": "late"}, format="json")
+    assert response.status_code == 409
+    assert f"dataset 'x' is being deleted (job {job.pk}, queued)" in response.json()["detail"]
+    dataset.refresh_from_db()
+    assert dataset.name == "consep-train"
+
+
+def test_provenance_keeps_its_lines_and_has_a_ceiling(dataset, owner, api_client_for):
+    client = api_client_for(owner)
+    body = client.patch(url(dataset), {"provenance": "NuCLS\r\nCC0 1.0"}, format="json").json()
+    assert body["provenance"] == "NuCLS\nCC0 1.0"
+    response = client.patch(url(dataset), {"provenance": "p" * 10_001}, format="json")
+    assert response.status_code == 400
+    assert response.json()["detail"] == "provenance: A provenance note has at most 10000 characters (10001 given)."

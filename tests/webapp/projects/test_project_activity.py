@@ -125,3 +125,41 @@ def test_the_migration_fills_the_project_of_earlier_rows(project, dataset, owner
     assert filled == {f"projects.project:{project.pk}": project.pk, f"datasets.dataset:{dataset.pk}": project.pk,
                       f"jobs.job:{job.pk}": project.pk, f"datasets.nucleus:{nucleus.pk}": project.pk,
                       "datasets.dataset:999999": None, "auth.user:1": None}
+
+
+def test_job_rows_go_with_what_the_job_was_about_and_read_as_words(project, owner, api_client_for):
+    from webapp.jobs import operations as job_operations
+    from webapp.jobs.models import Job
+
+    imported = Job.objects.create(kind=Job.Kind.IMPORT, project=project, created_by=owner, state=Job.State.RUNNING)
+    job_operations.do_fail_job(imported.pk, "nucls.zip: no images found")
+    trained = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner, state=Job.State.RUNNING)
+    job_operations.do_finish_job(trained.pk, {"version": 1})
+    client = api_client_for(owner)
+    url = f"/api/projects/{project.pk}/activity/"
+    datasets = client.get(url + "?kind=datasets").json()["results"]
+    assert [(row["action"], row["words"]) for row in datasets] == [("job.failed", "An import failed")]
+    assert datasets[0]["details"]["error"] == "nucls.zip: no images found"
+    models = client.get(url + "?kind=models").json()["results"]
+    assert [(row["action"], row["words"], row["details"]) for row in models] == [
+        ("job.succeeded", "A training succeeded", {"kind": "train"})]   # no empty error
+
+
+def test_the_page_writes_values_as_words_and_classes_by_name(project, dataset, owner, member):
+    from webapp.datasets.operations import do_record_label
+
+    do_record_label(make_nucleus(project, dataset), dataset.label_set, 0, author=owner, source="review")
+    audit.record("model.published", actor=owner, target=project, number=1, parent=None, active=True)
+    audit.record("training.resume_points_discarded", actor=owner, target=project, jobs=[4, 5])
+    client = Client()
+    client.force_login(member)
+    html = client.get(f"/projects/{project.pk}/activity/").content.decode()
+    assert "<span class=\"muted\">class:</span> tumour" in html and "class index" not in html
+    assert "<span class=\"muted\">parent:</span> none" in html and "<span class=\"muted\">active:</span> yes" in html
+    assert "<span class=\"muted\">jobs:</span> 4, 5" in html and "None" not in html
+
+
+def test_setting_the_role_a_member_has_writes_nothing(project, owner, member):
+    rows = AuditLogEntry.objects.count()
+    do_set_membership(project, member, Role.VIEWER, actor=owner)
+    assert AuditLogEntry.objects.count() == rows

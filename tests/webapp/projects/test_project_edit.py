@@ -21,6 +21,7 @@ def test_the_admin_renames_the_project_and_the_audit_keeps_the_old_name(project,
     response = api_client_for(owner).patch(f"/api/projects/{project.pk}/", {"name": "  Lung, TCGA  "}, format="json")
     assert response.status_code == 200, response.json()
     assert response.json()["name"] == "Lung, TCGA" and response.json()["description"] == "first cohort"
+    assert response.json()["datasets"] == [] and response.json()["label_sets"] == []   # the project's detail
     project.refresh_from_db()
     assert (project.name, project.description) == ("Lung, TCGA", "first cohort")
     entry = AuditLogEntry.objects.get(action="project.edited")
@@ -64,8 +65,8 @@ def test_a_name_of_another_of_ones_projects_is_refused_in_any_case(project, owne
     other = do_create_project("Breast", actor=owner)
     response = api_client_for(owner).patch(f"/api/projects/{other.pk}/", {"name": "lung"}, format="json")
     assert response.status_code == 400
-    assert response.json()["detail"] == (f"name: You are already in a project named 'lung' (project {project.pk}): "
-                                         "choose another name.")
+    assert response.json()["detail"] == (f"name: You are already in a project named 'Lung' (project {project.pk}): "
+                                         "choose another name.")   # the name as it is, not as typed
     created = api_client_for(owner).post("/api/projects/", {"name": "LUNG"}, format="json")
     assert created.status_code == 400 and "already in a project named" in created.json()["detail"]
     # Someone who is in no project called Lung may have one of their own.
@@ -77,7 +78,7 @@ def test_the_project_page_edits_for_admins_only(project, owner, member):
     admin = Client()
     admin.force_login(owner)
     page = admin.get(f"/projects/{project.pk}/").content.decode()
-    assert 'id="edit-project"' in page and 'value="first cohort"' in page
+    assert 'id="edit-project"' in page and ">first cohort</textarea>" in page
     response = admin.post(f"/projects/{project.pk}/edit/", {"name": "Lung 2", "description": ""}, follow=True)
     assert "Project &#x27;Lung 2&#x27; saved." in response.content.decode()
     project.refresh_from_db()
@@ -101,3 +102,37 @@ def test_the_new_project_form_refuses_a_name_one_has(project, owner):
     response = client.post("/projects/new/", {"name": "lung"}, follow=True)
     assert "No project was created: You are already in a project named" in response.content.decode()
     assert Project.objects.count() == 1
+
+
+@pytest.mark.parametrize("name, words", [
+    ("\u200b", "A project needs a name."),   # nothing is left once the invisible ends go
+    ("Lung\u202eb", "the name contains the text-direction control U+202E"),
+])
+def test_invisible_and_reordering_names_are_refused(project, owner, api_client_for, name, words):
+    response = api_client_for(owner).patch(f"/api/projects/{project.pk}/", {"name": name}, format="json")
+    assert response.status_code == 400 and response.json()["detail"] == f"name: {words}"
+
+
+def test_invisible_ends_are_stripped_so_look_alikes_are_caught(project, owner, api_client_for):
+    client = api_client_for(owner)
+    response = client.post("/api/projects/", {"name": "Lung\u200b"}, format="json")
+    assert response.status_code == 400 and "already in a project named 'Lung'" in response.json()["detail"]
+    assert client.post("/api/projects/", {"name": "\u200bBreast\u200b "}, format="json").json()["name"] == "Breast"
+    # A joiner inside a name is part of it (an emoji sequence, a Persian word).
+    assert client.post("/api/projects/", {"name": "\U0001F469\u200d\U0001F52C"}, format="json").status_code == 201
+
+
+def test_a_description_keeps_its_lines_and_a_form_save_is_no_edit(project, owner):
+    """A textarea sends CRLF: saving the page again without a change must not rewrite the description."""
+    client = Client()
+    client.force_login(owner)
+    url = f"/projects/{project.pk}/edit/"
+    response = client.post(url, {"name": "Lung", "description": "first cohort\r\nsecond line"}, follow=True)
+    project.refresh_from_db()
+    assert project.description == "first cohort\nsecond line"
+    assert "first cohort<br>second line" in response.content.decode()
+    again = client.post(url, {"name": "Lung", "description": "first cohort\r\nsecond line"}, follow=True)
+    assert "Nothing changed." in again.content.decode()
+    assert AuditLogEntry.objects.filter(action="project.edited").count() == 1
+    bell = client.post(url, {"name": "Lung", "description": "ring\x07"}, follow=True)
+    assert "Not saved: A project description contains the control character &#x27;\\x07&#x27;." in bell.content.decode()

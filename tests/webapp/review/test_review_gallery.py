@@ -180,7 +180,8 @@ def test_grouped_by_class_and_by_image(rp, users, api_client_for):
     ({"min_confidence": "0.8", "max_confidence": "0.2"}, "min_confidence"),
     ({"reviewer": "nobody-here"}, "reviewer"), ({"reviewer": "rita", "status": "unreviewed"}, "reviewer"),
     ({"group": "reviewer", "status": "unreviewed"}, "group"), ({"class_name": "mitotic"}, "class_name"),
-    ({"page": "two"}, "page"),
+    ({"page": "two"}, "page"), ({"page": "0"}, "page"), ({"page_size": "0"}, "page_size"),
+    ({"page_size": "201"}, "page_size"), ({"page_size": "1e3"}, "page_size"),
 ])
 def test_bad_parameters_are_400s_that_name_the_parameter(rp, users, api_client_for, params, field):
     body = gallery(api_client_for(users["reviewer"]), rp, expect=400, **params)
