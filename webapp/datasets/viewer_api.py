@@ -11,6 +11,7 @@ import tempfile
 
 from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import ValidationError
@@ -63,7 +64,7 @@ _safe_name = safe_file_name
 
 
 def _attachment(response, filename: str):
-    response["Content-Disposition"] = f'attachment; filename="{_safe_name(filename)}"'
+    response["Content-Disposition"] = content_disposition_header(True, _safe_name(filename))
     return response
 
 
@@ -156,8 +157,10 @@ class DatasetCocoZipView(FileAPIView):
         spool = tempfile.TemporaryFile()  # on disk: a dataset's images can be large
         export.write_dataset_coco_zip(spool, dataset, label_set, _source(request), segmentation)
         spool.seek(0)
-        return FileResponse(spool, as_attachment=True, filename=f"{_safe_name(dataset.name)}-coco.zip",
-                            content_type="application/zip")
+        # Named for what it holds, as the other exports are: one dataset's exports differ by label set and source.
+        parts = [dataset.name, label_set.name if label_set else "", _source(request), "coco"]
+        name = "-".join(_safe_name(part) for part in parts if part) + ".zip"
+        return FileResponse(spool, as_attachment=True, filename=name, content_type="application/zip")
 
 
 DETECTION_PARAMETERS = [

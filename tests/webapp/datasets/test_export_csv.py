@@ -77,6 +77,16 @@ def test_an_empty_project_gives_the_header_only(api_client_for, owner):
     assert rows == b"project,dataset,image,instance_id,centroid_x,centroid_y,area\r\n"
 
 
+def test_a_non_latin_project_name_names_the_file(api_client_for, owner):
+    """It was "-merged.csv": every letter outside A-Z was dropped. Sent as RFC 6266's filename*."""
+    from webapp.projects.operations import do_create_project
+
+    project = do_create_project("乳腺癌: 第2期", actor=owner)
+    response = api_client_for(owner).get(f"/api/projects/{project.pk}/export/merged.csv")
+    assert response["Content-Disposition"] == (
+        "attachment; filename*=utf-8''%E4%B9%B3%E8%85%BA%E7%99%8C_%E7%AC%AC2%E6%9C%9F-merged.csv")
+
+
 def test_a_client_asking_for_csv_gets_it_and_errors_stay_json(api_client_for, viewer_project, member, outsider):
     url = f"/api/projects/{viewer_project.project.pk}/export/merged.csv"
     ok = api_client_for(member).get(url, HTTP_ACCEPT="text/csv")

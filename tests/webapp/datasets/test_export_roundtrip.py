@@ -149,7 +149,7 @@ def test_coco_zip_reads_back_and_imports_with_the_same_nuclei_and_classes(api_cl
     vp = viewer_project
     response = api_client_for(member).get(f"/api/datasets/{vp.alpha.pk}/export/coco.zip?segmentation={segmentation}")
     assert response.status_code == 200 and response["Content-Type"] == "application/zip"
-    assert 'filename="alpha-coco.zip"' in response["Content-Disposition"]
+    assert 'filename="alpha-alpha-types-current-coco.zip"' in response["Content-Disposition"]
     folder = tmp_path / "coco"
     with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as archive:
         images = list(Image.objects.filter(dataset=vp.alpha).order_by("name"))
