@@ -33,7 +33,7 @@ from webapp.datasets.models import CurrentLabel, Image, Label, LabelSet, Nucleus
 from webapp.datasets.operations import StaleLabel
 from webapp.datasets.queries import get_image_for
 from webapp.projects.access import get_project_for
-from webapp.projects.models import Project
+from webapp.projects.models import Membership, Project
 from webapp.training.models import ModelVersion, Prediction
 from webapp.training.queries import active_version
 
@@ -368,8 +368,13 @@ def _gallery_spec(request, project: Project, label_set: LabelSet, version, class
     if params.get("reviewer"):
         user_model = get_user_model()
         reviewer = user_model.objects.filter(**{user_model.USERNAME_FIELD: params["reviewer"]}).first()
-        if reviewer is None:
-            raise ValidationError({"reviewer": f"no user named {params['reviewer']!r}"})
+        # One answer for no such account and for an account with nothing to do with the project: otherwise
+        # the filter would tell any reviewer which usernames exist on the site.
+        if reviewer is None or not (
+                Membership.objects.filter(project=project, user=reviewer).exists()
+                or Label.objects.filter(label_set=label_set, author=reviewer).exists()):
+            raise ValidationError({"reviewer": f"no member or reviewer of this project is named "
+                                               f"{params['reviewer']!r}"})
     implied = "reviewed" if reviewer is not None or group == "reviewer" else "unreviewed"
     status_ = _choice(params, "status", gallery_query.STATUSES, implied)
     if status_ == "unreviewed" and reviewer is not None:

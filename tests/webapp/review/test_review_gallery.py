@@ -321,3 +321,12 @@ def test_keys_page_saves_and_the_review_page_and_help_show_them(rp, users, clien
     away = client.post("/account/review-keys/", {"reset": "1", "next": "https://example.org/"})
     assert away["Location"] == "/account/review-keys/"
     assert review_keys.keys_for(users["reviewer"]) == review_keys.defaults()
+
+
+def test_the_reviewer_filter_does_not_tell_which_usernames_exist(rp, users, api_client_for, make_user):
+    """An account outside the project and no account at all get the same answer."""
+    make_user("someone-elsewhere")
+    client = api_client_for(users["reviewer"])
+    answers = [gallery(client, rp, expect=400, reviewer=name)["detail"] for name in ("someone-elsewhere", "nobody")]
+    assert answers == ["reviewer: no member or reviewer of this project is named 'someone-elsewhere'",
+                       "reviewer: no member or reviewer of this project is named 'nobody'"]
