@@ -90,10 +90,14 @@ def gallery_page(request, project_id: int):
     reviewers = (Membership.objects.filter(project=project, role__in=[r for r in ROLE_RANK
                                                                       if ROLE_RANK[r] >= ROLE_RANK[Role.REVIEWER]])
                  .select_related("user").order_by("user__username"))
+    version = active_version(project)
+    # The gallery shows predictions only: say why it is empty rather than "no unreviewed nuclei".
+    has_predictions = bool(version and label_set and Prediction.objects.filter(
+        model_version=version, label_set=label_set).exists())
     return render(request, "review/gallery.html", {
         "project": project, "label_sets": _label_sets(project), "label_set": label_set,
         "classes": classes, "keys": review_keys.described(review_keys.keys_for(request.user), classes),
-        "class_name": request.GET.get("class_name") or "", "version": active_version(project),
+        "class_name": request.GET.get("class_name") or "", "version": version, "has_predictions": has_predictions,
         "sort_choices": [(f"{sort}:{order}", label) for sort, order, label in gallery_query.SORT_CHOICES],
         "groups": list(gallery_query.GROUPS.items()), "statuses": list(gallery_query.STATUSES.items()),
         "reviewers": [m.user.get_username() for m in reviewers],

@@ -99,10 +99,26 @@ def test_page_roles(rp, users, client):
     assert client.get(f"/projects/{rp.project.pk}/review/").status_code == 302
 
 
-def test_gallery_page_and_nucleus_page(rp, users, client):
+def test_gallery_page(rp, users, client):
     client.force_login(users["reviewer"])
     html = client.get(f"/projects/{rp.project.pk}/review/gallery/?label_set=breast&class_name=dead").content.decode()
     assert 'id="gallery"' in html and 'data-class-name="dead"' in html and 'id="gallery-classes"' in html
+    assert 'id="no-predictions"' not in html
+
+
+def test_an_empty_gallery_says_the_model_has_no_predictions_for_the_label_set(rp, users, client):
+    """It said "No unreviewed nuclei ... with these filters", as if the label set were all reviewed."""
+    from webapp.datasets.models import LabelSet
+
+    LabelSet.objects.create(project=rp.project, name="uploaded later")
+    client.force_login(users["reviewer"])
+    html = client.get(f"/projects/{rp.project.pk}/review/gallery/?label_set=uploaded+later").content.decode()
+    assert 'id="no-predictions"' in html and "has no predictions for uploaded later" in html
+    assert f"/projects/{rp.project.pk}/review/?label_set=uploaded%20later&amp;strategy=random" in html
+
+
+def test_nucleus_page(rp, users, client):
+    client.force_login(users["reviewer"])
     nucleus = Nucleus.objects.filter(image__dataset=rp.breast).first()
     html = client.get(f"/projects/{rp.project.pk}/nuclei/{nucleus.pk}/").content.decode()
     assert f"/api/images/{nucleus.image_id}/region.png?" in html
