@@ -26,12 +26,14 @@ function trainingSection(section) {
   const notReady = document.getElementById("train-not-ready");
   async function waitForImport() {
     try {
-      const job = await api(notReady.dataset.jobUrl);
+      const job = await api(notReady.dataset.waitUrl);
       if (["succeeded", "failed", "cancelled"].includes(job.state)) { location.reload(); return; }
     } catch (err) { /* a network hiccup: look again */ }
     setTimeout(waitForImport, 2000);
   }
-  if (notReady?.dataset.jobUrl) waitForImport();
+  // data-wait-url, not data-job-url: jobs.js draws every [data-job-url] element as a job card, and this
+  // sentence has none of a card's fields (it threw "Cannot set properties of null").
+  if (notReady?.dataset.waitUrl) waitForImport();
 
   const trainForm = document.getElementById("train-form");
   trainForm?.addEventListener("submit", async (event) => {

@@ -17,6 +17,8 @@ def test_start_is_enabled_by_itself_once_the_import_has_ended(logged_in_page, li
     importing = Job.objects.create(kind=Job.Kind.IMPORT, project=project, created_by=owner, state=Job.State.RUNNING,
                                    params={"name": "nucls", "format": "seed"})
     page = logged_in_page
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(f"{live_server.url}/projects/{project.pk}/")
     assert page.is_disabled("#train-form button[type=submit]")
     assert page.inner_text("#train-not-ready") == (
@@ -28,3 +30,4 @@ def test_start_is_enabled_by_itself_once_the_import_has_ended(logged_in_page, li
     Job.objects.filter(pk=importing.pk).update(state=Job.State.SUCCEEDED)   # the worker's end of it
     wait_in_page(page, "document.querySelector('#train-form button[type=submit]')?.disabled === false", timeout=15)
     assert page.query_selector("#train-not-ready") is None
+    assert errors == []   # jobs.js took the sentence for a job card: "Cannot set properties of null"
