@@ -50,7 +50,7 @@ def edit_dataset(request, project_id: int, dataset_id: int):
                         provenance=request.POST.get("provenance", ""))
         changed = (dataset.name, dataset.provenance) != before
         messages.success(request, f"Dataset {dataset.name!r} saved." if changed else "Nothing changed.")
-    except Invalid as exc:
+    except (Invalid, Conflict) as exc:   # a name taken; a deletion pending
         messages.error(request, f"Not saved: {exc.detail}")
     return redirect("dataset-detail", project.pk, dataset.pk)
 

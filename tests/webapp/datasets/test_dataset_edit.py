@@ -122,6 +122,10 @@ def test_no_rename_while_a_deletion_is_pending(project, dataset, owner, api_clie
     assert f"dataset 'x' is being deleted (job {job.pk}, queued)" in response.json()["detail"]
     dataset.refresh_from_db()
     assert dataset.name == "consep-train"
+    page = Client()
+    page.force_login(owner)
+    response = page.post(f"/projects/{project.pk}/datasets/{dataset.pk}/edit/", {"name": "late"}, follow=True)
+    assert response.status_code == 200 and "is being deleted" in response.content.decode()   # was a 500
 
 
 def test_provenance_keeps_its_lines_and_has_a_ceiling(dataset, owner, api_client_for):
