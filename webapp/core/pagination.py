@@ -19,14 +19,8 @@ class PagePagination(PageNumberPagination):
     invalid_page_message = "Page {page_number} is past the last page of these results."  # numbers are checked first
 
     def get_page_size(self, request) -> int:
-        raw = request.query_params.get(self.page_size_query_param)
-        if raw is None or raw == "":
-            return self.page_size
-        size = _whole_number(raw)
-        if size is None or not 1 <= size <= self.max_page_size:
-            raise ValidationError({self.page_size_query_param: [
-                f"must be a whole number from 1 to {self.max_page_size} ({raw[:20]!r} given)"]})
-        return size
+        return whole_number_param(request.query_params, self.page_size_query_param, self.page_size, 1,
+                                  self.max_page_size)
 
     def get_page_number(self, request, paginator) -> int:
         raw = request.query_params.get(self.page_query_param) or "1"
@@ -42,3 +36,15 @@ class PagePagination(PageNumberPagination):
 def _whole_number(raw: str) -> int | None:
     # isdecimal() alone takes other scripts' digits; 18 digits keep the number a 64-bit one.
     return int(raw) if raw.isascii() and raw.isdecimal() and len(raw) <= 18 else None
+
+
+def whole_number_param(params, name: str, default: int, low: int, high: int) -> int:
+    """The query parameter ``name`` as a whole number from ``low`` to ``high`` (``default`` when it is
+    absent or empty), or a 400 naming it: also for views with pages of their own (the review gallery)."""
+    raw = params.get(name) or ""
+    if not raw:
+        return default
+    value = _whole_number(raw)
+    if value is None or not low <= value <= high:
+        raise ValidationError({name: [f"must be a whole number from {low} to {high} ({raw[:20]!r} given)"]})
+    return value

@@ -23,8 +23,8 @@ from . import operations
 from .access import get_project_for, visible_projects
 from .deletion import do_request_project_deletion
 from .models import Membership
-from .serializers import (ActivitySerializer, AddMemberSerializer, MemberRoleSerializer, MembershipSerializer, ProjectEditSerializer,
-                          ProjectSerializer)
+from .serializers import (ActivitySerializer, AddMemberSerializer, MemberRoleSerializer, MembershipSerializer,
+                          ProjectEditSerializer, ProjectSerializer)
 
 
 # A project with its label sets and datasets (GET /api/projects/<id>/); no docstring: it would become the

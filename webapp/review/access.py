@@ -52,7 +52,8 @@ def label_set_named(project: Project, name: str | None, *, default_first: bool =
         raise UnknownName("name a label set of the project" + label_set_choices(project), field="label_set")
     label_set = LabelSet.objects.filter(project=project, name=name).first()
     if label_set is None:
-        raise UnknownName(f"no label set named {name!r} in this project" + label_set_choices(project), field="label_set")
+        raise UnknownName(f"no label set named {name!r} in this project" + label_set_choices(project),
+                          field="label_set")
     return label_set
 
 

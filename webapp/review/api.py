@@ -28,6 +28,7 @@ from rest_framework.response import Response
 from webapp.core import media
 from webapp.core.cache import cache_get, cache_set, unreviewed_counts_key
 from webapp.core.api_errors import Conflict
+from webapp.core.pagination import whole_number_param
 from webapp.core.policy import project_role
 from webapp.datasets.models import CurrentLabel, Image, Label, LabelSet, Nucleus
 from webapp.datasets.operations import StaleLabel
@@ -345,22 +346,12 @@ def _fraction(params, name: str) -> float | None:
     return value
 
 
-def _whole(params, name: str, default: int, low: int, high: int) -> int:
-    raw = params.get(name) or ""
-    if not raw:
-        return default
-    value = int(raw) if raw.isascii() and raw.isdecimal() and len(raw) <= 18 else None
-    if value is None or not low <= value <= high:
-        raise ValidationError({name: f"must be a whole number from {low} to {high} ({raw[:20]!r} given)"})
-    return value
-
-
 def _gallery_spec(request, project: Project, label_set: LabelSet, version, classes: list[dict]):
     params = request.query_params
     # The API's page rules (webapp.core.pagination): a malformed or out-of-range number is the caller's 400,
     # not quietly another page. The gallery knows no last page (it reads one card past the page instead).
-    page = _whole(params, "page", 1, 1, MAX_GALLERY_PAGE)   # the row offset must fit 64-bit integers
-    page_size = _whole(params, "page_size", 48, 1, 200)
+    page = whole_number_param(params, "page", 1, 1, MAX_GALLERY_PAGE)   # the row offset must fit 64-bit integers
+    page_size = whole_number_param(params, "page_size", 48, 1, 200)
     sort = _choice(params, "sort", gallery_query.SORTS, gallery_query.DEFAULT_SORT)
     order = _choice(params, "order", gallery_query.ORDERS, gallery_query.SORTS[sort][3])
     group = _choice(params, "group", gallery_query.GROUPS, "")
