@@ -322,6 +322,12 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 3
 
 # --- REST framework ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        # The browsable API, for people exploring the API while logged in; its one inline style is let in by
+        # hash on its own pages only (webapp/core/renderers.py).
+        "webapp.core.renderers.PolicyBrowsableAPIRenderer",
+    ],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "webapp.core.authentication.ThrottledTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",

@@ -192,6 +192,35 @@ def test_api_docs_widen_the_policy_only_as_far_as_their_bundles_need(client, own
     assert_strict(client.get("/account/"), "/account/")
 
 
+@pytest.mark.django_db
+def test_the_browsable_api_lets_in_its_one_inline_style_by_hash_only(client, owner):
+    import base64
+    import hashlib
+
+    from webapp.projects.operations import do_create_project
+
+    project = do_create_project("Browsable", actor=owner)
+    client.force_login(owner)
+    # A project's page has the Extra Actions menu, whose button DRF's template floats with a style attribute.
+    page = client.get(f"/api/projects/{project.pk}/", HTTP_ACCEPT="text/html")
+    assert page.status_code == 200 and page["Content-Type"].startswith("text/html")
+    html = page.content.decode()
+    styles = set(re.findall(r'style="([^"]*)"', html))
+    assert styles, "the browsable API page shows no Extra Actions menu: this test checks nothing"
+    found = policy(page)
+    allowed = found["style-src-attr"].split()
+    assert allowed[0] == "'unsafe-hashes'"
+    for style in styles:
+        digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in allowed, f"the style attribute {style!r} is blocked by the CSP"
+    assert [i for i in inline_code(html) if "style=" not in i] == [], "inline code beside the style attribute"
+    assert found["script-src"] == "'self'" and found["style-src"] == "'self'"
+    assert "'unsafe-inline'" not in page["Content-Security-Policy"]
+    # JSON answers and the pages of the site keep the policy as it is.
+    assert "style-src-attr" not in policy(client.get(f"/api/projects/{project.pk}/"))
+    assert_strict(client.get(f"/projects/{project.pk}/"), "the project page")
+
+
 # ------------------------------------------------------------------ the scripts are ES modules
 # <script ... src="{% static 'js/name.js' %}">: a script of this app in a template.
 SCRIPT_TAG = re.compile(r"<script\b(?P<attrs>[^>]*?)\bsrc=\"{% static '(?P<path>[^']+)' %}\"(?P<rest>[^>]*)>")
