@@ -12,6 +12,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from webapp.core.policy import project_role
+from webapp.core.viewsets import ActionSerializers
 from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 from webapp.projects.access import get_project_for
 
@@ -21,12 +22,16 @@ from .operations import do_edit_dataset, do_request_dataset_deletion
 from .serializers import DatasetEditSerializer, DatasetSerializer, DatasetUploadSerializer
 
 
-class ProjectDatasetViewSet(viewsets.GenericViewSet):
+class ProjectDatasetViewSet(ActionSerializers, viewsets.GenericViewSet):
     """The datasets of the project named in the URL (its detail routes only: the project API lists,
     shows and creates projects)."""
 
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     lookup_value_regex = r"[0-9]+"  # anything else is no project: 404, not a failed integer lookup
+    # The body each route takes, for OPTIONS and the browsable API's forms (the views name theirs themselves).
+    serializer_class = DatasetSerializer
+    queryset = Dataset.objects.none()  # the model, for the schema and the browsable API; the routes choose what is seen
+    action_serializers = {"datasets": DatasetUploadSerializer, "dataset": DatasetEditSerializer}
 
     @extend_schema(methods=["GET"], responses=DatasetSerializer(many=True))
     @extend_schema(methods=["POST"], request=DatasetUploadSerializer, responses={202: JobAcceptedSerializer})

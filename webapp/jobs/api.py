@@ -1,8 +1,10 @@
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
+
+from webapp.core.viewsets import ActionSerializers
 
 from . import operations
 from .access import job_for, visible_jobs
@@ -19,11 +21,12 @@ FILTERS = {"state": Job.State.values, "kind": Job.Kind.values}
     OpenApiParameter("kind", str, enum=Job.Kind.values, description="only jobs of this kind (repeatable)"),
     OpenApiParameter("project", int, description="only the jobs of this project"),
 ]))
-class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class JobViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Background jobs: state, progress and, on failure, the error. Access follows the job's project
     (:mod:`webapp.jobs.access`); starting diagnostics is for staff (:mod:`webapp.core.policy`)."""
 
     serializer_class = JobSerializer
+    action_serializers = {"create": DiagnosticsRequestSerializer, "cancel": serializers.Serializer}  # cancel: no body
     queryset = Job.objects.none()  # the model, for the schema's path types; get_queryset decides what is seen
 
     def get_queryset(self):

@@ -14,6 +14,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from webapp.core.policy import project_role
+from webapp.core.viewsets import ActionSerializers
 from webapp.datasets.models import LabelSet
 from webapp.datasets.serializers import DatasetSerializer, LabelSetSerializer
 from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
@@ -37,7 +38,7 @@ class ProjectDetailSerializer(ProjectSerializer):
         fields = ProjectSerializer.Meta.fields + ["label_sets", "datasets"]
 
 
-class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+class ProjectViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                      viewsets.GenericViewSet):
     """Projects the user is a member of; creating one makes its creator the admin, who may delete it."""
 
@@ -49,8 +50,11 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
             "memberships", Prefetch("label_sets", LabelSet.objects.prefetch_related("classes")),
             "datasets__label_set", "datasets__uploaded_by")
 
-    def get_serializer_class(self):
-        return ProjectDetailSerializer if self.action == "retrieve" else ProjectSerializer
+    # What each action reads or shows: OPTIONS and the browsable API's forms describe the body a route takes.
+    serializer_class = ProjectSerializer
+    action_serializers = {"retrieve": ProjectDetailSerializer, "partial_update": ProjectEditSerializer,
+                          "members": AddMemberSerializer, "member": MemberRoleSerializer,
+                          "activity": ActivitySerializer}
 
     def get_object(self):
         return get_project_for(self.request.user, self.kwargs["pk"], project_role(self.request))

@@ -305,6 +305,29 @@ def test_every_route_answers_every_kind_of_user_as_the_table_says(world):
     assert not problems, f"{len(problems)} of {calls} answers differ from webapp.core.policy:\n" + "\n".join(problems)
 
 
+def test_every_api_route_describes_itself_and_opens_in_the_browser(world):
+    """OPTIONS (what a route takes) and an API URL opened in the browser (DRF's browsable API, whose forms
+    ask the view for its body's serializer and its queryset) never crash, for the admin and for staff."""
+    users = world["users"]
+    problems, seen = [], set()
+    for route in walk():
+        if route.is_admin or not route.name or (route.name, route.params) in seen:
+            continue
+        seen.add((route.name, route.params))
+        url = url_for(route, world, "admin")
+        if is_page(url):
+            continue
+        persona = "staff" if Access.STAFF in policy.ROUTES[route.name].values() else "admin"
+        client = _client(users[persona])
+        answers = [("OPTIONS", client.options(url, HTTP_ACCEPT="application/json"))]
+        if "GET" in policy.ROUTES[route.name]:
+            answers.append(("GET as HTML", client.get(url, HTTP_ACCEPT="text/html")))
+        problems += [f"{what} {url} [{route.name}] as {persona}: {response.status_code}"
+                     for what, response in answers if response.status_code >= 500]
+    assert len(seen) > 40
+    assert not problems, "\n".join(problems)
+
+
 def _undeclared_methods(route: Route, url: str, methods: dict, users: dict) -> list[str]:
     """A method the table does not declare must be refused as not allowed (405), even for the most
     privileged caller, so that a view cannot quietly grow a method that escapes the table."""
