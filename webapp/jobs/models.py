@@ -24,6 +24,9 @@ class Job(models.Model):
     FINISHED_STATES = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
     # Kinds that need the accelerator-bearing workers (docker-compose runs them apart).
     GPU_KINDS = (Kind.TRAIN, Kind.PREDICT, Kind.INFER)
+    # Parameters that name storage on the server (where an upload was staged, where an inference writes): the
+    # workers' business, of no use to whoever reads the job, and not theirs to know.
+    INTERNAL_PARAMETERS = frozenset({"staging", "folder"})
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
@@ -57,6 +60,11 @@ class Job(models.Model):
     @property
     def finished(self) -> bool:
         return self.state in self.FINISHED_STATES
+
+    @property
+    def shown_params(self) -> dict:
+        """What the job was asked to do, as its page and the API show it."""
+        return {key: value for key, value in self.params.items() if key not in self.INTERNAL_PARAMETERS}
 
     @property
     def queue(self) -> str:

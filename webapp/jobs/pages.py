@@ -23,17 +23,10 @@ def job_files(job) -> list[str]:
     return [PurePosixPath(str(name)).name for name in job.result.get("files") or []]
 
 
-# Parameters that name server folders (where the upload was staged, where an inference writes): of no use
-# to the person reading the page, and not theirs to know.
-INTERNAL_PARAMETERS = {"staging", "folder"}
-
-
 def job_parameters(job) -> list[tuple[str, str]]:
     """What the job was asked to do, as ``(name, value)`` lines for its page (nested options flattened)."""
     lines = []
-    for key, value in job.params.items():
-        if key in INTERNAL_PARAMETERS:
-            continue
+    for key, value in job.shown_params.items():
         if isinstance(value, dict):
             text = ", ".join(f"{k}: {_parameter_text(v)}" for k, v in value.items()) or "defaults"
         else:

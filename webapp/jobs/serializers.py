@@ -5,6 +5,8 @@ from .models import Job
 
 class JobSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api-job-detail")
+    # Without the parameters that name storage on the server (Job.INTERNAL_PARAMETERS).
+    params = serializers.DictField(source="shown_params", read_only=True)
 
     class Meta:
         model = Job

@@ -41,3 +41,23 @@ def test_public_error_keeps_the_users_names_and_drops_server_paths(settings, tmp
     assert public_error("KeyError at /usr/lib/python3/dist-packages/numpy/core.py:10") == "KeyError at core.py:10"
     # Not paths on this machine: kept.
     assert public_error("see /api/jobs/3/ or http://host/a/b") == "see /api/jobs/3/ or http://host/a/b"
+
+
+def test_a_jobs_api_answer_and_page_leave_out_its_storage_on_the_server(api_client_for, client, owner, settings,
+                                                                         tmp_path, monkeypatch):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)
+    project = do_create_project("storage", actor=owner)
+    api = api_client_for(owner)
+    accepted = api.post(f"/api/projects/{project.pk}/datasets/",
+                        {"name": "d", "format": "seed", "archive": SimpleUploadedFile("upload.zip", EMPTY_ZIP)},
+                        format="multipart").json()
+    staging = Job.objects.get(pk=accepted["id"]).params["staging"]
+    answers = [accepted["job"], api.get(f"/api/jobs/{accepted['id']}/").json(),
+               *api.get("/api/jobs/", {"project": project.pk}).json()["results"]]
+    for answer in answers:
+        assert "staging" not in answer["params"] and answer["params"]["name"] == "d", answer["params"]
+        assert staging.split("/")[-1] not in str(answer)
+    client.force_login(owner)
+    page = client.get(f"/jobs/{accepted['id']}/").content.decode()
+    assert staging.split("/")[-1] not in page and "staging" not in page
