@@ -146,6 +146,17 @@ def strip_invisible(text: str) -> str:
     return text[start:end]
 
 
+def quoted(name: str) -> str:
+    """A name in a message, exactly as its owner wrote it: in single quotes, in double quotes when it holds a
+    single one, in typographic quotes when it holds both. Unlike ``repr`` it never adds a backslash (names
+    hold no control characters: :func:`name_problem`)."""
+    if "'" not in name:
+        return f"'{name}'"
+    if '"' not in name:
+        return f'"{name}"'
+    return f"\u201c{name}\u201d"
+
+
 def name_problem(text: str, max_length: int = MAX_NAME_LENGTH) -> str | None:
     """What is wrong with a class, label-set, dataset or project name, or None. Any printable text is
     allowed ("/", "..", "<", non-ASCII, joiners inside an emoji or a word): names never become paths or URL

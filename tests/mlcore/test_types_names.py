@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlcore.types import name_problem, strip_invisible
+from mlcore.types import name_problem, quoted, strip_invisible
 
 
 @pytest.mark.parametrize("name, problem", [
@@ -26,3 +26,16 @@ def test_allowed(name):
 def test_strip_invisible_takes_only_the_ends():
     assert strip_invisible("\u200b Lung\u200dTCGA \ufeff") == "Lung\u200dTCGA"
     assert strip_invisible("\u200b\u200b") == ""
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("Lung", "'Lung'"),
+    ("O'Brien's set", '"O\'Brien\'s set"'),
+    ('the "best" set', "'the \"best\" set'"),
+    ('O\'Brien "x"', "\u201cO'Brien \"x\"\u201d"),   # repr would write 'O\\'Brien "x"'
+    ("C:\\slides", "'C:\\slides'"),                # repr doubles the backslash
+    ("乳腺癌", "'乳腺癌'"),
+])
+def test_a_name_is_quoted_as_written(name, shown):
+    assert quoted(name) == shown
+    assert "\\" not in quoted(name).replace(name, "")

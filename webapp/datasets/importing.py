@@ -22,7 +22,7 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from mlcore.readers import FORMATS, open_dataset
-from mlcore.types import MAX_NAME_LENGTH, DataError, LabelSet as MLLabelSet
+from mlcore.types import MAX_NAME_LENGTH, DataError, LabelSet as MLLabelSet, quoted
 from webapp.core import audit, media
 from webapp.core.domain_errors import Invalid
 from webapp.projects.models import Project
@@ -148,7 +148,7 @@ def refuse_taken_dataset_name(project: Project, name: str, exclude: Dataset | No
         same = same.exclude(pk=exclude.pk)
     taken = same.values_list("name", flat=True).first()
     if taken is not None:
-        raise ImportRejected(f"project {project.name!r} already has a dataset named {taken!r}", field="name")
+        raise ImportRejected(f"project {quoted(project.name)} already has a dataset named {taken!r}", field="name")
 
 
 def create_label_set(project: Project, spec: MLLabelSet) -> LabelSet:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from mlcore.types import name_problem, strip_invisible
+from mlcore.types import name_problem, quoted, strip_invisible
 from webapp.core import audit, sql
 from webapp.core.cache import delete_on_commit, unreviewed_counts_key
 from webapp.core.domain_errors import Invalid
@@ -39,7 +39,7 @@ def do_record_label(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, 
     if class_count is None:
         class_count = label_set.classes.count()
     if not 0 <= class_index < class_count:
-        raise ValueError(f"class index {class_index} is outside label set {label_set.name!r}")
+        raise ValueError(f"class index {class_index} is outside label set {quoted(label_set.name)}")
     # No savepoint of its own: an error here ends the caller's transaction, which re-raises anyway.
     with transaction.atomic(savepoint=False):
         current = sql.fetch_one(f"SELECT id, label_id, class_index FROM {sql.table(CurrentLabel)} "
@@ -113,7 +113,7 @@ def do_request_dataset_deletion(dataset: Dataset, *, actor):
     that the deletion would break (409 otherwise); returns the job."""
     from webapp.jobs.deletion import DATASET_BLOCKERS, enqueue_deletion
 
-    return enqueue_deletion(dataset.project_id, DATASET_BLOCKERS, f"Dataset {dataset.name!r}", actor=actor,
+    return enqueue_deletion(dataset.project_id, DATASET_BLOCKERS, f"Dataset {quoted(dataset.name)}", actor=actor,
                             params={"target": "dataset", "dataset": dataset.pk, "name": dataset.name},
                             action="dataset.deletion_requested", target=dataset)
 
@@ -131,7 +131,7 @@ def do_delete_dataset(dataset: Dataset, *, job=None, progress=None) -> dict:
         Project.objects.select_for_update().get(pk=dataset.project_id)
         blocker = busy_job(dataset.project_id, DATASET_BLOCKERS, exclude=job)
         if blocker is not None:
-            raise DeletionRefused(busy_message(blocker, f"Dataset {dataset.name!r}"))
+            raise DeletionRefused(busy_message(blocker, f"Dataset {quoted(dataset.name)}"))
         dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
         summary = {"target": "dataset", "deleted": True, "name": dataset.name, "dataset": dataset.pk,
                    "images": dataset.image_count, "nuclei": dataset.nucleus_count}

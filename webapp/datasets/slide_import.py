@@ -31,7 +31,7 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from mlcore.slides import SLIDE_SUFFIXES, SlideError, open_slide
-from mlcore.types import DataError
+from mlcore.types import DataError, quoted
 from webapp.core import audit, media
 from webapp.jobs import operations as job_operations
 from webapp.jobs import sweep
@@ -157,7 +157,7 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
             slide_name = _upload_name(slide_upload, "slide.tiff")
             suffix = Path(slide_name).suffix.lower()
             if suffix not in SLIDE_SUFFIXES:
-                raise ImportRejected(f"{slide_name!r} is not a slide file ({', '.join(SLIDE_SUFFIXES)})", field="slide")
+                raise ImportRejected(f"{quoted(slide_name)} is not a slide file ({', '.join(SLIDE_SUFFIXES)})", field="slide")
             _stage_upload(slide_upload, staging / f"slide{suffix}")
             params.update(slide_upload=f"slide{suffix}", slide_name=slide_name)
         if chunked_slide is not None:

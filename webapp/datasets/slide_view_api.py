@@ -12,6 +12,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import NotFound, ValidationError
 
+from mlcore.types import quoted
+
 from . import queries, slide_queries, slides
 from .viewer_api import FileAPIView, _source
 
@@ -21,7 +23,7 @@ TILE_MAX_AGE = 86400
 def _slide_image_for(request, image_id: int):
     project, image = queries.get_image_for(request.user, image_id)
     if not image.is_slide:
-        raise NotFound(f"Image {image.name!r} is not a whole-slide image: it has no Deep Zoom tiles "
+        raise NotFound(f"Image {quoted(image.name)} is not a whole-slide image: it has no Deep Zoom tiles "
                        "(the image viewer shows it).")
     return project, image
 

@@ -14,6 +14,8 @@ from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPart
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from mlcore.types import quoted
+
 from webapp.core.policy import project_role
 from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 from webapp.projects.access import get_project_for
@@ -69,7 +71,7 @@ def slide_of(project, image_id: int) -> Image:
     if image is None:
         raise Http404("No such image in this project.")
     if not image.is_slide:
-        raise ValidationError({"image": f"{image.name!r} is a tile, not a whole-slide image: use the image's "
+        raise ValidationError({"image": f"{quoted(image.name)} is a tile, not a whole-slide image: use the image's "
                                         "own exports, or the project's prediction job"})
     return image
 

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.files.move import file_move_safe
 
 from mlcore.readers import detect_format
-from mlcore.types import DataError
+from mlcore.types import DataError, quoted
 from webapp.core import media
 from webapp.core.domain_errors import Invalid
 from webapp.jobs import operations as job_operations
@@ -98,7 +98,7 @@ def refuse_taken_name(project, name: str, exclude=None) -> None:
     pending = (Job.objects.filter(project=project, kind=Job.Kind.IMPORT, params__name__iexact=name,
                                   state__in=(Job.State.QUEUED, Job.State.RUNNING)).values_list("pk", flat=True).first())
     if pending is not None:
-        raise ImportRejected(f"a dataset named {name!r} is being imported into project {project.name!r} "
+        raise ImportRejected(f"a dataset named {quoted(name)} is being imported into project {quoted(project.name)} "
                              f"(job {pending}): choose another name", field="name")
 
 

@@ -20,6 +20,8 @@ from rest_framework.views import APIView
 
 from mlcore.examples import write_example_zip
 from mlcore.readers import FORMATS
+from mlcore.types import quoted
+
 from webapp.core.filenames import safe_file_name
 from webapp.core.policy import project_role
 from webapp.projects.access import get_project_for
@@ -148,7 +150,7 @@ class DatasetCocoZipView(FileAPIView):
     def get(self, request, dataset_id: int):
         project, dataset = queries.get_dataset_by_id_for(request.user, dataset_id)
         if dataset.format == "slide":
-            raise ValidationError({"dataset": f"{dataset.name!r} is a whole-slide image: COCO holds tiles; export "
+            raise ValidationError({"dataset": f"{quoted(dataset.name)} is a whole-slide image: COCO holds tiles; export "
                                               "its nuclei as QuPath GeoJSON or the merged CSV instead"})
         label_set = queries.get_label_set(project, request.query_params.get("label_set"), dataset.label_set)
         segmentation = request.query_params.get("segmentation") or "polygon"
@@ -209,7 +211,7 @@ class DatasetGeoJsonView(FileAPIView):
             # QuPath imports objects into the image that is open: one file per image.
             image = Image.objects.filter(dataset=dataset, name=image_name).first()
             if image is None:
-                raise Http404(f"No image named {image_name!r} in dataset {dataset.name!r}.")
+                raise Http404(f"No image named {quoted(image_name)} in dataset {quoted(dataset.name)}.")
             filename = f"{dataset.name}-{image.name}"
         return _detections_response(project, label_set, request, dataset, filename, image)
 

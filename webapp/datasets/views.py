@@ -13,6 +13,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from mlcore.types import quoted
+
 from webapp.core import media, policy
 from webapp.core.domain_errors import Conflict, Invalid
 from webapp.core.policy import project_role
@@ -49,7 +51,7 @@ def edit_dataset(request, project_id: int, dataset_id: int):
         do_edit_dataset(dataset, actor=request.user, name=request.POST.get("name", ""),
                         provenance=request.POST.get("provenance", ""))
         changed = (dataset.name, dataset.provenance) != before
-        messages.success(request, f"Dataset {dataset.name!r} saved." if changed else "Nothing changed.")
+        messages.success(request, f"Dataset {quoted(dataset.name)} saved." if changed else "Nothing changed.")
     except (Invalid, Conflict) as exc:   # a name taken; a deletion pending
         messages.error(request, f"Not saved: {exc.detail}")
     return redirect("dataset-detail", project.pk, dataset.pk)
@@ -67,7 +69,7 @@ def delete_dataset(request, project_id: int, dataset_id: int):
     except Conflict as exc:
         messages.error(request, exc.detail)
         return redirect("dataset-detail", project.pk, dataset.pk)
-    messages.success(request, f"Dataset {dataset.name!r} is being deleted (job {job.pk}).")
+    messages.success(request, f"Dataset {quoted(dataset.name)} is being deleted (job {job.pk}).")
     return redirect("project-detail", project.pk)
 
 

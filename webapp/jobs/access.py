@@ -14,6 +14,8 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404
 
+from mlcore.types import quoted
+
 from webapp.core import policy
 from webapp.projects.models import Membership, Role
 
@@ -67,7 +69,7 @@ def job_for(user, job_id, *, cancel: bool = False) -> Job:
     if cancel and not may_cancel(user, job, membership):
         raise PermissionDenied(
             f"Cancelling job {job.pk} needs the {Role(CANCEL_ROLE).label.lower()} role in project "
-            f"{job.project.name!r}, or to have started it; you are a {Role(membership.role).label.lower()}.")
+            f"{quoted(job.project.name)}, or to have started it; you are a {Role(membership.role).label.lower()}.")
     return job
 
 

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 
 from django.db import transaction
 
+from mlcore.types import quoted
+
 from webapp.core import audit, media
 from webapp.core.domain_errors import Conflict
 from webapp.projects.models import Project
@@ -80,7 +82,7 @@ def refuse_while_deleting(project, what: str) -> None:
     """409 for starting ``what`` (an import, a training) while a deletion in the project is pending."""
     job = busy_job(project.pk, [Job.Kind.DELETE])
     if job is not None:
-        target = "the project" if job.params.get("target") == "project" else f"dataset {job.params.get('name')!r}"
+        target = "the project" if job.params.get("target") == "project" else f"dataset {quoted(job.params.get('name'))}"
         raise Conflict(f"{what} cannot start now: {target} is being deleted (job {job.pk}, {job.state}). "
                        "Wait for the deletion to finish.", code="deletion_pending", job_id=job.pk)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
+from mlcore.types import quoted
+
 from webapp.core import sql
 
 from .models import ROLE_RANK, Membership, Project, Role
@@ -38,7 +40,7 @@ def get_project_for(user, project_id, role: str = Role.VIEWER) -> Project:
         raise Http404("No such project, or you are not a member of it.")
     if ROLE_RANK[project.member_role] < ROLE_RANK[role]:
         raise PermissionDenied(f"This needs the {Role(role).label.lower()} role in project "
-                               f"{project.name!r}; you are a {Role(project.member_role).label.lower()}.")
+                               f"{quoted(project.name)}; you are a {Role(project.member_role).label.lower()}.")
     project.role = project.member_role
     return project
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from django.db import transaction
 from django_celery_beat.models import PeriodicTask
 
+from mlcore.types import quoted
+
 from webapp.core import audit
 from webapp.datasets.deletion import delete_images, nucleus_total
 from webapp.datasets.models import Dataset
@@ -30,7 +32,7 @@ def project_media(project_id: int) -> str:
 def do_request_project_deletion(project: Project, *, actor):
     """Queue the deletion of the whole project (rows and files) as a job, once none of its jobs is queued or
     running (409 otherwise); returns the job."""
-    return enqueue_deletion(project.pk, PROJECT_BLOCKERS, f"Project {project.name!r}", actor=actor,
+    return enqueue_deletion(project.pk, PROJECT_BLOCKERS, f"Project {quoted(project.name)}", actor=actor,
                             params={"target": "project", "project": project.pk, "name": project.name},
                             action="project.deletion_requested", target=project)
 
@@ -46,7 +48,7 @@ def do_delete_project(project: Project, *, job=None, progress=None) -> dict:
         project = Project.objects.select_for_update().get(pk=project.pk)
         blocker = busy_job(project.pk, PROJECT_BLOCKERS, exclude=job)
         if blocker is not None:
-            raise DeletionRefused(busy_message(blocker, f"Project {project.name!r}"))
+            raise DeletionRefused(busy_message(blocker, f"Project {quoted(project.name)}"))
         datasets = Dataset.objects.filter(project=project)
         summary = {"target": "project", "deleted": True, "name": project.name, "project": project.pk,
                    "datasets": datasets.count(), "images": sum(datasets.values_list("image_count", flat=True)),

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from mlcore.types import name_problem, strip_invisible
+from mlcore.types import name_problem, quoted, strip_invisible
 from webapp.core import audit
 from webapp.core.domain_errors import Conflict, Invalid, NotFound
 from webapp.core.notes import clean_note
@@ -57,7 +57,7 @@ def clean_project_name(name: str, *, actor, project: Project | None = None) -> s
         same = same.exclude(pk=project.pk)
     taken = same.values_list("pk", "name").first()
     if taken is not None:
-        raise Invalid(f"You are already in a project named {taken[1]!r} (project {taken[0]}): choose another name.",
+        raise Invalid(f"You are already in a project named {quoted(taken[1])} (project {taken[0]}): choose another name.",
                       field="name", code="name_taken")
     return name
 
@@ -107,7 +107,7 @@ def _refuse_losing_last_admin(project: Project, membership: Membership | None, n
         return
     if not Membership.objects.filter(project=project, role=Role.ADMIN).exclude(pk=membership.pk).exists():
         change = "removed" if new_role is None else f"made a {Role(new_role).label.lower()}"
-        raise Conflict(f"{membership.user.get_username()} is the last admin of project {project.name!r} and cannot be "
+        raise Conflict(f"{membership.user.get_username()} is the last admin of project {quoted(project.name)} and cannot be "
                        f"{change}: make another member an admin first.", code="last_admin")
 
 
@@ -131,7 +131,7 @@ def do_add_member(project: Project, user, role: str, *, actor) -> Membership:
         current = _locked_membership(project, user)
         if current is not None:
             raise Conflict(f"{user.get_username()} is already a {Role(current.role).label.lower()} of project "
-                           f"{project.name!r}: change their role instead.", code="already_member")
+                           f"{quoted(project.name)}: change their role instead.", code="already_member")
         membership = Membership.objects.create(project=project, user=user, role=role)
         audit.record("project.member_added", actor=actor, target=project, user=user.username, role=role)
     return membership
@@ -142,7 +142,7 @@ def do_change_member_role(project: Project, user, role: str, *, actor) -> Member
     with transaction.atomic():
         membership = _locked_membership(project, user)
         if membership is None:
-            raise NotFound(f"{user.get_username()} is not a member of project {project.name!r}.", code="not_a_member")
+            raise NotFound(f"{user.get_username()} is not a member of project {quoted(project.name)}.", code="not_a_member")
         _refuse_losing_last_admin(project, membership, role)
         previous = membership.role
         if previous != role:
@@ -158,7 +158,7 @@ def do_remove_member(project: Project, user, *, actor) -> None:
     with transaction.atomic():
         membership = _locked_membership(project, user)
         if membership is None:
-            raise NotFound(f"{user.get_username()} is not a member of project {project.name!r}.", code="not_a_member")
+            raise NotFound(f"{user.get_username()} is not a member of project {quoted(project.name)}.", code="not_a_member")
         _refuse_losing_last_admin(project, membership, None)
         membership.delete()
         audit.record("project.member_removed", actor=actor, target=project, user=user.username,

@@ -19,6 +19,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from mlcore.examples import LAYOUTS
+from mlcore.types import quoted
+
 from webapp.core.domain_errors import Conflict, Invalid, NotFound
 from webapp.core.policy import project_role
 from webapp.datasets import queries as dataset_queries
@@ -52,7 +54,7 @@ def create_project(request):
     except Invalid as exc:
         messages.error(request, f"No project was created: {exc.detail}")
         return redirect("home")
-    messages.success(request, f"Project {project.name!r} created; you are its admin.")
+    messages.success(request, f"Project {quoted(project.name)} created; you are its admin.")
     return redirect("project-detail", project.pk)
 
 
@@ -65,7 +67,7 @@ def edit_project(request, project_id: int):
         operations.do_edit_project(project, actor=request.user, name=request.POST.get("name", ""),
                                    description=request.POST.get("description", ""))
         changed = (project.name, project.description) != before
-        messages.success(request, f"Project {project.name!r} saved." if changed else "Nothing changed.")
+        messages.success(request, f"Project {quoted(project.name)} saved." if changed else "Nothing changed.")
     except Invalid as exc:
         messages.error(request, f"Not saved: {exc.detail}")
     return redirect("project-detail", project.pk)
@@ -226,7 +228,7 @@ def delete_project(request, project_id: int):
     except Conflict as exc:
         messages.error(request, exc.detail)
         return redirect("project-detail", project.pk)
-    messages.success(request, f"Project {project.name!r} is being deleted (job {job.pk}).")
+    messages.success(request, f"Project {quoted(project.name)} is being deleted (job {job.pk}).")
     return redirect("job-detail", job.pk)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from django.http import Http404
 
+from mlcore.types import quoted
+
 from webapp.core import sql
 from webapp.core.domain_errors import Invalid
 from webapp.datasets.models import Image, LabelClass, LabelSet, Nucleus
@@ -90,12 +92,12 @@ def class_index_for(label_set: LabelSet, class_name: str | None = None, class_in
         classes = dict(LabelClass.objects.filter(label_set=label_set).values_list("name", "index"))
     if class_name not in (None, ""):
         if class_name not in classes:
-            raise UnknownName(f"{class_name!r} is not a class of {label_set.name!r} "
+            raise UnknownName(f"{quoted(class_name)} is not a class of {quoted(label_set.name)} "
                               f"(classes: {', '.join(sorted(classes, key=classes.get))})", field="class_name")
         return classes[class_name]
     if class_index is not None:
         if class_index not in classes.values():
-            raise UnknownName(f"{class_index} is outside label set {label_set.name!r} "
+            raise UnknownName(f"{class_index} is outside label set {quoted(label_set.name)} "
                               f"(0 to {len(classes) - 1})", field="class_index")
         return class_index
     raise UnknownName("which class? (or class_index)", field="class_name")

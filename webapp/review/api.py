@@ -25,6 +25,8 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
+from mlcore.types import quoted
+
 from webapp.core import media
 from webapp.core.cache import cache_get, cache_set, unreviewed_counts_key
 from webapp.core.api_errors import Conflict
@@ -102,7 +104,7 @@ def _conflict(exc: StaleLabel, label_set: LabelSet) -> Conflict:
     if current is None:
         detail = "The label changed meanwhile: the nucleus has no label now. Look again and decide."
     else:
-        detail = (f"Someone else labelled this nucleus meanwhile: it is now {current['class_name']!r} "
+        detail = (f"Someone else labelled this nucleus meanwhile: it is now {quoted(current['class_name'])} "
                   f"({current['source']}, by {current['author'] or 'nobody'}). Look again and decide.")
     return Conflict(detail, current=current, version=current["version"] if current else None)
 
@@ -110,7 +112,7 @@ def _conflict(exc: StaleLabel, label_set: LabelSet) -> Conflict:
 def _already_decided(exc: operations.AlreadyDecided, label_set: LabelSet) -> Conflict:
     classes = queue.label_set_classes(label_set)
     current = queue.current_label_dict(exc.current, classes)
-    who = f"{current['author'] or 'Someone'} already decided this nucleus: {current['class_name']!r}" if current \
+    who = f"{current['author'] or 'Someone'} already decided this nucleus: {quoted(current['class_name'])}" if current \
         else "Another reviewer already decided this nucleus"
     detail = (f"{who}. It has left the queue: go on to the next one (to add a second opinion, review with "
               f"\"Include labelled nuclei\").")

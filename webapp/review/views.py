@@ -13,6 +13,8 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from mlcore.types import quoted
+
 from webapp.core.policy import project_role
 from webapp.datasets.models import LabelSet
 from webapp.datasets.operations import StaleLabel
@@ -145,7 +147,7 @@ def settle_form(request, project_id: int):
                                 "changed meanwhile; look again.")
         return redirect(back)
     name = queue.class_name_of(queue.label_set_classes(label_set), class_index)
-    messages.success(request, f"Nucleus {nucleus.instance_id} in {nucleus.image.name} settled as {name!r} "
+    messages.success(request, f"Nucleus {nucleus.instance_id} in {nucleus.image.name} settled as {quoted(name)} "
                               f"in {label_set.name}.")
     return redirect(back)
 

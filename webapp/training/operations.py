@@ -12,6 +12,8 @@ from django.db.models import Exists, Max, OuterRef
 
 from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES
 
+from mlcore.types import quoted
+
 from webapp.core import audit, media
 from webapp.core.cache import delete_on_commit, prediction_count_key, unreviewed_counts_key
 from webapp.core.domain_errors import Conflict
@@ -53,13 +55,13 @@ def refuse_without_training_data(project: Project) -> None:
     importing = running_tile_import(project)
     if importing is not None:
         name = (importing.params or {}).get("name") or "a dataset"
-        raise Conflict(f"The import of {name!r} into project {project.name!r} is still {importing.state} "
+        raise Conflict(f"The import of {quoted(name)} into project {quoted(project.name)} is still {importing.state} "
                        f"(job {importing.pk}): start the training once it has finished, so that it trains on "
                        "that dataset too.", code="import_running", job_id=importing.pk)
     labelled = Dataset.objects.filter(project=project, label_set__isnull=False)
     if not labelled.exclude(format=Dataset.Format.SLIDE).exists():
         slides = " (its whole-slide images are not trained on yet)" if labelled.exists() else ""
-        raise Conflict(f"Project {project.name!r} has no labelled tile dataset to train on{slides}: upload one "
+        raise Conflict(f"Project {quoted(project.name)} has no labelled tile dataset to train on{slides}: upload one "
                        "first.", code="no_training_data")
 
 
@@ -120,7 +122,7 @@ def do_start_training(project: Project, *, actor=None, options: dict | None = No
         refuse_while_deleting(project, "A training")
         current = running_training(project)
         if current is not None:
-            raise Conflict(f"Project {project.name!r} is already training (job {current.pk}, {current.state}); "
+            raise Conflict(f"Project {quoted(project.name)} is already training (job {current.pk}, {current.state}); "
                            "wait for it to finish or cancel it.", code="training_running", job_id=current.pk)
         refuse_without_training_data(project)
         params = {"reason": reason}

@@ -6,6 +6,8 @@ from __future__ import annotations
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
+from mlcore.types import quoted
+
 from .models import ModelVersion, Prediction
 
 
@@ -27,7 +29,7 @@ def version_of(project, number: int, queryset=None) -> ModelVersion:
                                                                                 number=number).first()
     if version is None:
         numbers = list(ModelVersion.objects.filter(project=project).order_by("number").values_list("number", flat=True))
-        raise Http404(f"project {project.name!r} has no model version {number}"
+        raise Http404(f"project {quoted(project.name)} has no model version {number}"
                       + (f"; its versions are {', '.join(f'v{n}' for n in numbers)}" if numbers else
                          ": no model has been trained yet"))
     return version

@@ -19,7 +19,7 @@ from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TrainConfig
 from mlcore.data import ImageRecord, table_from_arrays
 from mlcore.predict import predict
 from mlcore.train import STAGES, compare_models, evaluate_with_logits, train_all
-from mlcore.types import Cancelled, DataError
+from mlcore.types import Cancelled, DataError, quoted
 from mlcore.types import LabelSet as MLLabelSet
 from webapp.core import media
 from webapp.datasets import bulk
@@ -473,7 +473,7 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     if slide_job:
         image = Image.objects.filter(pk=job.params["image"], project=version.project).first()
         if image is None or not image.is_slide:
-            raise ValueError(f"the slide {job.params.get('image_name') or job.params['image']!r} is gone "
+            raise ValueError(f"the slide {quoted(job.params.get('image_name') or job.params['image'])} is gone "
                              "(its dataset was deleted)")
         result = predict_slide(version, model, image, label_set_rows, report, should_stop, start=0, span=100,
                                tta=tta)
@@ -506,7 +506,7 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         report(100.0 * number / len(images), message=f"image {number}/{len(images)}")
         if should_stop():
             raise Cancelled()
-    of_dataset = f" of dataset {job.params.get('dataset_name')!r}" if job.params.get("dataset") else ""
+    of_dataset = f" of dataset {quoted(job.params.get('dataset_name'))}" if job.params.get("dataset") else ""
     report(100.0, message=f"image {len(images)}/{len(images)}",
            log=f"{stored} predictions stored for the {len(images)} images{of_dataset} (model v{version.number}; "
                f"tiles: {views})")

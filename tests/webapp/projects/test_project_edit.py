@@ -83,6 +83,10 @@ def test_the_project_page_edits_for_admins_only(project, owner, member):
     assert "Project &#x27;Lung 2&#x27; saved." in response.content.decode()
     project.refresh_from_db()
     assert (project.name, project.description) == ("Lung 2", "")
+    # A name with both kinds of quote is shown as written, without the backslash repr would add.
+    both = admin.post(f"/projects/{project.pk}/edit/", {"name": 'O\'Brien "lab"', "description": ""}, follow=True)
+    assert "Project \u201cO&#x27;Brien &quot;lab&quot;\u201d saved." in both.content.decode()
+    admin.post(f"/projects/{project.pk}/edit/", {"name": "Lung 2", "description": ""})
     refused = admin.post(f"/projects/{project.pk}/edit/", {"name": "", "description": "x"}, follow=True)
     assert "Not saved: A project needs a name." in refused.content.decode()
     project.refresh_from_db()

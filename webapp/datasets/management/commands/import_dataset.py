@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from mlcore.readers import FORMATS
-from mlcore.types import DataError
+from mlcore.types import DataError, quoted
 from webapp.datasets.importing import ImportRejected, do_import_dataset
 from webapp.projects.models import Project
 from webapp.projects.operations import do_create_project
@@ -43,7 +43,7 @@ class Command(BaseCommand):
             bar.close()
         label_set_name = dataset.label_set.name if dataset.label_set else "none (unlabelled)"
         self.stdout.write(self.style.SUCCESS(
-            f"Imported {dataset.name!r} into project {target.name!r} (id {target.pk}): {dataset.image_count} images, "
+            f"Imported {quoted(dataset.name)} into project {quoted(target.name)} (id {target.pk}): {dataset.image_count} images, "
             f"{dataset.nucleus_count} nuclei, label set {label_set_name}"))
 
     def _user(self, username):

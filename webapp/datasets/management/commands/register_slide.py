@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import CommandError
 from tqdm import tqdm
 
-from mlcore.types import DataError
+from mlcore.types import DataError, quoted
 from webapp.datasets.importing import ImportRejected
 from webapp.datasets.slide_import import import_slide, resolve_slides_path
 
@@ -59,6 +59,6 @@ class Command(ImportCommand):
         image = dataset.images.get()
         label_set_name = dataset.label_set.name if dataset.label_set else "none (unclassified)"
         self.stdout.write(self.style.SUCCESS(
-            f"Registered slide {relative!r} as dataset {dataset.name!r} (image id {image.pk}) in project "
-            f"{target.name!r} (id {target.pk}): {image.width} x {image.height} px, mpp {image.mpp}, "
+            f"Registered slide {relative!r} as dataset {quoted(dataset.name)} (image id {image.pk}) in project "
+            f"{quoted(target.name)} (id {target.pk}): {image.width} x {image.height} px, mpp {image.mpp}, "
             f"{dataset.nucleus_count} nuclei, label set {label_set_name}"))
