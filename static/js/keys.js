@@ -23,9 +23,15 @@ export function meaning(keys, event) {
   return position >= 0 ? { classPosition: position } : null;
 }
 
-// A key press that is not for the review keys: with a modifier (the browser's shortcuts), or typed
-// into a field of the page.
+// Controls that act on Enter or Space themselves: a keyboard user who tabbed to "Skip" or a link and
+// pressed Enter means that control, not the review key bound to Enter.
+const CONTROLS = "a[href], button, summary, [role=button], [role=link], [contenteditable]";
+
+// A key press that is not for the review keys: with a modifier (the browser's shortcuts), typed into a
+// field of the page, or Enter or Space on a focused control.
 export function notForReview(event) {
   if (event.ctrlKey || event.metaKey || event.altKey) return true;
-  return ["input", "select", "textarea"].includes((event.target.tagName || "").toLowerCase());
+  const target = event.target;
+  if (["input", "select", "textarea"].includes((target.tagName || "").toLowerCase())) return true;
+  return (event.key === "Enter" || event.key === " ") && Boolean(target.closest && target.closest(CONTROLS));
 }

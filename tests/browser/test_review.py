@@ -103,6 +103,27 @@ def test_keyboard_flow_decide_accept_undo_skip_and_help(rp, logged_in_page, live
     assert rows == [(first, 1), (second, accepted.class_index), (second, 2)]
 
 
+def test_enter_on_a_focused_control_does_what_the_control_says_not_accept(rp, logged_in_page, live_server, users):
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    first = shown(page)
+    # A keyboard user tabs to Skip and presses Enter: the nucleus is skipped, not accepted.
+    page.focus("button[data-action=skip]")
+    page.keyboard.press("Enter")
+    second = wait_for_other_than(page, first)
+    assert ReviewSkip.objects.filter(nucleus_id=first, user=users["owner"]).exists()
+    assert not Label.objects.filter(nucleus_id=first, source=LabelSource.REVIEW).exists()
+    # A class key still decides while a button has the focus; Enter on the Gallery link opens the gallery.
+    page.focus("button[data-action=skip]")
+    page.keyboard.press("1")
+    wait_for_other_than(page, second)
+    assert Label.objects.get(nucleus_id=second, label_set=rp.breast_set).class_index == 0
+    page.focus("a[href*='/review/gallery/']")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/review/gallery/**")
+    assert Label.objects.filter(source=LabelSource.REVIEW).count() == 1
+
+
 def prediction_name(rp, index: int) -> str:
     return ["neoplastic", "connective", "dead"][index]
 
