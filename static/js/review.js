@@ -246,7 +246,9 @@ function reviewPage(root) {
   // Leaving the page gives the nucleus on screen back to the queue at once (else its lease expires).
   window.addEventListener("pagehide", () => {
     if (!item || outbox.nuclei().includes(item.nucleus.id)) return;
-    api(urlFor(d.releaseUrl, item.nucleus.id), { method: "POST", keepalive: true, body: { label_set: labelSet } })
+    // Only the lease this page was given: a reload's claim may already have renewed it for the new page.
+    const body = { label_set: labelSet, ...(item.lease ? { expires_at: item.lease.expires_at } : {}) };
+    api(urlFor(d.releaseUrl, item.nucleus.id), { method: "POST", keepalive: true, body })
       .catch(() => { /* the lease expires by itself */ });
   });
   outbox.flushWhenOnline(flushOutbox);

@@ -44,8 +44,8 @@ from . import gallery as gallery_query
 from . import keys as review_keys
 from . import operations, quality, queue
 from .access import UnknownName, class_index_for, label_set_and_version, label_set_named, nucleus_for
-from .serializers import (BulkDecisionSerializer, DecisionSerializer, LabelSetSerializer, SettleSerializer,
-                          UndoSerializer)
+from .serializers import (BulkDecisionSerializer, DecisionSerializer, LabelSetSerializer, ReleaseSerializer,
+                          SettleSerializer, UndoSerializer)
 
 LABEL_SET = OpenApiParameter("label_set", str, description="label set name (default: the project's first)")
 STRATEGY = OpenApiParameter("strategy", str, enum=list(queue.STRATEGIES),
@@ -277,13 +277,15 @@ def skip(request, nucleus_id: int):
     return Response({"nucleus": nucleus.pk, "skipped": True})
 
 
-@extend_schema(request=LabelSetSerializer, responses=OpenApiTypes.OBJECT)
+@extend_schema(request=ReleaseSerializer, responses=OpenApiTypes.OBJECT)
 @api_view(["POST"])
 def release(request, nucleus_id: int):
-    """Give your lease on a nucleus back without deciding (it returns to the queue at once)."""
-    nucleus, _, label_set = _reviewed_nucleus(request, nucleus_id, LabelSetSerializer)
-    return Response({"nucleus": nucleus.pk, "released": bool(operations.do_release(nucleus, label_set,
-                                                                                      request.user))})
+    """Give your lease on a nucleus back without deciding (it returns to the queue at once). With
+    ``expires_at``, only the lease the claim answered with: a page left while its reload claims again sends
+    this after the reload's claim may have renewed the lease, which then stays."""
+    nucleus, data, label_set = _reviewed_nucleus(request, nucleus_id, ReleaseSerializer)
+    released = operations.do_release(nucleus, label_set, request.user, expires_at=data.get("expires_at"))
+    return Response({"nucleus": nucleus.pk, "released": bool(released)})
 
 
 # ------------------------------------------------------------------------------------- gallery

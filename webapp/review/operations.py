@@ -163,17 +163,21 @@ def do_claim_next(spec: QueueSpec) -> ReviewLease | None:
     return None
 
 
-def _expire(nucleus: Nucleus, label_set: LabelSet, user, now) -> int:
-    """End a reviewer's lease. The row stays (expired): the queue remembers the nucleus was touched
-    (see :mod:`webapp.review.queue`, "the frontier"); the next claimer takes it over in place."""
-    return ReviewLease.objects.filter(nucleus=nucleus, label_set=label_set, user=user,
-                                      expires_at__gt=now).update(expires_at=now)
+def _expire(nucleus: Nucleus, label_set: LabelSet, user, now, *, expires_at=None) -> int:
+    """End a reviewer's lease (the one that ends at ``expires_at``, if given). The row stays (expired): the
+    queue remembers the nucleus was touched (see :mod:`webapp.review.queue`, "the frontier"); the next
+    claimer takes it over in place."""
+    leases = ReviewLease.objects.filter(nucleus=nucleus, label_set=label_set, user=user, expires_at__gt=now)
+    if expires_at is not None:
+        leases = leases.filter(expires_at=expires_at)
+    return leases.update(expires_at=now)
 
 
-def do_release(nucleus: Nucleus, label_set: LabelSet, user) -> int:
-    """Give a lease back without deciding: the nucleus returns to the queue at once."""
+def do_release(nucleus: Nucleus, label_set: LabelSet, user, *, expires_at=None) -> int:
+    """Give a lease back without deciding: the nucleus returns to the queue at once. With ``expires_at``
+    only if the lease still ends then: a renewal since (the same reviewer's reload) keeps it."""
     with transaction.atomic():
-        released = _expire(nucleus, label_set, user, timezone.now())
+        released = _expire(nucleus, label_set, user, timezone.now(), expires_at=expires_at)
         if released:
             audit.record("review.released", actor=user, target=nucleus, project=label_set.project_id,
                          label_set=label_set.name)

@@ -46,6 +46,13 @@ class LabelSetSerializer(serializers.Serializer):
     label_set = serializers.CharField(max_length=100)
 
 
+@extend_schema_serializer(component_name="Release")  # else it inherits its parent's component name
+class ReleaseSerializer(LabelSetSerializer):
+    expires_at = serializers.DateTimeField(
+        required=False, help_text="the lease's expires_at as the claim answered it: only that lease is given back, "
+                                  "not one renewed since (a reload of the page shows the same nucleus)")
+
+
 @extend_schema_serializer(component_name="Undo")  # else it inherits its parent's component name
 class UndoSerializer(LabelSetSerializer):
     client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")

@@ -283,6 +283,30 @@ def test_release_gives_the_nucleus_back_at_once(rp, users, api_client_for):
     assert ReviewLease.objects.get(nucleus_id=a["nucleus"]["id"]).user == users["reviewer2"]
 
 
+def test_a_reloaded_pages_late_release_leaves_the_renewed_lease(rp, users, api_client_for):
+    """A reload: the old page's release (sent as it is left) can reach the server after the new page's claim,
+    which renewed the same lease; naming the lease it was given, it gives nothing back."""
+    import time
+
+    client = api_client_for(users["reviewer"])
+    old_page = client.get(next_url(rp)).json()
+    time.sleep(0.01)
+    new_page = client.get(next_url(rp)).json()
+    nucleus_id = old_page["nucleus"]["id"]
+    assert new_page["nucleus"]["id"] == nucleus_id
+    assert new_page["lease"]["expires_at"] != old_page["lease"]["expires_at"]
+    late = client.post(f"/api/nuclei/{nucleus_id}/release/",
+                       {"label_set": "breast", "expires_at": old_page["lease"]["expires_at"]}, format="json")
+    assert late.status_code == 200 and late.json()["released"] is False
+    lease = ReviewLease.objects.get(nucleus_id=nucleus_id)
+    assert lease.user == users["reviewer"] and lease.expires_at > timezone.now()
+    assert api_client_for(users["reviewer2"]).get(next_url(rp)).json()["nucleus"]["id"] != nucleus_id
+    # The lease the new page holds is given back when that page is left.
+    left = client.post(f"/api/nuclei/{nucleus_id}/release/",
+                       {"label_set": "breast", "expires_at": new_page["lease"]["expires_at"]}, format="json")
+    assert left.json()["released"] is True
+
+
 def test_the_frontier_skips_the_reviewed_top_and_an_undone_nucleus_comes_back(rp, users, api_client_for):
     from django.core.cache import cache
 
