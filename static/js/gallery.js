@@ -184,8 +184,22 @@ function galleryPage(root) {
     if (outcome.kind === "saved") setStatus(`Saved ${outcome.data.saved} decision(s) left over from before.`, "ok");
   }
 
-  async function save(choices) {
+  // Nuclei whose decision is on its way: a double click or a repeated Enter must not send them again
+  // (the second answer, all refusals, would hide the first one's "saved").
+  const saving = new Set();
+
+  async function save(allChoices) {
+    const choices = allChoices.filter((c) => !saving.has(c.item.nucleus));
     if (!choices.length) return;
+    choices.forEach((c) => saving.add(c.item.nucleus));
+    try {
+      await send(choices);
+    } finally {
+      choices.forEach((c) => saving.delete(c.item.nucleus));
+    }
+  }
+
+  async function send(choices) {
     const decisions = choices.map((c) => ({ nucleus: c.item.nucleus, class_name: c.class_name,
                                             version: c.item.version, client_id: clientId() }));
     outbox.add(...decisions);

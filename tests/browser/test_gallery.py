@@ -62,12 +62,18 @@ def test_sort_by_margin_filter_by_class_agree_disagree_and_accept_the_page(rp, l
     label = CurrentLabel.objects.select_related("label").get(nucleus_id=disagreed, label_set=rp.breast_set).label
     assert (label.class_index, label.source, label.author_id) == (1, "review", owner.pk)
 
-    # Accept all on this page: every remaining card agrees with its prediction.
+    # Accept all on this page: every remaining card agrees with its prediction. A double click sends the
+    # decisions once (a second batch, all refused, used to replace "Saved" with "refused").
     assert tile_ids(page) == rest
-    page.click("[data-action=accept-page]")
+    batches = []
+    page.on("request", lambda request: batches.append(request.url) if "/review/bulk/" in request.url else None)
+    page.dblclick("[data-action=accept-page]")
     wait_until(page, "document.querySelector('#gallery [data-role=status]').textContent.startsWith('Saved')")
     wait_until(page, "document.querySelector('#gallery').dataset.ready === 'true' && "
                      "!document.querySelector('#gallery .tile')")
+    page.wait_for_timeout(500)
+    assert len(batches) == 1, batches
+    assert page.inner_text("#gallery [data-role=status]") == f"Saved {len(rest)}."
     reviews = dict(Label.objects.filter(label_set=rp.breast_set, source="review", author=owner)
                    .values_list("nucleus_id", "class_index"))
     assert reviews == {agreed: 2, disagreed: 1, **{n: 2 for n in rest}}

@@ -98,11 +98,15 @@ def _spec(request, project: Project, *, with_exclude: bool = True) -> queue.Queu
                            include_labelled=_flag(params.get("include_labelled")), exclude=exclude, version=version)
 
 
-def _conflict(exc: StaleLabel, label_set: LabelSet) -> Conflict:
+def _conflict(exc: StaleLabel, label_set: LabelSet, user) -> Conflict:
     classes = queue.label_set_classes(label_set)
     current = queue.current_label_dict(exc.current and queue.current_label(exc.current.nucleus_id, label_set), classes)
     if current is None:
         detail = "The label changed meanwhile: the nucleus has no label now. Look again and decide."
+    elif current["author"] == user.get_username() and current["source"] == "review":
+        # Their own decision from a second click, another tab or a retry: not "someone else".
+        detail = (f"You decided this nucleus already: it is {quoted(current['class_name'])}. To change it, "
+                  f"undo that decision or review with \"Include labelled nuclei\".")
     else:
         detail = (f"Someone else labelled this nucleus meanwhile: it is now {quoted(current['class_name'])} "
                   f"({current['source']}, by {current['author'] or 'nobody'}). Look again and decide.")
@@ -205,7 +209,7 @@ def nucleus_labels(request, nucleus_id: int):
                                         version=version, second_opinion=data["second_opinion"],
                                         class_count=len(classes))
     except StaleLabel as exc:
-        raise _conflict(exc, label_set) from None
+        raise _conflict(exc, label_set, request.user) from None
     except operations.AlreadyDecided as exc:
         raise _already_decided(exc, label_set) from None
     except operations.ClientIdReused as exc:
@@ -243,7 +247,7 @@ def undo_nucleus(request, nucleus_id: int):
     try:
         undo = operations.do_undo(nucleus, label_set, user=request.user, client_id=data["client_id"])
     except StaleLabel as exc:
-        raise _conflict(exc, label_set) from None
+        raise _conflict(exc, label_set, request.user) from None
     except operations.ReviewError as exc:
         raise Conflict(str(exc)) from None
     return _undo_response(undo, label_set)
@@ -260,7 +264,7 @@ def undo_last(request, project_id: int):
     try:
         undo = operations.do_undo_last(label_set, user=request.user, client_id=body.validated_data["client_id"])
     except StaleLabel as exc:
-        conflict = _conflict(exc, label_set)
+        conflict = _conflict(exc, label_set, request.user)
         conflict.detail = "Your last decision was changed by someone else since: " + str(conflict.detail)
         raise conflict from None
     except operations.ReviewError as exc:
@@ -482,7 +486,8 @@ def bulk(request, project_id: int):
         except UnknownName as exc:
             results.append({"nucleus": nucleus.pk, "status": 400, "detail": str(exc)})
         except (StaleLabel, operations.AlreadyDecided) as exc:
-            conflict = (_conflict if isinstance(exc, StaleLabel) else _already_decided)(exc, label_set)
+            conflict = (_conflict(exc, label_set, request.user) if isinstance(exc, StaleLabel)
+                        else _already_decided(exc, label_set))
             results.append({"nucleus": nucleus.pk, "status": 409, "detail": str(conflict.detail), **conflict.extra})
         except operations.ClientIdReused as exc:
             results.append({"nucleus": nucleus.pk, "status": 409, "detail": str(exc)})
@@ -520,7 +525,7 @@ def settle(request, project_id: int):
         label = operations.do_settle(nucleus, label_set, class_index, curator=request.user,
                                      expected_label_id=data["version"], client_id=data["client_id"])
     except StaleLabel as exc:
-        raise _conflict(exc, label_set) from None
+        raise _conflict(exc, label_set, request.user) from None
     except operations.ClientIdReused as exc:
         raise Conflict(str(exc)) from None
     return Response(label_dict(label), status=status.HTTP_201_CREATED)

@@ -199,6 +199,14 @@ def test_agree_and_disagree_from_the_gallery_go_through_bulk(rp, users, api_clie
     response = client.post(f"/api/projects/{rp.project.pk}/review/bulk/",
                            {"label_set": "breast", "decisions": decisions}, format="json")
     assert [r["status"] for r in response.json()["results"]] == [201, 201]
+    # The same batch sent twice (a double click, a retry): the second is refused, as the reviewer's own
+    # decisions, not as someone else's.
+    twice = client.post(f"/api/projects/{rp.project.pk}/review/bulk/",
+                        {"label_set": "breast", "decisions": decisions}, format="json").json()["results"]
+    assert [r["status"] for r in twice] == [409, 409]
+    assert twice[0]["detail"] == (f"You decided this nucleus already: it is '{agree['class_name']}'. To change it, "
+                                  "undo that decision or review with \"Include labelled nuclei\".")
+    assert "Someone else" not in twice[1]["detail"]
     current = dict(CurrentLabel.objects.filter(nucleus_id__in=[agree["nucleus"], disagree["nucleus"]],
                                                label_set=rp.breast_set).values_list("nucleus_id", "class_index"))
     assert current == {agree["nucleus"]: agree["class_index"], disagree["nucleus"]: (disagree["class_index"] + 1) % 3}
