@@ -27,10 +27,14 @@ class StaleLabel(Exception):
 def do_record_label(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, author,
                     source: str = LabelSource.REVIEW, check_current: bool = False,
                     expected_label_id: int | None = None, client_id: str = "", model_version_id: int | None = None,
-                    class_count: int | None = None) -> Label:
+                    class_count: int | None = None, actor=None, action: str = "label.recorded",
+                    **details) -> Label:
     """Append a label. With ``check_current``, ``expected_label_id`` (the current label the client saw,
     None for none) guards against lost updates: another current label raises StaleLabel. A ``client_id`` that was used before violates its unique constraint
     (IntegrityError): the caller answers with the row it names (see webapp.review.operations.do_decide).
+
+    The audit row (``action``, with ``details``) names ``actor``, who need not be the label's ``author``:
+    an undo restores someone else's label in their name.
 
     Four statements, no savepoint: the review queue saves a decision on every key press, so this is
     the hottest write of the application. ``class_count`` (the label set's number of classes, when the
@@ -57,9 +61,9 @@ def do_record_label(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, 
         elif not _insert_current(nucleus.pk, label_set.pk, label.pk, class_index, source):
             # Someone recorded the first label of this nucleus since we looked (there was no row to lock).
             raise StaleLabel(_current_row(nucleus.pk, label_set.pk))
-        audit.record("label.recorded", actor=author, target=nucleus, project=label_set.project_id,
+        audit.record(action, actor=actor or author, target=nucleus, project=label_set.project_id,
                      label_set=label_set.name,
-                     class_index=class_index, source=source, previous=current_class)
+                     class_index=class_index, source=source, previous=current_class, **details)
         delete_on_commit([unreviewed_counts_key(label_set.pk)])  # the gallery's per-class counts
     return label
 

@@ -281,7 +281,8 @@ def do_undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str = "",
         if done is not None:
             return done
     with transaction.atomic():
-        current = (CurrentLabel.objects.select_for_update(of=("self",)).select_related("label", "label__previous")
+        current = (CurrentLabel.objects.select_for_update(of=("self",))
+                   .select_related("label", "label__previous", "label__previous__author")
                    .filter(nucleus=nucleus, label_set=label_set).first())
         if check_current and (current.label_id if current else None) != expected_label_id:
             raise StaleLabel(current)
@@ -294,9 +295,12 @@ def do_undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str = "",
             raise NothingToUndo("the current label already restores an undone decision")
         previous = decision.previous
         if previous is not None:
-            restored = do_record_label(nucleus, label_set, previous.class_index, author=user, source=previous.source,
-                                       check_current=True, expected_label_id=decision.pk,
-                                       model_version_id=previous.model_version_id)
+            # The restored label is the previous one again, in its author's name (ground truth stays the
+            # curator's, another reviewer's decision theirs); the undo is the reviewer's, in the audit.
+            restored = do_record_label(nucleus, label_set, previous.class_index, author=previous.author,
+                                       source=previous.source, check_current=True, expected_label_id=decision.pk,
+                                       model_version_id=previous.model_version_id, actor=user,
+                                       action="label.undone", label=decision.pk)
         else:
             restored = None
             CurrentLabel.objects.filter(pk=current.pk).delete()

@@ -132,7 +132,12 @@ def test_undo_appends_a_row_restoring_the_previous_class(rp, users, api_client_f
     assert body["undone"]["id"] == decision["version"]
     restored = Label.objects.get(pk=body["restored"]["id"])
     assert restored.class_index == ground_truth.class_index and restored.source == LabelSource.GROUND_TRUTH
-    assert restored.previous_id == decision["version"] and restored.author == users["reviewer"]
+    # The restored label is the ground truth again, in its author's name; the undo is the reviewer's.
+    assert restored.previous_id == decision["version"] and restored.author == ground_truth.author
+    assert body["restored"]["source"] == "ground_truth" and body["restored"]["author"] == (
+        ground_truth.author.get_username() if ground_truth.author else None)
+    undone = AuditLogEntry.objects.filter(action="label.undone").get()
+    assert undone.actor == users["reviewer"] and undone.details["label"] == decision["version"]
     assert body["version"] == restored.pk
     # Append-only: three rows, nothing deleted; the current label is the restoring row.
     assert list(Label.objects.filter(nucleus=nucleus, label_set=rp.breast_set).order_by("id")
