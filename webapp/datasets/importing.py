@@ -22,7 +22,7 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from mlcore.readers import FORMATS, open_dataset
-from mlcore.types import MAX_NAME_LENGTH, DataError, LabelSet as MLLabelSet, quoted
+from mlcore.types import MAX_NAME_LENGTH, DataError, LabelSet as MLLabelSet, quoted, strip_invisible
 from webapp.core import audit, media
 from webapp.core.domain_errors import Invalid
 from webapp.projects.models import Project
@@ -120,12 +120,13 @@ def resolve_label_set(project: Project, found: MLLabelSet, requested_name: str |
     for existing in LabelSet.objects.filter(project=project).prefetch_related("classes"):
         if sorted(existing.class_names) == sorted(names):
             return existing, found
-    base = name = found.name[:MAX_NAME_LENGTH]  # a dataset name (up to 200) names a new label set by default
+    # A dataset name (up to 200) names a new label set by default, cut to fit without a space at the cut.
+    base = name = strip_invisible(found.name[:MAX_NAME_LENGTH])
     taken = set(LabelSet.objects.filter(project=project).values_list("name", flat=True))
     suffix = 2
     while name in taken:
         tail = f"-{suffix}"
-        name, suffix = f"{base[:MAX_NAME_LENGTH - len(tail)]}{tail}", suffix + 1
+        name, suffix = f"{strip_invisible(base[:MAX_NAME_LENGTH - len(tail)])}{tail}", suffix + 1
     return None, MLLabelSet(name, found.classes, found.colors)
 
 

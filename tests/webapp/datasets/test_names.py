@@ -105,6 +105,13 @@ def test_a_long_dataset_name_gives_a_label_set_name_that_fits(owner, media_root,
         do_import_dataset(project, name=f"{number}" + "n" * 199, format="seed", path=root, actor=owner)
     names = sorted(LabelSet.objects.filter(project=project).values_list("name", flat=True))
     assert [len(n) for n in names] == [100, 100] and len(set(names)) == 2
+    # A cut that falls on a space leaves no space at the end of the label set's name, with a suffix too.
+    for number, name in enumerate(["s" * 99 + " tail", "t" * 97 + " yy tail 1", "t" * 97 + " yy tail 2"], start=2):
+        root = generate_dataset(tmp_path / f"d{number}", "seed", n_images=1, nuclei_per_image=3, size=(32, 32),
+                                seed=number, class_names=[f"k{number}", "z"])
+        do_import_dataset(project, name=name, format="seed", path=root, actor=owner)
+    cut = list(LabelSet.objects.filter(project=project, name__regex="^[st]").order_by("id").values_list("name", flat=True))
+    assert cut == ["s" * 99, "t" * 97 + " yy", "t" * 97 + "-2"]
 
 
 @pytest.mark.django_db(transaction=True, databases="__all__")  # the job reports progress on its own connection
