@@ -124,6 +124,24 @@ def test_enter_on_a_focused_control_does_what_the_control_says_not_accept(rp, lo
     assert Label.objects.filter(source=LabelSource.REVIEW).count() == 1
 
 
+def test_a_long_label_set_name_fits_a_narrow_window(rp, logged_in_page, live_server):
+    from urllib.parse import quote
+
+    from webapp.datasets.models import LabelSet
+
+    long_name = "breast cancer cohort uploaded by the pathology lab for cross-taxonomy merging, second batch"
+    LabelSet.objects.filter(pk=rp.breast_set.pk).update(name=long_name + "x" * (100 - len(long_name)))
+    page = logged_in_page
+    page.set_viewport_size({"width": 800, "height": 900})
+    name = quote(long_name + "x" * (100 - len(long_name)))
+    for url in (f"/projects/{rp.project.pk}/review/?label_set={name}",
+                f"/projects/{rp.project.pk}/review/gallery/?label_set={name}"):
+        page.goto(live_server.url + url)
+        page.wait_for_selector("[data-ready=true]")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 800, f"{url}: the page is {width} px wide in an 800 px window"
+
+
 def prediction_name(rp, index: int) -> str:
     return ["neoplastic", "connective", "dead"][index]
 
