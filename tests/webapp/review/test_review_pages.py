@@ -62,6 +62,10 @@ def test_review_page_renders_class_keys_and_options(rp, users, client):
         assert f'data-class-name="{name}"' in html and f"<kbd>{position}</kbd>" in html
     assert "js/review.js" in html and "Accept" in html and "Skip" in html and "Undo" in html
     assert "has no trained model" not in html
+    # Its empty state says which nuclei the order serves, and where the others are.
+    assert (f"The “margin” order serves the nuclei model v{rp.version.number} predicted in breast; nuclei "
+            "without a prediction") in html
+    assert 'href="?label_set=breast&amp;strategy=random">random order</a>' in html
     # Defaults: the first label set, entropy.
     html = client.get(f"/projects/{rp.project.pk}/review/").content.decode()
     assert 'data-label-set="colon"' in html and 'data-strategy="entropy"' in html
