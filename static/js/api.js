@@ -44,7 +44,10 @@ const backoff = (attempt) => RETRY_BASE_MS * 3 ** (attempt - 1) * (1 + Math.rand
 //    that repeating it is harmless (the review outbox: its client_id makes a repeat a no-op).
 //  - keepalive: the request outlives the page (a decision sent as the tab closes).
 //  - signal: an AbortController's; an aborted request rejects with the browser's AbortError.
-export async function api(url, { method = "GET", body, headers = {}, keepalive = false, signal, retries } = {}) {
+//  - timeout: milliseconds to wait for each try's answer; a try that gets none counts as a lost
+//    connection (a stalled server would otherwise leave the page "Saving…" for ever).
+export async function api(url, { method = "GET", body, headers = {}, keepalive = false, signal, retries,
+                                 timeout } = {}) {
   const verb = method.toUpperCase();
   const init = { method: verb, credentials: "same-origin", keepalive, signal, headers: { Accept: "application/json" } };
   if (!SAFE_METHODS.has(verb)) init.headers["X-CSRFToken"] = csrfToken();
@@ -59,16 +62,21 @@ export async function api(url, { method = "GET", body, headers = {}, keepalive =
 
   for (let attempt = 1; ; attempt += 1) {
     let response;
+    if (timeout) {
+      const timer = AbortSignal.timeout(timeout);
+      init.signal = signal ? AbortSignal.any([signal, timer]) : timer;
+    }
     try {
       response = await fetch(url, init);
     } catch (err) {
-      if (err.name === "AbortError") throw err;
+      if (err.name === "AbortError") throw err;   // the caller's; a timeout is a "TimeoutError"
       if (attempt < attempts) {
         await sleep(backoff(attempt));
         if (signal) signal.throwIfAborted();
         continue;
       }
-      throw new ApiError(err.message || "no connection", { cause: err });
+      const what = err.name === "TimeoutError" ? `no answer within ${timeout / 1000} s` : err.message || "no connection";
+      throw new ApiError(what, { cause: err });
     }
     if (RETRY_STATUSES.has(response.status) && attempt < attempts) {
       await sleep(backoff(attempt));

@@ -54,9 +54,15 @@ export class Outbox {
 //   {kind: "rejected", data, status}       another 4xx, which sending again cannot fix;
 //   {kind: "failed", status, detail}       no answer, 408, 429 or 5xx: keep them and send again later.
 // A lost connection or a 502/503/504 is retried at once a few times (api.js) before it counts as failed.
+// A try that gets no answer in this time counts as lost: after the retries the decisions are kept here and
+// sent again later, so that a stalled server leaves the reviewer a message instead of "Saving…" for ever (the
+// client_id makes a repeat harmless).
+const SAVE_TIMEOUT_MS = 6000;
+
 export async function sendDecisions(url, body) {
   try {
-    return { kind: "saved", data: await api(url, { method: "POST", body, keepalive: true, retries: 2 }) };
+    return { kind: "saved", data: await api(url, { method: "POST", body, keepalive: true, retries: 2,
+                                                   timeout: SAVE_TIMEOUT_MS }) };
   } catch (err) {
     if (!(err instanceof ApiError)) throw err;
     const data = err.data || {};
@@ -64,6 +70,7 @@ export async function sendDecisions(url, body) {
     if (err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
       return { kind: "rejected", data, status: err.status };
     }
-    return { kind: "failed", status: err.status, detail: err.status ? `HTTP ${err.status}` : "no connection" };
+    const silent = err.cause && err.cause.name === "TimeoutError" ? "no answer from the server" : "no connection";
+    return { kind: "failed", status: err.status, detail: err.status ? `HTTP ${err.status}` : silent };
   }
 }

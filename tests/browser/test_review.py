@@ -206,6 +206,25 @@ def test_a_failed_save_is_shown_kept_and_retried(rp, logged_in_page, live_server
     assert Label.objects.filter(nucleus_id=nucleus_id, author=users["owner"], source="review").count() == 1
 
 
+def test_a_save_the_server_never_answers_is_kept_and_retried(rp, logged_in_page, live_server, users):
+    """A stalled server (a stopped process, a hung proxy): each try gives up after its timeout, and the page
+    says so and keeps the decision instead of showing "Saving…" for ever."""
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    nucleus_id = shown(page)
+    stalled = []
+    page.route("**/api/nuclei/*/labels/", lambda route: stalled.append(route))   # never answered
+    page.keyboard.press("3")
+    page.wait_for_selector("[data-role=status].error", timeout=40_000)
+    assert "no answer from the server" in page.inner_text("[data-role=status]")
+    assert len(stalled) == 3   # the first try and two retries
+    wait_for_other_than(page, nucleus_id)  # the reviewer goes on meanwhile
+    page.unroute("**/api/nuclei/*/labels/")
+    label = wait_for(lambda: Label.objects.filter(nucleus_id=nucleus_id, author=users["owner"], source="review").first(),
+                     timeout=30, message="the retried save")
+    assert label.class_index == 2
+
+
 def test_gallery_accepts_many_and_moves_one(rp, logged_in_page, live_server, users):
     page = logged_in_page
     page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast&class_name=dead")
