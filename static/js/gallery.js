@@ -35,7 +35,9 @@ function galleryPage(root) {
 
   const setStatus = (text, kind = "") => { statusLine.textContent = text; statusLine.className = `small ${kind}`; };
   const tiles = () => Array.from(grid.querySelectorAll(".tile"));
-  const selected = () => tiles().filter((t) => t.querySelector("input[type=checkbox]").checked);
+  // Cards this reviewer may decide (not another reviewer's decision in the reviewed strip).
+  const decidable = () => tiles().filter((t) => t._decidable);
+  const selected = () => decidable().filter((t) => t.querySelector("input[type=checkbox]").checked);
   const updateCount = () => { countLine.textContent = `${selected().length} selected`; };
 
   // ---------------------------------------------------------------- the filter form
@@ -143,7 +145,7 @@ function galleryPage(root) {
         group = item.group.key;
         grid.append(el("h3", { className: "gallery-group", data: { group } }, item.group.label));
       }
-      grid.append(galleryCard(item, classes, { save, choose, selectionChanged: updateCount }));
+      grid.append(galleryCard(item, classes, { user: d.user, save, choose, selectionChanged: updateCount }));
     }
     role("pager").hidden = !(data.has_more || state.page > 1);
     root.querySelector('[data-action="previous"]').disabled = state.page <= 1;
@@ -236,15 +238,16 @@ function galleryPage(root) {
     renderTabs();
     updateCount();
     // Reviewed cards show the new decision after a reload; an emptied page brings the next cards.
-    if (reviewedView || !tiles().length) load();
+    // (Not while a refused card is red: the reload would take its reason away.)
+    if ((reviewedView && !refused) || !tiles().length) load();
   }
 
   // ---------------------------------------------------------------- buttons and keys
   const allTiles = (list) => list.map((tile) => ({ item: tile._item, tile, class_name: tile._item.class_name }));
-  root.querySelector('[data-action="accept-page"]').addEventListener("click", () => save(allTiles(tiles())));
+  root.querySelector('[data-action="accept-page"]').addEventListener("click", () => save(allTiles(decidable())));
   root.querySelector('[data-action="accept-selected"]').addEventListener("click", () => save(allTiles(selected())));
   root.querySelector('[data-action="select-all"]').addEventListener("click", () => {
-    tiles().forEach((t) => { t.querySelector("input").checked = true; t.classList.add("selected"); });
+    decidable().forEach((t) => { t.querySelector("input").checked = true; t.classList.add("selected"); });
     updateCount();
   });
   root.querySelector('[data-action="clear"]').addEventListener("click", () => {
@@ -274,8 +277,8 @@ function galleryPage(root) {
     }
     if (!meant) return;
     if (meant.action === "help") toggleHelp();
-    else if (meant.action === "accept" && current) save(allTiles([current]));
-    else if (meant.classPosition != null && current && classes[meant.classPosition]) {
+    else if (meant.action === "accept" && current && current._decidable) save(allTiles([current]));
+    else if (meant.classPosition != null && current && current._decidable && classes[meant.classPosition]) {
       save([{ item: current._item, tile: current, class_name: classes[meant.classPosition].name }]);
     } else return;
     e.preventDefault();

@@ -5,11 +5,17 @@ import { el, svgEl } from "./dom.js";
 import { pct } from "./format.js";
 import { UNLABELLED, polygon, viewBox } from "./overlay.js";
 
-// classes: [{index, name, color}] of the label set; on: {save(choices), choose(tile), selectionChanged()}.
+// classes: [{index, name, color}] of the label set; on: {user, save(choices), choose(tile), selectionChanged()}.
 export function galleryCard(item, classes, on) {
   const colorOf = (index) => (classes.find((c) => c.index === index) || {}).color || UNLABELLED;
   const tile = el("div", { className: "tile", data: { nucleusId: item.nucleus, predicted: item.class_name } });
-  const box = el("input", { type: "checkbox", "aria-label": `select nucleus ${item.instance_id} in ${item.image_name}` });
+  // Another reviewer's decision (the reviewed strip) is theirs to change: the server would refuse this
+  // reviewer's Agree or Disagree, so the card offers none (a second opinion goes through the review page).
+  const theirs = Boolean(item.current && item.current.source === "review" && item.current.author &&
+                         item.current.author !== on.user);
+  tile._decidable = !theirs;
+  const box = el("input", { type: "checkbox", disabled: theirs,
+                            "aria-label": `select nucleus ${item.instance_id} in ${item.image_name}` });
   box.addEventListener("change", () => { tile.classList.toggle("selected", box.checked); on.selectionChanged(); });
   const img = el("img", { src: item.crop_url, alt: `nucleus ${item.instance_id} in ${item.image_name}`, loading: "lazy" });
   const overlay = svgEl("svg");
@@ -32,8 +38,11 @@ export function galleryCard(item, classes, on) {
                   ...classes.filter((c) => c.index !== item.class_index)
                     .map((c) => el("option", { value: c.name }, c.name)));
   move.addEventListener("change", () => { if (move.value) on.save([{ item, tile, class_name: move.value }]); });
-  tile.append(...[el("label", { className: "tile-pick" }, box, picture), predicted, scores, decided,
-                  el("div", { className: "tile-meta" }, agree, move)].filter((node) => node != null));
+  const actions = theirs
+    ? el("div", { className: "tile-meta muted" }, "another reviewer's decision")
+    : el("div", { className: "tile-meta" }, agree, move);
+  tile.append(...[el("label", { className: "tile-pick" }, box, picture), predicted, scores, decided, actions]
+    .filter((node) => node != null));
   tile.addEventListener("click", (event) => {
     if (!event.target.closest("select, button, a, input")) on.choose(tile);
   });

@@ -144,3 +144,35 @@ def test_a_rebound_key_is_listed_in_the_help_and_used_by_the_review_page(rp, log
     page.keyboard.press("h")
     page.wait_for_selector("dialog[data-role=help][open]")
     assert page.inner_text("[data-class-key='2'] kbd") == "l"
+
+
+def test_another_reviewers_decisions_are_shown_without_actions_that_would_be_refused(rp, logged_in_page,
+                                                                                    live_server, users):
+    from webapp.datasets.models import Nucleus
+    from webapp.review.operations import do_decide
+
+    page = logged_in_page
+    rita = users["reviewer"]
+    theirs = unlabelled_in(rp, rp.breast_set)[:2]
+    for nucleus in Nucleus.objects.filter(pk__in=theirs):
+        do_decide(nucleus, rp.breast_set, 0, user=rita, expected_label_id=None)
+    batches = []
+    page.on("request", lambda request: batches.append(request.url) if "/review/bulk/" in request.url else None)
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast&status=reviewed"
+              f"&reviewer={rita.username}")
+    page.wait_for_selector("#gallery[data-ready=true]")
+    assert sorted(tile_ids(page)) == sorted(theirs)
+    assert page.locator("#gallery .tile button.agree").count() == 0
+    assert page.locator("#gallery .tile select.move").count() == 0
+    assert page.locator("#gallery .tile", has_text="another reviewer's decision").count() == 2
+    # Accept all, select all and the keys leave their decisions alone: nothing is sent.
+    page.click("[data-action=select-all]")
+    assert page.inner_text("#gallery [data-role=selected]") == "0 selected"
+    page.click("[data-action=accept-page]")
+    page.locator("#gallery .tile").first.click()
+    page.keyboard.press("Enter")
+    page.keyboard.press("2")
+    page.wait_for_timeout(500)
+    assert batches == []
+    assert set(Label.objects.filter(label_set=rp.breast_set, source="review").values_list("author_id", flat=True)) == \
+        {rita.pk}
