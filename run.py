@@ -87,12 +87,42 @@ def redis_server_command(port: int, redis_dir: Path) -> list[str]:
             "--appendonly", "yes", "--save", "", "--loglevel", "warning"]
 
 
-def start_embedded_redis(port: int, processes: list) -> str:
+def _redis_command(sock: socket.socket, *words: str) -> bytes:
+    """Send one command in Redis's protocol (RESP) and return the raw answer (one read is enough for the
+    short answers asked for here)."""
+    sock.sendall(f"*{len(words)}\r\n".encode() + b"".join(f"${len(w)}\r\n{w}\r\n".encode() for w in words))
+    return sock.recv(4096)
+
+
+def running_redis_dir(port: int) -> str | None:
+    """The data folder of the Redis listening on ``port``, or None when what listens there does not answer
+    as a Redis that says where its data is (another program, a Redis with a password)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            if not _redis_command(sock, "PING").startswith(b"+PONG"):
+                return None
+            answer = _redis_command(sock, "CONFIG", "GET", "dir").split(b"\r\n")
+    except OSError:
+        return None
+    # *2, $3, dir, $N, <the folder>
+    return answer[4].decode(errors="replace") if len(answer) > 4 and answer[2] == b"dir" else None
+
+
+def start_embedded_redis(port: int, processes: list, *, folder: str = "redis") -> str:
+    """Start this installation's Redis on ``port``, its data in DATA_DIR/<folder>-<port>. A Redis already
+    there is used only when it is this installation's own (its data folder is ours): two installations
+    sharing one queue would take each other's jobs, find no such job in their database and drop them."""
     url = f"redis://127.0.0.1:{port}/0"
+    redis_dir = DATA_DIR / f"{folder}-{port}"
     if port_open(port):
-        say(f"reusing the Redis already listening on port {port}")
-        return url
-    redis_dir = DATA_DIR / f"redis-{port}"
+        running = running_redis_dir(port)
+        if running is not None and Path(running).resolve() == redis_dir.resolve():
+            say(f"using this installation's Redis, already running on port {port}")
+            return url
+        holder = f"another Redis (its data in {running})" if running else "a program that does not answer as a Redis"
+        sys.exit(f"port {port} is held by {holder}: an installation needs a Redis of its own, or it would share "
+                 f"its job queue. Choose another port (EMBEDDED_REDIS_PORT={port + 5} python3 run.py, or "
+                 f"--redis-port {port + 5}) or name a Redis to use (REDIS_URL=redis://127.0.0.1:6379/0).")
     redis_dir.mkdir(parents=True, exist_ok=True)
     command = redis_server_command(port, redis_dir)
     say(f"starting Redis ({command[0]}) on 127.0.0.1:{port}")
@@ -242,7 +272,8 @@ def test(pytest_args: list[str], redis_port: int) -> int:
     processes: list = []
     try:
         if not os.environ.get("REDIS_URL"):
-            os.environ["REDIS_URL"] = start_embedded_redis(redis_port, processes)
+            # A folder of its own: the suite purges its queue, which must never be a running installation's.
+            os.environ["REDIS_URL"] = start_embedded_redis(redis_port, processes, folder="redis-tests")
         code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=ROOT)
         if code == 5:
             say("no test ran: that counts as a failure")

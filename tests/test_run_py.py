@@ -41,6 +41,61 @@ def test_embedded_redis_port_is_read_and_checked(run_py, monkeypatch):
         run_py.env_port("EMBEDDED_REDIS_PORT", 6390)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_port(run_py, port: int) -> None:
+    deadline = time.monotonic() + 10
+    while not run_py.port_open(port):
+        assert time.monotonic() < deadline, f"nothing listens on {port}"
+        time.sleep(0.05)
+
+
+def test_the_embedded_redis_port_is_used_only_by_this_installations_own_redis(run_py, tmp_path, monkeypatch):
+    """A second installation on the same Redis port would share the first's job queue: each worker takes the
+    other's jobs, finds no such job in its own database and drops them. Only our own Redis is used again."""
+    port = _free_port()
+    # A program that is not a Redis holds the port.
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        with pytest.raises(SystemExit) as stopped:
+            run_py.start_embedded_redis(port, [])
+    assert "does not answer as a Redis" in str(stopped.value) and f"EMBEDDED_REDIS_PORT={port + 5}" in str(stopped.value)
+
+    # Another installation's Redis holds it.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    redis = subprocess.Popen(run_py.redis_server_command(port, theirs), stdout=subprocess.DEVNULL)
+    try:
+        _wait_for_port(run_py, port)
+        monkeypatch.setattr(run_py, "DATA_DIR", tmp_path / "ours")
+        with pytest.raises(SystemExit) as stopped:
+            run_py.start_embedded_redis(port, [])
+        assert f"another Redis (its data in {theirs.resolve()})" in str(stopped.value)
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
+    # A Redis whose data folder is this installation's own is used: nothing is started.
+    monkeypatch.setattr(run_py, "DATA_DIR", tmp_path)
+    own = tmp_path / f"redis-{port}"
+    own.mkdir()
+    redis = subprocess.Popen(run_py.redis_server_command(port, own), stdout=subprocess.DEVNULL)
+    try:
+        _wait_for_port(run_py, port)
+        started: list = []
+        assert run_py.start_embedded_redis(port, started) == f"redis://127.0.0.1:{port}/0" and started == []
+        # The test command's Redis lives in a folder of its own, so it is never an installation's.
+        with pytest.raises(SystemExit):
+            run_py.start_embedded_redis(port, [], folder="redis-tests")
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
+
+
 def test_gunicorn_keeps_its_control_socket_and_pid_file_under_data_dir(tmp_path):
     code = "import webapp.gunicorn_conf as c; print(c.control_socket); print(c.pidfile)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "DATA_DIR": str(tmp_path)},
