@@ -151,7 +151,8 @@ HANDLERS: dict[str, Callable[[JobContext], dict]] = {
 
 def user_facing_errors() -> tuple[type[Exception], ...]:
     """Errors about the user's input: their message is the whole story, no code location needed."""
+    from mlcore.slides import SlideError
     from webapp.datasets.uploads import USER_ERRORS
     from webapp.jobs.deletion import DeletionRefused
 
-    return (*USER_ERRORS, DeletionRefused)
+    return (*USER_ERRORS, DeletionRefused, SlideError)

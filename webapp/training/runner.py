@@ -18,6 +18,7 @@ from mlcore.checkpoint import LoadedCheckpoint, load_checkpoint
 from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TrainConfig
 from mlcore.data import ImageRecord, table_from_arrays
 from mlcore.predict import predict
+from mlcore.slides import SlideError
 from mlcore.train import STAGES, compare_models, evaluate_with_logits, train_all
 from mlcore.types import Cancelled, DataError, quoted
 from mlcore.types import LabelSet as MLLabelSet
@@ -489,11 +490,17 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         images = images.filter(dataset_id=job.params["dataset"], slide_file="")
     images = list(images.order_by("id"))
     stored = 0
+    unreadable: list[str] = []
     for number, image in enumerate(images, start=1):
         if image.is_slide:
-            stored += predict_slide(version, model, image, label_set_rows, report, should_stop,
-                                    start=100.0 * (number - 1) / len(images), span=100.0 / len(images),
-                                    tta=TTA_DEFAULT_SLIDES)["predictions"]
+            try:
+                stored += predict_slide(version, model, image, label_set_rows, report, should_stop,
+                                        start=100.0 * (number - 1) / len(images), span=100.0 / len(images),
+                                        tta=TTA_DEFAULT_SLIDES)["predictions"]
+            except SlideError as exc:
+                # A slide this worker cannot read (moved away, SLIDES_ROOT not set here) must not cost the
+                # project every other image's predictions: it is named in the log and left out.
+                unreadable.append(str(exc))
             continue
         instance_map = load_mask(image)
         crops, geometry = model.crop_spec.cut(load_rgb(image), instance_map)
@@ -507,11 +514,14 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         if should_stop():
             raise Cancelled()
     of_dataset = f" of dataset {quoted(job.params.get('dataset_name'))}" if job.params.get("dataset") else ""
+    left_out = (f"; {len(unreadable)} slide{'s' if len(unreadable) != 1 else ''} could not be read and "
+                f"{'have' if len(unreadable) != 1 else 'has'} no predictions of this version: {'; '.join(unreadable)}"
+                if unreadable else "")
     report(100.0, message=f"image {len(images)}/{len(images)}",
-           log=f"{stored} predictions stored for the {len(images)} images{of_dataset} (model v{version.number}; "
-               f"tiles: {views})")
+           log=f"{stored} predictions stored for the {len(images) - len(unreadable)} images{of_dataset} "
+               f"(model v{version.number}; tiles: {views}){left_out}")
     bulk.analyze_after_commit(Prediction)  # the review queue's index scans need fresh statistics
-    return {"model_version": version.number, "predictions": stored, "tta": tta}
+    return {"model_version": version.number, "predictions": stored, "tta": tta, "unreadable_slides": unreadable}
 
 
 SLIDE_BATCH = 2048  # nuclei read from the database at a time, and predictions stored per transaction

@@ -193,3 +193,42 @@ def test_training_with_tiles_and_a_slide_trains_on_the_tiles_and_then_classifies
     assert outcome["predictions"] == Prediction.objects.filter(model_version=version).count()
     on_slide = Prediction.objects.filter(model_version=version, nucleus__image=image)
     assert on_slide.values("nucleus_id").distinct().count() == len(fixture.boxes)
+
+
+def test_a_slide_that_cannot_be_read_is_left_out_of_the_projects_predictions_and_named(owner, settings, tmp_path,
+                                                                                       slide_project, monkeypatch):
+    """A slide moved away from SLIDES_ROOT: the project's prediction job still stores every tile's
+    predictions and succeeds, naming the slide it could not read; a job for that slide alone fails with
+    the user's slide name, without a code location."""
+    from mlcore.synthetic import generate_dataset
+    from webapp.datasets.importing import do_import_dataset
+    from webapp.training.models import Prediction
+    from webapp.training.operations import do_start_slide_prediction
+    from webapp.training.runner import run_prediction
+    from workers.tasks import run_job
+
+    settings.IMPORT_PROCESSES = 1
+    project, image, fixture = slide_project
+    root = generate_dataset(tmp_path / "tiles", format="seed", n_images=2, nuclei_per_image=8,
+                            class_names=list(CLASSES), seed=0, size=(96, 96))
+    tiles = do_import_dataset(project, name="tiles", format="seed", path=root, actor=owner)
+    version = _active_model(project, settings)
+    fixture.slide.rename(fixture.slide.with_name("moved-away.tif"))
+
+    logs = []
+    job = Job.objects.create(kind=Job.Kind.PREDICT, project=project, created_by=owner,
+                             params={"model_version": version.pk})
+    outcome = run_prediction(job, lambda percent, log=None, **details: logs.append(log) if log else None,
+                             lambda: False)
+    assert outcome["unreadable_slides"] == [f"{image.name}: the slide file is missing"]
+    assert Prediction.objects.filter(model_version=version, nucleus__image__dataset=tiles).values(
+        "nucleus_id").distinct().count() == tiles.nucleus_count
+    assert not Prediction.objects.filter(model_version=version, nucleus__image=image).exists()
+    assert any("1 slide could not be read and has no predictions of this version: "
+               f"{image.name}: the slide file is missing" in line for line in logs), logs
+
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)
+    alone = do_start_slide_prediction(version, image, actor=owner)
+    assert run_job(alone.pk) == "failed"
+    alone.refresh_from_db()
+    assert alone.error == f"{image.name}: the slide file is missing", alone.error
