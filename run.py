@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import hashlib
+import importlib
 import os
 import secrets
 import shutil
@@ -192,7 +193,8 @@ def stop_all(processes: list, timeout: float = 15) -> None:
 
 
 def manage(*args: str) -> None:
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], check=True, cwd=ROOT)
+    if subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT).returncode != 0:
+        sys.exit(f"[run] manage.py {args[0]} failed: its message is above")
 
 
 def local_settings(options) -> None:
@@ -225,9 +227,21 @@ def port_free_or_exit(host: str, port: int) -> None:
                      f"Stop it, or choose another port: python3 run.py --port {port + 1}")
 
 
+def settings_or_exit() -> None:
+    """Read the settings before anything starts: a bad environment variable stops run.py with the settings'
+    one-line message (naming the variable), not with a traceback from each process that would read them."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        importlib.import_module(os.environ["DJANGO_SETTINGS_MODULE"])
+    except ImproperlyConfigured as exc:
+        sys.exit(f"[run] cannot start: {exc} (README: Environment variables)")
+
+
 def serve(options) -> int:
     processes: list = []
     try:
+        settings_or_exit()
         port_free_or_exit(options.host, options.port)
         if not os.environ.get("REDIS_URL"):
             os.environ["REDIS_URL"] = start_embedded_redis(options.redis_port, processes)

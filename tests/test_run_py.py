@@ -96,6 +96,21 @@ def test_the_embedded_redis_port_is_used_only_by_this_installations_own_redis(ru
         redis.wait(timeout=10)
 
 
+@pytest.mark.parametrize("command", [["run.py"], ["manage.py", "check"]])
+def test_a_bad_setting_stops_with_one_line_naming_the_variable(command, tmp_path):
+    if command == ["run.py"]:   # the settings are read before anything starts
+        code = "import run; run.os.environ['DJANGO_SETTINGS_MODULE'] = 'webapp.settings'; run.settings_or_exit()"
+        argv = [sys.executable, "-c", code]
+    else:
+        argv = [sys.executable, *command]
+    env = {**os.environ, "MAX_UPLOAD_BYTES": "abc", "DATA_DIR": str(tmp_path)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "MAX_UPLOAD_BYTES='abc' is not an integer" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
 def test_gunicorn_keeps_its_control_socket_and_pid_file_under_data_dir(tmp_path):
     code = "import webapp.gunicorn_conf as c; print(c.control_socket); print(c.pidfile)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "DATA_DIR": str(tmp_path)},
