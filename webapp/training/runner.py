@@ -680,4 +680,7 @@ def run_inference(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     if media.is_remote():
         # The job's files are read through the storage from now on: this host keeps no copy of them.
         shutil.rmtree(media.work_path(name), ignore_errors=True)
-    return {"model_version": version.number, "nuclei": int(len(result.geometry.ids)), "files": files, "tta": tta}
+    nuclei = int(len(result.geometry.ids))
+    report(100, log=f"{nuclei} nuclei of {uploaded.get('image', image_path.name)} classified by model "
+                    f"v{version.number} ({VIEWS[tta]}); {len(files)} files written")
+    return {"model_version": version.number, "nuclei": nuclei, "files": files, "tta": tta}

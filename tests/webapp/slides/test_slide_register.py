@@ -194,6 +194,12 @@ def test_the_management_command_registers_a_slide(owner, project, fixture_slide,
     image = Image.objects.get(dataset__name="by command")
     assert image.slide_root == "slides" and image.nucleus_count == len(fixture_slide.boxes)
     assert "Registered slide" in out.getvalue()
+    # The detections' path may be given relative to SLIDES_ROOT, as the slide's is (and as the API takes it).
+    relative = fixture_slide.geojson.relative_to(slides_root)
+    assert not relative.is_file()   # not from this process's working directory
+    call_command("register_slide", "another project", "cases/case-1.tif", "--detections", str(relative),
+                 "--name", "relative detections", "--user", owner.username, stdout=io.StringIO())
+    assert Image.objects.get(dataset__name="relative detections").nucleus_count == len(fixture_slide.boxes)
 
 
 def test_a_region_of_a_slide_is_read_from_the_slide(client, owner, project, fixture_slide):

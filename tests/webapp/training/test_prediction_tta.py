@@ -115,8 +115,14 @@ def test_the_inference_upload_takes_tta_and_defaults_to_on(project_with_model, o
     assert response.status_code == 202, response.content
     job = Job.objects.get(pk=response.json()["id"])
     assert job.params["tta"] is expected
-    result = runner.run_inference(job, quiet, lambda: False)
+    logs = []
+    result = runner.run_inference(job, lambda percent, log=None, **details: logs.append(log) if log else None,
+                                  lambda: False)
     assert result["tta"] is expected and result["nuclei"] == image.nuclei.count()
+    # The log says which it was, naming the image as it was uploaded.
+    views = "test-time augmentation" if expected else "one view per nucleus"
+    assert any(f"{result['nuclei']} nuclei of new tile.png classified by model v{version.number} ({views}"
+               in line for line in logs), logs
 
 
 def test_a_bad_tta_value_is_refused_by_name(project_with_model, owner, api_client_for, settings):

@@ -18,7 +18,8 @@ class Command(ImportCommand):
     def add_arguments(self, parser):
         parser.add_argument("project", help="project name or id (created when missing, owned by --user)")
         parser.add_argument("path", help="the slide: a path relative to SLIDES_ROOT, or an absolute one inside it")
-        parser.add_argument("--detections", required=True, type=Path, help="its QuPath GeoJSON detections")
+        parser.add_argument("--detections", required=True, type=Path,
+                            help="its QuPath GeoJSON detections: a file path, or one relative to SLIDES_ROOT")
         parser.add_argument("--name", required=True, help="the new dataset's name")
         parser.add_argument("--label-set", help="label set of the detections' classes (joined when it exists)")
         parser.add_argument("--user", help="who registers it (default: the first superuser)")
@@ -34,8 +35,11 @@ class Command(ImportCommand):
                 relative = str(Path(path).resolve().relative_to(Path(settings.SLIDES_ROOT).resolve()))
             except ValueError:
                 raise CommandError(f"{path} is not inside SLIDES_ROOT ({settings.SLIDES_ROOT})") from None
+        beside = Path(settings.SLIDES_ROOT) / detections
+        if not detections.is_file() and not detections.is_absolute() and beside.is_file():
+            detections = beside   # as the API takes it: relative to SLIDES_ROOT, like the slide
         if not detections.is_file():
-            raise CommandError(f"--detections: no such file {detections}")
+            raise CommandError(f"--detections: no such file {detections}, nor under SLIDES_ROOT")
         actor = self._user(user)
         target = self._project(project, actor)
         bar = tqdm(total=100, desc=f"registering {name}", unit="%",
