@@ -24,9 +24,10 @@ class Job(models.Model):
     FINISHED_STATES = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
     # Kinds that need the accelerator-bearing workers (docker-compose runs them apart).
     GPU_KINDS = (Kind.TRAIN, Kind.PREDICT, Kind.INFER)
-    # Parameters that name storage on the server (where an upload was staged, where an inference writes): the
-    # workers' business, of no use to whoever reads the job, and not theirs to know.
-    INTERNAL_PARAMETERS = frozenset({"staging", "folder"})
+    # Parameters that name storage on the server (where an upload was staged, where an inference writes, a
+    # registered slide's place under SLIDES_ROOT): the workers' business, of no use to whoever reads the job,
+    # and not every member's to know (the project's activity hides them too).
+    INTERNAL_PARAMETERS = frozenset({"staging", "folder", "slide_path", "detections_path"})
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)

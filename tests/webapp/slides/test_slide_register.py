@@ -60,6 +60,9 @@ def test_a_slide_registered_by_path_stores_its_nuclei_exactly(api_client_for, ow
     response = register(api_client_for(owner), project, name="case 1", path="cases/case-1.tif",
                         detections_path="cases/case-1.geojson", label_set="qupath")
     assert response.status_code == 202, response.content
+    # The job's answer leaves out where the slide lies under SLIDES_ROOT (Job.INTERNAL_PARAMETERS).
+    shown = response.json()["job"]["params"]
+    assert "slide_path" not in shown and "detections_path" not in shown and "cases/" not in str(shown)
     job = run(response.json()["id"])
     assert job.state == "succeeded", job.error
 
