@@ -10,13 +10,25 @@ function trainingSection(section) {
   function showError(id, err) { const box = document.getElementById(id); box.hidden = false; box.textContent = err.message; }
 
   const jobBox = document.getElementById("training-job");
+  const startButton = document.querySelector("#train-form button[type=submit]");
   function follow(url) {
     jobBox.hidden = false;
     jobBox.dataset.jobUrl = url;
+    if (startButton) startButton.disabled = true;   // one training at a time (the server refuses a second)
     jobBox.addEventListener("job-update", (event) => {
-      if (["succeeded", "failed", "cancelled"].includes(event.detail.state)) setTimeout(() => location.reload(), 1500);
+      if (!["succeeded", "failed", "cancelled"].includes(event.detail.state)) return;
+      document.getElementById("cancel-training")?.remove();
+      // The page again, with the new version, the job in Recent jobs and Start enabled.
+      setTimeout(() => location.reload(), 1500);
     });
     watchJob(jobBox);
+  }
+  // A message the page leaves itself for after a reload (a version made active).
+  const FLASH_KEY = `training-flash-${projectId}`;
+  const flash = sessionStorage.getItem(FLASH_KEY);
+  if (flash) {
+    sessionStorage.removeItem(FLASH_KEY);
+    document.querySelector("main")?.prepend(el("p", { className: "flash success", role: "status" }, flash));
   }
   if (jobBox && jobBox.dataset.jobUrl) follow(jobBox.dataset.jobUrl);
 
@@ -102,9 +114,18 @@ function trainingSection(section) {
     } catch (err) { button.disabled = false; showError("resume-error", err); }
   }));
 
+  // Making another version active changes what every reviewer is served and what exports hold: ask first.
   document.querySelectorAll(".activate-version").forEach((button) => button.addEventListener("click", async () => {
-    try { await post(`/api/projects/${projectId}/versions/${button.dataset.number}/activate/`); location.reload(); }
-    catch (err) { alert(err.message); }
+    const number = button.dataset.number;
+    const active = section.dataset.activeVersion;
+    const question = `Make v${number} the active model${active ? ` instead of v${active}` : ""}? The review queues, `
+      + `the gallery and new predictions use it from now on${active ? `; v${active} stays and can be made active again` : ""}.`;
+    if (!window.confirm(question)) return;
+    try {
+      await post(`/api/projects/${projectId}/versions/${number}/activate/`);
+      sessionStorage.setItem(FLASH_KEY, `Model v${number} is now active${active ? ` (was v${active})` : ""}.`);
+      location.reload();
+    } catch (err) { alert(err.message); }
   }));
 
   const policyForm = document.getElementById("policy-form");

@@ -153,9 +153,19 @@ def test_the_warning_of_a_lower_active_version_rolls_back_to_the_one_it_replaced
     page = logged_in_page
     page.goto(f"{live_server.url}/projects/{project.pk}/")
     assert "The active version v2 scored lower than v1" in page.locator("#newest-comparison").inner_text()
-    with page.expect_navigation():   # the page reloads once the version is active
+    # Making a version active asks first: declined, nothing changes.
+    questions = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
+    page.click("#newest-comparison button:text-is('Make v1 active')")
+    page.wait_for_timeout(500)
+    assert questions == ["Make v1 the active model instead of v2? The review queues, the gallery and new "
+                         "predictions use it from now on; v2 stays and can be made active again."]
+    assert ModelVersion.objects.get(project=project, is_active=True).number == 2
+    page.on("dialog", lambda dialog: dialog.accept())
+    with page.expect_navigation():   # the page reloads once the version is active, and says so
         page.click("#newest-comparison button:text-is('Make v1 active')")
     assert page.locator("#training > p strong").first.inner_text() == "v1"
+    assert page.locator("main > p.flash.success").inner_text() == "Model v1 is now active (was v2)."
     assert ModelVersion.objects.get(project=project, is_active=True).number == 1
     # Now the warning says the newest version is not active, and offers it back.
     assert "v2, the newest version, is not the active one" in page.locator("#newest-comparison").inner_text()

@@ -25,6 +25,9 @@ def test_cancelling_a_training_asks_first(logged_in_page, live_server, owner, tm
     job = do_start_training(project, actor=owner, options={"epochs": 500})
     page = logged_in_page
     page.goto(f"{live_server.url}/projects/{project.pk}/")
+    # One training at a time: Start waits for this one (the server would refuse a second).
+    assert page.is_disabled("#train-form button[type=submit]")
+    assert f"Training job #{job.pk} is" in page.get_attribute("#train-form button[type=submit]", "title")
 
     # The form proposes the project's default schedule and estimates its time.
     nuclei = Nucleus.objects.filter(image__project=project).count()
@@ -63,6 +66,10 @@ def test_cancelling_a_training_asks_first(logged_in_page, live_server, owner, tm
     page.click("#cancel-training")
     wait_for(lambda: Job.objects.get(pk=job.pk).cancel_requested, timeout=15, message="the cancel")
     wait_for(lambda: Job.objects.get(pk=job.pk).state == "cancelled", timeout=60, message="the job to stop")
+    # The page follows: the cancel button goes, then the page comes again with Start enabled.
+    with page.expect_navigation(timeout=60_000):
+        page.wait_for_selector("#cancel-training", state="detached", timeout=30_000)
+    assert not page.is_disabled("#train-form button[type=submit]")
 
 
 @pytest.mark.celery_worker
