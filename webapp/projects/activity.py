@@ -137,10 +137,20 @@ def _text(value) -> str:
     return text if len(text) <= LONGEST_SHOWN else text[:LONGEST_SHOWN] + "…"
 
 
-def target_words(entry: AuditLogEntry) -> str:
-    """"job 12", "dataset 3": the kind of the target and its id, from "jobs.job:12"."""
+def target_words(entry: AuditLogEntry, nucleus_names: dict | None = None) -> str:
+    """"job 12", "dataset 3": the kind of the target and its id, from "jobs.job:12"; a nucleus by the name
+    ``nucleus_names`` ({id: "nucleus 13 in tile_0001"}) has for it."""
+    nucleus = target_nucleus_id(entry)
+    if nucleus is not None and nucleus in (nucleus_names or {}):
+        return nucleus_names[nucleus]
     label, _, pk = entry.target.partition(":")
     return f"{label.rpartition('.')[2].replace('modelversion', 'model version')} {pk}".strip() if pk else ""
+
+
+def target_nucleus_id(entry: AuditLogEntry) -> int | None:
+    """The nucleus a row is about (a label, a review claim), for its name and a link to its page."""
+    label, _, pk = entry.target.partition(":")
+    return int(pk) if label == "datasets.nucleus" and pk.isdecimal() else None
 
 
 def target_job_id(entry: AuditLogEntry) -> int | None:

@@ -24,7 +24,7 @@ from mlcore.types import quoted
 from webapp.core.domain_errors import Conflict, Invalid, NotFound
 from webapp.core.policy import project_role
 from webapp.datasets import queries as dataset_queries
-from webapp.datasets.models import Dataset, Image, LabelClass
+from webapp.datasets.models import Dataset, Image, LabelClass, Nucleus
 from webapp.datasets.serializers import FORMAT_CHOICES
 from webapp.jobs.access import visible_jobs
 from webapp.jobs.deletion import PROJECT_BLOCKERS, busy_job
@@ -116,8 +116,10 @@ def activity(request, project_id: int):
         kind, rows = "", project_activity.activity_rows(project)
     page = Paginator(rows, ACTIVITY_PER_PAGE).get_page(request.GET.get("page"))
     class_names = _label_class_names(project, page)
+    nuclei = _nucleus_names(project, page)
     entries = [{"entry": entry, "words": project_activity.words(entry),
-                "target": project_activity.target_words(entry), "job_id": project_activity.target_job_id(entry),
+                "target": project_activity.target_words(entry, nuclei), "job_id": project_activity.target_job_id(entry),
+                "nucleus_id": project_activity.target_nucleus_id(entry),
                 "details": project_activity.detail_lines(entry, class_names)}
                for entry in page]
     return render(request, "projects/activity.html", {
@@ -133,6 +135,15 @@ def _label_class_names(project, entries) -> dict:
     rows = LabelClass.objects.filter(label_set__project_id=project.pk, label_set__name__in=names)
     return {(name, index): class_name for name, index, class_name in
             rows.values_list("label_set__name", "index", "name")}
+
+
+def _nucleus_names(project, entries) -> dict:
+    """{nucleus id: "nucleus 13 in tile_0001"} for the nuclei among ``entries``' targets, in one query: named as
+    the review pages name them, not by database id."""
+    ids = {project_activity.target_nucleus_id(e) for e in entries} - {None}
+    rows = Nucleus.objects.filter(pk__in=ids, image__project_id=project.pk).values_list("pk", "instance_id",
+                                                                                      "image__name")
+    return {pk: f"nucleus {instance} in {image}" for pk, instance, image in rows}
 
 
 def _import_job(project, value: str | None, kinds=(Job.Kind.IMPORT,)):

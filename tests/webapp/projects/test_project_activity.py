@@ -99,9 +99,16 @@ def make_nucleus(project, dataset):
 def test_rows_about_nuclei_belong_to_their_project(project, dataset, owner):
     from webapp.datasets.operations import do_record_label
 
-    do_record_label(make_nucleus(project, dataset), dataset.label_set, 0, author=owner, source="review")
+    nucleus = make_nucleus(project, dataset)
+    do_record_label(nucleus, dataset.label_set, 0, author=owner, source="review")
     entry = AuditLogEntry.objects.get(action="label.recorded")
     assert entry.project_id == project.pk
+    # The page names the nucleus as the review pages do, with a link to it, not by its database id.
+    client = Client()
+    client.force_login(owner)
+    html = client.get(f"/projects/{project.pk}/activity/?kind=labels").content.decode()
+    assert f'<a href="/projects/{project.pk}/nuclei/{nucleus.pk}/">nucleus 1 in a.png</a>' in html
+    assert f"nucleus {nucleus.pk})" not in html
 
 
 def test_the_migration_fills_the_project_of_earlier_rows(project, dataset, owner):
