@@ -78,6 +78,7 @@ def project_detail(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
     label_sets = dataset_queries.label_sets_of(project)
     can_upload = ROLE_RANK[project.role] >= ROLE_RANK[Role.CURATOR]
+    training = training_panel_context(project, request.user)
     return render(request, "projects/detail.html", {
         "project": project,
         "datasets": dataset_queries.project_datasets(project),
@@ -90,13 +91,12 @@ def project_detail(request, project_id: int):
         "slide_job": _import_job(project, request.GET.get("slide_job"), (Job.Kind.IMPORT, Job.Kind.PREDICT))
         if can_upload else None,
         "slides_root_set": bool(getattr(settings, "SLIDES_ROOT", None)),
-        "slides": list(Image.objects.filter(project=project).exclude(slide_file="").select_related("dataset")
-                       .order_by("id")[:200]),
+        "slides": _slides(project, training["active_version"]),
         "formats": FORMAT_CHOICES,
         "layouts": [{"format": value, "tree": LAYOUTS[value], "example_url": reverse("api-format-example", args=[value])}
                     for value in Dataset.TILE_FORMATS],
         "sources": dataset_queries.available_sources(project),
-        **training_panel_context(project, request.user),
+        **training,
         **deletion_context(project),
     })
 
@@ -135,6 +135,19 @@ def _label_class_names(project, entries) -> dict:
     rows = LabelClass.objects.filter(label_set__project_id=project.pk, label_set__name__in=names)
     return {(name, index): class_name for name, index, class_name in
             rows.values_list("label_set__name", "index", "name")}
+
+
+def _slides(project, active_version) -> list:
+    """The project's slides (the first 200), each with the label set its predictions export shows: its
+    detections' own when the active model predicts it, else the model's first (a slide's QuPath classes are
+    a label set of their own, which training leaves out: its predictions would all be empty)."""
+    slides = list(Image.objects.filter(project=project).exclude(slide_file="")
+                  .select_related("dataset", "dataset__label_set").order_by("id")[:200])
+    predicted = [entry["name"] for entry in (active_version.label_sets if active_version else [])]
+    for slide in slides:
+        own = slide.dataset.label_set.name if slide.dataset.label_set else None
+        slide.prediction_label_set = own if own in predicted else (predicted[0] if predicted else None)
+    return slides
 
 
 def _nucleus_names(project, entries) -> dict:

@@ -145,6 +145,22 @@ def test_the_project_page_lists_slides_and_offers_registration_to_curators(clien
     assert 'id="slide-form"' in page and f"/api/projects/{project.pk}/slides/{image.pk}/infer/" in page
     assert f"/api/projects/{project.pk}/slides/{image.pk}/export/merged.csv" in page and "js/slides.js" in page
     assert '<input type="checkbox" id="slide-tta" >' in page  # test-time augmentation offered, off by default
+    # The slide's name opens the viewer; no model, no predictions export.
+    assert f'<a href="/images/{image.pk}/slide/" title="open the slide in the viewer">{image.name}</a>' in page
+    assert "source=prediction" not in page
+    # The predictions export shows a label set the active model predicts: the slide's own when it does...
+    from webapp.training.models import ModelVersion
+
+    version = ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt",
+                                          data_snapshot_at=timezone.now(), is_active=True,
+                                          label_sets=[{"name": "tiles", "classes": ["a"]},
+                                                      {"name": "qupath", "classes": list(CLASSES)}])
+    page = client.get(f"/projects/{project.pk}/").content.decode()
+    assert "?source=prediction&amp;label_set=qupath" in page and "GeoJSON (v1 predictions)" in page
+    # ... else the model's first (a slide-only label set is left out of training: its predictions are empty).
+    version.label_sets = [{"name": "tiles", "classes": ["a"]}]
+    version.save()
+    assert "?source=prediction&amp;label_set=tiles" in client.get(f"/projects/{project.pk}/").content.decode()
     # COCO holds tiles (its export answers 400 for a slide): neither page offers it for the slide's dataset.
     assert f"/api/datasets/{image.dataset_id}/export/coco.zip" not in page
     dataset_page = client.get(f"/projects/{project.pk}/datasets/{image.dataset_id}/").content.decode()
