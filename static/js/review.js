@@ -113,10 +113,13 @@ function reviewPage(root) {
       refreshProgress(1500);
       await loadNext();
     } else if (outcome.kind === "conflict" && outcome.data.already_decided) {
-      // Another reviewer's decision stands: this nucleus is done, the queue moves on.
+      // Another reviewer's decision stands: this nucleus is done, the queue moves on. The message names the
+      // nucleus it is about, since the next one is on screen by the time it is read.
       outbox.remove(entry.client_id);
       await loadNext();
-      setStatus(`${outcome.data.detail}`, "error conflict");
+      const which = nucleusName(entry.instance_id, entry.image);
+      setStatus(`${which[0].toUpperCase()}${which.slice(1)}: ${outcome.data.detail}`, "error conflict");
+      refreshProgress(500);   // it left the queue: "left in queue" is one less
     } else if (outcome.kind === "conflict") {
       outbox.remove(entry.client_id);
       const current = outcome.data.current;

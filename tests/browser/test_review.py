@@ -181,7 +181,12 @@ def test_a_nucleus_another_reviewer_decided_is_not_decided_twice_the_page_moves_
     other = wait_for_other_than(page, nucleus_id)
     assert other and other != nucleus_id
     page.wait_for_selector("[data-role=status].conflict")
-    assert "rob already decided" in page.inner_text("[data-role=status]")
+    # The message names the nucleus it is about (the next one is on screen), and the queue's count follows.
+    decided = Nucleus.objects.select_related("image").get(pk=nucleus_id)
+    status = page.inner_text("[data-role=status]")
+    assert status.startswith(f"Nucleus {decided.instance_id} in {decided.image.name}: rob already decided"), status
+    left = len(unlabelled_in(rp, rp.breast_set))
+    wait_until(page, f"document.querySelector('[data-role=left]').textContent === '{left}'")
     assert not Label.objects.filter(nucleus_id=nucleus_id, author=users["owner"], source="review").exists()
     assert CurrentLabel.objects.get(nucleus_id=nucleus_id, label_set=rp.breast_set).label_id == theirs.pk
 
