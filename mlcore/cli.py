@@ -245,7 +245,7 @@ def command_train(args) -> int:
     if args.resume and args.baseline == "single":
         raise ConfigError("--resume goes on with the merged model or --baseline sparse; --baseline single trains "
                           "one short model per dataset: run it again")
-    from mlcore.data import build_table, default_cache_dir
+    from mlcore.data import build_table, default_cache_dir, split_by_group, split_notes
     from mlcore.distributed import init_distributed
     from mlcore.train import train_all
 
@@ -260,6 +260,8 @@ def command_train(args) -> int:
     table = build_table(datasets, cache_dir=cache_dir, crop_size=config.crop_spec)
     say(f"{len(table)} nuclei, label sets: {', '.join(f'{s.name} ({len(s)})' for s in table.label_sets)} "
         f"[{time.perf_counter() - started:.1f}s]")
+    for note in split_notes(table, split_by_group(table, config.val_fraction, config.split_seed)[1]):
+        say(f"note: {note}")
     progress = TqdmProgress(enabled=context.is_main)
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -291,6 +291,31 @@ def split_by_group(table: NucleusTable, val_fraction: float = 0.2, seed: int = 0
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def split_notes(table: NucleusTable, val_rows: np.ndarray, most: float = 0.5) -> list[str]:
+    """Warnings about a split that whole groups made lopsided: a labelled dataset with one group (nothing of it
+    is validated), or whose validation holds more than ``most`` of its labelled nuclei (two tiles of unequal
+    size: one went to each side). The split itself stays as it is, so that results compare across runs."""
+    notes = []
+    in_val = np.zeros(len(table), dtype=bool)
+    in_val[np.asarray(val_rows, np.int64)] = True
+    labelled = (table.labels != MISSING).any(axis=1)
+    for index, name in enumerate(table.dataset_names):
+        rows = (table.dataset_index == index) & labelled
+        total = int(rows.sum())
+        if not total:
+            continue
+        groups = len(np.unique(table.group_index[rows]))
+        validated = int((rows & in_val).sum())
+        if groups < 2:
+            notes.append(f"dataset {name!r} has one tile or image: none of its {total} labelled nuclei is "
+                         f"validated (its figures are missing from the validation scores)")
+        elif validated > most * total:
+            notes.append(f"dataset {name!r}: the validation split holds {validated} of its {total} labelled "
+                         f"nuclei ({groups} tiles or images, whole ones on each side), leaving "
+                         f"{total - validated} to train on; more tiles or images give a fairer split")
+    return notes
+
+
 def sampling_weights(table: NucleusTable, rows: np.ndarray, dataset_power: float = 0.0,
                      class_power: float = 0.0) -> np.ndarray:
     """Per-row sampling weights: ``n_dataset^-dataset_power * n_class^-class_power``.

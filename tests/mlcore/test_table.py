@@ -156,3 +156,36 @@ def test_augment_matches_the_step_by_step_transform_and_stays_channels_last():
         reference = _reference_augment(crops, torch.Generator().manual_seed(7), jitter)
         torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0)
         assert fast.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_split_notes_name_a_lopsided_or_missing_validation_split():
+    from mlcore.data import split_notes
+
+    rng = np.random.default_rng(3)
+
+    def record(dataset, group, count):
+        image, instance_map, classes = disk_image(rng, count=count)
+        return {"image": image, "instance_map": instance_map, "dataset": dataset, "group": group,
+                "name": f"{dataset}-{group}", "labels": {"A": {i: c % 2 for i, c in classes.items()}}}
+
+    # Two tiles of very unequal size: whichever goes to validation, one side holds most of the nuclei.
+    records = [record("lopsided", "big", 12), record("lopsided", "small", 2), record("alone", "only", 6)]
+    table = table_from_arrays(records, [LabelSet("A", ("a", "b"))])
+    _, val_rows = split_by_group(table, 0.2, 0)
+    notes = split_notes(table, val_rows)
+    in_val = int(np.isin(np.flatnonzero(table.dataset_index == table.dataset_names.index("lopsided")), val_rows).sum())
+    lopsided = [n for n in notes if "'lopsided'" in n]
+    if in_val > 7:   # the big tile went to validation
+        assert lopsided == [f"dataset 'lopsided': the validation split holds {in_val} of its 14 labelled nuclei "
+                            f"(2 tiles or images, whole ones on each side), leaving {14 - in_val} to train on; "
+                            "more tiles or images give a fairer split"]
+    else:
+        assert lopsided == []
+    assert ("dataset 'alone' has one tile or image: none of its 6 labelled nuclei is validated (its figures are "
+            "missing from the validation scores)") in notes
+    # A balanced split says nothing.
+    balanced = table_from_arrays([record("even", str(g), 5) for g in range(10)], [LabelSet("A", ("a", "b"))])
+    assert split_notes(balanced, split_by_group(balanced, 0.2, 0)[1]) == []
+    # The big tile on the validation side, whatever the seed drew: the note names the count.
+    forced = np.flatnonzero(table.group_index == table.group_names.index("lopsided/big"))
+    assert any("holds 12 of its 14" in n for n in split_notes(table, forced))

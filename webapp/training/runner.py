@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from mlcore.checkpoint import LoadedCheckpoint, load_checkpoint
 from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES, TrainConfig
-from mlcore.data import ImageRecord, table_from_arrays
+from mlcore.data import ImageRecord, split_by_group, split_notes, table_from_arrays
 from mlcore.predict import predict
 from mlcore.slides import SlideError
 from mlcore.train import STAGES, compare_models, evaluate_with_logits, train_all
@@ -368,6 +368,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
                                      f"training stages {', '.join(stages)}"
                                      + (f" ({resume.describe()})" if resume is not None else ""))
     trained_on["unlabelled_nuclei"] = int((table.labels == -1).all(axis=1).sum())
+    for note in split_notes(table, split_by_group(table, config.val_fraction, config.split_seed)[1]):
+        report(5.0, stage="loading", log=note)
 
     init, history, train_rows, val_rows = None, None, None, None
     if resume is not None:
