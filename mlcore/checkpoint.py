@@ -115,7 +115,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a corrupt or foreign file
-        raise ValueError(f"{path}: not a readable mlcore checkpoint ({exc})") from None
+        # torch's own words for a foreign file are often a bare number (a pickle protocol's magic): say what it is.
+        raise ValueError(f"{path}: not a readable mlcore checkpoint (torch could not load it: "
+                         f"{type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an mlcore checkpoint (format {state.get('format') if isinstance(state, dict) else '?'})")
     architecture = state["architecture"]

@@ -29,14 +29,17 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean: use 1/0, true/false, yes/no or on/off")
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, minimum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be {minimum} or more")
+    return value
 
 
 def _env_list(name: str, default: list[str]) -> list[str]:
@@ -193,7 +196,7 @@ AXES_CLIENT_IP_CALLABLE = "webapp.core.authentication.client_ip"
 TOKEN_FAILURE_LIMIT = _env_int("TOKEN_FAILURE_LIMIT", 10)
 # Password reset e-mails: at most this many an hour per requesting address and per e-mail address
 # (webapp.core.passwords).
-PASSWORD_RESET_LIMIT = _env_int("PASSWORD_RESET_LIMIT", 5)
+PASSWORD_RESET_LIMIT = _env_int("PASSWORD_RESET_LIMIT", 5, minimum=1)
 if TOKEN_FAILURE_LIMIT < 1:
     raise ImproperlyConfigured("TOKEN_FAILURE_LIMIT must be 1 or more")
 LOGIN_URL = "login"
@@ -206,14 +209,14 @@ LOGOUT_REDIRECT_URL = "login"
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
     "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend")
-EMAIL_PORT = _env_int("EMAIL_PORT", 25)
+EMAIL_PORT = _env_int("EMAIL_PORT", 25, minimum=1)
 EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = _env_bool("EMAIL_USE_TLS", False)  # STARTTLS, usually port 587
 EMAIL_USE_SSL = _env_bool("EMAIL_USE_SSL", False)  # implicit TLS, usually port 465
 if EMAIL_USE_TLS and EMAIL_USE_SSL:
     raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL exclude each other: set one of them")
-EMAIL_TIMEOUT = _env_int("EMAIL_TIMEOUT", 10)  # seconds: a dead mail server must not hang a request
+EMAIL_TIMEOUT = _env_int("EMAIL_TIMEOUT", 10, minimum=1)  # seconds: a dead mail server must not hang a request
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL") or "Nucleus merge <nucleus-merge@localhost>"
 # A reset link works once, and for a day at most.
 PASSWORD_RESET_TIMEOUT = 24 * 3600
@@ -233,16 +236,16 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or DATA_DIR / "media").resolve()
 # uploading them; unset, slides can only be uploaded.
 SLIDES_ROOT = Path(os.environ["SLIDES_ROOT"]).resolve() if os.environ.get("SLIDES_ROOT") else None
 # Deep Zoom tiles of the slide viewer kept as files under DATA_DIR/cache/slide-tiles (per host; oldest removed first).
-SLIDE_TILE_CACHE_BYTES = _env_int("SLIDE_TILE_CACHE_BYTES", 2 * 1024**3)
+SLIDE_TILE_CACHE_BYTES = _env_int("SLIDE_TILE_CACHE_BYTES", 2 * 1024**3, minimum=0)
 # Object storage for every media file (webapp.core.media): an S3-compatible store named by STORAGE_URL, so
 # that web servers and workers on different hosts share no file system. Unset: MEDIA_ROOT on this disk.
 STORAGE_URL = os.environ.get("STORAGE_URL", "").strip()
 # In remote mode each process keeps the media files it used in this local mirror (a cache; MEDIA_ROOT unused).
 MEDIA_MIRROR = Path(os.environ.get("MEDIA_MIRROR") or DATA_DIR / "media-mirror").resolve()
 # The most a host's mirror keeps after its jobs (least recently used files go first); 0: nothing (scratch only).
-MEDIA_MIRROR_MAX_BYTES = _env_int("MEDIA_MIRROR_MAX_BYTES", 20 * 1024**3)
+MEDIA_MIRROR_MAX_BYTES = _env_int("MEDIA_MIRROR_MAX_BYTES", 20 * 1024**3, minimum=0)
 # A pre-signed download link lapses this many seconds after the permission check that gave it.
-MEDIA_URL_EXPIRY_S = _env_int("MEDIA_URL_EXPIRY_S", 120)
+MEDIA_URL_EXPIRY_S = _env_int("MEDIA_URL_EXPIRY_S", 120, minimum=1)
 if STORAGE_URL:
     from webapp.core.storage_url import StorageUrlError, storage_options
 
@@ -261,10 +264,10 @@ STORAGES = {
 }
 
 # Uploads: archives bigger than this are refused before they are unpacked.
-MAX_UPLOAD_BYTES = _env_int("MAX_UPLOAD_BYTES", 2 * 1024**3)
+MAX_UPLOAD_BYTES = _env_int("MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1)
 # Whole-slide images and their detections sent in chunks (resumable, webapp.datasets.slide_uploads): the
 # largest file accepted.
-SLIDE_UPLOAD_MAX_BYTES = _env_int("SLIDE_UPLOAD_MAX_BYTES", 20 * 1024**3)
+SLIDE_UPLOAD_MAX_BYTES = _env_int("SLIDE_UPLOAD_MAX_BYTES", 20 * 1024**3, minimum=1)
 # Processes that prepare the images of an import (read, checksum, files, outlines); 0 = one per CPU core,
 # 1 = in the importing process itself.
 IMPORT_PROCESSES = _env_int("IMPORT_PROCESSES", 0)
