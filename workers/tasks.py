@@ -86,7 +86,12 @@ def _run_job(task, job_id: int) -> str:
             logger.warning("job %s: stopped at its soft time limit", job_id)
             operations.do_fail_job(job_id, time_limit_error(job_id, limit_s=_soft_limit(task)))
             return "failed"
-        logger.exception("job %s failed", job_id)
+        if isinstance(exc, user_facing_errors()):
+            # The user's input (a bad upload, an unreadable slide): one line, as the job shows it; a
+            # traceback per bad file would bury the worker's real errors.
+            logger.warning("job %s failed: %s", job_id, exc)
+        else:
+            logger.exception("job %s failed", job_id)
         operations.do_fail_job(job_id, _error_text(exc))
         return "failed"
     operations.do_finish_job(job_id, result)

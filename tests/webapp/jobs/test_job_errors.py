@@ -61,3 +61,34 @@ def test_a_jobs_api_answer_and_page_leave_out_its_storage_on_the_server(api_clie
     client.force_login(owner)
     page = client.get(f"/jobs/{accepted['id']}/").content.decode()
     assert staging.split("/")[-1] not in page and "staging" not in page
+
+
+def test_a_bad_upload_is_one_line_in_the_workers_log_and_a_crash_keeps_its_traceback(api_client_for, owner, settings,
+                                                                                       tmp_path, monkeypatch, caplog):
+    import logging
+
+    from workers.tasks import run_job
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)
+    project = do_create_project("logs", actor=owner)
+    response = api_client_for(owner).post(
+        f"/api/projects/{project.pk}/datasets/",
+        {"name": "d", "format": "seed", "archive": SimpleUploadedFile("upload.zip", EMPTY_ZIP)}, format="multipart")
+    with caplog.at_level(logging.INFO, logger="workers.tasks"):
+        assert run_job(response.json()["id"]) == "failed"
+    failed = [r for r in caplog.records if r.name == "workers.tasks" and "failed" in r.getMessage()]
+    error = Job.objects.get(pk=response.json()["id"]).error
+    assert [(r.levelno, r.exc_info) for r in failed] == [(logging.WARNING, None)]
+    assert failed[0].getMessage().endswith(error) and "Traceback" not in caplog.text
+
+    # A fault of the server's own keeps its traceback for whoever debugs it.
+    caplog.clear()
+    again = api_client_for(owner).post(
+        f"/api/projects/{project.pk}/datasets/",
+        {"name": "e", "format": "seed", "archive": SimpleUploadedFile("upload.zip", EMPTY_ZIP)}, format="multipart")
+    (Path(settings.MEDIA_ROOT) / Job.objects.get(pk=again.json()["id"]).params["staging"] / "upload.zip").unlink()
+    with caplog.at_level(logging.INFO, logger="workers.tasks"):
+        assert run_job(again.json()["id"]) == "failed"
+    crashed = [r for r in caplog.records if r.name == "workers.tasks" and "failed" in r.getMessage()]
+    assert [r.levelno for r in crashed] == [logging.ERROR] and crashed[0].exc_info is not None
