@@ -240,7 +240,9 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
         # so that where the role may, the per-row checks of the bulk rows are left out.
         bulk.check_constraints_now()
         trusted = bulk.trust_own_references()
-    known_checksums = dict(Image.objects.filter(project=project).values_list("checksum", "name"))
+    # Where each image of the project is, as its people name it: "'tile_0000' in dataset 'colon'".
+    known_checksums = {checksum: f"{quoted(image)} in dataset {quoted(dataset)}" for checksum, image, dataset in
+                       Image.objects.filter(project=project).values_list("checksum", "name", "dataset__name")}
     names: set[str] = set()
     # PostgreSQL: batches are written in a background thread, while this one takes the next prepared images.
     writer = _Writer() if copy else None
@@ -255,8 +257,9 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
                 names.add(prepared.name)
                 if prepared.checksum in known_checksums:
                     raise DataError(prepared.source_path or prepared.name,
-                                    f"this image was already uploaded to the project (as {known_checksums[prepared.checksum]!r})")
-                known_checksums[prepared.checksum] = prepared.name
+                                    f"this image was already uploaded to the project "
+                                    f"(as {known_checksums[prepared.checksum]})")
+                known_checksums[prepared.checksum] = f"{quoted(prepared.name)} in this upload"
                 batch.add_image(prepared)
                 if batch.nuclei >= BATCH_NUCLEI:
                     batch.flush()

@@ -345,9 +345,10 @@ def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide
                  detections_name, class_names, label_set_name, actor, provenance, progress, log) -> Dataset:
     from mlcore.slide_nuclei import iter_geojson_nuclei, iter_mask_nuclei
 
-    clash = Image.objects.filter(project=project, checksum=checksum).values_list("name", flat=True).first()
+    clash = Image.objects.filter(project=project, checksum=checksum).values_list("name", "dataset__name").first()
     if clash is not None:
-        raise DataError(slide_name, f"this slide was already registered in the project (as {clash!r})")
+        raise DataError(slide_name, f"this slide was already registered in the project (as {quoted(clash[0])} "
+                                    f"in dataset {quoted(clash[1])})")
     label_set = _label_set_for(project, class_names, label_set_name, name)
     class_index = {class_name: i for i, class_name in enumerate(label_set.class_names)} if label_set else {}
     dataset = Dataset.objects.create(project=project, name=name, label_set=label_set, format=Dataset.Format.SLIDE,

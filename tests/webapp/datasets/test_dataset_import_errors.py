@@ -145,7 +145,7 @@ def test_the_same_image_twice_is_refused(project, client, celery_worker_process)
     second = upload_and_wait(client, project.pk, zip_entries(seed_entries()), celery_worker_process,
                              name="second", format="seed")
     assert second.state == "failed"
-    assert "images/tile.png" in second.error and "already uploaded" in second.error
+    assert "images/tile.png" in second.error and "already uploaded to the project (as 'tile' in dataset 'first')" in second.error, second.error
     assert list(Dataset.objects.filter(project=project).values_list("name", flat=True)) == ["first"]
     assert sorted(project_files(project.pk)) == files_before
     assert Label.objects.filter(nucleus__image__project=project).count() == 2

@@ -121,7 +121,7 @@ def test_the_same_slide_twice_in_a_project_is_refused(api_client_for, owner, pro
     assert run(first.json()["id"]).state == "succeeded"
     second = register(client, project, name="b", path="cases/case-1.tif", detections_path="cases/case-1.geojson")
     job = run(second.json()["id"])
-    assert job.state == "failed" and "case-1.tif" in job.error and "already registered" in job.error
+    assert job.state == "failed" and "case-1.tif" in job.error and "already registered in the project (as 'case-1' in dataset 'a')" in job.error, job.error
     assert Dataset.objects.filter(project=project).count() == 1
 
 
