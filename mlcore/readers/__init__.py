@@ -54,7 +54,7 @@ def detect_format(path: str | Path) -> str:
         raise DataError(root, f"the files fit more than one format ({', '.join(found)}): choose the format")
     raise DataError(root, "the format could not be told from the files: expected masks/*.npy and images/ (seed), "
                           "Labels/*.mat (hovernet), annotations.json (coco), *.geojson (geojson) or images.npy "
-                          "and masks.npy (pannuke) at the top of the archive; choose the format")
+                          "and masks.npy (pannuke) at the top of the dataset (its folder or zip); choose the format")
 
 
 class DatasetReader:

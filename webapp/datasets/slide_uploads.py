@@ -118,9 +118,10 @@ def do_start_slide_upload(project, *, actor, filename: str, size: int) -> SlideU
     if size is None or size < 1:
         raise ImportRejected(f"{name!r} must have at least one byte", field="size")
     if size > limit:
+        instead = ("register it by its path under SLIDES_ROOT instead" if settings.SLIDES_ROOT else
+                   "this server has no slide folder (SLIDES_ROOT) to register it from: ask its administrator")
         raise ImportRejected(f"{name!r} is {size / 1024**3:.2f} GiB, over this server's limit of "
-                             f"{limit / 1024**3:.2f} GiB (SLIDE_UPLOAD_MAX_BYTES); register it by its path under "
-                             "SLIDES_ROOT instead", field="size")
+                             f"{limit / 1024**3:.2f} GiB (SLIDE_UPLOAD_MAX_BYTES); {instead}", field="size")
     refuse_while_deleting(project, "A slide upload")
     upload_id = uuid.uuid4().hex
     folder = uploads_root() / upload_id
