@@ -90,6 +90,11 @@ function galleryPage(root) {
         return;
       }
       setStatus(`Could not load the gallery: ${err.detail || err.status}`, "error");
+      // The filters refused (a minimum above the maximum): the cards of the earlier filters must not stay,
+      // as if they were the answer to these, and be decided.
+      grid.replaceChildren(el("p", { className: "muted" }, "No cards: fix the filters above."));
+      choose(null);
+      updateCount();
       root.dataset.ready = "true";
       return;
     }
@@ -244,7 +249,13 @@ function galleryPage(root) {
 
   // ---------------------------------------------------------------- buttons and keys
   const allTiles = (list) => list.map((tile) => ({ item: tile._item, tile, class_name: tile._item.class_name }));
-  root.querySelector('[data-action="accept-page"]').addEventListener("click", () => save(allTiles(decidable())));
+  // Many decisions at once, with no undo but one U press each on the review page: ask first.
+  root.querySelector('[data-action="accept-page"]').addEventListener("click", () => {
+    const cards = decidable();
+    if (cards.length > 1 && !window.confirm(`Agree with the model on all ${cards.length} cards of this page? `
+        + "Each becomes your decision (undo them one by one with U on the review page).")) return;
+    save(allTiles(cards));
+  });
   root.querySelector('[data-action="accept-selected"]').addEventListener("click", () => save(allTiles(selected())));
   root.querySelector('[data-action="select-all"]').addEventListener("click", () => {
     decidable().forEach((t) => { t.querySelector("input").checked = true; t.classList.add("selected"); });

@@ -65,8 +65,14 @@ def test_sort_by_margin_filter_by_class_agree_disagree_and_accept_the_page(rp, l
     # Accept all on this page: every remaining card agrees with its prediction. A double click sends the
     # decisions once (a second batch, all refused, used to replace "Saved" with "refused").
     assert tile_ids(page) == rest
-    batches = []
+    batches, questions = [], []
     page.on("request", lambda request: batches.append(request.url) if "/review/bulk/" in request.url else None)
+    # It asks first: declined, nothing is sent.
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
+    page.click("[data-action=accept-page]")
+    page.wait_for_timeout(300)
+    assert batches == [] and questions[0].startswith(f"Agree with the model on all {len(rest)} cards of this page?")
+    page.on("dialog", lambda dialog: dialog.accept())
     page.dblclick("[data-action=accept-page]")
     wait_until(page, "document.querySelector('#gallery [data-role=status]').textContent.startsWith('Saved')")
     wait_until(page, "document.querySelector('#gallery').dataset.ready === 'true' && "
@@ -176,3 +182,16 @@ def test_another_reviewers_decisions_are_shown_without_actions_that_would_be_ref
     assert batches == []
     assert set(Label.objects.filter(label_set=rp.breast_set, source="review").values_list("author_id", flat=True)) == \
         {rita.pk}
+
+
+def test_refused_filters_leave_no_cards_of_the_earlier_ones(rp, logged_in_page, live_server):
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast")
+    page.wait_for_selector("#gallery[data-ready=true]")
+    assert page.locator("#gallery .tile").count() > 0
+    page.fill("input[name=min_confidence]", "95")
+    page.fill("input[name=max_confidence]", "50")
+    page.press("input[name=max_confidence]", "Tab")
+    wait_until(page, "document.querySelector('#gallery [data-role=status]').textContent.includes('is above')")
+    assert page.locator("#gallery .tile").count() == 0
+    assert page.inner_text("#gallery .gallery-grid") == "No cards: fix the filters above."
