@@ -210,6 +210,9 @@ function reviewPage(root) {
       return;
     }
     busy = false;
+    // The undone nucleus comes back to this reviewer next; the one that was on screen goes back to the queue
+    // at once rather than staying theirs, unseen, until its lease runs out.
+    if (item && item.nucleus.id !== undone.nucleus) release(item);
     const back = undone.restored ? `back to ${undone.restored.class_name}` : "unlabelled again";
     setStatus(`Undone: ${undone.undone.class_name} on ${nucleusName(undone.instance_id, undone.image_name)} (${back}).`,
               "ok");
@@ -246,13 +249,17 @@ function reviewPage(root) {
     setZoom(e.deltaY > 0);
   }, { passive: false });
   crop.addEventListener("error", () => { if (item) setStatus("The tissue image could not be loaded.", "error"); });
+  // Give a nucleus shown here back to the queue without deciding it. Only the lease this page was given: a
+  // reload's claim may already have renewed it for the new page.
+  function release(shownItem) {
+    const body = { label_set: labelSet, ...(shownItem.lease ? { expires_at: shownItem.lease.expires_at } : {}) };
+    api(urlFor(d.releaseUrl, shownItem.nucleus.id), { method: "POST", keepalive: true, body })
+      .catch(() => { /* the lease expires by itself */ });
+  }
   // Leaving the page gives the nucleus on screen back to the queue at once (else its lease expires).
   window.addEventListener("pagehide", () => {
     if (!item || outbox.nuclei().includes(item.nucleus.id)) return;
-    // Only the lease this page was given: a reload's claim may already have renewed it for the new page.
-    const body = { label_set: labelSet, ...(item.lease ? { expires_at: item.lease.expires_at } : {}) };
-    api(urlFor(d.releaseUrl, item.nucleus.id), { method: "POST", keepalive: true, body })
-      .catch(() => { /* the lease expires by itself */ });
+    release(item);
   });
   outbox.flushWhenOnline(flushOutbox);
 

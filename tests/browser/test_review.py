@@ -79,12 +79,15 @@ def test_keyboard_flow_decide_accept_undo_skip_and_help(rp, logged_in_page, live
     assert ReviewUndo.objects.get().label_id == accepted.pk
     assert Label.objects.filter(nucleus_id=second, label_set=rp.breast_set).count() == 1
     wait_until(page, "document.querySelector('[data-role=today]').textContent === '1'")
+    # The nucleus that was on screen goes back to the queue at once, not held unseen until its lease ends.
+    wait_for(lambda: not ReviewLease.objects.filter(nucleus_id=third, expires_at__gt=timezone.now()).exists(),
+             timeout=10, message="the release of the nucleus shown before the undo")
 
     # Decide it again with the mouse, then S skips the next one.
     page.click(".class-button[data-class-name=dead]")
     again = wait_for_other_than(page, second)
     assert CurrentLabel.objects.get(nucleus_id=second, label_set=rp.breast_set).class_index == 2
-    assert again == third  # the lease on the third nucleus was still this reviewer's
+    assert again == third  # released, it is still the queue's next
     page.keyboard.press("s")
     after_skip = wait_for_other_than(page, third)
     assert ReviewSkip.objects.filter(nucleus_id=third, user=users["owner"]).exists()
