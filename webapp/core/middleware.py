@@ -2,6 +2,7 @@ from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.http import HttpResponse, JsonResponse
 
 from . import policy
+from .ids import MAX_ID
 
 
 class PolicyMiddleware(LoginRequiredMiddleware):
@@ -34,7 +35,6 @@ class PolicyMiddleware(LoginRequiredMiddleware):
 PageLoginRequiredMiddleware = PolicyMiddleware
 
 
-MAX_ID = 2**63 - 1  # ids are 64-bit integers in every database
 
 
 def _error(request, status: int, detail: str):

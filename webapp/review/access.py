@@ -94,6 +94,9 @@ def class_index_for(label_set: LabelSet, class_name: str | None = None, class_in
         if class_name not in classes:
             raise UnknownName(f"{quoted(class_name)} is not a class of {quoted(label_set.name)} "
                               f"(classes: {', '.join(sorted(classes, key=classes.get))})", field="class_name")
+        if class_index is not None and class_index != classes[class_name]:
+            raise UnknownName(f"class_name {quoted(class_name)} is class {classes[class_name]}, not class_index "
+                              f"{class_index}: give one of them", field="class_index")
         return classes[class_name]
     if class_index is not None:
         if class_index not in classes.values():

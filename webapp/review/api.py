@@ -29,6 +29,7 @@ from mlcore.types import quoted
 
 from webapp.core import media
 from webapp.core.cache import cache_get, cache_set, unreviewed_counts_key
+from webapp.core.ids import parse_ids
 from webapp.core.api_errors import Conflict
 from webapp.core.pagination import whole_number_param
 from webapp.core.policy import project_role
@@ -89,10 +90,7 @@ def _spec(request, project: Project, *, with_exclude: bool = True) -> queue.Queu
         raise ValidationError({"strategy": f"must be one of {', '.join(queue.STRATEGIES)}, got {strategy!r}"})
     exclude: tuple[int, ...] = ()
     if with_exclude and params.get("exclude"):
-        try:
-            exclude = tuple(int(x) for x in params["exclude"].split(",") if x.strip())[:200]
-        except ValueError:
-            raise ValidationError({"exclude": "comma-separated nucleus ids"}) from None
+        exclude = parse_ids(params["exclude"], "exclude", limit=200)
     label_set, version = _label_set_and_version(project, params.get("label_set"), default_first=True)
     return queue.QueueSpec(project=project, label_set=label_set, user=request.user, strategy=strategy,
                            include_labelled=_flag(params.get("include_labelled")), exclude=exclude, version=version)

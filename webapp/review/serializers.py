@@ -3,13 +3,21 @@
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
+from webapp.core.ids import id_field
+
+
+def one_class(attrs: dict) -> dict:
+    """A decision names its class once: by name or by index; both only when they agree."""
+    if attrs.get("class_name") in (None, "") and attrs.get("class_index") is None:
+        raise serializers.ValidationError({"class_name": "which class? give class_name (or class_index)"})
+    return attrs
+
 
 class DecisionSerializer(serializers.Serializer):
     label_set = serializers.CharField(max_length=100, help_text="label set name")
     class_name = serializers.CharField(max_length=100, required=False, help_text="the chosen class")
     class_index = serializers.IntegerField(min_value=0, required=False, help_text="or its index")
-    version = serializers.IntegerField(allow_null=True, help_text="id of the current label the reviewer saw "
-                                                                  "(null when it had none)")
+    version = id_field(allow_null=True, help_text="id of the current label the reviewer saw (null when it had none)")
     client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="",
                                       help_text="idempotency key: a replay with the same key creates nothing")
     second_opinion = serializers.BooleanField(required=False, default=False,
@@ -18,16 +26,14 @@ class DecisionSerializer(serializers.Serializer):
                                                         "without it such a save answers 409")
 
     def validate(self, attrs):
-        if attrs.get("class_name") in (None, "") and attrs.get("class_index") is None:
-            raise serializers.ValidationError({"class_name": "which class? give class_name (or class_index)"})
-        return attrs
+        return one_class(attrs)
 
 
 class BulkItemSerializer(serializers.Serializer):
-    nucleus = serializers.IntegerField()
+    nucleus = id_field()
     class_name = serializers.CharField(max_length=100, required=False)
     class_index = serializers.IntegerField(min_value=0, required=False)
-    version = serializers.IntegerField(allow_null=True)
+    version = id_field(allow_null=True)
     client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
 
 
@@ -59,4 +65,4 @@ class UndoSerializer(LabelSetSerializer):
 
 
 class SettleSerializer(DecisionSerializer):
-    nucleus = serializers.IntegerField()
+    nucleus = id_field()

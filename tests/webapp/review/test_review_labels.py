@@ -307,3 +307,30 @@ def test_a_decision_taken_back_is_not_a_new_reviewed_label(rp, users, api_client
         version = response.json()["version"]
     assert Label.objects.filter(nucleus=nuclei[0], source=LabelSource.REVIEW).count() == 4
     assert new_reviews_since_active(rp.project) == before + 1
+
+
+def test_impossible_ids_and_two_different_classes_are_400s_naming_the_field(rp, users, api_client_for):
+    """Numbers no id can be are a 400 naming the field, not a 500 from the database driver or a 409 a script
+    would retry; a class given by name and by a different index is refused, not stored as one of them."""
+    client = api_client_for(users["reviewer"])
+    item = claim(client, rp)
+    nucleus_id = item["nucleus"]["id"]
+    huge = 10**25
+    for version in (huge, -3, 0):
+        response = decide(client, nucleus_id, "dead", version)
+        assert response.status_code == 400 and "version" in response.json()["detail"], response.content
+    bulk = client.post(f"/api/projects/{rp.project.pk}/review/bulk/", {"label_set": "breast", "decisions": [
+        {"nucleus": huge, "class_name": "dead", "version": None}]}, format="json")
+    assert bulk.status_code == 400 and "nucleus" in bulk.json()["detail"], bulk.content
+    excluded = client.get(f"/api/projects/{rp.project.pk}/review/next/?label_set=breast&exclude={huge}")
+    assert excluded.status_code == 400 and "exclude" in excluded.json()["detail"], excluded.content
+    both = client.post(f"/api/nuclei/{nucleus_id}/labels/", {"label_set": "breast", "class_name": "dead",
+                                                              "class_index": 0, "version": item["version"]},
+                       format="json")
+    assert both.status_code == 400, both.content
+    assert "class_name 'dead' is class 2, not class_index 0" in both.json()["detail"]
+    assert not Label.objects.filter(nucleus_id=nucleus_id, source=LabelSource.REVIEW).exists()
+    agreeing = client.post(f"/api/nuclei/{nucleus_id}/labels/", {"label_set": "breast", "class_name": "dead",
+                                                                  "class_index": 2, "version": item["version"]},
+                           format="json")
+    assert agreeing.status_code == 201 and agreeing.json()["class_name"] == "dead"
