@@ -146,6 +146,13 @@ def strip_invisible(text: str) -> str:
     return text[start:end]
 
 
+def name_key(name: str) -> str:
+    """What two names share when they differ only in case, in any script ("Ω" and "ω", "Straße" and
+    "STRASSE"), for refusing look-alike names. Databases' case-insensitive matching differs (SQLite folds
+    ASCII letters only), so names are compared with this instead."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def quoted(name: str) -> str:
     """A name in a message, exactly as its owner wrote it: in single quotes, in double quotes when it holds a
     single one, in typographic quotes when it holds both. Unlike ``repr`` it never adds a backslash (names

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlcore.types import name_problem, quoted, strip_invisible
+from mlcore.types import name_key, name_problem, quoted, strip_invisible
 
 
 @pytest.mark.parametrize("name, problem", [
@@ -39,3 +39,10 @@ def test_strip_invisible_takes_only_the_ends():
 def test_a_name_is_quoted_as_written(name, shown):
     assert quoted(name) == shown
     assert "\\" not in quoted(name).replace(name, "")
+
+
+def test_names_differing_only_in_case_share_a_key_in_any_script():
+    assert name_key("Merge Ω test") == name_key("merge ω TEST")
+    assert name_key("Straße") == name_key("STRASSE")
+    assert name_key("Cafe\u0301") == name_key("Café")   # decomposed and composed accents alike
+    assert name_key("Lung") != name_key("Lungs")

@@ -22,7 +22,7 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from mlcore.readers import FORMATS, open_dataset
-from mlcore.types import MAX_NAME_LENGTH, DataError, LabelSet as MLLabelSet, quoted, strip_invisible
+from mlcore.types import MAX_NAME_LENGTH, DataError, LabelSet as MLLabelSet, name_key, quoted, strip_invisible
 from webapp.core import audit, media
 from webapp.core.domain_errors import Invalid
 from webapp.projects.models import Project
@@ -144,10 +144,11 @@ def refuse_taken_dataset_name(project: Project, name: str, exclude: Dataset | No
     """Dataset names are unique in a project, in any case ("PanNuke" and "pannuke" would read as one on its
     page): checked where an upload is accepted, again by the import, and at a rename (``exclude``: the
     dataset renamed, which may change its own name's case)."""
-    same = Dataset.objects.filter(project=project, name__iexact=name)
+    others = Dataset.objects.filter(project=project)
     if exclude is not None:
-        same = same.exclude(pk=exclude.pk)
-    taken = same.values_list("name", flat=True).first()
+        others = others.exclude(pk=exclude.pk)
+    taken = next((other for other in others.values_list("name", flat=True).order_by("pk")
+                  if name_key(other) == name_key(name)), None)
     if taken is not None:
         raise ImportRejected(f"project {quoted(project.name)} already has a dataset named {taken!r}", field="name")
 

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.files.move import file_move_safe
 
 from mlcore.readers import detect_format
-from mlcore.types import DataError, quoted
+from mlcore.types import DataError, name_key, quoted
 from webapp.core import media
 from webapp.core.domain_errors import Invalid
 from webapp.jobs import operations as job_operations
@@ -95,8 +95,10 @@ def refuse_taken_name(project, name: str, exclude=None) -> None:
     """A dataset of that name (in any case) in the project, other than ``exclude``, or an import of one
     queued or running (the job checks again)."""
     refuse_taken_dataset_name(project, name, exclude)
-    pending = (Job.objects.filter(project=project, kind=Job.Kind.IMPORT, params__name__iexact=name,
-                                  state__in=(Job.State.QUEUED, Job.State.RUNNING)).values_list("pk", flat=True).first())
+    importing = Job.objects.filter(project=project, kind=Job.Kind.IMPORT,
+                                   state__in=(Job.State.QUEUED, Job.State.RUNNING)).order_by("pk")
+    pending = next((pk for pk, params in importing.values_list("pk", "params")
+                    if name_key(str(params.get("name", ""))) == name_key(name)), None)
     if pending is not None:
         raise ImportRejected(f"a dataset named {quoted(name)} is being imported into project {quoted(project.name)} "
                              f"(job {pending}): choose another name", field="name")

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from mlcore.types import name_problem, quoted, strip_invisible
+from mlcore.types import name_key, name_problem, quoted, strip_invisible
 from webapp.core import audit
 from webapp.core.domain_errors import Conflict, Invalid, NotFound
 from webapp.core.notes import clean_note
@@ -52,10 +52,11 @@ def clean_project_name(name: str, *, actor, project: Project | None = None) -> s
         raise Invalid("A project needs a name.", field="name", code="blank")
     if (problem := name_problem(name, NAME_MAX_LENGTH)) is not None:
         raise Invalid(f"the name {problem}", field="name")
-    same = Project.objects.filter(memberships__user=actor, name__iexact=name)
+    mine = Project.objects.filter(memberships__user=actor)
     if project is not None:
-        same = same.exclude(pk=project.pk)
-    taken = same.values_list("pk", "name").first()
+        mine = mine.exclude(pk=project.pk)
+    taken = next(((pk, other) for pk, other in mine.values_list("pk", "name").order_by("pk")
+                  if name_key(other) == name_key(name)), None)
     if taken is not None:
         raise Invalid(f"You are already in a project named {quoted(taken[1])} (project {taken[0]}): choose another name.",
                       field="name", code="name_taken")

@@ -113,6 +113,10 @@ def test_names_are_unique_in_any_case_but_a_dataset_may_change_its_own_case(proj
     assert response.status_code == 400
     assert response.json()["detail"] == "name: project 'edit' already has a dataset named 'PanNuke sample'"
     assert client.patch(url(dataset), {"name": "CONSEP-train\u200b"}, format="json").json()["name"] == "CONSEP-train"
+    # Any script's letters, on SQLite too (whose case-insensitive match folds ASCII only).
+    Dataset.objects.create(project=project, name="Merge Ω Straße", format="coco", storage_dir="elsewhere2")
+    greek = client.patch(url(dataset), {"name": "merge ω STRASSE"}, format="json")
+    assert greek.status_code == 400 and "already has a dataset named 'Merge Ω Straße'" in greek.json()["detail"]
 
 
 def test_no_rename_while_a_deletion_is_pending(project, dataset, owner, api_client_for):

@@ -72,6 +72,9 @@ def test_a_name_of_another_of_ones_projects_is_refused_in_any_case(project, owne
     # Someone who is in no project called Lung may have one of their own.
     assert api_client_for(outsider).post("/api/projects/", {"name": "Lung"}, format="json").status_code == 201
     assert Project.objects.filter(name__iexact="lung").count() == 2
+    do_create_project("Merge Ω test", actor=owner)
+    greek = api_client_for(owner).post("/api/projects/", {"name": "merge ω TEST"}, format="json")
+    assert greek.status_code == 400 and "already in a project named 'Merge Ω test'" in greek.json()["detail"]
 
 
 def test_the_project_page_edits_for_admins_only(project, owner, member):
