@@ -68,5 +68,16 @@ class Job(models.Model):
         return {key: value for key, value in self.params.items() if key not in self.INTERNAL_PARAMETERS}
 
     @property
+    def shown_result(self) -> dict:
+        """The job's result as its page and the API show it: the files it wrote by their names (what the files
+        route takes, not their storage keys), a resumable training's point without its checkpoint's key."""
+        result = dict(self.result or {})
+        if isinstance(result.get("files"), list):
+            result["files"] = [str(name).rsplit("/", 1)[-1] for name in result["files"]]
+        if isinstance(result.get("resume"), dict):
+            result["resume"] = {k: v for k, v in result["resume"].items() if k != "checkpoint"}
+        return result
+
+    @property
     def queue(self) -> str:
         return "gpu" if self.kind in self.GPU_KINDS else "default"

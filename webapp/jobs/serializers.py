@@ -1,3 +1,5 @@
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import Job
@@ -7,10 +9,23 @@ class JobSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api-job-detail")
     # Without the parameters that name storage on the server (Job.INTERNAL_PARAMETERS).
     params = serializers.DictField(source="shown_params", read_only=True)
+    # Files by name, not by storage key (Job.shown_result), and where to fetch each.
+    result = serializers.DictField(source="shown_result", read_only=True)
+    files = serializers.SerializerMethodField(help_text="the files the job wrote: name and download URL")
+
+    @extend_schema_field({"type": "array", "items": {"type": "object", "properties": {
+        "name": {"type": "string"}, "url": {"type": "string", "format": "uri"}}}})
+    def get_files(self, job) -> list:
+        request = self.context.get("request")
+        files = []
+        for name in job.shown_result.get("files", []):
+            url = reverse("api-job-file", args=[job.pk, name])
+            files.append({"name": name, "url": request.build_absolute_uri(url) if request else url})
+        return files
 
     class Meta:
         model = Job
-        fields = ["id", "url", "kind", "state", "progress", "error", "result", "log_tail", "params",
+        fields = ["id", "url", "kind", "state", "progress", "error", "result", "files", "log_tail", "params",
                   "cancel_requested", "created_at", "started_at", "finished_at"]
         read_only_fields = fields
 
