@@ -119,7 +119,8 @@ def do_request_dataset_deletion(dataset: Dataset, *, actor):
 
     return enqueue_deletion(dataset.project_id, DATASET_BLOCKERS, f"Dataset {quoted(dataset.name)}", actor=actor,
                             params={"target": "dataset", "dataset": dataset.pk, "name": dataset.name},
-                            action="dataset.deletion_requested", target=dataset)
+                            action="dataset.deletion_requested", target=dataset,
+                            still_there=Dataset.objects.filter(pk=dataset.pk).exists)
 
 
 def do_delete_dataset(dataset: Dataset, *, job=None, progress=None) -> dict:

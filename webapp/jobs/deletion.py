@@ -27,7 +27,7 @@ from django.db import transaction
 from mlcore.types import quoted
 
 from webapp.core import audit, media
-from webapp.core.domain_errors import Conflict
+from webapp.core.domain_errors import Conflict, NotFound
 from webapp.projects.models import Project
 
 from . import operations as job_operations
@@ -67,12 +67,17 @@ def refuse_while_busy(project, kinds: Iterable[str], what: str) -> None:
         raise Conflict(busy_message(job, what), code="project_busy", job_id=job.pk)
 
 
-def enqueue_deletion(project_id: int, kinds: Iterable[str], what: str, *, actor, params: dict, action: str, target):
+def enqueue_deletion(project_id: int, kinds: Iterable[str], what: str, *, actor, params: dict, action: str, target,
+                     still_there: Callable[[], bool] | None = None):
     """Queue a deletion job with its audit row, once no job of ``kinds`` is at work in the project (409
-    otherwise). The project row is locked, so that a start of such a job cannot slip in between."""
+    otherwise). The project row is locked, so that a start of such a job cannot slip in between.
+    ``still_there`` is asked under that lock: the same deletion asked twice (a double click, a retried
+    request) may find the first one done since its target was looked up (404 then, not a second job)."""
     with transaction.atomic():
         project = Project.objects.select_for_update().get(pk=project_id)
         refuse_while_busy(project, kinds, what)
+        if still_there is not None and not still_there():
+            raise NotFound(f"{what} was deleted meanwhile.", code="already_deleted")
         job = job_operations.do_enqueue_job(Job.Kind.DELETE, actor=actor, project=project, params=params)
         audit.record(action, actor=actor, target=target, project=project, name=params["name"], job=job.pk)
     return job

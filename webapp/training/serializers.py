@@ -6,6 +6,7 @@ from mlcore.crops import CONTEXT_VIEWS
 from mlcore.train import STAGES
 
 from webapp.core.domain_errors import Invalid
+from webapp.core.ids import MAX_ID
 from webapp.core.known_fields import KnownFieldsOnly
 
 from .models import ModelVersion, RetrainPolicy
@@ -67,9 +68,19 @@ class TrainRequestSerializer(KnownFieldsOnly, serializers.Serializer):
 
 
 class TrainStartSerializer(TrainRequestSerializer):
-    resume_from = serializers.IntegerField(min_value=1, required=False, help_text=(
+    resume_from = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, help_text=(
         "a cancelled or failed training job of this project that finished a stage: run its remaining stages "
         "from that stage's checkpoint, with its options (only device may be given besides)"))
+
+    def validate(self, attrs):
+        # A resumed training goes on with the options it started with: another option given with it would be
+        # quietly ignored, and the script that sent it would believe it ran.
+        others = sorted(set(attrs) - {"resume_from", "device"})
+        if attrs.get("resume_from") and others:
+            raise serializers.ValidationError({"resume_from": (
+                f"a resumed training keeps the options it started with; leave out {', '.join(others)} "
+                "(only device may be given with resume_from)")})
+        return attrs
 
 
 class TrainEstimateSerializer(TrainStartSerializer):

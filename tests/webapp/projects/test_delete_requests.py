@@ -174,3 +174,20 @@ def test_the_pages_say_why_a_deletion_must_wait(vp, owner):
                            follow=True)
     assert f"is running (job {busy.pk})" in response.content.decode()
     assert not deletion_jobs().exists()
+
+
+def test_a_dataset_deleted_meanwhile_is_not_deleted_twice(vp, owner, api_client_for):
+    """The second of two DELETEs looked its dataset up before the first one's job finished: under the lock it
+    finds the dataset gone and answers 404, not a second deletion job."""
+    from webapp.core.domain_errors import NotFound
+    from webapp.datasets.operations import do_request_dataset_deletion
+
+    assert api_client_for(owner).delete(f"/api/projects/{vp.project.pk}/datasets/{vp.alpha.pk}/").status_code == 202
+    first = deletion_jobs().get()
+    stale = Dataset.objects.get(pk=vp.alpha.pk)     # the second request's lookup, before the job ran
+    Job.objects.filter(pk=first.pk).update(state="succeeded")
+    Dataset.objects.filter(pk=vp.alpha.pk).delete()
+    with pytest.raises(NotFound, match="Dataset 'alpha' was deleted meanwhile."):
+        do_request_dataset_deletion(stale, actor=owner)
+    assert deletion_jobs().count() == 1
+    assert api_client_for(owner).delete(f"/api/projects/{vp.project.pk}/datasets/{vp.alpha.pk}/").status_code == 404

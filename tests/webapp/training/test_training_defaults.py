@@ -156,5 +156,11 @@ def test_resume_is_refused_with_a_reason(owner, api_client_for, tmp_path):
     assert response.status_code == 409 and "only a cancelled or failed training" in response.json()["detail"]
     response = client.post(f"/api/projects/{other.pk}/train/", {"resume_from": job.pk}, format="json")
     assert response.status_code == 404
+    # Options besides the device would be quietly ignored by the resumed training: refused, naming them.
+    response = client.post(f"/api/projects/{project.pk}/train/", {"resume_from": job.pk, "epochs": 5,
+                                                                  "device": "cpu"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["detail"] == ("resume_from: a resumed training keeps the options it started with; "
+                                         "leave out epochs (only device may be given with resume_from)")
     assert not Job.objects.filter(project=project, state=Job.State.QUEUED).exists()
     assert Dataset.objects.filter(project=project).count() == 2
