@@ -1,6 +1,7 @@
 // One card of the gallery's strip: the nucleus's crop with its outline, the predicted class and
 // scores, who decided it (reviewed views), and the Agree button and Disagree menu. The card keeps its
 // nucleus in tile._item; what the buttons do is gallery.js's (the `on` callbacks).
+import { onChosen } from "./choice.js";
 import { el, svgEl } from "./dom.js";
 import { pct } from "./format.js";
 import { UNLABELLED, polygon, viewBox } from "./overlay.js";
@@ -37,7 +38,8 @@ export function galleryCard(item, classes, on) {
                   el("option", { value: "" }, "Disagree…"),
                   ...classes.filter((c) => c.index !== item.class_index)
                     .map((c) => el("option", { value: c.name }, c.name)));
-  move.addEventListener("change", () => { if (move.value) on.save([{ item, tile, class_name: move.value }]); });
+  // Saved once chosen: with the mouse, or Enter after the arrow keys (never on each arrow key: choice.js).
+  onChosen(move, () => { if (move.value) on.save([{ item, tile, class_name: move.value }]); });
   const actions = theirs
     ? el("div", { className: "tile-meta muted" }, "another reviewer's decision")
     : el("div", { className: "tile-meta" }, agree, move);

@@ -1,11 +1,14 @@
 // What every page does, loaded by base.html before the page's own module: the per-element styles
 // the templates leave in data attributes (dom.js), and forms that submit when a select changes.
+import { onChosen } from "./choice.js";
 import { applyDataStyles } from "./dom.js";
 
-// <select data-autosubmit> submits its form on change (no inline onchange handler under the CSP).
-document.addEventListener("change", (event) => {
-  const target = event.target;
-  if (target instanceof Element && target.matches("[data-autosubmit]") && target.form) target.form.submit();
+// [data-autosubmit] submits its form when chosen (no inline onchange handler under the CSP): a checkbox on
+// change, a select once chosen (choice.js: not on each arrow key of a keyboard user passing its options).
+document.querySelectorAll("[data-autosubmit]").forEach((control) => {
+  if (!control.form) return;
+  if (control instanceof HTMLSelectElement) onChosen(control, () => control.form.submit(), { onBlur: true });
+  else control.addEventListener("change", () => control.form.submit());
 });
 
 applyDataStyles();

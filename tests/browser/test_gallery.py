@@ -195,3 +195,35 @@ def test_refused_filters_leave_no_cards_of_the_earlier_ones(rp, logged_in_page, 
     wait_until(page, "document.querySelector('#gallery [data-role=status]').textContent.includes('is above')")
     assert page.locator("#gallery .tile").count() == 0
     assert page.inner_text("#gallery .gallery-grid") == "No cards: fix the filters above."
+
+
+def test_an_arrow_key_on_a_select_chooses_nothing_until_enter(rp, logged_in_page, live_server, users):
+    """A keyboard user moving past the options of a closed select: the gallery's Disagree menu saved a label,
+    and the review page's Order loaded another page, on the first arrow key."""
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast")
+    page.wait_for_selector("#gallery[data-ready=true]")
+    first = tile_ids(page)[0]
+    batches = []
+    page.on("request", lambda request: batches.append(request.url) if "/review/bulk/" in request.url else None)
+    menu = page.locator(f".tile[data-nucleus-id='{first}'] select.move")
+    menu.focus()
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    page.wait_for_timeout(400)
+    assert batches == [] and first in tile_ids(page)
+    chosen = menu.input_value()
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f".tile[data-nucleus-id='{first}']", state="detached")
+    label = CurrentLabel.objects.select_related("label").get(nucleus_id=first, label_set=rp.breast_set).label
+    assert rp.breast_set.classes.get(index=label.class_index).name == chosen and len(batches) == 1
+
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/?label_set=breast&strategy=entropy")
+    page.wait_for_selector("#review[data-ready=true]")
+    page.focus("select[name=strategy]")
+    page.keyboard.press("ArrowDown")
+    page.wait_for_timeout(400)
+    assert "strategy=entropy" in page.url
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert "strategy=entropy" not in page.url and "strategy=" in page.url
