@@ -80,11 +80,20 @@ function galleryPage(root) {
   }
 
   // ---------------------------------------------------------------- loading
+  // Filters changed in quick succession start loads that may answer out of order: only the latest one's
+  // answer is drawn (an earlier one's cards must not replace the answer to the filters now shown).
+  let latestLoad = 0;
+
   async function load() {
     root.dataset.ready = "false";
+    const mine = ++latestLoad;
+    let answer;
     try {
-      data = await api(`${d.galleryUrl}?${params()}`);
+      answer = await api(`${d.galleryUrl}?${params()}`);
+      if (mine !== latestLoad) return;
+      data = answer;
     } catch (err) {
+      if (mine !== latestLoad) return;
       if (!err.status) {
         setStatus("Could not load the gallery (no connection).", "error");
         return;
