@@ -238,7 +238,15 @@ function galleryPage(root) {
       const choice = choices.find((c) => c.item.nucleus === r.nucleus);
       if (r.status === 200 || r.status === 201) {
         if (choice.tile === current) choose(choice.tile.nextElementSibling && choice.tile.nextElementSibling.classList.contains("tile") ? choice.tile.nextElementSibling : null);
-        if (!reviewedView) choice.tile.remove();
+        if (!reviewedView) {
+          // A keyboard user's focus was on this card (its Agree or Disagree): it moves on to the next card's
+          // Agree, or the previous one's, instead of falling out of the page with the card.
+          const hadFocus = choice.tile.contains(document.activeElement);
+          const neighbour = [choice.tile.nextElementSibling, choice.tile.previousElementSibling]
+            .find((node) => node && node.classList.contains("tile") && !node.classList.contains("refused"));
+          choice.tile.remove();
+          if (hadFocus && neighbour) neighbour.querySelector("button.agree, select.move")?.focus();
+        }
         if (counts && !reviewedView && choice.item.class_name in counts) counts[choice.item.class_name] = Math.max(0, counts[choice.item.class_name] - 1);
       } else {
         refused += 1;
@@ -278,7 +286,9 @@ function galleryPage(root) {
   root.querySelector('[data-action="next"]').addEventListener("click", () => { state.page += 1; load(); });
   const helpButton = document.querySelector('[data-action="help"]');
   const toggleHelp = () => { if (help.open) help.close(); else help.showModal(); };
-  if (helpButton) helpButton.addEventListener("click", () => { helpButton.blur(); toggleHelp(); });
+  // Blurred after a mouse click only (the keys go on working); from the keyboard it keeps the focus, which
+  // the dialog gives back to it when it closes.
+  if (helpButton) helpButton.addEventListener("click", (event) => { if (event.detail > 0) helpButton.blur(); toggleHelp(); });
 
   document.addEventListener("keydown", (e) => {
     if (reviewKeys.notForReview(e)) return;

@@ -223,10 +223,16 @@ function reviewPage(root) {
   }
 
   // ---------------------------------------------------------------- input
-  buttons.forEach((b) => b.addEventListener("click", () => { b.blur(); decide(Number(b.dataset.classIndex)); }));
+  // A button clicked with the mouse gives the focus back to the page, so that the review keys (Enter: accept)
+  // go on working; one pressed from the keyboard keeps it, where a keyboard or screen-reader user left it.
+  const unfocusAfterClick = (event, button) => { if (event.detail > 0) button.blur(); };
+  buttons.forEach((b) => b.addEventListener("click", (event) => {
+    unfocusAfterClick(event, b);
+    decide(Number(b.dataset.classIndex));
+  }));
   const actions = { accept, skip, undo, help: () => view.toggleHelp(), zoom: () => setZoom(!zoomedOut) };
-  document.querySelectorAll("[data-action]").forEach((b) => b.addEventListener("click", () => {
-    b.blur();
+  document.querySelectorAll("[data-action]").forEach((b) => b.addEventListener("click", (event) => {
+    unfocusAfterClick(event, b);
     actions[b.dataset.action]();
   }));
   document.addEventListener("keydown", (e) => {

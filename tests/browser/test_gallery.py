@@ -227,3 +227,28 @@ def test_an_arrow_key_on_a_select_chooses_nothing_until_enter(rp, logged_in_page
     with page.expect_navigation():
         page.keyboard.press("Enter")
     assert "strategy=entropy" not in page.url and "strategy=" in page.url
+
+
+def test_the_keyboard_focus_stays_in_the_gallery_and_on_the_review_buttons(rp, logged_in_page, live_server):
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast")
+    page.wait_for_selector("#gallery[data-ready=true]")
+    first, second = tile_ids(page)[:2]
+    page.focus(f".tile[data-nucleus-id='{first}'] button.agree")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f".tile[data-nucleus-id='{first}']", state="detached")
+    # The focus moved on to the next card's Agree, not out of the page.
+    assert page.evaluate("document.activeElement.closest('.tile')?.dataset.nucleusId") == str(second)
+    # The keys dialog, opened from the keyboard, gives the focus back to its button when it closes.
+    page.focus("[data-action=help]")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("dialog[open]")
+    page.keyboard.press("Escape")
+    assert page.evaluate("document.activeElement.dataset.action") == "help"
+    # On the review page a button pressed from the keyboard keeps the focus.
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/?label_set=breast&strategy=entropy")
+    page.wait_for_selector("#review[data-ready=true]")
+    page.focus("button[data-action=skip]")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(500)
+    assert page.evaluate("document.activeElement.dataset.action") == "skip"
