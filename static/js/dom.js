@@ -46,8 +46,19 @@ export function applyDataStyles(root = document) {
   root.querySelectorAll("[data-class-color]").forEach((node) => {
     node.style.setProperty("--class-color", cssColor(node.dataset.classColor));
   });
-  root.querySelectorAll("[data-percent]").forEach((node) => {
-    const percent = Math.min(Math.max(Number(node.dataset.percent) || 0, 0), 100);
-    node.style.width = `${percent}%`;
-  });
+  root.querySelectorAll("[data-percent]").forEach((node) => setPercent(node, node.dataset.percent));
+}
+
+// A progress bar's fill: its width, and the value assistive technology reads from its track (a progressbar).
+export function setPercent(bar, value) {
+  const percent = Math.min(Math.max(Number(value) || 0, 0), 100);
+  bar.style.width = `${percent}%`;
+  const track = bar.parentElement;
+  if (track && track.classList.contains("progress")) {
+    track.setAttribute("role", "progressbar");
+    track.setAttribute("aria-valuemin", "0");
+    track.setAttribute("aria-valuemax", "100");
+    track.setAttribute("aria-valuenow", String(Math.round(percent)));
+    if (!track.hasAttribute("aria-label")) track.setAttribute("aria-label", "progress");
+  }
 }

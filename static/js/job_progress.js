@@ -2,6 +2,7 @@
 // (state, progress bar, the progress line, the worker's log, the error). Each answer is also sent as a
 // "job-update" event on the card, for the page that started the job (upload.js, slides.js, training.js).
 import { api } from "./api.js";
+import { setPercent } from "./dom.js";
 
 // 45 s, 12 min, 1 h 05 min: an ETA as people read it.
 function duration(seconds) {
@@ -28,9 +29,11 @@ export function watchJob(card) {
     const p = job.progress || {};
     const link = field("link");
     if (link) { link.textContent = `#${job.id}`; link.href = `/jobs/${job.id}/`; }
+    // The state is announced when it changes (queued, running, succeeded...); the bar is a progressbar.
+    field("state").setAttribute("aria-live", "polite");
     field("state").textContent = job.state;
     field("state").className = `state state-${job.state}`;
-    field("bar").style.width = `${p.percent || 0}%`;
+    setPercent(field("bar"), p.percent);
     const parts = [];
     if (p.models > 1) parts.push(`model ${p.model}/${p.models}`);
     if (p.stage) parts.push(`stage ${p.stage}`);
@@ -47,7 +50,11 @@ export function watchJob(card) {
     // The worker's log: the steps of the job (stages, epochs, images), kept in its last 40 lines.
     field("log").textContent = job.log_tail || "";
     field("log").hidden = !job.log_tail;
-    if (job.error) { field("error").hidden = false; field("error").textContent = job.error; }
+    if (job.error) {
+      field("error").setAttribute("role", "alert");
+      field("error").hidden = false;
+      field("error").textContent = job.error;
+    }
     card.dispatchEvent(new CustomEvent("job-update", { detail: job }));
     polls += 1;
     // Short jobs (a small import) finish in about a second: look often at first.

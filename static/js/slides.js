@@ -2,6 +2,7 @@
 // chunks, or classify one with the active model; both post to the API and follow the job live
 // (job_progress.js), as the dataset upload does.
 import { api, ApiError } from "./api.js";
+import { setPercent } from "./dom.js";
 import { watchJob } from "./job_progress.js";
 
 function slidesSection(card) {
@@ -81,7 +82,7 @@ function slidesSection(card) {
       fileName.textContent = file.name;
       fileState.textContent = words || `${(offset / 1048576).toFixed(1)} of ${(file.size / 1048576).toFixed(1)} MB`;
       bar.dataset.percent = String(percent);
-      bar.style.width = `${Math.min(Math.max(percent, 0), 100)}%`;  // the CSSOM, allowed under the CSP
+      setPercent(bar, percent);
     }
 
     // The upload of this file that the server still has, or a new one: {url, offset}.

@@ -35,6 +35,11 @@ def test_start_training_from_the_project_page_and_watch_it(logged_in_page, live_
     assert page.get_attribute("#training-job [data-field=link]", "href") == f"/jobs/{job.pk}/"
     # The live bar moves while the worker trains, and the page reloads on success with the version.
     wait_until(page, "document.querySelector('#training-job [data-field=detail]').textContent.includes('%')")
+    # Assistive technology reads the bar as a progressbar with its value, and hears the state change.
+    track = page.locator("#training-job .progress")
+    assert track.get_attribute("role") == "progressbar" and track.get_attribute("aria-valuemax") == "100"
+    assert 0 <= int(track.get_attribute("aria-valuenow")) <= 100
+    assert page.get_attribute("#training-job [data-field=state]", "aria-live") == "polite"
     wait_for(lambda: ModelVersion.objects.filter(project=project).exists(), timeout=300,
              message=f"version published\n{celery_worker_process.log()}")
     page.wait_for_selector("table.versions", timeout=60000)
