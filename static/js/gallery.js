@@ -129,9 +129,11 @@ function galleryPage(root) {
   function renderTabs() {
     tabs.replaceChildren();
     const tab = (name, label, color, count) => {
-      const button = el("button", { type: "button", className: `tab${state.class_name === name ? " active" : ""}`,
-                                    data: { className: name } },
+      const active = state.class_name === name;
+      const button = el("button", { type: "button", className: `tab${active ? " active" : ""}`,
+                                    "aria-pressed": active ? "true" : "false", data: { className: name } },
                         color ? el("span", { className: "swatch" }) : null, label,
+                        count == null ? null : el("span", { className: "visually-hidden" }, ", "),
                         el("span", { className: "count" }, count == null ? "" : String(count)));
       if (color) button.style.setProperty("--class-color", cssColor(color));
       button.addEventListener("click", () => { state.class_name = name; state.page = 1; load(); });

@@ -60,6 +60,17 @@ export class ReviewView {
     set("agreement", progress.compared ? `${pct(progress.agreed / progress.compared)} of ${progress.compared}` : "–");
   }
 
+  // What a class button shows by its frame (the predicted class, the current label), said in words to a
+  // screen reader as part of the button's name.
+  sayState(button) {
+    const said = button.querySelector('[data-role="said"]');
+    if (!said) return;
+    const states = [];
+    if (button.classList.contains("is-predicted")) states.push("predicted");
+    if (button.classList.contains("is-current")) states.push("current label");
+    said.textContent = states.length ? `, ${states.join(", ")}` : "";
+  }
+
   toggleHelp() {
     if (this.help.open) this.help.close(); else this.help.showModal();
   }
@@ -112,7 +123,10 @@ export class ReviewView {
     if (!item) return;
     if (!c) { this.currentLine.textContent = "No label in this label set yet."; return; }
     this.currentLine.append("Current label: ", el("strong", {}, c.class_name), ` (${sourceText(c)})`);
-    this.buttons.forEach((b) => b.classList.toggle("is-current", Number(b.dataset.classIndex) === c.class_index));
+    this.buttons.forEach((b) => {
+      b.classList.toggle("is-current", Number(b.dataset.classIndex) === c.class_index);
+      this.sayState(b);
+    });
   }
 
   render(item, zoomedOut) {
@@ -120,7 +134,7 @@ export class ReviewView {
     this.loading.hidden = true;
     this.empty.hidden = !!item;
     this.stage.classList.toggle("is-empty", !item);
-    buttons.forEach((b) => { b.disabled = !item; b.classList.remove("is-predicted", "is-current"); });
+    buttons.forEach((b) => { b.disabled = !item; b.classList.remove("is-predicted", "is-current"); this.sayState(b); });
     this.renderOthers(item);
     if (!item) {
       this.crop.removeAttribute("src");
@@ -159,6 +173,7 @@ export class ReviewView {
       b.querySelector('[data-role="mlp"]').style.width = p && p.mlp_probs ? pct(p.mlp_probs[index] || 0) : "0";
       b.querySelector('[data-role="prob-value"]').textContent = p ? pct(value) : "";
       b.classList.toggle("is-predicted", !!p && p.class_index === index);
+      this.sayState(b);
       const tags = [];
       if (disagree) {
         if (p.base_class === index) tags.push("base");
