@@ -35,8 +35,9 @@ function viewerPage(root) {
   function fitScale() {
     return Math.min(viewport.clientWidth / W, viewport.clientHeight / H);
   }
+  let fittedScale = null;   // the scale of the last fit, while the user has not zoomed since
   function fit() {
-    view.scale = fitScale();
+    view.scale = fittedScale = fitScale();
     view.x = (viewport.clientWidth - W * view.scale) / 2;
     view.y = (viewport.clientHeight - H * view.scale) / 2;
     apply();
@@ -81,7 +82,11 @@ function viewerPage(root) {
     apply();
   });
   window.addEventListener("pointerup", () => { drag = null; viewport.classList.remove("dragging"); });
-  window.addEventListener("resize", () => { if (view.scale <= fitScale()) fit(); });
+  // The image fitted to the window (as shown at first, or as the user left it) follows the window, narrowing
+  // too; a view the user zoomed into stays where it is.
+  window.addEventListener("resize", () => {
+    if (view.scale === fittedScale || view.scale <= fitScale()) fit();
+  });
 
   // ------------------------------------------------------------------ colours
   function classOf(nucleus, setId, source) {

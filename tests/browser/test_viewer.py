@@ -29,6 +29,11 @@ def test_viewer_draws_outlines_switches_label_sets_and_shows_labels_on_hover(log
     assert page.inner_text("[data-role=status]") == f"{len(nuclei)} nuclei"
     image_loaded = page.eval_on_selector(".stage img", "img => img.complete && img.naturalWidth")
     assert image_loaded == 256
+    # The fitted image follows the window when it narrows (it stayed as wide as before, cut off).
+    page.set_viewport_size({"width": 375, "height": 800})
+    wait_until(page, "document.querySelector('.stage').getBoundingClientRect().right <= "
+                     "document.querySelector('.viewport').getBoundingClientRect().right + 1")
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     # Alpha (the dataset's own label set) is chosen first: every nucleus in an alpha class colour.
     alpha_colors = {c.index: c.color for c in LabelClass.objects.filter(label_set=vp.alpha_set)}
