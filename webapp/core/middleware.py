@@ -76,3 +76,36 @@ def _as_number(value) -> int | None:
     if isinstance(value, str) and value.isascii() and value.isdecimal():
         return int(value)
     return None
+
+
+# gunicorn drains at most 64 KiB of a request body the application left unread, then closes the connection,
+# after a response that promised to keep it open: the client's next request on it fails ("Remote end closed
+# connection without response"). Bodies up to this size are read and dropped here instead; a larger one
+# (a refused multi-gigabyte upload) still costs its connection.
+DRAIN_LIMIT = 64 * 1024 * 1024
+DRAIN_CHUNK = 1024 * 1024
+
+
+class DrainUnreadBodyMiddleware:
+    """Reads the rest of a request body no view read (an upload refused before it was parsed: a 403, a 404,
+    a 409), so that the client's kept-alive connection stays usable for its next request."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if getattr(request, "_read_started", False):
+            return response
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return response
+        if 0 < length <= DRAIN_LIMIT:
+            stream = getattr(request, "_stream", None)
+            try:
+                while stream is not None and stream.read(DRAIN_CHUNK):
+                    pass
+            except OSError:
+                pass   # the client went away: nothing to keep open
+        return response
