@@ -75,6 +75,8 @@ def test_project_page_shows_datasets_label_sets_counts_and_jobs(client, viewer_p
             count = CurrentLabel.objects.filter(label_set=label_set, class_index=cls.index).count()
             assert re.search(r'fill="%s" class="bar" data-count="%d"' % (cls.color, count), figure), cls.name
             assert f">{cls.name}</text>" in figure
+            # Screen readers get the counts as a list (the chart itself is hidden from them).
+            assert f"<li>{cls.name}: {count} nuclei, " in figure
     assert "3 reviewed" in html  # three nuclei reviewed in beta
 
     # Recent jobs, with the error of a failed one; curators and admins get the upload form.
