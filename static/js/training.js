@@ -50,8 +50,12 @@ function trainingSection(section) {
   const trainForm = document.getElementById("train-form");
   trainForm?.addEventListener("submit", async (event) => {
     event.preventDefault();
+    if (startButton) startButton.disabled = true;   // at once: a second click must not send a second start
     try { const job = await post(`/api/projects/${projectId}/train/`, trainOptions()); follow(job.url); }
-    catch (err) { showError("train-error", err); }
+    catch (err) {
+      if (startButton) startButton.disabled = false;
+      showError("train-error", err);
+    }
   });
 
   function trainOptions() {
