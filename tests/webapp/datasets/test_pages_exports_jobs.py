@@ -69,7 +69,7 @@ def test_job_page_has_breadcrumb_project_link_and_parameters(client, viewer_proj
                                   params={"options": {"epochs": 2, "stages": [1, 2]}, "reason": "manual"})
     client.force_login(member)
     html = client.get(f"/jobs/{job.pk}/").content.decode()
-    crumbs = re.search(r'<nav class="crumbs">(.*?)</nav>', html, re.S).group(1)
+    crumbs = re.search(r'<nav class="crumbs" aria-label="breadcrumbs">(.*?)</nav>', html, re.S).group(1)
     assert re.findall(r'href="([^"]+)"', crumbs) == ["/", f"/projects/{vp.project.pk}/"]
     assert "Colon merge" in crumbs and f"Job {job.pk}" in crumbs
     parameters = dict(re.findall(r'<tr><th scope="row">(.*?)</th><td>(.*?)</td></tr>', html))
