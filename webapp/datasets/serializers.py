@@ -24,7 +24,8 @@ class LabelSetSerializer(serializers.ModelSerializer):
 
 
 class DatasetSerializer(serializers.ModelSerializer):
-    label_set = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    label_set = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True,
+                                             help_text="null for a dataset of masks only (no labels)")
     uploaded_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
