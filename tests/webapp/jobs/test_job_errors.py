@@ -16,16 +16,27 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")  # job
 EMPTY_ZIP = b"PK\x05\x06" + b"\0" * 18   # a zip's end record and nothing else: a valid, empty archive
 
 
-def test_a_failed_jobs_error_holds_no_server_path(api_client_for, owner, settings, tmp_path, monkeypatch):
-    from workers.tasks import run_job
-
+@pytest.fixture
+def upload_empty_zip(api_client_for, owner, settings, tmp_path, monkeypatch):
+    """Upload an empty zip as dataset ``name`` of a new project, its job left for the test to run; the answer."""
     settings.MEDIA_ROOT = tmp_path / "media"
     monkeypatch.setattr(job_operations, "_send", lambda job: None)
-    project = do_create_project("errors", actor=owner)
-    response = api_client_for(owner).post(
-        f"/api/projects/{project.pk}/datasets/",
-        {"name": "d", "format": "seed", "archive": SimpleUploadedFile("upload.zip", EMPTY_ZIP)}, format="multipart")
-    job = Job.objects.get(pk=response.json()["id"])
+    projects = {}
+
+    def upload(name: str = "d", project: str = "errors"):
+        if project not in projects:
+            projects[project] = do_create_project(project, actor=owner)
+        return api_client_for(owner).post(
+            f"/api/projects/{projects[project].pk}/datasets/",
+            {"name": name, "format": "seed", "archive": SimpleUploadedFile("upload.zip", EMPTY_ZIP)},
+            format="multipart")
+    return upload
+
+
+def test_a_failed_jobs_error_holds_no_server_path(upload_empty_zip, settings, tmp_path):
+    from workers.tasks import run_job
+
+    job = Job.objects.get(pk=upload_empty_zip().json()["id"])
     (Path(settings.MEDIA_ROOT) / job.params["staging"] / "upload.zip").unlink()  # fails with an OSError
     assert run_job(job.pk) == "failed"
     error = Job.objects.get(pk=job.pk).error
@@ -43,18 +54,13 @@ def test_public_error_keeps_the_users_names_and_drops_server_paths(settings, tmp
     assert public_error("see /api/jobs/3/ or http://host/a/b") == "see /api/jobs/3/ or http://host/a/b"
 
 
-def test_a_jobs_api_answer_and_page_leave_out_its_storage_on_the_server(api_client_for, client, owner, settings,
-                                                                         tmp_path, monkeypatch):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    monkeypatch.setattr(job_operations, "_send", lambda job: None)
-    project = do_create_project("storage", actor=owner)
-    api = api_client_for(owner)
-    accepted = api.post(f"/api/projects/{project.pk}/datasets/",
-                        {"name": "d", "format": "seed", "archive": SimpleUploadedFile("upload.zip", EMPTY_ZIP)},
-                        format="multipart").json()
+def test_a_jobs_api_answer_and_page_leave_out_its_storage_on_the_server(upload_empty_zip, api_client_for, client,
+                                                                         owner):
+    accepted = upload_empty_zip().json()
     staging = Job.objects.get(pk=accepted["id"]).params["staging"]
+    api = api_client_for(owner)
     answers = [accepted["job"], api.get(f"/api/jobs/{accepted['id']}/").json(),
-               *api.get("/api/jobs/", {"project": project.pk}).json()["results"]]
+               *api.get("/api/jobs/", {"kind": "import"}).json()["results"]]
     for answer in answers:
         assert "staging" not in answer["params"] and answer["params"]["name"] == "d", answer["params"]
         assert staging.split("/")[-1] not in str(answer)
@@ -63,18 +69,13 @@ def test_a_jobs_api_answer_and_page_leave_out_its_storage_on_the_server(api_clie
     assert staging.split("/")[-1] not in page and "staging" not in page
 
 
-def test_a_bad_upload_is_one_line_in_the_workers_log_and_a_crash_keeps_its_traceback(api_client_for, owner, settings,
-                                                                                       tmp_path, monkeypatch, caplog):
+def test_a_bad_upload_is_one_line_in_the_workers_log_and_a_crash_keeps_its_traceback(upload_empty_zip, settings,
+                                                                                       caplog):
     import logging
 
     from workers.tasks import run_job
 
-    settings.MEDIA_ROOT = tmp_path / "media"
-    monkeypatch.setattr(job_operations, "_send", lambda job: None)
-    project = do_create_project("logs", actor=owner)
-    response = api_client_for(owner).post(
-        f"/api/projects/{project.pk}/datasets/",
-        {"name": "d", "format": "seed", "archive": SimpleUploadedFile("upload.zip", EMPTY_ZIP)}, format="multipart")
+    response = upload_empty_zip()
     with caplog.at_level(logging.INFO, logger="workers.tasks"):
         assert run_job(response.json()["id"]) == "failed"
     failed = [r for r in caplog.records if r.name == "workers.tasks" and "failed" in r.getMessage()]
@@ -84,9 +85,7 @@ def test_a_bad_upload_is_one_line_in_the_workers_log_and_a_crash_keeps_its_trace
 
     # A fault of the server's own keeps its traceback for whoever debugs it.
     caplog.clear()
-    again = api_client_for(owner).post(
-        f"/api/projects/{project.pk}/datasets/",
-        {"name": "e", "format": "seed", "archive": SimpleUploadedFile("upload.zip", EMPTY_ZIP)}, format="multipart")
+    again = upload_empty_zip("e")
     (Path(settings.MEDIA_ROOT) / Job.objects.get(pk=again.json()["id"]).params["staging"] / "upload.zip").unlink()
     with caplog.at_level(logging.INFO, logger="workers.tasks"):
         assert run_job(again.json()["id"]) == "failed"
