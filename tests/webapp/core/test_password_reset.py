@@ -80,6 +80,11 @@ def test_change_password_from_the_account_page(alice):
                                                "new_password2": NEW_PASSWORD})
     assert wrong.status_code == 200
     assert "old password was entered incorrectly" in wrong.content.decode()
+    # The error is tied to its field for screen readers, and the rules to the new password.
+    html = wrong.content.decode()
+    assert 'name="old_password"' in html and 'aria-invalid="true" aria-describedby="old-password-errors"' in html
+    assert '<div id="old-password-errors"><p class="flash error">' in html
+    assert 'aria-describedby="password-rules"' in html and 'id="password-rules"' in html
     alice.refresh_from_db()
     assert alice.check_password("pw-alice")
 
