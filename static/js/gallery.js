@@ -23,12 +23,17 @@ function galleryPage(root) {
   const keys = reviewKeys.load();
   const outbox = new Outbox(`review-gallery-outbox:${d.project}:${labelSet}:${d.user}`);
 
-  // What the strip shows; kept in the address bar so that a reload shows the same.
+  // What the strip shows; kept in the address bar so that a reload shows the same, and each page or filter
+  // is a step of the browser's history (Back goes to the previous page of cards, not out of the gallery).
   const state = { page: 1 };
-  const query = new URLSearchParams(window.location.search);
-  for (const name of FILTERS) state[name] = query.get(name) || "";
-  if (!state.class_name) state.class_name = d.className || "";
-  state.page = Math.max(1, Number(query.get("page")) || 1);
+  function readAddress() {
+    const query = new URLSearchParams(window.location.search);
+    for (const name of FILTERS) state[name] = query.get(name) || "";
+    if (!state.class_name) state.class_name = d.className || "";
+    state.page = Math.max(1, Number(query.get("page")) || 1);
+  }
+  readAddress();
+  let firstLoad = true;
   let data = null;
   let counts = null;
   let current = null;  // the card the keys act on
@@ -69,6 +74,8 @@ function galleryPage(root) {
     syncForm();
   }
   filters.addEventListener("change", (event) => { readForm(event.target.name); load(); });
+  // Back and Forward: the strip of that step, from its address.
+  window.addEventListener("popstate", () => { readAddress(); syncForm(); load(); });
   filters.addEventListener("submit", (event) => { event.preventDefault(); readForm(""); load(); });
 
   function params(extra = {}) {
@@ -110,7 +117,11 @@ function galleryPage(root) {
     const shown = params();
     shown.delete("label_set");
     shown.set("label_set", labelSet);
-    window.history.replaceState(null, "", `${window.location.pathname}?${shown}`);
+    const address = `${window.location.pathname}?${shown}`;
+    // The first load only tidies the address; later ones that show something else add a history step.
+    const step = !firstLoad && `?${shown}` !== window.location.search;
+    window.history[step ? "pushState" : "replaceState"](null, "", address);
+    firstLoad = false;
     renderTabs();
     renderGrid();
     root.dataset.ready = "true";

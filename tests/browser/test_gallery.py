@@ -252,3 +252,24 @@ def test_the_keyboard_focus_stays_in_the_gallery_and_on_the_review_buttons(rp, l
     page.keyboard.press("Enter")
     page.wait_for_timeout(500)
     assert page.evaluate("document.activeElement.dataset.action") == "skip"
+
+
+def test_back_goes_to_the_previous_filters_not_out_of_the_gallery(rp, logged_in_page, live_server):
+    page = logged_in_page
+    gallery = f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast"
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/")
+    page.goto(gallery)
+    page.wait_for_selector("#gallery[data-ready=true]")
+    everything = sorted(tile_ids(page))
+    page.locator("#gallery .tab", has_text="dead").click()
+    wait_loaded(page, "class_name=dead")
+    dead = tile_ids(page)
+    assert set(dead) < set(everything)
+    page.go_back()
+    wait_until(page, "!location.search.includes('class_name') && "
+                     "document.querySelector('#gallery').dataset.ready === 'true'")
+    assert "/review/gallery/" in page.url and sorted(tile_ids(page)) == everything
+    assert page.locator("#gallery .tab.active").inner_text().startswith("All classes")
+    page.go_forward()
+    wait_loaded(page, "class_name=dead")
+    assert tile_ids(page) == dead
