@@ -299,9 +299,11 @@ function galleryPage(root) {
   root.querySelector('[data-action="next"]').addEventListener("click", () => { state.page += 1; load(); });
   const helpButton = document.querySelector('[data-action="help"]');
   const toggleHelp = () => { if (help.open) help.close(); else help.showModal(); };
-  // Blurred after a mouse click only (the keys go on working); from the keyboard it keeps the focus, which
-  // the dialog gives back to it when it closes.
-  if (helpButton) helpButton.addEventListener("click", (event) => { if (event.detail > 0) helpButton.blur(); toggleHelp(); });
+  // From the keyboard it keeps the focus, which the dialog gives back to it when it closes.
+  if (helpButton) helpButton.addEventListener("click", (event) => {
+    reviewKeys.unfocusAfterMouseClick(event, helpButton);
+    toggleHelp();
+  });
 
   document.addEventListener("keydown", (e) => {
     if (reviewKeys.notForReview(e)) return;

@@ -35,3 +35,10 @@ export function notForReview(event) {
   if (["input", "select", "textarea"].includes((target.tagName || "").toLowerCase())) return true;
   return (event.key === "Enter" || event.key === " ") && Boolean(target.closest && target.closest(CONTROLS));
 }
+
+// After a button is clicked with the mouse, give the focus back to the page so that the review keys (Enter:
+// accept) go on working; a button pressed from the keyboard (a click with detail 0) keeps it, where a keyboard
+// or screen-reader user left it.
+export function unfocusAfterMouseClick(event, button) {
+  if (event.detail > 0) button.blur();
+}

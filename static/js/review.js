@@ -223,16 +223,13 @@ function reviewPage(root) {
   }
 
   // ---------------------------------------------------------------- input
-  // A button clicked with the mouse gives the focus back to the page, so that the review keys (Enter: accept)
-  // go on working; one pressed from the keyboard keeps it, where a keyboard or screen-reader user left it.
-  const unfocusAfterClick = (event, button) => { if (event.detail > 0) button.blur(); };
   buttons.forEach((b) => b.addEventListener("click", (event) => {
-    unfocusAfterClick(event, b);
+    reviewKeys.unfocusAfterMouseClick(event, b);
     decide(Number(b.dataset.classIndex));
   }));
   const actions = { accept, skip, undo, help: () => view.toggleHelp(), zoom: () => setZoom(!zoomedOut) };
   document.querySelectorAll("[data-action]").forEach((b) => b.addEventListener("click", (event) => {
-    unfocusAfterClick(event, b);
+    reviewKeys.unfocusAfterMouseClick(event, b);
     actions[b.dataset.action]();
   }));
   document.addEventListener("keydown", (e) => {

@@ -16,11 +16,9 @@ def job_detail(request, job_id: int):
 def job_files(job) -> list[str]:
     """The names of the files a finished job wrote for the user (an inference's npy, JSON and overlays), each
     served by the job-file API: the page that started the job linked them, a reload must still reach them."""
-    from pathlib import PurePosixPath
-
     if job.state != job.State.SUCCEEDED or not isinstance(job.result, dict):
         return []
-    return [PurePosixPath(str(name)).name for name in job.result.get("files") or []]
+    return job.shown_result.get("files") or []
 
 
 def job_parameters(job) -> list[tuple[str, str]]:

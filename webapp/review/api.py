@@ -28,9 +28,9 @@ from rest_framework.response import Response
 from mlcore.types import quoted
 
 from webapp.core import media
+from webapp.core.api_errors import Conflict
 from webapp.core.cache import cache_get, cache_set, unreviewed_counts_key
 from webapp.core.ids import parse_ids
-from webapp.core.api_errors import Conflict
 from webapp.core.pagination import whole_number_param
 from webapp.core.policy import project_role
 from webapp.datasets.models import CurrentLabel, Image, Label, LabelSet, Nucleus
