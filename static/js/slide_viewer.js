@@ -1,6 +1,7 @@
 // Slide viewer: a whole-slide image in OpenSeadragon (Deep Zoom tiles from the app), a density heatmap of
 // the nuclei when zoomed out, and past a zoom threshold the outlines of the nuclei in view (SVG), coloured
-// by class for a label set and source; hovering a nucleus shows its labels in every label set.
+// by class for a label set and source; hovering a nucleus shows its labels in every label set, and n / p
+// step through the nuclei in view with the keyboard.
 //
 // Only the viewport's nuclei are ever loaded: each pan or zoom asks the API for the box in view (with a
 // margin), debounced, aborting the previous request; a view inside the last box needs no request.
@@ -10,7 +11,7 @@
 import { api } from "./api.js";
 import { applyDataStyles, cssColor, el, svgEl } from "./dom.js";
 import { describe, indexLabelSets } from "./nucleus_labels.js";
-import { points } from "./overlay.js";
+import { points, readingOrder, stepIn } from "./overlay.js";
 
 function slideViewerPage(root, OSD) {
   const W = Number(root.dataset.width), H = Number(root.dataset.height);
@@ -208,6 +209,8 @@ function slideViewerPage(root, OSD) {
       return shape;
     });
     group.replaceChildren(fragment);
+    const again = nuclei.findIndex((n) => n.id === selectedId);  // a chosen nucleus stays chosen across loads
+    if (again >= 0) shapes[again].classList.add("selected");
   }
 
   // ------------------------------------------------------------------ hover (found by position: the
@@ -241,7 +244,8 @@ function slideViewerPage(root, OSD) {
       shapes[index].classList.add("hover");
       const card = () => describe(nuclei[index], labelSets, sets, colour);
       tip.replaceChildren(card());
-      info.replaceChildren(card());
+      // The side panel follows the pointer until a nucleus is chosen with n / p; then it keeps that one.
+      if (selectedId == null) info.replaceChildren(card());
       tip.hidden = false;
     }
     moveTip(position);
@@ -267,6 +271,51 @@ function slideViewerPage(root, OSD) {
       frame = requestAnimationFrame(() => hover(position));
     },
     leaveHandler: () => { cancelAnimationFrame(frame); hideTip(); },
+  });
+
+  // ------------------------------------------------------------------ keyboard: n / p through the nuclei in view
+  let selectedId = null;     // the chosen nucleus's id (kept across loads), or null
+  function nucleiInView() {
+    const [x0, y0, x1, y1] = viewBox();
+    const visible = [];
+    nuclei.forEach((n, i) => {
+      const cx = (n.bbox[0] + n.bbox[2]) / 2, cy = (n.bbox[1] + n.bbox[3]) / 2;
+      if (cx >= x0 && cx <= x1 && cy >= y0 && cy <= y1) visible.push(i);
+    });
+    const order = readingOrder(visible.map((i) => nuclei[i].outline));
+    return order.map((k) => visible[k]);
+  }
+  function select(index, place, count) {
+    group.querySelectorAll("polygon.selected").forEach((shape) => shape.classList.remove("selected"));
+    if (index == null) {
+      selectedId = null;
+      info.replaceChildren(el("p", { className: "muted small" }, "Hover a nucleus, or press n."));
+      return;
+    }
+    selectedId = nuclei[index].id;
+    shapes[index].classList.add("selected");
+    const card = describe(nuclei[index], labelSets, sets, colour);
+    card.prepend(el("p", { className: "muted small" }, `${place + 1} of ${count} in view`));
+    info.replaceChildren(card);
+  }
+  container.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const step = { n: 1, N: 1, p: -1, P: -1 }[e.key];
+    if (step) {
+      e.preventDefault();
+      if (imageZoom() < OUTLINE_ZOOM || !showOutlines.checked) {
+        info.replaceChildren(el("p", { className: "muted small" }, "Zoom in (+) until the outlines show, then press n."));
+        return;
+      }
+      const order = nucleiInView();
+      const current = nuclei.findIndex((n) => n.id === selectedId);
+      const index = stepIn(order, current, step);
+      if (index == null) info.replaceChildren(el("p", { className: "muted small" }, "No nucleus in view."));
+      else select(index, order.indexOf(index), order.length);
+    } else if (e.key === "Escape" && selectedId != null) {
+      e.preventDefault();
+      select(null);
+    }
   });
 
   // ------------------------------------------------------------------ density heatmap (zoomed out)

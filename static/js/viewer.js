@@ -1,9 +1,10 @@
 // Image viewer: nucleus outlines (SVG) over the image, coloured by class for a label set and source;
-// zoom (wheel, buttons, keys), pan (drag), and hover for a nucleus's labels in every label set.
+// zoom (wheel, buttons, keys), pan (drag, arrow keys), and a nucleus's labels in every label set on hover,
+// on a click, or stepping through the nuclei with the keyboard (n / p), so that no labels need a mouse.
 import { api } from "./api.js";
-import { cssColor, svgEl } from "./dom.js";
+import { cssColor, el, svgEl } from "./dom.js";
 import { describe, indexLabelSets } from "./nucleus_labels.js";
-import { points } from "./overlay.js";
+import { points, readingOrder, stepIn } from "./overlay.js";
 
 function viewerPage(root) {
   const W = Number(root.dataset.width), H = Number(root.dataset.height);
@@ -63,9 +64,26 @@ function viewerPage(root) {
     const r = viewport.getBoundingClientRect();
     zoomAt(Math.exp(-e.deltaY * (e.deltaMode ? 0.05 : 0.0015)), e.clientX - r.left, e.clientY - r.top);
   }, { passive: false });
+  const PAN_STEP = 0.2;  // of the viewport, per arrow key
   viewport.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
     const key = { "+": "in", "=": "in", "-": "out", "0": "fit", "1": "actual" }[e.key];
-    if (key) { e.preventDefault(); zoomActions[key](); }
+    const pan = { ArrowLeft: [1, 0], ArrowRight: [-1, 0], ArrowUp: [0, 1], ArrowDown: [0, -1] }[e.key];
+    const step = { n: 1, N: 1, p: -1, P: -1 }[e.key];
+    if (key) {
+      zoomActions[key]();
+    } else if (pan) {
+      view.x += pan[0] * PAN_STEP * viewport.clientWidth;
+      view.y += pan[1] * PAN_STEP * viewport.clientHeight;
+      apply();
+    } else if (step && data) {
+      select(stepIn(order, selected, step));
+    } else if (e.key === "Escape" && selected != null) {
+      select(null);
+    } else {
+      return;
+    }
+    e.preventDefault();
   });
   let drag = null;
   viewport.addEventListener("pointerdown", (e) => {
@@ -81,7 +99,12 @@ function viewerPage(root) {
     view.y = drag.vy + dy;
     apply();
   });
-  window.addEventListener("pointerup", () => { drag = null; viewport.classList.remove("dragging"); });
+  window.addEventListener("pointerup", (e) => {
+    // A click (no drag) on a nucleus keeps its labels in the side panel and makes it the keyboard's place.
+    if (drag && !drag.moved && e.target.dataset && e.target.dataset.index !== undefined) select(Number(e.target.dataset.index), false);
+    drag = null;
+    viewport.classList.remove("dragging");
+  });
   // The image fitted to the window (as shown at first, or as the user left it) follows the window, narrowing
   // too; a view the user zoomed into stays where it is.
   window.addEventListener("resize", () => {
@@ -119,6 +142,7 @@ function viewerPage(root) {
     params.set("source", source);
     history.replaceState(null, "", `?${params}`);
     root.querySelectorAll("[data-nav]").forEach((a) => { a.search = `?${params}`; });
+    if (selected != null) select(selected, false);  // its card's colours follow the label set
   }
   function drawLegend(setId, counts, unlabelled) {
     legend.replaceChildren();
@@ -153,7 +177,8 @@ function viewerPage(root) {
     const nucleus = data.nuclei[index];
     // The same card as the slide viewer's (nucleus_labels.js), once in the tip and once beside the image.
     tip.replaceChildren(describe(nucleus, data.label_sets, sets, colour));
-    info.replaceChildren(describe(nucleus, data.label_sets, sets, colour));
+    // The side panel follows the pointer until a nucleus is chosen (a click or n / p); then it keeps that one.
+    if (selected == null) info.replaceChildren(describe(nucleus, data.label_sets, sets, colour));
     tip.hidden = false;
     moveTip(e);
   }
@@ -165,6 +190,34 @@ function viewerPage(root) {
     tip.style.transform = `translate(${Math.max(0, x)}px, ${Math.max(0, y)}px)`;
   }
   function hideTip() { tip.hidden = true; }
+
+  // ------------------------------------------------------------------ keyboard: one nucleus after another
+  let order = [];         // indices into data.nuclei in reading order
+  let selected = null;    // index into data.nuclei, or null
+  function select(index, reveal = true) {
+    if (selected != null) shapes[selected].classList.remove("selected");
+    selected = index;
+    if (index == null) {
+      info.replaceChildren(el("p", { className: "muted small" }, "Hover a nucleus, click one, or press n."));
+      return;
+    }
+    shapes[index].classList.add("selected");
+    const card = describe(data.nuclei[index], data.label_sets, sets, colour);
+    card.prepend(el("p", { className: "muted small" }, `${order.indexOf(index) + 1} of ${order.length}`));
+    info.replaceChildren(card);
+    if (reveal) centreOn(data.nuclei[index]);
+  }
+  // Pan (never zoom) so that a nucleus outside the visible part comes to the middle of the view.
+  function centreOn(nucleus) {
+    const xs = nucleus.outline.map(([x]) => x), ys = nucleus.outline.map(([, y]) => y);
+    const cx = (Math.min(...xs) + Math.max(...xs)) / 2, cy = (Math.min(...ys) + Math.max(...ys)) / 2;
+    const sx = view.x + cx * view.scale, sy = view.y + cy * view.scale;
+    const margin = 24;
+    if (sx >= margin && sx <= viewport.clientWidth - margin && sy >= margin && sy <= viewport.clientHeight - margin) return;
+    view.x = viewport.clientWidth / 2 - cx * view.scale;
+    view.y = viewport.clientHeight / 2 - cy * view.scale;
+    apply();
+  }
   let hovered = null;
   svg.addEventListener("pointerover", (e) => {
     if (drag && drag.moved) return;
@@ -212,6 +265,7 @@ function viewerPage(root) {
       return;
     }
     sets = indexLabelSets(data.label_sets);
+    order = readingOrder(data.nuclei.map((n) => n.outline));
     data.sources.forEach((s) => {  // a source the page did not know (predictions arrived meanwhile)
       if (!sourceSelect.querySelector(`option[value="${s.key}"]`)) sourceSelect.add(new Option(s.name, s.key));
     });

@@ -6,6 +6,7 @@ import pytest
 from tests.browser.conftest import wait_until
 from tests.webapp.slide_world import ALPHA_CLASSES, BETA_CLASSES, build_slide_world
 from webapp.datasets import slides
+from webapp.datasets.models import Nucleus
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -129,3 +130,47 @@ def test_the_review_link_opens_the_slide_on_the_nucleus(logged_in_page, live_ser
                                       const c = v.viewportToImageCoordinates(v.getCenter(true)); return [c.x, c.y]; }""")
     assert abs(centre[0] - nucleus.centroid_x) < 2 and abs(centre[1] - nucleus.centroid_y) < 2
     wait_until(page, f"() => slideViewer.nuclei().some((n) => n.id === {nucleus.pk})")
+
+
+def test_slide_viewer_steps_through_the_nuclei_in_view_with_the_keyboard(logged_in_page, live_server, slide_world):
+    """n / p choose the nuclei in view one after another in reading order, without a mouse; the side panel
+    names each and keeps it while the pointer hovers others; zoomed out, n says to zoom in."""
+    page = logged_in_page
+    page.goto(f"{live_server.url}/images/{slide_world.image.pk}/slide/")
+    page.wait_for_selector("#slide-viewer[data-ready=true]")
+    page.focus(".openseadragon-canvas")
+    page.keyboard.press("n")
+    assert "Zoom in" in page.inner_text("#nucleus-info")
+    page.evaluate("""() => { const v = slideViewer.viewer.viewport;
+                             v.zoomTo(v.imageToViewportZoom(1.0), v.imageToViewportCoordinates(1024, 768), true); }""")
+    wait_until(page, "() => Number(document.getElementById('slide-viewer').dataset.outlines || 0) > 0")
+    view = page.evaluate("""() => { const v = slideViewer.viewer.viewport;
+                                    const r = v.viewportToImageRectangle(v.getBounds(true));
+                                    return [r.x, r.y, r.x + r.width, r.y + r.height]; }""")
+    loaded = page.evaluate("() => slideViewer.nuclei().map((n) => ({id: n.id, bbox: n.bbox, outline: n.outline}))")
+
+    def centre_in_view(n):
+        cx, cy = (n["bbox"][0] + n["bbox"][2]) / 2, (n["bbox"][1] + n["bbox"][3]) / 2
+        return view[0] <= cx <= view[2] and view[1] <= cy <= view[3]
+
+    in_view = [n for n in loaded if centre_in_view(n)]
+    reading = sorted(in_view, key=lambda n: (min(y for _, y in n["outline"]) // 32, min(x for x, _ in n["outline"])))
+    assert len(reading) > 3
+
+    def selected():
+        return page.eval_on_selector_all("svg.slide-overlay polygon.selected", "els => els.map(e => Number(e.dataset.nucleusId))")
+
+    page.focus(".openseadragon-canvas")
+    page.keyboard.press("n")
+    assert selected() == [reading[0]["id"]]
+    assert f"1 of {len(reading)} in view" in page.inner_text("#nucleus-info")
+    page.keyboard.press("n")
+    page.keyboard.press("n")
+    assert selected() == [reading[2]["id"]]
+    page.keyboard.press("p")
+    assert selected() == [reading[1]["id"]]
+    instance = Nucleus.objects.get(pk=reading[1]["id"]).instance_id
+    assert f"Nucleus {instance} " in page.inner_text("#nucleus-info")
+    assert "alpha-types" in page.inner_text("#nucleus-info")
+    page.keyboard.press("Escape")
+    assert selected() == []

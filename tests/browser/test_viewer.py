@@ -101,6 +101,70 @@ def test_viewer_draws_outlines_switches_label_sets_and_shows_labels_on_hover(log
     page.screenshot(path="/tmp/viewer.png", full_page=True)
 
 
+
+def test_viewer_steps_through_nuclei_with_the_keyboard_and_keeps_a_clicked_one(logged_in_page, live_server, owner,
+                                                                              media_root, tmp_path):
+    """Labels without a mouse: n / p walk the nuclei in reading order, the side panel names each, a nucleus
+    outside the zoomed view is brought into it; a click keeps a nucleus in the panel while others are hovered."""
+    vp = build_viewer_project(owner, tmp_path / "sources", n_images=1, nuclei=30, size=256)
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{vp.project.pk}/images/{vp.image.pk}/")
+    page.wait_for_selector("#viewer[data-ready=true]")
+    nuclei = list(Nucleus.objects.filter(image=vp.image).order_by("instance_id"))  # the API's order
+    reading = sorted(nuclei, key=lambda n: (min(y for _, y in n.outline) // 32, min(x for x, _ in n.outline)))
+
+    def selected_ids():
+        return page.eval_on_selector_all("svg.overlay polygon.selected", "els => els.map(e => e.dataset.nucleusId)")
+
+    page.focus(".viewport")
+    page.keyboard.press("n")
+    assert selected_ids() == [str(reading[0].pk)]
+    info = page.inner_text("#nucleus-info")
+    assert f"1 of {len(nuclei)}" in info and f"Nucleus {reading[0].instance_id} " in info
+    assert "alpha-types" in info and "beta-types" in info
+    page.keyboard.press("n")
+    assert selected_ids() == [str(reading[1].pk)]
+    page.keyboard.press("p")
+    page.keyboard.press("p")  # before the first: round to the last
+    assert selected_ids() == [str(reading[-1].pk)]
+    assert f"{len(nuclei)} of {len(nuclei)}" in page.inner_text("#nucleus-info")
+
+    # Zoomed in on the middle, the last nucleus (at the bottom) is out of view; stepping to it brings it in.
+    page.keyboard.press("Escape")
+    assert selected_ids() == []
+    for _ in range(5):
+        page.keyboard.press("+")
+    before = page.eval_on_selector(".stage", "e => e.style.transform")
+    page.keyboard.press("ArrowLeft")  # arrow keys pan
+    assert page.eval_on_selector(".stage", "e => e.style.transform") != before
+    viewport = page.locator(".viewport").bounding_box()
+
+    def in_view(nucleus):
+        shape = page.locator(f"polygon[data-nucleus-id='{nucleus.pk}']").bounding_box()
+        x, y = shape["x"] + shape["width"] / 2, shape["y"] + shape["height"] / 2
+        return (viewport["x"] <= x <= viewport["x"] + viewport["width"]
+                and viewport["y"] <= y <= viewport["y"] + viewport["height"])
+
+    assert not in_view(reading[-1])
+    page.keyboard.press("p")
+    assert selected_ids() == [str(reading[-1].pk)]
+    assert in_view(reading[-1])
+
+    # A click keeps its nucleus in the side panel while the pointer hovers others (the tip follows them).
+    page.click("[data-zoom=fit]")
+    clicked, other = reading[3], reading[10]
+    page.click(f"polygon[data-nucleus-id='{clicked.pk}']")
+    assert selected_ids() == [str(clicked.pk)]
+    page.hover(f"polygon[data-nucleus-id='{other.pk}']")
+    page.locator("#nucleus-tip").wait_for(state="visible")
+    assert f"Nucleus {other.instance_id} " in page.inner_text("#nucleus-tip")
+    assert f"Nucleus {clicked.instance_id} " in page.inner_text("#nucleus-info")
+    # The next nucleus after a clicked one is the next in reading order.
+    page.focus(".viewport")
+    page.keyboard.press("n")
+    assert selected_ids() == [str(reading[4].pk)]
+
+
 def test_upload_form_reports_errors_and_follows_the_import_job(logged_in_page, live_server, owner, media_root,
                                                                tmp_path):
     """The project page's upload form (upload.js): JSON errors shown, then the job followed live (jobs.js).
