@@ -62,7 +62,9 @@ def version_metrics(version: ModelVersion, project_classes: dict[str, list[str]]
     return sorted(entries, key=lambda e: (order.index(e["name"]) if e["name"] in order else len(order), e["name"]))
 
 
-PALETTE = ["#e6194b", "#3cb44b", "#0082c8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#008080"]
+# Lines on the white plot, one per label set: Okabe & Ito's colours that keep 3:1 against white first,
+# apart for colour-blind eyes too (tests/mlcore/test_class_colours.py).
+PALETTE = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#000000", "#e69f00", "#56b4e9"]
 
 
 def training_panel_context(project, user) -> dict:

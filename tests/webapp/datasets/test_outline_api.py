@@ -18,7 +18,7 @@ def test_one_call_gives_every_nucleus_with_geometry_and_labels(api_client_for, v
                              "height": vp.image.height, "dataset": {"id": vp.alpha.pk, "name": "alpha"},
                              "url": f"/media-files/images/{vp.image.pk}/image"}
     assert [ls["name"] for ls in data["label_sets"]] == ["alpha-types", "beta-types"]
-    assert data["label_sets"][0]["classes"][0] == {"index": 0, "name": "tumour", "color": "#e6194b"}
+    assert data["label_sets"][0]["classes"][0] == {"index": 0, "name": "tumour", "color": "#cc3311"}
     assert data["default_label_set"] == vp.alpha_set.pk
     sources = {s["key"]: s["labels"] for s in data["sources"]}
     assert list(sources) == ["current", "ground_truth", "review"]  # prediction only once there are predictions
