@@ -185,18 +185,21 @@ def _chart_layout(charts: list[dict]) -> list[dict]:
 def members(request, project_id: int):
     """GET: the members of the project (any member); POST: add one by username or e-mail (admins)."""
     project = get_project_for(request.user, project_id, project_role(request))
+    add_form = {"user": "", "role": Role.REVIEWER, "error": "", "field": ""}
     if request.method == "POST":
-        role = _role(request)
+        # A mistake in the add form comes back beside the field it is about, with what was typed kept; a
+        # success goes on to the list (and a reload does not add twice).
+        add_form.update(user=request.POST.get("user", "")[:254], role=request.POST.get("role", ""))
         try:
-            user = operations.find_user(request.POST.get("user", ""))
-            if role is not None:
-                operations.do_add_member(project, user, role, actor=request.user)
-                messages.success(request, f"{user.get_username()} was added as a {Role(role).label.lower()}.")
-        except operations.UserNotFound as exc:
-            messages.error(request, exc.detail)
-        except Conflict as exc:
-            messages.error(request, exc.detail)
-        return redirect("project-members", project.pk)
+            if add_form["role"] not in Role.values:
+                add_form.update(error=f"Choose a role: {', '.join(Role.values)}.", field="role")
+            else:
+                user = operations.find_user(add_form["user"])
+                operations.do_add_member(project, user, add_form["role"], actor=request.user)
+                messages.success(request, f"{user.get_username()} was added as a {Role(add_form['role']).label.lower()}.")
+                return redirect("project-members", project.pk)
+        except (operations.UserNotFound, Conflict) as exc:
+            add_form.update(error=exc.detail, field="user")
     memberships = list(Membership.objects.filter(project=project).select_related("user")
                        .order_by("user__username"))
     admins = sum(1 for m in memberships if m.role == Role.ADMIN)
@@ -207,6 +210,7 @@ def members(request, project_id: int):
         "memberships": memberships,
         "roles": Role.choices,
         "is_admin": project.role == Role.ADMIN,
+        "add_form": add_form,
     })
 
 

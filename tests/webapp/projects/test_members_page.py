@@ -83,9 +83,6 @@ def test_an_admin_adds_by_email_changes_a_role_and_removes(project, owner, membe
 def test_mistakes_come_back_as_messages_and_change_nothing(project, owner, member, outsider):
     client = client_for(owner)
     cases = [
-        (f"/projects/{project.pk}/members/", {"user": "nobody", "role": "viewer"}, "No account has"),
-        (f"/projects/{project.pk}/members/", {"user": "member", "role": "viewer"}, "member is already a reviewer"),
-        (f"/projects/{project.pk}/members/", {"user": "outsider", "role": "boss"}, "Choose a role"),
         (f"/projects/{project.pk}/members/role/", {"user_id": outsider.pk, "role": "viewer"},
          "outsider is not a member"),
         (f"/projects/{project.pk}/members/role/", {"user_id": "x", "role": "viewer"}, "Choose a member"),
@@ -97,6 +94,29 @@ def test_mistakes_come_back_as_messages_and_change_nothing(project, owner, membe
         response = client.post(url, data, follow=True)
         assert response.status_code == 200
         assert expected in flash(response), (url, data, flash(response))
+    assert roles_in(project) == {"owner": "admin", "member": "reviewer"}
+
+
+@pytest.mark.parametrize("data, field, expected", [
+    ({"user": "nobody", "role": "viewer"}, "user", "No account has"),
+    ({"user": "member", "role": "viewer"}, "user", "member is already a reviewer"),
+    ({"user": "outsider", "role": "boss"}, "role", "Choose a role"),
+])
+def test_a_mistake_in_the_add_form_is_shown_at_its_field_with_what_was_typed(project, owner, member, outsider,
+                                                                              data, field, expected):
+    """A screen reader hears the error at the field (aria-invalid, aria-describedby), and nobody retypes."""
+    response = client_for(owner).post(f"/projects/{project.pk}/members/", data)
+    assert response.status_code == 200
+    html = response.content.decode()
+    html = html[html.index('id="add-member"'):]  # the add form (the table has role selects too)
+    error = re.search(r'<p class="field-error" id="add-member-error" role="alert">([^<]*)</p>', html)
+    assert error and expected in error.group(1)
+    tag = re.search(rf'<(?:input|select) name="{field}"[^>]*>', html).group(0)
+    assert 'aria-invalid="true"' in tag and 'aria-describedby="add-member-error"' in tag
+    other = re.search(rf'<(?:input|select) name="{"role" if field == "user" else "user"}"[^>]*>', html).group(0)
+    assert "aria-invalid" not in other
+    assert f'value="{data["user"]}"' in re.search(r'<input name="user"[^>]*>', html).group(0)
+    assert not flash(response)
     assert roles_in(project) == {"owner": "admin", "member": "reviewer"}
 
 
