@@ -145,6 +145,24 @@ def test_a_long_label_set_name_fits_a_narrow_window(rp, logged_in_page, live_ser
         assert width <= 800, f"{url}: the page is {width} px wide in an 800 px window"
 
 
+
+@pytest.mark.parametrize("width, height", [(1280, 800), (1024, 768), (900, 700), (800, 900), (700, 600)])
+def test_the_class_buttons_and_accept_are_on_screen_without_scrolling(rp, logged_in_page, live_server,
+                                                                      width, height):
+    """A reviewer decides by looking and pressing: in a laptop's or a tablet's window the classes and Accept
+    are beside the crop, not below the fold (below 980 px they were stacked under a window-high crop)."""
+    page = logged_in_page
+    page.set_viewport_size({"width": width, "height": height})
+    open_review(page, live_server, rp)
+    bottoms = page.evaluate("""() => [...document.querySelectorAll('.class-button, [data-action=accept]')]
+                                     .map((b) => b.getBoundingClientRect().bottom)""")
+    assert len(bottoms) == 4
+    assert max(bottoms) <= height, f"{width}x{height}: a button ends at {max(bottoms):.0f} px"
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    names = page.locator(".class-button .class-name").all()
+    one_line = "e => e.getBoundingClientRect().height < 1.5 * parseFloat(getComputedStyle(e).lineHeight)"
+    assert all(n.evaluate(one_line) for n in names), "a class name broke over two lines"
+
 def prediction_name(rp, index: int) -> str:
     return ["neoplastic", "connective", "dead"][index]
 
