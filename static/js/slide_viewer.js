@@ -49,8 +49,8 @@ function slideViewerPage(root, OSD) {
     drawer: "canvas",
     showNavigator: true,
     navigatorPosition: "TOP_RIGHT",
-    showRotationControl: false,
-    showFullPageControl: false,
+    // OpenSeadragon's own zoom buttons are images a keyboard cannot reach: the toolbar has real buttons.
+    showNavigationControl: false,
     maxZoomPixelRatio: 4,
     visibilityRatio: 0.5,
     animationTime: 0.6,
@@ -379,6 +379,12 @@ function slideViewerPage(root, OSD) {
     loadDensity();
   });
   viewer.addHandler("open-failed", (event) => fail(`Could not open the slide (${event.message || "no answer"}).`));
+  const zoomActions = { in: () => viewer.viewport.zoomBy(1.5), out: () => viewer.viewport.zoomBy(1 / 1.5),
+                        home: () => viewer.viewport.goHome() };
+  root.querySelectorAll("[data-zoom]").forEach((b) => b.addEventListener("click", () => {
+    zoomActions[b.dataset.zoom]();
+    viewer.viewport.applyConstraints();
+  }));
   viewer.addHandler("update-viewport", place);
   viewer.addHandler("viewport-change", schedule);
   labelSetSelect.addEventListener("change", () => { recolour(); hideTip(); });

@@ -141,6 +141,14 @@ def test_slide_viewer_steps_through_the_nuclei_in_view_with_the_keyboard(logged_
     page.focus(".openseadragon-canvas")
     page.keyboard.press("n")
     assert "Zoom in" in page.inner_text("#nucleus-info")
+    # The toolbar's zoom buttons are real buttons (a keyboard reaches them; OpenSeadragon's images are off).
+    assert page.locator(".openseadragon-container [title='Zoom in']").count() == 0
+    home = page.evaluate("slideViewer.imageZoom()")
+    page.focus("[data-zoom=in]")
+    page.keyboard.press("Enter")
+    wait_until(page, f"() => slideViewer.imageZoom() > {home} * 1.4")
+    page.click("[data-zoom=home]")
+    wait_until(page, f"() => Math.abs(slideViewer.imageZoom() - {home}) < {home} * 0.01")
     page.evaluate("""() => { const v = slideViewer.viewer.viewport;
                              v.zoomTo(v.imageToViewportZoom(1.0), v.imageToViewportCoordinates(1024, 768), true); }""")
     wait_until(page, "() => Number(document.getElementById('slide-viewer').dataset.outlines || 0) > 0")
