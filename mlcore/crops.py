@@ -107,6 +107,14 @@ class CropSpec:
             crops = with_context_view(crops, image, geometry, self.context_view)
         return crops, geometry
 
+    def text(self) -> str:
+        """In words, for messages: "64 px crops with a wider view at 1/2 resolution"."""
+        extras = ([f"a {self.context:g}x window"] if self.context != 1.0 else []) \
+            + ([f"a wider view at 1/{self.context_view} resolution"] if self.context_view else []) \
+            + (["the nucleus's mask as a channel"] if self.mask_channel else []) \
+            + ([f"{self.stain_normalisation} stain normalisation"] if self.stain_normalisation not in (None, "none") else [])
+        return f"{self.size} px crops" + (" with " + " and ".join(extras) if extras else "")
+
     def describe(self) -> dict:
         described = {"size": self.size, "mask_channel": self.mask_channel, "context": self.context,
                      "stain_normalisation": self.stain_normalisation}

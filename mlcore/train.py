@@ -207,8 +207,7 @@ def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table:
     of its label sets has other classes than the table's."""
     model, previous = getattr(model, "module", model), getattr(previous, "module", previous)
     if previous.crop_spec != model.crop_spec:
-        raise ValueError(f"it cuts its crops differently ({previous.crop_spec.describe()} against "
-                         f"{model.crop_spec.describe()})")
+        raise ValueError(f"it cuts {previous.crop_spec.text()}, where this model cuts {model.crop_spec.text()}")
     rows = evaluation_rows(model, table, rows)
     evaluation_rows(previous, table, rows)   # its label sets' classes must be the table's
     names = {s.name for s in previous.label_sets} & {s.name for s in table.label_sets}

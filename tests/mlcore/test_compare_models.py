@@ -52,7 +52,7 @@ def test_a_label_set_the_previous_model_lacks_is_left_out():
 def test_a_previous_model_that_cuts_crops_otherwise_cannot_be_compared():
     table, sets = two_set_table(images_per_set=2, crop_size=64)
     previous = model_for(sets, 1, crop=CropSpec(64, context=2.0))
-    with pytest.raises(ValueError, match="cuts its crops differently"):
+    with pytest.raises(ValueError, match="it cuts 64 px crops with a 2x window, where this model cuts 64 px crops$"):
         compare_models(model_for(sets, 0), previous, table, np.arange(len(table)))
 
 

@@ -42,6 +42,15 @@ class ModelVersion(models.Model):
     def __str__(self):
         return f"{self.project} v{self.number}"
 
+    @property
+    def fine_tuned_from(self) -> int | None:
+        """The number of the version whose network this one's training went on from; None for a new network.
+        Versions from before it was recorded say their parent (the active version they replaced)."""
+        data = self.training_data or {}
+        if "fine_tuned_from" in data:
+            return data["fine_tuned_from"]
+        return self.parent.number if self.parent_id else None
+
 
 class Prediction(models.Model):
     """One model version's prediction for one nucleus in one label set, with its uncertainty."""

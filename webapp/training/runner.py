@@ -79,13 +79,24 @@ def training_config(options: dict, parent: ModelVersion | None) -> tuple[TrainCo
     return config, list(stages)
 
 
-def continues_from(parent: LoadedCheckpoint, label_sets, config: TrainConfig) -> bool:
-    """Whether a training fine-tunes the parent version's network rather than starting afresh: not when a new
-    taxonomy joined (other heads), nor when the crops changed (a wider view has more input channels), nor when
-    the number of models averaged changed (each model of an ensemble goes on from its own)."""
-    same_sets = [(s.name, s.classes) for s in parent.label_sets] == [(s.name, s.classes) for s in label_sets]
+def fresh_start_reason(parent: LoadedCheckpoint, label_sets, config: TrainConfig) -> str | None:
+    """Why a training starts a new network rather than fine-tuning the parent version's, or None when it
+    fine-tunes: not when the taxonomies changed (other heads), nor when the crops changed (a wider view has
+    more input channels), nor when the number of models averaged changed (each model of an ensemble goes on
+    from its own)."""
+    if [(s.name, s.classes) for s in parent.label_sets] != [(s.name, s.classes) for s in label_sets]:
+        return "the label sets or their classes changed"
+    if parent.model.crop_spec != config.crop_spec:
+        return f"it cut {parent.model.crop_spec.text()}; this training cuts {config.crop_spec.text()}"
     models = len(getattr(parent.model, "members", [parent.model]))
-    return same_sets and parent.model.crop_spec == config.crop_spec and models == config.ensemble
+    if models != config.ensemble:
+        return f"it averages {models} model{'s' if models != 1 else ''}; this training {config.ensemble}"
+    return None
+
+
+def continues_from(parent: LoadedCheckpoint, label_sets, config: TrainConfig) -> bool:
+    """Whether a training fine-tunes the parent version's network (:func:`fresh_start_reason`)."""
+    return fresh_start_reason(parent, label_sets, config) is None
 
 
 class TrainingProgress:
@@ -372,13 +383,19 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         report(5.0, stage="loading", log=note)
 
     init, history, train_rows, val_rows = None, None, None, None
+    fine_tuned_from = None   # the version whose network this training goes on from, if any
     if resume is not None:
         resume.check(table, ml_label_sets)
         init, history = resume.checkpoint, resume.history
         train_rows, val_rows = resume.rows(table)
+        fine_tuned_from = resume.point.get("fine_tuned_from")
     elif parent is not None:
         checkpoint = load_checkpoint(media.local_path(parent.checkpoint_file))
-        init = checkpoint if continues_from(checkpoint, ml_label_sets, config) else None
+        fresh = fresh_start_reason(checkpoint, ml_label_sets, config)
+        init = None if fresh else checkpoint
+        fine_tuned_from = None if fresh else parent.number
+        report(5.0, stage="loading", log=(f"a new network, not fine-tuned from v{parent.number}: {fresh}" if fresh
+                                          else f"fine-tuning v{parent.number}'s network"))
 
     progress = TrainingProgress(stages, config.epochs, report)
 
@@ -396,6 +413,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         done of the next one)."""
         operations.do_keep_stage_checkpoint(job, stage=stage, checkpoint=path, point={
             "done": done_before + stages[:finished], "remaining": stages[finished:], **unfinished,
+            "fine_tuned_from": fine_tuned_from,
             "nuclei": int(len(table)), "label_sets": [s.name for s in ml_label_sets]})
 
     def stage_done(stage: str, path: Path | None, metrics: dict) -> None:
@@ -431,7 +449,11 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         scoring["seconds"] = round(time.monotonic() - scoring_started, 1)
         if comparison is not None:
             report(95, stage="publishing", log=describe_comparison(comparison))
-        lower = lower_label_sets(comparison) if job.params.get("activate_only_if_not_lower") else []
+        # The guard keeps the active version where the new one is lower beyond chance, and where the two could not
+        # be compared at all (a new one could be worse in any way): it lets through only what it has checked.
+        guarded = bool(job.params.get("activate_only_if_not_lower")) and parent is not None
+        lower = lower_label_sets(comparison) if guarded else []
+        unchecked = guarded and not (comparison or {}).get("label_sets")
         report(96, stage="publishing", message="publishing the model version", log="publishing the model version")
         version = operations.do_publish_version(
             project, job=job, checkpoint=result.checkpoint_path, config=config.portable_dict(),
@@ -439,8 +461,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
             trained_on=trained_on, metrics=_jsonable(metrics), data_snapshot_at=snapshot_at, parent=parent,
             history=_jsonable(result.history), training_data={
                 **training_data(datasets, table, result, stages, resume), "compared_with": comparison,
-                "validation": _jsonable(scoring)},
-            activate=not lower)
+                "validation": _jsonable(scoring), "fine_tuned_from": fine_tuned_from},
+            activate=not (lower or unchecked))
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     operations.do_discard_resume_points(project)
@@ -450,6 +472,12 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         report(100, stage="publishing", log=f"published v{version.number} but did not make it active: it is lower "
                f"than v{parent.number} on {', '.join(lower)} (the retraining policy keeps the active version then); "
                f"v{parent.number} stays active. Predictions follow in job {prediction_job.pk}")
+    elif unchecked:
+        why = (comparison or {}).get("skipped") or "no validation nucleus or label set in common"
+        report(100, stage="publishing", log=f"published v{version.number} but did not make it active: it could not "
+               f"be compared with v{parent.number} ({why}), and the retraining policy makes a version active only "
+               f"once it has checked it is not lower; v{parent.number} stays active (make v{version.number} active "
+               f"on its page if you want it). Predictions follow in job {prediction_job.pk}")
     else:
         report(100, stage="publishing", log=f"published v{version.number}; predictions follow in job {prediction_job.pk}")
     return {"model_version": version.number, "model_version_id": version.pk, "active": version.is_active,

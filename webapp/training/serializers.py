@@ -94,12 +94,16 @@ class TrainEstimateSerializer(TrainStartSerializer):
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True)
+    parent = serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True,
+                                          help_text="the version that was active when this one was trained")
+    fine_tuned_from = serializers.IntegerField(read_only=True, allow_null=True,
+                                               help_text="the version whose network this one was fine-tuned from; "
+                                                         "null for a new network")
     checkpoint_url = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelVersion
-        fields = ["id", "number", "parent", "is_active", "created_at", "label_sets", "trained_on", "metrics",
+        fields = ["id", "number", "parent", "fine_tuned_from", "is_active", "created_at", "label_sets", "trained_on", "metrics",
                   "config", "checkpoint_url", "job", "history", "training_data"]
 
     def get_checkpoint_url(self, version) -> str:

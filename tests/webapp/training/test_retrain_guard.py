@@ -2,6 +2,7 @@
 the active version on any label set (both scored on the new version's validation nuclei)."""
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from tests.workers.training_helpers import FAST, labelled_dataset_row, two_taxonomy_project
@@ -15,6 +16,16 @@ from webapp.training.models import ModelVersion, RetrainPolicy
 from webapp.training.operations import do_set_retrain_policy, do_start_training, maybe_retrain
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")  # jobs report progress on their own connection
+
+
+def version_in_api(client, project, number: int) -> dict:
+    return next(v for v in client.get(f"/api/projects/{project.pk}/versions/").json() if v["number"] == number)
+
+
+def logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
 
 
 def train(project, owner, guarded: bool = False) -> Job:
@@ -151,5 +162,43 @@ def test_a_replaced_version_whose_checkpoint_is_gone_is_not_compared_and_does_no
         assert run_job(job.pk) == "succeeded", Job.objects.get(pk=job.pk).error
     v2 = ModelVersion.objects.get(project=trained, number=2)
     assert v2.training_data["compared_with"] == {"version": 1, "skipped": "the checkpoint file of v1 could not be read"}
-    assert v2.is_active   # the guard cannot judge without the comparison: as an unguarded training does
-    assert str(media_root) not in Job.objects.get(pk=job.pk).log_tail
+    # Published, but the guard lets through only what it has checked: v1 stays active.
+    assert not v2.is_active and ModelVersion.objects.get(project=trained, number=1).is_active
+    log = Job.objects.get(pk=job.pk).log_tail
+    assert "did not make it active: it could not be compared with v1 (the checkpoint file of v1" in log, log
+    assert str(media_root) not in log
+
+
+def test_a_guarded_training_that_cannot_be_compared_stays_inactive_and_the_project_page_says_why(
+        trained, owner, api_client_for):
+    """A scheduled training with other crops starts a new network that v1 cannot score: a collapsed model would
+    have gone live unattended. It is published inactive, and the pages say it is a new network, not v1's."""
+    job = do_start_training(trained, actor=owner, options={**FAST, "stages": ["sparse"], "crop_context_view": 3},
+                            activate_only_if_not_lower=True)
+    assert run_job(job.pk) == "succeeded", Job.objects.get(pk=job.pk).error
+    job.refresh_from_db()
+    v1, v2 = ModelVersion.objects.filter(project=trained).order_by("number")
+    assert (v1.is_active, v2.is_active, job.result["active"]) == (True, False, False)
+    assert v2.parent == v1 and v2.fine_tuned_from is None
+    assert "a new network, not fine-tuned from v1: it cut 64 px crops with a wider view at 1/2 resolution; this " \
+           "training cuts 64 px crops with a wider view at 1/3 resolution" in job.log_tail, job.log_tail
+    skipped = v2.training_data["compared_with"]["skipped"]
+    assert skipped == ("v1 cannot score these nuclei: it cuts 64 px crops with a wider view at 1/2 resolution, "
+                       "where this model cuts 64 px crops with a wider view at 1/3 resolution")  # not a Python dict
+    assert f"did not make it active: it could not be compared with v1 ({skipped})" in job.log_tail
+
+    page = logged_in(owner).get(f"/projects/{trained.pk}/").content.decode()
+    assert "v2, the newest version, is not the active one: it could not" in page
+    assert 'data-number="2">Make v2 active</button>' in page
+    version_page = logged_in(owner).get(f"/projects/{trained.pk}/versions/2/").content.decode()
+    assert "trained from scratch (replacing" in version_page and "fine-tuned from" not in version_page
+    assert version_in_api(api_client_for(owner), trained, 2)["fine_tuned_from"] is None
+
+
+def test_a_training_with_the_same_inputs_fine_tunes_the_active_version_and_says_so(trained, owner, api_client_for):
+    job = train(trained, owner)
+    v2 = ModelVersion.objects.get(project=trained, number=2)
+    assert v2.fine_tuned_from == 1 and v2.training_data["fine_tuned_from"] == 1
+    assert "fine-tuning v1's network" in job.log_tail
+    assert "fine-tuned from v1" in logged_in(owner).get(f"/projects/{trained.pk}/").content.decode()
+    assert version_in_api(api_client_for(owner), trained, 2)["fine_tuned_from"] == 1
