@@ -229,8 +229,10 @@ function galleryPage(root) {
   }
 
   async function send(choices) {
+    // model_version: the version whose predictions the cards show, against which the decisions are scored.
+    const shown = data.model_version ? data.model_version.number : null;
     const decisions = choices.map((c) => ({ nucleus: c.item.nucleus, class_name: c.class_name,
-                                            version: c.item.version, client_id: clientId() }));
+                                            version: c.item.version, client_id: clientId(), model_version: shown }));
     outbox.add(...decisions);
     setStatus(`Saving ${decisions.length}…`, "pending");
     const outcome = await sendDecisions(d.bulkUrl, { label_set: labelSet, decisions });

@@ -89,6 +89,7 @@ function reviewPage(root) {
   const sendDecision = (entry) => sendDecisions(urlFor(d.labelsUrl, entry.nucleus), {
     label_set: entry.label_set, class_name: entry.class_name, version: entry.version,
     client_id: entry.client_id, second_opinion: Boolean(entry.second_opinion),
+    model_version: entry.model_version ?? null,
   });
 
   async function decide(classIndex) {
@@ -100,6 +101,9 @@ function reviewPage(root) {
       label_set: labelSet, class_index: cls.index,
       class_name: cls.name, version: item.version, second_opinion: secondOpinions,
       predicted: item.prediction ? item.prediction.class_index : null, at: Date.now(),
+      // The version whose prediction is on screen: the decision is scored against it, even if another
+      // version is made active before the save arrives.
+      model_version: item.prediction && item.prediction.model_version ? item.prediction.model_version.number : null,
     };
     outbox.add(entry);
     busy = true;

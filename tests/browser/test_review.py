@@ -251,6 +251,28 @@ def test_a_save_the_server_never_answers_is_kept_and_retried(rp, logged_in_page,
     assert label.class_index == 2
 
 
+
+def test_a_decision_counts_against_the_prediction_on_screen_when_another_version_goes_active(
+        rp, logged_in_page, live_server, users):
+    """The page names the version whose prediction it shows: a curator making another version active while the
+    reviewer looks does not turn their agreement into a disagreement."""
+    from tests.webapp.review_project import add_predictions
+    from webapp.training.models import ModelVersion
+    from webapp.training.operations import do_activate_version
+
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    nucleus_id = shown(page)
+    v2 = ModelVersion.objects.create(project=rp.project, number=2, checkpoint_file="models/v2.pt",
+                                     data_snapshot_at=timezone.now(), label_sets=rp.version.label_sets)
+    add_predictions(v2, seed=7)
+    do_activate_version(v2, actor=users["owner"])
+    page.keyboard.press("Enter")   # accept v1's prediction, on screen
+    label = wait_for(lambda: Label.objects.filter(nucleus_id=nucleus_id, source="review").first(), timeout=15,
+                     message="the saved decision")
+    assert label.model_version_id == rp.version.pk
+    assert label.class_index == rp.prediction(nucleus_id, rp.breast_set).class_index
+
 def test_gallery_accepts_many_and_moves_one(rp, logged_in_page, live_server, users):
     page = logged_in_page
     page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast&class_name=dead")

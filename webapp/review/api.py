@@ -79,6 +79,23 @@ def _class_index(label_set: LabelSet, data: dict, classes: list[dict] | None = N
         raise ValidationError({exc.field: exc.detail}) from None
 
 
+class _SeenVersions:
+    """The model version whose prediction a reviewer saw, by the number the client sends (cached per request):
+    a decision is scored against what was on screen, not against a version made active since."""
+
+    def __init__(self, project: Project):
+        self.project, self.active, self.known = project, active_version(project), {}
+
+    def get(self, number: int | None) -> ModelVersion | None:
+        if number is None:
+            return self.active
+        if number not in self.known:
+            self.known[number] = ModelVersion.objects.filter(project=self.project, number=number).first()
+        if self.known[number] is None:
+            raise UnknownName(f"this project has no model version {number}", field="model_version")
+        return self.known[number]
+
+
 def _flag(value) -> bool:
     return str(value or "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -198,13 +215,17 @@ def nucleus_labels(request, nucleus_id: int):
     body = DecisionSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     data = body.validated_data
-    label_set, version = _label_set_and_version(project, data["label_set"])
+    label_set, _ = _label_set_and_version(project, data["label_set"])
     classes = queue.label_set_classes(label_set)
     class_index = _class_index(label_set, data, classes)
     try:
+        seen = _SeenVersions(project).get(data["model_version"])
+    except UnknownName as exc:
+        raise ValidationError({exc.field: exc.detail}) from None
+    try:
         decision = operations.do_decide(nucleus, label_set, class_index, user=request.user,
                                         expected_label_id=data["version"], client_id=data["client_id"],
-                                        version=version, second_opinion=data["second_opinion"],
+                                        version=seen, second_opinion=data["second_opinion"],
                                         class_count=len(classes))
     except StaleLabel as exc:
         raise _conflict(exc, label_set, request.user) from None
@@ -466,7 +487,7 @@ def bulk(request, project_id: int):
     body.is_valid(raise_exception=True)
     label_set = _label_set(project, body.validated_data["label_set"])
     classes = queue.label_set_classes(label_set)
-    version = active_version(project)
+    seen = _SeenVersions(project)
     wanted = [item["nucleus"] for item in body.validated_data["decisions"]]
     nuclei = {n.pk: n for n in Nucleus.objects.filter(pk__in=wanted, image__project=project).select_related("image")}
     results = []
@@ -479,7 +500,7 @@ def bulk(request, project_id: int):
             class_index = class_index_for(label_set, item.get("class_name"), item.get("class_index"), classes)
             decision = operations.do_decide(nucleus, label_set, class_index, user=request.user,
                                             expected_label_id=item["version"], client_id=item["client_id"],
-                                            version=version, class_count=len(classes))
+                                            version=seen.get(item["model_version"]), class_count=len(classes))
             label, created = decision.label, decision.created
         except UnknownName as exc:
             results.append({"nucleus": nucleus.pk, "status": 400, "detail": str(exc)})

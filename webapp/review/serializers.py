@@ -20,6 +20,11 @@ class DecisionSerializer(serializers.Serializer):
     version = id_field(allow_null=True, help_text="id of the current label the reviewer saw (null when it had none)")
     client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="",
                                       help_text="idempotency key: a replay with the same key creates nothing")
+    model_version = serializers.IntegerField(
+        min_value=1, max_value=2**31 - 1, required=False, allow_null=True, default=None,
+        help_text="the number of the model version whose prediction the reviewer saw (the queue's "
+                  "prediction.model_version.number): the decision is scored against that prediction; without it, "
+                  "the active version's")
     second_opinion = serializers.BooleanField(required=False, default=False,
                                               help_text="add your decision to a nucleus another reviewer already "
                                                         "decided (what the queue with include_labelled is for); "
@@ -35,6 +40,11 @@ class BulkItemSerializer(serializers.Serializer):
     class_index = serializers.IntegerField(min_value=0, required=False)
     version = id_field(allow_null=True)
     client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    model_version = serializers.IntegerField(
+        min_value=1, max_value=2**31 - 1, required=False, allow_null=True, default=None,
+        help_text="the number of the model version whose prediction the reviewer saw (the queue's "
+                  "prediction.model_version.number): the decision is scored against that prediction; without it, "
+                  "the active version's")
 
 
 class BulkDecisionSerializer(serializers.Serializer):
