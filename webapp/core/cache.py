@@ -9,6 +9,7 @@ its connections come from the pool either way.
 from __future__ import annotations
 
 import logging
+import uuid
 
 from django.core.cache import cache
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
@@ -101,6 +102,21 @@ def unreviewed_counts_key(label_set_id: int) -> str:
 
 def frontier_generation_key(label_set_id: int) -> str:
     return f"review:v1:frontier-generation:{label_set_id}"
+
+
+FRONTIER_TTL = 300.0   # seconds a review queue's or gallery's frontier lives before a search from the top
+
+
+def forget_frontiers(label_set_id: int) -> None:
+    """The frontiers of this label set's queues and galleries are stale (a nucleus lost its human label in an
+    undo; predictions were stored): search from the top again, now and once the change commits (a search in
+    between would find the old state). The generation outlives every frontier kept under the previous one
+    (they live FRONTIER_TTL at most)."""
+    def new_generation():
+        cache_set(frontier_generation_key(label_set_id), uuid.uuid4().hex, timeout=2 * FRONTIER_TTL)
+
+    new_generation()
+    transaction.on_commit(new_generation)
 
 
 def frontier_key(generation, version_id: int, label_set_id: int, strategy: str, user_id: int | None,

@@ -24,7 +24,8 @@ the unreviewed strip starts at a *frontier*, as the queue does: the score (per o
 (by image) of the first prediction still without a human label; everything before it has one. It is
 kept in the cache (shared by the processes with Redis), moved on every :data:`FRONTIER_REFRESH` seconds
 and searched again from the start every :data:`FRONTIER_TTL` seconds; an undo forgets the frontiers of
-its label set (:func:`forget_frontiers`: a new generation in their keys).
+its label set, as stored predictions do (:func:`webapp.core.cache.forget_frontiers`: a new generation in
+the keys of the queue's frontiers and the gallery's alike).
 
 Shown values: confidence is the probability of the predicted class (``1 - least_confidence``),
 margin the gap between the two most probable classes (``1 - margin`` as stored, see
@@ -41,7 +42,7 @@ from django.db import connection
 from django.utils import timezone
 
 from webapp.core import sql
-from webapp.core.cache import cache_get, cache_set, frontier_generation_key, frontier_key
+from webapp.core.cache import FRONTIER_TTL, cache_get, cache_set, frontier_generation_key, frontier_key
 from webapp.datasets.models import CurrentLabel, Dataset, Image, Label, LabelSet, LabelSource, Nucleus
 from webapp.projects.models import Project
 from webapp.training.models import ModelVersion, Prediction
@@ -102,7 +103,6 @@ class Card:
     group_key: object = None
 
 
-FRONTIER_TTL = queue.FRONTIER_TTL  # the generation forget_frontiers writes outlives the frontiers of both
 FRONTIER_REFRESH = 10.0
 _EMPTY = object()
 
@@ -170,12 +170,6 @@ def image_frontier(spec: "GallerySpec"):
         return _EMPTY if row is None else row[0]
 
     return _cached_frontier(frontier_cache_key(spec, "image"), search)
-
-
-def forget_frontiers(label_set_id: int) -> None:
-    """A nucleus of this label set lost its human label (an undo): search from the start again (the
-    queue's frontiers and the gallery's share the generation of their label set)."""
-    queue.forget_frontiers(label_set_id)
 
 
 def _order(spec: GallerySpec, ref: str) -> str:

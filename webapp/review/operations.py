@@ -14,12 +14,12 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from webapp.core import audit, sql
-from webapp.core.cache import delete_on_commit, unreviewed_counts_key
+from webapp.core.cache import delete_on_commit, forget_frontiers, unreviewed_counts_key
 from webapp.datasets.models import CurrentLabel, Label, LabelSet, LabelSource, Nucleus
 from webapp.datasets.operations import StaleLabel, do_record_label
 from webapp.training.models import ModelVersion, Prediction
 
-from . import gallery, queue
+from . import queue
 from .models import ConflictSettlement, ReviewLease, ReviewSkip, ReviewUndo
 from .queue import LEASE_SECONDS, QueueSpec
 
@@ -310,8 +310,7 @@ def do_undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str = "",
                          class_index=decision.class_index, previous=None)
         undo = ReviewUndo.objects.create(label=decision, restored=restored, actor=user, client_id=client_id)
         if restored is None or restored.source not in queue.HUMAN_SOURCES:
-            queue.forget_frontiers(label_set.pk)  # forgetting early costs at most one search
-            gallery.forget_frontiers(label_set.pk)
+            forget_frontiers(label_set.pk)  # the queue's and the gallery's; forgetting early costs one search
         now = timezone.now()
         _lease_row(_RETAKE, nucleus.pk, label_set, user, now + timedelta(seconds=LEASE_SECONDS), now, False)
     return undo

@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import connection, transaction
+from django.db import connection
 from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, Sum
 from django.urls import reverse
 from django.utils import timezone
 
 from webapp.core import sql
-from webapp.core.cache import (cache_get, cache_set, frontier_generation_key, frontier_key, label_set_classes_key,
-                               prediction_count_key)
+from webapp.core.cache import (FRONTIER_TTL, cache_get, cache_set, frontier_generation_key, frontier_key,
+                               label_set_classes_key, prediction_count_key)
 from webapp.datasets.models import CurrentLabel, Dataset, Image, Label, LabelClass, LabelSet, LabelSource, Nucleus
 from webapp.datasets.slide_queries import tallest_nucleus
 from webapp.projects.models import Project
@@ -131,7 +130,6 @@ def _ids(statement: str, params: list) -> list[int]:
 # only an undo does that, and an undo leases the nucleus back to its reviewer (touched); the undo also
 # forgets the frontiers of its label set (a new generation in their keys). Reviewers who ask for
 # labelled nuclei too ("still to review" = "not reviewed by me") have a frontier of their own.
-FRONTIER_TTL = 300.0
 FRONTIER_REFRESH = 10.0
 _EMPTY = object()
 
@@ -173,17 +171,6 @@ def queue_frontier(spec: QueueSpec, sliver: bool = False):
     first = rows.order_by(order, "-id").values_list(field, flat=True).first()
     cache_set(key, (search_at, now + FRONTIER_REFRESH, first), timeout=max(1.0, search_at - now))
     return _EMPTY if first is None else first
-
-
-def forget_frontiers(label_set_id: int) -> None:
-    """A nucleus of this label set lost its human label (an undo): search from the top again, now and
-    once the undo commits (a search in between would find the old state). The generation outlives
-    every frontier kept under the previous one (they live FRONTIER_TTL at most)."""
-    def new_generation():
-        cache_set(frontier_generation_key(label_set_id), uuid.uuid4().hex, timeout=2 * FRONTIER_TTL)
-
-    new_generation()
-    transaction.on_commit(new_generation)
 
 
 def touched_and_free(spec: QueueSpec, now, *, with_skips: bool = True) -> set[int]:

@@ -15,7 +15,7 @@ from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES
 from mlcore.types import quoted
 
 from webapp.core import audit, media
-from webapp.core.cache import delete_on_commit, prediction_count_key, unreviewed_counts_key
+from webapp.core.cache import delete_on_commit, forget_frontiers, prediction_count_key, unreviewed_counts_key
 from webapp.core.domain_errors import Conflict
 from webapp.jobs import operations as job_operations
 from webapp.jobs.deletion import refuse_while_deleting
@@ -352,6 +352,10 @@ def do_store_predictions(version: ModelVersion, rows: list[Prediction], *, repla
         # The review's counts of these label sets' predictions are stale now.
         delete_on_commit([prediction_count_key(version.pk, label_set_id) for label_set_id in label_set_ids]
                          + [unreviewed_counts_key(label_set_id) for label_set_id in label_set_ids])
+        # So are the review queue's and the gallery's frontiers (where their searches start): found among the
+        # predictions stored so far, they would pass over more uncertain nuclei of this batch until they expire.
+        for label_set_id in label_set_ids:
+            forget_frontiers(label_set_id)
     return len(rows)
 
 

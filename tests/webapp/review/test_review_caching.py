@@ -7,6 +7,7 @@ import pytest
 from django.test import override_settings
 
 from tests.webapp.review_project import unlabelled_in
+from webapp.core.cache import forget_frontiers
 from webapp.review import queue
 from webapp.training.models import Prediction
 from webapp.training.operations import do_store_predictions
@@ -105,4 +106,4 @@ def test_an_unreachable_cache_costs_only_the_computation(rp, users, api_client_f
         assert item.status_code == 200 and item.json()["nucleus"]["id"] in free
         with django_capture_on_commit_callbacks(execute=True):  # an invalidation that cannot reach it is dropped
             do_store_predictions(rp.version, [copy_of(rp.prediction(free[0], rp.breast_set))], replace=True)
-            queue.forget_frontiers(rp.breast_set.pk)
+            forget_frontiers(rp.breast_set.pk)

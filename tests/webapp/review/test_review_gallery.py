@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.webapp.review_project import unlabelled_in
+from webapp.core.cache import forget_frontiers
 from webapp.core.models import AuditLogEntry
 from webapp.datasets.models import CurrentLabel, Nucleus
 from webapp.review import keys as review_keys
@@ -229,8 +230,7 @@ def test_an_undone_decision_comes_back_at_once_although_the_frontier_moved_past_
     for item in first:  # the most confident ones decided: the frontier moves past them
         do_decide(nuclei[item["nucleus"]], rp.breast_set, item["class_index"], user=users["reviewer"],
                   expected_label_id=None)
-    from webapp.review import gallery as gallery_query
-    gallery_query.forget_frontiers(rp.breast_set.pk)
+    forget_frontiers(rp.breast_set.pk)
     after = ids(gallery(client, rp))
     assert not set(after) & set(nuclei)
     do_undo(nuclei[first[0]["nucleus"]], rp.breast_set, user=users["reviewer"])

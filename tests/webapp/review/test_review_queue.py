@@ -11,6 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from tests.webapp.review_project import add_members, build_review_project, unlabelled_in
+from webapp.core.cache import forget_frontiers
 from webapp.datasets.models import CurrentLabel, LabelSource, Nucleus
 from webapp.datasets.operations import do_record_label
 from webapp.review.models import ReviewLease
@@ -318,7 +319,7 @@ def test_the_frontier_skips_the_reviewed_top_and_an_undone_nucleus_comes_back(rp
     assert top == order[0]
     rita.post(f"/api/nuclei/{top}/labels/", {"label_set": "breast", "class_name": "dead", "version": None},
               format="json")
-    queue.forget_frontiers(rp.breast_set.pk)
+    forget_frontiers(rp.breast_set.pk)
     assert rob.get(next_url(rp)).json()["nucleus"]["id"] == order[1]  # the scan now starts below the top
     spec = queue.QueueSpec(project=rp.project, label_set=rp.breast_set, user=users["reviewer2"], version=rp.version)
     key = queue.frontier_cache_key(spec)
@@ -330,6 +331,24 @@ def test_the_frontier_skips_the_reviewed_top_and_an_undone_nucleus_comes_back(rp
     rita.post(f"/api/nuclei/{top}/release/", {"label_set": "breast"}, format="json")
     assert carla.get(next_url(rp)).json()["nucleus"]["id"] == top
 
+
+
+def test_predictions_stored_after_the_queue_started_are_served_from_their_top(rp, users, api_client_for):
+    """A version made active while its prediction job still stores batches: the first reviewer's search of the
+    queue's start found the few predictions there were; the batches that follow hold more uncertain nuclei,
+    and they come first at once (they waited for the frontier's five minutes)."""
+    from webapp.training.operations import do_store_predictions
+
+    order = expected_order(rp, rp.breast_set, "entropy")
+    later = order[:4]   # the most uncertain nuclei: their predictions arrive in a later batch
+    kept = [Prediction.objects.get(pk=rp.prediction(n, rp.breast_set).pk) for n in later]
+    Prediction.objects.filter(model_version=rp.version, label_set=rp.breast_set, nucleus_id__in=later).delete()
+    first = api_client_for(users["reviewer"]).get(next_url(rp)).json()["nucleus"]["id"]
+    assert first == order[4]
+    for row in kept:
+        row.pk = None
+    do_store_predictions(rp.version, kept)
+    assert api_client_for(users["reviewer2"]).get(next_url(rp)).json()["nucleus"]["id"] == order[0]
 
 def test_random_order_is_random_across_the_queue(db, users, media_root, tmp_path, api_client_for):
     """The queue of the colon label set: the colon dataset's nuclei have ground truth there and the first

@@ -19,6 +19,7 @@ from django.db import connection
 from django.db.models import Count
 
 from tests.webapp.review_project import add_members, build_review_project
+from webapp.core.cache import forget_frontiers
 from webapp.datasets.models import CurrentLabel, Label, LabelSource, Nucleus
 from webapp.datasets.operations import StaleLabel
 from webapp.review import queue
@@ -94,7 +95,7 @@ def reset_queue(label_set) -> None:
     Label.objects.filter(label_set=label_set, source=LabelSource.REVIEW).delete()
     ReviewLease.objects.filter(label_set=label_set).delete()
     ReviewSkip.objects.filter(label_set=label_set).delete()
-    queue.forget_frontiers(label_set.pk)
+    forget_frontiers(label_set.pk)
 
 
 @pytest.mark.postgres
