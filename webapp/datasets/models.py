@@ -160,8 +160,9 @@ class Label(models.Model):
                    models.Index(fields=["label_set", "source", "created_at"], name="label_source_time_idx"),
                    # Found by deletes (SET_NULL); ground truth has no previous label, so no entry.
                    models.Index(fields=["previous"], name="label_previous_idx", condition=models.Q(previous__isnull=False))]
-        constraints = [models.UniqueConstraint(fields=["client_id"], condition=~models.Q(client_id=""),
-                                               name="label_client_id_unique")]
+        # An idempotency key is the author's own: another user's key neither answers for theirs nor blocks it.
+        constraints = [models.UniqueConstraint(fields=["author", "client_id"], condition=~models.Q(client_id=""),
+                                               name="label_client_id_unique_per_author")]
 
 
 class CurrentLabel(models.Model):

@@ -71,8 +71,10 @@ class ReviewUndo(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["client_id"], condition=~models.Q(client_id=""),
-                                               name="undo_client_id_unique")]
+        # An idempotency key is the reviewer's own: another user's undo with the same key is not an answer
+        # to theirs (it would show another project's nucleus) and does not block it.
+        constraints = [models.UniqueConstraint(fields=["actor", "client_id"], condition=~models.Q(client_id=""),
+                                               name="undo_client_id_unique_per_actor")]
 
 
 class ConflictSettlement(models.Model):

@@ -202,11 +202,22 @@ def do_skip(nucleus: Nucleus, label_set: LabelSet, user) -> ReviewSkip:
 def _existing_for_client_id(client_id: str, nucleus: Nucleus, label_set: LabelSet, user) -> Label | None:
     if not client_id:
         return None
-    existing = Label.objects.filter(client_id=client_id).first()
-    if existing is not None and (existing.nucleus_id != nucleus.pk or existing.label_set_id != label_set.pk
-                                 or existing.author_id != user.pk):
+    existing = Label.objects.filter(client_id=client_id, author=user).first()
+    if existing is not None and (existing.nucleus_id != nucleus.pk or existing.label_set_id != label_set.pk):
         raise ClientIdReused(f"client_id {client_id!r} was already used for another label")
     return existing
+
+
+def _undo_for_client_id(client_id: str, user, label_set: LabelSet, nucleus: Nucleus | None = None) -> ReviewUndo | None:
+    """The user's own undo made with this key (a replay), which must be of the same label set (and nucleus,
+    when one is named); another user's key is none of theirs."""
+    if not client_id:
+        return None
+    done = ReviewUndo.objects.select_related("label").filter(client_id=client_id, actor=user).first()
+    if done is not None and (done.label.label_set_id != label_set.pk
+                             or (nucleus is not None and done.label.nucleus_id != nucleus.pk)):
+        raise ClientIdReused(f"client_id {client_id!r} was already used for another undo")
+    return done
 
 
 def predicted_by(version: ModelVersion | None, nucleus: Nucleus, label_set: LabelSet) -> tuple[int | None, int | None]:
@@ -276,10 +287,9 @@ def do_undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str = "",
     queue shows it to them next. With ``check_current``, the current label must be ``expected_label_id``
     (None: no label), or StaleLabel.
     """
-    if client_id:
-        done = ReviewUndo.objects.filter(client_id=client_id).first()
-        if done is not None:
-            return done
+    done = _undo_for_client_id(client_id, user, label_set, nucleus)
+    if done is not None:
+        return done
     with transaction.atomic():
         current = (CurrentLabel.objects.select_for_update(of=("self",))
                    .select_related("label", "label__previous", "label__previous__author")
@@ -322,10 +332,9 @@ def last_decision(label_set: LabelSet, user) -> Label | None:
 
 def do_undo_last(label_set: LabelSet, *, user, client_id: str = "") -> ReviewUndo:
     """Undo the reviewer's latest decision in a label set (what the ``U`` key does)."""
-    if client_id:
-        done = ReviewUndo.objects.filter(client_id=client_id).first()
-        if done is not None:
-            return done
+    done = _undo_for_client_id(client_id, user, label_set)
+    if done is not None:
+        return done
     decision = last_decision(label_set, user)
     if decision is None:
         raise NothingToUndo("you have no decision to undo in this label set")
