@@ -229,6 +229,21 @@ def test_coco_malformed_polygons_and_segmentation(coco_root):
     _raises(path, "segmentation must be polygons or RLE", lambda: read_dataset("coco", coco_root))
 
 
+
+def test_a_polygon_of_more_vertices_than_any_outline_is_refused_before_it_is_filled(coco_root):
+    """A few MB of random points in one ring held an import's worker for hours (filling a self-crossing ring
+    slows steeply with its vertices); a real outline has tens to hundreds."""
+    rng = np.random.default_rng(0)
+    crossing = (rng.random(2 * 5000) * 10).round(2).tolist()
+    path = _write_coco(coco_root, [{"id": 7, "image_id": 1, "category_id": 1, "segmentation": [crossing]}])
+    _raises(path, r"annotation 7 of image a\.png: a polygon ring of 5,000 vertices; at most 4,096 are read",
+            lambda: read_dataset("coco", coco_root))
+    # The most allowed still reads (a ring of 4,096 points on a circle).
+    angle = np.linspace(0, 2 * np.pi, 4096, endpoint=False)
+    ring = np.stack([6 + 4 * np.cos(angle), 5 + 4 * np.sin(angle)], axis=1).ravel().round(3).tolist()
+    _write_coco(coco_root, [{"id": 7, "image_id": 1, "category_id": 1, "segmentation": [ring]}])
+    assert read_dataset("coco", coco_root).images[0].instance_map.max() == 1
+
 def test_coco_bad_json_and_structure(coco_root):
     path = coco_root / "annotations.json"
     path.write_text("[1, 2")
