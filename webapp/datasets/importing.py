@@ -8,12 +8,13 @@ transaction back, so a failed import leaves no rows and no files behind.
 
 from __future__ import annotations
 
+import pickle
 import threading
 import uuid
 import zipfile
 from contextlib import closing
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -206,10 +207,14 @@ def do_import_dataset(project: Project, *, name: str, format: str, path: Path, a
     for sub in ("images", "masks", "thumbs"):
         (folder / sub).mkdir(parents=True)
     try:
+        # SQLite lets one transaction write at a time in the whole database: the images are prepared first,
+        # outside the import's transaction, so that it holds the write lock only while its rows are stored
+        # (held while a large upload was read, every other save of the application failed after 30 s).
+        ready = None if bulk.uses_copy() else _prepared_first(reader, folder, progress)
         with transaction.atomic():
             dataset = _import_rows(project, reader, folder, name=name, format=format, actor=actor,
                                    label_set_name=label_set_name, provenance=provenance, progress=progress,
-                                   log=log)
+                                   log=log, ready=ready)
             # In the storage before the rows that name the files are committed: no reader on any host
             # ever finds a row whose file is missing.
             uploaded = media.publish(stored)
@@ -222,8 +227,35 @@ def do_import_dataset(project: Project, *, name: str, format: str, path: Path, a
     return dataset
 
 
+PREPARING_SHARE = 90.0  # of the progress bar, where the images are prepared before the rows are stored
+
+
+def _prepared_first(reader, folder: Path, progress: Progress) -> Iterator[PreparedImage]:
+    """Prepare every image now (their files written into ``folder``), keeping their rows in a file of the
+    import's own folder rather than in memory; the generator returned gives them back in order and removes
+    that file when it ends or is closed (before the folder is published). A DataError is raised here, as the
+    rows' import would raise it."""
+    spool = folder / "prepared-rows.pickle"   # written and read by this process only, in its own folder
+    total = len(reader)
+    with open(spool, "wb") as out, closing(prepared_images(reader, folder, as_text=False)) as images:
+        for number, prepared in enumerate(images, start=1):
+            pickle.dump(prepared, out, protocol=pickle.HIGHEST_PROTOCOL)
+            progress(PREPARING_SHARE * number / total, f"image {number}/{total}: {prepared.name}")
+
+    def read_back() -> Iterator[PreparedImage]:
+        try:
+            with open(spool, "rb") as rows:
+                for _ in range(total):
+                    yield pickle.load(rows)
+        finally:
+            spool.unlink(missing_ok=True)
+    return read_back()
+
+
 def _import_rows(project, reader, folder: Path, *, name, format, actor, label_set_name, provenance, progress,
-                 log) -> Dataset:
+                 log, ready: Iterator[PreparedImage] | None = None) -> Dataset:
+    """The rows of the dataset, in the caller's transaction; the images as ``ready`` gives them (prepared
+    already) or else prepared meanwhile by worker processes."""
     label_set = None
     if reader.label_set is not None:
         label_set, spec = resolve_label_set(project, reader.label_set, label_set_name)
@@ -249,8 +281,9 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
     writer = _Writer() if copy else None
     batch = _Batch(project, dataset, label_set, actor, copy, writer, class_order(label_set, reader.label_set))
     total_images = len(reader)
+    prepared_first = ready is not None
     try:
-        with closing(prepared_images(reader, folder, as_text=copy)) as images:
+        with closing(ready if ready is not None else prepared_images(reader, folder, as_text=copy)) as images:
             for number, prepared in enumerate(images, start=1):
                 if prepared.name in names:
                     raise DataError(prepared.source_path or prepared.name,
@@ -265,7 +298,10 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
                 if batch.nuclei >= BATCH_NUCLEI:
                     batch.flush()
                 message = f"image {number}/{total_images}: {prepared.name}"
-                progress(100.0 * number / total_images, message)
+                if prepared_first:
+                    progress(PREPARING_SHARE + (100.0 - PREPARING_SHARE) * number / total_images, f"storing {message}")
+                else:
+                    progress(100.0 * number / total_images, message)
                 if number in (1, total_images) or 4 * number // total_images != 4 * (number - 1) // total_images:
                     log(message)
             batch.flush()

@@ -151,3 +151,42 @@ def test_a_short_import_still_reports_its_last_image_and_its_steps(owner, tiles,
     assert any(m.startswith("image 6/6") for m in written), written
     assert written[-1] == "stored 6 images and 72 nuclei (label set tiles)", written
     assert Job.objects.get(pk=job.pk).progress["message"] == written[-1]
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "progress"])
+def test_without_copy_the_images_are_prepared_before_the_import_takes_the_write_lock(owner, tiles, settings,
+                                                                                     monkeypatch):
+    """SQLite (the embedded default) lets one transaction write at a time: while an import reads its images no
+    transaction of its own is open, so the rest of the application saves meanwhile (a save waited 30 s for a
+    large upload and failed). PostgreSQL is made to take the same path here (no COPY) to run it there too."""
+    from webapp.datasets import bulk
+
+    settings.IMPORT_PROCESSES = 1
+    monkeypatch.setattr(bulk, "uses_copy", lambda: False)
+    project = do_create_project("one writer", actor=owner)
+    job = running_import_job(owner, project, tiles)
+    seen_in_transaction = []
+
+    class Watching(PausingContext):
+        def progress(self, percent, force=False, log=None, **details):
+            if str(details.get("message", "")).startswith(PAUSE_AT):
+                seen_in_transaction.append(connection.in_atomic_block)  # the import thread's connection
+            super().progress(percent, force=force, log=log, **details)
+
+    context = Watching(job)
+    thread, outcome = start_import_thread(context)
+    try:
+        assert context.paused.wait(60) and "error" not in outcome, outcome
+        assert seen_in_transaction == [False]
+        other = do_create_project("saved meanwhile", actor=owner)   # a write while the import reads images
+        seen = Job.objects.get(pk=job.pk)
+        assert seen.progress["message"].startswith(PAUSE_AT) and seen.progress["percent"] < 90
+    finally:
+        context.release.set()
+        thread.join(60)
+    assert outcome.get("result", {}).get("images") == 6, outcome
+    dataset = Dataset.objects.get(project=project)
+    assert (dataset.image_count, dataset.nucleus_count) == (6, 72)
+    assert Nucleus.objects.filter(image__dataset=dataset).count() == 72
+    assert not any(path.name.endswith(".pickle") for path in project_files(project.pk))
+    assert other.pk
