@@ -4,7 +4,6 @@ A project's detail shows its label sets and datasets and its deletion answers wi
 above the apps it shows (its own layer in tests/test_layering_imports.py), as the project's pages do.
 """
 
-from django.contrib.auth import get_user_model
 from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -108,9 +107,12 @@ class ProjectViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveMo
         """PATCH changes a member's role, DELETE removes them (admins); both answer the members left.
         404 for someone who is not a member, 409 for the project's last admin."""
         project = get_project_for(request.user, pk, project_role(request))
-        member = get_user_model().objects.filter(pk=int(user_id)).first()
-        if member is None:
-            raise NotFound(f"No account has the id {user_id}.")
+        # Looked up among the project's members only: an answer naming any account by its id would list every
+        # username of the site to whoever creates a project of their own.
+        membership = Membership.objects.filter(project=project, user_id=int(user_id)).select_related("user").first()
+        if membership is None:
+            raise NotFound(f"This project has no member with the id {user_id}.", code="not_a_member")
+        member = membership.user
         if request.method == "PATCH":
             payload = MemberRoleSerializer(data=request.data)
             payload.is_valid(raise_exception=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -218,7 +217,7 @@ def members(request, project_id: int):
 def change_role(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
     role = _role(request)
-    user = _member_user(request)
+    user = _member_user(request, project)
     if role is not None and user is not None:
         _apply(request, lambda: operations.do_change_member_role(project, user, role, actor=request.user),
                f"{user.get_username()} is now a {Role(role).label.lower()}.")
@@ -228,7 +227,7 @@ def change_role(request, project_id: int):
 @require_POST
 def remove_member(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
-    user = _member_user(request)
+    user = _member_user(request, project)
     if user is not None:
         _apply(request, lambda: operations.do_remove_member(project, user, actor=request.user),
                f"{user.get_username()} was removed from the project.")
@@ -268,10 +267,13 @@ def _role(request) -> str | None:
     return role
 
 
-def _member_user(request):
+def _member_user(request, project):
+    """The member the form names, among the project's members only (never another account's name)."""
     raw = request.POST.get("user_id", "")
     valid = raw.isascii() and raw.isdecimal() and len(raw) <= 18  # a 64-bit id, or nothing
-    user = get_user_model().objects.filter(pk=int(raw)).first() if valid else None
+    membership = (Membership.objects.filter(project=project, user_id=int(raw)).select_related("user").first()
+                  if valid else None)
+    user = membership.user if membership else None
     if user is None:
         messages.error(request, "Choose a member from the list.")
     return user

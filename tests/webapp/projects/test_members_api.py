@@ -110,11 +110,16 @@ def test_unknown_accounts_and_non_members_get_a_clear_answer(project, owner, out
     assert response.status_code == 400
     assert response.json()["detail"].startswith("role:")
 
-    response = client.delete(members_url(project, outsider))
-    assert response.status_code == 404
-    assert "outsider is not a member" in response.json()["detail"]
+    # An account that is not a member answers as one that does not exist: never its username (whoever creates
+    # a project of their own could otherwise list every account of the site by id).
+    for method in (client.delete, lambda url: client.patch(url, {"role": "viewer"}, format="json")):
+        response = method(members_url(project, outsider))
+        assert response.status_code == 404
+        assert response.json()["detail"] == f"This project has no member with the id {outsider.pk}."
+        assert "outsider" not in response.content.decode()
     response = client.patch(f"/api/projects/{project.pk}/members/999999/", {"role": "viewer"}, format="json")
     assert response.status_code == 404
+    assert response.json()["detail"] == "This project has no member with the id 999999."
     assert roles_in(project) == {"owner": "admin", "member": "curator"}
 
 

@@ -83,8 +83,10 @@ def test_an_admin_adds_by_email_changes_a_role_and_removes(project, owner, membe
 def test_mistakes_come_back_as_messages_and_change_nothing(project, owner, member, outsider):
     client = client_for(owner)
     cases = [
+        # Not a member: no account is named by its id (its username is not shown).
         (f"/projects/{project.pk}/members/role/", {"user_id": outsider.pk, "role": "viewer"},
-         "outsider is not a member"),
+         "Choose a member from the list."),
+        (f"/projects/{project.pk}/members/remove/", {"user_id": outsider.pk}, "Choose a member from the list."),
         (f"/projects/{project.pk}/members/role/", {"user_id": "x", "role": "viewer"}, "Choose a member"),
         (f"/projects/{project.pk}/members/remove/", {"user_id": "99999999999999999999"}, "Choose a member"),
         (f"/projects/{project.pk}/members/role/", {"user_id": owner.pk, "role": "viewer"}, "last admin"),
