@@ -476,7 +476,7 @@ def command_infer_slide(args) -> int:
     from mlcore.checkpoint import load_checkpoint
     from mlcore.infer import infer_slide
     from mlcore.predict import resolve_device
-    from mlcore.slide_nuclei import (SlideNucleus, iter_geojson_nuclei, iter_mask_nuclei,
+    from mlcore.slide_nuclei import (SlideNucleus, inside_slide, iter_geojson_nuclei, iter_mask_nuclei,
                                      write_geojson_nuclei)
     from mlcore.slides import open_slide, scale_to_model
 
@@ -494,7 +494,9 @@ def command_infer_slide(args) -> int:
     else:
         nuclei = iter_geojson_nuclei(args.nuclei)
     started = time.perf_counter()
+    counts: dict = {}
     with open_slide(args.slide) as slide:
+        nuclei = inside_slide(nuclei, slide.info.width, slide.info.height, counts)
         scale = scale_to_model(slide.info.mpp, model.mpp)
         print(f"{args.slide.name}: {slide.info.width} x {slide.info.height} px, MPP {slide.info.mpp or 'unknown'}; "
               f"model MPP {model.mpp}: {1 / scale:.3g} model pixels per slide pixel", file=sys.stderr)
@@ -523,6 +525,9 @@ def command_infer_slide(args) -> int:
     seconds = time.perf_counter() - started
     print(f"{count} nuclei in {seconds:.1f}s ({count / seconds if seconds else 0:.0f} nuclei/s); wrote {args.out}",
           file=sys.stderr)
+    if counts.get("outside"):
+        print(f"left out {counts['outside']} detections of {args.nuclei.name} that lie wholly right of or below "
+              f"the slide", file=sys.stderr)
     return 0
 
 

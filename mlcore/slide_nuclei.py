@@ -367,6 +367,21 @@ def iter_geojson_nuclei(path: str | Path, display_name: str | None = None) -> It
             yield nucleus
 
 
+def inside_slide(nuclei: Iterable[SlideNucleus], width: int, height: int,
+                 counts: dict | None = None) -> Iterator[SlideNucleus]:
+    """The nuclei that reach into a ``width`` x ``height`` slide. A detections file is read without its slide
+    (the readers leave out only what lies wholly left of or above pixel 0); a nucleus wholly right of or below
+    the slide (another slide's detections, an offset export) has no tissue to classify and is left out here,
+    counted in ``counts["outside"]``."""
+    counts = counts if counts is not None else {}
+    counts.setdefault("outside", 0)
+    for nucleus in nuclei:
+        if nucleus.bbox[0] >= width or nucleus.bbox[1] >= height:
+            counts["outside"] += 1
+            continue
+        yield nucleus
+
+
 def geojson_class_names(path: str | Path, display_name: str | None = None) -> list[str]:
     """The class names of a GeoJSON export's nuclei, in order of first appearance (one streamed pass; the
     geometry is not rasterised)."""

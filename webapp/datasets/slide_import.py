@@ -343,7 +343,7 @@ def _label_set_for(project, class_names: list[str], requested: str | None, datas
 
 def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide_root, folder: Path, detections,
                  detections_name, class_names, label_set_name, actor, provenance, progress, log) -> Dataset:
-    from mlcore.slide_nuclei import iter_geojson_nuclei, iter_mask_nuclei
+    from mlcore.slide_nuclei import inside_slide, iter_geojson_nuclei, iter_mask_nuclei
 
     clash = Image.objects.filter(project=project, checksum=checksum).values_list("name", "dataset__name").first()
     if clash is not None:
@@ -373,8 +373,9 @@ def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide
     size = max(1, detections.stat().st_size)
     total = 0
     try:
-        nuclei = (iter_mask_nuclei(detections, detections_name) if is_mask_file(detections_name)
-                  else iter_geojson_nuclei(detections, detections_name))
+        counts: dict = {}
+        nuclei = inside_slide(iter_mask_nuclei(detections, detections_name) if is_mask_file(detections_name)
+                              else iter_geojson_nuclei(detections, detections_name), info.width, info.height, counts)
         for nucleus in nuclei:
             index = -1
             if nucleus.class_name is not None and label_set is not None:
@@ -395,9 +396,14 @@ def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide
         background.wait()
     if trusted:
         bulk.check_own_references()
+    outside = (f"{counts['outside']:,} detection{'s' if counts['outside'] != 1 else ''} of {detections_name} "
+               f"lie wholly right of or below the {info.width:,} x {info.height:,} slide") if counts["outside"] else ""
     if total == 0:
-        raise DataError(detections_name, "no nuclei found in this file" if is_mask_file(detections_name)
+        raise DataError(detections_name, f"none of its detections lies on the slide ({outside})" if outside else
+                        "no nuclei found in this file" if is_mask_file(detections_name)
                         else "no detections (Polygon features) found in this file")
+    if outside:
+        log(f"{outside}: left out (another slide's detections, or coordinates offset in the export?)")
     image.nucleus_count = total
     image.save(update_fields=["nucleus_count"])
     dataset.image_count, dataset.nucleus_count = 1, total

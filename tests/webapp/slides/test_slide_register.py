@@ -170,6 +170,42 @@ def test_a_bad_geojson_fails_the_job_naming_the_file_and_leaves_nothing(api_clie
     assert fixture_slide.slide.is_file()  # the share is never touched
 
 
+
+def square(x: float, y: float, side: float = 10) -> dict:
+    ring = [[x, y], [x + side, y], [x + side, y + side], [x, y + side], [x, y]]
+    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": {"objectType": "detection"}}
+
+
+def test_detections_right_of_or_below_the_slide_are_left_out_and_counted(api_client_for, owner, project,
+                                                                         fixture_slide):
+    """Another slide's detections, or an offset export: a nucleus beyond the slide's right or bottom edge has no
+    tissue; it was stored, classified, exported and queued for review."""
+    features = json.loads(fixture_slide.geojson.read_text())["features"]
+    features += [square(WIDTH + 5, 10), square(10, HEIGHT + 5), square(99000, 99000), square(WIDTH - 5, 20)]
+    detections = fixture_slide.geojson.with_name("offset.geojson")
+    detections.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    response = register(api_client_for(owner), project, name="offset", path="cases/case-1.tif",
+                        detections_path="cases/offset.geojson", label_set="qupath")
+    job = run(response.json()["id"])
+    assert job.state == "succeeded", job.error
+    image = Image.objects.get()
+    # The one across the right edge stays (part of it is on the slide); the three beyond it do not.
+    assert image.nucleus_count == len(fixture_slide.boxes) + 1
+    assert not Nucleus.objects.filter(image=image, x0__gte=WIDTH).exists()
+    assert not Nucleus.objects.filter(image=image, y0__gte=HEIGHT).exists()
+    assert (f"3 detections of offset.geojson lie wholly right of or below the {WIDTH:,} x {HEIGHT:,} slide: left out"
+            in job.log_tail), job.log_tail
+
+    only_outside = fixture_slide.geojson.with_name("elsewhere.geojson")
+    only_outside.write_text(json.dumps({"type": "FeatureCollection", "features": [square(99000, 99000)]}))
+    other = do_create_project("slides elsewhere", actor=owner)   # the slide is registered once per project
+    response = register(api_client_for(owner), other, name="elsewhere", path="cases/case-1.tif",
+                        detections_path="cases/elsewhere.geojson", label_set="qupath")
+    job = run(response.json()["id"])
+    assert job.state == "failed"
+    assert job.error.startswith("elsewhere.geojson: none of its detections lies on the slide"), job.error
+
 def test_not_json_fails_with_the_uploaded_name(api_client_for, owner, project, fixture_slide):
     response = register(api_client_for(owner), project, name="bad",
                         slide=SimpleUploadedFile("s.tif", fixture_slide.slide.read_bytes()),
