@@ -19,6 +19,11 @@ import numpy as np
 DEFAULT_MODEL_MPP = 0.25
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".svslide", ".bif", ".vms", ".vmu", ".dcm")
 MAX_REGION_PIXELS = 64 * 1024 * 1024  # one read; a caller that wants more reads it in pieces
+# The most reduced level is what a preview, a thumbnail and the viewer's zoomed-out tiles read whole: a slide
+# without a pyramid (one level of 100,000 x 100,000) ran its import out of memory and took seconds and a
+# gigabyte per tile in the viewer. Scanners' slides end at a few thousand pixels a side (an Aperio 40x slide
+# of 100,000 x 80,000 at 6,250 x 5,000).
+MAX_LOWEST_LEVEL_PIXELS = 8192 * 8192
 
 
 class SlideError(ValueError):
@@ -74,6 +79,15 @@ class Slide:
             mpp_value = None
         if mpp_value is not None and not (0.01 <= mpp_value <= 100):
             mpp_value = None  # a TIFF with a default resolution of 1 dpi is no statement of scale
+        lowest_w, lowest_h = self._slide.level_dimensions[-1]
+        if lowest_w * lowest_h > MAX_LOWEST_LEVEL_PIXELS:
+            levels = self._slide.level_count
+            self._slide.close()
+            raise SlideError(f"{display_name}: its most reduced level is {lowest_w:,} x {lowest_h:,} pixels "
+                             f"({levels} level{'s' if levels != 1 else ''}); a slide needs a pyramid whose smallest "
+                             f"level has at most {MAX_LOWEST_LEVEL_PIXELS:,} pixels to be previewed and shown. "
+                             "Write one with libvips (vips tiffsave IN OUT.tif --tile --pyramid --compression jpeg) "
+                             "or QuPath's OME-TIFF export")
         width, height = self._slide.dimensions
         self.info = SlideInfo(width=int(width), height=int(height),
                               level_dimensions=tuple((int(w), int(h)) for w, h in self._slide.level_dimensions),

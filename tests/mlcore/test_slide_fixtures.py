@@ -91,3 +91,20 @@ def test_make_slide_command(shared_data, tmp_path, capsys):
                  "--nuclei", "1500", "--mpp", "0.5"]) == 0
     manifest = json.loads((tmp_path / "big" / "benchmark_manifest.json").read_text())
     assert manifest["nuclei"] >= 1500 and manifest["mpp"] == 0.5
+
+
+def test_a_slide_without_a_pyramid_is_refused_with_a_way_out(tmp_path, monkeypatch):
+    """Its one huge level is what a preview and the viewer's zoomed-out tiles read whole: an import ran out of
+    memory on one of 100,000 x 100,000. (The limit is lowered here so that a small file shows it.)"""
+    from mlcore import slides
+    from mlcore.slides import SlideError, write_pyramidal_tiff
+
+    flat = write_pyramidal_tiff(tmp_path / "flat.tif", np.full((1024, 768, 3), 200, np.uint8),
+                                min_level_size=4096)   # one level only
+    pyramid = write_pyramidal_tiff(tmp_path / "pyramid.tif", np.full((1024, 768, 3), 200, np.uint8))
+    monkeypatch.setattr(slides, "MAX_LOWEST_LEVEL_PIXELS", 512 * 512)
+    with pytest.raises(SlideError, match=r"^scan\.tif: its most reduced level is 768 x 1,024 pixels \(1 level\); "
+                                         r"a slide needs a pyramid .*\(vips tiffsave"):
+        open_slide(flat, "scan.tif")
+    with open_slide(pyramid) as slide:   # 768 x 1024, 384 x 512: its smallest level is within the limit
+        assert slide.info.level_count == 2 and slide.thumbnail(64).shape[2] == 3
