@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from mlcore import limits
-from mlcore.types import DataError
+from mlcore.types import DataError, name_problem, quoted
 
 OUTLINE_EPSILON = 1.0  # pixels, as the tile importer simplifies outlines
 _HALF_PIXEL = 0.5      # OpenCV pixel-centre coordinates <-> QuPath's pixel-edge coordinates
@@ -232,12 +232,13 @@ def _class_name(properties: dict, display_name: str, where: str) -> str | None:
     classification = properties.get("classification")
     if classification is None:
         return None
+    # A blank name (some converters write "" or " " for "no class") is no class.
     if isinstance(classification, str):
-        return classification or None
+        return classification if classification.strip() else None
     if isinstance(classification, dict):
         name = classification.get("name")
         if isinstance(name, str):
-            return name or None
+            return name if name.strip() else None
         names = classification.get("names")
         if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
             return ": ".join(names)
@@ -395,6 +396,9 @@ def geojson_class_names(path: str | Path, display_name: str | None = None) -> li
             continue
         name = _class_name(properties, display_name, where)
         if name is not None and name not in seen:
+            problem = name_problem(name)   # here, where the feature is known, not later in the label set
+            if problem:
+                raise SlideNucleiError(display_name, f"{where}: class name {quoted(name[:80])} {problem}")
             seen[name] = None
     return list(seen)
 

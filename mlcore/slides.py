@@ -9,6 +9,7 @@ in OpenSlide, QuPath and their GeoJSON exports.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,7 @@ class Slide:
     def __init__(self, path: Path, display_name: str):
         import openslide
 
-        self.name = display_name
+        self.name, self._path = display_name, Path(path)
         try:
             self._slide = openslide.OpenSlide(str(path))
         except openslide.OpenSlideUnsupportedFormatError as exc:
@@ -101,7 +102,8 @@ class Slide:
             raise SlideError(f"{self.name}: no pyramid level {level} (it has {self.info.level_count})")
         if width <= 0 or height <= 0 or width * height > MAX_REGION_PIXELS:
             raise SlideError(f"{self.name}: a region of {width} x {height} pixels cannot be read at once")
-        rgba = np.asarray(self._slide.read_region((int(x), int(y)), level, (int(width), int(height))))
+        with self._reading(f"the region at ({x}, {y}) of level {level}"):
+            rgba = np.asarray(self._slide.read_region((int(x), int(y)), level, (int(width), int(height))))
         if rgba[..., 3].min() == 255:  # opaque, as inside the scanned area: no blending to pay for
             return np.ascontiguousarray(rgba[..., :3])
         alpha = rgba[..., 3:4].astype(np.uint16)
@@ -124,7 +126,20 @@ class Slide:
         return cv2.resize(region, (out_w, out_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
     def thumbnail(self, max_size: int = 512) -> np.ndarray:
-        return np.asarray(self._slide.get_thumbnail((max_size, max_size)).convert("RGB"))
+        with self._reading("its overview"):
+            return np.asarray(self._slide.get_thumbnail((max_size, max_size)).convert("RGB"))
+
+    @contextmanager
+    def _reading(self, what: str):
+        """OpenSlide's errors on a damaged file (a tile that does not decode) as a SlideError naming the slide,
+        which a job shows as it is, rather than a library's exception and line."""
+        import openslide
+
+        try:
+            yield
+        except openslide.OpenSlideError as exc:
+            raise SlideError(f"{self.name}: {what} could not be read; the file may be damaged "
+                             f"(OpenSlide: {_public(exc, self._path)[:200]})") from exc
 
     def close(self) -> None:
         self._slide.close()

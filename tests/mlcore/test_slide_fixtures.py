@@ -108,3 +108,21 @@ def test_a_slide_without_a_pyramid_is_refused_with_a_way_out(tmp_path, monkeypat
         open_slide(flat, "scan.tif")
     with open_slide(pyramid) as slide:   # 768 x 1024, 384 x 512: its smallest level is within the limit
         assert slide.info.level_count == 2 and slide.thumbnail(64).shape[2] == 3
+
+
+def test_a_damaged_tile_is_a_slide_error_naming_the_slide(tmp_path):
+    """A job shows a SlideError as it is: a damaged file's tile is named, not OpenSlide's exception and line."""
+    from mlcore.slides import SlideError, write_pyramidal_tiff
+
+    noise = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    path = write_pyramidal_tiff(tmp_path / "server-side.tif", noise)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 4: len(data) // 4 + 5000] = b"\xff" * 5000   # inside level 0's tiles
+    path.write_bytes(data)
+    with open_slide(path, "case 7.tif") as slide, pytest.raises(SlideError) as caught:
+        for y in range(0, 1024, 256):
+            for x in range(0, 1024, 256):
+                slide.read_region(0, x, y, 256, 256)
+    message = str(caught.value)
+    assert message.startswith("case 7.tif: the region at (") and "the file may be damaged (OpenSlide: " in message
+    assert "server-side" not in message and str(tmp_path) not in message

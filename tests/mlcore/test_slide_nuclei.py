@@ -146,6 +146,21 @@ def test_errors_name_the_users_file_and_the_feature(tmp_path, content, problem):
     assert isinstance(caught.value, ValueError)
 
 
+
+def test_class_names_are_checked_where_the_feature_is_known_and_blank_ones_are_no_class(tmp_path):
+    triangle = _polygon([[0, 0], [4, 0], [0, 4], [0, 0]])
+    path = tmp_path / "cells.geojson"
+    path.write_text(json.dumps([_feature(triangle, classification={"name": "Tumor"}),
+                                _feature(triangle, classification={"name": "  "}),
+                                _feature(triangle, classification="")]))
+    assert geojson_class_names(path, "cells.geojson") == ["Tumor"]
+    assert [n.class_name for n in iter_geojson_nuclei(path, "cells.geojson")] == ["Tumor", None, None]
+    path.write_text(json.dumps([_feature(triangle, classification={"name": "Tumor"}),
+                                _feature(triangle, classification={"name": "x" * 300})]))
+    with pytest.raises(SlideNucleiError, match=r"^cells\.geojson: feature #1: class name 'x{80}' is 300 "
+                                               r"characters long, over the limit of 100"):
+        geojson_class_names(path, "cells.geojson")
+
 def test_limits(tmp_path, monkeypatch):
     features = [_feature(_polygon(_square(10 * i, 0, 5))) for i in range(5)]
     path = tmp_path / "five.geojson"
