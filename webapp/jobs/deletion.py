@@ -56,7 +56,7 @@ def busy_job(project_id: int, kinds: Iterable[str], *, exclude: Job | None = Non
 
 
 def busy_message(job: Job, what: str) -> str:
-    return (f"{what} cannot be deleted now: a {job.get_kind_display().lower()} of the project is {job.state} "
+    return (f"{what} cannot be deleted now: {job.described} of the project is {job.state} "
             f"(job {job.pk}), and deleting would break it. Wait for it to finish or cancel it, then delete again.")
 
 

@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from mlcore.types import quoted
+
 
 class Job(models.Model):
     """The record of one background task. This row, not Redis, is the source of truth."""
@@ -61,6 +63,14 @@ class Job(models.Model):
     @property
     def finished(self) -> bool:
         return self.state in self.FINISHED_STATES
+
+    @property
+    def described(self) -> str:
+        """What the job does, in a sentence's words: "a training", "the classification of slide 'case 1'"."""
+        params = self.params or {}
+        if self.kind == self.Kind.PREDICT and params.get("image_name"):
+            return f"the classification of slide {quoted(params['image_name'])}"
+        return f"a {self.get_kind_display().lower()}"
 
     @property
     def shown_params(self) -> dict:

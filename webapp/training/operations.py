@@ -314,7 +314,9 @@ def datasets_without_predictions(version: ModelVersion) -> list:
 def do_start_slide_prediction(version: ModelVersion, image, *, actor=None, tta: bool = TTA_DEFAULT_SLIDES) -> Job:
     """Classify the nuclei of one whole-slide image with ``version`` (a prediction job of that image only,
     streamed through the slide in batches: webapp.training.runner.run_prediction). ``tta`` is off by default:
-    a slide's millions of nuclei would take 8 times as long."""
+    a slide's millions of nuclei would take 8 times as long. Refused (409) while a deletion in the project is
+    pending: the slide's rows may be going."""
+    refuse_while_deleting(version.project, "A slide's classification")
     return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=version.project,
                                          params={"model_version": version.pk, "image": image.pk,
                                                  "image_name": image.name, "tta": bool(tta)})

@@ -50,6 +50,16 @@ def test_a_training_queued_after_the_request_makes_the_job_refuse(vp, owner, tar
     assert snapshot(vp) == before
 
 
+
+def test_the_refusal_names_the_work_in_the_way_as_people_know_it(vp, owner):
+    """One slide's classification is not "a project prediction" (the words for the whole project's)."""
+    job = deletion_job(vp, owner, "dataset")
+    classify = Job.objects.create(kind=Job.Kind.PREDICT, project=vp.project, created_by=owner, state=Job.State.RUNNING,
+                                  params={"model_version": 1, "image": 1, "image_name": "case 1"})
+    with pytest.raises(DeletionRefused) as refused:
+        run_deletion_job(job, lambda percent, message: None)
+    assert f"the classification of slide 'case 1' of the project is running (job {classify.pk})" in str(refused.value)
+
 @pytest.mark.parametrize("target", ["dataset", "project"])
 def test_a_cancel_in_the_middle_rolls_the_deletion_back(vp, owner, target, monkeypatch):
     monkeypatch.setattr(deletion, "NUCLEI_PER_STEP", 1)  # one image per step: several steps

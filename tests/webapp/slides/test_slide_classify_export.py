@@ -127,6 +127,20 @@ def test_slide_inference_stores_one_prediction_per_nucleus(api_client_for, owner
     assert [n.class_name for n in iter_geojson_nuclei(path)] == [CLASSES[by_id[i]] for i in sorted(by_id)]
 
 
+
+def test_a_slide_is_not_classified_while_a_deletion_of_the_project_is_pending(api_client_for, owner, slide_project,
+                                                                               settings):
+    """Accepted, the job failed later with a library's error while the deletion removed the slide's rows."""
+    project, image, _ = slide_project
+    _active_model(project, settings)
+    deleting = Job.objects.create(kind=Job.Kind.DELETE, project=project, created_by=owner, state=Job.State.QUEUED,
+                                  params={"target": "dataset", "dataset": image.dataset_id, "name": image.dataset.name})
+    response = api_client_for(owner).post(f"/api/projects/{project.pk}/slides/{image.pk}/infer/")
+    assert response.status_code == 409, response.content
+    assert response.json()["detail"].startswith("A slide's classification cannot start now: dataset ")
+    assert f"(job {deleting.pk}, queued)" in response.json()["detail"]
+    assert not Job.objects.filter(project=project, kind=Job.Kind.PREDICT).exists()
+
 def test_training_leaves_slide_images_out(owner, slide_project, settings):
     """A project whose only images are slides cannot train, and the job says why."""
     from webapp.training.runner import run_training
