@@ -378,7 +378,16 @@ function slideViewerPage(root, OSD) {
     status.textContent = "Zoom in for outlines";
     loadDensity();
   });
-  viewer.addHandler("open-failed", (event) => fail(`Could not open the slide (${event.message || "no answer"}).`));
+  // OpenSeadragon's own message names an object, not the reason: the server's answer says it (a missing
+  // slide file, a slide that cannot be read).
+  viewer.addHandler("open-failed", async () => {
+    try {
+      await api(root.dataset.dziUrl);
+      fail("Could not open the slide.");
+    } catch (err) {
+      fail(err.detail ? `Could not open the slide: ${err.detail}` : `Could not open the slide (${err.message}).`);
+    }
+  });
   const zoomActions = { in: () => viewer.viewport.zoomBy(1.5), out: () => viewer.viewport.zoomBy(1 / 1.5),
                         home: () => viewer.viewport.goHome() };
   root.querySelectorAll("[data-zoom]").forEach((b) => b.addEventListener("click", () => {

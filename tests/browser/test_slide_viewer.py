@@ -182,3 +182,15 @@ def test_slide_viewer_steps_through_the_nuclei_in_view_with_the_keyboard(logged_
     assert "alpha-types" in page.inner_text("#nucleus-info")
     page.keyboard.press("Escape")
     assert selected() == []
+
+
+def test_a_missing_slide_file_is_said_plainly_on_the_page(logged_in_page, live_server, slide_world):
+    """OpenSeadragon's own message named "[object Object]"; the page shows the server's reason."""
+    slide_world.path.unlink()
+    slides.forget_open_slides()
+    page = logged_in_page
+    page.goto(f"{live_server.url}/images/{slide_world.image.pk}/slide/")
+    wait_until(page, "() => document.querySelector('[data-role=status]').classList.contains('error')")
+    status = page.inner_text("[data-role=status]")
+    assert status.startswith("Could not open the slide: ") and "the slide file is missing" in status, status
+    assert "[object Object]" not in status
