@@ -52,7 +52,10 @@ def do_enqueue_job(kind: str, *, actor=None, params: dict | None = None, **field
     with transaction.atomic():
         job = Job.objects.create(kind=kind, created_by=actor if getattr(actor, "is_authenticated", False) else None,
                                  params=params or {}, celery_task_id=str(uuid.uuid4()), **fields)
-        audit.record("job.enqueued", actor=actor, target=job, kind=kind)
+        # Why it started, where a job says (a training: manual, resume, or the retraining policy's threshold
+        # or schedule): the activity page tells a policy's trainings from a person's.
+        reason = {"reason": job.params["reason"]} if job.params.get("reason") else {}
+        audit.record("job.enqueued", actor=actor, target=job, kind=kind, **reason)
         transaction.on_commit(lambda: _send(job))
     return job
 

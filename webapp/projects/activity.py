@@ -36,7 +36,7 @@ KIND_CHOICES = [("", "Changes"), ("team", "Project and team"), ("datasets", "Dat
 SHOWN_DETAILS = ("name", "name_before", "description", "description_before", "provenance", "provenance_before",
                  "user", "role", "previous", "kind", "format", "images", "nuclei", "label_set", "class_index",
                  "source", "number", "parent", "active", "stage", "epoch", "error", "enabled", "min_new_reviews",
-                 "cron", "activate_only_if_not_lower", "filename", "datasets", "members", "job", "jobs")
+                 "cron", "activate_only_if_not_lower", "filename", "datasets", "members", "job", "jobs", "reason")
 LONGEST_SHOWN = 300   # characters of one value on the page (a provenance note may hold 10,000)
 
 # Words for the actions a member meets most; others show their code.
@@ -97,12 +97,23 @@ def shown_details(entry: AuditLogEntry) -> dict:
     return {key: details[key] for key in SHOWN_DETAILS if key in details and details[key] != ""}
 
 
+# A training the retraining policy started, by its reason (no person started it).
+POLICY_STARTS = {"threshold": "the retraining policy started a training (enough new reviews)",
+                 "schedule": "the retraining policy started a training (its schedule)"}
+
+
 def words(entry: AuditLogEntry) -> str:
     """What happened, in words: "edited a dataset", "a training failed"."""
+    details = entry.details or {}
     text = ACTION_WORDS.get(entry.action, entry.action)
-    a_job = JOB_NOUNS.get((entry.details or {}).get("kind"), "a job")
+    if entry.action == "job.enqueued" and details.get("reason") in POLICY_STARTS:
+        text = POLICY_STARTS[details["reason"]]
+    elif entry.action == "project.member_set" and details.get("created"):
+        text = "added a member"
+    a_job = JOB_NOUNS.get(details.get("kind"), "a job")
     text = text.format(a_job=a_job)
-    return text[0].upper() + text[1:] if text.startswith(a_job) and entry.actor_id is None else text
+    starts_with_a_noun = text.startswith(a_job) or text.startswith("the retraining policy")
+    return text[0].upper() + text[1:] if starts_with_a_noun and entry.actor_id is None else text
 
 
 def detail_lines(entry: AuditLogEntry, class_names: dict | None = None) -> list[tuple[str, str]]:

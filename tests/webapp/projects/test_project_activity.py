@@ -152,6 +152,27 @@ def test_job_rows_go_with_what_the_job_was_about_and_read_as_words(project, owne
         ("job.succeeded", "A training succeeded", {"kind": "train"})]   # no empty error
 
 
+
+def test_a_policys_training_and_an_added_member_read_as_what_happened(project, owner, member, make_user,
+                                                                     api_client_for, monkeypatch):
+    """An unattended training said "— started a training", and adding a member "set a member's role"."""
+    from webapp.jobs import operations as job_operations
+    from webapp.training.operations import do_set_retrain_policy, maybe_retrain
+    from tests.workers.training_helpers import labelled_dataset_row
+
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)
+    labelled_dataset_row(project)
+    do_set_retrain_policy(project, actor=owner, cron="0 3 * * 0")
+    job = maybe_retrain(project, reason="schedule")
+    do_set_membership(project, make_user("nina"), Role.REVIEWER, actor=owner)
+    rows = api_client_for(owner).get(f"/api/projects/{project.pk}/activity/").json()["results"]
+    words = {(row["action"], row["details"].get("user")): row for row in rows}
+    started = next(row for row in rows if row["action"] == "job.enqueued")
+    assert started["words"] == "The retraining policy started a training (its schedule)" and started["actor"] is None
+    assert started["details"] == {"kind": "train", "reason": "schedule"} and job.params["reason"] == "schedule"
+    assert words[("project.member_set", "nina")]["words"] == "added a member"
+    assert words[("project.member_set", "member")]["words"] == "added a member"
+
 def test_the_page_writes_values_as_words_and_classes_by_name(project, dataset, owner, member):
     from webapp.datasets.operations import do_record_label
 
