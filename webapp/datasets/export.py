@@ -43,7 +43,7 @@ CSV_CHUNK = 5000  # nuclei per database round trip while streaming the merged ta
 def merged_csv_header(label_sets: list[LabelSetInfo]) -> list[str]:
     header = ["project", "dataset", "image", "instance_id", "centroid_x", "centroid_y", "area"]
     for info in label_sets:
-        header += [f"{info.name}:ground_truth", f"{info.name}:reviewed", f"{info.name}:predicted",
+        header += [f"{info.name}:ground_truth", f"{info.name}:reviewed", f"{info.name}:reviewer", f"{info.name}:predicted",
                    f"{info.name}:probability", f"{info.name}:disagreement"]
     return header
 
@@ -69,8 +69,8 @@ def merged_rows(project, chunk: int = CSV_CHUNK, image: Image | None = None) -> 
             return
         first, last = nuclei[0][0], nuclei[-1][0]
         span = Q(nucleus_id__gte=first, nucleus_id__lte=last, label_set_id__in=ls_ids)
-        reviewed = dict(((n, ls), c) for n, ls, c in CurrentLabel.objects.filter(span, source=LabelSource.REVIEW)
-                        .values_list("nucleus_id", "label_set_id", "class_index").order_by())
+        reviewed = {(n, ls): (c, who) for n, ls, c, who in CurrentLabel.objects.filter(span, source=LabelSource.REVIEW)
+                    .values_list("nucleus_id", "label_set_id", "class_index", "label__author__username").order_by()}
         truth = {}
         for n, ls, c in (Label.objects.filter(span, source=LabelSource.GROUND_TRUTH)
                          .values_list("nucleus_id", "label_set_id", "class_index").order_by("id")):
@@ -81,10 +81,11 @@ def merged_rows(project, chunk: int = CSV_CHUNK, image: Image | None = None) -> 
             dataset_name, image_name = images[image_id]
             row = [project.name, dataset_name, image_name, instance_id, f"{cx:.2f}", f"{cy:.2f}", area]
             for ls, classes in zip(ls_ids, names):
-                gt, rv = truth.get((pk, ls)), reviewed.get((pk, ls))
+                gt, (rv, reviewer) = truth.get((pk, ls)), reviewed.get((pk, ls), (None, None))
                 pred = predicted.get((pk, ls))
                 row += [classes.get(gt, gt) if gt is not None else "",
                         classes.get(rv, rv) if rv is not None else "",
+                        reviewer or "",
                         classes.get(pred[0], pred[0]) if pred else "",
                         f"{pred[1]:.4f}" if pred and pred[1] is not None else "",
                         f"{pred[2]:.4f}" if pred and pred[2] is not None else ""]
@@ -114,7 +115,8 @@ def merged_csv_rows(project, chunk: int = CSV_CHUNK, image: Image | None = None)
     """CSV lines of the merged table (header first), one per nucleus.
 
     Columns: project, dataset, image, instance_id, centroid_x, centroid_y, area, then for every label
-    set ``<name>:ground_truth``, ``<name>:reviewed`` (the current review), ``<name>:predicted``,
+    set ``<name>:ground_truth``, ``<name>:reviewed`` (the current review), ``<name>:reviewer`` (who made
+    it), ``<name>:predicted``,
     ``<name>:probability`` and ``<name>:disagreement`` (between the two branches; all three from the
     active model version, empty until there is one). Class names, not indices; empty = none. Names that a
     spreadsheet would take for a formula are written as text (:func:`spreadsheet_text`).

@@ -30,10 +30,10 @@ def test_merged_csv_has_every_nucleus_with_ground_truth_and_reviews_per_label_se
     rows = read_csv(response)
 
     assert list(rows[0]) == ["project", "dataset", "image", "instance_id", "centroid_x", "centroid_y", "area",
-                             "alpha-types:ground_truth", "alpha-types:reviewed", "alpha-types:predicted",
-                             "alpha-types:probability", "alpha-types:disagreement", "beta-types:ground_truth",
-                             "beta-types:reviewed", "beta-types:predicted", "beta-types:probability",
-                             "beta-types:disagreement"]
+                             "alpha-types:ground_truth", "alpha-types:reviewed", "alpha-types:reviewer",
+                             "alpha-types:predicted", "alpha-types:probability", "alpha-types:disagreement",
+                             "beta-types:ground_truth", "beta-types:reviewed", "beta-types:reviewer",
+                             "beta-types:predicted", "beta-types:probability", "beta-types:disagreement"]
     nuclei = Nucleus.objects.filter(image__project=vp.project).select_related("image", "image__dataset").order_by("id")
     assert len(rows) == nuclei.count() == vp.alpha.nucleus_count + vp.beta.nucleus_count
     assert {r["project"] for r in rows} == {"Colon merge"}  # nothing from the other project
@@ -52,6 +52,7 @@ def test_merged_csv_has_every_nucleus_with_ground_truth_and_reviews_per_label_se
             assert row[f"{prefix}:ground_truth"] == (names[ls][gt] if gt is not None else "")
             reviewed = vp.reviewed.get(nucleus.pk, {}).get(ls)
             assert row[f"{prefix}:reviewed"] == (names[ls][reviewed] if reviewed is not None else "")
+            assert row[f"{prefix}:reviewer"] == ("owner" if reviewed is not None else "")   # who corrected it
             assert row[f"{prefix}:predicted"] == row[f"{prefix}:probability"] == ""  # no predictions yet
             assert row[f"{prefix}:disagreement"] == ""
     # The dataset's own taxonomy is filled from ground truth; the other one only where reviewed.
