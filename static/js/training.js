@@ -132,6 +132,18 @@ function trainingSection(section) {
     } catch (err) { alert(err.message); }
   }));
 
+  // The active version's predictions, queued again where its training could not queue them: making it active
+  // again queues those of every dataset it has not classified.
+  document.querySelectorAll(".queue-predictions").forEach((button) => button.addEventListener("click", async () => {
+    const number = button.dataset.number;
+    button.disabled = true;
+    try {
+      await post(`/api/projects/${projectId}/versions/${number}/activate/`);
+      sessionStorage.setItem(FLASH_KEY, `v${number}'s predictions are queued.`);
+      location.reload();
+    } catch (err) { button.disabled = false; alert(err.message); }
+  }));
+
   const policyForm = document.getElementById("policy-form");
   policyForm?.addEventListener("submit", async (event) => {
     event.preventDefault();

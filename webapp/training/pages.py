@@ -8,7 +8,7 @@ from webapp.projects.access import can
 from webapp.projects.models import Role
 
 from .comparison import comparison_with_replaced
-from .models import ModelVersion, RetrainPolicy
+from .models import ModelVersion, Prediction, RetrainPolicy
 from .operations import ACTIVE_STATES, new_reviews_since_active
 
 PLOT_WIDTH, PLOT_HEIGHT, PLOT_PAD = 560, 200, 30
@@ -67,6 +67,17 @@ def version_metrics(version: ModelVersion, project_classes: dict[str, list[str]]
 PALETTE = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#000000", "#e69f00", "#56b4e9"]
 
 
+def without_predictions(version: ModelVersion) -> bool:
+    """The version has no prediction and none is on its way (its training could not queue them: the task queue
+    was out of reach as it ended), while the project has tile images to predict."""
+    from webapp.datasets.models import Image
+
+    return (not Prediction.objects.filter(model_version=version).exists()
+            and not Job.objects.filter(project_id=version.project_id, kind=Job.Kind.PREDICT,
+                                       params__model_version=version.pk, state__in=ACTIVE_STATES).exists()
+            and Image.objects.filter(project_id=version.project_id, slide_file="").exists())
+
+
 def training_panel_context(project, user) -> dict:
     versions = list(ModelVersion.objects.filter(project=project).defer("history", "training_data").order_by("number"))
     label_set_names = sorted({name for v in versions for name in v.metrics})
@@ -92,6 +103,7 @@ def training_panel_context(project, user) -> dict:
         # The newest version against the one it replaced: a warning where it is lower, active or not.
         "newest_version": versions[-1] if versions else None,
         "newest_comparison": comparison_with_replaced(versions[-1]) if versions else None,
+        "active_without_predictions": active is not None and without_predictions(active),
         "training_job": training_job,
         "training_jobs": last_jobs,
         "can_train": can(user, project, Role.CURATOR),

@@ -23,6 +23,7 @@ from mlcore.train import STAGES, compare_models, evaluate_with_logits, train_all
 from mlcore.types import Cancelled, DataError, quoted
 from mlcore.types import LabelSet as MLLabelSet
 from webapp.core import media
+from webapp.core.domain_errors import Unavailable
 from webapp.datasets import bulk
 from webapp.datasets.importing import load_mask, load_rgb
 from webapp.datasets.models import CurrentLabel, Image, LabelSet, Nucleus
@@ -466,8 +467,17 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     operations.do_discard_resume_points(project)
-    # An inactive version gets its predictions too: made active later, it has them for the review.
-    prediction_job = operations.do_start_prediction(version, actor=job.created_by, tta=tta)
+    # An inactive version gets its predictions too: made active later, it has them for the review. The version
+    # is published whatever happens here: a task queue out of reach now must not fail a training that is done.
+    try:
+        prediction_job = operations.do_start_prediction(version, actor=job.created_by, tta=tta)
+    except Unavailable as exc:
+        report(100, stage="publishing", log=f"published v{version.number}, but its predictions could not be "
+               f"queued ({exc.detail}) Once it is back, queue them from the project page (Queue v{version.number}'s "
+               f"predictions, or make the version active again).")
+        return {"model_version": version.number, "model_version_id": version.pk, "active": version.is_active,
+                "stages": stages, "trained_on": trained_on, "prediction_job": None, "compared_with": comparison,
+                "metrics": summary(version.metrics)}
     if lower:
         report(100, stage="publishing", log=f"published v{version.number} but did not make it active: it is lower "
                f"than v{parent.number} on {', '.join(lower)} (the retraining policy keeps the active version then); "
