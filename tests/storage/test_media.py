@@ -15,9 +15,14 @@ def test_storage_url_forms():
     aws = storage_options("s3://lab-media", {"AWS_DEFAULT_REGION": "eu-west-1"})
     assert aws["bucket_name"] == "lab-media" and aws["region_name"] == "eu-west-1" and "endpoint_url" not in aws
     assert storage_options("s3://k:s@store.example:443/b", {})["endpoint_url"] == "https://store.example:443"
-    for bad, says in (("http://x/b", "s3://"), ("s3://k:s@host:9000", "no bucket"), ("s3://b?colour=red", "colour")):
-        with pytest.raises(StorageUrlError, match=says):
+    for bad, says in (("http://x/b", "s3://"), ("s3://k:s@host:9000", "no bucket"), ("s3://b?colour=red", "colour"),
+                      ("s3://key:ab/cd@host:9000/bucket", "not a port number.*percent-encoded"),
+                      ("s3://k:s@host:notaport/b", "not a port number"),
+                      ("s3://k:s@host:9000/b?secure=nope", "neither true nor false")):
+        with pytest.raises(StorageUrlError, match=says) as refused:
             storage_options(bad, {})
+        assert "'ab'" not in str(refused.value) and "ab/cd" not in str(refused.value)  # no part of a secret
+    assert storage_options("s3://k:s@host:9000/b?secure=off", {})["endpoint_url"] == "http://host:9000"
 
 
 def test_names_never_leave_the_media_tree():

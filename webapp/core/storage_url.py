@@ -28,7 +28,16 @@ def storage_options(url: str, environ: dict) -> dict:
     unknown = set(query) - {"secure", "region"}
     if unknown:
         raise StorageUrlError(f"STORAGE_URL: unknown option(s) {', '.join(sorted(unknown))} (secure, region)")
-    secure = query.get("secure", "true").lower() not in ("0", "false", "no", "off")
+    flag = query.get("secure", "true").lower()
+    if flag not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise StorageUrlError(f"STORAGE_URL: secure={flag!r} is neither true nor false (secure=false for http)")
+    secure = flag in ("1", "true", "yes", "on")
+    try:
+        port_number = parts.port
+    except ValueError:
+        # Most often a secret with an unencoded "/" (the rest of the URL then reads as a port): never echo it.
+        raise StorageUrlError("STORAGE_URL: the part after the host's ':' is not a port number. A key or secret "
+                              "holding '/', '@' or ':' must be percent-encoded ('/' as %2F)") from None
     path = [segment for segment in parts.path.split("/") if segment]
     options = {
         # Pre-signed download links lapse quickly; see MEDIA_URL_EXPIRY_S.
@@ -41,7 +50,7 @@ def storage_options(url: str, environ: dict) -> dict:
     if parts.hostname and (parts.username or path):
         if not path:
             raise StorageUrlError("STORAGE_URL names a host but no bucket: s3://KEY:SECRET@HOST:PORT/BUCKET")
-        port = f":{parts.port}" if parts.port else ""
+        port = f":{port_number}" if port_number else ""
         options["endpoint_url"] = f"{'https' if secure else 'http'}://{parts.hostname}{port}"
         options["bucket_name"] = path[0]
         options["location"] = "/".join(path[1:])
