@@ -128,9 +128,31 @@ def time_limit_error(job_id: int, *, limit_s: float | None, hard: bool = False) 
             f"An administrator can raise the limit for {kind or 'this kind of'} jobs with JOB_TIME_LIMITS.")
 
 
+def _storage_failure(exc: BaseException) -> BaseException | None:
+    """The object storage's error behind ``exc`` (botocore's, raised or wrapped), if any."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:   # the local file storage only: no store to fail
+        return None
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (BotoCoreError, ClientError)):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _error_text(exc: Exception) -> str:
     if isinstance(exc, user_facing_errors()):
         return str(exc)
+    # Every member of the project reads a job's error: the store's address and the storage keys in botocore's
+    # message stay in the worker's log.
+    storage = _storage_failure(exc)
+    if storage is not None:
+        return (f"The object storage could not be used ({type(storage).__name__}; the worker's log has the "
+                "details). Check STORAGE_URL on the host of the worker that ran this job: the store must be "
+                "reachable from it, with the same bucket and keys as the web server's.")
     # A person reads this: the message first, the innermost frame for whoever debugs it.
     frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" (at {frame[0].filename.rsplit('/', 1)[-1]}:{frame[0].lineno})" if frame else ""
