@@ -125,7 +125,8 @@ def time_limit_error(job_id: int, *, limit_s: float | None, hard: bool = False) 
     limit = f" of {describe_seconds(limit_s)}" if limit_s else ""
     how = "its worker process was killed" if hard else "it was stopped"
     return (f"{label} ran past its time limit{limit} and {how}; its unfinished output was removed. "
-            f"An administrator can raise the limit for {kind or 'this kind of'} jobs with JOB_TIME_LIMITS.")
+            f"An administrator can raise the limit for {kind or 'this kind of'} jobs with JOB_TIME_LIMITS, set "
+            "alike on the web server, beat and the workers (a job's limit is the one where it was queued).")
 
 
 def _storage_failure(exc: BaseException) -> BaseException | None:
