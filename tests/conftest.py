@@ -226,9 +226,11 @@ def die_with_parent() -> None:
 
 
 class WorkerProcess:
-    def __init__(self, log_path: Path, name: str = "test", **env: str):
-        """``env``: settings of the worker's own (a private Redis, a private MEDIA_ROOT)."""
+    def __init__(self, log_path: Path, name: str = "test", queues: str = "default,gpu", **env: str):
+        """``env``: settings of the worker's own (a private Redis, a private MEDIA_ROOT); ``queues``: what it takes
+        (both, on the CPU, unless a test wants a worker of one queue)."""
         self.log_path = log_path
+        self.queues = queues
         self.proc: subprocess.Popen | None = None
         self.name = f"{name}-{os.getpid()}@{socket.gethostname()}"
         self.env = env
@@ -240,7 +242,7 @@ class WorkerProcess:
             app.control.purge()  # messages left by an earlier, interrupted run must not be executed here
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "default,gpu", "--pool", "prefork",
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", self.queues, "--pool", "prefork",
              "--concurrency", "1", "-l", "info", "-n", self.name, "--without-gossip",
              "--without-mingle"],
             # Two processes prepare the images of an import whatever the cores here: tests take that path.

@@ -46,6 +46,7 @@ export function watchJob(card) {
     // A finished job's last progress line is history: no percentage or ETA beside "failed".
     if (job.state === "succeeded") field("detail").textContent = "done";
     else if (done) field("detail").textContent = `${job.state}${p.message ? ` during: ${p.message}` : ""}`;
+    else if (job.waiting) field("detail").textContent = job.waiting;   // queued, and no worker takes its queue
     else field("detail").textContent = parts.join(" · ");
     // The worker's log: the steps of the job (stages, epochs, images), kept in its last 40 lines.
     field("log").textContent = job.log_tail || "";

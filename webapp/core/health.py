@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
-WORKERS_KEY = "health:workers"            # the last answer: {"names": [...], "at": epoch seconds}
+WORKERS_KEY = "health:workers"            # the last answer: {"workers": {name: [queues]}, "at": epoch seconds}
 WORKERS_REFRESH_KEY = "health:workers:refreshing"
 # How long an answer is trusted: a short time when no worker answered, so that a starting
 # installation sees its first worker soon (the run command waits for one).
@@ -80,14 +80,15 @@ def storage_state() -> dict:
     return state
 
 
-def live_workers(timeout: float = PING_TIMEOUT_S) -> list[str]:
+def live_workers(timeout: float = PING_TIMEOUT_S) -> dict[str, list[str]]:
+    """The live workers' names, each with the queues it takes jobs from (one broadcast, as a ping)."""
     from workers.celery import app
 
     try:
-        replies = app.control.ping(timeout=timeout) or []
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
     except Exception:
-        return []
-    return sorted(name for reply in replies for name in reply)
+        return {}
+    return {name: sorted(queue["name"] for queue in queues or []) for name, queues in sorted(replies.items())}
 
 
 def _cache_get(key):
@@ -97,27 +98,53 @@ def _cache_get(key):
         return None
 
 
-def cached_workers() -> tuple[list[str], float]:
-    """The names of the live workers and how many seconds ago they were asked."""
+def cached_workers() -> tuple[dict[str, list[str]], float]:
+    """The live workers (name -> queues) and how many seconds ago they were asked."""
     now = time.time()
     last = _cache_get(WORKERS_KEY)
+    if last is not None and "workers" not in last:
+        last = None   # written before the queues were kept
     if last is not None:
-        fresh_for = WORKERS_FRESH_S if last["names"] else WORKERS_FRESH_WHEN_NONE_S
+        fresh_for = WORKERS_FRESH_S if last["workers"] else WORKERS_FRESH_WHEN_NONE_S
         if now - last["at"] < fresh_for:
-            return last["names"], now - last["at"]
+            return last["workers"], now - last["at"]
     try:
         refreshing_elsewhere = not cache.add(WORKERS_REFRESH_KEY, True, timeout=int(PING_TIMEOUT_S * 5))
     except Exception:
         refreshing_elsewhere = False
     if refreshing_elsewhere and last is not None:
-        return last["names"], now - last["at"]
-    names = live_workers()
+        return last["workers"], now - last["at"]
+    workers = live_workers()
     try:
-        cache.set(WORKERS_KEY, {"names": names, "at": time.time()}, timeout=3600)
+        cache.set(WORKERS_KEY, {"workers": workers, "at": time.time()}, timeout=3600)
         cache.delete(WORKERS_REFRESH_KEY)
     except Exception:
         pass
-    return names, 0.0
+    return workers, 0.0
+
+
+def consumers(workers: dict[str, list[str]]) -> dict[str, int]:
+    """How many live workers take each of the job queues ("default", "gpu")."""
+    return {queue: sum(queue in queues for queues in workers.values()) for queue in ("default", "gpu")}
+
+
+def waiting_note(job) -> str | None:
+    """For a queued job that no live worker takes (its queue has none), what to start; None otherwise or
+    when Redis cannot say."""
+    if job.state != "queued":
+        return None
+    try:
+        workers, _ = cached_workers()
+    except Exception:
+        return None
+    if consumers(workers)[job.queue]:
+        return None
+    if job.queue == "gpu":
+        return ("No live worker takes trainings, predictions and inferences (the gpu queue): start a GPU worker "
+                "(celery -A workers worker -Q gpu), or on a CPU host a worker with -Q default,gpu and "
+                "ALLOW_CPU_GPU_QUEUE=1. The job starts as soon as one is up.")
+    return ("No live worker takes imports, exports and deletions (the default queue): start one "
+            "(celery -A workers worker -Q default). The job starts as soon as one is up.")
 
 
 def forget_workers() -> None:
@@ -130,11 +157,12 @@ def health(*, detailed: bool = False) -> tuple[dict, bool]:
     database = database_state()
     cache_state = redis_state()
     storage = storage_state()
-    names, age = cached_workers() if cache_state["ok"] else ([], 0.0)
+    live, age = cached_workers() if cache_state["ok"] else ({}, 0.0)
     ok = database["ok"] and cache_state["ok"] and storage["ok"]
-    workers = {"live": len(names), "checked_s_ago": round(age, 1)}
+    # Per queue: a worker for imports alone (-Q default) leaves trainings queued for ever.
+    workers = {"live": len(live), "queues": consumers(live), "checked_s_ago": round(age, 1)}
     if detailed:
-        workers["names"] = names
+        workers["names"] = sorted(live)
     else:
         # Error texts name hosts and ports: only staff see them.
         for state in (database, cache_state, storage):

@@ -12,6 +12,13 @@ class JobSerializer(serializers.ModelSerializer):
     # Files by name, not by storage key (Job.shown_result), and where to fetch each.
     result = serializers.DictField(source="shown_result", read_only=True)
     files = serializers.SerializerMethodField(help_text="the files the job wrote: name and download URL")
+    waiting = serializers.SerializerMethodField(
+        help_text="for a queued job that no live worker takes (none consumes its queue), what to start; else null")
+
+    def get_waiting(self, job) -> str | None:
+        from webapp.core.health import waiting_note
+
+        return waiting_note(job)
 
     @extend_schema_field({"type": "array", "items": {"type": "object", "properties": {
         "name": {"type": "string"}, "url": {"type": "string", "format": "uri"}}}})
@@ -25,7 +32,7 @@ class JobSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Job
-        fields = ["id", "url", "kind", "state", "progress", "error", "result", "files", "log_tail", "params",
+        fields = ["id", "url", "kind", "state", "progress", "error", "waiting", "result", "files", "log_tail", "params",
                   "cancel_requested", "created_at", "started_at", "finished_at"]
         read_only_fields = fields
 
