@@ -32,7 +32,7 @@ def test_images_and_commands(compose):
     assert "gunicorn" in " ".join(services["web"]["command"])
     worker = " ".join(services["worker"]["command"])
     gpu = " ".join(services["gpu-worker"]["command"])
-    assert "celery" in worker and "-Q default" in worker
+    assert "celery" in worker and "-Q ${WORKER_QUEUES:-default}" in worker
     assert "celery" in gpu and "-Q gpu" in gpu
     # The gpu queue only, one process: one training at a time on the GPU it reserves.
     gpu_args = services["gpu-worker"]["command"]
@@ -40,7 +40,11 @@ def test_images_and_commands(compose):
     assert gpu_args[gpu_args.index("--concurrency") + 1] == "1"
     assert "ALLOW_CPU_GPU_QUEUE" not in services["gpu-worker"]["environment"]  # it must have CUDA
     worker_args = services["worker"]["command"]
-    assert "gpu" not in worker_args[worker_args.index("-Q") + 1].split(",")
+    # By default the CPU worker leaves the gpu queue to the GPU worker; a host without a GPU gives it both
+    # (WORKER_QUEUES=default,gpu with ALLOW_CPU_GPU_QUEUE=1), or no worker would take a training.
+    assert worker_args[worker_args.index("-Q") + 1] == "${WORKER_QUEUES:-default}"
+    assert services["worker"]["environment"]["ALLOW_CPU_GPU_QUEUE"] == "${ALLOW_CPU_GPU_QUEUE:-0}"
+    assert services["worker"]["environment"]["DATABASE_URL"] == services["web"]["environment"]["DATABASE_URL"]
     # The web service creates the bucket before it serves (ensure_bucket), after the migrations.
     web = " ".join(services["web"]["command"])
     assert web.index("migrate") < web.index("ensure_bucket") < web.index("gunicorn")
