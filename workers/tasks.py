@@ -52,12 +52,16 @@ def run_job(self, job_id: int) -> str:
 
 
 def _trim_mirror() -> None:
-    """With STORAGE_URL: what the job downloaded or wrote stays in this host's mirror only up to
+    """With STORAGE_URL: this host's mirror loses what no row or running job names any more (deleted datasets
+    and projects, what killed jobs left: webapp.jobs.sweep.sweep_mirror), and keeps the rest only up to
     MEDIA_MIRROR_MAX_BYTES (webapp.core.media.trim_mirror); a failure here never fails the job."""
+    from webapp.jobs.sweep import sweep_mirror
+
     try:
+        sweep_mirror()
         media.trim_mirror()
     except Exception:
-        logger.exception("could not trim the media mirror")
+        logger.exception("could not sweep or trim the media mirror")
 
 
 def _run_job(task, job_id: int) -> str:

@@ -172,6 +172,15 @@ def delete(name: str) -> None:
     default_storage.delete(name)
 
 
+def forget_local_copy(name: str) -> None:
+    """Remove this host's copy of ``name`` (a file or a folder of the mirror), never the stored files."""
+    path = work_path(clean_name(name))
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def names(prefix: str = "") -> Iterator[str]:
     """Every stored file name under ``prefix`` (a folder), for sweeps and consistency checks."""
     for name, _ in listing(prefix):
@@ -247,6 +256,22 @@ def mirror_in_use():
         fcntl.flock(handle, fcntl.LOCK_SH)
         try:
             yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def mirror_alone():
+    """Yields True while no job runs on this host (an exclusive lock on the mirror's lock file, taken without
+    waiting), False when one does: what removes mirror files runs only then."""
+    with _lock_file() as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 

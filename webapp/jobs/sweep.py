@@ -128,10 +128,10 @@ class Sweep:
     """One run of :func:`sweep_orphans`: the tree it lists (the disk, or the bucket), the age below which
     everything is kept, and what it removed."""
 
-    def __init__(self, now: float | None = None):
+    def __init__(self, now: float | None = None, tree=None):
         self.now = now
         self.oldest = (now or time.time()) - GRACE.total_seconds()
-        self.tree = _RemoteTree() if media.is_remote() else _LocalTree()
+        self.tree = tree or (_RemoteTree() if media.is_remote() else _LocalTree())
         self.removed: list[str] = []
 
     def remove_unless(self, under: str, pattern: str, keep: Callable[[str], bool]) -> None:
@@ -145,8 +145,22 @@ class Sweep:
 
 def sweep_orphans(now: float | None = None) -> list[str]:
     """Remove the orphaned folders and files described above; returns their storage names (paths relative to
-    the media root). Remote: what the bucket holds is swept (each host's mirror is a cache of it)."""
-    run = Sweep(now)
+    the media root). Remote: what the bucket holds is swept; each host's mirror by :func:`sweep_mirror`."""
+    return _swept(Sweep(now))
+
+
+def sweep_mirror(now: float | None = None) -> list[str]:
+    """Remote: the same rules over this host's mirror, removing only its own copies. The bucket's sweep runs
+    on one host; a worker on another kept, in its mirror, what a killed job wrote there (never uploaded) and
+    the files of deleted datasets and projects, until the mirror outgrew MEDIA_MIRROR_MAX_BYTES. Runs only
+    while no job runs on this host (their files are theirs); nothing then."""
+    if not media.is_remote():
+        return []
+    with media.mirror_alone() as alone:
+        return _swept(Sweep(now, tree=_MirrorTree())) if alone else []
+
+
+def _swept(run: Sweep) -> list[str]:
     staged = {job.params.get("staging") for job in Job.objects.filter(
         kind=Job.Kind.IMPORT, state__in=UNFINISHED).only("params")}
     run.remove_unless("staging", "*", lambda relative: relative in staged)
@@ -187,6 +201,13 @@ class _LocalTree:
 
     def remove(self, relative: str) -> None:
         media.delete(relative)
+
+
+class _MirrorTree(_LocalTree):
+    """This host's mirror (the work root of a remote storage): removing forgets the local copy only."""
+
+    def remove(self, relative: str) -> None:
+        media.forget_local_copy(relative)
 
 
 class _RemoteTree:
