@@ -471,29 +471,27 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     # is published whatever happens here: a task queue out of reach now must not fail a training that is done.
     try:
         prediction_job = operations.do_start_prediction(version, actor=job.created_by, tta=tta)
+        predictions = f"predictions follow in job {prediction_job.pk}"
     except Unavailable as exc:
-        report(100, stage="publishing", log=f"published v{version.number}, but its predictions could not be "
-               f"queued ({exc.detail}) Once it is back, queue them from the project page (Queue v{version.number}'s "
-               f"predictions, or make the version active again).")
-        return {"model_version": version.number, "model_version_id": version.pk, "active": version.is_active,
-                "stages": stages, "trained_on": trained_on, "prediction_job": None, "compared_with": comparison,
-                "metrics": summary(version.metrics)}
+        prediction_job = None
+        predictions = (f"its predictions could not be queued ({exc.detail}) Once it is back, queue them from the "
+                       f"project page (Queue v{version.number}'s predictions, or make the version active again)")
     if lower:
-        report(100, stage="publishing", log=f"published v{version.number} but did not make it active: it is lower "
-               f"than v{parent.number} on {', '.join(lower)} (the retraining policy keeps the active version then); "
-               f"v{parent.number} stays active. Predictions follow in job {prediction_job.pk}")
+        log = (f"published v{version.number} but did not make it active: it is lower than v{parent.number} on "
+               f"{', '.join(lower)} (the retraining policy keeps the active version then); v{parent.number} stays "
+               f"active")
     elif unchecked:
         why = (comparison or {}).get("skipped") or "no validation nucleus or label set in common"
-        report(100, stage="publishing", log=f"published v{version.number} but did not make it active: it could not "
-               f"be compared with v{parent.number} ({why}), and the retraining policy makes a version active only "
-               f"once it has checked it is not lower; v{parent.number} stays active (make v{version.number} active "
-               f"on its page if you want it). Predictions follow in job {prediction_job.pk}")
+        log = (f"published v{version.number} but did not make it active: it could not be compared with "
+               f"v{parent.number} ({why}), and the retraining policy makes a version active only once it has "
+               f"checked it is not lower; v{parent.number} stays active (make v{version.number} active on its page "
+               f"if you want it)")
     else:
-        report(100, stage="publishing", log=f"published v{version.number}; predictions follow in job {prediction_job.pk}")
+        log = f"published v{version.number}"
+    report(100, stage="publishing", log=f"{log}; {predictions}")
     return {"model_version": version.number, "model_version_id": version.pk, "active": version.is_active,
-            "stages": stages,
-            "trained_on": trained_on, "prediction_job": prediction_job.pk, "compared_with": comparison,
-            "metrics": summary(version.metrics)}
+            "stages": stages, "trained_on": trained_on, "prediction_job": prediction_job.pk if prediction_job else None,
+            "compared_with": comparison, "metrics": summary(version.metrics)}
 
 
 def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:

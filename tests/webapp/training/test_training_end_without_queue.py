@@ -25,7 +25,7 @@ def test_a_training_ends_published_when_its_predictions_cannot_be_queued(owner, 
     job.refresh_from_db()
     version = ModelVersion.objects.get(project=project)
     assert version.is_active and job.result["model_version"] == 1 and job.result["prediction_job"] is None
-    assert "published v1, but its predictions could not be queued (The task queue (Redis) is unreachable" \
+    assert "published v1; its predictions could not be queued (The task queue (Redis) is unreachable" \
         in job.log_tail, job.log_tail
     assert not Job.objects.filter(project=project, kind=Job.Kind.PREDICT).exists()
 
