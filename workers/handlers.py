@@ -154,5 +154,6 @@ def user_facing_errors() -> tuple[type[Exception], ...]:
     from mlcore.slides import SlideError
     from webapp.datasets.uploads import USER_ERRORS
     from webapp.jobs.deletion import DeletionRefused
+    from webapp.training.operations import NotResumable
 
-    return (*USER_ERRORS, DeletionRefused, SlideError)
+    return (*USER_ERRORS, DeletionRefused, SlideError, NotResumable)

@@ -16,7 +16,9 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
-WORKERS_KEY = "health:workers"            # the last answer: {"workers": {name: [queues]}, "at": epoch seconds}
+# The last answer: {"workers": {name: [queues]}, "at": epoch seconds}. Its own key, not the one that held names
+# only: a web host still on the previous release (a rolling upgrade, a rollback) reads that one as before.
+WORKERS_KEY = "health:workers:queues"
 WORKERS_REFRESH_KEY = "health:workers:refreshing"
 # How long an answer is trusted: a short time when no worker answered, so that a starting
 # installation sees its first worker soon (the run command waits for one).
@@ -102,8 +104,6 @@ def cached_workers() -> tuple[dict[str, list[str]], float]:
     """The live workers (name -> queues) and how many seconds ago they were asked."""
     now = time.time()
     last = _cache_get(WORKERS_KEY)
-    if last is not None and "workers" not in last:
-        last = None   # written before the queues were kept
     if last is not None:
         fresh_for = WORKERS_FRESH_S if last["workers"] else WORKERS_FRESH_WHEN_NONE_S
         if now - last["at"] < fresh_for:

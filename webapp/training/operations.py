@@ -103,7 +103,23 @@ def resume_point(job: Job, project: Project | None = None) -> dict:
                            "checkpoint obsolete): start a new training")
     if not media.exists(point["checkpoint"]):
         raise NotResumable(f"the checkpoint of job {job.pk}'s stage {point['stage']} is gone: start a new training")
+    trained = point.get("label_sets")   # the label sets its stage learnt (points kept since they are recorded)
+    if trained is not None and project is not None and trained != labelled_label_sets(project):
+        raise NotResumable(f"the project's label sets changed since job {job.pk} trained its stage {point['stage']} "
+                           f"({', '.join(trained)}; now {', '.join(labelled_label_sets(project)) or 'none'}): "
+                           "start a new training")
     return point
+
+
+def labelled_label_sets(project: Project) -> list[str]:
+    """The names of the label sets a training of the project learns, in its order: those with a human label on a
+    tile nucleus (webapp.training.runner.run_training leaves the others out)."""
+    from webapp.datasets.models import CurrentLabel, LabelSet
+
+    labelled = CurrentLabel.objects.filter(label_set=OuterRef("pk"), source__in=("ground_truth", "review"),
+                                           nucleus__image__slide_file="")
+    return list(LabelSet.objects.filter(project=project).filter(Exists(labelled)).order_by("id")
+                .values_list("name", flat=True))
 
 
 def do_start_training(project: Project, *, actor=None, options: dict | None = None, reason: str = "manual",

@@ -80,6 +80,9 @@ def training_config(options: dict, parent: ModelVersion | None) -> tuple[TrainCo
     return config, list(stages)
 
 
+UNKNOWN = object()   # a resume point kept before fine_tuned_from was recorded
+
+
 def fresh_start_reason(parent: LoadedCheckpoint, label_sets, config: TrainConfig) -> str | None:
     """Why a training starts a new network rather than fine-tuning the parent version's, or None when it
     fine-tunes: not when the taxonomies changed (other heads), nor when the crops changed (a wider view has
@@ -222,8 +225,8 @@ class Resume:
         point = (source.result or {}).get("resume") if source else None
         path = _stored_file(point["checkpoint"]) if point and point.get("stage") == asked["stage"] else None
         if path is None:
-            raise ValueError(f"the checkpoint of job {asked['job']}'s stage {asked['stage']} is gone (a training "
-                             "of the project succeeded since): start a new training")
+            raise operations.NotResumable(f"the checkpoint of job {asked['job']}'s stage {asked['stage']} is gone (a "
+                                          "training of the project succeeded since): start a new training")
         return cls(asked["job"], point, path, options)
 
     def describe(self) -> str:
@@ -239,11 +242,11 @@ class Resume:
         job_id = self.point["job"]
         theirs = [(s.name, s.classes) for s in self.checkpoint.label_sets]
         if theirs != [(s.name, s.classes) for s in ml_label_sets]:
-            raise ValueError(f"the project's label sets changed since job {job_id} trained its stage "
-                             f"{self.point['stage']}: start a new training")
+            raise operations.NotResumable(f"the project's label sets changed since job {job_id} trained its stage "
+                                          f"{self.point['stage']}: start a new training")
         if len(table) != self.point.get("nuclei", len(table)):
-            raise ValueError(f"the project has {len(table)} nuclei, job {job_id} trained on {self.point['nuclei']}: "
-                             "its data changed, so start a new training")
+            raise operations.NotResumable(f"the project has {len(table)} nuclei, job {job_id} trained on "
+                                          f"{self.point['nuclei']}: its data changed, so start a new training")
 
     def rows(self, table) -> tuple[np.ndarray, np.ndarray]:
         """The validation split the resumed run used, so that its validation nuclei stay unseen."""
@@ -384,12 +387,13 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         report(5.0, stage="loading", log=note)
 
     init, history, train_rows, val_rows = None, None, None, None
-    fine_tuned_from = None   # the version whose network this training goes on from, if any
+    fine_tuned_from = None   # the version whose network this training goes on from, if any (or UNKNOWN)
     if resume is not None:
         resume.check(table, ml_label_sets)
         init, history = resume.checkpoint, resume.history
         train_rows, val_rows = resume.rows(table)
-        fine_tuned_from = resume.point.get("fine_tuned_from")
+        # A point kept before it was recorded does not say: the version then says its parent (ModelVersion).
+        fine_tuned_from = resume.point.get("fine_tuned_from", UNKNOWN)
     elif parent is not None:
         checkpoint = load_checkpoint(media.local_path(parent.checkpoint_file))
         fresh = fresh_start_reason(checkpoint, ml_label_sets, config)
@@ -414,7 +418,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         done of the next one)."""
         operations.do_keep_stage_checkpoint(job, stage=stage, checkpoint=path, point={
             "done": done_before + stages[:finished], "remaining": stages[finished:], **unfinished,
-            "fine_tuned_from": fine_tuned_from,
+            **({"fine_tuned_from": fine_tuned_from} if fine_tuned_from is not UNKNOWN else {}),
             "nuclei": int(len(table)), "label_sets": [s.name for s in ml_label_sets]})
 
     def stage_done(stage: str, path: Path | None, metrics: dict) -> None:
@@ -462,7 +466,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
             trained_on=trained_on, metrics=_jsonable(metrics), data_snapshot_at=snapshot_at, parent=parent,
             history=_jsonable(result.history), training_data={
                 **training_data(datasets, table, result, stages, resume), "compared_with": comparison,
-                "validation": _jsonable(scoring), "fine_tuned_from": fine_tuned_from},
+                "validation": _jsonable(scoring),
+                **({"fine_tuned_from": fine_tuned_from} if fine_tuned_from is not UNKNOWN else {})},
             activate=not (lower or unchecked))
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)

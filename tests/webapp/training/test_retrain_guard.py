@@ -202,3 +202,32 @@ def test_a_training_with_the_same_inputs_fine_tunes_the_active_version_and_says_
     assert "fine-tuning v1's network" in job.log_tail
     assert "fine-tuned from v1" in logged_in(owner).get(f"/projects/{trained.pk}/").content.decode()
     assert version_in_api(api_client_for(owner), trained, 2)["fine_tuned_from"] == 1
+
+
+def test_a_training_resumed_from_a_point_kept_before_the_upgrade_still_says_what_it_fine_tuned(trained, owner,
+                                                                                              monkeypatch):
+    """Resume points kept by the previous release do not record fine_tuned_from: the version says its parent, as
+    versions of that release do, not "a new network" (an upgrade test found v3 shown trained from scratch)."""
+    from webapp.jobs.operations import do_cancel_job
+    from webapp.training import operations
+
+    job = do_start_training(trained, actor=owner, options={**FAST, "stages": ["sparse", "correlation"]})
+    keep = operations.do_keep_stage_checkpoint
+
+    def keep_then_cancel(job_row, **kwargs):
+        kept = keep(job_row, **kwargs)
+        do_cancel_job(Job.objects.get(pk=job_row.pk), actor=owner)   # cancelled once stage 1 is kept
+        return kept
+
+    monkeypatch.setattr(operations, "do_keep_stage_checkpoint", keep_then_cancel)
+    assert run_job(job.pk) == "cancelled"
+    monkeypatch.setattr(operations, "do_keep_stage_checkpoint", keep)
+    job.refresh_from_db()
+    assert job.result["resume"]["fine_tuned_from"] == 1
+    del job.result["resume"]["fine_tuned_from"]   # as the previous release kept it
+    job.save(update_fields=["result"])
+
+    resumed = do_start_training(trained, actor=owner, resume_from=job)
+    assert run_job(resumed.pk) == "succeeded", Job.objects.get(pk=resumed.pk).error
+    v2 = ModelVersion.objects.get(project=trained, number=2)
+    assert "fine_tuned_from" not in v2.training_data and v2.fine_tuned_from == 1

@@ -1,6 +1,7 @@
 """The train API's default schedule (scaled to the project), the time estimate, and resume refusals."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -139,7 +140,13 @@ def test_estimate_refuses_bad_options_and_viewers(small_project, api_client_for,
     assert api_client_for(member).get(url).status_code == 403
 
 
-def test_resume_is_refused_with_a_reason(owner, api_client_for, tmp_path):
+def media_root_of(project):
+    from django.conf import settings
+
+    return Path(settings.MEDIA_ROOT) / f"projects/{project.pk}"
+
+
+def test_resume_is_refused_with_a_reason(owner, api_client_for, tmp_path, media_root):
     project = two_taxonomy_project(owner, tmp_path, images=1, nuclei=5)
     other = do_create_project("other", actor=owner)
     client = api_client_for(owner)
@@ -151,6 +158,17 @@ def test_resume_is_refused_with_a_reason(owner, api_client_for, tmp_path):
     job.save()
     response = client.post(f"/api/projects/{project.pk}/train/", {"resume_from": job.pk}, format="json")
     assert response.status_code == 409 and "checkpoint of job" in response.json()["detail"]
+    # A label set that joined since its stage was trained: refused now, with the 202's place taken by a 409 (the
+    # job failed later with an internal error).
+    (media_root_of(project) / "models").mkdir(parents=True, exist_ok=True)
+    (media_root_of(project) / "models" / "kept.pt").write_bytes(b"checkpoint")
+    job.result = {"resume": {"stage": "sparse", "checkpoint": f"projects/{project.pk}/models/kept.pt",
+                             "remaining": ["correlation", "completion"], "label_sets": ["colon"]}}
+    job.save()
+    response = client.post(f"/api/projects/{project.pk}/train/", {"resume_from": job.pk}, format="json")
+    assert response.status_code == 409
+    assert response.json()["detail"] == (f"the project's label sets changed since job {job.pk} trained its stage "
+                                         "sparse (colon; now colon, breast): start a new training")
     done = Job.objects.create(kind=Job.Kind.TRAIN, project=project, state=Job.State.SUCCEEDED)
     response = client.post(f"/api/projects/{project.pk}/train/", {"resume_from": done.pk}, format="json")
     assert response.status_code == 409 and "only a cancelled or failed training" in response.json()["detail"]
