@@ -49,3 +49,21 @@ def test_nothing_is_removed_while_a_job_runs_on_this_host(remote_media):
         assert sweep_mirror(now=time.time() + 2 * GRACE.total_seconds()) == []
     assert (remote_media.mirror / "scratch/job-8/last.pt").exists()
     assert sweep_mirror(now=time.time() + 2 * GRACE.total_seconds()) == ["scratch/job-8"]
+
+
+def test_a_web_host_cleans_its_mirror_with_the_trim_command(remote_media):
+    """A web host runs no job: manage.py trim_mirror (from cron) forgets the orphans too, then trims."""
+    import io
+    import os
+
+    from django.core.management import call_command
+
+    mirror_file(remote_media, "projects/99998/datasets/gone/images/a.png")
+    old = time.time() - 2 * GRACE.total_seconds()
+    for folder, folders, files in os.walk(remote_media.mirror):
+        for name in folders + files:   # a folder is as old as its time says
+            os.utime(os.path.join(folder, name), (old, old))
+    out = io.StringIO()
+    call_command("trim_mirror", stdout=out)
+    assert out.getvalue().startswith("forgot 2 orphaned folders; removed")   # the dataset's, then its project's
+    assert not (remote_media.mirror / "projects/99998").exists()
