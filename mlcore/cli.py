@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -133,6 +134,32 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:   # an output that cannot be written: a read-only folder, a file where a folder goes
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written under the output's name", file=sys.stderr)
+        return 130
+
+
+def writable_folder(path: Path, option: str) -> None:
+    """``path`` is a folder this process can write into (made if missing), checked before any work."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: cannot be made ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: this user may not write into it")
+
+
+def writable_file(path: Path, option: str) -> None:
+    """``path`` can be written as a file (its folder made if missing), checked before any work."""
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; name the file to write")
+    writable_folder(path.parent, option)
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -240,6 +267,7 @@ def command_train(args) -> int:
             raise ConfigError(f"--ensemble {args.ensemble}: give 1 to {MAX_ENSEMBLE} models")
         config.ensemble = args.ensemble
     config.validate()
+    writable_folder(args.out, "--out")   # before the data is read and an epoch is trained
     if args.resume and args.stage != "all":
         raise ConfigError("--resume goes on with the stages the command trains; leave --stage out")
     if args.resume and args.baseline == "single":
@@ -292,6 +320,8 @@ def command_train(args) -> int:
         progress.close()
         if context.is_main and (args.out / "last.pt").is_file():
             say(f"interrupted: the same command with --resume goes on from the last finished epoch in {args.out}")
+        elif context.is_main:
+            say("interrupted before the first epoch ended: nothing to resume from; run the command again")
         return 130
     progress.close()
     if context.is_main:
@@ -423,6 +453,7 @@ def command_infer(args) -> int:
     from mlcore.predict import resolve_device
 
     pairs = _image_mask_pairs(args.images, args.masks)
+    writable_folder(args.out, "--out")
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint, device)
     model = checkpoint.model
@@ -480,6 +511,7 @@ def command_infer_slide(args) -> int:
                                      write_geojson_nuclei)
     from mlcore.slides import open_slide, scale_to_model
 
+    writable_file(args.out, "--out")   # before hours of classifying a slide
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint, device).model
     names = [s.name for s in model.label_sets]
@@ -536,6 +568,7 @@ def command_make_slide(args) -> int:
 
     from mlcore.slide_fixtures import build_benchmark_slide, build_test_slide
 
+    writable_folder(args.out, "--out")
     started = time.perf_counter()
     if args.nuclei is None:
         paths = build_test_slide(args.shared_data, args.out, mpp=args.mpp, svs=args.svs, dataset=args.dataset)

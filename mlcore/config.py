@@ -66,6 +66,7 @@ MAX_ENSEMBLE = 8   # models in a seed ensemble: each costs its whole training an
 # Draws in one epoch: each is an index held in memory and a crop's forward pass; 10 million is 300 times the
 # default, days on a CPU. Without a ceiling 10^11 passed the form and failed in the worker allocating 745 GiB.
 MAX_SAMPLES_PER_EPOCH = 10_000_000
+MAX_CROP_SIZE = 512   # px a side: a crop cache of N nuclei holds N x size² x channels bytes (100,000 px asked for 531 GiB)
 
 
 @dataclass
@@ -224,7 +225,7 @@ class TrainConfig:
         except ValueError as exc:
             raise ConfigError(f"config field model.backbone: {exc}") from None
         checks = [
-            ("crop.size", self.crop_size, int, lambda v: v >= 8),
+            ("crop.size", self.crop_size, int, lambda v: 8 <= v <= MAX_CROP_SIZE),
             ("crop.mask", self.crop_mask, bool, lambda v: True),
             ("crop.context", self.crop_context, (int, float), lambda v: 1 <= v <= 4),
             ("crop.context_view", self.crop_context_view, int, lambda v: v in CONTEXT_VIEWS),
@@ -249,6 +250,7 @@ class TrainConfig:
             ("augment.jitter", self.jitter, (int, float), lambda v: 0 <= v < 1),
             ("correlation_views", self.correlation_views, int, lambda v: v >= 1),
             ("seed", self.seed, int, lambda v: True),
+            ("num_threads", self.num_threads, (int, type(None)), lambda v: v is None or 1 <= v <= 1024),
         ]
         for name, value, types, ok in checks:
             if (isinstance(value, bool) and types is not bool) or not isinstance(value, types) or not ok(value):
@@ -270,11 +272,16 @@ class TrainConfig:
             raise ConfigError(f"config field device: {self.device!r} is not auto, cpu or cuda")
         if not isinstance(self.backbone_kwargs, dict):
             raise ConfigError("config field model: backbone options must be an object")
+        width = self.backbone_kwargs.get("width")
+        if width is not None and (isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= 1024):
+            raise ConfigError(f"config field model.width: invalid value {width!r} (a whole number of channels, 1-1024)")
 
 
 def _per_stage(value, name: str, defaults: dict, kind) -> dict:
     if isinstance(value, bool):
         raise ConfigError(f"config field {name}: invalid value {value!r}")
+    if kind is int and isinstance(value, float) and not value.is_integer():   # 1.7 epochs is no number of epochs
+        raise ConfigError(f"config field {name}: invalid value {value!r} (a whole number)")
     if isinstance(value, (int, float)):
         # One number: epochs for every stage; a learning rate for stage 1 (the others keep theirs).
         return {stage: kind(value) for stage in STAGES} if name == "epochs" else {**defaults, "sparse": kind(value)}
@@ -284,7 +291,8 @@ def _per_stage(value, name: str, defaults: dict, kind) -> dict:
     for stage, stage_value in value.items():
         if stage not in STAGES:
             raise ConfigError(f"config field {name}.{stage}: unknown stage (known: {', '.join(STAGES)})")
-        if isinstance(stage_value, bool) or not isinstance(stage_value, (int, float)) or stage_value < 0:
+        if (isinstance(stage_value, bool) or not isinstance(stage_value, (int, float)) or stage_value < 0
+                or (kind is int and isinstance(stage_value, float) and not stage_value.is_integer())):
             raise ConfigError(f"config field {name}.{stage}: invalid value {stage_value!r}")
         out[stage] = kind(stage_value)
     return out

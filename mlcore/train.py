@@ -32,7 +32,7 @@ from mlcore.metrics import classification_report, macro_f1_difference_interval
 from mlcore.model import CrossTrainedModel, SeedEnsemble
 from mlcore.predict import forward_logits, predictions_from_logits, resolve_device
 from mlcore.stages import STAGE_TYPES, Stage
-from mlcore.types import MISSING, Cancelled, LabelSet
+from mlcore.types import MISSING, Cancelled, LabelSet, TrainingDiverged
 
 EPOCH_VALIDATION_ROWS = 4096  # the most validation rows each epoch's macro-F1 is measured on
 
@@ -106,11 +106,16 @@ def train_one_epoch(stage: Stage, optimizer: torch.optim.Optimizer, epoch: int, 
         if size < 2:
             continue  # BatchNorm cannot train on a single sample
         loss = stage.loss(batch)
+        # Keep Python floats only: no autograd graph outlives its batch. Checked before the step, so that the
+        # weights are never overwritten with what a non-finite loss gives.
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(f"the training diverged: the loss became {loss_value} in stage {stage.name}, "
+                                   f"epoch {epoch + 1}, step {step + 1}; lower the learning rate (lr) and keep "
+                                   "gradient clipping (grad_clip)")
         optimizer_step(loss, optimizer, params, config.grad_clip, scheduler)
         if averaged is not None:
             averaged.update_parameters(stage.module)
-        # Keep Python floats only: no autograd graph outlives its batch.
-        loss_value = loss.item()
         loss_sum += loss_value * size
         samples += size
         if clock is not None:

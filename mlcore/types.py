@@ -22,6 +22,11 @@ class Cancelled(Exception):
     mlcore raises it, and the web app's runner and workers let the same exception through."""
 
 
+class TrainingDiverged(ValueError):
+    """The loss stopped being a finite number: the weights are lost, and training on would write a model that
+    classifies every nucleus alike. The message says where and what to change."""
+
+
 class DataError(ValueError):
     """Malformed input data. The message names the file and what is wrong with it."""
 
