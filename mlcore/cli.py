@@ -156,10 +156,17 @@ def writable_folder(path: Path, option: str) -> None:
 
 
 def writable_file(path: Path, option: str) -> None:
-    """``path`` can be written as a file (its folder made if missing), checked before any work."""
+    """``path`` can be written as a file (its missing folders can be made there), checked before any work and
+    without making anything."""
     if path.is_dir():
         raise ConfigError(f"{option} {path}: is a folder; name the file to write")
-    writable_folder(path.parent, option)
+    existing = path.absolute().parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: this user may not write into {existing}")
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -453,7 +460,6 @@ def command_infer(args) -> int:
     from mlcore.predict import resolve_device
 
     pairs = _image_mask_pairs(args.images, args.masks)
-    writable_folder(args.out, "--out")
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint, device)
     model = checkpoint.model
@@ -463,6 +469,7 @@ def command_infer(args) -> int:
             raise ConfigError(f"--label-set {name!r} is not one of the model's label sets ({', '.join(names)})")
     written = args.label_sets or names
     overlays = overlay_label_sets(args.overlays, written)
+    writable_folder(args.out, "--out")   # made only once every option is known good
     started = time.perf_counter()
     count = files = 0
     failed: list[DataError] = []
