@@ -156,11 +156,7 @@ def _upload(path: Path, name: str) -> None:
 def delete(name: str) -> None:
     """Remove a file or a whole folder ``name``: from the work root and, remote, from the bucket."""
     name = clean_name(name)
-    path = work_path(name)
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    forget_local_copy(name)
     if not is_remote():
         return
     bucket = getattr(default_storage, "bucket", None)
@@ -283,34 +279,29 @@ def trim_mirror(max_bytes: int | None = None) -> int:
     if not is_remote():
         return 0
     limit = settings.MEDIA_MIRROR_MAX_BYTES if max_bytes is None else max_bytes
-    with _lock_file() as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with mirror_alone() as alone:
+        if not alone:
             return 0   # a job runs on this host: the last one to end trims
-        try:
-            files = []
-            for folder, _, names_here in os.walk(root()):
-                for file in names_here:
-                    if file == _IN_USE:
-                        continue
-                    path = os.path.join(folder, file)
-                    try:
-                        stat = os.stat(path)
-                    except FileNotFoundError:
-                        continue
-                    files.append((stat.st_mtime, stat.st_size, path))
-            total = sum(size for _, size, _ in files)
-            freed = 0
-            for _, size, path in sorted(files):          # least recently used first
-                if total - freed <= limit:
-                    break
-                Path(path).unlink(missing_ok=True)
-                freed += size
-            _remove_empty_folders(root())
-            return freed
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        files = []
+        for folder, _, names_here in os.walk(root()):
+            for file in names_here:
+                if file == _IN_USE:
+                    continue
+                path = os.path.join(folder, file)
+                try:
+                    stat = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                files.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in files)
+        freed = 0
+        for _, size, path in sorted(files):          # least recently used first
+            if total - freed <= limit:
+                break
+            Path(path).unlink(missing_ok=True)
+            freed += size
+        _remove_empty_folders(root())
+        return freed
 
 
 @contextmanager
