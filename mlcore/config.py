@@ -66,7 +66,8 @@ MAX_ENSEMBLE = 8   # models in a seed ensemble: each costs its whole training an
 # Draws in one epoch: each is an index held in memory and a crop's forward pass; 10 million is 300 times the
 # default, days on a CPU. Without a ceiling 10^11 passed the form and failed in the worker allocating 745 GiB.
 MAX_SAMPLES_PER_EPOCH = 10_000_000
-MAX_CROP_SIZE = 512   # px a side: a crop cache of N nuclei holds N x size² x channels bytes (100,000 px asked for 531 GiB)
+# Pixels a side: a crop cache of N nuclei holds N x size² x channels bytes (100,000 px asked for 531 GiB).
+MAX_CROP_SIZE = 512
 
 
 @dataclass

@@ -112,7 +112,8 @@ class CropSpec:
         extras = ([f"a {self.context:g}x window"] if self.context != 1.0 else []) \
             + ([f"a wider view at 1/{self.context_view} resolution"] if self.context_view else []) \
             + (["the nucleus's mask as a channel"] if self.mask_channel else []) \
-            + ([f"{self.stain_normalisation} stain normalisation"] if self.stain_normalisation not in (None, "none") else [])
+            + ([f"{self.stain_normalisation} stain normalisation"]
+               if self.stain_normalisation not in (None, "none") else [])
         return f"{self.size} px crops" + (" with " + " and ".join(extras) if extras else "")
 
     def describe(self) -> dict:

@@ -166,7 +166,8 @@ def test_slide_viewer_steps_through_the_nuclei_in_view_with_the_keyboard(logged_
     assert len(reading) > 3
 
     def selected():
-        return page.eval_on_selector_all("svg.slide-overlay polygon.selected", "els => els.map(e => Number(e.dataset.nucleusId))")
+        return page.eval_on_selector_all("svg.slide-overlay polygon.selected",
+                                         "els => els.map(e => Number(e.dataset.nucleusId))")
 
     page.focus(".openseadragon-canvas")
     page.keyboard.press("n")

@@ -43,8 +43,8 @@ CSV_CHUNK = 5000  # nuclei per database round trip while streaming the merged ta
 def merged_csv_header(label_sets: list[LabelSetInfo]) -> list[str]:
     header = ["project", "dataset", "image", "instance_id", "centroid_x", "centroid_y", "area"]
     for info in label_sets:
-        header += [f"{info.name}:ground_truth", f"{info.name}:reviewed", f"{info.name}:reviewer", f"{info.name}:predicted",
-                   f"{info.name}:probability", f"{info.name}:disagreement"]
+        header += [f"{info.name}:ground_truth", f"{info.name}:reviewed", f"{info.name}:reviewer",
+                   f"{info.name}:predicted", f"{info.name}:probability", f"{info.name}:disagreement"]
     return header
 
 

@@ -195,7 +195,8 @@ def members(request, project_id: int):
             else:
                 user = operations.find_user(add_form["user"])
                 operations.do_add_member(project, user, add_form["role"], actor=request.user)
-                messages.success(request, f"{user.get_username()} was added as a {Role(add_form['role']).label.lower()}.")
+                role = Role(add_form["role"]).label.lower()
+                messages.success(request, f"{user.get_username()} was added as a {role}.")
                 return redirect("project-members", project.pk)
         except (operations.UserNotFound, Conflict) as exc:
             add_form.update(error=exc.detail, field="user")

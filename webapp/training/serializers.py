@@ -103,8 +103,8 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ModelVersion
-        fields = ["id", "number", "parent", "fine_tuned_from", "is_active", "created_at", "label_sets", "trained_on", "metrics",
-                  "config", "checkpoint_url", "job", "history", "training_data"]
+        fields = ["id", "number", "parent", "fine_tuned_from", "is_active", "created_at", "label_sets", "trained_on",
+                  "metrics", "config", "checkpoint_url", "job", "history", "training_data"]
 
     def get_checkpoint_url(self, version) -> str:
         return f"/api/projects/{version.project_id}/versions/{version.number}/checkpoint/"
