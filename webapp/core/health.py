@@ -128,10 +128,17 @@ def consumers(workers: dict[str, list[str]]) -> dict[str, int]:
     return {queue: sum(queue in queues for queues in workers.values()) for queue in ("default", "gpu")}
 
 
+# A job queued this long without a worker is worth a look at the workers. Younger ones are not asked about: asking
+# may wait for the workers' answers (a second), and every job is answered with its 202 while it is queued.
+WAITING_AFTER_S = 10
+
+
 def waiting_note(job) -> str | None:
-    """For a queued job that no live worker takes (its queue has none), what to start; None otherwise or
+    """For a job queued a while that no live worker takes (its queue has none), what to start; None otherwise or
     when Redis cannot say."""
-    if job.state != "queued":
+    from django.utils import timezone
+
+    if job.state != "queued" or (timezone.now() - job.created_at).total_seconds() < WAITING_AFTER_S:
         return None
     try:
         workers, _ = cached_workers()

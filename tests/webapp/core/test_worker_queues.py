@@ -1,7 +1,10 @@
 """Which queues the live workers take: the health answer counts them per queue, and a queued job that no live
 worker takes says what to start. Its own module: the health tests' module-wide worker takes both queues."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from webapp.core import health
 
@@ -25,6 +28,10 @@ def test_a_queue_no_worker_takes_is_reported_and_its_queued_jobs_say_what_to_sta
         training = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner)
         export = Job.objects.create(kind=Job.Kind.EXPORT, project=project, created_by=owner)
         api = api_client_for(owner)
+        # Just queued, nothing is said (asking the workers may take a second: not for every 202).
+        assert api.get(f"/api/jobs/{training.pk}/").json()["waiting"] is None
+        Job.objects.filter(pk__in=[training.pk, export.pk]).update(
+            created_at=timezone.now() - timedelta(seconds=health.WAITING_AFTER_S + 1))
         waiting = api.get(f"/api/jobs/{training.pk}/").json()["waiting"]
         assert waiting.startswith("No live worker takes trainings, predictions and inferences (the gpu queue)")
         assert "ALLOW_CPU_GPU_QUEUE=1" in waiting
