@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: nothing was written under the output's name", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         return 130
 
 
@@ -298,7 +298,6 @@ def command_train(args) -> int:
     for note in split_notes(table, split_by_group(table, config.val_fraction, config.split_seed)[1]):
         say(f"note: {note}")
     progress = TqdmProgress(enabled=context.is_main)
-    args.out.mkdir(parents=True, exist_ok=True)
 
     if args.baseline == "single":
         return _train_single(args, table, config, progress, say)

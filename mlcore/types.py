@@ -110,7 +110,7 @@ class NucleusDataset:
 # colours with less red or green (protan, deutan), a few people with less blue (tritan): the first seven
 # were chosen, most distinct first, from Okabe & Ito's, Paul Tol's and Sasha Trubetskoy's palettes so that
 # any two (and each and the unlabelled grey) stay apart under all three, and none is so dark that it
-# vanishes on a haematoxylin-stained nucleus (tests/mlcore/test_class_colours.py measures it); past seven,
+# vanishes on a haematoxylin-stained nucleus (tests/test_colour_palettes.py measures it); past seven,
 # Trubetskoy's other colours, still distinct for full colour vision.
 _PALETTE = (
     (204, 51, 17), (240, 228, 66), (68, 119, 170), (70, 240, 240), (245, 130, 48), (86, 180, 233),

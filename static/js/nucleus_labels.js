@@ -40,6 +40,16 @@ export function describe(nucleus, labelSets, sets, colour) {
   return el("div", {}, el("p", { className: "tip-head" }, `Nucleus ${nucleus.instance_id} · ${nucleus.area} px²`), table);
 }
 
+// n / p (either case): the next or the previous nucleus, as both viewers step through them.
+export const STEP_KEYS = { n: 1, N: 1, p: -1, P: -1 };
+
+// describe(), headed by where the nucleus is in the viewer's order ("3 of 40").
+export function describeAt(place, nucleus, labelSets, sets, colour) {
+  const card = describe(nucleus, labelSets, sets, colour);
+  card.prepend(el("p", { className: "muted small" }, place));
+  return card;
+}
+
 // {label_set_id: {name, classes: {index: {index, name, color}}}} from the API's label_sets list.
 export function indexLabelSets(labelSets) {
   const sets = {};

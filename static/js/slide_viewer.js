@@ -10,7 +10,7 @@
 // its global is window.OpenSeadragon.
 import { api } from "./api.js";
 import { applyDataStyles, cssColor, el, svgEl } from "./dom.js";
-import { describe, indexLabelSets } from "./nucleus_labels.js";
+import { STEP_KEYS, describe, describeAt, indexLabelSets } from "./nucleus_labels.js";
 import { points, readingOrder, stepIn } from "./overlay.js";
 
 function slideViewerPage(root, OSD) {
@@ -294,13 +294,11 @@ function slideViewerPage(root, OSD) {
     }
     selectedId = nuclei[index].id;
     shapes[index].classList.add("selected");
-    const card = describe(nuclei[index], labelSets, sets, colour);
-    card.prepend(el("p", { className: "muted small" }, `${place + 1} of ${count} in view`));
-    info.replaceChildren(card);
+    info.replaceChildren(describeAt(`${place + 1} of ${count} in view`, nuclei[index], labelSets, sets, colour));
   }
   container.addEventListener("keydown", (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey) return;
-    const step = { n: 1, N: 1, p: -1, P: -1 }[e.key];
+    const step = STEP_KEYS[e.key];
     if (step) {
       e.preventDefault();
       if (imageZoom() < OUTLINE_ZOOM || !showOutlines.checked) {

@@ -3,7 +3,7 @@
 // on a click, or stepping through the nuclei with the keyboard (n / p), so that no labels need a mouse.
 import { api } from "./api.js";
 import { cssColor, el, svgEl } from "./dom.js";
-import { describe, indexLabelSets } from "./nucleus_labels.js";
+import { STEP_KEYS, describe, describeAt, indexLabelSets } from "./nucleus_labels.js";
 import { points, readingOrder, stepIn } from "./overlay.js";
 
 function viewerPage(root) {
@@ -69,7 +69,7 @@ function viewerPage(root) {
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     const key = { "+": "in", "=": "in", "-": "out", "0": "fit", "1": "actual" }[e.key];
     const pan = { ArrowLeft: [1, 0], ArrowRight: [-1, 0], ArrowUp: [0, 1], ArrowDown: [0, -1] }[e.key];
-    const step = { n: 1, N: 1, p: -1, P: -1 }[e.key];
+    const step = STEP_KEYS[e.key];
     if (key) {
       zoomActions[key]();
     } else if (pan) {
@@ -202,9 +202,8 @@ function viewerPage(root) {
       return;
     }
     shapes[index].classList.add("selected");
-    const card = describe(data.nuclei[index], data.label_sets, sets, colour);
-    card.prepend(el("p", { className: "muted small" }, `${order.indexOf(index) + 1} of ${order.length}`));
-    info.replaceChildren(card);
+    info.replaceChildren(describeAt(`${order.indexOf(index) + 1} of ${order.length}`, data.nuclei[index],
+                                    data.label_sets, sets, colour));
     if (reveal) centreOn(data.nuclei[index]);
   }
   // Pan (never zoom) so that a nucleus outside the visible part comes to the middle of the view.

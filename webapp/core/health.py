@@ -15,6 +15,7 @@ import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
+from django.utils import timezone
 
 # The last answer: {"workers": {name: [queues]}, "at": epoch seconds}. Its own key, not the one that held names
 # only: a web host still on the previous release (a rolling upgrade, a rollback) reads that one as before.
@@ -134,10 +135,8 @@ WAITING_AFTER_S = 10
 
 
 def waiting_note(job) -> str | None:
-    """For a job queued a while that no live worker takes (its queue has none), what to start; None otherwise or
-    when Redis cannot say."""
-    from django.utils import timezone
-
+    """For a job queued a while that no live worker takes (its queue has none, or none answers), what to start;
+    None otherwise."""
     if job.state != "queued" or (timezone.now() - job.created_at).total_seconds() < WAITING_AFTER_S:
         return None
     try:

@@ -283,7 +283,7 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
     total_images = len(reader)
     prepared_first = ready is not None
     try:
-        with closing(ready if ready is not None else prepared_images(reader, folder, as_text=copy)) as images:
+        with closing(ready if prepared_first else prepared_images(reader, folder, as_text=copy)) as images:
             for number, prepared in enumerate(images, start=1):
                 if prepared.name in names:
                     raise DataError(prepared.source_path or prepared.name,

@@ -63,7 +63,7 @@ def version_metrics(version: ModelVersion, project_classes: dict[str, list[str]]
 
 
 # Lines on the white plot, one per label set: Okabe & Ito's colours that keep 3:1 against white first,
-# apart for colour-blind eyes too (tests/mlcore/test_class_colours.py).
+# apart for colour-blind eyes too (tests/test_colour_palettes.py).
 PALETTE = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#000000", "#e69f00", "#56b4e9"]
 
 
