@@ -645,7 +645,7 @@ def command_evaluate(args) -> int:
             raise ConfigError("--against compares macro-F1 in one label set; it does not combine with --concept-map")
         other = load_checkpoint(args.against, device).model
         if args.label_set not in {s.name for s in other.label_sets}:
-            raise ConfigError(f"--against {args.against.name}: label set {args.label_set!r} is not one of its "
+            raise ConfigError(f"--against {args.against}: label set {args.label_set!r} is not one of its "
                               f"label sets ({', '.join(s.name for s in other.label_sets)})")
     table = build_table([dataset], [dataset.label_set], cache_dir=None, crop_size=model.crop_spec)
     if concept_map is not None:
@@ -660,8 +660,9 @@ def command_evaluate(args) -> int:
         try:
             compared = compare_models(model, other, table, device=device, tta=args.tta)[label_set.name]
         except ValueError as exc:
-            raise ConfigError(f"--against {args.against.name}: {exc}") from None
-        report["against"] = {"checkpoint": args.against.name, **{key: compared[key] for key in (
+            raise ConfigError(f"--against {args.against}: {exc}") from None
+        # The path as typed: two runs' checkpoints share a file name (model.pt, stage1.pt).
+        report["against"] = {"checkpoint": str(args.against), **{key: compared[key] for key in (
             "previous_macro_f1", "previous_accuracy", "difference_interval")}}
     if args.json:
         print(json.dumps(report))

@@ -184,7 +184,7 @@ def test_evaluate_against_another_checkpoint_scores_both_on_the_same_nuclei(trai
     stage1 = load_checkpoint(work / "run" / "stage1.pt").model
     nucls = read_datasets([DatasetSpec("nucls", "seed", shared_data / "nucls", label_set="nucls")])
     table = build_table(nucls, [s for s in stage1.label_sets if s.name == "nucls"], crop_size=stage1.crop_spec)
-    assert report["against"]["checkpoint"] == "stage1.pt"
+    assert report["against"]["checkpoint"] == str(work / "run" / "stage1.pt")   # the path typed, not its file name
     assert report["against"]["previous_macro_f1"] == pytest.approx(evaluate(stage1, table)["nucls"]["macro_f1"], abs=1e-9)
     low, high = report["against"]["difference_interval"]
     assert low <= report["macro_f1"] - report["against"]["previous_macro_f1"] <= high
