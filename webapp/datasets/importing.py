@@ -103,19 +103,21 @@ def hex_color(rgb) -> str:
 def resolve_label_set(project: Project, found: MLLabelSet, requested_name: str | None) -> tuple[LabelSet | None, MLLabelSet]:
     """Join an existing label set with the same class names, in any order (:func:`class_order` maps the files'
     indices to its own), or describe the one to create. A GeoJSON names its classes in the order they first
-    appear, another format in its own: the same taxonomy must not become two label sets for that."""
+    appear, another format in its own: the same taxonomy must not become two label sets for that.
+
+    A label set named in the upload is joined when the files' classes are some of its classes: a GeoJSON
+    lists only the classes its features use, so an export of images without any "dead" nucleus (or a QuPath
+    project's subset) must still go back into the taxonomy it came from. Unnamed, only the same names join:
+    a subset of one taxonomy's names may be another taxonomy."""
     names = list(found.classes)
     if requested_name:
         existing = LabelSet.objects.filter(project=project, name=requested_name).first()
         if existing is not None:
-            if sorted(existing.class_names) != sorted(names):
-                missing = [n for n in existing.class_names if n not in names]
-                extra = [n for n in names if n not in existing.class_names]
+            extra = [n for n in names if n not in existing.class_names]
+            if extra:
                 raise ImportRejected(
-                    f"{requested_name!r} has classes {existing.class_names}, but the files have {names}"
-                    + (f" (not in the files: {missing})" if missing else "")
-                    + (f" (not in {requested_name!r}: {extra})" if extra else "")
-                    + "; choose another label set name to create a new one", field="label_set")
+                    f"{requested_name!r} has classes {existing.class_names}, but the files also have {extra}; "
+                    "choose another label set name to create a new one", field="label_set")
             return existing, found
         return None, MLLabelSet(requested_name, found.classes, found.colors)
     for existing in LabelSet.objects.filter(project=project).prefetch_related("classes"):

@@ -60,9 +60,32 @@ def test_other_class_names_are_refused_saying_which_differ(owner, media_root, tm
         do_import_dataset(project, name="first", format="seed", actor=owner, label_set_name="tax",
                           path=generated_dataset(tmp_path / "a", "seed", n_images=1, nuclei_per_image=5,
                                                  class_names=["tumour", "lymphocyte"], seed=1, size=(64, 64)))
-        with pytest.raises(ImportRejected, match=r"'tax' has classes \['tumour', 'lymphocyte'\], but the files have "
-                                                 r"\['tumour', 'stroma'\] \(not in the files: \['lymphocyte'\]\) "
-                                                 r"\(not in 'tax': \['stroma'\]\)"):
+        with pytest.raises(ImportRejected, match=r"'tax' has classes \['tumour', 'lymphocyte'\], but the files also "
+                                                 r"have \['stroma'\]; choose another label set name"):
             do_import_dataset(project, name="second", format="seed", actor=owner, label_set_name="tax",
                               path=generated_dataset(tmp_path / "b", "seed", n_images=1, nuclei_per_image=5,
                                                      class_names=["tumour", "stroma"], seed=2, size=(64, 64)))
+    assert LabelSet.objects.filter(project=project).count() == 1
+
+
+def test_some_of_a_named_label_sets_classes_join_it_by_name(owner, media_root, tmp_path):
+    """A GeoJSON lists only the classes its features use: an export of images without one class (PanNuke's
+    "dead") goes back into the taxonomy it came from when the upload names it. Unnamed, it becomes a new one."""
+    project = do_create_project("order", actor=owner)
+    with override_settings(IMPORT_PROCESSES=1):
+        first = do_import_dataset(project, name="first", format="seed", actor=owner, label_set_name="tax",
+                                  path=generated_dataset(tmp_path / "a", "seed", n_images=1, nuclei_per_image=9,
+                                                         class_names=["tumour", "lymphocyte", "stroma"], seed=1,
+                                                         size=(64, 64)))
+        subset_root = generated_dataset(tmp_path / "b", "seed", n_images=2, nuclei_per_image=12,
+                                        class_names=["stroma", "tumour"], seed=2, size=(96, 96))
+        second = do_import_dataset(project, name="second", format="seed", actor=owner, label_set_name="tax",
+                                   path=subset_root)
+        third = do_import_dataset(project, name="third", format="seed", actor=owner,
+                                  path=generated_dataset(tmp_path / "c", "seed", n_images=1, nuclei_per_image=5,
+                                                         class_names=["stroma", "tumour"], seed=3, size=(64, 64)))
+    assert second.label_set_id == first.label_set_id
+    assert first.label_set.class_names == ["tumour", "lymphocyte", "stroma"]
+    truth, stored = file_classes(subset_root), stored_classes(second)
+    assert stored == truth and set(truth.values()) == {"stroma", "tumour"}
+    assert third.label_set_id != first.label_set_id and sorted(third.label_set.class_names) == ["stroma", "tumour"]
