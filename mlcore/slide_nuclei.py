@@ -12,8 +12,8 @@ importer stores for a tile's nuclei (``mlcore.writers.geometry_and_outlines``):
 
 From GeoJSON the pixels are the polygon's, rasterised as the tile GeoJSON reader does
 (``mlcore.readers._common.polygon_mask``: QuPath's pixel-edge coordinates, holes subtracted). The outline is
-the file's polygon itself, shifted to pixel centres and simplified. Its simplification is made idempotent
-(repeated until stable, one orientation, one starting vertex), so writing nuclei with
+the file's polygon itself, shifted to pixel centres (rounded toward the nucleus's centre) and simplified. Its
+simplification is made idempotent (repeated until stable, one orientation, one starting vertex), so writing nuclei with
 :func:`write_geojson_nuclei` and reading them back gives the same outlines, and a second round trip gives
 the same nuclei exactly. From a mask, the pixels are the mask's and the outline is traced as the tile
 importer traces it.
@@ -335,8 +335,13 @@ def _polygon_nucleus(outer: np.ndarray, holes: list[np.ndarray], display_name: s
     if not patch.any():
         return None  # its holes cover it
     bbox, centroid, area = _mask_measures(patch, cols.start, rows.start)
-    # Round half up: an outline written here (pixel centre + 0.5) comes back to the same pixel.
-    outline = simplify_outline(np.floor(outer - _HALF_PIXEL + 0.5).clip(-_FAR, _FAR).astype(np.int64))
+    # The outline runs through the boundary pixels' centres: the polygon moved to pixel-centre coordinates,
+    # each vertex rounded toward the nucleus's centre, so that the square [10, 30] (QuPath's pixels 10..29) is
+    # the centres 10..29, which written back (+ 0.5) fill the same pixels. Integers stay: an outline written
+    # here comes back to the same vertices.
+    centred = outer - _HALF_PIXEL
+    inward = np.where(centred > np.asarray(centroid), np.floor(centred), np.ceil(centred))
+    outline = simplify_outline(inward.clip(-_FAR, _FAR).astype(np.int64))
     return SlideNucleus(outline=outline, bbox=bbox, centroid=centroid, area=area, class_name=class_name,
                         measurements=measurements)
 

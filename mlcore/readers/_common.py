@@ -347,22 +347,25 @@ def unique_stems(paths: Sequence[Path]) -> None:
         seen[path.stem] = path
 
 
-# Polygons in COCO and QuPath GeoJSON use pixel-edge coordinates (pixel (0, 0) covers [0, 1) x [0, 1));
-# OpenCV puts pixel centres on integers, hence the half-pixel shift. cv2.fillPoly includes the pixels the
-# outline passes through, so an outline through boundary-pixel centres (what mlcore.writers writes)
-# rasterises back to exactly the same pixels.
-_SUBPIXEL_BITS = 4
-_MAX_COORDINATE = 1e7  # beyond any slide, and safe from int32 overflow in fixed point
-# A nucleus outline has tens to hundreds of vertices. OpenCV's fill slows steeply with a ring's vertex count
-# when the ring crosses itself (random points: 2,048 take 0.02 s, 4,096 0.2 s, 8,192 1.3 s, 16,000 12 s), so
-# one crafted annotation of a few MB could hold an import's worker for hours: longer rings are refused.
+# Polygons in COCO and QuPath GeoJSON use pixel-edge coordinates (pixel (0, 0) covers [0, 1) x [0, 1)), as
+# pycocotools reads them: a pixel belongs to a polygon when its centre (x + 0.5, y + 0.5) lies inside it. A
+# centre exactly on the polygon counts too, so that an outline through the centres of the boundary pixels (the
+# stored outlines, shifted by half a pixel, and this program's exports before pixel-edge rings) comes back to
+# the same pixels; an exact pixel-edge ring never passes through a centre.
+_MAX_COORDINATE = 1e7  # beyond any slide
+# A nucleus outline has tens to hundreds of vertices; a crafted annotation of a few MB must not hold an import's
+# worker (the fill below costs rows x vertices): longer rings are refused.
 MAX_RING_VERTICES = 4096
+_FILL_CELLS = 1 << 22  # rows x edges compared at once, bounding the fill's memory (about 4 MB of booleans)
 
 
 def polygon_mask(rings: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]], height: int, width: int,
                  path: Path, where: str) -> tuple[tuple[slice, slice], np.ndarray] | None:
     """Rasterise polygons (outer ring K x 2 as x, y; holes) into a bounding-box patch of the image.
 
+    A pixel is painted when its centre lies inside or on a polygon and not strictly inside one of its holes
+    (even-odd within each polygon; polygons are united). A polygon too small to hold any pixel centre still
+    paints the pixel under the mean of its vertices: an annotated nucleus is never dropped for being tiny.
     Returns ``((rows, cols), boolean patch)`` or None when nothing falls inside the image. Only the
     bounding box is allocated, so thousands of nuclei on a large image stay cheap.
     """
@@ -371,34 +374,70 @@ def polygon_mask(rings: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]], heigh
             if len(ring) > MAX_RING_VERTICES:
                 raise DataError(path, f"{where}: a polygon ring of {len(ring):,} vertices; at most "
                                       f"{MAX_RING_VERTICES:,} are read (a nucleus outline has tens to hundreds)")
-    outers = [np.asarray(outer, dtype=np.float64) for outer, _ in rings if len(outer)]
-    if not outers:
-        return None
-    points = np.concatenate(outers)
-    if not np.all(np.isfinite(points)) or np.abs(points).max() > _MAX_COORDINATE:
-        raise DataError(path, f"{where}: polygon coordinates are not finite numbers in a plausible range")
-    x0 = max(int(np.floor(points[:, 0].min() - 0.5)), 0)
-    y0 = max(int(np.floor(points[:, 1].min() - 0.5)), 0)
-    x1 = min(int(np.ceil(points[:, 0].max() - 0.5)), width - 1)
-    y1 = min(int(np.ceil(points[:, 1].max() - 0.5)), height - 1)
-    if x1 < x0 or y1 < y0:
-        return None
-    patch = np.zeros((y1 - y0 + 1, x1 - x0 + 1), np.uint8)
-    origin = np.array([x0 + 0.5, y0 + 0.5])
-
-    def fixed_point(ring: np.ndarray) -> np.ndarray:
-        ring = np.asarray(ring, dtype=np.float64)
-        if not np.all(np.isfinite(ring)) or (ring.size and np.abs(ring).max() > _MAX_COORDINATE):
-            raise DataError(path, f"{where}: polygon coordinates are not finite numbers in a plausible range")
-        return np.round((ring - origin) * (1 << _SUBPIXEL_BITS)).astype(np.int32).reshape(-1, 1, 2)
-
+    polygons = []
     for outer, holes in rings:
         if len(outer):
-            cv2.fillPoly(patch, [fixed_point(outer)], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
-        for hole in holes:
-            if len(hole):
-                cv2.fillPoly(patch, [fixed_point(hole)], 0, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
-    return (slice(y0, y1 + 1), slice(x0, x1 + 1)), patch.astype(bool)
+            polygons.append([_finite_ring(ring, path, where) for ring in (outer, *holes) if len(ring)])
+    if not polygons:
+        return None
+    points = np.concatenate([polygon[0] for polygon in polygons])
+    low, high = np.floor(points.min(axis=0)), np.ceil(points.max(axis=0)) - 1
+    x0, y0 = max(int(low[0]), 0), max(int(low[1]), 0)
+    x1, y1 = min(int(max(high[0], low[0])), width - 1), min(int(max(high[1], low[1])), height - 1)
+    if x1 < x0 or y1 < y0:
+        return None
+    patch = np.zeros((y1 - y0 + 1, x1 - x0 + 1), bool)
+    for polygon in polygons:
+        painted = _centres_inside(polygon, x0, y0, *patch.shape)
+        if not painted.any() and not _centres_inside(polygon[:1], x0, y0, *patch.shape).any():
+            x, y = np.floor(polygon[0].mean(axis=0)).astype(np.int64)
+            if x0 <= x <= x1 and y0 <= y <= y1:
+                painted[y - y0, x - x0] = True
+        patch |= painted
+    return (slice(y0, y1 + 1), slice(x0, x1 + 1)), patch
+
+
+def _finite_ring(ring, path: Path, where: str) -> np.ndarray:
+    ring = np.asarray(ring, dtype=np.float64).reshape(-1, 2)
+    if not np.all(np.isfinite(ring)) or np.abs(ring).max() > _MAX_COORDINATE:
+        raise DataError(path, f"{where}: polygon coordinates are not finite numbers in a plausible range")
+    return ring
+
+
+def _centres_inside(rings: list[np.ndarray], x0: int, y0: int, height: int, width: int) -> np.ndarray:
+    """Pixels of the box at (x0, y0) whose centres lie inside the rings (even-odd) or on them, by scanlines
+    through the rows' centres: each ring edge a row's centre line crosses toggles the pixels right of it."""
+    toggles = np.zeros(height * (width + 1), np.int64)
+    on_ring = np.zeros((height, width), bool)
+    for ring in rings:
+        # In pixel-centre units of the box: pixel (row, col)'s centre is the point (col, row).
+        ring = ring - (x0 + 0.5, y0 + 0.5)
+        start, end = ring, np.roll(ring, -1, axis=0)
+        step = max(1, _FILL_CELLS // len(ring))
+        for first in range(0, height, step):
+            centre_y = np.arange(first, min(first + step, height), dtype=np.float64)[:, None]
+            rows, edges = np.nonzero((start[:, 1] <= centre_y) != (end[:, 1] <= centre_y))
+            t = (centre_y[rows, 0] - start[edges, 1]) / (end[edges, 1] - start[edges, 1])
+            x = start[edges, 0] + t * (end[edges, 0] - start[edges, 0])
+            rows += first
+            cols = np.clip(np.floor(x) + 1, 0, width).astype(np.int64)
+            toggles += np.bincount(rows * (width + 1) + cols, minlength=toggles.size)
+            exact = (x == cols - 1) & (cols > 0) & (x < width)
+            on_ring[rows[exact], cols[exact] - 1] = True
+        on_grid = ring == np.floor(ring)
+        if not on_grid.any():
+            continue  # a ring along pixel edges, or in general position: no centre lies on it
+        # Centres the crossings miss: on a horizontal edge, or at a vertex at the bottom of a ring.
+        for edge in np.flatnonzero((start[:, 1] == end[:, 1]) & on_grid[:, 1]):
+            row = int(start[edge, 1])
+            if 0 <= row < height:
+                low, high = sorted((start[edge, 0], end[edge, 0]))
+                on_ring[row, max(int(np.ceil(low)), 0):max(min(int(np.floor(high)) + 1, width), 0)] = True
+        vertices = ring[on_grid.all(axis=1)].astype(np.int64)
+        vertices = vertices[(vertices >= 0).all(axis=1) & (vertices[:, 0] < width) & (vertices[:, 1] < height)]
+        on_ring[vertices[:, 1], vertices[:, 0]] = True
+    inside = np.cumsum(toggles.reshape(height, width + 1), axis=1)[:, :width] & 1
+    return inside.astype(bool) | on_ring
 
 
 def compact_ids(instance_map: np.ndarray, classes: dict[int, int]) -> tuple[np.ndarray, dict[int, int]]:

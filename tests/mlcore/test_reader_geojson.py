@@ -25,7 +25,9 @@ def _write(root, stem, features, as_list=False, size=(30, 30)):
 
 
 def test_polygons_multipolygons_holes_and_classes(tmp_path):
-    square_with_hole = {"type": "Polygon", "coordinates": [_ring(0, 0, 10, 10), _ring(4, 4, 6, 6)]}
+    # The hole along pixel edges, as QuPath writes one: a ring through its pixels' centres would keep them.
+    hole = [[4, 4], [6, 4], [6, 6], [4, 6], [4, 4]]
+    square_with_hole = {"type": "Polygon", "coordinates": [_ring(0, 0, 10, 10), hole]}
     two_pieces = {"type": "MultiPolygon", "coordinates": [[_ring(20, 0, 23, 3)], [_ring(25, 0, 28, 3)]]}
     unclassified = {"type": "Polygon", "coordinates": [_ring(0, 20, 5, 25)]}
     _write(tmp_path, "a", [_feature(square_with_hole, "Tumor", [200, 0, 0]),

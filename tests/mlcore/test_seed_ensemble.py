@@ -162,4 +162,4 @@ def test_cli_train_ensemble_then_infer_and_evaluate_with_it(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--dataset", f"one=seed:{tmp_path / 'one'}",
                  "--label-set", "one", "--against", str(out / "stage1.pt"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["against"]["checkpoint"] == "stage1.pt"
+    assert report["against"]["checkpoint"] == str(out / "stage1.pt")

@@ -61,15 +61,16 @@ def test_qupath_forms(tmp_path):
     nuclei = list(iter_geojson_nuclei(bare))
     assert nuclei == list(iter_geojson_nuclei(collection))
     assert [n.class_name for n in nuclei] == ["Tumor", "Immune cells", "Tumor: Positive", None]
-    # The square from 10 to 30 in pixel-edge coordinates, rasterised as the tile GeoJSON reader does
-    # (polygon_mask: pixels on the polygon's edge included), is pixels 10..30; the outline is its corners.
-    assert nuclei[0].bbox == (10, 10, 31, 31) and nuclei[0].area == 441
-    assert nuclei[0].centroid == (20.0, 20.0)
-    assert nuclei[0].outline.tolist() == [[10, 10], [30, 10], [30, 30], [10, 30]]
+    # The square from 10 to 30 in pixel-edge coordinates, rasterised as the tile GeoJSON reader does (polygon_mask:
+    # the pixels whose centres it holds), is pixels 10..29, QuPath's own area of 400; the outline runs through
+    # the centres of its corner pixels.
+    assert nuclei[0].bbox == (10, 10, 30, 30) and nuclei[0].area == 400 == nuclei[0].measurements["Nucleus: Area"]
+    assert nuclei[0].centroid == (19.5, 19.5)
+    assert nuclei[0].outline.tolist() == [[10, 10], [29, 10], [29, 29], [10, 29]]
     assert nuclei[0].measurements == {"Nucleus: Area": 400.0}
-    assert nuclei[1].bbox == (110, 110, 121, 121)
-    assert nuclei[2].bbox == (400, 400, 413, 413) and nuclei[2].measurements == {"Circularity": 0.5}
-    assert nuclei[3].area == 25
+    assert nuclei[1].bbox == (110, 110, 120, 120)
+    assert nuclei[2].bbox == (400, 400, 412, 412) and nuclei[2].measurements == {"Circularity": 0.5}
+    assert nuclei[3].area == 16
     assert geojson_class_names(bare) == ["Tumor", "Immune cells", "Tumor: Positive"]
     single = tmp_path / "single.geojson"
     single.write_text(json.dumps(features[0]))

@@ -1,9 +1,9 @@
 """A small fixture slide (pyramidal TIFF at 0.25 um/px) and its QuPath GeoJSON detections, for the slide tests.
 
 The nuclei are axis-aligned rectangles, so their stored rows are known exactly. The GeoJSON rasteriser
-(mlcore.readers._common.polygon_mask, shared with the tile GeoJSON reader) fills a polygon's boundary
-pixels too: a ring from (x, y) to (x + w, y + h) covers pixels x..x+w and y..y+h, so the stored box is
-(x, y, x + w + 1, y + h + 1) and the area (w + 1) * (h + 1).
+(mlcore.readers._common.polygon_mask, shared with the tile GeoJSON reader) fills the pixels whose centres a
+polygon holds, as QuPath does: a ring from (x, y) to (x + w, y + h) covers pixels x..x+w-1 and y..y+h-1, so
+the stored box is (x, y, x + w, y + h) and the area w * h.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def build_fixture_slide(folder: Path, columns: int = 9, rows: int = 7) -> Fixtur
             ring = [[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]
             features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
                              "properties": properties})
-            boxes.append((x, y, x + w + 1, y + h + 1))
+            boxes.append((x, y, x + w, y + h))
             classes.append(class_name)
     slide = write_pyramidal_tiff(folder / "case-1.tif", pixels, mpp=0.25, tile=256, min_level_size=256)
     geojson = folder / "case-1.geojson"
