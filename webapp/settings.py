@@ -111,6 +111,8 @@ MIDDLEWARE = [
     "webapp.core.middleware.PolicyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A view's "database is locked" (SQLite) becomes a 503 with Retry-After.
+    "webapp.core.middleware.DatabaseBusyMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]

@@ -1,4 +1,5 @@
 from django.contrib.auth.middleware import LoginRequiredMiddleware
+from django.db import OperationalError
 from django.http import HttpResponse, JsonResponse
 
 from . import policy
@@ -108,4 +109,33 @@ class DrainUnreadBodyMiddleware:
                     pass
             except OSError:
                 pass   # the client went away: nothing to keep open
+        return response
+
+
+# How long a refused write is told to wait: about one step of the long writes that hold SQLite's lock.
+BUSY_RETRY_AFTER = 30
+
+
+class DatabaseBusyMiddleware:
+    """503 with a way out, instead of a 500, for a write that waited out SQLite's lock timeout (30 s).
+
+    SQLite lets one connection write at a time, and a job's transaction holds that lock until it commits:
+    deleting a dataset of 350,000 nuclei, all or nothing, takes about a minute. A save meanwhile (a review,
+    a rename, in any project) waits 30 s and then fails with "database is locked". It is the server's
+    state, not the request's fault, and trying again later works: scripts and the pages' retrying queues
+    read 503 and Retry-After so. PostgreSQL never answers this (its writers do not share one lock)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not (isinstance(exception, OperationalError) and "database is locked" in str(exception)):
+            return None
+        response = _error(request, 503, "The database is busy with a long write (a large dataset's import or "
+                                        "deletion) and could not take this change; nothing was saved. Try again "
+                                        "in a minute, or use PostgreSQL (DATABASE_URL), which has no such wait.")
+        response["Retry-After"] = str(BUSY_RETRY_AFTER)
         return response
