@@ -4,6 +4,7 @@ and the outputs the CLI writes (per label set class arrays and overlays, one JSO
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +32,13 @@ class ImageInference:
 
 
 def infer_image(model: CrossTrainedModel, image: np.ndarray, instance_map: np.ndarray, batch_size: int = 512,
-                device: str | torch.device | None = None, tta: bool = False) -> ImageInference:
+                device: str | torch.device | None = None, tta: bool = False,
+                should_stop: Callable[[], bool] | None = None) -> ImageInference:
     """Classify every instance of ``instance_map`` in every label set of the model (``tta``: the mean
-    over the 8 symmetries of each crop)."""
+    over the 8 symmetries of each crop; ``should_stop()``, asked before every batch, raises
+    :class:`mlcore.types.Cancelled` when it returns True)."""
     crops, geometry = model.crop_spec.cut(image, instance_map)
-    return ImageInference(geometry, predict(model, crops, batch_size, device, tta), tta)
+    return ImageInference(geometry, predict(model, crops, batch_size, device, tta, should_stop), tta)
 
 
 @dataclass

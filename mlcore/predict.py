@@ -103,8 +103,10 @@ def predictions_from_logits(model: CrossTrainedModel, logits: torch.Tensor, head
 
 
 def predict(model: CrossTrainedModel, crops: np.ndarray | torch.Tensor, batch_size: int = 512,
-            device: str | torch.device | None = None, tta: bool = False) -> dict[str, LabelSetPrediction]:
-    """Predictions for uint8 crops (N, S, S, C), keyed by label set name (``tta``: see forward_logits)."""
+            device: str | torch.device | None = None, tta: bool = False,
+            should_stop: Callable[[], bool] | None = None) -> dict[str, LabelSetPrediction]:
+    """Predictions for uint8 crops (N, S, S, C), keyed by label set name (``tta``, ``should_stop``: see
+    forward_logits)."""
     model = getattr(model, "module", model)
-    logits, heads = forward_logits(model, crops, batch_size, device, tta)
+    logits, heads = forward_logits(model, crops, batch_size, device, tta, should_stop)
     return predictions_from_logits(model, logits, heads)

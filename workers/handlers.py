@@ -20,6 +20,7 @@ class JobContext:
         self._last_report = 0.0
         self._min_interval_s = min_interval_s
         self.cancel_requested = False
+        self._last_cancel_check = 0.0
 
     def progress(self, percent: float, force: bool = False, log: str | None = None, **details) -> None:
         now = time.monotonic()
@@ -30,8 +31,20 @@ class JobContext:
         self.cancel_requested = operations.do_report_progress(self.job.pk, payload, log_line=log)
 
     def check_cancel(self) -> None:
-        if self.cancel_requested or Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
+        if self.stop_requested(at_once=True):
             raise Cancelled()
+
+    def stop_requested(self, at_once: bool = False) -> bool:
+        """Whether the job's cancel was asked for. The flag comes with each progress write; between writes (a
+        step that reports nothing for a while: scoring, publishing, one image's inference) it is read here,
+        at most every half second (``at_once``: now)."""
+        if self.cancel_requested:
+            return True
+        now = time.monotonic()
+        if at_once or now - self._last_cancel_check >= self._min_interval_s:
+            self._last_cancel_check = now
+            self.cancel_requested = Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+        return self.cancel_requested
 
 
 def _json_number(value):
@@ -133,7 +146,7 @@ def _run_training_kind(function_name: str):
         def report(percent: float, log: str | None = None, **details) -> None:
             context.progress(percent, log=log, **{k: v for k, v in details.items() if v is not None})
 
-        return getattr(runner, function_name)(context.job, report, lambda: context.cancel_requested)
+        return getattr(runner, function_name)(context.job, report, context.stop_requested)
 
     handler.__name__ = function_name
     return handler

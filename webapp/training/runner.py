@@ -459,6 +459,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         guarded = bool(job.params.get("activate_only_if_not_lower")) and parent is not None
         lower = lower_label_sets(comparison) if guarded else []
         unchecked = guarded and not (comparison or {}).get("label_sets")
+        if should_stop():   # the last moment a cancel keeps the version from being published
+            raise Cancelled()
         report(96, stage="publishing", message="publishing the model version", log="publishing the model version")
         version = operations.do_publish_version(
             project, job=job, checkpoint=result.checkpoint_path, config=config.portable_dict(),
@@ -712,7 +714,9 @@ def run_inference(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     tta = bool(job.params.get("tta", TTA_DEFAULT_TILES))
     report(20, message=f"classifying nuclei ({VIEWS[tta]})")
     model = load_checkpoint(media.local_path(version.checkpoint_file)).model.eval()
-    result = infer_image(model, image, instance_map, tta=tta)
+    result = infer_image(model, image, instance_map, tta=tta, should_stop=should_stop)
+    if should_stop():
+        raise Cancelled()
     report(80, message="writing outputs")
     out = f"{name}/out"
     shutil.rmtree(media.work_path(out), ignore_errors=True)  # what a killed attempt on this host left
