@@ -260,7 +260,7 @@ def _remove_unnamed_checkpoint(project: Project, name: str) -> None:
 
 def do_activate_version(version: ModelVersion, *, actor) -> ModelVersion:
     """Make an earlier (or later) version the active one: a rollback. Its ``prediction_jobs``: the predictions
-    it queued of datasets it has not classified yet (:func:`datasets_without_predictions`)."""
+    it queued of the images it has not classified yet (:func:`images_without_predictions`)."""
     with transaction.atomic():
         Project.objects.select_for_update().get(pk=version.project_id)
         previous = ModelVersion.objects.filter(project_id=version.project_id, is_active=True).first()
@@ -268,10 +268,10 @@ def do_activate_version(version: ModelVersion, *, actor) -> ModelVersion:
         ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
         audit.record("model.activated", actor=actor, target=version, number=version.number,
                      previous=previous.number if previous else None)
-        # Datasets imported while another version was active have none of this one's predictions: queue them
-        # (in the same transaction: with the task queue down, nothing changes and the 503 says to try again).
-        version.prediction_jobs = [job for dataset in datasets_without_predictions(version)
-                                   if (job := do_predict_dataset(dataset, version, actor=actor)) is not None]
+        # Images imported while another version was active, or left by a prediction job that was cancelled or
+        # failed, have none of this one's predictions: queue them (in the same transaction: with the task queue
+        # down, nothing changes and the 503 says to try again).
+        version.prediction_jobs = [job] if (job := do_predict_missing(version, actor=actor)) is not None else []
     version.is_active = True
     return version
 
@@ -315,16 +315,34 @@ def do_predict_dataset(dataset, version: ModelVersion | None = None, *, actor=No
                                                  "dataset_name": dataset.name, "tta": tta})
 
 
-def datasets_without_predictions(version: ModelVersion) -> list:
-    """The project's tile datasets with nuclei of which ``version`` has predicted none (imported since its
-    predictions were made, while another version was active)."""
-    from webapp.datasets.models import Dataset
+def images_without_predictions(version: ModelVersion):
+    """The project's tile images with nuclei of which ``version`` has predicted none: imported while another
+    version was active, or left by a prediction job that was cancelled or failed (a job stores each image's
+    predictions at once, so an image has all of them or none). A queryset, in id order; each image's check is an
+    EXISTS subquery, not a round trip."""
+    from webapp.datasets.models import Image
 
-    datasets = (Dataset.objects.filter(project_id=version.project_id, nucleus_count__gt=0)
-                .exclude(format=Dataset.Format.SLIDE).order_by("id"))
-    # One query: each dataset's check is an EXISTS subquery, not a round trip per dataset.
-    return list(datasets.exclude(Exists(Prediction.objects.filter(model_version=version,
-                                                                  nucleus__image__dataset=OuterRef("pk")))))
+    return (Image.objects.filter(project_id=version.project_id, slide_file="", nucleus_count__gt=0)
+            .exclude(Exists(Prediction.objects.filter(model_version=version, nucleus__image=OuterRef("pk"))))
+            .order_by("id"))
+
+
+def do_predict_missing(version: ModelVersion, *, actor=None) -> Job | None:
+    """Queue ``version``'s predictions of the tile images it has none of (:func:`images_without_predictions`),
+    made as its other tiles were (with or without test-time augmentation). None where no image lacks them, and
+    the job already at work where one of the version's tile predictions is queued or running (it may be making
+    them)."""
+    predictions = Job.objects.filter(project_id=version.project_id, kind=Job.Kind.PREDICT,
+                                     params__model_version=version.pk).exclude(params__has_key="image")
+    at_work = predictions.filter(state__in=(Job.State.QUEUED, Job.State.RUNNING)).order_by("id").first()
+    if at_work is not None:
+        return at_work
+    if not images_without_predictions(version).exists():
+        return None
+    tiles = predictions.filter(params__has_key="tta").order_by("-id").first()
+    tta = bool(tiles.params["tta"]) if tiles is not None else TTA_DEFAULT_TILES
+    return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=version.project,
+                                         params={"model_version": version.pk, "missing": True, "tta": tta})
 
 
 def do_start_slide_prediction(version: ModelVersion, image, *, actor=None, tta: bool = TTA_DEFAULT_SLIDES) -> Job:

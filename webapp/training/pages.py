@@ -67,15 +67,22 @@ def version_metrics(version: ModelVersion, project_classes: dict[str, list[str]]
 PALETTE = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#000000", "#e69f00", "#56b4e9"]
 
 
-def without_predictions(version: ModelVersion) -> bool:
-    """The version has no prediction and none is on its way (its training could not queue them: the task queue
-    was out of reach as it ended), while the project has tile images to predict."""
-    from webapp.datasets.models import Image
+def without_predictions(version: ModelVersion) -> int:
+    """How many of the project's tile images the version has no predictions of, while none are on their way:
+    all of them where its training could not queue them (the task queue was out of reach as it ended), the
+    rest where its last prediction job was cancelled or failed. 0 otherwise. Asked on every view of the
+    project page, so the images are counted only where one of those is the case."""
+    from webapp.training.operations import images_without_predictions
 
-    return (not Prediction.objects.filter(model_version=version).exists()
-            and not Job.objects.filter(project_id=version.project_id, kind=Job.Kind.PREDICT,
-                                       params__model_version=version.pk, state__in=ACTIVE_STATES).exists()
-            and Image.objects.filter(project_id=version.project_id, slide_file="").exists())
+    jobs = Job.objects.filter(project_id=version.project_id, kind=Job.Kind.PREDICT,
+                              params__model_version=version.pk).exclude(params__has_key="image")
+    if jobs.filter(state__in=ACTIVE_STATES).exists():
+        return 0
+    last = jobs.order_by("-id").first()
+    if Prediction.objects.filter(model_version=version).exists() and (
+            last is None or last.state not in (Job.State.FAILED, Job.State.CANCELLED)):
+        return 0
+    return images_without_predictions(version).count()
 
 
 def training_panel_context(project, user) -> dict:

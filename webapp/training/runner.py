@@ -533,6 +533,8 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     images = Image.objects.filter(project=version.project)
     if job.params.get("dataset"):   # a dataset gone since is no error: nothing is left to predict
         images = images.filter(dataset_id=job.params["dataset"], slide_file="")
+    elif job.params.get("missing"):   # the tile images the version has no predictions of (operations.do_predict_missing)
+        images = operations.images_without_predictions(version)
     images = list(images.order_by("id"))
     stored = 0
     unreadable: list[str] = []
@@ -558,7 +560,8 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         report(100.0 * number / len(images), message=f"image {number}/{len(images)}")
         if should_stop():
             raise Cancelled()
-    of_dataset = f" of dataset {quoted(job.params.get('dataset_name'))}" if job.params.get("dataset") else ""
+    of_dataset = (f" of dataset {quoted(job.params.get('dataset_name'))}" if job.params.get("dataset")
+                  else " that had none" if job.params.get("missing") else "")
     left_out = (f"; {len(unreadable)} slide{'s' if len(unreadable) != 1 else ''} could not be read and "
                 f"{'have' if len(unreadable) != 1 else 'has'} no predictions of this version: {'; '.join(unreadable)}"
                 if unreadable else "")

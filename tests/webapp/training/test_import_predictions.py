@@ -101,7 +101,7 @@ def test_a_version_made_active_again_predicts_the_datasets_imported_since(owner,
     assert response.status_code == 200, response.content
     [job_id] = response.json()["prediction_jobs"]   # "more" only: v1 predicted colon and breast after its training
     job = Job.objects.get(pk=job_id)
-    assert job.params == {"model_version": v1.pk, "dataset": dataset.pk, "dataset_name": "more", "tta": False}
+    assert job.params == {"model_version": v1.pk, "missing": True, "tta": False}
     assert run_job(job_id) == "succeeded"
     assert set(Prediction.objects.filter(model_version=v1, nucleus_id__in=new).values_list("nucleus_id", flat=True)) \
         == new

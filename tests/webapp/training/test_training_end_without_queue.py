@@ -36,5 +36,5 @@ def test_a_training_ends_published_when_its_predictions_cannot_be_queued(owner, 
 
     monkeypatch.setattr(job_operations, "broker_reachable", lambda: True)   # back: the button's request
     response = api_client_for(owner).post(f"/api/projects/{project.pk}/versions/1/activate/")
-    assert response.status_code == 200 and len(response.json()["prediction_jobs"]) == 2   # one per tile dataset
+    assert response.status_code == 200 and len(response.json()["prediction_jobs"]) == 1   # of every image
     assert 'id="no-predictions"' not in client.get(f"/projects/{project.pk}/").content.decode()
