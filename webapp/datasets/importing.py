@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import cv2
 import numpy as np
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.utils import timezone
 from PIL import Image as PILImage
 
@@ -263,9 +263,16 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
         label_set, spec = resolve_label_set(project, reader.label_set, label_set_name)
         if label_set is None:
             label_set = create_label_set(project, spec)
-    dataset = Dataset.objects.create(project=project, name=name, label_set=label_set, format=format,
-                                     provenance=provenance, uploaded_by=actor,
-                                     storage_dir=media_relative(folder))
+    try:
+        with transaction.atomic():   # a savepoint: the name's unique constraint speaks as the checks do
+            dataset = Dataset.objects.create(project=project, name=name, label_set=label_set, format=format,
+                                             provenance=provenance, uploaded_by=actor,
+                                             storage_dir=media_relative(folder))
+    except IntegrityError:
+        # Another import of the same name committed since this one checked (two jobs of one name queued by
+        # another way than an upload): the check's words, not the database's.
+        refuse_taken_dataset_name(project, name)
+        raise
     copy = bulk.uses_copy()
     trusted = False
     if copy:

@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.core.files.move import file_move_safe
+from django.db import transaction
 
 from mlcore.readers import detect_format
 from mlcore.types import DataError, name_key, quoted
@@ -18,6 +19,7 @@ from webapp.core.domain_errors import Invalid
 from webapp.jobs import operations as job_operations
 from webapp.jobs import sweep
 from webapp.jobs.models import Job
+from webapp.projects.models import Project
 
 from .importing import ImportRejected, do_import_dataset, refuse_taken_dataset_name, safe_extract
 from .models import Dataset
@@ -81,11 +83,16 @@ def do_start_import(project, *, actor, name: str, format: str, label_set: str = 
         media.publish(staging)
         if media.is_remote():  # this process has no more use for its copy; the worker downloads the upload
             shutil.rmtree(media.work_path(staging), ignore_errors=True)
-        return job_operations.do_enqueue_job(
-            Job.Kind.IMPORT, actor=actor, project=project,
-            params={"name": name, "format": format, "label_set": label_set or None, "labelled": labelled,
-                    "provenance": provenance, "staging": staging,
-                    "archive": bool(archive), "archive_name": _client_file_name(archive) if archive else ""})
+        with transaction.atomic():
+            # Checked again under the project's lock, with the job queued in the same transaction: two uploads
+            # of one name at once (a double click) both passed the check above while they were staged.
+            Project.objects.select_for_update().get(pk=project.pk)
+            refuse_taken_name(project, name)
+            return job_operations.do_enqueue_job(
+                Job.Kind.IMPORT, actor=actor, project=project,
+                params={"name": name, "format": format, "label_set": label_set or None, "labelled": labelled,
+                        "provenance": provenance, "staging": staging,
+                        "archive": bool(archive), "archive_name": _client_file_name(archive) if archive else ""})
     except BaseException:
         media.delete(staging)
         raise
