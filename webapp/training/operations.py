@@ -439,9 +439,10 @@ def do_set_retrain_policy(project: Project, *, actor, enabled: bool = True, min_
     return policy
 
 
-def new_reviews_since(version: ModelVersion | None, project: Project) -> int:
+def new_reviews_since(version: ModelVersion | None, project: Project, after=None) -> int:
     """Reviewed labels a training after ``version`` would learn from that it did not: nuclei whose current label
-    (per label set) is a review made after its data snapshot (all of the project's without a version).
+    (per label set) is a review made after its data snapshot (all of the project's without a version), or after
+    ``after`` where that is later.
 
     The current labels, not every review row: a decision taken back is no supervision (its nucleus's current
     label is the one before it again), and deciding a nucleus over and over is one new label, so undoing and
@@ -449,8 +450,9 @@ def new_reviews_since(version: ModelVersion | None, project: Project) -> int:
     from webapp.datasets.models import CurrentLabel, LabelSource
 
     reviews = CurrentLabel.objects.filter(nucleus__image__project=project, source=LabelSource.REVIEW)
-    if version is not None:
-        reviews = reviews.filter(label__created_at__gt=version.data_snapshot_at)
+    since = max(filter(None, [version.data_snapshot_at if version else None, after]), default=None)
+    if since is not None:
+        reviews = reviews.filter(label__created_at__gt=since)
     return reviews.count()
 
 
@@ -461,8 +463,14 @@ def new_reviews_since_active(project: Project) -> int:
 def new_reviews_since_last_training(project: Project) -> int:
     """Reviewed labels the newest version did not see. The threshold counts these, not those since the active
     version: a version left inactive by the policy's guard, or a rollback, must not retrain on the same data
-    at every check."""
-    return new_reviews_since(ModelVersion.objects.filter(project=project).order_by("-number").first(), project)
+    at every check. A training that ended cancelled or failed since counts as one too: a person who cancelled
+    the policy's training, or a training that fails on the data, is not started again at the next check, only
+    once as many new reviews have come in after it."""
+    newest = ModelVersion.objects.filter(project=project).order_by("-number").first()
+    stopped = (Job.objects.filter(project=project, kind=Job.Kind.TRAIN, finished_at__isnull=False)
+               .order_by("-finished_at").first())
+    after = stopped.finished_at if stopped and stopped.state in (Job.State.CANCELLED, Job.State.FAILED) else None
+    return new_reviews_since(newest, project, after=after)
 
 
 def maybe_retrain(project: Project, *, reason: str) -> Job | None:

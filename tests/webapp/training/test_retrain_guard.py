@@ -144,6 +144,35 @@ def test_the_review_threshold_counts_from_the_newest_version_not_the_active_one(
     assert maybe_retrain(project, reason="threshold") is None      # v2 saw that review, though it is not active
 
 
+@pytest.mark.parametrize("ended", [Job.State.CANCELLED, Job.State.FAILED])
+def test_a_policy_training_cancelled_or_failed_is_not_started_again_until_new_reviews_come(rp, users,
+                                                                                            api_client_for, ended):
+    """A person cancelled the policy's training (or it failed on the data): the next check started it again,
+    at every check, unless the policy was switched off."""
+    from webapp.datasets.models import Nucleus
+
+    project = rp.project
+    do_set_retrain_policy(project, actor=users["owner"], min_new_reviews=1)
+    reviewer = api_client_for(users["reviewer"])
+    nuclei = list(Nucleus.objects.filter(image__dataset=rp.colon).order_by("id")[:2])
+
+    def decide(nucleus) -> None:
+        response = reviewer.post(f"/api/nuclei/{nucleus.pk}/labels/",
+                                 {"label_set": "breast", "class_name": "connective", "version": None}, format="json")
+        assert response.status_code == 201, response.content
+
+    decide(nuclei[0])
+    started = maybe_retrain(project, reason="threshold")
+    assert started is not None
+    Job.objects.filter(pk=started.pk).update(state=ended, finished_at=timezone.now())
+    assert maybe_retrain(project, reason="threshold") is None     # the same reviews: it stays stopped
+    decide(nuclei[1])                                             # a new one after it ended
+    again = maybe_retrain(project, reason="threshold")
+    assert again is not None and again.pk != started.pk
+    Job.objects.filter(pk=again.pk).update(state=Job.State.CANCELLED, finished_at=timezone.now())
+    assert maybe_retrain(project, reason="schedule") is not None  # the schedule is the schedule
+
+
 def test_a_replaced_version_whose_checkpoint_is_gone_is_not_compared_and_does_not_fail_the_training(
         trained, owner, media_root):
     v1 = ModelVersion.objects.get(project=trained, number=1)
