@@ -3,14 +3,31 @@
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from .access import job_for
+from webapp.projects.models import Membership
+
+from .access import job_for, may_cancel
 
 
 @require_GET
 def job_detail(request, job_id: int):
     job = job_for(request.user, job_id)
+    membership = (Membership.objects.filter(project_id=job.project_id, user=request.user).first()
+                  if job.project_id else None)
+    can_cancel = not job.finished and may_cancel(request.user, job, membership)
     return render(request, "core/job_detail.html", {"job": job, "parameters": job_parameters(job),
-                                                    "files": job_files(job)})
+                                                    "files": job_files(job), "can_cancel": can_cancel,
+                                                    "cancel_note": CANCEL_NOTES.get(job.kind, "")})
+
+
+# What a cancel leaves, in the confirmation the job page asks (the pages that start trainings ask their own).
+CANCEL_NOTES = {
+    "import": "Nothing of the import is kept.",
+    "train": "The work since its last finished epoch is lost; it can be resumed from there on the project page.",
+    "predict": "The images classified so far keep their predictions; the project page offers to make the rest.",
+    "infer": "No files are written.",
+    "export": "Nothing of the export is kept.",
+    "delete": "Nothing is deleted: everything stays as it was.",
+}
 
 
 def job_files(job) -> list[str]:

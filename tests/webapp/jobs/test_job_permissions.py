@@ -101,3 +101,24 @@ def test_only_staff_queue_diagnostics(team, api_client_for, make_user):
     # A diagnostics job belongs to no project: staff only.
     assert api_client_for(staff).get(f"/api/jobs/{diagnostics.pk}/").status_code == 200
     assert api_client_for(people["owner"]).get(f"/api/jobs/{diagnostics.pk}/").status_code == 404
+
+
+def test_the_job_page_offers_cancel_to_whoever_may_cancel_while_the_job_has_not_ended(team, client):
+    """Pages that refuse something "while job N runs" say "wait for it or cancel it" and link the job's page: the
+    page itself offers the cancel (only trainings had a button, on the project page)."""
+    project, people, training, inference = team
+
+    def offered(user, job) -> bool:
+        client.force_login(user)
+        response = client.get(f"/jobs/{job.pk}/")
+        assert response.status_code == 200
+        return 'id="cancel-job"' in response.content.decode()
+
+    assert offered(people["curator"], training) and offered(people["owner"], training)
+    assert not offered(people["reviewer"], training) and not offered(people["viewer"], training)
+    assert offered(people["reviewer"], inference)   # they started it
+    page = client.get(f"/jobs/{inference.pk}/").content.decode()
+    assert f'data-cancel-url="/api/jobs/{inference.pk}/cancel/"' in page and "No files are written." in page
+    Job.objects.filter(pk=training.pk).update(state=Job.State.SUCCEEDED)
+    training.refresh_from_db()
+    assert not offered(people["owner"], training)

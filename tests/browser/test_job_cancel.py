@@ -1,0 +1,33 @@
+"""A job's page cancels it, as a person would: the confirmation says what a cancel of that kind leaves, and the
+page shows the job cancelled. Imports, predictions, inferences and deletions had no cancel but the API's."""
+
+import pytest
+
+from tests.browser.conftest import wait_until
+from webapp.jobs.models import Job
+from webapp.projects.operations import do_create_project
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_queued_import_is_cancelled_from_its_page(logged_in_page, live_server, owner):
+    project = do_create_project("Cancel lab", actor=owner)
+    job = Job.objects.create(kind=Job.Kind.IMPORT, project=project, created_by=owner,
+                             params={"name": "colon", "format": "seed"})   # no worker here: it stays queued
+    page = logged_in_page
+    errors, questions = [], []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def answer(dialog):
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", answer)
+    page.goto(f"{live_server.url}/jobs/{job.pk}/")
+    page.click("#cancel-job")
+    wait_until(page, "() => document.querySelector('#job [data-field=state]').textContent.trim() === 'cancelled'")
+    assert questions == [f"Cancel job #{job.pk} (dataset import)? Nothing of the import is kept."]
+    assert wait_until(page, "() => !document.getElementById('cancel-job')")
+    job.refresh_from_db()
+    assert job.state == Job.State.CANCELLED and job.cancel_requested
+    assert not errors, errors
