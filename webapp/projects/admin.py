@@ -1,14 +1,90 @@
-from django.contrib import admin
+"""The admin site's pages for projects and accounts. Memberships change only through the domain functions (the
+project's Members page, the API): they keep one admin in every project and write the activity rows, which the
+admin site's own forms did not."""
 
-from .models import Membership, Project
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db import transaction
+from django.shortcuts import redirect
+from django.urls import reverse
+
+from mlcore.types import quoted
+
+from .models import Membership, Project, Role
+from .operations import do_remove_member
 
 
 class MembershipInline(admin.TabularInline):
+    """Shown, not edited here: see the module's docstring."""
     model = Membership
     extra = 0
+    readonly_fields = ("user", "role")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     list_display = ("name", "created_by", "created_at")
     inlines = [MembershipInline]
+
+
+def projects_only_they_administer(user) -> list[Project]:
+    """The projects of which ``user`` is the only admin with an active account: deleting the account would
+    leave them with nobody to manage their members or delete them."""
+    return [membership.project for membership in
+            Membership.objects.filter(user=user, role=Role.ADMIN).select_related("project").order_by("project_id")
+            if not Membership.objects.filter(project_id=membership.project_id, role=Role.ADMIN,
+                                             user__is_active=True).exclude(user=user).exists()]
+
+
+User = get_user_model()
+
+
+class AccountAdmin(UserAdmin):
+    """Django's account pages, except that an account is deleted only where no project would lose its last
+    admin, and its memberships go through :func:`do_remove_member` first (one activity row each, by the staff
+    member who deleted it). Before, the only admin's account deleted here left a project nobody could manage,
+    and the activity lost who had done what without saying why."""
+
+    def _refusal(self, user) -> str | None:
+        projects = projects_only_they_administer(user)
+        if not projects:
+            return None
+        names = ", ".join(quoted(project.name) for project in projects)
+        return (f"{user.get_username()} is the only admin of project{'s' if len(projects) > 1 else ''} {names}: make "
+                "another member an admin on the project's Members page first.")
+
+    def delete_view(self, request, object_id, extra_context=None):
+        user = self.get_object(request, object_id)
+        refusal = self._refusal(user) if user is not None else None
+        if refusal:
+            self.message_user(request, refusal, messages.ERROR)
+            return redirect(reverse("admin:auth_user_change", args=[user.pk]))
+        return super().delete_view(request, object_id, extra_context)
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            for membership in Membership.objects.filter(user=obj).select_related("project"):
+                do_remove_member(membership.project, obj, actor=request.user)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for user in queryset:
+            refusal = self._refusal(user)
+            if refusal:
+                self.message_user(request, f"Not deleted: {refusal}", messages.ERROR)
+            else:
+                self.delete_model(request, user)
+
+
+admin.site.unregister(User)
+admin.site.register(User, AccountAdmin)

@@ -103,10 +103,12 @@ def _locked_membership(project: Project, user) -> Membership | None:
 
 
 def _refuse_losing_last_admin(project: Project, membership: Membership | None, new_role: str | None) -> None:
-    """Every project keeps at least one admin: nobody else could manage its members or delete it."""
+    """Every project keeps at least one admin with an active account: nobody else could manage its members or
+    delete it (a deactivated admin cannot sign in)."""
     if membership is None or membership.role != Role.ADMIN or new_role == Role.ADMIN:
         return
-    if not Membership.objects.filter(project=project, role=Role.ADMIN).exclude(pk=membership.pk).exists():
+    if not Membership.objects.filter(project=project, role=Role.ADMIN, user__is_active=True).exclude(
+            pk=membership.pk).exists():
         change = "removed" if new_role is None else f"made a {Role(new_role).label.lower()}"
         raise Conflict(f"{membership.user.get_username()} is the last admin of project {quoted(project.name)} and cannot be "
                        f"{change}: make another member an admin first.", code="last_admin")
