@@ -11,7 +11,7 @@ hole). RLE exports are exact too.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -255,16 +255,31 @@ def write_geojson(path: str | Path, instance_map: np.ndarray, classes: dict[int,
 def coco_dict(images: Iterable[tuple[str, np.ndarray, dict[int, int]]], label_set: LabelSet | None,
               segmentation: str = "polygon") -> dict:
     """The COCO instances dictionary that :func:`write_coco` writes."""
+    records, every_annotation = [], []
+    for record, of_image in coco_records(images, label_set, segmentation):
+        records.append(record)
+        every_annotation += of_image
+    return {"images": records, "annotations": every_annotation, "categories": coco_categories(label_set)}
+
+
+def coco_categories(label_set: LabelSet | None) -> list[dict]:
+    return [{"id": index + 1, "name": name, "supercategory": "nucleus", "color": list(color)}
+            for index, (name, color) in enumerate(zip(label_set.classes, label_set.colors))] if label_set else []
+
+
+def coco_records(images: Iterable[tuple[str, np.ndarray, dict[int, int]]], label_set: LabelSet | None,
+                 segmentation: str = "polygon") -> Iterator[tuple[dict, list[dict]]]:
+    """Per image of ``(file_name, instance_map, classes)``: its COCO image record and its annotations (ids run on
+    across the images), one image at a time, so that a caller can stream any number of them."""
     if segmentation not in ("polygon", "rle", "compressed_rle"):
         raise ValueError(f"segmentation must be 'polygon', 'rle' or 'compressed_rle', got {segmentation!r}")
-    categories = [{"id": index + 1, "name": name, "supercategory": "nucleus", "color": list(color)}
-                  for index, (name, color) in enumerate(zip(label_set.classes, label_set.colors))] if label_set else []
-    records, annotations = [], []
+    next_id = 1
     for image_id, (file_name, instance_map, classes) in enumerate(images, start=1):
         instance_map = np.asarray(instance_map)
         height, width = instance_map.shape
-        records.append({"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)})
+        record = {"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)}
         pieces = edge_rings(instance_map) if segmentation == "polygon" else {}
+        of_image = []
         for box in nucleus_geometry(instance_map):
             instance_id = int(box["id"])
             index = _class_of(classes, instance_id, label_set)
@@ -278,13 +293,30 @@ def coco_dict(images: Iterable[tuple[str, np.ndarray, dict[int, int]]], label_se
                 counts = _rle_counts(flat, height * width)
                 shape = {"counts": compress_rle_counts(counts) if segmentation == "compressed_rle" else counts,
                          "size": [int(height), int(width)]}
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id,
+            of_image.append({
+                "id": next_id, "image_id": image_id,
                 "category_id": index + 1 if index is not None else 0,  # 0: unlabelled nucleus
                 "segmentation": shape, "area": int(box["area"]), "iscrowd": 0,
                 "bbox": [int(box["x0"]), int(box["y0"]), int(box["x1"] - box["x0"]), int(box["y1"] - box["y0"])],
             })
-    return {"images": records, "annotations": annotations, "categories": categories}
+            next_id += 1
+        yield record, of_image
+
+
+def coco_json_text(images: Iterable[tuple[str, np.ndarray, dict[int, int]]], label_set: LabelSet | None,
+                   segmentation: str = "polygon", info: dict | None = None) -> Iterator[str]:
+    """:func:`coco_dict` (with ``info``) as pieces of JSON text, one image's annotations at a time: a dataset of
+    any size is written without holding its annotations. The image records, a few numbers each, are held and
+    written last (JSON's keys have no order)."""
+    yield (f'{{"info":{json.dumps(info or {})},"categories":{json.dumps(coco_categories(label_set))},'
+           '"annotations":[')
+    records, separator = [], ""
+    for record, of_image in coco_records(images, label_set, segmentation):
+        records.append(record)
+        if of_image:
+            yield separator + ",".join(json.dumps(a, separators=(",", ":")) for a in of_image)
+            separator = ","
+    yield f'],"images":{json.dumps(records)}}}'
 
 
 def write_coco(path_json: str | Path, images: Iterable[tuple[str, np.ndarray, dict[int, int]]],

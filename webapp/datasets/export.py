@@ -8,7 +8,7 @@ Plain functions over the models (no request objects), used by the thin API views
   with a million nuclei streams in constant memory.
 - :func:`image_geojson`: a QuPath GeoJSON FeatureCollection (classification name and colour).
 - :func:`image_types_npy`: the original method's N x 2 types table (instance id, class index).
-- :func:`write_dataset_coco_zip`: a zip with ``annotations.json`` and ``images/`` (COCO instances).
+- :func:`dataset_coco_zip`: a zip with ``annotations.json`` and ``images/`` (COCO instances), streamed.
 - :func:`detections_geojson_text`: every nucleus of a dataset or a project as QuPath detections, streamed,
   with the active model version's probability and branch disagreement as measurements.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from django.db.models import Q
 
-from mlcore.writers import coco_dict, feature_collection_text, geojson_features, outline_feature
+from mlcore.writers import coco_json_text, feature_collection_text, geojson_features, outline_feature
 from webapp.core import media
 
 from .importing import load_mask
@@ -174,13 +173,35 @@ def coco_file_name(image: Image) -> str:
     return image.name + Path(image.file).suffix.lower()
 
 
-def write_dataset_coco_zip(target, dataset: Dataset, label_set, source: str = "current",
-                           segmentation: str = "polygon") -> None:
-    """Write a COCO zip of a dataset to ``target`` (a path or a binary file object).
+class _Sink(io.RawIOBase):
+    """An unseekable file that keeps what is written until it is taken: zipfile writes a zip to it (with data
+    descriptors, as to a pipe) and the response sends each piece as it is made."""
 
-    ``annotations.json`` (instances, category id = class index + 1, 0 = unlabelled) and every image
-    under ``images/`` as stored (a JPEG stays the same JPEG). ``segmentation``: ``polygon``, ``rle`` or
-    ``compressed_rle`` (RLE is exact). Masks are read one image at a time.
+    def __init__(self):
+        super().__init__()
+        self._parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data, self._parts = b"".join(self._parts), []
+        return data
+
+
+def dataset_coco_zip(dataset: Dataset, label_set, source: str = "current",
+                     segmentation: str = "polygon") -> Iterator[bytes]:
+    """A COCO zip of a dataset, as pieces of bytes to stream.
+
+    ``annotations.json`` (instances, category id = class index + 1, 0 = unlabelled) and every image under
+    ``images/`` as stored (a JPEG stays the same JPEG). ``segmentation``: ``polygon``, ``rle`` or
+    ``compressed_rle`` (RLE is exact). One image's mask and annotations are held at a time: the first bytes go
+    out at once and memory stays flat whatever the dataset's size (the whole annotations, built first, took
+    24 s and 840 MB of a web worker for 5,000 tiles).
     """
     info = _info_for(dataset.project, label_set)
     # A whole slide has no tile and no mask to put in a COCO archive (gigabytes of pixels): its nuclei
@@ -192,14 +213,22 @@ def write_dataset_coco_zip(target, dataset: Dataset, label_set, source: str = "c
             classes = class_indices(image.pk, label_set.pk, source) if label_set is not None else {}
             yield coco_file_name(image), load_mask(image), classes
 
-    content = coco_dict(triples(), to_ml_label_set(info) if info else None, segmentation)
-    content["info"] = {"description": f"{dataset.project.name} / {dataset.name}",
-                       "label_set": label_set.name if label_set else None, "source": source}
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("annotations.json", json.dumps(content))
+    about = {"description": f"{dataset.project.name} / {dataset.name}",
+             "label_set": label_set.name if label_set else None, "source": source}
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        # Its size is unknown until it is written: zip64 from the start, as a dataset's may pass 4 GB.
+        with archive.open("annotations.json", "w", force_zip64=True) as entry:
+            for text in coco_json_text(triples(), to_ml_label_set(info) if info else None, segmentation, about):
+                entry.write(text.encode())
+                if written := sink.take():   # the compressor hands on its output in blocks
+                    yield written
         for image in images:
             # Images are already compressed: store them as they are.
-            archive.write(media.local_path(image.file), f"images/{coco_file_name(image)}", compress_type=zipfile.ZIP_STORED)
+            archive.write(media.local_path(image.file), f"images/{coco_file_name(image)}",
+                          compress_type=zipfile.ZIP_STORED)
+            yield sink.take()
+    yield sink.take()
 
 
 # ----------------------------------------------------------------------------------------- detections

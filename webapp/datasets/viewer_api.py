@@ -156,13 +156,12 @@ class DatasetCocoZipView(FileAPIView):
         segmentation = request.query_params.get("segmentation") or "polygon"
         if segmentation not in ("polygon", "rle", "compressed_rle"):
             raise ValidationError({"segmentation": "must be polygon, rle or compressed_rle"})
-        spool = tempfile.TemporaryFile()  # on disk: a dataset's images can be large
-        export.write_dataset_coco_zip(spool, dataset, label_set, _source(request), segmentation)
-        spool.seek(0)
+        # Streamed as it is made, an image at a time (webapp.datasets.export.dataset_coco_zip).
+        response = StreamingHttpResponse(export.dataset_coco_zip(dataset, label_set, _source(request), segmentation),
+                                         content_type="application/zip")
         # Named for what it holds, as the other exports are: one dataset's exports differ by label set and source.
         parts = [dataset.name, label_set.name if label_set else "", _source(request), "coco"]
-        name = "-".join(_safe_name(part) for part in parts if part) + ".zip"
-        return FileResponse(spool, as_attachment=True, filename=name, content_type="application/zip")
+        return _attachment(response, "-".join(_safe_name(part) for part in parts if part) + ".zip")
 
 
 DETECTION_PARAMETERS = [

@@ -143,7 +143,7 @@ def test_types_npy_is_the_original_methods_table(api_client_for, viewer_project,
     assert api.get(f"/api/images/{vp.image.pk}/export/types.npy?label_set=nope").status_code == 400
 
 
-@pytest.mark.parametrize("segmentation, min_iou", [("rle", 1.0), ("polygon", 0.9)])
+@pytest.mark.parametrize("segmentation, min_iou", [("rle", 1.0), ("polygon", 1.0)])   # pixel-edge rings: exact
 def test_coco_zip_reads_back_and_imports_with_the_same_nuclei_and_classes(api_client_for, viewer_project, member,
                                                                           owner, tmp_path, segmentation, min_iou):
     vp = viewer_project
@@ -209,3 +209,25 @@ def test_exports_can_use_the_predictions(api_client_for, viewer_project, member)
     features = json.loads(api_client_for(member).get(
         f"/api/images/{vp.image.pk}/export.geojson?label_set=beta-types&source=prediction").content)["features"]
     assert all("classification" in f["properties"] for f in features)
+
+
+def test_the_coco_zip_streams_an_image_at_a_time(api_client_for, viewer_project, member, monkeypatch):
+    """The first bytes leave before the first image's mask is read: the whole annotations were built, and the
+    zip spooled to disk, before anything was sent (24 s and 840 MB of a web worker for 5,000 tiles)."""
+    from webapp.datasets import export
+
+    vp = viewer_project
+    read = []
+    real = export.load_mask
+    monkeypatch.setattr(export, "load_mask", lambda image: read.append(image.pk) or real(image))
+    response = api_client_for(member).get(f"/api/datasets/{vp.alpha.pk}/export/coco.zip")
+    assert response.streaming and "Content-Length" not in response
+    chunks = iter(response.streaming_content)
+    first = next(chunks)
+    assert first.startswith(b"PK") and read == []   # the zip's first header, before any mask is read
+    body = first + b"".join(chunks)
+    assert len(read) == Image.objects.filter(dataset=vp.alpha).count() > 1
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        content = json.loads(archive.read("annotations.json"))
+    assert [a["id"] for a in content["annotations"]] == list(range(1, vp.alpha.nucleus_count + 1))
+    assert content["info"]["source"] == "current" and len(content["images"]) == len(read)
