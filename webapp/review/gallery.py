@@ -226,6 +226,14 @@ def _conditions(spec: GallerySpec, *, class_index: int | None = None, frontier=N
 COLUMNS = "p.id, p.nucleus_id, p.class_index, p.probability, p.margin, p.disagreement, p.least_confidence"
 
 
+def _scan(columns: str, joins: list[str], where: list[str], spec: GallerySpec, sliver: bool, alias: str) -> str:
+    """One ordered index scan of the predictions ``p`` with this sliver value, up to a LIMIT (parameters: the
+    conditions', the sliver value, the limit). A subquery: SQLite allows no parenthesised SELECT, nor ORDER BY
+    ... LIMIT, as a member of a UNION."""
+    return (f"SELECT * FROM (SELECT {columns} FROM {sql.table(Prediction)} p {' '.join(joins)} "
+            f"WHERE {' AND '.join([*where, 'p.sliver = %s'])} ORDER BY {_order(spec, 'p')} LIMIT %s) {alias}")
+
+
 def _cards(rows) -> list[Card]:
     return [Card(pk, nucleus_id, class_index, probability, margin, disagreement, group_key)
             for pk, nucleus_id, class_index, probability, margin, disagreement, _lc, group_key in rows]
@@ -241,20 +249,28 @@ def page_cards(spec: GallerySpec, classes: list[dict]) -> tuple[list[Card], bool
         if frontier is _EMPTY:  # every prediction has a human label
             return [], False
     if spec.group == "class" and spec.class_index is None:
-        # One index scan per class, each stopping at the page's end, then in class order.
+        # One index scan per class (and sliver), each stopping at the page's end, then in class order.
         parts, params = [], []
         for cls in classes:
             joins, where, part_params = _conditions(spec, class_index=cls["index"], frontier=frontier)
-            # Each scan as a subquery: SQLite allows no parenthesised SELECT, nor ORDER BY ... LIMIT, as a
-            # member of a UNION.
-            parts.append(f"SELECT * FROM (SELECT {COLUMNS}, p.class_index AS group_key FROM {prediction} p "
-                         f"{' '.join(joins)} WHERE {' AND '.join(where)} ORDER BY {_order(spec, 'p')} LIMIT %s) "
-                         f"c{cls['index']}")
-            params += [*part_params, end]
+            for sliver in (False, True):
+                parts.append(_scan(f"{COLUMNS}, p.class_index AS group_key", joins, where, spec, sliver,
+                                   f"c{cls['index']}s{int(sliver)}"))
+                params += [*part_params, sliver, end]
         if not parts:
             return [], False
         statement = (f"SELECT * FROM ({' UNION ALL '.join(parts)}) x ORDER BY x.group_key, {_order(spec, 'x')} "
                      f"LIMIT %s OFFSET %s")
+        rows = sql.fetch_all(statement, [*params, spec.page_size + 1, spec.offset])
+    elif spec.group is None:
+        # The score indexes lead with (version, label set, sliver): one range scan per sliver value, each
+        # stopping at the page's end, merged. Ordered by score alone, SQLite sorted every prediction of the
+        # label set for each page (0.4-0.8 s at 900,000 nuclei).
+        joins, where, part_params = _conditions(spec, frontier=frontier)
+        parts = [_scan(f"{COLUMNS}, NULL AS group_key", joins, where, spec, sliver, f"s{int(sliver)}")
+                 for sliver in (False, True)]
+        params = [value for sliver in (False, True) for value in (*part_params, sliver, end)]
+        statement = f"SELECT * FROM ({' UNION ALL '.join(parts)}) x ORDER BY {_order(spec, 'x')} LIMIT %s OFFSET %s"
         rows = sql.fetch_all(statement, [*params, spec.page_size + 1, spec.offset])
     elif spec.group == "image" and spec.status == "unreviewed" and connection.vendor == "postgresql":
         # The project's images in order from the first one with work left; per image, its nuclei's

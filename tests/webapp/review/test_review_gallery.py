@@ -338,3 +338,4 @@ def test_the_reviewer_filter_does_not_tell_which_usernames_exist(rp, users, api_
     answers = [gallery(client, rp, expect=400, reviewer=name)["detail"] for name in ("someone-elsewhere", "nobody")]
     assert answers == ["reviewer: no member or reviewer of this project is named 'someone-elsewhere'",
                        "reviewer: no member or reviewer of this project is named 'nobody'"]
+
