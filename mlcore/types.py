@@ -36,6 +36,17 @@ class DataError(ValueError):
         super().__init__(f"{path}: {problem}" if path is not None else problem)
 
 
+class NoClassNames(DataError):
+    """Files that name no classes, read as labelled: ``reason`` says what is missing; the message adds how to
+    read them as masks only (a caller with another way to say so, the web app's upload form, words its own)."""
+
+    hint = "read with labelled=False for masks only"
+
+    def __init__(self, path: str | Path | None, reason: str):
+        self.reason = reason
+        super().__init__(path, f"{reason} ({self.hint})")
+
+
 @dataclass(frozen=True)
 class LabelSet:
     """A taxonomy: an ordered list of class names, each with an RGB colour."""

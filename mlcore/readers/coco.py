@@ -22,7 +22,7 @@ import numpy as np
 
 from mlcore.readers._common import (FormatSource, check_class_names, compact_ids, load_json, make_label_set,
                                     polygon_mask, read_rgb)
-from mlcore.types import AnnotatedImage, DataError, LabelSet
+from mlcore.types import AnnotatedImage, DataError, LabelSet, NoClassNames
 
 ANNOTATION_FILE = "annotations.json"
 
@@ -60,7 +60,7 @@ def _categories(content: dict, json_path: Path, class_names: list[str] | None, n
         return {}, None
     categories = content.get("categories")
     if not isinstance(categories, list) or not categories:
-        raise DataError(json_path, 'no "categories", so no class names (read with labelled=False for masks only)')
+        raise NoClassNames(json_path, 'no "categories", so no class names')
     if not all(isinstance(c, dict) and "id" in c and isinstance(c.get("name"), str) for c in categories):
         raise DataError(json_path, 'every category needs an "id" and a "name"')
     ids = [c["id"] for c in categories]

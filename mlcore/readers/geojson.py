@@ -21,7 +21,7 @@ import numpy as np
 
 from mlcore.readers._common import (FormatSource, compact_ids, list_images, load_json, make_label_set,
                                     parse_color, polygon_mask, read_rgb, unique_stems)
-from mlcore.types import AnnotatedImage, DataError, LabelSet
+from mlcore.types import AnnotatedImage, DataError, LabelSet, NoClassNames
 
 SUFFIX = ".geojson"
 
@@ -91,9 +91,10 @@ def _label_set(annotation_paths: list[Path], class_names: list[str] | None, name
                     colors[class_name] = parse_color(color, path)
     names = list(class_names) if class_names is not None else sorted(found)
     if not names:
-        raise DataError(annotation_paths[0].parent if annotation_paths else None,
-                        "no classified feature in any GeoJSON file and no class names given "
-                        "(read with labelled=False for masks only)")
+        files = len(annotation_paths)
+        raise NoClassNames(annotation_paths[0] if files else None,
+                           "no classified feature" + (f" here or in the other {files - 1} GeoJSON files" if files > 1
+                                                      else "") + " and no class names given")
     return make_label_set(name, names, [colors.get(n) for n in names], None)
 
 

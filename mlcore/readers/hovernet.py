@@ -27,7 +27,7 @@ import scipy.io
 from mlcore.readers._common import (FormatSource, as_instance_map, as_int_array, check_array_bytes,
                                     check_class_names, check_pixels, check_same_size, find_image, instance_ids,
                                     list_images, load_json, make_label_set, read_rgb, tile_group)
-from mlcore.types import AnnotatedImage, DataError, LabelSet
+from mlcore.types import AnnotatedImage, DataError, LabelSet, NoClassNames
 
 
 def open_source(root: Path, class_names: list[str] | None, label_set_name: str, labelled: bool) -> FormatSource:
@@ -223,8 +223,8 @@ def _classes(content: dict, instance_map: np.ndarray, label_set: LabelSet, mat_p
             raise DataError(mat_path, f"type_map shape {type_map.shape} differs from inst_map {instance_map.shape}")
         per_instance = _majority_type(instance_map, type_map, ids, mat_path, len(label_set))
     else:
-        raise DataError(mat_path, f"no 'inst_type' or 'type_map' variable, so no classes "
-                                  f"(found: {_variables(mat_path)}); read with labelled=False for masks only")
+        raise NoClassNames(mat_path, f"no 'inst_type' or 'type_map' variable, so no classes "
+                                     f"(found: {_variables(mat_path)})")
     bad = np.unique(per_instance[(per_instance < 0) | (per_instance > len(label_set))])
     if bad.size:
         raise DataError(mat_path, f"class id(s) {bad.tolist()} outside the label set "

@@ -18,7 +18,7 @@ from pathlib import Path
 from mlcore.readers._common import (FormatSource, as_instance_map, check_class_names, check_same_size,
                                     checked_classes, list_images, load_json, load_npy, make_label_set, read_rgb,
                                     unique_stems)
-from mlcore.types import AnnotatedImage, DataError, LabelSet
+from mlcore.types import AnnotatedImage, DataError, LabelSet, NoClassNames
 
 
 def open_source(root: Path, class_names: list[str] | None, label_set_name: str, labelled: bool) -> FormatSource:
@@ -32,8 +32,7 @@ def open_source(root: Path, class_names: list[str] | None, label_set_name: str, 
         raise DataError(orphans[0], f"mask without an image (no images/{orphans[0].stem}.png or .jpg)")
     label_set = _label_set(root, class_names, label_set_name) if labelled else None
     if labelled and not (root / "types").is_dir():
-        raise DataError(root / "types", "types folder not found (seed format needs types/<stem>.npy; "
-                                        "read with labelled=False for masks only)")
+        raise NoClassNames(root / "types", "types folder not found (seed format needs types/<stem>.npy)")
 
     def read_item(image_path: Path) -> AnnotatedImage:
         return _read_image(root, image_path, label_set)

@@ -343,3 +343,26 @@ def test_corrupt_png_names_the_file_whichever_decoder_tries_first(tmp_path):
     for name in ("truncated.png", "damaged.png"):
         with pytest.raises(DataError, match=rf"{name}: corrupt image"):
             read_rgb(tmp_path / name)
+
+
+@pytest.mark.parametrize("format", ["coco", "geojson"])
+def test_files_without_classes_say_how_to_read_masks_only(tmp_path, format):
+    """A COCO file with no categories (this app's export of an unlabelled dataset) and GeoJSON without a
+    classification name the file; read with labelled=False they are nuclei without classes."""
+    from mlcore.types import NoClassNames
+    from mlcore.writers import write_coco, write_geojson
+
+    instance_map = np.zeros((32, 32), np.int32)
+    instance_map[4:12, 4:12] = 1
+    save_rgb(tmp_path / "images" / "t.png" if format == "coco" else tmp_path / "t.png", np.full((32, 32, 3), 200, np.uint8))
+    if format == "coco":
+        write_coco(tmp_path / "annotations.json", [("t.png", instance_map, {})], None)
+        named = "annotations.json"
+    else:
+        write_geojson(tmp_path / "t.geojson", instance_map, {}, None)
+        named = "t.geojson"
+    with pytest.raises(NoClassNames, match="read with labelled=False for masks only") as refused:
+        read_dataset(format, tmp_path)
+    assert refused.value.path.endswith(named)
+    unlabelled = read_dataset(format, tmp_path, labelled=False)
+    assert unlabelled.label_set is None and unlabelled.images[0].instance_map.max() == 1

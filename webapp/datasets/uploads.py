@@ -13,7 +13,7 @@ from django.core.files.move import file_move_safe
 from django.db import transaction
 
 from mlcore.readers import detect_format
-from mlcore.types import DataError, name_key, quoted
+from mlcore.types import DataError, NoClassNames, name_key, quoted
 from webapp.core import media
 from webapp.core.domain_errors import Invalid
 from webapp.jobs import operations as job_operations
@@ -173,6 +173,9 @@ def run_import_job(job: Job, progress, log=None) -> dict:
                 label_set_name=params.get("label_set"), labelled=params.get("labelled", True),
                 provenance=params.get("provenance", ""), progress=progress, log=log,
                 folder=media.work_path(sweep.import_folder(job)))
+        except NoClassNames as exc:   # the library's hint names its argument: the user has a checkbox
+            raise DataError(_relative(exc.path, root), f"{exc.reason}: to import the nuclei without classes, uncheck "
+                                                       "Labelled in the upload form (labelled=false in the API)") from None
         except DataError as exc:
             raise DataError(_relative(exc.path, root), exc.problem) from None
     finally:

@@ -72,6 +72,10 @@ def client(owner, api_client_for):
     (seed_entries(types=np.array([[1, 0], [2, 5]])), "types/tile.npy", "class index outside the label set"),
     ({"../escape.txt": b"x", **seed_entries()}, "../escape.txt", "unsafe path"),
     ({"/etc/evil": b"x", **seed_entries()}, "/etc/evil", "unsafe path"),
+    # Masks only, uploaded as labelled: the way out is the form's checkbox, not the library's argument.
+    ({k: v for k, v in seed_entries().items() if not k.startswith("types/")}, "types",
+     "types folder not found (seed format needs types/<stem>.npy): to import the nuclei without classes, uncheck "
+     "Labelled in the upload form (labelled=false in the API)"),
 ])
 def test_bad_dataset_is_rejected_whole(project, client, celery_worker_process, entries, file_named, problem):
     job = upload_and_wait(client, project.pk, zip_entries(entries), celery_worker_process, name="bad", format="seed")
