@@ -411,6 +411,11 @@ class TrainingRun:
         optimizer = make_optimizer(stage_type.trainable_parameters(self.model), config, config.lr[name])
         if stage_type.trains_heads:
             self.model.use_correlation.fill_(True)
+        elif stage_type.trains_backbone:
+            # Heads fit on the logits of the backbone before this stage (a fine-tune of a three-stage model, stage
+            # 1 alone) would be averaged with a backbone they were not fit to: the base branch alone decides until
+            # stage 2 fits them again, as before stage 2 in any training.
+            self.model.use_correlation.fill_(False)
         self.report_start(name, first_epoch, epochs)
         if self.epoch_validation is not None and not stage_type.trains_backbone:
             self.epoch_validation.freeze()

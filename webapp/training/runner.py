@@ -324,6 +324,16 @@ def compared_with_parent(parent: ModelVersion | None, table, result, tta: bool =
     return {"version": parent.number, "tta": bool(tta), "label_sets": _jsonable(label_sets)}
 
 
+def stages_before(stages: list[str], init) -> list[str]:
+    """The stages to run before ``stages`` so that each goes on from the one before it: stage 2 fits its heads
+    to a trained backbone, stage 3 takes pseudo labels from those heads. ``init``: the checkpoint the training
+    starts from (None: a new network). The CLI refuses such a start; a web training (a new network because the
+    label sets or the crops changed, or a first training asked for stage 3 alone) runs them, where it made
+    stage 3 of a random network the active version."""
+    reached = STAGES.index(init.stage) + 1 if init is not None else 0   # the stages its network went through
+    return list(STAGES[reached:STAGES.index(stages[0])])
+
+
 def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     project = job.project
     snapshot_at = timezone.now()
@@ -402,6 +412,13 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         report(5.0, stage="loading", log=(f"a new network, not fine-tuned from v{parent.number}: {fresh}" if fresh
                                           else f"fine-tuning v{parent.number}'s network"))
 
+    if resume is None:
+        earlier = stages_before(stages, init)
+        if earlier:
+            stages = earlier + stages
+            report(5.0, stage="loading", log=f"stage{'s' if len(earlier) > 1 else ''} {', '.join(earlier)} run first: "
+                   + ("the network is new" if init is None else f"v{parent.number}'s network went through stage "
+                      f"{init.stage} only") + f", and stage {stages[len(earlier)]} goes on from the one before it")
     progress = TrainingProgress(stages, config.epochs, report)
 
     # The job's own scratch folder, on this host only (the stage checkpoints worth keeping are published by
