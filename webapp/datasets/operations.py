@@ -102,6 +102,9 @@ def do_edit_dataset(dataset: Dataset, *, actor, name: str | None = None, provena
             if name != current.name:
                 refuse_taken_name(current.project, name, exclude=current)
                 changes["name"] = (current.name, name)
+                if not current.split_key:   # the split stays drawn by the name it was drawn by (Dataset.split_key)
+                    dataset.split_key = current.name
+                    Dataset.objects.filter(pk=current.pk).update(split_key=current.name)
         if provenance is not None:
             provenance = clean_note(provenance, field="provenance", what="A provenance note")
             if provenance != current.provenance:

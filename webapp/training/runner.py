@@ -382,7 +382,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     for number, image in enumerate(images, start=1):
         records.append(ImageRecord(image=load_rgb(image), instance_map=load_mask(image),
                                    labels={k: dict(v) for k, v in labels.get(image.pk, {}).items()},
-                                   dataset=image.dataset.name, name=f"{image.dataset_id}/{image.name}",
+                                   # Not the name shown: a rename would draw another validation split.
+                                   dataset=image.dataset.split_name, name=f"{image.dataset_id}/{image.name}",
                                    group=f"{image.dataset_id}/{image.group or image.name}"))
         report(5.0 * number / len(images), stage="loading", message=f"image {number}/{len(images)}")
         if should_stop():
