@@ -253,6 +253,19 @@ class Resume:
         return np.setdiff1d(np.arange(len(table)), self.val_rows), self.val_rows
 
 
+def table_names(images: list[Image]) -> dict[int, str]:
+    """Each dataset's name in the training table, by dataset id: the name its validation split is drawn by
+    (Dataset.split_name), made unique in id order (a dataset renamed from "colon" and a new "colon" would
+    otherwise be read as one)."""
+    names: dict[int, str] = {}
+    for dataset in sorted({image.dataset_id: image.dataset for image in images}.values(), key=lambda d: d.pk):
+        name = dataset.split_name
+        while name in names.values():
+            name = f"{name} #{dataset.pk}"
+        names[dataset.pk] = name
+    return names
+
+
 def datasets_read(images: list[Image]) -> list[dict]:
     """The datasets of the images a training read, as they were when it read them (names, counts): a dataset
     uploaded or renamed while it trains is not what it trained on (slides are not read, see run_training)."""
@@ -378,12 +391,13 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     if skipped["images"]:
         report(0.0, stage="loading", log=f"{skipped['images']} whole-slide image(s) ({skipped['nuclei'] or 0} "
                                          "nuclei) left out: training reads tile images only")
+    split_names = table_names(images)
     records = []
     for number, image in enumerate(images, start=1):
         records.append(ImageRecord(image=load_rgb(image), instance_map=load_mask(image),
                                    labels={k: dict(v) for k, v in labels.get(image.pk, {}).items()},
                                    # Not the name shown: a rename would draw another validation split.
-                                   dataset=image.dataset.split_name, name=f"{image.dataset_id}/{image.name}",
+                                   dataset=split_names[image.dataset_id], name=f"{image.dataset_id}/{image.name}",
                                    group=f"{image.dataset_id}/{image.group or image.name}"))
         report(5.0 * number / len(images), stage="loading", message=f"image {number}/{len(images)}")
         if should_stop():

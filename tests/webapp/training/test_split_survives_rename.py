@@ -37,3 +37,15 @@ def test_a_renamed_dataset_keeps_its_validation_split(owner, media_root, tmp_pat
         do_edit_dataset(Dataset.objects.get(pk=dataset.pk), actor=owner, name=f"{dataset.name}, again")
     assert sorted(Dataset.objects.filter(project=project).values_list("split_key", flat=True)) == ["breast", "colon"]
     assert validation_images(project, owner, monkeypatch) == before and before
+
+
+def test_a_new_dataset_named_as_a_renamed_one_was_is_its_own_dataset(owner, media_root, tmp_path):
+    from webapp.datasets.models import Image
+
+    project = two_taxonomy_project(owner, tmp_path)
+    colon = Dataset.objects.get(project=project, name="colon")
+    do_edit_dataset(colon, actor=owner, name="colon, first")
+    Dataset.objects.filter(pk=Dataset.objects.get(project=project, name="breast").pk).update(name="colon")
+    names = runner.table_names(list(Image.objects.filter(project=project).select_related("dataset")))
+    newer = Dataset.objects.get(project=project, name="colon")
+    assert names == {colon.pk: "colon", newer.pk: f"colon #{newer.pk}"}
