@@ -219,7 +219,9 @@ class TqdmProgress:
                                  unit="batch", file=sys.stderr, leave=True, dynamic_ncols=True)
         self.bar.update(event["step"] - self.bar.n)
         eta = event.get("eta_s")
-        postfix = {"loss": f"{event['loss']:.4f}"}
+        postfix = {}
+        if event.get("epoch_loss") is not None:   # the epoch's mean so far: one batch's swings with its nuclei
+            postfix["loss"] = f"{event['epoch_loss']:.4f}"
         if eta is not None and not math.isnan(eta):
             postfix["stage_eta"] = f"{eta:.0f}s"
         self.bar.set_postfix(postfix, refresh=False)

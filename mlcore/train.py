@@ -99,12 +99,24 @@ def train_one_epoch(stage: Stage, optimizer: torch.optim.Optimizer, epoch: int, 
     steps = len(batches)
     loss_sum, samples = 0.0, 0
     start = time.perf_counter()
+
+    def report(step: int, loss_value: float | None) -> None:
+        # "loss": this batch's; "epoch_loss": the mean over the epoch's batches so far (at its last step, the
+        # epoch's, as its history entry says).
+        if clock is not None:
+            clock.done_steps += 1
+        if progress is not None:
+            progress({"stage": stage.name, "epoch": epoch + 1, "epochs": epochs, "step": step + 1, "steps": steps,
+                      "loss": loss_value, "epoch_loss": loss_sum / samples if samples else None,
+                      "eta_s": clock.eta() if clock else float("nan")})
+
     for step, batch in enumerate(batches):
         if should_stop is not None and should_stop():
             raise Cancelled(f"stopped in stage {stage.name}, epoch {epoch + 1}, step {step + 1}")
         size = stage.batch_length(batch)
         if size < 2:
-            continue  # BatchNorm cannot train on a single sample
+            report(step, None)   # BatchNorm cannot train on a single sample; the step is still the epoch's
+            continue
         loss = stage.loss(batch)
         # Keep Python floats only: no autograd graph outlives its batch. Checked before the step, so that the
         # weights are never overwritten with what a non-finite loss gives.
@@ -118,11 +130,7 @@ def train_one_epoch(stage: Stage, optimizer: torch.optim.Optimizer, epoch: int, 
             averaged.update_parameters(stage.module)
         loss_sum += loss_value * size
         samples += size
-        if clock is not None:
-            clock.done_steps += 1
-        if progress is not None:
-            progress({"stage": stage.name, "epoch": epoch + 1, "epochs": epochs, "step": step + 1, "steps": steps,
-                      "loss": loss_value, "eta_s": clock.eta() if clock else float("nan")})
+        report(step, loss_value)
     seconds = time.perf_counter() - start
     return {"stage": stage.name, "epoch": epoch + 1, "loss": loss_sum / max(samples, 1), "samples": samples,
             "seconds": seconds, "samples_per_s": samples / seconds if seconds > 0 else 0.0,

@@ -28,9 +28,14 @@ def test_three_stages_write_checkpoints_metrics_and_report_progress(table, tmp_p
     stages_seen = [e["stage"] for e in events]
     assert stages_seen.index("sparse") < stages_seen.index("correlation") < stages_seen.index("completion")
     batch_events = [e for e in events if e["steps"]]
-    assert all(set(e) >= {"stage", "epoch", "epochs", "step", "steps", "loss", "eta_s"} for e in batch_events)
-    assert all(np.isfinite(e["loss"]) for e in batch_events)
+    assert all(set(e) >= {"stage", "epoch", "epochs", "step", "steps", "loss", "epoch_loss", "eta_s"}
+               for e in batch_events)
+    assert all(e["loss"] is None or np.isfinite(e["loss"]) for e in batch_events)   # None: a batch too small
     assert [h["stage"] for h in result.history] == ["sparse", "sparse", "correlation", "correlation", "completion"]
+    # Every epoch reports its last step, whose running mean is the epoch's loss in the history.
+    ends = [e for e in batch_events if e["step"] == e["steps"]]
+    assert [(e["stage"], e["epoch"]) for e in ends] == [(h["stage"], h["epoch"]) for h in result.history]
+    assert [e["epoch_loss"] for e in ends] == pytest.approx([h["loss"] for h in result.history], rel=1e-9)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics["label_sets"]) == {"A", "B"}
     assert set(metrics["stages"]) == {"sparse", "correlation", "completion"}

@@ -20,9 +20,9 @@ def recorder():
     return calls, report
 
 
-def batch(stage, epoch, step, steps, epochs, eta_s, loss=0.5):
+def batch(stage, epoch, step, steps, epochs, eta_s, loss=0.5, epoch_loss=0.5):
     return {"stage": stage, "epoch": epoch, "epochs": epochs, "step": step, "steps": steps, "loss": loss,
-            "eta_s": eta_s}
+            "epoch_loss": epoch_loss, "eta_s": eta_s}
 
 
 def stage_start(stage, epochs, done=0):
@@ -34,8 +34,10 @@ def test_a_one_epoch_run_counts_epoch_1_of_1_and_ends_at_the_end_of_training():
     calls, report = recorder()
     progress = TrainingProgress(["sparse"], {"sparse": 1}, report, clock=Clock())
     progress(stage_start("sparse", 1))
-    for step in (1, 2, 3, 4):
+    for step in (1, 2, 3):
         progress(batch("sparse", 1, step, 4, 1, eta_s=3.0 * (4 - step)))
+    # The last batch held 2 nuclei and a loss of 1.26: the line says the epoch's mean, as its history does.
+    progress(batch("sparse", 1, 4, 4, 1, eta_s=0.0, loss=1.26, epoch_loss=0.5))
     assert {(c["epoch"], c["epochs"]) for c in calls} == {(1, 1)}  # never "epoch 2/1"
     percents = [c["percent"] for c in calls]
     assert percents == sorted(percents) and percents[0] == 5.0 and percents[-1] == 95.0

@@ -163,9 +163,10 @@ class TrainingProgress:
         else:
             epoch = min(max(int(info.get("epoch") or 1), 1), epochs)
             fraction = min(1.0, (epoch - 1 + step / steps) / epochs)
-            if step == steps:
+            if step == steps:   # the epoch's mean loss, as its history entry (the last batch's may hold 2 nuclei)
+                mean = info.get("epoch_loss")
                 log = (f"{model}stage {stage}, epoch {epoch}/{epochs} done"
-                       + (f": loss {loss:.4f}" if isinstance(loss, float) and math.isfinite(loss) else ""))
+                       + (f": loss {mean:.4f}" if isinstance(mean, float) and math.isfinite(mean) else ""))
         eta = self._eta(stage, index, fraction, info.get("eta_s"), now)
         if members > 1 and eta is not None and self.seconds_per_epoch:
             # _eta costs this model's rest of the stage and one model's later stages; the other models' turns
