@@ -264,10 +264,11 @@ def do_activate_version(version: ModelVersion, *, actor) -> ModelVersion:
     with transaction.atomic():
         Project.objects.select_for_update().get(pk=version.project_id)
         previous = ModelVersion.objects.filter(project_id=version.project_id, is_active=True).first()
-        ModelVersion.objects.filter(project_id=version.project_id, is_active=True).update(is_active=False)
-        ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
-        audit.record("model.activated", actor=actor, target=version, number=version.number,
-                     previous=previous.number if previous else None)
+        if previous is None or previous.pk != version.pk:   # the active one asked again: its predictions only
+            ModelVersion.objects.filter(project_id=version.project_id, is_active=True).update(is_active=False)
+            ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
+            audit.record("model.activated", actor=actor, target=version, number=version.number,
+                         previous=previous.number if previous else None)
         # Images imported while another version was active, or left by a prediction job that was cancelled or
         # failed, have none of this one's predictions: queue them (in the same transaction: with the task queue
         # down, nothing changes and the 503 says to try again).

@@ -44,6 +44,9 @@ def test_the_images_a_cancelled_prediction_left_are_offered_and_predicted(owner,
 
     response = api_client_for(owner).post(f"/api/projects/{project.pk}/versions/1/activate/")
     [job_id] = response.json()["prediction_jobs"]
+    from webapp.core.models import AuditLogEntry
+    # v1 was active already: the button queues its predictions without an activity row "activated v1 (was v1)".
+    assert not AuditLogEntry.objects.filter(action="model.activated").exists()
     assert Job.objects.get(pk=job_id).params == {"model_version": version.pk, "missing": True, "tta": False}
     assert 'id="no-predictions"' not in client.get(f"/projects/{project.pk}/").content.decode()   # queued now
     kept = dict(Prediction.objects.filter(model_version=version, nucleus__image=images[0]).values_list("id", "nucleus"))
