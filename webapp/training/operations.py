@@ -215,7 +215,9 @@ def do_publish_version(project: Project, *, job: Job, checkpoint: Path, config: 
                        history: list | None = None, training_data: dict | None = None,
                        activate: bool = True) -> ModelVersion:
     """Copy the checkpoint into the project and publish it as the new active version (``activate``; else
-    beside the active one, which stays), all or nothing.
+    beside the active one, which stays), all or nothing. A version made active by a person while the training
+    ran (a rollback: not ``parent``) stays active: the new one is published beside it, and its ``kept_active``
+    names the one that stayed.
 
     The checkpoint is in the storage before the row that names it commits; the upload (remote) happens
     under the project's lock, as the version's number is only known there."""
@@ -228,6 +230,10 @@ def do_publish_version(project: Project, *, job: Job, checkpoint: Path, config: 
             Project.objects.select_for_update().get(pk=project.pk)
             number = (ModelVersion.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
             final = f"{models_folder(project)}/v{number}.pt"
+            active = ModelVersion.objects.filter(project=project, is_active=True).first()
+            kept_active = active if activate and active is not None and active.pk != getattr(parent, "pk", None) \
+                else None
+            activate = activate and kept_active is None
             if activate:
                 ModelVersion.objects.filter(project=project, is_active=True).update(is_active=False)
             version = ModelVersion.objects.create(
@@ -244,6 +250,7 @@ def do_publish_version(project: Project, *, job: Job, checkpoint: Path, config: 
         if final is not None:
             _remove_unnamed_checkpoint(project, final)
         raise
+    version.kept_active = kept_active
     return version
 
 

@@ -516,7 +516,11 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         prediction_job = None
         predictions = (f"its predictions could not be queued ({exc.detail}) Once it is back, queue them from the "
                        f"project page (Queue v{version.number}'s predictions, or make the version active again)")
-    if lower:
+    if version.kept_active is not None:
+        log = (f"published v{version.number} but did not make it active: v{version.kept_active.number} was made "
+               f"active while it trained (it went on from v{parent.number if parent else '—'}), and stays active "
+               f"(make v{version.number} active on its page if you want it)")
+    elif lower:
         log = (f"published v{version.number} but did not make it active: it is lower than v{parent.number} on "
                f"{', '.join(lower)} (the retraining policy keeps the active version then); v{parent.number} stays "
                f"active")

@@ -260,3 +260,27 @@ def test_a_training_resumed_from_a_point_kept_before_the_upgrade_still_says_what
     assert run_job(resumed.pk) == "succeeded", Job.objects.get(pk=resumed.pk).error
     v2 = ModelVersion.objects.get(project=trained, number=2)
     assert "fine_tuned_from" not in v2.training_data and v2.fine_tuned_from == 1
+
+
+def test_a_version_made_active_while_a_training_runs_stays_active(trained, owner, media_root):
+    """A curator rolled back to v1 while a training from v2 ran: its publish made the new version active over
+    the person's choice."""
+    from webapp.training.operations import do_activate_version
+
+    train(trained, owner)   # v2, active
+    job = do_start_training(trained, actor=owner, options={**FAST, "stages": ["sparse"]})
+    real_train_all = runner.train_all
+
+    def rollback_meanwhile(*args, **kwargs):
+        result = real_train_all(*args, **kwargs)
+        do_activate_version(ModelVersion.objects.get(project=trained, number=1), actor=owner)
+        return result
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "train_all", rollback_meanwhile)
+        assert run_job(job.pk) == "succeeded", Job.objects.get(pk=job.pk).error
+    v3 = ModelVersion.objects.get(project=trained, number=3)
+    assert not v3.is_active and ModelVersion.objects.get(project=trained, number=1).is_active
+    assert v3.parent.number == 2
+    assert "published v3 but did not make it active: v1 was made active while it trained (it went on from v2)" \
+        in Job.objects.get(pk=job.pk).log_tail
