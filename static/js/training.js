@@ -104,7 +104,8 @@ function trainingSection(section) {
   document.getElementById("cancel-training")?.addEventListener("click", async () => {
     const id = (jobBox.dataset.jobUrl.match(/\/jobs\/(\d+)\//) || [])[1];
     const question = `Cancel training job${id ? " #" + id : ""}? The work since its last finished epoch is lost `
-      + "(since its last finished stage when it trains several models averaged); it can be resumed from there.";
+      + "(since its last finished stage when it trains several models averaged); it can be resumed from there "
+      + "once it has finished one.";
     if (!window.confirm(question)) return;
     await post(`${jobBox.dataset.jobUrl}cancel/`).catch((err) => alert(err.message));
   });

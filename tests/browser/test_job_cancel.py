@@ -30,4 +30,5 @@ def test_a_queued_import_is_cancelled_from_its_page(logged_in_page, live_server,
     assert wait_until(page, "() => !document.getElementById('cancel-job')")
     job.refresh_from_db()
     assert job.state == Job.State.CANCELLED and job.cancel_requested
+    assert job.log_tail == "cancelled before a worker took it"
     assert not errors, errors

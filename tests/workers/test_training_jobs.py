@@ -102,6 +102,8 @@ def test_cancel_stops_training_and_publishes_nothing(owner, api_client_for, cele
     job = wait_job(job_id, celery_worker_process, timeout=60)
     assert job.state == "cancelled"
     assert not ModelVersion.objects.filter(project=project).exists()
+    # Its log ends saying so (its last line was the step it was at).
+    assert job.log_tail.splitlines()[-1].startswith("cancelled at ") and "as asked" in job.log_tail
 
 
 def test_viewer_cannot_train_and_outsider_gets_404(owner, member, outsider, api_client_for, tmp_path):

@@ -161,6 +161,9 @@ def do_cancel_job(job: Job, *, actor=None) -> Job:
         job.save(update_fields=["cancel_requested"])
         audit.record("job.cancel_requested", actor=actor, target=job, kind=job.kind)
         if job.state == Job.State.QUEUED or worker_gone:
+            line = "cancelled before a worker took it" if job.state == Job.State.QUEUED else \
+                "cancelled: no worker held it any more"
+            job.log_tail = "\n".join(((job.log_tail or "").splitlines() + [line])[-LOG_TAIL_LINES:])
             _finish(job, Job.State.CANCELLED)
     return job
 
@@ -201,6 +204,11 @@ def do_mark_cancelled(job_id: int) -> Job:
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
         if not job.finished:
+            # Its log ends saying so: the last line was whatever step it was at.
+            percent = (job.progress or {}).get("percent")
+            line = "cancelled" + (f" at {percent:.0f} %" if isinstance(percent, (int, float)) else "") + \
+                ", as asked: nothing of the unfinished step is kept"
+            job.log_tail = "\n".join(((job.log_tail or "").splitlines() + [line])[-LOG_TAIL_LINES:])
             _finish(job, Job.State.CANCELLED)
     return job
 
@@ -208,7 +216,7 @@ def do_mark_cancelled(job_id: int) -> Job:
 def _finish(job: Job, state: str) -> None:
     job.state = state
     job.finished_at = timezone.now()
-    job.save(update_fields=["state", "finished_at", "error", "result", "progress", "cancel_requested"])
+    job.save(update_fields=["state", "finished_at", "error", "result", "progress", "cancel_requested", "log_tail"])
     audit.record(f"job.{state}", target=job, kind=job.kind, error=job.error[:500] if job.error else "")
     if state in (Job.State.FAILED, Job.State.CANCELLED):
         # What it wrote and what it was sent are of no use now; after the commit, so a rollback keeps them.

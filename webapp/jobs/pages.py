@@ -22,7 +22,8 @@ def job_detail(request, job_id: int):
 # What a cancel leaves, in the confirmation the job page asks (the pages that start trainings ask their own).
 CANCEL_NOTES = {
     "import": "Nothing of the import is kept.",
-    "train": "The work since its last finished epoch is lost; it can be resumed from there on the project page.",
+    "train": ("The work since its last finished epoch is lost; it can be resumed from there on the project page "
+              "once it has finished one."),
     "predict": "The images classified so far keep their predictions; the project page offers to make the rest.",
     "infer": "No files are written.",
     "export": "Nothing of the export is kept.",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.db import transaction
 from django.db.models import Exists, Max, OuterRef
+from django.utils import timezone
 
 from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES
 
@@ -98,9 +99,12 @@ def resume_point(job: Job, project: Project | None = None) -> dict:
     if job.state not in (Job.State.CANCELLED, Job.State.FAILED):
         raise NotResumable(f"job {job.pk} is {job.state}: only a cancelled or failed training can be resumed")
     point = (job.result or {}).get("resume")
+    discarded = (job.result or {}).get("resume_discarded")
+    if not point and discarded:
+        raise NotResumable(f"job {job.pk}'s checkpoint of stage {discarded.get('stage')} was discarded when a later "
+                           "training of the project succeeded (it trained on older data): start a new training")
     if not point:
-        raise NotResumable(f"job {job.pk} finished no stage before it stopped (or a later training made its "
-                           "checkpoint obsolete): start a new training")
+        raise NotResumable(f"job {job.pk} finished no epoch before it stopped: start a new training")
     if not media.exists(point["checkpoint"]):
         raise NotResumable(f"the checkpoint of job {job.pk}'s stage {point['stage']} is gone: start a new training")
     trained = point.get("label_sets")   # the label sets its stage learnt (points kept since they are recorded)
@@ -197,7 +201,10 @@ def do_discard_resume_points(project: Project, *, actor=None) -> int:
         files = []
         for job in jobs:
             files.append(job.result["resume"].get("checkpoint"))
-            job.result = {k: v for k, v in job.result.items() if k != "resume"}
+            # What it had finished stays said: a resume asked for later is told why there is none.
+            job.result = {**{k: v for k, v in job.result.items() if k != "resume"},
+                          "resume_discarded": {"stage": job.result["resume"].get("stage"),
+                                               "at": timezone.now().isoformat()}}
             job.save(update_fields=["result"])
         if jobs:
             audit.record("training.resume_points_discarded", actor=actor, target=project, jobs=[j.pk for j in jobs])

@@ -52,6 +52,13 @@ def test_a_success_discards_the_projects_kept_checkpoints(media, owner, django_c
         assert do_discard_resume_points(project) == 1
     assert not (media / mine).exists()
     job.refresh_from_db()
-    assert job.result == {"note": "kept"}
+    assert job.result["note"] == "kept" and "resume" not in job.result
+    assert job.result["resume_discarded"]["stage"] == "sparse"
+    # A resume asked for now says why there is none (it said the job "finished no stage").
+    from webapp.training.operations import NotResumable, resume_point
+
+    with pytest.raises(NotResumable, match=f"job {job.pk}'s checkpoint of stage sparse was discarded when a later "
+                                           "training of the project succeeded"):
+        resume_point(job, project)
     assert AuditLogEntry.objects.filter(action="training.resume_points_discarded").count() == 1
     assert (media / theirs).is_file()

@@ -152,7 +152,7 @@ def test_resume_is_refused_with_a_reason(owner, api_client_for, tmp_path, media_
     client = api_client_for(owner)
     job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, state=Job.State.CANCELLED, params={"options": {}})
     response = client.post(f"/api/projects/{project.pk}/train/", {"resume_from": job.pk}, format="json")
-    assert response.status_code == 409 and "finished no stage" in response.json()["detail"]
+    assert response.status_code == 409 and "finished no epoch" in response.json()["detail"]
     job.result = {"resume": {"stage": "sparse", "checkpoint": f"projects/{project.pk}/models/gone.pt",
                              "remaining": ["correlation", "completion"]}}
     job.save()
