@@ -269,6 +269,9 @@ STORAGES = {
 
 # Uploads: archives bigger than this are refused before they are unpacked.
 MAX_UPLOAD_BYTES = _env_int("MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1)
+# What an archive may unpack to (zip bombs stop there, from the headers and again while writing). Instance masks
+# compress several times over (a 1.07 GB zip of 10,000 tiles of 256 px unpacks to 3.6 GB): four times the upload.
+MAX_UNPACKED_BYTES = _env_int("MAX_UNPACKED_BYTES", 4 * MAX_UPLOAD_BYTES, minimum=1)
 # Whole-slide images and their detections sent in chunks (resumable, webapp.datasets.slide_uploads): the
 # largest file accepted.
 SLIDE_UPLOAD_MAX_BYTES = _env_int("SLIDE_UPLOAD_MAX_BYTES", 20 * 1024**3, minimum=1)

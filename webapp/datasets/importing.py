@@ -44,12 +44,14 @@ class ImportRejected(Invalid):
 
 # ------------------------------------------------------------------------------------------ archives
 
-def safe_extract(archive: Path, destination: Path, max_bytes: int, display_name: str | None = None) -> Path:
+def safe_extract(archive: Path, destination: Path, max_bytes: int, display_name: str | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> Path:
     """Unpack a zip archive under ``destination``, refusing anything that could escape it.
 
     Rejects absolute paths, ``..`` components, links, and archives whose unpacked size exceeds
     ``max_bytes`` (checked from the headers before anything is written, and again while writing).
     Errors name the archive ``display_name`` (the name the user's file had), else its own file name.
+    ``progress(written, total)``: bytes unpacked so far of the headers' total, after each file.
     """
     name = display_name or archive.name
     try:
@@ -83,6 +85,8 @@ def safe_extract(archive: Path, destination: Path, max_bytes: int, display_name:
                     if written > max_bytes:  # headers can lie about sizes
                         raise DataError(name, f"unpacks to more than the limit of {max_bytes / 1e6:.1f} MB")
                     sink.write(chunk)
+            if progress is not None:
+                progress(written, total)
     return dataset_root(destination)
 
 

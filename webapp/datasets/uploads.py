@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -159,8 +160,16 @@ def run_import_job(job: Job, progress, log=None) -> dict:
             shutil.rmtree(staging / "extracted", ignore_errors=True)
             progress(0, "unpacking the archive")
             log(f"unpacking the archive ({(staging / 'upload.zip').stat().st_size / 1e6:.1f} MB)")
-            root = safe_extract(staging / "upload.zip", staging / "extracted", settings.MAX_UPLOAD_BYTES,
-                                display_name=params.get("archive_name") or None)
+            shown = {"at": 0.0}
+
+            def unpacked(written: int, total: int) -> None:
+                # Gigabytes take a while: the message counts them (at most every half second, as progress goes).
+                if time.monotonic() - shown["at"] >= 0.5 or written == total:
+                    shown["at"] = time.monotonic()
+                    progress(0, f"unpacking the archive: {written / 1e6:.0f} of {total / 1e6:.0f} MB")
+
+            root = safe_extract(staging / "upload.zip", staging / "extracted", settings.MAX_UNPACKED_BYTES,
+                                display_name=params.get("archive_name") or None, progress=unpacked)
         else:
             root = staging / "files"
         try:

@@ -195,3 +195,21 @@ def test_label_set_name_with_other_classes_is_refused(project, client, celery_wo
                           format="seed", label_set="tax")
     assert job.state == "failed" and "label_set: 'tax' has classes ['a', 'b']" in job.error
     assert Dataset.objects.filter(project=project).count() == 1
+
+
+def test_unpacking_reports_what_it_has_written(tmp_path):
+    from webapp.datasets.importing import safe_extract
+
+    archive = tmp_path / "tiles.zip"
+    archive.write_bytes(zip_entries({f"images/{i}.bin": bytes(1000 * (i + 1)) for i in range(3)}).getvalue())
+    seen = []
+    safe_extract(archive, tmp_path / "out", max_bytes=10_000, progress=lambda written, total: seen.append((written, total)))
+    assert seen == [(1000, 6000), (3000, 6000), (6000, 6000)]
+
+
+def test_the_unpacked_limit_is_its_own_setting_four_times_the_upload_by_default(settings):
+    """Masks compress several times over: a 1.07 GB zip of 10,000 tiles unpacks to 3.6 GB, which the upload's own
+    limit (2 GiB) refused after the upload was accepted."""
+    from webapp import settings as defaults
+
+    assert defaults.MAX_UNPACKED_BYTES == 4 * defaults.MAX_UPLOAD_BYTES == 8 * 1024**3
