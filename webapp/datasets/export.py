@@ -270,10 +270,12 @@ def detection_features(project, label_set, source: str = "current", dataset: Dat
     ``dataset``, ``image``, ``instance_id`` and ``nucleus_id`` say where it comes from. Nuclei are read in
     id-ordered chunks, so memory stays flat whatever the project's size.
     """
-    info = _info_for(project, label_set)
-    colors = to_ml_label_set(info).colors
-    names = {c["index"]: (c["name"], colors[position]) for position, c in enumerate(info.classes)}
-    version = active_version(project)
+    names = {}
+    if label_set is not None:   # a project with unlabelled datasets only: its nuclei, without classes
+        info = _info_for(project, label_set)
+        colors = to_ml_label_set(info).colors
+        names = {c["index"]: (c["name"], colors[position]) for position, c in enumerate(info.classes)}
+    version = active_version(project) if label_set is not None else None
     if image is not None:
         scope = Q(image=image)
     else:
@@ -290,11 +292,11 @@ def detection_features(project, label_set, source: str = "current", dataset: Dat
         first, last = nuclei[0][0], nuclei[-1][0]
         span = Q(nucleus_id__gte=first, nucleus_id__lte=last)
         predicted = prediction_details(project, span, [label_set.pk], version) if version else {}
-        classes = _chunk_classes(span, label_set.pk, source, predicted)
+        classes = _chunk_classes(span, label_set.pk, source, predicted) if label_set is not None else {}
         for pk, image_id, instance_id, area, outline in nuclei:
             if not outline:
                 continue  # no outline was traced (never for a stored nucleus): nothing QuPath could draw
-            prediction = predicted.get((pk, label_set.pk))
+            prediction = predicted.get((pk, label_set.pk)) if label_set is not None else None
             measurements = {MEASUREMENT_AREA: area}
             if prediction is not None:
                 measurements[MEASUREMENT_PROBABILITY] = prediction[1]

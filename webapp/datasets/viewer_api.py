@@ -182,13 +182,13 @@ def _object_type(request, default: str) -> str:
 
 def _detections_response(project, label_set, request, dataset=None, filename: str = "", image=None,
                          default_object_type: str = "detection"):
-    if label_set is None:
-        raise ValidationError({"label_set": "this project has no label set yet: there is no class to export"})
+    # Without a label set (unlabelled datasets only) the nuclei go out without classes, for QuPath to show.
     source = _source(request)
     object_type = _object_type(request, default_object_type)
     text = export.detections_geojson_text(project, label_set, source, dataset, object_type, image=image)
     response = StreamingHttpResponse(text, content_type="application/geo+json")
-    return _attachment(response, f"{filename}-{label_set.name}-{source}.geojson")
+    parts = [filename, label_set.name, source] if label_set is not None else [filename, "nuclei"]
+    return _attachment(response, "-".join(parts) + ".geojson")
 
 
 class DatasetGeoJsonView(FileAPIView):

@@ -152,9 +152,9 @@ def test_detections_errors_are_json(api_client_for, viewer_project, member, outs
         "label_set: no label set named 'nope' in this project (label sets: alpha-types")
     assert api_client_for(outsider).get(base).status_code == 404
     assert api_client_for(outsider).get(f"/api/datasets/{vp.alpha.pk}/export/detections.geojson").status_code == 404
-    empty = do_create_project("Empty", actor=owner)
-    refused = api_client_for(owner).get(f"/api/projects/{empty.pk}/export/detections.geojson")
-    assert refused.status_code == 400 and "no label set" in json.loads(refused.content)["detail"]
+    empty = do_create_project("Empty", actor=owner)   # no nucleus, no label set: an empty collection
+    nothing = api_client_for(owner).get(f"/api/projects/{empty.pk}/export/detections.geojson")
+    assert nothing.status_code == 200 and json.loads(b"".join(nothing.streaming_content))["features"] == []
 
 
 def read_coco(response) -> dict:
@@ -188,3 +188,30 @@ def test_coco_in_another_label_set_and_from_predictions(api_client_for, viewer_p
         else:  # the second image was not predicted
             assert annotation["category_id"] == 0
     assert sum(a["image_id"] == first_image for a in predictions["annotations"]) == len(boxes)
+
+
+def test_a_project_of_unlabelled_nuclei_exports_them_without_classes(api_client_for, owner, media_root, tmp_path):
+    """It answered 400 "this project has no label set yet": detections without classes are what QuPath shows of
+    a StarDist or HoVer-Net segmentation before anyone classified it."""
+    from django.test import override_settings
+
+    from mlcore.synthetic import generate_dataset
+    from webapp.datasets.importing import do_import_dataset
+    from webapp.projects.operations import do_create_project
+
+    project = do_create_project("masks only", actor=owner)
+    root = generate_dataset(tmp_path / "d", "seed", n_images=2, nuclei_per_image=6, seed=3, size=(64, 64))
+    with override_settings(IMPORT_PROCESSES=1):
+        dataset = do_import_dataset(project, name="segmented", format="seed", path=root, actor=owner, labelled=False)
+    client = api_client_for(owner)
+    for url in (f"/api/datasets/{dataset.pk}/export/detections.geojson",
+                f"/api/projects/{project.pk}/export/detections.geojson"):
+        response = client.get(url)
+        assert response.status_code == 200, response.content
+        assert 'filename="segmented-nuclei.geojson"' in response["Content-Disposition"] or "project" in url
+        collection = json.loads(b"".join(response.streaming_content))
+        check_qupath_feature_collection(collection)
+        features = collection["features"]
+        assert len(features) == Nucleus.objects.filter(image__dataset=dataset).count() == dataset.nucleus_count
+        assert not any("classification" in f["properties"] for f in features)
+        assert all(f["properties"]["measurements"]["Area px^2"] > 0 for f in features)
