@@ -90,6 +90,13 @@ def label_set_classes_key(label_set_id: int) -> str:
     return f"review:v1:label-set-classes:{label_set_id}"
 
 
+def nucleus_bounds_key(project_id: int) -> str:
+    """The project's smallest and largest nucleus id (the random review order draws ids between them): an
+    import widens them (it forgets the key as it commits); a deletion leaves ids that no longer exist, which
+    the draw skips."""
+    return f"review:v1:nucleus-bounds:{project_id}"
+
+
 def prediction_count_key(version_id: int, label_set_id: int) -> str:
     return f"review:v1:prediction-count:{version_id}:{label_set_id}"
 
