@@ -90,11 +90,11 @@ def label_set_classes_key(label_set_id: int) -> str:
     return f"review:v1:label-set-classes:{label_set_id}"
 
 
-def nucleus_bounds_key(project_id: int) -> str:
-    """The project's smallest and largest nucleus id (the random review order draws ids between them): an
-    import widens them (it forgets the key as it commits); a deletion leaves ids that no longer exist, which
-    the draw skips."""
-    return f"review:v1:nucleus-bounds:{project_id}"
+def nucleus_bounds_key(project_id: int, datasets: tuple) -> str:
+    """The project's smallest and largest nucleus id (the random review order draws ids between them), for its
+    datasets as they are (``datasets``: their count, largest id and nuclei): an import or a deletion makes
+    another key, so nothing needs forgetting."""
+    return f"review:v1:nucleus-bounds:{project_id}:{':'.join(str(part) for part in datasets)}"
 
 
 def prediction_count_key(version_id: int, label_set_id: int) -> str:

@@ -25,7 +25,6 @@ from PIL import Image as PILImage
 from mlcore.readers import FORMATS, open_dataset
 from mlcore.types import MAX_NAME_LENGTH, DataError, LabelSet as MLLabelSet, name_key, quoted, strip_invisible
 from webapp.core import audit, media
-from webapp.core.cache import delete_on_commit, nucleus_bounds_key
 from webapp.core.domain_errors import Invalid
 from webapp.projects.models import Project
 
@@ -332,7 +331,6 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
     dataset.save(update_fields=["image_count", "nucleus_count"])
     log(f"stored {total_images} image{'s' if total_images != 1 else ''} and {batch.total_nuclei} nuclei"
         + (f" (label set {label_set.name})" if label_set else " (no labels)"))
-    delete_on_commit([nucleus_bounds_key(project.pk)])   # the random review order draws ids up to them
     audit.record("dataset.imported", actor=actor, target=dataset, name=name, format=format,
                  images=total_images, nuclei=batch.total_nuclei, label_set=label_set.name if label_set else None)
     return dataset

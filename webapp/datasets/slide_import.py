@@ -33,7 +33,6 @@ from PIL import Image as PILImage
 from mlcore.slides import SLIDE_SUFFIXES, SlideError, open_slide
 from mlcore.types import DataError, quoted
 from webapp.core import audit, media
-from webapp.core.cache import delete_on_commit, nucleus_bounds_key
 from webapp.jobs import operations as job_operations
 from webapp.jobs import sweep
 from webapp.jobs.models import Job
@@ -412,7 +411,6 @@ def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide
     labelled = writer.labelled
     log(f"stored {total:,} nuclei of slide {slide_name}" + (
         f", {labelled:,} classified in label set {label_set.name}" if label_set else " (none classified)"))
-    delete_on_commit([nucleus_bounds_key(project.pk)])   # the random review order draws ids up to them
     audit.record("dataset.imported", actor=actor, target=dataset, name=name, format=Dataset.Format.SLIDE,
                  images=1, nuclei=total, label_set=label_set.name if label_set else None, slide=slide_name,
                  slide_root=slide_root)
