@@ -113,7 +113,8 @@ class _Echo:
 def merged_csv_rows(project, chunk: int = CSV_CHUNK, image: Image | None = None) -> Iterator[str]:
     """CSV lines of the merged table (header first), one per nucleus.
 
-    Columns: project, dataset, image, instance_id, centroid_x, centroid_y, area, then for every label
+    Columns: project, dataset, image, instance_id, centroid_x, centroid_y (the mean of its pixels' indices:
+    + 0.5 in the polygons' pixel-edge coordinates), area, then for every label
     set ``<name>:ground_truth``, ``<name>:reviewed`` (the current review), ``<name>:reviewer`` (who made
     it), ``<name>:predicted``,
     ``<name>:probability`` and ``<name>:disagreement`` (between the two branches; all three from the
