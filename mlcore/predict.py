@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from mlcore.data import dihedral, to_input
 from mlcore.losses import LOGIT_CLAMP
 from mlcore.model import CrossTrainedModel, SeedEnsemble
-from mlcore.types import Cancelled
+from mlcore.types import Cancelled, DeviceUnavailable
 from mlcore.uncertainty import uncertainty_scores
 
 
@@ -37,7 +37,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available on this machine")
+        raise DeviceUnavailable(f"device {device} requested but CUDA is not available on this machine: use "
+                                "\"auto\" (a GPU where there is one), or send the job to a GPU worker's queue")
     return device
 
 

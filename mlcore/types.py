@@ -36,6 +36,11 @@ class DataError(ValueError):
         super().__init__(f"{path}: {problem}" if path is not None else problem)
 
 
+class DeviceUnavailable(ValueError):
+    """A device the config names that this machine does not have (``cuda`` on a CPU-only worker): the message
+    is the whole story."""
+
+
 class NoClassNames(DataError):
     """Files that name no classes, read as labelled: ``reason`` says what is missing; the message adds how to
     read them as masks only (a caller with another way to say so, the web app's upload form, words its own)."""

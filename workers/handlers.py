@@ -165,9 +165,9 @@ HANDLERS: dict[str, Callable[[JobContext], dict]] = {
 def user_facing_errors() -> tuple[type[Exception], ...]:
     """Errors about the user's input: their message is the whole story, no code location needed."""
     from mlcore.slides import SlideError
-    from mlcore.types import TrainingDiverged
+    from mlcore.types import DeviceUnavailable, TrainingDiverged
     from webapp.datasets.uploads import USER_ERRORS
     from webapp.jobs.deletion import DeletionRefused
     from webapp.training.operations import NotResumable
 
-    return (*USER_ERRORS, DeletionRefused, SlideError, NotResumable, TrainingDiverged)
+    return (*USER_ERRORS, DeletionRefused, SlideError, NotResumable, TrainingDiverged, DeviceUnavailable)

@@ -34,3 +34,21 @@ def test_a_refusal_of_the_store_too():
 
 def test_other_errors_keep_their_message_and_frame():
     assert _error_text(raised_from(ValueError("x"))).startswith("OSError: could not fetch the file (at ")
+
+
+def test_a_device_this_worker_lacks_is_said_without_a_code_location():
+    """``"device": "cuda"`` on a CPU-only worker: the job said "ValueError: ... (at predict.py:40)"."""
+    import pytest
+    import torch
+
+    from mlcore.predict import resolve_device
+    from mlcore.types import DeviceUnavailable
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    try:
+        resolve_device("cuda")
+    except DeviceUnavailable as exc:
+        text = _error_text(exc)
+    assert text.startswith("device cuda requested but CUDA is not available on this machine: use \"auto\"")
+    assert "(at " not in text
