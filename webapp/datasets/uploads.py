@@ -88,6 +88,7 @@ def do_start_import(project, *, actor, name: str, format: str, label_set: str = 
             # Checked again under the project's lock, with the job queued in the same transaction: two uploads
             # of one name at once (a double click) both passed the check above while they were staged.
             Project.objects.select_for_update().get(pk=project.pk)
+            refuse_while_deleting(project, "An import")   # a deletion asked for while this upload was written
             refuse_taken_name(project, name)
             return job_operations.do_enqueue_job(
                 Job.Kind.IMPORT, actor=actor, project=project,

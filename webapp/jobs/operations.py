@@ -132,6 +132,10 @@ def do_report_progress(job_id: int, progress: dict[str, Any], log_line: str | No
 def do_finish_job(job_id: int, result: dict | None = None) -> Job:
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
+        if job.finished:
+            # Ended meanwhile (cancelled while its worker was taken for gone, failed by the reaper): its files may
+            # be swept already, so it stays as it ended.
+            return job
         job.result = result or {}
         job.progress = {**job.progress, "percent": 100.0}
         _finish(job, Job.State.SUCCEEDED)
@@ -155,8 +159,8 @@ def do_cancel_job(job: Job, *, actor=None) -> Job:
                    and job.celery_task_id in liveness.unheld_task_ids([job.celery_task_id]))
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
-        if job.finished:
-            return job
+        if job.finished or (job.cancel_requested and not worker_gone):
+            return job   # asked before: one request, one activity row
         job.cancel_requested = True
         job.save(update_fields=["cancel_requested"])
         audit.record("job.cancel_requested", actor=actor, target=job, kind=job.kind)

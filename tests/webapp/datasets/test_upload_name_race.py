@@ -62,3 +62,28 @@ def test_a_name_taken_after_the_check_fails_the_import_in_words(owner, media_roo
     with override_settings(IMPORT_PROCESSES=1), pytest.raises(ImportRejected, match="already has a dataset named"):
         do_import_dataset(project, name="colon", format="seed", path=root, actor=owner)
     assert Dataset.objects.filter(project=project).count() == 1
+
+
+def test_an_upload_staged_while_a_deletion_was_asked_for_is_refused(owner, media_root, tmp_path, api_client_for,
+                                                                     monkeypatch):
+    """Both answered 202: the deletion then failed on the import it had to wait for, and the dataset stayed."""
+    project = do_create_project("race", actor=owner)
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)
+    root = generate_dataset(tmp_path / "d", "seed", n_images=1, nuclei_per_image=4, seed=0, size=(64, 64))
+    real_stage = uploads._stage
+    deletion = {}
+
+    def stage_while_a_deletion_is_asked_for(*args, **kwargs):
+        staged = real_stage(*args, **kwargs)
+        deletion["job"] = Job.objects.create(kind=Job.Kind.DELETE, project=project, created_by=owner,
+                                             params={"target": "dataset", "dataset": 1, "name": "old"})
+        return staged
+
+    monkeypatch.setattr(uploads, "_stage", stage_while_a_deletion_is_asked_for)
+    response = api_client_for(owner).post(f"/api/projects/{project.pk}/datasets/",
+                                          {"name": "colon", "format": "seed", "archive": zip_folder(root)},
+                                          format="multipart")
+    assert response.status_code == 409, response.content
+    assert f"is being deleted (job {deletion['job'].pk}" in response.json()["detail"]
+    assert not Job.objects.filter(kind=Job.Kind.IMPORT).exists()
+    assert not any(uploads.staging_root().iterdir())

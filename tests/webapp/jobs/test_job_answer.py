@@ -29,3 +29,18 @@ def test_a_jobs_files_are_names_with_urls_and_no_storage_key_is_shown(api_client
     resumable = client.get(f"/api/jobs/{training.pk}/").json()
     assert resumable["result"]["resume"] == {"stage": "sparse", "remaining": ["correlation"]}
     assert "projects/" not in str(answer) + str(resumable)
+
+
+def test_a_job_ended_meanwhile_is_not_finished_again_and_a_second_cancel_writes_nothing(owner):
+    """A job cancelled while its worker was taken for gone (or failed by the reaper) was turned back into
+    succeeded when that worker finished after all, its files swept; each repeated cancel wrote an activity row."""
+    from webapp.core.models import AuditLogEntry
+    from webapp.jobs import operations
+
+    job = Job.objects.create(kind=Job.Kind.TRAIN, created_by=owner, state=Job.State.RUNNING)
+    operations.do_cancel_job(job, actor=owner)
+    operations.do_cancel_job(job, actor=owner)
+    assert AuditLogEntry.objects.filter(action="job.cancel_requested").count() == 1
+    operations.do_mark_cancelled(job.pk)
+    finished = operations.do_finish_job(job.pk, {"model_version": 3})
+    assert finished.state == Job.State.CANCELLED and finished.result == {}
