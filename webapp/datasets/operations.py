@@ -11,6 +11,7 @@ from webapp.core.cache import delete_on_commit, unreviewed_counts_key
 from webapp.core.domain_errors import Invalid
 from webapp.core.notes import clean_note
 from webapp.jobs.deletion import refuse_while_deleting
+from webapp.projects.models import Project
 
 from .models import CurrentLabel, Dataset, Label, LabelSet, LabelSource, Nucleus
 from .uploads import refuse_taken_name
@@ -92,6 +93,9 @@ def do_edit_dataset(dataset: Dataset, *, actor, name: str | None = None, provena
     list it under the name it had then) stay as they are. A name the project has, or is importing, is
     refused, as at upload."""
     with transaction.atomic():
+        # The project's row first: two renames in one project run one at a time, so that the name check sees the
+        # other's name (two datasets renamed to one name, or to "Same" and "same", at once passed it both).
+        Project.objects.select_for_update().get(pk=dataset.project_id)
         current = Dataset.objects.select_for_update().get(pk=dataset.pk)
         refuse_while_deleting(current.project, "A change of a dataset's name or provenance")
         changes = {}

@@ -63,6 +63,13 @@ def clean_project_name(name: str, *, actor, project: Project | None = None) -> s
     return name
 
 
+def _lock_account(actor) -> None:
+    """A user's project names are checked among their projects: two creations or renames by one user run one
+    at a time (both of two at once were let through with one name)."""
+    if getattr(actor, "pk", None) is not None:
+        get_user_model().objects.select_for_update().filter(pk=actor.pk).first()
+
+
 def _clean_description(description: str) -> str:
     return clean_note(description, field="description", what="A project description")
 
@@ -70,6 +77,7 @@ def _clean_description(description: str) -> str:
 def do_create_project(name: str, *, actor, description: str = "") -> Project:
     """Create a project; its creator becomes its admin."""
     with transaction.atomic():
+        _lock_account(actor)
         name = clean_project_name(name, actor=actor)
         project = Project.objects.create(name=name, description=_clean_description(description), created_by=actor)
         Membership.objects.create(project=project, user=actor, role=Role.ADMIN)
@@ -81,6 +89,8 @@ def do_edit_project(project: Project, *, actor, name: str | None = None, descrip
     """Rename a project or change its description (admins); the audit row keeps what it was. A field
     left None stays as it is."""
     with transaction.atomic():
+        if name is not None:
+            _lock_account(actor)
         current = Project.objects.select_for_update().get(pk=project.pk)
         changes = {}
         if name is not None:
@@ -95,10 +105,20 @@ def do_edit_project(project: Project, *, actor, name: str | None = None, descrip
     return project
 
 
-def _locked_membership(project: Project, user) -> Membership | None:
+def _locked_membership(project: Project, user, actor=None) -> Membership | None:
     """Lock the project row (membership changes of one project run one at a time, so that two admins
-    demoting each other cannot leave it with none) and return the user's membership, if any."""
+    demoting each other cannot leave it with none) and return the user's membership, if any.
+
+    The actor's role is checked again under the lock: the view checked it before, and an admin demoted
+    meanwhile by another (each demoting the other at once) must not change members as an admin. Staff on the
+    admin site act without a membership."""
     Project.objects.select_for_update().get(pk=project.pk)
+    if actor is not None and getattr(actor, "pk", None) is not None:
+        acting = Membership.objects.filter(project=project, user=actor).first()
+        if acting is not None and acting.role != Role.ADMIN:
+            raise Conflict(f"Your role in project {quoted(project.name)} changed meanwhile: you are a "
+                           f"{Role(acting.role).label.lower()} now, and only admins change its members.",
+                           code="role_changed")
     return Membership.objects.filter(project=project, user=user).first()
 
 
@@ -117,7 +137,7 @@ def _refuse_losing_last_admin(project: Project, membership: Membership | None, n
 def do_set_membership(project: Project, user, role: str, *, actor) -> Membership:
     """Add ``user`` with ``role``, or change their role if they are a member already."""
     with transaction.atomic():
-        current = _locked_membership(project, user)
+        current = _locked_membership(project, user, actor)
         if current is not None and current.role == role:
             return current   # nothing changes, so nothing is written
         _refuse_losing_last_admin(project, current, role)
@@ -131,7 +151,7 @@ def do_set_membership(project: Project, user, role: str, *, actor) -> Membership
 def do_add_member(project: Project, user, role: str, *, actor) -> Membership:
     """Add ``user`` to the project with ``role``; 409 when they are a member already."""
     with transaction.atomic():
-        current = _locked_membership(project, user)
+        current = _locked_membership(project, user, actor)
         if current is not None:
             raise Conflict(f"{user.get_username()} is already a {Role(current.role).label.lower()} of project "
                            f"{quoted(project.name)}: change their role instead.", code="already_member")
@@ -143,7 +163,7 @@ def do_add_member(project: Project, user, role: str, *, actor) -> Membership:
 def do_change_member_role(project: Project, user, role: str, *, actor) -> Membership:
     """Give a member another role; the last admin keeps theirs."""
     with transaction.atomic():
-        membership = _locked_membership(project, user)
+        membership = _locked_membership(project, user, actor)
         if membership is None:
             raise NotFound(f"{user.get_username()} is not a member of project {quoted(project.name)}.", code="not_a_member")
         _refuse_losing_last_admin(project, membership, role)
@@ -159,7 +179,7 @@ def do_change_member_role(project: Project, user, role: str, *, actor) -> Member
 def do_remove_member(project: Project, user, *, actor) -> None:
     """Remove a member (they then get 404 for everything in the project); the last admin stays."""
     with transaction.atomic():
-        membership = _locked_membership(project, user)
+        membership = _locked_membership(project, user, actor)
         if membership is None:
             raise NotFound(f"{user.get_username()} is not a member of project {quoted(project.name)}.", code="not_a_member")
         _refuse_losing_last_admin(project, membership, None)
