@@ -74,6 +74,10 @@ _RETAKE = _lease_sql(on_conflict_set="user_id = excluded.user_id, expires_at = e
 _DECIDE = _lease_sql(on_conflict_set="user_id = excluded.user_id, expires_at = excluded.expires_at, "
                                      "decided = excluded.decided",
                      takeable="NOT {t}.decided OR {t}.user_id = %s OR %s")
+# Locking the row before anything else, changing nothing: an existing row keeps its values (the update sets a
+# column to itself), a missing one is inserted expired and undecided, which is what no row means.
+_LOCK = _lease_sql(on_conflict_set="decided = {t}.decided".format(
+    t=connection.ops.quote_name(ReviewLease._meta.db_table)), takeable=None)
 
 
 def _lease_row(sql: str, nucleus_id: int, label_set: LabelSet, user, expires, now, decided: bool, *extra):
@@ -290,7 +294,27 @@ def do_undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str = "",
     done = _undo_for_client_id(client_id, user, label_set, nucleus)
     if done is not None:
         return done
+    try:
+        return _undo(nucleus, label_set, user=user, client_id=client_id, check_current=check_current,
+                     expected_label_id=expected_label_id)
+    except (StaleLabel, NothingToUndo, IntegrityError):
+        # The same undo sent twice at once: the second waited on the first's locks and finds its row now.
+        done = _undo_for_client_id(client_id, user, label_set, nucleus)
+        if done is not None:
+            return done
+        raise
+
+
+def _undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str, check_current: bool,
+          expected_label_id: int | None) -> ReviewUndo:
+    now = timezone.now()
     with transaction.atomic():
+        # The lease row first, as a decision takes it (do_decide): an undo that locked the current label first
+        # deadlocked with a decision on the same nucleus, each holding what the other waited for.
+        _lease_row(_LOCK, nucleus.pk, label_set, user, now, now, False)
+        done = _undo_for_client_id(client_id, user, label_set, nucleus)
+        if done is not None:
+            return done
         current = (CurrentLabel.objects.select_for_update(of=("self",))
                    .select_related("label", "label__previous", "label__previous__author")
                    .filter(nucleus=nucleus, label_set=label_set).first())
@@ -321,8 +345,13 @@ def do_undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str = "",
         undo = ReviewUndo.objects.create(label=decision, restored=restored, actor=user, client_id=client_id)
         if restored is None or restored.source not in queue.HUMAN_SOURCES:
             forget_frontiers(label_set.pk)  # the queue's and the gallery's; forgetting early costs one search
-        now = timezone.now()
-        _lease_row(_RETAKE, nucleus.pk, label_set, user, now + timedelta(seconds=LEASE_SECONDS), now, False)
+        if restored is not None and restored.source == LabelSource.REVIEW:
+            # A reviewer's decision stands again (the reviewer's own earlier one, or another's under a second
+            # opinion): the nucleus stays decided by its author, or anyone could overwrite it without asking for
+            # a second opinion.
+            _lease_row(_RETAKE, nucleus.pk, label_set, restored.author, now, now, True)
+        else:   # leased back to the reviewer who undid, so that their queue shows it next
+            _lease_row(_RETAKE, nucleus.pk, label_set, user, now + timedelta(seconds=LEASE_SECONDS), now, False)
     return undo
 
 
@@ -351,12 +380,19 @@ def do_settle(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, curato
     existing = _existing_for_client_id(client_id, nucleus, label_set, curator)
     if existing is not None:
         return existing
-    with transaction.atomic():
-        label = do_record_label(nucleus, label_set, class_index, author=curator, source=LabelSource.REVIEW,
-                                check_current=True, expected_label_id=expected_label_id, client_id=client_id)
-        ConflictSettlement.objects.create(label=label, nucleus=nucleus, label_set=label_set, curator=curator)
-        # Settled: decided by the curator, whoever decided or held it before.
-        _mark_decided(nucleus, label_set, curator, timezone.now(), second_opinion=True)
+    try:
+        with transaction.atomic():
+            # Settled: decided by the curator, whoever decided or held it before. The lease row first, in the
+            # order a decision and an undo take their locks.
+            _mark_decided(nucleus, label_set, curator, timezone.now(), second_opinion=True)
+            label = do_record_label(nucleus, label_set, class_index, author=curator, source=LabelSource.REVIEW,
+                                    check_current=True, expected_label_id=expected_label_id, client_id=client_id)
+            ConflictSettlement.objects.create(label=label, nucleus=nucleus, label_set=label_set, curator=curator)
+    except (StaleLabel, IntegrityError):
+        existing = _existing_for_client_id(client_id, nucleus, label_set, curator)   # the same settle, twice at once
+        if existing is not None:
+            return existing
+        raise
     return label
 
 
