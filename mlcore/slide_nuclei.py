@@ -227,23 +227,13 @@ def _properties(feature: dict, display_name: str, where: str) -> dict:
 
 
 def _class_name(properties: dict, display_name: str, where: str) -> str | None:
-    """``classification.name`` (QuPath 0.3+), ``classification.names`` (a derived class, joined with ': '
-    as QuPath shows it), or a plain string (some converters write that)."""
-    classification = properties.get("classification")
-    if classification is None:
-        return None
-    # A blank name (some converters write "" or " " for "no class") is no class.
-    if isinstance(classification, str):
-        return classification if classification.strip() else None
-    if isinstance(classification, dict):
-        name = classification.get("name")
-        if isinstance(name, str):
-            return name if name.strip() else None
-        names = classification.get("names")
-        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-            return ": ".join(names)
-    raise SlideNucleiError(display_name, f"{where}: classification must be a name or an object with a name, "
-                                         f"got {str(classification)[:80]!r}")
+    """The feature's class name (mlcore.readers._common.qupath_class_name: every form QuPath writes)."""
+    from mlcore.readers._common import qupath_class_name
+
+    try:
+        return qupath_class_name(properties.get("classification"))
+    except ValueError as exc:
+        raise SlideNucleiError(display_name, f"{where}: {exc}") from None
 
 
 def _measurements(properties: dict, display_name: str, where: str) -> dict[str, float]:

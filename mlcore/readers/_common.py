@@ -359,6 +359,29 @@ MAX_RING_VERTICES = 4096
 _FILL_CELLS = 1 << 22  # rows x edges compared at once, bounding the fill's memory (about 4 MB of booleans)
 
 
+def qupath_class_name(classification) -> str | None:
+    """A QuPath classification's class name: ``name`` (a derived class of QuPath 0.2/0.3 with its
+    ``parentClass`` chain, ``"Tumor: Positive"`` as QuPath shows it), ``names`` (QuPath 0.4+'s derived class,
+    joined alike), or a plain string (some converters write that). None for none, or a blank name (some
+    converters write "" for "no class"); ValueError for anything else. Shared by the tile and the slide readers."""
+    if classification is None:
+        return None
+    if isinstance(classification, str):
+        return classification if classification.strip() else None
+    if isinstance(classification, dict):
+        name = classification.get("name")
+        if isinstance(name, str):
+            if not name.strip():
+                return None
+            parent = qupath_class_name(classification.get("parentClass")) if classification.get("parentClass") else None
+            return f"{parent}: {name}" if parent else name
+        names = classification.get("names")
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            return ": ".join(names)
+    raise ValueError(f"classification must be a name or an object with a name (or QuPath's names), "
+                     f"got {str(classification)[:80]!r}")
+
+
 def polygon_mask(rings: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]], height: int, width: int,
                  path: Path, where: str) -> tuple[tuple[slice, slice], np.ndarray] | None:
     """Rasterise polygons (outer ring K x 2 as x, y; holes) into a bounding-box patch of the image.

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from mlcore.readers._common import (FormatSource, compact_ids, list_images, load_json, make_label_set,
-                                    parse_color, polygon_mask, read_rgb, unique_stems)
+                                    parse_color, polygon_mask, qupath_class_name, read_rgb, unique_stems)
 from mlcore.types import AnnotatedImage, DataError, LabelSet, NoClassNames
 
 SUFFIX = ".geojson"
@@ -69,21 +69,42 @@ def _classification(feature: dict, path: Path, position: int) -> tuple[str | Non
     if not isinstance(properties, dict):
         raise DataError(path, f"feature #{position}: properties must be an object")
     classification = properties.get("classification")
-    if classification is None:
-        return None, None
-    if isinstance(classification, str):
-        return classification, None
-    if not isinstance(classification, dict) or not isinstance(classification.get("name"), str):
-        raise DataError(path, f"feature #{position}: classification must have a name, got {classification!r}")
-    color = classification.get("color", classification.get("colorRGB"))
-    return classification["name"], color
+    try:
+        name = qupath_class_name(classification)
+    except ValueError as exc:
+        raise DataError(path, f"feature #{position}: {exc}") from None
+    if name is None or not isinstance(classification, dict):
+        return name, None
+    return name, classification.get("color", classification.get("colorRGB"))
+
+
+# QuPath objects that are not nuclei (mlcore.slide_nuclei skips the same), in an "all objects" export.
+_NOT_NUCLEI = frozenset({"annotation", "tile", "tma_core", "root"})
+_NUCLEI = frozenset({"detection", "cell"})
+
+
+def _object_type(feature: dict) -> str:
+    properties = feature.get("properties") if isinstance(feature.get("properties"), dict) else {}
+    kind = properties.get("objectType", feature.get("objectType"))
+    return kind.lower() if isinstance(kind, str) else ""
+
+
+def nucleus_features(path: Path) -> list[tuple[int, dict]]:
+    """``(position in the file, feature)`` of the features that are nuclei. A file of detections or cells
+    exported with "all objects" carries the tissue annotation around them too: those then are not nuclei (the
+    region became a nucleus of class "Region*" that the detections painted over). A file of annotations only
+    (this program's per-image export, hand-drawn nuclei) is a file of nuclei."""
+    features = list(enumerate(read_features(path)))
+    if any(_object_type(feature) in _NUCLEI for _, feature in features):
+        features = [(position, feature) for position, feature in features if _object_type(feature) not in _NOT_NUCLEI]
+    return features
 
 
 def _label_set(annotation_paths: list[Path], class_names: list[str] | None, name: str) -> LabelSet:
     found: set[str] = set()
     colors: dict[str, tuple[int, int, int]] = {}
     for path in annotation_paths:
-        for position, feature in enumerate(read_features(path)):
+        for position, feature in nucleus_features(path):
             class_name, color = _classification(feature, path, position)
             if class_name is not None:
                 found.add(class_name)
@@ -124,8 +145,8 @@ def _read_image(image_path: Path, annotation_path: Path, label_set: LabelSet | N
     height, width = image.shape[:2]
     instance_map = np.zeros((height, width), np.int32)
     classes: dict[int, int] = {}
-    for position, feature in enumerate(read_features(annotation_path)):
-        instance_id = position + 1
+    for position, feature in nucleus_features(annotation_path):
+        instance_id = position + 1   # gaps where objects were not nuclei: compact_ids renumbers
         where = f"feature #{position}"
         geometry = feature.get("nucleusGeometry") or feature.get("geometry")
         painted = polygon_mask(_rings(geometry, annotation_path, where), height, width, annotation_path, where)

@@ -81,3 +81,28 @@ def test_unlabelled_read(tmp_path):
     _write(tmp_path, "u", [_feature({"type": "Polygon", "coordinates": [_ring(2, 2, 6, 6)]}, "X")])
     dataset = read_dataset("geojson", tmp_path, labelled=False)
     assert dataset.label_set is None and dataset.images[0].classes == {}
+
+
+def test_qupath_derived_classes_and_an_all_objects_export(tmp_path):
+    """QuPath 0.4+ writes a derived class as "names" (the import failed: "classification must have a name"),
+    0.2/0.3 as a "parentClass" chain ("Tumor: Positive" and "Stroma: Positive" both became "Positive"); an
+    "export all objects" file carries the tissue annotation the detections lie in (it became a nucleus of
+    class "Region*" that the detections painted over)."""
+    region = _feature({"type": "Polygon", "coordinates": [[[0, 0], [30, 0], [30, 30], [0, 30], [0, 0]]]}, "Region*")
+    region["properties"]["objectType"] = "annotation"
+    features = [
+        region,
+        _feature({"type": "Polygon", "coordinates": [_ring(2, 2, 8, 8)]}, key="classification",
+                 name=None),
+        _feature({"type": "Polygon", "coordinates": [_ring(10, 2, 16, 8)]}, "Positive"),
+        _feature({"type": "Polygon", "coordinates": [_ring(20, 2, 26, 8)]}, "Positive"),
+    ]
+    features[1]["properties"]["classification"] = {"names": ["Tumor", "Positive"], "color": [200, 0, 0]}
+    features[2]["properties"]["classification"]["parentClass"] = {"name": "Tumor"}
+    features[3]["properties"]["classification"]["parentClass"] = {"name": "Stroma", "colorRGB": -16776961}
+    _write(tmp_path, "t", features)
+    dataset = read_dataset("geojson", tmp_path)
+    assert dataset.label_set.classes == ("Stroma: Positive", "Tumor: Positive")
+    item = dataset.images[0]
+    assert item.instance_map.max() == 3 and (item.instance_map > 0).sum() == 3 * 36   # no 30 x 30 region
+    assert sorted(item.classes.values()) == [0, 1, 1]
