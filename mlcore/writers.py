@@ -139,7 +139,7 @@ def _edge_ring(contour: np.ndarray) -> list[list[float]]:
 
 def edge_rings(instance_map: np.ndarray, holes: bool = False) -> dict[int, list[list[np.ndarray]]]:
     """Every instance as polygons along its pixels' outer edges, in pixel-edge coordinates: ``{id: [[outer,
-    hole, ...], ...]}``, one polygon per 8-connected piece (largest first), each ring K x 2 int x, y with no
+    hole, ...], ...]}``, one polygon per 4-connected piece (largest first), each ring K x 2 int x, y with no
     repeated or collinear vertex. A 10 x 10 pixel nucleus is the 10 x 10 square its pixels cover, which is
     what pycocotools and QuPath fill; a ring through the boundary pixels' centres is half a pixel inside it
     all round (a 10-pixel nucleus 19 % smaller, a one-pixel one empty). With ``holes``, inner rings too.
@@ -149,13 +149,19 @@ def edge_rings(instance_map: np.ndarray, holes: bool = False) -> dict[int, list[
     mode = cv2.RETR_CCOMP if holes else cv2.RETR_EXTERNAL
     rings = {}
     for instance_id, rows, cols, mask in instance_masks(instance_map):
-        doubled = np.repeat(np.repeat(mask, 2, axis=0), 2, axis=1)
-        traced, hierarchy = cv2.findContours(doubled, mode, cv2.CHAIN_APPROX_NONE)
         origin = np.array([cols.start - 1, rows.start - 1])
-        corners = [_corners(np.floor(c.reshape(-1, 2) / 2 + 0.75).astype(np.int64) + origin) for c in traced]
-        parents = hierarchy[0][:, 3] if len(traced) else []
-        pieces = [[corners[i], *(corners[j] for j in range(len(traced)) if parents[j] == i)]
-                  for i in range(len(traced)) if parents[i] < 0]
+        # One polygon per 4-connected piece: pixels that touch only at a corner would make a ring that touches
+        # itself there, which OGC geometry (QuPath's JTS, shapely) calls invalid; as two polygons of a
+        # MultiPolygon they may touch.
+        count, pieces_map = cv2.connectedComponents(mask, connectivity=4)
+        pieces = []
+        for piece in range(1, count):
+            doubled = np.repeat(np.repeat((pieces_map == piece).astype(np.uint8), 2, axis=0), 2, axis=1)
+            traced, hierarchy = cv2.findContours(doubled, mode, cv2.CHAIN_APPROX_NONE)
+            corners = [_corners(np.floor(c.reshape(-1, 2) / 2 + 0.75).astype(np.int64) + origin) for c in traced]
+            parents = hierarchy[0][:, 3] if len(traced) else []
+            pieces += [[corners[i], *(corners[j] for j in range(len(traced)) if parents[j] == i)]
+                       for i in range(len(traced)) if parents[i] < 0]
         pieces.sort(key=lambda piece: -abs(cv2.contourArea(piece[0].astype(np.float32))))
         rings[instance_id] = pieces
     return rings
@@ -280,7 +286,13 @@ def coco_records(images: Iterable[tuple[str, np.ndarray, dict[int, int]]], label
         record = {"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)}
         pieces = edge_rings(instance_map) if segmentation == "polygon" else {}
         of_image = []
-        for box in nucleus_geometry(instance_map):
+        boxes = nucleus_geometry(instance_map)
+        if segmentation == "polygon":
+            # A COCO polygon has no hole, so a nucleus lying in another's hole is inside that one's polygon too:
+            # largest first, so that a reader painting them in order (this one's, most converters') paints the
+            # enclosed nucleus last instead of losing it under the other.
+            boxes = boxes[np.argsort(-boxes["area"], kind="stable")]
+        for box in boxes:
             instance_id = int(box["id"])
             index = _class_of(classes, instance_id, label_set)
             if segmentation == "polygon":

@@ -109,7 +109,8 @@ def test_pycocotools_decodes_the_polygon_export_to_the_masks():
     instance_map = blobs(4, pepper=0.0)
     height, width = instance_map.shape
     coco = coco_dict([("t.png", instance_map, {})], None, "polygon")
-    ids = np.unique(instance_map)[1:]
+    ids, areas = np.unique(instance_map[instance_map > 0], return_counts=True)
+    ids = ids[np.argsort(-areas, kind="stable")]   # the polygon export's order: largest first
     assert [a["area"] for a in coco["annotations"]] == [int((instance_map == i).sum()) for i in ids]
     exact, ious = 0, []
     for annotation, instance_id in zip(coco["annotations"], ids):
@@ -119,3 +120,30 @@ def test_pycocotools_decodes_the_polygon_export_to_the_masks():
         exact += np.array_equal(decoded, truth)
         ious.append((decoded & truth).sum() / (decoded | truth).sum())
     assert exact >= 0.95 * len(ids) and min(ious) > 0.95, (exact, len(ids), min(ious))
+
+
+def test_no_ring_touches_itself():
+    """Pixels that touch only at a corner are two polygons: one ring through that corner twice is invalid OGC
+    geometry (QuPath's JTS and shapely refuse it), though it fills the same pixels."""
+    diagonal = np.zeros((6, 6), np.int32)
+    diagonal[1, 1] = diagonal[2, 2] = diagonal[3, 3] = 1
+    assert len(edge_rings(diagonal)[1]) == 3
+    for seed in (1, 2, 5):
+        for pieces in edge_rings(blobs(seed), holes=True).values():
+            for piece in pieces:
+                for ring in piece:
+                    assert len({tuple(v) for v in ring.tolist()}) == len(ring), ring.tolist()
+
+
+def test_a_nucleus_in_another_ones_hole_survives_the_polygon_export(tmp_path):
+    """A COCO polygon cannot hold the hole: written in id order, the enclosing nucleus came last and its
+    filled polygon painted over the one inside (1 nucleus of 64 px instead of 16 + 48)."""
+    instance_map = np.zeros((16, 16), np.int32)
+    instance_map[4:12, 4:12] = 2
+    instance_map[6:10, 6:10] = 1
+    from mlcore.writers import write_coco
+
+    save_rgb(tmp_path / "images" / "t.png", np.full((16, 16, 3), 200, np.uint8))
+    write_coco(tmp_path / "annotations.json", [("t.png", instance_map, {1: 0, 2: 0})], LabelSet("s", ("a",)))
+    back = read_dataset("coco", tmp_path).images[0].instance_map
+    assert sorted(np.unique(back[back > 0], return_counts=True)[1].tolist()) == [16, 48]
