@@ -17,6 +17,7 @@ from mlcore.readers import detect_format
 from mlcore.types import DataError, NoClassNames, name_key, quoted
 from webapp.core import media
 from webapp.core.domain_errors import Invalid
+from webapp.core.filenames import safe_file_name
 from webapp.jobs import operations as job_operations
 from webapp.jobs import sweep
 from webapp.jobs.models import Job
@@ -169,7 +170,10 @@ def run_import_job(job: Job, progress, log=None) -> dict:
                     shown["at"] = time.monotonic()
                     progress(0, f"unpacking the archive: {written / 1e6:.0f} of {total / 1e6:.0f} MB")
 
-            root = safe_extract(staging / "upload.zip", staging / "extracted", settings.MAX_UNPACKED_BYTES,
+            # Unpacked into a folder named as the user's archive: a format that names its images by their folder
+            # (PanNuke's fold arrays: "fold1_00000") takes the archive's name, not the server's ("extracted").
+            folder = safe_file_name(PurePosixPath(params.get("archive_name") or "").stem, fallback="upload")
+            root = safe_extract(staging / "upload.zip", staging / "extracted" / folder, settings.MAX_UNPACKED_BYTES,
                                 display_name=params.get("archive_name") or None, progress=unpacked)
         else:
             root = staging / "files"

@@ -56,3 +56,20 @@ def test_a_layout_no_format_fits_fails_with_what_was_looked_for(api_client_for, 
 def test_an_unknown_example_format_is_a_json_404(api_client_for, owner):
     response = api_client_for(owner).get("/api/formats/tiff/example.zip")
     assert response.status_code == 404 and "seed" in response.json()["detail"]
+
+
+def test_fold_arrays_at_the_archives_top_are_named_after_the_archive(api_client_for, owner, celery_worker_process,
+                                                                     tmp_path):
+    """PanNuke's images are named by their folder: unpacked on the server, they were "extracted_00000"."""
+    from mlcore.synthetic import generate_dataset
+    from webapp.datasets.models import Image
+
+    root = generate_dataset(tmp_path / "fold", "pannuke", n_images=2, nuclei_per_image=3, seed=1, size=(32, 32),
+                            class_names=list(PANNUKE_CLASSES))
+    archive = zip_entries({path.name: path.read_bytes() for path in root.iterdir() if path.is_file()})
+    archive.name = "Fold 1.zip"
+    job = upload_and_wait(api_client_for(owner), do_create_project("folds", actor=owner).pk, archive,
+                          celery_worker_process, name="fold", format="pannuke")
+    assert job.state == "succeeded", job.error
+    assert sorted(Image.objects.filter(dataset_id=job.result["dataset_id"]).values_list("name", flat=True)) == [
+        "Fold_1_00000", "Fold_1_00001"]
