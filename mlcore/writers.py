@@ -206,16 +206,24 @@ def geojson_features(instance_map: np.ndarray, classes: dict[int, int], label_se
 
 def outline_feature(outline: Sequence[Sequence[float]], object_type: str = "detection",
                     classification: tuple[str, Sequence[int]] | None = None,
-                    measurements: dict[str, float] | None = None, **properties) -> dict:
+                    measurements: dict[str, float] | None = None, box: Sequence[int] | None = None,
+                    **properties) -> dict:
     """A QuPath GeoJSON Feature from a stored outline ([[x, y], ...], pixel-centre coordinates as
     :func:`nucleus_outlines` gives them), for exports that have the outlines but not the masks.
 
     The ring is shifted to pixel-edge coordinates like the other writers and closed (first point
     repeated at the end), with at least four positions as GeoJSON requires. ``classification``:
     ``(name, (r, g, b))``, QuPath's ``{"name", "color": [r, g, b]}``; ``measurements``: QuPath's map of
-    measurement name to number (None values are left out). Further keyword arguments become properties.
+    measurement name to number (None values are left out); ``box``: the nucleus's pixel box, written instead of
+    an outline of no area. Further keyword arguments become properties.
     """
     ring = _edge_ring(np.asarray(outline, dtype=np.float64).reshape(-1, 2))
+    if box is not None and _flat(ring):
+        # A nucleus one pixel wide or tall (often cut by the tile's edge): its outline through the pixels'
+        # centres is a point or a line, a polygon of no area that GeoJSON readers refuse; its pixels' box is
+        # the nucleus (``box``: x0, y0, x1, y1, the ends exclusive, as pixel edges).
+        x0, y0, x1, y1 = (float(v) for v in box)
+        ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
     ring.append(ring[0])
     feature_properties: dict = {"objectType": object_type}
     if classification is not None:
@@ -227,6 +235,13 @@ def outline_feature(outline: Sequence[Sequence[float]], object_type: str = "dete
     feature_properties.update(properties)
     return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
             "properties": feature_properties}
+
+
+def _flat(ring: list[list[float]]) -> bool:
+    """A ring of no area: fewer than three distinct points, or all on one line."""
+    points = np.asarray(ring, dtype=np.float64)
+    x, y = points[:, 0], points[:, 1]
+    return abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))) < 1e-9
 
 
 def feature_collection_text(features: Iterable[dict]) -> Iterable[str]:

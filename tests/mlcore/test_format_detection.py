@@ -71,6 +71,14 @@ def test_outline_feature_is_a_closed_ring_in_pixel_edge_coordinates():
     tiny, = outline_feature([[1, 1]])["geometry"]["coordinates"]
     assert len(tiny) == 4 and tiny[0] == tiny[-1]  # GeoJSON wants four positions at least
     assert "classification" not in outline_feature([[1, 1]])["properties"]
+    # With the nucleus's pixel box, an outline of no area (a point, a line: a nucleus one pixel wide, often cut
+    # by the tile's edge) is written as that box, which GeoJSON readers take (shapely: "Too few points").
+    point, = outline_feature([[1, 1]], box=(1, 1, 2, 2))["geometry"]["coordinates"]
+    assert point == [[1, 1], [2, 1], [2, 2], [1, 2], [1, 1]]
+    line, = outline_feature([[3, 4], [7, 4]], box=(3, 4, 8, 5))["geometry"]["coordinates"]
+    assert line == [[3, 4], [8, 4], [8, 5], [3, 5], [3, 4]]
+    kept, = outline_feature([[3, 4], [9, 4], [9, 8]], box=(3, 4, 10, 9))["geometry"]["coordinates"]
+    assert kept == ring   # an outline with an area stays as it is
 
 
 def test_feature_collection_text_is_one_json_document():

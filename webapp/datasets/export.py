@@ -287,14 +287,14 @@ def detection_features(project, label_set, source: str = "current", dataset: Dat
     last = 0
     while True:
         nuclei = list(Nucleus.objects.filter(scope, id__gt=last).order_by("id")
-                      .values_list("id", "image_id", "instance_id", "area", "outline")[:chunk])
+                      .values_list("id", "image_id", "instance_id", "area", "outline", "x0", "y0", "x1", "y1")[:chunk])
         if not nuclei:
             return
         first, last = nuclei[0][0], nuclei[-1][0]
         span = Q(nucleus_id__gte=first, nucleus_id__lte=last)
         predicted = prediction_details(project, span, [label_set.pk], version) if version else {}
         classes = _chunk_classes(span, label_set.pk, source, predicted) if label_set is not None else {}
-        for pk, image_id, instance_id, area, outline in nuclei:
+        for pk, image_id, instance_id, area, outline, *box in nuclei:
             if not outline:
                 continue  # no outline was traced (never for a stored nucleus): nothing QuPath could draw
             prediction = predicted.get((pk, label_set.pk)) if label_set is not None else None
@@ -305,7 +305,7 @@ def detection_features(project, label_set, source: str = "current", dataset: Dat
             index = classes.get(pk)
             dataset_name, image_name = images[image_id]
             yield outline_feature(outline, object_type, names.get(index) if index is not None else None,
-                                  measurements, dataset=dataset_name, image=image_name,
+                                  measurements, box=box, dataset=dataset_name, image=image_name,
                                   instance_id=instance_id, nucleus_id=pk)
 
 
