@@ -347,8 +347,9 @@ def unique_stems(paths: Sequence[Path]) -> None:
         seen[path.stem] = path
 
 
-# Polygons in COCO and QuPath GeoJSON use pixel-edge coordinates (pixel (0, 0) covers [0, 1) x [0, 1)), as
-# pycocotools reads them: a pixel belongs to a polygon when its centre (x + 0.5, y + 0.5) lies inside it. A
+# Polygons in COCO and QuPath GeoJSON use pixel-edge coordinates (pixel (0, 0) covers [0, 1) x [0, 1)), QuPath's
+# and pycocotools' convention (pycocotools approximates it on a finer grid: a float polygon's border pixels may
+# come out otherwise there): a pixel belongs to a polygon when its centre (x + 0.5, y + 0.5) lies inside it. A
 # centre exactly on the polygon counts too, so that an outline through the centres of the boundary pixels (the
 # stored outlines, shifted by half a pixel, and this program's exports before pixel-edge rings) comes back to
 # the same pixels; an exact pixel-edge ring never passes through a centre.
