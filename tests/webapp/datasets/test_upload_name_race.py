@@ -18,27 +18,34 @@ from webapp.projects.operations import do_create_project
 pytestmark = pytest.mark.django_db
 
 
-def test_an_upload_staged_while_the_same_name_was_queued_is_refused(owner, media_root, tmp_path, api_client_for,
-                                                                     monkeypatch):
-    project = do_create_project("race", actor=owner)
+def upload_while(project, owner, tmp_path, api_client_for, monkeypatch, kind: str, params: dict):
+    """Upload a dataset named "colon" while, as its files are written, another request queues a job of ``kind``
+    in the project (``params``); the response and that job."""
     monkeypatch.setattr(job_operations, "_send", lambda job: None)
     root = generate_dataset(tmp_path / "d", "seed", n_images=1, nuclei_per_image=4, seed=0, size=(64, 64))
     real_stage = uploads._stage
-    first = {}
+    other = {}
 
-    def stage_while_the_other_click_is_queued(*args, **kwargs):
+    def stage_while_another_job_is_queued(*args, **kwargs):
         staged = real_stage(*args, **kwargs)
-        if not first:   # the first click's request is queued while the second's upload is written
-            first["job"] = Job.objects.create(kind=Job.Kind.IMPORT, project=project, created_by=owner,
-                                              params={"name": "Colon", "format": "seed"})
+        other["job"] = Job.objects.create(kind=kind, project=project, created_by=owner, params=params)
         return staged
 
-    monkeypatch.setattr(uploads, "_stage", stage_while_the_other_click_is_queued)
+    monkeypatch.setattr(uploads, "_stage", stage_while_another_job_is_queued)
     response = api_client_for(owner).post(f"/api/projects/{project.pk}/datasets/",
                                           {"name": "colon", "format": "seed", "archive": zip_folder(root)},
                                           format="multipart")
+    return response, other["job"]
+
+
+def test_an_upload_staged_while_the_same_name_was_queued_is_refused(owner, media_root, tmp_path, api_client_for,
+                                                                     monkeypatch):
+    project = do_create_project("race", actor=owner)
+    # The first click's request is queued while the second's upload is written.
+    response, first = upload_while(project, owner, tmp_path, api_client_for, monkeypatch, Job.Kind.IMPORT,
+                                   {"name": "Colon", "format": "seed"})
     assert response.status_code == 400, response.content
-    assert f"is being imported into project 'race' (job {first['job'].pk})" in response.json()["detail"]
+    assert f"is being imported into project 'race' (job {first.pk})" in response.json()["detail"]
     assert Job.objects.filter(kind=Job.Kind.IMPORT).count() == 1
     assert not any(uploads.staging_root().iterdir())   # the refused upload's files are gone
 
@@ -68,22 +75,9 @@ def test_an_upload_staged_while_a_deletion_was_asked_for_is_refused(owner, media
                                                                      monkeypatch):
     """Both answered 202: the deletion then failed on the import it had to wait for, and the dataset stayed."""
     project = do_create_project("race", actor=owner)
-    monkeypatch.setattr(job_operations, "_send", lambda job: None)
-    root = generate_dataset(tmp_path / "d", "seed", n_images=1, nuclei_per_image=4, seed=0, size=(64, 64))
-    real_stage = uploads._stage
-    deletion = {}
-
-    def stage_while_a_deletion_is_asked_for(*args, **kwargs):
-        staged = real_stage(*args, **kwargs)
-        deletion["job"] = Job.objects.create(kind=Job.Kind.DELETE, project=project, created_by=owner,
-                                             params={"target": "dataset", "dataset": 1, "name": "old"})
-        return staged
-
-    monkeypatch.setattr(uploads, "_stage", stage_while_a_deletion_is_asked_for)
-    response = api_client_for(owner).post(f"/api/projects/{project.pk}/datasets/",
-                                          {"name": "colon", "format": "seed", "archive": zip_folder(root)},
-                                          format="multipart")
+    response, deletion = upload_while(project, owner, tmp_path, api_client_for, monkeypatch, Job.Kind.DELETE,
+                                      {"target": "dataset", "dataset": 1, "name": "old"})
     assert response.status_code == 409, response.content
-    assert f"is being deleted (job {deletion['job'].pk}" in response.json()["detail"]
+    assert f"is being deleted (job {deletion.pk}" in response.json()["detail"]
     assert not Job.objects.filter(kind=Job.Kind.IMPORT).exists()
     assert not any(uploads.staging_root().iterdir())

@@ -3,13 +3,13 @@ datasets to one name (or "Same" and "same"), two projects of one name by one use
 after another admin demoted them. Each passed its check before the other committed; under the row locks the
 second now sees the first."""
 
-import threading
 import time
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from tests.generated_datasets import generated_dataset
+from tests.threads import at_once
 from webapp.core.domain_errors import Conflict, Invalid
 from webapp.datasets import operations as dataset_operations
 from webapp.datasets.importing import ImportRejected, do_import_dataset
@@ -21,28 +21,6 @@ from webapp.projects.operations import do_change_member_role, do_create_project,
 pytestmark = [pytest.mark.django_db(transaction=True),
               pytest.mark.skipif(connection.vendor != "postgresql",
                                  reason="SQLite runs one write transaction at a time: no such race there")]
-
-
-def at_once(*calls):
-    """Run the calls in threads started together; each result or exception, in order."""
-    results = [None] * len(calls)
-    start = threading.Barrier(len(calls))
-
-    def run(index, call):
-        start.wait()
-        try:
-            results[index] = call()
-        except Exception as exc:   # noqa: BLE001 - the outcome is the test's to judge
-            results[index] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results
 
 
 def slowed(monkeypatch, module, name):

@@ -4,11 +4,10 @@ deadlocks (both take the lease row first), and one undo sent twice at once is on
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
+from tests.threads import at_once
 from webapp.datasets.models import CurrentLabel, LabelSource, Nucleus
 from webapp.datasets.operations import StaleLabel
 from webapp.review.models import ReviewLease, ReviewUndo
@@ -35,27 +34,6 @@ def test_an_undo_that_restores_a_reviewers_decision_leaves_it_decided(rp, users)
     with pytest.raises(AlreadyDecided):   # it answered 201 and replaced rita's decision
         do_decide(nucleus, rp.breast_set, 2, user=rob, expected_label_id=current(nucleus, rp.breast_set).pk)
     assert current(nucleus, rp.breast_set).author == rita and current(nucleus, rp.breast_set).source == LabelSource.REVIEW
-
-
-def at_once(*calls):
-    results = [None] * len(calls)
-    start = threading.Barrier(len(calls))
-
-    def run(index, call):
-        start.wait()
-        try:
-            results[index] = call()
-        except Exception as exc:   # noqa: BLE001 - the test judges every outcome
-            results[index] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results
 
 
 @postgres
