@@ -357,7 +357,7 @@ _MAX_COORDINATE = 1e7  # beyond any slide
 # A nucleus outline has tens to hundreds of vertices; a crafted annotation of a few MB must not hold an import's
 # worker (the fill below costs rows x vertices): longer rings are refused.
 MAX_RING_VERTICES = 4096
-_FILL_CELLS = 1 << 22  # rows x edges compared at once, bounding the fill's memory (about 4 MB of booleans)
+_FILL_CELLS = 1 << 20  # rows x edges, and rows x columns, worked on at once: the fill's arrays stay about 8 MB each
 
 
 def qupath_class_name(classification) -> str | None:
@@ -430,24 +430,28 @@ def _finite_ring(ring, path: Path, where: str) -> np.ndarray:
 
 def _centres_inside(rings: list[np.ndarray], x0: int, y0: int, height: int, width: int) -> np.ndarray:
     """Pixels of the box at (x0, y0) whose centres lie inside the rings (even-odd) or on them, by scanlines
-    through the rows' centres: each ring edge a row's centre line crosses toggles the pixels right of it."""
-    toggles = np.zeros(height * (width + 1), np.int64)
-    on_ring = np.zeros((height, width), bool)
-    for ring in rings:
-        # In pixel-centre units of the box: pixel (row, col)'s centre is the point (col, row).
-        ring = ring - (x0 + 0.5, y0 + 0.5)
-        start, end = ring, np.roll(ring, -1, axis=0)
-        step = max(1, _FILL_CELLS // len(ring))
-        for first in range(0, height, step):
-            centre_y = np.arange(first, min(first + step, height), dtype=np.float64)[:, None]
+    through the rows' centres: each ring edge a row's centre line crosses toggles the pixels right of it.
+    Rows are filled a block at a time, so that the work arrays stay a few MB whatever the box's size."""
+    # In pixel-centre units of the box: pixel (row, col)'s centre is the point (col, row).
+    rings = [ring - (x0 + 0.5, y0 + 0.5) for ring in rings]
+    ends = [(ring, np.roll(ring, -1, axis=0)) for ring in rings]
+    inside = np.zeros((height, width), bool)
+    step = max(1, _FILL_CELLS // max(sum(len(ring) for ring in rings), width + 1))
+    for first in range(0, height, step):
+        count = min(step, height - first)
+        centre_y = np.arange(first, first + count, dtype=np.float64)[:, None]
+        toggles = np.zeros(count * (width + 1), np.int64)
+        for start, end in ends:
             rows, edges = np.nonzero((start[:, 1] <= centre_y) != (end[:, 1] <= centre_y))
             t = (centre_y[rows, 0] - start[edges, 1]) / (end[edges, 1] - start[edges, 1])
             x = start[edges, 0] + t * (end[edges, 0] - start[edges, 0])
-            rows += first
             cols = np.clip(np.floor(x) + 1, 0, width).astype(np.int64)
             toggles += np.bincount(rows * (width + 1) + cols, minlength=toggles.size)
             exact = (x == cols - 1) & (cols > 0) & (x < width)
-            on_ring[rows[exact], cols[exact] - 1] = True
+            inside[rows[exact] + first, cols[exact] - 1] = True   # a centre on the ring: marked below as well
+        block = (np.cumsum(toggles.reshape(count, width + 1), axis=1)[:, :width] & 1).astype(bool)
+        inside[first:first + count] |= block
+    for ring, (start, end) in zip(rings, ends):
         on_grid = ring == np.floor(ring)
         if not on_grid.any():
             continue  # a ring along pixel edges, or in general position: no centre lies on it
@@ -456,12 +460,11 @@ def _centres_inside(rings: list[np.ndarray], x0: int, y0: int, height: int, widt
             row = int(start[edge, 1])
             if 0 <= row < height:
                 low, high = sorted((start[edge, 0], end[edge, 0]))
-                on_ring[row, max(int(np.ceil(low)), 0):max(min(int(np.floor(high)) + 1, width), 0)] = True
+                inside[row, max(int(np.ceil(low)), 0):max(min(int(np.floor(high)) + 1, width), 0)] = True
         vertices = ring[on_grid.all(axis=1)].astype(np.int64)
         vertices = vertices[(vertices >= 0).all(axis=1) & (vertices[:, 0] < width) & (vertices[:, 1] < height)]
-        on_ring[vertices[:, 1], vertices[:, 0]] = True
-    inside = np.cumsum(toggles.reshape(height, width + 1), axis=1)[:, :width] & 1
-    return inside.astype(bool) | on_ring
+        inside[vertices[:, 1], vertices[:, 0]] = True
+    return inside
 
 
 def compact_ids(instance_map: np.ndarray, classes: dict[int, int]) -> tuple[np.ndarray, dict[int, int]]:
