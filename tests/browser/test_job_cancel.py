@@ -32,3 +32,18 @@ def test_a_queued_import_is_cancelled_from_its_page(logged_in_page, live_server,
     assert job.state == Job.State.CANCELLED and job.cancel_requested
     assert job.log_tail == "cancelled before a worker took it"
     assert not errors, errors
+
+
+def test_a_deletion_card_blocked_by_a_job_comes_back_when_the_job_ends(logged_in_page, live_server, owner, tmp_path):
+    """"Not now: a dataset import is queued (job N)" stayed on the page after the import had ended."""
+    from tests.webapp.viewer_project import build_viewer_project
+
+    vp = build_viewer_project(owner, tmp_path / "sources", n_images=1, nuclei=4, size=64)
+    job = Job.objects.create(kind=Job.Kind.IMPORT, project=vp.project, created_by=owner,
+                             params={"name": "more", "format": "seed"})
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{vp.project.pk}/datasets/{vp.alpha.pk}/")
+    assert page.is_visible("#delete-blocked") and not page.query_selector("form[data-confirm-name]")
+    Job.objects.filter(pk=job.pk).update(state=Job.State.SUCCEEDED)   # the import ends elsewhere
+    page.wait_for_selector("form[data-confirm-name]", timeout=20000)   # the page loaded itself again
+    assert not page.query_selector("#delete-blocked")
