@@ -6,6 +6,7 @@ import math
 import shutil
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -371,6 +372,10 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     resume = Resume.of(job, options)
     if resume is not None:
         config, stages = resume.config, resume.stages
+        # The data as the stages done before read it: the reviews made since have not all been learnt (stage 1
+        # never saw them), so the retraining threshold must still count them (new_reviews_since).
+        if resume.point.get("snapshot_at"):
+            snapshot_at = min(snapshot_at, datetime.fromisoformat(resume.point["snapshot_at"]))
     else:
         config, stages = training_config(options, parent)
     if len(ml_label_sets) < 2:
@@ -452,6 +457,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         operations.do_keep_stage_checkpoint(job, stage=stage, checkpoint=path, point={
             "done": done_before + stages[:finished], "remaining": stages[finished:], **unfinished,
             **({"fine_tuned_from": fine_tuned_from} if fine_tuned_from is not UNKNOWN else {}),
+            "snapshot_at": snapshot_at.isoformat(),
             "nuclei": int(len(table)), "label_sets": [s.name for s in ml_label_sets]})
 
     def stage_done(stage: str, path: Path | None, metrics: dict) -> None:
