@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import shutil
 import time
@@ -249,10 +250,24 @@ class Resume:
         if len(table) != self.point.get("nuclei", len(table)):
             raise operations.NotResumable(f"the project has {len(table)} nuclei, job {job_id} trained on "
                                           f"{self.point['nuclei']}: its data changed, so start a new training")
+        # The same count of other nuclei (a dataset deleted and another as large imported) would resume with the
+        # saved validation rows pointing at nuclei the stage trained on.
+        if self.point.get("nuclei_digest", table_digest(table)) != table_digest(table):
+            raise operations.NotResumable(f"the project's nuclei are not those job {job_id} trained on (as many, "
+                                          "but other images): start a new training")
 
     def rows(self, table) -> tuple[np.ndarray, np.ndarray]:
         """The validation split the resumed run used, so that its validation nuclei stay unseen."""
         return np.setdiff1d(np.arange(len(table)), self.val_rows), self.val_rows
+
+
+def table_digest(table) -> str:
+    """Which nuclei a training table holds, in its order: its images (dataset and image ids, names) and each
+    row's image and instance id."""
+    digest = hashlib.sha256("\n".join(table.image_names).encode())
+    digest.update(np.ascontiguousarray(table.image_index, np.int64).tobytes())
+    digest.update(np.ascontiguousarray(table.instance_ids, np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def table_names(images: list[Image]) -> dict[int, str]:
@@ -457,7 +472,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         operations.do_keep_stage_checkpoint(job, stage=stage, checkpoint=path, point={
             "done": done_before + stages[:finished], "remaining": stages[finished:], **unfinished,
             **({"fine_tuned_from": fine_tuned_from} if fine_tuned_from is not UNKNOWN else {}),
-            "snapshot_at": snapshot_at.isoformat(),
+            "snapshot_at": snapshot_at.isoformat(), "nuclei_digest": table_digest(table),
             "nuclei": int(len(table)), "label_sets": [s.name for s in ml_label_sets]})
 
     def stage_done(stage: str, path: Path | None, metrics: dict) -> None:

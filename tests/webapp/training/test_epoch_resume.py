@@ -135,3 +135,23 @@ def test_a_first_attempt_starts_afresh_whatever_its_result_holds(owner, media_ro
     version = run(Job.objects.get(pk=job.pk), logs)
     assert not any("going on" in log for log in logs)
     assert all(torch.equal(a, b) for a, b in zip(weights(version), weights(straight)))
+
+
+def test_a_resume_onto_as_many_other_nuclei_is_refused(owner, media_root, tmp_path):
+    """Only the count was compared: a dataset replaced by another as large resumed with the saved validation rows
+    pointing at nuclei the stage had trained on."""
+    from webapp.datasets.models import Image
+    from webapp.training.operations import NotResumable
+
+    project = two_taxonomy_project(owner, tmp_path / "data", images=2, nuclei=20)
+    first = start(project, owner)
+    with pytest.raises(Cancelled):
+        run(first, should_stop=stop_after(first, "sparse", 2))
+    first.state = Job.State.CANCELLED
+    first.save(update_fields=["state"])
+    image = Image.objects.filter(project=project).order_by("id").first()
+    Image.objects.filter(pk=image.pk).update(name=f"{image.name}-other")   # as many nuclei, another image
+    resumed = start(project, owner, resume={"job": first.pk, "stage": "sparse"},
+                    options={**OPTIONS, "stages": point_of(first)["remaining"]})
+    with pytest.raises(NotResumable, match="not those job .* trained on"):
+        run(resumed)
