@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
@@ -61,6 +63,18 @@ def clean_project_name(name: str, *, actor, project: Project | None = None) -> s
         raise Invalid(f"You are already in a project named {quoted(taken[1])} (project {taken[0]}): choose another name.",
                       field="name", code="name_taken")
     return name
+
+
+# Called as (project, user) inside the transaction that takes a member out of a project's review (removed, or made
+# a viewer): the apps above release what the member held (webapp.review: their claims on nuclei, which kept those
+# nuclei from everyone else for their 5 minutes). Registered by those apps as they load (their AppConfig.ready),
+# so that this layer imports none of them.
+MEMBER_LEFT_HOOKS: list[Callable] = []
+
+
+def _member_left(project: Project, user) -> None:
+    for hook in MEMBER_LEFT_HOOKS:
+        hook(project, user)
 
 
 def _lock_account(actor) -> None:
@@ -143,6 +157,8 @@ def do_set_membership(project: Project, user, role: str, *, actor) -> Membership
         _refuse_losing_last_admin(project, current, role)
         membership, created = Membership.objects.update_or_create(project=project, user=user,
                                                                   defaults={"role": role})
+        if role == Role.VIEWER and current is not None:
+            _member_left(project, user)
         audit.record("project.member_set", actor=actor, target=project, user=user.username, role=role,
                      created=created, previous=current.role if current else None)
     return membership
@@ -171,6 +187,8 @@ def do_change_member_role(project: Project, user, role: str, *, actor) -> Member
         if previous != role:
             membership.role = role
             membership.save(update_fields=["role"])
+            if role == Role.VIEWER:
+                _member_left(project, user)
             audit.record("project.member_role_changed", actor=actor, target=project, user=user.username,
                          role=role, previous=previous)
     return membership
@@ -184,6 +202,7 @@ def do_remove_member(project: Project, user, *, actor) -> None:
             raise NotFound(f"{user.get_username()} is not a member of project {quoted(project.name)}.", code="not_a_member")
         _refuse_losing_last_admin(project, membership, None)
         membership.delete()
+        _member_left(project, user)
         audit.record("project.member_removed", actor=actor, target=project, user=user.username,
                      role=membership.role)
 

@@ -188,6 +188,15 @@ def do_release(nucleus: Nucleus, label_set: LabelSet, user, *, expires_at=None) 
     return released
 
 
+def do_release_member(project, user) -> int:
+    """A member taken out of the project's review (removed, or made a viewer): the nuclei they had claimed are
+    free at once, not after their 5 minutes; their decisions stand. In the caller's transaction (the member's
+    change, webapp.projects.operations.MEMBER_LEFT_HOOKS). Returns how many claims ended."""
+    now = timezone.now()
+    return ReviewLease.objects.filter(user=user, label_set__project=project, decided=False,
+                                      expires_at__gt=now).update(expires_at=now)
+
+
 def do_skip(nucleus: Nucleus, label_set: LabelSet, user) -> ReviewSkip:
     """Put a nucleus aside: release the lease; the queue offers it to this reviewer again only when
     nothing else is left or after :data:`queue.SKIP_COOLDOWN`."""

@@ -223,6 +223,9 @@ def test_lease_claim_writes_an_audit_row(rp, users, api_client_for):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_claims_never_share_a_nucleus(users, media_root, tmp_path):
     """Reviewers claiming at the same moment from separate threads (separate database connections)."""
+    from django.db import transaction
+
+    from webapp.review import operations as review_operations
     from webapp.review.operations import do_claim_next
     from webapp.review.queue import QueueSpec
 
@@ -397,3 +400,32 @@ def test_the_random_order_reaches_a_dataset_imported_after_it_drew(db, users, me
                                   labelled=False)
     newest = Nucleus.objects.filter(image__dataset=later).order_by("-id").first().pk
     assert project_nucleus_bounds(rp.project) == (before[0], newest) and newest > before[1]
+
+
+def test_a_member_taken_out_of_the_review_frees_the_nuclei_they_had_claimed(db, users, media_root, tmp_path):
+    """A removed reviewer's claim kept its nucleus from everyone else for 5 minutes; so did one made a viewer."""
+    from webapp.projects.models import Role
+    from webapp.projects.operations import do_remove_member, do_set_membership
+    from django.db import transaction
+
+    from webapp.review import operations as review_operations
+    from webapp.review.operations import do_claim_next
+    from webapp.review.queue import QueueSpec
+
+    rp = build_review_project(users["owner"], tmp_path / "src", images=1, nuclei=6)
+    add_members(rp.project, users)
+    rita, rob = users["reviewer"], users["reviewer2"]
+
+    def claim(user):
+        return do_claim_next(QueueSpec(project=rp.project, label_set=rp.breast_set, user=user, version=rp.version))
+
+    for leave in (lambda: do_remove_member(rp.project, rita, actor=users["owner"]),
+                  lambda: do_set_membership(rp.project, rita, Role.VIEWER, actor=users["owner"])):
+        do_set_membership(rp.project, rita, Role.REVIEWER, actor=users["owner"])
+        held = claim(rita)
+        assert ReviewLease.objects.get(pk=held.pk).expires_at > timezone.now()
+        leave()
+        assert ReviewLease.objects.get(pk=held.pk).expires_at <= timezone.now()
+        with transaction.atomic():   # rob may take that very nucleus now
+            assert review_operations._take(held.nucleus_id, rp.breast_set, rob, timezone.now()) is not None
+        ReviewLease.objects.filter(user=rob).delete()
