@@ -223,9 +223,6 @@ def test_lease_claim_writes_an_audit_row(rp, users, api_client_for):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_claims_never_share_a_nucleus(users, media_root, tmp_path):
     """Reviewers claiming at the same moment from separate threads (separate database connections)."""
-    from django.db import transaction
-
-    from webapp.review import operations as review_operations
     from webapp.review.operations import do_claim_next
     from webapp.review.queue import QueueSpec
 
@@ -404,10 +401,10 @@ def test_the_random_order_reaches_a_dataset_imported_after_it_drew(db, users, me
 
 def test_a_member_taken_out_of_the_review_frees_the_nuclei_they_had_claimed(db, users, media_root, tmp_path):
     """A removed reviewer's claim kept its nucleus from everyone else for 5 minutes; so did one made a viewer."""
-    from webapp.projects.models import Role
-    from webapp.projects.operations import do_remove_member, do_set_membership
     from django.db import transaction
 
+    from webapp.projects.models import Role
+    from webapp.projects.operations import do_remove_member, do_set_membership
     from webapp.review import operations as review_operations
     from webapp.review.operations import do_claim_next
     from webapp.review.queue import QueueSpec
