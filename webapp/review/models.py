@@ -24,7 +24,9 @@ class ReviewLease(models.Model):
 
     nucleus = models.ForeignKey(Nucleus, on_delete=models.CASCADE, related_name="+")
     label_set = models.ForeignKey(LabelSet, on_delete=models.CASCADE, related_name="+")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # An account deleted leaves its decided rows (its decisions' labels stay too, authorless): deleting them made
+    # the nuclei it decided open to anyone's decision without a second opinion.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     expires_at = models.DateTimeField()
     claimed_at = models.DateTimeField()
     decided = models.BooleanField(default=False, db_default=False, help_text="a reviewer's decision stands: not claimable "

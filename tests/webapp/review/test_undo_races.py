@@ -67,3 +67,18 @@ def test_one_undo_sent_twice_at_once_is_one_undo(rp, users):
         first, second = at_once(undo, undo)
         assert isinstance(first, ReviewUndo) and isinstance(second, ReviewUndo), (first, second)
         assert first.pk == second.pk and ReviewUndo.objects.filter(client_id=key).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_deleted_accounts_decisions_stay_decided(rp, users):
+    """Its lease rows went with the account: the nuclei it had decided were open to anyone's decision again,
+    without a second opinion, though its labels stood."""
+    rita, rob = users["reviewer"], users["reviewer2"]
+    nucleus = Nucleus.objects.filter(image__dataset=rp.colon).order_by("id").first()
+    decision = do_decide(nucleus, rp.breast_set, 0, user=rita, expected_label_id=None).label
+    rita.delete()
+    lease = ReviewLease.objects.get(nucleus=nucleus, label_set=rp.breast_set)
+    assert lease.decided and lease.user is None
+    with pytest.raises(AlreadyDecided):
+        do_decide(nucleus, rp.breast_set, 2, user=rob, expected_label_id=decision.pk)
+    assert current(nucleus, rp.breast_set).pk == decision.pk and current(nucleus, rp.breast_set).author is None
