@@ -105,7 +105,8 @@ def test_pycocotools_decodes_the_polygon_export_to_the_masks():
     on a finer grid, so a one-pixel slit or notch may come back filled: nearly every nucleus is exact, none is
     off by more than a few pixels (rings through the boundary pixels' centres lost a 10-pixel nucleus's outer
     half-pixel all round, and every one-pixel nucleus)."""
-    coco_mask = pytest.importorskip("pycocotools.mask", reason="pycocotools is a dev requirement (requirements-dev.txt)")
+    coco_mask = pytest.importorskip("pycocotools.mask",
+                                    reason="pycocotools is a dev requirement (requirements-dev.txt)")
     instance_map = blobs(4, pepper=0.0)
     height, width = instance_map.shape
     coco = coco_dict([("t.png", instance_map, {})], None, "polygon")

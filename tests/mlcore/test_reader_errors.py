@@ -354,7 +354,8 @@ def test_files_without_classes_say_how_to_read_masks_only(tmp_path, format):
 
     instance_map = np.zeros((32, 32), np.int32)
     instance_map[4:12, 4:12] = 1
-    save_rgb(tmp_path / "images" / "t.png" if format == "coco" else tmp_path / "t.png", np.full((32, 32, 3), 200, np.uint8))
+    image_path = tmp_path / "images" / "t.png" if format == "coco" else tmp_path / "t.png"
+    save_rgb(image_path, np.full((32, 32, 3), 200, np.uint8))
     if format == "coco":
         write_coco(tmp_path / "annotations.json", [("t.png", instance_map, {})], None)
         named = "annotations.json"

@@ -188,8 +188,9 @@ def run_import_job(job: Job, progress, log=None) -> dict:
                 provenance=params.get("provenance", ""), progress=progress, log=log,
                 folder=media.work_path(sweep.import_folder(job)))
         except NoClassNames as exc:   # the library's hint names its argument: the user has a checkbox
-            raise DataError(_relative(exc.path, root), f"{exc.reason}: to import the nuclei without classes, uncheck "
-                                                       "Labelled in the upload form (labelled=false in the API)") from None
+            raise DataError(_relative(exc.path, root),
+                            f"{exc.reason}: to import the nuclei without classes, uncheck Labelled in the upload form "
+                            "(labelled=false in the API)") from None
         except DataError as exc:
             raise DataError(_relative(exc.path, root), exc.problem) from None
     finally:

@@ -591,7 +591,7 @@ def run_prediction(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     images = Image.objects.filter(project=version.project)
     if job.params.get("dataset"):   # a dataset gone since is no error: nothing is left to predict
         images = images.filter(dataset_id=job.params["dataset"], slide_file="")
-    elif job.params.get("missing"):   # the tile images the version has no predictions of (operations.do_predict_missing)
+    elif job.params.get("missing"):   # the tile images it has no predictions of (operations.do_predict_missing)
         images = operations.images_without_predictions(version)
     images = list(images.order_by("id"))
     stored = 0

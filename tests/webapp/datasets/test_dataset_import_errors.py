@@ -203,7 +203,8 @@ def test_unpacking_reports_what_it_has_written(tmp_path):
     archive = tmp_path / "tiles.zip"
     archive.write_bytes(zip_entries({f"images/{i}.bin": bytes(1000 * (i + 1)) for i in range(3)}).getvalue())
     seen = []
-    safe_extract(archive, tmp_path / "out", max_bytes=10_000, progress=lambda written, total: seen.append((written, total)))
+    safe_extract(archive, tmp_path / "out", max_bytes=10_000,
+                 progress=lambda written, total: seen.append((written, total)))
     assert seen == [(1000, 6000), (3000, 6000), (6000, 6000)]
 
 

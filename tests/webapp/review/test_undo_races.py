@@ -33,7 +33,8 @@ def test_an_undo_that_restores_a_reviewers_decision_leaves_it_decided(rp, users)
     assert lease.decided and lease.user == rita
     with pytest.raises(AlreadyDecided):   # it answered 201 and replaced rita's decision
         do_decide(nucleus, rp.breast_set, 2, user=rob, expected_label_id=current(nucleus, rp.breast_set).pk)
-    assert current(nucleus, rp.breast_set).author == rita and current(nucleus, rp.breast_set).source == LabelSource.REVIEW
+    standing = current(nucleus, rp.breast_set)
+    assert standing.author == rita and standing.source == LabelSource.REVIEW
 
 
 @postgres

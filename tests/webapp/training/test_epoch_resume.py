@@ -92,7 +92,8 @@ def test_a_training_cancelled_mid_stage_resumes_at_its_next_epoch(owner, media_r
     assert version.training_data["resumed_from_job"] == first.pk
     # The data as the first epochs read it: reviews made before the resume were not all learnt, so the
     # retraining threshold still counts them.
-    assert version.data_snapshot_at.isoformat() == point["snapshot_at"] and version.data_snapshot_at < resumed.created_at
+    assert version.data_snapshot_at.isoformat() == point["snapshot_at"]
+    assert version.data_snapshot_at < resumed.created_at
     assert f'resumed from where job <a href="/jobs/{first.pk}/">' in client.get(
         f"/projects/{project.pk}/versions/{version.number}/").content.decode()
     assert [h["stage"] for h in version.history] == ["sparse"] * 3 + ["completion"] * 2
