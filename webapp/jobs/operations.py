@@ -148,6 +148,10 @@ def do_fail_job(job_id: int, error: str) -> Job:
         if job.finished:
             return job
         job.error = public_error(error)
+        # Its log ends saying why (its last line was the step it was at); the whole error is the job's error.
+        reason = job.error.splitlines()[0] if job.error else "no reason given"
+        line = f"failed: {reason[:300]}{'…' if len(reason) > 300 else ''}"
+        job.log_tail = "\n".join(((job.log_tail or "").splitlines() + [line])[-LOG_TAIL_LINES:])
         _finish(job, Job.State.FAILED)
     return job
 

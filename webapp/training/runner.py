@@ -393,8 +393,11 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
             snapshot_at = min(snapshot_at, datetime.fromisoformat(resume.point["snapshot_at"]))
     else:
         config, stages = training_config(options, parent)
-    if len(ml_label_sets) < 2:
-        stages = ["sparse"]  # label correlation needs a second label set
+    if len(ml_label_sets) < 2 and stages != ["sparse"]:
+        # Label correlation needs a second label set: one taxonomy trains stage 1 only, and says so.
+        report(0.0, stage="loading", log=f"stage{'s' if len(stages) > 1 else ''} {', '.join(stages)} asked for; "
+               "stage sparse only is run: stages correlation and completion need a second labelled label set")
+        stages = ["sparse"]
     config.cache_dir = str(crop_cache_dir())
     if untrained:
         report(0.0, stage="loading", log=f"label set(s) {', '.join(repr(n) for n in untrained)} left out: no "

@@ -44,3 +44,14 @@ def test_a_job_ended_meanwhile_is_not_finished_again_and_a_second_cancel_writes_
     operations.do_mark_cancelled(job.pk)
     finished = operations.do_finish_job(job.pk, {"model_version": 3})
     assert finished.state == Job.State.CANCELLED and finished.result == {}
+
+
+def test_a_failed_jobs_log_ends_saying_why(owner):
+    """The log of a failed import ended at its last step ("reading 30 images"); why was only in its error."""
+    from webapp.jobs import operations
+
+    job = Job.objects.create(kind=Job.Kind.IMPORT, created_by=owner, state=Job.State.RUNNING,
+                             log_tail="reading 30 images (coco)")
+    failed = operations.do_fail_job(job.pk, "images/a.png: this image was already uploaded to the project\nmore")
+    assert failed.log_tail.splitlines() == [
+        "reading 30 images (coco)", "failed: images/a.png: this image was already uploaded to the project"]

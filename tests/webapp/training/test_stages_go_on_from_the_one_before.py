@@ -37,3 +37,20 @@ def test_stage_three_first_runs_the_stages_it_goes_on_from(owner, media_root, tm
     assert "stage correlation run first: v2's network went through stage sparse only, and stage completion goes " \
            "on from the one before it" in logs
     assert [entry["stage"] for entry in third.history][:1] == ["correlation"]
+
+
+def test_one_label_set_trains_stage_one_and_says_so(owner, media_root, tmp_path, settings):
+    from tests.generated_datasets import generated_dataset
+    from webapp.datasets.importing import do_import_dataset
+    from webapp.projects.operations import do_create_project
+
+    settings.IMPORT_PROCESSES = 1
+    project = do_create_project("one taxonomy", actor=owner)
+    do_import_dataset(project, name="colon", format="seed", actor=owner,
+                      path=generated_dataset(tmp_path / "colon", "seed", n_images=3, nuclei_per_image=20,
+                                             class_names=["a", "b"], seed=0, size=(128, 128)))
+    logs = []
+    version = train(project, owner, ["completion"], logs)
+    assert ("stage completion asked for; stage sparse only is run: stages correlation and completion need a second "
+            "labelled label set") in logs
+    assert {entry["stage"] for entry in version.history} == {"sparse"}
