@@ -31,13 +31,12 @@ import cv2
 import numpy as np
 
 from mlcore import limits
+from mlcore.readers._common import QUPATH_NOT_NUCLEI
 from mlcore.types import DataError, name_problem, quoted
 
 OUTLINE_EPSILON = 1.0  # pixels, as the tile importer simplifies outlines
 _HALF_PIXEL = 0.5      # OpenCV pixel-centre coordinates <-> QuPath's pixel-edge coordinates
 _FAR = 2**31 - 1       # no image border: a slide's GeoJSON is read without the slide
-# QuPath objects that are not nuclei, exported with the detections when "all objects" are exported.
-_NOT_NUCLEI = frozenset({"annotation", "tile", "tma_core", "root"})
 
 
 class SlideNucleiError(DataError):
@@ -350,7 +349,7 @@ def iter_geojson_nuclei(path: str | Path, display_name: str | None = None) -> It
         where = f"feature #{position}"
         properties = _properties(feature, display_name, where)
         object_type = properties.get("objectType", feature.get("objectType"))
-        if isinstance(object_type, str) and object_type.lower() in _NOT_NUCLEI:
+        if isinstance(object_type, str) and object_type.lower() in QUPATH_NOT_NUCLEI:
             continue
         geometry = feature.get("nucleusGeometry") or properties.get("nucleusGeometry") or feature.get("geometry")
         polygon = _largest_polygon(geometry, display_name, where)
@@ -387,7 +386,7 @@ def geojson_class_names(path: str | Path, display_name: str | None = None) -> li
         where = f"feature #{position}"
         properties = _properties(feature, display_name, where)
         object_type = properties.get("objectType", feature.get("objectType"))
-        if isinstance(object_type, str) and object_type.lower() in _NOT_NUCLEI:
+        if isinstance(object_type, str) and object_type.lower() in QUPATH_NOT_NUCLEI:
             continue
         name = _class_name(properties, display_name, where)
         if name is not None and name not in seen:

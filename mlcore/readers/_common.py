@@ -360,6 +360,11 @@ MAX_RING_VERTICES = 4096
 _FILL_CELLS = 1 << 20  # rows x edges, and rows x columns, worked on at once: the fill's arrays stay about 8 MB each
 
 
+# QuPath objects that are not nuclei, exported with the detections when "all objects" are exported (the tile and
+# the slide readers skip them).
+QUPATH_NOT_NUCLEI = frozenset({"annotation", "tile", "tma_core", "root"})
+
+
 def qupath_class_name(classification) -> str | None:
     """A QuPath classification's class name: ``name`` (a derived class of QuPath 0.2/0.3 with its
     ``parentClass`` chain, ``"Tumor: Positive"`` as QuPath shows it), ``names`` (QuPath 0.4+'s derived class,

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from mlcore.readers._common import (FormatSource, compact_ids, list_images, load_json, make_label_set,
-                                    parse_color, polygon_mask, qupath_class_name, read_rgb, unique_stems)
+from mlcore.readers._common import (QUPATH_NOT_NUCLEI, FormatSource, compact_ids, list_images, load_json,
+                                    make_label_set, parse_color, polygon_mask, qupath_class_name, read_rgb,
+                                    unique_stems)
 from mlcore.types import AnnotatedImage, DataError, LabelSet, NoClassNames
 
 SUFFIX = ".geojson"
@@ -78,8 +79,6 @@ def _classification(feature: dict, path: Path, position: int) -> tuple[str | Non
     return name, classification.get("color", classification.get("colorRGB"))
 
 
-# QuPath objects that are not nuclei (mlcore.slide_nuclei skips the same), in an "all objects" export.
-_NOT_NUCLEI = frozenset({"annotation", "tile", "tma_core", "root"})
 _NUCLEI = frozenset({"detection", "cell"})
 
 
@@ -96,7 +95,7 @@ def nucleus_features(path: Path) -> list[tuple[int, dict]]:
     (this program's per-image export, hand-drawn nuclei) is a file of nuclei."""
     features = list(enumerate(read_features(path)))
     if any(_object_type(feature) in _NUCLEI for _, feature in features):
-        features = [(position, feature) for position, feature in features if _object_type(feature) not in _NOT_NUCLEI]
+        features = [(position, feature) for position, feature in features if _object_type(feature) not in QUPATH_NOT_NUCLEI]
     return features
 
 

@@ -114,6 +114,11 @@ def progress_database() -> str:
     return DEFAULT_DB_ALIAS
 
 
+def with_line(log_tail: str | None, line: str) -> str:
+    """A job's log tail with ``line`` added at its end, its oldest lines dropped past LOG_TAIL_LINES."""
+    return "\n".join(((log_tail or "").splitlines() + [line])[-LOG_TAIL_LINES:])
+
+
 def do_report_progress(job_id: int, progress: dict[str, Any], log_line: str | None = None) -> bool:
     """Store progress; returns True when a cancel was requested (the worker then stops).
 
@@ -124,7 +129,7 @@ def do_report_progress(job_id: int, progress: dict[str, Any], log_line: str | No
     fields: dict[str, Any] = {"progress": progress, "heartbeat_at": timezone.now()}
     if log_line:
         tail = jobs.filter(pk=job_id).values_list("log_tail", flat=True).first() or ""
-        fields["log_tail"] = "\n".join((tail.splitlines() + [log_line])[-LOG_TAIL_LINES:])
+        fields["log_tail"] = with_line(tail, log_line)
     jobs.filter(pk=job_id, state=Job.State.RUNNING).update(**fields)
     return jobs.filter(pk=job_id, cancel_requested=True).exists()
 
@@ -151,7 +156,7 @@ def do_fail_job(job_id: int, error: str) -> Job:
         # Its log ends saying why (its last line was the step it was at); the whole error is the job's error.
         reason = job.error.splitlines()[0] if job.error else "no reason given"
         line = f"failed: {reason[:300]}{'…' if len(reason) > 300 else ''}"
-        job.log_tail = "\n".join(((job.log_tail or "").splitlines() + [line])[-LOG_TAIL_LINES:])
+        job.log_tail = with_line(job.log_tail, line)
         _finish(job, Job.State.FAILED)
     return job
 
@@ -171,7 +176,7 @@ def do_cancel_job(job: Job, *, actor=None) -> Job:
         if job.state == Job.State.QUEUED or worker_gone:
             line = "cancelled before a worker took it" if job.state == Job.State.QUEUED else \
                 "cancelled: no worker held it any more"
-            job.log_tail = "\n".join(((job.log_tail or "").splitlines() + [line])[-LOG_TAIL_LINES:])
+            job.log_tail = with_line(job.log_tail, line)
             _finish(job, Job.State.CANCELLED)
     return job
 
@@ -216,7 +221,7 @@ def do_mark_cancelled(job_id: int) -> Job:
             percent = (job.progress or {}).get("percent")
             line = "cancelled" + (f" at {percent:.0f} %" if isinstance(percent, (int, float)) else "") + \
                 ", as asked: nothing of the unfinished step is kept"
-            job.log_tail = "\n".join(((job.log_tail or "").splitlines() + [line])[-LOG_TAIL_LINES:])
+            job.log_tail = with_line(job.log_tail, line)
             _finish(job, Job.State.CANCELLED)
     return job
 

@@ -248,29 +248,23 @@ def page_cards(spec: GallerySpec, classes: list[dict]) -> tuple[list[Card], bool
         frontier = score_frontier(spec)
         if frontier is _EMPTY:  # every prediction has a human label
             return [], False
-    if spec.group == "class" and spec.class_index is None:
-        # One index scan per class (and sliver), each stopping at the page's end, then in class order.
+    if spec.group is None or (spec.group == "class" and spec.class_index is None):
+        # The score indexes lead with (version, label set, sliver): one range scan per sliver value (and class,
+        # grouped by class), each stopping at the page's end, merged. Ordered by the score alone, SQLite sorted
+        # every prediction of the label set for each page (0.4-0.8 s at 900,000 nuclei).
+        by_class = spec.group == "class"
         parts, params = [], []
-        for cls in classes:
-            joins, where, part_params = _conditions(spec, class_index=cls["index"], frontier=frontier)
+        for cls in classes if by_class else [None]:
+            joins, where, part_params = _conditions(spec, class_index=cls["index"] if cls else None,
+                                                    frontier=frontier)
             for sliver in (False, True):
-                parts.append(_scan(f"{COLUMNS}, p.class_index AS group_key", joins, where, spec, sliver,
-                                   f"c{cls['index']}s{int(sliver)}"))
+                parts.append(_scan(f"{COLUMNS}, {'p.class_index' if by_class else 'NULL'} AS group_key", joins,
+                                   where, spec, sliver, f"c{cls['index'] if cls else ''}s{int(sliver)}"))
                 params += [*part_params, sliver, end]
         if not parts:
             return [], False
-        statement = (f"SELECT * FROM ({' UNION ALL '.join(parts)}) x ORDER BY x.group_key, {_order(spec, 'x')} "
-                     f"LIMIT %s OFFSET %s")
-        rows = sql.fetch_all(statement, [*params, spec.page_size + 1, spec.offset])
-    elif spec.group is None:
-        # The score indexes lead with (version, label set, sliver): one range scan per sliver value, each
-        # stopping at the page's end, merged. Ordered by score alone, SQLite sorted every prediction of the
-        # label set for each page (0.4-0.8 s at 900,000 nuclei).
-        joins, where, part_params = _conditions(spec, frontier=frontier)
-        parts = [_scan(f"{COLUMNS}, NULL AS group_key", joins, where, spec, sliver, f"s{int(sliver)}")
-                 for sliver in (False, True)]
-        params = [value for sliver in (False, True) for value in (*part_params, sliver, end)]
-        statement = f"SELECT * FROM ({' UNION ALL '.join(parts)}) x ORDER BY {_order(spec, 'x')} LIMIT %s OFFSET %s"
+        statement = (f"SELECT * FROM ({' UNION ALL '.join(parts)}) x "
+                     f"ORDER BY {'x.group_key, ' if by_class else ''}{_order(spec, 'x')} LIMIT %s OFFSET %s")
         rows = sql.fetch_all(statement, [*params, spec.page_size + 1, spec.offset])
     elif spec.group == "image" and spec.status == "unreviewed" and connection.vendor == "postgresql":
         # The project's images in order from the first one with work left; per image, its nuclei's

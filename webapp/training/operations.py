@@ -323,11 +323,22 @@ def do_predict_dataset(dataset, version: ModelVersion | None = None, *, actor=No
     if (whole_project.filter(state=Job.State.QUEUED).exists()
             or whole_project.filter(state=Job.State.RUNNING, started_at__gt=dataset.uploaded_at).exists()):
         return None
-    tiles = whole_project.filter(params__has_key="tta").order_by("-id").first()
-    tta = bool(tiles.params["tta"]) if tiles is not None else TTA_DEFAULT_TILES
     return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=dataset.project,
                                          params={"model_version": version.pk, "dataset": dataset.pk,
-                                                 "dataset_name": dataset.name, "tta": tta})
+                                                 "dataset_name": dataset.name, "tta": tta_as_before(whole_project)})
+
+
+def tile_prediction_jobs(version: ModelVersion):
+    """The version's prediction jobs of tile images (the project's, a dataset's, the missing ones'), not a slide's."""
+    return Job.objects.filter(project_id=version.project_id, kind=Job.Kind.PREDICT,
+                              params__model_version=version.pk).exclude(params__has_key="image")
+
+
+def tta_as_before(jobs) -> bool:
+    """Whether the newest of these prediction jobs used test-time augmentation (the default where none says):
+    more predictions of a version are made as its others were."""
+    newest = jobs.filter(params__has_key="tta").order_by("-id").first()
+    return bool(newest.params["tta"]) if newest is not None else TTA_DEFAULT_TILES
 
 
 def images_without_predictions(version: ModelVersion):
@@ -347,17 +358,15 @@ def do_predict_missing(version: ModelVersion, *, actor=None) -> Job | None:
     made as its other tiles were (with or without test-time augmentation). None where no image lacks them, and
     the job already at work where one of the version's tile predictions is queued or running (it may be making
     them)."""
-    predictions = Job.objects.filter(project_id=version.project_id, kind=Job.Kind.PREDICT,
-                                     params__model_version=version.pk).exclude(params__has_key="image")
+    predictions = tile_prediction_jobs(version)
     at_work = predictions.filter(state__in=(Job.State.QUEUED, Job.State.RUNNING)).order_by("id").first()
     if at_work is not None:
         return at_work
     if not images_without_predictions(version).exists():
         return None
-    tiles = predictions.filter(params__has_key="tta").order_by("-id").first()
-    tta = bool(tiles.params["tta"]) if tiles is not None else TTA_DEFAULT_TILES
     return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=version.project,
-                                         params={"model_version": version.pk, "missing": True, "tta": tta})
+                                         params={"model_version": version.pk, "missing": True,
+                                                 "tta": tta_as_before(predictions)})
 
 
 def do_start_slide_prediction(version: ModelVersion, image, *, actor=None, tta: bool = TTA_DEFAULT_SLIDES) -> Job:

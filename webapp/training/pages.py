@@ -72,10 +72,9 @@ def without_predictions(version: ModelVersion) -> int:
     all of them where its training could not queue them (the task queue was out of reach as it ended), the
     rest where its last prediction job was cancelled or failed. 0 otherwise. Asked on every view of the
     project page, so the images are counted only where one of those is the case."""
-    from webapp.training.operations import images_without_predictions
+    from webapp.training.operations import images_without_predictions, tile_prediction_jobs
 
-    jobs = Job.objects.filter(project_id=version.project_id, kind=Job.Kind.PREDICT,
-                              params__model_version=version.pk).exclude(params__has_key="image")
+    jobs = tile_prediction_jobs(version)
     if jobs.filter(state__in=ACTIVE_STATES).exists():
         return 0
     last = jobs.order_by("-id").first()

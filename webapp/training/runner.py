@@ -240,8 +240,9 @@ class Resume:
                     f"stage {point['stage']} resumes at epoch {point['epoch'] + 1}")
         return f"going on after {whose}'s finished stage {point['stage']}"
 
-    def check(self, table, ml_label_sets) -> None:
-        """The data must be what the stage was trained on: the same label sets and nuclei."""
+    def check(self, table, ml_label_sets, digest: str) -> None:
+        """The data must be what the stage was trained on: the same label sets and nuclei (``digest``: the
+        table's, :func:`table_digest`)."""
         job_id = self.point["job"]
         theirs = [(s.name, s.classes) for s in self.checkpoint.label_sets]
         if theirs != [(s.name, s.classes) for s in ml_label_sets]:
@@ -252,7 +253,7 @@ class Resume:
                                           f"{self.point['nuclei']}: its data changed, so start a new training")
         # The same count of other nuclei (a dataset deleted and another as large imported) would resume with the
         # saved validation rows pointing at nuclei the stage trained on.
-        if self.point.get("nuclei_digest", table_digest(table)) != table_digest(table):
+        if self.point.get("nuclei_digest", digest) != digest:
             raise operations.NotResumable(f"the project's nuclei are not those job {job_id} trained on (as many, "
                                           "but other images): start a new training")
 
@@ -432,13 +433,14 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
                                      f"training stages {', '.join(stages)}"
                                      + (f" ({resume.describe()})" if resume is not None else ""))
     trained_on["unlabelled_nuclei"] = int((table.labels == -1).all(axis=1).sum())
+    nuclei_digest = table_digest(table)   # kept with each resume point, checked by a resume
     for note in split_notes(table, split_by_group(table, config.val_fraction, config.split_seed)[1]):
         report(5.0, stage="loading", log=note)
 
     init, history, train_rows, val_rows = None, None, None, None
     fine_tuned_from = None   # the version whose network this training goes on from, if any (or UNKNOWN)
     if resume is not None:
-        resume.check(table, ml_label_sets)
+        resume.check(table, ml_label_sets, nuclei_digest)
         init, history = resume.checkpoint, resume.history
         train_rows, val_rows = resume.rows(table)
         # A point kept before it was recorded does not say: the version then says its parent (ModelVersion).
@@ -475,7 +477,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
         operations.do_keep_stage_checkpoint(job, stage=stage, checkpoint=path, point={
             "done": done_before + stages[:finished], "remaining": stages[finished:], **unfinished,
             **({"fine_tuned_from": fine_tuned_from} if fine_tuned_from is not UNKNOWN else {}),
-            "snapshot_at": snapshot_at.isoformat(), "nuclei_digest": table_digest(table),
+            "snapshot_at": snapshot_at.isoformat(), "nuclei_digest": nuclei_digest,
             "nuclei": int(len(table)), "label_sets": [s.name for s in ml_label_sets]})
 
     def stage_done(stage: str, path: Path | None, metrics: dict) -> None:
