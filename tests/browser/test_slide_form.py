@@ -8,6 +8,7 @@ import pytest
 
 from tests.browser.test_upload_page import wait_in_page
 from webapp.datasets.models import Image
+from webapp.projects.slides_folder import do_set_slides_folder
 from webapp.projects.operations import do_create_project
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]
@@ -17,6 +18,7 @@ def test_a_slide_registered_through_the_form_is_listed_with_its_exports(logged_i
                                                                         slides_share, slide_worker):
     settings.SLIDES_ROOT = slides_share
     project = do_create_project("slides page", actor=owner)
+    do_set_slides_folder(project, "lab")
     page = logged_in_page
     errors = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
@@ -40,6 +42,13 @@ def test_a_path_out_of_the_share_is_the_forms_error(logged_in_page, live_server,
     project = do_create_project("slides refused", actor=owner)
     page = logged_in_page
     page.goto(f"{live_server.url}/projects/{project.pk}/")
+    # No folder of the share granted: no form, a note saying whom to ask; the upload form stays.
+    assert page.locator("#slide-form").count() == 0
+    assert "ask a server administrator" in page.inner_text("#slides")
+    assert page.locator("#slide-upload-form").count() == 1
+    do_set_slides_folder(project, "lab")
+    page.reload()
+    assert page.get_attribute("#slide-form input[name=path]", "placeholder") == "e.g. lab/case-12.svs"
     page.fill("#slide-form input[name=name]", "x")
     page.fill("#slide-form input[name=path]", "../etc/passwd")
     page.fill("#slide-form input[name=detections_path]", "lab/case-1.geojson")

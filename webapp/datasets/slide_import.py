@@ -36,6 +36,7 @@ from webapp.core import audit, media
 from webapp.jobs import operations as job_operations
 from webapp.jobs import sweep
 from webapp.jobs.models import Job
+from webapp.projects.slides_folder import registrable_folder, resolve_slides_path
 
 from . import bulk
 from .importing import ImportRejected, _Writer, create_label_set, refuse_taken_dataset_name, resolve_label_set
@@ -46,40 +47,6 @@ Progress = Callable[[float, str], None]
 CHUNK_NUCLEI = 5_000  # nuclei per bulk write: memory stays this many rows whatever the slide's size
 PREVIEW_SIZE = 2048  # the PNG kept as Image.file: what a page shows before the slide viewer loads
 THUMBNAIL_SIZE = 256
-
-
-class SlidePathRefused(ImportRejected):
-    """A path under SLIDES_ROOT that cannot be used (absent root, absolute, '..', a link out of it)."""
-
-
-# ------------------------------------------------------------------------------------------ locations
-
-def resolve_slides_path(relative: str, field: str) -> Path:
-    """The file ``relative`` names under ``settings.SLIDES_ROOT``; refuses what could reach outside it.
-
-    Errors start with ``field`` (the request field) and never show the server's paths."""
-    root = getattr(settings, "SLIDES_ROOT", None)
-    if not root:
-        raise SlidePathRefused("this server has no SLIDES_ROOT (a folder of slides it may read), so a "
-                               "slide cannot be registered by path; upload the file instead, or ask the "
-                               "administrator to set SLIDES_ROOT", field=field)
-    text = str(relative or "").replace("\\", "/")
-    parts = PurePosixPath(text).parts
-    if not text or text.startswith("/") or (parts and ":" in parts[0]):
-        raise SlidePathRefused(f"{relative!r} must be a path relative to SLIDES_ROOT, not an absolute one", field=field)
-    if ".." in parts:
-        raise SlidePathRefused(f"{relative!r} must stay inside SLIDES_ROOT ('..' is not allowed)", field=field)
-    root = Path(root).resolve()
-    target = root.joinpath(*parts)
-    try:
-        resolved = target.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError, OSError):
-        raise SlidePathRefused(f"there is no file {relative!r} under SLIDES_ROOT", field=field) from None
-    if not resolved.is_relative_to(root):
-        raise SlidePathRefused(f"{relative!r} links to a file outside SLIDES_ROOT, which is not allowed", field=field)
-    if not resolved.is_file():
-        raise SlidePathRefused(f"{relative!r} under SLIDES_ROOT is not a file", field=field)
-    return resolved
 
 
 # ------------------------------------------------------------------------------------------ the request
@@ -129,13 +96,13 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
         raise ImportRejected("the slide and its detections must be two uploads", field="detections_upload_id")
     params = {"slide": True, "name": name, "label_set": label_set or None, "provenance": provenance}
     if path:
-        resolved = resolve_slides_path(path, "path")
+        resolved = resolve_slides_path(path, "path", folder=registrable_folder(project, actor))
         if resolved.suffix.lower() not in SLIDE_SUFFIXES:
             raise ImportRejected(f"{path!r} is not a slide file ({', '.join(SLIDE_SUFFIXES)})", field="path")
         params.update(slide_path=str(resolved.relative_to(Path(settings.SLIDES_ROOT).resolve())),
                       slide_name=PurePosixPath(path.replace("\\", "/")).name)
     if detections_path:
-        resolved = resolve_slides_path(detections_path, "detections_path")
+        resolved = resolve_slides_path(detections_path, "detections_path", folder=registrable_folder(project, actor))
         params.update(detections_path=str(resolved.relative_to(Path(settings.SLIDES_ROOT).resolve())),
                       detections_name=PurePosixPath(detections_path.replace("\\", "/")).name)
     uploaded = sum(getattr(f, "size", 0) or 0 for f in (slide_upload, detections_upload) if f is not None)
@@ -224,11 +191,12 @@ def run_slide_import_job(job: Job, progress: Progress, log: Callable[[str], None
         if params.get("slide_upload"):
             slide_source, slide_root = staging / params["slide_upload"], "media"
         else:
-            slide_source, slide_root = resolve_slides_path(params["slide_path"], "path"), "slides"
+            # The project's folder was checked when the job was queued (do_register_slide); here only the share's.
+            slide_source, slide_root = resolve_slides_path(params["slide_path"], "path", folder="."), "slides"
         if params.get("detections_upload"):
             detections = staging / params["detections_upload"]
         else:
-            detections = resolve_slides_path(params["detections_path"], "detections_path")
+            detections = resolve_slides_path(params["detections_path"], "detections_path", folder=".")
         dataset = import_slide(job.project, name=params["name"], slide_source=slide_source, slide_root=slide_root,
                                slide_name=params["slide_name"], detections=detections,
                                detections_name=params["detections_name"], label_set_name=params.get("label_set"),

@@ -36,7 +36,8 @@ KIND_CHOICES = [("", "Changes"), ("team", "Project and team"), ("datasets", "Dat
 SHOWN_DETAILS = ("name", "name_before", "description", "description_before", "provenance", "provenance_before",
                  "user", "role", "previous", "kind", "format", "images", "nuclei", "label_set", "class_index",
                  "source", "number", "parent", "active", "stage", "epoch", "error", "enabled", "min_new_reviews",
-                 "cron", "activate_only_if_not_lower", "filename", "datasets", "members", "job", "jobs", "reason")
+                 "cron", "activate_only_if_not_lower", "filename", "datasets", "members", "job", "jobs", "reason",
+                 "slides_folder")
 LONGEST_SHOWN = 300   # characters of one value on the page (a provenance note may hold 10,000)
 
 # Words for the actions a member meets most; others show their code.
@@ -49,6 +50,7 @@ ACTION_WORDS = {
     "project.member_removed": "removed a member",
     "project.retrain_policy_set": "set the retraining policy",
     "project.deletion_requested": "asked for the project's deletion",
+    "project.slides_folder_set": "set the project's folder of the slide share",
     "dataset.imported": "imported a dataset",
     "dataset.edited": "edited a dataset",
     "dataset.deletion_requested": "asked for a dataset's deletion",

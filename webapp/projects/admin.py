@@ -1,7 +1,9 @@
 """The admin site's pages for projects and accounts. Memberships change only through the domain functions (the
 project's Members page, the API): they keep one admin in every project and write the activity rows, which the
-admin site's own forms did not."""
+admin site's own forms did not. What only a server administrator decides, a project's folder of the slide share,
+is edited here, through its domain function too."""
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
@@ -11,8 +13,11 @@ from django.urls import reverse
 
 from mlcore.types import quoted
 
+from webapp.core.domain_errors import Invalid
+
 from .models import Membership, Project, Role
 from .operations import do_remove_member
+from .slides_folder import clean_slides_folder, do_set_slides_folder
 
 
 class MembershipInline(admin.TabularInline):
@@ -31,10 +36,34 @@ class MembershipInline(admin.TabularInline):
         return False
 
 
+class ProjectAdminForm(forms.ModelForm):
+    class Meta:
+        model = Project
+        fields = ["slides_folder"]
+
+    def clean_slides_folder(self):
+        try:
+            return clean_slides_folder(self.cleaned_data.get("slides_folder", ""))
+        except Invalid as exc:
+            raise forms.ValidationError(exc.detail) from None
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("name", "created_by", "created_at")
+    """Name, description and members are the project admins' (the project's pages); the grant of a folder
+    under SLIDES_ROOT is the server administrator's, here."""
+    form = ProjectAdminForm
+    list_display = ("name", "created_by", "created_at", "slides_folder")
+    fields = ("name", "description", "created_by", "created_at", "slides_folder")
+    readonly_fields = ("name", "description", "created_by", "created_at")
     inlines = [MembershipInline]
+
+    def has_add_permission(self, request):
+        return False  # a project is made on the home page, so that its creator becomes its admin
+
+    def save_model(self, request, obj, form, change):
+        if "slides_folder" in form.changed_data:
+            do_set_slides_folder(obj, form.cleaned_data["slides_folder"], actor=request.user)
 
 
 def projects_only_they_administer(user) -> list[Project]:

@@ -10,6 +10,12 @@ class Project(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
+    # SLIDES_ROOT is one share for the whole server, often every lab's slides: a project registers slides by
+    # path only from the folder a server administrator granted it (do_set_slides_folder), not from all of it.
+    slides_folder = models.CharField(
+        max_length=1024, blank=True, default="", db_default="",
+        help_text="the folder under SLIDES_ROOT whose slides this project's curators may register by path: a path "
+                  "relative to SLIDES_ROOT, '.' for all of it, empty for none (slides are then uploaded)")
 
     class Meta:
         ordering = ["name", "id"]

@@ -25,6 +25,7 @@ from webapp.core.policy import project_role
 from webapp.datasets import queries as dataset_queries
 from webapp.datasets.models import Dataset, Image, LabelClass, Nucleus
 from webapp.datasets.serializers import FORMAT_CHOICES
+from .slides_folder import registrable_folder
 from webapp.jobs.access import visible_jobs
 from webapp.jobs.deletion import PROJECT_BLOCKERS, busy_job
 from webapp.jobs.models import Job
@@ -90,6 +91,7 @@ def project_detail(request, project_id: int):
         "slide_job": _import_job(project, request.GET.get("slide_job"), (Job.Kind.IMPORT, Job.Kind.PREDICT))
         if can_upload else None,
         "slides_root_set": bool(getattr(settings, "SLIDES_ROOT", None)),
+        "slides_folder": registrable_folder(project, request.user),
         "slides": _slides(project, training["active_version"]),
         "formats": FORMAT_CHOICES,
         "layouts": [{"format": value, "tree": LAYOUTS[value], "example_url": reverse("api-format-example", args=[value])}

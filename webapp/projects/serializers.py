@@ -12,8 +12,9 @@ class ProjectSerializer(KnownFieldsOnly, serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["id", "name", "description", "created_at", "role"]
-        read_only_fields = ["id", "created_at", "role"]
+        fields = ["id", "name", "description", "created_at", "role", "slides_folder"]
+        # slides_folder: granted by a server administrator (webapp.datasets.slide_import.do_set_slides_folder)
+        read_only_fields = ["id", "created_at", "role", "slides_folder"]
 
     def get_role(self, project) -> str | None:
         user = self.context["request"].user

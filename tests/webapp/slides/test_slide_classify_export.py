@@ -26,6 +26,7 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")  # job
 @pytest.fixture
 def slide_project(owner, settings, tmp_path, monkeypatch):
     from webapp.datasets.slide_import import import_slide
+    from webapp.projects.slides_folder import do_set_slides_folder
 
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
@@ -33,6 +34,7 @@ def slide_project(owner, settings, tmp_path, monkeypatch):
     monkeypatch.setattr(job_operations, "_send", lambda job: None)  # the test runs the job itself
     fixture = build_fixture_slide(settings.SLIDES_ROOT)
     project = do_create_project("slide classes", actor=owner)
+    do_set_slides_folder(project, ".")
     dataset = import_slide(project, name="case", slide_source=fixture.slide, slide_root="slides",
                            slide_name="case-1.tif", detections=fixture.geojson, detections_name="case-1.geojson",
                            label_set_name="qupath", actor=owner)

@@ -16,6 +16,7 @@ from PIL import Image as PILImage
 
 from tests.webapp.slide_helpers import CLASSES, HEIGHT, WIDTH, build_fixture_slide
 from webapp.datasets.models import CurrentLabel, Dataset, Image, Label, LabelSet, Nucleus
+from webapp.projects.slides_folder import do_set_slides_folder
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job
 from webapp.projects.models import Role
@@ -38,10 +39,18 @@ def fixture_slide(slides_root):
     return build_fixture_slide(slides_root / "cases")
 
 
+def granted_project(name: str, owner, folder: str = "."):
+    """A project whose curators may register slides from ``folder`` of the share (a server administrator's
+    grant, webapp.datasets.slide_import.do_set_slides_folder)."""
+    project = do_create_project(name, actor=owner)
+    do_set_slides_folder(project, folder)
+    return project
+
+
 @pytest.fixture
 def project(owner, slides_root, monkeypatch):
     monkeypatch.setattr(job_operations, "_send", lambda job: None)  # the test runs the job itself
-    return do_create_project("slides", actor=owner)
+    return granted_project("slides", owner)
 
 
 def register(client, project, **data):
@@ -199,7 +208,7 @@ def test_detections_right_of_or_below_the_slide_are_left_out_and_counted(api_cli
 
     only_outside = fixture_slide.geojson.with_name("elsewhere.geojson")
     only_outside.write_text(json.dumps({"type": "FeatureCollection", "features": [square(99000, 99000)]}))
-    other = do_create_project("slides elsewhere", actor=owner)   # the slide is registered once per project
+    other = granted_project("slides elsewhere", owner)   # the slide is registered once per project
     response = register(api_client_for(owner), other, name="elsewhere", path="cases/case-1.tif",
                         detections_path="cases/elsewhere.geojson", label_set="qupath")
     job = run(response.json()["id"])
@@ -322,7 +331,7 @@ def test_an_instance_mask_tiff_gives_the_same_nuclei_as_the_geojson(api_client_f
     paths = build_test_slide(shared_data, slides_root / "real", mpp=0.25)
     client = api_client_for(owner)
     expected = sorted((*n.bbox, n.area) for n in iter_geojson_nuclei(paths["geojson"]))
-    second = do_create_project("second", actor=owner)  # a slide is registered once per project
+    second = granted_project("second", owner)  # a slide is registered once per project
     for target, name, extra in (
             (project, "by path", {"detections_path": f"real/{paths['mask'].name}"}),
             (second, "uploaded", {"detections": SimpleUploadedFile("case mask.tiff", paths["mask"].read_bytes())})):

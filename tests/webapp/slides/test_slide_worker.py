@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import wait_for
 from webapp.datasets.models import Image, Nucleus
 from webapp.jobs.models import Job
+from webapp.projects.slides_folder import do_set_slides_folder
 from webapp.projects.operations import do_create_project
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -33,6 +34,7 @@ def test_register_and_classify_a_slide_through_the_worker(api_client_for, owner,
 
     settings.SLIDES_ROOT = slides_share
     project = do_create_project("worker slides", actor=owner)
+    do_set_slides_folder(project, "lab")
     client = api_client_for(owner)
     response = client.post(f"/api/projects/{project.pk}/slides/", {
         "name": "lab case", "path": "lab/case-1.tif", "detections_path": "lab/case-1.geojson", "label_set": "lab"},

@@ -5,8 +5,9 @@ from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from mlcore.types import DataError, quoted
-from webapp.datasets.importing import ImportRejected
-from webapp.datasets.slide_import import import_slide, resolve_slides_path
+from webapp.core.domain_errors import Invalid
+from webapp.datasets.slide_import import import_slide
+from webapp.projects.slides_folder import resolve_slides_path
 
 from .import_dataset import Command as ImportCommand
 
@@ -50,13 +51,13 @@ class Command(ImportCommand):
             bar.set_postfix_str(message, refresh=True)
 
         try:
-            slide = resolve_slides_path(relative, "path")
+            slide = resolve_slides_path(relative, "path", folder=".")  # a server administrator's command
             dataset = import_slide(target, name=name, slide_source=slide, slide_root="slides",
                                    slide_name=Path(relative).name, detections=detections.resolve(),
                                    detections_name=detections.name, label_set_name=label_set, actor=actor,
                                    provenance=provenance or f"registered from {relative}", progress=progress,
                                    log=lambda line: None)
-        except (DataError, ImportRejected) as exc:
+        except (DataError, Invalid) as exc:
             raise CommandError(f"nothing was registered: {exc}") from None
         finally:
             bar.close()
