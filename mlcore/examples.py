@@ -43,6 +43,12 @@ LAYOUTS: dict[str, str] = {
         "├── images.npy                N x H x W x 3 images\n"
         "└── masks.npy                 N x H x W x (classes + 1) instance ids, last = background"),
 }
+# What a layout's tree does not show.
+LAYOUT_NOTES: dict[str, str] = {
+    "hovernet": "HoVer-Net's own inference output reads too, to review and correct what it predicted: its output "
+                "folder (mat/ and json/) with the tiles added as Images/ and its type_info.json; where a tile has "
+                "both, the .mat is read.",
+}
 
 EXAMPLE_CLASSES = ("tumour", "lymphocyte", "stroma")
 

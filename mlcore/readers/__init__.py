@@ -29,7 +29,7 @@ def _format_signs(root: Path) -> dict[str, bool]:
 
     return {
         "seed": has(root / "masks", "*.npy") and (root / "images").is_dir(),
-        "hovernet": has(root / "Labels", "*.mat"),
+        "hovernet": bool(hovernet.label_files(root)),
         "coco": (root / coco.ANNOTATION_FILE).is_file(),
         "geojson": has(root, "*" + geojson.SUFFIX) or has(root / "images", "*" + geojson.SUFFIX),
         "pannuke": (root / "images.npy").is_file() and (root / "masks.npy").is_file(),
@@ -40,9 +40,10 @@ def detect_format(path: str | Path) -> str:
     """The format of a dataset folder, told from its layout alone (no file is read).
 
     Exactly one format's signature files must be there: ``masks/*.npy`` beside ``images/`` (seed),
-    ``Labels/*.mat`` (hovernet), ``annotations.json`` (coco), ``*.geojson`` in the folder or in
-    ``images/`` (geojson), ``images.npy`` and ``masks.npy`` (pannuke). None, or more than one, raises a
-    DataError that says what was looked for, so the user can choose the format instead.
+    ``Labels/*.mat`` or HoVer-Net's output ``mat/``, ``json/`` (hovernet), ``annotations.json`` (coco),
+    ``*.geojson`` in the folder or in ``images/`` (geojson), ``images.npy`` and ``masks.npy`` (pannuke). None,
+    or more than one, raises a DataError that says what was looked for, so the user can choose the format
+    instead.
     """
     root = Path(path)
     if not root.is_dir():
@@ -53,8 +54,9 @@ def detect_format(path: str | Path) -> str:
     if found:
         raise DataError(root, f"the files fit more than one format ({', '.join(found)}): choose the format")
     raise DataError(root, "the format could not be told from the files: expected masks/*.npy and images/ (seed), "
-                          "Labels/*.mat (hovernet), annotations.json (coco), *.geojson (geojson) or images.npy "
-                          "and masks.npy (pannuke) at the top of the dataset (its folder or zip); choose the format")
+                          "Labels/*.mat or HoVer-Net's mat/ or json/ (hovernet), annotations.json (coco), "
+                          "*.geojson (geojson) or images.npy and masks.npy (pannuke) at the top of the dataset (its "
+                          "folder or zip); choose the format")
 
 
 class DatasetReader:

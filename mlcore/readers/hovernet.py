@@ -1,4 +1,4 @@
-"""HoVer-Net / CoNSeP ``.mat`` labels.
+"""HoVer-Net / CoNSeP ``.mat`` labels, and HoVer-Net's inference output (``.mat`` or ``.json``).
 
 Layout::
 
@@ -6,6 +6,13 @@ Layout::
                                numbered from 1, 0 = no label), optionally type_map and inst_centroid
     root/Images/<stem>.png|jpg
     root/type_info.json        {"<id>": [name, [r, g, b]]}, id 0 = "nolabel" (not a class)
+
+HoVer-Net's ``run_infer.py tile`` writes ``mat/<stem>.mat`` (the same variables) and ``json/<stem>.json``
+(``{"mag": ..., "nuc": {"<id>": {"contour": [[x, y], ...], "type": k, ...}}}``) in its output folder: a lab
+that ran it on its tiles uploads that folder with the tiles as ``Images/`` to review and correct its
+predictions. The labels may also be ``Labels/<stem>.json``. Where a stem has both, the ``.mat`` is read: its
+instance map is exact, while a contour (the outer boundary pixels' centres, as ``cv2.findContours`` gives
+them) loses an instance's holes. A contour is filled with the pixels whose centres lie inside or on it.
 
 Without ``inst_type`` the class of an instance is the majority of ``type_map`` over its pixels. Without
 ``type_info.json`` the class names come from the ``class_names`` argument (class k+1 of the file is
@@ -25,29 +32,44 @@ import numpy as np
 import scipy.io
 
 from mlcore.readers._common import (FormatSource, as_instance_map, as_int_array, check_array_bytes,
-                                    check_class_names, check_pixels, check_same_size, find_image, instance_ids,
-                                    list_images, load_json, make_label_set, read_rgb, tile_group)
+                                    check_class_names, check_pixels, check_same_size, compact_ids, find_image,
+                                    instance_ids, list_images, load_json, make_label_set, polygon_mask, read_rgb,
+                                    tile_group)
 from mlcore.types import AnnotatedImage, DataError, LabelSet, NoClassNames
 
 
+# (folder, pattern) of label files, in order of preference for a stem found in several.
+LABEL_FILES = (("Labels", "*.mat"), ("mat", "*.mat"), ("Labels", "*.json"), ("json", "*.json"))
+
+
+def label_files(root: Path) -> list[Path]:
+    """The label file of each stem (see :data:`LABEL_FILES`), sorted by stem."""
+    chosen: dict[str, Path] = {}
+    for folder, pattern in LABEL_FILES:
+        for path in sorted((root / folder).glob(pattern)) if (root / folder).is_dir() else ():
+            chosen.setdefault(path.stem, path)
+    return [chosen[stem] for stem in sorted(chosen)]
+
+
 def open_source(root: Path, class_names: list[str] | None, label_set_name: str, labelled: bool) -> FormatSource:
-    labels_dir = root / "Labels"
-    if not labels_dir.is_dir():
-        raise DataError(labels_dir, "HoVer-Net label folder not found (expected Labels/<stem>.mat)")
+    labelled_files = label_files(root)
+    if not labelled_files:
+        raise DataError(root / "Labels", "HoVer-Net labels not found (expected Labels/<stem>.mat, or HoVer-Net's "
+                                         "output folders mat/<stem>.mat or json/<stem>.json)")
     images_dir = root / "Images"
     if not images_dir.is_dir():
         raise DataError(images_dir, "HoVer-Net image folder not found (expected Images/<stem>.png or .jpg)")
-    label_files = sorted(labels_dir.glob("*.mat"))
-    labelled_stems = {path.stem for path in label_files}
+    labelled_stems = {path.stem for path in labelled_files}
     orphans = [path for path in list_images(images_dir) if path.stem not in labelled_stems]
     if orphans:
-        raise DataError(orphans[0], f"image without labels (no Labels/{orphans[0].stem}.mat)")
+        raise DataError(orphans[0], f"image without labels (no Labels/{orphans[0].stem}.mat, mat/{orphans[0].stem}.mat "
+                                    f"or json/{orphans[0].stem}.json)")
     label_set = _label_set(root, class_names, label_set_name) if labelled else None
 
     def read_item(mat_path: Path) -> AnnotatedImage:
         return _read_image(images_dir, mat_path, label_set)
 
-    return FormatSource(label_set, label_files, read_item, lambda mat_path: mat_path)
+    return FormatSource(label_set, labelled_files, read_item, lambda mat_path: mat_path)
 
 
 def _label_set(root: Path, class_names: list[str] | None, name: str) -> LabelSet:
@@ -191,6 +213,10 @@ def _read_image(images_dir: Path, mat_path: Path, label_set: LabelSet | None) ->
     if image_path is None:
         raise DataError(mat_path, f"no image for these labels (expected {images_dir / stem}.png or .jpg)")
     image = read_rgb(image_path)
+    if mat_path.suffix == ".json":
+        instance_map, classes = _read_json_labels(mat_path, *image.shape[:2], label_set)
+        return AnnotatedImage(name=stem, image=image, instance_map=instance_map, classes=classes,
+                              group=tile_group(stem), source_path=str(image_path))
     content = load_mat(mat_path, MAT_VARIABLES)
     if "inst_map" not in content:
         raise DataError(mat_path, f"no 'inst_map' variable (found: {_variables(mat_path)})")
@@ -199,6 +225,42 @@ def _read_image(images_dir: Path, mat_path: Path, label_set: LabelSet | None) ->
     classes = _classes(content, instance_map, label_set, mat_path) if label_set is not None else {}
     return AnnotatedImage(name=stem, image=image, instance_map=instance_map, classes=classes,
                           group=tile_group(stem), source_path=str(image_path))
+
+
+def _read_json_labels(path: Path, height: int, width: int,
+                      label_set: LabelSet | None) -> tuple[np.ndarray, dict[int, int]]:
+    """The instance map and classes of one HoVer-Net JSON (see the module's docstring). A later nucleus
+    paints over an earlier one where they overlap, as in the GeoJSON reader; type 0 or null: no label."""
+    content = load_json(path)
+    nuclei = content.get("nuc") if isinstance(content, dict) else None
+    if not isinstance(nuclei, dict):
+        raise DataError(path, 'expected HoVer-Net\'s JSON: {"mag": ..., "nuc": {"<id>": {"contour": [[x, y], ...], '
+                              '"type": k}, ...}}')
+    instance_map = np.zeros((height, width), np.int32)
+    classes: dict[int, int] = {}
+    for position, (key, nucleus) in enumerate(nuclei.items()):
+        where = f"nucleus {key!r}"
+        contour = nucleus.get("contour") if isinstance(nucleus, dict) else None
+        try:
+            ring = np.asarray(contour, dtype=np.float64)
+        except (TypeError, ValueError):
+            ring = None
+        if ring is None or ring.ndim != 2 or ring.shape[1] != 2 or not len(ring):
+            raise DataError(path, f"{where}: 'contour' must be a list of [x, y] points")
+        # HoVer-Net's points are the boundary pixels' indices; polygon_mask works in pixel-edge coordinates.
+        painted = polygon_mask([(ring + 0.5, [])], height, width, path, where)
+        if painted is None:
+            continue
+        (rows, cols), patch = painted
+        instance_map[rows, cols][patch] = position + 1
+        kind = nucleus.get("type")
+        if label_set is None or kind is None or kind == 0:
+            continue
+        if isinstance(kind, bool) or not isinstance(kind, int) or not 0 < kind <= len(label_set):
+            raise DataError(path, f"{where}: type {kind!r} outside the label set "
+                                  f"(0 = no label, 1..{len(label_set)} = {list(label_set.classes)})")
+        classes[position + 1] = kind - 1
+    return compact_ids(instance_map, classes)
 
 
 def _variables(mat_path: Path) -> str:

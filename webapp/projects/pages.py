@@ -17,7 +17,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from mlcore.examples import LAYOUTS
+from mlcore.examples import LAYOUT_NOTES, LAYOUTS
 from mlcore.types import quoted
 
 from webapp.core.domain_errors import Conflict, Invalid, NotFound
@@ -94,8 +94,8 @@ def project_detail(request, project_id: int):
         "slides_folder": registrable_folder(project, request.user),
         "slides": _slides(project, training["active_version"]),
         "formats": FORMAT_CHOICES,
-        "layouts": [{"format": value, "tree": LAYOUTS[value], "example_url": reverse("api-format-example", args=[value])}
-                    for value in Dataset.TILE_FORMATS],
+        "layouts": [{"format": value, "tree": LAYOUTS[value], "note": LAYOUT_NOTES.get(value, ""),
+                     "example_url": reverse("api-format-example", args=[value])} for value in Dataset.TILE_FORMATS],
         "sources": dataset_queries.available_sources(project),
         **training,
         **deletion_context(project),
