@@ -45,6 +45,9 @@ LAYOUTS: dict[str, str] = {
 }
 # What a layout's tree does not show.
 LAYOUT_NOTES: dict[str, str] = {
+    "seed": "A mask may be a label image instead (masks/tile_0000.png or .tif: one id or colour per nucleus), as "
+            "cellpose (tile_0000_cp_masks.png) or StarDist save them: tiles segmented there upload unlabelled "
+            "(uncheck Labelled, no types/), for the model to classify and reviewers to correct.",
     "hovernet": "HoVer-Net's own inference output reads too, to review and correct what it predicted: its output "
                 "folder (mat/ and json/) with the tiles added as Images/ and its type_info.json; where a tile has "
                 "both, the .mat is read.",

@@ -3,7 +3,6 @@ and the outputs the CLI writes (per label set class arrays and overlays, one JSO
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,13 +12,11 @@ import cv2
 import numpy as np
 import orjson
 import torch
-from PIL import Image as PILImage
 
-from mlcore import limits
 from mlcore.geometry import InstanceGeometry
 from mlcore.model import CrossTrainedModel
 from mlcore.predict import LabelSetPrediction, predict
-from mlcore.readers._common import check_pixels, load_npy, read_rgb
+from mlcore.readers._common import load_npy, read_label_image, read_rgb
 from mlcore.stain import StainEstimate, estimate_stain, tissue_mask
 from mlcore.types import DataError, file_part
 
@@ -134,58 +131,13 @@ def infer_and_write(model: CrossTrainedModel, pairs, out_dir: str | Path, *, ste
             yield tile
 
 
-# Formats whose compression invents values between neighbouring pixels: a mask saved in one has new grey values or
-# colours along every edge, each of which would read as an instance of its own.
-LOSSY_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
-# A label image whose instances average fewer pixels than this is a photograph, not an instance map (a nucleus at
-# 20x is some 50-500 pixels): a JPEG photo sent as a mask read as 24,056 "nuclei" on a 256 x 256 tile.
-MIN_MEAN_INSTANCE_PIXELS = 8
-
-
-def _label_image_size(path: Path) -> None:
-    """Check a label image's size from its header (Pillow reads only that) before OpenCV decodes it, and that its
-    format is lossless."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # check_pixels decides
-            with PILImage.open(path) as header:
-                size, kind = header.size, header.format
-    except PILImage.DecompressionBombError:
-        raise DataError(path, f"mask image too large to read safely: over MAX_IMAGE_PIXELS "
-                              f"({limits.MAX_IMAGE_PIXELS} pixels)") from None
-    except (PILImage.UnidentifiedImageError, OSError):
-        return  # not an image Pillow knows: OpenCV reports it below
-    check_pixels(size[1], size[0], path, "mask image")
-    if kind in LOSSY_FORMATS:
-        raise DataError(path, f"a {LOSSY_FORMATS[kind]} cannot hold an instance map: its compression makes new "
-                              "values along every edge; save the mask as PNG, TIFF or npy")
-
-
 def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """An instance map from ``.npy`` (H x W integers) or a label image (PNG/TIFF: 8/16-bit grey
     values are ids; an RGB label image gets one id per distinct colour, black = background)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "mask file not found")
-    if path.suffix.lower() == ".npy":
-        mask = load_npy(path, mask=True)
-    else:
-        _label_image_size(path)
-        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if mask is None:
-            raise DataError(path, "not a readable label image (npy, png or tiff expected)")
-        if mask.ndim == 3:
-            colours = mask[:, :, :3].astype(np.int64)
-            packed = (colours[:, :, 0] << 16) | (colours[:, :, 1] << 8) | colours[:, :, 2]
-            values, inverse = np.unique(packed, return_inverse=True)
-            # Renumber colours 1..N in first-seen order of the sorted codes; black stays background.
-            ids = np.arange(len(values)) + (0 if values[0] == 0 else 1)
-            mask = ids[inverse.reshape(packed.shape)]
-        instances, foreground = len(np.unique(mask)) - int(mask.min() == 0), int(np.count_nonzero(mask))
-        if instances and foreground < MIN_MEAN_INSTANCE_PIXELS * instances:
-            raise DataError(path, f"{instances} instances of {foreground / instances:.1f} pixels on average: this "
-                                  "looks like a photograph, not an instance map (one id or colour per nucleus, "
-                                  "0 or black for background)")
+    mask = load_npy(path, mask=True) if path.suffix.lower() == ".npy" else read_label_image(path)
     if mask.ndim == 3 and mask.shape[2] == 1:
         mask = mask[:, :, 0]
     if mask.ndim != 2:

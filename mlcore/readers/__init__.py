@@ -28,7 +28,7 @@ def _format_signs(root: Path) -> dict[str, bool]:
         return folder.is_dir() and any(folder.glob(pattern))
 
     return {
-        "seed": has(root / "masks", "*.npy") and (root / "images").is_dir(),
+        "seed": seed.has_masks(root) and (root / "images").is_dir(),
         "hovernet": bool(hovernet.label_files(root)),
         "coco": (root / coco.ANNOTATION_FILE).is_file(),
         "geojson": has(root, "*" + geojson.SUFFIX) or has(root / "images", "*" + geojson.SUFFIX),
@@ -39,7 +39,7 @@ def _format_signs(root: Path) -> dict[str, bool]:
 def detect_format(path: str | Path) -> str:
     """The format of a dataset folder, told from its layout alone (no file is read).
 
-    Exactly one format's signature files must be there: ``masks/*.npy`` beside ``images/`` (seed),
+    Exactly one format's signature files must be there: ``masks/`` (npy or label images) beside ``images/`` (seed),
     ``Labels/*.mat`` or HoVer-Net's output ``mat/``, ``json/`` (hovernet), ``annotations.json`` (coco),
     ``*.geojson`` in the folder or in ``images/`` (geojson), ``images.npy`` and ``masks.npy`` (pannuke). None,
     or more than one, raises a DataError that says what was looked for, so the user can choose the format
@@ -53,7 +53,7 @@ def detect_format(path: str | Path) -> str:
         return found[0]
     if found:
         raise DataError(root, f"the files fit more than one format ({', '.join(found)}): choose the format")
-    raise DataError(root, "the format could not be told from the files: expected masks/*.npy and images/ (seed), "
+    raise DataError(root, "the format could not be told from the files: expected masks/ and images/ (seed), "
                           "Labels/*.mat or HoVer-Net's mat/ or json/ (hovernet), annotations.json (coco), "
                           "*.geojson (geojson) or images.npy and masks.npy (pannuke) at the top of the dataset (its "
                           "folder or zip); choose the format")

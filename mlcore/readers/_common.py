@@ -481,3 +481,52 @@ def compact_ids(instance_map: np.ndarray, classes: dict[int, int]) -> tuple[np.n
     lookup[present] = np.arange(1, present.size + 1, dtype=np.int32)
     new_classes = {int(lookup[i]): c for i, c in classes.items() if i < counts.size and counts[i] > 0}
     return lookup[instance_map], new_classes
+
+
+# Formats whose compression invents values between neighbouring pixels: a mask saved in one has new grey values or
+# colours along every edge, each of which would read as an instance of its own.
+LOSSY_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
+# A label image whose instances average fewer pixels than this is a photograph, not an instance map (a nucleus at
+# 20x is some 50-500 pixels): a JPEG photo sent as a mask read as 24,056 "nuclei" on a 256 x 256 tile.
+MIN_MEAN_INSTANCE_PIXELS = 8
+
+
+def _label_image_size(path: Path) -> None:
+    """Check a label image's size from its header (Pillow reads only that) before OpenCV decodes it, and that its
+    format is lossless."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_pixels decides
+            with Image.open(path) as header:
+                size, kind = header.size, header.format
+    except Image.DecompressionBombError:
+        raise DataError(path, f"mask image too large to read safely: over MAX_IMAGE_PIXELS "
+                              f"({limits.MAX_IMAGE_PIXELS} pixels)") from None
+    except (UnidentifiedImageError, OSError):
+        return  # not an image Pillow knows: OpenCV reports it below
+    check_pixels(size[1], size[0], path, "mask image")
+    if kind in LOSSY_FORMATS:
+        raise DataError(path, f"a {LOSSY_FORMATS[kind]} cannot hold an instance map: its compression makes new "
+                              "values along every edge; save the mask as PNG, TIFF or npy")
+
+
+def read_label_image(path: Path) -> np.ndarray:
+    """A label image (PNG/TIFF) as an array of ids: 8/16/32-bit grey values are ids; an RGB label image gets one
+    id per distinct colour, black = background. Lossy formats and photographs are refused naming the file."""
+    _label_image_size(path)
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        raise DataError(path, "not a readable label image (npy, png or tiff expected)")
+    if mask.ndim == 3:
+        colours = mask[:, :, :3].astype(np.int64)
+        packed = (colours[:, :, 0] << 16) | (colours[:, :, 1] << 8) | colours[:, :, 2]
+        values, inverse = np.unique(packed, return_inverse=True)
+        # Renumber colours 1..N in first-seen order of the sorted codes; black stays background.
+        ids = np.arange(len(values)) + (0 if values[0] == 0 else 1)
+        mask = ids[inverse.reshape(packed.shape)]
+    instances, foreground = len(np.unique(mask)) - int(mask.min() == 0), int(np.count_nonzero(mask))
+    if instances and foreground < MIN_MEAN_INSTANCE_PIXELS * instances:
+        raise DataError(path, f"{instances} instances of {foreground / instances:.1f} pixels on average: this "
+                              "looks like a photograph, not an instance map (one id or colour per nucleus, "
+                              "0 or black for background)")
+    return mask

@@ -76,7 +76,7 @@ def _label_set(root: Path, class_names: list[str] | None, name: str) -> LabelSet
     info_path = root / "type_info.json"
     if not info_path.is_file():
         if class_names is None:
-            raise DataError(info_path, "type_info.json not found and no class names given")
+            raise NoClassNames(info_path, "type_info.json not found, so no class names")
         return make_label_set(name, class_names, None, info_path)
     info = load_json(info_path)
     if not isinstance(info, dict):

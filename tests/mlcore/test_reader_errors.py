@@ -90,7 +90,7 @@ def test_missing_mask_types_and_classes(seed_root):
     (root / "masks" / f"{stem}.npy").unlink()
     _raises(root / "masks" / f"{stem}.npy", "file not found", lambda: read_dataset("seed", root, labelled=False))
     (root / "classes.json").unlink()
-    _raises(root / "classes.json", "classes.json not found and no class names given", lambda: read_dataset("seed", root))
+    _raises(root / "classes.json", r"classes.json not found, so no class names \(read with labelled=False", lambda: read_dataset("seed", root))
 
 
 def test_mask_without_its_image(seed_root):
@@ -171,7 +171,7 @@ def test_hovernet_class_outside_the_label_set_and_short_inst_type(hovernet_root)
 def test_hovernet_missing_image_and_type_info(hovernet_root):
     root, stem = hovernet_root
     (root / "type_info.json").unlink()
-    _raises(root / "type_info.json", "no class names given", lambda: read_dataset("hovernet", root))
+    _raises(root / "type_info.json", r"type_info.json not found, so no class names \(read with labelled=False", lambda: read_dataset("hovernet", root))
     (root / "Images" / f"{stem}.png").unlink()
     _raises(root / "Labels" / f"{stem}.mat", "no image for these labels",
             lambda: read_dataset("hovernet", root, labelled=False))
