@@ -15,6 +15,8 @@ import { ReviewView } from "./review_view.js";
 
 // The API's URLs for one nucleus come as a template with 0 for its id.
 const urlFor = (template, id) => template.replace("/0/", `/${id}/`);
+// The caption once the project is no longer the reviewer's to review (removed, or a role below reviewer).
+const NO_ACCESS = "not reserved: you can no longer review this project";
 
 function reviewPage(root) {
   const d = root.dataset;
@@ -59,6 +61,7 @@ function reviewPage(root) {
       }
       busy = false;
       view.setLoading(false);
+      if (err.status === 403 || err.status === 404) view.endLease(NO_ACCESS);
       setStatus(`Could not load the next nucleus: ${err.message}`, "error");
       return;
     }
@@ -134,6 +137,7 @@ function reviewPage(root) {
       setStatus(`${outcome.data.detail || "The label changed meanwhile."}`, "error conflict");
     } else if (outcome.kind === "rejected") {
       outbox.remove(entry.client_id);
+      if (outcome.status === 403 || outcome.status === 404) view.endLease(NO_ACCESS);
       setStatus(`Not saved: ${outcome.data.detail || `HTTP ${outcome.status}`}`, "error");
     } else {
       setStatus(`Not saved yet (${outcome.detail}): kept in this browser, retrying…`, "error");

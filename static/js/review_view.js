@@ -219,6 +219,7 @@ export class ReviewView {
   // How long the nucleus stays reserved for this reviewer (the queue's lease), counted down each second.
   startLeaseClock(item, node) {
     clearInterval(this.leaseTimer);
+    this.leaseNode = node;
     if (!item || !item.lease) return;
     const until = new Date(item.lease.expires_at).getTime();
     const tick = () => {
@@ -233,5 +234,14 @@ export class ReviewView {
     };
     tick();
     this.leaseTimer = setInterval(tick, 1000);
+  }
+
+  // The reviewer lost the project (removed, or their role lowered): the server freed the nucleus, so the
+  // caption stops counting a reservation that no longer exists.
+  endLease(text) {
+    clearInterval(this.leaseTimer);
+    if (!this.leaseNode) return;
+    this.leaseNode.textContent = text;
+    this.leaseNode.classList.add("expired");
   }
 }

@@ -463,3 +463,23 @@ def test_review_context_other_label_set_zoom_out_and_full_class_names(rp, logged
     wait_for_other_than(page, nucleus.pk)
     wait_for_crop(page, "in")
     assert shown(page) != nucleus.pk
+
+
+def test_a_reviewer_removed_mid_review_sees_the_reservation_end(rp, logged_in_page, live_server, users):
+    """The server frees a removed member's nucleus at once; the caption stopped counting a reservation down only
+    when the clock ran out."""
+    from webapp.projects.models import Role
+    from webapp.projects.operations import do_change_member_role, do_remove_member
+
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    assert page.inner_text("[data-role=lease]").startswith("reserved for you")
+    do_change_member_role(rp.project, users["curator"], Role.ADMIN, actor=users["owner"])
+    do_remove_member(rp.project, users["owner"], actor=users["curator"])
+    assert not ReviewLease.objects.filter(user=users["owner"], decided=False, expires_at__gt=timezone.now()).exists()
+    page.keyboard.press("1")
+    page.wait_for_selector("[data-role=lease].expired")
+    assert page.inner_text("[data-role=lease]") == "not reserved: you can no longer review this project"
+    assert "Not saved" in page.inner_text("[data-role=status]")
+    page.wait_for_timeout(1500)   # the clock is stopped: the text stays
+    assert page.inner_text("[data-role=lease]") == "not reserved: you can no longer review this project"
