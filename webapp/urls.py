@@ -13,8 +13,8 @@ from webapp.jobs import pages as job_pages
 from webapp.jobs.api import JobViewSet
 from webapp.projects import pages as project_pages
 
-FORM_METHODS = ["get", "post", "options"]
-PAGE_METHODS = ["get", "options"]
+FORM_METHODS = ["get", "head", "post", "options"]  # HEAD follows GET (webapp.core.policy)
+PAGE_METHODS = ["get", "head", "options"]
 
 router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="api-job")
@@ -26,7 +26,7 @@ urlpatterns = [
     path("account/token/", core_views.regenerate_token, name="regenerate-token"),
     path("jobs/<int:job_id>/", job_pages.job_detail, name="job-detail"),
     # GET shows the form, POST signs in (LoginView would also take PUT as a POST).
-    path("login/", auth_views.LoginView.as_view(http_method_names=["get", "post", "options"]), name="login"),
+    path("login/", auth_views.LoginView.as_view(http_method_names=FORM_METHODS), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Passwords (Django's views and names; the templates are in templates/registration/). Their forms
     # answer GET and POST only: a FormView would also take PUT as a POST.
@@ -37,7 +37,7 @@ urlpatterns = [
          name="password_reset_done"),
     # Its dispatch answers a bad link itself, before the method check: refuse other methods before it.
     path("password-reset/<uidb64>/<token>/",
-         require_http_methods(["GET", "POST"])(auth_views.PasswordResetConfirmView.as_view()),
+         require_http_methods(["GET", "HEAD", "POST"])(auth_views.PasswordResetConfirmView.as_view()),
          name="password_reset_confirm"),
     path("password-reset/done/", auth_views.PasswordResetCompleteView.as_view(http_method_names=PAGE_METHODS),
          name="password_reset_complete"),

@@ -1,7 +1,7 @@
 from django.contrib.auth.decorators import login_not_required
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.decorators import api_view
+from .api_views import api_view
 from rest_framework.response import Response
 
 from .health import health

@@ -2,13 +2,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 from rest_framework.authtoken.models import Token
 
 from . import operations
 
 
-@require_GET
+@require_safe
 def account(request):
     token = Token.objects.filter(user=request.user).first()
     return render(request, "core/account.html", {"token": token})
@@ -23,7 +23,7 @@ def regenerate_token(request):
     return redirect("account")
 
 
-@require_GET
+@require_safe
 def favicon(request):
     """/favicon.ico, which browsers ask for on pages that name no icon (the API's documentation pages):
     the site's icon, from the static files."""

@@ -9,6 +9,7 @@ from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 
 from webapp.core.policy import project_role
@@ -38,7 +39,7 @@ class ProjectDatasetViewSet(ActionSerializers, viewsets.GenericViewSet):
     @action(detail=True, methods=["get", "post"], pagination_class=None)
     def datasets(self, request, pk=None):
         """GET lists the datasets; POST uploads one (curators): 202 with the import job."""
-        if request.method == "GET":
+        if request.method in SAFE_METHODS:   # GET and HEAD: a HEAD took the upload branch
             project = get_project_for(request.user, pk, project_role(request))
             return Response(DatasetSerializer(project.datasets.select_related("label_set", "uploaded_by"),
                                               many=True).data)

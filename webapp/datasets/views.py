@@ -11,7 +11,7 @@ from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from mlcore.types import quoted
 
@@ -29,7 +29,7 @@ from .operations import do_edit_dataset, do_request_dataset_deletion
 IMAGES_PER_PAGE = 48
 
 
-@require_GET
+@require_safe
 def dataset_detail(request, project_id: int, dataset_id: int):
     project, dataset = queries.get_dataset_for(request.user, project_id, dataset_id)
     page = Paginator(queries.dataset_images(dataset), IMAGES_PER_PAGE).get_page(request.GET.get("page"))
@@ -82,7 +82,7 @@ def _dataset_to_change(request, project_id: int, dataset_id: int) -> tuple:
     return project, dataset
 
 
-@require_GET
+@require_safe
 def image_viewer(request, project_id: int, image_id: int):
     project, image = queries.get_image_for(request.user, image_id, project_id)
     if image.is_slide:
@@ -101,7 +101,7 @@ def image_viewer(request, project_id: int, image_id: int):
     })
 
 
-@require_GET
+@require_safe
 def slide_viewer(request, image_id: int):
     """A whole-slide image in OpenSeadragon: Deep Zoom tiles, nucleus outlines past a zoom threshold, a
     density heatmap below it (static/js/slide_viewer.js)."""
@@ -118,7 +118,7 @@ def slide_viewer(request, image_id: int):
     })
 
 
-@require_GET
+@require_safe
 def image_file(request, image_id: int, kind: str):
     """An image or its thumbnail, from the media storage (remote: through this host's mirror, so that the
     permission check stays the app's), to members of its project only."""

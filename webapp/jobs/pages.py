@@ -1,14 +1,14 @@
 """The page of one job (server-rendered): what it was asked to do, its progress, log and result."""
 
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from webapp.projects.models import Membership
 
 from .access import job_for, may_cancel
 
 
-@require_GET
+@require_safe
 def job_detail(request, job_id: int):
     job = job_for(request.user, job_id)
     membership = (Membership.objects.filter(project_id=job.project_id, user=request.user).first()

@@ -15,7 +15,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from mlcore.examples import LAYOUT_NOTES, LAYOUTS
 from mlcore.types import quoted
@@ -38,7 +38,7 @@ from .deletion import do_request_project_deletion
 from .models import ROLE_RANK, Membership, Role
 
 
-@require_GET
+@require_safe
 def home(request):
     """The site's front page: the projects one can see and one's latest jobs."""
     jobs = visible_jobs(request.user).select_related("created_by", "project").order_by("-created_at", "-id")[:10]
@@ -73,7 +73,7 @@ def edit_project(request, project_id: int):
     return redirect("project-detail", project.pk)
 
 
-@require_GET
+@require_safe
 def project_detail(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
     label_sets = dataset_queries.label_sets_of(project)
@@ -105,7 +105,7 @@ def project_detail(request, project_id: int):
 ACTIVITY_PER_PAGE = 50
 
 
-@require_GET
+@require_safe
 def activity(request, project_id: int):
     """Who did what in the project, newest first (any member), by kind of change."""
     project = get_project_for(request.user, project_id, project_role(request))
@@ -182,7 +182,7 @@ def _chart_layout(charts: list[dict]) -> list[dict]:
     return charts
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def members(request, project_id: int):
     """GET: the members of the project (any member); POST: add one by username or e-mail (admins)."""
     project = get_project_for(request.user, project_id, project_role(request))

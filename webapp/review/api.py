@@ -20,8 +20,9 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from PIL import Image as PILImage
 from rest_framework import status
-from rest_framework.decorators import api_view, renderer_classes
+from rest_framework.decorators import renderer_classes
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
@@ -29,6 +30,7 @@ from mlcore.types import quoted
 
 from webapp.core import media
 from webapp.core.api_errors import Conflict
+from webapp.core.api_views import api_view
 from webapp.core.cache import cache_get, cache_set, unreviewed_counts_key
 from webapp.core.ids import parse_ids
 from webapp.core.pagination import whole_number_param
@@ -205,7 +207,7 @@ def nucleus_labels(request, nucleus_id: int):
     ``version`` is the current label id you saw (null for none); 409 with the ``current`` label
     when someone changed it meanwhile. A replayed ``client_id`` answers 200 with the same row.
     """
-    if request.method == "GET":
+    if request.method in SAFE_METHODS:
         project, nucleus = nucleus_for(request.user, nucleus_id, project_role(request))
         name = request.query_params.get("label_set")
         label_set = _label_set(project, name) if name else None

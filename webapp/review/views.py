@@ -11,7 +11,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from mlcore.types import quoted
 
@@ -57,7 +57,7 @@ def _api_urls(project) -> dict:
     }
 
 
-@require_GET
+@require_safe
 def review_page(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
     label_set = _chosen_label_set(project, request)
@@ -84,7 +84,7 @@ def review_page(request, project_id: int):
     })
 
 
-@require_GET
+@require_safe
 def gallery_page(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
     label_set = _chosen_label_set(project, request)
@@ -107,7 +107,7 @@ def gallery_page(request, project_id: int):
     })
 
 
-@require_GET
+@require_safe
 def agreement_page(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
     name = request.GET.get("label_set")
@@ -152,7 +152,7 @@ def settle_form(request, project_id: int):
     return redirect(back)
 
 
-@require_GET
+@require_safe
 def nucleus_page(request, project_id: int, nucleus_id: int):
     _, nucleus = nucleus_for(request.user, nucleus_id, project_role(request), project_id=project_id)
     project = get_project_for(request.user, project_id, project_role(request))
@@ -191,7 +191,7 @@ def _safe_next(request) -> str:
     return ""
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def keys_page(request):
     """Your review keys: class keys in class order, one character each, and the actions' keys."""
     chosen = review_keys.keys_for(request.user)

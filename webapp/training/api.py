@@ -11,14 +11,16 @@ from pathlib import Path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.decorators import api_view, parser_classes
+from rest_framework.decorators import parser_classes
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mlcore.types import file_part
 from webapp.core import media
+from webapp.core.api_views import api_view
 from webapp.core.filenames import safe_file_name
 from webapp.core.policy import project_role
 from webapp.datasets.slides_api import slide_of
@@ -119,7 +121,7 @@ def checkpoint(request, project_id: int, number: int):
 @api_view(["GET", "PUT"])
 def retrain_policy(request, project_id: int):
     """GET the policy; PUT (curators) replaces it and its django-celery-beat schedules."""
-    if request.method == "GET":
+    if request.method in SAFE_METHODS:
         project = get_project_for(request.user, project_id, project_role(request))
         policy = RetrainPolicy.objects.filter(project=project).first() or RetrainPolicy(project=project)
         return Response(RetrainPolicySerializer(policy).data)

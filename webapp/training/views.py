@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from webapp.core.policy import project_role
 from webapp.projects.access import get_project_for
@@ -13,7 +13,7 @@ from .queries import version_of
 from .version_page import version_page_context
 
 
-@require_GET
+@require_safe
 def version_detail(request, project_id: int, number: int):
     project = get_project_for(request.user, project_id, project_role(request))
     version = version_of(project, number, ModelVersion.objects.select_related("project", "parent", "job"))
