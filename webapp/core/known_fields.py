@@ -11,10 +11,12 @@ class KnownFieldsOnly:
     """A serializer mixin: ``to_internal_value`` refuses keys that are none of the serializer's fields."""
 
     unknown_fields_label = "field"
+    # A page's form sent as it is (FormData) carries Django's CSRF token beside the fields.
+    ignored_fields = frozenset({"csrfmiddlewaretoken"})
 
     def to_internal_value(self, data):
         if hasattr(data, "keys"):
-            unknown = sorted(set(data.keys()) - set(self.fields))
+            unknown = sorted(set(data.keys()) - set(self.fields) - self.ignored_fields)
             if unknown:
                 raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [
                     f"unknown {self.unknown_fields_label}(s) {unknown}; allowed: "

@@ -46,7 +46,7 @@ FORMAT_CHOICES = [("auto", "Detect from the files"),
                   *[(v, label) for v, label in Dataset.Format.choices if v in Dataset.TILE_FORMATS]]
 
 
-class DatasetUploadSerializer(serializers.Serializer):
+class DatasetUploadSerializer(KnownFieldsOnly, serializers.Serializer):
     name = serializers.CharField(max_length=200)
     format = serializers.ChoiceField(choices=FORMAT_CHOICES, default="auto",
                                      help_text="auto (default): told from the layout of the files")

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from mlcore.types import quoted
 
+from webapp.core.known_fields import KnownFieldsOnly
 from webapp.core.policy import project_role
 from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 from webapp.projects.access import get_project_for
@@ -27,7 +28,7 @@ from .slide_import import do_register_slide
 from .viewer_api import DETECTION_PARAMETERS, FileAPIView, _attachment, _detections_response
 
 
-class SlideRegisterSerializer(serializers.Serializer):
+class SlideRegisterSerializer(KnownFieldsOnly, serializers.Serializer):
     name = serializers.CharField(max_length=200, help_text="the new dataset's name")
     path = serializers.CharField(required=False, allow_blank=True, max_length=1024,
                                  help_text="the slide's path relative to SLIDES_ROOT (or upload `slide`)")
@@ -46,7 +47,7 @@ class SlideRegisterSerializer(serializers.Serializer):
     provenance = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 
-class SlideUploadStartSerializer(serializers.Serializer):
+class SlideUploadStartSerializer(KnownFieldsOnly, serializers.Serializer):
     filename = serializers.CharField(max_length=1024, help_text="the file's name (a slide, or its detections: "
                                                                 "GeoJSON or instance-mask TIFF)")
     size = serializers.IntegerField(min_value=1, help_text="the file's size in bytes")

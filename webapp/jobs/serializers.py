@@ -2,6 +2,8 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from webapp.core.known_fields import KnownFieldsOnly
+
 from .models import Job
 
 
@@ -37,7 +39,7 @@ class JobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DiagnosticsRequestSerializer(serializers.Serializer):
+class DiagnosticsRequestSerializer(KnownFieldsOnly, serializers.Serializer):
     """Starting a job directly through /api/jobs/ is allowed for diagnostics only;
     the other kinds start from their own resources (a dataset upload, a training request...)."""
 

@@ -4,6 +4,7 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from webapp.core.ids import id_field
+from webapp.core.known_fields import KnownFieldsOnly
 
 
 def one_class(attrs: dict) -> dict:
@@ -13,7 +14,7 @@ def one_class(attrs: dict) -> dict:
     return attrs
 
 
-class DecisionSerializer(serializers.Serializer):
+class DecisionSerializer(KnownFieldsOnly, serializers.Serializer):
     label_set = serializers.CharField(max_length=100, help_text="label set name")
     class_name = serializers.CharField(max_length=100, required=False, help_text="the chosen class")
     class_index = serializers.IntegerField(min_value=0, required=False, help_text="or its index")
@@ -34,7 +35,7 @@ class DecisionSerializer(serializers.Serializer):
         return one_class(attrs)
 
 
-class BulkItemSerializer(serializers.Serializer):
+class BulkItemSerializer(KnownFieldsOnly, serializers.Serializer):
     nucleus = id_field()
     class_name = serializers.CharField(max_length=100, required=False)
     class_index = serializers.IntegerField(min_value=0, required=False)
@@ -47,7 +48,7 @@ class BulkItemSerializer(serializers.Serializer):
                   "the active version's")
 
 
-class BulkDecisionSerializer(serializers.Serializer):
+class BulkDecisionSerializer(KnownFieldsOnly, serializers.Serializer):
     label_set = serializers.CharField(max_length=100)
     decisions = BulkItemSerializer(many=True, allow_empty=False)
 
@@ -58,7 +59,7 @@ class BulkDecisionSerializer(serializers.Serializer):
 
 
 @extend_schema_serializer(component_name="LabelSetChoice")  # not the projects API's LabelSet
-class LabelSetSerializer(serializers.Serializer):
+class LabelSetSerializer(KnownFieldsOnly, serializers.Serializer):
     label_set = serializers.CharField(max_length=100)
 
 

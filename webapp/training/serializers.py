@@ -190,12 +190,12 @@ class RetrainPolicySerializer(KnownFieldsOnly, serializers.ModelSerializer):
         return when.isoformat() if when else None
 
 
-class InferRequestSerializer(serializers.Serializer):
+class InferRequestSerializer(KnownFieldsOnly, serializers.Serializer):
     image = serializers.FileField(help_text="the image (png, jpg, tif)")
     mask = serializers.FileField(help_text="its instance mask: npy (H x W int) or a PNG label image")
     tta = OptionalBooleanField(default=TTA_DEFAULT_TILES, help_text=f"{TTA_HELP} (default: {TTA_DEFAULT_TILES})")
 
 
-class SlideInferRequestSerializer(serializers.Serializer):
+class SlideInferRequestSerializer(KnownFieldsOnly, serializers.Serializer):
     tta = OptionalBooleanField(default=TTA_DEFAULT_SLIDES, help_text=(
         f"{TTA_HELP} (default: {TTA_DEFAULT_SLIDES}: a slide's nuclei would take 8 times as long)"))
