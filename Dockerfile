@@ -7,6 +7,10 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
+# The static files are collected into the image, where the containers serve them from: STATIC_ROOT would
+# otherwise follow DATA_DIR, /tmp/build here and /data at run time, where nothing is collected (every
+# script and style sheet answered 404).
+ENV STATIC_ROOT=/app/staticfiles
 RUN DEBUG=1 DATA_DIR=/tmp/build python manage.py collectstatic --noinput
 EXPOSE 8000
 CMD ["gunicorn", "webapp.wsgi", "-c", "python:webapp.gunicorn_conf", "--bind", "0.0.0.0:8000", "--workers", "3"]

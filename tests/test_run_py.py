@@ -190,3 +190,18 @@ print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN, signal.getsignal(signal
     plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
                            preexec_fn=_as_from_a_terminal).stdout.split()
     assert plain == ["False", "True"]
+
+
+def test_static_files_of_an_older_release_do_not_outlive_the_new_one(run_py, tmp_path, monkeypatch):
+    """A release cloned before the old one's last start (or unpacked with its files' times) has older sources than
+    the collected copies: collectstatic kept the old scripts, and the new pages ran with them."""
+    static_root = tmp_path / "static"
+    stale = static_root / "js" / "jobs.js"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("// the previous release's script")
+    future = time.time() + 3600
+    os.utime(stale, (future, future))
+    monkeypatch.setenv("STATIC_ROOT", str(static_root))
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    run_py.collect_static()
+    assert stale.read_text() == (ROOT / "static" / "js" / "jobs.js").read_text()

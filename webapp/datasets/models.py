@@ -64,7 +64,8 @@ class Dataset(models.Model):
     storage_dir = models.CharField(max_length=255, help_text="storage name of the folder holding its files")
     image_count = models.PositiveIntegerField(default=0)
     nucleus_count = models.PositiveIntegerField(default=0)
-    split_key = models.CharField(max_length=200, blank=True, default="", help_text=(
+    # db_default: a worker not yet upgraded (another host) creates datasets without the column.
+    split_key = models.CharField(max_length=200, blank=True, default="", db_default="", help_text=(
         "what a training draws the dataset's validation split by: empty for its name, the name it had before its "
         "first rename after that, so that a rename does not move nuclei a version trained on into validation"))
 

@@ -22,10 +22,10 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict)
     # One entry per epoch of every stage (mlcore's history): stage, epoch, loss, val_macro_f1 {label set: f1},
     # samples, seconds, samples_per_s; a resumed training's includes the epochs of the run it resumed.
-    history = models.JSONField(default=list, blank=True)
+    history = models.JSONField(default=list, db_default=[], blank=True)
     # What it was trained on beyond the label counts: {"datasets": [{name, format, images, nuclei}],
     # "nuclei": n, "split": {"train": n, "validation": n}, "stages": [...], "resumed_from_job": id or None}
-    training_data = models.JSONField(default=dict, blank=True)
+    training_data = models.JSONField(default=dict, db_default={}, blank=True)
     # Reviews after this instant are "new" for the retraining policy: the data snapshot time.
     data_snapshot_at = models.DateTimeField()
     is_active = models.BooleanField(default=False)
@@ -69,7 +69,7 @@ class Prediction(models.Model):
     # The nucleus is cut by its image's edge or tiny (webapp.training.operations.sliver_ids): the review
     # queue serves slivers after the other nuclei, whatever their uncertainty (a fragment's class
     # probabilities are uncertain because it is a fragment). Copied here so the queue's indexes have it.
-    sliver = models.BooleanField(default=False)
+    sliver = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["model_version", "label_set", "nucleus"],
@@ -96,7 +96,7 @@ class RetrainPolicy(models.Model):
     check_every_minutes = models.PositiveIntegerField(default=15)
     cron = models.CharField(max_length=100, blank=True, help_text="'minute hour day month weekday', e.g. '0 3 * * 0'")
     options = models.JSONField(default=dict, blank=True, help_text="training options for scheduled runs")
-    activate_only_if_not_lower = models.BooleanField(default=False, help_text=(
+    activate_only_if_not_lower = models.BooleanField(default=False, db_default=False, help_text=(
         "a scheduled training's version becomes active only where its macro-F1 is not lower than the active "
         "version's beyond chance on any label set, both scored on the new version's validation nuclei"))
     updated_at = models.DateTimeField(auto_now=True)

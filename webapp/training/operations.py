@@ -104,7 +104,10 @@ def resume_point(job: Job, project: Project | None = None) -> dict:
         raise NotResumable(f"job {job.pk}'s checkpoint of stage {discarded.get('stage')} was discarded when a later "
                            "training of the project succeeded (it trained on older data): start a new training")
     if not point:
-        raise NotResumable(f"job {job.pk} finished no epoch before it stopped: start a new training")
+        # Releases before 2026-12-07 dropped a discarded point without a word (no "resume_discarded"): their jobs
+        # may have finished stages.
+        raise NotResumable(f"job {job.pk} left nothing to resume from: it finished no epoch before it stopped, or "
+                           "its checkpoint was discarded when a later training succeeded; start a new training")
     if not media.exists(point["checkpoint"]):
         raise NotResumable(f"the checkpoint of job {job.pk}'s stage {point['stage']} is gone: start a new training")
     trained = point.get("label_sets")   # the label sets its stage learnt (points kept since they are recorded)

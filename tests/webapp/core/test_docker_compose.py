@@ -131,3 +131,14 @@ def test_docker_compose_config_passes_where_the_plugin_exists():
                             text=True, env={"SECRET_KEY": "x", "MINIO_ROOT_PASSWORD": "s3cretpass",
                                             "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
+
+
+def test_the_image_serves_the_static_files_it_collected(compose):
+    """STATIC_ROOT follows DATA_DIR unless set: the image collected into /tmp/build while the containers run with
+    DATA_DIR=/data, so every script and style sheet answered 404. It is fixed in the image, for both."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    env = re.search(r"^ENV STATIC_ROOT=(\S+)$", dockerfile, re.M)
+    collect = re.search(r"^RUN .*manage\.py collectstatic", dockerfile, re.M)
+    assert env and collect and env.start() < collect.start() and env.group(1).startswith("/app/")
+    for name in APP_SERVICES:
+        assert "STATIC_ROOT" not in compose["services"][name].get("environment", {}), name
