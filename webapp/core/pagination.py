@@ -22,6 +22,17 @@ class PagePagination(PageNumberPagination):
         return whole_number_param(request.query_params, self.page_size_query_param, self.page_size, 1,
                                   self.max_page_size)
 
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        # As taken here: DRF's say an unbounded integer page, so a generated client could not ask for the last.
+        return [
+            {"name": self.page_query_param, "required": False, "in": "query",
+             "description": "the page: a whole number from 1, or last",
+             "schema": {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "enum": ["last"]}]}},
+            {"name": self.page_size_query_param, "required": False, "in": "query",
+             "description": f"results per page, 1 to {self.max_page_size}",
+             "schema": {"type": "integer", "minimum": 1, "maximum": self.max_page_size}},
+        ]
+
     def get_page_number(self, request, paginator) -> int:
         raw = request.query_params.get(self.page_query_param) or "1"
         if raw in self.last_page_strings:

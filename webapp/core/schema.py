@@ -46,7 +46,19 @@ def document_error_responses(result, generator, request, public):
                 responses.setdefault(code, {"description": description,
                                             "content": {"application/json": {"schema": reference}}})
             _constrain_path_parameters(operation, router=path in router_paths)
+            _drop_unused_format_parameter(operation)
     return result
+
+
+def _drop_unused_format_parameter(operation: dict) -> None:
+    """DRF's ``?format=`` picks a renderer, and drf-spectacular offers it wherever a view has two; a file answer
+    (CSV, PNG, zip, GeoJSON) is written as it is, so there it chose nothing (``merged.csv?format=json`` was CSV)."""
+    answer = operation.get("responses", {}).get("200", {}).get("content", {})
+    if answer and "application/json" not in answer:
+        operation["parameters"] = [parameter for parameter in operation.get("parameters", [])
+                                   if not (parameter.get("in") == "query" and parameter.get("name") == "format")]
+        if not operation["parameters"]:
+            del operation["parameters"]
 
 
 def _constrain_path_parameters(operation: dict, *, router: bool) -> None:

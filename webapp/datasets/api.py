@@ -36,7 +36,8 @@ class ProjectDatasetViewSet(ActionSerializers, viewsets.GenericViewSet):
 
     @extend_schema(methods=["GET"], responses=DatasetSerializer(many=True))
     @extend_schema(methods=["POST"], request=DatasetUploadSerializer, responses={202: JobAcceptedSerializer})
-    @action(detail=True, methods=["get", "post"], pagination_class=None)
+    # An upload is multipart (its archive or files); JSON cannot carry them.
+    @action(detail=True, methods=["get", "post"], pagination_class=None, parser_classes=[MultiPartParser, FormParser])
     def datasets(self, request, pk=None):
         """GET lists the datasets; POST uploads one (curators): 202 with the import job."""
         if request.method in SAFE_METHODS:   # GET and HEAD: a HEAD took the upload branch

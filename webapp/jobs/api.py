@@ -17,8 +17,11 @@ FILTERS = {"state": Job.State.values, "kind": Job.Kind.values}
 
 
 @extend_schema_view(list=extend_schema(parameters=[
-    OpenApiParameter("state", str, enum=Job.State.values, description="only jobs in this state (repeatable)"),
-    OpenApiParameter("kind", str, enum=Job.Kind.values, description="only jobs of this kind (repeatable)"),
+    # Comma-separated (state=queued,running), as the README writes it; repeating the parameter works too.
+    OpenApiParameter("state", str, enum=Job.State.values, many=True, explode=False,
+                     description="only jobs in these states, comma-separated (or the parameter repeated)"),
+    OpenApiParameter("kind", str, enum=Job.Kind.values, many=True, explode=False,
+                     description="only jobs of these kinds, comma-separated (or the parameter repeated)"),
     OpenApiParameter("project", int, description="only the jobs of this project"),
 ]))
 class JobViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

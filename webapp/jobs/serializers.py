@@ -1,5 +1,5 @@
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from webapp.core.known_fields import KnownFieldsOnly
@@ -39,6 +39,7 @@ class JobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_serializer(component_name="Diagnostics")
 class DiagnosticsRequestSerializer(KnownFieldsOnly, serializers.Serializer):
     """Starting a job directly through /api/jobs/ is allowed for diagnostics only;
     the other kinds start from their own resources (a dataset upload, a training request...)."""

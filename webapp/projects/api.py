@@ -100,7 +100,7 @@ class ProjectViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveMo
         return self.get_paginated_response(ActivitySerializer(page, many=True).data)
 
     @extend_schema(methods=["PATCH"], request=MemberRoleSerializer, responses=MembershipSerializer(many=True))
-    @extend_schema(methods=["DELETE"], request=None, responses=MembershipSerializer(many=True))
+    @extend_schema(methods=["DELETE"], request=None, responses={200: MembershipSerializer(many=True)})
     @action(detail=True, methods=["patch", "delete"], url_path=r"members/(?P<user_id>[0-9]+)", url_name="member",
             pagination_class=None)
     def member(self, request, pk=None, user_id=None):

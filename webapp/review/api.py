@@ -346,7 +346,8 @@ GALLERY_PARAMETERS = [
                      description="default: confidence desc, margin asc (closest calls first), disagreement desc"),
     OpenApiParameter("group", str, enum=[g for g in gallery_query.GROUPS if g],
                      description="image, class or reviewer (reviewed only): the group comes first in the order"),
-    OpenApiParameter("page", int), OpenApiParameter("page_size", int, description="1-200, default 48"),
+    OpenApiParameter("page", {"type": "integer", "minimum": 1, "maximum": MAX_GALLERY_PAGE}),
+    OpenApiParameter("page_size", {"type": "integer", "minimum": 1, "maximum": 200}, description="1-200, default 48"),
     OpenApiParameter("counts", bool, description="also count the unreviewed nuclei per predicted class "
                                                  "(slower; cached for a minute)"),
 ]
@@ -606,7 +607,8 @@ def _int_param(params, name: str, default: int) -> int:
         raise ValidationError({name: f"must be a number, got {raw!r}"}) from None
 
 
-@extend_schema(parameters=[OpenApiParameter(name, int) for name in ("x0", "y0", "x1", "y1")]
+@extend_schema(operation_id="image_region_png", tags=["images"],
+               parameters=[OpenApiParameter(name, int) for name in ("x0", "y0", "x1", "y1")]
                + [OpenApiParameter("scale", float, description="output pixels per image pixel (default 1)")],
                responses={(200, "image/png"): OpenApiTypes.BINARY})
 @api_view(["GET"])

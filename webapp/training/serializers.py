@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from mlcore.backbones import backbone_choices
@@ -190,12 +191,14 @@ class RetrainPolicySerializer(KnownFieldsOnly, serializers.ModelSerializer):
         return when.isoformat() if when else None
 
 
+@extend_schema_serializer(component_name="Infer")  # "InferRequest" in the schema, whose requests end in Request
 class InferRequestSerializer(KnownFieldsOnly, serializers.Serializer):
     image = serializers.FileField(help_text="the image (png, jpg, tif)")
     mask = serializers.FileField(help_text="its instance mask: npy (H x W int) or a PNG label image")
     tta = OptionalBooleanField(default=TTA_DEFAULT_TILES, help_text=f"{TTA_HELP} (default: {TTA_DEFAULT_TILES})")
 
 
+@extend_schema_serializer(component_name="SlideInfer")
 class SlideInferRequestSerializer(KnownFieldsOnly, serializers.Serializer):
     tta = OptionalBooleanField(default=TTA_DEFAULT_SLIDES, help_text=(
         f"{TTA_HELP} (default: {TTA_DEFAULT_SLIDES}: a slide's nuclei would take 8 times as long)"))
