@@ -1,6 +1,7 @@
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.db import OperationalError
 from django.http import HttpResponse, JsonResponse
+from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
 
 from . import policy
 from .ids import MAX_ID
@@ -36,6 +37,17 @@ class PolicyMiddleware(LoginRequiredMiddleware):
 PageLoginRequiredMiddleware = PolicyMiddleware
 
 
+class CommonMiddleware(DjangoCommonMiddleware):
+    """Django's, except for a write under /api/ sent without its trailing slash: a JSON 404 naming the URL with
+    it. The 301 Django answers made clients send it again as a GET (curl -L, browsers), which listed instead of
+    creating, and the script saw success. A read keeps the redirect."""
+
+    def process_response(self, request, response):
+        if (response.status_code == 404 and request.method not in ("GET", "HEAD", "OPTIONS")
+                and request.path_info.startswith("/api/") and self.should_redirect_with_slash(request)):
+            return _error(request, 404, f"{request.path} ends without '/': send the {request.method} to "
+                                        f"{request.path}/")
+        return super().process_response(request, response)
 
 
 def _error(request, status: int, detail: str):

@@ -125,7 +125,7 @@ ROUTES: dict[str, dict[str, Access]] = {
     "api-versions": {"GET": VIEWER},
     "api-version-activate": {"POST": CURATOR},
     "api-version-checkpoint": {"GET": VIEWER},
-    "api-retrain-policy": {"GET": VIEWER, "PUT": CURATOR},
+    "api-retrain-policy": {"GET": VIEWER, "PUT": CURATOR, "PATCH": CURATOR},
     "api-infer": {"POST": REVIEWER},
     "version-detail": {"GET": VIEWER},
     # Review

@@ -118,18 +118,21 @@ def checkpoint(request, project_id: int, number: int):
 
 
 @extend_schema(request=RetrainPolicySerializer, responses=RetrainPolicySerializer)
-@api_view(["GET", "PUT"])
+@api_view(["GET", "PUT", "PATCH"])
 def retrain_policy(request, project_id: int):
-    """GET the policy; PUT (curators) replaces it and its django-celery-beat schedules."""
+    """GET the policy; PUT (curators) replaces it and its django-celery-beat schedules, a field left out taking
+    its default (enabled true, no threshold, checks every 15 minutes, no cron, default options, the guard off);
+    PATCH changes only the fields it gives."""
     if request.method in SAFE_METHODS:
         project = get_project_for(request.user, project_id, project_role(request))
         policy = RetrainPolicy.objects.filter(project=project).first() or RetrainPolicy(project=project)
         return Response(RetrainPolicySerializer(policy).data)
     project = get_project_for(request.user, project_id, project_role(request))
-    payload = RetrainPolicySerializer(data=request.data)
+    payload = RetrainPolicySerializer(data=request.data, partial=request.method == "PATCH")
     payload.is_valid(raise_exception=True)
     # A schedule celery refuses is Invalid on "cron": a 400 (webapp.core.api_errors).
-    policy = operations.do_set_retrain_policy(project, actor=request.user, **payload.validated_data)
+    change = operations.do_change_retrain_policy if request.method == "PATCH" else operations.do_set_retrain_policy
+    policy = change(project, actor=request.user, **payload.validated_data)
     return Response(RetrainPolicySerializer(policy).data)
 
 

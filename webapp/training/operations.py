@@ -466,6 +466,19 @@ def do_set_retrain_policy(project: Project, *, actor, enabled: bool = True, min_
     return policy
 
 
+POLICY_FIELDS = ("enabled", "min_new_reviews", "check_every_minutes", "cron", "options", "activate_only_if_not_lower")
+
+
+def do_change_retrain_policy(project: Project, *, actor, **changes) -> RetrainPolicy:
+    """Change only the fields given (PATCH); the others keep their saved values (their defaults before the
+    first save). A PUT that left fields out reset them, the guard ``activate_only_if_not_lower`` included."""
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=project.pk)   # two changes at once: one after the other
+        current = RetrainPolicy.objects.filter(project=project).first()
+        saved = {field: getattr(current, field) for field in POLICY_FIELDS} if current else {}
+        return do_set_retrain_policy(project, actor=actor, **{**saved, **changes})
+
+
 def new_reviews_since(version: ModelVersion | None, project: Project, after=None) -> int:
     """Reviewed labels a training after ``version`` would learn from that it did not: nuclei whose current label
     (per label set) is a review made after its data snapshot (all of the project's without a version), or after

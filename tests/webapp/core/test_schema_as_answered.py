@@ -62,3 +62,15 @@ def test_pages_and_job_filters_are_described_as_taken(schema, owner, api_client_
     assert parameters["state"]["schema"]["type"] == "array" and parameters["state"]["explode"] is False
     client = api_client_for(owner)
     assert client.get("/api/jobs/?page=last&state=queued,running").status_code == 200
+
+
+def test_a_write_without_its_trailing_slash_is_a_404_naming_the_url(owner, api_client_for):
+    """It was a 301: curl -L and browsers sent it again as a GET, which listed the projects and created none."""
+    from webapp.projects.models import Project
+
+    client = api_client_for(owner)
+    response = client.post("/api/projects", {"name": "lost"}, format="json")
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
+    assert response.json()["detail"] == "/api/projects ends without '/': send the POST to /api/projects/"
+    assert not Project.objects.exists()
+    assert client.get("/api/projects").status_code == 301   # a read is redirected as before

@@ -40,3 +40,23 @@ def test_valid_policy_options_are_stored_and_read_back(api_client_for, owner):
     assert response.json()["options"] == options
     assert RetrainPolicy.objects.get(project=project).options == options
     assert client.get(f"/api/projects/{project.pk}/retrain-policy/").json()["options"] == options
+
+
+def test_patch_changes_only_the_fields_it_gives_and_put_replaces(api_client_for, owner):
+    """A script's PUT {"min_new_reviews": null} turned the guard and the cron off, and the policy on: PUT replaces
+    (as its documentation says now); PATCH is there to change one field."""
+    project = do_create_project("policy", actor=owner)
+    client = api_client_for(owner)
+    url = f"/api/projects/{project.pk}/retrain-policy/"
+    saved = {"enabled": False, "min_new_reviews": 40, "check_every_minutes": 30, "cron": "0 3 * * 0",
+             "options": {"epochs": 3}, "activate_only_if_not_lower": True}
+    assert client.put(url, saved, format="json").status_code == 200
+    response = client.patch(url, {"min_new_reviews": 80}, format="json")
+    assert response.status_code == 200, response.content
+    assert {field: response.json()[field] for field in saved} == {**saved, "min_new_reviews": 80}
+    policy = RetrainPolicy.objects.get(project=project)
+    assert (policy.min_new_reviews, policy.cron, policy.activate_only_if_not_lower, policy.enabled) == (
+        80, "0 3 * * 0", True, False)
+    assert client.patch(url, {"min_new_reveiws": 1}, format="json").status_code == 400   # misspelt: nothing changes
+    replaced = client.put(url, {"min_new_reviews": None}, format="json").json()
+    assert (replaced["cron"], replaced["activate_only_if_not_lower"], replaced["enabled"]) == ("", False, True)
