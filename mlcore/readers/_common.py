@@ -72,6 +72,25 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise DataError(path, f"corrupt image: {exc}") from None
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image file from its header alone, checked as :func:`read_rgb` would check it: a
+    request can refuse what its job would fail on without decoding the pixels."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                check_pixels(image.size[1], image.size[0], path, "image")
+                return image.size[1], image.size[0]
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(path, f"image too large to read safely: over MAX_IMAGE_PIXELS "
+                              f"({limits.MAX_IMAGE_PIXELS} pixels, {limits.megapixels(limits.MAX_IMAGE_PIXELS)})") from None
+    except UnidentifiedImageError:
+        raise DataError(path, "not an image (Pillow cannot identify the file)") from None
+    except OSError as exc:
+        raise DataError(path, f"not a readable image: {exc}") from None
+
+
 def _is_8bit_rgb_png(path: Path) -> bool:
     """An 8-bit truecolour PNG without alpha (IHDR bit depth 8, colour type 2)."""
     with open(path, "rb") as handle:

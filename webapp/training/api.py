@@ -18,8 +18,9 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from mlcore.types import file_part
+from mlcore.types import DataError, file_part
 from webapp.core import media
+from webapp.core.api_errors import Conflict
 from webapp.core.api_views import api_view
 from webapp.core.filenames import safe_file_name
 from webapp.core.policy import project_role
@@ -144,7 +145,7 @@ def infer(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
     version = active_version(project)
     if version is None:
-        raise NotFound("The project has no trained model yet: train one first.")
+        raise Conflict("The project has no trained model yet: train one first.", code="no_model")
     upload = InferRequestSerializer(data=request.data)
     upload.is_valid(raise_exception=True)
     name = f"projects/{project.pk}/inference/{uuid.uuid4().hex}"
@@ -173,7 +174,7 @@ class SlideInferView(APIView):
         body.is_valid(raise_exception=True)
         version = active_version(project)
         if version is None:
-            raise ValidationError({"model": "the project has no trained model yet: train one first"})
+            raise Conflict("The project has no trained model yet: train one first.", code="no_model")
         return _accepted(operations.do_start_slide_prediction(version, image, actor=request.user,
                                                               tta=body.validated_data["tta"]), request)
 
@@ -194,12 +195,29 @@ def _stage_and_enqueue_inference(request, project, version, upload, name: str) -
         with open(folder / names[field], "wb") as sink:
             for chunk in uploaded.chunks():
                 sink.write(chunk)
-    media.publish(name)  # in the storage before the job that reads it is queued
     # The names the user's files had, so that an error about one names it as they know it (run_inference).
     uploaded = {field: Path(upload.validated_data[field].name).name[:200] for field in ("image", "mask")}
+    _refuse_what_the_job_would(folder, names, uploaded)
+    media.publish(name)  # in the storage before the job that reads it is queued
     return job_operations.do_enqueue_job(Job.Kind.INFER, actor=request.user, project=project, params={
         "model_version": version.pk, "folder": name, "tta": upload.validated_data["tta"], "uploaded": uploaded,
         **names})
+
+
+def _refuse_what_the_job_would(folder: Path, names: dict, uploaded: dict) -> None:
+    """What the job would fail on at once is the request's 400, naming the user's file: an image nothing can read,
+    a mask in a lossy format or that looks like a photograph, a mask of another size (the image's header only;
+    the mask is read whole, as the job reads it)."""
+    from mlcore.infer import read_mask
+    from mlcore.readers._common import image_size
+
+    field = "image"
+    try:
+        shape = image_size(folder / names["image"])
+        field = "mask"
+        read_mask(folder / names["mask"], shape)
+    except DataError as exc:
+        raise ValidationError({field: f"{uploaded[field]}: {exc.problem}"}) from None
 
 
 @extend_schema(responses={(200, "application/octet-stream"): bytes, (200, "image/png"): bytes,

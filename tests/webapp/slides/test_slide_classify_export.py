@@ -90,7 +90,7 @@ def test_slide_routes_refuse_a_tile_image_and_outsiders(api_client_for, owner, o
     do_set_membership(project, member, Role.REVIEWER, actor=owner)
     assert api_client_for(member).post(f"/api/projects/{project.pk}/slides/{image.pk}/infer/").status_code == 403
     no_model = api_client_for(owner).post(f"/api/projects/{project.pk}/slides/{image.pk}/infer/")
-    assert no_model.status_code == 400 and "train" in no_model.json()["detail"]
+    assert no_model.status_code == 409 and "train one first" in no_model.json()["detail"]
 
 
 def test_slide_inference_stores_one_prediction_per_nucleus(api_client_for, owner, slide_project, settings, client):

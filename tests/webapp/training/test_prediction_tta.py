@@ -134,3 +134,53 @@ def test_a_bad_tta_value_is_refused_by_name(project_with_model, owner, api_clien
     assert response.status_code == 400
     assert "tta" in response.json() or "tta" in response.json().get("detail", "")
     assert not Job.objects.filter(kind=Job.Kind.INFER).exists()
+
+
+def test_files_the_inference_job_would_fail_on_are_refused_at_once_naming_them(project_with_model, owner,
+                                                                              api_client_for, settings):
+    """A JPEG mask, a photograph as the mask, a mask of another size, a file that is no image: each was accepted
+    (202) and failed in the worker a moment later; now the request's 400 names the file, and nothing is kept."""
+    import cv2
+    import numpy as np
+
+    project, version, model = project_with_model
+    image = Image.objects.filter(project=project).order_by("id").first()
+    png, mask = _inference_files(image)
+    height, width = image.height, image.width
+    photo = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    jpeg = io.BytesIO(cv2.imencode(".jpg", photo)[1].tobytes())
+    jpeg.name = "mask.jpg"
+    photo_png = io.BytesIO(cv2.imencode(".png", photo)[1].tobytes())
+    photo_png.name = "photo.png"
+    small = io.BytesIO()
+    np.save(small, np.zeros((height // 2, width), np.int32))
+    small.name = "small.npy"
+    not_image = io.BytesIO(b'{"classes": []}')
+    not_image.name = "classes.json"
+    client = api_client_for(owner)
+    for body, field, words in (
+            ({"image": png, "mask": jpeg}, "mask", "mask.jpg: a JPEG cannot hold an instance map"),
+            ({"image": png, "mask": photo_png}, "mask", "photo.png: "),
+            ({"image": png, "mask": small}, "mask", "small.npy: mask size"),
+            ({"image": not_image, "mask": mask}, "image", "classes.json: not an image")):
+        for upload in body.values():
+            upload.seek(0)
+        response = client.post(f"/api/projects/{project.pk}/infer/", body, format="multipart")
+        assert response.status_code == 400, (field, response.content)
+        detail = response.json()["detail"]
+        assert detail.startswith(f"{field}: {words}"), detail
+        assert str(settings.MEDIA_ROOT) not in detail
+    assert not Job.objects.filter(kind=Job.Kind.INFER).exists()
+    assert not list((Path(settings.MEDIA_ROOT) / f"projects/{project.pk}/inference").glob("*"))
+
+
+def test_inference_without_a_model_is_a_conflict_like_a_slides(project_with_model, owner, api_client_for):
+    """It was 404, which reads as "no such project" (a slide's classification said 400)."""
+    from webapp.projects.operations import do_create_project
+
+    project, version, model = project_with_model
+    png, mask = _inference_files(Image.objects.filter(project=project).order_by("id").first())
+    empty = do_create_project("no model", actor=owner)
+    response = api_client_for(owner).post(f"/api/projects/{empty.pk}/infer/", {"image": png, "mask": mask},
+                                          format="multipart")
+    assert response.status_code == 409 and response.json()["detail"].endswith("train one first.")
