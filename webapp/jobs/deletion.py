@@ -75,6 +75,13 @@ def enqueue_deletion(project_id: int, kinds: Iterable[str], what: str, *, actor,
     request) may find the first one done since its target was looked up (404 then, not a second job)."""
     with transaction.atomic():
         project = Project.objects.select_for_update().get(pk=project_id)
+        pending = busy_job(project.pk, [Job.Kind.DELETE])
+        kind = params["target"]   # "dataset" or "project", and its id under that name
+        if pending is not None and (pending.params or {}).get("target") == kind and \
+                (pending.params or {}).get(kind) == params.get(kind):
+            # The same deletion asked again (a double click, a retry): it is under way, nothing is in its way.
+            raise Conflict(f"{what} is already being deleted (job {pending.pk}, {pending.state}).",
+                           code="already_deleting", job_id=pending.pk)
         refuse_while_busy(project, kinds, what)
         if still_there is not None and not still_there():
             raise NotFound(f"{what} was deleted meanwhile.", code="already_deleted")

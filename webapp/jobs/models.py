@@ -70,6 +70,10 @@ class Job(models.Model):
         params = self.params or {}
         if self.kind == self.Kind.PREDICT and params.get("image_name"):
             return f"the classification of slide {quoted(params['image_name'])}"
+        if self.kind == self.Kind.DELETE and params.get("target") == "dataset" and params.get("name"):
+            return f"the deletion of dataset {quoted(params['name'])}"
+        if self.kind == self.Kind.DELETE and params.get("target") == "project":
+            return "the deletion of the project"
         return f"a {self.get_kind_display().lower()}"
 
     @property

@@ -173,8 +173,9 @@ def test_inference_works_when_label_set_and_file_names_are_not_file_names(api_cl
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_an_inference_error_names_the_files_as_they_were_uploaded(owner, api_client_for, tmp_path, settings,
                                                                  monkeypatch):
-    """The job stores the mask as "<image>-mask.<suffix>"; its error names the user's own file, and a photograph
-    sent as the mask is refused instead of read as thousands of one-pixel nuclei."""
+    """The job stores the mask as "<image>-mask.<suffix>"; an error names the user's own file, and a photograph
+    sent as the mask is refused instead of read as thousands of one-pixel nuclei. Such files are refused by the
+    request itself (400, the field named), before a job would fail on them."""
     import io
 
     from django.core.files.uploadedfile import SimpleUploadedFile
@@ -188,7 +189,6 @@ def test_an_inference_error_names_the_files_as_they_were_uploaded(owner, api_cli
     from webapp.jobs import operations as job_operations
     from webapp.jobs.models import Job
     from webapp.training.models import ModelVersion
-    from workers.tasks import run_job
 
     settings.MEDIA_ROOT = tmp_path / "media"
     monkeypatch.setattr(job_operations, "_send", lambda job: None)  # run here, not by a shared worker
@@ -210,8 +210,17 @@ def test_an_inference_error_names_the_files_as_they_were_uploaded(owner, api_cli
         response = client.post(f"/api/projects/{project.pk}/infer/", {
             "image": SimpleUploadedFile(image_name, image_bytes), "mask": SimpleUploadedFile(mask_name, mask_bytes)},
             format="multipart")
-        assert response.status_code == 202, response.content
-        assert run_job(response.json()["id"]) == "failed"
-        job = Job.objects.get(pk=response.json()["id"])
-        assert job.error.startswith(error), job.error
-        assert "-mask" not in job.error and str(settings.MEDIA_ROOT) not in job.error
+        assert response.status_code == 400, response.content
+        detail = response.json()["detail"]
+        field = "image" if error.startswith(image_name) else "mask"
+        assert detail.startswith(f"{field}: {error}"), detail
+        assert "-mask" not in detail and str(settings.MEDIA_ROOT) not in detail
+    assert not Job.objects.filter(kind=Job.Kind.INFER).exists()
+    # A mask whose ids exceed its pixels, too (the job would fail on it as well).
+    ids = io.BytesIO()
+    np.save(ids, np.full((48, 48), 10_000, np.int32))
+    response = client.post(f"/api/projects/{project.pk}/infer/", {
+        "image": SimpleUploadedFile("tile.png", png.getvalue()), "mask": SimpleUploadedFile("big ids.npy",
+                                                                                           ids.getvalue())},
+        format="multipart")
+    assert response.status_code == 400 and response.json()["detail"].startswith("mask: big ids.npy: instance id")

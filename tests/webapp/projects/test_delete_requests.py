@@ -115,7 +115,11 @@ def test_while_a_deletion_is_pending_nothing_new_starts(vp, owner, api_client_fo
     assert client.delete(f"/api/projects/{vp.project.pk}/datasets/{vp.alpha.pk}/").status_code == 202
     pending = deletion_jobs().get()
     second = client.delete(f"/api/projects/{vp.project.pk}/datasets/{vp.beta.pk}/")
-    assert second.status_code == 409 and f"deletion of the project is queued (job {pending.pk})" in second.json()["detail"]
+    assert second.status_code == 409
+    assert f"the deletion of dataset 'alpha' of the project is queued (job {pending.pk})" in second.json()["detail"]
+    again = client.delete(f"/api/projects/{vp.project.pk}/datasets/{vp.alpha.pk}/")   # the same, asked twice
+    assert again.status_code == 409 and again.json()["job_id"] == pending.pk
+    assert again.json()["detail"] == f"Dataset 'alpha' is already being deleted (job {pending.pk}, queued)."
     train = client.post(f"/api/projects/{vp.project.pk}/train/", {}, format="json")
     assert train.status_code == 409
     assert train.json()["detail"].startswith("A training cannot start now: dataset 'alpha' is being deleted")
