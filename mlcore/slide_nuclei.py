@@ -335,14 +335,17 @@ def _polygon_nucleus(outer: np.ndarray, holes: list[np.ndarray], display_name: s
                         measurements=measurements)
 
 
-def iter_geojson_nuclei(path: str | Path, display_name: str | None = None) -> Iterator[SlideNucleus]:
+def iter_geojson_nuclei(path: str | Path, display_name: str | None = None,
+                        skipped: dict | None = None) -> Iterator[SlideNucleus]:
     """The nuclei of a QuPath GeoJSON export (a FeatureCollection, or a bare list of Features as QuPath
     writes), streamed with ijson: memory holds one feature at a time whatever the file size.
 
     Each Polygon or MultiPolygon feature is one nucleus (of a MultiPolygon, its largest polygon); QuPath
     cells (``objectType: "cell"``) give their ``nucleusGeometry``. Annotations and TMA cores exported with
     the detections are skipped, and so is a polygon wholly outside the slide (left of or above it). Raises
-    :class:`SlideNucleiError` naming ``display_name`` (default: the file's name) and the feature.
+    :class:`SlideNucleiError` naming ``display_name`` (default: the file's name) and the feature. ``skipped``,
+    when given, counts the features left out by their object type ({"annotation": 19}), so that a file of
+    annotations only can be told from an empty one.
     """
     display_name = display_name or Path(path).name
     for position, feature in _iter_features(path, display_name):
@@ -350,6 +353,8 @@ def iter_geojson_nuclei(path: str | Path, display_name: str | None = None) -> It
         properties = _properties(feature, display_name, where)
         object_type = properties.get("objectType", feature.get("objectType"))
         if isinstance(object_type, str) and object_type.lower() in QUPATH_NOT_NUCLEI:
+            if skipped is not None:
+                skipped[object_type.lower()] = skipped.get(object_type.lower(), 0) + 1
             continue
         geometry = feature.get("nucleusGeometry") or properties.get("nucleusGeometry") or feature.get("geometry")
         polygon = _largest_polygon(geometry, display_name, where)

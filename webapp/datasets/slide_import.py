@@ -342,8 +342,10 @@ def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide
     total = 0
     try:
         counts: dict = {}
+        skipped: dict = {}   # features that are not nuclei, by QuPath's objectType
         nuclei = inside_slide(iter_mask_nuclei(detections, detections_name) if is_mask_file(detections_name)
-                              else iter_geojson_nuclei(detections, detections_name), info.width, info.height, counts)
+                              else iter_geojson_nuclei(detections, detections_name, skipped), info.width, info.height,
+                              counts)
         for nucleus in nuclei:
             index = -1
             if nucleus.class_name is not None and label_set is not None:
@@ -367,8 +369,11 @@ def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide
     outside = (f"{counts['outside']:,} detection{'s' if counts['outside'] != 1 else ''} of {detections_name} "
                f"lie wholly right of or below the {info.width:,} x {info.height:,} slide") if counts["outside"] else ""
     if total == 0:
+        not_nuclei = ", ".join(f"{count:,} {kind}{'s' if count != 1 else ''}" for kind, count in skipped.items())
         raise DataError(detections_name, f"none of its detections lies on the slide ({outside})" if outside else
                         "no nuclei found in this file" if is_mask_file(detections_name)
+                        else f"no detections found in this file, only {not_nuclei} (QuPath's objectType): export "
+                             "the detections or cells, or give these features the objectType detection" if not_nuclei
                         else "no detections (Polygon features) found in this file")
     if outside:
         log(f"{outside}: left out (another slide's detections, or coordinates offset in the export?)")

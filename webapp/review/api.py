@@ -98,8 +98,14 @@ class _SeenVersions:
         return self.known[number]
 
 
-def _flag(value) -> bool:
-    return str(value or "").strip().lower() in {"1", "true", "yes", "on"}
+def _flag(params, name: str) -> bool:
+    """A yes/no query parameter; anything else is a 400 naming it (``counts=maybe`` read as no)."""
+    value = str(params.get(name) or "").strip().lower()
+    if value in {"", "0", "false", "no", "off"}:
+        return False
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    raise ValidationError({name: f"must be true or false, got {params.get(name)[:20]!r}"})
 
 
 def _spec(request, project: Project, *, with_exclude: bool = True) -> queue.QueueSpec:
@@ -112,7 +118,7 @@ def _spec(request, project: Project, *, with_exclude: bool = True) -> queue.Queu
         exclude = parse_ids(params["exclude"], "exclude", limit=200)
     label_set, version = _label_set_and_version(project, params.get("label_set"), default_first=True)
     return queue.QueueSpec(project=project, label_set=label_set, user=request.user, strategy=strategy,
-                           include_labelled=_flag(params.get("include_labelled")), exclude=exclude, version=version)
+                           include_labelled=_flag(params, "include_labelled"), exclude=exclude, version=version)
 
 
 def _conflict(exc: StaleLabel, label_set: LabelSet, user) -> Conflict:
@@ -449,7 +455,7 @@ def gallery(request, project_id: int):
                  "page": spec.page, "page_size": spec.page_size})
     if base["model_version"] is None:
         return Response(base)
-    if _flag(request.query_params.get("counts")):
+    if _flag(request.query_params, "counts"):
         unlabelled = ~Exists(CurrentLabel.objects.filter(nucleus_id=OuterRef("nucleus_id"), label_set_id=label_set.pk,
                                                          source__in=queue.HUMAN_SOURCES))
         rows = Prediction.objects.filter(unlabelled, model_version_id=version.pk, label_set_id=label_set.pk)

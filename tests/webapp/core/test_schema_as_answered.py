@@ -74,3 +74,15 @@ def test_a_write_without_its_trailing_slash_is_a_404_naming_the_url(owner, api_c
     assert response.json()["detail"] == "/api/projects ends without '/': send the POST to /api/projects/"
     assert not Project.objects.exists()
     assert client.get("/api/projects").status_code == 301   # a read is redirected as before
+
+
+def test_a_yes_or_no_parameter_that_is_neither_is_refused(rp, users, api_client_for):
+    """counts=maybe and include_labelled=maybe were read as no."""
+    client = api_client_for(users["reviewer"])
+    base = f"/api/projects/{rp.project.pk}/review"
+    for url, name in ((f"{base}/gallery/?label_set=breast&counts=maybe", "counts"),
+                      (f"{base}/next/?label_set=breast&include_labelled=maybe", "include_labelled")):
+        response = client.get(url)
+        assert response.status_code == 400 and response.json()["detail"] == f"{name}: must be true or false, got 'maybe'"
+    assert client.get(f"{base}/gallery/?label_set=breast&counts=1").status_code == 200
+    assert client.get(f"{base}/next/?label_set=breast&include_labelled=false").status_code in (200, 204)

@@ -407,3 +407,20 @@ def test_a_retried_upload_job_gets_back_the_slide_its_killed_attempt_moved(api_c
     assert job.state == "succeeded", job.error
     image = Image.objects.get(dataset__project=project)
     assert (Path(settings.MEDIA_ROOT) / image.slide_file).is_file() and image.nucleus_count == len(fixture_slide.boxes)
+
+
+def test_a_file_of_annotations_only_says_so(api_client_for, owner, project, fixture_slide):
+    """A per-image GeoJSON export from QuPath marks its objects "annotation": the import said "no detections
+    found" of a file holding dozens of polygons."""
+    features = json.loads(fixture_slide.geojson.read_text())["features"]
+    for feature in features:
+        feature["properties"]["objectType"] = "annotation"
+    annotations = fixture_slide.geojson.with_name("annotations.geojson")
+    annotations.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    response = register(api_client_for(owner), project, name="annotated", path="cases/case-1.tif",
+                        detections_path="cases/annotations.geojson", label_set="qupath")
+    job = run(response.json()["id"])
+    assert job.state == "failed"
+    assert job.error == (f"annotations.geojson: no detections found in this file, only {len(features)} annotations "
+                         "(QuPath's objectType): export the detections or cells, or give these features the "
+                         "objectType detection"), job.error
