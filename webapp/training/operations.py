@@ -378,9 +378,17 @@ def do_start_slide_prediction(version: ModelVersion, image, *, actor=None, tta: 
     a slide's millions of nuclei would take 8 times as long. Refused (409) while a deletion in the project is
     pending: the slide's rows may be going."""
     refuse_while_deleting(version.project, "A slide's classification")
-    return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=version.project,
-                                         params={"model_version": version.pk, "image": image.pk,
-                                                 "image_name": image.name, "tta": bool(tta)})
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=version.project_id)   # two clicks at once: one job
+        pending = Job.objects.filter(project=version.project, kind=Job.Kind.PREDICT, params__image=image.pk,
+                                     params__model_version=version.pk,
+                                     state__in=(Job.State.QUEUED, Job.State.RUNNING)).first()
+        if pending is not None:
+            raise Conflict(f"Slide {quoted(image.name)} is being classified by model v{version.number} already "
+                           f"(job {pending.pk}, {pending.state}).", code="already_classifying", job_id=pending.pk)
+        return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=version.project,
+                                             params={"model_version": version.pk, "image": image.pk,
+                                                     "image_name": image.name, "tta": bool(tta)})
 
 
 SLIVER_AREA = 40  # px: a nucleus smaller than this is a fragment (a typical one is a few hundred)

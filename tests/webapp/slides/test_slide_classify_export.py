@@ -101,6 +101,10 @@ def test_slide_inference_stores_one_prediction_per_nucleus(api_client_for, owner
     version = _active_model(project, settings)
     response = api_client_for(owner).post(f"/api/projects/{project.pk}/slides/{image.pk}/infer/")
     assert response.status_code == 202, response.content
+    # Asked again while the first is queued (a second click): the same job answers, no second one.
+    twice = api_client_for(owner).post(f"/api/projects/{project.pk}/slides/{image.pk}/infer/")
+    assert twice.status_code == 409 and twice.json()["job_id"] == response.json()["id"]
+    assert "is being classified by model v1 already" in twice.json()["detail"]
     assert run_job(response.json()["id"]) == "succeeded", Job.objects.get(pk=response.json()["id"]).error
     job = Job.objects.get(pk=response.json()["id"])
     predictions = Prediction.objects.filter(model_version=version, nucleus__image=image)
