@@ -135,7 +135,12 @@ class ImageDensityView(FileAPIView):
         params = request.query_params
         cell = _int_param(params, "cell", slide_queries.default_cell(image), 16, 65536)
         box = _box(params, image)
-        if box is None and max(image.width, image.height) / cell > 4096:
-            raise ValidationError({"cell": f"{cell} px cells make a grid over 4096 cells a side on this image"})
+        area = box or (0, 0, image.width, image.height)
+        _, _, cols, rows = slide_queries.density_grid(cell, area)
+        if cols * rows > slide_queries.DENSITY_MAX_GRID:
+            raise ValidationError({"cell": f"{cell} px cells make a grid of {cols:,} x {rows:,} over this "
+                                           f"{'box' if box else 'image'}, over {slide_queries.DENSITY_MAX_GRID:,} "
+                                           f"cells: use cells of {slide_queries.smallest_density_cell(area)} px "
+                                           "or more, or a smaller box"})
         return HttpResponse(slide_queries.density_json(image, cell, box), content_type="application/json")
 
