@@ -20,6 +20,33 @@ def do_regenerate_api_token(user):
     return token
 
 
+def do_revoke_api_token(user, *, reason: str) -> bool:
+    """Delete the user's API token, if any (True when there was one): a new password ends what the old one
+    gave, or an account taken over stays open to whoever copied its token from the account page."""
+    Token = apps.get_model("authtoken", "Token")
+    with transaction.atomic():
+        deleted, _ = Token.objects.filter(user=user).delete()
+        if deleted:
+            audit.record("account.token_revoked", actor=user, target=user, reason=reason)
+    return bool(deleted)
+
+
+def note_a_password_change(sender, instance, **kwargs):
+    """pre_save of the user model: every way a password changes (the account's form, a reset link, the admin
+    site, ``manage.py changepassword``) saves the user with a new hash; post_save then revokes the token."""
+    update_fields = kwargs.get("update_fields")
+    if instance.pk is None or (update_fields is not None and "password" not in update_fields):
+        return   # a new account, or a save of other fields (a login's last_login)
+    stored = sender.objects.filter(pk=instance.pk).values_list("password", flat=True).first()
+    instance._password_changed = stored is not None and stored != instance.password
+
+
+def revoke_token_after_a_password_change(sender, instance, **kwargs):
+    if getattr(instance, "_password_changed", False):
+        instance._password_changed = False
+        do_revoke_api_token(instance, reason="password changed")
+
+
 def do_create_admin(username: str, password: str, email: str = ""):
     User = get_user_model()
     with transaction.atomic():

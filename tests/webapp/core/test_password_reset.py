@@ -129,3 +129,39 @@ def test_reset_requests_are_limited_per_address_and_per_email(alice):
     # Another address may still ask for another account's reset.
     assert Client(REMOTE_ADDR="198.51.100.8").post("/password-reset/",
                                                     {"email": "carol@lab.example"}).status_code == 302
+
+
+def test_a_new_password_ends_the_old_api_token(alice, api_client_for):
+    """The account page's password change and a reset link left the API token working: recovering a taken-over
+    account by a new password left it open to whoever had copied the token."""
+    from rest_framework.authtoken.models import Token
+
+    from webapp.core.models import AuditLogEntry
+
+    def token_works(token) -> bool:
+        return Client().get("/api/projects/", HTTP_AUTHORIZATION=f"Token {token}").status_code == 200
+
+    old = Token.objects.create(user=alice).key
+    client = Client()
+    client.force_login(alice)
+    client.get("/")   # a login's and a page's saves do not touch the token
+    assert token_works(old)
+    changed = client.post("/account/password/", {"old_password": "pw-alice", "new_password1": NEW_PASSWORD,
+                                                 "new_password2": NEW_PASSWORD})
+    assert changed.status_code == 302
+    assert not token_works(old) and not Token.objects.filter(user=alice).exists()
+    assert AuditLogEntry.objects.get(action="account.token_revoked").details == {"reason": "password changed"}
+
+    second = Token.objects.create(user=alice).key
+    Client().post("/password-reset/", {"email": "alice@lab.example"})
+    reset = Client()
+    page = reset.get(reset_link(mail.outbox[-1]), follow=True)
+    done = reset.post(page.redirect_chain[-1][0], {"new_password1": "another-violet-7", "new_password2":
+                                                   "another-violet-7"})
+    assert done.status_code == 302 and not token_works(second)
+
+    third = Token.objects.create(user=alice).key
+    alice.refresh_from_db()
+    alice.first_name = "Alice"
+    alice.save()   # any other change: the token stays
+    assert token_works(third)
