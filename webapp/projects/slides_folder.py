@@ -66,17 +66,21 @@ def resolve_slides_path(relative: str, field: str, *, folder: str) -> Path:
                                "administrator to grant the project a folder there (admin site, or manage.py "
                                "slides_folder)", field=field)
     parts = _relative_parts(relative, field)
-    target = root.joinpath(*parts)
+    granted = PurePosixPath(folder).parts
+    outside = SlidePathRefused(f"{relative!r} is outside this project's folder of the slide share, {folder!r}: "
+                               f"give a path that starts with {folder + '/'!r}", field=field)
+    # The path as written first: whether a file exists in another lab's folder is not this project's to learn.
+    if tuple(parts[:len(granted)]) != granted:
+        raise outside
     try:
-        resolved = target.resolve(strict=True)
+        resolved = root.joinpath(*parts).resolve(strict=True)
     except (FileNotFoundError, RuntimeError, OSError):
-        raise SlidePathRefused(f"there is no file {relative!r} under SLIDES_ROOT", field=field) from None
+        where = "under SLIDES_ROOT" if not granted else f"in this project's folder {folder!r}"
+        raise SlidePathRefused(f"there is no file {relative!r} {where}", field=field) from None
     if not resolved.is_relative_to(root):
         raise SlidePathRefused(f"{relative!r} links to a file outside SLIDES_ROOT, which is not allowed", field=field)
-    allowed = root.joinpath(*PurePosixPath(folder).parts).resolve()
-    if not resolved.is_relative_to(allowed):
-        raise SlidePathRefused(f"{relative!r} is outside this project's folder of the slide share, {folder!r}: "
-                               f"give a path that starts with {folder + '/'!r}", field=field)
+    if not resolved.is_relative_to(root.joinpath(*granted).resolve()):
+        raise outside   # a link in the folder that leads out of it
     if not resolved.is_file():
         raise SlidePathRefused(f"{relative!r} under SLIDES_ROOT is not a file", field=field)
     return resolved

@@ -173,3 +173,15 @@ def test_projects_that_registered_slides_by_path_before_keep_the_whole_share(own
     migration.keep_registering_where_they_did(apps, None)
     assert Project.objects.get(pk=used.pk).slides_folder == "."
     assert Project.objects.get(pk=unused.pk).slides_folder == ""
+
+
+def test_paths_outside_the_folder_do_not_tell_what_exists_there(api_client_for, owner, project, share):
+    """A curator could tell another lab's file names from the answers: "outside this project's folder" for
+    one that exists, "no file" for one that does not."""
+    do_set_slides_folder(project, "lab-a")
+    client = api_client_for(owner)
+    answers = {path: register(client, project, path, "lab-a/case-1.geojson").json()["detail"]
+               for path in ("lab-b/case-1.tif", "lab-b/no-such-case.tif", "lab-b", "nowhere/x.tif")}
+    assert all("outside this project's folder" in detail for detail in answers.values()), answers
+    missing = register(client, project, "lab-a/no-such-case.tif", "lab-a/case-1.geojson").json()["detail"]
+    assert missing == "path: there is no file 'lab-a/no-such-case.tif' in this project's folder 'lab-a'"
