@@ -10,13 +10,14 @@ from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from django.urls import reverse
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mlcore.types import quoted
 
 from webapp.core.known_fields import KnownFieldsOnly
+from webapp.core.parsers import JSONParser
 from webapp.core.policy import project_role
 from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 from webapp.projects.access import get_project_for

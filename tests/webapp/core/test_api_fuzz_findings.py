@@ -134,3 +134,24 @@ def test_an_infinite_region_coordinate_is_a_validation_error():
     with pytest.raises(ValidationError, match="x0"):
         _int_param({"x0": "inf"}, "x0", 0)  # was OverflowError: a 500 on /api/images/{id}/region.png
     assert _int_param({"x0": "12.7"}, "x0", 0) == 12
+
+
+@pytest.mark.django_db
+def test_json_nested_too_deeply_is_a_400_everywhere(project, owner_api):
+    """'[' * 100000 made Python's json module raise RecursionError, which DRF's parser let through: a 500 and a
+    logged traceback per request, from any logged-in user."""
+    from tests.conftest import ROOT
+
+    body = "[" * 100_000 + "]" * 100_000
+    for method, url in (("post", "/api/projects/"), ("put", "/api/review/keys/"),
+                        ("patch", f"/api/projects/{project.pk}/"), ("post", f"/api/projects/{project.pk}/datasets/"),
+                        ("post", f"/api/projects/{project.pk}/slides/")):
+        response = getattr(owner_api, method)(url, data=body, content_type="application/json")
+        assert response.status_code in (400, 415), (method, url, response.status_code)
+        if response.status_code == 400:
+            assert "nested too deeply" in response.json()["detail"], (method, url)
+    # Every view reads JSON through that parser: none names DRF's own.
+    direct = [str(path.relative_to(ROOT)) for path in (ROOT / "webapp").rglob("*.py")
+              if "rest_framework.parsers import" in path.read_text() and "JSONParser" in
+              next(line for line in path.read_text().splitlines() if "rest_framework.parsers import" in line)]
+    assert not direct, direct
