@@ -82,7 +82,7 @@ class ProjectViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveMo
         409 when that would leave the project without an admin."""
         project = get_project_for(request.user, pk, project_role(request))
         if request.method == "POST":
-            payload = AddMemberSerializer(data=request.data)
+            payload = AddMemberSerializer(data=request.data, context={"request": request})
             payload.is_valid(raise_exception=True)
             operations.do_set_membership(project, payload.validated_data["username"], payload.validated_data["role"],
                                          actor=request.user)

@@ -19,12 +19,14 @@ class UserNotFound(Invalid):
     default_code = "unknown_user"
 
 
-def find_user(identifier: str):
+def find_user(identifier: str, *, actor=None):
     """The active account whose username, or else e-mail address, is ``identifier``.
 
     The exact username wins; then the username and the e-mail address are compared without regard to
-    case. Raises :class:`UserNotFound` with a sentence for the person adding a member when nothing, or
-    more than one account, matches."""
+    case. An e-mail address finds only someone who shares a project with ``actor`` (anyone, for staff and
+    for a command without an actor): anyone may create a project and add members, and the answer named the
+    account of any address, which the password reset form is built not to tell. Raises :class:`UserNotFound`
+    with a sentence for the person adding a member when nothing, or more than one account, matches."""
     identifier = (identifier or "").strip()
     if not identifier:
         raise UserNotFound("Give a username or an e-mail address.")
@@ -32,14 +34,19 @@ def find_user(identifier: str):
     exact = users.filter(username=identifier).first()
     if exact is not None:
         return exact
-    for field, what in (("username__iexact", "username"), ("email__iexact", "e-mail address")):
-        matches = list(users.filter(**{field: identifier})[:2])
+    by_email = users
+    if actor is not None and not getattr(actor, "is_staff", False):
+        by_email = users.filter(memberships__project__memberships__user=actor).distinct()
+    for field, what, among in (("username__iexact", "username", users), ("email__iexact", "e-mail address",
+                                                                           by_email)):
+        matches = list(among.filter(**{field: identifier})[:2])
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
             raise UserNotFound(f"Several accounts have the {what} {identifier!r}: give the exact username.")
-    raise UserNotFound(f"No account has the username or e-mail address {identifier!r}. "
-                       "The person needs an account first (a staff member creates it on the admin site).")
+    raise UserNotFound(f"No account has the username {identifier!r}, and no one you share a project with has it as "
+                       "their e-mail address. Ask for their username; an account is made by a staff member on the "
+                       "admin site.")
 
 
 NAME_MAX_LENGTH = Project._meta.get_field("name").max_length

@@ -195,7 +195,7 @@ def members(request, project_id: int):
             if add_form["role"] not in Role.values:
                 add_form.update(error=f"Choose a role: {', '.join(Role.values)}.", field="role")
             else:
-                user = operations.find_user(add_form["user"])
+                user = operations.find_user(add_form["user"], actor=request.user)
                 operations.do_add_member(project, user, add_form["role"], actor=request.user)
                 role = Role(add_form["role"]).label.lower()
                 messages.success(request, f"{user.get_username()} was added as a {role}.")

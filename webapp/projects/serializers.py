@@ -66,7 +66,8 @@ class AddMemberSerializer(KnownFieldsOnly, serializers.Serializer):
 
     def validate_username(self, value: str):
         try:
-            return find_user(value)
+            request = self.context.get("request")
+            return find_user(value, actor=request.user if request is not None else None)
         except UserNotFound as exc:
             raise serializers.ValidationError(exc.detail, code=exc.code) from None
 

@@ -29,6 +29,8 @@ def test_admin_adds_by_username_and_by_email_changes_a_role_and_removes(project,
     make_user("alice")
     bob = make_user("bob", email="Bob.Smith@lab.example")
     client = api_client_for(owner)
+    # An e-mail address finds someone the admin already works with (here in another project).
+    do_set_membership(do_create_project("earlier work", actor=owner), bob, "viewer", actor=owner)
 
     response = client.post(members_url(project), {"username": "alice", "role": "reviewer"}, format="json")
     assert response.status_code == 200, response.content
@@ -97,12 +99,13 @@ def test_the_last_admin_can_be_neither_removed_nor_demoted(project, owner, membe
 
 
 def test_unknown_accounts_and_non_members_get_a_clear_answer(project, owner, outsider, make_user, api_client_for):
-    make_user("twin1", email="shared@lab.example")
-    make_user("twin2", email="shared@lab.example")
+    twins = [make_user("twin1", email="shared@lab.example"), make_user("twin2", email="shared@lab.example")]
     client = api_client_for(owner)
     response = client.post(members_url(project), {"username": "nobody@lab.example", "role": "viewer"}, format="json")
     assert response.status_code == 400
-    assert "No account has the username or e-mail address 'nobody@lab.example'" in response.json()["detail"]
+    assert "No account has the username 'nobody@lab.example'" in response.json()["detail"]
+    for twin in twins:   # colleagues: an e-mail address finds only those
+        do_set_membership(do_create_project(f"with {twin.username}", actor=owner), twin, "viewer", actor=owner)
     response = client.post(members_url(project), {"username": "shared@lab.example", "role": "viewer"}, format="json")
     assert response.status_code == 400
     assert "Several accounts" in response.json()["detail"]
@@ -127,3 +130,23 @@ def test_a_removed_member_loses_access_at_once(project, owner, member, api_clien
     assert api_client_for(member).get(f"/api/projects/{project.pk}/").status_code == 200
     assert api_client_for(owner).delete(members_url(project, member)).status_code == 200
     assert api_client_for(member).get(f"/api/projects/{project.pk}/").status_code == 404
+
+
+
+def test_an_email_address_finds_only_someone_the_admin_works_with(project, owner, make_user, api_client_for):
+    """Anyone may create a project and add members: the answer named the account of any e-mail address (the
+    staff account's too), which the password reset form is built not to tell."""
+    make_user("stranger", email="stranger@lab.example")
+    client = api_client_for(owner)
+    known = client.post(members_url(project), {"username": "stranger@lab.example", "role": "viewer"}, format="json")
+    unknown = client.post(members_url(project), {"username": "nobody@lab.example", "role": "viewer"}, format="json")
+    assert known.status_code == unknown.status_code == 400
+    assert known.json()["detail"].replace("stranger", "nobody") == unknown.json()["detail"]
+    assert client.post(members_url(project), {"username": "stranger", "role": "viewer"},
+                       format="json").status_code == 200   # by username, as before
+    staff = make_user("operator", is_staff=True)   # staff find anyone by e-mail
+    do_set_membership(project, staff, "admin", actor=owner)
+    make_user("other", email="other@lab.example")
+    added = api_client_for(staff).post(members_url(project), {"username": "OTHER@lab.example", "role": "viewer"},
+                                       format="json")
+    assert added.status_code == 200 and roles_in(project)["other"] == "viewer"

@@ -63,6 +63,7 @@ def test_outsiders_get_404(project, outsider):
 
 def test_an_admin_adds_by_email_changes_a_role_and_removes(project, owner, member, make_user):
     alice = make_user("alice", email="alice@lab.example")
+    do_set_membership(do_create_project("earlier work", actor=owner), alice, "viewer", actor=owner)  # a colleague
     client = client_for(owner)
     response = client.post(f"/projects/{project.pk}/members/", {"user": "ALICE@lab.example", "role": "viewer"},
                            follow=True)
