@@ -134,7 +134,10 @@ export class ReviewView {
     this.loading.hidden = true;
     this.empty.hidden = !!item;
     this.stage.classList.toggle("is-empty", !item);
+    // The buttons are disabled when the queue runs out: one of them had the focus, which would fall to the page.
+    const focusWasOnAButton = buttons.some((b) => b === document.activeElement);
     buttons.forEach((b) => { b.disabled = !item; b.classList.remove("is-predicted", "is-current"); this.sayState(b); });
+    if (!item && focusWasOnAButton) this.empty.querySelector('[data-role="empty-heading"]')?.focus();
     this.renderOthers(item);
     if (!item) {
       this.crop.removeAttribute("src");

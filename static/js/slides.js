@@ -58,6 +58,7 @@ function slidesSection(card) {
         error.hidden = false;
       } finally {
         button.disabled = false;
+        button.focus();   // disabled while it sent, the button had dropped the focus to the page
       }
     });
   }
@@ -166,6 +167,7 @@ function slidesSection(card) {
         error.hidden = false;
       } finally {
         button.disabled = false;
+        button.focus();   // disabled while it sent, the button had dropped the focus to the page
       }
     });
   }

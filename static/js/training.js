@@ -7,7 +7,14 @@ function trainingSection(section) {
   const projectId = section.dataset.projectId;
   const post = (url, body) => api(url, { method: "POST", body });
 
-  function showError(id, err) { const box = document.getElementById(id); box.hidden = false; box.textContent = err.message; }
+  // The box has role="alert": shown, it is read out. ``focus``: the control to give the focus back to (a button
+  // disabled while its request ran lost it to the page).
+  function showError(id, err, focus) {
+    const box = document.getElementById(id);
+    box.hidden = false;
+    box.textContent = err.message;
+    focus?.focus();
+  }
 
   const jobBox = document.getElementById("training-job");
   const startButton = document.querySelector("#train-form button[type=submit]");
@@ -54,7 +61,7 @@ function trainingSection(section) {
     try { const job = await post(`/api/projects/${projectId}/train/`, trainOptions()); follow(job.url); }
     catch (err) {
       if (startButton) startButton.disabled = false;
-      showError("train-error", err);
+      showError("train-error", err, startButton);
     }
   });
 
@@ -116,7 +123,7 @@ function trainingSection(section) {
       const job = await post(`/api/projects/${projectId}/train/`, { resume_from: Number(button.dataset.jobId) });
       document.getElementById("resumable").hidden = true;
       follow(job.url);
-    } catch (err) { button.disabled = false; showError("resume-error", err); }
+    } catch (err) { button.disabled = false; showError("resume-error", err, button); }
   }));
 
   // Making another version active changes what every reviewer is served and what exports hold: ask first.

@@ -59,6 +59,9 @@ function uploadForm(form) {
     } finally {
       button.disabled = false;
       button.textContent = "Upload";
+      // The button was disabled while it sent, which dropped the focus to the page: give it back (an error is
+      // announced by its role="alert").
+      button.focus();
     }
     const job = payload.job;
     card.hidden = false;

@@ -483,3 +483,17 @@ def test_a_reviewer_removed_mid_review_sees_the_reservation_end(rp, logged_in_pa
     assert "Not saved" in page.inner_text("[data-role=status]")
     page.wait_for_timeout(1500)   # the clock is stopped: the text stays
     assert page.inner_text("[data-role=lease]") == "not reserved: you can no longer review this project"
+
+
+
+def test_the_focus_stays_usable_when_the_queue_runs_out(rp, logged_in_page, live_server, users):
+    """Deciding the last nucleus with a focused class button disabled every button: the focus fell to the page
+    and nothing said the queue was empty."""
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    page.route("**/review/next/**", lambda route: route.fulfill(status=204, body=""))
+    page.focus(".class-button >> nth=0")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("[data-role=empty]:not([hidden])")
+    assert page.get_attribute("[data-role=empty]", "role") == "status"
+    assert page.evaluate("document.activeElement.dataset.role") == "empty-heading"

@@ -113,6 +113,9 @@ def test_a_file_that_is_no_zip_is_refused_at_once_in_the_form(logged_in_page, li
     assert page.inner_text("#upload-form [data-role=error]").startswith("archive: lab tiles.zip: not a zip archive")
     assert page.input_value("#upload-form input[name=name]") == "broken"
     assert not Job.objects.filter(project=project).exists()
+    # Read out (role="alert") and the focus back on the button, not dropped to the page while it was disabled.
+    assert page.get_attribute("#upload-form [data-role=error]", "role") == "alert"
+    assert page.evaluate("document.activeElement === document.querySelector('#upload-form button[type=submit]')")
 
 
 def test_an_import_beside_an_active_model_says_its_predictions_follow(logged_in_page, live_server, owner, tiles_zip,

@@ -215,8 +215,14 @@ def keys_page(request):
             return redirect(_safe_next(request) or reverse("review-keys"))
     rows = [{"action": action, "about": about, "value": form[action], "default": default,
              "error": errors.get(f"actions.{action}")} for action, (default, about) in review_keys.ACTIONS.items()]
+    classes_error = errors.get("classes") or errors.get("keys")
+    # The first field in error gets the focus (its error is announced with the summary, role="alert").
+    first = next((row for row in rows if row["error"]), None) if not classes_error else None
+    if first is not None:
+        first["first_error"] = True
     return render(request, "review/keys.html", {
-        "form": form, "rows": rows, "errors": errors, "classes_error": errors.get("classes") or errors.get("keys"),
+        "form": form, "rows": rows, "errors": errors, "classes_error": classes_error,
+        "has_row_errors": any(row["error"] for row in rows),
         "defaults": "".join(review_keys.defaults()["classes"]), "next": _safe_next(request),
         "max_class_keys": review_keys.MAX_CLASS_KEYS,
     }, status=400 if errors else 200)

@@ -165,3 +165,10 @@ def test_a_new_password_ends_the_old_api_token(alice, api_client_for):
     alice.first_name = "Alice"
     alice.save()   # any other change: the token stays
     assert token_works(third)
+
+
+
+def test_a_failed_login_is_announced_and_tied_to_the_password_field(alice):
+    page = Client().post("/login/", {"username": "alice", "password": "wrong"}).content.decode()
+    assert '<p class="flash error" id="login-error" role="alert">' in page
+    assert 'aria-invalid="true" aria-describedby="login-error"' in page and page.count("autofocus") == 1

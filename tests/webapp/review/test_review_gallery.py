@@ -315,6 +315,14 @@ def test_keys_page_saves_and_the_review_page_and_help_show_them(rp, users, clien
     bad = client.post("/account/review-keys/", {"classes": "aab", "accept": "Enter", "skip": "s", "undo": "u",
                                                 "help": "?", "zoom": "z"})
     assert bad.status_code == 400 and "class 2: &#x27;a&#x27; is already the key of class 1" in bad.content.decode()
+    # Announced and tied to its field, which gets the focus (a screen reader heard nothing of it).
+    html = bad.content.decode()
+    assert '<p class="flash error" role="alert">The keys were not saved: class keys: ' in html
+    assert 'aria-describedby="keys-classes-help keys-classes-error" aria-invalid="true" autofocus' in html
+    assert 'id="keys-classes-error"' in html
+    clash = client.post("/account/review-keys/", {"classes": "123", "accept": "Enter", "skip": "u", "undo": "u",
+                                                  "help": "?", "zoom": "z"}).content.decode()
+    assert clash.count("autofocus") == 1 and 'aria-invalid="true"' in clash and 'role="alert"' in clash
     review_url = f"/projects/{rp.project.pk}/review/?label_set=breast"
     saved = client.post("/account/review-keys/", {"classes": "jkl", "accept": "a", "skip": "s", "undo": "u",
                                                   "help": "h", "zoom": "z", "next": review_url})
