@@ -181,12 +181,16 @@ function galleryPage(root) {
     updateCount();
   }
 
+  // The card the keys act on: marked for the eye by its border and for a screen reader by aria-current, with
+  // the focus on its Agree (a class key or Enter then decides a card the user can tell).
   function choose(tile) {
-    if (current) current.classList.remove("is-current");
+    if (current) { current.classList.remove("is-current"); current.removeAttribute("aria-current"); }
     current = tile;
     if (tile) {
       tile.classList.add("is-current");
+      tile.setAttribute("aria-current", "true");
       tile.scrollIntoView({ block: "nearest" });
+      tile.querySelector("button.agree")?.focus({ preventScroll: true });
     }
   }
 
@@ -266,10 +270,13 @@ function galleryPage(root) {
       } else {
         refused += 1;
         choice.tile.classList.add("refused");
-        choice.tile.title = r.detail || "";
+        // In words on the card: red and a tooltip told nobody who cannot see the one or reach the other.
+        choice.tile.querySelector('[data-role="refusal"]')?.remove();
+        choice.tile.append(el("div", { className: "tile-refusal", data: { role: "refusal" } },
+                              `Not saved: ${r.detail || `HTTP ${r.status}`}`));
       }
     }
-    setStatus(`Saved ${answer.saved}${refused ? `; ${refused} refused (see the red cards)` : ""}.`,
+    setStatus(`Saved ${answer.saved}${refused ? `; ${refused} refused (the reason is on each card)` : ""}.`,
               refused ? "error" : "ok");
     tidyGroups();
     renderTabs();

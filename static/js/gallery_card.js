@@ -32,9 +32,12 @@ export function galleryCard(item, classes, on) {
     ? el("div", { className: "tile-decided", data: { role: "decided" } },
          `decided: ${item.current.class_name}${item.current.author ? ` by ${item.current.author}` : ""}`)
     : null;
-  const agree = el("button", { type: "button", className: "agree small-button", title: `Agree: ${item.class_name}` }, "Agree");
+  const agree = el("button", { type: "button", className: "agree small-button", title: `Agree: ${item.class_name}`,
+                               "aria-label": `Agree: nucleus ${item.instance_id} in ${item.image_name} is ${item.class_name}` },
+                  "Agree");
   agree.addEventListener("click", () => on.save([{ item, tile, class_name: item.class_name }]));
-  const move = el("select", { className: "move", "aria-label": "disagree: choose another class" },
+  const move = el("select", { className: "move",
+                              "aria-label": `disagree: another class for nucleus ${item.instance_id} in ${item.image_name}` },
                   el("option", { value: "" }, "Disagree…"),
                   ...classes.filter((c) => c.index !== item.class_index)
                     .map((c) => el("option", { value: c.name }, c.name)));

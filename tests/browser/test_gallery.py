@@ -273,3 +273,29 @@ def test_back_goes_to_the_previous_filters_not_out_of_the_gallery(rp, logged_in_
     page.go_forward()
     wait_loaded(page, "class_name=dead")
     assert tile_ids(page) == dead
+
+
+def test_the_current_card_and_a_refusal_are_told_in_words(rp, logged_in_page, live_server, users):
+    """The card the keys act on was marked by a border only, and a refused card by red and a tooltip: a screen
+    reader, or a colour-blind reviewer, could tell neither."""
+    import json
+
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast")
+    page.wait_for_selector("#gallery[data-ready=true]")
+    first, second = tile_ids(page)[:2]
+    page.click(f".tile[data-nucleus-id='{first}'] .tile-scores")
+    page.keyboard.press("ArrowRight")
+    wait_until(page, f"document.querySelector('[aria-current=true]').dataset.nucleusId === '{second}'")
+    agree = page.evaluate("document.activeElement.getAttribute('aria-label')")
+    assert agree.startswith("Agree: nucleus ") and page.evaluate("document.activeElement.classList.contains('agree')")
+
+    refusal = {"saved": 0, "results": [{"nucleus": second, "status": 409,
+                                        "detail": "another reviewer already decided this nucleus"}]}
+    page.route("**/review/bulk/", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                               body=json.dumps(refusal)))
+    page.keyboard.press("Enter")   # Agree, on the focused button
+    page.wait_for_selector(f".tile[data-nucleus-id='{second}'] [data-role=refusal]")
+    assert page.inner_text(f".tile[data-nucleus-id='{second}'] [data-role=refusal]") == (
+        "Not saved: another reviewer already decided this nucleus")
+    assert "the reason is on each card" in page.inner_text("[data-role=status]")
