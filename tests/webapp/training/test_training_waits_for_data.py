@@ -101,6 +101,9 @@ def test_the_train_form_says_why_it_cannot_start_yet(owner, media_root, client):
 
     Job.objects.filter(pk=job.pk).update(state=Job.State.SUCCEEDED)
     assert "disabled" not in start_button()
+    # The estimate is the button's description, read when it is reached, not a live region read at every change.
+    assert 'aria-describedby="train-estimate"' in start_button()
+    assert '<p class="estimate" id="train-estimate"></p>' in client.get(f"/projects/{project.pk}/").content.decode()
     assert 'id="train-not-ready"' not in client.get(f"/projects/{project.pk}/").content.decode()
 
 
