@@ -1,4 +1,5 @@
 import { api } from "./api.js";
+import { reloadKeepingFocus } from "./reload.js";
 
 // Confirmation before a destructive form is sent (the server checks again; these only save a mistake).
 //  - form[data-confirm]: asks the browser's confirm dialog with that text;
@@ -25,7 +26,7 @@ if (blocked) {
   const look = async () => {
     try {
       const job = await api(blocked.dataset.waitUrl);
-      if (["succeeded", "failed", "cancelled"].includes(job.state)) { window.location.reload(); return; }
+      if (["succeeded", "failed", "cancelled"].includes(job.state)) { reloadKeepingFocus(); return; }
     } catch (err) { /* a network hiccup, or the job is gone from view: look again */ }
     setTimeout(look, 3000);
   };

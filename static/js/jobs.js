@@ -1,6 +1,7 @@
 // The job page and the project page: follow every job card the server drew with its data-job-url.
 import { api } from "./api.js";
 import { watchJob } from "./job_progress.js";
+import { reloadKeepingFocus } from "./reload.js";
 
 document.querySelectorAll("[data-job-url]").forEach(watchJob);
 
@@ -10,7 +11,7 @@ const page = document.getElementById("job");
 if (page && !["succeeded", "failed", "cancelled"].includes(page.dataset.state)) {
   page.addEventListener("job-update", (event) => {
     const job = event.detail;
-    if (job.state === "succeeded" && ((job.result || {}).files || []).length) window.location.reload();
+    if (job.state === "succeeded" && ((job.result || {}).files || []).length) reloadKeepingFocus();
   });
 }
 

@@ -2,6 +2,7 @@
 // the templates leave in data attributes (dom.js), and forms that submit when a select changes.
 import { onChosen } from "./choice.js";
 import { applyDataStyles } from "./dom.js";
+import { restoreFocus } from "./reload.js";
 
 // [data-autosubmit] submits its form when chosen (no inline onchange handler under the CSP): a checkbox on
 // change, a select once chosen (choice.js: not on each arrow key of a keyboard user passing its options).
@@ -12,3 +13,5 @@ document.querySelectorAll("[data-autosubmit]").forEach((control) => {
 });
 
 applyDataStyles();
+// After the load event: focused while the page still loaded, the element lost the focus again (Chromium).
+window.addEventListener("load", () => setTimeout(restoreFocus, 0), { once: true });

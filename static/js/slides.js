@@ -4,6 +4,7 @@
 import { api, ApiError } from "./api.js";
 import { setPercent } from "./dom.js";
 import { watchJob } from "./job_progress.js";
+import { reloadKeepingFocus } from "./reload.js";
 
 function slidesSection(card) {
   const form = document.getElementById("slide-form");
@@ -36,7 +37,7 @@ function slidesSection(card) {
       if (form) form.reset();
       if (uploadForm) uploadForm.reset();
       done.append(" · refreshing the page…");
-      setTimeout(() => location.assign(`${location.pathname}?slide_job=${job.id}#slides`), 800);
+      setTimeout(() => reloadKeepingFocus(`${location.pathname}?slide_job=${job.id}#slides`), 800);
     }
   });
 

@@ -2,6 +2,7 @@
 import { api } from "./api.js";
 import { el, replace } from "./dom.js";
 import { watchJob } from "./job_progress.js";
+import { reloadKeepingFocus } from "./reload.js";
 
 function trainingSection(section) {
   const projectId = section.dataset.projectId;
@@ -26,7 +27,7 @@ function trainingSection(section) {
       if (!["succeeded", "failed", "cancelled"].includes(event.detail.state)) return;
       document.getElementById("cancel-training")?.remove();
       // The page again, with the new version, the job in Recent jobs and Start enabled.
-      setTimeout(() => location.reload(), 1500);
+      setTimeout(() => reloadKeepingFocus(), 1500);
     });
     watchJob(jobBox);
   }
@@ -46,7 +47,7 @@ function trainingSection(section) {
   async function waitForImport() {
     try {
       const job = await api(notReady.dataset.waitUrl);
-      if (["succeeded", "failed", "cancelled"].includes(job.state)) { location.reload(); return; }
+      if (["succeeded", "failed", "cancelled"].includes(job.state)) { reloadKeepingFocus(); return; }
     } catch (err) { /* a network hiccup: look again */ }
     setTimeout(waitForImport, 2000);
   }
@@ -136,7 +137,7 @@ function trainingSection(section) {
     try {
       await post(`/api/projects/${projectId}/versions/${number}/activate/`);
       sessionStorage.setItem(FLASH_KEY, `Model v${number} is now active${active ? ` (was v${active})` : ""}.`);
-      location.reload();
+      reloadKeepingFocus();
     } catch (err) { alert(err.message); }
   }));
 
@@ -148,7 +149,7 @@ function trainingSection(section) {
     try {
       await post(`/api/projects/${projectId}/versions/${number}/activate/`);
       sessionStorage.setItem(FLASH_KEY, `v${number}'s predictions are queued.`);
-      location.reload();
+      reloadKeepingFocus();
     } catch (err) { button.disabled = false; alert(err.message); }
   }));
 

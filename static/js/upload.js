@@ -2,6 +2,7 @@
 import { api } from "./api.js";
 import { el, replace } from "./dom.js";
 import { watchJob } from "./job_progress.js";
+import { reloadKeepingFocus } from "./reload.js";
 
 function uploadForm(form) {
   const card = document.getElementById("upload-job");
@@ -38,7 +39,7 @@ function uploadForm(form) {
       following = null;
       form.reset();
       done.append(" · refreshing the page…");
-      setTimeout(() => location.assign(`${location.pathname}?import_job=${current.id}#upload`), 800);
+      setTimeout(() => reloadKeepingFocus(`${location.pathname}?import_job=${current.id}#upload`), 800);
     }
   });
 

@@ -78,6 +78,8 @@ def test_a_successful_import_shows_its_dataset_without_a_manual_reload(logged_in
     assert page.inner_text("#upload-job [data-field=state]") == "succeeded"
     assert page.inner_text("#upload-job [data-field=link]") == f"#{job.pk}"
     assert page.input_value("#upload-form input[name=name]") == ""
+    # The reload keeps the reader's place: the focus is back in the upload form, not at the top of the page.
+    wait_in_page(page, "document.activeElement.id === 'upload-form'")
 
 
 def test_a_failed_import_keeps_the_form_and_shows_no_stale_percentage(logged_in_page, live_server, owner, tmp_path,
