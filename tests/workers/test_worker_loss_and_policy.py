@@ -105,7 +105,7 @@ def test_inference_on_a_new_image(owner, api_client_for, celery_worker_process, 
 
     project = two_taxonomy_project(owner, tmp_path, images=2)
     client = api_client_for(owner)
-    assert client.post(f"/api/projects/{project.pk}/infer/", {}, format="multipart").status_code == 404  # no model
+    assert client.post(f"/api/projects/{project.pk}/infer/", {}, format="multipart").status_code == 409  # no model
     train = wait_job(client.post(f"/api/projects/{project.pk}/train/", FAST, format="json").json()["id"],
                      celery_worker_process, timeout=300)
     assert train.state == "succeeded", train.error
