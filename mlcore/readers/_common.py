@@ -7,6 +7,7 @@ import json
 import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,24 @@ class FormatSource:
     item_path: Callable[[Any], Path]
 
 
+@contextmanager
+def _opened_image(path: Path):
+    """The image at ``path`` open in Pillow, its header read and its size checked against MAX_IMAGE_PIXELS; a
+    decompression bomb, or a file Pillow cannot identify, is a DataError naming the file."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a web upload must not get that far.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # reads the header only, and refuses a decompression bomb
+                check_pixels(image.size[1], image.size[0], path, "image")
+                yield image
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(path, f"image too large to read safely: over MAX_IMAGE_PIXELS "
+                              f"({limits.MAX_IMAGE_PIXELS} pixels, {limits.megapixels(limits.MAX_IMAGE_PIXELS)})") from None
+    except UnidentifiedImageError:
+        raise DataError(path, "not an image (Pillow cannot identify the file)") from None
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read an image file as H x W x 3 uint8 RGB, with Pillow's decompression-bomb guard kept on.
 
@@ -52,41 +71,26 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(path, "image file not found")
     try:
-        with warnings.catch_warnings():
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a web upload must not get that far.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:  # reads the header only, and refuses a decompression bomb
-                check_pixels(image.size[1], image.size[0], path, "image")
-                if image.format == "PNG" and _is_8bit_rgb_png(path) and "transparency" not in image.info:
-                    rgb = _decode_with_opencv(path, image.size)
-                    if rgb is not None:
-                        return rgb
-                image.load()
-                return _to_rgb(image, path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(path, f"image too large to read safely: over MAX_IMAGE_PIXELS "
-                              f"({limits.MAX_IMAGE_PIXELS} pixels, {limits.megapixels(limits.MAX_IMAGE_PIXELS)})") from None
-    except UnidentifiedImageError:
-        raise DataError(path, "not an image (Pillow cannot identify the file)") from None
+        with _opened_image(path) as image:
+            if image.format == "PNG" and _is_8bit_rgb_png(path) and "transparency" not in image.info:
+                rgb = _decode_with_opencv(path, image.size)
+                if rgb is not None:
+                    return rgb
+            image.load()
+            return _to_rgb(image, path)
+    except DataError:
+        raise   # (a ValueError too: it was wrapped again as "corrupt image: <the server's path>: ...")
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt image data
         raise DataError(path, f"corrupt image: {exc}") from None
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) of an image file from its header alone, checked as :func:`read_rgb` would check it: a
+    """(height, width) of an image file from its header alone, checked as :func:`read_rgb` checks it: a
     request can refuse what its job would fail on without decoding the pixels."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                check_pixels(image.size[1], image.size[0], path, "image")
-                return image.size[1], image.size[0]
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(path, f"image too large to read safely: over MAX_IMAGE_PIXELS "
-                              f"({limits.MAX_IMAGE_PIXELS} pixels, {limits.megapixels(limits.MAX_IMAGE_PIXELS)})") from None
-    except UnidentifiedImageError:
-        raise DataError(path, "not an image (Pillow cannot identify the file)") from None
+        with _opened_image(path) as image:
+            return image.size[1], image.size[0]
     except OSError as exc:
         raise DataError(path, f"not a readable image: {exc}") from None
 

@@ -97,3 +97,23 @@ def test_inference_mask_with_an_id_above_its_pixel_count_is_refused(tmp_path):
     np.save(path, mask)
     with pytest.raises(DataError, match="number the instances 1..N"):
         read_mask(path)
+
+
+def test_an_image_over_the_pixel_limit_is_refused_once_and_without_the_servers_path(tmp_path, monkeypatch):
+    """The size refusal (a ValueError) was caught again as a corrupt image: "corrupt image: /server/path/x.png:
+    image too large ..."."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from mlcore import limits
+    from mlcore.readers._common import image_size, read_rgb
+    from mlcore.types import DataError
+
+    path = tmp_path / "big.png"
+    PILImage.fromarray(np.zeros((20, 20, 3), np.uint8)).save(path)
+    monkeypatch.setattr(limits, "MAX_IMAGE_PIXELS", 100)
+    for read in (read_rgb, image_size):
+        with pytest.raises(DataError) as refused:
+            read(path)
+        assert refused.value.problem.startswith("image too large: 20x20 pixels"), refused.value.problem
+        assert str(tmp_path) not in refused.value.problem
