@@ -44,6 +44,25 @@ def _flatten(errors, prefix="") -> list[str]:
     return [f"{field}: {errors}" if field else str(errors)]
 
 
+def _errors_by_field(errors):
+    """``errors`` as the schema promises it: an object of field -> list of messages, whichever way the error
+    was raised (a serializer gives lists, a domain error with a field one string, one without a field a bare
+    list). Messages that belong to no field sit under ``non_field_errors``; a nested serializer's stay nested."""
+    if isinstance(errors, dict):
+        return {key: _messages(value) for key, value in errors.items()}
+    return {api_settings.NON_FIELD_ERRORS_KEY: _messages(errors)}
+
+
+def _messages(value):
+    if isinstance(value, dict):
+        return _errors_by_field(value)
+    if isinstance(value, list):
+        if any(isinstance(item, dict) for item in value):  # a list serializer's errors, one entry per item
+            return [_errors_by_field(item) if isinstance(item, dict) else _messages(item) for item in value]
+        return list(value)
+    return [value]
+
+
 def api_exception(exc: domain_errors.DomainError) -> exceptions.APIException:
     """The one mapping of domain errors to HTTP: each becomes the DRF exception of its status, so that its
     body reads as every other error of the API does (a 400 with ``errors`` by field, a 409 with its extras)."""
@@ -66,7 +85,7 @@ def exception_handler(exc, context):
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        response.data = {"detail": "; ".join(_flatten(exc.detail)), "errors": exc.detail}
+        response.data = {"detail": "; ".join(_flatten(exc.detail)), "errors": _errors_by_field(exc.detail)}
     elif isinstance(response.data, dict) and "detail" not in response.data:
         response.data = {"detail": "; ".join(_flatten(response.data))}
     if isinstance(exc, Conflict) and exc.extra:

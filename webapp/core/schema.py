@@ -20,7 +20,8 @@ ERROR_SCHEMA = {
     "properties": {
         "detail": {"type": "string", "description": "What went wrong, for a person to act on."},
         "errors": {"type": "object", "additionalProperties": True,
-                   "description": "Validation errors by field (400 only)."},
+                   "description": "Validation errors (400 only): each field to its list of messages; "
+                                  "messages about no one field under `non_field_errors`."},
     },
     "required": ["detail"],
 }

@@ -86,14 +86,24 @@ def test_invalid_with_a_field_is_a_400_naming_the_field():
                                                  code="too_large"))
     assert status == 400
     assert body == {"detail": "archive: the upload is 9.0 MB, over the limit",
-                    "errors": {"archive": "the upload is 9.0 MB, over the limit"}}  # as DRF's ValidationError({...})
-    assert body["errors"]["archive"].code == "too_large"
+                    "errors": {"archive": ["the upload is 9.0 MB, over the limit"]}}  # as a serializer's
+    assert body["errors"]["archive"][0].code == "too_large"
 
 
 def test_invalid_without_a_field_is_a_400():
     status, body = _answer(domain_errors.Invalid("give a name"))
-    assert (status, body) == (400, {"detail": "give a name", "errors": ["give a name"]})
-    assert body["errors"][0].code == "invalid"
+    assert (status, body) == (400, {"detail": "give a name", "errors": {"non_field_errors": ["give a name"]}})
+    assert body["errors"]["non_field_errors"][0].code == "invalid"
+
+
+def test_errors_are_lists_of_messages_by_field_however_they_were_raised():
+    from rest_framework.exceptions import ValidationError
+
+    _, body = _answer(ValidationError({"options": {"epochs": "too many", "non_field_errors": ["bad"]},
+                                       "items": [{}, {"class_name": ["unknown"]}], "name": ["required"]}))
+    assert body["errors"] == {"options": {"epochs": ["too many"], "non_field_errors": ["bad"]},
+                              "items": [{}, {"class_name": ["unknown"]}], "name": ["required"]}
+    assert body["detail"] == "options.epochs: too many; options: bad; items.class_name: unknown; name: required"
 
 
 def test_conflict_is_a_409_with_its_extra_data():
@@ -128,7 +138,7 @@ def test_a_subclass_keeps_its_parents_status_and_its_own_code():
     assert status == 409 and body["detail"].code == "not_resumable"
     status, body = _answer(UnknownName("no label set named 'x'", field="label_set"))
     assert (status, body["detail"]) == (400, "label_set: no label set named 'x'")
-    assert body["errors"]["label_set"].code == "unknown_name"
+    assert body["errors"]["label_set"][0].code == "unknown_name"
 
 
 def test_a_domain_error_reads_as_field_and_detail():

@@ -74,7 +74,7 @@ def test_a_version_the_project_does_not_have_is_a_400_naming_the_field(rp, users
     response = client.post(f"/api/nuclei/{nucleus}/labels/", {
         "label_set": "breast", "class_index": 0, "version": None, "model_version": 9}, format="json")
     assert response.status_code == 400
-    assert response.json()["errors"] == {"model_version": "this project has no model version 9"}
+    assert response.json()["errors"] == {"model_version": ["this project has no model version 9"]}
     bulk = client.post(f"/api/projects/{rp.project.pk}/review/bulk/", {
         "label_set": "breast", "decisions": [{"nucleus": nucleus, "class_index": 0, "version": None,
                                               "model_version": 9}]}, format="json")
