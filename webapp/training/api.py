@@ -93,7 +93,8 @@ def train_estimate(request, project_id: int):
 @api_view(["GET"])
 def versions(request, project_id: int):
     project = get_project_for(request.user, project_id, project_role(request))
-    return Response(ModelVersionSerializer(project.model_versions.order_by("number"), many=True).data)
+    return Response(ModelVersionSerializer(project.model_versions.order_by("number"), many=True,
+                                            context={"request": request}).data)
 
 
 @extend_schema(request=None, responses=ActivatedVersionSerializer)
@@ -103,7 +104,7 @@ def activate(request, project_id: int, number: int):
     queued to classify the datasets imported since it last predicted (none where it has them all)."""
     project = get_project_for(request.user, project_id, project_role(request))
     version = operations.do_activate_version(version_of(project, number), actor=request.user)
-    return Response(ActivatedVersionSerializer(version).data)
+    return Response(ActivatedVersionSerializer(version, context={"request": request}).data)
 
 
 @extend_schema(responses={(200, "application/octet-stream"): bytes})

@@ -108,7 +108,9 @@ class ModelVersionSerializer(serializers.ModelSerializer):
                   "metrics", "config", "checkpoint_url", "job", "history", "training_data"]
 
     def get_checkpoint_url(self, version) -> str:
-        return f"/api/projects/{version.project_id}/versions/{version.number}/checkpoint/"
+        url = f"/api/projects/{version.project_id}/versions/{version.number}/checkpoint/"
+        request = self.context.get("request")  # absolute, as a job's file URLs are, so a script can fetch it
+        return request.build_absolute_uri(url) if request else url
 
     def to_representation(self, version):
         data = super().to_representation(version)

@@ -110,3 +110,16 @@ def test_a_version_saved_with_its_cache_folder_does_not_show_it(owner, api_clien
     assert versions[0]["config"]["crop_context_view"] == TrainConfig().crop_context_view
     assert "cache_dir" not in versions[0]["config"] and "/srv/app" not in str(versions)
     assert "cache_dir" not in TrainConfig(cache_dir="/tmp/x").portable_dict()
+
+
+@pytest.mark.django_db
+def test_a_versions_checkpoint_url_is_absolute_as_file_urls_are(owner, api_client_for):
+    from webapp.projects.operations import do_create_project
+
+    project = do_create_project("absolute", actor=owner)
+    ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt", label_sets=[],
+                                config=TrainConfig().to_dict(), data_snapshot_at=timezone.now(), is_active=True)
+    client = api_client_for(owner)
+    listed = client.get(f"/api/projects/{project.pk}/versions/").json()[0]["checkpoint_url"]
+    activated = client.post(f"/api/projects/{project.pk}/versions/1/activate/").json()["checkpoint_url"]
+    assert listed == activated == f"http://testserver/api/projects/{project.pk}/versions/1/checkpoint/"
