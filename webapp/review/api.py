@@ -672,7 +672,8 @@ def keys(request):
     """Your review keys, used by the review page and the gallery. PUT ``{"classes": ["1", "2", ...],
     "actions": {"accept": "Enter", "skip": "s", "undo": "u", "help": "?"}}`` to change them: class keys
     by position in the label set; a part left out takes its default; ``{}`` restores every default.
-    A key is one visible character or ``Enter``, and each key does one thing."""
+    A key is one visible character or ``Enter``, and each key does one thing: an action given a default
+    class key needs ``classes`` too."""
     if request.method == "PUT":
         try:
             operations.do_set_review_keys(request.user, request.data if request.data != {} else None)

@@ -89,6 +89,15 @@ def validate(data, *, stored: bool = False) -> dict:
                 errors[f"actions.{action}"] = str(exc)
     given_actions = set(raw_actions or {}) if isinstance(raw_actions, dict) else set()
     raw_classes = data.get("classes")
+    if raw_classes is None and not stored:
+        # Class keys left out are the defaults. An action given one of them would shift every class key after
+        # it (skip on "1" made the first class "2"): say so instead of moving the user's classes silently.
+        standard = default_class_keys()
+        for action in sorted(given_actions & set(ACTIONS)):
+            if actions[action] in standard:
+                position = standard.index(actions[action]) + 1
+                errors.setdefault(f"actions.{action}", f"{actions[action]!r} is the key of class {position}: "
+                                                      f"choose another key, or send classes too")
     if raw_classes is None:
         classes = default_class_keys(actions)
     elif not isinstance(raw_classes, list) or not raw_classes:

@@ -280,6 +280,8 @@ def test_keys_default_change_audit_and_reset(rp, users, api_client_for):
     ({"actions": {"accept": "Tab"}}, "actions.accept"),
     ({"actions": {"undo": "s"}}, "actions.undo"),               # skip's key
     ({"actions": {"jump": "j"}}, "actions.jump"),
+    ({"actions": {"skip": "1"}}, "actions.skip"),              # class 1's: the class keys would shift
+    ({"actions": {"zoom": "q"}}, "actions.zoom"),              # class 11's
     ({"classes": "123"}, "classes"),
     ({"classes": [str(i % 10) + c for i, c in enumerate("abcdefghijklmnopqrstuvwxyzabcdefghijklm")]}, "classes"),
     ({"classes": [" "]}, "classes"),
@@ -292,6 +294,15 @@ def test_keys_that_cannot_work_are_refused_with_a_reason(rp, users, api_client_f
     assert response.json()["detail"].startswith(f"{field}: ")
     assert not ReviewKeys.objects.filter(user=users["reviewer"]).exists()
     assert not AuditLogEntry.objects.filter(action="review.keys_changed").exists()
+
+
+def test_an_action_on_a_class_key_needs_the_classes_too(rp, users, api_client_for):
+    client = api_client_for(users["reviewer"])
+    refused = client.put("/api/review/keys/", {"actions": {"skip": "1"}}, format="json")
+    assert refused.json()["detail"] == "actions.skip: '1' is the key of class 1: choose another key, or send classes too"
+    saved = client.put("/api/review/keys/", {"actions": {"skip": "1"}, "classes": ["2", "3", "4"]}, format="json")
+    assert saved.status_code == 200 and saved.json()["classes"] == ["2", "3", "4"]
+    assert saved.json()["actions"]["skip"] == "1"
 
 
 def test_keys_saved_before_zoom_existed_keep_working(rp, users):
