@@ -5,7 +5,8 @@
 export function load() {
   const node = document.getElementById("review-keys");
   const keys = node ? JSON.parse(node.textContent) : {};
-  return { classes: keys.classes || [], actions: keys.actions || {} };
+  // characterKeys false: the user turned single-character keys off (WCAG 2.1.4); Enter still accepts.
+  return { classes: keys.classes || [], actions: keys.actions || {}, characterKeys: keys.character_keys !== false };
 }
 
 // A keydown as keys are stored: "Enter", or one character (letters in lower case).
@@ -17,7 +18,7 @@ export function keyOf(event) {
 // { action: "accept" | "skip" | "undo" | "help" | "zoom" }, { classPosition: n } (0 = the first class), or null.
 export function meaning(keys, event) {
   const key = keyOf(event);
-  if (key == null) return null;
+  if (key == null || (!keys.characterKeys && key !== "Enter")) return null;
   for (const [action, bound] of Object.entries(keys.actions)) if (bound === key) return { action };
   const position = keys.classes.indexOf(key);
   return position >= 0 ? { classPosition: position } : null;

@@ -175,7 +175,7 @@ function reviewPage(root) {
     if (!item) return;
     if (!item.prediction) {
       // The user's own keys that choose a class in this label set (keys.js).
-      const classKeys = keys.classes.slice(0, buttons.length);
+      const classKeys = keys.characterKeys ? keys.classes.slice(0, buttons.length) : [];
       setStatus(`No prediction to accept: choose a class with ${classKeys.join(", ") || "the buttons"}.`, "error");
       return;
     }

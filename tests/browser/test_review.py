@@ -127,6 +127,26 @@ def test_enter_on_a_focused_control_does_what_the_control_says_not_accept(rp, lo
     assert Label.objects.filter(source=LabelSource.REVIEW).count() == 1
 
 
+def test_with_single_character_keys_off_letters_decide_nothing_and_enter_still_accepts(rp, logged_in_page,
+                                                                                      live_server, users):
+    from webapp.review.operations import do_set_review_keys
+
+    do_set_review_keys(users["owner"], {"character_keys": False})  # the owner is the page's user
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    first = shown(page)
+    for key in ("1", "2", "s", "u", "z", "?"):  # speech input typing "12 suz?"
+        page.keyboard.press(key)
+    page.wait_for_timeout(300)
+    assert shown(page) == first and not page.locator("dialog.keys-dialog").is_visible()
+    assert not Label.objects.filter(source=LabelSource.REVIEW).exists()
+    assert not ReviewSkip.objects.exists()
+    page.keyboard.press("Enter")
+    wait_for_other_than(page, first)
+    assert Label.objects.get(nucleus_id=first, label_set=rp.breast_set).class_index == \
+        rp.prediction(first, rp.breast_set).class_index
+
+
 def test_a_long_label_set_name_fits_a_narrow_window(rp, logged_in_page, live_server):
     from urllib.parse import quote
 

@@ -9,6 +9,9 @@ order, leaving out the letters that an action uses. The review page and the gall
 A key is what the browser reports as ``KeyboardEvent.key``: one visible ASCII character (letters
 are kept lower-case and match either case) or ``Enter``. Arrows, Tab, Escape and the space bar are not
 offered: the pages use them to move around.
+
+``character_keys`` off turns every single-character key off (WCAG 2.1.4: speech input types letters that
+would otherwise decide nuclei); Enter and the pages' buttons go on working.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def default_class_keys(actions: dict[str, str] | None = None) -> list[str]:
 
 def defaults() -> dict:
     actions = default_actions()
-    return {"classes": default_class_keys(actions), "actions": actions}
+    return {"classes": default_class_keys(actions), "actions": actions, "character_keys": True}
 
 
 def normalise_key(value) -> str:
@@ -70,9 +73,12 @@ def validate(data, *, stored: bool = False) -> dict:
     if not isinstance(data, dict):
         raise InvalidKeys({"keys": 'send an object: {"classes": ["1", "2", ...], "actions": {"accept": "Enter", ...}}'})
     errors: dict[str, str] = {}
-    unknown = sorted(set(data) - {"classes", "actions"})
+    unknown = sorted(set(data) - {"classes", "actions", "character_keys"})
     if unknown:
-        errors[unknown[0]] = "unknown field: only classes and actions"
+        errors[unknown[0]] = "unknown field: only classes, actions and character_keys"
+    character_keys = data.get("character_keys", True)
+    if not isinstance(character_keys, bool):
+        errors["character_keys"] = "true (single-character keys work) or false (only Enter and the buttons)"
     actions = default_actions()
     raw_actions = data.get("actions")
     if raw_actions is not None:
@@ -128,7 +134,7 @@ def validate(data, *, stored: bool = False) -> dict:
             owner.setdefault(key, f"class {position}")
     if errors:
         raise InvalidKeys(errors)
-    return {"classes": classes, "actions": actions}
+    return {"classes": classes, "actions": actions, "character_keys": character_keys}
 
 
 def _move_defaults_out_of_the_way(actions: dict[str, str], given: set[str], classes: list[str]) -> None:
@@ -157,12 +163,18 @@ def keys_for(user) -> dict:
 
 def described(keys: dict, classes: list[dict] | None = None) -> dict:
     """What the pages and the help show: each action with its key and meaning, and the key of each
-    class of a label set (``None`` when the label set has more classes than keys)."""
+    class of a label set (``None`` when the label set has more classes than keys, or for a character key
+    the user turned off)."""
+    def shown(key):  # what works: with single-character keys off, only Enter
+        return key if keys["character_keys"] or key in NAMED_KEYS else None
+
     return {
         "classes": keys["classes"],
         "actions": keys["actions"],
-        "action_rows": [{"action": action, "key": keys["actions"][action], "about": about}
+        "character_keys": keys["character_keys"],
+        "shown": {action: shown(key) for action, key in keys["actions"].items()},
+        "action_rows": [{"action": action, "key": shown(keys["actions"][action]), "about": about}
                         for action, (_, about) in ACTIONS.items()],
-        "class_rows": [{**cls, "key": keys["classes"][position] if position < len(keys["classes"]) else None}
+        "class_rows": [{**cls, "key": shown(keys["classes"][position]) if position < len(keys["classes"]) else None}
                        for position, cls in enumerate(classes or [])],
     }

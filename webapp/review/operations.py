@@ -431,6 +431,8 @@ def do_set_review_keys(user, keys: dict | None) -> dict:
                         if old != new})
         if len(before["classes"]) > len(chosen["classes"]):
             changed["classes.count"] = [len(before["classes"]), len(chosen["classes"])]
+        if before["character_keys"] != chosen["character_keys"]:
+            changed["character_keys"] = [before["character_keys"], chosen["character_keys"]]
         audit.record("review.keys_changed", actor=user, target=user, changed=changed,
                      defaults=chosen == review_keys.defaults())
     return chosen

@@ -195,7 +195,7 @@ def _safe_next(request) -> str:
 def keys_page(request):
     """Your review keys: class keys in class order, one character each, and the actions' keys."""
     chosen = review_keys.keys_for(request.user)
-    form = {"classes": "".join(chosen["classes"]), **chosen["actions"]}
+    form = {"classes": "".join(chosen["classes"]), **chosen["actions"], "character_keys": chosen["character_keys"]}
     errors: dict[str, str] = {}
     if request.method == "POST":
         if request.POST.get("reset"):
@@ -203,11 +203,13 @@ def keys_page(request):
             messages.success(request, "Your review keys are the defaults again.")
             return redirect(_safe_next(request) or reverse("review-keys"))
         form = {"classes": request.POST.get("classes", "").replace(" ", ""),
-                **{action: request.POST.get(action, "") for action in review_keys.ACTIONS}}
+                **{action: request.POST.get(action, "") for action in review_keys.ACTIONS},
+                "character_keys": bool(request.POST.get("character_keys"))}
         try:
             operations.do_set_review_keys(request.user, {
                 "classes": list(form["classes"]),
-                "actions": {action: form[action] for action in review_keys.ACTIONS}})
+                "actions": {action: form[action] for action in review_keys.ACTIONS},
+                "character_keys": form["character_keys"]})
         except review_keys.InvalidKeys as exc:
             errors = exc.errors
         else:

@@ -262,7 +262,7 @@ def test_keys_default_change_audit_and_reset(rp, users, api_client_for):
     assert changed.status_code == 200, changed.content
     assert changed.json()["classes"] == ["j", "k", "l"] and changed.json()["actions"]["skip"] == "x"
     assert ReviewKeys.objects.get(user=rita).keys == {"classes": ["j", "k", "l"], "actions": {
-        "accept": "Enter", "skip": "x", "undo": "u", "help": "?", "zoom": "z"}}
+        "accept": "Enter", "skip": "x", "undo": "u", "help": "?", "zoom": "z"}, "character_keys": True}
     entry = AuditLogEntry.objects.filter(action="review.keys_changed").latest("id")
     assert entry.actor == rita and entry.details["changed"]["actions.skip"] == ["s", "x"]
     assert entry.details["changed"]["classes.1"] == ["1", "j"]
@@ -305,6 +305,30 @@ def test_an_action_on_a_class_key_needs_the_classes_too(rp, users, api_client_fo
     assert saved.json()["actions"]["skip"] == "1"
 
 
+def test_single_character_keys_can_be_turned_off(rp, users, api_client_for, client):
+    """WCAG 2.1.4: speech input types letters, which would decide nuclei; off, only Enter and the buttons act."""
+    rita = users["reviewer"]
+    api = api_client_for(rita)
+    assert api.get("/api/review/keys/").json()["character_keys"] is True
+    refused = api.put("/api/review/keys/", {"character_keys": "no"}, format="json")
+    assert refused.status_code == 400 and refused.json()["detail"].startswith("character_keys: ")
+    off = api.put("/api/review/keys/", {"character_keys": False}, format="json").json()
+    assert off["character_keys"] is False and off["classes"] == review_keys.defaults()["classes"]
+    entry = AuditLogEntry.objects.filter(action="review.keys_changed").latest("id")
+    assert entry.details["changed"] == {"character_keys": [True, False]}
+    client.force_login(rita)
+    html = client.get(f"/projects/{rp.project.pk}/review/?label_set=breast").content.decode()
+    assert '"character_keys": false' in html and 'data-role="character-keys-off"' in html
+    assert "(key 1)" not in html and "<kbd>s</kbd>" not in html and "<kbd>Enter</kbd>" in html
+    assert '<tr data-action-key="skip"><td><span class="muted">none</span></td>' in html
+    page = client.get("/account/review-keys/").content.decode()
+    assert 'name="character_keys" value="1"' in page and " checked" not in page.split('name="character_keys"')[1][:80]
+    # The form's box left unticked keeps them off; ticked turns them on again (the defaults: no row).
+    client.post("/account/review-keys/", {"classes": "1234567890qwertyiopadfghjklxcvbnm", "accept": "Enter",
+                                          "skip": "s", "undo": "u", "help": "?", "zoom": "z", "character_keys": "1"})
+    assert not ReviewKeys.objects.filter(user=rita).exists()
+
+
 def test_keys_saved_before_zoom_existed_keep_working(rp, users):
     # Saved when the actions were accept, skip, undo and help, with "z" as a class key: the zoom action
     # added since takes a free key instead of making those keys invalid (and falling back to defaults).
@@ -336,7 +360,8 @@ def test_keys_page_saves_and_the_review_page_and_help_show_them(rp, users, clien
     assert clash.count("autofocus") == 1 and 'aria-invalid="true"' in clash and 'role="alert"' in clash
     review_url = f"/projects/{rp.project.pk}/review/?label_set=breast"
     saved = client.post("/account/review-keys/", {"classes": "jkl", "accept": "a", "skip": "s", "undo": "u",
-                                                  "help": "h", "zoom": "z", "next": review_url})
+                                                  "help": "h", "zoom": "z", "character_keys": "1",
+                                                  "next": review_url})
     assert saved.status_code == 302 and saved["Location"] == review_url
     assert review_keys.keys_for(users["reviewer"])["classes"] == ["j", "k", "l"]
     html = client.get(review_url).content.decode()
