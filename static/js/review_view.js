@@ -27,6 +27,7 @@ export class ReviewView {
     this.branches = role("branches");
     this.currentLine = role("current");
     this.statusLine = role("status");
+    this.announcement = role("announce");
     this.zoomButton = role("zoom");
     this.othersCard = document.querySelector('[data-role="others-card"]');
     this.othersList = document.querySelector('[data-role="others"]');
@@ -147,6 +148,7 @@ export class ReviewView {
       this.branches.hidden = true;
       this.currentLine.textContent = "\u00a0";
       root.dataset.nucleusId = "";
+      this.announcement.textContent = "";  // the empty queue's own notice is a status
       return;
     }
     root.dataset.nucleusId = item.nucleus.id;
@@ -167,6 +169,9 @@ export class ReviewView {
     } else {
       replace(this.predictionBox, el("span", { className: "muted" }, "No prediction for this nucleus."));
     }
+    const current = item.current ? ` Current label ${item.current.class_name}.` : "";
+    this.announcement.textContent = `Next: ${nucleusName(item.nucleus.instance_id, item.image.name)}, `
+      + `${p ? `predicted ${p.class_name} ${pct(p.probability)}` : "no prediction"}.${current}`;
     const disagree = !!(p && p.mlp_probs && p.branches_disagree);
     buttons.forEach((b) => {
       const index = Number(b.dataset.classIndex);

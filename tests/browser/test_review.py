@@ -55,10 +55,15 @@ def test_keyboard_flow_decide_accept_undo_skip_and_help(rp, logged_in_page, live
     assert prediction_name(rp, prediction.class_index) in page.inner_text("[data-role=prediction]")
     page.screenshot(path="/tmp/review.png", full_page=True)
 
+    # A screen reader hears the new nucleus and its prediction, not only the status line.
+    said = page.inner_text("[data-role=announce]")
+    assert said.startswith("Next: nucleus ") and f"predicted {prediction_name(rp, prediction.class_index)} " in said
+
     # 2 = the second class ("connective"): saved at once, the next nucleus appears.
     page.keyboard.press("2")
     second = wait_for_other_than(page, first)
     assert second == order[1]
+    assert page.inner_text("[data-role=announce]") != said
     label = Label.objects.get(nucleus_id=first, label_set=rp.breast_set)
     assert (label.class_index, label.source, label.author) == (1, LabelSource.REVIEW, users["owner"])
     assert label.model_version_id == rp.version.pk
