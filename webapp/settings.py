@@ -103,6 +103,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "webapp.core.middleware.PrivateCacheMiddleware",  # after WhiteNoise: static files keep their long life
     "django.contrib.sessions.middleware.SessionMiddleware",
     "webapp.core.middleware.CommonMiddleware",  # Django's, but an API write without its slash is a JSON 404
     "webapp.core.middleware.RejectMalformedRequestMiddleware",

@@ -56,6 +56,25 @@ def _error(request, status: int, detail: str):
     return HttpResponse(detail, status=status, content_type="text/plain; charset=utf-8")
 
 
+class PrivateCacheMiddleware:
+    """What a browser or a proxy may keep, for answers that do not say it themselves (tiles and crops do).
+
+    API answers are never stored: a GET may hand out work (``review/next/`` leases a nucleus), and Chrome
+    replayed its stored answer when Back returned to the review page, showing a nucleus "reserved for you"
+    that had been given back and that another reviewer could take. Pages are someone's data: kept by the
+    browser only, and asked again before they are shown (``private, no-cache``)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if not response.has_header("Cache-Control"):
+            api = request.path_info.startswith("/api/")
+            response["Cache-Control"] = "no-store" if api else "private, no-cache"
+        return response
+
+
 class RejectMalformedRequestMiddleware:
     """Requests no view can answer sensibly, refused before any view sees them.
 
