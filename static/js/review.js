@@ -96,7 +96,7 @@ function reviewPage(root) {
   });
 
   async function decide(classIndex) {
-    if (!item || busy) return;
+    if (!item || busy || view.tissueLoading) return;
     const cls = view.classOf(classIndex);
     if (!cls) return;
     const entry = {
@@ -183,7 +183,7 @@ function reviewPage(root) {
   }
 
   async function skip() {
-    if (!item || busy) return;
+    if (!item || busy || view.tissueLoading) return;
     busy = true;
     try {
       await api(urlFor(d.skipUrl, item.nucleus.id), { method: "POST", body: { label_set: labelSet } });
@@ -272,6 +272,9 @@ function reviewPage(root) {
     if (!item || outbox.nuclei().includes(item.nucleus.id)) return;
     release(item);
   });
+  // Back to this page from the browser's cache: its nucleus was given back when it was left (pagehide), so
+  // the reservation it shows is no longer true and another reviewer may have it. Ask the server afresh.
+  window.addEventListener("pageshow", (event) => { if (event.persisted) window.location.reload(); });
   outbox.flushWhenOnline(flushOutbox);
 
   view.showProgress(progress);

@@ -36,6 +36,16 @@ export class ReviewView {
     this.classes = this.buttons.map((b) => ({ index: Number(b.dataset.classIndex), name: b.dataset.className,
                                               color: cssColor(b.dataset.classColor) }));
     this.leaseTimer = null;
+    // The next nucleus's outlines are not drawn over the last one's tissue: until its crop has loaded, the
+    // stage shows "Loading…" and the page takes no decision (review.js asks tissueLoading).
+    this.tissueLoading = false;
+    const loaded = () => {
+      this.tissueLoading = false;
+      this.stage.classList.remove("is-loading-tissue");
+      this.loading.hidden = true;
+    };
+    this.crop.addEventListener("load", loaded);
+    this.crop.addEventListener("error", loaded);
   }
 
   classOf(index) { return this.classes.find((c) => c.index === index); }
@@ -81,7 +91,12 @@ export class ReviewView {
   showView(item, zoomedOut) {
     if (!item) return;
     const view = zoomedOut && item.context ? item.context : item.region;
-    this.crop.src = view.url;
+    if (this.crop.getAttribute("src") !== view.url) {
+      this.crop.src = view.url;
+      this.tissueLoading = !this.crop.complete;
+      this.stage.classList.toggle("is-loading-tissue", this.tissueLoading);
+      this.loading.hidden = !this.tissueLoading;
+    }
     const [x0, y0, x1, y1] = view.bbox;
     const zoom = zoomedOut ? CONTEXT_ZOOM : MAX_ZOOM;
     this.stage.style.setProperty("--crop-size", `${zoom * Math.max(x1 - x0, y1 - y0)}px`);

@@ -152,6 +152,56 @@ def test_with_single_character_keys_off_letters_decide_nothing_and_enter_still_a
         rp.prediction(first, rp.breast_set).class_index
 
 
+def test_back_to_the_review_page_claims_afresh_and_keeps_its_label_set(rp, logged_in_page, live_server, users):
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    first = shown(page)
+    # Leaving gives the nucleus back (pagehide); Back from the browser's cache showed it still "reserved for
+    # you", while another reviewer could take it.
+    page.click("[data-role=caption] a:has-text('whole image')")
+    page.wait_for_url("**/images/**")
+    wait_for(lambda: not ReviewLease.objects.filter(nucleus_id=first, expires_at__gt=timezone.now()).exists(),
+             timeout=10, message="the release when the page was left")
+    page.go_back()
+    page.wait_for_selector("#review[data-ready=true]")
+    wait_for(lambda: ReviewLease.objects.filter(nucleus_id=shown(page), user=users["owner"],
+                                                expires_at__gt=timezone.now()).exists(),
+             timeout=10, message="a reservation of the nucleus on screen after Back")
+    # Switching the label set, then Back: the menu says the label set the page reviews, not the one left.
+    page.select_option("#review-options select[name=label_set]", "colon")
+    page.wait_for_url("**label_set=colon**")
+    page.wait_for_selector("#review[data-ready=true]")
+    page.go_back()
+    page.wait_for_selector("#review[data-ready=true]")
+    assert page.get_attribute("#review", "data-label-set") == "breast"
+    assert page.eval_on_selector("#review-options select[name=label_set]", "s => s.value") == "breast"
+
+
+def test_the_next_nucleus_is_not_drawn_over_the_last_ones_tissue(rp, logged_in_page, live_server, users):
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    first = shown(page)
+    held, holding = [], [True]
+    page.route("**/region.png*", lambda route: held.append(route) if holding else route.continue_())
+    page.keyboard.press("Enter")
+    wait_until(page, f"document.querySelector('#review').dataset.nucleusId !== '{first}'")
+    second = shown(page)
+    assert page.is_visible("[data-role=loading]")
+    assert page.eval_on_selector("[data-role=overlay]", "s => getComputedStyle(s).visibility") == "hidden"
+    page.keyboard.press("1")  # unseen: no decision
+    wait_until(page, "document.querySelector('#review').dataset.nucleusId !== ''")
+    page.wait_for_timeout(300)
+    assert not Label.objects.filter(nucleus_id=second, source=LabelSource.REVIEW).exists()
+    holding.clear()  # the crop may come now
+    for route in held:
+        route.continue_()
+    wait_until(page, "document.querySelector('[data-role=loading]').hidden")
+    assert page.eval_on_selector("[data-role=overlay]", "s => getComputedStyle(s).visibility") == "visible"
+    page.keyboard.press("1")
+    wait_for_other_than(page, second)
+    assert Label.objects.get(nucleus_id=second, label_set=rp.breast_set).class_index == 0
+
+
 def test_a_long_label_set_name_fits_a_narrow_window(rp, logged_in_page, live_server):
     from urllib.parse import quote
 
