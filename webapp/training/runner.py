@@ -434,7 +434,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
                                      + (f" ({resume.describe()})" if resume is not None else ""))
     trained_on["unlabelled_nuclei"] = int((table.labels == -1).all(axis=1).sum())
     nuclei_digest = table_digest(table)   # kept with each resume point, checked by a resume
-    for note in split_notes(table, split_by_group(table, config.val_fraction, config.split_seed)[1]):
+    lopsided = split_notes(table, split_by_group(table, config.val_fraction, config.split_seed)[1])
+    for note in lopsided:  # also on the version's page: a curator reads it there, not in the job's log
         report(5.0, stage="loading", log=note)
 
     init, history, train_rows, val_rows = None, None, None, None
@@ -527,6 +528,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
             trained_on=trained_on, metrics=_jsonable(metrics), data_snapshot_at=snapshot_at, parent=parent,
             history=_jsonable(result.history), training_data={
                 **training_data(datasets, table, result, stages, resume), "compared_with": comparison,
+                "split_notes": lopsided,
                 "validation": _jsonable(scoring),
                 **({"fine_tuned_from": fine_tuned_from} if fine_tuned_from is not UNKNOWN else {})},
             activate=not (lower or unchecked))

@@ -49,3 +49,20 @@ def test_a_new_dataset_named_as_a_renamed_one_was_is_its_own_dataset(owner, medi
     names = runner.table_names(list(Image.objects.filter(project=project).select_related("dataset")))
     newer = Dataset.objects.get(project=project, name="colon")
     assert names == {colon.pk: "colon", newer.pk: f"colon #{newer.pk}"}
+
+
+def test_a_lopsided_split_is_said_on_the_versions_page(owner, media_root, tmp_path, client):
+    """It was only in the job's log: a curator saw "578 for training, 1216 for validation" and no reason."""
+    from webapp.training.models import ModelVersion
+
+    project = two_taxonomy_project(owner, tmp_path, images=1)
+    job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner,
+                             params={"options": {**FAST, "stages": ["sparse"], "predict_tta": False}})
+    runner.run_training(job, lambda *args, **details: None, lambda: False)
+    version = ModelVersion.objects.get(project=project)
+    notes = version.training_data["split_notes"]
+    assert sorted(note.split(":")[0] for note in notes) == ["dataset 'breast' has one tile or image",
+                                                            "dataset 'colon' has one tile or image"]
+    client.force_login(owner)
+    html = client.get(f"/projects/{project.pk}/versions/{version.number}/").content.decode()
+    assert html.count('data-role="split-note"') == 2 and "none of its" in html
