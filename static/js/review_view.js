@@ -151,8 +151,11 @@ export class ReviewView {
     this.empty.hidden = !!item;
     this.stage.classList.toggle("is-empty", !item);
     // The buttons are disabled when the queue runs out: one of them had the focus, which would fall to the page.
-    const focusWasOnAButton = buttons.some((b) => b === document.activeElement);
+    // Nothing to accept or skip once the queue is empty either (undo stays: the last decision can be taken back).
+    const actions = Array.from(this.root.querySelectorAll('[data-action="accept"], [data-action="skip"], [data-action="zoom"]'));
+    const focusWasOnAButton = [...buttons, ...actions].some((b) => b === document.activeElement);
     buttons.forEach((b) => { b.disabled = !item; b.classList.remove("is-predicted", "is-current"); this.sayState(b); });
+    actions.forEach((b) => { b.disabled = !item; });
     if (!item && focusWasOnAButton) this.empty.querySelector('[data-role="empty-heading"]')?.focus();
     this.renderOthers(item);
     if (!item) {

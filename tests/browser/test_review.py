@@ -572,3 +572,7 @@ def test_the_focus_stays_usable_when_the_queue_runs_out(rp, logged_in_page, live
     page.wait_for_selector("[data-role=empty]:not([hidden])")
     assert page.get_attribute("[data-role=empty]", "role") == "status"
     assert page.evaluate("document.activeElement.dataset.role") == "empty-heading"
+    # Nothing left to accept, skip or zoom into; the last decision can still be undone.
+    assert page.is_disabled("button[data-action=accept]") and page.is_disabled("button[data-action=skip]")
+    assert page.is_disabled("button[data-action=zoom]") and not page.is_disabled("button[data-action=undo]")
+    assert "Include labelled nuclei" in page.inner_text("[data-role=empty]")
