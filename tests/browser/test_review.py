@@ -238,6 +238,22 @@ def test_the_class_buttons_and_accept_are_on_screen_without_scrolling(rp, logged
     one_line = "e => e.getBoundingClientRect().height < 1.5 * parseFloat(getComputedStyle(e).lineHeight)"
     assert all(n.evaluate(one_line) for n in names), "a class name broke over two lines"
 
+
+def test_on_a_phone_accept_and_skip_stay_on_screen_and_the_options_take_two_rows(rp, logged_in_page, live_server):
+    page = logged_in_page
+    page.set_viewport_size({"width": 390, "height": 844})
+    open_review(page, live_server, rp)
+    page.screenshot(path="/tmp/review_phone.png")
+    for action in ("accept", "skip"):
+        box = page.locator(f"button[data-action={action}]").bounding_box()
+        assert box["y"] + box["height"] <= 844, f"{action} ends at {box['y'] + box['height']:.0f} px"
+    toolbar = page.locator("#review-options").bounding_box()
+    assert toolbar["height"] < 130, f"the options take {toolbar['height']:.0f} px"
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.click("button[data-action=accept]")  # the sticky bar is not covered by anything
+    wait_until(page, "document.querySelector('[data-role=today]').textContent === '1'")
+
+
 def prediction_name(rp, index: int) -> str:
     return ["neoplastic", "connective", "dead"][index]
 
