@@ -483,7 +483,9 @@ def do_change_retrain_policy(project: Project, *, actor, **changes) -> RetrainPo
     with transaction.atomic():
         Project.objects.select_for_update().get(pk=project.pk)   # two changes at once: one after the other
         current = RetrainPolicy.objects.filter(project=project).first()
-        saved = {field: getattr(current, field) for field in POLICY_FIELDS} if current else {}
+        # Before the first save the policy is shown off (RetrainPolicySerializer): a first PATCH of the schedule
+        # alone saved the model's default, on, and started unattended nightly trainings.
+        saved = {field: getattr(current, field) for field in POLICY_FIELDS} if current else {"enabled": False}
         return do_set_retrain_policy(project, actor=actor, **{**saved, **changes})
 
 

@@ -60,3 +60,16 @@ def test_patch_changes_only_the_fields_it_gives_and_put_replaces(api_client_for,
     assert client.patch(url, {"min_new_reveiws": 1}, format="json").status_code == 400   # misspelt: nothing changes
     replaced = client.put(url, {"min_new_reviews": None}, format="json").json()
     assert (replaced["cron"], replaced["activate_only_if_not_lower"], replaced["enabled"]) == ("", False, True)
+
+
+def test_a_first_patch_keeps_the_policy_off_as_it_was_shown(api_client_for, owner):
+    """Never saved, the policy reads enabled: false; a first PATCH of the schedule alone saved it on, and a
+    nightly training started unattended."""
+    project = do_create_project("first patch", actor=owner)
+    client = api_client_for(owner)
+    url = f"/api/projects/{project.pk}/retrain-policy/"
+    assert client.get(url).json()["enabled"] is False
+    patched = client.patch(url, {"cron": "0 3 * * *"}, format="json").json()
+    assert (patched["enabled"], patched["saved"], patched["cron"]) == (False, True, "0 3 * * *")
+    assert RetrainPolicy.objects.get(project=project).enabled is False
+    assert client.patch(url, {"enabled": True}, format="json").json()["enabled"] is True
