@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from PIL import Image as PILImage
 
@@ -309,24 +309,33 @@ def _label_set_for(project, class_names: list[str], requested: str | None, datas
     return label_set if label_set is not None else create_label_set(project, spec)
 
 
-def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide_root, folder: Path, detections,
-                 detections_name, class_names, label_set_name, actor, provenance, progress, log) -> Dataset:
-    from mlcore.slide_nuclei import inside_slide, iter_geojson_nuclei, iter_mask_nuclei
-
+def _refuse_registered(project, checksum: str, slide_name: str) -> None:
     clash = Image.objects.filter(project=project, checksum=checksum).values_list("name", "dataset__name").first()
     if clash is not None:
         raise DataError(slide_name, f"this slide was already registered in the project (as {quoted(clash[0])} "
                                     f"in dataset {quoted(clash[1])})")
+
+
+def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide_root, folder: Path, detections,
+                 detections_name, class_names, label_set_name, actor, provenance, progress, log) -> Dataset:
+    from mlcore.slide_nuclei import inside_slide, iter_geojson_nuclei, iter_mask_nuclei
+
+    _refuse_registered(project, checksum, slide_name)
     label_set = _label_set_for(project, class_names, label_set_name, name)
     class_index = {class_name: i for i, class_name in enumerate(label_set.class_names)} if label_set else {}
     dataset = Dataset.objects.create(project=project, name=name, label_set=label_set, format=Dataset.Format.SLIDE,
                                      provenance=provenance or f"slide {slide_name} with detections {detections_name}",
                                      uploaded_by=actor, storage_dir=media.name_of(folder))
-    image = Image.objects.create(
-        project=project, dataset=dataset, name=Path(slide_name).stem[:255] or "slide",
-        file=media.name_of(folder / "preview.png"), mask_file="", thumbnail_file=media.name_of(folder / "thumbnail.png"),
-        width=info.width, height=info.height, checksum=checksum, group=slide_name[:255], slide_file=slide_file,
-        slide_root=slide_root, mpp=info.mpp)
+    try:
+        with transaction.atomic():  # a savepoint: the same slide registered twice at once meets the constraint here
+            image = Image.objects.create(
+                project=project, dataset=dataset, name=Path(slide_name).stem[:255] or "slide",
+                file=media.name_of(folder / "preview.png"), mask_file="",
+                thumbnail_file=media.name_of(folder / "thumbnail.png"), width=info.width, height=info.height,
+                checksum=checksum, group=slide_name[:255], slide_file=slide_file, slide_root=slide_root, mpp=info.mpp)
+    except IntegrityError:
+        _refuse_registered(project, checksum, slide_name)  # the other registration's row, named
+        raise
     copy = bulk.uses_copy()
     trusted = False
     if copy:

@@ -424,3 +424,28 @@ def test_a_file_of_annotations_only_says_so(api_client_for, owner, project, fixt
     assert job.error == (f"annotations.geojson: no detections found in this file, only {len(features)} annotations "
                          "(QuPath's objectType): export the detections or cells, or give these features the "
                          "objectType detection"), job.error
+
+
+def test_the_same_slide_registered_twice_at_once_is_refused_in_words(api_client_for, owner, project, fixture_slide,
+                                                                   monkeypatch):
+    """Two registrations at once both passed the check before either stored its image: the second met the
+    database's constraint and failed with "IntegrityError: duplicate key value ... image_once_per_project"."""
+    from webapp.datasets import slide_import
+
+    client = api_client_for(owner)
+    first = register(client, project, name="a", path="cases/case-1.tif", detections_path="cases/case-1.geojson")
+    assert run(first.json()["id"]).state == "succeeded"
+    checks = []
+    real = slide_import._refuse_registered
+
+    def raced(*args):  # the first check ran before the other registration had stored its image
+        checks.append(args)
+        if len(checks) > 1:
+            real(*args)
+
+    monkeypatch.setattr(slide_import, "_refuse_registered", raced)
+    second = register(client, project, name="b", path="cases/case-1.tif", detections_path="cases/case-1.geojson")
+    job = run(second.json()["id"])
+    assert len(checks) == 2 and job.state == "failed", job.error
+    assert "already registered in the project (as 'case-1' in dataset 'a')" in job.error, job.error
+    assert "Integrity" not in job.error and not Dataset.objects.filter(project=project, name="b").exists()
