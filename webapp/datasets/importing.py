@@ -44,6 +44,33 @@ class ImportRejected(Invalid):
 
 # ------------------------------------------------------------------------------------------ archives
 
+# What macOS and Windows add to folders and zips: never part of a dataset (a "masks/._a.npy" beside "masks/a.npy"
+# was "a mask without an image").
+OS_METADATA = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
+# A file's name, at most: its stored path (projects/<id>/datasets/<folder>/images/<name>) must fit the database's
+# 255 characters, and a name the file system's 255 bytes.
+MAX_FILE_NAME = 180
+# Extensions matched in lower case by the readers (a "types/a.NPY" was "types/a.npy: file not found"); an image's is
+# left as it is, since a COCO file names its images as they are.
+LOWER_SUFFIXES = {".mat", ".npy", ".geojson", ".json"}
+
+
+def dataset_file_parts(name: str, shown: str) -> tuple[str, ...] | None:
+    """Where a file of an upload goes in the dataset's folder, as path parts: None for the operating system's
+    own files, which are left out. Refuses names too long to store (DataError naming ``shown``)."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not parts or any(part in OS_METADATA for part in parts) or parts[-1].startswith("._"):
+        return None
+    for part in parts:
+        if len(part) > MAX_FILE_NAME or len(part.encode()) > 255:
+            raise DataError(shown, f"a file or folder name of {len(part)} characters; at most {MAX_FILE_NAME}: "
+                                   "shorten it")
+    suffix = PurePosixPath(parts[-1]).suffix
+    if suffix.lower() in LOWER_SUFFIXES and suffix != suffix.lower():
+        parts = (*parts[:-1], parts[-1][:-len(suffix)] + suffix.lower())
+    return parts
+
+
 def safe_extract(archive: Path, destination: Path, max_bytes: int, display_name: str | None = None,
                  progress: Callable[[int, int], None] | None = None) -> Path:
     """Unpack a zip archive under ``destination``, refusing anything that could escape it.
@@ -75,7 +102,10 @@ def safe_extract(archive: Path, destination: Path, max_bytes: int, display_name:
             raise DataError(name, f"unpacks to {total / 1e6:.1f} MB, over the limit of {max_bytes / 1e6:.1f} MB")
         written = 0
         for member in members:
-            target = destination.joinpath(*PurePosixPath(member.filename.replace("\\", "/")).parts)
+            parts = dataset_file_parts(member.filename, f"{name}:{member.filename}")
+            if parts is None:
+                continue
+            target = destination.joinpath(*parts)
             if not target.resolve().is_relative_to(destination.resolve()):
                 raise DataError(f"{name}:{member.filename}", "unsafe path in archive")
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +122,7 @@ def safe_extract(archive: Path, destination: Path, max_bytes: int, display_name:
 
 def dataset_root(folder: Path) -> Path:
     """Zips often wrap everything in one top folder (and macOS adds __MACOSX): step into it."""
-    entries = [p for p in folder.iterdir() if p.name not in {"__MACOSX", ".DS_Store"}]
+    entries = [p for p in folder.iterdir() if p.name not in OS_METADATA]
     if len(entries) == 1 and entries[0].is_dir():
         return dataset_root(entries[0])
     return folder

@@ -23,7 +23,7 @@ from webapp.jobs import sweep
 from webapp.jobs.models import Job
 from webapp.projects.models import Project
 
-from .importing import ImportRejected, do_import_dataset, refuse_taken_dataset_name, safe_extract
+from .importing import ImportRejected, dataset_file_parts, do_import_dataset, refuse_taken_dataset_name, safe_extract
 from .models import Dataset
 
 
@@ -46,7 +46,12 @@ def _stage(archive, files, paths=None) -> Path:
             parts = PurePosixPath(name.replace("\\", "/")).parts
             if not parts or name.startswith("/") or ".." in parts:
                 raise Invalid(f"{name}: unsafe file name (absolute or '..')", field="files", code="unsafe_name")
-            _write(upload, staging.joinpath("files", *parts))
+            try:
+                parts = dataset_file_parts(name, name)
+            except DataError as exc:
+                raise Invalid(str(exc), field="files", code="name_too_long") from None
+            if parts is not None:
+                _write(upload, staging.joinpath("files", *parts))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
