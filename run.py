@@ -225,13 +225,25 @@ def local_settings(options) -> None:
 
 
 def port_free_or_exit(host: str, port: int) -> None:
-    with socket.socket() as sock:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        sys.exit(f"[run] cannot serve on {host!r} ({exc.strerror}): HOST or --host must be an address or a name "
+                 "of this machine, such as 127.0.0.1 or 0.0.0.0 (every address)")
+    if not _can_bind(family, host, port):
+        free = next((p for p in range(port + 1, min(port + 50, 65535)) if _can_bind(family, host, p)), None)
+        way_out = f"choose another port: python3 run.py --port {free}" if free else "choose another port (--port)"
+        sys.exit(f"[run] cannot serve on {host}:{port}: another program uses that port. Stop it, or {way_out}")
+
+
+def _can_bind(family, host: str, port: int) -> bool:
+    with socket.socket(family) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError as exc:
-            sys.exit(f"[run] cannot serve on {host}:{port} ({exc.strerror}): another program uses that port. "
-                     f"Stop it, or choose another port: python3 run.py --port {port + 1}")
+        except OSError:
+            return False
+    return True
 
 
 def settings_or_exit() -> None:
@@ -310,7 +322,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "test"])
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--port", type=port_number, default=env_port("PORT", 8000))
     parser.add_argument("--demo", action="store_true", help="create a demo project with generated tiles")
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--redis-port", type=int, default=None,
@@ -334,6 +346,13 @@ def main() -> int:
         options.redis_port = env_port("EMBEDDED_REDIS_PORT", 6390)
     local_settings(options)
     return serve(options)
+
+
+def port_number(text: str) -> int:
+    """--port's type: argparse names the option when this refuses."""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
 
 
 def env_port(name: str, default: int) -> int:

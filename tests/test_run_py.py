@@ -28,7 +28,26 @@ def test_a_port_in_use_is_named_with_a_way_out(run_py):
         port = busy.getsockname()[1]
         with pytest.raises(SystemExit) as stopped:
             run_py.port_free_or_exit("127.0.0.1", port)
-    assert f"127.0.0.1:{port}" in str(stopped.value) and f"--port {port + 1}" in str(stopped.value)
+    assert f"127.0.0.1:{port}" in str(stopped.value)
+    suggested = int(str(stopped.value).rsplit("--port ", 1)[1])
+    assert suggested > port and run_py._can_bind(socket.AF_INET, "127.0.0.1", suggested)  # a port that is free
+
+
+def test_a_host_that_is_no_address_is_named_not_blamed_on_the_port(run_py):
+    with pytest.raises(SystemExit) as stopped:
+        run_py.port_free_or_exit("999.1.1.1", 8000)
+    assert "'999.1.1.1'" in str(stopped.value) and "HOST or --host" in str(stopped.value)
+    assert "another program" not in str(stopped.value)
+
+
+@pytest.mark.parametrize("value", ["abc", "80800", "0"])
+def test_a_bad_port_stops_with_one_line_naming_it(value, tmp_path):
+    for argv, env in (([sys.executable, "run.py"], {"PORT": value}), ([sys.executable, "run.py", "--port", value], {})):
+        done = subprocess.run(argv, cwd=ROOT, env={**os.environ, **env, "DATA_DIR": str(tmp_path)},
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+        assert f"{value!r} is not a port number (1-65535)" in done.stderr, done.stderr
+        assert ("PORT=" in done.stderr) if env else ("--port" in done.stderr)
 
 
 def test_embedded_redis_port_is_read_and_checked(run_py, monkeypatch):
