@@ -123,7 +123,8 @@ def start_embedded_redis(port: int, processes: list, *, folder: str = "redis") -
         holder = f"another Redis (its data in {running})" if running else "a program that does not answer as a Redis"
         sys.exit(f"port {port} is held by {holder}: an installation needs a Redis of its own, or it would share "
                  f"its job queue. Choose another port (EMBEDDED_REDIS_PORT={port + 5} python3 run.py, or "
-                 f"--redis-port {port + 5}) or name a Redis to use (REDIS_URL=redis://127.0.0.1:6379/0).")
+                 f"--redis-port {port + 5}) or name a Redis database no other installation uses "
+                 f"(REDIS_URL=redis://127.0.0.1:6379/5).")
     redis_dir.mkdir(parents=True, exist_ok=True)
     command = redis_server_command(port, redis_dir)
     say(f"starting Redis ({command[0]}) on 127.0.0.1:{port}")

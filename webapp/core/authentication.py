@@ -55,7 +55,7 @@ class ThrottledTokenAuthentication(TokenAuthentication):
     def authenticate(self, request):
         if not self._sends_token(request):
             return None
-        key = f"token-failures:{client_ip(request) or 'unknown'}"
+        key = token_failures_key(client_ip(request) or "unknown")
         cooloff = settings.LOGIN_COOLOFF_MINUTES * 60
         if _cached_failures(key) >= settings.TOKEN_FAILURE_LIMIT:
             raise TokenFailuresThrottled(wait=cooloff)
@@ -88,6 +88,18 @@ class ThrottledTokenAuthentication(TokenAuthentication):
     def _sends_token(self, request) -> bool:
         header = request.META.get("HTTP_AUTHORIZATION", "").split()
         return bool(header) and header[0].lower() == self.keyword.lower()
+
+
+def token_failures_key(address: str) -> str:
+    return f"token-failures:{address}"
+
+
+def clear_token_failures(address: str) -> int:
+    """Forget the unknown tokens counted from ``address`` (``manage.py token_lockout_reset``): how many there were."""
+    key = token_failures_key(address)
+    failures = cache.get(key, 0)
+    cache.delete(key)
+    return failures
 
 
 # The cache is Redis in production. Should it be unreachable, tokens are checked without counting:
