@@ -72,10 +72,14 @@ function reviewPage(root) {
     view.setReady();
   }
 
+  // The server's figures, at most `delay` after a decision. A refresh already due is not put off by the next
+  // decision: a reviewer deciding faster than the delay saw only the page's own counts, which drift (an undo
+  // cannot take its decision off the agreement, second opinions leave the queue's count as it was).
   let progressTimer = null;
   function refreshProgress(delay = 0) {
-    clearTimeout(progressTimer);
+    if (progressTimer !== null) return;
     progressTimer = setTimeout(async () => {
+      progressTimer = null;
       try {
         progress.update(await api(`${d.progressUrl}?${query()}`));
         view.showProgress(progress);

@@ -3,6 +3,8 @@ change, a failed save kept and retried, and the gallery's accept-many."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.utils import timezone
 
@@ -252,6 +254,22 @@ def test_on_a_phone_accept_and_skip_stay_on_screen_and_the_options_take_two_rows
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.click("button[data-action=accept]")  # the sticky bar is not covered by anything
     wait_until(page, "document.querySelector('[data-role=today]').textContent === '1'")
+
+
+def test_a_fast_reviewer_gets_the_servers_figures_while_deciding(rp, logged_in_page, live_server):
+    """Each decision put the refresh of the figures off by 1.5 s: deciding every second, the page showed only its
+    own counts, which drift from the server's."""
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    asked = []
+    page.on("request", lambda request: asked.append(time.monotonic()) if "/review/progress/" in request.url else None)
+    started = time.monotonic()
+    for _ in range(4):
+        before = shown(page)
+        page.keyboard.press("Enter")
+        wait_for_other_than(page, before)
+        page.wait_for_timeout(700)
+    assert asked and asked[0] - started < 2.5, f"first refresh after {[round(t - started, 1) for t in asked]} s"
 
 
 def prediction_name(rp, index: int) -> str:
