@@ -78,7 +78,8 @@ ROUTES: dict[str, dict[str, Access]] = {
     "api-project-list": {"GET": AUTHENTICATED, "POST": AUTHENTICATED},
     "api-project-detail": {"GET": VIEWER, "PATCH": ADMIN, "DELETE": ADMIN},  # DELETE queues the deletion
     "api-project-datasets": {"GET": VIEWER, "POST": CURATOR},
-    "api-project-dataset": {"PATCH": CURATOR, "DELETE": CURATOR},  # DELETE queues the dataset's deletion
+    "api-project-dataset": {"GET": VIEWER, "PATCH": CURATOR, "DELETE": CURATOR},  # DELETE queues its deletion
+    "api-project-dataset-images": {"GET": VIEWER},
     "api-project-members": {"GET": VIEWER, "POST": ADMIN},
     "api-project-activity": {"GET": VIEWER},
     "api-project-member": {"PATCH": ADMIN, "DELETE": ADMIN},

@@ -12,6 +12,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 
+from webapp.core.pagination import PagePagination
 from webapp.core.parsers import JSONParser
 from webapp.core.policy import project_role
 from webapp.core.viewsets import ActionSerializers
@@ -21,7 +22,7 @@ from webapp.projects.access import get_project_for
 from . import uploads
 from .models import Dataset
 from .operations import do_edit_dataset, do_request_dataset_deletion
-from .serializers import DatasetEditSerializer, DatasetSerializer, DatasetUploadSerializer
+from .serializers import DatasetEditSerializer, DatasetSerializer, DatasetUploadSerializer, ImageSerializer
 
 
 class ProjectDatasetViewSet(ActionSerializers, viewsets.GenericViewSet):
@@ -53,20 +54,19 @@ class ProjectDatasetViewSet(ActionSerializers, viewsets.GenericViewSet):
                          "url": JobSerializer(job, context={"request": request}).data["url"]},
                         status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(methods=["GET"], request=None, responses=DatasetSerializer)
     @extend_schema(methods=["PATCH"], request=DatasetEditSerializer, responses=DatasetSerializer)
     @extend_schema(methods=["DELETE"], request=None, responses={202: JobAcceptedSerializer})
-    @action(detail=True, methods=["patch", "delete"], url_path=r"datasets/(?P<dataset_id>[0-9]+)",
+    @action(detail=True, methods=["get", "patch", "delete"], url_path=r"datasets/(?P<dataset_id>[0-9]+)",
             url_name="dataset")
     def dataset(self, request, pk=None, dataset_id=None):
-        """PATCH renames a dataset or changes its provenance note (curators; fields left out stay): 400 naming
-        the field for a name the project has or is importing. DELETE deletes it with its images, nuclei,
-        labels and files (curators): 202 with the deletion job, 409 while an import, training, prediction or
-        export of the project is queued or running."""
-        project = get_project_for(request.user, pk, project_role(request))
-        dataset = Dataset.objects.filter(pk=int(dataset_id), project=project).select_related(
-            "label_set", "uploaded_by").first()
-        if dataset is None:
-            raise NotFound("No such dataset in this project.")
+        """GET shows the dataset. PATCH renames it or changes its provenance note (curators; fields left out
+        stay): 400 naming the field for a name the project has or is importing. DELETE deletes it with its
+        images, nuclei, labels and files (curators): 202 with the deletion job, 409 while an import, training,
+        prediction or export of the project is queued or running."""
+        dataset = self._dataset(request, pk, dataset_id)
+        if request.method in SAFE_METHODS:
+            return Response(DatasetSerializer(dataset).data)
         if request.method == "PATCH":
             payload = DatasetEditSerializer(data=request.data)
             payload.is_valid(raise_exception=True)
@@ -75,3 +75,21 @@ class ProjectDatasetViewSet(ActionSerializers, viewsets.GenericViewSet):
         job = do_request_dataset_deletion(dataset, actor=request.user)
         data = JobSerializer(job, context={"request": request}).data
         return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(methods=["GET"], request=None, responses=ImageSerializer(many=True))
+    @action(detail=True, methods=["get"], url_path=r"datasets/(?P<dataset_id>[0-9]+)/images",
+            url_name="dataset-images", pagination_class=PagePagination)
+    def dataset_images(self, request, pk=None, dataset_id=None):
+        """The dataset's images by name, in pages: their ids for the per-image exports
+        (``/api/images/{id}/export.geojson``) and where to fetch each."""
+        dataset = self._dataset(request, pk, dataset_id)
+        page = self.paginate_queryset(dataset.images.order_by("name", "pk"))
+        return self.get_paginated_response(ImageSerializer(page, many=True, context={"request": request}).data)
+
+    def _dataset(self, request, pk, dataset_id) -> Dataset:
+        project = get_project_for(request.user, pk, project_role(request))
+        dataset = Dataset.objects.filter(pk=int(dataset_id), project=project).select_related(
+            "label_set", "uploaded_by").first()
+        if dataset is None:
+            raise NotFound("No such dataset in this project.")
+        return dataset

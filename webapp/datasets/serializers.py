@@ -8,7 +8,7 @@ from rest_framework import serializers
 from mlcore.types import MAX_NAME_LENGTH, name_problem, strip_invisible
 from webapp.core.known_fields import KnownFieldsOnly
 
-from .models import Dataset, LabelSet
+from .models import Dataset, Image, LabelSet
 
 
 @extend_schema_serializer(component_name="ProjectLabelSet")  # "LabelSet" is the review API's request body
@@ -32,6 +32,26 @@ class DatasetSerializer(serializers.ModelSerializer):
         model = Dataset
         fields = ["id", "name", "format", "label_set", "provenance", "uploaded_by", "uploaded_at",
                   "image_count", "nucleus_count"]
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    """An image of a dataset as a script needs it: its id for the per-image exports, and where to fetch it."""
+
+    urls = serializers.SerializerMethodField(help_text="absolute: geojson (its nuclei, ?label_set=), types_npy "
+                                                       "(?label_set=), viewer (its page, for a person)")
+
+    class Meta:
+        model = Image
+        fields = ["id", "name", "width", "height", "nucleus_count", "group", "urls"]
+
+    def get_urls(self, image) -> dict[str, str]:
+        from django.urls import reverse
+
+        request = self.context["request"]
+        return {name: request.build_absolute_uri(reverse(route, args=args)) for name, route, args in (
+            ("geojson", "api-image-geojson", [image.pk]),
+            ("types_npy", "api-image-types-npy", [image.pk]),
+            ("viewer", "image-viewer", [image.project_id, image.pk]))}
 
 
 class DatasetEditSerializer(KnownFieldsOnly, serializers.Serializer):
