@@ -39,7 +39,9 @@ MAX_JSON_BYTES = _limit("MAX_JSON_BYTES", 256 << 20)
 
 
 def megapixels(pixels: int) -> str:
-    return f"{pixels / 1e6:.1f} megapixels"
+    """A pixel count people read: "178,956,970 pixels, 179.0 megapixels", or only the count below a tenth of a
+    megapixel (a limit lowered to 40,000 pixels read "0.0 megapixels")."""
+    return f"{pixels:,} pixels, {pixels / 1e6:.1f} megapixels" if pixels >= 100_000 else f"{pixels:,} pixels"
 
 # Whole slides (mlcore/slide_nuclei.py): a slide's nuclei are streamed, so these bound one nucleus and
 # the count, not a file size.

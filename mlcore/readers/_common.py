@@ -57,7 +57,7 @@ def _opened_image(path: Path):
                 yield image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DataError(path, f"image too large to read safely: over MAX_IMAGE_PIXELS "
-                              f"({limits.MAX_IMAGE_PIXELS} pixels, {limits.megapixels(limits.MAX_IMAGE_PIXELS)})") from None
+                              f"({limits.megapixels(limits.MAX_IMAGE_PIXELS)})") from None
     except UnidentifiedImageError:
         raise DataError(path, "not an image (Pillow cannot identify the file)") from None
 
@@ -144,8 +144,8 @@ def check_pixels(height: int, width: int, path: Path, what: str) -> None:
     """Refuse an image or mask larger than MAX_IMAGE_PIXELS, from its declared size (nothing allocated)."""
     pixels = int(height) * int(width)
     if pixels > limits.MAX_IMAGE_PIXELS:
-        raise DataError(path, f"{what} too large: {width}x{height} pixels ({limits.megapixels(pixels)}) is over the limit "
-                              f"MAX_IMAGE_PIXELS = {limits.MAX_IMAGE_PIXELS} ({limits.megapixels(limits.MAX_IMAGE_PIXELS)})")
+        raise DataError(path, f"{what} too large: {width}x{height} ({limits.megapixels(pixels)}) is over the limit "
+                              f"MAX_IMAGE_PIXELS ({limits.megapixels(limits.MAX_IMAGE_PIXELS)})")
 
 
 def check_array_bytes(nbytes: int, path: Path, what: str) -> None:
