@@ -259,10 +259,11 @@ def settings_or_exit() -> None:
 
 
 def serve(options) -> int:
+    # Checked before anything starts, so a refusal is its one line (not followed by "stopped").
+    settings_or_exit()
+    port_free_or_exit(options.host, options.port)
     processes: list = []
     try:
-        settings_or_exit()
-        port_free_or_exit(options.host, options.port)
         if not os.environ.get("REDIS_URL"):
             os.environ["REDIS_URL"] = start_embedded_redis(options.redis_port, processes)
         manage("migrate", "--noinput", "-v", "0")

@@ -224,3 +224,11 @@ def test_static_files_of_an_older_release_do_not_outlive_the_new_one(run_py, tmp
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     run_py.collect_static()
     assert stale.read_text() == (ROOT / "static" / "js" / "jobs.js").read_text()
+
+
+def test_a_bad_setting_is_the_only_line_run_py_prints(tmp_path):
+    done = subprocess.run([sys.executable, "run.py"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MAX_UPLOAD_BYTES": "abc", "DATA_DIR": str(tmp_path)})
+    assert done.returncode != 0
+    assert (done.stdout + done.stderr).strip().splitlines() == [
+        "[run] cannot start: MAX_UPLOAD_BYTES='abc' is not an integer (README: Environment variables)"]
