@@ -187,14 +187,22 @@ def _class_of(classes: dict[int, int], instance_id: int, label_set: LabelSet | N
     return index
 
 
+def exact_geometries(instance_map: np.ndarray) -> dict[int, dict]:
+    """Each instance's GeoJSON geometry along its pixels' edges, holes included: a Polygon, or a MultiPolygon
+    for an instance in several 4-connected pieces."""
+    geometries = {}
+    for instance_id, pieces in edge_rings(instance_map, holes=True).items():
+        polygons = [[[*ring.tolist(), ring[0].tolist()] for ring in piece] for piece in pieces]  # rings close
+        geometries[instance_id] = ({"type": "Polygon", "coordinates": polygons[0]} if len(polygons) == 1
+                                   else {"type": "MultiPolygon", "coordinates": polygons})
+    return geometries
+
+
 def geojson_features(instance_map: np.ndarray, classes: dict[int, int], label_set: LabelSet | None,
                      object_type: str = "annotation") -> list[dict]:
     """One QuPath-style GeoJSON Feature per instance, in id order (see :func:`write_geojson`)."""
     features = []
-    for instance_id, pieces in edge_rings(instance_map, holes=True).items():
-        polygons = [[[*ring.tolist(), ring[0].tolist()] for ring in piece] for piece in pieces]  # rings close
-        geometry = ({"type": "Polygon", "coordinates": polygons[0]} if len(polygons) == 1
-                    else {"type": "MultiPolygon", "coordinates": polygons})
+    for instance_id, geometry in exact_geometries(instance_map).items():
         properties: dict = {"objectType": object_type, "instance_id": int(instance_id)}
         index = _class_of(classes, instance_id, label_set)
         if index is not None:
@@ -207,7 +215,7 @@ def geojson_features(instance_map: np.ndarray, classes: dict[int, int], label_se
 def outline_feature(outline: Sequence[Sequence[float]], object_type: str = "detection",
                     classification: tuple[str, Sequence[int]] | None = None,
                     measurements: dict[str, float] | None = None, box: Sequence[int] | None = None,
-                    **properties) -> dict:
+                    geometry: dict | None = None, **properties) -> dict:
     """A QuPath GeoJSON Feature from a stored outline ([[x, y], ...], pixel-centre coordinates as
     :func:`nucleus_outlines` gives them), for exports that have the outlines but not the masks.
 
@@ -215,7 +223,8 @@ def outline_feature(outline: Sequence[Sequence[float]], object_type: str = "dete
     repeated at the end), with at least four positions as GeoJSON requires. ``classification``:
     ``(name, (r, g, b))``, QuPath's ``{"name", "color": [r, g, b]}``; ``measurements``: QuPath's map of
     measurement name to number (None values are left out); ``box``: the nucleus's pixel box, written instead of
-    an outline of no area. Further keyword arguments become properties.
+    an outline of no area. ``geometry``: the nucleus's exact shape where the caller has its mask
+    (:func:`exact_geometries`), written instead of the outline. Further keyword arguments become properties.
     """
     ring = _edge_ring(np.asarray(outline, dtype=np.float64).reshape(-1, 2))
     if box is not None and _flat(ring):
@@ -233,7 +242,7 @@ def outline_feature(outline: Sequence[Sequence[float]], object_type: str = "dete
         feature_properties["measurements"] = {key: float(value) for key, value in measurements.items()
                                               if value is not None}
     feature_properties.update(properties)
-    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+    return {"type": "Feature", "geometry": geometry or {"type": "Polygon", "coordinates": [ring]},
             "properties": feature_properties}
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from django.db.models import Q
 
-from mlcore.writers import coco_json_text, feature_collection_text, geojson_features, outline_feature
+from mlcore.writers import (coco_json_text, exact_geometries, feature_collection_text, geojson_features,
+                            outline_feature)
 from webapp.core import media
 
 from .importing import load_mask
@@ -263,8 +264,10 @@ def detection_features(project, label_set, source: str = "current", dataset: Dat
     """One QuPath GeoJSON Feature per nucleus of ``image``, else of ``dataset``, else of the whole project,
     in id order.
 
-    ``geometry``: a Polygon from the stored outline (the one the viewer draws), in pixel-edge
-    coordinates (outline + 0.5) with a closed ring. ``properties``: ``objectType``; ``classification``
+    ``geometry``: a tile's nucleus exactly as its instance mask has it (along its pixels' edges, holes
+    included, as the per-image export); a slide's, which has no mask, the stored outline QuPath gave, in
+    pixel-edge coordinates (outline + 0.5) with a closed ring. The simplified outlines the viewer draws lost up
+    to 60 % of a small nucleus on a round trip. ``properties``: ``objectType``; ``classification``
     ``{"name", "color": [r, g, b]}`` from ``source`` in ``label_set`` (absent when the nucleus has no
     class there); ``measurements``: its area and, once the active model version predicted it in
     ``label_set``, the probability of the predicted class and the disagreement of the two branches;
@@ -284,6 +287,7 @@ def detection_features(project, label_set, source: str = "current", dataset: Dat
     datasets = dict(Dataset.objects.filter(project=project).values_list("id", "name"))
     images = {pk: (datasets[ds], name) for pk, ds, name in
               Image.objects.filter(project=project).values_list("id", "dataset_id", "name")}
+    exact = _ExactShapes()
     last = 0
     while True:
         nuclei = list(Nucleus.objects.filter(scope, id__gt=last).order_by("id")
@@ -305,8 +309,23 @@ def detection_features(project, label_set, source: str = "current", dataset: Dat
             index = classes.get(pk)
             dataset_name, image_name = images[image_id]
             yield outline_feature(outline, object_type, names.get(index) if index is not None else None,
-                                  measurements, box=box, dataset=dataset_name, image=image_name,
-                                  instance_id=instance_id, nucleus_id=pk)
+                                  measurements, box=box, geometry=exact.of(image_id, instance_id),
+                                  dataset=dataset_name, image=image_name, instance_id=instance_id, nucleus_id=pk)
+
+
+class _ExactShapes:
+    """The exact shapes of one tile's nuclei at a time, from its mask: nuclei come in id order, which keeps an
+    image's together. None for a slide's (no mask: its stored outlines are the shapes)."""
+
+    def __init__(self):
+        self.image_id, self.shapes = None, {}
+
+    def of(self, image_id: int, instance_id: int) -> dict | None:
+        if image_id != self.image_id:
+            image = Image.objects.get(pk=image_id)
+            self.image_id = image_id
+            self.shapes = {} if image.is_slide or not image.mask_file else exact_geometries(load_mask(image))
+        return self.shapes.get(instance_id)
 
 
 def detections_geojson_text(project, label_set, source: str = "current", dataset: Dataset | None = None,
