@@ -71,6 +71,7 @@ function galleryPage(root) {
     state.min_confidence = fraction(f.min_confidence);
     state.max_confidence = fraction(f.max_confidence);
     state.page = 1;
+    setStatus("", "");  // "Saved 1." was about the cards shown before
     syncForm();
   }
   filters.addEventListener("change", (event) => { readForm(event.target.name); load(); });
@@ -150,8 +151,10 @@ function galleryPage(root) {
       button.addEventListener("click", () => { state.class_name = name; state.page = 1; load(); });
       tabs.appendChild(button);
     };
-    tab("", "All classes", null, counts ? Object.values(counts).reduce((a, b) => a + b, 0) : null);
-    for (const cls of classes) tab(cls.name, cls.name, cls.color, counts ? counts[cls.name] : null);
+    // The counts are of the nuclei not reviewed yet: beside the reviewed ones they would read as theirs.
+    const shown = filters.elements.status.value === "reviewed" ? null : counts;
+    tab("", "All classes", null, shown ? Object.values(shown).reduce((a, b) => a + b, 0) : null);
+    for (const cls of classes) tab(cls.name, cls.name, cls.color, shown ? shown[cls.name] : null);
   }
 
   // ---------------------------------------------------------------- the strip

@@ -184,6 +184,17 @@ def test_another_reviewers_decisions_are_shown_without_actions_that_would_be_ref
         {rita.pk}
 
 
+def test_the_class_tabs_count_only_beside_the_nuclei_they_count(rp, logged_in_page, live_server):
+    """The tabs count the nuclei not reviewed yet; shown on the reviewed ones, "All classes 1193" read as theirs."""
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast")
+    page.wait_for_selector("#gallery[data-ready=true]")
+    wait_until(page, "document.querySelector('#gallery .tab .count').textContent !== ''")
+    page.select_option("select[name=status]", "reviewed")
+    wait_until(page, "new URLSearchParams(location.search).get('status') === 'reviewed'")
+    wait_until(page, "[...document.querySelectorAll('#gallery .tab .count')].every((c) => c.textContent === '')")
+
+
 def test_refused_filters_leave_no_cards_of_the_earlier_ones(rp, logged_in_page, live_server):
     page = logged_in_page
     page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast")
