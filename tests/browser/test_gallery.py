@@ -195,6 +195,19 @@ def test_the_class_tabs_count_only_beside_the_nuclei_they_count(rp, logged_in_pa
     wait_until(page, "[...document.querySelectorAll('#gallery .tab .count')].every((c) => c.textContent === '')")
 
 
+def test_on_a_phone_a_card_shows_before_the_page_can_be_accepted(rp, logged_in_page, live_server):
+    page = logged_in_page
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast")
+    page.wait_for_selector("#gallery[data-ready=true]")
+    page.screenshot(path="/tmp/gallery_phone.png")
+    card = page.locator("#gallery .tile").first.bounding_box()
+    assert card["y"] < 844, f"the first card starts at {card['y']:.0f} px"
+    accept = page.locator("button[data-action=accept-page]").bounding_box()
+    assert accept["y"] + accept["height"] <= 844 and accept["y"] > card["y"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
 def test_refused_filters_leave_no_cards_of_the_earlier_ones(rp, logged_in_page, live_server):
     page = logged_in_page
     page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast")
