@@ -25,13 +25,17 @@ KINDS = {
     "models": Q(action__startswith="model.") | Q(action__startswith="training.")
     | Q(action__startswith="job.", details__kind__in=MODEL_JOB_KINDS),
     "labels": Q(action__startswith="label."),
+    # The page's first view: one row per label buried the uploads and trainings under pages of decisions.
+    "changes": ~Q(action__startswith="label."),
 }
+PAGE_DEFAULT_KIND = "changes"
 # Rows that say how the work went rather than what changed: a reviewer's claim on a nucleus, its release
 # or skip, each checkpoint kept during a training, a worker taking a job. Shown only with ?kind=all.
 ROUTINE = ("review.claimed", "review.released", "review.skipped", "training.epoch_kept", "training.stage_kept",
            "job.started")
-KIND_CHOICES = [("", "Changes"), ("team", "Project and team"), ("datasets", "Datasets"),
-                ("models", "Trainings and models"), ("labels", "Labels"), ("all", "Everything, with routine rows")]
+KIND_CHOICES = [("changes", "Changes but single labels"), ("", "Every change, labels too"), ("team", "Project and team"),
+                ("datasets", "Datasets"), ("models", "Trainings and models"), ("labels", "Labels"),
+                ("all", "Everything, with routine rows")]
 
 SHOWN_DETAILS = ("name", "name_before", "description", "description_before", "provenance", "provenance_before",
                  "user", "role", "previous", "kind", "format", "images", "nuclei", "label_set", "class_index",

@@ -109,12 +109,13 @@ ACTIVITY_PER_PAGE = 50
 def activity(request, project_id: int):
     """Who did what in the project, newest first (any member), by kind of change."""
     project = get_project_for(request.user, project_id, project_role(request))
-    kind = request.GET.get("kind", "")
+    kind = request.GET.get("kind", project_activity.PAGE_DEFAULT_KIND)
     try:
         rows = project_activity.activity_rows(project, kind)
     except Invalid as exc:
         messages.error(request, exc.detail)
-        kind, rows = "", project_activity.activity_rows(project)
+        kind = project_activity.PAGE_DEFAULT_KIND
+        rows = project_activity.activity_rows(project, kind)
     page = Paginator(rows, ACTIVITY_PER_PAGE).get_page(request.GET.get("page"))
     class_names = _label_class_names(project, page)
     nuclei = _nucleus_names(project, page)

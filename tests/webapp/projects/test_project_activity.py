@@ -66,7 +66,8 @@ def test_kinds_and_routine_rows(project, dataset, owner, api_client_for, make_us
     assert started["actor"] is None and started["details"] == {}   # the worker's name is not shown
     refused = client.get(url + "?kind=everything")
     assert refused.status_code == 400
-    assert refused.json()["detail"] == "kind: unknown kind 'everything'; one of: all, team, datasets, models, labels"
+    assert refused.json()["detail"] == ("kind: unknown kind 'everything'; one of: all, team, datasets, models, labels, "
+                                        "changes")
 
 
 def test_outsiders_get_404_and_removed_members_lose_it(project, outsider, api_client_for):
@@ -173,6 +174,31 @@ def test_a_policys_training_and_an_added_member_read_as_what_happened(project, o
     assert words[("project.member_set", "nina")]["words"] == "added a member"
     assert words[("project.member_set", "member")]["words"] == "added a member"
 
+def test_the_page_shows_changes_but_single_labels_first_and_says_automatic_rows(project, dataset, owner, member):
+    """One row per label buried the uploads and trainings under pages of decisions; "—" read as a missing name."""
+    from webapp.datasets.operations import do_record_label
+
+    from webapp.datasets.models import Nucleus
+
+    nucleus = make_nucleus(project, dataset)
+    for instance_id in (2, 3):
+        Nucleus.objects.create(image=nucleus.image, instance_id=instance_id, x0=0, y0=0, x1=2, y1=2, centroid_x=1,
+                               centroid_y=1, area=4, outline=[])
+    for each in Nucleus.objects.filter(image=nucleus.image):
+        do_record_label(each, dataset.label_set, 0, author=owner, source="review")
+    audit.record("job.succeeded", target=project, kind="train")
+    client = Client()
+    client.force_login(member)
+    html = client.get(f"/projects/{project.pk}/activity/").content.decode()
+    assert 'data-action="label.recorded"' not in html and 'data-action="dataset.imported"' in html
+    assert '<option value="changes" selected>' in html
+    assert 'title="no person: a worker or the retraining policy">automatic</span>' in html and "A training succeeded" in html
+    labels = client.get(f"/projects/{project.pk}/activity/?kind=labels").content.decode()
+    assert labels.count('data-action="label.recorded"') == 3
+    every = client.get(f"/projects/{project.pk}/activity/?kind=").content.decode()
+    assert every.count('data-action="label.recorded"') == 3 and 'data-action="dataset.imported"' in every
+
+
 def test_the_page_writes_values_as_words_and_classes_by_name(project, dataset, owner, member):
     from webapp.datasets.operations import do_record_label
 
@@ -181,7 +207,7 @@ def test_the_page_writes_values_as_words_and_classes_by_name(project, dataset, o
     audit.record("training.resume_points_discarded", actor=owner, target=project, jobs=[4, 5])
     client = Client()
     client.force_login(member)
-    html = client.get(f"/projects/{project.pk}/activity/").content.decode()
+    html = client.get(f"/projects/{project.pk}/activity/?kind=").content.decode()
     assert "<span class=\"muted\">class:</span> tumour" in html and "class index" not in html
     assert "<span class=\"muted\">parent:</span> none" in html and "<span class=\"muted\">active:</span> yes" in html
     assert "<span class=\"muted\">jobs:</span> 4, 5" in html and "None" not in html
