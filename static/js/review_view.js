@@ -8,8 +8,10 @@ import { UNLABELLED, polygon, viewBox } from "./overlay.js";
 
 // Screen pixels per tissue pixel, at most: a small crop blown up to the whole stage only blurs.
 const MAX_ZOOM = 4;
-// Zoomed out, the neighbourhood is shown at 1 screen px per tissue px (smaller where it does not fit).
+// Zoomed out, the neighbourhood is shown at 1 screen px per tissue px (smaller where it does not fit); a small
+// tile's whole neighbourhood (256 px in a 680 px stage) up to twice that, so that zooming out does not shrink it.
 const CONTEXT_ZOOM = 1;
+const CONTEXT_MAX_ZOOM = 2;
 
 const sourceText = (label) => `${label.source.replace("_", " ")}${label.author ? `, by ${label.author}` : ""}`;
 
@@ -98,8 +100,10 @@ export class ReviewView {
       this.loading.hidden = !this.tissueLoading;
     }
     const [x0, y0, x1, y1] = view.bbox;
-    const zoom = zoomedOut ? CONTEXT_ZOOM : MAX_ZOOM;
-    this.stage.style.setProperty("--crop-size", `${zoom * Math.max(x1 - x0, y1 - y0)}px`);
+    const size = Math.max(x1 - x0, y1 - y0);
+    const fill = Math.min(CONTEXT_MAX_ZOOM, (this.stage.clientWidth || 0) / size);
+    const zoom = zoomedOut ? Math.max(CONTEXT_ZOOM, fill) : MAX_ZOOM;
+    this.stage.style.setProperty("--crop-size", `${zoom * size}px`);
     this.root.dataset.zoom = zoomedOut ? "out" : "in";
     this.zoomButton.setAttribute("aria-pressed", String(zoomedOut));
     this.zoomButton.firstChild.textContent = zoomedOut ? "Close up " : "Zoom out ";
