@@ -111,7 +111,7 @@ class _Echo:
         return value
 
 
-def merged_csv_rows(project, chunk: int = CSV_CHUNK, image: Image | None = None) -> Iterator[str]:
+def merged_csv_rows(project, chunk: int = CSV_CHUNK, image: Image | None = None, bom: bool = False) -> Iterator[str]:
     """CSV lines of the merged table (header first), one per nucleus.
 
     Columns: project, dataset, image, instance_id, centroid_x, centroid_y (the mean of its pixels' indices:
@@ -120,8 +120,11 @@ def merged_csv_rows(project, chunk: int = CSV_CHUNK, image: Image | None = None)
     it), ``<name>:predicted``,
     ``<name>:probability`` and ``<name>:disagreement`` (between the two branches; all three from the
     active model version, empty until there is one). Class names, not indices; empty = none. Names that a
-    spreadsheet would take for a formula are written as text (:func:`spreadsheet_text`).
+    spreadsheet would take for a formula are written as text (:func:`spreadsheet_text`). ``bom``: a UTF-8 byte
+    order mark first, which tells Excel the encoding.
     """
+    if bom:
+        yield "\ufeff"
     writer = csv.writer(_Echo())
     for row in merged_rows(project, chunk, image):
         yield writer.writerow([spreadsheet_text(value) for value in row])

@@ -19,6 +19,7 @@ from mlcore.types import quoted
 from webapp.core.known_fields import KnownFieldsOnly
 from webapp.core.parsers import JSONParser
 from webapp.core.policy import project_role
+from webapp.core.query_params import yes_no_param
 from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
 from webapp.projects.access import get_project_for
 
@@ -26,7 +27,7 @@ from . import export, queries, slide_uploads
 from .importing import ImportRejected
 from .models import Image
 from .slide_import import do_register_slide
-from .viewer_api import DETECTION_PARAMETERS, FileAPIView, _attachment, _detections_response
+from .viewer_api import CSV_BOM, DETECTION_PARAMETERS, FileAPIView, _attachment, _detections_response
 
 
 class SlideRegisterSerializer(KnownFieldsOnly, serializers.Serializer):
@@ -193,12 +194,13 @@ class SlideGeoJsonView(FileAPIView):
 class SlideCsvView(FileAPIView):
     """The merged table (CSV) of one slide's nuclei: ground truth, review and prediction per label set."""
 
-    @extend_schema(operation_id="slide_export_merged_csv", tags=["slides", "exports"],
+    @extend_schema(operation_id="slide_export_merged_csv", tags=["slides", "exports"], parameters=[CSV_BOM],
                    responses={(200, "text/csv"): {"type": "string"}})
     def get(self, request, project_id: int, image_id: int):
         project = get_project_for(request.user, project_id, project_role(request))
         image = slide_of(project, image_id)
-        response = StreamingHttpResponse(export.merged_csv_rows(project, image=image),
+        response = StreamingHttpResponse(export.merged_csv_rows(project, image=image,
+                                                                 bom=yes_no_param(request.query_params, "bom")),
                                          content_type="text/csv; charset=utf-8")
         return _attachment(response, f"{image.name}-merged.csv")
 

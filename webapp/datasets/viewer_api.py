@@ -24,6 +24,7 @@ from mlcore.types import quoted
 
 from webapp.core.filenames import safe_file_name
 from webapp.core.policy import project_role
+from webapp.core.query_params import yes_no_param
 from webapp.projects.access import get_project_for
 
 from . import export, queries
@@ -92,14 +93,20 @@ class ImageNucleiView(APIView):
         return HttpResponse(content, content_type="application/json")
 
 
+# The project page's links ask for it: Excel reads a CSV without it in the computer's old code page (é as Ã©).
+CSV_BOM = OpenApiParameter("bom", bool, description="start with a UTF-8 byte order mark, for Excel (default: no; "
+                                                    "Python's csv module would read it into the first column's name)")
+
+
 class MergedCsvView(FileAPIView):
     """The merged project table: one row per nucleus, ground truth / review / prediction per label set."""
 
-    @extend_schema(operation_id="project_export_merged_csv", tags=["exports"],
+    @extend_schema(operation_id="project_export_merged_csv", tags=["exports"], parameters=[CSV_BOM],
                    responses={(200, "text/csv"): OpenApiTypes.STR})
     def get(self, request, project_id: int):
         project = get_project_for(request.user, project_id, project_role(request))
-        response = StreamingHttpResponse(export.merged_csv_rows(project), content_type="text/csv; charset=utf-8")
+        rows = export.merged_csv_rows(project, bom=yes_no_param(request.query_params, "bom"))
+        response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
         return _attachment(response, f"{project.name}-merged.csv")
 
 

@@ -32,6 +32,7 @@ from webapp.core import media
 from webapp.core.api_errors import Conflict
 from webapp.core.api_views import api_view
 from webapp.core.cache import cache_get, cache_set, unreviewed_counts_key
+from webapp.core.query_params import yes_no_param
 from webapp.core.ids import parse_ids
 from webapp.core.pagination import whole_number_param
 from webapp.core.policy import project_role
@@ -98,16 +99,6 @@ class _SeenVersions:
         return self.known[number]
 
 
-def _flag(params, name: str) -> bool:
-    """A yes/no query parameter; anything else is a 400 naming it (``counts=maybe`` read as no)."""
-    value = str(params.get(name) or "").strip().lower()
-    if value in {"", "0", "false", "no", "off"}:
-        return False
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    raise ValidationError({name: f"must be true or false, got {params.get(name)[:20]!r}"})
-
-
 def _spec(request, project: Project, *, with_exclude: bool = True) -> queue.QueueSpec:
     params = request.query_params
     strategy = params.get("strategy") or queue.DEFAULT_STRATEGY
@@ -118,7 +109,7 @@ def _spec(request, project: Project, *, with_exclude: bool = True) -> queue.Queu
         exclude = parse_ids(params["exclude"], "exclude", limit=200)
     label_set, version = _label_set_and_version(project, params.get("label_set"), default_first=True)
     return queue.QueueSpec(project=project, label_set=label_set, user=request.user, strategy=strategy,
-                           include_labelled=_flag(params, "include_labelled"), exclude=exclude, version=version)
+                           include_labelled=yes_no_param(params, "include_labelled"), exclude=exclude, version=version)
 
 
 def _conflict(exc: StaleLabel, label_set: LabelSet, user) -> Conflict:
@@ -455,7 +446,7 @@ def gallery(request, project_id: int):
                  "page": spec.page, "page_size": spec.page_size})
     if base["model_version"] is None:
         return Response(base)
-    if _flag(request.query_params, "counts"):
+    if yes_no_param(request.query_params, "counts"):
         unlabelled = ~Exists(CurrentLabel.objects.filter(nucleus_id=OuterRef("nucleus_id"), label_set_id=label_set.pk,
                                                          source__in=queue.HUMAN_SOURCES))
         rows = Prediction.objects.filter(unlabelled, model_version_id=version.pk, label_set_id=label_set.pk)
