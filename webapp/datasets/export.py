@@ -288,9 +288,12 @@ def detection_features(project, label_set, source: str = "current", dataset: Dat
     else:
         scope = Q(image__dataset=dataset) if dataset is not None else Q(image__project=project)
     datasets = dict(Dataset.objects.filter(project=project).values_list("id", "name"))
-    images = {pk: (datasets[ds], name) for pk, ds, name in
-              Image.objects.filter(project=project).values_list("id", "dataset_id", "name")}
-    exact = _ExactShapes()
+    images, masks = {}, {}
+    for pk, ds, name, mask_file, slide_file in Image.objects.filter(project=project).values_list(
+            "id", "dataset_id", "name", "mask_file", "slide_file"):
+        images[pk] = (datasets[ds], name)
+        masks[pk] = "" if slide_file else mask_file
+    exact = _ExactShapes(masks)
     last = 0
     while True:
         nuclei = list(Nucleus.objects.filter(scope, id__gt=last).order_by("id")
@@ -318,16 +321,16 @@ def detection_features(project, label_set, source: str = "current", dataset: Dat
 
 class _ExactShapes:
     """The exact shapes of one tile's nuclei at a time, from its mask: nuclei come in id order, which keeps an
-    image's together. None for a slide's (no mask: its stored outlines are the shapes)."""
+    image's together. None for a slide's (no mask: its stored outlines are the shapes). ``masks``: each image's
+    mask file, empty for a slide."""
 
-    def __init__(self):
-        self.image_id, self.shapes = None, {}
+    def __init__(self, masks: dict[int, str]):
+        self.masks, self.image_id, self.shapes = masks, None, {}
 
     def of(self, image_id: int, instance_id: int) -> dict | None:
         if image_id != self.image_id:
-            image = Image.objects.get(pk=image_id)
-            self.image_id = image_id
-            self.shapes = {} if image.is_slide or not image.mask_file else exact_geometries(load_mask(image))
+            self.image_id, mask_file = image_id, self.masks.get(image_id, "")
+            self.shapes = exact_geometries(load_mask(Image(pk=image_id, mask_file=mask_file))) if mask_file else {}
         return self.shapes.get(instance_id)
 
 
