@@ -299,9 +299,12 @@ if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
 # The cache (the health endpoint's worker status, among others): shared by every web process through
 # Redis in production, in memory in development and tests. It shares Redis's database with Celery, under
 # its own prefix: never call cache.clear() there, which would empty Celery's queues too.
-CACHES = {"default": {"BACKEND": "webapp.core.cache.ReusedClientRedisCache", "LOCATION": REDIS_URL,
-                      "KEY_PREFIX": "nm-cache", "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}
-          if not DEBUG else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+_SERVER_CACHE = {"BACKEND": "webapp.core.cache.ReusedClientRedisCache", "LOCATION": REDIS_URL,
+                 "KEY_PREFIX": "nm-cache", "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}
+# "server": the served installation's cache whatever this process's DEBUG says, for the management commands
+# that change what the web processes count (manage.py run by hand has DEBUG on unless told, run.py sets it off).
+CACHES = {"default": _SERVER_CACHE if not DEBUG else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+          "server": _SERVER_CACHE}
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL

@@ -95,10 +95,16 @@ def token_failures_key(address: str) -> str:
 
 
 def clear_token_failures(address: str) -> int:
-    """Forget the unknown tokens counted from ``address`` (``manage.py token_lockout_reset``): how many there were."""
+    """Forget the unknown tokens counted from ``address`` (``manage.py token_lockout_reset``), in this process's
+    cache and in the served installation's (Redis: a manage.py run by hand has DEBUG on, and so a cache in its own
+    memory): how many there were. Raises the cache's error when Redis cannot be reached."""
+    from django.core.cache import caches
+
     key = token_failures_key(address)
-    failures = cache.get(key, 0)
-    cache.delete(key)
+    failures = 0
+    for alias in dict.fromkeys(["default", "server"]):
+        failures = max(failures, caches[alias].get(key, 0))
+        caches[alias].delete(key)
     return failures
 
 

@@ -202,3 +202,22 @@ def test_tokens_still_work_when_the_cache_is_unreachable(owner, monkeypatch):
     assert client.get("/api/jobs/").status_code == 200
     client.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
     assert client.get("/api/jobs/").status_code == 401
+
+
+def test_the_lockout_reset_reaches_the_servers_cache_from_a_hand_run_manage_py(settings):
+    """run.py serves with DEBUG off (the count in Redis); manage.py run by hand has DEBUG on, whose cache is its
+    own memory: the command said "nothing to lift" and the lockout stayed."""
+    from io import StringIO
+
+    from django.core.cache import caches
+    from django.core.management import call_command
+
+    from webapp.core.authentication import token_failures_key
+
+    server = caches["server"]
+    assert server.__class__.__name__ == "ReusedClientRedisCache"
+    server.set(token_failures_key("10.9.8.7"), settings.TOKEN_FAILURE_LIMIT, 60)
+    said = StringIO()
+    call_command("token_lockout_reset", "10.9.8.7", stdout=said)
+    assert said.getvalue().startswith(f"10.9.8.7: {settings.TOKEN_FAILURE_LIMIT} unknown token(s) forgotten")
+    assert server.get(token_failures_key("10.9.8.7")) is None
