@@ -18,6 +18,7 @@ Class sources are those of :mod:`webapp.datasets.queries` (``current`` by defaul
 from __future__ import annotations
 
 import csv
+import logging
 import io
 import zipfile
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from .models import CurrentLabel, Dataset, Image, Label, LabelSource, Nucleus
 from .prediction_source import active_version
 from .queries import LabelSetInfo, class_indices, label_sets_of, prediction_details, to_ml_label_set
 
+logger = logging.getLogger(__name__)
 CSV_CHUNK = 5000  # nuclei per database round trip while streaming the merged table
 
 
@@ -329,8 +331,15 @@ class _ExactShapes:
 
     def of(self, image_id: int, instance_id: int) -> dict | None:
         if image_id != self.image_id:
-            self.image_id, mask_file = image_id, self.masks.get(image_id, "")
-            self.shapes = exact_geometries(load_mask(Image(pk=image_id, mask_file=mask_file))) if mask_file else {}
+            self.image_id, mask_file, self.shapes = image_id, self.masks.get(image_id, ""), {}
+            if mask_file:
+                try:
+                    self.shapes = exact_geometries(load_mask(Image(pk=image_id, mask_file=mask_file)))
+                except (OSError, ValueError):
+                    # Streamed: an error here would cut the download short after its 200. The stored outlines
+                    # are the next best shapes; the log names the image.
+                    logger.warning("image %s: its mask cannot be read; its nuclei are exported with their stored "
+                                   "outlines", image_id, exc_info=True)
         return self.shapes.get(instance_id)
 
 

@@ -203,7 +203,10 @@ def load_mask(image: Image) -> np.ndarray:
     path = media.local_path(image.mask_file)
     if path.suffix == ".npy":
         return np.load(path)
-    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int32)
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if mask is None:  # missing or unreadable: cv2 says so with None, which failed later as "NoneType has no astype"
+        raise FileNotFoundError(f"the instance mask of image {image.pk} ({image.mask_file}) cannot be read")
+    return mask.astype(np.int32)
 
 
 def load_rgb(image: Image) -> np.ndarray:

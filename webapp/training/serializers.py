@@ -149,7 +149,10 @@ class RetrainPolicySerializer(KnownFieldsOnly, serializers.ModelSerializer):
                   "saved", "time_zone", "next_run_at", "next_check_at", "schedule_text"]
         # Beat runs the check at this interval: 0 sent it without pause, and a year's worth of minutes overflowed
         # its next-run date on every tick.
-        extra_kwargs = {"check_every_minutes": {"min_value": 1, "max_value": RetrainPolicy.MAX_CHECK_EVERY_MINUTES},
+        extra_kwargs = {"enabled": {"help_text": "whether the policy starts trainings; a PUT that leaves it out turns the "
+                                                 "policy on (PUT replaces), a PATCH keeps it as it was (off before the "
+                                                 "first save)"},
+                        "check_every_minutes": {"min_value": 1, "max_value": RetrainPolicy.MAX_CHECK_EVERY_MINUTES},
                         "min_new_reviews": {"min_value": 0, "max_value": RetrainPolicy.MAX_MIN_NEW_REVIEWS}}
 
     def validate_cron(self, value: str) -> str:

@@ -221,3 +221,16 @@ def test_a_project_of_unlabelled_nuclei_exports_them_without_classes(api_client_
         assert len(features) == Nucleus.objects.filter(image__dataset=dataset).count() == dataset.nucleus_count
         assert not any("classification" in f["properties"] for f in features)
         assert all(f["properties"]["measurements"]["Area px^2"] > 0 for f in features)
+
+
+def test_a_tile_whose_mask_is_missing_is_exported_with_its_stored_outlines(api_client_for, viewer_project, member):
+    """Its mask unreadable, the streamed export stopped after '{"type":"FeatureCollection","features":[' with a 200."""
+    from webapp.core import media
+    from webapp.datasets.models import Image
+
+    image = Image.objects.filter(project=viewer_project.project).order_by("id").first()
+    media.local_path(image.mask_file).unlink()
+    response = api_client_for(member).get(f"/api/projects/{viewer_project.project.pk}/export/detections.geojson")
+    body = json.loads(b"".join(response.streaming_content))
+    assert response.status_code == 200
+    assert len(body["features"]) == Nucleus.objects.filter(image__project=viewer_project.project).count()
