@@ -242,6 +242,10 @@ def test_the_class_buttons_and_accept_are_on_screen_without_scrolling(rp, logged
 
 
 def test_on_a_phone_accept_and_skip_stay_on_screen_and_the_options_take_two_rows(rp, logged_in_page, live_server):
+    from webapp.datasets.models import Image
+
+    for image in Image.objects.filter(project=rp.project):  # a long name without spaces widened the page to 1474 px
+        Image.objects.filter(pk=image.pk).update(name=f"case_{image.pk:04d}_" + "x" * 160)
     page = logged_in_page
     page.set_viewport_size({"width": 390, "height": 844})
     open_review(page, live_server, rp)
