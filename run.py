@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import hashlib
 import importlib
 import os
@@ -231,20 +232,25 @@ def port_free_or_exit(host: str, port: int) -> None:
     except socket.gaierror as exc:
         sys.exit(f"[run] cannot serve on {host!r} ({exc.strerror}): HOST or --host must be an address or a name "
                  "of this machine, such as 127.0.0.1 or 0.0.0.0 (every address)")
-    if not _can_bind(family, host, port):
-        free = next((p for p in range(port + 1, min(port + 50, 65535)) if _can_bind(family, host, p)), None)
-        way_out = f"choose another port: python3 run.py --port {free}" if free else "choose another port (--port)"
-        sys.exit(f"[run] cannot serve on {host}:{port}: another program uses that port. Stop it, or {way_out}")
+    refused = _bind_error(family, host, port)
+    if refused is None:
+        return
+    if refused.errno != errno.EADDRINUSE:  # such as an address of another machine (EADDRNOTAVAIL)
+        sys.exit(f"[run] cannot serve on {host}:{port} ({refused.strerror}): HOST or --host must be an address of "
+                 "this machine, such as 127.0.0.1 or 0.0.0.0 (every address)")
+    free = next((p for p in range(port + 1, min(port + 50, 65535)) if _bind_error(family, host, p) is None), None)
+    way_out = f"choose another port: python3 run.py --port {free}" if free else "choose another port (--port)"
+    sys.exit(f"[run] cannot serve on {host}:{port}: another program uses that port. Stop it, or {way_out}")
 
 
-def _can_bind(family, host: str, port: int) -> bool:
+def _bind_error(family, host: str, port: int) -> OSError | None:
     with socket.socket(family) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            return exc
+    return None
 
 
 def settings_or_exit() -> None:
@@ -261,7 +267,6 @@ def settings_or_exit() -> None:
 def serve(options) -> int:
     # Checked before anything starts, so a refusal is its one line (not followed by "stopped").
     settings_or_exit()
-    port_free_or_exit(options.host, options.port)
     processes: list = []
     try:
         if not os.environ.get("REDIS_URL"):
@@ -346,6 +351,7 @@ def main() -> int:
         return test(rest, options.redis_port or 6391)
     if options.redis_port is None:
         options.redis_port = env_port("EMBEDDED_REDIS_PORT", 6390)
+    port_free_or_exit(options.host, options.port)  # before local_settings' notes, so a refusal is the only line
     local_settings(options)
     return serve(options)
 

@@ -30,13 +30,18 @@ def test_a_port_in_use_is_named_with_a_way_out(run_py):
             run_py.port_free_or_exit("127.0.0.1", port)
     assert f"127.0.0.1:{port}" in str(stopped.value)
     suggested = int(str(stopped.value).rsplit("--port ", 1)[1])
-    assert suggested > port and run_py._can_bind(socket.AF_INET, "127.0.0.1", suggested)  # a port that is free
+    assert suggested > port and run_py._bind_error(socket.AF_INET, "127.0.0.1", suggested) is None  # a free port
 
 
 def test_a_host_that_is_no_address_is_named_not_blamed_on_the_port(run_py):
     with pytest.raises(SystemExit) as stopped:
         run_py.port_free_or_exit("999.1.1.1", 8000)
     assert "'999.1.1.1'" in str(stopped.value) and "HOST or --host" in str(stopped.value)
+    assert "another program" not in str(stopped.value)
+    # An address, but another machine's: not blamed on the port either.
+    with pytest.raises(SystemExit) as stopped:
+        run_py.port_free_or_exit("192.0.2.1", 8000)  # TEST-NET-1: never this machine's
+    assert "HOST or --host must be an address of this machine" in str(stopped.value)
     assert "another program" not in str(stopped.value)
 
 
@@ -224,6 +229,13 @@ def test_static_files_of_an_older_release_do_not_outlive_the_new_one(run_py, tmp
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     run_py.collect_static()
     assert stale.read_text() == (ROOT / "static" / "js" / "jobs.js").read_text()
+
+
+def test_a_host_that_is_no_address_is_the_only_line_run_py_prints(tmp_path):
+    done = subprocess.run([sys.executable, "run.py", "--host", "nosuch.invalid"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "DATA_DIR": str(tmp_path)})
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1 and "HOST or --host" in lines[0], lines
 
 
 def test_a_bad_setting_is_the_only_line_run_py_prints(tmp_path):

@@ -63,8 +63,8 @@ def dataset_file_parts(name: str, shown: str) -> tuple[str, ...] | None:
         return None
     for part in parts:
         if len(part) > MAX_FILE_NAME or len(part.encode()) > 255:
-            raise DataError(shown, f"a file or folder name of {len(part)} characters; at most {MAX_FILE_NAME}: "
-                                   "shorten it")
+            raise DataError(shown, f"a file or folder name of {len(part)} characters ({len(part.encode())} bytes "
+                                   f"in UTF-8); at most {MAX_FILE_NAME} characters and 255 bytes: shorten it")
     suffix = PurePosixPath(parts[-1]).suffix
     if suffix.lower() in LOWER_SUFFIXES and suffix != suffix.lower():
         parts = (*parts[:-1], parts[-1][:-len(suffix)] + suffix.lower())

@@ -650,6 +650,18 @@ def image_region(request, image_id: int):
 
 # ------------------------------------------------------------------------------------- review keys
 
+def _nested(errors: dict[str, str]) -> dict:
+    """{"actions.skip": ...} as the API's other errors nest a field of a field: {"actions": {"skip": ...}}."""
+    nested: dict = {}
+    for field, message in errors.items():
+        *outer, last = field.split(".")
+        place = nested
+        for part in outer:
+            place = place.setdefault(part, {})
+        place[last] = message
+    return nested
+
+
 def _keys_payload(user) -> dict:
     chosen = review_keys.keys_for(user)
     return {**chosen, "defaults": review_keys.defaults(),
@@ -669,5 +681,5 @@ def keys(request):
         try:
             operations.do_set_review_keys(request.user, request.data if request.data != {} else None)
         except review_keys.InvalidKeys as exc:
-            raise ValidationError(exc.errors) from None
+            raise ValidationError(_nested(exc.errors)) from None
     return Response(_keys_payload(request.user))

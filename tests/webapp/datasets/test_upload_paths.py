@@ -134,5 +134,5 @@ def test_a_file_name_too_long_to_store_is_refused_naming_it(api_client_for, owne
         response = post(client, project, files, paths=list(files))
         assert response.status_code == 400
         error = response.json()["detail"]
-    assert f"images/{long}.png" in error and "244 characters; at most 180" in error, error
+    assert f"images/{long}.png" in error and "244 characters (244 bytes in UTF-8); at most 180" in error, error
     assert "projects/" not in error and "varying" not in error

@@ -300,6 +300,8 @@ def test_an_action_on_a_class_key_needs_the_classes_too(rp, users, api_client_fo
     client = api_client_for(users["reviewer"])
     refused = client.put("/api/review/keys/", {"actions": {"skip": "1"}}, format="json")
     assert refused.json()["detail"] == "actions.skip: '1' is the key of class 1: choose another key, or send classes too"
+    assert refused.json()["errors"] == {"actions": {"skip": ["'1' is the key of class 1: choose another key, or send "
+                                                             "classes too"]}}  # nested, as the API's other errors
     saved = client.put("/api/review/keys/", {"actions": {"skip": "1"}, "classes": ["2", "3", "4"]}, format="json")
     assert saved.status_code == 200 and saved.json()["classes"] == ["2", "3", "4"]
     assert saved.json()["actions"]["skip"] == "1"
