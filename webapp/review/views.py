@@ -18,6 +18,7 @@ from mlcore.types import quoted
 from webapp.core.policy import project_role
 from webapp.datasets.models import LabelSet
 from webapp.datasets.operations import StaleLabel
+from webapp.jobs.models import Job
 from webapp.projects.access import get_project_for
 from webapp.projects.models import ROLE_RANK, Membership, Role
 from webapp.training.models import Prediction
@@ -72,6 +73,10 @@ def review_page(request, project_id: int):
     random_fallback = chosen not in queue.STRATEGIES and not has_predictions and label_set is not None
     if random_fallback:
         strategy = "random"
+    # A prediction at work: until it is done the nuclei it has not reached are not in a prediction's order, and the
+    # queue may read as empty while they wait.
+    predicting = Job.objects.filter(project=project, kind=Job.Kind.PREDICT,
+                                    state__in=[Job.State.QUEUED, Job.State.RUNNING]).order_by("id").first()
     return render(request, "review/review.html", {
         "project": project, "label_sets": _label_sets(project), "label_set": label_set,
         "classes": classes, "keys": review_keys.described(review_keys.keys_for(request.user), classes),
@@ -79,6 +84,7 @@ def review_page(request, project_id: int):
         "strategy": strategy,
         "include_labelled": request.GET.get("include_labelled") in ("1", "true", "on"),
         "version": version, "has_predictions": has_predictions, "random_fallback": random_fallback,
+        "predicting": predicting,
         "api": _api_urls(project),
         "lease_seconds": queue.LEASE_SECONDS,
     })

@@ -137,3 +137,16 @@ def test_openapi_schema_lists_the_review_endpoints(users, client):
                  "/api/nuclei/{nucleus_id}/labels/undo/", "/api/images/{image_id}/region.png",
                  "/api/projects/{project_id}/review/agreement/"):
         assert path in paths, path
+
+
+def test_the_review_page_says_a_prediction_is_at_work(rp, users, client):
+    """During a prediction the queue read "empty" over nuclei the prediction had not reached yet, with no word why."""
+    from webapp.jobs.models import Job
+
+    client.force_login(users["reviewer"])
+    url = f"/projects/{rp.project.pk}/review/?label_set=breast&strategy=entropy"
+    assert 'data-role="predicting"' not in client.get(url).content.decode()
+    job = Job.objects.create(kind=Job.Kind.PREDICT, project=rp.project, created_by=users["owner"],
+                             state=Job.State.RUNNING)
+    html = client.get(url).content.decode()
+    assert 'data-role="predicting"' in html and f'href="/jobs/{job.pk}/">job {job.pk}</a>' in html
