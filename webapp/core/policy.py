@@ -141,7 +141,7 @@ ROUTES: dict[str, dict[str, Access]] = {
     "api-nucleus-undo": {"POST": REVIEWER},
     "api-nucleus-skip": {"POST": REVIEWER},
     "api-nucleus-release": {"POST": REVIEWER},
-    "api-review-keys": {"GET": AUTHENTICATED, "PUT": AUTHENTICATED},  # your own keys
+    "api-review-keys": {"GET": AUTHENTICATED, "PUT": AUTHENTICATED, "PATCH": AUTHENTICATED},  # your own keys
     "review-keys": {"GET": AUTHENTICATED, "POST": AUTHENTICATED},
     "review-page": {"GET": REVIEWER},
     "review-gallery": {"GET": REVIEWER},

@@ -669,17 +669,22 @@ def _keys_payload(user) -> dict:
 
 
 @extend_schema(methods=["GET"], responses=OpenApiTypes.OBJECT)
-@extend_schema(methods=["PUT"], request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT})
-@api_view(["GET", "PUT"])
+@extend_schema(methods=["PUT", "PATCH"], request=OpenApiTypes.OBJECT,
+               responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT})
+@api_view(["GET", "PUT", "PATCH"])
 def keys(request):
     """Your review keys, used by the review page and the gallery. PUT ``{"classes": ["1", "2", ...],
-    "actions": {"accept": "Enter", "skip": "s", "undo": "u", "help": "?"}}`` to change them: class keys
-    by position in the label set; a part left out takes its default; ``{}`` restores every default.
-    A key is one visible character or ``Enter``, and each key does one thing: an action given a default
-    class key needs ``classes`` too."""
-    if request.method == "PUT":
+    "actions": {"accept": "Enter", "skip": "s", "undo": "u", "help": "?"}, "character_keys": true}`` to
+    replace them: class keys by position in the label set; a part left out takes its default; ``{}`` restores
+    every default. PATCH changes only what it gives (``{"character_keys": false}`` keeps your keys; an action
+    it names keeps the others). A key is one visible character or ``Enter``, and each key does one thing: an
+    action given a default class key needs ``classes`` too."""
+    if request.method in ("PUT", "PATCH"):
+        chosen = request.data if request.data != {} else None
+        if request.method == "PATCH":
+            chosen = review_keys.patched(review_keys.keys_for(request.user), request.data)
         try:
-            operations.do_set_review_keys(request.user, request.data if request.data != {} else None)
+            operations.do_set_review_keys(request.user, chosen)
         except review_keys.InvalidKeys as exc:
             raise ValidationError(_nested(exc.errors)) from None
     return Response(_keys_payload(request.user))

@@ -137,6 +137,18 @@ def validate(data, *, stored: bool = False) -> dict:
     return {"classes": classes, "actions": actions, "character_keys": character_keys}
 
 
+def patched(current: dict, changes) -> dict:
+    """``current`` keys with ``changes`` applied (PATCH): the parts it gives, each action it names; anything
+    else it holds is left for :func:`validate` to refuse."""
+    if not isinstance(changes, dict):
+        return changes
+    merged = {**current, **{k: v for k, v in changes.items() if k != "actions"}}
+    if "actions" in changes:
+        actions = changes["actions"]
+        merged["actions"] = {**current["actions"], **actions} if isinstance(actions, dict) else actions
+    return merged
+
+
 def _move_defaults_out_of_the_way(actions: dict[str, str], given: set[str], classes: list[str]) -> None:
     """An action the user did not set (one added after they saved their keys, such as zoom) whose default
     key they gave to something else takes the first free key instead of making their keys invalid."""

@@ -331,6 +331,20 @@ def test_single_character_keys_can_be_turned_off(rp, users, api_client_for, clie
     assert not ReviewKeys.objects.filter(user=rita).exists()
 
 
+def test_patch_changes_only_the_keys_it_gives(rp, users, api_client_for):
+    """PUT {"character_keys": false} reset a reviewer's own keys to the defaults (PUT replaces)."""
+    client = api_client_for(users["reviewer"])
+    client.put("/api/review/keys/", {"classes": ["j", "k", "l"], "actions": {"skip": "x"}}, format="json")
+    off = client.patch("/api/review/keys/", {"character_keys": False}, format="json").json()
+    assert (off["classes"], off["actions"]["skip"], off["character_keys"]) == (["j", "k", "l"], "x", False)
+    moved = client.patch("/api/review/keys/", {"actions": {"undo": "y"}}, format="json").json()
+    assert (moved["actions"]["undo"], moved["actions"]["skip"], moved["classes"]) == ("y", "x", ["j", "k", "l"])
+    refused = client.patch("/api/review/keys/", {"actions": {"undo": "j"}}, format="json")
+    assert refused.status_code == 400 and refused.json()["errors"] == {
+        "classes": ["class 1: 'j' is already the key of undo: each key does one thing"]}, refused.json()
+    assert client.patch("/api/review/keys/", {"colours": 1}, format="json").status_code == 400
+
+
 def test_keys_saved_before_zoom_existed_keep_working(rp, users):
     # Saved when the actions were accept, skip, undo and help, with "z" as a class key: the zoom action
     # added since takes a free key instead of making those keys invalid (and falling back to defaults).
