@@ -33,7 +33,7 @@ def test_a_slide_registered_through_the_form_is_listed_with_its_exports(logged_i
     assert f"stored {image.nucleus_count:,} nuclei" in page.inner_text("#slide-job [data-field=log]")
     row = page.locator("#slides table.slides tbody tr")
     assert row.count() == 1 and "case-1" in row.inner_text() and str(image.nucleus_count) in row.inner_text()
-    assert row.locator("a", has_text="CSV").get_attribute("href").endswith(f"/slides/{image.pk}/export/merged.csv")
+    assert row.locator("a", has_text="CSV").get_attribute("href").endswith(f"/slides/{image.pk}/export/merged.csv?bom=yes")
     assert not [e for e in errors if "Content Security Policy" in e], errors
 
 

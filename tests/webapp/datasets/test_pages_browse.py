@@ -65,7 +65,7 @@ def test_project_page_shows_datasets_label_sets_counts_and_jobs(client, viewer_p
         assert f'href="/projects/{vp.project.pk}/datasets/{dataset.pk}/">{dataset.name}</a>' in html
         assert f'href="/api/datasets/{dataset.pk}/export/coco.zip"' in html
     assert "Seed (png + npy mask + npy types)" in html
-    assert f'href="/api/projects/{vp.project.pk}/export/merged.csv"' in html
+    assert f'href="/api/projects/{vp.project.pk}/export/merged.csv?bom=yes"' in html
 
     # One bar per class, in the class colour, with the current-label count.
     for label_set in (vp.alpha_set, vp.beta_set):

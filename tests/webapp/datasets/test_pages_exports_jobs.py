@@ -52,7 +52,7 @@ def test_project_page_exports_geojson_and_shows_the_upload_layouts(client, viewe
     html = client.get(f"/projects/{vp.project.pk}/").content.decode()
     assert f'action="/api/projects/{vp.project.pk}/export/detections.geojson"' in html
     assert options(html, "project-export", "label_set") == ["alpha-types", "beta-types"]
-    assert f'href="/api/projects/{vp.project.pk}/export/merged.csv"' in html
+    assert f'href="/api/projects/{vp.project.pk}/export/merged.csv?bom=yes"' in html
     assert re.search(r'<select name="format" required>\s*<option value="auto">', html)  # auto is the default
     for format in ("seed", "hovernet", "coco", "geojson", "pannuke"):
         assert f'<div data-layout="{format}" hidden>' in html
