@@ -189,10 +189,12 @@ def _class_of(classes: dict[int, int], instance_id: int, label_set: LabelSet | N
 
 def exact_geometries(instance_map: np.ndarray) -> dict[int, dict]:
     """Each instance's GeoJSON geometry along its pixels' edges, holes included: a Polygon, or a MultiPolygon
-    for an instance in several 4-connected pieces."""
+    for an instance in several 4-connected pieces. Outer rings run counter-clockwise and holes clockwise in the
+    coordinates as written, as RFC 7946 asks (and as QuPath's own outlines come)."""
     geometries = {}
     for instance_id, pieces in edge_rings(instance_map, holes=True).items():
-        polygons = [[[*ring.tolist(), ring[0].tolist()] for ring in piece] for piece in pieces]  # rings close
+        # edge_rings traces outer rings clockwise as written: reversed, and closed.
+        polygons = [[[*ring[::-1].tolist(), ring[-1].tolist()] for ring in piece] for piece in pieces]
         geometries[instance_id] = ({"type": "Polygon", "coordinates": polygons[0]} if len(polygons) == 1
                                    else {"type": "MultiPolygon", "coordinates": polygons})
     return geometries
