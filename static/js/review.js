@@ -99,8 +99,14 @@ function reviewPage(root) {
     model_version: entry.model_version ?? null,
   });
 
+  // A key pressed before the nucleus's tissue is on screen decides nothing, and says so.
+  function tissueStillLoading() {
+    if (view.tissueLoading) setStatus("The tissue is still loading: nothing decided.", "pending");
+    return view.tissueLoading;
+  }
+
   async function decide(classIndex) {
-    if (!item || busy || view.tissueLoading) return;
+    if (!item || busy || tissueStillLoading()) return;
     const cls = view.classOf(classIndex);
     if (!cls) return;
     const entry = {
@@ -187,7 +193,7 @@ function reviewPage(root) {
   }
 
   async function skip() {
-    if (!item || busy || view.tissueLoading) return;
+    if (!item || busy || tissueStillLoading()) return;
     busy = true;
     try {
       await api(urlFor(d.skipUrl, item.nucleus.id), { method: "POST", body: { label_set: labelSet } });

@@ -18,6 +18,10 @@ from webapp.jobs.models import Job
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
+def _ring_area(ring) -> float:
+    return abs(sum(ring[i][0] * ring[i + 1][1] - ring[i + 1][0] * ring[i][1] for i in range(len(ring) - 1))) / 2
+
+
 def test_project_page_downloads_qupath_detections_of_the_predictions(logged_in_page, live_server, owner,
                                                                       media_root, tmp_path):
     vp = build_viewer_project(owner, tmp_path / "sources", n_images=2, nuclei=8, size=96)
@@ -41,9 +45,11 @@ def test_project_page_downloads_qupath_detections_of_the_predictions(logged_in_p
     predicted = 0
     for feature in features:
         pk = feature["properties"]["nucleus_id"]
-        ring, = feature["geometry"]["coordinates"]
-        assert ring[0] == ring[-1] and ring[:len(nuclei[pk].outline)] == [[x + 0.5, y + 0.5]
-                                                                           for x, y in nuclei[pk].outline]
+        geometry = feature["geometry"]  # the nucleus's exact shape: its rings cover its pixels
+        polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
+        assert all(ring[0] == ring[-1] for polygon in polygons for ring in polygon)
+        assert sum(_ring_area(polygon[0]) - sum(_ring_area(hole) for hole in polygon[1:])
+                   for polygon in polygons) == nuclei[pk].area
         if (pk, vp.beta_set.pk) in expected:
             predicted += 1
             index, probability = expected[pk, vp.beta_set.pk]

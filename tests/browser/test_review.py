@@ -193,6 +193,7 @@ def test_the_next_nucleus_is_not_drawn_over_the_last_ones_tissue(rp, logged_in_p
     page.keyboard.press("1")  # unseen: no decision
     wait_until(page, "document.querySelector('#review').dataset.nucleusId !== ''")
     page.wait_for_timeout(300)
+    assert page.inner_text("[data-role=status]") == "The tissue is still loading: nothing decided."
     assert not Label.objects.filter(nucleus_id=second, source=LabelSource.REVIEW).exists()
     holding.clear()  # the crop may come now
     for route in held:
@@ -477,6 +478,7 @@ def test_before_any_prediction_the_page_serves_nuclei_in_random_order_and_says_s
     assert shown(page) in set(unlabelled_in(rp, rp.breast_set))  # not "The queue is empty"
     assert page.locator("[data-role=empty]").is_hidden()
     wait_until(page, "document.querySelector('[data-role=left]').textContent === '6'")
+    wait_until(page, "document.querySelector('[data-role=loading]').hidden")  # the tissue is on screen
     # Enter has no prediction to accept: the keys it names are this label set's three.
     page.keyboard.press("Enter")
     assert page.inner_text("[data-role=status]") == "No prediction to accept: choose a class with 1, 2, 3."

@@ -199,6 +199,7 @@ def test_payload_names_stay_text_on_every_page(page, live_server, owner, tmp_pat
         page.select_option("#review-options select[name=label_set]", label=COLON_SET)
     page.wait_for_selector("#review[data-ready=true]")
     check_page(page, watch, "review queue", COLON_SET, *COLON_CLASSES)
+    wait_until(page, "document.querySelector('[data-role=loading]').hidden", timeout=60)  # keys wait for the tissue
     page.keyboard.press("1")
     wait_until(page, "document.querySelector('[data-role=status]').textContent.startsWith('Saved')", timeout=60)
     check_page(page, watch, "review decision", COLON_CLASSES[0])
