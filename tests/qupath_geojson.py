@@ -58,3 +58,16 @@ def check_qupath_feature_collection(collection, object_type: str = "detection") 
                 for k, v in measurements.items()):
             problems.append(f"{where}: measurements is not an object of name -> finite number")
     return problems
+
+
+def signed_ring_area(ring) -> float:
+    """The shoelace area of a closed ring: positive counter-clockwise in the coordinates as written."""
+    return sum(ring[i][0] * ring[i + 1][1] - ring[i + 1][0] * ring[i][1] for i in range(len(ring) - 1)) / 2
+
+
+def covered_area(geometry) -> float:
+    """The area a Polygon or MultiPolygon covers (outer rings less their holes): for a shape along its pixels'
+    edges, its pixel count."""
+    polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
+    return sum(abs(signed_ring_area(polygon[0])) - sum(abs(signed_ring_area(hole)) for hole in polygon[1:])
+               for polygon in polygons)

@@ -9,17 +9,13 @@ import zipfile
 import pytest
 
 from tests.browser.conftest import wait_until
-from tests.qupath_geojson import check_qupath_feature_collection
+from tests.qupath_geojson import check_qupath_feature_collection, covered_area
 from tests.webapp.viewer_project import BETA_CLASSES, add_predictions, build_viewer_project, prediction_disagreement
 from webapp.datasets import export
 from webapp.datasets.models import LabelClass, Nucleus
 from webapp.jobs.models import Job
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def _ring_area(ring) -> float:
-    return abs(sum(ring[i][0] * ring[i + 1][1] - ring[i + 1][0] * ring[i][1] for i in range(len(ring) - 1))) / 2
 
 
 def test_project_page_downloads_qupath_detections_of_the_predictions(logged_in_page, live_server, owner,
@@ -48,8 +44,7 @@ def test_project_page_downloads_qupath_detections_of_the_predictions(logged_in_p
         geometry = feature["geometry"]  # the nucleus's exact shape: its rings cover its pixels
         polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
         assert all(ring[0] == ring[-1] for polygon in polygons for ring in polygon)
-        assert sum(_ring_area(polygon[0]) - sum(_ring_area(hole) for hole in polygon[1:])
-                   for polygon in polygons) == nuclei[pk].area
+        assert covered_area(geometry) == nuclei[pk].area
         if (pk, vp.beta_set.pk) in expected:
             predicted += 1
             index, probability = expected[pk, vp.beta_set.pk]

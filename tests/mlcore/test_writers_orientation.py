@@ -4,10 +4,7 @@
 import numpy as np
 
 from mlcore.writers import exact_geometries
-
-
-def _signed_area(ring) -> float:
-    return sum(ring[i][0] * ring[i + 1][1] - ring[i + 1][0] * ring[i][1] for i in range(len(ring) - 1)) / 2
+from tests.qupath_geojson import signed_ring_area
 
 
 def test_outer_rings_run_counter_clockwise_and_holes_clockwise():
@@ -17,8 +14,8 @@ def test_outer_rings_run_counter_clockwise_and_holes_clockwise():
     mask[7:9, 0:2] = 2
     mask[8, 5] = 2          # a second piece: a MultiPolygon
     shapes = exact_geometries(mask)
-    assert shapes[1]["type"] == "Polygon" and [_signed_area(r) for r in shapes[1]["coordinates"]] == [20.0, -1.0]
+    assert shapes[1]["type"] == "Polygon" and [signed_ring_area(r) for r in shapes[1]["coordinates"]] == [20.0, -1.0]
     assert shapes[2]["type"] == "MultiPolygon"
-    assert [[_signed_area(r) for r in polygon] for polygon in shapes[2]["coordinates"]] == [[4.0], [1.0]]
+    assert [[signed_ring_area(r) for r in polygon] for polygon in shapes[2]["coordinates"]] == [[4.0], [1.0]]
     assert all(ring[0] == ring[-1] for polygon in [shapes[1]["coordinates"], *shapes[2]["coordinates"]]
                for ring in polygon)

@@ -7,7 +7,6 @@ Routed beside the project API, under ``/api/projects/<id>/datasets/``, with the 
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
@@ -22,6 +21,7 @@ from webapp.projects.access import get_project_for
 from . import uploads
 from .models import Dataset
 from .operations import do_edit_dataset, do_request_dataset_deletion
+from .queries import get_dataset_for
 from .serializers import DatasetEditSerializer, DatasetSerializer, DatasetUploadSerializer, ImageSerializer
 
 
@@ -87,9 +87,4 @@ class ProjectDatasetViewSet(ActionSerializers, viewsets.GenericViewSet):
         return self.get_paginated_response(ImageSerializer(page, many=True, context={"request": request}).data)
 
     def _dataset(self, request, pk, dataset_id) -> Dataset:
-        project = get_project_for(request.user, pk, project_role(request))
-        dataset = Dataset.objects.filter(pk=int(dataset_id), project=project).select_related(
-            "label_set", "uploaded_by").first()
-        if dataset is None:
-            raise NotFound("No such dataset in this project.")
-        return dataset
+        return get_dataset_for(request.user, pk, int(dataset_id), project_role(request))[1]

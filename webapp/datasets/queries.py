@@ -44,8 +44,9 @@ SOURCES = {
 
 # ----------------------------------------------------------------------------------------- access
 
-def get_dataset_for(user, project_id: int, dataset_id: int) -> tuple[Project, Dataset]:
-    project = get_project_for(user, project_id, Role.VIEWER)
+def get_dataset_for(user, project_id: int, dataset_id: int, role=Role.VIEWER) -> tuple[Project, Dataset]:
+    """The project (``user`` with at least ``role`` in it) and its dataset; 404 otherwise."""
+    project = get_project_for(user, project_id, role)
     dataset = Dataset.objects.select_related("label_set", "uploaded_by").filter(pk=dataset_id, project=project).first()
     if dataset is None:
         raise Http404("No such dataset in this project.")

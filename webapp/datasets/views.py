@@ -18,12 +18,10 @@ from mlcore.types import quoted
 from webapp.core import media, policy
 from webapp.core.domain_errors import Conflict, Invalid
 from webapp.core.policy import project_role
-from webapp.projects.access import get_project_for
 from webapp.jobs.deletion import DATASET_BLOCKERS, busy_job
 from webapp.projects.models import ROLE_RANK
 
 from . import queries
-from .models import Dataset
 from .operations import do_edit_dataset, do_request_dataset_deletion
 
 IMAGES_PER_PAGE = 48
@@ -75,11 +73,7 @@ def delete_dataset(request, project_id: int, dataset_id: int):
 
 def _dataset_to_change(request, project_id: int, dataset_id: int) -> tuple:
     """The project, with the role this route needs (policy table), and its dataset; 404 otherwise."""
-    project = get_project_for(request.user, project_id, project_role(request))
-    dataset = Dataset.objects.filter(pk=dataset_id, project=project).first()
-    if dataset is None:
-        raise Http404("No such dataset in this project.")
-    return project, dataset
+    return queries.get_dataset_for(request.user, project_id, dataset_id, project_role(request))
 
 
 @require_safe

@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from tests.qupath_geojson import check_qupath_feature_collection
+from tests.qupath_geojson import check_qupath_feature_collection, covered_area
 from tests.webapp.viewer_project import ALPHA_CLASSES, BETA_CLASSES, add_predictions, prediction_disagreement
 from webapp.datasets import export
 from webapp.datasets.models import CurrentLabel, LabelClass, Nucleus
@@ -30,11 +30,6 @@ def colors_of(label_set) -> dict[str, list[int]]:
             for c in LabelClass.objects.filter(label_set=label_set)}
 
 
-def _ring_area(ring) -> float:
-    xs, ys = [p[0] for p in ring], [p[1] for p in ring]
-    return abs(sum(xs[i] * ys[i + 1] - xs[i + 1] * ys[i] for i in range(len(ring) - 1))) / 2
-
-
 def assert_outlines_match_the_database(features):
     """Each tile nucleus's shape is exact: its closed rings along its pixels' edges cover as many pixels as the
     nucleus has (the stored outlines, simplified for drawing, lost up to 60 % of a small nucleus)."""
@@ -45,8 +40,7 @@ def assert_outlines_match_the_database(features):
         geometry = feature["geometry"]
         polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
         assert all(ring[0] == ring[-1] for polygon in polygons for ring in polygon)
-        covered = sum(_ring_area(polygon[0]) - sum(_ring_area(hole) for hole in polygon[1:]) for polygon in polygons)
-        assert covered == areas[feature["properties"]["nucleus_id"]], feature["properties"]
+        assert covered_area(geometry) == areas[feature["properties"]["nucleus_id"]], feature["properties"]
 
 
 def test_dataset_geojson_is_qupath_detections_with_current_classes_and_prediction_measurements(
