@@ -44,6 +44,23 @@ class ImageRecord:
 
 
 @dataclass
+class CropRecord:
+    """Nuclei whose crops are cut already: a whole-slide image's labelled nuclei, cut region by region from
+    the slide (:func:`mlcore.infer.slide_crops`), since the slide does not fit in memory as an image does.
+
+    ``crops`` (N, S, S, C) uint8 as the table's crop spec cuts them, ``ids`` their N instance ids (unique in
+    the record); ``labels``, ``dataset``, ``name`` and ``group`` as for :class:`ImageRecord`. The crops are
+    taken as they are: not cached again, and not stain-normalised again (the slide's own estimate did it)."""
+
+    crops: np.ndarray
+    ids: np.ndarray
+    labels: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
+    dataset: str = "default"
+    name: str = ""
+    group: str = ""
+
+
+@dataclass
 class NucleusTable:
     crops: np.ndarray           # (N, S, S, C) uint8: RGB (+ the nucleus's mask)
     labels: np.ndarray          # (N, D) int64, MISSING = -1
@@ -140,17 +157,24 @@ def build_table(datasets: list[NucleusDataset], label_sets: list[LabelSet] | Non
     return table_from_arrays(records, label_sets, cache_dir=cache_dir, crop_size=crop_size, progress=progress)
 
 
-def table_from_arrays(records: Iterable[ImageRecord | Mapping], label_sets: list[LabelSet],
+def table_from_arrays(records: Iterable[ImageRecord | CropRecord | Mapping], label_sets: list[LabelSet],
                       cache_dir: str | Path | None = None, crop_size: int | CropSpec = CROP_SIZE,
                       progress: Callable[[dict], None] | None = None) -> NucleusTable:
     """The table built from arrays the caller supplies (the web app's database rows).
 
-    ``records`` are :class:`ImageRecord` objects or dicts with the same keys. Crops are cut per
-    image and cached per dataset under ``cache_dir`` (keyed by a hash of pixels, masks and crop
-    settings); labels are never cached, so relabelling does not cut crops again.
+    ``records`` are :class:`ImageRecord` objects or dicts with the same keys, or :class:`CropRecord`
+    objects (crops cut already). Crops are cut per image and cached per dataset under ``cache_dir``
+    (keyed by a hash of pixels, masks and crop settings); labels are never cached, so relabelling does
+    not cut crops again.
     """
-    records = [record if isinstance(record, ImageRecord) else ImageRecord(**record) for record in records]
+    records = [record if isinstance(record, (ImageRecord, CropRecord)) else ImageRecord(**record)
+               for record in records]
     spec = crop_size if isinstance(crop_size, CropSpec) else CropSpec(int(crop_size))
+    for record in records:
+        if isinstance(record, CropRecord) and (record.crops.shape[1:] != (spec.size, spec.size, spec.channels)
+                                               or len(record.crops) != len(record.ids)):
+            raise ValueError(f"the crops of {record.name!r} are {record.crops.shape} for {len(record.ids)} ids; "
+                             f"the table cuts ({spec.size}, {spec.size}, {spec.channels}) crops")
     column = {label_set.name: d for d, label_set in enumerate(label_sets)}
     dataset_names: list[str] = []
     for record in records:
@@ -208,8 +232,13 @@ def default_cache_dir() -> Path:
 def _crops_with_cache(records: list[ImageRecord], dataset_names: list[str], cache_dir, spec: CropSpec,
                       progress) -> list[tuple[np.ndarray, np.ndarray]]:
     out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(records)
+    for i, record in enumerate(records):
+        if isinstance(record, CropRecord):
+            out[i] = (record.crops, np.asarray(record.ids, np.int64))
     for dataset in dataset_names:
-        members = [i for i, r in enumerate(records) if r.dataset == dataset]
+        members = [i for i, r in enumerate(records) if r.dataset == dataset and isinstance(r, ImageRecord)]
+        if not members:
+            continue
         key = None
         if cache_dir is not None:
             digest = hashlib.sha256(f"crops v{CROP_ALGORITHM_VERSION} {sorted(spec.describe().items())}".encode())

@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 import torch
 
+from mlcore.crops import CropSpec
 from mlcore.geometry import InstanceGeometry
 from mlcore.model import CrossTrainedModel
 from mlcore.predict import LabelSetPrediction, predict
@@ -334,14 +335,13 @@ def slide_stain_estimate(slide, scale: float, regions: int = 16, size: int = 512
     return estimate_stain(windows())
 
 
-def _slide_batch_inputs(model: CrossTrainedModel, slide, group: list, scale: float, stain: StainEstimate | None = None
+def _slide_batch_inputs(spec: CropSpec, slide, group: list, scale: float, stain: StainEstimate | None = None
                         ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The crops of one group of nuclei: the slide region that holds all their windows, read at the model's
     scale (``scale`` slide pixels per model pixel), their outlines rasterised into an instance map, and
-    ``model.crop_spec.cut`` with their stored boxes (``stain``: the slide's estimate, for a model that
-    normalises stains). At the slide's edges the cutter mirrors the region, as :func:`infer_image` mirrors a
-    tile's edges."""
-    spec = model.crop_spec
+    ``spec.cut`` (a model's crop_spec) with their stored boxes (``stain``: the slide's estimate, for a model
+    that normalises stains). At the slide's edges the cutter mirrors the region, as :func:`infer_image`
+    mirrors a tile's edges."""
     boxes = np.array([nucleus.bbox for _, nucleus in group], np.float64)  # x0, y0, x1, y1 at level 0
     extent = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / scale
     half = np.maximum(extent, spec.window) * scale / 2 + 2 * scale + 1  # level-0 pixels, one spare model pixel
@@ -422,11 +422,13 @@ def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 51
             yield from _spatial_groups(chunk, cell, batch_size)
 
     done = batches = 0
+    def prepare(group):
+        return _slide_batch_inputs(model.crop_spec, slide, group, scale, stain)
+
     if read_ahead:
-        prepared = _in_a_thread(((group, *_slide_batch_inputs(model, slide, group, scale, stain)) for group in groups()),
-                                depth=2)
+        prepared = _in_a_thread(((group, *prepare(group)) for group in groups()), depth=2)
     else:
-        prepared = _prepared_one_ahead(groups(), lambda group: _slide_batch_inputs(model, slide, group, scale, stain))
+        prepared = _prepared_one_ahead(groups(), prepare)
     for group, region, predictions in _forward_in_fixed_batches(model, prepared, batch_size, device, tta):
         done += len(group)
         batches += 1
@@ -434,6 +436,66 @@ def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 51
             progress({"nuclei": done, "batches": batches, "region": region})
         yield SlideBatchInference(indices=np.array([index for index, _ in group], np.int64),
                                   nuclei=[nucleus for _, nucleus in group], predictions=predictions, region=region)
+
+
+def slide_crops(spec: CropSpec, slide, nuclei: list, *, model_mpp: float | None = None, batch_size: int = 512,
+                region_size: int = SLIDE_REGION_SIZE, cache_dir: str | Path | None = None, cache_key: str = "",
+                progress: Callable[[int, int], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+    """The crops of ``nuclei`` (:class:`mlcore.slide_nuclei.SlideNucleus`, in their order) cut from ``slide`` as
+    :func:`infer_slide` cuts them for a model of ``spec`` and ``model_mpp``: the same regions at the model's
+    scale, the same mirrored edges and the slide's own stain estimate. So that a model trains on a slide's
+    nuclei as it will see them when it classifies the slide.
+
+    With ``cache_dir`` and ``cache_key`` (the slide's identity: its checksum) the crops are kept there, keyed
+    by the key, ``spec``, the scale and the nuclei's outlines and boxes: a retraining of the same nuclei reads
+    no region again. One entry per slide: the nuclei a training takes change with every review, and a
+    slide's entry can be a gigabyte, so a new one replaces the slide's older ones. ``progress(done, total)``
+    after each region; ``should_stop()`` is asked as often and ends the cutting with
+    :class:`mlcore.types.Cancelled`."""
+    import hashlib
+    import os
+
+    from mlcore.crops import CROP_ALGORITHM_VERSION
+    from mlcore.slides import DEFAULT_MODEL_MPP, scale_to_model
+    from mlcore.types import Cancelled
+
+    scale = scale_to_model(slide.info.mpp, model_mpp or DEFAULT_MODEL_MPP)
+    cached = None
+    if cache_dir is not None and cache_key:
+        digest = hashlib.sha256(f"slide crops v{CROP_ALGORITHM_VERSION} {scale!r} "
+                                f"{sorted(spec.describe().items())} {region_size} {batch_size}".encode())
+        for nucleus in nuclei:
+            digest.update(np.asarray(nucleus.bbox, np.int64).tobytes())
+            digest.update(np.ascontiguousarray(nucleus.outline, np.int32).tobytes())
+        # "crops-*" as the tiles' entries: the orphan sweep removes a killed writer's ".crops-*" partial file.
+        slide_prefix = f"crops-slide-{hashlib.sha256(cache_key.encode()).hexdigest()[:16]}-"
+        cached = Path(cache_dir) / f"{slide_prefix}{digest.hexdigest()[:32]}.npy"
+        if cached.is_file():
+            crops = np.load(cached)
+            if crops.shape == (len(nuclei), spec.size, spec.size, spec.channels):
+                if progress:
+                    progress(len(nuclei), len(nuclei))
+                return crops
+    crops = np.zeros((len(nuclei), spec.size, spec.size, spec.channels), np.uint8)
+    stain = slide_stain_estimate(slide, scale) if spec.stain_normalisation != "none" else None
+    done = 0
+    for group in _spatial_groups(list(enumerate(nuclei)), region_size * scale, batch_size):
+        if should_stop and should_stop():
+            raise Cancelled()
+        crops[[index for index, _ in group]] = _slide_batch_inputs(spec, slide, group, scale, stain)[0]
+        done += len(group)
+        if progress:
+            progress(done, len(nuclei))
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f".{cached.stem}.{os.getpid()}.npy")  # renamed whole: no reader sees half a file
+        np.save(partial, crops)
+        os.replace(partial, cached)
+        for older in cached.parent.glob(f"{slide_prefix}*.npy"):
+            if older != cached:
+                older.unlink(missing_ok=True)
+    return crops
 
 
 def _prepared_one_ahead(groups, prepare):

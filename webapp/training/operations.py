@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
@@ -39,12 +40,9 @@ def running_training(project: Project) -> Job | None:
     return Job.objects.filter(project=project, kind=Job.Kind.TRAIN, state__in=ACTIVE_STATES).order_by("id").first()
 
 
-def running_tile_import(project: Project) -> Job | None:
-    """The project's first import of a tile dataset still queued or running, if any (slides are not trained
-    on, so their imports do not count)."""
-    return (Job.objects.filter(project=project, kind=Job.Kind.IMPORT, state__in=ACTIVE_STATES)
-            # has_key too: excluding on params__slide alone would drop the jobs that lack the key (SQL NULL)
-            .exclude(params__has_key="slide", params__slide=True).order_by("id").first())
+def running_import(project: Project) -> Job | None:
+    """The project's first import (of tiles or of a slide) still queued or running, if any."""
+    return Job.objects.filter(project=project, kind=Job.Kind.IMPORT, state__in=ACTIVE_STATES).order_by("id").first()
 
 
 def refuse_without_training_data(project: Project) -> None:
@@ -53,27 +51,36 @@ def refuse_without_training_data(project: Project) -> None:
     labelled to train on, rather than queue a job that fails for that."""
     from webapp.datasets.models import Dataset
 
-    importing = running_tile_import(project)
+    importing = running_import(project)
     if importing is not None:
         name = (importing.params or {}).get("name") or "a dataset"
         raise Conflict(f"The import of {quoted(name)} into project {quoted(project.name)} is still {importing.state} "
                        f"(job {importing.pk}): start the training once it has finished, so that it trains on "
                        "that dataset too.", code="import_running", job_id=importing.pk)
     labelled = Dataset.objects.filter(project=project, label_set__isnull=False)
-    if not labelled.exclude(format=Dataset.Format.SLIDE).exists():
-        slides = " (its whole-slide images are not trained on yet)" if labelled.exists() else ""
-        raise Conflict(f"Project {quoted(project.name)} has no labelled tile dataset to train on{slides}: upload one "
+    if settings.SLIDE_TRAINING_MAX_NUCLEI <= 0:
+        labelled = labelled.exclude(format=Dataset.Format.SLIDE)
+    if not labelled.exists() and not labelled_label_sets(project):
+        slides = (" (SLIDE_TRAINING_MAX_NUCLEI is 0: its whole-slide images are not trained on)"
+                  if Dataset.objects.filter(project=project, format=Dataset.Format.SLIDE).exists()
+                  and settings.SLIDE_TRAINING_MAX_NUCLEI <= 0 else "")
+        raise Conflict(f"Project {quoted(project.name)} has no labelled dataset to train on{slides}: upload one "
                        "first.", code="no_training_data")
 
 
 def data_size(project: Project) -> dict:
-    """Nuclei in the project, and those in datasets with a label set: from the datasets' own counts. Slide
-    datasets are left out, as training leaves them out (webapp.training.runner.run_training)."""
+    """Nuclei a training of the project reads, and those of them in datasets with a label set: every nucleus
+    of its tile datasets (the datasets' own counts), and its slides' labelled nuclei up to
+    SLIDE_TRAINING_MAX_NUCLEI (webapp.training.slide_data: a slide's unlabelled nuclei are not read)."""
     from webapp.datasets.models import Dataset
+
+    from .slide_data import labelled_slides
 
     rows = list(Dataset.objects.filter(project=project).exclude(format=Dataset.Format.SLIDE)
                 .values_list("label_set_id", "nucleus_count"))
-    return {"nuclei": sum(n for _, n in rows), "labelled": sum(n for label_set, n in rows if label_set)}
+    slides = min(sum(n for _, n in labelled_slides(project)), max(0, settings.SLIDE_TRAINING_MAX_NUCLEI))
+    return {"nuclei": sum(n for _, n in rows) + slides,
+            "labelled": sum(n for label_set, n in rows if label_set) + slides}
 
 
 def default_training_options(project: Project, batch_size: int | None = None) -> dict:
@@ -120,11 +127,13 @@ def resume_point(job: Job, project: Project | None = None) -> dict:
 
 def labelled_label_sets(project: Project) -> list[str]:
     """The names of the label sets a training of the project learns, in its order: those with a human label on a
-    tile nucleus (webapp.training.runner.run_training leaves the others out)."""
+    nucleus (webapp.training.runner.run_training leaves the others out); on a tile's only where the slides are
+    not trained on (SLIDE_TRAINING_MAX_NUCLEI 0)."""
     from webapp.datasets.models import CurrentLabel, LabelSet
 
-    labelled = CurrentLabel.objects.filter(label_set=OuterRef("pk"), source__in=("ground_truth", "review"),
-                                           nucleus__image__slide_file="")
+    labelled = CurrentLabel.objects.filter(label_set=OuterRef("pk"), source__in=("ground_truth", "review"))
+    if settings.SLIDE_TRAINING_MAX_NUCLEI <= 0:
+        labelled = labelled.filter(nucleus__image__slide_file="")
     return list(LabelSet.objects.filter(project=project).filter(Exists(labelled)).order_by("id")
                 .values_list("name", flat=True))
 
@@ -500,6 +509,8 @@ def new_reviews_since(version: ModelVersion | None, project: Project, after=None
     from webapp.datasets.models import CurrentLabel, LabelSource
 
     reviews = CurrentLabel.objects.filter(nucleus__image__project=project, source=LabelSource.REVIEW)
+    if settings.SLIDE_TRAINING_MAX_NUCLEI <= 0:   # a slide's reviews are no supervision then
+        reviews = reviews.filter(nucleus__image__slide_file="")
     since = max(filter(None, [version.data_snapshot_at if version else None, after]), default=None)
     if since is not None:
         reviews = reviews.filter(label__created_at__gt=since)

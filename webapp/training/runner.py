@@ -13,7 +13,6 @@ from typing import Callable
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, Sum
 from django.utils import timezone
 
 from mlcore.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -36,6 +35,7 @@ from . import operations
 from .comparison import describe_comparison, lower_label_sets
 from .models import ModelVersion, Prediction
 from .queries import active_version
+from .slide_data import labelled_slides, slide_training_data
 
 Report = Callable[..., None]          # report(percent, **details)
 ShouldStop = Callable[[], bool]
@@ -60,7 +60,7 @@ def known_labels(project) -> tuple[dict, dict]:
     """
     labels: dict = defaultdict(lambda: defaultdict(dict))
     counts: dict = defaultdict(lambda: defaultdict(int))
-    # Tile images only: training leaves whole-slide images out (see run_training).
+    # Tile images only: a slide's labels are read with its crops (webapp.training.slide_data).
     rows = (CurrentLabel.objects.filter(nucleus__image__project=project, nucleus__image__slide_file="",
                                         source__in=("ground_truth", "review"))
             .values_list("nucleus__image_id", "label_set__name", "nucleus__instance_id", "class_index", "source"))
@@ -284,9 +284,10 @@ def table_names(images: list[Image]) -> dict[int, str]:
     return names
 
 
-def datasets_read(images: list[Image]) -> list[dict]:
+def datasets_read(images: list[Image], nuclei_taken: dict[int, int] | None = None) -> list[dict]:
     """The datasets of the images a training read, as they were when it read them (names, counts): a dataset
-    uploaded or renamed while it trains is not what it trained on (slides are not read, see run_training)."""
+    uploaded or renamed while it trains is not what it trained on. ``nuclei_taken``: the nuclei read of an
+    image where not all of them (a slide's labelled ones, webapp.training.slide_data)."""
     read: dict[int, dict] = {}
     for image in images:
         dataset = image.dataset
@@ -294,7 +295,7 @@ def datasets_read(images: list[Image]) -> list[dict]:
             "name": dataset.name, "format": dataset.format,
             "label_set": dataset.label_set.name if dataset.label_set else None, "images": 0, "nuclei": 0})
         entry["images"] += 1
-        entry["nuclei"] += image.nucleus_count
+        entry["nuclei"] += (nuclei_taken or {}).get(image.pk, image.nucleus_count)
     return [read[pk] for pk in sorted(read)]
 
 
@@ -369,15 +370,14 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     project = job.project
     snapshot_at = timezone.now()
     labels, trained_on = known_labels(project)
-    # A label set without a labelled tile nucleus (a slide's own taxonomy, say: slides are not trained on) would be
-    # an output the network never learns, scored on no validation nuclei: it is left out of the model.
+    # A label set without a labelled nucleus would be an output the network never learns, scored on no
+    # validation nuclei: it is left out of the model.
     all_pairs = project_label_sets(project)
-    label_set_pairs = [(row, ml) for row, ml in all_pairs if sum(trained_on.get(row.name, {}).values())]
+    labelled = set(operations.labelled_label_sets(project))
+    label_set_pairs = [(row, ml) for row, ml in all_pairs if row.name in labelled]
     if not label_set_pairs:
-        if Image.objects.filter(project=project).exclude(slide_file="").exists():
-            raise ValueError("the project has no labelled tile dataset to train on (whole-slide images are not "
-                             "trained on yet): upload a tile dataset first")
-        raise ValueError("the project has no labelled tile dataset to train on: upload one first")
+        raise ValueError("the project has no labelled nucleus to train on: upload a labelled dataset, or review "
+                         "some nuclei, first")
     ml_label_sets = [ml for _, ml in label_set_pairs]
     kept = {row.pk for row, _ in label_set_pairs}
     untrained = [row.name for row, _ in all_pairs if row.pk not in kept]
@@ -402,21 +402,19 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     config.cache_dir = str(crop_cache_dir())
     if untrained:
         report(0.0, stage="loading", log=f"label set(s) {', '.join(repr(n) for n in untrained)} left out: no "
-                                         "labelled nucleus on a tile image to learn them from")
-    # Whole-slide images are not trained on yet: their nuclei would each need a crop read from the slide,
-    # and the crop table holds every training image in memory. Their labels stay for review and export.
-    slides = Image.objects.filter(project=project).exclude(slide_file="")
-    skipped = slides.aggregate(images=Count("id"), nuclei=Sum("nucleus_count"))
+                                         "labelled nucleus to learn them from")
     images = list(Image.objects.filter(project=project, slide_file="").select_related("dataset__label_set")
                   .order_by("id"))
-    datasets = datasets_read(images)
-    if not images:
-        raise ValueError("the project has no tile images to train on (whole-slide images are not trained on "
-                         "yet): upload a tile dataset first")
-    if skipped["images"]:
-        report(0.0, stage="loading", log=f"{skipped['images']} whole-slide image(s) ({skipped['nuclei'] or 0} "
-                                         "nuclei) left out: training reads tile images only")
-    split_names = table_names(images)
+    # A slide's labelled nuclei only, each cut from the slide (slide_data says why and how many).
+    slides = labelled_slides(project) if settings.SLIDE_TRAINING_MAX_NUCLEI > 0 else []
+    unread_slides = Image.objects.filter(project=project).exclude(slide_file="").exclude(
+        pk__in=[image.pk for image, _ in slides]).count()
+    if unread_slides:
+        report(0.0, stage="loading", log=f"{unread_slides} whole-slide image(s) left out: " + (
+            "no labelled nucleus on them" if settings.SLIDE_TRAINING_MAX_NUCLEI > 0
+            else "SLIDE_TRAINING_MAX_NUCLEI is 0"))
+    split_names = table_names(images + [image for image, _ in slides])
+    steps = len(images) + (1 if slides else 0)
     records = []
     for number, image in enumerate(images, start=1):
         records.append(ImageRecord(image=load_rgb(image), instance_map=load_mask(image),
@@ -424,12 +422,30 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
                                    # Not the name shown: a rename would draw another validation split.
                                    dataset=split_names[image.dataset_id], name=f"{image.dataset_id}/{image.name}",
                                    group=f"{image.dataset_id}/{image.group or image.name}"))
-        report(5.0 * number / len(images), stage="loading", message=f"image {number}/{len(images)}")
+        report(5.0 * number / steps, stage="loading", message=f"image {number}/{len(images)}")
         if should_stop():
             raise Cancelled()
-    table = table_from_arrays(records, ml_label_sets, cache_dir=config.cache_dir, crop_size=config.crop_spec)
-    del records
-    report(5.0, stage="loading", log=f"loaded {len(images)} images, {len(table.labels)} nuclei; "
+    slide_data = slide_training_data(
+        slides, {ml.name for ml in ml_label_sets}, config.crop_spec, cache_dir=config.cache_dir,
+        split_names=split_names, should_stop=should_stop,
+        report=lambda done, total, message: report(5.0 * (len(images) + done / max(total, 1)) / steps,
+                                                   stage="loading", message=message))
+    for note in slide_data.notes:
+        report(5.0, stage="loading", log=note)
+    for name, sources in slide_data.counts.items():
+        for source, count in sources.items():
+            trained_on.setdefault(name, {})
+            trained_on[name][source] = trained_on[name].get(source, 0) + count
+    datasets = datasets_read(images + [image for image, _ in slides if image.pk in slide_data.nuclei],
+                             slide_data.nuclei)
+    if not records and not slide_data.records:
+        raise ValueError("the project has no image to train on: upload a labelled dataset first")
+    table = table_from_arrays(records + slide_data.records, ml_label_sets, cache_dir=config.cache_dir,
+                              crop_size=config.crop_spec)
+    slides_read = (f" and {sum(slide_data.nuclei.values())} labelled nuclei of {len(slide_data.nuclei)} slide(s)"
+                   if slide_data.nuclei else "")
+    del records, slide_data
+    report(5.0, stage="loading", log=f"loaded {len(images)} images{slides_read}, {len(table.labels)} nuclei; "
                                      f"training stages {', '.join(stages)}"
                                      + (f" ({resume.describe()})" if resume is not None else ""))
     trained_on["unlabelled_nuclei"] = int((table.labels == -1).all(axis=1).sum())

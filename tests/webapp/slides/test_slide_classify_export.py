@@ -1,6 +1,6 @@
 """A registered slide classified by the active model (one prediction per nucleus and label set, streamed
 through the slide) and exported per slide: QuPath GeoJSON whose classes read back as they were stored, and
-the merged CSV of its nuclei only. Training leaves slide images out, and says so."""
+the merged CSV of its nuclei only. A training reads the slide's labelled nuclei, cut from the slide."""
 
 from __future__ import annotations
 
@@ -147,14 +147,26 @@ def test_a_slide_is_not_classified_while_a_deletion_of_the_project_is_pending(ap
     assert f"(job {deleting.pk}, queued)" in response.json()["detail"]
     assert not Job.objects.filter(project=project, kind=Job.Kind.PREDICT).exists()
 
-def test_training_leaves_slide_images_out(owner, slide_project, settings):
-    """A project whose only images are slides cannot train, and the job says why."""
+def test_a_project_of_one_slide_trains_on_its_labelled_nuclei(owner, slide_project, settings):
+    """A project whose only image is a slide trains on the slide's labelled nuclei (the detections' classes),
+    not on its unclassified ones; the version lists the slide's dataset with the nuclei it read."""
+    from tests.workers.training_helpers import FAST
+    from webapp.training.models import ModelVersion
     from webapp.training.runner import run_training
 
-    project, _, _ = slide_project
-    job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner, params={"options": {}})
-    with pytest.raises(ValueError, match="whole-slide images are not trained on"):
-        run_training(job, lambda *a, **k: None, lambda: False)
+    project, image, fixture = slide_project
+    labelled = sum(1 for name in fixture.classes if name)
+    logs = []
+    job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner,
+                             params={"options": {**FAST, "predict_tta": False}})
+    result = run_training(job, lambda percent, log=None, **details: logs.append(log) if log else None, lambda: False)
+    version = ModelVersion.objects.get(pk=result["model_version_id"])
+    assert version.training_data["nuclei"] == labelled < len(fixture.boxes)
+    assert result["trained_on"]["qupath"] == {"ground_truth": labelled}
+    assert [s["name"] for s in version.label_sets] == ["qupath"]
+    assert version.training_data["datasets"] == [
+        {"name": "case", "format": "slide", "label_set": "qupath", "images": 1, "nuclei": labelled}]
+    assert any(f"loaded 0 images and {labelled} labelled nuclei of 1 slide(s)" in line for line in logs), logs
 
 
 def test_the_project_page_lists_slides_and_offers_registration_to_curators(client, owner, member, slide_project,
@@ -177,7 +189,7 @@ def test_the_project_page_lists_slides_and_offers_registration_to_curators(clien
                                                       {"name": "qupath", "classes": list(CLASSES)}])
     page = client.get(f"/projects/{project.pk}/").content.decode()
     assert "?source=prediction&amp;label_set=qupath" in page and "GeoJSON (v1 predictions)" in page
-    # ... else the model's first (a slide-only label set is left out of training: its predictions are empty).
+    # ... else the model's first (a version trained before the slide came has no output for its label set).
     version.label_sets = [{"name": "tiles", "classes": ["a"]}]
     version.save()
     assert "?source=prediction&amp;label_set=tiles" in client.get(f"/projects/{project.pk}/").content.decode()
@@ -196,8 +208,8 @@ def test_the_project_page_lists_slides_and_offers_registration_to_curators(clien
 @pytest.mark.slow  # a real training, then the prediction job over the slide
 def test_training_with_tiles_and_a_slide_trains_on_the_tiles_and_then_classifies_the_slide(owner, settings, tmp_path,
                                                                                             slide_project):
-    """The slide's nuclei and labels are left out of the training table (the log says so); the prediction
-    job that follows a training classifies the slide's nuclei too."""
+    """The slide's labelled nuclei join the tiles' in the training table, its label set becomes one of the
+    model's; the prediction job that follows a training classifies every nucleus of the slide."""
     from tests.workers.training_helpers import FAST
     from mlcore.synthetic import generate_dataset
     from webapp.datasets.importing import do_import_dataset
@@ -213,16 +225,13 @@ def test_training_with_tiles_and_a_slide_trains_on_the_tiles_and_then_classifies
     job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner,
                              params={"options": {**FAST, "stages": ["sparse"]}})
     result = run_training(job, lambda percent, log=None, **details: logs.append(log) if log else None, lambda: False)
-    assert any("1 whole-slide image(s)" in line and f"{len(fixture.boxes)} nuclei" in line for line in logs), logs
+    labelled = sum(1 for name in fixture.classes if name)
+    assert any(f"loaded 2 images and {labelled} labelled nuclei of 1 slide(s)" in line for line in logs), logs
     version = ModelVersion.objects.get(pk=result["model_version_id"])
-    assert version.training_data["nuclei"] == tiles.nucleus_count  # the table held the tiles' nuclei only
-    assert "qupath" not in result["trained_on"] or not result["trained_on"]["qupath"].get("ground_truth")
-    # The slide's own label set has no labelled tile nucleus: the model has no output it could not learn, and the
-    # version lists the datasets it trained on, not the slide's.
-    assert [s["name"] for s in version.label_sets] == ["tiles"]
-    assert any("'qupath' left out: no labelled nucleus on a tile image" in line for line in logs), logs
-    assert [d["name"] for d in version.training_data["datasets"]] == ["tiles"]
-    assert set(version.metrics) == {"tiles"}
+    assert version.training_data["nuclei"] == tiles.nucleus_count + labelled
+    assert result["trained_on"]["qupath"] == {"ground_truth": labelled}
+    assert [s["name"] for s in version.label_sets] == ["qupath", "tiles"]  # in the order they were made
+    assert [d["name"] for d in version.training_data["datasets"]] == ["case", "tiles"]
 
     prediction = Job.objects.get(pk=result["prediction_job"])
     outcome = run_prediction(prediction, lambda *a, **k: None, lambda: False)

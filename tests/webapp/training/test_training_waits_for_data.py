@@ -1,5 +1,5 @@
 """A training is refused up front (409, and a disabled Start button saying why) while an import into its
-project is queued or running, and where the project has no labelled tile dataset: it reads the project's
+project is queued or running, and where the project has no labelled dataset: it reads the project's
 datasets once as it starts, so it would train without the dataset being imported, or find none and fail."""
 
 import pytest
@@ -47,21 +47,25 @@ def test_a_training_is_refused_while_an_import_into_the_project_runs(owner, medi
     client.post(f"/api/jobs/{response.json()['id']}/cancel/")
 
 
-def test_a_slide_import_does_not_hold_a_training_back(owner, media_root, api_client_for):
-    """Whole-slide images are not trained on, and a slide's import can take long."""
+def test_a_slide_import_holds_a_training_back_as_a_tile_import_does(owner, media_root, api_client_for, settings):
+    """A training reads the slides' labelled nuclei too: it waits for a slide being imported, unless slides are
+    not trained on (SLIDE_TRAINING_MAX_NUCLEI 0)."""
     project = do_create_project("slides", actor=owner)
     labelled_dataset_row(project)
-    importing(project, owner, slide=True)
+    job = importing(project, owner, slide=True)
     client = api_client_for(owner)
+    response = train(client, project)
+    assert (response.status_code, response.json()["job_id"]) == (409, job.pk)
+    Job.objects.filter(pk=job.pk).update(state=Job.State.SUCCEEDED)
     response = train(client, project)
     assert response.status_code == 202, response.content
     client.post(f"/api/jobs/{response.json()['id']}/cancel/")
 
 
-def test_a_project_without_a_labelled_tile_dataset_is_told_to_upload_one(owner, media_root, api_client_for):
+def test_a_project_without_a_labelled_dataset_is_told_to_upload_one(owner, media_root, api_client_for, settings):
     project = do_create_project("empty", actor=owner)
     client = api_client_for(owner)
-    refused = {"detail": "Project 'empty' has no labelled tile dataset to train on: upload one first."}
+    refused = {"detail": "Project 'empty' has no labelled dataset to train on: upload one first."}
     response = train(client, project)
     assert (response.status_code, response.json()) == (409, refused)
 
@@ -70,14 +74,20 @@ def test_a_project_without_a_labelled_tile_dataset_is_told_to_upload_one(owner, 
     Dataset.objects.filter(pk=unlabelled.pk).update(label_set=None)
     response = train(client, project)
     assert (response.status_code, response.json()) == (409, refused)
-    # nor is a labelled slide, and the answer says why.
+    # nor is a labelled slide where slides are not trained on, and the answer says why;
     slide = labelled_dataset_row(project, "slide")
     Dataset.objects.filter(pk=slide.pk).update(format=Dataset.Format.SLIDE)
+    settings.SLIDE_TRAINING_MAX_NUCLEI = 0
     response = train(client, project)
     assert (response.status_code, response.json()) == (409, {
-        "detail": "Project 'empty' has no labelled tile dataset to train on (its whole-slide images are not "
-                  "trained on yet): upload one first."})
+        "detail": "Project 'empty' has no labelled dataset to train on (SLIDE_TRAINING_MAX_NUCLEI is 0: its "
+                  "whole-slide images are not trained on): upload one first."})
     assert not Job.objects.filter(kind=Job.Kind.TRAIN).exists()
+    # where they are (the default), the slide is something to train on.
+    settings.SLIDE_TRAINING_MAX_NUCLEI = 40_000
+    response = train(client, project)
+    assert response.status_code == 202, response.content
+    client.post(f"/api/jobs/{response.json()['id']}/cancel/")
 
 
 def test_the_train_form_says_why_it_cannot_start_yet(owner, media_root, client):
@@ -90,7 +100,7 @@ def test_the_train_form_says_why_it_cannot_start_yet(owner, media_root, client):
         return form[form.index('<button type="submit"'):form.index("</button>")]
 
     assert "disabled" in start_button()
-    assert "has no labelled tile dataset to train on: upload one first." in client.get(
+    assert "has no labelled dataset to train on: upload one first." in client.get(
         f"/projects/{project.pk}/").content.decode()
 
     labelled_dataset_row(project)

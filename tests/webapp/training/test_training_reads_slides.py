@@ -1,0 +1,109 @@
+"""A training reads the labelled nuclei of the project's whole-slide images: a reviewer's decisions on a slide
+are supervision as they are on a tile. The reviews come first within SLIDE_TRAINING_MAX_NUCLEI, the same labels
+give the same table, squares of the slide are the validation split's groups, and a slide that cannot be read is
+left out and named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.webapp.slide_world import build_slide_world
+from tests.workers.training_helpers import FAST
+from webapp.datasets.models import CurrentLabel, LabelSource, Nucleus
+from webapp.jobs.models import Job
+from webapp.training import slide_data
+from webapp.training.models import ModelVersion
+from webapp.training.runner import run_training, table_names
+
+pytestmark = pytest.mark.django_db
+
+
+def read(world, limit: int, settings, tmp_path) -> slide_data.SlideTrainingData:
+    from mlcore.crops import CropSpec
+
+    settings.SLIDE_TRAINING_MAX_NUCLEI = limit
+    slides = slide_data.labelled_slides(world.project)
+    return slide_data.slide_training_data(slides, {world.alpha.name, world.beta.name}, CropSpec(),
+                                          cache_dir=tmp_path / "cache", split_names=table_names([world.image]))
+
+
+def test_the_shares_of_the_slides_within_the_limit():
+    assert slide_data.shares([5, 100, 100], 105) == [5, 50, 50]
+    assert slide_data.shares([5, 100, 100], 1000) == [5, 100, 100]
+    assert slide_data.shares([30, 30, 30], 10) == [3, 3, 4]
+    assert slide_data.shares([], 10) == []
+
+
+def test_the_reviews_come_first_and_the_same_labels_give_the_same_nuclei(owner, media_root, settings, tmp_path):
+    world = build_slide_world(owner, tiles_x=9, tiles_y=2)    # 2304 x 512 px: two squares of the split
+    reviewed = len(world.beta_reviews)
+    assert reviewed > 100
+    data = read(world, 100, settings, tmp_path)
+    instance_ids = dict(Nucleus.objects.filter(image=world.image).values_list("instance_id", "pk"))
+    taken = [instance_ids[int(i)] for record in data.records for i in record.ids]
+    assert len(taken) == 100 and set(taken) <= set(world.beta_reviews)   # every one of them reviewed
+    assert {k: dict(v) for k, v in data.counts.items()} == {"alpha-types": {"ground_truth": 100},
+                                                            "beta-types": {"review": 100}}
+    assert data.nuclei == {world.image.pk: 100}
+    assert data.notes == [f"slide 'slide-1.tif': 100 of its {len(world.truth)} labelled nuclei taken (100 reviewed), "
+                          "within the SLIDE_TRAINING_MAX_NUCLEI limit of 100 for the project's slides"]
+    # Each record holds its nuclei's labels and crops, named by its square of the slide.
+    assert sorted(record.group.rsplit("/", 1)[1] for record in data.records) == ["block 0,0", "block 1,0"]
+    for record in data.records:
+        assert record.crops.shape == (len(record.ids), 64, 64, 3) and record.crops.any()
+        by_id = {n.instance_id: n.pk for n in Nucleus.objects.filter(image=world.image, instance_id__in=record.ids.tolist())}
+        assert record.labels["beta-types"] == {i: world.beta_reviews[by_id[i]] for i in record.ids.tolist()}
+        assert record.labels["alpha-types"] == {i: world.truth[by_id[i]] for i in record.ids.tolist()}
+
+    again = read(world, 100, settings, tmp_path)
+    assert [r.ids.tolist() for r in again.records] == [r.ids.tolist() for r in data.records]
+
+    # Over the reviews, the ground truth fills the rest; within the limit, every labelled nucleus is read.
+    data = read(world, reviewed + 50, settings, tmp_path)
+    assert {k: dict(v) for k, v in data.counts.items()} == {"alpha-types": {"ground_truth": reviewed + 50},
+                                                            "beta-types": {"review": reviewed}}
+    everything = read(world, 10**6, settings, tmp_path)
+    assert everything.nuclei == {world.image.pk: len(world.truth)} and not everything.notes
+
+
+def test_a_training_learns_a_slides_reviews_and_validates_on_another_square(owner, media_root, settings, tmp_path):
+    settings.SLIDE_TRAINING_MAX_NUCLEI = 400
+    world = build_slide_world(owner, tiles_x=9, tiles_y=2)
+    logs = []
+    job = Job.objects.create(kind=Job.Kind.TRAIN, project=world.project, created_by=owner,
+                             params={"options": {**FAST, "predict_tta": False}})
+    result = run_training(job, lambda percent, log=None, **details: logs.append(log) if log else None, lambda: False)
+    version = ModelVersion.objects.get(pk=result["model_version_id"])
+    assert [s["name"] for s in version.label_sets] == ["alpha-types", "beta-types"]
+    assert result["stages"] == ["sparse", "correlation", "completion"]   # two taxonomies: the whole method
+    assert result["trained_on"] == {"alpha-types": {"ground_truth": 400},
+                                    "beta-types": {"review": len(world.beta_reviews)}, "unlabelled_nuclei": 0}
+    split = version.training_data["split"]
+    assert split["train"] + split["validation"] == 400 and split["train"] > 0 and split["validation"] > 0
+    assert version.metrics["beta-types"]["n"] > 0                           # scored on reviewed nuclei
+    assert any("400 of its" in line and "SLIDE_TRAINING_MAX_NUCLEI" in line for line in logs), logs
+
+
+def test_a_slide_that_cannot_be_read_is_left_out_and_named(owner, media_root, settings, tmp_path):
+    world = build_slide_world(owner, tiles_x=4, tiles_y=2)
+    Path(world.path).unlink()
+    data = read(world, 1000, settings, tmp_path)
+    assert not data.records and not data.nuclei
+    assert data.notes == ["slide 'slide-1.tif' left out: it could not be read here (slide-1.tif: the slide file is "
+                          "missing)"]
+    job = Job.objects.create(kind=Job.Kind.TRAIN, project=world.project, created_by=owner,
+                             params={"options": {**FAST, "predict_tta": False}})
+    with pytest.raises(ValueError, match="the project has no image to train on"):
+        run_training(job, lambda *a, **k: None, lambda: False)
+
+
+def test_slides_are_not_read_with_a_limit_of_zero(owner, media_root, settings, tmp_path):
+    from webapp.training.operations import labelled_label_sets
+
+    world = build_slide_world(owner, tiles_x=4, tiles_y=2)
+    assert labelled_label_sets(world.project) == ["alpha-types", "beta-types"]
+    settings.SLIDE_TRAINING_MAX_NUCLEI = 0
+    assert labelled_label_sets(world.project) == []
+    assert CurrentLabel.objects.filter(source=LabelSource.REVIEW).exists()
