@@ -2,13 +2,14 @@
 CoNSeP tiles when /work/shared/data is there) registered under SLIDES_ROOT and imported into PostgreSQL by
 the code an import job runs (webapp.datasets.slide_import.import_slide), then classified by the code a slide
 prediction job runs (webapp.training.runner.predict_slide, the small CPU backbone, untrained weights: the
-speed is the figure, not the classes).
+speed is the figure, not the classes); then the training crops of its labelled nuclei are cut as a training
+cuts them (webapp.training.slide_data, up to SLIDE_TRAINING_MAX_NUCLEI, the default crops, no cache).
 
     python benchmarks/slide_import.py [--nuclei 100000 500000] [--database postgres://.../slide_bench]
                                       [--slides-dir DIR] [--no-infer]
 
-Prints, per slide size: the import's seconds and nuclei/s, the prediction's seconds and nuclei/s, and the
-process's peak resident memory during each (sampled every 50 ms from /proc/self/status, above the RSS
+Prints, per slide size: the import's seconds and nuclei/s, the prediction's seconds and nuclei/s, the
+training crops' nuclei, seconds and nuclei/s, and the process's peak resident memory during each (sampled every 50 ms from /proc/self/status, above the RSS
 before it began): flat in the number of nuclei is the aim (issue 17: well under 2 GB). Slides are written
 once into --slides-dir and reused.
 """
@@ -88,7 +89,8 @@ def main() -> int:
     from webapp.datasets.slide_import import import_slide
     from webapp.projects.operations import do_create_project
     from webapp.training.models import ModelVersion
-    from webapp.training.runner import predict_slide, project_label_sets
+    from webapp.training.runner import predict_slide, project_label_sets, table_names
+    from webapp.training.slide_data import labelled_slides, slide_training_data
 
     call_command("migrate", verbosity=0)
     from django.contrib.auth import get_user_model
@@ -98,7 +100,7 @@ def main() -> int:
     print(f"tiles: {'real CoNSeP' if shared else 'synthetic'}; database: {options.database.rsplit('/', 1)[-1]}; "
           f"{os.cpu_count()} CPUs")
     print(f"{'nuclei':>9} {'import s':>9} {'import n/s':>11} {'import +RSS MB':>15} {'infer s':>8} {'infer n/s':>10} "
-          f"{'infer +RSS MB':>14}")
+          f"{'infer +RSS MB':>14} {'train crops':>12} {'crops s':>8} {'crops n/s':>10} {'crops +RSS MB':>14}")
     for count in options.nuclei:
         folder = options.slides_dir / f"n{count}"
         slide = folder / "benchmark.tif"
@@ -126,6 +128,15 @@ def main() -> int:
                 result = predict_slide(version, model, dataset.images.get(), rows, lambda *a, **k: None,
                                        lambda: False)
             line += (f" {result['seconds']:>8.1f} {result['nuclei_per_s']:>10,.0f} "
+                     f"{memory.peak - memory.start:>14.0f}")
+            slides = labelled_slides(project)
+            with PeakRss() as memory:
+                started = time.perf_counter()
+                data = slide_training_data(slides, set(rows), TrainConfig().crop_spec, cache_dir=None,
+                                           split_names=table_names([image for image, _ in slides]))
+                crops_s = time.perf_counter() - started
+            taken = sum(data.nuclei.values())
+            line += (f" {taken:>12,} {crops_s:>8.1f} {taken / crops_s:>10,.0f} "
                      f"{memory.peak - memory.start:>14.0f}")
         print(line, flush=True)
     return 0

@@ -277,8 +277,9 @@ MAX_UNPACKED_BYTES = _env_int("MAX_UNPACKED_BYTES", 4 * MAX_UPLOAD_BYTES, minimu
 # largest file accepted.
 SLIDE_UPLOAD_MAX_BYTES = _env_int("SLIDE_UPLOAD_MAX_BYTES", 20 * 1024**3, minimum=1)
 # The labelled nuclei of the project's slides a training takes, all slides together (the reviews first): each
-# crop is held in memory, about 24 KiB with the default crops (webapp.training.slide_data).
-SLIDE_TRAINING_MAX_NUCLEI = _env_int("SLIDE_TRAINING_MAX_NUCLEI", 40_000, minimum=0)
+# crop is held in memory, 24 KiB with the default crops, twice over while the table is built
+# (webapp.training.slide_data).
+SLIDE_TRAINING_MAX_NUCLEI = _env_int("SLIDE_TRAINING_MAX_NUCLEI", 20_000, minimum=0)
 # Processes that prepare the images of an import (read, checksum, files, outlines); 0 = one per CPU core,
 # 1 = in the importing process itself.
 IMPORT_PROCESSES = _env_int("IMPORT_PROCESSES", 0)

@@ -5,7 +5,7 @@ nuclei and does not fit in memory, so only its labelled nuclei (the detections' 
 in, each cut from a region of the slide read at the model's scale (:func:`mlcore.infer.slide_crops`, as the
 slide's classification cuts them). The reviews are what a reviewer taught the model: each is taken; the
 ground truth fills the rest, up to ``SLIDE_TRAINING_MAX_NUCLEI`` for all the project's slides together, since
-every crop is held in memory (about 24 KiB each with the default crops). Which ones is drawn by a fixed hash
+every crop is held in memory (24 KiB each with the default crops, and twice over while the table is built). Which ones is drawn by a fixed hash
 of the nucleus's id, so that the same labels give the same table (a resumed training checks it).
 
 The validation split takes squares of :data:`BLOCK` level-0 pixels of a slide as its groups, as it takes
@@ -116,33 +116,43 @@ def slide_training_data(slides: list[tuple[Image, int]], label_sets: set[str], s
                             should_stop=should_stop)
         done_before += len(nuclei)
         data.nuclei[image.pk] = len(nuclei)
-        blocks: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for row, (_, _, nucleus) in enumerate(nuclei):
-            x, y = nucleus.centroid
-            blocks[(int(y // BLOCK), int(x // BLOCK))].append(row)
-        for (by, bx), block_rows in sorted(blocks.items()):
-            name = f"{image.dataset_id}/{image.name}/block {bx},{by}"
+        # _nuclei gives them square by square: each record's crops are a slice (a view) of the slide's, not a copy.
+        start = 0
+        while start < len(nuclei):
+            square = _square(nuclei[start][2])
+            end = start
+            while end < len(nuclei) and _square(nuclei[end][2]) == square:
+                end += 1
+            name = f"{image.dataset_id}/{image.name}/block {square[1]},{square[0]}"
             block_labels: dict[str, dict[int, int]] = defaultdict(dict)
-            for row in block_rows:
-                nucleus_id, instance_id, _ = nuclei[row]
+            for nucleus_id, instance_id, _ in nuclei[start:end]:
                 for set_name, (class_index, source) in labels[nucleus_id].items():
                     block_labels[set_name][instance_id] = class_index
                     data.counts[set_name][source] += 1
             data.records.append(CropRecord(
-                crops=crops[block_rows], ids=np.array([nuclei[row][1] for row in block_rows], np.int64),
+                crops=crops[start:end], ids=np.array([instance_id for _, instance_id, _ in nuclei[start:end]], np.int64),
                 labels=dict(block_labels), dataset=split_names[image.dataset_id], name=name, group=name))
+            start = end
     return data
 
 
+def _square(nucleus) -> tuple[int, int]:
+    """The validation split's square (row, column) of a nucleus, by its centroid."""
+    x, y = nucleus.centroid
+    return int(y // BLOCK), int(x // BLOCK)
+
+
 def _nuclei(ids: list[int]) -> list[tuple]:
-    """(nucleus id, instance id, SlideNucleus) of ``ids``, in reading order (top to bottom, then left to right)."""
+    """(nucleus id, instance id, SlideNucleus) of ``ids``, square by square (:func:`_square`) and in reading
+    order in each (top to bottom, then left to right)."""
     from mlcore.slide_nuclei import SlideNucleus
 
     rows = []
     for start in range(0, len(ids), FETCH):
         rows += Nucleus.objects.filter(pk__in=ids[start:start + FETCH]).values_list(
             "id", "instance_id", "x0", "y0", "x1", "y1", "centroid_x", "centroid_y", "area", "outline")
-    rows.sort(key=lambda r: (r[3], r[2], r[0]))
-    return [(pk, instance_id, SlideNucleus(outline=np.asarray(outline, np.int32).reshape(-1, 2),
-                                           bbox=(x0, y0, x1, y1), centroid=(cx, cy), area=area))
-            for pk, instance_id, x0, y0, x1, y1, cx, cy, area, outline in rows]
+    nuclei = [(pk, instance_id, SlideNucleus(outline=np.asarray(outline, np.int32).reshape(-1, 2),
+                                             bbox=(x0, y0, x1, y1), centroid=(cx, cy), area=area))
+              for pk, instance_id, x0, y0, x1, y1, cx, cy, area, outline in rows]
+    nuclei.sort(key=lambda entry: (_square(entry[2]), entry[2].bbox[1], entry[2].bbox[0], entry[0]))
+    return nuclei
