@@ -173,19 +173,25 @@ def writable_file(path: Path, option: str) -> None:
 
 
 def read_datasets(specs: list[DatasetSpec], progress=None) -> list[NucleusDataset]:
-    from mlcore.readers import open_dataset
+    from mlcore.readers import nucleus_noun, open_dataset
+    from mlcore.types import left_out_text
 
     datasets = []
     for spec in specs:
         reader = open_dataset(spec.format, spec.path, name=spec.name, class_names=spec.class_names,
                               label_set_name=spec.label_set or spec.name, labelled=spec.labelled)
         images = []
+        left_out: dict[str, int] = {}
         for image in reader:
             images.append(image)
+            for reason, count in image.left_out.items():
+                left_out[reason] = left_out.get(reason, 0) + count
             if spec.max_images is not None and len(images) >= spec.max_images:
                 break
         if progress:
-            progress(f"read {spec.name}: {len(images)} images ({spec.format}, {spec.path})")
+            note = left_out_text(left_out, nucleus_noun(spec.format))
+            progress(f"read {spec.name}: {len(images)} images ({spec.format}, {spec.path})"
+                     + (f"; {note}" if note else ""))
         datasets.append(NucleusDataset(spec.name, spec.format, reader.label_set, images))
     return datasets
 

@@ -81,12 +81,33 @@ class LabelSet:
                            f"(known: {', '.join(self.classes)})") from None
 
 
+# Why a reader left out a nucleus that its file lists (AnnotatedImage.left_out), and the words that report it. Where
+# outlines overlap the later one wins each pixel, so an earlier one may keep none.
+LEFT_OUT_REASONS = {
+    "covered": "wholly covered by later ones",
+    "outside": "wholly outside the image",
+    "empty": "with an empty outline",
+}
+
+
+def left_out_text(counts: dict[str, int], noun: tuple[str, str] = ("nucleus", "nuclei")) -> str:
+    """``"3 features left out: 2 wholly covered by later ones, 1 wholly outside the image"`` for the counts by
+    reason (:data:`LEFT_OUT_REASONS`); ``noun``: what the files call one and several. Empty when none was."""
+    total = sum(counts.values())
+    if not total:
+        return ""
+    reasons = ", ".join(f"{counts[key]:,} {words}" for key, words in LEFT_OUT_REASONS.items() if counts.get(key))
+    return f"{total:,} {noun[0] if total == 1 else noun[1]} left out: {reasons}"
+
+
 @dataclass
 class AnnotatedImage:
     """One image with its instance mask and the classes known for its instances.
 
     ``classes`` maps instance id -> class index into the dataset's label set; an instance of the
-    mask that is absent from ``classes`` is unlabelled (missing label).
+    mask that is absent from ``classes`` is unlabelled (missing label). ``left_out`` counts, by reason
+    (:data:`LEFT_OUT_REASONS`), the nuclei of the image's annotation file that the reader left out because
+    they kept no pixel of the image; readers of outlines fill it, a mask has nothing to leave out.
     """
 
     name: str                   # file stem, unique within its dataset
@@ -95,6 +116,7 @@ class AnnotatedImage:
     classes: dict[int, int] = field(default_factory=dict)
     group: str = ""             # split group: the source tile/slide (patches of a tile overlap)
     source_path: str = ""       # the image file it came from, for messages and provenance
+    left_out: dict[str, int] = field(default_factory=dict)  # reason -> nuclei of the file that kept no pixel
 
     def __post_init__(self):
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:

@@ -19,7 +19,16 @@ _MODULES = {"seed": seed, "hovernet": hovernet, "coco": coco, "geojson": geojson
 # The one list of dataset formats (configs, the web app's upload choices and the writers use it).
 FORMATS = tuple(_MODULES)
 
-__all__ = ["FORMATS", "DatasetReader", "open_dataset", "read_dataset", "iter_images", "read_rgb", "detect_format"]
+# What a format's files call one nucleus and several, in the reports of those left out (AnnotatedImage.left_out).
+_NUCLEUS_NOUNS = {"geojson": ("feature", "features"), "coco": ("annotation", "annotations")}
+
+
+def nucleus_noun(format: str) -> tuple[str, str]:
+    """What the files of ``format`` call one nucleus and several: ``("feature", "features")`` for GeoJSON."""
+    return _NUCLEUS_NOUNS.get(format, ("nucleus", "nuclei"))
+
+__all__ = ["FORMATS", "DatasetReader", "open_dataset", "read_dataset", "iter_images", "read_rgb", "detect_format",
+           "nucleus_noun"]
 
 
 def _format_signs(root: Path) -> dict[str, bool]:

@@ -495,9 +495,56 @@ def _centres_inside(rings: list[np.ndarray], x0: int, y0: int, height: int, widt
     return inside
 
 
-def compact_ids(instance_map: np.ndarray, classes: dict[int, int]) -> tuple[np.ndarray, dict[int, int]]:
-    """Renumber instances 1..N in id order, dropping ids with no pixels left (painted over)."""
-    counts = np.bincount(instance_map.ravel())
+class PaintedNuclei:
+    """An image's instance map painted one nucleus at a time, a later one over an earlier one where they overlap,
+    counting why a nucleus of the file kept no pixel (:data:`mlcore.types.LEFT_OUT_REASONS`): the tile readers of
+    outlines (GeoJSON, COCO, HoVer-Net's JSON) leave those out, and their callers report how many."""
+
+    def __init__(self, height: int, width: int):
+        self.instance_map = np.zeros((height, width), np.int32)
+        self.left_out: dict[str, int] = {}
+        self._painted: list[int] = []   # ids that painted a pixel (a later one may have covered it since)
+
+    def _leave_out(self, reason: str) -> None:
+        self.left_out[reason] = self.left_out.get(reason, 0) + 1
+
+    def paint_rings(self, instance_id: int, rings: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]], path: Path,
+                    where: str) -> bool:
+        """Paint the pixels of the polygons ``rings`` (:func:`polygon_mask`) as ``instance_id``; False where
+        none lies in the image (counted)."""
+        painted = polygon_mask(rings, *self.instance_map.shape, path, where)
+        if painted is None or not painted[1].any():
+            self._leave_out("outside" if any(len(outer) for outer, _ in rings) else "empty")
+            return False
+        (rows, cols), patch = painted
+        self.instance_map[rows, cols][patch] = instance_id
+        self._painted.append(instance_id)
+        return True
+
+    def paint_pixels(self, instance_id: int, rows: np.ndarray, cols: np.ndarray) -> None:
+        """Paint the pixels at ``rows``, ``cols`` (inside the image) as ``instance_id``."""
+        if not len(rows):
+            self._leave_out("empty")
+            return
+        self.instance_map[rows, cols] = instance_id
+        self._painted.append(instance_id)
+
+    def finish(self, classes: dict[int, int]) -> tuple[np.ndarray, dict[int, int], dict[str, int]]:
+        """The instance map renumbered 1..N (:func:`compact_ids`), the classes of the nuclei kept, and the
+        counts of those left out by reason."""
+        counts = np.bincount(self.instance_map.ravel(), minlength=max(self._painted, default=0) + 1)
+        covered = int(np.count_nonzero(counts[np.asarray(self._painted, np.int64)] == 0))
+        if covered:
+            self.left_out["covered"] = covered
+        instance_map, classes = compact_ids(self.instance_map, classes, counts)
+        return instance_map, classes, dict(self.left_out)
+
+
+def compact_ids(instance_map: np.ndarray, classes: dict[int, int],
+                counts: np.ndarray | None = None) -> tuple[np.ndarray, dict[int, int]]:
+    """Renumber instances 1..N in id order, dropping ids with no pixels left (painted over). ``counts``: the
+    map's ``np.bincount`` where the caller has it already."""
+    counts = np.bincount(instance_map.ravel()) if counts is None else counts
     present = np.flatnonzero(counts)
     present = present[present > 0]
     lookup = np.zeros(counts.size, np.int32)

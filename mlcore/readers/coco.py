@@ -6,8 +6,9 @@ flat ``[x0, y0, x1, y1, ...]`` lists, pixel-edge coordinates), uncompressed RLE 
 "size": [h, w]}``) or compressed RLE (``counts`` as COCO's character string); RLE runs are column-major
 and start with background.
 
-Instances are numbered 1..N per image in annotation order. Where annotations overlap the later one wins,
-and one left with no pixel is dropped. Categories, sorted by id, are the label set's classes. An
+Instances are numbered 1..N per image in annotation order. Where annotations overlap the later one wins;
+one left with no pixel (wholly covered by later ones, wholly outside the image, an empty segmentation) is left
+out and counted by reason in the image's ``left_out``. Categories, sorted by id, are the label set's classes. An
 annotation whose ``category_id`` is missing, null or 0 (0 not being a category) is an unlabelled
 nucleus; ``iscrowd`` is ignored (every annotation is a nucleus). Images without annotations are kept.
 """
@@ -20,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from mlcore.readers._common import (FormatSource, check_class_names, compact_ids, load_json, make_label_set,
-                                    polygon_mask, read_rgb)
+from mlcore.readers._common import (FormatSource, PaintedNuclei, check_class_names, load_json, make_label_set,
+                                    read_rgb)
 from mlcore.types import AnnotatedImage, DataError, LabelSet, NoClassNames
 
 ANNOTATION_FILE = "annotations.json"
@@ -115,11 +116,11 @@ def _read_image(json_path: Path, record: dict, annotations: list[dict], category
     if declared != (None, None) and declared != (height, width):
         raise DataError(image_path, f"image size {width}x{height} differs from the size {declared[1]}x"
                                     f"{declared[0]} given in {json_path.name}")
-    instance_map = np.zeros((height, width), np.int32)
+    nuclei = PaintedNuclei(height, width)
     classes: dict[int, int] = {}
     for instance_id, annotation in enumerate(annotations, start=1):
         where = f"annotation {annotation.get('id', instance_id)} of image {record['file_name']}"
-        _paint(instance_map, instance_id, annotation.get("segmentation"), json_path, where)
+        _paint(nuclei, instance_id, annotation.get("segmentation"), json_path, where)
         if label_set is not None:
             category = annotation.get("category_id")
             if category in category_index:
@@ -127,14 +128,14 @@ def _read_image(json_path: Path, record: dict, annotations: list[dict], category
             elif category is not None and category != 0:
                 raise DataError(json_path, f"{where}: unknown category_id {category!r} "
                                            f"(categories: {sorted(category_index)})")
-    instance_map, classes = compact_ids(instance_map, classes)
+    instance_map, classes, left_out = nuclei.finish(classes)
     name = PurePosixPath(record["file_name"]).with_suffix("").as_posix()
     return AnnotatedImage(name=name, image=image, instance_map=instance_map, classes=classes,
-                          source_path=str(image_path))
+                          source_path=str(image_path), left_out=left_out)
 
 
-def _paint(instance_map: np.ndarray, instance_id: int, segmentation: Any, json_path: Path, where: str) -> None:
-    height, width = instance_map.shape
+def _paint(nuclei: PaintedNuclei, instance_id: int, segmentation: Any, json_path: Path, where: str) -> None:
+    height, width = nuclei.instance_map.shape
     if isinstance(segmentation, list):
         rings = []
         for polygon in segmentation:
@@ -142,10 +143,7 @@ def _paint(instance_map: np.ndarray, instance_id: int, segmentation: Any, json_p
                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon):
                 raise DataError(json_path, f"{where}: a polygon must be a flat list of x, y numbers")
             rings.append((np.asarray(polygon, dtype=np.float64).reshape(-1, 2), ()))
-        painted = polygon_mask(rings, height, width, json_path, where)
-        if painted is not None:
-            (rows, cols), patch = painted
-            instance_map[rows, cols][patch] = instance_id
+        nuclei.paint_rings(instance_id, rings, json_path, where)
     elif isinstance(segmentation, dict) and "counts" in segmentation:
         size = segmentation.get("size")
         if size != [height, width] and tuple(size or ()) != (height, width):
@@ -155,8 +153,7 @@ def _paint(instance_map: np.ndarray, instance_id: int, segmentation: Any, json_p
             counts = decode_rle_string(counts, json_path, where)
         elif not isinstance(counts, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
             raise DataError(json_path, f"{where}: RLE counts must be a list of integers or a string")
-        rows, cols = rle_foreground(counts, height, width, json_path, where)
-        instance_map[rows, cols] = instance_id
+        nuclei.paint_pixels(instance_id, *rle_foreground(counts, height, width, json_path, where))
     else:
         raise DataError(json_path, f"{where}: segmentation must be polygons or RLE, got {type(segmentation).__name__}")
 

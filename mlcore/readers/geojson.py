@@ -8,8 +8,9 @@ the ``nucleusGeometry`` is used); coordinates are pixel-edge coordinates as QuPa
 The class is ``properties.classification.name``; its colour ``properties.classification.color``
 ([r, g, b]) or ``colorRGB`` (packed integer). A feature without classification is an unlabelled nucleus.
 The label set is ``class_names`` when given, else the sorted set of class names found in the files.
-Features are numbered 1..N in file order; where they overlap the later one wins, and one left with no
-pixel is dropped.
+Features are numbered 1..N in file order; where they overlap the later one wins. One left with no pixel (wholly
+covered by later ones, wholly outside the image, an empty outline) is left out, and counted by reason in the
+image's ``left_out``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from mlcore.readers._common import (QUPATH_NOT_NUCLEI, FormatSource, compact_ids, list_images, load_json,
-                                    make_label_set, parse_color, polygon_mask, qupath_class_name, read_rgb,
-                                    unique_stems)
+from mlcore.readers._common import (QUPATH_NOT_NUCLEI, FormatSource, PaintedNuclei, list_images, load_json,
+                                    make_label_set, parse_color, qupath_class_name, read_rgb, unique_stems)
 from mlcore.types import AnnotatedImage, DataError, LabelSet, NoClassNames
 
 SUFFIX = ".geojson"
@@ -142,22 +142,19 @@ def _rings(geometry: Any, path: Path, where: str) -> list[tuple[np.ndarray, list
 def _read_image(image_path: Path, annotation_path: Path, label_set: LabelSet | None) -> AnnotatedImage:
     image = read_rgb(image_path)
     height, width = image.shape[:2]
-    instance_map = np.zeros((height, width), np.int32)
+    nuclei = PaintedNuclei(height, width)
     classes: dict[int, int] = {}
     for position, feature in nucleus_features(annotation_path):
         instance_id = position + 1   # gaps where objects were not nuclei: compact_ids renumbers
         where = f"feature #{position}"
         geometry = feature.get("nucleusGeometry") or feature.get("geometry")
-        painted = polygon_mask(_rings(geometry, annotation_path, where), height, width, annotation_path, where)
-        if painted is not None:
-            (rows, cols), patch = painted
-            instance_map[rows, cols][patch] = instance_id
+        nuclei.paint_rings(instance_id, _rings(geometry, annotation_path, where), annotation_path, where)
         class_name, _ = _classification(feature, annotation_path, position)
         if label_set is not None and class_name is not None:
             if class_name not in label_set.classes:
                 raise DataError(annotation_path, f"{where}: unknown class {class_name!r} "
                                                  f"(label set: {', '.join(label_set.classes)})")
             classes[instance_id] = label_set.index(class_name)
-    instance_map, classes = compact_ids(instance_map, classes)
+    instance_map, classes, left_out = nuclei.finish(classes)
     return AnnotatedImage(name=image_path.stem, image=image, instance_map=instance_map, classes=classes,
-                          source_path=str(image_path))
+                          source_path=str(image_path), left_out=left_out)

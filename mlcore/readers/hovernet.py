@@ -12,7 +12,8 @@ HoVer-Net's ``run_infer.py tile`` writes ``mat/<stem>.mat`` (the same variables)
 that ran it on its tiles uploads that folder with the tiles as ``Images/`` to review and correct its
 predictions. The labels may also be ``Labels/<stem>.json``. Where a stem has both, the ``.mat`` is read: its
 instance map is exact, while a contour (the outer boundary pixels' centres, as ``cv2.findContours`` gives
-them) loses an instance's holes. A contour is filled with the pixels whose centres lie inside or on it.
+them) loses an instance's holes. A contour is filled with the pixels whose centres lie inside or on it; one
+left with no pixel (covered by later ones, outside the image) is left out and counted in the image's ``left_out``.
 
 Without ``inst_type`` the class of an instance is the majority of ``type_map`` over its pixels. Without
 ``type_info.json`` the class names come from the ``class_names`` argument (class k+1 of the file is
@@ -31,10 +32,9 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from mlcore.readers._common import (FormatSource, as_instance_map, as_int_array, check_array_bytes,
-                                    check_class_names, check_pixels, check_same_size, compact_ids, find_image,
-                                    instance_ids, list_images, load_json, make_label_set, polygon_mask, read_rgb,
-                                    tile_group)
+from mlcore.readers._common import (FormatSource, PaintedNuclei, as_instance_map, as_int_array, check_array_bytes,
+                                    check_class_names, check_pixels, check_same_size, find_image, instance_ids,
+                                    list_images, load_json, make_label_set, read_rgb, tile_group)
 from mlcore.types import AnnotatedImage, DataError, LabelSet, NoClassNames
 
 
@@ -214,9 +214,9 @@ def _read_image(images_dir: Path, mat_path: Path, label_set: LabelSet | None) ->
         raise DataError(mat_path, f"no image for these labels (expected {images_dir / stem}.png or .jpg)")
     image = read_rgb(image_path)
     if mat_path.suffix == ".json":
-        instance_map, classes = _read_json_labels(mat_path, *image.shape[:2], label_set)
+        instance_map, classes, left_out = _read_json_labels(mat_path, *image.shape[:2], label_set)
         return AnnotatedImage(name=stem, image=image, instance_map=instance_map, classes=classes,
-                              group=tile_group(stem), source_path=str(image_path))
+                              group=tile_group(stem), source_path=str(image_path), left_out=left_out)
     content = load_mat(mat_path, MAT_VARIABLES)
     if "inst_map" not in content:
         raise DataError(mat_path, f"no 'inst_map' variable (found: {_variables(mat_path)})")
@@ -228,15 +228,16 @@ def _read_image(images_dir: Path, mat_path: Path, label_set: LabelSet | None) ->
 
 
 def _read_json_labels(path: Path, height: int, width: int,
-                      label_set: LabelSet | None) -> tuple[np.ndarray, dict[int, int]]:
-    """The instance map and classes of one HoVer-Net JSON (see the module's docstring). A later nucleus
-    paints over an earlier one where they overlap, as in the GeoJSON reader; type 0 or null: no label."""
+                      label_set: LabelSet | None) -> tuple[np.ndarray, dict[int, int], dict[str, int]]:
+    """The instance map and classes of one HoVer-Net JSON (see the module's docstring), and the counts of the
+    nuclei left out with no pixel, by reason. A later nucleus paints over an earlier one where they overlap, as
+    in the GeoJSON reader; type 0 or null: no label."""
     content = load_json(path)
     nuclei = content.get("nuc") if isinstance(content, dict) else None
     if not isinstance(nuclei, dict):
         raise DataError(path, 'expected HoVer-Net\'s JSON: {"mag": ..., "nuc": {"<id>": {"contour": [[x, y], ...], '
                               '"type": k}, ...}}')
-    instance_map = np.zeros((height, width), np.int32)
+    painter = PaintedNuclei(height, width)
     classes: dict[int, int] = {}
     for position, (key, nucleus) in enumerate(nuclei.items()):
         where = f"nucleus {key!r}"
@@ -248,11 +249,8 @@ def _read_json_labels(path: Path, height: int, width: int,
         if ring is None or ring.ndim != 2 or ring.shape[1] != 2 or not len(ring):
             raise DataError(path, f"{where}: 'contour' must be a list of [x, y] points")
         # HoVer-Net's points are the boundary pixels' indices; polygon_mask works in pixel-edge coordinates.
-        painted = polygon_mask([(ring + 0.5, [])], height, width, path, where)
-        if painted is None:
+        if not painter.paint_rings(position + 1, [(ring + 0.5, [])], path, where):
             continue
-        (rows, cols), patch = painted
-        instance_map[rows, cols][patch] = position + 1
         kind = nucleus.get("type")
         if label_set is None or kind is None or kind == 0:
             continue
@@ -260,7 +258,7 @@ def _read_json_labels(path: Path, height: int, width: int,
             raise DataError(path, f"{where}: type {kind!r} outside the label set "
                                   f"(0 = no label, 1..{len(label_set)} = {list(label_set.classes)})")
         classes[position + 1] = kind - 1
-    return compact_ids(instance_map, classes)
+    return painter.finish(classes)
 
 
 def _variables(mat_path: Path) -> str:

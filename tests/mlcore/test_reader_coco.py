@@ -98,6 +98,27 @@ def test_overlaps_later_wins_hidden_annotation_dropped_and_empty_images_kept(tmp
     expected[0:4, 0:3] = 3
     np.testing.assert_array_equal(a.instance_map, expected)
     assert a.classes == {1: 0, 3: 1}
+    assert a.left_out == {"covered": 1} and empty.left_out == {}
+
+
+def test_annotations_that_keep_no_pixel_are_counted_by_reason(tmp_path):
+    """As GeoJSON features: polygons and RLE alike, one wholly covered by later ones, one wholly outside the
+    image, one with no outline are left out and counted."""
+    covered = np.zeros((10, 10), bool)
+    covered[1:3, 1:3] = True
+    annotations = [
+        {"id": 1, "image_id": 1, "category_id": 3, "segmentation": encode_rle(covered)},   # under #2
+        {"id": 2, "image_id": 1, "category_id": 3, "segmentation": _square(0, 0, 4, 4)},
+        {"id": 3, "image_id": 1, "category_id": 3, "segmentation": _square(12, 0, 15, 3)},   # right of the image
+        {"id": 4, "image_id": 1, "category_id": 7, "segmentation": encode_rle(np.zeros((10, 10), bool))},
+        {"id": 5, "image_id": 1, "category_id": 7, "segmentation": []},
+        {"id": 6, "image_id": 2, "category_id": 7, "segmentation": _square(5, 5, 8, 8)},   # under #7
+        {"id": 7, "image_id": 2, "category_id": 7, "segmentation": _square(4, 4, 9, 9)},
+    ]
+    a, other = read_dataset("coco", _coco(tmp_path, annotations)).images
+    assert a.instance_map.max() == 1 and a.classes == {1: 0}
+    assert a.left_out == {"covered": 1, "outside": 1, "empty": 2}
+    assert other.left_out == {"covered": 1} and other.instance_map.max() == 1
 
 
 def test_compressed_and_uncompressed_rle_annotations(tmp_path):

@@ -106,3 +106,34 @@ def test_qupath_derived_classes_and_an_all_objects_export(tmp_path):
     item = dataset.images[0]
     assert item.instance_map.max() == 3 and (item.instance_map > 0).sum() == 3 * 36   # no 30 x 30 region
     assert sorted(item.classes.values()) == [0, 1, 1]
+
+
+def test_features_that_keep_no_pixel_are_counted_by_reason(tmp_path):
+    """Features are numbered in file order and the later one wins where they overlap: one wholly covered by later
+    ones, one wholly outside the image and one with an empty outline keep no pixel. They are left out, as
+    before, but counted per image (a curator who imported 4,000 detections and got 3,950 nuclei could not tell
+    why)."""
+    polygon = lambda *box: {"type": "Polygon", "coordinates": [_ring(*box)]}   # noqa: E731
+    _write(tmp_path, "a", [
+        _feature(polygon(2, 2, 5, 5), "T"),                                        # covered by the next one
+        _feature(polygon(0, 0, 8, 8), "T"),
+        _feature(polygon(40, 40, 46, 46), "T"),                                    # right of and below the image
+        _feature({"type": "MultiPolygon", "coordinates": [[_ring(-9, 3, -2, 9)], [_ring(3, -9, 9, -2)]]}, "T"),
+        _feature({"type": "Polygon", "coordinates": []}, "T"),                     # an empty outline
+        _feature(polygon(20, 20, 25, 25), "T"),
+    ])
+    _write(tmp_path, "b", [_feature(polygon(2, 2, 5, 5), "T")])
+    a, b = read_dataset("geojson", tmp_path).images
+    assert a.instance_map.max() == 2 and a.classes == {1: 0, 2: 0}
+    assert a.left_out == {"covered": 1, "outside": 2, "empty": 1}
+    assert b.left_out == {}
+
+
+def test_a_feature_covered_only_in_part_is_kept_and_not_counted(tmp_path):
+    _write(tmp_path, "a", [_feature({"type": "Polygon", "coordinates": [_ring(0, 0, 6, 6)]}, "T"),
+                           _feature({"type": "Polygon", "coordinates": [_ring(0, 0, 6, 5)]}, "T"),
+                           # across the image's left edge: its pixels inside are kept
+                           _feature({"type": "Polygon", "coordinates": [_ring(-5, 20, 3, 24)]}, "T")])
+    item = read_dataset("geojson", tmp_path).images[0]
+    assert item.instance_map.max() == 3 and (item.instance_map == 1).sum() == 6
+    assert item.left_out == {}

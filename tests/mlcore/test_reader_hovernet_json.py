@@ -176,3 +176,19 @@ def test_tiles_without_hovernet_output_are_named(tmp_path):
     (tmp_path / "type_info.json").write_text(json.dumps(TYPE_INFO))
     with pytest.raises(DataError, match=r"b.png.*no Labels/b.mat, mat/b.mat or json/b.json"):
         read_dataset("hovernet", tmp_path)
+
+
+def test_hovernet_json_nuclei_that_keep_no_pixel_are_counted(tmp_path):
+    """As the GeoJSON reader: a later contour paints over an earlier one, and a nucleus left with no pixel
+    (covered by later ones, outside the tile) is left out and counted."""
+    (tmp_path / "Images").mkdir()
+    (tmp_path / "json").mkdir()
+    save_rgb(tmp_path / "Images" / "t.png", np.full((20, 20, 3), 200, np.uint8))
+    square = lambda x0, y0, x1, y1: [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]   # noqa: E731
+    nuclei = {"1": {"contour": square(3, 3, 5, 5), "type": 1},      # under nucleus 2
+              "2": {"contour": square(2, 2, 7, 7), "type": 1},
+              "3": {"contour": square(30, 4, 35, 8), "type": 1}}    # right of the tile
+    (tmp_path / "json" / "t.json").write_text(json.dumps({"mag": None, "nuc": nuclei}))
+    image, = read_dataset("hovernet", tmp_path, class_names=["neoplastic"]).images
+    assert image.instance_map.max() == 1 and (image.instance_map == 1).sum() == 36
+    assert image.left_out == {"covered": 1, "outside": 1}
