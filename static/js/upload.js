@@ -33,6 +33,10 @@ function uploadForm(form) {
       done.append(" · the active model's predictions of them follow in ",
                   el("a", { href: `/jobs/${r.prediction_job}/` }, `job #${r.prediction_job}`));
     }
+    // Nuclei of the files that kept no pixel (wholly covered by later ones, outside their image) were left out:
+    // the job's log below says how many for each reason, and in which images.
+    const leftOut = Object.values(r.left_out || {}).reduce((sum, n) => sum + n, 0);
+    if (leftOut) done.append(` · ${leftOut} of the files' nuclei left out, as the log below says`);
     if (following === current.id) {
       // The Datasets and Label sets cards are drawn by the server: load the page again, which shows
       // this job's card again (?import_job=) under cards that list the new dataset.

@@ -107,9 +107,12 @@ def test_upload_form_shows_the_layout_of_the_chosen_format_and_its_example(logge
     page.click("#upload-form button[type=submit]")
     page.locator("#upload-job").wait_for(state="visible")
     Job.objects.filter(pk=job.pk).update(state=Job.State.SUCCEEDED, progress={"percent": 100}, result={
-        "dataset_id": 5, "dataset": "tiles", "images": 2, "nuclei": 12, "format": "coco", "format_detected": True})
+        "dataset_id": 5, "dataset": "tiles", "images": 2, "nuclei": 12, "format": "coco", "format_detected": True,
+        "left_out": {"covered": 2, "outside": 1}})
     line = page.locator("#upload-job [data-field=format]")
     line.wait_for(state="visible")
     assert line.inner_text() == "Format detected from the files: coco."
+    # The annotations that kept no pixel are counted on the card (the job's log says why and where).
+    assert "3 of the files' nuclei left out, as the log below says" in page.inner_text("#upload-job [data-field=done]")
     wait_until(page, "document.querySelector('#upload-form select[name=format]').value === 'auto'")
     assert layout_shown(page) == ["auto"]

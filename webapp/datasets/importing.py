@@ -22,8 +22,9 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.utils import timezone
 from PIL import Image as PILImage
 
-from mlcore.readers import FORMATS, open_dataset
-from mlcore.types import MAX_NAME_LENGTH, DataError, LabelSet as MLLabelSet, name_key, quoted, strip_invisible
+from mlcore.readers import FORMATS, nucleus_noun, open_dataset
+from mlcore.types import (MAX_NAME_LENGTH, DataError, LabelSet as MLLabelSet, left_out_text, name_key, quoted,
+                          strip_invisible)
 from webapp.core import audit, media
 from webapp.core.domain_errors import Invalid
 from webapp.projects.models import Project
@@ -224,13 +225,16 @@ def media_relative(path: Path) -> str:
 def do_import_dataset(project: Project, *, name: str, format: str, path: Path, actor=None,
                       label_set_name: str | None = None, labelled: bool = True, provenance: str = "",
                       progress: Progress | None = None, folder: Path | None = None,
-                      log: Callable[[str], None] | None = None) -> Dataset:
+                      log: Callable[[str], None] | None = None, left_out: dict[str, int] | None = None) -> Dataset:
     """Read a dataset from ``path`` with the mlcore readers and store it whole, or raise and store nothing.
 
     ``folder``: where its files go (an import job's own, see webapp.jobs.sweep.import_folder); a fresh one
     under the project by default. It must not exist yet. ``progress(percent, message)`` is called per
     image; ``log(line)`` with the few steps worth keeping in a job's log (the images found, the first and
-    last image and every quarter, the rows stored)."""
+    last image and every quarter, the nuclei of the files left out and the images they were in, the rows
+    stored). ``left_out``, when given, receives the counts of the nuclei of the files that the reader left
+    out, by reason (:data:`mlcore.types.LEFT_OUT_REASONS`: wholly covered by later ones, wholly outside
+    their image...), summed over the images."""
     progress = progress or (lambda percent, message: None)
     log = log or (lambda line: None)
     if format not in FORMATS:
@@ -253,7 +257,7 @@ def do_import_dataset(project: Project, *, name: str, format: str, path: Path, a
         with transaction.atomic():
             dataset = _import_rows(project, reader, folder, name=name, format=format, actor=actor,
                                    label_set_name=label_set_name, provenance=provenance, progress=progress,
-                                   log=log, ready=ready)
+                                   log=log, ready=ready, left_out=left_out)
             # In the storage before the rows that name the files are committed: no reader on any host
             # ever finds a row whose file is missing.
             uploaded = media.publish(stored)
@@ -292,9 +296,9 @@ def _prepared_first(reader, folder: Path, progress: Progress) -> Iterator[Prepar
 
 
 def _import_rows(project, reader, folder: Path, *, name, format, actor, label_set_name, provenance, progress,
-                 log, ready: Iterator[PreparedImage] | None = None) -> Dataset:
+                 log, ready: Iterator[PreparedImage] | None = None, left_out: dict[str, int] | None = None) -> Dataset:
     """The rows of the dataset, in the caller's transaction; the images as ``ready`` gives them (prepared
-    already) or else prepared meanwhile by worker processes."""
+    already) or else prepared meanwhile by worker processes. ``left_out``: see :func:`do_import_dataset`."""
     label_set = None
     if reader.label_set is not None:
         label_set, spec = resolve_label_set(project, reader.label_set, label_set_name)
@@ -328,6 +332,8 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
     batch = _Batch(project, dataset, label_set, actor, copy, writer, class_order(label_set, reader.label_set))
     total_images = len(reader)
     prepared_first = ready is not None
+    left_out = {} if left_out is None else left_out
+    left_out_images: list[tuple[int, str]] = []   # (nuclei left out, image name) of the images that left any out
     try:
         with closing(ready if prepared_first else prepared_images(reader, folder, as_text=copy)) as images:
             for number, prepared in enumerate(images, start=1):
@@ -341,6 +347,10 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
                                     f"(as {known_checksums[prepared.checksum]})")
                 known_checksums[prepared.checksum] = f"{quoted(prepared.name)} in this upload"
                 batch.add_image(prepared)
+                if prepared.left_out:
+                    for reason, count in prepared.left_out.items():
+                        left_out[reason] = left_out.get(reason, 0) + count
+                    left_out_images.append((sum(prepared.left_out.values()), prepared.name))
                 if batch.nuclei >= BATCH_NUCLEI:
                     batch.flush()
                 message = f"image {number}/{total_images}: {prepared.name}"
@@ -362,11 +372,23 @@ def _import_rows(project, reader, folder: Path, *, name, format, actor, label_se
     dataset.image_count = total_images
     dataset.nucleus_count = batch.total_nuclei
     dataset.save(update_fields=["image_count", "nucleus_count"])
+    if left_out_images:
+        log(left_out_line(left_out, left_out_images, format))
     log(f"stored {total_images} image{'s' if total_images != 1 else ''} and {batch.total_nuclei} nuclei"
         + (f" (label set {label_set.name})" if label_set else " (no labels)"))
     audit.record("dataset.imported", actor=actor, target=dataset, name=name, format=format,
                  images=total_images, nuclei=batch.total_nuclei, label_set=label_set.name if label_set else None)
     return dataset
+
+
+def left_out_line(left_out: dict[str, int], images: list[tuple[int, str]], format: str, named: int = 5) -> str:
+    """The job's log line on the nuclei of the files left out: how many, why, and in which images (those with
+    the most first, ``named`` at most)."""
+    ranked = sorted(images, key=lambda item: (-item[0], item[1]))
+    shown = ", ".join(f"{quoted(image)} {count:,}" for count, image in ranked[:named])
+    more = f" and {len(ranked) - named:,} more" if len(ranked) > named else ""
+    return (f"{left_out_text(left_out, nucleus_noun(format))} "
+            f"(in {len(ranked):,} image{'s' if len(ranked) != 1 else ''}: {shown}{more})")
 
 
 class _Writer:

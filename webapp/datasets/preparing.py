@@ -20,7 +20,7 @@ import os
 import shutil
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -51,6 +51,7 @@ class PreparedImage:
     thumbnail_file: str
     nuclei: list  # per nucleus, by instance id: NUCLEUS_FIELDS as a tuple, or as one COPY text line
     classes: list[int]  # class index per nucleus, in the same order; -1 = unlabelled
+    left_out: dict[str, int] = field(default_factory=dict)  # the reader's AnnotatedImage.left_out
 
 
 # The nucleus columns a PreparedImage fills (the importer adds id and image_id in front).
@@ -143,7 +144,7 @@ def prepare_image(annotated, folder: Path, as_text: bool) -> PreparedImage:
         width=int(rgb.shape[1]), height=int(rgb.shape[0]), checksum=checksum,
         image_file=media.name_of(image_path), mask_file=media.name_of(mask_path),
         thumbnail_file=media.name_of(thumb_path), nuclei=nuclei,
-        classes=[classes.get(i, -1) for i in ids])
+        classes=[classes.get(i, -1) for i in ids], left_out=dict(annotated.left_out))
 
 
 # ------------------------------------------------------------------------------------------ many images

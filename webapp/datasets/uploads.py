@@ -144,7 +144,9 @@ def run_import_job(job: Job, progress, log=None) -> dict:
     given, receives the steps worth keeping in the job's log.
 
     A job whose format is ``auto`` finds it from the layout of the files (:func:`mlcore.readers.detect_format`)
-    and says so in the job's log and its result (``format_detected``).
+    and says so in the job's log and its result (``format_detected``). The nuclei of the files that the reader
+    left out (GeoJSON features wholly covered by later ones or outside their image...) are counted by reason in
+    the result's ``left_out``, and the log names the images they were in.
     """
     log = log or (lambda line: None)
     params = job.params
@@ -182,6 +184,7 @@ def run_import_job(job: Job, progress, log=None) -> dict:
                                 display_name=params.get("archive_name") or None, progress=unpacked)
         else:
             root = staging / "files"
+        left_out: dict[str, int] = {}
         try:
             format = params["format"]
             if format == AUTO_FORMAT:
@@ -191,7 +194,7 @@ def run_import_job(job: Job, progress, log=None) -> dict:
                 job.project, name=params["name"], format=format, path=root, actor=job.created_by,
                 label_set_name=params.get("label_set"), labelled=params.get("labelled", True),
                 provenance=params.get("provenance", ""), progress=progress, log=log,
-                folder=media.work_path(sweep.import_folder(job)))
+                folder=media.work_path(sweep.import_folder(job)), left_out=left_out)
         except NoClassNames as exc:   # the library's hint names its argument: the user has a checkbox
             raise DataError(_relative(exc.path, root),
                             f"{exc.reason}: to import the nuclei without classes, uncheck Labelled in the upload form "
@@ -200,10 +203,12 @@ def run_import_job(job: Job, progress, log=None) -> dict:
             raise DataError(_relative(exc.path, root), exc.problem) from None
     finally:
         media.delete(staging_name)  # here and, remote, in the storage
-    return _result(dataset, params)
+    return {**_result(dataset, params), "left_out": left_out}
 
 
 def _result(dataset: Dataset, params: dict) -> dict:
+    """The result of an import job from its dataset (a retry finds the dataset its killed attempt committed: what
+    that attempt left out is in the job's log only)."""
     return {"dataset_id": dataset.pk, "dataset": dataset.name, "images": dataset.image_count,
             "nuclei": dataset.nucleus_count, "label_set": dataset.label_set.name if dataset.label_set else None,
             "format": dataset.format, "format_detected": params["format"] == AUTO_FORMAT}
