@@ -221,8 +221,9 @@ def outline_feature(outline: Sequence[Sequence[float]], object_type: str = "dete
     """A QuPath GeoJSON Feature from a stored outline ([[x, y], ...], pixel-centre coordinates as
     :func:`nucleus_outlines` gives them), for exports that have the outlines but not the masks.
 
-    The ring is shifted to pixel-edge coordinates like the other writers and closed (first point
-    repeated at the end), with at least four positions as GeoJSON requires. ``classification``:
+    The ring is shifted to pixel-edge coordinates like the other writers, runs counter-clockwise as written (RFC
+    7946; OpenCV's outlines run clockwise) and is closed (first point repeated at the end), with at least four
+    positions as GeoJSON requires. ``classification``:
     ``(name, (r, g, b))``, QuPath's ``{"name", "color": [r, g, b]}``; ``measurements``: QuPath's map of
     measurement name to number (None values are left out); ``box``: the nucleus's pixel box, written instead of
     an outline of no area. ``geometry``: the nucleus's exact shape where the caller has its mask
@@ -235,6 +236,8 @@ def outline_feature(outline: Sequence[Sequence[float]], object_type: str = "dete
         # the nucleus (``box``: x0, y0, x1, y1, the ends exclusive, as pixel edges).
         x0, y0, x1, y1 = (float(v) for v in box)
         ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+    if _twice_area(ring) < 0:
+        ring.reverse()
     ring.append(ring[0])
     feature_properties: dict = {"objectType": object_type}
     if classification is not None:
@@ -248,11 +251,17 @@ def outline_feature(outline: Sequence[Sequence[float]], object_type: str = "dete
             "properties": feature_properties}
 
 
-def _flat(ring: list[list[float]]) -> bool:
-    """A ring of no area: fewer than three distinct points, or all on one line."""
+def _twice_area(ring: list[list[float]]) -> float:
+    """Twice the signed (shoelace) area of a ring, its last point joined to its first: positive where it runs
+    counter-clockwise in the coordinates as written."""
     points = np.asarray(ring, dtype=np.float64)
     x, y = points[:, 0], points[:, 1]
-    return abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))) < 1e-9
+    return float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+def _flat(ring: list[list[float]]) -> bool:
+    """A ring of no area: fewer than three distinct points, or all on one line."""
+    return abs(_twice_area(ring)) < 1e-9
 
 
 def feature_collection_text(features: Iterable[dict]) -> Iterable[str]:
