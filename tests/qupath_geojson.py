@@ -4,7 +4,9 @@ QuPath (File > Import objects, or drag and drop) reads a FeatureCollection whose
 geometry and ``properties``: ``objectType`` ("detection" or "annotation"), ``classification``
 ``{"name": str, "color": [r, g, b]}`` (an RGB int array) and ``measurements``, an object mapping a
 measurement name to a number. GeoJSON itself (RFC 7946) wants every linear ring closed, with at least
-four positions.
+four positions, and following the right-hand rule: an outer ring counter-clockwise, its holes clockwise (in the
+coordinates as written). A nucleus is a Polygon, or a MultiPolygon for one in several pieces (each of its
+polygons checked as a Polygon is).
 """
 
 from __future__ import annotations
@@ -25,18 +27,18 @@ def check_qupath_feature_collection(collection, object_type: str = "detection") 
         where = f"feature {position}"
         if feature.get("type") != "Feature":
             problems.append(f"{where}: type is not Feature")
-        geometry = feature.get("geometry") or {}
-        if geometry.get("type") != "Polygon":
-            problems.append(f"{where}: geometry is not a Polygon")
+        geometry = feature.get("geometry") if isinstance(feature.get("geometry"), dict) else {}
+        coordinates = geometry.get("coordinates")
+        if geometry.get("type") == "Polygon":
+            problems += polygon_problems(coordinates, where)
+        elif geometry.get("type") == "MultiPolygon":
+            if not isinstance(coordinates, list) or not coordinates:
+                problems.append(f"{where}: a MultiPolygon without polygons")
+            else:
+                for number, polygon in enumerate(coordinates):
+                    problems += polygon_problems(polygon, f"{where}, polygon {number}")
         else:
-            for ring in geometry.get("coordinates") or [None]:
-                if not isinstance(ring, list) or len(ring) < 4:
-                    problems.append(f"{where}: a ring has fewer than four positions")
-                elif ring[0] != ring[-1]:
-                    problems.append(f"{where}: a ring is not closed")
-                elif not all(len(p) == 2 and all(isinstance(v, numbers.Real) and math.isfinite(v) for v in p)
-                             for p in ring):
-                    problems.append(f"{where}: a position is not two finite numbers")
+            problems.append(f"{where}: geometry is not a Polygon or a MultiPolygon")
         properties = feature.get("properties")
         if not isinstance(properties, dict):
             problems.append(f"{where}: no properties")
@@ -57,6 +59,30 @@ def check_qupath_feature_collection(collection, object_type: str = "detection") 
                 isinstance(k, str) and isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
                 for k, v in measurements.items()):
             problems.append(f"{where}: measurements is not an object of name -> finite number")
+    return problems
+
+
+def polygon_problems(polygon, where: str) -> list[str]:
+    """How the rings of one polygon (a Polygon's coordinates, or one polygon of a MultiPolygon's) break GeoJSON's
+    rules: each ring closed, of four positions or more, each position two finite numbers; the outer ring
+    counter-clockwise and every hole clockwise, as written (RFC 7946, 3.1.6)."""
+    if not isinstance(polygon, list) or not polygon:
+        return [f"{where}: a polygon without rings"]
+    problems = []
+    for number, ring in enumerate(polygon):
+        what = "the outer ring" if number == 0 else f"hole {number}"
+        if not isinstance(ring, list) or len(ring) < 4:
+            problems.append(f"{where}: {what} has fewer than four positions")
+        elif not all(isinstance(p, list) and len(p) == 2
+                     and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in p)
+                     for p in ring):
+            problems.append(f"{where}: {what} has a position that is not two finite numbers")
+        elif ring[0] != ring[-1]:
+            problems.append(f"{where}: {what} is not closed")
+        elif number == 0 and signed_ring_area(ring) <= 0:
+            problems.append(f"{where}: {what} does not run counter-clockwise")
+        elif number > 0 and signed_ring_area(ring) >= 0:
+            problems.append(f"{where}: {what} does not run clockwise")
     return problems
 
 

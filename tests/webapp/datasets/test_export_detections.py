@@ -210,7 +210,7 @@ def test_a_project_of_unlabelled_nuclei_exports_them_without_classes(api_client_
         assert response.status_code == 200, response.content
         assert 'filename="segmented-nuclei.geojson"' in response["Content-Disposition"] or "project" in url
         collection = json.loads(b"".join(response.streaming_content))
-        check_qupath_feature_collection(collection)
+        assert check_qupath_feature_collection(collection) == []
         features = collection["features"]
         assert len(features) == Nucleus.objects.filter(image__dataset=dataset).count() == dataset.nucleus_count
         assert not any("classification" in f["properties"] for f in features)
@@ -228,3 +228,64 @@ def test_a_tile_whose_mask_is_missing_is_exported_with_its_stored_outlines(api_c
     body = json.loads(b"".join(response.streaming_content))
     assert response.status_code == 200
     assert len(body["features"]) == Nucleus.objects.filter(image__project=viewer_project.project).count()
+    # The stored outlines (OpenCV's, clockwise as written) run counter-clockwise as RFC 7946 asks, as the exact
+    # shapes do.
+    assert check_qupath_feature_collection(body) == []
+
+
+def test_a_nucleus_in_two_pieces_exports_as_a_multipolygon_qupath_reads_back(api_client_for, owner, media_root,
+                                                                              tmp_path):
+    """A nucleus whose mask is in two pieces (cut by a fold, or two pieces that one id joined) is one Feature with
+    a MultiPolygon, each of its polygons held to the rules of a Polygon (closed rings, the outer one
+    counter-clockwise, holes clockwise); pieces that touch only at a corner are two polygons too. Both GeoJSON
+    exports read back to the same pixels."""
+    import numpy as np
+    from django.test import override_settings
+
+    from mlcore.readers import read_dataset
+    from mlcore.writers import save_rgb
+    from webapp.datasets.importing import do_import_dataset
+    from webapp.projects.operations import do_create_project
+
+    mask = np.zeros((24, 24), np.int32)
+    mask[2:6, 2:6] = mask[10:14, 12:16] = 1      # two pieces far apart
+    mask[16:23, 1:8] = 2
+    mask[18:21, 3:6] = 0                          # a hole
+    mask[19, 4] = 1                               # and a third piece of nucleus 1 inside it
+    mask[20, 15] = mask[21, 16] = 3               # two pixels touching at a corner
+    root = tmp_path / "pieces"
+    for folder in ("images", "masks", "types"):
+        (root / folder).mkdir(parents=True)
+    save_rgb(root / "images" / "tile.png", np.full((24, 24, 3), 180, np.uint8))
+    np.save(root / "masks" / "tile.npy", mask)
+    np.save(root / "types" / "tile.npy", np.array([[1, 0], [2, 1], [3, 0]]))
+    (root / "classes.json").write_text(json.dumps({"classes": ["tumor", "immune"]}))
+    project = do_create_project("pieces", actor=owner)
+    with override_settings(IMPORT_PROCESSES=1):
+        dataset = do_import_dataset(project, name="pieces", format="seed", path=root, actor=owner)
+    image = dataset.images.get()
+    client = api_client_for(owner)
+
+    detections = download_geojson(client, f"/api/datasets/{dataset.pk}/export/detections.geojson")
+    per_image = client.get(f"/api/images/{image.pk}/export.geojson?label_set=pieces")
+    assert per_image.status_code == 200, per_image.content
+    per_image = json.loads(per_image.content)
+    for collection, object_type in ((detections, "detection"), (per_image, "annotation")):
+        assert check_qupath_feature_collection(collection, object_type) == []
+        shapes = {f["properties"]["instance_id"]: f["geometry"] for f in collection["features"]}
+        assert sorted(shapes) == [1, 2, 3]
+        assert shapes[1]["type"] == "MultiPolygon" and len(shapes[1]["coordinates"]) == 3
+        assert shapes[2]["type"] == "Polygon" and len(shapes[2]["coordinates"]) == 2   # its hole
+        assert shapes[3]["type"] == "MultiPolygon" and len(shapes[3]["coordinates"]) == 2
+        assert {i: covered_area(g) for i, g in shapes.items()} == {1: 33, 2: 40, 3: 2}
+    assert_outlines_match_the_database(detections["features"])
+
+    # QuPath's reading of them, as the tile reader fills them: the nuclei pixel for pixel.
+    for number, collection in enumerate((detections, per_image)):
+        folder = tmp_path / f"read-{number}"
+        folder.mkdir()
+        save_rgb(folder / "tile.png", np.full((24, 24, 3), 180, np.uint8))
+        (folder / "tile.geojson").write_text(json.dumps(collection))
+        read = read_dataset("geojson", folder).images[0]
+        assert read.left_out == {}
+        np.testing.assert_array_equal(read.instance_map, mask)
