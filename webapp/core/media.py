@@ -19,6 +19,7 @@ to a pre-signed URL that expires ``MEDIA_URL_EXPIRY_S`` seconds after the permis
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import shutil
 import tempfile
@@ -124,6 +125,16 @@ def exists(name: str) -> bool:
     return work_path(name).exists()
 
 
+def read_stored(name: str) -> bytes:
+    """The bytes of a small stored file, read from the storage itself, never from this host's mirror (which
+    may keep a copy of a name deleted since by another host). FileNotFoundError when there is none."""
+    if not is_remote():
+        return work_path(name).read_bytes()
+    sink = io.BytesIO()
+    _download(clean_name(name), sink)
+    return sink.getvalue()
+
+
 # --------------------------------------------------------------------------------------------- writing
 
 def publish(name: str) -> list[str]:
@@ -151,6 +162,55 @@ def _upload(path: Path, name: str) -> None:
 
     with open(path, "rb") as source:
         storage.save(name, File(source))
+
+
+def save_stored(name: str, data: bytes) -> None:
+    """Store the small file ``name`` (local: in the work root; remote: straight into the storage, no mirror
+    copy left on this host)."""
+    name = clean_name(name)
+    if not is_remote():
+        path = work_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return
+    storage = default_storage
+    bucket = getattr(storage, "bucket", None)
+    if bucket is not None:
+        bucket.upload_fileobj(io.BytesIO(data), storage._normalize_name(name))
+        return
+    from django.core.files.base import ContentFile
+
+    storage.delete(name)
+    storage.save(name, ContentFile(data))
+
+
+def copy_stored(source: str, target: str) -> None:
+    """Copy the stored file ``source`` to the name ``target``. Remote: inside the store (a server-side copy,
+    in parts for a large file: no byte passes through this host, and nothing is left in its mirror); local: a
+    copy in the work root. FileNotFoundError when there is no ``source``."""
+    source, target = clean_name(source), clean_name(target)
+    if not is_remote():
+        work_path(target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work_path(source), work_path(target))
+        return
+    storage = default_storage
+    bucket = getattr(storage, "bucket", None)
+    if bucket is not None:
+        from botocore.exceptions import ClientError
+
+        try:
+            bucket.copy({"Bucket": bucket.name, "Key": storage._normalize_name(source)},
+                        storage._normalize_name(target))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise FileNotFoundError(f"no media file {source!r} in the storage") from None
+            raise
+        return
+    if not storage.exists(source):
+        raise FileNotFoundError(f"no media file {source!r} in the storage")
+    with storage.open(source, "rb") as data:
+        storage.delete(target)
+        storage.save(target, data)
 
 
 def delete(name: str) -> None:
