@@ -229,6 +229,15 @@ def do_mark_cancelled(job_id: int) -> Job:
 def _finish(job: Job, state: str) -> None:
     job.state = state
     job.finished_at = timezone.now()
+    if state in (Job.State.FAILED, Job.State.CANCELLED):
+        # What its owner may use again (a slide import's chunked uploads) goes back to them now, before the
+        # inputs are removed below, and the job says so: in its error, or in its log when cancelled.
+        notes = " ".join(sweep.give_back_inputs(job))
+        if notes and state == Job.State.FAILED:
+            error = (job.error or "").rstrip()
+            job.error = f"{error}{'' if not error or error[-1] in '.!?' else '.'} {notes}".strip()
+        elif notes:
+            job.log_tail = with_line(job.log_tail, notes)
     job.save(update_fields=["state", "finished_at", "error", "result", "progress", "cancel_requested", "log_tail"])
     audit.record(f"job.{state}", target=job, kind=job.kind, error=job.error[:500] if job.error else "")
     if state in (Job.State.FAILED, Job.State.CANCELLED):

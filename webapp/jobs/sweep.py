@@ -28,6 +28,10 @@ With ``STORAGE_URL`` set (webapp.core.media) the sweep lists the bucket instead 
 prefix of stored names, as old as its newest object, and removing it removes its objects (and this host's
 mirrored copy). Other hosts' mirrors are caches of the bucket and need no sweep.
 
+What a user sent and may want to send again is given back rather than removed: as a job ends failed or
+cancelled, :func:`give_back_inputs` lets the apps above take it first (a slide import's chunked uploads,
+:func:`webapp.datasets.slide_uploads.do_give_back_uploads`).
+
 The sweep is the last resort. A job's own folders are named after the job (:func:`job_paths`), so that the
 job removes them itself when it fails, is cancelled or is reaped after its worker was lost, and a retried
 job removes what its killed attempt wrote before it starts again (:func:`remove_job_paths`).
@@ -112,16 +116,39 @@ class AppFiles:
 
     sweep: Callable[[Sweep], None] | None = None        # removes the app's orphans, through Sweep.remove_unless
     named: Callable[[list[str]], set[str]] | None = None  # which of these storage names the app's rows name
+    # gives the owner of a job that failed or was cancelled back what is still of use to them among its inputs
+    # (before remove_job_paths removes them), and returns a sentence saying so, or ""
+    give_back: Callable[[Job], str] | None = None
 
 
 _APPS: dict[str, AppFiles] = {}
 
 
 def register(app: str, *, sweep: Callable[[Sweep], None] | None = None,
-             named: Callable[[list[str]], set[str]] | None = None) -> None:
-    """Let ``app`` sweep its own orphans and keep the folders its rows name (from its AppConfig.ready();
-    registering again replaces, as ready() may run more than once)."""
-    _APPS[app] = AppFiles(sweep, named)
+             named: Callable[[list[str]], set[str]] | None = None,
+             give_back: Callable[[Job], str] | None = None) -> None:
+    """Let ``app`` sweep its own orphans, keep the folders its rows name and give back the inputs of a job
+    that did not succeed (from its AppConfig.ready(); registering again replaces, as ready() may run more than
+    once)."""
+    _APPS[app] = AppFiles(sweep, named, give_back)
+
+
+def give_back_inputs(job: Job) -> list[str]:
+    """As a job ends failed or cancelled (webapp.jobs.operations, in the transaction that ends it, before its
+    inputs are removed after the commit): what the apps give back to its owner (a slide import's chunked
+    uploads), in sentences for the owner. Never keeps the job from ending: an app's error is logged."""
+    notes = []
+    for app in _APPS.values():
+        if app.give_back is None:
+            continue
+        try:
+            note = app.give_back(job)
+        except Exception:
+            logger.exception("job %s: could not give back its inputs", job.pk)
+            continue
+        if note:
+            notes.append(note)
+    return notes
 
 
 class Sweep:
@@ -134,11 +161,13 @@ class Sweep:
         self.tree = tree or (_RemoteTree() if media.is_remote() else _LocalTree())
         self.removed: list[str] = []
 
-    def remove_unless(self, under: str, pattern: str, keep: Callable[[str], bool]) -> None:
-        """Remove what ``pattern`` matches in the folder ``under``, older than ``GRACE``, unless ``keep``
-        says so of its storage name."""
+    def remove_unless(self, under: str, pattern: str, keep: Callable[[str], bool],
+                      max_age: timedelta | None = None) -> None:
+        """Remove what ``pattern`` matches in the folder ``under``, older than ``GRACE`` (or ``max_age``),
+        unless ``keep`` says so of its storage name."""
+        oldest = self.oldest if max_age is None else (self.now or time.time()) - max_age.total_seconds()
         for relative, modified in self.tree.children(under, pattern):
-            if modified < self.oldest and not keep(relative):
+            if modified < oldest and not keep(relative):
                 self.tree.remove(relative)
                 self.removed.append(relative)
 
