@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -99,11 +100,55 @@ def test_an_uploaded_slide_lives_in_the_bucket_and_any_host_serves_its_tiles(api
     assert not remote_media.media_root.exists()
 
 
-def test_a_failed_slide_import_leaves_nothing_in_the_bucket(api_client_for, owner, project, remote_media, tmp_path):
+def test_a_failed_slide_import_keeps_only_its_uploads_in_the_bucket_for_any_web_host(
+        api_client_for, owner, project, remote_media, settings, tmp_path):
+    """The worker cannot write the web host's disk: the uploads of a failed import are kept in the store,
+    under their ids, where a web host (here another one, with an empty DATA_DIR and mirror) finds them."""
+    from webapp.datasets.slide_uploads import MAX_AGE
+    from webapp.jobs.sweep import sweep_orphans
+    from workers.tasks import run_job
+
     fixture = build_fixture_slide(tmp_path / "client")
     empty = json.dumps({"type": "FeatureCollection", "features": []}).encode()
-    job = register_uploaded(api_client_for(owner), project, fixture.slide.read_bytes(), empty, "no nuclei")
+    client = api_client_for(owner)
+    job = register_uploaded(client, project, fixture.slide.read_bytes(), empty, "no nuclei")
     assert job.state == "failed" and "case 1.geojson" in job.error and "no detections" in job.error, job.error
-    assert remote_media.keys() == set()  # neither the staged uploads nor the dataset folder stay
+    slide_id, detections_id = (entry["id"] for entry in job.params["chunked_uploads"])
+    assert (f"The uploaded slide case 1.tif and detections case 1.geojson are kept as uploads {slide_id} and "
+            f"{detections_id} for a day: register again with them") in job.error, job.error
+    # Neither the staging nor the dataset folder stay: only the two uploads, each with its upload.json.
+    assert remote_media.keys() == {f"slide-uploads/{upload_id}/{file}" for upload_id in (slide_id, detections_id)
+                                   for file in ("data", "upload.json")}
+    assert remote_media.read(f"slide-uploads/{slide_id}/data") == fixture.slide.read_bytes()
     assert not Dataset.objects.exists() and not Image.objects.exists()
     assert not remote_media.media_root.exists()
+
+    settings.MEDIA_MIRROR = tmp_path / "second-host-mirror"
+    settings.DATA_DIR = tmp_path / "second-host"
+    url = f"/api/projects/{project.pk}/slide-uploads/{slide_id}/"
+    state = client.get(url).json()
+    assert state == {**state, "id": slide_id, "filename": "case 1.tif", "complete": True,
+                     "offset": fixture.slide.stat().st_size}
+    refused = client.generic("PUT", url, b"x", content_type="application/octet-stream",
+                             HTTP_CONTENT_RANGE=f"bytes 0-0/{fixture.slide.stat().st_size}")
+    assert refused.status_code == 409 and refused.json()["offset"] == fixture.slide.stat().st_size
+    assert sweep_orphans() == []  # given back just now
+
+    # Registered again with the same slide upload and detections sent anew: the slide is not sent again.
+    fixed_id = upload_whole(client, project, fixture.geojson.read_bytes(), "case 1.geojson", chunk=64 * 1024)
+    response = client.post(f"/api/projects/{project.pk}/slides/", {
+        "name": "second try", "slide_upload_id": slide_id, "detections_upload_id": fixed_id}, format="json")
+    assert response.status_code == 202, response.content
+    run_job(response.json()["id"])
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.state == "succeeded", job.error
+    image = Image.objects.get(dataset__name="second try")
+    assert image.nucleus_count == len(fixture.boxes)
+    assert remote_media.read(image.slide_file) == fixture.slide.read_bytes()
+    assert client.get(url).status_code == 404
+    kept = {f"slide-uploads/{detections_id}/data", f"slide-uploads/{detections_id}/upload.json"}
+    assert remote_media.keys() == {image.slide_file, image.file, image.thumbnail_file} | kept
+    # The unused one goes with the sweep, a day after it was given back.
+    later = time.time() + MAX_AGE.total_seconds() + 60
+    assert f"slide-uploads/{detections_id}" in sweep_orphans(now=later)
+    assert not remote_media.keys() & kept

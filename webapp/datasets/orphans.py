@@ -5,7 +5,9 @@ this app: registered in DatasetsConfig.ready):
   an import of that project is running (its rows are not committed yet);
 - ``DATA_DIR/uploads/slides/<id>`` (host-local, not media): a chunked slide upload
   (:mod:`webapp.datasets.slide_uploads`); kept until untouched for a day (``slide_uploads.MAX_AGE``), so that
-  an interrupted upload can be resumed.
+  an interrupted upload can be resumed;
+- ``slide-uploads/<id>``: a chunked upload that an import which did not succeed gave back
+  (``slide_uploads.STORED_FOLDER``); kept until a day after it was given back.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def sweep_dataset_files(run: Sweep) -> None:
 
     # Chunked slide uploads (a folder each) live longer than GRACE: a user may resume one the next morning.
     run.removed += slide_uploads.sweep_abandoned(run.now)
+    run.remove_unless(slide_uploads.STORED_FOLDER, "*", lambda relative: False, max_age=slide_uploads.MAX_AGE)
 
     stored = set(Dataset.objects.values_list("storage_dir", flat=True))
     importing = set(Job.objects.filter(kind=Job.Kind.IMPORT, state=Job.State.RUNNING)

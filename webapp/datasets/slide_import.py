@@ -14,6 +14,10 @@ Media files go through :mod:`webapp.core.media`: the request stages the uploads 
 work root and publishes that folder before the job is queued (the worker may be on another host); the job
 reads it back with :func:`media.local_folder`, writes the dataset's folder in its work root and publishes it
 before the rows commit, and deletes it (files and objects) when the import fails.
+
+The chunked uploads an import took (:mod:`webapp.datasets.slide_uploads`) are the user's gigabytes: when the
+job fails or is cancelled they are given back under their ids as it ends
+(:func:`webapp.datasets.slide_uploads.do_give_back_uploads`), and its staging folder is removed only then.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
     the field."""
     from webapp.jobs.deletion import refuse_while_deleting
 
-    from .slide_uploads import claim_upload
+    from .slide_uploads import claim_upload, stored_name, taken_entry
 
     name = (name or "").strip()
     if not name:
@@ -113,7 +117,8 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
                              field="slide" if slide_upload is not None else "detections")
     refuse_while_deleting(project, "A slide import")
     staging = staging_name = None
-    moved: list[tuple[Path, Path]] = []  # (chunked upload's data, where it went): put back on a refusal
+    moved: list[tuple] = []  # (chunked upload, its data, where it went): put back on a refusal
+    taken: list[dict] = []  # the chunked uploads the job takes: given back if it does not succeed
     if any(f is not None for f in (slide_upload, detections_upload, chunked_slide, chunked_detections)):
         staging_name = f"staging/{uuid.uuid4().hex}"
         staging = media.work_path(staging_name)
@@ -129,8 +134,8 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
             params.update(slide_upload=f"slide{suffix}", slide_name=slide_name)
         if chunked_slide is not None:
             stored = f"slide{Path(chunked_slide.filename).suffix.lower()}"
-            moved.append((chunked_slide.data, staging / stored))
-            shutil.move(str(chunked_slide.data), staging / stored)
+            _take(chunked_slide, staging_name, stored, moved)
+            taken.append(taken_entry(chunked_slide, "slide", stored))
             params.update(slide_upload=stored, slide_name=chunked_slide.filename)
         if detections_upload is not None:
             detections_name = _upload_name(detections_upload, "detections.geojson")
@@ -139,22 +144,33 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
             params.update(detections_upload=stored, detections_name=detections_name)
         if chunked_detections is not None:
             stored = "detections.tif" if is_mask_file(chunked_detections.filename) else "detections.geojson"
-            moved.append((chunked_detections.data, staging / stored))
-            shutil.move(str(chunked_detections.data), staging / stored)
+            _take(chunked_detections, staging_name, stored, moved)
+            taken.append(taken_entry(chunked_detections, "detections", stored))
             params.update(detections_upload=stored, detections_name=chunked_detections.filename)
+        if taken:
+            params["chunked_uploads"] = taken
         if staging_name is not None:
             media.publish(staging_name)  # in the storage before the job that reads it exists
         job = job_operations.do_enqueue_job(Job.Kind.IMPORT, actor=actor, project=project, params=params)
     except BaseException:
-        for source, target in moved:  # the user's uploads stay usable for the next try
-            if target.exists() and not source.exists():
-                shutil.move(str(target), source)
+        for upload, source, target in moved:  # the user's uploads stay usable for the next try
+            # A job that could not be queued ended failed meanwhile, and gave the upload back (into the media
+            # storage): the upload is where it was, once.
+            given_back = media.work_path(stored_name(upload.id)) / "data"
+            if not source.exists():
+                back = target if target.exists() else given_back if given_back.exists() else None
+                if back is not None:
+                    shutil.move(str(back), source)
+            if not upload.stored:
+                media.delete(stored_name(upload.id))
         if staging_name is not None:
             media.delete(staging_name)
         raise
     for upload in (chunked_slide, chunked_detections):
         if upload is not None:
             shutil.rmtree(upload.folder, ignore_errors=True)  # used: its data is the job's now
+            if upload.stored:
+                media.delete(upload.stored_name)
     if staging_name is not None and media.is_remote():
         # The worker reads the staged files from the storage and deletes them there; this host's copy
         # would only be left behind (gigabytes for a slide).
@@ -162,11 +178,27 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
     return job
 
 
+def _take(upload, staging_name: str, stored: str, moved: list[tuple]) -> None:
+    """Put the chunked ``upload``'s file in the staging folder as ``stored``: moved (noted in ``moved``, to be
+    put back on a refusal) from this host's disk, or from the media storage where an import that did not
+    succeed gave it back; with a remote store such a one is copied inside the store instead. Either way its
+    kept folder is removed once the job is queued."""
+    if upload.stored and media.is_remote():
+        media.copy_stored(f"{upload.stored_name}/data", f"{staging_name}/{stored}")
+        return
+    source = media.work_path(upload.stored_name) / "data" if upload.stored else upload.data
+    target = media.work_path(staging_name) / stored
+    moved.append((upload, source, target))
+    shutil.move(str(source), target)
+
+
 # ------------------------------------------------------------------------------------------ the job
 
 def run_slide_import_job(job: Job, progress: Progress, log: Callable[[str], None]) -> dict:
     """The import job of a slide (an IMPORT job whose params have ``slide``): the staged uploads are
-    removed whatever happens; a retried job starts afresh."""
+    removed whatever happens (when the job ends, if it took chunked uploads: they are given back to their
+    owner first, see :func:`webapp.datasets.slide_uploads.do_give_back_uploads`); a retried job starts
+    afresh."""
     params = job.params
     staging_name = params.get("staging")
     folder_name = sweep.import_folder(job)
@@ -202,9 +234,14 @@ def run_slide_import_job(job: Job, progress: Progress, log: Callable[[str], None
                                detections_name=params["detections_name"], label_set_name=params.get("label_set"),
                                actor=job.created_by, provenance=params.get("provenance", ""), folder=folder,
                                progress=progress, log=log)
-    finally:
-        if staging_name:
+    except BaseException:
+        # Chunked uploads are given back as the job ends failed or cancelled (webapp.jobs.operations), from
+        # the staging folder, which is removed then.
+        if staging_name and not params.get("chunked_uploads"):
             media.delete(staging_name)
+        raise
+    if staging_name:
+        media.delete(staging_name)
     return _result(dataset)
 
 
@@ -235,6 +272,7 @@ def import_slide(project, *, name: str, slide_source: Path, slide_root: str, sli
     folder = folder or media.work_path(f"projects/{project.pk}/datasets/{uuid.uuid4().hex}")
     folder_name = media.name_of(folder)
     folder.mkdir(parents=True)
+    stored_slide: Path | None = None
     try:
         if slide_root == "media":
             stored_slide = folder / f"slide{slide_source.suffix.lower()}"
@@ -269,12 +307,21 @@ def import_slide(project, *, name: str, slide_source: Path, slide_root: str, sli
                                    provenance=provenance, progress=progress, log=log)
             bulk.analyze_after_commit(Image, Nucleus, Label, CurrentLabel)
     except SlideError as exc:
+        _put_back(slide_root, stored_slide, slide_source)
         media.delete(folder_name)
         raise DataError(None, str(exc)) from None
     except BaseException:
+        _put_back(slide_root, stored_slide, slide_source)
         media.delete(folder_name)
         raise
     return dataset
+
+
+def _put_back(slide_root: str, stored_slide: Path | None, slide_source: Path) -> None:
+    """An uploaded slide moved into the dataset's folder goes back where it came from (the job's staging folder)
+    before that folder is deleted: a chunked upload is given back from there when the job ends."""
+    if slide_root == "media" and stored_slide is not None and stored_slide.is_file() and not slide_source.exists():
+        shutil.move(str(stored_slide), slide_source)
 
 
 def is_mask_file(name: str) -> bool:

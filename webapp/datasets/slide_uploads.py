@@ -14,12 +14,22 @@ published to the media storage (:func:`claim_upload`, called by
 :func:`webapp.datasets.slide_import.do_register_slide`). What is abandoned is removed by the sweep
 (:func:`webapp.jobs.sweep.sweep_orphans`, through :mod:`webapp.datasets.orphans` and :func:`sweep_abandoned`)
 once untouched for :data:`MAX_AGE`.
+
+An import that does not succeed (it failed, or was cancelled) gives its chunked uploads back under their ids
+(:func:`do_give_back_uploads`, as the job ends), so that the user registers again without sending gigabytes
+again. They are kept in the media storage, as ``slide-uploads/<id>/`` (:data:`STORED_FOLDER`: ``data`` and
+``upload.json``), where :func:`get_upload` finds them on any web host (a *stored* upload: complete, nothing to
+append): the worker that ends the job may share no disk with the web host that received the chunks. With
+local media storage the staged file is renamed there (the staging folder is in the same tree); with a remote
+store it is copied inside the store. Either way it counts as touched when given back, and the sweep removes
+it a day later.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -34,12 +44,16 @@ from django.db import transaction
 from django.http import Http404
 
 from mlcore.slides import SLIDE_SUFFIXES
-from webapp.core import audit
+from webapp.core import audit, media
 from webapp.core.domain_errors import Conflict
 
 from .importing import ImportRejected
 
+logger = logging.getLogger(__name__)
 FOLDER = "uploads/slides"  # under DATA_DIR: host-local, never in the media storage
+# In the media storage: the uploads an import that did not succeed gave back, as slide-uploads/<id>/data and
+# slide-uploads/<id>/upload.json (the worker may share no disk with the web host that received the chunks).
+STORED_FOLDER = "slide-uploads"
 MAX_CHUNK_BYTES = 64 * 1024**2
 BLOCK_BYTES = 1024**2  # a chunk is read from the request and written this much at a time
 MAX_AGE = timedelta(days=1)  # an upload untouched this long is abandoned: the sweep removes it
@@ -66,13 +80,21 @@ class SlideUpload:
     user_id: int
     filename: str
     size: int
+    stored: bool = False  # given back into the media storage by an import that did not succeed: STORED_FOLDER/<id>/
 
     @property
     def data(self) -> Path:
         return self.folder / "data"
 
     @property
+    def stored_name(self) -> str:
+        """Its folder's storage name in the media storage (where a stored upload is)."""
+        return stored_name(self.id)
+
+    @property
     def offset(self) -> int:
+        if self.stored:
+            return self.size
         try:
             return self.data.stat().st_size
         except FileNotFoundError:
@@ -86,6 +108,10 @@ class SlideUpload:
         offset = self.offset
         return {"id": self.id, "filename": self.filename, "offset": offset, "size": self.size,
                 "complete": offset == self.size}
+
+
+def stored_name(upload_id: str) -> str:
+    return f"{STORED_FOLDER}/{upload_id}"
 
 
 def uploads_root() -> Path:
@@ -147,13 +173,26 @@ def get_upload(project, user, upload_id: str) -> SlideUpload:
     if not ID_PATTERN.match(str(upload_id or "")):
         raise missing
     folder = uploads_root() / upload_id
+    stored = False
     try:
         meta = json.loads((folder / "upload.json").read_text())
     except (OSError, ValueError):
-        raise missing from None
+        meta = _stored_meta(upload_id)
+        if meta is None:
+            raise missing from None
+        stored = True
     if meta.get("project_id") != project.pk or meta.get("user_id") != user.pk:
         raise missing
-    return SlideUpload(upload_id, folder, meta["project_id"], meta["user_id"], meta["filename"], int(meta["size"]))
+    return SlideUpload(upload_id, folder, meta["project_id"], meta["user_id"], meta["filename"], int(meta["size"]),
+                       stored=stored)
+
+
+def _stored_meta(upload_id: str) -> dict | None:
+    """The upload.json of an upload given back into the media storage, if any."""
+    try:
+        return json.loads(media.read_stored(f"{stored_name(upload_id)}/upload.json"))
+    except (OSError, ValueError):
+        return None
 
 
 def parse_content_range(header: str | None, upload: SlideUpload) -> tuple[int, int]:
@@ -179,6 +218,9 @@ def parse_content_range(header: str | None, upload: SlideUpload) -> tuple[int, i
 def append_chunk(upload: SlideUpload, start: int, length: int, stream) -> dict:
     """Append ``length`` bytes read from ``stream`` (a block at a time) when ``start`` is where the received
     bytes end; UploadConflict otherwise. A chunk is whole or not at all: a short body is cut off again."""
+    if upload.stored:  # complete, in the media storage: no chunk starts at its end
+        raise UploadConflict(f"{upload.filename!r} has been received whole ({upload.size} bytes): register the "
+                             "slide with it", upload.size)
     with open(upload.data, "r+b") as data:
         # One chunk at a time per upload: two clients (or a retry racing its original) cannot interleave.
         fcntl.flock(data, fcntl.LOCK_EX)
@@ -207,6 +249,8 @@ def append_chunk(upload: SlideUpload, start: int, length: int, stream) -> dict:
 
 def do_delete_slide_upload(upload: SlideUpload, *, actor) -> None:
     shutil.rmtree(upload.folder, ignore_errors=True)
+    if upload.stored:
+        media.delete(upload.stored_name)
     with transaction.atomic():
         audit.record("slide_upload.delete", actor=actor, target=f"projects.project:{upload.project_id}",
                      upload=upload.id, filename=upload.filename)
@@ -218,9 +262,9 @@ def claim_upload(project, actor, upload_id: str, field: str, kind: str) -> Slide
     try:
         upload = get_upload(project, actor, upload_id)
     except Http404:
-        raise ImportRejected(f"there is no upload {upload_id!r} of yours in this project (it was used "
-                             "already, removed, or abandoned for over a day): upload the file again",
-                             field=field) from None
+        raise ImportRejected(f"there is no upload {upload_id!r} of yours in this project (an import that is "
+                             "queued, running or succeeded took it, or it was removed, or abandoned for over a "
+                             "day): upload the file again", field=field) from None
     if kind not in suffix_kind(upload.filename):
         allowed = SLIDE_SUFFIXES if kind == "slide" else DETECTIONS_SUFFIXES
         raise ImportRejected(f"{upload.filename!r} is not a {kind} file ({', '.join(allowed)})", field=field)
@@ -230,6 +274,99 @@ def claim_upload(project, actor, upload_id: str, field: str, kind: str) -> Slide
                              f"{upload.size:,} bytes received): send the rest before registering the slide",
                              field=field)
     return upload
+
+
+def taken_entry(upload: SlideUpload, kind: str, staged_file: str) -> dict:
+    """What a slide import's job keeps (``params["chunked_uploads"]``) of a chunked upload it took, staged as
+    ``staged_file`` of its staging folder: enough to give it back (:func:`do_give_back_uploads`)."""
+    return {"id": upload.id, "kind": kind, "file": staged_file, "filename": upload.filename, "size": upload.size}
+
+
+def do_give_back_uploads(job) -> str:
+    """Make the chunked uploads that the slide import ``job`` took usable again under their ids, by the same
+    user in the same project, when the job ended without succeeding (failed, or cancelled): called as the job
+    ends (registered with :func:`webapp.jobs.sweep.register`), before its staging folder is removed, and only
+    then, so a retried job (its worker lost) still finds its staged files. Each one given back writes an audit
+    row. Returns a sentence for the job's owner naming what was kept (the job's error, or its log), or ""."""
+    params = job.params or {}
+    entries, staging_name = params.get("chunked_uploads") or [], params.get("staging")
+    if not entries or not staging_name or job.created_by_id is None:
+        return ""
+    kept = []
+    for entry in entries:
+        try:
+            if _give_back(job, staging_name, entry):
+                kept.append(entry)
+        except Exception:  # never keeps the job from ending: the upload is lost, as before, and not named
+            logger.exception("job %s: could not give back the upload %s", job.pk, entry.get("id"))
+    for entry in kept:
+        audit.record("slide_upload.kept", actor=job.created_by, target=f"projects.project:{job.project_id}",
+                     upload=entry["id"], filename=entry["filename"], job=job.pk)
+    return kept_sentence(kept)
+
+
+def kept_sentence(kept: list[dict]) -> str:
+    """What the owner of an import that did not succeed reads about the uploads given back."""
+    if not kept:
+        return ""
+    if len(kept) == 1:
+        entry = kept[0]
+        return (f"The uploaded {entry['kind']} {entry['filename']} is kept as upload {entry['id']} for a day: "
+                f"register again with it ({entry['kind']}_upload_id; the project page's upload form reuses it when "
+                "the same file is chosen again).")
+    names = " and ".join(f"{entry['kind']} {entry['filename']}" for entry in kept)
+    ids = " and ".join(entry["id"] for entry in kept)
+    fields = ", ".join(f"{entry['kind']}_upload_id" for entry in kept)
+    return (f"The uploaded {names} are kept as uploads {ids} for a day: register again with them ({fields}; the "
+            "project page's upload form reuses them when the same files are chosen again).")
+
+
+def _meta(job, entry: dict) -> bytes:
+    return json.dumps({"project_id": job.project_id, "user_id": job.created_by_id, "filename": entry["filename"],
+                       "size": int(entry["size"])}).encode()
+
+
+def _give_back(job, staging_name: str, entry: dict) -> bool:
+    """The staged file of ``entry`` as the stored upload STORED_FOLDER/<id>/data with its upload.json, touched
+    now: renamed there (local storage: the same tree as the staging folder), or copied inside the store
+    (remote). False when there is nothing to give back."""
+    from webapp.jobs.sweep import import_folder
+
+    from .models import Dataset
+
+    stored = stored_name(entry["id"])
+    if media.is_remote():
+        try:
+            media.copy_stored(f"{staging_name}/{entry['file']}", f"{stored}/data")
+        except FileNotFoundError:
+            return False
+        media.save_stored(f"{stored}/upload.json", _meta(job, entry))
+        return True
+    staged = media.work_path(staging_name) / entry["file"]
+    if not staged.is_file():
+        # A killed attempt moved the slide into the job's dataset folder (a retry would have moved it back);
+        # unless that import committed, it is the upload's.
+        folder_name = import_folder(job)
+        moved = media.work_path(folder_name) / entry["file"]
+        if not moved.is_file() or Dataset.objects.filter(storage_dir=folder_name).exists():
+            return False
+        staged = moved
+    folder = media.work_path(stored)
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        return False  # an upload of that id is there already: never overwritten
+    data = folder / "data"
+    try:
+        shutil.move(str(staged), data)  # a rename
+        (folder / "upload.json").write_bytes(_meta(job, entry))
+        os.utime(data)  # touched now: the sweep counts its day from here
+    except BaseException:
+        if data.exists() and not staged.exists():
+            shutil.move(str(data), staged)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return True
 
 
 def sweep_abandoned(now: float | None = None) -> list[str]:

@@ -61,6 +61,7 @@ ACTION_WORDS = {
     "dataset.deleted": "deleted a dataset",
     "slide_upload.start": "started a slide upload",
     "slide_upload.delete": "removed a slide upload",
+    "slide_upload.kept": "got a slide upload back from an import that did not succeed",
     "job.enqueued": "started {a_job}",
     "job.started": "a worker took {a_job}",
     "job.cancel_requested": "asked to cancel {a_job}",

@@ -19,6 +19,7 @@ from webapp.datasets.importing import ImportRejected
 from webapp.datasets.models import Dataset, Image
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job
+from webapp.core.models import AuditLogEntry
 from webapp.jobs.sweep import sweep_orphans
 from webapp.projects.models import Role
 from webapp.projects.operations import do_create_project, do_set_membership
@@ -54,6 +55,15 @@ def start(client, project, filename, size):
 def put(client, url, payload: bytes, start: int, total: int):
     return client.generic("PUT", url, payload, content_type="application/octet-stream",
                           HTTP_CONTENT_RANGE=f"bytes {start}-{start + len(payload) - 1}/{total}")
+
+
+def bad_detections(fixture, folder: Path) -> Path:
+    """The fixture's detections with a Point as feature #20: the import fails late, rows written."""
+    collection = json.loads(fixture.geojson.read_text())
+    collection["features"][20]["geometry"] = {"type": "Point", "coordinates": [1, 2]}
+    bad = folder / "bad.geojson"
+    bad.write_text(json.dumps(collection))
+    return bad
 
 
 def upload_whole(client, project, path: Path, chunk: int) -> str:
@@ -199,6 +209,11 @@ def test_a_slide_registered_with_two_uploads_is_imported(api_client_for, owner, 
     assert image.slide_root == "media" and image.nucleus_count == len(fixture.boxes)
     assert (media / image.slide_file).read_bytes() == fixture.slide.read_bytes()
     assert not any((media / "staging").rglob("*.tif"))
+    # A successful import consumed them: nothing comes back under their ids.
+    for upload_id in (slide_id, detections_id):
+        assert client.get(f"/api/projects/{project.pk}/slide-uploads/{upload_id}/").status_code == 404
+    assert not any(uploads.iterdir()) and not (media / "slide-uploads").exists()
+    assert not AuditLogEntry.objects.filter(action="slide_upload.kept").exists()
 
 
 def test_an_incomplete_or_unknown_upload_is_refused_and_kept(api_client_for, owner, project, tmp_path):
@@ -258,3 +273,122 @@ def test_the_sweep_removes_abandoned_uploads_only(api_client_for, owner, project
     assert f"uploads/slides/{old['id']}" in removed
     assert not (root / old["id"]).exists() and (root / recent["id"] / "data").read_bytes() == b"01234"
     assert client.get(old["url"]).status_code == 404 and client.get(recent["url"]).json()["offset"] == 5
+
+
+def register(client, project, name: str, slide_id: str, detections_id: str) -> int:
+    response = client.post(f"/api/projects/{project.pk}/slides/", {
+        "name": name, "slide_upload_id": slide_id, "detections_upload_id": detections_id}, format="json")
+    assert response.status_code == 202, response.content
+    return response.json()["id"]
+
+
+def test_a_failed_import_gives_its_uploads_back_under_the_same_ids(api_client_for, owner, project, tmp_path, uploads,
+                                                                   media):
+    from workers.tasks import run_job
+
+    fixture = build_fixture_slide(tmp_path / "local")
+    bad = bad_detections(fixture, tmp_path / "local")
+    client = api_client_for(owner)
+    slide_id = upload_whole(client, project, fixture.slide, chunk=1 << 20)
+    detections_id = upload_whole(client, project, bad, chunk=1 << 20)
+    stamp = time.time() - slide_uploads.MAX_AGE.total_seconds() + 60  # uploaded almost a day ago
+    os.utime(uploads / slide_id / "data", (stamp, stamp))
+    job_id = register(client, project, "first try", slide_id, detections_id)
+    assert not (uploads / slide_id).exists()  # the job's while it runs
+    run_job(job_id)
+    job = Job.objects.get(pk=job_id)
+    assert job.state == "failed"
+    assert job.error == (
+        "bad.geojson: feature #20: geometry type 'Point' is not supported (nuclei need Polygon or MultiPolygon). "
+        f"The uploaded slide case-1.tif and detections bad.geojson are kept as uploads {slide_id} and {detections_id} "
+        "for a day: register again with them (slide_upload_id, detections_upload_id; the project page's upload form "
+        "reuses them when the same files are chosen again)."), job.error
+    # Usable again, whole, by the same user: the same state as before the registration, the bytes renamed back.
+    for upload_id, path in ((slide_id, fixture.slide), (detections_id, bad)):
+        state = client.get(f"/api/projects/{project.pk}/slide-uploads/{upload_id}/").json()
+        assert state == {**state, "id": upload_id, "filename": path.name, "complete": True,
+                         "size": path.stat().st_size}
+        assert (media / "slide-uploads" / upload_id / "data").read_bytes() == path.read_bytes()
+    assert not any((media / "staging").iterdir())
+    assert not (media / f"projects/{project.pk}/datasets/job-{job_id}").exists()
+    assert sorted(AuditLogEntry.objects.filter(action="slide_upload.kept").values_list("details__upload", flat=True)) \
+        == sorted([slide_id, detections_id])
+    # Touched when given back: the day counts from now, not from the upload.
+    assert f"slide-uploads/{slide_id}" not in sweep_orphans()
+
+    # The detections corrected, the slide registered again with its same upload: not sent again.
+    fixed_id = upload_whole(client, project, fixture.geojson, chunk=1 << 20)
+    second = register(client, project, "second try", slide_id, fixed_id)
+    run_job(second)
+    job = Job.objects.get(pk=second)
+    assert job.state == "succeeded", job.error
+    image = Image.objects.get(dataset__name="second try")
+    assert image.nucleus_count == len(fixture.boxes)
+    assert (media / image.slide_file).read_bytes() == fixture.slide.read_bytes()
+    assert client.get(f"/api/projects/{project.pk}/slide-uploads/{slide_id}/").status_code == 404
+    # The bad detections were not used again: kept, until the sweep finds them a day old.
+    assert sorted(p.name for p in (media / "slide-uploads").iterdir()) == [detections_id]
+    later = time.time() + slide_uploads.MAX_AGE.total_seconds() + 60
+    assert f"slide-uploads/{detections_id}" in sweep_orphans(now=later)
+
+
+def test_a_cancelled_import_gives_its_uploads_back_too(api_client_for, owner, project, tmp_path):
+    fixture = build_fixture_slide(tmp_path / "local")
+    client = api_client_for(owner)
+    slide_id = upload_whole(client, project, fixture.slide, chunk=1 << 20)
+    detections_id = upload_whole(client, project, fixture.geojson, chunk=1 << 20)
+    job_id = register(client, project, "cancelled", slide_id, detections_id)
+    response = client.post(f"/api/jobs/{job_id}/cancel/")
+    assert response.status_code in (200, 202), response.content
+    job = Job.objects.get(pk=job_id)
+    assert job.state == "cancelled" and not job.error
+    assert f"kept as uploads {slide_id} and {detections_id} for a day" in job.log_tail, job.log_tail
+    for upload_id in (slide_id, detections_id):
+        assert client.get(f"/api/projects/{project.pk}/slide-uploads/{upload_id}/").json()["complete"] is True
+
+
+def test_a_retried_import_still_finds_its_uploads_and_only_the_last_failure_gives_them_back(
+        api_client_for, owner, project, tmp_path, uploads, media):
+    import shutil
+
+    from workers.tasks import MAX_ATTEMPTS, run_job
+
+    fixture = build_fixture_slide(tmp_path / "local")
+    client = api_client_for(owner)
+    slide_id = upload_whole(client, project, fixture.slide, chunk=1 << 20)
+    detections_id = upload_whole(client, project, bad_detections(fixture, tmp_path / "local"), chunk=1 << 20)
+    job_id = register(client, project, "retried", slide_id, detections_id)
+
+    def killed_mid_import():
+        """What a worker killed while importing leaves: the job running, the slide moved into its folder."""
+        job = job_operations.do_start_job(job_id, worker="lost")
+        folder = media / f"projects/{project.pk}/datasets/job-{job_id}"
+        folder.mkdir(parents=True, exist_ok=True)
+        staged = media / job.params["staging"] / "slide.tif"
+        if staged.exists():
+            shutil.move(str(staged), folder / "slide.tif")
+        return job
+
+    # The first attempt is lost: its uploads stay the job's, for the retry.
+    assert killed_mid_import().attempts == 1
+    assert client.get(f"/api/projects/{project.pk}/slide-uploads/{slide_id}/").status_code == 404
+    # The retry (attempt 2) finds them, fails on the Point, and only then gives them back.
+    run_job(job_id)
+    job = Job.objects.get(pk=job_id)
+    assert (job.state, job.attempts) == ("failed", 2) and "feature #20" in job.error
+    assert f"kept as uploads {slide_id} and {detections_id}" in job.error, job.error
+    assert (media / "slide-uploads" / slide_id / "data").read_bytes() == fixture.slide.read_bytes()
+
+    # A job whose worker was lost on every attempt is failed without running: the slide its killed attempt
+    # moved into the job's folder is given back from there.
+    fixed_id = upload_whole(client, project, fixture.geojson, chunk=1 << 20)
+    job_id = register(client, project, "lost twice", slide_id, fixed_id)
+    for _ in range(MAX_ATTEMPTS):
+        killed_mid_import()
+    run_job(job_id)
+    job = Job.objects.get(pk=job_id)
+    assert job.state == "failed" and "lost 2 times" in job.error
+    assert f"kept as uploads {slide_id} and {fixed_id}" in job.error, job.error
+    assert (media / "slide-uploads" / slide_id / "data").read_bytes() == fixture.slide.read_bytes()
+    assert (media / "slide-uploads" / fixed_id / "data").read_bytes() == fixture.geojson.read_bytes()
+    assert not (media / f"projects/{project.pk}/datasets/job-{job_id}").exists()
