@@ -10,6 +10,10 @@ function slidesSection(card) {
   const form = document.getElementById("slide-form");
   const field = (name) => card.querySelector(`[data-field="${name}"]`);
   let following = null;
+  // The localStorage keys of the uploads each registration took (job id: keys), forgotten once its import
+  // succeeded. An import that fails or is cancelled gives its uploads back under the same ids: choosing the same
+  // file again then registers it without sending it again.
+  const uploadKeys = new Map();
 
   // Start a job; its answer's job, to follow.
   const post = async (url, body) => (await api(url, { method: "POST", body })).job;
@@ -26,6 +30,8 @@ function slidesSection(card) {
   card.addEventListener("job-update", (e) => {
     const job = e.detail;
     if (job.state !== "succeeded" || !job.result) return;
+    for (const key of uploadKeys.get(job.id) || []) localStorage.removeItem(key);
+    uploadKeys.delete(job.id);
     const r = job.result;
     const done = field("done");
     done.hidden = false;
@@ -66,7 +72,8 @@ function slidesSection(card) {
 
   // Upload a slide and its detections in chunks (PUT with Content-Range), then register them. The upload
   // ids are kept in localStorage under the file's name, size and date, so that choosing the same file again
-  // (after a lost connection or a reload) carries on from the bytes the server has (GET offset).
+  // (after a lost connection, a reload, or an import that failed and gave the uploads back) carries on from
+  // the bytes the server has (GET offset; all of them: nothing is sent again).
   const uploadForm = document.getElementById("slide-upload-form");
   if (uploadForm) {
     const error = uploadForm.querySelector('[data-role="error"]');
@@ -159,9 +166,9 @@ function slidesSection(card) {
         body.slide_upload_id = await upload(slide);
         body.detections_upload_id = await upload(detections);
         const job = await post(uploadForm.dataset.registerUrl, body);
-        // Registered: the server moved both files into the import; nothing is left to resume.
-        localStorage.removeItem(storageKey(slide));
-        localStorage.removeItem(storageKey(detections));
+        // Registered: the server moved both files into the import. They are forgotten here once it succeeded
+        // (a failed one gives them back; a reload meanwhile finds them gone, 404, or given back).
+        uploadKeys.set(job.id, [storageKey(slide), storageKey(detections)]);
         follow(job);
       } catch (err) {
         error.textContent = err.message;  // textContent: a server string never becomes markup

@@ -86,3 +86,41 @@ def test_after_a_refused_registration_and_a_reload_the_same_files_resume_without
                        "(document.querySelector('#slide-job [data-field=log]') || {}).textContent?.includes('stored')")
     assert len(puts) == sent
     assert Image.objects.get(dataset__name="resumed case").nucleus_count == len(fixture.boxes)
+
+
+def test_after_a_failed_import_the_same_slide_is_registered_again_without_sending_it(
+        logged_in_page, live_server, owner, tmp_path, celery_worker_process):
+    import json
+
+    fixture = build_fixture_slide(tmp_path / "local")
+    collection = json.loads(fixture.geojson.read_text())
+    collection["features"][20]["geometry"] = {"type": "Point", "coordinates": [1, 2]}
+    bad = tmp_path / "local" / "bad.geojson"
+    bad.write_text(json.dumps(collection))
+    project = do_create_project("failed slide page", actor=owner)
+    page = logged_in_page
+    puts = []
+    page.on("request", lambda request: puts.append(request.url) if request.method == "PUT" else None)
+
+    def submit(name: str, detections) -> None:
+        page.evaluate(f"document.getElementById('slide-upload-form').dataset.chunkBytes = '{CHUNK}'")
+        page.fill("#slide-upload-form input[name=name]", name)
+        page.set_input_files("#slide-upload-form input[name=slide]", str(fixture.slide))
+        page.set_input_files("#slide-upload-form input[name=detections]", str(detections))
+        page.click("#slide-upload-form button[type=submit]")
+
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    submit("first try", bad)
+    page.wait_for_selector("#slide-job [data-field=error]:not([hidden])")
+    error = page.inner_text("#slide-job [data-field=error]")
+    assert "feature #20" in error and "The uploaded slide case-1.tif and detections bad.geojson are kept" in error
+    first_urls, sent = set(puts), len(puts)
+    submit("second try", fixture.geojson)  # the detections corrected; the same slide: given back, complete
+    wait_in_page(page, "location.search.includes('slide_job=') && "
+                       "(document.querySelector('#slide-job [data-field=log]') || {}).textContent?.includes('stored')")
+    assert Image.objects.get(dataset__name="second try").nucleus_count == len(fixture.boxes)
+    assert not set(puts[sent:]) & first_urls  # only the new detections were sent
+    assert len(puts) - sent == -(-fixture.geojson.stat().st_size // CHUNK)  # each chunk once
+    # Only the bad detections' upload is left to resume (kept on the server for a day, unused).
+    assert page.evaluate("Object.keys(localStorage).filter((k) => k.startsWith('slide-upload:'))") == [
+        page.evaluate("[...Object.keys(localStorage)].find((k) => k.startsWith('slide-upload:bad.geojson:'))")]
