@@ -302,10 +302,10 @@ def do_give_back_uploads(job) -> str:
     for entry in kept:
         audit.record("slide_upload.kept", actor=job.created_by, target=f"projects.project:{job.project_id}",
                      upload=entry["id"], filename=entry["filename"], job=job.pk)
-    return kept_sentence(kept)
+    return _kept_sentence(kept)
 
 
-def kept_sentence(kept: list[dict]) -> str:
+def _kept_sentence(kept: list[dict]) -> str:
     """What the owner of an import that did not succeed reads about the uploads given back."""
     if not kept:
         return ""
