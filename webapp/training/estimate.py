@@ -86,7 +86,7 @@ def training_estimate(project, options: dict, *, resume_point: dict | None = Non
     """The schedule a training with ``options`` would run (defaults filled in as do_start_training fills them)
     and its estimated duration, in seconds per stage and in total."""
     size = operations.data_size(project)
-    defaults = operations.default_training_options(project, options.get("batch_size"))
+    defaults = operations.default_training_options(project, options.get("batch_size"), size)
     active = active_version(project)
     base = (TrainConfig.from_saved({k: v for k, v in active.config.items() if k not in MACHINE_FIELDS}) if active
             else TrainConfig())

@@ -83,13 +83,14 @@ def data_size(project: Project) -> dict:
             "labelled": sum(n for label_set, n in rows if label_set) + slides}
 
 
-def default_training_options(project: Project, batch_size: int | None = None) -> dict:
+def default_training_options(project: Project, batch_size: int | None = None, size: dict | None = None) -> dict:
     """The epochs and draws per epoch a training of this project gets unless it is given its own
-    (:func:`mlcore.estimate.default_schedule`: scaled to the project's nuclei, a small project's runs in minutes)."""
+    (:func:`mlcore.estimate.default_schedule`: scaled to the project's nuclei, a small project's runs in minutes).
+    ``size``: the project's :func:`data_size` where the caller has it (counting a slide's labels is a query)."""
     from mlcore.config import TrainConfig
     from mlcore.estimate import default_schedule
 
-    return default_schedule(data_size(project)["nuclei"], batch_size or TrainConfig().batch_size)
+    return default_schedule((size or data_size(project))["nuclei"], batch_size or TrainConfig().batch_size)
 
 
 class NotResumable(Conflict):

@@ -155,17 +155,18 @@ def training_form_context(project) -> dict:
                           "epochs": point.get("epochs")})
     policy = RetrainPolicy.objects.filter(project=project).first()
     policy_options = (policy.options if policy else {}) or {}
+    project_size = data_size(project)
     from django.conf import settings
 
     return {
-        "training_defaults": default_training_options(project),
+        "training_defaults": default_training_options(project, size=project_size),
         "training_limits": {"samples_per_epoch": MAX_SAMPLES_PER_EPOCH},     # the API's own (TrainRequestSerializer)
         "policy_limits": {"min_new_reviews": RetrainPolicy.MAX_MIN_NEW_REVIEWS,
                           "check_every_minutes": RetrainPolicy.MAX_CHECK_EVERY_MINUTES},
         "training_not_ready": not_ready,
         "training_waits_for": waits_for,
         "training_rule": describe_rule(),
-        "project_size": data_size(project),
+        "project_size": project_size,
         "resumable": resumable,
         "all_stages": [(stage, STAGE_NUMBER[stage]) for stage in STAGES],
         "policy_options": policy_options,
