@@ -100,18 +100,25 @@ def local_path(name: str) -> Path:
     return path
 
 
+@contextmanager
+def _missing_raises_file_not_found(name: str):
+    """An S3 call on the object ``name``: its 404 raised as FileNotFoundError, as a local file's would be."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            raise FileNotFoundError(f"no media file {name!r} in the storage") from None
+        raise
+
+
 def _download(name: str, sink) -> None:
     storage = default_storage
     bucket = getattr(storage, "bucket", None)
     if bucket is not None:  # S3: boto3's managed transfer, in parts, straight to the file
-        from botocore.exceptions import ClientError
-
-        try:
+        with _missing_raises_file_not_found(name):
             bucket.download_fileobj(storage._normalize_name(name), sink)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                raise FileNotFoundError(f"no media file {name!r} in the storage") from None
-            raise
         return
     if not storage.exists(name):
         raise FileNotFoundError(f"no media file {name!r} in the storage")
@@ -196,15 +203,9 @@ def copy_stored(source: str, target: str) -> None:
     storage = default_storage
     bucket = getattr(storage, "bucket", None)
     if bucket is not None:
-        from botocore.exceptions import ClientError
-
-        try:
+        with _missing_raises_file_not_found(source):
             bucket.copy({"Bucket": bucket.name, "Key": storage._normalize_name(source)},
                         storage._normalize_name(target))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                raise FileNotFoundError(f"no media file {source!r} in the storage") from None
-            raise
         return
     if not storage.exists(source):
         raise FileNotFoundError(f"no media file {source!r} in the storage")
