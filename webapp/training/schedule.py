@@ -68,7 +68,7 @@ def next_cron_run(policy: RetrainPolicy, now: datetime | None = None) -> datetim
 
 
 def next_check(policy: RetrainPolicy, now: datetime | None = None) -> datetime | None:
-    """The next time the new-review count is checked (beat runs a check that never ran at its next tick)."""
+    """The next time the new-review count is checked, as beat's database scheduler reckons it."""
     from django_celery_beat.models import PeriodicTask
 
     if not policy.enabled or not policy.min_new_reviews:
@@ -78,7 +78,10 @@ def next_check(policy: RetrainPolicy, now: datetime | None = None) -> datetime |
     now = now or timezone.now()
     if task is None or task.interval is None:
         return None
-    due = (task.last_run_at + timedelta(minutes=task.interval.every)) if task.last_run_at else now
+    # Beat (django-celery-beat's ModelEntry) counts a check that never ran from the task's last save, not from
+    # now: a policy saved at 10:00 with a 15-minute check is first checked at 10:15, and each save starts it again.
+    since = task.last_run_at or task.date_changed
+    due = since + timedelta(minutes=task.interval.every) if since else now
     return _to_second(max(due, now).astimezone(ZoneInfo(settings.CELERY_TIMEZONE)))
 
 

@@ -76,3 +76,32 @@ def test_a_saved_schedule_says_when_it_next_runs_and_in_which_time_zone(api_clie
                            {"enabled": True, "min_new_reviews": 5, "check_every_minutes": 30}, format="json").json()
     assert threshold["next_run_at"] is None and threshold["next_check_at"] is not None
     assert "Next check for 5 new reviewed labels" in threshold["schedule_text"]
+
+
+def test_a_new_threshold_check_is_announced_when_beat_first_runs_it_not_now(api_client_for, owner):
+    """Beat first runs a check that never ran an interval after its task was saved: the form said "now" at
+    every reload, so a curator waited in vain for a training that was 15 minutes away."""
+    from django_celery_beat.models import PeriodicTask
+    from django_celery_beat.schedulers import ModelEntry
+
+    from workers.celery import app
+
+    project = do_create_project("policy", actor=owner)
+    policy = api_client_for(owner).put(f"/api/projects/{project.pk}/retrain-policy/",
+                                       {"enabled": True, "min_new_reviews": 5, "check_every_minutes": 30},
+                                       format="json").json()
+    task = PeriodicTask.objects.get(name=f"retrain-check-project-{project.pk}")
+    assert task.last_run_at is None
+    announced = datetime.fromisoformat(policy["next_check_at"])
+    assert announced >= task.date_changed + timedelta(minutes=30) - timedelta(seconds=1), policy
+    # The scheduler's own reckoning of the same row: due in about 30 minutes, not at its next tick.
+    due, seconds_left = ModelEntry(task, app=app).is_due()
+    assert not due
+    assert abs((datetime.now(timezone.utc) + timedelta(seconds=seconds_left) - announced).total_seconds()) < 5
+    assert f"{announced:%H:%M}" in policy["schedule_text"]
+
+    # Once it ran, the next check is an interval after that run.
+    ran = datetime.now(timezone.utc) - timedelta(minutes=10)
+    PeriodicTask.objects.filter(pk=task.pk).update(last_run_at=ran)
+    again = api_client_for(owner).get(f"/api/projects/{project.pk}/retrain-policy/").json()
+    assert abs((datetime.fromisoformat(again["next_check_at"]) - (ran + timedelta(minutes=30))).total_seconds()) < 2
