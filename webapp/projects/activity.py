@@ -40,8 +40,8 @@ KIND_CHOICES = [("changes", "Changes but single labels"), ("", "Every change, la
 SHOWN_DETAILS = ("name", "name_before", "description", "description_before", "provenance", "provenance_before",
                  "user", "role", "previous", "kind", "format", "images", "nuclei", "label_set", "class_index",
                  "source", "number", "parent", "active", "stage", "epoch", "error", "enabled", "min_new_reviews",
-                 "cron", "activate_only_if_not_lower", "filename", "datasets", "members", "job", "jobs", "reason",
-                 "slides_folder")
+                 "check_every_minutes", "cron", "options", "activate_only_if_not_lower", "filename", "datasets",
+                 "members", "job", "jobs", "reason", "slides_folder")
 LONGEST_SHOWN = 300   # characters of one value on the page (a provenance note may hold 10,000)
 
 # Words for the actions a member meets most; others show their code.
@@ -150,6 +150,8 @@ def _text(value) -> str:
         text = "yes" if value else "no"
     elif isinstance(value, (list, tuple)):
         text = ", ".join(_text(v) for v in value) or "none"
+    elif isinstance(value, dict):   # a policy's training options: "epochs 2; stages sparse, completion"
+        text = "; ".join(f"{key.replace('_', ' ')} {_text(v)}" for key, v in sorted(value.items())) or "defaults"
     else:
         text = str(value)
     return text if len(text) <= LONGEST_SHOWN else text[:LONGEST_SHOWN] + "…"

@@ -479,8 +479,11 @@ def do_set_retrain_policy(project: Project, *, actor, enabled: bool = True, min_
                 "enabled": enabled})
         else:
             PeriodicTask.objects.filter(name=cron_name).delete()
+        # Every field the form saves: a change of the interval or of the scheduled runs' stages and epochs read as
+        # the row before it, as if nothing had changed.
         audit.record("project.retrain_policy_set", actor=actor, target=project, enabled=enabled,
-                     min_new_reviews=min_new_reviews, cron=cron, activate_only_if_not_lower=activate_only_if_not_lower)
+                     min_new_reviews=min_new_reviews, check_every_minutes=check_every_minutes, cron=cron,
+                     options=options or {}, activate_only_if_not_lower=activate_only_if_not_lower)
     return policy
 
 

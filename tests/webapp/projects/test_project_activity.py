@@ -217,3 +217,27 @@ def test_setting_the_role_a_member_has_writes_nothing(project, owner, member):
     rows = AuditLogEntry.objects.count()
     do_set_membership(project, member, Role.VIEWER, actor=owner)
     assert AuditLogEntry.objects.count() == rows
+
+
+def test_a_retraining_policy_change_of_interval_stages_or_epochs_reads_as_that_change(project, owner, member,
+                                                                                    api_client_for):
+    """The row kept only enabled, threshold, cron and the guard: a curator who changed the scheduled runs' epochs
+    or the check's interval left a row that read exactly as the one before it."""
+    client = api_client_for(owner)
+    url = f"/api/projects/{project.pk}/retrain-policy/"
+    assert client.put(url, {"enabled": True, "min_new_reviews": 5}, format="json").status_code == 200
+    assert client.patch(url, {"check_every_minutes": 30, "options": {"stages": ["sparse", "completion"],
+                                                                    "epochs": 2}},
+                        format="json").status_code == 200
+    rows = api_client_for(member).get(f"/api/projects/{project.pk}/activity/?kind=team").json()["results"]
+    latest, first = [row for row in rows if row["action"] == "project.retrain_policy_set"]
+    assert latest["details"]["check_every_minutes"] == 30 and first["details"]["check_every_minutes"] == 15
+    assert latest["details"]["options"] == {"stages": ["sparse", "completion"], "epochs": 2}
+    assert first["details"]["options"] == {}
+    page = Client()
+    page.force_login(member)
+    html = page.get(f"/projects/{project.pk}/activity/?kind=team").content.decode()
+    assert '<span class="muted">check every minutes:</span> 30' in html
+    assert '<span class="muted">options:</span> epochs 2; stages sparse, completion' in html
+    assert '<span class="muted">check every minutes:</span> 15' in html
+    assert '<span class="muted">options:</span> defaults' in html
