@@ -24,6 +24,7 @@ urlpatterns = [
     path("account/", core_views.account, name="account"),
     path("favicon.ico", core_views.favicon, name="favicon"),
     path("account/token/", core_views.regenerate_token, name="regenerate-token"),
+    path("account/token/revoke/", core_views.revoke_token, name="revoke-token"),
     path("jobs/<int:job_id>/", job_pages.job_detail, name="job-detail"),
     # GET shows the form, POST signs in (LoginView would also take PUT as a POST).
     path("login/", auth_views.LoginView.as_view(http_method_names=FORM_METHODS), name="login"),

@@ -34,6 +34,12 @@ def client_ip(request) -> str | None:
     return forwarded[-proxies]
 
 
+# DRF's "Invalid token." left a script's owner guessing: a token replaced or revoked on the account page, or by a
+# new password, reads as one never made.
+INVALID_TOKEN = ("Invalid token: it was replaced or revoked (on the account page, or by a new password), or never "
+                 "existed. Your account page, /account/, shows your current token or creates one.")
+
+
 class TokenFailuresThrottled(exceptions.Throttled):
     default_detail = "Too many requests with an unknown API token from this address."
 
@@ -79,7 +85,7 @@ class ThrottledTokenAuthentication(TokenAuthentication):
             f"SELECT u.*, t.created AS token_created FROM {sql.table(Token)} t "
             f"JOIN {sql.table(user_model)} u ON u.id = t.user_id WHERE t.key = %s", [key]))
         if user is None:
-            raise exceptions.AuthenticationFailed(_("Invalid token."))
+            raise exceptions.AuthenticationFailed(INVALID_TOKEN)
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         token = Token(key=key, user=user, created=sql.datetime_value(user.token_created))

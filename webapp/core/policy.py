@@ -54,6 +54,7 @@ ROUTES: dict[str, dict[str, Access]] = {
     "home": {"GET": AUTHENTICATED},
     "account": {"GET": AUTHENTICATED},
     "regenerate-token": {"POST": AUTHENTICATED},
+    "revoke-token": {"POST": AUTHENTICATED},  # your own token
     # Passwords: Django's views. Resetting is for people who cannot log in; the e-mailed link is the key.
     "password_reset": {"GET": ANONYMOUS, "POST": ANONYMOUS},
     "password_reset_done": {"GET": ANONYMOUS},

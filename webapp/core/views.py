@@ -23,6 +23,17 @@ def regenerate_token(request):
     return redirect("account")
 
 
+@require_POST
+def revoke_token(request):
+    """End the user's API token without a new one (a token copied where it should not be, a script retired)."""
+    if operations.do_revoke_api_token(request.user, reason="revoked on the account page"):
+        messages.success(request, "Your API token was revoked: requests with it are refused from now on. "
+                                  "Create a new one here when a script needs it again.")
+    else:
+        messages.info(request, "You have no API token, so there was nothing to revoke.")
+    return redirect("account")
+
+
 @require_safe
 def favicon(request):
     """/favicon.ico, which browsers ask for on pages that name no icon (the API's documentation pages):
@@ -30,4 +41,4 @@ def favicon(request):
     return redirect(static("favicon.svg"), permanent=True)
 
 
-__all__ = ["account", "regenerate_token", "favicon", "login_required"]
+__all__ = ["account", "regenerate_token", "revoke_token", "favicon", "login_required"]

@@ -43,4 +43,38 @@ def test_bad_token_gets_json_detail(api_client_for):
     client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
     response = client.get("/api/jobs/")
     assert response.status_code == 401
-    assert response.json()["detail"] == "Invalid token."
+    assert response.json()["detail"].startswith("Invalid token: it was replaced or revoked")
+    assert "/account/" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_the_account_page_revokes_the_token_without_making_another(client, owner):
+    """The page only replaced a token: someone whose token leaked, or whose script was retired, had to keep a
+    working token, or change their password, to end it."""
+    from rest_framework.test import APIClient
+
+    from webapp.core.models import AuditLogEntry
+
+    client.force_login(owner)
+    assert "Revoke token" not in client.get("/account/").content.decode()   # nothing to revoke yet
+    client.post("/account/token/")
+    token = Token.objects.get(user=owner)
+    page = client.get("/account/").content.decode()
+    assert 'action="/account/token/revoke/"' in page and "Revoke token" in page
+    script = APIClient()
+    script.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert script.get("/api/jobs/").status_code == 200
+
+    response = client.post("/account/token/revoke/", follow=True)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Your API token was revoked" in page and "You have no token yet." in page and "Revoke token" not in page
+    assert not Token.objects.filter(user=owner).exists()
+    refused = script.get("/api/jobs/")
+    assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+    row = AuditLogEntry.objects.get(action="account.token_revoked", actor=owner)
+    assert row.details == {"reason": "revoked on the account page"}
+
+    again = client.post("/account/token/revoke/", follow=True).content.decode()
+    assert "nothing to revoke" in again
+    assert AuditLogEntry.objects.filter(action="account.token_revoked").count() == 1
