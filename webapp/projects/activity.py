@@ -119,7 +119,7 @@ def words(entry: AuditLogEntry) -> str:
         text = "added a member"
     a_job = JOB_NOUNS.get(details.get("kind"), "a job")
     text = text.format(a_job=a_job)
-    starts_with_a_noun = text.startswith(a_job) or text.startswith("the retraining policy")
+    starts_with_a_noun = text.startswith((a_job, "the retraining policy", "a worker"))
     return text[0].upper() + text[1:] if starts_with_a_noun and entry.actor_id is None else text
 
 

@@ -151,6 +151,11 @@ def test_job_rows_go_with_what_the_job_was_about_and_read_as_words(project, owne
     models = client.get(url + "?kind=models").json()["results"]
     assert [(row["action"], row["words"], row["details"]) for row in models] == [
         ("job.succeeded", "A training succeeded", {"kind": "train"})]   # no empty error
+    # A row no person wrote is a sentence of its own: it begins with a capital ("automatic | a worker took...").
+    queued = Job.objects.create(kind=Job.Kind.IMPORT, project=project, created_by=owner)
+    job_operations.do_start_job(queued.pk, "worker@host")
+    everything = client.get(url + "?kind=all").json()["results"]
+    assert [row["words"] for row in everything if row["action"] == "job.started"] == ["A worker took an import"]
 
 
 
