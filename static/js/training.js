@@ -154,6 +154,12 @@ function trainingSection(section) {
   }));
 
   const policyForm = document.getElementById("policy-form");
+  // A change after a save is not saved: "Saved." must not stay beside it (a value the browser refuses, such
+  // as a check interval of 0, is never submitted, so the submit handler below would not say so).
+  policyForm?.addEventListener("input", () => {
+    const status = document.getElementById("policy-status");
+    if (status.textContent === "Saved.") status.textContent = "Changed: not saved yet.";
+  });
   policyForm?.addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = new FormData(policyForm);

@@ -170,6 +170,10 @@ def test_the_policy_form_shows_a_bad_cron_and_the_next_run(logged_in_page, live_
     assert policy.options == {"stages": ["sparse", "completion"], "epochs": 3}
     assert policy.activate_only_if_not_lower
     assert PeriodicTask.objects.get(name=f"retrain-cron-project-{project.pk}").enabled
+    # A change after the save is not saved, even one the browser refuses to submit (an interval of 0).
+    form.locator("input[name=check_every_minutes]").fill("0")
+    form.locator("button[type=submit]").click()
+    assert page.inner_text("#policy-status") == "Changed: not saved yet."
 
     page.reload()
     assert form.locator("input[name=enabled]").is_checked()
