@@ -406,7 +406,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     images = list(Image.objects.filter(project=project, slide_file="").select_related("dataset__label_set")
                   .order_by("id"))
     # A slide's labelled nuclei only, each cut from the slide (slide_data says why and how many).
-    slides = labelled_slides(project) if settings.SLIDE_TRAINING_MAX_NUCLEI > 0 else []
+    # The nuclei labelled as of the data snapshot: a resume reads those the stopped training read.
+    slides = labelled_slides(project, as_of=snapshot_at) if settings.SLIDE_TRAINING_MAX_NUCLEI > 0 else []
     unread_slides = Image.objects.filter(project=project).exclude(slide_file="").exclude(
         pk__in=[image.pk for image, _ in slides]).count()
     if unread_slides:
@@ -427,7 +428,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
             raise Cancelled()
     slide_data = slide_training_data(
         slides, {ml.name for ml in ml_label_sets}, config.crop_spec, cache_dir=config.cache_dir,
-        split_names=split_names, should_stop=should_stop,
+        split_names=split_names, should_stop=should_stop, as_of=snapshot_at,
         report=lambda done, total, message: report(5.0 * (len(images) + done / max(total, 1)) / steps,
                                                    stage="loading", message=message))
     for note in slide_data.notes:

@@ -6,7 +6,11 @@ in, each cut from a region of the slide read at the model's scale (:func:`mlcore
 slide's classification cuts them). The reviews are what a reviewer taught the model: each is taken; the
 ground truth fills the rest, up to ``SLIDE_TRAINING_MAX_NUCLEI`` for all the project's slides together, since
 every crop is held in memory (24 KiB each with the default crops, and twice over while the table is built). Which ones is drawn by a fixed hash
-of the nucleus's id, so that the same labels give the same table (a resumed training checks it).
+of the nucleus's id, so that the same labels give the same table (a resumed training checks it). Which nuclei
+are taken is decided as of the training's data snapshot (``as_of``): a review of an unlabelled nucleus made
+later adds it to the next training, not to a resume of this one, which must read the nuclei the stopped
+training read (a tile's review changes a label, never the nuclei); the labels themselves are the current ones,
+as a tile's.
 
 The validation split takes squares of :data:`BLOCK` level-0 pixels of a slide as its groups, as it takes
 whole tiles: neighbouring nuclei share tissue, and one on each side would flatter the validation.
@@ -19,12 +23,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, Exists, OuterRef, Q
 
 from mlcore.data import CropRecord
 from mlcore.slides import DEFAULT_MODEL_MPP, SlideError
 from mlcore.types import quoted
-from webapp.datasets.models import CurrentLabel, Image, LabelSource, Nucleus
+from webapp.datasets.models import CurrentLabel, Image, Label, LabelSource, Nucleus
 
 BLOCK = 2048          # level-0 pixels: the side of one validation-split group of a slide
 FETCH = 5000          # nuclei read from the database per query
@@ -43,10 +47,20 @@ class SlideTrainingData:
     notes: list[str] = field(default_factory=list)
 
 
-def labelled_slides(project) -> list[tuple[Image, int]]:
-    """The project's slide images with labelled nuclei, and how many, in id order."""
-    counts = dict(CurrentLabel.objects.filter(nucleus__image__project=project, source__in=TRAINED_SOURCES)
-                  .exclude(nucleus__image__slide_file="").values("nucleus__image_id")
+def _labelled_as_of(rows, as_of):
+    """The current labels of ``rows`` (CurrentLabel) whose nucleus was labelled at ``as_of`` already (a human
+    label of it in any label set by then); all of them without ``as_of``."""
+    if as_of is None:
+        return rows
+    before = Label.objects.filter(nucleus_id=OuterRef("nucleus_id"), source__in=TRAINED_SOURCES, created_at__lte=as_of)
+    return rows.filter(Q(label__created_at__lte=as_of) | Exists(before))
+
+
+def labelled_slides(project, as_of=None) -> list[tuple[Image, int]]:
+    """The project's slide images with labelled nuclei, and how many, in id order; with ``as_of`` (a training's
+    data snapshot), the nuclei labelled by then."""
+    rows = CurrentLabel.objects.filter(nucleus__image__project=project, source__in=TRAINED_SOURCES)
+    counts = dict(_labelled_as_of(rows, as_of).exclude(nucleus__image__slide_file="").values("nucleus__image_id")
                   .annotate(n=Count("nucleus_id", distinct=True)).values_list("nucleus__image_id", "n"))
     images = Image.objects.filter(pk__in=counts).select_related("dataset__label_set").order_by("id")
     return [(image, counts[image.pk]) for image in images]
@@ -70,11 +84,13 @@ def _draw_order(nucleus_id: int) -> int:
 
 
 def slide_training_data(slides: list[tuple[Image, int]], label_sets: set[str], spec, *, cache_dir,
-                        split_names: dict[int, str], report=None, should_stop=None) -> SlideTrainingData:
+                        split_names: dict[int, str], report=None, should_stop=None, as_of=None) -> SlideTrainingData:
     """The labelled nuclei of ``slides`` (:func:`labelled_slides`) in the label sets named, as crop records of
     ``spec``. ``split_names``: each dataset's name in the table (runner.table_names). ``report(done, total,
     message)`` as the crops are cut. A slide this worker cannot read is left out and named in ``notes``, as
-    the slides' classification leaves it out."""
+    the slides' classification leaves it out. ``as_of``: the training's data snapshot, as given to
+    :func:`labelled_slides` (the nuclei labelled by then, with their current labels; a nucleus counts as reviewed
+    first if it was by then)."""
     from mlcore.infer import slide_crops
     from webapp.datasets.slides import open_image_slide
 
@@ -86,13 +102,21 @@ def slide_training_data(slides: list[tuple[Image, int]], label_sets: set[str], s
     for (image, labelled), quota in zip(slides, quotas):
         labels: dict[int, dict[str, tuple[int, str]]] = defaultdict(dict)  # {nucleus: {set: (class, source)}}
         reviewed: set[int] = set()
-        rows = (CurrentLabel.objects.filter(nucleus__image=image, source__in=TRAINED_SOURCES,
-                                            label_set__name__in=label_sets)
-                .values_list("nucleus_id", "label_set__name", "class_index", "source"))
-        for nucleus_id, set_name, class_index, source in rows.iterator(chunk_size=20_000):
+        changed: set[int] = set()   # nuclei with a label newer than as_of: reviewed first if they were by then
+        rows = (_labelled_as_of(CurrentLabel.objects.filter(nucleus__image=image, source__in=TRAINED_SOURCES,
+                                                            label_set__name__in=label_sets), as_of)
+                .values_list("nucleus_id", "label_set__name", "class_index", "source", "label__created_at"))
+        for nucleus_id, set_name, class_index, source, created_at in rows.iterator(chunk_size=20_000):
             labels[nucleus_id][set_name] = (class_index, source)
-            if source == LabelSource.REVIEW:
+            if as_of is not None and created_at > as_of:
+                changed.add(nucleus_id)
+            elif source == LabelSource.REVIEW:
                 reviewed.add(nucleus_id)
+        changed = sorted(changed - reviewed)
+        for start in range(0, len(changed), FETCH):
+            reviewed.update(Label.objects.filter(
+                nucleus_id__in=changed[start:start + FETCH], label_set__name__in=label_sets,
+                source=LabelSource.REVIEW, created_at__lte=as_of).values_list("nucleus_id", flat=True))
         chosen = sorted(labels, key=lambda pk: (pk not in reviewed, _draw_order(pk)))[:quota]
         if len(labels) > quota:
             data.notes.append(f"slide {quoted(image.name)}: {quota:,} of its {len(labels):,} labelled nuclei "

@@ -107,3 +107,50 @@ def test_slides_are_not_read_with_a_limit_of_zero(owner, media_root, settings, t
     settings.SLIDE_TRAINING_MAX_NUCLEI = 0
     assert labelled_label_sets(world.project) == []
     assert CurrentLabel.objects.filter(source=LabelSource.REVIEW).exists()
+
+
+def test_reviews_of_a_slides_unlabelled_nuclei_after_a_cancel_do_not_stop_its_resume(owner, media_root, settings,
+                                                                                     tmp_path):
+    """A slide's unlabelled nuclei are not in a training, so a review of one adds a nucleus to the next one; a
+    resume (asked for, or a lost worker's own) must read the nuclei the stopped training read, as of its data
+    snapshot, as a tile's review changes a label and never the nuclei. It failed with "the project has N+1 nuclei,
+    job J trained on N: its data changed"."""
+    from mlcore.types import Cancelled
+    from webapp.datasets.models import Label
+    from webapp.datasets.operations import do_record_label
+
+    settings.SLIDE_TRAINING_MAX_NUCLEI = 10**6
+    world = build_slide_world(owner, tiles_x=9, tiles_y=2)
+    # As a QuPath export without a class on every detection: some nuclei have no label at all.
+    unlabelled = [pk for pk in sorted(world.truth) if pk not in world.beta_reviews][::4]
+    Label.objects.filter(nucleus_id__in=unlabelled).delete()
+    options = {**FAST, "stages": ["sparse", "completion"], "predict_tta": False}
+    first = Job.objects.create(kind=Job.Kind.TRAIN, project=world.project, created_by=owner,
+                               params={"options": options})
+
+    def point() -> dict:
+        return (Job.objects.get(pk=first.pk).result or {}).get("resume") or {}
+
+    with pytest.raises(Cancelled):
+        run_training(first, lambda *a, **k: None, lambda: point().get("done") == ["sparse"])
+    Job.objects.filter(pk=first.pk).update(state=Job.State.CANCELLED)
+    trained = point()["nuclei"]
+    # Meanwhile a reviewer labels two of the unlabelled nuclei, and changes a reviewed one.
+    for pk in unlabelled[:2]:
+        do_record_label(Nucleus.objects.get(pk=pk), world.beta, 1, author=owner)
+    reviewed = sorted(world.beta_reviews)[0]
+    do_record_label(Nucleus.objects.get(pk=reviewed), world.beta, 1 - world.beta_reviews[reviewed], author=owner)
+
+    resumed = Job.objects.create(kind=Job.Kind.TRAIN, project=world.project, created_by=owner,
+                                 params={"options": options, "resume": {"job": first.pk, "stage": "sparse"}})
+    result = run_training(resumed, lambda *a, **k: None, lambda: False)
+    version = ModelVersion.objects.get(pk=result["model_version_id"])
+    assert version.training_data["nuclei"] == trained == len(world.truth) - len(unlabelled)
+    # The labels are the current ones (the changed review), as a tile's; the new nuclei wait for the next training.
+    assert result["trained_on"]["beta-types"] == {"review": len(world.beta_reviews)}
+
+    fresh = Job.objects.create(kind=Job.Kind.TRAIN, project=world.project, created_by=owner,
+                               params={"options": {**options, "stages": ["sparse"]}})
+    result = run_training(fresh, lambda *a, **k: None, lambda: False)
+    assert result["trained_on"]["beta-types"] == {"review": len(world.beta_reviews) + 2}
+    assert ModelVersion.objects.get(pk=result["model_version_id"]).training_data["nuclei"] == trained + 2
