@@ -94,7 +94,9 @@ def training_estimate(project, options: dict, *, resume_point: dict | None = Non
     epochs = options.get("epochs") or defaults["epochs"]
     samples_per_epoch = options.get("samples_per_epoch") or defaults["samples_per_epoch"]
     stages = list(options.get("stages") or STAGES)
-    label_sets = project.label_sets.count()
+    # The label sets the training learns (a label set without a labelled nucleus is left out, and one labelled on
+    # slides only where SLIDE_TRAINING_MAX_NUCLEI is 0), not every label set of the project.
+    label_sets = len(operations.labelled_label_sets(project))
     if label_sets < 2:
         stages = ["sparse"]  # as the training itself does
     stage_epochs = {}

@@ -154,3 +154,27 @@ def test_reviews_of_a_slides_unlabelled_nuclei_after_a_cancel_do_not_stop_its_re
     result = run_training(fresh, lambda *a, **k: None, lambda: False)
     assert result["trained_on"]["beta-types"] == {"review": len(world.beta_reviews) + 2}
     assert ModelVersion.objects.get(pk=result["model_version_id"]).training_data["nuclei"] == trained + 2
+
+
+def test_the_estimate_runs_the_stages_a_training_runs_when_the_slides_are_not_read(owner, media_root, settings,
+                                                                                 tmp_path):
+    """With SLIDE_TRAINING_MAX_NUCLEI 0 a label set labelled on slides only is left out of the training, which then
+    runs stage 1 alone: the train form's estimate costed the three stages of two label sets."""
+    from tests.workers.training_helpers import two_taxonomy_project
+    from webapp.datasets.models import Label, LabelSet
+    from webapp.training.estimate import training_estimate
+
+    project = two_taxonomy_project(owner, tmp_path / "tiles", images=1, nuclei=10)
+    colon, breast = LabelSet.objects.get(project=project, name="colon"), LabelSet.objects.get(project=project,
+                                                                                            name="breast")
+    Label.objects.filter(label_set=breast).delete()         # breast is labelled on the slide only
+    build_slide_world(owner, project=project, label_sets=(breast, colon), tiles_x=4, tiles_y=2)
+    assert training_estimate(project, {"epochs": 1})["stages"] == ["sparse", "correlation", "completion"]
+    settings.SLIDE_TRAINING_MAX_NUCLEI = 0
+    estimate = training_estimate(project, {"epochs": 1})
+    job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner,
+                             params={"options": {**FAST, "predict_tta": False}})
+    result = run_training(job, lambda *a, **k: None, lambda: False)
+    assert result["stages"] == ["sparse"] and set(result["trained_on"]) == {"colon", "unlabelled_nuclei"}
+    assert estimate["stages"] == ["sparse"] and list(estimate["per_stage"]) == ["sparse"]
+    assert estimate["label_sets"] == 1
