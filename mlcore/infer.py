@@ -447,10 +447,11 @@ def slide_crops(spec: CropSpec, slide, nuclei: list, *, model_mpp: float | None 
     scale, the same mirrored edges and the slide's own stain estimate. So that a model trains on a slide's
     nuclei as it will see them when it classifies the slide.
 
-    With ``cache_dir`` and ``cache_key`` (the slide's identity: its checksum) the crops are kept there, keyed
-    by the key, ``spec``, the scale and the nuclei's outlines and boxes: a retraining of the same nuclei reads
-    no region again. One entry per slide: the nuclei a training takes change with every review, and a
-    slide's entry can be a gigabyte, so a new one replaces the slide's older ones. ``progress(done, total)``
+    With ``cache_dir`` and ``cache_key`` (the slide's identity: its checksum, and whatever else tells apart
+    the users of the slide that take their own nuclei of it, such as the web app's image row) the crops are
+    kept there, keyed by the key, ``spec``, the scale and the nuclei's outlines and boxes: a retraining of the
+    same nuclei reads no region again. One entry per key: the nuclei a training takes change with every
+    review, and a slide's entry can be a gigabyte, so a new one replaces the key's older ones. ``progress(done, total)``
     after each region; ``should_stop()`` is asked as often and ends the cutting with
     :class:`mlcore.types.Cancelled`."""
     import hashlib

@@ -135,8 +135,10 @@ def slide_training_data(slides: list[tuple[Image, int]], label_sets: set[str], s
             if report:
                 report(start + done, total, f"slide {image.name}: {done:,}/{count:,} labelled nuclei cut")
 
+        # Keyed by the slide and its image row: the same slide in two projects (their own labelled nuclei) keeps
+        # an entry for each, where one entry per slide had each project's training replace the other's.
         crops = slide_crops(spec, slide, [n for _, _, n in nuclei], model_mpp=DEFAULT_MODEL_MPP,
-                            cache_dir=cache_dir, cache_key=image.checksum, progress=progress,
+                            cache_dir=cache_dir, cache_key=f"{image.checksum} image {image.pk}", progress=progress,
                             should_stop=should_stop)
         done_before += len(nuclei)
         data.nuclei[image.pk] = len(nuclei)

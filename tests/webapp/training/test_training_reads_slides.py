@@ -11,7 +11,7 @@ import pytest
 
 from tests.webapp.slide_world import build_slide_world
 from tests.workers.training_helpers import FAST
-from webapp.datasets.models import CurrentLabel, LabelSource, Nucleus
+from webapp.datasets.models import CurrentLabel, Image, LabelSource, Nucleus
 from webapp.jobs.models import Job
 from webapp.training import slide_data
 from webapp.training.models import ModelVersion
@@ -178,3 +178,28 @@ def test_the_estimate_runs_the_stages_a_training_runs_when_the_slides_are_not_re
     assert result["stages"] == ["sparse"] and set(result["trained_on"]) == {"colon", "unlabelled_nuclei"}
     assert estimate["stages"] == ["sparse"] and list(estimate["per_stage"]) == ["sparse"]
     assert estimate["label_sets"] == 1
+
+
+def test_a_slide_in_two_projects_keeps_its_cached_crops_for_each(owner, media_root, settings, tmp_path, monkeypatch):
+    """The same slide (same checksum) trained in two projects, each on its own labelled nuclei: each project's
+    retraining reads its crops from the cache. The cache kept one entry per slide, so each project's training
+    replaced the other's and every retraining cut its crops again."""
+    import mlcore.infer
+
+    settings.SLIDE_TRAINING_MAX_NUCLEI = 10**6
+    first = build_slide_world(owner, name="pilot", tiles_x=4, tiles_y=2)
+    second = build_slide_world(owner, name="main", tiles_x=4, tiles_y=2)
+    Image.objects.filter(pk=second.image.pk).update(checksum=first.image.checksum)
+    # The main project has only some of the slide's nuclei labelled.
+    CurrentLabel.objects.filter(nucleus__image=second.image, nucleus_id__in=sorted(second.truth)[::2]).delete()
+
+    def read_again(world):
+        return read(world, 10**6, settings, tmp_path)
+
+    assert read_again(first).nuclei != read_again(second).nuclei
+    cut = []
+    original = mlcore.infer._slide_batch_inputs
+    monkeypatch.setattr(mlcore.infer, "_slide_batch_inputs", lambda *a, **k: cut.append(1) or original(*a, **k))
+    read_again(first)
+    read_again(second)
+    assert cut == []   # both from the cache
