@@ -415,21 +415,26 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
             "no labelled nucleus on them" if settings.SLIDE_TRAINING_MAX_NUCLEI > 0
             else "SLIDE_TRAINING_MAX_NUCLEI is 0"))
     split_names = table_names(images + [image for image, _ in slides])
-    steps = len(images) + (1 if slides else 0)
-    records = []
+    # Loading's 5 % shared by nuclei: a slide's crops (up to SLIDE_TRAINING_MAX_NUCLEI of them, minutes to cut)
+    # counted as one image beside the tiles left the bar at 4.5-5 % while they were cut.
+    tile_work = [max(image.nucleus_count, 1) for image in images]
+    slide_work = min(sum(n for _, n in slides), settings.SLIDE_TRAINING_MAX_NUCLEI)
+    work = max(sum(tile_work) + slide_work, 1)
+    records, loaded = [], 0
     for number, image in enumerate(images, start=1):
         records.append(ImageRecord(image=load_rgb(image), instance_map=load_mask(image),
                                    labels={k: dict(v) for k, v in labels.get(image.pk, {}).items()},
                                    # Not the name shown: a rename would draw another validation split.
                                    dataset=split_names[image.dataset_id], name=f"{image.dataset_id}/{image.name}",
                                    group=f"{image.dataset_id}/{image.group or image.name}"))
-        report(5.0 * number / steps, stage="loading", message=f"image {number}/{len(images)}")
+        loaded += tile_work[number - 1]
+        report(5.0 * loaded / work, stage="loading", message=f"image {number}/{len(images)}")
         if should_stop():
             raise Cancelled()
     slide_data = slide_training_data(
         slides, {ml.name for ml in ml_label_sets}, config.crop_spec, cache_dir=config.cache_dir,
         split_names=split_names, should_stop=should_stop, as_of=snapshot_at,
-        report=lambda done, total, message: report(5.0 * (len(images) + done / max(total, 1)) / steps,
+        report=lambda done, total, message: report(5.0 * (loaded + slide_work * done / max(total, 1)) / work,
                                                    stage="loading", message=message))
     for note in slide_data.notes:
         report(5.0, stage="loading", log=note)
