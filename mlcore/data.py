@@ -336,12 +336,12 @@ def split_notes(table: NucleusTable, val_rows: np.ndarray, most: float = 0.5) ->
         groups = len(np.unique(table.group_index[rows]))
         validated = int((rows & in_val).sum())
         if groups < 2:
-            notes.append(f"dataset {name!r} has one tile or image: none of its {total} labelled nuclei is "
+            notes.append(f"dataset {name!r} has one tile, image or slide square: none of its {total} labelled nuclei is "
                          f"validated (its figures are missing from the validation scores)")
         elif validated > most * total:
             notes.append(f"dataset {name!r}: the validation split holds {validated} of its {total} labelled "
-                         f"nuclei ({groups} tiles or images, whole ones on each side), leaving "
-                         f"{total - validated} to train on; more tiles or images give a fairer split")
+                         f"nuclei ({groups} tiles, images or slide squares, whole ones on each side), leaving "
+                         f"{total - validated} to train on; more of them give a fairer split")
     return notes
 
 

@@ -438,6 +438,15 @@ def infer_slide(model: CrossTrainedModel, slide, nuclei, *, batch_size: int = 51
                                   nuclei=[nucleus for _, nucleus in group], predictions=predictions, region=region)
 
 
+def slide_crops_cache_prefix(cache_key: str) -> str:
+    """The start of the names of a slide's entries in the crop cache (:func:`slide_crops`): ``crops-*`` as the
+    tiles' entries, so that the orphan sweep removes a killed writer's ``.crops-*`` partial file, and a hash of
+    the slide's key, so that it can remove the entries of slides that are gone."""
+    import hashlib
+
+    return f"crops-slide-{hashlib.sha256(cache_key.encode()).hexdigest()[:16]}-"
+
+
 def slide_crops(spec: CropSpec, slide, nuclei: list, *, model_mpp: float | None = None, batch_size: int = 512,
                 region_size: int = SLIDE_REGION_SIZE, cache_dir: str | Path | None = None, cache_key: str = "",
                 progress: Callable[[int, int], None] | None = None,
@@ -469,8 +478,7 @@ def slide_crops(spec: CropSpec, slide, nuclei: list, *, model_mpp: float | None 
         for nucleus in nuclei:
             digest.update(np.asarray(nucleus.bbox, np.int64).tobytes())
             digest.update(np.ascontiguousarray(nucleus.outline, np.int32).tobytes())
-        # "crops-*" as the tiles' entries: the orphan sweep removes a killed writer's ".crops-*" partial file.
-        slide_prefix = f"crops-slide-{hashlib.sha256(cache_key.encode()).hexdigest()[:16]}-"
+        slide_prefix = slide_crops_cache_prefix(cache_key)
         cached = Path(cache_dir) / f"{slide_prefix}{digest.hexdigest()[:32]}.npy"
         if cached.is_file():
             crops = np.load(cached)

@@ -177,11 +177,11 @@ def test_split_notes_name_a_lopsided_or_missing_validation_split():
     lopsided = [n for n in notes if "'lopsided'" in n]
     if in_val > 7:   # the big tile went to validation
         assert lopsided == [f"dataset 'lopsided': the validation split holds {in_val} of its 14 labelled nuclei "
-                            f"(2 tiles or images, whole ones on each side), leaving {14 - in_val} to train on; "
-                            "more tiles or images give a fairer split"]
+                            f"(2 tiles, images or slide squares, whole ones on each side), leaving {14 - in_val} to train on; "
+                            "more of them give a fairer split"]
     else:
         assert lopsided == []
-    assert ("dataset 'alone' has one tile or image: none of its 6 labelled nuclei is validated (its figures are "
+    assert ("dataset 'alone' has one tile, image or slide square: none of its 6 labelled nuclei is validated (its figures are "
             "missing from the validation scores)") in notes
     # A balanced split says nothing.
     balanced = table_from_arrays([record("even", str(g), 5) for g in range(10)], [LabelSet("A", ("a", "b"))])

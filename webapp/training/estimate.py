@@ -124,5 +124,6 @@ def training_estimate(project, options: dict, *, resume_point: dict | None = Non
         "speed": {"train_samples_per_s": round(speed["train_samples_per_s"], 1),
                   "infer_samples_per_s": round(speed["infer_samples_per_s"], 1),
                   "source": speed["source"], "text": speed["text"]},
-        "excludes": "loading the images and cutting their crops (cached after a project's first training)",
+        "excludes": ("loading the images and cutting their crops, a slide's labelled nuclei's too (cached after "
+                     "a project's first training)"),
     }

@@ -135,10 +135,8 @@ def slide_training_data(slides: list[tuple[Image, int]], label_sets: set[str], s
             if report:
                 report(start + done, total, f"slide {image.name}: {done:,}/{count:,} labelled nuclei cut")
 
-        # Keyed by the slide and its image row: the same slide in two projects (their own labelled nuclei) keeps
-        # an entry for each, where one entry per slide had each project's training replace the other's.
         crops = slide_crops(spec, slide, [n for _, _, n in nuclei], model_mpp=DEFAULT_MODEL_MPP,
-                            cache_dir=cache_dir, cache_key=f"{image.checksum} image {image.pk}", progress=progress,
+                            cache_dir=cache_dir, cache_key=cache_key(image.checksum, image.pk), progress=progress,
                             should_stop=should_stop)
         done_before += len(nuclei)
         data.nuclei[image.pk] = len(nuclei)
@@ -160,6 +158,13 @@ def slide_training_data(slides: list[tuple[Image, int]], label_sets: set[str], s
                 labels=dict(block_labels), dataset=split_names[image.dataset_id], name=name, group=name))
             start = end
     return data
+
+
+def cache_key(checksum: str, image_id: int) -> str:
+    """A slide's key in the crop cache: the slide and its image row. The same slide in two projects (each its own
+    labelled nuclei) keeps an entry for each, where one entry per slide had each project's training replace the
+    other's; and the sweep removes the entries of image rows that are gone (webapp.training.orphans)."""
+    return f"{checksum} image {image_id}"
 
 
 def _square(nucleus) -> tuple[int, int]:

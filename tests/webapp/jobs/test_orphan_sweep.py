@@ -142,6 +142,32 @@ def test_the_sweep_removes_a_killed_trainings_staged_checkpoint_and_half_written
     assert (cache / "crops-abc.npy").is_file() and not (cache / ".crops-abc.123.npy").exists()
 
 
+def test_the_sweep_removes_the_training_crops_of_a_slide_that_is_gone(media, owner, settings, tmp_path):
+    """A slide's training crops (half a gigabyte) stay in the cache for its next training; once its image row is
+    gone (the dataset or project deleted), nothing reads them again."""
+    from mlcore.infer import slide_crops_cache_prefix
+    from tests.webapp.slide_world import build_slide_world
+    from webapp.training.runner import crop_cache_dir
+    from webapp.training.slide_data import cache_key
+
+    settings.DATA_DIR = tmp_path / "data"
+    kept = build_slide_world(owner, "kept", tiles_x=2, tiles_y=2).image
+    deleted = build_slide_world(owner, "deleted", tiles_x=2, tiles_y=2).image
+    cache = crop_cache_dir()
+    cache.mkdir(parents=True)
+    stamp = time.time() - GRACE.total_seconds() - 60
+    names = {image.pk: f"{slide_crops_cache_prefix(cache_key(image.checksum, image.pk))}{'0' * 32}.npy"
+             for image in (kept, deleted)}
+    for name in (*names.values(), "crops-tiles.npy", f"{slide_crops_cache_prefix('an older key')}{'1' * 32}.npy"):
+        (cache / name).write_bytes(b"x")
+        os.utime(cache / name, (stamp, stamp))
+    Dataset.objects.filter(pk=deleted.dataset_id).delete()
+    removed = sorted(path for path in sweep_orphans() if path.startswith("cache/crops/"))
+    assert removed == sorted([f"cache/crops/{names[deleted.pk]}",
+                              f"cache/crops/{slide_crops_cache_prefix('an older key')}{'1' * 32}.npy"])
+    assert (cache / names[kept.pk]).is_file() and (cache / "crops-tiles.npy").is_file()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_import_or_training_removes_its_own_folders_but_never_a_stored_dataset(media, owner):
     from webapp.jobs.sweep import import_folder, remove_job_paths, scratch_folder, staged_checkpoint

@@ -61,8 +61,8 @@ def test_a_lopsided_split_is_said_on_the_versions_page(owner, media_root, tmp_pa
     runner.run_training(job, lambda *args, **details: None, lambda: False)
     version = ModelVersion.objects.get(project=project)
     notes = version.training_data["split_notes"]
-    assert sorted(note.split(":")[0] for note in notes) == ["dataset 'breast' has one tile or image",
-                                                            "dataset 'colon' has one tile or image"]
+    assert sorted(note.split(":")[0] for note in notes) == ["dataset 'breast' has one tile, image or slide square",
+                                                            "dataset 'colon' has one tile, image or slide square"]
     client.force_login(owner)
     html = client.get(f"/projects/{project.pk}/versions/{version.number}/").content.decode()
     assert html.count('data-role="split-note"') == 2 and "none of its" in html
