@@ -3,14 +3,15 @@
 A tile image is read whole and every nucleus of it goes into the training table. A slide holds 10^5-10^6
 nuclei and does not fit in memory, so only its labelled nuclei (the detections' classes and the reviews) go
 in, each cut from a region of the slide read at the model's scale (:func:`mlcore.infer.slide_crops`, as the
-slide's classification cuts them). The reviews are what a reviewer taught the model: each is taken; the
+slide's classification cuts them). The reviews are what a reviewer taught the model: they come first; the
 ground truth fills the rest, up to ``SLIDE_TRAINING_MAX_NUCLEI`` for all the project's slides together, since
-every crop is held in memory (24 KiB each with the default crops, and twice over while the table is built). Which ones is drawn by a fixed hash
-of the nucleus's id, so that the same labels give the same table (a resumed training checks it). Which nuclei
-are taken is decided as of the training's data snapshot (``as_of``): a review of an unlabelled nucleus made
-later adds it to the next training, not to a resume of this one, which must read the nuclei the stopped
-training read (a tile's review changes a label, never the nuclei); the labels themselves are the current ones,
-as a tile's.
+every crop is held in memory (24 KiB each with the default crops, twice over while the table is built).
+
+Which ground truth is taken is drawn by a fixed hash of the nucleus's id, so that the same labels give the
+same table (a resumed training checks it). Which nuclei are taken is decided as of the training's data
+snapshot (``as_of``): a review of an unlabelled nucleus made later adds it to the next training, not to a
+resume of this one, which must read the nuclei the stopped training read (a tile's review changes a label,
+never the nuclei); the labels themselves are the current ones, as a tile's.
 
 The validation split takes squares of :data:`BLOCK` level-0 pixels of a slide as its groups, as it takes
 whole tiles: neighbouring nuclei share tissue, and one on each side would flatter the validation.
@@ -153,9 +154,9 @@ def slide_training_data(slides: list[tuple[Image, int]], label_sets: set[str], s
                 for set_name, (class_index, source) in labels[nucleus_id].items():
                     block_labels[set_name][instance_id] = class_index
                     data.counts[set_name][source] += 1
-            data.records.append(CropRecord(
-                crops=crops[start:end], ids=np.array([instance_id for _, instance_id, _ in nuclei[start:end]], np.int64),
-                labels=dict(block_labels), dataset=split_names[image.dataset_id], name=name, group=name))
+            ids = np.array([instance_id for _, instance_id, _ in nuclei[start:end]], np.int64)
+            data.records.append(CropRecord(crops=crops[start:end], ids=ids, labels=dict(block_labels),
+                                           dataset=split_names[image.dataset_id], name=name, group=name))
             start = end
     return data
 
