@@ -23,6 +23,13 @@ from webapp.projects.operations import do_create_project, do_set_membership
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")  # jobs report progress on their own connection
 
 
+@pytest.fixture(autouse=True)
+def own_crop_cache(settings, tmp_path):
+    """A DATA_DIR of the test's own: the slide crops a training caches there belong to rows that go with the
+    test, and the orphan sweep of a later test would find them gone and remove them (or count them)."""
+    settings.DATA_DIR = tmp_path / "own-data"
+
+
 @pytest.fixture
 def slide_project(owner, settings, tmp_path, monkeypatch):
     from webapp.datasets.slide_import import import_slide

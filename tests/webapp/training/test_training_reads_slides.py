@@ -20,6 +20,13 @@ from webapp.training.runner import run_training, table_names
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def own_crop_cache(settings, tmp_path):
+    """A DATA_DIR of the test's own: the slide crops a training caches there belong to rows that go with the
+    test, and the orphan sweep of a later test would find them gone and remove them (or count them)."""
+    settings.DATA_DIR = tmp_path / "own-data"
+
+
 def read(world, limit: int, settings, tmp_path) -> slide_data.SlideTrainingData:
     from mlcore.crops import CropSpec
 
