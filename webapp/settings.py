@@ -114,6 +114,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # A view's "database is locked" (SQLite) becomes a 503 with Retry-After.
     "webapp.core.middleware.DatabaseBusyMiddleware",
+    # So does one that could not reach the object store (STORAGE_URL).
+    "webapp.core.middleware.StorageUnreachableMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]

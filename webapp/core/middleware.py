@@ -170,3 +170,38 @@ class DatabaseBusyMiddleware:
                                         "in a minute, or use PostgreSQL (DATABASE_URL), which has no such wait.")
         response["Retry-After"] = str(BUSY_RETRY_AFTER)
         return response
+
+
+def storage_unreachable(exception: BaseException) -> bool:
+    """Whether ``exception`` says the object store (STORAGE_URL) could not be reached: no connection, or none
+    that answered in time. Not an answer of the store's (a missing object, a refused key): those are the
+    request's or the set-up's."""
+    try:
+        from botocore.exceptions import ConnectionClosedError, ConnectionError, ReadTimeoutError
+    except ImportError:   # boto3 is installed with the app; without it no store is used either
+        return False
+    return isinstance(exception, (ConnectionError, ConnectionClosedError, ReadTimeoutError))
+
+
+class StorageUnreachableMiddleware:
+    """503 with a way out, instead of a 500, for a request that needed the object store (STORAGE_URL: a slide's
+    region, an export, a chunked upload given back) while the store could not be reached. It is the server's
+    state, not the request's fault: scripts and the pages' retrying queues read 503 and Retry-After so, and the
+    person reading it learns where to look (the health check names the storage)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not storage_unreachable(exception):
+            return None
+        response = _error(request, 503, "The media storage (STORAGE_URL) could not be reached, so this could not "
+                                        "be done; nothing was changed. Try again in a minute; if it lasts, ask the "
+                                        "server's administrator to check the storage service (/api/health/ shows "
+                                        "its state).")
+        response["Retry-After"] = str(BUSY_RETRY_AFTER)
+        return response
+
