@@ -1,0 +1,55 @@
+"""Keyboard and screen-reader use of the pages other than the review page and the gallery: every control and
+link has an accessible name (read from Chromium's own accessibility tree), and what an async action says is in
+a live region."""
+
+import pytest
+from django.utils import timezone
+
+from tests.workers.training_helpers import two_taxonomy_project
+from webapp.datasets.models import Dataset
+from webapp.training.models import ModelVersion
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+# Roles a user operates or reads as one thing: each needs a name (WAI-ARIA: name required).
+NAMED_ROLES = {"button", "link", "textbox", "checkbox", "combobox", "spinbutton", "radio", "slider", "searchbox",
+               "listbox", "progressbar", "img", "log", "switch", "tab", "menuitem"}
+
+
+def unnamed_controls(page):
+    """The nodes of Chromium's accessibility tree (not ignored) with a role that needs a name and none."""
+    cdp = page.context.new_cdp_session(page)
+    nodes = cdp.send("Accessibility.getFullAXTree")["nodes"]
+    found = []
+    for node in nodes:
+        if node.get("ignored"):
+            continue
+        role = (node.get("role") or {}).get("value")
+        name = ((node.get("name") or {}).get("value") or "").strip()
+        if role in NAMED_ROLES and not name:
+            found.append((role, node.get("backendDOMNodeId")))
+    described = []
+    for role, backend_id in found:
+        html = cdp.send("DOM.getOuterHTML", {"backendNodeId": backend_id})["outerHTML"][:160]
+        described.append(f"{role}: {html}")
+    cdp.detach()
+    return described
+
+
+def test_every_control_on_the_pages_has_an_accessible_name(logged_in_page, live_server, owner, tmp_path):
+    project = two_taxonomy_project(owner, tmp_path, images=1, nuclei=6)
+    ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt",
+                                data_snapshot_at=timezone.now(), is_active=True)
+    dataset = Dataset.objects.filter(project=project).first()
+    page = logged_in_page
+    problems = {}
+    for path in ["/", f"/projects/{project.pk}/", f"/projects/{project.pk}/versions/1/",
+                 f"/projects/{project.pk}/activity/", "/account/",
+                 f"/projects/{project.pk}/datasets/{dataset.pk}/"]:
+        assert page.goto(f"{live_server.url}{path}").status == 200, path
+        page.wait_for_load_state("networkidle")
+        unnamed = unnamed_controls(page)
+        if unnamed:
+            problems[path] = unnamed
+    assert not problems, problems
+
