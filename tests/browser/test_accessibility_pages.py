@@ -2,10 +2,15 @@
 link has an accessible name (read from Chromium's own accessibility tree), and what an async action says is in
 a live region."""
 
+import io
+
+import numpy as np
 import pytest
 from django.utils import timezone
 
+from tests.browser.conftest import wait_until
 from tests.workers.training_helpers import two_taxonomy_project
+from webapp.jobs import operations as job_operations
 from webapp.datasets.models import Dataset
 from webapp.training.models import ModelVersion
 
@@ -53,3 +58,55 @@ def test_every_control_on_the_pages_has_an_accessible_name(logged_in_page, live_
             problems[path] = unnamed
     assert not problems, problems
 
+
+# What a screen reader hears of an element's changes: it is shown to assistive technology (not inside a hidden
+# subtree) and inside a live region that is not off.
+ANNOUNCED = """(selector) => {
+  const node = document.querySelector(selector);
+  if (!node || !node.checkVisibility()) return null;
+  const region = node.closest('[aria-live]:not([aria-live="off"]), [role=status], [role=alert], [role=log]');
+  return region ? (region.getAttribute("aria-live") || region.getAttribute("role")) : null;
+}"""
+
+
+def test_what_the_project_page_says_after_an_action_is_in_a_live_region(logged_in_page, live_server, owner,
+                                                                        tmp_path, monkeypatch):
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)  # the inference job stays queued
+    project = two_taxonomy_project(owner, tmp_path, images=1, nuclei=6)
+    ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt",
+                                data_snapshot_at=timezone.now(), is_active=True)
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+
+    # The job cards' states are live regions before a job starts: the first state after Upload, Register or Start
+    # training ("queued") is read out too, not only the later ones.
+    for card in ("#upload-job", "#slide-job", "#training-job"):
+        assert page.get_attribute(f"{card} [data-field=state]", "aria-live") == "polite", card
+    # The chunked slide upload's progress line ("case.svs: 16.0 of 80.0 MB", "uploaded") is a status.
+    assert page.evaluate("""document.querySelector('#slide-upload-form [data-role=file-state]')
+                            .closest('[role=status]') !== null""")
+
+    # Scheduled retraining: "Saved." is heard (the focus stays on the Save button).
+    page.click("#policy-form button[type=submit]")
+    wait_until(page, "document.getElementById('policy-status').textContent === 'Saved.'")
+    assert page.evaluate(ANNOUNCED, "#policy-status") == "status"
+
+    # Classify a new image: the job's state is heard (it was in a hidden element, so never read out).
+    image = np.full((64, 64, 3), 200, np.uint8)
+    mask = np.zeros((64, 64), np.int32)
+    mask[20:30, 20:30] = 1
+    png, npy = io.BytesIO(), io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(image).save(png, format="PNG")
+    np.save(npy, mask)
+    page.set_input_files("#infer-form input[name=image]",
+                         files=[{"name": "tile.png", "mimeType": "image/png", "buffer": png.getvalue()}])
+    page.set_input_files("#infer-form input[name=mask]", files=[
+        {"name": "tile.npy", "mimeType": "application/octet-stream", "buffer": npy.getvalue()}])
+    page.click("#infer-form button[type=submit]")
+    wait_until(page, "document.querySelector('#infer-result [data-field=state]').textContent === 'queued'")
+    assert page.evaluate(ANNOUNCED, "#infer-result [data-field=state]") == "polite"
+    # Shown to assistive technology only: the bar and the progress line show it on screen.
+    assert page.evaluate("""document.querySelector('#infer-result [data-field=state]').parentElement
+                            .getBoundingClientRect().width""") <= 1
