@@ -83,3 +83,22 @@ def logged_in_page(page, live_server, owner):
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/")
     return page
+
+
+def choose_tile_to_classify(page) -> None:
+    """Put a 64 px tile (PNG) and its instance mask (one 10 px nucleus, .npy) in the project page's classify form."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    mask = np.zeros((64, 64), np.int32)
+    mask[20:30, 20:30] = 1
+    png, npy = io.BytesIO(), io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(png, format="PNG")
+    np.save(npy, mask)
+    page.set_input_files("#infer-form input[name=image]",
+                         files=[{"name": "tile.png", "mimeType": "image/png", "buffer": png.getvalue()}])
+    page.set_input_files("#infer-form input[name=mask]", files=[
+        {"name": "tile.npy", "mimeType": "application/octet-stream", "buffer": npy.getvalue()}])
+

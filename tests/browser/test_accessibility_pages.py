@@ -2,13 +2,11 @@
 link has an accessible name (read from Chromium's own accessibility tree), and what an async action says is in
 a live region."""
 
-import io
 
-import numpy as np
 import pytest
 from django.utils import timezone
 
-from tests.browser.conftest import wait_until
+from tests.browser.conftest import choose_tile_to_classify, wait_until
 from tests.workers.training_helpers import two_taxonomy_project
 from webapp.jobs import operations as job_operations
 from webapp.datasets.models import Dataset
@@ -92,18 +90,7 @@ def test_what_the_project_page_says_after_an_action_is_in_a_live_region(logged_i
     assert page.evaluate(ANNOUNCED, "#policy-status") == "status"
 
     # Classify a new image: the job's state is heard (it was in a hidden element, so never read out).
-    image = np.full((64, 64, 3), 200, np.uint8)
-    mask = np.zeros((64, 64), np.int32)
-    mask[20:30, 20:30] = 1
-    png, npy = io.BytesIO(), io.BytesIO()
-    from PIL import Image
-
-    Image.fromarray(image).save(png, format="PNG")
-    np.save(npy, mask)
-    page.set_input_files("#infer-form input[name=image]",
-                         files=[{"name": "tile.png", "mimeType": "image/png", "buffer": png.getvalue()}])
-    page.set_input_files("#infer-form input[name=mask]", files=[
-        {"name": "tile.npy", "mimeType": "application/octet-stream", "buffer": npy.getvalue()}])
+    choose_tile_to_classify(page)
     page.click("#infer-form button[type=submit]")
     wait_until(page, "document.querySelector('#infer-result [data-field=state]').textContent === 'queued'")
     assert page.evaluate(ANNOUNCED, "#infer-result [data-field=state]") == "polite"

@@ -1,12 +1,10 @@
 """The project page's "Classify a new image" form sends test-time augmentation as its checkbox says: ticked
 by default, and unticked really off (an unticked checkbox is not sent, which the API would read as on)."""
 
-import io
-
-import numpy as np
 import pytest
 from django.utils import timezone
 
+from tests.browser.conftest import choose_tile_to_classify
 from tests.conftest import wait_for
 from tests.workers.training_helpers import two_taxonomy_project
 from webapp.jobs import operations as job_operations
@@ -21,23 +19,12 @@ def test_the_classify_form_sends_tta_as_ticked(logged_in_page, live_server, owne
     project = two_taxonomy_project(owner, tmp_path, images=1, nuclei=6)
     ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt",
                                 data_snapshot_at=timezone.now(), is_active=True)
-    image = np.full((64, 64, 3), 200, np.uint8)
-    mask = np.zeros((64, 64), np.int32)
-    mask[20:30, 20:30] = 1
-    png, npy = io.BytesIO(), io.BytesIO()
-    from PIL import Image
-
-    Image.fromarray(image).save(png, format="PNG")
-    np.save(npy, mask)
     page = logged_in_page
     page.goto(f"{live_server.url}/projects/{project.pk}/")
     assert page.is_checked("#infer-form input[name=tta]")
     sent = []
     for ticked in (False, True):
-        page.set_input_files("#infer-form input[name=image]",
-                             files=[{"name": "tile.png", "mimeType": "image/png", "buffer": png.getvalue()}])
-        page.set_input_files("#infer-form input[name=mask]", files=[
-            {"name": "tile.npy", "mimeType": "application/octet-stream", "buffer": npy.getvalue()}])
+        choose_tile_to_classify(page)
         page.set_checked("#infer-form input[name=tta]", ticked)
         page.click("#infer-form button[type=submit]")
         job = wait_for(lambda: Job.objects.filter(project=project, kind=Job.Kind.INFER).exclude(pk__in=sent)
