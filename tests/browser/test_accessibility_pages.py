@@ -2,7 +2,6 @@
 link has an accessible name (read from Chromium's own accessibility tree), and what an async action says is in
 a live region."""
 
-
 import pytest
 from django.utils import timezone
 
