@@ -74,11 +74,11 @@ def data_size(project: Project) -> dict:
     SLIDE_TRAINING_MAX_NUCLEI (webapp.training.slide_data: a slide's unlabelled nuclei are not read)."""
     from webapp.datasets.models import Dataset
 
-    from .slide_data import labelled_slides
+    from .slide_data import labelled_slides, nuclei_to_read
 
     rows = list(Dataset.objects.filter(project=project).exclude(format=Dataset.Format.SLIDE)
                 .values_list("label_set_id", "nucleus_count"))
-    slides = min(sum(n for _, n in labelled_slides(project)), max(0, settings.SLIDE_TRAINING_MAX_NUCLEI))
+    slides = nuclei_to_read(labelled_slides(project))
     return {"nuclei": sum(n for _, n in rows) + slides,
             "labelled": sum(n for label_set, n in rows if label_set) + slides}
 

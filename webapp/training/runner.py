@@ -35,7 +35,7 @@ from . import operations
 from .comparison import describe_comparison, lower_label_sets
 from .models import ModelVersion, Prediction
 from .queries import active_version
-from .slide_data import labelled_slides, slide_training_data
+from .slide_data import labelled_slides, nuclei_to_read, slide_training_data
 
 Report = Callable[..., None]          # report(percent, **details)
 ShouldStop = Callable[[], bool]
@@ -418,7 +418,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     # Loading's 5 % shared by nuclei: a slide's crops (up to SLIDE_TRAINING_MAX_NUCLEI of them, minutes to cut)
     # counted as one image beside the tiles left the bar at 4.5-5 % while they were cut.
     tile_work = [max(image.nucleus_count, 1) for image in images]
-    slide_work = min(sum(n for _, n in slides), settings.SLIDE_TRAINING_MAX_NUCLEI)
+    slide_work = nuclei_to_read(slides)
     work = max(sum(tile_work) + slide_work, 1)
     records, loaded = [], 0
     for number, image in enumerate(images, start=1):

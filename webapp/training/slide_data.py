@@ -79,6 +79,12 @@ def shares(wanted: list[int], limit: int) -> list[int]:
     return given
 
 
+def nuclei_to_read(slides: list[tuple[Image, int]]) -> int:
+    """How many labelled nuclei a training reads of ``slides`` (:func:`labelled_slides`): theirs, within
+    SLIDE_TRAINING_MAX_NUCLEI (what :func:`slide_training_data` takes, a slide that cannot be read aside)."""
+    return sum(shares([n for _, n in slides], max(0, int(settings.SLIDE_TRAINING_MAX_NUCLEI))))
+
+
 def _draw_order(nucleus_id: int) -> int:
     """A fixed pseudo-random rank (Knuth's multiplicative hash): the same nuclei are drawn every time."""
     return (nucleus_id * 2654435761) % 2**32
