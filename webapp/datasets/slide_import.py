@@ -15,7 +15,8 @@ work root and publishes that folder before the job is queued (the worker may be 
 reads it back with :func:`media.local_folder`, writes the dataset's folder in its work root and publishes it
 before the rows commit, and deletes it (files and objects) when the import fails.
 
-The chunked uploads an import took (:mod:`webapp.datasets.slide_uploads`) are the user's gigabytes: when the
+The uploads an import took (chunked ones, :mod:`webapp.datasets.slide_uploads`, and the files sent in the
+registration's request, which become uploads with ids of their own) are the user's gigabytes: when the
 job fails or is cancelled they are given back under their ids as it ends
 (:func:`webapp.datasets.slide_uploads.do_give_back_uploads`), and its staging folder is removed only then.
 """
@@ -118,7 +119,8 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
     refuse_while_deleting(project, "A slide import")
     staging = staging_name = None
     moved: list[tuple] = []  # (chunked upload, its data, where it went): put back on a refusal
-    taken: list[dict] = []  # the chunked uploads the job takes: given back if it does not succeed
+    # The uploads the job takes, chunked or sent in this request: given back if it does not succeed.
+    taken: list[dict] = []
     if any(f is not None for f in (slide_upload, detections_upload, chunked_slide, chunked_detections)):
         staging_name = f"staging/{uuid.uuid4().hex}"
         staging = media.work_path(staging_name)
@@ -131,6 +133,7 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
             if suffix not in SLIDE_SUFFIXES:
                 raise ImportRejected(f"{quoted(slide_name)} is not a slide file ({', '.join(SLIDE_SUFFIXES)})", field="slide")
             _stage_upload(slide_upload, staging / f"slide{suffix}")
+            _take_sent(slide_name, staging, f"slide{suffix}", "slide", taken)
             params.update(slide_upload=f"slide{suffix}", slide_name=slide_name)
         if chunked_slide is not None:
             stored = f"slide{Path(chunked_slide.filename).suffix.lower()}"
@@ -141,6 +144,7 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
             detections_name = _upload_name(detections_upload, "detections.geojson")
             stored = "detections.tif" if is_mask_file(detections_name) else "detections.geojson"
             _stage_upload(detections_upload, staging / stored)
+            _take_sent(detections_name, staging, stored, "detections", taken)
             params.update(detections_upload=stored, detections_name=detections_name)
         if chunked_detections is not None:
             stored = "detections.tif" if is_mask_file(chunked_detections.filename) else "detections.geojson"
@@ -148,6 +152,8 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
             taken.append(taken_entry(chunked_detections, "detections", stored))
             params.update(detections_upload=stored, detections_name=chunked_detections.filename)
         if taken:
+            # The key's name is older than the files sent in the request, which it holds too; a job queued by
+            # an earlier release names its uploads under it.
             params["chunked_uploads"] = taken
         if staging_name is not None:
             media.publish(staging_name)  # in the storage before the job that reads it exists
@@ -176,6 +182,16 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
         # would only be left behind (gigabytes for a slide).
         shutil.rmtree(staging, ignore_errors=True)
     return job
+
+
+def _take_sent(filename: str, staging: Path, stored: str, kind: str, taken: list[dict]) -> None:
+    """A file of the request, staged as ``stored``, becomes an upload the job gives back if it does not succeed
+    (:func:`webapp.datasets.slide_uploads.sent_entry`)."""
+    from .slide_uploads import sent_entry
+
+    entry = sent_entry(filename, (staging / stored).stat().st_size, kind, stored)
+    if entry is not None:
+        taken.append(entry)
 
 
 def _take(upload, staging_name: str, stored: str, moved: list[tuple]) -> None:
@@ -235,7 +251,7 @@ def run_slide_import_job(job: Job, progress: Progress, log: Callable[[str], None
                                actor=job.created_by, provenance=params.get("provenance", ""), folder=folder,
                                progress=progress, log=log)
     except BaseException:
-        # Chunked uploads are given back as the job ends failed or cancelled (webapp.jobs.operations), from
+        # The uploads are given back as the job ends failed or cancelled (webapp.jobs.operations), from
         # the staging folder, which is removed then.
         if staging_name and not params.get("chunked_uploads"):
             media.delete(staging_name)

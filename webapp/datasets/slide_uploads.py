@@ -17,7 +17,8 @@ once untouched for :data:`MAX_AGE`.
 
 An import that does not succeed (it failed, or was cancelled) gives its chunked uploads back under their ids
 (:func:`do_give_back_uploads`, as the job ends), so that the user registers again without sending gigabytes
-again. They are kept in the media storage, as ``slide-uploads/<id>/`` (:data:`STORED_FOLDER`: ``data`` and
+again. A file sent whole in the registration's multipart request is given back the same way, under an id it
+is given as it is staged (:func:`sent_entry`). They are kept in the media storage, as ``slide-uploads/<id>/`` (:data:`STORED_FOLDER`: ``data`` and
 ``upload.json``), where :func:`get_upload` finds them on any web host (a *stored* upload: complete, nothing to
 append): the worker that ends the job may share no disk with the web host that received the chunks. With
 local media storage the staged file is renamed there (the staging folder is in the same tree); with a remote
@@ -282,8 +283,22 @@ def taken_entry(upload: SlideUpload, kind: str, staged_file: str) -> dict:
     return {"id": upload.id, "kind": kind, "file": staged_file, "filename": upload.filename, "size": upload.size}
 
 
+def sent_entry(filename: str, size: int, kind: str, staged_file: str) -> dict | None:
+    """The same as :func:`taken_entry` for a file sent in the registration's own (multipart) request, staged
+    as ``staged_file``: it becomes an upload with an id of its own, so that an import that does not succeed
+    gives it back like a chunked one (the user registers again with ``<kind>_upload_id`` instead of sending
+    the gigabytes again). None for a file that could not be used as a ``kind`` upload (a name without a
+    slide's or detections' suffix: :func:`claim_upload` would refuse it)."""
+    name = _client_name(filename)
+    if kind not in suffix_kind(name):
+        return None
+    return {"id": uuid.uuid4().hex, "kind": kind, "file": staged_file, "filename": name, "size": int(size),
+            "chunked": False}
+
+
 def do_give_back_uploads(job) -> str:
-    """Make the chunked uploads that the slide import ``job`` took usable again under their ids, by the same
+    """Make the uploads that the slide import ``job`` took (chunked ones, and the files sent in its request:
+    :func:`sent_entry`) usable again under their ids, by the same
     user in the same project, when the job ended without succeeding (failed, or cancelled): called as the job
     ends (registered with :func:`webapp.jobs.sweep.register`), before its staging folder is removed, and only
     then, so a retried job (its worker lost) still finds its staged files. Each one given back writes an audit
@@ -309,16 +324,19 @@ def _kept_sentence(kept: list[dict]) -> str:
     """What the owner of an import that did not succeed reads about the uploads given back."""
     if not kept:
         return ""
+    # The upload form (static/js/slides.js) sends in chunks and remembers its uploads; a file sent in the
+    # registration's request is reused only by its id.
+    by_form = all(entry.get("chunked", True) for entry in kept)
     if len(kept) == 1:
         entry = kept[0]
+        form = "; the project page's upload form reuses it when the same file is chosen again" if by_form else ""
         return (f"The uploaded {entry['kind']} {entry['filename']} is kept as upload {entry['id']} for a day: "
-                f"register again with it ({entry['kind']}_upload_id; the project page's upload form reuses it when "
-                "the same file is chosen again).")
+                f"register again with it ({entry['kind']}_upload_id{form}).")
     names = " and ".join(f"{entry['kind']} {entry['filename']}" for entry in kept)
     ids = " and ".join(entry["id"] for entry in kept)
     fields = ", ".join(f"{entry['kind']}_upload_id" for entry in kept)
-    return (f"The uploaded {names} are kept as uploads {ids} for a day: register again with them ({fields}; the "
-            "project page's upload form reuses them when the same files are chosen again).")
+    form = "; the project page's upload form reuses them when the same files are chosen again" if by_form else ""
+    return f"The uploaded {names} are kept as uploads {ids} for a day: register again with them ({fields}{form})."
 
 
 def _meta(job, entry: dict) -> bytes:

@@ -347,6 +347,78 @@ def test_a_cancelled_import_gives_its_uploads_back_too(api_client_for, owner, pr
         assert client.get(f"/api/projects/{project.pk}/slide-uploads/{upload_id}/").json()["complete"] is True
 
 
+def register_multipart(client, project, name: str, slide: Path, detections: Path) -> Job:
+    """The slide and its detections sent whole in the registration's own request (no chunked upload)."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    response = client.post(f"/api/projects/{project.pk}/slides/", {
+        "name": name, "slide": SimpleUploadedFile(slide.name, slide.read_bytes()),
+        "detections": SimpleUploadedFile(detections.name, detections.read_bytes())}, format="multipart")
+    assert response.status_code == 202, response.content
+    return Job.objects.get(pk=response.json()["id"])
+
+
+def test_a_failed_import_of_files_sent_in_its_request_gives_them_back_as_uploads(api_client_for, owner, member,
+                                                                                project, tmp_path, media):
+    """A bad GeoJSON sent with the slide in one multipart request: the slide is not sent again."""
+    from workers.tasks import run_job
+
+    fixture = build_fixture_slide(tmp_path / "local")
+    bad = bad_detections(fixture, tmp_path / "local")
+    client = api_client_for(owner)
+    job = register_multipart(client, project, "first try", fixture.slide, bad)
+    slide_id, detections_id = (entry["id"] for entry in job.params["chunked_uploads"])
+    assert not (media / "slide-uploads").exists()  # the job's while it runs
+    run_job(job.pk)
+    job.refresh_from_db()
+    assert job.state == "failed"
+    assert job.error == (
+        "bad.geojson: feature #20: geometry type 'Point' is not supported (nuclei need Polygon or MultiPolygon). "
+        f"The uploaded slide case-1.tif and detections bad.geojson are kept as uploads {slide_id} and {detections_id} "
+        "for a day: register again with them (slide_upload_id, detections_upload_id)."), job.error
+    for upload_id, path in ((slide_id, fixture.slide), (detections_id, bad)):
+        state = client.get(f"/api/projects/{project.pk}/slide-uploads/{upload_id}/").json()
+        assert state == {**state, "id": upload_id, "filename": path.name, "complete": True,
+                         "size": path.stat().st_size}
+        assert (media / "slide-uploads" / upload_id / "data").read_bytes() == path.read_bytes()
+    assert not any((media / "staging").iterdir())
+    assert sorted(AuditLogEntry.objects.filter(action="slide_upload.kept").values_list("details__upload", flat=True)) \
+        == sorted([slide_id, detections_id])
+    # Someone else in the project cannot take them.
+    do_set_membership(project, member, Role.CURATOR, actor=owner)
+    assert api_client_for(member).get(f"/api/projects/{project.pk}/slide-uploads/{slide_id}/").status_code == 404
+
+    # Registered again with the kept slide and corrected detections sent whole: the slide was not sent again.
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    response = client.post(f"/api/projects/{project.pk}/slides/", {
+        "name": "second try", "slide_upload_id": slide_id,
+        "detections": SimpleUploadedFile("cells.geojson", fixture.geojson.read_bytes())}, format="multipart")
+    assert response.status_code == 202, response.content
+    second = Job.objects.get(pk=response.json()["id"])  # its run is the chunked tests' (above)
+    staged = media / second.params["staging"]
+    assert (staged / second.params["slide_upload"]).read_bytes() == fixture.slide.read_bytes()
+    assert second.params["slide_name"] == "case-1.tif"
+    assert client.get(f"/api/projects/{project.pk}/slide-uploads/{slide_id}/").status_code == 404
+    assert sorted(p.name for p in (media / "slide-uploads").iterdir()) == [detections_id]
+
+
+def test_a_cancelled_import_of_files_sent_in_its_request_gives_them_back_too(api_client_for, owner, project,
+                                                                            tmp_path, media):
+    fixture = build_fixture_slide(tmp_path / "local")
+    client = api_client_for(owner)
+    job = register_multipart(client, project, "cancelled", fixture.slide, fixture.geojson)
+    slide_id, detections_id = (entry["id"] for entry in job.params["chunked_uploads"])
+    response = client.post(f"/api/jobs/{job.pk}/cancel/")
+    assert response.status_code in (200, 202), response.content
+    job.refresh_from_db()
+    assert job.state == "cancelled" and not job.error
+    assert f"kept as uploads {slide_id} and {detections_id} for a day" in job.log_tail, job.log_tail
+    for upload_id, path in ((slide_id, fixture.slide), (detections_id, fixture.geojson)):
+        assert client.get(f"/api/projects/{project.pk}/slide-uploads/{upload_id}/").json()["complete"] is True
+        assert (media / "slide-uploads" / upload_id / "data").read_bytes() == path.read_bytes()
+
+
 def test_a_retried_import_still_finds_its_uploads_and_only_the_last_failure_gives_them_back(
         api_client_for, owner, project, tmp_path, uploads, media):
     import shutil
