@@ -364,6 +364,17 @@ def _undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str, check_
     return undo
 
 
+def taken_back_labels(labels, *, after=None, until=None):
+    """The ids of ``labels`` (a Label queryset) whose undo left the nucleus without a label in that set (no row
+    restored), undone after ``after`` and at or before ``until`` where given (webapp.datasets.taken_back)."""
+    undos = ReviewUndo.objects.filter(restored__isnull=True, label__in=labels)
+    if after is not None:
+        undos = undos.filter(created_at__gt=after)
+    if until is not None:
+        undos = undos.filter(created_at__lte=until)
+    return undos.values_list("label_id", flat=True)
+
+
 def last_decision(label_set: LabelSet, user) -> Label | None:
     return queue.live_decisions(label_set, user).order_by("-id").first()
 

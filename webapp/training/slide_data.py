@@ -11,7 +11,9 @@ Which ground truth is taken is drawn by a fixed hash of the nucleus's id, so tha
 same table (a resumed training checks it). Which nuclei are taken is decided as of the training's data
 snapshot (``as_of``): a review of an unlabelled nucleus made later adds it to the next training, not to a
 resume of this one, which must read the nuclei the stopped training read (a tile's review changes a label,
-never the nuclei); the labels themselves are the current ones, as a tile's.
+never the nuclei), and an undo made later that leaves a nucleus unlabelled does not take it out of that resume
+(it is read unlabelled); the labels themselves are the current ones, as a tile's. What was labelled then is
+told by the label history (:func:`_in_effect_as_of`).
 
 The validation split takes squares of :data:`BLOCK` level-0 pixels of a slide as its groups, as it takes
 whole tiles: neighbouring nuclei share tissue, and one on each side would flatter the validation.
@@ -24,11 +26,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Q
 
 from mlcore.data import CropRecord
 from mlcore.slides import DEFAULT_MODEL_MPP, SlideError
 from mlcore.types import quoted
+from webapp.datasets import taken_back
 from webapp.datasets.models import CurrentLabel, Image, Label, LabelSource, Nucleus
 
 BLOCK = 2048          # level-0 pixels: the side of one validation-split group of a slide
@@ -48,21 +51,49 @@ class SlideTrainingData:
     notes: list[str] = field(default_factory=list)
 
 
-def _labelled_as_of(rows, as_of):
-    """The current labels of ``rows`` (CurrentLabel) whose nucleus was labelled at ``as_of`` already (a human
-    label of it in any label set by then); all of them without ``as_of``."""
-    if as_of is None:
-        return rows
-    before = Label.objects.filter(nucleus_id=OuterRef("nucleus_id"), source__in=TRAINED_SOURCES, created_at__lte=as_of)
-    return rows.filter(Q(label__created_at__lte=as_of) | Exists(before))
+def _in_effect_as_of(scope: Q, as_of) -> dict[tuple[int, int], str]:
+    """The labels in effect at ``as_of`` of the (nucleus, label set) pairs of ``scope`` (a Q on Label) whose label
+    changed since: {(nucleus id, label set id): source} of those that were labelled then in a trained source.
+
+    A pair's current label is its latest Label row, unless an undo took that row back without restoring one
+    (:mod:`webapp.datasets.taken_back`). So a pair whose current label is from ``as_of`` or before is as it was
+    then, and the others changed since: a row was appended (a review, an undo restoring the one before), or the
+    label was taken back. Their label then is their latest row by ``as_of``, unless it was taken back by then."""
+    labels = Label.objects.filter(scope)
+    changed = set(labels.filter(created_at__gt=as_of).values_list("nucleus_id", "label_set_id").distinct())
+    since = taken_back.label_ids(labels, after=as_of)
+    changed.update(Label.objects.filter(pk__in=since).values_list("nucleus_id", "label_set_id"))
+    nuclei = sorted({nucleus_id for nucleus_id, _ in changed})
+    latest: dict[tuple[int, int], tuple[int, str]] = {}
+    for start in range(0, len(nuclei), FETCH):
+        rows = (Label.objects.filter(nucleus_id__in=nuclei[start:start + FETCH], created_at__lte=as_of)
+                .order_by("id").values_list("id", "nucleus_id", "label_set_id", "source"))
+        for pk, nucleus_id, label_set_id, source in rows:
+            if (nucleus_id, label_set_id) in changed:
+                latest[nucleus_id, label_set_id] = (pk, source)
+    gone = set()
+    ids = sorted(pk for pk, _ in latest.values())
+    for start in range(0, len(ids), FETCH):
+        gone |= taken_back.label_ids(Label.objects.filter(pk__in=ids[start:start + FETCH]), until=as_of)
+    return {pair: source for pair, (pk, source) in latest.items() if pk not in gone and source in TRAINED_SOURCES}
 
 
 def labelled_slides(project, as_of=None) -> list[tuple[Image, int]]:
     """The project's slide images with labelled nuclei, and how many, in id order; with ``as_of`` (a training's
-    data snapshot), the nuclei labelled by then."""
-    rows = CurrentLabel.objects.filter(nucleus__image__project=project, source__in=TRAINED_SOURCES)
-    counts = dict(_labelled_as_of(rows, as_of).exclude(nucleus__image__slide_file="").values("nucleus__image_id")
-                  .annotate(n=Count("nucleus_id", distinct=True)).values_list("nucleus__image_id", "n"))
+    data snapshot), the nuclei labelled then (whatever was reviewed or undone since)."""
+    rows = CurrentLabel.objects.filter(nucleus__image__project=project, source__in=TRAINED_SOURCES).exclude(
+        nucleus__image__slide_file="")
+    if as_of is not None:
+        rows = rows.filter(label__created_at__lte=as_of)   # as they were then (_in_effect_as_of)
+    counts = dict(rows.values("nucleus__image_id").annotate(n=Count("nucleus_id", distinct=True))
+                  .values_list("nucleus__image_id", "n"))
+    if as_of is not None:
+        then = {nucleus_id for nucleus_id, _ in _in_effect_as_of(
+            Q(nucleus__image__project=project) & ~Q(nucleus__image__slide_file=""), as_of)}
+        then = sorted(then - set(rows.filter(nucleus_id__in=then).values_list("nucleus_id", flat=True)))
+        for start in range(0, len(then), FETCH):
+            for image_id in Nucleus.objects.filter(pk__in=then[start:start + FETCH]).values_list("image_id", flat=True):
+                counts[image_id] = counts.get(image_id, 0) + 1
     images = Image.objects.filter(pk__in=counts).select_related("dataset__label_set").order_by("id")
     return [(image, counts[image.pk]) for image in images]
 
@@ -96,8 +127,8 @@ def slide_training_data(slides: list[tuple[Image, int]], label_sets: set[str], s
     ``spec``. ``split_names``: each dataset's name in the table (runner.table_names). ``report(done, total,
     message)`` as the crops are cut. A slide this worker cannot read is left out and named in ``notes``, as
     the slides' classification leaves it out. ``as_of``: the training's data snapshot, as given to
-    :func:`labelled_slides` (the nuclei labelled by then, with their current labels; a nucleus counts as reviewed
-    first if it was by then)."""
+    :func:`labelled_slides` (the nuclei labelled then, with their current labels; a nucleus counts as reviewed
+    first if it was then)."""
     from mlcore.infer import slide_crops
     from webapp.datasets.slides import open_image_slide
 
@@ -106,27 +137,29 @@ def slide_training_data(slides: list[tuple[Image, int]], label_sets: set[str], s
     quotas = shares([n for _, n in slides], limit)
     total = sum(quotas)
     done_before = 0
-    for (image, labelled), quota in zip(slides, quotas):
+    for (image, _), quota in zip(slides, quotas):
         labels: dict[int, dict[str, tuple[int, str]]] = defaultdict(dict)  # {nucleus: {set: (class, source)}}
-        reviewed: set[int] = set()
-        changed: set[int] = set()   # nuclei with a label newer than as_of: reviewed first if they were by then
-        rows = (_labelled_as_of(CurrentLabel.objects.filter(nucleus__image=image, source__in=TRAINED_SOURCES,
-                                                            label_set__name__in=label_sets), as_of)
+        labelled: set[int] = set()   # the nuclei labelled as of as_of (its data snapshot): those read
+        reviewed: set[int] = set()   # ...of which reviewed then: they come first
+        rows = (CurrentLabel.objects.filter(nucleus__image=image, source__in=TRAINED_SOURCES,
+                                            label_set__name__in=label_sets)
                 .values_list("nucleus_id", "label_set__name", "class_index", "source", "label__created_at"))
         for nucleus_id, set_name, class_index, source, created_at in rows.iterator(chunk_size=20_000):
             labels[nucleus_id][set_name] = (class_index, source)
-            if as_of is not None and created_at > as_of:
-                changed.add(nucleus_id)
-            elif source == LabelSource.REVIEW:
-                reviewed.add(nucleus_id)
-        changed = sorted(changed - reviewed)
-        for start in range(0, len(changed), FETCH):
-            reviewed.update(Label.objects.filter(
-                nucleus_id__in=changed[start:start + FETCH], label_set__name__in=label_sets,
-                source=LabelSource.REVIEW, created_at__lte=as_of).values_list("nucleus_id", flat=True))
-        chosen = sorted(labels, key=lambda pk: (pk not in reviewed, _draw_order(pk)))[:quota]
-        if len(labels) > quota:
-            data.notes.append(f"slide {quoted(image.name)}: {quota:,} of its {len(labels):,} labelled nuclei "
+            if as_of is None or created_at <= as_of:   # as it was then; the others changed since
+                labelled.add(nucleus_id)
+                if source == LabelSource.REVIEW:
+                    reviewed.add(nucleus_id)
+        if as_of is not None:
+            for (nucleus_id, _), source in _in_effect_as_of(Q(nucleus__image=image, label_set__name__in=label_sets),
+                                                            as_of).items():
+                labelled.add(nucleus_id)
+                if source == LabelSource.REVIEW:
+                    reviewed.add(nucleus_id)
+        # A nucleus labelled then whose labels were all taken back since is read unlabelled: the same nuclei.
+        chosen = sorted(labelled, key=lambda pk: (pk not in reviewed, _draw_order(pk)))[:quota]
+        if len(labelled) > quota:
+            data.notes.append(f"slide {quoted(image.name)}: {quota:,} of its {len(labelled):,} labelled nuclei "
                               f"taken ({sum(pk in reviewed for pk in chosen):,} reviewed), within the "
                               f"SLIDE_TRAINING_MAX_NUCLEI limit of {limit:,} for the project's slides")
         if not chosen:

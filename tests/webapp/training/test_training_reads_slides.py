@@ -235,3 +235,82 @@ def test_the_loading_progress_gives_the_slides_crops_their_share_by_nuclei(owner
     assert images and cut
     assert images[-1] == pytest.approx(5.0 * tiles / (tiles + slide))
     assert cut[-1] == pytest.approx(5.0) and cut == sorted(cut)
+
+
+def test_reviews_undone_after_a_cancel_do_not_stop_its_resume_but_a_deleted_dataset_does(owner, media_root, settings,
+                                                                                        tmp_path):
+    """A resume reads the nuclei as of the stopped training's data snapshot; a reviewer's undo after the stop changes
+    labels, not that data. The undo of a slide nucleus's first review (its current label removed, no row appended)
+    dropped the nucleus from the nuclei labelled as of the snapshot, and a nucleus whose review had been undone before
+    the snapshot came back with a new review: each failed the resume with "the project has N nuclei, job J trained
+    on M: its data changed". Tile nuclei beside them are all read whatever their labels."""
+    from mlcore.types import Cancelled
+    from tests.workers.training_helpers import two_taxonomy_project
+    from webapp.datasets.models import Dataset, Label, LabelSet
+    from webapp.review.operations import do_decide, do_undo
+    from webapp.training.operations import NotResumable
+
+    settings.SLIDE_TRAINING_MAX_NUCLEI = 10**6
+    project = two_taxonomy_project(owner, tmp_path / "tiles", images=2, nuclei=12)
+    breast, colon = LabelSet.objects.get(project=project, name="breast"), LabelSet.objects.get(project=project,
+                                                                                               name="colon")
+    world = build_slide_world(owner, project=project, label_sets=(breast, colon), tiles_x=4, tiles_y=2)
+
+    def current(nucleus, label_set):
+        row = CurrentLabel.objects.filter(nucleus=nucleus, label_set=label_set).first()
+        return row.label_id if row else None
+
+    # Slide nuclei labelled only by a review of theirs (no ground truth, as from an instance mask).
+    only_reviewed = [Nucleus.objects.get(pk=pk) for pk in sorted(world.beta_reviews)[:3]]
+    Label.objects.filter(nucleus__in=only_reviewed, label_set=world.alpha).delete()
+    first_review, undone_before = only_reviewed[0], only_reviewed[1]
+    Label.objects.filter(nucleus=undone_before).delete()
+    # Before the training: a first review of a nucleus, taken back (it is unlabelled at the snapshot).
+    label = do_decide(undone_before, world.beta, 1, user=owner, expected_label_id=None).label
+    do_undo(undone_before, world.beta, user=owner)
+    assert not CurrentLabel.objects.filter(nucleus=undone_before).exists() and Label.objects.get(pk=label.pk)
+
+    options = {**FAST, "stages": ["sparse", "completion"], "predict_tta": False}
+    first = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner, params={"options": options})
+
+    def point() -> dict:
+        return (Job.objects.get(pk=first.pk).result or {}).get("resume") or {}
+
+    with pytest.raises(Cancelled):
+        run_training(first, lambda *a, **k: None, lambda: point().get("done") == ["sparse"])
+    Job.objects.filter(pk=first.pk).update(state=Job.State.CANCELLED)
+    trained = point()["nuclei"]
+    tile_nuclei = Nucleus.objects.filter(image__project=project, image__slide_file="").count()
+    assert trained == tile_nuclei + len(world.truth) - 1   # the slide's unlabelled nucleus is not read
+
+    # After the stop: the first review of a nucleus labelled by it alone is undone (the nucleus unlabelled now)...
+    do_undo(first_review, world.beta, user=owner)
+    assert not CurrentLabel.objects.filter(nucleus=first_review).exists()
+    # ...the nucleus unlabelled at the snapshot is reviewed again...
+    do_decide(undone_before, world.beta, 0, user=owner, expected_label_id=None)
+    # ...and reviews of a tile's and a slide's labelled nuclei are made and undone.
+    tile_nucleus = Nucleus.objects.filter(image__project=project, image__slide_file="").order_by("id").first()
+    slide_nucleus = Nucleus.objects.get(pk=sorted(world.truth)[-1])
+    for nucleus in (tile_nucleus, slide_nucleus):
+        for label_set in (breast, colon):
+            do_decide(nucleus, label_set, 1, user=owner, expected_label_id=current(nucleus, label_set))
+            do_undo(nucleus, label_set, user=owner)
+
+    resumed = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner,
+                                 params={"options": options, "resume": {"job": first.pk, "stage": "sparse"}})
+    result = run_training(resumed, lambda *a, **k: None, lambda: False)
+    assert ModelVersion.objects.get(pk=result["model_version_id"]).training_data["nuclei"] == trained
+
+    # A real change of the data is still refused, saying so: the slide's dataset deleted.
+    Job.objects.filter(pk=resumed.pk).update(state=Job.State.SUCCEEDED)
+    again = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner, params={"options": options})
+    with pytest.raises(Cancelled):
+        run_training(again, lambda *a, **k: None,
+                     lambda: (Job.objects.get(pk=again.pk).result or {}).get("resume", {}).get("done") == ["sparse"])
+    Job.objects.filter(pk=again.pk).update(state=Job.State.CANCELLED)
+    Dataset.objects.filter(pk=world.dataset.pk).delete()
+    refused = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner,
+                                 params={"options": options, "resume": {"job": again.pk, "stage": "sparse"}})
+    with pytest.raises(NotResumable, match=f"the project has {tile_nuclei} nuclei, job {again.pk} trained on "
+                                           f"{trained}: its data changed, so start a new training"):
+        run_training(refused, lambda *a, **k: None, lambda: False)
