@@ -77,6 +77,18 @@ class Job(models.Model):
         return f"a {self.get_kind_display().lower()}"
 
     @property
+    def queued_by_job(self) -> int | None:
+        """The job that queued this one by itself (a training, its version's predictions), where no person did."""
+        started_by = (self.params or {}).get("started_by_job")
+        return int(started_by) if isinstance(started_by, int) else None
+
+    @property
+    def queued_by_words(self) -> str:
+        """"training job 12": the job that queued this one, as the job cards say who started a job."""
+        reason = (self.params or {}).get("reason")
+        return f"{reason} job {self.queued_by_job}" if reason else f"job {self.queued_by_job}"
+
+    @property
     def shown_params(self) -> dict:
         """What the job was asked to do, as its page and the API show it."""
         return {key: value for key, value in self.params.items() if key not in self.INTERNAL_PARAMETERS}

@@ -53,9 +53,10 @@ def do_enqueue_job(kind: str, *, actor=None, params: dict | None = None, **field
         job = Job.objects.create(kind=kind, created_by=actor if getattr(actor, "is_authenticated", False) else None,
                                  params=params or {}, celery_task_id=str(uuid.uuid4()), **fields)
         # Why it started, where a job says (a training: manual, resume, or the retraining policy's threshold
-        # or schedule): the activity page tells a policy's trainings from a person's.
-        reason = {"reason": job.params["reason"]} if job.params.get("reason") else {}
-        audit.record("job.enqueued", actor=actor, target=job, kind=kind, **reason)
+        # or schedule; a prediction a training queued by itself, and which): the activity page tells a policy's
+        # trainings and a training's predictions from a person's.
+        why = {key: job.params[key] for key in ("reason", "started_by_job") if job.params.get(key)}
+        audit.record("job.enqueued", actor=actor, target=job, kind=kind, **why)
         transaction.on_commit(lambda: _send(job))
     return job
 

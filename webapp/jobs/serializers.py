@@ -16,6 +16,19 @@ class JobSerializer(serializers.ModelSerializer):
     files = serializers.SerializerMethodField(help_text="the files the job wrote: name and download URL")
     waiting = serializers.SerializerMethodField(
         help_text="for a queued job that no live worker takes (none consumes its queue), what to start; else null")
+    queued_by = serializers.SerializerMethodField(
+        help_text="the job that queued this one by itself (a training, its version's predictions), where no person "
+                  "started it: its id, why (`reason`) and where to read it; else null")
+
+    @extend_schema_field({"type": "object", "nullable": True, "properties": {
+        "id": {"type": "integer"}, "reason": {"type": "string"}, "url": {"type": "string", "format": "uri"}}})
+    def get_queued_by(self, job) -> dict | None:
+        if job.queued_by_job is None:
+            return None
+        request = self.context.get("request")
+        url = reverse("api-job-detail", args=[job.queued_by_job])
+        return {"id": job.queued_by_job, "reason": (job.params or {}).get("reason", ""),
+                "url": request.build_absolute_uri(url) if request else url}
 
     def get_waiting(self, job) -> str | None:
         from webapp.core.health import waiting_note
@@ -35,7 +48,7 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = ["id", "url", "kind", "state", "progress", "error", "waiting", "result", "files", "log_tail", "params",
-                  "cancel_requested", "created_at", "started_at", "finished_at"]
+                  "queued_by", "cancel_requested", "created_at", "started_at", "finished_at"]
         read_only_fields = fields
 
 

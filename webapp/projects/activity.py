@@ -41,7 +41,7 @@ SHOWN_DETAILS = ("name", "name_before", "description", "description_before", "pr
                  "user", "role", "previous", "kind", "format", "images", "nuclei", "label_set", "class_index",
                  "source", "number", "parent", "active", "stage", "epoch", "error", "enabled", "min_new_reviews",
                  "check_every_minutes", "cron", "options", "activate_only_if_not_lower", "filename", "datasets",
-                 "members", "job", "jobs", "reason", "slides_folder")
+                 "members", "job", "jobs", "reason", "started_by_job", "slides_folder")
 LONGEST_SHOWN = 300   # characters of one value on the page (a provenance note may hold 10,000)
 
 # Words for the actions a member meets most; others show their code.
@@ -115,11 +115,15 @@ def words(entry: AuditLogEntry) -> str:
     text = ACTION_WORDS.get(entry.action, entry.action)
     if entry.action == "job.enqueued" and details.get("reason") in POLICY_STARTS:
         text = POLICY_STARTS[details["reason"]]
+    elif entry.action == "job.enqueued" and details.get("started_by_job"):
+        # A job queued by another (a training, its version's predictions): no person started it.
+        text = f"{details.get('reason') or 'another'} job {details['started_by_job']} queued {{a_job}}"
     elif entry.action == "project.member_set" and details.get("created"):
         text = "added a member"
     a_job = JOB_NOUNS.get(details.get("kind"), "a job")
     text = text.format(a_job=a_job)
-    starts_with_a_noun = text.startswith((a_job, "the retraining policy", "a worker"))
+    starts_with_a_noun = text.startswith((a_job, "the retraining policy", "a worker")) or (
+        entry.action == "job.enqueued" and bool(details.get("started_by_job")))
     return text[0].upper() + text[1:] if starts_with_a_noun and entry.actor_id is None else text
 
 

@@ -304,12 +304,20 @@ def do_activate_version(version: ModelVersion, *, actor) -> ModelVersion:
     return version
 
 
-def do_start_prediction(version: ModelVersion, *, actor=None, tta: bool = TTA_DEFAULT_TILES) -> Job:
+def do_start_prediction(version: ModelVersion, *, actor=None, queued_by: Job | None = None,
+                        tta: bool = TTA_DEFAULT_TILES) -> Job:
     """Classify every nucleus of the project with ``version``. ``tta``: test-time augmentation (the mean
     over the 8 flips and rotations of each crop) on the tile images; a whole slide among them is classified
-    with the slides' default (mlcore.config.TTA_DEFAULT_SLIDES), as do_start_slide_prediction does."""
-    return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=version.project,
-                                         params={"model_version": version.pk, "tta": bool(tta)})
+    with the slides' default (mlcore.config.TTA_DEFAULT_SLIDES), as do_start_slide_prediction does.
+
+    ``queued_by``: the training that made ``version`` and queues its predictions by itself. No person started
+    them then (``actor`` None): the job's params name that training (``reason`` "training", ``started_by_job``),
+    as its page, the job cards and the activity say. Who may cancel it is unchanged: a prediction is started and
+    cancelled by curators (webapp.jobs.access), so the training's curator still may, as may any other."""
+    params = {"model_version": version.pk, "tta": bool(tta)}
+    if queued_by is not None:
+        params.update(reason="training", started_by_job=queued_by.pk)
+    return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=version.project, params=params)
 
 
 def do_predict_dataset(dataset, version: ModelVersion | None = None, *, actor=None) -> Job | None:

@@ -560,7 +560,8 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     # An inactive version gets its predictions too: made active later, it has them for the review. The version
     # is published whatever happens here: a task queue out of reach now must not fail a training that is done.
     try:
-        prediction_job = operations.do_start_prediction(version, actor=job.created_by, tta=tta)
+        # Queued by the training, not by the person who started it (webapp.training.operations says who may cancel it).
+        prediction_job = operations.do_start_prediction(version, queued_by=job, tta=tta)
         predictions = f"predictions follow in job {prediction_job.pk}"
     except Unavailable as exc:
         prediction_job = None

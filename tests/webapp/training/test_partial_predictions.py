@@ -28,6 +28,9 @@ def test_the_images_a_cancelled_prediction_left_are_offered_and_predicted(owner,
     trained = runner.run_training(training, lambda *args, **details: None, lambda: False)
     version = ModelVersion.objects.get(pk=trained["model_version_id"])
     prediction = Job.objects.get(pk=trained["prediction_job"])
+    # Queued by the training, not by its starter (tests/webapp/training/test_predictions_queued_by_a_training.py).
+    assert prediction.created_by is None
+    assert (prediction.params["reason"], prediction.params["started_by_job"]) == ("training", training.pk)
     images = list(Image.objects.filter(project=project).order_by("id"))
     stored = []
     with pytest.raises(Cancelled):   # the user cancels after three images
