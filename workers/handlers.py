@@ -115,7 +115,7 @@ def predict_imported_dataset(context: JobContext, dataset_id: int) -> dict:
 
     try:
         job = do_predict_dataset(Dataset.objects.select_related("project").get(pk=dataset_id),
-                                          actor=context.job.created_by)
+                                 queued_by=context.job)
     except Unavailable as exc:
         log(f"the predictions of the new nuclei were not queued: {exc.detail}")
         return {}

@@ -320,14 +320,17 @@ def do_start_prediction(version: ModelVersion, *, actor=None, queued_by: Job | N
     return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=version.project, params=params)
 
 
-def do_predict_dataset(dataset, version: ModelVersion | None = None, *, actor=None) -> Job | None:
+def do_predict_dataset(dataset, version: ModelVersion | None = None, *, actor=None,
+                       queued_by: Job | None = None) -> Job | None:
     """Queue ``version``'s predictions (the active version's by default) of one tile dataset's nuclei: a dataset
     imported beside an active version, or one a version made active again has never seen, so that its nuclei
     reach review and the exports now, not after the next training. They are made as the version's other tiles
     were (with or without test-time augmentation). None for a slide (its millions of nuclei are predicted on
     request), without a version, or where that prediction is queued, running or made already (an import
     delivered again after its worker was lost: that job is returned) or the version's prediction of the whole
-    project will make it. A failed or cancelled one is queued again."""
+    project will make it. A failed or cancelled one is queued again. ``queued_by``: the import that stored the
+    dataset and queues its predictions by itself, as do_start_prediction's training does (no person started them).
+    """
     from webapp.datasets.models import Dataset
 
     version = version or active_version(dataset.project)
@@ -344,9 +347,11 @@ def do_predict_dataset(dataset, version: ModelVersion | None = None, *, actor=No
     if (whole_project.filter(state=Job.State.QUEUED).exists()
             or whole_project.filter(state=Job.State.RUNNING, started_at__gt=dataset.uploaded_at).exists()):
         return None
-    return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=dataset.project,
-                                         params={"model_version": version.pk, "dataset": dataset.pk,
-                                                 "dataset_name": dataset.name, "tta": tta_as_before(whole_project)})
+    params = {"model_version": version.pk, "dataset": dataset.pk, "dataset_name": dataset.name,
+              "tta": tta_as_before(whole_project)}
+    if queued_by is not None:
+        params.update(reason="import", started_by_job=queued_by.pk)
+    return job_operations.do_enqueue_job(Job.Kind.PREDICT, actor=actor, project=dataset.project, params=params)
 
 
 def tile_prediction_jobs(version: ModelVersion):

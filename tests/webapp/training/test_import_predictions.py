@@ -48,9 +48,11 @@ def test_a_dataset_imported_beside_an_active_version_is_predicted_by_it(owner, m
 
     imported, dataset = import_more(api_client_for(owner), project, tmp_path)
     prediction = Job.objects.get(pk=imported.result["prediction_job"])
-    # One view, as the version's tiles were predicted (its training's predict_tta was off).
-    assert (prediction.kind, prediction.params) == (Job.Kind.PREDICT, {
-        "model_version": version.pk, "dataset": dataset.pk, "dataset_name": "more", "tta": False})
+    # One view, as the version's tiles were predicted (its training's predict_tta was off); queued by the import,
+    # not by the person who uploaded (as a training's predictions are its own: test_predictions_queued_by_a_training).
+    assert (prediction.kind, prediction.params, prediction.created_by) == (Job.Kind.PREDICT, {
+        "model_version": version.pk, "dataset": dataset.pk, "dataset_name": "more", "tta": False,
+        "reason": "import", "started_by_job": imported.pk}, None)
     assert f"predictions of the new nuclei follow in job {prediction.pk}" in imported.log_tail
     assert not Prediction.objects.filter(nucleus__image__dataset=dataset).exists()
 
