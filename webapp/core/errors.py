@@ -7,6 +7,8 @@ cover what never reaches a DRF view: a path that matches no route, and a crash o
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
@@ -52,8 +54,31 @@ def permission_denied(request, exception=None):
         "back_url": back_url, "back_label": back_label})
 
 
+def _body_refusal(exception) -> tuple[int, str, dict] | None:
+    """What to tell a script whose body Django would not read for its size: (status, detail, errors by field).
+    Before, each read "The request was malformed", which gave no way on to one who sent a dataset's 101 files."""
+    if isinstance(exception, TooManyFilesSent):
+        message = (f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files in one request "
+                   "(DATA_UPLOAD_MAX_NUMBER_FILES); send a dataset's folder as one zip in 'archive' instead")
+        return 400, f"files: {message}", {"files": [message]}
+    if isinstance(exception, TooManyFieldsSent):
+        message = (f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields and list items in one request "
+                   "(DATA_UPLOAD_MAX_NUMBER_FIELDS); send a dataset's folder as one zip in 'archive' instead of "
+                   "its files and 'paths'")
+        return 400, message, {"non_field_errors": [message]}
+    if isinstance(exception, RequestDataTooBig):
+        return 413, (f"The request's fields are over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 1e6:.1f} MB "
+                     "(DATA_UPLOAD_MAX_MEMORY_SIZE; uploaded files do not count): send large content as a file "
+                     "upload, not in a JSON body or a form field."), {}
+    return None
+
+
 def bad_request(request, exception=None):
     if _is_api(request):
+        refusal = _body_refusal(exception)
+        if refusal is not None:
+            status, detail, errors = refusal
+            return JsonResponse({"detail": detail, **({"errors": errors} if errors else {})}, status=status)
         return JsonResponse({"detail": "The request was malformed and could not be read."}, status=400)
     return defaults.bad_request(request, exception)
 

@@ -42,6 +42,8 @@ def document_error_responses(result, generator, request, public):
             responses = operation.setdefault("responses", {})
             errors = dict(ERROR_RESPONSES)
             if "requestBody" in operation:
+                errors["413"] = ("The body's fields are over DATA_UPLOAD_MAX_MEMORY_SIZE (uploaded files do not "
+                                 "count).")
                 errors["415"] = "The body's Content-Type is not one this operation reads, or the body is malformed."
             for code, description in errors.items():
                 responses.setdefault(code, {"description": description,
