@@ -38,8 +38,11 @@ def _stage(archive, files, paths=None) -> Path:
     try:
         total = (archive.size if archive else 0) + sum(f.size for f in files or [])
         if total > settings.MAX_UPLOAD_BYTES:
-            raise Invalid(f"the upload is {total / 1e6:.1f} MB, over the limit of "
-                          f"{settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB", field="archive", code="too_large")
+            # Named by the field and the file the user sent: a `files` upload was told about "archive".
+            sent = f"{archive.name}: the archive" if archive else f"the {len(files)} files"
+            raise Invalid(f"{sent} come{'s' if archive else ''} to {total / 1e6:.1f} MB, over the limit of "
+                          f"{settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB (MAX_UPLOAD_BYTES)",
+                          field="archive" if archive else "files", code="too_large")
         if archive:
             _write(archive, staging / "upload.zip")
         for upload, name in zip(files or [], paths or [f.name for f in files or []]):
