@@ -14,6 +14,14 @@ class KnownFieldsOnly:
     # A page's form sent as it is (FormData) carries Django's CSRF token beside the fields.
     ignored_fields = frozenset({"csrfmiddlewaretoken"})
 
+    def get_fields(self):
+        fields = super().get_fields()
+        for field in fields.values():
+            for choice_field in (field, getattr(field, "child", None)):  # a list's items too ("stages")
+                if isinstance(choice_field, serializers.ChoiceField):
+                    _name_the_choices(choice_field)
+        return fields
+
     def to_internal_value(self, data):
         if hasattr(data, "keys"):
             unknown = sorted(set(data.keys()) - set(self.fields) - self.ignored_fields)
@@ -22,3 +30,10 @@ class KnownFieldsOnly:
                     f"unknown {self.unknown_fields_label}(s) {unknown}; allowed: "
                     f"{[name for name, field in self.fields.items() if not field.read_only]}"]})
         return super().to_internal_value(data)
+
+
+def _name_the_choices(field: serializers.ChoiceField) -> None:
+    """DRF's '"3" is not a valid choice.' left the caller guessing what is (the README says "stage 3"; the API
+    takes "completion"): the message lists them. DRF formats it with ``input``, so braces in a choice are doubled."""
+    choices = ", ".join(str(choice) for choice in field.choices).replace("{", "{{").replace("}", "}}")
+    field.error_messages["invalid_choice"] = f'"{{input}}" is not a valid choice; one of: {choices}.'

@@ -56,7 +56,7 @@ def test_options_given_are_kept(small_project, api_client_for, owner):
     client.post(f"/api/jobs/{job.pk}/cancel/")
     no_such_view = client.post(f"/api/projects/{small_project.pk}/train/", {"crop_context_view": 1}, format="json")
     assert no_such_view.status_code == 400
-    assert no_such_view.json()["detail"] == 'crop_context_view: "1" is not a valid choice.'
+    assert no_such_view.json()["detail"] == 'crop_context_view: "1" is not a valid choice; one of: 0, 2, 3, 4.'
 
 
 @pytest.mark.slow  # times real training steps
