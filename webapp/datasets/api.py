@@ -5,7 +5,7 @@ Routed beside the project API, under ``/api/projects/<id>/datasets/``, with the 
 """
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import status, viewsets
+from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS
@@ -15,7 +15,7 @@ from webapp.core.pagination import PagePagination
 from webapp.core.parsers import JSONParser
 from webapp.core.policy import project_role
 from webapp.core.viewsets import ActionSerializers
-from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
+from webapp.jobs.serializers import JobAcceptedSerializer, job_accepted
 from webapp.projects.access import get_project_for
 
 from . import uploads
@@ -50,9 +50,7 @@ class ProjectDatasetViewSet(ActionSerializers, viewsets.GenericViewSet):
         upload = DatasetUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
         job = uploads.do_start_import(project, actor=request.user, **upload.validated_data)
-        return Response({"job": JobSerializer(job, context={"request": request}).data, "id": job.pk,
-                         "url": JobSerializer(job, context={"request": request}).data["url"]},
-                        status=status.HTTP_202_ACCEPTED)
+        return job_accepted(job, request)
 
     @extend_schema(methods=["GET"], request=None, responses=DatasetSerializer)
     @extend_schema(methods=["PATCH"], request=DatasetEditSerializer, responses=DatasetSerializer)
@@ -73,8 +71,7 @@ class ProjectDatasetViewSet(ActionSerializers, viewsets.GenericViewSet):
             do_edit_dataset(dataset, actor=request.user, **payload.validated_data)
             return Response(DatasetSerializer(dataset).data)
         job = do_request_dataset_deletion(dataset, actor=request.user)
-        data = JobSerializer(job, context={"request": request}).data
-        return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED)
+        return job_accepted(job, request)
 
     @extend_schema(methods=["GET"], request=None, responses=ImageSerializer(many=True))
     @action(detail=True, methods=["get"], url_path=r"datasets/(?P<dataset_id>[0-9]+)/images",

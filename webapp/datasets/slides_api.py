@@ -20,7 +20,7 @@ from webapp.core.known_fields import KnownFieldsOnly
 from webapp.core.parsers import JSONParser
 from webapp.core.policy import project_role
 from webapp.core.query_params import yes_no_param
-from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
+from webapp.jobs.serializers import JobAcceptedSerializer, job_accepted
 from webapp.projects.access import get_project_for
 
 from . import export, queries, slide_uploads
@@ -64,9 +64,6 @@ class SlideUploadStateSerializer(serializers.Serializer):
     complete = serializers.BooleanField()
 
 
-def _accepted(job, request) -> Response:
-    data = JobSerializer(job, context={"request": request}).data
-    return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED)
 
 
 def slide_of(project, image_id: int) -> Image:
@@ -101,7 +98,7 @@ class SlideRegisterView(APIView):
                                 slide_upload_id=data.get("slide_upload_id", ""),
                                 detections_upload_id=data.get("detections_upload_id", ""),
                                 provenance=data.get("provenance", ""))
-        return _accepted(job, request)
+        return job_accepted(job, request)
 
 
 def _upload_state(upload, request) -> dict:
@@ -124,7 +121,8 @@ class SlideUploadStartView(APIView):
         upload = slide_uploads.do_start_slide_upload(project, actor=request.user,
                                                      filename=payload.validated_data["filename"],
                                                      size=payload.validated_data["size"])
-        return Response(_upload_state(upload, request), status=status.HTTP_201_CREATED)
+        state = _upload_state(upload, request)
+        return Response(state, status=status.HTTP_201_CREATED, headers={"Location": state["url"]})
 
 
 class RawBody(BaseParser):

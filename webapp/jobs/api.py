@@ -58,7 +58,8 @@ class JobViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveModelM
         params = DiagnosticsRequestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         job = operations.do_enqueue_job(params.validated_data["kind"], actor=request.user)
-        return Response(JobSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+        data = JobSerializer(job, context={"request": request}).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]})
 
     @extend_schema(request=None, responses=JobSerializer)
     @action(detail=True, methods=["post"])

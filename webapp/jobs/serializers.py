@@ -1,6 +1,7 @@
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
-from rest_framework import serializers
+from rest_framework import serializers, status
+from rest_framework.response import Response
 
 from webapp.core.known_fields import KnownFieldsOnly
 
@@ -67,3 +68,11 @@ class JobAcceptedSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     url = serializers.URLField()
     job = JobSerializer()
+
+
+def job_accepted(job: Job, request) -> Response:
+    """The 202 of an operation that started ``job`` (JobAcceptedSerializer), with the job's URL in ``Location``
+    as well, where HTTP clients look for it."""
+    data = JobSerializer(job, context={"request": request}).data
+    return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED,
+                    headers={"Location": data["url"]})

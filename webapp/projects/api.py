@@ -5,8 +5,9 @@ above the apps it shows (its own layer in tests/test_layering_imports.py), as th
 """
 
 from django.db.models import Prefetch
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -17,7 +18,7 @@ from webapp.core.policy import project_role
 from webapp.core.viewsets import ActionSerializers
 from webapp.datasets.models import LabelSet
 from webapp.datasets.serializers import DatasetSerializer, LabelSetSerializer
-from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
+from webapp.jobs.serializers import JobAcceptedSerializer, job_accepted
 
 from . import activity as project_activity
 from . import operations
@@ -58,6 +59,10 @@ class ProjectViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveMo
 
     def get_object(self):
         return get_project_for(self.request.user, self.kwargs["pk"], project_role(self.request))
+
+    def get_success_headers(self, data):
+        # The 201's Location: DRF's own reads a ``url`` field, which a project's answer has none of.
+        return {"Location": self.request.build_absolute_uri(reverse("api-project-detail", args=[data["id"]]))}
 
     def perform_create(self, serializer):
         serializer.instance = operations.do_create_project(
@@ -132,9 +137,6 @@ class ProjectViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveMo
         """Delete the project with everything in it (admins): 202 with the deletion job. 409 while any job
         of the project is queued or running."""
         project = get_project_for(request.user, kwargs["pk"], project_role(request))
-        return _accepted(do_request_project_deletion(project, actor=request.user), request)
+        return job_accepted(do_request_project_deletion(project, actor=request.user), request)
 
 
-def _accepted(job, request) -> Response:
-    data = JobSerializer(job, context={"request": request}).data
-    return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED)

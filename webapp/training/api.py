@@ -10,7 +10,6 @@ from pathlib import Path
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
 from rest_framework.decorators import parser_classes
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -28,7 +27,7 @@ from webapp.datasets.slides_api import slide_of
 from webapp.jobs import operations as job_operations
 from webapp.jobs.access import job_for
 from webapp.jobs.models import Job
-from webapp.jobs.serializers import JobAcceptedSerializer, JobSerializer
+from webapp.jobs.serializers import JobAcceptedSerializer, job_accepted
 from webapp.projects.access import get_project_for
 
 from . import operations
@@ -39,9 +38,6 @@ from .serializers import (ActivatedVersionSerializer, InferRequestSerializer, Mo
                           TrainStartSerializer)
 
 
-def _accepted(job: Job, request) -> Response:
-    data = JobSerializer(job, context={"request": request}).data
-    return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED)
 
 
 def _training_job(project, job_id: int) -> Job:
@@ -66,7 +62,7 @@ def train(request, project_id: int):
     resume_from = options.pop("resume_from", None)
     job = operations.do_start_training(project, actor=request.user, options=options,
                                        resume_from=_training_job(project, resume_from) if resume_from else None)
-    return _accepted(job, request)
+    return job_accepted(job, request)
 
 
 @extend_schema(parameters=[TrainEstimateSerializer], responses={200: OpenApiTypes.OBJECT})
@@ -159,7 +155,7 @@ def infer(request, project_id: int):
         raise
     if media.is_remote():
         shutil.rmtree(folder, ignore_errors=True)  # the worker reads the upload from the storage
-    return _accepted(job, request)
+    return job_accepted(job, request)
 
 
 class SlideInferView(APIView):
@@ -176,7 +172,7 @@ class SlideInferView(APIView):
         version = active_version(project)
         if version is None:
             raise Conflict("The project has no trained model yet: train one first.", code="no_model")
-        return _accepted(operations.do_start_slide_prediction(version, image, actor=request.user,
+        return job_accepted(operations.do_start_slide_prediction(version, image, actor=request.user,
                                                               tta=body.validated_data["tta"]), request)
 
 
