@@ -76,11 +76,34 @@ def api_exception(exc: domain_errors.DomainError) -> exceptions.APIException:
     return exceptions.ValidationError({exc.field: exc.detail} if exc.field else exc.detail, code=exc.code)
 
 
+def _add_the_way_on(exc, context) -> None:
+    """DRF's 401, 405 and 415 say what was wrong but not what would do: each gets the way on, from the request
+    and the view that refused it (the exception itself keeps its status and WWW-Authenticate)."""
+    request, view = context.get("request"), context.get("view")
+    if request is None or view is None:
+        return
+    addition = None
+    if isinstance(exc, exceptions.NotAuthenticated):
+        # A script that sends "Bearer <token>" (or Basic) heard "credentials were not provided".
+        scheme = request.META.get("HTTP_AUTHORIZATION", "").split(" ", 1)[0][:20]
+        if scheme and scheme.lower() != "token":
+            addition = (f"the Authorization header's scheme {scheme!r} is not one this API takes: send "
+                        "'Authorization: Token <key>', with the token your account page, /account/, shows or creates")
+    elif isinstance(exc, exceptions.MethodNotAllowed):
+        addition = f"this endpoint takes {', '.join(view.allowed_methods)}"
+    elif isinstance(exc, exceptions.UnsupportedMediaType):
+        media_types = [parser.media_type for parser in view.get_parsers()]
+        addition = f"send {' or '.join(media_types)}" if media_types else None
+    if addition:
+        exc.detail = exceptions.ErrorDetail(f"{str(exc.detail).rstrip('.')}; {addition}.", code=exc.detail.code)
+
+
 def exception_handler(exc, context):
     if isinstance(exc, domain_errors.DomainError):
         exc = api_exception(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")
+    _add_the_way_on(exc, context)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
