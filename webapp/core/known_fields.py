@@ -7,8 +7,10 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 
+# A serializer mixin: ``to_internal_value`` refuses keys that are none of the serializer's fields. No docstring:
+# drf-spectacular describes a serializer by the first docstring up its classes, so this one described every
+# request body without its own ("A serializer mixin: ..." on /api/docs for a training, an upload, a decision).
 class KnownFieldsOnly:
-    """A serializer mixin: ``to_internal_value`` refuses keys that are none of the serializer's fields."""
 
     unknown_fields_label = "field"
     # A page's form sent as it is (FormData) carries Django's CSRF token beside the fields.
