@@ -4,6 +4,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from webapp.core.query_params import refuse_unknown_params
 from webapp.core.viewsets import ActionSerializers
 
 from . import operations
@@ -37,6 +38,7 @@ class JobViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveModelM
         if self.action != "list":
             return jobs
         query = self.request.query_params
+        refuse_unknown_params(query, [*FILTERS, "project", "page", "page_size"])
         for field, allowed in FILTERS.items():
             wanted = [value for values in query.getlist(field) for value in values.split(",") if value]
             unknown = sorted(set(wanted) - set(allowed))

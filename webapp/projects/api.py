@@ -15,6 +15,7 @@ from rest_framework.response import Response
 
 from webapp.core.parsers import JSONParser
 from webapp.core.policy import project_role
+from webapp.core.query_params import refuse_unknown_params
 from webapp.core.viewsets import ActionSerializers
 from webapp.datasets.models import LabelSet
 from webapp.datasets.serializers import DatasetSerializer, LabelSetSerializer
@@ -101,6 +102,7 @@ class ProjectViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveMo
         """Who did what in the project, newest first, in pages (members): renames, roles, imports,
         trainings, model versions, labels. Details hold only what every member may read."""
         project = get_project_for(request.user, pk, project_role(request))
+        refuse_unknown_params(request.query_params, ["kind", "page", "page_size"])
         rows = project_activity.activity_rows(project, request.query_params.get("kind"))
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(ActivitySerializer(page, many=True).data)

@@ -32,7 +32,7 @@ from webapp.core import media
 from webapp.core.api_errors import Conflict
 from webapp.core.api_views import api_view
 from webapp.core.cache import cache_get, cache_set, unreviewed_counts_key
-from webapp.core.query_params import yes_no_param
+from webapp.core.query_params import refuse_unknown_params, yes_no_param
 from webapp.core.ids import parse_ids
 from webapp.core.pagination import whole_number_param
 from webapp.core.policy import project_role
@@ -431,6 +431,7 @@ def gallery(request, project_id: int):
     disagreement, the current label and who decided it) and ``version``, the current label id to send
     with a decision (``POST review/bulk/``: agree = the predicted class, disagree = another class)."""
     project = get_project_for(request.user, project_id, project_role(request))
+    refuse_unknown_params(request.query_params, [parameter.name for parameter in GALLERY_PARAMETERS])
     label_set, version = _label_set_and_version(project, request.query_params.get("label_set"), default_first=True)
     classes = queue.label_set_classes(label_set)
     base = {"label_set": {"id": label_set.pk, "name": label_set.name, "classes": classes}, "counts": None,

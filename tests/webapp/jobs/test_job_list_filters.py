@@ -40,3 +40,18 @@ def test_the_job_list_filters_by_state_kind_and_project(api_client_for, owner, o
     assert bad.json()["detail"].startswith("state: no such state ['runing']; one of ['queued', 'running'")
     assert client.get("/api/jobs/?kind=training").status_code == 400
     assert client.get("/api/jobs/?project=abc").json()["detail"] == "project: a project id is a number, got 'abc'"
+
+
+def test_a_misspelt_filter_is_a_400_not_the_list_unfiltered(api_client_for, owner):
+    # ?status=running answered every job, so a script waiting for "no running job" waited on finished ones.
+    project = do_create_project("mine", actor=owner)
+    Job.objects.create(project=project, kind=Job.Kind.TRAIN, state=Job.State.SUCCEEDED)
+    client = api_client_for(owner)
+    bad = client.get("/api/jobs/?status=running")
+    assert bad.status_code == 400
+    assert bad.json()["detail"] == ("unknown query parameter(s) ['status']; allowed: ['kind', 'page', 'page_size', "
+                                    "'project', 'state']")
+    activity = client.get(f"/api/projects/{project.pk}/activity/?kinds=team")
+    assert activity.status_code == 400 and "['kinds']" in activity.json()["detail"]
+    assert client.get("/api/jobs/?state=running&page_size=5&format=json").status_code == 200
+    assert client.get(f"/api/projects/{project.pk}/activity/?kind=team&page=1").status_code == 200

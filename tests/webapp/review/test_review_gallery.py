@@ -399,3 +399,9 @@ def test_the_reviewer_filter_does_not_tell_which_usernames_exist(rp, users, api_
     assert answers == ["reviewer: no member or reviewer of this project is named 'someone-elsewhere'",
                        "reviewer: no member or reviewer of this project is named 'nobody'"]
 
+
+
+def test_a_misspelt_parameter_is_a_400_naming_it(rp, users, api_client_for):
+    # ?sort_by=margin answered the default order, as if the sort had been applied.
+    body = gallery(api_client_for(users["reviewer"]), rp, expect=400, sort_by="margin")
+    assert body["detail"].startswith("unknown query parameter(s) ['sort_by']; allowed: ['class_name', 'counts'")
