@@ -178,7 +178,9 @@ class SlideGeoJsonView(FileAPIView):
     """The nuclei of one slide as QuPath detections (streamed FeatureCollection), classified in a label set
     from a source (ground truth, latest review, prediction, current); QuPath imports it into the slide."""
 
-    @extend_schema(operation_id="slide_export_geojson", tags=["slides", "exports"], parameters=DETECTION_PARAMETERS,
+    query_parameters = DETECTION_PARAMETERS
+
+    @extend_schema(operation_id="slide_export_geojson", tags=["slides", "exports"], parameters=query_parameters,
                    responses={(200, "application/geo+json"): {"type": "object"}})
     def get(self, request, project_id: int, image_id: int):
         project = get_project_for(request.user, project_id, project_role(request))
@@ -192,7 +194,9 @@ class SlideGeoJsonView(FileAPIView):
 class SlideCsvView(FileAPIView):
     """The merged table (CSV) of one slide's nuclei: ground truth, review and prediction per label set."""
 
-    @extend_schema(operation_id="slide_export_merged_csv", tags=["slides", "exports"], parameters=[CSV_BOM],
+    query_parameters = [CSV_BOM]
+
+    @extend_schema(operation_id="slide_export_merged_csv", tags=["slides", "exports"], parameters=query_parameters,
                    responses={(200, "text/csv"): {"type": "string"}})
     def get(self, request, project_id: int, image_id: int):
         project = get_project_for(request.user, project_id, project_role(request))

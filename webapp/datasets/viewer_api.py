@@ -24,7 +24,7 @@ from mlcore.types import quoted
 
 from webapp.core.filenames import safe_file_name
 from webapp.core.policy import project_role
-from webapp.core.query_params import yes_no_param
+from webapp.core.query_params import refuse_unknown_params, yes_no_param
 from webapp.projects.access import get_project_for
 
 from . import export, queries
@@ -48,6 +48,15 @@ class AnyFileRenderer(BaseRenderer):
 
 class FileAPIView(APIView):
     renderer_classes = [JSONRenderer, AnyFileRenderer]
+    # The query parameters the export reads (its schema's too): any other is refused, as a misspelt
+    # ``sources=prediction`` exported the current labels under a name that looked right.
+    query_parameters: list[OpenApiParameter] = []
+    sent_by_a_page_form: tuple[str, ...] = ()  # read by another export of the same form, ignored here
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        refuse_unknown_params(request.query_params, [*(parameter.name for parameter in self.query_parameters),
+                                                     *self.sent_by_a_page_form])
 
 
 LABEL_SET = OpenApiParameter("label_set", str, description="label set name (default: the dataset's)")
@@ -101,7 +110,9 @@ CSV_BOM = OpenApiParameter("bom", bool, description="start with a UTF-8 byte ord
 class MergedCsvView(FileAPIView):
     """The merged project table: one row per nucleus, ground truth / review / prediction per label set."""
 
-    @extend_schema(operation_id="project_export_merged_csv", tags=["exports"], parameters=[CSV_BOM],
+    query_parameters = [CSV_BOM]
+
+    @extend_schema(operation_id="project_export_merged_csv", tags=["exports"], parameters=query_parameters,
                    responses={(200, "text/csv"): OpenApiTypes.STR})
     def get(self, request, project_id: int):
         project = get_project_for(request.user, project_id, project_role(request))
@@ -113,9 +124,9 @@ class MergedCsvView(FileAPIView):
 class ImageGeoJsonView(FileAPIView):
     """The nuclei of an image as QuPath GeoJSON (classification name and colour)."""
 
-    @extend_schema(operation_id="image_export_geojson", tags=["exports"],
-                   parameters=[LABEL_SET, SOURCE,
-                               OpenApiParameter("object_type", str, enum=["annotation", "detection"])],
+    query_parameters = [LABEL_SET, SOURCE, OpenApiParameter("object_type", str, enum=["annotation", "detection"])]
+
+    @extend_schema(operation_id="image_export_geojson", tags=["exports"], parameters=query_parameters,
                    responses={(200, "application/geo+json"): OpenApiTypes.OBJECT})
     def get(self, request, image_id: int):
         project, image = queries.get_image_for(request.user, image_id)
@@ -135,7 +146,9 @@ class ImageGeoJsonView(FileAPIView):
 class ImageTypesNpyView(FileAPIView):
     """The original method's types table for one label set: N x 2 int32 (instance id, class index)."""
 
-    @extend_schema(operation_id="image_export_types_npy", tags=["exports"], parameters=[LABEL_SET, SOURCE],
+    query_parameters = [LABEL_SET, SOURCE]
+
+    @extend_schema(operation_id="image_export_types_npy", tags=["exports"], parameters=query_parameters,
                    responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
     def get(self, request, image_id: int):
         project, image = queries.get_image_for(request.user, image_id)
@@ -150,9 +163,10 @@ class ImageTypesNpyView(FileAPIView):
 class DatasetCocoZipView(FileAPIView):
     """A dataset as a COCO zip: annotations.json and the images."""
 
-    @extend_schema(operation_id="dataset_export_coco_zip", tags=["exports"],
-                   parameters=[LABEL_SET, SOURCE,
-                               OpenApiParameter("segmentation", str, enum=["polygon", "rle", "compressed_rle"])],
+    query_parameters = [LABEL_SET, SOURCE,
+                        OpenApiParameter("segmentation", str, enum=["polygon", "rle", "compressed_rle"])]
+
+    @extend_schema(operation_id="dataset_export_coco_zip", tags=["exports"], parameters=query_parameters,
                    responses={(200, "application/zip"): OpenApiTypes.BINARY})
     def get(self, request, dataset_id: int):
         project, dataset = queries.get_dataset_by_id_for(request.user, dataset_id)
@@ -202,10 +216,13 @@ class DatasetGeoJsonView(FileAPIView):
     """Every nucleus of a dataset as QuPath detections (streamed FeatureCollection): classification from
     the chosen label set and source, the active model's probability and branch disagreement as measurements."""
 
-    @extend_schema(operation_id="dataset_export_geojson", tags=["exports"],
-                   parameters=[*DETECTION_PARAMETERS,
-                               OpenApiParameter("image", str, description="only this image (by name): QuPath "
-                                                                          "imports a file into one image")],
+    query_parameters = [*DETECTION_PARAMETERS,
+                        OpenApiParameter("image", str, description="only this image (by name): QuPath imports a "
+                                                                   "file into one image")]
+    # The dataset page's export form has one set of fields for both buttons, COCO's outline choice among them.
+    sent_by_a_page_form = ("segmentation",)
+
+    @extend_schema(operation_id="dataset_export_geojson", tags=["exports"], parameters=query_parameters,
                    responses={(200, "application/geo+json"): OpenApiTypes.OBJECT})
     def get(self, request, dataset_id: int):
         project, dataset = queries.get_dataset_by_id_for(request.user, dataset_id)
@@ -226,7 +243,9 @@ class ProjectGeoJsonView(FileAPIView):
     """Every nucleus of a project as QuPath detections (streamed FeatureCollection); each feature names its
     dataset and image in its properties."""
 
-    @extend_schema(operation_id="project_export_geojson", tags=["exports"], parameters=DETECTION_PARAMETERS,
+    query_parameters = DETECTION_PARAMETERS
+
+    @extend_schema(operation_id="project_export_geojson", tags=["exports"], parameters=query_parameters,
                    responses={(200, "application/geo+json"): OpenApiTypes.OBJECT})
     def get(self, request, project_id: int):
         project = get_project_for(request.user, project_id, project_role(request))

@@ -163,14 +163,17 @@ def _prediction_summary(label: Label, predicted: int | None = None) -> dict:
 
 # ------------------------------------------------------------------------------------- the queue
 
-@extend_schema(parameters=[LABEL_SET, STRATEGY, INCLUDE_LABELLED,
-                           OpenApiParameter("exclude", str, description="nucleus ids not to hand out (comma "
-                                                                        "separated: decisions still being saved)")],
-               responses={200: OpenApiTypes.OBJECT, 204: None})
+NEXT_PARAMETERS = [LABEL_SET, STRATEGY, INCLUDE_LABELLED,
+                   OpenApiParameter("exclude", str, description="nucleus ids not to hand out (comma separated: "
+                                                                "decisions still being saved)")]
+
+
+@extend_schema(parameters=NEXT_PARAMETERS, responses={200: OpenApiTypes.OBJECT, 204: None})
 @api_view(["GET"])
 def next_item(request, project_id: int):
     """The next nucleus to review, leased to you for five minutes; 204 when the queue is empty."""
     project = get_project_for(request.user, project_id, project_role(request))
+    refuse_unknown_params(request.query_params, [parameter.name for parameter in NEXT_PARAMETERS])
     spec = _spec(request, project)
     lease = operations.do_claim_next(spec)
     if lease is None:
