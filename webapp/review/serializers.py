@@ -14,11 +14,18 @@ def one_class(attrs: dict) -> dict:
     return attrs
 
 
+# "version: This field is required." left a script's author asking which version: it is the nucleus's ``version`` as
+# the queue (review/next) or the gallery handed it out.
+VERSION_REQUIRED = ("send the nucleus's 'version' as review/next or the gallery gave it (the id of its current "
+                    "label, null when it has none), so that a label changed since is not overwritten")
+
+
 class DecisionSerializer(KnownFieldsOnly, serializers.Serializer):
     label_set = serializers.CharField(max_length=100, help_text="label set name")
     class_name = serializers.CharField(max_length=100, required=False, help_text="the chosen class")
     class_index = serializers.IntegerField(min_value=0, required=False, help_text="or its index")
-    version = id_field(allow_null=True, help_text="id of the current label the reviewer saw (null when it had none)")
+    version = id_field(allow_null=True, help_text="id of the current label the reviewer saw (null when it had none)",
+                       error_messages={"required": VERSION_REQUIRED})
     client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="",
                                       help_text="idempotency key: a replay with the same key creates nothing")
     model_version = serializers.IntegerField(
@@ -39,7 +46,7 @@ class BulkItemSerializer(KnownFieldsOnly, serializers.Serializer):
     nucleus = id_field()
     class_name = serializers.CharField(max_length=100, required=False)
     class_index = serializers.IntegerField(min_value=0, required=False)
-    version = id_field(allow_null=True)
+    version = id_field(allow_null=True, error_messages={"required": VERSION_REQUIRED})
     client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     model_version = serializers.IntegerField(
         min_value=1, max_value=2**31 - 1, required=False, allow_null=True, default=None,

@@ -334,3 +334,20 @@ def test_impossible_ids_and_two_different_classes_are_400s_naming_the_field(rp, 
                                                                   "class_index": 2, "version": item["version"]},
                            format="json")
     assert agreeing.status_code == 201 and agreeing.json()["class_name"] == "dead"
+
+
+def test_a_decision_without_version_says_which_version_to_send(rp, users, api_client_for):
+    # "version: This field is required." did not say that it is the version the queue or the gallery handed out.
+    nucleus = Nucleus.objects.filter(image__dataset=rp.colon).first()
+    client = api_client_for(users["reviewer"])
+    single = client.post(f"/api/nuclei/{nucleus.pk}/labels/", {"label_set": "breast", "class_name": "dead"},
+                         format="json")
+    assert single.status_code == 400
+    assert single.json()["errors"]["version"] == [
+        "send the nucleus's 'version' as review/next or the gallery gave it (the id of its current label, null when "
+        "it has none), so that a label changed since is not overwritten"]
+    bulk = client.post(f"/api/projects/{rp.project.pk}/review/bulk/",
+                       {"label_set": "breast", "decisions": [{"nucleus": nucleus.pk, "class_name": "dead"}]},
+                       format="json")
+    assert bulk.status_code == 400
+    assert "review/next or the gallery gave it" in bulk.json()["detail"]
