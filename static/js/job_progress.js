@@ -29,11 +29,10 @@ export function watchJob(card) {
     const p = job.progress || {};
     const link = field("link");
     if (link) { link.textContent = `#${job.id}`; link.href = `/jobs/${job.id}/`; }
-    // The state is announced when it changes (queued, running, succeeded...); the bar is a progressbar.
+    // The state is announced when it changes (queued, running, succeeded...).
     field("state").setAttribute("aria-live", "polite");
     field("state").textContent = job.state;
     field("state").className = `state state-${job.state}`;
-    setPercent(field("bar"), p.percent);
     const parts = [];
     if (p.models > 1) parts.push(`model ${p.model}/${p.models}`);
     if (p.stage) parts.push(`stage ${p.stage}`);
@@ -41,13 +40,18 @@ export function watchJob(card) {
     if (p.loss != null) parts.push(`loss ${Number(p.loss).toFixed(4)}`);
     if (p.eta_s != null) parts.push(`about ${duration(p.eta_s)} left`);
     if (p.message) parts.push(p.message);
-    parts.push(`${Math.round(p.percent || 0)}%`);
+    const percent = `${Math.round(p.percent || 0)}%`;
+    parts.push(percent);
     const done = ["succeeded", "failed", "cancelled"].includes(job.state);
     // A finished job's last progress line is history: no percentage or ETA beside "failed".
-    if (job.state === "succeeded") field("detail").textContent = "done";
-    else if (done) field("detail").textContent = `${job.state}${p.message ? ` during: ${p.message}` : ""}`;
-    else if (job.waiting) field("detail").textContent = job.waiting;   // queued, and no worker takes its queue
-    else field("detail").textContent = parts.join(" · ");
+    let line;
+    if (job.state === "succeeded") line = "done";
+    else if (done) line = `${job.state}${p.message ? ` during: ${p.message}` : ""}`;
+    else if (job.waiting) line = job.waiting;   // queued, and no worker takes its queue
+    else line = parts.join(" · ");
+    field("detail").textContent = line;
+    // The bar (a progressbar named by its template) reads as the line does, with its percentage.
+    setPercent(field("bar"), p.percent, line.endsWith(percent) ? line : `${percent}: ${line}`);
     // The worker's log: the steps of the job (stages, epochs, images), kept in its last 40 lines.
     field("log").textContent = job.log_tail || "";
     field("log").hidden = !job.log_tail;

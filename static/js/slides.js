@@ -91,7 +91,7 @@ function slidesSection(card) {
       fileName.textContent = file.name;
       fileState.textContent = words || `${(offset / 1048576).toFixed(1)} of ${(file.size / 1048576).toFixed(1)} MB`;
       bar.dataset.percent = String(percent);
-      setPercent(bar, percent);
+      setPercent(bar, percent, `${file.name}: ${fileState.textContent} (${Math.round(percent)}%)`);
     }
 
     // The upload of this file that the server still has, or a new one: {url, offset}.

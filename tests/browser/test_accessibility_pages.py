@@ -96,3 +96,86 @@ def test_what_the_project_page_says_after_an_action_is_in_a_live_region(logged_i
     # Shown to assistive technology only: the bar and the progress line show it on screen.
     assert page.evaluate("""document.querySelector('#infer-result [data-field=state]').parentElement
                             .getBoundingClientRect().width""") <= 1
+
+
+def progress_bars(page) -> list[dict]:
+    """Every progressbar of Chromium's accessibility tree (not ignored): its name and value from the tree, its
+    value text (aria-valuetext: the DevTools protocol leaves it out of the tree it reports) and the id of the card
+    or form it sits in."""
+    cdp = page.context.new_cdp_session(page)
+    bars = []
+    for node in cdp.send("Accessibility.getFullAXTree")["nodes"]:
+        if node.get("ignored") or (node.get("role") or {}).get("value") != "progressbar":
+            continue
+        element = cdp.send("DOM.resolveNode", {"backendNodeId": node["backendDOMNodeId"]})["object"]["objectId"]
+        place, text = cdp.send("Runtime.callFunctionOn", {
+            "objectId": element, "returnByValue": True, "functionDeclaration":
+            "function () { return [this.parentElement.closest('[id]').id, this.getAttribute('aria-valuetext')]; }",
+        })["result"]["value"]
+        bars.append({"in": place, "name": ((node.get("name") or {}).get("value") or "").strip(),
+                     "now": (node.get("value") or {}).get("value"), "text": text})
+    cdp.detach()
+    return bars
+
+
+def test_every_progress_bar_says_what_it_measures_and_how_far_it_is(logged_in_page, live_server, owner, tmp_path,
+                                                                   monkeypatch):
+    """The bars were all named "progress" (set by the script) and read only a bare percentage: five on one page
+    could not be told apart."""
+    from webapp.jobs.models import Job
+
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)  # the classify job stays queued
+    project = two_taxonomy_project(owner, tmp_path, images=1, nuclei=6)
+    ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt",
+                                data_snapshot_at=timezone.now(), is_active=True)
+    running = {"project": project, "created_by": owner, "state": Job.State.RUNNING}
+    upload = Job.objects.create(kind=Job.Kind.IMPORT, progress={"percent": 40, "message": "image 2/5"}, **running)
+    slide = Job.objects.create(kind=Job.Kind.PREDICT, progress={"percent": 10}, **running)
+    training = Job.objects.create(kind=Job.Kind.TRAIN, **running,
+                                  progress={"percent": 25, "stage": "sparse", "epoch": 1, "epochs": 4})
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{project.pk}/?import_job={upload.pk}&slide_job={slide.pk}")
+    # A slide upload (any bytes: its registration is refused here, so that the slide job card stays) and a
+    # classification.
+    page.route(f"**/api/projects/{project.pk}/slides/", lambda route: route.fulfill(
+        status=400, content_type="application/json", body='{"detail": "refused by the test"}'))
+    page.evaluate("document.getElementById('slide-upload-form').dataset.chunkBytes = '1000'")
+    page.fill("#slide-upload-form input[name=name]", "case")
+    page.set_input_files("#slide-upload-form input[name=slide]", files=[
+        {"name": "case.svs", "mimeType": "application/octet-stream", "buffer": b"s" * 2500}])
+    page.set_input_files("#slide-upload-form input[name=detections]", files=[
+        {"name": "case.geojson", "mimeType": "application/json", "buffer": b"{}"}])
+    page.click("#slide-upload-form button[type=submit]")
+    page.wait_for_selector("#slide-upload-form [data-role=error]:not([hidden])")
+    choose_tile_to_classify(page)
+    page.click("#infer-form button[type=submit]")
+    wait_until(page, "document.querySelector('#infer-result [data-field=state]').textContent === 'queued'")
+    wait_until(page, "document.querySelector('#training-job [data-field=detail]').textContent.includes('%')")
+
+    bars = {bar["in"]: bar for bar in progress_bars(page)}
+    assert {place: bar["name"] for place, bar in bars.items()} == {
+        "upload-job": "Dataset import progress", "slide-upload-form": "Slide upload progress",
+        "slide-job": "Slide job progress", "training-job": "Training progress", "infer-result": "Classification progress"}
+    assert {place: bar["now"] for place, bar in bars.items()} == {
+        "upload-job": 40, "slide-upload-form": 100, "slide-job": 10, "training-job": 25, "infer-result": 0}
+    # What a screen reader says of the value: the card's progress line, or the file and its megabytes.
+    assert bars["upload-job"]["text"] == "image 2/5 · 40%"
+    assert bars["training-job"]["text"] == "stage sparse · epoch 1/4 · 25%"
+    assert bars["slide-upload-form"]["text"] == "case.geojson: uploaded (100%)"
+    assert bars["infer-result"]["text"] == "0%"  # queued
+
+    # The script keeps the bar in step with the job.
+    Job.objects.filter(pk=training.pk).update(progress={"percent": 60, "stage": "sparse", "epoch": 3, "epochs": 4})
+    wait_until(page, "document.querySelector('#training-job [data-field=detail]').textContent.includes('60%')")
+    bar = {bar["in"]: bar for bar in progress_bars(page)}["training-job"]
+    assert (bar["now"], bar["text"]) == (60, "stage sparse · epoch 3/4 · 60%")
+
+    # The job's own page, before its script has run and after.
+    page.route("**/static/js/jobs.js", lambda route: route.abort())
+    page.goto(f"{live_server.url}/jobs/{training.pk}/")
+    assert [(bar["name"], bar["now"]) for bar in progress_bars(page)] == [("Training progress", 60)]
+    page.unroute("**/static/js/jobs.js")
+    page.goto(f"{live_server.url}/jobs/{upload.pk}/")
+    wait_until(page, "document.querySelector('#job [data-field=detail]').textContent.includes('%')")
+    assert [(bar["name"], bar["now"], bar["text"]) for bar in progress_bars(page)] == [
+        ("Dataset import progress", 40, "image 2/5 · 40%")]
