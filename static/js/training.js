@@ -79,6 +79,13 @@ function trainingSection(section) {
     return body;
   }
 
+  // "What these options do": shows or hides the fields' explanations (a screen reader hears each with its field).
+  trainForm?.querySelectorAll("button[aria-controls]").forEach((button) => button.addEventListener("click", () => {
+    const shown = button.getAttribute("aria-expanded") !== "true";
+    button.setAttribute("aria-expanded", String(shown));
+    document.getElementById(button.getAttribute("aria-controls")).hidden = !shown;
+  }));
+
   // The estimate follows the form: asked again (debounced) whenever a field changes.
   const estimateBox = document.getElementById("train-estimate");
   function duration(seconds) {
