@@ -1,6 +1,7 @@
 // The project page's training section: start/cancel training, rollback, policy, inference.
 import { api } from "./api.js";
 import { el, replace } from "./dom.js";
+import { clearFieldErrors, showFieldErrors } from "./field_errors.js";
 import { watchJob } from "./job_progress.js";
 import { reloadKeepingFocus } from "./reload.js";
 
@@ -10,10 +11,10 @@ function trainingSection(section) {
 
   // The box has role="alert": shown, it is read out. ``focus``: the control to give the focus back to (a button
   // disabled while its request ran lost it to the page).
-  function showError(id, err, focus) {
+  function showError(id, message, focus) {
     const box = document.getElementById(id);
     box.hidden = false;
-    box.textContent = err.message;
+    box.textContent = message;
     focus?.focus();
   }
 
@@ -59,10 +60,15 @@ function trainingSection(section) {
   trainForm?.addEventListener("submit", async (event) => {
     event.preventDefault();
     if (startButton) startButton.disabled = true;   // at once: a second click must not send a second start
+    document.getElementById("train-error").hidden = true;
+    clearFieldErrors(trainForm);
     try { const job = await post(`/api/projects/${projectId}/train/`, trainOptions()); follow(job.url); }
     catch (err) {
       if (startButton) startButton.disabled = false;
-      showError("train-error", err, startButton);
+      // An option the server refused is shown beside its field, which takes the focus (field_errors.js).
+      const rest = showFieldErrors(trainForm, err);
+      if (rest === null) showError("train-error", err.message, startButton);
+      else if (rest) showError("train-error", rest);
     }
   });
 
@@ -131,7 +137,7 @@ function trainingSection(section) {
       const job = await post(`/api/projects/${projectId}/train/`, { resume_from: Number(button.dataset.jobId) });
       document.getElementById("resumable").hidden = true;
       follow(job.url);
-    } catch (err) { button.disabled = false; showError("resume-error", err, button); }
+    } catch (err) { button.disabled = false; showError("resume-error", err.message, button); }
   }));
 
   // Making another version active changes what every reviewer is served and what exports hold: ask first.
@@ -223,7 +229,7 @@ function trainingSection(section) {
         }));
       });
       watchJob(box);
-    } catch (err) { showError("infer-error", err); }
+    } catch (err) { showError("infer-error", err.message); }
   });
 }
 

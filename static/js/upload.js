@@ -1,6 +1,7 @@
 // Dataset upload: post the form with fetch() to the API, then follow the import job live (job_progress.js).
 import { api } from "./api.js";
 import { el, replace } from "./dom.js";
+import { clearFieldErrors, showFieldErrors } from "./field_errors.js";
 import { watchJob } from "./job_progress.js";
 import { reloadKeepingFocus } from "./reload.js";
 
@@ -50,6 +51,7 @@ function uploadForm(form) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.hidden = true;
+    clearFieldErrors(form);
     const body = new FormData(form);
     body.set("labelled", form.elements.labelled.checked ? "true" : "false");
     if (!body.get("label_set")) body.delete("label_set");
@@ -59,15 +61,20 @@ function uploadForm(form) {
     try {
       payload = await api(form.dataset.url, { method: "POST", body });
     } catch (err) {
-      showError(err.status ? err.detail || `The upload failed (HTTP ${err.status}).` : `The upload failed: ${err.message}`);
-      return;
-    } finally {
       button.disabled = false;
       button.textContent = "Upload";
       // The button was disabled while it sent, which dropped the focus to the page: give it back (an error is
-      // announced by its role="alert").
+      // announced by its role="alert"), or put it on the first field the server refused (field_errors.js).
       button.focus();
+      const rest = showFieldErrors(form, err);
+      if (rest === null) {
+        showError(err.status ? err.detail || `The upload failed (HTTP ${err.status}).` : `The upload failed: ${err.message}`);
+      } else if (rest) showError(rest);
+      return;
     }
+    button.disabled = false;
+    button.textContent = "Upload";
+    button.focus();
     const job = payload.job;
     card.hidden = false;
     card.dataset.jobUrl = job.url;

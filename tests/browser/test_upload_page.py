@@ -111,13 +111,18 @@ def test_a_file_that_is_no_zip_is_refused_at_once_in_the_form(logged_in_page, li
     archive.write_bytes(b"this is a text file, not a zip archive")
     page = logged_in_page
     upload_through_the_form(page, live_server, project, archive, name="broken")
-    page.wait_for_selector("#upload-form [data-role=error]:not([hidden])", timeout=30000)
-    assert page.inner_text("#upload-form [data-role=error]").startswith("archive: lab tiles.zip: not a zip archive")
+    # Beside the archive field, which is marked invalid, described by the message and given the focus (a screen
+    # reader reads the field, "invalid", and the message); the form's alert is for errors of no field.
+    message = page.locator("#upload-form-archive-error")
+    message.wait_for(state="visible", timeout=30000)
+    assert message.inner_text().startswith("lab tiles.zip: not a zip archive")
+    archive = page.locator("#upload-form input[name=archive]")
+    assert archive.get_attribute("aria-invalid") == "true"
+    assert archive.get_attribute("aria-describedby") == "upload-form-archive-error"
+    assert page.evaluate("document.activeElement === document.querySelector('#upload-form input[name=archive]')")
+    assert page.locator("#upload-form [data-role=error]").is_hidden()
     assert page.input_value("#upload-form input[name=name]") == "broken"
     assert not Job.objects.filter(project=project).exists()
-    # Read out (role="alert") and the focus back on the button, not dropped to the page while it was disabled.
-    assert page.get_attribute("#upload-form [data-role=error]", "role") == "alert"
-    assert page.evaluate("document.activeElement === document.querySelector('#upload-form button[type=submit]')")
 
 
 def test_an_import_beside_an_active_model_says_its_predictions_follow(logged_in_page, live_server, owner, tiles_zip,

@@ -185,9 +185,10 @@ def test_upload_form_reports_errors_and_follows_the_import_job(logged_in_page, l
     page.fill("#upload-form input[name=name]", "   ")  # passes the browser's `required`, not the API
     page.set_input_files("#upload-form input[name=archive]", str(archive))
     page.click("#upload-form button[type=submit]")
-    error = page.locator("#upload-form [data-role=error]")
+    error = page.locator("#upload-form-name-error")  # beside the name field (the form's alert is for the rest)
     error.wait_for(state="visible")
-    assert error.inner_text() == "name: This field may not be blank."
+    assert error.inner_text() == "This field may not be blank."
+    assert page.locator("#upload-form [data-role=error]").is_hidden()
     assert page.locator("#upload-job").is_hidden()
 
     job = Job.objects.create(kind=Job.Kind.IMPORT, created_by=owner, project=project,
