@@ -15,8 +15,10 @@ export function reloadKeepingFocus(url) {
 export function restoreFocus() {
   const id = sessionStorage.getItem(KEY);
   sessionStorage.removeItem(KEY);
-  const target = (id && document.getElementById(id)) || (window.location.hash.length > 1
+  let target = (id && document.getElementById(id)) || (window.location.hash.length > 1
     && document.getElementById(decodeURIComponent(window.location.hash.slice(1))));
+  // Hidden in the new page (a finished job's card): the nearest shown element around it that has an id.
+  while (target && !target.checkVisibility()) target = target.parentElement?.closest("[id]");
   if (!target) return;
   if (!target.matches("a[href], button, input, select, textarea, [tabindex]")) target.setAttribute("tabindex", "-1");
   target.focus();

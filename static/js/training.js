@@ -20,13 +20,18 @@ function trainingSection(section) {
 
   const jobBox = document.getElementById("training-job");
   const startButton = document.querySelector("#train-form button[type=submit]");
-  function follow(url) {
+  // ``focus``: the job was started from this page, by a button now disabled (Start) or hidden (Resume): the focus
+  // goes to the job's card, its state and progress, instead of dropping to the page.
+  function follow(url, { focus = false } = {}) {
     jobBox.hidden = false;
     jobBox.dataset.jobUrl = url;
     if (startButton) startButton.disabled = true;   // one training at a time (the server refuses a second)
+    if (focus) jobBox.focus();
     jobBox.addEventListener("job-update", (event) => {
       if (!["succeeded", "failed", "cancelled"].includes(event.detail.state)) return;
-      document.getElementById("cancel-training")?.remove();
+      const cancelButton = document.getElementById("cancel-training");
+      if (cancelButton && cancelButton === document.activeElement) jobBox.focus();   // not to the page as it goes
+      cancelButton?.remove();
       // The page again, with the new version, the job in Recent jobs and Start enabled.
       setTimeout(() => reloadKeepingFocus(), 1500);
     });
@@ -62,7 +67,7 @@ function trainingSection(section) {
     if (startButton) startButton.disabled = true;   // at once: a second click must not send a second start
     document.getElementById("train-error").hidden = true;
     clearFieldErrors(trainForm);
-    try { const job = await post(`/api/projects/${projectId}/train/`, trainOptions()); follow(job.url); }
+    try { const job = await post(`/api/projects/${projectId}/train/`, trainOptions()); follow(job.url, { focus: true }); }
     catch (err) {
       if (startButton) startButton.disabled = false;
       // An option the server refused is shown beside its field, which takes the focus (field_errors.js).
@@ -136,7 +141,7 @@ function trainingSection(section) {
     try {
       const job = await post(`/api/projects/${projectId}/train/`, { resume_from: Number(button.dataset.jobId) });
       document.getElementById("resumable").hidden = true;
-      follow(job.url);
+      follow(job.url, { focus: true });
     } catch (err) { button.disabled = false; showError("resume-error", err.message, button); }
   }));
 
