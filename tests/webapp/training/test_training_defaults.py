@@ -128,7 +128,7 @@ def test_the_form_shows_the_context_view_a_training_would_get(small_project, own
                                     config=TrainConfig(crop_context_view=active_view).to_dict())
     client.force_login(owner)
     page = client.get(f"/projects/{small_project.pk}/").content.decode()
-    select = re.search(r'<select name="crop_context_view">(.*?)</select>', page).group(1)
+    select = re.search(r'<select name="crop_context_view"[^>]*>(.*?)</select>', page).group(1)
     assert re.findall(r'<option value="(\d)" selected>', select) == [shown]
 
 
