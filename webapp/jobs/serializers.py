@@ -74,5 +74,7 @@ def job_accepted(job: Job, request) -> Response:
     """The 202 of an operation that started ``job`` (JobAcceptedSerializer), with the job's URL in ``Location``
     as well, where HTTP clients look for it."""
     data = JobSerializer(job, context={"request": request}).data
+    # str(): the serializer's url is DRF's Hyperlink, a str subclass that WSGI servers refuse as a header value
+    # (PEP 3333 asks for str itself: wsgiref raises, and the page's fetch got no answer).
     return Response({"id": job.pk, "url": data["url"], "job": data}, status=status.HTTP_202_ACCEPTED,
-                    headers={"Location": data["url"]})
+                    headers={"Location": str(data["url"])})
