@@ -24,7 +24,9 @@ job fails or is cancelled they are given back under their ids as it ends
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
+import tempfile
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import Callable
@@ -289,6 +291,7 @@ def import_slide(project, *, name: str, slide_source: Path, slide_root: str, sli
     folder_name = media.name_of(folder)
     folder.mkdir(parents=True)
     stored_slide: Path | None = None
+    parsed: _Parsed | None = None
     try:
         if slide_root == "media":
             stored_slide = folder / f"slide{slide_source.suffix.lower()}"
@@ -314,13 +317,18 @@ def import_slide(project, *, name: str, slide_source: Path, slide_root: str, sli
             class_names = []  # an instance mask gives outlines only: its nuclei are unlabelled
         else:
             class_names = geojson_class_names(detections, detections_name)
+        # SQLite lets one transaction write at a time in the whole database: the detections are read first, into
+        # a file of the job's folder, so that the transaction holds the write lock only while the rows are
+        # stored (held while a 101,432-nucleus GeoJSON was parsed, 200 s, every other save failed after 30 s).
+        parsed = None if bulk.uses_copy() else _parsed_first(detections, detections_name, info, class_names,
+                                                             folder, progress)
         media.publish(folder_name)  # the files are in the storage before any row names them
         with transaction.atomic():
             dataset = _import_rows(project, name=name, slide_name=slide_name, info=info, checksum=checksum,
                                    slide_file=slide_file, slide_root=slide_root, folder=folder,
                                    detections=detections, detections_name=detections_name,
                                    class_names=class_names, label_set_name=label_set_name, actor=actor,
-                                   provenance=provenance, progress=progress, log=log)
+                                   provenance=provenance, progress=progress, log=log, parsed=parsed)
             bulk.analyze_after_commit(Image, Nucleus, Label, CurrentLabel)
     except SlideError as exc:
         _put_back(slide_root, stored_slide, slide_source)
@@ -330,6 +338,9 @@ def import_slide(project, *, name: str, slide_source: Path, slide_root: str, sli
         _put_back(slide_root, stored_slide, slide_source)
         media.delete(folder_name)
         raise
+    finally:
+        if parsed is not None:
+            parsed.spool.close()
     return dataset
 
 
@@ -379,10 +390,77 @@ def _refuse_registered(project, checksum: str, slide_name: str) -> None:
                                     f"in dataset {quoted(clash[1])})")
 
 
-def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide_root, folder: Path, detections,
-                 detections_name, class_names, label_set_name, actor, provenance, progress, log) -> Dataset:
+def _detections(detections: Path, detections_name: str, info, counts: dict, skipped: dict):
+    """The nuclei of the GeoJSON or instance mask that lie on the slide, one at a time (``counts`` and
+    ``skipped`` are filled as they are read, see :func:`mlcore.slide_nuclei.inside_slide`)."""
     from mlcore.slide_nuclei import inside_slide, iter_geojson_nuclei, iter_mask_nuclei
 
+    return inside_slide(iter_mask_nuclei(detections, detections_name) if is_mask_file(detections_name)
+                        else iter_geojson_nuclei(detections, detections_name, skipped), info.width, info.height, counts)
+
+
+PARSING_SHARE = 90.0  # of the progress bar, where SQLite's import reads the detections before it stores them
+
+
+class _Parsed:
+    """The detections read before the import's transaction (SQLite): their rows, ``CHUNK_NUCLEI`` at a time,
+    pickled into an unnamed temporary file of the job's folder (nothing is left of it however the process
+    ends, and publishing the folder does not see it), with the counts their reading gave."""
+
+    def __init__(self, spool, chunks: int, total: int, class_names: list[str], counts: dict, skipped: dict):
+        self.spool, self.chunks, self.total, self.counts, self.skipped = spool, chunks, total, counts, skipped
+        self.names = [*class_names, None]   # by position in the file's classes; -1: none
+
+    def __iter__(self):
+        """(row, class name) per nucleus, in the file's order; the file is closed (and gone) at the end."""
+        try:
+            self.spool.seek(0)
+            for _ in range(self.chunks):
+                rows, positions = pickle.load(self.spool)
+                yield from zip(rows, [self.names[position] for position in positions])
+        finally:
+            self.spool.close()
+
+
+def _parsed_first(detections: Path, detections_name: str, info, class_names: list[str], folder: Path,
+                  progress: Progress) -> _Parsed:
+    """Read every nucleus now, outside the transaction; a DataError is raised here, as the import would."""
+    counts: dict = {}
+    skipped: dict = {}
+    position = {class_name: i for i, class_name in enumerate(class_names)}
+    spool = tempfile.TemporaryFile(dir=folder)
+    size = max(1, detections.stat().st_size)
+    chunks = total = 0
+    rows: list[tuple] = []
+    positions: list[int] = []
+
+    def dump() -> None:
+        nonlocal chunks, total
+        pickle.dump((rows, positions), spool, protocol=pickle.HIGHEST_PROTOCOL)
+        chunks, total = chunks + 1, total + len(rows)
+
+    try:
+        for nucleus in _detections(detections, detections_name, info, counts, skipped):
+            rows.append(nucleus_row(nucleus))
+            positions.append(position.get(nucleus.class_name, -1))
+            if len(rows) >= CHUNK_NUCLEI:
+                dump()
+                rows, positions = [], []
+                # The reader does not say how far into the file it is; the rows written so far (smaller than
+                # the GeoJSON's text, more so for a mask) give a rough idea.
+                progress(2 + (PARSING_SHARE - 2) * min(1.0, spool.tell() / size),
+                         f"{total:,} nuclei read from {detections_name}")
+        if rows:
+            dump()
+    except BaseException:
+        spool.close()
+        raise
+    return _Parsed(spool, chunks, total, class_names, counts, skipped)
+
+
+def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide_root, folder: Path, detections,
+                 detections_name, class_names, label_set_name, actor, provenance, progress, log,
+                 parsed: _Parsed | None = None) -> Dataset:
     _refuse_registered(project, checksum, slide_name)
     label_set = _label_set_for(project, class_names, label_set_name, name)
     class_index = {class_name: i for i, class_name in enumerate(label_set.class_names)} if label_set else {}
@@ -413,21 +491,25 @@ def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide
     size = max(1, detections.stat().st_size)
     total = 0
     try:
-        counts: dict = {}
-        skipped: dict = {}   # features that are not nuclei, by QuPath's objectType
-        nuclei = inside_slide(iter_mask_nuclei(detections, detections_name) if is_mask_file(detections_name)
-                              else iter_geojson_nuclei(detections, detections_name, skipped), info.width, info.height,
-                              counts)
-        for nucleus in nuclei:
+        if parsed is None:
+            counts: dict = {}
+            skipped: dict = {}   # features that are not nuclei, by QuPath's objectType
+            nuclei = ((nucleus_row(nucleus), nucleus.class_name)
+                      for nucleus in _detections(detections, detections_name, info, counts, skipped))
+        else:
+            counts, skipped, nuclei = parsed.counts, parsed.skipped, iter(parsed)
+        for row, class_name in nuclei:
             index = -1
-            if nucleus.class_name is not None and label_set is not None:
-                index = class_index[nucleus.class_name]
-            writer.add(nucleus, index)
+            if class_name is not None and label_set is not None:
+                index = class_index[class_name]
+            writer.add(row, index)
             total += 1
             if len(writer) >= CHUNK_NUCLEI:
                 writer.flush()
-                # The reader does not say how far into the file it is; the bytes per nucleus so far do.
-                done = min(98.0, 2 + 96 * writer.bytes_estimate(total, size))
+                if parsed is not None:
+                    done = PARSING_SHARE + (98 - PARSING_SHARE) * total / max(1, parsed.total)
+                else:  # the reader does not say how far into the file it is; the bytes per nucleus so far do
+                    done = min(98.0, 2 + 96 * writer.bytes_estimate(total, size))
                 progress(done, f"{total:,} nuclei stored")
         writer.flush()
     except BaseException:
@@ -462,6 +544,14 @@ def _import_rows(project, *, name, slide_name, info, checksum, slide_file, slide
     return dataset
 
 
+def nucleus_row(nucleus) -> tuple:
+    """A nucleus's columns but its image and instance id: box, centroid, area and outline (JSON text)."""
+    outline = np.asarray(nucleus.outline).reshape(-1, 2).tolist()
+    x0, y0, x1, y1 = (int(v) for v in nucleus.bbox)
+    cx, cy = (float(v) for v in nucleus.centroid)
+    return (x0, y0, x1, y1, cx, cy, int(nucleus.area), json.dumps(outline, separators=(",", ":")))
+
+
 class _ChunkWriter:
     """Nuclei (and the ground-truth labels of the classified ones) waiting for one bulk write."""
 
@@ -484,16 +574,13 @@ class _ChunkWriter:
             return 0.0
         return min(1.0, count * self._bytes_per_nucleus / size)
 
-    def add(self, nucleus, class_index: int) -> None:
+    def add(self, row: tuple, class_index: int) -> None:
+        """A nucleus's :func:`nucleus_row`, numbered in the order they come."""
         self.instance_id += 1
-        outline = np.asarray(nucleus.outline).reshape(-1, 2).tolist()
-        x0, y0, x1, y1 = (int(v) for v in nucleus.bbox)
-        cx, cy = (float(v) for v in nucleus.centroid)
-        self.rows.append((self.instance_id, x0, y0, x1, y1, cx, cy, int(nucleus.area),
-                          json.dumps(outline, separators=(",", ":"))))
+        self.rows.append((self.instance_id, *row))
         self.classes.append(class_index)
         if self._bytes_per_nucleus is None:
-            self._bytes_per_nucleus = 220.0 + 12.0 * len(outline)
+            self._bytes_per_nucleus = 220.0 + len(row[-1])   # the feature's envelope and its ring's text
 
     def flush(self) -> None:
         if not self.rows:

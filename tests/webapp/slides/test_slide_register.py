@@ -269,6 +269,41 @@ def test_a_region_of_a_slide_is_read_from_the_slide(client, owner, project, fixt
     assert len(nuclei.json()["nuclei"]) == 1
 
 
+def test_on_sqlite_the_detections_are_read_before_the_write_transaction(owner, project, fixture_slide, settings,
+                                                                       monkeypatch):
+    """SQLite lets one transaction write at a time in the whole database: the GeoJSON is read whole before the
+    import's transaction begins, which then holds the write lock only while the rows are stored (it was held
+    while a 101,432-nucleus file was parsed, 200 s, and every save of the application failed meanwhile).
+    PostgreSQL writes each chunk as it is read (other rows' writes do not wait for it)."""
+    from django.db import connection
+
+    import mlcore.slide_nuclei as slide_nuclei
+    from webapp.datasets.slide_import import import_slide
+
+    read = slide_nuclei.iter_geojson_nuclei
+    in_transaction = []
+
+    def watched(*args, **kwargs):
+        for nucleus in read(*args, **kwargs):
+            in_transaction.append(connection.in_atomic_block)
+            yield nucleus
+
+    monkeypatch.setattr(slide_nuclei, "iter_geojson_nuclei", watched)
+    dataset = import_slide(project, name="read first", slide_source=fixture_slide.slide, slide_root="slides",
+                           slide_name="case-1.tif", detections=fixture_slide.geojson, detections_name="case-1.geojson")
+    assert len(in_transaction) == len(fixture_slide.boxes)
+    assert set(in_transaction) == {connection.vendor == "postgresql"}
+    image = dataset.images.get()
+    stored = list(Nucleus.objects.filter(image=image).order_by("instance_id").values_list("instance_id", "x0", "y0",
+                                                                                          "x1", "y1"))
+    assert stored == [(i, *box) for i, box in enumerate(fixture_slide.boxes, start=1)]
+    labelled = dict(CurrentLabel.objects.filter(nucleus__image=image).values_list("nucleus__instance_id", "class_index"))
+    assert labelled == {i: CLASSES.index(c) for i, c in enumerate(fixture_slide.classes, start=1) if c is not None}
+    # The rows read were kept in an unnamed file of the job's folder: nothing of it is left there.
+    assert sorted(p.name for p in (Path(settings.MEDIA_ROOT) / dataset.storage_dir).iterdir()) == [
+        "preview.png", "thumbnail.png"]
+
+
 def test_deleting_a_slide_dataset_removes_its_rows_and_folder_but_not_the_share(api_client_for, owner, project,
                                                                                 fixture_slide, settings):
     from webapp.datasets.operations import do_delete_dataset
