@@ -152,8 +152,12 @@ def _database() -> dict:
     if engine == "django.db.backends.sqlite3":
         config["CONN_MAX_AGE"] = 0
         # Web server, worker and beat share the file: wait for locks instead of failing at once.
+        # auto_vacuum first: SQLite takes it only before the first table exists, so it counts for a new file (its
+        # free pages are given back by webapp.core.sqlite_space); the WAL is cut back to 64 MiB after a checkpoint
+        # (a large deletion grew it to its size, kept for good).
         config["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE",
-                             "init_command": "PRAGMA journal_mode=WAL;"}
+                             "init_command": "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; "
+                                             "PRAGMA journal_size_limit=67108864;"}
         # A file (not :memory:) so that a real Celery worker process can see the test data.
         config["TEST"] = {"NAME": str(DATA_DIR / f"test_{os.getpid()}.sqlite3")}
     return config
@@ -167,6 +171,12 @@ PROGRESS_DATABASE = "progress"
 DATABASES[PROGRESS_DATABASE] = {**DATABASES["default"], "OPTIONS": dict(DATABASES["default"].get("OPTIONS", {})),
                                 "TEST": {**DATABASES["default"].get("TEST", {}), "MIRROR": "default"}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# SQLite: the periodic sweep gives free pages back once they are this many bytes and this share of the file;
+# a file made before incremental auto_vacuum is VACUUMed (every save waits meanwhile) only up to the size below
+# (webapp.core.sqlite_space, README "Troubleshooting").
+SQLITE_RECLAIM_MIN_BYTES = 32 * 1024**2
+SQLITE_RECLAIM_SHARE = 0.2
+SQLITE_VACUUM_MAX_BYTES = 256 * 1024**2
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

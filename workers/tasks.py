@@ -172,10 +172,14 @@ def reap_lost_jobs() -> int:
 
 @shared_task(name="workers.tasks.sweep_orphan_files", ignore_result=True)
 def sweep_orphan_files() -> int:
-    """Periodic (beat): remove the folders that killed jobs left behind."""
+    """Periodic (beat): remove the folders that killed jobs left behind; on SQLite, give the database's free
+    pages back to the disk when they are a large share of it (webapp.core.sqlite_space)."""
+    from webapp.core.sqlite_space import reclaim_free_pages
     from webapp.jobs.sweep import sweep_orphans
 
-    return len(sweep_orphans())
+    removed = len(sweep_orphans())
+    reclaim_free_pages()
+    return removed
 
 
 @shared_task(name="workers.tasks.check_retrain")
