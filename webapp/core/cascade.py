@@ -2,8 +2,8 @@
 
 Django's ``QuerySet.delete()`` (its deletion Collector) loads the primary keys of every row it will delete,
 table by table down the cascade, and deletes them in batches of ``id IN (...)`` lists: for a slide of 101,432
-nuclei that was some 6,000 statements, most of the time spent building those lists in Python (119 s on SQLite,
-holding its one write lock all along, so that every save of the application waited and then failed;
+nuclei that was some 4,500 statements on SQLite, most of the time spent building those lists in Python (61 s,
+holding SQLite's one write lock all along, so that every save of the application waited and then failed;
 benchmarks/slide_delete.py). :func:`delete_cascading` follows the same ``on_delete`` rules, read from the same
 model metadata, but each step is one statement over a subquery (``DELETE FROM label WHERE nucleus_id IN (SELECT
 id FROM nucleus WHERE image_id IN (...))``): the database does the walking, with the indexes on the referring
