@@ -384,14 +384,23 @@ def do_undo_last(label_set: LabelSet, *, user, client_id: str = "") -> ReviewUnd
     done = _undo_for_client_id(client_id, user, label_set)
     if done is not None:
         return done
-    decision = last_decision(label_set, user)
-    if decision is None:
-        raise NothingToUndo("you have no decision to undo in this label set")
-    current = CurrentLabel.objects.filter(nucleus_id=decision.nucleus_id, label_set=label_set).first()
-    if current is None or current.label_id != decision.pk:
-        raise StaleLabel(current)
-    return do_undo(decision.nucleus, label_set, user=user, client_id=client_id, check_current=True,
-                   expected_label_id=decision.pk)
+    try:
+        decision = last_decision(label_set, user)
+        if decision is None:
+            raise NothingToUndo("you have no decision to undo in this label set")
+        current = CurrentLabel.objects.filter(nucleus_id=decision.nucleus_id, label_set=label_set).first()
+        if current is None or current.label_id != decision.pk:
+            raise StaleLabel(current)
+        return do_undo(decision.nucleus, label_set, user=user, client_id=client_id, check_current=True,
+                       expected_label_id=decision.pk)
+    except (StaleLabel, NothingToUndo):
+        # The same undo sent twice at once: the first committed between this one's look for its key and its
+        # reading of the latest decision (which is then an older one, or none). do_undo looks again only
+        # inside its own attempt; this one's reads come before it.
+        done = _undo_for_client_id(client_id, user, label_set)
+        if done is not None:
+            return done
+        raise
 
 
 def do_settle(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, curator, expected_label_id,
