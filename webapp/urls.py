@@ -2,7 +2,6 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.decorators.http import require_http_methods
-from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
 from webapp.core import api as core_api
@@ -17,6 +16,7 @@ FORM_METHODS = ["get", "head", "post", "options"]  # HEAD follows GET (webapp.co
 PAGE_METHODS = ["get", "head", "options"]
 
 router = DefaultRouter()
+router.APIRootView = core_api.ApiRootView
 router.register("jobs", JobViewSet, basename="api-job")
 
 urlpatterns = [
@@ -48,7 +48,7 @@ urlpatterns = [
          name="password_change_done"),
     path("admin/", admin.site.urls),
     path("api/health/", core_api.health_view, name="api-health"),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/schema/", api_docs.SchemaView.as_view(), name="api-schema"),
     path("api/docs/", api_docs.swagger, name="api-docs"),
     path("api/redoc/", api_docs.redoc, name="api-redoc"),
     path("api/", include(router.urls)),

@@ -7,7 +7,16 @@ Both are pages for people: log in first (DRF views opt out of the login middlewa
 
 from csp.decorators import csp_update
 from django.contrib.auth.decorators import login_required
-from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
+
+from .query_params import KnownQueryParameters
+
+
+class SchemaView(KnownQueryParameters, SpectacularAPIView):
+    """The OpenAPI schema (drf-spectacular's view), refusing a query parameter it does not read, as the API does."""
+
+    query_parameters = ("lang", "version")   # what drf-spectacular reads (the docs pages pass them on)
+
 
 # Swagger UI's stylesheet draws its icons as data: SVG images.
 swagger = csp_update({"img-src": ["data:"]})(

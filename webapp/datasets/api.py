@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from webapp.core.pagination import PagePagination
 from webapp.core.parsers import JSONParser
 from webapp.core.policy import project_role
+from webapp.core.query_params import PAGE_PARAMETERS, KnownQueryParameters
 from webapp.core.viewsets import ActionSerializers
 from webapp.jobs.serializers import JobAcceptedSerializer, job_accepted
 from webapp.projects.access import get_project_for
@@ -25,7 +26,7 @@ from .queries import get_dataset_for
 from .serializers import DatasetEditSerializer, DatasetSerializer, DatasetUploadSerializer, ImageSerializer
 
 
-class ProjectDatasetViewSet(ActionSerializers, viewsets.GenericViewSet):
+class ProjectDatasetViewSet(KnownQueryParameters, ActionSerializers, viewsets.GenericViewSet):
     """The datasets of the project named in the URL (its detail routes only: the project API lists,
     shows and creates projects)."""
 
@@ -35,6 +36,8 @@ class ProjectDatasetViewSet(ActionSerializers, viewsets.GenericViewSet):
     serializer_class = DatasetSerializer
     queryset = Dataset.objects.none()  # the model, for the schema and the browsable API; the routes choose what is seen
     action_serializers = {"datasets": DatasetUploadSerializer, "dataset": DatasetEditSerializer}
+    # What each GET reads; any other parameter is a 400 (the datasets, a dataset: none).
+    action_query_parameters = {"dataset_images": PAGE_PARAMETERS}
 
     @extend_schema(methods=["GET"], responses=DatasetSerializer(many=True))
     @extend_schema(methods=["POST"], request=DatasetUploadSerializer, responses={202: JobAcceptedSerializer})

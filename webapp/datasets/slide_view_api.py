@@ -126,9 +126,11 @@ class ImageDensityView(FileAPIView):
     """Nuclei per grid cell (by centroid) for the zoomed-out heatmap: ``cell`` level-0 pixels a side
     (default: a power of two giving at most 256 cells along the longer side), optionally in a box."""
 
-    @extend_schema(operation_id="image_density", tags=["images"],
-                   parameters=[OpenApiParameter("cell", int, description="cell side in level-0 pixels (16-65536)"),
-                               *REGION_PARAMETERS],
+    # Before, none was declared, and the FileAPIView refused the view's own cell and box as unknown.
+    query_parameters = [OpenApiParameter("cell", int, description="cell side in level-0 pixels (16-65536)"),
+                        *REGION_PARAMETERS]
+
+    @extend_schema(operation_id="image_density", tags=["images"], parameters=query_parameters,
                    responses={200: OpenApiTypes.OBJECT})
     def get(self, request, image_id: int):
         _, image = queries.get_image_for(request.user, image_id)

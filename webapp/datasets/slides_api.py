@@ -19,7 +19,7 @@ from mlcore.types import quoted
 from webapp.core.known_fields import KnownFieldsOnly
 from webapp.core.parsers import JSONParser
 from webapp.core.policy import project_role
-from webapp.core.query_params import yes_no_param
+from webapp.core.query_params import KnownQueryParameters, yes_no_param
 from webapp.jobs.serializers import JobAcceptedSerializer, job_accepted
 from webapp.projects.access import get_project_for
 
@@ -135,10 +135,10 @@ class RawBody(BaseParser):
         raise ParseError("read the raw body from the request instead")
 
 
-class SlideUploadView(APIView):
+class SlideUploadView(KnownQueryParameters, APIView):
     """One resumable upload (only its own user's): ``GET`` how far it got, ``PUT`` the next chunk as raw
     bytes with ``Content-Range: bytes START-END/TOTAL`` (appended only when START is the bytes received so
-    far, else 409 with the ``offset`` to resume from), ``DELETE`` to drop it."""
+    far, else 409 with the ``offset`` to resume from), ``DELETE`` to drop it. Its GET reads no query parameter."""
 
     parser_classes = [RawBody]
 

@@ -24,7 +24,7 @@ from mlcore.types import quoted
 
 from webapp.core.filenames import safe_file_name
 from webapp.core.policy import project_role
-from webapp.core.query_params import refuse_unknown_params, yes_no_param
+from webapp.core.query_params import KnownQueryParameters, yes_no_param
 from webapp.projects.access import get_project_for
 
 from . import export, queries
@@ -46,17 +46,15 @@ class AnyFileRenderer(BaseRenderer):
         return json.dumps(data).encode()
 
 
-class FileAPIView(APIView):
+class FileAPIView(KnownQueryParameters, APIView):
     renderer_classes = [JSONRenderer, AnyFileRenderer]
     # The query parameters the export reads (its schema's too): any other is refused, as a misspelt
     # ``sources=prediction`` exported the current labels under a name that looked right.
     query_parameters: list[OpenApiParameter] = []
     sent_by_a_page_form: tuple[str, ...] = ()  # read by another export of the same form, ignored here
 
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
-        refuse_unknown_params(request.query_params, [*(parameter.name for parameter in self.query_parameters),
-                                                     *self.sent_by_a_page_form])
+    def known_query_parameters(self) -> list[str]:
+        return [*super().known_query_parameters(), *self.sent_by_a_page_form]
 
 
 LABEL_SET = OpenApiParameter("label_set", str, description="label set name (default: the dataset's)")
@@ -80,18 +78,20 @@ def _attachment(response, filename: str):
     return response
 
 
-class ImageNucleiView(APIView):
+class ImageNucleiView(KnownQueryParameters, APIView):
     """Every nucleus of an image with its outline and its labels in every label set of the project.
 
     With a box (``x0``, ``y0``, ``x1``, ``y1``, level-0 pixels), and always for a whole-slide image: the
     nuclei meeting the box, at most ``limit`` (5,000) with ``truncated``, each with its class from
     ``source`` in every label set (or ``label_set``) and its labels for the hover (the slide viewer)."""
 
+    query_parameters = [*(OpenApiParameter(name, int, description="level-0 box (x1, y1 exclusive)")
+                          for name in ("x0", "y0", "x1", "y1")),
+                        OpenApiParameter("limit", int, description="at most this many nuclei (1-5000)"), LABEL_SET,
+                        SOURCE]
+
     @extend_schema(operation_id="image_nuclei", tags=["images"], responses={200: OpenApiTypes.OBJECT},
-                   parameters=[*(OpenApiParameter(name, int, description="level-0 box (x1, y1 exclusive)")
-                                 for name in ("x0", "y0", "x1", "y1")),
-                               OpenApiParameter("limit", int, description="at most this many nuclei (1-5000)"),
-                               LABEL_SET, SOURCE])
+                   parameters=query_parameters)
     def get(self, request, image_id: int):
         project, image = queries.get_image_for(request.user, image_id)
         if image.is_slide or any(request.query_params.get(name) for name in ("x0", "y0", "x1", "y1")):

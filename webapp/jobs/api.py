@@ -4,7 +4,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from webapp.core.query_params import refuse_unknown_params
+from webapp.core.query_params import PAGE_PARAMETERS, KnownQueryParameters
 from webapp.core.viewsets import ActionSerializers
 
 from . import operations
@@ -17,17 +17,23 @@ from .serializers import DiagnosticsRequestSerializer, JobSerializer
 FILTERS = {"state": Job.State.values, "kind": Job.Kind.values}
 
 
-@extend_schema_view(list=extend_schema(parameters=[
+LIST_PARAMETERS = [
     # Comma-separated (state=queued,running), as the README writes it; repeating the parameter works too.
     OpenApiParameter("state", str, enum=Job.State.values, many=True, explode=False,
                      description="only jobs in these states, comma-separated (or the parameter repeated)"),
     OpenApiParameter("kind", str, enum=Job.Kind.values, many=True, explode=False,
                      description="only jobs of these kinds, comma-separated (or the parameter repeated)"),
     OpenApiParameter("project", int, description="only the jobs of this project"),
-]))
-class JobViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+]
+
+
+@extend_schema_view(list=extend_schema(parameters=LIST_PARAMETERS))
+class JobViewSet(KnownQueryParameters, ActionSerializers, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                 viewsets.GenericViewSet):
     """Background jobs: state, progress and, on failure, the error. Access follows the job's project
     (:mod:`webapp.jobs.access`); starting diagnostics is for staff (:mod:`webapp.core.policy`)."""
+
+    action_query_parameters = {"list": [*LIST_PARAMETERS, *PAGE_PARAMETERS]}   # a job itself reads none
 
     serializer_class = JobSerializer
     action_serializers = {"create": DiagnosticsRequestSerializer, "cancel": serializers.Serializer}  # cancel: no body
@@ -38,7 +44,6 @@ class JobViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveModelM
         if self.action != "list":
             return jobs
         query = self.request.query_params
-        refuse_unknown_params(query, [*FILTERS, "project", "page", "page_size"])
         for field, allowed in FILTERS.items():
             wanted = [value for values in query.getlist(field) for value in values.split(",") if value]
             unknown = sorted(set(wanted) - set(allowed))

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from webapp.core.parsers import JSONParser
 from webapp.core.policy import project_role
-from webapp.core.query_params import refuse_unknown_params
+from webapp.core.query_params import PAGE_PARAMETERS, KnownQueryParameters
 from webapp.core.viewsets import ActionSerializers
 from webapp.datasets.models import LabelSet
 from webapp.datasets.serializers import DatasetSerializer, LabelSetSerializer
@@ -40,8 +40,13 @@ class ProjectDetailSerializer(ProjectSerializer):
         fields = ProjectSerializer.Meta.fields + ["label_sets", "datasets"]
 
 
-class ProjectViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                     viewsets.GenericViewSet):
+ACTIVITY_KIND = OpenApiParameter(
+    "kind", str, enum=["all", *project_activity.KINDS],
+    description="none: every change; a kind: its changes only; all: routine rows (claims, kept checkpoints) too")
+
+
+class ProjectViewSet(KnownQueryParameters, ActionSerializers, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                     mixins.CreateModelMixin, viewsets.GenericViewSet):
     """Projects the user is a member of; creating one makes its creator the admin, who may delete it."""
 
     parser_classes = [JSONParser, MultiPartParser, FormParser]
@@ -57,6 +62,9 @@ class ProjectViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveMo
     action_serializers = {"retrieve": ProjectDetailSerializer, "partial_update": ProjectEditSerializer,
                           "members": AddMemberSerializer, "member": MemberRoleSerializer,
                           "activity": ActivitySerializer}
+
+    # What each GET reads; any other parameter is a 400 (a project, its members: none).
+    action_query_parameters = {"list": PAGE_PARAMETERS, "activity": [ACTIVITY_KIND, *PAGE_PARAMETERS]}
 
     def get_object(self):
         return get_project_for(self.request.user, self.kwargs["pk"], project_role(self.request))
@@ -94,15 +102,12 @@ class ProjectViewSet(ActionSerializers, mixins.ListModelMixin, mixins.RetrieveMo
                                          actor=request.user)
         return Response(self._member_list(project))
 
-    @extend_schema(responses=ActivitySerializer(many=True), parameters=[OpenApiParameter(
-        "kind", str, enum=["all", *project_activity.KINDS],
-        description="none: every change; a kind: its changes only; all: routine rows (claims, kept checkpoints) too")])
+    @extend_schema(responses=ActivitySerializer(many=True), parameters=[ACTIVITY_KIND])
     @action(detail=True, methods=["get"])
     def activity(self, request, pk=None):
         """Who did what in the project, newest first, in pages (members): renames, roles, imports,
         trainings, model versions, labels. Details hold only what every member may read."""
         project = get_project_for(request.user, pk, project_role(request))
-        refuse_unknown_params(request.query_params, ["kind", "page", "page_size"])
         rows = project_activity.activity_rows(project, request.query_params.get("kind"))
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(ActivitySerializer(page, many=True).data)

@@ -32,7 +32,7 @@ from webapp.core import media
 from webapp.core.api_errors import Conflict
 from webapp.core.api_views import api_view
 from webapp.core.cache import cache_get, cache_set, unreviewed_counts_key
-from webapp.core.query_params import refuse_unknown_params, yes_no_param
+from webapp.core.query_params import yes_no_param
 from webapp.core.ids import parse_ids
 from webapp.core.pagination import whole_number_param
 from webapp.core.policy import project_role
@@ -169,11 +169,10 @@ NEXT_PARAMETERS = [LABEL_SET, STRATEGY, INCLUDE_LABELLED,
 
 
 @extend_schema(parameters=NEXT_PARAMETERS, responses={200: OpenApiTypes.OBJECT, 204: None})
-@api_view(["GET"])
+@api_view(["GET"], query_parameters=NEXT_PARAMETERS)
 def next_item(request, project_id: int):
     """The next nucleus to review, leased to you for five minutes; 204 when the queue is empty."""
     project = get_project_for(request.user, project_id, project_role(request))
-    refuse_unknown_params(request.query_params, [parameter.name for parameter in NEXT_PARAMETERS])
     spec = _spec(request, project)
     lease = operations.do_claim_next(spec)
     if lease is None:
@@ -185,8 +184,11 @@ def next_item(request, project_id: int):
     return Response(payload)
 
 
-@extend_schema(parameters=[LABEL_SET, STRATEGY, INCLUDE_LABELLED], responses=OpenApiTypes.OBJECT)
-@api_view(["GET"])
+PROGRESS_PARAMETERS = [LABEL_SET, STRATEGY, INCLUDE_LABELLED]
+
+
+@extend_schema(parameters=PROGRESS_PARAMETERS, responses=OpenApiTypes.OBJECT)
+@api_view(["GET"], query_parameters=PROGRESS_PARAMETERS)
 def progress(request, project_id: int):
     """Reviewed today and in all (by you), left in the queue, your agreement with the model."""
     project = get_project_for(request.user, project_id, project_role(request))
@@ -196,11 +198,13 @@ def progress(request, project_id: int):
 
 # ------------------------------------------------------------------------------------- decisions
 
-@extend_schema(methods=["GET"], parameters=[OpenApiParameter("label_set", str, description="only this label set")],
-               responses=OpenApiTypes.OBJECT)
+ONLY_LABEL_SET = OpenApiParameter("label_set", str, description="only this label set")
+
+
+@extend_schema(methods=["GET"], parameters=[ONLY_LABEL_SET], responses=OpenApiTypes.OBJECT)
 @extend_schema(methods=["POST"], request=DecisionSerializer,
                responses={201: OpenApiTypes.OBJECT, 200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
-@api_view(["GET", "POST"])
+@api_view(["GET", "POST"], query_parameters=[ONLY_LABEL_SET])
 def nucleus_labels(request, nucleus_id: int):
     """GET: the label history of a nucleus. POST: record your class for it (reviewers).
 
@@ -426,7 +430,7 @@ def _group_label(spec, card, details: dict, classes: list[dict]) -> dict | None:
 
 
 @extend_schema(parameters=GALLERY_PARAMETERS, responses=OpenApiTypes.OBJECT)
-@api_view(["GET"])
+@api_view(["GET"], query_parameters=GALLERY_PARAMETERS)
 def gallery(request, project_id: int):
     """The film strip: predictions of the active model, filtered, sorted and grouped, a page at a time.
 
@@ -434,7 +438,6 @@ def gallery(request, project_id: int):
     disagreement, the current label and who decided it) and ``version``, the current label id to send
     with a decision (``POST review/bulk/``: agree = the predicted class, disagree = another class)."""
     project = get_project_for(request.user, project_id, project_role(request))
-    refuse_unknown_params(request.query_params, [parameter.name for parameter in GALLERY_PARAMETERS])
     label_set, version = _label_set_and_version(project, request.query_params.get("label_set"), default_first=True)
     classes = queue.label_set_classes(label_set)
     base = {"label_set": {"id": label_set.pk, "name": label_set.name, "classes": classes}, "counts": None,
@@ -522,9 +525,8 @@ def bulk(request, project_id: int):
 
 # ------------------------------------------------------------------------------------- quality control
 
-@extend_schema(parameters=[OpenApiParameter("label_set", str, description="only this label set")],
-               responses=OpenApiTypes.OBJECT)
-@api_view(["GET"])
+@extend_schema(parameters=[ONLY_LABEL_SET], responses=OpenApiTypes.OBJECT)
+@api_view(["GET"], query_parameters=[ONLY_LABEL_SET])
 def agreement(request, project_id: int):
     """Cohen's kappa per pair of reviewers and per class (one vs rest), and the open conflicts."""
     project = get_project_for(request.user, project_id, project_role(request))
@@ -608,11 +610,13 @@ def _int_param(params, name: str, default: int) -> int:
         raise ValidationError({name: f"must be a number, got {raw!r}"}) from None
 
 
-@extend_schema(operation_id="image_region_png", tags=["images"],
-               parameters=[OpenApiParameter(name, int) for name in ("x0", "y0", "x1", "y1")]
-               + [OpenApiParameter("scale", float, description="output pixels per image pixel (default 1)")],
+REGION_PARAMETERS = [*(OpenApiParameter(name, int) for name in ("x0", "y0", "x1", "y1")),
+                     OpenApiParameter("scale", float, description="output pixels per image pixel (default 1)")]
+
+
+@extend_schema(operation_id="image_region_png", tags=["images"], parameters=REGION_PARAMETERS,
                responses={(200, "image/png"): OpenApiTypes.BINARY})
-@api_view(["GET"])
+@api_view(["GET"], query_parameters=REGION_PARAMETERS)
 @renderer_classes([JSONRenderer, PngRenderer])
 def image_region(request, image_id: int):
     """A PNG crop of an image region (members only): x1, y1 exclusive, clipped to the image."""

@@ -66,7 +66,7 @@ def train(request, project_id: int):
 
 
 @extend_schema(parameters=[TrainEstimateSerializer], responses={200: OpenApiTypes.OBJECT})
-@api_view(["GET"])
+@api_view(["GET"], query_parameters=list(TrainEstimateSerializer().fields))
 def train_estimate(request, project_id: int):
     """How long a training with these options would take (curators): the project's size, the default
     schedule and its rule, the speed used and where it comes from, seconds per stage and in total."""

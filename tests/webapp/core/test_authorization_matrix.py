@@ -17,6 +17,7 @@ must answer 405. The admin site is staff-only as a whole.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -402,3 +403,55 @@ def test_an_api_route_missing_from_the_table_is_refused_even_to_its_users(settin
         assert client.get("/undeclared/").status_code == 200
     finally:
         sys.modules.pop("undeclared_urls", None)
+
+
+# ------------------------------------------------------------------------------- query parameters
+
+UNKNOWN_PARAMETER = "no_such_parameter"
+
+
+def _documented_query_parameters(schema: dict) -> list[tuple[re.Pattern, set[str]]]:
+    """(path regex, names) of every GET operation in the OpenAPI schema."""
+    found = []
+    for path, item in schema["paths"].items():
+        if "get" not in item:
+            continue
+        # DRF's own ``format`` (any route takes it): a value of 1 would be a 404 for no such format.
+        names = {p["name"] for p in item["get"].get("parameters", []) if p["in"] == "query"} - {"format"}
+        pattern = re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "$")
+        found.append((pattern, names))
+    return found
+
+
+def test_every_api_get_route_refuses_a_query_parameter_it_does_not_read_and_takes_those_it_documents(world):
+    """A list or a resource asked with a parameter it does not read answered as if it had not been sent: a
+    script's ``images/?name=a.png`` got every image, ``members/?role=admin`` every member. Every GET of the API
+    refuses it (400 naming it, listing those it reads); and the parameters its schema documents are not refused
+    as unknown (an image's density refused its own ``cell``)."""
+    users = world["users"]
+    admin, staff = _client(users["admin"]), _client(users["staff"])
+    schema = admin.get("/api/schema/?format=json").json()
+    documented = _documented_query_parameters(schema)
+    problems, seen = [], set()
+    for route in walk():
+        if route.is_admin or not route.name or (route.name, route.params) in seen:
+            continue
+        seen.add((route.name, route.params))
+        if "GET" not in policy.ROUTES[route.name]:
+            continue
+        url = url_for(route, world, "admin")
+        if is_page(url):
+            continue
+        client = staff if policy.ROUTES[route.name]["GET"] is Access.STAFF else admin
+        response = client.get(f"{url}?{UNKNOWN_PARAMETER}=1", HTTP_ACCEPT="application/json")
+        detail = _json_detail(response) and response.json()["detail"]
+        if response.status_code != 400 or UNKNOWN_PARAMETER not in (detail or ""):
+            problems.append(f"GET {url}?{UNKNOWN_PARAMETER}=1 [{route.name}]: {response.status_code} {detail!r}")
+        names = set().union(*(names for pattern, names in documented if pattern.match(url)))
+        if names:
+            response = client.get(url, {name: "1" for name in names}, HTTP_ACCEPT="application/json")
+            detail = _json_detail(response) and response.json()["detail"]
+            if response.status_code == 400 and "unknown query parameter" in detail:
+                problems.append(f"GET {url} [{route.name}] with its documented {sorted(names)}: {detail!r}")
+    assert len(seen) > 40
+    assert not problems, "\n".join(problems)
