@@ -27,6 +27,12 @@ if (cancelButton && page) {
       await api(cancelButton.dataset.cancelUrl, { method: "POST" });
       status.textContent = "Cancel requested: the job stops at its next check.";
     } catch (err) {
+      // 409 with the job's state: it ended before the cancel reached it (the card catches up at its next look).
+      if (err.status === 409 && err.data && err.data.state) {
+        cancelButton.remove();
+        status.textContent = `Not cancelled: the job had already ${err.data.state}.`;
+        return;
+      }
       cancelButton.disabled = false;
       status.textContent = `Not cancelled: ${err.message}`;
     }

@@ -133,7 +133,8 @@ function trainingSection(section) {
       + "(since its last finished stage when it trains several models averaged); it can be resumed from there "
       + "once it has finished one.";
     if (!window.confirm(question)) return;
-    await post(`${jobBox.dataset.jobUrl}cancel/`).catch((err) => alert(err.message));
+    // A 409 with the job's state: it ended meanwhile, which its card shows at its next look.
+    await post(`${jobBox.dataset.jobUrl}cancel/`).catch((err) => { if (!(err.status === 409 && err.data?.state)) alert(err.message); });
   });
 
   document.querySelectorAll(".resume-training").forEach((button) => button.addEventListener("click", async () => {

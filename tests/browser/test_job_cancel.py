@@ -47,3 +47,23 @@ def test_a_deletion_card_blocked_by_a_job_comes_back_when_the_job_ends(logged_in
     Job.objects.filter(pk=job.pk).update(state=Job.State.SUCCEEDED)   # the import ends elsewhere
     page.wait_for_selector("form[data-confirm-name]", timeout=20000)   # the page loaded itself again
     assert not page.query_selector("#delete-blocked")
+
+
+def test_a_cancel_that_comes_after_the_job_ended_says_so(logged_in_page, live_server, owner):
+    """The API answers 409 with the job's state (it answered 200 and changed nothing): the page says that the job had
+    ended, and the button goes."""
+    project = do_create_project("Cancel late", actor=owner)
+    job = Job.objects.create(kind=Job.Kind.IMPORT, project=project, created_by=owner,
+                             params={"name": "colon", "format": "seed"})
+    page = logged_in_page
+    page.on("dialog", lambda dialog: dialog.accept())
+    # The card's next look would show the ended job and take the button away first: it is held back.
+    page.route(f"**/api/jobs/{job.pk}/", lambda route: None)
+    page.goto(f"{live_server.url}/jobs/{job.pk}/")
+    Job.objects.filter(pk=job.pk).update(state=Job.State.SUCCEEDED)   # ended elsewhere
+    page.click("#cancel-job")
+    wait_until(page, "() => document.getElementById('cancel-status').textContent === "
+                     "'Not cancelled: the job had already succeeded.'")
+    assert page.locator("#cancel-job").count() == 0
+    job.refresh_from_db()
+    assert job.state == Job.State.SUCCEEDED and not job.cancel_requested

@@ -15,7 +15,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 from webapp.core import audit
-from webapp.core.domain_errors import Unavailable
+from webapp.core.domain_errors import Conflict, Unavailable
 
 from . import liveness, sweep
 from .errors import public_error
@@ -164,12 +164,17 @@ def do_fail_job(job_id: int, error: str) -> Job:
 
 def do_cancel_job(job: Job, *, actor=None) -> Job:
     """Ask a job to stop. A queued job is cancelled at once, and so is a running one whose worker is gone
-    (nothing would ever act on the request); a running one with a live worker stops at its next batch."""
+    (nothing would ever act on the request); a running one with a live worker stops at its next batch.
+    A job that has ended is a Conflict naming its state: a script heard 200 and could not tell that nothing
+    was cancelled. Asking again while the first request is under way changes nothing and is no error."""
     worker_gone = (job.state == Job.State.RUNNING and liveness.silent_for(job, liveness.CANCEL_AFTER)
                    and job.celery_task_id in liveness.unheld_task_ids([job.celery_task_id]))
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
-        if job.finished or (job.cancel_requested and not worker_gone):
+        if job.finished:
+            raise Conflict(f"Job {job.pk} has already ended ({job.state}): there is nothing to cancel.",
+                           code="job_ended", state=job.state)
+        if job.cancel_requested and not worker_gone:
             return job   # asked before: one request, one activity row
         job.cancel_requested = True
         job.save(update_fields=["cancel_requested"])

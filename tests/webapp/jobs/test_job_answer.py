@@ -34,12 +34,14 @@ def test_a_jobs_files_are_names_with_urls_and_no_storage_key_is_shown(api_client
 def test_a_job_ended_meanwhile_is_not_finished_again_and_a_second_cancel_writes_nothing(owner):
     """A job cancelled while its worker was taken for gone (or failed by the reaper) was turned back into
     succeeded when that worker finished after all, its files swept; each repeated cancel wrote an activity row."""
+    from webapp.core.domain_errors import Conflict
     from webapp.core.models import AuditLogEntry
     from webapp.jobs import operations
 
     job = Job.objects.create(kind=Job.Kind.TRAIN, created_by=owner, state=Job.State.RUNNING)
     operations.do_cancel_job(job, actor=owner)
-    operations.do_cancel_job(job, actor=owner)
+    with pytest.raises(Conflict, match=r"has already ended \(cancelled\)"):   # its worker was gone: cancelled at once
+        operations.do_cancel_job(job, actor=owner)
     assert AuditLogEntry.objects.filter(action="job.cancel_requested").count() == 1
     operations.do_mark_cancelled(job.pk)
     finished = operations.do_finish_job(job.pk, {"model_version": 3})

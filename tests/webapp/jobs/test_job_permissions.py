@@ -122,3 +122,30 @@ def test_the_job_page_offers_cancel_to_whoever_may_cancel_while_the_job_has_not_
     Job.objects.filter(pk=training.pk).update(state=Job.State.SUCCEEDED)
     training.refresh_from_db()
     assert not offered(people["owner"], training)
+
+
+@pytest.mark.parametrize("state", [Job.State.SUCCEEDED, Job.State.FAILED, Job.State.CANCELLED])
+def test_cancelling_a_job_that_has_ended_is_a_conflict_naming_its_state(team, api_client_for, state):
+    """It answered 200 with the job as it was: a script could not tell that nothing had been cancelled."""
+    from webapp.core.models import AuditLogEntry
+
+    project, people, training, _ = team
+    Job.objects.filter(pk=training.pk).update(state=state)
+    response = cancel(api_client_for, people["curator"], training)
+    assert response.status_code == 409, response.content
+    assert response.json() == {"detail": f"Job {training.pk} has already ended ({state}): there is nothing to "
+                                         "cancel.", "state": state}
+    training.refresh_from_db()
+    assert training.state == state and not training.cancel_requested
+    assert not AuditLogEntry.objects.filter(action="job.cancel_requested").exists()
+
+
+def test_a_second_cancel_while_the_first_is_under_way_is_no_error(team, api_client_for):
+    project, people, training, _ = team
+    from django.utils import timezone
+
+    Job.objects.filter(pk=training.pk).update(state=Job.State.RUNNING, heartbeat_at=timezone.now())   # a live worker
+    first = cancel(api_client_for, people["curator"], training)
+    second = cancel(api_client_for, people["curator"], training)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert second.json()["state"] == "running" and second.json()["cancel_requested"]
