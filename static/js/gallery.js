@@ -91,6 +91,9 @@ function galleryPage(root) {
   // Filters changed in quick succession start loads that may answer out of order: only the latest one's
   // answer is drawn (an earlier one's cards must not replace the answer to the filters now shown).
   let latestLoad = 0;
+  // A page past the last is a 404 (as in the API's other lists): the last page's cards all decided, or an old
+  // address. The page before it is shown instead, in place of the address; a second miss goes to the first page.
+  let pastTheEnd = 0;
 
   async function load() {
     root.dataset.ready = "false";
@@ -102,6 +105,13 @@ function galleryPage(root) {
       data = answer;
     } catch (err) {
       if (mine !== latestLoad) return;
+      if (err.status === 404 && state.page > 1) {
+        pastTheEnd += 1;
+        state.page = pastTheEnd > 1 ? 1 : state.page - 1;
+        load();
+        return;
+      }
+      pastTheEnd = 0;
       if (!err.status) {
         setStatus("Could not load the gallery (no connection).", "error");
         return;
@@ -119,8 +129,10 @@ function galleryPage(root) {
     shown.delete("label_set");
     shown.set("label_set", labelSet);
     const address = `${window.location.pathname}?${shown}`;
-    // The first load only tidies the address; later ones that show something else add a history step.
-    const step = !firstLoad && `?${shown}` !== window.location.search;
+    // The first load only tidies the address; later ones that show something else add a history step (not the
+    // page shown in place of one past the last).
+    const step = !firstLoad && !pastTheEnd && `?${shown}` !== window.location.search;
+    pastTheEnd = 0;
     window.history[step ? "pushState" : "replaceState"](null, "", address);
     firstLoad = false;
     renderTabs();

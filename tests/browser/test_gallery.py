@@ -323,3 +323,20 @@ def test_the_current_card_and_a_refusal_are_told_in_words(rp, logged_in_page, li
     assert page.inner_text(f".tile[data-nucleus-id='{second}'] [data-role=refusal]") == (
         "Not saved: another reviewer already decided this nucleus")
     assert "the reason is on each card" in page.inner_text("[data-role=status]")
+
+
+def test_a_page_past_the_last_shows_the_cards_before_it(rp, logged_in_page, live_server):
+    """A page past the last is a 404 now (as in the API's other lists): an old address, or a last page whose cards
+    were all decided, shows the pages before it, not "Could not load the gallery"."""
+    page = logged_in_page
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    free = set(unlabelled_in(rp, rp.breast_set))
+    assert 0 < len(free) <= 48   # one page of cards: pages 3 and 2 are past the last
+    page.goto(f"{live_server.url}/projects/{rp.project.pk}/review/gallery/?label_set=breast&page=3")
+    page.wait_for_selector("#gallery[data-ready=true]")
+    assert set(tile_ids(page)) == {n for n, ls in rp.predictions if ls == rp.breast_set.pk and n in free}
+    assert "page=" not in page.evaluate("location.search")
+    assert page.locator('[data-role="page"]').inner_text() == "page 1"
+    assert "Could not load" not in page.locator("main").inner_text()
+    assert not errors, errors

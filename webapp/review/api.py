@@ -34,7 +34,7 @@ from webapp.core.api_views import api_view
 from webapp.core.cache import cache_get, cache_set, unreviewed_counts_key
 from webapp.core.query_params import yes_no_param
 from webapp.core.ids import parse_ids
-from webapp.core.pagination import whole_number_param
+from webapp.core.pagination import PagePagination, whole_number_param
 from webapp.core.policy import project_role
 from webapp.datasets.models import CurrentLabel, Image, Label, LabelSet, Nucleus
 from webapp.datasets.operations import StaleLabel
@@ -350,7 +350,8 @@ GALLERY_PARAMETERS = [
                      description="default: confidence desc, margin asc (closest calls first), disagreement desc"),
     OpenApiParameter("group", str, enum=[g for g in gallery_query.GROUPS if g],
                      description="image, class or reviewer (reviewed only): the group comes first in the order"),
-    OpenApiParameter("page", {"type": "integer", "minimum": 1, "maximum": MAX_GALLERY_PAGE}),
+    OpenApiParameter("page", {"type": "integer", "minimum": 1, "maximum": MAX_GALLERY_PAGE},
+                     description="from 1; a page past the last is a 404, as in the API's other lists"),
     OpenApiParameter("page_size", {"type": "integer", "minimum": 1, "maximum": 200}, description="1-200, default 48"),
     OpenApiParameter("counts", bool, description="also count the unreviewed nuclei per predicted class "
                                                  "(slower; cached for a minute)"),
@@ -451,6 +452,11 @@ def gallery(request, project_id: int):
                  "min_confidence": spec.min_confidence, "max_confidence": spec.max_confidence,
                  "sort": spec.sort, "order": spec.order, "group": spec.group or None,
                  "page": spec.page, "page_size": spec.page_size})
+    cards, base["has_more"] = gallery_query.page_cards(spec, classes) if base["model_version"] else ([], False)
+    if spec.page > 1 and not cards:
+        # As the API's other lists answer (webapp.core.pagination): it answered 200 with no cards where they answer
+        # 404, so a script walking pages had two ends to look for. The first page of nothing is an empty page.
+        raise NotFound(PagePagination.invalid_page_message.format(page_number=spec.page), code="past_the_end")
     if base["model_version"] is None:
         return Response(base)
     if yes_no_param(request.query_params, "counts"):
@@ -459,7 +465,6 @@ def gallery(request, project_id: int):
         rows = Prediction.objects.filter(unlabelled, model_version_id=version.pk, label_set_id=label_set.pk)
         counts = _class_counts(rows, version.pk, label_set.pk)
         base["counts"] = {c["name"]: counts.get(c["index"], 0) for c in classes}
-    cards, base["has_more"] = gallery_query.page_cards(spec, classes)
     details = gallery_query.card_details(cards, label_set)
     for card in cards:
         found = details.get(card.nucleus_id)

@@ -405,3 +405,18 @@ def test_a_misspelt_parameter_is_a_400_naming_it(rp, users, api_client_for):
     # ?sort_by=margin answered the default order, as if the sort had been applied.
     body = gallery(api_client_for(users["reviewer"]), rp, expect=400, sort_by="margin")
     assert body["detail"].startswith("unknown query parameter(s) ['sort_by']; allowed: ['class_name', 'counts'")
+
+
+def test_a_page_past_the_last_is_a_404_as_in_the_other_lists(rp, users, api_client_for):
+    # It answered 200 with no cards, where /api/projects/?page=99 and a dataset's images answer 404.
+    client = api_client_for(users["reviewer"])
+    count = len(unreviewed_predictions(rp))
+    last = gallery(client, rp, page_size=5, page=(count + 4) // 5)
+    assert last["items"] and not last["has_more"]
+    body = gallery(client, rp, expect=404, page_size=5, page=(count + 4) // 5 + 1)
+    assert body == {"detail": f"Page {(count + 4) // 5 + 1} is past the last page of these results."}
+    assert client.get(f"/api/projects/{rp.project.pk}/review/gallery/?page=2&class_name=no-such").status_code == 400
+    # The first page of nothing is an empty page, as DRF's paginators answer it.
+    empty = gallery(client, rp, min_confidence="1", max_confidence="1")
+    assert empty["items"] == [] and not empty["has_more"]
+    assert gallery(client, rp, expect=404, min_confidence="1", max_confidence="1", page=2)["detail"].startswith("Page 2")
