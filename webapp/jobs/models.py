@@ -90,8 +90,14 @@ class Job(models.Model):
 
     @property
     def shown_params(self) -> dict:
-        """What the job was asked to do, as its page and the API show it."""
-        return {key: value for key, value in self.params.items() if key not in self.INTERNAL_PARAMETERS}
+        """What the job was asked to do, as its page and the API show it: an inference's image and mask by the
+        names they were uploaded with (``uploaded``), not those the server stores them under ("my_tile_mask.npy"
+        read "my_tile-mask.npy")."""
+        shown = {key: value for key, value in self.params.items() if key not in self.INTERNAL_PARAMETERS}
+        uploaded = shown.pop("uploaded", None)
+        if isinstance(uploaded, dict):
+            shown.update({field: name for field, name in uploaded.items() if field in shown})
+        return shown
 
     @property
     def shown_result(self) -> dict:

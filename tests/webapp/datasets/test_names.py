@@ -224,3 +224,44 @@ def test_an_inference_error_names_the_files_as_they_were_uploaded(owner, api_cli
                                                                                            ids.getvalue())},
         format="multipart")
     assert response.status_code == 400 and response.json()["detail"].startswith("mask: big ids.npy: instance id")
+
+
+@pytest.mark.django_db
+def test_an_inference_jobs_parameters_name_the_files_as_they_were_uploaded(owner, api_client_for, client, tmp_path,
+                                                                          settings, monkeypatch):
+    """The parameters showed the names the server stores them under: the mask my_tile_mask.npy as
+    "my_tile-mask.npy", and an image whose name is no plain file name under another."""
+    import io
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.utils import timezone
+    from PIL import Image as PILImage
+
+    from webapp.jobs import operations as job_operations
+    from webapp.jobs.models import Job
+    from webapp.training.models import ModelVersion
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)   # stays queued
+    project = do_create_project("inference parameters", actor=owner)
+    ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt",
+                                data_snapshot_at=timezone.now(), is_active=True)
+    png, npy = io.BytesIO(), io.BytesIO()
+    PILImage.fromarray(np.zeros((48, 48, 3), np.uint8)).save(png, format="PNG")
+    mask = np.zeros((48, 48), np.int32)
+    mask[5:15, 5:15] = 1
+    np.save(npy, mask)
+    image_name = "a tile named at length, " + "t" * 60 + ".png"   # no plain file name: stored as another
+    response = api_client_for(owner).post(f"/api/projects/{project.pk}/infer/", {
+        "image": SimpleUploadedFile(image_name, png.getvalue()),
+        "mask": SimpleUploadedFile("my_tile_mask.npy", npy.getvalue())}, format="multipart")
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    assert (job.params["image"], job.params["mask"]) != (image_name, "my_tile_mask.npy")   # the server's names
+    shown = {"image": image_name, "mask": "my_tile_mask.npy"}
+    for answer in (response.json()["job"], api_client_for(owner).get(f"/api/jobs/{job.pk}/").json()):
+        assert {key: answer["params"][key] for key in ("image", "mask")} == shown, answer["params"]
+        assert "uploaded" not in answer["params"] and "-mask" not in json.dumps(answer["params"])
+    client.force_login(owner)
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert "my_tile_mask.npy" in page and "-mask." not in page
