@@ -107,6 +107,8 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "webapp.core.middleware.CommonMiddleware",  # Django's, but an API write without its slash is a JSON 404
     "webapp.core.middleware.RejectMalformedRequestMiddleware",
+    # An upload whose Content-Length is over MAX_UPLOAD_BYTES: 413 before its body is read.
+    "webapp.core.middleware.UploadSizeMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "webapp.core.middleware.PolicyMiddleware",

@@ -16,6 +16,19 @@ class ServiceUnavailable(exceptions.APIException):
     default_code = "service_unavailable"
 
 
+class PayloadTooLarge(exceptions.APIException):
+    """413: what was sent is over a size limit; with the user's ``field``, its message is that field's too (as a
+    400's ``errors``), so that a form shows it beside the field."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request is too large."
+    default_code = "too_large"
+
+    def __init__(self, detail=None, code=None, field: str | None = None):
+        super().__init__(detail, code)
+        self.field = field
+
+
 class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The request conflicts with the current state."
@@ -72,6 +85,8 @@ def api_exception(exc: domain_errors.DomainError) -> exceptions.APIException:
         return Conflict(exc.detail, exc.code, **exc.extra)
     if isinstance(exc, domain_errors.Unavailable):
         return ServiceUnavailable(exc.detail, exc.code)
+    if isinstance(exc, domain_errors.TooLarge):
+        return PayloadTooLarge(exc.detail, exc.code, field=exc.field)
     # Invalid, and any other refusal of what the user gave.
     return exceptions.ValidationError({exc.field: exc.detail} if exc.field else exc.detail, code=exc.code)
 
@@ -113,6 +128,8 @@ def exception_handler(exc, context):
         response.data = {"detail": "; ".join(_flatten(response.data))}
     if isinstance(exc, Conflict) and exc.extra:
         response.data.update(exc.extra)
+    if isinstance(exc, PayloadTooLarge) and exc.field:
+        response.data = {"detail": f"{exc.field}: {exc.detail}", "errors": {exc.field: [str(exc.detail)]}}
     if response.status_code == status.HTTP_401_UNAUTHORIZED and not isinstance(response.data, dict):
         response.data = {"detail": str(response.data)}
     return response

@@ -3,7 +3,7 @@
 Operations (``do_...`` functions, uploads, deletions, imports) raise these; they know nothing of
 requests or status codes. The API maps them to answers in one place,
 :func:`webapp.core.api_errors.exception_handler` (``Invalid`` 400, ``NotFound`` 404, ``Conflict`` 409,
-``Unavailable`` 503); pages catch them and show ``detail`` as a message. Like Saleor's error codes, each
+``TooLarge`` 413, ``Unavailable`` 503); pages catch them and show ``detail`` as a message. Like Saleor's error codes, each
 error carries a short machine ``code`` besides its sentence, and the user's ``field`` it is about, if any.
 
 This module imports neither Django REST framework nor Django (tests/webapp/core/test_layering_errors.py).
@@ -52,6 +52,12 @@ class Conflict(DomainError):
     """The request clashes with the current state: a training already running, a deletion pending (409)."""
 
     default_code = "conflict"
+
+
+class TooLarge(DomainError):
+    """What the user sent is over a size limit of the server's (413, naming ``field`` and the limit)."""
+
+    default_code = "too_large"
 
 
 class Unavailable(DomainError):

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.db import OperationalError
 from django.http import HttpResponse, JsonResponse
@@ -99,6 +100,51 @@ class RejectMalformedRequestMiddleware:
             if number is not None and number > MAX_ID:
                 return _error(request, 404, f"No object has the id {number}: ids are at most {MAX_ID}.")
         return None
+
+
+# The POST routes whose uploaded files have a size limit (the setting named), and the way on for a larger one.
+UPLOAD_LIMITS = {
+    "api-project-datasets": ("MAX_UPLOAD_BYTES", "send the dataset in several smaller uploads"),
+    "api-project-slides": ("MAX_UPLOAD_BYTES", "upload a slide that large in chunks (slide-uploads/), or register "
+                                               "it by its path under SLIDES_ROOT"),
+}
+# What a multipart body holds besides its files, per field or file: its boundary and part headers.
+PART_ROOM = 1024
+
+
+class UploadSizeMiddleware:
+    """A 413 before the body is read, for an upload whose Content-Length already says that its files are over the
+    limit (``UPLOAD_LIMITS``): it was read to its end, gigabytes written to a temporary file, and then refused.
+
+    The body may hold more than the files: the form's other fields (at most DATA_UPLOAD_MAX_MEMORY_SIZE) and a
+    boundary and headers for each part, so only a body over the limit plus that room is refused here. One within it
+    is read, and its files refused by their size with the field named (413 too, webapp.datasets.uploads). Refused
+    before authentication, as a server's body limit is: the answer tells nothing of the project."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        match = request.resolver_match
+        if request.method != "POST" or match is None or match.url_name not in UPLOAD_LIMITS:
+            return None
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return None   # Django reads such a body as empty
+        setting, way_on = UPLOAD_LIMITS[match.url_name]
+        limit = getattr(settings, setting)
+        parts = (settings.DATA_UPLOAD_MAX_NUMBER_FIELDS or 1000) + (settings.DATA_UPLOAD_MAX_NUMBER_FILES or 100)
+        room = (settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0) + parts * PART_ROOM
+        if length <= limit + room:
+            return None
+        return _error(request, 413, f"The request's body is {length / 1e6:,.1f} MB (its Content-Length), over the "
+                                    f"limit of {limit / 1e6:,.1f} MB ({setting}) on an upload's files and "
+                                    f"{room / 1e6:,.1f} MB for its other fields: it was refused before it was read; "
+                                    f"{way_on}.")
 
 
 def _as_number(value) -> int | None:

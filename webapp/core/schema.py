@@ -20,8 +20,8 @@ ERROR_SCHEMA = {
     "properties": {
         "detail": {"type": "string", "description": "What went wrong, for a person to act on."},
         "errors": {"type": "object", "additionalProperties": True,
-                   "description": "Validation errors (400 only): each field to its list of messages; "
-                                  "messages about no one field under `non_field_errors`."},
+                   "description": "Validation errors (400, and a 413 of an upload's files): each field to its "
+                                  "list of messages; messages about no one field under `non_field_errors`."},
     },
     "required": ["detail"],
 }
@@ -43,7 +43,7 @@ def document_error_responses(result, generator, request, public):
             errors = dict(ERROR_RESPONSES)
             if "requestBody" in operation:
                 errors["413"] = ("The body's fields are over DATA_UPLOAD_MAX_MEMORY_SIZE (uploaded files do not "
-                                 "count).")
+                                 "count), or an upload's files over MAX_UPLOAD_BYTES (`errors` names the field).")
                 errors["415"] = "The body's Content-Type is not one this operation reads, or the body is malformed."
             for code, description in errors.items():
                 responses.setdefault(code, {"description": description,

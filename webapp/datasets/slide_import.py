@@ -40,6 +40,7 @@ from PIL import Image as PILImage
 from mlcore.slides import SLIDE_SUFFIXES, SlideError, open_slide
 from mlcore.types import DataError, quoted
 from webapp.core import audit, media
+from webapp.core.domain_errors import TooLarge
 from webapp.jobs import operations as job_operations
 from webapp.jobs import sweep
 from webapp.jobs.models import Job
@@ -114,10 +115,10 @@ def do_register_slide(project, *, actor, name: str, label_set: str = "", path: s
                       detections_name=PurePosixPath(detections_path.replace("\\", "/")).name)
     uploaded = sum(getattr(f, "size", 0) or 0 for f in (slide_upload, detections_upload) if f is not None)
     if uploaded > settings.MAX_UPLOAD_BYTES:
-        raise ImportRejected(f"the upload is {uploaded / 1e6:.1f} MB, over the limit of "
-                             f"{settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB (MAX_UPLOAD_BYTES); register a slide that "
-                             "large by its path under SLIDES_ROOT",
-                             field="slide" if slide_upload is not None else "detections")
+        raise TooLarge(f"the upload is {uploaded / 1e6:.1f} MB, over the limit of "
+                       f"{settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB (MAX_UPLOAD_BYTES); register a slide that "
+                       "large by its path under SLIDES_ROOT, or upload it in chunks (slide-uploads/)",
+                       field="slide" if slide_upload is not None else "detections")
     refuse_while_deleting(project, "A slide import")
     staging = staging_name = None
     moved: list[tuple] = []  # (chunked upload, its data, where it went): put back on a refusal

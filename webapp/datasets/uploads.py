@@ -16,7 +16,7 @@ from django.db import transaction
 from mlcore.readers import detect_format
 from mlcore.types import DataError, NoClassNames, name_key, quoted
 from webapp.core import media
-from webapp.core.domain_errors import Invalid
+from webapp.core.domain_errors import Invalid, TooLarge
 from webapp.core.filenames import safe_file_name
 from webapp.jobs import operations as job_operations
 from webapp.jobs import sweep
@@ -40,9 +40,10 @@ def _stage(archive, files, paths=None) -> Path:
         if total > settings.MAX_UPLOAD_BYTES:
             # Named by the field and the file the user sent: a `files` upload was told about "archive".
             sent = f"{archive.name}: the archive" if archive else f"the {len(files)} files"
-            raise Invalid(f"{sent} come{'s' if archive else ''} to {total / 1e6:.1f} MB, over the limit of "
-                          f"{settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB (MAX_UPLOAD_BYTES)",
-                          field="archive" if archive else "files", code="too_large")
+            # 413, as a body over the limit refused before it was read (webapp.core.middleware).
+            raise TooLarge(f"{sent} come{'s' if archive else ''} to {total / 1e6:.1f} MB, over the limit of "
+                           f"{settings.MAX_UPLOAD_BYTES / 1e6:.1f} MB (MAX_UPLOAD_BYTES)",
+                           field="archive" if archive else "files")
         if archive:
             _write(archive, staging / "upload.zip")
         for upload, name in zip(files or [], paths or [f.name for f in files or []]):

@@ -125,7 +125,7 @@ def test_decompression_bomb_is_refused(project, client, celery_worker_process):
 def test_archive_over_the_size_limit_is_refused_before_staging(project, client, settings):
     settings.MAX_UPLOAD_BYTES = 1000
     response = upload(client, project.pk, zip_entries(seed_entries()), name="big", format="seed")
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert response.json()["detail"].startswith("archive:") and "over the limit" in response.json()["detail"]
     assert_nothing_left(project)
 

@@ -395,7 +395,8 @@ def test_an_upload_over_the_limit_is_refused_before_anything_is_kept(api_client_
     response = register(api_client_for(owner), project, name="big",
                         slide=SimpleUploadedFile("big.tif", fixture_slide.slide.read_bytes()),
                         detections=SimpleUploadedFile("cells.geojson", fixture_slide.geojson.read_bytes()))
-    assert response.status_code == 400 and "MAX_UPLOAD_BYTES" in response.json()["detail"]
+    assert response.status_code == 413 and "MAX_UPLOAD_BYTES" in response.json()["detail"]   # a 400 before
+    assert list(response.json()["errors"]) == ["slide"]
     assert "by its path" in response.json()["detail"] and not Job.objects.exists()
     assert not list((Path(settings.MEDIA_ROOT) / "staging").glob("*"))
 
