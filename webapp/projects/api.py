@@ -7,10 +7,11 @@ above the apps it shows (its own layer in tests/test_layering_imports.py), as th
 from django.db.models import Prefetch
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 
 from webapp.core.parsers import JSONParser
@@ -89,18 +90,25 @@ class ProjectViewSet(KnownQueryParameters, ActionSerializers, mixins.ListModelMi
         edited = self.get_queryset().get(pk=project.pk)   # with the detail's label sets and datasets
         return Response(ProjectDetailSerializer(edited, context=self.get_serializer_context()).data)
 
-    @extend_schema(request=AddMemberSerializer, responses=MembershipSerializer(many=True))
+    @extend_schema(methods=["GET"], responses=MembershipSerializer(many=True))
+    @extend_schema(methods=["POST"], request=AddMemberSerializer,
+                   responses={201: MembershipSerializer(many=True), 200: MembershipSerializer(many=True)})
     @action(detail=True, methods=["get", "post"], pagination_class=None)
     def members(self, request, pk=None):
-        """GET lists members; POST (admins) adds one, by username or e-mail address, or changes their role.
-        409 when that would leave the project without an admin."""
+        """GET lists members; POST (admins) adds one, by username or e-mail address (201), or changes the role of
+        a member (200); both answer the members. 409 when that would leave the project without an admin."""
         project = get_project_for(request.user, pk, project_role(request))
-        if request.method == "POST":
-            payload = AddMemberSerializer(data=request.data, context={"request": request})
-            payload.is_valid(raise_exception=True)
-            operations.do_set_membership(project, payload.validated_data["username"], payload.validated_data["role"],
-                                         actor=request.user)
-        return Response(self._member_list(project))
+        if request.method in SAFE_METHODS:
+            return Response(self._member_list(project))
+        payload = AddMemberSerializer(data=request.data, context={"request": request})
+        payload.is_valid(raise_exception=True)
+        membership = operations.do_set_membership(project, payload.validated_data["username"],
+                                                  payload.validated_data["role"], actor=request.user)
+        if not membership.added:
+            return Response(self._member_list(project))
+        # Where the new membership is changed (PATCH) or ended (DELETE).
+        location = request.build_absolute_uri(reverse("api-project-member", args=[project.pk, membership.user_id]))
+        return Response(self._member_list(project), status=status.HTTP_201_CREATED, headers={"Location": location})
 
     @extend_schema(responses=ActivitySerializer(many=True), parameters=[ACTIVITY_KIND])
     @action(detail=True, methods=["get"])

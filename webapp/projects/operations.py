@@ -156,14 +156,17 @@ def _refuse_losing_last_admin(project: Project, membership: Membership | None, n
 
 
 def do_set_membership(project: Project, user, role: str, *, actor) -> Membership:
-    """Add ``user`` with ``role``, or change their role if they are a member already."""
+    """Add ``user`` with ``role``, or change their role if they are a member already. The membership's
+    ``added`` says which it was (the API answers a new member 201)."""
     with transaction.atomic():
         current = _locked_membership(project, user, actor)
         if current is not None and current.role == role:
+            current.added = False
             return current   # nothing changes, so nothing is written
         _refuse_losing_last_admin(project, current, role)
         membership, created = Membership.objects.update_or_create(project=project, user=user,
                                                                   defaults={"role": role})
+        membership.added = created
         if role == Role.VIEWER and current is not None:
             _member_left(project, user)
         audit.record("project.member_set", actor=actor, target=project, user=user.username, role=role,

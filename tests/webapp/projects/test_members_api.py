@@ -32,12 +32,20 @@ def test_admin_adds_by_username_and_by_email_changes_a_role_and_removes(project,
     # An e-mail address finds someone the admin already works with (here in another project).
     do_set_membership(do_create_project("earlier work", actor=owner), bob, "viewer", actor=owner)
 
+    # A member added is 201 (it was 200, as a role changed), with where to change or end the membership.
     response = client.post(members_url(project), {"username": "alice", "role": "reviewer"}, format="json")
-    assert response.status_code == 200, response.content
+    assert response.status_code == 201, response.content
     response = client.post(members_url(project), {"username": "bob.smith@LAB.example", "role": "viewer"}, format="json")
-    assert response.status_code == 200, response.content
+    assert response.status_code == 201, response.content
+    assert response["Location"] == f"http://testserver{members_url(project, bob)}"
     assert {"user_id": bob.pk, "username": "bob", "role": "viewer"} in response.json()
     assert roles_in(project) == {"owner": "admin", "member": "curator", "alice": "reviewer", "bob": "viewer"}
+    # The same request again changes nothing, and another role changes the member's: 200, the members listed.
+    for role in ("viewer", "reviewer"):
+        response = client.post(members_url(project), {"username": "bob", "role": role}, format="json")
+        assert response.status_code == 200 and not response.has_header("Location"), response.content
+        assert {"user_id": bob.pk, "username": "bob", "role": role} in response.json()
+    assert roles_in(project)["bob"] == "reviewer"
 
     response = client.patch(members_url(project, bob), {"role": "curator"}, format="json")
     assert response.status_code == 200, response.content
@@ -143,10 +151,10 @@ def test_an_email_address_finds_only_someone_the_admin_works_with(project, owner
     assert known.status_code == unknown.status_code == 400
     assert known.json()["detail"].replace("stranger", "nobody") == unknown.json()["detail"]
     assert client.post(members_url(project), {"username": "stranger", "role": "viewer"},
-                       format="json").status_code == 200   # by username, as before
+                       format="json").status_code == 201   # by username, as before
     staff = make_user("operator", is_staff=True)   # staff find anyone by e-mail
     do_set_membership(project, staff, "admin", actor=owner)
     make_user("other", email="other@lab.example")
     added = api_client_for(staff).post(members_url(project), {"username": "OTHER@lab.example", "role": "viewer"},
                                        format="json")
-    assert added.status_code == 200 and roles_in(project)["other"] == "viewer"
+    assert added.status_code == 201 and roles_in(project)["other"] == "viewer"
