@@ -3,6 +3,7 @@
 // (job_progress.js), as the dataset upload does.
 import { api, ApiError } from "./api.js";
 import { setPercent } from "./dom.js";
+import { clearFieldErrors, showFieldErrors } from "./field_errors.js";
 import { watchJob } from "./job_progress.js";
 import { reloadKeepingFocus } from "./reload.js";
 
@@ -47,12 +48,24 @@ function slidesSection(card) {
     }
   });
 
+  // A refusal: beside the fields it names (field_errors.js, which focuses the first), the rest in the form's alert
+  // with the focus back on the button, which was disabled while it sent and had dropped the focus to the page.
+  function showRefusal(someForm, err, button, aliases) {
+    const error = someForm.querySelector('[data-role="error"]');
+    const rest = err instanceof ApiError ? showFieldErrors(someForm, err, { aliases }) : null;
+    if (rest === null) button.focus();
+    if (rest === "") return;
+    error.textContent = rest || err.message;  // textContent: a server string never becomes markup
+    error.hidden = false;
+  }
+
   if (form) {
     const error = form.querySelector('[data-role="error"]');
     const button = form.querySelector('button[type="submit"]');
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       error.hidden = true;
+      clearFieldErrors(form);
       const body = {};
       for (const name of ["name", "path", "detections_path", "label_set"]) {
         if (form.elements[name].value) body[name] = form.elements[name].value;
@@ -60,12 +73,11 @@ function slidesSection(card) {
       button.disabled = true;
       try {
         follow(await post(form.dataset.url, body));
-      } catch (err) {
-        error.textContent = err.message;  // textContent: a server string never becomes markup
-        error.hidden = false;
-      } finally {
         button.disabled = false;
-        button.focus();   // disabled while it sent, the button had dropped the focus to the page
+        button.focus();
+      } catch (err) {
+        button.disabled = false;
+        showRefusal(form, err, button);
       }
     });
   }
@@ -113,7 +125,12 @@ function slidesSection(card) {
       return { id: payload.id, url: payload.url, offset: payload.offset };
     }
 
-    async function upload(file) {
+    // The file being sent ("slide" or "detections"): a refusal of its upload (its `filename`, `size`,
+    // `Content-Range`) is shown beside it.
+    let sending = null;
+
+    async function upload(file, field) {
+      sending = field;
       const chunkBytes = Math.max(1, Number(uploadForm.dataset.chunkBytes) || 16777216);
       const state = await resumeOrStart(file);
       let offset = state.offset;
@@ -149,6 +166,7 @@ function slidesSection(card) {
         show(file, offset);
       }
       show(file, file.size, "uploaded");
+      sending = null;
       return state.id;
     }
 
@@ -158,24 +176,28 @@ function slidesSection(card) {
       const slide = uploadForm.elements.slide.files[0];
       const detections = uploadForm.elements.detections.files[0];
       if (!slide || !detections) return;
+      clearFieldErrors(uploadForm);
       button.disabled = true;
       box.hidden = false;
       try {
         const body = { name: uploadForm.elements.name.value };
         if (uploadForm.elements.label_set.value) body.label_set = uploadForm.elements.label_set.value;
-        body.slide_upload_id = await upload(slide);
-        body.detections_upload_id = await upload(detections);
+        body.slide_upload_id = await upload(slide, "slide");
+        body.detections_upload_id = await upload(detections, "detections");
         const job = await post(uploadForm.dataset.registerUrl, body);
         // Registered: the server moved both files into the import. They are forgotten here once it succeeded
         // (a failed one gives them back; a reload meanwhile finds them gone, 404, or given back).
         uploadKeys.set(job.id, [storageKey(slide), storageKey(detections)]);
         follow(job);
-      } catch (err) {
-        error.textContent = err.message;  // textContent: a server string never becomes markup
-        error.hidden = false;
-      } finally {
         button.disabled = false;
-        button.focus();   // disabled while it sent, the button had dropped the focus to the page
+        button.focus();
+      } catch (err) {
+        button.disabled = false;
+        // The registration names the files by their upload ids; a file's own upload by its name or size.
+        const aliases = { slide_upload_id: "slide", detections_upload_id: "detections" };
+        if (sending) Object.assign(aliases, { filename: sending, size: sending, "Content-Range": sending });
+        sending = null;
+        showRefusal(uploadForm, err, button, aliases);
       }
     });
   }

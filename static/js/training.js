@@ -214,9 +214,12 @@ function trainingSection(section) {
   });
 
   const inferForm = document.getElementById("infer-form");
+  const classifyButton = inferForm?.querySelector("button[type=submit]");
   inferForm?.addEventListener("submit", async (event) => {
     event.preventDefault();
     const box = document.getElementById("infer-result");
+    document.getElementById("infer-error").hidden = true;
+    clearFieldErrors(inferForm);
     try {
       const body = new FormData(inferForm);
       // An unticked checkbox is not sent at all, which the API would read as "the default" (on).
@@ -235,7 +238,12 @@ function trainingSection(section) {
         }));
       });
       watchJob(box);
-    } catch (err) { showError("infer-error", err.message); }
+    } catch (err) {
+      // The image or mask the server refused (a photograph sent as the mask...) beside its field, focused.
+      const rest = showFieldErrors(inferForm, err);
+      if (rest === null) showError("infer-error", err.message, classifyButton);
+      else if (rest) showError("infer-error", rest);
+    }
   });
 }
 

@@ -1,6 +1,7 @@
-"""A refusal that names a field of the training or upload form is shown beside that field: the field marked
-aria-invalid and described by the message, the focus on the first such field. The form's alert keeps what
-names no field. Before, every message went to the alert, tied to no field, and the focus to the button."""
+"""A refusal that names a field of the training, upload, slide upload or classify form is shown beside that field:
+the field marked aria-invalid and described by the message, the focus on the first such field; editing the field
+takes its message away. The form's alert keeps what names no field. Before, every message went to the alert, tied
+to no field, and the focus to the button. (The slide register form: tests/browser/test_slide_form.py.)"""
 
 import json
 
@@ -96,3 +97,77 @@ def test_upload_errors_go_beside_their_fields_and_the_rest_to_the_alert(logged_i
     assert page.locator("#upload-form .field-error").count() == 0
     assert page.locator("#upload-form [aria-invalid]").count() == 0
     assert page.evaluate(FOCUSED, "#upload-form button[type=submit]")
+
+
+def test_the_slide_upload_forms_refusals_go_beside_the_file_they_name(logged_in_page, live_server, owner):
+    """A file the server will not take (not a slide, too large) was told in the form's alert only: now beside the
+    file input it is about, which takes the focus; choosing another file takes the message away."""
+    project = do_create_project("slide upload errors", actor=owner)
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    page.fill("#slide-upload-form input[name=name]", "case")
+    page.set_input_files("#slide-upload-form input[name=slide]", files=[
+        {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a slide"}])
+    page.set_input_files("#slide-upload-form input[name=detections]", files=[
+        {"name": "cells.geojson", "mimeType": "application/json", "buffer": b"{}"}])
+    page.click("#slide-upload-form button[type=submit]")
+
+    message = page.locator("#slide-upload-form-slide-error")
+    message.wait_for(state="visible")
+    assert "'notes.txt' is neither a slide" in message.inner_text()
+    slide = page.locator("#slide-upload-form input[name=slide]")
+    assert slide.get_attribute("aria-invalid") == "true"
+    assert slide.get_attribute("aria-describedby") == "slide-upload-form-slide-error"
+    assert page.evaluate(FOCUSED, "#slide-upload-form input[name=slide]")
+    assert page.locator("#slide-upload-form [data-role=error]").is_hidden()
+
+    page.set_input_files("#slide-upload-form input[name=slide]", files=[
+        {"name": "case.svs", "mimeType": "application/octet-stream", "buffer": b"II*\x00"}])
+    assert message.count() == 0 and slide.get_attribute("aria-invalid") is None
+    assert slide.get_attribute("aria-describedby") is None
+
+
+def test_the_classify_forms_refused_mask_is_shown_beside_it(logged_in_page, live_server, owner, tmp_path,
+                                                            monkeypatch):
+    """A photograph sent as the mask was told in the form's alert only, the focus left on the page."""
+    import io
+
+    import numpy as np
+    from django.utils import timezone
+    from PIL import Image
+
+    from tests.browser.conftest import choose_tile_to_classify
+    from webapp.training.models import ModelVersion
+
+    monkeypatch.setattr(job_operations, "_send", lambda job: None)
+    project = two_taxonomy_project(owner, tmp_path, images=1, nuclei=6)
+    ModelVersion.objects.create(project=project, number=1, checkpoint_file="models/v1.pt",
+                                data_snapshot_at=timezone.now(), is_active=True)
+    page = logged_in_page
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    choose_tile_to_classify(page)
+    photo = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(photo, format="PNG")
+    page.set_input_files("#infer-form input[name=mask]", files=[
+        {"name": "my outlines.png", "mimeType": "image/png", "buffer": photo.getvalue()}])
+    page.click("#infer-form button[type=submit]")
+
+    message = page.locator("#infer-form-mask-error")
+    message.wait_for(state="visible")
+    assert message.inner_text().startswith("my outlines.png: ") and "photograph" in message.inner_text()
+    mask = page.locator("#infer-form input[name=mask]")
+    assert mask.get_attribute("aria-invalid") == "true"
+    assert mask.get_attribute("aria-describedby") == "infer-form-mask-error"
+    assert page.evaluate(FOCUSED, "#infer-form input[name=mask]")
+    assert page.locator("#infer-error").is_hidden()
+    assert not Job.objects.filter(project=project, kind=Job.Kind.INFER).exists()
+
+    # Another image leaves the mask's message (it is the mask's); another mask takes it away; then it classifies.
+    page.set_input_files("#infer-form input[name=image]", files=[
+        {"name": "other.png", "mimeType": "image/png", "buffer": photo.getvalue()}])
+    assert message.count() == 1
+    choose_tile_to_classify(page)
+    assert message.count() == 0 and mask.get_attribute("aria-invalid") is None
+    page.click("#infer-form button[type=submit]")
+    page.wait_for_selector("#infer-result:not([hidden])")
+    assert Job.objects.filter(project=project, kind=Job.Kind.INFER).count() == 1

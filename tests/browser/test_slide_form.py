@@ -1,6 +1,6 @@
 """The project page's slide card in real Chromium, with a real worker that reads SLIDES_ROOT: registering a
 slide by path through the form (the job's progress and log, then the slide listed with its exports), and a
-refused path shown as the form's error."""
+refused path shown beside its field."""
 
 from __future__ import annotations
 
@@ -53,6 +53,17 @@ def test_a_path_out_of_the_share_is_the_forms_error(logged_in_page, live_server,
     page.fill("#slide-form input[name=path]", "../etc/passwd")
     page.fill("#slide-form input[name=detections_path]", "lab/case-1.geojson")
     page.click("#slide-form button[type=submit]")
-    page.wait_for_selector("#slide-form [data-role=error]:not([hidden])")
-    assert "'..' is not allowed" in page.inner_text("#slide-form [data-role=error]")
+    # Beside the path it is about (it was the form's alert, tied to no field), the field invalid and focused.
+    message = page.locator("#slide-form-path-error")
+    message.wait_for(state="visible")
+    assert "'..' is not allowed" in message.inner_text()
+    path = page.locator("#slide-form input[name=path]")
+    assert path.get_attribute("aria-invalid") == "true"
+    assert path.get_attribute("aria-describedby") == "slide-form-path-error"
+    assert page.evaluate("document.activeElement === document.querySelector('#slide-form input[name=path]')")
+    assert page.locator("#slide-form [data-role=error]").is_hidden()
     assert page.locator("#slide-job").is_hidden()
+    # Editing the path takes its message away.
+    path.press_sequentially("x")
+    assert message.count() == 0 and path.get_attribute("aria-invalid") is None
+    assert path.get_attribute("aria-describedby") is None
