@@ -34,8 +34,8 @@ def refuse_unknown_params(params, known: Iterable[str]) -> None:
     known = sorted(set(known))
     unknown = sorted(set(params) - set(known) - {"format"})
     if unknown:
-        raise ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [
-            f"unknown query parameter(s) {unknown}; allowed: {known}"]})
+        allowed = f"allowed: {known}" if known else "this endpoint reads none"
+        raise ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [f"unknown query parameter(s) {unknown}; {allowed}"]})
 
 
 # The pages of a paginated list (webapp.core.pagination.PagePagination).

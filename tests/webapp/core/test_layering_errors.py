@@ -151,7 +151,7 @@ def test_a_domain_error_reads_as_field_and_detail():
 
 def test_the_handler_maps_every_domain_error_class():
     expected = {domain_errors.Invalid: 400, domain_errors.NotFound: 404, domain_errors.Conflict: 409,
-                domain_errors.Unavailable: 503}
+                domain_errors.TooLarge: 413, domain_errors.Unavailable: 503}
     classes = {cls for cls in vars(domain_errors).values()
                if isinstance(cls, type) and issubclass(cls, domain_errors.DomainError)} - {domain_errors.DomainError}
     assert classes == set(expected), "a new domain error class needs its status in api_errors.api_exception"

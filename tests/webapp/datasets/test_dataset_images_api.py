@@ -37,3 +37,18 @@ def test_outsiders_and_other_projects_datasets_are_not_found(rp, users, api_clie
     assert api_client_for(users["outsider"]).get(base).status_code == 404
     other = do_create_project("other", actor=owner)
     assert api_client_for(owner).get(f"/api/projects/{other.pk}/datasets/{rp.colon.pk}/images/").status_code == 404
+
+
+def test_a_filter_the_lists_do_not_read_is_a_400_naming_it(rp, users, api_client_for):
+    """``images/?name=a.png`` listed every image and ``members/?role=admin`` every member, as if filtered."""
+    client = api_client_for(users["viewer"])
+    project = f"/api/projects/{rp.project.pk}"
+    for url, allowed in ((f"{project}/datasets/{rp.colon.pk}/images/?name=a.png&page_size=1",
+                          "allowed: ['page', 'page_size']"),
+                         (f"{project}/members/?role=admin", "this endpoint reads none"),
+                         (f"{project}/versions/?number=1", "this endpoint reads none")):
+        response = client.get(url)
+        assert response.status_code == 400, (url, response.content)
+        unknown = url.split("?")[1].split("=")[0]
+        assert response.json()["detail"] == f"unknown query parameter(s) ['{unknown}']; {allowed}"
+    assert client.get(f"{project}/members/?format=json").status_code == 200   # DRF's own, taken everywhere
