@@ -114,7 +114,8 @@ PART_ROOM = 1024
 
 class UploadSizeMiddleware:
     """A 413 before the body is read, for an upload whose Content-Length already says that its files are over the
-    limit (``UPLOAD_LIMITS``): it was read to its end, gigabytes written to a temporary file, and then refused.
+    limit (``UPLOAD_LIMITS``). Before, such a body was read to its end (gigabytes into a temporary file) and then
+    refused, with a 400.
 
     The body may hold more than the files: the form's other fields (at most DATA_UPLOAD_MAX_MEMORY_SIZE) and a
     boundary and headers for each part, so only a body over the limit plus that room is refused here. One within it
