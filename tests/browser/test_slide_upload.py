@@ -76,8 +76,8 @@ def test_after_a_refused_registration_and_a_reload_the_same_files_resume_without
 
     page.goto(f"{live_server.url}/projects/{project.pk}/")
     submit("taken")
-    page.wait_for_selector("#slide-upload-form [data-role=error]:not([hidden])")
-    assert "already has a dataset named 'taken'" in page.inner_text("#slide-upload-form [data-role=error]")
+    page.wait_for_selector("#slide-upload-form-name-error")   # beside the name it refuses (field_errors.js)
+    assert "already has a dataset named 'taken'" in page.inner_text("#slide-upload-form-name-error")
     sent = len(puts)
     assert sent >= fixture.slide.stat().st_size // CHUNK
     page.reload()
