@@ -282,6 +282,19 @@ def register(client, project, name: str, slide_id: str, detections_id: str) -> i
     return response.json()["id"]
 
 
+def assert_given_back(client, project, media: Path, files: dict[str, Path]) -> None:
+    """Each upload id holds its file again, whole and usable by the same user, nothing is left staged, and each
+    was audited as kept."""
+    for upload_id, path in files.items():
+        state = client.get(f"/api/projects/{project.pk}/slide-uploads/{upload_id}/").json()
+        assert state == {**state, "id": upload_id, "filename": path.name, "complete": True,
+                         "size": path.stat().st_size}
+        assert (media / "slide-uploads" / upload_id / "data").read_bytes() == path.read_bytes()
+    assert not any((media / "staging").iterdir())
+    assert sorted(AuditLogEntry.objects.filter(action="slide_upload.kept").values_list("details__upload", flat=True)) \
+        == sorted(files)
+
+
 def test_a_failed_import_gives_its_uploads_back_under_the_same_ids(api_client_for, owner, project, tmp_path, uploads,
                                                                    media):
     from workers.tasks import run_job
@@ -304,15 +317,8 @@ def test_a_failed_import_gives_its_uploads_back_under_the_same_ids(api_client_fo
         "for a day: register again with them (slide_upload_id, detections_upload_id; the project page's upload form "
         "reuses them when the same files are chosen again)."), job.error
     # Usable again, whole, by the same user: the same state as before the registration, the bytes renamed back.
-    for upload_id, path in ((slide_id, fixture.slide), (detections_id, bad)):
-        state = client.get(f"/api/projects/{project.pk}/slide-uploads/{upload_id}/").json()
-        assert state == {**state, "id": upload_id, "filename": path.name, "complete": True,
-                         "size": path.stat().st_size}
-        assert (media / "slide-uploads" / upload_id / "data").read_bytes() == path.read_bytes()
-    assert not any((media / "staging").iterdir())
+    assert_given_back(client, project, media, {slide_id: fixture.slide, detections_id: bad})
     assert not (media / f"projects/{project.pk}/datasets/job-{job_id}").exists()
-    assert sorted(AuditLogEntry.objects.filter(action="slide_upload.kept").values_list("details__upload", flat=True)) \
-        == sorted([slide_id, detections_id])
     # Touched when given back: the day counts from now, not from the upload.
     assert f"slide-uploads/{slide_id}" not in sweep_orphans()
 
@@ -376,14 +382,7 @@ def test_a_failed_import_of_files_sent_in_its_request_gives_them_back_as_uploads
         "bad.geojson: feature #20: geometry type 'Point' is not supported (nuclei need Polygon or MultiPolygon). "
         f"The uploaded slide case-1.tif and detections bad.geojson are kept as uploads {slide_id} and {detections_id} "
         "for a day: register again with them (slide_upload_id, detections_upload_id)."), job.error
-    for upload_id, path in ((slide_id, fixture.slide), (detections_id, bad)):
-        state = client.get(f"/api/projects/{project.pk}/slide-uploads/{upload_id}/").json()
-        assert state == {**state, "id": upload_id, "filename": path.name, "complete": True,
-                         "size": path.stat().st_size}
-        assert (media / "slide-uploads" / upload_id / "data").read_bytes() == path.read_bytes()
-    assert not any((media / "staging").iterdir())
-    assert sorted(AuditLogEntry.objects.filter(action="slide_upload.kept").values_list("details__upload", flat=True)) \
-        == sorted([slide_id, detections_id])
+    assert_given_back(client, project, media, {slide_id: fixture.slide, detections_id: bad})
     # Someone else in the project cannot take them.
     do_set_membership(project, member, Role.CURATOR, actor=owner)
     assert api_client_for(member).get(f"/api/projects/{project.pk}/slide-uploads/{slide_id}/").status_code == 404

@@ -36,6 +36,26 @@ def read(world, limit: int, settings, tmp_path) -> slide_data.SlideTrainingData:
                                           cache_dir=tmp_path / "cache", split_names=table_names([world.image]))
 
 
+def stopped_after_stage_1(project, owner, options: dict) -> tuple[Job, int]:
+    """A training of ``options`` cancelled once its stage 1 finished, and how many nuclei it trained on."""
+    from mlcore.types import Cancelled
+
+    job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner, params={"options": options})
+
+    def point() -> dict:
+        return (Job.objects.get(pk=job.pk).result or {}).get("resume") or {}
+
+    with pytest.raises(Cancelled):
+        run_training(job, lambda *a, **k: None, lambda: point().get("done") == ["sparse"])
+    Job.objects.filter(pk=job.pk).update(state=Job.State.CANCELLED)
+    return job, point()["nuclei"]
+
+
+def resume_job(stopped: Job, owner, options: dict) -> Job:
+    return Job.objects.create(kind=Job.Kind.TRAIN, project=stopped.project, created_by=owner,
+                              params={"options": options, "resume": {"job": stopped.pk, "stage": "sparse"}})
+
+
 def test_the_shares_of_the_slides_within_the_limit():
     assert slide_data.shares([5, 100, 100], 105) == [5, 50, 50]
     assert slide_data.shares([5, 100, 100], 1000) == [5, 100, 100]
@@ -122,7 +142,6 @@ def test_reviews_of_a_slides_unlabelled_nuclei_after_a_cancel_do_not_stop_its_re
     resume (asked for, or a lost worker's own) must read the nuclei the stopped training read, as of its data
     snapshot, as a tile's review changes a label and never the nuclei. It failed with "the project has N+1 nuclei,
     job J trained on N: its data changed"."""
-    from mlcore.types import Cancelled
     from webapp.datasets.models import Label
     from webapp.datasets.operations import do_record_label
 
@@ -132,25 +151,14 @@ def test_reviews_of_a_slides_unlabelled_nuclei_after_a_cancel_do_not_stop_its_re
     unlabelled = [pk for pk in sorted(world.truth) if pk not in world.beta_reviews][::4]
     Label.objects.filter(nucleus_id__in=unlabelled).delete()
     options = {**FAST, "stages": ["sparse", "completion"], "predict_tta": False}
-    first = Job.objects.create(kind=Job.Kind.TRAIN, project=world.project, created_by=owner,
-                               params={"options": options})
-
-    def point() -> dict:
-        return (Job.objects.get(pk=first.pk).result or {}).get("resume") or {}
-
-    with pytest.raises(Cancelled):
-        run_training(first, lambda *a, **k: None, lambda: point().get("done") == ["sparse"])
-    Job.objects.filter(pk=first.pk).update(state=Job.State.CANCELLED)
-    trained = point()["nuclei"]
+    first, trained = stopped_after_stage_1(world.project, owner, options)
     # Meanwhile a reviewer labels two of the unlabelled nuclei, and changes a reviewed one.
     for pk in unlabelled[:2]:
         do_record_label(Nucleus.objects.get(pk=pk), world.beta, 1, author=owner)
     reviewed = sorted(world.beta_reviews)[0]
     do_record_label(Nucleus.objects.get(pk=reviewed), world.beta, 1 - world.beta_reviews[reviewed], author=owner)
 
-    resumed = Job.objects.create(kind=Job.Kind.TRAIN, project=world.project, created_by=owner,
-                                 params={"options": options, "resume": {"job": first.pk, "stage": "sparse"}})
-    result = run_training(resumed, lambda *a, **k: None, lambda: False)
+    result = run_training(resume_job(first, owner, options), lambda *a, **k: None, lambda: False)
     version = ModelVersion.objects.get(pk=result["model_version_id"])
     assert version.training_data["nuclei"] == trained == len(world.truth) - len(unlabelled)
     # The labels are the current ones (the changed review), as a tile's; the new nuclei wait for the next training.
@@ -244,7 +252,6 @@ def test_reviews_undone_after_a_cancel_do_not_stop_its_resume_but_a_deleted_data
     dropped the nucleus from the nuclei labelled as of the snapshot, and a nucleus whose review had been undone before
     the snapshot came back with a new review: each failed the resume with "the project has N nuclei, job J trained
     on M: its data changed". Tile nuclei beside them are all read whatever their labels."""
-    from mlcore.types import Cancelled
     from tests.workers.training_helpers import two_taxonomy_project
     from webapp.datasets.models import Dataset, Label, LabelSet
     from webapp.review.operations import do_decide, do_undo
@@ -271,15 +278,7 @@ def test_reviews_undone_after_a_cancel_do_not_stop_its_resume_but_a_deleted_data
     assert not CurrentLabel.objects.filter(nucleus=undone_before).exists() and Label.objects.get(pk=label.pk)
 
     options = {**FAST, "stages": ["sparse", "completion"], "predict_tta": False}
-    first = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner, params={"options": options})
-
-    def point() -> dict:
-        return (Job.objects.get(pk=first.pk).result or {}).get("resume") or {}
-
-    with pytest.raises(Cancelled):
-        run_training(first, lambda *a, **k: None, lambda: point().get("done") == ["sparse"])
-    Job.objects.filter(pk=first.pk).update(state=Job.State.CANCELLED)
-    trained = point()["nuclei"]
+    first, trained = stopped_after_stage_1(project, owner, options)
     tile_nuclei = Nucleus.objects.filter(image__project=project, image__slide_file="").count()
     assert trained == tile_nuclei + len(world.truth) - 1   # the slide's unlabelled nucleus is not read
 
@@ -296,21 +295,15 @@ def test_reviews_undone_after_a_cancel_do_not_stop_its_resume_but_a_deleted_data
             do_decide(nucleus, label_set, 1, user=owner, expected_label_id=current(nucleus, label_set))
             do_undo(nucleus, label_set, user=owner)
 
-    resumed = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner,
-                                 params={"options": options, "resume": {"job": first.pk, "stage": "sparse"}})
+    resumed = resume_job(first, owner, options)
     result = run_training(resumed, lambda *a, **k: None, lambda: False)
     assert ModelVersion.objects.get(pk=result["model_version_id"]).training_data["nuclei"] == trained
 
     # A real change of the data is still refused, saying so: the slide's dataset deleted.
     Job.objects.filter(pk=resumed.pk).update(state=Job.State.SUCCEEDED)
-    again = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner, params={"options": options})
-    with pytest.raises(Cancelled):
-        run_training(again, lambda *a, **k: None,
-                     lambda: (Job.objects.get(pk=again.pk).result or {}).get("resume", {}).get("done") == ["sparse"])
-    Job.objects.filter(pk=again.pk).update(state=Job.State.CANCELLED)
+    again, _ = stopped_after_stage_1(project, owner, options)
     Dataset.objects.filter(pk=world.dataset.pk).delete()
-    refused = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner,
-                                 params={"options": options, "resume": {"job": again.pk, "stage": "sparse"}})
+    refused = resume_job(again, owner, options)
     with pytest.raises(NotResumable, match=f"the project has {tile_nuclei} nuclei, job {again.pk} trained on "
                                            f"{trained}: its data changed, so start a new training"):
         run_training(refused, lambda *a, **k: None, lambda: False)
