@@ -87,6 +87,9 @@ class TrainStartSerializer(TrainRequestSerializer):
 class TrainEstimateSerializer(TrainStartSerializer):
     """The query of GET .../train/estimate/: the options of POST .../train/ (stages repeated or comma-separated)."""
 
+    # DRF's URL format override (?format=json), which every GET of the API takes, is no training option.
+    ignored_fields = TrainStartSerializer.ignored_fields | {"format"}
+
     def to_internal_value(self, data):
         if hasattr(data, "getlist") and "stages" in data:
             data = data.copy()

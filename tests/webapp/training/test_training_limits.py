@@ -34,6 +34,11 @@ def test_a_training_beyond_the_limits_is_refused_and_no_job_is_made(small_projec
     estimate = client.get(f"/api/projects/{small_project.pk}/train/estimate/",
                           {"samples_per_epoch": 99999999999})
     assert estimate.status_code == 400 and "samples_per_epoch" in estimate.json()["detail"]
+    # DRF's ?format= (which every GET takes) is no option of the training: the refusal still names the field at
+    # fault, not "unknown field(s) ['format']".
+    estimate = client.get(f"/api/projects/{small_project.pk}/train/estimate/",
+                          {"samples_per_epoch": 99999999999, "format": "json"})
+    assert estimate.status_code == 400 and estimate.json()["detail"].startswith("samples_per_epoch"), estimate.json()
 
 
 def test_the_largest_draws_per_epoch_are_accepted_and_the_config_refuses_more():
