@@ -102,3 +102,18 @@ def choose_tile_to_classify(page) -> None:
     page.set_input_files("#infer-form input[name=mask]", files=[
         {"name": "tile.npy", "mimeType": "application/octet-stream", "buffer": npy.getvalue()}])
 
+
+
+def shown_beside_its_field(page, form: str, field: str, alert: str):
+    """A refusal shown beside the field it names (static/js/field_errors.js): the message visible, the field marked
+    invalid, described by the message and focused, the form's alert (``alert``, a selector) hidden. Returns the
+    message and the field, for the caller's checks of the words and of what takes the message away."""
+    message = page.locator(f"#{form}-{field}-error")
+    message.wait_for(state="visible")
+    control = page.locator(f"#{form} input[name={field}]")
+    assert control.get_attribute("aria-invalid") == "true"
+    assert control.get_attribute("aria-describedby") == f"{form}-{field}-error"
+    assert page.evaluate("(selector) => document.activeElement === document.querySelector(selector)",
+                         f"#{form} input[name={field}]")
+    assert page.locator(alert).is_hidden()
+    return message, control

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.browser.conftest import wait_until
+from tests.browser.conftest import shown_beside_its_field, wait_until
 from tests.workers.training_helpers import two_taxonomy_project
 from webapp.jobs import operations as job_operations
 from webapp.jobs.models import Job
@@ -112,14 +112,8 @@ def test_the_slide_upload_forms_refusals_go_beside_the_file_they_name(logged_in_
         {"name": "cells.geojson", "mimeType": "application/json", "buffer": b"{}"}])
     page.click("#slide-upload-form button[type=submit]")
 
-    message = page.locator("#slide-upload-form-slide-error")
-    message.wait_for(state="visible")
+    message, slide = shown_beside_its_field(page, "slide-upload-form", "slide", "#slide-upload-form [data-role=error]")
     assert "'notes.txt' is neither a slide" in message.inner_text()
-    slide = page.locator("#slide-upload-form input[name=slide]")
-    assert slide.get_attribute("aria-invalid") == "true"
-    assert slide.get_attribute("aria-describedby") == "slide-upload-form-slide-error"
-    assert page.evaluate(FOCUSED, "#slide-upload-form input[name=slide]")
-    assert page.locator("#slide-upload-form [data-role=error]").is_hidden()
 
     page.set_input_files("#slide-upload-form input[name=slide]", files=[
         {"name": "case.svs", "mimeType": "application/octet-stream", "buffer": b"II*\x00"}])
@@ -152,14 +146,8 @@ def test_the_classify_forms_refused_mask_is_shown_beside_it(logged_in_page, live
         {"name": "my outlines.png", "mimeType": "image/png", "buffer": photo.getvalue()}])
     page.click("#infer-form button[type=submit]")
 
-    message = page.locator("#infer-form-mask-error")
-    message.wait_for(state="visible")
+    message, mask = shown_beside_its_field(page, "infer-form", "mask", "#infer-error")
     assert message.inner_text().startswith("my outlines.png: ") and "photograph" in message.inner_text()
-    mask = page.locator("#infer-form input[name=mask]")
-    assert mask.get_attribute("aria-invalid") == "true"
-    assert mask.get_attribute("aria-describedby") == "infer-form-mask-error"
-    assert page.evaluate(FOCUSED, "#infer-form input[name=mask]")
-    assert page.locator("#infer-error").is_hidden()
     assert not Job.objects.filter(project=project, kind=Job.Kind.INFER).exists()
 
     # Another image leaves the mask's message (it is the mask's); another mask takes it away; then it classifies.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.browser.conftest import shown_beside_its_field
 from tests.browser.test_upload_page import wait_in_page
 from webapp.datasets.models import Image
 from webapp.projects.slides_folder import do_set_slides_folder
@@ -54,14 +55,8 @@ def test_a_path_out_of_the_share_is_the_forms_error(logged_in_page, live_server,
     page.fill("#slide-form input[name=detections_path]", "lab/case-1.geojson")
     page.click("#slide-form button[type=submit]")
     # Beside the path it is about (it was the form's alert, tied to no field), the field invalid and focused.
-    message = page.locator("#slide-form-path-error")
-    message.wait_for(state="visible")
+    message, path = shown_beside_its_field(page, "slide-form", "path", "#slide-form [data-role=error]")
     assert "'..' is not allowed" in message.inner_text()
-    path = page.locator("#slide-form input[name=path]")
-    assert path.get_attribute("aria-invalid") == "true"
-    assert path.get_attribute("aria-describedby") == "slide-form-path-error"
-    assert page.evaluate("document.activeElement === document.querySelector('#slide-form input[name=path]')")
-    assert page.locator("#slide-form [data-role=error]").is_hidden()
     assert page.locator("#slide-job").is_hidden()
     # Editing the path takes its message away.
     path.press_sequentially("x")

@@ -105,3 +105,13 @@ def add_predictions(vp: ViewerProject, image: Image | None = None) -> dict:
             expected[nucleus.pk, label_set.pk] = (index, probability)
     Prediction.objects.bulk_create(rows)
     return expected
+
+
+def deletion_job(vp, owner, target: str):
+    """A running deletion job of the viewer project's dataset alpha (``target`` "dataset") or of the whole project."""
+    from webapp.jobs.models import Job
+
+    params = ({"target": "dataset", "dataset": vp.alpha.pk, "name": "alpha"} if target == "dataset"
+              else {"target": "project", "project": vp.project.pk, "name": vp.project.name})
+    return Job.objects.create(kind=Job.Kind.DELETE, state=Job.State.RUNNING, project=vp.project, created_by=owner,
+                              params=params)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.webapp.viewer_project import build_viewer_project
+from tests.webapp.viewer_project import build_viewer_project, deletion_job
 from webapp.datasets.models import Dataset, Image, Nucleus
 from webapp.jobs.models import Job
 from webapp.datasets import deletion
@@ -23,13 +23,6 @@ def vp(owner, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
     return build_viewer_project(owner, tmp_path / "sources", n_images=3, nuclei=5, size=64)
-
-
-def deletion_job(vp, owner, target: str) -> Job:
-    params = ({"target": "dataset", "dataset": vp.alpha.pk, "name": "alpha"} if target == "dataset"
-              else {"target": "project", "project": vp.project.pk, "name": vp.project.name})
-    return Job.objects.create(kind=Job.Kind.DELETE, state=Job.State.RUNNING, project=vp.project, created_by=owner,
-                              params=params)
 
 
 def snapshot(vp) -> tuple:

@@ -9,10 +9,9 @@ from django.db.models import signals
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tests.webapp.viewer_project import add_predictions, build_viewer_project, review
+from tests.webapp.viewer_project import add_predictions, build_viewer_project, deletion_job, review
 from webapp.core.models import AuditLogEntry
 from webapp.datasets.models import CurrentLabel, Dataset, Image, Label, Nucleus
-from webapp.jobs.models import Job
 from webapp.projects.deletion import run_deletion_job
 from webapp.projects.models import Project
 from webapp.review.models import ConflictSettlement, ReviewLease, ReviewSkip, ReviewUndo
@@ -79,13 +78,6 @@ def ids_of(dataset_ids) -> dict[str, set[int]]:
     ids["Image"] = set(Image.objects.filter(dataset_id__in=dataset_ids).values_list("pk", flat=True))
     ids["Dataset"] = set(dataset_ids)
     return ids
-
-
-def deletion_job(vp, owner, target: str) -> Job:
-    params = ({"target": "dataset", "dataset": vp.alpha.pk, "name": "alpha"} if target == "dataset"
-              else {"target": "project", "project": vp.project.pk, "name": vp.project.name})
-    return Job.objects.create(kind=Job.Kind.DELETE, state=Job.State.RUNNING, project=vp.project, created_by=owner,
-                              params=params)
 
 
 def deleted_in_statements(job) -> CaptureQueriesContext:
