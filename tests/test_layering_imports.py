@@ -33,10 +33,12 @@ PACKAGES = ("mlcore", "webapp", "workers")
 #   lives with the project but sits above what it holds. Its deletion deletes its datasets and runs as a job;
 #   the API's project detail shows its label sets and datasets; the front page and a project's page show
 #   everything (datasets, jobs, the training panel, members, deletion).
+# - webapp.backup: the backup and restore of the whole installation (database and media), which names every app's
+#   files.
 # - workers: the tasks and their handlers, which call into every app above.
 LAYERS = ["mlcore", "workers.celery", "webapp.core", "webapp.projects", "webapp.jobs", "webapp.datasets",
           "webapp.training", "webapp.review", "webapp.projects.deletion", "webapp.projects.api",
-          "webapp.projects.pages", "workers"]
+          "webapp.projects.pages", "webapp.backup", "workers"]
 
 # The wiring, above every layer and so in none: settings and the URL configurations (webapp.urls and each app's
 # *urls.py) name every app's views, the servers' entry points load them, management commands and migrations

@@ -219,6 +219,30 @@ def do_reap_lost_jobs() -> list[Job]:
     return reaped
 
 
+def do_end_jobs_interrupted_by_restore() -> list[Job]:
+    """After ``manage.py restore``: the jobs that were queued or running when the backup was taken. No worker
+    holds them (their messages were in the Redis of the installation backed up, and the reaper ends a running
+    one only once it asks the workers), so each ends now: failed, saying why and what to do, or cancelled where
+    a cancel was asked for. Returns them."""
+    ended = []
+    for job_id in Job.objects.exclude(state__in=Job.FINISHED_STATES).values_list("pk", flat=True):
+        with transaction.atomic():
+            job = Job.objects.select_for_update().get(pk=job_id)
+            if job.finished:
+                continue
+            if job.cancel_requested:
+                _finish(job, Job.State.CANCELLED)
+            else:
+                again = ("Resume it from the project page: it goes on from where it stopped."
+                         if (job.result or {}).get("resume") else "Start it again.")
+                job.error = (f"The installation was restored from a backup taken while this job was {job.state}; "
+                             f"it did not go on after the restore. {again}")
+                _finish(job, Job.State.FAILED)
+            audit.record("job.lost", target=job, kind=job.kind, worker=job.worker, reason="restored from a backup")
+        ended.append(job)
+    return ended
+
+
 def do_mark_cancelled(job_id: int) -> Job:
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)

@@ -1,0 +1,242 @@
+"""manage.py backup and manage.py restore (webapp/backup.py, README "Backups"): a populated installation backed up
+while it runs and restored into a fresh DATA_DIR and database serves the same rows, files and labels; a backup taken
+while reviewers write and a dataset is deleted names no missing file; a backup is refused where it would do harm."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, connections
+
+from tests.conftest import ROOT, database_url_for_subprocess, subprocess_env
+from webapp import backup
+from webapp.core import media
+from webapp.datasets.models import CurrentLabel, Image
+from webapp.datasets.operations import do_delete_dataset
+from webapp.jobs.models import Job
+from webapp.review.operations import do_decide
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHECKPOINT = b"a model version's weights\n" * 100
+
+# What the restored installation answers, read by a process of its own (its DATABASE_URL, DATA_DIR and MEDIA_ROOT).
+SERVES = """
+import json, django
+django.setup()
+from django.contrib.auth import get_user_model
+from django.test import Client
+from webapp import backup
+from webapp.datasets.models import Image
+from webapp.jobs.models import Job
+from webapp.projects.models import Project
+client = Client()
+client.force_login(get_user_model().objects.get(username="owner"))
+project = Project.objects.get()
+csv = b"".join(client.get(f"/api/projects/{project.pk}/export/merged.csv").streaming_content).decode()
+image = Image.objects.order_by("pk").first()
+picture = client.get(f"/media-files/images/{image.pk}/image")
+print(json.dumps({"rows": backup.row_counts("default"), "csv": csv,
+                  "page": client.get(f"/projects/{project.pk}/").status_code,
+                  "picture": [picture.status_code, b"".join(picture.streaming_content).hex()],
+                  "jobs": {job.pk: [job.state, job.error] for job in Job.objects.all()}}))
+"""
+
+
+def populate(rp, users, *, jobs: bool = True) -> None:
+    """The review project with reviews, a checkpoint file for its model version and two jobs left unfinished."""
+    media.work_path(rp.version.checkpoint_file).parent.mkdir(parents=True, exist_ok=True)
+    media.work_path(rp.version.checkpoint_file).write_bytes(CHECKPOINT)
+    for nucleus in rp.nuclei(rp.colon)[:5]:
+        do_decide(nucleus, rp.breast_set, 1, user=users["reviewer"], expected_label_id=None)
+    if not jobs:
+        return
+    Job.objects.create(kind=Job.Kind.TRAIN, state=Job.State.RUNNING, project=rp.project, created_by=users["owner"])
+    Job.objects.create(kind=Job.Kind.EXPORT, state=Job.State.QUEUED, project=rp.project, created_by=users["owner"])
+
+
+def fresh_database_url(tmp_path: Path) -> str:
+    """An empty database of the same engine as the test's: a new SQLite file, or a new PostgreSQL database."""
+    settings_dict = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{tmp_path / 'restored' / 'db.sqlite3'}"
+    name = f"{settings_dict['NAME']}_restored"
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    return database_url_for_subprocess({**settings_dict, "NAME": name})
+
+
+def run_in(install: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=subprocess_env(**install), capture_output=True,
+                          text=True, timeout=300)
+
+
+def serves(install: dict | None) -> dict:
+    if install is None:   # this process's installation, answering as the restored one does
+        out = subprocess.run([sys.executable, "-c", SERVES], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                             env=subprocess_env(MEDIA_ROOT=str(settings.MEDIA_ROOT)))
+    else:
+        out = run_in(install, "-c", SERVES)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture
+def restored_install(tmp_path):
+    data = tmp_path / "restored"
+    data.mkdir()
+    install = {"DATA_DIR": str(data), "MEDIA_ROOT": str(data / "media"), "DATABASE_URL": fresh_database_url(tmp_path)}
+    yield install
+    if connection.vendor == "postgresql":
+        connections.close_all()
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{connection.settings_dict["NAME"]}_restored"')
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow   # two processes of their own and a restore: about 25 s
+def test_a_restored_backup_serves_the_same_rows_files_and_labels(rp, users, tmp_path, restored_install):
+    if connection.vendor == "postgresql" and not (shutil.which("pg_dump") and shutil.which("pg_restore")):
+        pytest.skip("pg_dump and pg_restore are not on the PATH (apt-get install postgresql-client)")
+    populate(rp, users)
+    before = serves(None)
+    dest = tmp_path / "backup"
+    call_command("backup", str(dest), verbosity=0)
+
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["format"] == backup.FORMAT and manifest["database"]["engine"] == connection.vendor
+    assert manifest["database"]["rows"]["datasets.Image"] == Image.objects.count() == 4
+    media_root = Path(media.root())
+    on_disk = {path.relative_to(media_root).as_posix() for path in media_root.rglob("*") if path.is_file()}
+    assert set(manifest["media"]["files"]) == on_disk
+    for name, entry in manifest["media"]["files"].items():
+        assert entry["sha256"] == sha256(media_root / name) == sha256(dest / "media" / name)
+
+    restored = run_in(restored_install, "manage.py", "restore", str(dest))
+    assert restored.returncode == 0, restored.stderr
+    assert "2 jobs that were queued or running at the backup ended as failed" in restored.stdout
+
+    after = serves(restored_install)
+    assert after["csv"] == before["csv"] and after["csv"].count("\n") > 40      # the same labels, reviews included
+    assert after["page"] == before["page"] == 200
+    assert after["picture"] == before["picture"] and after["picture"][0] == 200
+    changed = {label for label in before["rows"] if after["rows"][label] != before["rows"][label]}
+    assert changed <= {"core.AuditLogEntry", "sessions.Session", "axes.AccessLog",  # the checks' own logins "django_celery_beat.PeriodicTask",
+                       "django_celery_beat.IntervalSchedule", "django_celery_beat.CrontabSchedule",
+                       "django_celery_beat.PeriodicTasks"}
+    assert after["rows"]["core.AuditLogEntry"] == before["rows"]["core.AuditLogEntry"] + 4  # 2 ends, 2 "lost"
+    for job_id, (state, error) in after["jobs"].items():
+        assert state == "failed" and "restored from a backup" in error, (job_id, state, error)
+    restored_media = Path(restored_install["MEDIA_ROOT"])
+    assert {path.relative_to(restored_media).as_posix() for path in restored_media.rglob("*") if path.is_file()} \
+        == on_disk
+    assert (restored_media / rp.version.checkpoint_file).read_bytes() == CHECKPOINT
+
+    again = run_in(restored_install, "manage.py", "restore", str(dest))
+    assert again.returncode != 0 and "not empty (1 projects" in again.stderr and "--force" in again.stderr
+
+
+def snapshot_images(dest: Path) -> list[tuple[str, str, str]]:
+    """The (file, mask_file, thumbnail_file) of every image row in the backup's database, read with the
+    database's own tools, and the integrity check of a SQLite copy."""
+    manifest = json.loads((dest / "manifest.json").read_text())
+    if manifest["database"]["engine"] == "sqlite":
+        import sqlite3
+
+        copy = sqlite3.connect(dest / manifest["database"]["file"])
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert copy.execute("PRAGMA foreign_key_check").fetchall() == []
+        return copy.execute("SELECT file, mask_file, thumbnail_file FROM datasets_image").fetchall()
+    sql = subprocess.run(["pg_restore", "--data-only", "--table=datasets_image", "--file=-",
+                          str(dest / manifest["database"]["file"])], capture_output=True, text=True, check=True).stdout
+    header, *lines = sql[sql.index("COPY public.datasets_image"):].split("\n")
+    columns = [name.strip() for name in header[header.index("(") + 1:header.index(")")].split(",")]
+    rows = [dict(zip(columns, line.split("\t"))) for line in lines[:lines.index("\\.")]]
+    return [(row["file"], row["mask_file"], row["thumbnail_file"]) for row in rows]
+
+
+def test_a_backup_taken_while_reviewers_write_and_a_dataset_goes_names_no_missing_file(rp, users, tmp_path):
+    if connection.vendor == "postgresql" and not shutil.which("pg_dump"):
+        pytest.skip("pg_dump is not on the PATH (apt-get install postgresql-client)")
+    populate(rp, users, jobs=False)   # a running training would hold the deletion back
+    stop = threading.Event()
+    decided = []
+
+    def review():
+        try:
+            for nucleus in rp.nuclei(rp.breast):
+                if stop.is_set():
+                    break
+                current = CurrentLabel.objects.filter(nucleus=nucleus, label_set=rp.colon_set).first()
+                do_decide(nucleus, rp.colon_set, 0, user=users["reviewer2"],
+                          expected_label_id=current.label_id if current else None)
+                decided.append(nucleus.pk)
+        finally:
+            connections.close_all()
+
+    snapshots = []
+
+    def delete_a_dataset_after_the_first_snapshot():
+        snapshots.append(1)
+        if len(snapshots) == 1:   # its rows are in the first snapshot, its files are gone before the copy
+            do_delete_dataset(rp.colon)
+
+    writer = threading.Thread(target=review)
+    writer.start()
+    try:
+        result = backup.backup(tmp_path / "backup", between=delete_a_dataset_after_the_first_snapshot)
+    finally:
+        stop.set()
+        writer.join(60)
+    assert decided, "the reviewer thread decided nothing"
+    assert result.snapshots == 2
+    copied = set(result.manifest["media"]["files"])
+    images = snapshot_images(tmp_path / "backup")
+    assert len(images) == result.manifest["database"]["rows"]["datasets.Image"] == 2   # the colon dataset is gone
+    assert {name for row in images for name in row if name} <= copied
+
+
+def test_a_backup_is_not_written_into_a_folder_that_holds_files(db, tmp_path):
+    dest = tmp_path / "old"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    with pytest.raises(CommandError, match="not an empty folder"):
+        call_command("backup", str(dest), verbosity=0)
+    assert [path.name for path in dest.iterdir()] == ["keep.txt"]
+
+
+def test_a_restore_refuses_a_damaged_backup_or_one_from_a_newer_release(db, tmp_path):
+    dest = tmp_path / "backup"
+    call_command("backup", str(dest), verbosity=0)
+    manifest = json.loads((dest / "manifest.json").read_text())
+
+    newer = {**manifest, "database": {**manifest["database"],
+                                      "migrations": manifest["database"]["migrations"] + ["review.9999_future"]}}
+    (dest / "manifest.json").write_text(json.dumps(newer))
+    with pytest.raises(backup.BackupError, match="newer release.*review.9999_future"):
+        backup.check_migrations(newer)
+
+    (dest / "manifest.json").write_text(json.dumps({**manifest, "format": 99}))
+    with pytest.raises(CommandError, match="format 99"):
+        call_command("restore", str(dest), verbosity=0)
+
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    with (dest / manifest["database"]["file"]).open("r+b") as database:
+        database.seek(200)
+        database.write(b"damage")
+    with pytest.raises(backup.BackupError, match="damaged"):
+        backup.verify(dest, manifest)
