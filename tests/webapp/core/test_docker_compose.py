@@ -142,3 +142,14 @@ def test_the_image_serves_the_static_files_it_collected(compose):
     assert env and collect and env.start() < collect.start() and env.group(1).startswith("/app/")
     for name in APP_SERVICES:
         assert "STATIC_ROOT" not in compose["services"][name].get("environment", {}), name
+
+
+def test_the_image_has_pg_dump_of_the_postgres_service_s_version(compose):
+    """manage.py backup runs pg_dump in the web container (README "Backups"): a client older than the server refuses
+    to dump it, and Debian's own is of one version, so the image takes the compose server's from PostgreSQL's
+    repository."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    client = re.search(r"^ARG POSTGRES_CLIENT=(\d+)$", dockerfile, re.M)
+    assert client and "postgresql-client-${POSTGRES_CLIENT}" in dockerfile
+    server = re.fullmatch(r"postgres:(\d+)(\.\d+)*(-\w+)?", compose["services"]["postgres"]["image"])
+    assert server and int(client.group(1)) >= int(server.group(1))
