@@ -230,7 +230,20 @@ def backup(dest: Path, *, progress_bar: Callable[[int], Progress] | None = None,
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise BackupError(f"{dest} exists and is not an empty folder: name a new one (e.g. one per date)")
     vendor = engine()
+    created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
+    try:
+        return _backup_into(dest, vendor, progress_bar, between)
+    except BaseException:   # nothing half-written stays: the folder is as it was (absent, or empty)
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
+        else:
+            for child in dest.iterdir():
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        raise
+
+
+def _backup_into(dest: Path, vendor: str, progress_bar, between) -> BackupResult:
     database_file = dest / (SQLITE_FILE if vendor == "sqlite" else POSTGRES_FILE)
     copied: dict[str, dict] = {}
     remote = media.is_remote()
@@ -238,8 +251,15 @@ def backup(dest: Path, *, progress_bar: Callable[[int], Progress] | None = None,
         snapshot = _snapshot_sqlite(database_file) if vendor == "sqlite" else _snapshot_postgres(database_file)
         if between is not None:
             between()
-        if remote:
-            break
+        if remote:   # the bucket is not copied (README "Backups"), but what the rows name must be in it
+            listed = set(media.names())
+            missing = {name for name in snapshot.files if name not in listed}
+            if not missing:
+                break
+            if attempt == SNAPSHOT_TRIES:
+                raise BackupError(f"{len(missing)} media files named by the database are not in the bucket (e.g. "
+                                  f"{sorted(missing)[:3]}): restore them from the bucket's versioning or replica")
+            continue
         source = Path(settings.MEDIA_ROOT)
         todo = {name: path for name, path in media_files(source).items() if name not in copied}
         total = 0
@@ -276,6 +296,7 @@ def backup(dest: Path, *, progress_bar: Callable[[int], Progress] | None = None,
     }
     if remote:
         manifest["media"]["bucket"] = getattr(getattr(media.default_storage, "bucket", None), "name", None)
+        manifest["media"]["in_bucket"] = len(snapshot.files)
     partial = dest / (MANIFEST + ".partial")
     partial.write_text(json.dumps(manifest, indent=1))
     partial.replace(dest / MANIFEST)

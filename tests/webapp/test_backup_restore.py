@@ -240,3 +240,46 @@ def test_a_restore_refuses_a_damaged_backup_or_one_from_a_newer_release(db, tmp_
         database.write(b"damage")
     with pytest.raises(backup.BackupError, match="damaged"):
         backup.verify(dest, manifest)
+
+
+@pytest.mark.slow   # four processes migrating databases of their own: about 40 s
+def test_a_backup_of_an_older_release_is_migrated_forward(tmp_path, restored_install):
+    """An installation one migration behind this code (as a previous release left it) is backed up and restored
+    here: the restore applies the newer migration."""
+    if connection.vendor == "postgresql" and not (shutil.which("pg_dump") and shutil.which("pg_restore")):
+        pytest.skip("pg_dump and pg_restore are not on the PATH (apt-get install postgresql-client)")
+    older = {"DATA_DIR": str(tmp_path / "older"), "MEDIA_ROOT": str(tmp_path / "older" / "media")}
+    if connection.vendor == "sqlite":
+        older["DATABASE_URL"] = f"sqlite:///{tmp_path / 'older' / 'db.sqlite3'}"
+    else:
+        name = f"{connection.settings_dict['NAME']}_older"
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        older["DATABASE_URL"] = database_url_for_subprocess({**connection.settings_dict, "NAME": name})
+    try:
+        for step in (["migrate", "-v0"], ["migrate", "training", "0005", "-v0"],
+                     ["backup", str(tmp_path / "backup")]):
+            done = run_in(older, "manage.py", *step)
+            assert done.returncode == 0, done.stderr
+        manifest = json.loads((tmp_path / "backup" / "manifest.json").read_text())
+        assert "training.0006_db_defaults_for_workers_not_yet_upgraded" not in manifest["database"]["migrations"]
+
+        restored = run_in(restored_install, "manage.py", "restore", str(tmp_path / "backup"))
+        assert restored.returncode == 0, restored.stderr
+        assert "migrated forward by 1 migrations" in restored.stdout
+        plan = run_in(restored_install, "manage.py", "showmigrations", "training")
+        assert "[X] 0006_db_defaults_for_workers_not_yet_upgraded" in plan.stdout and "[ ]" not in plan.stdout
+    finally:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{connection.settings_dict["NAME"]}_older"')
+
+
+def test_without_pg_dump_the_backup_says_what_to_install(db, tmp_path, monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite is backed up through Python's sqlite3 module: no tool to install")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(CommandError, match="pg_dump is not on the PATH: .*apt-get install postgresql-client"):
+        call_command("backup", str(tmp_path / "backup"), verbosity=0)
+    assert not (tmp_path / "backup").exists()

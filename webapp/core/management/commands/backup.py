@@ -43,7 +43,7 @@ class Command(BaseCommand):
         if files["storage"] == "remote":
             self.stdout.write(self.style.WARNING(
                 f"  media: not copied, they are in the object store (bucket {files.get('bucket')!r}, "
-                f"{files['named_by_rows']} files named by the rows): keep them with the bucket's own versioning or "
+                f"{files['named_by_rows']} files named by the rows, all in it): keep them with the bucket's own versioning or "
                 "replication (README \"Backups\")"))
         else:
             self.stdout.write(f"  media: {len(files['files'])} files, {files['bytes'] / 1e6:.1f} MB "
