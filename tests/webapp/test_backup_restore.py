@@ -21,9 +21,10 @@ from django.db import connection, connections
 from tests.conftest import ROOT, database_url_for_subprocess, subprocess_env
 from webapp import backup
 from webapp.core import media
-from webapp.datasets.models import CurrentLabel, Image
+from webapp.datasets.models import Image, Label
 from webapp.datasets.operations import do_delete_dataset
 from webapp.jobs.models import Job
+from webapp.review.models import ReviewLease
 from webapp.review.operations import do_decide
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -170,44 +171,51 @@ def snapshot_images(dest: Path) -> list[tuple[str, str, str]]:
 
 
 def test_a_backup_taken_while_reviewers_write_and_a_dataset_goes_names_no_missing_file(rp, users, tmp_path):
+    """A reviewer saves before, during and after the first snapshot; the colon dataset is deleted (rows, then
+    files) between that snapshot and the copy of the files. The copy must not name its files: the backup takes a
+    second snapshot, which holds every decision saved by then."""
     if connection.vendor == "postgresql" and not shutil.which("pg_dump"):
         pytest.skip("pg_dump is not on the PATH (apt-get install postgresql-client)")
     populate(rp, users, jobs=False)   # a running training would hold the deletion back
-    stop = threading.Event()
+    nuclei = rp.nuclei(rp.breast)
+    started, snapshot_taken = threading.Event(), threading.Event()
     decided = []
 
     def review():
         try:
-            for nucleus in rp.nuclei(rp.breast):
-                if stop.is_set():
-                    break
-                current = CurrentLabel.objects.filter(nucleus=nucleus, label_set=rp.colon_set).first()
-                do_decide(nucleus, rp.colon_set, 0, user=users["reviewer2"],
-                          expected_label_id=current.label_id if current else None)
+            for index, nucleus in enumerate(nuclei[:12]):
+                if index == 6:
+                    started.set()
+                    snapshot_taken.wait(60)
+                do_decide(nucleus, rp.colon_set, 0, user=users["reviewer2"], expected_label_id=None)
                 decided.append(nucleus.pk)
         finally:
+            started.set()
             connections.close_all()
 
+    writer = threading.Thread(target=review)
     snapshots = []
 
-    def delete_a_dataset_after_the_first_snapshot():
+    def between_snapshot_and_copy():
         snapshots.append(1)
-        if len(snapshots) == 1:   # its rows are in the first snapshot, its files are gone before the copy
-            do_delete_dataset(rp.colon)
+        if len(snapshots) == 1:
+            snapshot_taken.set()
+            writer.join(60)                 # six more decisions, after the snapshot
+            do_delete_dataset(rp.colon)     # its rows are in the snapshot, its files go now
 
-    writer = threading.Thread(target=review)
     writer.start()
+    started.wait(60)
     try:
-        result = backup.backup(tmp_path / "backup", between=delete_a_dataset_after_the_first_snapshot)
+        result = backup.backup(tmp_path / "backup", between=between_snapshot_and_copy)
     finally:
-        stop.set()
+        snapshot_taken.set()
         writer.join(60)
-    assert decided, "the reviewer thread decided nothing"
-    assert result.snapshots == 2
-    copied = set(result.manifest["media"]["files"])
+    assert len(decided) == 12 and result.snapshots == 2
+    rows = result.manifest["database"]["rows"]
+    assert rows["datasets.Label"] == Label.objects.count() and rows["review.ReviewLease"] == ReviewLease.objects.count()
     images = snapshot_images(tmp_path / "backup")
-    assert len(images) == result.manifest["database"]["rows"]["datasets.Image"] == 2   # the colon dataset is gone
-    assert {name for row in images for name in row if name} <= copied
+    assert len(images) == rows["datasets.Image"] == 2   # the colon dataset is gone
+    assert {name for row in images for name in row if name} <= set(result.manifest["media"]["files"])
 
 
 def test_a_backup_is_not_written_into_a_folder_that_holds_files(db, tmp_path):
