@@ -248,6 +248,7 @@ def _backup_into(dest: Path, vendor: str, progress_bar, between) -> BackupResult
     copied: dict[str, dict] = {}
     remote = media.is_remote()
     for attempt in range(1, SNAPSHOT_TRIES + 1):
+        taken_at = datetime.datetime.now(datetime.timezone.utc)
         snapshot = _snapshot_sqlite(database_file) if vendor == "sqlite" else _snapshot_postgres(database_file)
         if between is not None:
             between()
@@ -276,6 +277,9 @@ def _backup_into(dest: Path, vendor: str, progress_bar, between) -> BackupResult
                 (dest / MEDIA_DIR / name).unlink(missing_ok=True)
                 continue
             copied[name] = {"bytes": size, "sha256": digest}
+        for folder in snapshot.folders:   # a dataset's folder, even one that holds no file yet
+            if (source / folder).is_dir():
+                (dest / MEDIA_DIR / folder).mkdir(parents=True, exist_ok=True)
         missing = _missing(snapshot, copied, dest / MEDIA_DIR)
         if not missing:
             break
@@ -286,7 +290,7 @@ def _backup_into(dest: Path, vendor: str, progress_bar, between) -> BackupResult
     (dest / MEDIA_DIR).mkdir(exist_ok=True)
     manifest = {
         "format": FORMAT,
-        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": taken_at.isoformat(timespec="seconds"),   # when the database was copied
         "release": release(),
         "database": {"engine": vendor, "file": database_file.name, "bytes": database_file.stat().st_size,
                      "sha256": sha256_of(database_file), "migrations": snapshot.migrations, "rows": snapshot.rows},

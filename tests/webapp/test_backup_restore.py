@@ -296,3 +296,14 @@ def test_without_pg_dump_the_backup_says_what_to_install(db, tmp_path, monkeypat
     with pytest.raises(CommandError, match="pg_dump is not on the PATH: .*apt-get install postgresql-client"):
         call_command("backup", str(tmp_path / "backup"), verbosity=0)
     assert not (tmp_path / "backup").exists()
+
+
+def test_a_dataset_folder_without_files_is_kept_and_needs_no_second_snapshot(owner, media_root, tmp_path):
+    from tests.workers.training_helpers import labelled_dataset_row
+    from webapp.projects.operations import do_create_project
+
+    dataset = labelled_dataset_row(do_create_project("empty", actor=owner))
+    assert not any((media_root / dataset.storage_dir).iterdir())
+    result = backup.backup(tmp_path / "backup")
+    assert result.snapshots == 1 and result.manifest["media"]["files"] == {}
+    assert (tmp_path / "backup" / "media" / dataset.storage_dir).is_dir()
