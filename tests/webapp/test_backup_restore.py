@@ -38,6 +38,7 @@ django.setup()
 from django.contrib.auth import get_user_model
 from django.test import Client
 from webapp import backup
+from webapp.core.models import AuditLogEntry
 from webapp.datasets.models import Image
 from webapp.jobs.models import Job
 from webapp.projects.models import Project
@@ -50,7 +51,8 @@ picture = client.get(f"/media-files/images/{image.pk}/image")
 print(json.dumps({"rows": backup.row_counts("default"), "csv": csv,
                   "page": client.get(f"/projects/{project.pk}/").status_code,
                   "picture": [picture.status_code, b"".join(picture.streaming_content).hex()],
-                  "jobs": {job.pk: [job.state, job.error] for job in Job.objects.all()}}))
+                  "jobs": {job.pk: [job.state, job.error] for job in Job.objects.all()},
+                  "ended_by_restore": AuditLogEntry.objects.filter(action="job.ended_by_restore").count()}))
 """
 
 
@@ -139,7 +141,8 @@ def test_a_restored_backup_serves_the_same_rows_files_and_labels(rp, users, tmp_
     assert changed <= {"core.AuditLogEntry", "sessions.Session", "axes.AccessLog",  # the checks' own logins "django_celery_beat.PeriodicTask",
                        "django_celery_beat.IntervalSchedule", "django_celery_beat.CrontabSchedule",
                        "django_celery_beat.PeriodicTasks"}
-    assert after["rows"]["core.AuditLogEntry"] == before["rows"]["core.AuditLogEntry"] + 4  # 2 ends, 2 "lost"
+    assert after["rows"]["core.AuditLogEntry"] == before["rows"]["core.AuditLogEntry"] + 4  # each job: failed, why
+    assert after["ended_by_restore"] == 2 and before["ended_by_restore"] == 0
     for job_id, (state, error) in after["jobs"].items():
         assert state == "failed" and "restored from a backup" in error, (job_id, state, error)
     restored_media = Path(restored_install["MEDIA_ROOT"])

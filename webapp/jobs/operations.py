@@ -238,7 +238,7 @@ def do_end_jobs_interrupted_by_restore() -> list[Job]:
                 job.error = (f"The installation was restored from a backup taken while this job was {job.state}; "
                              f"it did not go on after the restore. {again}")
                 _finish(job, Job.State.FAILED)
-            audit.record("job.lost", target=job, kind=job.kind, worker=job.worker, reason="restored from a backup")
+            audit.record("job.ended_by_restore", target=job, kind=job.kind, worker=job.worker)
         ended.append(job)
     return ended
 

@@ -66,6 +66,7 @@ ACTION_WORDS = {
     "job.started": "a worker took {a_job}",
     "job.cancel_requested": "asked to cancel {a_job}",
     "job.lost": "{a_job} lost its worker",
+    "job.ended_by_restore": "{a_job} was ended by a restore from a backup taken while it was unfinished",
     "job.succeeded": "{a_job} succeeded",
     "job.failed": "{a_job} failed",
     "job.cancelled": "{a_job} was cancelled",
