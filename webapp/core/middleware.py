@@ -6,6 +6,7 @@ from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
 
 from . import policy
 from .ids import MAX_ID
+from .upload_handlers import UploadLimitHandler
 
 
 class PolicyMiddleware(LoginRequiredMiddleware):
@@ -113,14 +114,21 @@ PART_ROOM = 1024
 
 
 class UploadSizeMiddleware:
-    """A 413 before the body is read, for an upload whose Content-Length already says that its files are over the
-    limit (``UPLOAD_LIMITS``). Before, such a body was read to its end (gigabytes into a temporary file) and then
-    refused, with a 400.
+    """The size limit on an upload's files (``UPLOAD_LIMITS``), kept before the body is read or while it is.
 
-    The body may hold more than the files: the form's other fields (at most DATA_UPLOAD_MAX_MEMORY_SIZE) and a
-    boundary and headers for each part, so only a body over the limit plus that room is refused here. One within it
-    is read, and its files refused by their size with the field named (413 too, webapp.datasets.uploads). Refused
-    before authentication, as a server's body limit is: the answer tells nothing of the project."""
+    - A 413 before the body is read, for an upload whose Content-Length already says that its files are over the
+      limit. Before, such a body was read to its end (gigabytes into a temporary file) and then refused, with a
+      400. The body may hold more than the files: the form's other fields (at most DATA_UPLOAD_MAX_MEMORY_SIZE)
+      and a boundary and headers for each part, so only a body over the limit plus that room is refused here.
+    - One within that room gets :class:`webapp.core.upload_handlers.UploadLimitHandler` first among its upload
+      handlers: the upload stops once its files are over the limit, and is refused (413, the field named) with
+      the rest of the body unread and what was written of it removed. Before, it was read to its end, and its
+      files refused by their size only then.
+    - A body sent without a Content-Length (chunked): 411. Django reads no such body (its WSGI request reads as
+      many bytes as the Content-Length says), so the form would have looked empty.
+
+    Refused before authentication, as a server's body limit is: the answer tells nothing of the project (a session
+    request's CSRF check reads the form: the handler stops that reading as well)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -132,15 +140,22 @@ class UploadSizeMiddleware:
         match = request.resolver_match
         if request.method != "POST" or match is None or match.url_name not in UPLOAD_LIMITS:
             return None
+        setting, way_on = UPLOAD_LIMITS[match.url_name]
+        if not request.META.get("CONTENT_LENGTH") and request.META.get("HTTP_TRANSFER_ENCODING"):
+            return _error(request, 411, "The upload was sent without a Content-Length (Transfer-Encoding: "
+                                        f"{request.META['HTTP_TRANSFER_ENCODING'][:40]}), which this server does not "
+                                        "read: send it with its Content-Length, as browsers, curl -F and Python's "
+                                        "requests do.")
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return None   # Django reads such a body as empty
-        setting, way_on = UPLOAD_LIMITS[match.url_name]
         limit = getattr(settings, setting)
         parts = (settings.DATA_UPLOAD_MAX_NUMBER_FIELDS or 1000) + (settings.DATA_UPLOAD_MAX_NUMBER_FILES or 100)
         room = (settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0) + parts * PART_ROOM
         if length <= limit + room:
+            request.upload_handlers.insert(0, UploadLimitHandler(request, limit=limit, setting=setting,
+                                                                 way_on=way_on))
             return None
         return _error(request, 413, f"The request's body is {length / 1e6:,.1f} MB (its Content-Length), over the "
                                     f"limit of {limit / 1e6:,.1f} MB ({setting}) on an upload's files and "

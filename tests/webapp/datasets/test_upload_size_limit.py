@@ -1,7 +1,9 @@
 """An upload over MAX_UPLOAD_BYTES is refused naming what the user sent: the archive by its file name, or the
 ``files`` field for the files upload, which before was told about an ``archive`` it never sent. It is a 413, as a
 body over Django's limits is (it was a 400), and one whose Content-Length already says so is refused before its
-body is read (it was read to its end first, gigabytes into a temporary file)."""
+body is read (it was read to its end first, gigabytes into a temporary file). One within that room is stopped as its
+files arrive (tests/webapp/core/test_upload_stopped_early.py); the import measures them again, for a caller that
+sends no request."""
 
 import io
 import zipfile
@@ -33,7 +35,8 @@ def test_an_archive_over_the_limit_is_named(api_client_for, owner, project, sett
     response = post(api_client_for(owner), project, archive=SimpleUploadedFile("scan_batch.zip", buffer.getvalue()))
     assert response.status_code == 413
     assert response.json()["errors"] == {"archive": [
-        "scan_batch.zip: the archive comes to 1.2 MB, over the limit of 1.0 MB (MAX_UPLOAD_BYTES)"]}
+        "scan_batch.zip: the files of this upload come to more than 1.0 MB, the limit (MAX_UPLOAD_BYTES), and it was "
+        "refused as it arrived; send the dataset in several smaller uploads"]}
 
 
 def test_files_over_the_limit_name_the_files_field(api_client_for, owner, project, settings):
@@ -43,7 +46,9 @@ def test_files_over_the_limit_name_the_files_field(api_client_for, owner, projec
     assert response.status_code == 413
     body = response.json()
     assert list(body["errors"]) == ["files"], body
-    assert body["detail"] == "files: the 2 files come to 1.2 MB, over the limit of 1.0 MB (MAX_UPLOAD_BYTES)"
+    assert body["detail"] == ("files: b.png: the files of this upload come to more than 1.0 MB, the limit "
+                              "(MAX_UPLOAD_BYTES), and it was refused as it arrived; send the dataset in several "
+                              "smaller uploads")
     assert not Job.objects.exists() and not any(staging_root().glob("*"))
 
 
@@ -67,13 +72,14 @@ def test_a_body_whose_length_is_over_the_limit_is_refused_before_it_is_read(api_
     assert not Job.objects.exists() and not any(staging_root().glob("*"))
 
 
-def test_a_body_within_the_room_for_the_fields_is_read_and_its_files_measured(api_client_for, owner, project,
-                                                                             settings):
+def test_the_import_measures_the_files_of_a_caller_without_a_request(owner, project, settings):
+    from webapp.core.domain_errors import TooLarge
+    from webapp.datasets.uploads import do_start_import
+
     settings.MAX_UPLOAD_BYTES = 1_000_000
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:   # stored: a little over the limit, in a body under limit + room
-        archive.writestr("images/a.png", bytes(1_000_000))
-    response = post(api_client_for(owner), project, archive=SimpleUploadedFile("tiles.zip", buffer.getvalue()))
-    assert response.status_code == 413
-    assert response.json()["errors"] == {"archive": [
-        "tiles.zip: the archive comes to 1.0 MB, over the limit of 1.0 MB (MAX_UPLOAD_BYTES)"]}
+    files = [SimpleUploadedFile("a.png", bytes(600_000)), SimpleUploadedFile("b.png", bytes(600_000))]
+    with pytest.raises(TooLarge) as refused:
+        do_start_import(project, actor=owner, name="big", format="auto", files=files)
+    assert (refused.value.field, refused.value.detail) == (
+        "files", "the 2 files come to 1.2 MB, over the limit of 1.0 MB (MAX_UPLOAD_BYTES)")
+    assert not Job.objects.exists() and not any(staging_root().glob("*"))
