@@ -52,9 +52,9 @@ class UploadLimitHandler(FileUploadHandler):
         for file in self._complete:
             file.close()   # a temporary upload file is deleted as it is closed
         field, file_name = self.refused
-        raise UploadTooLarge(f"{file_name}: the files of this upload come to more than {self.limit / 1e6:,.1f} MB, "
-                             f"the limit ({self.setting}), and it was refused as it arrived; {self.way_on}",
-                             field=field)
+        limit = f"{self.limit / 1e6:,.1f} MB" if self.limit >= 100_000 else f"{self.limit:,} bytes"
+        raise UploadTooLarge(f"{file_name}: the files of this upload are over the limit of {limit} ({self.setting}), "
+                             f"and it was refused as it arrived; {self.way_on}", field=field)
 
     def _keep_complete_files(self) -> None:
         # Before a new file starts here (this handler is first), the handlers after it still hold the last one.

@@ -85,7 +85,7 @@ def test_an_upload_over_the_limit_is_stopped_as_it_arrives(api_client_for, owner
         response = client.post(f"/api/projects/{project.pk}/{path}", data, HTTP_ACCEPT="application/json", **headers)
     assert response.status_code == 413, response.content
     body = response.json()
-    message = (f"{file_name}: the files of this upload come to more than 1.0 MB, the limit (MAX_UPLOAD_BYTES), and "
+    message = (f"{file_name}: the files of this upload are over the limit of 1.0 MB (MAX_UPLOAD_BYTES), and "
                f"it was refused as it arrived; {way_on}")
     assert list(body["errors"]) == [field] and body["errors"][field][0].startswith(message), body
     assert body["detail"] == f"{field}: {body['errors'][field][0]}"

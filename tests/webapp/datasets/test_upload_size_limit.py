@@ -35,7 +35,7 @@ def test_an_archive_over_the_limit_is_named(api_client_for, owner, project, sett
     response = post(api_client_for(owner), project, archive=SimpleUploadedFile("scan_batch.zip", buffer.getvalue()))
     assert response.status_code == 413
     assert response.json()["errors"] == {"archive": [
-        "scan_batch.zip: the files of this upload come to more than 1.0 MB, the limit (MAX_UPLOAD_BYTES), and it was "
+        "scan_batch.zip: the files of this upload are over the limit of 1.0 MB (MAX_UPLOAD_BYTES), and it was "
         "refused as it arrived; send the dataset in several smaller uploads"]}
 
 
@@ -46,7 +46,7 @@ def test_files_over_the_limit_name_the_files_field(api_client_for, owner, projec
     assert response.status_code == 413
     body = response.json()
     assert list(body["errors"]) == ["files"], body
-    assert body["detail"] == ("files: b.png: the files of this upload come to more than 1.0 MB, the limit "
+    assert body["detail"] == ("files: b.png: the files of this upload are over the limit of 1.0 MB "
                               "(MAX_UPLOAD_BYTES), and it was refused as it arrived; send the dataset in several "
                               "smaller uploads")
     assert not Job.objects.exists() and not any(staging_root().glob("*"))
