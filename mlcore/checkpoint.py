@@ -8,6 +8,7 @@ settings, metrics, and the versions of mlcore/torch/numpy that wrote it.
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 from dataclasses import dataclass, field
@@ -88,9 +89,47 @@ def save_checkpoint(path: str | Path, model: CrossTrainedModel | SeedEnsemble, s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        # Through a Python file, not a path: torch's own writer turns "no space left" into a RuntimeError
+        # without its errno, which the caller could not tell from a bug.
+        with open(tmp, "wb") as sink:
+            torch.save(state, sink)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)   # the disk filled, or the write was stopped: nothing half-written stays
+        if _no_space(exc) is not None:
+            raise NoSpaceLeft(f"the checkpoint {path.name}", needed=_state_bytes(state)) from exc
+        raise
     return path
+
+
+class NoSpaceLeft(OSError):
+    """The disk filled while a file was written (ENOSPC); ``needed``: about the bytes the file needed."""
+
+    def __init__(self, what: str, needed: int | None = None):
+        super().__init__(errno.ENOSPC, f"no space left on the disk to write {what}")
+        self.needed = needed
+
+
+def _no_space(exc: BaseException | None) -> OSError | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _state_bytes(state) -> int:
+    """The bytes of the tensors in a checkpoint's state: what its file holds, within a few kilobytes."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_state_bytes(value) for value in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_state_bytes(value) for value in state)
+    return 0
 
 
 def legacy_resnet_state(backbone: str, model_state: dict) -> dict:

@@ -118,6 +118,8 @@ MIDDLEWARE = [
     "webapp.core.middleware.DatabaseBusyMiddleware",
     # So does one that could not reach the object store (STORAGE_URL).
     "webapp.core.middleware.StorageUnreachableMiddleware",
+    # One that filled the server's disk (ENOSPC) is a 507 saying so.
+    "webapp.core.middleware.DiskFullMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]

@@ -166,8 +166,10 @@ def user_facing_errors() -> tuple[type[Exception], ...]:
     """Errors about the user's input: their message is the whole story, no code location needed."""
     from mlcore.slides import SlideError
     from mlcore.types import DeviceUnavailable, TrainingDiverged
+    from webapp.core.disk_space import NotEnoughDiskSpace
     from webapp.datasets.uploads import USER_ERRORS
     from webapp.jobs.deletion import DeletionRefused
     from webapp.training.operations import NotResumable
 
-    return (*USER_ERRORS, DeletionRefused, SlideError, NotResumable, TrainingDiverged, DeviceUnavailable)
+    return (*USER_ERRORS, DeletionRefused, SlideError, NotResumable, TrainingDiverged, DeviceUnavailable,
+            NotEnoughDiskSpace)

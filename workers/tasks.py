@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from mlcore.types import Cancelled
-from webapp.core import media
+from webapp.core import disk_space, media
 from webapp.core.job_time_limits import describe_seconds
 from webapp.jobs import operations
 from webapp.jobs.models import Job
@@ -90,6 +90,9 @@ def _run_job(task, job_id: int) -> str:
             logger.warning("job %s: stopped at its soft time limit", job_id)
             operations.do_fail_job(job_id, time_limit_error(job_id, limit_s=_soft_limit(task)))
             return "failed"
+        # The disk filled as the job wrote (an import's files, a training's checkpoint): what the user can act on,
+        # not "OSError: [Errno 28]" and a file name.
+        exc = disk_space.disk_error(exc, media.root()) or exc
         if isinstance(exc, user_facing_errors()):
             # The user's input (a bad upload, an unreadable slide): one line, as the job shows it; a
             # traceback per bad file would bury the worker's real errors.

@@ -234,6 +234,28 @@ class DatabaseBusyMiddleware:
         return response
 
 
+class DiskFullMiddleware:
+    """507 with a way out, instead of a 500, for a request that filled the server's disk as it was written (an
+    upload staged for its import: OSError ENOSPC). Nothing of it was kept (the upload's staging folder is removed
+    as it fails). Jobs fail with a message of their own (webapp.core.disk_space)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        from .disk_space import disk_full
+
+        if disk_full(exception) is None:
+            return None
+        return _error(request, 507, "The server's disk is full: there was no space left to write this request (in "
+                                    "the data folder, DATA_DIR, or the temporary folder uploads pass through, "
+                                    "FILE_UPLOAD_TEMP_DIR); nothing was saved. Ask the server's administrator to free "
+                                    "some space there, then send it again.")
+
+
 def storage_unreachable(exception: BaseException) -> bool:
     """Whether ``exception`` says the object store (STORAGE_URL) could not be reached: no connection, or none
     that answered in time. Not an answer of the store's (a missing object, a refused key): those are the

@@ -73,13 +73,16 @@ def dataset_file_parts(name: str, shown: str) -> tuple[str, ...] | None:
 
 
 def safe_extract(archive: Path, destination: Path, max_bytes: int, display_name: str | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> Path:
+                 progress: Callable[[int, int], None] | None = None,
+                 before_writing: Callable[[int], None] | None = None) -> Path:
     """Unpack a zip archive under ``destination``, refusing anything that could escape it.
 
     Rejects absolute paths, ``..`` components, links, and archives whose unpacked size exceeds
     ``max_bytes`` (checked from the headers before anything is written, and again while writing).
     Errors name the archive ``display_name`` (the name the user's file had), else its own file name.
     ``progress(written, total)``: bytes unpacked so far of the headers' total, after each file.
+    ``before_writing(total)``: called with the headers' total once they are checked, before anything is written
+    (a check of the free disk space).
     """
     name = display_name or archive.name
     try:
@@ -101,6 +104,8 @@ def safe_extract(archive: Path, destination: Path, max_bytes: int, display_name:
             total += member.file_size
         if total > max_bytes:
             raise DataError(name, f"unpacks to {total / 1e6:.1f} MB, over the limit of {max_bytes / 1e6:.1f} MB")
+        if before_writing is not None:
+            before_writing(total)
         written = 0
         for member in members:
             parts = dataset_file_parts(member.filename, f"{name}:{member.filename}")

@@ -113,8 +113,13 @@ def keep_original(source: Path, target: Path) -> None:
 
 
 def _write(path: Path, array: np.ndarray, params=()) -> None:
-    if not cv2.imwrite(str(path), array, list(params)):
-        raise OSError(f"could not write {path}")
+    # Encoded here and written by Python, not by cv2.imwrite: that one answers a full disk with False only, and
+    # the import failed with "could not write" where the worker can tell the user that the disk is full (ENOSPC).
+    encoded, data = cv2.imencode(path.suffix, array, list(params))
+    if not encoded:
+        raise OSError(f"could not encode {path}")
+    with open(path, "wb") as sink:
+        sink.write(data.tobytes())
 
 
 def prepare_image(annotated, folder: Path, as_text: bool) -> PreparedImage:

@@ -39,7 +39,7 @@ from PIL import Image as PILImage
 
 from mlcore.slides import SLIDE_SUFFIXES, SlideError, open_slide
 from mlcore.types import DataError, quoted
-from webapp.core import audit, media
+from webapp.core import audit, disk_space, media
 from webapp.core.domain_errors import TooLarge
 from webapp.jobs import operations as job_operations
 from webapp.jobs import sweep
@@ -429,8 +429,11 @@ def _parsed_first(detections: Path, detections_name: str, info, class_names: lis
     counts: dict = {}
     skipped: dict = {}
     position = {class_name: i for i, class_name in enumerate(class_names)}
-    spool = tempfile.TemporaryFile(dir=folder)
     size = max(1, detections.stat().st_size)
+    # The spool takes about the detections file's size (the rows' outlines are its text, less the GeoJSON's
+    # envelope): known before anything is written.
+    disk_space.require_free(size, folder)
+    spool = tempfile.TemporaryFile(dir=folder)
     chunks = total = 0
     rows: list[tuple] = []
     positions: list[int] = []
@@ -453,8 +456,11 @@ def _parsed_first(detections: Path, detections_name: str, info, class_names: lis
                          f"{total:,} nuclei read from {detections_name}")
         if rows:
             dump()
-    except BaseException:
+    except BaseException as exc:
         spool.close()
+        disk_error = disk_space.disk_error(exc, folder, needed=size)
+        if disk_error is not None:
+            raise disk_error from exc
         raise
     return _Parsed(spool, chunks, total, class_names, counts, skipped)
 

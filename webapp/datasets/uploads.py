@@ -15,7 +15,7 @@ from django.db import transaction
 
 from mlcore.readers import detect_format
 from mlcore.types import DataError, NoClassNames, name_key, quoted
-from webapp.core import media
+from webapp.core import disk_space, media
 from webapp.core.domain_errors import Invalid, TooLarge
 from webapp.core.filenames import safe_file_name
 from webapp.jobs import operations as job_operations
@@ -184,8 +184,21 @@ def run_import_job(job: Job, progress, log=None) -> dict:
             # Unpacked into a folder named as the user's archive: a format that names its images by their folder
             # (PanNuke's fold arrays: "fold1_00000") takes the archive's name, not the server's ("extracted").
             folder = safe_file_name(PurePosixPath(params.get("archive_name") or "").stem, fallback="upload")
-            root = safe_extract(staging / "upload.zip", staging / "extracted" / folder, settings.MAX_UNPACKED_BYTES,
-                                display_name=params.get("archive_name") or None, progress=unpacked)
+            unpacking = {"bytes": None}
+
+            def room_to_unpack(total: int) -> None:
+                unpacking["bytes"] = total
+                disk_space.require_free(total, staging)
+
+            try:
+                root = safe_extract(staging / "upload.zip", staging / "extracted" / folder,
+                                    settings.MAX_UNPACKED_BYTES, display_name=params.get("archive_name") or None,
+                                    progress=unpacked, before_writing=room_to_unpack)
+            except OSError as exc:   # the disk filled all the same (another job wrote meanwhile)
+                disk_error = disk_space.disk_error(exc, staging, needed=unpacking["bytes"])
+                if disk_error is None:
+                    raise
+                raise disk_error from exc
         else:
             root = staging / "files"
         left_out: dict[str, int] = {}
