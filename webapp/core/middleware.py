@@ -182,21 +182,25 @@ DRAIN_CHUNK = 1024 * 1024
 
 class DrainUnreadBodyMiddleware:
     """Reads the rest of a request body no view read (an upload refused before it was parsed: a 403, a 404,
-    a 409), so that the client's kept-alive connection stays usable for its next request."""
+    a 409), or that an upload handler stopped reading (an upload over MAX_UPLOAD_BYTES: the rest is at most the
+    room for the form's other fields, webapp.core.upload_handlers), so that the client, which may still be sending
+    it, reads the answer, and its kept-alive connection stays usable for its next request. What is read is
+    dropped: nothing of it is parsed or written anywhere."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         response = self.get_response(request)
-        if getattr(request, "_read_started", False):
+        if getattr(request, "_read_started", False) and not getattr(request, "upload_stopped", False):
             return response
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return response
-        if 0 < length <= DRAIN_LIMIT:
-            stream = getattr(request, "_stream", None)
+        stream = getattr(request, "_stream", None)
+        left = length - getattr(stream, "_pos", 0)
+        if 0 < left <= DRAIN_LIMIT:
             try:
                 while stream is not None and stream.read(DRAIN_CHUNK):
                     pass

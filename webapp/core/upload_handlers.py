@@ -38,7 +38,10 @@ class UploadLimitHandler(FileUploadHandler):
         self.received += len(raw_data)
         if self.received > self.limit:
             self.refused = (self.field_name, self.file_name)
-            # Django stops reading the body here (connection_reset: without it, it reads the rest to its end).
+            # The rest of the body (at most the room for the other fields) is read and dropped after the answer
+            # (webapp.core.middleware.DrainUnreadBodyMiddleware), so that the client, still sending, reads the 413.
+            self.request.upload_stopped = True
+            # Django stops parsing here (connection_reset: without it, it reads the rest to its end first).
             raise StopUpload(connection_reset=True)
         return raw_data
 
