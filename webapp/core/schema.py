@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
+from django.urls import Resolver404, resolve
+
+from .middleware import UPLOAD_LIMITS
+
 # Answers any operation may give besides its own, all JSON with a `detail` (webapp.core.api_errors).
 ERROR_RESPONSES = {
     "400": "The request is invalid: `detail` names the field or file and what is wrong with it.",
@@ -45,6 +51,10 @@ def document_error_responses(result, generator, request, public):
                 errors["413"] = ("The body's fields are over DATA_UPLOAD_MAX_MEMORY_SIZE (uploaded files do not "
                                  "count), or an upload's files over MAX_UPLOAD_BYTES (`errors` names the field).")
                 errors["415"] = "The body's Content-Type is not one this operation reads, or the body is malformed."
+                if method == "post" and _is_upload_route(path):
+                    errors["411"] = ("The upload was sent without a Content-Length (Transfer-Encoding: chunked), "
+                                     "which this server does not read.")
+                    errors["507"] = "The server's disk filled up as the upload was staged; nothing was saved."
             for code, description in errors.items():
                 responses.setdefault(code, {"description": description,
                                             "content": {"application/json": {"schema": reference}}})
@@ -76,3 +86,13 @@ def _constrain_path_parameters(operation: dict, *, router: bool) -> None:
             schema.setdefault("maximum", 2**63 - 1)  # beyond, webapp.core.middleware answers 404 for any id
         elif schema.get("type", "string") == "string":
             schema.setdefault("pattern", "^[^/.]+$" if router else "^[^/]+$")
+
+
+def _is_upload_route(path: str) -> bool:
+    """Whether the schema's ``path`` is a route with a limit on its upload's files
+    (webapp.core.middleware.UPLOAD_LIMITS)."""
+    try:
+        match = resolve(re.sub(r"\{[^}]+\}", "1", path))
+    except Resolver404:
+        return False
+    return match.url_name in UPLOAD_LIMITS

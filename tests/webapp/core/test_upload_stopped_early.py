@@ -130,3 +130,10 @@ def test_a_chunked_upload_is_refused_unread(api_client_for, owner, project, temp
     assert response.status_code == 411, response.content
     assert "without a Content-Length" in response.json()["detail"]
     assert body_read["bytes"] == 0 and not Job.objects.exists()
+
+
+def test_the_schema_says_which_routes_answer_411(client, owner):
+    client.force_login(owner)
+    paths = client.get("/api/schema/?format=json").json()["paths"]
+    uploads = {path for path, item in paths.items() if "411" in item.get("post", {}).get("responses", {})}
+    assert uploads == {"/api/projects/{id}/datasets/", "/api/projects/{project_id}/slides/"}
