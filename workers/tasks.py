@@ -92,7 +92,10 @@ def _run_job(task, job_id: int) -> str:
             return "failed"
         # The disk filled as the job wrote (an import's files, a training's checkpoint): what the user can act on,
         # not "OSError: [Errno 28]" and a file name.
-        exc = disk_space.disk_error(exc, media.root()) or exc
+        try:
+            exc = disk_space.disk_error(exc, media.root()) or exc
+        except OSError:   # the free space could not be read either: the error as it was
+            logger.exception("job %s: could not read the free disk space", job_id)
         if isinstance(exc, user_facing_errors()):
             # The user's input (a bad upload, an unreadable slide): one line, as the job shows it; a
             # traceback per bad file would bury the worker's real errors.
