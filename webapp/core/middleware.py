@@ -108,6 +108,8 @@ UPLOAD_LIMITS = {
     "api-project-datasets": ("MAX_UPLOAD_BYTES", "send the dataset in several smaller uploads"),
     "api-project-slides": ("MAX_UPLOAD_BYTES", "upload a slide that large in chunks (slide-uploads/), or register "
                                                "it by its path under SLIDES_ROOT"),
+    # Classifying one image: a reviewer's upload, as large as a dataset's at most (an image that large is a slide).
+    "api-infer": ("MAX_UPLOAD_BYTES", "register an image that large as a slide and classify it there"),
 }
 # What a multipart body holds besides its files, per field or file: its boundary and part headers.
 PART_ROOM = 1024

@@ -136,4 +136,5 @@ def test_the_schema_says_which_routes_answer_411(client, owner):
     client.force_login(owner)
     paths = client.get("/api/schema/?format=json").json()["paths"]
     uploads = {path for path, item in paths.items() if "411" in item.get("post", {}).get("responses", {})}
-    assert uploads == {"/api/projects/{id}/datasets/", "/api/projects/{project_id}/slides/"}
+    assert uploads == {"/api/projects/{id}/datasets/", "/api/projects/{project_id}/slides/",
+                       "/api/projects/{project_id}/infer/"}

@@ -184,3 +184,23 @@ def test_inference_without_a_model_is_a_conflict_like_a_slides(project_with_mode
     response = api_client_for(owner).post(f"/api/projects/{empty.pk}/infer/", {"image": png, "mask": mask},
                                           format="multipart")
     assert response.status_code == 409 and response.json()["detail"].endswith("train one first.")
+
+
+def test_an_inference_upload_over_the_limit_is_stopped_as_it_arrives(project_with_model, owner, api_client_for,
+                                                                    settings):
+    """The "Classify a new image" upload has the datasets' limit (MAX_UPLOAD_BYTES): it was unbounded."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    project, version, model = project_with_model
+    settings.MAX_UPLOAD_BYTES = 1_000_000
+    image = Image.objects.filter(project=project).order_by("id").first()
+    png, mask = _inference_files(image)
+    response = api_client_for(owner).post(f"/api/projects/{project.pk}/infer/",
+                                          {"mask": mask, "image": SimpleUploadedFile("scan.tif", bytes(3_000_000))},
+                                          format="multipart")
+    assert response.status_code == 413, response.content
+    assert list(response.json()["errors"]) == ["image"]
+    assert response.json()["errors"]["image"][0].startswith(
+        "scan.tif: the files of this upload are over the limit of 1.0 MB (MAX_UPLOAD_BYTES), and it was refused as it "
+        "arrived; register an image that large as a slide")
+    assert not Job.objects.filter(kind=Job.Kind.INFER).exists()
