@@ -2,11 +2,15 @@
 
 from pathlib import Path
 
+import pytest
 from django.test import override_settings
 
+from mlcore.types import Cancelled
 from tests.generated_datasets import generated_dataset
 from webapp.datasets.importing import do_import_dataset
+from webapp.jobs.models import Job
 from webapp.projects.operations import do_create_project
+from webapp.training.runner import run_training
 
 
 def two_taxonomy_project(owner, tmp_path: Path, images: int = 4, nuclei: int = 30, name: str = "train"):
@@ -37,3 +41,22 @@ def labelled_dataset_row(project, name: str = "colon"):
     label_set = LabelSet.objects.create(project=project, name=name)
     return Dataset.objects.create(project=project, name=name, label_set=label_set, format=Dataset.Format.SEED,
                                   storage_dir=storage_dir)
+
+
+def stopped_after_stage_1(project, owner, options: dict) -> tuple[Job, int]:
+    """A training of ``options`` cancelled once its stage 1 finished, and how many nuclei it trained on."""
+    job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner, params={"options": options})
+
+    def point() -> dict:
+        return (Job.objects.get(pk=job.pk).result or {}).get("resume") or {}
+
+    with pytest.raises(Cancelled):
+        run_training(job, lambda *a, **k: None, lambda: point().get("done") == ["sparse"])
+    Job.objects.filter(pk=job.pk).update(state=Job.State.CANCELLED)
+    return job, point()["nuclei"]
+
+
+def resume_job(stopped: Job, owner, options: dict) -> Job:
+    """A training that resumes ``stopped`` after its stage 1, with its ``options``."""
+    return Job.objects.create(kind=Job.Kind.TRAIN, project=stopped.project, created_by=owner,
+                              params={"options": options, "resume": {"job": stopped.pk, "stage": "sparse"}})

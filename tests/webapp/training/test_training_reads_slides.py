@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.webapp.slide_world import build_slide_world
-from tests.workers.training_helpers import FAST
+from tests.workers.training_helpers import FAST, resume_job, stopped_after_stage_1
 from webapp.datasets.models import CurrentLabel, Image, LabelSource, Nucleus
 from webapp.jobs.models import Job
 from webapp.training import slide_data
@@ -34,26 +34,6 @@ def read(world, limit: int, settings, tmp_path) -> slide_data.SlideTrainingData:
     slides = slide_data.labelled_slides(world.project)
     return slide_data.slide_training_data(slides, {world.alpha.name, world.beta.name}, CropSpec(),
                                           cache_dir=tmp_path / "cache", split_names=table_names([world.image]))
-
-
-def stopped_after_stage_1(project, owner, options: dict) -> tuple[Job, int]:
-    """A training of ``options`` cancelled once its stage 1 finished, and how many nuclei it trained on."""
-    from mlcore.types import Cancelled
-
-    job = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=owner, params={"options": options})
-
-    def point() -> dict:
-        return (Job.objects.get(pk=job.pk).result or {}).get("resume") or {}
-
-    with pytest.raises(Cancelled):
-        run_training(job, lambda *a, **k: None, lambda: point().get("done") == ["sparse"])
-    Job.objects.filter(pk=job.pk).update(state=Job.State.CANCELLED)
-    return job, point()["nuclei"]
-
-
-def resume_job(stopped: Job, owner, options: dict) -> Job:
-    return Job.objects.create(kind=Job.Kind.TRAIN, project=stopped.project, created_by=owner,
-                              params={"options": options, "resume": {"job": stopped.pk, "stage": "sparse"}})
 
 
 def test_the_shares_of_the_slides_within_the_limit():
