@@ -95,8 +95,10 @@ def training_estimate(project, options: dict, *, resume_point: dict | None = Non
     samples_per_epoch = options.get("samples_per_epoch") or defaults["samples_per_epoch"]
     stages = list(options.get("stages") or STAGES)
     # The label sets the training learns (a label set without a labelled nucleus is left out, and one labelled on
-    # slides only where SLIDE_TRAINING_MAX_NUCLEI is 0), not every label set of the project.
-    label_sets = len(operations.labelled_label_sets(project))
+    # slides only where SLIDE_TRAINING_MAX_NUCLEI is 0), not every label set of the project; a resume's are those
+    # its stopped stage learnt (operations.resume_point has checked them).
+    learnt = (resume_point or {}).get("label_sets")
+    label_sets = len(learnt) if learnt is not None else len(operations.labelled_label_sets(project))
     if label_sets < 2:
         stages = ["sparse"]  # as the training itself does
     stage_epochs = {}

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, Max, OuterRef
+from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from mlcore.config import TTA_DEFAULT_SLIDES, TTA_DEFAULT_TILES
@@ -119,24 +120,45 @@ def resume_point(job: Job, project: Project | None = None) -> dict:
     if not media.exists(point["checkpoint"]):
         raise NotResumable(f"the checkpoint of job {job.pk}'s stage {point['stage']} is gone: start a new training")
     trained = point.get("label_sets")   # the label sets its stage learnt (points kept since they are recorded)
-    if trained is not None and project is not None and trained != labelled_label_sets(project):
-        raise NotResumable(f"the project's label sets changed since job {job.pk} trained its stage {point['stage']} "
-                           f"({', '.join(trained)}; now {', '.join(labelled_label_sets(project)) or 'none'}): "
-                           "start a new training")
+    if trained is not None and project is not None:
+        # The resume learns the label sets labelled as of the stopped training's data snapshot, as it reads the
+        # nuclei labelled then (webapp.training.runner.run_training): a review made or undone since does not
+        # change them, a label set deleted since does. A point kept before the snapshot was recorded: as they are.
+        now = labelled_label_sets(project, as_of=snapshot_of(point))
+        if trained != now:
+            raise NotResumable(f"the project's label sets changed since job {job.pk} trained its stage "
+                               f"{point['stage']} ({', '.join(trained)}; now {', '.join(now) or 'none'}): "
+                               "start a new training")
     return point
 
 
-def labelled_label_sets(project: Project) -> list[str]:
+def snapshot_of(point: dict) -> datetime | None:
+    """The data snapshot of a resume point: when the training it was kept by read the project's data (None for
+    a point kept before it was recorded)."""
+    return datetime.fromisoformat(point["snapshot_at"]) if point.get("snapshot_at") else None
+
+
+def labelled_label_sets(project: Project, as_of: datetime | None = None) -> list[str]:
     """The names of the label sets a training of the project learns, in its order: those with a human label on a
     nucleus (webapp.training.runner.run_training leaves the others out); on a tile's only where the slides are
-    not trained on (SLIDE_TRAINING_MAX_NUCLEI 0)."""
+    not trained on (SLIDE_TRAINING_MAX_NUCLEI 0). With ``as_of`` (a training's data snapshot), those that had one
+    then, as the label history tells (a label set whose only human label was undone since still counts; one first
+    labelled since does not)."""
     from webapp.datasets.models import CurrentLabel, LabelSet
 
-    labelled = CurrentLabel.objects.filter(label_set=OuterRef("pk"), source__in=("ground_truth", "review"))
+    from .slide_data import TRAINED_SOURCES, in_effect_as_of
+
+    labelled = CurrentLabel.objects.filter(label_set=OuterRef("pk"), source__in=TRAINED_SOURCES)
+    scope = Q(label_set__project=project)
     if settings.SLIDE_TRAINING_MAX_NUCLEI <= 0:
         labelled = labelled.filter(nucleus__image__slide_file="")
-    return list(LabelSet.objects.filter(project=project).filter(Exists(labelled)).order_by("id")
-                .values_list("name", flat=True))
+        scope &= Q(nucleus__image__slide_file="")
+    then = Q(Exists(labelled))
+    if as_of is not None:
+        # A current label from then or before is as it was then; the pairs changed since, as they were then.
+        then = Q(Exists(labelled.filter(label__created_at__lte=as_of))) | Q(
+            pk__in=sorted({label_set_id for _, label_set_id in in_effect_as_of(scope, as_of)}))
+    return list(LabelSet.objects.filter(project=project).filter(then).order_by("id").values_list("name", flat=True))
 
 
 def do_start_training(project: Project, *, actor=None, options: dict | None = None, reason: str = "manual",

@@ -370,17 +370,6 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     project = job.project
     snapshot_at = timezone.now()
     labels, trained_on = known_labels(project)
-    # A label set without a labelled nucleus would be an output the network never learns, scored on no
-    # validation nuclei: it is left out of the model.
-    all_pairs = project_label_sets(project)
-    labelled = set(operations.labelled_label_sets(project))
-    label_set_pairs = [(row, ml) for row, ml in all_pairs if row.name in labelled]
-    if not label_set_pairs:
-        raise ValueError("the project has no labelled nucleus to train on: upload a labelled dataset, or review "
-                         "some nuclei, first")
-    ml_label_sets = [ml for _, ml in label_set_pairs]
-    kept = {row.pk for row, _ in label_set_pairs}
-    untrained = [row.name for row, _ in all_pairs if row.pk not in kept]
     parent = active_version(project)
     options = job.params.get("options", {})
     # How the new version's predictions of the tiles will be made, and so how it is scored.
@@ -394,6 +383,20 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
             snapshot_at = min(snapshot_at, datetime.fromisoformat(resume.point["snapshot_at"]))
     else:
         config, stages = training_config(options, parent)
+    # A label set without a labelled nucleus would be an output the network never learns, scored on no
+    # validation nuclei: it is left out of the model. A resume learns those labelled as of its data snapshot, as
+    # it reads the nuclei labelled then: a label set whose only review was undone since stays in (its nuclei
+    # unlabelled now), one first labelled since waits for the next training.
+    all_pairs = project_label_sets(project)
+    labelled = set(operations.labelled_label_sets(project, as_of=snapshot_at if resume is not None else None))
+    label_set_pairs = [(row, ml) for row, ml in all_pairs if row.name in labelled]
+    if not label_set_pairs:
+        raise ValueError("the project has no labelled nucleus to train on: upload a labelled dataset, or review "
+                         "some nuclei, first")
+    ml_label_sets = [ml for _, ml in label_set_pairs]
+    kept = {row.pk for row, _ in label_set_pairs}
+    untrained = [row.name for row, _ in all_pairs if row.pk not in kept]
+    trained_on = {name: counts for name, counts in trained_on.items() if name in labelled}
     if len(ml_label_sets) < 2 and stages != ["sparse"]:
         # Label correlation needs a second label set: one taxonomy trains stage 1 only, and says so.
         report(0.0, stage="loading", log=f"stage{'s' if len(stages) > 1 else ''} {', '.join(stages)} asked for; "
@@ -423,7 +426,7 @@ def run_training(job: Job, report: Report, should_stop: ShouldStop) -> dict:
     records, loaded = [], 0
     for number, image in enumerate(images, start=1):
         records.append(ImageRecord(image=load_rgb(image), instance_map=load_mask(image),
-                                   labels={k: dict(v) for k, v in labels.get(image.pk, {}).items()},
+                                   labels={k: dict(v) for k, v in labels.get(image.pk, {}).items() if k in labelled},
                                    # Not the name shown: a rename would draw another validation split.
                                    dataset=split_names[image.dataset_id], name=f"{image.dataset_id}/{image.name}",
                                    group=f"{image.dataset_id}/{image.group or image.name}"))

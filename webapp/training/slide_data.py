@@ -13,7 +13,7 @@ snapshot (``as_of``): a review of an unlabelled nucleus made later adds it to th
 resume of this one, which must read the nuclei the stopped training read (a tile's review changes a label,
 never the nuclei), and an undo made later that leaves a nucleus unlabelled does not take it out of that resume
 (it is read unlabelled); the labels themselves are the current ones, as a tile's. What was labelled then is
-told by the label history (:func:`_in_effect_as_of`).
+told by the label history (:func:`in_effect_as_of`).
 
 The validation split takes squares of :data:`BLOCK` level-0 pixels of a slide as its groups, as it takes
 whole tiles: neighbouring nuclei share tissue, and one on each side would flatter the validation.
@@ -51,7 +51,7 @@ class SlideTrainingData:
     notes: list[str] = field(default_factory=list)
 
 
-def _in_effect_as_of(scope: Q, as_of) -> dict[tuple[int, int], str]:
+def in_effect_as_of(scope: Q, as_of) -> dict[tuple[int, int], str]:
     """The labels in effect at ``as_of`` of the (nucleus, label set) pairs of ``scope`` (a Q on Label) whose label
     changed since: {(nucleus id, label set id): source} of those that were labelled then in a trained source.
 
@@ -84,11 +84,11 @@ def labelled_slides(project, as_of=None) -> list[tuple[Image, int]]:
     rows = CurrentLabel.objects.filter(nucleus__image__project=project, source__in=TRAINED_SOURCES).exclude(
         nucleus__image__slide_file="")
     if as_of is not None:
-        rows = rows.filter(label__created_at__lte=as_of)   # as they were then (_in_effect_as_of)
+        rows = rows.filter(label__created_at__lte=as_of)   # as they were then (in_effect_as_of)
     counts = dict(rows.values("nucleus__image_id").annotate(n=Count("nucleus_id", distinct=True))
                   .values_list("nucleus__image_id", "n"))
     if as_of is not None:
-        then = {nucleus_id for nucleus_id, _ in _in_effect_as_of(
+        then = {nucleus_id for nucleus_id, _ in in_effect_as_of(
             Q(nucleus__image__project=project) & ~Q(nucleus__image__slide_file=""), as_of)}
         then = sorted(then - set(rows.filter(nucleus_id__in=then).values_list("nucleus_id", flat=True)))
         for start in range(0, len(then), FETCH):
@@ -151,8 +151,8 @@ def slide_training_data(slides: list[tuple[Image, int]], label_sets: set[str], s
                 if source == LabelSource.REVIEW:
                     reviewed.add(nucleus_id)
         if as_of is not None:
-            for (nucleus_id, _), source in _in_effect_as_of(Q(nucleus__image=image, label_set__name__in=label_sets),
-                                                            as_of).items():
+            for (nucleus_id, _), source in in_effect_as_of(Q(nucleus__image=image, label_set__name__in=label_sets),
+                                                           as_of).items():
                 labelled.add(nucleus_id)
                 if source == LabelSource.REVIEW:
                     reviewed.add(nucleus_id)
