@@ -129,9 +129,10 @@ function reviewPage(root) {
       setStatus(`Saved: ${nucleusName(entry.instance_id, entry.image)} is ${cls.name}.`, "ok");
       refreshProgress(1500);
       await loadNext();
-    } else if (outcome.kind === "conflict" && outcome.data.already_decided) {
-      // Another reviewer's decision stands: this nucleus is done, the queue moves on. The message names the
-      // nucleus it is about, since the next one is on screen by the time it is read.
+    } else if (outcome.kind === "conflict" && (outcome.data.already_decided || outcome.data.being_deleted)) {
+      // Another reviewer's decision stands, or the nucleus's dataset is being deleted: this nucleus is done, the
+      // queue moves on. The message names the nucleus it is about, since the next one is on screen by the time
+      // it is read.
       outbox.remove(entry.client_id);
       await loadNext();
       const which = nucleusName(entry.instance_id, entry.image);

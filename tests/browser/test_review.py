@@ -326,6 +326,30 @@ def test_a_nucleus_another_reviewer_decided_is_not_decided_twice_the_page_moves_
     assert CurrentLabel.objects.get(nucleus_id=nucleus_id, label_set=rp.breast_set).label_id == theirs.pk
 
 
+def test_a_nucleus_whose_dataset_is_being_deleted_is_refused_saying_so_and_the_page_moves_on(rp, logged_in_page,
+                                                                                            live_server, users):
+    from webapp.jobs.models import Job
+
+    page = logged_in_page
+    open_review(page, live_server, rp)
+    nucleus = Nucleus.objects.select_related("image__dataset").get(pk=shown(page))
+    dataset = nucleus.image.dataset
+    # Its dataset's deletion is asked for while the nucleus is on screen.
+    job = Job.objects.create(kind=Job.Kind.DELETE, state=Job.State.RUNNING, project=rp.project,
+                             created_by=users["owner"], params={"target": "dataset", "dataset": dataset.pk,
+                                                                "name": dataset.name})
+    page.keyboard.press("1")
+    wait_for_other_than(page, nucleus.pk)
+    page.wait_for_selector("[data-role=status].conflict")
+    status = page.inner_text("[data-role=status]")
+    assert status.startswith(f"Nucleus {nucleus.instance_id} in {nucleus.image.name}: Dataset {dataset.name!r} is "
+                             f"being deleted (job {job.pk}, running)"), status
+    assert not Label.objects.filter(nucleus=nucleus, source=LabelSource.REVIEW).exists()
+    # The queue offers none of that dataset's nuclei, and nothing is left in the outbox to send again.
+    assert not Nucleus.objects.filter(pk=shown(page), image__dataset=dataset).exists()
+    assert page.evaluate("Object.keys(localStorage).every(k => localStorage.getItem(k) === '[]')")
+
+
 def test_a_failed_save_is_shown_kept_and_retried(rp, logged_in_page, live_server, users):
     page = logged_in_page
     open_review(page, live_server, rp)

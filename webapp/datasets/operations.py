@@ -144,6 +144,8 @@ def do_delete_dataset(dataset: Dataset, *, job=None, progress=None) -> dict:
         blocker = busy_job(dataset.project_id, DATASET_BLOCKERS, exclude=job)
         if blocker is not None:
             raise DeletionRefused(busy_message(blocker, f"Dataset {quoted(dataset.name)}"))
+        # Locked before anything is deleted: a reviewer's save on one of its nuclei in flight ends first, and one
+        # made meanwhile waits and finds it gone (webapp.datasets.being_deleted).
         dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
         summary = {"target": "dataset", "deleted": True, "name": dataset.name, "dataset": dataset.pk,
                    "images": dataset.image_count, "nuclei": dataset.nucleus_count}

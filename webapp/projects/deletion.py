@@ -50,12 +50,15 @@ def do_delete_project(project: Project, *, job=None, progress=None) -> dict:
         if blocker is not None:
             raise DeletionRefused(busy_message(blocker, f"Project {quoted(project.name)}"))
         datasets = Dataset.objects.filter(project=project)
+        # Their rows locked before anything is deleted: a reviewer's save on one of their nuclei in flight ends
+        # first, and one made meanwhile waits and finds it gone (webapp.datasets.being_deleted).
+        dataset_ids = list(datasets.select_for_update().order_by("id").values_list("pk", flat=True))
         summary = {"target": "project", "deleted": True, "name": project.name, "project": project.pk,
                    "datasets": datasets.count(), "images": sum(datasets.values_list("image_count", flat=True)),
                    "nuclei": nucleus_total(datasets), "members": project.memberships.count(),
                    "model_versions": project.model_versions.count()}
         progress(0, f"deleting {summary['datasets']} datasets, {summary['nuclei']} nuclei")
-        delete_images(list(datasets.values_list("pk", flat=True)), progress, done=0, total=summary["nuclei"],
+        delete_images(dataset_ids, progress, done=0, total=summary["nuclei"],
                       start=0, span=90)
         datasets.delete()
         # The schedules of its retraining policy (webapp.training.operations.do_set_retrain_policy).

@@ -36,6 +36,7 @@ from webapp.core.query_params import yes_no_param
 from webapp.core.ids import parse_ids
 from webapp.core.pagination import PagePagination, whole_number_param
 from webapp.core.policy import project_role
+from webapp.datasets.being_deleted import BeingDeleted
 from webapp.datasets.models import CurrentLabel, Image, Label, LabelSet, Nucleus
 from webapp.datasets.operations import StaleLabel
 from webapp.datasets.queries import get_image_for
@@ -522,6 +523,8 @@ def bulk(request, project_id: int):
             results.append({"nucleus": nucleus.pk, "status": 409, "detail": str(conflict.detail), **conflict.extra})
         except operations.ClientIdReused as exc:
             results.append({"nucleus": nucleus.pk, "status": 409, "detail": str(exc)})
+        except BeingDeleted as exc:
+            results.append({"nucleus": nucleus.pk, "status": 409, "detail": exc.detail, **exc.extra})
         else:
             results.append({"nucleus": nucleus.pk, "status": 201 if created else 200,
                             "label": label_dict(label, classes)})

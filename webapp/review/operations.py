@@ -7,7 +7,7 @@ history, version check, idempotent ``client_id``); these functions add the queue
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.db import IntegrityError, connection, transaction
@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from webapp.core import audit, sql
 from webapp.core.cache import delete_on_commit, forget_frontiers, unreviewed_counts_key
+from webapp.datasets.being_deleted import dataset_of, deletions, hold_dataset_of, refusal
 from webapp.datasets.models import CurrentLabel, Label, LabelSet, LabelSource, Nucleus
 from webapp.datasets.operations import StaleLabel, do_record_label
 from webapp.training.models import ModelVersion, Prediction
@@ -137,6 +138,8 @@ def do_claim_next(spec: QueueSpec) -> ReviewLease | None:
     with transaction.atomic():
         _commit_without_waiting_for_disk()
         lease = queue.held_lease(spec, now)
+        if lease is not None and _being_deleted(lease.nucleus_id):
+            lease = None   # its dataset is going (a save on it was refused): not shown again
         if lease is not None:
             lease.expires_at = now + timedelta(seconds=LEASE_SECONDS)
             # Renewed only while still this reviewer's and undecided (a decision from the gallery or
@@ -157,6 +160,17 @@ def do_claim_next(spec: QueueSpec) -> ReviewLease | None:
                 if not found:
                     break
                 for nucleus_id in found:
+                    # Its dataset's row share-locked before the lease is written (webapp.datasets.being_deleted).
+                    dataset = dataset_of(nucleus_id)
+                    if dataset is None:
+                        continue   # deleted meanwhile
+                    if dataset[1]:
+                        # Being deleted: the queue leaves its dataset out from now on (BeingDeleted: the project).
+                        refused = refusal(dataset[0], deletions(spec.label_set.project_id))
+                        if refused is not None and refused.dataset_id is None:
+                            raise refused
+                        spec = replace(spec, exclude_datasets=(*spec.exclude_datasets, dataset[0]))
+                        break
                     lease = _take(nucleus_id, spec.label_set, spec.user, now, second_opinion=spec.include_labelled)
                     if lease is not None:
                         audit.record("review.claimed", actor=spec.user, target=f"datasets.nucleus:{nucleus_id}",
@@ -165,6 +179,11 @@ def do_claim_next(spec: QueueSpec) -> ReviewLease | None:
                                      expires_at=lease.expires_at.isoformat())
                         return lease
     return None
+
+
+def _being_deleted(nucleus_id: int) -> bool:
+    dataset = dataset_of(nucleus_id)
+    return dataset is None or dataset[1]
 
 
 def _expire(nucleus: Nucleus, label_set: LabelSet, user, now, *, expires_at=None) -> int:
@@ -202,6 +221,7 @@ def do_skip(nucleus: Nucleus, label_set: LabelSet, user) -> ReviewSkip:
     nothing else is left or after :data:`queue.SKIP_COOLDOWN`."""
     now = timezone.now()
     with transaction.atomic():
+        hold_dataset_of(nucleus, label_set.project_id)
         _expire(nucleus, label_set, user, now)
         skip, _ = ReviewSkip.objects.update_or_create(nucleus=nucleus, label_set=label_set, user=user,
                                                       defaults={"skipped_at": now})
@@ -273,7 +293,9 @@ def do_decide(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, user, 
     model_version_id, predicted = predicted_by(version, nucleus, label_set)
     try:
         with transaction.atomic():
-            # First the gate: it locks the lease row, so decisions on one nucleus queue up here. Whoever
+            # Not on a nucleus whose dataset is being deleted; and no deletion starts until this is committed.
+            hold_dataset_of(nucleus, label_set.project_id)
+            # Then the gate: it locks the lease row, so decisions on one nucleus queue up here. Whoever
             # else held the lease (their save will answer 409) gives it up.
             if not _mark_decided(nucleus, label_set, user, timezone.now(), second_opinion=second_opinion):
                 raise AlreadyDecided(queue.current_label(nucleus.pk, label_set))
@@ -318,6 +340,7 @@ def _undo(nucleus: Nucleus, label_set: LabelSet, *, user, client_id: str, check_
           expected_label_id: int | None) -> ReviewUndo:
     now = timezone.now()
     with transaction.atomic():
+        hold_dataset_of(nucleus, label_set.project_id)   # as a decision does (do_decide)
         # The lease row first, as a decision takes it (do_decide): an undo that locked the current label first
         # deadlocked with a decision on the same nucleus, each holding what the other waited for.
         _lease_row(_LOCK, nucleus.pk, label_set, user, now, now, False)
@@ -411,6 +434,7 @@ def do_settle(nucleus: Nucleus, label_set: LabelSet, class_index: int, *, curato
         return existing
     try:
         with transaction.atomic():
+            hold_dataset_of(nucleus, label_set.project_id)   # as a decision does (do_decide)
             # Settled: decided by the curator, whoever decided or held it before. The lease row first, in the
             # order a decision and an undo take their locks.
             _mark_decided(nucleus, label_set, curator, timezone.now(), second_opinion=True)

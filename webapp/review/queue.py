@@ -68,6 +68,8 @@ class QueueSpec:
     include_labelled: bool = False
     exclude: tuple[int, ...] = ()
     version: ModelVersion | None = None
+    # Datasets whose nuclei are not offered: being deleted (webapp.review.operations.do_claim_next).
+    exclude_datasets: tuple[int, ...] = ()
 
     @property
     def uses_predictions(self) -> bool:
@@ -106,6 +108,11 @@ def free_conditions(spec: QueueSpec, ref: str, now, *, with_skips: bool = True) 
     if spec.exclude:
         conditions.append(f"{ref} NOT IN ({', '.join(['%s'] * len(spec.exclude))})")
         params += list(spec.exclude)
+    if spec.exclude_datasets:
+        conditions.append(f"NOT EXISTS (SELECT 1 FROM {sql.table(Nucleus)} xn JOIN {sql.table(Image)} xi ON "
+                          f"xi.id = xn.image_id WHERE xn.id = {ref} AND xi.dataset_id IN "
+                          f"({', '.join(['%s'] * len(spec.exclude_datasets))}))")
+        params += list(spec.exclude_datasets)
     return " AND ".join(conditions), params
 
 

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from mlcore.types import quoted
 
 from webapp.core.policy import project_role
+from webapp.datasets.being_deleted import BeingDeleted
 from webapp.datasets.models import LabelSet
 from webapp.datasets.operations import StaleLabel
 from webapp.jobs.models import Job
@@ -151,6 +152,9 @@ def settle_form(request, project_id: int):
     except StaleLabel:
         messages.error(request, f"Not settled: the label of nucleus {nucleus.instance_id} in {nucleus.image.name} "
                                 "changed meanwhile; look again.")
+        return redirect(back)
+    except BeingDeleted as exc:
+        messages.error(request, f"Not settled: {exc.detail}")
         return redirect(back)
     name = queue.class_name_of(queue.label_set_classes(label_set), class_index)
     messages.success(request, f"Nucleus {nucleus.instance_id} in {nucleus.image.name} settled as {quoted(name)} "

@@ -19,9 +19,11 @@ pytestmark = pytest.mark.django_db
 # the take's own savepoint, lease, audit, release), the nucleus, the region with its neighbours, the other
 # label sets: 15; and the queue's frontier, moved down once in ten seconds (queue.FRONTIER_REFRESH): 16 at
 # most. The take's savepoint was added so that a refused take drops its row lock (a deadlock between
-# claimers otherwise, tests/webapp/review/test_review_race.py).
+# claimers otherwise, tests/webapp/review/test_review_race.py). 17: before the take, its dataset's row is
+# share-locked, in the statement that also says whether the dataset is being deleted (a lease written meanwhile
+# failed the deletion's commit: webapp.datasets.being_deleted, tests/webapp/review/test_save_during_deletion.py).
 # Raise it only with a reason: every statement here runs for every nucleus every reviewer sees.
-NEXT_STATEMENTS = 16
+NEXT_STATEMENTS = 17
 
 
 def next_url(rp, label_set="colon", **params):
