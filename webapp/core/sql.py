@@ -58,6 +58,14 @@ def lock_clause(*, of: str | None = None, no_key: bool = False, skip_locked: boo
     return clause
 
 
+def json_text(column: str, key: str) -> str:
+    """SQL for the text of a JSON column's top-level ``key`` (a constant of the code, never a user's): ``->>`` on
+    PostgreSQL, ``json_extract`` on SQLite, whose ``->>`` needs 3.38 (Ubuntu 22.04's Python has 3.37)."""
+    if connection.vendor == "postgresql":
+        return f"({column} ->> '{key}')"
+    return f"json_extract({column}, '$.{key}')"
+
+
 def json_value(value):
     """A JSON column read by a plain cursor: text on SQLite (and for PostgreSQL's jsonb, which Django
     has psycopg hand over as text), already a Python value otherwise."""

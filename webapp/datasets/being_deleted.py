@@ -77,7 +77,8 @@ def _dataset_row(nucleus_id: int, lock: str) -> tuple[int, bool] | None:
     # params: webapp.jobs.deletion.enqueue_deletion), and the lock asked for.
     job = sql.table(Job)
     deleting = (f"EXISTS (SELECT 1 FROM {job} j WHERE j.project_id = d.project_id AND j.kind = %s AND j.state IN "
-                f"(%s, %s) AND (j.params ->> 'target' = 'project' OR CAST(j.params ->> 'dataset' AS INTEGER) = d.id))")
+                f"(%s, %s) AND ({sql.json_text('j.params', 'target')} = 'project' OR "
+                f"CAST({sql.json_text('j.params', 'dataset')} AS INTEGER) = d.id))")
     row = sql.fetch_one(f"SELECT d.id, {deleting} FROM {sql.table(Dataset)} d JOIN {sql.table(Image)} i ON "
                         f"i.dataset_id = d.id JOIN {sql.table(Nucleus)} n ON n.image_id = i.id WHERE n.id = %s{lock}",
                         [Job.Kind.DELETE.value, *(state.value for state in UNFINISHED), nucleus_id])
