@@ -20,12 +20,28 @@ function trainingSection(section) {
 
   const jobBox = document.getElementById("training-job");
   const startButton = document.querySelector("#train-form button[type=submit]");
-  // ``focus``: the job was started from this page, by a button now disabled (Start) or hidden (Resume): the focus
+  // Start is marked aria-disabled, never disabled: it keeps the focus (a disabled button dropped it to the page)
+  // and stays reachable by Tab with its reason beside it (#train-busy, #train-not-ready: its description).
+  const busyBox = document.getElementById("train-busy");
+  const startRefused = () => startButton?.getAttribute("aria-disabled") === "true";
+  function setStartRefused(refused) {
+    if (!startButton) return;
+    if (refused) startButton.setAttribute("aria-disabled", "true"); else startButton.removeAttribute("aria-disabled");
+  }
+  // ``jobId``: a training started from this page (the server wrote the sentence for one it found running).
+  function showBusy(jobId) {
+    if (!busyBox || jobId == null) return;
+    busyBox.textContent = `Training job #${jobId} is under way: one training at a time. `
+      + "Start can be pressed again once it has ended.";
+    busyBox.hidden = false;
+  }
+  // ``focus``: the job was started from this page, by a button now refused (Start) or hidden (Resume): the focus
   // goes to the job's card, its state and progress, instead of dropping to the page.
-  function follow(url, { focus = false } = {}) {
+  function follow(url, { focus = false, jobId = null } = {}) {
     jobBox.hidden = false;
     jobBox.dataset.jobUrl = url;
-    if (startButton) startButton.disabled = true;   // one training at a time (the server refuses a second)
+    setStartRefused(true);   // one training at a time (the server refuses a second)
+    showBusy(jobId);
     if (focus) jobBox.focus();
     jobBox.addEventListener("job-update", (event) => {
       if (!["succeeded", "failed", "cancelled"].includes(event.detail.state)) return;
@@ -46,7 +62,7 @@ function trainingSection(section) {
   }
   if (jobBox && jobBox.dataset.jobUrl) follow(jobBox.dataset.jobUrl);
 
-  // Start is disabled while an import into the project runs (the server refuses it then): the page follows
+  // Start is refused while an import into the project runs (the server refuses it then): the page follows
   // that import and loads itself again once it has ended, with the new data's defaults. An import started
   // from this page is followed by upload.js instead, which reloads the page on success.
   const notReady = document.getElementById("train-not-ready");
@@ -64,12 +80,15 @@ function trainingSection(section) {
   const trainForm = document.getElementById("train-form");
   trainForm?.addEventListener("submit", async (event) => {
     event.preventDefault();
-    if (startButton) startButton.disabled = true;   // at once: a second click must not send a second start
+    if (startRefused()) return;   // its description says why (Enter in a field submits the form too)
+    setStartRefused(true);   // at once: a second click must not send a second start
     document.getElementById("train-error").hidden = true;
     clearFieldErrors(trainForm);
-    try { const job = await post(`/api/projects/${projectId}/train/`, trainOptions()); follow(job.url, { focus: true }); }
-    catch (err) {
-      if (startButton) startButton.disabled = false;
+    try {
+      const job = await post(`/api/projects/${projectId}/train/`, trainOptions());
+      follow(job.url, { focus: true, jobId: job.id });
+    } catch (err) {
+      setStartRefused(false);
       // An option the server refused is shown beside its field, which takes the focus (field_errors.js).
       const rest = showFieldErrors(trainForm, err);
       if (rest === null) showError("train-error", err.message, startButton);
@@ -142,7 +161,7 @@ function trainingSection(section) {
     try {
       const job = await post(`/api/projects/${projectId}/train/`, { resume_from: Number(button.dataset.jobId) });
       document.getElementById("resumable").hidden = true;
-      follow(job.url, { focus: true });
+      follow(job.url, { focus: true, jobId: job.id });
     } catch (err) { button.disabled = false; showError("resume-error", err.message, button); }
   }));
 

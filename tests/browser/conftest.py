@@ -117,3 +117,16 @@ def shown_beside_its_field(page, form: str, field: str, alert: str):
                          f"#{form} input[name={field}]")
     assert page.locator(alert).is_hidden()
     return message, control
+
+
+def accessible(page, selector: str) -> dict:
+    """The name, description and key shortcuts (aria-keyshortcuts) Chromium gives the element: its accessibility
+    tree, as a screen reader gets it."""
+    cdp = page.context.new_cdp_session(page)
+    document = cdp.send("DOM.getDocument")["root"]["nodeId"]
+    node = cdp.send("DOM.querySelector", {"nodeId": document, "selector": selector})["nodeId"]
+    assert node, selector
+    ax = cdp.send("Accessibility.getPartialAXTree", {"nodeId": node, "fetchRelatives": False})["nodes"][0]
+    cdp.detach()
+    return {"name": (ax.get("name") or {}).get("value", ""), "description": (ax.get("description") or {}).get("value", ""),
+            "shortcuts": next((p["value"]["value"] for p in ax.get("properties", []) if p["name"] == "keyshortcuts"), None)}

@@ -27,7 +27,7 @@ def test_cancelling_a_training_asks_first(logged_in_page, live_server, owner, tm
     page.goto(f"{live_server.url}/projects/{project.pk}/")
     # One training at a time: Start waits for this one (the server would refuse a second).
     assert page.is_disabled("#train-form button[type=submit]")
-    assert f"Training job #{job.pk} is" in page.get_attribute("#train-form button[type=submit]", "title")
+    assert f"Training job #{job.pk} is" in page.inner_text("#train-busy")   # beside it, and its description
 
     # The form proposes the project's default schedule and estimates its time.
     nuclei = Nucleus.objects.filter(image__project=project).count()

@@ -28,6 +28,6 @@ def test_start_is_enabled_by_itself_once_the_import_has_ended(logged_in_page, li
     assert page.is_disabled("#train-form button[type=submit]")
 
     Job.objects.filter(pk=importing.pk).update(state=Job.State.SUCCEEDED)   # the worker's end of it
-    wait_in_page(page, "document.querySelector('#train-form button[type=submit]')?.disabled === false", timeout=15)
+    wait_in_page(page, "document.querySelector('#train-form button[type=submit]')?.getAttribute('aria-disabled') === null", timeout=15)
     assert page.query_selector("#train-not-ready") is None
     assert errors == []   # jobs.js took the sentence for a job card: "Cannot set properties of null"

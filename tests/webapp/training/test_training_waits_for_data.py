@@ -99,20 +99,23 @@ def test_the_train_form_says_why_it_cannot_start_yet(owner, media_root, client):
         form = page[page.index('<form id="train-form"'):]
         return form[form.index('<button type="submit"'):form.index("</button>")]
 
-    assert "disabled" in start_button()
+    # aria-disabled, not disabled: the button keeps the focus and is described by why it does nothing.
+    assert 'aria-disabled="true"' in start_button() and " disabled" not in start_button()
+    assert 'aria-describedby="train-not-ready train-busy train-estimate"' in start_button()
     assert "has no labelled dataset to train on: upload one first." in client.get(
         f"/projects/{project.pk}/").content.decode()
 
     labelled_dataset_row(project)
     job = importing(project, owner)
-    assert "disabled" in start_button()
+    assert 'aria-disabled="true"' in start_button()
     page = client.get(f"/projects/{project.pk}/").content.decode()
     assert f"is still running (job {job.pk}): start the training once it has finished" in page
 
     Job.objects.filter(pk=job.pk).update(state=Job.State.SUCCEEDED)
     assert "disabled" not in start_button()
-    # The estimate is the button's description, read when it is reached, not a live region read at every change.
-    assert 'aria-describedby="train-estimate"' in start_button()
+    # The estimate is the button's description, read when it is reached, not a live region read at every change
+    # (train-busy is empty while no training runs).
+    assert 'aria-describedby="train-busy train-estimate"' in start_button()
     assert '<p class="estimate" id="train-estimate"></p>' in client.get(f"/projects/{project.pk}/").content.decode()
     assert 'id="train-not-ready"' not in client.get(f"/projects/{project.pk}/").content.decode()
 
