@@ -126,7 +126,7 @@ def activity(request, project_id: int):
                for entry in page]
     return render(request, "projects/activity.html", {
         "project": project, "page": page, "entries": entries, "kind": kind,
-        "kinds": project_activity.KIND_CHOICES})
+        "kinds": project_activity.KIND_CHOICES, "automatic": any(entry.actor_id is None for entry in page)})
 
 
 def _label_class_names(project, entries) -> dict:

@@ -105,6 +105,8 @@ def training_panel_context(project, user) -> dict:
 
     return {
         "versions": list(reversed(versions)),
+        # The table's note on "TTA", shown once where a version was scored with it.
+        "versions_tta": any(entry["metrics"].get("tta") for version in versions for entry in version.metric_entries),
         "active_version": active,
         # The newest version against the one it replaced: a warning where it is lower, active or not.
         "newest_version": versions[-1] if versions else None,

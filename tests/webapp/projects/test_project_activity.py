@@ -197,7 +197,10 @@ def test_the_page_shows_changes_but_single_labels_first_and_says_automatic_rows(
     html = client.get(f"/projects/{project.pk}/activity/").content.decode()
     assert 'data-action="label.recorded"' not in html and 'data-action="dataset.imported"' in html
     assert '<option value="changes" selected>' in html
-    assert 'title="no person: a worker, the retraining policy or a training">automatic</span>' in html and "A training succeeded" in html
+    assert '<span class="muted">automatic</span>' in html and "A training succeeded" in html
+    # What "automatic" means is said under the table, which it describes (it was a tooltip no keyboard reached).
+    assert 'aria-describedby="activity-automatic"' in html
+    assert 'id="activity-automatic">Who “automatic”: no person, but a worker, the retraining policy or a training.' in html
     labels = client.get(f"/projects/{project.pk}/activity/?kind=labels").content.decode()
     assert labels.count('data-action="label.recorded"') == 3
     every = client.get(f"/projects/{project.pk}/activity/?kind=").content.decode()

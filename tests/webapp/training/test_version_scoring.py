@@ -78,7 +78,10 @@ def test_a_version_is_scored_as_its_predictions_are_made_and_keeps_its_one_view_
     assert "validation nuclei, one view each</p>" in client.get(
         f"/projects/{project.pk}/versions/{one_view.number}/").content.decode()
     panel = client.get(f"/projects/{project.pk}/").content.decode()
-    assert panel.count('>TTA</abbr>') == len(with_tta.metrics)   # the TTA version's rows, not the other's
+    # The TTA version's rows, not the other's: each described by the table's note (a tooltip reached no keyboard).
+    assert panel.count(' <span class="muted">TTA</span></summary>') == len(with_tta.metrics)
+    assert panel.count('<summary aria-describedby="versions-tta">') == len(with_tta.metrics)
+    assert 'id="versions-tta">TTA: scored with test-time augmentation' in panel
     assert f"colon v{with_tta.number}: {with_tta.metrics['colon']['macro_f1']:.3f} (test-time augmentation)" in panel
 
 
