@@ -19,12 +19,13 @@ export function galleryCard(item, classes, on) {
                             "aria-label": `select nucleus ${item.instance_id} in ${item.image_name}` });
   box.addEventListener("change", () => { tile.classList.toggle("selected", box.checked); on.selectionChanged(); });
   const img = el("img", { src: item.crop_url, alt: `nucleus ${item.instance_id} in ${item.image_name}`, loading: "lazy" });
-  const overlay = svgEl("svg");
+  const overlay = svgEl("svg", { "aria-hidden": "true" });   // the crop's alt names the nucleus
   viewBox(overlay, item.region);
   polygon(overlay, item.outline, { class: "target", stroke: colorOf(item.class_index) });
   const picture = el("span", { className: "tile-img" }, img, overlay);
   const predicted = el("div", { className: "tile-class" },
-                       el("a", { href: item.page_url, title: "open the nucleus and its history" }, item.class_name),
+                       el("a", { href: item.page_url, "aria-label": `${item.class_name}: nucleus ${item.instance_id} and its history` },
+                          item.class_name),
                        ` ${pct(item.probability)}`);
   const scores = el("div", { className: "tile-scores muted" },
                     `margin ${pct(item.margin)} · disagreement ${item.disagreement.toFixed(2)}`);
@@ -32,7 +33,7 @@ export function galleryCard(item, classes, on) {
     ? el("div", { className: "tile-decided", data: { role: "decided" } },
          `decided: ${item.current.class_name}${item.current.author ? ` by ${item.current.author}` : ""}`)
     : null;
-  const agree = el("button", { type: "button", className: "agree small-button", title: `Agree: ${item.class_name}`,
+  const agree = el("button", { type: "button", className: "agree small-button",
                                "aria-label": `Agree: nucleus ${item.instance_id} in ${item.image_name} is ${item.class_name}` },
                   "Agree");
   agree.addEventListener("click", () => on.save([{ item, tile, class_name: item.class_name }]));

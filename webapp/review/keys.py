@@ -173,6 +173,13 @@ def keys_for(user) -> dict:
         return defaults()
 
 
+def aria_shortcut(key: str | None) -> str | None:
+    """A key as aria-keyshortcuts writes it (WAI-ARIA: "+" joins keys, so the plus key is "Plus")."""
+    if key is None:
+        return None
+    return "Plus" if key == "+" else key
+
+
 def described(keys: dict, classes: list[dict] | None = None) -> dict:
     """What the pages and the help show: each action with its key and meaning, and the key of each
     class of a label set (``None`` when the label set has more classes than keys, or for a character key
@@ -185,8 +192,11 @@ def described(keys: dict, classes: list[dict] | None = None) -> dict:
         "actions": keys["actions"],
         "character_keys": keys["character_keys"],
         "shown": {action: shown(key) for action, key in keys["actions"].items()},
+        # For aria-keyshortcuts on the buttons: a screen reader says the key (it was in a tooltip only).
+        "shortcuts": {action: aria_shortcut(shown(key)) for action, key in keys["actions"].items()},
         "action_rows": [{"action": action, "key": shown(keys["actions"][action]), "about": about}
                         for action, (_, about) in ACTIONS.items()],
-        "class_rows": [{**cls, "key": shown(keys["classes"][position]) if position < len(keys["classes"]) else None}
-                       for position, cls in enumerate(classes or [])],
+        "class_rows": [{**cls, "key": key, "shortcut": aria_shortcut(key)}
+                       for cls, key in ((cls, shown(keys["classes"][position]) if position < len(keys["classes"]) else None)
+                                        for position, cls in enumerate(classes or []))],
     }
