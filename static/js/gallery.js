@@ -185,7 +185,7 @@ function galleryPage(root) {
     for (const item of data.items) {
       if (item.group && item.group.key !== group) {
         group = item.group.key;
-        grid.append(el("h3", { className: "gallery-group", data: { group } }, item.group.label));
+        grid.append(el("h2", { className: "gallery-group", data: { group } }, item.group.label));
       }
       grid.append(galleryCard(item, classes, { user: d.user, save, choose, selectionChanged: updateCount }));
     }

@@ -70,7 +70,9 @@ function slideViewerPage(root, OSD) {
 
   // ------------------------------------------------------------------ the SVG overlay
   const group = svgEl("g");
-  const svg = svgEl("svg", { class: "slide-overlay" }, group);
+  // Hidden from assistive technology, as the heatmap: the viewport's name and the keys (n / p) with the side
+  // panel say what is there, nucleus by nucleus.
+  const svg = svgEl("svg", { class: "slide-overlay", "aria-hidden": "true" }, group);
   viewer.canvas.append(svg);
 
   function imageZoom() {
@@ -336,6 +338,7 @@ function slideViewerPage(root, OSD) {
     canvas.width = data.cols;
     canvas.height = data.rows;
     canvas.className = "slide-heatmap";
+    canvas.setAttribute("aria-hidden", "true");   // the density legend says it in words
     const context = canvas.getContext("2d");
     const pixels = context.createImageData(data.cols, data.rows);
     data.counts.forEach((n, i) => { if (n > 0) pixels.data.set(heat(n / (data.max || 1)), i * 4); });

@@ -39,6 +39,9 @@ def test_slide_viewer_zoom_pan_hover_and_label_sets(logged_in_page, live_server,
     assert page.evaluate("slideViewer.imageZoom() < slideViewer.OUTLINE_ZOOM")
     assert page.locator("svg.slide-overlay polygon").count() == 0
     assert "hidden" not in page.get_attribute("canvas.slide-heatmap", "class")
+    # Pictures without words: hidden from assistive technology (the density legend and the keys say what is there).
+    assert page.get_attribute("canvas.slide-heatmap", "aria-hidden") == "true"
+    assert page.get_attribute("svg.slide-overlay", "aria-hidden") == "true"
     note = page.inner_text("[data-role=density-note]")
     assert f"{world.image.nucleus_count} in all" in note
     wait_until(page, "() => performance.getEntriesByType('resource').some((e) => e.name.includes('/slide_files/'))")
