@@ -84,6 +84,7 @@ ROUTES: dict[str, dict[str, Access]] = {
     "api-project-members": {"GET": VIEWER, "POST": ADMIN},
     "api-project-activity": {"GET": VIEWER},
     "api-project-member": {"PATCH": ADMIN, "DELETE": ADMIN},
+    "api-project-leave": {"POST": VIEWER},  # one's own membership: any member may leave (the last admin: 409)
     "project-create": {"POST": AUTHENTICATED},
     "project-detail": {"GET": VIEWER},
     "project-edit": {"POST": ADMIN},
@@ -92,6 +93,7 @@ ROUTES: dict[str, dict[str, Access]] = {
     "project-members": {"GET": VIEWER, "POST": ADMIN},  # every member sees who else is in the project
     "project-member-role": {"POST": ADMIN},
     "project-member-remove": {"POST": ADMIN},
+    "project-leave": {"POST": VIEWER},
     "dataset-detail": {"GET": VIEWER},
     "dataset-edit": {"POST": CURATOR},
     "dataset-delete": {"POST": CURATOR},

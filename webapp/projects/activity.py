@@ -52,6 +52,7 @@ ACTION_WORDS = {
     "project.member_set": "set a member's role",
     "project.member_role_changed": "changed a member's role",
     "project.member_removed": "removed a member",
+    "project.member_left": "left the project",
     "project.retrain_policy_set": "set the retraining policy",
     "project.deletion_requested": "asked for the project's deletion",
     "project.slides_folder_set": "set the project's folder of the slide share",

@@ -142,6 +142,15 @@ class ProjectViewSet(KnownQueryParameters, ActionSerializers, mixins.ListModelMi
             operations.do_remove_member(project, member, actor=request.user)
         return Response(self._member_list(project))
 
+    @extend_schema(request=None, responses={204: None})
+    @action(detail=True, methods=["post"])
+    def leave(self, request, pk=None):
+        """Leave the project yourself (any member): 204, and from then on 404 for everything in it, as for a
+        removed member. 409 for its last admin, who makes another member an admin first."""
+        project = get_project_for(request.user, pk, project_role(request))
+        operations.do_leave_project(project, request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
     @staticmethod
     def _member_list(project) -> list:
         members = Membership.objects.filter(project=project).select_related("user").order_by("user__username")

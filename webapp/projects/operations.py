@@ -143,13 +143,17 @@ def _locked_membership(project: Project, user, actor=None) -> Membership | None:
     return Membership.objects.filter(project=project, user=user).first()
 
 
-def _refuse_losing_last_admin(project: Project, membership: Membership | None, new_role: str | None) -> None:
+def _refuse_losing_last_admin(project: Project, membership: Membership | None, new_role: str | None, *,
+                              leaving: bool = False) -> None:
     """Every project keeps at least one admin with an active account: nobody else could manage its members or
     delete it (a deactivated admin cannot sign in)."""
     if membership is None or membership.role != Role.ADMIN or new_role == Role.ADMIN:
         return
     if not Membership.objects.filter(project=project, role=Role.ADMIN, user__is_active=True).exclude(
             pk=membership.pk).exists():
+        if leaving:
+            raise Conflict(f"You are the last admin of project {quoted(project.name)} and cannot leave it: make "
+                           "another member an admin first, or delete the project.", code="last_admin")
         change = "removed" if new_role is None else f"made a {Role(new_role).label.lower()}"
         raise Conflict(f"{membership.user.get_username()} is the last admin of project {quoted(project.name)} and cannot be "
                        f"{change}: make another member an admin first.", code="last_admin")
@@ -216,3 +220,16 @@ def do_remove_member(project: Project, user, *, actor) -> None:
         audit.record("project.member_removed", actor=actor, target=project, user=user.username,
                      role=membership.role)
 
+
+
+def do_leave_project(project: Project, user) -> None:
+    """``user`` leaves the project of their own accord, whatever their role (before, only an admin could take
+    a member out, and a colleague moving on had to ask for it); the last admin stays, as for a removal."""
+    with transaction.atomic():
+        membership = _locked_membership(project, user)  # one's own membership: no admin role needed
+        if membership is None:
+            raise NotFound(f"You are not a member of project {quoted(project.name)}.", code="not_a_member")
+        _refuse_losing_last_admin(project, membership, None, leaving=True)
+        membership.delete()
+        _member_left(project, user)
+        audit.record("project.member_left", actor=user, target=project, user=user.username, role=membership.role)

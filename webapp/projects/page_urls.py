@@ -10,6 +10,7 @@ urlpatterns = [
     path("projects/<int:project_id>/members/", pages.members, name="project-members"),
     path("projects/<int:project_id>/members/role/", pages.change_role, name="project-member-role"),
     path("projects/<int:project_id>/members/remove/", pages.remove_member, name="project-member-remove"),
+    path("projects/<int:project_id>/leave/", pages.leave_project, name="project-leave"),
     path("projects/<int:project_id>/edit/", pages.edit_project, name="project-edit"),
     path("projects/<int:project_id>/activity/", pages.activity, name="project-activity"),
     path("projects/<int:project_id>/delete/", pages.delete_project, name="project-delete"),

@@ -213,6 +213,7 @@ def members(request, project_id: int):
         "memberships": memberships,
         "roles": Role.choices,
         "is_admin": project.role == Role.ADMIN,
+        "is_last_admin": project.role == Role.ADMIN and admins == 1,
         "add_form": add_form,
     })
 
@@ -236,6 +237,19 @@ def remove_member(request, project_id: int):
         _apply(request, lambda: operations.do_remove_member(project, user, actor=request.user),
                f"{user.get_username()} was removed from the project.")
     return _after_change(request, project)
+
+
+@require_POST
+def leave_project(request, project_id: int):
+    """The member leaves the project (any role; the last admin is refused and stays on the members page)."""
+    project = get_project_for(request.user, project_id, project_role(request))
+    try:
+        operations.do_leave_project(project, request.user)
+    except Conflict as exc:
+        messages.error(request, exc.detail)
+        return redirect("project-members", project.pk)
+    messages.success(request, f"You left project {quoted(project.name)}; an admin of it can add you again.")
+    return redirect("home")
 
 
 def _apply(request, change, success: str) -> None:

@@ -40,6 +40,8 @@ MEMBER_ROLES = {"viewer": Role.VIEWER, "reviewer": Role.REVIEWER, "curator": Rol
 ADMIN_PERSONAS = ("anonymous", "outsider", "admin", "staff")
 # Calling these ends the caller's session: they get a client of their own.
 SESSION_ENDING = {"logout"}
+# Calling these takes a member out of the project (leaving it): they are put back after each call.
+MEMBERSHIP_ENDING = {"project-leave", "api-project-leave"}
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,8 @@ def test_every_route_answers_every_kind_of_user_as_the_table_says(world):
                 problem = check(route, method, persona_url, persona, expectation(access, persona), response)
                 if problem:
                     problems.append(problem)
+                if route.name in MEMBERSHIP_ENDING and persona in MEMBER_ROLES and persona != "admin":
+                    do_set_membership(world["project"], users[persona], MEMBER_ROLES[persona], actor=users["admin"])
         if not route.is_admin:
             problems += _undeclared_methods(route, url, methods, users)
             calls += len(METHODS) - len(methods)

@@ -400,11 +400,12 @@ def test_the_random_order_reaches_a_dataset_imported_after_it_drew(db, users, me
 
 
 def test_a_member_taken_out_of_the_review_frees_the_nuclei_they_had_claimed(db, users, media_root, tmp_path):
-    """A removed reviewer's claim kept its nucleus from everyone else for 5 minutes; so did one made a viewer."""
+    """A removed reviewer's claim kept its nucleus from everyone else for 5 minutes; so did one made a viewer, and
+    one who left the project themselves."""
     from django.db import transaction
 
     from webapp.projects.models import Role
-    from webapp.projects.operations import do_remove_member, do_set_membership
+    from webapp.projects.operations import do_leave_project, do_remove_member, do_set_membership
     from webapp.review import operations as review_operations
     from webapp.review.operations import do_claim_next
     from webapp.review.queue import QueueSpec
@@ -417,7 +418,8 @@ def test_a_member_taken_out_of_the_review_frees_the_nuclei_they_had_claimed(db, 
         return do_claim_next(QueueSpec(project=rp.project, label_set=rp.breast_set, user=user, version=rp.version))
 
     for leave in (lambda: do_remove_member(rp.project, rita, actor=users["owner"]),
-                  lambda: do_set_membership(rp.project, rita, Role.VIEWER, actor=users["owner"])):
+                  lambda: do_set_membership(rp.project, rita, Role.VIEWER, actor=users["owner"]),
+                  lambda: do_leave_project(rp.project, rita)):
         do_set_membership(rp.project, rita, Role.REVIEWER, actor=users["owner"])
         held = claim(rita)
         assert ReviewLease.objects.get(pk=held.pk).expires_at > timezone.now()
