@@ -1,22 +1,25 @@
 """The admin site's pages for projects and accounts. Memberships change only through the domain functions (the
 project's Members page, the API): they keep one admin in every project and write the activity rows, which the
 admin site's own forms did not. What only a server administrator decides, a project's folder of the slide share,
-is edited here, through its domain function too."""
+is edited here, through its domain function too, and so is the one membership change staff make: a member made an
+admin of a project whose admins have left (a departed owner's project had nobody to manage it)."""
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import UserChangeForm
 from django.db import transaction
 from django.shortcuts import redirect
 from django.urls import reverse
 
 from mlcore.types import quoted
 
+from webapp.core import audit
 from webapp.core.domain_errors import Invalid
 
 from .models import Membership, Project, Role
-from .operations import do_remove_member
+from .operations import do_change_member_role, do_remove_member
 from .slides_folder import clean_slides_folder, do_set_slides_folder
 
 
@@ -37,9 +40,23 @@ class MembershipInline(admin.TabularInline):
 
 
 class ProjectAdminForm(forms.ModelForm):
+    new_admin = forms.ModelChoiceField(
+        queryset=Membership.objects.none(), required=False, label="Make a member an admin",
+        help_text="For a project whose admins have left the lab: that member then manages its members on the "
+                  "project's Members page. One activity row, with you as its actor.")
+
     class Meta:
         model = Project
         fields = ["slides_folder"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.fields["new_admin"].queryset = (Membership.objects.filter(project=self.instance)
+                                                 .exclude(role=Role.ADMIN).select_related("user")
+                                                 .order_by("user__username"))
+        self.fields["new_admin"].label_from_instance = (
+            lambda membership: f"{membership.user.get_username()} ({Role(membership.role).label.lower()})")
 
     def clean_slides_folder(self):
         try:
@@ -54,7 +71,7 @@ class ProjectAdmin(admin.ModelAdmin):
     under SLIDES_ROOT is the server administrator's, here."""
     form = ProjectAdminForm
     list_display = ("name", "created_by", "created_at", "slides_folder")
-    fields = ("name", "description", "created_by", "created_at", "slides_folder")
+    fields = ("name", "description", "created_by", "created_at", "slides_folder", "new_admin")
     readonly_fields = ("name", "description", "created_by", "created_at")
     inlines = [MembershipInline]
 
@@ -64,6 +81,8 @@ class ProjectAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if "slides_folder" in form.changed_data:
             do_set_slides_folder(obj, form.cleaned_data["slides_folder"], actor=request.user)
+        if form.cleaned_data.get("new_admin") is not None:
+            do_change_member_role(obj, form.cleaned_data["new_admin"].user, Role.ADMIN, actor=request.user)
 
 
 def projects_only_they_administer(user) -> list[Project]:
@@ -78,19 +97,48 @@ def projects_only_they_administer(user) -> list[Project]:
 User = get_user_model()
 
 
+def only_admin_refusal(user, doing: str) -> str | None:
+    """Why ``user`` may not be deleted or deactivated (``doing``), or None: they are the only active admin of a
+    project, which would then have nobody to manage its members or delete it."""
+    projects = projects_only_they_administer(user)
+    if not projects:
+        return None
+    names = ", ".join(quoted(project.name) for project in projects)
+    return (f"{user.get_username()} is the only admin of project{'s' if len(projects) > 1 else ''} {names} and cannot "
+            f"be {doing}: make another member an admin first, on the project's Members page or, here, on the "
+            "project's page (Make a member an admin).")
+
+
+class AccountChangeForm(UserChangeForm):
+    def clean_is_active(self):
+        """A departed colleague is locked out by unticking Active; the only admin of a project stays active
+        until another member is its admin (before, the project was left with no admin who could sign in)."""
+        active = self.cleaned_data.get("is_active")
+        if not active and self.instance.pk is not None and self.instance.is_active:
+            refusal = only_admin_refusal(self.instance, "deactivated")
+            if refusal:
+                raise forms.ValidationError(refusal)
+        return active
+
+
 class AccountAdmin(UserAdmin):
     """Django's account pages, except that an account is deleted only where no project would lose its last
     admin, and its memberships go through :func:`do_remove_member` first (one activity row each, by the staff
     member who deleted it). Before, the only admin's account deleted here left a project nobody could manage,
-    and the activity lost who had done what without saying why."""
+    and the activity lost who had done what without saying why. Deactivating such an account is refused alike
+    (:class:`AccountChangeForm`), and deactivating or reactivating one is on the audit log."""
+
+    form = AccountChangeForm
 
     def _refusal(self, user) -> str | None:
-        projects = projects_only_they_administer(user)
-        if not projects:
-            return None
-        names = ", ".join(quoted(project.name) for project in projects)
-        return (f"{user.get_username()} is the only admin of project{'s' if len(projects) > 1 else ''} {names}: make "
-                "another member an admin on the project's Members page first.")
+        return only_admin_refusal(user, "deleted")
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            if change and "is_active" in form.changed_data:
+                audit.record("account.activated" if obj.is_active else "account.deactivated", actor=request.user,
+                             target=obj, user=obj.get_username())
 
     def delete_view(self, request, object_id, extra_context=None):
         user = self.get_object(request, object_id)

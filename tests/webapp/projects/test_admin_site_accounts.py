@@ -1,9 +1,12 @@
-"""Staff deleting accounts on the admin site: the only admin of a project is not deleted (the project would have
-nobody to manage it); another account's memberships go through do_remove_member, one activity row each with the
-staff member as actor; the admin site shows memberships but changes them only through the Members page. A
-deactivated admin does not count as the project's admin."""
+"""Staff deleting or deactivating accounts on the admin site: the only admin of a project is neither deleted nor
+deactivated (the project would have nobody to manage it); another account's memberships go through
+do_remove_member, one activity row each with the staff member as actor; a deactivation is on the audit log. The
+admin site shows memberships; the one change it makes is a member made an admin of a project (one activity row),
+for a project whose only admin left the lab. A deactivated admin does not count as the project's admin."""
 
 import pytest
+
+from django.contrib.auth import get_user_model
 
 from webapp.core.domain_errors import Conflict
 from webapp.core.models import AuditLogEntry
@@ -26,7 +29,8 @@ def test_the_only_admin_is_not_deleted_and_another_account_leaves_its_projects_o
     do_set_membership(project, curator, Role.CURATOR, actor=owner)
 
     refused = staff_client.post(f"/admin/auth/user/{owner.pk}/delete/", {"post": "yes"}, follow=True)
-    assert "wner is the only admin of project &#x27;Lab&#x27;: make another member an admin" in refused.content.decode()
+    assert ("wner is the only admin of project &#x27;Lab&#x27; and cannot be deleted: make another member an admin "
+            "first") in refused.content.decode()
     assert django_user_model.objects.filter(pk=owner.pk).exists()
     assert Membership.objects.filter(project=project, user=owner, role=Role.ADMIN).exists()
 
@@ -58,3 +62,62 @@ def test_a_deactivated_admin_is_no_admin_to_leave_the_project_to(owner, make_use
     away.save()
     with pytest.raises(Conflict, match="owner is the last admin"):
         do_remove_member(project, owner, actor=owner)
+
+
+def change_form_data(client, url: str) -> dict:
+    """The admin change form's fields, and its inlines', as the browser would post them unchanged."""
+    context = client.get(url).context
+    forms = [context["adminform"].form]
+    for inline in context["inline_admin_formsets"]:
+        forms += [inline.formset.management_form, *inline.formset.forms]
+    data = {}
+    for form in forms:
+        data.update(_form_data(form))
+    return data
+
+
+def _form_data(form) -> dict:
+    data = {}
+    for name, field in form.fields.items():
+        name, value = form.add_prefix(name), form[name].value()
+        widget = field.widget
+        if hasattr(widget, "decompress"):
+            data.update({f"{name}_{i}": part or "" for i, part in enumerate(widget.decompress(value))})
+        elif isinstance(value, bool):
+            if value:
+                data[name] = "on"
+        elif isinstance(value, (list, tuple)):
+            data[name] = [str(v) for v in value]
+        elif value is not None:
+            data[name] = getattr(value, "pk", value)
+    return data
+
+
+def test_the_only_admin_is_not_deactivated_until_staff_make_another_member_an_admin(staff_client, owner, member):
+    project = do_create_project("Lab", actor=owner)
+    do_set_membership(project, member, Role.CURATOR, actor=owner)
+    owner_url = f"/admin/auth/user/{owner.pk}/change/"
+
+    data = change_form_data(staff_client, owner_url)
+    data.pop("is_active")
+    refused = staff_client.post(owner_url, data)
+    assert refused.status_code == 200   # the form again, with the reason at the field
+    assert ("owner is the only admin of project &#x27;Lab&#x27; and cannot be deactivated: make another member an "
+            "admin first") in refused.content.decode()
+    assert get_user_model().objects.get(pk=owner.pk).is_active
+    assert not AuditLogEntry.objects.filter(action="account.deactivated").exists()
+
+    # Staff make the curator an admin on the project's admin page (the owner has left the lab).
+    project_url = f"/admin/projects/project/{project.pk}/change/"
+    membership = Membership.objects.get(project=project, user=member)
+    answer = staff_client.post(project_url, {**change_form_data(staff_client, project_url), "new_admin": membership.pk})
+    assert answer.status_code == 302
+    assert Membership.objects.get(pk=membership.pk).role == Role.ADMIN
+    promoted = AuditLogEntry.objects.get(action="project.member_role_changed")
+    assert promoted.actor.username == "root" and promoted.details == {"user": "member", "role": "admin",
+                                                                      "previous": "curator"}
+
+    assert staff_client.post(owner_url, data).status_code == 302
+    assert not get_user_model().objects.get(pk=owner.pk).is_active
+    deactivated = AuditLogEntry.objects.get(action="account.deactivated")
+    assert deactivated.actor.username == "root" and deactivated.details == {"user": "owner"}
