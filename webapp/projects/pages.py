@@ -205,15 +205,17 @@ def members(request, project_id: int):
             add_form.update(error=exc.detail, field="user")
     memberships = list(Membership.objects.filter(project=project).select_related("user")
                        .order_by("user__username"))
-    admins = sum(1 for m in memberships if m.role == Role.ADMIN)
+    # A deactivated admin cannot sign in and does not count (operations._refuse_losing_last_admin): the page
+    # offered to remove the one active admin beside them, and the removal was refused.
+    admins = sum(1 for m in memberships if m.role == Role.ADMIN and m.user.is_active)
     for membership in memberships:
-        membership.is_last_admin = membership.role == Role.ADMIN and admins == 1
+        membership.is_last_admin = membership.role == Role.ADMIN and membership.user.is_active and admins == 1
     return render(request, "projects/members.html", {
         "project": project,
         "memberships": memberships,
         "roles": Role.choices,
         "is_admin": project.role == Role.ADMIN,
-        "is_last_admin": project.role == Role.ADMIN and admins == 1,
+        "is_last_admin": any(m.is_last_admin and m.user_id == request.user.pk for m in memberships),
         "add_form": add_form,
     })
 

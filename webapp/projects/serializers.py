@@ -52,10 +52,13 @@ class MembershipSerializer(serializers.ModelSerializer):
                                        help_text="the member's id, for changing their role or removing them")
     username = serializers.CharField(source="user.username", read_only=True)
     role = serializers.ChoiceField(choices=Role.choices, read_only=True)
+    active = serializers.BooleanField(source="user.is_active", read_only=True,
+                                      help_text="false: staff deactivated the account (a colleague who left); "
+                                                "it cannot sign in, and does not count as the project's admin")
 
     class Meta:
         model = Membership
-        fields = ["user_id", "username", "role"]
+        fields = ["user_id", "username", "role", "active"]
 
 
 class AddMemberSerializer(KnownFieldsOnly, serializers.Serializer):

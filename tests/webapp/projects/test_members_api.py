@@ -38,13 +38,13 @@ def test_admin_adds_by_username_and_by_email_changes_a_role_and_removes(project,
     response = client.post(members_url(project), {"username": "bob.smith@LAB.example", "role": "viewer"}, format="json")
     assert response.status_code == 201, response.content
     assert response["Location"] == f"http://testserver{members_url(project, bob)}"
-    assert {"user_id": bob.pk, "username": "bob", "role": "viewer"} in response.json()
+    assert {"user_id": bob.pk, "username": "bob", "role": "viewer", "active": True} in response.json()
     assert roles_in(project) == {"owner": "admin", "member": "curator", "alice": "reviewer", "bob": "viewer"}
     # The same request again changes nothing, and another role changes the member's: 200, the members listed.
     for role in ("viewer", "reviewer"):
         response = client.post(members_url(project), {"username": "bob", "role": role}, format="json")
         assert response.status_code == 200 and not response.has_header("Location"), response.content
-        assert {"user_id": bob.pk, "username": "bob", "role": role} in response.json()
+        assert {"user_id": bob.pk, "username": "bob", "role": role, "active": True} in response.json()
     assert roles_in(project)["bob"] == "reviewer"
 
     response = client.patch(members_url(project, bob), {"role": "curator"}, format="json")

@@ -138,3 +138,22 @@ def test_an_admin_who_leaves_goes_back_to_the_project_list(project, owner, membe
     response = client_for(owner).post(f"/projects/{project.pk}/members/remove/", {"user_id": owner.pk})
     assert response.status_code == 302 and response["Location"] == "/"
     assert roles_in(project) == {"member": "admin"}
+
+
+def test_a_deactivated_account_is_marked_and_does_not_count_as_an_admin(project, owner, member, make_user,
+                                                                       api_client_for):
+    """A colleague who left (staff unticked Active) still showed as any member, and beside a deactivated admin the
+    page offered to remove or demote the one admin who can sign in, which was then refused."""
+    away = make_user("away")
+    do_set_membership(project, away, Role.ADMIN, actor=owner)
+    away.is_active = False
+    away.save()
+    page = client_for(owner).get(f"/projects/{project.pk}/members/").content.decode()
+    owner_row = page.split('data-username="owner"', 1)[1].split("</tr>", 1)[0]
+    away_row = page.split('data-username="away"', 1)[1].split("</tr>", 1)[0]
+    assert "account deactivated: cannot sign in, and does not count as an admin" in away_row
+    assert "Remove" in away_row
+    assert "deactivated" not in owner_row
+    assert "the last admin keeps this role" in owner_row and "Remove" not in owner_row
+    listed = api_client_for(member).get(f"/api/projects/{project.pk}/members/").json()
+    assert {m["username"]: m["active"] for m in listed} == {"away": False, "member": True, "owner": True}

@@ -65,5 +65,5 @@ def test_only_admins_manage_members(project, owner, member, outsider, api_client
     response = api_client_for(owner).post(f"/api/projects/{project.pk}/members/",
                                           {"username": "outsider", "role": "reviewer"}, format="json")
     assert response.status_code == 201
-    assert {"user_id": outsider.pk, "username": "outsider", "role": "reviewer"} in response.json()
+    assert {"user_id": outsider.pk, "username": "outsider", "role": "reviewer", "active": True} in response.json()
     assert api_client_for(outsider).get(f"/api/projects/{project.pk}/").status_code == 200
