@@ -42,9 +42,13 @@ def note_a_password_change(sender, instance, **kwargs):
 
 
 def revoke_token_after_a_password_change(sender, instance, **kwargs):
+    """post_save of the user model: a changed password is on the audit log (whoever changed it: the signal does not
+    know; before, only the token's revocation was, and only when there was a token) and ends the API token."""
     if getattr(instance, "_password_changed", False):
         instance._password_changed = False
-        do_revoke_api_token(instance, reason="password changed")
+        with transaction.atomic():
+            audit.record("account.password_changed", target=instance, user=instance.get_username())
+            do_revoke_api_token(instance, reason="password changed")
 
 
 def do_create_admin(username: str, password: str, email: str = ""):

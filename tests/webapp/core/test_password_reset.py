@@ -94,6 +94,12 @@ def test_change_password_from_the_account_page(alice):
     alice.refresh_from_db()
     assert alice.check_password(NEW_PASSWORD)
     assert client.get("/account/").status_code == 200  # still logged in here
+    # On the audit log, though she had no API token to revoke (before, nothing was written then).
+    from webapp.core.models import AuditLogEntry
+
+    changed = AuditLogEntry.objects.get(action="account.password_changed")
+    assert changed.details == {"user": "alice"} and changed.target.endswith(f":{alice.pk}")
+    assert not AuditLogEntry.objects.filter(action="account.token_revoked").exists()
 
 
 def test_changing_a_password_needs_a_login():
@@ -159,6 +165,7 @@ def test_a_new_password_ends_the_old_api_token(alice, api_client_for):
     done = reset.post(page.redirect_chain[-1][0], {"new_password1": "another-violet-7", "new_password2":
                                                    "another-violet-7"})
     assert done.status_code == 302 and not token_works(second)
+    assert AuditLogEntry.objects.filter(action="account.password_changed").count() == 2
 
     third = Token.objects.create(user=alice).key
     alice.refresh_from_db()
