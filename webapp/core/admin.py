@@ -5,10 +5,10 @@ from .models import AuditLogEntry
 
 @admin.register(AuditLogEntry)
 class AuditLogEntryAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "action", "target", "actor")
+    list_display = ("created_at", "action", "target", "actor_name")
     list_filter = ("action",)
-    search_fields = ("target", "action")
-    readonly_fields = ("created_at", "actor", "action", "target", "details")
+    search_fields = ("target", "action", "actor_name")
+    readonly_fields = ("created_at", "actor", "actor_name", "action", "target", "details")
 
     def has_add_permission(self, request):  # the log is written by domain functions only
         return False

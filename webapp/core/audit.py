@@ -26,8 +26,8 @@ def record(action: str, *, actor=None, target: models.Model | str = "", project:
         target = target_of(target)
     if actor is not None and not getattr(actor, "is_authenticated", False):
         actor = None
-    return AuditLogEntry.objects.create(action=action, actor=actor, target=target, details=details,
-                                        project_id=project_id)
+    return AuditLogEntry.objects.create(action=action, actor=actor, actor_name=actor.get_username() if actor else "",
+                                        target=target, details=details, project_id=project_id)
 
 
 def _project_of(target: models.Model | str) -> int | None:

@@ -8,6 +8,9 @@ class AuditLogEntry(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                               related_name="+")
+    # The actor's username when the row was written: the row still says who did it once their account is
+    # deleted (the key above is then emptied, and the activity read "automatic" for all they had done).
+    actor_name = models.CharField(max_length=150, blank=True, default="", db_default="")
     action = models.CharField(max_length=64, db_index=True)
     # What the change was about, as "app.model:pk" so that the log outlives deleted rows.
     target = models.CharField(max_length=128, blank=True, db_index=True)

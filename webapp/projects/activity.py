@@ -126,7 +126,7 @@ def words(entry: AuditLogEntry) -> str:
     text = text.format(a_job=a_job)
     starts_with_a_noun = text.startswith((a_job, "the retraining policy", "a worker")) or (
         entry.action == "job.enqueued" and bool(details.get("started_by_job")))
-    return text[0].upper() + text[1:] if starts_with_a_noun and entry.actor_id is None else text
+    return text[0].upper() + text[1:] if starts_with_a_noun and entry.actor_id is None and not entry.actor_name else text
 
 
 def detail_lines(entry: AuditLogEntry, class_names: dict | None = None) -> list[tuple[str, str]]:

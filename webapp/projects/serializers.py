@@ -33,12 +33,19 @@ class ActivitySerializer(serializers.Serializer):
 
     id = serializers.IntegerField()
     created_at = serializers.DateTimeField()
-    actor = serializers.CharField(source="actor.username", default=None, allow_null=True,
-                                  help_text="empty for what workers and schedules did")
+    actor = serializers.SerializerMethodField(help_text="the person's username (kept after their account is "
+                                                        "deleted); null for what workers and schedules did")
+    actor_deleted = serializers.SerializerMethodField(help_text="true when the actor's account has been deleted")
     action = serializers.CharField(help_text='e.g. "dataset.edited", "model.published"')
     words = serializers.SerializerMethodField()
     target = serializers.CharField(help_text='what it was about, as "app.model:id"')
     details = serializers.SerializerMethodField()
+
+    def get_actor(self, entry) -> str | None:
+        return entry.actor.username if entry.actor is not None else (entry.actor_name or None)
+
+    def get_actor_deleted(self, entry) -> bool:
+        return entry.actor_id is None and bool(entry.actor_name)
 
     def get_words(self, entry) -> str:
         return activity.words(entry)

@@ -9,7 +9,7 @@ from webapp.core.models import AuditLogEntry
 from webapp.datasets.models import Dataset, LabelClass, LabelSet
 from webapp.datasets.operations import do_edit_dataset
 from webapp.projects.models import Role
-from webapp.projects.operations import do_create_project, do_edit_project, do_set_membership
+from webapp.projects.operations import do_create_project, do_edit_project, do_remove_member, do_set_membership
 
 pytestmark = pytest.mark.django_db
 
@@ -249,3 +249,39 @@ def test_a_retraining_policy_change_of_interval_stages_or_epochs_reads_as_that_c
     assert '<span class="muted">options:</span> epochs 2; stages sparse, completion' in html
     assert '<span class="muted">check every minutes:</span> 15' in html
     assert '<span class="muted">options:</span> defaults' in html
+
+
+def test_a_deleted_accounts_changes_still_name_them(project, dataset, owner, member, make_user, api_client_for):
+    """The audit row's actor key is emptied when the account is deleted: everything a colleague who left had done
+    read "automatic", as if no person had done it."""
+    leaver = make_user("leaver")
+    do_set_membership(project, leaver, Role.CURATOR, actor=owner)
+    do_edit_dataset(dataset, actor=leaver, name="renamed by leaver")
+    do_remove_member(project, leaver, actor=owner)
+    leaver.delete()
+
+    rows = api_client_for(member).get(f"/api/projects/{project.pk}/activity/").json()["results"]
+    edit = next(row for row in rows if row["action"] == "dataset.edited")
+    assert (edit["actor"], edit["actor_deleted"]) == ("leaver", True)
+    removal = next(row for row in rows if row["action"] == "project.member_removed")
+    assert (removal["actor"], removal["actor_deleted"]) == ("owner", False)
+
+    client = Client()
+    client.force_login(member)
+    page = client.get(f"/projects/{project.pk}/activity/").content.decode()
+    edit_row = page.split('data-action="dataset.edited"', 1)[1].split("</tr>", 1)[0]
+    assert "leaver <span class=\"muted small\">(deleted account)</span>" in edit_row and "automatic" not in edit_row
+
+
+def test_the_migration_names_the_actors_of_earlier_rows(project, owner):
+    import importlib
+    from types import SimpleNamespace
+
+    from django.apps import apps
+
+    migration = importlib.import_module("webapp.core.migrations.0003_auditlogentry_actor_name")
+    AuditLogEntry.objects.update(actor_name="")
+    AuditLogEntry.objects.create(action="old.row", target="x")   # no person
+    migration.fill_actor_names(apps, SimpleNamespace(connection=connection))
+    names = set(AuditLogEntry.objects.values_list("action", "actor_name"))
+    assert ("project.created", "owner") in names and ("old.row", "") in names
