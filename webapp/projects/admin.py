@@ -78,6 +78,13 @@ class ProjectAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # a project is made on the home page, so that its creator becomes its admin
 
+    def has_delete_permission(self, request, obj=None):
+        # A project is deleted by its admins on its page or with the API: a deletion job that removes its rows set-wise
+        # and then its files, refuses while a job of it runs, and is audited. The admin site's own deletion collected
+        # every nucleus of the project for its confirmation page, deleted them in the request, left the files and
+        # wrote no activity row. A project whose admins left gets a new one here first (new_admin).
+        return False
+
     def save_model(self, request, obj, form, change):
         if "slides_folder" in form.changed_data:
             do_set_slides_folder(obj, form.cleaned_data["slides_folder"], actor=request.user)

@@ -121,3 +121,18 @@ def test_the_only_admin_is_not_deactivated_until_staff_make_another_member_an_ad
     assert not get_user_model().objects.get(pk=owner.pk).is_active
     deactivated = AuditLogEntry.objects.get(action="account.deactivated")
     assert deactivated.actor.username == "root" and deactivated.details == {"user": "owner"}
+
+
+def test_a_project_is_not_deleted_on_the_admin_site(staff_client, owner):
+    """The admin site's deletion removed every row in the request, left the files and wrote no activity row: a
+    project is deleted by its admins (a deletion job), after staff made a member its admin if none is left."""
+    from webapp.projects.models import Project
+
+    project = do_create_project("Lab", actor=owner)
+    assert staff_client.get(f"/admin/projects/project/{project.pk}/delete/").status_code == 403
+    assert staff_client.post(f"/admin/projects/project/{project.pk}/delete/", {"post": "yes"}).status_code == 403
+    listing = staff_client.get("/admin/projects/project/").content.decode()
+    assert 'value="delete_selected"' not in listing
+    staff_client.post("/admin/projects/project/", {"action": "delete_selected", "post": "yes",
+                                                   "_selected_action": [project.pk]})
+    assert Project.objects.filter(pk=project.pk).exists()
