@@ -237,8 +237,20 @@ def remove_member(request, project_id: int):
     user = _member_user(request, project)
     if user is not None:
         _apply(request, lambda: operations.do_remove_member(project, user, actor=request.user),
-               f"{user.get_username()} was removed from the project.")
+               f"{user.get_username()} was removed from the project.{_their_unfinished_jobs(project, user)}")
     return _after_change(request, project)
+
+
+def _their_unfinished_jobs(project, user) -> str:
+    """What a removed member left running: it goes on for the project (a training still publishes its model), which
+    the admin may not expect; curators may cancel it on its page."""
+    jobs = list(Job.objects.filter(project=project, created_by=user, state__in=(Job.State.QUEUED, Job.State.RUNNING))
+                .order_by("id").values_list("id", flat=True)[:10])
+    if not jobs:
+        return ""
+    named = ", ".join(str(pk) for pk in jobs)
+    return (f" Their job{'s' if len(jobs) > 1 else ''} {named} still run{'' if len(jobs) > 1 else 's'} for the "
+            "project (a curator may cancel a job on its page).")
 
 
 @require_POST

@@ -157,3 +157,15 @@ def test_a_deactivated_account_is_marked_and_does_not_count_as_an_admin(project,
     assert "the last admin keeps this role" in owner_row and "Remove" not in owner_row
     listed = api_client_for(member).get(f"/api/projects/{project.pk}/members/").json()
     assert {m["username"]: m["active"] for m in listed} == {"away": False, "member": True, "owner": True}
+
+
+def test_removing_a_member_says_which_of_their_jobs_still_run(project, owner, member):
+    """A removed curator's training went on and published its model without the admin being told."""
+    from webapp.jobs.models import Job
+
+    do_set_membership(project, member, Role.CURATOR, actor=owner)
+    running = Job.objects.create(kind=Job.Kind.TRAIN, project=project, created_by=member, state=Job.State.RUNNING)
+    Job.objects.create(kind=Job.Kind.IMPORT, project=project, created_by=member, state=Job.State.SUCCEEDED)
+    response = client_for(owner).post(f"/projects/{project.pk}/members/remove/", {"user_id": member.pk}, follow=True)
+    assert flash(response) == (f"member was removed from the project. Their job {running.pk} still runs for the "
+                               "project (a curator may cancel a job on its page).")
