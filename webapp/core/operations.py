@@ -51,6 +51,32 @@ def revoke_token_after_a_password_change(sender, instance, **kwargs):
             do_revoke_api_token(instance, reason="password changed")
 
 
+def do_create_account(username: str, *, email: str = "", actor=None):
+    """A colleague's account, without a password: they choose one through a set-password link
+    (:func:`password_link`). :class:`django.core.exceptions.ValidationError` naming the field for a username that
+    is taken or not valid, or an e-mail address that is not one; nothing is written then."""
+    User = get_user_model()
+    user = User(username=(username or "").strip(), email=User.objects.normalize_email((email or "").strip()))
+    user.set_unusable_password()
+    user.full_clean(exclude=["password"])
+    with transaction.atomic():
+        user.save()
+        audit.record("account.created", actor=actor, target=user, user=user.get_username())
+    return user
+
+
+def password_link(user) -> str:
+    """The path of a one-time link that sets ``user``'s password (Django's reset link: it ends when the password
+    changes, or after PASSWORD_RESET_TIMEOUT)."""
+    from django.contrib.auth.tokens import default_token_generator
+    from django.urls import reverse
+    from django.utils.encoding import force_bytes
+    from django.utils.http import urlsafe_base64_encode
+
+    return reverse("password_reset_confirm", args=[urlsafe_base64_encode(force_bytes(user.pk)),
+                                                   default_token_generator.make_token(user)])
+
+
 def do_create_admin(username: str, password: str, email: str = ""):
     User = get_user_model()
     with transaction.atomic():
