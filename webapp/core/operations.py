@@ -20,14 +20,15 @@ def do_regenerate_api_token(user):
     return token
 
 
-def do_revoke_api_token(user, *, reason: str) -> bool:
+def do_revoke_api_token(user, *, reason: str, actor=None) -> bool:
     """Delete the user's API token, if any (True when there was one): a new password ends what the old one
-    gave, or an account taken over stays open to whoever copied its token from the account page."""
+    gave, or an account taken over stays open to whoever copied its token from the account page. ``actor``: who
+    revoked it, when not the user (staff on the admin site)."""
     Token = apps.get_model("authtoken", "Token")
     with transaction.atomic():
         deleted, _ = Token.objects.filter(user=user).delete()
         if deleted:
-            audit.record("account.token_revoked", actor=user, target=user, reason=reason)
+            audit.record("account.token_revoked", actor=actor or user, target=user, reason=reason)
     return bool(deleted)
 
 

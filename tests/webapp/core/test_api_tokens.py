@@ -78,3 +78,29 @@ def test_the_account_page_revokes_the_token_without_making_another(client, owner
     again = client.post("/account/token/revoke/", follow=True).content.decode()
     assert "nothing to revoke" in again
     assert AuditLogEntry.objects.filter(action="account.token_revoked").count() == 1
+
+
+@pytest.mark.django_db
+def test_staff_revoke_a_colleagues_token_on_the_admin_site_without_reading_or_making_one(client, owner, member,
+                                                                                           make_user):
+    """DRF's token page listed every key (a key to each colleague's account) and made tokens for anyone; a
+    revocation there wrote no audit row."""
+    from webapp.core.models import AuditLogEntry
+
+    key = Token.objects.create(user=member).key
+    client.force_login(make_user("root", is_staff=True, is_superuser=True))
+    listing = client.get("/admin/authtoken/tokenproxy/")
+    assert listing.status_code == 200 and "member" in listing.content.decode()
+    assert key not in listing.content.decode()
+    assert client.get("/admin/authtoken/tokenproxy/add/").status_code == 403
+
+    assert client.post(f"/admin/authtoken/tokenproxy/{member.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not Token.objects.filter(user=member).exists()
+    revoked = AuditLogEntry.objects.get(action="account.token_revoked")
+    assert revoked.actor.username == "root" and revoked.details == {"reason": "revoked by staff"}
+    assert revoked.target.endswith(f":{member.pk}")
+    from rest_framework.test import APIClient
+
+    script = APIClient()
+    script.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert script.get("/api/jobs/").status_code == 401
