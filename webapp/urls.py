@@ -25,6 +25,7 @@ urlpatterns = [
     path("favicon.ico", core_views.favicon, name="favicon"),
     path("account/token/", core_views.regenerate_token, name="regenerate-token"),
     path("account/token/revoke/", core_views.revoke_token, name="revoke-token"),
+    path("account/email/", core_views.change_email, name="account-email"),
     path("jobs/<int:job_id>/", job_pages.job_detail, name="job-detail"),
     # GET shows the form, POST signs in (LoginView would also take PUT as a POST).
     path("login/", auth_views.LoginView.as_view(http_method_names=FORM_METHODS), name="login"),

@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from . import audit
+from .domain_errors import Invalid
 
 
 def do_regenerate_api_token(user):
@@ -30,6 +31,31 @@ def do_revoke_api_token(user, *, reason: str, actor=None) -> bool:
         if deleted:
             audit.record("account.token_revoked", actor=actor or user, target=user, reason=reason)
     return bool(deleted)
+
+
+def do_set_email(user, email: str, *, password: str) -> bool:
+    """The user's own e-mail address (password reset links go there; admins add colleagues by it), confirmed by their
+    current password: a session left open must not redirect the account's reset links elsewhere. True when it
+    changed; :class:`Invalid` naming the field otherwise. Empty removes it."""
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    email = get_user_model().objects.normalize_email((email or "").strip())
+    if not user.check_password(password or ""):
+        raise Invalid("That is not your current password: the e-mail address was not changed.", field="password")
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError:
+            raise Invalid(f"{email!r} is not an e-mail address.", field="email") from None
+    if email == user.email:
+        return False
+    with transaction.atomic():
+        previous = user.email
+        user.email = email
+        user.save(update_fields=["email"])
+        audit.record("account.email_changed", actor=user, target=user, email=email, previous=previous)
+    return True
 
 
 def note_a_password_change(sender, instance, **kwargs):

@@ -55,6 +55,7 @@ ROUTES: dict[str, dict[str, Access]] = {
     "account": {"GET": AUTHENTICATED},
     "regenerate-token": {"POST": AUTHENTICATED},
     "revoke-token": {"POST": AUTHENTICATED},  # your own token
+    "account-email": {"POST": AUTHENTICATED},  # your own address, with your password
     # Passwords: Django's views. Resetting is for people who cannot log in; the e-mailed link is the key.
     "password_reset": {"GET": ANONYMOUS, "POST": ANONYMOUS},
     "password_reset_done": {"GET": ANONYMOUS},

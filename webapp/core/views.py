@@ -6,12 +6,35 @@ from django.views.decorators.http import require_POST, require_safe
 from rest_framework.authtoken.models import Token
 
 from . import operations
+from .domain_errors import Invalid
 
 
 @require_safe
 def account(request):
+    return _account_page(request)
+
+
+def _account_page(request, email_form: dict | None = None):
     token = Token.objects.filter(user=request.user).first()
-    return render(request, "core/account.html", {"token": token})
+    email_form = email_form or {"email": request.user.email, "error": "", "field": ""}
+    return render(request, "core/account.html", {"token": token, "email_form": email_form})
+
+
+@require_POST
+def change_email(request):
+    """Set one's own e-mail address (with the current password); a mistake comes back beside its field."""
+    email = request.POST.get("email", "")[:254]
+    try:
+        changed = operations.do_set_email(request.user, email, password=request.POST.get("password", ""))
+    except Invalid as exc:
+        return _account_page(request, {"email": email, "error": exc.detail, "field": exc.field})
+    if not changed:
+        messages.info(request, "That is your e-mail address already: nothing changed.")
+    elif request.user.email:
+        messages.success(request, f"Your e-mail address is now {request.user.email}.")
+    else:
+        messages.success(request, "Your e-mail address was removed: a forgotten password is reset by a staff member.")
+    return redirect("account")
 
 
 @require_POST
