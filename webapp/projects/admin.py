@@ -1,8 +1,8 @@
 """The admin site's pages for projects and accounts. Memberships change only through the domain functions (the
 project's Members page, the API): they keep one admin in every project and write the activity rows, which the
 admin site's own forms did not. What only a server administrator decides, a project's folder of the slide share,
-is edited here, through its domain function too, and so is the one membership change staff make: a member made an
-admin of a project whose admins have left (a departed owner's project had nobody to manage it)."""
+is edited here, through its domain function too, and so is the one membership change staff make: an account made
+an admin of a project whose admins have left (a departed owner's project had nobody to manage it)."""
 
 from django import forms
 from django.contrib import admin, messages
@@ -19,7 +19,7 @@ from webapp.core import audit
 from webapp.core.domain_errors import Invalid
 
 from .models import Membership, Project, Role
-from .operations import do_change_member_role, do_remove_member
+from .operations import UserNotFound, do_remove_member, do_set_membership, find_user
 from .slides_folder import clean_slides_folder, do_set_slides_folder
 
 
@@ -40,23 +40,24 @@ class MembershipInline(admin.TabularInline):
 
 
 class ProjectAdminForm(forms.ModelForm):
-    new_admin = forms.ModelChoiceField(
-        queryset=Membership.objects.none(), required=False, label="Make a member an admin",
-        help_text="For a project whose admins have left the lab: that member then manages its members on the "
-                  "project's Members page. One activity row, with you as its actor.")
+    new_admin = forms.CharField(
+        required=False, max_length=254, label="Make an account an admin",
+        help_text="For a project whose admins have left the lab: a username or e-mail address; a member becomes an "
+                  "admin, anyone else is added as one. They then manage its members on the project's Members page. "
+                  "One activity row, with you as its actor.")
 
     class Meta:
         model = Project
         fields = ["slides_folder"]
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.instance.pk is not None:
-            self.fields["new_admin"].queryset = (Membership.objects.filter(project=self.instance)
-                                                 .exclude(role=Role.ADMIN).select_related("user")
-                                                 .order_by("user__username"))
-        self.fields["new_admin"].label_from_instance = (
-            lambda membership: f"{membership.user.get_username()} ({Role(membership.role).label.lower()})")
+    def clean_new_admin(self):
+        identifier = self.cleaned_data.get("new_admin", "").strip()
+        if not identifier:
+            return None
+        try:
+            return find_user(identifier)
+        except UserNotFound as exc:
+            raise forms.ValidationError(exc.detail) from None
 
     def clean_slides_folder(self):
         try:
@@ -89,7 +90,7 @@ class ProjectAdmin(admin.ModelAdmin):
         if "slides_folder" in form.changed_data:
             do_set_slides_folder(obj, form.cleaned_data["slides_folder"], actor=request.user)
         if form.cleaned_data.get("new_admin") is not None:
-            do_change_member_role(obj, form.cleaned_data["new_admin"].user, Role.ADMIN, actor=request.user)
+            do_set_membership(obj, form.cleaned_data["new_admin"], Role.ADMIN, actor=request.user)
 
 
 def projects_only_they_administer(user) -> list[Project]:
@@ -113,7 +114,7 @@ def only_admin_refusal(user, doing: str) -> str | None:
     names = ", ".join(quoted(project.name) for project in projects)
     return (f"{user.get_username()} is the only admin of project{'s' if len(projects) > 1 else ''} {names} and cannot "
             f"be {doing}: make another member an admin first, on the project's Members page or, here, on the "
-            "project's page (Make a member an admin).")
+            "project's page (Make an account an admin).")
 
 
 class AccountChangeForm(UserChangeForm):

@@ -107,15 +107,17 @@ def test_the_only_admin_is_not_deactivated_until_staff_make_another_member_an_ad
     assert get_user_model().objects.get(pk=owner.pk).is_active
     assert not AuditLogEntry.objects.filter(action="account.deactivated").exists()
 
-    # Staff make the curator an admin on the project's admin page (the owner has left the lab).
+    # Staff make the curator an admin on the project's admin page (the owner has left the lab); an unknown name is
+    # refused at the field.
     project_url = f"/admin/projects/project/{project.pk}/change/"
-    membership = Membership.objects.get(project=project, user=member)
-    answer = staff_client.post(project_url, {**change_form_data(staff_client, project_url), "new_admin": membership.pk})
+    unknown = staff_client.post(project_url, {**change_form_data(staff_client, project_url), "new_admin": "nobody"})
+    assert unknown.status_code == 200 and "No account has the username &#x27;nobody&#x27;" in unknown.content.decode()
+    answer = staff_client.post(project_url, {**change_form_data(staff_client, project_url), "new_admin": "member"})
     assert answer.status_code == 302
-    assert Membership.objects.get(pk=membership.pk).role == Role.ADMIN
-    promoted = AuditLogEntry.objects.get(action="project.member_role_changed")
-    assert promoted.actor.username == "root" and promoted.details == {"user": "member", "role": "admin",
-                                                                      "previous": "curator"}
+    assert Membership.objects.get(project=project, user=member).role == Role.ADMIN
+    promoted = AuditLogEntry.objects.get(action="project.member_set", actor__username="root")
+    assert promoted.details == {"user": "member", "role": "admin",
+                                                                      "previous": "curator", "created": False}
 
     assert staff_client.post(owner_url, data).status_code == 302
     assert not get_user_model().objects.get(pk=owner.pk).is_active
@@ -136,3 +138,17 @@ def test_a_project_is_not_deleted_on_the_admin_site(staff_client, owner):
     staff_client.post("/admin/projects/project/", {"action": "delete_selected", "post": "yes",
                                                    "_selected_action": [project.pk]})
     assert Project.objects.filter(pk=project.pk).exists()
+
+
+def test_staff_add_an_admin_to_a_project_whose_only_member_left(staff_client, owner, make_user):
+    project = do_create_project("Abandoned", actor=owner)
+    owner.is_active = False
+    owner.save()   # deactivated before this release refused it
+    successor = make_user("successor", email="successor@lab.example")
+    project_url = f"/admin/projects/project/{project.pk}/change/"
+    answer = staff_client.post(project_url, {**change_form_data(staff_client, project_url),
+                                             "new_admin": "successor@lab.example"})
+    assert answer.status_code == 302
+    assert Membership.objects.get(project=project, user=successor).role == Role.ADMIN
+    added = AuditLogEntry.objects.get(action="project.member_set", details__user="successor")
+    assert added.actor.username == "root" and added.details["created"] is True
