@@ -25,3 +25,19 @@ def at_once(*calls):
     for thread in threads:
         thread.join(60)
     return results
+
+
+def in_thread(call, outcome: dict, key: str) -> threading.Thread:
+    """Start ``call`` in a thread of its own (its own connection); its result or exception goes to
+    ``outcome[key]``. For a test that holds a lock meanwhile and then joins it."""
+    def run():
+        try:
+            outcome[key] = call()
+        except Exception as exc:   # noqa: BLE001 - the test judges every outcome
+            outcome[key] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread

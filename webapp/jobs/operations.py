@@ -208,15 +208,20 @@ def do_reap_lost_jobs() -> list[Job]:
             else:
                 percent = job.progress.get("percent")
                 at = f" at {percent:.0f}%" if isinstance(percent, (int, float)) else ""
-                # A training that kept a checkpoint to resume from (its last finished epoch or stage) says so.
-                again = ("Resume it from the project page: it goes on from where it stopped."
-                         if (job.result or {}).get("resume") else "Start it again.")
                 job.error = (f"The worker running this job stopped{at} (it was killed, ran out of memory or was "
-                             f"restarted) and no worker holds the job any more. {again}")
+                             f"restarted) and no worker holds the job any more. {_start_again(job)}")
                 _finish(job, Job.State.FAILED)
             audit.record("job.lost", target=job, kind=job.kind, worker=job.worker)
         reaped.append(job)
     return reaped
+
+
+def _start_again(job: Job) -> str:
+    """What to do about a job that ended without finishing: a training that kept a checkpoint to resume from (its
+    last finished epoch or stage) says so."""
+    if (job.result or {}).get("resume"):
+        return "Resume it from the project page: it goes on from where it stopped."
+    return "Start it again."
 
 
 def do_end_jobs_interrupted_by_restore() -> list[Job]:
@@ -233,10 +238,8 @@ def do_end_jobs_interrupted_by_restore() -> list[Job]:
             if job.cancel_requested:
                 _finish(job, Job.State.CANCELLED)
             else:
-                again = ("Resume it from the project page: it goes on from where it stopped."
-                         if (job.result or {}).get("resume") else "Start it again.")
                 job.error = (f"The installation was restored from a backup taken while this job was {job.state}; "
-                             f"it did not go on after the restore. {again}")
+                             f"it did not go on after the restore. {_start_again(job)}")
                 _finish(job, Job.State.FAILED)
             audit.record("job.ended_by_restore", target=job, kind=job.kind, worker=job.worker)
         ended.append(job)

@@ -5,12 +5,12 @@ but the dataset stayed."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 
+from tests.threads import in_thread
 from tests.webapp.viewer_project import build_viewer_project, deletion_job
 from webapp.datasets.being_deleted import BeingDeleted, NucleusGone
 from webapp.datasets.models import CurrentLabel, Dataset, Label, Nucleus
@@ -102,20 +102,6 @@ def waiting_on_locks() -> int:
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
         return cursor.fetchone()[0]
-
-
-def in_thread(call, outcome: dict, key: str) -> threading.Thread:
-    def run():
-        try:
-            outcome[key] = call()
-        except Exception as exc:   # noqa: BLE001 - the test judges every outcome
-            outcome[key] = exc
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
 
 
 @pytest.mark.django_db(transaction=True)
