@@ -75,6 +75,9 @@ ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    # First: of two management commands of one name, the app listed first wins, and webapp.core's
+    # drf_create_token (audited) must replace DRF's.
+    "webapp.core",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -89,7 +92,6 @@ INSTALLED_APPS = [
     "csp",
     "django_celery_beat",
     "axes",
-    "webapp.core",
     "webapp.jobs",
     "webapp.projects",
     "webapp.datasets",

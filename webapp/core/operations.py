@@ -10,14 +10,24 @@ from . import audit
 from .domain_errors import Invalid
 
 
-def do_regenerate_api_token(user):
-    """Replace the user's API token (the old one stops working at once)."""
+def do_regenerate_api_token(user, *, keep_existing: bool = False, command: str = ""):
+    """Replace the user's API token (the old one stops working at once). ``keep_existing``: the token the user
+    has, unchanged and not audited, and a new one only where there is none. ``command``: made by a server
+    administrator with that ``manage.py`` command (the row then has no actor: the shell signs in as nobody; before,
+    a token made or reset there was on no audit log)."""
     # The token model by its app label: operations stay free of the REST framework's modules.
     Token = apps.get_model("authtoken", "Token")
     with transaction.atomic():
-        Token.objects.filter(user=user).delete()
+        existing = Token.objects.select_for_update().filter(user=user).first()
+        if keep_existing and existing is not None:
+            return existing
+        if existing is not None:
+            existing.delete()
         token = Token.objects.create(user=user)
-        audit.record("account.token_regenerated", actor=user, target=user)
+        if command:
+            audit.record("account.token_regenerated", target=user, user=user.get_username(), command=command)
+        else:
+            audit.record("account.token_regenerated", actor=user, target=user)
     return token
 
 

@@ -134,7 +134,7 @@ class AccountAdmin(UserAdmin):
     admin, and its memberships go through :func:`do_remove_member` first (one activity row each, by the staff
     member who deleted it). Before, the only admin's account deleted here left a project nobody could manage,
     and the activity lost who had done what without saying why. Deactivating such an account is refused alike
-    (:class:`AccountChangeForm`), and deactivating or reactivating one is on the audit log."""
+    (:class:`AccountChangeForm`), and making an account, deactivating or reactivating one is on the audit log."""
 
     form = AccountChangeForm
 
@@ -144,7 +144,9 @@ class AccountAdmin(UserAdmin):
     def save_model(self, request, obj, form, change):
         with transaction.atomic():
             super().save_model(request, obj, form, change)
-            if change and "is_active" in form.changed_data:
+            if not change:   # as an account made with manage.py create_account is (before, this one was not)
+                audit.record("account.created", actor=request.user, target=obj, user=obj.get_username())
+            elif "is_active" in form.changed_data:
                 audit.record("account.activated" if obj.is_active else "account.deactivated", actor=request.user,
                              target=obj, user=obj.get_username())
 
