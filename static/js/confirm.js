@@ -3,8 +3,9 @@ import { reloadKeepingFocus } from "./reload.js";
 
 // Confirmation before a destructive form is sent (the server checks again; these only save a mistake).
 //  - form[data-confirm]: asks the browser's confirm dialog with that text;
-//  - form[data-confirm-name]: its submit button stays disabled until the input[name=confirm_name]
-//    holds exactly that name (typed, as on GitHub's "delete repository").
+//  - form[data-confirm-name]: its submit button is refused until the input[name=confirm_name] holds exactly
+//    that name (typed, as on GitHub's "delete repository"). Marked aria-disabled, not disabled: it stays in the
+//    Tab order and its description (the hint beside it) says why it does nothing yet; the form is not sent.
 document.querySelectorAll("form[data-confirm]").forEach((form) => {
   form.addEventListener("submit", (event) => {
     if (!window.confirm(form.dataset.confirm)) event.preventDefault();
@@ -15,8 +16,16 @@ document.querySelectorAll("form[data-confirm-name]").forEach((form) => {
   const input = form.querySelector("input[name=confirm_name]");
   const button = form.querySelector("button[type=submit]");
   if (!input || !button) return;
-  const update = () => { button.disabled = input.value !== form.dataset.confirmName; };
+  const typed = () => input.value === form.dataset.confirmName;
+  const update = () => {
+    if (typed()) button.removeAttribute("aria-disabled"); else button.setAttribute("aria-disabled", "true");
+  };
   input.addEventListener("input", update);
+  form.addEventListener("submit", (event) => {
+    if (typed()) return;
+    event.preventDefault();   // the button, or Enter in the field
+    if (document.activeElement !== button) input.focus();
+  });
   update();
 });
 

@@ -12,6 +12,13 @@ document.querySelectorAll("[data-autosubmit]").forEach((control) => {
   else control.addEventListener("change", () => control.form.submit());
 });
 
+// A select marked aria-disabled (not disabled: it stays in the Tab order, its reason heard as its description)
+// keeps the value it came with.
+document.querySelectorAll('select[aria-disabled="true"]').forEach((select) => {
+  const kept = select.value;
+  select.addEventListener("change", () => { select.value = kept; });
+});
+
 applyDataStyles();
 // After the load event: focused while the page still loaded, the element lost the focus again (Chromium).
 window.addEventListener("load", () => setTimeout(restoreFocus, 0), { once: true });

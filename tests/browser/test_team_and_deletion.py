@@ -74,12 +74,12 @@ def test_admin_adds_changes_and_removes_a_member_then_deletes_a_dataset(logged_i
     folder = Path(settings.MEDIA_ROOT) / alpha.storage_dir
     assert folder.is_dir()
     page.goto(f"{live_server.url}/projects/{project.pk}/datasets/{alpha.pk}/")
-    button = page.locator("#delete-dataset button[type=submit]")
+    button = page.locator("#delete-dataset button[type=submit]")   # aria-disabled until the name is typed
     assert button.is_disabled()
     page.fill("#delete-dataset input[name=confirm_name]", "alph")
     assert button.is_disabled()
     page.fill("#delete-dataset input[name=confirm_name]", "alpha")
-    wait_until(page, "!document.querySelector('#delete-dataset button[type=submit]').disabled")
+    wait_until(page, "!document.querySelector('#delete-dataset button[type=submit]').hasAttribute('aria-disabled')")
     button.click()
     page.wait_for_url(f"{live_server.url}/projects/{project.pk}/")
     assert "Dataset 'alpha' is being deleted" in page.inner_text(".flash")
