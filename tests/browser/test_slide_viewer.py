@@ -146,6 +146,10 @@ def test_slide_viewer_steps_through_the_nuclei_in_view_with_the_keyboard(logged_
     assert "Zoom in" in page.inner_text("#nucleus-info")
     # The toolbar's zoom buttons are real buttons (a keyboard reaches them; OpenSeadragon's images are off).
     assert page.locator(".openseadragon-container [title='Zoom in']").count() == 0
+    # The page's own zoom buttons: names and keys for a screen reader, no tooltip.
+    assert page.locator("button[data-zoom][title]").count() == 0
+    assert page.get_attribute("button[data-zoom=home]", "aria-keyshortcuts") == "0"
+    assert page.get_attribute("button[data-zoom=in]", "aria-keyshortcuts") == "Shift+= ="
     home = page.evaluate("slideViewer.imageZoom()")
     page.focus("[data-zoom=in]")
     page.keyboard.press("Enter")
