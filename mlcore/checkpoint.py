@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import platform
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,23 +147,43 @@ def legacy_resnet_state(backbone: str, model_state: dict) -> dict:
     return translated
 
 
+def _zip_intact(path: Path) -> bool:
+    """Every member of the zip is there and matches its CRC-32 (torch.load checks neither)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError):
+        return False
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the model from a checkpoint; works on CPU whatever device saved it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
+    with path.open("rb") as file:
+        head = file.read(4)
+    if not head:
+        raise ValueError(f"{path}: not a readable mlcore checkpoint (the file is empty)")
+    damaged = ValueError(f"{path}: not a readable mlcore checkpoint (the file is truncated or damaged: copy it again)")
+    if head == b"PK\x03\x04" and not _zip_intact(path):   # torch's zip format: cut short or changed bytes, which
+        raise damaged                                      # torch.load would read as other weights without a word
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a corrupt or foreign file
+        if head == b"PK\x03\x04":
+            raise damaged from None
         # torch's own words for a foreign file are often a bare number (a pickle protocol's magic): say what it is,
         # without its advice to load the file again with weights_only=False (running whatever the file holds).
         said = str(exc).split("\n")[0][:200]
         said = f"{type(exc).__name__}: {said}" if said and "weights_only" not in said else type(exc).__name__
+        if head[:1] != b"\x80":   # neither torch's zip nor its older pickle: some other file given by mistake
+            said = "not a PyTorch file"
         raise ValueError(f"{path}: not a readable mlcore checkpoint (torch could not load it: {said})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an mlcore checkpoint (format {state.get('format') if isinstance(state, dict) else '?'})")
-    # A diverged training's weights, or bytes changed inside the file (the zip's checksums are not checked on
-    # load): such a model classifies every nucleus as class 0 with no error.
+    # A diverged training's weights (or a file saved with them): such a model classifies every nucleus as
+    # class 0 with no error. Bytes changed inside the zip were refused above, by its checksums.
     broken = [name for name, tensor in state.get("model_state", {}).items()
               if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
     if broken:
