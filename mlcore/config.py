@@ -284,7 +284,10 @@ def _per_stage(value, name: str, defaults: dict, kind) -> dict:
     if kind is int and isinstance(value, float) and not value.is_integer():   # 1.7 epochs is no number of epochs
         raise ConfigError(f"config field {name}: invalid value {value!r} (a whole number)")
     if isinstance(value, (int, float)):
-        # One number: epochs for every stage; a learning rate for stage 1 (the others keep theirs).
+        # One number: epochs for every stage, so at least one as --epochs (0 trained nothing and wrote the random
+        # weights as model.pt); a learning rate for stage 1 (the others keep theirs).
+        if value < (1 if name == "epochs" else 0):
+            raise ConfigError(f"config field {name}: invalid value {value!r}")
         return {stage: kind(value) for stage in STAGES} if name == "epochs" else {**defaults, "sparse": kind(value)}
     if not isinstance(value, dict):
         raise ConfigError(f"config field {name} must be a number or an object with {', '.join(STAGES)}")
@@ -321,8 +324,8 @@ def load_config_file(path: str | Path) -> tuple[list[DatasetSpec], TrainConfig, 
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a JSON object")
-    datasets = parse_datasets(raw.get("datasets"), base=path.resolve().parent)
     try:
+        datasets = parse_datasets(raw.get("datasets"), base=path.resolve().parent)
         config = TrainConfig.from_dict({k: v for k, v in raw.items() if k != "datasets"})
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
