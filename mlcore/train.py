@@ -599,8 +599,12 @@ def write_model_files(out_dir: Path, result: TrainResult, table: NucleusTable, s
     ``metrics.json``."""
     result.checkpoint_path = out_dir / "model.pt"
     tmp = out_dir / f".model.pt.{os.getpid()}.tmp"
-    shutil.copyfile(result.stage_checkpoints[stages[-1]], tmp)
-    os.replace(tmp, result.checkpoint_path)
+    try:
+        shutil.copyfile(result.stage_checkpoints[stages[-1]], tmp)
+        os.replace(tmp, result.checkpoint_path)
+    except BaseException:   # Ctrl-C or a full disk during the copy: no half copy left beside the checkpoints
+        tmp.unlink(missing_ok=True)
+        raise
     write_metrics_json(out_dir / "metrics.json", result, table, stages)
 
 
