@@ -658,17 +658,22 @@ def command_evaluate(args) -> int:
     table = build_table([dataset], [dataset.label_set], cache_dir=None, crop_size=model.crop_spec)
     if concept_map is not None:
         return _print_completion(model, table, concept_map, name, args.json, device, args.tta)
-    from mlcore.train import compare_models, evaluate
+    from mlcore.train import compare_models, evaluate_with_logits, evaluation_rows
 
     label_set = model_set
-    metrics = evaluate(model, table, device=device, tta=args.tta)[label_set.name]
+    nuclei = len(evaluation_rows(model, table))
+    with nuclei_bar(nuclei * (forward_passes(model) + (forward_passes(other) if other is not None else 0))) as bar:
+        reports, outputs = evaluate_with_logits(model, table, device=device, tta=args.tta, progress=bar.update)
+        if other is not None:
+            try:   # the model's logits once: with TTA they are 8 forward passes a nucleus
+                compared = compare_models(model, other, table, device=device, tta=args.tta, outputs=outputs,
+                                          progress=bar.update)[label_set.name]
+            except ValueError as exc:
+                raise ConfigError(f"--against {args.against}: {exc}") from None
+    metrics = reports[label_set.name]
     keys = ("n", "accuracy", "macro_f1", "weighted_f1", "per_class", "confusion")
     report = {"label_set": label_set.name, "tta": bool(args.tta), **{key: metrics[key] for key in keys}}
     if other is not None:
-        try:
-            compared = compare_models(model, other, table, device=device, tta=args.tta)[label_set.name]
-        except ValueError as exc:
-            raise ConfigError(f"--against {args.against}: {exc}") from None
         # The path as typed: two runs' checkpoints share a file name (model.pt, stage1.pt).
         report["against"] = {"checkpoint": str(args.against), **{key: compared[key] for key in (
             "previous_macro_f1", "previous_accuracy", "difference_interval")}}
@@ -688,6 +693,19 @@ def command_evaluate(args) -> int:
         if other is not None:
             print(against_line(report))
     return 0
+
+
+def forward_passes(model) -> int:
+    """How many times each nucleus goes through ``model``: once per member of a seed ensemble."""
+    return len(getattr(model, "members", None) or [model])
+
+
+def nuclei_bar(total: int):
+    """``evaluate``'s bar of the nuclei classified (scoring thousands of them, 8 views each, takes minutes on a
+    CPU), on stderr beside the report."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=" nuclei", file=sys.stderr, dynamic_ncols=True, desc="classify")
 
 
 def against_line(report: dict) -> str:
@@ -719,8 +737,9 @@ def _print_completion(model, table, concept_map, dataset_name: str, as_json: boo
                               f"model's other label sets ({', '.join(s.name for s in model.label_sets)})")
     rows = np.flatnonzero(table.labels[:, 0] != MISSING)
     truth = class_names_of(table.labels[rows, 0], source.classes)
-    report = model_completion(model, table.crops[rows], truth, source.name, concept_map, device=device,
-                              tta=tta)
+    with nuclei_bar(len(rows) * forward_passes(model)) as bar:
+        report = model_completion(model, table.crops[rows], truth, source.name, concept_map, device=device,
+                                  tta=tta, progress=bar.update)
     report = {"dataset": dataset_name, "label_set": source.name, "labelled": int(len(rows)), "tta": bool(tta),
               **report}
     if as_json:

@@ -187,12 +187,13 @@ def concept_completion(predictions: Mapping[str, Sequence[str]], true_labels: Se
 
 
 def model_completion(model, crops, true_labels: Sequence[str | None], source_label_set: str,
-                     concept_map: ConceptMap, device=None, batch_size: int = 512, tta: bool = False) -> dict:
+                     concept_map: ConceptMap, device=None, batch_size: int = 512, tta: bool = False,
+                     progress=None) -> dict:
     """:func:`concept_completion` of a model's predictions on ``crops`` (every label set it has;
-    ``tta``: the mean over the 8 symmetries, see :func:`mlcore.predict.forward_logits`)."""
+    ``tta``: the mean over the 8 symmetries, ``progress``: see :func:`mlcore.predict.forward_logits`)."""
     from mlcore.predict import predict
 
-    predictions = predict(model, crops, batch_size=batch_size, device=device, tta=tta)
+    predictions = predict(model, crops, batch_size=batch_size, device=device, tta=tta, progress=progress)
     names = {name: np.asarray(prediction.classes, dtype=object)[prediction.labels]
              for name, prediction in predictions.items()}
     return concept_completion(names, true_labels, source_label_set, concept_map)

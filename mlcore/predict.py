@@ -45,16 +45,19 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 @torch.inference_mode()
 def forward_logits(model: CrossTrainedModel, crops: np.ndarray | torch.Tensor, batch_size: int = 512,
                    device: str | torch.device | None = None, tta: bool = False,
-                   should_stop: Callable[[], bool] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                   should_stop: Callable[[], bool] | None = None,
+                   progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Raw backbone logits (N, K) and MLP logits (list of (N, C_d)) on the CPU, batched.
 
     ``tta``: test-time augmentation, the mean of both branches' logits over the 8 symmetries of the
     square (a nucleus has no orientation); 8 times the forward passes. A :class:`SeedEnsemble`'s are the mean
     of its members' (each with ``tta``). ``should_stop()``, checked before every batch, raises
     :class:`mlcore.types.Cancelled` when it returns True (scoring thousands of nuclei 8 times takes a while).
+    ``progress(n)`` is called after every batch with its number of crops (a :class:`SeedEnsemble` counts each
+    member's), as ``tqdm.update`` takes it.
     """
     if isinstance(model, SeedEnsemble):
-        return mean_outputs([forward_logits(member, crops, batch_size, device, tta, should_stop)
+        return mean_outputs([forward_logits(member, crops, batch_size, device, tta, should_stop, progress)
                              for member in model.members])
     model.eval()
     if device is None:
@@ -74,6 +77,8 @@ def forward_logits(model: CrossTrainedModel, crops: np.ndarray | torch.Tensor, b
             view_heads = [model.heads_forward(v) for v in view_logits]
             heads.append([torch.stack([h[d] for h in view_heads]).mean(dim=0).float().cpu()
                           for d in range(len(model.correlation_heads))])
+        if progress is not None:
+            progress(len(batch))
     if not logits:
         empty = torch.zeros((0, model.num_outputs))
         return empty, [torch.zeros((0, len(s))) for s in model.label_sets] if model.has_correlation_heads else []
@@ -105,9 +110,10 @@ def predictions_from_logits(model: CrossTrainedModel, logits: torch.Tensor, head
 
 def predict(model: CrossTrainedModel, crops: np.ndarray | torch.Tensor, batch_size: int = 512,
             device: str | torch.device | None = None, tta: bool = False,
-            should_stop: Callable[[], bool] | None = None) -> dict[str, LabelSetPrediction]:
-    """Predictions for uint8 crops (N, S, S, C), keyed by label set name (``tta``, ``should_stop``: see
-    forward_logits)."""
+            should_stop: Callable[[], bool] | None = None,
+            progress: Callable[[int], None] | None = None) -> dict[str, LabelSetPrediction]:
+    """Predictions for uint8 crops (N, S, S, C), keyed by label set name (``tta``, ``should_stop``, ``progress``:
+    see forward_logits)."""
     model = getattr(model, "module", model)
-    logits, heads = forward_logits(model, crops, batch_size, device, tta, should_stop)
+    logits, heads = forward_logits(model, crops, batch_size, device, tta, should_stop, progress)
     return predictions_from_logits(model, logits, heads)

@@ -178,33 +178,34 @@ def reports_from_logits(model: CrossTrainedModel, table: NucleusTable, rows: np.
 
 
 def evaluate(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | None = None,
-             device: str | torch.device | None = None, batch_size: int = 512, tta: bool = False) -> dict[str, dict]:
+             device: str | torch.device | None = None, batch_size: int = 512, tta: bool = False,
+             progress: Callable[[int], None] | None = None) -> dict[str, dict]:
     """Validation metrics per label set on the rows whose class in that set is known (``tta``: the
     mean over the 8 symmetries, see :func:`mlcore.predict.forward_logits`).
 
     Each report has n, accuracy, macro_f1, weighted_f1, per_class and confusion (of the final
     prediction) plus base_accuracy / mlp_accuracy of each branch alone.
     """
-    return evaluate_with_logits(model, table, rows, device, batch_size, tta)[0]
+    return evaluate_with_logits(model, table, rows, device, batch_size, tta, progress=progress)[0]
 
 
 def evaluate_with_logits(model: CrossTrainedModel, table: NucleusTable, rows: np.ndarray | None = None,
                          device: str | torch.device | None = None, batch_size: int = 512, tta: bool = False,
-                         should_stop: StopFn | None = None
+                         should_stop: StopFn | None = None, progress: Callable[[int], None] | None = None
                          ) -> tuple[dict[str, dict], tuple[torch.Tensor, list[torch.Tensor]]]:
     """:func:`evaluate`'s reports and the logits they came from, for a caller that scores the same rows again
     (:func:`compare_models`'s ``outputs``) without repeating the forward passes, 8 per nucleus with TTA.
-    ``should_stop``: as :func:`mlcore.predict.forward_logits` takes it."""
+    ``should_stop``, ``progress``: as :func:`mlcore.predict.forward_logits` takes them."""
     model = getattr(model, "module", model)
     rows = evaluation_rows(model, table, rows)
-    outputs = forward_logits(model, table.crops[rows], batch_size, device, tta, should_stop)
+    outputs = forward_logits(model, table.crops[rows], batch_size, device, tta, should_stop, progress)
     return reports_from_logits(model, table, rows, *outputs), outputs
 
 
 def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table: NucleusTable,
                    rows: np.ndarray | None = None, device: str | torch.device | None = None, tta: bool = False,
                    outputs: tuple[torch.Tensor, list[torch.Tensor]] | None = None,
-                   should_stop: StopFn | None = None) -> dict[str, dict]:
+                   should_stop: StopFn | None = None, progress: Callable[[int], None] | None = None) -> dict[str, dict]:
     """``model`` against ``previous`` (the model it replaces) on the same ``rows``, per label set both have:
     n, each model's macro-F1 and accuracy (as :func:`evaluate` reports them, all rows by default), and ``difference_interval``,
     the paired bootstrap 95% interval of the macro-F1 difference (model minus previous).
@@ -215,7 +216,7 @@ def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table:
     wholly below 0 is a loss chance does not explain.
     ``outputs``: ``model``'s logits of those rows with the same ``tta`` (:func:`evaluate_with_logits`) when
     the caller has them already, so that its forward passes, 8 per nucleus with TTA, are not made twice.
-    ``should_stop``: as :func:`mlcore.predict.forward_logits` takes it.
+    ``should_stop``, ``progress``: as :func:`mlcore.predict.forward_logits` takes them.
     Raises ValueError when ``previous`` cannot score these crops: they are cut differently for it, or one
     of its label sets has other classes than the table's."""
     model, previous = getattr(model, "module", model), getattr(previous, "module", previous)
@@ -226,8 +227,8 @@ def compare_models(model: CrossTrainedModel, previous: CrossTrainedModel, table:
     names = {s.name for s in previous.label_sets} & {s.name for s in table.label_sets}
     shared = [s for s in model.label_sets if s.name in names]
     if outputs is None:
-        outputs = forward_logits(model, table.crops[rows], 512, device, tta, should_stop)
-    previous_outputs = forward_logits(previous, table.crops[rows], 512, device, tta, should_stop)
+        outputs = forward_logits(model, table.crops[rows], 512, device, tta, should_stop, progress)
+    previous_outputs = forward_logits(previous, table.crops[rows], 512, device, tta, should_stop, progress)
     predicted = [predictions_from_logits(model, *outputs), predictions_from_logits(previous, *previous_outputs)]
     out = {}
     for label_set in shared:
