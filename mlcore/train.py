@@ -510,8 +510,10 @@ def start_model(table: NucleusTable, config: TrainConfig, first_stage: str, devi
         model = CrossTrainedModel(label_sets, *resolve_backbone(config.backbone, config.backbone_kwargs, device),
                                   config.crop_spec)
     if (model.crop_size, model.crop_spec.channels) != (table.crop_size, table.channels):
+        # table_from_arrays cuts plain 64 px crops unless told, where a default config trains on a wider view too
         raise ValueError(f"the model expects {model.crop_size}px crops with {model.crop_spec.channels} channels, "
-                         f"the table has {table.crop_size}px with {table.channels}")
+                         f"the table has {table.crop_size}px with {table.channels}: build the table with "
+                         f"crop_size={'checkpoint.model.crop_spec' if init_checkpoint is not None else 'config.crop_spec'}")
     model.to(device)
     model.to(memory_format=torch.channels_last)
     return model, first_epoch, resume_state, continued_random
