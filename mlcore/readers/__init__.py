@@ -122,7 +122,16 @@ def open_dataset(format: str, path: str | Path, name: str | None = None, class_n
         class_names = [str(n) for n in class_names]
     if name is None:
         name = path.parent.name if path.is_file() else path.resolve().name
-    source = _guarded(path, _MODULES[format].open_source, path, class_names, label_set_name or name, labelled)
+    try:
+        source = _guarded(path, _MODULES[format].open_source, path, class_names, label_set_name or name, labelled)
+    except DataError as exc:
+        fits = [other for other, present in _format_signs(path).items() if present] if path.is_dir() else []
+        if type(exc) is not DataError or len(fits) != 1 or fits[0] == format:
+            raise
+        # The wrong format named for a folder whose layout is another's: the reader's words alone (a folder it
+        # looked for) leave the user to guess why. No path in the problem: the web app shows it as it is.
+        raise DataError(exc.path, f"{exc.problem}; the dataset folder is laid out as {fits[0]}, not {format}: "
+                                  f"give the format {fits[0]}") from None
     return DatasetReader(format, path, name, source)
 
 
