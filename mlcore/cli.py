@@ -282,6 +282,10 @@ def command_train(args) -> int:
             raise ConfigError(f"--ensemble {args.ensemble}: give 1 to {MAX_ENSEMBLE} models")
         config.ensemble = args.ensemble
     config.validate()
+    if args.resume and not _has_checkpoints(args.out):
+        # Before the data is read (minutes) and without making the folder (a typo left an empty one behind).
+        raise ConfigError(f"--resume: {args.out} holds no checkpoint of this training (last.pt or a stage's "
+                          "stageN.pt); train without --resume")
     writable_folder(args.out, "--out")   # before the data is read and an epoch is trained
     if args.resume and args.stage != "all":
         raise ConfigError("--resume goes on with the stages the command trains; leave --stage out")
@@ -351,6 +355,11 @@ def command_train(args) -> int:
 
 # Settings that may differ between a training and its resumption: where and how fast it runs, not what it draws.
 RESUMABLE_CHANGES = ("device", "num_threads", "cache_dir")
+
+
+def _has_checkpoints(out: Path) -> bool:
+    names = ("last.pt", *(f"stage{number}.pt" for number in STAGE_NUMBER.values()))
+    return out.is_dir() and any((out / name).is_file() for name in names)
 
 
 def _resume_point(out: Path, stages: tuple[str, ...], config: TrainConfig, table) -> tuple[Path, tuple, list]:

@@ -61,6 +61,7 @@ def test_resume_refuses_other_settings_and_an_empty_folder(setup, tmp_path, caps
     work, common = setup
     assert cli.main([*common, "--out", str(tmp_path / "empty"), "--resume"]) == 2
     assert "holds no checkpoint of this training" in capsys.readouterr().err
+    assert not (tmp_path / "empty").exists()   # a mistyped --out is not made
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "stage1.pt").write_bytes((work / "straight" / "stage1.pt").read_bytes())
     assert cli.main([*common, "--out", str(tmp_path / "half"), "--resume", "--seed", "5"]) == 2
