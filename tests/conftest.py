@@ -213,6 +213,41 @@ def subprocess_env(**overrides) -> dict:
     return env
 
 
+def fresh_database_url(tmp_path: Path) -> str:
+    """An empty database of the same engine as the test's: a new SQLite file, or a new PostgreSQL database."""
+    from django.db import connection
+
+    settings_dict = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{tmp_path / 'restored' / 'db.sqlite3'}"
+    name = f"{settings_dict['NAME']}_restored"
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    return database_url_for_subprocess({**settings_dict, "NAME": name})
+
+
+def run_in(install: dict, *args: str) -> subprocess.CompletedProcess:
+    """Python with ``args`` in the installation ``install`` (its environment variables)."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=subprocess_env(**install), capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture
+def restored_install(tmp_path):
+    """A fresh, empty installation to restore a backup into: its DATA_DIR, MEDIA_ROOT and database."""
+    from django.db import connection, connections
+
+    data = tmp_path / "restored"
+    data.mkdir()
+    install = {"DATA_DIR": str(data), "MEDIA_ROOT": str(data / "media"), "DATABASE_URL": fresh_database_url(tmp_path)}
+    yield install
+    if connection.vendor == "postgresql":
+        connections.close_all()
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{connection.settings_dict["NAME"]}_restored"')
+
+
 def die_with_parent() -> None:
     """In a started process, before exec: the kernel sends it SIGTERM when the test process dies, even by
     SIGKILL or a CI time limit, which run no fixture teardown."""

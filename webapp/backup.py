@@ -372,6 +372,8 @@ class RestoreResult:
     migrated: list[str]
     ended_jobs: list[Job]
     files: int
+    # With object storage: the files the restored rows name that the bucket does not hold (sorted).
+    missing_in_bucket: list[str] = field(default_factory=list)
 
 
 def restore(src: Path, *, force: bool = False, progress_bar: Callable[[int], Progress] | None = None,
@@ -429,7 +431,11 @@ def restore(src: Path, *, force: bool = False, progress_bar: Callable[[int], Pro
 
     call_command("migrate", interactive=False, verbosity=0)
     ended = do_end_jobs_interrupted_by_restore()
-    return RestoreResult(to_migrate, ended, len(files))
+    missing = []
+    if remote:   # the bucket was not in the backup: say at once whether it holds what the restored rows name
+        listed = set(media.names())
+        missing = sorted(name for name in snapshot_of(DEFAULT_DB_ALIAS).files if name not in listed)
+    return RestoreResult(to_migrate, ended, len(files), missing)
 
 
 def _dataset_folders() -> list[str]:

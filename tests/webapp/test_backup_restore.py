@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, connections
 
-from tests.conftest import ROOT, database_url_for_subprocess, subprocess_env
+from tests.conftest import ROOT, database_url_for_subprocess, run_in, subprocess_env
 from webapp import backup
 from webapp.core import media
 from webapp.datasets.models import Image, Label
@@ -68,23 +68,6 @@ def populate(rp, users, *, jobs: bool = True) -> None:
     Job.objects.create(kind=Job.Kind.EXPORT, state=Job.State.QUEUED, project=rp.project, created_by=users["owner"])
 
 
-def fresh_database_url(tmp_path: Path) -> str:
-    """An empty database of the same engine as the test's: a new SQLite file, or a new PostgreSQL database."""
-    settings_dict = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{tmp_path / 'restored' / 'db.sqlite3'}"
-    name = f"{settings_dict['NAME']}_restored"
-    with connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    return database_url_for_subprocess({**settings_dict, "NAME": name})
-
-
-def run_in(install: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=subprocess_env(**install), capture_output=True,
-                          text=True, timeout=300)
-
-
 def serves(install: dict | None) -> dict:
     if install is None:   # this process's installation, answering as the restored one does
         out = subprocess.run([sys.executable, "-c", SERVES], cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -93,18 +76,6 @@ def serves(install: dict | None) -> dict:
         out = run_in(install, "-c", SERVES)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
-
-
-@pytest.fixture
-def restored_install(tmp_path):
-    data = tmp_path / "restored"
-    data.mkdir()
-    install = {"DATA_DIR": str(data), "MEDIA_ROOT": str(data / "media"), "DATABASE_URL": fresh_database_url(tmp_path)}
-    yield install
-    if connection.vendor == "postgresql":
-        connections.close_all()
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{connection.settings_dict["NAME"]}_restored"')
 
 
 def sha256(path: Path) -> str:

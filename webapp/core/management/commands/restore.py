@@ -48,7 +48,11 @@ class Command(BaseCommand):
         if result.ended_jobs:
             self.stdout.write(f"{len(result.ended_jobs)} jobs that were queued or running at the backup ended as "
                               f"failed (start them again): {', '.join(str(job.pk) for job in result.ended_jobs)}")
-        if manifest["media"]["storage"] == "remote":
+        if manifest["media"]["storage"] == "remote" and result.missing_in_bucket:
+            missing = result.missing_in_bucket
             self.stdout.write(self.style.WARNING(
-                "the media files are not in the backup: the bucket (STORAGE_URL) must hold them as they were at "
-                f"{manifest['created_at']} (restore it from its versioning or replica)"))
+                f"{len(missing)} media files the restored database names are not in the bucket (STORAGE_URL), e.g. "
+                f"{', '.join(missing[:3])}: restore the bucket as it was at {manifest['created_at']} from its "
+                "versioning or replica (the media files are not in the backup)"))
+        elif manifest["media"]["storage"] == "remote":
+            self.stdout.write("the bucket (STORAGE_URL) holds every media file the restored database names")
