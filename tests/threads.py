@@ -12,12 +12,7 @@ def at_once(*calls):
 
     def run(index, call):
         start.wait()
-        try:
-            results[index] = call()
-        except Exception as exc:   # noqa: BLE001 - the test judges every outcome
-            results[index] = exc
-        finally:
-            connections.close_all()
+        results[index] = _outcome(call)
 
     threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
     for thread in threads:
@@ -31,13 +26,18 @@ def in_thread(call, outcome: dict, key: str) -> threading.Thread:
     """Start ``call`` in a thread of its own (its own connection); its result or exception goes to
     ``outcome[key]``. For a test that holds a lock meanwhile and then joins it."""
     def run():
-        try:
-            outcome[key] = call()
-        except Exception as exc:   # noqa: BLE001 - the test judges every outcome
-            outcome[key] = exc
-        finally:
-            connections.close_all()
+        outcome[key] = _outcome(call)
 
     thread = threading.Thread(target=run)
     thread.start()
     return thread
+
+
+def _outcome(call):
+    """``call``'s result or exception, in a thread of its own whose connection is closed after it."""
+    try:
+        return call()
+    except Exception as exc:   # noqa: BLE001 - the test judges every outcome
+        return exc
+    finally:
+        connections.close_all()

@@ -203,25 +203,25 @@ def do_reap_lost_jobs() -> list[Job]:
             job = Job.objects.select_for_update().get(pk=stale_job.pk)
             if job.state != Job.State.RUNNING or job.heartbeat_at != stale_job.heartbeat_at:
                 continue  # it finished or reported meanwhile
-            if job.cancel_requested:
-                _finish(job, Job.State.CANCELLED)
-            else:
-                percent = job.progress.get("percent")
-                at = f" at {percent:.0f}%" if isinstance(percent, (int, float)) else ""
-                job.error = (f"The worker running this job stopped{at} (it was killed, ran out of memory or was "
-                             f"restarted) and no worker holds the job any more. {_start_again(job)}")
-                _finish(job, Job.State.FAILED)
+            percent = job.progress.get("percent")
+            at = f" at {percent:.0f}%" if isinstance(percent, (int, float)) else ""
+            _end_unfinished(job, f"The worker running this job stopped{at} (it was killed, ran out of memory or "
+                                 "was restarted) and no worker holds the job any more.")
             audit.record("job.lost", target=job, kind=job.kind, worker=job.worker)
         reaped.append(job)
     return reaped
 
 
-def _start_again(job: Job) -> str:
-    """What to do about a job that ended without finishing: a training that kept a checkpoint to resume from (its
-    last finished epoch or stage) says so."""
-    if (job.result or {}).get("resume"):
-        return "Resume it from the project page: it goes on from where it stopped."
-    return "Start it again."
+def _end_unfinished(job: Job, why: str) -> None:
+    """End a job no worker will finish: cancelled where a cancel was asked for, else failed with ``why`` and what
+    to do (a training that kept a checkpoint to resume from, its last finished epoch or stage, says so)."""
+    if job.cancel_requested:
+        _finish(job, Job.State.CANCELLED)
+        return
+    again = ("Resume it from the project page: it goes on from where it stopped." if (job.result or {}).get("resume")
+             else "Start it again.")
+    job.error = f"{why} {again}"
+    _finish(job, Job.State.FAILED)
 
 
 def do_end_jobs_interrupted_by_restore() -> list[Job]:
@@ -235,12 +235,8 @@ def do_end_jobs_interrupted_by_restore() -> list[Job]:
             job = Job.objects.select_for_update().get(pk=job_id)
             if job.finished:
                 continue
-            if job.cancel_requested:
-                _finish(job, Job.State.CANCELLED)
-            else:
-                job.error = (f"The installation was restored from a backup taken while this job was {job.state}; "
-                             f"it did not go on after the restore. {_start_again(job)}")
-                _finish(job, Job.State.FAILED)
+            _end_unfinished(job, f"The installation was restored from a backup taken while this job was "
+                                 f"{job.state}; it did not go on after the restore.")
             audit.record("job.ended_by_restore", target=job, kind=job.kind, worker=job.worker)
         ended.append(job)
     return ended
